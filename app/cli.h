@@ -1,0 +1,32 @@
+/*
+ * Command-line helpers shared by the subcommands: strict number and address parsing with the
+ * one-line error messages of CONTRACT §0 (bad flag or value: message on stderr, exit status 2).
+ */
+#ifndef TAILCUT_APP_CLI_H
+#define TAILCUT_APP_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TC_EXIT_OK 0
+#define TC_EXIT_FAILURE 1
+#define TC_EXIT_USAGE 2
+
+typedef int (*tc_command_fn)(int argc, char **argv);
+
+/* Parses s as a whole decimal number in [min, max]: ASCII digits only, no sign, no spaces.
+ * On failure prints "tailcut CMD: invalid value 'S' for FLAG: ..." and returns -1. */
+int cli_parse_u64(const char *cmd, const char *flag, const char *s, uint64_t min, uint64_t max,
+                  uint64_t *out);
+
+/* Parses HOST:PORT or [V6HOST]:PORT, port 0..65535. Returns 0 or -1 with a message. */
+int cli_parse_listen(const char *cmd, const char *flag, const char *s, char *host, size_t hostlen,
+                     int *port);
+
+/* Prints "tailcut CMD: MESSAGE" on stderr. */
+void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Reports an unknown option or a missing value the same way getopt_long does, in one line. */
+void cli_bad_option(const char *cmd, const char *arg);
+
+#endif /* TAILCUT_APP_CLI_H */

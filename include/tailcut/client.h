@@ -1,0 +1,121 @@
+/*
+ * A pooled, non-blocking HTTP client on a caller-supplied uv loop (libcurl multi_socket).
+ *
+ * One client per loop. A request returns a future of a tc_response. Any HTTP status fulfils the
+ * future (a 500 is a response, not an error); transport failures reject it with a TC_E* code and
+ * a readable message. Cancelling the future aborts the transfer at once (its connection is
+ * closed, not returned to the pool) and frees everything that belonged to it.
+ *
+ * Pool: keep-alive connections are reused. At most max_connections are open at once in total and
+ * at most max_per_host to one host:port (0 = no per-host limit). A request that finds the cap
+ * reached waits in a FIFO queue until a connection is free; the time it spends queued counts
+ * toward its timeout.
+ */
+#ifndef TAILCUT_CLIENT_H
+#define TAILCUT_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "tailcut/error.h"
+#include "tailcut/future.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TC_CLIENT_DEFAULT_MAX_CONNECTIONS 1024
+#define TC_CLIENT_DEFAULT_TIMEOUT_MS 30000
+#define TC_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS 10000
+#define TC_CLIENT_DEFAULT_MAX_BODY (1024 * 1024)
+
+typedef struct tc_client tc_client;
+
+typedef struct tc_client_config {
+    size_t max_connections;      /* total pool cap [TC_CLIENT_DEFAULT_MAX_CONNECTIONS] */
+    size_t max_per_host;         /* per host:port cap, 0 = none [0] */
+    uint64_t timeout_ms;         /* default whole-request timeout, queue time included [30000] */
+    uint64_t connect_timeout_ms; /* [10000] */
+    size_t max_body;             /* default response body limit in bytes [1 MiB] */
+    const char *ca_file;         /* PEM CA bundle for HTTPS; NULL = system store. Copied. */
+    int insecure;                /* 1 = do not verify TLS peers (never the default) [0] */
+    int http2;                   /* 1 = offer HTTP/2 (ALPN over TLS) and multiplex [1] */
+    int follow_redirects;        /* 1 = follow up to 5 redirects [0] */
+} tc_client_config;
+
+/* Fills cfg with the defaults in brackets above. */
+void tc_client_config_init(tc_client_config *cfg);
+
+/* Creates a client on loop. cfg may be NULL for the defaults; it is copied.
+ * Returns 0, TC_EINVAL, TC_ENOMEM, TC_EIO (libcurl could not be set up). */
+int tc_client_new(tc_client **out, uv_loop_t *loop, const tc_client_config *cfg);
+
+/* Cancels every request still running (their futures become CANCELLED), closes every handle and
+ * connection, then calls close_cb (may be NULL) from the loop, after which the client is freed.
+ * The loop can be closed after close_cb has run. */
+typedef void (*tc_client_close_cb)(tc_client *client, void *data);
+void tc_client_close(tc_client *client, tc_client_close_cb close_cb, void *data);
+
+typedef struct tc_header {
+    const char *name;
+    const char *value;
+} tc_header;
+
+typedef struct tc_client_request {
+    const char *method;       /* NULL = "GET" */
+    const char *url;          /* http:// or https:// */
+    const tc_header *headers; /* extra request headers, may be NULL */
+    size_t nheaders;
+    const char *body; /* request body, may be NULL; copied */
+    size_t body_len;
+    uint64_t timeout_ms; /* 0 = the client's default */
+    size_t max_body;     /* 0 = the client's default */
+} tc_client_request;
+
+/* A received response. Owned by the request's future; valid while the caller holds a reference
+ * to it. */
+typedef struct tc_response {
+    int status;       /* HTTP status code */
+    int http_version; /* 10, 11 or 20 */
+    char *body;       /* NUL-terminated for convenience; body_len excludes the NUL */
+    size_t body_len;
+    char *headers; /* the raw header block as received, NUL-terminated */
+    size_t headers_len;
+    double queued_ms; /* time spent waiting for a pooled connection */
+    double total_ms;  /* time from tc_client_request() to the last byte */
+} tc_response;
+
+/* Value of a header (first match, case-insensitive name), copied into buf (NUL-terminated,
+ * truncated to buflen - 1). Returns the value's full length, or -1 if absent. */
+long tc_response_header(const tc_response *resp, const char *name, char *buf, size_t buflen);
+
+/* Starts a request. On success *out is a future (one reference owned by the caller) that fulfils
+ * with a tc_response * or rejects with:
+ *   TC_ECONNREFUSED, TC_ECONNRESET, TC_EDNS, TC_ETIMEDOUT (connect or whole-request timeout,
+ *   queue time included), TC_ETOOLARGE (body over max_body: the transfer is aborted as soon as
+ *   the limit is crossed), TC_ETLS, TC_EPROTO (not a valid HTTP response), TC_EURL (malformed
+ *   or unsupported URL), TC_EIO (anything else), TC_ENOMEM.
+ * Returns 0, or TC_EINVAL, TC_ENOMEM, TC_ECLOSED (the client is closing); then no future. */
+int tc_client_request_start(tc_future **out, tc_client *client, const tc_client_request *req);
+
+/* Shorthand for a GET of url with the client's defaults. */
+int tc_client_get(tc_future **out, tc_client *client, const char *url);
+
+/* Counters for metrics and tests. */
+typedef struct tc_client_stats {
+    uint64_t started;
+    uint64_t completed; /* fulfilled with a response */
+    uint64_t failed;    /* rejected */
+    uint64_t cancelled;
+    uint64_t queued;  /* requests that had to wait for a connection */
+    size_t in_flight; /* started and not yet done */
+    size_t open_connections;
+} tc_client_stats;
+
+void tc_client_get_stats(const tc_client *client, tc_client_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TAILCUT_CLIENT_H */

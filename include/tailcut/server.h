@@ -1,0 +1,155 @@
+/*
+ * An HTTP/1.1 server on a caller-supplied uv loop (http-parser underneath).
+ *
+ * One tc_server listens on one loop. Several workers, each with its own loop and its own
+ * tc_server bound with reuseport, share one port; see tailcut/workers.h.
+ *
+ * Requests are handed to one handler. The handler answers at once or later, from any callback on
+ * the same loop. Ownership rule: every request the handler receives must be finished exactly
+ * once, by tc_request_respond() (or one of its wrappers) or tc_request_drop(). If the client goes
+ * away first, the abort callback (if set) runs once so the handler can cancel its work; the
+ * handler still finishes the request afterwards, and finishing it then only frees it.
+ *
+ * Pipelined requests are answered in order: a response to a later request is held until the
+ * earlier ones are answered. Limits (CONTRACT §1): request line over max_uri -> 414, header block
+ * over max_headers -> 431, body over max_body -> 413, malformed HTTP -> 400; each of these closes
+ * the connection. Headers not complete within header_timeout_ms -> 408 and close; a keep-alive
+ * connection idle for idle_timeout_ms is closed. Over max_connections a new connection gets 503
+ * `overloaded` with Retry-After and is closed. While draining, requests that arrive on kept-alive
+ * connections get 503 `shutting_down` and the connection is closed.
+ */
+#ifndef TAILCUT_SERVER_H
+#define TAILCUT_SERVER_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <uv.h>
+
+#include "tailcut/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TC_SERVER_DEFAULT_MAX_BODY (1024 * 1024)
+#define TC_SERVER_MAX_URI (8 * 1024)
+#define TC_SERVER_MAX_HEADERS (16 * 1024)
+#define TC_SERVER_HEADER_TIMEOUT_MS 10000
+#define TC_SERVER_IDLE_TIMEOUT_MS 60000
+/* Pipelined requests parsed ahead of the one being answered; reading pauses beyond this. */
+#define TC_SERVER_MAX_PIPELINE 32
+
+/* A byte range: not NUL-terminated. */
+typedef struct tc_str {
+    const char *base;
+    size_t len;
+} tc_str;
+
+typedef struct tc_server tc_server;
+typedef struct tc_request tc_request;
+
+typedef void (*tc_handler_fn)(tc_request *req, void *data);
+
+typedef struct tc_server_config {
+    const char *host; /* IPv4 or IPv6 literal ["127.0.0.1"] */
+    int port;         /* 0 = a free port [0] */
+    int reuseport;    /* bind with SO_REUSEPORT [0] */
+    /* Connection cap. If conn_count is set, the count is shared (workers of one process pass the
+     * same counter) and max_connections is the cap over all of them. 0 = no cap [0]. */
+    size_t max_connections;
+    atomic_size_t *conn_count;
+    size_t max_body;            /* [TC_SERVER_DEFAULT_MAX_BODY] */
+    size_t max_uri;             /* [TC_SERVER_MAX_URI] */
+    size_t max_headers;         /* [TC_SERVER_MAX_HEADERS] */
+    uint64_t header_timeout_ms; /* [TC_SERVER_HEADER_TIMEOUT_MS] */
+    uint64_t idle_timeout_ms;   /* [TC_SERVER_IDLE_TIMEOUT_MS] */
+    /* Access log: one line per finished request: ISO-8601 time, method, path, status, duration
+     * in microseconds, response bytes. NULL = off. Lines are written whole (one fwrite each). */
+    FILE *access_log;
+    tc_handler_fn handler;
+    void *handler_data;
+} tc_server_config;
+
+void tc_server_config_init(tc_server_config *cfg);
+
+/* Creates a server on loop and starts listening. cfg is copied (host too).
+ * Returns 0, TC_EINVAL, TC_ENOMEM, TC_EADDRINUSE, TC_EIO. */
+int tc_server_new(tc_server **out, uv_loop_t *loop, const tc_server_config *cfg);
+
+/* The port actually bound (useful with port 0). */
+int tc_server_port(const tc_server *srv);
+
+/* Stops accepting and starts draining: requests in flight are answered, kept-alive connections
+ * are closed after their current response, new requests on them get 503 shutting_down.
+ * drained_cb (may be NULL) runs once no connection is left. */
+typedef void (*tc_server_cb)(tc_server *srv, void *data);
+void tc_server_drain(tc_server *srv, tc_server_cb drained_cb, void *data);
+
+/* Closes every connection at once (pending requests see their abort callback and are finished
+ * as dropped), then calls close_cb once all handles are closed; the server is then freed. */
+void tc_server_close(tc_server *srv, tc_server_cb close_cb, void *data);
+
+/* Connections and unfinished requests right now. */
+size_t tc_server_connections(const tc_server *srv);
+size_t tc_server_requests_in_flight(const tc_server *srv);
+
+/* ---- requests ------------------------------------------------------------------------------- */
+
+tc_str tc_request_method(const tc_request *req);
+tc_str tc_request_target(const tc_request *req); /* as sent: path plus "?query" */
+tc_str tc_request_path(const tc_request *req);   /* target up to '?' or '#', not decoded */
+tc_str tc_request_query(const tc_request *req);  /* after '?', up to '#'; empty if none */
+tc_str tc_request_body(const tc_request *req);
+/* Finds a header by case-insensitive name; returns 1 and sets *value, or 0. */
+int tc_request_header(const tc_request *req, const char *name, tc_str *value);
+int tc_request_is_head(const tc_request *req);
+uv_loop_t *tc_request_loop(const tc_request *req);
+tc_server *tc_request_server(const tc_request *req);
+/* When the request was fully read: uv_now() of its loop, in ms, and uv_hrtime() in ns. */
+uint64_t tc_request_ready_ms(const tc_request *req);
+uint64_t tc_request_ready_ns(const tc_request *req);
+/* 1 once the client has gone away. */
+int tc_request_aborted(const tc_request *req);
+
+/* cb runs once if the client goes away (closed, reset, server closed) before the request is
+ * finished. Set it again to replace it; NULL removes it. */
+typedef void (*tc_request_abort_cb)(tc_request *req, void *data);
+void tc_request_on_abort(tc_request *req, tc_request_abort_cb cb, void *data);
+
+/* Per-request slot for the handler's own state. */
+void tc_request_set_data(tc_request *req, void *data);
+void *tc_request_data(const tc_request *req);
+
+typedef struct tc_server_header {
+    const char *name;
+    const char *value;
+} tc_server_header;
+
+/* Finishes the request with a response. The server adds Date, Content-Length, Connection and
+ * (when content_type is not NULL) Content-Type; headers are extra ones. body is copied. For a
+ * HEAD request the body is not sent. Returns 0, TC_ENOMEM (the connection is then closed),
+ * TC_EINVAL (already finished). After the client went away it only frees the request. */
+int tc_request_respond(tc_request *req, int status, const char *content_type,
+                       const tc_server_header *headers, size_t nheaders, const char *body,
+                       size_t body_len);
+
+/* Answers application/json body (a NUL-terminated string). */
+int tc_request_respond_json(tc_request *req, int status, const char *json);
+
+/* Answers the contract's error body {"success":false,"error":code,"message":message} with
+ * status; adds Retry-After for 503, closes the connection for 400 and 408. */
+int tc_request_respond_error(tc_request *req, int status, const char *code, const char *message);
+
+/* Finishes the request with no response: the connection is closed, with a TCP RST when reset is
+ * 1 (SO_LINGER 0), else with FIN. Earlier pipelined responses still go out first. */
+void tc_request_drop(tc_request *req, int reset);
+
+/* Reason phrase for a status code ("Unknown" for codes it does not know). */
+const char *tc_http_reason(int status);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TAILCUT_SERVER_H */
