@@ -1,0 +1,784 @@
+/*
+ * Unit tests for src/future.c: the future state machine, its reference counting and callback
+ * rules, and every combinator, on a real uv loop where timers are involved.
+ *
+ * Every test owns a uv loop and ends with loop_finish(): uv_run to completion, then
+ * uv_loop_close() == 0, so a timer handle left open fails the test. Values are tracked boxes
+ * whose free function counts, so a value freed twice or never is caught (besides ASan/LSan).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include <uv.h>
+
+#include "tailcut/future.h"
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+
+/* A value that counts its own release in a counter owned by the test. */
+typedef struct box {
+    int v;
+    int *freed;
+} box;
+
+static void box_free(void *value)
+{
+    box *b = value;
+    (*b->freed)++;
+    free(b);
+}
+
+static box *box_new(int v, int *freed)
+{
+    box *b = malloc(sizeof(*b));
+    assert_non_null(b);
+    b->v = v;
+    b->freed = freed;
+    return b;
+}
+
+static int box_value(const tc_future *f)
+{
+    const box *b = tc_future_value(f);
+    assert_non_null(b);
+    return b->v;
+}
+
+static tc_future *fut_new(void)
+{
+    tc_future *f = NULL;
+    assert_int_equal(tc_future_new(&f), 0);
+    assert_non_null(f);
+    return f;
+}
+
+static void loop_start(uv_loop_t *loop)
+{
+    assert_int_equal(uv_loop_init(loop), 0);
+}
+
+/* Runs the loop until nothing is left and checks that no handle stayed open. */
+static void loop_finish(uv_loop_t *loop)
+{
+    assert_int_equal(uv_run(loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(loop), 0);
+}
+
+/* Records every callback invocation: how many, with which state, in which order. */
+#define REC_MAX 64
+typedef struct rec {
+    int calls;
+    tc_future_state state;
+    int err;
+    int order[REC_MAX];
+    int *seq; /* shared sequence counter, for ordering across records */
+    int tag;
+} rec;
+
+static void rec_cb(tc_future *f, void *data)
+{
+    rec *r = data;
+    if (r->calls < REC_MAX)
+        r->order[r->calls] = r->seq != NULL ? (*r->seq)++ : r->calls;
+    r->calls++;
+    r->state = tc_future_state_of(f);
+    r->err = tc_future_error(f);
+}
+
+/* ---- the future itself ---------------------------------------------------------------------- */
+
+static void test_fulfill_value_and_release(void **state)
+{
+    int freed = 0;
+    tc_future *f = fut_new();
+    assert_int_equal(tc_future_state_of(f), TC_FUTURE_PENDING);
+    assert_int_equal(tc_future_done(f), 0);
+    assert_null(tc_future_value(f));
+    assert_string_equal(tc_future_message(f), "");
+    assert_int_equal(tc_future_fulfill(f, box_new(7, &freed), box_free), 0);
+    assert_int_equal(tc_future_state_of(f), TC_FUTURE_FULFILLED);
+    assert_int_equal(tc_future_done(f), 1);
+    assert_int_equal(box_value(f), 7);
+    assert_int_equal(tc_future_error(f), 0);
+    assert_string_equal(tc_future_message(f), "");
+    /* a second completion is refused and its value released at once */
+    assert_int_equal(tc_future_fulfill(f, box_new(8, &freed), box_free), TC_EINVAL);
+    assert_int_equal(freed, 1);
+    assert_int_equal(tc_future_reject(f, TC_EIO, "late"), TC_EINVAL);
+    assert_int_equal(tc_future_cancel(f), 0);
+    assert_int_equal(tc_future_state_of(f), TC_FUTURE_FULFILLED);
+    assert_int_equal(box_value(f), 7);
+    tc_future_ref(f);
+    tc_future_unref(f);
+    assert_int_equal(freed, 1);
+    tc_future_unref(f);
+    assert_int_equal(freed, 2);
+    tc_future_unref(NULL);
+}
+
+static void test_reject_messages(void **state)
+{
+    tc_future *f = fut_new();
+    assert_int_equal(tc_future_reject(f, TC_ECONNRESET, "peer hung up"), 0);
+    assert_int_equal(tc_future_state_of(f), TC_FUTURE_REJECTED);
+    assert_int_equal(tc_future_error(f), TC_ECONNRESET);
+    assert_string_equal(tc_future_message(f), "peer hung up");
+    assert_null(tc_future_value(f));
+    int freed = 0;
+    assert_int_equal(tc_future_fulfill(f, box_new(1, &freed), box_free), TC_EINVAL);
+    assert_int_equal(freed, 1);
+    tc_future_unref(f);
+
+    f = fut_new();
+    assert_int_equal(tc_future_reject(f, TC_ETIMEDOUT, NULL), 0);
+    assert_string_equal(tc_future_message(f), tc_strerror(TC_ETIMEDOUT));
+    tc_future_unref(f);
+
+    /* the message is copied: the caller's buffer may change afterwards */
+    char buf[32];
+    strcpy(buf, "original");
+    f = fut_new();
+    assert_int_equal(tc_future_reject(f, TC_EIO, buf), 0);
+    strcpy(buf, "changed");
+    assert_string_equal(tc_future_message(f), "original");
+    tc_future_unref(f);
+
+    /* long messages are truncated to 511 bytes */
+    char *big = malloc(4000);
+    assert_non_null(big);
+    memset(big, 'x', 3999);
+    big[3999] = '\0';
+    f = fut_new();
+    assert_int_equal(tc_future_reject(f, TC_EPROTO, big), 0);
+    assert_int_equal(strlen(tc_future_message(f)), 511);
+    assert_memory_equal(tc_future_message(f), big, 511);
+    tc_future_unref(f);
+    free(big);
+
+    /* a non-error code is refused and leaves the future pending */
+    f = fut_new();
+    assert_int_equal(tc_future_reject(f, 0, "no"), TC_EINVAL);
+    assert_int_equal(tc_future_reject(f, 5, "no"), TC_EINVAL);
+    assert_int_equal(tc_future_state_of(f), TC_FUTURE_PENDING);
+    tc_future_unref(f);
+}
+
+static void test_truncation_keeps_utf8_whole(void **state)
+{
+    /* 510 ASCII bytes then a 3-byte character: it does not fit in 511 and must go whole */
+    char msg[600];
+    memset(msg, 'a', 510);
+    memcpy(msg + 510, "\xe2\x82\xac tail", 9);
+    msg[519] = '\0';
+    tc_future *f = fut_new();
+    assert_int_equal(tc_future_reject(f, TC_EIO, msg), 0);
+    assert_int_equal(strlen(tc_future_message(f)), 510);
+    tc_future_unref(f);
+}
+
+static void test_invalid_arguments(void **state)
+{
+    uv_loop_t loop;
+    loop_start(&loop);
+    tc_future *out = NULL;
+    tc_future *f = fut_new();
+    tc_future *arr[2] = {f, NULL};
+    assert_int_equal(tc_future_new(NULL), TC_EINVAL);
+    assert_int_equal(tc_future_on_done(f, NULL, NULL), TC_EINVAL);
+    assert_int_equal(tc_future_off_done(f, rec_cb, NULL), TC_EINVAL);
+    assert_int_equal(tc_gather(NULL, arr, 1, 0), TC_EINVAL);
+    assert_int_equal(tc_gather(&out, NULL, 1, 0), TC_EINVAL);
+    assert_int_equal(tc_gather(&out, arr, 2, 0), TC_EINVAL);
+    assert_int_equal(tc_gather(&out, arr, 1, 0x80), TC_EINVAL);
+    assert_int_equal(tc_wait(&out, NULL, arr, 1, TC_ALL_COMPLETED, -1), TC_EINVAL);
+    assert_int_equal(tc_wait(&out, &loop, arr, 2, TC_ALL_COMPLETED, -1), TC_EINVAL);
+    assert_int_equal(tc_wait(&out, &loop, arr, 1, (tc_wait_mode)9, -1), TC_EINVAL);
+    assert_int_equal(tc_as_completed(&out, &loop, arr, 1, -1, NULL, NULL), TC_EINVAL);
+    assert_int_equal(tc_first_success(&out, arr, 2), TC_EINVAL);
+    assert_int_equal(tc_with_timeout(&out, &loop, NULL, 10), TC_EINVAL);
+    assert_int_equal(tc_with_timeout(&out, NULL, f, 10), TC_EINVAL);
+    assert_int_equal(tc_sleep(NULL, &loop, 10), TC_EINVAL);
+    assert_int_equal(tc_call_later(&out, &loop, 10, NULL, NULL), TC_EINVAL);
+    assert_null(out);
+    assert_int_equal(tc_first_success_index(f), -1);
+    /* the failed calls left no callback behind on f */
+    assert_int_equal(tc_future_fulfill(f, NULL, NULL), 0);
+    tc_future_unref(f);
+    loop_finish(&loop);
+}
+
+static void test_callbacks_in_order_exactly_once(void **state)
+{
+    int seq = 0;
+    rec a = {.seq = &seq}, b = {.seq = &seq}, c = {.seq = &seq}, late = {.seq = &seq};
+    tc_future *f = fut_new();
+    assert_int_equal(tc_future_on_done(f, rec_cb, &a), 0);
+    assert_int_equal(tc_future_on_done(f, rec_cb, &b), 0);
+    assert_int_equal(tc_future_on_done(f, rec_cb, &c), 0);
+    assert_int_equal(a.calls + b.calls + c.calls, 0);
+    assert_int_equal(tc_future_reject(f, TC_EIO, NULL), 0);
+    assert_int_equal(a.calls, 1);
+    assert_int_equal(b.calls, 1);
+    assert_int_equal(c.calls, 1);
+    assert_int_equal(a.order[0], 0);
+    assert_int_equal(b.order[0], 1);
+    assert_int_equal(c.order[0], 2);
+    assert_int_equal(b.state, TC_FUTURE_REJECTED);
+    assert_int_equal(b.err, TC_EIO);
+    /* added after completion: fires at once, exactly once */
+    assert_int_equal(tc_future_on_done(f, rec_cb, &late), 0);
+    assert_int_equal(late.calls, 1);
+    assert_int_equal(late.state, TC_FUTURE_REJECTED);
+    assert_int_equal(tc_future_cancel(f), 0);
+    assert_int_equal(a.calls + b.calls + c.calls + late.calls, 4);
+    /* nothing left to remove after firing */
+    assert_int_equal(tc_future_off_done(f, rec_cb, &a), TC_EINVAL);
+    tc_future_unref(f);
+}
+
+static void test_many_callbacks_and_removal(void **state)
+{
+    enum { N = 100 };
+    int seq = 0;
+    rec r[N];
+    memset(r, 0, sizeof(r));
+    tc_future *f = fut_new();
+    for (int i = 0; i < N; i++) {
+        r[i].seq = &seq;
+        assert_int_equal(tc_future_on_done(f, rec_cb, &r[i]), 0);
+    }
+    /* remove every third, including inline slots */
+    for (int i = 0; i < N; i += 3)
+        assert_int_equal(tc_future_off_done(f, rec_cb, &r[i]), 0);
+    assert_int_equal(tc_future_off_done(f, rec_cb, &r[0]), TC_EINVAL);
+    /* the callbacks' references do not keep f alive past completion */
+    assert_int_equal(tc_future_fulfill(f, NULL, NULL), 0);
+    int expect = 0;
+    for (int i = 0; i < N; i++) {
+        if (i % 3 == 0) {
+            assert_int_equal(r[i].calls, 0);
+        } else {
+            assert_int_equal(r[i].calls, 1);
+            assert_int_equal(r[i].order[0], expect++);
+        }
+    }
+    tc_future_unref(f);
+}
+
+static void test_same_callback_registered_twice(void **state)
+{
+    rec r = {0};
+    tc_future *f = fut_new();
+    assert_int_equal(tc_future_on_done(f, rec_cb, &r), 0);
+    assert_int_equal(tc_future_on_done(f, rec_cb, &r), 0);
+    assert_int_equal(tc_future_off_done(f, rec_cb, &r), 0); /* removes one of the two */
+    assert_int_equal(tc_future_fulfill(f, NULL, NULL), 0);
+    assert_int_equal(r.calls, 1);
+    tc_future_unref(f);
+}
+
+/* A callback that removes another, not yet fired registration of the same future. */
+typedef struct remover {
+    rec *victim;
+    int calls;
+    int rc;
+} remover;
+
+static void remover_cb(tc_future *f, void *data)
+{
+    remover *m = data;
+    m->calls++;
+    m->rc = tc_future_off_done(f, rec_cb, m->victim);
+}
+
+static void test_off_done_during_callbacks(void **state)
+{
+    rec victim = {0}, after = {0};
+    remover m = {.victim = &victim};
+    tc_future *f = fut_new();
+    assert_int_equal(tc_future_on_done(f, remover_cb, &m), 0);
+    assert_int_equal(tc_future_on_done(f, rec_cb, &victim), 0);
+    assert_int_equal(tc_future_on_done(f, rec_cb, &after), 0);
+    assert_int_equal(tc_future_fulfill(f, NULL, NULL), 0);
+    assert_int_equal(m.calls, 1);
+    assert_int_equal(m.rc, 0);
+    assert_int_equal(victim.calls, 0);
+    assert_int_equal(after.calls, 1);
+    tc_future_unref(f);
+}
+
+/* A callback that registers another callback on the future that is completing. */
+static void adder_cb(tc_future *f, void *data)
+{
+    rec *r = data;
+    assert_int_equal(tc_future_on_done(f, rec_cb, r), 0);
+    assert_int_equal(r->calls, 1); /* fired at once: f is done */
+}
+
+static void test_on_done_inside_callback(void **state)
+{
+    rec added = {0};
+    tc_future *f = fut_new();
+    assert_int_equal(tc_future_on_done(f, adder_cb, &added), 0);
+    assert_int_equal(tc_future_fulfill(f, NULL, NULL), 0);
+    assert_int_equal(added.calls, 1);
+    tc_future_unref(f);
+}
+
+/* Drops a reference to the future it is called for. */
+static void unref_cb(tc_future *f, void *data)
+{
+    int *calls = data;
+    (*calls)++;
+    tc_future_unref(f);
+}
+
+static void test_drop_last_reference_inside_callback(void **state)
+{
+    int freed = 0, calls = 0;
+    rec after = {0};
+    tc_future *f = fut_new();
+    assert_int_equal(tc_future_on_done(f, unref_cb, &calls), 0);
+    assert_int_equal(tc_future_on_done(f, rec_cb, &after), 0);
+    /* the caller's reference now belongs to unref_cb */
+    assert_int_equal(tc_future_fulfill(f, box_new(3, &freed), box_free), 0);
+    assert_int_equal(calls, 1);
+    assert_int_equal(after.calls, 1); /* the later callback still ran on a live future */
+    assert_int_equal(freed, 1);       /* and the future went away with its value */
+
+    /* same, with a callback registered after completion */
+    calls = 0;
+    f = fut_new();
+    assert_int_equal(tc_future_cancel(f), 1);
+    assert_int_equal(tc_future_on_done(f, unref_cb, &calls), 0);
+    assert_int_equal(calls, 1);
+}
+
+/* ---- cancellation --------------------------------------------------------------------------- */
+
+typedef struct hook_rec {
+    int calls;
+    int fulfill_rc;
+    int *freed;
+    tc_future_state state_seen;
+    int cbs_seen; /* the done callbacks had not fired yet when the hook ran */
+    rec *r;
+    tc_future *producer_ref; /* dropped by the hook */
+} hook_rec;
+
+static void hook_cb(tc_future *f, void *data)
+{
+    hook_rec *h = data;
+    h->calls++;
+    h->state_seen = tc_future_state_of(f);
+    h->cbs_seen = h->r != NULL ? h->r->calls : 0;
+    if (h->freed != NULL) /* the producer completes inside its own cancel hook */
+        h->fulfill_rc = tc_future_fulfill(f, box_new(9, h->freed), box_free);
+    if (h->producer_ref != NULL) {
+        tc_future *p = h->producer_ref;
+        h->producer_ref = NULL;
+        tc_future_unref(p);
+    }
+}
+
+static void test_cancel_runs_hook_then_callbacks(void **state)
+{
+    rec r = {0};
+    hook_rec h = {.r = &r};
+    tc_future *f = fut_new();
+    tc_future_set_cancel_hook(f, hook_cb, &h);
+    assert_int_equal(tc_future_on_done(f, rec_cb, &r), 0);
+    assert_int_equal(tc_future_cancel(f), 1);
+    assert_int_equal(h.calls, 1);
+    assert_int_equal(h.state_seen, TC_FUTURE_CANCELLED);
+    assert_int_equal(h.cbs_seen, 0);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.state, TC_FUTURE_CANCELLED);
+    assert_int_equal(tc_future_error(f), TC_ECANCELED);
+    assert_string_equal(tc_future_message(f), tc_strerror(TC_ECANCELED));
+    assert_int_equal(tc_future_cancel(f), 0);
+    assert_int_equal(h.calls, 1);
+    assert_int_equal(r.calls, 1);
+    tc_future_unref(f);
+}
+
+static void test_hook_not_called_when_completed_or_removed(void **state)
+{
+    hook_rec h = {0};
+    tc_future *f = fut_new();
+    tc_future_set_cancel_hook(f, hook_cb, &h);
+    assert_int_equal(tc_future_fulfill(f, NULL, NULL), 0);
+    assert_int_equal(tc_future_cancel(f), 0);
+    assert_int_equal(h.calls, 0);
+    tc_future_unref(f);
+
+    f = fut_new();
+    tc_future_set_cancel_hook(f, hook_cb, &h);
+    tc_future_set_cancel_hook(f, NULL, NULL);
+    assert_int_equal(tc_future_cancel(f), 1);
+    assert_int_equal(h.calls, 0);
+    tc_future_unref(f);
+
+    /* a later hook replaces the earlier one */
+    hook_rec h2 = {0};
+    f = fut_new();
+    tc_future_set_cancel_hook(f, hook_cb, &h);
+    tc_future_set_cancel_hook(f, hook_cb, &h2);
+    assert_int_equal(tc_future_cancel(f), 1);
+    assert_int_equal(h.calls, 0);
+    assert_int_equal(h2.calls, 1);
+    tc_future_unref(f);
+}
+
+static void test_complete_inside_cancel_hook(void **state)
+{
+    int freed = 0;
+    rec r = {0};
+    hook_rec h = {.freed = &freed, .r = &r};
+    tc_future *f = fut_new();
+    tc_future_set_cancel_hook(f, hook_cb, &h);
+    assert_int_equal(tc_future_on_done(f, rec_cb, &r), 0);
+    assert_int_equal(tc_future_cancel(f), 1);
+    assert_int_equal(h.calls, 1);
+    assert_int_equal(h.fulfill_rc, TC_ECANCELED);
+    assert_int_equal(freed, 1); /* released at once, not kept */
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.state, TC_FUTURE_CANCELLED);
+    assert_null(tc_future_value(f));
+    tc_future_unref(f);
+    assert_int_equal(freed, 1);
+}
+
+static void test_complete_after_cancel(void **state)
+{
+    int freed = 0;
+    tc_future *f = fut_new();
+    tc_future *producer = tc_future_ref(f);
+    assert_int_equal(tc_future_cancel(f), 1);
+    tc_future_unref(f); /* the consumer goes away */
+    assert_int_equal(tc_future_fulfill(producer, box_new(1, &freed), box_free), TC_ECANCELED);
+    assert_int_equal(freed, 1);
+    assert_int_equal(tc_future_reject(producer, TC_EIO, "x"), TC_ECANCELED);
+    assert_int_equal(tc_future_state_of(producer), TC_FUTURE_CANCELLED);
+    tc_future_unref(producer);
+}
+
+static void test_hook_drops_producer_reference(void **state)
+{
+    /* the producer's reference is the only one: the hook drops it mid-cancel */
+    rec r = {0};
+    tc_future *f = fut_new();
+    hook_rec h = {.producer_ref = f, .r = &r};
+    tc_future *consumer = tc_future_ref(f);
+    tc_future_set_cancel_hook(f, hook_cb, &h);
+    assert_int_equal(tc_future_on_done(f, rec_cb, &r), 0);
+    tc_future_unref(consumer); /* now only the producer holds f (and the callback) */
+    assert_int_equal(tc_future_cancel(f), 1);
+    assert_int_equal(h.calls, 1);
+    assert_int_equal(r.calls, 1);
+    /* f is gone now; LSan/ASan check that */
+}
+
+/* Cancels another future from a done callback. */
+static void cancel_other_cb(tc_future *f, void *data)
+{
+    tc_future **other = data;
+    tc_future_cancel(*other);
+}
+
+static void test_cancel_inside_done_callback(void **state)
+{
+    int freed = 0;
+    rec ra = {0}, rb = {0};
+    tc_future *a = fut_new(), *b = fut_new();
+    assert_int_equal(tc_future_on_done(a, cancel_other_cb, &b), 0);
+    assert_int_equal(tc_future_on_done(a, rec_cb, &ra), 0);
+    assert_int_equal(tc_future_on_done(b, rec_cb, &rb), 0);
+    assert_int_equal(tc_future_fulfill(a, NULL, NULL), 0);
+    assert_int_equal(tc_future_state_of(b), TC_FUTURE_CANCELLED);
+    assert_int_equal(rb.calls, 1);
+    assert_int_equal(ra.calls, 1);
+    /* the producer of b completes later: refused, value freed */
+    assert_int_equal(tc_future_fulfill(b, box_new(1, &freed), box_free), TC_ECANCELED);
+    assert_int_equal(freed, 1);
+
+    /* cancelling the very future whose callback runs is a no-op */
+    rec rc_ = {0};
+    tc_future *c = fut_new();
+    tc_future *self = c;
+    assert_int_equal(tc_future_on_done(c, cancel_other_cb, &self), 0);
+    assert_int_equal(tc_future_on_done(c, rec_cb, &rc_), 0);
+    assert_int_equal(tc_future_reject(c, TC_EIO, NULL), 0);
+    assert_int_equal(tc_future_state_of(c), TC_FUTURE_REJECTED);
+    assert_int_equal(rc_.calls, 1);
+    tc_future_unref(a);
+    tc_future_unref(b);
+    tc_future_unref(c);
+}
+
+/* ---- gather --------------------------------------------------------------------------------- */
+
+static void test_gather_empty(void **state)
+{
+    tc_future *g = NULL;
+    assert_int_equal(tc_gather(&g, NULL, 0, 0), 0);
+    assert_int_equal(tc_future_state_of(g), TC_FUTURE_FULFILLED);
+    const tc_gather_result *res = tc_future_value(g);
+    assert_non_null(res);
+    assert_int_equal(res->n, 0);
+    tc_future_unref(g);
+}
+
+static void test_gather_values_in_input_order(void **state)
+{
+    int freed = 0;
+    rec r = {0};
+    tc_future *in[3] = {fut_new(), fut_new(), fut_new()};
+    tc_future *g = NULL;
+    assert_int_equal(tc_gather(&g, in, 3, 0), 0);
+    assert_int_equal(tc_future_on_done(g, rec_cb, &r), 0);
+    /* complete in reverse order */
+    assert_int_equal(tc_future_fulfill(in[2], box_new(2, &freed), box_free), 0);
+    assert_int_equal(tc_future_fulfill(in[1], box_new(1, &freed), box_free), 0);
+    assert_int_equal(r.calls, 0);
+    assert_int_equal(tc_future_state_of(g), TC_FUTURE_PENDING);
+    assert_int_equal(tc_future_fulfill(in[0], box_new(0, &freed), box_free), 0);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.state, TC_FUTURE_FULFILLED);
+    /* the caller drops its input references; the result keeps them */
+    for (int i = 0; i < 3; i++)
+        tc_future_unref(in[i]);
+    const tc_gather_result *res = tc_future_value(g);
+    assert_int_equal(res->n, 3);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(box_value(res->futures[i]), i);
+    assert_int_equal(freed, 0);
+    tc_future_unref(g);
+    assert_int_equal(freed, 3);
+}
+
+static void test_gather_first_rejection(void **state)
+{
+    int freed = 0;
+    rec r = {0};
+    tc_future *in[3] = {fut_new(), fut_new(), fut_new()};
+    tc_future *g = NULL;
+    assert_int_equal(tc_gather(&g, in, 3, 0), 0);
+    assert_int_equal(tc_future_on_done(g, rec_cb, &r), 0);
+    assert_int_equal(tc_future_fulfill(in[0], box_new(0, &freed), box_free), 0);
+    assert_int_equal(tc_future_reject(in[1], TC_ECONNREFUSED, "no listener"), 0);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(tc_future_state_of(g), TC_FUTURE_REJECTED);
+    assert_int_equal(tc_future_error(g), TC_ECONNREFUSED);
+    assert_string_equal(tc_future_message(g), "no listener");
+    /* the others keep running: not cancelled, and can still complete */
+    assert_int_equal(tc_future_state_of(in[2]), TC_FUTURE_PENDING);
+    assert_int_equal(tc_future_reject(in[2], TC_EIO, NULL), 0);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(tc_future_error(g), TC_ECONNREFUSED);
+    for (int i = 0; i < 3; i++)
+        tc_future_unref(in[i]);
+    tc_future_unref(g);
+    assert_int_equal(freed, 1);
+}
+
+static void test_gather_cancelled_input_rejects(void **state)
+{
+    tc_future *in[2] = {fut_new(), fut_new()};
+    tc_future *g = NULL;
+    assert_int_equal(tc_gather(&g, in, 2, 0), 0);
+    assert_int_equal(tc_future_cancel(in[1]), 1);
+    assert_int_equal(tc_future_state_of(g), TC_FUTURE_REJECTED);
+    assert_int_equal(tc_future_error(g), TC_ECANCELED);
+    assert_int_equal(tc_future_state_of(in[0]), TC_FUTURE_PENDING);
+    tc_future_unref(g);
+    assert_int_equal(tc_future_fulfill(in[0], NULL, NULL), 0);
+    tc_future_unref(in[0]);
+    tc_future_unref(in[1]);
+}
+
+static void test_gather_return_exceptions(void **state)
+{
+    int freed = 0;
+    tc_future *in[3] = {fut_new(), fut_new(), fut_new()};
+    tc_future *g = NULL;
+    assert_int_equal(tc_gather(&g, in, 3, TC_GATHER_RETURN_EXCEPTIONS), 0);
+    assert_int_equal(tc_future_reject(in[0], TC_EHTTP, "503"), 0);
+    assert_int_equal(tc_future_cancel(in[2]), 1);
+    assert_int_equal(tc_future_state_of(g), TC_FUTURE_PENDING);
+    assert_int_equal(tc_future_fulfill(in[1], box_new(1, &freed), box_free), 0);
+    assert_int_equal(tc_future_state_of(g), TC_FUTURE_FULFILLED);
+    const tc_gather_result *res = tc_future_value(g);
+    assert_int_equal(res->n, 3);
+    assert_ptr_equal(res->futures[0], in[0]);
+    assert_int_equal(tc_future_error(res->futures[0]), TC_EHTTP);
+    assert_string_equal(tc_future_message(res->futures[0]), "503");
+    assert_int_equal(box_value(res->futures[1]), 1);
+    assert_int_equal(tc_future_state_of(res->futures[2]), TC_FUTURE_CANCELLED);
+    for (int i = 0; i < 3; i++)
+        tc_future_unref(in[i]);
+    tc_future_unref(g);
+    assert_int_equal(freed, 1);
+}
+
+static void test_gather_cancel_cancels_unfinished(void **state)
+{
+    int freed = 0;
+    hook_rec h = {0};
+    tc_future *in[3] = {fut_new(), fut_new(), fut_new()};
+    tc_future_set_cancel_hook(in[2], hook_cb, &h);
+    tc_future *g = NULL;
+    assert_int_equal(tc_gather(&g, in, 3, 0), 0);
+    assert_int_equal(tc_future_fulfill(in[0], box_new(0, &freed), box_free), 0);
+    assert_int_equal(tc_future_cancel(g), 1);
+    assert_int_equal(tc_future_state_of(g), TC_FUTURE_CANCELLED);
+    assert_int_equal(tc_future_state_of(in[0]), TC_FUTURE_FULFILLED);
+    assert_int_equal(tc_future_state_of(in[1]), TC_FUTURE_CANCELLED);
+    assert_int_equal(tc_future_state_of(in[2]), TC_FUTURE_CANCELLED);
+    assert_int_equal(h.calls, 1);
+    tc_future_unref(g);
+    for (int i = 0; i < 3; i++)
+        tc_future_unref(in[i]);
+    assert_int_equal(freed, 1);
+}
+
+static void test_gather_already_done_inputs(void **state)
+{
+    int freed = 0;
+    tc_future *in[2] = {fut_new(), fut_new()};
+    assert_int_equal(tc_future_fulfill(in[0], box_new(10, &freed), box_free), 0);
+    assert_int_equal(tc_future_fulfill(in[1], box_new(11, &freed), box_free), 0);
+    tc_future *g = NULL;
+    assert_int_equal(tc_gather(&g, in, 2, 0), 0);
+    assert_int_equal(tc_future_state_of(g), TC_FUTURE_FULFILLED);
+    const tc_gather_result *res = tc_future_value(g);
+    assert_int_equal(box_value(res->futures[1]), 11);
+    tc_future_unref(in[0]);
+    tc_future_unref(in[1]);
+    tc_future_unref(g);
+    assert_int_equal(freed, 2);
+
+    /* an already rejected input rejects at once */
+    in[0] = fut_new();
+    in[1] = fut_new();
+    assert_int_equal(tc_future_reject(in[1], TC_EDNS, "nx"), 0);
+    assert_int_equal(tc_gather(&g, in, 2, 0), 0);
+    assert_int_equal(tc_future_error(g), TC_EDNS);
+    assert_int_equal(tc_future_state_of(in[0]), TC_FUTURE_PENDING);
+    tc_future_unref(g);
+    tc_future_unref(in[0]);
+    tc_future_unref(in[1]);
+}
+
+static void test_gather_of_gathers(void **state)
+{
+    int freed = 0;
+    tc_future *leaf[4];
+    for (int i = 0; i < 4; i++)
+        leaf[i] = fut_new();
+    tc_future *mid[2] = {NULL, NULL}, *top = NULL;
+    assert_int_equal(tc_gather(&mid[0], leaf, 2, 0), 0);
+    assert_int_equal(tc_gather(&mid[1], leaf + 2, 2, 0), 0);
+    assert_int_equal(tc_gather(&top, mid, 2, 0), 0);
+    for (int i = 0; i < 4; i++)
+        tc_future_unref(leaf[i]);
+    tc_future_unref(mid[0]);
+    tc_future_unref(mid[1]);
+    /* only the combinators hold the leaves now; cancelling the top reaches all of them */
+    assert_int_equal(tc_future_state_of(top), TC_FUTURE_PENDING);
+    assert_int_equal(tc_future_cancel(top), 1);
+    assert_int_equal(tc_future_state_of(top), TC_FUTURE_CANCELLED);
+    tc_future_unref(top);
+
+    /* and a successful tree */
+    for (int i = 0; i < 4; i++)
+        leaf[i] = fut_new();
+    assert_int_equal(tc_gather(&mid[0], leaf, 2, 0), 0);
+    assert_int_equal(tc_gather(&mid[1], leaf + 2, 2, 0), 0);
+    assert_int_equal(tc_gather(&top, mid, 2, 0), 0);
+    for (int i = 3; i >= 0; i--)
+        assert_int_equal(tc_future_fulfill(leaf[i], box_new(i, &freed), box_free), 0);
+    assert_int_equal(tc_future_state_of(top), TC_FUTURE_FULFILLED);
+    const tc_gather_result *t = tc_future_value(top);
+    assert_int_equal(t->n, 2);
+    for (int m = 0; m < 2; m++) {
+        const tc_gather_result *inner = tc_future_value(t->futures[m]);
+        assert_int_equal(inner->n, 2);
+        assert_int_equal(box_value(inner->futures[0]), 2 * m);
+        assert_int_equal(box_value(inner->futures[1]), 2 * m + 1);
+    }
+    for (int i = 0; i < 4; i++)
+        tc_future_unref(leaf[i]);
+    tc_future_unref(mid[0]);
+    tc_future_unref(mid[1]);
+    assert_int_equal(freed, 0);
+    tc_future_unref(top);
+    assert_int_equal(freed, 4);
+}
+
+static void test_gather_100k_no_leak(void **state)
+{
+    enum { N = 100000 };
+    int freed = 0;
+    tc_future **in = malloc(N * sizeof(*in));
+    assert_non_null(in);
+    for (size_t i = 0; i < N; i++)
+        in[i] = fut_new();
+    tc_future *g = NULL;
+    assert_int_equal(tc_gather(&g, in, N, 0), 0);
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(tc_future_fulfill(in[i], box_new((int)i, &freed), box_free), 0);
+        tc_future_unref(in[i]);
+    }
+    assert_int_equal(tc_future_state_of(g), TC_FUTURE_FULFILLED);
+    const tc_gather_result *res = tc_future_value(g);
+    assert_int_equal(res->n, N);
+    for (size_t i = 0; i < N; i += 9973)
+        assert_int_equal(box_value(res->futures[i]), (int)i);
+    assert_int_equal(box_value(res->futures[N - 1]), N - 1);
+    assert_int_equal(freed, 0);
+    tc_future_unref(g);
+    assert_int_equal(freed, N);
+    free(in);
+}
+
+/* ---- main ----------------------------------------------------------------------------------- */
+
+int main(void)
+{
+    alarm(120); /* watchdog: a hung loop fails the test instead of blocking CI */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fulfill_value_and_release),
+        cmocka_unit_test(test_reject_messages),
+        cmocka_unit_test(test_truncation_keeps_utf8_whole),
+        cmocka_unit_test(test_invalid_arguments),
+        cmocka_unit_test(test_callbacks_in_order_exactly_once),
+        cmocka_unit_test(test_many_callbacks_and_removal),
+        cmocka_unit_test(test_same_callback_registered_twice),
+        cmocka_unit_test(test_off_done_during_callbacks),
+        cmocka_unit_test(test_on_done_inside_callback),
+        cmocka_unit_test(test_drop_last_reference_inside_callback),
+        cmocka_unit_test(test_cancel_runs_hook_then_callbacks),
+        cmocka_unit_test(test_hook_not_called_when_completed_or_removed),
+        cmocka_unit_test(test_complete_inside_cancel_hook),
+        cmocka_unit_test(test_complete_after_cancel),
+        cmocka_unit_test(test_hook_drops_producer_reference),
+        cmocka_unit_test(test_cancel_inside_done_callback),
+        cmocka_unit_test(test_gather_empty),
+        cmocka_unit_test(test_gather_values_in_input_order),
+        cmocka_unit_test(test_gather_first_rejection),
+        cmocka_unit_test(test_gather_cancelled_input_rejects),
+        cmocka_unit_test(test_gather_return_exceptions),
+        cmocka_unit_test(test_gather_cancel_cancels_unfinished),
+        cmocka_unit_test(test_gather_already_done_inputs),
+        cmocka_unit_test(test_gather_of_gathers),
+        cmocka_unit_test(test_gather_100k_no_leak),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
