@@ -81,3 +81,21 @@ int cli_parse_listen(const char *cmd, const char *flag, const char *s, char *hos
     *port = (int)p;
     return 0;
 }
+
+/* Opens the access log named by a flag value: "-" is stdout, "off" none, else a file appended to.
+ * Returns 0 or -1 with a message. */
+int cli_open_access_log(const char *cmd, const char *value, FILE **out)
+{
+    if (strcmp(value, "off") == 0) {
+        *out = NULL;
+    } else if (strcmp(value, "-") == 0) {
+        *out = stdout;
+    } else {
+        *out = fopen(value, "a");
+        if (*out == NULL) {
+            cli_error(cmd, "cannot open access log '%s'", value);
+            return -1;
+        }
+    }
+    return 0;
+}

@@ -29,4 +29,9 @@ void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(prin
 /* Reports an unknown option or a missing value the same way getopt_long does, in one line. */
 void cli_bad_option(const char *cmd, const char *arg);
 
+/* Opens the access log named by a flag value: "-" is stdout, "off" none (NULL), else FILE opened
+ * for appending. Returns 0 or -1 with a message. */
+#include <stdio.h>
+int cli_open_access_log(const char *cmd, const char *value, FILE **out);
+
 #endif /* TAILCUT_APP_CLI_H */

@@ -1,0 +1,211 @@
+/*
+ * Worker threads, signals and graceful drain for the server subcommands.
+ *
+ * The main thread owns a small uv loop that only watches SIGTERM/SIGINT and the workers' exits.
+ * Each worker thread owns its loop and everything on it; the main thread talks to a worker only
+ * through the worker's uv_async_t and an atomic command word, so no request-path state is shared.
+ */
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runtime.h"
+#include "tailcut/error.h"
+
+enum { CMD_NONE = 0, CMD_DRAIN = 1, CMD_STOP = 2 };
+
+typedef struct worker_slot {
+    tc_runtime_worker w;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    uv_async_t wake;
+    uv_timer_t drain_timer;
+    uv_sem_t started;
+    int start_err;
+    atomic_int command;
+    int drain_begun;
+    struct runtime *rt;
+} worker_slot;
+
+typedef struct runtime {
+    tc_runtime_config *cfg;
+    worker_slot *slots;
+    unsigned nstarted;
+    uv_loop_t loop;
+    uv_signal_t sigterm, sigint;
+    uv_async_t worker_exit;
+    atomic_uint exited;
+    int signals;
+} runtime;
+
+unsigned tc_runtime_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1u : (unsigned)n;
+}
+
+static void on_drain_deadline(uv_timer_t *t)
+{
+    worker_slot *s = t->data;
+    if (s->rt->cfg->stop != NULL)
+        s->rt->cfg->stop(&s->w, s->rt->cfg->data);
+}
+
+static void on_wake(uv_async_t *a)
+{
+    worker_slot *s = a->data;
+    int cmd = atomic_load(&s->command);
+    if (cmd >= CMD_DRAIN && !s->drain_begun) {
+        s->drain_begun = 1;
+        /* From now on only the worker's own work keeps its loop alive. */
+        uv_unref((uv_handle_t *)&s->wake);
+        uv_timer_start(&s->drain_timer, on_drain_deadline, s->rt->cfg->drain_timeout_ms, 0);
+        uv_unref((uv_handle_t *)&s->drain_timer);
+        if (s->rt->cfg->drain != NULL)
+            s->rt->cfg->drain(&s->w, s->rt->cfg->data);
+    }
+    if (cmd == CMD_STOP && s->rt->cfg->stop != NULL)
+        s->rt->cfg->stop(&s->w, s->rt->cfg->data);
+}
+
+static void worker_main(void *arg)
+{
+    worker_slot *s = arg;
+    runtime *rt = s->rt;
+    uv_async_init(&s->loop, &s->wake, on_wake);
+    uv_timer_init(&s->loop, &s->drain_timer);
+    s->wake.data = s;
+    s->drain_timer.data = s;
+    s->w.loop = &s->loop;
+    s->start_err = rt->cfg->start(&s->w, rt->cfg->data);
+    uv_sem_post(&s->started);
+    if (s->start_err != 0) {
+        uv_unref((uv_handle_t *)&s->wake);
+        if (rt->cfg->stop != NULL)
+            rt->cfg->stop(&s->w, rt->cfg->data);
+    } else {
+        /* A command sent before the async existed would be lost: look once more. */
+        if (atomic_load(&s->command) != CMD_NONE)
+            uv_async_send(&s->wake);
+    }
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&s->wake, NULL);
+    uv_close((uv_handle_t *)&s->drain_timer, NULL);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    if (rt->cfg->cleanup != NULL)
+        rt->cfg->cleanup(&s->w, rt->cfg->data);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&s->loop) != 0)
+        fprintf(stderr, "tailcut: worker %u: handles left open at exit\n", s->w.index);
+    atomic_fetch_add(&rt->exited, 1);
+    uv_async_send(&rt->worker_exit);
+}
+
+static void send_all(runtime *rt, int cmd)
+{
+    for (unsigned i = 0; i < rt->nstarted; i++) {
+        atomic_store(&rt->slots[i].command, cmd);
+        uv_async_send(&rt->slots[i].wake);
+    }
+}
+
+static void on_signal(uv_signal_t *sig, int signum)
+{
+    runtime *rt = sig->data;
+    if (++rt->signals > 1) {
+        static const char msg[] = "tailcut: second signal, exiting now\n";
+        ssize_t ignored = write(2, msg, sizeof(msg) - 1);
+        (void)ignored;
+        fflush(stdout);
+        _exit(1);
+    }
+    fprintf(stderr, "tailcut: %s received, draining (up to %llu ms)\n",
+            signum == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)rt->cfg->drain_timeout_ms);
+    send_all(rt, CMD_DRAIN);
+}
+
+static void on_worker_exit(uv_async_t *a)
+{
+    runtime *rt = a->data;
+    if (atomic_load(&rt->exited) < rt->nstarted)
+        return;
+    uv_close((uv_handle_t *)&rt->worker_exit, NULL);
+    uv_close((uv_handle_t *)&rt->sigterm, NULL);
+    uv_close((uv_handle_t *)&rt->sigint, NULL);
+}
+
+static int start_worker(runtime *rt, unsigned i)
+{
+    worker_slot *s = &rt->slots[i];
+    s->rt = rt;
+    s->w.index = i;
+    atomic_init(&s->command, CMD_NONE);
+    if (uv_loop_init(&s->loop) != 0)
+        return TC_EIO;
+    uv_sem_init(&s->started, 0);
+    if (uv_thread_create(&s->thread, worker_main, s) != 0) {
+        uv_loop_close(&s->loop);
+        uv_sem_destroy(&s->started);
+        return TC_EIO;
+    }
+    uv_sem_wait(&s->started);
+    uv_sem_destroy(&s->started);
+    rt->nstarted++;
+    return s->start_err;
+}
+
+int tc_runtime_run(tc_runtime_config *cfg)
+{
+    runtime rt;
+    memset(&rt, 0, sizeof(rt));
+    rt.cfg = cfg;
+    if (cfg->nworkers == 0)
+        cfg->nworkers = 1;
+    signal(SIGPIPE, SIG_IGN);
+    rt.slots = calloc(cfg->nworkers, sizeof(*rt.slots));
+    if (rt.slots == NULL || uv_loop_init(&rt.loop) != 0) {
+        fprintf(stderr, "tailcut: out of memory\n");
+        free(rt.slots);
+        return 1;
+    }
+    atomic_init(&rt.exited, 0);
+    uv_async_init(&rt.loop, &rt.worker_exit, on_worker_exit);
+    rt.worker_exit.data = &rt;
+    uv_signal_init(&rt.loop, &rt.sigterm);
+    uv_signal_init(&rt.loop, &rt.sigint);
+    rt.sigterm.data = rt.sigint.data = &rt;
+    uv_signal_start(&rt.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&rt.sigint, on_signal, SIGINT);
+
+    int status = 0;
+    for (unsigned i = 0; i < cfg->nworkers; i++) {
+        int err = start_worker(&rt, i);
+        if (err != 0) {
+            fprintf(stderr, "tailcut: cannot listen on %s:%d: %s\n", cfg->listen_host,
+                    cfg->listen_port, tc_strerror(err));
+            status = 1;
+            send_all(&rt, CMD_STOP);
+            break;
+        }
+    }
+    if (status == 0) {
+        int v6 = strchr(cfg->listen_host, ':') != NULL;
+        fprintf(stderr, "tailcut: listening on http://%s%s%s:%d\n", v6 ? "[" : "", cfg->listen_host,
+                v6 ? "]" : "", cfg->listen_port);
+    }
+    if (rt.nstarted == 0) {
+        uv_close((uv_handle_t *)&rt.worker_exit, NULL);
+        uv_close((uv_handle_t *)&rt.sigterm, NULL);
+        uv_close((uv_handle_t *)&rt.sigint, NULL);
+    }
+    uv_run(&rt.loop, UV_RUN_DEFAULT);
+    for (unsigned i = 0; i < rt.nstarted; i++)
+        uv_thread_join(&rt.slots[i].thread);
+    uv_loop_close(&rt.loop);
+    free(rt.slots);
+    fflush(stdout);
+    return status;
+}
