@@ -1,0 +1,995 @@
+/*
+ * Unit tests for src/json.c: the strict validator (grammar, strings, UTF-8, numbers, depth,
+ * truncation, inputs placed flush against a guard page) and the raw readers (tc_json_iter,
+ * tc_json_object_get, tc_json_key_equal), plus a randomized property test against jansson.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "tailcut/json.h"
+
+/* Validates an exact-size heap copy, so ASan flags any read past len. */
+static int valid_n(const char *s, size_t n)
+{
+    char *copy = malloc(n ? n : 1);
+    assert_non_null(copy);
+    memcpy(copy, s, n);
+    int r = tc_json_valid(copy, n);
+    free(copy);
+    return r;
+}
+
+static int valid(const char *s)
+{
+    return valid_n(s, strlen(s));
+}
+
+static void expect_valid(const char *s)
+{
+    if (!valid(s))
+        fail_msg("expected valid: '%s'", s);
+}
+
+static void expect_invalid_n(const char *s, size_t n)
+{
+    if (valid_n(s, n))
+        fail_msg("expected invalid: '%.*s' (%zu bytes)", (int)n, s, n);
+}
+
+static void expect_invalid(const char *s)
+{
+    expect_invalid_n(s, strlen(s));
+}
+
+/* ---- grammar ------------------------------------------------------------------------------ */
+
+static void test_literals_and_whitespace(void **state)
+{
+    (void)state;
+    const char *ok[] = {"true", "false", "null", " true", "null ", " \t\n\r1\r\n\t ", "\"\"",
+                        "[]",   "{}",    "[ ]",  "{ }",   "[\n]",  "{\r\n}"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        expect_valid(ok[i]);
+    const char *bad[] = {"",
+                         " ",
+                         "\t\n",
+                         "t",
+                         "tru",
+                         "True",
+                         "nul",
+                         "nulll",
+                         "truex",
+                         "true1",
+                         "truefalse",
+                         "true false",
+                         "fals",
+                         "NULL",
+                         "\f1",
+                         "\v1",
+                         "\xa0"
+                         "1",
+                         "\xef\xbb\xbf"
+                         "1",
+                         "\xef\xbb\xbf{}",
+                         "'a'",
+                         "undefined",
+                         "/**/1",
+                         "1//",
+                         "#"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        expect_invalid(bad[i]);
+    expect_invalid_n("1\0", 2);
+    expect_invalid_n("\0", 1);
+    expect_invalid_n("[\0]", 3);
+    assert_int_equal(tc_json_valid(NULL, 0), 0);
+}
+
+static void test_numbers(void **state)
+{
+    (void)state;
+    const char *ok[] = {"0",
+                        "-0",
+                        "1",
+                        "-1",
+                        "10",
+                        "1.5",
+                        "-1.5",
+                        "0.5",
+                        "1e5",
+                        "1E5",
+                        "1e+5",
+                        "1e-5",
+                        "0e0",
+                        "-0.0e-0",
+                        "1E+05",
+                        "0.000",
+                        "9.99",
+                        "123456789012345678901234567890",
+                        "1.0e400",
+                        "-1e-400",
+                        "[0,-0,1.5e3]",
+                        "{\"a\":-0.0}",
+                        "[1e1]",
+                        "7 "};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        expect_valid(ok[i]);
+    const char *bad[] = {
+        "01",    "-01", "00",   "+1",   "1.",    ".5",   "-",        "-a",         "1e",
+        "1e+",   "1e-", "1.e5", "0x10", "1_000", "NaN",  "Infinity", "-Infinity",  "1.5.5",
+        "1e5e5", "- 1", "1 2",  "1,",   "[01]",  "[1.]", "[-]",      "{\"a\":1.}", "1e5.5",
+        "1E",    "-.5", "--1",  "1-",   "0.e",   "[1e]", "1ee5",     "1e+-5",      "\xd9\xa1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        expect_invalid(bad[i]);
+}
+
+static void test_structure(void **state)
+{
+    (void)state;
+    const char *ok[] = {"[1,2]",           "{\"a\":1}",
+                        "{\"a\":{}}",      "[[],[]]",
+                        "[{},{\"a\":[]}]", "{\"a\":1,\"a\":2}",
+                        "{\"\":\"\"}",     "[null,true]",
+                        " [ 1 , 2 ] ",     "{ \"a\" : [ { } ] , \"b\" : null }",
+                        "[\"]\"]",         "{\"}\":\"{\"}"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        expect_valid(ok[i]);
+    const char *bad[] = {
+        "[1,]",       "[,1]",       "[1 2]",      "{\"a\"}",    "{\"a\":}",
+        "{\"a\":1,}", "{,\"a\":1}", "{1:1}",      "{\"a\" 1}",  "{\"a\":1 \"b\":2}",
+        "[}",         "{]",         "]",          "}",          "[",
+        "{",          "{\"a\":1]",  "[1}",        "[][]",       "{}{}",
+        "[]]",        "[[]",        "{\"a\"::1}", "{a:1}",      "{'a':1}",
+        "[,]",        ",",          ":",          "{:1}",       "{\"a\":1,,\"b\":2}",
+        "[1,,2]",     "{\"a\",1}",  "[1:2]",      "{\"a\":1}}", "\"a\" \"b\""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        expect_invalid(bad[i]);
+}
+
+/* ---- strings and UTF-8 -------------------------------------------------------------------- */
+
+static void test_string_escapes(void **state)
+{
+    (void)state;
+    const char *ok[] = {
+        "\"\\\"\"",           "\"\\\\\"",           "\"\\/\"",     "\"\\b\\f\\n\\r\\t\"",
+        "\"\\u0041\"",        "\"\\u00e9\\u00E9\"", "\"\\uFFFF\"", "\"\\u0000\"",
+        "\"\\uD83D\\uDE00\"", "\"\\uD800\"",        "\"\\uDEAD\"", "\"\\uDC00\\uD800\"",
+        "\"a\\u0041b\"",      "\"\x7f\"",           "\"/\"",       "\"'\""};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        expect_valid(ok[i]);
+    const char *bad[] = {"\"\\x\"", "\"\\u12\"", "\"\\u12G4\"", "\"\\U1234\"", "\"\\'\"",
+                         "\"\\\"",  "\"\\",      "\"abc",       "\"\\u\"",     "\"\\u 123\"",
+                         "\"\\a\"", "\"\\0\"",   "\"\\v\"",     "\"\\u+123\"", "\"\\uD8\"",
+                         "\"\\-\"", "\"\\ \"",   "\"\\u004\"",  "abc\"",       "\""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        expect_invalid(bad[i]);
+    /* Every raw control byte is rejected inside a string, and after a backslash. */
+    for (int c = 0; c < 0x20; c++) {
+        char s[4] = {'"', (char)c, '"', 0};
+        expect_invalid_n(s, 3);
+        char e[5] = {'"', '\\', (char)c, '"', 0};
+        expect_invalid_n(e, 4);
+    }
+}
+
+/* A reference decoder for one UTF-8 sequence, written from the definition (code point range,
+ * shortest form, no surrogates), not from the RFC 3629 table the validator uses. Returns the
+ * length of a well-formed sequence at s, or 0. */
+static size_t ref_utf8(const uint8_t *s, size_t n)
+{
+    if (n == 0 || s[0] < 0x80)
+        return 0;
+    size_t len;
+    uint32_t cp;
+    if ((s[0] & 0xE0) == 0xC0) {
+        len = 2;
+        cp = s[0] & 0x1F;
+    } else if ((s[0] & 0xF0) == 0xE0) {
+        len = 3;
+        cp = s[0] & 0x0F;
+    } else if ((s[0] & 0xF8) == 0xF0) {
+        len = 4;
+        cp = s[0] & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3F);
+    }
+    uint32_t min = len == 2 ? 0x80 : len == 3 ? 0x800 : 0x10000;
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+static void test_utf8_boundaries(void **state)
+{
+    (void)state;
+    const char *ok[] = {"\"\xc2\x80\"",
+                        "\"\xdf\xbf\"",
+                        "\"\xe0\xa0\x80\"",
+                        "\"\xed\x9f\xbf\"",
+                        "\"\xee\x80\x80\"",
+                        "\"\xef\xbf\xbf\"",
+                        "\"\xf0\x90\x80\x80\"",
+                        "\"\xf4\x8f\xbf\xbf\"",
+                        "\"h\xc3\xa9llo \xe2\x82\xac\"",
+                        "{\"\xf0\x9f\x98\x80\":\"\xf0\x9f\x98\x80\"}"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        expect_valid(ok[i]);
+    const char *bad[] = {"\"\xc0\x80\"",
+                         "\"\xc1\xbf\"",
+                         "\"\xe0\x9f\xbf\"",
+                         "\"\xed\xa0\x80\"",
+                         "\"\xed\xbf\xbf\"",
+                         "\"\xf0\x8f\xbf\xbf\"",
+                         "\"\xf4\x90\x80\x80\"",
+                         "\"\xf5\x80\x80\x80\"",
+                         "\"\xff\"",
+                         "\"\xfe\"",
+                         "\"\x80\"",
+                         "\"\xbf\"",
+                         "\"\xe2\x82\"",
+                         "\"\xc2\"",
+                         "\"\xc2\x41\"",
+                         "\"\xe2\x82\x41\"",
+                         "\"\xf0\x9f\x98\"",
+                         "\"\xf0\x9f\x98\x41\"",
+                         "\"\xc2\xc2\x80\"",
+                         "\xc3\xa9",
+                         "[\xc3\xa9]",
+                         "\"\xf8\x88\x80\x80\x80\"",
+                         "\"\xe0\x80\xaf\""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        expect_invalid(bad[i]);
+    /* A multi-byte sequence cut by the end of the buffer (no closing quote either). */
+    expect_invalid_n("\"\xe2\x82\xac\"", 3);
+}
+
+/* Every 1- and 2-byte sequence, and every 3- and 4-byte sequence over a set of interesting
+ * bytes, agrees with the reference decoder. */
+static void test_utf8_exhaustive(void **state)
+{
+    (void)state;
+    char s[8];
+    s[0] = '"';
+    for (int a = 0x80; a < 0x100; a++) {
+        for (int b = 0; b < 0x100; b++) {
+            uint8_t seq[2] = {(uint8_t)a, (uint8_t)b};
+            s[1] = (char)a;
+            s[2] = (char)b;
+            s[3] = '"';
+            /* Either a 2-byte sequence, or a 1-byte one that can never be valid, or a lead
+             * whose sequence the closing quote cuts short. */
+            int want = ref_utf8(seq, 2) == 2;
+            assert_int_equal(tc_json_valid(s, 4), want);
+        }
+    }
+    const uint8_t interesting[] = {0x00, 0x22, 0x41, 0x7f, 0x80, 0x81, 0x8f, 0x90, 0x9f, 0xa0, 0xbf,
+                                   0xc0, 0xc2, 0xdf, 0xe0, 0xed, 0xef, 0xf0, 0xf4, 0xf5, 0xff};
+    const size_t ni = sizeof interesting;
+    for (int a = 0xc0; a < 0x100; a++) {
+        for (size_t i = 0; i < 0x100; i++) {
+            for (size_t j = 0; j < ni; j++) {
+                for (size_t k = 0; k <= ni; k++) {
+                    uint8_t seq[4] = {(uint8_t)a, (uint8_t)i, interesting[j],
+                                      k < ni ? interesting[k] : 0x80};
+                    size_t n = (a >= 0xf0) ? 4 : 3;
+                    if (n == 3 && k > 0)
+                        break;
+                    s[1] = (char)seq[0];
+                    s[2] = (char)seq[1];
+                    s[3] = (char)seq[2];
+                    s[4] = (char)seq[3];
+                    s[n + 1] = '"';
+                    /* Valid iff the whole n bytes form exactly one sequence, or form valid
+                     * shorter sequences followed by ASCII (e.g. C2 80 41). Decide with the
+                     * reference decoder over the bytes. */
+                    int want = 1;
+                    size_t pos = 0;
+                    while (pos < n) {
+                        uint8_t c = seq[pos];
+                        if (c < 0x80) {
+                            if (c < 0x20 || c == '"' || c == '\\') {
+                                want = 0;
+                                break;
+                            }
+                            pos++;
+                            continue;
+                        }
+                        size_t l = ref_utf8(seq + pos, n - pos);
+                        if (!l) {
+                            want = 0;
+                            break;
+                        }
+                        pos += l;
+                    }
+                    if (tc_json_valid(s, n + 2) != want)
+                        fail_msg("bytes %02x %02x %02x %02x (n=%zu): want %d", seq[0], seq[1],
+                                 seq[2], seq[3], n, want);
+                }
+            }
+        }
+    }
+}
+
+/* The 8-byte fast path must stop at every byte that needs attention, wherever it sits. */
+static void test_string_fast_path(void **state)
+{
+    (void)state;
+    char s[48];
+    for (size_t len = 1; len <= 40; len++) {
+        for (size_t pos = 0; pos < len; pos++) {
+            for (int b = 0; b < 256; b++) {
+                s[0] = '"';
+                memset(s + 1, 'a', len);
+                s[1 + pos] = (char)b;
+                s[1 + len] = '"';
+                int want = b >= 0x20 && b < 0x80 && b != '"' && b != '\\';
+                if (tc_json_valid(s, len + 2) != want)
+                    fail_msg("len %zu pos %zu byte %02x: want %d", len, pos, b, want);
+            }
+        }
+    }
+}
+
+/* ---- depth -------------------------------------------------------------------------------- */
+
+/* Builds n nested arrays around `1` into a new buffer; *out_len gets its length. */
+static char *nested_arrays(size_t n, size_t *out_len)
+{
+    char *s = malloc(2 * n + 1);
+    assert_non_null(s);
+    memset(s, '[', n);
+    s[n] = '1';
+    memset(s + n + 1, ']', n);
+    *out_len = 2 * n + 1;
+    return s;
+}
+
+static char *nested_objects(size_t n, size_t *out_len)
+{
+    /* {"a":{"a":...1...}} */
+    char *s = malloc(5 * n + 1 + n);
+    assert_non_null(s);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(s + k, "{\"a\":", 5);
+        k += 5;
+    }
+    s[k++] = '1';
+    memset(s + k, '}', n);
+    k += n;
+    *out_len = k;
+    return s;
+}
+
+static void test_depth_limit(void **state)
+{
+    (void)state;
+    size_t len;
+    char *s;
+    s = nested_arrays(TC_JSON_MAX_DEPTH, &len);
+    assert_int_equal(valid_n(s, len), 1);
+    free(s);
+    s = nested_arrays(TC_JSON_MAX_DEPTH + 1, &len);
+    assert_int_equal(valid_n(s, len), 0);
+    free(s);
+    s = nested_objects(TC_JSON_MAX_DEPTH, &len);
+    assert_int_equal(valid_n(s, len), 1);
+    free(s);
+    s = nested_objects(TC_JSON_MAX_DEPTH + 1, &len);
+    assert_int_equal(valid_n(s, len), 0);
+    free(s);
+    /* Empty containers at the limit count too. */
+    s = nested_arrays(TC_JSON_MAX_DEPTH, &len);
+    memmove(s + TC_JSON_MAX_DEPTH, s + TC_JSON_MAX_DEPTH + 1, TC_JSON_MAX_DEPTH);
+    assert_int_equal(valid_n(s, len - 1), 1);
+    free(s);
+
+    /* Two siblings each 511 deep inside one array: depth 512, valid; going back up and down
+     * again reuses the bit stack correctly. */
+    size_t l1;
+    char *a = nested_arrays(TC_JSON_MAX_DEPTH - 1, &l1);
+    char *doc = malloc(2 * l1 + 3);
+    assert_non_null(doc);
+    doc[0] = '[';
+    memcpy(doc + 1, a, l1);
+    doc[1 + l1] = ',';
+    memcpy(doc + 2 + l1, a, l1);
+    doc[2 + 2 * l1] = ']';
+    assert_int_equal(valid_n(doc, 2 * l1 + 3), 1);
+    free(doc);
+    free(a);
+
+    /* A million open brackets, closed or not: rejected without recursion. */
+    s = nested_arrays(1000000, &len);
+    assert_int_equal(tc_json_valid(s, len), 0);
+    assert_int_equal(tc_json_valid(s, 1000000), 0);
+    free(s);
+}
+
+/* Random mixes of objects and arrays at full depth: the closing brackets must match the bit
+ * stack at every level, and one wrong closing bracket anywhere is caught. */
+static void test_depth_mixed_kinds(void **state)
+{
+    (void)state;
+    unsigned seed = 7;
+    char *s = malloc(TC_JSON_MAX_DEPTH * 6 + 2);
+    uint8_t kinds[TC_JSON_MAX_DEPTH];
+    assert_non_null(s);
+    for (int round = 0; round < 200; round++) {
+        size_t depth = 1 + (size_t)(rand_r(&seed) % TC_JSON_MAX_DEPTH);
+        size_t k = 0;
+        for (size_t i = 0; i < depth; i++) {
+            kinds[i] = (uint8_t)(rand_r(&seed) & 1);
+            if (kinds[i]) {
+                memcpy(s + k, "{\"k\":", 5);
+                k += 5;
+            } else {
+                s[k++] = '[';
+            }
+        }
+        s[k++] = '0';
+        size_t close_start = k;
+        for (size_t i = depth; i-- > 0;)
+            s[k++] = kinds[i] ? '}' : ']';
+        assert_int_equal(valid_n(s, k), 1);
+        size_t flip = close_start + (size_t)rand_r(&seed) % depth;
+        s[flip] = s[flip] == '}' ? ']' : '}';
+        assert_int_equal(valid_n(s, k), 0);
+    }
+    free(s);
+}
+
+/* ---- truncation and guard pages ----------------------------------------------------------- */
+
+static const char *const corpus[] = {
+    "{\"results\":{\"A\":{\"time\":123},\"B\":[1,2,3],\"C\":\"x\\\"y\"}}",
+    "[true,false,null,-1.5e-3,\"\\u00e9\\uD83D\\uDE00\",{\"\":[]}]",
+    "{\"time\": 412}",
+    "\"h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80 and a long tail to use the 8-byte path\"",
+    "  {\"a\" : [ { \"b\" : { } } , [ ] , \"\\/\\\\\\b\\f\\n\\r\\t\" ] }  ",
+    "[[[[[[[[[[\"deep\"]]]]]]]]]]",
+    "{\"nums\":[0,-0,0.5,10,1e10,1E+2,2e-2,123456789]}",
+};
+
+/* Every proper prefix of a container/string document is invalid (an incomplete value). */
+static void test_truncated(void **state)
+{
+    (void)state;
+    for (size_t d = 0; d < sizeof corpus / sizeof corpus[0]; d++) {
+        size_t n = strlen(corpus[d]);
+        assert_int_equal(valid_n(corpus[d], n), 1);
+        /* Trailing whitespace aside, the document ends at its last non-space byte. */
+        size_t last = n;
+        while (last > 0 && corpus[d][last - 1] == ' ')
+            last--;
+        for (size_t k = 0; k < last; k++)
+            if (valid_n(corpus[d], k))
+                fail_msg("prefix of %zu bytes of doc %zu accepted", k, d);
+    }
+}
+
+/* Each prefix of each corpus document is placed to end exactly at a PROT_NONE page: any read
+ * past len, even by the 8-byte string path, faults. */
+static void test_guard_page(void **state)
+{
+    (void)state;
+    long page = sysconf(_SC_PAGESIZE);
+    char *map =
+        mmap(NULL, (size_t)page * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(map != MAP_FAILED);
+    assert_int_equal(mprotect(map + page, (size_t)page, PROT_NONE), 0);
+    for (size_t d = 0; d < sizeof corpus / sizeof corpus[0]; d++) {
+        size_t n = strlen(corpus[d]);
+        for (size_t k = 0; k <= n; k++) {
+            char *at = map + page - k;
+            memcpy(at, corpus[d], k);
+            int v = tc_json_valid(at, k);
+            assert_int_equal(v, valid_n(corpus[d], k));
+            const char *val;
+            size_t vl;
+            int r = tc_json_object_get(at, k, "results", 7, &val, &vl);
+            assert_true(r == 0 || r == TC_EMISSING || r == TC_EINVAL || r == TC_EPROTO);
+            if (r == 0)
+                assert_true(val >= at && val + vl <= at + k);
+        }
+    }
+    munmap(map, (size_t)page * 2);
+}
+
+/* ---- readers ------------------------------------------------------------------------------ */
+
+static void expect_get(const char *doc, const char *key, size_t key_len, const char *want)
+{
+    const char *val = NULL;
+    size_t vl = 0;
+    assert_int_equal(tc_json_valid(doc, strlen(doc)), 1);
+    int r = tc_json_object_get(doc, strlen(doc), key, key_len, &val, &vl);
+    if (r != 0)
+        fail_msg("get '%.*s' in %s: %s", (int)key_len, key, doc, tc_err_name(r));
+    assert_true(val >= doc && val + vl <= doc + strlen(doc));
+    if (vl != strlen(want) || memcmp(val, want, vl) != 0)
+        fail_msg("get '%.*s' in %s: got '%.*s', want '%s'", (int)key_len, key, doc, (int)vl, val,
+                 want);
+}
+
+static void test_object_get(void **state)
+{
+    (void)state;
+    const char *doc = "{\"a\":1,\"b\":[1,{\"c\":\"}\"}],\"c\":\"x\\\"y\",\"d\":{\"e\":{}},"
+                      "\"t\":true,\"f\":false,\"n\":null,\"x\":-1.5e3,\"s\":\"\"}";
+    expect_get(doc, "a", 1, "1");
+    expect_get(doc, "b", 1, "[1,{\"c\":\"}\"}]");
+    expect_get(doc, "c", 1, "\"x\\\"y\"");
+    expect_get(doc, "d", 1, "{\"e\":{}}");
+    expect_get(doc, "t", 1, "true");
+    expect_get(doc, "f", 1, "false");
+    expect_get(doc, "n", 1, "null");
+    expect_get(doc, "x", 1, "-1.5e3");
+    expect_get(doc, "s", 1, "\"\"");
+
+    const char *val = (const char *)0x1;
+    size_t vl = 99;
+    assert_int_equal(tc_json_object_get(doc, strlen(doc), "e", 1, &val, &vl), TC_EMISSING);
+    assert_int_equal(tc_json_object_get(doc, strlen(doc), "zz", 2, &val, &vl), TC_EMISSING);
+    assert_int_equal(tc_json_object_get(doc, strlen(doc), "", 0, &val, &vl), TC_EMISSING);
+    assert_true(val == (const char *)0x1 && vl == 99); /* untouched on error */
+
+    /* Whitespace everywhere; the value range excludes it. */
+    expect_get(" \n{ \"a\" :\t1 , \"b\" : [ 2 ] }\r\n", "b", 1, "[ 2 ]");
+    expect_get(" { \"a\" : 1 } ", "a", 1, "1");
+    /* Escaped keys are compared unescaped. */
+    expect_get("{\"a\\u0062\":1}", "ab", 2, "1");
+    expect_get("{\"\\u00e9\":2}", "\xc3\xa9", 2, "2");
+    expect_get("{\"\\ud83d\\ude00\":3}", "\xf0\x9f\x98\x80", 4, "3");
+    expect_get("{\"a\\/b\":4,\"a/b\":5}", "a/b", 3, "5");
+    expect_get("{\"\\n\\t\\\"\\\\\":6}", "\n\t\"\\", 4, "6");
+    expect_get("{\"\\u0000\":7}", "\0", 1, "7");
+    expect_get("{\"\":8}", "", 0, "8");
+    /* Duplicates: the last wins. */
+    expect_get("{\"k\":1,\"k\":2,\"j\":0,\"k\":3}", "k", 1, "3");
+    /* Only the top level is searched. */
+    assert_int_equal(tc_json_object_get("{\"x\":{\"a\":1}}", 13, "a", 1, &val, &vl), TC_EMISSING);
+    assert_int_equal(tc_json_object_get("{}", 2, "a", 1, &val, &vl), TC_EMISSING);
+    /* Not an object. */
+    assert_int_equal(tc_json_object_get("[1]", 3, "a", 1, &val, &vl), TC_EINVAL);
+    assert_int_equal(tc_json_object_get("\"a\"", 3, "a", 1, &val, &vl), TC_EINVAL);
+    assert_int_equal(tc_json_object_get("", 0, "a", 1, &val, &vl), TC_EINVAL);
+    assert_int_equal(tc_json_object_get(NULL, 0, "a", 1, &val, &vl), TC_EINVAL);
+    assert_int_equal(tc_json_object_get("  ", 2, "a", 1, &val, &vl), TC_EINVAL);
+    /* Not valid after all: an error, not a crash. */
+    assert_int_equal(tc_json_object_get("{\"a\":1", 6, "a", 1, &val, &vl), TC_EPROTO);
+    assert_int_equal(tc_json_object_get("{\"a\":", 5, "a", 1, &val, &vl), TC_EPROTO);
+    assert_int_equal(tc_json_object_get("{\"a\" 1}", 7, "a", 1, &val, &vl), TC_EPROTO);
+    assert_int_equal(tc_json_object_get("{\"a\":[1}", 8, "a", 1, &val, &vl), TC_EPROTO);
+    assert_int_equal(tc_json_object_get("{\"a\\", 4, "a", 1, &val, &vl), TC_EPROTO);
+    assert_int_equal(tc_json_object_get("{1:2}", 5, "a", 1, &val, &vl), TC_EPROTO);
+}
+
+static void test_iter(void **state)
+{
+    (void)state;
+    const char *doc = "{ \"a\":1, \"b\\n\" : {\"x\":[]} ,\"a\":\"2\" }";
+    tc_json_iter it;
+    tc_json_member m;
+    assert_int_equal(tc_json_iter_init(&it, doc, strlen(doc)), 0);
+    assert_int_equal(tc_json_iter_next(&it, &m), 1);
+    assert_int_equal(m.key_len, 1);
+    assert_memory_equal(m.key, "a", 1);
+    assert_int_equal(m.value_len, 1);
+    assert_memory_equal(m.value, "1", 1);
+    assert_int_equal(tc_json_iter_next(&it, &m), 1);
+    assert_int_equal(m.key_len, 3);
+    assert_memory_equal(m.key, "b\\n", 3); /* raw, still escaped */
+    assert_true(tc_json_key_equal(m.key, m.key_len, "b\n", 2));
+    assert_int_equal(m.value_len, 8);
+    assert_memory_equal(m.value, "{\"x\":[]}", 8);
+    assert_int_equal(tc_json_iter_next(&it, &m), 1);
+    assert_int_equal(m.value_len, 3);
+    assert_memory_equal(m.value, "\"2\"", 3);
+    assert_int_equal(tc_json_iter_next(&it, &m), 0);
+    assert_int_equal(tc_json_iter_next(&it, &m), 0); /* stays at the end */
+
+    assert_int_equal(tc_json_iter_init(&it, "{}", 2), 0);
+    assert_int_equal(tc_json_iter_next(&it, &m), 0);
+    assert_int_equal(tc_json_iter_init(&it, " { } ", 5), 0);
+    assert_int_equal(tc_json_iter_next(&it, &m), 0);
+    assert_int_equal(tc_json_iter_init(&it, "[]", 2), TC_EINVAL);
+    assert_int_equal(tc_json_iter_next(&it, &m), 0);
+    assert_int_equal(tc_json_iter_init(&it, "{\"a\":1 \"b\":2}", 13), 0);
+    assert_int_equal(tc_json_iter_next(&it, &m), 1);
+    assert_int_equal(tc_json_iter_next(&it, &m), TC_EPROTO);
+    assert_int_equal(tc_json_iter_next(&it, &m), 0);
+}
+
+static void test_iter_value_ranges_are_valid_json(void **state)
+{
+    (void)state;
+    /* Each value range is exactly one JSON text: nothing cut off, nothing extra. */
+    const char *doc = "{\"b\":{\"x\":[]},\"c\":[\"]\",\"[\",{\"}\":\"{\"}],\"d\":\"\\\\\"}";
+    tc_json_iter it;
+    tc_json_member m;
+    int n = 0;
+    assert_int_equal(tc_json_iter_init(&it, doc, strlen(doc)), 0);
+    while (tc_json_iter_next(&it, &m) == 1) {
+        assert_int_equal(tc_json_valid(m.value, m.value_len), 1);
+        assert_int_equal(tc_json_valid(m.value, m.value_len + 1), 0); /* nothing left out */
+        n++;
+    }
+    assert_int_equal(n, 3);
+}
+
+static void test_key_equal(void **state)
+{
+    (void)state;
+    assert_true(tc_json_key_equal("abc", 3, "abc", 3));
+    assert_false(tc_json_key_equal("abc", 3, "abd", 3));
+    assert_false(tc_json_key_equal("abc", 3, "ab", 2));
+    assert_false(tc_json_key_equal("ab", 2, "abc", 3));
+    assert_true(tc_json_key_equal("", 0, "", 0));
+    assert_true(tc_json_key_equal("a\\nb", 4, "a\nb", 3));
+    assert_true(tc_json_key_equal("\\u0041\\u00C9", 12, "A\xc3\x89", 3));
+    assert_true(tc_json_key_equal("\\u20ac", 6, "\xe2\x82\xac", 3));
+    assert_true(tc_json_key_equal("\\uD83D\\uDE00", 12, "\xf0\x9f\x98\x80", 4));
+    /* Lone surrogates compare as their generalised UTF-8 bytes, which valid keys never hold. */
+    assert_true(tc_json_key_equal("\\uD800", 6, "\xed\xa0\x80", 3));
+    assert_true(tc_json_key_equal("\\uD800\\u0041", 12,
+                                  "\xed\xa0\x80"
+                                  "A",
+                                  4));
+    assert_false(tc_json_key_equal("\\uD800", 6, "", 0));
+    /* Malformed escapes never compare equal, and nothing is read past raw_len. */
+    assert_false(tc_json_key_equal("\\x", 2, "x", 1));
+    assert_false(tc_json_key_equal("\\", 1, "\\", 1));
+    assert_false(tc_json_key_equal("\\u12", 4, "\x12", 1));
+    assert_false(tc_json_key_equal("\\u0041", 5, "A", 1));
+    assert_false(tc_json_key_equal("\\uZZZZ", 6, "?", 1));
+}
+
+/* ---- randomized: generated documents, jansson as the oracle ------------------------------- */
+
+typedef struct rng {
+    uint64_t s;
+} rng;
+
+static uint64_t next(rng *r)
+{
+    /* xorshift64* */
+    r->s ^= r->s >> 12;
+    r->s ^= r->s << 25;
+    r->s ^= r->s >> 27;
+    return r->s * 0x2545F4914F6CDD1Dull;
+}
+
+static unsigned below(rng *r, unsigned n)
+{
+    return (unsigned)(next(r) % n);
+}
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+} sbuf;
+
+static void put(sbuf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        b->cap = (b->len + n + 1) * 2;
+        b->p = realloc(b->p, b->cap);
+        assert_non_null(b->p);
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void puts_(sbuf *b, const char *s)
+{
+    put(b, s, strlen(s));
+}
+
+static void gen_ws(rng *r, sbuf *b)
+{
+    static const char *ws[] = {"", "", "", " ", "\n", "\t", "\r\n  "};
+    puts_(b, ws[below(r, 7)]);
+}
+
+/* A random valid string. No lone surrogate escapes and no \u0000, so jansson accepts it too
+ * (also as an object key). */
+static void gen_string(rng *r, sbuf *b)
+{
+    static const char *pieces[] = {"a",
+                                   "Z",
+                                   "0",
+                                   " ",
+                                   "\\\"",
+                                   "\\\\",
+                                   "\\/",
+                                   "\\b\\f\\n\\r\\t",
+                                   "\\u0041",
+                                   "\\u00e9",
+                                   "\\uFFFD",
+                                   "\\uD83D\\uDE00",
+                                   "\xc3\xa9",
+                                   "\xe2\x82\xac",
+                                   "\xf0\x9f\x98\x80",
+                                   "\x7f",
+                                   "long-enough-to-use-the-fast-path",
+                                   "{",
+                                   "]",
+                                   ",",
+                                   ":"};
+    put(b, "\"", 1);
+    unsigned n = below(r, 6);
+    for (unsigned i = 0; i < n; i++)
+        puts_(b, pieces[below(r, sizeof pieces / sizeof pieces[0])]);
+    put(b, "\"", 1);
+}
+
+static void gen_number(rng *r, sbuf *b)
+{
+    char tmp[64];
+    int k = 0;
+    if (below(r, 3) == 0)
+        tmp[k++] = '-';
+    if (below(r, 4) == 0) {
+        tmp[k++] = '0';
+    } else {
+        unsigned digits = 1 + below(r, 9); /* stays within jansson's integer range */
+        tmp[k++] = (char)('1' + below(r, 9));
+        for (unsigned i = 1; i < digits; i++)
+            tmp[k++] = (char)('0' + below(r, 10));
+    }
+    if (below(r, 3) == 0) {
+        tmp[k++] = '.';
+        unsigned digits = 1 + below(r, 4);
+        for (unsigned i = 0; i < digits; i++)
+            tmp[k++] = (char)('0' + below(r, 10));
+    }
+    if (below(r, 4) == 0) {
+        tmp[k++] = below(r, 2) ? 'e' : 'E';
+        unsigned s = below(r, 3);
+        if (s)
+            tmp[k++] = s == 1 ? '+' : '-';
+        tmp[k++] = (char)('0' + below(r, 10));
+        if (below(r, 2))
+            tmp[k++] = (char)('0' + below(r, 10));
+    }
+    put(b, tmp, (size_t)k);
+}
+
+static void gen_value(rng *r, sbuf *b, int depth)
+{
+    unsigned kind = below(r, depth > 6 ? 6 : 8);
+    switch (kind) {
+    case 0:
+        puts_(b, "true");
+        break;
+    case 1:
+        puts_(b, "false");
+        break;
+    case 2:
+        puts_(b, "null");
+        break;
+    case 3:
+    case 4:
+        gen_number(r, b);
+        break;
+    case 5:
+        gen_string(r, b);
+        break;
+    case 6: {
+        put(b, "[", 1);
+        unsigned n = below(r, 5);
+        for (unsigned i = 0; i < n; i++) {
+            if (i)
+                put(b, ",", 1);
+            gen_ws(r, b);
+            gen_value(r, b, depth + 1);
+            gen_ws(r, b);
+        }
+        gen_ws(r, b);
+        put(b, "]", 1);
+        break;
+    }
+    default: {
+        put(b, "{", 1);
+        unsigned n = below(r, 5);
+        for (unsigned i = 0; i < n; i++) {
+            if (i)
+                put(b, ",", 1);
+            gen_ws(r, b);
+            gen_string(r, b);
+            gen_ws(r, b);
+            put(b, ":", 1);
+            gen_ws(r, b);
+            gen_value(r, b, depth + 1);
+            gen_ws(r, b);
+        }
+        gen_ws(r, b);
+        put(b, "}", 1);
+        break;
+    }
+    }
+}
+
+/* Rejections by jansson that are not rejections by RFC 8259 (see json.h): number overflow, lone
+ * surrogate escapes, \u0000 in a key. */
+static int jansson_only_rejection(const json_error_t *e)
+{
+    return json_error_code(e) == json_error_numeric_overflow ||
+           strstr(e->text, "invalid Unicode '\\u") != NULL ||
+           strstr(e->text, "NUL byte in object key") != NULL;
+}
+
+static void mutate(rng *r, sbuf *b)
+{
+    static const char interesting[] = "{}[]\",:\\ \t\n0123456789-+.eEtfnu\x00\x1f\x7f\x80\xbf\xc0"
+                                      "\xc3\xe2\xed\xf0\xf4\xff";
+    unsigned op = below(r, 6);
+    size_t pos = b->len ? below(r, (unsigned)b->len + 1) : 0;
+    char c = below(r, 4) ? interesting[below(r, sizeof interesting - 1)] : (char)below(r, 256);
+    switch (op) {
+    case 0: /* replace */
+        if (pos < b->len)
+            b->p[pos] = c;
+        break;
+    case 1: { /* insert */
+        put(b, "", 0);
+        put(b, " ", 1);
+        memmove(b->p + pos + 1, b->p + pos, b->len - 1 - pos);
+        b->p[pos] = c;
+        break;
+    }
+    case 2: /* delete */
+        if (pos < b->len) {
+            memmove(b->p + pos, b->p + pos + 1, b->len - pos - 1);
+            b->len--;
+        }
+        break;
+    case 3: /* truncate */
+        b->len = pos;
+        break;
+    case 4: { /* duplicate a short span */
+        size_t n = b->len - pos < 8 ? b->len - pos : 8;
+        char tmp[8];
+        memcpy(tmp, b->p + pos, n);
+        size_t old = b->len;
+        put(b, tmp, n);
+        memmove(b->p + pos + n, b->p + pos, old - pos);
+        memcpy(b->p + pos, tmp, n);
+        break;
+    }
+    default: { /* insert a multi-byte token */
+        static const char *tok[] = {"\\u",  "\\uD800", "\\uDC00", "\\u0000", "e+", "00",
+                                    "true", "[]",      "{}",      "\"\"",    ",",  "\xed\xa0\x80"};
+        const char *t = tok[below(r, sizeof tok / sizeof tok[0])];
+        size_t n = strlen(t), old = b->len;
+        put(b, t, n);
+        memmove(b->p + pos + n, b->p + pos, old - pos);
+        memcpy(b->p + pos, t, n);
+        break;
+    }
+    }
+}
+
+static void test_random_vs_jansson(void **state)
+{
+    (void)state;
+    uint64_t seed = 0x7a11c07ull;
+    const char *env = getenv("TC_TEST_SEED");
+    if (env)
+        seed = strtoull(env, NULL, 0);
+    rng r = {seed ? seed : 1};
+    printf("# seed %llu (set TC_TEST_SEED to replay)\n", (unsigned long long)seed);
+
+    unsigned generated = 0, mutated_valid = 0, mutated_invalid = 0, divergent = 0;
+    for (int round = 0; round < 4000; round++) {
+        sbuf b = {0};
+        gen_ws(&r, &b);
+        gen_value(&r, &b, 0);
+        gen_ws(&r, &b);
+        json_error_t err;
+
+        /* Generated documents are valid for both. */
+        json_t *j = json_loadb(b.p, b.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+        if (!j)
+            fail_msg("jansson rejects generated '%s': %s", b.p, err.text);
+        if (!valid_n(b.p, b.len))
+            fail_msg("rejects generated '%s'", b.p);
+        generated++;
+
+        /* For generated objects: every member jansson sees is found, and its raw range parses
+         * to an equal value. (Generated keys may repeat; jansson keeps the last, as we do.) */
+        if (json_is_object(j)) {
+            const char *key;
+            json_t *v;
+            json_object_foreach(j, key, v)
+            {
+                const char *raw;
+                size_t rl;
+                assert_int_equal(tc_json_object_get(b.p, b.len, key, strlen(key), &raw, &rl), 0);
+                json_t *again = json_loadb(raw, rl, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+                assert_non_null(again);
+                assert_true(json_equal(again, v));
+                json_decref(again);
+            }
+        }
+        json_decref(j);
+
+        /* A few mutations each; compare wherever jansson's verdict is RFC 8259's. */
+        for (int m = 0; m < 5; m++) {
+            mutate(&r, &b);
+            int ours = valid_n(b.p ? b.p : "", b.len);
+            j = json_loadb(b.p ? b.p : "", b.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+            if (j && !ours && memchr(b.p, '\0', b.len) != NULL) {
+                /* jansson takes a raw NUL after a complete value as the end of input ("1\0"
+                 * loads); RFC 8259 has no such rule. */
+                divergent++;
+                json_decref(j);
+            } else if (j) {
+                if (!ours)
+                    fail_msg("jansson accepts, we reject: '%.*s'", (int)b.len, b.p);
+                mutated_valid++;
+                json_decref(j);
+            } else if (ours) {
+                if (!jansson_only_rejection(&err))
+                    fail_msg("we accept, jansson rejects ('%s'): '%.*s'", err.text, (int)b.len,
+                             b.p);
+                divergent++;
+            } else {
+                mutated_invalid++;
+            }
+            /* The readers stay within the buffer whatever it holds. */
+            const char *raw;
+            size_t rl;
+            if (tc_json_object_get(b.p ? b.p : "", b.len, "a", 1, &raw, &rl) == 0)
+                assert_true(raw >= b.p && raw + rl <= b.p + b.len);
+        }
+        free(b.p);
+    }
+    printf("# generated %u, mutated valid %u, invalid %u, valid only by RFC 8259 %u\n", generated,
+           mutated_valid, mutated_invalid, divergent);
+    /* The mutations must exercise both verdicts substantially. */
+    assert_true(mutated_valid > 1000);
+    assert_true(mutated_invalid > 1000);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_literals_and_whitespace),
+        cmocka_unit_test(test_numbers),
+        cmocka_unit_test(test_structure),
+        cmocka_unit_test(test_string_escapes),
+        cmocka_unit_test(test_utf8_boundaries),
+        cmocka_unit_test(test_utf8_exhaustive),
+        cmocka_unit_test(test_string_fast_path),
+        cmocka_unit_test(test_depth_limit),
+        cmocka_unit_test(test_depth_mixed_kinds),
+        cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_guard_page),
+        cmocka_unit_test(test_object_get),
+        cmocka_unit_test(test_iter),
+        cmocka_unit_test(test_iter_value_ranges_are_valid_json),
+        cmocka_unit_test(test_key_equal),
+        cmocka_unit_test(test_random_vs_jansson),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
