@@ -21,6 +21,8 @@ typedef struct serve_config {
     uint64_t max_body;
     uint64_t workers;
     uint64_t drain_timeout_ms;
+    uint64_t header_timeout_ms;
+    uint64_t idle_timeout_ms;
     FILE *access_log;
     atomic_size_t conn_count;
 } serve_config;
@@ -42,6 +44,9 @@ static const char serve_usage[] =
     "  --max-body BYTES           largest request or upstream body [1048576]\n"
     "  --drain-timeout MS         on SIGTERM/SIGINT, time to finish in-flight requests [10000]\n"
     "  --access-log -|FILE|off    one line per request [-]\n"
+    "  --header-timeout MS        a request must be complete this soon after its first byte "
+    "[10000]\n"
+    "  --idle-timeout MS          close idle keep-alive connections after this long [60000]\n"
     "  -h, --help                 this text\n";
 
 /* ---- endpoints ------------------------------------------------------------------------------ */
@@ -94,6 +99,8 @@ static int serve_worker_start(tc_runtime_worker *w, void *data)
     sc.conn_count = &cfg->conn_count;
     sc.max_body = cfg->max_body;
     sc.access_log = cfg->access_log;
+    sc.header_timeout_ms = cfg->header_timeout_ms;
+    sc.idle_timeout_ms = cfg->idle_timeout_ms;
     sc.handler = serve_handle;
     sc.handler_data = sw;
     int err = tc_server_new(&sw->srv, w->loop, &sc);
@@ -151,6 +158,8 @@ enum {
     OPT_MAX_BODY,
     OPT_DRAIN_TIMEOUT,
     OPT_ACCESS_LOG,
+    OPT_HEADER_TIMEOUT,
+    OPT_IDLE_TIMEOUT,
 };
 
 static const struct option serve_options[] = {
@@ -160,6 +169,8 @@ static const struct option serve_options[] = {
     {"max-body", required_argument, NULL, OPT_MAX_BODY},
     {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
     {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
+    {"header-timeout", required_argument, NULL, OPT_HEADER_TIMEOUT},
+    {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -177,6 +188,8 @@ int cmd_serve(int argc, char **argv)
     cfg->max_body = 1048576;
     cfg->workers = tc_runtime_cpus();
     cfg->drain_timeout_ms = 10000;
+    cfg->header_timeout_ms = TC_SERVER_HEADER_TIMEOUT_MS;
+    cfg->idle_timeout_ms = TC_SERVER_IDLE_TIMEOUT_MS;
     cfg->access_log = stdout;
     atomic_init(&cfg->conn_count, 0);
 
@@ -203,6 +216,13 @@ int cmd_serve(int argc, char **argv)
             break;
         case OPT_DRAIN_TIMEOUT:
             bad = cli_parse_u64(cmd, "--drain-timeout", optarg, 0, 3600000, &cfg->drain_timeout_ms);
+            break;
+        case OPT_HEADER_TIMEOUT:
+            bad =
+                cli_parse_u64(cmd, "--header-timeout", optarg, 1, 3600000, &cfg->header_timeout_ms);
+            break;
+        case OPT_IDLE_TIMEOUT:
+            bad = cli_parse_u64(cmd, "--idle-timeout", optarg, 1, 3600000, &cfg->idle_timeout_ms);
             break;
         case OPT_ACCESS_LOG:
             bad = cli_open_access_log(cmd, optarg, &cfg->access_log);

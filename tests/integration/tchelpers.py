@@ -1,0 +1,247 @@
+"""Shared helpers for the integration tests: start the real binary on 127.0.0.1 port 0, talk
+HTTP/1.1 over raw sockets, stop it with SIGTERM and insist on a clean exit.
+
+Python standard library only. The binary comes from $TAILCUT_BIN (set by ctest).
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+LISTEN_RE = re.compile(r"tailcut: listening on http://(\[[^\]]+\]|[^:]+):(\d+)")
+EMBED_RE = re.compile(r"tailcut: embedded upstream at http://([^:]+):(\d+)")
+SANITIZED = os.environ.get("TC_SANITIZE") == "ON"
+
+
+class Proc:
+    """A running `tailcut CMD ...` with its stdout and stderr collected in the background."""
+
+    @staticmethod
+    def bin():
+        b = os.environ.get("TAILCUT_BIN")
+        if not b:
+            here = os.path.dirname(os.path.abspath(__file__))
+            b = os.path.join(here, "..", "..", "build", "tailcut")
+        return b
+
+    def __init__(self, cmd, *args, listen="127.0.0.1:0", start_timeout=20, stdin=None):
+        argv = [self.bin(), cmd]
+        if listen is not None:
+            argv += ["--listen", listen]
+        argv += list(args)
+        self.argv = argv
+        self.proc = subprocess.Popen(argv, stdin=stdin or subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._out = bytearray()
+        self._err = []
+        self._ready = threading.Event()
+        self.port = None
+        self.embedded_port = None
+        self._t_out = threading.Thread(target=self._pump_out, daemon=True)
+        self._t_err = threading.Thread(target=self._pump_err, daemon=True)
+        self._t_out.start()
+        self._t_err.start()
+        if listen is not None:
+            if not self._ready.wait(start_timeout) or self.port is None:
+                self.kill()
+                raise AssertionError("no listening line from %s; stderr: %s"
+                                     % (argv, self.stderr_text()))
+
+    def _pump_out(self):
+        for chunk in iter(lambda: self.proc.stdout.read1(65536), b""):
+            self._out += chunk
+
+    def _pump_err(self):
+        for line in iter(self.proc.stderr.readline, b""):
+            text = line.decode(errors="replace")
+            self._err.append(text)
+            m = EMBED_RE.search(text)
+            if m:
+                self.embedded_port = int(m.group(2))
+            m = LISTEN_RE.search(text)
+            if m:
+                self.port = int(m.group(2))
+                self._ready.set()
+        self._ready.set()
+
+    def stderr_text(self):
+        return "".join(self._err)
+
+    def stdout_bytes(self):
+        return bytes(self._out)
+
+    def stop(self, timeout=30, expect=0):
+        """SIGTERM, wait, check the exit status; returns everything written to stdout."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("did not exit within %ss after SIGTERM" % timeout)
+        self._t_out.join(5)
+        self._t_err.join(5)
+        self._close_pipes()
+        if expect is not None and rc != expect:
+            raise AssertionError("exit status %s, want %s; stderr:\n%s"
+                                 % (rc, expect, self.stderr_text()[-4000:]))
+        return self.stdout_bytes()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._t_out.join(5)
+        self._t_err.join(5)
+        self._close_pipes()
+
+    def _close_pipes(self):
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f is not None and not f.closed:
+                f.close()
+
+
+class Watchdog:
+    """Kills the whole test process if it runs longer than `seconds` (a hung test must fail)."""
+
+    def __init__(self, seconds):
+        self.t = threading.Timer(seconds, self._fire)
+        self.t.daemon = True
+        self.t.start()
+
+    @staticmethod
+    def _fire():
+        os.write(2, b"watchdog: test took too long\n")
+        os._exit(124)
+
+    def cancel(self):
+        self.t.cancel()
+
+
+def _read_exact(s, n, buf):
+    while len(buf) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed mid-response")
+        buf += chunk
+    return buf
+
+
+def read_response(s, head=False):
+    """Reads one HTTP/1.1 response from socket s. Returns (status, headers, body); header names
+    are lower-cased. Raises EOFError if the peer closed before sending anything, and
+    ConnectionError if it closed or reset in the middle."""
+    buf = getattr(s, "_tc_buf", b"")
+    while b"\r\n\r\n" not in buf:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            if buf:
+                raise ConnectionError("reset mid-response")
+            raise
+        if not chunk:
+            if buf:
+                raise ConnectionError("closed mid-headers")
+            raise EOFError("closed before a response")
+        buf += chunk
+    head_raw, rest = buf.split(b"\r\n\r\n", 1)
+    lines = head_raw.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    hdrs = {}
+    for line in lines[1:]:
+        k, v = line.split(":", 1)
+        hdrs[k.strip().lower()] = v.strip()
+    body = b""
+    rest = bytearray(rest)
+    if head or status in (100, 204, 304):
+        body = b""
+    elif "content-length" in hdrs:
+        n = int(hdrs["content-length"])
+        rest = _read_exact(s, n, rest)
+        body, rest = bytes(rest[:n]), rest[n:]
+    elif hdrs.get("transfer-encoding", "").lower() == "chunked":
+        out = bytearray()
+        while True:
+            while b"\r\n" not in rest:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise ConnectionError("closed mid-chunk")
+                rest += chunk
+            size_line, rest = rest.split(b"\r\n", 1)
+            size = int(size_line.split(b";")[0], 16)
+            rest = _read_exact(s, size + 2, bytearray(rest))
+            out += rest[:size]
+            rest = rest[size + 2:]
+            if size == 0:
+                break
+        body = bytes(out)
+    else:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+        body, rest = bytes(rest), b""
+    if status == 100:
+        s._tc_buf = bytes(rest)
+        return read_response(s, head)
+    try:
+        s._tc_buf = bytes(rest)
+    except AttributeError:
+        pass
+    return status, hdrs, body
+
+
+class _Sock(socket.socket):
+    """A socket that can carry leftover bytes between responses (pipelining)."""
+    _tc_buf = b""
+
+
+def connect(port, timeout=10, host="127.0.0.1"):
+    s = _Sock(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect((host, port))
+    return s
+
+
+def http_request(port, method, path, body=None, headers=None, timeout=10, host="127.0.0.1"):
+    """One request on a fresh connection. Returns (status, headers, body)."""
+    with connect(port, timeout, host) as s:
+        hdrs = {"Host": "test", "Connection": "close"}
+        hdrs.update(headers or {})
+        if body is not None:
+            if isinstance(body, str):
+                body = body.encode()
+            hdrs["Content-Length"] = str(len(body))
+        raw = "%s %s HTTP/1.1\r\n" % (method, path)
+        raw += "".join("%s: %s\r\n" % kv for kv in hdrs.items()) + "\r\n"
+        s.sendall(raw.encode() + (body or b""))
+        return read_response(s, head=(method == "HEAD"))
+
+
+def get_json(port, path, timeout=10):
+    st, hdrs, body = http_request(port, "GET", path, timeout=timeout)
+    return st, hdrs, json.loads(body) if body else None
+
+
+def recv_all(s, timeout):
+    """Reads until the peer closes; raises TimeoutError if it is still open after timeout s."""
+    s.settimeout(timeout)
+    data = bytearray(getattr(s, "_tc_buf", b""))
+    deadline = time.monotonic() + timeout
+    while True:
+        if time.monotonic() > deadline:
+            raise TimeoutError("connection still open")
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            return bytes(data)
+        except socket.timeout:
+            raise TimeoutError("connection still open after %ss" % timeout)
+        if not chunk:
+            return bytes(data)
+        data += chunk
