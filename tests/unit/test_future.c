@@ -58,16 +58,36 @@ static tc_future *fut_new(void)
     return f;
 }
 
-static void loop_start(uv_loop_t *loop)
+/* Every test gets its own loop in *state. The teardown runs it until nothing is left and checks
+ * that it closes, so a handle left open (or a timer keeping the loop alive) fails the test. */
+static int loop_setup(void **state)
 {
-    assert_int_equal(uv_loop_init(loop), 0);
+    uv_loop_t *loop = malloc(sizeof(*loop));
+    if (loop == NULL || uv_loop_init(loop) != 0) {
+        free(loop);
+        return -1;
+    }
+    *state = loop;
+    return 0;
 }
 
-/* Runs the loop until nothing is left and checks that no handle stayed open. */
-static void loop_finish(uv_loop_t *loop)
+static int loop_teardown(void **state)
+{
+    uv_loop_t *loop = *state;
+    int alive = uv_run(loop, UV_RUN_DEFAULT);
+    int closed = uv_loop_close(loop);
+    if (alive != 0 || closed != 0) {
+        print_error("loop not finished: uv_run=%d uv_loop_close=%d\n", alive, closed);
+        return -1; /* the loop is leaked on purpose: it still has handles */
+    }
+    free(loop);
+    return 0;
+}
+
+/* Runs the loop until nothing is left (the teardown checks that it closes). */
+static void loop_drain(uv_loop_t *loop)
 {
     assert_int_equal(uv_run(loop, UV_RUN_DEFAULT), 0);
-    assert_int_equal(uv_loop_close(loop), 0);
 }
 
 /* Records every callback invocation: how many, with which state, in which order. */
@@ -184,8 +204,7 @@ static void test_truncation_keeps_utf8_whole(void **state)
 
 static void test_invalid_arguments(void **state)
 {
-    uv_loop_t loop;
-    loop_start(&loop);
+    uv_loop_t *loop = *state;
     tc_future *out = NULL;
     tc_future *f = fut_new();
     tc_future *arr[2] = {f, NULL};
@@ -197,20 +216,20 @@ static void test_invalid_arguments(void **state)
     assert_int_equal(tc_gather(&out, arr, 2, 0), TC_EINVAL);
     assert_int_equal(tc_gather(&out, arr, 1, 0x80), TC_EINVAL);
     assert_int_equal(tc_wait(&out, NULL, arr, 1, TC_ALL_COMPLETED, -1), TC_EINVAL);
-    assert_int_equal(tc_wait(&out, &loop, arr, 2, TC_ALL_COMPLETED, -1), TC_EINVAL);
-    assert_int_equal(tc_wait(&out, &loop, arr, 1, (tc_wait_mode)9, -1), TC_EINVAL);
-    assert_int_equal(tc_as_completed(&out, &loop, arr, 1, -1, NULL, NULL), TC_EINVAL);
+    assert_int_equal(tc_wait(&out, loop, arr, 2, TC_ALL_COMPLETED, -1), TC_EINVAL);
+    assert_int_equal(tc_wait(&out, loop, arr, 1, (tc_wait_mode)9, -1), TC_EINVAL);
+    assert_int_equal(tc_as_completed(&out, loop, arr, 1, -1, NULL, NULL), TC_EINVAL);
     assert_int_equal(tc_first_success(&out, arr, 2), TC_EINVAL);
-    assert_int_equal(tc_with_timeout(&out, &loop, NULL, 10), TC_EINVAL);
+    assert_int_equal(tc_with_timeout(&out, loop, NULL, 10), TC_EINVAL);
     assert_int_equal(tc_with_timeout(&out, NULL, f, 10), TC_EINVAL);
-    assert_int_equal(tc_sleep(NULL, &loop, 10), TC_EINVAL);
-    assert_int_equal(tc_call_later(&out, &loop, 10, NULL, NULL), TC_EINVAL);
+    assert_int_equal(tc_sleep(NULL, loop, 10), TC_EINVAL);
+    assert_int_equal(tc_call_later(&out, loop, 10, NULL, NULL), TC_EINVAL);
     assert_null(out);
     assert_int_equal(tc_first_success_index(f), -1);
     /* the failed calls left no callback behind on f */
     assert_int_equal(tc_future_fulfill(f, NULL, NULL), 0);
     tc_future_unref(f);
-    loop_finish(&loop);
+    loop_drain(loop);
 }
 
 static void test_callbacks_in_order_exactly_once(void **state)
@@ -826,17 +845,16 @@ static void stamp_cb(tc_future *f, void *data)
 
 static void test_sleep_fulfils_after_delay(void **state)
 {
-    uv_loop_t loop;
-    loop_start(&loop);
-    uv_update_time(&loop);
-    uint64_t t0 = uv_now(&loop);
-    stamp st = {.loop = &loop};
+    uv_loop_t *loop = *state;
+    uv_update_time(loop);
+    uint64_t t0 = uv_now(loop);
+    stamp st = {.loop = loop};
     tc_future *s = NULL;
-    assert_int_equal(tc_sleep(&s, &loop, 30), 0);
+    assert_int_equal(tc_sleep(&s, loop, 30), 0);
     assert_int_equal(tc_future_on_done(s, stamp_cb, &st), 0);
     assert_int_equal(tc_future_state_of(s), TC_FUTURE_PENDING);
     tc_future_unref(s); /* the timer keeps the sleep alive */
-    loop_finish(&loop);
+    loop_drain(loop);
     assert_int_equal(st.calls, 1);
     assert_int_equal(st.state, TC_FUTURE_FULFILLED);
     assert_true(st.at - t0 >= 29);
@@ -844,14 +862,13 @@ static void test_sleep_fulfils_after_delay(void **state)
 
 static void test_sleep_zero_is_deferred(void **state)
 {
-    uv_loop_t loop;
-    loop_start(&loop);
-    stamp st = {.loop = &loop};
+    uv_loop_t *loop = *state;
+    stamp st = {.loop = loop};
     tc_future *s = NULL;
-    assert_int_equal(tc_sleep(&s, &loop, 0), 0);
+    assert_int_equal(tc_sleep(&s, loop, 0), 0);
     assert_int_equal(tc_future_on_done(s, stamp_cb, &st), 0);
     assert_int_equal(st.calls, 0);
-    loop_finish(&loop);
+    loop_drain(loop);
     assert_int_equal(st.calls, 1);
     assert_int_equal(tc_future_state_of(s), TC_FUTURE_FULFILLED);
     assert_null(tc_future_value(s));
@@ -860,21 +877,20 @@ static void test_sleep_zero_is_deferred(void **state)
 
 static void test_sleep_cancel_releases_loop(void **state)
 {
-    uv_loop_t loop;
-    loop_start(&loop);
-    uv_update_time(&loop);
-    uint64_t t0 = uv_now(&loop);
-    stamp st = {.loop = &loop};
+    uv_loop_t *loop = *state;
+    uv_update_time(loop);
+    uint64_t t0 = uv_now(loop);
+    stamp st = {.loop = loop};
     tc_future *s = NULL;
-    assert_int_equal(tc_sleep(&s, &loop, LONG_MS), 0);
+    assert_int_equal(tc_sleep(&s, loop, LONG_MS), 0);
     assert_int_equal(tc_future_on_done(s, stamp_cb, &st), 0);
     assert_int_equal(tc_future_cancel(s), 1);
     assert_int_equal(st.calls, 1);
     assert_int_equal(st.state, TC_FUTURE_CANCELLED);
     tc_future_unref(s);
-    loop_finish(&loop); /* returns at once: the timer is closed, nothing keeps the loop */
-    uv_update_time(&loop);
-    assert_true(uv_now(&loop) - t0 < 60000);
+    loop_drain(loop); /* returns at once: the timer is closed, nothing keeps the loop */
+    uv_update_time(loop);
+    assert_true(uv_now(loop) - t0 < 60000);
 }
 
 /* ---- call_later ----------------------------------------------------------------------------- */
@@ -913,15 +929,14 @@ static int starter_fn(void *data, tc_future **inner)
 static void test_call_later_delays_start(void **state)
 {
     int freed = 0;
-    uv_loop_t loop;
-    loop_start(&loop);
-    uv_update_time(&loop);
-    uint64_t t0 = uv_now(&loop);
-    starter s = {.loop = &loop, .freed = &freed};
+    uv_loop_t *loop = *state;
+    uv_update_time(loop);
+    uint64_t t0 = uv_now(loop);
+    starter s = {.loop = loop, .freed = &freed};
     tc_future *f = NULL;
-    assert_int_equal(tc_call_later(&f, &loop, 25, starter_fn, &s), 0);
+    assert_int_equal(tc_call_later(&f, loop, 25, starter_fn, &s), 0);
     assert_int_equal(s.calls, 0);
-    loop_finish(&loop);
+    loop_drain(loop);
     assert_int_equal(s.calls, 1);
     assert_true(s.at - t0 >= 24);
     assert_int_equal(tc_future_state_of(f), TC_FUTURE_FULFILLED);
@@ -934,13 +949,12 @@ static void test_call_later_delays_start(void **state)
 static void test_call_later_zero_is_deferred_and_mirrors(void **state)
 {
     int freed = 0;
-    uv_loop_t loop;
-    loop_start(&loop);
-    starter s = {.loop = &loop, .freed = &freed, .inner_ms = 10, .inner_err = TC_EHTTP};
+    uv_loop_t *loop = *state;
+    starter s = {.loop = loop, .freed = &freed, .inner_ms = 10, .inner_err = TC_EHTTP};
     tc_future *f = NULL;
-    assert_int_equal(tc_call_later(&f, &loop, 0, starter_fn, &s), 0);
+    assert_int_equal(tc_call_later(&f, loop, 0, starter_fn, &s), 0);
     assert_int_equal(s.calls, 0);
-    loop_finish(&loop);
+    loop_drain(loop);
     assert_int_equal(s.calls, 1);
     assert_int_equal(tc_future_state_of(f), TC_FUTURE_REJECTED);
     assert_int_equal(tc_future_error(f), TC_EHTTP);
@@ -950,13 +964,12 @@ static void test_call_later_zero_is_deferred_and_mirrors(void **state)
 
 static void test_call_later_cancel_before_start(void **state)
 {
-    uv_loop_t loop;
-    loop_start(&loop);
-    starter s = {.loop = &loop};
+    uv_loop_t *loop = *state;
+    starter s = {.loop = loop};
     tc_future *f = NULL;
-    assert_int_equal(tc_call_later(&f, &loop, LONG_MS, starter_fn, &s), 0);
+    assert_int_equal(tc_call_later(&f, loop, LONG_MS, starter_fn, &s), 0);
     assert_int_equal(tc_future_cancel(f), 1);
-    loop_finish(&loop);
+    loop_drain(loop);
     assert_int_equal(s.calls, 0);
     assert_int_equal(tc_future_state_of(f), TC_FUTURE_CANCELLED);
     tc_future_unref(f);
@@ -970,14 +983,13 @@ static void cancel_target_cb(tc_future *f, void *data)
 static void test_call_later_cancel_after_start(void **state)
 {
     int freed = 0;
-    uv_loop_t loop;
-    loop_start(&loop);
-    starter s = {.loop = &loop, .freed = &freed, .inner_ms = LONG_MS};
+    uv_loop_t *loop = *state;
+    starter s = {.loop = loop, .freed = &freed, .inner_ms = LONG_MS};
     tc_future *f = NULL, *t = NULL;
-    assert_int_equal(tc_call_later(&f, &loop, 5, starter_fn, &s), 0);
-    assert_int_equal(tc_sleep(&t, &loop, 40), 0);
+    assert_int_equal(tc_call_later(&f, loop, 5, starter_fn, &s), 0);
+    assert_int_equal(tc_sleep(&t, loop, 40), 0);
     assert_int_equal(tc_future_on_done(t, cancel_target_cb, f), 0);
-    loop_finish(&loop);
+    loop_drain(loop);
     assert_int_equal(s.calls, 1);
     assert_int_equal(s.prod.hook_calls, 1); /* the inner operation was cancelled */
     assert_int_equal(s.prod.completed, 0);
@@ -989,12 +1001,11 @@ static void test_call_later_cancel_after_start(void **state)
 
 static void test_call_later_start_error(void **state)
 {
-    uv_loop_t loop;
-    loop_start(&loop);
-    starter s = {.loop = &loop, .rc = TC_EBUSY};
+    uv_loop_t *loop = *state;
+    starter s = {.loop = loop, .rc = TC_EBUSY};
     tc_future *f = NULL;
-    assert_int_equal(tc_call_later(&f, &loop, 1, starter_fn, &s), 0);
-    loop_finish(&loop);
+    assert_int_equal(tc_call_later(&f, loop, 1, starter_fn, &s), 0);
+    loop_drain(loop);
     assert_int_equal(s.calls, 1);
     assert_int_equal(tc_future_state_of(f), TC_FUTURE_REJECTED);
     assert_int_equal(tc_future_error(f), TC_EBUSY);
@@ -1004,12 +1015,11 @@ static void test_call_later_start_error(void **state)
 static void test_call_later_start_cancels_own_future(void **state)
 {
     int freed = 0;
-    uv_loop_t loop;
-    loop_start(&loop);
+    uv_loop_t *loop = *state;
     tc_future *f = NULL;
-    starter s = {.loop = &loop, .freed = &freed, .inner_ms = LONG_MS, .cancel_out = &f};
-    assert_int_equal(tc_call_later(&f, &loop, 1, starter_fn, &s), 0);
-    loop_finish(&loop);
+    starter s = {.loop = loop, .freed = &freed, .inner_ms = LONG_MS, .cancel_out = &f};
+    assert_int_equal(tc_call_later(&f, loop, 1, starter_fn, &s), 0);
+    loop_drain(loop);
     assert_int_equal(s.calls, 1);
     assert_int_equal(s.prod.hook_calls, 1); /* the unwanted inner future was cancelled */
     assert_int_equal(tc_future_state_of(f), TC_FUTURE_CANCELLED);
@@ -1021,14 +1031,13 @@ static void test_call_later_start_cancels_own_future(void **state)
 static void test_with_timeout_inner_first(void **state)
 {
     int freed = 0;
-    uv_loop_t loop;
-    loop_start(&loop);
+    uv_loop_t *loop = *state;
     producer p;
-    tc_future *in = producer_start(&p, &loop, 10, 5, 0, &freed);
+    tc_future *in = producer_start(&p, loop, 10, 5, 0, &freed);
     tc_future *w = NULL;
-    assert_int_equal(tc_with_timeout(&w, &loop, in, 60000), 0);
+    assert_int_equal(tc_with_timeout(&w, loop, in, 60000), 0);
     tc_future_unref(in); /* w keeps it */
-    loop_finish(&loop);  /* ends long before 60 s: the timer is closed on completion */
+    loop_drain(loop);    /* ends long before 60 s: the timer is closed on completion */
     assert_int_equal(tc_future_state_of(w), TC_FUTURE_FULFILLED);
     assert_int_equal(box_value(w), 5);
     assert_int_equal(p.hook_calls, 0);
@@ -1040,17 +1049,16 @@ static void test_with_timeout_inner_first(void **state)
 static void test_with_timeout_expires(void **state)
 {
     int freed = 0;
-    uv_loop_t loop;
-    loop_start(&loop);
-    uv_update_time(&loop);
-    uint64_t t0 = uv_now(&loop);
-    stamp st = {.loop = &loop};
+    uv_loop_t *loop = *state;
+    uv_update_time(loop);
+    uint64_t t0 = uv_now(loop);
+    stamp st = {.loop = loop};
     producer p;
-    tc_future *in = producer_start(&p, &loop, LONG_MS, 5, 0, &freed);
+    tc_future *in = producer_start(&p, loop, LONG_MS, 5, 0, &freed);
     tc_future *w = NULL;
-    assert_int_equal(tc_with_timeout(&w, &loop, in, 30), 0);
+    assert_int_equal(tc_with_timeout(&w, loop, in, 30), 0);
     assert_int_equal(tc_future_on_done(w, stamp_cb, &st), 0);
-    loop_finish(&loop);
+    loop_drain(loop);
     assert_int_equal(st.calls, 1);
     assert_true(st.at - t0 >= 29);
     assert_int_equal(tc_future_state_of(w), TC_FUTURE_REJECTED);
@@ -1064,14 +1072,13 @@ static void test_with_timeout_expires(void **state)
 
 static void test_with_timeout_cancel_and_mirror(void **state)
 {
-    uv_loop_t loop;
-    loop_start(&loop);
+    uv_loop_t *loop = *state;
     int freed = 0;
     /* cancelling the outer future cancels the inner one */
     producer p;
-    tc_future *in = producer_start(&p, &loop, LONG_MS, 5, 0, &freed);
+    tc_future *in = producer_start(&p, loop, LONG_MS, 5, 0, &freed);
     tc_future *w = NULL;
-    assert_int_equal(tc_with_timeout(&w, &loop, in, LONG_MS), 0);
+    assert_int_equal(tc_with_timeout(&w, loop, in, LONG_MS), 0);
     assert_int_equal(tc_future_cancel(w), 1);
     assert_int_equal(p.hook_calls, 1);
     assert_int_equal(tc_future_state_of(in), TC_FUTURE_CANCELLED);
@@ -1080,7 +1087,7 @@ static void test_with_timeout_cancel_and_mirror(void **state)
 
     /* an inner rejection is mirrored, code and message */
     in = fut_new();
-    assert_int_equal(tc_with_timeout(&w, &loop, in, LONG_MS), 0);
+    assert_int_equal(tc_with_timeout(&w, loop, in, LONG_MS), 0);
     assert_int_equal(tc_future_reject(in, TC_ETLS, "bad certificate"), 0);
     assert_int_equal(tc_future_error(w), TC_ETLS);
     assert_string_equal(tc_future_message(w), "bad certificate");
@@ -1089,7 +1096,7 @@ static void test_with_timeout_cancel_and_mirror(void **state)
 
     /* an inner cancellation cancels the outer future */
     in = fut_new();
-    assert_int_equal(tc_with_timeout(&w, &loop, in, LONG_MS), 0);
+    assert_int_equal(tc_with_timeout(&w, loop, in, LONG_MS), 0);
     assert_int_equal(tc_future_cancel(in), 1);
     assert_int_equal(tc_future_state_of(w), TC_FUTURE_CANCELLED);
     tc_future_unref(w);
@@ -1098,25 +1105,24 @@ static void test_with_timeout_cancel_and_mirror(void **state)
     /* an inner future already done is mirrored at once, without a timer */
     in = fut_new();
     assert_int_equal(tc_future_fulfill(in, box_new(8, &freed), box_free), 0);
-    assert_int_equal(tc_with_timeout(&w, &loop, in, LONG_MS), 0);
+    assert_int_equal(tc_with_timeout(&w, loop, in, LONG_MS), 0);
     assert_int_equal(box_value(w), 8);
     tc_future_unref(in);
     tc_future_unref(w);
     assert_int_equal(freed, 1);
-    loop_finish(&loop);
+    loop_drain(loop);
 }
 
 static void test_with_timeout_inner_completes_in_hook(void **state)
 {
     int freed = 0;
-    uv_loop_t loop;
-    loop_start(&loop);
+    uv_loop_t *loop = *state;
     hook_rec h = {.freed = &freed};
     tc_future *in = fut_new();
     tc_future_set_cancel_hook(in, hook_cb, &h);
     tc_future *w = NULL;
-    assert_int_equal(tc_with_timeout(&w, &loop, in, 0), 0);
-    loop_finish(&loop);
+    assert_int_equal(tc_with_timeout(&w, loop, in, 0), 0);
+    loop_drain(loop);
     assert_int_equal(h.calls, 1);
     assert_int_equal(h.fulfill_rc, TC_ECANCELED);
     assert_int_equal(freed, 1);
@@ -1129,37 +1135,35 @@ static void test_with_timeout_inner_completes_in_hook(void **state)
 
 static void test_wait_empty(void **state)
 {
-    uv_loop_t loop;
-    loop_start(&loop);
+    uv_loop_t *loop = *state;
     tc_wait_mode modes[3] = {TC_FIRST_COMPLETED, TC_FIRST_EXCEPTION, TC_ALL_COMPLETED};
     for (int m = 0; m < 3; m++) {
         tc_future *w = NULL;
-        assert_int_equal(tc_wait(&w, &loop, NULL, 0, modes[m], 10), 0);
+        assert_int_equal(tc_wait(&w, loop, NULL, 0, modes[m], 10), 0);
         assert_int_equal(tc_future_state_of(w), TC_FUTURE_FULFILLED);
         const tc_wait_result *r = tc_future_value(w);
         assert_int_equal(r->ndone, 0);
         assert_int_equal(r->npending, 0);
         tc_future_unref(w);
     }
-    loop_finish(&loop);
+    loop_drain(loop);
 }
 
 static void test_wait_first_completed(void **state)
 {
     int freed = 0;
-    uv_loop_t loop;
-    loop_start(&loop);
+    uv_loop_t *loop = *state;
     producer p[3];
     tc_future *in[3];
-    in[0] = producer_start(&p[0], &loop, LONG_MS, 0, 0, &freed);
-    in[1] = producer_start(&p[1], &loop, 10, 1, 0, &freed);
-    in[2] = producer_start(&p[2], &loop, LONG_MS, 2, 0, &freed);
+    in[0] = producer_start(&p[0], loop, LONG_MS, 0, 0, &freed);
+    in[1] = producer_start(&p[1], loop, 10, 1, 0, &freed);
+    in[2] = producer_start(&p[2], loop, LONG_MS, 2, 0, &freed);
     tc_future *w = NULL;
-    assert_int_equal(tc_wait(&w, &loop, in, 3, TC_FIRST_COMPLETED, -1), 0);
+    assert_int_equal(tc_wait(&w, loop, in, 3, TC_FIRST_COMPLETED, -1), 0);
     /* when the wait is done, stop the slow producers ourselves: wait cancels nothing */
-    assert_int_equal(uv_run(&loop, UV_RUN_ONCE) >= 0, 1);
+    assert_int_equal(uv_run(loop, UV_RUN_ONCE) >= 0, 1);
     while (!tc_future_done(w))
-        uv_run(&loop, UV_RUN_ONCE);
+        uv_run(loop, UV_RUN_ONCE);
     const tc_wait_result *r = tc_future_value(w);
     assert_int_equal(r->ndone, 1);
     assert_ptr_equal(r->done[0], in[1]);
@@ -1174,17 +1178,16 @@ static void test_wait_first_completed(void **state)
     for (int i = 0; i < 3; i++)
         tc_future_unref(in[i]);
     tc_future_unref(w);
-    loop_finish(&loop);
+    loop_drain(loop);
     assert_int_equal(freed, 1);
 }
 
 static void test_wait_first_exception(void **state)
 {
-    uv_loop_t loop;
-    loop_start(&loop);
+    uv_loop_t *loop = *state;
     tc_future *in[4] = {fut_new(), fut_new(), fut_new(), fut_new()};
     tc_future *w = NULL;
-    assert_int_equal(tc_wait(&w, &loop, in, 4, TC_FIRST_EXCEPTION, -1), 0);
+    assert_int_equal(tc_wait(&w, loop, in, 4, TC_FIRST_EXCEPTION, -1), 0);
     assert_int_equal(tc_future_cancel(in[3]), 1); /* a cancellation is not an exception */
     assert_int_equal(tc_future_fulfill(in[0], NULL, NULL), 0);
     assert_int_equal(tc_future_state_of(w), TC_FUTURE_PENDING);
@@ -1208,7 +1211,7 @@ static void test_wait_first_exception(void **state)
     /* with no rejection at all it waits for everything */
     in[0] = fut_new();
     in[1] = fut_new();
-    assert_int_equal(tc_wait(&w, &loop, in, 2, TC_FIRST_EXCEPTION, -1), 0);
+    assert_int_equal(tc_wait(&w, loop, in, 2, TC_FIRST_EXCEPTION, -1), 0);
     assert_int_equal(tc_future_fulfill(in[1], NULL, NULL), 0);
     assert_int_equal(tc_future_state_of(w), TC_FUTURE_PENDING);
     assert_int_equal(tc_future_cancel(in[0]), 1);
@@ -1219,16 +1222,15 @@ static void test_wait_first_exception(void **state)
     tc_future_unref(in[0]);
     tc_future_unref(in[1]);
     tc_future_unref(w);
-    loop_finish(&loop);
+    loop_drain(loop);
 }
 
 static void test_wait_all_completed(void **state)
 {
-    uv_loop_t loop;
-    loop_start(&loop);
+    uv_loop_t *loop = *state;
     tc_future *in[3] = {fut_new(), fut_new(), fut_new()};
     tc_future *w = NULL;
-    assert_int_equal(tc_wait(&w, &loop, in, 3, TC_ALL_COMPLETED, 60000), 0);
+    assert_int_equal(tc_wait(&w, loop, in, 3, TC_ALL_COMPLETED, 60000), 0);
     assert_int_equal(tc_future_reject(in[1], TC_EIO, NULL), 0);
     assert_int_equal(tc_future_fulfill(in[2], NULL, NULL), 0);
     assert_int_equal(tc_future_state_of(w), TC_FUTURE_PENDING);
@@ -1245,24 +1247,23 @@ static void test_wait_all_completed(void **state)
     /* the result keeps its futures alive */
     assert_int_equal(tc_future_state_of(r->done[0]), TC_FUTURE_REJECTED);
     tc_future_unref(w);
-    loop_finish(&loop); /* the 60 s timer was closed when the wait completed */
+    loop_drain(loop); /* the 60 s timer was closed when the wait completed */
 }
 
 static void test_wait_timeout_cancels_nothing(void **state)
 {
-    uv_loop_t loop;
-    loop_start(&loop);
-    uv_update_time(&loop);
-    uint64_t t0 = uv_now(&loop);
-    stamp st = {.loop = &loop};
+    uv_loop_t *loop = *state;
+    uv_update_time(loop);
+    uint64_t t0 = uv_now(loop);
+    stamp st = {.loop = loop};
     hook_rec h = {0};
     tc_future *in[2] = {fut_new(), fut_new()};
     tc_future_set_cancel_hook(in[0], hook_cb, &h);
     tc_future *w = NULL;
     assert_int_equal(tc_future_fulfill(in[1], NULL, NULL), 0);
-    assert_int_equal(tc_wait(&w, &loop, in, 2, TC_ALL_COMPLETED, 30), 0);
+    assert_int_equal(tc_wait(&w, loop, in, 2, TC_ALL_COMPLETED, 30), 0);
     assert_int_equal(tc_future_on_done(w, stamp_cb, &st), 0);
-    loop_finish(&loop);
+    loop_drain(loop);
     assert_int_equal(st.calls, 1);
     assert_true(st.at - t0 >= 29);
     const tc_wait_result *r = tc_future_value(w);
@@ -1280,13 +1281,12 @@ static void test_wait_timeout_cancels_nothing(void **state)
 
 static void test_wait_cancel_only_stops_waiting(void **state)
 {
-    uv_loop_t loop;
-    loop_start(&loop);
+    uv_loop_t *loop = *state;
     hook_rec h = {0};
     tc_future *in[2] = {fut_new(), fut_new()};
     tc_future_set_cancel_hook(in[0], hook_cb, &h);
     tc_future *w = NULL;
-    assert_int_equal(tc_wait(&w, &loop, in, 2, TC_ALL_COMPLETED, LONG_MS), 0);
+    assert_int_equal(tc_wait(&w, loop, in, 2, TC_ALL_COMPLETED, LONG_MS), 0);
     assert_int_equal(tc_future_cancel(w), 1);
     assert_int_equal(h.calls, 0);
     assert_int_equal(tc_future_state_of(in[0]), TC_FUTURE_PENDING);
@@ -1297,18 +1297,17 @@ static void test_wait_cancel_only_stops_waiting(void **state)
     tc_future_unref(w);
     tc_future_unref(in[0]);
     tc_future_unref(in[1]);
-    loop_finish(&loop); /* the long timer is gone */
+    loop_drain(loop); /* the long timer is gone */
 }
 
 static void test_wait_already_done_inputs(void **state)
 {
-    uv_loop_t loop;
-    loop_start(&loop);
+    uv_loop_t *loop = *state;
     tc_future *in[3] = {fut_new(), fut_new(), fut_new()};
     assert_int_equal(tc_future_fulfill(in[0], NULL, NULL), 0);
     assert_int_equal(tc_future_reject(in[2], TC_EIO, NULL), 0);
     tc_future *w = NULL;
-    assert_int_equal(tc_wait(&w, &loop, in, 3, TC_FIRST_COMPLETED, -1), 0);
+    assert_int_equal(tc_wait(&w, loop, in, 3, TC_FIRST_COMPLETED, -1), 0);
     assert_int_equal(tc_future_state_of(w), TC_FUTURE_FULFILLED);
     const tc_wait_result *r = tc_future_value(w);
     assert_int_equal(r->ndone, 2); /* every input already done is in the done set */
@@ -1319,7 +1318,7 @@ static void test_wait_already_done_inputs(void **state)
     tc_future_unref(w);
     for (int i = 0; i < 3; i++)
         tc_future_unref(in[i]);
-    loop_finish(&loop);
+    loop_drain(loop);
 }
 
 /* ---- as_completed --------------------------------------------------------------------------- */
@@ -1346,26 +1345,24 @@ static void report_cb(tc_future *f, size_t index, int timed_out, void *data)
 
 static void test_as_completed_empty(void **state)
 {
-    uv_loop_t loop;
-    loop_start(&loop);
+    uv_loop_t *loop = *state;
     reports rp = {0};
     tc_future *a = NULL;
-    assert_int_equal(tc_as_completed(&a, &loop, NULL, 0, 10, report_cb, &rp), 0);
+    assert_int_equal(tc_as_completed(&a, loop, NULL, 0, 10, report_cb, &rp), 0);
     assert_int_equal(tc_future_state_of(a), TC_FUTURE_FULFILLED);
     assert_int_equal(rp.n, 0);
     tc_future_unref(a);
-    loop_finish(&loop);
+    loop_drain(loop);
 }
 
 static void test_as_completed_in_completion_order(void **state)
 {
-    uv_loop_t loop;
-    loop_start(&loop);
+    uv_loop_t *loop = *state;
     reports rp = {0};
     rec done = {0};
     tc_future *in[3] = {fut_new(), fut_new(), fut_new()};
     tc_future *a = NULL;
-    assert_int_equal(tc_as_completed(&a, &loop, in, 3, 60000, report_cb, &rp), 0);
+    assert_int_equal(tc_as_completed(&a, loop, in, 3, 60000, report_cb, &rp), 0);
     assert_int_equal(tc_future_on_done(a, rec_cb, &done), 0);
     assert_int_equal(tc_future_fulfill(in[2], NULL, NULL), 0);
     assert_int_equal(tc_future_reject(in[0], TC_EIO, NULL), 0);
@@ -1384,24 +1381,23 @@ static void test_as_completed_in_completion_order(void **state)
     for (int i = 0; i < 3; i++)
         tc_future_unref(in[i]);
     tc_future_unref(a);
-    loop_finish(&loop);
+    loop_drain(loop);
 }
 
 static void test_as_completed_timeout(void **state)
 {
     int freed = 0;
-    uv_loop_t loop;
-    loop_start(&loop);
+    uv_loop_t *loop = *state;
     reports rp = {0};
     producer p[3];
     tc_future *in[3];
-    in[0] = producer_start(&p[0], &loop, LONG_MS, 0, 0, &freed);
-    in[1] = producer_start(&p[1], &loop, 5, 1, 0, &freed);
-    in[2] = producer_start(&p[2], &loop, LONG_MS, 2, 0, &freed);
+    in[0] = producer_start(&p[0], loop, LONG_MS, 0, 0, &freed);
+    in[1] = producer_start(&p[1], loop, 5, 1, 0, &freed);
+    in[2] = producer_start(&p[2], loop, LONG_MS, 2, 0, &freed);
     tc_future *a = NULL;
-    assert_int_equal(tc_as_completed(&a, &loop, in, 3, 60, report_cb, &rp), 0);
+    assert_int_equal(tc_as_completed(&a, loop, in, 3, 60, report_cb, &rp), 0);
     while (!tc_future_done(a))
-        uv_run(&loop, UV_RUN_ONCE);
+        uv_run(loop, UV_RUN_ONCE);
     assert_int_equal(tc_future_state_of(a), TC_FUTURE_REJECTED);
     assert_int_equal(tc_future_error(a), TC_ETIMEDOUT);
     assert_int_equal(rp.n, 3);
@@ -1421,18 +1417,17 @@ static void test_as_completed_timeout(void **state)
     for (int i = 0; i < 3; i++)
         tc_future_unref(in[i]);
     tc_future_unref(a);
-    loop_finish(&loop);
+    loop_drain(loop);
     assert_int_equal(freed, 1);
 }
 
 static void test_as_completed_cancel_stops_reports(void **state)
 {
-    uv_loop_t loop;
-    loop_start(&loop);
+    uv_loop_t *loop = *state;
     reports rp = {0};
     tc_future *in[3] = {fut_new(), fut_new(), fut_new()};
     tc_future *a = NULL;
-    assert_int_equal(tc_as_completed(&a, &loop, in, 3, LONG_MS, report_cb, &rp), 0);
+    assert_int_equal(tc_as_completed(&a, loop, in, 3, LONG_MS, report_cb, &rp), 0);
     rp.cancel_on_first = a;
     assert_int_equal(tc_future_fulfill(in[1], NULL, NULL), 0);
     assert_int_equal(rp.n, 1);
@@ -1443,19 +1438,18 @@ static void test_as_completed_cancel_stops_reports(void **state)
     for (int i = 0; i < 3; i++)
         tc_future_unref(in[i]);
     tc_future_unref(a);
-    loop_finish(&loop);
+    loop_drain(loop);
 }
 
 static void test_as_completed_already_done(void **state)
 {
-    uv_loop_t loop;
-    loop_start(&loop);
+    uv_loop_t *loop = *state;
     reports rp = {0};
     tc_future *in[3] = {fut_new(), fut_new(), fut_new()};
     assert_int_equal(tc_future_fulfill(in[2], NULL, NULL), 0);
     assert_int_equal(tc_future_reject(in[0], TC_EIO, NULL), 0);
     tc_future *a = NULL;
-    assert_int_equal(tc_as_completed(&a, &loop, in, 3, -1, report_cb, &rp), 0);
+    assert_int_equal(tc_as_completed(&a, loop, in, 3, -1, report_cb, &rp), 0);
     assert_int_equal(rp.n, 2);
     assert_int_equal(rp.index[0], 0);
     assert_int_equal(rp.index[1], 2);
@@ -1467,7 +1461,7 @@ static void test_as_completed_already_done(void **state)
     for (int i = 0; i < 3; i++)
         tc_future_unref(in[i]);
     tc_future_unref(a);
-    loop_finish(&loop);
+    loop_drain(loop);
 }
 
 /* ---- first_success -------------------------------------------------------------------------- */
@@ -1580,23 +1574,22 @@ static void test_first_success_already_fulfilled(void **state)
 static void test_first_success_of_with_timeouts(void **state)
 {
     int freed = 0;
-    uv_loop_t loop;
-    loop_start(&loop);
+    uv_loop_t *loop = *state;
     producer p[3];
     tc_future *raw[3], *wt[3];
-    raw[0] = producer_start(&p[0], &loop, LONG_MS, 0, 0, &freed); /* times out */
-    raw[1] = producer_start(&p[1], &loop, 60, 1, 0, &freed);      /* wins */
-    raw[2] = producer_start(&p[2], &loop, LONG_MS, 2, 0, &freed); /* cancelled by the win */
-    assert_int_equal(tc_with_timeout(&wt[0], &loop, raw[0], 10), 0);
-    assert_int_equal(tc_with_timeout(&wt[1], &loop, raw[1], 60000), 0);
-    assert_int_equal(tc_with_timeout(&wt[2], &loop, raw[2], LONG_MS), 0);
+    raw[0] = producer_start(&p[0], loop, LONG_MS, 0, 0, &freed); /* times out */
+    raw[1] = producer_start(&p[1], loop, 60, 1, 0, &freed);      /* wins */
+    raw[2] = producer_start(&p[2], loop, LONG_MS, 2, 0, &freed); /* cancelled by the win */
+    assert_int_equal(tc_with_timeout(&wt[0], loop, raw[0], 10), 0);
+    assert_int_equal(tc_with_timeout(&wt[1], loop, raw[1], 60000), 0);
+    assert_int_equal(tc_with_timeout(&wt[2], loop, raw[2], LONG_MS), 0);
     tc_future *f = NULL;
     assert_int_equal(tc_first_success(&f, wt, 3), 0);
     for (int i = 0; i < 3; i++) {
         tc_future_unref(raw[i]);
         tc_future_unref(wt[i]);
     }
-    loop_finish(&loop);
+    loop_drain(loop);
     assert_int_equal(tc_future_state_of(f), TC_FUTURE_FULFILLED);
     assert_int_equal(tc_first_success_index(f), 1);
     assert_int_equal(box_value(f), 1);    /* borrowed through two levels */
@@ -1607,13 +1600,12 @@ static void test_first_success_of_with_timeouts(void **state)
     assert_int_equal(freed, 1);
 
     /* every with_timeout expires: the aggregate lists the timeouts */
-    loop_start(&loop);
     for (int i = 0; i < 2; i++) {
-        raw[i] = producer_start(&p[i], &loop, LONG_MS, i, 0, &freed);
-        assert_int_equal(tc_with_timeout(&wt[i], &loop, raw[i], 5 + 10 * (uint64_t)i), 0);
+        raw[i] = producer_start(&p[i], loop, LONG_MS, i, 0, &freed);
+        assert_int_equal(tc_with_timeout(&wt[i], loop, raw[i], 5 + 10 * (uint64_t)i), 0);
     }
     assert_int_equal(tc_first_success(&f, wt, 2), 0);
-    loop_finish(&loop);
+    loop_drain(loop);
     assert_int_equal(tc_future_error(f), TC_EALLFAILED);
     assert_non_null(strstr(tc_future_message(f), "[1] ETIMEDOUT"));
     for (int i = 0; i < 2; i++) {
@@ -1649,8 +1641,7 @@ static void test_gather_cancel_with_synchronous_hook(void **state)
 static void test_drop_combinator_reference_in_its_callback(void **state)
 {
     int freed = 0, calls = 0;
-    uv_loop_t loop;
-    loop_start(&loop);
+    uv_loop_t *loop = *state;
     tc_future *in[2] = {fut_new(), fut_new()};
     tc_future *g = NULL;
     assert_int_equal(tc_gather(&g, in, 2, 0), 0);
@@ -1666,34 +1657,33 @@ static void test_drop_combinator_reference_in_its_callback(void **state)
     /* the same for a timer-driven combinator */
     calls = 0;
     tc_future *s = NULL;
-    assert_int_equal(tc_sleep(&s, &loop, 1), 0);
+    assert_int_equal(tc_sleep(&s, loop, 1), 0);
     assert_int_equal(tc_future_on_done(s, unref_cb, &calls), 0);
-    loop_finish(&loop);
+    loop_drain(loop);
     assert_int_equal(calls, 1);
 }
 
 static void test_drop_combinator_before_completion(void **state)
 {
     int freed = 0;
-    uv_loop_t loop;
-    loop_start(&loop);
+    uv_loop_t *loop = *state;
     producer p[2];
     tc_future *in[2];
-    in[0] = producer_start(&p[0], &loop, 5, 0, 0, &freed);
-    in[1] = producer_start(&p[1], &loop, 10, 1, TC_EIO, &freed);
+    in[0] = producer_start(&p[0], loop, 5, 0, 0, &freed);
+    in[1] = producer_start(&p[1], loop, 10, 1, TC_EIO, &freed);
     tc_future *g = NULL, *w = NULL, *a = NULL, *fs = NULL, *wt = NULL;
     reports rp = {0};
     assert_int_equal(tc_gather(&g, in, 2, TC_GATHER_RETURN_EXCEPTIONS), 0);
-    assert_int_equal(tc_wait(&w, &loop, in, 2, TC_ALL_COMPLETED, 60000), 0);
-    assert_int_equal(tc_as_completed(&a, &loop, in, 2, 60000, report_cb, &rp), 0);
+    assert_int_equal(tc_wait(&w, loop, in, 2, TC_ALL_COMPLETED, 60000), 0);
+    assert_int_equal(tc_as_completed(&a, loop, in, 2, 60000, report_cb, &rp), 0);
     assert_int_equal(tc_first_success(&fs, in + 1, 1), 0); /* in[1] fails: nothing to cancel */
-    assert_int_equal(tc_with_timeout(&wt, &loop, in[1], 60000), 0);
+    assert_int_equal(tc_with_timeout(&wt, loop, in[1], 60000), 0);
     tc_future *all[5] = {g, w, a, fs, wt};
     for (int i = 0; i < 5; i++)
         tc_future_unref(all[i]);
     tc_future_unref(in[0]);
     tc_future_unref(in[1]);
-    loop_finish(&loop); /* nothing leaks, no handle stays open */
+    loop_drain(loop); /* nothing leaks, no handle stays open */
     assert_int_equal(rp.n, 2);
     assert_int_equal(p[0].completed + p[1].completed, 2);
     assert_int_equal(freed, 1);
@@ -1705,66 +1695,96 @@ int main(void)
 {
     alarm(120); /* watchdog: a hung loop fails the test instead of blocking CI */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fulfill_value_and_release),
-        cmocka_unit_test(test_reject_messages),
-        cmocka_unit_test(test_truncation_keeps_utf8_whole),
-        cmocka_unit_test(test_invalid_arguments),
-        cmocka_unit_test(test_callbacks_in_order_exactly_once),
-        cmocka_unit_test(test_many_callbacks_and_removal),
-        cmocka_unit_test(test_same_callback_registered_twice),
-        cmocka_unit_test(test_off_done_during_callbacks),
-        cmocka_unit_test(test_on_done_inside_callback),
-        cmocka_unit_test(test_drop_last_reference_inside_callback),
-        cmocka_unit_test(test_cancel_runs_hook_then_callbacks),
-        cmocka_unit_test(test_hook_not_called_when_completed_or_removed),
-        cmocka_unit_test(test_complete_inside_cancel_hook),
-        cmocka_unit_test(test_complete_after_cancel),
-        cmocka_unit_test(test_hook_drops_producer_reference),
-        cmocka_unit_test(test_cancel_inside_done_callback),
-        cmocka_unit_test(test_gather_empty),
-        cmocka_unit_test(test_gather_values_in_input_order),
-        cmocka_unit_test(test_gather_first_rejection),
-        cmocka_unit_test(test_gather_cancelled_input_rejects),
-        cmocka_unit_test(test_gather_return_exceptions),
-        cmocka_unit_test(test_gather_cancel_cancels_unfinished),
-        cmocka_unit_test(test_gather_already_done_inputs),
-        cmocka_unit_test(test_gather_of_gathers),
-        cmocka_unit_test(test_gather_100k_no_leak),
-        cmocka_unit_test(test_sleep_fulfils_after_delay),
-        cmocka_unit_test(test_sleep_zero_is_deferred),
-        cmocka_unit_test(test_sleep_cancel_releases_loop),
-        cmocka_unit_test(test_call_later_delays_start),
-        cmocka_unit_test(test_call_later_zero_is_deferred_and_mirrors),
-        cmocka_unit_test(test_call_later_cancel_before_start),
-        cmocka_unit_test(test_call_later_cancel_after_start),
-        cmocka_unit_test(test_call_later_start_error),
-        cmocka_unit_test(test_call_later_start_cancels_own_future),
-        cmocka_unit_test(test_with_timeout_inner_first),
-        cmocka_unit_test(test_with_timeout_expires),
-        cmocka_unit_test(test_with_timeout_cancel_and_mirror),
-        cmocka_unit_test(test_with_timeout_inner_completes_in_hook),
-        cmocka_unit_test(test_wait_empty),
-        cmocka_unit_test(test_wait_first_completed),
-        cmocka_unit_test(test_wait_first_exception),
-        cmocka_unit_test(test_wait_all_completed),
-        cmocka_unit_test(test_wait_timeout_cancels_nothing),
-        cmocka_unit_test(test_wait_cancel_only_stops_waiting),
-        cmocka_unit_test(test_wait_already_done_inputs),
-        cmocka_unit_test(test_as_completed_empty),
-        cmocka_unit_test(test_as_completed_in_completion_order),
-        cmocka_unit_test(test_as_completed_timeout),
-        cmocka_unit_test(test_as_completed_cancel_stops_reports),
-        cmocka_unit_test(test_as_completed_already_done),
-        cmocka_unit_test(test_first_success_empty),
-        cmocka_unit_test(test_first_success_winner_cancels_rest),
-        cmocka_unit_test(test_first_success_all_failed),
-        cmocka_unit_test(test_first_success_message_bounded),
-        cmocka_unit_test(test_first_success_cancel_cancels_all),
-        cmocka_unit_test(test_first_success_already_fulfilled),
-        cmocka_unit_test(test_first_success_of_with_timeouts),
-        cmocka_unit_test(test_gather_cancel_with_synchronous_hook),
-        cmocka_unit_test(test_drop_combinator_reference_in_its_callback),
-        cmocka_unit_test(test_drop_combinator_before_completion),
+        cmocka_unit_test_setup_teardown(test_fulfill_value_and_release, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_reject_messages, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_truncation_keeps_utf8_whole, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_invalid_arguments, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_callbacks_in_order_exactly_once, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_many_callbacks_and_removal, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_same_callback_registered_twice, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_off_done_during_callbacks, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_on_done_inside_callback, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_drop_last_reference_inside_callback, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_runs_hook_then_callbacks, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_hook_not_called_when_completed_or_removed, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_complete_inside_cancel_hook, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_complete_after_cancel, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_hook_drops_producer_reference, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_inside_done_callback, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_gather_empty, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_gather_values_in_input_order, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_gather_first_rejection, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_gather_cancelled_input_rejects, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_gather_return_exceptions, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_gather_cancel_cancels_unfinished, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_gather_already_done_inputs, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_gather_of_gathers, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_gather_100k_no_leak, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_sleep_fulfils_after_delay, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_sleep_zero_is_deferred, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_sleep_cancel_releases_loop, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_call_later_delays_start, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_call_later_zero_is_deferred_and_mirrors, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_call_later_cancel_before_start, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_call_later_cancel_after_start, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_call_later_start_error, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_call_later_start_cancels_own_future, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_with_timeout_inner_first, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_with_timeout_expires, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_with_timeout_cancel_and_mirror, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_with_timeout_inner_completes_in_hook, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_wait_empty, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_wait_first_completed, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_wait_first_exception, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_wait_all_completed, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_wait_timeout_cancels_nothing, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_wait_cancel_only_stops_waiting, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_wait_already_done_inputs, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_as_completed_empty, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_as_completed_in_completion_order, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_as_completed_timeout, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_as_completed_cancel_stops_reports, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_as_completed_already_done, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_first_success_empty, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_first_success_winner_cancels_rest, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_first_success_all_failed, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_first_success_message_bounded, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_first_success_cancel_cancels_all, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_first_success_already_fulfilled, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_first_success_of_with_timeouts, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_gather_cancel_with_synchronous_hook, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_drop_combinator_reference_in_its_callback, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_drop_combinator_before_completion, loop_setup,
+                                        loop_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
