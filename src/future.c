@@ -366,7 +366,6 @@ struct comb {
     unsigned flags;  /* tc_gather flags */
     tc_wait_mode mode;
     tc_future *out; /* one reference until the comb finishes */
-    uv_loop_t *loop;
     uv_timer_t timer;
     size_t n;
     size_t nseen;

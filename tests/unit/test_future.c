@@ -1940,6 +1940,29 @@ static void test_unref_everything_inside_gather_callback(void **state)
     assert_int_equal(freed, 2); /* everything went away */
 }
 
+/* A cancel hook that registers a done-callback on the future being cancelled. */
+static void hook_adds_callback(tc_future *f, void *data)
+{
+    rec *r = data;
+    assert_int_equal(tc_future_on_done(f, rec_cb, r), 0);
+    assert_int_equal(r->calls, 1); /* already cancelled: fires at once */
+}
+
+static void test_callback_added_inside_cancel_hook(void **state)
+{
+    int seq = 0;
+    rec early = {.seq = &seq}, in_hook = {.seq = &seq};
+    tc_future *f = fut_new();
+    assert_int_equal(tc_future_on_done(f, rec_cb, &early), 0);
+    tc_future_set_cancel_hook(f, hook_adds_callback, &in_hook);
+    assert_int_equal(tc_future_cancel(f), 1);
+    assert_int_equal(in_hook.calls, 1);
+    assert_int_equal(early.calls, 1);
+    assert_int_equal(in_hook.state, TC_FUTURE_CANCELLED);
+    assert_int_equal(early.state, TC_FUTURE_CANCELLED);
+    tc_future_unref(f);
+}
+
 /* ---- main ----------------------------------------------------------------------------------- */
 
 int main(void)
@@ -2052,6 +2075,8 @@ int main(void)
                                         loop_teardown),
         cmocka_unit_test_setup_teardown(test_deep_with_timeout_chain, loop_setup, loop_teardown),
         cmocka_unit_test_setup_teardown(test_unref_everything_inside_gather_callback, loop_setup,
+                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_callback_added_inside_cancel_hook, loop_setup,
                                         loop_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
