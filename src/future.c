@@ -183,13 +183,19 @@ static char *message_copy(const char *message)
     return copy;
 }
 
+/* A code that is not a TC_E* error (0 or positive) is a producer bug; the future is still
+ * rejected, with TC_EINVAL, so that its callbacks fire and nobody waits forever. */
 int tc_future_reject(tc_future *f, int err, const char *message)
 {
-    if (f == NULL || err >= 0)
+    if (f == NULL)
         return TC_EINVAL;
     if (f->state != TC_FUTURE_PENDING)
         return f->state == TC_FUTURE_CANCELLED ? TC_ECANCELED : TC_EINVAL;
     int rc = 0;
+    if (err >= 0) {
+        err = TC_EINVAL;
+        rc = TC_EINVAL;
+    }
     f->message = tc_strerror(err);
     if (message != NULL) {
         char *copy = message_copy(message);
