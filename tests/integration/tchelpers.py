@@ -3,6 +3,8 @@ HTTP/1.1 over raw sockets, stop it with SIGTERM and insist on a clean exit.
 
 Python standard library only. The binary comes from $TAILCUT_BIN (set by ctest).
 """
+import asyncio
+import atexit
 import json
 import os
 import re
@@ -11,6 +13,29 @@ import socket
 import subprocess
 import threading
 import time
+
+# Sanitizer builds are several times slower: stretch timing bounds (never lower bounds) by this.
+SLOW = 3.0 if os.environ.get("TC_SANITIZE") == "ON" else 1.0
+
+# Every Proc not yet reaped, so that the watchdog and interpreter exit can kill them: a hung test
+# must not leave servers running behind it.
+_live = []
+_live_lock = threading.Lock()
+
+
+def kill_all():
+    with _live_lock:
+        procs = list(_live)
+    for p in procs:
+        if p.poll() is None:
+            try:
+                p.kill()
+                p.wait(5)
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+
+
+atexit.register(kill_all)
 
 LISTEN_RE = re.compile(r"tailcut: listening on http://(\[[^\]]+\]|[^:]+):(\d+)")
 EMBED_RE = re.compile(r"tailcut: embedded upstream at http://([^:]+):(\d+)")
@@ -36,6 +61,8 @@ class Proc:
         self.argv = argv
         self.proc = subprocess.Popen(argv, stdin=stdin or subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        with _live_lock:
+            _live.append(self.proc)
         self._out = bytearray()
         self._err = []
         self._ready = threading.Event()
@@ -99,7 +126,23 @@ class Proc:
         self._t_err.join(5)
         self._close_pipes()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        """Stops with SIGTERM expecting status 0; after a failure only kills (and shows stderr)."""
+        if exc_type is None:
+            self.stop()
+        else:
+            self.kill()
+            os.write(2, ("---- stderr of %s\n%s----\n" % (" ".join(self.argv),
+                                                          self.stderr_text()[-4000:])).encode())
+        return False
+
     def _close_pipes(self):
+        with _live_lock:
+            if self.proc in _live:
+                _live.remove(self.proc)
         for f in (self.proc.stdout, self.proc.stderr):
             if f is not None and not f.closed:
                 f.close()
@@ -116,6 +159,7 @@ class Watchdog:
     @staticmethod
     def _fire():
         os.write(2, b"watchdog: test took too long\n")
+        kill_all()
         os._exit(124)
 
     def cancel(self):
@@ -245,3 +289,91 @@ def recv_all(s, timeout):
         if not chunk:
             return bytes(data)
         data += chunk
+
+
+def wait_for(predicate, timeout, interval=0.02):
+    """Polls predicate() until it returns a true value (returned) or timeout passes (returns the
+    last value)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = predicate()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)
+
+
+class AioResult:
+    """How one asyncio request ended. kind: "response" (status, headers, body set), "timeout"
+    (no complete response within the timeout; nbytes says how much had arrived), "reset"
+    (ECONNRESET) or "eof" (closed before a complete response). elapsed counts from the moment
+    the request was written."""
+
+    def __init__(self, kind, elapsed, nbytes=0, status=None, headers=None, body=None):
+        self.kind = kind
+        self.elapsed = elapsed
+        self.nbytes = nbytes
+        self.status = status
+        self.headers = headers or {}
+        self.body = body
+
+    def __repr__(self):
+        return "AioResult(%s, %.3fs, status=%r, body=%r)" % (self.kind, self.elapsed, self.status,
+                                                             (self.body or b"")[:80])
+
+
+async def aio_request(port, method, path, timeout, body=b"", connect_sem=None,
+                      host="127.0.0.1"):
+    """One request on a fresh connection with asyncio, for thousands of concurrent requests in
+    one thread. Never raises for timeouts, resets or EOF: see AioResult. connect_sem (an
+    asyncio.Semaphore) limits how many connect at once; the requests themselves stay open."""
+    loop = asyncio.get_running_loop()
+    if connect_sem is not None:
+        async with connect_sem:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
+                                                    timeout)
+    else:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    buf = b""
+    t0 = loop.time()
+    try:
+        head = "%s %s HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % (
+            method, path, len(body))
+        writer.write(head.encode() + body)
+        deadline = t0 + timeout
+
+        async def more():
+            left = deadline - loop.time()
+            if left <= 0:
+                raise asyncio.TimeoutError()
+            return await asyncio.wait_for(reader.read(65536), left)
+
+        while b"\r\n\r\n" not in buf:
+            data = await more()
+            if not data:
+                return AioResult("eof", loop.time() - t0, len(buf))
+            buf += data
+        head_bytes, _, rest = buf.partition(b"\r\n\r\n")
+        lines = head_bytes.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        n = 0 if method == "HEAD" else int(headers.get("content-length", "0"))
+        while len(rest) < n:
+            data = await more()
+            if not data:
+                return AioResult("eof", loop.time() - t0, len(buf))
+            buf += data
+            rest += data
+        return AioResult("response", loop.time() - t0, len(buf), status, headers, rest[:n])
+    except asyncio.TimeoutError:
+        return AioResult("timeout", loop.time() - t0, len(buf))
+    except ConnectionResetError:
+        return AioResult("reset", loop.time() - t0, len(buf))
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass

@@ -1,0 +1,234 @@
+/*
+ * `tailcut upstream`: the simulated slow, flaky upstream (CONTRACT §2) as a program.
+ *
+ * All the behaviour lives in src/upstream.c; this file only turns flags into a
+ * tc_upstream_config, validates them strictly before anything starts (a bad flag or value is
+ * one line on stderr and exit status 2), and runs one worker through the runtime, which owns
+ * signals and the graceful drain.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "commands.h"
+#include "runtime.h"
+#include "tailcut/upstream.h"
+
+#define CMD "upstream"
+#define DEFAULT_LISTEN "127.0.0.1:9000"
+#define DEFAULT_DRAIN_MS 10000
+#define MAX_DRAIN_MS 3600000
+#define MAX_METADATA_RATE 1000000000
+
+typedef struct app {
+    tc_runtime_config rt;
+    tc_upstream_config ucfg;
+    char host[64];
+    int port;
+} app;
+
+static void usage(FILE *out)
+{
+    fprintf(
+        out,
+        "usage: tailcut upstream [OPTIONS]\n"
+        "\n"
+        "A simulated slow, flaky upstream for demos, tests and benchmarks.\n"
+        "\n"
+        "options:\n"
+        "  --listen HOST:PORT       address to listen on [" DEFAULT_LISTEN "]; port 0 picks one\n"
+        "  --profile P              exponea | fixed:MS | uniform:LO:HI |\n"
+        "                           lognormal:MEDIAN_MS:SIGMA | straggler:FAST_MS:SLOW_MS:P\n"
+        "                           [exponea]\n"
+        "  --seed N                 seed of the random draws (same seed and request order,\n"
+        "                           same draws) [from the clock; shown in /stats]\n"
+        "  --metadata-rate N        /api/metadata calls per second before 429; 0 = unlimited "
+        "[0]\n"
+        "  --drain-timeout MS       on SIGTERM/SIGINT, wait this long for requests in flight "
+        "[10000]\n"
+        "  --access-log -|FILE|off  one line per request to stdout, a file, or nowhere [-]\n"
+        "  --help                   show this help\n"
+        "\n"
+        "endpoints:\n"
+        "  GET  /api/work           answers per the profile or the next scenario step\n"
+        "  POST /scenario           queue steps: [{\"delay_ms\":N,\"action\":\"respond\"|\"hang\"|"
+        "\"reset\",\n"
+        "                           \"status\":N,\"body\":\"TEXT\"}, ...]\n"
+        "  POST /reset              clear counters and the scenario queue\n"
+        "  GET  /stats              counters, arrivals_ms, metadata_ids (JSON)\n"
+        "  GET  /api/metadata?id=A&id=B  {\"results\":{...}}; IDs starting with 'missing' are "
+        "absent\n"
+        "\n"
+        "See docs/upstream.md.\n");
+}
+
+static void on_closed(tc_upstream *u, void *data)
+{
+    tc_runtime_worker *w = data;
+    w->state = NULL;
+}
+
+static void on_drained(tc_upstream *u, void *data)
+{
+    tc_upstream_close(u, on_closed, data);
+}
+
+static int worker_start(tc_runtime_worker *w, void *data)
+{
+    app *a = data;
+    tc_upstream *u;
+    /* What the runtime's messages show, also if listening fails. */
+    snprintf(a->rt.listen_host, sizeof(a->rt.listen_host), "%s", a->host);
+    a->rt.listen_port = a->port;
+    int rc = tc_upstream_new(&u, w->loop, &a->ucfg);
+    if (rc != 0)
+        return rc;
+    w->state = u;
+    a->rt.listen_port = tc_upstream_port(u);
+    return 0;
+}
+
+static void worker_drain(tc_runtime_worker *w, void *data)
+{
+    if (w->state != NULL)
+        tc_upstream_drain(w->state, on_drained, w);
+}
+
+static void worker_stop(tc_runtime_worker *w, void *data)
+{
+    if (w->state != NULL)
+        tc_upstream_close(w->state, on_closed, w); /* TC_ECLOSED if already closing: fine */
+}
+
+static void worker_cleanup(tc_runtime_worker *w, void *data)
+{
+    /* The loop ran dry with the simulator still open (it has nothing left to wait on): close it;
+     * the runtime runs the loop once more after this. */
+    if (w->state != NULL)
+        tc_upstream_close(w->state, on_closed, w);
+}
+
+/* Matches "--name" or "--name=value". Sets *inline_value to the part after '=' (or NULL). */
+static int flag_is(const char *arg, const char *name, const char **inline_value)
+{
+    size_t n = strlen(name);
+    if (strncmp(arg, name, n) != 0)
+        return 0;
+    if (arg[n] == '\0') {
+        *inline_value = NULL;
+        return 1;
+    }
+    if (arg[n] == '=') {
+        *inline_value = arg + n + 1;
+        return 1;
+    }
+    return 0;
+}
+
+int cmd_upstream(int argc, char **argv)
+{
+    app a;
+    FILE *log = stdout;
+    const char *log_arg = "-";
+    uint64_t v;
+
+    memset(&a, 0, sizeof(a));
+    tc_upstream_config_init(&a.ucfg);
+    if (cli_parse_listen(CMD, "--listen", DEFAULT_LISTEN, a.host, sizeof(a.host), &a.port) != 0)
+        return TC_EXIT_FAILURE;
+    a.rt.drain_timeout_ms = DEFAULT_DRAIN_MS;
+
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const char *val = NULL;
+        static const char *const with_value[] = {"--listen",        "--profile",
+                                                 "--seed",          "--metadata-rate",
+                                                 "--drain-timeout", "--access-log"};
+        const char *flag = NULL;
+
+        if (flag_is(arg, "--help", &val) || strcmp(arg, "-h") == 0) {
+            if (val != NULL) {
+                cli_error(CMD, "--help takes no value");
+                return TC_EXIT_USAGE;
+            }
+            usage(stdout);
+            return TC_EXIT_OK;
+        }
+        for (size_t k = 0; k < sizeof(with_value) / sizeof(with_value[0]); k++) {
+            if (flag_is(arg, with_value[k], &val)) {
+                flag = with_value[k];
+                break;
+            }
+        }
+        if (flag == NULL) {
+            cli_bad_option(CMD, arg);
+            return TC_EXIT_USAGE;
+        }
+        if (val == NULL) {
+            if (i + 1 >= argc) {
+                cli_bad_option(CMD, arg);
+                return TC_EXIT_USAGE;
+            }
+            val = argv[++i];
+        }
+
+        if (strcmp(flag, "--listen") == 0) {
+            if (cli_parse_listen(CMD, flag, val, a.host, sizeof(a.host), &a.port) != 0)
+                return TC_EXIT_USAGE;
+        } else if (strcmp(flag, "--profile") == 0) {
+            const char *why = NULL;
+            if (tc_upstream_profile_parse(val, NULL, &why) != 0) {
+                cli_error(CMD, "invalid value '%s' for --profile: %s", val, why);
+                return TC_EXIT_USAGE;
+            }
+            a.ucfg.profile = val;
+        } else if (strcmp(flag, "--seed") == 0) {
+            if (cli_parse_u64(CMD, flag, val, 0, UINT64_MAX, &v) != 0)
+                return TC_EXIT_USAGE;
+            a.ucfg.seed = v;
+            a.ucfg.seed_set = 1;
+        } else if (strcmp(flag, "--metadata-rate") == 0) {
+            if (cli_parse_u64(CMD, flag, val, 0, MAX_METADATA_RATE, &v) != 0)
+                return TC_EXIT_USAGE;
+            a.ucfg.metadata_rate = v;
+        } else if (strcmp(flag, "--drain-timeout") == 0) {
+            if (cli_parse_u64(CMD, flag, val, 0, MAX_DRAIN_MS, &v) != 0)
+                return TC_EXIT_USAGE;
+            a.rt.drain_timeout_ms = v;
+        } else if (strcmp(flag, "--access-log") == 0) {
+            if (*val == '\0') {
+                cli_error(CMD, "invalid value '' for --access-log: expected -, a file or off");
+                return TC_EXIT_USAGE;
+            }
+            log_arg = val;
+        }
+    }
+
+    if (strcmp(log_arg, "off") == 0) {
+        log = NULL;
+    } else if (strcmp(log_arg, "-") != 0) {
+        log = fopen(log_arg, "a");
+        if (log == NULL) {
+            cli_error(CMD, "invalid value '%s' for --access-log: cannot open it for appending",
+                      log_arg);
+            return TC_EXIT_USAGE;
+        }
+    }
+    if (log != NULL)
+        setvbuf(log, NULL, _IOLBF, 0); /* lines appear as they happen, also on a pipe */
+    a.ucfg.host = a.host;
+    a.ucfg.port = a.port;
+    a.ucfg.access_log = log;
+
+    a.rt.nworkers = 1;
+    a.rt.start = worker_start;
+    a.rt.drain = worker_drain;
+    a.rt.stop = worker_stop;
+    a.rt.cleanup = worker_cleanup;
+    a.rt.data = &a;
+    int status = tc_runtime_run(&a.rt);
+    if (log != NULL && log != stdout)
+        fclose(log);
+    return status;
+}

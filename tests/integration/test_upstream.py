@@ -1,0 +1,630 @@
+#!/usr/bin/env python3
+"""Integration tests of `tailcut upstream`, the simulated slow, flaky upstream (CONTRACT §2).
+
+Every test starts the real binary on 127.0.0.1 port 0 with a fixed --seed, talks HTTP to it,
+and stops it with SIGTERM expecting exit status 0 (under TC_SANITIZE=ON a leak fails the test).
+Timing assertions only bound from below by the configured delay (minus timer granularity) and
+from above with generous slack; nothing asserts speed.
+"""
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tchelpers as th  # noqa: E402
+
+# Timer granularity: libuv timers count whole milliseconds of loop time.
+EARLY = 0.003
+# Slack above a configured delay for a response to arrive (connect, parse, scheduling).
+SLACK = 1.0 * th.SLOW
+HOST = "127.0.0.1"
+
+
+class Resp:
+    def __init__(self, status, headers, body, elapsed):
+        self.status, self.headers, self.body, self.elapsed = status, headers, body, elapsed
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return "Resp(%d, %r, %.3fs)" % (self.status, self.body[:200], self.elapsed)
+
+
+class Upstream(th.Proc):
+    """`tailcut upstream --listen 127.0.0.1:0 ARGS...`, stopped with SIGTERM (status 0) on exit
+    from its with-block."""
+
+    host = HOST
+
+    def __init__(self, *args):
+        super().__init__("upstream", *args)
+
+    def request(self, method, path, body=None, headers=None, timeout=None):
+        t0 = time.monotonic()
+        st, hdrs, data = th.http_request(self.port, method, path, body, headers,
+                                         timeout or 10 * th.SLOW)
+        return Resp(st, hdrs, data, time.monotonic() - t0)
+
+    def get_json(self, path):
+        r = self.request("GET", path)
+        if r.status != 200:
+            raise AssertionError("GET %s: %r" % (path, r))
+        return r.json()
+
+    def post_json(self, path, obj):
+        body = obj if isinstance(obj, (bytes, str)) else json.dumps(obj)
+        return self.request("POST", path, body, {"Content-Type": "application/json"})
+
+    def stats_when(self, pred, timeout):
+        """/stats once pred(stats) holds, or the last /stats after timeout."""
+        last = {}
+
+        def probe():
+            last["s"] = self.get_json("/stats")
+            return pred(last["s"])
+
+        th.wait_for(probe, timeout)
+        return last["s"]
+
+
+def upstream(*args):
+    return Upstream(*args)
+
+
+def send_get(sock, path):
+    sock.sendall(("GET %s HTTP/1.1\r\nHost: test\r\n\r\n" % path).encode())
+
+
+def recv_some(sock, timeout):
+    """Bytes received within timeout (b"" on EOF); raises socket.timeout if none arrived,
+    ConnectionResetError on RST."""
+    sock.settimeout(timeout)
+    return sock.recv(65536)
+
+
+def open_and_silent(sock):
+    """True if the peer has neither sent a byte nor closed (a non-blocking peek)."""
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, socket.timeout):  # no data yet (timeout: a socket in timeout mode)
+        return True
+    except ConnectionResetError:
+        return False
+    return False  # bytes arrived, or b"" (EOF)
+
+
+def work_time(resp):
+    """The DELAY of a default {"time": DELAY} body."""
+    return json.loads(resp.body)["time"]
+
+
+def parallel(fn, items, workers=32):
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        return list(ex.map(fn, items))
+
+
+class Profiles(unittest.TestCase):
+    def check_delays(self, srv, n, lo_ms, hi_ms):
+        """n concurrent GET /api/work: each body's time in [lo, hi] and the client saw at least
+        that delay, and not much more."""
+        rs = parallel(lambda _: srv.request("GET", "/api/work"), range(n))
+        times = []
+        for r in rs:
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.headers.get("content-type"), "application/json")
+            self.assertEqual(r.headers.get("x-tailcut-outcome"), "ok")
+            t = work_time(r)
+            self.assertIsInstance(t, int)
+            self.assertGreaterEqual(t, lo_ms)
+            self.assertLessEqual(t, hi_ms)
+            self.assertGreaterEqual(r.elapsed, t / 1000 - EARLY, r)
+            self.assertLess(r.elapsed, t / 1000 + SLACK, r)
+            times.append(t)
+        return times
+
+    def test_fixed(self):
+        with upstream("--profile", "fixed:200", "--seed", "1") as srv:
+            times = self.check_delays(srv, 8, 200, 200)
+            self.assertEqual(set(times), {200})
+
+    def test_fixed_zero(self):
+        with upstream("--profile", "fixed:0", "--seed", "1") as srv:
+            self.check_delays(srv, 20, 0, 0)
+
+    def test_uniform(self):
+        with upstream("--profile", "uniform:50:250", "--seed", "7") as srv:
+            times = self.check_delays(srv, 40, 50, 250)
+            self.assertGreater(len(set(times)), 10, "uniform draws should vary: %r" % times)
+
+    def test_lognormal(self):
+        with upstream("--profile", "lognormal:100:0.5", "--seed", "3") as srv:
+            rs = parallel(lambda _: srv.request("GET", "/api/work"), range(40))
+            times = []
+            for r in rs:
+                self.assertEqual(r.status, 200, r)
+                t = work_time(r)
+                self.assertGreaterEqual(t, 0)
+                self.assertGreaterEqual(r.elapsed, t / 1000 - EARLY)
+                self.assertLess(r.elapsed, t / 1000 + SLACK)
+                times.append(t)
+            # Median 100 ms, sigma 0.5: 40 draws have a median well inside [50, 200] and spread.
+            med = statistics.median(times)
+            self.assertGreater(med, 50, times)
+            self.assertLess(med, 200, times)
+            self.assertGreater(max(times) / max(1, min(times)), 1.5, times)
+
+    def test_straggler(self):
+        with upstream("--profile", "straggler:20:400:0.25", "--seed", "11") as srv:
+            times = self.check_delays(srv, 40, 20, 400)
+            self.assertLessEqual(set(times), {20, 400})
+            slow = times.count(400)
+            # P = 0.25 of 40: expect about 10; bounds far outside any plausible draw.
+            self.assertGreater(slow, 1, times)
+            self.assertLess(slow, 25, times)
+
+
+def classify(res):
+    """Outcome of one exponea /api/work as seen on the wire."""
+    if res.kind == "timeout" and res.nbytes == 0:
+        return "hang"
+    if res.kind != "response":
+        return "broken:" + res.kind
+    if res.status == 500:
+        return "error"
+    if res.status != 200:
+        return "broken:%d" % res.status
+    try:
+        doc = json.loads(res.body)
+    except ValueError:
+        return "invalid_json"
+    if isinstance(doc, dict) and isinstance(doc.get("time"), int) and 100 <= doc["time"] <= 600:
+        return "ok"
+    return "broken:body"
+
+
+class Exponea(unittest.TestCase):
+    def test_mix_over_2000_requests(self):
+        """2,000 requests, 250 at a time, each on its own connection. A request with no byte
+        back within the client timeout counts as a hang (a good answer takes at most 600 ms);
+        the client then closes, which the server must count as a client abort."""
+        n, conc = 2000, 250
+        timeout = 1.5 * th.SLOW
+        with upstream("--seed", "2024") as srv:  # exponea is the default profile
+
+            async def run():
+                sem = asyncio.Semaphore(conc)
+
+                async def one():
+                    async with sem:
+                        return await th.aio_request(srv.port, "GET", "/api/work", timeout)
+
+                return await asyncio.gather(*(one() for _ in range(n)))
+
+            results = asyncio.run(run())
+            counts = {}
+            for res in results:
+                kind = classify(res)
+                counts[kind] = counts.get(kind, 0) + 1
+                if kind in ("ok", "error", "invalid_json"):
+                    self.assertGreaterEqual(res.elapsed, 0.1 - EARLY, res)
+                    self.assertEqual(res.headers.get("x-tailcut-outcome"), kind, res)
+            broken = {k: v for k, v in counts.items() if k.startswith("broken")}
+            self.assertEqual(broken, {}, counts)
+            for kind in ("hang", "invalid_json", "error"):
+                share = counts.get(kind, 0) / n
+                self.assertLess(abs(share - 1 / 11), 0.03, (kind, counts))
+            self.assertLess(abs(counts["ok"] / n - 8 / 11), 0.03, counts)
+
+            # The server's own account agrees with the wire, and every hang the client gave up
+            # on was counted as an abort with its timer released (in_flight back to 0).
+            stats = srv.stats_when(lambda s: s["in_flight"] == 0, 5 * th.SLOW)
+            self.assertEqual(stats["in_flight"], 0, stats)
+            self.assertEqual(stats["work_requests"], n)
+            self.assertEqual(stats["client_aborts"], counts["hang"])
+            for kind in ("ok", "invalid_json", "error", "hang"):
+                self.assertEqual(stats["outcomes"][kind], counts.get(kind, 0), (kind, stats))
+            self.assertEqual(len(stats["arrivals_ms"]), n)
+
+
+class Scenario(unittest.TestCase):
+    def test_steps_apply_in_order_then_profile_resumes(self):
+        with upstream("--profile", "fixed:5", "--seed", "5") as srv:
+            srv.request("GET", "/api/work")  # an arrival before the scenario
+            self.assertEqual(len(srv.get_json("/stats")["arrivals_ms"]), 1)
+            steps = [
+                {"delay_ms": 150, "status": 201, "body": "first"},
+                {"status": 502},
+                {"action": "reset", "delay_ms": 50},
+                {"body": '{"x":1}'},
+                {},
+            ]
+            r = srv.post_json("/scenario", steps)
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json(), {"queued": 5, "pending": 5})
+            self.assertEqual(srv.get_json("/stats")["arrivals_ms"], [])
+
+            r = srv.request("GET", "/api/work")
+            self.assertEqual((r.status, r.body), (201, b"first"))
+            self.assertGreaterEqual(r.elapsed, 0.15 - EARLY)
+            self.assertEqual(r.headers.get("x-tailcut-outcome"), "scenario")
+            r = srv.request("GET", "/api/work")
+            self.assertEqual(r.status, 502)
+            self.assertEqual(r.json(), {"error": "simulated failure", "time": 0})
+            with th.connect(srv.port) as c:
+                t0 = time.monotonic()
+                send_get(c, "/api/work")
+                with self.assertRaises(ConnectionResetError):
+                    recv_some(c, 5 * th.SLOW)
+                self.assertGreaterEqual(time.monotonic() - t0, 0.05 - EARLY)
+            r = srv.request("GET", "/api/work")
+            self.assertEqual((r.status, r.json()), (200, {"x": 1}))
+            r = srv.request("GET", "/api/work")
+            self.assertEqual((r.status, r.json()), (200, {"time": 0}))
+            # The queue is empty: the profile applies again.
+            r = srv.request("GET", "/api/work")
+            self.assertEqual((r.status, r.json()), (200, {"time": 5}))
+            self.assertEqual(r.headers.get("x-tailcut-outcome"), "ok")
+
+            stats = srv.get_json("/stats")
+            self.assertEqual(stats["scenario_pending"], 0)
+            self.assertEqual(stats["outcomes"]["scenario"], 5)
+            self.assertEqual(stats["work_requests"], 7)
+            arr = stats["arrivals_ms"]
+            self.assertEqual(len(arr), 6)
+            self.assertEqual(arr, sorted(arr))
+            # The first step held its request 150 ms, so the second arrived at least that later.
+            self.assertGreaterEqual(arr[1] - arr[0], 150 - 3)
+
+    def test_steps_append_to_queue(self):
+        with upstream("--profile", "fixed:0", "--seed", "5") as srv:
+            self.assertEqual(srv.post_json("/scenario", [{"status": 201}]).json(),
+                             {"queued": 1, "pending": 1})
+            self.assertEqual(srv.post_json("/scenario", [{"status": 202}]).json(),
+                             {"queued": 1, "pending": 2})
+            self.assertEqual([srv.request("GET", "/api/work").status for _ in range(3)],
+                             [201, 202, 200])
+
+    def test_bad_scenarios_are_400_and_leave_queue_unchanged(self):
+        bad = [
+            (b'[{"delay_ms": 1,}]', "malformed JSON"),
+            (b"[{}] trailing", "malformed JSON"),
+            (b"", "malformed JSON"),
+            (b'{"delay_ms": 1}', "array"),
+            (b'[{"delay_ms": 1, "colour": "red"}]', 'unknown field "colour"'),
+            (b'[{}, {"action": "explode"}]', 'unknown action "explode"'),
+            (b'[{"status": 99}]', "status"),
+            (b'[{"status": 600}]', "status"),
+            (b'[{"delay_ms": -1}]', "delay_ms"),
+            (b'[{"delay_ms": "5"}]', "delay_ms"),
+            (b'[{"delay_ms": 1.5}]', "delay_ms"),
+            (b'[{"body": 5}]', "body"),
+            (b'[{"action": 1}]', "action"),
+            (b'[{"status": 201, "status": 202}]', "duplicate"),
+            (b"[3]", "object"),
+        ]
+        with upstream("--profile", "fixed:0", "--seed", "5") as srv:
+            r = srv.post_json("/scenario", [{"status": 201}, {"status": 202}])
+            self.assertEqual(r.status, 200, r)
+            for body, hint in bad:
+                r = srv.post_json("/scenario", body)
+                self.assertEqual(r.status, 400, (body, r))
+                doc = r.json()
+                self.assertEqual(doc["success"], False)
+                self.assertEqual(doc["error"], "bad_request")
+                self.assertIn(hint, doc["message"], body)
+                self.assertEqual(srv.get_json("/stats")["scenario_pending"], 2, body)
+            self.assertEqual([srv.request("GET", "/api/work").status for _ in range(3)],
+                             [201, 202, 200])
+
+    def test_reset_clears_counters_and_queue(self):
+        with upstream("--profile", "fixed:0", "--seed", "5") as srv:
+            srv.request("GET", "/api/work")
+            srv.request("GET", "/api/metadata?id=a")
+            srv.post_json("/scenario", [{"status": 201}])
+            r = srv.request("POST", "/reset", b"")
+            self.assertEqual(r.status, 200, r)
+            stats = srv.get_json("/stats")
+            for key in ("work_requests", "in_flight", "client_aborts", "metadata_calls",
+                        "scenario_pending"):
+                self.assertEqual(stats[key], 0, key)
+            self.assertEqual(stats["metadata_ids"], [])
+            self.assertEqual(stats["arrivals_ms"], [])
+            self.assertEqual(srv.request("GET", "/api/work").status, 200)
+
+    def test_methods_and_unknown_paths(self):
+        with upstream("--profile", "fixed:0", "--seed", "5") as srv:
+            r = srv.request("GET", "/scenario")
+            self.assertEqual(r.status, 405)
+            self.assertEqual(r.headers.get("allow"), "POST")
+            r = srv.request("POST", "/api/work", b"x")
+            self.assertEqual(r.status, 405)
+            self.assertIn("GET", r.headers.get("allow"))
+            r = srv.request("GET", "/nope")
+            self.assertEqual(r.status, 404)
+            self.assertEqual(r.json()["error"], "not_found")
+            r = srv.request("HEAD", "/api/work")
+            self.assertEqual((r.status, r.body), (200, b""))
+
+
+class Wire(unittest.TestCase):
+    def test_hang_reset_and_aborts(self):
+        """hang: silence with the connection open, then FIN at about 10 s; reset: RST; a client
+        that leaves early is counted and its request released at once."""
+        with upstream("--profile", "fixed:0", "--seed", "5") as srv:
+            r = srv.post_json("/scenario", [{"action": "hang"}, {"action": "hang"},
+                                            {"action": "reset", "delay_ms": 100},
+                                            {"action": "reset"}])
+            self.assertEqual(r.status, 200, r)
+
+            # The first hang is watched to its end in the background (about 10 s).
+            full = th.connect(srv.port)
+            full_t0 = time.monotonic()
+            send_get(full, "/api/work")
+            srv.stats_when(lambda s: s["work_requests"] == 1, 5 * th.SLOW)
+            full_result = {}
+
+            def watch():
+                try:
+                    full_result["data"] = recv_some(full, 20 * th.SLOW)
+                except Exception as e:  # noqa: BLE001 - reported by the assertion below
+                    full_result["error"] = repr(e)
+                full_result["after"] = time.monotonic() - full_t0
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+
+            # The second hang: no bytes for over 1 s and the connection still open; then the
+            # client gives up.
+            with th.connect(srv.port) as c:
+                send_get(c, "/api/work")
+                with self.assertRaises(socket.timeout):
+                    recv_some(c, 1.2)
+                self.assertTrue(open_and_silent(c))
+            # Resets, after the step's delay and at once.
+            for delay in (0.1, 0):
+                with th.connect(srv.port) as c:
+                    t0 = time.monotonic()
+                    send_get(c, "/api/work")
+                    with self.assertRaises(ConnectionResetError):
+                        recv_some(c, 5 * th.SLOW)
+                    self.assertGreaterEqual(time.monotonic() - t0, delay - EARLY)
+
+            stats = srv.stats_when(lambda s: s["client_aborts"] == 1, 5 * th.SLOW)
+            self.assertEqual(stats["client_aborts"], 1, stats)
+            self.assertEqual(stats["in_flight"], 1, stats)  # the watched hang
+
+            watcher.join(25 * th.SLOW)
+            full.close()
+            self.assertEqual(full_result.get("data"), b"", full_result)  # FIN, no bytes
+            self.assertGreaterEqual(full_result["after"], 10.0 - EARLY)
+            self.assertLess(full_result["after"], 10.0 + 3 * th.SLOW)
+            stats = srv.stats_when(lambda s: s["in_flight"] == 0, 5 * th.SLOW)
+            self.assertEqual(stats["in_flight"], 0, stats)
+            self.assertEqual(stats["client_aborts"], 1, stats)  # a hang ending is not an abort
+
+    def test_thousands_held_at_once(self):
+        """2,000 requests delayed 1 s each wait together on one loop and all answer after about
+        1 s; then 2,000 more are abandoned by their clients and all counted and released."""
+        n = 2000
+        with upstream("--profile", "fixed:1000", "--seed", "5") as srv:
+
+            async def run(timeout):
+                sem = asyncio.Semaphore(200)  # connect in waves; all requests stay held
+                return await asyncio.gather(*(
+                    th.aio_request(srv.port, "GET", "/api/work", timeout, connect_sem=sem)
+                    for _ in range(n)))
+
+            t0 = time.monotonic()
+            results = asyncio.run(run(10 * th.SLOW))
+            wall = time.monotonic() - t0
+            for res in results:
+                self.assertEqual((res.kind, res.status), ("response", 200), res)
+                self.assertEqual(json.loads(res.body), {"time": 1000})
+                self.assertGreaterEqual(res.elapsed, 1.0 - EARLY)
+            # Concurrent, not one after another (which would take 2,000 s).
+            self.assertLess(wall, 1.0 + 15 * th.SLOW)
+
+            results = asyncio.run(run(0.3))
+            self.assertEqual({r.kind for r in results}, {"timeout"})
+            stats = srv.stats_when(lambda s: s["client_aborts"] == n, 10 * th.SLOW)
+            self.assertEqual(stats["client_aborts"], n, stats)
+            self.assertEqual(stats["in_flight"], 0, stats)
+            self.assertEqual(stats["work_requests"], 2 * n)
+            # With nothing held, SIGTERM ends the process at once: no timer was left behind
+            # to keep the loop alive until the drain timeout.
+            t0 = time.monotonic()
+            srv.stop()
+            self.assertLess(time.monotonic() - t0, 3 * th.SLOW)
+
+    def test_drain_answers_in_flight_requests(self):
+        with upstream("--profile", "fixed:500", "--seed", "5") as srv:
+            with th.connect(srv.port) as c:
+                send_get(c, "/api/work")
+                srv.stats_when(lambda s: s["in_flight"] == 1, 5 * th.SLOW)
+                srv.proc.send_signal(signal.SIGTERM)
+                st, _, body = th.read_response(c)
+                self.assertEqual((st, json.loads(body)), (200, {"time": 500}))
+            srv.proc.wait(10 * th.SLOW)  # exits by itself once drained
+            srv.stop()  # checks exit status 0 (no second signal: it has exited)
+
+
+class Metadata(unittest.TestCase):
+    def test_results_and_recorded_ids(self):
+        with upstream("--profile", "fixed:0", "--seed", "5") as srv:
+            r = srv.request("GET", "/api/metadata?id=A&id=missing-1&id=b.c&id=%5Fx&other=1")
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.headers.get("content-type"), "application/json")
+            res = r.json()["results"]
+            self.assertEqual(set(res), {"A", "b.c", "_x"})
+            self.assertEqual(res["A"]["id"], "A")
+            self.assertIn("name", res["A"])
+            r = srv.request("GET", "/api/metadata?id=missing")
+            self.assertEqual((r.status, r.json()), (200, {"results": {}}))
+            stats = srv.get_json("/stats")
+            self.assertEqual(stats["metadata_calls"], 2)
+            self.assertEqual(stats["metadata_ids"], [["A", "missing-1", "b.c", "_x"], ["missing"]])
+
+    def test_bad_ids(self):
+        with upstream("--profile", "fixed:0", "--seed", "5") as srv:
+            for q in ("", "?x=1", "?id=", "?id=a%20b", "?id=a/b", "?id=%zz", "?id=" + "a" * 129,
+                      "?id=ok&id=b%00"):
+                r = srv.request("GET", "/api/metadata" + q)
+                self.assertEqual(r.status, 400, (q, r))
+                self.assertEqual(r.json()["error"], "bad_request")
+            r = srv.request("GET", "/api/metadata?id=" + "a" * 128)
+            self.assertEqual(r.status, 200)
+            self.assertEqual(srv.get_json("/stats")["metadata_calls"], 1)
+
+    def test_rate_limit_429(self):
+        with upstream("--profile", "fixed:0", "--seed", "5", "--metadata-rate", "4") as srv:
+            with th.connect(srv.port) as c:  # one kept-alive connection: fast
+                statuses = []
+                for i in range(12):
+                    send_get(c, "/api/metadata?id=k%d" % i)
+                    st, hdrs, body = th.read_response(c)
+                    statuses.append(st)
+                    if st == 429:
+                        self.assertEqual(hdrs.get("retry-after"), "1")
+                        self.assertEqual(json.loads(body)["error"], "rate_limited")
+            ok = statuses.count(200)
+            self.assertIn(ok, (4, 5), statuses)  # the burst, plus at most one refilled token
+            self.assertEqual(statuses.count(429), 12 - ok, statuses)
+            stats = srv.get_json("/stats")
+            self.assertEqual(stats["metadata_calls"], ok)
+            self.assertEqual(stats["metadata_rejected"], 12 - ok)
+            self.assertEqual(len(stats["metadata_ids"]), ok)
+            time.sleep(1.1)
+            self.assertEqual(srv.request("GET", "/api/metadata?id=later").status, 200)
+
+
+class Determinism(unittest.TestCase):
+    def sequence(self, *args, n):
+        """n /api/work requests in a known arrival order (each one's arrival is confirmed in
+        /stats before the next is sent), answers collected concurrently; a request with no
+        answer within 1.5 s is recorded as a hang."""
+        with upstream(*args) as srv:
+            conns = []
+            for i in range(n):
+                c = th.connect(srv.port)
+                send_get(c, "/api/work")
+                conns.append(c)
+                stats = srv.stats_when(lambda s: s["work_requests"] == i + 1, 5 * th.SLOW)
+                self.assertEqual(stats["work_requests"], i + 1)
+
+            def answer(c):
+                try:
+                    c.settimeout(1.5 * th.SLOW)
+                    st, hdrs, body = th.read_response(c)
+                    return (st, hdrs.get("x-tailcut-outcome"), body.decode())
+                except socket.timeout:
+                    return ("hang",)
+                finally:
+                    c.close()
+
+            return parallel(answer, conns, workers=n)
+
+    def test_same_seed_same_draws(self):
+        a = self.sequence("--profile", "uniform:0:40", "--seed", "42", n=30)
+        b = self.sequence("--profile", "uniform:0:40", "--seed", "42", n=30)
+        c = self.sequence("--profile", "uniform:0:40", "--seed", "43", n=30)
+        self.assertEqual(a, b)
+        self.assertNotEqual(a, c)
+
+    def test_same_seed_same_exponea_outcomes(self):
+        a = self.sequence("--seed", "9", n=22)
+        b = self.sequence("--seed", "9", n=22)
+        self.assertEqual(a, b)
+        # Each run of 11 draws holds exactly one hang, one invalid JSON and one 500.
+        for block in (a[:11], a[11:]):
+            kinds = [x[0] if x[0] == "hang" else x[1] for x in block]
+            self.assertEqual(sorted(kinds), sorted(["hang", "invalid_json", "error"] + ["ok"] * 8),
+                             block)
+
+
+def run_tailcut(*args):
+    p = subprocess.run([th.Proc.bin()] + list(args), stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=20 * th.SLOW)
+    return p.returncode, p.stdout, p.stderr
+
+
+class Cli(unittest.TestCase):
+    def test_bad_flags_exit_2(self):
+        cases = [
+            (["--profile", "nope"], "--profile"),
+            (["--profile", "fixed"], "--profile"),
+            (["--profile", "fixed:-1"], "--profile"),
+            (["--profile", "fixed:abc"], "--profile"),
+            (["--profile", "fixed:10ms"], "--profile"),
+            (["--profile", "fixed:3600001"], "--profile"),
+            (["--profile", "uniform:5:1"], "--profile"),
+            (["--profile", "uniform:1:2:3"], "--profile"),
+            (["--profile", "lognormal:100"], "--profile"),
+            (["--profile", "lognormal:100:-1"], "--profile"),
+            (["--profile", "straggler:1:2:1.5"], "--profile"),
+            (["--profile", "straggler:1:2:.5"], "--profile"),
+            (["--profile", "exponea:1"], "--profile"),
+            (["--seed", "-1"], "--seed"),
+            (["--seed", "abc"], "--seed"),
+            (["--seed", "18446744073709551616"], "--seed"),
+            (["--metadata-rate", "1.5"], "--metadata-rate"),
+            (["--drain-timeout", "10ms"], "--drain-timeout"),
+            (["--listen", "nope"], "--listen"),
+            (["--listen", "127.0.0.1:70000"], "--listen"),
+            (["--access-log", ""], "--access-log"),
+            (["--access-log", "/nonexistent-dir/x.log"], "--access-log"),
+            (["--bogus"], "--bogus"),
+            (["--profile"], "--profile"),
+            (["extra"], "extra"),
+            (["--help=yes"], "--help"),
+        ]
+        for args, named in cases:
+            status, out, err = run_tailcut("upstream", *args)
+            self.assertEqual(status, 2, (args, err))
+            lines = err.strip().split("\n")
+            self.assertEqual(len(lines), 1, (args, err))
+            self.assertIn(named, lines[0], args)
+            self.assertEqual(out, "", args)
+
+    def test_help_and_good_profiles(self):
+        status, out, err = run_tailcut("upstream", "--help")
+        self.assertEqual(status, 0)
+        self.assertIn("--profile", out)
+        self.assertIn("--metadata-rate", out)
+        status, out, err = run_tailcut("--help")
+        self.assertIn("upstream", out)
+        for p in ("exponea", "fixed:0", "uniform:0:0", "lognormal:12.5:0", "straggler:1:2:0",
+                  "straggler:1:2:1.0"):
+            with upstream("--profile=" + p, "--seed=1") as srv:
+                self.assertEqual(srv.get_json("/stats")["profile"], p)
+
+    def test_access_log(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "access.log")
+            with upstream("--profile", "fixed:0", "--access-log", path) as srv:
+                srv.request("GET", "/api/work")
+            with open(path) as f:
+                self.assertRegex(f.read(), re.compile(r"GET /api/work 200 ", re.M))
+            srv = upstream("--profile", "fixed:0", "--access-log", "off")
+            srv.request("GET", "/api/work")
+            self.assertEqual(srv.stop(), b"")
+            srv = upstream("--profile", "fixed:0")
+            srv.request("GET", "/api/work")
+            self.assertIn(b"GET /api/work 200", srv.stop())
+
+
+if __name__ == "__main__":
+    watchdog = th.Watchdog(240 * th.SLOW)
+    unittest.main(verbosity=2)
