@@ -1493,3 +1493,8 @@ void tc_client_close(tc_client *c, tc_client_close_cb close_cb, void *data)
     uv_timer_stop(&c->curl_timer);
     uv_close((uv_handle_t *)&c->curl_timer, on_curl_timer_closed);
 }
+
+uv_loop_t *tc_client_loop(const tc_client *client)
+{
+    return client->loop;
+}

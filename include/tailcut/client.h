@@ -102,6 +102,9 @@ int tc_client_request_start(tc_future **out, tc_client *client, const tc_client_
 /* Shorthand for a GET of url with the client's defaults. */
 int tc_client_get(tc_future **out, tc_client *client, const char *url);
 
+/* The loop the client runs on. */
+uv_loop_t *tc_client_loop(const tc_client *client);
+
 /* Counters for metrics and tests. */
 typedef struct tc_client_stats {
     uint64_t started;
