@@ -1,0 +1,865 @@
+/*
+ * Prometheus metrics with per-worker shards (see include/tailcut/metrics.h for the contract).
+ *
+ * The one idea: every cell has exactly one writer, the worker that owns the shard, so a write
+ * is `store(load(cell) + n)` with relaxed atomics (plain moves on x86-64 and arm64, no lock
+ * prefix, no contention), and the renderer, the only other party, just loads. All memory a
+ * worker will ever write is allocated when its shard is made: cells for every fixed, dynamic and
+ * overflow series, the label-value slots of the dynamic series, and a small open-addressing
+ * hash from label values to series ids. A dynamic series is published to the renderer by
+ * writing its values into the next slot and then release-storing the slot count; the renderer
+ * acquire-loads the count and reads only slots below it. Rendering sums shards cell by cell and
+ * merges dynamic series with equal label values across shards after sorting them.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tailcut/metrics.h"
+
+/* A family as defined; immutable once the first shard exists. */
+struct family {
+    tc_metric_type type;
+    char *name;
+    char *help;
+    char *labels[TC_METRICS_MAX_LABELS];
+    size_t n_labels;
+    double bounds[TC_METRICS_MAX_BUCKETS];
+    size_t n_bounds;
+    uint32_t max_dynamic;
+    char **fixed; /* n_fixed rows of n_labels values */
+    uint32_t n_fixed, cap_fixed;
+    uint32_t width; /* cells per series: 1, or n_bounds + 2 for a histogram */
+};
+
+struct tc_metrics_registry {
+    pthread_mutex_t mu; /* guards shards/frozen against render and shard_new; never hot */
+    struct family *fams;
+    uint32_t n_fams, cap_fams;
+    tc_metrics_shard **shards;
+    size_t n_shards, cap_shards;
+    int frozen;
+};
+
+/* One family's part of one shard. Series ids: [0, n_fixed) fixed, [n_fixed, n_fixed +
+ * max_dynamic) dynamic in order of first use, n_fixed + max_dynamic the overflow series (only
+ * when max_dynamic > 0). */
+struct shard_family {
+    _Atomic uint64_t *cells; /* n_series * width, written only by the owner */
+    tc_metric_type type;
+    uint32_t width;
+    uint32_t n_fixed;
+    uint32_t max_dynamic;
+    _Atomic uint32_t n_dynamic; /* release-stored after a new slot's values are written */
+    const double *bounds;       /* the registry's (immutable) */
+    size_t n_bounds;
+    char *values;    /* max_dynamic * n_labels slots of TC_METRICS_VALUE_MAX bytes */
+    uint32_t *table; /* series id + 1, 0 = empty */
+    uint32_t mask;
+};
+
+struct tc_metrics_shard {
+    tc_metrics_registry *reg;
+    uint32_t n_fams;
+    struct shard_family fams[];
+};
+
+static const char *const overflow_values[TC_METRICS_MAX_LABELS] = {
+    TC_METRICS_OVERFLOW_VALUE, TC_METRICS_OVERFLOW_VALUE, TC_METRICS_OVERFLOW_VALUE,
+    TC_METRICS_OVERFLOW_VALUE};
+
+/* ---- definitions ---------------------------------------------------------------------------- */
+
+static int valid_metric_name(const char *s)
+{
+    if (!s || !*s)
+        return 0;
+    for (size_t i = 0; s[i]; i++) {
+        char c = s[i];
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' ||
+                 (i > 0 && c >= '0' && c <= '9');
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+static int valid_label_name(const char *s)
+{
+    if (!s || !*s || strncmp(s, "__", 2) == 0)
+        return 0;
+    for (size_t i = 0; s[i]; i++) {
+        char c = s[i];
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
+                 (i > 0 && c >= '0' && c <= '9');
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+static char *dup_str(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+static void family_clear(struct family *f)
+{
+    free(f->name);
+    free(f->help);
+    for (size_t i = 0; i < f->n_labels; i++)
+        free(f->labels[i]);
+    if (f->fixed) {
+        for (size_t i = 0; i < (size_t)f->n_fixed * f->n_labels; i++)
+            free(f->fixed[i]);
+        free(f->fixed);
+    }
+}
+
+static void shard_free(tc_metrics_shard *s);
+
+int tc_metrics_registry_new(tc_metrics_registry **out)
+{
+    tc_metrics_registry *reg = calloc(1, sizeof *reg);
+    if (!reg)
+        return TC_ENOMEM;
+    if (pthread_mutex_init(&reg->mu, NULL) != 0) {
+        free(reg);
+        return TC_ENOMEM;
+    }
+    *out = reg;
+    return 0;
+}
+
+void tc_metrics_registry_free(tc_metrics_registry *reg)
+{
+    if (!reg)
+        return;
+    for (size_t i = 0; i < reg->n_shards; i++)
+        shard_free(reg->shards[i]);
+    free(reg->shards);
+    for (uint32_t i = 0; i < reg->n_fams; i++)
+        family_clear(&reg->fams[i]);
+    free(reg->fams);
+    pthread_mutex_destroy(&reg->mu);
+    free(reg);
+}
+
+static int check_def(const tc_metrics_registry *reg, const tc_metrics_family_def *def)
+{
+    if (!def || !valid_metric_name(def->name))
+        return TC_EINVAL;
+    if (def->type != TC_METRIC_COUNTER && def->type != TC_METRIC_GAUGE &&
+        def->type != TC_METRIC_HISTOGRAM)
+        return TC_EINVAL;
+    if (def->n_labels > TC_METRICS_MAX_LABELS || (def->n_labels && !def->label_names))
+        return TC_EINVAL;
+    for (size_t i = 0; i < def->n_labels; i++) {
+        if (!valid_label_name(def->label_names[i]))
+            return TC_EINVAL;
+        if (def->type == TC_METRIC_HISTOGRAM && strcmp(def->label_names[i], "le") == 0)
+            return TC_EINVAL;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(def->label_names[i], def->label_names[j]) == 0)
+                return TC_EINVAL;
+    }
+    if (def->type == TC_METRIC_HISTOGRAM) {
+        if (def->n_buckets < 1 || def->n_buckets > TC_METRICS_MAX_BUCKETS || !def->buckets)
+            return TC_EINVAL;
+        for (size_t i = 0; i < def->n_buckets; i++) {
+            if (!isfinite(def->buckets[i]) || (i > 0 && !(def->buckets[i] > def->buckets[i - 1])))
+                return TC_EINVAL;
+        }
+    } else if (def->n_buckets != 0) {
+        return TC_EINVAL;
+    }
+    if (def->max_dynamic > TC_METRICS_MAX_DYNAMIC || (def->max_dynamic && def->n_labels == 0))
+        return TC_EINVAL;
+    for (uint32_t i = 0; i < reg->n_fams; i++)
+        if (strcmp(reg->fams[i].name, def->name) == 0)
+            return TC_EINVAL;
+    return 0;
+}
+
+int tc_metrics_family_define(tc_metrics_registry *reg, const tc_metrics_family_def *def,
+                             uint32_t *family_id)
+{
+    int r = 0;
+    pthread_mutex_lock(&reg->mu);
+    if (reg->frozen) {
+        r = TC_EBUSY;
+        goto out;
+    }
+    r = check_def(reg, def);
+    if (r < 0)
+        goto out;
+    if (reg->n_fams == reg->cap_fams) {
+        uint32_t cap = reg->cap_fams ? reg->cap_fams * 2 : 8;
+        struct family *fams = realloc(reg->fams, cap * sizeof *fams);
+        if (!fams) {
+            r = TC_ENOMEM;
+            goto out;
+        }
+        reg->fams = fams;
+        reg->cap_fams = cap;
+    }
+    struct family *f = &reg->fams[reg->n_fams];
+    memset(f, 0, sizeof *f);
+    f->type = def->type;
+    f->name = dup_str(def->name);
+    f->help = dup_str(def->help ? def->help : "");
+    int nomem = !f->name || !f->help;
+    for (size_t i = 0; i < def->n_labels; i++) {
+        f->labels[i] = dup_str(def->label_names[i]);
+        f->n_labels = i + 1;
+        nomem |= !f->labels[i];
+    }
+    if (nomem) {
+        family_clear(f);
+        r = TC_ENOMEM;
+        goto out;
+    }
+    if (def->type == TC_METRIC_HISTOGRAM) {
+        memcpy(f->bounds, def->buckets, def->n_buckets * sizeof(double));
+        f->n_bounds = def->n_buckets;
+        f->width = (uint32_t)def->n_buckets + 2;
+    } else {
+        f->width = 1;
+    }
+    f->max_dynamic = def->max_dynamic;
+    f->n_fixed = def->n_labels == 0 ? 1 : 0; /* the unlabelled family's one series */
+    *family_id = reg->n_fams++;
+out:
+    pthread_mutex_unlock(&reg->mu);
+    return r;
+}
+
+static int row_equals(const struct family *f, uint32_t row, const char *const *values)
+{
+    for (size_t k = 0; k < f->n_labels; k++)
+        if (strcmp(f->fixed[(size_t)row * f->n_labels + k], values[k]) != 0)
+            return 0;
+    return 1;
+}
+
+static int all_overflow(const char *const *values, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        if (strcmp(values[k], TC_METRICS_OVERFLOW_VALUE) != 0)
+            return 0;
+    return 1;
+}
+
+int tc_metrics_series_define(tc_metrics_registry *reg, uint32_t family_id,
+                             const char *const *values, uint32_t *series_id)
+{
+    int r = 0;
+    pthread_mutex_lock(&reg->mu);
+    if (reg->frozen) {
+        r = TC_EBUSY;
+        goto out;
+    }
+    if (family_id >= reg->n_fams || !values) {
+        r = TC_EINVAL;
+        goto out;
+    }
+    struct family *f = &reg->fams[family_id];
+    if (f->n_labels == 0) {
+        r = TC_EINVAL;
+        goto out;
+    }
+    for (size_t k = 0; k < f->n_labels; k++) {
+        if (!values[k]) {
+            r = TC_EINVAL;
+            goto out;
+        }
+    }
+    if (all_overflow(values, f->n_labels)) { /* reserved for the overflow series */
+        r = TC_EINVAL;
+        goto out;
+    }
+    for (uint32_t i = 0; i < f->n_fixed; i++) {
+        if (row_equals(f, i, values)) {
+            r = TC_EINVAL;
+            goto out;
+        }
+    }
+    if (f->n_fixed == f->cap_fixed) {
+        uint32_t cap = f->cap_fixed ? f->cap_fixed * 2 : 8;
+        char **fixed = realloc(f->fixed, (size_t)cap * f->n_labels * sizeof *fixed);
+        if (!fixed) {
+            r = TC_ENOMEM;
+            goto out;
+        }
+        f->fixed = fixed;
+        f->cap_fixed = cap;
+    }
+    char **row = f->fixed + (size_t)f->n_fixed * f->n_labels;
+    for (size_t k = 0; k < f->n_labels; k++) {
+        row[k] = dup_str(values[k]);
+        if (!row[k]) {
+            while (k-- > 0)
+                free(row[k]);
+            r = TC_ENOMEM;
+            goto out;
+        }
+    }
+    *series_id = f->n_fixed++;
+out:
+    pthread_mutex_unlock(&reg->mu);
+    return r;
+}
+
+/* ---- shards --------------------------------------------------------------------------------- */
+
+static uint32_t hash_values(const char *const *values, size_t n)
+{
+    uint32_t h = 2166136261u; /* FNV-1a, with 0xff between values */
+    for (size_t k = 0; k < n; k++) {
+        for (const unsigned char *p = (const unsigned char *)values[k]; *p; p++)
+            h = (h ^ *p) * 16777619u;
+        h = (h ^ 0xffu) * 16777619u;
+    }
+    return h;
+}
+
+static char *slot_value(const struct shard_family *sf, size_t n_labels, uint32_t dyn, size_t k)
+{
+    return sf->values + ((size_t)dyn * n_labels + k) * TC_METRICS_VALUE_MAX;
+}
+
+static int series_equals(const struct family *f, const struct shard_family *sf, uint32_t id,
+                         const char *const *values)
+{
+    if (id < f->n_fixed)
+        return row_equals(f, id, values);
+    for (size_t k = 0; k < f->n_labels; k++)
+        if (strcmp(slot_value(sf, f->n_labels, id - f->n_fixed, k), values[k]) != 0)
+            return 0;
+    return 1;
+}
+
+static void shard_free(tc_metrics_shard *s)
+{
+    if (!s)
+        return;
+    for (uint32_t i = 0; i < s->n_fams; i++) {
+        free(s->fams[i].cells);
+        free(s->fams[i].values);
+        free(s->fams[i].table);
+    }
+    free(s);
+}
+
+static int shard_family_init(struct shard_family *sf, const struct family *f)
+{
+    uint32_t n_series = f->n_fixed + f->max_dynamic + (f->max_dynamic ? 1 : 0);
+    size_t n_cells = (size_t)n_series * f->width;
+    sf->type = f->type;
+    sf->width = f->width;
+    sf->n_fixed = f->n_fixed;
+    sf->max_dynamic = f->max_dynamic;
+    sf->bounds = f->bounds;
+    sf->n_bounds = f->n_bounds;
+    atomic_init(&sf->n_dynamic, 0);
+    /* Each shard's cells are their own cache-line-aligned block: no false sharing. */
+    size_t bytes = (n_cells * sizeof(uint64_t) + 63) / 64 * 64;
+    sf->cells = aligned_alloc(64, bytes ? bytes : 64);
+    if (!sf->cells)
+        return TC_ENOMEM;
+    for (size_t i = 0; i < n_cells; i++)
+        atomic_init(&sf->cells[i], 0);
+    if (f->max_dynamic) {
+        sf->values = calloc((size_t)f->max_dynamic * f->n_labels, TC_METRICS_VALUE_MAX);
+        if (!sf->values)
+            return TC_ENOMEM;
+    }
+    if (f->n_labels) {
+        uint32_t size = 2;
+        while (size < 2 * (f->n_fixed + f->max_dynamic))
+            size *= 2;
+        sf->table = calloc(size, sizeof *sf->table);
+        if (!sf->table)
+            return TC_ENOMEM;
+        sf->mask = size - 1;
+        for (uint32_t id = 0; id < f->n_fixed; id++) {
+            const char *const *row = (const char *const *)f->fixed + (size_t)id * f->n_labels;
+            uint32_t i = hash_values(row, f->n_labels) & sf->mask;
+            while (sf->table[i])
+                i = (i + 1) & sf->mask;
+            sf->table[i] = id + 1;
+        }
+    }
+    return 0;
+}
+
+int tc_metrics_shard_new(tc_metrics_registry *reg, tc_metrics_shard **out)
+{
+    int r = 0;
+    pthread_mutex_lock(&reg->mu);
+    tc_metrics_shard *s = calloc(1, sizeof *s + (size_t)reg->n_fams * sizeof(struct shard_family));
+    if (!s) {
+        r = TC_ENOMEM;
+        goto out;
+    }
+    s->reg = reg;
+    s->n_fams = reg->n_fams;
+    for (uint32_t i = 0; i < reg->n_fams; i++) {
+        r = shard_family_init(&s->fams[i], &reg->fams[i]);
+        if (r < 0)
+            goto fail;
+    }
+    if (reg->n_shards == reg->cap_shards) {
+        size_t cap = reg->cap_shards ? reg->cap_shards * 2 : 8;
+        tc_metrics_shard **shards = realloc(reg->shards, cap * sizeof *shards);
+        if (!shards) {
+            r = TC_ENOMEM;
+            goto fail;
+        }
+        reg->shards = shards;
+        reg->cap_shards = cap;
+    }
+    reg->shards[reg->n_shards++] = s;
+    reg->frozen = 1;
+    *out = s;
+    goto out;
+fail:
+    shard_free(s);
+out:
+    pthread_mutex_unlock(&reg->mu);
+    return r;
+}
+
+int tc_metrics_series_lookup(tc_metrics_shard *shard, uint32_t family_id, const char *const *values,
+                             uint32_t *series_id)
+{
+    *series_id = TC_METRICS_SERIES_INVALID;
+    if (family_id >= shard->n_fams)
+        return TC_EINVAL;
+    const struct family *f = &shard->reg->fams[family_id];
+    struct shard_family *sf = &shard->fams[family_id];
+    if (f->n_labels == 0) {
+        *series_id = TC_METRICS_SERIES_DEFAULT;
+        return 0;
+    }
+    if (!values)
+        return TC_EINVAL;
+    int too_long = 0;
+    for (size_t k = 0; k < f->n_labels; k++) {
+        if (!values[k])
+            return TC_EINVAL;
+        too_long |= strnlen(values[k], TC_METRICS_VALUE_MAX) >= TC_METRICS_VALUE_MAX;
+    }
+
+    uint32_t i = hash_values(values, f->n_labels) & sf->mask;
+    for (; sf->table[i]; i = (i + 1) & sf->mask) {
+        uint32_t id = sf->table[i] - 1;
+        if (series_equals(f, sf, id, values)) {
+            *series_id = id;
+            return 0;
+        }
+    }
+    if (f->max_dynamic == 0)
+        return TC_EINVAL;
+    uint32_t overflow = f->n_fixed + f->max_dynamic;
+    *series_id = overflow;
+    if (all_overflow(values, f->n_labels))
+        return 0;
+    if (too_long)
+        return TC_ETOOLARGE;
+    uint32_t n = atomic_load_explicit(&sf->n_dynamic, memory_order_relaxed);
+    if (n == f->max_dynamic)
+        return TC_EBUSY;
+    for (size_t k = 0; k < f->n_labels; k++)
+        strcpy(slot_value(sf, f->n_labels, n, k), values[k]);
+    sf->table[i] = f->n_fixed + n + 1;
+    atomic_store_explicit(&sf->n_dynamic, n + 1, memory_order_release);
+    *series_id = f->n_fixed + n;
+    return 0;
+}
+
+/* ---- hot-path writes ------------------------------------------------------------------------ */
+
+/* The series' first cell, or NULL for an invalid id. Ids of dynamic series not handed out yet
+ * are invalid too, so a write can never land in a series the renderer cannot see. */
+static inline _Atomic uint64_t *series_cells(tc_metrics_shard *s, uint32_t family_id,
+                                             uint32_t series_id, tc_metric_type type)
+{
+    if (family_id >= s->n_fams)
+        return NULL;
+    struct shard_family *sf = &s->fams[family_id];
+    if (sf->type != type)
+        return NULL;
+    if (series_id >= sf->n_fixed) {
+        uint32_t dyn = series_id - sf->n_fixed;
+        if (sf->max_dynamic == 0 ||
+            (dyn != sf->max_dynamic &&
+             dyn >= atomic_load_explicit(&sf->n_dynamic, memory_order_relaxed)))
+            return NULL;
+    }
+    return sf->cells + (size_t)series_id * sf->width;
+}
+
+/* Single writer: a relaxed load and store, never a read-modify-write. */
+static inline void cell_add(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+void tc_metrics_counter_add(tc_metrics_shard *shard, uint32_t family_id, uint32_t series_id,
+                            uint64_t n)
+{
+    _Atomic uint64_t *c = series_cells(shard, family_id, series_id, TC_METRIC_COUNTER);
+    if (c)
+        cell_add(c, n);
+}
+
+void tc_metrics_gauge_add(tc_metrics_shard *shard, uint32_t family_id, uint32_t series_id,
+                          int64_t delta)
+{
+    _Atomic uint64_t *c = series_cells(shard, family_id, series_id, TC_METRIC_GAUGE);
+    if (c)
+        cell_add(c, (uint64_t)delta); /* two's complement wrap-around adds negatives */
+}
+
+void tc_metrics_gauge_set(tc_metrics_shard *shard, uint32_t family_id, uint32_t series_id,
+                          int64_t value)
+{
+    _Atomic uint64_t *c = series_cells(shard, family_id, series_id, TC_METRIC_GAUGE);
+    if (c)
+        atomic_store_explicit(c, (uint64_t)value, memory_order_relaxed);
+}
+
+void tc_metrics_histogram_observe(tc_metrics_shard *shard, uint32_t family_id, uint32_t series_id,
+                                  double value)
+{
+    _Atomic uint64_t *c = series_cells(shard, family_id, series_id, TC_METRIC_HISTOGRAM);
+    if (!c || isnan(value))
+        return;
+    const struct shard_family *sf = &shard->fams[family_id];
+    size_t lo = 0, hi = sf->n_bounds; /* first bound >= value, n_bounds meaning +Inf */
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (value <= sf->bounds[mid])
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    cell_add(&c[lo], 1);
+    _Atomic uint64_t *sum = &c[sf->n_bounds + 1];
+    uint64_t bits = atomic_load_explicit(sum, memory_order_relaxed);
+    double d;
+    memcpy(&d, &bits, sizeof d);
+    d += value;
+    memcpy(&bits, &d, sizeof d);
+    atomic_store_explicit(sum, bits, memory_order_relaxed);
+}
+
+/* ---- rendering ------------------------------------------------------------------------------ */
+
+typedef struct outbuf {
+    char *p;
+    size_t len, cap, max;
+    int err;
+} outbuf;
+
+static void out_put(outbuf *b, const char *s, size_t n)
+{
+    if (b->err)
+        return;
+    if (n > b->max - b->len) {
+        b->err = TC_ETOOLARGE;
+        return;
+    }
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->err = TC_ENOMEM;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void out_str(outbuf *b, const char *s)
+{
+    out_put(b, s, strlen(s));
+}
+
+static void out_fmt(outbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out_fmt(outbuf *b, const char *fmt, ...)
+{
+    char tmp[64];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n >= 0 && (size_t)n < sizeof tmp)
+        out_put(b, tmp, (size_t)n);
+    else if (!b->err)
+        b->err = TC_EINVAL; /* all our formats are short numbers */
+}
+
+/* Escapes for label values (backslash, quote, newline) or, with quote = 0, for HELP text
+ * (backslash, newline). */
+static void out_escaped(outbuf *b, const char *s, int quote)
+{
+    const char *run = s;
+    for (; *s; s++) {
+        const char *rep = NULL;
+        if (*s == '\\')
+            rep = "\\\\";
+        else if (*s == '\n')
+            rep = "\\n";
+        else if (*s == '"' && quote)
+            rep = "\\\"";
+        if (rep) {
+            out_put(b, run, (size_t)(s - run));
+            out_str(b, rep);
+            run = s + 1;
+        }
+    }
+    out_put(b, run, (size_t)(s - run));
+}
+
+/* The shortest %g text (at least 6 significant digits allowed, so 10 prints as "10", not
+ * "1e+01") that reads back as exactly v; Prometheus spellings for the rest. More digits never
+ * break the round trip, so the first precision from 6 up that works is the answer. */
+static void format_double(double v, char out[40])
+{
+    if (isnan(v)) {
+        strcpy(out, "NaN");
+        return;
+    }
+    if (isinf(v)) {
+        strcpy(out, v > 0 ? "+Inf" : "-Inf");
+        return;
+    }
+    for (int prec = 6; prec <= 17; prec++) {
+        snprintf(out, 40, "%.*g", prec, v);
+        if (strtod(out, NULL) == v)
+            return;
+    }
+}
+
+/* name{l1="v1",...[,le="x"]} */
+static void out_series_name(outbuf *b, const struct family *f, const char *suffix,
+                            const char *const *values, const char *le)
+{
+    out_str(b, f->name);
+    out_str(b, suffix);
+    if (f->n_labels == 0 && !le)
+        return;
+    out_put(b, "{", 1);
+    for (size_t k = 0; k < f->n_labels; k++) {
+        if (k)
+            out_put(b, ",", 1);
+        out_str(b, f->labels[k]);
+        out_put(b, "=\"", 2);
+        out_escaped(b, values[k], 1);
+        out_put(b, "\"", 1);
+    }
+    if (le) {
+        if (f->n_labels)
+            out_put(b, ",", 1);
+        out_str(b, "le=\"");
+        out_str(b, le);
+        out_put(b, "\"", 1);
+    }
+    out_put(b, "}", 1);
+}
+
+/* Sums of one series' cells over shards; sum_d is the histogram sum. */
+typedef struct acc {
+    uint64_t cells[TC_METRICS_MAX_BUCKETS + 1];
+    double sum_d;
+} acc;
+
+static void acc_add(acc *a, const struct family *f, const struct shard_family *sf, uint32_t id)
+{
+    const _Atomic uint64_t *c = sf->cells + (size_t)id * sf->width;
+    size_t n = f->type == TC_METRIC_HISTOGRAM ? f->n_bounds + 1 : 1;
+    for (size_t i = 0; i < n; i++)
+        a->cells[i] += atomic_load_explicit(&c[i], memory_order_relaxed);
+    if (f->type == TC_METRIC_HISTOGRAM) {
+        uint64_t bits = atomic_load_explicit(&c[f->n_bounds + 1], memory_order_relaxed);
+        double d;
+        memcpy(&d, &bits, sizeof d);
+        a->sum_d += d;
+    }
+}
+
+static void out_series(outbuf *b, const struct family *f, const char *const *values, const acc *a)
+{
+    char num[40];
+    switch (f->type) {
+    case TC_METRIC_COUNTER:
+        out_series_name(b, f, "", values, NULL);
+        out_fmt(b, " %llu\n", (unsigned long long)a->cells[0]);
+        break;
+    case TC_METRIC_GAUGE:
+        out_series_name(b, f, "", values, NULL);
+        out_fmt(b, " %lld\n", (long long)(int64_t)a->cells[0]);
+        break;
+    case TC_METRIC_HISTOGRAM: {
+        uint64_t cum = 0;
+        for (size_t i = 0; i <= f->n_bounds; i++) {
+            cum += a->cells[i];
+            if (i < f->n_bounds)
+                format_double(f->bounds[i], num);
+            else
+                strcpy(num, "+Inf");
+            out_series_name(b, f, "_bucket", values, num);
+            out_fmt(b, " %llu\n", (unsigned long long)cum);
+        }
+        format_double(a->sum_d, num);
+        out_series_name(b, f, "_sum", values, NULL);
+        out_put(b, " ", 1);
+        out_str(b, num);
+        out_put(b, "\n", 1);
+        out_series_name(b, f, "_count", values, NULL);
+        out_fmt(b, " %llu\n", (unsigned long long)cum);
+        break;
+    }
+    }
+}
+
+/* A dynamic or overflow series of one shard, for sorting and merging across shards. */
+typedef struct dyn_entry {
+    const char *values[TC_METRICS_MAX_LABELS];
+    size_t n_labels;
+    const struct shard_family *sf;
+    uint32_t id;
+} dyn_entry;
+
+static int dyn_cmp(const void *a, const void *b)
+{
+    const dyn_entry *x = a, *y = b;
+    for (size_t k = 0; k < x->n_labels; k++) {
+        int c = strcmp(x->values[k], y->values[k]);
+        if (c)
+            return c;
+    }
+    return 0;
+}
+
+static int any_nonzero(const struct family *f, const struct shard_family *sf, uint32_t id)
+{
+    const _Atomic uint64_t *c = sf->cells + (size_t)id * sf->width;
+    size_t n = f->type == TC_METRIC_HISTOGRAM ? f->n_bounds + 1 : 1;
+    for (size_t i = 0; i < n; i++)
+        if (atomic_load_explicit(&c[i], memory_order_relaxed))
+            return 1;
+    return 0;
+}
+
+static void render_family(outbuf *b, tc_metrics_registry *reg, uint32_t fi, dyn_entry *entries)
+{
+    static const char *type_names[] = {"counter", "gauge", "histogram"};
+    const struct family *f = &reg->fams[fi];
+
+    out_str(b, "# HELP ");
+    out_str(b, f->name);
+    out_put(b, " ", 1);
+    out_escaped(b, f->help, 0);
+    out_str(b, "\n# TYPE ");
+    out_str(b, f->name);
+    out_put(b, " ", 1);
+    out_str(b, type_names[f->type]);
+    out_put(b, "\n", 1);
+
+    for (uint32_t id = 0; id < f->n_fixed; id++) {
+        acc a;
+        memset(&a, 0, sizeof a);
+        for (size_t s = 0; s < reg->n_shards; s++)
+            acc_add(&a, f, &reg->shards[s]->fams[fi], id);
+        out_series(b, f,
+                   f->n_labels ? (const char *const *)f->fixed + (size_t)id * f->n_labels : NULL,
+                   &a);
+    }
+    if (!f->max_dynamic)
+        return;
+
+    size_t n = 0;
+    for (size_t s = 0; s < reg->n_shards; s++) {
+        const struct shard_family *sf = &reg->shards[s]->fams[fi];
+        uint32_t nd = atomic_load_explicit(&sf->n_dynamic, memory_order_acquire);
+        for (uint32_t d = 0; d < nd; d++) {
+            dyn_entry *e = &entries[n++];
+            for (size_t k = 0; k < f->n_labels; k++)
+                e->values[k] = slot_value(sf, f->n_labels, d, k);
+            e->n_labels = f->n_labels;
+            e->sf = sf;
+            e->id = f->n_fixed + d;
+        }
+        uint32_t overflow = f->n_fixed + f->max_dynamic;
+        if (any_nonzero(f, sf, overflow)) {
+            dyn_entry *e = &entries[n++];
+            memcpy(e->values, overflow_values, sizeof e->values);
+            e->n_labels = f->n_labels;
+            e->sf = sf;
+            e->id = overflow;
+        }
+    }
+    qsort(entries, n, sizeof *entries, dyn_cmp);
+    for (size_t i = 0; i < n;) {
+        acc a;
+        memset(&a, 0, sizeof a);
+        size_t j = i;
+        for (; j < n && dyn_cmp(&entries[i], &entries[j]) == 0; j++)
+            acc_add(&a, f, entries[j].sf, entries[j].id);
+        out_series(b, f, entries[i].values, &a);
+        i = j;
+    }
+}
+
+int tc_metrics_render(tc_metrics_registry *reg, size_t max_len, char **out, size_t *out_len)
+{
+    outbuf b = {.max = max_len};
+    pthread_mutex_lock(&reg->mu);
+    size_t max_entries = 0;
+    for (uint32_t i = 0; i < reg->n_fams; i++) {
+        size_t e = reg->n_shards * ((size_t)reg->fams[i].max_dynamic + 1);
+        if (e > max_entries)
+            max_entries = e;
+    }
+    dyn_entry *entries = NULL;
+    if (max_entries) {
+        entries = malloc(max_entries * sizeof *entries);
+        if (!entries)
+            b.err = TC_ENOMEM;
+    }
+    for (uint32_t i = 0; i < reg->n_fams && !b.err; i++)
+        render_family(&b, reg, i, entries);
+    pthread_mutex_unlock(&reg->mu);
+    free(entries);
+    out_put(&b, "", 0);
+    if (!b.err && !b.p) { /* nothing defined: an empty document */
+        b.p = calloc(1, 1);
+        if (!b.p)
+            b.err = TC_ENOMEM;
+    }
+    if (b.err) {
+        free(b.p);
+        return b.err;
+    }
+    *out = b.p;
+    *out_len = b.len;
+    return 0;
+}
