@@ -36,6 +36,8 @@
 #define TC_SERVER_MAX_HEADER_COUNT 100
 #define TC_LINGER_MS 2000
 #define TC_LISTEN_BACKLOG 4096
+/* Freed request objects kept per server for reuse: they are too big for malloc's fast path. */
+#define TC_REQ_FREELIST 256
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -128,6 +130,8 @@ struct tc_server {
     atomic_size_t *conn_count;
     tc_conn *conns;
     size_t nconns;
+    tc_request *free_reqs;
+    size_t nfree_reqs;
     size_t inflight;
     int handles;
     unsigned listening : 1;
@@ -136,10 +140,17 @@ struct tc_server {
     tc_server_cb drained_cb, close_cb;
     void *drained_data, *close_data;
     time_t date_time;
-    char date[40];     /* "Sat, 21 Nov 2026 16:57:44 GMT" */
+    char date[48]; /* "Date: Sat, 21 Nov 2026 16:57:44 GMT\r\n" */
+    size_t date_len;
     char log_time[32]; /* "2026-11-21T16:57:44Z" */
     char read_buf[TC_READ_BUFFER];
 };
+
+typedef struct write_req {
+    uv_write_t req;
+    tc_conn *conn;
+    char data[];
+} write_req;
 
 static http_parser_settings parser_settings;
 static uv_once_t parser_settings_once = UV_ONCE_INIT;
@@ -230,7 +241,8 @@ static void server_update_time(tc_server *srv)
         return;
     srv->date_time = now;
     gmtime_r(&now, &tm);
-    strftime(srv->date, sizeof(srv->date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    srv->date_len =
+        strftime(srv->date, sizeof(srv->date), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
     strftime(srv->log_time, sizeof(srv->log_time), "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
@@ -247,9 +259,14 @@ static void conn_timer_start(tc_conn *c, uint64_t ms)
 
 static tc_request *request_new(tc_conn *c)
 {
-    tc_request *r = malloc(sizeof(*r));
-    if (r == NULL)
+    tc_server *srv = c->srv;
+    tc_request *r = srv->free_reqs;
+    if (r != NULL) {
+        srv->free_reqs = r->next;
+        srv->nfree_reqs--;
+    } else if ((r = malloc(sizeof(*r))) == NULL) {
         return NULL;
+    }
     memset(r, 0, offsetof(tc_request, inline_hdrs));
     r->conn = c;
     r->srv = c->srv;
@@ -262,12 +279,20 @@ static tc_request *request_new(tc_conn *c)
 
 static void request_free(tc_request *r)
 {
+    tc_server *srv = r->srv;
     if (r->buf != r->inline_buf)
         free(r->buf);
     if (r->hdrs != r->inline_hdrs)
         free(r->hdrs);
-    free(r->resp);
-    free(r);
+    if (r->resp != NULL)
+        free(r->resp - offsetof(write_req, data));
+    if (srv->nfree_reqs < TC_REQ_FREELIST && !srv->closing) {
+        r->next = srv->free_reqs;
+        srv->free_reqs = r;
+        srv->nfree_reqs++;
+    } else {
+        free(r);
+    }
 }
 
 /* Appends bytes to the request's storage; the caller has checked the limits already. */
@@ -460,12 +485,6 @@ static void parser_settings_init(void)
 
 /* ---- responses ------------------------------------------------------------------------------ */
 
-typedef struct write_req {
-    uv_write_t req;
-    tc_conn *conn;
-    char data[];
-} write_req;
-
 static void access_log(tc_request *r)
 {
     tc_server *srv = r->srv;
@@ -600,6 +619,21 @@ static size_t append_str(char *dst, const char *s, size_t n)
     return n;
 }
 
+#define append_lit(dst, lit) append_str((dst), (lit), sizeof(lit) - 1)
+
+static size_t append_uint(char *dst, size_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    for (size_t i = 0; i < n; i++)
+        dst[i] = tmp[n - 1 - i];
+    return n;
+}
+
 /* Builds the whole response into one buffer laid out as a write_req, so that flushing needs no
  * further allocation. */
 static int request_build_response(tc_request *r, int status, const char *content_type,
@@ -620,14 +654,29 @@ static int request_build_response(tc_request *r, int status, const char *content
     server_update_time(srv);
     int close = !r->keep_alive || r->close_after || srv->draining || srv->closing;
     r->close_after = close ? 1 : 0;
-    p += sprintf(p, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, tc_http_reason(status), srv->date);
-    if (content_type != NULL)
-        p += sprintf(p, "Content-Type: %s\r\n", content_type);
-    p += sprintf(p, "Content-Length: %zu\r\nConnection: %s\r\n", body_len,
-                 close ? "close" : "keep-alive");
-    for (size_t i = 0; i < nheaders; i++)
-        p += sprintf(p, "%s: %s\r\n", headers[i].name, headers[i].value);
-    p += append_str(p, "\r\n", 2);
+    const char *reason = tc_http_reason(status);
+    p += append_lit(p, "HTTP/1.1 ");
+    p += append_uint(p, (unsigned)status);
+    *p++ = ' ';
+    p += append_str(p, reason, strlen(reason));
+    p += append_lit(p, "\r\n");
+    p += append_str(p, srv->date, srv->date_len);
+    if (content_type != NULL) {
+        p += append_lit(p, "Content-Type: ");
+        p += append_str(p, content_type, strlen(content_type));
+        p += append_lit(p, "\r\n");
+    }
+    p += append_lit(p, "Content-Length: ");
+    p += append_uint(p, body_len);
+    p += close ? append_lit(p, "\r\nConnection: close\r\n")
+               : append_lit(p, "\r\nConnection: keep-alive\r\n");
+    for (size_t i = 0; i < nheaders; i++) {
+        p += append_str(p, headers[i].name, strlen(headers[i].name));
+        p += append_lit(p, ": ");
+        p += append_str(p, headers[i].value, strlen(headers[i].value));
+        p += append_lit(p, "\r\n");
+    }
+    p += append_lit(p, "\r\n");
     if (!head && body_len > 0)
         p += append_str(p, body, body_len);
     r->resp = w->data;
@@ -1122,6 +1171,11 @@ static void server_maybe_free(tc_server *srv)
 {
     if (!srv->closing || srv->handles > 0 || srv->nconns > 0)
         return;
+    while (srv->free_reqs != NULL) {
+        tc_request *r = srv->free_reqs;
+        srv->free_reqs = r->next;
+        free(r);
+    }
     if (srv->close_cb != NULL)
         srv->close_cb(srv, srv->close_data);
     free(srv);
