@@ -817,6 +817,8 @@ static void render_family(outbuf *b, tc_metrics_registry *reg, uint32_t fi, dyn_
             e->id = overflow;
         }
     }
+    if (n == 0) /* also when there are no shards yet, and entries is NULL */
+        return;
     qsort(entries, n, sizeof *entries, dyn_cmp);
     for (size_t i = 0; i < n;) {
         acc a;

@@ -643,6 +643,13 @@ static void test_dynamic_series(void **state)
         tc_metrics_series_define(reg, fam, (const char *[]){"smart", "200"}, &fixed_id), 0);
     assert_int_equal(tc_metrics_series_define(reg, fixed_only, (const char *[]){"x"}, &id), 0);
 
+    /* Before any shard exists: fixed series at zero, no dynamic ones. */
+    char *early;
+    size_t early_len;
+    assert_int_equal(tc_metrics_render(reg, RENDER_MAX, &early, &early_len), 0);
+    assert_non_null(strstr(early, "status_total{endpoint=\"smart\",status=\"200\"} 0\n"));
+    free(early);
+
     tc_metrics_shard *a, *b;
     assert_int_equal(tc_metrics_shard_new(reg, &a), 0);
     assert_int_equal(tc_metrics_shard_new(reg, &b), 0);
