@@ -13,6 +13,7 @@ static const struct command {
     const char *summary;
 } commands[] = {
     {"serve", cmd_serve, "the smart API service in front of a slow, flaky upstream"},
+    {"upstream", cmd_upstream, "a simulated slow, flaky upstream for demos, tests and benchmarks"},
 };
 
 static void usage(FILE *out)

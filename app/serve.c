@@ -12,11 +12,53 @@
 #include "cli.h"
 #include "commands.h"
 #include "runtime.h"
+#include "tailcut/client.h"
+#include "tailcut/hedge.h"
+#include "tailcut/metrics.h"
 #include "tailcut/server.h"
+#include "tailcut/upstream.h"
+#include "tailcut/url.h"
+
+/* Largest /metrics text we render. */
+#define SERVE_MAX_METRICS_TEXT (4 * 1024 * 1024)
+
+/* Endpoints, for routing and metric labels. */
+typedef enum endpoint {
+    EP_SMART = 0,
+    EP_FIRST,
+    EP_ALL,
+    EP_WITHIN,
+    EP_METADATA,
+    EP_HEALTHZ,
+    EP_METRICS,
+    EP_OTHER,
+    EP_COUNT
+} endpoint;
+
+static const char *const endpoint_names[EP_COUNT] = {
+    "smart", "first", "all", "within_timeout", "metadata", "healthz", "metrics", "other",
+};
+
+/* Metric family ids, filled once at start-up. */
+typedef struct serve_metrics {
+    tc_metrics_registry *reg;
+    uint32_t requests, duration, attempts, hedges, hedge_wins, in_flight, queue_waits;
+    uint32_t duration_series[EP_COUNT];
+    uint32_t outcome_series[TC_OUTCOME_COUNT];
+} serve_metrics;
 
 typedef struct serve_config {
     char host[64];
     int port;
+    char *upstream;
+    char *metadata_upstream;
+    const char *upstream_ca;
+    uint64_t hedge_delay_ms;
+    uint64_t hedge_extra;
+    uint64_t max_timeout_ms;
+    uint64_t upstream_connections;
+    uint64_t batch_max;
+    uint64_t batch_wait_ms;
     uint64_t max_connections;
     uint64_t max_body;
     uint64_t workers;
@@ -25,12 +67,25 @@ typedef struct serve_config {
     uint64_t idle_timeout_ms;
     FILE *access_log;
     atomic_size_t conn_count;
+    serve_metrics metrics;
 } serve_config;
 
 typedef struct serve_worker {
     serve_config *cfg;
     tc_server *srv;
+    tc_client *client;
+    tc_metrics_shard *shard;
+    uint64_t queue_waits_seen; /* client's queued count already added to the metric */
 } serve_worker;
+
+/* One /api/... endpoint request in flight. */
+typedef struct api_call {
+    serve_worker *sw;
+    tc_request *req;
+    tc_future *hedge;
+    endpoint ep;
+    uint64_t timeout_ms;
+} api_call;
 
 static const char serve_usage[] =
     "usage: tailcut serve [OPTIONS]\n"
@@ -39,6 +94,15 @@ static const char serve_usage[] =
     "\n"
     "options (defaults in brackets):\n"
     "  --listen HOST:PORT         address to listen on; port 0 picks a free port [127.0.0.1:8080]\n"
+    "  --upstream URL             the URL each attempt GETs [embedded simulator's /api/work]\n"
+    "  --metadata-upstream URL    batch lookups go here [embedded simulator's /api/metadata]\n"
+    "  --upstream-ca FILE         PEM CA bundle to verify an https upstream [system store]\n"
+    "  --hedge-delay MS           /api/smart fires the extra attempts after this long [300]\n"
+    "  --hedge-extra N            extra attempts fired by the hedge [2]\n"
+    "  --max-timeout MS           largest timeout a request may ask for, and the default [60000]\n"
+    "  --upstream-connections N   upstream connection pool per worker [1024]\n"
+    "  --batch-max N              IDs per batched metadata call [50]\n"
+    "  --batch-wait MS            longest a batch waits for more IDs [10]\n"
     "  --workers N                worker threads, each with its own loop [online CPUs]\n"
     "  --max-connections N        open client connections before 503 overloaded [10000]\n"
     "  --max-body BYTES           largest request or upstream body [1048576]\n"
@@ -57,21 +121,328 @@ static int str_eq(tc_str s, const char *lit)
     return s.len == n && memcmp(s.base, lit, n) == 0;
 }
 
-static void serve_handle(tc_request *req, void *data)
+/* Counts a finished request: by endpoint and status, and its latency. */
+static void count_request(serve_worker *sw, endpoint ep, int status, uint64_t ready_ns)
 {
-    tc_str path = tc_request_path(req);
-    tc_str method = tc_request_method(req);
-    int is_get = str_eq(method, "GET") || str_eq(method, "HEAD");
+    serve_metrics *m = &sw->cfg->metrics;
+    char code[8];
+    snprintf(code, sizeof(code), "%d", status);
+    const char *values[2] = {endpoint_names[ep], code};
+    uint32_t series;
+    tc_metrics_series_lookup(sw->shard, m->requests, values, &series);
+    tc_metrics_counter_add(sw->shard, m->requests, series, 1);
+    if (ready_ns != 0)
+        tc_metrics_histogram_observe(sw->shard, m->duration, m->duration_series[ep],
+                                     (double)(uv_hrtime() - ready_ns) / 1e9);
+}
 
-    if (str_eq(path, "/healthz")) {
-        if (!is_get) {
-            tc_request_respond_error(req, 405, "method_not_allowed", "only GET and HEAD");
+static void respond_error(serve_worker *sw, tc_request *req, endpoint ep, int status,
+                          const char *code, const char *message)
+{
+    count_request(sw, ep, status, tc_request_ready_ns(req));
+    tc_request_respond_error(req, status, code, message);
+}
+
+/* Growable output buffer for response bodies; bounded by what the upstream bodies allow. */
+typedef struct outbuf {
+    char *p;
+    size_t len, cap;
+    int failed;
+} outbuf;
+
+static void out_put(outbuf *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (np == NULL) {
+            b->failed = 1;
             return;
         }
-        tc_request_respond_json(req, 200, "{\"status\":\"ok\"}");
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+#define out_lit(b, lit) out_put((b), (lit), sizeof(lit) - 1)
+
+/* Adds the attempt outcomes of a finished hedge to the metrics. */
+static void count_attempts(serve_worker *sw, const tc_hedge_result *r)
+{
+    serve_metrics *m = &sw->cfg->metrics;
+    for (unsigned i = 0; i < r->nattempts; i++) {
+        tc_attempt_outcome o = r->attempts[i].outcome;
+        tc_metrics_counter_add(sw->shard, m->attempts, m->outcome_series[o], 1);
+    }
+    if (r->hedge_fired)
+        tc_metrics_counter_add(sw->shard, m->hedges, TC_METRICS_SERIES_DEFAULT, 1);
+    if (r->winner >= 0 && r->attempts[r->winner].hedged)
+        tc_metrics_counter_add(sw->shard, m->hedge_wins, TC_METRICS_SERIES_DEFAULT, 1);
+    tc_client_stats cs;
+    tc_client_get_stats(sw->client, &cs);
+    if (cs.queued > sw->queue_waits_seen) {
+        tc_metrics_counter_add(sw->shard, m->queue_waits, TC_METRICS_SERIES_DEFAULT,
+                               cs.queued - sw->queue_waits_seen);
+        sw->queue_waits_seen = cs.queued;
+    }
+}
+
+static void api_call_free(api_call *call)
+{
+    tc_metrics_gauge_add(call->sw->shard, call->sw->cfg->metrics.in_flight,
+                         TC_METRICS_SERIES_DEFAULT, -1);
+    tc_future_unref(call->hedge);
+    free(call);
+}
+
+/* The hedge ended: answer per endpoint (CONTRACT §1), count, free. */
+static void on_hedge_done(tc_future *f, void *data)
+{
+    api_call *call = data;
+    serve_worker *sw = call->sw;
+    tc_request *req = call->req;
+    uint64_t ready_ns = tc_request_ready_ns(req);
+
+    if (tc_future_state_of(f) != TC_FUTURE_FULFILLED) {
+        /* Cancelled: the client went away. Nothing to send. */
+        count_request(sw, call->ep, 499, ready_ns);
+        tc_request_drop(req, 0);
+        api_call_free(call);
         return;
     }
-    tc_request_respond_error(req, 404, "not_found", "no such endpoint");
+    const tc_hedge_result *r = tc_future_value(f);
+    count_attempts(sw, r);
+    char attempts[16];
+    snprintf(attempts, sizeof(attempts), "%u", r->nattempts);
+    tc_server_header hdr = {"X-Tailcut-Attempts", attempts};
+    outbuf body = {0};
+    int status = 200;
+
+    if (r->error == TC_ETIMEDOUT) {
+        status = 504;
+        char msg[128];
+        snprintf(msg, sizeof(msg), "%s within %llu ms",
+                 call->ep == EP_ALL ? "not every attempt finished" : "no successful answer",
+                 (unsigned long long)call->timeout_ms);
+        out_lit(&body, "{\"success\":false,\"error\":\"timeout\",\"message\":\"");
+        out_put(&body, msg, strlen(msg));
+        out_lit(&body, "\"}");
+    } else if (r->error == TC_EALLFAILED) {
+        status = 502;
+        out_lit(&body, "{\"success\":false,\"error\":\"upstream_failed\",\"message\":\"every "
+                       "upstream attempt failed\",\"attempts\":");
+        out_put(&body, attempts, strlen(attempts));
+        out_lit(&body, "}");
+    } else if (call->ep == EP_SMART || call->ep == EP_FIRST) {
+        const tc_response *win = tc_hedge_response(r, (unsigned)r->winner);
+        out_lit(&body, "{\"success\":true,\"response\":");
+        out_put(&body, win->body, win->body_len);
+        out_lit(&body, "}");
+    } else {
+        out_lit(&body, "[");
+        for (unsigned k = 0; k < r->nsuccesses; k++) {
+            const tc_response *resp = tc_hedge_response(r, r->successes[k]);
+            if (k > 0)
+                out_lit(&body, ",");
+            out_put(&body, resp->body, resp->body_len);
+        }
+        out_lit(&body, "]");
+    }
+    if (body.failed) {
+        respond_error(sw, req, call->ep, 503, "overloaded", "out of memory");
+    } else {
+        count_request(sw, call->ep, status, ready_ns);
+        tc_request_respond(req, status, "application/json", &hdr, 1, body.p, body.len);
+    }
+    free(body.p);
+    api_call_free(call);
+}
+
+static void on_client_gone(tc_request *req, void *data)
+{
+    api_call *call = data;
+    tc_future_cancel(call->hedge); /* on_hedge_done runs now and finishes the request */
+}
+
+static void handle_api(serve_worker *sw, tc_request *req, endpoint ep)
+{
+    serve_config *cfg = sw->cfg;
+    tc_str query = tc_request_query(req);
+    uint64_t timeout_ms = cfg->max_timeout_ms;
+    int present = 0;
+    const char *why = NULL;
+    if (tc_query_timeout(query.base, query.len, cfg->max_timeout_ms, &timeout_ms, &present, &why) !=
+        0) {
+        respond_error(sw, req, ep, 400, "bad_request", why);
+        return;
+    }
+    if (!present && ep == EP_WITHIN) {
+        respond_error(sw, req, ep, 400, "bad_request", "timeout is required on this endpoint");
+        return;
+    }
+    if (!present)
+        timeout_ms = cfg->max_timeout_ms;
+
+    tc_hedge_policy policy;
+    tc_hedge_policy_init(&policy);
+    policy.deadline_ms = tc_request_ready_ms(req) + timeout_ms;
+    switch (ep) {
+    case EP_SMART:
+        policy.extra = (unsigned)cfg->hedge_extra;
+        policy.hedge_delay_ms = cfg->hedge_delay_ms;
+        break;
+    case EP_FIRST:
+        policy.initial = 3;
+        policy.extra = 0;
+        break;
+    case EP_ALL:
+        policy.mode = TC_HEDGE_ALL;
+        policy.initial = 3;
+        policy.extra = 0;
+        break;
+    default:
+        policy.mode = TC_HEDGE_DEADLINE;
+        policy.initial = 3;
+        policy.extra = 0;
+        break;
+    }
+    api_call *call = calloc(1, sizeof(*call));
+    if (call == NULL) {
+        respond_error(sw, req, ep, 503, "overloaded", "out of memory");
+        return;
+    }
+    call->sw = sw;
+    call->req = req;
+    call->ep = ep;
+    call->timeout_ms = timeout_ms;
+    tc_client_request creq = {.url = cfg->upstream, .max_body = cfg->max_body};
+    int err = tc_hedge_start(&call->hedge, sw->client, &creq, &policy);
+    if (err != 0) {
+        free(call);
+        respond_error(sw, req, ep, 503, "overloaded", tc_strerror(err));
+        return;
+    }
+    tc_metrics_gauge_add(sw->shard, cfg->metrics.in_flight, TC_METRICS_SERIES_DEFAULT, 1);
+    tc_request_on_abort(req, on_client_gone, call);
+    if (tc_future_on_done(call->hedge, on_hedge_done, call) != 0) {
+        tc_future_cancel(call->hedge);
+        tc_request_on_abort(req, NULL, NULL);
+        respond_error(sw, req, ep, 503, "overloaded", "out of memory");
+        api_call_free(call);
+    }
+}
+
+static void handle_metrics(serve_worker *sw, tc_request *req)
+{
+    char *text = NULL;
+    size_t len = 0;
+    count_request(sw, EP_METRICS, 200, tc_request_ready_ns(req));
+    if (tc_metrics_render(sw->cfg->metrics.reg, SERVE_MAX_METRICS_TEXT, &text, &len) != 0) {
+        respond_error(sw, req, EP_METRICS, 503, "overloaded", "metrics unavailable");
+        return;
+    }
+    tc_request_respond(req, 200, "text/plain; version=0.0.4", NULL, 0, text, len);
+    free(text);
+}
+
+static const struct route {
+    const char *path;
+    endpoint ep;
+} routes[] = {
+    {"/api/smart", EP_SMART},           {"/api/first", EP_FIRST}, {"/api/all", EP_ALL},
+    {"/api/within-timeout", EP_WITHIN}, {"/healthz", EP_HEALTHZ}, {"/metrics", EP_METRICS},
+};
+
+static void serve_handle(tc_request *req, void *data)
+{
+    serve_worker *sw = data;
+    tc_str path = tc_request_path(req);
+    tc_str method = tc_request_method(req);
+    endpoint ep = EP_OTHER;
+
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (str_eq(path, routes[i].path)) {
+            ep = routes[i].ep;
+            break;
+        }
+    }
+    if (ep == EP_OTHER) {
+        respond_error(sw, req, ep, 404, "not_found", "no such endpoint");
+        return;
+    }
+    if (!str_eq(method, "GET") && !str_eq(method, "HEAD")) {
+        respond_error(sw, req, ep, 405, "method_not_allowed", "only GET and HEAD are allowed");
+        return;
+    }
+    switch (ep) {
+    case EP_HEALTHZ:
+        count_request(sw, ep, 200, tc_request_ready_ns(req));
+        tc_request_respond_json(req, 200, "{\"status\":\"ok\"}");
+        break;
+    case EP_METRICS:
+        handle_metrics(sw, req);
+        break;
+    default:
+        handle_api(sw, req, ep);
+        break;
+    }
+}
+
+/* ---- metrics definitions -------------------------------------------------------------------- */
+
+static int define_metrics(serve_metrics *m)
+{
+    static const char *const ep_label[] = {"endpoint"};
+    static const char *const ep_status_labels[] = {"endpoint", "status"};
+    static const char *const outcome_label[] = {"outcome"};
+    static const double latency_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4,
+                                             0.5,   0.75, 1,     2.5,  5,   10,  30,  60};
+    tc_metrics_family_def defs[] = {
+        {TC_METRIC_COUNTER, "tailcut_requests_total", "Requests answered, by endpoint and status",
+         ep_status_labels, 2, NULL, 0, 128},
+        {TC_METRIC_HISTOGRAM, "tailcut_request_duration_seconds",
+         "Time from a request fully read to its answer", ep_label, 1, latency_buckets,
+         sizeof(latency_buckets) / sizeof(latency_buckets[0]), 0},
+        {TC_METRIC_COUNTER, "tailcut_upstream_attempts_total", "Upstream attempts, by outcome",
+         outcome_label, 1, NULL, 0, 0},
+        {TC_METRIC_COUNTER, "tailcut_hedges_fired_total",
+         "Requests whose extra (hedged) attempts were fired", NULL, 0, NULL, 0, 0},
+        {TC_METRIC_COUNTER, "tailcut_hedge_wins_total", "Requests won by a hedged attempt", NULL, 0,
+         NULL, 0, 0},
+        {TC_METRIC_GAUGE, "tailcut_requests_in_flight", "API requests waiting for the upstream",
+         NULL, 0, NULL, 0, 0},
+        {TC_METRIC_COUNTER, "tailcut_upstream_pool_queue_waits_total",
+         "Upstream attempts that waited for a pooled connection", NULL, 0, NULL, 0, 0},
+    };
+    uint32_t *ids[] = {&m->requests,   &m->duration,  &m->attempts,   &m->hedges,
+                       &m->hedge_wins, &m->in_flight, &m->queue_waits};
+    if (tc_metrics_registry_new(&m->reg) != 0)
+        return TC_ENOMEM;
+    for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++) {
+        int err = tc_metrics_family_define(m->reg, &defs[i], ids[i]);
+        if (err != 0)
+            return err;
+    }
+    for (int e = 0; e < EP_COUNT; e++) {
+        const char *v[1] = {endpoint_names[e]};
+        int err = tc_metrics_series_define(m->reg, m->duration, v, &m->duration_series[e]);
+        if (err != 0)
+            return err;
+    }
+    for (int o = 0; o < TC_OUTCOME_COUNT; o++) {
+        const char *v[1] = {tc_attempt_outcome_name((tc_attempt_outcome)o)};
+        int err = tc_metrics_series_define(m->reg, m->attempts, v, &m->outcome_series[o]);
+        if (err != 0)
+            return err;
+    }
+    return 0;
 }
 
 /* ---- workers -------------------------------------------------------------------------------- */
@@ -90,6 +461,18 @@ static int serve_worker_start(tc_runtime_worker *w, void *data)
     if (sw == NULL)
         return TC_ENOMEM;
     sw->cfg = cfg;
+    tc_client_config cc;
+    tc_client_config_init(&cc);
+    cc.max_connections = (size_t)cfg->upstream_connections;
+    cc.max_body = (size_t)cfg->max_body;
+    cc.ca_file = cfg->upstream_ca;
+    int err = tc_metrics_shard_new(cfg->metrics.reg, &sw->shard);
+    if (err == 0)
+        err = tc_client_new(&sw->client, w->loop, &cc);
+    if (err != 0) {
+        free(sw);
+        return err;
+    }
     tc_server_config sc;
     tc_server_config_init(&sc);
     sc.host = cfg->host;
@@ -103,9 +486,11 @@ static int serve_worker_start(tc_runtime_worker *w, void *data)
     sc.idle_timeout_ms = cfg->idle_timeout_ms;
     sc.handler = serve_handle;
     sc.handler_data = sw;
-    int err = tc_server_new(&sw->srv, w->loop, &sc);
+    err = tc_server_new(&sw->srv, w->loop, &sc);
     if (err != 0) {
-        free(sw);
+        tc_client_close(sw->client, NULL, NULL);
+        sw->client = NULL;
+        w->state = sw;
         return err;
     }
     if (w->index == 0) {
@@ -116,24 +501,43 @@ static int serve_worker_start(tc_runtime_worker *w, void *data)
     return 0;
 }
 
-static void serve_worker_drain(tc_runtime_worker *w, void *data)
-{
-    serve_worker *sw = w->state;
-    if (sw != NULL && sw->srv != NULL)
-        tc_server_drain(sw->srv, NULL, NULL);
-}
-
 static void on_server_closed(tc_server *srv, void *data)
 {
     serve_worker *sw = data;
     sw->srv = NULL;
 }
 
-static void serve_worker_stop(tc_runtime_worker *w, void *data)
+static void close_client(serve_worker *sw)
+{
+    if (sw->client != NULL) {
+        tc_client_close(sw->client, NULL, NULL);
+        sw->client = NULL;
+    }
+}
+
+/* Drained: nothing is in flight, so the upstream pool can go too and the loop can end. */
+static void on_server_drained(tc_server *srv, void *data)
+{
+    serve_worker *sw = data;
+    close_client(sw);
+    tc_server_close(srv, on_server_closed, sw);
+}
+
+static void serve_worker_drain(tc_runtime_worker *w, void *data)
 {
     serve_worker *sw = w->state;
     if (sw != NULL && sw->srv != NULL)
+        tc_server_drain(sw->srv, on_server_drained, sw);
+}
+
+static void serve_worker_stop(tc_runtime_worker *w, void *data)
+{
+    serve_worker *sw = w->state;
+    if (sw == NULL)
+        return;
+    if (sw->srv != NULL)
         tc_server_close(sw->srv, on_server_closed, sw);
+    close_client(sw);
 }
 
 static void serve_worker_cleanup(tc_runtime_worker *w, void *data)
@@ -141,18 +545,91 @@ static void serve_worker_cleanup(tc_runtime_worker *w, void *data)
     serve_worker *sw = w->state;
     if (sw == NULL)
         return;
-    if (sw->srv != NULL) {
-        tc_server_close(sw->srv, on_server_closed, sw);
-        uv_run(w->loop, UV_RUN_DEFAULT);
-    }
+    serve_worker_stop(w, data);
+    uv_run(w->loop, UV_RUN_DEFAULT);
     free(sw);
     w->state = NULL;
 }
 
 /* ---- flags ---------------------------------------------------------------------------------- */
 
+/* ---- the embedded simulated upstream ----------------------------------------------------------
+ */
+
+/* With no --upstream, a `tailcut upstream --profile exponea` runs in-process on its own thread
+ * and loop, on a free loopback port, so that `make run` works with no setup. */
+typedef struct embedded {
+    uv_thread_t thread;
+    uv_loop_t loop;
+    uv_async_t stop;
+    uv_sem_t ready;
+    tc_upstream *u;
+    int err;
+    int port;
+} embedded;
+
+static void on_embedded_stop(uv_async_t *a)
+{
+    embedded *e = a->data;
+    tc_upstream_close(e->u, NULL, NULL);
+    uv_close((uv_handle_t *)&e->stop, NULL);
+}
+
+static void embedded_main(void *arg)
+{
+    embedded *e = arg;
+    tc_upstream_config uc;
+    tc_upstream_config_init(&uc);
+    uc.host = "127.0.0.1";
+    uc.port = 0;
+    uc.profile = "exponea";
+    e->err = tc_upstream_new(&e->u, &e->loop, &uc);
+    if (e->err == 0) {
+        e->port = tc_upstream_port(e->u);
+        uv_async_init(&e->loop, &e->stop, on_embedded_stop);
+        e->stop.data = e;
+    }
+    uv_sem_post(&e->ready);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&e->loop);
+}
+
+static int embedded_start(embedded *e)
+{
+    if (uv_loop_init(&e->loop) != 0)
+        return TC_EIO;
+    uv_sem_init(&e->ready, 0);
+    if (uv_thread_create(&e->thread, embedded_main, e) != 0) {
+        uv_loop_close(&e->loop);
+        uv_sem_destroy(&e->ready);
+        return TC_EIO;
+    }
+    uv_sem_wait(&e->ready);
+    uv_sem_destroy(&e->ready);
+    if (e->err != 0)
+        uv_thread_join(&e->thread);
+    return e->err;
+}
+
+static void embedded_stop(embedded *e)
+{
+    uv_async_send(&e->stop);
+    uv_thread_join(&e->thread);
+}
+
+/* ---- flags ---------------------------------------------------------------------------------- */
+
 enum {
     OPT_LISTEN = 256,
+    OPT_UPSTREAM,
+    OPT_METADATA_UPSTREAM,
+    OPT_UPSTREAM_CA,
+    OPT_HEDGE_DELAY,
+    OPT_HEDGE_EXTRA,
+    OPT_MAX_TIMEOUT,
+    OPT_UPSTREAM_CONNECTIONS,
+    OPT_BATCH_MAX,
+    OPT_BATCH_WAIT,
     OPT_WORKERS,
     OPT_MAX_CONNECTIONS,
     OPT_MAX_BODY,
@@ -164,6 +641,15 @@ enum {
 
 static const struct option serve_options[] = {
     {"listen", required_argument, NULL, OPT_LISTEN},
+    {"upstream", required_argument, NULL, OPT_UPSTREAM},
+    {"metadata-upstream", required_argument, NULL, OPT_METADATA_UPSTREAM},
+    {"upstream-ca", required_argument, NULL, OPT_UPSTREAM_CA},
+    {"hedge-delay", required_argument, NULL, OPT_HEDGE_DELAY},
+    {"hedge-extra", required_argument, NULL, OPT_HEDGE_EXTRA},
+    {"max-timeout", required_argument, NULL, OPT_MAX_TIMEOUT},
+    {"upstream-connections", required_argument, NULL, OPT_UPSTREAM_CONNECTIONS},
+    {"batch-max", required_argument, NULL, OPT_BATCH_MAX},
+    {"batch-wait", required_argument, NULL, OPT_BATCH_WAIT},
     {"workers", required_argument, NULL, OPT_WORKERS},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"max-body", required_argument, NULL, OPT_MAX_BODY},
@@ -174,6 +660,31 @@ static const struct option serve_options[] = {
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
+
+/* Accepts an http:// or https:// URL with a host. Returns 0 or -1 with a message. */
+static int parse_url_flag(const char *cmd, const char *flag, const char *value, char **out)
+{
+    const char *rest = NULL;
+    if (strncmp(value, "http://", 7) == 0)
+        rest = value + 7;
+    else if (strncmp(value, "https://", 8) == 0)
+        rest = value + 8;
+    if (rest == NULL || *rest == '\0' || *rest == '/' || strpbrk(value, " \t\r\n") != NULL) {
+        cli_error(cmd, "invalid value '%s' for %s: expected an http:// or https:// URL", value,
+                  flag);
+        return -1;
+    }
+    free(*out);
+    *out = strdup(value);
+    return *out == NULL ? -1 : 0;
+}
+
+static char *join_url(const char *base, int port, const char *path)
+{
+    char buf[128];
+    snprintf(buf, sizeof(buf), "%s%d%s", base, port, path);
+    return strdup(buf);
+}
 
 int cmd_serve(int argc, char **argv)
 {
@@ -191,6 +702,14 @@ int cmd_serve(int argc, char **argv)
     cfg->header_timeout_ms = TC_SERVER_HEADER_TIMEOUT_MS;
     cfg->idle_timeout_ms = TC_SERVER_IDLE_TIMEOUT_MS;
     cfg->access_log = stdout;
+    cfg->hedge_delay_ms = 300;
+    cfg->hedge_extra = 2;
+    cfg->max_timeout_ms = 60000;
+    cfg->upstream_connections = 1024;
+    cfg->batch_max = 50;
+    cfg->batch_wait_ms = 10;
+    embedded emb;
+    int emb_running = 0;
     atomic_init(&cfg->conn_count, 0);
 
     int status = TC_EXIT_USAGE;
@@ -216,6 +735,43 @@ int cmd_serve(int argc, char **argv)
             break;
         case OPT_DRAIN_TIMEOUT:
             bad = cli_parse_u64(cmd, "--drain-timeout", optarg, 0, 3600000, &cfg->drain_timeout_ms);
+            break;
+        case OPT_UPSTREAM:
+            bad = parse_url_flag(cmd, "--upstream", optarg, &cfg->upstream);
+            break;
+        case OPT_METADATA_UPSTREAM:
+            bad = parse_url_flag(cmd, "--metadata-upstream", optarg, &cfg->metadata_upstream);
+            break;
+        case OPT_UPSTREAM_CA: {
+            FILE *f = fopen(optarg, "r");
+            if (f == NULL) {
+                cli_error(cmd, "cannot read --upstream-ca file '%s'", optarg);
+                bad = -1;
+            } else {
+                fclose(f);
+                cfg->upstream_ca = optarg;
+            }
+            break;
+        }
+        case OPT_HEDGE_DELAY:
+            bad = cli_parse_u64(cmd, "--hedge-delay", optarg, 0, 3600000, &cfg->hedge_delay_ms);
+            break;
+        case OPT_HEDGE_EXTRA:
+            bad = cli_parse_u64(cmd, "--hedge-extra", optarg, 0, TC_HEDGE_MAX_ATTEMPTS - 1,
+                                &cfg->hedge_extra);
+            break;
+        case OPT_MAX_TIMEOUT:
+            bad = cli_parse_u64(cmd, "--max-timeout", optarg, 1, 3600000, &cfg->max_timeout_ms);
+            break;
+        case OPT_UPSTREAM_CONNECTIONS:
+            bad = cli_parse_u64(cmd, "--upstream-connections", optarg, 1, 100000,
+                                &cfg->upstream_connections);
+            break;
+        case OPT_BATCH_MAX:
+            bad = cli_parse_u64(cmd, "--batch-max", optarg, 1, 1000, &cfg->batch_max);
+            break;
+        case OPT_BATCH_WAIT:
+            bad = cli_parse_u64(cmd, "--batch-wait", optarg, 0, 60000, &cfg->batch_wait_ms);
             break;
         case OPT_HEADER_TIMEOUT:
             bad =
@@ -243,6 +799,31 @@ int cmd_serve(int argc, char **argv)
         goto out;
     }
 
+    if (define_metrics(&cfg->metrics) != 0) {
+        cli_error(cmd, "cannot set up metrics");
+        status = TC_EXIT_FAILURE;
+        goto out;
+    }
+    if (cfg->upstream == NULL || cfg->metadata_upstream == NULL) {
+        memset(&emb, 0, sizeof(emb));
+        int err = embedded_start(&emb);
+        if (err != 0) {
+            cli_error(cmd, "cannot start the embedded upstream: %s", tc_strerror(err));
+            status = TC_EXIT_FAILURE;
+            goto out;
+        }
+        emb_running = 1;
+        fprintf(stderr, "tailcut: embedded upstream at http://127.0.0.1:%d\n", emb.port);
+        if (cfg->upstream == NULL)
+            cfg->upstream = join_url("http://127.0.0.1:", emb.port, "/api/work");
+        if (cfg->metadata_upstream == NULL)
+            cfg->metadata_upstream = join_url("http://127.0.0.1:", emb.port, "/api/metadata");
+        if (cfg->upstream == NULL || cfg->metadata_upstream == NULL) {
+            status = TC_EXIT_FAILURE;
+            goto out;
+        }
+    }
+
     run->rc.nworkers = (unsigned)cfg->workers;
     run->rc.drain_timeout_ms = cfg->drain_timeout_ms;
     run->rc.start = serve_worker_start;
@@ -254,8 +835,13 @@ int cmd_serve(int argc, char **argv)
     run->rc.listen_port = cfg->port;
     status = tc_runtime_run(&run->rc);
 out:
+    if (emb_running)
+        embedded_stop(&emb);
     if (cfg->access_log != NULL && cfg->access_log != stdout)
         fclose(cfg->access_log);
+    tc_metrics_registry_free(cfg->metrics.reg);
+    free(cfg->upstream);
+    free(cfg->metadata_upstream);
     free(run);
     return status;
 }

@@ -1,0 +1,378 @@
+/*
+ * Hedged requests on tc_client futures.
+ *
+ * The one idea: a hedge is a small state machine driven by three kinds of events (an attempt
+ * finished, the hedge timer, the deadline timer), and every one of them goes through
+ * hedge_check(), which decides whether to fire the extra attempts, to finish, or to wait.
+ * finish() is the only exit: it cancels what still runs, stops the timers and hands the result
+ * to the hedge's future. Attempts are client futures; cancelling one aborts its transfer.
+ *
+ * Lifetime: the hedge state holds two uv timers, so it is freed only after both close
+ * callbacks, which finish() or the cancel hook start. The result is a separate allocation that
+ * becomes the future's value (and holds a reference to every attempt's future, so responses
+ * stay readable for as long as the caller holds the hedge's future).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "tailcut/hedge.h"
+#include "tailcut/json.h"
+
+/* Attempts get this much more time than the hedge's own deadline, so that the deadline timer,
+ * not the client's timeout, decides when a hedge has run out of time. */
+#define TC_HEDGE_ATTEMPT_SLACK_MS 1000
+
+typedef struct hedge hedge;
+
+typedef struct attempt_slot {
+    hedge *h;
+    unsigned index;
+} attempt_slot;
+
+struct hedge {
+    tc_future *out;
+    tc_client *client;
+    uv_loop_t *loop;
+    tc_hedge_policy policy;
+    tc_client_request req; /* url and method point into strings[] below */
+    tc_header *headers;
+    tc_hedge_result *result;
+    uv_timer_t hedge_timer;
+    uv_timer_t deadline_timer;
+    int open_handles;
+    unsigned done; /* attempts that have ended */
+    int finished;  /* finish() or cancel ran */
+    int firing;    /* inside fire(): checks wait until it returns */
+    attempt_slot slots[TC_HEDGE_MAX_ATTEMPTS];
+    char *strings; /* copies of url, method, header names and values, body */
+};
+
+static const char *const outcome_names[TC_OUTCOME_COUNT] = {
+    [TC_OUTCOME_PENDING] = "pending",
+    [TC_OUTCOME_SUCCESS] = "success",
+    [TC_OUTCOME_HTTP_STATUS] = "http_status",
+    [TC_OUTCOME_INVALID_JSON] = "invalid_json",
+    [TC_OUTCOME_TOO_LARGE] = "too_large",
+    [TC_OUTCOME_CONNECT_ERROR] = "connect_error",
+    [TC_OUTCOME_RESET] = "reset",
+    [TC_OUTCOME_TIMEOUT] = "timeout",
+    [TC_OUTCOME_CANCELLED] = "cancelled",
+    [TC_OUTCOME_OTHER] = "other",
+};
+
+const char *tc_attempt_outcome_name(tc_attempt_outcome outcome)
+{
+    return (unsigned)outcome < TC_OUTCOME_COUNT ? outcome_names[outcome] : "other";
+}
+
+tc_attempt_outcome tc_hedge_judge_json(const tc_response *resp, void *data)
+{
+    (void)data;
+    if (resp->status != 200)
+        return TC_OUTCOME_HTTP_STATUS;
+    return tc_json_valid(resp->body, resp->body_len) ? TC_OUTCOME_SUCCESS : TC_OUTCOME_INVALID_JSON;
+}
+
+void tc_hedge_policy_init(tc_hedge_policy *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->mode = TC_HEDGE_FIRST;
+    p->initial = 1;
+    p->extra = 2;
+    p->hedge_delay_ms = 300;
+    p->hedge_on_failure = 1;
+}
+
+const tc_response *tc_hedge_response(const tc_hedge_result *r, unsigned i)
+{
+    if (i >= r->nattempts || r->attempts[i].response == NULL)
+        return NULL;
+    if (tc_future_state_of(r->attempts[i].response) != TC_FUTURE_FULFILLED)
+        return NULL;
+    return tc_future_value(r->attempts[i].response);
+}
+
+static void result_free(void *value)
+{
+    tc_hedge_result *r = value;
+    for (unsigned i = 0; i < r->nattempts; i++)
+        tc_future_unref(r->attempts[i].response);
+    free(r);
+}
+
+static tc_attempt_outcome outcome_of_error(int err)
+{
+    switch (err) {
+    case TC_ECONNREFUSED:
+    case TC_EDNS:
+    case TC_ETLS:
+    case TC_EURL:
+        return TC_OUTCOME_CONNECT_ERROR;
+    case TC_ECONNRESET:
+        return TC_OUTCOME_RESET;
+    case TC_ETIMEDOUT:
+        return TC_OUTCOME_TIMEOUT;
+    case TC_ETOOLARGE:
+        return TC_OUTCOME_TOO_LARGE;
+    case TC_ECANCELED:
+        return TC_OUTCOME_CANCELLED;
+    default:
+        return TC_OUTCOME_OTHER;
+    }
+}
+
+/* ---- lifetime ------------------------------------------------------------------------------- */
+
+static void hedge_free(hedge *h)
+{
+    if (h->result != NULL)
+        result_free(h->result);
+    tc_future_unref(h->out);
+    free(h->strings);
+    free(h->headers);
+    free(h);
+}
+
+static void on_timer_closed(uv_handle_t *handle)
+{
+    hedge *h = handle->data;
+    if (--h->open_handles == 0)
+        hedge_free(h);
+}
+
+/* Cancels every attempt still running and closes the timers. Each cancellation runs that
+ * attempt's done callback at once, which records it as cancelled. */
+static void hedge_wind_down(hedge *h)
+{
+    h->finished = 1;
+    for (unsigned i = 0; i < h->result->nattempts; i++) {
+        tc_future *f = h->result->attempts[i].response;
+        if (f != NULL && !tc_future_done(f))
+            tc_future_cancel(f);
+    }
+    uv_close((uv_handle_t *)&h->hedge_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&h->deadline_timer, on_timer_closed);
+}
+
+static void finish(hedge *h, int error)
+{
+    if (h->finished)
+        return;
+    hedge_wind_down(h);
+    tc_hedge_result *r = h->result;
+    h->result = NULL;
+    r->error = error;
+    tc_future_fulfill(h->out, r, result_free);
+}
+
+static void on_cancel(tc_future *f, void *data)
+{
+    hedge *h = data;
+    if (!h->finished)
+        hedge_wind_down(h);
+}
+
+/* ---- attempts ------------------------------------------------------------------------------- */
+
+static void hedge_check(hedge *h);
+
+static void on_attempt_done(tc_future *f, void *data)
+{
+    attempt_slot *slot = data;
+    hedge *h = slot->h;
+    tc_hedge_result *r = h->result;
+    tc_hedge_attempt *a;
+    if (r == NULL) /* finished: the result went to the future; record there */
+        r = tc_future_value(h->out);
+    if (r == NULL)
+        return;
+    a = &r->attempts[slot->index];
+    a->ended_ns = uv_hrtime();
+    h->done++;
+    switch (tc_future_state_of(f)) {
+    case TC_FUTURE_FULFILLED: {
+        tc_hedge_judge_fn judge = h->policy.judge ? h->policy.judge : tc_hedge_judge_json;
+        a->outcome = judge(tc_future_value(f), h->policy.judge_data);
+        break;
+    }
+    case TC_FUTURE_REJECTED:
+        a->outcome = outcome_of_error(tc_future_error(f));
+        break;
+    default:
+        a->outcome = TC_OUTCOME_CANCELLED;
+        break;
+    }
+    if (h->finished)
+        return;
+    if (a->outcome == TC_OUTCOME_SUCCESS) {
+        r->successes[r->nsuccesses++] = slot->index;
+        if (h->policy.mode == TC_HEDGE_FIRST) {
+            r->winner = (int)slot->index;
+            finish(h, 0);
+            return;
+        }
+    }
+    if (!h->firing)
+        hedge_check(h);
+}
+
+static void fire(hedge *h, unsigned n, int hedged)
+{
+    tc_hedge_result *r = h->result;
+    uint64_t now = uv_now(h->loop);
+    tc_client_request req = h->req;
+    if (h->policy.deadline_ms > 0) {
+        uint64_t left = h->policy.deadline_ms > now ? h->policy.deadline_ms - now : 0;
+        req.timeout_ms = left + TC_HEDGE_ATTEMPT_SLACK_MS;
+    }
+    h->firing = 1;
+    for (unsigned k = 0; k < n && !h->finished; k++) {
+        unsigned i = r->nattempts++;
+        tc_hedge_attempt *a = &r->attempts[i];
+        a->hedged = hedged;
+        a->started_ns = uv_hrtime();
+        h->slots[i].h = h;
+        h->slots[i].index = i;
+        int err = tc_client_request_start(&a->response, h->client, &req);
+        if (err != 0) {
+            a->response = NULL;
+            a->outcome = outcome_of_error(err);
+            a->ended_ns = a->started_ns;
+            h->done++;
+            continue;
+        }
+        if (tc_future_on_done(a->response, on_attempt_done, &h->slots[i]) != 0) {
+            tc_future_cancel(a->response);
+            a->outcome = TC_OUTCOME_OTHER;
+            h->done++;
+        }
+    }
+    h->firing = 0;
+}
+
+static void fire_extra(hedge *h)
+{
+    if (h->result->hedge_fired || h->policy.extra == 0)
+        return;
+    h->result->hedge_fired = 1;
+    uv_timer_stop(&h->hedge_timer);
+    fire(h, h->policy.extra, 1);
+}
+
+/* Decides what happens next after any event. */
+static void hedge_check(hedge *h)
+{
+    tc_hedge_result *r = h->result;
+    while (!h->finished) {
+        int all_fired = r->hedge_fired || h->policy.extra == 0;
+        if (h->done < r->nattempts)
+            return; /* something still runs: wait for it, the hedge timer or the deadline */
+        /* Every attempt fired so far has ended. */
+        if (!all_fired && r->nsuccesses == 0 && h->policy.hedge_on_failure) {
+            fire_extra(h);
+            continue; /* the extra attempts may all have failed synchronously */
+        }
+        if (!all_fired && r->nsuccesses == 0)
+            return; /* the hedge timer will fire them */
+        if (h->policy.mode == TC_HEDGE_DEADLINE)
+            finish(h, 0);
+        else
+            finish(h, r->nsuccesses > 0 ? 0 : TC_EALLFAILED);
+    }
+}
+
+static void on_hedge_timer(uv_timer_t *t)
+{
+    hedge *h = t->data;
+    if (h->finished)
+        return;
+    fire_extra(h);
+    hedge_check(h);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    hedge *h = t->data;
+    finish(h, h->policy.mode == TC_HEDGE_DEADLINE ? 0 : TC_ETIMEDOUT);
+}
+
+/* ---- start ---------------------------------------------------------------------------------- */
+
+/* Copies the request's strings into one allocation owned by the hedge. */
+static int copy_request(hedge *h, const tc_client_request *req)
+{
+    size_t need =
+        strlen(req->url) + 1 + (req->method ? strlen(req->method) + 1 : 0) + req->body_len;
+    for (size_t i = 0; i < req->nheaders; i++)
+        need += strlen(req->headers[i].name) + strlen(req->headers[i].value) + 2;
+    h->strings = malloc(need);
+    if (h->strings == NULL)
+        return TC_ENOMEM;
+    if (req->nheaders > 0) {
+        h->headers = calloc(req->nheaders, sizeof(*h->headers));
+        if (h->headers == NULL)
+            return TC_ENOMEM;
+    }
+    char *p = h->strings;
+#define COPY_STR(dst, src)                                                                         \
+    do {                                                                                           \
+        size_t n_ = strlen(src) + 1;                                                               \
+        memcpy(p, (src), n_);                                                                      \
+        (dst) = p;                                                                                 \
+        p += n_;                                                                                   \
+    } while (0)
+    h->req = *req;
+    COPY_STR(h->req.url, req->url);
+    if (req->method != NULL)
+        COPY_STR(h->req.method, req->method);
+    for (size_t i = 0; i < req->nheaders; i++) {
+        COPY_STR(h->headers[i].name, req->headers[i].name);
+        COPY_STR(h->headers[i].value, req->headers[i].value);
+    }
+#undef COPY_STR
+    h->req.headers = h->headers;
+    if (req->body_len > 0) {
+        memcpy(p, req->body, req->body_len);
+        h->req.body = p;
+    }
+    return 0;
+}
+
+int tc_hedge_start(tc_future **out, tc_client *client, const tc_client_request *req,
+                   const tc_hedge_policy *policy)
+{
+    if (out == NULL || client == NULL || req == NULL || req->url == NULL || policy == NULL ||
+        policy->initial == 0 || policy->initial + policy->extra > TC_HEDGE_MAX_ATTEMPTS)
+        return TC_EINVAL;
+    hedge *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return TC_ENOMEM;
+    h->result = calloc(1, sizeof(*h->result));
+    if (h->result == NULL || copy_request(h, req) != 0 || tc_future_new(&h->out) != 0) {
+        hedge_free(h);
+        return TC_ENOMEM;
+    }
+    h->result->winner = -1;
+    h->client = client;
+    h->policy = *policy;
+    h->loop = tc_client_loop(client);
+    uv_timer_init(h->loop, &h->hedge_timer);
+    uv_timer_init(h->loop, &h->deadline_timer);
+    h->hedge_timer.data = h;
+    h->deadline_timer.data = h;
+    h->open_handles = 2;
+    tc_future_set_cancel_hook(h->out, on_cancel, h);
+
+    /* The caller gets its own reference; the hedge keeps one until its timers have closed. */
+    *out = tc_future_ref(h->out);
+    if (policy->deadline_ms > 0) {
+        uint64_t now = uv_now(h->loop);
+        uv_timer_start(&h->deadline_timer, on_deadline,
+                       policy->deadline_ms > now ? policy->deadline_ms - now : 0, 0);
+    }
+    if (policy->extra > 0)
+        uv_timer_start(&h->hedge_timer, on_hedge_timer, policy->hedge_delay_ms, 0);
+    fire(h, policy->initial, 0);
+    hedge_check(h);
+    return 0;
+}
