@@ -1,0 +1,734 @@
+/*
+ * The coalescing batcher (see include/tailcut/batch.h for the contract).
+ *
+ * The one idea: a batch is a small hash set of distinct keys, each key with a list of waiter
+ * nodes, and a waiter node is both the producer's reference to one caller's future and that
+ * future's cancel hook. Settling a key walks its list, unlinking each node *before* completing
+ * its future, so a callback that cancels a sibling waiter (or submits, or closes the batcher)
+ * always finds the lists consistent. Nothing is freed under a running loop over a batch: code
+ * that iterates a batch holds it (holds > 0), and a batch that dies meanwhile is released by the
+ * last holder.
+ *
+ * Life of a batch: COLLECTING (the batcher's `current`, its timer running) -> QUEUED (waiting
+ * for the in-flight cap, FIFO) -> OUT (the dispatcher owns it) -> DEAD. A batch with no waiter
+ * left is dropped on its way out (or while queued) and never dispatched. One finished batch is
+ * kept as a spare, with its arrays, so that steady traffic allocates no batch structures.
+ *
+ * Memory per key: one waiter node and one future per submit, the key bytes once per distinct
+ * key in the batch's key arena, and one shared value per distinct key. Keys are bounded by
+ * max_key_len, batches by max_batch keys, the queue by max_queued batches.
+ */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tailcut/batch.h"
+
+/* Starting sizes of a batch's arrays; they double up to what max_batch needs. */
+#define BATCH_INITIAL_ENTRIES 16
+#define BATCH_INITIAL_KEY_BYTES 256
+
+static const char missing_message[] = "missing: no result for this key";
+
+typedef struct waiter {
+    tc_future *f; /* the producer's reference */
+    tc_batch *batch;
+    struct waiter *prev, *next;
+    uint32_t idx; /* entry index in batch->entries */
+} waiter;
+
+typedef struct entry {
+    size_t key_off; /* into batch->keys; the key is followed by a NUL */
+    size_t key_len;
+    uint32_t hash;
+    uint32_t nwaiters;
+    int settled;
+    waiter *head, *tail;
+} entry;
+
+enum batch_state { BATCH_COLLECTING = 0, BATCH_QUEUED, BATCH_OUT, BATCH_DEAD };
+
+struct tc_batch {
+    tc_batcher *b;
+    enum batch_state state;
+    entry *entries;
+    size_t nentries, entries_cap;
+    uint32_t *table;   /* open addressing: 0 = empty, else entry index + 1 */
+    size_t table_size; /* a power of two, at least twice nentries */
+    char *keys;
+    size_t keys_len, keys_cap;
+    uint32_t *order; /* entries handed to dispatch: key i is entries[order[i]]; entries_cap long */
+    size_t n;
+    size_t live;    /* waiters still waiting, over all entries */
+    unsigned holds; /* frames iterating this batch; a DEAD batch is released at 0 */
+    tc_batch *qprev, *qnext;
+};
+
+struct tc_batcher {
+    uv_loop_t *loop;
+    tc_batcher_config cfg;
+    uv_timer_t timer; /* max_wait_ms of the collecting batch */
+    tc_batch *current;
+    tc_batch *qhead, *qtail;
+    tc_batch *spare;
+    tc_batcher_stats st;
+    uint32_t seed;
+    int closing;
+    int close_started; /* the timer handle is being closed */
+    int pumping;
+    tc_batcher_close_cb close_cb;
+    void *close_data;
+};
+
+/* ---- shared values -------------------------------------------------------------------------- */
+
+typedef union value_hdr {
+    struct {
+        size_t refs;
+        tc_free_fn dispose;
+    } h;
+    max_align_t align; /* the value that follows is aligned for any type */
+} value_hdr;
+
+void *tc_batch_value_alloc(size_t size, tc_free_fn dispose)
+{
+    if (size > SIZE_MAX - sizeof(value_hdr))
+        return NULL;
+    value_hdr *hdr = calloc(1, sizeof(value_hdr) + size);
+    if (hdr == NULL)
+        return NULL;
+    hdr->h.refs = 1;
+    hdr->h.dispose = dispose;
+    return hdr + 1;
+}
+
+void *tc_batch_value_ref(void *value)
+{
+    if (value != NULL)
+        ((value_hdr *)value - 1)->h.refs++;
+    return value;
+}
+
+void tc_batch_value_unref(void *value)
+{
+    if (value == NULL)
+        return;
+    value_hdr *hdr = (value_hdr *)value - 1;
+    if (--hdr->h.refs > 0)
+        return;
+    if (hdr->h.dispose != NULL)
+        hdr->h.dispose(value);
+    free(hdr);
+}
+
+/* ---- batches -------------------------------------------------------------------------------- */
+
+static uint32_t key_hash(uint32_t seed, const unsigned char *p, size_t len)
+{
+    uint32_t h = 2166136261u ^ seed; /* FNV-1a, seeded per batcher */
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static void batch_free(tc_batch *t)
+{
+    free(t->entries);
+    free(t->table);
+    free(t->keys);
+    free(t->order);
+    free(t);
+}
+
+/* A fresh batch in COLLECTING state: the spare one if there is one. NULL when out of memory. */
+static tc_batch *batch_new(tc_batcher *b)
+{
+    tc_batch *t = b->spare;
+    if (t != NULL) {
+        b->spare = NULL;
+    } else {
+        t = calloc(1, sizeof(*t));
+        if (t == NULL)
+            return NULL;
+        t->entries_cap =
+            b->cfg.max_batch < BATCH_INITIAL_ENTRIES ? b->cfg.max_batch : BATCH_INITIAL_ENTRIES;
+        t->table_size = 4;
+        while (t->table_size < 2 * t->entries_cap)
+            t->table_size *= 2;
+        t->keys_cap = BATCH_INITIAL_KEY_BYTES;
+        t->entries = malloc(t->entries_cap * sizeof(*t->entries));
+        t->order = malloc(t->entries_cap * sizeof(*t->order));
+        t->table = calloc(t->table_size, sizeof(*t->table));
+        t->keys = malloc(t->keys_cap);
+        if (t->entries == NULL || t->order == NULL || t->table == NULL || t->keys == NULL) {
+            batch_free(t);
+            return NULL;
+        }
+    }
+    t->b = b;
+    t->state = BATCH_COLLECTING;
+    return t;
+}
+
+/* Frees a DEAD batch nobody holds, or keeps it (emptied) as the batcher's spare. */
+static void batch_release(tc_batch *t)
+{
+    tc_batcher *b = t->b;
+    if (t->holds > 0)
+        return; /* the last holder releases it */
+    if (b->spare != NULL || b->closing) {
+        batch_free(t);
+        return;
+    }
+    if (t->nentries > 0)
+        memset(t->table, 0, t->table_size * sizeof(*t->table));
+    t->nentries = 0;
+    t->keys_len = 0;
+    t->n = 0;
+    t->live = 0;
+    t->qprev = t->qnext = NULL;
+    b->spare = t;
+}
+
+static void batch_hold(tc_batch *t)
+{
+    t->holds++;
+}
+
+static void batch_unhold(tc_batch *t)
+{
+    if (--t->holds == 0 && t->state == BATCH_DEAD)
+        batch_release(t);
+}
+
+/* Doubles the hash table and re-inserts every entry. Returns 0 or TC_ENOMEM. */
+static int batch_grow_table(tc_batch *t)
+{
+    size_t size = t->table_size * 2;
+    uint32_t *table = calloc(size, sizeof(*table));
+    if (table == NULL)
+        return TC_ENOMEM;
+    for (size_t i = 0; i < t->nentries; i++) {
+        size_t s = t->entries[i].hash & (size - 1);
+        while (table[s] != 0)
+            s = (s + 1) & (size - 1);
+        table[s] = (uint32_t)i + 1;
+    }
+    free(t->table);
+    t->table = table;
+    t->table_size = size;
+    return 0;
+}
+
+/* Finds key in the batch or adds it as a new entry (*added = 1). Returns the entry index or
+ * TC_ENOMEM (the batch is unchanged then). */
+static long batch_find_or_add(tc_batch *t, const void *key, size_t len, uint32_t hash, int *added)
+{
+    if ((t->nentries + 1) * 2 > t->table_size && batch_grow_table(t) != 0)
+        return TC_ENOMEM;
+    size_t mask = t->table_size - 1;
+    size_t s = hash & mask;
+    for (uint32_t slot; (slot = t->table[s]) != 0; s = (s + 1) & mask) {
+        const entry *e = &t->entries[slot - 1];
+        if (e->hash == hash && e->key_len == len &&
+            (len == 0 || memcmp(t->keys + e->key_off, key, len) == 0)) {
+            *added = 0;
+            return (long)(slot - 1);
+        }
+    }
+    if (t->nentries == t->entries_cap) {
+        size_t cap = t->entries_cap * 2;
+        uint32_t *order = realloc(t->order, cap * sizeof(*order));
+        if (order == NULL)
+            return TC_ENOMEM;
+        t->order = order;
+        entry *grown = realloc(t->entries, cap * sizeof(*grown));
+        if (grown == NULL)
+            return TC_ENOMEM; /* order[] is merely bigger than needed */
+        t->entries = grown;
+        t->entries_cap = cap;
+    }
+    if (t->keys_cap - t->keys_len < len + 1) {
+        size_t cap = t->keys_cap * 2;
+        while (cap - t->keys_len < len + 1)
+            cap *= 2;
+        char *grown = realloc(t->keys, cap);
+        if (grown == NULL)
+            return TC_ENOMEM;
+        t->keys = grown;
+        t->keys_cap = cap;
+    }
+    entry *e = &t->entries[t->nentries];
+    e->key_off = t->keys_len;
+    e->key_len = len;
+    e->hash = hash;
+    e->nwaiters = 0;
+    e->settled = 0;
+    e->head = e->tail = NULL;
+    if (len > 0)
+        memcpy(t->keys + t->keys_len, key, len);
+    t->keys[t->keys_len + len] = '\0';
+    t->keys_len += len + 1;
+    t->table[s] = (uint32_t)t->nentries + 1;
+    *added = 1;
+    return (long)t->nentries++;
+}
+
+static void waiter_unlink(entry *e, waiter *w)
+{
+    if (w->prev != NULL)
+        w->prev->next = w->next;
+    else
+        e->head = w->next;
+    if (w->next != NULL)
+        w->next->prev = w->prev;
+    else
+        e->tail = w->prev;
+    e->nwaiters--;
+}
+
+/* ---- the queue and dispatching -------------------------------------------------------------- */
+
+static void queue_push(tc_batcher *b, tc_batch *t)
+{
+    t->state = BATCH_QUEUED;
+    t->qnext = NULL;
+    t->qprev = b->qtail;
+    if (b->qtail != NULL)
+        b->qtail->qnext = t;
+    else
+        b->qhead = t;
+    b->qtail = t;
+    b->st.queued++;
+}
+
+static void queue_remove(tc_batcher *b, tc_batch *t)
+{
+    if (t->qprev != NULL)
+        t->qprev->qnext = t->qnext;
+    else
+        b->qhead = t->qnext;
+    if (t->qnext != NULL)
+        t->qnext->qprev = t->qprev;
+    else
+        b->qtail = t->qprev;
+    t->qprev = t->qnext = NULL;
+    b->st.queued--;
+}
+
+static int at_cap(const tc_batcher *b)
+{
+    return b->cfg.max_in_flight != 0 && b->st.in_flight >= b->cfg.max_in_flight;
+}
+
+static void batch_drop(tc_batch *t)
+{
+    t->state = BATCH_DEAD;
+    t->b->st.batches_dropped++;
+    batch_release(t);
+}
+
+/* Hands a batch with waiters to the dispatcher. t may be gone when this returns. */
+static void batch_send(tc_batcher *b, tc_batch *t)
+{
+    size_t n = 0; /* order[] has room for every entry: it grows with entries[] */
+    for (size_t i = 0; i < t->nentries; i++) {
+        if (t->entries[i].nwaiters > 0)
+            t->order[n++] = (uint32_t)i;
+        else
+            t->entries[i].settled = 1; /* everyone left: not sent */
+    }
+    t->n = n;
+    t->state = BATCH_OUT;
+    b->st.in_flight++;
+    b->st.batches_sent++;
+    b->st.keys_sent += n;
+    if (n > b->st.largest_batch)
+        b->st.largest_batch = n;
+    b->cfg.dispatch(t, b->cfg.data);
+}
+
+/* Sends queued batches while the cap allows. Re-entrant calls (a synchronous dispatcher that
+ * finishes its batch inside dispatch) return at once; the outer loop carries on. */
+static void queue_pump(tc_batcher *b)
+{
+    if (b->pumping)
+        return;
+    b->pumping = 1;
+    while (b->qhead != NULL && !at_cap(b)) {
+        tc_batch *t = b->qhead;
+        queue_remove(b, t);
+        if (t->live == 0)
+            batch_drop(t);
+        else
+            batch_send(b, t);
+    }
+    b->pumping = 0;
+}
+
+/* A batch is ready (full, timed out or flushed): send it, queue it, or drop it if empty. */
+static void batch_ready(tc_batcher *b, tc_batch *t)
+{
+    if (t->live == 0) {
+        batch_drop(t);
+    } else if (b->qhead != NULL || at_cap(b)) {
+        queue_push(b, t);
+        b->st.batches_queued++;
+    } else {
+        batch_send(b, t);
+    }
+}
+
+/* Ends the collecting phase of the current batch. */
+static void close_collecting(tc_batcher *b)
+{
+    tc_batch *t = b->current;
+    if (t == NULL)
+        return;
+    b->current = NULL;
+    uv_timer_stop(&b->timer);
+    batch_ready(b, t);
+}
+
+static void on_timer(uv_timer_t *timer)
+{
+    tc_batcher *b = timer->data;
+    if (b->current == NULL)
+        return;
+    b->st.batches_timed++;
+    close_collecting(b);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    tc_batcher *b = h->data;
+    if (b->close_cb != NULL)
+        b->close_cb(b, b->close_data);
+    if (b->spare != NULL)
+        batch_free(b->spare);
+    free(b);
+}
+
+static void maybe_finish_close(tc_batcher *b)
+{
+    if (!b->closing || b->close_started || b->st.in_flight > 0)
+        return;
+    b->close_started = 1;
+    uv_close((uv_handle_t *)&b->timer, on_timer_closed);
+}
+
+/* ---- waiters -------------------------------------------------------------------------------- */
+
+/* Cancel hook of a waiter's future: the waiter leaves its key. */
+static void waiter_on_cancel(tc_future *f, void *data)
+{
+    waiter *w = data;
+    tc_batch *t = w->batch;
+    tc_batcher *b = t->b;
+    waiter_unlink(&t->entries[w->idx], w);
+    t->live--;
+    b->st.waiters_left++;
+    free(w);
+    tc_future_unref(f); /* the producer's reference; tc_future_cancel holds its own */
+    if (t->state == BATCH_QUEUED && t->live == 0) {
+        queue_remove(b, t);
+        batch_drop(t);
+    }
+}
+
+/* Cancels every waiter of a batch that will never go out (the batcher is closing). */
+static void batch_cancel_all(tc_batch *t)
+{
+    t->state = BATCH_DEAD;
+    t->b->st.batches_dropped++;
+    batch_hold(t);
+    for (size_t i = 0; i < t->nentries; i++) {
+        waiter *w;
+        while ((w = t->entries[i].head) != NULL)
+            tc_future_cancel(w->f); /* the hook unlinks and frees w */
+    }
+    batch_unhold(t);
+}
+
+/* Settles entry e: fulfils each waiter with value (a reference each) or rejects it with err.
+ * Consumes the caller's reference to value. */
+static void entry_settle(tc_batch *t, entry *e, int err, const char *message, void *value)
+{
+    e->settled = 1;
+    batch_hold(t);
+    waiter *w;
+    while ((w = e->head) != NULL) {
+        waiter_unlink(e, w);
+        t->live--;
+        tc_future *f = w->f;
+        free(w);
+        if (err == 0)
+            tc_future_fulfill(f, tc_batch_value_ref(value),
+                              value != NULL ? tc_batch_value_unref : NULL);
+        else
+            tc_future_reject(f, err, message);
+        tc_future_unref(f);
+    }
+    tc_batch_value_unref(value);
+    batch_unhold(t);
+}
+
+/* ---- the batcher ---------------------------------------------------------------------------- */
+
+void tc_batcher_config_init(tc_batcher_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->max_batch = TC_BATCH_DEFAULT_MAX_BATCH;
+    cfg->max_wait_ms = TC_BATCH_DEFAULT_MAX_WAIT_MS;
+    cfg->max_in_flight = TC_BATCH_DEFAULT_MAX_IN_FLIGHT;
+    cfg->max_queued = TC_BATCH_DEFAULT_MAX_QUEUED;
+    cfg->max_key_len = TC_BATCH_DEFAULT_MAX_KEY;
+}
+
+int tc_batcher_new(tc_batcher **out, uv_loop_t *loop, const tc_batcher_config *cfg)
+{
+    if (out == NULL || loop == NULL || cfg == NULL || cfg->dispatch == NULL ||
+        cfg->max_batch == 0 || cfg->max_batch > TC_BATCH_MAX_BATCH_LIMIT ||
+        cfg->max_key_len > TC_BATCH_MAX_KEY_LIMIT)
+        return TC_EINVAL;
+    tc_batcher *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return TC_ENOMEM;
+    b->loop = loop;
+    b->cfg = *cfg;
+    int rc = uv_timer_init(loop, &b->timer);
+    if (rc != 0) {
+        free(b);
+        return tc_err_from_uv(rc);
+    }
+    b->timer.data = b;
+    b->seed = (uint32_t)(uv_hrtime() ^ (uintptr_t)b ^ ((uintptr_t)b >> 32));
+    *out = b;
+    return 0;
+}
+
+void tc_batcher_close(tc_batcher *b, tc_batcher_close_cb close_cb, void *data)
+{
+    if (b == NULL || b->closing)
+        return;
+    b->closing = 1;
+    b->close_cb = close_cb;
+    b->close_data = data;
+    tc_batch *t = b->current;
+    b->current = NULL;
+    uv_timer_stop(&b->timer);
+    if (t != NULL)
+        batch_cancel_all(t);
+    while ((t = b->qhead) != NULL) {
+        queue_remove(b, t);
+        batch_cancel_all(t);
+    }
+    maybe_finish_close(b);
+}
+
+int tc_batcher_submit(tc_future **out, tc_batcher *b, const void *key, size_t key_len)
+{
+    if (out == NULL || b == NULL || (key == NULL && key_len > 0))
+        return TC_EINVAL;
+    if (b->closing)
+        return TC_ECLOSED;
+    if (key_len > b->cfg.max_key_len)
+        return TC_ETOOLARGE;
+    if (b->cfg.max_queued != 0 && b->st.queued >= b->cfg.max_queued)
+        return TC_EBUSY;
+
+    waiter *w = malloc(sizeof(*w));
+    tc_future *f = NULL;
+    if (w == NULL || tc_future_new(&f) != 0) {
+        free(w);
+        return TC_ENOMEM;
+    }
+    tc_batch *t = b->current;
+    int fresh = t == NULL;
+    if (fresh && (t = batch_new(b)) == NULL) {
+        free(w);
+        tc_future_unref(f);
+        return TC_ENOMEM;
+    }
+    int added = 0;
+    long idx = batch_find_or_add(t, key, key_len, key_hash(b->seed, key, key_len), &added);
+    if (idx < 0) {
+        free(w);
+        tc_future_unref(f);
+        if (fresh) {
+            t->state = BATCH_DEAD;
+            batch_release(t);
+        }
+        return TC_ENOMEM;
+    }
+    if (fresh) {
+        b->current = t;
+        uv_update_time(b->loop); /* "max_wait after the first key", not after the loop woke */
+        uv_timer_start(&b->timer, on_timer, b->cfg.max_wait_ms, 0);
+    }
+    entry *e = &t->entries[idx];
+    w->f = tc_future_ref(f);
+    w->batch = t;
+    w->idx = (uint32_t)idx;
+    w->next = NULL;
+    w->prev = e->tail;
+    if (e->tail != NULL)
+        e->tail->next = w;
+    else
+        e->head = w;
+    e->tail = w;
+    e->nwaiters++;
+    t->live++;
+    tc_future_set_cancel_hook(f, waiter_on_cancel, w);
+    b->st.submitted++;
+    if (!added)
+        b->st.dedup_hits++;
+    *out = f;
+    if (added && t->nentries >= b->cfg.max_batch) {
+        b->st.batches_full++;
+        close_collecting(b); /* may dispatch, and even settle f, right here */
+    }
+    return 0;
+}
+
+void tc_batcher_flush(tc_batcher *b)
+{
+    if (b != NULL)
+        close_collecting(b);
+}
+
+uv_loop_t *tc_batcher_loop(const tc_batcher *b)
+{
+    return b == NULL ? NULL : b->loop;
+}
+
+void *tc_batcher_data(const tc_batcher *b)
+{
+    return b == NULL ? NULL : b->cfg.data;
+}
+
+void tc_batcher_get_stats(const tc_batcher *b, tc_batcher_stats *out)
+{
+    if (b == NULL || out == NULL)
+        return;
+    *out = b->st;
+    out->collecting = b->current != NULL ? b->current->nentries : 0;
+}
+
+/* ---- the dispatcher's side ------------------------------------------------------------------ */
+
+size_t tc_batch_size(const tc_batch *batch)
+{
+    return batch == NULL ? 0 : batch->n;
+}
+
+const char *tc_batch_key(const tc_batch *batch, size_t i, size_t *len)
+{
+    if (batch == NULL || i >= batch->n)
+        return NULL;
+    const entry *e = &batch->entries[batch->order[i]];
+    if (len != NULL)
+        *len = e->key_len;
+    return batch->keys + e->key_off;
+}
+
+size_t tc_batch_waiters(const tc_batch *batch, size_t i)
+{
+    if (batch == NULL || i >= batch->n)
+        return 0;
+    return batch->entries[batch->order[i]].nwaiters;
+}
+
+tc_batcher *tc_batch_batcher(const tc_batch *batch)
+{
+    return batch == NULL ? NULL : batch->b;
+}
+
+/* Entry i of a batch that is out, or NULL when i is out of range or the key is settled. */
+static entry *open_entry(tc_batch *batch, size_t i)
+{
+    if (batch == NULL || batch->state != BATCH_OUT || i >= batch->n)
+        return NULL;
+    entry *e = &batch->entries[batch->order[i]];
+    return e->settled ? NULL : e;
+}
+
+int tc_batch_resolve(tc_batch *batch, size_t i, void *value)
+{
+    entry *e = open_entry(batch, i);
+    if (e == NULL) {
+        tc_batch_value_unref(value);
+        return TC_EINVAL;
+    }
+    entry_settle(batch, e, 0, NULL, value);
+    return 0;
+}
+
+int tc_batch_resolve_bytes(tc_batch *batch, size_t i, const void *data, size_t len)
+{
+    entry *e = open_entry(batch, i);
+    if (e == NULL || (data == NULL && len > 0))
+        return TC_EINVAL;
+    if (len > SIZE_MAX - sizeof(tc_batch_bytes) - 1)
+        return TC_ENOMEM;
+    tc_batch_bytes *v = tc_batch_value_alloc(sizeof(tc_batch_bytes) + len + 1, NULL);
+    if (v == NULL)
+        return TC_ENOMEM;
+    v->len = len;
+    if (len > 0)
+        memcpy(v->data, data, len);
+    v->data[len] = '\0';
+    entry_settle(batch, e, 0, NULL, v);
+    return 0;
+}
+
+int tc_batch_reject_key(tc_batch *batch, size_t i, int err, const char *message)
+{
+    entry *e = open_entry(batch, i);
+    if (e == NULL)
+        return TC_EINVAL;
+    entry_settle(batch, e, err < 0 ? err : TC_EINVAL, message, NULL);
+    return 0;
+}
+
+/* Settles what is left with err, ends the batch, lets queued batches go and completes a close. */
+static void batch_finish(tc_batch *batch, int err, const char *message, int failed)
+{
+    if (batch == NULL || batch->state != BATCH_OUT)
+        return;
+    tc_batcher *b = batch->b;
+    batch_hold(batch);
+    for (size_t i = 0; i < batch->n; i++) {
+        entry *e = &batch->entries[batch->order[i]];
+        if (e->settled)
+            continue;
+        if (!failed)
+            b->st.keys_missing++;
+        entry_settle(batch, e, err, message, NULL);
+        if (batch->state != BATCH_OUT)
+            break; /* finished again from a waiter's callback: that call settled the rest */
+    }
+    if (batch->state == BATCH_OUT) {
+        batch->state = BATCH_DEAD;
+        b->st.in_flight--;
+        if (failed)
+            b->st.batches_failed++;
+    }
+    batch_unhold(batch);
+    queue_pump(b);
+    maybe_finish_close(b);
+}
+
+void tc_batch_done(tc_batch *batch)
+{
+    batch_finish(batch, TC_EMISSING, missing_message, 0);
+}
+
+void tc_batch_fail(tc_batch *batch, int err, const char *message)
+{
+    batch_finish(batch, err < 0 ? err : TC_EINVAL, message, 1);
+}
