@@ -106,17 +106,18 @@ struct tc_conn {
     size_t pending_len;
 
     conn_phase phase;
-    size_t writes;            /* uv_write calls not yet completed */
-    int handles;              /* open uv handles; freed at 0 */
-    unsigned closing : 1;     /* uv_close called (hard close) */
-    unsigned want_close : 1;  /* close once writes completed */
-    unsigned want_reset : 1;  /* ... with RST */
-    unsigned read_paused : 1; /* pipeline full */
-    unsigned parse_error : 1; /* no more parsing */
-    unsigned counted : 1;     /* counted against max_connections */
-    unsigned idle_state : 1;  /* WAIT_REQUEST after at least one response */
-    unsigned in_dispatch : 1; /* inside read_cb: defer frees */
-    int err_status;           /* set by a parser callback that rejects the request */
+    size_t writes;               /* uv_write calls not yet completed */
+    int handles;                 /* open uv handles; freed at 0 */
+    unsigned closing : 1;        /* uv_close called (hard close) */
+    unsigned want_close : 1;     /* close once writes completed */
+    unsigned want_reset : 1;     /* ... with RST */
+    unsigned read_paused : 1;    /* pipeline full */
+    unsigned parse_error : 1;    /* no more parsing */
+    unsigned counted : 1;        /* counted against max_connections */
+    unsigned idle_state : 1;     /* WAIT_REQUEST after at least one response */
+    unsigned in_dispatch : 1;    /* inside conn_parse: defer flushes and closes */
+    unsigned close_deferred : 1; /* conn_close was asked for while in_dispatch */
+    int err_status;              /* set by a parser callback that rejects the request */
 };
 
 struct tc_server {
@@ -699,7 +700,9 @@ static void request_finish(tc_request *r)
     } else if (!c->in_dispatch) {
         flush_responses(c);
     }
-    if (srv->draining && srv->inflight == 0)
+    if (srv->closing)
+        server_maybe_free(srv);
+    else if (srv->draining && srv->inflight == 0)
         server_check_drained(srv);
 }
 
@@ -747,14 +750,28 @@ static size_t json_escape(char *dst, const char *s)
     return (size_t)(p - dst);
 }
 
+/* Copies at most max bytes of s into dst, cutting at a UTF-8 character boundary. */
+static void copy_utf8_prefix(char *dst, const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n > max) {
+        n = max;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--; /* s[n] continues a character: cut before that character starts */
+    }
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+}
+
 int tc_request_respond_error(tc_request *req, int status, const char *code, const char *message)
 {
-    char body[1024];
-    char esc[6 * 120 + 1];
-    char msg[121];
+    char msg[TC_SERVER_MAX_ERROR_MESSAGE + 1];
+    char esc[6 * TC_SERVER_MAX_ERROR_MESSAGE + 1];
+    char body[sizeof(esc) + 128];
     if (req == NULL || req->finished)
         return TC_EINVAL;
-    snprintf(msg, sizeof(msg), "%s", message != NULL ? message : tc_http_reason(status));
+    copy_utf8_prefix(msg, message != NULL ? message : tc_http_reason(status),
+                     TC_SERVER_MAX_ERROR_MESSAGE);
     json_escape(esc, msg);
     int n = snprintf(body, sizeof(body), "{\"success\":false,\"error\":\"%s\",\"message\":\"%s\"}",
                      code, esc);
@@ -903,6 +920,11 @@ static void conn_close(tc_conn *c)
 {
     if (c->closing)
         return;
+    if (c->in_dispatch) {
+        /* conn_dispatch is walking the queue: it closes once the current handler returns. */
+        c->close_deferred = 1;
+        return;
+    }
     c->closing = 1;
     tc_request *r = c->head;
     c->head = c->tail = NULL;
@@ -915,8 +937,8 @@ static void conn_close(tc_conn *c)
         tc_request *next = r->next;
         r->next = NULL;
         r->conn = NULL;
-        if (r->finished) {
-            request_free(r);
+        if (r->finished || !r->dispatched) {
+            request_free(r); /* answered, or never handed to the handler */
         } else {
             r->aborted = 1;
             if (r->abort_cb != NULL) {
@@ -965,15 +987,21 @@ static void conn_parse_failed(tc_conn *c)
         request_free(c->cur);
         c->cur = NULL;
     }
+    char msg[96];
+    const tc_server_config *cfg = &c->srv->cfg;
     switch (status) {
     case 413:
-        conn_queue_error(c, 413, "too_large", "request body is larger than the limit");
+        snprintf(msg, sizeof(msg), "request body is larger than %zu bytes", cfg->max_body);
+        conn_queue_error(c, 413, "too_large", msg);
         break;
     case 414:
-        conn_queue_error(c, 414, "too_large", "request URI is longer than 8 KiB");
+        snprintf(msg, sizeof(msg), "request URI is longer than %zu bytes", cfg->max_uri);
+        conn_queue_error(c, 414, "too_large", msg);
         break;
     case 431:
-        conn_queue_error(c, 431, "too_large", "request headers are larger than 16 KiB");
+        snprintf(msg, sizeof(msg), "request headers are larger than %zu bytes or %d fields",
+                 cfg->max_headers, TC_SERVER_MAX_HEADER_COUNT);
+        conn_queue_error(c, 431, "too_large", msg);
         break;
     case 503:
         conn_queue_error(c, 503, "overloaded", "out of memory");
@@ -989,7 +1017,7 @@ static void conn_parse_failed(tc_conn *c)
 static void conn_dispatch(tc_conn *c, tc_request *first)
 {
     tc_server *srv = c->srv;
-    for (tc_request *r = first; r != NULL && !c->closing; r = r->next) {
+    for (tc_request *r = first; r != NULL && !c->closing && !c->close_deferred; r = r->next) {
         if (r->dispatched || r->finished)
             continue;
         if (srv->draining) {
@@ -1035,7 +1063,9 @@ static void conn_parse(tc_conn *c, const char *data, size_t len, int resumed)
     }
     conn_dispatch(c, before_tail != NULL ? before_tail->next : c->head);
     c->in_dispatch = 0;
-    if (!c->closing)
+    if (c->close_deferred)
+        conn_close(c);
+    else if (!c->closing)
         flush_responses(c);
 }
 
@@ -1069,7 +1099,10 @@ static void on_conn_timer(uv_timer_t *t)
             request_free(c->cur);
             c->cur = NULL;
         }
-        conn_queue_error(c, 408, "timeout", "request headers not complete within 10 s");
+        char msg[96];
+        snprintf(msg, sizeof(msg), "request not complete within %llu ms",
+                 (unsigned long long)c->srv->cfg.header_timeout_ms);
+        conn_queue_error(c, 408, "timeout", msg);
         flush_responses(c);
     } else if (c->phase == PHASE_WAIT_REQUEST) {
         conn_close(c); /* idle keep-alive connection */
@@ -1169,7 +1202,8 @@ static int server_bind(tc_server *srv)
  * handles and every connection are gone. */
 static void server_maybe_free(tc_server *srv)
 {
-    if (!srv->closing || srv->handles > 0 || srv->nconns > 0)
+    /* Requests handed to the handler refer to the server until they are finished. */
+    if (!srv->closing || srv->handles > 0 || srv->nconns > 0 || srv->inflight > 0)
         return;
     while (srv->free_reqs != NULL) {
         tc_request *r = srv->free_reqs;

@@ -38,6 +38,8 @@ extern "C" {
 #define TC_SERVER_MAX_HEADERS (16 * 1024)
 #define TC_SERVER_HEADER_TIMEOUT_MS 10000
 #define TC_SERVER_IDLE_TIMEOUT_MS 60000
+/* tc_request_respond_error() messages are cut to this many bytes (at a UTF-8 boundary). */
+#define TC_SERVER_MAX_ERROR_MESSAGE 480
 /* Pipelined requests parsed ahead of the one being answered; reading pauses beyond this. */
 #define TC_SERVER_MAX_PIPELINE 32
 
@@ -87,8 +89,9 @@ int tc_server_port(const tc_server *srv);
 typedef void (*tc_server_cb)(tc_server *srv, void *data);
 void tc_server_drain(tc_server *srv, tc_server_cb drained_cb, void *data);
 
-/* Closes every connection at once (pending requests see their abort callback and are finished
- * as dropped), then calls close_cb once all handles are closed; the server is then freed. */
+/* Closes every connection at once: pending requests see their abort callback (the handler
+ * still finishes them, which then only frees them). close_cb runs once every handle is closed
+ * and every request handed to the handler has been finished; the server is then freed. */
 void tc_server_close(tc_server *srv, tc_server_cb close_cb, void *data);
 
 /* Connections and unfinished requests right now. */

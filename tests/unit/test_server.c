@@ -1791,26 +1791,15 @@ static void test_access_log(void **state)
     fclose(log);
 }
 
-/* ---- reproducers for known bugs (skipped until src/server.c is fixed) -------------------------
- */
+/* ---- regression tests for bugs found by this file ------------------------------------------- */
 
-/* Set TC_SERVER_BUG_REPRO=1 to run the reproducers below instead of skipping them. */
-static int run_bug_repro(void)
-{
-    const char *e = getenv("TC_SERVER_BUG_REPRO");
-    return e != NULL && strcmp(e, "1") == 0;
-}
-
-/* BUG 1: a request finished after tc_server_close's close callback touches the freed server.
- * The header says the handler still finishes an aborted request and that finishing then only
- * frees it; tc_server_close says pending requests see their abort callback. A handler whose work
- * ends later (an upstream call cancelled asynchronously) finishes the request after the server is
- * gone, and request_finish() does srv->inflight--, access_log(r) (srv->cfg.access_log) and
- * request_free(r) (srv->nfree_reqs) through r->srv: heap-use-after-free under ASan. */
+/* Found as a bug by this file: a request finished after tc_server_close() used to touch the
+ * freed server. Contract now: close_cb waits until every request handed to the handler has been
+ * finished, and a late finish returns 0 and only frees the request. */
 static void finish_after_close(fixture *fx, void *arg)
 {
     tc_request *req = arg;
-    assert_int_equal(fx->closed, 1); /* the server is gone */
+    assert_int_equal(fx->closed, 0); /* close waits for the requests it handed out */
     fx->respond_ret[0] = tc_request_respond(req, 200, "text/plain", NULL, 0, "late", 4);
     fx_loop_done(fx);
 }
@@ -1847,11 +1836,9 @@ static void client_one_pending(fixture *fx)
     CHECK_INT(err, 0);
 }
 
-static void test_bug_finish_after_server_closed(void **state)
+static void test_finish_after_server_close_waits(void **state)
 {
     (void)state;
-    if (!run_bug_repro())
-        skip(); /* BUG 1 above: heap-use-after-free in request_finish() via r->srv */
     fixture fx;
     fx_init(&fx, handler_hold_then_close);
     fx_start(&fx);
@@ -1860,12 +1847,12 @@ static void test_bug_finish_after_server_closed(void **state)
     assert_int_equal(fx.respond_ret[0], 0);
 }
 
-/* BUG 2: tc_server_close() called from inside the handler, after the handler answered its
- * request, is a heap-use-after-free. conn_close() frees the finished request (it is still at the
- * queue head because the handler runs inside the read callback), and conn_dispatch() then reads
- * r->next from it (src/server.c, the `r = r->next` step of the loop in conn_dispatch). Input: one
- * "GET /close-now"; the handler calls tc_request_respond() and then tc_server_close(). Expected:
- * the close completes; actual: ASan heap-use-after-free in conn_dispatch. */
+/* Found as a bug by this file: tc_server_close() called from inside the handler, after the handler
+ * answered its request, is a heap-use-after-free. conn_close() frees the finished request (it is
+ * still at the queue head because the handler runs inside the read callback), and conn_dispatch()
+ * then reads r->next from it (src/server.c, the `r = r->next` step of the loop in conn_dispatch).
+ * Input: one "GET /close-now"; the handler calls tc_request_respond() and then tc_server_close().
+ * Expected: the close completes; actual: ASan heap-use-after-free in conn_dispatch. */
 static void handler_close_inside(tc_request *req, void *data)
 {
     fixture *fx = data;
@@ -1884,11 +1871,9 @@ static void client_close_now(fixture *fx)
     cli_read_eof(&a, &err); /* closed, with or without the answer */
 }
 
-static void test_bug_close_inside_handler_after_answer(void **state)
+static void test_close_inside_handler_after_answer(void **state)
 {
     (void)state;
-    if (!run_bug_repro())
-        skip(); /* BUG 2 above: use-after-free in conn_dispatch */
     fixture fx;
     fx_init(&fx, handler_close_inside);
     fx_start(&fx);
@@ -1896,38 +1881,33 @@ static void test_bug_close_inside_handler_after_answer(void **state)
     assert_int_equal(fx.nreqs, 1);
 }
 
-/* BUG 2b: the same hard close from inside the handler, with the request not answered yet, leaks
- * the requests that arrived in the same read after it: conn_dispatch() stops at c->closing, so
- * they are never handed to the handler, and conn_close() only marked them aborted (conn = NULL)
- * without freeing them; nobody can finish them. Input: "GET /hold" and "GET /second" pipelined in
- * one write; the handler holds /hold, calls tc_server_close() and answers /hold from the close
- * callback (answering in the abort callback hits BUG 2, answering later hits BUG 1).
- * Expected: /second freed; actual: LeakSanitizer reports the tc_request from request_new(). */
-/* Finishes the held request from the close callback, the one moment after tc_server_close where
- * neither BUG 1 nor BUG 2 gets in the way. */
-static void on_closed_finish_held(tc_server *srv, void *data)
+/* Found as a bug by this file: a hard close from inside the handler, with the request not
+ * answered yet, leaked the requests that arrived in the same read after it (never handed to the
+ * handler, so nobody could finish them). Input: "GET /hold" and "GET /second" pipelined in one
+ * write; the handler holds /hold and calls tc_server_close(); the abort callback answers /hold.
+ * Expected: /second freed, the close completes, nothing leaks. */
+static void on_closed_count_pair(tc_server *srv, void *data)
 {
     fixture *fx = data;
     (void)srv;
     fx->closed++;
-    fx->respond_ret[0] = tc_request_respond(fx->reqs[0], 200, "text/plain", NULL, 0, "x", 1);
 }
 
-static void on_abort_count_only(tc_request *req, void *data)
+static void on_abort_answer(tc_request *req, void *data)
 {
     fixture *fx = data;
-    (void)req;
     fx->aborts++;
+    fx->respond_ret[0] = tc_request_respond(req, 200, "text/plain", NULL, 0, "x", 1);
 }
 
 static void handler_hold_close_inside(tc_request *req, void *data)
 {
     fixture *fx = data;
     record(fx, req);
-    tc_request_on_abort(req, on_abort_count_only, fx);
+    tc_request_on_abort(req, on_abort_answer, fx);
     tc_server *srv = fx->srv;
     fx->srv = NULL;
-    tc_server_close(srv, on_closed_finish_held, fx);
+    tc_server_close(srv, on_closed_count_pair, fx);
     fx_loop_done(fx);
 }
 
@@ -1942,11 +1922,9 @@ static void client_pipelined_pair(fixture *fx)
     CHECK_INT(cli_read_eof(&a, &err), 0);
 }
 
-static void test_bug_close_inside_handler_leaks_pipelined(void **state)
+static void test_close_inside_handler_frees_pipelined(void **state)
 {
     (void)state;
-    if (!run_bug_repro())
-        skip(); /* BUG 2b above: leak of undispatched pipelined requests on hard close */
     fixture fx;
     fx_init(&fx, handler_hold_close_inside);
     fx_start(&fx);
@@ -1956,10 +1934,11 @@ static void test_bug_close_inside_handler_leaks_pipelined(void **state)
     assert_int_equal(fx.respond_ret[0], 0);
 }
 
-/* BUG 3: tc_request_respond_error() cuts the message at 120 bytes with snprintf, which can split
- * a UTF-8 sequence, and the body is then not valid JSON (RFC 8259 requires UTF-8). Input: message
- * of 119 'a' followed by U+00E9 (0xC3 0xA9). Expected: a body that parses as JSON (the character
- * kept or dropped whole); actual: the body ends in a lone 0xC3 byte and jansson rejects it. */
+/* Found as a bug by this file: tc_request_respond_error() used to cut the message at 120 bytes with
+ * snprintf, which can split a UTF-8 sequence, and the body is then not valid JSON (RFC 8259
+ * requires UTF-8). Input: message of 119 'a' followed by U+00E9 (0xC3 0xA9). Expected: a body that
+ * parses as JSON (the character kept or dropped whole); actual: the body ends in a lone 0xC3 byte
+ * and jansson rejects it. */
 static char long_message[160];
 
 static void handler_long_error(tc_request *req, void *data)
@@ -1982,11 +1961,9 @@ static void client_long_error(fixture *fx)
     CHECK(strncmp(v, long_message, 119) == 0);
 }
 
-static void test_bug_error_message_cut_inside_utf8(void **state)
+static void test_error_message_cut_at_utf8_boundary(void **state)
 {
     (void)state;
-    if (!run_bug_repro())
-        skip(); /* BUG 3 above: invalid UTF-8 in the JSON error body */
     memset(long_message, 'a', 119);
     strcpy(long_message + 119, "\xc3\xa9 and more");
     fixture fx;
@@ -2018,10 +1995,10 @@ int main(void)
         cmocka_unit_test(test_idle_timeout_closes),
         cmocka_unit_test(test_respond_error_escapes_message),
         cmocka_unit_test(test_access_log),
-        cmocka_unit_test(test_bug_finish_after_server_closed),
-        cmocka_unit_test(test_bug_close_inside_handler_after_answer),
-        cmocka_unit_test(test_bug_close_inside_handler_leaks_pipelined),
-        cmocka_unit_test(test_bug_error_message_cut_inside_utf8),
+        cmocka_unit_test(test_finish_after_server_close_waits),
+        cmocka_unit_test(test_close_inside_handler_after_answer),
+        cmocka_unit_test(test_close_inside_handler_frees_pipelined),
+        cmocka_unit_test(test_error_message_cut_at_utf8_boundary),
     };
     /* TC_TEST_FILTER=pattern runs only the matching tests (cmocka wildcards). */
     const char *filter = getenv("TC_TEST_FILTER");
