@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""`tailcut serve` against an https:// upstream (CONTRACT §1, `--upstream-ca`, issue 5).
+
+Makes a throw-away CA (and an unrelated second CA) and a server certificate for IP 127.0.0.1
+with the openssl CLI in a temp dir, serves HTTPS from a Python http.server + ssl on 127.0.0.1
+port 0 in a thread (GET answers 200 {"ok":true}), and checks that:
+  - with --upstream-ca CA.pem, /api/smart, /api/first and /api/all succeed through TLS;
+  - with no --upstream-ca (system store) or an unrelated CA, every attempt fails: 502 with
+    "attempts":3, counted as outcome connect_error in /metrics, and no request reaches the
+    handler;
+  - an unreadable --upstream-ca file is a bad flag value (exit 2, one line naming it).
+"""
+import http.server
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tchelpers as th  # noqa: E402
+from test_smart import Metrics, request  # noqa: E402
+
+BODY = b'{"ok":true}'
+
+
+def openssl(d, *args):
+    subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+
+def make_ca(d, name):
+    openssl(d, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout",
+            name + ".key", "-out", name + ".pem", "-subj", "/CN=tailcut test " + name,
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+
+
+def make_server_cert(d, ca):
+    with open(os.path.join(d, "server.ext"), "w") as f:
+        f.write("basicConstraints=CA:FALSE\n"
+                "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                "extendedKeyUsage=serverAuth\n"
+                "subjectAltName=IP:127.0.0.1\n")
+    openssl(d, "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
+            "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    openssl(d, "x509", "-req", "-in", "server.csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
+            "-CAcreateserial", "-days", "2", "-out", "server.pem", "-extfile", "server.ext")
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        with self.server.lock:
+            self.server.paths.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(BODY)))
+        self.end_headers()
+        self.wfile.write(BODY)
+
+    def log_message(self, *args):
+        pass
+
+
+class TLSServer(http.server.ThreadingHTTPServer):
+    """Accepts plain TCP; each connection's handshake runs in its own handler thread, so a
+    client that rejects the certificate cannot stall the accept loop."""
+    daemon_threads = True
+
+    def __init__(self, ctx):
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.ctx = ctx
+        self.lock = threading.Lock()
+        self.paths = []
+        self.handshake_failures = 0
+
+    def finish_request(self, request, client_address):
+        request.settimeout(10)
+        try:
+            tls = self.ctx.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            with self.lock:
+                self.handshake_failures += 1
+            return
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            try:
+                tls.close()
+            except OSError:
+                pass
+
+    def handle_error(self, request, client_address):
+        pass  # a client that leaves mid-request is not a test failure
+
+
+class HttpsUpstream(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        if shutil.which("openssl") is None:
+            raise unittest.SkipTest("the openssl CLI is not installed")
+        cls.dir = tempfile.mkdtemp(prefix="tailcut-https-")
+        make_ca(cls.dir, "ca")
+        make_ca(cls.dir, "other")
+        make_server_cert(cls.dir, "ca")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(os.path.join(cls.dir, "server.pem"),
+                            os.path.join(cls.dir, "server.key"))
+        cls.httpd = TLSServer(ctx)
+        cls.url = "https://127.0.0.1:%d/" % cls.httpd.server_address[1]
+        cls.thread = threading.Thread(target=cls.httpd.serve_forever, daemon=True)
+        cls.thread.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.httpd.shutdown()
+        cls.httpd.server_close()
+        cls.thread.join(10)
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def serve(self, *args):
+        # --metadata-upstream set too, so no embedded simulator starts.
+        return th.Proc("serve", "--workers", "1", "--upstream", self.url,
+                       "--metadata-upstream", self.url, "--access-log", "off", *args)
+
+    def requests_seen(self):
+        with self.httpd.lock:
+            return len(self.httpd.paths)
+
+    def handshake_failures(self):
+        with self.httpd.lock:
+            return self.httpd.handshake_failures
+
+    def test_trusted_ca_succeeds(self):
+        with self.serve("--upstream-ca", self.path("ca.pem")) as srv:
+            before = Metrics(srv.port)
+            seen = self.requests_seen()
+            r = request(srv.port, "GET", "/api/smart?timeout=10000")
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.headers.get("content-type"), "application/json")
+            self.assertEqual(r.headers.get("x-tailcut-attempts"), "1")
+            self.assertEqual(r.body, b'{"success":true,"response":' + BODY + b"}")
+            r = request(srv.port, "GET", "/api/first?timeout=10000")
+            self.assertEqual((r.status, r.body), (200, b'{"success":true,"response":'
+                                                  + BODY + b"}"), r)
+            r = request(srv.port, "GET", "/api/all?timeout=10000")
+            self.assertEqual((r.status, r.body), (200, b"[" + b",".join([BODY] * 3) + b"]"), r)
+            self.assertEqual(self.requests_seen() - seen, 1 + 3 + 3)
+            with self.httpd.lock:
+                self.assertEqual(set(self.httpd.paths[seen:]), {"/"})
+            after = Metrics(srv.port)
+            ok = after.delta(before, "tailcut_upstream_attempts_total", outcome="success")
+            # /api/first's two losers may have finished or been cancelled: 5 to 7 successes.
+            cancelled = after.delta(before, "tailcut_upstream_attempts_total",
+                                    outcome="cancelled")
+            self.assertGreaterEqual(ok, 5)
+            self.assertEqual(ok + cancelled, 7)
+            self.assertEqual(after.delta(before, "tailcut_upstream_attempts_total",
+                                         outcome="connect_error"), 0)
+
+    def check_untrusted(self, *args):
+        with self.serve(*args) as srv:
+            before = Metrics(srv.port)
+            seen = self.requests_seen()
+            fails = self.handshake_failures()
+            r = request(srv.port, "GET", "/api/smart?timeout=10000")
+            self.assertEqual(r.status, 502, r)
+            self.assertEqual(r.headers.get("content-type"), "application/json")
+            self.assertEqual(r.headers.get("x-tailcut-attempts"), "3")
+            doc = json.loads(r.body)
+            self.assertEqual((doc["success"], doc["error"], doc["attempts"]),
+                             (False, "upstream_failed", 3), r)
+            after = Metrics(srv.port)
+            self.assertEqual(after.delta(before, "tailcut_upstream_attempts_total",
+                                         outcome="connect_error"), 3)
+            self.assertEqual(after.delta(before, "tailcut_upstream_attempts_total",
+                                         outcome="success"), 0)
+            self.assertEqual(after.delta(before, "tailcut_requests_total", endpoint="smart",
+                                         status="502"), 1)
+            self.assertEqual(self.requests_seen(), seen, "a request got past a failed handshake")
+            # ... and the attempts did reach the server: three handshakes were refused.
+            self.assertTrue(th.wait_for(lambda: self.handshake_failures() - fails >= 3,
+                                        5 * th.SLOW), self.handshake_failures() - fails)
+
+    def test_system_store_rejects_throwaway_ca(self):
+        self.check_untrusted()
+
+    def test_unrelated_ca_rejects(self):
+        self.check_untrusted("--upstream-ca", self.path("other.pem"))
+
+    def test_unreadable_ca_file_is_a_bad_flag(self):
+        missing = self.path("no-such-ca.pem")
+        out = subprocess.run([th.Proc.bin(), "serve", "--listen", "127.0.0.1:0",
+                              "--upstream", self.url, "--upstream-ca", missing],
+                             capture_output=True, text=True, timeout=30 * th.SLOW)
+        self.assertEqual(out.returncode, 2, out.stderr)
+        lines = out.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, out.stderr)
+        self.assertIn("upstream-ca", lines[0])
+
+
+if __name__ == "__main__":
+    watchdog = th.Watchdog(120 * th.SLOW)
+    unittest.main(verbosity=2)
