@@ -12,8 +12,10 @@
 #include "cli.h"
 #include "commands.h"
 #include "runtime.h"
+#include "tailcut/batch.h"
 #include "tailcut/client.h"
 #include "tailcut/hedge.h"
+#include "tailcut/json.h"
 #include "tailcut/metrics.h"
 #include "tailcut/server.h"
 #include "tailcut/upstream.h"
@@ -43,6 +45,7 @@ static const char *const endpoint_names[EP_COUNT] = {
 typedef struct serve_metrics {
     tc_metrics_registry *reg;
     uint32_t requests, duration, attempts, hedges, hedge_wins, in_flight, queue_waits;
+    uint32_t batches, batch_size, batch_keys, batch_dedup; /* /api/metadata batching */
     uint32_t duration_series[EP_COUNT];
     uint32_t outcome_series[TC_OUTCOME_COUNT];
 } serve_metrics;
@@ -76,6 +79,8 @@ typedef struct serve_worker {
     tc_client *client;
     tc_metrics_shard *shard;
     uint64_t queue_waits_seen; /* client's queued count already added to the metric */
+    tc_batcher *batcher;       /* coalesces /api/metadata lookups */
+    uint64_t dedup_seen;       /* batcher's dedup hits already added to the metric */
 } serve_worker;
 
 /* One /api/... endpoint request in flight. */
@@ -339,6 +344,270 @@ static void handle_api(serve_worker *sw, tc_request *req, endpoint ep)
     }
 }
 
+/* ---- /api/metadata/ID: batched lookups (CONTRACT §1 "Batched lookups") ------------------------
+ *
+ * Each worker has one tc_batcher. A lookup submits its ID and waits on the batcher's future
+ * wrapped in tc_with_timeout() for what is left of its own deadline, so time spent collecting
+ * or queued behind the in-flight cap counts. The dispatch makes one GET <metadata-upstream>?id=..
+ * per batch with the worker's client, checks the answer once and resolves each ID with a copy of
+ * its results[ID] bytes, shared by every waiter of that ID. A client that leaves only cancels
+ * its own wait; the batch goes on for the others.
+ */
+
+#define METADATA_PREFIX "/api/metadata/"
+
+/* One GET /api/metadata/ID waiting for its batch. */
+typedef struct meta_call {
+    serve_worker *sw;
+    tc_request *req;
+    tc_future *lookup; /* the batcher's future within the request's deadline */
+    uint64_t timeout_ms;
+    char id[TC_ID_MAX + 1];
+} meta_call;
+
+/* The upstream answered the batch's call (or failed): settle every ID of the batch. Messages are
+ * fixed text (no quotes or backslashes): they end up in JSON bodies as they are. */
+static void on_meta_response(tc_future *f, void *data)
+{
+    tc_batch *batch = data;
+    char msg[128];
+    if (tc_future_state_of(f) != TC_FUTURE_FULFILLED) {
+        int err = tc_future_error(f);
+        snprintf(msg, sizeof(msg), "the metadata upstream call failed: %s", tc_strerror(err));
+        tc_batch_fail(batch, err, msg);
+        return;
+    }
+    const tc_response *resp = tc_future_value(f);
+    const char *results = NULL;
+    size_t results_len = 0;
+    if (resp->status != 200) {
+        snprintf(msg, sizeof(msg), "the metadata upstream answered HTTP %d", resp->status);
+        tc_batch_fail(batch, TC_EHTTP, msg);
+        return;
+    }
+    if (!tc_json_valid(resp->body, resp->body_len)) {
+        tc_batch_fail(batch, TC_EPROTO, "the metadata upstream answered invalid JSON");
+        return;
+    }
+    if (tc_json_object_get(resp->body, resp->body_len, "results", 7, &results, &results_len) != 0 ||
+        results[0] != '{') {
+        tc_batch_fail(batch, TC_EPROTO, "the metadata upstream answer has no results object");
+        return;
+    }
+    for (size_t i = 0; i < tc_batch_size(batch); i++) {
+        size_t key_len;
+        const char *key = tc_batch_key(batch, i, &key_len);
+        const char *val;
+        size_t val_len;
+        if (tc_json_object_get(results, results_len, key, key_len, &val, &val_len) != 0)
+            continue; /* absent: tc_batch_done() makes it TC_EMISSING -> 404 */
+        if (tc_batch_resolve_bytes(batch, i, val, val_len) != 0)
+            tc_batch_reject_key(batch, i, TC_ENOMEM, "out of memory");
+    }
+    tc_batch_done(batch);
+}
+
+/* The batcher's dispatch: one upstream GET with every distinct ID of the batch. */
+static void metadata_dispatch(tc_batch *batch, void *data)
+{
+    serve_worker *sw = data;
+    serve_config *cfg = sw->cfg;
+    serve_metrics *m = &cfg->metrics;
+    size_t n = tc_batch_size(batch);
+    tc_metrics_counter_add(sw->shard, m->batches, TC_METRICS_SERIES_DEFAULT, 1);
+    tc_metrics_counter_add(sw->shard, m->batch_keys, TC_METRICS_SERIES_DEFAULT, n);
+    tc_metrics_histogram_observe(sw->shard, m->batch_size, TC_METRICS_SERIES_DEFAULT, (double)n);
+
+    /* "?id=" or "&id=" plus each ID percent-encoded (at most 3 bytes per byte). */
+    size_t base_len = strlen(cfg->metadata_upstream);
+    size_t cap = base_len + n * (4 + 3 * TC_ID_MAX) + 1;
+    char *url = malloc(cap);
+    if (url == NULL) {
+        tc_batch_fail(batch, TC_ENOMEM, "out of memory");
+        return;
+    }
+    memcpy(url, cfg->metadata_upstream, base_len);
+    size_t len = base_len;
+    char sep = strchr(cfg->metadata_upstream, '?') != NULL ? '&' : '?';
+    for (size_t i = 0; i < n; i++) {
+        size_t key_len;
+        const char *key = tc_batch_key(batch, i, &key_len);
+        url[len++] = sep;
+        sep = '&';
+        memcpy(url + len, "id=", 3);
+        len += 3;
+        long enc = tc_url_encode(key, key_len, url + len, cap - len);
+        if (enc < 0) {
+            free(url);
+            tc_batch_fail(batch, TC_EURL, "cannot encode an ID");
+            return;
+        }
+        len += (size_t)enc;
+    }
+    url[len] = '\0';
+    tc_client_request creq = {
+        .url = url, .timeout_ms = cfg->max_timeout_ms, .max_body = (size_t)cfg->max_body};
+    tc_future *f = NULL;
+    int err = tc_client_request_start(&f, sw->client, &creq);
+    free(url); /* the client keeps its own copy */
+    if (err != 0) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "the metadata upstream call failed: %s", tc_strerror(err));
+        tc_batch_fail(batch, err, msg);
+        return;
+    }
+    if (tc_future_on_done(f, on_meta_response, batch) != 0) {
+        tc_future_cancel(f);
+        tc_batch_fail(batch, TC_ENOMEM, "out of memory");
+    }
+    tc_future_unref(f); /* the registration holds the future until the answer */
+}
+
+static void meta_call_free(meta_call *call)
+{
+    tc_metrics_gauge_add(call->sw->shard, call->sw->cfg->metrics.in_flight,
+                         TC_METRICS_SERIES_DEFAULT, -1);
+    tc_future_unref(call->lookup);
+    free(call);
+}
+
+/* The lookup ended: answer with results[ID], 404, 502, 504, or nothing if the client left. */
+static void on_meta_done(tc_future *f, void *data)
+{
+    meta_call *call = data;
+    serve_worker *sw = call->sw;
+    tc_request *req = call->req;
+    char msg[256];
+
+    if (tc_future_state_of(f) == TC_FUTURE_FULFILLED) {
+        const tc_batch_bytes *v = tc_future_value(f);
+        count_request(sw, EP_METADATA, 200, tc_request_ready_ns(req));
+        tc_request_respond(req, 200, "application/json", NULL, 0, v->data, v->len);
+    } else if (tc_future_state_of(f) == TC_FUTURE_CANCELLED) {
+        if (tc_request_aborted(req)) {
+            count_request(sw, EP_METADATA, 499, tc_request_ready_ns(req));
+            tc_request_drop(req, 0);
+        } else {
+            /* the batcher was closed under the lookup: the worker is stopping */
+            respond_error(sw, req, EP_METADATA, 503, "shutting_down", "the server is stopping");
+        }
+    } else {
+        int err = tc_future_error(f);
+        if (err == TC_ETIMEDOUT) {
+            snprintf(msg, sizeof(msg), "no answer for ID %s within %llu ms", call->id,
+                     (unsigned long long)call->timeout_ms);
+            respond_error(sw, req, EP_METADATA, 504, "timeout", msg);
+        } else if (err == TC_EMISSING) {
+            snprintf(msg, sizeof(msg), "no metadata for ID %s", call->id);
+            respond_error(sw, req, EP_METADATA, 404, "not_found", msg);
+        } else if (err == TC_ECLOSED || err == TC_ECANCELED) {
+            /* the batcher or the upstream client was closed under the lookup: stopping */
+            respond_error(sw, req, EP_METADATA, 503, "shutting_down", "the server is stopping");
+        } else {
+            /* the batch's upstream call failed; like the other endpoints' 502, with "attempts" */
+            char body[512];
+            int blen =
+                snprintf(body, sizeof(body),
+                         "{\"success\":false,\"error\":\"upstream_failed\",\"message\":\"%s\","
+                         "\"attempts\":1}",
+                         tc_future_message(f));
+            count_request(sw, EP_METADATA, 502, tc_request_ready_ns(req));
+            tc_request_respond(req, 502, "application/json", NULL, 0, body,
+                               blen > 0 && (size_t)blen < sizeof(body) ? (size_t)blen : 0);
+        }
+    }
+    meta_call_free(call);
+}
+
+static void on_meta_client_gone(tc_request *req, void *data)
+{
+    meta_call *call = data;
+    tc_future_cancel(call->lookup); /* this waiter leaves; on_meta_done finishes the request */
+}
+
+static void handle_metadata(serve_worker *sw, tc_request *req)
+{
+    serve_config *cfg = sw->cfg;
+    tc_str path = tc_request_path(req);
+    tc_str query = tc_request_query(req);
+    uint64_t timeout_ms = cfg->max_timeout_ms;
+    int present = 0;
+    const char *why = NULL;
+    if (tc_query_timeout(query.base, query.len, cfg->max_timeout_ms, &timeout_ms, &present, &why) !=
+        0) {
+        respond_error(sw, req, EP_METADATA, 400, "bad_request", why);
+        return;
+    }
+    if (!present)
+        timeout_ms = cfg->max_timeout_ms;
+
+    char id[TC_ID_MAX + 1];
+    size_t prefix = sizeof(METADATA_PREFIX) - 1;
+    long id_len = tc_url_decode(path.base + prefix, path.len - prefix, id, sizeof(id), 0);
+    if (id_len < 0 || !tc_id_valid(id, (size_t)id_len)) {
+        respond_error(sw, req, EP_METADATA, 400, "bad_request",
+                      "IDs are 1 to 128 characters of [A-Za-z0-9_.-] (after percent-decoding)");
+        return;
+    }
+
+    /* The deadline counts from the moment the request was fully read. */
+    uv_loop_t *loop = tc_request_loop(req);
+    uint64_t deadline = tc_request_ready_ms(req) + timeout_ms;
+    uint64_t now = uv_now(loop);
+    if (now >= deadline) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "no answer for ID %s within %llu ms", id,
+                 (unsigned long long)timeout_ms);
+        respond_error(sw, req, EP_METADATA, 504, "timeout", msg);
+        return;
+    }
+    meta_call *call = calloc(1, sizeof(*call));
+    if (call == NULL) {
+        respond_error(sw, req, EP_METADATA, 503, "overloaded", "out of memory");
+        return;
+    }
+    call->sw = sw;
+    call->req = req;
+    call->timeout_ms = timeout_ms;
+    memcpy(call->id, id, (size_t)id_len + 1);
+
+    tc_future *inner = NULL;
+    int err = tc_batcher_submit(&inner, sw->batcher, id, (size_t)id_len);
+    if (err != 0) {
+        free(call);
+        if (err == TC_ECLOSED)
+            respond_error(sw, req, EP_METADATA, 503, "shutting_down", "the server is stopping");
+        else
+            respond_error(sw, req, EP_METADATA, 503, "overloaded",
+                          err == TC_EBUSY ? "too many metadata batches waiting" : tc_strerror(err));
+        return;
+    }
+    tc_batcher_stats bs;
+    tc_batcher_get_stats(sw->batcher, &bs);
+    if (bs.dedup_hits > sw->dedup_seen) {
+        tc_metrics_counter_add(sw->shard, cfg->metrics.batch_dedup, TC_METRICS_SERIES_DEFAULT,
+                               bs.dedup_hits - sw->dedup_seen);
+        sw->dedup_seen = bs.dedup_hits;
+    }
+    err = tc_with_timeout(&call->lookup, loop, inner, deadline - now);
+    if (err != 0) {
+        tc_future_cancel(inner);
+        tc_future_unref(inner);
+        free(call);
+        respond_error(sw, req, EP_METADATA, 503, "overloaded", tc_strerror(err));
+        return;
+    }
+    tc_future_unref(inner); /* the timeout wrapper holds it */
+    tc_metrics_gauge_add(sw->shard, cfg->metrics.in_flight, TC_METRICS_SERIES_DEFAULT, 1);
+    tc_request_on_abort(req, on_meta_client_gone, call);
+    if (tc_future_on_done(call->lookup, on_meta_done, call) != 0) {
+        tc_future_cancel(call->lookup);
+        tc_request_on_abort(req, NULL, NULL);
+        respond_error(sw, req, EP_METADATA, 503, "overloaded", "out of memory");
+        meta_call_free(call);
+    }
+}
+
 static void handle_metrics(serve_worker *sw, tc_request *req)
 {
     char *text = NULL;
@@ -373,6 +642,9 @@ static void serve_handle(tc_request *req, void *data)
             break;
         }
     }
+    if (ep == EP_OTHER && path.len >= sizeof(METADATA_PREFIX) - 1 &&
+        memcmp(path.base, METADATA_PREFIX, sizeof(METADATA_PREFIX) - 1) == 0)
+        ep = EP_METADATA; /* /api/metadata/ID */
     if (ep == EP_OTHER) {
         respond_error(sw, req, ep, 404, "not_found", "no such endpoint");
         return;
@@ -389,6 +661,9 @@ static void serve_handle(tc_request *req, void *data)
     case EP_METRICS:
         handle_metrics(sw, req);
         break;
+    case EP_METADATA:
+        handle_metadata(sw, req);
+        break;
     default:
         handle_api(sw, req, ep);
         break;
@@ -404,6 +679,7 @@ static int define_metrics(serve_metrics *m)
     static const char *const outcome_label[] = {"outcome"};
     static const double latency_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4,
                                              0.5,   0.75, 1,     2.5,  5,   10,  30,  60};
+    static const double batch_size_buckets[] = {1, 2, 5, 10, 20, 30, 40, 50, 100, 200, 500, 1000};
     tc_metrics_family_def defs[] = {
         {TC_METRIC_COUNTER, "tailcut_requests_total", "Requests answered, by endpoint and status",
          ep_status_labels, 2, NULL, 0, 128},
@@ -420,9 +696,18 @@ static int define_metrics(serve_metrics *m)
          NULL, 0, NULL, 0, 0},
         {TC_METRIC_COUNTER, "tailcut_upstream_pool_queue_waits_total",
          "Upstream attempts that waited for a pooled connection", NULL, 0, NULL, 0, 0},
+        {TC_METRIC_COUNTER, "tailcut_metadata_batches_total",
+         "Batched metadata calls sent to the metadata upstream", NULL, 0, NULL, 0, 0},
+        {TC_METRIC_HISTOGRAM, "tailcut_metadata_batch_size", "Distinct IDs per batched call", NULL,
+         0, batch_size_buckets, sizeof(batch_size_buckets) / sizeof(batch_size_buckets[0]), 0},
+        {TC_METRIC_COUNTER, "tailcut_metadata_batch_keys_total",
+         "IDs sent in batched calls (its rate is keys per second)", NULL, 0, NULL, 0, 0},
+        {TC_METRIC_COUNTER, "tailcut_metadata_dedup_hits_total",
+         "Lookups that joined an ID already waiting in the same batch", NULL, 0, NULL, 0, 0},
     };
-    uint32_t *ids[] = {&m->requests,   &m->duration,  &m->attempts,   &m->hedges,
-                       &m->hedge_wins, &m->in_flight, &m->queue_waits};
+    uint32_t *ids[] = {&m->requests,   &m->duration,   &m->attempts,    &m->hedges,
+                       &m->hedge_wins, &m->in_flight,  &m->queue_waits, &m->batches,
+                       &m->batch_size, &m->batch_keys, &m->batch_dedup};
     if (tc_metrics_registry_new(&m->reg) != 0)
         return TC_ENOMEM;
     for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++) {
@@ -473,6 +758,20 @@ static int serve_worker_start(tc_runtime_worker *w, void *data)
         free(sw);
         return err;
     }
+    tc_batcher_config bc;
+    tc_batcher_config_init(&bc);
+    bc.max_batch = (size_t)cfg->batch_max;
+    bc.max_wait_ms = cfg->batch_wait_ms;
+    bc.max_key_len = TC_ID_MAX;
+    bc.dispatch = metadata_dispatch;
+    bc.data = sw;
+    err = tc_batcher_new(&sw->batcher, w->loop, &bc);
+    if (err != 0) {
+        tc_client_close(sw->client, NULL, NULL);
+        sw->client = NULL;
+        w->state = sw;
+        return err;
+    }
     tc_server_config sc;
     tc_server_config_init(&sc);
     sc.host = cfg->host;
@@ -488,6 +787,8 @@ static int serve_worker_start(tc_runtime_worker *w, void *data)
     sc.handler_data = sw;
     err = tc_server_new(&sw->srv, w->loop, &sc);
     if (err != 0) {
+        tc_batcher_close(sw->batcher, NULL, NULL);
+        sw->batcher = NULL;
         tc_client_close(sw->client, NULL, NULL);
         sw->client = NULL;
         w->state = sw;
@@ -509,6 +810,12 @@ static void on_server_closed(tc_server *srv, void *data)
 
 static void close_client(serve_worker *sw)
 {
+    if (sw->batcher != NULL) {
+        /* First: unsent batches are dropped now; batches still out finish (as failed) when the
+         * client below cancels their upstream calls, and then the batcher frees itself. */
+        tc_batcher_close(sw->batcher, NULL, NULL);
+        sw->batcher = NULL;
+    }
     if (sw->client != NULL) {
         tc_client_close(sw->client, NULL, NULL);
         sw->client = NULL;
