@@ -460,6 +460,20 @@ class Wire(unittest.TestCase):
             srv.proc.wait(10 * th.SLOW)  # exits by itself once drained
             srv.stop()  # checks exit status 0 (no second signal: it has exited)
 
+    def test_drain_timeout_cuts_a_hang(self):
+        with upstream("--profile", "fixed:0", "--seed", "5", "--drain-timeout", "300") as srv:
+            self.assertEqual(srv.post_json("/scenario", [{"action": "hang"}]).status, 200)
+            with th.connect(srv.port) as c:
+                send_get(c, "/api/work")
+                srv.stats_when(lambda s: s["in_flight"] == 1, 5 * th.SLOW)
+                t0 = time.monotonic()
+                srv.proc.send_signal(signal.SIGTERM)
+                srv.proc.wait(10 * th.SLOW)
+                self.assertGreaterEqual(time.monotonic() - t0, 0.3 - EARLY)
+                self.assertLess(time.monotonic() - t0, 3 * th.SLOW)  # not the hang's 10 s
+                self.assertEqual(recv_some(c, 5 * th.SLOW), b"")  # closed without an answer
+            srv.stop()  # exit status 0
+
 
 class Metadata(unittest.TestCase):
     def test_results_and_recorded_ids(self):
