@@ -45,9 +45,11 @@
 #define TC_CLIENT_MAX_HOST_KEY 512             /* "scheme://host:port" of one URL -> TC_EURL */
 
 /* Memory and speed trade-offs. */
-#define TC_CLIENT_INLINE_BYTES 512      /* response bytes kept inside the request allocation */
-#define TC_CLIENT_EASY_POOL_MAX 64      /* idle curl easy handles kept for reuse */
-#define TC_CLIENT_RECV_BUFFER 2048      /* curl's per-transfer receive buffer (default 16 KiB) */
+#define TC_CLIENT_INLINE_BYTES 512 /* response bytes kept inside the request allocation */
+#define TC_CLIENT_EASY_POOL_MAX 64 /* idle curl easy handles kept for reuse */
+#ifndef TC_CLIENT_RECV_BUFFER
+#define TC_CLIENT_RECV_BUFFER 2048 /* curl's per-transfer receive buffer (default 16 KiB) */
+#endif
 #define TC_CLIENT_MAX_REDIRECTS 5L      /* when follow_redirects is on */
 #define TC_CLIENT_EXPECT_THRESHOLD 1024 /* bodies above this get "Expect:" to skip 100-continue */
 
@@ -106,13 +108,20 @@ typedef struct tc_easy {
 
 /* One socket curl asked us about. Sockets curl opened through our opensocket callback live until
  * our closesocket callback, so keep-alive connections keep their uv_poll between requests;
- * others (resolver wake-up pipes) live until CURL_POLL_REMOVE. */
+ * others (resolver wake-up pipes) live until CURL_POLL_REMOVE.
+ *
+ * When curl stops wanting a socket of ours (its connection goes idle in the pool) the poll
+ * stays armed but unreferenced: the next request on that connection usually wants the same
+ * events at once, and re-arming would cost two epoll_ctl calls per request. If an unwanted
+ * socket does fire (the server closed the idle connection), we stop it then. */
 typedef struct tc_sock {
     uv_poll_t poll;
     tc_client *client;
     curl_socket_t fd;
     int opened_by_us;
     int poll_ready; /* uv_poll_init_socket succeeded */
+    int events;     /* UV_READABLE | UV_WRITABLE the poll is armed for; 0 = stopped */
+    int wanted;     /* curl currently watches this socket */
 } tc_sock;
 
 enum { REQ_NEW = 0, REQ_QUEUED, REQ_RUNNING };
@@ -656,6 +665,11 @@ static void on_poll(uv_poll_t *h, int status, int events)
 {
     tc_sock *s = container_of(h, tc_sock, poll);
     tc_client *c = s->client;
+    if (!s->wanted) {
+        uv_poll_stop(h); /* an idle pooled connection woke up: curl checks it when reused */
+        s->events = 0;
+        return;
+    }
     int flags = 0;
     if (status < 0) {
         flags = CURL_CSELECT_ERR;
@@ -681,8 +695,9 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
         if (s == NULL)
             return 0;
         if (s->opened_by_us) {
+            s->wanted = 0; /* idle keep-alive connection: stays armed, no longer keeps the loop */
             if (s->poll_ready)
-                uv_poll_stop(&s->poll); /* an idle keep-alive connection: keep the handle */
+                uv_unref((uv_handle_t *)&s->poll);
         } else {
             sock_release(c, s); /* not ours to keep: curl closes it right after this */
         }
@@ -699,12 +714,21 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
         s->poll.data = c;
         s->poll_ready = 1;
     }
+    if (!s->wanted) {
+        s->wanted = 1;
+        uv_ref((uv_handle_t *)&s->poll);
+    }
     int events = 0;
     if (what & CURL_POLL_IN)
         events |= UV_READABLE;
     if (what & CURL_POLL_OUT)
         events |= UV_WRITABLE;
-    return uv_poll_start(&s->poll, events, on_poll) == 0 ? 0 : -1;
+    if (events == s->events)
+        return 0;
+    if (uv_poll_start(&s->poll, events, on_poll) != 0)
+        return -1;
+    s->events = events;
+    return 0;
 }
 
 /* ---- curl timer ----------------------------------------------------------------------------- */
@@ -774,7 +798,8 @@ static tc_easy *easy_new(tc_client *c)
     SETOPT(h, CURLOPT_HTTP_VERSION,
            c->cfg.http2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
     SETOPT(h, CURLOPT_BUFFERSIZE, (long)TC_CLIENT_RECV_BUFFER);
-    SETOPT(h, CURLOPT_PROXY, ""); /* no proxy from the environment: upstreams are explicit */
+    SETOPT(h, CURLOPT_PROXY, "");   /* no proxy from the environment: upstreams are explicit */
+    SETOPT(h, CURLOPT_NOPROXY, ""); /* and no per-request getenv("no_proxy") either */
     SETOPT(h, CURLOPT_USERAGENT, "tailcut/" TC_VERSION);
     SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS, (long)c->cfg.connect_timeout_ms);
     return e;
