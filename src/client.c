@@ -992,6 +992,8 @@ restart:
         l = l->next;
         if (!can_admit(c, r->host))
             continue;
+        if (r->deadline != 0 && r->deadline <= uv_now(c->loop))
+            continue; /* expired: the deadline timer fails it next, no point starting it */
         link_remove(&r->link);
         r->state = REQ_NEW;
         int err = admit(r);

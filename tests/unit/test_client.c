@@ -853,6 +853,7 @@ static void test_timeout_hold_and_trickle(void **state)
     tc_future *f = get(t, &t->s, "/hold", 200);
     expect_error(t, f, TC_ETIMEDOUT);
     double ms = elapsed_ms(start);
+    print_message("deadline 200 ms: rejected after %.2f ms\n", ms);
     assert_true(ms >= 195.0);
     assert_true(ms < 1500.0);
     tc_future_unref(f);
@@ -886,6 +887,7 @@ static void test_queue_time_counts_toward_timeout(void **state)
     tc_future *queued = get(t, &t->s, "/ok", 250);
     expect_error(t, queued, TC_ETIMEDOUT);
     double ms = elapsed_ms(start);
+    print_message("deadline 250 ms while queued: rejected after %.2f ms\n", ms);
     assert_true(ms >= 245.0);
     assert_true(ms < 650.0); /* long before the slow request frees the connection */
     assert_non_null(strstr(tc_future_message(queued), "queued"));
@@ -899,6 +901,31 @@ static void test_queue_time_counts_toward_timeout(void **state)
     assert_int_equal(t->s.requests, 1); /* the timed-out request never reached the server */
     tc_future_unref(slow);
     tc_future_unref(queued);
+    tctx_finish(t);
+}
+
+/* The running request and the one queued behind it expire together: the freed slot must not
+ * start the queued one (it is already late), and both report why. */
+static void test_simultaneous_deadlines(void **state)
+{
+    (void)state;
+    tc_client_config cfg;
+    tc_client_config_init(&cfg);
+    cfg.max_connections = 1;
+    cfg.timeout_ms = 250;
+    tctx *t = tctx_new(&cfg);
+    tc_future *running = get(t, &t->s, "/hold", 0);
+    tc_future *queued = get(t, &t->s, "/ok", 0);
+    expect_error(t, running, TC_ETIMEDOUT);
+    expect_error(t, queued, TC_ETIMEDOUT);
+    assert_null(strstr(tc_future_message(running), "queued"));
+    assert_non_null(strstr(tc_future_message(queued), "queued"));
+    run_for(t, 50);
+    assert_int_equal(t->s.requests, 1);
+    assert_int_equal(t->s.conns_total, 1);
+    tc_future_unref(running);
+    tc_future_unref(queued);
+    expect_stats_settled(t);
     tctx_finish(t);
 }
 
@@ -1229,6 +1256,7 @@ int main(void)
         cmocka_unit_test(test_tls_to_plain_server),
         cmocka_unit_test(test_timeout_hold_and_trickle),
         cmocka_unit_test(test_queue_time_counts_toward_timeout),
+        cmocka_unit_test(test_simultaneous_deadlines),
         cmocka_unit_test(test_connect_timeout),
         cmocka_unit_test(test_cancel_mid_body),
         cmocka_unit_test(test_cancel_queued_and_unref_running),
