@@ -1081,6 +1081,38 @@ static void test_close_from_a_done_callback(void **state)
     tctx_finish(t);
 }
 
+/* Hedging: the first success cancels the other attempts from inside the winner's completion,
+ * i.e. re-entrantly from the client's own completion loop. The losers' connections close. */
+static void test_first_success_cancels_losers(void **state)
+{
+    (void)state;
+    tctx *t = tctx_new(NULL);
+    tc_future *attempts[3] = {get(t, &t->s, "/delay?ms=2000", 0), get(t, &t->s, "/ok", 0),
+                              get(t, &t->s, "/hold", 0)};
+    tc_future *first = NULL;
+    assert_int_equal(tc_first_success(&first, attempts, 3), 0);
+    assert_true(run_until_done(t, first, 5000));
+    assert_int_equal(tc_future_state_of(first), TC_FUTURE_FULFILLED);
+    assert_int_equal(tc_first_success_index(first), 1);
+    const tc_response *r = tc_future_value(first);
+    assert_string_equal(r->body, "ok");
+    assert_int_equal(tc_future_state_of(attempts[0]), TC_FUTURE_CANCELLED);
+    assert_int_equal(tc_future_state_of(attempts[2]), TC_FUTURE_CANCELLED);
+    uint64_t start = uv_hrtime();
+    while (t->s.peer_closed < 2 && elapsed_ms(start) < 3000)
+        uv_run(&t->loop, UV_RUN_ONCE);
+    assert_int_equal(t->s.peer_closed, 2);
+    tc_client_stats st;
+    tc_client_get_stats(t->client, &st);
+    assert_int_equal(st.completed, 1);
+    assert_int_equal(st.cancelled, 2);
+    assert_int_equal(st.open_connections, 1); /* only the winner's connection is pooled */
+    for (int i = 0; i < 3; i++)
+        tc_future_unref(attempts[i]);
+    tc_future_unref(first);
+    tctx_finish(t);
+}
+
 /* ---- tests: pool ---------------------------------------------------------------------------- */
 
 static void run_all(tctx *t, tc_future **fs, size_t n, uint64_t limit_ms)
@@ -1262,6 +1294,7 @@ int main(void)
         cmocka_unit_test(test_cancel_queued_and_unref_running),
         cmocka_unit_test(test_close_with_requests_in_flight),
         cmocka_unit_test(test_close_from_a_done_callback),
+        cmocka_unit_test(test_first_success_cancels_losers),
         cmocka_unit_test(test_pool_total_cap),
         cmocka_unit_test(test_pool_per_host_cap),
         cmocka_unit_test(test_pool_total_cap_across_hosts),
