@@ -20,7 +20,6 @@ import signal
 import socket
 import struct
 import sys
-import threading
 import time
 import unittest
 
@@ -258,12 +257,14 @@ class SmartApi(SmartBase):
         self.assertEqual(self.up.stats()["work_requests"], 3)
 
     def test_failing_first_attempt_hedges_at_once(self):
-        self.up.scenario([step(50, '{"err":1}', status=500), step(0, '{"h":"a"}'),
-                          step(0, '{"h":"b"}')])
+        # The winning hedge answers after 100 ms, so the other one has surely arrived by then
+        # (a loser cancelled before it reached the upstream would not show in arrivals_ms).
+        self.up.scenario([step(50, '{"err":1}', status=500), step(100, '{"h":"a"}'),
+                          step(2000, '{"h":"b"}')])
         r = self.get("/api/smart?timeout=5000")
         self.assert_api(r, 200, 3)
-        self.assertIn(r.body, (wrapped('{"h":"a"}'), wrapped('{"h":"b"}')))
-        s = self.settled(3, 0)
+        self.assertEqual(r.body, wrapped('{"h":"a"}'))
+        s = self.settled(3, 1)
         arr = s["arrivals_ms"]
         for a in arr[1:]:
             self.assertGreaterEqual(a - arr[0], 50 - 2, arr)  # after the failure, not before
@@ -274,11 +275,12 @@ class SmartApi(SmartBase):
         # test_reset_on_reused_connection_is_a_failed_attempt).
         with serve(self.up.port) as srv:
             before = Metrics(srv.port)
-            self.up.scenario([step(30, action="reset"), step(0, '{"h":1}'), step(0, '{"h":1}')])
+            self.up.scenario([step(30, action="reset"), step(100, '{"h":1}'),
+                              step(2000, '{"h":2}')])
             r = request(srv.port, "GET", "/api/smart?timeout=5000")
             self.assert_api(r, 200, 3)
             self.assertEqual(r.body, wrapped('{"h":1}'))
-            arr = self.settled(3, 0)["arrivals_ms"]
+            arr = self.settled(3, 1)["arrivals_ms"]
             self.assertGreaterEqual(min(arr[1:]) - arr[0], 30 - 2, arr)
             self.assertLess(max(arr) - arr[0], 250, arr)
             after = Metrics(srv.port)
@@ -322,11 +324,11 @@ class SmartApi(SmartBase):
     def test_hedge_wins_when_first_hangs(self):
         winner = '{"winner" :  "hedge" ,"x":[1 ,2]}'
         before = Metrics(self.srv.port)
-        self.up.scenario([HANG, step(10, winner), step(3000, '{"late":true}')])
+        self.up.scenario([HANG, step(100, winner), step(3000, '{"late":true}')])
         r = self.get("/api/smart?timeout=5000")
         self.assert_api(r, 200, 3)
         self.assertEqual(r.body, wrapped(winner))
-        self.assertGreaterEqual(r.elapsed, HEDGE_DELAY + 0.010 - EARLY)
+        self.assertGreaterEqual(r.elapsed, HEDGE_DELAY + 0.100 - EARLY)
         self.settled(3, 2)  # the hang and the slow hedge were cancelled
         after = Metrics(self.srv.port)
         self.assertEqual(after.delta(before, "tailcut_hedges_fired_total"), 1)
@@ -685,7 +687,7 @@ class SmartApi(SmartBase):
         self.assert_api(self.get("/api/smart?timeout=5000"), 200, 1)
         self.settled(1, 0)
         self.up.reset()
-        self.up.scenario([HANG, step(0, '{"b":1}'), step(5000, "{}")])         # smart 200 hedge
+        self.up.scenario([HANG, step(100, '{"b":1}'), step(5000, "{}")])       # smart 200 hedge
         self.assert_api(self.get("/api/smart?timeout=5000"), 200, 3)
         self.settled(3, 2)
         self.up.reset()
