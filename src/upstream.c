@@ -475,6 +475,8 @@ static void work_done(work *w)
     uv_close((uv_handle_t *)&w->timer, on_work_closed);
 }
 
+/* The client left while its request was held: count it, finish the request (which now only
+ * frees it) and release the timer at once. Not counted while the simulator itself is closing. */
 static void on_work_abort(tc_request *req, void *data)
 {
     work *w = data;
@@ -484,6 +486,8 @@ static void on_work_abort(tc_request *req, void *data)
     work_done(w);
 }
 
+/* The delay (or, for a hang, the silence after it) is over: carry out the step. A hang's first
+ * expiry only starts its TC_UPSTREAM_HANG_MS of silence. */
 static void on_work_timer(uv_timer_t *t)
 {
     work *w = CONTAINER_OF(t, work, timer);
@@ -509,6 +513,9 @@ static void on_work_timer(uv_timer_t *t)
     work_done(w);
 }
 
+/* GET /api/work: decide now (queued step, else a profile draw), then answer at once when there
+ * is nothing to wait for, or hold the request on a timer. Finishes req exactly once, now or from
+ * on_work_timer / on_work_abort. */
 static void handle_work(tc_upstream *u, tc_request *req)
 {
     step s;
@@ -675,6 +682,8 @@ static void queue_clear(tc_upstream *u)
     u->q_len = 0;
 }
 
+/* POST /scenario: every step is validated into a private array first and the queue is touched
+ * only when all are good, so a 400 leaves it exactly as it was. Clears arrivals_ms. */
 static void handle_scenario(tc_upstream *u, tc_request *req)
 {
     tc_str body = tc_request_body(req);
@@ -863,6 +872,9 @@ static void record_call(tc_upstream *u, char *ids, size_t bytes, uint32_t n)
     u->calls_bytes += bytes;
 }
 
+/* GET /api/metadata?id=...: decodes and validates every id (400 naming the first bad one), then
+ * applies the rate limit (429), records the IDs and answers an object for each ID not starting
+ * with "missing". Calls refused with 400 or 429 are not recorded. */
 static void handle_metadata(tc_upstream *u, tc_request *req)
 {
     tc_str q = tc_request_query(req);
