@@ -141,11 +141,16 @@ static void count_request(serve_worker *sw, endpoint ep, int status, uint64_t re
                                      (double)(uv_hrtime() - ready_ns) / 1e9);
 }
 
+/* Errors answered before any attempt. The /api/... attempt endpoints say so in
+ * X-Tailcut-Attempts: 0, like every answer of theirs. */
 static void respond_error(serve_worker *sw, tc_request *req, endpoint ep, int status,
                           const char *code, const char *message)
 {
+    static const tc_server_header no_attempts = {"X-Tailcut-Attempts", "0"};
+    int attempt_endpoint = ep == EP_SMART || ep == EP_FIRST || ep == EP_ALL || ep == EP_WITHIN;
     count_request(sw, ep, status, tc_request_ready_ns(req));
-    tc_request_respond_error(req, status, code, message);
+    tc_request_respond_error_with(req, status, code, message, &no_attempts,
+                                  attempt_endpoint ? 1 : 0);
 }
 
 /* Growable output buffer for response bodies; bounded by what the upstream bodies allow. */

@@ -765,6 +765,13 @@ static void copy_utf8_prefix(char *dst, const char *s, size_t max)
 
 int tc_request_respond_error(tc_request *req, int status, const char *code, const char *message)
 {
+    return tc_request_respond_error_with(req, status, code, message, NULL, 0);
+}
+
+int tc_request_respond_error_with(tc_request *req, int status, const char *code,
+                                  const char *message, const tc_server_header *headers,
+                                  size_t nheaders)
+{
     char msg[TC_SERVER_MAX_ERROR_MESSAGE + 1];
     char esc[6 * TC_SERVER_MAX_ERROR_MESSAGE + 1];
     char body[sizeof(esc) + 128];
@@ -775,8 +782,10 @@ int tc_request_respond_error(tc_request *req, int status, const char *code, cons
     json_escape(esc, msg);
     int n = snprintf(body, sizeof(body), "{\"success\":false,\"error\":\"%s\",\"message\":\"%s\"}",
                      code, esc);
-    tc_server_header extra[2];
+    tc_server_header extra[6];
     size_t nextra = 0;
+    for (size_t i = 0; i < nheaders && i < 4; i++)
+        extra[nextra++] = headers[i];
     if (status == 503 || status == 429)
         extra[nextra++] = (tc_server_header){"Retry-After", "1"};
     if (status == 405)

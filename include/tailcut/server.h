@@ -142,8 +142,14 @@ int tc_request_respond(tc_request *req, int status, const char *content_type,
 int tc_request_respond_json(tc_request *req, int status, const char *json);
 
 /* Answers the contract's error body {"success":false,"error":code,"message":message} with
- * status; adds Retry-After for 503, closes the connection for 400 and 408. */
+ * status; adds Retry-After for 503 and 429, Allow for 405, and closes the connection for 400,
+ * 408, 413, 414 and 431. */
 int tc_request_respond_error(tc_request *req, int status, const char *code, const char *message);
+
+/* The same with extra headers (at most 4 are used). */
+int tc_request_respond_error_with(tc_request *req, int status, const char *code,
+                                  const char *message, const tc_server_header *headers,
+                                  size_t nheaders);
 
 /* Finishes the request with no response: the connection is closed, with a TCP RST when reset is
  * 1 (SO_LINGER 0), else with FIN. Earlier pipelined responses still go out first. */

@@ -742,10 +742,8 @@ class SmartApi(SmartBase):
         r = request(self.srv.port, "POST", "/api/smart")
         self.assertEqual(r.headers.get("content-type"), "application/json")
 
-    # BUG (app/serve.c, respond_error): 400 and 405 answers on the /api/* attempt endpoints have
-    # no X-Tailcut-Attempts header; CONTRACT §1 says every response on those endpoints carries
-    # X-Tailcut-Attempts: N (attempts fired, here 0).
-    @unittest.expectedFailure
+    # CONTRACT §1: every response on the /api/* attempt endpoints carries X-Tailcut-Attempts,
+    # also 400 and 405 answered before any attempt (0).
     def test_api_errors_carry_attempts_header(self):
         got = {}
         for method, path in (("GET", "/api/smart?timeout=x"), ("GET", "/api/within-timeout"),
