@@ -110,10 +110,10 @@ typedef struct tc_easy {
  * our closesocket callback, so keep-alive connections keep their uv_poll between requests;
  * others (resolver wake-up pipes) live until CURL_POLL_REMOVE.
  *
- * When curl stops wanting a socket of ours (its connection goes idle in the pool) the poll
- * stays armed but unreferenced: the next request on that connection usually wants the same
- * events at once, and re-arming would cost two epoll_ctl calls per request. If an unwanted
- * socket does fire (the server closed the idle connection), we stop it then. */
+ * CURL_POLL_REMOVE always stops the poll at once, while the fd is still open: libcurl 7.88
+ * may close a socket right after REMOVE *without* calling our close-socket callback (seen for
+ * a connection removed mid-connect), and a poll left armed on a closed fd makes libuv abort on
+ * EBADF, or steal the events of whatever reuses the fd number next. */
 typedef struct tc_sock {
     uv_poll_t poll;
     tc_client *client;
@@ -121,7 +121,6 @@ typedef struct tc_sock {
     int opened_by_us;
     int poll_ready; /* uv_poll_init_socket succeeded */
     int events;     /* UV_READABLE | UV_WRITABLE the poll is armed for; 0 = stopped */
-    int wanted;     /* curl currently watches this socket */
 } tc_sock;
 
 enum { REQ_NEW = 0, REQ_QUEUED, REQ_RUNNING };
@@ -253,6 +252,13 @@ static void heap_sift_down(tc_client *c, size_t i)
 }
 
 static void on_deadline(uv_timer_t *t);
+
+/* Milliseconds of the monotonic clock behind uv_now(), read fresh (uv_now() is cached per loop
+ * iteration and can be milliseconds stale). */
+static uint64_t now_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
 
 /* Arms the deadline timer for the earliest deadline. Cheap enough to call after every change. */
 static void deadline_rearm(tc_client *c)
@@ -665,11 +671,6 @@ static void on_poll(uv_poll_t *h, int status, int events)
 {
     tc_sock *s = container_of(h, tc_sock, poll);
     tc_client *c = s->client;
-    if (!s->wanted) {
-        uv_poll_stop(h); /* an idle pooled connection woke up: curl checks it when reused */
-        s->events = 0;
-        return;
-    }
     int flags = 0;
     if (status < 0) {
         flags = CURL_CSELECT_ERR;
@@ -695,9 +696,9 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
         if (s == NULL)
             return 0;
         if (s->opened_by_us) {
-            s->wanted = 0; /* idle keep-alive connection: stays armed, no longer keeps the loop */
-            if (s->poll_ready)
-                uv_unref((uv_handle_t *)&s->poll);
+            if (s->poll_ready && s->events != 0)
+                uv_poll_stop(&s->poll); /* keep the handle for the pooled connection */
+            s->events = 0;
         } else {
             sock_release(c, s); /* not ours to keep: curl closes it right after this */
         }
@@ -713,10 +714,6 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
         }
         s->poll.data = c;
         s->poll_ready = 1;
-    }
-    if (!s->wanted) {
-        s->wanted = 1;
-        uv_ref((uv_handle_t *)&s->poll);
     }
     int events = 0;
     if (what & CURL_POLL_IN)
@@ -992,7 +989,7 @@ restart:
         l = l->next;
         if (!can_admit(c, r->host))
             continue;
-        if (r->deadline != 0 && r->deadline <= uv_now(c->loop))
+        if (r->deadline != 0 && r->deadline <= now_ms())
             continue; /* expired: the deadline timer fails it next, no point starting it */
         link_remove(&r->link);
         r->state = REQ_NEW;
@@ -1157,7 +1154,7 @@ static void after_socket_action(tc_client *c, CURLMcode mc)
 static void on_deadline(uv_timer_t *t)
 {
     tc_client *c = container_of(t, tc_client, deadline_timer);
-    uint64_t now = uv_now(c->loop);
+    uint64_t now = now_ms();
     while (!c->closing && c->heap_len > 0 && c->heap[0]->deadline <= now) {
         tc_creq *r = c->heap[0];
         char msg[160];
@@ -1376,7 +1373,10 @@ int tc_client_request_start(tc_future **out, tc_client *c, const tc_client_reque
             err = TC_ENOMEM;
     }
     if (err == 0 && r->timeout_ms > 0) {
-        r->deadline = uv_now(c->loop) + r->timeout_ms;
+        /* From the real clock, not uv_now(): the loop's cached time can be milliseconds stale
+         * late in a loop iteration, which would make the request expire early. Both count
+         * milliseconds of the same monotonic clock, so the timer math below stays valid. */
+        r->deadline = now_ms() + r->timeout_ms;
         err = heap_push(c, r);
     }
     if (err != 0) {

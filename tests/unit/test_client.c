@@ -1047,6 +1047,50 @@ static void test_close_with_requests_in_flight(void **state)
     tctx_finish(t);
 }
 
+/* Requests cancelled at every point of their connect, while the server accepts on the same loop.
+ * libcurl closes a connecting socket right after CURL_POLL_REMOVE without our close-socket
+ * callback, and fd numbers are reused at once: a poll left armed on such an fd makes libuv abort
+ * (EBADF on its pending epoll ADD) or steal another handle's events. A 0 ms timer started right
+ * after the request runs in the same timers pass as the client's own curl timer, so the cancel
+ * lands just after curl opened the socket and asked for it to be watched. */
+typedef struct cancel_later {
+    uv_timer_t timer;
+    tc_future *f;
+} cancel_later;
+
+static void on_cancel_later(uv_timer_t *t)
+{
+    cancel_later *cl = container_of(t, cancel_later, timer);
+    tc_future_cancel(cl->f); /* 0 if it already completed: fine too */
+}
+
+static void test_cancel_while_connecting(void **state)
+{
+    (void)state;
+    tctx *t = tctx_new(NULL);
+    cancel_later cl;
+    assert_int_equal(uv_timer_init(&t->loop, &cl.timer), 0);
+    for (int i = 0; i < 300; i++) {
+        cl.f = get(t, &t->s, "/ok", 0);
+        for (int k = 0; k < i % 3; k++)
+            uv_run(&t->loop, UV_RUN_NOWAIT);
+        assert_int_equal(uv_timer_start(&cl.timer, on_cancel_later, 0, 0), 0);
+        while (!tc_future_done(cl.f))
+            uv_run(&t->loop, UV_RUN_ONCE);
+        tc_future_unref(cl.f);
+    }
+    uv_close((uv_handle_t *)&cl.timer, NULL);
+    tc_future *last = get(t, &t->s, "/ok", 0);
+    const tc_response *r = expect_response(t, last, 200);
+    assert_string_equal(r->body, "ok");
+    tc_future_unref(last);
+    tc_client_stats st;
+    tc_client_get_stats(t->client, &st);
+    assert_true(st.cancelled > 100);
+    expect_stats_settled(t);
+    tctx_finish(t);
+}
+
 typedef struct close_from_cb {
     tctx *t;
     tc_future *others[3];
@@ -1292,6 +1336,7 @@ int main(void)
         cmocka_unit_test(test_connect_timeout),
         cmocka_unit_test(test_cancel_mid_body),
         cmocka_unit_test(test_cancel_queued_and_unref_running),
+        cmocka_unit_test(test_cancel_while_connecting),
         cmocka_unit_test(test_close_with_requests_in_flight),
         cmocka_unit_test(test_close_from_a_done_callback),
         cmocka_unit_test(test_first_success_cancels_losers),
