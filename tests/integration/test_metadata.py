@@ -493,6 +493,21 @@ class WithScriptedUpstream(MetadataBase):
         # The server is healthy and answers again.
         self.assertEqual(get(self.srv.port, "/healthz").status, 200)
 
+    def test_sigterm_drains_waiting_lookups(self):
+        self.up.queue((200, json.dumps({"results": {"d1": 1, "d2": 2}}), 0.5))
+        srv = serve("http://127.0.0.1:%d/meta" % self.up.port, "--batch-max", "5")
+        try:
+            result = {}
+            t = threading.Thread(target=lambda: result.update(
+                rs=concurrent_get(srv.port, ["/api/metadata/d1", "/api/metadata/d2"])))
+            t.start()
+            th.wait_for(lambda: len(self.up.calls()) == 1, 5 * th.SLOW + BATCH_WAIT_MS / 1000)
+            srv.stop(expect=0)  # SIGTERM while the batch is out: it is answered first
+            t.join(10 * th.SLOW)
+            self.assertEqual([(r.status, r.body) for r in result["rs"]], [(200, b"1"), (200, b"2")])
+        finally:
+            srv.kill()
+
     def test_unreachable_upstream_is_502(self):
         with serve("http://127.0.0.1:9/nothing-listens-here", "--batch-max", "2") as srv:
             rs = concurrent_get(srv.port, ["/api/metadata/a", "/api/metadata/b"])
