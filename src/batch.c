@@ -506,7 +506,7 @@ int tc_batcher_new(tc_batcher **out, uv_loop_t *loop, const tc_batcher_config *c
         return tc_err_from_uv(rc);
     }
     b->timer.data = b;
-    b->seed = (uint32_t)(uv_hrtime() ^ (uintptr_t)b ^ ((uintptr_t)b >> 32));
+    b->seed = (uint32_t)(uv_hrtime() ^ (uint64_t)(uintptr_t)b ^ ((uint64_t)(uintptr_t)b >> 32));
     *out = b;
     return 0;
 }

@@ -28,7 +28,7 @@
 #define MAX_HELD 64
 #define MAX_KEYS_SEEN 4096
 
-enum mode { HOLD = 0, RESOLVE_NOW };
+enum mode { HOLD = 0, RESOLVE_NOW, FAIL_NOW };
 
 typedef struct harness {
     uv_loop_t loop;
@@ -87,6 +87,10 @@ static void dispatch(tc_batch *batch, void *data)
     if (h->mode == RESOLVE_NOW) {
         resolve_all(batch);
         tc_batch_done(batch);
+        return;
+    }
+    if (h->mode == FAIL_NOW) {
+        tc_batch_fail(batch, TC_ECONNREFUSED, "cannot even start");
         return;
     }
     assert_true(h->nheld < MAX_HELD);
@@ -700,6 +704,74 @@ static void test_close_cancels_unsent_and_waits_for_out(void **state)
     h->b = NULL; /* freed: the teardown must not touch it */
 }
 
+static int setup_wait_0(void **state)
+{
+    return setup_with(state, 50, 0, 0); /* next loop iteration; no in-flight cap */
+}
+
+static void test_zero_wait_goes_next_iteration_and_no_cap(void **state)
+{
+    harness *h = *state;
+    tc_future *a = submit(h, "a");
+    tc_future *b = submit(h, "b");
+    assert_int_equal(h->dispatches, 0); /* never inside submit when not full */
+    uv_run(&h->loop, UV_RUN_NOWAIT);
+    assert_int_equal(h->dispatches, 1);
+    assert_string_equal(h->keys_seen, "a,b;");
+    /* No cap: twenty batches out at once, none queued. */
+    tc_future *f[20];
+    char key[8];
+    for (int i = 0; i < 20; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        f[i] = submit(h, key);
+        tc_batcher_flush(h->b);
+    }
+    tc_batcher_stats st = stats(h);
+    assert_int_equal(st.in_flight, 21);
+    assert_int_equal(st.batches_queued, 0);
+    while (h->nheld > 0) {
+        tc_batch *batch = take_held(h);
+        resolve_all(batch);
+        tc_batch_done(batch);
+    }
+    assert_value(a, "v:a");
+    assert_value(b, "v:b");
+    for (int i = 0; i < 20; i++) {
+        snprintf(key, sizeof(key), "v:k%d", i);
+        assert_value(f[i], key);
+        tc_future_unref(f[i]);
+    }
+    tc_future_unref(a);
+    tc_future_unref(b);
+}
+
+/* A dispatcher that fails inside dispatch: the waiters learn it inside the submit. */
+static void test_dispatch_fails_synchronously(void **state)
+{
+    harness *h = *state; /* max_batch 3 */
+    h->mode = FAIL_NOW;
+    tc_future *a = submit(h, "a");
+    tc_future *b = submit(h, "b");
+    tc_future *c = submit(h, "c");
+    tc_future *f[] = {a, b, c};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(tc_future_error(f[i]), TC_ECONNREFUSED);
+        assert_string_equal(tc_future_message(f[i]), "cannot even start");
+        tc_future_unref(f[i]);
+    }
+    tc_batcher_stats st = stats(h);
+    assert_int_equal(st.batches_failed, 1);
+    assert_int_equal(st.in_flight, 0);
+    h->mode = HOLD; /* the batcher goes on */
+    tc_future *d = submit(h, "d");
+    tc_batcher_flush(h->b);
+    tc_batch *batch = take_held(h);
+    resolve_all(batch);
+    tc_batch_done(batch);
+    assert_value(d, "v:d");
+    tc_future_unref(d);
+}
+
 /* ---- re-entrancy ---------------------------------------------------------------------------- */
 
 typedef struct reentry {
@@ -861,6 +933,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queue_limit_says_busy, setup_small_queue, teardown),
         cmocka_unit_test_setup_teardown(test_close_cancels_unsent_and_waits_for_out, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_zero_wait_goes_next_iteration_and_no_cap, setup_wait_0,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_dispatch_fails_synchronously, setup, teardown),
         cmocka_unit_test_setup_teardown(test_callbacks_reenter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_from_waiter_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_100k_keys_no_leak, setup_volume, teardown),
