@@ -124,7 +124,7 @@ typedef struct tc_sock {
 } tc_sock;
 
 enum { REQ_NEW = 0, REQ_QUEUED, REQ_RUNNING };
-enum { FAIL_NONE = 0, FAIL_BODY_TOO_LARGE, FAIL_HEADERS_TOO_LARGE, FAIL_NOMEM };
+enum { FAIL_NONE = 0, FAIL_BODY_TOO_LARGE, FAIL_HEADERS_TOO_LARGE, FAIL_NOMEM, FAIL_RESENT };
 
 typedef struct tc_creq {
     tc_response resp; /* first: the future's value on success */
@@ -135,7 +135,8 @@ typedef struct tc_creq {
     tc_link link;  /* in client->queue or client->running */
     int state;
     int holds_slot;
-    int fail; /* FAIL_*: why a curl callback aborted the transfer */
+    int fail;       /* FAIL_*: why a curl callback aborted the transfer */
+    unsigned sends; /* times libcurl was about to send this request */
     int https;
     size_t heap_idx; /* position in the deadline heap, SIZE_MAX if none */
     uint64_t deadline;
@@ -528,6 +529,21 @@ static void response_free(void *value)
 
 /* ---- curl data callbacks (no futures completed here) --------------------------------------- */
 
+/* libcurl 7.88 silently sends a request again on a fresh connection when a reused one dies
+ * before any answer byte. For us one request must be one upstream attempt (a hedge counts and
+ * cancels attempts), so a second send fails the request as a reset instead. Redirects, when
+ * followed, legitimately send again. */
+static int on_prereq(void *userp, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
+                     int conn_local_port)
+{
+    tc_creq *r = userp;
+    if (++r->sends > 1 && !r->client->cfg.follow_redirects) {
+        r->fail = FAIL_RESENT;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    return CURL_PREREQFUNC_OK;
+}
+
 static size_t on_header(char *data, size_t size, size_t nitems, void *userp)
 {
     tc_creq *r = userp;
@@ -775,6 +791,7 @@ static tc_easy *easy_new(tc_client *c)
     SETOPT(h, CURLOPT_ERRORBUFFER, e->errbuf);
     SETOPT(h, CURLOPT_WRITEFUNCTION, on_body);
     SETOPT(h, CURLOPT_HEADERFUNCTION, on_header);
+    SETOPT(h, CURLOPT_PREREQFUNCTION, on_prereq);
     SETOPT(h, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
     SETOPT(h, CURLOPT_OPENSOCKETDATA, c);
     SETOPT(h, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
@@ -845,6 +862,7 @@ static int easy_prepare(tc_easy *e, tc_creq *r)
     SETOPT(h, CURLOPT_PRIVATE, r);
     SETOPT(h, CURLOPT_WRITEDATA, r);
     SETOPT(h, CURLOPT_HEADERDATA, r);
+    SETOPT(h, CURLOPT_PREREQDATA, r);
     SETOPT(h, CURLOPT_HTTPGET, 1L); /* resets method, upload and nobody */
     SETOPT(h, CURLOPT_CUSTOMREQUEST, (char *)NULL);
     if (r->body != NULL) {
@@ -1072,6 +1090,10 @@ static void finish_transfer(tc_creq *r, CURLcode code)
         } else if (r->fail == FAIL_NOMEM) {
             err = TC_ENOMEM;
             snprintf(msg, sizeof(msg), "%s", tc_strerror(err));
+        } else if (r->fail == FAIL_RESENT) {
+            err = TC_ECONNRESET;
+            snprintf(msg, sizeof(msg), "%s: the pooled connection closed before any answer",
+                     tc_strerror(err));
         } else {
             err = map_curl_error(code, os_errno);
             const char *detail = r->easy->errbuf[0] ? r->easy->errbuf : curl_easy_strerror(code);

@@ -297,17 +297,10 @@ class SmartApi(SmartBase):
             self.assertEqual(Metrics(srv.port).delta(before, "tailcut_upstream_attempts_total",
                                                      outcome="reset"), 3)
 
-    # BUG (src/client.c, libcurl's silent retry): when the upstream resets a *reused*
-    # keep-alive connection as soon as it has read the request, libcurl 7.88 often re-sends the
-    # request on a fresh connection by itself ("Connection died, retrying a fresh connect"), so
-    # one attempt becomes two upstream requests: /api/smart (--hedge-extra 0) then answers 200
-    # with the next step's body and the upstream counts 2 requests, where CONTRACT §1 says a
-    # reset connection is a failed attempt (expected 502, "attempts":1, 1 upstream request).
-    # Measured: about every other try with a warm pool, never with a cold pool (test above)
-    # or a reset after a delay. So the test tries up to 40 times and fails at the first retry.
-    # Possible fix: CURLOPT_PREREQFUNCTION (libcurl >= 7.80) is called before each send of a
-    # transfer; abort the transfer (CURL_PREREQFUNC_ABORT) on its second call.
-    @unittest.expectedFailure
+    # libcurl 7.88 re-sends a request by itself when a reused keep-alive connection dies before
+    # any answer ("Connection died, retrying a fresh connect"). The client turns that second send
+    # into a failed attempt (reset): one attempt is one upstream request. The test tries up to
+    # 40 times because the race needs a warm pool and happens about every other try.
     def test_reset_on_reused_connection_is_a_failed_attempt(self):
         with serve(self.up.port, "--hedge-extra", "0") as srv:
             for i in range(40):
