@@ -14,6 +14,7 @@ static const struct command {
 } commands[] = {
     {"serve", cmd_serve, "the smart API service in front of a slow, flaky upstream"},
     {"upstream", cmd_upstream, "a simulated slow, flaky upstream for demos, tests and benchmarks"},
+    {"fetch", cmd_fetch, "many HTTP requests at once over a pool, results as they arrive"},
 };
 
 static void usage(FILE *out)

@@ -1,0 +1,916 @@
+/*
+ * `tailcut fetch`: many GETs at once, one JSON line per URL as results arrive (CONTRACT §3).
+ *
+ * The fetching itself is src/fetch.c (tc_fetch, on its own tc_client). This file is the
+ * command around it: flags, the input, the output stream, the progress bar, Ctrl-C and the
+ * summary.
+ *
+ * The one idea that makes it work: tc_fetch *pulls* URLs, so input is read only as fast as
+ * requests finish. The input file (or stdin) is read by one reader thread into a small bounded
+ * queue (FETCH_QUEUE_CAP lines); when the queue is full the thread simply waits, and when the
+ * queue is empty the loop is woken by a uv_async. A slow pipe, a terminal or a huge regular file
+ * all look the same to the loop, which never blocks on input, and a million URLs cost no more
+ * memory than a hundred. The summary comes from counters and a fixed-size log-linear latency
+ * histogram, never from a list of results.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "cli.h"
+#include "commands.h"
+#include "tailcut/fetch.h"
+
+#define CMD "fetch"
+#define EXIT_SOME_FAILED 3
+#define EXIT_INTERRUPTED 130
+
+#define FETCH_MAX_LINE 8192      /* an input line longer than this is one error result */
+#define FETCH_QUEUE_CAP 1024     /* lines read ahead of the requests */
+#define FETCH_READ_CHUNK 65536   /* bytes per read(2) of the input */
+#define FETCH_LONG_LINE_SHOWN 64 /* bytes of an over-long line kept for its "url" */
+#define FETCH_OUT_BUFFER 65536   /* output stream buffer */
+#define FETCH_PROGRESS_MS 100    /* progress bar redraws at most 10 times a second */
+#define FETCH_BAR_WIDTH 24
+#define MAX_CONCURRENCY 100000
+#define MAX_TIMEOUT_MS 86400000ULL
+#define MAX_RETRIES 100
+#define MAX_BODY_LIMIT (1024ULL * 1024 * 1024)
+#define NSTATUS 600 /* status histogram: 0 (no response) and 100..599; others counted apart */
+#define NERRORS 32  /* error histogram by -code */
+
+/* ---- the input reader thread ---------------------------------------------------------------- */
+
+typedef struct reader {
+    int fd;
+    int close_fd;
+    int is_regular;
+    int count_total; /* count the URLs of a regular file first, for the progress bar */
+    const char *name;
+    pthread_t thread;
+    int thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    tc_fetch_input items[FETCH_QUEUE_CAP]; /* a ring */
+    size_t head, count;
+    int eof;          /* no more items will come */
+    int read_errno;   /* why reading stopped early, 0 at a clean end */
+    int stop;         /* the loop wants the thread gone */
+    int loop_waiting; /* the loop saw the queue empty: wake it with the async */
+    int thread_waiting;
+    int wake[2]; /* a pipe that breaks the thread's poll() on stop */
+    uv_async_t async;
+    int async_ready;
+    atomic_ullong total; /* URLs counted in a regular file */
+    atomic_int total_known;
+} reader;
+
+static int is_blank(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* Queues one item. Returns 0, or -1 when the loop asked the thread to stop. */
+static int reader_push(reader *rd, tc_fetch_input *it)
+{
+    int notify = 0;
+    pthread_mutex_lock(&rd->mu);
+    if (rd->count == FETCH_QUEUE_CAP) {
+        rd->thread_waiting = 1;
+        while (rd->thread_waiting && !rd->stop)
+            pthread_cond_wait(&rd->cond, &rd->mu);
+        rd->thread_waiting = 0;
+    }
+    if (rd->stop) {
+        pthread_mutex_unlock(&rd->mu);
+        free(it->url);
+        return -1;
+    }
+    rd->items[(rd->head + rd->count) % FETCH_QUEUE_CAP] = *it;
+    rd->count++;
+    if (rd->loop_waiting) {
+        rd->loop_waiting = 0;
+        notify = 1;
+    }
+    pthread_mutex_unlock(&rd->mu);
+    if (notify)
+        uv_async_send(&rd->async);
+    return 0;
+}
+
+/* One input line (no newline), of which the first len bytes are kept; overflow says the line
+ * was longer than FETCH_MAX_LINE. Blank lines and # comments are skipped. */
+static int reader_line(reader *rd, char *line, size_t len, int overflow)
+{
+    size_t a = 0, b = len;
+    while (a < b && is_blank((unsigned char)line[a]))
+        a++;
+    while (b > a && is_blank((unsigned char)line[b - 1]))
+        b--;
+    if (a == b && !overflow)
+        return 0;
+    if (a < b && line[a] == '#')
+        return 0;
+    if (a == b) /* an over-long line of blanks */
+        return 0;
+    tc_fetch_input it = {NULL, 0, NULL};
+    size_t n = b - a;
+    if (overflow) {
+        n = n < FETCH_LONG_LINE_SHOWN ? n : FETCH_LONG_LINE_SHOWN;
+        it.error = TC_EURL;
+        it.message = "input line longer than 8192 bytes";
+    } else if (memchr(line + a, '\0', n) != NULL) {
+        it.error = TC_EURL;
+        it.message = "input line contains a NUL byte";
+    }
+    it.url = malloc(n + 4);
+    if (it.url == NULL)
+        return -1;
+    memcpy(it.url, line + a, n);
+    if (overflow)
+        memcpy(it.url + n, "...", 3), n += 3;
+    it.url[n] = '\0';
+    return reader_push(rd, &it);
+}
+
+/* Counts the URL lines from the current offset to the end by the rules of reader_line(),
+ * without moving the offset (pread). */
+static void reader_count(reader *rd, char *buf)
+{
+    off_t off = lseek(rd->fd, 0, SEEK_CUR);
+    if (off < 0)
+        return;
+    uint64_t n = 0;
+    int seen = 0, comment = 0;
+    for (;;) {
+        ssize_t got = pread(rd->fd, buf, FETCH_READ_CHUNK, off);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+        off += got;
+        for (ssize_t i = 0; i < got; i++) {
+            unsigned char c = (unsigned char)buf[i];
+            if (c == '\n') {
+                n += seen && !comment;
+                seen = comment = 0;
+            } else if (!seen && !is_blank(c)) {
+                seen = 1;
+                comment = c == '#';
+            }
+        }
+        pthread_mutex_lock(&rd->mu);
+        int stop = rd->stop;
+        pthread_mutex_unlock(&rd->mu);
+        if (stop)
+            return;
+    }
+    n += seen && !comment;
+    atomic_store(&rd->total, n);
+    atomic_store(&rd->total_known, 1);
+}
+
+static void *reader_main(void *arg)
+{
+    reader *rd = arg;
+    char *buf = malloc(FETCH_READ_CHUNK);
+    char *line = malloc(FETCH_MAX_LINE + 1);
+    size_t llen = 0;
+    int overflow = 0, err = 0;
+    if (buf == NULL || line == NULL) {
+        err = ENOMEM;
+        goto out;
+    }
+    if (rd->count_total && rd->is_regular)
+        reader_count(rd, buf);
+    for (;;) {
+        if (!rd->is_regular) {
+            struct pollfd p[2] = {{rd->fd, POLLIN, 0}, {rd->wake[0], POLLIN, 0}};
+            if (poll(p, 2, -1) < 0) {
+                if (errno == EINTR)
+                    continue;
+                err = errno;
+                break;
+            }
+            if (p[1].revents)
+                break; /* stop */
+        }
+        pthread_mutex_lock(&rd->mu);
+        int stop = rd->stop;
+        pthread_mutex_unlock(&rd->mu);
+        if (stop)
+            break;
+        ssize_t got = read(rd->fd, buf, FETCH_READ_CHUNK);
+        if (got < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            err = errno;
+            break;
+        }
+        if (got == 0) {
+            if (llen > 0 || overflow)
+                reader_line(rd, line, llen, overflow);
+            break;
+        }
+        char *p = buf, *end = buf + got;
+        while (p < end) {
+            char *nl = memchr(p, '\n', (size_t)(end - p));
+            char *seg_end = nl ? nl : end;
+            size_t seg = (size_t)(seg_end - p);
+            if (llen + seg > FETCH_MAX_LINE) {
+                size_t fit = FETCH_MAX_LINE - llen;
+                memcpy(line + llen, p, fit);
+                llen += fit;
+                overflow = 1;
+            } else {
+                memcpy(line + llen, p, seg);
+                llen += seg;
+            }
+            if (nl == NULL)
+                break;
+            if (reader_line(rd, line, llen, overflow) != 0)
+                goto out;
+            llen = 0;
+            overflow = 0;
+            p = nl + 1;
+        }
+    }
+out:
+    free(buf);
+    free(line);
+    pthread_mutex_lock(&rd->mu);
+    rd->eof = 1;
+    rd->read_errno = err;
+    int notify = rd->loop_waiting;
+    rd->loop_waiting = 0;
+    pthread_mutex_unlock(&rd->mu);
+    if (notify)
+        uv_async_send(&rd->async);
+    return NULL;
+}
+
+/* ---- the command ---------------------------------------------------------------------------- */
+
+typedef struct app {
+    uv_loop_t loop;
+    tc_fetch *fetch;
+    tc_fetch_config cfg;
+
+    char **urls; /* from the arguments */
+    size_t nurls, next_url;
+    reader *rd;
+
+    FILE *out;
+    int out_flush_each_turn; /* a pipe or socket: flush once per loop iteration */
+    int out_is_tty;
+    int dirty;
+    int with_body;
+    tc_fetch_buf line;
+    int write_failed;
+
+    int progress;
+    int bar_visible;
+    uv_timer_t progress_timer;
+    uv_signal_t sigint;
+    uv_prepare_t flusher;
+
+    uint64_t start_ns, end_ns;
+    int interrupted;
+    int done_status;
+    tc_fetch_stats stats; /* taken when the fetch is over, for the summary */
+
+    /* summary */
+    uint64_t results, ok, failed, no_response;
+    uint64_t status_counts[NSTATUS];
+    uint64_t status_other;
+    uint64_t error_counts[NERRORS];
+    tc_hist hist;
+} app;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: tailcut fetch [OPTIONS] [URL...]\n"
+            "\n"
+            "GET many URLs concurrently over a connection pool; one JSON line per URL as results\n"
+            "arrive: {\"url\":..,\"status\":N,\"ms\":N,\"bytes\":N,\"error\":null|TEXT}\n"
+            "(status 0 when there was no HTTP response). A summary goes to stderr at the end.\n"
+            "\n"
+            "options:\n"
+            "  -i FILE                  read URLs from FILE ('-' = stdin), one per line; blank\n"
+            "                           lines and # comments are skipped\n"
+            "  -c, --concurrency N      requests at once [100]\n"
+            "      --per-host N         requests at once to one host:port, 0 = no limit [0]\n"
+            "      --timeout MS         timeout of each attempt [30000]\n"
+            "      --retries N          retry connection errors, 429 and 5xx up to N times, with\n"
+            "                           jittered exponential backoff or the 429's Retry-After [0]\n"
+            "      --order completion|input  output order [completion]\n"
+            "  -o FILE                  write the JSON lines to FILE [stdout]\n"
+            "      --body               include the response body (\"body\") in each line\n"
+            "      --max-body BYTES     a larger response body is an error [1048576]\n"
+            "      --progress           progress bar on stderr even when it is not a terminal\n"
+            "      --no-progress        no progress bar [a bar when stderr is a terminal]\n"
+            "  -h, --help               show this help\n"
+            "\n"
+            "exit status: 0 every URL got a 2xx or 3xx, 3 some did not, 2 bad options or an\n"
+            "unreadable input file, 130 interrupted (Ctrl-C; the summary covers what finished).\n"
+            "See docs/fetch.md.\n");
+}
+
+static tc_fetch_next source_next(void *data, tc_fetch_input *in)
+{
+    app *a = data;
+    if (a->next_url < a->nurls) {
+        in->url = strdup(a->urls[a->next_url++]);
+        if (in->url == NULL)
+            in->error = TC_ENOMEM;
+        return TC_FETCH_NEXT_URL;
+    }
+    reader *rd = a->rd;
+    if (rd == NULL)
+        return TC_FETCH_NEXT_END;
+    tc_fetch_next n;
+    pthread_mutex_lock(&rd->mu);
+    if (rd->count > 0) {
+        *in = rd->items[rd->head];
+        rd->head = (rd->head + 1) % FETCH_QUEUE_CAP;
+        rd->count--;
+        /* Wake the reader only at half empty, so that it refills in bulk rather than one
+         * context switch per URL. */
+        if (rd->thread_waiting && rd->count <= FETCH_QUEUE_CAP / 2) {
+            rd->thread_waiting = 0;
+            pthread_cond_signal(&rd->cond);
+        }
+        n = TC_FETCH_NEXT_URL;
+    } else if (rd->eof) {
+        n = TC_FETCH_NEXT_END;
+    } else {
+        rd->loop_waiting = 1;
+        n = TC_FETCH_NEXT_WAIT;
+    }
+    pthread_mutex_unlock(&rd->mu);
+    return n;
+}
+
+static void on_async(uv_async_t *h)
+{
+    app *a = h->data;
+    if (a->fetch != NULL)
+        tc_fetch_resume(a->fetch);
+}
+
+static void bar_clear(app *a)
+{
+    if (a->bar_visible) {
+        fputs("\r\033[K", stderr);
+        a->bar_visible = 0;
+    }
+}
+
+static void on_result(tc_fetch *f, const tc_fetch_result *r, void *data)
+{
+    app *a = data;
+    (void)f;
+    a->results++;
+    if (r->error == 0 && r->status >= 200 && r->status <= 399)
+        a->ok++;
+    else
+        a->failed++;
+    if (r->error != 0)
+        a->no_response++;
+    if (r->status == 0 || (r->status >= 100 && r->status < NSTATUS))
+        a->status_counts[r->status]++;
+    else
+        a->status_other++;
+    if (r->error < 0 && -r->error < NERRORS)
+        a->error_counts[-r->error]++;
+    if (r->attempts > 0 && r->error != TC_EURL) /* bad URLs are not requests */
+        tc_hist_record(&a->hist, (uint64_t)(r->ms * 1000.0 + 0.5));
+
+    a->line.len = 0;
+    if (tc_fetch_result_json(&a->line, r, a->with_body) != 0) {
+        a->write_failed = ENOMEM;
+        return;
+    }
+    if (a->out_is_tty)
+        bar_clear(a);
+    if (fwrite(a->line.base, 1, a->line.len, a->out) != a->line.len && !a->write_failed)
+        a->write_failed = errno ? errno : EIO;
+    a->dirty = 1;
+}
+
+/* Before the loop blocks: results written this turn go out now, in one write. */
+static void on_prepare(uv_prepare_t *h)
+{
+    app *a = h->data;
+    if (!a->dirty)
+        return;
+    a->dirty = 0;
+    if (a->out_flush_each_turn && fflush(a->out) != 0 && !a->write_failed)
+        a->write_failed = errno ? errno : EIO;
+    if (a->write_failed && !a->interrupted && a->fetch != NULL)
+        tc_fetch_stop(a->fetch); /* nowhere to write: stop (exit 1) */
+}
+
+static void fmt_duration(char *buf, size_t n, double secs)
+{
+    if (secs < 0 || secs > 359999)
+        snprintf(buf, n, "--:--");
+    else if (secs >= 3600)
+        snprintf(buf, n, "%d:%02d:%02d", (int)secs / 3600, ((int)secs / 60) % 60, (int)secs % 60);
+    else
+        snprintf(buf, n, "%d:%02d", (int)secs / 60, (int)secs % 60);
+}
+
+static void draw_progress(app *a)
+{
+    char line[256];
+    double elapsed = (double)(uv_hrtime() - a->start_ns) / 1e9;
+    double rate = elapsed > 0 ? (double)a->results / elapsed : 0;
+    uint64_t total = 0;
+    int known = a->rd == NULL || atomic_load(&a->rd->total_known) == 1;
+    if (known)
+        total = a->nurls + (a->rd ? atomic_load(&a->rd->total) : 0);
+    int n;
+    if (known && total > 0) {
+        double frac = (double)a->results / (double)total;
+        if (frac > 1)
+            frac = 1;
+        char bar[FETCH_BAR_WIDTH + 1];
+        int fill = (int)(frac * FETCH_BAR_WIDTH);
+        for (int i = 0; i < FETCH_BAR_WIDTH; i++)
+            bar[i] = i < fill ? '#' : '-';
+        bar[FETCH_BAR_WIDTH] = '\0';
+        char eta[32];
+        fmt_duration(eta, sizeof(eta),
+                     rate > 0 ? (double)(total - (a->results < total ? a->results : total)) / rate
+                              : -1);
+        n = snprintf(line, sizeof(line),
+                     "\r[%s] %llu/%llu %3.0f%% | %.0f req/s | ETA %s | %llu failed\033[K", bar,
+                     (unsigned long long)a->results, (unsigned long long)total, frac * 100, rate,
+                     eta, (unsigned long long)a->failed);
+    } else {
+        n = snprintf(line, sizeof(line), "\r%llu done | %.0f req/s | %llu failed\033[K",
+                     (unsigned long long)a->results, rate, (unsigned long long)a->failed);
+    }
+    if (n > 0) {
+        fwrite(line, 1, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1, stderr);
+        a->bar_visible = 1;
+    }
+}
+
+static void on_progress(uv_timer_t *t)
+{
+    app *a = t->data;
+    if (a->out_is_tty)
+        fflush(a->out); /* lines first, then the bar under them */
+    draw_progress(a);
+}
+
+static void reader_stop(app *a);
+
+static void on_sigint(uv_signal_t *s, int signum)
+{
+    app *a = s->data;
+    (void)signum;
+    if (a->interrupted) {
+        bar_clear(a);
+        fputs("tailcut fetch: interrupted again, exiting at once\n", stderr);
+        fflush(a->out);
+        _exit(EXIT_INTERRUPTED);
+    }
+    a->interrupted = 1;
+    if (a->fetch != NULL)
+        tc_fetch_stop(a->fetch);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void on_fetch_closed(tc_fetch *f, void *data)
+{
+    app *a = data;
+    (void)f;
+    a->fetch = NULL;
+}
+
+static void on_done(tc_fetch *f, int status, void *data)
+{
+    app *a = data;
+    a->end_ns = uv_hrtime();
+    a->done_status = status;
+    tc_fetch_get_stats(f, &a->stats);
+    reader_stop(a);
+    if (a->progress) {
+        uv_timer_stop(&a->progress_timer);
+        draw_progress(a); /* the final count */
+    }
+    uv_close((uv_handle_t *)&a->progress_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&a->flusher, on_handle_closed);
+    /* SIGINT stays watched until the loop ends, so a second Ctrl-C still exits at once. */
+    uv_unref((uv_handle_t *)&a->sigint);
+    tc_fetch_close(f, on_fetch_closed, a);
+}
+
+/* Stops the reader thread (if running) and releases what it still holds. */
+static void reader_stop(app *a)
+{
+    reader *rd = a->rd;
+    if (rd == NULL)
+        return;
+    if (rd->thread_started) {
+        pthread_mutex_lock(&rd->mu);
+        rd->stop = 1;
+        pthread_cond_broadcast(&rd->cond);
+        pthread_mutex_unlock(&rd->mu);
+        ssize_t w = write(rd->wake[1], "x", 1);
+        (void)w;
+        pthread_join(rd->thread, NULL);
+        rd->thread_started = 0;
+    }
+    while (rd->count > 0) {
+        free(rd->items[rd->head].url);
+        rd->head = (rd->head + 1) % FETCH_QUEUE_CAP;
+        rd->count--;
+    }
+    if (rd->async_ready) {
+        uv_close((uv_handle_t *)&rd->async, on_handle_closed);
+        rd->async_ready = 0;
+    }
+}
+
+static void reader_free(reader *rd)
+{
+    if (rd == NULL)
+        return;
+    if (rd->close_fd)
+        close(rd->fd);
+    if (rd->wake[0] >= 0)
+        close(rd->wake[0]);
+    if (rd->wake[1] >= 0)
+        close(rd->wake[1]);
+    pthread_mutex_destroy(&rd->mu);
+    pthread_cond_destroy(&rd->cond);
+    free(rd);
+}
+
+/* Opens the input named by -i. Returns the reader, or NULL with a message (exit 2). */
+static reader *reader_open(const char *name)
+{
+    reader *rd = calloc(1, sizeof(*rd));
+    if (rd == NULL) {
+        cli_error(CMD, "out of memory");
+        return NULL;
+    }
+    rd->name = name;
+    rd->wake[0] = rd->wake[1] = -1;
+    pthread_mutex_init(&rd->mu, NULL);
+    pthread_cond_init(&rd->cond, NULL);
+    if (strcmp(name, "-") == 0) {
+        rd->fd = STDIN_FILENO;
+    } else {
+        rd->fd = open(name, O_RDONLY | O_CLOEXEC);
+        if (rd->fd < 0) {
+            cli_error(CMD, "cannot read input file '%s': %s", name, strerror(errno));
+            reader_free(rd);
+            return NULL;
+        }
+        rd->close_fd = 1;
+    }
+    struct stat st;
+    if (fstat(rd->fd, &st) != 0) {
+        cli_error(CMD, "cannot read input file '%s': %s", name, strerror(errno));
+        reader_free(rd);
+        return NULL;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        cli_error(CMD, "cannot read input file '%s': %s", name, strerror(EISDIR));
+        reader_free(rd);
+        return NULL;
+    }
+    rd->is_regular = S_ISREG(st.st_mode);
+    if (pipe2(rd->wake, O_CLOEXEC) != 0) {
+        cli_error(CMD, "cannot create a pipe: %s", strerror(errno));
+        reader_free(rd);
+        return NULL;
+    }
+    return rd;
+}
+
+/* Parses "--name", "--name=value" and, for one-letter flags, "-xVALUE". */
+static int flag_is(const char *arg, const char *name, const char **inline_value)
+{
+    size_t n = strlen(name);
+    if (strncmp(arg, name, n) != 0)
+        return 0;
+    if (arg[n] == '\0') {
+        *inline_value = NULL;
+        return 1;
+    }
+    if (name[1] != '-') { /* -cVALUE */
+        *inline_value = arg + n;
+        return 1;
+    }
+    if (arg[n] == '=') {
+        *inline_value = arg + n + 1;
+        return 1;
+    }
+    return 0;
+}
+
+typedef struct options {
+    const char *input;
+    const char *output;
+    int progress; /* -1 = when stderr is a terminal */
+} options;
+
+/* Returns -1 to continue, or the exit status. */
+static int parse_args(app *a, options *o, int argc, char **argv)
+{
+    static const char *const with_value[] = {"--concurrency", "-c",      "--per-host", "--timeout",
+                                             "--retries",     "--order", "-o",         "-i",
+                                             "--max-body"};
+    uint64_t v;
+    int only_urls = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const char *val = NULL, *flag = NULL;
+        if (only_urls || arg[0] != '-' || arg[1] == '\0') {
+            a->urls[a->nurls++] = argv[i];
+            continue;
+        }
+        if (strcmp(arg, "--") == 0) {
+            only_urls = 1;
+            continue;
+        }
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+            usage(stdout);
+            return TC_EXIT_OK;
+        }
+        if (strcmp(arg, "--body") == 0) {
+            a->with_body = 1;
+            continue;
+        }
+        if (strcmp(arg, "--progress") == 0) {
+            o->progress = 1;
+            continue;
+        }
+        if (strcmp(arg, "--no-progress") == 0) {
+            o->progress = 0;
+            continue;
+        }
+        for (size_t k = 0; k < sizeof(with_value) / sizeof(with_value[0]); k++) {
+            if (flag_is(arg, with_value[k], &val)) {
+                flag = with_value[k];
+                break;
+            }
+        }
+        if (flag == NULL) {
+            cli_bad_option(CMD, arg);
+            return TC_EXIT_USAGE;
+        }
+        if (val == NULL) {
+            if (i + 1 >= argc) {
+                cli_bad_option(CMD, arg);
+                return TC_EXIT_USAGE;
+            }
+            val = argv[++i];
+        }
+        if (strcmp(flag, "--concurrency") == 0 || strcmp(flag, "-c") == 0) {
+            if (cli_parse_u64(CMD, flag, val, 1, MAX_CONCURRENCY, &v) != 0)
+                return TC_EXIT_USAGE;
+            a->cfg.concurrency = (size_t)v;
+        } else if (strcmp(flag, "--per-host") == 0) {
+            if (cli_parse_u64(CMD, flag, val, 0, MAX_CONCURRENCY, &v) != 0)
+                return TC_EXIT_USAGE;
+            a->cfg.per_host = (size_t)v;
+        } else if (strcmp(flag, "--timeout") == 0) {
+            if (cli_parse_u64(CMD, flag, val, 1, MAX_TIMEOUT_MS, &v) != 0)
+                return TC_EXIT_USAGE;
+            a->cfg.timeout_ms = v;
+        } else if (strcmp(flag, "--retries") == 0) {
+            if (cli_parse_u64(CMD, flag, val, 0, MAX_RETRIES, &v) != 0)
+                return TC_EXIT_USAGE;
+            a->cfg.retries = (unsigned)v;
+        } else if (strcmp(flag, "--max-body") == 0) {
+            if (cli_parse_u64(CMD, flag, val, 1, MAX_BODY_LIMIT, &v) != 0)
+                return TC_EXIT_USAGE;
+            a->cfg.max_body = (size_t)v;
+        } else if (strcmp(flag, "--order") == 0) {
+            if (strcmp(val, "completion") == 0) {
+                a->cfg.order = TC_FETCH_COMPLETION;
+            } else if (strcmp(val, "input") == 0) {
+                a->cfg.order = TC_FETCH_INPUT;
+            } else {
+                cli_error(CMD, "invalid value '%s' for --order: expected completion or input", val);
+                return TC_EXIT_USAGE;
+            }
+        } else if (strcmp(flag, "-o") == 0) {
+            if (*val == '\0') {
+                cli_error(CMD, "invalid value '' for -o: expected a file name");
+                return TC_EXIT_USAGE;
+            }
+            o->output = val;
+        } else if (strcmp(flag, "-i") == 0) {
+            if (*val == '\0') {
+                cli_error(CMD, "invalid value '' for -i: expected a file name or -");
+                return TC_EXIT_USAGE;
+            }
+            if (o->input != NULL) {
+                cli_error(CMD, "-i given twice");
+                return TC_EXIT_USAGE;
+            }
+            o->input = val;
+        }
+    }
+    if (a->nurls == 0 && o->input == NULL) {
+        cli_error(CMD, "no URLs: give them as arguments or with -i FILE (see 'tailcut fetch "
+                       "--help')");
+        return TC_EXIT_USAGE;
+    }
+    return -1;
+}
+
+/* One socket per transfer: let the process have as many descriptors as it is allowed. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static void print_summary(app *a)
+{
+    double secs = (double)(a->end_ns - a->start_ns) / 1e9;
+    const tc_fetch_stats st = a->stats;
+    bar_clear(a);
+    fprintf(stderr, "tailcut fetch: summary\n");
+    fprintf(stderr, "  requests: %llu in %.3f s (%.1f requests/s)\n",
+            (unsigned long long)a->results, secs, secs > 0 ? (double)a->results / secs : 0.0);
+    fprintf(stderr, "  ok: %llu\n", (unsigned long long)a->ok);
+    fprintf(stderr, "  failed: %llu (no response: %llu)\n", (unsigned long long)a->failed,
+            (unsigned long long)a->no_response);
+    fprintf(stderr, "  retries: %llu\n", (unsigned long long)st.retries);
+    fprintf(stderr, "  latency ms: p50 %.3f, p90 %.3f, p99 %.3f, max %.3f\n",
+            (double)tc_hist_percentile(&a->hist, 50) / 1000.0,
+            (double)tc_hist_percentile(&a->hist, 90) / 1000.0,
+            (double)tc_hist_percentile(&a->hist, 99) / 1000.0,
+            (double)tc_hist_percentile(&a->hist, 100) / 1000.0);
+    fprintf(stderr, "  status:");
+    int any = 0;
+    for (int s = 100; s < NSTATUS; s++) {
+        if (a->status_counts[s]) {
+            fprintf(stderr, " %d=%llu", s, (unsigned long long)a->status_counts[s]);
+            any = 1;
+        }
+    }
+    if (a->status_counts[0]) {
+        fprintf(stderr, " none=%llu", (unsigned long long)a->status_counts[0]);
+        any = 1;
+    }
+    if (a->status_other) {
+        fprintf(stderr, " other=%llu", (unsigned long long)a->status_other);
+        any = 1;
+    }
+    fprintf(stderr, "%s\n", any ? "" : " -");
+    if (a->no_response) {
+        fprintf(stderr, "  errors:");
+        for (int e = 1; e < NERRORS; e++)
+            if (a->error_counts[e])
+                fprintf(stderr, " %s=%llu", tc_err_name(-e),
+                        (unsigned long long)a->error_counts[e]);
+        fprintf(stderr, "\n");
+    }
+    if (a->interrupted)
+        fprintf(stderr, "  interrupted: %llu not finished (cancelled or held back)\n",
+                (unsigned long long)st.cancelled);
+}
+
+int cmd_fetch(int argc, char **argv)
+{
+    app *a = calloc(1, sizeof(*a));
+    options o = {NULL, NULL, -1};
+    int status = TC_EXIT_FAILURE;
+    if (a == NULL || (a->urls = calloc((size_t)argc + 1, sizeof(char *))) == NULL) {
+        cli_error(CMD, "out of memory");
+        free(a);
+        return TC_EXIT_FAILURE;
+    }
+    tc_fetch_config_init(&a->cfg);
+    tc_hist_init(&a->hist);
+    int rc = parse_args(a, &o, argc, argv);
+    if (rc >= 0) {
+        free(a->urls);
+        free(a);
+        return rc;
+    }
+
+    if (o.input != NULL && (a->rd = reader_open(o.input)) == NULL) {
+        status = TC_EXIT_USAGE;
+        goto out_free;
+    }
+    a->out = stdout;
+    if (o.output != NULL && strcmp(o.output, "-") != 0) {
+        a->out = fopen(o.output, "w");
+        if (a->out == NULL) {
+            cli_error(CMD, "cannot open output file '%s': %s", o.output, strerror(errno));
+            status = TC_EXIT_USAGE;
+            goto out_free;
+        }
+    }
+    struct stat st;
+    a->out_is_tty = isatty(fileno(a->out));
+    a->out_flush_each_turn =
+        !a->out_is_tty && !(fstat(fileno(a->out), &st) == 0 && S_ISREG(st.st_mode));
+    setvbuf(a->out, NULL, a->out_is_tty ? _IOLBF : _IOFBF, FETCH_OUT_BUFFER);
+    a->progress = o.progress >= 0 ? o.progress : isatty(STDERR_FILENO);
+    if (a->rd != NULL)
+        a->rd->count_total = a->progress;
+    raise_fd_limit();
+
+    if (uv_loop_init(&a->loop) != 0) {
+        cli_error(CMD, "cannot create an event loop");
+        goto out_free;
+    }
+    rc = tc_fetch_new(&a->fetch, &a->loop, &a->cfg, source_next, on_result, on_done, a);
+    if (rc != 0) {
+        cli_error(CMD, "cannot start: %s", tc_strerror(rc));
+        uv_run(&a->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&a->loop);
+        goto out_free;
+    }
+    uv_timer_init(&a->loop, &a->progress_timer);
+    a->progress_timer.data = a;
+    uv_prepare_init(&a->loop, &a->flusher);
+    a->flusher.data = a;
+    uv_prepare_start(&a->flusher, on_prepare);
+    uv_signal_init(&a->loop, &a->sigint);
+    a->sigint.data = a;
+    uv_signal_start(&a->sigint, on_sigint, SIGINT);
+    if (a->rd != NULL) {
+        uv_async_init(&a->loop, &a->rd->async, on_async);
+        a->rd->async.data = a;
+        a->rd->async_ready = 1;
+        if (pthread_create(&a->rd->thread, NULL, reader_main, a->rd) != 0) {
+            cli_error(CMD, "cannot start the input reader thread");
+            tc_fetch_stop(a->fetch);
+        } else {
+            a->rd->thread_started = 1;
+        }
+    }
+    a->start_ns = uv_hrtime();
+    if (a->progress)
+        uv_timer_start(&a->progress_timer, on_progress, FETCH_PROGRESS_MS, FETCH_PROGRESS_MS);
+    tc_fetch_start(a->fetch);
+    uv_run(&a->loop, UV_RUN_DEFAULT);
+
+    /* The fetch has closed; only the SIGINT watcher is left. */
+    if (fflush(a->out) != 0 && !a->write_failed)
+        a->write_failed = errno ? errno : EIO;
+    print_summary(a);
+    int read_errno = a->rd ? a->rd->read_errno : 0;
+    if (a->write_failed)
+        cli_error(CMD, "cannot write the output: %s", strerror(a->write_failed));
+    if (read_errno)
+        cli_error(CMD, "cannot read input file '%s': %s", o.input, strerror(read_errno));
+    if (a->interrupted)
+        status = EXIT_INTERRUPTED;
+    else if (a->write_failed)
+        status = TC_EXIT_FAILURE;
+    else if (read_errno)
+        status = TC_EXIT_USAGE;
+    else if (a->failed > 0)
+        status = EXIT_SOME_FAILED;
+    else
+        status = TC_EXIT_OK;
+    uv_close((uv_handle_t *)&a->sigint, on_handle_closed);
+    uv_run(&a->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&a->loop) != 0)
+        cli_error(CMD, "internal: event loop still busy at exit");
+
+out_free:
+    if (a->out != NULL && a->out != stdout)
+        fclose(a->out);
+    else if (a->out == stdout)
+        fflush(stdout);
+    reader_free(a->rd);
+    free(a->line.base);
+    free(a->urls);
+    free(a);
+    return status;
+}

@@ -1,0 +1,180 @@
+/*
+ * Many HTTP GETs at once over one pooled client, results as they arrive (CONTRACT §3).
+ *
+ * A tc_fetch pulls URLs from a caller's source one at a time, only when it has room for one
+ * more, so a million URLs cost no more memory than a hundred: what is held at any moment is at
+ * most `window` request records (the concurrency cap, plus TC_FETCH_ORDER_SLACK finished results
+ * in input order) and the client's per-transfer buffers. Each URL is reported exactly once, to
+ * the caller's result callback, in completion order or in input order.
+ *
+ * Retries (cfg.retries > 0) follow a connection error (refused, reset, timed out, other I/O), a
+ * 429 or a 5xx: after Retry-After for a 429 that carries one (seconds or HTTP-date, capped at
+ * retry_after_max_ms), else after a jittered exponential backoff. Waiting is a uv timer, and a
+ * request that waits keeps its concurrency and per-host slot.
+ *
+ * The same header also has the small pieces the `tailcut fetch` command builds its output and
+ * summary from: the JSON line of a result, a Retry-After parser and a log-linear latency
+ * histogram. Everything runs on one uv loop thread; nothing here is thread-safe.
+ */
+#ifndef TAILCUT_FETCH_H
+#define TAILCUT_FETCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+#include <uv.h>
+
+#include "tailcut/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TC_FETCH_DEFAULT_CONCURRENCY 100
+#define TC_FETCH_DEFAULT_TIMEOUT_MS 30000
+#define TC_FETCH_DEFAULT_MAX_BODY (1024 * 1024)
+#define TC_FETCH_DEFAULT_BACKOFF_BASE_MS 100      /* the first retry waits 50..100 ms */
+#define TC_FETCH_DEFAULT_BACKOFF_MAX_MS 10000     /* no backoff longer than this */
+#define TC_FETCH_DEFAULT_RETRY_AFTER_MAX_MS 60000 /* a 429's Retry-After is cut to this */
+/* In input order, finished results beyond the concurrency cap that may wait for a slower one
+ * ahead of them. Past that, reading input stops until the head of the line finishes. */
+#define TC_FETCH_ORDER_SLACK 32
+
+typedef struct tc_fetch tc_fetch;
+
+typedef enum tc_fetch_order { TC_FETCH_COMPLETION = 0, TC_FETCH_INPUT } tc_fetch_order;
+
+typedef struct tc_fetch_config {
+    size_t concurrency;          /* requests at once, retry waits included [100] */
+    size_t per_host;             /* requests at once to one scheme://host:port, 0 = none [0] */
+    uint64_t timeout_ms;         /* each attempt's whole timeout [30000] */
+    unsigned retries;            /* extra attempts after a retryable failure [0] */
+    uint64_t backoff_base_ms;    /* retry n waits base*2^(n-1), jittered down by up to half */
+    uint64_t backoff_max_ms;     /* cap of that wait [10000] */
+    uint64_t retry_after_max_ms; /* cap of a 429's Retry-After [60000] */
+    tc_fetch_order order;        /* [TC_FETCH_COMPLETION] */
+    size_t max_body;             /* a larger response body is an error (TC_ETOOLARGE) [1 MiB] */
+    uint64_t seed;               /* jitter seed, 0 = from the clock [0] */
+} tc_fetch_config;
+
+/* Fills cfg with the defaults in brackets above. */
+void tc_fetch_config_init(tc_fetch_config *cfg);
+
+/* One input item, filled in by the source. */
+typedef struct tc_fetch_input {
+    char *url;           /* malloc'd, NUL-terminated; the fetch owns (and frees) it */
+    int error;           /* 0, or a TC_E* code: reported as is, nothing is fetched */
+    const char *message; /* with error: a static message for the result */
+} tc_fetch_input;
+
+typedef enum tc_fetch_next {
+    TC_FETCH_NEXT_URL = 0, /* *in is filled */
+    TC_FETCH_NEXT_WAIT,    /* nothing right now: call tc_fetch_resume() when there is */
+    TC_FETCH_NEXT_END      /* the input is over; the source is not called again */
+} tc_fetch_next;
+
+typedef tc_fetch_next (*tc_fetch_source_fn)(void *data, tc_fetch_input *in);
+
+/* How one URL ended. Everything is borrowed for the duration of the result callback. */
+typedef struct tc_fetch_result {
+    uint64_t index; /* position in the input, from 0 */
+    const char *url;
+    int status;          /* HTTP status of the final attempt, 0 when there was no response */
+    int error;           /* 0 when there was a response, else the TC_E* code */
+    const char *message; /* error text ("" when error is 0) */
+    double ms;           /* first attempt's start to the end, retry waits included */
+    size_t bytes;        /* body bytes of the final response */
+    const char *body;    /* the body (NUL-terminated), NULL when there was no response */
+    unsigned attempts;   /* 1 + retries made (0 for an input error) */
+} tc_fetch_result;
+
+typedef void (*tc_fetch_result_fn)(tc_fetch *f, const tc_fetch_result *r, void *data);
+
+/* Fires once: status 0 when the source ended and every URL has been reported, TC_ECANCELED
+ * after tc_fetch_stop(). Runs from the loop, never from inside another tc_fetch call. */
+typedef void (*tc_fetch_done_fn)(tc_fetch *f, int status, void *data);
+
+/* Creates a fetch on loop with its own tc_client (one client per loop: do not create another
+ * on the same loop). cfg may be NULL for the defaults; it is copied. Nothing starts before
+ * tc_fetch_start(). Returns 0, TC_EINVAL (a callback is NULL, concurrency 0), TC_ENOMEM, TC_EIO. */
+int tc_fetch_new(tc_fetch **out, uv_loop_t *loop, const tc_fetch_config *cfg,
+                 tc_fetch_source_fn source, tc_fetch_result_fn on_result, tc_fetch_done_fn on_done,
+                 void *data);
+
+/* Starts pulling from the source. Returns 0, or TC_EINVAL if already started or stopped. */
+int tc_fetch_start(tc_fetch *f);
+
+/* The source has items again after it answered TC_FETCH_NEXT_WAIT. Harmless at any time. */
+void tc_fetch_resume(tc_fetch *f);
+
+/* Stops: the source is not called again, running requests are cancelled (their connections
+ * closed), retry waits dropped, and finished results still held back for input order are
+ * discarded; none of these is reported. on_done then fires with TC_ECANCELED (unless it has
+ * already fired). May be called from the result callback. */
+void tc_fetch_stop(tc_fetch *f);
+
+/* Stops if needed (without a further on_done), closes the client and every handle, then calls
+ * close_cb (may be NULL) from the loop, after which f is freed. */
+typedef void (*tc_fetch_close_cb)(tc_fetch *f, void *data);
+void tc_fetch_close(tc_fetch *f, tc_fetch_close_cb close_cb, void *data);
+
+typedef struct tc_fetch_stats {
+    uint64_t taken;     /* items taken from the source */
+    uint64_t reported;  /* results reported */
+    uint64_t attempts;  /* HTTP attempts started */
+    uint64_t retries;   /* of those, retries */
+    uint64_t cancelled; /* by tc_fetch_stop: running, waiting or held back, not reported */
+    size_t active;      /* taken, not finished: running, waiting for a host slot or a retry */
+    size_t held;        /* finished, waiting for an earlier one (input order) */
+    size_t peak_held;
+} tc_fetch_stats;
+
+void tc_fetch_get_stats(const tc_fetch *f, tc_fetch_stats *out);
+
+/* ---- output --------------------------------------------------------------------------------- */
+
+/* A growable byte buffer {base, len} with its capacity. Start with all zeros; free(base). */
+typedef struct tc_fetch_buf {
+    char *base;
+    size_t len, cap;
+} tc_fetch_buf;
+
+/* Appends s[0..len) as a JSON string literal with quotes. Invalid UTF-8 bytes become U+FFFD,
+ * so the output is always valid JSON. Returns 0 or TC_ENOMEM. */
+int tc_fetch_json_string(tc_fetch_buf *b, const char *s, size_t len);
+
+/* Appends r as one JSON line, newline included:
+ *   {"url":U,"status":N,"ms":N.NNN,"bytes":N,"error":null|TEXT}
+ * with ,"body":TEXT|null before the closing brace when with_body is 1. Returns 0 or TC_ENOMEM. */
+int tc_fetch_result_json(tc_fetch_buf *b, const tc_fetch_result *r, int with_body);
+
+/* Parses a Retry-After value: delay-seconds (digits only) or an HTTP-date (IMF-fixdate, RFC 850
+ * or asctime form), relative to now (Unix seconds). A date in the past gives 0. The result is
+ * capped at max_ms. Returns 0 and sets *ms, or TC_EINVAL. */
+int tc_retry_after_parse(const char *value, time_t now, uint64_t max_ms, uint64_t *ms);
+
+/* ---- latency histogram ---------------------------------------------------------------------- */
+
+/* A log-linear histogram of microsecond values: exact below 128 us, then 128 buckets per power
+ * of two (under 0.8% relative error), up to 2^40 us (about 12 days; larger values land in the
+ * last bucket). A value type of fixed size (~35 KB): no allocation, no array of samples. */
+#define TC_HIST_SUB_BITS 7
+#define TC_HIST_MAX_BITS 40
+#define TC_HIST_BUCKETS ((TC_HIST_MAX_BITS - TC_HIST_SUB_BITS + 1) << TC_HIST_SUB_BITS)
+
+typedef struct tc_hist {
+    uint64_t count;
+    uint64_t min, max; /* exact */
+    uint64_t buckets[TC_HIST_BUCKETS];
+} tc_hist;
+
+void tc_hist_init(tc_hist *h);
+void tc_hist_record(tc_hist *h, uint64_t us);
+/* The value at percentile p (0..100): the midpoint of the bucket holding the sample of that
+ * rank, clamped to [min, max]; 0 when empty. p >= 100 gives max. */
+uint64_t tc_hist_percentile(const tc_hist *h, double p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TAILCUT_FETCH_H */
