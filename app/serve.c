@@ -45,7 +45,7 @@ static const char *const endpoint_names[EP_COUNT] = {
 typedef struct serve_metrics {
     tc_metrics_registry *reg;
     uint32_t requests, duration, attempts, hedges, hedge_wins, in_flight, queue_waits;
-    uint32_t batches, batch_size, batch_keys, batch_dedup; /* /api/metadata batching */
+    uint32_t batches, batch_size, batch_keys, batch_dedup, batch_wait; /* /api/metadata */
     uint32_t duration_series[EP_COUNT];
     uint32_t outcome_series[TC_OUTCOME_COUNT];
 } serve_metrics;
@@ -422,6 +422,8 @@ static void metadata_dispatch(tc_batch *batch, void *data)
     tc_metrics_counter_add(sw->shard, m->batches, TC_METRICS_SERIES_DEFAULT, 1);
     tc_metrics_counter_add(sw->shard, m->batch_keys, TC_METRICS_SERIES_DEFAULT, n);
     tc_metrics_histogram_observe(sw->shard, m->batch_size, TC_METRICS_SERIES_DEFAULT, (double)n);
+    tc_metrics_histogram_observe(sw->shard, m->batch_wait, TC_METRICS_SERIES_DEFAULT,
+                                 tc_batch_wait_ms(batch) / 1e3);
 
     /* "?id=" or "&id=" plus each ID percent-encoded (at most 3 bytes per byte). */
     size_t base_len = strlen(cfg->metadata_upstream);
@@ -685,6 +687,9 @@ static int define_metrics(serve_metrics *m)
     static const double latency_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4,
                                              0.5,   0.75, 1,     2.5,  5,   10,  30,  60};
     static const double batch_size_buckets[] = {1, 2, 5, 10, 20, 30, 40, 50, 100, 200, 500, 1000};
+    static const double batch_wait_buckets[] = {0.001, 0.002, 0.005, 0.008, 0.01, 0.011,
+                                                0.012, 0.015, 0.02,  0.05,  0.1,  0.25,
+                                                0.5,   1,     2.5,   5,     10,   60};
     tc_metrics_family_def defs[] = {
         {TC_METRIC_COUNTER, "tailcut_requests_total", "Requests answered, by endpoint and status",
          ep_status_labels, 2, NULL, 0, 128},
@@ -709,10 +714,14 @@ static int define_metrics(serve_metrics *m)
          "IDs sent in batched calls (its rate is keys per second)", NULL, 0, NULL, 0, 0},
         {TC_METRIC_COUNTER, "tailcut_metadata_dedup_hits_total",
          "Lookups that joined an ID already waiting in the same batch", NULL, 0, NULL, 0, 0},
+        {TC_METRIC_HISTOGRAM, "tailcut_metadata_batch_wait_seconds",
+         "Time from a batch's first ID to its upstream call (the longest any of its IDs waited)",
+         NULL, 0, batch_wait_buckets, sizeof(batch_wait_buckets) / sizeof(batch_wait_buckets[0]),
+         0},
     };
     uint32_t *ids[] = {&m->requests,   &m->duration,   &m->attempts,    &m->hedges,
                        &m->hedge_wins, &m->in_flight,  &m->queue_waits, &m->batches,
-                       &m->batch_size, &m->batch_keys, &m->batch_dedup};
+                       &m->batch_size, &m->batch_keys, &m->batch_dedup, &m->batch_wait};
     if (tc_metrics_registry_new(&m->reg) != 0)
         return TC_ENOMEM;
     for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++) {

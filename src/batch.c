@@ -59,8 +59,9 @@ struct tc_batch {
     size_t keys_len, keys_cap;
     uint32_t *order; /* entries handed to dispatch: key i is entries[order[i]]; entries_cap long */
     size_t n;
-    size_t live;    /* waiters still waiting, over all entries */
-    unsigned holds; /* frames iterating this batch; a DEAD batch is released at 0 */
+    size_t live;                /* waiters still waiting, over all entries */
+    unsigned holds;             /* frames iterating this batch; a DEAD batch is released at 0 */
+    uint64_t first_ns, sent_ns; /* uv_hrtime() of the first submit and of the dispatch */
     tc_batch *qprev, *qnext;
 };
 
@@ -342,6 +343,7 @@ static void batch_send(tc_batcher *b, tc_batch *t)
     }
     t->n = n;
     t->state = BATCH_OUT;
+    t->sent_ns = uv_hrtime();
     b->st.in_flight++;
     b->st.batches_sent++;
     b->st.keys_sent += n;
@@ -567,6 +569,7 @@ int tc_batcher_submit(tc_future **out, tc_batcher *b, const void *key, size_t ke
     }
     if (fresh) {
         b->current = t;
+        t->first_ns = uv_hrtime();
         uv_update_time(b->loop); /* "max_wait after the first key", not after the loop woke */
         uv_timer_start(&b->timer, on_timer, b->cfg.max_wait_ms, 0);
     }
@@ -646,6 +649,13 @@ size_t tc_batch_waiters(const tc_batch *batch, size_t i)
 tc_batcher *tc_batch_batcher(const tc_batch *batch)
 {
     return batch == NULL ? NULL : batch->b;
+}
+
+double tc_batch_wait_ms(const tc_batch *batch)
+{
+    if (batch == NULL || batch->state != BATCH_OUT)
+        return 0;
+    return (double)(batch->sent_ns - batch->first_ns) / 1e6;
 }
 
 /* Entry i of a batch that is out, or NULL when i is out of range or the key is settled. */

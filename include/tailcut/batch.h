@@ -154,6 +154,10 @@ size_t tc_batch_waiters(const tc_batch *batch, size_t i);
 
 tc_batcher *tc_batch_batcher(const tc_batch *batch);
 
+/* Milliseconds from the batch's first submit to its dispatch (collecting plus queued): the
+ * longest any of its keys waited in the batcher before going out. */
+double tc_batch_wait_ms(const tc_batch *batch);
+
 /* Resolves key i with value: NULL, or a pointer from tc_batch_value_alloc(). The caller's
  * reference to value passes to the batch in every case (on error it is dropped). Each waiter
  * of the key is fulfilled now. Returns 0, or TC_EINVAL (i out of range, key already settled). */

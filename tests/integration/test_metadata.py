@@ -285,6 +285,7 @@ class WithSimulator(MetadataBase):
         self.assertEqual(d("tailcut_metadata_batch_size_sum"), 120)
         self.assertEqual(d("tailcut_metadata_batch_size_bucket", le="20"), 1)
         self.assertEqual(d("tailcut_metadata_batch_size_bucket", le="50"), 3)
+        self.assertEqual(d("tailcut_metadata_batch_wait_seconds_count"), 3)
         self.assertEqual(d("tailcut_requests_total", endpoint="metadata", status="200"), 120)
 
     def test_30_lookups_of_10_ids_make_one_call_of_10(self):
@@ -301,6 +302,11 @@ class WithSimulator(MetadataBase):
         self.assertEqual(d("tailcut_metadata_batches_total"), 1)
         self.assertEqual(d("tailcut_metadata_batch_keys_total"), 10)
         self.assertEqual(d("tailcut_metadata_dedup_hits_total"), 20)
+        # Ten IDs never fill a batch of 50: it went out --batch-wait after its first ID.
+        self.assertEqual(d("tailcut_metadata_batch_wait_seconds_count"), 1)
+        self.assertGreaterEqual(d("tailcut_metadata_batch_wait_seconds_sum"),
+                                BATCH_WAIT_MS / 1000 - EARLY)
+        self.assertLess(d("tailcut_metadata_batch_wait_seconds_sum"), BATCH_WAIT_MS / 1000 + SLACK)
 
     def test_missing_ids_are_404_in_a_batch_with_found_ones(self):
         ids = ["missing-1", "here-1", "missing-2", "here-2", "missing-1"]

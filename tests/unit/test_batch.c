@@ -348,6 +348,8 @@ static void test_time_trigger(void **state)
     assert_true(waited_ms < 3000.0);
     assert_string_equal(h->keys_seen, "a,b;");
     tc_batch *batch = take_held(h);
+    assert_true(tc_batch_wait_ms(batch) >= 38.0);
+    assert_true(tc_batch_wait_ms(batch) <= waited_ms + 1.0);
     resolve_all(batch);
     tc_batch_done(batch);
     assert_value(a, "v:a");
