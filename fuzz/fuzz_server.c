@@ -1,0 +1,598 @@
+/*
+ * libFuzzer target: the HTTP request path of src/server.c, over real loopback TCP.
+ *
+ * One tc_server runs on the process-wide loop of loopback.c (created on the first input, port 0).
+ * Each input opens a fresh connection, writes its bytes (in one write or two), half-closes or
+ * keeps the connection open, runs the loop until the exchange is over, and then checks what came
+ * back against what the handler did. The one idea: the handler keeps a log of every request it
+ * was handed and how it finished it (status and body, drop, abort), so the bytes on the wire can
+ * be checked exactly against that log: responses in the same order, each with the status and
+ * body the handler gave, no response after a drop or a "Connection: close", at most one extra
+ * response (the server's own 400/408/413/414/431/503) after the last handled request.
+ *
+ * Input layout: 4 control bytes, then the bytes sent to the server.
+ *   [0] mode:  'K' keep the connection open until the exchange is quiet, then close it;
+ *              'T' keep it open and wait for the server to close it (header/idle timeouts);
+ *              anything else: half-close (FIN) right after the writes.
+ *   [1] split: '0'..'9' splits the bytes at that tenth of their length ('0': one write);
+ *              any other byte splits at (byte % (length + 1)).
+ *   [2] seed:  picks the handler's action for paths it does not know, and the timer delays.
+ *   [3] ignored (seeds put a space or newline there).
+ * The handler acts on the request path: /now echoes the body, /json answers JSON, /later answers
+ * from a 0-2 ms timer, /drop and /rst drop the request (FIN or RST), /err?s=NNN&m=MSG answers
+ * tc_request_respond_error, /big answers 70000 bytes; other paths pick one of these by seed.
+ */
+#include <jansson.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loopback.h"
+#include "tailcut/json.h"
+#include "tailcut/server.h"
+#include "tailcut/url.h"
+
+#define PREFIX 4
+#define MAX_BODY 4096
+#define MAX_URI 1024
+#define MAX_HEADERS 2048
+#define HEADER_TIMEOUT_MS 20
+#define IDLE_TIMEOUT_MS 20
+#define BIG_LEN 70000
+#define MAX_BIG_PER_INPUT 4
+/* An input whose exchange is not over by then is a hang (a bug): the handler never waits longer
+ * than 2 ms, and the server's own timers are HEADER_TIMEOUT_MS / IDLE_TIMEOUT_MS. */
+#define INPUT_DEADLINE_MS 3000
+/* After the client closed, the server must let go of the connection within this (it is closed
+ * at once on EOF; only a slow machine makes it take more than a few ms)... */
+#define RELEASE_MS 1000
+/* ...and with FUZZ_TOLERATE_HELD set, a connection still held after this is a known bug. */
+#define HELD_TOLERATED_MS 20
+
+typedef enum action { A_NOW, A_JSON, A_LATER, A_DROP, A_RST, A_ERR, A_BIG, A_COUNT } action;
+
+/* What the handler did with one request, in dispatch order. */
+typedef struct record {
+    int status;   /* > 0: answered with it; -1: dropped; 0: not finished yet */
+    int head;     /* a HEAD request: no body on the wire */
+    int is_error; /* answered with tc_request_respond_error: a JSON error body */
+    int aborted;  /* the server reported the client gone before the answer */
+    char *body;   /* expected body (owned), unless is_error */
+    size_t body_len;
+    char *err_code; /* is_error: code and message given */
+    char *err_msg;
+} record;
+
+typedef struct later {
+    uv_timer_t timer;
+    tc_request *req;
+    size_t idx;
+} later;
+
+static struct {
+    tc_server *srv;
+    int port;
+    uint8_t seed;
+    record *recs;
+    size_t nrecs, cap;
+    int timers; /* later records whose timer handle is not closed yet */
+    int bigs;
+    unsigned long held; /* inputs after which the server held the connection (tolerated) */
+} g;
+
+static char big_body[BIG_LEN];
+
+static int utf8_valid(const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        size_t k;
+        unsigned cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            k = 1, cp = c & 0x1F;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            k = 2, cp = c & 0x0F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            k = 3, cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        if (n - i <= k)
+            return 0;
+        for (size_t j = 1; j <= k; j++) {
+            unsigned char d = (unsigned char)s[i + j];
+            if ((d & 0xC0) != 0x80)
+                return 0;
+            cp = cp << 6 | (d & 0x3F);
+        }
+        if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
+static char *dup_bytes(const char *p, size_t n)
+{
+    char *d = malloc(n + 1);
+    FZ_CHECK(d != NULL, "out of memory");
+    if (n > 0)
+        memcpy(d, p, n);
+    d[n] = '\0';
+    return d;
+}
+
+static record *rec(size_t i)
+{
+    return &g.recs[i];
+}
+
+/* Finishes request i with a plain response and logs it. */
+static void answer(tc_request *req, size_t i, int status, const char *ctype, const char *body,
+                   size_t len)
+{
+    record *r = rec(i);
+    r->status = status;
+    r->body = dup_bytes(body, len);
+    r->body_len = len;
+    int aborted = tc_request_aborted(req);
+    int err = tc_request_respond(req, status, ctype, NULL, 0, body, len);
+    FZ_CHECK(err == 0 || aborted, "tc_request_respond failed: %d", err);
+}
+
+static void answer_error(tc_request *req, size_t i, int status, const char *code, const char *msg)
+{
+    record *r = rec(i);
+    r->status = status;
+    r->is_error = 1;
+    r->err_code = dup_bytes(code, strlen(code));
+    r->err_msg = dup_bytes(msg, strlen(msg));
+    FZ_CHECK(tc_request_respond_error(req, status, code, msg) == 0 || tc_request_aborted(req),
+             "tc_request_respond_error failed");
+}
+
+static void drop(tc_request *req, size_t i, int reset)
+{
+    rec(i)->status = -1;
+    tc_request_drop(req, reset);
+}
+
+static size_t req_index(tc_request *req)
+{
+    return (size_t)(uintptr_t)tc_request_data(req) - 1;
+}
+
+/* ---- the handler ----------------------------------------------------------------------------- */
+
+static void echo(tc_request *req, size_t i)
+{
+    tc_str body = tc_request_body(req);
+    answer(req, i, 200, "application/octet-stream", body.base, body.len);
+}
+
+static void on_later_closed(uv_handle_t *h)
+{
+    later *l = h->data;
+    free(l);
+    g.timers--;
+    fz_progress++;
+}
+
+static void on_later(uv_timer_t *t)
+{
+    later *l = t->data;
+    fz_progress++;
+    if (l->req != NULL) {
+        echo(l->req, l->idx);
+        l->req = NULL;
+    }
+    uv_close((uv_handle_t *)&l->timer, on_later_closed);
+}
+
+/* The client went away: half the time finish at once (the timer then only closes), else let
+ * the timer finish the request later, which must then only free it. */
+static void on_abort(tc_request *req, void *data)
+{
+    later *l = data;
+    fz_progress++;
+    FZ_CHECK(tc_request_aborted(req), "abort callback but tc_request_aborted() == 0");
+    rec(l->idx)->aborted = 1;
+    if (g.seed & 0x10) {
+        drop(req, l->idx, 0);
+        l->req = NULL;
+    }
+}
+
+static void start_later(tc_request *req, size_t i)
+{
+    later *l = calloc(1, sizeof(*l));
+    FZ_CHECK(l != NULL, "out of memory");
+    l->req = req;
+    l->idx = i;
+    uv_timer_init(fz_loop(), &l->timer);
+    l->timer.data = l;
+    g.timers++;
+    uv_timer_start(&l->timer, on_later, (g.seed + i) % 3, 0);
+    tc_request_on_abort(req, on_abort, l);
+}
+
+static int path_is(tc_str path, const char *lit)
+{
+    size_t n = strlen(lit);
+    return path.len == n && memcmp(path.base, lit, n) == 0;
+}
+
+/* Accessor invariants that hold for every request the server hands out. */
+static void check_request(tc_request *req)
+{
+    tc_str method = tc_request_method(req);
+    tc_str target = tc_request_target(req);
+    tc_str path = tc_request_path(req);
+    tc_str query = tc_request_query(req);
+    tc_str body = tc_request_body(req);
+    FZ_CHECK(method.len > 0, "empty method");
+    FZ_CHECK(target.len > 0 && target.len <= MAX_URI, "target length %zu", target.len);
+    FZ_CHECK(path.base == target.base && path.len <= target.len, "path is not a prefix");
+    FZ_CHECK(memchr(path.base, '?', path.len) == NULL && memchr(path.base, '#', path.len) == NULL,
+             "path holds '?' or '#'");
+    if (query.len > 0) {
+        FZ_CHECK(query.base == path.base + path.len + 1 && path.base[path.len] == '?',
+                 "query does not follow '?'");
+        FZ_CHECK(query.base + query.len <= target.base + target.len, "query outside the target");
+        FZ_CHECK(memchr(query.base, '#', query.len) == NULL, "query holds '#'");
+    }
+    FZ_CHECK(body.len <= MAX_BODY, "body over max_body: %zu", body.len);
+    FZ_CHECK(tc_request_is_head(req) == (method.len == 4 && memcmp(method.base, "HEAD", 4) == 0),
+             "tc_request_is_head disagrees with the method");
+    FZ_CHECK(!tc_request_aborted(req), "a new request is already aborted");
+    FZ_CHECK(tc_request_loop(req) == fz_loop() && tc_request_server(req) == g.srv,
+             "loop/server accessors");
+    tc_str v;
+    if (tc_request_header(req, "content-length", &v)) {
+        FZ_CHECK(v.base != NULL, "header value with a NULL base");
+    }
+    uint64_t ms;
+    int present;
+    const char *why;
+    if (tc_query_timeout(query.base, query.len, 60000, &ms, &present, &why) != 0)
+        FZ_CHECK(why != NULL, "timeout rejected without a reason");
+}
+
+static void on_request(tc_request *req, void *data)
+{
+    (void)data;
+    fz_progress++;
+    check_request(req);
+    if (g.nrecs == g.cap) {
+        size_t cap = g.cap ? g.cap * 2 : 16;
+        record *n = realloc(g.recs, cap * sizeof(*n));
+        FZ_CHECK(n != NULL, "out of memory");
+        g.recs = n;
+        g.cap = cap;
+    }
+    size_t i = g.nrecs++;
+    memset(rec(i), 0, sizeof(record));
+    rec(i)->head = tc_request_is_head(req);
+    tc_request_set_data(req, (void *)(uintptr_t)(i + 1));
+    FZ_CHECK(req_index(req) == i, "request data slot");
+
+    tc_str path = tc_request_path(req);
+    action a;
+    if (path_is(path, "/now"))
+        a = A_NOW;
+    else if (path_is(path, "/json"))
+        a = A_JSON;
+    else if (path_is(path, "/later"))
+        a = A_LATER;
+    else if (path_is(path, "/drop"))
+        a = A_DROP;
+    else if (path_is(path, "/rst"))
+        a = A_RST;
+    else if (path_is(path, "/err"))
+        a = A_ERR;
+    else if (path_is(path, "/big"))
+        a = A_BIG;
+    else {
+        static const action by_seed[8] = {A_NOW, A_LATER, A_NOW, A_LATER,
+                                          A_ERR, A_JSON,  A_NOW, A_DROP};
+        a = by_seed[(g.seed + i) % 8];
+    }
+    if (a == A_BIG && g.bigs++ >= MAX_BIG_PER_INPUT)
+        a = A_NOW;
+
+    switch (a) {
+    case A_NOW:
+        echo(req, i);
+        break;
+    case A_JSON:
+        answer(req, i, 200, "application/json", "{\"ok\":true}", 11);
+        break;
+    case A_LATER:
+        start_later(req, i);
+        break;
+    case A_DROP:
+        drop(req, i, 0);
+        break;
+    case A_RST:
+        drop(req, i, 1);
+        break;
+    case A_BIG:
+        answer(req, i, 200, "text/plain", big_body, sizeof(big_body));
+        break;
+    case A_ERR:
+    default: {
+        tc_str q = tc_request_query(req);
+        char sbuf[8], mbuf[2048];
+        int status = 400;
+        if (tc_query_get(q.base, q.len, "s", sbuf, sizeof(sbuf)) > 0)
+            status = atoi(sbuf);
+        if (status < 400 || status > 599)
+            status = 400 + (status < 0 ? -status : status) % 200;
+        const char *msg = "fuzzed";
+        /* The message API takes UTF-8 text: give it the decoded m=, if it is that. */
+        long n = tc_query_get(q.base, q.len, "m", mbuf, sizeof(mbuf));
+        if (n > 0 && utf8_valid(mbuf, strlen(mbuf)))
+            msg = mbuf;
+        answer_error(req, i, status, "fuzz_error", msg);
+        break;
+    }
+    }
+}
+
+/* ---- checking the bytes that came back ------------------------------------------------------- */
+
+static int is_server_error(int status)
+{
+    return status == 400 || status == 408 || status == 413 || status == 414 || status == 431 ||
+           status == 503;
+}
+
+/* The error body must be the contract's JSON object, its message the given one cut to at most
+ * TC_SERVER_MAX_ERROR_MESSAGE bytes at a character boundary. */
+static void check_error_body(const fz_response *r, const record *rc)
+{
+    FZ_CHECK(tc_json_valid(r->body, r->content_length), "error body is not valid JSON: %.*s",
+             (int)r->content_length, r->body);
+    json_error_t err;
+    json_t *o = json_loadb(r->body, r->content_length, 0, &err);
+    FZ_CHECK(o != NULL, "jansson rejects the error body: %s", err.text);
+    FZ_CHECK(json_is_false(json_object_get(o, "success")), "success is not false");
+    const char *code = json_string_value(json_object_get(o, "error"));
+    const char *msg = json_string_value(json_object_get(o, "message"));
+    FZ_CHECK(code != NULL && msg != NULL, "error or message missing");
+    if (rc != NULL) {
+        FZ_CHECK(strcmp(code, rc->err_code) == 0, "error code %s, expected %s", code, rc->err_code);
+        size_t ml = strlen(msg), gl = strlen(rc->err_msg);
+        FZ_CHECK(ml <= TC_SERVER_MAX_ERROR_MESSAGE && ml <= gl && memcmp(msg, rc->err_msg, ml) == 0,
+                 "message is not a prefix of the one given");
+        FZ_CHECK(ml == gl || ml + 3 >= TC_SERVER_MAX_ERROR_MESSAGE,
+                 "message cut too short: %zu of %zu bytes", ml, gl);
+    }
+    json_decref(o);
+}
+
+static void check_exchange(const fz_conn *c, const uint8_t *data, size_t len, char mode)
+{
+    size_t lines = 0;
+    for (size_t k = 0; k < len; k++)
+        lines += data[k] == '\n' || data[k] == '\r';
+    FZ_CHECK(g.nrecs <= lines, "%zu requests handled from an input with %zu line ends", g.nrecs,
+             lines);
+
+    int may_truncate = mode != 'K' && mode != 'T';
+    for (size_t i = 0; i < g.nrecs; i++)
+        may_truncate |= rec(i)->status == -1; /* a drop (RST) may cut what is still in flight */
+
+    size_t pos = 0, i = 0, finals = 0;
+    int closed = 0;
+    fz_response r;
+    while (1) {
+        int expect_body = i < g.nrecs ? !rec(i)->head : 1;
+        if (!fz_parse_response(c->rx, c->rx_len, &pos, expect_body, &r))
+            break;
+        FZ_CHECK(!closed, "bytes after a \"Connection: close\" response");
+        if (r.is_interim)
+            continue;
+        finals++;
+        FZ_CHECK(!r.truncated || may_truncate || c->rx_dropped > 0,
+                 "truncated response (status %d) on a connection closed in an orderly way",
+                 r.status);
+        if (i < g.nrecs) {
+            const record *rc = rec(i);
+            FZ_CHECK(rc->status == r.status,
+                     "response %zu has status %d, the handler gave %d (-1: dropped, 0: not yet)", i,
+                     r.status, rc->status);
+            if (!r.truncated && expect_body) {
+                if (rc->is_error) {
+                    check_error_body(&r, rc);
+                } else {
+                    FZ_CHECK(r.content_length == rc->body_len &&
+                                 memcmp(r.body, rc->body, rc->body_len) == 0,
+                             "response %zu: body differs from the handler's (%zu vs %zu bytes)", i,
+                             r.content_length, rc->body_len);
+                }
+            }
+            if (!r.truncated && !expect_body)
+                FZ_CHECK(rc->is_error || r.content_length == rc->body_len,
+                         "HEAD response announces %zu bytes, the handler gave %zu",
+                         r.content_length, rc->body_len);
+        } else {
+            FZ_CHECK(i == g.nrecs, "more responses than requests");
+            FZ_CHECK(is_server_error(r.status), "the server's own response has status %d",
+                     r.status);
+            FZ_CHECK(r.close, "the server's own %d response does not close", r.status);
+            if (!r.truncated)
+                check_error_body(&r, NULL);
+        }
+        if (r.truncated)
+            break;
+        closed = r.close;
+        i++;
+    }
+    FZ_CHECK(finals <= lines + 1, "%zu responses to an input with %zu line ends", finals, lines);
+    if (getenv("FUZZ_VERBOSE") != NULL)
+        fprintf(stderr, "  mode %c: %zu requests handled, %zu responses, %zu bytes back%s%s\n",
+                mode, g.nrecs, finals, c->rx_len, c->eof ? ", server closed" : "",
+                c->reset ? " (reset)" : "");
+    if (mode == 'K' || mode == 'T') {
+        /* The connection stayed open from our side, so every answer given before the first drop
+         * or close must be on the wire. */
+        int ok = i >= g.nrecs || closed || rec(i)->status == -1 || rec(i)->aborted ||
+                 (i > 0 && rec(i - 1)->status == -1);
+        FZ_CHECK(ok, "response %zu of %zu (status %d) is missing", i, g.nrecs, rec(i)->status);
+        if (closed)
+            FZ_CHECK(c->eof, "\"Connection: close\" sent but the connection stays open");
+    }
+}
+
+/* ---- the target ------------------------------------------------------------------------------ */
+
+static void report_held(void);
+
+static void setup(void)
+{
+    memset(big_body, 'b', sizeof(big_body));
+    for (size_t k = 0; k < sizeof(big_body); k += 1000)
+        big_body[k] = (char)('0' + k / 1000 % 10);
+    tc_server_config cfg;
+    tc_server_config_init(&cfg);
+    cfg.host = "127.0.0.1";
+    cfg.port = 0;
+    cfg.max_body = MAX_BODY;
+    cfg.max_uri = MAX_URI;
+    cfg.max_headers = MAX_HEADERS;
+    cfg.header_timeout_ms = HEADER_TIMEOUT_MS;
+    cfg.idle_timeout_ms = IDLE_TIMEOUT_MS;
+    cfg.handler = on_request;
+    FZ_CHECK(tc_server_new(&g.srv, fz_loop(), &cfg) == 0, "tc_server_new");
+    g.port = tc_server_port(g.srv);
+    static int registered;
+    if (!registered++)
+        atexit(report_held);
+}
+
+static void on_server_closed(tc_server *srv, void *data)
+{
+    (void)srv;
+    *(int *)data = 1;
+}
+
+/* FUZZ_TOLERATE_HELD: a server that keeps a connection after the client closed is a known,
+ * reported bug; rather than stop the run, close that server and start a fresh one. */
+static void restart_server(void)
+{
+    static unsigned long held;
+    if (held++ == 0)
+        fprintf(stderr, "fuzz_server: the server held a connection after the client closed "
+                        "(tolerated: FUZZ_TOLERATE_HELD is set; counted at exit)\n");
+    int closed = 0;
+    tc_server_close(g.srv, on_server_closed, &closed);
+    uint64_t deadline = fz_now_ms() + 5000;
+    while (!closed) {
+        FZ_CHECK(fz_now_ms() < deadline, "tc_server_close did not finish");
+        fz_run_once(1);
+    }
+    g.srv = NULL;
+    g.held = held;
+}
+
+static void report_held(void)
+{
+    if (g.held > 0)
+        fprintf(stderr,
+                "fuzz_server: %lu input(s) left a connection held after the client closed\n",
+                g.held);
+}
+
+static void reset_records(void)
+{
+    for (size_t i = 0; i < g.nrecs; i++) {
+        free(g.recs[i].body);
+        free(g.recs[i].err_code);
+        free(g.recs[i].err_msg);
+    }
+    free(g.recs);
+    g.recs = NULL;
+    g.nrecs = g.cap = 0;
+    g.bigs = 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < PREFIX)
+        return 0;
+    if (g.srv == NULL)
+        setup();
+    char mode = (char)data[0];
+    size_t len = size - PREFIX;
+    const char *bytes = (const char *)data + PREFIX;
+    size_t split =
+        data[1] >= '0' && data[1] <= '9' ? len * (size_t)(data[1] - '0') / 10 : data[1] % (len + 1);
+    g.seed = data[2];
+
+    uint64_t t0 = uv_hrtime();
+    fz_conn c;
+    fz_conn_open(&c, g.port);
+    if (split > 0 && split < len) {
+        fz_conn_write(&c, 0, bytes, split);
+        fz_run_nowait(); /* let the server see the first part on its own */
+        fz_run_nowait();
+        fz_conn_write(&c, 1, bytes + split, len - split);
+    } else if (len > 0) {
+        fz_conn_write(&c, 0, bytes, len);
+    }
+    if (mode != 'K' && mode != 'T')
+        fz_conn_shutdown(&c);
+
+    uint64_t deadline = fz_now_ms() + INPUT_DEADLINE_MS;
+    int quiet = 0;
+    while (!c.eof) {
+        if (fz_run_nowait()) {
+            quiet = 0;
+            continue;
+        }
+        if (mode == 'K' && c.writes == 0 && g.timers == 0 &&
+            tc_server_requests_in_flight(g.srv) == 0 && ++quiet >= 3)
+            break;
+        if (g.timers > 0 || mode != 'K')
+            fz_run_once(1);
+        FZ_CHECK(fz_now_ms() < deadline, "exchange not over after %d ms (mode %c, %zu requests)",
+                 INPUT_DEADLINE_MS, mode, g.nrecs);
+    }
+    check_exchange(&c, (const uint8_t *)bytes, len, mode);
+
+    /* Let every late answer happen before our side closes, so that what follows does not
+     * depend on which timer wins. */
+    while (g.timers > 0) {
+        FZ_CHECK(fz_now_ms() < deadline, "handler timers still pending");
+        fz_run_once(1);
+    }
+
+    /* Close our side; the server must then release the connection and every request at once
+     * (it reads until EOF even while lingering). */
+    fz_conn_close(&c);
+    int tolerate = getenv("FUZZ_TOLERATE_HELD") != NULL;
+    uint64_t release_by = fz_now_ms() + (tolerate ? HELD_TOLERATED_MS : RELEASE_MS);
+    while (tc_server_connections(g.srv) > 0 || tc_server_requests_in_flight(g.srv) > 0) {
+        if (fz_now_ms() >= release_by && tolerate) {
+            restart_server();
+            break;
+        }
+        FZ_CHECK(fz_now_ms() < release_by,
+                 "server still holds %zu connection(s) / %zu request(s) %d ms after the client "
+                 "closed",
+                 tc_server_connections(g.srv), tc_server_requests_in_flight(g.srv), RELEASE_MS);
+        fz_run_once(1);
+    }
+    if (getenv("FUZZ_VERBOSE") != NULL)
+        fprintf(stderr, "  %.2f ms\n", (double)(uv_hrtime() - t0) / 1e6);
+    reset_records();
+    return 0;
+}
