@@ -1,3 +1,5 @@
+MAKEFLAGS += --no-print-directory
+
 # tailcut: a thin wrapper over CMake. `make` builds a release tree in build/; `make test` also
 # builds a sanitizer tree in build-asan/ and runs every test in both.
 BUILD      ?= build
