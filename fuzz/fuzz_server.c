@@ -46,8 +46,8 @@
 /* After the client closed, the server must let go of the connection within this (it is closed
  * at once on EOF; only a slow machine makes it take more than a few ms)... */
 #define RELEASE_MS 1000
-/* ...and with FUZZ_TOLERATE_HELD set, a connection still held after this is a known bug. */
-#define HELD_TOLERATED_MS 20
+/* ...and with FUZZ_KNOWN_BUGS set, a connection still held after this is a known bug. */
+#define HELD_TOLERATED_MS 5
 
 typedef enum action { A_NOW, A_JSON, A_LATER, A_DROP, A_RST, A_ERR, A_BIG, A_COUNT } action;
 
@@ -81,41 +81,6 @@ static struct {
 } g;
 
 static char big_body[BIG_LEN];
-
-static int utf8_valid(const char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = (unsigned char)s[i];
-        size_t k;
-        unsigned cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if (c >= 0xC2 && c <= 0xDF) {
-            k = 1, cp = c & 0x1F;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            k = 2, cp = c & 0x0F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            k = 3, cp = c & 0x07;
-        } else {
-            return 0;
-        }
-        if (n - i <= k)
-            return 0;
-        for (size_t j = 1; j <= k; j++) {
-            unsigned char d = (unsigned char)s[i + j];
-            if ((d & 0xC0) != 0x80)
-                return 0;
-            cp = cp << 6 | (d & 0x3F);
-        }
-        if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
-        i += k + 1;
-    }
-    return 1;
-}
 
 static char *dup_bytes(const char *p, size_t n)
 {
@@ -336,7 +301,7 @@ static void on_request(tc_request *req, void *data)
         const char *msg = "fuzzed";
         /* The message API takes UTF-8 text: give it the decoded m=, if it is that. */
         long n = tc_query_get(q.base, q.len, "m", mbuf, sizeof(mbuf));
-        if (n > 0 && utf8_valid(mbuf, strlen(mbuf)))
+        if (n > 0 && fz_utf8_valid(mbuf, strlen(mbuf)))
             msg = mbuf;
         answer_error(req, i, status, "fuzz_error", msg);
         break;
@@ -482,14 +447,14 @@ static void on_server_closed(tc_server *srv, void *data)
     *(int *)data = 1;
 }
 
-/* FUZZ_TOLERATE_HELD: a server that keeps a connection after the client closed is a known,
+/* FUZZ_KNOWN_BUGS: a server that keeps a connection after the client closed is a known,
  * reported bug; rather than stop the run, close that server and start a fresh one. */
 static void restart_server(void)
 {
     static unsigned long held;
     if (held++ == 0)
         fprintf(stderr, "fuzz_server: the server held a connection after the client closed "
-                        "(tolerated: FUZZ_TOLERATE_HELD is set; counted at exit)\n");
+                        "(tolerated: FUZZ_KNOWN_BUGS is set; counted at exit)\n");
     int closed = 0;
     tc_server_close(g.srv, on_server_closed, &closed);
     uint64_t deadline = fz_now_ms() + 5000;
@@ -578,7 +543,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* Close our side; the server must then release the connection and every request at once
      * (it reads until EOF even while lingering). */
     fz_conn_close(&c);
-    int tolerate = getenv("FUZZ_TOLERATE_HELD") != NULL;
+    int tolerate = FZ_KNOWN_BUGS();
     uint64_t release_by = fz_now_ms() + (tolerate ? HELD_TOLERATED_MS : RELEASE_MS);
     while (tc_server_connections(g.srv) > 0 || tc_server_requests_in_flight(g.srv) > 0) {
         if (fz_now_ms() >= release_by && tolerate) {

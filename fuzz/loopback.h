@@ -96,4 +96,12 @@ int fz_parse_response(const char *buf, size_t len, size_t *pos, int expect_body,
 /* Finds a header of a parsed response (exact-case name); returns its value length or -1. */
 long fz_response_header(const fz_response *r, const char *name, const char **value);
 
+/* 1 if s[0..n) is well-formed UTF-8 (RFC 3629: no overlong forms, surrogates or values above
+ * U+10FFFF). */
+int fz_utf8_valid(const char *s, size_t n);
+
+/* Set FUZZ_KNOWN_BUGS=1 to let a long run go past bugs already reported (each target says which,
+ * and counts them at exit); unset, every invariant is enforced. */
+#define FZ_KNOWN_BUGS() (getenv("FUZZ_KNOWN_BUGS") != NULL)
+
 #endif /* TAILCUT_FUZZ_LOOPBACK_H */
