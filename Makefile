@@ -6,9 +6,13 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 RUN_ARGS   ?=
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_MERGE   ?= 0
+FUZZ_TARGETS ?= server url json scenario
 SOURCES     = $(shell git ls-files -co --exclude-standard -- '*.c' '*.h' 2>/dev/null)
 
-.PHONY: all deps build asan run test check-format format bench clean
+.PHONY: all deps build asan run test check-format format bench fuzz clean
 
 all: build
 
@@ -43,6 +47,14 @@ test: deps check-format build asan
 bench: build
 	@scripts/install-deps --bench
 	@bench/run-all $(BUILD)/tailcut
+
+# libFuzzer (clang tree with TC_FUZZ=ON): each target for FUZZ_SECONDS, one at a time; FUZZ_MERGE=1
+# merges new interesting inputs into fuzz/corpus/. See fuzz/README.md.
+fuzz: deps
+	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+		-DTC_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target $(addprefix fuzz_,$(FUZZ_TARGETS))
+	@fuzz/run $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_MERGE) $(FUZZ_TARGETS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
