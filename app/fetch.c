@@ -835,8 +835,8 @@ int cmd_fetch(int argc, char **argv)
     }
     struct stat st;
     a->out_is_tty = isatty(fileno(a->out));
-    a->out_flush_each_turn =
-        !a->out_is_tty && !(fstat(fileno(a->out), &st) == 0 && S_ISREG(st.st_mode));
+    a->out_flush_each_turn = !a->out_is_tty && fstat(fileno(a->out), &st) == 0 &&
+                             (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
     setvbuf(a->out, NULL, a->out_is_tty ? _IOLBF : _IOFBF, FETCH_OUT_BUFFER);
     a->progress = o.progress >= 0 ? o.progress : isatty(STDERR_FILENO);
     if (a->rd != NULL)

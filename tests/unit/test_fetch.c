@@ -192,6 +192,34 @@ static void test_result_json(void **state)
     assert_string_equal(json_string_value(json_object_get(j, "body")), "{\"a\"");
     json_decref(j);
 
+    /* The exact bytes, numbers included. */
+    const struct {
+        int status;
+        double ms;
+        size_t bytes;
+        const char *want;
+    } exact[] = {
+        {200, 12.3456, 4,
+         "{\"url\":\"u\",\"status\":200,\"ms\":12.346,\"bytes\":4,\"error\":null}\n"},
+        {0, 0, 0, "{\"url\":\"u\",\"status\":0,\"ms\":0.000,\"bytes\":0,\"error\":null}\n"},
+        {599, 1234567.0005, 18446744073709551615ULL,
+         "{\"url\":\"u\",\"status\":599,\"ms\":1234567.001,\"bytes\":18446744073709551615,"
+         "\"error\":null}\n"},
+        {-7, -3, 10, "{\"url\":\"u\",\"status\":-7,\"ms\":0.000,\"bytes\":10,\"error\":null}\n"},
+    };
+    for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++) {
+        tc_fetch_result e;
+        memset(&e, 0, sizeof(e));
+        e.url = "u";
+        e.status = exact[i].status;
+        e.ms = exact[i].ms;
+        e.bytes = exact[i].bytes;
+        b.len = 0;
+        assert_int_equal(tc_fetch_result_json(&b, &e, 0), 0);
+        assert_int_equal(b.len, strlen(exact[i].want));
+        assert_memory_equal(b.base, exact[i].want, b.len);
+    }
+
     memset(&r, 0, sizeof(r));
     r.url = "ftp://x";
     r.error = TC_EURL;
