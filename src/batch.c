@@ -240,7 +240,7 @@ static long batch_find_or_add(tc_batch *t, const void *key, size_t len, uint32_t
         }
     }
     if (t->nentries == t->entries_cap) {
-        size_t cap = t->entries_cap * 2;
+        size_t cap = t->entries_cap > 0 ? t->entries_cap * 2 : BATCH_INITIAL_ENTRIES;
         uint32_t *order = realloc(t->order, cap * sizeof(*order));
         if (order == NULL)
             return TC_ENOMEM;
@@ -361,6 +361,8 @@ static void queue_pump(tc_batcher *b)
     b->pumping = 1;
     while (b->qhead != NULL && !at_cap(b)) {
         tc_batch *t = b->qhead;
+        /* A dropped batch was unlinked first, so qhead is never one that batch_drop() freed. */
+        // NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
         queue_remove(b, t);
         if (t->live == 0)
             batch_drop(t);
@@ -495,7 +497,7 @@ int tc_batcher_new(tc_batcher **out, uv_loop_t *loop, const tc_batcher_config *c
 {
     if (out == NULL || loop == NULL || cfg == NULL || cfg->dispatch == NULL ||
         cfg->max_batch == 0 || cfg->max_batch > TC_BATCH_MAX_BATCH_LIMIT ||
-        cfg->max_key_len > TC_BATCH_MAX_KEY_LIMIT)
+        cfg->max_key_len > (size_t)TC_BATCH_MAX_KEY_LIMIT)
         return TC_EINVAL;
     tc_batcher *b = calloc(1, sizeof(*b));
     if (b == NULL)
@@ -526,6 +528,8 @@ void tc_batcher_close(tc_batcher *b, tc_batcher_close_cb close_cb, void *data)
     if (t != NULL)
         batch_cancel_all(t);
     while ((t = b->qhead) != NULL) {
+        /* t is unlinked before batch_cancel_all() may free it: qhead is never a freed batch. */
+        // NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
         queue_remove(b, t);
         batch_cancel_all(t);
     }

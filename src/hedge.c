@@ -278,6 +278,7 @@ static void hedge_check(hedge *h)
             finish(h, 0);
         else
             finish(h, r->nsuccesses > 0 ? 0 : TC_EALLFAILED);
+        return; /* finished: h->result now belongs to the output future */
     }
 }
 

@@ -419,7 +419,7 @@ int tc_metrics_shard_new(tc_metrics_registry *reg, tc_metrics_shard **out)
     }
     if (reg->n_shards == reg->cap_shards) {
         size_t cap = reg->cap_shards ? reg->cap_shards * 2 : 8;
-        tc_metrics_shard **shards = realloc(reg->shards, cap * sizeof *shards);
+        tc_metrics_shard **shards = realloc(reg->shards, cap * sizeof(tc_metrics_shard *));
         if (!shards) {
             r = TC_ENOMEM;
             goto fail;
@@ -652,7 +652,7 @@ static void format_double(double v, char out[40])
         return;
     }
     for (int prec = 6; prec <= 17; prec++) {
-        snprintf(out, 40, "%.*g", prec, v);
+        (void)snprintf(out, 40, "%.*g", prec, v); /* at most 24 bytes: fits */
         if (strtod(out, NULL) == v)
             return;
     }
@@ -793,8 +793,8 @@ static void render_family(outbuf *b, tc_metrics_registry *reg, uint32_t fi, dyn_
                    f->n_labels ? (const char *const *)f->fixed + (size_t)id * f->n_labels : NULL,
                    &a);
     }
-    if (!f->max_dynamic)
-        return;
+    if (!f->max_dynamic || entries == NULL)
+        return; /* entries is NULL only while there are no shards, so no dynamic series */
 
     size_t n = 0;
     for (size_t s = 0; s < reg->n_shards; s++) {
@@ -817,7 +817,7 @@ static void render_family(outbuf *b, tc_metrics_registry *reg, uint32_t fi, dyn_
             e->id = overflow;
         }
     }
-    if (n == 0) /* also when there are no shards yet, and entries is NULL */
+    if (n == 0)
         return;
     qsort(entries, n, sizeof *entries, dyn_cmp);
     for (size_t i = 0; i < n;) {

@@ -172,9 +172,9 @@ void tc_server_config_init(tc_server_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->host = "127.0.0.1";
-    cfg->max_body = TC_SERVER_DEFAULT_MAX_BODY;
-    cfg->max_uri = TC_SERVER_MAX_URI;
-    cfg->max_headers = TC_SERVER_MAX_HEADERS;
+    cfg->max_body = (size_t)TC_SERVER_DEFAULT_MAX_BODY;
+    cfg->max_uri = (size_t)TC_SERVER_MAX_URI;
+    cfg->max_headers = (size_t)TC_SERVER_MAX_HEADERS;
     cfg->header_timeout_ms = TC_SERVER_HEADER_TIMEOUT_MS;
     cfg->idle_timeout_ms = TC_SERVER_IDLE_TIMEOUT_MS;
 }
@@ -244,7 +244,8 @@ static void server_update_time(tc_server *srv)
     gmtime_r(&now, &tm);
     srv->date_len =
         strftime(srv->date, sizeof(srv->date), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
-    strftime(srv->log_time, sizeof(srv->log_time), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    /* 20 bytes and the NUL in a 32-byte buffer: never 0 */
+    (void)strftime(srv->log_time, sizeof(srv->log_time), "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
 static void on_conn_timer(uv_timer_t *t);
@@ -303,10 +304,11 @@ static int request_append(tc_request *r, const char *at, size_t len)
         size_t cap = r->cap * 2;
         while (cap < r->len + len)
             cap *= 2;
-        char *nb = r->buf == r->inline_buf ? malloc(cap) : realloc(r->buf, cap);
+        int was_inline = r->buf == r->inline_buf;
+        char *nb = was_inline ? malloc(cap) : realloc(r->buf, cap);
         if (nb == NULL)
             return TC_ENOMEM;
-        if (r->buf == r->inline_buf)
+        if (was_inline)
             memcpy(nb, r->buf, r->len);
         r->buf = nb;
         r->cap = cap;
@@ -365,7 +367,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
         if (r->nhdrs == TC_SERVER_MAX_HEADER_COUNT)
             return fail(c, 431);
         if (r->nhdrs == r->hdrs_cap) {
-            unsigned cap = r->hdrs_cap * 2;
+            unsigned cap = r->hdrs_cap > 0 ? r->hdrs_cap * 2 : TC_REQ_INLINE_HEADERS;
             tc_hdr_ref *nh = malloc(cap * sizeof(*nh));
             if (nh == NULL)
                 return fail(c, 503);
@@ -502,7 +504,8 @@ static void access_log(tc_request *r)
                      path_len > 0 ? path_len : 1, path_len > 0 ? r->buf + r->target_off : "-",
                      status, us, r->resp_len);
     if (n > 0)
-        fwrite(line, 1, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1, log);
+        /* the access log is best effort: a full disk must not fail requests */
+        (void)fwrite(line, 1, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1, log);
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -1000,16 +1003,16 @@ static void conn_parse_failed(tc_conn *c)
     const tc_server_config *cfg = &c->srv->cfg;
     switch (status) {
     case 413:
-        snprintf(msg, sizeof(msg), "request body is larger than %zu bytes", cfg->max_body);
+        (void)snprintf(msg, sizeof(msg), "request body is larger than %zu bytes", cfg->max_body);
         conn_queue_error(c, 413, "too_large", msg);
         break;
     case 414:
-        snprintf(msg, sizeof(msg), "request URI is longer than %zu bytes", cfg->max_uri);
+        (void)snprintf(msg, sizeof(msg), "request URI is longer than %zu bytes", cfg->max_uri);
         conn_queue_error(c, 414, "too_large", msg);
         break;
     case 431:
-        snprintf(msg, sizeof(msg), "request headers are larger than %zu bytes or %d fields",
-                 cfg->max_headers, TC_SERVER_MAX_HEADER_COUNT);
+        (void)snprintf(msg, sizeof(msg), "request headers are larger than %zu bytes or %d fields",
+                       cfg->max_headers, TC_SERVER_MAX_HEADER_COUNT);
         conn_queue_error(c, 431, "too_large", msg);
         break;
     case 503:
@@ -1109,8 +1112,8 @@ static void on_conn_timer(uv_timer_t *t)
             c->cur = NULL;
         }
         char msg[96];
-        snprintf(msg, sizeof(msg), "request not complete within %llu ms",
-                 (unsigned long long)c->srv->cfg.header_timeout_ms);
+        (void)snprintf(msg, sizeof(msg), "request not complete within %llu ms",
+                       (unsigned long long)c->srv->cfg.header_timeout_ms);
         conn_queue_error(c, 408, "timeout", msg);
         flush_responses(c);
     } else if (c->phase == PHASE_WAIT_REQUEST) {
@@ -1166,7 +1169,7 @@ static void on_tick(uv_timer_t *t)
     tc_server *srv = t->data;
     server_update_time(srv);
     if (srv->cfg.access_log != NULL)
-        fflush(srv->cfg.access_log);
+        (void)fflush(srv->cfg.access_log); /* best effort, as each line */
 }
 
 static int server_bind(tc_server *srv)
@@ -1243,7 +1246,8 @@ int tc_server_new(tc_server **out, uv_loop_t *loop, const tc_server_config *cfg)
         return TC_ENOMEM;
     srv->loop = loop;
     srv->cfg = *cfg;
-    snprintf(srv->host, sizeof(srv->host), "%s", cfg->host ? cfg->host : "127.0.0.1");
+    /* fits: the length was checked above */
+    (void)snprintf(srv->host, sizeof(srv->host), "%s", cfg->host ? cfg->host : "127.0.0.1");
     srv->cfg.host = srv->host;
     srv->port = cfg->port;
     atomic_init(&srv->own_count, 0);
@@ -1335,6 +1339,6 @@ void tc_server_close(tc_server *srv, tc_server_cb close_cb, void *data)
     for (tc_conn *c = srv->conns; c != NULL; c = c->next)
         conn_close(c);
     if (srv->cfg.access_log != NULL)
-        fflush(srv->cfg.access_log);
+        (void)fflush(srv->cfg.access_log); /* best effort, as each line */
     uv_close((uv_handle_t *)&srv->tick, on_server_handle_closed);
 }
