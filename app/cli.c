@@ -11,11 +11,11 @@
 void cli_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
-    fprintf(stderr, "tailcut %s: ", cmd);
+    (void)fprintf(stderr, "tailcut %s: ", cmd);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    (void)vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    (void)fputc('\n', stderr);
 }
 
 void cli_bad_option(const char *cmd, const char *arg)
@@ -77,7 +77,7 @@ int cli_parse_listen(const char *cmd, const char *flag, const char *s, char *hos
     memcpy(host, h, hlen);
     host[hlen] = '\0';
     if (strcmp(host, "localhost") == 0)
-        snprintf(host, hostlen, "127.0.0.1");
+        (void)snprintf(host, hostlen, "127.0.0.1"); /* fits: hostlen > strlen("localhost") */
     *port = (int)p;
     return 0;
 }

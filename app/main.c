@@ -19,11 +19,11 @@ static const struct command {
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: tailcut [--version] [--help] COMMAND [OPTIONS]\n\n"
-                 "tailcut cuts the tail latency of slow, flaky HTTP APIs.\n\ncommands:\n");
+    (void)fprintf(out, "usage: tailcut [--version] [--help] COMMAND [OPTIONS]\n\n"
+                       "tailcut cuts the tail latency of slow, flaky HTTP APIs.\n\ncommands:\n");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\n'tailcut COMMAND --help' describes a command's options.\n");
+        (void)fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    (void)fprintf(out, "\n'tailcut COMMAND --help' describes a command's options.\n");
 }
 
 int main(int argc, char **argv)
@@ -44,6 +44,7 @@ int main(int argc, char **argv)
         if (strcmp(argv[1], commands[i].name) == 0)
             return commands[i].run(argc - 1, argv + 1);
     }
-    fprintf(stderr, "tailcut: unknown command or option '%s' (see 'tailcut --help')\n", argv[1]);
+    (void)fprintf(stderr, "tailcut: unknown command or option '%s' (see 'tailcut --help')\n",
+                  argv[1]);
     return TC_EXIT_USAGE;
 }

@@ -99,7 +99,7 @@ static void worker_main(void *arg)
         rt->cfg->cleanup(&s->w, rt->cfg->data);
     uv_run(&s->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&s->loop) != 0)
-        fprintf(stderr, "tailcut: worker %u: handles left open at exit\n", s->w.index);
+        (void)fprintf(stderr, "tailcut: worker %u: handles left open at exit\n", s->w.index);
     atomic_fetch_add(&rt->exited, 1);
     uv_async_send(&rt->worker_exit);
 }
@@ -119,11 +119,12 @@ static void on_signal(uv_signal_t *sig, int signum)
         static const char msg[] = "tailcut: second signal, exiting now\n";
         ssize_t ignored = write(2, msg, sizeof(msg) - 1);
         (void)ignored;
-        fflush(stdout);
+        (void)fflush(stdout);
         _exit(1);
     }
-    fprintf(stderr, "tailcut: %s received, draining (up to %llu ms)\n",
-            signum == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)rt->cfg->drain_timeout_ms);
+    (void)fprintf(stderr, "tailcut: %s received, draining (up to %llu ms)\n",
+                  signum == SIGINT ? "SIGINT" : "SIGTERM",
+                  (unsigned long long)rt->cfg->drain_timeout_ms);
     send_all(rt, CMD_DRAIN);
 }
 
@@ -164,10 +165,10 @@ int tc_runtime_run(tc_runtime_config *cfg)
     rt.cfg = cfg;
     if (cfg->nworkers == 0)
         cfg->nworkers = 1;
-    signal(SIGPIPE, SIG_IGN);
+    (void)signal(SIGPIPE, SIG_IGN); /* cannot fail for a valid signal number */
     rt.slots = calloc(cfg->nworkers, sizeof(*rt.slots));
     if (rt.slots == NULL || uv_loop_init(&rt.loop) != 0) {
-        fprintf(stderr, "tailcut: out of memory\n");
+        (void)fprintf(stderr, "tailcut: out of memory\n");
         free(rt.slots);
         return 1;
     }
@@ -184,8 +185,8 @@ int tc_runtime_run(tc_runtime_config *cfg)
     for (unsigned i = 0; i < cfg->nworkers; i++) {
         int err = start_worker(&rt, i);
         if (err != 0) {
-            fprintf(stderr, "tailcut: cannot listen on %s:%d: %s\n", cfg->listen_host,
-                    cfg->listen_port, tc_strerror(err));
+            (void)fprintf(stderr, "tailcut: cannot listen on %s:%d: %s\n", cfg->listen_host,
+                          cfg->listen_port, tc_strerror(err));
             status = 1;
             send_all(&rt, CMD_STOP);
             break;
@@ -193,8 +194,8 @@ int tc_runtime_run(tc_runtime_config *cfg)
     }
     if (status == 0) {
         int v6 = strchr(cfg->listen_host, ':') != NULL;
-        fprintf(stderr, "tailcut: listening on http://%s%s%s:%d\n", v6 ? "[" : "", cfg->listen_host,
-                v6 ? "]" : "", cfg->listen_port);
+        (void)fprintf(stderr, "tailcut: listening on http://%s%s%s:%d\n", v6 ? "[" : "",
+                      cfg->listen_host, v6 ? "]" : "", cfg->listen_port);
     }
     if (rt.nstarted == 0) {
         uv_close((uv_handle_t *)&rt.worker_exit, NULL);
@@ -206,6 +207,6 @@ int tc_runtime_run(tc_runtime_config *cfg)
         uv_thread_join(&rt.slots[i].thread);
     uv_loop_close(&rt.loop);
     free(rt.slots);
-    fflush(stdout);
+    (void)fflush(stdout);
     return status;
 }

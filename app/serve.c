@@ -131,7 +131,7 @@ static void count_request(serve_worker *sw, endpoint ep, int status, uint64_t re
 {
     serve_metrics *m = &sw->cfg->metrics;
     char code[8];
-    snprintf(code, sizeof(code), "%d", status);
+    (void)snprintf(code, sizeof(code), "%d", status);
     const char *values[2] = {endpoint_names[ep], code};
     uint32_t series;
     tc_metrics_series_lookup(sw->shard, m->requests, values, &series);
@@ -230,7 +230,7 @@ static void on_hedge_done(tc_future *f, void *data)
     const tc_hedge_result *r = tc_future_value(f);
     count_attempts(sw, r);
     char attempts[16];
-    snprintf(attempts, sizeof(attempts), "%u", r->nattempts);
+    (void)snprintf(attempts, sizeof(attempts), "%u", r->nattempts);
     tc_server_header hdr = {"X-Tailcut-Attempts", attempts};
     outbuf body = {0};
     int status = 200;
@@ -238,9 +238,9 @@ static void on_hedge_done(tc_future *f, void *data)
     if (r->error == TC_ETIMEDOUT) {
         status = 504;
         char msg[128];
-        snprintf(msg, sizeof(msg), "%s within %llu ms",
-                 call->ep == EP_ALL ? "not every attempt finished" : "no successful answer",
-                 (unsigned long long)call->timeout_ms);
+        (void)snprintf(msg, sizeof(msg), "%s within %llu ms",
+                       call->ep == EP_ALL ? "not every attempt finished" : "no successful answer",
+                       (unsigned long long)call->timeout_ms);
         out_lit(&body, "{\"success\":false,\"error\":\"timeout\",\"message\":\"");
         out_put(&body, msg, strlen(msg));
         out_lit(&body, "\"}");
@@ -378,7 +378,7 @@ static void on_meta_response(tc_future *f, void *data)
     char msg[128];
     if (tc_future_state_of(f) != TC_FUTURE_FULFILLED) {
         int err = tc_future_error(f);
-        snprintf(msg, sizeof(msg), "the metadata upstream call failed: %s", tc_strerror(err));
+        (void)snprintf(msg, sizeof(msg), "the metadata upstream call failed: %s", tc_strerror(err));
         tc_batch_fail(batch, err, msg);
         return;
     }
@@ -386,7 +386,7 @@ static void on_meta_response(tc_future *f, void *data)
     const char *results = NULL;
     size_t results_len = 0;
     if (resp->status != 200) {
-        snprintf(msg, sizeof(msg), "the metadata upstream answered HTTP %d", resp->status);
+        (void)snprintf(msg, sizeof(msg), "the metadata upstream answered HTTP %d", resp->status);
         tc_batch_fail(batch, TC_EHTTP, msg);
         return;
     }
@@ -459,7 +459,7 @@ static void metadata_dispatch(tc_batch *batch, void *data)
     free(url); /* the client keeps its own copy */
     if (err != 0) {
         char msg[128];
-        snprintf(msg, sizeof(msg), "the metadata upstream call failed: %s", tc_strerror(err));
+        (void)snprintf(msg, sizeof(msg), "the metadata upstream call failed: %s", tc_strerror(err));
         tc_batch_fail(batch, err, msg);
         return;
     }
@@ -501,11 +501,11 @@ static void on_meta_done(tc_future *f, void *data)
     } else {
         int err = tc_future_error(f);
         if (err == TC_ETIMEDOUT) {
-            snprintf(msg, sizeof(msg), "no answer for ID %s within %llu ms", call->id,
-                     (unsigned long long)call->timeout_ms);
+            (void)snprintf(msg, sizeof(msg), "no answer for ID %s within %llu ms", call->id,
+                           (unsigned long long)call->timeout_ms);
             respond_error(sw, req, EP_METADATA, 504, "timeout", msg);
         } else if (err == TC_EMISSING) {
-            snprintf(msg, sizeof(msg), "no metadata for ID %s", call->id);
+            (void)snprintf(msg, sizeof(msg), "no metadata for ID %s", call->id);
             respond_error(sw, req, EP_METADATA, 404, "not_found", msg);
         } else if (err == TC_ECLOSED || err == TC_ECANCELED) {
             /* the batcher or the upstream client was closed under the lookup: stopping */
@@ -563,8 +563,8 @@ static void handle_metadata(serve_worker *sw, tc_request *req)
     uint64_t now = uv_now(loop);
     if (now >= deadline) {
         char msg[256];
-        snprintf(msg, sizeof(msg), "no answer for ID %s within %llu ms", id,
-                 (unsigned long long)timeout_ms);
+        (void)snprintf(msg, sizeof(msg), "no answer for ID %s within %llu ms", id,
+                       (unsigned long long)timeout_ms);
         respond_error(sw, req, EP_METADATA, 504, "timeout", msg);
         return;
     }
@@ -620,7 +620,7 @@ static void handle_metrics(serve_worker *sw, tc_request *req)
     char *text = NULL;
     size_t len = 0;
     count_request(sw, EP_METRICS, 200, tc_request_ready_ns(req));
-    if (tc_metrics_render(sw->cfg->metrics.reg, SERVE_MAX_METRICS_TEXT, &text, &len) != 0) {
+    if (tc_metrics_render(sw->cfg->metrics.reg, (size_t)SERVE_MAX_METRICS_TEXT, &text, &len) != 0) {
         respond_error(sw, req, EP_METRICS, 503, "overloaded", "metrics unavailable");
         return;
     }
@@ -809,7 +809,7 @@ static int serve_worker_start(tc_runtime_worker *w, void *data)
         return err;
     }
     if (w->index == 0) {
-        snprintf(run->rc.listen_host, sizeof(run->rc.listen_host), "%s", cfg->host);
+        (void)snprintf(run->rc.listen_host, sizeof(run->rc.listen_host), "%s", cfg->host);
         run->rc.listen_port = tc_server_port(sw->srv);
     }
     w->state = sw;
@@ -1003,7 +1003,8 @@ static int parse_url_flag(const char *cmd, const char *flag, const char *value, 
 static char *join_url(const char *base, int port, const char *path)
 {
     char buf[128];
-    snprintf(buf, sizeof(buf), "%s%d%s", base, port, path);
+    /* base and path are our own short literals: the URL always fits */
+    (void)snprintf(buf, sizeof(buf), "%s%d%s", base, port, path);
     return strdup(buf);
 }
 
@@ -1014,7 +1015,7 @@ int cmd_serve(int argc, char **argv)
     if (run == NULL)
         return TC_EXIT_FAILURE;
     serve_config *cfg = &run->cfg;
-    snprintf(cfg->host, sizeof(cfg->host), "127.0.0.1");
+    (void)snprintf(cfg->host, sizeof(cfg->host), "127.0.0.1");
     cfg->port = 8080;
     cfg->max_connections = 10000;
     cfg->max_body = 1048576;
@@ -1069,7 +1070,7 @@ int cmd_serve(int argc, char **argv)
                 cli_error(cmd, "cannot read --upstream-ca file '%s'", optarg);
                 bad = -1;
             } else {
-                fclose(f);
+                (void)fclose(f);
                 cfg->upstream_ca = optarg;
             }
             break;
@@ -1105,7 +1106,7 @@ int cmd_serve(int argc, char **argv)
             bad = cli_open_access_log(cmd, optarg, &cfg->access_log);
             break;
         case 'h':
-            fputs(serve_usage, stdout);
+            (void)fputs(serve_usage, stdout);
             status = TC_EXIT_OK;
             goto out;
         default:
@@ -1134,7 +1135,7 @@ int cmd_serve(int argc, char **argv)
             goto out;
         }
         emb_running = 1;
-        fprintf(stderr, "tailcut: embedded upstream at http://127.0.0.1:%d\n", emb.port);
+        (void)fprintf(stderr, "tailcut: embedded upstream at http://127.0.0.1:%d\n", emb.port);
         if (cfg->upstream == NULL)
             cfg->upstream = join_url("http://127.0.0.1:", emb.port, "/api/work");
         if (cfg->metadata_upstream == NULL)
@@ -1152,14 +1153,14 @@ int cmd_serve(int argc, char **argv)
     run->rc.stop = serve_worker_stop;
     run->rc.cleanup = serve_worker_cleanup;
     run->rc.data = run;
-    snprintf(run->rc.listen_host, sizeof(run->rc.listen_host), "%s", cfg->host);
+    (void)snprintf(run->rc.listen_host, sizeof(run->rc.listen_host), "%s", cfg->host);
     run->rc.listen_port = cfg->port;
     status = tc_runtime_run(&run->rc);
 out:
     if (emb_running)
         embedded_stop(&emb);
     if (cfg->access_log != NULL && cfg->access_log != stdout)
-        fclose(cfg->access_log);
+        (void)fclose(cfg->access_log); /* at exit: nowhere left to report a failed flush */
     tc_metrics_registry_free(cfg->metrics.reg);
     free(cfg->upstream);
     free(cfg->metadata_upstream);

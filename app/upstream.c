@@ -30,7 +30,7 @@ typedef struct app {
 
 static void usage(FILE *out)
 {
-    fprintf(
+    (void)fprintf(
         out,
         "usage: tailcut upstream [OPTIONS]\n"
         "\n"
@@ -79,7 +79,7 @@ static int worker_start(tc_runtime_worker *w, void *data)
     app *a = data;
     tc_upstream *u;
     /* What the runtime's messages show, also if listening fails. */
-    snprintf(a->rt.listen_host, sizeof(a->rt.listen_host), "%s", a->host);
+    (void)snprintf(a->rt.listen_host, sizeof(a->rt.listen_host), "%s", a->host);
     a->rt.listen_port = a->port;
     int rc = tc_upstream_new(&u, w->loop, &a->ucfg);
     if (rc != 0)
@@ -216,7 +216,7 @@ int cmd_upstream(int argc, char **argv)
         }
     }
     if (log != NULL)
-        setvbuf(log, NULL, _IOLBF, 0); /* lines appear as they happen, also on a pipe */
+        (void)setvbuf(log, NULL, _IOLBF, 0); /* lines as they happen, also on a pipe; else as is */
     a.ucfg.host = a.host;
     a.ucfg.port = a.port;
     a.ucfg.access_log = log;
@@ -229,6 +229,6 @@ int cmd_upstream(int argc, char **argv)
     a.rt.data = &a;
     int status = tc_runtime_run(&a.rt);
     if (log != NULL && log != stdout)
-        fclose(log);
+        (void)fclose(log); /* at exit: nowhere left to report a failed flush */
     return status;
 }
