@@ -586,7 +586,7 @@ static int parse_step(json_t *obj, size_t index, step *s, char *msg, size_t msgl
     s->act = ACT_RESPOND;
     s->status = 200;
     if (!json_is_object(obj)) {
-        snprintf(msg, msglen, "step %zu: expected an object", index);
+        (void)snprintf(msg, msglen, "step %zu: expected an object", index);
         return -1;
     }
     json_object_foreach(obj, key, v)
@@ -594,9 +594,10 @@ static int parse_step(json_t *obj, size_t index, step *s, char *msg, size_t msgl
         if (strcmp(key, "delay_ms") == 0) {
             if (!json_is_integer(v) || json_integer_value(v) < 0 ||
                 json_integer_value(v) > TC_UPSTREAM_MAX_DELAY_MS) {
-                snprintf(msg, msglen,
-                         "step %zu: delay_ms must be a whole number of milliseconds from 0 to %d",
-                         index, TC_UPSTREAM_MAX_DELAY_MS);
+                (void)snprintf(
+                    msg, msglen,
+                    "step %zu: delay_ms must be a whole number of milliseconds from 0 to %d", index,
+                    TC_UPSTREAM_MAX_DELAY_MS);
                 goto fail;
             }
             s->delay_ms = (uint64_t)json_integer_value(v);
@@ -612,28 +613,28 @@ static int parse_step(json_t *obj, size_t index, step *s, char *msg, size_t msgl
                 char shown[PRINTABLE_MAX + 1];
                 printable(a ? a : "(not a string)", strlen(a ? a : "(not a string)"), shown,
                           sizeof(shown));
-                snprintf(msg, msglen,
-                         "step %zu: unknown action \"%s\" (expected \"respond\", \"hang\" or "
-                         "\"reset\")",
-                         index, shown);
+                (void)snprintf(msg, msglen,
+                               "step %zu: unknown action \"%s\" (expected \"respond\", \"hang\" or "
+                               "\"reset\")",
+                               index, shown);
                 goto fail;
             }
         } else if (strcmp(key, "status") == 0) {
             if (!json_is_integer(v) || json_integer_value(v) < 100 || json_integer_value(v) > 599) {
-                snprintf(msg, msglen, "step %zu: status must be a whole number from 100 to 599",
-                         index);
+                (void)snprintf(msg, msglen,
+                               "step %zu: status must be a whole number from 100 to 599", index);
                 goto fail;
             }
             s->status = (int)json_integer_value(v);
         } else if (strcmp(key, "body") == 0) {
             if (!json_is_string(v)) {
-                snprintf(msg, msglen, "step %zu: body must be a string", index);
+                (void)snprintf(msg, msglen, "step %zu: body must be a string", index);
                 goto fail;
             }
             size_t n = json_string_length(v);
             s->body = malloc(n + 1); /* once: duplicate keys are rejected by the parser */
             if (s->body == NULL) {
-                snprintf(msg, msglen, "out of memory");
+                (void)snprintf(msg, msglen, "out of memory");
                 goto fail;
             }
             memcpy(s->body, json_string_value(v), n);
@@ -642,7 +643,7 @@ static int parse_step(json_t *obj, size_t index, step *s, char *msg, size_t msgl
         } else {
             char shown[PRINTABLE_MAX + 1];
             printable(key, strlen(key), shown, sizeof(shown));
-            snprintf(msg, msglen, "step %zu: unknown field \"%s\"", index, shown);
+            (void)snprintf(msg, msglen, "step %zu: unknown field \"%s\"", index, shown);
             goto fail;
         }
     }
@@ -665,7 +666,9 @@ static int queue_reserve(tc_upstream *u, size_t more)
     step *q = malloc(cap * sizeof(*q));
     if (q == NULL)
         return -1;
+    /* q_len <= q_cap: the loop runs only when q_cap > 0. */
     for (size_t i = 0; i < u->q_len; i++)
+        // NOLINTNEXTLINE(clang-analyzer-core.DivideZero)
         q[i] = u->q[(u->q_head + i) % u->q_cap];
     free(u->q);
     u->q = q;
@@ -694,8 +697,8 @@ static void handle_scenario(tc_upstream *u, tc_request *req)
     size_t n = 0;
 
     if (root == NULL) {
-        snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s", err.line, err.column,
-                 err.text);
+        (void)snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s", err.line,
+                       err.column, err.text);
         send_error(req, 400, "bad_request", msg, NULL, 0);
         return;
     }
@@ -707,8 +710,8 @@ static void handle_scenario(tc_upstream *u, tc_request *req)
     n = json_array_size(root);
     if (n > TC_UPSTREAM_MAX_STEPS - u->q_len) {
         json_decref(root);
-        snprintf(msg, sizeof(msg), "too many steps: at most %d may wait in the queue",
-                 TC_UPSTREAM_MAX_STEPS);
+        (void)snprintf(msg, sizeof(msg), "too many steps: at most %d may wait in the queue",
+                       TC_UPSTREAM_MAX_STEPS);
         send_error(req, 400, "bad_request", msg, NULL, 0);
         return;
     }
@@ -812,7 +815,7 @@ static json_t *stats_json(tc_upstream *u)
         bad |= json_object_set_new(o, "profile", json_string(u->profile_text));
         /* As a string: JSON numbers lose precision above 2^53 in most readers. */
         char seed[24];
-        snprintf(seed, sizeof(seed), "%llu", (unsigned long long)u->seed);
+        (void)snprintf(seed, sizeof(seed), "%llu", (unsigned long long)u->seed); /* 20 digits fit */
         bad |= json_object_set_new(o, "seed", json_string(seed));
         bad |= json_object_set(o, "outcomes", outcomes);
         bad |= json_object_set(o, "metadata_ids", ids);
@@ -850,13 +853,13 @@ static int metadata_admit(tc_upstream *u)
 /* Keeps ids (takes ownership) in the bounded call history, forgetting the oldest calls first. */
 static void record_call(tc_upstream *u, char *ids, size_t bytes, uint32_t n)
 {
-    if (bytes > TC_UPSTREAM_MAX_METADATA_BYTES) {
+    if (bytes > (size_t)TC_UPSTREAM_MAX_METADATA_BYTES) {
         free(ids);
         u->calls_forgotten++;
         return;
     }
     while (u->calls_len == TC_UPSTREAM_MAX_METADATA_CALLS ||
-           u->calls_bytes + bytes > TC_UPSTREAM_MAX_METADATA_BYTES) {
+           u->calls_bytes + bytes > (size_t)TC_UPSTREAM_MAX_METADATA_BYTES) {
         meta_call *old = &u->calls[u->calls_head];
         u->calls_bytes -= old->bytes;
         free(old->ids);
@@ -907,9 +910,9 @@ static void handle_metadata(tc_upstream *u, tc_request *req)
         if (len < 0 || len > TC_ID_MAX || !tc_id_valid(ids + used, (size_t)len)) {
             char shown[PRINTABLE_MAX + 1];
             printable(value, value_len, shown, sizeof(shown));
-            snprintf(msg, sizeof(msg),
-                     "invalid id #%u \"%s\": IDs are 1 to 128 characters of [A-Za-z0-9_.-]",
-                     (unsigned)n + 1, shown);
+            (void)snprintf(msg, sizeof(msg),
+                           "invalid id #%u \"%s\": IDs are 1 to 128 characters of [A-Za-z0-9_.-]",
+                           (unsigned)n + 1, shown);
             free(ids);
             send_error(req, 400, "bad_request", msg, NULL, 0);
             return;
@@ -927,8 +930,8 @@ static void handle_metadata(tc_upstream *u, tc_request *req)
         const tc_server_header h = {"Retry-After", "1"};
         free(ids);
         u->metadata_rejected++;
-        snprintf(msg, sizeof(msg), "over the rate limit of %llu calls per second",
-                 (unsigned long long)u->metadata_rate);
+        (void)snprintf(msg, sizeof(msg), "over the rate limit of %llu calls per second",
+                       (unsigned long long)u->metadata_rate);
         send_error(req, 429, "rate_limited", msg, &h, 1);
         return;
     }
@@ -940,7 +943,7 @@ static void handle_metadata(tc_upstream *u, tc_request *req)
         if (strncmp(p, "missing", 7) == 0)
             continue;
         char item[TC_ID_MAX + 8];
-        snprintf(item, sizeof(item), "item %s", p);
+        (void)snprintf(item, sizeof(item), "item %s", p); /* fits: ids are at most TC_ID_MAX */
         bad |= json_object_set_new(results, p, json_pack("{s:s,s:s}", "id", p, "name", item));
     }
     if (bad) {
@@ -996,7 +999,7 @@ void tc_upstream_config_init(tc_upstream_config *cfg)
     memset(cfg, 0, sizeof(*cfg));
     cfg->host = "127.0.0.1";
     cfg->profile = "exponea";
-    cfg->max_body = TC_SERVER_DEFAULT_MAX_BODY;
+    cfg->max_body = (size_t)TC_SERVER_DEFAULT_MAX_BODY;
 }
 
 static void upstream_free(tc_upstream *u)
