@@ -300,32 +300,33 @@ typedef struct app {
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: tailcut fetch [OPTIONS] [URL...]\n"
-            "\n"
-            "GET many URLs concurrently over a connection pool; one JSON line per URL as results\n"
-            "arrive: {\"url\":..,\"status\":N,\"ms\":N,\"bytes\":N,\"error\":null|TEXT}\n"
-            "(status 0 when there was no HTTP response). A summary goes to stderr at the end.\n"
-            "\n"
-            "options:\n"
-            "  -i FILE                  read URLs from FILE ('-' = stdin), one per line; blank\n"
-            "                           lines and # comments are skipped\n"
-            "  -c, --concurrency N      requests at once [100]\n"
-            "      --per-host N         requests at once to one host:port, 0 = no limit [0]\n"
-            "      --timeout MS         timeout of each attempt [30000]\n"
-            "      --retries N          retry connection errors, 429 and 5xx up to N times, with\n"
-            "                           jittered exponential backoff or the 429's Retry-After [0]\n"
-            "      --order completion|input  output order [completion]\n"
-            "  -o FILE                  write the JSON lines to FILE [stdout]\n"
-            "      --body               include the response body (\"body\") in each line\n"
-            "      --max-body BYTES     a larger response body is an error [1048576]\n"
-            "      --progress           progress bar on stderr even when it is not a terminal\n"
-            "      --no-progress        no progress bar [a bar when stderr is a terminal]\n"
-            "  -h, --help               show this help\n"
-            "\n"
-            "exit status: 0 every URL got a 2xx or 3xx, 3 some did not, 2 bad options or an\n"
-            "unreadable input file, 130 interrupted (Ctrl-C; the summary covers what finished).\n"
-            "See docs/fetch.md.\n");
+    (void)fprintf(
+        out,
+        "usage: tailcut fetch [OPTIONS] [URL...]\n"
+        "\n"
+        "GET many URLs concurrently over a connection pool; one JSON line per URL as results\n"
+        "arrive: {\"url\":..,\"status\":N,\"ms\":N,\"bytes\":N,\"error\":null|TEXT}\n"
+        "(status 0 when there was no HTTP response). A summary goes to stderr at the end.\n"
+        "\n"
+        "options:\n"
+        "  -i FILE                  read URLs from FILE ('-' = stdin), one per line; blank\n"
+        "                           lines and # comments are skipped\n"
+        "  -c, --concurrency N      requests at once [100]\n"
+        "      --per-host N         requests at once to one host:port, 0 = no limit [0]\n"
+        "      --timeout MS         timeout of each attempt [30000]\n"
+        "      --retries N          retry connection errors, 429 and 5xx up to N times, with\n"
+        "                           jittered exponential backoff or the 429's Retry-After [0]\n"
+        "      --order completion|input  output order [completion]\n"
+        "  -o FILE                  write the JSON lines to FILE [stdout]\n"
+        "      --body               include the response body (\"body\") in each line\n"
+        "      --max-body BYTES     a larger response body is an error [1048576]\n"
+        "      --progress           progress bar on stderr even when it is not a terminal\n"
+        "      --no-progress        no progress bar [a bar when stderr is a terminal]\n"
+        "  -h, --help               show this help\n"
+        "\n"
+        "exit status: 0 every URL got a 2xx or 3xx, 3 some did not, 2 bad options or an\n"
+        "unreadable input file, 130 interrupted (Ctrl-C; the summary covers what finished).\n"
+        "See docs/fetch.md.\n");
 }
 
 static tc_fetch_next source_next(void *data, tc_fetch_input *in)
@@ -373,7 +374,7 @@ static void on_async(uv_async_t *h)
 static void bar_clear(app *a)
 {
     if (a->bar_visible) {
-        fputs("\r\033[K", stderr);
+        (void)fputs("\r\033[K", stderr);
         a->bar_visible = 0;
     }
 }
@@ -426,11 +427,12 @@ static void on_prepare(uv_prepare_t *h)
 static void fmt_duration(char *buf, size_t n, double secs)
 {
     if (secs < 0 || secs > 359999)
-        snprintf(buf, n, "--:--");
+        (void)snprintf(buf, n, "--:--");
     else if (secs >= 3600)
-        snprintf(buf, n, "%d:%02d:%02d", (int)secs / 3600, ((int)secs / 60) % 60, (int)secs % 60);
+        (void)snprintf(buf, n, "%d:%02d:%02d", (int)secs / 3600, ((int)secs / 60) % 60,
+                       (int)secs % 60);
     else
-        snprintf(buf, n, "%d:%02d", (int)secs / 60, (int)secs % 60);
+        (void)snprintf(buf, n, "%d:%02d", (int)secs / 60, (int)secs % 60);
 }
 
 static void draw_progress(app *a)
@@ -465,7 +467,7 @@ static void draw_progress(app *a)
                      (unsigned long long)a->results, rate, (unsigned long long)a->failed);
     }
     if (n > 0) {
-        fwrite(line, 1, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1, stderr);
+        (void)fwrite(line, 1, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1, stderr);
         a->bar_visible = 1;
     }
 }
@@ -474,7 +476,7 @@ static void on_progress(uv_timer_t *t)
 {
     app *a = t->data;
     if (a->out_is_tty)
-        fflush(a->out); /* lines first, then the bar under them */
+        (void)fflush(a->out); /* lines first, then the bar under them */
     draw_progress(a);
 }
 
@@ -486,8 +488,8 @@ static void on_sigint(uv_signal_t *s, int signum)
     (void)signum;
     if (a->interrupted) {
         bar_clear(a);
-        fputs("tailcut fetch: interrupted again, exiting at once\n", stderr);
-        fflush(a->out);
+        (void)fputs("tailcut fetch: interrupted again, exiting at once\n", stderr);
+        (void)fflush(a->out); /* best effort: exiting at once */
         _exit(EXIT_INTERRUPTED);
     }
     a->interrupted = 1;
@@ -759,46 +761,46 @@ static void print_summary(app *a)
     double secs = (double)(a->end_ns - a->start_ns) / 1e9;
     const tc_fetch_stats st = a->stats;
     bar_clear(a);
-    fprintf(stderr, "tailcut fetch: summary\n");
-    fprintf(stderr, "  requests: %llu in %.3f s (%.1f requests/s)\n",
-            (unsigned long long)a->results, secs, secs > 0 ? (double)a->results / secs : 0.0);
-    fprintf(stderr, "  ok: %llu\n", (unsigned long long)a->ok);
-    fprintf(stderr, "  failed: %llu (no response: %llu)\n", (unsigned long long)a->failed,
-            (unsigned long long)a->no_response);
-    fprintf(stderr, "  retries: %llu\n", (unsigned long long)st.retries);
-    fprintf(stderr, "  latency ms: p50 %.3f, p90 %.3f, p99 %.3f, max %.3f\n",
-            (double)tc_hist_percentile(&a->hist, 50) / 1000.0,
-            (double)tc_hist_percentile(&a->hist, 90) / 1000.0,
-            (double)tc_hist_percentile(&a->hist, 99) / 1000.0,
-            (double)tc_hist_percentile(&a->hist, 100) / 1000.0);
-    fprintf(stderr, "  status:");
+    (void)fprintf(stderr, "tailcut fetch: summary\n");
+    (void)fprintf(stderr, "  requests: %llu in %.3f s (%.1f requests/s)\n",
+                  (unsigned long long)a->results, secs, secs > 0 ? (double)a->results / secs : 0.0);
+    (void)fprintf(stderr, "  ok: %llu\n", (unsigned long long)a->ok);
+    (void)fprintf(stderr, "  failed: %llu (no response: %llu)\n", (unsigned long long)a->failed,
+                  (unsigned long long)a->no_response);
+    (void)fprintf(stderr, "  retries: %llu\n", (unsigned long long)st.retries);
+    (void)fprintf(stderr, "  latency ms: p50 %.3f, p90 %.3f, p99 %.3f, max %.3f\n",
+                  (double)tc_hist_percentile(&a->hist, 50) / 1000.0,
+                  (double)tc_hist_percentile(&a->hist, 90) / 1000.0,
+                  (double)tc_hist_percentile(&a->hist, 99) / 1000.0,
+                  (double)tc_hist_percentile(&a->hist, 100) / 1000.0);
+    (void)fprintf(stderr, "  status:");
     int any = 0;
     for (int s = 100; s < NSTATUS; s++) {
         if (a->status_counts[s]) {
-            fprintf(stderr, " %d=%llu", s, (unsigned long long)a->status_counts[s]);
+            (void)fprintf(stderr, " %d=%llu", s, (unsigned long long)a->status_counts[s]);
             any = 1;
         }
     }
     if (a->status_counts[0]) {
-        fprintf(stderr, " none=%llu", (unsigned long long)a->status_counts[0]);
+        (void)fprintf(stderr, " none=%llu", (unsigned long long)a->status_counts[0]);
         any = 1;
     }
     if (a->status_other) {
-        fprintf(stderr, " other=%llu", (unsigned long long)a->status_other);
+        (void)fprintf(stderr, " other=%llu", (unsigned long long)a->status_other);
         any = 1;
     }
-    fprintf(stderr, "%s\n", any ? "" : " -");
+    (void)fprintf(stderr, "%s\n", any ? "" : " -");
     if (a->no_response) {
-        fprintf(stderr, "  errors:");
+        (void)fprintf(stderr, "  errors:");
         for (int e = 1; e < NERRORS; e++)
             if (a->error_counts[e])
-                fprintf(stderr, " %s=%llu", tc_err_name(-e),
-                        (unsigned long long)a->error_counts[e]);
-        fprintf(stderr, "\n");
+                (void)fprintf(stderr, " %s=%llu", tc_err_name(-e),
+                              (unsigned long long)a->error_counts[e]);
+        (void)fprintf(stderr, "\n");
     }
     if (a->interrupted)
-        fprintf(stderr, "  interrupted: %llu not finished (cancelled or held back)\n",
-                (unsigned long long)st.cancelled);
+        (void)fprintf(stderr, "  interrupted: %llu not finished (cancelled or held back)\n",
+                      (unsigned long long)st.cancelled);
 }
 
 int cmd_fetch(int argc, char **argv)
@@ -837,7 +839,8 @@ int cmd_fetch(int argc, char **argv)
     a->out_is_tty = isatty(fileno(a->out));
     a->out_flush_each_turn = !a->out_is_tty && fstat(fileno(a->out), &st) == 0 &&
                              (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
-    setvbuf(a->out, NULL, a->out_is_tty ? _IOLBF : _IOFBF, FETCH_OUT_BUFFER);
+    /* On failure the stream keeps its default buffering, which is also correct. */
+    (void)setvbuf(a->out, NULL, a->out_is_tty ? _IOLBF : _IOFBF, FETCH_OUT_BUFFER);
     a->progress = o.progress >= 0 ? o.progress : isatty(STDERR_FILENO);
     if (a->rd != NULL)
         a->rd->count_total = a->progress;
@@ -904,10 +907,11 @@ int cmd_fetch(int argc, char **argv)
         cli_error(CMD, "internal: event loop still busy at exit");
 
 out_free:
+    /* After a run the output was flushed, and checked, before the summary: nothing is left. */
     if (a->out != NULL && a->out != stdout)
-        fclose(a->out);
+        (void)fclose(a->out);
     else if (a->out == stdout)
-        fflush(stdout);
+        (void)fflush(stdout);
     reader_free(a->rd);
     free(a->line.base);
     free(a->urls);
