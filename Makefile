@@ -10,9 +10,11 @@ FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_MERGE   ?= 0
 FUZZ_TARGETS ?= server url json scenario
+LINT_BUILD   ?= build-lint
+LINT_SOURCES  = $(wildcard src/*.c app/*.c)
 SOURCES     = $(shell git ls-files -co --exclude-standard -- '*.c' '*.h' 2>/dev/null)
 
-.PHONY: all deps build asan run test check-format format bench fuzz clean
+.PHONY: all deps build asan run test check-format format lint bench fuzz clean
 
 all: build
 
@@ -37,7 +39,19 @@ check-format:
 format:
 	@clang-format -i $(SOURCES)
 
-test: deps check-format build asan
+# clang-tidy (.clang-tidy: the analyzer and bug-prone checks, warnings are errors) and cppcheck
+# over the library and the program (tests and examples are not linted); any finding fails.
+# clang-tidy reads the compile commands of a Debug tree that is only configured, never built.
+lint: deps
+	@cmake -S . -B $(LINT_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_EXPORT_COMPILE_COMMANDS=ON \
+		>/dev/null
+	@printf '%s\n' $(LINT_SOURCES) | xargs -P $(JOBS) -n 1 clang-tidy -p $(LINT_BUILD) --quiet \
+		--extra-arg=-Wno-unknown-warning-option
+	@cppcheck --enable=warning,portability --inline-suppr --quiet --error-exitcode=1 \
+		-I include -I src --suppress=missingIncludeSystem src app
+	@echo "lint: ok"
+
+test: deps check-format lint build asan
 	@echo "== release tree"
 	@cd $(BUILD) && ctest --output-on-failure
 	@echo "== sanitizer tree (ASan + UBSan + LSan)"
@@ -57,4 +71,4 @@ fuzz: deps
 	@fuzz/run $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_MERGE) $(FUZZ_TARGETS)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(LINT_BUILD)
