@@ -63,10 +63,11 @@ bench: build
 	@bench/run-all $(BUILD)/tailcut
 
 # libFuzzer (clang tree with TC_FUZZ=ON): each target for FUZZ_SECONDS, one at a time; FUZZ_MERGE=1
-# merges new interesting inputs into fuzz/corpus/. See fuzz/README.md.
+# merges new interesting inputs into fuzz/corpus/. Warnings are gcc's job (the other trees), so a
+# clang-only warning does not stop fuzzing. See fuzz/README.md.
 fuzz: deps
 	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-		-DTC_FUZZ=ON >/dev/null
+		-DTC_FUZZ=ON -DTC_WERROR=OFF >/dev/null
 	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target $(addprefix fuzz_,$(FUZZ_TARGETS))
 	@fuzz/run $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_MERGE) $(FUZZ_TARGETS)
 
