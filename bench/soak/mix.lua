@@ -7,7 +7,8 @@
 -- written), `received` counts responses, `counts` is a status histogram. A stopped thread's
 -- connections stay open with their last requests still being answered by serve, until
 -- bench/soak/soak.py sees serve's count settle and interrupts wrk (whose main thread would
--- otherwise sleep for all of -d). done() prints one JSON line: {"sent":N,"received":N,"statuses":{"200":N,...},"errors":{...},"latency_ms":{...}}
+-- otherwise sleep for all of -d). done() prints one JSON line:
+--   {"sent":N,"received":N,"statuses":{"200":N,...},"errors":{...},"latency_ms":{...}}
 
 local threads = {}
 
