@@ -83,6 +83,14 @@ def cpu_seconds(pid):
         return 0.0
 
 
+def machine_busy():
+    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]
+    return sum(v) - idle, sum(v)
+
+
 def http_get(port, path, timeout=10):
     with socket.create_connection(("127.0.0.1", port), timeout) as s:
         s.sendall(b"GET %s HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n" % path.encode())
@@ -156,9 +164,11 @@ def main():
         serve_args += ["--workers", workers]
     srv, port = start(binary, *serve_args)
     procs = [srv, up]
-    samples = []  # (t, serve VmRSS kB, simulator VmRSS kB, counted by serve)
+    # (t, serve VmRSS kB, simulator VmRSS kB, counted by serve, (serve CPU s, simulator CPU s,
+    # machine busy jiffies, machine total jiffies, wrk CPU s))
+    samples = []
     try:
-        cpu0 = (cpu_seconds(srv.pid), cpu_seconds(up.pid), time.monotonic())
+        cpu0 = (cpu_seconds(srv.pid), cpu_seconds(up.pid)) + machine_busy() + (0.0,)
         env = dict(os.environ, SOAK_N=str(n), SOAK_THREADS=str(nthreads))
         t0 = time.monotonic()
         wrk = subprocess.Popen(["wrk", "-t%d" % nthreads, "-c%d" % conns, "-d3600s",
@@ -186,7 +196,9 @@ def main():
                 continue
             counted = sum(requests_by(m).values())
             samples.append((time.monotonic() - t0, proc_kb(srv.pid, "VmRSS"),
-                            proc_kb(up.pid, "VmRSS"), counted))
+                            proc_kb(up.pid, "VmRSS"), counted,
+                            (cpu_seconds(srv.pid), cpu_seconds(up.pid)) + machine_busy() +
+                            (cpu_seconds(wrk.pid),)))
             idle = gauge(m, "tailcut_requests_in_flight") == 0
             stable = stable + 1 if counted == last and idle else 0
             last = counted
@@ -197,7 +209,6 @@ def main():
         duration = time.monotonic() - t0
         if died:
             sys.exit("soak: %s" % died)
-        cpu1 = (cpu_seconds(srv.pid), cpu_seconds(up.pid), time.monotonic())
         client = None
         for line in wrk_out.splitlines():
             if line.startswith("{"):
@@ -247,8 +258,6 @@ def main():
     warm_sample = next((s for s in samples if s[3] >= warm), None)
     rss_warm = warm_sample[1] if warm_sample else 0
     drift = (rss_end - rss_warm) * 100.0 / rss_warm if rss_warm else float("nan")
-    cpu_srv = (cpu1[0] - cpu0[0]) / (cpu1[2] - cpu0[2]) * 100
-    cpu_up = (cpu1[1] - cpu0[1]) / (cpu1[2] - cpu0[2]) * 100
     server_status = {}
     for (ep, st), v in by.items():
         server_status[st] = server_status.get(st, 0) + v
@@ -261,7 +270,7 @@ def main():
     # The load: until serve had answered as many requests as wrk received (1 s resolution);
     # then the last requests of the stopped threads finish (up to 10 s: a hung attempt of an
     # /api/smart without timeout), and wrk is interrupted.
-    t_load = next((t for t, _, _, c in samples if c >= client["received"]), duration)
+    t_load = next((t for t, _, _, c, _ in samples if c >= client["received"]), duration)
     rate = client["received"] / t_load if t_load > 0 else 0
     unread = client["sent"] - client["received"]
     exact = client["sent"] == counted
@@ -271,7 +280,7 @@ def main():
     p("duration: %.1f s until serve had answered the %d requests wrk received (%.0f "
       "requests/s); the last answer at %.0f s; %.1f s in all"
       % (t_load, client["received"], rate,
-         next((t for t, _, _, c in samples if c >= counted), duration), duration))
+         next((t for t, _, _, c, _ in samples if c >= counted), duration), duration))
     p("client (wrk, summed over threads): sent %d, received %d (wrk's own count %d); socket "
       "errors %s; latency %s" % (client["sent"], client["received"], client["wrk_requests"],
                                  client["errors"], client["latency_ms"]))
@@ -290,11 +299,18 @@ def main():
       "%+.1f%% (target within 5%%); peak VmHWM %.1f MB; simulator peak %.1f MB"
       % (rss_warm / 1024.0, warm, warm_sample[0] if warm_sample else -1, rss_end / 1024.0,
          drift, hwm / 1024.0, up_hwm / 1024.0))
-    p("CPU (share of one core over the run): serve %.0f%%, simulator %.0f%%%s"
-      % (cpu_srv, cpu_up, " <- the single-threaded simulator is the bottleneck"
-         if cpu_up > 90 else ""))
+    # CPU over the load (from the start to the sample at t_load).
+    end = next((x for x in samples if x[0] >= t_load), samples[-1] if samples else None)
+    if end is not None and end[0] > 0:
+        c1 = end[4]
+        cpu_srv, cpu_up, cpu_wrk = ((c1[i] - cpu0[i]) / end[0] * 100 for i in (0, 1, 4))
+        machine = (c1[2] - cpu0[2]) * 100.0 / max(1, c1[3] - cpu0[3])
+        p("CPU during the load (share of one core): serve %.0f%%, simulator %.0f%%%s, wrk "
+          "%.0f%%; the machine's %d cores were %.0f%% busy (every process and the kernel)"
+          % (cpu_srv, cpu_up, " <- the single-threaded simulator is the bottleneck"
+             if cpu_up > 90 else "", cpu_wrk, os.cpu_count() or 1, machine))
     p("serve exit status after SIGTERM: %s" % serve_exit)
-    rss_series = [(round(t), round(r / 1024.0, 1)) for t, r, _, c in samples]
+    rss_series = [(round(t), round(r / 1024.0, 1)) for t, r, _, c, _ in samples]
     step = max(1, len(rss_series) // 20)
     p("serve VmRSS over time (s, MB): %s" % rss_series[::step])
     p("| soak, %d mixed requests (all endpoints), wrk -t%d -c%d, exponea | %.0f s, %.0f req/s; "
