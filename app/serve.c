@@ -183,9 +183,11 @@ static void out_put(outbuf *b, const char *s, size_t n)
 
 #define out_lit(b, lit) out_put((b), (lit), sizeof(lit) - 1)
 
-/* Adds the attempt outcomes of a finished hedge to the metrics. */
-static void count_attempts(serve_worker *sw, const tc_hedge_result *r)
+/* The hedge's observer: adds the attempt outcomes of a finished hedge to the metrics, also when
+ * it was cancelled because the client left. */
+static void count_attempts(const tc_hedge_result *r, void *data)
 {
+    serve_worker *sw = data;
     serve_metrics *m = &sw->cfg->metrics;
     for (unsigned i = 0; i < r->nattempts; i++) {
         tc_attempt_outcome o = r->attempts[i].outcome;
@@ -228,7 +230,6 @@ static void on_hedge_done(tc_future *f, void *data)
         return;
     }
     const tc_hedge_result *r = tc_future_value(f);
-    count_attempts(sw, r);
     char attempts[16];
     (void)snprintf(attempts, sizeof(attempts), "%u", r->nattempts);
     tc_server_header hdr = {"X-Tailcut-Attempts", attempts};
@@ -303,6 +304,8 @@ static void handle_api(serve_worker *sw, tc_request *req, endpoint ep)
     tc_hedge_policy policy;
     tc_hedge_policy_init(&policy);
     policy.deadline_ms = tc_request_ready_ms(req) + timeout_ms;
+    policy.observe = count_attempts;
+    policy.observe_data = sw;
     switch (ep) {
     case EP_SMART:
         policy.extra = (unsigned)cfg->hedge_extra;

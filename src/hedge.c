@@ -154,6 +154,12 @@ static void hedge_wind_down(hedge *h)
     uv_close((uv_handle_t *)&h->deadline_timer, on_timer_closed);
 }
 
+static void observe(hedge *h, const tc_hedge_result *r)
+{
+    if (h->policy.observe != NULL)
+        h->policy.observe(r, h->policy.observe_data);
+}
+
 static void finish(hedge *h, int error)
 {
     if (h->finished)
@@ -162,14 +168,18 @@ static void finish(hedge *h, int error)
     tc_hedge_result *r = h->result;
     h->result = NULL;
     r->error = error;
+    observe(h, r);
     tc_future_fulfill(h->out, r, result_free);
 }
 
 static void on_cancel(tc_future *f, void *data)
 {
     hedge *h = data;
-    if (!h->finished)
+    if (!h->finished) {
         hedge_wind_down(h);
+        h->result->error = TC_ECANCELED;
+        observe(h, h->result);
+    }
 }
 
 /* ---- attempts ------------------------------------------------------------------------------- */

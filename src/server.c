@@ -36,6 +36,9 @@
 #define TC_SERVER_MAX_HEADER_COUNT 100
 #define TC_LINGER_MS 2000
 #define TC_LISTEN_BACKLOG 4096
+/* While the pipeline is full, bytes that arrive are held (not parsed) up to this much; beyond
+ * it reading stops. Reading on while paused is what lets a client's close be noticed at once. */
+#define TC_SERVER_MAX_HELD (64 * 1024)
 /* Freed request objects kept per server for reuse: they are too big for malloc's fast path. */
 #define TC_REQ_FREELIST 256
 
@@ -104,6 +107,7 @@ struct tc_conn {
     /* Bytes read but not parsed because the pipeline was full (parser paused). */
     char *pending;
     size_t pending_len;
+    int reading; /* uv_read_start is in effect */
 
     conn_phase phase;
     size_t writes;               /* uv_write calls not yet completed */
@@ -159,9 +163,23 @@ static uv_once_t parser_settings_once = UV_ONCE_INIT;
 static void conn_close(tc_conn *c);
 static void conn_maybe_finish_close(tc_conn *c);
 static void flush_responses(tc_conn *c);
-static void conn_parse(tc_conn *c, const char *data, size_t len, int resumed);
+static void conn_parse(tc_conn *c, const char *data, size_t len);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void conn_read_on(tc_conn *c)
+{
+    if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        c->reading = 1;
+}
+
+static void conn_read_off(tc_conn *c)
+{
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
+    }
+}
 static void server_check_drained(tc_server *srv);
 static void server_maybe_free(tc_server *srv);
 static void request_free(tc_request *r);
@@ -538,7 +556,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     }
     /* FIN is out; keep reading (and discarding) until the client closes or the timer fires. */
     uv_timer_start(&c->timer, on_linger_timeout, TC_LINGER_MS, 0);
-    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    conn_read_on(c);
 }
 
 /* Once every write has completed, a connection that wants to close does so: with RST right
@@ -589,7 +607,7 @@ static void flush_responses(tc_conn *c)
     if (c->closing)
         return;
     if (c->want_close) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        conn_read_off(c);
         conn_maybe_finish_close(c);
         return;
     }
@@ -601,7 +619,7 @@ static void flush_responses(tc_conn *c)
         c->pending_len = 0;
         c->read_paused = 0;
         http_parser_pause(&c->parser, 0);
-        conn_parse(c, data, len, 1);
+        conn_parse(c, data, len);
         free(data);
         return;
     }
@@ -988,7 +1006,7 @@ static void conn_queue_error(tc_conn *c, int status, const char *code, const cha
     c->parse_error = 1;
     c->phase = PHASE_BUSY;
     uv_timer_stop(&c->timer);
-    uv_read_stop((uv_stream_t *)&c->tcp);
+    conn_read_off(c);
     tc_request_respond_error(r, status, code, message);
 }
 
@@ -1043,35 +1061,44 @@ static void conn_dispatch(tc_conn *c, tc_request *first)
     }
 }
 
-/* Parses bytes and dispatches the requests they complete. resumed: the bytes were held back
- * while the pipeline was full, and reading restarts once they are all consumed. */
-static void conn_parse(tc_conn *c, const char *data, size_t len, int resumed)
+/* Holds bytes that arrive while the pipeline is full, stopping reads past TC_SERVER_MAX_HELD.
+ * Returns 0, or -1 when out of memory. */
+static int conn_hold(tc_conn *c, const char *data, size_t len)
+{
+    char *p = realloc(c->pending, c->pending_len + len);
+    if (p == NULL)
+        return -1;
+    memcpy(p + c->pending_len, data, len);
+    c->pending = p;
+    c->pending_len += len;
+    if (c->pending_len >= TC_SERVER_MAX_HELD)
+        conn_read_off(c);
+    return 0;
+}
+
+/* Parses bytes and dispatches the requests they complete. */
+static void conn_parse(tc_conn *c, const char *data, size_t len)
 {
     tc_request *before_tail = c->tail;
     c->in_dispatch = 1;
     size_t n = http_parser_execute(&c->parser, &parser_settings, data, len);
     enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
     if (err == HPE_PAUSED) {
-        /* Pipeline full: keep the rest for later and stop reading. */
-        if (n < len) {
-            c->pending = malloc(len - n);
-            if (c->pending == NULL) {
-                c->in_dispatch = 0;
-                conn_close(c);
-                return;
-            }
-            memcpy(c->pending, data + n, len - n);
-            c->pending_len = len - n;
-        }
+        /* Pipeline full: hold the rest for later, and keep reading (bounded) so that a client
+         * that leaves is still noticed. */
         c->read_paused = 1;
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        if (n < len && conn_hold(c, data + n, len - n) != 0) {
+            c->in_dispatch = 0;
+            conn_close(c);
+            return;
+        }
     } else if (err != HPE_OK) {
         conn_parse_failed(c);
     } else if (c->parser.upgrade) {
         c->parse_error = 1; /* the rest of the stream is not HTTP */
-        uv_read_stop((uv_stream_t *)&c->tcp);
-    } else if (resumed) {
-        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        conn_read_off(c);
+    } else {
+        conn_read_on(c); /* it was off if held bytes had filled TC_SERVER_MAX_HELD */
     }
     conn_dispatch(c, before_tail != NULL ? before_tail->next : c->head);
     c->in_dispatch = 0;
@@ -1100,7 +1127,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (c->phase == PHASE_LINGER || c->parse_error)
         return; /* discard */
-    conn_parse(c, buf->base, (size_t)nread, 0);
+    if (c->read_paused) {
+        if (conn_hold(c, buf->base, (size_t)nread) != 0)
+            conn_close(c);
+        return;
+    }
+    conn_parse(c, buf->base, (size_t)nread);
 }
 
 static void on_conn_timer(uv_timer_t *t)
@@ -1158,7 +1190,8 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     c->phase = PHASE_WAIT_REQUEST;
     conn_timer_start(c, srv->cfg.header_timeout_ms);
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+    conn_read_on(c);
+    if (!c->reading)
         conn_close(c);
 }
 
@@ -1305,7 +1338,7 @@ static void server_check_drained(tc_server *srv)
         for (tc_conn *c = srv->conns; c != NULL; c = c->next) {
             if (!c->closing && !c->want_close && c->head == NULL && !c->in_dispatch) {
                 c->want_close = 1;
-                uv_read_stop((uv_stream_t *)&c->tcp);
+                conn_read_off(c);
                 conn_maybe_finish_close(c);
             }
         }

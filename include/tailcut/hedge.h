@@ -59,6 +59,8 @@ typedef tc_attempt_outcome (*tc_hedge_judge_fn)(const tc_response *resp, void *d
  * limit is the request's max_body, enforced by the client. */
 tc_attempt_outcome tc_hedge_judge_json(const tc_response *resp, void *data);
 
+struct tc_hedge_result;
+
 typedef struct tc_hedge_policy {
     tc_hedge_mode mode;
     unsigned initial;        /* attempts fired at once [1] */
@@ -68,6 +70,11 @@ typedef struct tc_hedge_policy {
     uint64_t deadline_ms;    /* absolute, on the loop's uv_now() clock; 0 = none */
     tc_hedge_judge_fn judge; /* NULL = tc_hedge_judge_json */
     void *judge_data;
+    /* Called once when the hedge ends, however it ends (cancellation included), with every
+     * attempt's outcome final and before the future's callbacks run: the one place to count
+     * attempts. May be NULL. */
+    void (*observe)(const struct tc_hedge_result *result, void *data);
+    void *observe_data;
 } tc_hedge_policy;
 
 /* Fills p with the smart defaults above: FIRST, 1 + 2 after 300 ms, hedge on failure. */
@@ -83,7 +90,8 @@ typedef struct tc_hedge_attempt {
 
 /* The value of a finished hedge's future. Owned by the future. */
 typedef struct tc_hedge_result {
-    int error;           /* 0, TC_ETIMEDOUT or TC_EALLFAILED (see the modes above) */
+    int error; /* 0, TC_ETIMEDOUT or TC_EALLFAILED (see the modes above); TC_ECANCELED only as
+                * seen by policy.observe when the hedge was cancelled */
     unsigned nattempts;  /* attempts fired */
     int hedge_fired;     /* 1 if the extra attempts were fired */
     int winner;          /* TC_HEDGE_FIRST: index of the winning attempt, else -1 */

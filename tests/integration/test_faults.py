@@ -658,14 +658,8 @@ class WithSimulator(FaultCase):
                     self.assertEqual(after.delta(before, "tailcut_requests_total",
                                                  endpoint="smart", status="200"), 0)
 
-    # BUG (app/serve.c on_hedge_done, the "Cancelled: the client went away" branch, ~line 224):
-    # when a client leaves, its request is counted as 499 but its attempts are never added to
-    # tailcut_upstream_attempts_total (nor a fired hedge to tailcut_hedges_fired_total):
-    # count_attempts() runs only for a fulfilled hedge, and a cancelled hedge's future carries
-    # no result (src/hedge.c on_cancel winds down and frees the result). docs/serve.md lists
-    # `cancelled` as an attempt outcome, so the 3 attempts aborted here should add 3 to
-    # {outcome="cancelled"}; measured: +0. Every attempt the upstream saw should be counted.
-    @unittest.expectedFailure
+    # When a client leaves, its request counts as 499 and its attempts still count, as
+    # outcome "cancelled" (the hedge's observer sees the result however the hedge ends).
     def test_attempts_of_a_departed_client_are_counted(self):
         before = Metrics(self.srv.port)
         self._leave_while_waiting("/api/smart?timeout=20000", 3, "rst")
@@ -749,27 +743,19 @@ class WithSimulator(FaultCase):
                 self.up.reset()
                 self.up.scenario([step(self.SLOW_STEP_MS, "{}")] * 400)
                 self._pipeline_and_close("/api/smart?timeout=20000", how)
-                st = self.up.stats_when(lambda st: st["work_requests"] > 0 and
-                                        st["in_flight"] == 0,
+                # Attempts may or may not have reached the upstream before the close was
+                # noticed; either way none may stay held.
+                time.sleep(0.2)
+                st = self.up.stats_when(lambda st: st["in_flight"] == 0,
                                         self.SLOW_STEP_MS / 1000.0 + SOON)
                 self.assertEqual(st["in_flight"], 0, st)
-                self.assertGreater(st["work_requests"], 0, st)
                 self.assert_serve_clean()
                 time.sleep(0.3)  # and nothing more starts afterwards
                 self.assertEqual(self.up.stats()["work_requests"], st["work_requests"])
 
-    # BUG (src/server.c conn_parse, HPE_PAUSED branch, ~line 1064, with on_message_complete
-    # ~line 470): when the pipeline is full (TC_SERVER_MAX_PIPELINE = 32 requests queued) the
-    # server stops reading the socket, so a client that sends 100 pipelined requests and then
-    # closes (FIN or RST) is not noticed until the 32 queued requests have finished: their 96
-    # attempts stay held upstream for the full upstream delay (measured: 96 held 2 s after the
-    # client left, client_aborts 0), where CONTRACT §1 says a client that disconnects cancels
-    # every attempt for its requests. Worse, when the first answers are then written to the
-    # dead socket, the server parses more of the held-back requests and fires new attempts for
-    # them (measured: 99 attempts, more than the 32 x 3 the read-ahead allows, the last 3
-    # started 2.5 s after the client had gone). Possible fix: keep reading while paused into a
-    # bounded pending buffer (or at least watch for EOF/reset), and close at once on either.
-    @unittest.expectedFailure
+    # With the pipeline full (32 queued) the server keeps reading into a bounded holding
+    # buffer, so a client that pipelines 100 slow requests and closes is noticed at once: every
+    # attempt is cancelled and nothing new starts later.
     def test_pipelined_slow_api_then_close_cancels_at_once(self):
         self.up.reset()
         self.up.scenario([step(self.SLOW_STEP_MS, "{}")] * 400)
