@@ -38,7 +38,7 @@
 #define TC_LISTEN_BACKLOG 4096
 /* While the pipeline is full, bytes that arrive are held (not parsed) up to this much; beyond
  * it reading stops. Reading on while paused is what lets a client's close be noticed at once. */
-#define TC_SERVER_MAX_HELD (64 * 1024)
+#define TC_SERVER_MAX_HELD ((size_t)64 * 1024)
 /* Freed request objects kept per server for reuse: they are too big for malloc's fast path. */
 #define TC_REQ_FREELIST 256
 
