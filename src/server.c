@@ -475,6 +475,9 @@ static int on_message_complete(http_parser *p)
     tc_request *r = c->cur;
     c->cur = NULL;
     request_split_target(r);
+    /* The deadline counts from now: refresh the loop's cached clock, which can be a few ms old
+     * under load, so that deadlines never fire early. */
+    uv_update_time(c->srv->loop);
     r->ready_ms = uv_now(c->srv->loop);
     r->ready_ns = uv_hrtime();
     if (p->upgrade)
