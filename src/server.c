@@ -610,7 +610,8 @@ static void flush_responses(tc_conn *c)
     if (c->closing)
         return;
     if (c->want_close) {
-        conn_read_off(c);
+        if (c->phase != PHASE_LINGER) /* lingering reads on to see the client's EOF */
+            conn_read_off(c);
         conn_maybe_finish_close(c);
         return;
     }
