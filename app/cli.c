@@ -99,3 +99,41 @@ int cli_open_access_log(const char *cmd, const char *value, FILE **out)
     }
     return 0;
 }
+
+int cli_flag_is(const char *arg, const char *name, const char **inline_value)
+{
+    size_t n = strlen(name);
+    if (strncmp(arg, name, n) != 0)
+        return 0;
+    if (arg[n] == '\0') {
+        *inline_value = NULL;
+        return 1;
+    }
+    if (name[1] != '-') { /* -cVALUE */
+        *inline_value = arg + n;
+        return 1;
+    }
+    if (arg[n] == '=') {
+        *inline_value = arg + n + 1;
+        return 1;
+    }
+    return 0;
+}
+
+const char *cli_take_option(const char *cmd, const char *const *names, size_t n, int argc,
+                            char **argv, int *i, const char **value)
+{
+    const char *arg = argv[*i];
+    for (size_t k = 0; k < n; k++) {
+        if (!cli_flag_is(arg, names[k], value))
+            continue;
+        if (*value == NULL) {
+            if (*i + 1 >= argc)
+                break;
+            *value = argv[++*i];
+        }
+        return names[k];
+    }
+    cli_bad_option(cmd, arg);
+    return NULL;
+}

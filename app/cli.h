@@ -34,4 +34,14 @@ void cli_bad_option(const char *cmd, const char *arg);
 #include <stdio.h>
 int cli_open_access_log(const char *cmd, const char *value, FILE **out);
 
+/* 1 if arg is the option name: exactly, or with an attached value ("--name=V" for long names,
+ * "-nV" for short ones), which goes to *inline_value (else NULL). */
+int cli_flag_is(const char *arg, const char *name, const char **inline_value);
+
+/* Takes the option at argv[*i], which must be one of names[0..n) and have a value, attached or
+ * as the next argument (then *i advances past it). Returns the matched name with *value set, or
+ * NULL after a one-line usage message when it is no such option or its value is missing. */
+const char *cli_take_option(const char *cmd, const char *const *names, size_t n, int argc,
+                            char **argv, int *i, const char **value);
+
 #endif /* TAILCUT_APP_CLI_H */

@@ -612,27 +612,6 @@ static reader *reader_open(const char *name)
     return rd;
 }
 
-/* Parses "--name", "--name=value" and, for one-letter flags, "-xVALUE". */
-static int flag_is(const char *arg, const char *name, const char **inline_value)
-{
-    size_t n = strlen(name);
-    if (strncmp(arg, name, n) != 0)
-        return 0;
-    if (arg[n] == '\0') {
-        *inline_value = NULL;
-        return 1;
-    }
-    if (name[1] != '-') { /* -cVALUE */
-        *inline_value = arg + n;
-        return 1;
-    }
-    if (arg[n] == '=') {
-        *inline_value = arg + n + 1;
-        return 1;
-    }
-    return 0;
-}
-
 typedef struct options {
     const char *input;
     const char *output;
@@ -674,23 +653,10 @@ static int parse_args(app *a, options *o, int argc, char **argv)
             o->progress = 0;
             continue;
         }
-        for (size_t k = 0; k < sizeof(with_value) / sizeof(with_value[0]); k++) {
-            if (flag_is(arg, with_value[k], &val)) {
-                flag = with_value[k];
-                break;
-            }
-        }
-        if (flag == NULL) {
-            cli_bad_option(CMD, arg);
+        flag = cli_take_option(CMD, with_value, sizeof(with_value) / sizeof(with_value[0]), argc,
+                               argv, &i, &val);
+        if (flag == NULL)
             return TC_EXIT_USAGE;
-        }
-        if (val == NULL) {
-            if (i + 1 >= argc) {
-                cli_bad_option(CMD, arg);
-                return TC_EXIT_USAGE;
-            }
-            val = argv[++i];
-        }
         if (strcmp(flag, "--concurrency") == 0 || strcmp(flag, "-c") == 0) {
             if (cli_parse_u64(CMD, flag, val, 1, MAX_CONCURRENCY, &v) != 0)
                 return TC_EXIT_USAGE;

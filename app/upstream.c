@@ -109,23 +109,6 @@ static void worker_cleanup(tc_runtime_worker *w, void *data)
         tc_upstream_close(w->state, on_closed, w);
 }
 
-/* Matches "--name" or "--name=value". Sets *inline_value to the part after '=' (or NULL). */
-static int flag_is(const char *arg, const char *name, const char **inline_value)
-{
-    size_t n = strlen(name);
-    if (strncmp(arg, name, n) != 0)
-        return 0;
-    if (arg[n] == '\0') {
-        *inline_value = NULL;
-        return 1;
-    }
-    if (arg[n] == '=') {
-        *inline_value = arg + n + 1;
-        return 1;
-    }
-    return 0;
-}
-
 int cmd_upstream(int argc, char **argv)
 {
     app a;
@@ -147,7 +130,7 @@ int cmd_upstream(int argc, char **argv)
                                                  "--drain-timeout", "--access-log"};
         const char *flag = NULL;
 
-        if (flag_is(arg, "--help", &val) || strcmp(arg, "-h") == 0) {
+        if (cli_flag_is(arg, "--help", &val) || strcmp(arg, "-h") == 0) {
             if (val != NULL) {
                 cli_error(CMD, "--help takes no value");
                 return TC_EXIT_USAGE;
@@ -155,23 +138,10 @@ int cmd_upstream(int argc, char **argv)
             usage(stdout);
             return TC_EXIT_OK;
         }
-        for (size_t k = 0; k < sizeof(with_value) / sizeof(with_value[0]); k++) {
-            if (flag_is(arg, with_value[k], &val)) {
-                flag = with_value[k];
-                break;
-            }
-        }
-        if (flag == NULL) {
-            cli_bad_option(CMD, arg);
+        flag = cli_take_option(CMD, with_value, sizeof(with_value) / sizeof(with_value[0]), argc,
+                               argv, &i, &val);
+        if (flag == NULL)
             return TC_EXIT_USAGE;
-        }
-        if (val == NULL) {
-            if (i + 1 >= argc) {
-                cli_bad_option(CMD, arg);
-                return TC_EXIT_USAGE;
-            }
-            val = argv[++i];
-        }
 
         if (strcmp(flag, "--listen") == 0) {
             if (cli_parse_listen(CMD, flag, val, a.host, sizeof(a.host), &a.port) != 0)
