@@ -87,9 +87,10 @@ typedef struct serve_worker {
 typedef struct api_call {
     serve_worker *sw;
     tc_request *req;
-    tc_future *hedge;
+    tc_future *work; /* the hedge, or for /api/metadata the batched lookup within the deadline */
     endpoint ep;
     uint64_t timeout_ms;
+    char id[TC_ID_MAX + 1]; /* /api/metadata only */
 } api_call;
 
 static const char serve_usage[] =
@@ -210,8 +211,29 @@ static void api_call_free(api_call *call)
 {
     tc_metrics_gauge_add(call->sw->shard, call->sw->cfg->metrics.in_flight,
                          TC_METRICS_SERIES_DEFAULT, -1);
-    tc_future_unref(call->hedge);
+    tc_future_unref(call->work);
     free(call);
+}
+
+static void on_client_gone(tc_request *req, void *data)
+{
+    api_call *call = data;
+    tc_future_cancel(call->work); /* its done callback runs now and finishes the request */
+}
+
+/* The call's work has started: count it in flight, cancel it if the client leaves, and run done
+ * when it ends (done finishes the request and frees the call). */
+static void api_call_watch(api_call *call, tc_future_cb done)
+{
+    serve_worker *sw = call->sw;
+    tc_metrics_gauge_add(sw->shard, sw->cfg->metrics.in_flight, TC_METRICS_SERIES_DEFAULT, 1);
+    tc_request_on_abort(call->req, on_client_gone, call);
+    if (tc_future_on_done(call->work, done, call) != 0) {
+        tc_future_cancel(call->work);
+        tc_request_on_abort(call->req, NULL, NULL);
+        respond_error(sw, call->req, call->ep, 503, "overloaded", "out of memory");
+        api_call_free(call);
+    }
 }
 
 /* The hedge ended: answer per endpoint (CONTRACT §1), count, free. */
@@ -276,12 +298,6 @@ static void on_hedge_done(tc_future *f, void *data)
     api_call_free(call);
 }
 
-static void on_client_gone(tc_request *req, void *data)
-{
-    api_call *call = data;
-    tc_future_cancel(call->hedge); /* on_hedge_done runs now and finishes the request */
-}
-
 static void handle_api(serve_worker *sw, tc_request *req, endpoint ep)
 {
     serve_config *cfg = sw->cfg;
@@ -336,20 +352,13 @@ static void handle_api(serve_worker *sw, tc_request *req, endpoint ep)
     call->ep = ep;
     call->timeout_ms = timeout_ms;
     tc_client_request creq = {.url = cfg->upstream, .max_body = cfg->max_body};
-    int err = tc_hedge_start(&call->hedge, sw->client, &creq, &policy);
+    int err = tc_hedge_start(&call->work, sw->client, &creq, &policy);
     if (err != 0) {
         free(call);
         respond_error(sw, req, ep, 503, "overloaded", tc_strerror(err));
         return;
     }
-    tc_metrics_gauge_add(sw->shard, cfg->metrics.in_flight, TC_METRICS_SERIES_DEFAULT, 1);
-    tc_request_on_abort(req, on_client_gone, call);
-    if (tc_future_on_done(call->hedge, on_hedge_done, call) != 0) {
-        tc_future_cancel(call->hedge);
-        tc_request_on_abort(req, NULL, NULL);
-        respond_error(sw, req, ep, 503, "overloaded", "out of memory");
-        api_call_free(call);
-    }
+    api_call_watch(call, on_hedge_done);
 }
 
 /* ---- /api/metadata/ID: batched lookups (CONTRACT §1 "Batched lookups") ------------------------
@@ -365,14 +374,6 @@ static void handle_api(serve_worker *sw, tc_request *req, endpoint ep)
 #define METADATA_PREFIX "/api/metadata/"
 
 /* One GET /api/metadata/ID waiting for its batch. */
-typedef struct meta_call {
-    serve_worker *sw;
-    tc_request *req;
-    tc_future *lookup; /* the batcher's future within the request's deadline */
-    uint64_t timeout_ms;
-    char id[TC_ID_MAX + 1];
-} meta_call;
-
 /* The upstream answered the batch's call (or failed): settle every ID of the batch. Messages are
  * fixed text (no quotes or backslashes): they end up in JSON bodies as they are. */
 static void on_meta_response(tc_future *f, void *data)
@@ -473,18 +474,10 @@ static void metadata_dispatch(tc_batch *batch, void *data)
     tc_future_unref(f); /* the registration holds the future until the answer */
 }
 
-static void meta_call_free(meta_call *call)
-{
-    tc_metrics_gauge_add(call->sw->shard, call->sw->cfg->metrics.in_flight,
-                         TC_METRICS_SERIES_DEFAULT, -1);
-    tc_future_unref(call->lookup);
-    free(call);
-}
-
 /* The lookup ended: answer with results[ID], 404, 502, 504, or nothing if the client left. */
 static void on_meta_done(tc_future *f, void *data)
 {
-    meta_call *call = data;
+    api_call *call = data;
     serve_worker *sw = call->sw;
     tc_request *req = call->req;
     char msg[256];
@@ -526,13 +519,7 @@ static void on_meta_done(tc_future *f, void *data)
                                blen > 0 && (size_t)blen < sizeof(body) ? (size_t)blen : 0);
         }
     }
-    meta_call_free(call);
-}
-
-static void on_meta_client_gone(tc_request *req, void *data)
-{
-    meta_call *call = data;
-    tc_future_cancel(call->lookup); /* this waiter leaves; on_meta_done finishes the request */
+    api_call_free(call);
 }
 
 static void handle_metadata(serve_worker *sw, tc_request *req)
@@ -571,13 +558,14 @@ static void handle_metadata(serve_worker *sw, tc_request *req)
         respond_error(sw, req, EP_METADATA, 504, "timeout", msg);
         return;
     }
-    meta_call *call = calloc(1, sizeof(*call));
+    api_call *call = calloc(1, sizeof(*call));
     if (call == NULL) {
         respond_error(sw, req, EP_METADATA, 503, "overloaded", "out of memory");
         return;
     }
     call->sw = sw;
     call->req = req;
+    call->ep = EP_METADATA;
     call->timeout_ms = timeout_ms;
     memcpy(call->id, id, (size_t)id_len + 1);
 
@@ -599,7 +587,7 @@ static void handle_metadata(serve_worker *sw, tc_request *req)
                                bs.dedup_hits - sw->dedup_seen);
         sw->dedup_seen = bs.dedup_hits;
     }
-    err = tc_with_timeout(&call->lookup, loop, inner, deadline - now);
+    err = tc_with_timeout(&call->work, loop, inner, deadline - now);
     if (err != 0) {
         tc_future_cancel(inner);
         tc_future_unref(inner);
@@ -608,14 +596,7 @@ static void handle_metadata(serve_worker *sw, tc_request *req)
         return;
     }
     tc_future_unref(inner); /* the timeout wrapper holds it */
-    tc_metrics_gauge_add(sw->shard, cfg->metrics.in_flight, TC_METRICS_SERIES_DEFAULT, 1);
-    tc_request_on_abort(req, on_meta_client_gone, call);
-    if (tc_future_on_done(call->lookup, on_meta_done, call) != 0) {
-        tc_future_cancel(call->lookup);
-        tc_request_on_abort(req, NULL, NULL);
-        respond_error(sw, req, EP_METADATA, 503, "overloaded", "out of memory");
-        meta_call_free(call);
-    }
+    api_call_watch(call, on_meta_done);
 }
 
 static void handle_metrics(serve_worker *sw, tc_request *req)
