@@ -35,6 +35,7 @@
 #include <uv.h>
 
 #include "tailcut/client.h"
+#include "tailcut/url.h"
 
 #ifndef TC_VERSION
 #define TC_VERSION "0"
@@ -386,98 +387,6 @@ static int can_admit(const tc_client *c, const tc_host *x)
     if (c->slots_used >= c->cfg.max_connections)
         return 0;
     return c->cfg.max_per_host == 0 || x->slots < c->cfg.max_per_host;
-}
-
-/* ---- URL origin ---------------------------------------------------------------------------- */
-
-/* Extracts the pool key "scheme://host:port" (lower-case, default port filled in) from an
- * http(s) URL. Returns 0, or TC_EURL with a reason in *why. libcurl validates the rest. */
-static int parse_origin(const char *url, char *key, size_t keycap, int *https, const char **why)
-{
-    const char *p = url;
-    while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-           *p == '+' || *p == '-' || *p == '.')
-        p++;
-    size_t slen = (size_t)(p - url);
-    if (strncmp(p, "://", 3) != 0) {
-        *why = "not an absolute http:// or https:// URL";
-        return TC_EURL;
-    }
-    if (slen == 4 && strncasecmp(url, "http", 4) == 0)
-        *https = 0;
-    else if (slen == 5 && strncasecmp(url, "https", 5) == 0)
-        *https = 1;
-    else {
-        *why = "unsupported URL scheme (only http and https)";
-        return TC_EURL;
-    }
-    const char *a = p + 3;
-    const char *end = a + strcspn(a, "/?#");
-    for (const char *q = a; q < end; q++)
-        if (*q == '@')
-            a = q + 1;
-    const char *host = a, *host_end, *port = NULL;
-    if (*a == '[') {
-        const char *rb = memchr(a, ']', (size_t)(end - a));
-        if (rb == NULL) {
-            *why = "unterminated IPv6 address in URL";
-            return TC_EURL;
-        }
-        host_end = rb + 1;
-        if (host_end < end && *host_end == ':')
-            port = host_end + 1;
-        else if (host_end != end) {
-            *why = "junk after IPv6 address in URL";
-            return TC_EURL;
-        }
-    } else {
-        host_end = a;
-        while (host_end < end && *host_end != ':')
-            host_end++;
-        if (host_end < end)
-            port = host_end + 1;
-    }
-    if (host_end == host) {
-        *why = "URL has no host";
-        return TC_EURL;
-    }
-    unsigned long portnum = *https ? 443 : 80;
-    if (port != NULL && port < end) {
-        portnum = 0;
-        for (const char *q = port; q < end; q++) {
-            if (*q < '0' || *q > '9' || portnum > 65535) {
-                *why = "bad port number in URL";
-                return TC_EURL;
-            }
-            portnum = portnum * 10 + (unsigned long)(*q - '0');
-        }
-        if (portnum == 0 || portnum > 65535) {
-            *why = "bad port number in URL";
-            return TC_EURL;
-        }
-    }
-    size_t hlen = (size_t)(host_end - host);
-    if (slen + 3 + hlen + 7 > keycap) {
-        *why = "URL host too long";
-        return TC_EURL;
-    }
-    char *k = key;
-    for (size_t i = 0; i < slen; i++)
-        *k++ = (char)((url[i] >= 'A' && url[i] <= 'Z') ? url[i] + 32 : url[i]);
-    /* Not terminated yet: the snprintf() below ends the key. */
-    // NOLINTNEXTLINE(bugprone-not-null-terminated-result)
-    memcpy(k, "://", 3);
-    k += 3;
-    for (size_t i = 0; i < hlen; i++) {
-        char ch = host[i];
-        if ((unsigned char)ch <= ' ') {
-            *why = "control character or space in URL host";
-            return TC_EURL;
-        }
-        *k++ = (char)((ch >= 'A' && ch <= 'Z') ? ch + 32 : ch);
-    }
-    (void)snprintf(k, 7, ":%lu", portnum); /* fits: port <= 65535, room checked above */
-    return 0;
 }
 
 /* ---- response buffer ----------------------------------------------------------------------- */
@@ -1387,7 +1296,7 @@ int tc_client_request_start(tc_future **out, tc_client *c, const tc_client_reque
 
     char key[TC_CLIENT_MAX_HOST_KEY];
     const char *why = NULL;
-    if (parse_origin(r->url, key, sizeof(key), &r->https, &why) != 0) {
+    if (tc_url_origin(r->url, key, sizeof(key), &r->https, &why) != 0) {
         char msg[200];
         (void)snprintf(msg, sizeof(msg), "%s: %s", tc_strerror(TC_EURL), why);
         c->stats.started++;

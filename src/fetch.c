@@ -27,6 +27,7 @@
 
 #include "tailcut/client.h"
 #include "tailcut/fetch.h"
+#include "tailcut/url.h"
 #include "tailcut/future.h"
 
 #define FETCH_MAX_HOST_KEY 512 /* "scheme://host:port" longer than this: no per-host accounting */
@@ -151,65 +152,6 @@ static uint32_t hash_str(const char *s)
     for (; *s; s++)
         h = (h ^ (unsigned char)*s) * 16777619u;
     return h;
-}
-
-/* The per-host key of url, "scheme://host:port" lower-cased with the default port filled in,
- * the way the client keys its pool. Returns 0, or -1 when url has no recognisable origin (it
- * then runs without per-host accounting; the client's own cap still holds). */
-static int origin_key(const char *url, char *key, size_t cap)
-{
-    const char *sep = strstr(url, "://");
-    if (sep == NULL)
-        return -1;
-    size_t slen = (size_t)(sep - url);
-    int https;
-    if (slen == 4 && strncasecmp(url, "http", 4) == 0)
-        https = 0;
-    else if (slen == 5 && strncasecmp(url, "https", 5) == 0)
-        https = 1;
-    else
-        return -1;
-    const char *a = sep + 3;
-    const char *end = a + strcspn(a, "/?#");
-    for (const char *q = a; q < end; q++)
-        if (*q == '@')
-            a = q + 1;
-    const char *host_end = a;
-    if (*a == '[') {
-        const char *rb = memchr(a, ']', (size_t)(end - a));
-        if (rb == NULL)
-            return -1;
-        host_end = rb + 1;
-    } else {
-        while (host_end < end && *host_end != ':')
-            host_end++;
-    }
-    if (host_end == a)
-        return -1;
-    const char *port = https ? "443" : "80";
-    size_t plen = https ? 3 : 2;
-    if (host_end < end && *host_end == ':' && host_end + 1 < end) {
-        port = host_end + 1;
-        plen = (size_t)(end - port);
-        while (plen > 1 && *port == '0') {
-            port++;
-            plen--;
-        }
-    }
-    size_t hlen = (size_t)(host_end - a);
-    if (slen + 3 + hlen + 1 + plen + 1 > cap)
-        return -1;
-    char *k = key;
-    for (size_t i = 0; i < slen; i++)
-        *k++ = (char)tolower((unsigned char)url[i]);
-    memcpy(k, "://", 3);
-    k += 3;
-    for (size_t i = 0; i < hlen; i++)
-        *k++ = (char)tolower((unsigned char)a[i]);
-    *k++ = ':';
-    memcpy(k, port, plen);
-    k[plen] = '\0';
-    return 0;
 }
 
 /* Finds or creates the host for key and takes a reference. NULL on ENOMEM. */
@@ -543,7 +485,9 @@ static void admit(tc_fetch *f, fetch_req *r, tc_fetch_input *in)
     }
     if (f->cfg.per_host > 0) {
         char key[FETCH_MAX_HOST_KEY];
-        if (origin_key(r->url, key, sizeof(key)) == 0) {
+        int https;
+        const char *why;
+        if (tc_url_origin(r->url, key, sizeof(key), &https, &why) == 0) {
             fetch_host *x = host_ref(f, key);
             if (x == NULL) {
                 finish(f, r, 0, TC_ENOMEM, tc_strerror(TC_ENOMEM));

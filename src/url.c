@@ -7,7 +7,9 @@
  * for the decoded name; and the timeout value is checked digit by digit while it is decoded,
  * saturating above the limit, so a ten-thousand-digit value cannot overflow anything.
  */
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "tailcut/url.h"
 
@@ -238,4 +240,94 @@ int tc_id_valid(const char *id, size_t len)
             return 0;
     }
     return 1;
+}
+
+/* The client pools connections by this key and fetch counts per-host caps by it, so there is
+ * exactly one parser. */
+int tc_url_origin(const char *url, char *key, size_t keycap, int *https, const char **why)
+{
+    const char *p = url;
+    while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+           *p == '+' || *p == '-' || *p == '.')
+        p++;
+    size_t slen = (size_t)(p - url);
+    if (strncmp(p, "://", 3) != 0) {
+        *why = "not an absolute http:// or https:// URL";
+        return TC_EURL;
+    }
+    if (slen == 4 && strncasecmp(url, "http", 4) == 0)
+        *https = 0;
+    else if (slen == 5 && strncasecmp(url, "https", 5) == 0)
+        *https = 1;
+    else {
+        *why = "unsupported URL scheme (only http and https)";
+        return TC_EURL;
+    }
+    const char *a = p + 3;
+    const char *end = a + strcspn(a, "/?#");
+    for (const char *q = a; q < end; q++)
+        if (*q == '@')
+            a = q + 1;
+    const char *host = a, *host_end, *port = NULL;
+    if (*a == '[') {
+        const char *rb = memchr(a, ']', (size_t)(end - a));
+        if (rb == NULL) {
+            *why = "unterminated IPv6 address in URL";
+            return TC_EURL;
+        }
+        host_end = rb + 1;
+        if (host_end < end && *host_end == ':')
+            port = host_end + 1;
+        else if (host_end != end) {
+            *why = "junk after IPv6 address in URL";
+            return TC_EURL;
+        }
+    } else {
+        host_end = a;
+        while (host_end < end && *host_end != ':')
+            host_end++;
+        if (host_end < end)
+            port = host_end + 1;
+    }
+    if (host_end == host) {
+        *why = "URL has no host";
+        return TC_EURL;
+    }
+    unsigned long portnum = *https ? 443 : 80;
+    if (port != NULL && port < end) {
+        portnum = 0;
+        for (const char *q = port; q < end; q++) {
+            if (*q < '0' || *q > '9' || portnum > 65535) {
+                *why = "bad port number in URL";
+                return TC_EURL;
+            }
+            portnum = portnum * 10 + (unsigned long)(*q - '0');
+        }
+        if (portnum == 0 || portnum > 65535) {
+            *why = "bad port number in URL";
+            return TC_EURL;
+        }
+    }
+    size_t hlen = (size_t)(host_end - host);
+    if (slen + 3 + hlen + 7 > keycap) {
+        *why = "URL host too long";
+        return TC_EURL;
+    }
+    char *k = key;
+    for (size_t i = 0; i < slen; i++)
+        *k++ = (char)((url[i] >= 'A' && url[i] <= 'Z') ? url[i] + 32 : url[i]);
+    /* Not terminated yet: the snprintf() below ends the key. */
+    // NOLINTNEXTLINE(bugprone-not-null-terminated-result)
+    memcpy(k, "://", 3);
+    k += 3;
+    for (size_t i = 0; i < hlen; i++) {
+        char ch = host[i];
+        if ((unsigned char)ch <= ' ') {
+            *why = "control character or space in URL host";
+            return TC_EURL;
+        }
+        *k++ = (char)((ch >= 'A' && ch <= 'Z') ? ch + 32 : ch);
+    }
+    (void)snprintf(k, 7, ":%lu", portnum); /* fits: port <= 65535, room checked above */
+    return 0;
 }

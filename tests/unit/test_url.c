@@ -449,6 +449,42 @@ static void test_id_valid(void **state)
     }
 }
 
+/* One origin parser serves the client's pool and fetch's per-host caps. */
+static void test_origin(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *url, *key;
+        int https;
+    } ok[] = {
+        {"http://Example.COM/a?b", "http://example.com:80", 0},
+        {"HTTPS://h:0443/", "https://h:443", 1},
+        {"http://user:pw@h:8080", "http://h:8080", 0},
+        {"http://[::1]:9000/x", "http://[::1]:9000", 0},
+        {"https://h#frag", "https://h:443", 1},
+    };
+    static const char *const bad[] = {"h/x",           "ftp://h/",       "http:///x",
+                                      "http://h:0/",   "http://h:70000", "http://h:8a/",
+                                      "http://[::1/x", "http://[::1]x/"};
+    char key[64];
+    const char *why = NULL;
+    int https = -1;
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        assert_int_equal(tc_url_origin(ok[i].url, key, sizeof(key), &https, &why), 0);
+        assert_string_equal(key, ok[i].key);
+        assert_int_equal(https, ok[i].https);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        why = NULL;
+        assert_int_equal(tc_url_origin(bad[i], key, sizeof(key), &https, &why), TC_EURL);
+        assert_non_null(why);
+    }
+    /* room for the longest port is needed: 4 + 3 + 8 + 7 bytes */
+    assert_int_equal(tc_url_origin("http://abcdefgh/", key, 21, &https, &why), TC_EURL);
+    assert_int_equal(tc_url_origin("http://abcdefgh/", key, 22, &https, &why), 0);
+    assert_string_equal(key, "http://abcdefgh:80");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -466,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_timeout_limits),
         cmocka_unit_test(test_timeout_messages),
         cmocka_unit_test(test_id_valid),
+        cmocka_unit_test(test_origin),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
