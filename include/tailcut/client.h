@@ -1,5 +1,10 @@
 /*
- * A pooled, non-blocking HTTP client on a caller-supplied uv loop (libcurl multi_socket).
+ * A pooled, non-blocking HTTP client on a caller-supplied uv loop.
+ *
+ * Two engines carry requests, chosen per request and invisible to callers: a native HTTP/1.1
+ * engine for http:// (one write and one read per pooled request, idle connections watched for a
+ * server close, aborts sent as a TCP reset), and libcurl (multi_socket) for https://, HTTP/2,
+ * redirects, and whatever the config forces onto it (engine = TC_CLIENT_ENGINE_CURL).
  *
  * One client per loop. A request returns a future of a tc_response. Any HTTP status fulfils the
  * future (a 500 is a response, not an error); transport failures reject it with a TC_E* code and
@@ -9,7 +14,13 @@
  * Pool: keep-alive connections are reused. At most max_connections are open at once in total and
  * at most max_per_host to one host:port (0 = no per-host limit). A request that finds the cap
  * reached waits in a FIFO queue until a connection is free; the time it spends queued counts
- * toward its timeout.
+ * toward its timeout (unless the request says timeout_from_admit). The pool is the only place
+ * that admits requests: callers never keep caps of their own.
+ *
+ * A GET or HEAD whose pooled (reused) connection turns out to be dead before any response byte
+ * arrived is sent once more on a fresh connection (RFC 9110 section 9.2.2); that is counted in
+ * stale_retries, not as a second request. Any other method, or a failure after a response byte,
+ * fails with TC_ECONNRESET.
  */
 #ifndef TAILCUT_CLIENT_H
 #define TAILCUT_CLIENT_H
@@ -30,6 +41,13 @@ extern "C" {
 #define TC_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS 10000
 #define TC_CLIENT_DEFAULT_MAX_BODY (1024 * 1024)
 
+/* Which engine carries http:// requests (https:// always goes to libcurl). */
+typedef enum tc_client_engine {
+    TC_CLIENT_ENGINE_AUTO = 0,   /* native for http://, libcurl for the rest */
+    TC_CLIENT_ENGINE_NATIVE = 1, /* the same as AUTO: named for --http-engine native */
+    TC_CLIENT_ENGINE_CURL = 2,   /* libcurl for everything */
+} tc_client_engine;
+
 typedef struct tc_client tc_client;
 
 typedef struct tc_client_config {
@@ -41,7 +59,8 @@ typedef struct tc_client_config {
     const char *ca_file;         /* PEM CA bundle for HTTPS; NULL = system store. Copied. */
     int insecure;                /* 1 = do not verify TLS peers (never the default) [0] */
     int http2;                   /* 1 = offer HTTP/2 (ALPN over TLS) and multiplex [1] */
-    int follow_redirects;        /* 1 = follow up to 5 redirects [0] */
+    int follow_redirects;        /* 1 = follow up to 5 redirects (libcurl carries them) [0] */
+    tc_client_engine engine;     /* [TC_CLIENT_ENGINE_AUTO] */
 } tc_client_config;
 
 /* Fills cfg with the defaults in brackets above. */
@@ -69,8 +88,10 @@ typedef struct tc_client_request {
     size_t nheaders;
     const char *body; /* request body, may be NULL; copied */
     size_t body_len;
-    uint64_t timeout_ms; /* 0 = the client's default */
-    size_t max_body;     /* 0 = the client's default */
+    uint64_t timeout_ms;    /* 0 = the client's default */
+    size_t max_body;        /* 0 = the client's default */
+    int timeout_from_admit; /* 1 = the timeout starts when a connection is free for the request,
+                               so time queued behind the pool caps does not count [0] */
 } tc_client_request;
 
 /* A received response. Owned by the request's future; valid while the caller holds a reference
@@ -93,10 +114,10 @@ long tc_response_header(const tc_response *resp, const char *name, char *buf, si
 /* Starts a request. On success *out is a future (one reference owned by the caller) that fulfils
  * with a tc_response * or rejects with:
  *   TC_ECONNREFUSED, TC_ECONNRESET, TC_EDNS, TC_ETIMEDOUT (connect or whole-request timeout,
- *   queue time included), TC_ETOOLARGE (body over max_body: the transfer is aborted as soon as
- *   the limit is crossed), TC_ETLS, TC_EPROTO (not a valid HTTP response), TC_EURL (malformed
- *   or unsupported URL), TC_EIO (anything else), TC_ENOMEM.
- * Returns 0, or TC_EINVAL, TC_ENOMEM, TC_ECLOSED (the client is closing); then no future. */
+ *   queue time included unless timeout_from_admit), TC_ETOOLARGE (body over max_body: the transfer
+ * is aborted as soon as the limit is crossed), TC_ETLS, TC_EPROTO (not a valid HTTP response),
+ * TC_EURL (malformed or unsupported URL), TC_EIO (anything else), TC_ENOMEM. Returns 0, or
+ * TC_EINVAL, TC_ENOMEM, TC_ECLOSED (the client is closing); then no future. */
 int tc_client_request_start(tc_future **out, tc_client *client, const tc_client_request *req);
 
 /* Shorthand for a GET of url with the client's defaults. */
@@ -114,6 +135,7 @@ typedef struct tc_client_stats {
     uint64_t queued;  /* requests that had to wait for a connection */
     size_t in_flight; /* started and not yet done */
     size_t open_connections;
+    uint64_t stale_retries; /* GET/HEAD sent again after a pooled connection died unanswered */
 } tc_client_stats;
 
 void tc_client_get_stats(const tc_client *client, tc_client_stats *out);

@@ -1,0 +1,51 @@
+/*
+ * A binary min-heap of nodes keyed by a uint64_t (deadlines, in practice), intrusive like
+ * libuv's heap-inl.h: the node lives inside its owner and remembers its own index, so removal
+ * of any node is O(log n) without a search. The array of node pointers grows on push (the only
+ * allocation) and is freed by tc__heap_free.
+ */
+#ifndef TAILCUT_BASE_HEAP_H
+#define TAILCUT_BASE_HEAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TC__HEAP_NONE SIZE_MAX /* index of a node that is not in a heap */
+
+typedef struct tc__heap_node {
+    uint64_t key;
+    size_t idx; /* TC__HEAP_NONE when not in a heap */
+} tc__heap_node;
+
+typedef struct tc__heap {
+    tc__heap_node **v;
+    size_t len, cap;
+} tc__heap;
+
+static inline void tc__heap_init(tc__heap *h)
+{
+    h->v = NULL;
+    h->len = h->cap = 0;
+}
+
+static inline void tc__heap_node_init(tc__heap_node *n)
+{
+    n->key = 0;
+    n->idx = TC__HEAP_NONE;
+}
+
+static inline tc__heap_node *tc__heap_min(const tc__heap *h)
+{
+    return h->len ? h->v[0] : NULL;
+}
+
+/* Adds n with its key already set. Returns 0 or TC_ENOMEM (then n is not in the heap). */
+int tc__heap_push(tc__heap *h, tc__heap_node *n);
+
+/* Removes n if it is in the heap; a no-op otherwise. */
+void tc__heap_remove(tc__heap *h, tc__heap_node *n);
+
+/* Frees the array (the nodes belong to their owners). */
+void tc__heap_free(tc__heap *h);
+
+#endif /* TAILCUT_BASE_HEAP_H */

@@ -1,0 +1,769 @@
+/*
+ * The libcurl engine: libcurl's multi_socket interface driven by the client's uv loop, for
+ * https://, HTTP/2, redirects and whatever the config forces onto libcurl. All libcurl <-> libuv
+ * glue lives in this file (the shape of curl's docs/examples/multi-uv.c, with every return
+ * checked, poll errors mapped to CURL_CSELECT_ERR and every handle closed).
+ *
+ * curl tells us which socket to watch (CURLMOPT_SOCKETFUNCTION -> one uv_poll per fd) and when
+ * to wake it (CURLMOPT_TIMERFUNCTION -> one uv_timer); we hand readiness back with
+ * curl_multi_socket_action(). Admission and deadlines are client.c's: a request reaches curl
+ * only when a connection slot is free for it, so curl never queues one itself.
+ *
+ * An aborted transfer's socket gets SO_LINGER {1, 0} just before curl closes it, so the abort
+ * is a reset (no TIME_WAIT or FIN_WAIT2 left behind); every other close stays a FIN.
+ *
+ * Re-entrancy rule: requests are reported only from uv callbacks, never from inside a libcurl
+ * callback, because user callbacks may call back into this client and libcurl forbids multi
+ * calls from within its own callbacks.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <uv.h>
+
+#include "client_internal.h"
+
+/* Memory and speed trade-offs. */
+#define TC_CLIENT_EASY_POOL_MAX 64 /* idle curl easy handles kept for reuse */
+#ifndef TC_CLIENT_RECV_BUFFER
+#define TC_CLIENT_RECV_BUFFER 2048 /* curl's per-transfer receive buffer (default 16 KiB) */
+#endif
+#define TC_CLIENT_MAX_REDIRECTS 5L      /* when follow_redirects is on */
+#define TC_CLIENT_EXPECT_THRESHOLD 1024 /* bodies above this get "Expect:" to skip 100-continue */
+
+/* A pooled curl easy handle with the error buffer curl writes into. */
+typedef struct tc_easy {
+    CURL *curl;
+    struct tc_easy *next;
+    char errbuf[CURL_ERROR_SIZE];
+} tc_easy;
+
+/* One socket curl asked us about. Sockets curl opened through our opensocket callback live until
+ * our closesocket callback, so keep-alive connections keep their uv_poll between requests;
+ * others (resolver wake-up pipes) live until CURL_POLL_REMOVE.
+ *
+ * CURL_POLL_REMOVE always stops the poll at once, while the fd is still open: libcurl 7.88
+ * may close a socket right after REMOVE *without* calling our close-socket callback (seen for
+ * a connection removed mid-connect), and a poll left armed on a closed fd makes libuv abort on
+ * EBADF, or steal the events of whatever reuses the fd number next. */
+typedef struct tc_sock {
+    uv_poll_t poll;
+    tc__curl *client;
+    curl_socket_t fd;
+    int opened_by_us;
+    int poll_ready; /* uv_poll_init_socket succeeded */
+    int events;     /* UV_READABLE | UV_WRITABLE the poll is armed for; 0 = stopped */
+} tc_sock;
+
+enum { FAIL_NONE = 0, FAIL_BODY_TOO_LARGE, FAIL_HEADERS_TOO_LARGE, FAIL_NOMEM, FAIL_RESENT };
+
+struct tc__curl {
+    tc_client *c;
+    uv_loop_t *loop;
+    CURLM *multi;
+    uv_timer_t curl_timer; /* what curl's TIMERFUNCTION asks for */
+    tc__link running;      /* requests in curl */
+
+    tc_sock **socks; /* indexed by fd */
+    size_t nsocks;
+
+    tc_easy *easy_pool;
+    size_t neasy_pool;
+
+    int closing;
+    int curl_global;     /* curl_global_init succeeded */
+    size_t open_handles; /* uv handles not yet through their close callback */
+};
+
+static void after_socket_action(tc__curl *c, CURLMcode mc);
+static void maybe_free(tc__curl *c);
+
+/* Appends curl's bytes to r's response, counting the body against max_body. */
+static int out_append(tc__creq *r, const char *p, size_t n)
+{
+    if (tc__buf_append(&r->out, p, n) != 0) {
+        r->curl_fail = FAIL_NOMEM;
+        return -1;
+    }
+    return 0;
+}
+
+/* Ends the header block: a NUL after it, the body starts after that. */
+static int start_body(tc__creq *r)
+{
+    if (out_append(r, "", 1) != 0)
+        return -1;
+    r->h1.body_off = r->out.len;
+    return 0;
+}
+
+/* ---- curl data callbacks (no futures completed here) --------------------------------------- */
+
+/* libcurl 7.88 silently sends a request again on a fresh connection when a reused one dies
+ * before any answer byte. For us one request must be one upstream attempt (a hedge counts and
+ * cancels attempts), so a second send fails the request as a reset instead. Redirects, when
+ * followed, legitimately send again. */
+static int on_prereq(void *userp, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
+                     int conn_local_port)
+{
+    tc__creq *r = userp;
+    if (++r->curl_sends > 1 && !r->client->cfg.follow_redirects) {
+        r->curl_fail = FAIL_RESENT;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    return CURL_PREREQFUNC_OK;
+}
+
+static size_t on_header(char *data, size_t size, size_t nitems, void *userp)
+{
+    tc__creq *r = userp;
+    size_t n = size * nitems;
+    if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+        /* A status line: a 1xx or a followed redirect came before; keep only the last block. */
+        r->out.len = 0;
+        r->h1.body_off = 0;
+    } else if (r->h1.body_off != 0) {
+        return n; /* trailers after a chunked body: not part of the header block */
+    }
+    if (r->out.len + n > (size_t)TC__CLIENT_MAX_HEADER_BYTES) {
+        r->curl_fail = FAIL_HEADERS_TOO_LARGE;
+        return 0;
+    }
+    return out_append(r, data, n) == 0 ? n : 0;
+}
+
+static size_t on_body(char *data, size_t size, size_t nitems, void *userp)
+{
+    tc__creq *r = userp;
+    size_t n = size * nitems;
+    if (r->h1.body_off == 0 && start_body(r) != 0)
+        return 0;
+    if (r->out.len - r->h1.body_off + n > r->max_body) {
+        r->curl_fail = FAIL_BODY_TOO_LARGE;
+        return 0; /* aborts the transfer at once */
+    }
+    return out_append(r, data, n) == 0 ? n : 0;
+}
+
+/* ---- sockets -------------------------------------------------------------------------------- */
+
+static void on_sock_closed(uv_handle_t *h)
+{
+    tc_sock *s = tc__container_of((uv_poll_t *)h, tc_sock, poll);
+    tc__curl *c = s->client;
+    free(s);
+    c->open_handles--;
+    maybe_free(c);
+}
+
+/* Forgets s: stops and closes its poll handle (freed in the close callback). Must run while the
+ * fd is still open, so that libuv can take it out of epoll. */
+static void sock_release(tc__curl *c, tc_sock *s)
+{
+    if ((size_t)s->fd < c->nsocks && c->socks[s->fd] == s)
+        c->socks[s->fd] = NULL;
+    if (s->opened_by_us && c->c->stats.open_connections > 0)
+        c->c->stats.open_connections--;
+    if (s->poll_ready) {
+        uv_poll_stop(&s->poll);
+        uv_close((uv_handle_t *)&s->poll, on_sock_closed);
+    } else {
+        free(s);
+        c->open_handles--;
+    }
+}
+
+/* The record for fd, created if needed. NULL on ENOMEM. */
+static tc_sock *sock_get(tc__curl *c, curl_socket_t fd, int create)
+{
+    if (fd < 0)
+        return NULL;
+    if ((size_t)fd < c->nsocks && c->socks[fd] != NULL)
+        return c->socks[fd];
+    if (!create)
+        return NULL;
+    if ((size_t)fd >= c->nsocks) {
+        size_t n = c->nsocks ? c->nsocks : 64;
+        while (n <= (size_t)fd)
+            n *= 2;
+        tc_sock **t = realloc(c->socks, n * sizeof(tc_sock *));
+        if (t == NULL)
+            return NULL;
+        memset(t + c->nsocks, 0, (n - c->nsocks) * sizeof(tc_sock *));
+        c->socks = t;
+        c->nsocks = n;
+    }
+    tc_sock *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->client = c;
+    s->fd = fd;
+    s->poll.data = c;
+    c->socks[fd] = s;
+    c->open_handles++;
+    return s;
+}
+
+static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+    tc__curl *c = clientp;
+    (void)purpose;
+    curl_socket_t fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+    if (fd < 0)
+        return CURL_SOCKET_BAD;
+    tc_sock *stale = sock_get(c, fd, 0);
+    if (stale != NULL)
+        sock_release(c, stale); /* curl closed that fd without telling us; forget it */
+    tc_sock *s = sock_get(c, fd, 1);
+    if (s == NULL) {
+        close(fd);
+        errno = ENOMEM;
+        return CURL_SOCKET_BAD;
+    }
+    s->opened_by_us = 1;
+    c->c->stats.open_connections++;
+    return fd;
+}
+
+static int on_close_socket(void *clientp, curl_socket_t fd)
+{
+    tc__curl *c = clientp;
+    tc_sock *s = sock_get(c, fd, 0);
+    if (s != NULL)
+        sock_release(c, s); /* epoll forgets fd before it is closed */
+    return close(fd);
+}
+
+static void after_socket_action(tc__curl *c, CURLMcode mc);
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    tc_sock *s = tc__container_of(h, tc_sock, poll);
+    tc__curl *c = s->client;
+    int flags = 0;
+    if (status < 0) {
+        flags = CURL_CSELECT_ERR;
+    } else {
+        if (events & UV_READABLE)
+            flags |= CURL_CSELECT_IN;
+        if (events & UV_WRITABLE)
+            flags |= CURL_CSELECT_OUT;
+    }
+    int running = 0;
+    CURLMcode mc = curl_multi_socket_action(c->multi, s->fd, flags, &running);
+    after_socket_action(c, mc); /* s may be gone by now */
+}
+
+/* CURLMOPT_SOCKETFUNCTION: watch fd for what curl wants, or stop watching it. */
+static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    tc__curl *c = userp;
+    (void)easy;
+    (void)socketp;
+    if (what == CURL_POLL_REMOVE || what == CURL_POLL_NONE) {
+        tc_sock *s = sock_get(c, fd, 0);
+        if (s == NULL)
+            return 0;
+        if (s->opened_by_us) {
+            if (s->poll_ready && s->events != 0)
+                uv_poll_stop(&s->poll); /* keep the handle for the pooled connection */
+            s->events = 0;
+        } else {
+            sock_release(c, s); /* not ours to keep: curl closes it right after this */
+        }
+        return 0;
+    }
+    tc_sock *s = sock_get(c, fd, 1);
+    if (s == NULL)
+        return -1;
+    if (!s->poll_ready) {
+        if (uv_poll_init_socket(c->loop, &s->poll, fd) != 0) {
+            sock_release(c, s);
+            return -1;
+        }
+        s->poll.data = c;
+        s->poll_ready = 1;
+    }
+    int events = 0;
+    if (what & CURL_POLL_IN)
+        events |= UV_READABLE;
+    if (what & CURL_POLL_OUT)
+        events |= UV_WRITABLE;
+    if (events == s->events)
+        return 0;
+    if (uv_poll_start(&s->poll, events, on_poll) != 0)
+        return -1;
+    s->events = events;
+    return 0;
+}
+
+/* ---- curl timer ----------------------------------------------------------------------------- */
+
+static void on_curl_timeout(uv_timer_t *t)
+{
+    tc__curl *c = tc__container_of(t, tc__curl, curl_timer);
+    int running = 0;
+    CURLMcode mc = curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    after_socket_action(c, mc);
+}
+
+/* CURLMOPT_TIMERFUNCTION: one-shot timer; never calls into curl from here. */
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    tc__curl *c = userp;
+    (void)multi;
+    if (c->closing)
+        return 0;
+    if (timeout_ms < 0) {
+        uv_timer_stop(&c->curl_timer);
+        return 0;
+    }
+    return uv_timer_start(&c->curl_timer, on_curl_timeout, (uint64_t)timeout_ms, 0) == 0 ? 0 : -1;
+}
+
+/* ---- easy handles --------------------------------------------------------------------------- */
+
+#define SETOPT(h, opt, val)                                                                        \
+    do {                                                                                           \
+        if (curl_easy_setopt((h), (opt), (val)) != CURLE_OK)                                       \
+            goto fail;                                                                             \
+    } while (0)
+
+/* A fresh easy handle with every option that is the same for all of this client's requests. */
+static tc_easy *easy_new(tc__curl *c)
+{
+    tc_easy *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return NULL;
+    e->curl = curl_easy_init();
+    if (e->curl == NULL)
+        goto fail;
+    CURL *h = e->curl;
+    SETOPT(h, CURLOPT_NOSIGNAL, 1L);
+    SETOPT(h, CURLOPT_TCP_NODELAY, 1L);
+    SETOPT(h, CURLOPT_ERRORBUFFER, e->errbuf);
+    SETOPT(h, CURLOPT_WRITEFUNCTION, on_body);
+    SETOPT(h, CURLOPT_HEADERFUNCTION, on_header);
+    SETOPT(h, CURLOPT_PREREQFUNCTION, on_prereq);
+    SETOPT(h, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    SETOPT(h, CURLOPT_OPENSOCKETDATA, c);
+    SETOPT(h, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    SETOPT(h, CURLOPT_CLOSESOCKETDATA, c);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    SETOPT(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    SETOPT(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+    SETOPT(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+    SETOPT(h, CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    SETOPT(h, CURLOPT_FOLLOWLOCATION, c->c->cfg.follow_redirects ? 1L : 0L);
+    SETOPT(h, CURLOPT_MAXREDIRS, TC_CLIENT_MAX_REDIRECTS);
+    SETOPT(h, CURLOPT_SSL_VERIFYPEER, c->c->cfg.insecure ? 0L : 1L);
+    SETOPT(h, CURLOPT_SSL_VERIFYHOST, c->c->cfg.insecure ? 0L : 2L);
+    if (c->c->ca_file != NULL)
+        SETOPT(h, CURLOPT_CAINFO, c->c->ca_file);
+    SETOPT(h, CURLOPT_HTTP_VERSION,
+           c->c->cfg.http2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
+    SETOPT(h, CURLOPT_BUFFERSIZE, (long)TC_CLIENT_RECV_BUFFER);
+    SETOPT(h, CURLOPT_PROXY, "");   /* no proxy from the environment: upstreams are explicit */
+    SETOPT(h, CURLOPT_NOPROXY, ""); /* and no per-request getenv("no_proxy") either */
+    SETOPT(h, CURLOPT_USERAGENT, "tailcut/" TC_VERSION);
+    SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS, (long)c->c->cfg.connect_timeout_ms);
+    return e;
+fail:
+    if (e->curl != NULL)
+        curl_easy_cleanup(e->curl);
+    free(e);
+    return NULL;
+}
+
+static tc_easy *easy_acquire(tc__curl *c)
+{
+    tc_easy *e = c->easy_pool;
+    if (e != NULL) {
+        c->easy_pool = e->next;
+        c->neasy_pool--;
+        e->next = NULL;
+        return e;
+    }
+    return easy_new(c);
+}
+
+static void easy_release(tc__curl *c, tc_easy *e)
+{
+    if (e == NULL)
+        return;
+    /* Drop pointers into the finished request so that the idle handle holds nothing stale. */
+    curl_easy_setopt(e->curl, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(e->curl, CURLOPT_PRIVATE, NULL);
+    if (!c->closing && c->neasy_pool < TC_CLIENT_EASY_POOL_MAX) {
+        e->next = c->easy_pool;
+        c->easy_pool = e;
+        c->neasy_pool++;
+        return;
+    }
+    curl_easy_cleanup(e->curl);
+    free(e);
+}
+
+/* Sets everything request-specific on e, overwriting whatever the previous request set. */
+static int easy_prepare(tc_easy *e, tc__creq *r)
+{
+    CURL *h = e->curl;
+    e->errbuf[0] = '\0';
+    SETOPT(h, CURLOPT_URL, r->url);
+    SETOPT(h, CURLOPT_PRIVATE, r);
+    SETOPT(h, CURLOPT_WRITEDATA, r);
+    SETOPT(h, CURLOPT_HEADERDATA, r);
+    SETOPT(h, CURLOPT_PREREQDATA, r);
+    SETOPT(h, CURLOPT_HTTPGET, 1L); /* resets method, upload and nobody */
+    SETOPT(h, CURLOPT_CUSTOMREQUEST, (char *)NULL);
+    if (r->body != NULL) {
+        SETOPT(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+        SETOPT(h, CURLOPT_POSTFIELDS, r->body);
+        if (strcmp(r->method, "POST") != 0)
+            SETOPT(h, CURLOPT_CUSTOMREQUEST, r->method);
+    } else if (strcmp(r->method, "HEAD") == 0) {
+        SETOPT(h, CURLOPT_NOBODY, 1L);
+    } else if (strcmp(r->method, "GET") != 0) {
+        SETOPT(h, CURLOPT_CUSTOMREQUEST, r->method);
+    }
+    SETOPT(h, CURLOPT_HTTPHEADER, r->curl_headers);
+    SETOPT(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)r->max_body);
+    SETOPT(h, CURLOPT_PIPEWAIT, (r->https && r->client->cfg.http2) ? 1L : 0L);
+    return 0;
+fail:
+    return TC_ENOMEM;
+}
+
+#undef SETOPT
+
+/* ---- transfers ------------------------------------------------------------------------------ */
+
+/* Takes r out of curl. Removing a running easy handle mid-transfer makes curl close (not pool)
+ * its connection; with reset, SO_LINGER {1, 0} first makes that close a reset. */
+static void transfer_end(tc__creq *r, int reset)
+{
+    tc__curl *c = r->client->curl;
+    tc_easy *e = r->easy;
+    if (e == NULL)
+        return;
+    tc__list_remove(&r->link);
+    if (reset) {
+        curl_socket_t fd = CURL_SOCKET_BAD;
+        if (curl_easy_getinfo(e->curl, CURLINFO_ACTIVESOCKET, &fd) == CURLE_OK &&
+            fd != CURL_SOCKET_BAD) {
+            struct linger lg = {.l_onoff = 1, .l_linger = 0};
+            (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        }
+    }
+    curl_multi_remove_handle(c->multi, e->curl);
+    easy_release(c, e);
+    r->easy = NULL;
+}
+
+static int map_curl_error(CURLcode code, long os_errno)
+{
+    switch (code) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        return TC_EDNS;
+    case CURLE_COULDNT_CONNECT:
+        return os_errno == ETIMEDOUT ? TC_ETIMEDOUT : TC_ECONNREFUSED;
+    case CURLE_OPERATION_TIMEDOUT:
+        return TC_ETIMEDOUT;
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+        return TC_ECONNRESET;
+    case CURLE_FILESIZE_EXCEEDED:
+        return TC_ETOOLARGE;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CLIENTCERT:
+    case CURLE_USE_SSL_FAILED:
+        return TC_ETLS;
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_UNSUPPORTED_PROTOCOL: /* the scheme was checked: this is an HTTP/0.9 reply */
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_BAD_CONTENT_ENCODING:
+    case CURLE_TOO_MANY_REDIRECTS:
+        return TC_EPROTO;
+    case CURLE_URL_MALFORMAT:
+        return TC_EURL;
+    case CURLE_OUT_OF_MEMORY:
+        return TC_ENOMEM;
+    default:
+        return TC_EIO;
+    }
+}
+
+/* A DONE message from curl for r: report the response or a mapped error. */
+static void finish_transfer(tc__creq *r, CURLcode code)
+{
+    CURL *h = ((tc_easy *)r->easy)->curl;
+    char msg[CURL_ERROR_SIZE + 128];
+
+    if (code != CURLE_OK) {
+        int err;
+        long os_errno = 0;
+        curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
+        if (r->curl_fail == FAIL_BODY_TOO_LARGE || code == CURLE_FILESIZE_EXCEEDED) {
+            err = TC_ETOOLARGE;
+            (void)snprintf(msg, sizeof(msg), "%s: body larger than %zu bytes", tc_strerror(err),
+                           r->max_body);
+        } else if (r->curl_fail == FAIL_HEADERS_TOO_LARGE) {
+            err = TC_EPROTO;
+            (void)snprintf(msg, sizeof(msg), "%s: response headers larger than %d bytes",
+                           tc_strerror(err), TC__CLIENT_MAX_HEADER_BYTES);
+        } else if (r->curl_fail == FAIL_NOMEM) {
+            err = TC_ENOMEM;
+            (void)snprintf(msg, sizeof(msg), "%s", tc_strerror(err));
+        } else if (r->curl_fail == FAIL_RESENT) {
+            err = TC_ECONNRESET;
+            (void)snprintf(msg, sizeof(msg), "%s: the pooled connection closed before any answer",
+                           tc_strerror(err));
+        } else {
+            err = map_curl_error(code, os_errno);
+            tc_easy *e = r->easy;
+            const char *detail = e->errbuf[0] ? e->errbuf : curl_easy_strerror(code);
+            (void)snprintf(msg, sizeof(msg), "%s: %s", tc_strerror(err), detail);
+        }
+        transfer_end(r, 1);
+        tc__creq_fail(r, err, msg);
+        return;
+    }
+
+    long status = 0, version = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(h, CURLINFO_HTTP_VERSION, &version);
+    if (r->h1.body_off == 0 && start_body(r) != 0) {
+        transfer_end(r, 0);
+        tc__creq_fail(r, TC_ENOMEM, NULL);
+        return;
+    }
+    int v = version == CURL_HTTP_VERSION_2_0 ? 20 : version == CURL_HTTP_VERSION_1_0 ? 10 : 11;
+    transfer_end(r, 0);
+    tc__creq_succeed(r, (int)status, v, r->h1.body_off);
+}
+
+static void check_multi_info(tc__curl *c)
+{
+    CURLMsg *m;
+    int left = 0;
+    while (!c->closing && (m = curl_multi_info_read(c->multi, &left)) != NULL) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        CURLcode code = m->data.result;
+        char *priv = NULL;
+        if (curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv) != CURLE_OK ||
+            priv == NULL) {
+            curl_multi_remove_handle(c->multi, m->easy_handle); /* cannot happen; be safe */
+            continue;
+        }
+        finish_transfer((tc__creq *)(void *)priv, code);
+    }
+}
+
+/* After curl_multi_socket_action: a failure of the multi handle itself fails every running
+ * request (nothing would ever complete them); then report finished transfers. */
+static void after_socket_action(tc__curl *c, CURLMcode mc)
+{
+    if (mc != CURLM_OK && !c->closing) {
+        char msg[160];
+        int err = mc == CURLM_OUT_OF_MEMORY ? TC_ENOMEM : TC_EIO;
+        (void)snprintf(msg, sizeof(msg), "%s: libcurl multi: %s", tc_strerror(err),
+                       curl_multi_strerror(mc));
+        while (!c->closing && !tc__list_empty(&c->running)) {
+            tc__creq *r = tc__container_of(c->running.next, tc__creq, curl_link);
+            transfer_end(r, 1);
+            tc__creq_fail(r, err, msg);
+        }
+    }
+    check_multi_info(c);
+}
+
+/* ---- engine --------------------------------------------------------------------------------- */
+
+static void curl_free_all(tc__curl *c)
+{
+    if (c->multi != NULL)
+        curl_multi_cleanup(c->multi);
+    if (c->curl_global)
+        curl_global_cleanup();
+}
+
+/* The engine of client cl, created on first use. NULL on failure (*err says why). */
+static tc__curl *curl_get(tc_client *cl, int *err)
+{
+    if (cl->curl != NULL)
+        return cl->curl;
+    *err = TC_ENOMEM;
+    tc__curl *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->c = cl;
+    c->loop = cl->loop;
+    tc__list_init(&c->running);
+    *err = TC_EIO;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        goto fail;
+    c->curl_global = 1;
+    c->multi = curl_multi_init();
+    if (c->multi == NULL)
+        goto fail;
+    /* Admission is the client's: curl never caps or queues. MAXCONNECTS bounds its cache of
+     * idle connections to the same figure as the client's total. */
+    long maxc = (long)cl->cfg.max_connections;
+    if (curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket) != CURLM_OK ||
+        curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c) != CURLM_OK ||
+        curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer) != CURLM_OK ||
+        curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c) != CURLM_OK ||
+        curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, maxc) != CURLM_OK ||
+        curl_multi_setopt(c->multi, CURLMOPT_PIPELINING,
+                          cl->cfg.http2 ? (long)CURLPIPE_MULTIPLEX : (long)CURLPIPE_NOTHING) !=
+            CURLM_OK)
+        goto fail;
+    if (uv_timer_init(c->loop, &c->curl_timer) != 0)
+        goto fail;
+    c->curl_timer.data = c;
+    c->open_handles++;
+    cl->curl = c;
+    cl->open_handles++; /* given back when the engine is freed */
+    return c;
+fail:
+    curl_free_all(c);
+    free(c);
+    return NULL;
+}
+
+/* Builds the header list for r: the caller's headers, plus "Expect:" for a large body. */
+int tc__curl_prepare(tc__creq *r)
+{
+    char small[512];
+    for (size_t i = 0; i < r->req_nheaders; i++) {
+        const tc_header *hd = &r->req_headers[i];
+        size_t n = strlen(hd->name) + strlen(hd->value) + 3;
+        char *line = n <= sizeof(small) ? small : malloc(n);
+        if (line == NULL)
+            return TC_ENOMEM;
+        /* "Name;" is curl's way to send a header with an empty value. Both fit: n counts them. */
+        if (hd->value[0] == '\0')
+            (void)snprintf(line, n, "%s;", hd->name);
+        else
+            (void)snprintf(line, n, "%s: %s", hd->name, hd->value);
+        struct curl_slist *l = curl_slist_append(r->curl_headers, line);
+        if (line != small)
+            free(line);
+        if (l == NULL)
+            return TC_ENOMEM;
+        r->curl_headers = l;
+    }
+    if (r->body != NULL && r->body_len > TC_CLIENT_EXPECT_THRESHOLD) {
+        struct curl_slist *l = curl_slist_append(r->curl_headers, "Expect:");
+        if (l == NULL)
+            return TC_ENOMEM;
+        r->curl_headers = l;
+    }
+    return 0;
+}
+
+void tc__curl_release(tc__creq *r)
+{
+    curl_slist_free_all(r->curl_headers);
+    r->curl_headers = NULL;
+}
+
+int tc__curl_start(tc__creq *r)
+{
+    int err = 0;
+    tc__curl *c = curl_get(r->client, &err);
+    if (c == NULL)
+        return err;
+    tc_easy *e = easy_acquire(c);
+    if (e == NULL)
+        return TC_ENOMEM;
+    if (easy_prepare(e, r) != 0) {
+        easy_release(c, e);
+        return TC_ENOMEM;
+    }
+    tc__buf_reset(&r->out);
+    r->h1.body_off = 0;
+    r->curl_fail = FAIL_NONE;
+    r->curl_sends = 0;
+    CURLMcode mc = curl_multi_add_handle(c->multi, e->curl);
+    if (mc != CURLM_OK) {
+        easy_release(c, e);
+        return mc == CURLM_OUT_OF_MEMORY ? TC_ENOMEM : TC_EIO;
+    }
+    r->easy = e;
+    tc__list_push_back(&c->running, &r->curl_link);
+    return 0;
+}
+
+void tc__curl_abort(tc__creq *r)
+{
+    transfer_end(r, 1);
+}
+
+static void maybe_free(tc__curl *c)
+{
+    if (!c->closing || c->open_handles > 0 || c->multi != NULL)
+        return;
+    tc_client *cl = c->c;
+    free(c->socks);
+    if (c->curl_global)
+        curl_global_cleanup();
+    cl->curl = NULL;
+    free(c);
+    tc__client_handle_closed(cl);
+}
+
+/* The curl timer has closed: no uv callback can reach curl any more, so tear curl down. Closing
+ * its cached connections calls on_close_socket, which closes their poll handles. */
+static void on_curl_timer_closed(uv_handle_t *h)
+{
+    tc__curl *c = h->data;
+    curl_multi_cleanup(c->multi);
+    c->multi = NULL;
+    while (c->easy_pool != NULL) {
+        tc_easy *e = c->easy_pool;
+        c->easy_pool = e->next;
+        curl_easy_cleanup(e->curl);
+        free(e);
+    }
+    c->neasy_pool = 0;
+    for (size_t fd = 0; fd < c->nsocks; fd++)
+        if (c->socks[fd] != NULL)
+            sock_release(c, c->socks[fd]);
+    c->open_handles--;
+    maybe_free(c);
+}
+
+void tc__curl_close(tc_client *cl)
+{
+    tc__curl *c = cl->curl;
+    c->closing = 1;
+    uv_timer_stop(&c->curl_timer);
+    uv_close((uv_handle_t *)&c->curl_timer, on_curl_timer_closed);
+}

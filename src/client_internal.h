@@ -1,0 +1,177 @@
+/*
+ * What the public client (client.c) shares with its two engines: the native HTTP/1.1 engine
+ * (client_native.c) and the libcurl glue (client_curl.c). Not installed.
+ *
+ * The split: client.c owns every request's life outside the wire (admission into the pool, the
+ * FIFO queue, the deadline heap, stats, completion of futures); an engine owns the wire (sockets,
+ * protocol). client.c decides which engine carries a request when it starts, admits it when a
+ * connection slot is free, and then calls the engine's start. The engine reports back exactly
+ * once with tc__creq_succeed or tc__creq_fail, unless client.c aborted it first with the
+ * engine's abort (cancellation, deadline, close), after which the engine never reports.
+ */
+#ifndef TAILCUT_CLIENT_INTERNAL_H
+#define TAILCUT_CLIENT_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "base/buf.h"
+#include "base/heap.h"
+#include "base/list.h"
+#include "base/table.h"
+#include "h1_parse.h"
+#include "tailcut/client.h"
+
+#ifndef TC_VERSION
+#define TC_VERSION "0"
+#endif
+
+/* Limits on what the network can make us store. */
+#define TC__CLIENT_MAX_HEADER_BYTES TC__H1_MAX_HEADER_BYTES /* response header block */
+#define TC__CLIENT_MAX_HOST_KEY 512 /* "scheme://host:port" of one URL -> TC_EURL */
+
+/* Memory and speed trade-offs. */
+#define TC__CLIENT_INLINE_BYTES 512 /* response bytes kept inside the request allocation */
+
+typedef struct tc__curl tc__curl;     /* client_curl.c */
+typedef struct tc__native tc__native; /* client_native.c */
+typedef struct tc__conn tc__conn;     /* client_native.c */
+
+enum { TC__REQ_NEW = 0, TC__REQ_QUEUED, TC__REQ_RUNNING };
+enum { TC__ENGINE_NATIVE = 1, TC__ENGINE_CURL = 2 };
+
+/* One origin ("scheme://host:port"): the pool's unit of admission. Lives while requests
+ * (queued or running), native connections or a DNS lookup name it. */
+typedef struct tc__origin {
+    tc__table_entry entry; /* first: the key is the origin */
+    size_t slots;          /* running requests that hold a connection slot */
+    int multiplex;         /* curl: answered over HTTP/2, so requests share connections */
+    /* native engine */
+    tc__link idle;      /* idle connections, least recently used first */
+    tc__link resolving; /* connections waiting for the DNS answer */
+    struct sockaddr_storage *addrs;
+    size_t naddrs;
+    uint64_t addrs_expire_ms; /* the DNS answer is used until then */
+    int resolving_now;
+    char host[256]; /* for the resolver: without brackets */
+    int port;
+} tc__origin;
+
+/* One request. The first member is the public response, so the allocation is the future's
+ * value on success. */
+typedef struct tc__creq {
+    tc_response resp;
+    tc_client *client;
+    tc_future *future; /* the producer's reference while running; NULL once completed */
+    tc__origin *origin;
+    tc__link link;         /* in client->queue or client->running */
+    tc__heap_node timeout; /* key: the deadline in ms of the uv clock, 0 = none */
+    int state;             /* TC__REQ_* */
+    int engine;            /* TC__ENGINE_* */
+    int holds_slot;
+    int https;
+    int idempotent;    /* GET or HEAD: may be sent again after a stale pooled connection */
+    int stale_retried; /* it was */
+    int queue_free;    /* queue time does not count toward the timeout */
+    uint64_t timeout_ms;
+    uint64_t start_ns, admit_ns;
+    size_t max_body;
+    const char *method;
+    const char *url;
+    const char *body;
+    size_t body_len;
+    const tc_header *req_headers; /* valid only during tc_client_request_start */
+    size_t req_nheaders;
+    tc__buf out; /* response bytes: [header block] NUL [body], NUL after */
+    /* native engine */
+    tc__conn *conn;
+    tc__h1 h1;
+    char *head; /* the request head, written once per connection attempt */
+    size_t head_len;
+    /* curl engine */
+    void *easy;         /* tc_easy while in curl */
+    tc__link curl_link; /* in the engine's running list */
+    struct curl_slist *curl_headers;
+    int curl_fail;
+    unsigned curl_sends;
+    char inline_buf[TC__CLIENT_INLINE_BYTES];
+    char strings[]; /* url, method, request body and head */
+} tc__creq;
+
+/* The parsed parts of the last URL a client saw (most callers send the same URL again). */
+typedef struct tc__url_cache {
+    char *url;
+    char key[TC__CLIENT_MAX_HOST_KEY];
+    int https;
+    char *target; /* path and query for the request line */
+    char *host;   /* Host header value */
+} tc__url_cache;
+
+struct tc_client {
+    uv_loop_t *loop;
+    tc_client_config cfg;
+    char *ca_file;
+
+    tc__link queue;   /* TC__REQ_QUEUED, FIFO */
+    tc__link running; /* TC__REQ_RUNNING */
+    size_t slots_used;
+
+    tc__heap deadlines;
+    uv_timer_t deadline_timer;
+    tc__table origins;
+    tc__url_cache url_cache;
+
+    tc__native *native; /* created on first use */
+    tc__curl *curl;     /* created on first use */
+
+    tc_client_stats stats;
+    int closing;
+    size_t open_handles; /* uv handles of ours not yet through their close callback */
+    tc_client_close_cb close_cb;
+    void *close_data;
+};
+
+/* ---- client.c, for the engines ---- */
+
+/* Milliseconds of the monotonic clock behind uv_now(), read fresh. */
+uint64_t tc__now_ms(void);
+
+/* The engine finished r with a response in r->out: the header block, a NUL at body_off - 1,
+ * then the body. */
+void tc__creq_succeed(tc__creq *r, int status, int http_version, size_t body_off);
+
+/* The engine finished r with an error; msg may be NULL (tc_strerror then). */
+void tc__creq_fail(tc__creq *r, int err, const char *msg);
+
+/* A uv handle of an engine has closed (counts toward the client's own close). */
+void tc__client_handle_closed(tc_client *c);
+
+/* Origin references for engines that keep an origin beyond its requests. */
+void tc__origin_ref(tc_client *c, tc__origin *o);
+void tc__origin_unref(tc_client *c, tc__origin *o);
+
+/* ---- client_native.c ---- */
+
+/* Starts r (admitted, holding a slot) on a pooled or new connection. Returns 0 or an error after
+ * which r is unchanged. */
+int tc__native_start(tc__creq *r);
+/* Takes r off its connection and resets that connection; r is not reported. */
+void tc__native_abort(tc__creq *r);
+/* Closes every idle connection; running ones were aborted before. Freed when the last closes. */
+void tc__native_close(tc_client *c);
+/* Builds r's request head (into r->head, inside the allocation of size given by
+ * tc__native_head_size). */
+size_t tc__native_head_size(const tc__creq *r, const tc__url_cache *u);
+void tc__native_head_build(tc__creq *r, const tc__url_cache *u, char *dst);
+
+/* ---- client_curl.c ---- */
+
+int tc__curl_prepare(tc__creq *r); /* at request start: header list */
+int tc__curl_start(tc__creq *r);
+void tc__curl_abort(tc__creq *r);
+void tc__curl_release(tc__creq *r); /* frees what tc__curl_prepare made */
+void tc__curl_close(tc_client *c);
+
+#endif /* TAILCUT_CLIENT_INTERNAL_H */

@@ -1,0 +1,690 @@
+/*
+ * The native HTTP/1.1 engine for http:// requests: libuv TCP sockets, one pool of keep-alive
+ * connections per origin, responses read with h1_parse.
+ *
+ * The one idea that makes it cheap: a connection is always reading. An idle pooled connection
+ * stays registered with epoll, so reusing it costs no syscall and a server that closes it is
+ * seen at once, without a liveness probe; a request is one uv_try_write (head and body in one
+ * writev) and, for a small answer, one read. The read buffer is one per engine, because a
+ * response is copied out of it into its request as it is parsed.
+ *
+ * Closing: a connection whose request is abandoned (cancelled, timed out, failed mid-response)
+ * is closed with a TCP reset, so neither side keeps it in TIME_WAIT or FIN_WAIT2 and the server
+ * sees the abort at once. A connection closed in good order (the server said Connection: close,
+ * an idle one expired or was evicted, the client closes) gets a normal FIN.
+ *
+ * Lifetimes: a connection (tc__conn) lives until both of its uv handles have closed; it holds
+ * a reference to its origin, where the DNS answer is cached. The engine lives until the last
+ * connection and DNS lookup are gone after tc__native_close.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "client_internal.h"
+
+#define TC__NATIVE_READ_BUFFER (64 * 1024)  /* one per engine, shared by its connections */
+#define TC__NATIVE_IDLE_MS 30000            /* an idle connection closes after this at the latest */
+#define TC__NATIVE_KEEPALIVE_MARGIN_MS 1000 /* close before a server's Keep-Alive timeout */
+#define TC__NATIVE_DNS_TTL_MS 30000 /* getaddrinfo gives no TTL: an answer is kept this long */
+#define TC__NATIVE_MAX_ADDRS 16     /* addresses of one name that are tried, in order */
+
+enum { C_RESOLVING = 1, C_CONNECTING, C_BUSY, C_IDLE, C_CLOSING };
+
+struct tc__native {
+    tc_client *client;
+    tc__link lru;  /* idle connections of every origin, least recently used first */
+    size_t nconns; /* open connections (not closing) */
+    size_t live;   /* connections and DNS lookups not yet freed */
+    int closing;
+    char rbuf[TC__NATIVE_READ_BUFFER];
+};
+
+struct tc__conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer; /* connect timeout while connecting, keep-alive expiry while idle */
+    union {
+        uv_connect_t connect;
+        uv_write_t write;
+    } req;
+    tc__native *nat;
+    tc__origin *origin;
+    tc__creq *r;   /* the request it carries; NULL while idle or closing */
+    tc__link link; /* origin->idle or origin->resolving */
+    tc__link lru;  /* nat->lru while idle */
+    uint64_t keepalive_ms;
+    size_t addr_idx;
+    unsigned uses; /* responses read on it */
+    int state;
+    int handles;   /* uv handles not yet closed */
+    int reconnect; /* the closing tcp handle reopens for the next address */
+    int err;       /* the last connect error, for the message */
+};
+
+typedef struct tc__gai {
+    uv_getaddrinfo_t req;
+    tc__native *nat;
+    tc__origin *origin;
+} tc__gai;
+
+static int conn_connect(tc__conn *k);
+static void conn_connect_or_fail(tc__conn *k);
+static int conn_open(tc__native *nat, tc__creq *r);
+
+/* ---- request head --------------------------------------------------------------------------- */
+
+static int user_has(const tc__creq *r, const char *name)
+{
+    for (size_t i = 0; i < r->req_nheaders; i++)
+        if (strcasecmp(r->req_headers[i].name, name) == 0)
+            return 1;
+    return 0;
+}
+
+static int framing_header(const char *name)
+{
+    return strcasecmp(name, "content-length") == 0 || strcasecmp(name, "transfer-encoding") == 0;
+}
+
+/* Writes the head into dst (or only counts it, dst NULL) and returns its length. The framing
+ * headers are always ours; Host, User-Agent and Accept are ours unless the caller sets them. */
+static size_t head_emit(const tc__creq *r, const tc__url_cache *u, char *dst)
+{
+    size_t n = 0;
+#define EMIT(s)                                                                                    \
+    do {                                                                                           \
+        const char *s_ = (s);                                                                      \
+        size_t l_ = strlen(s_);                                                                    \
+        if (dst != NULL)                                                                           \
+            memcpy(dst + n, s_, l_);                                                               \
+        n += l_;                                                                                   \
+    } while (0)
+    EMIT(r->method);
+    EMIT(" ");
+    EMIT(u->target);
+    EMIT(" HTTP/1.1\r\n");
+    if (!user_has(r, "host")) {
+        EMIT("Host: ");
+        EMIT(u->host);
+        EMIT("\r\n");
+    }
+    if (!user_has(r, "user-agent"))
+        EMIT("User-Agent: tailcut/" TC_VERSION "\r\n");
+    if (!user_has(r, "accept"))
+        EMIT("Accept: */*\r\n");
+    for (size_t i = 0; i < r->req_nheaders; i++) {
+        if (framing_header(r->req_headers[i].name))
+            continue;
+        EMIT(r->req_headers[i].name);
+        EMIT(": ");
+        EMIT(r->req_headers[i].value);
+        EMIT("\r\n");
+    }
+    if (r->body != NULL || strcmp(r->method, "POST") == 0 || strcmp(r->method, "PUT") == 0 ||
+        strcmp(r->method, "PATCH") == 0) {
+        char cl[48];
+        (void)snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", r->body_len);
+        EMIT(cl);
+    }
+    EMIT("\r\n");
+#undef EMIT
+    return n;
+}
+
+size_t tc__native_head_size(const tc__creq *r, const tc__url_cache *u)
+{
+    return head_emit(r, u, NULL);
+}
+
+void tc__native_head_build(tc__creq *r, const tc__url_cache *u, char *dst)
+{
+    (void)head_emit(r, u, dst);
+}
+
+/* ---- engine --------------------------------------------------------------------------------- */
+
+static tc__native *native_get(tc_client *c)
+{
+    if (c->native != NULL)
+        return c->native;
+    tc__native *nat = calloc(1, sizeof(*nat));
+    if (nat == NULL)
+        return NULL;
+    nat->client = c;
+    tc__list_init(&nat->lru);
+    c->native = nat;
+    c->open_handles++; /* given back when the engine is freed */
+    return nat;
+}
+
+static void native_maybe_free(tc__native *nat)
+{
+    if (!nat->closing || nat->live > 0)
+        return;
+    tc_client *c = nat->client;
+    c->native = NULL;
+    free(nat);
+    tc__client_handle_closed(c);
+}
+
+/* ---- connections ---------------------------------------------------------------------------- */
+
+static void conn_handle_closed(uv_handle_t *h)
+{
+    tc__conn *k = h->data;
+    if (--k->handles > 0)
+        return;
+    tc__native *nat = k->nat;
+    tc__origin_unref(nat->client, k->origin);
+    free(k);
+    nat->live--;
+    native_maybe_free(nat);
+}
+
+/* Closes k: with a reset when its exchange was cut short, else in good order. Its request, if
+ * any, must have been taken off it (and reported or aborted) by the caller. */
+static void conn_close(tc__conn *k, int reset)
+{
+    if (k->state == C_CLOSING)
+        return;
+    tc__native *nat = k->nat;
+    tc__list_remove(&k->link);
+    tc__list_remove(&k->lru);
+    k->state = C_CLOSING;
+    k->r = NULL;
+    nat->nconns--;
+    if (nat->client->stats.open_connections > 0)
+        nat->client->stats.open_connections--;
+    uv_timer_stop(&k->timer);
+    uv_close((uv_handle_t *)&k->timer, conn_handle_closed);
+    if (k->reconnect)
+        return; /* the tcp handle is already closing */
+    if (!reset || uv_tcp_close_reset(&k->tcp, conn_handle_closed) != 0)
+        uv_close((uv_handle_t *)&k->tcp, conn_handle_closed);
+}
+
+/* Makes room for one more connection under the total cap by closing the least recently used
+ * idle connection. */
+static void evict_for_one_more(tc__native *nat)
+{
+    if (nat->nconns < nat->client->cfg.max_connections)
+        return;
+    tc__link *l = tc__list_first(&nat->lru);
+    if (l != NULL)
+        conn_close(tc__container_of(l, tc__conn, lru), 0);
+}
+
+/* Takes r off k (r goes on to be reported by the caller). */
+static tc__creq *conn_take(tc__conn *k)
+{
+    tc__creq *r = k->r;
+    k->r = NULL;
+    if (r != NULL)
+        r->conn = NULL;
+    return r;
+}
+
+/* r failed on k: k is closed (reset: its exchange was cut short) and r is reported. */
+static void conn_fail(tc__conn *k, int err, const char *fmt, const char *detail)
+{
+    tc__creq *r = conn_take(k);
+    conn_close(k, 1);
+    if (r == NULL)
+        return;
+    char msg[384];
+    (void)snprintf(msg, sizeof(msg), fmt, tc_strerror(err), detail);
+    tc__creq_fail(r, err, msg);
+}
+
+/* The pooled connection k died before any byte of r's response: a GET or HEAD goes once more
+ * on a fresh connection, anything else fails as a reset. */
+static void conn_died_unanswered(tc__conn *k, const char *detail)
+{
+    tc__creq *r = k->r;
+    if (r != NULL && k->uses > 0 && r->idempotent && !r->stale_retried && !k->nat->closing) {
+        conn_take(k);
+        conn_close(k, 0); /* the server closed it already */
+        r->stale_retried = 1;
+        r->client->stats.stale_retries++;
+        int err = conn_open(k->nat, r);
+        if (err != 0)
+            tc__creq_fail(r, err, NULL);
+        return;
+    }
+    conn_fail(k, TC_ECONNRESET, "%s: %s", detail);
+}
+
+static void on_idle_expired(uv_timer_t *t)
+{
+    conn_close(t->data, 0);
+}
+
+/* k's exchange ended well: it goes back to its origin's pool, or closes. */
+static void conn_release(tc__conn *k, int reusable)
+{
+    tc__native *nat = k->nat;
+    if (!reusable || nat->closing || k->keepalive_ms == 0) {
+        conn_close(k, 0);
+        return;
+    }
+    k->state = C_IDLE;
+    tc__list_push_back(&k->origin->idle, &k->link);
+    tc__list_push_back(&nat->lru, &k->lru);
+    uv_timer_start(&k->timer, on_idle_expired, k->keepalive_ms, 0);
+}
+
+/* How long k may stay idle after this response: our cap, or less when the server announced a
+ * shorter Keep-Alive timeout (closing first avoids sending into a connection it is closing). */
+static uint64_t keepalive_of(const tc__creq *r, size_t head_len)
+{
+    tc_response head = {.headers = r->out.data, .headers_len = head_len};
+    char v[64];
+    if (tc_response_header(&head, "keep-alive", v, sizeof(v)) < 0)
+        return TC__NATIVE_IDLE_MS;
+    const char *t = strcasestr(v, "timeout=");
+    if (t == NULL)
+        return TC__NATIVE_IDLE_MS;
+    unsigned long s = strtoul(t + 8, NULL, 10);
+    uint64_t ms = (uint64_t)s * 1000;
+    if (ms > TC__NATIVE_IDLE_MS)
+        return TC__NATIVE_IDLE_MS;
+    return ms > 2 * TC__NATIVE_KEEPALIVE_MARGIN_MS ? ms - TC__NATIVE_KEEPALIVE_MARGIN_MS : ms / 2;
+}
+
+static void on_response_done(tc__conn *k, size_t extra)
+{
+    tc__creq *r = conn_take(k);
+    k->uses++;
+    size_t body_off = r->h1.body_off;
+    k->keepalive_ms = keepalive_of(r, body_off > 0 ? body_off - 1 : 0);
+    /* Bytes after the response: the server sent more than it was asked for, so the connection's
+     * framing cannot be trusted any more. */
+    conn_release(k, r->h1.keep_alive && extra == 0);
+    tc__creq_succeed(r, r->h1.status, r->h1.version, body_off);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    tc__conn *k = h->data;
+    (void)suggested;
+    *b = uv_buf_init(k->nat->rbuf, sizeof(k->nat->rbuf));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    tc__conn *k = s->data;
+    if (nread == 0 || k->state == C_CLOSING)
+        return;
+    if (k->r == NULL) {
+        conn_close(k, nread > 0); /* idle: the server closed it, or sent junk */
+        return;
+    }
+    tc__creq *r = k->r;
+    if (nread < 0) {
+        int rc = nread == UV_EOF ? tc__h1_eof(&r->h1) : TC_ECONNRESET;
+        if (rc == TC__H1_DONE) {
+            on_response_done(k, 0);
+        } else if (r->h1.received == 0) {
+            conn_died_unanswered(k, nread == UV_EOF ? "connection closed before any response byte"
+                                                    : uv_strerror((int)nread));
+        } else {
+            conn_fail(k, TC_ECONNRESET, "%s: %s",
+                      nread == UV_EOF ? r->h1.why : uv_strerror((int)nread));
+        }
+        return;
+    }
+    size_t extra = 0;
+    int rc = tc__h1_feed(&r->h1, b->base, (size_t)nread, &extra);
+    if (rc == TC__H1_MORE)
+        return;
+    if (rc == TC__H1_DONE) {
+        on_response_done(k, extra);
+        return;
+    }
+    if (rc == TC_ETOOLARGE) {
+        char lim[48];
+        (void)snprintf(lim, sizeof(lim), "%zu", r->max_body);
+        conn_fail(k, rc, "%s: body larger than %s bytes", lim);
+    } else if (rc == TC_EPROTO && r->h1.why != NULL && strstr(r->h1.why, "headers") != NULL) {
+        char lim[64];
+        (void)snprintf(lim, sizeof(lim), "%d bytes", TC__H1_MAX_HEADER_BYTES);
+        conn_fail(k, rc, "%s: response headers larger than %s", lim);
+    } else {
+        conn_fail(k, rc, "%s: %s", r->h1.why ? r->h1.why : "invalid response");
+    }
+}
+
+static void on_written(uv_write_t *w, int status)
+{
+    tc__conn *k = w->data;
+    if (status == 0 || status == UV_ECANCELED || k->state == C_CLOSING || k->r == NULL)
+        return;
+    if (k->r->h1.received == 0)
+        conn_died_unanswered(k, uv_strerror(status));
+    else
+        conn_fail(k, TC_ECONNRESET, "%s: %s", uv_strerror(status));
+}
+
+/* Sends k's request: head and body in one writev when the socket takes it all, which it almost
+ * always does; what it does not take goes through uv_write. Returns 0, or a uv error with which
+ * the socket refused the first bytes (nothing of the request was sent). */
+static int conn_send(tc__conn *k)
+{
+    tc__creq *r = k->r;
+    k->state = C_BUSY;
+    tc__h1_init(&r->h1, &r->out, r->max_body, strcmp(r->method, "HEAD") == 0);
+    uv_buf_t bufs[2] = {uv_buf_init(r->head, (unsigned)r->head_len),
+                        uv_buf_init((char *)(uintptr_t)r->body, (unsigned)r->body_len)};
+    unsigned nbufs = r->body_len > 0 ? 2 : 1;
+    size_t total = r->head_len + r->body_len;
+    int n = uv_try_write((uv_stream_t *)&k->tcp, bufs, nbufs);
+    if (n >= 0 && (size_t)n == total)
+        return 0;
+    if (n < 0 && n != UV_EAGAIN)
+        return n;
+    size_t done = n > 0 ? (size_t)n : 0;
+    unsigned first = 0;
+    while (first < nbufs && done >= bufs[first].len) {
+        done -= bufs[first].len;
+        first++;
+    }
+    bufs[first].base += done;
+    bufs[first].len -= done;
+    k->req.write.data = k;
+    return uv_write(&k->req.write, (uv_stream_t *)&k->tcp, bufs + first, nbufs - first, on_written);
+}
+
+static void on_connect_timeout(uv_timer_t *t)
+{
+    tc__conn *k = t->data;
+    char ms[32];
+    (void)snprintf(ms, sizeof(ms), "%llu",
+                   (unsigned long long)k->nat->client->cfg.connect_timeout_ms);
+    conn_fail(k, TC_ETIMEDOUT, "%s: could not connect within %s ms", ms);
+}
+
+static void on_tcp_reopened(uv_handle_t *h);
+
+static void on_connected(uv_connect_t *req, int status)
+{
+    tc__conn *k = req->data;
+    if (status == UV_ECANCELED || k->state != C_CONNECTING)
+        return;
+    uv_timer_stop(&k->timer);
+    if (status < 0) {
+        k->err = status;
+        if (k->addr_idx + 1 < k->origin->naddrs) {
+            k->addr_idx++;
+            k->reconnect = 1; /* a failed socket is not reused: close it and open another */
+            uv_close((uv_handle_t *)&k->tcp, on_tcp_reopened);
+            return;
+        }
+        int err = status == UV_ETIMEDOUT ? TC_ETIMEDOUT : TC_ECONNREFUSED;
+        conn_fail(k, err, "%s: could not connect: %s", uv_strerror(status));
+        return;
+    }
+    uv_tcp_nodelay(&k->tcp, 1);
+    int err = uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read);
+    if (err == 0)
+        err = conn_send(k);
+    if (err != 0)
+        conn_fail(k, TC_ECONNRESET, "%s: %s", uv_strerror(err));
+}
+
+/* The failed socket has closed: try the next address with a new one. */
+static void on_tcp_reopened(uv_handle_t *h)
+{
+    tc__conn *k = h->data;
+    k->reconnect = 0;
+    if (k->state == C_CLOSING) {
+        conn_handle_closed(h);
+        return;
+    }
+    if (uv_tcp_init(k->nat->client->loop, &k->tcp) != 0) {
+        k->handles--; /* the tcp handle is gone for good */
+        tc__creq *r = conn_take(k);
+        conn_close(k, 0);
+        if (r != NULL)
+            tc__creq_fail(r, TC_EIO, NULL);
+        return;
+    }
+    k->tcp.data = k;
+    conn_connect_or_fail(k);
+}
+
+/* Starts connecting k to its current address. Returns 0 or a TC_E* code (nothing reported). */
+static int conn_connect(tc__conn *k)
+{
+    k->state = C_CONNECTING;
+    const struct sockaddr *a = (const struct sockaddr *)&k->origin->addrs[k->addr_idx];
+    k->req.connect.data = k;
+    int err = uv_tcp_connect(&k->req.connect, &k->tcp, a, on_connected);
+    if (err != 0) {
+        k->err = err;
+        return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS ? TC_EIO : TC_ECONNREFUSED;
+    }
+    uv_timer_start(&k->timer, on_connect_timeout, k->nat->client->cfg.connect_timeout_ms, 0);
+    return 0;
+}
+
+/* conn_connect from a callback: a failure is reported at once. */
+static void conn_connect_or_fail(tc__conn *k)
+{
+    int err = conn_connect(k);
+    if (err != 0)
+        conn_fail(k, err, "%s: could not connect: %s", uv_strerror(k->err));
+}
+
+/* ---- DNS ------------------------------------------------------------------------------------ */
+
+/* Fills o->host and o->port from its key "http://host:port" (IPv6 in brackets). */
+static void origin_parse_key(tc__origin *o)
+{
+    const char *h = strstr(o->entry.key, "://");
+    h = h ? h + 3 : o->entry.key;
+    const char *colon = strrchr(h, ':');
+    size_t hl = colon ? (size_t)(colon - h) : strlen(h);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+        h++;
+        hl -= 2;
+    }
+    if (hl >= sizeof(o->host))
+        hl = sizeof(o->host) - 1;
+    memcpy(o->host, h, hl);
+    o->host[hl] = '\0';
+    o->port = colon ? atoi(colon + 1) : 80;
+}
+
+/* An IP literal needs no lookup: its one address is set for good. Returns 1 if it was one. */
+static int origin_literal(tc__origin *o)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    if (uv_ip4_addr(o->host, o->port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(o->host, o->port, (struct sockaddr_in6 *)&ss) != 0)
+        return 0;
+    o->addrs = malloc(sizeof(ss));
+    if (o->addrs == NULL)
+        return 0; /* looked up instead; that copes with memory as it can */
+    o->addrs[0] = ss;
+    o->naddrs = 1;
+    o->addrs_expire_ms = UINT64_MAX;
+    return 1;
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    tc__gai *g = tc__container_of(req, tc__gai, req);
+    tc__native *nat = g->nat;
+    tc__origin *o = g->origin;
+    tc_client *c = nat->client;
+    o->resolving_now = 0;
+    if (status == 0) {
+        size_t n = 0;
+        for (struct addrinfo *a = res; a && n < TC__NATIVE_MAX_ADDRS; a = a->ai_next)
+            if (a->ai_family == AF_INET || a->ai_family == AF_INET6)
+                n++;
+        struct sockaddr_storage *v = n ? calloc(n, sizeof(*v)) : NULL;
+        if (v != NULL) {
+            size_t i = 0;
+            for (struct addrinfo *a = res; a && i < n; a = a->ai_next)
+                if (a->ai_family == AF_INET || a->ai_family == AF_INET6)
+                    memcpy(&v[i++], a->ai_addr, a->ai_addrlen);
+            free(o->addrs);
+            o->addrs = v;
+            o->naddrs = n;
+            o->addrs_expire_ms = tc__now_ms() + TC__NATIVE_DNS_TTL_MS;
+        } else {
+            status = n ? UV_ENOMEM : UV_EAI_NONAME;
+        }
+    }
+    uv_freeaddrinfo(res);
+    /* Hand the answer to every connection that waited for it; a failure reported from here may
+     * start new requests, which find the list empty and the answer (or no answer) in place. */
+    tc__link waiting;
+    tc__list_init(&waiting);
+    while (!tc__list_empty(&o->resolving)) {
+        tc__link *l = o->resolving.next;
+        tc__list_remove(l);
+        tc__list_push_back(&waiting, l);
+    }
+    while (!tc__list_empty(&waiting)) {
+        tc__conn *k = tc__container_of(waiting.next, tc__conn, link);
+        tc__list_remove(&k->link);
+        if (status == 0) {
+            conn_connect_or_fail(k);
+        } else {
+            int err = status == UV_ENOMEM ? TC_ENOMEM : TC_EDNS;
+            conn_fail(k, err, "%s: could not resolve host %s", o->host);
+        }
+    }
+    tc__origin_unref(c, o);
+    free(g);
+    nat->live--;
+    native_maybe_free(nat);
+}
+
+/* Starts a lookup of k's origin, or joins one in flight; k connects when it answers. */
+static int conn_resolve(tc__conn *k)
+{
+    tc__native *nat = k->nat;
+    tc__origin *o = k->origin;
+    k->state = C_RESOLVING;
+    tc__list_push_back(&o->resolving, &k->link);
+    if (o->resolving_now)
+        return 0;
+    tc__gai *g = calloc(1, sizeof(*g));
+    if (g == NULL) {
+        tc__list_remove(&k->link);
+        return TC_ENOMEM;
+    }
+    g->nat = nat;
+    g->origin = o;
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_ADDRCONFIG;
+    char port[8];
+    (void)snprintf(port, sizeof(port), "%d", o->port);
+    int err = uv_getaddrinfo(nat->client->loop, &g->req, on_resolved, o->host, port, &hints);
+    if (err != 0) {
+        free(g);
+        tc__list_remove(&k->link);
+        return TC_EDNS;
+    }
+    o->resolving_now = 1;
+    tc__origin_ref(nat->client, o);
+    nat->live++;
+    return 0;
+}
+
+/* ---- requests ------------------------------------------------------------------------------- */
+
+/* Opens a new connection for r. Returns 0 or an error after which r is unchanged. */
+static int conn_open(tc__native *nat, tc__creq *r)
+{
+    tc_client *c = nat->client;
+    tc__origin *o = r->origin;
+    if (o->port == 0)
+        origin_parse_key(o);
+    evict_for_one_more(nat);
+    tc__conn *k = calloc(1, sizeof(*k));
+    if (k == NULL)
+        return TC_ENOMEM;
+    k->nat = nat;
+    k->origin = o;
+    tc__list_init(&k->link);
+    tc__list_init(&k->lru);
+    if (uv_tcp_init(c->loop, &k->tcp) != 0) {
+        free(k);
+        return TC_EIO;
+    }
+    (void)uv_timer_init(c->loop, &k->timer); /* cannot fail */
+    k->tcp.data = k;
+    k->timer.data = k;
+    k->handles = 2;
+    tc__origin_ref(c, o);
+    nat->live++;
+    nat->nconns++;
+    c->stats.open_connections++;
+    k->r = r;
+    r->conn = k;
+
+    if (o->addrs == NULL)
+        (void)origin_literal(o); /* an IP literal needs no lookup */
+    int err;
+    if (o->addrs != NULL && o->addrs_expire_ms > tc__now_ms())
+        err = conn_connect(k); /* later failures are reported from its callbacks */
+    else
+        err = conn_resolve(k);
+    if (err != 0) {
+        conn_take(k);
+        conn_close(k, 0);
+    }
+    return err;
+}
+
+int tc__native_start(tc__creq *r)
+{
+    tc_client *c = r->client;
+    tc__native *nat = native_get(c);
+    if (nat == NULL)
+        return TC_ENOMEM;
+    tc__link *l = tc__list_last(&r->origin->idle); /* most recently used: likeliest alive */
+    if (l == NULL)
+        return conn_open(nat, r);
+    tc__conn *k = tc__container_of(l, tc__conn, link);
+    tc__list_remove(&k->link);
+    tc__list_remove(&k->lru);
+    uv_timer_stop(&k->timer);
+    k->r = r;
+    r->conn = k;
+    if (conn_send(k) == 0)
+        return 0; /* a connection that died since is found out by its read callback */
+    /* The socket took nothing: the connection is dead, and nothing was sent, so any method may
+     * go on a fresh one. */
+    conn_take(k);
+    conn_close(k, 0);
+    return conn_open(nat, r);
+}
+
+void tc__native_abort(tc__creq *r)
+{
+    tc__conn *k = r->conn;
+    if (k == NULL)
+        return;
+    conn_take(k);
+    conn_close(k, 1);
+}
+
+void tc__native_close(tc_client *c)
+{
+    tc__native *nat = c->native;
+    nat->closing = 1;
+    tc__link *l;
+    while ((l = tc__list_first(&nat->lru)) != NULL)
+        conn_close(tc__container_of(l, tc__conn, lru), 0);
+    native_maybe_free(nat);
+}

@@ -1,0 +1,222 @@
+/*
+ * The response reader of h1_parse.h over http-parser.
+ *
+ * http-parser hands out the head in pieces (status text, header names and values, each possibly
+ * split across reads); we rebuild the header block from them rather than keeping the raw bytes,
+ * so that the body can follow it in the same buffer without a copy of the read buffer. The
+ * parser is paused at the end of a final response, which leaves any bytes after it unparsed and
+ * countable.
+ */
+#include <string.h>
+
+#include "h1_parse.h"
+#include "tailcut/error.h"
+
+static tc__h1 *of(http_parser *p)
+{
+    return p->data;
+}
+
+static int fail(tc__h1 *h, int err, const char *why)
+{
+    h->err = err;
+    h->why = why;
+    return -1;
+}
+
+static int put(tc__h1 *h, const char *p, size_t n)
+{
+    int rc = tc__buf_append(h->out, p, n);
+    if (rc == TC_ETOOLARGE)
+        return fail(h, TC_EPROTO, "response headers too large");
+    if (rc != 0)
+        return fail(h, rc, "out of memory");
+    return 0;
+}
+
+/* Head bytes go through here: they count toward the header block's limit. */
+static int put_head(tc__h1 *h, const char *p, size_t n)
+{
+    if (h->out->len + n > TC__H1_MAX_HEADER_BYTES)
+        return fail(h, TC_EPROTO, "response headers too large");
+    h->line_len += n;
+    if (h->line_len > TC__H1_MAX_LINE)
+        return fail(h, TC_EPROTO, "response header line too long");
+    return put(h, p, n);
+}
+
+static int status_line(tc__h1 *h)
+{
+    if (h->status_written)
+        return 0;
+    h->status_written = 1;
+    char s[32];
+    http_parser *p = &h->parser;
+    int n = 0;
+    s[n++] = 'H', s[n++] = 'T', s[n++] = 'T', s[n++] = 'P', s[n++] = '/';
+    s[n++] = (char)('0' + p->http_major % 10);
+    s[n++] = '.';
+    s[n++] = (char)('0' + p->http_minor % 10);
+    s[n++] = ' ';
+    unsigned st = p->status_code % 1000;
+    s[n++] = (char)('0' + st / 100);
+    s[n++] = (char)('0' + st / 10 % 10);
+    s[n++] = (char)('0' + st % 10);
+    s[n++] = ' ';
+    h->line_len = 0;
+    return put_head(h, s, (size_t)n);
+}
+
+static int on_status(http_parser *p, const char *at, size_t len)
+{
+    tc__h1 *h = of(p);
+    if (status_line(h) != 0)
+        return -1;
+    return put_head(h, at, len);
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    tc__h1 *h = of(p);
+    if (h->body_off != 0)
+        return 0; /* a trailer: read and dropped */
+    if (status_line(h) != 0)
+        return -1;
+    if (h->last != 1) {
+        h->line_len = 0;
+        if (put_head(h, "\r\n", 2) != 0)
+            return -1;
+        h->line_len = 0;
+    }
+    h->last = 1;
+    return put_head(h, at, len);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    tc__h1 *h = of(p);
+    if (h->body_off != 0)
+        return 0;
+    if (h->last != 2 && put_head(h, ": ", 2) != 0)
+        return -1;
+    h->last = 2;
+    return put_head(h, at, len);
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    tc__h1 *h = of(p);
+    if (status_line(h) != 0)
+        return -1;
+    h->line_len = 0;
+    if (put_head(h, "\r\n\r\n", 4) != 0 || put(h, "", 1) != 0)
+        return -1;
+    h->body_off = h->out->len;
+    if (p->status_code == 101)
+        return fail(h, TC_EPROTO, "unexpected 101 Switching Protocols");
+    if (p->status_code >= 100 && p->status_code < 200)
+        return 0; /* interim: no body; dropped when complete */
+    if (h->head_only)
+        return 1; /* tells the parser there is no body */
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > h->max_body)
+        return fail(h, TC_ETOOLARGE, "body too large");
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    tc__h1 *h = of(p);
+    if (len > h->max_body - (h->out->len - h->body_off))
+        return fail(h, TC_ETOOLARGE, "body too large");
+    return put(h, at, len);
+}
+
+static void restart_head(tc__h1 *h)
+{
+    h->out->len = 0;
+    h->body_off = 0;
+    h->line_len = 0;
+    h->last = 0;
+    h->status_written = 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    tc__h1 *h = of(p);
+    if (p->status_code >= 100 && p->status_code < 200) {
+        restart_head(h); /* the final response follows on the same connection */
+        return 0;
+    }
+    h->done = 1;
+    h->status = (int)p->status_code;
+    h->version = p->http_major == 1 && p->http_minor == 0 ? 10 : 11;
+    h->keep_alive = http_should_keep_alive(p) != 0;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_status = on_status,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+void tc__h1_init(tc__h1 *h, tc__buf *out, size_t max_body, int head_only)
+{
+    memset(h, 0, sizeof(*h));
+    http_parser_init(&h->parser, HTTP_RESPONSE);
+    h->parser.data = h;
+    h->out = out;
+    h->max_body = max_body;
+    h->head_only = head_only;
+}
+
+static int result(tc__h1 *h)
+{
+    if (h->err != 0)
+        return h->err;
+    enum http_errno e = HTTP_PARSER_ERRNO(&h->parser);
+    if (h->done)
+        return TC__H1_DONE;
+    if (e != HPE_OK) {
+        h->why = http_errno_description(e);
+        return TC_EPROTO;
+    }
+    return TC__H1_MORE;
+}
+
+int tc__h1_feed(tc__h1 *h, const char *data, size_t n, size_t *extra)
+{
+    *extra = 0;
+    if (h->done)
+        return TC__H1_DONE; /* never parse past a final response */
+    if (h->err != 0 || (HTTP_PARSER_ERRNO(&h->parser) != HPE_OK))
+        return result(h);
+    h->received += n;
+    size_t used = http_parser_execute(&h->parser, &settings, data, n);
+    int rc = result(h);
+    if (rc == TC__H1_DONE)
+        *extra = n - used;
+    return rc;
+}
+
+int tc__h1_eof(tc__h1 *h)
+{
+    if (h->done)
+        return TC__H1_DONE;
+    if (h->err == 0 && HTTP_PARSER_ERRNO(&h->parser) == HPE_OK && h->body_off != 0) {
+        /* The end of a close-delimited body completes it; in any other state it is an error,
+         * which we report as the cut-short response it is. */
+        (void)http_parser_execute(&h->parser, &settings, NULL, 0);
+        if (h->done)
+            return TC__H1_DONE;
+        if (h->err != 0)
+            return h->err;
+    }
+    h->why = h->received == 0 ? "connection closed before any response byte"
+                              : "connection closed before the response was complete";
+    return TC_ECONNRESET;
+}

@@ -1,0 +1,59 @@
+/*
+ * An HTTP/1.1 response reader for the native client engine: the one place that knows the HTTP
+ * parser library (http-parser today; moving to llhttp is this file and h1_parse.c only).
+ *
+ * It is fed the bytes of one connection as they arrive and writes one response into a bounded
+ * buffer: the header block (rebuilt as "HTTP/x.y NNN reason\r\nName: value\r\n...\r\n"), a NUL,
+ * then the body (de-chunked). Interim 1xx responses are read and dropped. Trailers are read and
+ * dropped. Every limit is a named constant or the caller's max_body; crossing one stops at once.
+ */
+#ifndef TAILCUT_H1_PARSE_H
+#define TAILCUT_H1_PARSE_H
+
+#include <stddef.h>
+
+#include <http_parser.h>
+
+#include "base/buf.h"
+
+#define TC__H1_MAX_HEADER_BYTES (64 * 1024) /* rebuilt header block, status line included */
+#define TC__H1_MAX_LINE (16 * 1024)         /* one header line or the status line */
+
+enum {
+    TC__H1_MORE = 0, /* feed more bytes */
+    TC__H1_DONE = 1, /* a final response is complete */
+};
+
+typedef struct tc__h1 {
+    http_parser parser;
+    tc__buf *out;       /* the response goes here: head, NUL, body */
+    size_t max_body;    /* body bytes allowed */
+    size_t body_off;    /* where the body starts in out; 0 while reading the head */
+    size_t line_len;    /* bytes of the current header line */
+    size_t received;    /* bytes fed so far, for "nothing at all arrived" */
+    int head_only;      /* answer to HEAD: no body whatever the headers say */
+    int last;           /* last header callback: 0 none, 1 field, 2 value */
+    int status_written; /* the status line's "HTTP/x.y NNN " is in out */
+    int done;
+    int keep_alive; /* valid once done: the connection may carry another request */
+    int status;     /* valid once done */
+    int version;    /* 10 or 11, valid once done */
+    int err;        /* TC_E* that stopped us inside a callback */
+    const char *why;
+} tc__h1;
+
+/* Prepares h to read one response into out (which the caller owns and has emptied). */
+void tc__h1_init(tc__h1 *h, tc__buf *out, size_t max_body, int head_only);
+
+/* Feeds n bytes. Returns TC__H1_MORE, TC__H1_DONE, or a negative TC_E* code: TC_EPROTO (not a
+ * valid HTTP/1.x response; *why says what), TC_ETOOLARGE (body over max_body, or a header block
+ * or line over its limit: then TC_EPROTO), TC_ENOMEM. After TC__H1_DONE, *extra is the number of
+ * bytes of data that followed the response (a server that sends more than it was asked for: the
+ * connection must not be reused). */
+int tc__h1_feed(tc__h1 *h, const char *data, size_t n, size_t *extra);
+
+/* The connection ended. Returns TC__H1_DONE when that ends a close-delimited body, else
+ * TC_ECONNRESET (with *why: nothing arrived, or the response was cut short). */
+int tc__h1_eof(tc__h1 *h);
+
+#endif /* TAILCUT_H1_PARSE_H */
