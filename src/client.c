@@ -28,6 +28,11 @@
 #include "client_internal.h"
 #include "tailcut/url.h"
 
+/* A queued request with less time than this left is not started: it could not be answered, and
+ * requests that expire together (a running one and one queued behind it, whose deadlines a
+ * millisecond tick may split) then all report where they really were. */
+#define TC__CLIENT_ADMIT_MIN_MS 2
+
 static void pump_queue(tc_client *c);
 static void maybe_finish_close(tc_client *c);
 
@@ -264,8 +269,9 @@ restart:
         l = l->next;
         if (!can_admit(c, r->origin))
             continue;
-        if (r->timeout.idx != TC__HEAP_NONE && r->timeout.key <= tc__now_ms())
-            continue; /* expired: the deadline timer fails it next, no point starting it */
+        if (r->timeout.idx != TC__HEAP_NONE &&
+            r->timeout.key <= tc__now_ms() + TC__CLIENT_ADMIT_MIN_MS)
+            continue; /* (nearly) expired: the deadline timer fails it next */
         tc__list_remove(&r->link);
         r->state = TC__REQ_NEW;
         int err = admit(r);

@@ -265,8 +265,11 @@ static void on_poll(uv_poll_t *h, int status, int events)
 static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     tc__curl *c = userp;
-    (void)easy;
     (void)socketp;
+    char *priv = NULL;
+    if (what != CURL_POLL_REMOVE && easy != NULL &&
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv) == CURLE_OK && priv != NULL)
+        ((tc__creq *)(void *)priv)->curl_fd = fd; /* the socket an abort must reset */
     if (what == CURL_POLL_REMOVE || what == CURL_POLL_NONE) {
         tc_sock *s = sock_get(c, fd, 0);
         if (s == NULL)
@@ -455,14 +458,13 @@ static void transfer_end(tc__creq *r, int reset)
     tc_easy *e = r->easy;
     if (e == NULL)
         return;
-    tc__list_remove(&r->link);
-    if (reset) {
-        curl_socket_t fd = CURL_SOCKET_BAD;
-        if (curl_easy_getinfo(e->curl, CURLINFO_ACTIVESOCKET, &fd) == CURLE_OK &&
-            fd != CURL_SOCKET_BAD) {
-            struct linger lg = {.l_onoff = 1, .l_linger = 0};
-            (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-        }
+    tc__list_remove(&r->curl_link);
+    /* CURLINFO_ACTIVESOCKET knows a transfer's socket only once it is done; the socket
+     * callback told us which one this transfer was using. */
+    tc_sock *s = reset ? sock_get(c, r->curl_fd, 0) : NULL;
+    if (s != NULL && s->opened_by_us) {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        (void)setsockopt(r->curl_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     }
     curl_multi_remove_handle(c->multi, e->curl);
     easy_release(c, e);
@@ -711,6 +713,7 @@ int tc__curl_start(tc__creq *r)
     r->h1.body_off = 0;
     r->curl_fail = FAIL_NONE;
     r->curl_sends = 0;
+    r->curl_fd = CURL_SOCKET_BAD;
     CURLMcode mc = curl_multi_add_handle(c->multi, e->curl);
     if (mc != CURLM_OK) {
         easy_release(c, e);

@@ -94,6 +94,7 @@ typedef struct tc__creq {
     void *easy;         /* tc_easy while in curl */
     tc__link curl_link; /* in the engine's running list */
     struct curl_slist *curl_headers;
+    int curl_fd; /* the socket its transfer last used, or -1 */
     int curl_fail;
     unsigned curl_sends;
     char inline_buf[TC__CLIENT_INLINE_BYTES];

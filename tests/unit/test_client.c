@@ -8,7 +8,8 @@
  * cancellation are checked from the server's side.
  *
  * Every test runs its own loop under a watchdog and ends with tc_client_close, the server's
- * close and uv_loop_close(loop) == 0.
+ * close and uv_loop_close(loop) == 0. The whole suite runs twice: once on the native HTTP/1.1
+ * engine, once with every request forced onto libcurl (TC_CLIENT_ENGINE_CURL).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -51,6 +52,7 @@ typedef struct sconn {
     int closing;
     int answering; /* a request is being answered; further input waits */
     int trickle_left;
+    int served;   /* requests answered on this connection */
     int rejected; /* not HTTP: answered 400, ignoring the rest */
     size_t streamed;
     size_t len;
@@ -66,6 +68,7 @@ struct srv {
     int active, active_max, requests;
     int *shared_active, *shared_active_max; /* optional: counted across two servers */
     int peer_closed;                        /* connections closed by the client */
+    int peer_reset;                         /* of those, closed with a reset */
     int partial_sent;                       /* /slow-body sent its first bytes */
     size_t huge_streamed;
     int next_id;
@@ -310,6 +313,27 @@ static void sc_route(sconn *sc, const char *method, const char *path, const char
         int n =
             snprintf(b, sizeof(b), "%s|%.*s|%s", method, (int)body_len, body, sc->s->last_xtest);
         sc_respond(sc, 200, b, (size_t)n);
+    } else if (strcmp(path, "/interim") == 0) {
+        sc_printf(sc, AFTER_DONE,
+                  "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+                  "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal");
+    } else if (strcmp(path, "/close") == 0) {
+        sc_printf(sc, AFTER_CLOSE,
+                  "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye");
+    } else if (strcmp(path, "/http10") == 0) {
+        sc_printf(sc, AFTER_CLOSE, "HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nold!");
+    } else if (strcmp(path, "/eof-body") == 0) {
+        sc_printf(sc, AFTER_CLOSE, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil eof");
+    } else if (strcmp(path, "/chunked-ext") == 0) {
+        sc_printf(
+            sc, AFTER_DONE,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "4;name=value;x\r\nab\r\n\r\n2 ; q=\"s\"\r\ncd\r\n0\r\nX-T1: a\r\nX-T2: b\r\n\r\n");
+    } else if (strcmp(path, "/die-on-reuse") == 0) {
+        if (sc->served > 1)
+            sc_close(sc, 0); /* as a server that timed the idle connection out just now */
+        else
+            sc_respond(sc, 200, "first", 5);
     } else if (strcmp(path, "/redirect") == 0) {
         sc_printf(sc, AFTER_DONE,
                   "HTTP/1.1 302 Found\r\nLocation: /ok\r\nContent-Length: 0\r\n\r\n");
@@ -355,6 +379,7 @@ static void sc_process(sconn *sc)
         sc->len -= hlen + body_len;
 
         sc->answering = 1;
+        sc->served++;
         s->requests++;
         if (++s->active > s->active_max)
             s->active_max = s->active;
@@ -378,6 +403,8 @@ static void sc_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
     if (nread < 0) {
         if (!sc->closing) {
             sc->s->peer_closed++;
+            if (nread == UV_ECONNRESET)
+                sc->s->peer_reset++;
             sc_close(sc, 0);
         }
         return;
@@ -467,8 +494,16 @@ static void on_tick(uv_timer_t *t)
     (void)t;
 }
 
-static tctx *tctx_new(const tc_client_config *cfg)
+static tc_client_engine g_engine = TC_CLIENT_ENGINE_AUTO; /* the group being run */
+
+static tctx *tctx_new(const tc_client_config *given)
 {
+    tc_client_config cfg;
+    if (given != NULL)
+        cfg = *given;
+    else
+        tc_client_config_init(&cfg);
+    cfg.engine = g_engine;
     tctx *t = calloc(1, sizeof(*t));
     assert_non_null(t);
     assert_int_equal(uv_loop_init(&t->loop), 0);
@@ -476,7 +511,7 @@ static tctx *tctx_new(const tc_client_config *cfg)
     assert_int_equal(uv_timer_start(&t->tick, on_tick, 20, 20), 0);
     t->started_ms = uv_now(&t->loop);
     srv_start(&t->s, &t->loop);
-    assert_int_equal(tc_client_new(&t->client, &t->loop, cfg), 0);
+    assert_int_equal(tc_client_new(&t->client, &t->loop, &cfg), 0);
     return t;
 }
 
@@ -1316,6 +1351,135 @@ static void test_ten_thousand_requests_over_100_connections(void **state)
     tctx_finish(t);
 }
 
+/* ---- tests: HTTP/1.1 details ----------------------------------------------------------------- */
+
+static void test_interim_close_and_http10(void **state)
+{
+    (void)state;
+    tctx *t = tctx_new(NULL);
+    tc_future *f = get(t, &t->s, "/interim", 0);
+    const tc_response *r = expect_response(t, f, 200);
+    assert_string_equal(r->body, "final");
+    assert_true(strncmp(r->headers, "HTTP/1.1 200", 12) == 0); /* only the final header block */
+    assert_null(strstr(r->headers, "Early"));
+    tc_future_unref(f);
+
+    f = get(t, &t->s, "/close", 0);
+    r = expect_response(t, f, 200);
+    assert_string_equal(r->body, "bye");
+    tc_future_unref(f);
+    f = get(t, &t->s, "/http10", 0);
+    r = expect_response(t, f, 200);
+    assert_string_equal(r->body, "old!");
+    assert_int_equal(r->http_version, 10);
+    tc_future_unref(f);
+    f = get(t, &t->s, "/eof-body", 0);
+    r = expect_response(t, f, 200);
+    assert_string_equal(r->body, "until eof");
+    tc_future_unref(f);
+    f = get(t, &t->s, "/chunked-ext", 0);
+    r = expect_response(t, f, 200);
+    assert_string_equal(r->body, "ab\r\ncd");
+    assert_null(strstr(r->headers, "X-T1")); /* trailers are not the header block */
+    tc_future_unref(f);
+    /* Connection: close, HTTP/1.0 and a close-delimited body each used up their connection. */
+    run_for(t, 50);
+    assert_int_equal(t->s.conns_total, 4);
+    expect_stats_settled(t);
+    tctx_finish(t);
+}
+
+/* A pooled connection the server dropped just as the next GET went out: the GET goes once more
+ * on a fresh connection; a POST fails as a reset and is never sent twice. */
+static void test_stale_pooled_connection(void **state)
+{
+    (void)state;
+    if (g_engine == TC_CLIENT_ENGINE_CURL)
+        skip(); /* libcurl re-sends on its own; the client counts that as a reset (above) */
+    tctx *t = tctx_new(NULL);
+    tc_future *f = get(t, &t->s, "/die-on-reuse", 0);
+    expect_response(t, f, 200);
+    tc_future_unref(f);
+    f = get(t, &t->s, "/die-on-reuse", 0);
+    const tc_response *r = expect_response(t, f, 200);
+    assert_string_equal(r->body, "first"); /* the answer of a fresh connection */
+    tc_future_unref(f);
+    tc_client_stats st;
+    tc_client_get_stats(t->client, &st);
+    assert_int_equal(st.stale_retries, 1);
+    assert_int_equal(st.started, 2);
+    assert_int_equal(t->s.conns_total, 2);
+
+    tc_client_request req;
+    memset(&req, 0, sizeof(req));
+    req.method = "POST";
+    req.url = url_of(t, &t->s, "/die-on-reuse");
+    req.body = "x";
+    req.body_len = 1;
+    assert_int_equal(tc_client_request_start(&f, t->client, &req), 0);
+    expect_error(t, f, TC_ECONNRESET);
+    tc_future_unref(f);
+    tc_client_get_stats(t->client, &st);
+    assert_int_equal(st.stale_retries, 1);
+    assert_int_equal(t->s.conns_total, 2); /* not sent again */
+    expect_stats_settled(t);
+    tctx_finish(t);
+}
+
+/* Counts this process's TCP sockets toward port in the given /proc/net/tcp states. */
+static int count_sockets_to(int port, const char *const *states)
+{
+    FILE *fp = fopen("/proc/net/tcp", "r");
+    assert_non_null(fp);
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof(line), fp) != NULL) {
+        unsigned lport = 0, rport = 0;
+        char st[8] = "";
+        if (sscanf(line, " %*d: %*x:%x %*x:%x %7s", &lport, &rport, st) != 3)
+            continue;
+        if ((int)rport != port)
+            continue;
+        for (int i = 0; states[i] != NULL; i++)
+            if (strcasecmp(st, states[i]) == 0)
+                n++;
+    }
+    fclose(fp);
+    return n;
+}
+
+/* Aborting an attempt resets its connection: no TIME_WAIT or FIN_WAIT left on our side, and the
+ * server sees the reset. */
+static void test_abort_is_a_reset(void **state)
+{
+    (void)state;
+    enum { N = 1000, WAVE = 200 };
+    tctx *t = tctx_new(NULL);
+    for (int done = 0; done < N; done += WAVE) {
+        tc_future *fs[WAVE];
+        for (int i = 0; i < WAVE; i++)
+            fs[i] = get(t, &t->s, "/hold", 0);
+        uint64_t w = uv_hrtime();
+        while (t->s.requests < done + WAVE && elapsed_ms(w) < 10000)
+            uv_run(&t->loop, UV_RUN_ONCE);
+        assert_int_equal(t->s.requests, done + WAVE);
+        for (int i = 0; i < WAVE; i++) {
+            assert_int_equal(tc_future_cancel(fs[i]), 1);
+            tc_future_unref(fs[i]);
+        }
+        w = uv_hrtime();
+        while (t->s.peer_closed < done + WAVE && elapsed_ms(w) < 10000)
+            uv_run(&t->loop, UV_RUN_ONCE);
+        assert_int_equal(t->s.peer_closed, done + WAVE);
+    }
+    print_message("%d aborts: the server saw %d resets\n", N, t->s.peer_reset);
+    assert_int_equal(t->s.peer_reset, N);
+    static const char *const lingering[] = {"04", "05", "06", "08", "09", NULL};
+    assert_int_equal(count_sockets_to(t->s.port, lingering), 0);
+    expect_stats_settled(t);
+    tctx_finish(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1345,6 +1509,15 @@ int main(void)
         cmocka_unit_test(test_pool_total_cap_across_hosts),
         cmocka_unit_test(test_keepalive_reuse),
         cmocka_unit_test(test_ten_thousand_requests_over_100_connections),
+        cmocka_unit_test(test_interim_close_and_http10),
+        cmocka_unit_test(test_stale_pooled_connection),
+        cmocka_unit_test(test_abort_is_a_reset),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    print_message("== native HTTP/1.1 engine\n");
+    g_engine = TC_CLIENT_ENGINE_AUTO;
+    int failed = cmocka_run_group_tests_name("native", tests, NULL, NULL);
+    print_message("== libcurl engine\n");
+    g_engine = TC_CLIENT_ENGINE_CURL;
+    failed += cmocka_run_group_tests_name("curl", tests, NULL, NULL);
+    return failed;
 }
