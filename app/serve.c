@@ -45,6 +45,7 @@ static const char *const endpoint_names[EP_COUNT] = {
 typedef struct serve_metrics {
     tc_metrics_registry *reg;
     uint32_t requests, duration, attempts, hedges, hedge_wins, in_flight, queue_waits;
+    uint32_t stale_retries;
     uint32_t batches, batch_size, batch_keys, batch_dedup, batch_wait; /* /api/metadata */
     uint32_t duration_series[EP_COUNT];
     uint32_t outcome_series[TC_OUTCOME_COUNT];
@@ -79,8 +80,9 @@ typedef struct serve_worker {
     tc_client *client;
     tc_metrics_shard *shard;
     uint64_t queue_waits_seen; /* client's queued count already added to the metric */
-    tc_batcher *batcher;       /* coalesces /api/metadata lookups */
-    uint64_t dedup_seen;       /* batcher's dedup hits already added to the metric */
+    uint64_t stale_retries_seen;
+    tc_batcher *batcher; /* coalesces /api/metadata lookups */
+    uint64_t dedup_seen; /* batcher's dedup hits already added to the metric */
 } serve_worker;
 
 /* One /api/... endpoint request in flight. */
@@ -204,6 +206,11 @@ static void count_attempts(const tc_hedge_result *r, void *data)
         tc_metrics_counter_add(sw->shard, m->queue_waits, TC_METRICS_SERIES_DEFAULT,
                                cs.queued - sw->queue_waits_seen);
         sw->queue_waits_seen = cs.queued;
+    }
+    if (cs.stale_retries > sw->stale_retries_seen) {
+        tc_metrics_counter_add(sw->shard, m->stale_retries, TC_METRICS_SERIES_DEFAULT,
+                               cs.stale_retries - sw->stale_retries_seen);
+        sw->stale_retries_seen = cs.stale_retries;
     }
 }
 
@@ -702,10 +709,14 @@ static int define_metrics(serve_metrics *m)
          "Time from a batch's first ID to its upstream call (the longest any of its IDs waited)",
          NULL, 0, batch_wait_buckets, sizeof(batch_wait_buckets) / sizeof(batch_wait_buckets[0]),
          0},
+        {TC_METRIC_COUNTER, "tailcut_upstream_stale_retries_total",
+         "GETs sent once more because their pooled connection died before any answer byte", NULL, 0,
+         NULL, 0, 0},
     };
-    uint32_t *ids[] = {&m->requests,   &m->duration,   &m->attempts,    &m->hedges,
-                       &m->hedge_wins, &m->in_flight,  &m->queue_waits, &m->batches,
-                       &m->batch_size, &m->batch_keys, &m->batch_dedup, &m->batch_wait};
+    uint32_t *ids[] = {&m->requests,     &m->duration,   &m->attempts,    &m->hedges,
+                       &m->hedge_wins,   &m->in_flight,  &m->queue_waits, &m->batches,
+                       &m->batch_size,   &m->batch_keys, &m->batch_dedup, &m->batch_wait,
+                       &m->stale_retries};
     if (tc_metrics_registry_new(&m->reg) != 0)
         return TC_ENOMEM;
     for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++) {

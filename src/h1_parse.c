@@ -116,8 +116,8 @@ static int on_headers_complete(http_parser *p)
         return fail(h, TC_EPROTO, "unexpected 101 Switching Protocols");
     if (p->status_code >= 100 && p->status_code < 200)
         return 0; /* interim: no body; dropped when complete */
-    if (h->head_only)
-        return 1; /* tells the parser there is no body */
+    if (h->head_only || p->status_code == 204 || p->status_code == 304)
+        return 1; /* no body whatever the headers say (RFC 9112 section 6.3) */
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > h->max_body)
         return fail(h, TC_ETOOLARGE, "body too large");
     return 0;

@@ -201,7 +201,7 @@ class FaultUpstream:
         self._send(c, entry, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                    b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
         self._send(c, entry, b"1\r\n[\r\n")
-        chunk = b"400\r\n" + (b'"' + b"c" * 1020 + b'",') + b"\r\n"
+        chunk = b"400\r\n" + (b'"' + b"c" * 1021 + b'",') + b"\r\n"  # 0x400 bytes of data
         for _ in range(64 * 1024):
             self._send(c, entry, chunk)
         self._send(c, entry, b"2\r\n0]\r\n0\r\n\r\n")
