@@ -9,11 +9,11 @@
  * s is reqs[s % window], free exactly when everything before s - window has been reported, so a
  * slow head of the line stops the reading rather than growing a reorder buffer.
  *
- * Per-host caps are our own accounting (the client's cap would queue, and queue time counts
- * toward the client's timeout): a URL whose host is full is parked on its host's FIFO and
- * started when a request to that host finishes. All starts happen in pump(), which is guarded
- * against re-entrance, because an attempt can fail synchronously (a bad URL) and its result
- * callback may call back into us (resume, stop).
+ * Per-host caps are the client pool's (the one place that admits requests): a URL whose host is
+ * full waits in the client's queue, and asks that its timeout start only when a connection is
+ * free for it (timeout_from_admit). All starts happen in pump(), which is guarded against
+ * re-entrance, because an attempt can fail synchronously (a bad URL) and its result callback
+ * may call back into us (resume, stop).
  *
  * Lifetimes: a record holds its attempt's future (the caller's reference) while running and,
  * once finished, until its result has been reported, so that the message and body it reports
@@ -30,32 +30,17 @@
 #include "tailcut/url.h"
 #include "tailcut/future.h"
 
-#define FETCH_MAX_HOST_KEY 512 /* "scheme://host:port" longer than this: no per-host accounting */
 #define FETCH_RETRY_AFTER_BUF 128 /* longest Retry-After value we look at */
 
-enum { REQ_FREE = 0, REQ_PARKED, REQ_RUNNING, REQ_WAITING, REQ_FINISHED, REQ_REPORTING };
+enum { REQ_FREE = 0, REQ_TAKEN, REQ_RUNNING, REQ_WAITING, REQ_FINISHED, REQ_REPORTING };
 
 typedef struct fetch_req fetch_req;
 
-/* One scheme://host:port under a per-host cap. Lives while records name it (refs) or it sits in
- * the ready list. */
-typedef struct fetch_host {
-    struct fetch_host *hnext;
-    struct fetch_host *ready_next;
-    uint32_t hash;
-    int in_ready;
-    size_t refs;    /* records naming this host: parked, running or waiting to retry */
-    size_t running; /* of those, the ones holding a slot (running or waiting to retry) */
-    fetch_req *park_head, *park_tail;
-    char key[];
-} fetch_host;
-
 struct fetch_req {
     tc_fetch *f;
-    fetch_req *next; /* free list or host park list */
+    fetch_req *next; /* free list */
     uint64_t seq;
     char *url;
-    fetch_host *host;
     tc_future *future; /* the running attempt; the final one while FINISHED */
     uv_timer_t timer;  /* retry wait */
     int timer_ready;
@@ -84,10 +69,6 @@ struct tc_fetch {
     uint64_t next_seq;    /* the next input position to take */
     uint64_t head_seq;    /* input order: the next position to report */
     size_t active;
-
-    fetch_host **hosts;
-    size_t nbuckets, nhosts;
-    fetch_host *ready_head, *ready_tail; /* hosts with parked requests and a free slot */
 
     uv_timer_t done_timer;
     uint64_t rng;
@@ -142,103 +123,6 @@ static uint64_t backoff_ms(tc_fetch *f, unsigned n)
     if (d > f->cfg.backoff_max_ms)
         d = f->cfg.backoff_max_ms;
     return d - rng_next(f) % (d / 2 + 1);
-}
-
-/* ---- hosts ---------------------------------------------------------------------------------- */
-
-static uint32_t hash_str(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
-}
-
-/* Finds or creates the host for key and takes a reference. NULL on ENOMEM. */
-static fetch_host *host_ref(tc_fetch *f, const char *key)
-{
-    uint32_t h = hash_str(key);
-    if (f->nbuckets) {
-        for (fetch_host *x = f->hosts[h & (f->nbuckets - 1)]; x; x = x->hnext) {
-            if (x->hash == h && strcmp(x->key, key) == 0) {
-                x->refs++;
-                return x;
-            }
-        }
-    }
-    if (f->nhosts >= f->nbuckets) {
-        size_t nb = f->nbuckets ? f->nbuckets * 2 : 16;
-        fetch_host **t = calloc(nb, sizeof(fetch_host *));
-        if (t == NULL)
-            return NULL;
-        for (size_t i = 0; i < f->nbuckets; i++) {
-            fetch_host *x = f->hosts[i];
-            while (x) {
-                fetch_host *next = x->hnext;
-                x->hnext = t[x->hash & (nb - 1)];
-                t[x->hash & (nb - 1)] = x;
-                x = next;
-            }
-        }
-        free(f->hosts);
-        f->hosts = t;
-        f->nbuckets = nb;
-    }
-    size_t klen = strlen(key);
-    fetch_host *x = calloc(1, sizeof(*x) + klen + 1);
-    if (x == NULL)
-        return NULL;
-    memcpy(x->key, key, klen + 1);
-    x->hash = h;
-    x->refs = 1;
-    x->hnext = f->hosts[h & (f->nbuckets - 1)];
-    f->hosts[h & (f->nbuckets - 1)] = x;
-    f->nhosts++;
-    return x;
-}
-
-static void host_free_if_unused(tc_fetch *f, fetch_host *x)
-{
-    if (x->refs > 0 || x->in_ready)
-        return;
-    fetch_host **pp = &f->hosts[x->hash & (f->nbuckets - 1)];
-    /* host_ref() put x in this chain, so the walk reaches it before the end. */
-    // NOLINTNEXTLINE(clang-analyzer-core.NullDereference)
-    while (*pp != x)
-        pp = &(*pp)->hnext;
-    *pp = x->hnext;
-    f->nhosts--;
-    free(x);
-}
-
-/* x has parked requests and a free slot: let pump() start them. */
-static void host_make_ready(tc_fetch *f, fetch_host *x)
-{
-    if (x->in_ready)
-        return;
-    x->in_ready = 1;
-    x->ready_next = NULL;
-    if (f->ready_tail)
-        f->ready_tail->ready_next = x;
-    else
-        f->ready_head = x;
-    f->ready_tail = x;
-    f->again = 1;
-}
-
-/* r no longer holds its host slot (if it held one) nor names its host. */
-static void host_release(tc_fetch *f, fetch_req *r, int held_slot)
-{
-    fetch_host *x = r->host;
-    if (x == NULL)
-        return;
-    r->host = NULL;
-    if (held_slot)
-        x->running--;
-    x->refs--;
-    if (x->park_head != NULL && x->running < f->cfg.per_host && !f->stopping)
-        host_make_ready(f, x);
-    host_free_if_unused(f, x);
 }
 
 /* ---- records -------------------------------------------------------------------------------- */
@@ -334,13 +218,11 @@ static void maybe_done(tc_fetch *f);
  * once everything before it has been reported. */
 static void finish(tc_fetch *f, fetch_req *r, int status, int error, const char *message)
 {
-    int held_slot = r->state == REQ_RUNNING || r->state == REQ_WAITING;
     r->state = REQ_FINISHED;
     r->status = status;
     r->error = error;
     r->message = message;
     r->ms = r->start_ns ? (double)(uv_hrtime() - r->start_ns) / 1e6 : 0.0;
-    host_release(f, r, held_slot);
     f->active--;
     if (f->cfg.order == TC_FETCH_COMPLETION) {
         report(f, r);
@@ -359,7 +241,6 @@ static void record_cancel(tc_fetch *f, fetch_req *r)
     if (r->state == REQ_FINISHED) {
         f->stats.held--;
     } else {
-        host_release(f, r, r->state == REQ_RUNNING || r->state == REQ_WAITING);
         f->active--;
     }
     f->stats.cancelled++;
@@ -443,6 +324,7 @@ static void attempt_start(tc_fetch *f, fetch_req *r)
     q.url = r->url;
     q.timeout_ms = f->cfg.timeout_ms;
     q.max_body = f->cfg.max_body;
+    q.timeout_from_admit = 1; /* waiting for a per-host slot is not the server's slowness */
     if (r->attempts == 0)
         r->start_ns = uv_hrtime();
     r->attempts++;
@@ -468,11 +350,11 @@ static void attempt_start(tc_fetch *f, fetch_req *r)
 
 /* ---- the pump ------------------------------------------------------------------------------- */
 
-/* Takes one item from the source into r and starts it, parks it, or finishes it. */
+/* Takes one item from the source into r and starts it, or finishes it. */
 static void admit(tc_fetch *f, fetch_req *r, tc_fetch_input *in)
 {
     r->url = in->url;
-    r->state = REQ_PARKED; /* not yet holding a slot */
+    r->state = REQ_TAKEN;
     f->active++;
     f->stats.taken++;
     if (r->url == NULL) {
@@ -483,35 +365,11 @@ static void admit(tc_fetch *f, fetch_req *r, tc_fetch_input *in)
         finish(f, r, 0, in->error, in->message ? in->message : tc_strerror(in->error));
         return;
     }
-    if (f->cfg.per_host > 0) {
-        char key[FETCH_MAX_HOST_KEY];
-        int https;
-        const char *why;
-        if (tc_url_origin(r->url, key, sizeof(key), &https, &why) == 0) {
-            fetch_host *x = host_ref(f, key);
-            if (x == NULL) {
-                finish(f, r, 0, TC_ENOMEM, tc_strerror(TC_ENOMEM));
-                return;
-            }
-            r->host = x;
-            if (x->running >= f->cfg.per_host || x->park_head != NULL) {
-                if (x->park_tail)
-                    x->park_tail->next = r;
-                else
-                    x->park_head = r;
-                x->park_tail = r;
-                if (x->running < f->cfg.per_host)
-                    host_make_ready(f, x);
-                return;
-            }
-            x->running++;
-        }
-    }
     attempt_start(f, r);
 }
 
-/* Starts parked requests whose host has a free slot, then takes new items while there is room.
- * Re-entrant calls only ask the running one to go round again. */
+/* Takes new items while there is room. Re-entrant calls only ask the running one to go round
+ * again. */
 static void pump(tc_fetch *f)
 {
     if (f->pumping) {
@@ -521,25 +379,6 @@ static void pump(tc_fetch *f)
     f->pumping = 1;
     do {
         f->again = 0;
-        while (!f->stopping && f->ready_head != NULL) {
-            fetch_host *x = f->ready_head;
-            f->ready_head = x->ready_next;
-            if (f->ready_head == NULL)
-                f->ready_tail = NULL;
-            x->in_ready = 0;
-            x->refs++; /* keep x while its requests may finish under us */
-            while (!f->stopping && x->park_head != NULL && x->running < f->cfg.per_host) {
-                fetch_req *r = x->park_head;
-                x->park_head = r->next;
-                if (x->park_head == NULL)
-                    x->park_tail = NULL;
-                r->next = NULL;
-                x->running++;
-                attempt_start(f, r);
-            }
-            x->refs--;
-            host_free_if_unused(f, x);
-        }
         while (!f->stopping && f->started && !f->source_ended && !f->source_waiting &&
                has_room(f)) {
             tc_fetch_input in = {NULL, 0, NULL};
@@ -586,16 +425,6 @@ static void maybe_done(tc_fetch *f)
 static void stop_all(tc_fetch *f)
 {
     f->stopping = 1;
-    for (fetch_host *x = f->ready_head; x != NULL;) {
-        fetch_host *next = x->ready_next;
-        x->in_ready = 0;
-        x->ready_next = NULL;
-        x = next;
-    }
-    f->ready_head = f->ready_tail = NULL;
-    for (size_t i = 0; i < f->nbuckets; i++)
-        for (fetch_host *x = f->hosts[i]; x; x = x->hnext)
-            x->park_head = x->park_tail = NULL;
     for (size_t i = 0; i < f->window; i++) {
         fetch_req *r = &f->reqs[i];
         switch (r->state) {
@@ -607,7 +436,7 @@ static void stop_all(tc_fetch *f)
             uv_timer_stop(&r->timer);
             record_cancel(f, r);
             break;
-        case REQ_PARKED:
+        case REQ_TAKEN:
         case REQ_FINISHED:
             record_cancel(f, r);
             break;
@@ -675,6 +504,7 @@ int tc_fetch_new(tc_fetch **out, uv_loop_t *loop, const tc_fetch_config *cfg,
     ccfg.max_per_host = f->cfg.per_host;
     ccfg.timeout_ms = f->cfg.timeout_ms;
     ccfg.max_body = f->cfg.max_body;
+    ccfg.engine = f->cfg.http_engine;
     if (ccfg.connect_timeout_ms > f->cfg.timeout_ms && f->cfg.timeout_ms > 0)
         ccfg.connect_timeout_ms = f->cfg.timeout_ms;
     int rc = tc_client_new(&f->client, loop, &ccfg);
@@ -725,14 +555,6 @@ static void close_step(tc_fetch *f)
         return;
     if (f->close_cb != NULL)
         f->close_cb(f, f->close_data);
-    for (size_t i = 0; i < f->nbuckets; i++) {
-        while (f->hosts[i] != NULL) { /* none should be left; never leak one */
-            fetch_host *x = f->hosts[i];
-            f->hosts[i] = x->hnext;
-            free(x);
-        }
-    }
-    free(f->hosts);
     free(f->reqs);
     free(f);
 }

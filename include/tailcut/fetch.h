@@ -24,6 +24,7 @@
 #include <time.h>
 #include <uv.h>
 
+#include "tailcut/client.h"
 #include "tailcut/error.h"
 
 #ifdef __cplusplus
@@ -45,16 +46,19 @@ typedef struct tc_fetch tc_fetch;
 typedef enum tc_fetch_order { TC_FETCH_COMPLETION = 0, TC_FETCH_INPUT } tc_fetch_order;
 
 typedef struct tc_fetch_config {
-    size_t concurrency;          /* requests at once, retry waits included [100] */
-    size_t per_host;             /* requests at once to one scheme://host:port, 0 = none [0] */
-    uint64_t timeout_ms;         /* each attempt's whole timeout [30000] */
-    unsigned retries;            /* extra attempts after a retryable failure [0] */
-    uint64_t backoff_base_ms;    /* retry n waits base*2^(n-1), jittered down by up to half */
-    uint64_t backoff_max_ms;     /* cap of that wait [10000] */
-    uint64_t retry_after_max_ms; /* cap of a 429's Retry-After [60000] */
-    tc_fetch_order order;        /* [TC_FETCH_COMPLETION] */
-    size_t max_body;             /* a larger response body is an error (TC_ETOOLARGE) [1 MiB] */
-    uint64_t seed;               /* jitter seed, 0 = from the clock [0] */
+    size_t concurrency;           /* requests at once, retry waits included [100] */
+    size_t per_host;              /* connections at once to one scheme://host:port (the client
+                                     pool's cap; time queued for it is not part of the timeout),
+                                     0 = none [0] */
+    uint64_t timeout_ms;          /* each attempt's whole timeout [30000] */
+    unsigned retries;             /* extra attempts after a retryable failure [0] */
+    uint64_t backoff_base_ms;     /* retry n waits base*2^(n-1), jittered down by up to half */
+    uint64_t backoff_max_ms;      /* cap of that wait [10000] */
+    uint64_t retry_after_max_ms;  /* cap of a 429's Retry-After [60000] */
+    tc_fetch_order order;         /* [TC_FETCH_COMPLETION] */
+    size_t max_body;              /* a larger response body is an error (TC_ETOOLARGE) [1 MiB] */
+    uint64_t seed;                /* jitter seed, 0 = from the clock [0] */
+    tc_client_engine http_engine; /* [TC_CLIENT_ENGINE_AUTO] */
 } tc_fetch_config;
 
 /* Fills cfg with the defaults in brackets above. */

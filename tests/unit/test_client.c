@@ -1426,6 +1426,35 @@ static void test_stale_pooled_connection(void **state)
     tctx_finish(t);
 }
 
+/* timeout_from_admit: the wait for a per-host slot is not part of the timeout. */
+static void test_timeout_from_admit(void **state)
+{
+    (void)state;
+    tc_client_config cfg;
+    tc_client_config_init(&cfg);
+    cfg.max_per_host = 1;
+    tctx *t = tctx_new(&cfg);
+    tc_future *fs[3];
+    for (int i = 0; i < 3; i++) {
+        tc_client_request req;
+        memset(&req, 0, sizeof(req));
+        req.url = url_of(t, &t->s, "/delay?ms=150");
+        req.timeout_ms = 400;
+        req.timeout_from_admit = 1;
+        assert_int_equal(tc_client_request_start(&fs[i], t->client, &req), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        const tc_response *r = expect_response(t, fs[i], 200);
+        assert_string_equal(r->body, "late");
+        if (i == 2)
+            assert_true(r->queued_ms >= 250.0); /* queued behind two 150 ms answers */
+        tc_future_unref(fs[i]);
+    }
+    assert_int_equal(t->s.active_max, 1);
+    expect_stats_settled(t);
+    tctx_finish(t);
+}
+
 /* Counts this process's TCP sockets toward port in the given /proc/net/tcp states. */
 static int count_sockets_to(int port, const char *const *states)
 {
@@ -1512,6 +1541,7 @@ int main(void)
         cmocka_unit_test(test_interim_close_and_http10),
         cmocka_unit_test(test_stale_pooled_connection),
         cmocka_unit_test(test_abort_is_a_reset),
+        cmocka_unit_test(test_timeout_from_admit),
     };
     print_message("== native HTTP/1.1 engine\n");
     g_engine = TC_CLIENT_ENGINE_AUTO;
