@@ -11,7 +11,10 @@
  * Closing: a connection whose request is abandoned (cancelled, timed out, failed mid-response)
  * is closed with a TCP reset, so neither side keeps it in TIME_WAIT or FIN_WAIT2 and the server
  * sees the abort at once. A connection closed in good order (the server said Connection: close,
- * an idle one expired or was evicted, the client closes) gets a normal FIN.
+ * an idle one expired or was evicted, the client closes) gets a normal FIN. Aborts are closed
+ * after the loop's callbacks of this turn have run (a uv_check handle): when a thousand
+ * deadlines fire together, their answers are written before their three thousand attempts'
+ * sockets are torn down.
  *
  * Lifetimes: a connection (tc__conn) lives until both of its uv handles have closed; it holds
  * a reference to its origin, where the DNS answer is cached. The engine lives until the last
@@ -34,9 +37,11 @@ enum { C_RESOLVING = 1, C_CONNECTING, C_BUSY, C_IDLE, C_CLOSING };
 
 struct tc__native {
     tc_client *client;
-    tc__link lru;  /* idle connections of every origin, least recently used first */
-    size_t nconns; /* open connections (not closing) */
-    size_t live;   /* connections and DNS lookups not yet freed */
+    uv_check_t reaper; /* closes aborted connections once the loop's callbacks have run */
+    tc__link doomed;   /* aborted connections waiting for the reaper */
+    tc__link lru;      /* idle connections of every origin, least recently used first */
+    size_t nconns;     /* open connections (not closing) */
+    size_t live;       /* the reaper, connections and DNS lookups not yet freed */
     int closing;
     char rbuf[TC__NATIVE_READ_BUFFER];
 };
@@ -153,6 +158,13 @@ static tc__native *native_get(tc_client *c)
         return NULL;
     nat->client = c;
     tc__list_init(&nat->lru);
+    tc__list_init(&nat->doomed);
+    if (uv_check_init(c->loop, &nat->reaper) != 0) {
+        free(nat);
+        return NULL;
+    }
+    nat->reaper.data = nat;
+    nat->live++; /* the reaper, until tc__native_close closes it */
     c->native = nat;
     c->open_handles++; /* given back when the engine is freed */
     return nat;
@@ -166,6 +178,13 @@ static void native_maybe_free(tc__native *nat)
     c->native = NULL;
     free(nat);
     tc__client_handle_closed(c);
+}
+
+static void on_reaper_closed(uv_handle_t *h)
+{
+    tc__native *nat = h->data;
+    nat->live--;
+    native_maybe_free(nat);
 }
 
 /* ---- connections ---------------------------------------------------------------------------- */
@@ -182,12 +201,9 @@ static void conn_handle_closed(uv_handle_t *h)
     native_maybe_free(nat);
 }
 
-/* Closes k: with a reset when its exchange was cut short, else in good order. Its request, if
- * any, must have been taken off it (and reported or aborted) by the caller. */
-static void conn_close(tc__conn *k, int reset)
+/* Takes k out of the pool's books: it counts as closed from now on. */
+static void conn_retire(tc__conn *k)
 {
-    if (k->state == C_CLOSING)
-        return;
     tc__native *nat = k->nat;
     tc__list_remove(&k->link);
     tc__list_remove(&k->lru);
@@ -197,11 +213,53 @@ static void conn_close(tc__conn *k, int reset)
     if (nat->client->stats.open_connections > 0)
         nat->client->stats.open_connections--;
     uv_timer_stop(&k->timer);
+}
+
+static void conn_close_handles(tc__conn *k, int reset)
+{
     uv_close((uv_handle_t *)&k->timer, conn_handle_closed);
     if (k->reconnect)
         return; /* the tcp handle is already closing */
     if (!reset || uv_tcp_close_reset(&k->tcp, conn_handle_closed) != 0)
         uv_close((uv_handle_t *)&k->tcp, conn_handle_closed);
+}
+
+/* Closes k now: with a reset when its exchange was cut short, else in good order. Its request,
+ * if any, must have been taken off it (and reported or aborted) by the caller. */
+static void conn_close(tc__conn *k, int reset)
+{
+    if (k->state == C_CLOSING)
+        return;
+    conn_retire(k);
+    conn_close_handles(k, reset);
+}
+
+static void on_reap(uv_check_t *h)
+{
+    tc__native *nat = h->data;
+    while (!tc__list_empty(&nat->doomed)) {
+        tc__conn *k = tc__container_of(nat->doomed.next, tc__conn, link);
+        tc__list_remove(&k->link);
+        conn_close_handles(k, 1);
+    }
+    uv_check_stop(h);
+}
+
+/* Aborts k: out of the books at once (a read, write or connect that completes meanwhile finds
+ * it closing and does nothing), reset by the reaper at the end of this loop turn. */
+static void conn_abort(tc__conn *k)
+{
+    if (k->state == C_CLOSING)
+        return;
+    tc__native *nat = k->nat;
+    conn_retire(k);
+    if (nat->closing) {
+        conn_close_handles(k, 1);
+        return;
+    }
+    if (tc__list_empty(&nat->doomed))
+        (void)uv_check_start(&nat->reaper, on_reap); /* cannot fail for a started loop */
+    tc__list_push_back(&nat->doomed, &k->link);
 }
 
 /* Makes room for one more connection under the total cap by closing the least recently used
@@ -676,15 +734,16 @@ void tc__native_abort(tc__creq *r)
     if (k == NULL)
         return;
     conn_take(k);
-    conn_close(k, 1);
+    conn_abort(k);
 }
 
 void tc__native_close(tc_client *c)
 {
     tc__native *nat = c->native;
     nat->closing = 1;
+    on_reap(&nat->reaper);
     tc__link *l;
     while ((l = tc__list_first(&nat->lru)) != NULL)
         conn_close(tc__container_of(l, tc__conn, lru), 0);
-    native_maybe_free(nat);
+    uv_close((uv_handle_t *)&nat->reaper, on_reaper_closed);
 }
