@@ -136,6 +136,9 @@ static void detach(tc__creq *r)
 {
     tc_client *c = r->client;
     tc__heap_remove(&c->deadlines, &r->timeout);
+    if (tc__heap_min(&c->deadlines) == NULL)
+        uv_timer_stop(&c->deadline_timer); /* an armed timer would keep the loop alive */
+    /* A removed head leaves the timer early, and on_deadline re-arms: no restart needed here. */
     if (r->state == TC__REQ_QUEUED) {
         tc__list_remove(&r->link);
     } else if (r->state == TC__REQ_RUNNING) {

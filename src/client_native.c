@@ -330,6 +330,10 @@ static void conn_release(tc__conn *k, int reusable)
     tc__list_push_back(&k->origin->idle, &k->link);
     tc__list_push_back(&nat->lru, &k->lru);
     uv_timer_start(&k->timer, on_idle_expired, k->keepalive_ms, 0);
+    /* An idle pool does not keep the caller's loop running (libcurl's idle connections do not
+     * either): uv_run returns once nothing but idle connections is left. */
+    uv_unref((uv_handle_t *)&k->tcp);
+    uv_unref((uv_handle_t *)&k->timer);
 }
 
 /* How long k may stay idle after this response: our cap, or less when the server announced a
@@ -717,6 +721,8 @@ int tc__native_start(tc__creq *r)
     tc__list_remove(&k->link);
     tc__list_remove(&k->lru);
     uv_timer_stop(&k->timer);
+    uv_ref((uv_handle_t *)&k->tcp);
+    uv_ref((uv_handle_t *)&k->timer);
     k->r = r;
     r->conn = k;
     if (conn_send(k) == 0)

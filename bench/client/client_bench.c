@@ -100,6 +100,8 @@ static void load_start(load *ld)
     ld->inflight++;
 }
 
+static tc_client_engine g_engine = TC_CLIENT_ENGINE_AUTO; /* -e native|curl */
+
 static int run_throughput(const char *url, int conc, double seconds)
 {
     uv_loop_t loop;
@@ -107,6 +109,7 @@ static int run_throughput(const char *url, int conc, double seconds)
     tc_client_config cfg;
     tc_client_config_init(&cfg);
     cfg.max_connections = (size_t)conc;
+    cfg.engine = g_engine;
     load ld = {.url = url};
     ld.lat = malloc(MAX_LATENCIES * sizeof(double));
     if (ld.lat == NULL || tc_client_new(&ld.client, &loop, &cfg) != 0)
@@ -161,6 +164,7 @@ static int run_memory(const char *url, int n, int pool)
     tc_client_config cfg;
     tc_client_config_init(&cfg);
     cfg.max_connections = (size_t)(pool > 0 ? pool : n);
+    cfg.engine = g_engine;
     cfg.timeout_ms = 60000;
     tc_client *client = NULL;
     tc_future **fs = calloc((size_t)n, sizeof(*fs));
@@ -188,11 +192,20 @@ static int run_memory(const char *url, int n, int pool)
     for (int i = 0; i < n; i++)
         tc_future_unref(fs[i]);
     free(fs);
+    /* Every request is done and freed: what is left on the heap is the idle pool. */
+    tc_client_stats st;
+    tc_client_get_stats(client, &st);
+    size_t heap_idle = mallinfo2().uordblks;
     tc_client_close(client, NULL, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     int closed = uv_loop_close(&loop);
     printf("concurrent=%d max_connections=%zu ok=%ld seconds=%.2f\n", n, cfg.max_connections, m.ok,
            elapsed);
+    if (st.open_connections > 0)
+        printf("heap_bytes_per_idle_connection=%.0f (%zu idle connections)\n",
+               (double)(heap_idle > heap_base ? heap_idle - heap_base : 0) /
+                   (double)st.open_connections,
+               st.open_connections);
     printf("baseline_rss_kb=%ld peak_rss_kb=%ld\n", baseline, peak);
     printf("bytes_per_request=%.0f\n", (double)(peak - baseline) * 1024.0 / n);
     printf("heap_bytes_per_request=%.0f (of which before any I/O: %.0f)\n",
@@ -327,8 +340,8 @@ static int run_serve_delay(const char *port_file, uint64_t lifetime_s)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: client_bench throughput URL [-c N] [-d SECONDS]\n"
-                    "       client_bench memory URL [-c N] [-p POOL]\n"
+    fprintf(stderr, "usage: client_bench throughput URL [-c N] [-d SECONDS] [-e native|curl]\n"
+                    "       client_bench memory URL [-c N] [-p POOL] [-e native|curl]\n"
                     "       client_bench serve-delay PORT_FILE [-m MS] [-l SECONDS]\n");
     exit(2);
 }
@@ -350,6 +363,9 @@ int main(int argc, char **argv)
             delay_ms = strtoull(argv[i + 1], NULL, 10);
         else if (strcmp(argv[i], "-l") == 0)
             lifetime = atof(argv[i + 1]);
+        else if (strcmp(argv[i], "-e") == 0)
+            g_engine = strcmp(argv[i + 1], "curl") == 0 ? TC_CLIENT_ENGINE_CURL
+                                                         : TC_CLIENT_ENGINE_NATIVE;
         else
             usage();
     }
