@@ -64,6 +64,7 @@ struct tc__conn {
     int state;
     int handles;   /* uv handles not yet closed */
     int reconnect; /* the closing tcp handle reopens for the next address */
+    int writing;   /* a uv_write of its request's bytes is pending */
     int err;       /* the last connect error, for the message */
 };
 
@@ -253,7 +254,9 @@ static void conn_abort(tc__conn *k)
         return;
     tc__native *nat = k->nat;
     conn_retire(k);
-    if (nat->closing) {
+    if (nat->closing || k->writing) {
+        /* A pending write points into the request's memory, which goes now: only a close
+         * (which cancels the write) makes sure libuv never reads it. */
         conn_close_handles(k, 1);
         return;
     }
@@ -361,8 +364,10 @@ static void on_response_done(tc__conn *k, size_t extra)
     size_t body_off = r->h1.body_off;
     k->keepalive_ms = keepalive_of(r, body_off > 0 ? body_off - 1 : 0);
     /* Bytes after the response: the server sent more than it was asked for, so the connection's
-     * framing cannot be trusted any more. */
-    conn_release(k, r->h1.keep_alive && extra == 0);
+     * framing cannot be trusted any more. An answer that came before the whole request was
+     * written (an early 413, say): the rest of the request would follow, so the connection
+     * closes, and closing at once cancels the write before r's memory can go. */
+    conn_release(k, r->h1.keep_alive && extra == 0 && !k->writing);
     tc__creq_succeed(r, r->h1.status, r->h1.version, body_off);
 }
 
@@ -420,6 +425,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 static void on_written(uv_write_t *w, int status)
 {
     tc__conn *k = w->data;
+    k->writing = 0;
     if (status == 0 || status == UV_ECANCELED || k->state == C_CLOSING || k->r == NULL)
         return;
     if (k->r->h1.received == 0)

@@ -364,8 +364,8 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "-l") == 0)
             lifetime = atof(argv[i + 1]);
         else if (strcmp(argv[i], "-e") == 0)
-            g_engine = strcmp(argv[i + 1], "curl") == 0 ? TC_CLIENT_ENGINE_CURL
-                                                         : TC_CLIENT_ENGINE_NATIVE;
+            g_engine =
+                strcmp(argv[i + 1], "curl") == 0 ? TC_CLIENT_ENGINE_CURL : TC_CLIENT_ENGINE_NATIVE;
         else
             usage();
     }
