@@ -1426,6 +1426,53 @@ static void test_stale_pooled_connection(void **state)
     tctx_finish(t);
 }
 
+/* A request body far larger than the socket takes at once: its write is still pending when the
+ * server gives up (a reset), or when the request is cancelled; neither may touch the request's
+ * memory after it is gone (ASan watches). */
+static void test_large_body_write_cut_short(void **state)
+{
+    (void)state;
+    enum { BIG = 8 << 20 };
+    char *big = malloc(BIG);
+    assert_non_null(big);
+    memset(big, 'b', BIG);
+    tctx *t = tctx_new(NULL);
+    tc_client_request req;
+    memset(&req, 0, sizeof(req));
+    req.method = "POST";
+    req.url = url_of(t, &t->s, "/echo");
+    req.body = big;
+    req.body_len = BIG;
+    tc_future *f = NULL;
+    assert_int_equal(tc_client_request_start(&f, t->client, &req), 0);
+    /* The test server keeps 64 KiB of input and resets a connection that sends more. */
+    expect_error(t, f, TC_ECONNRESET);
+    tc_future_unref(f);
+
+    /* A listener that never accepts: the kernel completes the connection and takes a few MB,
+     * then the rest of the body waits in a pending write. */
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(lfd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(lfd, 16), 0);
+    socklen_t alen = sizeof(a);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/", ntohs(a.sin_port));
+    req.url = url;
+    assert_int_equal(tc_client_request_start(&f, t->client, &req), 0);
+    run_for(t, 50); /* connected, part of the body written, the rest pending */
+    assert_false(tc_future_done(f));
+    assert_int_equal(tc_future_cancel(f), 1);
+    tc_future_unref(f);
+    free(big); /* the caller's copy; the client's own went with the cancel */
+    run_for(t, 50);
+    expect_stats_settled(t);
+    tctx_finish(t);
+    close(lfd);
+}
+
 /* timeout_from_admit: the wait for a per-host slot is not part of the timeout. */
 static void test_timeout_from_admit(void **state)
 {
@@ -1542,6 +1589,7 @@ int main(void)
         cmocka_unit_test(test_stale_pooled_connection),
         cmocka_unit_test(test_abort_is_a_reset),
         cmocka_unit_test(test_timeout_from_admit),
+        cmocka_unit_test(test_large_body_write_cut_short),
     };
     print_message("== native HTTP/1.1 engine\n");
     g_engine = TC_CLIENT_ENGINE_AUTO;
