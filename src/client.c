@@ -1296,13 +1296,17 @@ int tc_client_request_start(tc_future **out, tc_client *c, const tc_client_reque
 
     char key[TC_CLIENT_MAX_HOST_KEY];
     const char *why = NULL;
-    if (tc_url_origin(r->url, key, sizeof(key), &r->https, &why) != 0) {
+    err = tc_url_origin(r->url, key, sizeof(key), &r->https, &why);
+    if (err != 0) {
         char msg[200];
-        (void)snprintf(msg, sizeof(msg), "%s: %s", tc_strerror(TC_EURL), why);
+        if (why != NULL)
+            (void)snprintf(msg, sizeof(msg), "%s: %s", tc_strerror(err), why);
+        else
+            (void)snprintf(msg, sizeof(msg), "%s", tc_strerror(err));
         c->stats.started++;
         c->stats.failed++;
         free(r);
-        tc_future_reject(f, TC_EURL, msg);
+        tc_future_reject(f, err, msg);
         *out = f;
         return 0;
     }

@@ -487,7 +487,12 @@ static void admit(tc_fetch *f, fetch_req *r, tc_fetch_input *in)
         char key[FETCH_MAX_HOST_KEY];
         int https;
         const char *why;
-        if (tc_url_origin(r->url, key, sizeof(key), &https, &why) == 0) {
+        int err = tc_url_origin(r->url, key, sizeof(key), &https, &why);
+        if (err == TC_ENOMEM) {
+            finish(f, r, 0, TC_ENOMEM, tc_strerror(TC_ENOMEM));
+            return;
+        }
+        if (err == 0) {
             fetch_host *x = host_ref(f, key);
             if (x == NULL) {
                 finish(f, r, 0, TC_ENOMEM, tc_strerror(TC_ENOMEM));
