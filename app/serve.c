@@ -505,6 +505,11 @@ static void on_meta_done(tc_future *f, void *data)
 static void handle_metadata(serve_worker *sw, tc_request *req)
 {
     serve_config *cfg = sw->cfg;
+    if (cfg->metadata_upstream == NULL) {
+        respond_error(sw, req, EP_METADATA, 404, "not_found",
+                      "metadata lookups are off: start tailcut serve with --metadata-upstream URL");
+        return;
+    }
     tc_str path = tc_request_path(req);
     tc_str query = tc_request_query(req);
     uint64_t timeout_ms = cfg->max_timeout_ms;
@@ -716,6 +721,19 @@ typedef struct serve_run {
     serve_config cfg;
 } serve_run;
 
+/* The worker's batcher for /api/metadata lookups, sending to --metadata-upstream. */
+static int metadata_batcher_new(serve_worker *sw, uv_loop_t *loop)
+{
+    tc_batcher_config bc;
+    tc_batcher_config_init(&bc);
+    bc.max_batch = (size_t)sw->cfg->batch_max;
+    bc.max_wait_ms = sw->cfg->batch_wait_ms;
+    bc.max_key_len = TC_ID_MAX;
+    bc.dispatch = metadata_dispatch;
+    bc.data = sw;
+    return tc_batcher_new(&sw->batcher, loop, &bc);
+}
+
 static int serve_worker_start(tc_runtime_worker *w, void *data)
 {
     serve_run *run = data;
@@ -736,19 +754,14 @@ static int serve_worker_start(tc_runtime_worker *w, void *data)
         free(sw);
         return err;
     }
-    tc_batcher_config bc;
-    tc_batcher_config_init(&bc);
-    bc.max_batch = (size_t)cfg->batch_max;
-    bc.max_wait_ms = cfg->batch_wait_ms;
-    bc.max_key_len = TC_ID_MAX;
-    bc.dispatch = metadata_dispatch;
-    bc.data = sw;
-    err = tc_batcher_new(&sw->batcher, w->loop, &bc);
-    if (err != 0) {
-        tc_client_close(sw->client, NULL, NULL);
-        sw->client = NULL;
-        w->state = sw;
-        return err;
+    w->state = sw;
+    if (cfg->metadata_upstream != NULL) { /* else lookups are off: no batcher */
+        err = metadata_batcher_new(sw, w->loop);
+        if (err != 0) {
+            tc_client_close(sw->client, NULL, NULL);
+            sw->client = NULL;
+            return err;
+        }
     }
     tc_server_config sc;
     tc_server_config_init(&sc);
@@ -765,18 +778,17 @@ static int serve_worker_start(tc_runtime_worker *w, void *data)
     sc.handler_data = sw;
     err = tc_server_new(&sw->srv, w->loop, &sc);
     if (err != 0) {
-        tc_batcher_close(sw->batcher, NULL, NULL);
+        if (sw->batcher != NULL)
+            tc_batcher_close(sw->batcher, NULL, NULL);
         sw->batcher = NULL;
         tc_client_close(sw->client, NULL, NULL);
         sw->client = NULL;
-        w->state = sw;
         return err;
     }
     if (w->index == 0) {
         (void)snprintf(run->rc.listen_host, sizeof(run->rc.listen_host), "%s", cfg->host);
         run->rc.listen_port = tc_server_port(sw->srv);
     }
-    w->state = sw;
     return 0;
 }
 
@@ -1105,7 +1117,12 @@ int cmd_serve(int argc, char **argv)
         status = TC_EXIT_FAILURE;
         goto out;
     }
-    if (cfg->upstream == NULL || cfg->metadata_upstream == NULL) {
+    /* The simulator is for trying tailcut out: a user who names a real upstream never gets
+     * made-up answers from it, so without --metadata-upstream the lookups are off. */
+    if (cfg->upstream != NULL && cfg->metadata_upstream == NULL)
+        (void)fprintf(stderr, "tailcut: metadata lookups are off: /api/metadata/ID answers 404 "
+                              "until --metadata-upstream URL is given\n");
+    if (cfg->upstream == NULL) {
         memset(&emb, 0, sizeof(emb));
         int err = embedded_start(&emb);
         if (err != 0) {
@@ -1115,8 +1132,7 @@ int cmd_serve(int argc, char **argv)
         }
         emb_running = 1;
         (void)fprintf(stderr, "tailcut: embedded upstream at http://127.0.0.1:%d\n", emb.port);
-        if (cfg->upstream == NULL)
-            cfg->upstream = join_url("http://127.0.0.1:", emb.port, "/api/work");
+        cfg->upstream = join_url("http://127.0.0.1:", emb.port, "/api/work");
         if (cfg->metadata_upstream == NULL)
             cfg->metadata_upstream = join_url("http://127.0.0.1:", emb.port, "/api/metadata");
         if (cfg->upstream == NULL || cfg->metadata_upstream == NULL) {
