@@ -34,7 +34,7 @@
 
 #define CMD "fetch"
 #define EXIT_SOME_FAILED 3
-#define EXIT_INTERRUPTED 130
+#define EXIT_SIGNALLED(signum) (128 + (signum)) /* 130 for SIGINT, 143 for SIGTERM */
 
 #define FETCH_MAX_LINE 8192      /* an input line longer than this is one error result */
 #define FETCH_QUEUE_CAP 1024     /* lines read ahead of the requests */
@@ -282,11 +282,11 @@ typedef struct app {
     int progress;
     int bar_visible;
     uv_timer_t progress_timer;
-    uv_signal_t sigint;
+    uv_signal_t sigint, sigterm;
     uv_prepare_t flusher;
 
     uint64_t start_ns, end_ns;
-    int interrupted;
+    int interrupted; /* the first SIGINT or SIGTERM, else 0 */
     int done_status;
     tc_fetch_stats stats; /* taken when the fetch is over, for the summary */
 
@@ -346,11 +346,12 @@ static void usage(FILE *out)
              "\n"
              "options:\n");
     cli_print_options(out, fetch_options, sizeof(fetch_options) / sizeof(fetch_options[0]));
-    (void)fprintf(
-        out, "\n"
-             "exit status: 0 every URL got a 2xx or 3xx, 3 some did not, 2 bad options or an\n"
-             "unreadable input file, 130 interrupted (Ctrl-C; the summary covers what finished).\n"
-             "See docs/fetch.md.\n");
+    (void)fprintf(out,
+                  "\n"
+                  "exit status: 0 every URL got a 2xx or 3xx, 3 some did not, 2 bad options or an\n"
+                  "unreadable input file, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM); the\n"
+                  "summary then covers what finished.\n"
+                  "See docs/fetch.md.\n");
 }
 
 static tc_fetch_next source_next(void *data, tc_fetch_input *in)
@@ -506,17 +507,18 @@ static void on_progress(uv_timer_t *t)
 
 static void reader_stop(app *a);
 
-static void on_sigint(uv_signal_t *s, int signum)
+/* SIGINT and SIGTERM alike: the first stops the run, which still ends with its summary; a second
+ * exits at once. The exit status is 128 + the signal's number, as a shell reports it. */
+static void on_signal(uv_signal_t *s, int signum)
 {
     app *a = s->data;
-    (void)signum;
     if (a->interrupted) {
         bar_clear(a);
         (void)fputs("tailcut fetch: interrupted again, exiting at once\n", stderr);
         (void)fflush(a->out); /* best effort: exiting at once */
-        _exit(EXIT_INTERRUPTED);
+        _exit(EXIT_SIGNALLED(signum));
     }
-    a->interrupted = 1;
+    a->interrupted = signum;
     if (a->fetch != NULL)
         tc_fetch_stop(a->fetch);
 }
@@ -546,8 +548,9 @@ static void on_done(tc_fetch *f, int status, void *data)
     }
     uv_close((uv_handle_t *)&a->progress_timer, on_handle_closed);
     uv_close((uv_handle_t *)&a->flusher, on_handle_closed);
-    /* SIGINT stays watched until the loop ends, so a second Ctrl-C still exits at once. */
+    /* The signals stay watched until the loop ends, so a second one still exits at once. */
     uv_unref((uv_handle_t *)&a->sigint);
+    uv_unref((uv_handle_t *)&a->sigterm);
     tc_fetch_close(f, on_fetch_closed, a);
 }
 
@@ -846,8 +849,10 @@ int cmd_fetch(int argc, char **argv)
     a->flusher.data = a;
     uv_prepare_start(&a->flusher, on_prepare);
     uv_signal_init(&a->loop, &a->sigint);
-    a->sigint.data = a;
-    uv_signal_start(&a->sigint, on_sigint, SIGINT);
+    uv_signal_init(&a->loop, &a->sigterm);
+    a->sigint.data = a->sigterm.data = a;
+    uv_signal_start(&a->sigint, on_signal, SIGINT);
+    uv_signal_start(&a->sigterm, on_signal, SIGTERM);
     if (a->rd != NULL) {
         uv_async_init(&a->loop, &a->rd->async, on_async);
         a->rd->async.data = a;
@@ -865,7 +870,7 @@ int cmd_fetch(int argc, char **argv)
     tc_fetch_start(a->fetch);
     uv_run(&a->loop, UV_RUN_DEFAULT);
 
-    /* The fetch has closed; only the SIGINT watcher is left. */
+    /* The fetch has closed; only the signal watchers are left. */
     if (fflush(a->out) != 0 && !a->write_failed)
         a->write_failed = errno ? errno : EIO;
     print_summary(a);
@@ -875,7 +880,7 @@ int cmd_fetch(int argc, char **argv)
     if (read_errno)
         cli_error(CMD, "cannot read input file '%s': %s", o.input, strerror(read_errno));
     if (a->interrupted)
-        status = EXIT_INTERRUPTED;
+        status = EXIT_SIGNALLED(a->interrupted);
     else if (a->write_failed)
         status = TC_EXIT_FAILURE;
     else if (read_errno)
@@ -885,6 +890,7 @@ int cmd_fetch(int argc, char **argv)
     else
         status = TC_EXIT_OK;
     uv_close((uv_handle_t *)&a->sigint, on_handle_closed);
+    uv_close((uv_handle_t *)&a->sigterm, on_handle_closed);
     uv_run(&a->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&a->loop) != 0)
         cli_error(CMD, "internal: event loop still busy at exit");
