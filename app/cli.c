@@ -133,16 +133,16 @@ static const cli_option *find_short(const cli_parser *p, char c)
 int cli_next(cli_parser *p, const char **value)
 {
     *value = NULL;
+    if (p->next < p->argc && !p->only_operands && strcmp(p->argv[p->next], "--") == 0) {
+        p->only_operands = 1;
+        p->next++;
+    }
     if (p->next >= p->argc)
         return CLI_END;
     const char *arg = p->argv[p->next++];
     if (p->only_operands || arg[0] != '-' || arg[1] == '\0') {
         *value = arg;
         return CLI_OPERAND;
-    }
-    if (strcmp(arg, "--") == 0) {
-        p->only_operands = 1;
-        return cli_next(p, value);
     }
 
     const cli_option *o;

@@ -332,8 +332,10 @@ int tc_url_origin(const char *url, char *key, size_t keycap, int *https, const c
     }
     /* Fits: measured above, and the port is at most "65535". */
     copy_lower(key, scheme, slen);
-    memcpy(key + slen, "://", 3);
-    char *k = key + slen + 3;
+    char *k = key + slen;
+    *k++ = ':';
+    *k++ = '/';
+    *k++ = '/';
     if (zone != NULL) { /* "[fe80::1]" + "%eth0" -> "[fe80::1%eth0]" */
         copy_lower(k, host, hlen - 1);
         k += hlen - 1;
