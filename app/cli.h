@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define TC_EXIT_OK 0
 #define TC_EXIT_FAILURE 1
@@ -26,22 +27,56 @@ int cli_parse_listen(const char *cmd, const char *flag, const char *s, char *hos
 /* Prints "tailcut CMD: MESSAGE" on stderr. */
 void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Reports an unknown option or a missing value the same way getopt_long does, in one line. */
-void cli_bad_option(const char *cmd, const char *arg);
-
 /* Opens the access log named by a flag value: "-" is stdout, "off" none (NULL), else FILE opened
  * for appending. Returns 0 or -1 with a message. */
-#include <stdio.h>
 int cli_open_access_log(const char *cmd, const char *value, FILE **out);
 
-/* 1 if arg is the option name: exactly, or with an attached value ("--name=V" for long names,
- * "-nV" for short ones), which goes to *inline_value (else NULL). */
-int cli_flag_is(const char *arg, const char *name, const char **inline_value);
+/*
+ * The one option parser of every subcommand (CONTRACT §1 "Options"). A subcommand describes its
+ * options in a table; the parser matches each argument against the table by its whole name, so
+ * no spelling is an abbreviation of another and a new row can never make an old spelling
+ * ambiguous. `--name=VALUE` and `--name VALUE` are the same, short names take `-xVALUE` or
+ * `-x VALUE`, `--` ends the options, and a lone `-` is an operand. Every occurrence is handed to
+ * the caller in order, so a single-valued flag given twice ends with its last value, and a
+ * CLI_REPEATABLE one sees each.
+ */
+enum {
+    CLI_VALUE = 1u << 0,      /* takes a value */
+    CLI_REPEATABLE = 1u << 1, /* each occurrence adds a value (said so in --help) */
+};
 
-/* Takes the option at argv[*i], which must be one of names[0..n) and have a value, attached or
- * as the next argument (then *i advances past it). Returns the matched name with *value set, or
- * NULL after a one-line usage message when it is no such option or its value is missing. */
-const char *cli_take_option(const char *cmd, const char *const *names, size_t n, int argc,
-                            char **argv, int *i, const char **value);
+typedef struct cli_option {
+    const char *name;  /* long name without the dashes, or NULL */
+    char short_name;   /* the letter of -x, or 0 */
+    int id;            /* what cli_next() returns for it: > 0 */
+    unsigned flags;    /* CLI_VALUE, CLI_REPEATABLE */
+    const char *value; /* the value's placeholder in --help, e.g. "MS" */
+    const char *help;  /* one line or more ('\n' between lines), [default] at the end */
+} cli_option;
+
+/* What cli_next() returns besides an option's id. */
+enum { CLI_END = 0, CLI_OPERAND = -1, CLI_ERROR = -2 };
+
+typedef struct cli_parser {
+    const char *cmd;
+    const cli_option *opts;
+    size_t nopts;
+    int argc;
+    char **argv;
+    int next;          /* index of the next argument */
+    int only_operands; /* after "--" */
+} cli_parser;
+
+/* Sets up a parser over argv[1..argc) (argv[0] is the subcommand's name). */
+void cli_parser_init(cli_parser *p, const char *cmd, const cli_option *opts, size_t nopts, int argc,
+                     char **argv);
+
+/* The next argument: an option's id with *value set to its value (NULL for a flag without one),
+ * CLI_OPERAND with *value the argument, CLI_END when none is left, or CLI_ERROR after a one-line
+ * message naming the option (unknown, missing value, value given to a flag that takes none). */
+int cli_next(cli_parser *p, const char **value);
+
+/* Prints the option table as --help text, then the parsing rules (last value wins, and so on). */
+void cli_print_options(FILE *out, const cli_option *opts, size_t nopts);
 
 #endif /* TAILCUT_APP_CLI_H */

@@ -34,7 +34,7 @@
 
 #define CMD "fetch"
 #define EXIT_SOME_FAILED 3
-#define EXIT_INTERRUPTED 130
+#define EXIT_SIGNALLED(signum) (128 + (signum)) /* 130 for SIGINT, 143 for SIGTERM */
 
 #define FETCH_MAX_LINE 8192      /* an input line longer than this is one error result */
 #define FETCH_QUEUE_CAP 1024     /* lines read ahead of the requests */
@@ -267,7 +267,7 @@ typedef struct app {
     tc_fetch *fetch;
     tc_fetch_config cfg;
 
-    char **urls; /* from the arguments */
+    const char **urls; /* from the arguments */
     size_t nurls, next_url;
     reader *rd;
 
@@ -282,11 +282,11 @@ typedef struct app {
     int progress;
     int bar_visible;
     uv_timer_t progress_timer;
-    uv_signal_t sigint;
+    uv_signal_t sigint, sigterm;
     uv_prepare_t flusher;
 
     uint64_t start_ns, end_ns;
-    int interrupted;
+    int interrupted; /* the first SIGINT or SIGTERM, else 0 */
     int done_status;
     tc_fetch_stats stats; /* taken when the fetch is over, for the summary */
 
@@ -298,35 +298,60 @@ typedef struct app {
     tc_hist hist;
 } app;
 
+enum {
+    OPT_HELP = 1,
+    OPT_INPUT,
+    OPT_CONCURRENCY,
+    OPT_PER_HOST,
+    OPT_TIMEOUT,
+    OPT_RETRIES,
+    OPT_ORDER,
+    OPT_OUTPUT,
+    OPT_BODY,
+    OPT_MAX_BODY,
+    OPT_PROGRESS,
+    OPT_NO_PROGRESS,
+};
+
+static const cli_option fetch_options[] = {
+    {NULL, 'i', OPT_INPUT, CLI_VALUE, "FILE",
+     "read URLs from FILE ('-' = stdin), one per line; blank\n"
+     "lines and # comments are skipped"},
+    {"concurrency", 'c', OPT_CONCURRENCY, CLI_VALUE, "N", "requests at once [100]"},
+    {"per-host", 0, OPT_PER_HOST, CLI_VALUE, "N",
+     "requests at once to one host:port, 0 = no limit [0]"},
+    {"timeout", 0, OPT_TIMEOUT, CLI_VALUE, "MS", "timeout of each attempt [30000]"},
+    {"retries", 0, OPT_RETRIES, CLI_VALUE, "N",
+     "retry connection errors, 429 and 5xx up to N times, with\n"
+     "jittered exponential backoff or the 429's Retry-After [0]"},
+    {"order", 0, OPT_ORDER, CLI_VALUE, "completion|input", "output order [completion]"},
+    {NULL, 'o', OPT_OUTPUT, CLI_VALUE, "FILE", "write the JSON lines to FILE [stdout]"},
+    {"body", 0, OPT_BODY, 0, NULL, "include the response body (\"body\") in each line"},
+    {"max-body", 0, OPT_MAX_BODY, CLI_VALUE, "BYTES",
+     "a larger response body is an error [1048576]"},
+    {"progress", 0, OPT_PROGRESS, 0, NULL, "progress bar on stderr even when it is not a terminal"},
+    {"no-progress", 0, OPT_NO_PROGRESS, 0, NULL,
+     "no progress bar [a bar when stderr is a terminal]"},
+    {"help", 'h', OPT_HELP, 0, NULL, "show this help"},
+};
+
 static void usage(FILE *out)
 {
     (void)fprintf(
-        out,
-        "usage: tailcut fetch [OPTIONS] [URL...]\n"
-        "\n"
-        "GET many URLs concurrently over a connection pool; one JSON line per URL as results\n"
-        "arrive: {\"url\":..,\"status\":N,\"ms\":N,\"bytes\":N,\"error\":null|TEXT}\n"
-        "(status 0 when there was no HTTP response). A summary goes to stderr at the end.\n"
-        "\n"
-        "options:\n"
-        "  -i FILE                  read URLs from FILE ('-' = stdin), one per line; blank\n"
-        "                           lines and # comments are skipped\n"
-        "  -c, --concurrency N      requests at once [100]\n"
-        "      --per-host N         requests at once to one host:port, 0 = no limit [0]\n"
-        "      --timeout MS         timeout of each attempt [30000]\n"
-        "      --retries N          retry connection errors, 429 and 5xx up to N times, with\n"
-        "                           jittered exponential backoff or the 429's Retry-After [0]\n"
-        "      --order completion|input  output order [completion]\n"
-        "  -o FILE                  write the JSON lines to FILE [stdout]\n"
-        "      --body               include the response body (\"body\") in each line\n"
-        "      --max-body BYTES     a larger response body is an error [1048576]\n"
-        "      --progress           progress bar on stderr even when it is not a terminal\n"
-        "      --no-progress        no progress bar [a bar when stderr is a terminal]\n"
-        "  -h, --help               show this help\n"
-        "\n"
-        "exit status: 0 every URL got a 2xx or 3xx, 3 some did not, 2 bad options or an\n"
-        "unreadable input file, 130 interrupted (Ctrl-C; the summary covers what finished).\n"
-        "See docs/fetch.md.\n");
+        out, "usage: tailcut fetch [OPTIONS] [URL...]\n"
+             "\n"
+             "GET many URLs concurrently over a connection pool; one JSON line per URL as results\n"
+             "arrive: {\"url\":..,\"status\":N,\"ms\":N,\"bytes\":N,\"error\":null|TEXT}\n"
+             "(status 0 when there was no HTTP response). A summary goes to stderr at the end.\n"
+             "\n"
+             "options:\n");
+    cli_print_options(out, fetch_options, sizeof(fetch_options) / sizeof(fetch_options[0]));
+    (void)fprintf(out,
+                  "\n"
+                  "exit status: 0 every URL got a 2xx or 3xx, 3 some did not, 2 bad options or an\n"
+                  "unreadable input file, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM); the\n"
+                  "summary then covers what finished.\n"
+                  "See docs/fetch.md.\n");
 }
 
 static tc_fetch_next source_next(void *data, tc_fetch_input *in)
@@ -482,17 +507,18 @@ static void on_progress(uv_timer_t *t)
 
 static void reader_stop(app *a);
 
-static void on_sigint(uv_signal_t *s, int signum)
+/* SIGINT and SIGTERM alike: the first stops the run, which still ends with its summary; a second
+ * exits at once. The exit status is 128 + the signal's number, as a shell reports it. */
+static void on_signal(uv_signal_t *s, int signum)
 {
     app *a = s->data;
-    (void)signum;
     if (a->interrupted) {
         bar_clear(a);
         (void)fputs("tailcut fetch: interrupted again, exiting at once\n", stderr);
         (void)fflush(a->out); /* best effort: exiting at once */
-        _exit(EXIT_INTERRUPTED);
+        _exit(EXIT_SIGNALLED(signum));
     }
-    a->interrupted = 1;
+    a->interrupted = signum;
     if (a->fetch != NULL)
         tc_fetch_stop(a->fetch);
 }
@@ -522,8 +548,9 @@ static void on_done(tc_fetch *f, int status, void *data)
     }
     uv_close((uv_handle_t *)&a->progress_timer, on_handle_closed);
     uv_close((uv_handle_t *)&a->flusher, on_handle_closed);
-    /* SIGINT stays watched until the loop ends, so a second Ctrl-C still exits at once. */
+    /* The signals stay watched until the loop ends, so a second one still exits at once. */
     uv_unref((uv_handle_t *)&a->sigint);
+    uv_unref((uv_handle_t *)&a->sigterm);
     tc_fetch_close(f, on_fetch_closed, a);
 }
 
@@ -621,63 +648,55 @@ typedef struct options {
 /* Returns -1 to continue, or the exit status. */
 static int parse_args(app *a, options *o, int argc, char **argv)
 {
-    static const char *const with_value[] = {"--concurrency", "-c",      "--per-host", "--timeout",
-                                             "--retries",     "--order", "-o",         "-i",
-                                             "--max-body"};
     uint64_t v;
-    int only_urls = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        const char *val = NULL, *flag = NULL;
-        if (only_urls || arg[0] != '-' || arg[1] == '\0') {
-            a->urls[a->nurls++] = argv[i];
-            continue;
-        }
-        if (strcmp(arg, "--") == 0) {
-            only_urls = 1;
-            continue;
-        }
-        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+    cli_parser p;
+    const char *val;
+    int opt;
+    cli_parser_init(&p, CMD, fetch_options, sizeof(fetch_options) / sizeof(fetch_options[0]), argc,
+                    argv);
+    while ((opt = cli_next(&p, &val)) != CLI_END) {
+        switch (opt) {
+        case CLI_OPERAND:
+            a->urls[a->nurls++] = val;
+            break;
+        case OPT_HELP:
             usage(stdout);
             return TC_EXIT_OK;
-        }
-        if (strcmp(arg, "--body") == 0) {
+        case OPT_BODY:
             a->with_body = 1;
-            continue;
-        }
-        if (strcmp(arg, "--progress") == 0) {
+            break;
+        case OPT_PROGRESS:
             o->progress = 1;
-            continue;
-        }
-        if (strcmp(arg, "--no-progress") == 0) {
+            break;
+        case OPT_NO_PROGRESS:
             o->progress = 0;
-            continue;
-        }
-        flag = cli_take_option(CMD, with_value, sizeof(with_value) / sizeof(with_value[0]), argc,
-                               argv, &i, &val);
-        if (flag == NULL)
-            return TC_EXIT_USAGE;
-        if (strcmp(flag, "--concurrency") == 0 || strcmp(flag, "-c") == 0) {
-            if (cli_parse_u64(CMD, flag, val, 1, MAX_CONCURRENCY, &v) != 0)
+            break;
+        case OPT_CONCURRENCY:
+            if (cli_parse_u64(CMD, "--concurrency", val, 1, MAX_CONCURRENCY, &v) != 0)
                 return TC_EXIT_USAGE;
             a->cfg.concurrency = (size_t)v;
-        } else if (strcmp(flag, "--per-host") == 0) {
-            if (cli_parse_u64(CMD, flag, val, 0, MAX_CONCURRENCY, &v) != 0)
+            break;
+        case OPT_PER_HOST:
+            if (cli_parse_u64(CMD, "--per-host", val, 0, MAX_CONCURRENCY, &v) != 0)
                 return TC_EXIT_USAGE;
             a->cfg.per_host = (size_t)v;
-        } else if (strcmp(flag, "--timeout") == 0) {
-            if (cli_parse_u64(CMD, flag, val, 1, MAX_TIMEOUT_MS, &v) != 0)
+            break;
+        case OPT_TIMEOUT:
+            if (cli_parse_u64(CMD, "--timeout", val, 1, MAX_TIMEOUT_MS, &v) != 0)
                 return TC_EXIT_USAGE;
             a->cfg.timeout_ms = v;
-        } else if (strcmp(flag, "--retries") == 0) {
-            if (cli_parse_u64(CMD, flag, val, 0, MAX_RETRIES, &v) != 0)
+            break;
+        case OPT_RETRIES:
+            if (cli_parse_u64(CMD, "--retries", val, 0, MAX_RETRIES, &v) != 0)
                 return TC_EXIT_USAGE;
             a->cfg.retries = (unsigned)v;
-        } else if (strcmp(flag, "--max-body") == 0) {
-            if (cli_parse_u64(CMD, flag, val, 1, MAX_BODY_LIMIT, &v) != 0)
+            break;
+        case OPT_MAX_BODY:
+            if (cli_parse_u64(CMD, "--max-body", val, 1, MAX_BODY_LIMIT, &v) != 0)
                 return TC_EXIT_USAGE;
             a->cfg.max_body = (size_t)v;
-        } else if (strcmp(flag, "--order") == 0) {
+            break;
+        case OPT_ORDER:
             if (strcmp(val, "completion") == 0) {
                 a->cfg.order = TC_FETCH_COMPLETION;
             } else if (strcmp(val, "input") == 0) {
@@ -686,22 +705,23 @@ static int parse_args(app *a, options *o, int argc, char **argv)
                 cli_error(CMD, "invalid value '%s' for --order: expected completion or input", val);
                 return TC_EXIT_USAGE;
             }
-        } else if (strcmp(flag, "-o") == 0) {
+            break;
+        case OPT_OUTPUT:
             if (*val == '\0') {
                 cli_error(CMD, "invalid value '' for -o: expected a file name");
                 return TC_EXIT_USAGE;
             }
             o->output = val;
-        } else if (strcmp(flag, "-i") == 0) {
+            break;
+        case OPT_INPUT:
             if (*val == '\0') {
                 cli_error(CMD, "invalid value '' for -i: expected a file name or -");
                 return TC_EXIT_USAGE;
             }
-            if (o->input != NULL) {
-                cli_error(CMD, "-i given twice");
-                return TC_EXIT_USAGE;
-            }
             o->input = val;
+            break;
+        default: /* CLI_ERROR: the parser has said why */
+            return TC_EXIT_USAGE;
         }
     }
     if (a->nurls == 0 && o->input == NULL) {
@@ -774,7 +794,7 @@ int cmd_fetch(int argc, char **argv)
     app *a = calloc(1, sizeof(*a));
     options o = {NULL, NULL, -1};
     int status = TC_EXIT_FAILURE;
-    if (a == NULL || (a->urls = calloc((size_t)argc + 1, sizeof(char *))) == NULL) {
+    if (a == NULL || (a->urls = calloc((size_t)argc + 1, sizeof(*a->urls))) == NULL) {
         cli_error(CMD, "out of memory");
         free(a);
         return TC_EXIT_FAILURE;
@@ -829,8 +849,10 @@ int cmd_fetch(int argc, char **argv)
     a->flusher.data = a;
     uv_prepare_start(&a->flusher, on_prepare);
     uv_signal_init(&a->loop, &a->sigint);
-    a->sigint.data = a;
-    uv_signal_start(&a->sigint, on_sigint, SIGINT);
+    uv_signal_init(&a->loop, &a->sigterm);
+    a->sigint.data = a->sigterm.data = a;
+    uv_signal_start(&a->sigint, on_signal, SIGINT);
+    uv_signal_start(&a->sigterm, on_signal, SIGTERM);
     if (a->rd != NULL) {
         uv_async_init(&a->loop, &a->rd->async, on_async);
         a->rd->async.data = a;
@@ -848,7 +870,7 @@ int cmd_fetch(int argc, char **argv)
     tc_fetch_start(a->fetch);
     uv_run(&a->loop, UV_RUN_DEFAULT);
 
-    /* The fetch has closed; only the SIGINT watcher is left. */
+    /* The fetch has closed; only the signal watchers are left. */
     if (fflush(a->out) != 0 && !a->write_failed)
         a->write_failed = errno ? errno : EIO;
     print_summary(a);
@@ -858,7 +880,7 @@ int cmd_fetch(int argc, char **argv)
     if (read_errno)
         cli_error(CMD, "cannot read input file '%s': %s", o.input, strerror(read_errno));
     if (a->interrupted)
-        status = EXIT_INTERRUPTED;
+        status = EXIT_SIGNALLED(a->interrupted);
     else if (a->write_failed)
         status = TC_EXIT_FAILURE;
     else if (read_errno)
@@ -868,6 +890,7 @@ int cmd_fetch(int argc, char **argv)
     else
         status = TC_EXIT_OK;
     uv_close((uv_handle_t *)&a->sigint, on_handle_closed);
+    uv_close((uv_handle_t *)&a->sigterm, on_handle_closed);
     uv_run(&a->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&a->loop) != 0)
         cli_error(CMD, "internal: event loop still busy at exit");

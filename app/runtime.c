@@ -4,6 +4,11 @@
  * The main thread owns a small uv loop that only watches SIGTERM/SIGINT and the workers' exits.
  * Each worker thread owns its loop and everything on it; the main thread talks to a worker only
  * through the worker's uv_async_t and an atomic command word, so no request-path state is shared.
+ *
+ * A worker's async handle lives exactly as long as its loop, and a worker can end at any time
+ * (a failed start, a finished drain) while the main thread may still be sending it commands.
+ * uv_async_send() on a handle whose loop is gone aborts the process, so every send and the
+ * worker's closing of its handle happen under one lock, and nothing is sent to a closed handle.
  */
 #include <signal.h>
 #include <stdatomic.h>
@@ -26,6 +31,7 @@ typedef struct worker_slot {
     uv_sem_t started;
     int start_err;
     atomic_int command;
+    int wake_open; /* under runtime.wake_lock: the main thread may uv_async_send(&wake) */
     int drain_begun;
     struct runtime *rt;
 } worker_slot;
@@ -37,6 +43,7 @@ typedef struct runtime {
     uv_loop_t loop;
     uv_signal_t sigterm, sigint;
     uv_async_t worker_exit;
+    uv_mutex_t wake_lock;
     atomic_uint exited;
     int signals;
 } runtime;
@@ -76,6 +83,9 @@ static void worker_main(void *arg)
     worker_slot *s = arg;
     runtime *rt = s->rt;
     uv_async_init(&s->loop, &s->wake, on_wake);
+    uv_mutex_lock(&rt->wake_lock);
+    s->wake_open = 1;
+    uv_mutex_unlock(&rt->wake_lock);
     uv_timer_init(&s->loop, &s->drain_timer);
     s->wake.data = s;
     s->drain_timer.data = s;
@@ -92,7 +102,10 @@ static void worker_main(void *arg)
             uv_async_send(&s->wake);
     }
     uv_run(&s->loop, UV_RUN_DEFAULT);
+    uv_mutex_lock(&rt->wake_lock);
+    s->wake_open = 0;
     uv_close((uv_handle_t *)&s->wake, NULL);
+    uv_mutex_unlock(&rt->wake_lock);
     uv_close((uv_handle_t *)&s->drain_timer, NULL);
     uv_run(&s->loop, UV_RUN_DEFAULT);
     if (rt->cfg->cleanup != NULL)
@@ -104,12 +117,16 @@ static void worker_main(void *arg)
     uv_async_send(&rt->worker_exit);
 }
 
+/* Workers that have already ended (or are ending) need no command: they are skipped. */
 static void send_all(runtime *rt, int cmd)
 {
+    uv_mutex_lock(&rt->wake_lock);
     for (unsigned i = 0; i < rt->nstarted; i++) {
         atomic_store(&rt->slots[i].command, cmd);
-        uv_async_send(&rt->slots[i].wake);
+        if (rt->slots[i].wake_open)
+            uv_async_send(&rt->slots[i].wake);
     }
+    uv_mutex_unlock(&rt->wake_lock);
 }
 
 static void on_signal(uv_signal_t *sig, int signum)
@@ -167,8 +184,14 @@ int tc_runtime_run(tc_runtime_config *cfg)
         cfg->nworkers = 1;
     (void)signal(SIGPIPE, SIG_IGN); /* cannot fail for a valid signal number */
     rt.slots = calloc(cfg->nworkers, sizeof(*rt.slots));
-    if (rt.slots == NULL || uv_loop_init(&rt.loop) != 0) {
+    if (rt.slots == NULL || uv_mutex_init(&rt.wake_lock) != 0) {
         (void)fprintf(stderr, "tailcut: out of memory\n");
+        free(rt.slots);
+        return 1;
+    }
+    if (uv_loop_init(&rt.loop) != 0) {
+        (void)fprintf(stderr, "tailcut: out of memory\n");
+        uv_mutex_destroy(&rt.wake_lock);
         free(rt.slots);
         return 1;
     }
@@ -206,6 +229,7 @@ int tc_runtime_run(tc_runtime_config *cfg)
     for (unsigned i = 0; i < rt.nstarted; i++)
         uv_thread_join(&rt.slots[i].thread);
     uv_loop_close(&rt.loop);
+    uv_mutex_destroy(&rt.wake_lock);
     free(rt.slots);
     (void)fflush(stdout);
     return status;

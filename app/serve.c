@@ -4,7 +4,6 @@
  * Each worker thread gets its own loop, its own listening socket on the shared port and its own
  * per-worker state; serve_handle() routes a request to the endpoint that answers it.
  */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,26 +99,7 @@ static const char serve_usage[] =
     "\n"
     "The smart API service: hedged and fan-out calls to a slow, flaky upstream.\n"
     "\n"
-    "options (defaults in brackets):\n"
-    "  --listen HOST:PORT         address to listen on; port 0 picks a free port [127.0.0.1:8080]\n"
-    "  --upstream URL             the URL each attempt GETs [embedded simulator's /api/work]\n"
-    "  --metadata-upstream URL    batch lookups go here [embedded simulator's /api/metadata]\n"
-    "  --upstream-ca FILE         PEM CA bundle to verify an https upstream [system store]\n"
-    "  --hedge-delay MS           /api/smart fires the extra attempts after this long [300]\n"
-    "  --hedge-extra N            extra attempts fired by the hedge [2]\n"
-    "  --max-timeout MS           largest timeout a request may ask for, and the default [60000]\n"
-    "  --upstream-connections N   upstream connection pool per worker [1024]\n"
-    "  --batch-max N              IDs per batched metadata call [50]\n"
-    "  --batch-wait MS            longest a batch waits for more IDs [10]\n"
-    "  --workers N                worker threads, each with its own loop [online CPUs]\n"
-    "  --max-connections N        open client connections before 503 overloaded [10000]\n"
-    "  --max-body BYTES           largest request or upstream body [1048576]\n"
-    "  --drain-timeout MS         on SIGTERM/SIGINT, time to finish in-flight requests [10000]\n"
-    "  --access-log -|FILE|off    one line per request [-]\n"
-    "  --header-timeout MS        a request must be complete this soon after its first byte "
-    "[10000]\n"
-    "  --idle-timeout MS          close idle keep-alive connections after this long [60000]\n"
-    "  -h, --help                 this text\n";
+    "options (defaults in brackets):\n";
 
 /* ---- endpoints ------------------------------------------------------------------------------ */
 
@@ -532,6 +512,11 @@ static void on_meta_done(tc_future *f, void *data)
 static void handle_metadata(serve_worker *sw, tc_request *req)
 {
     serve_config *cfg = sw->cfg;
+    if (cfg->metadata_upstream == NULL) {
+        respond_error(sw, req, EP_METADATA, 404, "not_found",
+                      "metadata lookups are off: start tailcut serve with --metadata-upstream URL");
+        return;
+    }
     tc_str path = tc_request_path(req);
     tc_str query = tc_request_query(req);
     uint64_t timeout_ms = cfg->max_timeout_ms;
@@ -747,6 +732,19 @@ typedef struct serve_run {
     serve_config cfg;
 } serve_run;
 
+/* The worker's batcher for /api/metadata lookups, sending to --metadata-upstream. */
+static int metadata_batcher_new(serve_worker *sw, uv_loop_t *loop)
+{
+    tc_batcher_config bc;
+    tc_batcher_config_init(&bc);
+    bc.max_batch = (size_t)sw->cfg->batch_max;
+    bc.max_wait_ms = sw->cfg->batch_wait_ms;
+    bc.max_key_len = TC_ID_MAX;
+    bc.dispatch = metadata_dispatch;
+    bc.data = sw;
+    return tc_batcher_new(&sw->batcher, loop, &bc);
+}
+
 static int serve_worker_start(tc_runtime_worker *w, void *data)
 {
     serve_run *run = data;
@@ -767,19 +765,14 @@ static int serve_worker_start(tc_runtime_worker *w, void *data)
         free(sw);
         return err;
     }
-    tc_batcher_config bc;
-    tc_batcher_config_init(&bc);
-    bc.max_batch = (size_t)cfg->batch_max;
-    bc.max_wait_ms = cfg->batch_wait_ms;
-    bc.max_key_len = TC_ID_MAX;
-    bc.dispatch = metadata_dispatch;
-    bc.data = sw;
-    err = tc_batcher_new(&sw->batcher, w->loop, &bc);
-    if (err != 0) {
-        tc_client_close(sw->client, NULL, NULL);
-        sw->client = NULL;
-        w->state = sw;
-        return err;
+    w->state = sw;
+    if (cfg->metadata_upstream != NULL) { /* else lookups are off: no batcher */
+        err = metadata_batcher_new(sw, w->loop);
+        if (err != 0) {
+            tc_client_close(sw->client, NULL, NULL);
+            sw->client = NULL;
+            return err;
+        }
     }
     tc_server_config sc;
     tc_server_config_init(&sc);
@@ -796,18 +789,17 @@ static int serve_worker_start(tc_runtime_worker *w, void *data)
     sc.handler_data = sw;
     err = tc_server_new(&sw->srv, w->loop, &sc);
     if (err != 0) {
-        tc_batcher_close(sw->batcher, NULL, NULL);
+        if (sw->batcher != NULL)
+            tc_batcher_close(sw->batcher, NULL, NULL);
         sw->batcher = NULL;
         tc_client_close(sw->client, NULL, NULL);
         sw->client = NULL;
-        w->state = sw;
         return err;
     }
     if (w->index == 0) {
         (void)snprintf(run->rc.listen_host, sizeof(run->rc.listen_host), "%s", cfg->host);
         run->rc.listen_port = tc_server_port(sw->srv);
     }
-    w->state = sw;
     return 0;
 }
 
@@ -936,7 +928,8 @@ static void embedded_stop(embedded *e)
 /* ---- flags ---------------------------------------------------------------------------------- */
 
 enum {
-    OPT_LISTEN = 256,
+    OPT_HELP = 1,
+    OPT_LISTEN,
     OPT_UPSTREAM,
     OPT_METADATA_UPSTREAM,
     OPT_UPSTREAM_CA,
@@ -955,26 +948,38 @@ enum {
     OPT_IDLE_TIMEOUT,
 };
 
-static const struct option serve_options[] = {
-    {"listen", required_argument, NULL, OPT_LISTEN},
-    {"upstream", required_argument, NULL, OPT_UPSTREAM},
-    {"metadata-upstream", required_argument, NULL, OPT_METADATA_UPSTREAM},
-    {"upstream-ca", required_argument, NULL, OPT_UPSTREAM_CA},
-    {"hedge-delay", required_argument, NULL, OPT_HEDGE_DELAY},
-    {"hedge-extra", required_argument, NULL, OPT_HEDGE_EXTRA},
-    {"max-timeout", required_argument, NULL, OPT_MAX_TIMEOUT},
-    {"upstream-connections", required_argument, NULL, OPT_UPSTREAM_CONNECTIONS},
-    {"batch-max", required_argument, NULL, OPT_BATCH_MAX},
-    {"batch-wait", required_argument, NULL, OPT_BATCH_WAIT},
-    {"workers", required_argument, NULL, OPT_WORKERS},
-    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
-    {"max-body", required_argument, NULL, OPT_MAX_BODY},
-    {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
-    {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
-    {"header-timeout", required_argument, NULL, OPT_HEADER_TIMEOUT},
-    {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0},
+static const cli_option serve_options[] = {
+    {"listen", 0, OPT_LISTEN, CLI_VALUE, "HOST:PORT",
+     "address to listen on; port 0 picks a free port [127.0.0.1:8080]"},
+    {"upstream", 0, OPT_UPSTREAM, CLI_VALUE, "URL",
+     "the URL each attempt GETs [embedded simulator's /api/work]"},
+    {"metadata-upstream", 0, OPT_METADATA_UPSTREAM, CLI_VALUE, "URL",
+     "batch lookups go here [embedded simulator's /api/metadata\n"
+     "without --upstream; else none: /api/metadata answers 404]"},
+    {"upstream-ca", 0, OPT_UPSTREAM_CA, CLI_VALUE, "FILE",
+     "PEM CA bundle to verify an https upstream [system store]"},
+    {"hedge-delay", 0, OPT_HEDGE_DELAY, CLI_VALUE, "MS",
+     "/api/smart fires the extra attempts after this long [300]"},
+    {"hedge-extra", 0, OPT_HEDGE_EXTRA, CLI_VALUE, "N", "extra attempts fired by the hedge [2]"},
+    {"max-timeout", 0, OPT_MAX_TIMEOUT, CLI_VALUE, "MS",
+     "largest timeout a request may ask for, and the default [60000]"},
+    {"upstream-connections", 0, OPT_UPSTREAM_CONNECTIONS, CLI_VALUE, "N",
+     "upstream connection pool per worker [1024]"},
+    {"batch-max", 0, OPT_BATCH_MAX, CLI_VALUE, "N", "IDs per batched metadata call [50]"},
+    {"batch-wait", 0, OPT_BATCH_WAIT, CLI_VALUE, "MS", "longest a batch waits for more IDs [10]"},
+    {"workers", 0, OPT_WORKERS, CLI_VALUE, "N",
+     "worker threads, each with its own loop [online CPUs]"},
+    {"max-connections", 0, OPT_MAX_CONNECTIONS, CLI_VALUE, "N",
+     "open client connections before 503 overloaded [10000]"},
+    {"max-body", 0, OPT_MAX_BODY, CLI_VALUE, "BYTES", "largest request or upstream body [1048576]"},
+    {"drain-timeout", 0, OPT_DRAIN_TIMEOUT, CLI_VALUE, "MS",
+     "on SIGTERM/SIGINT, time to finish in-flight requests [10000]"},
+    {"access-log", 0, OPT_ACCESS_LOG, CLI_VALUE, "-|FILE|off", "one line per request [-]"},
+    {"header-timeout", 0, OPT_HEADER_TIMEOUT, CLI_VALUE, "MS",
+     "a request must be complete this soon after its first byte\n[10000]"},
+    {"idle-timeout", 0, OPT_IDLE_TIMEOUT, CLI_VALUE, "MS",
+     "close idle keep-alive connections after this long [60000]"},
+    {"help", 'h', OPT_HELP, 0, NULL, "this text"},
 };
 
 /* Accepts an http:// or https:// URL with a host. Returns 0 or -1 with a message. */
@@ -1030,98 +1035,105 @@ int cmd_serve(int argc, char **argv)
     atomic_init(&cfg->conn_count, 0);
 
     int status = TC_EXIT_USAGE;
+    const char *access_log = "-";
+    cli_parser parser;
+    const char *val;
     int opt;
-    opterr = 0;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, ":h", serve_options, NULL)) != -1) {
+    cli_parser_init(&parser, cmd, serve_options, sizeof(serve_options) / sizeof(serve_options[0]),
+                    argc, argv);
+    while ((opt = cli_next(&parser, &val)) != CLI_END) {
         int bad = 0;
         switch (opt) {
         case OPT_LISTEN:
-            bad =
-                cli_parse_listen(cmd, "--listen", optarg, cfg->host, sizeof(cfg->host), &cfg->port);
+            bad = cli_parse_listen(cmd, "--listen", val, cfg->host, sizeof(cfg->host), &cfg->port);
             break;
         case OPT_WORKERS:
-            bad = cli_parse_u64(cmd, "--workers", optarg, 1, 256, &cfg->workers);
+            bad = cli_parse_u64(cmd, "--workers", val, 1, 256, &cfg->workers);
             break;
         case OPT_MAX_CONNECTIONS:
-            bad =
-                cli_parse_u64(cmd, "--max-connections", optarg, 1, 1000000, &cfg->max_connections);
+            bad = cli_parse_u64(cmd, "--max-connections", val, 1, 1000000, &cfg->max_connections);
             break;
         case OPT_MAX_BODY:
-            bad = cli_parse_u64(cmd, "--max-body", optarg, 1, 1u << 30, &cfg->max_body);
+            bad = cli_parse_u64(cmd, "--max-body", val, 1, 1u << 30, &cfg->max_body);
             break;
         case OPT_DRAIN_TIMEOUT:
-            bad = cli_parse_u64(cmd, "--drain-timeout", optarg, 0, 3600000, &cfg->drain_timeout_ms);
+            bad = cli_parse_u64(cmd, "--drain-timeout", val, 0, 3600000, &cfg->drain_timeout_ms);
             break;
         case OPT_UPSTREAM:
-            bad = parse_url_flag(cmd, "--upstream", optarg, &cfg->upstream);
+            bad = parse_url_flag(cmd, "--upstream", val, &cfg->upstream);
             break;
         case OPT_METADATA_UPSTREAM:
-            bad = parse_url_flag(cmd, "--metadata-upstream", optarg, &cfg->metadata_upstream);
+            bad = parse_url_flag(cmd, "--metadata-upstream", val, &cfg->metadata_upstream);
             break;
         case OPT_UPSTREAM_CA: {
-            FILE *f = fopen(optarg, "r");
+            FILE *f = fopen(val, "r");
             if (f == NULL) {
-                cli_error(cmd, "cannot read --upstream-ca file '%s'", optarg);
+                cli_error(cmd, "cannot read --upstream-ca file '%s'", val);
                 bad = -1;
             } else {
                 (void)fclose(f);
-                cfg->upstream_ca = optarg;
+                cfg->upstream_ca = val;
             }
             break;
         }
         case OPT_HEDGE_DELAY:
-            bad = cli_parse_u64(cmd, "--hedge-delay", optarg, 0, 3600000, &cfg->hedge_delay_ms);
+            bad = cli_parse_u64(cmd, "--hedge-delay", val, 0, 3600000, &cfg->hedge_delay_ms);
             break;
         case OPT_HEDGE_EXTRA:
-            bad = cli_parse_u64(cmd, "--hedge-extra", optarg, 0, TC_HEDGE_MAX_ATTEMPTS - 1,
+            bad = cli_parse_u64(cmd, "--hedge-extra", val, 0, TC_HEDGE_MAX_ATTEMPTS - 1,
                                 &cfg->hedge_extra);
             break;
         case OPT_MAX_TIMEOUT:
-            bad = cli_parse_u64(cmd, "--max-timeout", optarg, 1, 3600000, &cfg->max_timeout_ms);
+            bad = cli_parse_u64(cmd, "--max-timeout", val, 1, 3600000, &cfg->max_timeout_ms);
             break;
         case OPT_UPSTREAM_CONNECTIONS:
-            bad = cli_parse_u64(cmd, "--upstream-connections", optarg, 1, 100000,
+            bad = cli_parse_u64(cmd, "--upstream-connections", val, 1, 100000,
                                 &cfg->upstream_connections);
             break;
         case OPT_BATCH_MAX:
-            bad = cli_parse_u64(cmd, "--batch-max", optarg, 1, 1000, &cfg->batch_max);
+            bad = cli_parse_u64(cmd, "--batch-max", val, 1, 1000, &cfg->batch_max);
             break;
         case OPT_BATCH_WAIT:
-            bad = cli_parse_u64(cmd, "--batch-wait", optarg, 0, 60000, &cfg->batch_wait_ms);
+            bad = cli_parse_u64(cmd, "--batch-wait", val, 0, 60000, &cfg->batch_wait_ms);
             break;
         case OPT_HEADER_TIMEOUT:
-            bad =
-                cli_parse_u64(cmd, "--header-timeout", optarg, 1, 3600000, &cfg->header_timeout_ms);
+            bad = cli_parse_u64(cmd, "--header-timeout", val, 1, 3600000, &cfg->header_timeout_ms);
             break;
         case OPT_IDLE_TIMEOUT:
-            bad = cli_parse_u64(cmd, "--idle-timeout", optarg, 1, 3600000, &cfg->idle_timeout_ms);
+            bad = cli_parse_u64(cmd, "--idle-timeout", val, 1, 3600000, &cfg->idle_timeout_ms);
             break;
         case OPT_ACCESS_LOG:
-            bad = cli_open_access_log(cmd, optarg, &cfg->access_log);
+            access_log = val; /* opened once the flags are read: the last one counts */
             break;
-        case 'h':
+        case OPT_HELP:
             (void)fputs(serve_usage, stdout);
+            cli_print_options(stdout, serve_options,
+                              sizeof(serve_options) / sizeof(serve_options[0]));
             status = TC_EXIT_OK;
             goto out;
-        default:
-            cli_bad_option(cmd, argv[optind - 1]);
+        case CLI_OPERAND:
+            cli_error(cmd, "unexpected argument '%s'", val);
+            goto out;
+        default: /* CLI_ERROR: the parser has said why */
             goto out;
         }
         if (bad)
             goto out;
     }
-    if (optind < argc) {
-        cli_error(cmd, "unexpected argument '%s'", argv[optind]);
+    if (cli_open_access_log(cmd, access_log, &cfg->access_log) != 0)
         goto out;
-    }
 
     if (define_metrics(&cfg->metrics) != 0) {
         cli_error(cmd, "cannot set up metrics");
         status = TC_EXIT_FAILURE;
         goto out;
     }
-    if (cfg->upstream == NULL || cfg->metadata_upstream == NULL) {
+    /* The simulator is for trying tailcut out: a user who names a real upstream never gets
+     * made-up answers from it, so without --metadata-upstream the lookups are off. */
+    if (cfg->upstream != NULL && cfg->metadata_upstream == NULL)
+        (void)fprintf(stderr, "tailcut: metadata lookups are off: /api/metadata/ID answers 404 "
+                              "until --metadata-upstream URL is given\n");
+    if (cfg->upstream == NULL) {
         memset(&emb, 0, sizeof(emb));
         int err = embedded_start(&emb);
         if (err != 0) {
@@ -1131,8 +1143,7 @@ int cmd_serve(int argc, char **argv)
         }
         emb_running = 1;
         (void)fprintf(stderr, "tailcut: embedded upstream at http://127.0.0.1:%d\n", emb.port);
-        if (cfg->upstream == NULL)
-            cfg->upstream = join_url("http://127.0.0.1:", emb.port, "/api/work");
+        cfg->upstream = join_url("http://127.0.0.1:", emb.port, "/api/work");
         if (cfg->metadata_upstream == NULL)
             cfg->metadata_upstream = join_url("http://127.0.0.1:", emb.port, "/api/metadata");
         if (cfg->upstream == NULL || cfg->metadata_upstream == NULL) {

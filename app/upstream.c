@@ -28,27 +28,46 @@ typedef struct app {
     int port;
 } app;
 
+enum {
+    OPT_HELP = 1,
+    OPT_LISTEN,
+    OPT_PROFILE,
+    OPT_SEED,
+    OPT_METADATA_RATE,
+    OPT_DRAIN_TIMEOUT,
+    OPT_ACCESS_LOG,
+};
+
+static const cli_option upstream_options[] = {
+    {"listen", 0, OPT_LISTEN, CLI_VALUE, "HOST:PORT",
+     "address to listen on [" DEFAULT_LISTEN "]; port 0 picks one"},
+    {"profile", 0, OPT_PROFILE, CLI_VALUE, "P",
+     "exponea | fixed:MS | uniform:LO:HI |\n"
+     "lognormal:MEDIAN_MS:SIGMA | straggler:FAST_MS:SLOW_MS:P\n"
+     "[exponea]"},
+    {"seed", 0, OPT_SEED, CLI_VALUE, "N",
+     "seed of the random draws (same seed and request order,\n"
+     "same draws) [from the clock; shown in /stats]"},
+    {"metadata-rate", 0, OPT_METADATA_RATE, CLI_VALUE, "N",
+     "/api/metadata calls per second before 429; 0 = unlimited\n[0]"},
+    {"drain-timeout", 0, OPT_DRAIN_TIMEOUT, CLI_VALUE, "MS",
+     "on SIGTERM/SIGINT, wait this long for requests in flight\n[10000]"},
+    {"access-log", 0, OPT_ACCESS_LOG, CLI_VALUE, "-|FILE|off",
+     "one line per request to stdout, a file, or nowhere [-]"},
+    {"help", 'h', OPT_HELP, 0, NULL, "show this help"},
+};
+
 static void usage(FILE *out)
 {
+    (void)fprintf(out, "usage: tailcut upstream [OPTIONS]\n"
+                       "\n"
+                       "A simulated slow, flaky upstream for demos, tests and benchmarks.\n"
+                       "\n"
+                       "options:\n");
+    cli_print_options(out, upstream_options,
+                      sizeof(upstream_options) / sizeof(upstream_options[0]));
     (void)fprintf(
         out,
-        "usage: tailcut upstream [OPTIONS]\n"
-        "\n"
-        "A simulated slow, flaky upstream for demos, tests and benchmarks.\n"
-        "\n"
-        "options:\n"
-        "  --listen HOST:PORT       address to listen on [" DEFAULT_LISTEN "]; port 0 picks one\n"
-        "  --profile P              exponea | fixed:MS | uniform:LO:HI |\n"
-        "                           lognormal:MEDIAN_MS:SIGMA | straggler:FAST_MS:SLOW_MS:P\n"
-        "                           [exponea]\n"
-        "  --seed N                 seed of the random draws (same seed and request order,\n"
-        "                           same draws) [from the clock; shown in /stats]\n"
-        "  --metadata-rate N        /api/metadata calls per second before 429; 0 = unlimited "
-        "[0]\n"
-        "  --drain-timeout MS       on SIGTERM/SIGINT, wait this long for requests in flight "
-        "[10000]\n"
-        "  --access-log -|FILE|off  one line per request to stdout, a file, or nowhere [-]\n"
-        "  --help                   show this help\n"
         "\n"
         "endpoints:\n"
         "  GET  /api/work           answers per the profile or the next scenario step\n"
@@ -122,56 +141,57 @@ int cmd_upstream(int argc, char **argv)
         return TC_EXIT_FAILURE;
     a.rt.drain_timeout_ms = DEFAULT_DRAIN_MS;
 
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        const char *val = NULL;
-        static const char *const with_value[] = {"--listen",        "--profile",
-                                                 "--seed",          "--metadata-rate",
-                                                 "--drain-timeout", "--access-log"};
-        const char *flag = NULL;
-
-        if (cli_flag_is(arg, "--help", &val) || strcmp(arg, "-h") == 0) {
-            if (val != NULL) {
-                cli_error(CMD, "--help takes no value");
-                return TC_EXIT_USAGE;
-            }
+    cli_parser p;
+    const char *val;
+    int opt;
+    cli_parser_init(&p, CMD, upstream_options,
+                    sizeof(upstream_options) / sizeof(upstream_options[0]), argc, argv);
+    while ((opt = cli_next(&p, &val)) != CLI_END) {
+        switch (opt) {
+        case OPT_HELP:
             usage(stdout);
             return TC_EXIT_OK;
-        }
-        flag = cli_take_option(CMD, with_value, sizeof(with_value) / sizeof(with_value[0]), argc,
-                               argv, &i, &val);
-        if (flag == NULL)
-            return TC_EXIT_USAGE;
-
-        if (strcmp(flag, "--listen") == 0) {
-            if (cli_parse_listen(CMD, flag, val, a.host, sizeof(a.host), &a.port) != 0)
+        case OPT_LISTEN:
+            if (cli_parse_listen(CMD, "--listen", val, a.host, sizeof(a.host), &a.port) != 0)
                 return TC_EXIT_USAGE;
-        } else if (strcmp(flag, "--profile") == 0) {
+            break;
+        case OPT_PROFILE: {
             const char *why = NULL;
             if (tc_upstream_profile_parse(val, NULL, &why) != 0) {
                 cli_error(CMD, "invalid value '%s' for --profile: %s", val, why);
                 return TC_EXIT_USAGE;
             }
             a.ucfg.profile = val;
-        } else if (strcmp(flag, "--seed") == 0) {
-            if (cli_parse_u64(CMD, flag, val, 0, UINT64_MAX, &v) != 0)
+            break;
+        }
+        case OPT_SEED:
+            if (cli_parse_u64(CMD, "--seed", val, 0, UINT64_MAX, &v) != 0)
                 return TC_EXIT_USAGE;
             a.ucfg.seed = v;
             a.ucfg.seed_set = 1;
-        } else if (strcmp(flag, "--metadata-rate") == 0) {
-            if (cli_parse_u64(CMD, flag, val, 0, MAX_METADATA_RATE, &v) != 0)
+            break;
+        case OPT_METADATA_RATE:
+            if (cli_parse_u64(CMD, "--metadata-rate", val, 0, MAX_METADATA_RATE, &v) != 0)
                 return TC_EXIT_USAGE;
             a.ucfg.metadata_rate = v;
-        } else if (strcmp(flag, "--drain-timeout") == 0) {
-            if (cli_parse_u64(CMD, flag, val, 0, MAX_DRAIN_MS, &v) != 0)
+            break;
+        case OPT_DRAIN_TIMEOUT:
+            if (cli_parse_u64(CMD, "--drain-timeout", val, 0, MAX_DRAIN_MS, &v) != 0)
                 return TC_EXIT_USAGE;
             a.rt.drain_timeout_ms = v;
-        } else if (strcmp(flag, "--access-log") == 0) {
+            break;
+        case OPT_ACCESS_LOG:
             if (*val == '\0') {
                 cli_error(CMD, "invalid value '' for --access-log: expected -, a file or off");
                 return TC_EXIT_USAGE;
             }
             log_arg = val;
+            break;
+        case CLI_OPERAND:
+            cli_error(CMD, "unexpected argument '%s'", val);
+            return TC_EXIT_USAGE;
+        default: /* CLI_ERROR: the parser has said why */
+            return TC_EXIT_USAGE;
         }
     }
 

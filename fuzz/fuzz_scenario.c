@@ -9,7 +9,7 @@
  * Connection: close, which also empties the queue for the next input.
  *
  * The one idea: a small reference reading of CONTRACT §2 (a JSON array of objects whose only
- * fields are delay_ms 0..TC_UPSTREAM_MAX_DELAY_MS, action respond|hang|reset, status 100..599 and
+ * fields are delay_ms 0..TC_UPSTREAM_MAX_DELAY_MS, action respond|hang|reset, status 200..599 and
  * a string body, parsed by jansson as the simulator does) predicts the answer, and the simulator
  * must give exactly that: 200 {"queued":N,"pending":N} or 400 with the contract's error body,
  * and then /api/work must play the first step back (status, body). The same input bytes, as a
@@ -74,7 +74,7 @@ static int step_ok(json_t *s, prediction *p, int first)
                                    strcmp(action, "reset") != 0))
                 return 0;
         } else if (strcmp(key, "status") == 0) {
-            if (!json_is_integer(v) || json_integer_value(v) < 100 || json_integer_value(v) > 599)
+            if (!json_is_integer(v) || json_integer_value(v) < 200 || json_integer_value(v) > 599)
                 return 0;
             status = (int)json_integer_value(v);
         } else if (strcmp(key, "body") == 0) {

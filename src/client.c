@@ -406,13 +406,14 @@ static int url_parts(tc_client *c, const char *url, const tc__url_cache **out, c
     }
     url_cache_clear(u);
     int https = 0;
-    if (tc_url_origin(url, u->key, sizeof(u->key), &https, why) != 0)
-        return TC_EURL;
+    int err = tc_url_origin(url, u->key, sizeof(u->key), &https, why);
+    if (err != 0)
+        return err == TC_ENOMEM ? TC_ENOMEM : TC_EURL;
     CURLU *h = curl_url();
     if (h == NULL)
         return TC_ENOMEM;
     char *path = NULL, *query = NULL, *host = NULL, *port = NULL;
-    int err = TC_EURL;
+    err = TC_EURL;
     *why = "malformed URL";
     if (curl_url_set(h, CURLUPART_URL, url, 0) != CURLUE_OK ||
         curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK ||

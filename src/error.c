@@ -58,6 +58,11 @@ int tc_err_from_uv(int uv_err)
         return TC_EDNS;
     case UV_EADDRINUSE:
         return TC_EADDRINUSE;
+    case UV_EADDRNOTAVAIL:
+        return TC_EADDRNOTAVAIL;
+    case UV_EACCES:
+    case UV_EPERM:
+        return TC_EACCES;
     case UV_EBUSY:
     case UV_EMFILE:
     case UV_ENFILE:

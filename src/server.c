@@ -1220,16 +1220,17 @@ static int server_bind(tc_server *srv)
     }
     int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return TC_EIO;
+        return tc_err_from_uv(uv_translate_sys_error(errno));
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (srv->cfg.reuseport)
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     socklen_t sl = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
     if (bind(fd, (struct sockaddr *)&ss, sl) != 0) {
+        /* The caller reports why, in the system's words (EADDRINUSE, EADDRNOTAVAIL, EACCES). */
         int e = errno;
         close(fd);
-        return e == EADDRINUSE ? TC_EADDRINUSE : TC_EIO;
+        return tc_err_from_uv(uv_translate_sys_error(e));
     }
     int err = uv_tcp_open(&srv->listener, fd);
     if (err != 0) {

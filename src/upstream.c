@@ -624,9 +624,10 @@ static int parse_step(json_t *obj, size_t index, step *s, char *msg, size_t msgl
                 goto fail;
             }
         } else if (strcmp(key, "status") == 0) {
-            if (!json_is_integer(v) || json_integer_value(v) < 100 || json_integer_value(v) > 599) {
+            /* 1xx is informational, never a final response (CONTRACT §2: 400). */
+            if (!json_is_integer(v) || json_integer_value(v) < 200 || json_integer_value(v) > 599) {
                 (void)snprintf(msg, msglen,
-                               "step %zu: status must be a whole number from 100 to 599", index);
+                               "step %zu: status must be a whole number from 200 to 599", index);
                 goto fail;
             }
             s->status = (int)json_integer_value(v);

@@ -1,7 +1,8 @@
 /*
  * Query strings, percent-encoding and the contract's strict parameter rules (CONTRACT §1).
  *
- * Everything here works on byte ranges and caller buffers and never allocates. The one idea:
+ * Everything here works on byte ranges and caller buffers and never allocates, except
+ * tc_url_origin(), which asks libcurl's URL parser (see there). The one idea:
  * parameter names are compared *after* decoding, one decoded byte at a time, so a name spelled
  * "%74imeout" or "timeou%74" is the same parameter as "timeout" without ever needing a buffer
  * for the decoded name; and the timeout value is checked digit by digit while it is decoded,
@@ -10,6 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+
+#include <curl/curl.h>
 
 #include "tailcut/url.h"
 
@@ -242,92 +245,115 @@ int tc_id_valid(const char *id, size_t len)
     return 1;
 }
 
-/* The client pools connections by this key and fetch counts per-host caps by it, so there is
- * exactly one parser. */
+/* Lower-cases s[0..n) into out. */
+static void copy_lower(char *out, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = (char)((s[i] >= 'A' && s[i] <= 'Z') ? s[i] + ('a' - 'A') : s[i]);
+}
+
+static int origin_fail(CURLU *u, const char **why, const char *reason)
+{
+    curl_url_cleanup(u);
+    *why = reason;
+    return TC_EURL;
+}
+
+/* The client pools connections by this key and fetch counts per-host caps by it, so it must name
+ * the peer libcurl really connects to, however the URL spells it: libcurl's own parser decides
+ * (it decodes a percent-encoded host, normalises 0x7f.1 to 127.0.0.1 and [0:0::1] to [::1], and
+ * rejects a host it would not connect to). On top of it we are stricter, never looser: only
+ * "http://" and "https://" with a host right after the slashes, never port 0. */
 int tc_url_origin(const char *url, char *key, size_t keycap, int *https, const char **why)
 {
     const char *p = url;
     while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
            *p == '+' || *p == '-' || *p == '.')
         p++;
-    size_t slen = (size_t)(p - url);
     if (strncmp(p, "://", 3) != 0) {
         *why = "not an absolute http:// or https:// URL";
         return TC_EURL;
     }
-    if (slen == 4 && strncasecmp(url, "http", 4) == 0)
-        *https = 0;
-    else if (slen == 5 && strncasecmp(url, "https", 5) == 0)
-        *https = 1;
-    else {
-        *why = "unsupported URL scheme (only http and https)";
-        return TC_EURL;
-    }
-    const char *a = p + 3;
-    const char *end = a + strcspn(a, "/?#");
-    for (const char *q = a; q < end; q++)
-        if (*q == '@')
-            a = q + 1;
-    const char *host = a, *host_end, *port = NULL;
-    if (*a == '[') {
-        const char *rb = memchr(a, ']', (size_t)(end - a));
-        if (rb == NULL) {
-            *why = "unterminated IPv6 address in URL";
-            return TC_EURL;
-        }
-        host_end = rb + 1;
-        if (host_end < end && *host_end == ':')
-            port = host_end + 1;
-        else if (host_end != end) {
-            *why = "junk after IPv6 address in URL";
-            return TC_EURL;
-        }
-    } else {
-        host_end = a;
-        while (host_end < end && *host_end != ':')
-            host_end++;
-        if (host_end < end)
-            port = host_end + 1;
-    }
-    if (host_end == host) {
+    if (p[3] == '/' || p[3] == '\\') { /* libcurl would take "http:///h" as host h */
         *why = "URL has no host";
         return TC_EURL;
     }
-    unsigned long portnum = *https ? 443 : 80;
-    if (port != NULL && port < end) {
-        portnum = 0;
-        for (const char *q = port; q < end; q++) {
-            if (*q < '0' || *q > '9' || portnum > 65535) {
-                *why = "bad port number in URL";
-                return TC_EURL;
-            }
-            portnum = portnum * 10 + (unsigned long)(*q - '0');
-        }
-        if (portnum == 0 || portnum > 65535) {
-            *why = "bad port number in URL";
-            return TC_EURL;
-        }
+    CURLU *u = curl_url();
+    if (u == NULL)
+        return TC_ENOMEM;
+    CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, 0);
+    if (uc == CURLUE_OUT_OF_MEMORY) {
+        curl_url_cleanup(u);
+        return TC_ENOMEM;
     }
-    size_t hlen = (size_t)(host_end - host);
-    if (slen + 3 + hlen + 7 > keycap) {
+    if (uc == CURLUE_BAD_PORT_NUMBER)
+        return origin_fail(u, why, "bad port number in URL");
+    if (uc == CURLUE_BAD_IPV6)
+        return origin_fail(u, why, "bad IPv6 address in URL");
+    if (uc == CURLUE_BAD_HOSTNAME || uc == CURLUE_NO_HOST)
+        return origin_fail(u, why, "bad host name in URL");
+    if (uc != CURLUE_OK)
+        return origin_fail(u, why, "malformed URL");
+
+    char *scheme = NULL, *host = NULL, *port = NULL, *zone = NULL;
+    int err = TC_EURL;
+    *why = NULL;
+    if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK) {
+        err = TC_ENOMEM; /* the URL parsed: what is left to fail is memory */
+        goto out;
+    }
+    (void)curl_url_get(u, CURLUPART_ZONEID, &zone, 0); /* absent for most hosts */
+    if (strcasecmp(scheme, "http") == 0)
+        *https = 0;
+    else if (strcasecmp(scheme, "https") == 0)
+        *https = 1;
+    else {
+        *why = "unsupported URL scheme (only http and https)";
+        goto out;
+    }
+    size_t hlen = strlen(host);
+    if (hlen == 0) {
+        *why = "URL has no host";
+        goto out;
+    }
+    /* "example.com." is the same DNS name as "example.com" */
+    if (hlen > 1 && host[hlen - 1] == '.' && host[0] != '[')
+        hlen--;
+    if (strcmp(port, "0") == 0) {
+        *why = "bad port number in URL";
+        goto out;
+    }
+    size_t slen = strlen(scheme), zlen = zone != NULL ? strlen(zone) + 1 : 0;
+    if (slen + 3 + hlen + zlen + 7 > keycap) {
         *why = "URL host too long";
-        return TC_EURL;
+        goto out;
     }
-    char *k = key;
-    for (size_t i = 0; i < slen; i++)
-        *k++ = (char)((url[i] >= 'A' && url[i] <= 'Z') ? url[i] + 32 : url[i]);
-    /* Not terminated yet: the snprintf() below ends the key. */
-    // NOLINTNEXTLINE(bugprone-not-null-terminated-result)
-    memcpy(k, "://", 3);
-    k += 3;
-    for (size_t i = 0; i < hlen; i++) {
-        char ch = host[i];
-        if ((unsigned char)ch <= ' ') {
-            *why = "control character or space in URL host";
-            return TC_EURL;
-        }
-        *k++ = (char)((ch >= 'A' && ch <= 'Z') ? ch + 32 : ch);
+    /* Fits: measured above, and the port is at most "65535". */
+    copy_lower(key, scheme, slen);
+    char *k = key + slen;
+    *k++ = ':';
+    *k++ = '/';
+    *k++ = '/';
+    if (zone != NULL) { /* "[fe80::1]" + "%eth0" -> "[fe80::1%eth0]" */
+        copy_lower(k, host, hlen - 1);
+        k += hlen - 1;
+        *k++ = '%';
+        memcpy(k, zone, zlen - 1);
+        k += zlen - 1;
+        *k++ = ']';
+    } else {
+        copy_lower(k, host, hlen);
+        k += hlen;
     }
-    (void)snprintf(k, 7, ":%lu", portnum); /* fits: port <= 65535, room checked above */
-    return 0;
+    (void)snprintf(k, 7, ":%s", port);
+    err = 0;
+out:
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_free(zone);
+    curl_url_cleanup(u);
+    return err;
 }

@@ -58,6 +58,9 @@ static void on_key_done(tc_future *f, void *data)
     tc_future_unref(f);
 }
 
+/* Room for one key "key-N": 4 + the 20 digits of the largest size_t + NUL. */
+#define KEY_SLOT 25
+
 static int run_inproc(size_t nkeys, size_t max_batch, size_t distinct, int with_values)
 {
     uv_loop_t loop;
@@ -71,15 +74,15 @@ static int run_inproc(size_t nkeys, size_t max_batch, size_t distinct, int with_
     tc_batcher *b = NULL;
     if (tc_batcher_new(&b, &loop, &cfg) != 0)
         return 1;
-    char *keys = malloc(distinct * 24);
+    char *keys = malloc(distinct * KEY_SLOT);
     if (keys == NULL)
         return 1;
     for (size_t i = 0; i < distinct; i++)
-        snprintf(keys + i * 24, 24, "key-%zu", i);
+        snprintf(keys + i * KEY_SLOT, KEY_SLOT, "key-%zu", i);
 
     uint64_t t0 = uv_hrtime();
     for (size_t i = 0; i < nkeys; i++) {
-        const char *k = keys + (i % distinct) * 24;
+        const char *k = keys + (i % distinct) * KEY_SLOT;
         tc_future *f = NULL;
         if (tc_batcher_submit(&f, b, k, strlen(k)) != 0 || tc_future_on_done(f, on_key_done, &ip))
             return 1;

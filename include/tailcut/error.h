@@ -31,7 +31,9 @@ extern "C" {
     X(ECLOSED, -15, "object closed")                                                               \
     X(EBUSY, -16, "resource busy or over capacity")                                                \
     X(EADDRINUSE, -17, "address already in use")                                                   \
-    X(EURL, -18, "malformed or unsupported URL")
+    X(EURL, -18, "malformed or unsupported URL")                                                   \
+    X(EADDRNOTAVAIL, -19, "cannot assign requested address")                                       \
+    X(EACCES, -20, "permission denied")
 
 typedef enum tc_errno {
 #define TC_ERRNO_ENUM(name, value, message) TC_##name = value,

@@ -77,7 +77,8 @@ typedef struct tc_server_config {
 void tc_server_config_init(tc_server_config *cfg);
 
 /* Creates a server on loop and starts listening. cfg is copied (host too).
- * Returns 0, TC_EINVAL, TC_ENOMEM, TC_EADDRINUSE, TC_EIO. */
+ * Returns 0, TC_EINVAL, TC_ENOMEM, TC_EADDRINUSE, TC_EADDRNOTAVAIL, TC_EACCES (the system refused
+ * the bind), TC_EBUSY (out of descriptors), TC_EIO. */
 int tc_server_new(tc_server **out, uv_loop_t *loop, const tc_server_config *cfg);
 
 /* The port actually bound (useful with port 0). */

@@ -77,7 +77,7 @@ void tc_upstream_config_init(tc_upstream_config *cfg);
 
 /* Creates a simulator on loop and starts listening. cfg is copied (strings too); the access log
  * FILE stays the caller's and must outlive the simulator. Returns 0 and sets *out, or TC_EINVAL
- * (bad profile or config), TC_ENOMEM, TC_EADDRINUSE, TC_EIO. */
+ * (bad profile or config), TC_ENOMEM, or the bind errors of tc_server_new(). */
 int tc_upstream_new(tc_upstream **out, uv_loop_t *loop, const tc_upstream_config *cfg);
 
 /* The port actually bound (useful with port 0). */

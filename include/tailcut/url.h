@@ -50,11 +50,13 @@ long tc_query_get(const char *query, size_t len, const char *name, char *value, 
 int tc_query_timeout(const char *query, size_t len, uint64_t max_ms, uint64_t *timeout_ms,
                      int *present, const char **why);
 
-/* The origin of an http(s) URL as a pool key: "scheme://host:port", lower-cased, with the
- * default port filled in and the port number normalised. Returns 0 and sets *https, or TC_EURL
- * with a static reason in *why (not absolute, other scheme, no host, bad port, bad IPv6
- * literal, control character in the host, or keycap too small: it must hold scheme, "://" and
- * host plus 7 bytes, room for the longest ":65535" and the NUL). */
+/* The origin of an http(s) URL as a pool key: "scheme://host:port", the peer libcurl connects to
+ * for this URL, as libcurl's own URL parser (curl_url()) reads it: percent-encoded hosts decoded,
+ * IPv4 short, octal and hex forms normalised, IPv6 compressed, lower-cased, one trailing dot
+ * dropped, the default port filled in. Returns 0 and sets *https; TC_ENOMEM; or TC_EURL with a
+ * static reason in *why (not absolute, other scheme, no host, a host libcurl rejects such as
+ * "a@b@c.com", bad port or port 0, bad IPv6 literal, or keycap too small: it must hold scheme,
+ * "://" and host plus 7 bytes, room for the longest ":65535" and the NUL). */
 int tc_url_origin(const char *url, char *key, size_t keycap, int *https, const char **why);
 
 /* The contract's ID rule: 1 to 128 characters of [A-Za-z0-9_.-]. Returns 1 if valid. */

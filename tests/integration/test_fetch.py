@@ -483,6 +483,12 @@ class FetchTest(unittest.TestCase):
                                  "RSS grew from %d kB to %d kB" % (rss_quarter, rss_end))
 
     def test_sigint_prints_summary_and_exits_130(self):
+        self.check_signal_summary(signal.SIGINT, 130)
+
+    def test_sigterm_prints_summary_and_exits_143(self):
+        self.check_signal_summary(signal.SIGTERM, 143)
+
+    def check_signal_summary(self, signum, want_status):
         with upstream("fixed:5000") as up:
             post(up.port, "/scenario", json.dumps([{"delay_ms": 0}] * 3))
             urls = ["http://127.0.0.1:%d/api/work?i=%d" % (up.port, i) for i in range(30)]
@@ -494,7 +500,7 @@ class FetchTest(unittest.TestCase):
                 while stats(up.port)["in_flight"] < 3 and time.monotonic() < deadline:
                     time.sleep(0.02)
                 t0 = time.monotonic()
-                p.send_signal(signal.SIGINT)
+                p.send_signal(signum)
                 out, err = p.communicate(timeout=10 * SLOW)
                 took = time.monotonic() - t0
             finally:
@@ -502,7 +508,7 @@ class FetchTest(unittest.TestCase):
                     p.kill()
                     p.wait(10)
             err = err.decode()
-            self.assertEqual(p.returncode, 130, err)
+            self.assertEqual(p.returncode, want_status, err)
             self.assertEqual(out, b"")  # nothing else finished
             self.assertEqual([d["status"] for d in got], [200, 200, 200])
             self.assertLess(took, 4)  # cancelled, not waited for (the delays are 5 s)

@@ -521,6 +521,40 @@ class WithScriptedUpstream(MetadataBase):
                 self.assert_error(r, 502, "upstream_failed")
 
 
+class WithoutMetadataUpstream(MetadataBase):
+    """A real --upstream and no --metadata-upstream (issue 11): nothing is embedded, lookups are
+    off and say how to turn them on; the embedded simulator serves only `serve` alone."""
+
+    def test_lookups_are_off_and_nothing_is_embedded(self):
+        srv = th.Proc("serve", "--workers", "1", "--upstream", "http://127.0.0.1:9/api/work",
+                      "--access-log", "off")
+        try:
+            for path in ("/api/metadata/abc", "/api/metadata/abc?timeout=5000",
+                         "/api/metadata/" + "x" * 200):
+                doc = self.assert_error(get(srv.port, path), 404, "not_found")
+                self.assertIn("--metadata-upstream", doc["message"])
+            self.assertEqual(get(srv.port, "/healthz").status, 200)
+            srv.stop(expect=0)
+        finally:
+            srv.kill()
+        err = srv.stderr_text()
+        self.assertIsNone(srv.embedded_port, err)
+        self.assertNotIn("embedded upstream", err)
+        off = [line for line in err.splitlines() if "metadata lookups are off" in line]
+        self.assertEqual(len(off), 1, err)
+        self.assertIn("--metadata-upstream", off[0])
+
+    def test_serve_alone_still_embeds_both(self):
+        srv = th.Proc("serve", "--workers", "1", "--access-log", "off")
+        try:
+            self.assertIsNotNone(srv.embedded_port, srv.stderr_text())
+            self.assert_item(get(srv.port, "/api/metadata/abc"), "abc")
+            srv.stop(expect=0)
+        finally:
+            srv.kill()
+        self.assertNotIn("metadata lookups are off", srv.stderr_text())
+
+
 if __name__ == "__main__":
     watchdog = th.Watchdog(300)
     unittest.main(verbosity=2)

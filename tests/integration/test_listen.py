@@ -1,0 +1,73 @@
+"""A `--listen` address that cannot be bound (issue 11, CONTRACT §1): every server subcommand,
+with one worker and with several, prints one line `tailcut: cannot listen on HOST:PORT: REASON`
+in the system's words and exits 1, run after run, never with a crash or a core dump.
+
+The foreign address is 192.0.2.1 (TEST-NET-1): only bind() is tried on it, nothing is sent.
+"""
+import errno
+import os
+import socket
+import subprocess
+import sys
+import unittest
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(__file__))
+from tchelpers import SLOW, Proc, Watchdog  # noqa: E402
+
+RUNS = 20
+# Both upstreams are named, so that serve embeds nothing and has nothing else to say.
+SERVE = ["serve", "--upstream", "http://127.0.0.1:1/api/work",
+         "--metadata-upstream", "http://127.0.0.1:1/api/metadata"]
+COMMANDS = {
+    "serve": SERVE,
+    "serve --workers 1": SERVE + ["--workers", "1"],
+    "serve --workers 3": SERVE + ["--workers", "3"],
+    "upstream": ["upstream"],
+}
+
+
+def nonlocal_bind_allowed():
+    try:
+        with open("/proc/sys/net/ipv4/ip_nonlocal_bind") as f:
+            return f.read().strip() != "0"
+    except OSError:
+        return False
+
+
+class ListenErrorTest(unittest.TestCase):
+    def expect_refusal(self, listen, reason):
+        want = "tailcut: cannot listen on %s: %s" % (listen, reason.lower())
+
+        def one(argv):
+            r = subprocess.run([Proc.bin(), *argv, "--listen", listen], capture_output=True,
+                               text=True, timeout=30 * SLOW, stdin=subprocess.DEVNULL)
+            return argv, r
+
+        jobs = [argv for argv in COMMANDS.values() for _ in range(RUNS)]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for argv, r in pool.map(one, jobs):
+                lines = r.stderr.splitlines()
+                self.assertEqual(r.returncode, 1, "%s: %r" % (argv, r.stderr))
+                self.assertEqual(len(lines), 1, "%s: %r" % (argv, r.stderr))
+                self.assertEqual(lines[0].lower(), want, argv)
+                self.assertEqual(r.stdout, "")
+
+    def setUp(self):
+        self.addCleanup(Watchdog(300 * SLOW).cancel)
+
+    def test_busy_port(self):
+        s = socket.socket()
+        self.addCleanup(s.close)
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        self.expect_refusal("127.0.0.1:%d" % port, os.strerror(errno.EADDRINUSE))
+
+    @unittest.skipIf(nonlocal_bind_allowed(), "the kernel allows binding foreign addresses")
+    def test_address_not_on_this_machine(self):
+        self.expect_refusal("192.0.2.1:80", os.strerror(errno.EADDRNOTAVAIL))
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
