@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "tailcut/client.h"
 #include "cli.h"
 
 void cli_error(const char *cmd, const char *fmt, ...)
@@ -77,6 +78,20 @@ int cli_parse_listen(const char *cmd, const char *flag, const char *s, char *hos
         (void)snprintf(host, hostlen, "127.0.0.1"); /* fits: hostlen > strlen("localhost") */
     *port = (int)p;
     return 0;
+}
+
+int cli_parse_http_engine(const char *cmd, const char *value, int *engine)
+{
+    if (strcmp(value, "native") == 0) {
+        *engine = TC_CLIENT_ENGINE_NATIVE;
+        return 0;
+    }
+    if (strcmp(value, "curl") == 0) {
+        *engine = TC_CLIENT_ENGINE_CURL;
+        return 0;
+    }
+    cli_error(cmd, "invalid value '%s' for --http-engine: expected native or curl", value);
+    return -1;
 }
 
 /* Opens the access log named by a flag value: "-" is stdout, "off" none, else a file appended to.

@@ -27,6 +27,10 @@ int cli_parse_listen(const char *cmd, const char *flag, const char *s, char *hos
 /* Prints "tailcut CMD: MESSAGE" on stderr. */
 void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Parses --http-engine: "native" or "curl" (CONTRACT §1). Returns 0 or -1 with a message. The
+ * value is an int holding a tc_client_engine, so that this header needs no library header. */
+int cli_parse_http_engine(const char *cmd, const char *value, int *engine);
+
 /* Opens the access log named by a flag value: "-" is stdout, "off" none (NULL), else FILE opened
  * for appending. Returns 0 or -1 with a message. */
 int cli_open_access_log(const char *cmd, const char *value, FILE **out);

@@ -311,6 +311,7 @@ enum {
     OPT_MAX_BODY,
     OPT_PROGRESS,
     OPT_NO_PROGRESS,
+    OPT_HTTP_ENGINE,
 };
 
 static const cli_option fetch_options[] = {
@@ -332,6 +333,8 @@ static const cli_option fetch_options[] = {
     {"progress", 0, OPT_PROGRESS, 0, NULL, "progress bar on stderr even when it is not a terminal"},
     {"no-progress", 0, OPT_NO_PROGRESS, 0, NULL,
      "no progress bar [a bar when stderr is a terminal]"},
+    {"http-engine", 0, OPT_HTTP_ENGINE, CLI_VALUE, "native|curl",
+     "client engine for http:// URLs (https:// always uses libcurl) [native]"},
     {"help", 'h', OPT_HELP, 0, NULL, "show this help"},
 };
 
@@ -696,6 +699,13 @@ static int parse_args(app *a, options *o, int argc, char **argv)
                 return TC_EXIT_USAGE;
             a->cfg.max_body = (size_t)v;
             break;
+        case OPT_HTTP_ENGINE: {
+            int engine = 0;
+            if (cli_parse_http_engine(CMD, val, &engine) != 0)
+                return TC_EXIT_USAGE;
+            a->cfg.http_engine = (tc_client_engine)engine;
+            break;
+        }
         case OPT_ORDER:
             if (strcmp(val, "completion") == 0) {
                 a->cfg.order = TC_FETCH_COMPLETION;

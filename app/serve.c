@@ -56,6 +56,7 @@ typedef struct serve_config {
     char *upstream;
     char *metadata_upstream;
     const char *upstream_ca;
+    int http_engine; /* tc_client_engine */
     uint64_t hedge_delay_ms;
     uint64_t hedge_extra;
     uint64_t max_timeout_ms;
@@ -758,6 +759,7 @@ static int serve_worker_start(tc_runtime_worker *w, void *data)
     cc.max_connections = (size_t)cfg->upstream_connections;
     cc.max_body = (size_t)cfg->max_body;
     cc.ca_file = cfg->upstream_ca;
+    cc.engine = (tc_client_engine)cfg->http_engine;
     int err = tc_metrics_shard_new(cfg->metrics.reg, &sw->shard);
     if (err == 0)
         err = tc_client_new(&sw->client, w->loop, &cc);
@@ -933,6 +935,7 @@ enum {
     OPT_UPSTREAM,
     OPT_METADATA_UPSTREAM,
     OPT_UPSTREAM_CA,
+    OPT_HTTP_ENGINE,
     OPT_HEDGE_DELAY,
     OPT_HEDGE_EXTRA,
     OPT_MAX_TIMEOUT,
@@ -958,6 +961,8 @@ static const cli_option serve_options[] = {
      "without --upstream; else none: /api/metadata answers 404]"},
     {"upstream-ca", 0, OPT_UPSTREAM_CA, CLI_VALUE, "FILE",
      "PEM CA bundle to verify an https upstream [system store]"},
+    {"http-engine", 0, OPT_HTTP_ENGINE, CLI_VALUE, "native|curl",
+     "client engine for http:// upstreams (https:// always uses libcurl) [native]"},
     {"hedge-delay", 0, OPT_HEDGE_DELAY, CLI_VALUE, "MS",
      "/api/smart fires the extra attempts after this long [300]"},
     {"hedge-extra", 0, OPT_HEDGE_EXTRA, CLI_VALUE, "N", "extra attempts fired by the hedge [2]"},
@@ -1064,6 +1069,9 @@ int cmd_serve(int argc, char **argv)
             break;
         case OPT_METADATA_UPSTREAM:
             bad = parse_url_flag(cmd, "--metadata-upstream", val, &cfg->metadata_upstream);
+            break;
+        case OPT_HTTP_ENGINE:
+            bad = cli_parse_http_engine(cmd, val, &cfg->http_engine);
             break;
         case OPT_UPSTREAM_CA: {
             FILE *f = fopen(val, "r");

@@ -47,6 +47,23 @@ class OptionTest(unittest.TestCase):
             self.assertIn("last value", r.stdout, cmd)
             self.assertIn("--name=VALUE", r.stdout, cmd)
 
+    def test_http_engine(self):
+        # Bad values are one line naming the flag, exit 2.
+        for cmd in ("serve", "fetch"):
+            for bad in ("", "Native", "libcurl", "h2"):
+                r = run(cmd, "--http-engine", bad, "--help")
+                self.assertEqual(r.returncode, 2, (cmd, bad, r.stderr))
+                self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+                self.assertIn("--http-engine", r.stderr)
+        # Both engines carry fetch's requests; the last value wins.
+        up = Proc("upstream", "--profile", "fixed:1")
+        self.addCleanup(up.kill)
+        url = "http://127.0.0.1:%d/api/work" % up.port
+        for args in (["--http-engine", "curl"], ["--http-engine=curl", "--http-engine=native"]):
+            r = run("fetch", "--no-progress", *args, url, url)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(r.stdout.count('"status":200'), 2, r.stdout)
+
     def test_last_value_wins(self):
         p = Proc("upstream", "--profile", "fixed:5000", "--profile=fixed:1")
         self.addCleanup(p.kill)

@@ -320,6 +320,15 @@ class SmartApi(SmartBase):
             self.assertEqual(after.delta(before, "tailcut_upstream_attempts_total",
                                          outcome="reset"), 0)
 
+    def test_curl_engine_carries_the_same_api(self):
+        # --http-engine curl: the same answers, attempts and cancellations as the native engine.
+        with serve(self.up.port, "--http-engine", "curl") as srv:
+            self.up.scenario([HANG, step(100, '{"e":"curl"}'), step(3000, '{"late":true}')])
+            r = request(srv.port, "GET", "/api/first?timeout=5000")
+            self.assert_api(r, 200, 3)
+            self.assertEqual(r.body, wrapped('{"e":"curl"}'))
+            self.settled(3, 2)  # the hanging and the late attempt were aborted
+
     def test_hedge_wins_when_first_hangs(self):
         winner = '{"winner" :  "hedge" ,"x":[1 ,2]}'
         before = Metrics(self.srv.port)
