@@ -292,6 +292,8 @@ static void on_deadline(uv_timer_t *t)
     tc_client *c = tc__container_of(t, tc_client, deadline_timer);
     uint64_t now = tc__now_ms();
     tc__heap_node *n;
+    /* tc__creq_fail() takes r off the heap (detach) before freeing it: the head is always a
+     * live request. */
     while (!c->closing && (n = tc__heap_min(&c->deadlines)) != NULL && n->key <= now) {
         tc__creq *r = tc__container_of(n, tc__creq, timeout);
         char msg[160];

@@ -536,7 +536,7 @@ static void finish_transfer(tc__creq *r, CURLcode code)
                            r->max_body);
         } else if (r->curl_fail == FAIL_HEADERS_TOO_LARGE) {
             err = TC_EPROTO;
-            (void)snprintf(msg, sizeof(msg), "%s: response headers larger than %d bytes",
+            (void)snprintf(msg, sizeof(msg), "%s: response headers larger than %zu bytes",
                            tc_strerror(err), TC__CLIENT_MAX_HEADER_BYTES);
         } else if (r->curl_fail == FAIL_NOMEM) {
             err = TC_ENOMEM;

@@ -27,9 +27,9 @@
 
 #include "client_internal.h"
 
-#define TC__NATIVE_READ_BUFFER (64 * 1024)  /* one per engine, shared by its connections */
-#define TC__NATIVE_IDLE_MS 30000            /* an idle connection closes after this at the latest */
-#define TC__NATIVE_KEEPALIVE_MARGIN_MS 1000 /* close before a server's Keep-Alive timeout */
+#define TC__NATIVE_READ_BUFFER (64 * 1024) /* one per engine, shared by its connections */
+#define TC__NATIVE_IDLE_MS 30000           /* an idle connection closes after this at the latest */
+#define TC__NATIVE_KEEPALIVE_MARGIN_MS ((uint64_t)1000) /* close before the server's timeout */
 #define TC__NATIVE_DNS_TTL_MS 30000 /* getaddrinfo gives no TTL: an answer is kept this long */
 #define TC__NATIVE_MAX_ADDRS 16     /* addresses of one name that are tried, in order */
 
@@ -415,7 +415,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         conn_fail(k, rc, "%s: body larger than %s bytes", lim);
     } else if (rc == TC_EPROTO && r->h1.why != NULL && strstr(r->h1.why, "headers") != NULL) {
         char lim[64];
-        (void)snprintf(lim, sizeof(lim), "%d bytes", TC__H1_MAX_HEADER_BYTES);
+        (void)snprintf(lim, sizeof(lim), "%zu bytes", TC__H1_MAX_HEADER_BYTES);
         conn_fail(k, rc, "%s: response headers larger than %s", lim);
     } else {
         conn_fail(k, rc, "%s: %s", r->h1.why ? r->h1.why : "invalid response");

@@ -16,8 +16,10 @@
 
 #include "base/buf.h"
 
-#define TC__H1_MAX_HEADER_BYTES (64 * 1024) /* rebuilt header block, status line included */
-#define TC__H1_MAX_LINE (16 * 1024)         /* one header line or the status line */
+#define TC__H1_MAX_HEADER_BYTES                                                                    \
+    ((size_t)64 * 1024)                     /* rebuilt header block, status line included          \
+                                             */
+#define TC__H1_MAX_LINE ((size_t)16 * 1024) /* one header line or the status line */
 
 enum {
     TC__H1_MORE = 0, /* feed more bytes */

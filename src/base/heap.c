@@ -42,6 +42,11 @@ static void sift_down(tc__heap *h, size_t i)
     set(h, i, n);
 }
 
+tc__heap_node *tc__heap_min(const tc__heap *h)
+{
+    return h->len ? h->v[0] : NULL;
+}
+
 int tc__heap_push(tc__heap *h, tc__heap_node *n)
 {
     if (h->len == h->cap) {

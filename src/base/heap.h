@@ -34,10 +34,8 @@ static inline void tc__heap_node_init(tc__heap_node *n)
     n->idx = TC__HEAP_NONE;
 }
 
-static inline tc__heap_node *tc__heap_min(const tc__heap *h)
-{
-    return h->len ? h->v[0] : NULL;
-}
+/* The node with the smallest key, or NULL when empty. */
+tc__heap_node *tc__heap_min(const tc__heap *h);
 
 /* Adds n with its key already set. Returns 0 or TC_ENOMEM (then n is not in the heap). */
 int tc__heap_push(tc__heap *h, tc__heap_node *n);
