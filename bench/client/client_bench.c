@@ -1,17 +1,20 @@
 /*
  * client_bench: load and memory benchmarks for the pooled HTTP client (src/client.c).
  *
- *   client_bench throughput URL [-c N] [-d SECONDS]
+ *   client_bench throughput URL [-c N] [-d SECONDS] [-e native|curl]
  *       keeps N requests in flight (each completion starts the next one) for SECONDS on a
  *       client with max_connections = N, then prints requests/s and latency percentiles.
- *   client_bench memory URL [-c N] [-p POOL]
+ *   client_bench memory URL [-c N] [-p POOL] [-e native|curl]
  *       starts N requests at once against a slow server and reports (peak RSS - baseline RSS)
- *       / N, and the heap growth per request. POOL is max_connections: N (default) puts every
- *       request on its own connection; the client's default (1024) queues the rest.
- *   client_bench serve-delay PORT_FILE [-m MS] [-l SECONDS]
+ *       / N, the heap growth per request, and the heap per idle pooled connection once all are
+ *       done. POOL is max_connections: N (default) puts every request on its own connection;
+ *       the client's default (1024) queues the rest.
+ *   client_bench serve-delay PORT_FILE [-m MS] [-l SECONDS] [-s 1]
  *       a tiny keep-alive HTTP/1.1 server on 127.0.0.1 port 0 that answers every request after
  *       MS milliseconds; writes its port to PORT_FILE; exits after SECONDS (default 120). Run it
- *       as its own process so that its memory is not counted by `memory`.
+ *       as its own process so that its memory is not counted by `memory`. With -s 1 it is
+ *       stuck: it never notices a client leaving (see `stuck` below).
+ * -e picks the client's engine (TC_CLIENT_ENGINE_NATIVE, the default, or _CURL).
  *
  * Output lines are "key=value" so that bench/client/run can pick them up.
  */
@@ -220,11 +223,17 @@ static int run_memory(const char *url, int n, int pool)
 static const char RESPONSE[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                                "Content-Length: 11\r\n\r\n{\"time\": 1}";
 static uint64_t delay_ms = 1000;
+/* -s 1: a stuck server, as bench/smart's deadline row needs: it never notices that a client
+ * left. A FIN or a reset changes nothing until the delay is over, when it answers (into the
+ * void) and only then closes. A client that closes aborted connections with a FIN is left with
+ * them in FIN_WAIT2 and then TIME_WAIT, holding ephemeral ports. */
+static int stuck = 0;
 
 typedef struct dconn {
     uv_tcp_t tcp;
     uv_timer_t timer;
     int handles;
+    int gone; /* stuck: the client left while requests were held */
     int match;   /* how much of "\r\n\r\n" was seen */
     int pending; /* requests waiting for their answer */
     char buf[4096];
@@ -263,6 +272,8 @@ static void d_answer(uv_timer_t *t)
             return;
         }
     }
+    if (c->gone)
+        d_close(c);
 }
 
 static void d_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b)
@@ -276,6 +287,11 @@ static void d_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     dconn *c = s->data;
     if (n < 0) {
+        if (stuck && c->pending > 0) {
+            uv_read_stop(s);
+            c->gone = 1;
+            return;
+        }
         d_close(c);
         return;
     }
@@ -342,7 +358,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: client_bench throughput URL [-c N] [-d SECONDS] [-e native|curl]\n"
                     "       client_bench memory URL [-c N] [-p POOL] [-e native|curl]\n"
-                    "       client_bench serve-delay PORT_FILE [-m MS] [-l SECONDS]\n");
+                    "       client_bench serve-delay PORT_FILE [-m MS] [-l SECONDS] [-s 1 (stuck)]\n");
     exit(2);
 }
 
@@ -363,6 +379,8 @@ int main(int argc, char **argv)
             delay_ms = strtoull(argv[i + 1], NULL, 10);
         else if (strcmp(argv[i], "-l") == 0)
             lifetime = atof(argv[i + 1]);
+        else if (strcmp(argv[i], "-s") == 0)
+            stuck = atoi(argv[i + 1]) != 0;
         else if (strcmp(argv[i], "-e") == 0)
             g_engine =
                 strcmp(argv[i + 1], "curl") == 0 ? TC_CLIENT_ENGINE_CURL : TC_CLIENT_ENGINE_NATIVE;
