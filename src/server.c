@@ -595,13 +595,31 @@ static void flush_responses(tc_conn *c)
             uv_buf_t buf = uv_buf_init(r->resp, (unsigned)r->resp_len);
             w->conn = c;
             r->resp = NULL;
-            if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write) != 0) {
+            /* Straight into the socket when it takes it all (it almost always does): no write
+             * request, so libuv does not re-arm the socket's epoll entry when it completes
+             * (libuv 1.44 does an epoll_ctl for every finished uv_write). uv_try_write refuses
+             * while earlier writes are queued, so the order holds. */
+            int n = uv_try_write((uv_stream_t *)&c->tcp, &buf, 1);
+            if (n == (int)buf.len) {
+                free(w);
+            } else if (n < 0 && n != UV_EAGAIN) {
                 free(w);
                 request_free(r);
                 conn_close(c);
                 return;
+            } else {
+                if (n > 0) {
+                    buf.base += n;
+                    buf.len -= (unsigned)n;
+                }
+                if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write) != 0) {
+                    free(w);
+                    request_free(r);
+                    conn_close(c);
+                    return;
+                }
+                c->writes++;
             }
-            c->writes++;
             if (r->close_after)
                 c->want_close = 1;
         }
