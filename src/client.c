@@ -257,32 +257,40 @@ static int admit(tc__creq *r)
 }
 
 /* Admits queued requests, oldest first, while connection slots allow. A request whose origin is
- * at its per-host cap is skipped (it keeps its place); others behind it may go. */
+ * at its per-host cap is skipped (it keeps its place); others behind it may go. Never runs
+ * nested: a request that fails to start is reported from here, and what its callbacks change
+ * (a finished request pumps again) only asks this loop to go round once more. */
 static void pump_queue(tc_client *c)
 {
-restart:
-    if (c->closing)
+    if (c->pumping) {
+        c->pump_again = 1;
         return;
-    for (tc__link *l = c->queue.next; l != &c->queue;) {
-        if (c->slots_used >= c->cfg.max_connections)
-            return; /* nothing without a slot can go until one frees */
-        tc__creq *r = tc__container_of(l, tc__creq, link);
-        /* A failed r was unlinked before it was freed, and the restart reads the queue afresh. */
-        // NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
-        l = l->next;
-        if (!can_admit(c, r->origin))
-            continue;
-        if (r->timeout.idx != TC__HEAP_NONE &&
-            r->timeout.key <= tc__now_ms() + TC__CLIENT_ADMIT_MIN_MS)
-            continue; /* (nearly) expired: the deadline timer fails it next */
-        tc__list_remove(&r->link);
-        r->state = TC__REQ_NEW;
-        int err = admit(r);
-        if (err != 0) {
-            tc__creq_fail(r, err, NULL); /* runs callbacks that may change the queue */
-            goto restart;
-        }
     }
+    c->pumping = 1;
+    do {
+        c->pump_again = 0;
+        for (tc__link *l = c->queue.next; l != &c->queue && !c->closing;) {
+            if (c->slots_used >= c->cfg.max_connections)
+                break; /* nothing without a slot can go until one frees */
+            tc__creq *r = tc__container_of(l, tc__creq, link);
+            l = l->next;
+            if (!can_admit(c, r->origin))
+                continue;
+            if (r->timeout.idx != TC__HEAP_NONE &&
+                r->timeout.key <= tc__now_ms() + TC__CLIENT_ADMIT_MIN_MS)
+                continue; /* (nearly) expired: the deadline timer fails it next */
+            tc__list_remove(&r->link);
+            r->state = TC__REQ_NEW;
+            int err = admit(r);
+            if (err != 0) {
+                /* Its callbacks may change the queue: read it afresh. */
+                tc__creq_fail(r, err, NULL);
+                c->pump_again = 1;
+                break;
+            }
+        }
+    } while (c->pump_again && !c->closing);
+    c->pumping = 0;
 }
 
 /* The deadline timer: every request whose deadline has come fails with TC_ETIMEDOUT, wherever
@@ -364,12 +372,16 @@ int tc_client_new(tc_client **out, uv_loop_t *loop, const tc_client_config *cfg)
     return 0;
 }
 
+/* A header name is an RFC 9110 token; a value holds no CR, LF (or NUL: it is a C string). */
 static int header_ok(const char *s, int is_name)
 {
     if (s == NULL || (is_name && *s == '\0'))
         return 0;
     for (; *s; s++) {
-        if (*s == '\r' || *s == '\n' || (is_name && (*s == ':' || *s == ' ' || *s == '\t')))
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '\r' || ch == '\n')
+            return 0;
+        if (is_name && !(ch > 0x20 && ch < 0x7f && strchr("\"(),/:;<=>?@[\\]{}", ch) == NULL))
             return 0;
     }
     return 1;
@@ -497,7 +509,10 @@ int tc_client_request_start(tc_future **out, tc_client *c, const tc_client_reque
         *out = f;
         return 0;
     }
-    int native = !u->https && c->cfg.engine != TC_CLIENT_ENGINE_CURL && !c->cfg.follow_redirects;
+    /* What the native engine does not do goes to libcurl, explicitly: TLS, redirects, and bodies
+     * too large for one libuv buffer. */
+    int native = !u->https && c->cfg.engine != TC_CLIENT_ENGINE_CURL && !c->cfg.follow_redirects &&
+                 body_len <= TC__CLIENT_NATIVE_MAX_REQUEST_BODY;
     size_t head_size = native ? tc__native_head_size(&probe, u) : 0;
 
     tc__creq *r = malloc(sizeof(*r) + url_len + 1 + method_len + 1 + body_len + 1 + head_size);

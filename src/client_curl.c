@@ -461,7 +461,8 @@ static void transfer_end(tc__creq *r, int reset)
     tc__list_remove(&r->curl_link);
     /* CURLINFO_ACTIVESOCKET knows a transfer's socket only once it is done; the socket
      * callback told us which one this transfer was using. */
-    tc_sock *s = reset ? sock_get(c, r->curl_fd, 0) : NULL;
+    /* Not for a multiplexed (HTTP/2) connection: the other streams keep it. */
+    tc_sock *s = reset && !r->origin->multiplex ? sock_get(c, r->curl_fd, 0) : NULL;
     if (s != NULL && s->opened_by_us) {
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         (void)setsockopt(r->curl_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));

@@ -34,6 +34,8 @@
 
 /* Memory and speed trade-offs. */
 #define TC__CLIENT_INLINE_BYTES 512 /* response bytes kept inside the request allocation */
+/* A larger request body goes to libcurl: a libuv buffer's length is an unsigned int. */
+#define TC__CLIENT_NATIVE_MAX_REQUEST_BODY ((size_t)1 << 30)
 
 typedef struct tc__curl tc__curl;     /* client_curl.c */
 typedef struct tc__native tc__native; /* client_native.c */
@@ -128,6 +130,8 @@ struct tc_client {
     tc__curl *curl;     /* created on first use */
 
     tc_client_stats stats;
+    int pumping;    /* inside pump_queue */
+    int pump_again; /* something changed while pumping: go round once more */
     int closing;
     size_t open_handles; /* uv handles of ours not yet through their close callback */
     tc_client_close_cb close_cb;

@@ -30,8 +30,9 @@
 #define TC__NATIVE_READ_BUFFER (64 * 1024) /* one per engine, shared by its connections */
 #define TC__NATIVE_IDLE_MS 30000           /* an idle connection closes after this at the latest */
 #define TC__NATIVE_KEEPALIVE_MARGIN_MS ((uint64_t)1000) /* close before the server's timeout */
-#define TC__NATIVE_DNS_TTL_MS 30000 /* getaddrinfo gives no TTL: an answer is kept this long */
-#define TC__NATIVE_MAX_ADDRS 16     /* addresses of one name that are tried, in order */
+#define TC__NATIVE_DNS_TTL_MS 30000      /* getaddrinfo gives no TTL: an answer is kept this long */
+#define TC__NATIVE_MAX_ADDRS 16          /* addresses of one name that are tried, in order */
+#define TC__NATIVE_CONNECT_MAX_MS 300000 /* connect_timeout_ms 0: libcurl's default, 300 s */
 
 enum { C_RESOLVING = 1, C_CONNECTING, C_BUSY, C_IDLE, C_CLOSING };
 
@@ -39,6 +40,7 @@ struct tc__native {
     tc_client *client;
     uv_check_t reaper; /* closes aborted connections once the loop's callbacks have run */
     tc__link doomed;   /* aborted connections waiting for the reaper */
+    tc__link lookups;  /* DNS lookups in flight (cancelled by tc__native_close) */
     tc__link lru;      /* idle connections of every origin, least recently used first */
     size_t nconns;     /* open connections (not closing) */
     size_t live;       /* the reaper, connections and DNS lookups not yet freed */
@@ -70,6 +72,7 @@ struct tc__conn {
 
 typedef struct tc__gai {
     uv_getaddrinfo_t req;
+    tc__link link; /* in nat->lookups */
     tc__native *nat;
     tc__origin *origin;
 } tc__gai;
@@ -160,6 +163,7 @@ static tc__native *native_get(tc_client *c)
     nat->client = c;
     tc__list_init(&nat->lru);
     tc__list_init(&nat->doomed);
+    tc__list_init(&nat->lookups);
     if (uv_check_init(c->loop, &nat->reaper) != 0) {
         free(nat);
         return NULL;
@@ -460,15 +464,19 @@ static int conn_send(tc__conn *k)
     bufs[first].base += done;
     bufs[first].len -= done;
     k->req.write.data = k;
-    return uv_write(&k->req.write, (uv_stream_t *)&k->tcp, bufs + first, nbufs - first, on_written);
+    int err =
+        uv_write(&k->req.write, (uv_stream_t *)&k->tcp, bufs + first, nbufs - first, on_written);
+    k->writing = err == 0;
+    return err;
 }
 
 static void on_connect_timeout(uv_timer_t *t)
 {
     tc__conn *k = t->data;
     char ms[32];
+    uint64_t cto = k->nat->client->cfg.connect_timeout_ms;
     (void)snprintf(ms, sizeof(ms), "%llu",
-                   (unsigned long long)k->nat->client->cfg.connect_timeout_ms);
+                   (unsigned long long)(cto ? cto : TC__NATIVE_CONNECT_MAX_MS));
     conn_fail(k, TC_ETIMEDOUT, "%s: could not connect within %s ms", ms);
 }
 
@@ -479,7 +487,6 @@ static void on_connected(uv_connect_t *req, int status)
     tc__conn *k = req->data;
     if (status == UV_ECANCELED || k->state != C_CONNECTING)
         return;
-    uv_timer_stop(&k->timer);
     if (status < 0) {
         k->err = status;
         if (k->addr_idx + 1 < k->origin->naddrs) {
@@ -492,6 +499,7 @@ static void on_connected(uv_connect_t *req, int status)
         conn_fail(k, err, "%s: could not connect: %s", uv_strerror(status));
         return;
     }
+    uv_timer_stop(&k->timer); /* the connect timeout */
     uv_tcp_nodelay(&k->tcp, 1);
     int err = uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read);
     if (err == 0)
@@ -510,7 +518,8 @@ static void on_tcp_reopened(uv_handle_t *h)
         return;
     }
     if (uv_tcp_init(k->nat->client->loop, &k->tcp) != 0) {
-        k->handles--; /* the tcp handle is gone for good */
+        k->handles--;     /* the tcp handle is gone for good */
+        k->reconnect = 1; /* so that conn_close leaves it alone and closes only the timer */
         tc__creq *r = conn_take(k);
         conn_close(k, 0);
         if (r != NULL)
@@ -532,7 +541,6 @@ static int conn_connect(tc__conn *k)
         k->err = err;
         return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS ? TC_EIO : TC_ECONNREFUSED;
     }
-    uv_timer_start(&k->timer, on_connect_timeout, k->nat->client->cfg.connect_timeout_ms, 0);
     return 0;
 }
 
@@ -587,6 +595,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     tc__native *nat = g->nat;
     tc__origin *o = g->origin;
     tc_client *c = nat->client;
+    tc__list_remove(&g->link);
     o->resolving_now = 0;
     if (status == 0) {
         size_t n = 0;
@@ -663,6 +672,7 @@ static int conn_resolve(tc__conn *k)
         return TC_EDNS;
     }
     o->resolving_now = 1;
+    tc__list_push_back(&nat->lookups, &g->link);
     tc__origin_ref(nat->client, o);
     nat->live++;
     return 0;
@@ -699,6 +709,10 @@ static int conn_open(tc__native *nat, tc__creq *r)
     c->stats.open_connections++;
     k->r = r;
     r->conn = k;
+    /* The connect timeout covers the lookup and every address tried, as libcurl's does. */
+    uint64_t cto =
+        c->cfg.connect_timeout_ms ? c->cfg.connect_timeout_ms : TC__NATIVE_CONNECT_MAX_MS;
+    uv_timer_start(&k->timer, on_connect_timeout, cto, 0);
 
     if (o->addrs == NULL)
         (void)origin_literal(o); /* an IP literal needs no lookup */
@@ -753,6 +767,10 @@ void tc__native_close(tc_client *c)
 {
     tc__native *nat = c->native;
     nat->closing = 1;
+    /* A lookup still in the thread pool's queue is dropped (its callback then runs with
+     * UV_EAI_CANCELED); one already running is waited for: getaddrinfo cannot be interrupted. */
+    for (tc__link *l = nat->lookups.next; l != &nat->lookups; l = l->next)
+        (void)uv_cancel((uv_req_t *)&tc__container_of(l, tc__gai, link)->req);
     on_reap(&nat->reaper);
     tc__link *l;
     while ((l = tc__list_first(&nat->lru)) != NULL)

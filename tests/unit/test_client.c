@@ -23,6 +23,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -416,6 +417,16 @@ static void sc_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         /* A TLS ClientHello on this plain port: answer like a real HTTP server would. */
         sc->rejected = 1;
         sc_printf(sc, AFTER_CLOSE, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        return;
+    }
+    if (sc->len >= 12 && strncmp(sc->buf, "POST /early ", 12) == 0 &&
+        memmem(sc->buf, sc->len, "\r\n\r\n", 4) != NULL) {
+        /* Answers as soon as the head is in, then stops reading: the client's body write
+         * stays pending while the answer arrives. */
+        sc->s->requests++;
+        sc->rejected = 1;
+        uv_read_stop((uv_stream_t *)&sc->tcp);
+        sc_printf(sc, AFTER_NONE, "HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n");
         return;
     }
     if (sc->len == sizeof(sc->buf)) {
@@ -1468,9 +1479,78 @@ static void test_large_body_write_cut_short(void **state)
     tc_future_unref(f);
     free(big); /* the caller's copy; the client's own went with the cancel */
     run_for(t, 50);
+
+    /* The answer comes before the body is written: the connection is not pooled (the rest of
+     * the body would follow), and dropping the response frees the request while libuv still
+     * holds a write of its body: ASan sees any write from freed memory. */
+    char *big2 = malloc(BIG);
+    assert_non_null(big2);
+    memset(big2, 'c', BIG);
+    req.url = url_of(t, &t->s, "/early");
+    req.body = big2;
+    assert_int_equal(tc_client_request_start(&f, t->client, &req), 0);
+    free(big2);
+    expect_response(t, f, 413);
+    tc_future_unref(f);
+    run_for(t, 100);
+    tc_client_stats st;
+    tc_client_get_stats(t->client, &st);
+    assert_int_equal(st.open_connections, 0);
     expect_stats_settled(t);
     tctx_finish(t);
     close(lfd);
+}
+
+/* Requests that cannot start (no file descriptor left) fail one after the other, oldest first,
+ * without the queue's pump calling itself once per request (which overflowed the stack). */
+static int g_fail_order_ok = 1;
+static long g_fail_last = -1;
+
+static void on_seq_done(tc_future *f, void *data)
+{
+    long seq = (long)(intptr_t)data;
+    if (tc_future_state_of(f) != TC_FUTURE_REJECTED || seq <= g_fail_last) {
+        if (g_fail_order_ok)
+            print_message("request %ld after %ld: state %d %s\n", seq, g_fail_last,
+                          tc_future_state_of(f), tc_future_message(f));
+        g_fail_order_ok = 0;
+    }
+    g_fail_last = seq;
+    tc_future_unref(f);
+}
+
+static void test_many_start_failures(void **state)
+{
+    (void)state;
+    if (g_engine == TC_CLIENT_ENGINE_CURL)
+        skip(); /* libcurl opens its sockets later, inside its own loop */
+    enum { N = 30000 };
+    tc_client_config cfg;
+    tc_client_config_init(&cfg);
+    cfg.max_connections = 1;
+    tctx *t = tctx_new(&cfg);
+    srv_start(&t->s2, &t->loop); /* another origin: its requests need new sockets */
+    tc_future *slow = get(t, &t->s, "/delay?ms=200", 0);
+    assert_true(run_until_flag(t, &t->s.requests, 5000)); /* it holds the only slot */
+    for (long i = 0; i < N; i++) {
+        tc_future *f = get(t, &t->s2, "/ok", 0);
+        assert_int_equal(tc_future_on_done(f, on_seq_done, (void *)(intptr_t)i), 0);
+    }
+    /* No descriptor left for a new socket (not even the one the pool frees when it evicts the
+     * slow request's idle connection to make room): every queued request fails to start. */
+    struct rlimit old, low;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = old;
+    low.rlim_cur = 3; /* open descriptors stay usable; no new one above stderr */
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    expect_response(t, slow, 200);
+    tc_future_unref(slow);
+    run_for(t, 50);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    assert_true(g_fail_order_ok);
+    assert_int_equal(g_fail_last, N - 1);
+    expect_stats_settled(t);
+    tctx_finish(t);
 }
 
 /* timeout_from_admit: the wait for a per-host slot is not part of the timeout. */
@@ -1590,6 +1670,7 @@ int main(void)
         cmocka_unit_test(test_abort_is_a_reset),
         cmocka_unit_test(test_timeout_from_admit),
         cmocka_unit_test(test_large_body_write_cut_short),
+        cmocka_unit_test(test_many_start_failures),
     };
     print_message("== native HTTP/1.1 engine\n");
     g_engine = TC_CLIENT_ENGINE_AUTO;
