@@ -17,7 +17,7 @@ X-Tailcut-Attempt value per second, so extras = arrivals with an attempt number 
    the time until tailcut_hedge_delay_seconds is within 10% of the band's p95 (29 / 290 ms).
 
 Environment: TAILCUT [build/tailcut], HEDGE_LOAD [build/hedge_load], RATE [2000], SECONDS [30],
-BUDGET_SECONDS [15], FLAP_RATE [200], STEP_RATE [500], OUT [bench/hedge].
+BUDGET_SECONDS [15], FLAP_RATE [200], STEP_RATE [500], OUT [bench/hedge], POLICIES [all: 0,1,2,3].
 """
 import json
 import os
@@ -144,12 +144,17 @@ def worst_second(s, pct):
 
 
 def policies():
-    return [
+    """The four policies, or those whose indices POLICIES lists (e.g. POLICIES=0,2)."""
+    chosen = os.environ.get("POLICIES")
+    every = [
         ("no hedging", ["--hedge-extra", "0"]),
         ("seed 300 ms + 2", []),
         ("p99, budget 2%", ["--hedge-delay", "p99", "--hedge-budget", "2"]),
         ("p95", ["--hedge-delay", "p95"]),
     ]
+    if not chosen:
+        return every
+    return [every[int(i)] for i in chosen.split(",")]
 
 
 def part1(rows):
@@ -193,7 +198,7 @@ def plot(results):
         pts = os.path.join(OUT, "cdf-%d.dat" % i)
         with open(pts, "w") as f:
             step = max(1, n // 4000)
-            for k in list(range(0, n, step)) + list(range(max(0, n - 2000), n)):
+            for k in sorted(set(range(0, n, step)) | set(range(max(0, n - 2000), n))):
                 f.write("%.3f %.8f\n" % (lat[k] / 1000.0, max(1.0 - (k + 1) / n, 0.5 / n)))
         data.append((name, pts))
         os.remove(path)
