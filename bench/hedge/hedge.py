@@ -16,7 +16,7 @@ X-Tailcut-Attempt value per second, so extras = arrivals with an attempt number 
    uniform:10:30 to uniform:100:300 and back (POST /profile); /metrics is read every 100 ms for
    the time until tailcut_hedge_delay_seconds is within 10% of the band's p95 (29 / 290 ms).
 
-Environment: TAILCUT [build/tailcut], HEDGE_LOAD [build/hedge_load], RATE [2000], SECONDS [30],
+Environment: TAILCUT [build/tailcut], HEDGE_LOAD [build/bench/hedge_load], RATE [2000], SECONDS [30],
 BUDGET_SECONDS [15], FLAP_RATE [200], STEP_RATE [500], OUT [bench/hedge], POLICIES [all: 0,1,2,3].
 """
 import json
@@ -29,7 +29,8 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TAILCUT = os.environ.get("TAILCUT", os.path.join(ROOT, "build", "tailcut"))
-HEDGE_LOAD = os.environ.get("HEDGE_LOAD", os.path.join(os.path.dirname(TAILCUT), "hedge_load"))
+HEDGE_LOAD = os.environ.get("HEDGE_LOAD",
+                            os.path.join(os.path.dirname(TAILCUT), "bench", "hedge_load"))
 RATE = int(os.environ.get("RATE", "2000"))
 SECONDS = int(os.environ.get("SECONDS", "30"))
 BUDGET_SECONDS = int(os.environ.get("BUDGET_SECONDS", "15"))
