@@ -233,7 +233,7 @@ typedef struct dconn {
     uv_tcp_t tcp;
     uv_timer_t timer;
     int handles;
-    int gone; /* stuck: the client left while requests were held */
+    int gone;    /* stuck: the client left while requests were held */
     int match;   /* how much of "\r\n\r\n" was seen */
     int pending; /* requests waiting for their answer */
     char buf[4096];
@@ -356,9 +356,10 @@ static int run_serve_delay(const char *port_file, uint64_t lifetime_s)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: client_bench throughput URL [-c N] [-d SECONDS] [-e native|curl]\n"
-                    "       client_bench memory URL [-c N] [-p POOL] [-e native|curl]\n"
-                    "       client_bench serve-delay PORT_FILE [-m MS] [-l SECONDS] [-s 1 (stuck)]\n");
+    fprintf(stderr,
+            "usage: client_bench throughput URL [-c N] [-d SECONDS] [-e native|curl]\n"
+            "       client_bench memory URL [-c N] [-p POOL] [-e native|curl]\n"
+            "       client_bench serve-delay PORT_FILE [-m MS] [-l SECONDS] [-s 1 (stuck)]\n");
     exit(2);
 }
 

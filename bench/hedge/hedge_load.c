@@ -9,9 +9,9 @@
  * a lower rate (a closed-loop tool such as wrk hides exactly that). Requests that find every
  * connection busy wait in the client's queue, and that wait counts too.
  *
- * Prints one line: requests, ok (status 200), failed, the rate they were sent at, and latency percentiles of
- * the ok requests (p50 p90 p99 p99.9 p99.99 max, in ms). --out writes every ok latency in
- * microseconds, one a line, in completion order (for CDF plots).
+ * Prints one line: requests, ok (status 200), failed, the rate they were sent at, and latency
+ * percentiles of the ok requests (p50 p90 p99 p99.9 p99.99 max, in ms). --out writes every ok
+ * latency in microseconds, one a line, in completion order (for CDF plots).
  */
 #include <stdio.h>
 #include <stdlib.h>
