@@ -21,6 +21,8 @@ import tchelpers as th  # noqa: E402
 from test_smart import Metrics, Upstream, request, serve  # noqa: E402
 
 EARLY = 0.003
+# Arrival times at the upstream include each attempt's connect: slack for one being slower.
+CONNECT_JITTER = 15
 
 
 def attempts_by_value(stats):
@@ -136,9 +138,11 @@ class Adaptive(unittest.TestCase):
             self.assertEqual(r.headers.get("x-tailcut-attempts"), "3")
             s = up.stats_when(lambda s: s["work_requests"] == 3)
             arr = sorted(s["arrivals_ms"])
-            self.assertGreaterEqual(arr[1] - arr[0], 60 - 3, arr)
-            self.assertGreaterEqual(arr[2] - arr[0], 120 - 3, arr)
-            self.assertGreaterEqual(arr[2] - arr[1], 40, arr)
+            # Fired at 0, 60 and 120 ms; seen on arrival, after each attempt's own connect,
+            # which may take a few ms more for one than another (more under sanitizers).
+            self.assertGreaterEqual(arr[1] - arr[0], 60 - CONNECT_JITTER, arr)
+            self.assertGreaterEqual(arr[2] - arr[0], 120 - CONNECT_JITTER, arr)
+            self.assertGreaterEqual(arr[2] - arr[1], 60 - CONNECT_JITTER, arr)
             self.assertEqual(attempts_by_value(s), {"1": 1, "2": 1, "3": 1})
 
 
