@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "tailcut/client.h"
+#include "tailcut/hedge.h"
 #include "cli.h"
 
 void cli_error(const char *cmd, const char *fmt, ...)
@@ -92,6 +93,49 @@ int cli_parse_http_engine(const char *cmd, const char *value, int *engine)
     }
     cli_error(cmd, "invalid value '%s' for --http-engine: expected native or curl", value);
     return -1;
+}
+
+int cli_parse_hedge_delay(const char *cmd, const char *value, uint64_t *ms,
+                          unsigned *percentile_tenths)
+{
+    const char *p = value;
+    if (*p != 'p') {
+        if (cli_parse_u64(cmd, "--hedge-delay", value, 0, 3600000, ms) != 0)
+            return -1;
+        *percentile_tenths = 0;
+        return 0;
+    }
+    /* pNN or pNN.N: exactly two digits, then optionally '.' and exactly one */
+    p++;
+    int ok = p[0] >= '5' && p[0] <= '9' && p[1] >= '0' && p[1] <= '9';
+    unsigned tenths = ok ? (unsigned)(p[0] - '0') * 100 + (unsigned)(p[1] - '0') * 10 : 0;
+    if (ok && p[2] == '.') {
+        ok = p[3] >= '0' && p[3] <= '9' && p[4] == '\0';
+        tenths += ok ? (unsigned)(p[3] - '0') : 0;
+    } else {
+        ok = ok && p[2] == '\0';
+    }
+    if (!ok) {
+        cli_error(cmd,
+                  "invalid value '%s' for --hedge-delay: expected MS or pNN, NN from 50 to 99.9 "
+                  "with at most one decimal (p95, p99, p99.9)",
+                  value);
+        return -1;
+    }
+    *percentile_tenths = tenths;
+    return 0;
+}
+
+int cli_parse_hedge_budget(const char *cmd, const char *value, uint64_t *percent_e6)
+{
+    if (tc_hedge_budget_parse(value, percent_e6) != 0) {
+        cli_error(cmd,
+                  "invalid value '%s' for --hedge-budget: expected a percentage above 0 and up to "
+                  "100, digits[.digits] (at most 6 decimals)",
+                  value);
+        return -1;
+    }
+    return 0;
 }
 
 /* Opens the access log named by a flag value: "-" is stdout, "off" none, else a file appended to.

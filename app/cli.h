@@ -31,6 +31,16 @@ void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(prin
  * value is an int holding a tc_client_engine, so that this header needs no library header. */
 int cli_parse_http_engine(const char *cmd, const char *value, int *engine);
 
+/* Parses --hedge-delay (CONTRACT §1, §4): MS, a whole number 0..3600000, sets *ms and
+ * *percentile_tenths = 0; or pNN[.N], NN from 50 to 99.9 with at most one decimal, sets
+ * *percentile_tenths (500..999). Returns 0 or -1 with a message naming the flag. */
+int cli_parse_hedge_delay(const char *cmd, const char *value, uint64_t *ms,
+                          unsigned *percentile_tenths);
+
+/* Parses --hedge-budget PCT (CONTRACT §4): digits[.digits], 0 < PCT <= 100, at most 6 decimals;
+ * sets *percent_e6 to PCT in millionths of a percent. Returns 0 or -1 with a message. */
+int cli_parse_hedge_budget(const char *cmd, const char *value, uint64_t *percent_e6);
+
 /* Opens the access log named by a flag value: "-" is stdout, "off" none (NULL), else FILE opened
  * for appending. Returns 0 or -1 with a message. */
 int cli_open_access_log(const char *cmd, const char *value, FILE **out);

@@ -45,9 +45,11 @@ typedef struct serve_metrics {
     tc_metrics_registry *reg;
     uint32_t requests, duration, attempts, hedges, hedge_wins, in_flight, queue_waits;
     uint32_t stale_retries;
+    uint32_t hedges_denied, attempt_duration; /* adaptive hedging (CONTRACT §4) */
     uint32_t batches, batch_size, batch_keys, batch_dedup, batch_wait; /* /api/metadata */
     uint32_t duration_series[EP_COUNT];
     uint32_t outcome_series[TC_OUTCOME_COUNT];
+    uint32_t attempt_duration_series[TC_OUTCOME_COUNT];
 } serve_metrics;
 
 typedef struct serve_config {
@@ -59,6 +61,14 @@ typedef struct serve_config {
     int http_engine; /* tc_client_engine */
     uint64_t hedge_delay_ms;
     uint64_t hedge_extra;
+    /* Adaptive hedging (CONTRACT §4): --hedge-delay pNN (percentile in tenths, 0 = a fixed
+     * delay), --hedge-delay-fallback and --hedge-budget (0 = off). The delay source and the
+     * budget are one object each for the whole process, shared by every worker. */
+    unsigned hedge_percentile_tenths;
+    uint64_t hedge_fallback_ms;
+    uint64_t hedge_budget_e6;
+    tc_hedge_adaptive *adaptive;
+    tc_hedge_budget *budget;
     uint64_t max_timeout_ms;
     uint64_t upstream_connections;
     uint64_t batch_max;
@@ -174,9 +184,15 @@ static void count_attempts(const tc_hedge_result *r, void *data)
     serve_worker *sw = data;
     serve_metrics *m = &sw->cfg->metrics;
     for (unsigned i = 0; i < r->nattempts; i++) {
-        tc_attempt_outcome o = r->attempts[i].outcome;
-        tc_metrics_counter_add(sw->shard, m->attempts, m->outcome_series[o], 1);
+        const tc_hedge_attempt *a = &r->attempts[i];
+        tc_metrics_counter_add(sw->shard, m->attempts, m->outcome_series[a->outcome], 1);
+        if (a->ended_ns >= a->started_ns)
+            tc_metrics_histogram_observe(sw->shard, m->attempt_duration,
+                                         m->attempt_duration_series[a->outcome],
+                                         (double)(a->ended_ns - a->started_ns) / 1e9);
     }
+    if (r->denied > 0)
+        tc_metrics_counter_add(sw->shard, m->hedges_denied, TC_METRICS_SERIES_DEFAULT, r->denied);
     if (r->hedge_fired)
         tc_metrics_counter_add(sw->shard, m->hedges, TC_METRICS_SERIES_DEFAULT, 1);
     if (r->winner >= 0 && r->attempts[r->winner].hedged)
@@ -314,6 +330,9 @@ static void handle_api(serve_worker *sw, tc_request *req, endpoint ep)
     case EP_SMART:
         policy.extra = (unsigned)cfg->hedge_extra;
         policy.hedge_delay_ms = cfg->hedge_delay_ms;
+        policy.staggered = cfg->adaptive != NULL; /* pNN: extra k at k x delay */
+        policy.adaptive = cfg->adaptive;
+        policy.budget = cfg->budget;
         break;
     case EP_FIRST:
         policy.initial = 3;
@@ -592,6 +611,24 @@ static void handle_metadata(serve_worker *sw, tc_request *req)
     api_call_watch(call, on_meta_done);
 }
 
+/* The hedge delay in force, in seconds: the percentile estimate (or its fallback) for pNN, else
+ * the fixed --hedge-delay. A gauge the registry cannot hold (its gauges are whole numbers summed
+ * over workers, and this one is a fraction shared by all), so it is rendered here. */
+#define HEDGE_DELAY_GAUGE_MAX 256
+
+static size_t render_hedge_delay(const serve_config *cfg, char *buf, size_t cap)
+{
+    uint64_t ms = cfg->adaptive != NULL
+                      ? tc_hedge_adaptive_delay_ms(cfg->adaptive, uv_hrtime() / 1000000)
+                      : cfg->hedge_delay_ms;
+    int n = snprintf(buf, cap,
+                     "# HELP tailcut_hedge_delay_seconds The /api/smart hedge delay in force\n"
+                     "# TYPE tailcut_hedge_delay_seconds gauge\n"
+                     "tailcut_hedge_delay_seconds %.3f\n",
+                     (double)ms / 1000.0);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
 static void handle_metrics(serve_worker *sw, tc_request *req)
 {
     char *text = NULL;
@@ -601,8 +638,15 @@ static void handle_metrics(serve_worker *sw, tc_request *req)
         respond_error(sw, req, EP_METRICS, 503, "overloaded", "metrics unavailable");
         return;
     }
-    tc_request_respond(req, 200, "text/plain; version=0.0.4", NULL, 0, text, len);
-    free(text);
+    char *all = realloc(text, len + HEDGE_DELAY_GAUGE_MAX);
+    if (all == NULL) {
+        free(text);
+        respond_error(sw, req, EP_METRICS, 503, "overloaded", "out of memory");
+        return;
+    }
+    len += render_hedge_delay(sw->cfg, all + len, HEDGE_DELAY_GAUGE_MAX);
+    tc_request_respond(req, 200, "text/plain; version=0.0.4", NULL, 0, all, len);
+    free(all);
 }
 
 static const struct route {
@@ -663,6 +707,9 @@ static int define_metrics(serve_metrics *m)
     static const char *const outcome_label[] = {"outcome"};
     static const double latency_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4,
                                              0.5,   0.75, 1,     2.5,  5,   10,  30,  60};
+    static const double attempt_buckets[] = {
+        0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15,
+        0.2,   0.3,    0.5,   0.75, 1,     1.5,  2,     3,    5,    10,   30,    60};
     static const double batch_size_buckets[] = {1, 2, 5, 10, 20, 30, 40, 50, 100, 200, 500, 1000};
     static const double batch_wait_buckets[] = {0.001, 0.002, 0.005, 0.008, 0.01, 0.011,
                                                 0.012, 0.015, 0.02,  0.05,  0.1,  0.25,
@@ -698,11 +745,16 @@ static int define_metrics(serve_metrics *m)
         {TC_METRIC_COUNTER, "tailcut_upstream_stale_retries_total",
          "GETs sent once more because their pooled connection died before any answer byte", NULL, 0,
          NULL, 0, 0},
+        {TC_METRIC_COUNTER, "tailcut_hedges_denied_total",
+         "Extra /api/smart attempts the hedge budget denied", NULL, 0, NULL, 0, 0},
+        {TC_METRIC_HISTOGRAM, "tailcut_upstream_attempt_duration_seconds",
+         "Upstream attempt latency, from firing to its end, by outcome", outcome_label, 1,
+         attempt_buckets, sizeof(attempt_buckets) / sizeof(attempt_buckets[0]), 0},
     };
-    uint32_t *ids[] = {&m->requests,     &m->duration,   &m->attempts,    &m->hedges,
-                       &m->hedge_wins,   &m->in_flight,  &m->queue_waits, &m->batches,
-                       &m->batch_size,   &m->batch_keys, &m->batch_dedup, &m->batch_wait,
-                       &m->stale_retries};
+    uint32_t *ids[] = {&m->requests,      &m->duration,      &m->attempts,        &m->hedges,
+                       &m->hedge_wins,    &m->in_flight,     &m->queue_waits,     &m->batches,
+                       &m->batch_size,    &m->batch_keys,    &m->batch_dedup,     &m->batch_wait,
+                       &m->stale_retries, &m->hedges_denied, &m->attempt_duration};
     if (tc_metrics_registry_new(&m->reg) != 0)
         return TC_ENOMEM;
     for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++) {
@@ -719,6 +771,9 @@ static int define_metrics(serve_metrics *m)
     for (int o = 0; o < TC_OUTCOME_COUNT; o++) {
         const char *v[1] = {tc_attempt_outcome_name((tc_attempt_outcome)o)};
         int err = tc_metrics_series_define(m->reg, m->attempts, v, &m->outcome_series[o]);
+        if (err == 0)
+            err = tc_metrics_series_define(m->reg, m->attempt_duration, v,
+                                           &m->attempt_duration_series[o]);
         if (err != 0)
             return err;
     }
@@ -937,6 +992,8 @@ enum {
     OPT_UPSTREAM_CA,
     OPT_HTTP_ENGINE,
     OPT_HEDGE_DELAY,
+    OPT_HEDGE_DELAY_FALLBACK,
+    OPT_HEDGE_BUDGET,
     OPT_HEDGE_EXTRA,
     OPT_MAX_TIMEOUT,
     OPT_UPSTREAM_CONNECTIONS,
@@ -963,8 +1020,16 @@ static const cli_option serve_options[] = {
      "PEM CA bundle to verify an https upstream [system store]"},
     {"http-engine", 0, OPT_HTTP_ENGINE, CLI_VALUE, "native|curl",
      "client engine for http:// upstreams (https:// always uses libcurl) [native]"},
-    {"hedge-delay", 0, OPT_HEDGE_DELAY, CLI_VALUE, "MS",
-     "/api/smart fires the extra attempts after this long [300]"},
+    {"hedge-delay", 0, OPT_HEDGE_DELAY, CLI_VALUE, "MS|pNN",
+     "/api/smart fires the extra attempts after MS, all at once;\n"
+     "or pNN (p50..p99.9): extra k at k x the NNth percentile of\n"
+     "recent attempt latencies (about the last 10 s) [300]"},
+    {"hedge-delay-fallback", 0, OPT_HEDGE_DELAY_FALLBACK, CLI_VALUE, "MS",
+     "the pNN delay until 100 attempts were recorded, and while\n"
+     "none is recent [300]"},
+    {"hedge-budget", 0, OPT_HEDGE_BUDGET, CLI_VALUE, "PCT",
+     "extra attempts fired in any 1 s stay within\n"
+     "floor(PCT x /api/smart requests in it / 100) + 1 [off]"},
     {"hedge-extra", 0, OPT_HEDGE_EXTRA, CLI_VALUE, "N", "extra attempts fired by the hedge [2]"},
     {"max-timeout", 0, OPT_MAX_TIMEOUT, CLI_VALUE, "MS",
      "largest timeout a request may ask for, and the default [60000]"},
@@ -1013,6 +1078,24 @@ static char *join_url(const char *base, int port, const char *path)
     return strdup(buf);
 }
 
+/* The process's one delay source (for pNN) and one budget, handed to every worker's hedges. */
+static int start_hedging(serve_config *cfg)
+{
+    if (cfg->hedge_percentile_tenths != 0) {
+        tc_hedge_adaptive_config ac;
+        tc_hedge_adaptive_config_init(&ac);
+        ac.percentile = (double)cfg->hedge_percentile_tenths / 10.0;
+        ac.fallback_ms = cfg->hedge_fallback_ms;
+        ac.max_ms = cfg->max_timeout_ms;
+        int err = tc_hedge_adaptive_new(&cfg->adaptive, &ac);
+        if (err != 0)
+            return err;
+    }
+    if (cfg->hedge_budget_e6 != 0)
+        return tc_hedge_budget_new(&cfg->budget, cfg->hedge_budget_e6);
+    return 0;
+}
+
 int cmd_serve(int argc, char **argv)
 {
     static const char cmd[] = "serve";
@@ -1031,6 +1114,7 @@ int cmd_serve(int argc, char **argv)
     cfg->access_log = stdout;
     cfg->hedge_delay_ms = 300;
     cfg->hedge_extra = 2;
+    cfg->hedge_fallback_ms = 300;
     cfg->max_timeout_ms = 60000;
     cfg->upstream_connections = 1024;
     cfg->batch_max = 50;
@@ -1085,7 +1169,15 @@ int cmd_serve(int argc, char **argv)
             break;
         }
         case OPT_HEDGE_DELAY:
-            bad = cli_parse_u64(cmd, "--hedge-delay", val, 0, 3600000, &cfg->hedge_delay_ms);
+            bad = cli_parse_hedge_delay(cmd, val, &cfg->hedge_delay_ms,
+                                        &cfg->hedge_percentile_tenths);
+            break;
+        case OPT_HEDGE_DELAY_FALLBACK:
+            bad = cli_parse_u64(cmd, "--hedge-delay-fallback", val, 0, 3600000,
+                                &cfg->hedge_fallback_ms);
+            break;
+        case OPT_HEDGE_BUDGET:
+            bad = cli_parse_hedge_budget(cmd, val, &cfg->hedge_budget_e6);
             break;
         case OPT_HEDGE_EXTRA:
             bad = cli_parse_u64(cmd, "--hedge-extra", val, 0, TC_HEDGE_MAX_ATTEMPTS - 1,
@@ -1131,8 +1223,8 @@ int cmd_serve(int argc, char **argv)
     if (cli_open_access_log(cmd, access_log, &cfg->access_log) != 0)
         goto out;
 
-    if (define_metrics(&cfg->metrics) != 0) {
-        cli_error(cmd, "cannot set up metrics");
+    if (define_metrics(&cfg->metrics) != 0 || start_hedging(cfg) != 0) {
+        cli_error(cmd, "cannot set up metrics and hedging");
         status = TC_EXIT_FAILURE;
         goto out;
     }
@@ -1176,6 +1268,8 @@ out:
     if (cfg->access_log != NULL && cfg->access_log != stdout)
         (void)fclose(cfg->access_log); /* at exit: nowhere left to report a failed flush */
     tc_metrics_registry_free(cfg->metrics.reg);
+    tc_hedge_adaptive_free(cfg->adaptive);
+    tc_hedge_budget_free(cfg->budget);
     free(cfg->upstream);
     free(cfg->metadata_upstream);
     free(run);

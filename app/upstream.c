@@ -43,8 +43,8 @@ static const cli_option upstream_options[] = {
      "address to listen on [" DEFAULT_LISTEN "]; port 0 picks one"},
     {"profile", 0, OPT_PROFILE, CLI_VALUE, "P",
      "exponea | fixed:MS | uniform:LO:HI |\n"
-     "lognormal:MEDIAN_MS:SIGMA | straggler:FAST_MS:SLOW_MS:P\n"
-     "[exponea]"},
+     "lognormal:MEDIAN_MS:SIGMA | straggler:FAST_MS:SLOW_MS:P |\n"
+     "mix:LO:HI:SLOW_LO:SLOW_HI:P [exponea]"},
     {"seed", 0, OPT_SEED, CLI_VALUE, "N",
      "seed of the random draws (same seed and request order,\n"
      "same draws) [from the clock; shown in /stats]"},
@@ -74,8 +74,9 @@ static void usage(FILE *out)
         "  POST /scenario           queue steps: [{\"delay_ms\":N,\"action\":\"respond\"|\"hang\"|"
         "\"reset\",\n"
         "                           \"status\":N,\"body\":\"TEXT\"}, ...]\n"
+        "  POST /profile            switch the profile at once: {\"profile\":\"P\"}\n"
         "  POST /reset              clear counters and the scenario queue\n"
-        "  GET  /stats              counters, arrivals_ms, metadata_ids (JSON)\n"
+        "  GET  /stats              counters, arrivals_ms, per_second, metadata_ids (JSON)\n"
         "  GET  /api/metadata?id=A&id=B  {\"results\":{...}}; IDs starting with 'missing' are "
         "absent\n"
         "\n"

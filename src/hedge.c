@@ -3,9 +3,16 @@
  *
  * The one idea: a hedge is a small state machine driven by three kinds of events (an attempt
  * finished, the hedge timer, the deadline timer), and every one of them goes through
- * hedge_check(), which decides whether to fire the extra attempts, to finish, or to wait.
- * finish() is the only exit: it cancels what still runs, stops the timers and hands the result
- * to the hedge's future. Attempts are client futures; cancelling one aborts its transfer.
+ * hedge_check(), which decides whether to fire extra attempts, to finish, or to wait.
+ * finish() is the only exit: it cancels what still runs, stops the timers, records latencies
+ * for an adaptive policy and hands the result to the hedge's future. Attempts are client
+ * futures; cancelling one aborts its transfer.
+ *
+ * Extras are *decided* one at a time by decide_extras(): each one either fires or, when the
+ * budget says no, is dropped for good. The seed schedule decides every extra at once (at the
+ * delay, or when everything fired so far has failed); the staggered one decides extra k at
+ * k x delay, or at once when nothing is in flight. A hedge with nothing in flight whose extras
+ * were all denied has nothing left to wait for, and hedge_check() ends it.
  *
  * Lifetime: the hedge state holds two uv timers, so it is freed only after both close
  * callbacks, which finish() or the cancel hook start. The result is a separate allocation that
@@ -15,8 +22,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <strings.h>
+
 #include "tailcut/hedge.h"
 #include "tailcut/json.h"
+
+#define ATTEMPT_HEADER "X-Tailcut-Attempt"
 
 /* Attempts get this much more time than the hedge's own deadline, so that the deadline timer,
  * not the client's timeout, decides when a hedge has run out of time. */
@@ -40,9 +51,12 @@ struct hedge {
     uv_timer_t hedge_timer;
     uv_timer_t deadline_timer;
     int open_handles;
-    unsigned done; /* attempts that have ended */
-    int finished;  /* finish() or cancel ran */
-    int firing;    /* inside fire(): checks wait until it returns */
+    unsigned done;           /* attempts that have ended */
+    int finished;            /* finish() or cancel ran */
+    int firing;              /* inside fire(): checks wait until it returns */
+    unsigned extras_decided; /* extras fired or denied so far */
+    int extras_stopped;      /* an extra was denied with nothing in flight: no more extras */
+    uint64_t start_ms;       /* uv_now() when the first attempt fired */
     attempt_slot slots[TC_HEDGE_MAX_ATTEMPTS];
     char *strings; /* copies of url, method, header names and values, body */
 };
@@ -160,6 +174,23 @@ static void observe(hedge *h, const tc_hedge_result *r)
         h->policy.observe(r, h->policy.observe_data);
 }
 
+/* Feeds an adaptive policy's estimator (CONTRACT §4): each success at its latency, and, when a
+ * winner is known, each attempt cancelled for it at its elapsed time (a lower bound: dropping
+ * them would hide exactly the slow attempts and pull the delay down). Failures never. */
+static void record_latencies(hedge *h, const tc_hedge_result *r)
+{
+    if (h->policy.adaptive == NULL)
+        return;
+    uint64_t now_ms = uv_hrtime() / 1000000;
+    for (unsigned i = 0; i < r->nattempts; i++) {
+        const tc_hedge_attempt *a = &r->attempts[i];
+        int lower_bound = a->outcome == TC_OUTCOME_CANCELLED && r->winner >= 0;
+        if ((a->outcome == TC_OUTCOME_SUCCESS || lower_bound) && a->ended_ns >= a->started_ns)
+            tc_hedge_adaptive_record(h->policy.adaptive, now_ms,
+                                     (a->ended_ns - a->started_ns) / 1000);
+    }
+}
+
 static void finish(hedge *h, int error)
 {
     if (h->finished)
@@ -168,6 +199,7 @@ static void finish(hedge *h, int error)
     tc_hedge_result *r = h->result;
     h->result = NULL;
     r->error = error;
+    record_latencies(h, r);
     observe(h, r);
     tc_future_fulfill(h->out, r, result_free);
 }
@@ -185,6 +217,7 @@ static void on_cancel(tc_future *f, void *data)
 /* ---- attempts ------------------------------------------------------------------------------- */
 
 static void hedge_check(hedge *h);
+static void on_hedge_timer(uv_timer_t *t);
 
 static void on_attempt_done(tc_future *f, void *data)
 {
@@ -231,6 +264,11 @@ static void fire(hedge *h, unsigned n, int hedged)
     tc_hedge_result *r = h->result;
     uint64_t now = uv_now(h->loop);
     tc_client_request req = h->req;
+    char number[16];
+    /* copy_request() left one header slot free at the end for the attempt's number. */
+    h->headers[req.nheaders].name = ATTEMPT_HEADER;
+    h->headers[req.nheaders].value = number;
+    req.nheaders++;
     if (h->policy.deadline_ms > 0) {
         uint64_t left = h->policy.deadline_ms > now ? h->policy.deadline_ms - now : 0;
         req.timeout_ms = left + TC_HEDGE_ATTEMPT_SLACK_MS;
@@ -239,6 +277,7 @@ static void fire(hedge *h, unsigned n, int hedged)
     for (unsigned k = 0; k < n && !h->finished; k++) {
         unsigned i = r->nattempts++;
         tc_hedge_attempt *a = &r->attempts[i];
+        (void)snprintf(number, sizeof(number), "%u", i + 1);
         a->hedged = hedged;
         a->started_ns = uv_hrtime();
         h->slots[i].h = h;
@@ -260,13 +299,37 @@ static void fire(hedge *h, unsigned n, int hedged)
     h->firing = 0;
 }
 
-static void fire_extra(hedge *h)
+static unsigned extras_left(const hedge *h)
 {
-    if (h->result->hedge_fired || h->policy.extra == 0)
-        return;
-    h->result->hedge_fired = 1;
-    uv_timer_stop(&h->hedge_timer);
-    fire(h, h->policy.extra, 1);
+    return h->extras_stopped ? 0 : h->policy.extra - h->extras_decided;
+}
+
+/* Decides up to n more extras: each fires, or is denied by the budget and dropped. Returns how
+ * many fired. The staggered schedule's timer is set for the next one still to come. */
+static unsigned decide_extras(hedge *h, unsigned n)
+{
+    unsigned fired = 0;
+    for (unsigned k = 0; k < n && extras_left(h) > 0 && !h->finished; k++) {
+        h->extras_decided++;
+        if (h->policy.budget != NULL &&
+            !tc_hedge_budget_try_extra(h->policy.budget, uv_hrtime() / 1000000)) {
+            h->result->denied++;
+            continue;
+        }
+        h->result->hedge_fired = 1;
+        fire(h, 1, 1);
+        fired++;
+    }
+    if (h->finished)
+        return fired;
+    if (h->policy.staggered && extras_left(h) > 0) {
+        uint64_t due = h->start_ms + (uint64_t)(h->extras_decided + 1) * h->result->delay_ms;
+        uint64_t now = uv_now(h->loop);
+        uv_timer_start(&h->hedge_timer, on_hedge_timer, due > now ? due - now : 0, 0);
+    } else {
+        uv_timer_stop(&h->hedge_timer);
+    }
+    return fired;
 }
 
 /* Decides what happens next after any event. */
@@ -274,15 +337,16 @@ static void hedge_check(hedge *h)
 {
     tc_hedge_result *r = h->result;
     while (!h->finished) {
-        int all_fired = r->hedge_fired || h->policy.extra == 0;
         if (h->done < r->nattempts)
             return; /* something still runs: wait for it, the hedge timer or the deadline */
         /* Every attempt fired so far has ended. */
-        if (!all_fired && r->nsuccesses == 0 && h->policy.hedge_on_failure) {
-            fire_extra(h);
-            continue; /* the extra attempts may all have failed synchronously */
+        if (extras_left(h) > 0 && r->nsuccesses == 0 &&
+            (h->policy.hedge_on_failure || h->policy.staggered)) {
+            if (decide_extras(h, h->policy.staggered ? 1 : extras_left(h)) == 0)
+                h->extras_stopped = 1; /* denied with nothing in flight: nothing to wait for */
+            continue;                  /* the extra attempts may all have failed synchronously */
         }
-        if (!all_fired && r->nsuccesses == 0)
+        if (extras_left(h) > 0 && r->nsuccesses == 0)
             return; /* the hedge timer will fire them */
         if (h->policy.mode == TC_HEDGE_DEADLINE)
             finish(h, 0);
@@ -297,7 +361,7 @@ static void on_hedge_timer(uv_timer_t *t)
     hedge *h = t->data;
     if (h->finished)
         return;
-    fire_extra(h);
+    decide_extras(h, h->policy.staggered ? 1 : extras_left(h));
     hedge_check(h);
 }
 
@@ -319,11 +383,10 @@ static int copy_request(hedge *h, const tc_client_request *req)
     h->strings = malloc(need);
     if (h->strings == NULL)
         return TC_ENOMEM;
-    if (req->nheaders > 0) {
-        h->headers = calloc(req->nheaders, sizeof(*h->headers));
-        if (h->headers == NULL)
-            return TC_ENOMEM;
-    }
+    /* One slot more than the caller's: fire() puts X-Tailcut-Attempt there. */
+    h->headers = calloc(req->nheaders + 1, sizeof(*h->headers));
+    if (h->headers == NULL)
+        return TC_ENOMEM;
     char *p = h->strings;
 #define COPY_STR(dst, src)                                                                         \
     do {                                                                                           \
@@ -336,9 +399,13 @@ static int copy_request(hedge *h, const tc_client_request *req)
     COPY_STR(h->req.url, req->url);
     if (req->method != NULL)
         COPY_STR(h->req.method, req->method);
+    h->req.nheaders = 0;
     for (size_t i = 0; i < req->nheaders; i++) {
-        COPY_STR(h->headers[i].name, req->headers[i].name);
-        COPY_STR(h->headers[i].value, req->headers[i].value);
+        if (strcasecmp(req->headers[i].name, ATTEMPT_HEADER) == 0)
+            continue; /* the hedge numbers its attempts itself */
+        COPY_STR(h->headers[h->req.nheaders].name, req->headers[i].name);
+        COPY_STR(h->headers[h->req.nheaders].value, req->headers[i].value);
+        h->req.nheaders++;
     }
 #undef COPY_STR
     h->req.headers = h->headers;
@@ -381,8 +448,14 @@ int tc_hedge_start(tc_future **out, tc_client *client, const tc_client_request *
         uv_timer_start(&h->deadline_timer, on_deadline,
                        policy->deadline_ms > now ? policy->deadline_ms - now : 0, 0);
     }
+    h->start_ms = uv_now(h->loop);
+    h->result->delay_ms = policy->hedge_delay_ms;
+    if (policy->adaptive != NULL)
+        h->result->delay_ms = tc_hedge_adaptive_delay_ms(policy->adaptive, uv_hrtime() / 1000000);
+    if (policy->budget != NULL)
+        tc_hedge_budget_admit(policy->budget, uv_hrtime() / 1000000);
     if (policy->extra > 0)
-        uv_timer_start(&h->hedge_timer, on_hedge_timer, policy->hedge_delay_ms, 0);
+        uv_timer_start(&h->hedge_timer, on_hedge_timer, h->result->delay_ms, 0);
     fire(h, policy->initial, 0);
     hedge_check(h);
     return 0;

@@ -116,6 +116,13 @@ struct tc_upstream {
     size_t arr_head, arr_len;
     uint64_t arrivals_forgotten;
 
+    /* /api/work arrivals per second since ps_base_ns by X-Tailcut-Attempt value (index 0: none
+     * or not 1..TC_UPSTREAM_MAX_ATTEMPT): a ring of TC_UPSTREAM_PER_SECOND seconds; a slot holds
+     * second ps_second[slot] - 1 (0: never used). */
+    uint64_t ps_base_ns;
+    uint64_t ps_second[TC_UPSTREAM_PER_SECOND];
+    uint32_t ps_counts[TC_UPSTREAM_PER_SECOND][TC_UPSTREAM_MAX_ATTEMPT + 1];
+
     /* ID lists of metadata calls: a ring of TC_UPSTREAM_MAX_METADATA_CALLS. */
     meta_call *calls;
     size_t calls_head, calls_len, calls_bytes;
@@ -226,7 +233,7 @@ static int parse_ms(const char *s, int allow_fraction, double *out)
 int tc_upstream_profile_parse(const char *s, tc_upstream_profile *out, const char **why)
 {
     char buf[PROFILE_MAX + 1];
-    char *field[5];
+    char *field[6];
     size_t nfields = 0;
     tc_upstream_profile p = {0};
 
@@ -236,7 +243,7 @@ int tc_upstream_profile_parse(const char *s, tc_upstream_profile *out, const cha
     field[nfields++] = buf;
     for (char *c = buf; *c; c++) {
         if (*c == ':') {
-            if (nfields == 5)
+            if (nfields == 6)
                 PROFILE_FAIL("too many ':'-separated parameters");
             *c = '\0';
             field[nfields++] = c + 1;
@@ -279,9 +286,22 @@ int tc_upstream_profile_parse(const char *s, tc_upstream_profile *out, const cha
         if (parse_decimal(field[3], 1, &p.c) != 0 || p.c > 1.0)
             PROFILE_FAIL("straggler:FAST_MS:SLOW_MS:P needs P a number from 0 to 1");
         p.kind = TC_PROFILE_STRAGGLER;
+    } else if (strcmp(field[0], "mix") == 0) {
+        if (nfields != 6)
+            PROFILE_FAIL("expected mix:LO:HI:SLOW_LO:SLOW_HI:P");
+        if (parse_ms(field[1], 0, &p.a) != 0 || parse_ms(field[2], 0, &p.b) != 0 ||
+            parse_ms(field[3], 0, &p.d) != 0 || parse_ms(field[4], 0, &p.e) != 0)
+            PROFILE_FAIL("mix:LO:HI:SLOW_LO:SLOW_HI:P needs whole numbers of milliseconds up to "
+                         "3600000");
+        if (p.a > p.b || p.d > p.e)
+            PROFILE_FAIL("mix:LO:HI:SLOW_LO:SLOW_HI:P needs LO <= HI and SLOW_LO <= SLOW_HI");
+        if (parse_decimal(field[5], 1, &p.c) != 0 || p.c > 1.0)
+            PROFILE_FAIL("mix:LO:HI:SLOW_LO:SLOW_HI:P needs P a number from 0 to 1");
+        p.kind = TC_PROFILE_MIX;
     } else {
         PROFILE_FAIL("unknown profile (expected exponea, fixed:MS, uniform:LO:HI, "
-                     "lognormal:MEDIAN_MS:SIGMA or straggler:FAST_MS:SLOW_MS:P)");
+                     "lognormal:MEDIAN_MS:SIGMA, straggler:FAST_MS:SLOW_MS:P or "
+                     "mix:LO:HI:SLOW_LO:SLOW_HI:P)");
     }
     if (out)
         *out = p;
@@ -342,6 +362,14 @@ static void profile_draw(tc_upstream *u, step *s, outcome *out)
     case TC_PROFILE_STRAGGLER:
         ms = rng_unit(u->rng) < p->c ? p->b : p->a;
         break;
+    case TC_PROFILE_MIX: {
+        /* Two draws whichever band is picked, so every decision consumes the same number. */
+        int slow = rng_unit(u->rng) < p->c;
+        uint64_t r = rng_next(u->rng);
+        double lo = slow ? p->d : p->a, hi = slow ? p->e : p->b;
+        ms = lo + (double)(r % ((uint64_t)(hi - lo) + 1));
+        break;
+    }
     }
     if (!(ms >= 0))
         ms = 0;
@@ -424,9 +452,37 @@ static int is_post(tc_request *req)
 
 /* ---- /api/work ----------------------------------------------------------------------------- */
 
+/* The request's X-Tailcut-Attempt value, 1..TC_UPSTREAM_MAX_ATTEMPT, or 0 for none or any other
+ * value. */
+static unsigned attempt_of(tc_request *req)
+{
+    tc_str v;
+    unsigned n = 0;
+    if (tc_request_header(req, "X-Tailcut-Attempt", &v) != 1 || v.len == 0 || v.len > 2)
+        return 0;
+    for (size_t i = 0; i < v.len; i++) {
+        if (v.base[i] < '0' || v.base[i] > '9')
+            return 0;
+        n = n * 10 + (unsigned)(v.base[i] - '0');
+    }
+    return n <= TC_UPSTREAM_MAX_ATTEMPT ? n : 0;
+}
+
+static void count_per_second(tc_upstream *u, tc_request *req, uint64_t now_ns)
+{
+    uint64_t second = now_ns > u->ps_base_ns ? (now_ns - u->ps_base_ns) / 1000000000u : 0;
+    size_t slot = second % TC_UPSTREAM_PER_SECOND;
+    if (u->ps_second[slot] != second + 1) {
+        u->ps_second[slot] = second + 1;
+        memset(u->ps_counts[slot], 0, sizeof(u->ps_counts[slot]));
+    }
+    u->ps_counts[slot][attempt_of(req)]++;
+}
+
 static void record_arrival(tc_upstream *u, tc_request *req)
 {
     uint64_t now = tc_request_ready_ns(req);
+    count_per_second(u, req, now);
     uint64_t us = now > u->base_ns ? (now - u->base_ns) / 1000 : 0;
     if (u->arr_len == TC_UPSTREAM_MAX_ARRIVALS) {
         u->arr_head = (u->arr_head + 1) % TC_UPSTREAM_MAX_ARRIVALS;
@@ -749,6 +805,50 @@ static void handle_scenario(tc_upstream *u, tc_request *req)
               json_pack("{s:I,s:I}", "queued", (json_int_t)n, "pending", (json_int_t)u->q_len));
 }
 
+/* POST /profile {"profile":"P"}: switches the profile at once; 400 and no change on a bad one. */
+static void handle_profile(tc_upstream *u, tc_request *req)
+{
+    tc_str body = tc_request_body(req);
+    json_error_t err;
+    char msg[MESSAGE_MAX];
+    tc_upstream_profile p;
+    const char *why = NULL;
+    json_t *root = json_loadb(body.base, body.len, JSON_REJECT_DUPLICATES, &err);
+    json_t *v = json_is_object(root) ? json_object_get(root, "profile") : NULL;
+    const char *text = json_string_value(v);
+
+    if (root == NULL) {
+        (void)snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s", err.line,
+                       err.column, err.text);
+        send_error(req, 400, "bad_request", msg, NULL, 0);
+        return;
+    }
+    if (text == NULL || json_object_size(root) != 1) {
+        json_decref(root);
+        send_error(req, 400, "bad_request", "expected {\"profile\":\"P\"}", NULL, 0);
+        return;
+    }
+    if (tc_upstream_profile_parse(text, &p, &why) != 0) {
+        char shown[PRINTABLE_MAX + 1];
+        printable(text, strlen(text), shown, sizeof(shown));
+        (void)snprintf(msg, sizeof(msg), "invalid profile \"%s\": %s", shown, why);
+        json_decref(root);
+        send_error(req, 400, "bad_request", msg, NULL, 0);
+        return;
+    }
+    char *copy = strdup(text);
+    json_decref(root);
+    if (copy == NULL) {
+        send_error(req, 503, "overloaded", "out of memory", NULL, 0);
+        return;
+    }
+    free(u->profile_text);
+    u->profile_text = copy;
+    u->profile = p;
+    u->deck_pos = 0; /* exponea starts a fresh deck */
+    send_json(req, 200, json_pack("{s:s}", "profile", u->profile_text));
+}
+
 static void calls_clear(tc_upstream *u)
 {
     for (size_t i = 0; i < u->calls_len; i++)
@@ -772,11 +872,44 @@ static void handle_reset(tc_upstream *u, tc_request *req)
     u->arr_len = 0;
     u->arrivals_forgotten = 0;
     u->base_ns = uv_hrtime();
+    u->ps_base_ns = u->base_ns;
+    memset(u->ps_second, 0, sizeof(u->ps_second));
     u->tokens = (double)u->metadata_rate;
     send_json(req, 200, json_pack("{s:b}", "reset", 1));
 }
 
 /* ---- /stats -------------------------------------------------------------------------------- */
+
+/* per_second: one object per second of the last TC_UPSTREAM_PER_SECOND (since the start or the
+ * last /reset), oldest first: {"second":S,"1":N,"2":N,...,"none":N}, zero counts left out. */
+static json_t *per_second_json(tc_upstream *u)
+{
+    json_t *list = json_array();
+    uint64_t now = uv_hrtime();
+    uint64_t last = now > u->ps_base_ns ? (now - u->ps_base_ns) / 1000000000u : 0;
+    uint64_t first = last + 1 > TC_UPSTREAM_PER_SECOND ? last + 1 - TC_UPSTREAM_PER_SECOND : 0;
+    int bad = list == NULL;
+    for (uint64_t sec = first; !bad && sec <= last; sec++) {
+        size_t slot = sec % TC_UPSTREAM_PER_SECOND;
+        json_t *o = json_pack("{s:I}", "second", (json_int_t)sec);
+        bad |= o == NULL;
+        for (unsigned a = 0; !bad && u->ps_second[slot] == sec + 1 && a <= TC_UPSTREAM_MAX_ATTEMPT;
+             a++) {
+            char key[8];
+            if (u->ps_counts[slot][a] == 0)
+                continue;
+            (void)snprintf(key, sizeof(key), "%u", a);
+            bad |= json_object_set_new(o, a == 0 ? "none" : key,
+                                       json_integer((json_int_t)u->ps_counts[slot][a]));
+        }
+        bad |= json_array_append_new(list, o);
+    }
+    if (bad) {
+        json_decref(list);
+        return NULL;
+    }
+    return list;
+}
 
 static json_t *stats_json(tc_upstream *u)
 {
@@ -825,6 +958,7 @@ static json_t *stats_json(tc_upstream *u)
         bad |= json_object_set(o, "outcomes", outcomes);
         bad |= json_object_set(o, "metadata_ids", ids);
         bad |= json_object_set(o, "arrivals_ms", arrivals);
+        bad |= json_object_set_new(o, "per_second", per_second_json(u));
     }
     json_decref(outcomes);
     json_decref(arrivals);
@@ -989,6 +1123,11 @@ static void on_request(tc_request *req, void *data)
             handle_scenario(u, req);
         else
             method_not_allowed(req, "POST");
+    } else if (str_eq(path, "/profile")) {
+        if (is_post(req))
+            handle_profile(u, req);
+        else
+            method_not_allowed(req, "POST");
     } else if (str_eq(path, "/reset")) {
         if (is_post(req))
             handle_reset(u, req);
@@ -1050,6 +1189,7 @@ int tc_upstream_new(tc_upstream **out, uv_loop_t *loop, const tc_upstream_config
     u->tokens = (double)cfg->metadata_rate;
     u->tokens_ns = uv_hrtime();
     u->base_ns = uv_hrtime();
+    u->ps_base_ns = u->base_ns;
 
     tc_server_config_init(&scfg);
     scfg.host = cfg->host ? cfg->host : "127.0.0.1";

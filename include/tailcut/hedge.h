@@ -16,12 +16,38 @@
  *
  * Whatever ends the hedge, every attempt still running is cancelled at that moment (its
  * transfer aborted) and the hedge's timers are stopped, so nothing is left running.
+ *
+ * Every attempt carries the request header `X-Tailcut-Attempt: N` (1 for the first attempt fired,
+ * 2, 3... in firing order), so an upstream can tell hedges apart; a caller's header of that name
+ * is replaced.
+ *
+ * Adaptive hedging (CONTRACT §4) adds three objects that any C program can use on its own:
+ *
+ *   tc_latency         a windowed latency estimator: a fixed-size log-linear histogram ring
+ *                      (TC_LATENCY_SLICES slices of TC_LATENCY_SLICE_MS), relative error under
+ *                      1%, O(1) record and query, no allocation after creation. One owner thread.
+ *   tc_hedge_adaptive  the percentile delay in force: one estimator, the warm-up count and the
+ *                      fallback, behind a short mutex, so one object serves every worker of a
+ *                      process.
+ *   tc_hedge_budget    the extra-load budget: an extra attempt may fire at t only if the extras
+ *                      fired in (t - 1 s, t], itself included, number at most
+ *                      floor(PCT x R / 100) + 1, R being the hedges started in (t - 1 s, t].
+ *                      Exact on a millisecond clock; one object per process behind a short
+ *                      mutex, shared by every worker.
+ *
+ * A policy with `staggered` set fires extra attempt k (k = 1..extra) k x delay after the first,
+ * and fires the next one at once whenever nothing is in flight; without it (the seed policy) all
+ * extras fire together at the delay, or as soon as every attempt so far has failed. With a
+ * budget, each extra is checked as it would fire; a denied one is dropped, never fired later, and
+ * a hedge with nothing in flight whose next extra is denied ends at once (TC_EALLFAILED).
  */
 #ifndef TAILCUT_HEDGE_H
 #define TAILCUT_HEDGE_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include <uv.h>
 
 #include "tailcut/client.h"
 #include "tailcut/future.h"
@@ -59,6 +85,115 @@ typedef tc_attempt_outcome (*tc_hedge_judge_fn)(const tc_response *resp, void *d
  * limit is the request's max_body, enforced by the client. */
 tc_attempt_outcome tc_hedge_judge_json(const tc_response *resp, void *data);
 
+/* ---- the latency estimator ------------------------------------------------------------------- */
+
+/* The window is TC_LATENCY_SLICES slices of TC_LATENCY_SLICE_MS: the current slice and the nine
+ * before it, so it covers the last 9 to 10 s. */
+#define TC_LATENCY_SLICES 10
+#define TC_LATENCY_SLICE_MS 1000
+/* Values are microseconds; larger ones are counted as this (about 71 minutes). */
+#define TC_LATENCY_MAX_US UINT64_C(4294967295)
+
+typedef struct tc_latency tc_latency;
+
+/* Creates an estimator with an empty window. All its memory (about 80 KiB) is allocated here and
+ * nothing more ever is. Returns 0, TC_EINVAL (out NULL), TC_ENOMEM. */
+int tc_latency_new(tc_latency **out);
+
+/* Frees e (NULL is fine). */
+void tc_latency_free(tc_latency *e);
+
+/* Counts one value (microseconds) at time now_ms (any monotonic millisecond clock, the same for
+ * every call on e; a time earlier than the latest seen counts as the latest). O(1): an index
+ * from the value's leading bit, two increments, and, once per slice, forgetting the slices that
+ * left the window. Not thread-safe: one owner, or a lock around it (tc_hedge_adaptive). */
+void tc_latency_record(tc_latency *e, uint64_t now_ms, uint64_t value_us);
+
+/* Values counted in the window as of now_ms. */
+uint64_t tc_latency_count(tc_latency *e, uint64_t now_ms);
+
+/* The q-quantile (0 < q <= 1) of the window as of now_ms, by nearest rank: the value of rank
+ * ceil(q x n) among the n values in the window, within 1/128 of it (values under 64 us exactly).
+ * At most 27 + 64 steps whatever n is. Returns 0 and sets *value_us, TC_EINVAL (q out of range),
+ * or TC_EMISSING when the window is empty. */
+int tc_latency_quantile(tc_latency *e, uint64_t now_ms, double q, uint64_t *value_us);
+
+/* ---- the percentile delay ----------------------------------------------------------------------
+ */
+
+/* Attempts recorded (per process) before the percentile is trusted. */
+#define TC_HEDGE_WARMUP 100
+/* The delay is re-estimated at least this often. */
+#define TC_HEDGE_REFRESH_MS 250
+
+typedef struct tc_hedge_adaptive_config {
+    double percentile;    /* 50 to 99.9, e.g. 99 for p99 [99] */
+    uint64_t fallback_ms; /* the delay during warm-up and while the window is empty [300] */
+    uint64_t max_ms;      /* the delay never exceeds this (and is never under 1 ms) [60000] */
+    uint64_t warmup;      /* attempts recorded since creation before the percentile applies [100] */
+} tc_hedge_adaptive_config;
+
+typedef struct tc_hedge_adaptive tc_hedge_adaptive;
+
+void tc_hedge_adaptive_config_init(tc_hedge_adaptive_config *cfg);
+
+/* Creates the delay source. Thread-safe: every call below takes one short uv_mutex_t (a record
+ * is a histogram increment inside it), so one object serves all the workers of a process, and
+ * its warm-up count is the process's. Returns 0, TC_EINVAL (bad percentile or max_ms 0),
+ * TC_ENOMEM. */
+int tc_hedge_adaptive_new(tc_hedge_adaptive **out, const tc_hedge_adaptive_config *cfg);
+
+/* Frees a (NULL is fine) once no thread uses it. */
+void tc_hedge_adaptive_free(tc_hedge_adaptive *a);
+
+/* Records one attempt latency (microseconds) at now_ms (one monotonic clock for all callers,
+ * e.g. uv_hrtime() / 1000000). tc_hedge_start() calls this itself for its policy's `adaptive`. */
+void tc_hedge_adaptive_record(tc_hedge_adaptive *a, uint64_t now_ms, uint64_t latency_us);
+
+/* The delay in force at now_ms, in milliseconds: the fallback until `warmup` attempts have been
+ * recorded and whenever the window is empty, else the percentile of the window (rounded to the
+ * nearest ms), re-estimated when TC_HEDGE_REFRESH_MS have passed since the last estimate; always
+ * within [1, max_ms]. */
+uint64_t tc_hedge_adaptive_delay_ms(tc_hedge_adaptive *a, uint64_t now_ms);
+
+/* Attempts recorded since creation. */
+uint64_t tc_hedge_adaptive_recorded(tc_hedge_adaptive *a);
+
+/* ---- the budget --------------------------------------------------------------------------------
+ */
+
+/* 100% in the budget's fixed-point unit: a percentage is held in millionths of a percent. */
+#define TC_HEDGE_BUDGET_SCALE UINT64_C(1000000)
+
+typedef struct tc_hedge_budget tc_hedge_budget;
+
+/* Parses a --hedge-budget value: digits[.digits] with at most 6 decimals, 0 < PCT <= 100. Returns
+ * 0 and sets *out to PCT x TC_HEDGE_BUDGET_SCALE, or TC_EINVAL. */
+int tc_hedge_budget_parse(const char *text, uint64_t *out);
+
+/* Creates a budget of percent_e6 / TC_HEDGE_BUDGET_SCALE percent (1 to 100 x SCALE). Thread-safe:
+ * each call takes one short uv_mutex_t. Returns 0, TC_EINVAL, TC_ENOMEM. */
+int tc_hedge_budget_new(tc_hedge_budget **out, uint64_t percent_e6);
+
+/* Frees b (NULL is fine) once no thread uses it. */
+void tc_hedge_budget_free(tc_hedge_budget *b);
+
+/* Counts one request (R) at now_ms. Times are on one monotonic millisecond clock for all
+ * callers (e.g. uv_hrtime() / 1000000); a time earlier than the latest seen counts as the
+ * latest. tc_hedge_start() calls this itself for a policy with a budget. */
+void tc_hedge_budget_admit(tc_hedge_budget *b, uint64_t now_ms);
+
+/* Asks for one extra attempt at now_ms: returns 1 and counts it if the extras in
+ * (now - 1 s, now], this one included, stay within floor(PCT x R / 100) + 1; else returns 0 and
+ * counts a denial. */
+int tc_hedge_budget_try_extra(tc_hedge_budget *b, uint64_t now_ms);
+
+/* Extra attempts denied since creation. */
+uint64_t tc_hedge_budget_denied(tc_hedge_budget *b);
+
+/* ---- the hedge ---------------------------------------------------------------------------------
+ */
+
 struct tc_hedge_result;
 
 typedef struct tc_hedge_policy {
@@ -75,6 +210,13 @@ typedef struct tc_hedge_policy {
      * attempts. May be NULL. */
     void (*observe)(const struct tc_hedge_result *result, void *data);
     void *observe_data;
+    /* Adaptive hedging (CONTRACT §4); all off by default. */
+    int staggered;               /* extra k is due k x delay after the first attempt [0] */
+    tc_hedge_adaptive *adaptive; /* the delay comes from here, read when the hedge starts, and
+                                  * the hedge records into it as it ends: each success at its
+                                  * latency, each attempt cancelled because another won at its
+                                  * elapsed time; failures never [NULL: hedge_delay_ms] */
+    tc_hedge_budget *budget;     /* counts this hedge as a request and checks every extra [NULL] */
 } tc_hedge_policy;
 
 /* Fills p with the smart defaults above: FIRST, 1 + 2 after 300 ms, hedge on failure. */
@@ -93,7 +235,9 @@ typedef struct tc_hedge_result {
     int error; /* 0, TC_ETIMEDOUT or TC_EALLFAILED (see the modes above); TC_ECANCELED only as
                 * seen by policy.observe when the hedge was cancelled */
     unsigned nattempts;  /* attempts fired */
-    int hedge_fired;     /* 1 if the extra attempts were fired */
+    int hedge_fired;     /* 1 if at least one extra attempt was fired */
+    unsigned denied;     /* extra attempts the budget denied */
+    uint64_t delay_ms;   /* the hedge delay this hedge used */
     int winner;          /* TC_HEDGE_FIRST: index of the winning attempt, else -1 */
     unsigned nsuccesses; /* successes, in completion order: */
     unsigned successes[TC_HEDGE_MAX_ATTEMPTS];

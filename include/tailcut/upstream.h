@@ -6,7 +6,8 @@
  * counters, scenario queue), so any number of them can run on any number of loops at once.
  *
  * Endpoints: GET /api/work (answers per the profile, or per the next queued scenario step),
- * POST /scenario, POST /reset, GET /stats, GET /api/metadata?id=... (see docs/upstream.md).
+ * POST /scenario, POST /profile, POST /reset, GET /stats, GET /api/metadata?id=... (see
+ * docs/upstream.md).
  * Delays are uv timers, never sleeps: thousands of delayed answers wait on one loop at once.
  */
 #ifndef TAILCUT_UPSTREAM_H
@@ -30,7 +31,11 @@ extern "C" {
 /* Scenario steps waiting in the queue at most; a POST that would exceed it gets 400. */
 #define TC_UPSTREAM_MAX_STEPS 100000
 /* /stats keeps the arrival times of the last this many /api/work requests... */
-#define TC_UPSTREAM_MAX_ARRIVALS 10000
+#define TC_UPSTREAM_MAX_ARRIVALS 100000
+/* ...their counts per second by X-Tailcut-Attempt value for this many seconds, values 1 to
+ * TC_UPSTREAM_MAX_ATTEMPT each counted apart ("none" for any other or none), */
+#define TC_UPSTREAM_PER_SECOND 600
+#define TC_UPSTREAM_MAX_ATTEMPT 16
 /* ...and the ID lists of the last this many /api/metadata calls, */
 #define TC_UPSTREAM_MAX_METADATA_CALLS 10000
 /* ...holding at most this many bytes of IDs in all (older calls are forgotten first). */
@@ -42,20 +47,22 @@ typedef enum tc_upstream_profile_kind {
     TC_PROFILE_FIXED,     /* a = MS */
     TC_PROFILE_UNIFORM,   /* a = LO, b = HI (ms, inclusive) */
     TC_PROFILE_LOGNORMAL, /* a = MEDIAN_MS, b = SIGMA */
-    TC_PROFILE_STRAGGLER  /* a = FAST_MS, b = SLOW_MS, c = P (probability of SLOW_MS) */
+    TC_PROFILE_STRAGGLER, /* a = FAST_MS, b = SLOW_MS, c = P (probability of SLOW_MS) */
+    TC_PROFILE_MIX        /* a = LO, b = HI, d = SLOW_LO, e = SLOW_HI, c = P (probability of a
+                             delay uniform in SLOW_LO..SLOW_HI, else uniform in LO..HI) */
 } tc_upstream_profile_kind;
 
 typedef struct tc_upstream_profile {
     tc_upstream_profile_kind kind;
-    double a, b, c;
+    double a, b, c, d, e;
 } tc_upstream_profile;
 
 /* Parses a --profile value: `exponea`, `fixed:MS`, `uniform:LO:HI`, `lognormal:MEDIAN_MS:SIGMA`,
- * `straggler:FAST_MS:SLOW_MS:P`. Milliseconds are whole numbers 0..TC_UPSTREAM_MAX_DELAY_MS
- * (MEDIAN_MS may have a fraction); SIGMA is a decimal number 0..10; P a decimal number 0..1; LO
- * must not exceed HI. Numbers are ASCII digits with at most one '.', no sign, no exponent.
- * Returns 0 and fills *out (out may be NULL to only validate), or TC_EINVAL with a static
- * one-line reason in *why (why may be NULL). */
+ * `straggler:FAST_MS:SLOW_MS:P`, `mix:LO:HI:SLOW_LO:SLOW_HI:P`. Milliseconds are whole numbers
+ * 0..TC_UPSTREAM_MAX_DELAY_MS (MEDIAN_MS may have a fraction); SIGMA is a decimal number 0..10;
+ * P a decimal number 0..1; LO must not exceed HI (nor SLOW_LO SLOW_HI). Numbers are ASCII digits
+ * with at most one '.', no sign, no exponent. Returns 0 and fills *out (out may be NULL to only
+ * validate), or TC_EINVAL with a static one-line reason in *why (why may be NULL). */
 int tc_upstream_profile_parse(const char *s, tc_upstream_profile *out, const char **why);
 
 typedef struct tc_upstream_config {

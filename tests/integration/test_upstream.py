@@ -572,6 +572,120 @@ class Determinism(unittest.TestCase):
                              block)
 
 
+class AdaptiveSupport(unittest.TestCase):
+    """The parts of §2 the adaptive-hedging benchmark needs: mix, POST /profile, per_second."""
+
+    def test_mix(self):
+        with upstream("--profile", "mix:10:30:300:400:0.25", "--seed", "5") as srv:
+            rs = parallel(lambda _: srv.request("GET", "/api/work"), range(80))
+            times = []
+            for r in rs:
+                self.assertEqual(r.status, 200, r)
+                t = work_time(r)
+                self.assertTrue(10 <= t <= 30 or 300 <= t <= 400, t)
+                self.assertGreaterEqual(r.elapsed, t / 1000 - EARLY, r)
+                self.assertLess(r.elapsed, t / 1000 + SLACK, r)
+                times.append(t)
+            slow = len([t for t in times if t >= 300])
+            # P = 0.25 of 80: about 20; bounds far outside any plausible draw.
+            self.assertGreater(slow, 3, times)
+            self.assertLess(slow, 50, times)
+            self.assertEqual(srv.get_json("/stats")["profile"], "mix:10:30:300:400:0.25")
+        # P = 0 and P = 1 pick one band only
+        with upstream("--profile", "mix:5:5:50:50:0", "--seed", "1") as srv:
+            self.assertEqual(set(self_times(srv, 10)), {5})
+        with upstream("--profile", "mix:5:5:50:50:1", "--seed", "1") as srv:
+            self.assertEqual(set(self_times(srv, 10)), {50})
+
+    def test_mix_same_seed_same_draws(self):
+        def draws():
+            with upstream("--profile", "mix:0:20:30:40:0.3", "--seed", "42") as srv:
+                return [work_time(srv.request("GET", "/api/work")) for _ in range(30)]
+        self.assertEqual(draws(), draws())
+
+    def test_post_profile_switches_at_once(self):
+        with upstream("--profile", "fixed:0", "--seed", "1") as srv:
+            self.assertEqual(set(self_times(srv, 5)), {0})
+            r = srv.post_json("/profile", {"profile": "fixed:150"})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json(), {"profile": "fixed:150"})
+            r = srv.request("GET", "/api/work")
+            self.assertEqual(work_time(r), 150)
+            self.assertGreaterEqual(r.elapsed, 0.150 - EARLY)
+            self.assertEqual(srv.get_json("/stats")["profile"], "fixed:150")
+            for bad in ('{"profile":"nope"}', '{"profile":"mix:1:2:3:4"}', '{"profile":5}',
+                        '{}', '[]', 'not json', '{"profile":"fixed:1","x":1}',
+                        '{"profile":"uniform:9:1"}', '{"profile":"mix:1:2:4:3:0.5"}',
+                        '{"profile":"mix:1:2:3:4:1.5"}'):
+                r = srv.post_json("/profile", bad)
+                self.assertEqual(r.status, 400, (bad, r))
+                self.assertEqual(r.json()["error"], "bad_request", bad)
+            self.assertEqual(srv.get_json("/stats")["profile"], "fixed:150")
+            self.assertEqual(srv.request("GET", "/profile").status, 405)
+            r = srv.post_json("/profile", {"profile": "mix:0:0:0:0:0.5"})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(work_time(srv.request("GET", "/api/work")), 0)
+
+    def test_per_second_counts_by_attempt_header(self):
+        with upstream("--profile", "fixed:0", "--seed", "1") as srv:
+            sent = {"1": 7, "2": 3, "3": 1}
+            for value, n in sent.items():
+                for _ in range(n):
+                    r = srv.request("GET", "/api/work", headers={"X-Tailcut-Attempt": value})
+                    self.assertEqual(r.status, 200)
+            for value in (None, "0", "abc", "17", "999"):
+                srv.request("GET", "/api/work",
+                            headers={"X-Tailcut-Attempt": value} if value else None)
+            s = srv.get_json("/stats")
+            ps = s["per_second"]
+            self.assertIsInstance(ps, list)
+            self.assertGreaterEqual(len(ps), 1)
+            self.assertLessEqual(len(ps), 600)
+            secs = [e["second"] for e in ps]
+            self.assertEqual(secs, list(range(secs[0], secs[0] + len(secs))))
+            total = {}
+            for e in ps:
+                for k, v in e.items():
+                    if k != "second":
+                        total[k] = total.get(k, 0) + v
+            self.assertEqual(total, {"1": 7, "2": 3, "3": 1, "none": 5})
+            # POST /reset clears it
+            self.assertEqual(srv.request("POST", "/reset").status, 200)
+            ps = srv.get_json("/stats")["per_second"]
+            self.assertEqual(sum(len(e) - 1 for e in ps), 0, ps)
+
+    def test_arrivals_kept_to_100000(self):
+        # Asserts the cap, not speed: 100,050 requests over keep-alive connections.
+        n = 100050
+        with upstream("--profile", "fixed:0", "--seed", "1", "--access-log", "off") as srv:
+            def burst(k):
+                s = th.connect(srv.port, timeout=60 * th.SLOW)
+                req = b"GET /api/work HTTP/1.1\r\nHost: t\r\n\r\n"
+                done = 0
+                while done < k:
+                    batch = min(200, k - done)
+                    s.sendall(req * batch)
+                    got = 0
+                    buf = b""
+                    while got < batch:
+                        chunk = s.recv(1 << 20)
+                        self.assertTrue(chunk)
+                        buf += chunk
+                        got = buf.count(b"HTTP/1.1 200")
+                    done += batch
+                s.close()
+            parallel(burst, [n // 4] * 3 + [n - 3 * (n // 4)], workers=4)
+            s = srv.get_json("/stats")
+            self.assertEqual(s["work_requests"], n)
+            self.assertEqual(len(s["arrivals_ms"]), 100000)
+            self.assertEqual(s["arrivals_forgotten"], 50)
+            self.assertEqual(sum(e.get("none", 0) for e in s["per_second"]), n)
+
+
+def self_times(srv, n):
+    return [work_time(srv.request("GET", "/api/work")) for _ in range(n)]
+
+
 def run_tailcut(*args):
     p = subprocess.run([th.Proc.bin()] + list(args), stdin=subprocess.DEVNULL,
                        capture_output=True, text=True, timeout=20 * th.SLOW)
@@ -594,6 +708,10 @@ class Cli(unittest.TestCase):
             (["--profile", "straggler:1:2:1.5"], "--profile"),
             (["--profile", "straggler:1:2:.5"], "--profile"),
             (["--profile", "exponea:1"], "--profile"),
+            (["--profile", "mix:10:30:1000:2000"], "--profile"),
+            (["--profile", "mix:30:10:1000:2000:0.01"], "--profile"),
+            (["--profile", "mix:10:30:1000:2000:2"], "--profile"),
+            (["--profile", "mix:10:30:1000:2000:0.01:1"], "--profile"),
             (["--seed", "-1"], "--seed"),
             (["--seed", "abc"], "--seed"),
             (["--seed", "18446744073709551616"], "--seed"),
@@ -624,7 +742,7 @@ class Cli(unittest.TestCase):
         status, out, err = run_tailcut("--help")
         self.assertIn("upstream", out)
         for p in ("exponea", "fixed:0", "uniform:0:0", "lognormal:12.5:0", "straggler:1:2:0",
-                  "straggler:1:2:1.0"):
+                  "straggler:1:2:1.0", "mix:10:30:1000:2000:0.01"):
             with upstream("--profile=" + p, "--seed=1") as srv:
                 self.assertEqual(srv.get_json("/stats")["profile"], p)
 

@@ -1,0 +1,151 @@
+/*
+ * The hedge budget (CONTRACT §4): an extra attempt may fire at t only if the extra attempts fired
+ * in (t - 1 s, t], itself included, number at most floor(PCT x R / 100) + 1, where R is the
+ * requests admitted in (t - 1 s, t].
+ *
+ * The one idea: on a millisecond clock the window (t - 1 s, t] is exactly the 1,000 whole
+ * milliseconds t - 999 .. t, so a ring of 1,000 per-millisecond counters (requests, extras) plus
+ * their running sums answers the rule exactly, in O(1) per call: moving to a later millisecond
+ * subtracts and zeroes the slots that left the window (at most 1,000, once each). PCT is held
+ * as an integer in millionths of a percent, so the floor is exact integer arithmetic.
+ *
+ * One budget serves a whole process: every call takes one uv_mutex_t for a few additions. A
+ * caller whose clock reads slightly behind another's (two threads racing to the lock) is
+ * counted at the latest time seen, which never lets more extras through.
+ */
+#include <stdlib.h>
+
+#include "tailcut/hedge.h"
+
+#define WINDOW_MS 1000
+
+struct tc_hedge_budget {
+    uv_mutex_t lock;
+    uint64_t percent_e6;
+    uint64_t latest_ms; /* the newest millisecond the ring holds */
+    uint64_t requests, extras;
+    uint64_t denied;
+    uint32_t slot_requests[WINDOW_MS];
+    uint32_t slot_extras[WINDOW_MS];
+};
+
+int tc_hedge_budget_parse(const char *text, uint64_t *out)
+{
+    uint64_t whole = 0, frac = 0, scale = TC_HEDGE_BUDGET_SCALE;
+    const char *p = text;
+    int digits = 0;
+    if (p == NULL || out == NULL)
+        return TC_EINVAL;
+    for (; *p >= '0' && *p <= '9'; p++, digits++) {
+        whole = whole * 10 + (uint64_t)(*p - '0');
+        if (whole > 100)
+            return TC_EINVAL;
+    }
+    if (digits == 0)
+        return TC_EINVAL;
+    if (*p == '.') {
+        int fdigits = 0;
+        for (p++; *p >= '0' && *p <= '9'; p++, fdigits++) {
+            if (fdigits == 6)
+                return TC_EINVAL;
+            scale /= 10;
+            frac += (uint64_t)(*p - '0') * scale;
+        }
+        if (fdigits == 0)
+            return TC_EINVAL;
+    }
+    if (*p != '\0')
+        return TC_EINVAL;
+    uint64_t v = whole * TC_HEDGE_BUDGET_SCALE + frac;
+    if (v == 0 || v > 100 * TC_HEDGE_BUDGET_SCALE)
+        return TC_EINVAL;
+    *out = v;
+    return 0;
+}
+
+int tc_hedge_budget_new(tc_hedge_budget **out, uint64_t percent_e6)
+{
+    if (out == NULL || percent_e6 == 0 || percent_e6 > 100 * TC_HEDGE_BUDGET_SCALE)
+        return TC_EINVAL;
+    tc_hedge_budget *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return TC_ENOMEM;
+    if (uv_mutex_init(&b->lock) != 0) {
+        free(b);
+        return TC_ENOMEM;
+    }
+    b->percent_e6 = percent_e6;
+    *out = b;
+    return 0;
+}
+
+void tc_hedge_budget_free(tc_hedge_budget *b)
+{
+    if (b == NULL)
+        return;
+    uv_mutex_destroy(&b->lock);
+    free(b);
+}
+
+/* Moves the ring to now_ms (or keeps it, for an earlier time); returns now's slot. Lock held. */
+static unsigned advance(tc_hedge_budget *b, uint64_t now_ms)
+{
+    if (now_ms > b->latest_ms) {
+        uint64_t steps = now_ms - b->latest_ms;
+        if (steps >= WINDOW_MS) {
+            for (unsigned s = 0; s < WINDOW_MS; s++) {
+                b->slot_requests[s] = 0;
+                b->slot_extras[s] = 0;
+            }
+            b->requests = 0;
+            b->extras = 0;
+        } else {
+            for (uint64_t k = 1; k <= steps; k++) {
+                unsigned s = (unsigned)((b->latest_ms + k) % WINDOW_MS);
+                b->requests -= b->slot_requests[s];
+                b->extras -= b->slot_extras[s];
+                b->slot_requests[s] = 0;
+                b->slot_extras[s] = 0;
+            }
+        }
+        b->latest_ms = now_ms;
+    }
+    return (unsigned)(b->latest_ms % WINDOW_MS);
+}
+
+void tc_hedge_budget_admit(tc_hedge_budget *b, uint64_t now_ms)
+{
+    uv_mutex_lock(&b->lock);
+    unsigned s = advance(b, now_ms);
+    if (b->slot_requests[s] < UINT32_MAX) {
+        b->slot_requests[s]++;
+        b->requests++;
+    }
+    uv_mutex_unlock(&b->lock);
+}
+
+int tc_hedge_budget_try_extra(tc_hedge_budget *b, uint64_t now_ms)
+{
+    uv_mutex_lock(&b->lock);
+    unsigned s = advance(b, now_ms);
+    /* floor(PCT x R / 100) + 1 with PCT = percent_e6 / SCALE; R < 2^32 x 1000 keeps the product
+     * within 64 bits for any rate a machine can admit. */
+    uint64_t allowed = b->percent_e6 * b->requests / (100 * TC_HEDGE_BUDGET_SCALE) + 1;
+    int ok = b->extras + 1 <= allowed && b->slot_extras[s] < UINT32_MAX;
+    if (ok) {
+        b->slot_extras[s]++;
+        b->extras++;
+    } else {
+        b->denied++;
+    }
+    uv_mutex_unlock(&b->lock);
+    return ok;
+}
+
+uint64_t tc_hedge_budget_denied(tc_hedge_budget *b)
+{
+    uv_mutex_lock(&b->lock);
+    uint64_t n = b->denied;
+    uv_mutex_unlock(&b->lock);
+    return n;
+}

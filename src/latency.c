@@ -1,0 +1,247 @@
+/*
+ * A windowed latency estimator and the percentile hedge delay built on it (CONTRACT §4).
+ *
+ * The one idea: a log-linear histogram. A value's bucket is its leading bit (the octave) and the
+ * next six bits (64 linear sub-buckets per octave), so a bucket is never wider than 1/64 of its
+ * lower bound and its midpoint is within 1/128 of any value in it. Values below 64 us get a
+ * bucket each. 27 octaves x 64 cover 0 to 2^32 us in 1,728 buckets.
+ *
+ * The window is a ring of TC_LATENCY_SLICES slices of TC_LATENCY_SLICE_MS, each a full set of
+ * bucket counts. Beside the ring, `sum` holds every bucket's count over the live slices and
+ * `octave_sum` every octave's, so a record is two increments plus the slice's own, and a
+ * quantile walks at most 27 octave totals and then 64 buckets of one octave. When time moves
+ * into a new slice, the slices that left the window are subtracted from the totals and zeroed:
+ * once per slice, bounded by the ring's size, with no allocation.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tailcut/hedge.h"
+
+#define SUB_BITS 6
+#define SUB_COUNT (1u << SUB_BITS) /* 64 buckets per octave */
+#define OCTAVES 27 /* octave 0: values 0..63 exactly; octave g: [2^(g+5), 2^(g+6)) */
+#define NBUCKETS (OCTAVES * SUB_COUNT)
+
+struct tc_latency {
+    uint64_t slice_id;  /* now_ms / TC_LATENCY_SLICE_MS of the newest slice */
+    uint64_t latest_ms; /* the latest time seen */
+    uint64_t total;     /* values in the window */
+    uint64_t octave_sum[OCTAVES];
+    uint64_t sum[NBUCKETS];
+    uint32_t slice_total[TC_LATENCY_SLICES];
+    uint32_t slices[TC_LATENCY_SLICES][NBUCKETS];
+};
+
+static unsigned bucket_of(uint64_t v)
+{
+    if (v > TC_LATENCY_MAX_US)
+        v = TC_LATENCY_MAX_US;
+    if (v < SUB_COUNT)
+        return (unsigned)v;
+    unsigned top = 63u - (unsigned)__builtin_clzll(v); /* 6..31 */
+    unsigned sub = (unsigned)(v >> (top - SUB_BITS)) & (SUB_COUNT - 1);
+    return (top - SUB_BITS + 1) * SUB_COUNT + sub;
+}
+
+/* The value a bucket stands for: the midpoint of the values it holds. */
+static uint64_t bucket_value(unsigned b)
+{
+    if (b < SUB_COUNT)
+        return b;
+    unsigned octave = b / SUB_COUNT, sub = b % SUB_COUNT;
+    unsigned shift = octave - 1; /* octave g holds [2^(g+5), 2^(g+6)) in steps of 2^(g-1) */
+    uint64_t lo = (uint64_t)(SUB_COUNT + sub) << shift;
+    uint64_t width = UINT64_C(1) << shift;
+    return lo + (width - 1) / 2;
+}
+
+int tc_latency_new(tc_latency **out)
+{
+    if (out == NULL)
+        return TC_EINVAL;
+    *out = calloc(1, sizeof(**out));
+    return *out == NULL ? TC_ENOMEM : 0;
+}
+
+void tc_latency_free(tc_latency *e)
+{
+    free(e);
+}
+
+/* Forgets a slice: subtracts its counts from the totals and zeroes it. */
+static void slice_clear(tc_latency *e, unsigned s)
+{
+    if (e->slice_total[s] == 0)
+        return;
+    for (unsigned b = 0; b < NBUCKETS; b++) {
+        uint32_t c = e->slices[s][b];
+        if (c != 0) {
+            e->sum[b] -= c;
+            e->octave_sum[b / SUB_COUNT] -= c;
+        }
+    }
+    e->total -= e->slice_total[s];
+    e->slice_total[s] = 0;
+    memset(e->slices[s], 0, sizeof(e->slices[s]));
+}
+
+/* Moves the window to now_ms; returns the ring index of the current slice. */
+static unsigned advance(tc_latency *e, uint64_t now_ms)
+{
+    if (now_ms < e->latest_ms)
+        now_ms = e->latest_ms;
+    e->latest_ms = now_ms;
+    uint64_t id = now_ms / TC_LATENCY_SLICE_MS;
+    if (id > e->slice_id) {
+        uint64_t steps = id - e->slice_id;
+        if (steps > TC_LATENCY_SLICES)
+            steps = TC_LATENCY_SLICES;
+        for (uint64_t k = 1; k <= steps; k++)
+            slice_clear(e, (unsigned)((e->slice_id + k) % TC_LATENCY_SLICES));
+        e->slice_id = id;
+    }
+    return (unsigned)(e->slice_id % TC_LATENCY_SLICES);
+}
+
+void tc_latency_record(tc_latency *e, uint64_t now_ms, uint64_t value_us)
+{
+    unsigned s = advance(e, now_ms);
+    unsigned b = bucket_of(value_us);
+    if (e->slice_total[s] == UINT32_MAX)
+        return; /* four billion values in one slice: the rest of it is not counted */
+    e->slices[s][b]++;
+    e->slice_total[s]++;
+    e->sum[b]++;
+    e->octave_sum[b / SUB_COUNT]++;
+    e->total++;
+}
+
+uint64_t tc_latency_count(tc_latency *e, uint64_t now_ms)
+{
+    advance(e, now_ms);
+    return e->total;
+}
+
+int tc_latency_quantile(tc_latency *e, uint64_t now_ms, double q, uint64_t *value_us)
+{
+    if (!(q > 0.0 && q <= 1.0) || value_us == NULL)
+        return TC_EINVAL;
+    advance(e, now_ms);
+    if (e->total == 0)
+        return TC_EMISSING;
+    /* Nearest rank; the small slack keeps q x n exact when it is a whole number in theory. */
+    double r = ceil(q * (double)e->total - 1e-9);
+    uint64_t rank = r < 1.0 ? 1 : (uint64_t)r;
+    if (rank > e->total)
+        rank = e->total;
+    uint64_t seen = 0;
+    unsigned g = 0;
+    while (g + 1 < OCTAVES && seen + e->octave_sum[g] < rank)
+        seen += e->octave_sum[g++];
+    unsigned b = g * SUB_COUNT;
+    while (b + 1 < (g + 1) * SUB_COUNT && seen + e->sum[b] < rank)
+        seen += e->sum[b++];
+    *value_us = bucket_value(b);
+    return 0;
+}
+
+/* ---- the percentile delay ----------------------------------------------------------------------
+ */
+
+struct tc_hedge_adaptive {
+    uv_mutex_t lock;
+    tc_hedge_adaptive_config cfg;
+    tc_latency *est;
+    uint64_t recorded;
+    uint64_t delay_ms;
+    uint64_t estimated_at_ms;
+    int estimated; /* delay_ms holds an estimate (else it is the fallback, to be refreshed) */
+};
+
+void tc_hedge_adaptive_config_init(tc_hedge_adaptive_config *cfg)
+{
+    cfg->percentile = 99.0;
+    cfg->fallback_ms = 300;
+    cfg->max_ms = 60000;
+    cfg->warmup = TC_HEDGE_WARMUP;
+}
+
+static uint64_t clamp_delay(uint64_t ms, uint64_t max_ms)
+{
+    if (ms < 1)
+        return 1;
+    return ms > max_ms ? max_ms : ms;
+}
+
+int tc_hedge_adaptive_new(tc_hedge_adaptive **out, const tc_hedge_adaptive_config *cfg)
+{
+    if (out == NULL || cfg == NULL || !(cfg->percentile >= 50.0 && cfg->percentile <= 99.9) ||
+        cfg->max_ms == 0)
+        return TC_EINVAL;
+    tc_hedge_adaptive *a = calloc(1, sizeof(*a));
+    if (a == NULL)
+        return TC_ENOMEM;
+    if (tc_latency_new(&a->est) != 0) {
+        free(a);
+        return TC_ENOMEM;
+    }
+    if (uv_mutex_init(&a->lock) != 0) {
+        tc_latency_free(a->est);
+        free(a);
+        return TC_ENOMEM;
+    }
+    a->cfg = *cfg;
+    a->delay_ms = clamp_delay(cfg->fallback_ms, cfg->max_ms);
+    *out = a;
+    return 0;
+}
+
+void tc_hedge_adaptive_free(tc_hedge_adaptive *a)
+{
+    if (a == NULL)
+        return;
+    uv_mutex_destroy(&a->lock);
+    tc_latency_free(a->est);
+    free(a);
+}
+
+void tc_hedge_adaptive_record(tc_hedge_adaptive *a, uint64_t now_ms, uint64_t latency_us)
+{
+    uv_mutex_lock(&a->lock);
+    tc_latency_record(a->est, now_ms, latency_us);
+    a->recorded++;
+    uv_mutex_unlock(&a->lock);
+}
+
+uint64_t tc_hedge_adaptive_delay_ms(tc_hedge_adaptive *a, uint64_t now_ms)
+{
+    uv_mutex_lock(&a->lock);
+    /* An estimate is redone once TC_HEDGE_REFRESH_MS old; the fallback as soon as it may end. */
+    int stale = !a->estimated || now_ms < a->estimated_at_ms ||
+                now_ms - a->estimated_at_ms >= TC_HEDGE_REFRESH_MS;
+    if (stale) {
+        uint64_t us = 0;
+        if (a->recorded >= a->cfg.warmup &&
+            tc_latency_quantile(a->est, now_ms, a->cfg.percentile / 100.0, &us) == 0) {
+            a->delay_ms = clamp_delay((us + 500) / 1000, a->cfg.max_ms);
+            a->estimated = 1;
+            a->estimated_at_ms = now_ms;
+        } else {
+            a->delay_ms = clamp_delay(a->cfg.fallback_ms, a->cfg.max_ms);
+            a->estimated = 0;
+        }
+    }
+    uint64_t d = a->delay_ms;
+    uv_mutex_unlock(&a->lock);
+    return d;
+}
+
+uint64_t tc_hedge_adaptive_recorded(tc_hedge_adaptive *a)
+{
+    uv_mutex_lock(&a->lock);
+    uint64_t n = a->recorded;
+    uv_mutex_unlock(&a->lock);
+    return n;
+}

@@ -1,0 +1,814 @@
+/*
+ * Unit tests for adaptive hedging (src/latency.c, src/budget.c, src/hedge.c):
+ * - the estimator against a sorted-array oracle, on random and adversarial streams, and its
+ *   window on a fake clock;
+ * - the budget against a brute-force oracle of CONTRACT §4's rule at every decision, at 1, 20,
+ *   200 and 2,000 requests/s, with bursts and with traffic stopping right after a burst;
+ * - the percentile delay's warm-up, fallback, refresh and clamps, on a fake clock;
+ * - the schedule on a real loop against a tc_server whose answer depends on X-Tailcut-Attempt:
+ *   staggered extras, a first attempt that fails, an extra that fails, a denied extra with
+ *   nothing in flight, what is recorded, and the warm-up's fallback delay.
+ * Timing assertions are lower bounds (timers never fire early) with generous upper bounds.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <uv.h>
+
+#include "tailcut/hedge.h"
+#include "tailcut/server.h"
+
+/* ---- a small deterministic PRNG (xorshift64*) ------------------------------------------------ */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
+
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545f4914f6cdd1dULL;
+}
+
+static uint64_t rnd_below(uint64_t n)
+{
+    return rnd() % n;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* ---- the estimator ----------------------------------------------------------------------------
+ */
+
+/* The oracle: the nearest-rank quantile of the values, with the estimator's own rank rule. */
+static uint64_t oracle_quantile(uint64_t *sorted, size_t n, double q)
+{
+    double r = ceil(q * (double)n - 1e-9);
+    size_t rank = r < 1.0 ? 1 : (size_t)r;
+    if (rank > n)
+        rank = n;
+    return sorted[rank - 1];
+}
+
+static const double quantiles[] = {0.001, 0.01, 0.1,   0.25,  0.5,    0.75, 0.9,
+                                   0.95,  0.99, 0.995, 0.999, 0.9999, 1.0};
+
+/* Records the values (all in one slice) and checks every quantile within 2% of the oracle's. */
+static void check_stream(uint64_t *values, size_t n)
+{
+    tc_latency *e = NULL;
+    assert_int_equal(tc_latency_new(&e), 0);
+    for (size_t i = 0; i < n; i++)
+        tc_latency_record(e, 5000, values[i]);
+    assert_int_equal(tc_latency_count(e, 5000), n);
+    for (size_t i = 0; i < n; i++)
+        if (values[i] > TC_LATENCY_MAX_US)
+            values[i] = TC_LATENCY_MAX_US;
+    qsort(values, n, sizeof(*values), cmp_u64);
+    for (size_t k = 0; k < sizeof(quantiles) / sizeof(quantiles[0]); k++) {
+        uint64_t got = 0, want = oracle_quantile(values, n, quantiles[k]);
+        assert_int_equal(tc_latency_quantile(e, 5000, quantiles[k], &got), 0);
+        double err = want == 0 ? (double)got : fabs((double)got - (double)want) / (double)want;
+        if (err > 0.02)
+            fail_msg("q=%g: got %llu, oracle %llu (n=%zu)", quantiles[k], (unsigned long long)got,
+                     (unsigned long long)want, n);
+        if (want < 64)
+            assert_int_equal(got, want); /* exact below 64 us */
+    }
+    tc_latency_free(e);
+}
+
+#define STREAM_N 200000
+
+static void test_estimator_random_streams(void **state)
+{
+    uint64_t *v = malloc(STREAM_N * sizeof(*v));
+    assert_non_null(v);
+    /* uniform over a wide range */
+    for (size_t i = 0; i < STREAM_N; i++)
+        v[i] = rnd_below(10000000);
+    check_stream(v, STREAM_N);
+    /* log-uniform: every octave equally */
+    for (size_t i = 0; i < STREAM_N; i++)
+        v[i] = (uint64_t)exp((double)rnd_below(1000000) / 1000000.0 * log(4e9));
+    check_stream(v, STREAM_N);
+    /* the benchmark's mix: 99% in 10-30 ms, 1% in 1-2 s */
+    for (size_t i = 0; i < STREAM_N; i++)
+        v[i] = rnd_below(100) == 0 ? 1000000 + rnd_below(1000001) : 10000 + rnd_below(20001);
+    check_stream(v, STREAM_N);
+    /* small n */
+    for (size_t n = 1; n < 50; n++) {
+        for (size_t i = 0; i < n; i++)
+            v[i] = rnd_below(100000);
+        check_stream(v, n);
+    }
+    free(v);
+}
+
+static void test_estimator_adversarial_streams(void **state)
+{
+    uint64_t *v = malloc(STREAM_N * sizeof(*v));
+    assert_non_null(v);
+    size_t n = 0;
+    /* every bucket boundary: 2^k - 1, 2^k, 2^k + 1 and the sub-bucket edges of each octave */
+    for (unsigned k = 0; k < 33; k++) {
+        uint64_t p = UINT64_C(1) << k;
+        v[n++] = p - 1;
+        v[n++] = p;
+        v[n++] = p + 1;
+        for (unsigned s = 1; s < 64 && k >= 6; s++)
+            v[n++] = p + (p / 64) * s - 1;
+    }
+    check_stream(v, n);
+    /* one value repeated, zeros, the maximum and beyond it */
+    for (size_t i = 0; i < 1000; i++)
+        v[i] = 777777;
+    check_stream(v, 1000);
+    for (size_t i = 0; i < 1000; i++)
+        v[i] = i % 2 ? 0 : UINT64_MAX;
+    check_stream(v, 1000);
+    /* ascending and descending, two far-apart modes with the quantile on the edge */
+    for (size_t i = 0; i < STREAM_N; i++)
+        v[i] = i * 20;
+    check_stream(v, STREAM_N);
+    for (size_t i = 0; i < STREAM_N; i++)
+        v[i] = (STREAM_N - i) * 20;
+    check_stream(v, STREAM_N);
+    for (size_t i = 0; i < 1000; i++)
+        v[i] = i < 990 ? 5 : 3000000000ULL;
+    check_stream(v, 1000);
+    free(v);
+}
+
+static void test_estimator_window(void **state)
+{
+    tc_latency *e = NULL;
+    uint64_t got = 0;
+    assert_int_equal(tc_latency_new(&e), 0);
+    assert_int_equal(tc_latency_quantile(e, 0, 0.5, &got), TC_EMISSING);
+    assert_int_equal(tc_latency_quantile(e, 0, 0.0, &got), TC_EINVAL);
+    assert_int_equal(tc_latency_quantile(e, 0, 1.5, &got), TC_EINVAL);
+    /* 1,000 at 1 ms during second 0, then 1,000 at 100 ms during second 5 */
+    for (int i = 0; i < 1000; i++)
+        tc_latency_record(e, (uint64_t)i, 1000);
+    for (int i = 0; i < 1000; i++)
+        tc_latency_record(e, 5000 + (uint64_t)i, 100000);
+    assert_int_equal(tc_latency_count(e, 6000), 2000);
+    assert_int_equal(tc_latency_quantile(e, 6000, 0.5, &got), 0);
+    assert_in_range(got, 990, 1010);
+    /* second 0 leaves the window at second 10; second 5 at second 15 */
+    assert_int_equal(tc_latency_count(e, 9999), 2000);
+    assert_int_equal(tc_latency_count(e, 10000), 1000);
+    assert_int_equal(tc_latency_quantile(e, 10000, 0.5, &got), 0);
+    assert_in_range(got, 99000, 101000);
+    /* an earlier time counts as the latest */
+    tc_latency_record(e, 3, 50);
+    assert_int_equal(tc_latency_count(e, 10000), 1001);
+    assert_int_equal(tc_latency_count(e, 15000), 1); /* second 5 left; second 10 stays */
+    assert_int_equal(tc_latency_count(e, 20000), 0);
+    assert_int_equal(tc_latency_quantile(e, 20000, 0.5, &got), TC_EMISSING);
+    /* a long gap forgets everything at once */
+    tc_latency_record(e, 20000, 10);
+    assert_int_equal(tc_latency_count(e, 1000000), 0);
+    tc_latency_free(e);
+    tc_latency_free(NULL);
+    assert_int_equal(tc_latency_new(NULL), TC_EINVAL);
+}
+
+static void test_estimator_record_cost(void **state)
+{
+    /* Reported, not asserted: the machine is shared. */
+    tc_latency *e = NULL;
+    assert_int_equal(tc_latency_new(&e), 0);
+    enum { N = 5000000 };
+    uint64_t t0 = uv_hrtime();
+    for (uint64_t i = 0; i < N; i++)
+        tc_latency_record(e, i / 1000, (i * 2654435761u) & 0xffffff);
+    uint64_t t1 = uv_hrtime();
+    print_message("tc_latency_record: %.1f ns per call\n", (double)(t1 - t0) / N);
+    tc_latency_free(e);
+}
+
+/* ---- the budget --------------------------------------------------------------------------------
+ */
+
+static void test_budget_parse(void **state)
+{
+    static const struct {
+        const char *text;
+        uint64_t want; /* 0 = rejected */
+    } cases[] = {
+        {"2", 2000000},
+        {"100", 100000000},
+        {"0.5", 500000},
+        {"1.25", 1250000},
+        {"0.000001", 1},
+        {"100.0", 100000000},
+        {"0", 0},
+        {"0.0", 0},
+        {"-1", 0},
+        {"101", 0},
+        {"100.1", 0},
+        {"abc", 0},
+        {"1e-1", 0},
+        {"", 0},
+        {".5", 0},
+        {"5.", 0},
+        {"0.0000001", 0},
+        {" 1", 0},
+        {"1 ", 0},
+        {"+1", 0},
+        {"99999999999999999999", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint64_t got = 0;
+        int rc = tc_hedge_budget_parse(cases[i].text, &got);
+        if (cases[i].want == 0) {
+            if (rc != TC_EINVAL)
+                fail_msg("'%s' accepted", cases[i].text);
+        } else {
+            assert_int_equal(rc, 0);
+            assert_int_equal(got, cases[i].want);
+        }
+    }
+    tc_hedge_budget *b = NULL;
+    assert_int_equal(tc_hedge_budget_new(&b, 0), TC_EINVAL);
+    assert_int_equal(tc_hedge_budget_new(&b, 100 * TC_HEDGE_BUDGET_SCALE + 1), TC_EINVAL);
+    tc_hedge_budget_free(NULL);
+}
+
+/* A run's events, for the brute-force oracle: times of admitted requests and granted extras. */
+typedef struct events {
+    uint64_t *req, *ext;
+    size_t nreq, next;
+    size_t granted, denied;
+} events;
+
+static size_t count_in(const uint64_t *t, size_t n, uint64_t lo_excl, uint64_t hi_incl)
+{
+    size_t c = 0;
+    for (size_t i = n; i > 0 && t[i - 1] > lo_excl; i--) /* times are non-decreasing */
+        if (t[i - 1] <= hi_incl)
+            c++;
+    return c;
+}
+
+/* Asks for an extra at now and checks the answer against the rule, both ways. */
+static void ask_extra(tc_hedge_budget *b, events *ev, uint64_t pct_e6, uint64_t now)
+{
+    uint64_t lo = now >= 1000 ? now - 1000 : 0;
+    size_t r = count_in(ev->req, ev->nreq, now >= 1000 ? lo : 0, now);
+    size_t x = count_in(ev->ext, ev->next, now >= 1000 ? lo : 0, now);
+    if (now < 1000) { /* (now - 1 s, now] reaches before time 0: everything so far counts */
+        r = ev->nreq;
+        x = ev->next;
+    }
+    uint64_t allowed = pct_e6 * r / (100 * TC_HEDGE_BUDGET_SCALE) + 1;
+    int want = x + 1 <= allowed;
+    int got = tc_hedge_budget_try_extra(b, now);
+    if (got != want)
+        fail_msg("t=%llu R=%zu extras=%zu allowed=%llu: budget said %d", (unsigned long long)now, r,
+                 x, (unsigned long long)allowed, got);
+    if (got) {
+        ev->ext[ev->next++] = now;
+        ev->granted++;
+    } else {
+        ev->denied++;
+    }
+}
+
+/* Runs `seconds` of traffic at `rate` requests/s (spread over each second), with a burst of
+ * `burst` requests at once at second 2 and nothing after `stop_ms`; every request asks for
+ * `extras` extras right away and one more 10 ms later. */
+static void budget_run(uint64_t pct_e6, unsigned rate, unsigned seconds, unsigned burst,
+                       uint64_t stop_ms, unsigned extras)
+{
+    size_t cap = (size_t)rate * seconds + burst + 16;
+    events ev = {.req = malloc(cap * sizeof(uint64_t)),
+                 .ext = malloc(cap * (extras + 1) * sizeof(uint64_t))};
+    tc_hedge_budget *b = NULL;
+    assert_non_null(ev.req);
+    assert_non_null(ev.ext);
+    assert_int_equal(tc_hedge_budget_new(&b, pct_e6), 0);
+    /* pending "10 ms later" asks, in time order */
+    uint64_t *later = malloc(cap * sizeof(uint64_t));
+    assert_non_null(later);
+    size_t nlater = 0, later_head = 0;
+    uint64_t end = (uint64_t)seconds * 1000;
+    size_t sent = 0;
+    for (uint64_t now = 0; now <= end + 2000; now++) {
+        while (later_head < nlater && later[later_head] <= now) {
+            later_head++;
+            ask_extra(b, &ev, pct_e6, now);
+        }
+        size_t due = now < end && now < stop_ms ? (size_t)((now + 1) * rate / 1000) : sent;
+        if (now == 2000 && now < stop_ms)
+            due += burst;
+        for (; sent < due && sent < cap - 1; sent++) {
+            tc_hedge_budget_admit(b, now);
+            ev.req[ev.nreq++] = now;
+            for (unsigned k = 0; k < extras; k++)
+                ask_extra(b, &ev, pct_e6, now);
+            later[nlater++] = now + 10;
+        }
+    }
+    assert_int_equal(tc_hedge_budget_denied(b), ev.denied);
+    /* Every 1 s window (a, a + 1000] ending at a granted extra obeys the rule (checked above);
+     * and across the run the extras stay within PCT of the requests plus one per second. */
+    double limit =
+        (double)pct_e6 / (100.0 * TC_HEDGE_BUDGET_SCALE) * (double)ev.nreq + (double)(seconds + 3);
+    if ((double)ev.granted > limit)
+        fail_msg("granted %zu extras for %zu requests", ev.granted, ev.nreq);
+    tc_hedge_budget_free(b);
+    free(later);
+    free(ev.req);
+    free(ev.ext);
+}
+
+static void test_budget_rates(void **state)
+{
+    static const unsigned rates[] = {1, 20, 200, 2000};
+    for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++) {
+        budget_run(2 * TC_HEDGE_BUDGET_SCALE, rates[i], 6, 0, UINT64_MAX, 1);
+        budget_run(2 * TC_HEDGE_BUDGET_SCALE, rates[i], 6, 0, UINT64_MAX, 2);
+        budget_run(TC_HEDGE_BUDGET_SCALE / 10, rates[i], 4, 0, UINT64_MAX, 1);
+        budget_run(50 * TC_HEDGE_BUDGET_SCALE, rates[i], 4, 0, UINT64_MAX, 2);
+    }
+}
+
+static void test_budget_bursts(void **state)
+{
+    static const unsigned rates[] = {1, 20, 200, 2000};
+    for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++) {
+        budget_run(2 * TC_HEDGE_BUDGET_SCALE, rates[i], 6, 5000, UINT64_MAX, 2);
+        /* traffic stops right after the burst: the extras asked 10 ms later are still judged
+         * against the burst's requests, and after a second against none */
+        budget_run(2 * TC_HEDGE_BUDGET_SCALE, rates[i], 6, 5000, 2001, 2);
+    }
+}
+
+static void test_budget_small_rate_and_clock(void **state)
+{
+    tc_hedge_budget *b = NULL;
+    assert_int_equal(tc_hedge_budget_new(&b, 2 * TC_HEDGE_BUDGET_SCALE), 0);
+    /* one request a second: floor(0.02) + 1 = 1 extra per second, never two */
+    tc_hedge_budget_admit(b, 10000);
+    assert_int_equal(tc_hedge_budget_try_extra(b, 10000), 1);
+    assert_int_equal(tc_hedge_budget_try_extra(b, 10500), 0);
+    /* an earlier time counts as the latest: no way around the window */
+    assert_int_equal(tc_hedge_budget_try_extra(b, 9000), 0);
+    assert_int_equal(tc_hedge_budget_try_extra(b, 10999), 0);
+    assert_int_equal(tc_hedge_budget_try_extra(b, 11000), 1); /* (10000, 11000]: the first left */
+    assert_int_equal(tc_hedge_budget_denied(b), 3);
+    /* 50 requests in the window: floor(2 x 50 / 100) + 1 = 2 */
+    for (int i = 0; i < 50; i++)
+        tc_hedge_budget_admit(b, 20000);
+    assert_int_equal(tc_hedge_budget_try_extra(b, 20000), 1);
+    assert_int_equal(tc_hedge_budget_try_extra(b, 20000), 1);
+    assert_int_equal(tc_hedge_budget_try_extra(b, 20000), 0);
+    tc_hedge_budget_free(b);
+}
+
+/* ---- the percentile delay
+ * ------------------------------------------------------------------------ */
+
+static void test_adaptive_warmup_and_window(void **state)
+{
+    tc_hedge_adaptive_config cfg;
+    tc_hedge_adaptive *a = NULL;
+    tc_hedge_adaptive_config_init(&cfg);
+    assert_true(cfg.percentile == 99.0 && cfg.fallback_ms == 300 && cfg.warmup == 100);
+    cfg.percentile = 50.0;
+    cfg.fallback_ms = 250;
+    cfg.max_ms = 1000;
+    assert_int_equal(tc_hedge_adaptive_new(&a, &cfg), 0);
+    /* 99 records: still warming up */
+    for (int i = 0; i < 99; i++)
+        tc_hedge_adaptive_record(a, 1000, 20000);
+    assert_int_equal(tc_hedge_adaptive_delay_ms(a, 1000), 250);
+    tc_hedge_adaptive_record(a, 1000, 20000);
+    assert_int_equal(tc_hedge_adaptive_recorded(a), 100);
+    assert_int_equal(tc_hedge_adaptive_delay_ms(a, 1001), 20); /* the warm-up just ended */
+    /* a new band is seen only at the next refresh, at least every TC_HEDGE_REFRESH_MS */
+    for (int i = 0; i < 1000; i++)
+        tc_hedge_adaptive_record(a, 1100, 40000);
+    assert_int_equal(tc_hedge_adaptive_delay_ms(a, 1100), 20);
+    assert_int_equal(tc_hedge_adaptive_delay_ms(a, 1001 + TC_HEDGE_REFRESH_MS), 40);
+    /* clamped to max_ms, and to 1 ms */
+    for (int i = 0; i < 10000; i++)
+        tc_hedge_adaptive_record(a, 2000, 5000000);
+    assert_int_equal(tc_hedge_adaptive_delay_ms(a, 2000), 1000);
+    /* an empty window: the fallback again */
+    assert_int_equal(tc_hedge_adaptive_delay_ms(a, 20000), 250);
+    for (int i = 0; i < 10; i++)
+        tc_hedge_adaptive_record(a, 30000, 100);
+    assert_int_equal(tc_hedge_adaptive_delay_ms(a, 30000), 1);
+    tc_hedge_adaptive_free(a);
+
+    cfg.percentile = 49.9;
+    assert_int_equal(tc_hedge_adaptive_new(&a, &cfg), TC_EINVAL);
+    cfg.percentile = 100.0;
+    assert_int_equal(tc_hedge_adaptive_new(&a, &cfg), TC_EINVAL);
+    tc_hedge_adaptive_free(NULL);
+}
+
+/* ---- the schedule, on a real loop
+ * ------------------------------------------------------------------ */
+
+/* What the test upstream does with attempt N (1-based): wait delay_ms, then answer status. */
+typedef struct plan {
+    uint64_t delay_ms;
+    int status;
+} plan;
+
+#define MAX_SEEN 16
+
+typedef struct upstream {
+    tc_server *srv;
+    plan plans[MAX_SEEN];
+    unsigned seen[MAX_SEEN]; /* X-Tailcut-Attempt values in arrival order */
+    uint64_t seen_ms[MAX_SEEN];
+    unsigned nseen;
+    unsigned aborted;
+} upstream;
+
+typedef struct held {
+    uv_timer_t timer;
+    tc_request *req;
+    upstream *u;
+    int status;
+} held;
+
+static void held_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void held_answer(uv_timer_t *t)
+{
+    held *hd = t->data;
+    tc_request_on_abort(hd->req, NULL, NULL);
+    if (hd->status == 200)
+        tc_request_respond(hd->req, 200, "application/json", NULL, 0, "{\"ok\":1}", 8);
+    else
+        tc_request_respond(hd->req, hd->status, "application/json", NULL, 0, "{}", 2);
+    uv_close((uv_handle_t *)&hd->timer, held_closed);
+}
+
+static void held_abort(tc_request *req, void *data)
+{
+    held *hd = data;
+    hd->u->aborted++;
+    tc_request_drop(req, 0);
+    uv_timer_stop(&hd->timer);
+    uv_close((uv_handle_t *)&hd->timer, held_closed);
+}
+
+static void upstream_handle(tc_request *req, void *data)
+{
+    upstream *u = data;
+    tc_str v;
+    char num[8] = {0};
+    unsigned n = 0;
+    if (tc_request_header(req, "X-Tailcut-Attempt", &v) == 1 && v.len < sizeof(num)) {
+        memcpy(num, v.base, v.len);
+        n = (unsigned)atoi(num);
+    }
+    if (u->nseen < MAX_SEEN) {
+        u->seen_ms[u->nseen] = uv_now(tc_request_loop(req));
+        u->seen[u->nseen++] = n;
+    }
+    plan p = n >= 1 && n <= MAX_SEEN ? u->plans[n - 1] : (plan){0, 400};
+    held *hd = calloc(1, sizeof(*hd));
+    assert_non_null(hd);
+    hd->req = req;
+    hd->u = u;
+    hd->status = p.status;
+    uv_timer_init(tc_request_loop(req), &hd->timer);
+    hd->timer.data = hd;
+    tc_request_on_abort(req, held_abort, hd);
+    uv_timer_start(&hd->timer, held_answer, p.delay_ms, 0);
+}
+
+typedef struct ctx {
+    uv_loop_t loop;
+    upstream up;
+    tc_client *client;
+    char url[64];
+} ctx;
+
+static ctx *ctx_new(const plan *plans, unsigned n)
+{
+    ctx *c = calloc(1, sizeof(*c));
+    assert_non_null(c);
+    assert_int_equal(uv_loop_init(&c->loop), 0);
+    memcpy(c->up.plans, plans, n * sizeof(*plans));
+    tc_server_config sc;
+    tc_server_config_init(&sc);
+    sc.host = "127.0.0.1";
+    sc.port = 0;
+    sc.handler = upstream_handle;
+    sc.handler_data = &c->up;
+    assert_int_equal(tc_server_new(&c->up.srv, &c->loop, &sc), 0);
+    assert_int_equal(tc_client_new(&c->client, &c->loop, NULL), 0);
+    (void)snprintf(c->url, sizeof(c->url), "http://127.0.0.1:%d/api/work",
+                   tc_server_port(c->up.srv));
+    return c;
+}
+
+static void ctx_free(ctx *c)
+{
+    tc_client_close(c->client, NULL, NULL);
+    tc_server_close(c->up.srv, NULL, NULL);
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&c->loop), 0);
+    free(c);
+}
+
+typedef struct outcome {
+    uv_loop_t *loop;
+    int done;
+    tc_hedge_result r;
+    uint64_t ended_ms;
+} outcome;
+
+static void on_done(tc_future *f, void *data)
+{
+    outcome *o = data;
+    o->done = 1;
+    uv_update_time(o->loop);
+    o->ended_ms = uv_now(o->loop);
+    if (tc_future_state_of(f) == TC_FUTURE_FULFILLED)
+        o->r = *(const tc_hedge_result *)tc_future_value(f);
+}
+
+/* Runs one hedge to its end; returns the time it took in ms. */
+static uint64_t run_hedge(ctx *c, tc_hedge_policy *p, outcome *o)
+{
+    tc_client_request req = {.url = c->url};
+    tc_header h = {"X-Tailcut-Attempt", "99"}; /* replaced by the hedge's own */
+    req.headers = &h;
+    req.nheaders = 1;
+    tc_future *f = NULL;
+    uv_update_time(&c->loop);
+    uint64_t t0 = uv_now(&c->loop);
+    p->deadline_ms = t0 + 10000;
+    memset(o, 0, sizeof(*o));
+    o->loop = &c->loop;
+    assert_int_equal(tc_hedge_start(&f, c->client, &req, p), 0);
+    assert_int_equal(tc_future_on_done(f, on_done, o), 0);
+    for (int i = 0; i < 2000 && !o->done; i++)
+        uv_run(&c->loop, UV_RUN_ONCE);
+    assert_true(o->done);
+    tc_future_unref(f);
+    return o->ended_ms - t0;
+}
+
+static void test_schedule_staggered_and_header(void **state)
+{
+    /* every attempt takes 400 ms; the delay is 60 ms: extras at ~60 and ~120 ms, numbered */
+    static const plan plans[] = {{400, 200}, {400, 200}, {400, 200}};
+    ctx *c = ctx_new(plans, 3);
+    tc_hedge_policy p;
+    outcome o;
+    tc_hedge_policy_init(&p);
+    p.staggered = 1;
+    p.hedge_delay_ms = 60;
+    run_hedge(c, &p, &o);
+    assert_int_equal(o.r.error, 0);
+    assert_int_equal(o.r.nattempts, 3);
+    assert_int_equal(o.r.winner, 0);
+    assert_true(o.r.hedge_fired);
+    assert_int_equal(c->up.nseen, 3);
+    for (unsigned i = 0; i < 3; i++)
+        assert_int_equal(c->up.seen[i], i + 1);
+    uint64_t d1 = (o.r.attempts[1].started_ns - o.r.attempts[0].started_ns) / 1000000;
+    uint64_t d2 = (o.r.attempts[2].started_ns - o.r.attempts[0].started_ns) / 1000000;
+    assert_in_range(d1, 55, 300);
+    assert_in_range(d2, 115, 390);
+    assert_true(o.r.attempts[2].started_ns - o.r.attempts[1].started_ns > 40 * 1000000ULL);
+    ctx_free(c);
+}
+
+static void test_schedule_first_attempt_fails(void **state)
+{
+    /* staggered: attempt 1 fails at once, so extra 1 fires at once (nothing in flight) and
+     * wins; extra 2 is still due at 2 x delay, which never comes */
+    static const plan plans[] = {{0, 500}, {20, 200}, {20, 200}};
+    ctx *c = ctx_new(plans, 3);
+    tc_hedge_policy p;
+    outcome o;
+    tc_hedge_policy_init(&p);
+    p.staggered = 1;
+    p.hedge_delay_ms = 2000;
+    uint64_t took = run_hedge(c, &p, &o);
+    assert_int_equal(o.r.error, 0);
+    assert_int_equal(o.r.nattempts, 2);
+    assert_int_equal(o.r.winner, 1);
+    assert_true(took < 1500);
+    ctx_free(c);
+
+    /* the seed schedule: both extras fire at once on the failure */
+    c = ctx_new(plans, 3);
+    tc_hedge_policy_init(&p);
+    p.hedge_delay_ms = 2000;
+    took = run_hedge(c, &p, &o);
+    assert_int_equal(o.r.error, 0);
+    assert_int_equal(o.r.nattempts, 3);
+    assert_true(took < 1500);
+    ctx_free(c);
+}
+
+static void test_schedule_extra_fails(void **state)
+{
+    /* attempt 1 slow, extra 1 (at 50 ms) fails at once: with attempt 1 still in flight, extra 2
+     * waits for its own due time (100 ms), then wins */
+    static const plan plans[] = {{1500, 200}, {0, 503}, {10, 200}};
+    ctx *c = ctx_new(plans, 3);
+    tc_hedge_policy p;
+    outcome o;
+    tc_hedge_policy_init(&p);
+    p.staggered = 1;
+    p.hedge_delay_ms = 50;
+    run_hedge(c, &p, &o);
+    assert_int_equal(o.r.error, 0);
+    assert_int_equal(o.r.nattempts, 3);
+    assert_int_equal(o.r.winner, 2);
+    assert_int_equal(o.r.attempts[1].outcome, TC_OUTCOME_HTTP_STATUS);
+    assert_int_equal(o.r.attempts[0].outcome, TC_OUTCOME_CANCELLED);
+    uint64_t d2 = (o.r.attempts[2].started_ns - o.r.attempts[0].started_ns) / 1000000;
+    assert_in_range(d2, 95, 1400);
+    ctx_free(c);
+
+    /* every attempt fails: 502 material, with all three fired */
+    static const plan bad[] = {{0, 500}, {0, 500}, {0, 500}};
+    c = ctx_new(bad, 3);
+    tc_hedge_policy_init(&p);
+    p.staggered = 1;
+    p.hedge_delay_ms = 5000;
+    uint64_t took = run_hedge(c, &p, &o);
+    assert_int_equal(o.r.error, TC_EALLFAILED);
+    assert_int_equal(o.r.nattempts, 3);
+    assert_true(took < 4000);
+    ctx_free(c);
+}
+
+/* Uses up the budget's allowance for the coming second (the hedge's own request included). */
+static void spend(tc_hedge_budget *b)
+{
+    for (int i = 0; i < 10 && tc_hedge_budget_try_extra(b, uv_hrtime() / 1000000); i++)
+        ;
+}
+
+static void test_schedule_denied_with_nothing_in_flight(void **state)
+{
+    static const plan plans[] = {{0, 500}, {0, 200}, {0, 200}};
+    tc_hedge_budget *b = NULL;
+    assert_int_equal(tc_hedge_budget_new(&b, TC_HEDGE_BUDGET_SCALE), 0); /* 1% */
+    for (int staggered = 0; staggered <= 1; staggered++) {
+        ctx *c = ctx_new(plans, 3);
+        spend(b);
+        tc_hedge_policy p;
+        outcome o;
+        tc_hedge_policy_init(&p);
+        p.staggered = staggered;
+        p.hedge_delay_ms = 3000;
+        p.budget = b;
+        uint64_t took = run_hedge(c, &p, &o);
+        assert_int_equal(o.r.error, TC_EALLFAILED);
+        assert_int_equal(o.r.nattempts, 1);
+        assert_int_equal(o.r.denied, staggered ? 1 : 2);
+        assert_false(o.r.hedge_fired);
+        assert_true(took < 2500); /* at once, not at the delay */
+        ctx_free(c);
+    }
+    tc_hedge_budget_free(b);
+}
+
+static void test_schedule_denied_while_in_flight(void **state)
+{
+    /* the extras are dropped, never fired later; the first attempt still wins */
+    static const plan plans[] = {{300, 200}, {0, 200}, {0, 200}};
+    tc_hedge_budget *b = NULL;
+    assert_int_equal(tc_hedge_budget_new(&b, TC_HEDGE_BUDGET_SCALE), 0);
+    ctx *c = ctx_new(plans, 3);
+    spend(b);
+    tc_hedge_policy p;
+    outcome o;
+    tc_hedge_policy_init(&p);
+    p.staggered = 1;
+    p.hedge_delay_ms = 30;
+    p.budget = b;
+    run_hedge(c, &p, &o);
+    assert_int_equal(o.r.error, 0);
+    assert_int_equal(o.r.nattempts, 1);
+    assert_int_equal(o.r.denied, 2);
+    assert_int_equal(c->up.nseen, 1);
+    ctx_free(c);
+    tc_hedge_budget_free(b);
+}
+
+static void test_recording_and_warmup(void **state)
+{
+    /* attempt 1 takes 600 ms, the extra wins after 20 ms: the warm-up's fallback (200 ms)
+     * is the delay; the winner is recorded at ~20 ms and the cancelled loser at ~200+ ms;
+     * a failed attempt is never recorded */
+    static const plan plans[] = {{600, 200}, {20, 200}};
+    tc_hedge_adaptive_config cfg;
+    tc_hedge_adaptive *a = NULL;
+    tc_hedge_adaptive_config_init(&cfg);
+    cfg.percentile = 50.0;
+    cfg.fallback_ms = 200;
+    assert_int_equal(tc_hedge_adaptive_new(&a, &cfg), 0);
+    ctx *c = ctx_new(plans, 2);
+    tc_hedge_policy p;
+    outcome o;
+    tc_hedge_policy_init(&p);
+    p.staggered = 1;
+    p.extra = 1;
+    p.adaptive = a;
+    run_hedge(c, &p, &o);
+    assert_int_equal(o.r.error, 0);
+    assert_int_equal(o.r.delay_ms, 200);
+    assert_int_equal(o.r.winner, 1);
+    uint64_t d1 = (o.r.attempts[1].started_ns - o.r.attempts[0].started_ns) / 1000000;
+    assert_true(d1 >= 195); /* no hedge earlier than the fallback during warm-up */
+    assert_int_equal(tc_hedge_adaptive_recorded(a), 2);
+    ctx_free(c);
+
+    static const plan fails[] = {{0, 500}, {0, 500}};
+    c = ctx_new(fails, 2);
+    run_hedge(c, &p, &o);
+    assert_int_equal(o.r.error, TC_EALLFAILED);
+    assert_int_equal(tc_hedge_adaptive_recorded(a), 2);
+    ctx_free(c);
+
+    /* after the warm-up, the percentile: 200 fast records at ~5 ms make p50 ~5 ms */
+    uint64_t now = uv_hrtime() / 1000000;
+    for (int i = 0; i < 200; i++)
+        tc_hedge_adaptive_record(a, now, 5000);
+    static const plan slow[] = {{400, 200}, {0, 200}};
+    c = ctx_new(slow, 2);
+    run_hedge(c, &p, &o);
+    assert_int_equal(o.r.delay_ms, 5);
+    assert_int_equal(o.r.winner, 1);
+    ctx_free(c);
+    tc_hedge_adaptive_free(a);
+}
+
+static void test_seed_policy_unchanged(void **state)
+{
+    /* 1 + 2 after the delay, all at once, numbered 1, 2, 3 */
+    static const plan plans[] = {{500, 200}, {500, 200}, {500, 200}};
+    ctx *c = ctx_new(plans, 3);
+    tc_hedge_policy p;
+    outcome o;
+    tc_hedge_policy_init(&p);
+    assert_int_equal(p.staggered, 0);
+    assert_null(p.budget);
+    assert_null(p.adaptive);
+    p.hedge_delay_ms = 200;
+    run_hedge(c, &p, &o);
+    assert_int_equal(o.r.nattempts, 3);
+    assert_int_equal(o.r.delay_ms, 200);
+    uint64_t d1 = (o.r.attempts[1].started_ns - o.r.attempts[0].started_ns) / 1000000;
+    uint64_t d12 = (o.r.attempts[2].started_ns - o.r.attempts[1].started_ns) / 1000000;
+    assert_true(d1 >= 195);
+    assert_true(d12 < 100); /* together, not 200 ms apart as a staggered schedule would be */
+    assert_int_equal(c->up.seen[0], 1);
+    ctx_free(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_estimator_random_streams),
+        cmocka_unit_test(test_estimator_adversarial_streams),
+        cmocka_unit_test(test_estimator_window),
+        cmocka_unit_test(test_estimator_record_cost),
+        cmocka_unit_test(test_budget_parse),
+        cmocka_unit_test(test_budget_rates),
+        cmocka_unit_test(test_budget_bursts),
+        cmocka_unit_test(test_budget_small_rate_and_clock),
+        cmocka_unit_test(test_adaptive_warmup_and_window),
+        cmocka_unit_test(test_schedule_staggered_and_header),
+        cmocka_unit_test(test_schedule_first_attempt_fails),
+        cmocka_unit_test(test_schedule_extra_fails),
+        cmocka_unit_test(test_schedule_denied_with_nothing_in_flight),
+        cmocka_unit_test(test_schedule_denied_while_in_flight),
+        cmocka_unit_test(test_recording_and_warmup),
+        cmocka_unit_test(test_seed_policy_unchanged),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
