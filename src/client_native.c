@@ -11,10 +11,11 @@
  * Closing: a connection whose request is abandoned (cancelled, timed out, failed mid-response)
  * is closed with a TCP reset, so neither side keeps it in TIME_WAIT or FIN_WAIT2 and the server
  * sees the abort at once. A connection closed in good order (the server said Connection: close,
- * an idle one expired or was evicted, the client closes) gets a normal FIN. Aborts are closed
- * after the loop's callbacks of this turn have run (a uv_check handle): when a thousand
- * deadlines fire together, their answers are written before their three thousand attempts'
- * sockets are torn down.
+ * an idle one expired or was evicted, the client closes) gets a normal FIN. Aborts are reset
+ * by a uv_idle "reaper", TC__NATIVE_REAP_BATCH per loop turn: when a thousand deadlines fire
+ * together, their answers are written first, and the three thousand resets that follow are
+ * interleaved with reading the next requests instead of delaying them (measured: p99 545 ->
+ * 530 ms with 1,000 clients on a stuck upstream, bench/smart).
  *
  * Lifetimes: a connection (tc__conn) lives until both of its uv handles have closed; it holds
  * a reference to its origin, where the DNS answer is cached. The engine lives until the last
@@ -32,18 +33,19 @@
 #define TC__NATIVE_KEEPALIVE_MARGIN_MS ((uint64_t)1000) /* close before the server's timeout */
 #define TC__NATIVE_DNS_TTL_MS 30000      /* getaddrinfo gives no TTL: an answer is kept this long */
 #define TC__NATIVE_MAX_ADDRS 16          /* addresses of one name that are tried, in order */
+#define TC__NATIVE_REAP_BATCH 64         /* aborted connections reset per loop turn */
 #define TC__NATIVE_CONNECT_MAX_MS 300000 /* connect_timeout_ms 0: libcurl's default, 300 s */
 
 enum { C_RESOLVING = 1, C_CONNECTING, C_BUSY, C_IDLE, C_CLOSING };
 
 struct tc__native {
     tc_client *client;
-    uv_check_t reaper; /* closes aborted connections once the loop's callbacks have run */
-    tc__link doomed;   /* aborted connections waiting for the reaper */
-    tc__link lookups;  /* DNS lookups in flight (cancelled by tc__native_close) */
-    tc__link lru;      /* idle connections of every origin, least recently used first */
-    size_t nconns;     /* open connections (not closing) */
-    size_t live;       /* the reaper, connections and DNS lookups not yet freed */
+    uv_idle_t reaper; /* resets aborted connections, a batch per loop turn */
+    tc__link doomed;  /* aborted connections waiting for the reaper */
+    tc__link lookups; /* DNS lookups in flight (cancelled by tc__native_close) */
+    tc__link lru;     /* idle connections of every origin, least recently used first */
+    size_t nconns;    /* open connections (not closing) */
+    size_t live;      /* the reaper, connections and DNS lookups not yet freed */
     int closing;
     char rbuf[TC__NATIVE_READ_BUFFER];
 };
@@ -164,7 +166,7 @@ static tc__native *native_get(tc_client *c)
     tc__list_init(&nat->lru);
     tc__list_init(&nat->doomed);
     tc__list_init(&nat->lookups);
-    if (uv_check_init(c->loop, &nat->reaper) != 0) {
+    if (uv_idle_init(c->loop, &nat->reaper) != 0) {
         free(nat);
         return NULL;
     }
@@ -239,19 +241,27 @@ static void conn_close(tc__conn *k, int reset)
     conn_close_handles(k, reset);
 }
 
-static void on_reap(uv_check_t *h)
+/* Resets at most TC__NATIVE_REAP_BATCH aborted connections. An idle handle runs once per loop
+ * turn, before the poll for I/O (which it makes non-blocking while work is left), so a burst of
+ * thousands of aborts is spread over several turns with reads and answers in between. */
+static void reap(tc__native *nat, size_t max)
 {
-    tc__native *nat = h->data;
-    while (!tc__list_empty(&nat->doomed)) {
+    for (size_t n = 0; n < max && !tc__list_empty(&nat->doomed); n++) {
         tc__conn *k = tc__container_of(nat->doomed.next, tc__conn, link);
         tc__list_remove(&k->link);
         conn_close_handles(k, 1);
     }
-    uv_check_stop(h);
+    if (tc__list_empty(&nat->doomed))
+        uv_idle_stop(&nat->reaper);
+}
+
+static void on_reap(uv_idle_t *h)
+{
+    reap(h->data, TC__NATIVE_REAP_BATCH);
 }
 
 /* Aborts k: out of the books at once (a read, write or connect that completes meanwhile finds
- * it closing and does nothing), reset by the reaper at the end of this loop turn. */
+ * it closing and does nothing), reset by the reaper on a later loop turn. */
 static void conn_abort(tc__conn *k)
 {
     if (k->state == C_CLOSING)
@@ -265,7 +275,7 @@ static void conn_abort(tc__conn *k)
         return;
     }
     if (tc__list_empty(&nat->doomed))
-        (void)uv_check_start(&nat->reaper, on_reap); /* cannot fail for a started loop */
+        (void)uv_idle_start(&nat->reaper, on_reap); /* cannot fail for a started loop */
     tc__list_push_back(&nat->doomed, &k->link);
 }
 
@@ -771,7 +781,7 @@ void tc__native_close(tc_client *c)
      * UV_EAI_CANCELED); one already running is waited for: getaddrinfo cannot be interrupted. */
     for (tc__link *l = nat->lookups.next; l != &nat->lookups; l = l->next)
         (void)uv_cancel((uv_req_t *)&tc__container_of(l, tc__gai, link)->req);
-    on_reap(&nat->reaper);
+    reap(nat, SIZE_MAX);
     tc__link *l;
     while ((l = tc__list_first(&nat->lru)) != NULL)
         conn_close(tc__container_of(l, tc__conn, lru), 0);
