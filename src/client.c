@@ -31,7 +31,7 @@
 /* A queued request with less time than this left is not started: it could not be answered, and
  * requests that expire together (a running one and one queued behind it, whose deadlines a
  * millisecond tick may split) then all report where they really were. */
-#define TC__CLIENT_ADMIT_MIN_MS 2
+#define TC__CLIENT_ADMIT_MIN_MS 5
 
 static void pump_queue(tc_client *c);
 static void maybe_finish_close(tc_client *c);
