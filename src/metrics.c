@@ -19,6 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/hash.h"
 #include "tailcut/metrics.h"
 
 /* A family as defined; immutable once the first shard exists. */
@@ -105,7 +108,7 @@ static int valid_label_name(const char *s)
 static char *dup_str(const char *s)
 {
     size_t n = strlen(s) + 1;
-    char *d = malloc(n);
+    char *d = tc__malloc(n);
     if (d)
         memcpy(d, s, n);
     return d;
@@ -113,14 +116,14 @@ static char *dup_str(const char *s)
 
 static void family_clear(struct family *f)
 {
-    free(f->name);
-    free(f->help);
+    tc__free(f->name);
+    tc__free(f->help);
     for (size_t i = 0; i < f->n_labels; i++)
-        free(f->labels[i]);
+        tc__free(f->labels[i]);
     if (f->fixed) {
         for (size_t i = 0; i < (size_t)f->n_fixed * f->n_labels; i++)
-            free(f->fixed[i]);
-        free(f->fixed);
+            tc__free(f->fixed[i]);
+        tc__free(f->fixed);
     }
 }
 
@@ -128,11 +131,11 @@ static void shard_free(tc_metrics_shard *s);
 
 int tc_metrics_registry_new(tc_metrics_registry **out)
 {
-    tc_metrics_registry *reg = calloc(1, sizeof *reg);
+    tc_metrics_registry *reg = tc__calloc(1, sizeof *reg);
     if (!reg)
         return TC_ENOMEM;
     if (pthread_mutex_init(&reg->mu, NULL) != 0) {
-        free(reg);
+        tc__free(reg);
         return TC_ENOMEM;
     }
     *out = reg;
@@ -145,12 +148,12 @@ void tc_metrics_registry_free(tc_metrics_registry *reg)
         return;
     for (size_t i = 0; i < reg->n_shards; i++)
         shard_free(reg->shards[i]);
-    free(reg->shards);
+    tc__free(reg->shards);
     for (uint32_t i = 0; i < reg->n_fams; i++)
         family_clear(&reg->fams[i]);
-    free(reg->fams);
+    tc__free(reg->fams);
     pthread_mutex_destroy(&reg->mu);
-    free(reg);
+    tc__free(reg);
 }
 
 static int check_def(const tc_metrics_registry *reg, const tc_metrics_family_def *def)
@@ -203,7 +206,7 @@ int tc_metrics_family_define(tc_metrics_registry *reg, const tc_metrics_family_d
         goto out;
     if (reg->n_fams == reg->cap_fams) {
         uint32_t cap = reg->cap_fams ? reg->cap_fams * 2 : 8;
-        struct family *fams = realloc(reg->fams, cap * sizeof *fams);
+        struct family *fams = tc__realloc(reg->fams, cap * sizeof *fams);
         if (!fams) {
             r = TC_ENOMEM;
             goto out;
@@ -294,7 +297,7 @@ int tc_metrics_series_define(tc_metrics_registry *reg, uint32_t family_id,
     }
     if (f->n_fixed == f->cap_fixed) {
         uint32_t cap = f->cap_fixed ? f->cap_fixed * 2 : 8;
-        char **fixed = realloc(f->fixed, (size_t)cap * f->n_labels * sizeof *fixed);
+        char **fixed = tc__realloc(f->fixed, (size_t)cap * f->n_labels * sizeof *fixed);
         if (!fixed) {
             r = TC_ENOMEM;
             goto out;
@@ -307,7 +310,7 @@ int tc_metrics_series_define(tc_metrics_registry *reg, uint32_t family_id,
         row[k] = dup_str(values[k]);
         if (!row[k]) {
             while (k-- > 0)
-                free(row[k]);
+                tc__free(row[k]);
             r = TC_ENOMEM;
             goto out;
         }
@@ -322,12 +325,10 @@ out:
 
 static uint32_t hash_values(const char *const *values, size_t n)
 {
-    uint32_t h = 2166136261u; /* FNV-1a, with 0xff between values */
-    for (size_t k = 0; k < n; k++) {
-        for (const unsigned char *p = (const unsigned char *)values[k]; *p; p++)
-            h = (h ^ *p) * 16777619u;
-        h = (h ^ 0xffu) * 16777619u;
-    }
+    static const unsigned char sep = 0xff; /* between values: ("ab","c") != ("a","bc") */
+    uint32_t h = TC__FNV1A_INIT;
+    for (size_t k = 0; k < n; k++)
+        h = tc__fnv1a(tc__fnv1a_str(h, values[k]), &sep, 1);
     return h;
 }
 
@@ -352,11 +353,11 @@ static void shard_free(tc_metrics_shard *s)
     if (!s)
         return;
     for (uint32_t i = 0; i < s->n_fams; i++) {
-        free(s->fams[i].cells);
-        free(s->fams[i].values);
-        free(s->fams[i].table);
+        tc__free(s->fams[i].cells);
+        tc__free(s->fams[i].values);
+        tc__free(s->fams[i].table);
     }
-    free(s);
+    tc__free(s);
 }
 
 static int shard_family_init(struct shard_family *sf, const struct family *f)
@@ -378,7 +379,7 @@ static int shard_family_init(struct shard_family *sf, const struct family *f)
     for (size_t i = 0; i < n_cells; i++)
         atomic_init(&sf->cells[i], 0);
     if (f->max_dynamic) {
-        sf->values = calloc((size_t)f->max_dynamic * f->n_labels, TC_METRICS_VALUE_MAX);
+        sf->values = tc__calloc((size_t)f->max_dynamic * f->n_labels, TC_METRICS_VALUE_MAX);
         if (!sf->values)
             return TC_ENOMEM;
     }
@@ -386,7 +387,7 @@ static int shard_family_init(struct shard_family *sf, const struct family *f)
         uint32_t size = 2;
         while (size < 2 * (f->n_fixed + f->max_dynamic))
             size *= 2;
-        sf->table = calloc(size, sizeof *sf->table);
+        sf->table = tc__calloc(size, sizeof *sf->table);
         if (!sf->table)
             return TC_ENOMEM;
         sf->mask = size - 1;
@@ -405,7 +406,8 @@ int tc_metrics_shard_new(tc_metrics_registry *reg, tc_metrics_shard **out)
 {
     int r = 0;
     pthread_mutex_lock(&reg->mu);
-    tc_metrics_shard *s = calloc(1, sizeof *s + (size_t)reg->n_fams * sizeof(struct shard_family));
+    tc_metrics_shard *s =
+        tc__calloc(1, sizeof *s + (size_t)reg->n_fams * sizeof(struct shard_family));
     if (!s) {
         r = TC_ENOMEM;
         goto out;
@@ -419,7 +421,7 @@ int tc_metrics_shard_new(tc_metrics_registry *reg, tc_metrics_shard **out)
     }
     if (reg->n_shards == reg->cap_shards) {
         size_t cap = reg->cap_shards ? reg->cap_shards * 2 : 8;
-        tc_metrics_shard **shards = realloc(reg->shards, cap * sizeof(tc_metrics_shard *));
+        tc_metrics_shard **shards = tc__realloc(reg->shards, cap * sizeof(tc_metrics_shard *));
         if (!shards) {
             r = TC_ENOMEM;
             goto fail;
@@ -566,35 +568,16 @@ void tc_metrics_histogram_observe(tc_metrics_shard *shard, uint32_t family_id, u
 
 /* ---- rendering ------------------------------------------------------------------------------ */
 
+/* The document under construction; the first error sticks and stops all further output. */
 typedef struct outbuf {
-    char *p;
-    size_t len, cap, max;
+    tc__buf buf;
     int err;
 } outbuf;
 
 static void out_put(outbuf *b, const char *s, size_t n)
 {
-    if (b->err)
-        return;
-    if (n > b->max - b->len) {
-        b->err = TC_ETOOLARGE;
-        return;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->err = TC_ENOMEM;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
+    if (!b->err)
+        b->err = tc__buf_append(&b->buf, s, n);
 }
 
 static void out_str(outbuf *b, const char *s)
@@ -833,7 +816,8 @@ static void render_family(outbuf *b, tc_metrics_registry *reg, uint32_t fi, dyn_
 
 int tc_metrics_render(tc_metrics_registry *reg, size_t max_len, char **out, size_t *out_len)
 {
-    outbuf b = {.max = max_len};
+    outbuf b = {.err = 0};
+    tc__buf_init(&b.buf, NULL, 0, max_len);
     pthread_mutex_lock(&reg->mu);
     size_t max_entries = 0;
     for (uint32_t i = 0; i < reg->n_fams; i++) {
@@ -843,25 +827,20 @@ int tc_metrics_render(tc_metrics_registry *reg, size_t max_len, char **out, size
     }
     dyn_entry *entries = NULL;
     if (max_entries) {
-        entries = malloc(max_entries * sizeof *entries);
+        entries = tc__malloc(max_entries * sizeof *entries);
         if (!entries)
             b.err = TC_ENOMEM;
     }
     for (uint32_t i = 0; i < reg->n_fams && !b.err; i++)
         render_family(&b, reg, i, entries);
     pthread_mutex_unlock(&reg->mu);
-    free(entries);
-    out_put(&b, "", 0);
-    if (!b.err && !b.p) { /* nothing defined: an empty document */
-        b.p = calloc(1, 1);
-        if (!b.p)
-            b.err = TC_ENOMEM;
-    }
+    tc__free(entries);
+    out_put(&b, "", 0); /* an empty document still gets storage */
     if (b.err) {
-        free(b.p);
+        tc__buf_reset(&b.buf);
         return b.err;
     }
-    *out = b.p;
-    *out_len = b.len;
+    *out_len = b.buf.len;
+    *out = tc__buf_cstr(&b.buf);
     return 0;
 }
