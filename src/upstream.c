@@ -27,12 +27,8 @@
 #include "tailcut/server.h"
 #include "tailcut/upstream.h"
 #include "tailcut/url.h"
+#include "upstream_internal.h"
 #include "upstream_plan.h"
-
-/* Longest query parameter name compared against "id" (longer names are simply not "id"). */
-#define PARAM_NAME_MAX 16
-/* Longest error message we build. */
-#define MESSAGE_MAX 256
 
 /* A held /api/work request: lives from its arrival until its timer's close callback. */
 typedef struct work {
@@ -44,58 +40,6 @@ typedef struct work {
     int hanging; /* the delay is over and the hang's silence has begun */
 } work;
 
-/* IDs of one /api/metadata call: n NUL-terminated strings back to back in ids. */
-typedef struct meta_call {
-    char *ids;
-    size_t bytes;
-    uint32_t n;
-} meta_call;
-
-struct tc_upstream {
-    uv_loop_t *loop;
-    tc_server *srv;       /* NULL once closed */
-    tc__up_dealer dealer; /* the profile, its generator and exponea's deck */
-    char *profile_text;
-    uint64_t seed;
-
-    /* Token bucket for /api/metadata: up to metadata_rate calls, refilled at that rate. */
-    uint64_t metadata_rate;
-    double tokens;
-    uint64_t tokens_ns;
-
-    /* Scenario queue: a ring of q_cap steps, q_len of them from q_head on. */
-    tc__up_step *q;
-    size_t q_head, q_len, q_cap;
-
-    /* Counters (cleared by POST /reset). */
-    uint64_t work_requests, client_aborts, metadata_calls, metadata_rejected;
-    uint64_t outcomes[TC__UP_OUT_COUNT];
-    size_t in_flight;
-
-    /* Arrival times in microseconds since base_ns: a ring of TC_UPSTREAM_MAX_ARRIVALS. */
-    uint64_t base_ns;
-    uint64_t *arrivals_us;
-    size_t arr_head, arr_len;
-    uint64_t arrivals_forgotten;
-
-    /* /api/work arrivals per second since ps_base_ns by X-Tailcut-Attempt value (index 0: none
-     * or not 1..TC_UPSTREAM_MAX_ATTEMPT): a ring of TC_UPSTREAM_PER_SECOND seconds; a slot holds
-     * second ps_second[slot] - 1 (0: never used). */
-    uint64_t ps_base_ns;
-    uint64_t ps_second[TC_UPSTREAM_PER_SECOND];
-    uint32_t ps_counts[TC_UPSTREAM_PER_SECOND][TC_UPSTREAM_MAX_ATTEMPT + 1];
-
-    /* ID lists of metadata calls: a ring of TC_UPSTREAM_MAX_METADATA_CALLS. */
-    meta_call *calls;
-    size_t calls_head, calls_len, calls_bytes;
-    uint64_t calls_forgotten;
-
-    size_t live_works; /* work records not yet freed */
-    int closing;
-    tc_upstream_cb drained_cb, close_cb;
-    void *drained_data, *close_data;
-};
-
 /* ---- small helpers ------------------------------------------------------------------------- */
 
 static int str_eq(tc_str s, const char *lit)
@@ -106,14 +50,14 @@ static int str_eq(tc_str s, const char *lit)
 
 /* Sends {"success":false,"error":code,"message":message} with optional extra headers. Unlike
  * tc_request_respond_error() this keeps the connection: these are application-level errors. */
-static void send_error(tc_request *req, int status, const char *code, const char *message,
+void tc__up_send_error(tc_request *req, int status, const char *code, const char *message,
                        const tc_server_header *headers, size_t nheaders)
 {
     json_t *o = json_pack("{s:b,s:s,s:s}", "success", 0, "error", code, "message", message);
     if (o == NULL) {
         /* The message is not valid UTF-8 (say, a parser's excerpt cut inside a character):
          * answer with a printable copy rather than not at all. */
-        char shown[MESSAGE_MAX];
+        char shown[TC__UP_MESSAGE_MAX];
         tc__up_printable(message, strlen(message), shown, sizeof(shown));
         o = json_pack("{s:b,s:s,s:s}", "success", 0, "error", code, "message", shown);
     }
@@ -127,12 +71,12 @@ static void send_error(tc_request *req, int status, const char *code, const char
     tc__free(text);
 }
 
-static void send_json(tc_request *req, int status, json_t *o)
+void tc__up_send_json(tc_request *req, int status, json_t *o)
 {
     char *text = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)) : NULL;
     json_decref(o);
     if (text == NULL) {
-        send_error(req, 500, "internal", "out of memory", NULL, 0);
+        tc__up_send_error(req, 500, "internal", "out of memory", NULL, 0);
         return;
     }
     tc_request_respond(req, status, "application/json", NULL, 0, text, strlen(text));
@@ -142,7 +86,7 @@ static void send_json(tc_request *req, int status, json_t *o)
 static void method_not_allowed(tc_request *req, const char *allow)
 {
     const tc_server_header h = {"Allow", allow};
-    send_error(req, 405, "method_not_allowed", "method not allowed", &h, 1);
+    tc__up_send_error(req, 405, "method_not_allowed", "method not allowed", &h, 1);
 }
 
 static int is_get(tc_request *req)
@@ -311,7 +255,7 @@ static void handle_work(tc_upstream *u, tc_request *req)
     work *w = tc__calloc(1, sizeof(*w));
     if (w == NULL) {
         tc__free(s.body);
-        send_error(req, 503, "overloaded", "out of memory", NULL, 0);
+        tc__up_send_error(req, 503, "overloaded", "out of memory", NULL, 0);
         return;
     }
     w->u = u;
@@ -370,7 +314,7 @@ static void handle_scenario(tc_upstream *u, tc_request *req)
 {
     tc_str body = tc_request_body(req);
     json_error_t err;
-    char msg[MESSAGE_MAX];
+    char msg[TC__UP_MESSAGE_MAX];
     json_t *root = json_loadb(body.base, body.len, JSON_REJECT_DUPLICATES, &err);
     tc__up_step *steps = NULL;
     size_t n = 0;
@@ -378,12 +322,12 @@ static void handle_scenario(tc_upstream *u, tc_request *req)
     if (root == NULL) {
         (void)snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s", err.line,
                        err.column, err.text);
-        send_error(req, 400, "bad_request", msg, NULL, 0);
+        tc__up_send_error(req, 400, "bad_request", msg, NULL, 0);
         return;
     }
     if (!json_is_array(root)) {
         json_decref(root);
-        send_error(req, 400, "bad_request", "expected a JSON array of steps", NULL, 0);
+        tc__up_send_error(req, 400, "bad_request", "expected a JSON array of steps", NULL, 0);
         return;
     }
     n = json_array_size(root);
@@ -391,21 +335,21 @@ static void handle_scenario(tc_upstream *u, tc_request *req)
         json_decref(root);
         (void)snprintf(msg, sizeof(msg), "too many steps: at most %d may wait in the queue",
                        TC_UPSTREAM_MAX_STEPS);
-        send_error(req, 400, "bad_request", msg, NULL, 0);
+        tc__up_send_error(req, 400, "bad_request", msg, NULL, 0);
         return;
     }
     steps = tc__calloc(n ? n : 1, sizeof(*steps));
     if (steps == NULL || queue_reserve(u, n) != 0) {
         json_decref(root);
         tc__free(steps);
-        send_error(req, 503, "overloaded", "out of memory", NULL, 0);
+        tc__up_send_error(req, 503, "overloaded", "out of memory", NULL, 0);
         return;
     }
     for (size_t i = 0; i < n; i++) {
         if (tc__up_step_parse(json_array_get(root, i), i, &steps[i], msg, sizeof(msg)) != 0) {
             json_decref(root);
             tc__up_steps_free(steps, i);
-            send_error(req, 400, "bad_request", msg, NULL, 0);
+            tc__up_send_error(req, 400, "bad_request", msg, NULL, 0);
             return;
         }
     }
@@ -419,8 +363,8 @@ static void handle_scenario(tc_upstream *u, tc_request *req)
     u->arr_len = 0;
     u->arrivals_forgotten = 0;
     u->base_ns = uv_hrtime();
-    send_json(req, 200,
-              json_pack("{s:I,s:I}", "queued", (json_int_t)n, "pending", (json_int_t)u->q_len));
+    tc__up_send_json(
+        req, 200, json_pack("{s:I,s:I}", "queued", (json_int_t)n, "pending", (json_int_t)u->q_len));
 }
 
 /* POST /profile {"profile":"P"}: switches the profile at once; 400 and no change on a bad one. */
@@ -428,7 +372,7 @@ static void handle_profile(tc_upstream *u, tc_request *req)
 {
     tc_str body = tc_request_body(req);
     json_error_t err;
-    char msg[MESSAGE_MAX];
+    char msg[TC__UP_MESSAGE_MAX];
     tc_upstream_profile p;
     const char *why = NULL;
     json_t *root = json_loadb(body.base, body.len, JSON_REJECT_DUPLICATES, &err);
@@ -438,12 +382,12 @@ static void handle_profile(tc_upstream *u, tc_request *req)
     if (root == NULL) {
         (void)snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s", err.line,
                        err.column, err.text);
-        send_error(req, 400, "bad_request", msg, NULL, 0);
+        tc__up_send_error(req, 400, "bad_request", msg, NULL, 0);
         return;
     }
     if (text == NULL || json_object_size(root) != 1) {
         json_decref(root);
-        send_error(req, 400, "bad_request", "expected {\"profile\":\"P\"}", NULL, 0);
+        tc__up_send_error(req, 400, "bad_request", "expected {\"profile\":\"P\"}", NULL, 0);
         return;
     }
     if (tc_upstream_profile_parse(text, &p, &why) != 0) {
@@ -451,19 +395,19 @@ static void handle_profile(tc_upstream *u, tc_request *req)
         tc__up_printable(text, strlen(text), shown, sizeof(shown));
         (void)snprintf(msg, sizeof(msg), "invalid profile \"%s\": %s", shown, why);
         json_decref(root);
-        send_error(req, 400, "bad_request", msg, NULL, 0);
+        tc__up_send_error(req, 400, "bad_request", msg, NULL, 0);
         return;
     }
     char *copy = tc__strdup(text);
     json_decref(root);
     if (copy == NULL) {
-        send_error(req, 503, "overloaded", "out of memory", NULL, 0);
+        tc__up_send_error(req, 503, "overloaded", "out of memory", NULL, 0);
         return;
     }
     tc__free(u->profile_text);
     u->profile_text = copy;
     tc__up_dealer_set(&u->dealer, &p); /* exponea starts a fresh deck */
-    send_json(req, 200, json_pack("{s:s}", "profile", u->profile_text));
+    tc__up_send_json(req, 200, json_pack("{s:s}", "profile", u->profile_text));
 }
 
 static void calls_clear(tc_upstream *u)
@@ -492,225 +436,7 @@ static void handle_reset(tc_upstream *u, tc_request *req)
     u->ps_base_ns = u->base_ns;
     memset(u->ps_second, 0, sizeof(u->ps_second));
     u->tokens = (double)u->metadata_rate;
-    send_json(req, 200, json_pack("{s:b}", "reset", 1));
-}
-
-/* ---- /stats -------------------------------------------------------------------------------- */
-
-/* per_second: one object per second of the last TC_UPSTREAM_PER_SECOND (since the start or the
- * last /reset), oldest first: {"second":S,"1":N,"2":N,...,"none":N}, zero counts left out. */
-static json_t *per_second_json(tc_upstream *u)
-{
-    json_t *list = json_array();
-    uint64_t now = uv_hrtime();
-    uint64_t last = now > u->ps_base_ns ? (now - u->ps_base_ns) / 1000000000u : 0;
-    uint64_t first = last + 1 > TC_UPSTREAM_PER_SECOND ? last + 1 - TC_UPSTREAM_PER_SECOND : 0;
-    int bad = list == NULL;
-    for (uint64_t sec = first; !bad && sec <= last; sec++) {
-        size_t slot = sec % TC_UPSTREAM_PER_SECOND;
-        json_t *o = json_pack("{s:I}", "second", (json_int_t)sec);
-        bad |= o == NULL;
-        for (unsigned a = 0; !bad && u->ps_second[slot] == sec + 1 && a <= TC_UPSTREAM_MAX_ATTEMPT;
-             a++) {
-            char key[8];
-            if (u->ps_counts[slot][a] == 0)
-                continue;
-            (void)snprintf(key, sizeof(key), "%u", a);
-            bad |= json_object_set_new(o, a == 0 ? "none" : key,
-                                       json_integer((json_int_t)u->ps_counts[slot][a]));
-        }
-        bad |= json_array_append_new(list, o);
-    }
-    if (bad) {
-        json_decref(list);
-        return NULL;
-    }
-    return list;
-}
-
-static json_t *stats_json(tc_upstream *u)
-{
-    json_t *o = json_object();
-    json_t *outcomes = json_object();
-    json_t *arrivals = json_array();
-    json_t *ids = json_array();
-    int bad = o == NULL || outcomes == NULL || arrivals == NULL || ids == NULL;
-
-    for (int i = 0; !bad && i < TC__UP_OUT_COUNT; i++)
-        bad |= json_object_set_new(outcomes, tc__up_outcome_names[i],
-                                   json_integer((json_int_t)u->outcomes[i]));
-    for (size_t i = 0; !bad && i < u->arr_len; i++) {
-        uint64_t us = u->arrivals_us[(u->arr_head + i) % TC_UPSTREAM_MAX_ARRIVALS];
-        bad |= json_array_append_new(arrivals, json_real((double)us / 1000.0));
-    }
-    for (size_t i = 0; !bad && i < u->calls_len; i++) {
-        const meta_call *c = &u->calls[(u->calls_head + i) % TC_UPSTREAM_MAX_METADATA_CALLS];
-        json_t *list = json_array();
-        const char *p = c->ids;
-        bad |= list == NULL;
-        for (uint32_t k = 0; !bad && k < c->n; k++) {
-            bad |= json_array_append_new(list, json_string(p));
-            p += strlen(p) + 1;
-        }
-        bad |= json_array_append_new(ids, list);
-    }
-    if (!bad) {
-        bad |= json_object_set_new(o, "work_requests", json_integer((json_int_t)u->work_requests));
-        bad |= json_object_set_new(o, "in_flight", json_integer((json_int_t)u->in_flight));
-        bad |= json_object_set_new(o, "client_aborts", json_integer((json_int_t)u->client_aborts));
-        bad |=
-            json_object_set_new(o, "metadata_calls", json_integer((json_int_t)u->metadata_calls));
-        bad |= json_object_set_new(o, "metadata_rejected",
-                                   json_integer((json_int_t)u->metadata_rejected));
-        bad |= json_object_set_new(o, "metadata_calls_forgotten",
-                                   json_integer((json_int_t)u->calls_forgotten));
-        bad |= json_object_set_new(o, "arrivals_forgotten",
-                                   json_integer((json_int_t)u->arrivals_forgotten));
-        bad |= json_object_set_new(o, "scenario_pending", json_integer((json_int_t)u->q_len));
-        bad |= json_object_set_new(o, "profile", json_string(u->profile_text));
-        /* As a string: JSON numbers lose precision above 2^53 in most readers. */
-        char seed[24];
-        (void)snprintf(seed, sizeof(seed), "%llu", (unsigned long long)u->seed); /* 20 digits fit */
-        bad |= json_object_set_new(o, "seed", json_string(seed));
-        bad |= json_object_set(o, "outcomes", outcomes);
-        bad |= json_object_set(o, "metadata_ids", ids);
-        bad |= json_object_set(o, "arrivals_ms", arrivals);
-        bad |= json_object_set_new(o, "per_second", per_second_json(u));
-    }
-    json_decref(outcomes);
-    json_decref(arrivals);
-    json_decref(ids);
-    if (bad) {
-        json_decref(o);
-        return NULL;
-    }
-    return o;
-}
-
-/* ---- /api/metadata ------------------------------------------------------------------------- */
-
-/* Refills the bucket and takes one token. Returns 1 if the call may go ahead. */
-static int metadata_admit(tc_upstream *u)
-{
-    if (u->metadata_rate == 0)
-        return 1;
-    uint64_t now = uv_hrtime();
-    double rate = (double)u->metadata_rate;
-    u->tokens += (double)(now - u->tokens_ns) / 1e9 * rate;
-    if (u->tokens > rate)
-        u->tokens = rate;
-    u->tokens_ns = now;
-    if (u->tokens < 1.0)
-        return 0;
-    u->tokens -= 1.0;
-    return 1;
-}
-
-/* Keeps ids (takes ownership) in the bounded call history, forgetting the oldest calls first. */
-static void record_call(tc_upstream *u, char *ids, size_t bytes, uint32_t n)
-{
-    if (bytes > (size_t)TC_UPSTREAM_MAX_METADATA_BYTES) {
-        tc__free(ids);
-        u->calls_forgotten++;
-        return;
-    }
-    while (u->calls_len == TC_UPSTREAM_MAX_METADATA_CALLS ||
-           u->calls_bytes + bytes > (size_t)TC_UPSTREAM_MAX_METADATA_BYTES) {
-        meta_call *old = &u->calls[u->calls_head];
-        u->calls_bytes -= old->bytes;
-        tc__free(old->ids);
-        u->calls_head = (u->calls_head + 1) % TC_UPSTREAM_MAX_METADATA_CALLS;
-        u->calls_len--;
-        u->calls_forgotten++;
-    }
-    meta_call *c = &u->calls[(u->calls_head + u->calls_len) % TC_UPSTREAM_MAX_METADATA_CALLS];
-    c->ids = ids;
-    c->bytes = bytes;
-    c->n = n;
-    u->calls_len++;
-    u->calls_bytes += bytes;
-}
-
-/* GET /api/metadata?id=...: decodes and validates every id (400 naming the first bad one), then
- * applies the rate limit (429), records the IDs and answers an object for each ID not starting
- * with "missing". Calls refused with 400 or 429 are not recorded. */
-static void handle_metadata(tc_upstream *u, tc_request *req)
-{
-    tc_str q = tc_request_query(req);
-    tc_query_iter it;
-    const char *name, *value;
-    size_t name_len, value_len;
-    char msg[MESSAGE_MAX];
-    /* Decoded IDs, NUL-separated: decoding never lengthens, so the query's size is enough. */
-    char *ids = tc__malloc(q.len + 1);
-    size_t used = 0;
-    uint32_t n = 0;
-
-    if (ids == NULL) {
-        send_error(req, 503, "overloaded", "out of memory", NULL, 0);
-        return;
-    }
-    tc_query_iter_init(&it, q.base, q.len);
-    while (tc_query_next(&it, &name, &name_len, &value, &value_len)) {
-        char pname[PARAM_NAME_MAX + 1];
-        long len = tc_url_decode(name, name_len, pname, sizeof(pname), 1);
-        if (len == TC_EINVAL) {
-            tc__free(ids);
-            send_error(req, 400, "bad_request", "malformed percent-encoding in a parameter name",
-                       NULL, 0);
-            return;
-        }
-        if (len < 0 || strcmp(pname, "id") != 0)
-            continue; /* other parameters are ignored */
-        len = tc_url_decode(value, value_len, ids + used, q.len + 1 - used, 1);
-        if (len < 0 || len > TC_ID_MAX || !tc_id_valid(ids + used, (size_t)len)) {
-            char shown[TC__UP_PRINTABLE_MAX + 1];
-            tc__up_printable(value, value_len, shown, sizeof(shown));
-            (void)snprintf(msg, sizeof(msg),
-                           "invalid id #%u \"%s\": IDs are 1 to 128 characters of [A-Za-z0-9_.-]",
-                           (unsigned)n + 1, shown);
-            tc__free(ids);
-            send_error(req, 400, "bad_request", msg, NULL, 0);
-            return;
-        }
-        used += (size_t)len + 1;
-        n++;
-    }
-    if (n == 0) {
-        tc__free(ids);
-        send_error(req, 400, "bad_request", "missing id parameter (GET /api/metadata?id=A&id=B)",
-                   NULL, 0);
-        return;
-    }
-    if (!metadata_admit(u)) {
-        const tc_server_header h = {"Retry-After", "1"};
-        tc__free(ids);
-        u->metadata_rejected++;
-        (void)snprintf(msg, sizeof(msg), "over the rate limit of %llu calls per second",
-                       (unsigned long long)u->metadata_rate);
-        send_error(req, 429, "rate_limited", msg, &h, 1);
-        return;
-    }
-
-    json_t *results = json_object();
-    int bad = results == NULL;
-    const char *p = ids;
-    for (uint32_t k = 0; !bad && k < n; k++, p += strlen(p) + 1) {
-        if (strncmp(p, "missing", 7) == 0)
-            continue;
-        char item[TC_ID_MAX + 8];
-        (void)snprintf(item, sizeof(item), "item %s", p); /* fits: ids are at most TC_ID_MAX */
-        bad |= json_object_set_new(results, p, json_pack("{s:s,s:s}", "id", p, "name", item));
-    }
-    if (bad) {
-        json_decref(results);
-        tc__free(ids);
-        send_error(req, 503, "overloaded", "out of memory", NULL, 0);
-        return;
-    }
-    u->metadata_calls++;
-    record_call(u, ids, used, n);
-    send_json(req, 200, json_pack("{s:o}", "results", results));
+    tc__up_send_json(req, 200, json_pack("{s:b}", "reset", 1));
 }
 
 /* ---- the handler and the object ------------------------------------------------------------ */
@@ -727,12 +453,12 @@ static void on_request(tc_request *req, void *data)
             method_not_allowed(req, "GET, HEAD");
     } else if (str_eq(path, "/api/metadata")) {
         if (is_get(req))
-            handle_metadata(u, req);
+            tc__up_handle_metadata(u, req);
         else
             method_not_allowed(req, "GET, HEAD");
     } else if (str_eq(path, "/stats")) {
         if (is_get(req))
-            send_json(req, 200, stats_json(u));
+            tc__up_send_json(req, 200, tc__up_stats_json(u));
         else
             method_not_allowed(req, "GET, HEAD");
     } else if (str_eq(path, "/scenario")) {
@@ -751,7 +477,7 @@ static void on_request(tc_request *req, void *data)
         else
             method_not_allowed(req, "POST");
     } else {
-        send_error(req, 404, "not_found", "no such endpoint", NULL, 0);
+        tc__up_send_error(req, 404, "not_found", "no such endpoint", NULL, 0);
     }
 }
 
