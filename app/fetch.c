@@ -30,6 +30,7 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "fetch_internal.h" /* src/: the result line and the histogram */
 #include "tailcut/fetch.h"
 
 #define CMD "fetch"
@@ -276,7 +277,7 @@ typedef struct app {
     int out_is_tty;
     int dirty;
     int with_body;
-    tc_fetch_buf line;
+    tc__buf line;
     int write_failed;
 
     int progress;
@@ -295,7 +296,7 @@ typedef struct app {
     uint64_t status_counts[NSTATUS];
     uint64_t status_other;
     uint64_t error_counts[NERRORS];
-    tc_hist hist;
+    tc__hist hist;
 } app;
 
 enum {
@@ -425,16 +426,16 @@ static void on_result(tc_fetch *f, const tc_fetch_result *r, void *data)
     if (r->error < 0 && -r->error < NERRORS)
         a->error_counts[-r->error]++;
     if (r->attempts > 0 && r->error != TC_EURL) /* bad URLs are not requests */
-        tc_hist_record(&a->hist, (uint64_t)(r->ms * 1000.0 + 0.5));
+        tc__hist_record(&a->hist, (uint64_t)(r->ms * 1000.0 + 0.5));
 
     a->line.len = 0;
-    if (tc_fetch_result_json(&a->line, r, a->with_body) != 0) {
+    if (tc__fetch_result_json(&a->line, r, a->with_body) != 0) {
         a->write_failed = ENOMEM;
         return;
     }
     if (a->out_is_tty)
         bar_clear(a);
-    if (fwrite(a->line.base, 1, a->line.len, a->out) != a->line.len && !a->write_failed)
+    if (fwrite(a->line.data, 1, a->line.len, a->out) != a->line.len && !a->write_failed)
         a->write_failed = errno ? errno : EIO;
     a->dirty = 1;
 }
@@ -765,10 +766,10 @@ static void print_summary(app *a)
                   (unsigned long long)a->no_response);
     (void)fprintf(stderr, "  retries: %llu\n", (unsigned long long)st.retries);
     (void)fprintf(stderr, "  latency ms: p50 %.3f, p90 %.3f, p99 %.3f, max %.3f\n",
-                  (double)tc_hist_percentile(&a->hist, 50) / 1000.0,
-                  (double)tc_hist_percentile(&a->hist, 90) / 1000.0,
-                  (double)tc_hist_percentile(&a->hist, 99) / 1000.0,
-                  (double)tc_hist_percentile(&a->hist, 100) / 1000.0);
+                  (double)tc__hist_percentile(&a->hist, 50) / 1000.0,
+                  (double)tc__hist_percentile(&a->hist, 90) / 1000.0,
+                  (double)tc__hist_percentile(&a->hist, 99) / 1000.0,
+                  (double)tc__hist_percentile(&a->hist, 100) / 1000.0);
     (void)fprintf(stderr, "  status:");
     int any = 0;
     for (int s = 100; s < NSTATUS; s++) {
@@ -810,7 +811,8 @@ int cmd_fetch(int argc, char **argv)
         return TC_EXIT_FAILURE;
     }
     tc_fetch_config_init(&a->cfg);
-    tc_hist_init(&a->hist);
+    tc__hist_init(&a->hist);
+    tc__buf_init(&a->line, NULL, 0, SIZE_MAX); /* one line per result: no bound of its own */
     int rc = parse_args(a, &o, argc, argv);
     if (rc >= 0) {
         free(a->urls);
@@ -912,7 +914,7 @@ out_free:
     else if (a->out == stdout)
         (void)fflush(stdout);
     reader_free(a->rd);
-    free(a->line.base);
+    tc__buf_reset(&a->line);
     free(a->urls);
     free(a);
     return status;

@@ -22,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/alloc.h"
+#include "base/hash.h"
 #include "tailcut/batch.h"
 
 /* Starting sizes of a batch's arrays; they double up to what max_batch needs. */
@@ -95,7 +97,7 @@ void *tc_batch_value_alloc(size_t size, tc_free_fn dispose)
 {
     if (size > SIZE_MAX - sizeof(value_hdr))
         return NULL;
-    value_hdr *hdr = calloc(1, sizeof(value_hdr) + size);
+    value_hdr *hdr = tc__calloc(1, sizeof(value_hdr) + size);
     if (hdr == NULL)
         return NULL;
     hdr->h.refs = 1;
@@ -119,28 +121,23 @@ void tc_batch_value_unref(void *value)
         return;
     if (hdr->h.dispose != NULL)
         hdr->h.dispose(value);
-    free(hdr);
+    tc__free(hdr);
 }
 
 /* ---- batches -------------------------------------------------------------------------------- */
 
 static uint32_t key_hash(uint32_t seed, const unsigned char *p, size_t len)
 {
-    uint32_t h = 2166136261u ^ seed; /* FNV-1a, seeded per batcher */
-    for (size_t i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= 16777619u;
-    }
-    return h;
+    return tc__fnv1a(TC__FNV1A_INIT ^ seed, p, len); /* seeded per batcher */
 }
 
 static void batch_free(tc_batch *t)
 {
-    free(t->entries);
-    free(t->table);
-    free(t->keys);
-    free(t->order);
-    free(t);
+    tc__free(t->entries);
+    tc__free(t->table);
+    tc__free(t->keys);
+    tc__free(t->order);
+    tc__free(t);
 }
 
 /* A fresh batch in COLLECTING state: the spare one if there is one. NULL when out of memory. */
@@ -150,7 +147,7 @@ static tc_batch *batch_new(tc_batcher *b)
     if (t != NULL) {
         b->spare = NULL;
     } else {
-        t = calloc(1, sizeof(*t));
+        t = tc__calloc(1, sizeof(*t));
         if (t == NULL)
             return NULL;
         t->entries_cap =
@@ -159,10 +156,10 @@ static tc_batch *batch_new(tc_batcher *b)
         while (t->table_size < 2 * t->entries_cap)
             t->table_size *= 2;
         t->keys_cap = BATCH_INITIAL_KEY_BYTES;
-        t->entries = malloc(t->entries_cap * sizeof(*t->entries));
-        t->order = malloc(t->entries_cap * sizeof(*t->order));
-        t->table = calloc(t->table_size, sizeof(*t->table));
-        t->keys = malloc(t->keys_cap);
+        t->entries = tc__malloc(t->entries_cap * sizeof(*t->entries));
+        t->order = tc__malloc(t->entries_cap * sizeof(*t->order));
+        t->table = tc__calloc(t->table_size, sizeof(*t->table));
+        t->keys = tc__malloc(t->keys_cap);
         if (t->entries == NULL || t->order == NULL || t->table == NULL || t->keys == NULL) {
             batch_free(t);
             return NULL;
@@ -208,7 +205,7 @@ static void batch_unhold(tc_batch *t)
 static int batch_grow_table(tc_batch *t)
 {
     size_t size = t->table_size * 2;
-    uint32_t *table = calloc(size, sizeof(*table));
+    uint32_t *table = tc__calloc(size, sizeof(*table));
     if (table == NULL)
         return TC_ENOMEM;
     for (size_t i = 0; i < t->nentries; i++) {
@@ -217,7 +214,7 @@ static int batch_grow_table(tc_batch *t)
             s = (s + 1) & (size - 1);
         table[s] = (uint32_t)i + 1;
     }
-    free(t->table);
+    tc__free(t->table);
     t->table = table;
     t->table_size = size;
     return 0;
@@ -241,11 +238,11 @@ static long batch_find_or_add(tc_batch *t, const void *key, size_t len, uint32_t
     }
     if (t->nentries == t->entries_cap) {
         size_t cap = t->entries_cap > 0 ? t->entries_cap * 2 : BATCH_INITIAL_ENTRIES;
-        uint32_t *order = realloc(t->order, cap * sizeof(*order));
+        uint32_t *order = tc__realloc(t->order, cap * sizeof(*order));
         if (order == NULL)
             return TC_ENOMEM;
         t->order = order;
-        entry *grown = realloc(t->entries, cap * sizeof(*grown));
+        entry *grown = tc__realloc(t->entries, cap * sizeof(*grown));
         if (grown == NULL)
             return TC_ENOMEM; /* order[] is merely bigger than needed */
         t->entries = grown;
@@ -255,7 +252,7 @@ static long batch_find_or_add(tc_batch *t, const void *key, size_t len, uint32_t
         size_t cap = t->keys_cap * 2;
         while (cap - t->keys_len < len + 1)
             cap *= 2;
-        char *grown = realloc(t->keys, cap);
+        char *grown = tc__realloc(t->keys, cap);
         if (grown == NULL)
             return TC_ENOMEM;
         t->keys = grown;
@@ -412,7 +409,7 @@ static void on_timer_closed(uv_handle_t *h)
         b->close_cb(b, b->close_data);
     if (b->spare != NULL)
         batch_free(b->spare);
-    free(b);
+    tc__free(b);
 }
 
 static void maybe_finish_close(tc_batcher *b)
@@ -434,7 +431,7 @@ static void waiter_on_cancel(tc_future *f, void *data)
     waiter_unlink(&t->entries[w->idx], w);
     t->live--;
     b->st.waiters_left++;
-    free(w);
+    tc__free(w);
     tc_future_unref(f); /* the producer's reference; tc_future_cancel holds its own */
     if (t->state == BATCH_QUEUED && t->live == 0) {
         queue_remove(b, t);
@@ -467,7 +464,7 @@ static void entry_settle(tc_batch *t, entry *e, int err, const char *message, vo
         waiter_unlink(e, w);
         t->live--;
         tc_future *f = w->f;
-        free(w);
+        tc__free(w);
         if (err == 0)
             tc_future_fulfill(f, tc_batch_value_ref(value),
                               value != NULL ? tc_batch_value_unref : NULL);
@@ -499,14 +496,14 @@ int tc_batcher_new(tc_batcher **out, uv_loop_t *loop, const tc_batcher_config *c
         cfg->max_batch == 0 || cfg->max_batch > TC_BATCH_MAX_BATCH_LIMIT ||
         cfg->max_key_len > (size_t)TC_BATCH_MAX_KEY_LIMIT)
         return TC_EINVAL;
-    tc_batcher *b = calloc(1, sizeof(*b));
+    tc_batcher *b = tc__calloc(1, sizeof(*b));
     if (b == NULL)
         return TC_ENOMEM;
     b->loop = loop;
     b->cfg = *cfg;
     int rc = uv_timer_init(loop, &b->timer);
     if (rc != 0) {
-        free(b);
+        tc__free(b);
         return tc_err_from_uv(rc);
     }
     b->timer.data = b;
@@ -547,23 +544,23 @@ int tc_batcher_submit(tc_future **out, tc_batcher *b, const void *key, size_t ke
     if (b->cfg.max_queued != 0 && b->st.queued >= b->cfg.max_queued)
         return TC_EBUSY;
 
-    waiter *w = malloc(sizeof(*w));
+    waiter *w = tc__malloc(sizeof(*w));
     tc_future *f = NULL;
     if (w == NULL || tc_future_new(&f) != 0) {
-        free(w);
+        tc__free(w);
         return TC_ENOMEM;
     }
     tc_batch *t = b->current;
     int fresh = t == NULL;
     if (fresh && (t = batch_new(b)) == NULL) {
-        free(w);
+        tc__free(w);
         tc_future_unref(f);
         return TC_ENOMEM;
     }
     int added = 0;
     long idx = batch_find_or_add(t, key, key_len, key_hash(b->seed, key, key_len), &added);
     if (idx < 0) {
-        free(w);
+        tc__free(w);
         tc_future_unref(f);
         if (fresh) {
             t->state = BATCH_DEAD;

@@ -15,6 +15,7 @@
  */
 #include <stdlib.h>
 
+#include "base/alloc.h"
 #include "tailcut/hedge.h"
 
 #define WINDOW_MS 1000
@@ -67,11 +68,11 @@ int tc_hedge_budget_new(tc_hedge_budget **out, uint64_t percent_e6)
 {
     if (out == NULL || percent_e6 == 0 || percent_e6 > 100 * TC_HEDGE_BUDGET_SCALE)
         return TC_EINVAL;
-    tc_hedge_budget *b = calloc(1, sizeof(*b));
+    tc_hedge_budget *b = tc__calloc(1, sizeof(*b));
     if (b == NULL)
         return TC_ENOMEM;
     if (uv_mutex_init(&b->lock) != 0) {
-        free(b);
+        tc__free(b);
         return TC_ENOMEM;
     }
     b->percent_e6 = percent_e6;
@@ -84,7 +85,7 @@ void tc_hedge_budget_free(tc_hedge_budget *b)
     if (b == NULL)
         return;
     uv_mutex_destroy(&b->lock);
-    free(b);
+    tc__free(b);
 }
 
 /* Moves the ring to now_ms (or keeps it, for an earlier time); returns now's slot. Lock held. */

@@ -25,6 +25,7 @@
 
 #include <curl/curl.h>
 
+#include "base/alloc.h"
 #include "client_internal.h"
 #include "tailcut/url.h"
 
@@ -102,7 +103,7 @@ void tc__origin_unref(tc_client *c, tc__origin *o)
     if (o == NULL)
         return;
     if (o->entry.refs == 1)
-        free(o->addrs);
+        tc__free(o->addrs);
     tc__table_unref(&c->origins, &o->entry);
 }
 
@@ -122,7 +123,7 @@ static int can_admit(const tc_client *c, const tc__origin *o)
 static void creq_free(tc__creq *r)
 {
     tc__buf_reset(&r->out);
-    free(r);
+    tc__free(r);
 }
 
 static void response_free(void *value)
@@ -334,7 +335,7 @@ int tc_client_new(tc_client **out, uv_loop_t *loop, const tc_client_config *cfg)
     if (out == NULL || loop == NULL)
         return TC_EINVAL;
     *out = NULL;
-    tc_client *c = calloc(1, sizeof(*c));
+    tc_client *c = tc__calloc(1, sizeof(*c));
     if (c == NULL)
         return TC_ENOMEM;
     if (cfg != NULL)
@@ -348,7 +349,7 @@ int tc_client_new(tc_client **out, uv_loop_t *loop, const tc_client_config *cfg)
     if (c->cfg.max_connections > LONG_MAX || c->cfg.max_per_host > LONG_MAX ||
         c->cfg.connect_timeout_ms > LONG_MAX || c->cfg.engine < TC_CLIENT_ENGINE_AUTO ||
         c->cfg.engine > TC_CLIENT_ENGINE_CURL) {
-        free(c);
+        tc__free(c);
         return TC_EINVAL;
     }
     c->loop = loop;
@@ -357,16 +358,16 @@ int tc_client_new(tc_client **out, uv_loop_t *loop, const tc_client_config *cfg)
     tc__heap_init(&c->deadlines);
     tc__table_init(&c->origins);
     if (c->cfg.ca_file != NULL) {
-        c->ca_file = strdup(c->cfg.ca_file);
+        c->ca_file = tc__strdup(c->cfg.ca_file);
         if (c->ca_file == NULL) {
-            free(c);
+            tc__free(c);
             return TC_ENOMEM;
         }
     }
     c->cfg.ca_file = c->ca_file;
     if (uv_timer_init(loop, &c->deadline_timer) != 0) {
-        free(c->ca_file);
-        free(c);
+        tc__free(c->ca_file);
+        tc__free(c);
         return TC_EIO;
     }
     c->deadline_timer.data = c;
@@ -405,9 +406,9 @@ static int method_ok(const char *m)
 
 static void url_cache_clear(tc__url_cache *u)
 {
-    free(u->url);
-    free(u->target);
-    free(u->host);
+    tc__free(u->url);
+    tc__free(u->target);
+    tc__free(u->host);
     memset(u, 0, sizeof(*u));
 }
 
@@ -441,9 +442,9 @@ static int url_parts(tc_client *c, const char *url, const tc__url_cache **out, c
     err = TC_ENOMEM;
     size_t tlen = strlen(path) + (query ? strlen(query) + 1 : 0) + 2;
     size_t hlen = strlen(host) + (port ? strlen(port) + 1 : 0) + 1;
-    u->target = malloc(tlen);
-    u->host = malloc(hlen);
-    u->url = strdup(url);
+    u->target = tc__malloc(tlen);
+    u->host = tc__malloc(hlen);
+    u->url = tc__strdup(url);
     if (u->target == NULL || u->host == NULL || u->url == NULL) {
         url_cache_clear(u);
         goto done;
@@ -518,7 +519,7 @@ int tc_client_request_start(tc_future **out, tc_client *c, const tc_client_reque
                  body_len <= TC__CLIENT_NATIVE_MAX_REQUEST_BODY;
     size_t head_size = native ? tc__native_head_size(&probe, u) : 0;
 
-    tc__creq *r = malloc(sizeof(*r) + url_len + 1 + method_len + 1 + body_len + 1 + head_size);
+    tc__creq *r = tc__malloc(sizeof(*r) + url_len + 1 + method_len + 1 + body_len + 1 + head_size);
     if (r == NULL) {
         tc_future_unref(f);
         return TC_ENOMEM;
@@ -623,7 +624,7 @@ void tc_client_get_stats(const tc_client *client, tc_client_stats *out)
 long tc_response_header(const tc_response *resp, const char *name, char *buf, size_t buflen)
 {
     if (resp == NULL || resp->headers == NULL || name == NULL)
-        return -1;
+        return TC_RESPONSE_HEADER_ABSENT;
     size_t nlen = strlen(name);
     const char *p = resp->headers, *end = resp->headers + resp->headers_len;
     const char *eol = memchr(p, '\n', (size_t)(end - p)); /* skip the status line */
@@ -647,7 +648,7 @@ long tc_response_header(const tc_response *resp, const char *name, char *buf, si
         }
         p = eol ? eol + 1 : end;
     }
-    return -1;
+    return TC_RESPONSE_HEADER_ABSENT;
 }
 
 uv_loop_t *tc_client_loop(const tc_client *client)
@@ -666,8 +667,8 @@ static void maybe_finish_close(tc_client *c)
     tc__heap_free(&c->deadlines);
     tc__table_free(&c->origins);
     url_cache_clear(&c->url_cache);
-    free(c->ca_file);
-    free(c);
+    tc__free(c->ca_file);
+    tc__free(c);
 }
 
 void tc_client_close(tc_client *c, tc_client_close_cb close_cb, void *data)

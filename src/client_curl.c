@@ -28,6 +28,7 @@
 #include <curl/curl.h>
 #include <uv.h>
 
+#include "base/alloc.h"
 #include "client_internal.h"
 
 /* Memory and speed trade-offs. */
@@ -39,11 +40,11 @@
 #define TC_CLIENT_EXPECT_THRESHOLD 1024 /* bodies above this get "Expect:" to skip 100-continue */
 
 /* A pooled curl easy handle with the error buffer curl writes into. */
-typedef struct tc_easy {
+typedef struct tc__easy {
     CURL *curl;
-    struct tc_easy *next;
+    struct tc__easy *next;
     char errbuf[CURL_ERROR_SIZE];
-} tc_easy;
+} tc__easy;
 
 /* One socket curl asked us about. Sockets curl opened through our opensocket callback live until
  * our closesocket callback, so keep-alive connections keep their uv_poll between requests;
@@ -53,14 +54,14 @@ typedef struct tc_easy {
  * may close a socket right after REMOVE *without* calling our close-socket callback (seen for
  * a connection removed mid-connect), and a poll left armed on a closed fd makes libuv abort on
  * EBADF, or steal the events of whatever reuses the fd number next. */
-typedef struct tc_sock {
+typedef struct tc__sock {
     uv_poll_t poll;
     tc__curl *client;
     curl_socket_t fd;
     int opened_by_us;
     int poll_ready; /* uv_poll_init_socket succeeded */
     int events;     /* UV_READABLE | UV_WRITABLE the poll is armed for; 0 = stopped */
-} tc_sock;
+} tc__sock;
 
 enum { FAIL_NONE = 0, FAIL_BODY_TOO_LARGE, FAIL_HEADERS_TOO_LARGE, FAIL_NOMEM, FAIL_RESENT };
 
@@ -71,10 +72,10 @@ struct tc__curl {
     uv_timer_t curl_timer; /* what curl's TIMERFUNCTION asks for */
     tc__link running;      /* requests in curl */
 
-    tc_sock **socks; /* indexed by fd */
+    tc__sock **socks; /* indexed by fd */
     size_t nsocks;
 
-    tc_easy *easy_pool;
+    tc__easy *easy_pool;
     size_t neasy_pool;
 
     int closing;
@@ -156,16 +157,16 @@ static size_t on_body(char *data, size_t size, size_t nitems, void *userp)
 
 static void on_sock_closed(uv_handle_t *h)
 {
-    tc_sock *s = tc__container_of((uv_poll_t *)h, tc_sock, poll);
+    tc__sock *s = tc__container_of((uv_poll_t *)h, tc__sock, poll);
     tc__curl *c = s->client;
-    free(s);
+    tc__free(s);
     c->open_handles--;
     maybe_free(c);
 }
 
 /* Forgets s: stops and closes its poll handle (freed in the close callback). Must run while the
  * fd is still open, so that libuv can take it out of epoll. */
-static void sock_release(tc__curl *c, tc_sock *s)
+static void sock_release(tc__curl *c, tc__sock *s)
 {
     if ((size_t)s->fd < c->nsocks && c->socks[s->fd] == s)
         c->socks[s->fd] = NULL;
@@ -175,13 +176,13 @@ static void sock_release(tc__curl *c, tc_sock *s)
         uv_poll_stop(&s->poll);
         uv_close((uv_handle_t *)&s->poll, on_sock_closed);
     } else {
-        free(s);
+        tc__free(s);
         c->open_handles--;
     }
 }
 
 /* The record for fd, created if needed. NULL on ENOMEM. */
-static tc_sock *sock_get(tc__curl *c, curl_socket_t fd, int create)
+static tc__sock *sock_get(tc__curl *c, curl_socket_t fd, int create)
 {
     if (fd < 0)
         return NULL;
@@ -193,14 +194,14 @@ static tc_sock *sock_get(tc__curl *c, curl_socket_t fd, int create)
         size_t n = c->nsocks ? c->nsocks : 64;
         while (n <= (size_t)fd)
             n *= 2;
-        tc_sock **t = realloc(c->socks, n * sizeof(tc_sock *));
+        tc__sock **t = tc__realloc(c->socks, n * sizeof(tc__sock *));
         if (t == NULL)
             return NULL;
-        memset(t + c->nsocks, 0, (n - c->nsocks) * sizeof(tc_sock *));
+        memset(t + c->nsocks, 0, (n - c->nsocks) * sizeof(tc__sock *));
         c->socks = t;
         c->nsocks = n;
     }
-    tc_sock *s = calloc(1, sizeof(*s));
+    tc__sock *s = tc__calloc(1, sizeof(*s));
     if (s == NULL)
         return NULL;
     s->client = c;
@@ -218,10 +219,10 @@ static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct 
     curl_socket_t fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
     if (fd < 0)
         return CURL_SOCKET_BAD;
-    tc_sock *stale = sock_get(c, fd, 0);
+    tc__sock *stale = sock_get(c, fd, 0);
     if (stale != NULL)
         sock_release(c, stale); /* curl closed that fd without telling us; forget it */
-    tc_sock *s = sock_get(c, fd, 1);
+    tc__sock *s = sock_get(c, fd, 1);
     if (s == NULL) {
         close(fd);
         errno = ENOMEM;
@@ -235,7 +236,7 @@ static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct 
 static int on_close_socket(void *clientp, curl_socket_t fd)
 {
     tc__curl *c = clientp;
-    tc_sock *s = sock_get(c, fd, 0);
+    tc__sock *s = sock_get(c, fd, 0);
     if (s != NULL)
         sock_release(c, s); /* epoll forgets fd before it is closed */
     return close(fd);
@@ -245,7 +246,7 @@ static void after_socket_action(tc__curl *c, CURLMcode mc);
 
 static void on_poll(uv_poll_t *h, int status, int events)
 {
-    tc_sock *s = tc__container_of(h, tc_sock, poll);
+    tc__sock *s = tc__container_of(h, tc__sock, poll);
     tc__curl *c = s->client;
     int flags = 0;
     if (status < 0) {
@@ -271,7 +272,7 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
         curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv) == CURLE_OK && priv != NULL)
         ((tc__creq *)(void *)priv)->curl_fd = fd; /* the socket an abort must reset */
     if (what == CURL_POLL_REMOVE || what == CURL_POLL_NONE) {
-        tc_sock *s = sock_get(c, fd, 0);
+        tc__sock *s = sock_get(c, fd, 0);
         if (s == NULL)
             return 0;
         if (s->opened_by_us) {
@@ -283,7 +284,7 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
         }
         return 0;
     }
-    tc_sock *s = sock_get(c, fd, 1);
+    tc__sock *s = sock_get(c, fd, 1);
     if (s == NULL)
         return -1;
     if (!s->poll_ready) {
@@ -340,9 +341,9 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
     } while (0)
 
 /* A fresh easy handle with every option that is the same for all of this client's requests. */
-static tc_easy *easy_new(tc__curl *c)
+static tc__easy *easy_new(tc__curl *c)
 {
-    tc_easy *e = calloc(1, sizeof(*e));
+    tc__easy *e = tc__calloc(1, sizeof(*e));
     if (e == NULL)
         return NULL;
     e->curl = curl_easy_init();
@@ -383,13 +384,13 @@ static tc_easy *easy_new(tc__curl *c)
 fail:
     if (e->curl != NULL)
         curl_easy_cleanup(e->curl);
-    free(e);
+    tc__free(e);
     return NULL;
 }
 
-static tc_easy *easy_acquire(tc__curl *c)
+static tc__easy *easy_acquire(tc__curl *c)
 {
-    tc_easy *e = c->easy_pool;
+    tc__easy *e = c->easy_pool;
     if (e != NULL) {
         c->easy_pool = e->next;
         c->neasy_pool--;
@@ -399,7 +400,7 @@ static tc_easy *easy_acquire(tc__curl *c)
     return easy_new(c);
 }
 
-static void easy_release(tc__curl *c, tc_easy *e)
+static void easy_release(tc__curl *c, tc__easy *e)
 {
     if (e == NULL)
         return;
@@ -413,11 +414,11 @@ static void easy_release(tc__curl *c, tc_easy *e)
         return;
     }
     curl_easy_cleanup(e->curl);
-    free(e);
+    tc__free(e);
 }
 
 /* Sets everything request-specific on e, overwriting whatever the previous request set. */
-static int easy_prepare(tc_easy *e, tc__creq *r)
+static int easy_prepare(tc__easy *e, tc__creq *r)
 {
     CURL *h = e->curl;
     e->errbuf[0] = '\0';
@@ -455,14 +456,14 @@ fail:
 static void transfer_end(tc__creq *r, int reset)
 {
     tc__curl *c = r->client->curl;
-    tc_easy *e = r->easy;
+    tc__easy *e = r->easy;
     if (e == NULL)
         return;
     tc__list_remove(&r->curl_link);
     /* CURLINFO_ACTIVESOCKET knows a transfer's socket only once it is done; the socket
      * callback told us which one this transfer was using. */
     /* Not for a multiplexed (HTTP/2) connection: the other streams keep it. */
-    tc_sock *s = reset && !r->origin->multiplex ? sock_get(c, r->curl_fd, 0) : NULL;
+    tc__sock *s = reset && !r->origin->multiplex ? sock_get(c, r->curl_fd, 0) : NULL;
     if (s != NULL && s->opened_by_us) {
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         (void)setsockopt(r->curl_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
@@ -524,7 +525,7 @@ static int map_curl_error(CURLcode code, long os_errno)
 /* A DONE message from curl for r: report the response or a mapped error. */
 static void finish_transfer(tc__creq *r, CURLcode code)
 {
-    CURL *h = ((tc_easy *)r->easy)->curl;
+    CURL *h = ((tc__easy *)r->easy)->curl;
     char msg[CURL_ERROR_SIZE + 128];
 
     if (code != CURLE_OK) {
@@ -548,7 +549,7 @@ static void finish_transfer(tc__creq *r, CURLcode code)
                            tc_strerror(err));
         } else {
             err = map_curl_error(code, os_errno);
-            tc_easy *e = r->easy;
+            tc__easy *e = r->easy;
             const char *detail = e->errbuf[0] ? e->errbuf : curl_easy_strerror(code);
             (void)snprintf(msg, sizeof(msg), "%s: %s", tc_strerror(err), detail);
         }
@@ -622,7 +623,7 @@ static tc__curl *curl_get(tc_client *cl, int *err)
     if (cl->curl != NULL)
         return cl->curl;
     *err = TC_ENOMEM;
-    tc__curl *c = calloc(1, sizeof(*c));
+    tc__curl *c = tc__calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
     c->c = cl;
@@ -656,7 +657,7 @@ static tc__curl *curl_get(tc_client *cl, int *err)
     return c;
 fail:
     curl_free_all(c);
-    free(c);
+    tc__free(c);
     return NULL;
 }
 
@@ -667,7 +668,7 @@ int tc__curl_prepare(tc__creq *r)
     for (size_t i = 0; i < r->req_nheaders; i++) {
         const tc_header *hd = &r->req_headers[i];
         size_t n = strlen(hd->name) + strlen(hd->value) + 3;
-        char *line = n <= sizeof(small) ? small : malloc(n);
+        char *line = n <= sizeof(small) ? small : tc__malloc(n);
         if (line == NULL)
             return TC_ENOMEM;
         /* "Name;" is curl's way to send a header with an empty value. Both fit: n counts them. */
@@ -677,7 +678,7 @@ int tc__curl_prepare(tc__creq *r)
             (void)snprintf(line, n, "%s: %s", hd->name, hd->value);
         struct curl_slist *l = curl_slist_append(r->curl_headers, line);
         if (line != small)
-            free(line);
+            tc__free(line);
         if (l == NULL)
             return TC_ENOMEM;
         r->curl_headers = l;
@@ -703,7 +704,7 @@ int tc__curl_start(tc__creq *r)
     tc__curl *c = curl_get(r->client, &err);
     if (c == NULL)
         return err;
-    tc_easy *e = easy_acquire(c);
+    tc__easy *e = easy_acquire(c);
     if (e == NULL)
         return TC_ENOMEM;
     if (easy_prepare(e, r) != 0) {
@@ -735,11 +736,11 @@ static void maybe_free(tc__curl *c)
     if (!c->closing || c->open_handles > 0 || c->multi != NULL)
         return;
     tc_client *cl = c->c;
-    free(c->socks);
+    tc__free(c->socks);
     if (c->curl_global)
         curl_global_cleanup();
     cl->curl = NULL;
-    free(c);
+    tc__free(c);
     tc__client_handle_closed(cl);
 }
 
@@ -751,10 +752,10 @@ static void on_curl_timer_closed(uv_handle_t *h)
     curl_multi_cleanup(c->multi);
     c->multi = NULL;
     while (c->easy_pool != NULL) {
-        tc_easy *e = c->easy_pool;
+        tc__easy *e = c->easy_pool;
         c->easy_pool = e->next;
         curl_easy_cleanup(e->curl);
-        free(e);
+        tc__free(e);
     }
     c->neasy_pool = 0;
     for (size_t fd = 0; fd < c->nsocks; fd++)

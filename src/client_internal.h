@@ -93,7 +93,7 @@ typedef struct tc__creq {
     char *head; /* the request head, written once per connection attempt */
     size_t head_len;
     /* curl engine */
-    void *easy;         /* tc_easy while in curl */
+    void *easy;         /* tc__easy while in curl */
     tc__link curl_link; /* in the engine's running list */
     struct curl_slist *curl_headers;
     int curl_fd; /* the socket its transfer last used, or -1 */

@@ -26,6 +26,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base/alloc.h"
 #include "client_internal.h"
 
 #define TC__NATIVE_READ_BUFFER (64 * 1024) /* one per engine, shared by its connections */
@@ -159,7 +160,7 @@ static tc__native *native_get(tc_client *c)
 {
     if (c->native != NULL)
         return c->native;
-    tc__native *nat = calloc(1, sizeof(*nat));
+    tc__native *nat = tc__calloc(1, sizeof(*nat));
     if (nat == NULL)
         return NULL;
     nat->client = c;
@@ -167,7 +168,7 @@ static tc__native *native_get(tc_client *c)
     tc__list_init(&nat->doomed);
     tc__list_init(&nat->lookups);
     if (uv_idle_init(c->loop, &nat->reaper) != 0) {
-        free(nat);
+        tc__free(nat);
         return NULL;
     }
     nat->reaper.data = nat;
@@ -183,7 +184,7 @@ static void native_maybe_free(tc__native *nat)
         return;
     tc_client *c = nat->client;
     c->native = NULL;
-    free(nat);
+    tc__free(nat);
     tc__client_handle_closed(c);
 }
 
@@ -203,7 +204,7 @@ static void conn_handle_closed(uv_handle_t *h)
         return;
     tc__native *nat = k->nat;
     tc__origin_unref(nat->client, k->origin);
-    free(k);
+    tc__free(k);
     nat->live--;
     native_maybe_free(nat);
 }
@@ -590,7 +591,7 @@ static int origin_literal(tc__origin *o)
     if (uv_ip4_addr(o->host, o->port, (struct sockaddr_in *)&ss) != 0 &&
         uv_ip6_addr(o->host, o->port, (struct sockaddr_in6 *)&ss) != 0)
         return 0;
-    o->addrs = malloc(sizeof(ss));
+    o->addrs = tc__malloc(sizeof(ss));
     if (o->addrs == NULL)
         return 0; /* looked up instead; that copes with memory as it can */
     o->addrs[0] = ss;
@@ -612,13 +613,13 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         for (struct addrinfo *a = res; a && n < TC__NATIVE_MAX_ADDRS; a = a->ai_next)
             if (a->ai_family == AF_INET || a->ai_family == AF_INET6)
                 n++;
-        struct sockaddr_storage *v = n ? calloc(n, sizeof(*v)) : NULL;
+        struct sockaddr_storage *v = n ? tc__calloc(n, sizeof(*v)) : NULL;
         if (v != NULL) {
             size_t i = 0;
             for (struct addrinfo *a = res; a && i < n; a = a->ai_next)
                 if (a->ai_family == AF_INET || a->ai_family == AF_INET6)
                     memcpy(&v[i++], a->ai_addr, a->ai_addrlen);
-            free(o->addrs);
+            tc__free(o->addrs);
             o->addrs = v;
             o->naddrs = n;
             o->addrs_expire_ms = tc__now_ms() + TC__NATIVE_DNS_TTL_MS;
@@ -647,7 +648,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         }
     }
     tc__origin_unref(c, o);
-    free(g);
+    tc__free(g);
     nat->live--;
     native_maybe_free(nat);
 }
@@ -661,7 +662,7 @@ static int conn_resolve(tc__conn *k)
     tc__list_push_back(&o->resolving, &k->link);
     if (o->resolving_now)
         return 0;
-    tc__gai *g = calloc(1, sizeof(*g));
+    tc__gai *g = tc__calloc(1, sizeof(*g));
     if (g == NULL) {
         tc__list_remove(&k->link);
         return TC_ENOMEM;
@@ -677,7 +678,7 @@ static int conn_resolve(tc__conn *k)
     (void)snprintf(port, sizeof(port), "%d", o->port);
     int err = uv_getaddrinfo(nat->client->loop, &g->req, on_resolved, o->host, port, &hints);
     if (err != 0) {
-        free(g);
+        tc__free(g);
         tc__list_remove(&k->link);
         return TC_EDNS;
     }
@@ -698,7 +699,7 @@ static int conn_open(tc__native *nat, tc__creq *r)
     if (o->port == 0)
         origin_parse_key(o);
     evict_for_one_more(nat);
-    tc__conn *k = calloc(1, sizeof(*k));
+    tc__conn *k = tc__calloc(1, sizeof(*k));
     if (k == NULL)
         return TC_ENOMEM;
     k->nat = nat;
@@ -706,7 +707,7 @@ static int conn_open(tc__native *nat, tc__creq *r)
     tc__list_init(&k->link);
     tc__list_init(&k->lru);
     if (uv_tcp_init(c->loop, &k->tcp) != 0) {
-        free(k);
+        tc__free(k);
         return TC_EIO;
     }
     (void)uv_timer_init(c->loop, &k->timer); /* cannot fail */

@@ -25,6 +25,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base/alloc.h"
+#include "base/rng.h"
+#include "fetch_internal.h"
 #include "tailcut/client.h"
 #include "tailcut/fetch.h"
 #include "tailcut/url.h"
@@ -71,7 +74,7 @@ struct tc_fetch {
     size_t active;
 
     uv_timer_t done_timer;
-    uint64_t rng;
+    tc__rng rng; /* jitter */
 
     int started, source_waiting, source_ended, stopping;
     int pumping, again, emitting;
@@ -102,17 +105,7 @@ void tc_fetch_config_init(tc_fetch_config *cfg)
     cfg->seed = 0;
 }
 
-/* ---- random jitter (xorshift64*) ----------------------------------------------------------- */
-
-static uint64_t rng_next(tc_fetch *f)
-{
-    uint64_t x = f->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    f->rng = x;
-    return x * 0x2545F4914F6CDD1DULL;
-}
+/* ---- random jitter -------------------------------------------------------------------------- */
 
 /* Retry n (from 1) waits base*2^(n-1), capped, then jittered down by up to half. */
 static uint64_t backoff_ms(tc_fetch *f, unsigned n)
@@ -122,7 +115,7 @@ static uint64_t backoff_ms(tc_fetch *f, unsigned n)
         d *= 2;
     if (d > f->cfg.backoff_max_ms)
         d = f->cfg.backoff_max_ms;
-    return d - rng_next(f) % (d / 2 + 1);
+    return d - tc__rng_below(&f->rng, d / 2 + 1);
 }
 
 /* ---- records -------------------------------------------------------------------------------- */
@@ -158,7 +151,7 @@ static fetch_req *record_take(tc_fetch *f)
 
 static void record_release(tc_fetch *f, fetch_req *r)
 {
-    free(r->url);
+    tc__free(r->url);
     r->url = NULL;
     if (r->future != NULL) {
         tc_future *fut = r->future;
@@ -290,10 +283,10 @@ static void on_attempt_done(tc_future *fut, void *data)
         uint64_t ra_ms;
         if (status == 429 && (n = tc_response_header(resp, "Retry-After", ra, sizeof(ra))) >= 0 &&
             (size_t)n < sizeof(ra) &&
-            tc_retry_after_parse(ra, time(NULL), f->cfg.retry_after_max_ms, &ra_ms) == 0) {
+            tc__retry_after_parse(ra, time(NULL), f->cfg.retry_after_max_ms, &ra_ms) == 0) {
             /* The server's word, plus up to 10% so that a crowd told the same does not return
              * in the same millisecond. */
-            delay = ra_ms + rng_next(f) % (ra_ms / 10 + 1);
+            delay = ra_ms + tc__rng_below(&f->rng, ra_ms / 10 + 1);
         }
         int rc = 0;
         if (!r->timer_ready) {
@@ -461,7 +454,7 @@ int tc_fetch_new(tc_fetch **out, uv_loop_t *loop, const tc_fetch_config *cfg,
     if (out == NULL || loop == NULL || source == NULL || on_result == NULL || on_done == NULL)
         return TC_EINVAL;
     *out = NULL;
-    tc_fetch *f = calloc(1, sizeof(*f));
+    tc_fetch *f = tc__calloc(1, sizeof(*f));
     if (f == NULL)
         return TC_ENOMEM;
     if (cfg != NULL)
@@ -470,7 +463,7 @@ int tc_fetch_new(tc_fetch **out, uv_loop_t *loop, const tc_fetch_config *cfg,
         tc_fetch_config_init(&f->cfg);
     if (f->cfg.concurrency == 0 || f->cfg.concurrency > SIZE_MAX / 2 / sizeof(fetch_req) ||
         (f->cfg.order != TC_FETCH_COMPLETION && f->cfg.order != TC_FETCH_INPUT)) {
-        free(f);
+        tc__free(f);
         return TC_EINVAL;
     }
     if (f->cfg.max_body == 0)
@@ -482,13 +475,11 @@ int tc_fetch_new(tc_fetch **out, uv_loop_t *loop, const tc_fetch_config *cfg,
     f->on_result = on_result;
     f->on_done = on_done;
     f->data = data;
-    f->rng = f->cfg.seed ? f->cfg.seed : (uv_hrtime() ^ (uint64_t)(uintptr_t)f);
-    if (f->rng == 0)
-        f->rng = 0x9E3779B97F4A7C15ULL;
+    tc__rng_seed(&f->rng, f->cfg.seed ? f->cfg.seed : (uv_hrtime() ^ (uint64_t)(uintptr_t)f));
     f->window = f->cfg.concurrency + (f->cfg.order == TC_FETCH_INPUT ? TC_FETCH_ORDER_SLACK : 0);
-    f->reqs = calloc(f->window, sizeof(*f->reqs));
+    f->reqs = tc__calloc(f->window, sizeof(*f->reqs));
     if (f->reqs == NULL) {
-        free(f);
+        tc__free(f);
         return TC_ENOMEM;
     }
     for (size_t i = f->window; i-- > 0;) {
@@ -509,8 +500,8 @@ int tc_fetch_new(tc_fetch **out, uv_loop_t *loop, const tc_fetch_config *cfg,
         ccfg.connect_timeout_ms = f->cfg.timeout_ms;
     int rc = tc_client_new(&f->client, loop, &ccfg);
     if (rc != 0) {
-        free(f->reqs);
-        free(f);
+        tc__free(f->reqs);
+        tc__free(f);
         return rc;
     }
     uv_timer_init(loop, &f->done_timer); /* cannot fail for a timer */
@@ -555,8 +546,8 @@ static void close_step(tc_fetch *f)
         return;
     if (f->close_cb != NULL)
         f->close_cb(f, f->close_data);
-    free(f->reqs);
-    free(f);
+    tc__free(f->reqs);
+    tc__free(f);
 }
 
 static void on_done_timer_closed(uv_handle_t *h)
@@ -598,363 +589,4 @@ void tc_fetch_close(tc_fetch *f, tc_fetch_close_cb close_cb, void *data)
     f->open_handles++;
     tc_client_close(f->client, on_client_closed, f);
     close_step(f);
-}
-
-/* ---- JSON output ---------------------------------------------------------------------------- */
-
-static int buf_reserve(tc_fetch_buf *b, size_t more)
-{
-    if (b->len + more <= b->cap)
-        return 0;
-    size_t ncap = b->cap ? b->cap : 256;
-    while (ncap < b->len + more) {
-        if (ncap > SIZE_MAX / 2)
-            return TC_ENOMEM;
-        ncap *= 2;
-    }
-    char *nb = realloc(b->base, ncap);
-    if (nb == NULL)
-        return TC_ENOMEM;
-    b->base = nb;
-    b->cap = ncap;
-    return 0;
-}
-
-static int buf_add(tc_fetch_buf *b, const char *s, size_t n)
-{
-    if (buf_reserve(b, n) != 0)
-        return TC_ENOMEM;
-    memcpy(b->base + b->len, s, n);
-    b->len += n;
-    return 0;
-}
-
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 if it is not one. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t len;
-    uint32_t cp, min;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-        cp = c & 0x1F;
-        min = 0x80;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        cp = c & 0x0F;
-        min = 0x800;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        cp = c & 0x07;
-        min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
-
-int tc_fetch_json_string(tc_fetch_buf *b, const char *s, size_t len)
-{
-    static const char hex[] = "0123456789abcdef";
-    /* Worst case: every byte becomes \ufffd (6 bytes), plus the quotes. */
-    if (len > (SIZE_MAX - 2) / 6 || buf_reserve(b, len * 6 + 2) != 0)
-        return TC_ENOMEM;
-    char *o = b->base + b->len;
-    const unsigned char *p = (const unsigned char *)s, *end = p + len;
-    *o++ = '"';
-    while (p < end) {
-        unsigned char c = *p;
-        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
-            *o++ = (char)c;
-            p++;
-            continue;
-        }
-        if (c < 0x80) {
-            *o++ = '\\';
-            switch (c) {
-            case '"':
-                *o++ = '"';
-                break;
-            case '\\':
-                *o++ = '\\';
-                break;
-            case '\n':
-                *o++ = 'n';
-                break;
-            case '\r':
-                *o++ = 'r';
-                break;
-            case '\t':
-                *o++ = 't';
-                break;
-            case '\b':
-                *o++ = 'b';
-                break;
-            case '\f':
-                *o++ = 'f';
-                break;
-            default:
-                *o++ = 'u';
-                *o++ = '0';
-                *o++ = '0';
-                *o++ = hex[c >> 4];
-                *o++ = hex[c & 15];
-            }
-            p++;
-            continue;
-        }
-        size_t n = utf8_len(p, (size_t)(end - p));
-        if (n == 0) {
-            /* o fills a byte buffer, not a C string */
-            // NOLINTNEXTLINE(bugprone-not-null-terminated-result)
-            memcpy(o, "\\ufffd", 6);
-            o += 6;
-            p++;
-        } else {
-            memcpy(o, p, n);
-            o += n;
-            p += n;
-        }
-    }
-    *o++ = '"';
-    b->len = (size_t)(o - b->base);
-    return 0;
-}
-
-/* Writes v in decimal at o; returns the number of digits. */
-static size_t put_u64(char *o, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    for (size_t i = 0; i < n; i++)
-        o[i] = tmp[n - 1 - i];
-    return n;
-}
-
-int tc_fetch_result_json(tc_fetch_buf *b, const tc_fetch_result *r, int with_body)
-{
-    const char *url = r->url ? r->url : "";
-    if (buf_add(b, "{\"url\":", 7) != 0 || tc_fetch_json_string(b, url, strlen(url)) != 0)
-        return TC_ENOMEM;
-    /* The numbers by hand: this runs once per URL, and printf's float path is not cheap. */
-    char num[128], *o = num;
-    double ms = r->ms > 0 ? r->ms : 0;
-    uint64_t us = ms < 1e15 ? (uint64_t)(ms * 1000.0 + 0.5) : (uint64_t)1e18;
-    memcpy(o, ",\"status\":", 10);
-    o += 10;
-    if (r->status < 0) {
-        *o++ = '-';
-        o += put_u64(o, (uint64_t)(-(int64_t)r->status));
-    } else {
-        o += put_u64(o, (uint64_t)r->status);
-    }
-    memcpy(o, ",\"ms\":", 6);
-    o += 6;
-    o += put_u64(o, us / 1000);
-    *o++ = '.';
-    o[0] = (char)('0' + (us / 100) % 10);
-    o[1] = (char)('0' + (us / 10) % 10);
-    o[2] = (char)('0' + us % 10);
-    o += 3;
-    memcpy(o, ",\"bytes\":", 9);
-    o += 9;
-    o += put_u64(o, (uint64_t)r->bytes);
-    memcpy(o, ",\"error\":", 9);
-    o += 9;
-    if (buf_add(b, num, (size_t)(o - num)) != 0)
-        return TC_ENOMEM;
-    if (r->error == 0) {
-        if (buf_add(b, "null", 4) != 0)
-            return TC_ENOMEM;
-    } else {
-        const char *m = r->message && *r->message ? r->message : tc_strerror(r->error);
-        if (tc_fetch_json_string(b, m, strlen(m)) != 0)
-            return TC_ENOMEM;
-    }
-    if (with_body) {
-        if (buf_add(b, ",\"body\":", 8) != 0)
-            return TC_ENOMEM;
-        int rc = r->body ? tc_fetch_json_string(b, r->body, r->bytes) : buf_add(b, "null", 4);
-        if (rc != 0)
-            return TC_ENOMEM;
-    }
-    return buf_add(b, "}\n", 2);
-}
-
-/* ---- Retry-After ---------------------------------------------------------------------------- */
-
-static int month_index(const char *m)
-{
-    static const char names[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
-    if (strlen(m) != 3)
-        return -1;
-    for (int i = 0; i < 12; i++)
-        if (strncmp(names + (size_t)3 * i, m, 3) == 0)
-            return i;
-    return -1;
-}
-
-/* Parses the three HTTP-date forms of RFC 9110 §5.6.7 into Unix seconds. */
-static int http_date_parse(const char *s, time_t *out)
-{
-    char wd[16], mon[8];
-    int d, y, H, M, S, n = -1;
-    struct tm tm;
-    memset(&tm, 0, sizeof(tm));
-    if (sscanf(s, "%3[A-Za-z], %2d %3[A-Za-z] %4d %2d:%2d:%2d GMT%n", wd, &d, mon, &y, &H, &M, &S,
-               &n) == 7 &&
-        n > 0 && s[n] == '\0') { // NOLINT(bugprone-branch-clone): no fix-up, as for asctime
-        /* IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT */
-    } else if (n = -1, sscanf(s, "%15[A-Za-z], %2d-%3[A-Za-z]-%2d %2d:%2d:%2d GMT%n", wd, &d, mon,
-                              &y, &H, &M, &S, &n) == 7 &&
-                           n > 0 && s[n] == '\0') {
-        /* RFC 850: Sunday, 06-Nov-94 08:49:37 GMT; two-digit years: 70..99 are 19xx */
-        y += y < 70 ? 2000 : 1900;
-    } else if (n = -1, sscanf(s, "%3[A-Za-z] %3[A-Za-z] %2d %2d:%2d:%2d %4d%n", wd, mon, &d, &H, &M,
-                              &S, &y, &n) == 7 &&
-                           n > 0 && s[n] == '\0') {
-        /* asctime: Sun Nov  6 08:49:37 1994 */
-    } else {
-        return TC_EINVAL;
-    }
-    int m = month_index(mon);
-    if (m < 0 || d < 1 || d > 31 || y < 1970 || y > 9999 || H > 23 || M > 59 || S > 60 || H < 0 ||
-        M < 0 || S < 0)
-        return TC_EINVAL;
-    tm.tm_year = y - 1900;
-    tm.tm_mon = m;
-    tm.tm_mday = d;
-    tm.tm_hour = H;
-    tm.tm_min = M;
-    tm.tm_sec = S;
-    time_t t = timegm(&tm);
-    if (t == (time_t)-1)
-        return TC_EINVAL;
-    *out = t;
-    return 0;
-}
-
-int tc_retry_after_parse(const char *value, time_t now, uint64_t max_ms, uint64_t *ms)
-{
-    if (value == NULL || ms == NULL)
-        return TC_EINVAL;
-    while (*value == ' ' || *value == '\t')
-        value++;
-    size_t len = strlen(value);
-    while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t'))
-        len--;
-    if (len == 0 || len >= 64)
-        return TC_EINVAL;
-    char v[64];
-    memcpy(v, value, len);
-    v[len] = '\0';
-    uint64_t out;
-    if (v[0] >= '0' && v[0] <= '9') {
-        uint64_t secs = 0;
-        for (size_t i = 0; i < len; i++) {
-            if (v[i] < '0' || v[i] > '9')
-                return TC_EINVAL;
-            if (secs < UINT64_MAX / 10000)
-                secs = secs * 10 + (uint64_t)(v[i] - '0');
-        }
-        out = secs >= UINT64_MAX / 1000 ? UINT64_MAX : secs * 1000;
-    } else {
-        time_t t;
-        if (http_date_parse(v, &t) != 0)
-            return TC_EINVAL;
-        out = t > now ? (uint64_t)(t - now) * 1000 : 0;
-    }
-    *ms = out < max_ms ? out : max_ms;
-    return 0;
-}
-
-/* ---- latency histogram ---------------------------------------------------------------------- */
-
-#define HIST_SUB (1u << TC_HIST_SUB_BITS)
-
-static size_t hist_index(uint64_t v)
-{
-    if (v < HIST_SUB)
-        return (size_t)v;
-    if (v >= (1ULL << TC_HIST_MAX_BITS))
-        return TC_HIST_BUCKETS - 1;
-    unsigned e = 63u - (unsigned)__builtin_clzll(v); /* TC_HIST_SUB_BITS .. MAX_BITS-1 */
-    uint64_t sub = v >> (e - TC_HIST_SUB_BITS);      /* HIST_SUB .. 2*HIST_SUB-1 */
-    return (size_t)(e - TC_HIST_SUB_BITS) * HIST_SUB + (size_t)sub;
-}
-
-/* The smallest value of bucket i and the bucket's width. */
-static void hist_bucket(size_t i, uint64_t *low, uint64_t *width)
-{
-    if (i < HIST_SUB) {
-        *low = i;
-        *width = 1;
-        return;
-    }
-    unsigned e = (unsigned)(i / HIST_SUB) + TC_HIST_SUB_BITS - 1;
-    uint64_t sub = (uint64_t)(i % HIST_SUB) + HIST_SUB;
-    *low = sub << (e - TC_HIST_SUB_BITS);
-    *width = 1ULL << (e - TC_HIST_SUB_BITS);
-}
-
-void tc_hist_init(tc_hist *h)
-{
-    memset(h, 0, sizeof(*h));
-}
-
-void tc_hist_record(tc_hist *h, uint64_t us)
-{
-    if (h->count == 0 || us < h->min)
-        h->min = us;
-    if (us > h->max)
-        h->max = us;
-    h->count++;
-    h->buckets[hist_index(us)]++;
-}
-
-uint64_t tc_hist_percentile(const tc_hist *h, double p)
-{
-    if (h->count == 0)
-        return 0;
-    if (p >= 100)
-        return h->max;
-    if (p < 0)
-        p = 0;
-    /* The rank of the sample at p: ceil(p/100 * count), at least 1. */
-    double want = p / 100.0 * (double)h->count;
-    uint64_t rank = (uint64_t)want;
-    if ((double)rank < want)
-        rank++;
-    if (rank == 0)
-        rank = 1;
-    uint64_t seen = 0;
-    for (size_t i = 0; i < TC_HIST_BUCKETS; i++) {
-        seen += h->buckets[i];
-        if (seen >= rank) {
-            uint64_t low, width;
-            hist_bucket(i, &low, &width);
-            uint64_t v = low + width / 2;
-            if (v < h->min)
-                v = h->min;
-            if (v > h->max)
-                v = h->max;
-            return v;
-        }
-    }
-    return h->max;
 }

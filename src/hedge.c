@@ -24,6 +24,7 @@
 
 #include <strings.h>
 
+#include "base/alloc.h"
 #include "tailcut/hedge.h"
 #include "tailcut/json.h"
 
@@ -111,7 +112,7 @@ static void result_free(void *value)
     tc_hedge_result *r = value;
     for (unsigned i = 0; i < r->nattempts; i++)
         tc_future_unref(r->attempts[i].response);
-    free(r);
+    tc__free(r);
 }
 
 static tc_attempt_outcome outcome_of_error(int err)
@@ -142,9 +143,9 @@ static void hedge_free(hedge *h)
     if (h->result != NULL)
         result_free(h->result);
     tc_future_unref(h->out);
-    free(h->strings);
-    free(h->headers);
-    free(h);
+    tc__free(h->strings);
+    tc__free(h->headers);
+    tc__free(h);
 }
 
 static void on_timer_closed(uv_handle_t *handle)
@@ -380,11 +381,11 @@ static int copy_request(hedge *h, const tc_client_request *req)
         strlen(req->url) + 1 + (req->method ? strlen(req->method) + 1 : 0) + req->body_len;
     for (size_t i = 0; i < req->nheaders; i++)
         need += strlen(req->headers[i].name) + strlen(req->headers[i].value) + 2;
-    h->strings = malloc(need);
+    h->strings = tc__malloc(need);
     if (h->strings == NULL)
         return TC_ENOMEM;
     /* One slot more than the caller's: fire() puts X-Tailcut-Attempt there. */
-    h->headers = calloc(req->nheaders + 1, sizeof(*h->headers));
+    h->headers = tc__calloc(req->nheaders + 1, sizeof(*h->headers));
     if (h->headers == NULL)
         return TC_ENOMEM;
     char *p = h->strings;
@@ -422,10 +423,10 @@ int tc_hedge_start(tc_future **out, tc_client *client, const tc_client_request *
     if (out == NULL || client == NULL || req == NULL || req->url == NULL || policy == NULL ||
         policy->initial == 0 || policy->initial + policy->extra > TC_HEDGE_MAX_ATTEMPTS)
         return TC_EINVAL;
-    hedge *h = calloc(1, sizeof(*h));
+    hedge *h = tc__calloc(1, sizeof(*h));
     if (h == NULL)
         return TC_ENOMEM;
-    h->result = calloc(1, sizeof(*h->result));
+    h->result = tc__calloc(1, sizeof(*h->result));
     if (h->result == NULL || copy_request(h, req) != 0 || tc_future_new(&h->out) != 0) {
         hedge_free(h);
         return TC_ENOMEM;

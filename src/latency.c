@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/alloc.h"
 #include "tailcut/hedge.h"
 
 #define SUB_BITS 6
@@ -67,7 +68,7 @@ int tc_latency_new(tc_latency **out)
 
 void tc_latency_free(tc_latency *e)
 {
-    free(e);
+    tc__free(e);
 }
 
 /* Forgets a slice: subtracts its counts from the totals and zeroes it. */
@@ -180,16 +181,16 @@ int tc_hedge_adaptive_new(tc_hedge_adaptive **out, const tc_hedge_adaptive_confi
     if (out == NULL || cfg == NULL || !(cfg->percentile >= 50.0 && cfg->percentile <= 99.9) ||
         cfg->max_ms == 0)
         return TC_EINVAL;
-    tc_hedge_adaptive *a = calloc(1, sizeof(*a));
+    tc_hedge_adaptive *a = tc__calloc(1, sizeof(*a));
     if (a == NULL)
         return TC_ENOMEM;
     if (tc_latency_new(&a->est) != 0) {
-        free(a);
+        tc__free(a);
         return TC_ENOMEM;
     }
     if (uv_mutex_init(&a->lock) != 0) {
         tc_latency_free(a->est);
-        free(a);
+        tc__free(a);
         return TC_ENOMEM;
     }
     a->cfg = *cfg;
@@ -204,7 +205,7 @@ void tc_hedge_adaptive_free(tc_hedge_adaptive *a)
         return;
     uv_mutex_destroy(&a->lock);
     tc_latency_free(a->est);
-    free(a);
+    tc__free(a);
 }
 
 void tc_hedge_adaptive_record(tc_hedge_adaptive *a, uint64_t now_ms, uint64_t latency_us)

@@ -19,58 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/alloc.h"
+#include "base/hash.h"
+#include "metrics_internal.h"
 #include "tailcut/metrics.h"
-
-/* A family as defined; immutable once the first shard exists. */
-struct family {
-    tc_metric_type type;
-    char *name;
-    char *help;
-    char *labels[TC_METRICS_MAX_LABELS];
-    size_t n_labels;
-    double bounds[TC_METRICS_MAX_BUCKETS];
-    size_t n_bounds;
-    uint32_t max_dynamic;
-    char **fixed; /* n_fixed rows of n_labels values */
-    uint32_t n_fixed, cap_fixed;
-    uint32_t width; /* cells per series: 1, or n_bounds + 2 for a histogram */
-};
-
-struct tc_metrics_registry {
-    pthread_mutex_t mu; /* guards shards/frozen against render and shard_new; never hot */
-    struct family *fams;
-    uint32_t n_fams, cap_fams;
-    tc_metrics_shard **shards;
-    size_t n_shards, cap_shards;
-    int frozen;
-};
-
-/* One family's part of one shard. Series ids: [0, n_fixed) fixed, [n_fixed, n_fixed +
- * max_dynamic) dynamic in order of first use, n_fixed + max_dynamic the overflow series (only
- * when max_dynamic > 0). */
-struct shard_family {
-    _Atomic uint64_t *cells; /* n_series * width, written only by the owner */
-    tc_metric_type type;
-    uint32_t width;
-    uint32_t n_fixed;
-    uint32_t max_dynamic;
-    _Atomic uint32_t n_dynamic; /* release-stored after a new slot's values are written */
-    const double *bounds;       /* the registry's (immutable) */
-    size_t n_bounds;
-    char *values;    /* max_dynamic * n_labels slots of TC_METRICS_VALUE_MAX bytes */
-    uint32_t *table; /* series id + 1, 0 = empty */
-    uint32_t mask;
-};
-
-struct tc_metrics_shard {
-    tc_metrics_registry *reg;
-    uint32_t n_fams;
-    struct shard_family fams[];
-};
-
-static const char *const overflow_values[TC_METRICS_MAX_LABELS] = {
-    TC_METRICS_OVERFLOW_VALUE, TC_METRICS_OVERFLOW_VALUE, TC_METRICS_OVERFLOW_VALUE,
-    TC_METRICS_OVERFLOW_VALUE};
 
 /* ---- definitions ---------------------------------------------------------------------------- */
 
@@ -105,7 +57,7 @@ static int valid_label_name(const char *s)
 static char *dup_str(const char *s)
 {
     size_t n = strlen(s) + 1;
-    char *d = malloc(n);
+    char *d = tc__malloc(n);
     if (d)
         memcpy(d, s, n);
     return d;
@@ -113,14 +65,14 @@ static char *dup_str(const char *s)
 
 static void family_clear(struct family *f)
 {
-    free(f->name);
-    free(f->help);
+    tc__free(f->name);
+    tc__free(f->help);
     for (size_t i = 0; i < f->n_labels; i++)
-        free(f->labels[i]);
+        tc__free(f->labels[i]);
     if (f->fixed) {
         for (size_t i = 0; i < (size_t)f->n_fixed * f->n_labels; i++)
-            free(f->fixed[i]);
-        free(f->fixed);
+            tc__free(f->fixed[i]);
+        tc__free(f->fixed);
     }
 }
 
@@ -128,11 +80,11 @@ static void shard_free(tc_metrics_shard *s);
 
 int tc_metrics_registry_new(tc_metrics_registry **out)
 {
-    tc_metrics_registry *reg = calloc(1, sizeof *reg);
+    tc_metrics_registry *reg = tc__calloc(1, sizeof *reg);
     if (!reg)
         return TC_ENOMEM;
     if (pthread_mutex_init(&reg->mu, NULL) != 0) {
-        free(reg);
+        tc__free(reg);
         return TC_ENOMEM;
     }
     *out = reg;
@@ -145,12 +97,12 @@ void tc_metrics_registry_free(tc_metrics_registry *reg)
         return;
     for (size_t i = 0; i < reg->n_shards; i++)
         shard_free(reg->shards[i]);
-    free(reg->shards);
+    tc__free(reg->shards);
     for (uint32_t i = 0; i < reg->n_fams; i++)
         family_clear(&reg->fams[i]);
-    free(reg->fams);
+    tc__free(reg->fams);
     pthread_mutex_destroy(&reg->mu);
-    free(reg);
+    tc__free(reg);
 }
 
 static int check_def(const tc_metrics_registry *reg, const tc_metrics_family_def *def)
@@ -203,7 +155,7 @@ int tc_metrics_family_define(tc_metrics_registry *reg, const tc_metrics_family_d
         goto out;
     if (reg->n_fams == reg->cap_fams) {
         uint32_t cap = reg->cap_fams ? reg->cap_fams * 2 : 8;
-        struct family *fams = realloc(reg->fams, cap * sizeof *fams);
+        struct family *fams = tc__realloc(reg->fams, cap * sizeof *fams);
         if (!fams) {
             r = TC_ENOMEM;
             goto out;
@@ -294,7 +246,7 @@ int tc_metrics_series_define(tc_metrics_registry *reg, uint32_t family_id,
     }
     if (f->n_fixed == f->cap_fixed) {
         uint32_t cap = f->cap_fixed ? f->cap_fixed * 2 : 8;
-        char **fixed = realloc(f->fixed, (size_t)cap * f->n_labels * sizeof *fixed);
+        char **fixed = tc__realloc(f->fixed, (size_t)cap * f->n_labels * sizeof *fixed);
         if (!fixed) {
             r = TC_ENOMEM;
             goto out;
@@ -307,7 +259,7 @@ int tc_metrics_series_define(tc_metrics_registry *reg, uint32_t family_id,
         row[k] = dup_str(values[k]);
         if (!row[k]) {
             while (k-- > 0)
-                free(row[k]);
+                tc__free(row[k]);
             r = TC_ENOMEM;
             goto out;
         }
@@ -322,18 +274,11 @@ out:
 
 static uint32_t hash_values(const char *const *values, size_t n)
 {
-    uint32_t h = 2166136261u; /* FNV-1a, with 0xff between values */
-    for (size_t k = 0; k < n; k++) {
-        for (const unsigned char *p = (const unsigned char *)values[k]; *p; p++)
-            h = (h ^ *p) * 16777619u;
-        h = (h ^ 0xffu) * 16777619u;
-    }
+    static const unsigned char sep = 0xff; /* between values: ("ab","c") != ("a","bc") */
+    uint32_t h = TC__FNV1A_INIT;
+    for (size_t k = 0; k < n; k++)
+        h = tc__fnv1a(tc__fnv1a_str(h, values[k]), &sep, 1);
     return h;
-}
-
-static char *slot_value(const struct shard_family *sf, size_t n_labels, uint32_t dyn, size_t k)
-{
-    return sf->values + ((size_t)dyn * n_labels + k) * TC_METRICS_VALUE_MAX;
 }
 
 static int series_equals(const struct family *f, const struct shard_family *sf, uint32_t id,
@@ -352,11 +297,11 @@ static void shard_free(tc_metrics_shard *s)
     if (!s)
         return;
     for (uint32_t i = 0; i < s->n_fams; i++) {
-        free(s->fams[i].cells);
-        free(s->fams[i].values);
-        free(s->fams[i].table);
+        tc__free(s->fams[i].cells);
+        tc__free(s->fams[i].values);
+        tc__free(s->fams[i].table);
     }
-    free(s);
+    tc__free(s);
 }
 
 static int shard_family_init(struct shard_family *sf, const struct family *f)
@@ -378,7 +323,7 @@ static int shard_family_init(struct shard_family *sf, const struct family *f)
     for (size_t i = 0; i < n_cells; i++)
         atomic_init(&sf->cells[i], 0);
     if (f->max_dynamic) {
-        sf->values = calloc((size_t)f->max_dynamic * f->n_labels, TC_METRICS_VALUE_MAX);
+        sf->values = tc__calloc((size_t)f->max_dynamic * f->n_labels, TC_METRICS_VALUE_MAX);
         if (!sf->values)
             return TC_ENOMEM;
     }
@@ -386,7 +331,7 @@ static int shard_family_init(struct shard_family *sf, const struct family *f)
         uint32_t size = 2;
         while (size < 2 * (f->n_fixed + f->max_dynamic))
             size *= 2;
-        sf->table = calloc(size, sizeof *sf->table);
+        sf->table = tc__calloc(size, sizeof *sf->table);
         if (!sf->table)
             return TC_ENOMEM;
         sf->mask = size - 1;
@@ -405,7 +350,8 @@ int tc_metrics_shard_new(tc_metrics_registry *reg, tc_metrics_shard **out)
 {
     int r = 0;
     pthread_mutex_lock(&reg->mu);
-    tc_metrics_shard *s = calloc(1, sizeof *s + (size_t)reg->n_fams * sizeof(struct shard_family));
+    tc_metrics_shard *s =
+        tc__calloc(1, sizeof *s + (size_t)reg->n_fams * sizeof(struct shard_family));
     if (!s) {
         r = TC_ENOMEM;
         goto out;
@@ -419,7 +365,7 @@ int tc_metrics_shard_new(tc_metrics_registry *reg, tc_metrics_shard **out)
     }
     if (reg->n_shards == reg->cap_shards) {
         size_t cap = reg->cap_shards ? reg->cap_shards * 2 : 8;
-        tc_metrics_shard **shards = realloc(reg->shards, cap * sizeof(tc_metrics_shard *));
+        tc_metrics_shard **shards = tc__realloc(reg->shards, cap * sizeof(tc_metrics_shard *));
         if (!shards) {
             r = TC_ENOMEM;
             goto fail;
@@ -562,306 +508,4 @@ void tc_metrics_histogram_observe(tc_metrics_shard *shard, uint32_t family_id, u
     d += value;
     memcpy(&bits, &d, sizeof d);
     atomic_store_explicit(sum, bits, memory_order_relaxed);
-}
-
-/* ---- rendering ------------------------------------------------------------------------------ */
-
-typedef struct outbuf {
-    char *p;
-    size_t len, cap, max;
-    int err;
-} outbuf;
-
-static void out_put(outbuf *b, const char *s, size_t n)
-{
-    if (b->err)
-        return;
-    if (n > b->max - b->len) {
-        b->err = TC_ETOOLARGE;
-        return;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->err = TC_ENOMEM;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void out_str(outbuf *b, const char *s)
-{
-    out_put(b, s, strlen(s));
-}
-
-static void out_fmt(outbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void out_fmt(outbuf *b, const char *fmt, ...)
-{
-    char tmp[64];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n >= 0 && (size_t)n < sizeof tmp)
-        out_put(b, tmp, (size_t)n);
-    else if (!b->err)
-        b->err = TC_EINVAL; /* all our formats are short numbers */
-}
-
-/* Escapes for label values (backslash, quote, newline) or, with quote = 0, for HELP text
- * (backslash, newline). */
-static void out_escaped(outbuf *b, const char *s, int quote)
-{
-    const char *run = s;
-    for (; *s; s++) {
-        const char *rep = NULL;
-        if (*s == '\\')
-            rep = "\\\\";
-        else if (*s == '\n')
-            rep = "\\n";
-        else if (*s == '"' && quote)
-            rep = "\\\"";
-        if (rep) {
-            out_put(b, run, (size_t)(s - run));
-            out_str(b, rep);
-            run = s + 1;
-        }
-    }
-    out_put(b, run, (size_t)(s - run));
-}
-
-/* The shortest %g text (at least 6 significant digits allowed, so 10 prints as "10", not
- * "1e+01") that reads back as exactly v; Prometheus spellings for the rest. More digits never
- * break the round trip, so the first precision from 6 up that works is the answer. */
-static void format_double(double v, char out[40])
-{
-    if (isnan(v)) {
-        strcpy(out, "NaN");
-        return;
-    }
-    if (isinf(v)) {
-        strcpy(out, v > 0 ? "+Inf" : "-Inf");
-        return;
-    }
-    for (int prec = 6; prec <= 17; prec++) {
-        (void)snprintf(out, 40, "%.*g", prec, v); /* at most 24 bytes: fits */
-        if (strtod(out, NULL) == v)
-            return;
-    }
-}
-
-/* name{l1="v1",...[,le="x"]} */
-static void out_series_name(outbuf *b, const struct family *f, const char *suffix,
-                            const char *const *values, const char *le)
-{
-    out_str(b, f->name);
-    out_str(b, suffix);
-    if (f->n_labels == 0 && !le)
-        return;
-    out_put(b, "{", 1);
-    for (size_t k = 0; k < f->n_labels; k++) {
-        if (k)
-            out_put(b, ",", 1);
-        out_str(b, f->labels[k]);
-        out_put(b, "=\"", 2);
-        out_escaped(b, values[k], 1);
-        out_put(b, "\"", 1);
-    }
-    if (le) {
-        if (f->n_labels)
-            out_put(b, ",", 1);
-        out_str(b, "le=\"");
-        out_str(b, le);
-        out_put(b, "\"", 1);
-    }
-    out_put(b, "}", 1);
-}
-
-/* Sums of one series' cells over shards; sum_d is the histogram sum. */
-typedef struct acc {
-    uint64_t cells[TC_METRICS_MAX_BUCKETS + 1];
-    double sum_d;
-} acc;
-
-static void acc_add(acc *a, const struct family *f, const struct shard_family *sf, uint32_t id)
-{
-    const _Atomic uint64_t *c = sf->cells + (size_t)id * sf->width;
-    size_t n = f->type == TC_METRIC_HISTOGRAM ? f->n_bounds + 1 : 1;
-    for (size_t i = 0; i < n; i++)
-        a->cells[i] += atomic_load_explicit(&c[i], memory_order_relaxed);
-    if (f->type == TC_METRIC_HISTOGRAM) {
-        uint64_t bits = atomic_load_explicit(&c[f->n_bounds + 1], memory_order_relaxed);
-        double d;
-        memcpy(&d, &bits, sizeof d);
-        a->sum_d += d;
-    }
-}
-
-static void out_series(outbuf *b, const struct family *f, const char *const *values, const acc *a)
-{
-    char num[40];
-    switch (f->type) {
-    case TC_METRIC_COUNTER:
-        out_series_name(b, f, "", values, NULL);
-        out_fmt(b, " %llu\n", (unsigned long long)a->cells[0]);
-        break;
-    case TC_METRIC_GAUGE:
-        out_series_name(b, f, "", values, NULL);
-        out_fmt(b, " %lld\n", (long long)(int64_t)a->cells[0]);
-        break;
-    case TC_METRIC_HISTOGRAM: {
-        uint64_t cum = 0;
-        for (size_t i = 0; i <= f->n_bounds; i++) {
-            cum += a->cells[i];
-            if (i < f->n_bounds)
-                format_double(f->bounds[i], num);
-            else
-                strcpy(num, "+Inf");
-            out_series_name(b, f, "_bucket", values, num);
-            out_fmt(b, " %llu\n", (unsigned long long)cum);
-        }
-        format_double(a->sum_d, num);
-        out_series_name(b, f, "_sum", values, NULL);
-        out_put(b, " ", 1);
-        out_str(b, num);
-        out_put(b, "\n", 1);
-        out_series_name(b, f, "_count", values, NULL);
-        out_fmt(b, " %llu\n", (unsigned long long)cum);
-        break;
-    }
-    }
-}
-
-/* A dynamic or overflow series of one shard, for sorting and merging across shards. */
-typedef struct dyn_entry {
-    const char *values[TC_METRICS_MAX_LABELS];
-    size_t n_labels;
-    const struct shard_family *sf;
-    uint32_t id;
-} dyn_entry;
-
-static int dyn_cmp(const void *a, const void *b)
-{
-    const dyn_entry *x = a, *y = b;
-    for (size_t k = 0; k < x->n_labels; k++) {
-        int c = strcmp(x->values[k], y->values[k]);
-        if (c)
-            return c;
-    }
-    return 0;
-}
-
-static int any_nonzero(const struct family *f, const struct shard_family *sf, uint32_t id)
-{
-    const _Atomic uint64_t *c = sf->cells + (size_t)id * sf->width;
-    size_t n = f->type == TC_METRIC_HISTOGRAM ? f->n_bounds + 1 : 1;
-    for (size_t i = 0; i < n; i++)
-        if (atomic_load_explicit(&c[i], memory_order_relaxed))
-            return 1;
-    return 0;
-}
-
-static void render_family(outbuf *b, tc_metrics_registry *reg, uint32_t fi, dyn_entry *entries)
-{
-    static const char *type_names[] = {"counter", "gauge", "histogram"};
-    const struct family *f = &reg->fams[fi];
-
-    out_str(b, "# HELP ");
-    out_str(b, f->name);
-    out_put(b, " ", 1);
-    out_escaped(b, f->help, 0);
-    out_str(b, "\n# TYPE ");
-    out_str(b, f->name);
-    out_put(b, " ", 1);
-    out_str(b, type_names[f->type]);
-    out_put(b, "\n", 1);
-
-    for (uint32_t id = 0; id < f->n_fixed; id++) {
-        acc a;
-        memset(&a, 0, sizeof a);
-        for (size_t s = 0; s < reg->n_shards; s++)
-            acc_add(&a, f, &reg->shards[s]->fams[fi], id);
-        out_series(b, f,
-                   f->n_labels ? (const char *const *)f->fixed + (size_t)id * f->n_labels : NULL,
-                   &a);
-    }
-    if (!f->max_dynamic || entries == NULL)
-        return; /* entries is NULL only while there are no shards, so no dynamic series */
-
-    size_t n = 0;
-    for (size_t s = 0; s < reg->n_shards; s++) {
-        const struct shard_family *sf = &reg->shards[s]->fams[fi];
-        uint32_t nd = atomic_load_explicit(&sf->n_dynamic, memory_order_acquire);
-        for (uint32_t d = 0; d < nd; d++) {
-            dyn_entry *e = &entries[n++];
-            for (size_t k = 0; k < f->n_labels; k++)
-                e->values[k] = slot_value(sf, f->n_labels, d, k);
-            e->n_labels = f->n_labels;
-            e->sf = sf;
-            e->id = f->n_fixed + d;
-        }
-        uint32_t overflow = f->n_fixed + f->max_dynamic;
-        if (any_nonzero(f, sf, overflow)) {
-            dyn_entry *e = &entries[n++];
-            memcpy(e->values, overflow_values, sizeof e->values);
-            e->n_labels = f->n_labels;
-            e->sf = sf;
-            e->id = overflow;
-        }
-    }
-    if (n == 0)
-        return;
-    qsort(entries, n, sizeof *entries, dyn_cmp);
-    for (size_t i = 0; i < n;) {
-        acc a;
-        memset(&a, 0, sizeof a);
-        size_t j = i;
-        for (; j < n && dyn_cmp(&entries[i], &entries[j]) == 0; j++)
-            acc_add(&a, f, entries[j].sf, entries[j].id);
-        out_series(b, f, entries[i].values, &a);
-        i = j;
-    }
-}
-
-int tc_metrics_render(tc_metrics_registry *reg, size_t max_len, char **out, size_t *out_len)
-{
-    outbuf b = {.max = max_len};
-    pthread_mutex_lock(&reg->mu);
-    size_t max_entries = 0;
-    for (uint32_t i = 0; i < reg->n_fams; i++) {
-        size_t e = reg->n_shards * ((size_t)reg->fams[i].max_dynamic + 1);
-        if (e > max_entries)
-            max_entries = e;
-    }
-    dyn_entry *entries = NULL;
-    if (max_entries) {
-        entries = malloc(max_entries * sizeof *entries);
-        if (!entries)
-            b.err = TC_ENOMEM;
-    }
-    for (uint32_t i = 0; i < reg->n_fams && !b.err; i++)
-        render_family(&b, reg, i, entries);
-    pthread_mutex_unlock(&reg->mu);
-    free(entries);
-    out_put(&b, "", 0);
-    if (!b.err && !b.p) { /* nothing defined: an empty document */
-        b.p = calloc(1, 1);
-        if (!b.p)
-            b.err = TC_ENOMEM;
-    }
-    if (b.err) {
-        free(b.p);
-        return b.err;
-    }
-    *out = b.p;
-    *out_len = b.len;
-    return 0;
 }

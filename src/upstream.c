@@ -9,11 +9,8 @@
  * hundred bytes, never a thread or a sleep, and a client that leaves early frees both at once
  * through the server's abort callback.
  *
- * Determinism: the random state is a private xoshiro256** per simulator, seeded with splitmix64;
- * draws happen only for profile decisions, in arrival order, and each decision consumes a fixed
- * number of draws, so the same seed and request order give the same delays and outcomes.
- * exponea deals its outcomes from a shuffled deck of 11 (1 hang, 1 invalid JSON, 1 status 500,
- * 8 good), so every run of 11 profile draws holds exactly one of each failure.
+ * The decisions themselves (profiles, exponea's deck, scenario steps, the seeded generator) are
+ * pure code in upstream_plan.c; this file is the HTTP side.
  *
  * Nothing here is process-global: serve embeds one of these on its own loop.
  */
@@ -24,359 +21,24 @@
 
 #include <jansson.h>
 
+#include "base/alloc.h"
+#include "base/list.h"
+#include "base/rng.h"
 #include "tailcut/server.h"
 #include "tailcut/upstream.h"
 #include "tailcut/url.h"
-
-#define CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
-
-/* Longest --profile string accepted. */
-#define PROFILE_MAX 128
-/* exponea's parameters. */
-#define EXPONEA_MIN_MS 100
-#define EXPONEA_MAX_MS 600
-#define EXPONEA_DECK 11
-/* Largest lognormal SIGMA (keeps exp() finite and the draws meaningful). */
-#define SIGMA_MAX 10.0
-/* Longest query parameter name compared against "id" (longer names are simply not "id"). */
-#define PARAM_NAME_MAX 16
-/* Longest error message we build. */
-#define MESSAGE_MAX 256
-/* Most bytes of client input quoted in an error message. */
-#define PRINTABLE_MAX 40
-
-typedef enum action { ACT_RESPOND, ACT_HANG, ACT_RESET } action;
-
-/* What the decision was, for X-Tailcut-Outcome and the /stats counters. */
-typedef enum outcome {
-    OUT_OK,
-    OUT_INVALID_JSON,
-    OUT_ERROR,
-    OUT_HANG,
-    OUT_SCENARIO,
-    OUT_COUNT
-} outcome;
-
-static const char *const outcome_names[OUT_COUNT] = {"ok", "invalid_json", "error", "hang",
-                                                     "scenario"};
-
-/* One decision. body == NULL means the default body for the status and outcome. */
-typedef struct step {
-    uint64_t delay_ms;
-    action act;
-    int status;
-    char *body;
-    size_t body_len;
-} step;
+#include "upstream_internal.h"
+#include "upstream_plan.h"
 
 /* A held /api/work request: lives from its arrival until its timer's close callback. */
 typedef struct work {
     uv_timer_t timer;
     tc_upstream *u;
     tc_request *req; /* NULL once the request is finished */
-    step s;
-    outcome out;
+    tc__up_step s;
+    tc__up_outcome out;
     int hanging; /* the delay is over and the hang's silence has begun */
 } work;
-
-/* IDs of one /api/metadata call: n NUL-terminated strings back to back in ids. */
-typedef struct meta_call {
-    char *ids;
-    size_t bytes;
-    uint32_t n;
-} meta_call;
-
-struct tc_upstream {
-    uv_loop_t *loop;
-    tc_server *srv; /* NULL once closed */
-    tc_upstream_profile profile;
-    char *profile_text;
-    uint64_t seed;
-    uint64_t rng[4];
-    uint8_t deck[EXPONEA_DECK];
-    unsigned deck_pos;
-
-    /* Token bucket for /api/metadata: up to metadata_rate calls, refilled at that rate. */
-    uint64_t metadata_rate;
-    double tokens;
-    uint64_t tokens_ns;
-
-    /* Scenario queue: a ring of q_cap steps, q_len of them from q_head on. */
-    step *q;
-    size_t q_head, q_len, q_cap;
-
-    /* Counters (cleared by POST /reset). */
-    uint64_t work_requests, client_aborts, metadata_calls, metadata_rejected;
-    uint64_t outcomes[OUT_COUNT];
-    size_t in_flight;
-
-    /* Arrival times in microseconds since base_ns: a ring of TC_UPSTREAM_MAX_ARRIVALS. */
-    uint64_t base_ns;
-    uint64_t *arrivals_us;
-    size_t arr_head, arr_len;
-    uint64_t arrivals_forgotten;
-
-    /* /api/work arrivals per second since ps_base_ns by X-Tailcut-Attempt value (index 0: none
-     * or not 1..TC_UPSTREAM_MAX_ATTEMPT): a ring of TC_UPSTREAM_PER_SECOND seconds; a slot holds
-     * second ps_second[slot] - 1 (0: never used). */
-    uint64_t ps_base_ns;
-    uint64_t ps_second[TC_UPSTREAM_PER_SECOND];
-    uint32_t ps_counts[TC_UPSTREAM_PER_SECOND][TC_UPSTREAM_MAX_ATTEMPT + 1];
-
-    /* ID lists of metadata calls: a ring of TC_UPSTREAM_MAX_METADATA_CALLS. */
-    meta_call *calls;
-    size_t calls_head, calls_len, calls_bytes;
-    uint64_t calls_forgotten;
-
-    size_t live_works; /* work records not yet freed */
-    int closing;
-    tc_upstream_cb drained_cb, close_cb;
-    void *drained_data, *close_data;
-};
-
-/* ---- random numbers ------------------------------------------------------------------------ */
-
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-/* xoshiro256**: the next 64 random bits. */
-static uint64_t rng_next(uint64_t s[4])
-{
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
-
-static void rng_seed(uint64_t s[4], uint64_t seed)
-{
-    uint64_t sm = seed;
-    for (int i = 0; i < 4; i++)
-        s[i] = splitmix64(&sm);
-}
-
-/* Uniform in [0, n), n > 0, without modulo bias (rejects the short top slice). */
-static uint64_t rng_below(uint64_t s[4], uint64_t n)
-{
-    uint64_t threshold = (0 - n) % n;
-    for (;;) {
-        uint64_t r = rng_next(s);
-        if (r >= threshold)
-            return r % n;
-    }
-}
-
-/* Uniform in [0, 1). */
-static double rng_unit(uint64_t s[4])
-{
-    return (double)(rng_next(s) >> 11) * 0x1.0p-53;
-}
-
-/* ---- profiles ------------------------------------------------------------------------------ */
-
-/* A number: ASCII digits, then optionally '.' and more digits; nothing else. */
-static int parse_decimal(const char *s, int allow_fraction, double *out)
-{
-    const char *p = s;
-    size_t digits = 0;
-    while (*p >= '0' && *p <= '9') {
-        p++;
-        digits++;
-    }
-    if (digits == 0)
-        return -1;
-    if (*p == '.') {
-        if (!allow_fraction)
-            return -1;
-        p++;
-        size_t frac = 0;
-        while (*p >= '0' && *p <= '9') {
-            p++;
-            frac++;
-        }
-        if (frac == 0)
-            return -1;
-    }
-    if (*p != '\0' || digits > 15)
-        return -1;
-    *out = strtod(s, NULL);
-    return 0;
-}
-
-static int parse_ms(const char *s, int allow_fraction, double *out)
-{
-    return parse_decimal(s, allow_fraction, out) == 0 && *out <= TC_UPSTREAM_MAX_DELAY_MS ? 0 : -1;
-}
-
-#define PROFILE_FAIL(msg)                                                                          \
-    do {                                                                                           \
-        if (why)                                                                                   \
-            *why = (msg);                                                                          \
-        return TC_EINVAL;                                                                          \
-    } while (0)
-
-int tc_upstream_profile_parse(const char *s, tc_upstream_profile *out, const char **why)
-{
-    char buf[PROFILE_MAX + 1];
-    char *field[6];
-    size_t nfields = 0;
-    tc_upstream_profile p = {0};
-
-    if (s == NULL || strlen(s) > PROFILE_MAX)
-        PROFILE_FAIL("profile missing or too long");
-    strcpy(buf, s);
-    field[nfields++] = buf;
-    for (char *c = buf; *c; c++) {
-        if (*c == ':') {
-            if (nfields == 6)
-                PROFILE_FAIL("too many ':'-separated parameters");
-            *c = '\0';
-            field[nfields++] = c + 1;
-        }
-    }
-
-    if (strcmp(field[0], "exponea") == 0) {
-        if (nfields != 1)
-            PROFILE_FAIL("exponea takes no parameters");
-        p.kind = TC_PROFILE_EXPONEA;
-    } else if (strcmp(field[0], "fixed") == 0) {
-        if (nfields != 2)
-            PROFILE_FAIL("expected fixed:MS");
-        if (parse_ms(field[1], 0, &p.a) != 0)
-            PROFILE_FAIL("fixed:MS needs MS a whole number of milliseconds up to 3600000");
-        p.kind = TC_PROFILE_FIXED;
-    } else if (strcmp(field[0], "uniform") == 0) {
-        if (nfields != 3)
-            PROFILE_FAIL("expected uniform:LO:HI");
-        if (parse_ms(field[1], 0, &p.a) != 0 || parse_ms(field[2], 0, &p.b) != 0)
-            PROFILE_FAIL("uniform:LO:HI needs whole numbers of milliseconds up to 3600000");
-        if (p.a > p.b)
-            PROFILE_FAIL("uniform:LO:HI needs LO <= HI");
-        p.kind = TC_PROFILE_UNIFORM;
-    } else if (strcmp(field[0], "lognormal") == 0) {
-        if (nfields != 3)
-            PROFILE_FAIL("expected lognormal:MEDIAN_MS:SIGMA");
-        if (parse_ms(field[1], 1, &p.a) != 0)
-            PROFILE_FAIL("lognormal:MEDIAN_MS:SIGMA needs MEDIAN_MS a number of milliseconds up "
-                         "to 3600000");
-        if (parse_decimal(field[2], 1, &p.b) != 0 || p.b > SIGMA_MAX)
-            PROFILE_FAIL("lognormal:MEDIAN_MS:SIGMA needs SIGMA a number from 0 to 10");
-        p.kind = TC_PROFILE_LOGNORMAL;
-    } else if (strcmp(field[0], "straggler") == 0) {
-        if (nfields != 4)
-            PROFILE_FAIL("expected straggler:FAST_MS:SLOW_MS:P");
-        if (parse_ms(field[1], 0, &p.a) != 0 || parse_ms(field[2], 0, &p.b) != 0)
-            PROFILE_FAIL("straggler:FAST_MS:SLOW_MS:P needs whole numbers of milliseconds up to "
-                         "3600000");
-        if (parse_decimal(field[3], 1, &p.c) != 0 || p.c > 1.0)
-            PROFILE_FAIL("straggler:FAST_MS:SLOW_MS:P needs P a number from 0 to 1");
-        p.kind = TC_PROFILE_STRAGGLER;
-    } else if (strcmp(field[0], "mix") == 0) {
-        if (nfields != 6)
-            PROFILE_FAIL("expected mix:LO:HI:SLOW_LO:SLOW_HI:P");
-        if (parse_ms(field[1], 0, &p.a) != 0 || parse_ms(field[2], 0, &p.b) != 0 ||
-            parse_ms(field[3], 0, &p.d) != 0 || parse_ms(field[4], 0, &p.e) != 0)
-            PROFILE_FAIL("mix:LO:HI:SLOW_LO:SLOW_HI:P needs whole numbers of milliseconds up to "
-                         "3600000");
-        if (p.a > p.b || p.d > p.e)
-            PROFILE_FAIL("mix:LO:HI:SLOW_LO:SLOW_HI:P needs LO <= HI and SLOW_LO <= SLOW_HI");
-        if (parse_decimal(field[5], 1, &p.c) != 0 || p.c > 1.0)
-            PROFILE_FAIL("mix:LO:HI:SLOW_LO:SLOW_HI:P needs P a number from 0 to 1");
-        p.kind = TC_PROFILE_MIX;
-    } else {
-        PROFILE_FAIL("unknown profile (expected exponea, fixed:MS, uniform:LO:HI, "
-                     "lognormal:MEDIAN_MS:SIGMA, straggler:FAST_MS:SLOW_MS:P or "
-                     "mix:LO:HI:SLOW_LO:SLOW_HI:P)");
-    }
-    if (out)
-        *out = p;
-    return 0;
-}
-
-static void deck_shuffle(tc_upstream *u)
-{
-    /* 8 good, then one of each failure; Fisher-Yates with exactly 10 draws. */
-    for (unsigned i = 0; i < EXPONEA_DECK; i++)
-        u->deck[i] = OUT_OK;
-    u->deck[8] = OUT_HANG;
-    u->deck[9] = OUT_INVALID_JSON;
-    u->deck[10] = OUT_ERROR;
-    for (unsigned i = EXPONEA_DECK - 1; i > 0; i--) {
-        unsigned j = (unsigned)rng_below(u->rng, (uint64_t)i + 1);
-        uint8_t t = u->deck[i];
-        u->deck[i] = u->deck[j];
-        u->deck[j] = t;
-    }
-}
-
-/* One profile decision. Consumes a fixed number of draws per profile kind. */
-static void profile_draw(tc_upstream *u, step *s, outcome *out)
-{
-    const tc_upstream_profile *p = &u->profile;
-    double ms = 0;
-
-    memset(s, 0, sizeof(*s));
-    s->act = ACT_RESPOND;
-    s->status = 200;
-    *out = OUT_OK;
-    switch (p->kind) {
-    case TC_PROFILE_EXPONEA:
-        if (u->deck_pos == 0)
-            deck_shuffle(u);
-        *out = (outcome)u->deck[u->deck_pos];
-        u->deck_pos = (u->deck_pos + 1) % EXPONEA_DECK;
-        ms = (double)(EXPONEA_MIN_MS + rng_below(u->rng, EXPONEA_MAX_MS - EXPONEA_MIN_MS + 1));
-        if (*out == OUT_HANG)
-            s->act = ACT_HANG;
-        else if (*out == OUT_ERROR)
-            s->status = 500;
-        break;
-    case TC_PROFILE_FIXED:
-        ms = p->a;
-        break;
-    case TC_PROFILE_UNIFORM:
-        ms = p->a + (double)rng_below(u->rng, (uint64_t)(p->b - p->a) + 1);
-        break;
-    case TC_PROFILE_LOGNORMAL: {
-        double u1 = 1.0 - rng_unit(u->rng); /* (0, 1]: log() stays finite */
-        double u2 = rng_unit(u->rng);
-        double z = sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
-        ms = p->a * exp(p->b * z);
-        break;
-    }
-    case TC_PROFILE_STRAGGLER:
-        ms = rng_unit(u->rng) < p->c ? p->b : p->a;
-        break;
-    case TC_PROFILE_MIX: {
-        /* Two draws whichever band is picked, so every decision consumes the same number. */
-        int slow = rng_unit(u->rng) < p->c;
-        uint64_t r = rng_next(u->rng);
-        double lo = slow ? p->d : p->a, hi = slow ? p->e : p->b;
-        ms = lo + (double)(r % ((uint64_t)(hi - lo) + 1));
-        break;
-    }
-    }
-    if (!(ms >= 0))
-        ms = 0;
-    if (ms > TC_UPSTREAM_MAX_DELAY_MS)
-        ms = TC_UPSTREAM_MAX_DELAY_MS;
-    s->delay_ms = (uint64_t)llround(ms);
-}
 
 /* ---- small helpers ------------------------------------------------------------------------- */
 
@@ -386,29 +48,17 @@ static int str_eq(tc_str s, const char *lit)
     return s.len == n && memcmp(s.base, lit, n) == 0;
 }
 
-/* Copies up to dst_size - 1 bytes of src for an error message, with anything but printable ASCII
- * (and '"' and '\\') replaced by '?', so the message is safe whatever the client sent. */
-static void printable(const char *src, size_t len, char *dst, size_t dst_size)
-{
-    size_t n = len < dst_size - 1 ? len : dst_size - 1;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)src[i];
-        dst[i] = (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') ? (char)c : '?';
-    }
-    dst[n] = '\0';
-}
-
 /* Sends {"success":false,"error":code,"message":message} with optional extra headers. Unlike
  * tc_request_respond_error() this keeps the connection: these are application-level errors. */
-static void send_error(tc_request *req, int status, const char *code, const char *message,
+void tc__up_send_error(tc_request *req, int status, const char *code, const char *message,
                        const tc_server_header *headers, size_t nheaders)
 {
     json_t *o = json_pack("{s:b,s:s,s:s}", "success", 0, "error", code, "message", message);
     if (o == NULL) {
         /* The message is not valid UTF-8 (say, a parser's excerpt cut inside a character):
          * answer with a printable copy rather than not at all. */
-        char shown[MESSAGE_MAX];
-        printable(message, strlen(message), shown, sizeof(shown));
+        char shown[TC__UP_MESSAGE_MAX];
+        tc__up_printable(message, strlen(message), shown, sizeof(shown));
         o = json_pack("{s:b,s:s,s:s}", "success", 0, "error", code, "message", shown);
     }
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
@@ -418,25 +68,25 @@ static void send_error(tc_request *req, int status, const char *code, const char
         return;
     }
     tc_request_respond(req, status, "application/json", headers, nheaders, text, strlen(text));
-    free(text);
+    tc__free(text);
 }
 
-static void send_json(tc_request *req, int status, json_t *o)
+void tc__up_send_json(tc_request *req, int status, json_t *o)
 {
     char *text = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)) : NULL;
     json_decref(o);
     if (text == NULL) {
-        send_error(req, 500, "internal", "out of memory", NULL, 0);
+        tc__up_send_error(req, 500, "internal", "out of memory", NULL, 0);
         return;
     }
     tc_request_respond(req, status, "application/json", NULL, 0, text, strlen(text));
-    free(text);
+    tc__free(text);
 }
 
 static void method_not_allowed(tc_request *req, const char *allow)
 {
     const tc_server_header h = {"Allow", allow};
-    send_error(req, 405, "method_not_allowed", "method not allowed", &h, 1);
+    tc__up_send_error(req, 405, "method_not_allowed", "method not allowed", &h, 1);
 }
 
 static int is_get(tc_request *req)
@@ -494,17 +144,17 @@ static void record_arrival(tc_upstream *u, tc_request *req)
 }
 
 /* Answers a respond step now. */
-static void respond_step(tc_request *req, const step *s, outcome out)
+static void respond_step(tc_request *req, const tc__up_step *s, tc__up_outcome out)
 {
     char buf[96];
     const char *body = s->body;
     size_t len = s->body_len;
-    const tc_server_header h = {"X-Tailcut-Outcome", outcome_names[out]};
+    const tc_server_header h = {"X-Tailcut-Outcome", tc__up_outcome_names[out]};
 
     if (body == NULL) {
         unsigned long long ms = (unsigned long long)s->delay_ms;
         int n;
-        if (out == OUT_INVALID_JSON) /* a truncated object: not JSON */
+        if (out == TC__UP_OUT_INVALID_JSON) /* a truncated object: not JSON */
             n = snprintf(buf, sizeof(buf), "{\"time\": %llu", ms);
         else /* CONTRACT §2: the default body, whatever the status */
             n = snprintf(buf, sizeof(buf), "{\"time\": %llu}", ms);
@@ -518,10 +168,10 @@ static void maybe_finish_close(tc_upstream *u);
 
 static void on_work_closed(uv_handle_t *h)
 {
-    work *w = CONTAINER_OF(h, work, timer);
+    work *w = tc__container_of(h, work, timer);
     tc_upstream *u = w->u;
-    free(w->s.body);
-    free(w);
+    tc__free(w->s.body);
+    tc__free(w);
     u->live_works--;
     maybe_finish_close(u);
 }
@@ -550,23 +200,23 @@ static void on_work_abort(tc_request *req, void *data)
  * expiry only starts its TC_UPSTREAM_HANG_MS of silence. */
 static void on_work_timer(uv_timer_t *t)
 {
-    work *w = CONTAINER_OF(t, work, timer);
+    work *w = tc__container_of(t, work, timer);
     tc_request *req = w->req;
 
-    if (w->s.act == ACT_HANG && !w->hanging) {
+    if (w->s.act == TC__UP_HANG && !w->hanging) {
         w->hanging = 1;
         uv_timer_start(&w->timer, on_work_timer, TC_UPSTREAM_HANG_MS, 0);
         return;
     }
     tc_request_on_abort(req, NULL, NULL);
     switch (w->s.act) {
-    case ACT_RESPOND:
+    case TC__UP_RESPOND:
         respond_step(req, &w->s, w->out);
         break;
-    case ACT_HANG:
+    case TC__UP_HANG:
         tc_request_drop(req, 0);
         break;
-    case ACT_RESET:
+    case TC__UP_RESET:
         tc_request_drop(req, 1);
         break;
     }
@@ -578,8 +228,8 @@ static void on_work_timer(uv_timer_t *t)
  * on_work_timer / on_work_abort. */
 static void handle_work(tc_upstream *u, tc_request *req)
 {
-    step s;
-    outcome out;
+    tc__up_step s;
+    tc__up_outcome out;
 
     u->work_requests++;
     record_arrival(u, req);
@@ -587,25 +237,25 @@ static void handle_work(tc_upstream *u, tc_request *req)
         s = u->q[u->q_head];
         u->q_head = (u->q_head + 1) % u->q_cap;
         u->q_len--;
-        out = OUT_SCENARIO;
+        out = TC__UP_OUT_SCENARIO;
     } else {
-        profile_draw(u, &s, &out);
+        tc__up_draw(&u->dealer, &s, &out);
     }
     u->outcomes[out]++;
 
-    if (s.delay_ms == 0 && s.act != ACT_HANG) {
-        if (s.act == ACT_RESPOND)
+    if (s.delay_ms == 0 && s.act != TC__UP_HANG) {
+        if (s.act == TC__UP_RESPOND)
             respond_step(req, &s, out);
         else
             tc_request_drop(req, 1);
-        free(s.body);
+        tc__free(s.body);
         return;
     }
 
-    work *w = calloc(1, sizeof(*w));
+    work *w = tc__calloc(1, sizeof(*w));
     if (w == NULL) {
-        free(s.body);
-        send_error(req, 503, "overloaded", "out of memory", NULL, 0);
+        tc__free(s.body);
+        tc__up_send_error(req, 503, "overloaded", "out of memory", NULL, 0);
         return;
     }
     w->u = u;
@@ -628,94 +278,6 @@ static void handle_work(tc_upstream *u, tc_request *req)
 
 /* ---- /scenario and /reset ------------------------------------------------------------------ */
 
-static void steps_free(step *steps, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(steps[i].body);
-    free(steps);
-}
-
-/* Validates one step object into *s (which then owns its body). Returns 0, or -1 with a message
- * in msg and nothing left allocated. */
-static int parse_step(json_t *obj, size_t index, step *s, char *msg, size_t msglen)
-{
-    const char *key;
-    json_t *v;
-
-    memset(s, 0, sizeof(*s));
-    s->act = ACT_RESPOND;
-    s->status = 200;
-    if (!json_is_object(obj)) {
-        (void)snprintf(msg, msglen, "step %zu: expected an object", index);
-        return -1;
-    }
-    json_object_foreach(obj, key, v)
-    {
-        if (strcmp(key, "delay_ms") == 0) {
-            if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-                json_integer_value(v) > TC_UPSTREAM_MAX_DELAY_MS) {
-                (void)snprintf(
-                    msg, msglen,
-                    "step %zu: delay_ms must be a whole number of milliseconds from 0 to %d", index,
-                    TC_UPSTREAM_MAX_DELAY_MS);
-                goto fail;
-            }
-            s->delay_ms = (uint64_t)json_integer_value(v);
-        } else if (strcmp(key, "action") == 0) {
-            const char *a = json_string_value(v);
-            if (a != NULL && strcmp(a, "respond") == 0) {
-                s->act = ACT_RESPOND;
-            } else if (a != NULL && strcmp(a, "hang") == 0) {
-                s->act = ACT_HANG;
-            } else if (a != NULL && strcmp(a, "reset") == 0) {
-                s->act = ACT_RESET;
-            } else {
-                char shown[PRINTABLE_MAX + 1];
-                printable(a ? a : "(not a string)", strlen(a ? a : "(not a string)"), shown,
-                          sizeof(shown));
-                (void)snprintf(msg, msglen,
-                               "step %zu: unknown action \"%s\" (expected \"respond\", \"hang\" or "
-                               "\"reset\")",
-                               index, shown);
-                goto fail;
-            }
-        } else if (strcmp(key, "status") == 0) {
-            /* 1xx is informational, never a final response (CONTRACT §2: 400). */
-            if (!json_is_integer(v) || json_integer_value(v) < 200 || json_integer_value(v) > 599) {
-                (void)snprintf(msg, msglen,
-                               "step %zu: status must be a whole number from 200 to 599", index);
-                goto fail;
-            }
-            s->status = (int)json_integer_value(v);
-        } else if (strcmp(key, "body") == 0) {
-            if (!json_is_string(v)) {
-                (void)snprintf(msg, msglen, "step %zu: body must be a string", index);
-                goto fail;
-            }
-            size_t n = json_string_length(v);
-            s->body = malloc(n + 1); /* once: duplicate keys are rejected by the parser */
-            if (s->body == NULL) {
-                (void)snprintf(msg, msglen, "out of memory");
-                goto fail;
-            }
-            memcpy(s->body, json_string_value(v), n);
-            s->body[n] = '\0';
-            s->body_len = n;
-        } else {
-            char shown[PRINTABLE_MAX + 1];
-            printable(key, strlen(key), shown, sizeof(shown));
-            (void)snprintf(msg, msglen, "step %zu: unknown field \"%s\"", index, shown);
-            goto fail;
-        }
-    }
-    return 0;
-fail:
-    free(s->body);
-    s->body = NULL;
-    return -1;
-}
-
-/* Makes room for `more` steps in the ring, keeping their order. */
 static int queue_reserve(tc_upstream *u, size_t more)
 {
     size_t need = u->q_len + more;
@@ -724,14 +286,14 @@ static int queue_reserve(tc_upstream *u, size_t more)
     size_t cap = u->q_cap ? u->q_cap : 16;
     while (cap < need)
         cap *= 2;
-    step *q = malloc(cap * sizeof(*q));
+    tc__up_step *q = tc__malloc(cap * sizeof(*q));
     if (q == NULL)
         return -1;
     /* q_len <= q_cap: the loop runs only when q_cap > 0. */
     for (size_t i = 0; i < u->q_len; i++)
         // NOLINTNEXTLINE(clang-analyzer-core.DivideZero)
         q[i] = u->q[(u->q_head + i) % u->q_cap];
-    free(u->q);
+    tc__free(u->q);
     u->q = q;
     u->q_cap = cap;
     u->q_head = 0;
@@ -741,7 +303,7 @@ static int queue_reserve(tc_upstream *u, size_t more)
 static void queue_clear(tc_upstream *u)
 {
     for (size_t i = 0; i < u->q_len; i++)
-        free(u->q[(u->q_head + i) % u->q_cap].body);
+        tc__free(u->q[(u->q_head + i) % u->q_cap].body);
     u->q_head = 0;
     u->q_len = 0;
 }
@@ -752,20 +314,20 @@ static void handle_scenario(tc_upstream *u, tc_request *req)
 {
     tc_str body = tc_request_body(req);
     json_error_t err;
-    char msg[MESSAGE_MAX];
+    char msg[TC__UP_MESSAGE_MAX];
     json_t *root = json_loadb(body.base, body.len, JSON_REJECT_DUPLICATES, &err);
-    step *steps = NULL;
+    tc__up_step *steps = NULL;
     size_t n = 0;
 
     if (root == NULL) {
         (void)snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s", err.line,
                        err.column, err.text);
-        send_error(req, 400, "bad_request", msg, NULL, 0);
+        tc__up_send_error(req, 400, "bad_request", msg, NULL, 0);
         return;
     }
     if (!json_is_array(root)) {
         json_decref(root);
-        send_error(req, 400, "bad_request", "expected a JSON array of steps", NULL, 0);
+        tc__up_send_error(req, 400, "bad_request", "expected a JSON array of steps", NULL, 0);
         return;
     }
     n = json_array_size(root);
@@ -773,21 +335,21 @@ static void handle_scenario(tc_upstream *u, tc_request *req)
         json_decref(root);
         (void)snprintf(msg, sizeof(msg), "too many steps: at most %d may wait in the queue",
                        TC_UPSTREAM_MAX_STEPS);
-        send_error(req, 400, "bad_request", msg, NULL, 0);
+        tc__up_send_error(req, 400, "bad_request", msg, NULL, 0);
         return;
     }
-    steps = calloc(n ? n : 1, sizeof(*steps));
+    steps = tc__calloc(n ? n : 1, sizeof(*steps));
     if (steps == NULL || queue_reserve(u, n) != 0) {
         json_decref(root);
-        free(steps);
-        send_error(req, 503, "overloaded", "out of memory", NULL, 0);
+        tc__free(steps);
+        tc__up_send_error(req, 503, "overloaded", "out of memory", NULL, 0);
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        if (parse_step(json_array_get(root, i), i, &steps[i], msg, sizeof(msg)) != 0) {
+        if (tc__up_step_parse(json_array_get(root, i), i, &steps[i], msg, sizeof(msg)) != 0) {
             json_decref(root);
-            steps_free(steps, i);
-            send_error(req, 400, "bad_request", msg, NULL, 0);
+            tc__up_steps_free(steps, i);
+            tc__up_send_error(req, 400, "bad_request", msg, NULL, 0);
             return;
         }
     }
@@ -796,13 +358,13 @@ static void handle_scenario(tc_upstream *u, tc_request *req)
     for (size_t i = 0; i < n; i++)
         u->q[(u->q_head + u->q_len + i) % u->q_cap] = steps[i];
     u->q_len += n;
-    free(steps);
+    tc__free(steps);
     u->arr_head = 0;
     u->arr_len = 0;
     u->arrivals_forgotten = 0;
     u->base_ns = uv_hrtime();
-    send_json(req, 200,
-              json_pack("{s:I,s:I}", "queued", (json_int_t)n, "pending", (json_int_t)u->q_len));
+    tc__up_send_json(
+        req, 200, json_pack("{s:I,s:I}", "queued", (json_int_t)n, "pending", (json_int_t)u->q_len));
 }
 
 /* POST /profile {"profile":"P"}: switches the profile at once; 400 and no change on a bad one. */
@@ -810,7 +372,7 @@ static void handle_profile(tc_upstream *u, tc_request *req)
 {
     tc_str body = tc_request_body(req);
     json_error_t err;
-    char msg[MESSAGE_MAX];
+    char msg[TC__UP_MESSAGE_MAX];
     tc_upstream_profile p;
     const char *why = NULL;
     json_t *root = json_loadb(body.base, body.len, JSON_REJECT_DUPLICATES, &err);
@@ -820,39 +382,38 @@ static void handle_profile(tc_upstream *u, tc_request *req)
     if (root == NULL) {
         (void)snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s", err.line,
                        err.column, err.text);
-        send_error(req, 400, "bad_request", msg, NULL, 0);
+        tc__up_send_error(req, 400, "bad_request", msg, NULL, 0);
         return;
     }
     if (text == NULL || json_object_size(root) != 1) {
         json_decref(root);
-        send_error(req, 400, "bad_request", "expected {\"profile\":\"P\"}", NULL, 0);
+        tc__up_send_error(req, 400, "bad_request", "expected {\"profile\":\"P\"}", NULL, 0);
         return;
     }
     if (tc_upstream_profile_parse(text, &p, &why) != 0) {
-        char shown[PRINTABLE_MAX + 1];
-        printable(text, strlen(text), shown, sizeof(shown));
+        char shown[TC__UP_PRINTABLE_MAX + 1];
+        tc__up_printable(text, strlen(text), shown, sizeof(shown));
         (void)snprintf(msg, sizeof(msg), "invalid profile \"%s\": %s", shown, why);
         json_decref(root);
-        send_error(req, 400, "bad_request", msg, NULL, 0);
+        tc__up_send_error(req, 400, "bad_request", msg, NULL, 0);
         return;
     }
-    char *copy = strdup(text);
+    char *copy = tc__strdup(text);
     json_decref(root);
     if (copy == NULL) {
-        send_error(req, 503, "overloaded", "out of memory", NULL, 0);
+        tc__up_send_error(req, 503, "overloaded", "out of memory", NULL, 0);
         return;
     }
-    free(u->profile_text);
+    tc__free(u->profile_text);
     u->profile_text = copy;
-    u->profile = p;
-    u->deck_pos = 0; /* exponea starts a fresh deck */
-    send_json(req, 200, json_pack("{s:s}", "profile", u->profile_text));
+    tc__up_dealer_set(&u->dealer, &p); /* exponea starts a fresh deck */
+    tc__up_send_json(req, 200, json_pack("{s:s}", "profile", u->profile_text));
 }
 
 static void calls_clear(tc_upstream *u)
 {
     for (size_t i = 0; i < u->calls_len; i++)
-        free(u->calls[(u->calls_head + i) % TC_UPSTREAM_MAX_METADATA_CALLS].ids);
+        tc__free(u->calls[(u->calls_head + i) % TC_UPSTREAM_MAX_METADATA_CALLS].ids);
     u->calls_head = 0;
     u->calls_len = 0;
     u->calls_bytes = 0;
@@ -875,225 +436,7 @@ static void handle_reset(tc_upstream *u, tc_request *req)
     u->ps_base_ns = u->base_ns;
     memset(u->ps_second, 0, sizeof(u->ps_second));
     u->tokens = (double)u->metadata_rate;
-    send_json(req, 200, json_pack("{s:b}", "reset", 1));
-}
-
-/* ---- /stats -------------------------------------------------------------------------------- */
-
-/* per_second: one object per second of the last TC_UPSTREAM_PER_SECOND (since the start or the
- * last /reset), oldest first: {"second":S,"1":N,"2":N,...,"none":N}, zero counts left out. */
-static json_t *per_second_json(tc_upstream *u)
-{
-    json_t *list = json_array();
-    uint64_t now = uv_hrtime();
-    uint64_t last = now > u->ps_base_ns ? (now - u->ps_base_ns) / 1000000000u : 0;
-    uint64_t first = last + 1 > TC_UPSTREAM_PER_SECOND ? last + 1 - TC_UPSTREAM_PER_SECOND : 0;
-    int bad = list == NULL;
-    for (uint64_t sec = first; !bad && sec <= last; sec++) {
-        size_t slot = sec % TC_UPSTREAM_PER_SECOND;
-        json_t *o = json_pack("{s:I}", "second", (json_int_t)sec);
-        bad |= o == NULL;
-        for (unsigned a = 0; !bad && u->ps_second[slot] == sec + 1 && a <= TC_UPSTREAM_MAX_ATTEMPT;
-             a++) {
-            char key[8];
-            if (u->ps_counts[slot][a] == 0)
-                continue;
-            (void)snprintf(key, sizeof(key), "%u", a);
-            bad |= json_object_set_new(o, a == 0 ? "none" : key,
-                                       json_integer((json_int_t)u->ps_counts[slot][a]));
-        }
-        bad |= json_array_append_new(list, o);
-    }
-    if (bad) {
-        json_decref(list);
-        return NULL;
-    }
-    return list;
-}
-
-static json_t *stats_json(tc_upstream *u)
-{
-    json_t *o = json_object();
-    json_t *outcomes = json_object();
-    json_t *arrivals = json_array();
-    json_t *ids = json_array();
-    int bad = o == NULL || outcomes == NULL || arrivals == NULL || ids == NULL;
-
-    for (int i = 0; !bad && i < OUT_COUNT; i++)
-        bad |= json_object_set_new(outcomes, outcome_names[i],
-                                   json_integer((json_int_t)u->outcomes[i]));
-    for (size_t i = 0; !bad && i < u->arr_len; i++) {
-        uint64_t us = u->arrivals_us[(u->arr_head + i) % TC_UPSTREAM_MAX_ARRIVALS];
-        bad |= json_array_append_new(arrivals, json_real((double)us / 1000.0));
-    }
-    for (size_t i = 0; !bad && i < u->calls_len; i++) {
-        const meta_call *c = &u->calls[(u->calls_head + i) % TC_UPSTREAM_MAX_METADATA_CALLS];
-        json_t *list = json_array();
-        const char *p = c->ids;
-        bad |= list == NULL;
-        for (uint32_t k = 0; !bad && k < c->n; k++) {
-            bad |= json_array_append_new(list, json_string(p));
-            p += strlen(p) + 1;
-        }
-        bad |= json_array_append_new(ids, list);
-    }
-    if (!bad) {
-        bad |= json_object_set_new(o, "work_requests", json_integer((json_int_t)u->work_requests));
-        bad |= json_object_set_new(o, "in_flight", json_integer((json_int_t)u->in_flight));
-        bad |= json_object_set_new(o, "client_aborts", json_integer((json_int_t)u->client_aborts));
-        bad |=
-            json_object_set_new(o, "metadata_calls", json_integer((json_int_t)u->metadata_calls));
-        bad |= json_object_set_new(o, "metadata_rejected",
-                                   json_integer((json_int_t)u->metadata_rejected));
-        bad |= json_object_set_new(o, "metadata_calls_forgotten",
-                                   json_integer((json_int_t)u->calls_forgotten));
-        bad |= json_object_set_new(o, "arrivals_forgotten",
-                                   json_integer((json_int_t)u->arrivals_forgotten));
-        bad |= json_object_set_new(o, "scenario_pending", json_integer((json_int_t)u->q_len));
-        bad |= json_object_set_new(o, "profile", json_string(u->profile_text));
-        /* As a string: JSON numbers lose precision above 2^53 in most readers. */
-        char seed[24];
-        (void)snprintf(seed, sizeof(seed), "%llu", (unsigned long long)u->seed); /* 20 digits fit */
-        bad |= json_object_set_new(o, "seed", json_string(seed));
-        bad |= json_object_set(o, "outcomes", outcomes);
-        bad |= json_object_set(o, "metadata_ids", ids);
-        bad |= json_object_set(o, "arrivals_ms", arrivals);
-        bad |= json_object_set_new(o, "per_second", per_second_json(u));
-    }
-    json_decref(outcomes);
-    json_decref(arrivals);
-    json_decref(ids);
-    if (bad) {
-        json_decref(o);
-        return NULL;
-    }
-    return o;
-}
-
-/* ---- /api/metadata ------------------------------------------------------------------------- */
-
-/* Refills the bucket and takes one token. Returns 1 if the call may go ahead. */
-static int metadata_admit(tc_upstream *u)
-{
-    if (u->metadata_rate == 0)
-        return 1;
-    uint64_t now = uv_hrtime();
-    double rate = (double)u->metadata_rate;
-    u->tokens += (double)(now - u->tokens_ns) / 1e9 * rate;
-    if (u->tokens > rate)
-        u->tokens = rate;
-    u->tokens_ns = now;
-    if (u->tokens < 1.0)
-        return 0;
-    u->tokens -= 1.0;
-    return 1;
-}
-
-/* Keeps ids (takes ownership) in the bounded call history, forgetting the oldest calls first. */
-static void record_call(tc_upstream *u, char *ids, size_t bytes, uint32_t n)
-{
-    if (bytes > (size_t)TC_UPSTREAM_MAX_METADATA_BYTES) {
-        free(ids);
-        u->calls_forgotten++;
-        return;
-    }
-    while (u->calls_len == TC_UPSTREAM_MAX_METADATA_CALLS ||
-           u->calls_bytes + bytes > (size_t)TC_UPSTREAM_MAX_METADATA_BYTES) {
-        meta_call *old = &u->calls[u->calls_head];
-        u->calls_bytes -= old->bytes;
-        free(old->ids);
-        u->calls_head = (u->calls_head + 1) % TC_UPSTREAM_MAX_METADATA_CALLS;
-        u->calls_len--;
-        u->calls_forgotten++;
-    }
-    meta_call *c = &u->calls[(u->calls_head + u->calls_len) % TC_UPSTREAM_MAX_METADATA_CALLS];
-    c->ids = ids;
-    c->bytes = bytes;
-    c->n = n;
-    u->calls_len++;
-    u->calls_bytes += bytes;
-}
-
-/* GET /api/metadata?id=...: decodes and validates every id (400 naming the first bad one), then
- * applies the rate limit (429), records the IDs and answers an object for each ID not starting
- * with "missing". Calls refused with 400 or 429 are not recorded. */
-static void handle_metadata(tc_upstream *u, tc_request *req)
-{
-    tc_str q = tc_request_query(req);
-    tc_query_iter it;
-    const char *name, *value;
-    size_t name_len, value_len;
-    char msg[MESSAGE_MAX];
-    /* Decoded IDs, NUL-separated: decoding never lengthens, so the query's size is enough. */
-    char *ids = malloc(q.len + 1);
-    size_t used = 0;
-    uint32_t n = 0;
-
-    if (ids == NULL) {
-        send_error(req, 503, "overloaded", "out of memory", NULL, 0);
-        return;
-    }
-    tc_query_iter_init(&it, q.base, q.len);
-    while (tc_query_next(&it, &name, &name_len, &value, &value_len)) {
-        char pname[PARAM_NAME_MAX + 1];
-        long len = tc_url_decode(name, name_len, pname, sizeof(pname), 1);
-        if (len == TC_EINVAL) {
-            free(ids);
-            send_error(req, 400, "bad_request", "malformed percent-encoding in a parameter name",
-                       NULL, 0);
-            return;
-        }
-        if (len < 0 || strcmp(pname, "id") != 0)
-            continue; /* other parameters are ignored */
-        len = tc_url_decode(value, value_len, ids + used, q.len + 1 - used, 1);
-        if (len < 0 || len > TC_ID_MAX || !tc_id_valid(ids + used, (size_t)len)) {
-            char shown[PRINTABLE_MAX + 1];
-            printable(value, value_len, shown, sizeof(shown));
-            (void)snprintf(msg, sizeof(msg),
-                           "invalid id #%u \"%s\": IDs are 1 to 128 characters of [A-Za-z0-9_.-]",
-                           (unsigned)n + 1, shown);
-            free(ids);
-            send_error(req, 400, "bad_request", msg, NULL, 0);
-            return;
-        }
-        used += (size_t)len + 1;
-        n++;
-    }
-    if (n == 0) {
-        free(ids);
-        send_error(req, 400, "bad_request", "missing id parameter (GET /api/metadata?id=A&id=B)",
-                   NULL, 0);
-        return;
-    }
-    if (!metadata_admit(u)) {
-        const tc_server_header h = {"Retry-After", "1"};
-        free(ids);
-        u->metadata_rejected++;
-        (void)snprintf(msg, sizeof(msg), "over the rate limit of %llu calls per second",
-                       (unsigned long long)u->metadata_rate);
-        send_error(req, 429, "rate_limited", msg, &h, 1);
-        return;
-    }
-
-    json_t *results = json_object();
-    int bad = results == NULL;
-    const char *p = ids;
-    for (uint32_t k = 0; !bad && k < n; k++, p += strlen(p) + 1) {
-        if (strncmp(p, "missing", 7) == 0)
-            continue;
-        char item[TC_ID_MAX + 8];
-        (void)snprintf(item, sizeof(item), "item %s", p); /* fits: ids are at most TC_ID_MAX */
-        bad |= json_object_set_new(results, p, json_pack("{s:s,s:s}", "id", p, "name", item));
-    }
-    if (bad) {
-        json_decref(results);
-        free(ids);
-        send_error(req, 503, "overloaded", "out of memory", NULL, 0);
-        return;
-    }
-    u->metadata_calls++;
-    record_call(u, ids, used, n);
-    send_json(req, 200, json_pack("{s:o}", "results", results));
+    tc__up_send_json(req, 200, json_pack("{s:b}", "reset", 1));
 }
 
 /* ---- the handler and the object ------------------------------------------------------------ */
@@ -1110,12 +453,12 @@ static void on_request(tc_request *req, void *data)
             method_not_allowed(req, "GET, HEAD");
     } else if (str_eq(path, "/api/metadata")) {
         if (is_get(req))
-            handle_metadata(u, req);
+            tc__up_handle_metadata(u, req);
         else
             method_not_allowed(req, "GET, HEAD");
     } else if (str_eq(path, "/stats")) {
         if (is_get(req))
-            send_json(req, 200, stats_json(u));
+            tc__up_send_json(req, 200, tc__up_stats_json(u));
         else
             method_not_allowed(req, "GET, HEAD");
     } else if (str_eq(path, "/scenario")) {
@@ -1134,7 +477,7 @@ static void on_request(tc_request *req, void *data)
         else
             method_not_allowed(req, "POST");
     } else {
-        send_error(req, 404, "not_found", "no such endpoint", NULL, 0);
+        tc__up_send_error(req, 404, "not_found", "no such endpoint", NULL, 0);
     }
 }
 
@@ -1150,11 +493,11 @@ static void upstream_free(tc_upstream *u)
 {
     queue_clear(u);
     calls_clear(u);
-    free(u->q);
-    free(u->calls);
-    free(u->arrivals_us);
-    free(u->profile_text);
-    free(u);
+    tc__free(u->q);
+    tc__free(u->calls);
+    tc__free(u->arrivals_us);
+    tc__free(u->profile_text);
+    tc__free(u);
 }
 
 int tc_upstream_new(tc_upstream **out, uv_loop_t *loop, const tc_upstream_config *cfg)
@@ -1166,14 +509,13 @@ int tc_upstream_new(tc_upstream **out, uv_loop_t *loop, const tc_upstream_config
 
     if (out == NULL || loop == NULL || tc_upstream_profile_parse(text, &profile, NULL) != 0)
         return TC_EINVAL;
-    tc_upstream *u = calloc(1, sizeof(*u));
+    tc_upstream *u = tc__calloc(1, sizeof(*u));
     if (u == NULL)
         return TC_ENOMEM;
     u->loop = loop;
-    u->profile = profile;
-    u->profile_text = strdup(text);
-    u->arrivals_us = malloc(TC_UPSTREAM_MAX_ARRIVALS * sizeof(*u->arrivals_us));
-    u->calls = calloc(TC_UPSTREAM_MAX_METADATA_CALLS, sizeof(*u->calls));
+    u->profile_text = tc__strdup(text);
+    u->arrivals_us = tc__malloc(TC_UPSTREAM_MAX_ARRIVALS * sizeof(*u->arrivals_us));
+    u->calls = tc__calloc(TC_UPSTREAM_MAX_METADATA_CALLS, sizeof(*u->calls));
     if (u->profile_text == NULL || u->arrivals_us == NULL || u->calls == NULL) {
         upstream_free(u);
         return TC_ENOMEM;
@@ -1182,9 +524,9 @@ int tc_upstream_new(tc_upstream **out, uv_loop_t *loop, const tc_upstream_config
         u->seed = cfg->seed;
     } else {
         uint64_t mix = uv_hrtime() ^ (uint64_t)(uintptr_t)u;
-        u->seed = splitmix64(&mix);
+        u->seed = tc__splitmix64(&mix);
     }
-    rng_seed(u->rng, u->seed);
+    tc__up_dealer_init(&u->dealer, &profile, u->seed);
     u->metadata_rate = cfg->metadata_rate;
     u->tokens = (double)cfg->metadata_rate;
     u->tokens_ns = uv_hrtime();
@@ -1254,13 +596,12 @@ static void on_server_closed(tc_server *srv, void *data)
     maybe_finish_close(u);
 }
 
-int tc_upstream_close(tc_upstream *u, tc_upstream_cb close_cb, void *data)
+void tc_upstream_close(tc_upstream *u, tc_upstream_cb close_cb, void *data)
 {
     if (u->closing)
-        return TC_ECLOSED;
+        return;
     u->closing = 1;
     u->close_cb = close_cb;
     u->close_data = data;
     tc_server_close(u->srv, on_server_closed, u);
-    return 0;
 }

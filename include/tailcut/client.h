@@ -107,8 +107,14 @@ typedef struct tc_response {
     double total_ms;  /* time from tc_client_request() to the last byte */
 } tc_response;
 
+/* What tc_response_header() returns for a header that is not there. The call returns a length,
+ * not an error code: this is -1, the same number as TC_EINVAL, so compare the result with this
+ * name or `< 0`, never with a TC_E* code. */
+#define TC_RESPONSE_HEADER_ABSENT (-1L)
+
 /* Value of a header (first match, case-insensitive name), copied into buf (NUL-terminated,
- * truncated to buflen - 1). Returns the value's full length, or -1 if absent. */
+ * truncated to buflen - 1). Returns the value's full length (>= 0), or TC_RESPONSE_HEADER_ABSENT
+ * when the header is absent or resp/name is NULL; never a TC_E* code. */
 long tc_response_header(const tc_response *resp, const char *name, char *buf, size_t buflen);
 
 /* Starts a request. On success *out is a future (one reference owned by the caller) that fulfils

@@ -135,49 +135,6 @@ typedef struct tc_fetch_stats {
 
 void tc_fetch_get_stats(const tc_fetch *f, tc_fetch_stats *out);
 
-/* ---- output --------------------------------------------------------------------------------- */
-
-/* A growable byte buffer {base, len} with its capacity. Start with all zeros; free(base). */
-typedef struct tc_fetch_buf {
-    char *base;
-    size_t len, cap;
-} tc_fetch_buf;
-
-/* Appends s[0..len) as a JSON string literal with quotes. Invalid UTF-8 bytes become U+FFFD,
- * so the output is always valid JSON. Returns 0 or TC_ENOMEM. */
-int tc_fetch_json_string(tc_fetch_buf *b, const char *s, size_t len);
-
-/* Appends r as one JSON line, newline included:
- *   {"url":U,"status":N,"ms":N.NNN,"bytes":N,"error":null|TEXT}
- * with ,"body":TEXT|null before the closing brace when with_body is 1. Returns 0 or TC_ENOMEM. */
-int tc_fetch_result_json(tc_fetch_buf *b, const tc_fetch_result *r, int with_body);
-
-/* Parses a Retry-After value: delay-seconds (digits only) or an HTTP-date (IMF-fixdate, RFC 850
- * or asctime form), relative to now (Unix seconds). A date in the past gives 0. The result is
- * capped at max_ms. Returns 0 and sets *ms, or TC_EINVAL. */
-int tc_retry_after_parse(const char *value, time_t now, uint64_t max_ms, uint64_t *ms);
-
-/* ---- latency histogram ---------------------------------------------------------------------- */
-
-/* A log-linear histogram of microsecond values: exact below 128 us, then 128 buckets per power
- * of two (under 0.8% relative error), up to 2^40 us (about 12 days; larger values land in the
- * last bucket). A value type of fixed size (~35 KB): no allocation, no array of samples. */
-#define TC_HIST_SUB_BITS 7
-#define TC_HIST_MAX_BITS 40
-#define TC_HIST_BUCKETS ((TC_HIST_MAX_BITS - TC_HIST_SUB_BITS + 1) << TC_HIST_SUB_BITS)
-
-typedef struct tc_hist {
-    uint64_t count;
-    uint64_t min, max; /* exact */
-    uint64_t buckets[TC_HIST_BUCKETS];
-} tc_hist;
-
-void tc_hist_init(tc_hist *h);
-void tc_hist_record(tc_hist *h, uint64_t us);
-/* The value at percentile p (0..100): the midpoint of the bucket holding the sample of that
- * rank, clamped to [min, max]; 0 when empty. p >= 100 gives max. */
-uint64_t tc_hist_percentile(const tc_hist *h, double p);
-
 #ifdef __cplusplus
 }
 #endif

@@ -101,8 +101,9 @@ void tc_upstream_drain(tc_upstream *u, tc_upstream_cb drained_cb, void *data);
 
 /* Closes every connection at once (pending requests are dropped and their timers stopped), then
  * calls close_cb (may be NULL) once every handle is closed; u is freed right after close_cb
- * returns. Returns 0, or TC_ECLOSED if u is already closing (close_cb is then never called). */
-int tc_upstream_close(tc_upstream *u, tc_upstream_cb close_cb, void *data);
+ * returns. A second call while closing does nothing (its close_cb is never called), as for
+ * tc_server_close(). */
+void tc_upstream_close(tc_upstream *u, tc_upstream_cb close_cb, void *data);
 
 #ifdef __cplusplus
 }

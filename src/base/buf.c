@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/alloc.h"
 #include "base/buf.h"
 #include "tailcut/error.h"
 
@@ -27,11 +28,11 @@ int tc__buf_append(tc__buf *b, const void *p, size_t n)
             ncap *= 2;
         char *nd;
         if (b->data == b->first) {
-            nd = malloc(ncap);
+            nd = tc__malloc(ncap);
             if (nd != NULL && b->len > 0)
                 memcpy(nd, b->data, b->len);
         } else {
-            nd = realloc(b->data, ncap);
+            nd = tc__realloc(b->data, ncap);
         }
         if (nd == NULL)
             return TC_ENOMEM;
@@ -55,7 +56,7 @@ char *tc__buf_cstr(tc__buf *b)
 void tc__buf_reset(tc__buf *b)
 {
     if (b->data != b->first)
-        free(b->data);
+        tc__free(b->data);
     b->data = b->first;
     b->cap = b->first_cap;
     b->len = 0;

@@ -3,6 +3,7 @@
  */
 #include <stdlib.h>
 
+#include "base/alloc.h"
 #include "base/heap.h"
 #include "tailcut/error.h"
 
@@ -51,7 +52,7 @@ int tc__heap_push(tc__heap *h, tc__heap_node *n)
 {
     if (h->len == h->cap) {
         size_t ncap = h->cap ? h->cap * 2 : 64;
-        tc__heap_node **v = realloc(h->v, ncap * sizeof(*v));
+        tc__heap_node **v = tc__realloc(h->v, ncap * sizeof(*v));
         if (v == NULL)
             return TC_ENOMEM;
         h->v = v;
@@ -78,6 +79,6 @@ void tc__heap_remove(tc__heap *h, tc__heap_node *n)
 
 void tc__heap_free(tc__heap *h)
 {
-    free(h->v);
+    tc__free(h->v);
     tc__heap_init(h);
 }

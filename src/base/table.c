@@ -4,21 +4,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/alloc.h"
+#include "base/hash.h"
 #include "base/table.h"
-
-uint32_t tc__hash_str(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
-}
 
 tc__table_entry *tc__table_find(const tc__table *t, const char *key)
 {
     if (t->nbuckets == 0)
         return NULL;
-    uint32_t h = tc__hash_str(key);
+    uint32_t h = tc__fnv1a_str(TC__FNV1A_INIT, key);
     for (tc__table_entry *e = t->buckets[h & (t->nbuckets - 1)]; e; e = e->next)
         if (e->hash == h && strcmp(e->key, key) == 0)
             return e;
@@ -28,7 +22,7 @@ tc__table_entry *tc__table_find(const tc__table *t, const char *key)
 static int grow(tc__table *t)
 {
     size_t nb = t->nbuckets ? t->nbuckets * 2 : 16;
-    tc__table_entry **b = calloc(nb, sizeof(*b));
+    tc__table_entry **b = tc__calloc(nb, sizeof(*b));
     if (b == NULL)
         return -1;
     for (size_t i = 0; i < t->nbuckets; i++) {
@@ -40,7 +34,7 @@ static int grow(tc__table *t)
             e = next;
         }
     }
-    free(t->buckets);
+    tc__free(t->buckets);
     t->buckets = b;
     t->nbuckets = nb;
     return 0;
@@ -58,13 +52,13 @@ tc__table_entry *tc__table_ref(tc__table *t, const char *key, size_t size, int *
     if (t->count >= t->nbuckets && grow(t) != 0)
         return NULL;
     size_t klen = strlen(key);
-    e = calloc(1, size + klen + 1);
+    e = tc__calloc(1, size + klen + 1);
     if (e == NULL)
         return NULL;
     char *k = (char *)e + size;
     memcpy(k, key, klen + 1);
     e->key = k;
-    e->hash = tc__hash_str(key);
+    e->hash = tc__fnv1a_str(TC__FNV1A_INIT, key);
     e->refs = 1;
     e->next = t->buckets[e->hash & (t->nbuckets - 1)];
     t->buckets[e->hash & (t->nbuckets - 1)] = e;
@@ -84,12 +78,12 @@ int tc__table_unref(tc__table *t, tc__table_entry *e)
         pp = &(*pp)->next;
     *pp = e->next;
     t->count--;
-    free(e);
+    tc__free(e);
     return 1;
 }
 
 void tc__table_free(tc__table *t)
 {
-    free(t->buckets);
+    tc__free(t->buckets);
     tc__table_init(t);
 }

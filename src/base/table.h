@@ -23,9 +23,6 @@ typedef struct tc__table {
     size_t nbuckets, count;
 } tc__table;
 
-/* FNV-1a over a NUL-terminated string. */
-uint32_t tc__hash_str(const char *s);
-
 static inline void tc__table_init(tc__table *t)
 {
     t->buckets = NULL;

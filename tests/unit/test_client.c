@@ -30,14 +30,13 @@
 #include <cmocka.h>
 #include <uv.h>
 
+#include "base/list.h"
 #include "tailcut/client.h"
 #include "tailcut/future.h"
 
 #define SRV_INPUT_MAX 65536         /* request bytes buffered per connection */
 #define HUGE_STREAM_MAX (64u << 20) /* the streaming server stops here whatever happens */
 #define HUGE_PIECE 16384
-
-#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 /* ---- test server ---------------------------------------------------------------------------- */
 
@@ -140,7 +139,7 @@ static void sc_stream_more(sconn *sc);
 
 static void sc_written(uv_write_t *req, int status)
 {
-    swrite *w = container_of(req, swrite, req);
+    swrite *w = tc__container_of(req, swrite, req);
     sconn *sc = w->sc;
     int after = w->after;
     free(w);
@@ -1117,7 +1116,7 @@ typedef struct cancel_later {
 
 static void on_cancel_later(uv_timer_t *t)
 {
-    cancel_later *cl = container_of(t, cancel_later, timer);
+    cancel_later *cl = tc__container_of(t, cancel_later, timer);
     tc_future_cancel(cl->f); /* 0 if it already completed: fine too */
 }
 

@@ -19,6 +19,8 @@
 #include <jansson.h>
 #include <uv.h>
 
+#include "base/json_write.h"
+#include "fetch_internal.h"
 #include "tailcut/fetch.h"
 #include "tailcut/upstream.h"
 
@@ -27,51 +29,51 @@
 static void test_hist_exact_small_values(void **state)
 {
     (void)state;
-    tc_hist *h = malloc(sizeof(*h));
+    tc__hist *h = malloc(sizeof(*h));
     assert_non_null(h);
-    tc_hist_init(h);
-    assert_int_equal(tc_hist_percentile(h, 50), 0); /* empty */
+    tc__hist_init(h);
+    assert_int_equal(tc__hist_percentile(h, 50), 0); /* empty */
     for (uint64_t v = 1; v <= 100; v++)
-        tc_hist_record(h, v);
+        tc__hist_record(h, v);
     assert_int_equal(h->count, 100);
-    assert_int_equal(tc_hist_percentile(h, 50), 50);
-    assert_int_equal(tc_hist_percentile(h, 90), 90);
-    assert_int_equal(tc_hist_percentile(h, 99), 99);
-    assert_int_equal(tc_hist_percentile(h, 100), 100);
-    assert_int_equal(tc_hist_percentile(h, 0), 1);
+    assert_int_equal(tc__hist_percentile(h, 50), 50);
+    assert_int_equal(tc__hist_percentile(h, 90), 90);
+    assert_int_equal(tc__hist_percentile(h, 99), 99);
+    assert_int_equal(tc__hist_percentile(h, 100), 100);
+    assert_int_equal(tc__hist_percentile(h, 0), 1);
     free(h);
 }
 
 static void test_hist_relative_error(void **state)
 {
     (void)state;
-    tc_hist *h = malloc(sizeof(*h));
+    tc__hist *h = malloc(sizeof(*h));
     assert_non_null(h);
     /* One value at a time: its percentile must be within 1% of it, whatever its size. */
     for (uint64_t v = 1; v < (1ULL << 40); v = v * 3 + 7) {
-        tc_hist_init(h);
-        tc_hist_record(h, v);
-        tc_hist_record(h, v + v / 1000);
-        uint64_t p = tc_hist_percentile(h, 50);
+        tc__hist_init(h);
+        tc__hist_record(h, v);
+        tc__hist_record(h, v + v / 1000);
+        uint64_t p = tc__hist_percentile(h, 50);
         double err = ((double)p - (double)v) / (double)v;
         if (err < 0)
             err = -err;
         assert_true(err <= 0.01);
     }
     /* 1..100000 us uniformly: percentiles within 1% of the exact ones. */
-    tc_hist_init(h);
+    tc__hist_init(h);
     for (uint64_t v = 1; v <= 100000; v++)
-        tc_hist_record(h, v);
+        tc__hist_record(h, v);
     const double ps[] = {50, 90, 99, 99.9};
     for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) {
         double exact = ps[i] / 100.0 * 100000;
-        double got = (double)tc_hist_percentile(h, ps[i]);
+        double got = (double)tc__hist_percentile(h, ps[i]);
         assert_true(got >= exact * 0.99 && got <= exact * 1.01);
     }
-    assert_int_equal(tc_hist_percentile(h, 100), 100000);
+    assert_int_equal(tc__hist_percentile(h, 100), 100000);
     /* Huge values land in the last bucket and never break max. */
-    tc_hist_record(h, UINT64_MAX);
-    assert_int_equal(tc_hist_percentile(h, 100), UINT64_MAX);
+    tc__hist_record(h, UINT64_MAX);
+    assert_int_equal(tc__hist_percentile(h, 100), UINT64_MAX);
     assert_int_equal(h->min, 1);
     free(h);
 }
@@ -83,23 +85,23 @@ static void test_retry_after(void **state)
     (void)state;
     uint64_t ms = 0;
     const time_t now = 784111777; /* Sun, 06 Nov 1994 08:49:37 GMT */
-    assert_int_equal(tc_retry_after_parse("120", now, 600000, &ms), 0);
+    assert_int_equal(tc__retry_after_parse("120", now, 600000, &ms), 0);
     assert_int_equal(ms, 120000);
-    assert_int_equal(tc_retry_after_parse(" 3 ", now, 600000, &ms), 0);
+    assert_int_equal(tc__retry_after_parse(" 3 ", now, 600000, &ms), 0);
     assert_int_equal(ms, 3000);
-    assert_int_equal(tc_retry_after_parse("0", now, 600000, &ms), 0);
+    assert_int_equal(tc__retry_after_parse("0", now, 600000, &ms), 0);
     assert_int_equal(ms, 0);
-    assert_int_equal(tc_retry_after_parse("99999999999999999999", now, 5000, &ms), 0);
+    assert_int_equal(tc__retry_after_parse("99999999999999999999", now, 5000, &ms), 0);
     assert_int_equal(ms, 5000); /* capped, no overflow */
-    assert_int_equal(tc_retry_after_parse("Sun, 06 Nov 1994 08:49:47 GMT", now, 600000, &ms), 0);
+    assert_int_equal(tc__retry_after_parse("Sun, 06 Nov 1994 08:49:47 GMT", now, 600000, &ms), 0);
     assert_int_equal(ms, 10000);
-    assert_int_equal(tc_retry_after_parse("Sunday, 06-Nov-94 08:50:37 GMT", now, 600000, &ms), 0);
+    assert_int_equal(tc__retry_after_parse("Sunday, 06-Nov-94 08:50:37 GMT", now, 600000, &ms), 0);
     assert_int_equal(ms, 60000);
-    assert_int_equal(tc_retry_after_parse("Sun Nov  6 08:49:40 1994", now, 600000, &ms), 0);
+    assert_int_equal(tc__retry_after_parse("Sun Nov  6 08:49:40 1994", now, 600000, &ms), 0);
     assert_int_equal(ms, 3000);
-    assert_int_equal(tc_retry_after_parse("Sun, 06 Nov 1994 08:00:00 GMT", now, 600000, &ms), 0);
+    assert_int_equal(tc__retry_after_parse("Sun, 06 Nov 1994 08:00:00 GMT", now, 600000, &ms), 0);
     assert_int_equal(ms, 0); /* in the past */
-    assert_int_equal(tc_retry_after_parse("Mon, 07 Nov 1994 08:49:37 GMT", now, 60000, &ms), 0);
+    assert_int_equal(tc__retry_after_parse("Mon, 07 Nov 1994 08:49:37 GMT", now, 60000, &ms), 0);
     assert_int_equal(ms, 60000); /* a day later, capped */
     const char *bad[] = {"",
                          "  ",
@@ -115,34 +117,35 @@ static void test_retry_after(void **state)
                          "Sun, 06 Nov 1994 08:49:47 GMT junk"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         ms = 12345;
-        assert_int_equal(tc_retry_after_parse(bad[i], now, 600000, &ms), TC_EINVAL);
+        assert_int_equal(tc__retry_after_parse(bad[i], now, 600000, &ms), TC_EINVAL);
         assert_int_equal(ms, 12345);
     }
 }
 
 /* ---- JSON output ---------------------------------------------------------------------------- */
 
-static json_t *parse_line(const tc_fetch_buf *b)
+static json_t *parse_line(const tc__buf *b)
 {
     assert_true(b->len > 0);
-    assert_int_equal(b->base[b->len - 1], '\n');
-    assert_null(memchr(b->base, '\n', b->len - 1)); /* one line */
+    assert_int_equal(b->data[b->len - 1], '\n');
+    assert_null(memchr(b->data, '\n', b->len - 1)); /* one line */
     json_error_t err;
-    json_t *j = json_loadb(b->base, b->len, 0, &err);
+    json_t *j = json_loadb(b->data, b->len, 0, &err);
     if (j == NULL)
-        fail_msg("invalid JSON line: %s (%.*s)", err.text, (int)b->len, b->base);
+        fail_msg("invalid JSON line: %s (%.*s)", err.text, (int)b->len, b->data);
     return j;
 }
 
 static void test_json_string_escapes(void **state)
 {
     (void)state;
-    tc_fetch_buf b = {NULL, 0, 0};
+    tc__buf b;
+    tc__buf_init(&b, NULL, 0, SIZE_MAX);
     const char in[] = "a\"b\\c\n\t\x01\x1f/\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"
                       "\xff\xc3(\xed\xa0\x80\xc0\xaf end";
-    assert_int_equal(tc_fetch_json_string(&b, in, sizeof(in) - 1), 0);
+    assert_int_equal(tc__json_write_str(&b, in, sizeof(in) - 1), 0);
     json_error_t err;
-    json_t *j = json_loadb(b.base, b.len, JSON_DECODE_ANY, &err);
+    json_t *j = json_loadb(b.data, b.len, JSON_DECODE_ANY, &err);
     assert_non_null(j);
     const char *s = json_string_value(j);
     /* Valid UTF-8 and escapes round-trip; each invalid byte became U+FFFD. */
@@ -155,16 +158,17 @@ static void test_json_string_escapes(void **state)
 
     /* Embedded NUL bytes are escaped, not cut. */
     b.len = 0;
-    assert_int_equal(tc_fetch_json_string(&b, "x\0y", 3), 0);
+    assert_int_equal(tc__json_write_str(&b, "x\0y", 3), 0);
     assert_int_equal(b.len, 10);
-    assert_memory_equal(b.base, "\"x\\u0000y\"", 10);
-    free(b.base);
+    assert_memory_equal(b.data, "\"x\\u0000y\"", 10);
+    tc__buf_reset(&b);
 }
 
 static void test_result_json(void **state)
 {
     (void)state;
-    tc_fetch_buf b = {NULL, 0, 0};
+    tc__buf b;
+    tc__buf_init(&b, NULL, 0, SIZE_MAX);
     tc_fetch_result r;
     memset(&r, 0, sizeof(r));
     r.url = "http://h/a?\"q\"";
@@ -174,7 +178,7 @@ static void test_result_json(void **state)
     r.body = "{\"a\"";
     r.bytes = 4;
     r.attempts = 1;
-    assert_int_equal(tc_fetch_result_json(&b, &r, 0), 0);
+    assert_int_equal(tc__fetch_result_json(&b, &r, 0), 0);
     json_t *j = parse_line(&b);
     assert_string_equal(json_string_value(json_object_get(j, "url")), r.url);
     assert_int_equal(json_integer_value(json_object_get(j, "status")), 200);
@@ -187,7 +191,7 @@ static void test_result_json(void **state)
     json_decref(j);
 
     b.len = 0;
-    assert_int_equal(tc_fetch_result_json(&b, &r, 1), 0);
+    assert_int_equal(tc__fetch_result_json(&b, &r, 1), 0);
     j = parse_line(&b);
     assert_string_equal(json_string_value(json_object_get(j, "body")), "{\"a\"");
     json_decref(j);
@@ -215,9 +219,9 @@ static void test_result_json(void **state)
         e.ms = exact[i].ms;
         e.bytes = exact[i].bytes;
         b.len = 0;
-        assert_int_equal(tc_fetch_result_json(&b, &e, 0), 0);
+        assert_int_equal(tc__fetch_result_json(&b, &e, 0), 0);
         assert_int_equal(b.len, strlen(exact[i].want));
-        assert_memory_equal(b.base, exact[i].want, b.len);
+        assert_memory_equal(b.data, exact[i].want, b.len);
     }
 
     memset(&r, 0, sizeof(r));
@@ -225,13 +229,13 @@ static void test_result_json(void **state)
     r.error = TC_EURL;
     r.message = "bad\nscheme";
     b.len = 0;
-    assert_int_equal(tc_fetch_result_json(&b, &r, 1), 0);
+    assert_int_equal(tc__fetch_result_json(&b, &r, 1), 0);
     j = parse_line(&b);
     assert_int_equal(json_integer_value(json_object_get(j, "status")), 0);
     assert_string_equal(json_string_value(json_object_get(j, "error")), "bad\nscheme");
     assert_true(json_is_null(json_object_get(j, "body")));
     json_decref(j);
-    free(b.base);
+    tc__buf_reset(&b);
 }
 
 /* ---- the engine ----------------------------------------------------------------------------- */

@@ -1,0 +1,66 @@
+/*
+ * The allocation hook of alloc.h: a per-thread countdown in front of the C allocator.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+
+static _Thread_local unsigned long fail_in; /* 0: not armed; 1: the next allocation fails */
+static _Thread_local unsigned long count;
+static _Thread_local int failed;
+
+/* 1 if this allocation is the one to fail. */
+static int should_fail(void)
+{
+    count++;
+    if (fail_in == 0 || --fail_in != 0)
+        return 0;
+    failed = 1;
+    return 1;
+}
+
+void *tc__malloc(size_t n)
+{
+    return should_fail() ? NULL : malloc(n);
+}
+
+void *tc__calloc(size_t count_, size_t size)
+{
+    return should_fail() ? NULL : calloc(count_, size);
+}
+
+void *tc__realloc(void *p, size_t n)
+{
+    return should_fail() ? NULL : realloc(p, n);
+}
+
+void tc__free(void *p)
+{
+    free(p);
+}
+
+char *tc__strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = tc__malloc(n);
+    if (d != NULL)
+        memcpy(d, s, n);
+    return d;
+}
+
+void tc__alloc_fail_nth(unsigned long n)
+{
+    fail_in = n;
+    failed = 0;
+}
+
+unsigned long tc__alloc_count(void)
+{
+    return count;
+}
+
+int tc__alloc_failed(void)
+{
+    return failed;
+}

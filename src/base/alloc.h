@@ -1,0 +1,34 @@
+/*
+ * The one allocation hook of the library: everything under src/ allocates through these, so a
+ * test can make the Nth allocation fail (nghttp2's failmalloc idea) and check that the library
+ * answers TC_ENOMEM, or 503 overloaded, and leaks nothing. They are malloc & co. otherwise, so
+ * memory from one may be released with the other (the program frees what the library returns
+ * with free()).
+ *
+ * The countdown is per thread: a test arms it on the thread that runs its loop, and the worker
+ * threads of a server are never affected. Allocations inside libuv, libcurl and jansson are not
+ * counted (libuv aborts on some internal allocation failures, so uv_replace_allocator would test
+ * libuv rather than tailcut).
+ */
+#ifndef TAILCUT_BASE_ALLOC_H
+#define TAILCUT_BASE_ALLOC_H
+
+#include <stddef.h>
+
+void *tc__malloc(size_t n);
+void *tc__calloc(size_t count, size_t size);
+void *tc__realloc(void *p, size_t n);
+void tc__free(void *p);
+char *tc__strdup(const char *s);
+
+/* Test hook: the nth allocation from now on this thread fails (1 = the next one), and every one
+ * after it succeeds again; n = 0 disarms. */
+void tc__alloc_fail_nth(unsigned long n);
+
+/* Allocations made on this thread so far (failed ones included). */
+unsigned long tc__alloc_count(void);
+
+/* 1 once the armed failure has happened (and until the next tc__alloc_fail_nth). */
+int tc__alloc_failed(void);
+
+#endif /* TAILCUT_BASE_ALLOC_H */

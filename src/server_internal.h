@@ -1,0 +1,179 @@
+/*
+ * What the three files of the HTTP server share (server.c: the listener and the server object;
+ * server_conn.c: connections, reading and writing; server_request.c: a request's storage, its
+ * parsing and its response). Internal: never installed.
+ */
+#ifndef TAILCUT_SERVER_INTERNAL_H
+#define TAILCUT_SERVER_INTERNAL_H
+
+#include <http_parser.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "tailcut/server.h"
+
+#define TC_READ_BUFFER (64 * 1024)
+#define TC_REQ_INLINE 1024
+#define TC_REQ_INLINE_HEADERS 16
+#define TC_SERVER_MAX_HEADER_COUNT 100
+#define TC_LINGER_MS 2000
+#define TC_LISTEN_BACKLOG 4096
+/* While the pipeline is full, bytes that arrive are held (not parsed) up to this much; beyond
+ * it reading stops. Reading on while paused is what lets a client's close be noticed at once. */
+#define TC_SERVER_MAX_HELD ((size_t)64 * 1024)
+/* Freed request objects kept per server for reuse: they are too big for malloc's fast path. */
+#define TC_REQ_FREELIST 256
+
+typedef struct tc__srv_conn tc__srv_conn;
+
+typedef struct tc__srv_hdr {
+    uint32_t name_off, name_len, value_off, value_len;
+} tc__srv_hdr;
+
+struct tc_request {
+    tc_request *next;   /* in conn->queue */
+    tc__srv_conn *conn; /* NULL once the client has gone */
+    tc_server *srv;
+
+    /* Storage for target, header names/values and body: offsets into buf. */
+    char *buf;
+    size_t len, cap;
+    uint32_t target_off, target_len, path_len, query_off, query_len;
+    size_t body_off, body_len, header_bytes;
+    tc__srv_hdr *hdrs;
+    unsigned nhdrs, hdrs_cap;
+    unsigned char method;
+
+    unsigned keep_alive : 1;
+    unsigned last_was_value : 1;
+    unsigned dispatched : 1; /* handed to the handler */
+    unsigned finished : 1;   /* respond() or drop() was called, or synthetic */
+    unsigned aborted : 1;
+    unsigned close_after : 1;
+    unsigned drop : 1;
+    unsigned reset : 1;
+
+    int status;
+    char *resp; /* the whole response, written when this request reaches the queue head */
+    size_t resp_len;
+    uint64_t ready_ms, ready_ns;
+    tc_request_abort_cb abort_cb;
+    void *abort_data;
+    void *user;
+
+    tc__srv_hdr inline_hdrs[TC_REQ_INLINE_HEADERS];
+    char inline_buf[TC_REQ_INLINE];
+};
+
+typedef enum tc__srv_phase {
+    TC__SRV_WAIT_REQUEST, /* header timer armed (first request) or idle timer (keep-alive) */
+    TC__SRV_READING,      /* part of a request arrived: header timer armed */
+    TC__SRV_BUSY,         /* requests queued, none partial: no timer */
+    TC__SRV_LINGER,       /* FIN sent, discarding input until EOF or the linger timer */
+} tc__srv_phase;
+
+struct tc__srv_conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_shutdown_t shutdown_req;
+    tc_server *srv;
+    tc__srv_conn *prev, *next; /* in srv->conns */
+    http_parser parser;
+
+    tc_request *cur; /* being parsed */
+    tc_request *head, *tail;
+    size_t queued;
+
+    /* Bytes read but not parsed because the pipeline was full (parser paused). */
+    char *pending;
+    size_t pending_len;
+    int reading; /* uv_read_start is in effect */
+
+    tc__srv_phase phase;
+    size_t writes;               /* uv_write calls not yet completed */
+    int handles;                 /* open uv handles; freed at 0 */
+    unsigned closing : 1;        /* uv_close called (hard close) */
+    unsigned want_close : 1;     /* close once writes completed */
+    unsigned want_reset : 1;     /* ... with RST */
+    unsigned read_paused : 1;    /* pipeline full */
+    unsigned parse_error : 1;    /* no more parsing */
+    unsigned counted : 1;        /* counted against max_connections */
+    unsigned idle_state : 1;     /* WAIT_REQUEST after at least one response */
+    unsigned in_dispatch : 1;    /* inside conn_parse: defer flushes and closes */
+    unsigned close_deferred : 1; /* conn_close was asked for while in_dispatch */
+    int err_status;              /* set by a parser callback that rejects the request */
+};
+
+struct tc_server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    uv_timer_t tick; /* refreshes the Date cache, flushes the access log */
+    tc_server_config cfg;
+    char host[64];
+    int port;
+    atomic_size_t own_count;
+    atomic_size_t *conn_count;
+    tc__srv_conn *conns;
+    size_t nconns;
+    tc_request *free_reqs;
+    size_t nfree_reqs;
+    size_t inflight;
+    int handles;
+    unsigned listening : 1;
+    unsigned draining : 1;
+    unsigned closing : 1;
+    tc_server_cb drained_cb, close_cb;
+    void *drained_data, *close_data;
+    time_t date_time;
+    char date[48]; /* "Date: Sat, 21 Nov 2026 16:57:44 GMT\r\n" */
+    size_t date_len;
+    char log_time[32]; /* "2026-11-21T16:57:44Z" */
+    char read_buf[TC_READ_BUFFER];
+};
+
+typedef struct tc__srv_write {
+    uv_write_t req;
+    tc__srv_conn *conn;
+    char data[];
+} tc__srv_write;
+
+/* ---- server.c ---------------------------------------------------------------------------------
+ */
+
+/* Refreshes the cached Date header and access-log time if the second changed. */
+void tc__srv_update_time(tc_server *srv);
+/* Frees srv once it is closing and every handle and connection is gone. */
+void tc__srv_maybe_free(tc_server *srv);
+/* Calls the drained callback once draining and no connection is left. */
+void tc__srv_check_drained(tc_server *srv);
+
+/* ---- server_conn.c ----------------------------------------------------------------------------
+ */
+
+/* The listener's connection callback. */
+void tc__srv_on_connection(uv_stream_t *listener, int status);
+/* Closes c at once (deferred while c is dispatching). */
+void tc__srv_conn_close(tc__srv_conn *c);
+void tc__srv_conn_maybe_finish_close(tc__srv_conn *c);
+void tc__srv_conn_read_off(tc__srv_conn *c);
+/* One timer per connection: header deadline, idle deadline or linger, by phase. */
+void tc__srv_conn_timer_start(tc__srv_conn *c, uint64_t ms);
+/* Appends r at the tail of c's queue (responses leave from the head, in this order). */
+void tc__srv_queue_push(tc__srv_conn *c, tc_request *r);
+/* Writes every finished response at the head of c's queue. */
+void tc__srv_flush_responses(tc__srv_conn *c);
+/* One access-log line for a finished request (when the server has a log). */
+void tc__srv_access_log(tc_request *r);
+
+/* ---- server_request.c -------------------------------------------------------------------------
+ */
+
+/* The parser callbacks, set up once per process by tc__srv_parser_init(). */
+extern http_parser_settings tc__srv_parser_settings;
+void tc__srv_parser_init(void);
+/* A request object for c (from the server's free list when it can), or NULL on ENOMEM. */
+tc_request *tc__srv_request_new(tc__srv_conn *c);
+void tc__srv_request_free(tc_request *r);
+
+#endif /* TAILCUT_SERVER_INTERNAL_H */

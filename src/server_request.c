@@ -1,0 +1,514 @@
+/*
+ * A request of the server (see server.c for the design): its storage (inline up to
+ * TC_REQ_INLINE bytes, bounded by max_uri, max_headers and max_body), the http-parser callbacks
+ * that fill it, the response it builds when the handler finishes it, and its accessors.
+ */
+#include <errno.h>
+#include <http_parser.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/alloc.h"
+#include "base/buf.h"
+#include "base/fmt.h"
+#include "base/json_write.h"
+#include "server_internal.h"
+
+/* ---- request storage ------------------------------------------------------------------------ */
+
+tc_request *tc__srv_request_new(tc__srv_conn *c)
+{
+    tc_server *srv = c->srv;
+    tc_request *r = srv->free_reqs;
+    if (r != NULL) {
+        srv->free_reqs = r->next;
+        srv->nfree_reqs--;
+    } else if ((r = tc__malloc(sizeof(*r))) == NULL) {
+        return NULL;
+    }
+    memset(r, 0, offsetof(tc_request, inline_hdrs));
+    r->conn = c;
+    r->srv = c->srv;
+    r->buf = r->inline_buf;
+    r->cap = sizeof(r->inline_buf);
+    r->hdrs = r->inline_hdrs;
+    r->hdrs_cap = TC_REQ_INLINE_HEADERS;
+    return r;
+}
+
+void tc__srv_request_free(tc_request *r)
+{
+    tc_server *srv = r->srv;
+    if (r->buf != r->inline_buf)
+        tc__free(r->buf);
+    if (r->hdrs != r->inline_hdrs)
+        tc__free(r->hdrs);
+    if (r->resp != NULL)
+        tc__free(r->resp - offsetof(tc__srv_write, data));
+    if (srv->nfree_reqs < TC_REQ_FREELIST && !srv->closing) {
+        r->next = srv->free_reqs;
+        srv->free_reqs = r;
+        srv->nfree_reqs++;
+    } else {
+        tc__free(r);
+    }
+}
+
+/* Appends bytes to the request's storage; the caller has checked the limits already. */
+static int request_append(tc_request *r, const char *at, size_t len)
+{
+    if (r->len + len > r->cap) {
+        size_t cap = r->cap * 2;
+        while (cap < r->len + len)
+            cap *= 2;
+        int was_inline = r->buf == r->inline_buf;
+        char *nb = was_inline ? tc__malloc(cap) : tc__realloc(r->buf, cap);
+        if (nb == NULL)
+            return TC_ENOMEM;
+        if (was_inline)
+            memcpy(nb, r->buf, r->len);
+        r->buf = nb;
+        r->cap = cap;
+    }
+    memcpy(r->buf + r->len, at, len);
+    r->len += len;
+    return 0;
+}
+
+/* ---- parser callbacks ----------------------------------------------------------------------- */
+
+static int fail(tc__srv_conn *c, int status)
+{
+    c->err_status = status;
+    return -1;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    tc__srv_conn *c = p->data;
+    c->cur = tc__srv_request_new(c);
+    if (c->cur == NULL)
+        return fail(c, 503);
+    if (c->phase != TC__SRV_READING) {
+        c->phase = TC__SRV_READING;
+        tc__srv_conn_timer_start(c, c->srv->cfg.header_timeout_ms);
+    }
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    tc__srv_conn *c = p->data;
+    tc_request *r = c->cur;
+    if (r->target_len + len > c->srv->cfg.max_uri)
+        return fail(c, 414);
+    if (r->target_len == 0)
+        r->target_off = (uint32_t)r->len;
+    r->target_len += (uint32_t)len;
+    return request_append(r, at, len) == 0 ? 0 : fail(c, 503);
+}
+
+static int header_bytes_add(tc__srv_conn *c, tc_request *r, size_t len)
+{
+    r->header_bytes += len;
+    return r->header_bytes > c->srv->cfg.max_headers ? fail(c, 431) : 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    tc__srv_conn *c = p->data;
+    tc_request *r = c->cur;
+    if (header_bytes_add(c, r, len) != 0)
+        return -1;
+    if (r->nhdrs == 0 || r->last_was_value) {
+        if (r->nhdrs == TC_SERVER_MAX_HEADER_COUNT)
+            return fail(c, 431);
+        if (r->nhdrs == r->hdrs_cap) {
+            unsigned cap = r->hdrs_cap > 0 ? r->hdrs_cap * 2 : TC_REQ_INLINE_HEADERS;
+            tc__srv_hdr *nh = tc__malloc(cap * sizeof(*nh));
+            if (nh == NULL)
+                return fail(c, 503);
+            memcpy(nh, r->hdrs, r->nhdrs * sizeof(*nh));
+            if (r->hdrs != r->inline_hdrs)
+                tc__free(r->hdrs);
+            r->hdrs = nh;
+            r->hdrs_cap = cap;
+        }
+        tc__srv_hdr *h = &r->hdrs[r->nhdrs++];
+        h->name_off = (uint32_t)r->len;
+        h->name_len = 0;
+        h->value_off = 0;
+        h->value_len = 0;
+        r->last_was_value = 0;
+    }
+    r->hdrs[r->nhdrs - 1].name_len += (uint32_t)len;
+    return request_append(r, at, len) == 0 ? 0 : fail(c, 503);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    tc__srv_conn *c = p->data;
+    tc_request *r = c->cur;
+    if (header_bytes_add(c, r, len) != 0)
+        return -1;
+    tc__srv_hdr *h = &r->hdrs[r->nhdrs - 1];
+    if (!r->last_was_value) {
+        h->value_off = (uint32_t)r->len;
+        r->last_was_value = 1;
+    }
+    h->value_len += (uint32_t)len;
+    return request_append(r, at, len) == 0 ? 0 : fail(c, 503);
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    tc__srv_conn *c = p->data;
+    tc_request *r = c->cur;
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->cfg.max_body)
+        return fail(c, 413);
+    r->method = (unsigned char)p->method;
+    r->keep_alive = http_should_keep_alive(p) ? 1 : 0;
+    r->body_off = r->len;
+    tc_str expect;
+    if (c->head == NULL && c->writes == 0 && tc_request_header(r, "Expect", &expect) &&
+        expect.len == 12 && strncasecmp(expect.base, "100-continue", 12) == 0) {
+        /* Nothing else is queued, so an interim answer cannot overtake a response. */
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
+        uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    tc__srv_conn *c = p->data;
+    tc_request *r = c->cur;
+    if (r->body_len + len > c->srv->cfg.max_body)
+        return fail(c, 413);
+    r->body_len += len;
+    return request_append(r, at, len) == 0 ? 0 : fail(c, 503);
+}
+
+static void request_split_target(tc_request *r)
+{
+    const char *t = r->buf + r->target_off;
+    uint32_t i = 0, n = r->target_len;
+    while (i < n && t[i] != '?' && t[i] != '#')
+        i++;
+    r->path_len = i;
+    r->query_off = r->target_off + i;
+    r->query_len = 0;
+    if (i < n && t[i] == '?') {
+        uint32_t q = i + 1, e = q;
+        while (e < n && t[e] != '#')
+            e++;
+        r->query_off = r->target_off + q;
+        r->query_len = e - q;
+    }
+}
+
+static int on_message_complete(http_parser *p)
+{
+    tc__srv_conn *c = p->data;
+    tc_request *r = c->cur;
+    c->cur = NULL;
+    request_split_target(r);
+    /* The deadline counts from now: refresh the loop's cached clock, which can be a few ms old
+     * under load, so that deadlines never fire early. */
+    uv_update_time(c->srv->loop);
+    r->ready_ms = uv_now(c->srv->loop);
+    r->ready_ns = uv_hrtime();
+    if (p->upgrade)
+        r->keep_alive = 0; /* what follows is not HTTP/1.1: answer, then close */
+    tc__srv_queue_push(c, r);
+    c->phase = TC__SRV_BUSY;
+    uv_timer_stop(&c->timer);
+    if (c->queued >= TC_SERVER_MAX_PIPELINE)
+        http_parser_pause(p, 1);
+    return 0;
+}
+
+http_parser_settings tc__srv_parser_settings;
+static uv_once_t parser_settings_once = UV_ONCE_INIT;
+
+static void parser_settings_init(void)
+{
+    http_parser_settings_init(&tc__srv_parser_settings);
+    tc__srv_parser_settings.on_message_begin = on_message_begin;
+    tc__srv_parser_settings.on_url = on_url;
+    tc__srv_parser_settings.on_header_field = on_header_field;
+    tc__srv_parser_settings.on_header_value = on_header_value;
+    tc__srv_parser_settings.on_headers_complete = on_headers_complete;
+    tc__srv_parser_settings.on_body = on_body;
+    tc__srv_parser_settings.on_message_complete = on_message_complete;
+}
+
+void tc__srv_parser_init(void)
+{
+    uv_once(&parser_settings_once, parser_settings_init);
+}
+
+static size_t append_str(char *dst, const char *s, size_t n)
+{
+    memcpy(dst, s, n);
+    return n;
+}
+
+#define append_lit(dst, lit) append_str((dst), (lit), sizeof(lit) - 1)
+
+/* Builds the whole response into one buffer laid out as a tc__srv_write, so that flushing needs no
+ * further allocation. */
+static int request_build_response(tc_request *r, int status, const char *content_type,
+                                  const tc_server_header *headers, size_t nheaders,
+                                  const char *body, size_t body_len)
+{
+    tc_server *srv = r->srv;
+    int head = r->dispatched && r->method == HTTP_HEAD;
+    size_t cap = 256 + body_len;
+    if (content_type != NULL)
+        cap += strlen(content_type);
+    for (size_t i = 0; i < nheaders; i++)
+        cap += strlen(headers[i].name) + strlen(headers[i].value) + 4;
+    tc__srv_write *w = tc__malloc(sizeof(tc__srv_write) + cap);
+    if (w == NULL)
+        return TC_ENOMEM;
+    char *p = w->data;
+    tc__srv_update_time(srv);
+    int close = !r->keep_alive || r->close_after || srv->draining || srv->closing;
+    r->close_after = close ? 1 : 0;
+    const char *reason = tc_http_reason(status);
+    p += append_lit(p, "HTTP/1.1 ");
+    p += tc__fmt_u64(p, (unsigned)status);
+    *p++ = ' ';
+    p += append_str(p, reason, strlen(reason));
+    p += append_lit(p, "\r\n");
+    p += append_str(p, srv->date, srv->date_len);
+    if (content_type != NULL) {
+        p += append_lit(p, "Content-Type: ");
+        p += append_str(p, content_type, strlen(content_type));
+        p += append_lit(p, "\r\n");
+    }
+    p += append_lit(p, "Content-Length: ");
+    p += tc__fmt_u64(p, body_len);
+    p += close ? append_lit(p, "\r\nConnection: close\r\n")
+               : append_lit(p, "\r\nConnection: keep-alive\r\n");
+    for (size_t i = 0; i < nheaders; i++) {
+        p += append_str(p, headers[i].name, strlen(headers[i].name));
+        p += append_lit(p, ": ");
+        p += append_str(p, headers[i].value, strlen(headers[i].value));
+        p += append_lit(p, "\r\n");
+    }
+    p += append_lit(p, "\r\n");
+    if (!head && body_len > 0)
+        p += append_str(p, body, body_len);
+    r->resp = w->data;
+    r->resp_len = (size_t)(p - w->data);
+    r->status = status;
+    return 0;
+}
+
+/* Common end of every request: bookkeeping, access log, then the queue decides what to send. */
+static void request_finish(tc_request *r)
+{
+    tc_server *srv = r->srv;
+    tc__srv_conn *c = r->conn;
+    r->finished = 1;
+    if (r->dispatched)
+        srv->inflight--;
+    tc__srv_access_log(r);
+    if (c == NULL) {
+        tc__srv_request_free(r);
+    } else if (!c->in_dispatch) {
+        tc__srv_flush_responses(c);
+    }
+    if (srv->closing)
+        tc__srv_maybe_free(srv);
+    else if (srv->draining && srv->inflight == 0)
+        tc__srv_check_drained(srv);
+}
+
+int tc_request_respond(tc_request *req, int status, const char *content_type,
+                       const tc_server_header *headers, size_t nheaders, const char *body,
+                       size_t body_len)
+{
+    if (req == NULL || req->finished)
+        return TC_EINVAL;
+    if (req->conn == NULL) {
+        req->status = status;
+        request_finish(req);
+        return 0;
+    }
+    int err = request_build_response(req, status, content_type, headers, nheaders, body, body_len);
+    if (err != 0) {
+        req->drop = 1;
+        req->status = 500;
+    }
+    request_finish(req);
+    return err;
+}
+
+int tc_request_respond_json(tc_request *req, int status, const char *json)
+{
+    return tc_request_respond(req, status, "application/json", NULL, 0, json, strlen(json));
+}
+
+/* Copies at most max bytes of s into dst, cutting at a UTF-8 character boundary. */
+static void copy_utf8_prefix(char *dst, const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n > max) {
+        n = max;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--; /* s[n] continues a character: cut before that character starts */
+    }
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+}
+
+int tc_request_respond_error(tc_request *req, int status, const char *code, const char *message)
+{
+    return tc_request_respond_error_with(req, status, code, message, NULL, 0);
+}
+
+int tc_request_respond_error_with(tc_request *req, int status, const char *code,
+                                  const char *message, const tc_server_header *headers,
+                                  size_t nheaders)
+{
+    /* Room for the worst case (every byte of the message escaped as \ufffd), so an error answer
+     * never allocates: 503 overloaded must go out when memory has run out. */
+    char store[6 * TC_SERVER_MAX_ERROR_MESSAGE + 128];
+    char msg[TC_SERVER_MAX_ERROR_MESSAGE + 1];
+    tc__buf body;
+    if (req == NULL || req->finished)
+        return TC_EINVAL;
+    copy_utf8_prefix(msg, message != NULL ? message : tc_http_reason(status),
+                     TC_SERVER_MAX_ERROR_MESSAGE);
+    tc__buf_init(&body, store, sizeof(store), sizeof(store) - 1);
+    int rc = tc__buf_append(&body, "{\"success\":false,\"error\":\"", 26);
+    if (rc == 0)
+        rc = tc__buf_append(&body, code, strlen(code));
+    if (rc == 0)
+        rc = tc__buf_append(&body, "\",\"message\":", 12);
+    if (rc == 0)
+        rc = tc__json_write_str(&body, msg, strlen(msg));
+    if (rc == 0)
+        rc = tc__buf_append(&body, "}", 1);
+    if (rc != 0)
+        return rc; /* a code longer than any tailcut uses */
+    tc_server_header extra[6];
+    size_t nextra = 0;
+    for (size_t i = 0; i < nheaders && i < 4; i++)
+        extra[nextra++] = headers[i];
+    if (status == 503 || status == 429)
+        extra[nextra++] = (tc_server_header){"Retry-After", "1"};
+    if (status == 405)
+        extra[nextra++] = (tc_server_header){"Allow", "GET, HEAD"};
+    if (status == 400 || status == 408 || status == 413 || status == 414 || status == 431)
+        req->close_after = 1;
+    return tc_request_respond(req, status, "application/json", extra, nextra, body.data, body.len);
+}
+
+void tc_request_drop(tc_request *req, int reset)
+{
+    if (req == NULL || req->finished)
+        return;
+    req->drop = 1;
+    req->reset = reset ? 1 : 0;
+    req->status = 0;
+    request_finish(req);
+}
+
+/* ---- request accessors ---------------------------------------------------------------------- */
+
+tc_str tc_request_method(const tc_request *req)
+{
+    const char *m = http_method_str((enum http_method)req->method);
+    return (tc_str){m, strlen(m)};
+}
+
+tc_str tc_request_target(const tc_request *req)
+{
+    return (tc_str){req->buf + req->target_off, req->target_len};
+}
+
+tc_str tc_request_path(const tc_request *req)
+{
+    return (tc_str){req->buf + req->target_off, req->path_len};
+}
+
+tc_str tc_request_query(const tc_request *req)
+{
+    return (tc_str){req->buf + req->query_off, req->query_len};
+}
+
+tc_str tc_request_body(const tc_request *req)
+{
+    return (tc_str){req->buf + req->body_off, req->body_len};
+}
+
+int tc_request_header(const tc_request *req, const char *name, tc_str *value)
+{
+    size_t n = strlen(name);
+    for (unsigned i = 0; i < req->nhdrs; i++) {
+        const tc__srv_hdr *h = &req->hdrs[i];
+        if (h->name_len == n && strncasecmp(req->buf + h->name_off, name, n) == 0) {
+            value->base = req->buf + h->value_off;
+            value->len = h->value_len;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int tc_request_is_head(const tc_request *req)
+{
+    return req->method == HTTP_HEAD;
+}
+
+uv_loop_t *tc_request_loop(const tc_request *req)
+{
+    return req->srv->loop;
+}
+
+tc_server *tc_request_server(const tc_request *req)
+{
+    return req->srv;
+}
+
+uint64_t tc_request_ready_ms(const tc_request *req)
+{
+    return req->ready_ms;
+}
+
+uint64_t tc_request_ready_ns(const tc_request *req)
+{
+    return req->ready_ns;
+}
+
+int tc_request_aborted(const tc_request *req)
+{
+    return req->aborted;
+}
+
+void tc_request_on_abort(tc_request *req, tc_request_abort_cb cb, void *data)
+{
+    req->abort_cb = cb;
+    req->abort_data = data;
+}
+
+void tc_request_set_data(tc_request *req, void *data)
+{
+    req->user = data;
+}
+
+void *tc_request_data(const tc_request *req)
+{
+    return req->user;
+}

@@ -1,0 +1,321 @@
+/*
+ * What each /api/work request of the simulator gets (see upstream_plan.h): the --profile parser,
+ * the draws from a profile with exponea's deck, and the scenario step parser. Pure code: no I/O,
+ * no loop, no clock, so tests/unit/test_upstream.c drives it directly.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "upstream_plan.h"
+
+/* Longest --profile string accepted. */
+#define PROFILE_MAX 128
+/* exponea's parameters. */
+#define EXPONEA_MIN_MS 100
+#define EXPONEA_MAX_MS 600
+/* Largest lognormal SIGMA (keeps exp() finite and the draws meaningful). */
+#define SIGMA_MAX 10.0
+
+const char *const tc__up_outcome_names[TC__UP_OUT_COUNT] = {"ok", "invalid_json", "error", "hang",
+                                                            "scenario"};
+
+void tc__up_printable(const char *src, size_t len, char *dst, size_t dst_size)
+{
+    size_t n = len < dst_size - 1 ? len : dst_size - 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)src[i];
+        dst[i] = (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') ? (char)c : '?';
+    }
+    dst[n] = '\0';
+}
+
+/* A number: ASCII digits, then optionally '.' and more digits; nothing else. */
+static int parse_decimal(const char *s, int allow_fraction, double *out)
+{
+    const char *p = s;
+    size_t digits = 0;
+    while (*p >= '0' && *p <= '9') {
+        p++;
+        digits++;
+    }
+    if (digits == 0)
+        return -1;
+    if (*p == '.') {
+        if (!allow_fraction)
+            return -1;
+        p++;
+        size_t frac = 0;
+        while (*p >= '0' && *p <= '9') {
+            p++;
+            frac++;
+        }
+        if (frac == 0)
+            return -1;
+    }
+    if (*p != '\0' || digits > 15)
+        return -1;
+    *out = strtod(s, NULL);
+    return 0;
+}
+
+static int parse_ms(const char *s, int allow_fraction, double *out)
+{
+    return parse_decimal(s, allow_fraction, out) == 0 && *out <= TC_UPSTREAM_MAX_DELAY_MS ? 0 : -1;
+}
+
+#define PROFILE_FAIL(msg)                                                                          \
+    do {                                                                                           \
+        if (why)                                                                                   \
+            *why = (msg);                                                                          \
+        return TC_EINVAL;                                                                          \
+    } while (0)
+
+int tc_upstream_profile_parse(const char *s, tc_upstream_profile *out, const char **why)
+{
+    char buf[PROFILE_MAX + 1];
+    char *field[6];
+    size_t nfields = 0;
+    tc_upstream_profile p = {0};
+
+    if (s == NULL || strlen(s) > PROFILE_MAX)
+        PROFILE_FAIL("profile missing or too long");
+    strcpy(buf, s);
+    field[nfields++] = buf;
+    for (char *c = buf; *c; c++) {
+        if (*c == ':') {
+            if (nfields == 6)
+                PROFILE_FAIL("too many ':'-separated parameters");
+            *c = '\0';
+            field[nfields++] = c + 1;
+        }
+    }
+
+    if (strcmp(field[0], "exponea") == 0) {
+        if (nfields != 1)
+            PROFILE_FAIL("exponea takes no parameters");
+        p.kind = TC_PROFILE_EXPONEA;
+    } else if (strcmp(field[0], "fixed") == 0) {
+        if (nfields != 2)
+            PROFILE_FAIL("expected fixed:MS");
+        if (parse_ms(field[1], 0, &p.a) != 0)
+            PROFILE_FAIL("fixed:MS needs MS a whole number of milliseconds up to 3600000");
+        p.kind = TC_PROFILE_FIXED;
+    } else if (strcmp(field[0], "uniform") == 0) {
+        if (nfields != 3)
+            PROFILE_FAIL("expected uniform:LO:HI");
+        if (parse_ms(field[1], 0, &p.a) != 0 || parse_ms(field[2], 0, &p.b) != 0)
+            PROFILE_FAIL("uniform:LO:HI needs whole numbers of milliseconds up to 3600000");
+        if (p.a > p.b)
+            PROFILE_FAIL("uniform:LO:HI needs LO <= HI");
+        p.kind = TC_PROFILE_UNIFORM;
+    } else if (strcmp(field[0], "lognormal") == 0) {
+        if (nfields != 3)
+            PROFILE_FAIL("expected lognormal:MEDIAN_MS:SIGMA");
+        if (parse_ms(field[1], 1, &p.a) != 0)
+            PROFILE_FAIL("lognormal:MEDIAN_MS:SIGMA needs MEDIAN_MS a number of milliseconds up "
+                         "to 3600000");
+        if (parse_decimal(field[2], 1, &p.b) != 0 || p.b > SIGMA_MAX)
+            PROFILE_FAIL("lognormal:MEDIAN_MS:SIGMA needs SIGMA a number from 0 to 10");
+        p.kind = TC_PROFILE_LOGNORMAL;
+    } else if (strcmp(field[0], "straggler") == 0) {
+        if (nfields != 4)
+            PROFILE_FAIL("expected straggler:FAST_MS:SLOW_MS:P");
+        if (parse_ms(field[1], 0, &p.a) != 0 || parse_ms(field[2], 0, &p.b) != 0)
+            PROFILE_FAIL("straggler:FAST_MS:SLOW_MS:P needs whole numbers of milliseconds up to "
+                         "3600000");
+        if (parse_decimal(field[3], 1, &p.c) != 0 || p.c > 1.0)
+            PROFILE_FAIL("straggler:FAST_MS:SLOW_MS:P needs P a number from 0 to 1");
+        p.kind = TC_PROFILE_STRAGGLER;
+    } else if (strcmp(field[0], "mix") == 0) {
+        if (nfields != 6)
+            PROFILE_FAIL("expected mix:LO:HI:SLOW_LO:SLOW_HI:P");
+        if (parse_ms(field[1], 0, &p.a) != 0 || parse_ms(field[2], 0, &p.b) != 0 ||
+            parse_ms(field[3], 0, &p.d) != 0 || parse_ms(field[4], 0, &p.e) != 0)
+            PROFILE_FAIL("mix:LO:HI:SLOW_LO:SLOW_HI:P needs whole numbers of milliseconds up to "
+                         "3600000");
+        if (p.a > p.b || p.d > p.e)
+            PROFILE_FAIL("mix:LO:HI:SLOW_LO:SLOW_HI:P needs LO <= HI and SLOW_LO <= SLOW_HI");
+        if (parse_decimal(field[5], 1, &p.c) != 0 || p.c > 1.0)
+            PROFILE_FAIL("mix:LO:HI:SLOW_LO:SLOW_HI:P needs P a number from 0 to 1");
+        p.kind = TC_PROFILE_MIX;
+    } else {
+        PROFILE_FAIL("unknown profile (expected exponea, fixed:MS, uniform:LO:HI, "
+                     "lognormal:MEDIAN_MS:SIGMA, straggler:FAST_MS:SLOW_MS:P or "
+                     "mix:LO:HI:SLOW_LO:SLOW_HI:P)");
+    }
+    if (out)
+        *out = p;
+    return 0;
+}
+
+static void deck_shuffle(tc__up_dealer *d)
+{
+    /* 8 good, then one of each failure; Fisher-Yates with exactly 10 draws. */
+    for (unsigned i = 0; i < TC__UP_DECK; i++)
+        d->deck[i] = TC__UP_OUT_OK;
+    d->deck[8] = TC__UP_OUT_HANG;
+    d->deck[9] = TC__UP_OUT_INVALID_JSON;
+    d->deck[10] = TC__UP_OUT_ERROR;
+    for (unsigned i = TC__UP_DECK - 1; i > 0; i--) {
+        unsigned j = (unsigned)tc__rng_below(&d->rng, (uint64_t)i + 1);
+        uint8_t t = d->deck[i];
+        d->deck[i] = d->deck[j];
+        d->deck[j] = t;
+    }
+}
+
+void tc__up_dealer_init(tc__up_dealer *d, const tc_upstream_profile *p, uint64_t seed)
+{
+    memset(d, 0, sizeof(*d));
+    d->profile = *p;
+    tc__rng_seed(&d->rng, seed);
+}
+
+void tc__up_dealer_set(tc__up_dealer *d, const tc_upstream_profile *p)
+{
+    d->profile = *p;
+    d->deck_pos = 0;
+}
+
+void tc__up_draw(tc__up_dealer *d, tc__up_step *s, tc__up_outcome *out)
+{
+    const tc_upstream_profile *p = &d->profile;
+    double ms = 0;
+
+    memset(s, 0, sizeof(*s));
+    s->act = TC__UP_RESPOND;
+    s->status = 200;
+    *out = TC__UP_OUT_OK;
+    switch (p->kind) {
+    case TC_PROFILE_EXPONEA:
+        if (d->deck_pos == 0)
+            deck_shuffle(d);
+        *out = (tc__up_outcome)d->deck[d->deck_pos];
+        d->deck_pos = (d->deck_pos + 1) % TC__UP_DECK;
+        ms = (double)(EXPONEA_MIN_MS + tc__rng_below(&d->rng, EXPONEA_MAX_MS - EXPONEA_MIN_MS + 1));
+        if (*out == TC__UP_OUT_HANG)
+            s->act = TC__UP_HANG;
+        else if (*out == TC__UP_OUT_ERROR)
+            s->status = 500;
+        break;
+    case TC_PROFILE_FIXED:
+        ms = p->a;
+        break;
+    case TC_PROFILE_UNIFORM:
+        ms = p->a + (double)tc__rng_below(&d->rng, (uint64_t)(p->b - p->a) + 1);
+        break;
+    case TC_PROFILE_LOGNORMAL: {
+        double u1 = 1.0 - tc__rng_unit(&d->rng); /* (0, 1]: log() stays finite */
+        double u2 = tc__rng_unit(&d->rng);
+        double z = sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+        ms = p->a * exp(p->b * z);
+        break;
+    }
+    case TC_PROFILE_STRAGGLER:
+        ms = tc__rng_unit(&d->rng) < p->c ? p->b : p->a;
+        break;
+    case TC_PROFILE_MIX: {
+        /* Two draws whichever band is picked, so every decision consumes the same number. */
+        int slow = tc__rng_unit(&d->rng) < p->c;
+        uint64_t r = tc__rng_next(&d->rng);
+        double lo = slow ? p->d : p->a, hi = slow ? p->e : p->b;
+        ms = lo + (double)(r % ((uint64_t)(hi - lo) + 1));
+        break;
+    }
+    }
+    if (!(ms >= 0))
+        ms = 0;
+    if (ms > TC_UPSTREAM_MAX_DELAY_MS)
+        ms = TC_UPSTREAM_MAX_DELAY_MS;
+    s->delay_ms = (uint64_t)llround(ms);
+}
+
+/* ---- scenario steps ------------------------------------------------------------------------ */
+
+void tc__up_steps_free(tc__up_step *steps, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        tc__free(steps[i].body);
+    tc__free(steps);
+}
+
+int tc__up_step_parse(json_t *obj, size_t index, tc__up_step *s, char *msg, size_t msglen)
+{
+    const char *key;
+    json_t *v;
+
+    memset(s, 0, sizeof(*s));
+    s->act = TC__UP_RESPOND;
+    s->status = 200;
+    if (!json_is_object(obj)) {
+        (void)snprintf(msg, msglen, "step %zu: expected an object", index);
+        return -1;
+    }
+    json_object_foreach(obj, key, v)
+    {
+        if (strcmp(key, "delay_ms") == 0) {
+            if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+                json_integer_value(v) > TC_UPSTREAM_MAX_DELAY_MS) {
+                (void)snprintf(
+                    msg, msglen,
+                    "step %zu: delay_ms must be a whole number of milliseconds from 0 to %d", index,
+                    TC_UPSTREAM_MAX_DELAY_MS);
+                goto fail;
+            }
+            s->delay_ms = (uint64_t)json_integer_value(v);
+        } else if (strcmp(key, "action") == 0) {
+            const char *a = json_string_value(v);
+            if (a != NULL && strcmp(a, "respond") == 0) {
+                s->act = TC__UP_RESPOND;
+            } else if (a != NULL && strcmp(a, "hang") == 0) {
+                s->act = TC__UP_HANG;
+            } else if (a != NULL && strcmp(a, "reset") == 0) {
+                s->act = TC__UP_RESET;
+            } else {
+                char shown[TC__UP_PRINTABLE_MAX + 1];
+                tc__up_printable(a ? a : "(not a string)", strlen(a ? a : "(not a string)"), shown,
+                                 sizeof(shown));
+                (void)snprintf(msg, msglen,
+                               "step %zu: unknown action \"%s\" (expected \"respond\", \"hang\" or "
+                               "\"reset\")",
+                               index, shown);
+                goto fail;
+            }
+        } else if (strcmp(key, "status") == 0) {
+            /* 1xx is informational, never a final response (CONTRACT §2: 400). */
+            if (!json_is_integer(v) || json_integer_value(v) < 200 || json_integer_value(v) > 599) {
+                (void)snprintf(msg, msglen,
+                               "step %zu: status must be a whole number from 200 to 599", index);
+                goto fail;
+            }
+            s->status = (int)json_integer_value(v);
+        } else if (strcmp(key, "body") == 0) {
+            if (!json_is_string(v)) {
+                (void)snprintf(msg, msglen, "step %zu: body must be a string", index);
+                goto fail;
+            }
+            size_t n = json_string_length(v);
+            s->body = tc__malloc(n + 1); /* once: duplicate keys are rejected by the parser */
+            if (s->body == NULL) {
+                (void)snprintf(msg, msglen, "out of memory");
+                goto fail;
+            }
+            memcpy(s->body, json_string_value(v), n);
+            s->body[n] = '\0';
+            s->body_len = n;
+        } else {
+            char shown[TC__UP_PRINTABLE_MAX + 1];
+            tc__up_printable(key, strlen(key), shown, sizeof(shown));
+            (void)snprintf(msg, msglen, "step %zu: unknown field \"%s\"", index, shown);
+            goto fail;
+        }
+    }
+    return 0;
+fail:
+    tc__free(s->body);
+    s->body = NULL;
+    return -1;
+}
