@@ -1,6 +1,7 @@
 /*
  * Command-line helpers shared by the subcommands: strict number and address parsing with the
- * one-line error messages of CONTRACT §0 (bad flag or value: message on stderr, exit status 2).
+ * one-line error messages every subcommand uses (bad flag or value: one line on stderr, exit
+ * status 2).
  */
 #ifndef TAILCUT_APP_CLI_H
 #define TAILCUT_APP_CLI_H
@@ -27,17 +28,17 @@ int cli_parse_listen(const char *cmd, const char *flag, const char *s, char *hos
 /* Prints "tailcut CMD: MESSAGE" on stderr. */
 void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Parses --http-engine: "native" or "curl" (CONTRACT §1). Returns 0 or -1 with a message. The
+/* Parses --http-engine: "native" or "curl". Returns 0 or -1 with a message. The
  * value is an int holding a tc_client_engine, so that this header needs no library header. */
 int cli_parse_http_engine(const char *cmd, const char *value, int *engine);
 
-/* Parses --hedge-delay (CONTRACT §1, §4): MS, a whole number 0..3600000, sets *ms and
+/* Parses --hedge-delay: MS, a whole number 0..3600000, sets *ms and
  * *percentile_tenths = 0; or pNN[.N], NN from 50 to 99.9 with at most one decimal, sets
  * *percentile_tenths (500..999). Returns 0 or -1 with a message naming the flag. */
 int cli_parse_hedge_delay(const char *cmd, const char *value, uint64_t *ms,
                           unsigned *percentile_tenths);
 
-/* Parses --hedge-budget PCT (CONTRACT §4): digits[.digits], 0 < PCT <= 100, at most 6 decimals;
+/* Parses --hedge-budget PCT: digits[.digits], 0 < PCT <= 100, at most 6 decimals;
  * sets *percent_e6 to PCT in millionths of a percent. Returns 0 or -1 with a message. */
 int cli_parse_hedge_budget(const char *cmd, const char *value, uint64_t *percent_e6);
 
@@ -46,7 +47,7 @@ int cli_parse_hedge_budget(const char *cmd, const char *value, uint64_t *percent
 int cli_open_access_log(const char *cmd, const char *value, FILE **out);
 
 /*
- * The one option parser of every subcommand (CONTRACT §1 "Options"). A subcommand describes its
+ * The one option parser of every subcommand. A subcommand describes its
  * options in a table; the parser matches each argument against the table by its whole name, so
  * no spelling is an abbreviation of another and a new row can never make an old spelling
  * ambiguous. `--name=VALUE` and `--name VALUE` are the same, short names take `-xVALUE` or

@@ -1,5 +1,6 @@
 /*
- * tailcut: entry point. Dispatches to one subcommand per file (serve.c, upstream.c, fetch.c).
+ * tailcut: entry point. Dispatches to one subcommand per file (cmd_serve.c, cmd_upstream.c,
+ * cmd_fetch.c).
  */
 #include <stdio.h>
 #include <string.h>

@@ -24,11 +24,9 @@ enum { CMD_NONE = 0, CMD_DRAIN = 1, CMD_STOP = 2 };
 
 typedef struct worker_slot {
     tc_runtime_worker w;
-    uv_loop_t loop;
-    uv_thread_t thread;
+    tc_runtime_thread th;
     uv_async_t wake;
     uv_timer_t drain_timer;
-    uv_sem_t started;
     int start_err;
     atomic_int command;
     int wake_open; /* under runtime.wake_lock: the main thread may uv_async_send(&wake) */
@@ -52,6 +50,29 @@ unsigned tc_runtime_cpus(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n < 1 ? 1u : (unsigned)n;
+}
+
+int tc_runtime_thread_start(tc_runtime_thread *t, void (*run)(void *), void *arg)
+{
+    if (uv_loop_init(&t->loop) != 0)
+        return TC_EIO;
+    if (uv_sem_init(&t->ready, 0) != 0) {
+        uv_loop_close(&t->loop);
+        return TC_EIO;
+    }
+    if (uv_thread_create(&t->thread, run, arg) != 0) {
+        uv_loop_close(&t->loop);
+        uv_sem_destroy(&t->ready);
+        return TC_EIO;
+    }
+    uv_sem_wait(&t->ready);
+    uv_sem_destroy(&t->ready);
+    return 0;
+}
+
+void tc_runtime_thread_ready(tc_runtime_thread *t)
+{
+    uv_sem_post(&t->ready);
 }
 
 static void on_drain_deadline(uv_timer_t *t)
@@ -82,16 +103,16 @@ static void worker_main(void *arg)
 {
     worker_slot *s = arg;
     runtime *rt = s->rt;
-    uv_async_init(&s->loop, &s->wake, on_wake);
+    uv_async_init(&s->th.loop, &s->wake, on_wake);
     uv_mutex_lock(&rt->wake_lock);
     s->wake_open = 1;
     uv_mutex_unlock(&rt->wake_lock);
-    uv_timer_init(&s->loop, &s->drain_timer);
+    uv_timer_init(&s->th.loop, &s->drain_timer);
     s->wake.data = s;
     s->drain_timer.data = s;
-    s->w.loop = &s->loop;
+    s->w.loop = &s->th.loop;
     s->start_err = rt->cfg->start(&s->w, rt->cfg->data);
-    uv_sem_post(&s->started);
+    tc_runtime_thread_ready(&s->th);
     if (s->start_err != 0) {
         uv_unref((uv_handle_t *)&s->wake);
         if (rt->cfg->stop != NULL)
@@ -101,17 +122,17 @@ static void worker_main(void *arg)
         if (atomic_load(&s->command) != CMD_NONE)
             uv_async_send(&s->wake);
     }
-    uv_run(&s->loop, UV_RUN_DEFAULT);
+    uv_run(&s->th.loop, UV_RUN_DEFAULT);
     uv_mutex_lock(&rt->wake_lock);
     s->wake_open = 0;
     uv_close((uv_handle_t *)&s->wake, NULL);
     uv_mutex_unlock(&rt->wake_lock);
     uv_close((uv_handle_t *)&s->drain_timer, NULL);
-    uv_run(&s->loop, UV_RUN_DEFAULT);
+    uv_run(&s->th.loop, UV_RUN_DEFAULT);
     if (rt->cfg->cleanup != NULL)
         rt->cfg->cleanup(&s->w, rt->cfg->data);
-    uv_run(&s->loop, UV_RUN_DEFAULT);
-    if (uv_loop_close(&s->loop) != 0)
+    uv_run(&s->th.loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&s->th.loop) != 0)
         (void)fprintf(stderr, "tailcut: worker %u: handles left open at exit\n", s->w.index);
     atomic_fetch_add(&rt->exited, 1);
     uv_async_send(&rt->worker_exit);
@@ -161,16 +182,9 @@ static int start_worker(runtime *rt, unsigned i)
     s->rt = rt;
     s->w.index = i;
     atomic_init(&s->command, CMD_NONE);
-    if (uv_loop_init(&s->loop) != 0)
-        return TC_EIO;
-    uv_sem_init(&s->started, 0);
-    if (uv_thread_create(&s->thread, worker_main, s) != 0) {
-        uv_loop_close(&s->loop);
-        uv_sem_destroy(&s->started);
-        return TC_EIO;
-    }
-    uv_sem_wait(&s->started);
-    uv_sem_destroy(&s->started);
+    int err = tc_runtime_thread_start(&s->th, worker_main, s);
+    if (err != 0)
+        return err;
     rt->nstarted++;
     return s->start_err;
 }
@@ -227,7 +241,7 @@ int tc_runtime_run(tc_runtime_config *cfg)
     }
     uv_run(&rt.loop, UV_RUN_DEFAULT);
     for (unsigned i = 0; i < rt.nstarted; i++)
-        uv_thread_join(&rt.slots[i].thread);
+        uv_thread_join(&rt.slots[i].th.thread);
     uv_loop_close(&rt.loop);
     uv_mutex_destroy(&rt.wake_lock);
     free(rt.slots);

@@ -1,6 +1,6 @@
 /*
  * The process around the servers: worker threads, each with its own uv loop, plus the signal
- * handling and graceful drain of CONTRACT §0. Used by every server subcommand.
+ * handling and graceful drain. Used by every server subcommand.
  *
  * tc_runtime_run() starts the workers one after another (worker 0 first, so that with port 0 it
  * can bind a free port that the next workers then share with SO_REUSEPORT), prints the
@@ -41,6 +41,20 @@ typedef struct tc_runtime_config {
     char listen_host[64];
     int listen_port;
 } tc_runtime_config;
+
+/* A thread with a uv loop of its own. */
+typedef struct tc_runtime_thread {
+    uv_thread_t thread;
+    uv_loop_t loop;
+    uv_sem_t ready;
+} tc_runtime_thread;
+
+/* Initialises t->loop, runs run(arg) on a new thread and returns once run has called
+ * tc_runtime_thread_ready(t) (at the end of its set-up, whether that worked or not), so the
+ * caller can read what the set-up stored. Returns 0, or TC_EIO with no thread and the loop
+ * closed. The caller joins t->thread. */
+int tc_runtime_thread_start(tc_runtime_thread *t, void (*run)(void *), void *arg);
+void tc_runtime_thread_ready(tc_runtime_thread *t);
 
 /* Runs until drained after a signal. Returns the process exit status: 0 after a graceful drain,
  * 1 if a worker failed to start (a message has been printed). */

@@ -8,10 +8,10 @@
  * steps were accepted and the first one answers at once) GET /api/work, then POST /reset with
  * Connection: close, which also empties the queue for the next input.
  *
- * The one idea: a small reference reading of CONTRACT §2 (a JSON array of objects whose only
+ * The one idea: a small reference reading of docs/upstream.md (a JSON array of objects whose only
  * fields are delay_ms 0..TC_UPSTREAM_MAX_DELAY_MS, action respond|hang|reset, status 200..599 and
  * a string body, parsed by jansson as the simulator does) predicts the answer, and the simulator
- * must give exactly that: 200 {"queued":N,"pending":N} or 400 with the contract's error body,
+ * must give exactly that: 200 {"queued":N,"pending":N} or 400 with the documented error body,
  * and then /api/work must play the first step back (status, body). The same input bytes, as a
  * string, also go through tc_upstream_profile_parse with its own reference checks.
  */

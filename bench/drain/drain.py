@@ -14,7 +14,7 @@ clock as the signal) and its outcome:
                  connection still in the kernel's accept queue when the listener closed
   reset_mid_answer   part of an answer, then EOF or RST: what a drain must never do
   other          anything else (another status, a wrong body, a timeout)
-CONTRACT §0 / docs/serve.md: requests sent before the signal are finished (each gets its full
+docs/serve.md ("Stopping"): requests sent before the signal are finished (each gets its full
 200); later ones get 503 shutting_down or a refused connection.
 
 Environment: TAILCUT, DRAIN_C [400] connections, DRAIN_LOAD_S [3] seconds of load before the
@@ -25,35 +25,16 @@ request, which also exercises connections waiting in the accept queue at the sig
 import asyncio
 import os
 import random
-import re
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 
-LISTEN_RE = re.compile(rb"tailcut: listening on http://[^:]+:(\d+)")
-
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                "tests", "integration"))
+import tchelpers as th  # noqa: E402
 
 def env_num(name, default):
     return type(default)(os.environ.get(name, default))
-
-
-def start(binary, *args):
-    fd, path = tempfile.mkstemp(prefix="tailcut-drain-", suffix=".err")
-    p = subprocess.Popen([binary, *args, "--listen", "127.0.0.1:0", "--access-log", "off"],
-                         stdout=subprocess.DEVNULL, stderr=fd)
-    os.close(fd)
-    p.err_path = path
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and p.poll() is None:
-        with open(path, "rb") as f:
-            m = LISTEN_RE.search(f.read())
-        if m:
-            return p, int(m.group(1))
-        time.sleep(0.05)
-    p.kill()
-    sys.exit("drain: %s did not start: %s" % (args[0], open(path, "rb").read()[-2000:]))
 
 
 class Client:
@@ -176,12 +157,12 @@ def main():
     if mode not in ("keepalive", "close"):
         sys.exit("drain: DRAIN_MODE is keepalive or close")
 
-    up, up_port = start(binary, "upstream", "--profile", "fixed:%d" % delay)
+    up, up_port = th.start_listening(binary, "upstream", "--profile", "fixed:%d" % delay)
     args = ["serve", "--upstream", "http://127.0.0.1:%d/api/work" % up_port,
             "--max-connections", str(max(10000, 2 * conns))]
     if workers:
         args += ["--workers", workers]
-    srv, port = start(binary, *args)
+    srv, port = th.start_listening(binary, *args)
     try:
         want = b'{"success":true,"response":{"time": %d}}' % delay
         client = Client(port, "/api/smart?timeout=5000", want, conns, mode == "keepalive")
@@ -189,17 +170,9 @@ def main():
         t_signal, t_exit = asyncio.run(client.run(srv, load_s, after_s))
         status = srv.wait(30)
     finally:
-        for p in (srv, up):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        err = open(srv.err_path, "rb").read()[-2000:].decode(errors="replace")
-        for p in (srv, up):
-            os.unlink(p.err_path)
+        th.stop_all((srv, up))
+        err = th.stderr_of(srv, 2000)
+        th.remove_err_files((srv, up))
 
     before = {}
     after = {}

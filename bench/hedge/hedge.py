@@ -21,11 +21,13 @@ BUDGET_SECONDS [15], FLAP_RATE [200], STEP_RATE [500], OUT [bench/hedge], POLICI
 """
 import json
 import os
-import re
-import socket
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                "tests", "integration"))
+import tchelpers as th  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TAILCUT = os.environ.get("TAILCUT", os.path.join(ROOT, "build", "tailcut"))
@@ -46,44 +48,20 @@ def log(msg):
 
 
 class Proc:
+    """`tailcut ARGS --listen 127.0.0.1:0 --access-log off`, started and waited for."""
+
     def __init__(self, *args):
-        self.p = subprocess.Popen([TAILCUT] + list(args) + ["--listen", "127.0.0.1:0",
-                                                            "--access-log", "off"],
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            line = self.p.stderr.readline()
-            m = re.search(r"listening on http://[^:]+:(\d+)", line or "")
-            if m:
-                self.port = int(m.group(1))
-                return
-            if not line and self.p.poll() is not None:
-                break
-        raise RuntimeError("%s did not start" % args[0])
+        self.p, self.port = th.start_listening(TAILCUT, *args)
 
     def stop(self):
-        self.p.terminate()
-        try:
-            self.p.wait(30)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
+        th.stop_all([self.p], timeout=30)
+        th.remove_err_files([self.p])
 
 
 def http(port, method, path, body=None):
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        data = body.encode() if body else b""
-        s.sendall(("%s %s HTTP/1.1\r\nHost: b\r\nConnection: close\r\nContent-Length: %d\r\n"
-                   "Content-Type: application/json\r\n\r\n" % (method, path, len(data))).encode()
-                  + data)
-        buf = b""
-        while True:
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                break
-            buf += chunk
-    head, _, payload = buf.partition(b"\r\n\r\n")
-    return int(head.split()[1]), payload.decode()
+    st, _, data = th.http_request(port, method, path, body,
+                                  {"Content-Type": "application/json"}, timeout=30)
+    return st, data.decode()
 
 
 def stats(up):
@@ -108,10 +86,7 @@ def reset(up):
 
 def metric(port, name):
     _, text = http(port, "GET", "/metrics")
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return None
+    return th.parse_metrics(text).get((name, frozenset()))
 
 
 def load(port, rate, n, out=None):

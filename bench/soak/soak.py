@@ -19,48 +19,21 @@ SOAK_SEED, SOAK_UPSTREAM_CONNECTIONS (serve's pool per worker), SOAK_WORKERS.
 """
 import json
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                "tests", "integration"))
+import tchelpers as th  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-LISTEN_RE = re.compile(rb"tailcut: listening on http://[^:]+:(\d+)")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def env_int(name, default):
     return int(os.environ.get(name, default))
-
-
-def start(binary, *args):
-    """Starts `tailcut ARGS --listen 127.0.0.1:0` with stderr in a temporary file; returns
-    (Popen, port). The file's name is in Popen.err_path."""
-    fd, path = tempfile.mkstemp(prefix="tailcut-soak-", suffix=".err")
-    p = subprocess.Popen([binary, *args, "--listen", "127.0.0.1:0", "--access-log", "off"],
-                         stdout=subprocess.DEVNULL, stderr=fd)
-    os.close(fd)
-    p.err_path = path
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and p.poll() is None:
-        with open(path, "rb") as f:
-            m = LISTEN_RE.search(f.read())
-        if m:
-            return p, int(m.group(1))
-        time.sleep(0.05)
-    p.kill()
-    sys.exit("soak: %s did not start: %s" % (args[0], stderr_of(p)))
-
-
-def stderr_of(p, limit=4000):
-    try:
-        with open(p.err_path, "rb") as f:
-            return f.read()[-limit:].decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def proc_kb(pid, key):
@@ -91,39 +64,12 @@ def machine_busy():
     return sum(v) - idle, sum(v)
 
 
-def http_get(port, path, timeout=10):
-    with socket.create_connection(("127.0.0.1", port), timeout) as s:
-        s.sendall(b"GET %s HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n" % path.encode())
-        data = b""
-        while True:
-            chunk = s.recv(1 << 16)
-            if not chunk:
-                break
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
-
-
 def metrics(port):
     """{(name, frozenset(labels)): value} from serve's /metrics."""
-    st, body = http_get(port, "/metrics")
+    st, _, body = th.http_request(port, "GET", "/metrics")
     if st != 200:
         raise RuntimeError("/metrics answered %d" % st)
-    out = {}
-    for line in body.decode().splitlines():
-        if not line or line.startswith("#"):
-            continue
-        head, _, value = line.rpartition(" ")
-        labels = {}
-        name = head
-        if "{" in head:
-            name, _, rest = head.partition("{")
-            for part in rest.rstrip("}").split(","):
-                if part:
-                    k, _, v = part.partition("=")
-                    labels[k] = v.strip('"')
-        out[(name, frozenset(labels.items()))] = float(value)
-    return out
+    return th.parse_metrics(body.decode())
 
 
 def requests_by(m):
@@ -155,14 +101,14 @@ def main():
     warm = env_int("SOAK_WARM", min(100000, max(1, n // 10)))
     workers = os.environ.get("SOAK_WORKERS")
 
-    up, up_port = start(binary, "upstream", "--profile", "exponea", "--seed", str(seed))
+    up, up_port = th.start_listening(binary, "upstream", "--profile", "exponea", "--seed", str(seed))
     base = "http://127.0.0.1:%d" % up_port
     serve_args = ["serve", "--upstream", base + "/api/work", "--metadata-upstream",
                   base + "/api/metadata", "--upstream-connections", str(pool),
                   "--max-connections", str(max(10000, conns * 2))]
     if workers:
         serve_args += ["--workers", workers]
-    srv, port = start(binary, *serve_args)
+    srv, port = th.start_listening(binary, *serve_args)
     procs = [srv, up]
     # (t, serve VmRSS kB, simulator VmRSS kB, counted by serve, (serve CPU s, simulator CPU s,
     # machine busy jiffies, machine total jiffies, wrk CPU s))
@@ -186,7 +132,7 @@ def main():
             time.sleep(1.0)
             for name, p in (("serve", srv), ("upstream", up)):
                 if p.poll() is not None and died is None:
-                    died = "%s exited with status %s:\n%s" % (name, p.returncode, stderr_of(p))
+                    died = "%s exited with status %s:\n%s" % (name, p.returncode, th.stderr_of(p))
                     wrk.send_signal(signal.SIGINT)
             if died:
                 continue
@@ -233,22 +179,10 @@ def main():
         except subprocess.TimeoutExpired:
             serve_exit = "did not exit within 30 s"
         if serve_exit != 0:
-            serve_exit = "%s; stderr:\n%s" % (serve_exit, stderr_of(srv))
+            serve_exit = "%s; stderr:\n%s" % (serve_exit, th.stderr_of(srv))
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-            if hasattr(p, "err_path"):
-                try:
-                    os.unlink(p.err_path)
-                except OSError:
-                    pass
+        th.stop_all(procs)
+        th.remove_err_files(procs)
 
     # ---- report --------------------------------------------------------------------------
     by = requests_by(m)

@@ -2,7 +2,8 @@
  * An HTTP/1.1 server on a caller-supplied uv loop (http-parser underneath).
  *
  * One tc_server listens on one loop. Several workers, each with its own loop and its own
- * tc_server bound with reuseport, share one port; see tailcut/workers.h.
+ * tc_server bound with reuseport, share one port (the tailcut program starts its workers so in
+ * app/runtime.c and app/cmd_serve.c; see docs/server.md).
  *
  * Requests are handed to one handler. The handler answers at once or later, from any callback on
  * the same loop. Ownership rule: every request the handler receives must be finished exactly

@@ -1,7 +1,9 @@
-"""Shared helpers for the integration tests: start the real binary on 127.0.0.1 port 0, talk
-HTTP/1.1 over raw sockets, stop it with SIGTERM and insist on a clean exit.
+"""Shared helpers for the integration tests and the benchmark scripts: start the real binary on
+127.0.0.1 port 0, talk HTTP/1.1 over raw sockets (blocking or asyncio), read /metrics, make a
+throw-away CA with the openssl CLI, stop the binary with SIGTERM and insist on a clean exit.
 
-Python standard library only. The binary comes from $TAILCUT_BIN (set by ctest).
+Python standard library only. The binary comes from $TAILCUT_BIN (set by ctest). The bench/
+scripts import this file from tests/integration/.
 """
 import asyncio
 import atexit
@@ -11,6 +13,8 @@ import re
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 
@@ -53,8 +57,9 @@ class Proc:
             b = os.path.join(here, "..", "..", "build", "tailcut")
         return b
 
-    def __init__(self, cmd, *args, listen="127.0.0.1:0", start_timeout=20, stdin=None):
-        argv = [self.bin(), cmd]
+    def __init__(self, cmd, *args, listen="127.0.0.1:0", start_timeout=20, stdin=None,
+                 binary=None):
+        argv = [binary or self.bin(), cmd]
         if listen is not None:
             argv += ["--listen", listen]
         argv += list(args)
@@ -175,6 +180,31 @@ def _read_exact(s, n, buf):
     return buf
 
 
+def parse_head(raw):
+    """A response's status line and header block (bytes, no final CRLF CRLF) -> (status,
+    headers), header names lower-cased."""
+    lines = raw.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return int(lines[0].split()[1]), headers
+
+
+class Resp:
+    """One response: status, headers (lower-cased names), body and the seconds it took."""
+
+    def __init__(self, status, headers, body, elapsed):
+        self.status, self.headers, self.body, self.elapsed = status, headers, body, elapsed
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return "Resp(%r, %r, %r, %.3fs)" % (self.status, self.headers, (self.body or b"")[:300],
+                                             self.elapsed)
+
+
 def read_response(s, head=False):
     """Reads one HTTP/1.1 response from socket s. Returns (status, headers, body); header names
     are lower-cased. Raises EOFError if the peer closed before sending anything, and
@@ -193,12 +223,7 @@ def read_response(s, head=False):
             raise EOFError("closed before a response")
         buf += chunk
     head_raw, rest = buf.split(b"\r\n\r\n", 1)
-    lines = head_raw.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    hdrs = {}
-    for line in lines[1:]:
-        k, v = line.split(":", 1)
-        hdrs[k.strip().lower()] = v.strip()
+    status, hdrs = parse_head(head_raw)
     body = b""
     rest = bytearray(rest)
     if head or status in (100, 204, 304):
@@ -267,6 +292,13 @@ def http_request(port, method, path, body=None, headers=None, timeout=10, host="
         return read_response(s, head=(method == "HEAD"))
 
 
+def timed_request(port, method, path, body=None, headers=None, timeout=10):
+    """http_request() as a Resp; elapsed counts from the connect to the end of the body."""
+    t0 = time.monotonic()
+    st, hdrs, data = http_request(port, method, path, body, headers, timeout)
+    return Resp(st, hdrs, data, time.monotonic() - t0)
+
+
 def get_json(port, path, timeout=10):
     st, hdrs, body = http_request(port, "GET", path, timeout=timeout)
     return st, hdrs, json.loads(body) if body else None
@@ -321,6 +353,49 @@ class AioResult:
                                                              (self.body or b"")[:80])
 
 
+async def aio_read_response(reader, deadline, head=False):
+    """Reads one response from an asyncio StreamReader by loop time `deadline`. Returns (status,
+    headers, body): a Content-Length body (none for HEAD), else what comes until the peer closes.
+    Bytes after the response stay on the reader for the next call (pipelining). Raises
+    asyncio.TimeoutError at the deadline and EOFError if the peer closes first;
+    reader._tc_seen is how many bytes of this response arrived either way."""
+    loop = asyncio.get_running_loop()
+    buf = getattr(reader, "_tc_rest", b"")
+    reader._tc_rest = b""
+    reader._tc_seen = len(buf)
+
+    async def more():
+        left = deadline - loop.time()
+        if left <= 0:
+            raise asyncio.TimeoutError()
+        data = await asyncio.wait_for(reader.read(65536), left)
+        reader._tc_seen += len(data)
+        return data
+
+    while b"\r\n\r\n" not in buf:
+        data = await more()
+        if not data:
+            raise EOFError("closed after %d bytes" % len(buf))
+        buf += data
+    head_raw, _, rest = buf.partition(b"\r\n\r\n")
+    status, headers = parse_head(head_raw)
+    if head:
+        n = 0
+    elif "content-length" in headers:
+        n = int(headers["content-length"])
+    else:
+        n = None
+    while n is None or len(rest) < n:
+        data = await more()
+        if not data:
+            if n is None:
+                return status, headers, rest
+            raise EOFError("closed after %d bytes" % len(buf))
+        rest += data
+    reader._tc_rest = rest[n:]
+    return status, headers, rest[:n]
+
+
 async def aio_request(port, method, path, timeout, body=b"", connect_sem=None,
                       host="127.0.0.1"):
     """One request on a fresh connection with asyncio, for thousands of concurrent requests in
@@ -333,47 +408,153 @@ async def aio_request(port, method, path, timeout, body=b"", connect_sem=None,
                                                     timeout)
     else:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    buf = b""
     t0 = loop.time()
     try:
         head = "%s %s HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % (
             method, path, len(body))
         writer.write(head.encode() + body)
-        deadline = t0 + timeout
-
-        async def more():
-            left = deadline - loop.time()
-            if left <= 0:
-                raise asyncio.TimeoutError()
-            return await asyncio.wait_for(reader.read(65536), left)
-
-        while b"\r\n\r\n" not in buf:
-            data = await more()
-            if not data:
-                return AioResult("eof", loop.time() - t0, len(buf))
-            buf += data
-        head_bytes, _, rest = buf.partition(b"\r\n\r\n")
-        lines = head_bytes.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ")[1])
-        headers = {}
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            headers[k.strip().lower()] = v.strip()
-        n = 0 if method == "HEAD" else int(headers.get("content-length", "0"))
-        while len(rest) < n:
-            data = await more()
-            if not data:
-                return AioResult("eof", loop.time() - t0, len(buf))
-            buf += data
-            rest += data
-        return AioResult("response", loop.time() - t0, len(buf), status, headers, rest[:n])
+        status, headers, data = await aio_read_response(reader, t0 + timeout,
+                                                        head=(method == "HEAD"))
+        return AioResult("response", loop.time() - t0, reader._tc_seen, status, headers, data)
+    except EOFError:
+        return AioResult("eof", loop.time() - t0, reader._tc_seen)
     except asyncio.TimeoutError:
-        return AioResult("timeout", loop.time() - t0, len(buf))
+        return AioResult("timeout", loop.time() - t0, getattr(reader, "_tc_seen", 0))
     except ConnectionResetError:
-        return AioResult("reset", loop.time() - t0, len(buf))
+        return AioResult("reset", loop.time() - t0, getattr(reader, "_tc_seen", 0))
     finally:
         writer.close()
         try:
             await writer.wait_closed()
         except (ConnectionError, OSError):
             pass
+
+
+class ErrorAsserts:
+    """unittest mixin: the error bodies of tailcut serve's /api/... endpoints. The test class
+    defines assert_api(r, status, attempts), which checks the status and X-Tailcut-Attempts."""
+
+    def assert_error(self, r, status, code, attempts=None):
+        self.assert_api(r, status, attempts)
+        doc = r.json()
+        self.assertIs(doc["success"], False, r)
+        self.assertEqual(doc["error"], code, r)
+        self.assertIsInstance(doc["message"], str, r)
+        return doc
+
+    def assert_upstream_failed(self, r, attempts):
+        doc = self.assert_error(r, 502, "upstream_failed", attempts)
+        self.assertEqual(doc["attempts"], attempts, r)
+
+
+# ---- /metrics ------------------------------------------------------------------------------
+
+def parse_metrics(text):
+    """Prometheus text -> {(name, frozenset(labels)): value}."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        labels = {}
+        name = head
+        if "{" in head:
+            name, _, rest = head.partition("{")
+            for part in rest.rstrip("}").split(","):
+                if part:
+                    k, _, v = part.partition("=")
+                    labels[k] = v.strip('"')
+        out[(name, frozenset(labels.items()))] = float(value)
+    return out
+
+
+def metric(values, name, **labels):
+    """One series of parse_metrics() output, 0.0 if absent."""
+    return values.get((name, frozenset(labels.items())), 0.0)
+
+
+# ---- processes for the benchmarks -----------------------------------------------------------
+
+BENCH_LISTEN_RE = re.compile(rb"tailcut: listening on http://[^:]+:(\d+)")
+
+
+def start_listening(binary, *args, timeout=20):
+    """Starts `BINARY ARGS --listen 127.0.0.1:0 --access-log off` with stderr in a temporary file
+    (a long benchmark never fills a pipe) and waits for its listening line. Returns (Popen,
+    port); the file's name is Popen.err_path (remove it with forget()). Exits the script with
+    the program's stderr if it does not start."""
+    fd, path = tempfile.mkstemp(prefix="tailcut-bench-", suffix=".err")
+    p = subprocess.Popen([binary, *args, "--listen", "127.0.0.1:0", "--access-log", "off"],
+                         stdout=subprocess.DEVNULL, stderr=fd)
+    os.close(fd)
+    p.err_path = path
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and p.poll() is None:
+        with open(path, "rb") as f:
+            m = BENCH_LISTEN_RE.search(f.read())
+        if m:
+            return p, int(m.group(1))
+        time.sleep(0.05)
+    p.kill()
+    p.wait()
+    sys.exit("%s did not start: %s" % (" ".join(args[:1]), stderr_of(p)))
+
+
+def stderr_of(p, limit=4000):
+    """The last `limit` bytes a start_listening() process wrote to stderr."""
+    try:
+        with open(p.err_path, "rb") as f:
+            return f.read()[-limit:].decode(errors="replace")
+    except (OSError, AttributeError):
+        return ""
+
+
+def stop_all(procs, timeout=15):
+    """SIGTERM every start_listening() process still running, then waits for each, killing one
+    still there after timeout s."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def remove_err_files(procs):
+    """Removes the stderr files of start_listening() processes (after stop_all)."""
+    for p in procs:
+        try:
+            os.unlink(p.err_path)
+        except (OSError, AttributeError):
+            pass
+
+
+# ---- a throw-away CA --------------------------------------------------------------------------
+
+def openssl(d, *args):
+    subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+
+def make_ca(d, name):
+    """NAME.pem and NAME.key in directory d: a self-signed CA valid for two days."""
+    openssl(d, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout",
+            name + ".key", "-out", name + ".pem", "-subj", "/CN=tailcut test " + name,
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+
+
+def make_server_cert(d, ca):
+    """server.pem and server.key in d: a certificate for 127.0.0.1 and localhost signed by the
+    CA `ca` (made by make_ca)."""
+    with open(os.path.join(d, "server.ext"), "w") as f:
+        f.write("basicConstraints=CA:FALSE\n"
+                "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                "extendedKeyUsage=serverAuth\n"
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl(d, "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
+            "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    openssl(d, "x509", "-req", "-in", "server.csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
+            "-CAcreateserial", "-days", "2", "-out", "server.pem", "-extfile", "server.ext")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Integration tests of adaptive hedging in `tailcut serve` (CONTRACT §4, issue 13): the flags
+"""Integration tests of adaptive hedging in `tailcut serve` (docs/serve.md, issue 13): the flags
 and their bad values, X-Tailcut-Attempt on every attempt, the metrics, the pNN schedule with its
 warm-up, and a budget that denies (tailcut_hedges_denied_total rises by exactly the denied
 count, and the upstream sees no more extra attempts than the rule allows).

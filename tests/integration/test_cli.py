@@ -1,4 +1,4 @@
-"""One option parser for every subcommand (issue 11, CONTRACT §1 "Options"): full names only,
+"""One option parser for every subcommand (issue 11, docs/serve.md): full names only,
 the last value of a repeated flag wins, --name=VALUE and --name VALUE alike, and --help says so.
 """
 import os

@@ -11,7 +11,8 @@ If nginx is installed, it serves the same certificate with `http2` and the clien
 HTTP/2 through ALPN and multiplex several requests over one connection.
 
 The example binary is found next to $TAILCUT_BIN (both are built into the build directory), or
-at $CLIENT_GET_BIN.
+at $CLIENT_GET_BIN. nginx gets its listening socket already bound to 127.0.0.1 port 0 (inherited
+through its NGINX environment variable), so no port is picked and released first.
 """
 import http.server
 import os
@@ -23,22 +24,10 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
+import unittest
 
-WATCHDOG_S = 120
-PASSED = 0
-FAILED = 0
-SKIPPED = 0
-
-
-def check(name, cond, detail=""):
-    global PASSED, FAILED
-    if cond:
-        PASSED += 1
-        print(f"ok   {name}")
-    else:
-        FAILED += 1
-        print(f"FAIL {name} {detail}")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tchelpers as th  # noqa: E402
 
 
 def find_client_get():
@@ -48,36 +37,13 @@ def find_client_get():
     tailcut = os.environ.get("TAILCUT_BIN")
     if tailcut:
         return os.path.join(os.path.dirname(os.path.abspath(tailcut)), "example_client_get")
-    sys.exit("test_client_tls: set TAILCUT_BIN or CLIENT_GET_BIN")
-
-
-def openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def make_ca(d, name):
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-keyout", f"{name}.key", "-out", f"{name}.pem", "-subj", f"/CN=tailcut test {name}",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-
-
-def make_certs(d):
-    make_ca(d, "ca")
-    make_ca(d, "other-ca")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
-            "server.csr", "-subj", "/CN=127.0.0.1", cwd=d)
-    with open(os.path.join(d, "ext.cnf"), "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-                "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-out", "server.pem", "-extfile", "ext.cnf", cwd=d)
+    raise unittest.SkipTest("set TAILCUT_BIN or CLIENT_GET_BIN")
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self):
+    def do_GET(self):  # noqa: N802 - http.server's naming
         body = b'{"tls": true}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -89,39 +55,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def start_https(d):
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(os.path.join(d, "server.pem"), os.path.join(d, "server.key"))
-    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv
+def find_nginx():
+    if shutil.which("nginx"):
+        return shutil.which("nginx")
+    return "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
 
 
-def run_client(binary, *args):
-    p = subprocess.run([binary, "--timeout", "10000", *args], capture_output=True, text=True,
-                       timeout=60)
-    return p.returncode, p.stdout + p.stderr
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_http2_with_nginx(binary, d):
-    global SKIPPED
-    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
-                                      else None)
-    if nginx is None:
-        SKIPPED += 1
-        print("skip http2 through nginx: nginx is not installed (scripts/install-deps --bench)")
-        return
-    port = free_port()
-    conf = os.path.join(d, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(f"""
+NGINX_CONF = """
 worker_processes 1;
 daemon off;
 pid {d}/nginx.pid;
@@ -139,62 +79,111 @@ http {{
         location / {{ default_type application/json; return 200 '{{"h2": true}}'; }}
     }}
 }}
-""")
-    proc = subprocess.Popen([nginx, "-c", conf, "-p", d], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        urls = [f"https://127.0.0.1:{port}/{i}" for i in range(8)]
-        rc, out = run_client(binary, "--cacert", os.path.join(d, "ca.pem"), *urls)
-        check("http2: every request answered", rc == 0 and out.count("status=200") == 8, out)
-        check("http2: negotiated through ALPN", out.count("http=20") == 8, out)
-        with open(os.path.join(d, "access.log")) as f:
-            conns = set(f.read().split())
-        check("http2: 8 concurrent requests multiplexed on one connection", len(conns) == 1,
-              f"connections used: {sorted(conns)}")
-        rc, out = run_client(binary, "--http1", "--cacert", os.path.join(d, "ca.pem"), urls[0])
-        check("http2 off: HTTP/1.1 even when offered", rc == 0 and "http=11" in out, out)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
+"""
 
 
-def main():
-    signal.signal(signal.SIGALRM, lambda *_: (print("FAIL watchdog"), os._exit(1)))
-    signal.alarm(WATCHDOG_S)
-    binary = find_client_get()
-    if not os.access(binary, os.X_OK):
-        sys.exit(f"test_client_tls: {binary} is not built (target example_client_get)")
-    with tempfile.TemporaryDirectory(prefix="tailcut-tls-") as d:
-        make_certs(d)
-        srv = start_https(d)
-        url = f"https://127.0.0.1:{srv.server_address[1]}/"
+class ClientTLS(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        if shutil.which("openssl") is None:
+            raise unittest.SkipTest("the openssl CLI is not installed")
+        cls.binary = find_client_get()
+        if not os.access(cls.binary, os.X_OK):
+            raise AssertionError("%s is not built (target example_client_get)" % cls.binary)
+        cls.dir = tempfile.mkdtemp(prefix="tailcut-tls-")
+        th.make_ca(cls.dir, "ca")
+        th.make_ca(cls.dir, "other-ca")
+        th.make_server_cert(cls.dir, "ca")
+        cls.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cls.path("server.pem"), cls.path("server.key"))
+        cls.httpd.socket = ctx.wrap_socket(cls.httpd.socket, server_side=True)
+        cls.thread = threading.Thread(target=cls.httpd.serve_forever, daemon=True)
+        cls.thread.start()
+        cls.url = "https://127.0.0.1:%d/" % cls.httpd.server_address[1]
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.httpd.shutdown()
+        cls.httpd.server_close()
+        cls.thread.join(10)
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    @classmethod
+    def path(cls, name):
+        return os.path.join(cls.dir, name)
+
+    def run_client(self, *args):
+        p = subprocess.run([self.binary, "--timeout", "10000", *args], capture_output=True,
+                           text=True, timeout=60 * th.SLOW)
+        return p.returncode, p.stdout + p.stderr
+
+    def check(self, what, cond, out):
+        self.assertTrue(cond, "%s: %s" % (what, out))
+
+    def test_default_settings_reject_a_self_signed_chain(self):
+        rc, out = self.run_client(self.url)
+        self.check("self-signed chain rejected", rc == 1 and "error=ETLS" in out, out)
+
+    def test_trusted_with_ca_file(self):
+        rc, out = self.run_client("--cacert", self.path("ca.pem"), self.url)
+        self.check("trusted with ca_file", rc == 0 and "status=200" in out and "http=11" in out,
+                   out)
+        self.check("body received", "body=13" in out, out)
+
+    def test_unrelated_ca_rejected(self):
+        rc, out = self.run_client("--cacert", self.path("other-ca.pem"), self.url)
+        self.check("unrelated CA rejected", rc == 1 and "error=ETLS" in out, out)
+
+    def test_insecure_skips_verification(self):
+        rc, out = self.run_client("--insecure", self.url)
+        self.check("insecure skips verification", rc == 0 and "status=200" in out, out)
+
+    def test_missing_ca_file_is_a_tls_error(self):
+        rc, out = self.run_client("--cacert", self.path("missing.pem"), self.url)
+        self.check("missing CA file is a TLS error", rc == 1 and "error=ETLS" in out, out)
+
+    def test_http2_through_nginx(self):
+        nginx = find_nginx()
+        if nginx is None:
+            self.skipTest("nginx is not installed (scripts/install-deps --bench)")
+        # The socket is bound here and handed to nginx already listening: no port race.
+        lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(128)
+        port = lsock.getsockname()[1]
+        conf = self.path("nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_CONF.format(d=self.dir, port=port))
+        env = dict(os.environ, NGINX="%d;" % lsock.fileno())
+        proc = subprocess.Popen([nginx, "-c", conf, "-p", self.dir], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True, env=env,
+                                pass_fds=(lsock.fileno(),))
+        lsock.close()
         try:
-            rc, out = run_client(binary, url)
-            check("self-signed chain rejected by default", rc == 1 and "error=ETLS" in out, out)
-            rc, out = run_client(binary, "--cacert", os.path.join(d, "ca.pem"), url)
-            check("trusted with ca_file", rc == 0 and "status=200" in out and "http=11" in out,
-                  out)
-            check("body received", "body=13" in out, out)
-            rc, out = run_client(binary, "--cacert", os.path.join(d, "other-ca.pem"), url)
-            check("unrelated CA rejected", rc == 1 and "error=ETLS" in out, out)
-            rc, out = run_client(binary, "--insecure", url)
-            check("insecure skips verification", rc == 0 and "status=200" in out, out)
-            rc, out = run_client(binary, "--cacert", os.path.join(d, "missing.pem"), url)
-            check("missing CA file is a TLS error", rc == 1 and "error=ETLS" in out, out)
+            # Connections queue on the inherited socket until nginx accepts them; wait for the
+            # pid file so that a failed start says so rather than timing out a request.
+            pid = self.path("nginx.pid")
+            self.assertTrue(th.wait_for(lambda: os.path.exists(pid) or proc.poll() is not None,
+                                        10 * th.SLOW) and proc.poll() is None,
+                            "nginx did not start")
+            urls = ["https://127.0.0.1:%d/%d" % (port, i) for i in range(8)]
+            rc, out = self.run_client("--cacert", self.path("ca.pem"), *urls)
+            self.check("http2: every request answered", rc == 0 and out.count("status=200") == 8,
+                       out)
+            self.check("http2: negotiated through ALPN", out.count("http=20") == 8, out)
+            with open(self.path("access.log")) as f:
+                conns = set(f.read().split())
+            self.check("http2: 8 concurrent requests multiplexed on one connection",
+                       len(conns) == 1, "connections used: %s" % sorted(conns))
+            rc, out = self.run_client("--http1", "--cacert", self.path("ca.pem"), urls[0])
+            self.check("http2 off: HTTP/1.1 even when offered", rc == 0 and "http=11" in out,
+                       out)
         finally:
-            srv.shutdown()
-            srv.server_close()
-        test_http2_with_nginx(binary, d)
-    print(f"{PASSED} passed, {FAILED} failed, {SKIPPED} skipped")
-    return 1 if FAILED else 0
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    watchdog = th.Watchdog(120 * th.SLOW)
+    unittest.main(verbosity=2)

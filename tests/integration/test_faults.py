@@ -14,7 +14,7 @@ Client side, against serve in front of the simulator: garbage bytes, trickled re
 leaving in the middle of its request or while its answer is awaited or being written (FIN and
 RST), and 100 pipelined requests followed by an immediate close.
 
-Every case asserts the contract's answer (CONTRACT §1 and docs/serve.md: 502 with "attempts",
+Every case asserts the contract's answer (docs/serve.md: 502 with "attempts",
 504, 400, 408, or a close), and then that nothing was left behind: serve still answers /healthz,
 its tailcut_requests_in_flight gauge is back to 0, and the upstream holds nothing (the
 simulator's /stats in_flight, or FaultUpstream's count of open connections). Each class ends by
@@ -232,7 +232,7 @@ def closed_port():
     return port
 
 
-class FaultCase(unittest.TestCase):
+class FaultCase(th.ErrorAsserts, unittest.TestCase):
     """Assertions shared by the fault classes."""
 
     srv = None
@@ -244,18 +244,6 @@ class FaultCase(unittest.TestCase):
         self.assertEqual(r.status, status, r)
         self.assertEqual(r.headers.get("content-type"), "application/json", r)
         self.assertEqual(r.headers.get("x-tailcut-attempts"), str(attempts), r)
-
-    def assert_error(self, r, status, code, attempts):
-        self.assert_api(r, status, attempts)
-        doc = r.json()
-        self.assertIs(doc["success"], False, r)
-        self.assertEqual(doc["error"], code, r)
-        self.assertIsInstance(doc["message"], str, r)
-        return doc
-
-    def assert_upstream_failed(self, r, attempts):
-        doc = self.assert_error(r, 502, "upstream_failed", attempts)
-        self.assertEqual(doc["attempts"], attempts, r)
 
     def assert_serve_clean(self):
         """serve still answers /healthz and holds no request in flight (polled, bounded)."""

@@ -1,5 +1,5 @@
-"""Integration tests for `tailcut fetch` (CONTRACT §3) against the real simulated upstream
-(`tailcut upstream`, CONTRACT §2) on 127.0.0.1 port 0.
+"""Integration tests for `tailcut fetch` (docs/fetch.md) against the real simulated upstream
+(`tailcut upstream`, docs/upstream.md) on 127.0.0.1 port 0.
 
 Caps are checked from the server's side (a thread polls the simulator's /stats in_flight while
 fetch runs) and by lower bounds on time; retries by counting the simulator's work_requests;

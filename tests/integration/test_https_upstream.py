@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`tailcut serve` against an https:// upstream (CONTRACT §1, `--upstream-ca`, issue 5).
+"""`tailcut serve` against an https:// upstream (`--upstream-ca`).
 
 Makes a throw-away CA (and an unrelated second CA) and a server certificate for IP 127.0.0.1
 with the openssl CLI in a temp dir, serves HTTPS from a Python http.server + ssl on 127.0.0.1
@@ -26,29 +26,6 @@ import tchelpers as th  # noqa: E402
 from test_smart import Metrics, request  # noqa: E402
 
 BODY = b'{"ok":true}'
-
-
-def openssl(d, *args):
-    subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
-
-
-def make_ca(d, name):
-    openssl(d, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout",
-            name + ".key", "-out", name + ".pem", "-subj", "/CN=tailcut test " + name,
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-
-
-def make_server_cert(d, ca):
-    with open(os.path.join(d, "server.ext"), "w") as f:
-        f.write("basicConstraints=CA:FALSE\n"
-                "keyUsage=critical,digitalSignature,keyEncipherment\n"
-                "extendedKeyUsage=serverAuth\n"
-                "subjectAltName=IP:127.0.0.1\n")
-    openssl(d, "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
-            "-out", "server.csr", "-subj", "/CN=127.0.0.1")
-    openssl(d, "x509", "-req", "-in", "server.csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
-            "-CAcreateserial", "-days", "2", "-out", "server.pem", "-extfile", "server.ext")
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -105,9 +82,9 @@ class HttpsUpstream(unittest.TestCase):
         if shutil.which("openssl") is None:
             raise unittest.SkipTest("the openssl CLI is not installed")
         cls.dir = tempfile.mkdtemp(prefix="tailcut-https-")
-        make_ca(cls.dir, "ca")
-        make_ca(cls.dir, "other")
-        make_server_cert(cls.dir, "ca")
+        th.make_ca(cls.dir, "ca")
+        th.make_ca(cls.dir, "other")
+        th.make_server_cert(cls.dir, "ca")
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(os.path.join(cls.dir, "server.pem"),
                             os.path.join(cls.dir, "server.key"))

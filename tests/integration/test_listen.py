@@ -1,4 +1,4 @@
-"""A `--listen` address that cannot be bound (issue 11, CONTRACT §1): every server subcommand,
+"""A `--listen` address that cannot be bound (issue 11, docs/serve.md): every server subcommand,
 with one worker and with several, prints one line `tailcut: cannot listen on HOST:PORT: REASON`
 in the system's words and exits 1, run after run, never with a crash or a core dump.
 

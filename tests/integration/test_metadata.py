@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Integration tests of batched lookups, `GET /api/metadata/ID` of `tailcut serve` (CONTRACT §1
+"""Integration tests of batched lookups, `GET /api/metadata/ID` of `tailcut serve` (docs/serve.md
 "Batched lookups", issue 6).
 
 Three set-ups, each a `tailcut serve --workers 1` (one worker: one batcher, so upstream call
@@ -38,41 +38,16 @@ EARLY = 0.003  # libuv timers count whole milliseconds of cached loop time
 SLACK = 1.0 * th.SLOW
 
 
-class Resp:
-    def __init__(self, status, headers, body, elapsed):
-        self.status, self.headers, self.body, self.elapsed = status, headers, body, elapsed
-
-    def json(self):
-        return json.loads(self.body)
-
-    def __repr__(self):
-        return "Resp(%r, %r, %.3fs)" % (self.status, self.body[:200], self.elapsed)
-
-
 async def _read_response(reader, timeout):
-    """Reads one response (Connection: close) to the end. Returns (status, headers, body), or
-    (None, {}, b"") if the connection closed before a status line."""
-    data = b""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        left = deadline - loop.time()
-        if left <= 0:
-            raise AssertionError("no complete response within %.1fs" % timeout)
-        chunk = await asyncio.wait_for(reader.read(65536), left)
-        if not chunk:
-            break
-        data += chunk
-    if b"\r\n\r\n" not in data:
+    """Reads one response. Returns (status, headers, body), or (None, {}, b"") if the connection
+    closed before a complete response."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        return await th.aio_read_response(reader, deadline)
+    except EOFError:
         return None, {}, b""
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers[k.strip().lower()] = v.strip()
-    n = int(headers.get("content-length", len(body)))
-    return int(lines[0].split()[1]), headers, body[:n]
+    except asyncio.TimeoutError:
+        raise AssertionError("no complete response within %.1fs" % timeout) from None
 
 
 def concurrent_get(port, paths, timeout=20 * th.SLOW, close_after=None):
@@ -94,7 +69,7 @@ def concurrent_get(port, paths, timeout=20 * th.SLOW, close_after=None):
                     await asyncio.sleep(close_after[i])
                     return None
                 st, hdrs, body = await _read_response(reader, timeout)
-                return Resp(st, hdrs, body, loop.time() - t0)
+                return th.Resp(st, hdrs, body, loop.time() - t0)
             finally:
                 writer.close()
                 try:
@@ -108,38 +83,16 @@ def concurrent_get(port, paths, timeout=20 * th.SLOW, close_after=None):
 
 
 def get(port, path, method="GET"):
-    t0 = time.monotonic()
-    st, hdrs, body = th.http_request(port, method, path, timeout=20 * th.SLOW)
-    return Resp(st, hdrs, body, time.monotonic() - t0)
-
-
-def parse_metrics(text):
-    """Prometheus text -> {(name, frozenset(labels)): value}."""
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        head, _, value = line.rpartition(" ")
-        labels = {}
-        if "{" in head:
-            name, _, rest = head.partition("{")
-            for part in rest.rstrip("}").split(","):
-                k, _, v = part.partition("=")
-                labels[k] = v.strip('"')
-        else:
-            name = head
-        out[(name, frozenset(labels.items()))] = float(value)
-    return out
+    return th.timed_request(port, method, path, timeout=20 * th.SLOW)
 
 
 def metrics(port):
     r = get(port, "/metrics")
     assert r.status == 200, r
-    return parse_metrics(r.body.decode())
+    return th.parse_metrics(r.body.decode())
 
 
-def metric(m, name, **labels):
-    return m.get((name, frozenset(labels.items())), 0.0)
+metric = th.metric
 
 
 def serve(metadata_url, *args):

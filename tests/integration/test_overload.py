@@ -4,7 +4,7 @@ memory under 15,000 open connections.
 
 1. A storm of connections beyond --max-connections: each gets 503 `overloaded` with Retry-After
    at once (< 1 s from connect), while the connections admitted before the storm keep getting
-   correct answers from /api/smart all through it (CONTRACT §1; docs/serve.md: Retry-After: 1).
+   correct answers from /api/smart all through it (docs/serve.md: Retry-After: 1).
 2. 15,000 idle keep-alive client connections (each has had one /healthz answered, so each is
    surely accepted and counted) with --max-connections 16000: serve's VmRSS and VmHWM from
    /proc are printed and bounded (a generous 200 MB; a per-connection leak or a per-connection
@@ -55,37 +55,6 @@ def serve(upstream_port, *args):
     base = "http://127.0.0.1:%d" % upstream_port
     return th.Proc("serve", "--upstream", base + "/api/work", "--metadata-upstream",
                    base + "/api/metadata", "--access-log", "off", *args)
-
-
-async def read_one(reader, deadline):
-    """Reads one HTTP response with a Content-Length body. Returns (status, headers, body) or
-    raises asyncio.TimeoutError / ConnectionError / EOFError."""
-    loop = asyncio.get_running_loop()
-
-    async def more(buf):
-        left = deadline - loop.time()
-        if left <= 0:
-            raise asyncio.TimeoutError()
-        data = await asyncio.wait_for(reader.read(65536), left)
-        if not data:
-            raise EOFError("closed after %d bytes" % len(buf))
-        return data
-
-    buf = reader._tc_rest if hasattr(reader, "_tc_rest") else b""
-    while b"\r\n\r\n" not in buf:
-        buf += await more(buf)
-    head, _, rest = buf.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    hdrs = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        hdrs[k.strip().lower()] = v.strip()
-    n = int(hdrs.get("content-length", "0"))
-    while len(rest) < n:
-        rest += await more(rest)
-    reader._tc_rest = rest[n:]
-    return status, hdrs, rest[:n]
 
 
 class Overload(unittest.TestCase):
@@ -141,12 +110,12 @@ class Overload(unittest.TestCase):
         for reader, writer in conns:
             writer.write(req)
         for reader, writer in conns:
-            st, _, body = await read_one(reader, loop.time() + 10 * th.SLOW)
+            st, _, body = await th.aio_read_response(reader, loop.time() + 10 * th.SLOW)
             assert st == 200, (st, body)
         # Fill the last slot with a plain idle connection, so the storm is beyond the limit.
         spare = await asyncio.open_connection("127.0.0.1", port)
         spare[1].write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-        st, _, _ = await read_one(spare[0], loop.time() + 10 * th.SLOW)
+        st, _, _ = await th.aio_read_response(spare[0], loop.time() + 10 * th.SLOW)
         assert st == 200, st
 
         stop = asyncio.Event()
@@ -156,7 +125,7 @@ class Overload(unittest.TestCase):
             while not stop.is_set():
                 writer.write(req)
                 try:
-                    st, _, body = await read_one(reader, loop.time() + 10 * th.SLOW)
+                    st, _, body = await th.aio_read_response(reader, loop.time() + 10 * th.SLOW)
                 except (asyncio.TimeoutError, ConnectionError, EOFError) as e:
                     admitted[i].append(("error", repr(e)))
                     return
@@ -176,7 +145,7 @@ class Overload(unittest.TestCase):
                     return
                 try:
                     writer.write(b"GET /api/smart?timeout=5000 HTTP/1.1\r\nHost: t\r\n\r\n")
-                    st, hdrs, body = await read_one(reader, t0 + 10 * th.SLOW)
+                    st, hdrs, body = await th.aio_read_response(reader, t0 + 10 * th.SLOW)
                     ok = (st == 503 and b'"error":"overloaded"' in body and
                           hdrs.get("retry-after") == "1" and
                           hdrs.get("content-type") == "application/json")

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Integration tests of the smart API of `tailcut serve` (CONTRACT §1, issue 5), driven by
-scripted `tailcut upstream` scenarios (CONTRACT §2, docs/upstream.md).
+"""Integration tests of the smart API of `tailcut serve` (docs/serve.md, issue 5), driven by
+scripted `tailcut upstream` scenarios (docs/upstream.md).
 
 One `tailcut upstream --profile fixed:5` and one `tailcut serve --workers 1` pointing at its
 /api/work run for the whole SmartApi class. Before each case the upstream is reset (counters,
@@ -34,18 +34,6 @@ MAX_BODY = 4096
 SLACK = 0.5 * th.SLOW
 
 
-class Resp:
-    def __init__(self, status, headers, body, elapsed):
-        self.status, self.headers, self.body, self.elapsed = status, headers, body, elapsed
-
-    def json(self):
-        return json.loads(self.body)
-
-    def __repr__(self):
-        return "Resp(%d, %r, %r, %.3fs)" % (self.status, self.headers, self.body[:300],
-                                             self.elapsed)
-
-
 def request(port, method, path, timeout=15 * th.SLOW):
     """One request on a fresh connection; elapsed counts from the moment the request is sent."""
     with th.connect(port, timeout) as s:
@@ -53,27 +41,7 @@ def request(port, method, path, timeout=15 * th.SLOW):
         t0 = time.monotonic()
         s.sendall(raw.encode())
         st, hdrs, body = th.read_response(s, head=(method == "HEAD"))
-        return Resp(st, hdrs, body, time.monotonic() - t0)
-
-
-def parse_metrics(text):
-    """Prometheus text -> {(name, frozenset(labels)): value}."""
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        head, _, value = line.rpartition(" ")
-        labels = {}
-        if "{" in head:
-            name, _, rest = head.partition("{")
-            for part in rest.rstrip("}").split(","):
-                if part:
-                    k, _, v = part.partition("=")
-                    labels[k] = v.strip('"')
-        else:
-            name = head
-        out[(name, frozenset(labels.items()))] = float(value)
-    return out
+        return th.Resp(st, hdrs, body, time.monotonic() - t0)
 
 
 class Metrics:
@@ -81,10 +49,10 @@ class Metrics:
         r = request(port, "GET", "/metrics")
         assert r.status == 200, r
         assert r.headers.get("content-type") == "text/plain; version=0.0.4", r.headers
-        self.values = parse_metrics(r.body.decode())
+        self.values = th.parse_metrics(r.body.decode())
 
     def get(self, name, **labels):
-        return self.values.get((name, frozenset(labels.items())), 0.0)
+        return th.metric(self.values, name, **labels)
 
     def delta(self, before, name, **labels):
         return self.get(name, **labels) - before.get(name, **labels)
@@ -98,7 +66,7 @@ class Upstream(th.Proc):
         st, hdrs, data = th.http_request(self.port, method, path, body,
                                          {"Content-Type": "application/json"} if body else None,
                                          10 * th.SLOW)
-        return Resp(st, hdrs, data, 0)
+        return th.Resp(st, hdrs, data, 0)
 
     def stats(self):
         r = self.req("GET", "/stats")
@@ -157,7 +125,7 @@ def wrapped(raw):
     return b'{"success":true,"response":' + raw + b"}"
 
 
-class SmartBase(unittest.TestCase):
+class SmartBase(th.ErrorAsserts, unittest.TestCase):
     upstream_args = ("--profile", "fixed:5")
     serve_args = ("--max-body", str(MAX_BODY))
 
@@ -196,18 +164,6 @@ class SmartBase(unittest.TestCase):
         self.assertRegex(r.headers["x-tailcut-attempts"], r"^[0-9]+$")
         if attempts is not None:
             self.assertEqual(int(r.headers["x-tailcut-attempts"]), attempts, r)
-
-    def assert_error(self, r, status, code, attempts=None):
-        self.assert_api(r, status, attempts)
-        doc = r.json()
-        self.assertIs(doc["success"], False, r)
-        self.assertEqual(doc["error"], code, r)
-        self.assertIsInstance(doc["message"], str, r)
-        return doc
-
-    def assert_upstream_failed(self, r, attempts):
-        doc = self.assert_error(r, 502, "upstream_failed", attempts)
-        self.assertEqual(doc["attempts"], attempts, r)
 
     def settled(self, work_requests, client_aborts):
         """Waits for the upstream to see exactly this many requests and aborts and hold
@@ -753,7 +709,7 @@ class SmartApi(SmartBase):
         r = request(self.srv.port, "POST", "/api/smart")
         self.assertEqual(r.headers.get("content-type"), "application/json")
 
-    # CONTRACT §1: every response on the /api/* attempt endpoints carries X-Tailcut-Attempts,
+    # docs/serve.md: every response on the /api/* attempt endpoints carries X-Tailcut-Attempts,
     # also 400 and 405 answered before any attempt (0).
     def test_api_errors_carry_attempts_header(self):
         got = {}

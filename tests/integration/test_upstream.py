@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Integration tests of `tailcut upstream`, the simulated slow, flaky upstream (CONTRACT §2).
+"""Integration tests of `tailcut upstream`, the simulated slow, flaky upstream (docs/upstream.md).
 
 Every test starts the real binary on 127.0.0.1 port 0 with a fixed --seed, talks HTTP to it,
 and stops it with SIGTERM expecting exit status 0 (under TC_SANITIZE=ON a leak fails the test).
@@ -32,17 +32,6 @@ SLACK = 1.0 * th.SLOW
 HOST = "127.0.0.1"
 
 
-class Resp:
-    def __init__(self, status, headers, body, elapsed):
-        self.status, self.headers, self.body, self.elapsed = status, headers, body, elapsed
-
-    def json(self):
-        return json.loads(self.body)
-
-    def __repr__(self):
-        return "Resp(%d, %r, %.3fs)" % (self.status, self.body[:200], self.elapsed)
-
-
 class Upstream(th.Proc):
     """`tailcut upstream --listen 127.0.0.1:0 ARGS...`, stopped with SIGTERM (status 0) on exit
     from its with-block."""
@@ -53,10 +42,7 @@ class Upstream(th.Proc):
         super().__init__("upstream", *args)
 
     def request(self, method, path, body=None, headers=None, timeout=None):
-        t0 = time.monotonic()
-        st, hdrs, data = th.http_request(self.port, method, path, body, headers,
-                                         timeout or 10 * th.SLOW)
-        return Resp(st, hdrs, data, time.monotonic() - t0)
+        return th.timed_request(self.port, method, path, body, headers, timeout or 10 * th.SLOW)
 
     def get_json(self, path):
         r = self.request("GET", path)

@@ -1,7 +1,7 @@
 /*
- * `tailcut upstream`: the simulated slow, flaky upstream (CONTRACT §2) as a program.
+ * `tailcut upstream`: the simulated slow, flaky upstream as a program.
  *
- * All the behaviour lives in src/upstream.c; this file only turns flags into a
+ * All the behaviour lives in the library (src/upstream.c); this file only turns flags into a
  * tc_upstream_config, validates them strictly before anything starts (a bad flag or value is
  * one line on stderr and exit status 2), and runs one worker through the runtime, which owns
  * signals and the graceful drain.

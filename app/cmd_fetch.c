@@ -1,22 +1,20 @@
 /*
- * `tailcut fetch`: many GETs at once, one JSON line per URL as results arrive (CONTRACT §3).
+ * `tailcut fetch`: many GETs at once, one JSON line per URL as results arrive.
  *
  * The fetching itself is src/fetch.c (tc_fetch, on its own tc_client). This file is the
  * command around it: flags, the input, the output stream, the progress bar, Ctrl-C and the
  * summary.
  *
  * The one idea that makes it work: tc_fetch *pulls* URLs, so input is read only as fast as
- * requests finish. The input file (or stdin) is read by one reader thread into a small bounded
- * queue (FETCH_QUEUE_CAP lines); when the queue is full the thread simply waits, and when the
- * queue is empty the loop is woken by a uv_async. A slow pipe, a terminal or a huge regular file
- * all look the same to the loop, which never blocks on input, and a million URLs cost no more
- * memory than a hundred. The summary comes from counters and a fixed-size log-linear latency
- * histogram, never from a list of results.
+ * requests finish. The input file (or stdin) is read by one reader thread (cmd_fetch_input.c)
+ * into a small bounded queue (FETCH_QUEUE_CAP lines); when the queue is full the thread simply
+ * waits, and when the queue is empty the loop is woken by a uv_async. A slow pipe, a terminal or a
+ * huge regular file all look the same to the loop, which never blocks on input, and a million URLs
+ * cost no more memory than a hundred. The summary comes from counters and a fixed-size log-linear
+ * latency histogram, never from a list of results.
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -29,20 +27,16 @@
 #include <uv.h>
 
 #include "cli.h"
+#include "cmd_fetch.h"
 #include "commands.h"
 #include "fetch_internal.h" /* src/: the result line and the histogram */
-#include "tailcut/fetch.h"
 
-#define CMD "fetch"
+#define CMD FETCH_CMD
 #define EXIT_SOME_FAILED 3
 #define EXIT_SIGNALLED(signum) (128 + (signum)) /* 130 for SIGINT, 143 for SIGTERM */
 
-#define FETCH_MAX_LINE 8192      /* an input line longer than this is one error result */
-#define FETCH_QUEUE_CAP 1024     /* lines read ahead of the requests */
-#define FETCH_READ_CHUNK 65536   /* bytes per read(2) of the input */
-#define FETCH_LONG_LINE_SHOWN 64 /* bytes of an over-long line kept for its "url" */
-#define FETCH_OUT_BUFFER 65536   /* output stream buffer */
-#define FETCH_PROGRESS_MS 100    /* progress bar redraws at most 10 times a second */
+#define FETCH_OUT_BUFFER 65536 /* output stream buffer */
+#define FETCH_PROGRESS_MS 100  /* progress bar redraws at most 10 times a second */
 #define FETCH_BAR_WIDTH 24
 #define MAX_CONCURRENCY 100000
 #define MAX_TIMEOUT_MS 86400000ULL
@@ -50,216 +44,6 @@
 #define MAX_BODY_LIMIT (1024ULL * 1024 * 1024)
 #define NSTATUS 600 /* status histogram: 0 (no response) and 100..599; others counted apart */
 #define NERRORS 32  /* error histogram by -code */
-
-/* ---- the input reader thread ---------------------------------------------------------------- */
-
-typedef struct reader {
-    int fd;
-    int close_fd;
-    int is_regular;
-    int count_total; /* count the URLs of a regular file first, for the progress bar */
-    const char *name;
-    pthread_t thread;
-    int thread_started;
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    tc_fetch_input items[FETCH_QUEUE_CAP]; /* a ring */
-    size_t head, count;
-    int eof;          /* no more items will come */
-    int read_errno;   /* why reading stopped early, 0 at a clean end */
-    int stop;         /* the loop wants the thread gone */
-    int loop_waiting; /* the loop saw the queue empty: wake it with the async */
-    int thread_waiting;
-    int wake[2]; /* a pipe that breaks the thread's poll() on stop */
-    uv_async_t async;
-    int async_ready;
-    atomic_ullong total; /* URLs counted in a regular file */
-    atomic_int total_known;
-} reader;
-
-static int is_blank(unsigned char c)
-{
-    return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
-}
-
-/* Queues one item. Returns 0, or -1 when the loop asked the thread to stop. */
-static int reader_push(reader *rd, tc_fetch_input *it)
-{
-    int notify = 0;
-    pthread_mutex_lock(&rd->mu);
-    if (rd->count == FETCH_QUEUE_CAP) {
-        rd->thread_waiting = 1;
-        while (rd->thread_waiting && !rd->stop)
-            pthread_cond_wait(&rd->cond, &rd->mu);
-        rd->thread_waiting = 0;
-    }
-    if (rd->stop) {
-        pthread_mutex_unlock(&rd->mu);
-        free(it->url);
-        return -1;
-    }
-    rd->items[(rd->head + rd->count) % FETCH_QUEUE_CAP] = *it;
-    rd->count++;
-    if (rd->loop_waiting) {
-        rd->loop_waiting = 0;
-        notify = 1;
-    }
-    pthread_mutex_unlock(&rd->mu);
-    if (notify)
-        uv_async_send(&rd->async);
-    return 0;
-}
-
-/* One input line (no newline), of which the first len bytes are kept; overflow says the line
- * was longer than FETCH_MAX_LINE. Blank lines and # comments are skipped. */
-static int reader_line(reader *rd, char *line, size_t len, int overflow)
-{
-    size_t a = 0, b = len;
-    while (a < b && is_blank((unsigned char)line[a]))
-        a++;
-    while (b > a && is_blank((unsigned char)line[b - 1]))
-        b--;
-    if (a == b && !overflow)
-        return 0;
-    if (a < b && line[a] == '#')
-        return 0;
-    if (a == b) /* an over-long line of blanks */
-        return 0;
-    tc_fetch_input it = {NULL, 0, NULL};
-    size_t n = b - a;
-    if (overflow) {
-        n = n < FETCH_LONG_LINE_SHOWN ? n : FETCH_LONG_LINE_SHOWN;
-        it.error = TC_EURL;
-        it.message = "input line longer than 8192 bytes";
-    } else if (memchr(line + a, '\0', n) != NULL) {
-        it.error = TC_EURL;
-        it.message = "input line contains a NUL byte";
-    }
-    it.url = malloc(n + 4);
-    if (it.url == NULL)
-        return -1;
-    memcpy(it.url, line + a, n);
-    if (overflow)
-        memcpy(it.url + n, "...", 3), n += 3;
-    it.url[n] = '\0';
-    return reader_push(rd, &it);
-}
-
-/* Counts the URL lines from the current offset to the end by the rules of reader_line(),
- * without moving the offset (pread). */
-static void reader_count(reader *rd, char *buf)
-{
-    off_t off = lseek(rd->fd, 0, SEEK_CUR);
-    if (off < 0)
-        return;
-    uint64_t n = 0;
-    int seen = 0, comment = 0;
-    for (;;) {
-        ssize_t got = pread(rd->fd, buf, FETCH_READ_CHUNK, off);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            break;
-        off += got;
-        for (ssize_t i = 0; i < got; i++) {
-            unsigned char c = (unsigned char)buf[i];
-            if (c == '\n') {
-                n += seen && !comment;
-                seen = comment = 0;
-            } else if (!seen && !is_blank(c)) {
-                seen = 1;
-                comment = c == '#';
-            }
-        }
-        pthread_mutex_lock(&rd->mu);
-        int stop = rd->stop;
-        pthread_mutex_unlock(&rd->mu);
-        if (stop)
-            return;
-    }
-    n += seen && !comment;
-    atomic_store(&rd->total, n);
-    atomic_store(&rd->total_known, 1);
-}
-
-static void *reader_main(void *arg)
-{
-    reader *rd = arg;
-    char *buf = malloc(FETCH_READ_CHUNK);
-    char *line = malloc(FETCH_MAX_LINE + 1);
-    size_t llen = 0;
-    int overflow = 0, err = 0;
-    if (buf == NULL || line == NULL) {
-        err = ENOMEM;
-        goto out;
-    }
-    if (rd->count_total && rd->is_regular)
-        reader_count(rd, buf);
-    for (;;) {
-        if (!rd->is_regular) {
-            struct pollfd p[2] = {{rd->fd, POLLIN, 0}, {rd->wake[0], POLLIN, 0}};
-            if (poll(p, 2, -1) < 0) {
-                if (errno == EINTR)
-                    continue;
-                err = errno;
-                break;
-            }
-            if (p[1].revents)
-                break; /* stop */
-        }
-        pthread_mutex_lock(&rd->mu);
-        int stop = rd->stop;
-        pthread_mutex_unlock(&rd->mu);
-        if (stop)
-            break;
-        ssize_t got = read(rd->fd, buf, FETCH_READ_CHUNK);
-        if (got < 0) {
-            if (errno == EINTR || errno == EAGAIN)
-                continue;
-            err = errno;
-            break;
-        }
-        if (got == 0) {
-            if (llen > 0 || overflow)
-                reader_line(rd, line, llen, overflow);
-            break;
-        }
-        char *p = buf, *end = buf + got;
-        while (p < end) {
-            char *nl = memchr(p, '\n', (size_t)(end - p));
-            char *seg_end = nl ? nl : end;
-            size_t seg = (size_t)(seg_end - p);
-            if (llen + seg > FETCH_MAX_LINE) {
-                size_t fit = FETCH_MAX_LINE - llen;
-                memcpy(line + llen, p, fit);
-                llen += fit;
-                overflow = 1;
-            } else {
-                memcpy(line + llen, p, seg);
-                llen += seg;
-            }
-            if (nl == NULL)
-                break;
-            if (reader_line(rd, line, llen, overflow) != 0)
-                goto out;
-            llen = 0;
-            overflow = 0;
-            p = nl + 1;
-        }
-    }
-out:
-    free(buf);
-    free(line);
-    pthread_mutex_lock(&rd->mu);
-    rd->eof = 1;
-    rd->read_errno = err;
-    int notify = rd->loop_waiting;
-    rd->loop_waiting = 0;
-    pthread_mutex_unlock(&rd->mu);
-    if (notify)
-        uv_async_send(&rd->async);
-    return NULL;
-}
 
 /* ---- the command ---------------------------------------------------------------------------- */
 
@@ -270,7 +54,7 @@ typedef struct app {
 
     const char **urls; /* from the arguments */
     size_t nurls, next_url;
-    reader *rd;
+    fetch_reader *rd; /* -i */
 
     FILE *out;
     int out_flush_each_turn; /* a pipe or socket: flush once per loop iteration */
@@ -367,30 +151,9 @@ static tc_fetch_next source_next(void *data, tc_fetch_input *in)
             in->error = TC_ENOMEM;
         return TC_FETCH_NEXT_URL;
     }
-    reader *rd = a->rd;
-    if (rd == NULL)
+    if (a->rd == NULL)
         return TC_FETCH_NEXT_END;
-    tc_fetch_next n;
-    pthread_mutex_lock(&rd->mu);
-    if (rd->count > 0) {
-        *in = rd->items[rd->head];
-        rd->head = (rd->head + 1) % FETCH_QUEUE_CAP;
-        rd->count--;
-        /* Wake the reader only at half empty, so that it refills in bulk rather than one
-         * context switch per URL. */
-        if (rd->thread_waiting && rd->count <= FETCH_QUEUE_CAP / 2) {
-            rd->thread_waiting = 0;
-            pthread_cond_signal(&rd->cond);
-        }
-        n = TC_FETCH_NEXT_URL;
-    } else if (rd->eof) {
-        n = TC_FETCH_NEXT_END;
-    } else {
-        rd->loop_waiting = 1;
-        n = TC_FETCH_NEXT_WAIT;
-    }
-    pthread_mutex_unlock(&rd->mu);
-    return n;
+    return fetch_reader_next(a->rd, in);
 }
 
 static void on_async(uv_async_t *h)
@@ -509,8 +272,6 @@ static void on_progress(uv_timer_t *t)
     draw_progress(a);
 }
 
-static void reader_stop(app *a);
-
 /* SIGINT and SIGTERM alike: the first stops the run, which still ends with its summary; a second
  * exits at once. The exit status is 128 + the signal's number, as a shell reports it. */
 static void on_signal(uv_signal_t *s, int signum)
@@ -545,7 +306,7 @@ static void on_done(tc_fetch *f, int status, void *data)
     a->end_ns = uv_hrtime();
     a->done_status = status;
     tc_fetch_get_stats(f, &a->stats);
-    reader_stop(a);
+    fetch_reader_stop(a->rd, on_handle_closed);
     if (a->progress) {
         uv_timer_stop(&a->progress_timer);
         draw_progress(a); /* the final count */
@@ -557,92 +318,6 @@ static void on_done(tc_fetch *f, int status, void *data)
     uv_unref((uv_handle_t *)&a->sigterm);
     tc_fetch_close(f, on_fetch_closed, a);
 }
-
-/* Stops the reader thread (if running) and releases what it still holds. */
-static void reader_stop(app *a)
-{
-    reader *rd = a->rd;
-    if (rd == NULL)
-        return;
-    if (rd->thread_started) {
-        pthread_mutex_lock(&rd->mu);
-        rd->stop = 1;
-        pthread_cond_broadcast(&rd->cond);
-        pthread_mutex_unlock(&rd->mu);
-        ssize_t w = write(rd->wake[1], "x", 1);
-        (void)w;
-        pthread_join(rd->thread, NULL);
-        rd->thread_started = 0;
-    }
-    while (rd->count > 0) {
-        free(rd->items[rd->head].url);
-        rd->head = (rd->head + 1) % FETCH_QUEUE_CAP;
-        rd->count--;
-    }
-    if (rd->async_ready) {
-        uv_close((uv_handle_t *)&rd->async, on_handle_closed);
-        rd->async_ready = 0;
-    }
-}
-
-static void reader_free(reader *rd)
-{
-    if (rd == NULL)
-        return;
-    if (rd->close_fd)
-        close(rd->fd);
-    if (rd->wake[0] >= 0)
-        close(rd->wake[0]);
-    if (rd->wake[1] >= 0)
-        close(rd->wake[1]);
-    pthread_mutex_destroy(&rd->mu);
-    pthread_cond_destroy(&rd->cond);
-    free(rd);
-}
-
-/* Opens the input named by -i. Returns the reader, or NULL with a message (exit 2). */
-static reader *reader_open(const char *name)
-{
-    reader *rd = calloc(1, sizeof(*rd));
-    if (rd == NULL) {
-        cli_error(CMD, "out of memory");
-        return NULL;
-    }
-    rd->name = name;
-    rd->wake[0] = rd->wake[1] = -1;
-    pthread_mutex_init(&rd->mu, NULL);
-    pthread_cond_init(&rd->cond, NULL);
-    if (strcmp(name, "-") == 0) {
-        rd->fd = STDIN_FILENO;
-    } else {
-        rd->fd = open(name, O_RDONLY | O_CLOEXEC);
-        if (rd->fd < 0) {
-            cli_error(CMD, "cannot read input file '%s': %s", name, strerror(errno));
-            reader_free(rd);
-            return NULL;
-        }
-        rd->close_fd = 1;
-    }
-    struct stat st;
-    if (fstat(rd->fd, &st) != 0) {
-        cli_error(CMD, "cannot read input file '%s': %s", name, strerror(errno));
-        reader_free(rd);
-        return NULL;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        cli_error(CMD, "cannot read input file '%s': %s", name, strerror(EISDIR));
-        reader_free(rd);
-        return NULL;
-    }
-    rd->is_regular = S_ISREG(st.st_mode);
-    if (pipe2(rd->wake, O_CLOEXEC) != 0) {
-        cli_error(CMD, "cannot create a pipe: %s", strerror(errno));
-        reader_free(rd);
-        return NULL;
-    }
-    return rd;
-}
-
 typedef struct options {
     const char *input;
     const char *output;
@@ -820,7 +495,7 @@ int cmd_fetch(int argc, char **argv)
         return rc;
     }
 
-    if (o.input != NULL && (a->rd = reader_open(o.input)) == NULL) {
+    if (o.input != NULL && (a->rd = fetch_reader_open(o.input)) == NULL) {
         status = TC_EXIT_USAGE;
         goto out_free;
     }
@@ -866,14 +541,9 @@ int cmd_fetch(int argc, char **argv)
     uv_signal_start(&a->sigint, on_signal, SIGINT);
     uv_signal_start(&a->sigterm, on_signal, SIGTERM);
     if (a->rd != NULL) {
-        uv_async_init(&a->loop, &a->rd->async, on_async);
-        a->rd->async.data = a;
-        a->rd->async_ready = 1;
-        if (pthread_create(&a->rd->thread, NULL, reader_main, a->rd) != 0) {
+        if (fetch_reader_start(a->rd, &a->loop, on_async, a) != 0) {
             cli_error(CMD, "cannot start the input reader thread");
             tc_fetch_stop(a->fetch);
-        } else {
-            a->rd->thread_started = 1;
         }
     }
     a->start_ns = uv_hrtime();
@@ -913,7 +583,7 @@ out_free:
         (void)fclose(a->out);
     else if (a->out == stdout)
         (void)fflush(stdout);
-    reader_free(a->rd);
+    fetch_reader_free(a->rd);
     tc__buf_reset(&a->line);
     free(a->urls);
     free(a);

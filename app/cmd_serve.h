@@ -1,0 +1,148 @@
+/*
+ * tailcut serve, inside: what its files share. Private to app/cmd_serve*.c.
+ *
+ *   cmd_serve.c           flags, start-up, routing, the workers and the embedded upstream
+ *   cmd_serve_api.c       the four attempt endpoints (/api/smart, /api/first, /api/all,
+ *                         /api/within-timeout) and the call every /api/... request becomes
+ *   cmd_serve_metadata.c  /api/metadata/ID: batched lookups
+ *   cmd_serve_metrics.c   the metric definitions, what each request adds to them, /metrics
+ *
+ * One serve_config for the process, one serve_worker per worker thread (its own loop, server,
+ * upstream client, metrics shard and batcher); nothing on the request path is shared between
+ * workers but the hedge delay source and budget, which are thread-safe.
+ */
+#ifndef TAILCUT_APP_CMD_SERVE_H
+#define TAILCUT_APP_CMD_SERVE_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "tailcut/batch.h"
+#include "tailcut/client.h"
+#include "tailcut/hedge.h"
+#include "tailcut/metrics.h"
+#include "tailcut/server.h"
+#include "tailcut/url.h"
+
+/* Endpoints, for routing and metric labels. */
+typedef enum endpoint {
+    EP_SMART = 0,
+    EP_FIRST,
+    EP_ALL,
+    EP_WITHIN,
+    EP_METADATA,
+    EP_HEALTHZ,
+    EP_METRICS,
+    EP_OTHER,
+    EP_COUNT
+} endpoint;
+
+/* Where /api/metadata/ID lookups are routed: every path with this prefix. */
+#define SERVE_METADATA_PREFIX "/api/metadata/"
+
+/* Metric family ids, filled once at start-up. */
+typedef struct serve_metrics {
+    tc_metrics_registry *reg;
+    uint32_t requests, duration, attempts, hedges, hedge_wins, in_flight, queue_waits;
+    uint32_t stale_retries;
+    uint32_t hedges_denied, attempt_duration;                          /* adaptive hedging */
+    uint32_t batches, batch_size, batch_keys, batch_dedup, batch_wait; /* /api/metadata */
+    uint32_t duration_series[EP_COUNT];
+    uint32_t outcome_series[TC_OUTCOME_COUNT];
+    uint32_t attempt_duration_series[TC_OUTCOME_COUNT];
+} serve_metrics;
+
+typedef struct serve_config {
+    char host[64];
+    int port;
+    char *upstream;
+    char *metadata_upstream;
+    const char *upstream_ca;
+    int http_engine; /* tc_client_engine */
+    uint64_t hedge_delay_ms;
+    uint64_t hedge_extra;
+    /* Adaptive hedging: --hedge-delay pNN (percentile in tenths, 0 = a fixed delay),
+     * --hedge-delay-fallback and --hedge-budget (0 = off). The delay source and the budget are
+     * one object each for the whole process, shared by every worker. */
+    unsigned hedge_percentile_tenths;
+    uint64_t hedge_fallback_ms;
+    uint64_t hedge_budget_e6;
+    tc_hedge_adaptive *adaptive;
+    tc_hedge_budget *budget;
+    uint64_t max_timeout_ms;
+    uint64_t upstream_connections;
+    uint64_t batch_max;
+    uint64_t batch_wait_ms;
+    uint64_t max_connections;
+    uint64_t max_body;
+    uint64_t workers;
+    uint64_t drain_timeout_ms;
+    uint64_t header_timeout_ms;
+    uint64_t idle_timeout_ms;
+    FILE *access_log;
+    atomic_size_t conn_count;
+    serve_metrics metrics;
+} serve_config;
+
+typedef struct serve_worker {
+    serve_config *cfg;
+    tc_server *srv;
+    tc_client *client;
+    tc_metrics_shard *shard;
+    uint64_t queue_waits_seen; /* client's queued count already added to the metric */
+    uint64_t stale_retries_seen;
+    tc_batcher *batcher; /* coalesces /api/metadata lookups */
+    uint64_t dedup_seen; /* batcher's dedup hits already added to the metric */
+} serve_worker;
+
+/* One /api/... endpoint request in flight. */
+typedef struct serve_call {
+    serve_worker *sw;
+    tc_request *req;
+    tc_future *work; /* the hedge, or for /api/metadata the batched lookup within the deadline */
+    endpoint ep;
+    uint64_t timeout_ms;
+    char id[TC_ID_MAX + 1]; /* /api/metadata only */
+} serve_call;
+
+/* ---- cmd_serve_api.c ---- */
+
+/* Answers an error before any attempt (and counts it). The attempt endpoints say so in
+ * X-Tailcut-Attempts: 0, like every answer of theirs. */
+void serve_respond_error(serve_worker *sw, tc_request *req, endpoint ep, int status,
+                         const char *code, const char *message);
+
+/* Reads the request's `timeout` parameter into *timeout_ms: the value asked for, else
+ * --max-timeout (or, when required, a 400). Returns 0, or -1 once it has answered 400. */
+int serve_call_timeout(serve_worker *sw, tc_request *req, endpoint ep, int required,
+                       uint64_t *timeout_ms);
+
+/* A new call for the request, its work not started yet. Returns NULL once it has answered 503
+ * overloaded. */
+serve_call *serve_call_new(serve_worker *sw, tc_request *req, endpoint ep, uint64_t timeout_ms);
+
+/* The call's work has started: count it in flight, cancel it if the client leaves, and run done
+ * when it ends (done finishes the request and frees the call with serve_call_free). */
+void serve_call_watch(serve_call *call, tc_future_cb done);
+void serve_call_free(serve_call *call);
+
+/* /api/smart, /api/first, /api/all and /api/within-timeout. */
+void serve_handle_attempts(serve_worker *sw, tc_request *req, endpoint ep);
+
+/* ---- cmd_serve_metadata.c ---- */
+
+/* The worker's batcher for /api/metadata lookups, sending to --metadata-upstream. */
+int serve_metadata_batcher_new(serve_worker *sw, uv_loop_t *loop);
+void serve_handle_metadata(serve_worker *sw, tc_request *req);
+
+/* ---- cmd_serve_metrics.c ---- */
+
+/* Defines every metric family and series of the process. Returns 0 or a TC_E* code. */
+int serve_metrics_define(serve_metrics *m);
+/* Counts a finished request: by endpoint and status, and its latency (if ready_ns != 0). */
+void serve_count_request(serve_worker *sw, endpoint ep, int status, uint64_t ready_ns);
+/* The hedge's observer (tc_hedge_policy.observe, data = the serve_worker). */
+void serve_count_attempts(const tc_hedge_result *r, void *data);
+void serve_handle_metrics(serve_worker *sw, tc_request *req);
+
+#endif /* TAILCUT_APP_CMD_SERVE_H */

@@ -1,0 +1,225 @@
+/*
+ * tailcut serve: the four attempt endpoints, and the call every /api/... request becomes.
+ *
+ * /api/smart hedges (extra attempts after a fixed or percentile delay, within the budget),
+ * /api/first races three attempts, /api/all waits for all three, /api/within-timeout gathers
+ * what three attempts answer before the deadline. Each is one tc_hedge with its own policy; the
+ * hedge's result becomes the answer. A client that leaves cancels the hedge.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd_serve.h"
+
+void serve_respond_error(serve_worker *sw, tc_request *req, endpoint ep, int status,
+                         const char *code, const char *message)
+{
+    static const tc_server_header no_attempts = {"X-Tailcut-Attempts", "0"};
+    int attempt_endpoint = ep == EP_SMART || ep == EP_FIRST || ep == EP_ALL || ep == EP_WITHIN;
+    serve_count_request(sw, ep, status, tc_request_ready_ns(req));
+    tc_request_respond_error_with(req, status, code, message, &no_attempts,
+                                  attempt_endpoint ? 1 : 0);
+}
+
+int serve_call_timeout(serve_worker *sw, tc_request *req, endpoint ep, int required,
+                       uint64_t *timeout_ms)
+{
+    uint64_t max_ms = sw->cfg->max_timeout_ms;
+    tc_str query = tc_request_query(req);
+    int present = 0;
+    const char *why = NULL;
+    *timeout_ms = max_ms;
+    if (tc_query_timeout(query.base, query.len, max_ms, timeout_ms, &present, &why) != 0) {
+        serve_respond_error(sw, req, ep, 400, "bad_request", why);
+        return -1;
+    }
+    if (!present && required) {
+        serve_respond_error(sw, req, ep, 400, "bad_request",
+                            "timeout is required on this endpoint");
+        return -1;
+    }
+    if (!present)
+        *timeout_ms = max_ms;
+    return 0;
+}
+
+serve_call *serve_call_new(serve_worker *sw, tc_request *req, endpoint ep, uint64_t timeout_ms)
+{
+    serve_call *call = calloc(1, sizeof(*call));
+    if (call == NULL) {
+        serve_respond_error(sw, req, ep, 503, "overloaded", "out of memory");
+        return NULL;
+    }
+    call->sw = sw;
+    call->req = req;
+    call->ep = ep;
+    call->timeout_ms = timeout_ms;
+    return call;
+}
+
+void serve_call_free(serve_call *call)
+{
+    tc_metrics_gauge_add(call->sw->shard, call->sw->cfg->metrics.in_flight,
+                         TC_METRICS_SERIES_DEFAULT, -1);
+    tc_future_unref(call->work);
+    free(call);
+}
+
+static void on_client_gone(tc_request *req, void *data)
+{
+    serve_call *call = data;
+    tc_future_cancel(call->work); /* its done callback runs now and finishes the request */
+}
+
+void serve_call_watch(serve_call *call, tc_future_cb done)
+{
+    serve_worker *sw = call->sw;
+    tc_metrics_gauge_add(sw->shard, sw->cfg->metrics.in_flight, TC_METRICS_SERIES_DEFAULT, 1);
+    tc_request_on_abort(call->req, on_client_gone, call);
+    if (tc_future_on_done(call->work, done, call) != 0) {
+        tc_future_cancel(call->work);
+        tc_request_on_abort(call->req, NULL, NULL);
+        serve_respond_error(sw, call->req, call->ep, 503, "overloaded", "out of memory");
+        serve_call_free(call);
+    }
+}
+
+/* A body written in two passes over the same code: the first (p == NULL) only counts its
+ * length, the second writes into exactly that many bytes. No buffer grows. */
+typedef struct body_writer {
+    char *p;
+    size_t len;
+} body_writer;
+
+static void put(body_writer *w, const char *s, size_t n)
+{
+    if (w->p != NULL)
+        memcpy(w->p + w->len, s, n);
+    w->len += n;
+}
+
+#define put_lit(w, lit) put((w), (lit), sizeof(lit) - 1)
+
+/* The answer's body for a hedge result (an upstream body goes in byte for byte); returns the
+ * status. msg holds the timeout message, attempts the number of attempts. */
+static int write_body(body_writer *w, const serve_call *call, const tc_hedge_result *r,
+                      const char *msg, const char *attempts)
+{
+    if (r->error == TC_ETIMEDOUT) {
+        put_lit(w, "{\"success\":false,\"error\":\"timeout\",\"message\":\"");
+        put(w, msg, strlen(msg));
+        put_lit(w, "\"}");
+        return 504;
+    }
+    if (r->error == TC_EALLFAILED) {
+        put_lit(w, "{\"success\":false,\"error\":\"upstream_failed\",\"message\":\"every "
+                   "upstream attempt failed\",\"attempts\":");
+        put(w, attempts, strlen(attempts));
+        put_lit(w, "}");
+        return 502;
+    }
+    if (call->ep == EP_SMART || call->ep == EP_FIRST) {
+        const tc_response *win = tc_hedge_response(r, (unsigned)r->winner);
+        put_lit(w, "{\"success\":true,\"response\":");
+        put(w, win->body, win->body_len);
+        put_lit(w, "}");
+        return 200;
+    }
+    put_lit(w, "[");
+    for (unsigned k = 0; k < r->nsuccesses; k++) {
+        const tc_response *resp = tc_hedge_response(r, r->successes[k]);
+        if (k > 0)
+            put_lit(w, ",");
+        put(w, resp->body, resp->body_len);
+    }
+    put_lit(w, "]");
+    return 200;
+}
+
+/* The hedge ended: answer as the endpoint does, count, free. */
+static void on_hedge_done(tc_future *f, void *data)
+{
+    serve_call *call = data;
+    serve_worker *sw = call->sw;
+    tc_request *req = call->req;
+    uint64_t ready_ns = tc_request_ready_ns(req);
+
+    if (tc_future_state_of(f) != TC_FUTURE_FULFILLED) {
+        /* Cancelled: the client went away. Nothing to send. */
+        serve_count_request(sw, call->ep, 499, ready_ns);
+        tc_request_drop(req, 0);
+        serve_call_free(call);
+        return;
+    }
+    const tc_hedge_result *r = tc_future_value(f);
+    char attempts[16];
+    (void)snprintf(attempts, sizeof(attempts), "%u", r->nattempts);
+    tc_server_header hdr = {"X-Tailcut-Attempts", attempts};
+    char msg[128];
+    (void)snprintf(msg, sizeof(msg), "%s within %llu ms",
+                   call->ep == EP_ALL ? "not every attempt finished" : "no successful answer",
+                   (unsigned long long)call->timeout_ms);
+
+    body_writer body = {NULL, 0};
+    (void)write_body(&body, call, r, msg, attempts);
+    body.p = malloc(body.len + 1);
+    if (body.p == NULL) {
+        serve_respond_error(sw, req, call->ep, 503, "overloaded", "out of memory");
+    } else {
+        body.len = 0;
+        int status = write_body(&body, call, r, msg, attempts);
+        serve_count_request(sw, call->ep, status, ready_ns);
+        tc_request_respond(req, status, "application/json", &hdr, 1, body.p, body.len);
+    }
+    free(body.p);
+    serve_call_free(call);
+}
+
+void serve_handle_attempts(serve_worker *sw, tc_request *req, endpoint ep)
+{
+    serve_config *cfg = sw->cfg;
+    uint64_t timeout_ms;
+    if (serve_call_timeout(sw, req, ep, ep == EP_WITHIN, &timeout_ms) != 0)
+        return;
+
+    tc_hedge_policy policy;
+    tc_hedge_policy_init(&policy);
+    policy.deadline_ms = tc_request_ready_ms(req) + timeout_ms;
+    policy.observe = serve_count_attempts;
+    policy.observe_data = sw;
+    switch (ep) {
+    case EP_SMART:
+        policy.extra = (unsigned)cfg->hedge_extra;
+        policy.hedge_delay_ms = cfg->hedge_delay_ms;
+        policy.staggered = cfg->adaptive != NULL; /* pNN: extra k at k x delay */
+        policy.adaptive = cfg->adaptive;
+        policy.budget = cfg->budget;
+        break;
+    case EP_FIRST:
+        policy.initial = 3;
+        policy.extra = 0;
+        break;
+    case EP_ALL:
+        policy.mode = TC_HEDGE_ALL;
+        policy.initial = 3;
+        policy.extra = 0;
+        break;
+    default:
+        policy.mode = TC_HEDGE_DEADLINE;
+        policy.initial = 3;
+        policy.extra = 0;
+        break;
+    }
+    serve_call *call = serve_call_new(sw, req, ep, timeout_ms);
+    if (call == NULL)
+        return;
+    tc_client_request creq = {.url = cfg->upstream, .max_body = cfg->max_body};
+    int err = tc_hedge_start(&call->work, sw->client, &creq, &policy);
+    if (err != 0) {
+        free(call);
+        serve_respond_error(sw, req, ep, 503, "overloaded", tc_strerror(err));
+        return;
+    }
+    serve_call_watch(call, on_hedge_done);
+}

@@ -1,0 +1,184 @@
+/*
+ * tailcut serve: the metric families and what each request adds to them, and GET /metrics.
+ *
+ * The families are defined once at start-up in one registry; each worker adds to its own shard,
+ * and /metrics renders the sum of all shards plus the hedge delay in force.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cmd_serve.h"
+
+/* Largest /metrics text we render. */
+#define SERVE_MAX_METRICS_TEXT (4 * 1024 * 1024)
+
+static const char *const endpoint_names[EP_COUNT] = {
+    "smart", "first", "all", "within_timeout", "metadata", "healthz", "metrics", "other",
+};
+
+/* Counts a finished request: by endpoint and status, and its latency. */
+void serve_count_request(serve_worker *sw, endpoint ep, int status, uint64_t ready_ns)
+{
+    serve_metrics *m = &sw->cfg->metrics;
+    char code[8];
+    (void)snprintf(code, sizeof(code), "%d", status);
+    const char *values[2] = {endpoint_names[ep], code};
+    uint32_t series;
+    tc_metrics_series_lookup(sw->shard, m->requests, values, &series);
+    tc_metrics_counter_add(sw->shard, m->requests, series, 1);
+    if (ready_ns != 0)
+        tc_metrics_histogram_observe(sw->shard, m->duration, m->duration_series[ep],
+                                     (double)(uv_hrtime() - ready_ns) / 1e9);
+}
+
+/* The hedge's observer: adds the attempt outcomes of a finished hedge to the metrics, also when
+ * it was cancelled because the client left. */
+void serve_count_attempts(const tc_hedge_result *r, void *data)
+{
+    serve_worker *sw = data;
+    serve_metrics *m = &sw->cfg->metrics;
+    for (unsigned i = 0; i < r->nattempts; i++) {
+        const tc_hedge_attempt *a = &r->attempts[i];
+        tc_metrics_counter_add(sw->shard, m->attempts, m->outcome_series[a->outcome], 1);
+        if (a->ended_ns >= a->started_ns)
+            tc_metrics_histogram_observe(sw->shard, m->attempt_duration,
+                                         m->attempt_duration_series[a->outcome],
+                                         (double)(a->ended_ns - a->started_ns) / 1e9);
+    }
+    if (r->denied > 0)
+        tc_metrics_counter_add(sw->shard, m->hedges_denied, TC_METRICS_SERIES_DEFAULT, r->denied);
+    if (r->hedge_fired)
+        tc_metrics_counter_add(sw->shard, m->hedges, TC_METRICS_SERIES_DEFAULT, 1);
+    if (r->winner >= 0 && r->attempts[r->winner].hedged)
+        tc_metrics_counter_add(sw->shard, m->hedge_wins, TC_METRICS_SERIES_DEFAULT, 1);
+    tc_client_stats cs;
+    tc_client_get_stats(sw->client, &cs);
+    if (cs.queued > sw->queue_waits_seen) {
+        tc_metrics_counter_add(sw->shard, m->queue_waits, TC_METRICS_SERIES_DEFAULT,
+                               cs.queued - sw->queue_waits_seen);
+        sw->queue_waits_seen = cs.queued;
+    }
+    if (cs.stale_retries > sw->stale_retries_seen) {
+        tc_metrics_counter_add(sw->shard, m->stale_retries, TC_METRICS_SERIES_DEFAULT,
+                               cs.stale_retries - sw->stale_retries_seen);
+        sw->stale_retries_seen = cs.stale_retries;
+    }
+}
+
+/* The hedge delay in force, in seconds: the percentile estimate (or its fallback) for pNN, else
+ * the fixed --hedge-delay. A gauge the registry cannot hold (its gauges are whole numbers summed
+ * over workers, and this one is a fraction shared by all), so it is rendered here. */
+#define HEDGE_DELAY_GAUGE_MAX 256
+
+static size_t render_hedge_delay(const serve_config *cfg, char *buf, size_t cap)
+{
+    uint64_t ms = cfg->adaptive != NULL
+                      ? tc_hedge_adaptive_delay_ms(cfg->adaptive, uv_hrtime() / 1000000)
+                      : cfg->hedge_delay_ms;
+    int n = snprintf(buf, cap,
+                     "# HELP tailcut_hedge_delay_seconds The /api/smart hedge delay in force\n"
+                     "# TYPE tailcut_hedge_delay_seconds gauge\n"
+                     "tailcut_hedge_delay_seconds %.3f\n",
+                     (double)ms / 1000.0);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+void serve_handle_metrics(serve_worker *sw, tc_request *req)
+{
+    char *text = NULL;
+    size_t len = 0;
+    serve_count_request(sw, EP_METRICS, 200, tc_request_ready_ns(req));
+    if (tc_metrics_render(sw->cfg->metrics.reg, (size_t)SERVE_MAX_METRICS_TEXT, &text, &len) != 0) {
+        serve_respond_error(sw, req, EP_METRICS, 503, "overloaded", "metrics unavailable");
+        return;
+    }
+    char *all = realloc(text, len + HEDGE_DELAY_GAUGE_MAX);
+    if (all == NULL) {
+        free(text);
+        serve_respond_error(sw, req, EP_METRICS, 503, "overloaded", "out of memory");
+        return;
+    }
+    len += render_hedge_delay(sw->cfg, all + len, HEDGE_DELAY_GAUGE_MAX);
+    tc_request_respond(req, 200, "text/plain; version=0.0.4", NULL, 0, all, len);
+    free(all);
+}
+
+int serve_metrics_define(serve_metrics *m)
+{
+    static const char *const ep_label[] = {"endpoint"};
+    static const char *const ep_status_labels[] = {"endpoint", "status"};
+    static const char *const outcome_label[] = {"outcome"};
+    static const double latency_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4,
+                                             0.5,   0.75, 1,     2.5,  5,   10,  30,  60};
+    static const double attempt_buckets[] = {
+        0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15,
+        0.2,   0.3,    0.5,   0.75, 1,     1.5,  2,     3,    5,    10,   30,    60};
+    static const double batch_size_buckets[] = {1, 2, 5, 10, 20, 30, 40, 50, 100, 200, 500, 1000};
+    static const double batch_wait_buckets[] = {0.001, 0.002, 0.005, 0.008, 0.01, 0.011,
+                                                0.012, 0.015, 0.02,  0.05,  0.1,  0.25,
+                                                0.5,   1,     2.5,   5,     10,   60};
+    tc_metrics_family_def defs[] = {
+        {TC_METRIC_COUNTER, "tailcut_requests_total", "Requests answered, by endpoint and status",
+         ep_status_labels, 2, NULL, 0, 128},
+        {TC_METRIC_HISTOGRAM, "tailcut_request_duration_seconds",
+         "Time from a request fully read to its answer", ep_label, 1, latency_buckets,
+         sizeof(latency_buckets) / sizeof(latency_buckets[0]), 0},
+        {TC_METRIC_COUNTER, "tailcut_upstream_attempts_total", "Upstream attempts, by outcome",
+         outcome_label, 1, NULL, 0, 0},
+        {TC_METRIC_COUNTER, "tailcut_hedges_fired_total",
+         "Requests whose extra (hedged) attempts were fired", NULL, 0, NULL, 0, 0},
+        {TC_METRIC_COUNTER, "tailcut_hedge_wins_total", "Requests won by a hedged attempt", NULL, 0,
+         NULL, 0, 0},
+        {TC_METRIC_GAUGE, "tailcut_requests_in_flight", "API requests waiting for the upstream",
+         NULL, 0, NULL, 0, 0},
+        {TC_METRIC_COUNTER, "tailcut_upstream_pool_queue_waits_total",
+         "Upstream attempts that waited for a pooled connection", NULL, 0, NULL, 0, 0},
+        {TC_METRIC_COUNTER, "tailcut_metadata_batches_total",
+         "Batched metadata calls sent to the metadata upstream", NULL, 0, NULL, 0, 0},
+        {TC_METRIC_HISTOGRAM, "tailcut_metadata_batch_size", "Distinct IDs per batched call", NULL,
+         0, batch_size_buckets, sizeof(batch_size_buckets) / sizeof(batch_size_buckets[0]), 0},
+        {TC_METRIC_COUNTER, "tailcut_metadata_batch_keys_total",
+         "IDs sent in batched calls (its rate is keys per second)", NULL, 0, NULL, 0, 0},
+        {TC_METRIC_COUNTER, "tailcut_metadata_dedup_hits_total",
+         "Lookups that joined an ID already waiting in the same batch", NULL, 0, NULL, 0, 0},
+        {TC_METRIC_HISTOGRAM, "tailcut_metadata_batch_wait_seconds",
+         "Time from a batch's first ID to its upstream call (the longest any of its IDs waited)",
+         NULL, 0, batch_wait_buckets, sizeof(batch_wait_buckets) / sizeof(batch_wait_buckets[0]),
+         0},
+        {TC_METRIC_COUNTER, "tailcut_upstream_stale_retries_total",
+         "GETs sent once more because their pooled connection died before any answer byte", NULL, 0,
+         NULL, 0, 0},
+        {TC_METRIC_COUNTER, "tailcut_hedges_denied_total",
+         "Extra /api/smart attempts the hedge budget denied", NULL, 0, NULL, 0, 0},
+        {TC_METRIC_HISTOGRAM, "tailcut_upstream_attempt_duration_seconds",
+         "Upstream attempt latency, from firing to its end, by outcome", outcome_label, 1,
+         attempt_buckets, sizeof(attempt_buckets) / sizeof(attempt_buckets[0]), 0},
+    };
+    uint32_t *ids[] = {&m->requests,      &m->duration,      &m->attempts,        &m->hedges,
+                       &m->hedge_wins,    &m->in_flight,     &m->queue_waits,     &m->batches,
+                       &m->batch_size,    &m->batch_keys,    &m->batch_dedup,     &m->batch_wait,
+                       &m->stale_retries, &m->hedges_denied, &m->attempt_duration};
+    if (tc_metrics_registry_new(&m->reg) != 0)
+        return TC_ENOMEM;
+    for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++) {
+        int err = tc_metrics_family_define(m->reg, &defs[i], ids[i]);
+        if (err != 0)
+            return err;
+    }
+    for (int e = 0; e < EP_COUNT; e++) {
+        const char *v[1] = {endpoint_names[e]};
+        int err = tc_metrics_series_define(m->reg, m->duration, v, &m->duration_series[e]);
+        if (err != 0)
+            return err;
+    }
+    for (int o = 0; o < TC_OUTCOME_COUNT; o++) {
+        const char *v[1] = {tc_attempt_outcome_name((tc_attempt_outcome)o)};
+        int err = tc_metrics_series_define(m->reg, m->attempts, v, &m->outcome_series[o]);
+        if (err == 0)
+            err = tc_metrics_series_define(m->reg, m->attempt_duration, v,
+                                           &m->attempt_duration_series[o]);
+        if (err != 0)
+            return err;
+    }
+    return 0;
+}
