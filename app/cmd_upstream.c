@@ -118,7 +118,7 @@ static void worker_drain(tc_runtime_worker *w, void *data)
 static void worker_stop(tc_runtime_worker *w, void *data)
 {
     if (w->state != NULL)
-        tc_upstream_close(w->state, on_closed, w); /* TC_ECLOSED if already closing: fine */
+        tc_upstream_close(w->state, on_closed, w); /* a no-op if already closing */
 }
 
 static void worker_cleanup(tc_runtime_worker *w, void *data)
