@@ -492,13 +492,6 @@ int tc_client_request_start(tc_future **out, tc_client *c, const tc_client_reque
 
     const tc__url_cache *u = NULL;
     const char *why = NULL;
-    tc__creq probe;
-    memset(&probe, 0, sizeof(probe));
-    probe.method = method;
-    probe.req_headers = req->headers;
-    probe.req_nheaders = req->nheaders;
-    probe.body_len = body_len;
-    probe.body = req->body;
     err = url_parts(c, req->url, &u, &why);
     if (err == TC_ENOMEM) {
         tc_future_unref(f);
@@ -517,7 +510,7 @@ int tc_client_request_start(tc_future **out, tc_client *c, const tc_client_reque
      * too large for one libuv buffer. */
     int native = !u->https && c->cfg.engine != TC_CLIENT_ENGINE_CURL && !c->cfg.follow_redirects &&
                  body_len <= TC__CLIENT_NATIVE_MAX_REQUEST_BODY;
-    size_t head_size = native ? tc__native_head_size(&probe, u) : 0;
+    size_t head_size = native ? tc__native_head_size(req, method, u) : 0;
 
     tc__creq *r = tc__malloc(sizeof(*r) + url_len + 1 + method_len + 1 + body_len + 1 + head_size);
     if (r == NULL) {
@@ -554,7 +547,7 @@ int tc_client_request_start(tc_future **out, tc_client *c, const tc_client_reque
     tc__list_init(&r->link);
     if (native) {
         r->head = p;
-        tc__native_head_build(r, u, p);
+        tc__native_head_build(req, method, u, p);
         r->head_len = head_size;
     } else {
         err = tc__curl_prepare(r);

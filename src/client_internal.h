@@ -166,10 +166,12 @@ int tc__native_start(tc__creq *r);
 void tc__native_abort(tc__creq *r);
 /* Closes every idle connection; running ones were aborted before. Freed when the last closes. */
 void tc__native_close(tc_client *c);
-/* Builds r's request head (into r->head, inside the allocation of size given by
- * tc__native_head_size). */
-size_t tc__native_head_size(const tc__creq *r, const tc__url_cache *u);
-void tc__native_head_build(tc__creq *r, const tc__url_cache *u, char *dst);
+/* The request head of req (method already defaulted): its size, then the head itself into dst,
+ * which has that many bytes (inside the request's own allocation). */
+size_t tc__native_head_size(const tc_client_request *req, const char *method,
+                            const tc__url_cache *u);
+void tc__native_head_build(const tc_client_request *req, const char *method, const tc__url_cache *u,
+                           char *dst);
 
 /* ---- client_curl.c ---- */
 

@@ -86,10 +86,10 @@ static int conn_open(tc__native *nat, tc__creq *r);
 
 /* ---- request head --------------------------------------------------------------------------- */
 
-static int user_has(const tc__creq *r, const char *name)
+static int user_has(const tc_client_request *req, const char *name)
 {
-    for (size_t i = 0; i < r->req_nheaders; i++)
-        if (strcasecmp(r->req_headers[i].name, name) == 0)
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (strcasecmp(req->headers[i].name, name) == 0)
             return 1;
     return 0;
 }
@@ -101,7 +101,8 @@ static int framing_header(const char *name)
 
 /* Writes the head into dst (or only counts it, dst NULL) and returns its length. The framing
  * headers are always ours; Host, User-Agent and Accept are ours unless the caller sets them. */
-static size_t head_emit(const tc__creq *r, const tc__url_cache *u, char *dst)
+static size_t head_emit(const tc_client_request *req, const char *method, const tc__url_cache *u,
+                        char *dst)
 {
     size_t n = 0;
 #define EMIT(s)                                                                                    \
@@ -112,31 +113,32 @@ static size_t head_emit(const tc__creq *r, const tc__url_cache *u, char *dst)
             memcpy(dst + n, s_, l_);                                                               \
         n += l_;                                                                                   \
     } while (0)
-    EMIT(r->method);
+    EMIT(method);
     EMIT(" ");
     EMIT(u->target);
     EMIT(" HTTP/1.1\r\n");
-    if (!user_has(r, "host")) {
+    if (!user_has(req, "host")) {
         EMIT("Host: ");
         EMIT(u->host);
         EMIT("\r\n");
     }
-    if (!user_has(r, "user-agent"))
+    if (!user_has(req, "user-agent"))
         EMIT("User-Agent: tailcut/" TC_VERSION "\r\n");
-    if (!user_has(r, "accept"))
+    if (!user_has(req, "accept"))
         EMIT("Accept: */*\r\n");
-    for (size_t i = 0; i < r->req_nheaders; i++) {
-        if (framing_header(r->req_headers[i].name))
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (framing_header(req->headers[i].name))
             continue;
-        EMIT(r->req_headers[i].name);
+        EMIT(req->headers[i].name);
         EMIT(": ");
-        EMIT(r->req_headers[i].value);
+        EMIT(req->headers[i].value);
         EMIT("\r\n");
     }
-    if (r->body != NULL || strcmp(r->method, "POST") == 0 || strcmp(r->method, "PUT") == 0 ||
-        strcmp(r->method, "PATCH") == 0) {
+    if (req->body != NULL || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+        strcmp(method, "PATCH") == 0) {
         char cl[48];
-        (void)snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", r->body_len);
+        (void)snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n",
+                       req->body != NULL ? req->body_len : 0);
         EMIT(cl);
     }
     EMIT("\r\n");
@@ -144,14 +146,16 @@ static size_t head_emit(const tc__creq *r, const tc__url_cache *u, char *dst)
     return n;
 }
 
-size_t tc__native_head_size(const tc__creq *r, const tc__url_cache *u)
+size_t tc__native_head_size(const tc_client_request *req, const char *method,
+                            const tc__url_cache *u)
 {
-    return head_emit(r, u, NULL);
+    return head_emit(req, method, u, NULL);
 }
 
-void tc__native_head_build(tc__creq *r, const tc__url_cache *u, char *dst)
+void tc__native_head_build(const tc_client_request *req, const char *method, const tc__url_cache *u,
+                           char *dst)
 {
-    (void)head_emit(r, u, dst);
+    (void)head_emit(req, method, u, dst);
 }
 
 /* ---- engine --------------------------------------------------------------------------------- */
