@@ -14,7 +14,7 @@
 #define TC_EXIT_FAILURE 1
 #define TC_EXIT_USAGE 2
 
-typedef int (*tc_command_fn)(int argc, char **argv);
+typedef int (*cmd_fn)(int argc, char **argv);
 
 /* Parses s as a whole decimal number in [min, max]: ASCII digits only, no sign, no spaces.
  * On failure prints "tailcut CMD: invalid value 'S' for FLAG: ..." and returns -1. */

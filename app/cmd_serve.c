@@ -85,11 +85,11 @@ static void serve_handle(tc_request *req, void *data)
 
 /* The runtime's data pointer is this bundle: runtime config first, so the hooks can reach both. */
 typedef struct serve_run {
-    tc_runtime_config rc;
+    rt_config rc;
     serve_config cfg;
 } serve_run;
 
-static int serve_worker_start(tc_runtime_worker *w, void *data)
+static int serve_worker_start(rt_worker *w, void *data)
 {
     serve_run *run = data;
     serve_config *cfg = &run->cfg;
@@ -176,14 +176,14 @@ static void on_server_drained(tc_server *srv, void *data)
     tc_server_close(srv, on_server_closed, sw);
 }
 
-static void serve_worker_drain(tc_runtime_worker *w, void *data)
+static void serve_worker_drain(rt_worker *w, void *data)
 {
     serve_worker *sw = w->state;
     if (sw != NULL && sw->srv != NULL)
         tc_server_drain(sw->srv, on_server_drained, sw);
 }
 
-static void serve_worker_stop(tc_runtime_worker *w, void *data)
+static void serve_worker_stop(rt_worker *w, void *data)
 {
     serve_worker *sw = w->state;
     if (sw == NULL)
@@ -193,7 +193,7 @@ static void serve_worker_stop(tc_runtime_worker *w, void *data)
     close_client(sw);
 }
 
-static void serve_worker_cleanup(tc_runtime_worker *w, void *data)
+static void serve_worker_cleanup(rt_worker *w, void *data)
 {
     serve_worker *sw = w->state;
     if (sw == NULL)
@@ -209,7 +209,7 @@ static void serve_worker_cleanup(tc_runtime_worker *w, void *data)
 /* With no --upstream, a `tailcut upstream --profile exponea` runs in-process on its own thread
  * and loop, on a free loopback port, so that `make run` works with no setup. */
 typedef struct embedded {
-    tc_runtime_thread th;
+    rt_thread th;
     uv_async_t stop;
     tc_upstream *u;
     int err;
@@ -237,14 +237,14 @@ static void embedded_main(void *arg)
         uv_async_init(&e->th.loop, &e->stop, on_embedded_stop);
         e->stop.data = e;
     }
-    tc_runtime_thread_ready(&e->th);
+    rt_thread_ready(&e->th);
     uv_run(&e->th.loop, UV_RUN_DEFAULT);
     uv_loop_close(&e->th.loop);
 }
 
 static int embedded_start(embedded *e)
 {
-    int err = tc_runtime_thread_start(&e->th, embedded_main, e);
+    int err = rt_thread_start(&e->th, embedded_main, e);
     if (err != 0)
         return err;
     if (e->err != 0)
@@ -383,7 +383,7 @@ int cmd_serve(int argc, char **argv)
     cfg->port = 8080;
     cfg->max_connections = 10000;
     cfg->max_body = 1048576;
-    cfg->workers = tc_runtime_cpus();
+    cfg->workers = rt_cpus();
     cfg->drain_timeout_ms = 10000;
     cfg->header_timeout_ms = TC_SERVER_HEADER_TIMEOUT_MS;
     cfg->idle_timeout_ms = TC_SERVER_IDLE_TIMEOUT_MS;
@@ -537,7 +537,7 @@ int cmd_serve(int argc, char **argv)
     run->rc.data = run;
     (void)snprintf(run->rc.listen_host, sizeof(run->rc.listen_host), "%s", cfg->host);
     run->rc.listen_port = cfg->port;
-    status = tc_runtime_run(&run->rc);
+    status = rt_run(&run->rc);
 out:
     if (emb_running)
         embedded_stop(&emb);

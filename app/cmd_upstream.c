@@ -22,7 +22,7 @@
 #define MAX_METADATA_RATE 1000000000
 
 typedef struct app {
-    tc_runtime_config rt;
+    rt_config rt;
     tc_upstream_config ucfg;
     char host[64];
     int port;
@@ -85,7 +85,7 @@ static void usage(FILE *out)
 
 static void on_closed(tc_upstream *u, void *data)
 {
-    tc_runtime_worker *w = data;
+    rt_worker *w = data;
     w->state = NULL;
 }
 
@@ -94,7 +94,7 @@ static void on_drained(tc_upstream *u, void *data)
     tc_upstream_close(u, on_closed, data);
 }
 
-static int worker_start(tc_runtime_worker *w, void *data)
+static int worker_start(rt_worker *w, void *data)
 {
     app *a = data;
     tc_upstream *u;
@@ -109,19 +109,19 @@ static int worker_start(tc_runtime_worker *w, void *data)
     return 0;
 }
 
-static void worker_drain(tc_runtime_worker *w, void *data)
+static void worker_drain(rt_worker *w, void *data)
 {
     if (w->state != NULL)
         tc_upstream_drain(w->state, on_drained, w);
 }
 
-static void worker_stop(tc_runtime_worker *w, void *data)
+static void worker_stop(rt_worker *w, void *data)
 {
     if (w->state != NULL)
         tc_upstream_close(w->state, on_closed, w); /* a no-op if already closing */
 }
 
-static void worker_cleanup(tc_runtime_worker *w, void *data)
+static void worker_cleanup(rt_worker *w, void *data)
 {
     /* The loop ran dry with the simulator still open (it has nothing left to wait on): close it;
      * the runtime runs the loop once more after this. */
@@ -218,7 +218,7 @@ int cmd_upstream(int argc, char **argv)
     a.rt.stop = worker_stop;
     a.rt.cleanup = worker_cleanup;
     a.rt.data = &a;
-    int status = tc_runtime_run(&a.rt);
+    int status = rt_run(&a.rt);
     if (log != NULL && log != stdout)
         (void)fclose(log); /* at exit: nowhere left to report a failed flush */
     return status;

@@ -10,7 +10,7 @@
 
 static const struct command {
     const char *name;
-    tc_command_fn run;
+    cmd_fn run;
     const char *summary;
 } commands[] = {
     {"serve", cmd_serve, "the smart API service in front of a slow, flaky upstream"},

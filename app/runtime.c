@@ -23,8 +23,8 @@
 enum { CMD_NONE = 0, CMD_DRAIN = 1, CMD_STOP = 2 };
 
 typedef struct worker_slot {
-    tc_runtime_worker w;
-    tc_runtime_thread th;
+    rt_worker w;
+    rt_thread th;
     uv_async_t wake;
     uv_timer_t drain_timer;
     int start_err;
@@ -35,7 +35,7 @@ typedef struct worker_slot {
 } worker_slot;
 
 typedef struct runtime {
-    tc_runtime_config *cfg;
+    rt_config *cfg;
     worker_slot *slots;
     unsigned nstarted;
     uv_loop_t loop;
@@ -46,13 +46,13 @@ typedef struct runtime {
     int signals;
 } runtime;
 
-unsigned tc_runtime_cpus(void)
+unsigned rt_cpus(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n < 1 ? 1u : (unsigned)n;
 }
 
-int tc_runtime_thread_start(tc_runtime_thread *t, void (*run)(void *), void *arg)
+int rt_thread_start(rt_thread *t, void (*run)(void *), void *arg)
 {
     if (uv_loop_init(&t->loop) != 0)
         return TC_EIO;
@@ -70,7 +70,7 @@ int tc_runtime_thread_start(tc_runtime_thread *t, void (*run)(void *), void *arg
     return 0;
 }
 
-void tc_runtime_thread_ready(tc_runtime_thread *t)
+void rt_thread_ready(rt_thread *t)
 {
     uv_sem_post(&t->ready);
 }
@@ -112,7 +112,7 @@ static void worker_main(void *arg)
     s->drain_timer.data = s;
     s->w.loop = &s->th.loop;
     s->start_err = rt->cfg->start(&s->w, rt->cfg->data);
-    tc_runtime_thread_ready(&s->th);
+    rt_thread_ready(&s->th);
     if (s->start_err != 0) {
         uv_unref((uv_handle_t *)&s->wake);
         if (rt->cfg->stop != NULL)
@@ -182,14 +182,14 @@ static int start_worker(runtime *rt, unsigned i)
     s->rt = rt;
     s->w.index = i;
     atomic_init(&s->command, CMD_NONE);
-    int err = tc_runtime_thread_start(&s->th, worker_main, s);
+    int err = rt_thread_start(&s->th, worker_main, s);
     if (err != 0)
         return err;
     rt->nstarted++;
     return s->start_err;
 }
 
-int tc_runtime_run(tc_runtime_config *cfg)
+int rt_run(rt_config *cfg)
 {
     runtime rt;
     memset(&rt, 0, sizeof(rt));
