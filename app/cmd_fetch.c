@@ -112,14 +112,14 @@ static const cli_option fetch_options[] = {
     {NULL, 'i', OPT_INPUT, CLI_VALUE, "FILE",
      "read URLs from FILE ('-' = stdin), one per line; blank\n"
      "lines and # comments are skipped"},
-    {"request", 'X', OPT_METHOD, CLI_VALUE, "METHOD",
+    {NULL, 'X', OPT_METHOD, CLI_VALUE, "METHOD",
      "request method, an HTTP token such as GET, POST, PUT\n"
      "[GET, or POST with -d]"},
-    {"header", 'H', OPT_HEADER, CLI_VALUE | CLI_REPEATABLE, "'NAME: VALUE'",
+    {NULL, 'H', OPT_HEADER, CLI_VALUE | CLI_REPEATABLE, "'NAME: VALUE'",
      "send this header with every request; NAME a token,\n"
      "VALUE without CR or LF; Content-Length and\n"
      "Transfer-Encoding are refused (set from -d)"},
-    {"data", 'd', OPT_DATA, CLI_VALUE, "DATA|@FILE",
+    {NULL, 'd', OPT_DATA, CLI_VALUE, "DATA|@FILE",
      "request body: DATA as given, or the bytes of FILE\n"
      "verbatim (read once at start, at most 16 MiB);\n"
      "implies POST unless -X says otherwise"},
@@ -171,8 +171,9 @@ static void usage(FILE *out)
     (void)fprintf(out,
                   "\n"
                   "exit status: 0 every URL got a 2xx or 3xx, 3 some did not, 2 bad options or an\n"
-                  "unreadable input file, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM); the\n"
-                  "summary then covers what finished.\n"
+                  "unreadable file (-i, -d @FILE, --cacert), 1 a runtime failure (output), 130\n"
+                  "interrupted (Ctrl-C), 143 terminated (SIGTERM); the summary then covers what\n"
+                  "finished.\n"
                   "See docs/fetch.md.\n");
 }
 

@@ -15,10 +15,11 @@
  * re-entrance, because an attempt can fail synchronously (a bad URL) and its result callback
  * may call back into us (resume, stop).
  *
- * Open loop (cfg.rate): the pump asks the source for an item only when the next request's
- * scheduled time has come (a uv timer wakes it), and that request's clock starts at the scheduled
- * time, whatever it waited for after it (a free slot under the concurrency cap). A source that
- * has nothing due simply is not asked, so the schedule costs no memory either.
+ * Open loop (cfg.rate): the pump holds at most one item taken from the source ahead of its
+ * scheduled time (so that the end of the input is seen at once, not one interval late), starts it
+ * when that time has come (a uv timer wakes the pump), and its clock starts at the scheduled
+ * time, whatever it waited for after it (a free slot under the concurrency cap). Nothing else is
+ * queued ahead, so the schedule costs no memory.
  *
  * Lifetimes: a record holds its attempt's future (the caller's reference) while running and,
  * once finished, until its result has been reported, so that the message and body it reports
@@ -88,9 +89,11 @@ struct tc_fetch {
     tc_header *headers;
     int retry_method; /* cfg.method may be retried */
 
-    uv_timer_t rate_timer; /* open loop: wakes the pump when the next request is due */
-    uint64_t rate_base_ns; /* tc_fetch_start() */
-    uint64_t scheduled;    /* requests started on the schedule so far */
+    uv_timer_t rate_timer;  /* open loop: wakes the pump when the next request is due */
+    uint64_t rate_base_ns;  /* tc_fetch_start() */
+    uint64_t scheduled;     /* requests started on the schedule so far */
+    tc_fetch_input pending; /* the next item, taken from the source before it is due */
+    int has_pending;
 
     int started, source_waiting, source_ended, stopping;
     int pumping, again, emitting;
@@ -412,19 +415,27 @@ static void pump(tc_fetch *f)
     f->pumping = 1;
     do {
         f->again = 0;
-        while (!f->stopping && f->started && !f->source_ended && !f->source_waiting &&
-               has_room(f)) {
-            uint64_t due = 0;
-            if (f->cfg.rate > 0 && !rate_due(f, &due))
-                break;
+        while (!f->stopping && f->started && has_room(f) &&
+               (f->has_pending || (!f->source_ended && !f->source_waiting))) {
             tc_fetch_input in = {NULL, 0, NULL};
-            tc_fetch_next n = f->source(f->data, &in);
-            if (n == TC_FETCH_NEXT_WAIT) {
-                f->source_waiting = 1;
-                break;
+            if (f->has_pending) {
+                in = f->pending;
+                f->has_pending = 0;
+            } else {
+                tc_fetch_next n = f->source(f->data, &in);
+                if (n == TC_FETCH_NEXT_WAIT) {
+                    f->source_waiting = 1;
+                    break;
+                }
+                if (n != TC_FETCH_NEXT_URL) {
+                    f->source_ended = 1;
+                    break;
+                }
             }
-            if (n != TC_FETCH_NEXT_URL) {
-                f->source_ended = 1;
+            uint64_t due = 0;
+            if (f->cfg.rate > 0 && in.url != NULL && in.error == 0 && !rate_due(f, &due)) {
+                f->pending = in; /* taken early, so that the end of the input is seen at once */
+                f->has_pending = 1;
                 break;
             }
             admit(f, record_take(f), &in, due);
@@ -462,6 +473,10 @@ static void stop_all(tc_fetch *f)
 {
     f->stopping = 1;
     uv_timer_stop(&f->rate_timer);
+    if (f->has_pending) {
+        tc__free(f->pending.url);
+        f->has_pending = 0;
+    }
     for (size_t i = 0; i < f->window; i++) {
         fetch_req *r = &f->reqs[i];
         switch (r->state) {

@@ -306,11 +306,13 @@ class FetchOps(unittest.TestCase):
         self.assertEqual([d["url"] for d in lines], urls)
         ms = [d["ms"] for d in lines]
         self.assertEqual(len(arrivals), n)
-        # The schedule: request i is sent no earlier than i/rate after request 0 (small slack for
-        # clocks), so the run lasts at least (n-1)/rate whatever the server does.
+        # The schedule: request i is sent no earlier than i/rate after request 0, so the run
+        # lasts at least (n-1)/rate whatever the server does. (Slack: arrivals are seen by the
+        # server, and request 0's may come late, after its connection was set up, on a loaded
+        # machine.)
         rel = [a - arrivals[0] for a in arrivals]
         for i, a in enumerate(rel):
-            self.assertGreaterEqual(a, i * 1000 / rate - 15, (i, rel))
+            self.assertGreaterEqual(a, i * 1000 / rate - 60, (i, rel))
         self.assertGreaterEqual(took, (n - 1) / rate)
         self.assertLess(took, (n - 1) / rate + 1 + 5 * SLOW)  # not (n-1)/rate + a full stall x n
         # The stalled request takes the stall; those scheduled during it waited for the one
@@ -322,8 +324,8 @@ class FetchOps(unittest.TestCase):
             sched = i * 1000 / rate
             if sched < stall_end - 50:
                 self.assertGreaterEqual(ms[i], stall_end - sched - 30, (i, ms))
-        # Those sent during the stall went out when it ended, not on their schedule.
-        self.assertGreaterEqual(rel[stall_i + 1], stall_end - 30, rel)
+        # Those scheduled during the stall went out when it ended, not on their schedule.
+        self.assertGreaterEqual(rel[stall_i + 1] - rel[stall_i], stall_ms - 30, rel)
         with open(out) as f:
             s = json.load(f)
         self.assertEqual((s["requests"], s["ok"], s["rate"]), (n, n, 10))
@@ -337,6 +339,11 @@ class FetchOps(unittest.TestCase):
         self.assertEqual(rc, 0, err)
         self.assertEqual(len(lines), 3)
         self.assertGreaterEqual(took, 0.8)  # at 0, 0.4 and 0.8 s
+        # The end of the input is seen at once, not one interval (here 10 s) after the last.
+        t0 = time.monotonic()
+        rc, lines, err = fetch("--rate", "0.1", self.srv.url + "/once")
+        self.assertEqual((rc, len(lines)), (0, 1), err)
+        self.assertLess(time.monotonic() - t0, 5)
 
 
 class FetchTLS(unittest.TestCase):
@@ -347,9 +354,9 @@ class FetchTLS(unittest.TestCase):
         cls.dir = tempfile.mkdtemp(prefix="tailcut-fetch-tls-")
         th.make_ca(cls.dir, "ca")
         th.make_server_cert(cls.dir, "ca")
-        th.make_ca(cls.dir, "self")  # a self-signed certificate, used as a server's own
         cls.servers = []
-        for cert, key in (("server.pem", "server.key"), ("self.pem", "self.key")):
+        # The second server shows the CA's own certificate: self-signed, and not for 127.0.0.1.
+        for cert, key in (("server.pem", "server.key"), ("ca.pem", "ca.key")):
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(os.path.join(cls.dir, cert), os.path.join(cls.dir, key))
             srv = TLSServer(ctx)
