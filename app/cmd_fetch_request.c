@@ -22,6 +22,7 @@
 
 #define CMD FETCH_CMD
 #define READ_STEP 65536
+#define TOO_LARGE "larger than 16 MiB (16777216 bytes)"
 #define SHOWN_MAX 200 /* bytes of a bad value quoted in its message */
 
 /* A bad value as it may be quoted in a one-line message: control bytes (a CR or LF meant to
@@ -87,8 +88,9 @@ int fetch_header_add(tc_header *headers, size_t *n, const char *val)
     return 0;
 }
 
-/* Opens name for reading, refusing a directory. Returns the descriptor, or -1 with *why. */
-static int open_readable(const char *name, const char **why)
+/* Opens name for reading, refusing a directory and a regular file larger than max. Returns the
+ * descriptor, or -1 with *why. */
+static int open_readable(const char *name, off_t max, const char **why)
 {
     struct stat st;
     if (*name == '\0') {
@@ -105,6 +107,11 @@ static int open_readable(const char *name, const char **why)
         (void)close(fd);
         return -1;
     }
+    if (max > 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > max) {
+        *why = TOO_LARGE;
+        (void)close(fd);
+        return -1;
+    }
     return fd;
 }
 
@@ -113,10 +120,10 @@ int fetch_read_data_file(const char *name, char **body, size_t *len)
     const char *why = NULL;
     size_t cap = 0, n = 0;
     char *buf = NULL;
-    int fd = open_readable(name, &why);
-    while (fd >= 0) {
+    int fd = open_readable(name, (off_t)FETCH_MAX_DATA_FILE, &why);
+    while (fd >= 0) { /* a pipe or a file that grows is checked as it is read */
         if (n == cap) {
-            cap += READ_STEP;
+            cap = cap == 0 ? READ_STEP : cap * 2; /* geometric: a 16 MiB file is 9 reallocs */
             char *nb = realloc(buf, cap);
             if (nb == NULL) {
                 why = "out of memory";
@@ -142,7 +149,7 @@ int fetch_read_data_file(const char *name, char **body, size_t *len)
         }
         n += (size_t)got;
         if (n > FETCH_MAX_DATA_FILE) {
-            why = "larger than 16 MiB (16777216 bytes)";
+            why = TOO_LARGE;
             break;
         }
     }
@@ -156,7 +163,7 @@ int fetch_read_data_file(const char *name, char **body, size_t *len)
 int fetch_check_cacert(const char *name)
 {
     const char *why = NULL;
-    int fd = open_readable(name, &why);
+    int fd = open_readable(name, 0, &why);
     if (fd < 0) {
         cli_error(CMD, "cannot read --cacert file '%s': %s", name, why);
         return -1;

@@ -177,12 +177,12 @@ class FetchOps(unittest.TestCase):
         self.assertEqual(p.stdout, b"")
 
     def test_bad_method_and_header_values_exit_2(self):
-        for bad in ("", "G T", "GET\r\nX: y", "A/B", "GET:", "(GET)", "caf\u00e9"):
+        # A few of each: tests/unit/test_fetch_parse.c goes through the edge cases.
+        for bad in ("", "G T", "GET\r\nX: y", "A/B"):
             self.assert_usage_error(["-X", bad], "-X")
-        for bad in ("NoColon", ": v", "A B: c", "X-A : c", "X@: c", "X: a\r\nInjected: 1",
-                    "X: a\nb", "Content-Length: 5", "transfer-encoding: chunked"):
+        for bad in ("NoColon", "A B: c", "X: a\r\nInjected: 1", "transfer-encoding: chunked"):
             self.assert_usage_error(["-H", bad], "-H")
-        for bad in ("0", "-1", "abc", "1e3", ".5", "5.", "1,5", " 5", "0.0", "2000000"):
+        for bad in ("0", "-1", "1e3", "2000000"):
             self.assert_usage_error(["--rate", bad], "--rate")
         self.assertEqual(self.srv.take(), [])  # nothing was sent
 
