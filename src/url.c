@@ -1,5 +1,5 @@
 /*
- * Query strings, percent-encoding and the contract's strict parameter rules (CONTRACT §1).
+ * Query strings, percent-encoding and the strict rules for the serve endpoints' parameters.
  *
  * Everything here works on byte ranges and caller buffers and never allocates, except
  * tc_url_origin(), which asks libcurl's URL parser (see there). The one idea:

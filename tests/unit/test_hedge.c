@@ -2,7 +2,7 @@
  * Unit tests for adaptive hedging (src/latency.c, src/budget.c, src/hedge.c):
  * - the estimator against a sorted-array oracle, on random and adversarial streams, and its
  *   window on a fake clock;
- * - the budget against a brute-force oracle of CONTRACT §4's rule at every decision, at 1, 20,
+ * - the budget against a brute-force oracle of the budget rule at every decision, at 1, 20,
  *   200 and 2,000 requests/s, with bursts and with traffic stopping right after a burst;
  * - the percentile delay's warm-up, fallback, refresh and clamps, on a fake clock;
  * - the schedule on a real loop against a tc_server whose answer depends on X-Tailcut-Attempt:
