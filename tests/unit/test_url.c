@@ -1,8 +1,7 @@
 /*
  * Unit tests for src/url.c: query iteration, percent-decoding and -encoding, tc_query_get, the
  * serve endpoints' timeout rule (every accepted and refused form, and their percent-encoded
- * twins) and
- * the ID rule.
+ * twins) and the ID rule.
  */
 #include <setjmp.h>
 #include <stdarg.h>
