@@ -7,6 +7,7 @@ scripts import this file from tests/integration/.
 """
 import asyncio
 import atexit
+import http.server
 import json
 import os
 import re
@@ -530,6 +531,26 @@ def remove_err_files(procs):
             os.unlink(p.err_path)
         except (OSError, AttributeError):
             pass
+
+
+# ---- test upstreams on http.server ---------------------------------------------------------------
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """Base of the http.server handlers the tests run as upstreams: no log lines, and one call
+    to answer with a body."""
+
+    def send_body(self, status, body, content_type="application/json", headers=()):
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        if content_type is not None:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
 
 
 # ---- a throw-away CA --------------------------------------------------------------------------

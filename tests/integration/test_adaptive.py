@@ -18,7 +18,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tchelpers as th  # noqa: E402
-from test_smart import Metrics, Upstream, request, serve  # noqa: E402
+from smart_fixture import Metrics, Upstream, request, serve  # noqa: E402
 
 EARLY = 0.003
 # Arrival times at the upstream include each attempt's connect: slack for one being slower.

@@ -35,7 +35,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tchelpers as th  # noqa: E402
-from test_smart import HANG, Metrics, Upstream, request, step, wrapped  # noqa: E402
+from smart_fixture import HANG, Metrics, Upstream, request, step, wrapped  # noqa: E402
 
 MAX_BODY = 4096
 HEADER_TIMEOUT_MS = 1500

@@ -146,7 +146,7 @@ static inline void on_async(uv_async_t *a)
 
 static inline void watchdog(int sig)
 {
-    static const char msg[] = "test_server: watchdog fired, a test hung\n";
+    static const char msg[] = "test_server_*: watchdog fired, a test hung\n";
     (void)sig;
     if (write(2, msg, sizeof(msg) - 1) < 0) {
         /* nothing more to do */
