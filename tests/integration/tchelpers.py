@@ -533,6 +533,19 @@ def remove_err_files(procs):
             pass
 
 
+# ---- `tailcut upstream`'s /stats ---------------------------------------------------------------
+
+def attempts_by_value(stats):
+    """{"1": n, "2": n, ..., "none": n}: the X-Tailcut-Attempt values the simulator saw, summed
+    over its per_second entries."""
+    total = {}
+    for e in stats["per_second"]:
+        for k, v in e.items():
+            if k != "second":
+                total[k] = total.get(k, 0) + v
+    return total
+
+
 # ---- test upstreams on http.server ---------------------------------------------------------------
 
 class QuietHandler(http.server.BaseHTTPRequestHandler):
