@@ -397,6 +397,15 @@ async def aio_read_response(reader, deadline, head=False):
     return status, headers, rest[:n]
 
 
+async def aio_close(writer):
+    """Closes an asyncio connection; a peer that already went away is not an error."""
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except (ConnectionError, OSError):
+        pass
+
+
 async def aio_request(port, method, path, timeout, body=b"", connect_sem=None,
                       host="127.0.0.1"):
     """One request on a fresh connection with asyncio, for thousands of concurrent requests in
@@ -424,11 +433,7 @@ async def aio_request(port, method, path, timeout, body=b"", connect_sem=None,
     except ConnectionResetError:
         return AioResult("reset", loop.time() - t0, getattr(reader, "_tc_seen", 0))
     finally:
-        writer.close()
-        try:
-            await writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
+        await aio_close(writer)
 
 
 class ErrorAsserts:
@@ -564,6 +569,20 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+def serve_in_thread(httpd):
+    """Runs httpd.serve_forever() on a daemon thread; returns the thread (see stop_server)."""
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    return thread
+
+
+def stop_server(httpd, thread):
+    """Stops what serve_in_thread started and closes its socket."""
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(10)
 
 
 # ---- a throw-away CA --------------------------------------------------------------------------

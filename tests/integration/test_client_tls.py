@@ -23,7 +23,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -90,15 +89,12 @@ class ClientTLS(unittest.TestCase):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cls.path("server.pem"), cls.path("server.key"))
         cls.httpd.socket = ctx.wrap_socket(cls.httpd.socket, server_side=True)
-        cls.thread = threading.Thread(target=cls.httpd.serve_forever, daemon=True)
-        cls.thread.start()
+        cls.thread = th.serve_in_thread(cls.httpd)
         cls.url = "https://127.0.0.1:%d/" % cls.httpd.server_address[1]
 
     @classmethod
     def tearDownClass(cls):
-        cls.httpd.shutdown()
-        cls.httpd.server_close()
-        cls.thread.join(10)
+        th.stop_server(cls.httpd, cls.thread)
         shutil.rmtree(cls.dir, ignore_errors=True)
 
     @classmethod

@@ -21,7 +21,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tchelpers import (SLOW, SANITIZED, Proc, QuietHandler, Watchdog, get_json,  # noqa: E402
-                       http_request, wait_for)
+                       http_request, serve_in_thread, stop_server, wait_for)
 
 BIN = Proc.bin()
 
@@ -323,14 +323,12 @@ class FetchTest(unittest.TestCase):
                     self.send_body(200, b"{}", None)
 
         srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        t = threading.Thread(target=srv.serve_forever, daemon=True)
-        t.start()
+        t = serve_in_thread(srv)
         try:
             rc, lines, err = fetch("--retries", "2",
                                    "http://127.0.0.1:%d/x" % srv.server_address[1])
         finally:
-            srv.shutdown()
-            srv.server_close()
+            stop_server(srv, t)
         self.assertEqual(rc, 0, err)
         self.assertEqual(lines[0]["status"], 200)
         self.assertEqual(len(hits), 2)

@@ -83,14 +83,11 @@ class HttpsUpstream(unittest.TestCase):
                             os.path.join(cls.dir, "server.key"))
         cls.httpd = TLSServer(ctx)
         cls.url = "https://127.0.0.1:%d/" % cls.httpd.server_address[1]
-        cls.thread = threading.Thread(target=cls.httpd.serve_forever, daemon=True)
-        cls.thread.start()
+        cls.thread = th.serve_in_thread(cls.httpd)
 
     @classmethod
     def tearDownClass(cls):
-        cls.httpd.shutdown()
-        cls.httpd.server_close()
-        cls.thread.join(10)
+        th.stop_server(cls.httpd, cls.thread)
         shutil.rmtree(cls.dir, ignore_errors=True)
 
     def path(self, name):

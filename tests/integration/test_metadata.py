@@ -71,11 +71,7 @@ def concurrent_get(port, paths, timeout=20 * th.SLOW, close_after=None):
                 st, hdrs, body = await _read_response(reader, timeout)
                 return th.Resp(st, hdrs, body, loop.time() - t0)
             finally:
-                writer.close()
-                try:
-                    await writer.wait_closed()
-                except (ConnectionError, OSError):
-                    pass
+                await th.aio_close(writer)
 
         return await asyncio.gather(*[one(i, r, w) for i, (r, w) in enumerate(conns)])
 
@@ -136,8 +132,7 @@ class ScriptedUpstream:
         self.httpd = ThreadingHTTPServer((HOST, 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self.thread = th.serve_in_thread(self.httpd)
 
     def queue(self, *steps):
         with self.lock:
@@ -153,8 +148,7 @@ class ScriptedUpstream:
             self.steps = []
 
     def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        th.stop_server(self.httpd, self.thread)
 
 
 def id_list(query):
