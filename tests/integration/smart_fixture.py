@@ -121,21 +121,14 @@ class SmartBase(th.ErrorAsserts, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.up = Upstream(*cls.upstream_args)
-        try:
-            cls.srv = serve(cls.up.port, *cls.serve_args)
-        except BaseException:
-            cls.up.kill()
-            raise
+        cls.srv = th.start_in_front(cls.up.kill, lambda: serve(cls.up.port, *cls.serve_args))
         # Warm-up: one pooled upstream connection, and the first-request costs paid.
         r = request(cls.srv.port, "GET", "/api/smart?timeout=5000")
         assert r.status == 200, r
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            cls.srv.stop(expect=0)
-        finally:
-            cls.up.stop(expect=0)
+        th.stop_in_front(cls.srv, lambda: cls.up.stop(expect=0))
 
     def setUp(self):
         self.up.reset()

@@ -154,6 +154,24 @@ class Proc:
                 f.close()
 
 
+def start_in_front(stop_upstream, start):
+    """Returns start(): a process started in front of an upstream (say, `tailcut serve`). If it
+    fails, stops the upstream with stop_upstream() before passing the error on."""
+    try:
+        return start()
+    except BaseException:
+        stop_upstream()
+        raise
+
+
+def stop_in_front(srv, stop_upstream):
+    """Stops srv (its exit status must be 0), then the upstream behind it, whatever happened."""
+    try:
+        srv.stop(expect=0)
+    finally:
+        stop_upstream()
+
+
 class Watchdog:
     """Kills the whole test process if it runs longer than `seconds` (a hung test must fail)."""
 

@@ -177,19 +177,13 @@ class WithSimulator(MetadataBase):
     @classmethod
     def setUpClass(cls):
         cls.up = th.Proc("upstream", "--access-log", "off")
-        try:
-            cls.srv = serve("http://127.0.0.1:%d/api/metadata" % cls.up.port,
-                            "--batch-max", "50", "--max-timeout", "30000")
-        except BaseException:
-            cls.up.kill()
-            raise
+        cls.srv = th.start_in_front(cls.up.kill, lambda: serve(
+            "http://127.0.0.1:%d/api/metadata" % cls.up.port,
+            "--batch-max", "50", "--max-timeout", "30000"))
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            cls.srv.stop(expect=0)
-        finally:
-            cls.up.stop(expect=0)
+        th.stop_in_front(cls.srv, lambda: cls.up.stop(expect=0))
 
     def setUp(self):
         st, _, _ = th.http_request(self.up.port, "POST", "/reset", b"")
@@ -341,19 +335,13 @@ class WithScriptedUpstream(MetadataBase):
     @classmethod
     def setUpClass(cls):
         cls.up = ScriptedUpstream()
-        try:
-            cls.srv = serve("http://127.0.0.1:%d/meta?token=t0k" % cls.up.port,
-                            "--batch-max", "5", "--max-timeout", "20000")
-        except BaseException:
-            cls.up.close()
-            raise
+        cls.srv = th.start_in_front(cls.up.close, lambda: serve(
+            "http://127.0.0.1:%d/meta?token=t0k" % cls.up.port,
+            "--batch-max", "5", "--max-timeout", "20000"))
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            cls.srv.stop(expect=0)
-        finally:
-            cls.up.close()
+        th.stop_in_front(cls.srv, cls.up.close)
 
     def setUp(self):
         self.up.reset()
