@@ -1,8 +1,8 @@
 // tailcut dashboard: polls dashboard/stats every second and draws it. No library, no build step.
 // Every figure shown is an element with data-stat="PATH" whose data-value holds the raw value
 // (its text is the same value), and #dash carries the snapshot's sequence number in data-seq,
-// so a test can compare the page with the JSON. Charts are SVG polylines; each chart's
-// data-points counts the points drawn.
+// so a test can compare the page with the JSON. Charts are SVG polylines (a lone point is a
+// circle); each chart's data-points counts the points drawn.
 "use strict";
 (function () {
   var SVGNS = "http://www.w3.org/2000/svg";
@@ -94,16 +94,20 @@
     var allowed = el("span", {"data-stat": "now.budget.allowed", "data-dyn": "1"});
     var pct = el("span", {"data-stat": "now.budget.percent", "data-dyn": "1"});
     var denied = el("span", {"data-stat": "now.budget.denied", "data-dyn": "1"});
+    var smart = el("span", {"data-stat": "now.budget.smart_requests", "data-dyn": "1"});
     show(used, b.extra_attempts);
     show(allowed, b.allowed);
     show(pct, b.percent);
     show(denied, b.denied);
+    show(smart, b.smart_requests);
     big.appendChild(used);
     big.appendChild(document.createTextNode(" / "));
     big.appendChild(allowed);
-    sub.appendChild(document.createTextNode("extras last s at "));
+    sub.appendChild(document.createTextNode("extras allowed last s ("));
     sub.appendChild(pct);
-    sub.appendChild(document.createTextNode("%, "));
+    sub.appendChild(document.createTextNode("% of "));
+    sub.appendChild(smart);
+    sub.appendChild(document.createTextNode(" smart + 1); "));
     sub.appendChild(denied);
     sub.appendChild(document.createTextNode(" denied"));
   }
@@ -154,10 +158,14 @@
     series.forEach(function (s) {
       var run = [];
       function flush() {
-        if (run.length) {
-          var pl = svg("polyline", {points: run.join(" "), "class": s.cls,
-                                    "data-series": s.name});
-          root.appendChild(pl);
+        if (run.length === 1) { // a lone second: a dot, as a line needs two
+          var xy = run[0].split(",");
+          root.appendChild(svg("circle", {cx: xy[0], cy: xy[1], r: 2.5, "class": s.cls + " dot",
+                                          "data-series": s.name}));
+          points += 1;
+        } else if (run.length) {
+          root.appendChild(svg("polyline", {points: run.join(" "), "class": s.cls,
+                                            "data-series": s.name}));
           points += run.length;
         }
         run = [];
