@@ -45,7 +45,7 @@ int serve_stats_new(serve_stats **out, unsigned nshards, const char *const *endp
     serve_stats *st = calloc(1, sizeof(*st));
     if (st == NULL)
         return TC_ENOMEM;
-    st->shards = calloc(nshards, sizeof(*st->shards));
+    st->shards = calloc(nshards, sizeof(serve_stats_shard *));
     if (st->shards == NULL) {
         free(st);
         return TC_ENOMEM;
@@ -580,7 +580,7 @@ static void put_now(out *o, const serve_stats *st, const serve_stats_now *now,
     put(o, "}}");
 }
 
-#define SERVE_STATS_MAX_JSON (4 * 1024 * 1024)
+#define SERVE_STATS_MAX_JSON ((size_t)4 * 1024 * 1024)
 
 int serve_stats_json(serve_stats *st, uint64_t end, const serve_stats_now *now, char **out_text,
                      size_t *out_len)

@@ -167,7 +167,7 @@ class DashboardInBrowser(unittest.TestCase):
 
     def browser(self, *args):
         argv = [chromium(), "--headless", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--hide-scrollbars", "--window-size=1280,1560",
+                "--no-first-run", "--hide-scrollbars", "--window-size=1280,1040",
                 "--user-data-dir=" + os.path.join(self.tmp.name, "profile"),
                 "--virtual-time-budget=%d" % BUDGET_MS, *args,
                 "http://127.0.0.1:%d/dashboard" % self.srv.port]
