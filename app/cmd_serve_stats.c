@@ -8,7 +8,15 @@
 
 #include "base/buf.h"
 #include "base/fmt.h"
+#include "base/loglin.h"
 #include "cmd_serve_stats.h"
+
+/* The latency histogram's buckets (cmd_serve_stats.h): exact below 8 us, 8 a power of two, up to
+ * 2^32 us. */
+#define LAT_SUB_BITS 3
+#define LAT_MAX_BITS 32
+_Static_assert(TC__LOGLIN_BUCKETS(LAT_SUB_BITS, LAT_MAX_BITS) == SERVE_STATS_LAT_BUCKETS,
+               "SERVE_STATS_LAT_BUCKETS matches the bucket layout");
 
 const int serve_stats_status_codes[SERVE_STATS_N_STATUS] = {200, 400, 404, 405, 408, 413, 414, 429,
                                                             431, 499, 500, 502, 503, 504, 505, 0};
@@ -131,26 +139,14 @@ static unsigned status_index(int status)
 
 unsigned serve_stats_lat_bucket(uint64_t us)
 {
-    if (us < 8)
-        return (unsigned)us;
-    if (us >= (UINT64_C(1) << 32))
-        return SERVE_STATS_LAT_BUCKETS - 1;
-    unsigned e = 63u - (unsigned)__builtin_clzll(us); /* 3..31 */
-    unsigned sub = (unsigned)(us >> (e - 3)) & 7u;
-    return 8 + (e - 3) * 8 + sub;
+    return (unsigned)tc__loglin_index(us, LAT_SUB_BITS, LAT_MAX_BITS);
 }
 
 void serve_stats_lat_bounds(unsigned bucket, uint64_t *lo, uint64_t *hi)
 {
-    if (bucket < 8) {
-        *lo = bucket;
-        *hi = bucket + 1;
-        return;
-    }
-    unsigned e = (bucket - 8) / 8 + 3;
-    uint64_t sub = (bucket - 8) % 8;
-    *lo = (8 + sub) << (e - 3);
-    *hi = *lo + (UINT64_C(1) << (e - 3));
+    uint64_t width;
+    tc__loglin_bucket(bucket, LAT_SUB_BITS, lo, &width);
+    *hi = *lo + width;
 }
 
 void serve_stats_request(serve_stats_shard *sh, uint64_t sec, unsigned ep, int status,
@@ -259,12 +255,7 @@ uint64_t serve_stats_percentile_us(const uint32_t *hist, double q)
     if (total == 0)
         return SERVE_STATS_NO_VALUE;
     /* nearest rank: the smallest value with at least ceil(q x total) values at or below it */
-    double r = q * (double)total;
-    uint64_t rank = (uint64_t)r;
-    if ((double)rank < r)
-        rank++;
-    if (rank == 0)
-        rank = 1;
+    uint64_t rank = tc__loglin_rank(q, total);
     uint64_t seen = 0;
     for (unsigned b = 0; b < SERVE_STATS_LAT_BUCKETS; b++) {
         seen += hist[b];
@@ -441,6 +432,36 @@ static void put_requests(out *o, const serve_stats *st, const serve_stats_second
     put(o, "]");
 }
 
+/* A counter's window total, or with history its per-second values. */
+static void put_counter(out *o, const serve_stats_second *h, second_get get, const void *arg,
+                        int history)
+{
+    if (history)
+        put_series(o, h, get, arg);
+    else
+        put_u64(o, window_sum(h, get, arg));
+}
+
+/* ,"attempts":{OUTCOME:...},"hedges":{fired:...,...}: totals, or with history per second. */
+static void put_attempts_hedges(out *o, const serve_stats_second *h, int history)
+{
+    put(o, ",\"attempts\":{");
+    for (unsigned a = TC_OUTCOME_SUCCESS; a < TC_OUTCOME_COUNT; a++) {
+        if (a > TC_OUTCOME_SUCCESS)
+            put(o, ",");
+        put_key(o, tc_attempt_outcome_name((tc_attempt_outcome)a));
+        put_counter(o, h, get_attempts, &a, history);
+    }
+    put(o, "},\"hedges\":{");
+    for (size_t f = 0; f < NHEDGE; f++) {
+        if (f > 0)
+            put(o, ",");
+        put_key(o, hedge_fields[f].name);
+        put_counter(o, h, get_field, &hedge_fields[f].off, history);
+    }
+    put(o, "}");
+}
+
 static void put_window(out *o, const serve_stats *st, const serve_stats_second *h)
 {
     uint32_t *merged = calloc(SERVE_STATS_LAT_BUCKETS, sizeof(*merged));
@@ -462,21 +483,8 @@ static void put_window(out *o, const serve_stats *st, const serve_stats_second *
     put_u64(o, total);
     put(o, ",\"requests\":");
     put_requests(o, st, h, 0);
-    put(o, ",\"attempts\":{");
-    for (unsigned a = TC_OUTCOME_SUCCESS; a < TC_OUTCOME_COUNT; a++) {
-        if (a > TC_OUTCOME_SUCCESS)
-            put(o, ",");
-        put_key(o, tc_attempt_outcome_name((tc_attempt_outcome)a));
-        put_u64(o, window_sum(h, get_attempts, &a));
-    }
-    put(o, "},\"hedges\":{");
-    for (size_t f = 0; f < NHEDGE; f++) {
-        if (f > 0)
-            put(o, ",");
-        put_key(o, hedge_fields[f].name);
-        put_u64(o, window_sum(h, get_field, &hedge_fields[f].off));
-    }
-    put(o, "},\"latency_ms\":{\"count\":");
+    put_attempts_hedges(o, h, 0);
+    put(o, ",\"latency_ms\":{\"count\":");
     put_u64(o, lat_count);
     for (size_t q = 0; q < NQ; q++) {
         put(o, ",");
@@ -491,21 +499,8 @@ static void put_history(out *o, const serve_stats *st, const serve_stats_second 
 {
     put(o, "\"history\":{\"requests\":");
     put_requests(o, st, h, 1);
-    put(o, ",\"attempts\":{");
-    for (unsigned a = TC_OUTCOME_SUCCESS; a < TC_OUTCOME_COUNT; a++) {
-        if (a > TC_OUTCOME_SUCCESS)
-            put(o, ",");
-        put_key(o, tc_attempt_outcome_name((tc_attempt_outcome)a));
-        put_series(o, h, get_attempts, &a);
-    }
-    put(o, "},\"hedges\":{");
-    for (size_t f = 0; f < NHEDGE; f++) {
-        if (f > 0)
-            put(o, ",");
-        put_key(o, hedge_fields[f].name);
-        put_series(o, h, get_field, &hedge_fields[f].off);
-    }
-    put(o, "},\"latency_ms\":{\"count\":");
+    put_attempts_hedges(o, h, 1);
+    put(o, ",\"latency_ms\":{\"count\":");
     put_series(o, h, get_latency_count, NULL);
     for (size_t q = 0; q < NQ; q++) {
         put(o, ",");
