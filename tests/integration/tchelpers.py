@@ -44,6 +44,7 @@ atexit.register(kill_all)
 
 LISTEN_RE = re.compile(r"tailcut: listening on http://(\[[^\]]+\]|[^:]+):(\d+)")
 EMBED_RE = re.compile(r"tailcut: embedded upstream at http://([^:]+):(\d+)")
+ADMIN_RE = re.compile(r"tailcut: admin listening on http://(\[[^\]]+\]|[^:]+):(\d+)")
 SANITIZED = os.environ.get("TC_SANITIZE") == "ON"
 
 
@@ -74,6 +75,7 @@ class Proc:
         self._ready = threading.Event()
         self.port = None
         self.embedded_port = None
+        self.admin_port = None  # serve --admin-listen
         self._t_out = threading.Thread(target=self._pump_out, daemon=True)
         self._t_err = threading.Thread(target=self._pump_err, daemon=True)
         self._t_out.start()
@@ -95,6 +97,9 @@ class Proc:
             m = EMBED_RE.search(text)
             if m:
                 self.embedded_port = int(m.group(2))
+            m = ADMIN_RE.search(text)
+            if m:
+                self.admin_port = int(m.group(2))
             m = LISTEN_RE.search(text)
             if m:
                 self.port = int(m.group(2))
