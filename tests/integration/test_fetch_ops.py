@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -81,15 +80,12 @@ class FetchOps(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.srv = RecordingServer()
-        cls.thread = threading.Thread(target=cls.srv.serve_forever, daemon=True)
-        cls.thread.start()
+        cls.thread = th.serve_in_thread(cls.srv)
         cls.dir = tempfile.mkdtemp(prefix="tailcut-fetch-ops-")
 
     @classmethod
     def tearDownClass(cls):
-        cls.srv.shutdown()
-        cls.srv.server_close()
-        cls.thread.join(10)
+        th.stop_server(cls.srv, cls.thread)
         shutil.rmtree(cls.dir, ignore_errors=True)
 
     def setUp(self):
@@ -349,27 +345,19 @@ class FetchOps(unittest.TestCase):
 class FetchTLS(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        if shutil.which("openssl") is None:
-            raise unittest.SkipTest("the openssl CLI is not installed")
-        cls.dir = tempfile.mkdtemp(prefix="tailcut-fetch-tls-")
-        th.make_ca(cls.dir, "ca")
-        th.make_server_cert(cls.dir, "ca")
+        cls.dir = th.tls_dir("tailcut-fetch-tls-")
         cls.servers = []
         # The second server shows the CA's own certificate: self-signed, and not for 127.0.0.1.
         for cert, key in (("server.pem", "server.key"), ("ca.pem", "ca.key")):
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(os.path.join(cls.dir, cert), os.path.join(cls.dir, key))
-            srv = TLSServer(ctx)
-            threading.Thread(target=srv.serve_forever, daemon=True).start()
-            cls.servers.append(srv)
-        cls.ca_url = "https://127.0.0.1:%d/x" % cls.servers[0].server_address[1]
-        cls.self_url = "https://127.0.0.1:%d/x" % cls.servers[1].server_address[1]
+            srv = TLSServer(th.tls_server_context(cls.dir, cert, key))
+            cls.servers.append((srv, th.serve_in_thread(srv)))
+        cls.ca_url = "https://127.0.0.1:%d/x" % cls.servers[0][0].server_address[1]
+        cls.self_url = "https://127.0.0.1:%d/x" % cls.servers[1][0].server_address[1]
 
     @classmethod
     def tearDownClass(cls):
-        for srv in cls.servers:
-            srv.shutdown()
-            srv.server_close()
+        for srv, thread in cls.servers:
+            th.stop_server(srv, thread)
         shutil.rmtree(cls.dir, ignore_errors=True)
 
     def setUp(self):
