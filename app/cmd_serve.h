@@ -79,7 +79,9 @@ typedef struct serve_config {
     uint64_t drain_timeout_ms;
     uint64_t header_timeout_ms;
     uint64_t idle_timeout_ms;
+    uint64_t shutdown_delay_ms;
     FILE *access_log;
+    int access_log_format; /* TC_ACCESS_LOG_TEXT or _JSON */
     atomic_size_t conn_count;
     serve_metrics metrics;
 } serve_config;
