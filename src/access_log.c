@@ -75,10 +75,10 @@ static int append_opt(tc__buf *b, int64_t v, const char *none, size_t none_len)
     return v < 0 ? tc__buf_append(b, none, none_len) : append_u64(b, (uint64_t)v);
 }
 
-/* "HTTP/x.y" into dst (room for 8 + two numbers); returns the length. */
+/* "HTTP/x.y" into dst, which starts with "HTTP/" (room for two numbers more); returns the
+ * length. */
 static size_t format_protocol(char *dst, const tc__log_entry *e)
 {
-    memcpy(dst, "HTTP/", 5);
     size_t n = 5 + tc__fmt_u64(dst + 5, (uint64_t)e->http_major);
     dst[n++] = '.';
     return n + tc__fmt_u64(dst + n, (uint64_t)e->http_minor);
@@ -86,7 +86,7 @@ static size_t format_protocol(char *dst, const tc__log_entry *e)
 
 static int format_text(tc__buf *b, const tc__log_entry *e)
 {
-    char proto[8 + 2 * TC__FMT_U64_MAX];
+    char proto[8 + 2 * TC__FMT_U64_MAX] = "HTTP/";
     int rc = tc__buf_append(b, e->time, TC__LOG_TIME_LEN);
     if (rc == 0)
         rc = APPEND_LIT(b, " ");
@@ -142,7 +142,7 @@ static int json_str_or_null(tc__buf *b, const char *s, size_t len)
 
 static int format_json(tc__buf *b, const tc__log_entry *e)
 {
-    char proto[8 + 2 * TC__FMT_U64_MAX];
+    char proto[8 + 2 * TC__FMT_U64_MAX] = "HTTP/";
     int has_line = e->method != NULL;
     int rc = APPEND_LIT(b, "{\"time\":\"");
     if (rc == 0)
