@@ -1848,7 +1848,7 @@ static void client_id(fixture *fx)
 {
     cli c;
     resp r;
-    char hv[256], first[64] = "";
+    char hv[256], first[256] = "";
     char long_id[130];
     memset(long_id, 'z', 129);
     long_id[129] = '\0';
