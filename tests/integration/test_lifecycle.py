@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +49,27 @@ def parse_time(s):
 
 def serve(*args):
     return th.Proc("serve", "--workers", "2", *args)
+
+
+class FlagsTest(unittest.TestCase):
+    def test_bad_values(self):
+        for cmd, args, named in (("serve", ["--access-log-format", "xml"], "--access-log-format"),
+                                 ("serve", ["--access-log-format", ""], "--access-log-format"),
+                                 ("serve", ["--shutdown-delay", "-1"], "--shutdown-delay"),
+                                 ("serve", ["--shutdown-delay", "1s"], "--shutdown-delay"),
+                                 ("serve", ["--access-log", "/nonexistent-dir/x"], "--access-log"),
+                                 ("upstream", ["--access-log-format", "JSON"],
+                                  "--access-log-format")):
+            out = subprocess.run([th.Proc.bin(), cmd, *args], capture_output=True, text=True,
+                                 timeout=10)
+            self.assertEqual(out.returncode, 2, args)
+            lines = out.stderr.strip().splitlines()
+            self.assertEqual(len(lines), 1, out.stderr)
+            self.assertIn(named, lines[0])
+        out = subprocess.run([th.Proc.bin(), "serve", "--help"], capture_output=True, text=True,
+                             timeout=10)
+        for flag in ("--access-log-format text|json", "--shutdown-delay MS"):
+            self.assertIn(flag, out.stdout)
 
 
 class RequestIdTest(unittest.TestCase):
