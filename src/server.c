@@ -207,6 +207,8 @@ int tc_server_new(tc_server **out, uv_loop_t *loop, const tc_server_config *cfg)
     srv->port = cfg->port;
     atomic_init(&srv->own_count, 0);
     srv->conn_count = cfg->conn_count != NULL ? cfg->conn_count : &srv->own_count;
+    atomic_init(&srv->own_ready, 1);
+    srv->ready = cfg->ready != NULL ? cfg->ready : &srv->own_ready;
     tc__srv_update_time(srv);
     tc__rng_seed(&srv->rng, tc__srv_id_seed(srv));
     uv_tcp_init(loop, &srv->listener);
@@ -235,7 +237,7 @@ int tc_server_port(const tc_server *srv)
 
 void tc_server_set_ready(tc_server *srv, int ready)
 {
-    srv->not_ready = ready ? 0 : 1;
+    atomic_store_explicit(srv->ready, ready ? 1 : 0, memory_order_relaxed);
 }
 
 size_t tc_server_connections(const tc_server *srv)

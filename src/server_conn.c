@@ -317,7 +317,7 @@ static int conn_answer_ready(tc_server *srv, tc_request *r)
         return 0;
     if (r->method != HTTP_GET && r->method != HTTP_HEAD)
         tc_request_respond_error(r, 405, "method_not_allowed", "only GET and HEAD are allowed");
-    else if (srv->draining || srv->not_ready)
+    else if (srv->draining || !tc__srv_ready(srv))
         tc_request_respond_json(r, 503, "{\"status\":\"draining\"}");
     else
         tc_request_respond_json(r, 200, "{\"status\":\"ready\"}");

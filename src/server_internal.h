@@ -127,6 +127,8 @@ struct tc_server {
     int port;
     atomic_size_t own_count;
     atomic_size_t *conn_count;
+    atomic_int own_ready;
+    atomic_int *ready; /* 0 after tc_server_set_ready(srv, 0): Connection: close on every answer */
     tc__srv_conn *conns;
     size_t nconns;
     tc_request *free_reqs;
@@ -136,8 +138,7 @@ struct tc_server {
     unsigned listening : 1;
     unsigned draining : 1;
     unsigned closing : 1;
-    unsigned not_ready : 1; /* tc_server_set_ready(srv, 0): Connection: close on every answer */
-    tc__rng rng;            /* generated request ids; seeded from getrandom(2) */
+    tc__rng rng; /* generated request ids; seeded from getrandom(2) */
     tc_server_cb drained_cb, close_cb;
     void *drained_data, *close_data;
     time_t date_time;
@@ -157,6 +158,12 @@ typedef struct tc__srv_write {
 
 /* ---- server.c ---------------------------------------------------------------------------------
  */
+
+/* 1 while the server is ready (tc_server_set_ready). */
+static inline int tc__srv_ready(const tc_server *srv)
+{
+    return atomic_load_explicit(srv->ready, memory_order_relaxed) != 0;
+}
 
 /* Refreshes the cached Date header if the second changed. */
 void tc__srv_update_time(tc_server *srv);

@@ -298,7 +298,8 @@ static int request_build_response(tc_request *r, int status, const char *content
         return TC_ENOMEM;
     char *p = w->data;
     tc__srv_update_time(srv);
-    int close = !r->keep_alive || r->close_after || srv->draining || srv->closing || srv->not_ready;
+    int close =
+        !r->keep_alive || r->close_after || srv->draining || srv->closing || !tc__srv_ready(srv);
     r->close_after = close ? 1 : 0;
     const char *reason = tc_http_reason(status);
     p += append_lit(p, "HTTP/1.1 ");

@@ -12,7 +12,7 @@
  * handler still finishes the request afterwards, and finishing it then only frees it.
  *
  * Pipelined requests are answered in order: a response to a later request is held until the
- * earlier ones are answered. Limits (CONTRACT §1): request line over max_uri -> 414, header block
+ * earlier ones are answered. Limits: request line over max_uri -> 414, header block
  * over max_headers -> 431, body over max_body -> 413, malformed HTTP -> 400; each of these closes
  * the connection. Headers not complete within header_timeout_ms -> 408 and close; a keep-alive
  * connection idle for idle_timeout_ms is closed. Over max_connections a new connection gets 503
@@ -85,6 +85,10 @@ typedef struct tc_server_config {
      * called or the server is draining, also on connections that would otherwise get 503
      * shutting_down. NULL = none [NULL]. */
     const char *ready_path;
+    /* Readiness flag, like conn_count: if set, it is shared (workers and other listeners of one
+     * process pass the same flag, initialised to 1) and tc_server_set_ready() on any of them
+     * sets it for all; else each server has its own. */
+    atomic_int *ready;
     tc_handler_fn handler;
     void *handler_data;
 } tc_server_config;
@@ -110,9 +114,10 @@ void tc_server_drain(tc_server *srv, tc_server_cb drained_cb, void *data);
  * and every request handed to the handler has been finished; the server is then freed. */
 void tc_server_close(tc_server *srv, tc_server_cb close_cb, void *data);
 
-/* ready 0: the server is no longer ready (a shutdown is coming): the ready_path answers 503
- * draining and every answer from now on carries Connection: close (the connection closes after
- * it), while new connections are still accepted and served. ready 1 undoes it. */
+/* ready 0: the server (and every server sharing its cfg.ready flag) is no longer ready (a
+ * shutdown is coming): the ready_path answers 503 draining and every answer from now on carries
+ * Connection: close (the connection closes after it), while new connections are still accepted
+ * and served. ready 1 undoes it. Callable from any thread. */
 void tc_server_set_ready(tc_server *srv, int ready);
 
 /* Connections and unfinished requests right now. */

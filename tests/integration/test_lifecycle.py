@@ -147,8 +147,11 @@ class ReadyTest(unittest.TestCase):
 
     def test_shutdown_delay(self):
         delay = 2.0
-        p = serve("--shutdown-delay", str(int(delay * 1000)), "--access-log", "off")
+        p = serve("--shutdown-delay", str(int(delay * 1000)), "--access-log", "off",
+                  "--admin-listen", "127.0.0.1:0")
         try:
+            st, _, body = th.http_request(p.admin_port, "GET", "/readyz")
+            self.assertEqual((st, body), (200, b'{"status":"ready"}'))
             kept = th.connect(p.port, 10)
             kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
             st, hdrs, _ = th.read_response(kept)
@@ -164,6 +167,8 @@ class ReadyTest(unittest.TestCase):
             st, hdrs, body = th.http_request(p.port, "GET", "/healthz",
                                              headers={"Connection": "keep-alive"})
             self.assertEqual((st, body, hdrs["connection"]), (200, b'{"status":"ok"}', "close"))
+            st, _, body = th.http_request(p.admin_port, "GET", "/readyz")  # one readiness
+            self.assertEqual((st, body), (503, b'{"status":"draining"}'))
             kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
             st, hdrs, _ = th.read_response(kept)
             self.assertEqual((st, hdrs["connection"]), (200, "close"))
