@@ -47,7 +47,8 @@ static int admin_only(endpoint ep)
 }
 
 /* What the admin listener answers: its own paths and the health checks, routed like the main
- * listener's (so /readyz answers there exactly as it does on the main listener). */
+ * listener's. (/readyz never gets here: the server answers it on both listeners from the one
+ * readiness flag of the process, cfg->ready.) */
 static int admin_serves(endpoint ep, tc_str path)
 {
     return admin_only(ep) || ep == EP_HEALTHZ || str_eq(path, "/readyz");
@@ -157,6 +158,9 @@ static int serve_worker_start(rt_worker *w, void *data)
     sc.conn_count = &cfg->conn_count;
     sc.max_body = cfg->max_body;
     sc.access_log = cfg->access_log;
+    sc.access_log_format = cfg->access_log_format;
+    sc.ready_path = "/readyz";
+    sc.ready = &cfg->ready;
     sc.header_timeout_ms = cfg->header_timeout_ms;
     sc.idle_timeout_ms = cfg->idle_timeout_ms;
     sc.handler = serve_handle;
@@ -203,6 +207,13 @@ static void on_server_drained(tc_server *srv, void *data)
     serve_worker *sw = data;
     close_client(sw);
     tc_server_close(srv, on_server_closed, sw);
+}
+
+static void serve_worker_unready(rt_worker *w, void *data)
+{
+    serve_worker *sw = w->state;
+    if (sw != NULL && sw->srv != NULL)
+        tc_server_set_ready(sw->srv, 0);
 }
 
 static void serve_worker_drain(rt_worker *w, void *data)
@@ -311,6 +322,8 @@ enum {
     OPT_MAX_BODY,
     OPT_DRAIN_TIMEOUT,
     OPT_ACCESS_LOG,
+    OPT_ACCESS_LOG_FORMAT,
+    OPT_SHUTDOWN_DELAY,
     OPT_HEADER_TIMEOUT,
     OPT_IDLE_TIMEOUT,
 };
@@ -355,7 +368,14 @@ static const cli_option serve_options[] = {
     {"max-body", 0, OPT_MAX_BODY, CLI_VALUE, "BYTES", "largest request or upstream body [1048576]"},
     {"drain-timeout", 0, OPT_DRAIN_TIMEOUT, CLI_VALUE, "MS",
      "on SIGTERM/SIGINT, time to finish in-flight requests [10000]"},
-    {"access-log", 0, OPT_ACCESS_LOG, CLI_VALUE, "-|FILE|off", "one line per request [-]"},
+    {"access-log", 0, OPT_ACCESS_LOG, CLI_VALUE, "-|FILE|off",
+     "one line per request; SIGUSR1 reopens FILE [-]"},
+    {"access-log-format", 0, OPT_ACCESS_LOG_FORMAT, CLI_VALUE, "text|json",
+     "access-log lines: text (TIME CLIENT \"REQUEST\" STATUS BYTES\n"
+     "DURATION_US ATTEMPTS REQUEST_ID) or one JSON object [text]"},
+    {"shutdown-delay", 0, OPT_SHUTDOWN_DELAY, CLI_VALUE, "MS",
+     "after SIGTERM/SIGINT, go on serving this long with /readyz\n"
+     "at 503 and Connection: close, then drain [0]"},
     {"header-timeout", 0, OPT_HEADER_TIMEOUT, CLI_VALUE, "MS",
      "a request must be complete this soon after its first byte\n[10000]"},
     {"idle-timeout", 0, OPT_IDLE_TIMEOUT, CLI_VALUE, "MS",
@@ -435,6 +455,7 @@ int cmd_serve(int argc, char **argv)
     int emb_running = 0;
     serve_admin *admin = NULL;
     atomic_init(&cfg->conn_count, 0);
+    atomic_init(&cfg->ready, 1);
 
     int status = TC_EXIT_USAGE;
     const char *access_log = "-";
@@ -522,6 +543,12 @@ int cmd_serve(int argc, char **argv)
         case OPT_ACCESS_LOG:
             access_log = val; /* opened once the flags are read: the last one counts */
             break;
+        case OPT_ACCESS_LOG_FORMAT:
+            bad = cli_parse_access_log_format(cmd, val, &cfg->access_log_format);
+            break;
+        case OPT_SHUTDOWN_DELAY:
+            bad = cli_parse_u64(cmd, "--shutdown-delay", val, 0, 3600000, &cfg->shutdown_delay_ms);
+            break;
         case OPT_HELP:
             (void)fputs(serve_usage, stdout);
             cli_print_options(stdout, serve_options,
@@ -576,7 +603,11 @@ int cmd_serve(int argc, char **argv)
     }
     run->rc.nworkers = (unsigned)cfg->workers;
     run->rc.drain_timeout_ms = cfg->drain_timeout_ms;
+    run->rc.shutdown_delay_ms = cfg->shutdown_delay_ms;
+    run->rc.access_log = cfg->access_log;
+    run->rc.access_log_path = cfg->access_log != stdout ? access_log : NULL;
     run->rc.start = serve_worker_start;
+    run->rc.unready = serve_worker_unready;
     run->rc.drain = serve_worker_drain;
     run->rc.stop = serve_worker_stop;
     run->rc.cleanup = serve_worker_cleanup;

@@ -84,8 +84,11 @@ typedef struct serve_config {
     uint64_t drain_timeout_ms;
     uint64_t header_timeout_ms;
     uint64_t idle_timeout_ms;
+    uint64_t shutdown_delay_ms;
     FILE *access_log;
+    int access_log_format; /* TC_ACCESS_LOG_TEXT or _JSON */
     atomic_size_t conn_count;
+    atomic_int ready; /* 1 until the first SIGTERM/SIGINT: every listener's /readyz */
     serve_metrics metrics;
     /* --admin-listen: /metrics and the dashboard move to this listener (admin_port >= 0). */
     char admin_host[64];

@@ -18,6 +18,8 @@ void serve_respond_error(serve_worker *sw, tc_request *req, endpoint ep, int sta
     static const tc_server_header no_attempts = {"X-Tailcut-Attempts", "0"};
     int attempt_endpoint = ep == EP_SMART || ep == EP_FIRST || ep == EP_ALL || ep == EP_WITHIN;
     serve_count_request(sw, ep, status, tc_request_ready_ns(req));
+    if (attempt_endpoint)
+        tc_request_set_attempts(req, 0);
     tc_request_respond_error_with(req, status, code, message, &no_attempts,
                                   attempt_endpoint ? 1 : 0);
 }
@@ -155,6 +157,7 @@ static void on_hedge_done(tc_future *f, void *data)
         return;
     }
     const tc_hedge_result *r = tc_future_value(f);
+    tc_request_set_attempts(req, r->nattempts);
     char attempts[16];
     (void)snprintf(attempts, sizeof(attempts), "%u", r->nattempts);
     tc_server_header hdr = {"X-Tailcut-Attempts", attempts};
