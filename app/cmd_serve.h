@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "forward_internal.h"
 #include "tailcut/batch.h"
 #include "tailcut/client.h"
 #include "tailcut/hedge.h"
@@ -80,9 +81,25 @@ typedef struct serve_config {
     uint64_t header_timeout_ms;
     uint64_t idle_timeout_ms;
     FILE *access_log;
+    /* Forwarding (cmd_serve_forward.c): --forward-header names (deduplicated, never one that
+     * --upstream-header sets) and --upstream-header headers (own strings). */
+    char **forward_headers;
+    size_t nforward_headers;
+    tc_header *upstream_headers;
+    size_t nupstream_headers;
     atomic_size_t conn_count;
     serve_metrics metrics;
 } serve_config;
+
+/* A worker's scratch storage for the upstream request of an attempt endpoint request: rebuilt
+ * for each request, kept from one to the next (the hedge copies what it needs). */
+typedef struct serve_forward {
+    tc__buf url; /* the upstream URL with the client's query */
+    tc_header *headers;
+    size_t headers_cap, nheaders;
+    char *strings; /* forwarded values, each NUL-terminated */
+    size_t strings_cap, need, used;
+} serve_forward;
 
 typedef struct serve_worker {
     serve_config *cfg;
@@ -93,6 +110,7 @@ typedef struct serve_worker {
     uint64_t stale_retries_seen;
     tc_batcher *batcher; /* coalesces /api/metadata lookups */
     uint64_t dedup_seen; /* batcher's dedup hits already added to the metric */
+    serve_forward fwd;
 } serve_worker;
 
 /* One /api/... endpoint request in flight. */
@@ -128,6 +146,30 @@ void serve_call_free(serve_call *call);
 
 /* /api/smart, /api/first, /api/all and /api/within-timeout. */
 void serve_handle_attempts(serve_worker *sw, tc_request *req, endpoint ep);
+
+/* ---- cmd_serve_forward.c ---- */
+
+/* --forward-header NAME and --upstream-header 'Name: value' / @FILE: each adds to cfg, or prints
+ * a one-line message naming the flag and returns -1. */
+int serve_forward_header_flag(serve_config *cfg, const char *cmd, const char *name);
+int serve_upstream_header_flag(serve_config *cfg, const char *cmd, const char *value);
+/* After the last flag: a name both forwarded and set by --upstream-header is only set. */
+int serve_forward_finish_flags(serve_config *cfg);
+void serve_forward_free_config(serve_config *cfg);
+/* Prints "tailcut: WHAT URL" on stderr, the URL redacted (tc__url_redact). */
+void serve_print_upstream(const char *what, const char *url);
+
+void serve_forward_init(serve_forward *fw, const serve_config *cfg);
+void serve_forward_free(serve_forward *fw);
+/* The request's own X-Request-Id when it is 1 to 128 visible ASCII characters, else empty. */
+tc_str serve_request_id(const tc_request *req);
+/* Fills creq->url, ->headers and ->nheaders for every attempt of req: the upstream URL with the
+ * client's query (tc__forward_url), then the --upstream-header headers, the forwarded request
+ * headers and X-Request-Id: request_id (none when empty). They point into fw and cfg, valid
+ * until the next call on fw; the hedge copies them and numbers each attempt
+ * (X-Tailcut-Attempt). Returns 0, TC_ETOOLARGE or TC_ENOMEM. */
+int serve_forward_build(serve_forward *fw, const serve_config *cfg, const tc_request *req,
+                        tc_str request_id, tc_client_request *creq);
 
 /* ---- cmd_serve_metadata.c ---- */
 
