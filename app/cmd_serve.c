@@ -524,11 +524,6 @@ int cmd_serve(int argc, char **argv)
         status = TC_EXIT_FAILURE;
         goto out;
     }
-    /* The upstreams given, redacted (the embedded one announces itself below). */
-    if (cfg->upstream != NULL)
-        serve_print_upstream("upstream", cfg->upstream);
-    if (cfg->metadata_upstream != NULL)
-        serve_print_upstream("metadata upstream", cfg->metadata_upstream);
     /* The simulator is for trying tailcut out: a user who names a real upstream never gets
      * made-up answers from it, so without --metadata-upstream the lookups are off. */
     if (cfg->upstream != NULL && cfg->metadata_upstream == NULL)

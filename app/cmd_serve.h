@@ -156,8 +156,6 @@ int serve_upstream_header_flag(serve_config *cfg, const char *cmd, const char *v
 /* After the last flag: a name both forwarded and set by --upstream-header is only set. */
 int serve_forward_finish_flags(serve_config *cfg);
 void serve_forward_free_config(serve_config *cfg);
-/* Prints "tailcut: WHAT URL" on stderr, the URL redacted (tc__url_redact). */
-void serve_print_upstream(const char *what, const char *url);
 
 void serve_forward_init(serve_forward *fw, const serve_config *cfg);
 void serve_forward_free(serve_forward *fw);

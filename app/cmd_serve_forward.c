@@ -2,8 +2,8 @@
  * tailcut serve: what the upstreams receive besides the configured URL. The client's query (but
  * `timeout`) goes after the upstream URL's own query, the request headers named by
  * --forward-header and the id of the request go along, and --upstream-header adds the operator's
- * headers (credentials) to every call of both upstreams. Upstream URLs printed anywhere go
- * through tc__url_redact() first.
+ * headers (credentials) to every call of both upstreams. An upstream URL printed anywhere
+ * goes through tc__url_redact() first (src/forward_internal.h).
  *
  * The one idea: an attempt endpoint request is built once, into per-worker scratch storage that
  * is reused from request to request, and the hedge copies it once (into one allocation) for all
@@ -198,15 +198,6 @@ void serve_forward_free_config(serve_config *cfg)
     cfg->forward_headers = NULL;
     cfg->upstream_headers = NULL;
     cfg->nforward_headers = cfg->nupstream_headers = 0;
-}
-
-void serve_print_upstream(const char *what, const char *url)
-{
-    size_t cap = TC__URL_REDACT_CAP(url);
-    char *shown = malloc(cap);
-    if (shown != NULL)
-        (void)fprintf(stderr, "tailcut: %s %s\n", what, tc__url_redact(url, shown, cap));
-    free(shown);
 }
 
 /* ---- per request ---------------------------------------------------------------------------- */

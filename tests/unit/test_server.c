@@ -55,6 +55,7 @@ typedef struct seen {
     char query[512];
     char hval[128]; /* X-Test-Header, looked up in mixed case */
     char body[256];
+    char multi[64]; /* every X-Multi value, in order, each followed by '|' */
     size_t query_len, body_len;
     int has_h, has_missing, has_empty, empty_len, is_head;
 } seen;
@@ -557,6 +558,15 @@ static int record(fixture *fx, tc_request *req)
     s->has_empty = tc_request_header(req, "x-empty", &v);
     s->empty_len = s->has_empty ? (int)v.len : -1;
     s->is_head = tc_request_is_head(req);
+    size_t pos = 0, used = 0;
+    while (tc_request_header_next(req, "x-multi", &pos, &v)) {
+        assert_true(used + v.len + 1 < sizeof(s->multi));
+        memcpy(s->multi + used, v.base, v.len);
+        used += v.len;
+        s->multi[used++] = '|';
+    }
+    s->multi[used] = '\0';
+    assert_false(tc_request_header_next(req, "x-multi", &pos, &v)); /* stays at the end */
     assert_int_equal(tc_request_aborted(req), 0);
     assert_ptr_equal(tc_request_loop(req), &fx->loop);
     assert_ptr_equal(tc_request_server(req), fx->srv);
@@ -620,7 +630,7 @@ static void client_parse(fixture *fx)
     resp r;
     static const char *const reqs[] = {
         "GET /a/b%20c?x=1&y=2#frag HTTP/1.1\r\nHost: example\r\nX-Test-Header: Hello World\r\n"
-        "X-Empty:\r\nAccept: */*\r\n\r\n",
+        "X-Multi: one\r\nX-Empty:\r\nAccept: */*\r\nx-multi: two, 2b\r\nX-MULTI: \r\n\r\n",
         "GET /plain HTTP/1.1\r\nHost: h\r\n\r\n",
         "GET /p#only-fragment HTTP/1.1\r\nHost: h\r\n\r\n",
         "GET /q? HTTP/1.1\r\nhost: h\r\n\r\n",
@@ -669,10 +679,12 @@ static void test_parse_target_query_headers(void **state)
     assert_int_equal(s[0].empty_len, 0);
     assert_int_equal(s[0].body_len, 0);
     assert_int_equal(s[0].is_head, 0);
+    assert_string_equal(s[0].multi, "one|two, 2b||");
 
     assert_string_equal(s[1].path, "/plain");
     assert_int_equal(s[1].query_len, 0);
     assert_int_equal(s[1].has_h, 0);
+    assert_string_equal(s[1].multi, "");
 
     assert_string_equal(s[2].target, "/p#only-fragment");
     assert_string_equal(s[2].path, "/p");
