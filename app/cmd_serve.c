@@ -125,6 +125,7 @@ static int serve_worker_start(rt_worker *w, void *data)
     if (sw == NULL)
         return TC_ENOMEM;
     sw->cfg = cfg;
+    serve_forward_init(&sw->fwd, cfg);
     tc_client_config cc;
     tc_client_config_init(&cc);
     cc.max_connections = (size_t)cfg->upstream_connections;
@@ -135,6 +136,7 @@ static int serve_worker_start(rt_worker *w, void *data)
     if (err == 0)
         err = tc_client_new(&sw->client, w->loop, &cc);
     if (err != 0) {
+        serve_forward_free(&sw->fwd);
         free(sw);
         return err;
     }
@@ -241,6 +243,7 @@ static void serve_worker_cleanup(rt_worker *w, void *data)
         return;
     serve_worker_stop(w, data);
     uv_run(w->loop, UV_RUN_DEFAULT);
+    serve_forward_free(&sw->fwd);
     free(sw);
     w->state = NULL;
 }
@@ -309,6 +312,8 @@ enum {
     OPT_METADATA_UPSTREAM,
     OPT_UPSTREAM_CA,
     OPT_HTTP_ENGINE,
+    OPT_FORWARD_HEADER,
+    OPT_UPSTREAM_HEADER,
     OPT_HEDGE_DELAY,
     OPT_HEDGE_DELAY_FALLBACK,
     OPT_HEDGE_BUDGET,
@@ -344,6 +349,12 @@ static const cli_option serve_options[] = {
      "PEM CA bundle to verify an https upstream [system store]"},
     {"http-engine", 0, OPT_HTTP_ENGINE, CLI_VALUE, "native|curl",
      "client engine for http:// upstreams (https:// always uses libcurl) [native]"},
+    {"forward-header", 0, OPT_FORWARD_HEADER, CLI_VALUE | CLI_REPEATABLE, "NAME",
+     "copy this request header (each occurrence) to every attempt;\n"
+     "never Host, Connection, Proxy-* and other hop-by-hop ones"},
+    {"upstream-header", 0, OPT_UPSTREAM_HEADER, CLI_VALUE | CLI_REPEATABLE, "'NAME: VALUE'|@FILE",
+     "add this header to every call of both upstreams; @FILE reads\n"
+     "one a line (blank lines and # comments skipped)"},
     {"hedge-delay", 0, OPT_HEDGE_DELAY, CLI_VALUE, "MS|pNN",
      "/api/smart fires the extra attempts after MS, all at once;\n"
      "or pNN (p50..p99.9): extra k at k x the NNth percentile of\n"
@@ -392,8 +403,10 @@ static int parse_url_flag(const char *cmd, const char *flag, const char *value, 
     else if (strncmp(value, "https://", 8) == 0)
         rest = value + 8;
     if (rest == NULL || *rest == '\0' || *rest == '/' || strpbrk(value, " \t\r\n") != NULL) {
-        cli_error(cmd, "invalid value '%s' for %s: expected an http:// or https:// URL", value,
-                  flag);
+        /* a URL may carry credentials: shown redacted, as everywhere */
+        char shown[256];
+        cli_error(cmd, "invalid value '%s' for %s: expected an http:// or https:// URL",
+                  tc__url_redact(value, shown, sizeof(shown)), flag);
         return -1;
     }
     free(*out);
@@ -495,6 +508,12 @@ int cmd_serve(int argc, char **argv)
         case OPT_HTTP_ENGINE:
             bad = cli_parse_http_engine(cmd, val, &cfg->http_engine);
             break;
+        case OPT_FORWARD_HEADER:
+            bad = serve_forward_header_flag(cfg, cmd, val);
+            break;
+        case OPT_UPSTREAM_HEADER:
+            bad = serve_upstream_header_flag(cfg, cmd, val);
+            break;
         case OPT_UPSTREAM_CA: {
             FILE *f = fopen(val, "r");
             if (f == NULL) {
@@ -564,7 +583,8 @@ int cmd_serve(int argc, char **argv)
         if (bad)
             goto out;
     }
-    if (cli_open_access_log(cmd, access_log, &cfg->access_log) != 0)
+    if (serve_forward_finish_flags(cfg) != 0 ||
+        cli_open_access_log(cmd, access_log, &cfg->access_log) != 0)
         goto out;
 
     if (serve_metrics_define(&cfg->metrics) != 0 || start_hedging(cfg) != 0 ||
@@ -627,6 +647,7 @@ out:
     serve_stats_free(cfg->stats);
     free(cfg->upstream);
     free(cfg->metadata_upstream);
+    serve_forward_free_config(cfg);
     free(run);
     return status;
 }

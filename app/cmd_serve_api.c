@@ -220,7 +220,11 @@ void serve_handle_attempts(serve_worker *sw, tc_request *req, endpoint ep)
     if (call == NULL)
         return;
     tc_client_request creq = {.url = cfg->upstream, .max_body = cfg->max_body};
-    int err = tc_hedge_start(&call->work, sw->client, &creq, &policy);
+    /* The id the upstream sees as X-Request-Id (the one place that picks it). */
+    tc_str request_id = tc_request_id(req);
+    int err = serve_forward_build(&sw->fwd, cfg, req, request_id, &creq);
+    if (err == 0)
+        err = tc_hedge_start(&call->work, sw->client, &creq, &policy);
     if (err != 0) {
         free(call);
         serve_respond_error(sw, req, ep, 503, "overloaded", tc_strerror(err));

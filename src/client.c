@@ -27,6 +27,7 @@
 
 #include "base/alloc.h"
 #include "client_internal.h"
+#include "forward_internal.h"
 #include "tailcut/url.h"
 
 /* A queued request with less time than this left is not started: it could not be answered, and
@@ -379,29 +380,15 @@ int tc_client_new(tc_client **out, uv_loop_t *loop, const tc_client_config *cfg)
 /* A header name is an RFC 9110 token; a value holds no CR, LF (or NUL: it is a C string). */
 static int header_ok(const char *s, int is_name)
 {
-    if (s == NULL || (is_name && *s == '\0'))
+    if (s == NULL)
         return 0;
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '\r' || ch == '\n')
-            return 0;
-        if (is_name && !(ch > 0x20 && ch < 0x7f && strchr("\"(),/:;<=>?@[\\]{}", ch) == NULL))
-            return 0;
-    }
-    return 1;
+    return is_name ? tc__header_name_ok(s, strlen(s)) : tc__header_value_ok(s, strlen(s));
 }
 
+/* A method is a token too. */
 static int method_ok(const char *m)
 {
-    if (*m == '\0')
-        return 0;
-    for (; *m; m++)
-        if ((unsigned char)*m <= ' ' || *m == 0x7f || *m == '(' || *m == ')' || *m == '<' ||
-            *m == '>' || *m == '@' || *m == ',' || *m == ';' || *m == ':' || *m == '\\' ||
-            *m == '"' || *m == '/' || *m == '[' || *m == ']' || *m == '?' || *m == '=' ||
-            *m == '{' || *m == '}')
-            return 0;
-    return 1;
+    return tc__header_name_ok(m, strlen(m));
 }
 
 static void url_cache_clear(tc__url_cache *u)

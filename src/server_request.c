@@ -474,18 +474,26 @@ tc_str tc_request_body(const tc_request *req)
     return (tc_str){req->buf + req->body_off, req->body_len};
 }
 
-int tc_request_header(const tc_request *req, const char *name, tc_str *value)
+int tc_request_header_next(const tc_request *req, const char *name, size_t *pos, tc_str *value)
 {
     size_t n = strlen(name);
-    for (unsigned i = 0; i < req->nhdrs; i++) {
+    for (size_t i = *pos; i < req->nhdrs; i++) {
         const tc__srv_hdr *h = &req->hdrs[i];
         if (h->name_len == n && strncasecmp(req->buf + h->name_off, name, n) == 0) {
             value->base = req->buf + h->value_off;
             value->len = h->value_len;
+            *pos = i + 1;
             return 1;
         }
     }
+    *pos = req->nhdrs;
     return 0;
+}
+
+int tc_request_header(const tc_request *req, const char *name, tc_str *value)
+{
+    size_t pos = 0;
+    return tc_request_header_next(req, name, &pos, value);
 }
 
 int tc_request_is_head(const tc_request *req)

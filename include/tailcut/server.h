@@ -133,6 +133,10 @@ tc_str tc_request_query(const tc_request *req);  /* after '?', up to '#'; empty 
 tc_str tc_request_body(const tc_request *req);
 /* Finds a header by case-insensitive name; returns 1 and sets *value, or 0. */
 int tc_request_header(const tc_request *req, const char *name, tc_str *value);
+/* Every occurrence of a header, in the order received: start with *pos = 0 and call until it
+ * returns 0; each call that returns 1 sets *value to the next occurrence's value (case-insensitive
+ * name) and advances *pos. */
+int tc_request_header_next(const tc_request *req, const char *name, size_t *pos, tc_str *value);
 int tc_request_is_head(const tc_request *req);
 uv_loop_t *tc_request_loop(const tc_request *req);
 tc_server *tc_request_server(const tc_request *req);

@@ -13,7 +13,7 @@ static void client_parse(fixture *fx)
     resp r;
     static const char *const reqs[] = {
         "GET /a/b%20c?x=1&y=2#frag HTTP/1.1\r\nHost: example\r\nX-Test-Header: Hello World\r\n"
-        "X-Empty:\r\nAccept: */*\r\n\r\n",
+        "X-Multi: one\r\nX-Empty:\r\nAccept: */*\r\nx-multi: two, 2b\r\nX-MULTI: \r\n\r\n",
         "GET /plain HTTP/1.1\r\nHost: h\r\n\r\n",
         "GET /p#only-fragment HTTP/1.1\r\nHost: h\r\n\r\n",
         "GET /q? HTTP/1.1\r\nhost: h\r\n\r\n",
@@ -62,10 +62,12 @@ static void test_parse_target_query_headers(void **state)
     assert_int_equal(s[0].empty_len, 0);
     assert_int_equal(s[0].body_len, 0);
     assert_int_equal(s[0].is_head, 0);
+    assert_string_equal(s[0].multi, "one|two, 2b||");
 
     assert_string_equal(s[1].path, "/plain");
     assert_int_equal(s[1].query_len, 0);
     assert_int_equal(s[1].has_h, 0);
+    assert_string_equal(s[1].multi, "");
 
     assert_string_equal(s[2].target, "/p#only-fragment");
     assert_string_equal(s[2].path, "/p");
