@@ -417,7 +417,7 @@ static int url_parts(tc_client *c, const char *url, const tc__url_cache **out, c
     CURLU *h = curl_url();
     if (h == NULL)
         return TC_ENOMEM;
-    char *path = NULL, *query = NULL, *host = NULL, *port = NULL;
+    char *path = NULL, *query = NULL, *host = NULL, *port = NULL, *user = NULL;
     /* tc_url_origin() has accepted the URL with the same parser: what is left to fail is memory
      * (a query and a port are there only when the URL names them). */
     err = TC_ENOMEM;
@@ -425,7 +425,8 @@ static int url_parts(tc_client *c, const char *url, const tc__url_cache **out, c
         curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
         curl_url_get(h, CURLUPART_PATH, &path, 0) != CURLUE_OK ||
         curl_url_get(h, CURLUPART_QUERY, &query, 0) == CURLUE_OUT_OF_MEMORY ||
-        curl_url_get(h, CURLUPART_PORT, &port, 0) == CURLUE_OUT_OF_MEMORY)
+        curl_url_get(h, CURLUPART_PORT, &port, 0) == CURLUE_OUT_OF_MEMORY ||
+        curl_url_get(h, CURLUPART_USER, &user, 0) == CURLUE_OUT_OF_MEMORY)
         goto done;
     size_t tlen = strlen(path) + (query ? strlen(query) + 1 : 0) + 2;
     size_t hlen = strlen(host) + (port ? strlen(port) + 1 : 0) + 1;
@@ -442,6 +443,7 @@ static int url_parts(tc_client *c, const char *url, const tc__url_cache **out, c
     (void)snprintf(u->host, hlen, "%s%s%s", host, port && !default_port ? ":" : "",
                    port && !default_port ? port : "");
     u->https = https;
+    u->userinfo = user != NULL;
     *out = u;
     err = 0;
 done:
@@ -449,6 +451,7 @@ done:
     curl_free(query);
     curl_free(host);
     curl_free(port);
+    curl_free(user);
     curl_url_cleanup(h);
     return err;
 }
@@ -493,10 +496,10 @@ int tc_client_request_start(tc_future **out, tc_client *c, const tc_client_reque
         *out = f;
         return 0;
     }
-    /* What the native engine does not do goes to libcurl, explicitly: TLS, redirects, and bodies
-     * too large for one libuv buffer. */
-    int native = !u->https && c->cfg.engine != TC_CLIENT_ENGINE_CURL && !c->cfg.follow_redirects &&
-                 body_len <= TC__CLIENT_NATIVE_MAX_REQUEST_BODY;
+    /* What the native engine does not do goes to libcurl, explicitly: TLS, redirects, credentials
+     * in the URL (Basic authentication), and bodies too large for one libuv buffer. */
+    int native = !u->https && !u->userinfo && c->cfg.engine != TC_CLIENT_ENGINE_CURL &&
+                 !c->cfg.follow_redirects && body_len <= TC__CLIENT_NATIVE_MAX_REQUEST_BODY;
     size_t head_size = native ? tc__native_head_size(req, method, u) : 0;
 
     tc__creq *r = tc__malloc(sizeof(*r) + url_len + 1 + method_len + 1 + body_len + 1 + head_size);

@@ -140,6 +140,8 @@ class ForwardTest(unittest.TestCase):
                          ["1", "2", "3"])
         self.assertIn("x-request-id", hdrs)
         for c in calls:
+            # the upstream URL's user:pass, as Basic authentication (libcurl carries such URLs)
+            self.assertEqual(values(c, "Authorization"), ["Basic dXNlcjpwYXNz"], c)
             self.assertEqual(values(c, "X-Request-Id"), [hdrs["x-request-id"]], c)
         return calls
 
