@@ -20,7 +20,7 @@ SOURCES     = $(shell git ls-files -co --exclude-standard -- '*.c' '*.h' 2>/dev/
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 
-.PHONY: all deps build asan run install test check-format format lint bench fuzz clean
+.PHONY: all deps build asan run install test check-format format lint bench fuzz screenshot clean
 
 all: build
 
@@ -68,6 +68,14 @@ test: deps check-format lint build asan
 	@echo "== sanitizer tree (ASan + UBSan + LSan)"
 	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ctest -j $(TEST_JOBS) --output-on-failure
+
+# docs/dashboard.png: the dashboard's browser test with its traffic spread over 45 s (a brownout in
+# the middle), whose screenshot (taken in the build tree, so `make test` never touches docs/)
+# is copied over.
+screenshot: deps build
+	@TAILCUT_BIN=$(BUILD)/tailcut TC_DASHBOARD_SECONDS=45 python3 tests/integration/test_dashboard_browser.py
+	@cp $(BUILD)/dashboard.png docs/dashboard.png
+	@echo "docs/dashboard.png: refreshed"
 
 bench: build
 	@scripts/install-deps --bench

@@ -35,11 +35,25 @@ static const struct route {
     const char *path;
     endpoint ep;
 } routes[] = {
-    {"/api/smart", EP_SMART},           {"/api/first", EP_FIRST}, {"/api/all", EP_ALL},
-    {"/api/within-timeout", EP_WITHIN}, {"/healthz", EP_HEALTHZ}, {"/metrics", EP_METRICS},
+    {"/api/smart", EP_SMART},           {"/api/first", EP_FIRST},       {"/api/all", EP_ALL},
+    {"/api/within-timeout", EP_WITHIN}, {"/healthz", EP_HEALTHZ},       {"/metrics", EP_METRICS},
+    {"/dashboard", EP_DASHBOARD},       {"/dashboard/stats", EP_STATS},
 };
 
-static void serve_handle(tc_request *req, void *data)
+/* With --admin-listen, these move to the admin listener (the main one answers them 404). */
+static int admin_only(endpoint ep)
+{
+    return ep == EP_METRICS || ep == EP_DASHBOARD || ep == EP_STATS;
+}
+
+/* What the admin listener answers: its own paths and the health checks, routed like the main
+ * listener's (so /readyz answers there exactly as it does on the main listener). */
+static int admin_serves(endpoint ep, tc_str path)
+{
+    return admin_only(ep) || ep == EP_HEALTHZ || str_eq(path, "/readyz");
+}
+
+void serve_handle(tc_request *req, void *data)
 {
     serve_worker *sw = data;
     tc_str path = tc_request_path(req);
@@ -55,6 +69,13 @@ static void serve_handle(tc_request *req, void *data)
     if (ep == EP_OTHER && path.len >= sizeof(SERVE_METADATA_PREFIX) - 1 &&
         memcmp(path.base, SERVE_METADATA_PREFIX, sizeof(SERVE_METADATA_PREFIX) - 1) == 0)
         ep = EP_METADATA; /* /api/metadata/ID */
+    if (sw->admin ? !admin_serves(ep, path) : sw->cfg->admin_port >= 0 && admin_only(ep)) {
+        serve_respond_error(sw, req, EP_OTHER, 404, "not_found",
+                            sw->admin
+                                ? "not on the admin listener"
+                                : "no such endpoint here: it is on the --admin-listen address");
+        return;
+    }
     if (ep == EP_OTHER) {
         serve_respond_error(sw, req, ep, 404, "not_found", "no such endpoint");
         return;
@@ -71,6 +92,12 @@ static void serve_handle(tc_request *req, void *data)
         break;
     case EP_METRICS:
         serve_handle_metrics(sw, req);
+        break;
+    case EP_DASHBOARD:
+        serve_handle_dashboard(sw, req);
+        break;
+    case EP_STATS:
+        serve_handle_stats(sw, req);
         break;
     case EP_METADATA:
         serve_handle_metadata(sw, req);
@@ -111,6 +138,8 @@ static int serve_worker_start(rt_worker *w, void *data)
         return err;
     }
     w->state = sw;
+    sw->stats = serve_stats_shard_at(cfg->stats, w->index);
+    serve_tick_start(sw, w->loop);
     if (cfg->metadata_upstream != NULL) { /* else lookups are off: no batcher */
         err = serve_metadata_batcher_new(sw, w->loop);
         if (err != 0) {
@@ -191,6 +220,7 @@ static void serve_worker_stop(rt_worker *w, void *data)
     if (sw->srv != NULL)
         tc_server_close(sw->srv, on_server_closed, sw);
     close_client(sw);
+    serve_tick_stop(sw);
 }
 
 static void serve_worker_cleanup(rt_worker *w, void *data)
@@ -263,6 +293,7 @@ static void embedded_stop(embedded *e)
 enum {
     OPT_HELP = 1,
     OPT_LISTEN,
+    OPT_ADMIN_LISTEN,
     OPT_UPSTREAM,
     OPT_METADATA_UPSTREAM,
     OPT_UPSTREAM_CA,
@@ -287,6 +318,10 @@ enum {
 static const cli_option serve_options[] = {
     {"listen", 0, OPT_LISTEN, CLI_VALUE, "HOST:PORT",
      "address to listen on; port 0 picks a free port [127.0.0.1:8080]"},
+    {"admin-listen", 0, OPT_ADMIN_LISTEN, CLI_VALUE, "HOST:PORT",
+     "serve /metrics, /dashboard and /dashboard/stats (and\n"
+     "/healthz, /readyz) on this address instead; the main listener\n"
+     "then answers those three 404 [none: the main listener]"},
     {"upstream", 0, OPT_UPSTREAM, CLI_VALUE, "URL",
      "the URL each attempt GETs [embedded simulator's /api/work]"},
     {"metadata-upstream", 0, OPT_METADATA_UPSTREAM, CLI_VALUE, "URL",
@@ -381,6 +416,7 @@ int cmd_serve(int argc, char **argv)
     serve_config *cfg = &run->cfg;
     (void)snprintf(cfg->host, sizeof(cfg->host), "127.0.0.1");
     cfg->port = 8080;
+    cfg->admin_port = -1;
     cfg->max_connections = 10000;
     cfg->max_body = 1048576;
     cfg->workers = rt_cpus();
@@ -397,6 +433,7 @@ int cmd_serve(int argc, char **argv)
     cfg->batch_wait_ms = 10;
     embedded emb;
     int emb_running = 0;
+    serve_admin *admin = NULL;
     atomic_init(&cfg->conn_count, 0);
 
     int status = TC_EXIT_USAGE;
@@ -411,6 +448,10 @@ int cmd_serve(int argc, char **argv)
         switch (opt) {
         case OPT_LISTEN:
             bad = cli_parse_listen(cmd, "--listen", val, cfg->host, sizeof(cfg->host), &cfg->port);
+            break;
+        case OPT_ADMIN_LISTEN:
+            bad = cli_parse_listen(cmd, "--admin-listen", val, cfg->admin_host,
+                                   sizeof(cfg->admin_host), &cfg->admin_port);
             break;
         case OPT_WORKERS:
             bad = cli_parse_u64(cmd, "--workers", val, 1, 256, &cfg->workers);
@@ -499,7 +540,8 @@ int cmd_serve(int argc, char **argv)
     if (cli_open_access_log(cmd, access_log, &cfg->access_log) != 0)
         goto out;
 
-    if (serve_metrics_define(&cfg->metrics) != 0 || start_hedging(cfg) != 0) {
+    if (serve_metrics_define(&cfg->metrics) != 0 || start_hedging(cfg) != 0 ||
+        serve_stats_define(cfg) != 0) {
         cli_error(cmd, "cannot set up metrics and hedging");
         status = TC_EXIT_FAILURE;
         goto out;
@@ -528,6 +570,10 @@ int cmd_serve(int argc, char **argv)
         }
     }
 
+    if (cfg->admin_port >= 0 && serve_admin_start(cfg, &admin) != 0) {
+        status = TC_EXIT_FAILURE; /* the line saying why is printed */
+        goto out;
+    }
     run->rc.nworkers = (unsigned)cfg->workers;
     run->rc.drain_timeout_ms = cfg->drain_timeout_ms;
     run->rc.start = serve_worker_start;
@@ -539,6 +585,7 @@ int cmd_serve(int argc, char **argv)
     run->rc.listen_port = cfg->port;
     status = rt_run(&run->rc);
 out:
+    serve_admin_stop(admin); /* open until here: the very end of the process's work */
     if (emb_running)
         embedded_stop(&emb);
     if (cfg->access_log != NULL && cfg->access_log != stdout)
@@ -546,6 +593,7 @@ out:
     tc_metrics_registry_free(cfg->metrics.reg);
     tc_hedge_adaptive_free(cfg->adaptive);
     tc_hedge_budget_free(cfg->budget);
+    serve_stats_free(cfg->stats);
     free(cfg->upstream);
     free(cfg->metadata_upstream);
     free(run);

@@ -6,6 +6,8 @@
  *                         /api/within-timeout) and the call every /api/... request becomes
  *   cmd_serve_metadata.c  /api/metadata/ID: batched lookups
  *   cmd_serve_metrics.c   the metric definitions, what each request adds to them, /metrics
+ *   cmd_serve_dashboard.c /dashboard, /dashboard/stats and the --admin-listen listener
+ *   cmd_serve_stats.c     the dashboard's per-second history ring and its JSON snapshot
  *
  * One serve_config for the process, one serve_worker per worker thread (its own loop, server,
  * upstream client, metrics shard and batcher); nothing on the request path is shared between
@@ -17,6 +19,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "cmd_serve_stats.h"
 #include "tailcut/batch.h"
 #include "tailcut/client.h"
 #include "tailcut/hedge.h"
@@ -33,6 +36,8 @@ typedef enum endpoint {
     EP_METADATA,
     EP_HEALTHZ,
     EP_METRICS,
+    EP_DASHBOARD,
+    EP_STATS, /* /dashboard/stats */
     EP_OTHER,
     EP_COUNT
 } endpoint;
@@ -82,6 +87,10 @@ typedef struct serve_config {
     FILE *access_log;
     atomic_size_t conn_count;
     serve_metrics metrics;
+    /* --admin-listen: /metrics and the dashboard move to this listener (admin_port >= 0). */
+    char admin_host[64];
+    int admin_port;
+    serve_stats *stats; /* the dashboard's history: one shard per worker, then the admin's */
 } serve_config;
 
 typedef struct serve_worker {
@@ -93,6 +102,10 @@ typedef struct serve_worker {
     uint64_t stale_retries_seen;
     tc_batcher *batcher; /* coalesces /api/metadata lookups */
     uint64_t dedup_seen; /* batcher's dedup hits already added to the metric */
+    serve_stats_shard *stats;
+    uv_timer_t tick; /* publishes the upstream pool's use to the dashboard */
+    int tick_open;
+    int admin; /* the --admin-listen listener's (it has no client and no batcher) */
 } serve_worker;
 
 /* One /api/... endpoint request in flight. */
@@ -135,8 +148,30 @@ void serve_handle_attempts(serve_worker *sw, tc_request *req, endpoint ep);
 int serve_metadata_batcher_new(serve_worker *sw, uv_loop_t *loop);
 void serve_handle_metadata(serve_worker *sw, tc_request *req);
 
+/* ---- cmd_serve.c ---- */
+
+/* Every request of a serve listener (main or admin) comes here and is routed. */
+void serve_handle(tc_request *req, void *data);
+
+/* ---- cmd_serve_dashboard.c ---- */
+
+void serve_handle_dashboard(serve_worker *sw, tc_request *req);
+void serve_handle_stats(serve_worker *sw, tc_request *req);
+/* Starts the worker's tick that publishes its upstream pool's use; stop closes it. */
+void serve_tick_start(serve_worker *sw, uv_loop_t *loop);
+void serve_tick_stop(serve_worker *sw);
+
+/* The --admin-listen listener: its own thread and loop, open until serve_admin_stop. */
+typedef struct serve_admin serve_admin;
+/* Returns 0 once listening (and announced), else prints the one-line listen error and returns
+ * a TC_E* code. */
+int serve_admin_start(serve_config *cfg, serve_admin **out);
+void serve_admin_stop(serve_admin *a);
+
 /* ---- cmd_serve_metrics.c ---- */
 
+/* Creates the dashboard's history (cfg->stats) for cfg->workers. Returns 0 or a TC_E* code. */
+int serve_stats_define(serve_config *cfg);
 /* Defines every metric family and series of the process. Returns 0 or a TC_E* code. */
 int serve_metrics_define(serve_metrics *m);
 /* Counts a finished request: by endpoint and status, and its latency (if ready_ns != 0). */

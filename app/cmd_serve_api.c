@@ -62,6 +62,7 @@ void serve_call_free(serve_call *call)
 {
     tc_metrics_gauge_add(call->sw->shard, call->sw->cfg->metrics.in_flight,
                          TC_METRICS_SERIES_DEFAULT, -1);
+    serve_stats_in_flight(call->sw->stats, -1);
     tc_future_unref(call->work);
     free(call);
 }
@@ -76,6 +77,7 @@ void serve_call_watch(serve_call *call, tc_future_cb done)
 {
     serve_worker *sw = call->sw;
     tc_metrics_gauge_add(sw->shard, sw->cfg->metrics.in_flight, TC_METRICS_SERIES_DEFAULT, 1);
+    serve_stats_in_flight(sw->stats, 1);
     tc_request_on_abort(call->req, on_client_gone, call);
     if (tc_future_on_done(call->work, done, call) != 0) {
         tc_future_cancel(call->work);

@@ -13,8 +13,15 @@
 #define SERVE_MAX_METRICS_TEXT (4 * 1024 * 1024)
 
 static const char *const endpoint_names[EP_COUNT] = {
-    "smart", "first", "all", "within_timeout", "metadata", "healthz", "metrics", "other",
+    "smart",   "first",   "all",       "within_timeout",  "metadata",
+    "healthz", "metrics", "dashboard", "dashboard_stats", "other",
 };
+
+int serve_stats_define(serve_config *cfg)
+{
+    /* a shard per worker, and one for the admin listener's thread */
+    return serve_stats_new(&cfg->stats, (unsigned)cfg->workers + 1, endpoint_names, EP_COUNT);
+}
 
 /* Counts a finished request: by endpoint and status, and its latency. */
 void serve_count_request(serve_worker *sw, endpoint ep, int status, uint64_t ready_ns)
@@ -26,9 +33,19 @@ void serve_count_request(serve_worker *sw, endpoint ep, int status, uint64_t rea
     uint32_t series;
     tc_metrics_series_lookup(sw->shard, m->requests, values, &series);
     tc_metrics_counter_add(sw->shard, m->requests, series, 1);
+    uint64_t now_ns = uv_hrtime();
     if (ready_ns != 0)
         tc_metrics_histogram_observe(sw->shard, m->duration, m->duration_series[ep],
-                                     (double)(uv_hrtime() - ready_ns) / 1e9);
+                                     (double)(now_ns - ready_ns) / 1e9);
+    /* The dashboard's history leaves out the dashboard's own polling; its latency chart shows
+     * the /api/... requests. */
+    if (ep == EP_DASHBOARD || ep == EP_STATS)
+        return;
+    int api =
+        ep == EP_SMART || ep == EP_FIRST || ep == EP_ALL || ep == EP_WITHIN || ep == EP_METADATA;
+    serve_stats_request(sw->stats, serve_stats_now_sec(sw->cfg->stats), (unsigned)ep, status,
+                        api && ready_ns != 0 && now_ns >= ready_ns ? (now_ns - ready_ns) / 1000
+                                                                   : SERVE_STATS_NO_VALUE);
 }
 
 /* The hedge's observer: adds the attempt outcomes of a finished hedge to the metrics, also when
@@ -51,8 +68,10 @@ void serve_count_attempts(const tc_hedge_result *r, void *data)
         tc_metrics_counter_add(sw->shard, m->hedges, TC_METRICS_SERIES_DEFAULT, 1);
     if (r->winner >= 0 && r->attempts[r->winner].hedged)
         tc_metrics_counter_add(sw->shard, m->hedge_wins, TC_METRICS_SERIES_DEFAULT, 1);
+    serve_stats_hedge(sw->stats, serve_stats_now_sec(sw->cfg->stats), r);
     tc_client_stats cs;
     tc_client_get_stats(sw->client, &cs);
+    serve_stats_pool(sw->stats, cs.open_connections, cs.in_flight);
     if (cs.queued > sw->queue_waits_seen) {
         tc_metrics_counter_add(sw->shard, m->queue_waits, TC_METRICS_SERIES_DEFAULT,
                                cs.queued - sw->queue_waits_seen);

@@ -1,5 +1,5 @@
 /*
- * The hedge budget (CONTRACT §4): an extra attempt may fire at t only if the extra attempts fired
+ * The hedge budget: an extra attempt may fire at t only if the extra attempts fired
  * in (t - 1 s, t], itself included, number at most floor(PCT x R / 100) + 1, where R is the
  * requests admitted in (t - 1 s, t].
  *

@@ -431,15 +431,15 @@ static int url_parts(tc_client *c, const char *url, const tc__url_cache **out, c
     if (h == NULL)
         return TC_ENOMEM;
     char *path = NULL, *query = NULL, *host = NULL, *port = NULL;
-    err = TC_EURL;
-    *why = "malformed URL";
+    /* tc_url_origin() has accepted the URL with the same parser: what is left to fail is memory
+     * (a query and a port are there only when the URL names them). */
+    err = TC_ENOMEM;
     if (curl_url_set(h, CURLUPART_URL, url, 0) != CURLUE_OK ||
         curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
-        curl_url_get(h, CURLUPART_PATH, &path, 0) != CURLUE_OK)
+        curl_url_get(h, CURLUPART_PATH, &path, 0) != CURLUE_OK ||
+        curl_url_get(h, CURLUPART_QUERY, &query, 0) == CURLUE_OUT_OF_MEMORY ||
+        curl_url_get(h, CURLUPART_PORT, &port, 0) == CURLUE_OUT_OF_MEMORY)
         goto done;
-    (void)curl_url_get(h, CURLUPART_QUERY, &query, 0);
-    (void)curl_url_get(h, CURLUPART_PORT, &port, 0); /* only when the URL names one */
-    err = TC_ENOMEM;
     size_t tlen = strlen(path) + (query ? strlen(query) + 1 : 0) + 2;
     size_t hlen = strlen(host) + (port ? strlen(port) + 1 : 0) + 1;
     u->target = tc__malloc(tlen);

@@ -629,13 +629,18 @@ static tc__curl *curl_get(tc_client *cl, int *err)
     c->c = cl;
     c->loop = cl->loop;
     tc__list_init(&c->running);
+    /* libcurl allocates through the library's hook (base/alloc.h), so failing allocations reach
+     * it too. A failure here is TC_EIO: libcurl says only CURLE_FAILED_INIT, whatever the cause. */
     *err = TC_EIO;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+    if (curl_global_init_mem(CURL_GLOBAL_DEFAULT, tc__malloc, tc__free, tc__realloc, tc__strdup,
+                             tc__calloc) != CURLE_OK)
         goto fail;
     c->curl_global = 1;
+    *err = TC_ENOMEM; /* curl_multi_init fails only for want of memory */
     c->multi = curl_multi_init();
     if (c->multi == NULL)
         goto fail;
+    *err = TC_EIO;
     /* Admission is the client's: curl never caps or queues. MAXCONNECTS bounds its cache of
      * idle connections to the same figure as the client's total. */
     long maxc = (long)cl->cfg.max_connections;

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "base/buf.h"
+#include "base/loglin.h"
 #include "tailcut/fetch.h"
 
 /* Appends r as one JSON line, newline included:
@@ -30,7 +31,8 @@ int tc__retry_after_parse(const char *value, time_t now, uint64_t max_ms, uint64
  * last bucket). A value type of fixed size (~35 KB): no allocation, no array of samples. */
 #define TC__HIST_SUB_BITS 7
 #define TC__HIST_MAX_BITS 40
-#define TC__HIST_BUCKETS ((TC__HIST_MAX_BITS - TC__HIST_SUB_BITS + 1) << TC__HIST_SUB_BITS)
+#define TC__HIST_BUCKETS                                                                           \
+    TC__LOGLIN_BUCKETS(TC__HIST_SUB_BITS, TC__HIST_MAX_BITS) /* base/loglin.h */
 
 typedef struct tc__hist {
     uint64_t count;

@@ -8,6 +8,7 @@
 
 #include "base/fmt.h"
 #include "base/json_write.h"
+#include "base/loglin.h"
 #include "fetch_internal.h"
 #include "tailcut/error.h"
 
@@ -65,33 +66,6 @@ int tc__fetch_result_json(tc__buf *b, const tc_fetch_result *r, int with_body)
 
 /* ---- latency histogram ---------------------------------------------------------------------- */
 
-#define HIST_SUB (1u << TC__HIST_SUB_BITS)
-
-static size_t hist_index(uint64_t v)
-{
-    if (v < HIST_SUB)
-        return (size_t)v;
-    if (v >= (1ULL << TC__HIST_MAX_BITS))
-        return TC__HIST_BUCKETS - 1;
-    unsigned e = 63u - (unsigned)__builtin_clzll(v); /* TC__HIST_SUB_BITS .. MAX_BITS-1 */
-    uint64_t sub = v >> (e - TC__HIST_SUB_BITS);     /* HIST_SUB .. 2*HIST_SUB-1 */
-    return (size_t)(e - TC__HIST_SUB_BITS) * HIST_SUB + (size_t)sub;
-}
-
-/* The smallest value of bucket i and the bucket's width. */
-static void hist_bucket(size_t i, uint64_t *low, uint64_t *width)
-{
-    if (i < HIST_SUB) {
-        *low = i;
-        *width = 1;
-        return;
-    }
-    unsigned e = (unsigned)(i / HIST_SUB) + TC__HIST_SUB_BITS - 1;
-    uint64_t sub = (uint64_t)(i % HIST_SUB) + HIST_SUB;
-    *low = sub << (e - TC__HIST_SUB_BITS);
-    *width = 1ULL << (e - TC__HIST_SUB_BITS);
-}
-
 void tc__hist_init(tc__hist *h)
 {
     memset(h, 0, sizeof(*h));
@@ -104,7 +78,7 @@ void tc__hist_record(tc__hist *h, uint64_t us)
     if (us > h->max)
         h->max = us;
     h->count++;
-    h->buckets[hist_index(us)]++;
+    h->buckets[tc__loglin_index(us, TC__HIST_SUB_BITS, TC__HIST_MAX_BITS)]++;
 }
 
 uint64_t tc__hist_percentile(const tc__hist *h, double p)
@@ -115,19 +89,13 @@ uint64_t tc__hist_percentile(const tc__hist *h, double p)
         return h->max;
     if (p < 0)
         p = 0;
-    /* The rank of the sample at p: ceil(p/100 * count), at least 1. */
-    double want = p / 100.0 * (double)h->count;
-    uint64_t rank = (uint64_t)want;
-    if ((double)rank < want)
-        rank++;
-    if (rank == 0)
-        rank = 1;
+    uint64_t rank = tc__loglin_rank(p / 100.0, h->count);
     uint64_t seen = 0;
     for (size_t i = 0; i < TC__HIST_BUCKETS; i++) {
         seen += h->buckets[i];
         if (seen >= rank) {
             uint64_t low, width;
-            hist_bucket(i, &low, &width);
+            tc__loglin_bucket(i, TC__HIST_SUB_BITS, &low, &width);
             uint64_t v = low + width / 2;
             if (v < h->min)
                 v = h->min;

@@ -175,7 +175,7 @@ static void observe(hedge *h, const tc_hedge_result *r)
         h->policy.observe(r, h->policy.observe_data);
 }
 
-/* Feeds an adaptive policy's estimator (CONTRACT §4): each success at its latency, and, when a
+/* Feeds an adaptive policy's estimator: each success at its latency, and, when a
  * winner is known, each attempt cancelled for it at its elapsed time (a lower bound: dropping
  * them would hide exactly the slow attempts and pull the delay down). Failures never. */
 static void record_latencies(hedge *h, const tc_hedge_result *r)

@@ -1,5 +1,5 @@
 /*
- * A windowed latency estimator and the percentile hedge delay built on it (CONTRACT §4).
+ * A windowed latency estimator and the percentile hedge delay built on it (adaptive hedging).
  *
  * The one idea: a log-linear histogram. A value's bucket is its leading bit (the octave) and the
  * next six bits (64 linear sub-buckets per octave), so a bucket is never wider than 1/64 of its

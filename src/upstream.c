@@ -1,5 +1,5 @@
 /*
- * The simulated slow, flaky upstream of CONTRACT §2.
+ * The simulated slow, flaky upstream (`tailcut upstream`, and the one `tailcut serve` embeds).
  *
  * Every /api/work request is decided the moment it arrives: the next queued scenario step if
  * there is one, else one draw from the profile. The decision is a *step*: wait delay_ms, then
@@ -156,7 +156,7 @@ static void respond_step(tc_request *req, const tc__up_step *s, tc__up_outcome o
         int n;
         if (out == TC__UP_OUT_INVALID_JSON) /* a truncated object: not JSON */
             n = snprintf(buf, sizeof(buf), "{\"time\": %llu", ms);
-        else /* CONTRACT §2: the default body, whatever the status */
+        else /* the default body, {"time": MS}, whatever the status */
             n = snprintf(buf, sizeof(buf), "{\"time\": %llu}", ms);
         body = buf;
         len = (size_t)n;

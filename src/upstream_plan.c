@@ -285,7 +285,7 @@ int tc__up_step_parse(json_t *obj, size_t index, tc__up_step *s, char *msg, size
                 goto fail;
             }
         } else if (strcmp(key, "status") == 0) {
-            /* 1xx is informational, never a final response (CONTRACT §2: 400). */
+            /* 1xx is informational, never a final response: such a step is refused (400). */
             if (!json_is_integer(v) || json_integer_value(v) < 200 || json_integer_value(v) > 599) {
                 (void)snprintf(msg, msglen,
                                "step %zu: status must be a whole number from 200 to 599", index);

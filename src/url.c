@@ -1,5 +1,5 @@
 /*
- * Query strings, percent-encoding and the contract's strict parameter rules (CONTRACT §1).
+ * Query strings, percent-encoding and the strict rules for the serve endpoints' parameters.
  *
  * Everything here works on byte ranges and caller buffers and never allocates, except
  * tc_url_origin(), which asks libcurl's URL parser (see there). The one idea:
@@ -304,7 +304,11 @@ int tc_url_origin(const char *url, char *key, size_t keycap, int *https, const c
         err = TC_ENOMEM; /* the URL parsed: what is left to fail is memory */
         goto out;
     }
-    (void)curl_url_get(u, CURLUPART_ZONEID, &zone, 0); /* absent for most hosts */
+    /* absent for most hosts */
+    if (curl_url_get(u, CURLUPART_ZONEID, &zone, 0) == CURLUE_OUT_OF_MEMORY) {
+        err = TC_ENOMEM;
+        goto out;
+    }
     if (strcasecmp(scheme, "http") == 0)
         *https = 0;
     else if (strcasecmp(scheme, "https") == 0)

@@ -99,11 +99,7 @@ def load(port, rate, n, out=None):
 
 
 def extras_of(s):
-    by = {}
-    for e in s["per_second"]:
-        for k, v in e.items():
-            if k != "second":
-                by[k] = by.get(k, 0) + v
+    by = th.attempts_by_value(s)
     return sum(v for k, v in by.items() if k not in ("1", "none")), by.get("1", 0)
 
 

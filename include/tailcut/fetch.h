@@ -1,5 +1,5 @@
 /*
- * Many HTTP GETs at once over one pooled client, results as they arrive (CONTRACT §3).
+ * Many HTTP GETs at once over one pooled client, results as they arrive (`tailcut fetch`).
  *
  * A tc_fetch pulls URLs from a caller's source one at a time, only when it has room for one
  * more, so a million URLs cost no more memory than a hundred: what is held at any moment is at

@@ -21,7 +21,7 @@
  * 2, 3... in firing order), so an upstream can tell hedges apart; a caller's header of that name
  * is replaced.
  *
- * Adaptive hedging (CONTRACT §4) adds three objects that any C program can use on its own:
+ * Adaptive hedging adds three objects that any C program can use on its own:
  *
  *   tc_latency         a windowed latency estimator: a fixed-size log-linear histogram ring
  *                      (TC_LATENCY_SLICES slices of TC_LATENCY_SLICE_MS), relative error under
@@ -210,7 +210,7 @@ typedef struct tc_hedge_policy {
      * attempts. May be NULL. */
     void (*observe)(const struct tc_hedge_result *result, void *data);
     void *observe_data;
-    /* Adaptive hedging (CONTRACT §4); all off by default. */
+    /* Adaptive hedging; all off by default. */
     int staggered;               /* extra k is due k x delay after the first attempt [0] */
     tc_hedge_adaptive *adaptive; /* the delay comes from here, read when the hedge starts, and
                                   * the hedge records into it as it ends: each success at its

@@ -2,7 +2,8 @@
  * A strict RFC 8259 JSON validator and a raw top-level object reader, for upstream bodies.
  *
  * Nothing here allocates or builds a tree. tc_json_valid() decides, in one pass over the bytes,
- * whether a buffer is exactly one JSON text (a "successful attempt" in CONTRACT §1 needs that).
+ * whether a buffer is exactly one JSON text (an upstream attempt counts as successful only if
+ * its body is one).
  * tc_json_object_get() and tc_json_iter then pick byte ranges out of a buffer already known valid,
  * so an upstream's `results[ID]` can be passed on byte for byte without re-serialising it.
  *

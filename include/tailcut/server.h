@@ -12,7 +12,7 @@
  * handler still finishes the request afterwards, and finishing it then only frees it.
  *
  * Pipelined requests are answered in order: a response to a later request is held until the
- * earlier ones are answered. Limits (CONTRACT §1): request line over max_uri -> 414, header block
+ * earlier ones are answered. Limits: request line over max_uri -> 414, header block
  * over max_headers -> 431, body over max_body -> 413, malformed HTTP -> 400; each of these closes
  * the connection. Headers not complete within header_timeout_ms -> 408 and close; a keep-alive
  * connection idle for idle_timeout_ms is closed. Over max_connections a new connection gets 503

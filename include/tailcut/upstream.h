@@ -1,5 +1,5 @@
 /*
- * A scriptable simulated slow, flaky upstream (CONTRACT §2) on a caller-supplied uv loop.
+ * A scriptable simulated slow, flaky upstream (`tailcut upstream`) on a caller-supplied uv loop.
  *
  * `tailcut upstream` runs one of these on its own; `tailcut serve` embeds one in-process on its
  * own loop as the default upstream. Everything lives in the tc_upstream object (random state,

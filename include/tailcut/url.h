@@ -43,7 +43,7 @@ long tc_url_encode(const char *src, size_t len, char *dst, size_t dst_size);
  * value (value_size bytes); returns TC_EINVAL / TC_ETOOLARGE if that value cannot be decoded. */
 long tc_query_get(const char *query, size_t len, const char *name, char *value, size_t value_size);
 
-/* The contract's `timeout` rule (CONTRACT §1): parameter given at most once, after
+/* The serve endpoints' `timeout` rule: parameter given at most once, after
  * percent-decoding ASCII digits only, value 1..max_ms. Returns 0 and sets *timeout_ms (or
  * *present = 0 when absent, leaving *timeout_ms alone), or TC_EINVAL with a static message in
  * *why (e.g. "timeout must be a whole number of milliseconds"). */

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "base/alloc.h"
 
 static _Thread_local unsigned long fail_in; /* 0: not armed; 1: the next allocation fails */
@@ -63,4 +65,12 @@ unsigned long tc__alloc_count(void)
 int tc__alloc_failed(void)
 {
     return failed;
+}
+
+/* jansson's allocator is process-wide and must be set before anything allocates through it, so
+ * it is set when the library is loaded, before main() and before any thread exists. The hook is
+ * malloc & co. unless a test arms it, so a program that uses jansson on its own sees no change. */
+__attribute__((constructor)) static void tc__alloc_jansson(void)
+{
+    json_set_alloc_funcs(tc__malloc, tc__free);
 }

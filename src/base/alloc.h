@@ -6,9 +6,14 @@
  * with free()).
  *
  * The countdown is per thread: a test arms it on the thread that runs its loop, and the worker
- * threads of a server are never affected. Allocations inside libuv, libcurl and jansson are not
- * counted (libuv aborts on some internal allocation failures, so uv_replace_allocator would test
- * libuv rather than tailcut).
+ * threads of a server are never affected.
+ *
+ * jansson and libcurl allocate through the same hook, so a failing N reaches them too: jansson's
+ * allocator (json_set_alloc_funcs) is set once when the library is loaded (a constructor in
+ * alloc.c), and libcurl's (curl_global_init_mem) where the client's libcurl engine initialises
+ * libcurl. (If the program initialised libcurl first, libcurl keeps the program's allocator.)
+ * libuv's allocations are not counted: libuv aborts on some internal allocation failures, so
+ * uv_replace_allocator would test libuv rather than tailcut.
  */
 #ifndef TAILCUT_BASE_ALLOC_H
 #define TAILCUT_BASE_ALLOC_H

@@ -7,6 +7,7 @@ scripts import this file from tests/integration/.
 """
 import asyncio
 import atexit
+import http.server
 import json
 import os
 import re
@@ -43,6 +44,7 @@ atexit.register(kill_all)
 
 LISTEN_RE = re.compile(r"tailcut: listening on http://(\[[^\]]+\]|[^:]+):(\d+)")
 EMBED_RE = re.compile(r"tailcut: embedded upstream at http://([^:]+):(\d+)")
+ADMIN_RE = re.compile(r"tailcut: admin listening on http://(\[[^\]]+\]|[^:]+):(\d+)")
 SANITIZED = os.environ.get("TC_SANITIZE") == "ON"
 
 
@@ -73,6 +75,7 @@ class Proc:
         self._ready = threading.Event()
         self.port = None
         self.embedded_port = None
+        self.admin_port = None  # serve --admin-listen
         self._t_out = threading.Thread(target=self._pump_out, daemon=True)
         self._t_err = threading.Thread(target=self._pump_err, daemon=True)
         self._t_out.start()
@@ -94,6 +97,9 @@ class Proc:
             m = EMBED_RE.search(text)
             if m:
                 self.embedded_port = int(m.group(2))
+            m = ADMIN_RE.search(text)
+            if m:
+                self.admin_port = int(m.group(2))
             m = LISTEN_RE.search(text)
             if m:
                 self.port = int(m.group(2))
@@ -151,6 +157,24 @@ class Proc:
         for f in (self.proc.stdout, self.proc.stderr):
             if f is not None and not f.closed:
                 f.close()
+
+
+def start_in_front(stop_upstream, start):
+    """Returns start(): a process started in front of an upstream (say, `tailcut serve`). If it
+    fails, stops the upstream with stop_upstream() before passing the error on."""
+    try:
+        return start()
+    except BaseException:
+        stop_upstream()
+        raise
+
+
+def stop_in_front(srv, stop_upstream):
+    """Stops srv (its exit status must be 0), then the upstream behind it, whatever happened."""
+    try:
+        srv.stop(expect=0)
+    finally:
+        stop_upstream()
 
 
 class Watchdog:
@@ -396,6 +420,15 @@ async def aio_read_response(reader, deadline, head=False):
     return status, headers, rest[:n]
 
 
+async def aio_close(writer):
+    """Closes an asyncio connection; a peer that already went away is not an error."""
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except (ConnectionError, OSError):
+        pass
+
+
 async def aio_request(port, method, path, timeout, body=b"", connect_sem=None,
                       host="127.0.0.1"):
     """One request on a fresh connection with asyncio, for thousands of concurrent requests in
@@ -423,11 +456,7 @@ async def aio_request(port, method, path, timeout, body=b"", connect_sem=None,
     except ConnectionResetError:
         return AioResult("reset", loop.time() - t0, getattr(reader, "_tc_seen", 0))
     finally:
-        writer.close()
-        try:
-            await writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
+        await aio_close(writer)
 
 
 class ErrorAsserts:
@@ -530,6 +559,53 @@ def remove_err_files(procs):
             os.unlink(p.err_path)
         except (OSError, AttributeError):
             pass
+
+
+# ---- `tailcut upstream`'s /stats ---------------------------------------------------------------
+
+def attempts_by_value(stats):
+    """{"1": n, "2": n, ..., "none": n}: the X-Tailcut-Attempt values the simulator saw, summed
+    over its per_second entries."""
+    total = {}
+    for e in stats["per_second"]:
+        for k, v in e.items():
+            if k != "second":
+                total[k] = total.get(k, 0) + v
+    return total
+
+
+# ---- test upstreams on http.server ---------------------------------------------------------------
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """Base of the http.server handlers the tests run as upstreams: no log lines, and one call
+    to answer with a body."""
+
+    def send_body(self, status, body, content_type="application/json", headers=()):
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        if content_type is not None:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def serve_in_thread(httpd):
+    """Runs httpd.serve_forever() on a daemon thread; returns the thread (see stop_server)."""
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    return thread
+
+
+def stop_server(httpd, thread):
+    """Stops what serve_in_thread started and closes its socket."""
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(10)
 
 
 # ---- a throw-away CA --------------------------------------------------------------------------

@@ -18,21 +18,11 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tchelpers as th  # noqa: E402
-from test_smart import Metrics, Upstream, request, serve  # noqa: E402
+from smart_fixture import Metrics, Upstream, request, serve  # noqa: E402
 
 EARLY = 0.003
 # Arrival times at the upstream include each attempt's connect: slack for one being slower.
 CONNECT_JITTER = 15
-
-
-def attempts_by_value(stats):
-    """{"1": n, "2": n, ...} summed over per_second."""
-    total = {}
-    for e in stats["per_second"]:
-        for k, v in e.items():
-            if k != "second":
-                total[k] = total.get(k, 0) + v
-    return total
 
 
 def extras_per_second(stats):
@@ -92,12 +82,12 @@ class Adaptive(unittest.TestCase):
         with Upstream("--profile", "fixed:1") as up, serve(up.port) as srv:
             self.assertEqual(request(srv.port, "GET", "/api/smart?timeout=5000").status, 200)
             s = up.stats_when(lambda s: s["work_requests"] == 1)
-            self.assertEqual(attempts_by_value(s), {"1": 1})
+            self.assertEqual(th.attempts_by_value(s), {"1": 1})
             for path in ("/api/first", "/api/all", "/api/within-timeout"):
                 up.reset()
                 self.assertEqual(request(srv.port, "GET", path + "?timeout=5000").status, 200)
                 s = up.stats_when(lambda s: s["work_requests"] == 3)
-                self.assertEqual(attempts_by_value(s), {"1": 1, "2": 1, "3": 1}, path)
+                self.assertEqual(th.attempts_by_value(s), {"1": 1, "2": 1, "3": 1}, path)
 
     def test_metrics_fixed_delay(self):
         with Upstream("--profile", "fixed:1") as up, serve(up.port, "--hedge-delay", "150") as srv:
@@ -143,7 +133,7 @@ class Adaptive(unittest.TestCase):
             self.assertGreaterEqual(arr[1] - arr[0], 60 - CONNECT_JITTER, arr)
             self.assertGreaterEqual(arr[2] - arr[0], 120 - CONNECT_JITTER, arr)
             self.assertGreaterEqual(arr[2] - arr[1], 60 - CONNECT_JITTER, arr)
-            self.assertEqual(attempts_by_value(s), {"1": 1, "2": 1, "3": 1})
+            self.assertEqual(th.attempts_by_value(s), {"1": 1, "2": 1, "3": 1})
 
 
 class Budget(unittest.TestCase):
@@ -160,8 +150,8 @@ class Budget(unittest.TestCase):
                 self.assertEqual(r.status, 200, r)
             elapsed = time.monotonic() - t0
             s = up.stats_when(lambda s: s["in_flight"] == 0 and sum(
-                attempts_by_value(s).values()) == s["work_requests"])
-            by = attempts_by_value(s)
+                th.attempts_by_value(s).values()) == s["work_requests"])
+            by = th.attempts_by_value(s)
             self.assertEqual(by.get("1"), n)
             fired = s["work_requests"] - n
             after = Metrics(srv.port)

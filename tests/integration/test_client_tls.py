@@ -23,7 +23,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -40,19 +39,11 @@ def find_client_get():
     raise unittest.SkipTest("set TAILCUT_BIN or CLIENT_GET_BIN")
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
+class Handler(th.QuietHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):  # noqa: N802 - http.server's naming
-        body = b'{"tls": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.send_body(200, b'{"tls": true}')
 
 
 def find_nginx():
@@ -98,15 +89,12 @@ class ClientTLS(unittest.TestCase):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cls.path("server.pem"), cls.path("server.key"))
         cls.httpd.socket = ctx.wrap_socket(cls.httpd.socket, server_side=True)
-        cls.thread = threading.Thread(target=cls.httpd.serve_forever, daemon=True)
-        cls.thread.start()
+        cls.thread = th.serve_in_thread(cls.httpd)
         cls.url = "https://127.0.0.1:%d/" % cls.httpd.server_address[1]
 
     @classmethod
     def tearDownClass(cls):
-        cls.httpd.shutdown()
-        cls.httpd.server_close()
-        cls.thread.join(10)
+        th.stop_server(cls.httpd, cls.thread)
         shutil.rmtree(cls.dir, ignore_errors=True)
 
     @classmethod

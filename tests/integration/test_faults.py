@@ -35,7 +35,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tchelpers as th  # noqa: E402
-from test_smart import HANG, Metrics, Upstream, request, step, wrapped  # noqa: E402
+from smart_fixture import HANG, Metrics, Upstream, request, step, wrapped  # noqa: E402
 
 MAX_BODY = 4096
 HEADER_TIMEOUT_MS = 1500
@@ -267,18 +267,11 @@ class UpstreamFaults(FaultCase):
     def setUpClass(cls):
         cls.fu = FaultUpstream()
         meta = "http://127.0.0.1:%d/api/metadata" % cls.fu.port
-        try:
-            cls.srv = serve(cls.fu.url, meta)
-        except BaseException:
-            cls.fu.stop()
-            raise
+        cls.srv = th.start_in_front(cls.fu.stop, lambda: serve(cls.fu.url, meta))
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            cls.srv.stop(expect=0)
-        finally:
-            cls.fu.stop()
+        th.stop_in_front(cls.srv, cls.fu.stop)
 
     def run_plan(self, steps, path):
         """Queues steps, sends path, and checks that exactly len(steps) attempts took them."""
@@ -429,20 +422,14 @@ class WithSimulator(FaultCase):
     def setUpClass(cls):
         cls.up = Upstream("--profile", "fixed:5")
         base = "http://127.0.0.1:%d" % cls.up.port
-        try:
-            cls.srv = serve(base + "/api/work", base + "/api/metadata", "--header-timeout",
-                            str(HEADER_TIMEOUT_MS), "--max-body", str(1 << 20))
-        except BaseException:
-            cls.up.kill()
-            raise
+        cls.srv = th.start_in_front(cls.up.kill, lambda: serve(
+            base + "/api/work", base + "/api/metadata", "--header-timeout",
+            str(HEADER_TIMEOUT_MS), "--max-body", str(1 << 20)))
         assert request(cls.srv.port, "GET", "/api/smart?timeout=5000").status == 200
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            cls.srv.stop(expect=0)
-        finally:
-            cls.up.stop(expect=0)
+        th.stop_in_front(cls.srv, lambda: cls.up.stop(expect=0))
 
     def setUp(self):
         self.up.reset()

@@ -20,8 +20,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tchelpers import (SLOW, SANITIZED, Proc, Watchdog, get_json, http_request,  # noqa: E402
-                       wait_for)
+from tchelpers import (SLOW, SANITIZED, Proc, QuietHandler, Watchdog, get_json,  # noqa: E402
+                       http_request, serve_in_thread, stop_server, wait_for)
 
 BIN = Proc.bin()
 
@@ -313,33 +313,22 @@ class FetchTest(unittest.TestCase):
     def test_429_retry_after_http_date_honoured(self):
         hits = []
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self):  # noqa: N802 - http.server's naming
                 hits.append(time.monotonic())
                 if len(hits) == 1:
-                    self.send_response(429)
-                    self.send_header("Retry-After",
-                                     email.utils.formatdate(time.time() + 2, usegmt=True))
-                    body = b"slow down"
+                    retry = email.utils.formatdate(time.time() + 2, usegmt=True)
+                    self.send_body(429, b"slow down", None, [("Retry-After", retry)])
                 else:
-                    self.send_response(200)
-                    body = b"{}"
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a):
-                pass
+                    self.send_body(200, b"{}", None)
 
         srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        t = threading.Thread(target=srv.serve_forever, daemon=True)
-        t.start()
+        t = serve_in_thread(srv)
         try:
             rc, lines, err = fetch("--retries", "2",
                                    "http://127.0.0.1:%d/x" % srv.server_address[1])
         finally:
-            srv.shutdown()
-            srv.server_close()
+            stop_server(srv, t)
         self.assertEqual(rc, 0, err)
         self.assertEqual(lines[0]["status"], 200)
         self.assertEqual(len(hits), 2)

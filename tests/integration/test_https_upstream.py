@@ -23,25 +23,18 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tchelpers as th  # noqa: E402
-from test_smart import Metrics, request  # noqa: E402
+from smart_fixture import Metrics, request  # noqa: E402
 
 BODY = b'{"ok":true}'
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
+class Handler(th.QuietHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):  # noqa: N802 - http.server's naming
         with self.server.lock:
             self.server.paths.append(self.path)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(BODY)))
-        self.end_headers()
-        self.wfile.write(BODY)
-
-    def log_message(self, *args):
-        pass
+        self.send_body(200, BODY)
 
 
 class TLSServer(http.server.ThreadingHTTPServer):
@@ -90,14 +83,11 @@ class HttpsUpstream(unittest.TestCase):
                             os.path.join(cls.dir, "server.key"))
         cls.httpd = TLSServer(ctx)
         cls.url = "https://127.0.0.1:%d/" % cls.httpd.server_address[1]
-        cls.thread = threading.Thread(target=cls.httpd.serve_forever, daemon=True)
-        cls.thread.start()
+        cls.thread = th.serve_in_thread(cls.httpd)
 
     @classmethod
     def tearDownClass(cls):
-        cls.httpd.shutdown()
-        cls.httpd.server_close()
-        cls.thread.join(10)
+        th.stop_server(cls.httpd, cls.thread)
         shutil.rmtree(cls.dir, ignore_errors=True)
 
     def path(self, name):

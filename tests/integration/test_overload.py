@@ -25,7 +25,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tchelpers as th  # noqa: E402
-from test_smart import Metrics, Upstream, request, wrapped  # noqa: E402
+from smart_fixture import Metrics, Upstream, request, wrapped  # noqa: E402
 
 IDLE_CONNECTIONS = 15000
 RSS_BOUND_MB = 200

@@ -1,7 +1,7 @@
 /*
  * Unit tests for src/url.c: query iteration, percent-decoding and -encoding, tc_query_get, the
- * contract's timeout rule (every form CONTRACT §1 lists, and their percent-encoded twins) and
- * the ID rule.
+ * serve endpoints' timeout rule (every accepted and refused form, and their percent-encoded
+ * twins) and the ID rule.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -290,7 +290,8 @@ static void test_timeout_valid(void **state)
 static void test_timeout_invalid_forms(void **state)
 {
     (void)state;
-    /* Every form CONTRACT §1 lists. */
+    /* Zero, negative, fractional, non-numeric, empty, a unit, a space or sign, over the cap,
+     * given twice. */
     expect_bad("timeout=0");
     expect_bad("timeout=-5");
     expect_bad("timeout=1.5");

@@ -1,0 +1,185 @@
+/*
+ * tailcut serve: the live dashboard. GET /dashboard answers the page (app/dashboard/, inlined and
+ * embedded at build time by cmake/embed_dashboard.cmake, with its Content-Security-Policy);
+ * GET /dashboard/stats answers the JSON snapshot of cmd_serve_stats.c; --admin-listen runs a
+ * listener of its own, on its own thread, for /metrics, the dashboard and the health checks.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "cmd_serve.h"
+#include "runtime.h"
+
+/* Generated from app/dashboard/ (build tree: generated/dashboard_page.c). */
+extern const unsigned char serve_dashboard_page[];
+extern const size_t serve_dashboard_page_len;
+extern const char serve_dashboard_csp[];
+
+/* How often each worker publishes its upstream pool's use. */
+#define SERVE_TICK_MS 500
+
+void serve_handle_dashboard(serve_worker *sw, tc_request *req)
+{
+    const tc_server_header headers[] = {
+        {"Content-Security-Policy", serve_dashboard_csp},
+        {"X-Content-Type-Options", "nosniff"},
+        {"Referrer-Policy", "no-referrer"},
+        {"Cache-Control", "no-store"},
+    };
+    serve_count_request(sw, EP_DASHBOARD, 200, tc_request_ready_ns(req));
+    tc_request_respond(req, 200, "text/html; charset=utf-8", headers,
+                       sizeof(headers) / sizeof(headers[0]), (const char *)serve_dashboard_page,
+                       serve_dashboard_page_len);
+}
+
+static uint64_t wall_ms(void)
+{
+    struct timeval tv;
+    (void)gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+}
+
+void serve_handle_stats(serve_worker *sw, tc_request *req)
+{
+    static const tc_server_header headers[] = {{"Cache-Control", "no-store"}};
+    serve_config *cfg = sw->cfg;
+    serve_stats_now now;
+    memset(&now, 0, sizeof(now));
+    now.time_ms = wall_ms();
+    now.hedge_delay_ms = cfg->adaptive != NULL
+                             ? tc_hedge_adaptive_delay_ms(cfg->adaptive, uv_hrtime() / 1000000)
+                             : cfg->hedge_delay_ms;
+    now.hedge_percentile_tenths = cfg->hedge_percentile_tenths;
+    now.hedge_budget_e6 = cfg->budget != NULL ? cfg->hedge_budget_e6 : 0;
+    now.connections = atomic_load(&cfg->conn_count);
+    now.pool_max = cfg->upstream_connections * cfg->workers;
+    now.workers = (unsigned)cfg->workers;
+    char *json = NULL;
+    size_t len = 0;
+    if (serve_stats_json(cfg->stats, serve_stats_now_sec(cfg->stats), &now, &json, &len) != 0) {
+        serve_respond_error(sw, req, EP_STATS, 503, "overloaded", "out of memory");
+        return;
+    }
+    serve_count_request(sw, EP_STATS, 200, tc_request_ready_ns(req));
+    tc_request_respond(req, 200, "application/json", headers, 1, json, len);
+    free(json);
+}
+
+/* ---- the pool tick -------------------------------------------------------------------------- */
+
+static void on_tick(uv_timer_t *t)
+{
+    serve_worker *sw = t->data;
+    if (sw->client == NULL) {
+        serve_stats_pool(sw->stats, 0, 0);
+        return;
+    }
+    tc_client_stats cs;
+    tc_client_get_stats(sw->client, &cs);
+    serve_stats_pool(sw->stats, cs.open_connections, cs.in_flight);
+}
+
+void serve_tick_start(serve_worker *sw, uv_loop_t *loop)
+{
+    uv_timer_init(loop, &sw->tick);
+    sw->tick.data = sw;
+    sw->tick_open = 1;
+    uv_timer_start(&sw->tick, on_tick, SERVE_TICK_MS, SERVE_TICK_MS);
+    uv_unref((uv_handle_t *)&sw->tick); /* never what keeps a draining worker alive */
+}
+
+void serve_tick_stop(serve_worker *sw)
+{
+    if (!sw->tick_open)
+        return;
+    sw->tick_open = 0;
+    uv_close((uv_handle_t *)&sw->tick, NULL);
+}
+
+/* ---- --admin-listen ------------------------------------------------------------------------- */
+
+struct serve_admin {
+    rt_thread th;
+    uv_async_t stop;
+    serve_worker sw;
+    int err;
+};
+
+static void on_admin_closed(tc_server *srv, void *data)
+{
+    serve_admin *a = data;
+    a->sw.srv = NULL;
+}
+
+static void on_admin_stop(uv_async_t *h)
+{
+    serve_admin *a = h->data;
+    if (a->sw.srv != NULL)
+        tc_server_close(a->sw.srv, on_admin_closed, a);
+    uv_close((uv_handle_t *)&a->stop, NULL);
+}
+
+static void admin_main(void *arg)
+{
+    serve_admin *a = arg;
+    serve_config *cfg = a->sw.cfg;
+    tc_server_config sc;
+    tc_server_config_init(&sc);
+    sc.host = cfg->admin_host;
+    sc.port = cfg->admin_port;
+    /* its own small cap: a full main listener must not lock the operator out */
+    sc.max_connections = 64;
+    sc.max_body = cfg->max_body;
+    sc.access_log = cfg->access_log;
+    sc.header_timeout_ms = cfg->header_timeout_ms;
+    sc.idle_timeout_ms = cfg->idle_timeout_ms;
+    sc.handler = serve_handle;
+    sc.handler_data = &a->sw;
+    a->err = tc_metrics_shard_new(cfg->metrics.reg, &a->sw.shard);
+    if (a->err == 0)
+        a->err = tc_server_new(&a->sw.srv, &a->th.loop, &sc);
+    if (a->err == 0) {
+        uv_async_init(&a->th.loop, &a->stop, on_admin_stop);
+        a->stop.data = a;
+    }
+    rt_thread_ready(&a->th);
+    uv_run(&a->th.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&a->th.loop);
+}
+
+int serve_admin_start(serve_config *cfg, serve_admin **out)
+{
+    serve_admin *a = calloc(1, sizeof(*a));
+    if (a == NULL)
+        return TC_ENOMEM;
+    a->sw.cfg = cfg;
+    a->sw.admin = 1;
+    a->sw.stats = serve_stats_shard_at(cfg->stats, (unsigned)cfg->workers);
+    int err = rt_thread_start(&a->th, admin_main, a);
+    if (err == 0 && a->err != 0) {
+        uv_thread_join(&a->th.thread);
+        err = a->err;
+    }
+    if (err != 0) { /* word for word the runtime's line for --listen */
+        (void)fprintf(stderr, "tailcut: cannot listen on %s:%d: %s\n", cfg->admin_host,
+                      cfg->admin_port, tc_strerror(err));
+        free(a);
+        return err;
+    }
+    int v6 = strchr(cfg->admin_host, ':') != NULL;
+    (void)fprintf(stderr, "tailcut: admin listening on http://%s%s%s:%d\n", v6 ? "[" : "",
+                  cfg->admin_host, v6 ? "]" : "", tc_server_port(a->sw.srv));
+    *out = a;
+    return 0;
+}
+
+void serve_admin_stop(serve_admin *a)
+{
+    if (a == NULL)
+        return;
+    uv_async_send(&a->stop);
+    uv_thread_join(&a->th.thread);
+    free(a);
+}

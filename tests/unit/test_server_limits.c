@@ -1,0 +1,468 @@
+/*
+ * Unit tests for the HTTP/1.1 server (src/server*.c): the connection cap and timeouts, error
+ * bodies, the access log, and regression tests for bugs found by these tests. The harness is
+ * server_fixture.h.
+ */
+#include "server_fixture.h"
+
+/* ---- connection cap, timeouts ------------------------------------------------------------------
+ */
+
+static atomic_size_t shared_count;
+
+static void client_overload(fixture *fx)
+{
+    cli a, b, c;
+    resp r;
+    char v[64];
+    int err = -1;
+    CHECK_INT(cli_connect(fx, &a), 0);
+    CHECK_INT(cli_sends(&a, "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(cli_read_response(&a, &r, 0), 1);
+    CHECK_INT(r.status, 200);
+    CHECK_INT(atomic_load(&shared_count), 2);
+
+    /* over the shared cap: answered at once without a request, then closed */
+    CHECK_INT(cli_connect(fx, &b), 0);
+    CHECK_INT(cli_read_response(&b, &r, 0), 1);
+    CHECK_INT(r.status, 503);
+    CHECK(error_body_ok(&r, "overloaded", NULL, 0));
+    CHECK(resp_header(&r, "Retry-After", v, sizeof(v)));
+    CHECK(atoi(v) >= 1);
+    CHECK(resp_header(&r, "Connection", v, sizeof(v)));
+    CHECK_STR(v, "close");
+    CHECK_INT(cli_read_eof(&b, &err), 0);
+    CHECK_INT(err, 0);
+    cli_close(&b);
+    CHECK_INT(atomic_load(&shared_count), 2);
+
+    /* once a connection goes, the count drops and a new one is served */
+    cli_close(&a);
+    for (int i = 0; i < 5000 && atomic_load(&shared_count) != 1; i++)
+        usleep(1000);
+    CHECK_INT(atomic_load(&shared_count), 1);
+    CHECK_INT(cli_connect(fx, &c), 0);
+    CHECK_INT(cli_sends(&c, "GET /c HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(r.status, 200);
+}
+
+static void test_max_connections_shared_counter(void **state)
+{
+    (void)state;
+    fixture fx;
+    fx_init(&fx, handler_echo);
+    atomic_store(&shared_count, 1); /* another worker holds one connection */
+    fx.cfg.max_connections = 2;
+    fx.cfg.conn_count = &shared_count;
+    fx_start(&fx);
+    fx_run(&fx, client_overload, 0);
+    assert_int_equal(fx.nreqs, 2);
+    assert_int_equal(atomic_load(&shared_count), 1); /* only the other worker's is left */
+}
+
+static void client_header_timeout(fixture *fx)
+{
+    cli a, b;
+    double t0 = now_ms();
+    CHECK_INT(cli_connect(fx, &a), 0);
+    CHECK_INT(cli_sends(&a, "GET /never HTTP/1.1\r\nHost: h\r\n"), 0);
+    CHECK_INT(cli_connect(fx, &b), 0); /* sends nothing at all */
+    CHECK_ERROR_AND_CLOSE(&a, 408, "timeout");
+    CHECK_ERROR_AND_CLOSE(&b, 408, "timeout");
+    double dt = now_ms() - t0;
+    CHECK(dt >= 150 && dt < 5000);
+
+    /* on a kept-alive connection, the next request's headers have the same deadline */
+    cli c;
+    resp r;
+    CHECK_INT(cli_connect(fx, &c), 0);
+    CHECK_INT(cli_sends(&c, "GET /ok HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(r.status, 200);
+    t0 = now_ms();
+    CHECK_INT(cli_sends(&c, "GET /never HTTP/1.1\r\nHo"), 0);
+    CHECK_ERROR_AND_CLOSE(&c, 408, "timeout");
+    dt = now_ms() - t0;
+    CHECK(dt >= 150 && dt < 5000);
+}
+
+static void test_header_timeout_408(void **state)
+{
+    (void)state;
+    fixture fx;
+    fx_init(&fx, handler_echo);
+    fx.cfg.header_timeout_ms = 200;
+    fx_start(&fx);
+    fx_run(&fx, client_header_timeout, 0);
+    assert_int_equal(fx.nreqs, 1); /* only /ok */
+}
+
+static void client_idle_timeout(fixture *fx)
+{
+    cli c;
+    resp r;
+    int err = -1;
+    CHECK_INT(cli_connect(fx, &c), 0);
+    CHECK_INT(cli_sends(&c, "GET /1 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    usleep(50000); /* well within the idle timeout: still served */
+    CHECK_INT(cli_sends(&c, "GET /2 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(r.status, 200);
+    double t0 = now_ms();
+    /* then idle: closed without a response */
+    CHECK_INT(cli_read_eof(&c, &err), 0);
+    CHECK_INT(err, 0);
+    double dt = now_ms() - t0;
+    CHECK(dt >= 200 && dt < 5000);
+}
+
+static void test_idle_timeout_closes(void **state)
+{
+    (void)state;
+    fixture fx;
+    fx_init(&fx, handler_echo);
+    fx.cfg.idle_timeout_ms = 300;
+    fx.cfg.header_timeout_ms = 10000;
+    fx_start(&fx);
+    fx_run(&fx, client_idle_timeout, 0);
+    assert_int_equal(fx.nreqs, 2);
+}
+
+/* ---- error bodies -------------------------------------------------------------------------------
+ */
+
+static const char nasty[] = "say \"hi\" \\ back\nslash\ttab\x01\x1f end";
+
+static void handler_errors(tc_request *req, void *data)
+{
+    fixture *fx = data;
+    int i = record(fx, req);
+    tc_str path = tc_request_path(req);
+    if (str_eq(path, "/nasty"))
+        fx->respond_ret[i] = tc_request_respond_error(req, 404, "not_found", nasty);
+    else if (str_eq(path, "/busy"))
+        fx->respond_ret[i] = tc_request_respond_error(req, 503, "overloaded", "busy");
+    else
+        fx->respond_ret[i] = tc_request_respond_error(req, 400, "bad_request", "bad \"timeout\"");
+}
+
+static void client_errors(fixture *fx)
+{
+    cli c;
+    resp r;
+    char v[256];
+    CHECK_INT(cli_connect(fx, &c), 0);
+    CHECK_INT(cli_sends(&c, "GET /nasty HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_STR(r.line, "HTTP/1.1 404 Not Found");
+    CHECK(error_body_ok(&r, "not_found", v, sizeof(v)));
+    CHECK_STR(v, nasty);
+    /* no raw control byte in the body */
+    for (size_t i = 0; i < r.body_len; i++)
+        CHECK((unsigned char)r.body[i] >= 0x20);
+    CHECK(resp_header(&r, "Content-Type", v, sizeof(v)));
+    CHECK_STR(v, "application/json");
+    CHECK(resp_header(&r, "Connection", v, sizeof(v)));
+    CHECK_STR(v, "keep-alive");
+
+    CHECK_INT(cli_sends(&c, "GET /busy HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(r.status, 503);
+    CHECK(error_body_ok(&r, "overloaded", v, sizeof(v)));
+    CHECK_STR(v, "busy");
+    CHECK(resp_header(&r, "Retry-After", v, sizeof(v)));
+    CHECK(atoi(v) >= 1);
+
+    CHECK_INT(cli_sends(&c, "GET /bad HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_ERROR_AND_CLOSE(&c, 400, "bad_request");
+}
+
+static void test_respond_error_escapes_message(void **state)
+{
+    (void)state;
+    fixture fx;
+    fx_init(&fx, handler_errors);
+    fx_start(&fx);
+    fx_run(&fx, client_errors, 0);
+    assert_int_equal(fx.nreqs, 3);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(fx.respond_ret[i], 0);
+}
+
+/* ---- access log ---------------------------------------------------------------------------------
+ */
+
+static void handler_log(tc_request *req, void *data)
+{
+    fixture *fx = data;
+    int i = record(fx, req);
+    if (str_eq(tc_request_path(req), "/log/missing"))
+        fx->respond_ret[i] = tc_request_respond_error(req, 404, "not_found", "no such thing");
+    else
+        fx->respond_ret[i] = tc_request_respond(req, 200, "text/plain", NULL, 0, "logged", 6);
+}
+
+static void client_log(fixture *fx)
+{
+    cli c;
+    resp r;
+    CHECK_INT(cli_connect(fx, &c), 0);
+    CHECK_INT(cli_sends(&c, "GET /log/a?secret=1 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(cli_sends(&c, "POST /log/missing HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"),
+              0);
+    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(r.status, 404);
+    CHECK_INT(cli_sends(&c, "HEAD /log/head HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(cli_read_response(&c, &r, 1), 1);
+    CHECK_INT(r.status, 200);
+}
+
+static void test_access_log(void **state)
+{
+    (void)state;
+    fixture fx;
+    FILE *log = tmpfile();
+    assert_non_null(log);
+    fx_init(&fx, handler_log);
+    fx.cfg.access_log = log;
+    fx_start(&fx);
+    fx_run(&fx, client_log, 0);
+    assert_int_equal(fx.nreqs, 3);
+
+    rewind(log);
+    static const struct {
+        const char *method, *path;
+        int status;
+    } want[] = {{"GET", "/log/a", 200}, {"POST", "/log/missing", 404}, {"HEAD", "/log/head", 200}};
+    char line[1024];
+    int n = 0;
+    while (fgets(line, sizeof(line), log) != NULL) {
+        char when[64], method[16], path[512];
+        int status = 0;
+        unsigned long long us = 0;
+        size_t bytes = 0;
+        assert_true(n < 3);
+        assert_int_equal(line[strlen(line) - 1], '\n');
+        assert_int_equal(
+            sscanf(line, "%63s %15s %511s %d %llu %zu", when, method, path, &status, &us, &bytes),
+            6);
+        /* 2026-11-21T16:57:44Z */
+        assert_int_equal(strlen(when), 20);
+        assert_int_equal(when[4], '-');
+        assert_int_equal(when[10], 'T');
+        assert_int_equal(when[19], 'Z');
+        assert_string_equal(method, want[n].method);
+        assert_string_equal(path, want[n].path);
+        assert_int_equal(status, want[n].status);
+        assert_true(us < 5000000);
+        assert_true(bytes > 60); /* at least a status line, Date and Content-Length */
+        n++;
+    }
+    assert_int_equal(n, 3);
+    fclose(log);
+}
+
+/* ---- regression tests for bugs found by this file ------------------------------------------- */
+
+/* Found as a bug by this file: a request finished after tc_server_close() used to touch the
+ * freed server. Contract now: close_cb waits until every request handed to the handler has been
+ * finished, and a late finish returns 0 and only frees the request. */
+static void finish_after_close(fixture *fx, void *arg)
+{
+    tc_request *req = arg;
+    assert_int_equal(fx->closed, 0); /* close waits for the requests it handed out */
+    fx->respond_ret[0] = tc_request_respond(req, 200, "text/plain", NULL, 0, "late", 4);
+    fx_loop_done(fx);
+}
+
+static void on_abort_finish_later(tc_request *req, void *data)
+{
+    fixture *fx = data;
+    fx->aborts++;
+    later(fx, 20, finish_after_close, req);
+}
+
+static void close_soon(fixture *fx, void *arg)
+{
+    (void)arg;
+    fx_close_server(fx);
+    fx_loop_done(fx);
+}
+
+static void handler_hold_then_close(tc_request *req, void *data)
+{
+    fixture *fx = data;
+    record(fx, req);
+    tc_request_on_abort(req, on_abort_finish_later, fx);
+    later(fx, 10, close_soon, NULL);
+}
+
+static void client_one_pending(fixture *fx)
+{
+    cli a;
+    int err = -1;
+    CHECK_INT(cli_connect(fx, &a), 0);
+    CHECK_INT(cli_sends(&a, "GET /hold HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(cli_read_eof(&a, &err), 0);
+    CHECK_INT(err, 0);
+}
+
+static void test_finish_after_server_close_waits(void **state)
+{
+    (void)state;
+    fixture fx;
+    fx_init(&fx, handler_hold_then_close);
+    fx_start(&fx);
+    fx_run(&fx, client_one_pending, 2);
+    assert_int_equal(fx.aborts, 1);
+    assert_int_equal(fx.respond_ret[0], 0);
+}
+
+/* Found as a bug by this file: tc_server_close() called from inside the handler, after the handler
+ * answered its request, is a heap-use-after-free. conn_close() frees the finished request (it is
+ * still at the queue head because the handler runs inside the read callback), and conn_dispatch()
+ * then reads r->next from it (src/server.c, the `r = r->next` step of the loop in conn_dispatch).
+ * Input: one "GET /close-now"; the handler calls tc_request_respond() and then tc_server_close().
+ * Expected: the close completes; actual: ASan heap-use-after-free in conn_dispatch. */
+static void handler_close_inside(tc_request *req, void *data)
+{
+    fixture *fx = data;
+    int i = record(fx, req);
+    fx->respond_ret[i] = tc_request_respond(req, 200, "text/plain", NULL, 0, "bye", 3);
+    fx_close_server(fx);
+    fx_loop_done(fx);
+}
+
+static void client_close_now(fixture *fx)
+{
+    cli a;
+    int err = -1;
+    CHECK_INT(cli_connect(fx, &a), 0);
+    CHECK_INT(cli_sends(&a, "GET /close-now HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    cli_read_eof(&a, &err); /* closed, with or without the answer */
+}
+
+static void test_close_inside_handler_after_answer(void **state)
+{
+    (void)state;
+    fixture fx;
+    fx_init(&fx, handler_close_inside);
+    fx_start(&fx);
+    fx_run(&fx, client_close_now, 1);
+    assert_int_equal(fx.nreqs, 1);
+}
+
+/* Found as a bug by this file: a hard close from inside the handler, with the request not
+ * answered yet, leaked the requests that arrived in the same read after it (never handed to the
+ * handler, so nobody could finish them). Input: "GET /hold" and "GET /second" pipelined in one
+ * write; the handler holds /hold and calls tc_server_close(); the abort callback answers /hold.
+ * Expected: /second freed, the close completes, nothing leaks. */
+static void on_closed_count_pair(tc_server *srv, void *data)
+{
+    fixture *fx = data;
+    (void)srv;
+    fx->closed++;
+}
+
+static void on_abort_answer(tc_request *req, void *data)
+{
+    fixture *fx = data;
+    fx->aborts++;
+    fx->respond_ret[0] = tc_request_respond(req, 200, "text/plain", NULL, 0, "x", 1);
+}
+
+static void handler_hold_close_inside(tc_request *req, void *data)
+{
+    fixture *fx = data;
+    record(fx, req);
+    tc_request_on_abort(req, on_abort_answer, fx);
+    tc_server *srv = fx->srv;
+    fx->srv = NULL;
+    tc_server_close(srv, on_closed_count_pair, fx);
+    fx_loop_done(fx);
+}
+
+static void client_pipelined_pair(fixture *fx)
+{
+    cli a;
+    int err = -1;
+    CHECK_INT(cli_connect(fx, &a), 0);
+    CHECK_INT(cli_sends(&a, "GET /hold HTTP/1.1\r\nHost: h\r\n\r\n"
+                            "GET /second HTTP/1.1\r\nHost: h\r\n\r\n"),
+              0);
+    CHECK_INT(cli_read_eof(&a, &err), 0);
+}
+
+static void test_close_inside_handler_frees_pipelined(void **state)
+{
+    (void)state;
+    fixture fx;
+    fx_init(&fx, handler_hold_close_inside);
+    fx_start(&fx);
+    fx_run(&fx, client_pipelined_pair, 1);
+    assert_int_equal(fx.nreqs, 1);
+    assert_int_equal(fx.aborts, 1);
+    assert_int_equal(fx.respond_ret[0], 0);
+}
+
+/* Found as a bug by this file: tc_request_respond_error() used to cut the message at 120 bytes with
+ * snprintf, which can split a UTF-8 sequence, and the body is then not valid JSON (RFC 8259
+ * requires UTF-8). Input: message of 119 'a' followed by U+00E9 (0xC3 0xA9). Expected: a body that
+ * parses as JSON (the character kept or dropped whole); actual: the body ends in a lone 0xC3 byte
+ * and jansson rejects it. */
+static char long_message[160];
+
+static void handler_long_error(tc_request *req, void *data)
+{
+    fixture *fx = data;
+    int i = record(fx, req);
+    fx->respond_ret[i] = tc_request_respond_error(req, 404, "not_found", long_message);
+}
+
+static void client_long_error(fixture *fx)
+{
+    cli c;
+    resp r;
+    char v[256];
+    CHECK_INT(cli_connect(fx, &c), 0);
+    CHECK_INT(cli_sends(&c, "GET /long HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(r.status, 404);
+    CHECK(error_body_ok(&r, "not_found", v, sizeof(v)));
+    CHECK(strncmp(v, long_message, 119) == 0);
+}
+
+static void test_error_message_cut_at_utf8_boundary(void **state)
+{
+    (void)state;
+    memset(long_message, 'a', 119);
+    strcpy(long_message + 119, "\xc3\xa9 and more");
+    fixture fx;
+    fx_init(&fx, handler_long_error);
+    fx_start(&fx);
+    fx_run(&fx, client_long_error, 0);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_max_connections_shared_counter),
+        cmocka_unit_test(test_header_timeout_408),
+        cmocka_unit_test(test_idle_timeout_closes),
+        cmocka_unit_test(test_respond_error_escapes_message),
+        cmocka_unit_test(test_access_log),
+        cmocka_unit_test(test_finish_after_server_close_waits),
+        cmocka_unit_test(test_close_inside_handler_after_answer),
+        cmocka_unit_test(test_close_inside_handler_frees_pipelined),
+        cmocka_unit_test(test_error_message_cut_at_utf8_boundary),
+    };
+    /* TC_TEST_FILTER=pattern runs only the matching tests (cmocka wildcards). */
+    const char *filter = getenv("TC_TEST_FILTER");
+    if (filter != NULL)
+        cmocka_set_test_filter(filter);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
