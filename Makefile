@@ -17,7 +17,10 @@ LINT_BUILD   ?= build-lint
 LINT_SOURCES  = $(wildcard src/*.c app/*.c)
 SOURCES     = $(shell git ls-files -co --exclude-standard -- '*.c' '*.h' 2>/dev/null)
 
-.PHONY: all deps build asan run test check-format format lint bench fuzz screenshot clean
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+
+.PHONY: all deps build asan run install test check-format format lint bench fuzz screenshot clean
 
 all: build
 
@@ -34,6 +37,11 @@ asan:
 
 run: deps build
 	@scripts/run-demo $(BUILD)/tailcut $(RUN_ARGS)
+
+# Installs the release tree into PREFIX (DESTDIR=DIR stages it there): the program, both
+# libraries, the headers, tailcut.pc, the CMake package and the man pages (docs/install.md).
+install: build
+	@DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
 
 check-format:
 	@clang-format --dry-run -Werror $(SOURCES)

@@ -4,12 +4,15 @@
  * spelling ambiguous. "Strict" values mean the whole string must be the value: no sign, no
  * blanks, no unit suffix; a value out of range is an error, never clamped.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <uv.h>
 
 #include "tailcut/client.h"
 #include "tailcut/hedge.h"
+#include "tailcut/server.h"
 #include "cli.h"
 
 void cli_error(const char *cmd, const char *fmt, ...)
@@ -146,14 +149,32 @@ int cli_open_access_log(const char *cmd, const char *value, FILE **out)
         *out = NULL;
     } else if (strcmp(value, "-") == 0) {
         *out = stdout;
+    } else if (*value == '\0') {
+        cli_error(cmd, "invalid value '' for --access-log: expected -, a file or off");
+        return -1;
     } else {
         *out = fopen(value, "a");
         if (*out == NULL) {
-            cli_error(cmd, "cannot open access log '%s'", value);
+            cli_error(cmd, "invalid value '%s' for --access-log: cannot open it for appending: %s",
+                      value, uv_strerror(uv_translate_sys_error(errno)));
             return -1;
         }
     }
     return 0;
+}
+
+int cli_parse_access_log_format(const char *cmd, const char *value, int *format)
+{
+    if (strcmp(value, "text") == 0) {
+        *format = TC_ACCESS_LOG_TEXT;
+        return 0;
+    }
+    if (strcmp(value, "json") == 0) {
+        *format = TC_ACCESS_LOG_JSON;
+        return 0;
+    }
+    cli_error(cmd, "invalid value '%s' for --access-log-format: expected text or json", value);
+    return -1;
 }
 
 /* ---- the option parser ---------------------------------------------------------------------- */

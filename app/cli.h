@@ -46,6 +46,10 @@ int cli_parse_hedge_budget(const char *cmd, const char *value, uint64_t *percent
  * for appending. Returns 0 or -1 with a message. */
 int cli_open_access_log(const char *cmd, const char *value, FILE **out);
 
+/* Parses --access-log-format: "text" or "json" (TC_ACCESS_LOG_TEXT / _JSON). Returns 0 or -1
+ * with a message. */
+int cli_parse_access_log_format(const char *cmd, const char *value, int *format);
+
 /*
  * The one option parser of every subcommand. A subcommand describes its
  * options in a table; the parser matches each argument against the table by its whole name, so

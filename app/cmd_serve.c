@@ -47,7 +47,8 @@ static int admin_only(endpoint ep)
 }
 
 /* What the admin listener answers: its own paths and the health checks, routed like the main
- * listener's (so /readyz answers there exactly as it does on the main listener). */
+ * listener's. (/readyz never gets here: the server answers it on both listeners from the one
+ * readiness flag of the process, cfg->ready.) */
 static int admin_serves(endpoint ep, tc_str path)
 {
     return admin_only(ep) || ep == EP_HEALTHZ || str_eq(path, "/readyz");
@@ -124,6 +125,7 @@ static int serve_worker_start(rt_worker *w, void *data)
     if (sw == NULL)
         return TC_ENOMEM;
     sw->cfg = cfg;
+    serve_forward_init(&sw->fwd, cfg);
     tc_client_config cc;
     tc_client_config_init(&cc);
     cc.max_connections = (size_t)cfg->upstream_connections;
@@ -134,6 +136,7 @@ static int serve_worker_start(rt_worker *w, void *data)
     if (err == 0)
         err = tc_client_new(&sw->client, w->loop, &cc);
     if (err != 0) {
+        serve_forward_free(&sw->fwd);
         free(sw);
         return err;
     }
@@ -157,6 +160,9 @@ static int serve_worker_start(rt_worker *w, void *data)
     sc.conn_count = &cfg->conn_count;
     sc.max_body = cfg->max_body;
     sc.access_log = cfg->access_log;
+    sc.access_log_format = cfg->access_log_format;
+    sc.ready_path = "/readyz";
+    sc.ready = &cfg->ready;
     sc.header_timeout_ms = cfg->header_timeout_ms;
     sc.idle_timeout_ms = cfg->idle_timeout_ms;
     sc.handler = serve_handle;
@@ -205,6 +211,13 @@ static void on_server_drained(tc_server *srv, void *data)
     tc_server_close(srv, on_server_closed, sw);
 }
 
+static void serve_worker_unready(rt_worker *w, void *data)
+{
+    serve_worker *sw = w->state;
+    if (sw != NULL && sw->srv != NULL)
+        tc_server_set_ready(sw->srv, 0);
+}
+
 static void serve_worker_drain(rt_worker *w, void *data)
 {
     serve_worker *sw = w->state;
@@ -230,6 +243,7 @@ static void serve_worker_cleanup(rt_worker *w, void *data)
         return;
     serve_worker_stop(w, data);
     uv_run(w->loop, UV_RUN_DEFAULT);
+    serve_forward_free(&sw->fwd);
     free(sw);
     w->state = NULL;
 }
@@ -298,6 +312,8 @@ enum {
     OPT_METADATA_UPSTREAM,
     OPT_UPSTREAM_CA,
     OPT_HTTP_ENGINE,
+    OPT_FORWARD_HEADER,
+    OPT_UPSTREAM_HEADER,
     OPT_HEDGE_DELAY,
     OPT_HEDGE_DELAY_FALLBACK,
     OPT_HEDGE_BUDGET,
@@ -311,6 +327,8 @@ enum {
     OPT_MAX_BODY,
     OPT_DRAIN_TIMEOUT,
     OPT_ACCESS_LOG,
+    OPT_ACCESS_LOG_FORMAT,
+    OPT_SHUTDOWN_DELAY,
     OPT_HEADER_TIMEOUT,
     OPT_IDLE_TIMEOUT,
 };
@@ -331,6 +349,12 @@ static const cli_option serve_options[] = {
      "PEM CA bundle to verify an https upstream [system store]"},
     {"http-engine", 0, OPT_HTTP_ENGINE, CLI_VALUE, "native|curl",
      "client engine for http:// upstreams (https:// always uses libcurl) [native]"},
+    {"forward-header", 0, OPT_FORWARD_HEADER, CLI_VALUE | CLI_REPEATABLE, "NAME",
+     "copy this request header (each occurrence) to every attempt;\n"
+     "never Host, Connection, Proxy-* and other hop-by-hop ones"},
+    {"upstream-header", 0, OPT_UPSTREAM_HEADER, CLI_VALUE | CLI_REPEATABLE, "'NAME: VALUE'|@FILE",
+     "add this header to every call of both upstreams; @FILE reads\n"
+     "one a line (blank lines and # comments skipped)"},
     {"hedge-delay", 0, OPT_HEDGE_DELAY, CLI_VALUE, "MS|pNN",
      "/api/smart fires the extra attempts after MS, all at once;\n"
      "or pNN (p50..p99.9): extra k at k x the NNth percentile of\n"
@@ -355,7 +379,14 @@ static const cli_option serve_options[] = {
     {"max-body", 0, OPT_MAX_BODY, CLI_VALUE, "BYTES", "largest request or upstream body [1048576]"},
     {"drain-timeout", 0, OPT_DRAIN_TIMEOUT, CLI_VALUE, "MS",
      "on SIGTERM/SIGINT, time to finish in-flight requests [10000]"},
-    {"access-log", 0, OPT_ACCESS_LOG, CLI_VALUE, "-|FILE|off", "one line per request [-]"},
+    {"access-log", 0, OPT_ACCESS_LOG, CLI_VALUE, "-|FILE|off",
+     "one line per request; SIGUSR1 reopens FILE [-]"},
+    {"access-log-format", 0, OPT_ACCESS_LOG_FORMAT, CLI_VALUE, "text|json",
+     "access-log lines: text (TIME CLIENT \"REQUEST\" STATUS BYTES\n"
+     "DURATION_US ATTEMPTS REQUEST_ID) or one JSON object [text]"},
+    {"shutdown-delay", 0, OPT_SHUTDOWN_DELAY, CLI_VALUE, "MS",
+     "after SIGTERM/SIGINT, go on serving this long with /readyz\n"
+     "at 503 and Connection: close, then drain [0]"},
     {"header-timeout", 0, OPT_HEADER_TIMEOUT, CLI_VALUE, "MS",
      "a request must be complete this soon after its first byte\n[10000]"},
     {"idle-timeout", 0, OPT_IDLE_TIMEOUT, CLI_VALUE, "MS",
@@ -372,8 +403,10 @@ static int parse_url_flag(const char *cmd, const char *flag, const char *value, 
     else if (strncmp(value, "https://", 8) == 0)
         rest = value + 8;
     if (rest == NULL || *rest == '\0' || *rest == '/' || strpbrk(value, " \t\r\n") != NULL) {
-        cli_error(cmd, "invalid value '%s' for %s: expected an http:// or https:// URL", value,
-                  flag);
+        /* a URL may carry credentials: shown redacted, as everywhere */
+        char shown[256];
+        cli_error(cmd, "invalid value '%s' for %s: expected an http:// or https:// URL",
+                  tc__url_redact(value, shown, sizeof(shown)), flag);
         return -1;
     }
     free(*out);
@@ -435,6 +468,7 @@ int cmd_serve(int argc, char **argv)
     int emb_running = 0;
     serve_admin *admin = NULL;
     atomic_init(&cfg->conn_count, 0);
+    atomic_init(&cfg->ready, 1);
 
     int status = TC_EXIT_USAGE;
     const char *access_log = "-";
@@ -473,6 +507,12 @@ int cmd_serve(int argc, char **argv)
             break;
         case OPT_HTTP_ENGINE:
             bad = cli_parse_http_engine(cmd, val, &cfg->http_engine);
+            break;
+        case OPT_FORWARD_HEADER:
+            bad = serve_forward_header_flag(cfg, cmd, val);
+            break;
+        case OPT_UPSTREAM_HEADER:
+            bad = serve_upstream_header_flag(cfg, cmd, val);
             break;
         case OPT_UPSTREAM_CA: {
             FILE *f = fopen(val, "r");
@@ -522,6 +562,12 @@ int cmd_serve(int argc, char **argv)
         case OPT_ACCESS_LOG:
             access_log = val; /* opened once the flags are read: the last one counts */
             break;
+        case OPT_ACCESS_LOG_FORMAT:
+            bad = cli_parse_access_log_format(cmd, val, &cfg->access_log_format);
+            break;
+        case OPT_SHUTDOWN_DELAY:
+            bad = cli_parse_u64(cmd, "--shutdown-delay", val, 0, 3600000, &cfg->shutdown_delay_ms);
+            break;
         case OPT_HELP:
             (void)fputs(serve_usage, stdout);
             cli_print_options(stdout, serve_options,
@@ -537,7 +583,8 @@ int cmd_serve(int argc, char **argv)
         if (bad)
             goto out;
     }
-    if (cli_open_access_log(cmd, access_log, &cfg->access_log) != 0)
+    if (serve_forward_finish_flags(cfg) != 0 ||
+        cli_open_access_log(cmd, access_log, &cfg->access_log) != 0)
         goto out;
 
     if (serve_metrics_define(&cfg->metrics) != 0 || start_hedging(cfg) != 0 ||
@@ -576,7 +623,11 @@ int cmd_serve(int argc, char **argv)
     }
     run->rc.nworkers = (unsigned)cfg->workers;
     run->rc.drain_timeout_ms = cfg->drain_timeout_ms;
+    run->rc.shutdown_delay_ms = cfg->shutdown_delay_ms;
+    run->rc.access_log = cfg->access_log;
+    run->rc.access_log_path = cfg->access_log != stdout ? access_log : NULL;
     run->rc.start = serve_worker_start;
+    run->rc.unready = serve_worker_unready;
     run->rc.drain = serve_worker_drain;
     run->rc.stop = serve_worker_stop;
     run->rc.cleanup = serve_worker_cleanup;
@@ -596,6 +647,7 @@ out:
     serve_stats_free(cfg->stats);
     free(cfg->upstream);
     free(cfg->metadata_upstream);
+    serve_forward_free_config(cfg);
     free(run);
     return status;
 }

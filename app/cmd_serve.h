@@ -20,6 +20,7 @@
 #include <stdio.h>
 
 #include "cmd_serve_stats.h"
+#include "forward_internal.h"
 #include "tailcut/batch.h"
 #include "tailcut/client.h"
 #include "tailcut/hedge.h"
@@ -84,14 +85,33 @@ typedef struct serve_config {
     uint64_t drain_timeout_ms;
     uint64_t header_timeout_ms;
     uint64_t idle_timeout_ms;
+    uint64_t shutdown_delay_ms;
     FILE *access_log;
+    int access_log_format; /* TC_ACCESS_LOG_TEXT or _JSON */
+    /* Forwarding (cmd_serve_forward.c): --forward-header names (deduplicated, never one that
+     * --upstream-header sets) and --upstream-header headers (own strings). */
+    char **forward_headers;
+    size_t nforward_headers;
+    tc_header *upstream_headers;
+    size_t nupstream_headers;
     atomic_size_t conn_count;
+    atomic_int ready; /* 1 until the first SIGTERM/SIGINT: every listener's /readyz */
     serve_metrics metrics;
     /* --admin-listen: /metrics and the dashboard move to this listener (admin_port >= 0). */
     char admin_host[64];
     int admin_port;
     serve_stats *stats; /* the dashboard's history: one shard per worker, then the admin's */
 } serve_config;
+
+/* A worker's scratch storage for the upstream request of an attempt endpoint request: rebuilt
+ * for each request, kept from one to the next (the hedge copies what it needs). */
+typedef struct serve_forward {
+    tc__buf url; /* the upstream URL with the client's query */
+    tc_header *headers;
+    size_t headers_cap, nheaders;
+    char *strings; /* forwarded values, each NUL-terminated */
+    size_t strings_cap, need, used;
+} serve_forward;
 
 typedef struct serve_worker {
     serve_config *cfg;
@@ -106,6 +126,7 @@ typedef struct serve_worker {
     uv_timer_t tick; /* publishes the upstream pool's use to the dashboard */
     int tick_open;
     int admin; /* the --admin-listen listener's (it has no client and no batcher) */
+    serve_forward fwd;
 } serve_worker;
 
 /* One /api/... endpoint request in flight. */
@@ -141,6 +162,26 @@ void serve_call_free(serve_call *call);
 
 /* /api/smart, /api/first, /api/all and /api/within-timeout. */
 void serve_handle_attempts(serve_worker *sw, tc_request *req, endpoint ep);
+
+/* ---- cmd_serve_forward.c ---- */
+
+/* --forward-header NAME and --upstream-header 'Name: value' / @FILE: each adds to cfg, or prints
+ * a one-line message naming the flag and returns -1. */
+int serve_forward_header_flag(serve_config *cfg, const char *cmd, const char *name);
+int serve_upstream_header_flag(serve_config *cfg, const char *cmd, const char *value);
+/* After the last flag: a name both forwarded and set by --upstream-header is only set. */
+int serve_forward_finish_flags(serve_config *cfg);
+void serve_forward_free_config(serve_config *cfg);
+
+void serve_forward_init(serve_forward *fw, const serve_config *cfg);
+void serve_forward_free(serve_forward *fw);
+/* Fills creq->url, ->headers and ->nheaders for every attempt of req: the upstream URL with the
+ * client's query (tc__forward_url), then the --upstream-header headers, the forwarded request
+ * headers and X-Request-Id: request_id (none when empty). They point into fw and cfg, valid
+ * until the next call on fw; the hedge copies them and numbers each attempt
+ * (X-Tailcut-Attempt). Returns 0, TC_ETOOLARGE or TC_ENOMEM. */
+int serve_forward_build(serve_forward *fw, const serve_config *cfg, const tc_request *req,
+                        tc_str request_id, tc_client_request *creq);
 
 /* ---- cmd_serve_metadata.c ---- */
 

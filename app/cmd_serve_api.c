@@ -18,6 +18,8 @@ void serve_respond_error(serve_worker *sw, tc_request *req, endpoint ep, int sta
     static const tc_server_header no_attempts = {"X-Tailcut-Attempts", "0"};
     int attempt_endpoint = ep == EP_SMART || ep == EP_FIRST || ep == EP_ALL || ep == EP_WITHIN;
     serve_count_request(sw, ep, status, tc_request_ready_ns(req));
+    if (attempt_endpoint)
+        tc_request_set_attempts(req, 0);
     tc_request_respond_error_with(req, status, code, message, &no_attempts,
                                   attempt_endpoint ? 1 : 0);
 }
@@ -155,6 +157,7 @@ static void on_hedge_done(tc_future *f, void *data)
         return;
     }
     const tc_hedge_result *r = tc_future_value(f);
+    tc_request_set_attempts(req, r->nattempts);
     char attempts[16];
     (void)snprintf(attempts, sizeof(attempts), "%u", r->nattempts);
     tc_server_header hdr = {"X-Tailcut-Attempts", attempts};
@@ -217,7 +220,11 @@ void serve_handle_attempts(serve_worker *sw, tc_request *req, endpoint ep)
     if (call == NULL)
         return;
     tc_client_request creq = {.url = cfg->upstream, .max_body = cfg->max_body};
-    int err = tc_hedge_start(&call->work, sw->client, &creq, &policy);
+    /* The id the upstream sees as X-Request-Id (the one place that picks it). */
+    tc_str request_id = tc_request_id(req);
+    int err = serve_forward_build(&sw->fwd, cfg, req, request_id, &creq);
+    if (err == 0)
+        err = tc_hedge_start(&call->work, sw->client, &creq, &policy);
     if (err != 0) {
         free(call);
         serve_respond_error(sw, req, ep, 503, "overloaded", tc_strerror(err));

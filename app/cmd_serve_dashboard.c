@@ -133,6 +133,9 @@ static void admin_main(void *arg)
     sc.max_connections = 64;
     sc.max_body = cfg->max_body;
     sc.access_log = cfg->access_log;
+    sc.access_log_format = cfg->access_log_format;
+    sc.ready_path = "/readyz"; /* the process's one readiness, as on the main listener */
+    sc.ready = &cfg->ready;
     sc.header_timeout_ms = cfg->header_timeout_ms;
     sc.idle_timeout_ms = cfg->idle_timeout_ms;
     sc.handler = serve_handle;

@@ -97,8 +97,11 @@ static void metadata_dispatch(tc_batch *batch, void *data)
         len += (size_t)enc;
     }
     url[len] = '\0';
-    tc_client_request creq = {
-        .url = url, .timeout_ms = cfg->max_timeout_ms, .max_body = (size_t)cfg->max_body};
+    tc_client_request creq = {.url = url,
+                              .headers = cfg->upstream_headers,
+                              .nheaders = cfg->nupstream_headers,
+                              .timeout_ms = cfg->max_timeout_ms,
+                              .max_body = (size_t)cfg->max_body};
     tc_future *f = NULL;
     int err = tc_client_request_start(&f, sw->client, &creq);
     free(url); /* the client keeps its own copy */

@@ -36,6 +36,7 @@ enum {
     OPT_METADATA_RATE,
     OPT_DRAIN_TIMEOUT,
     OPT_ACCESS_LOG,
+    OPT_ACCESS_LOG_FORMAT,
 };
 
 static const cli_option upstream_options[] = {
@@ -53,7 +54,10 @@ static const cli_option upstream_options[] = {
     {"drain-timeout", 0, OPT_DRAIN_TIMEOUT, CLI_VALUE, "MS",
      "on SIGTERM/SIGINT, wait this long for requests in flight\n[10000]"},
     {"access-log", 0, OPT_ACCESS_LOG, CLI_VALUE, "-|FILE|off",
-     "one line per request to stdout, a file, or nowhere [-]"},
+     "one line per request to stdout, a file, or nowhere;\n"
+     "SIGUSR1 reopens the file [-]"},
+    {"access-log-format", 0, OPT_ACCESS_LOG_FORMAT, CLI_VALUE, "text|json",
+     "as tailcut serve's (see docs/serve.md) [text]"},
     {"help", 'h', OPT_HELP, 0, NULL, "show this help"},
 };
 
@@ -182,11 +186,11 @@ int cmd_upstream(int argc, char **argv)
             a.rt.drain_timeout_ms = v;
             break;
         case OPT_ACCESS_LOG:
-            if (*val == '\0') {
-                cli_error(CMD, "invalid value '' for --access-log: expected -, a file or off");
+            log_arg = val; /* opened once the flags are read: the last one counts */
+            break;
+        case OPT_ACCESS_LOG_FORMAT:
+            if (cli_parse_access_log_format(CMD, val, &a.ucfg.access_log_format) != 0)
                 return TC_EXIT_USAGE;
-            }
-            log_arg = val;
             break;
         case CLI_OPERAND:
             cli_error(CMD, "unexpected argument '%s'", val);
@@ -196,22 +200,16 @@ int cmd_upstream(int argc, char **argv)
         }
     }
 
-    if (strcmp(log_arg, "off") == 0) {
-        log = NULL;
-    } else if (strcmp(log_arg, "-") != 0) {
-        log = fopen(log_arg, "a");
-        if (log == NULL) {
-            cli_error(CMD, "invalid value '%s' for --access-log: cannot open it for appending",
-                      log_arg);
-            return TC_EXIT_USAGE;
-        }
-    }
+    if (cli_open_access_log(CMD, log_arg, &log) != 0)
+        return TC_EXIT_USAGE;
     if (log != NULL)
         (void)setvbuf(log, NULL, _IOLBF, 0); /* lines as they happen, also on a pipe; else as is */
     a.ucfg.host = a.host;
     a.ucfg.port = a.port;
     a.ucfg.access_log = log;
 
+    a.rt.access_log = log;
+    a.rt.access_log_path = log != stdout ? log_arg : NULL;
     a.rt.nworkers = 1;
     a.rt.start = worker_start;
     a.rt.drain = worker_drain;

@@ -5,6 +5,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <curl/curl.h>
+#include <http_parser.h>
+#include <jansson.h>
+#include <uv.h>
+
 #include "cli.h"
 #include "commands.h"
 
@@ -27,6 +32,35 @@ static void usage(FILE *out)
     (void)fprintf(out, "\n'tailcut COMMAND --help' describes a command's options.\n");
 }
 
+/* --version: tailcut's own version on the first line, then one line "NAME VERSION" per library
+ * it runs with, as each reports itself at run time (the shared object actually loaded, not the
+ * headers it was built against). */
+static void print_versions(void)
+{
+    printf("tailcut %s\n", TC_VERSION);
+    printf("libuv %s\n", uv_version_string());
+    const curl_version_info_data *curl = curl_version_info(CURLVERSION_NOW);
+    printf("libcurl %s\n", curl->version);
+    /* curl names its TLS library "NAME/VERSION" (e.g. "OpenSSL/3.0.11"). */
+    const char *tls = curl->ssl_version;
+    if (tls == NULL || tls[0] == '\0') {
+        printf("tls none (libcurl without TLS)\n");
+    } else {
+        const char *slash = strchr(tls, '/');
+        if (slash != NULL)
+            printf("%.*s %s (libcurl's TLS library)\n", (int)(slash - tls), tls, slash + 1);
+        else
+            printf("tls %s (libcurl's TLS library)\n", tls);
+    }
+    unsigned long hp = http_parser_version();
+    printf("http-parser %lu.%lu.%lu\n", (hp >> 16) & 255, (hp >> 8) & 255, hp & 255);
+#if JANSSON_VERSION_HEX >= 0x020d00 /* jansson_version_str() is 2.13 and later */
+    printf("jansson %s\n", jansson_version_str());
+#else
+    printf("jansson %s\n", JANSSON_VERSION);
+#endif
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -34,7 +68,7 @@ int main(int argc, char **argv)
         return TC_EXIT_USAGE;
     }
     if (strcmp(argv[1], "--version") == 0) {
-        printf("tailcut %s\n", TC_VERSION);
+        print_versions();
         return TC_EXIT_OK;
     }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {

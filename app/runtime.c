@@ -9,18 +9,28 @@
  * (a failed start, a finished drain) while the main thread may still be sending it commands.
  * uv_async_send() on a handle whose loop is gone aborts the process, so every send and the
  * worker's closing of its handle happen under one lock, and nothing is sent to a closed handle.
+ *
+ * The first SIGTERM/SIGINT: STOPPING=1 to systemd, every worker unready (the readiness probe
+ * answers 503, answers close their connections), then the drain, at once or after
+ * --shutdown-delay. SIGUSR1 reopens the access log here on the main thread; SIGHUP is ignored.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "runtime.h"
 #include "tailcut/error.h"
 
-enum { CMD_NONE = 0, CMD_DRAIN = 1, CMD_STOP = 2 };
+/* Each command implies the ones before it: a worker asked to drain is unready too. */
+enum { CMD_NONE = 0, CMD_UNREADY = 1, CMD_DRAIN = 2, CMD_STOP = 3 };
 
 typedef struct worker_slot {
     rt_worker w;
@@ -30,6 +40,7 @@ typedef struct worker_slot {
     int start_err;
     atomic_int command;
     int wake_open; /* under runtime.wake_lock: the main thread may uv_async_send(&wake) */
+    int unready_done;
     int drain_begun;
     struct runtime *rt;
 } worker_slot;
@@ -39,7 +50,8 @@ typedef struct runtime {
     worker_slot *slots;
     unsigned nstarted;
     uv_loop_t loop;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sigusr1;
+    uv_timer_t delay_timer; /* --shutdown-delay */
     uv_async_t worker_exit;
     uv_mutex_t wake_lock;
     atomic_uint exited;
@@ -86,6 +98,11 @@ static void on_wake(uv_async_t *a)
 {
     worker_slot *s = a->data;
     int cmd = atomic_load(&s->command);
+    if (cmd >= CMD_UNREADY && !s->unready_done) {
+        s->unready_done = 1;
+        if (s->rt->cfg->unready != NULL)
+            s->rt->cfg->unready(&s->w, s->rt->cfg->data);
+    }
     if (cmd >= CMD_DRAIN && !s->drain_begun) {
         s->drain_begun = 1;
         /* From now on only the worker's own work keeps its loop alive. */
@@ -150,6 +167,14 @@ static void send_all(runtime *rt, int cmd)
     uv_mutex_unlock(&rt->wake_lock);
 }
 
+static void on_delay_over(uv_timer_t *t)
+{
+    runtime *rt = t->data;
+    (void)fprintf(stderr, "tailcut: shutdown delay over, draining (up to %llu ms)\n",
+                  (unsigned long long)rt->cfg->drain_timeout_ms);
+    send_all(rt, CMD_DRAIN);
+}
+
 static void on_signal(uv_signal_t *sig, int signum)
 {
     runtime *rt = sig->data;
@@ -160,10 +185,38 @@ static void on_signal(uv_signal_t *sig, int signum)
         (void)fflush(stdout);
         _exit(1);
     }
-    (void)fprintf(stderr, "tailcut: %s received, draining (up to %llu ms)\n",
-                  signum == SIGINT ? "SIGINT" : "SIGTERM",
-                  (unsigned long long)rt->cfg->drain_timeout_ms);
-    send_all(rt, CMD_DRAIN);
+    (void)rt_notify("STOPPING=1");
+    const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
+    unsigned long long drain_ms = (unsigned long long)rt->cfg->drain_timeout_ms;
+    if (rt->cfg->shutdown_delay_ms == 0) {
+        (void)fprintf(stderr, "tailcut: %s received, draining (up to %llu ms)\n", name, drain_ms);
+        send_all(rt, CMD_DRAIN);
+        return;
+    }
+    (void)fprintf(stderr,
+                  "tailcut: %s received, not ready; serving %llu ms more, then draining (up to "
+                  "%llu ms)\n",
+                  name, (unsigned long long)rt->cfg->shutdown_delay_ms, drain_ms);
+    send_all(rt, CMD_UNREADY);
+    uv_timer_start(&rt->delay_timer, on_delay_over, rt->cfg->shutdown_delay_ms, 0);
+}
+
+static void on_sigusr1(uv_signal_t *sig, int signum)
+{
+    runtime *rt = sig->data;
+    if (rt->cfg->access_log != NULL && rt->cfg->access_log_path != NULL &&
+        rt_reopen_log(rt->cfg->access_log, rt->cfg->access_log_path) == 0)
+        (void)fprintf(stderr, "tailcut: SIGUSR1 received, access log '%s' reopened\n",
+                      rt->cfg->access_log_path);
+}
+
+static void close_main_handles(runtime *rt)
+{
+    uv_close((uv_handle_t *)&rt->worker_exit, NULL);
+    uv_close((uv_handle_t *)&rt->sigterm, NULL);
+    uv_close((uv_handle_t *)&rt->sigint, NULL);
+    uv_close((uv_handle_t *)&rt->sigusr1, NULL);
+    uv_close((uv_handle_t *)&rt->delay_timer, NULL);
 }
 
 static void on_worker_exit(uv_async_t *a)
@@ -171,9 +224,7 @@ static void on_worker_exit(uv_async_t *a)
     runtime *rt = a->data;
     if (atomic_load(&rt->exited) < rt->nstarted)
         return;
-    uv_close((uv_handle_t *)&rt->worker_exit, NULL);
-    uv_close((uv_handle_t *)&rt->sigterm, NULL);
-    uv_close((uv_handle_t *)&rt->sigint, NULL);
+    close_main_handles(rt);
 }
 
 static int start_worker(runtime *rt, unsigned i)
@@ -197,6 +248,7 @@ int rt_run(rt_config *cfg)
     if (cfg->nworkers == 0)
         cfg->nworkers = 1;
     (void)signal(SIGPIPE, SIG_IGN); /* cannot fail for a valid signal number */
+    (void)signal(SIGHUP, SIG_IGN);  /* no terminal to lose; configuration is not reloaded */
     rt.slots = calloc(cfg->nworkers, sizeof(*rt.slots));
     if (rt.slots == NULL || uv_mutex_init(&rt.wake_lock) != 0) {
         (void)fprintf(stderr, "tailcut: out of memory\n");
@@ -215,8 +267,12 @@ int rt_run(rt_config *cfg)
     uv_signal_init(&rt.loop, &rt.sigterm);
     uv_signal_init(&rt.loop, &rt.sigint);
     rt.sigterm.data = rt.sigint.data = &rt;
+    uv_signal_init(&rt.loop, &rt.sigusr1);
+    uv_timer_init(&rt.loop, &rt.delay_timer);
+    rt.sigusr1.data = rt.delay_timer.data = &rt;
     uv_signal_start(&rt.sigterm, on_signal, SIGTERM);
     uv_signal_start(&rt.sigint, on_signal, SIGINT);
+    uv_signal_start(&rt.sigusr1, on_sigusr1, SIGUSR1);
 
     int status = 0;
     for (unsigned i = 0; i < cfg->nworkers; i++) {
@@ -233,12 +289,10 @@ int rt_run(rt_config *cfg)
         int v6 = strchr(cfg->listen_host, ':') != NULL;
         (void)fprintf(stderr, "tailcut: listening on http://%s%s%s:%d\n", v6 ? "[" : "",
                       cfg->listen_host, v6 ? "]" : "", cfg->listen_port);
+        (void)rt_notify("READY=1");
     }
-    if (rt.nstarted == 0) {
-        uv_close((uv_handle_t *)&rt.worker_exit, NULL);
-        uv_close((uv_handle_t *)&rt.sigterm, NULL);
-        uv_close((uv_handle_t *)&rt.sigint, NULL);
-    }
+    if (rt.nstarted == 0)
+        close_main_handles(&rt);
     uv_run(&rt.loop, UV_RUN_DEFAULT);
     for (unsigned i = 0; i < rt.nstarted; i++)
         uv_thread_join(&rt.slots[i].th.thread);
@@ -247,4 +301,67 @@ int rt_run(rt_config *cfg)
     free(rt.slots);
     (void)fflush(stdout);
     return status;
+}
+
+/* ---- systemd and logrotate ------------------------------------------------------------------ */
+
+int rt_notify(const char *state)
+{
+    const char *where = getenv("NOTIFY_SOCKET");
+    if (where == NULL || *where == '\0')
+        return 0;
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    size_t n = strlen(where);
+    if ((where[0] != '/' && where[0] != '@') || n < 2 || n > sizeof(sa.sun_path)) {
+        (void)fprintf(stderr,
+                      "tailcut: cannot notify systemd: NOTIFY_SOCKET '%s' is not an AF_UNIX "
+                      "path or @abstract name\n",
+                      where);
+        return -1;
+    }
+    memcpy(sa.sun_path, where, n);
+    if (where[0] == '@')
+        sa.sun_path[0] = '\0'; /* abstract: the name is every byte after the NUL, no end mark */
+    socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ssize_t sent = -1;
+    if (fd >= 0) {
+        sent = sendto(fd, state, strlen(state), MSG_NOSIGNAL | MSG_DONTWAIT,
+                      (const struct sockaddr *)&sa, len);
+    }
+    int err = errno;
+    if (fd >= 0)
+        (void)close(fd);
+    if (sent < 0) {
+        (void)fprintf(stderr, "tailcut: cannot notify systemd (%s) at NOTIFY_SOCKET=%s: %s\n",
+                      state, where, uv_strerror(uv_translate_sys_error(err)));
+        return -1;
+    }
+    return 0;
+}
+
+static int reopen_failed(const char *path, int err)
+{
+    (void)fprintf(stderr,
+                  "tailcut: cannot reopen access log '%s': %s; still writing to the old file\n",
+                  path, uv_strerror(uv_translate_sys_error(err)));
+    return -1;
+}
+
+int rt_reopen_log(FILE *log, const char *path)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0)
+        return reopen_failed(path, errno);
+    /* Under the FILE's lock no worker is inside a write: the buffered lines go to the old file,
+     * then the descriptor is swapped in one step (dup3), so no line is split between files. */
+    flockfile(log);
+    (void)fflush(log);
+    int rc = dup3(fd, fileno(log), O_CLOEXEC);
+    int err = errno;
+    funlockfile(log);
+    (void)close(fd);
+    return rc < 0 ? reopen_failed(path, err) : 0;
 }

@@ -27,6 +27,7 @@
 
 #include "base/alloc.h"
 #include "client_internal.h"
+#include "forward_internal.h"
 #include "tailcut/url.h"
 
 /* A queued request with less time than this left is not started: it could not be answered, and
@@ -379,29 +380,15 @@ int tc_client_new(tc_client **out, uv_loop_t *loop, const tc_client_config *cfg)
 /* A header name is an RFC 9110 token; a value holds no CR, LF (or NUL: it is a C string). */
 static int header_ok(const char *s, int is_name)
 {
-    if (s == NULL || (is_name && *s == '\0'))
+    if (s == NULL)
         return 0;
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '\r' || ch == '\n')
-            return 0;
-        if (is_name && !(ch > 0x20 && ch < 0x7f && strchr("\"(),/:;<=>?@[\\]{}", ch) == NULL))
-            return 0;
-    }
-    return 1;
+    return is_name ? tc__header_name_ok(s, strlen(s)) : tc__header_value_ok(s, strlen(s));
 }
 
+/* A method is a token too. */
 static int method_ok(const char *m)
 {
-    if (*m == '\0')
-        return 0;
-    for (; *m; m++)
-        if ((unsigned char)*m <= ' ' || *m == 0x7f || *m == '(' || *m == ')' || *m == '<' ||
-            *m == '>' || *m == '@' || *m == ',' || *m == ';' || *m == ':' || *m == '\\' ||
-            *m == '"' || *m == '/' || *m == '[' || *m == ']' || *m == '?' || *m == '=' ||
-            *m == '{' || *m == '}')
-            return 0;
-    return 1;
+    return tc__header_name_ok(m, strlen(m));
 }
 
 static void url_cache_clear(tc__url_cache *u)
@@ -430,7 +417,7 @@ static int url_parts(tc_client *c, const char *url, const tc__url_cache **out, c
     CURLU *h = curl_url();
     if (h == NULL)
         return TC_ENOMEM;
-    char *path = NULL, *query = NULL, *host = NULL, *port = NULL;
+    char *path = NULL, *query = NULL, *host = NULL, *port = NULL, *user = NULL;
     /* tc_url_origin() has accepted the URL with the same parser: what is left to fail is memory
      * (a query and a port are there only when the URL names them). */
     err = TC_ENOMEM;
@@ -438,7 +425,8 @@ static int url_parts(tc_client *c, const char *url, const tc__url_cache **out, c
         curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
         curl_url_get(h, CURLUPART_PATH, &path, 0) != CURLUE_OK ||
         curl_url_get(h, CURLUPART_QUERY, &query, 0) == CURLUE_OUT_OF_MEMORY ||
-        curl_url_get(h, CURLUPART_PORT, &port, 0) == CURLUE_OUT_OF_MEMORY)
+        curl_url_get(h, CURLUPART_PORT, &port, 0) == CURLUE_OUT_OF_MEMORY ||
+        curl_url_get(h, CURLUPART_USER, &user, 0) == CURLUE_OUT_OF_MEMORY)
         goto done;
     size_t tlen = strlen(path) + (query ? strlen(query) + 1 : 0) + 2;
     size_t hlen = strlen(host) + (port ? strlen(port) + 1 : 0) + 1;
@@ -455,6 +443,7 @@ static int url_parts(tc_client *c, const char *url, const tc__url_cache **out, c
     (void)snprintf(u->host, hlen, "%s%s%s", host, port && !default_port ? ":" : "",
                    port && !default_port ? port : "");
     u->https = https;
+    u->userinfo = user != NULL;
     *out = u;
     err = 0;
 done:
@@ -462,6 +451,7 @@ done:
     curl_free(query);
     curl_free(host);
     curl_free(port);
+    curl_free(user);
     curl_url_cleanup(h);
     return err;
 }
@@ -506,10 +496,10 @@ int tc_client_request_start(tc_future **out, tc_client *c, const tc_client_reque
         *out = f;
         return 0;
     }
-    /* What the native engine does not do goes to libcurl, explicitly: TLS, redirects, and bodies
-     * too large for one libuv buffer. */
-    int native = !u->https && c->cfg.engine != TC_CLIENT_ENGINE_CURL && !c->cfg.follow_redirects &&
-                 body_len <= TC__CLIENT_NATIVE_MAX_REQUEST_BODY;
+    /* What the native engine does not do goes to libcurl, explicitly: TLS, redirects, credentials
+     * in the URL (Basic authentication), and bodies too large for one libuv buffer. */
+    int native = !u->https && !u->userinfo && c->cfg.engine != TC_CLIENT_ENGINE_CURL &&
+                 !c->cfg.follow_redirects && body_len <= TC__CLIENT_NATIVE_MAX_REQUEST_BODY;
     size_t head_size = native ? tc__native_head_size(req, method, u) : 0;
 
     tc__creq *r = tc__malloc(sizeof(*r) + url_len + 1 + method_len + 1 + body_len + 1 + head_size);

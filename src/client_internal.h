@@ -108,6 +108,7 @@ typedef struct tc__url_cache {
     char *url;
     char key[TC__CLIENT_MAX_HOST_KEY];
     int https;
+    int userinfo; /* the URL names a user: libcurl sends it as Basic authentication */
     char *target; /* path and query for the request line */
     char *host;   /* Host header value */
 } tc__url_cache;

@@ -19,7 +19,8 @@
  *
  * Files, like nginx's ngx_http_request.c family: this one holds the listener and the server
  * object; server_conn.c the connections (reading, the timer, writing, closing); server_request.c
- * a request's storage, parsing and response. server_internal.h is what they share.
+ * a request's storage, parsing and response; server_log.c the request id, the client's address
+ * and the access-log line (formatted by access_log.c). server_internal.h is what they share.
  */
 #include <errno.h>
 #include <http_parser.h>
@@ -113,8 +114,6 @@ void tc__srv_update_time(tc_server *srv)
     gmtime_r(&now, &tm);
     srv->date_len =
         strftime(srv->date, sizeof(srv->date), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
-    /* 20 bytes and the NUL in a 32-byte buffer: never 0 */
-    (void)strftime(srv->log_time, sizeof(srv->log_time), "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
 /* ---- the server ----------------------------------------------------------------------------- */
@@ -208,7 +207,10 @@ int tc_server_new(tc_server **out, uv_loop_t *loop, const tc_server_config *cfg)
     srv->port = cfg->port;
     atomic_init(&srv->own_count, 0);
     srv->conn_count = cfg->conn_count != NULL ? cfg->conn_count : &srv->own_count;
+    atomic_init(&srv->own_ready, 1);
+    srv->ready = cfg->ready != NULL ? cfg->ready : &srv->own_ready;
     tc__srv_update_time(srv);
+    tc__rng_seed(&srv->rng, tc__srv_id_seed(srv));
     uv_tcp_init(loop, &srv->listener);
     uv_timer_init(loop, &srv->tick);
     srv->listener.data = srv;
@@ -231,6 +233,11 @@ int tc_server_new(tc_server **out, uv_loop_t *loop, const tc_server_config *cfg)
 int tc_server_port(const tc_server *srv)
 {
     return srv->port;
+}
+
+void tc_server_set_ready(tc_server *srv, int ready)
+{
+    atomic_store_explicit(srv->ready, ready ? 1 : 0, memory_order_relaxed);
 }
 
 size_t tc_server_connections(const tc_server *srv)

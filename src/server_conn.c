@@ -47,26 +47,6 @@ void tc__srv_conn_timer_start(tc__srv_conn *c, uint64_t ms)
 
 /* ---- responses ------------------------------------------------------------------------------ */
 
-void tc__srv_access_log(tc_request *r)
-{
-    tc_server *srv = r->srv;
-    FILE *log = srv->cfg.access_log;
-    if (log == NULL)
-        return;
-    char line[512];
-    uint64_t us = r->ready_ns ? (uv_hrtime() - r->ready_ns) / 1000 : 0;
-    int path_len = r->path_len > 200 ? 200 : (int)r->path_len;
-    const char *method = r->dispatched ? http_method_str((enum http_method)r->method) : "-";
-    int status = r->aborted && !r->drop ? 499 : r->status;
-    tc__srv_update_time(srv);
-    int n = snprintf(line, sizeof(line), "%s %s %.*s %d %" PRIu64 " %zu\n", srv->log_time, method,
-                     path_len > 0 ? path_len : 1, path_len > 0 ? r->buf + r->target_off : "-",
-                     status, us, r->resp_len);
-    if (n > 0)
-        /* the access log is best effort: a full disk must not fail requests */
-        (void)fwrite(line, 1, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1, log);
-}
-
 static void on_write(uv_write_t *req, int status)
 {
     tc__srv_write *w = tc__container_of(req, tc__srv_write, req);
@@ -277,16 +257,16 @@ void tc__srv_queue_push(tc__srv_conn *c, tc_request *r)
     c->queued++;
 }
 
-/* Appends a response the server itself makes (400, 408, 413, 414, 431, 503) at the tail and
- * stops reading: the connection closes after it. */
-static void conn_queue_error(tc__srv_conn *c, int status, const char *code, const char *message)
+void tc__srv_queue_error(tc__srv_conn *c, tc_request *r, int status, const char *code,
+                         const char *message)
 {
-    tc_request *r = tc__srv_request_new(c);
-    if (r == NULL) {
+    if (r == NULL && (r = tc__srv_request_new(c)) == NULL) {
         tc__srv_conn_close(c);
         return;
     }
     r->keep_alive = 0;
+    if (r->id_len == 0) /* its headers were not read whole: the client's id is not known */
+        tc__srv_request_id_generate(r);
     tc__srv_queue_push(c, r);
     c->parse_error = 1;
     c->phase = TC__SRV_BUSY;
@@ -298,34 +278,50 @@ static void conn_queue_error(tc__srv_conn *c, int status, const char *code, cons
 static void conn_parse_failed(tc__srv_conn *c)
 {
     int status = c->err_status ? c->err_status : 400;
-    if (c->cur != NULL) {
-        tc__srv_request_free(c->cur);
-        c->cur = NULL;
-    }
+    tc_request *r = c->cur; /* what was read of it shows in the access log */
+    c->cur = NULL;
     char msg[96];
     const tc_server_config *cfg = &c->srv->cfg;
     switch (status) {
     case 413:
         (void)snprintf(msg, sizeof(msg), "request body is larger than %zu bytes", cfg->max_body);
-        conn_queue_error(c, 413, "too_large", msg);
+        tc__srv_queue_error(c, r, 413, "too_large", msg);
         break;
     case 414:
         (void)snprintf(msg, sizeof(msg), "request URI is longer than %zu bytes", cfg->max_uri);
-        conn_queue_error(c, 414, "too_large", msg);
+        tc__srv_queue_error(c, r, 414, "too_large", msg);
         break;
     case 431:
         (void)snprintf(msg, sizeof(msg), "request headers are larger than %zu bytes or %d fields",
                        cfg->max_headers, TC_SERVER_MAX_HEADER_COUNT);
-        conn_queue_error(c, 431, "too_large", msg);
+        tc__srv_queue_error(c, r, 431, "too_large", msg);
         break;
     case 503:
-        conn_queue_error(c, 503, "overloaded", "out of memory");
+        tc__srv_queue_error(c, r, 503, "overloaded", "out of memory");
         break;
     default:
-        conn_queue_error(c, 400, "bad_request",
-                         http_errno_description(HTTP_PARSER_ERRNO(&c->parser)));
+        if (r != NULL)
+            r->line_done = 0; /* malformed: the log shows none of it, however far it got */
+        tc__srv_queue_error(c, r, 400, "bad_request",
+                            http_errno_description(HTTP_PARSER_ERRNO(&c->parser)));
         break;
     }
+}
+
+/* The readiness probe (cfg.ready_path), answered by the server itself: 1 if r was it. */
+static int conn_answer_ready(tc_server *srv, tc_request *r)
+{
+    const char *path = srv->cfg.ready_path;
+    size_t n = path != NULL ? strlen(path) : 0;
+    if (n == 0 || r->path_len != n || memcmp(r->buf + r->target_off, path, n) != 0)
+        return 0;
+    if (r->method != HTTP_GET && r->method != HTTP_HEAD)
+        tc_request_respond_error(r, 405, "method_not_allowed", "only GET and HEAD are allowed");
+    else if (srv->draining || !tc__srv_ready(srv))
+        tc_request_respond_json(r, 503, "{\"status\":\"draining\"}");
+    else
+        tc_request_respond_json(r, 200, "{\"status\":\"ready\"}");
+    return 1;
 }
 
 /* Hands every newly parsed request to the handler (or answers 503 while draining). */
@@ -334,6 +330,8 @@ static void conn_dispatch(tc__srv_conn *c, tc_request *first)
     tc_server *srv = c->srv;
     for (tc_request *r = first; r != NULL && !c->closing && !c->close_deferred; r = r->next) {
         if (r->dispatched || r->finished)
+            continue;
+        if (conn_answer_ready(srv, r))
             continue;
         if (srv->draining) {
             r->keep_alive = 0;
@@ -424,14 +422,12 @@ static void on_conn_timer(uv_timer_t *t)
 {
     tc__srv_conn *c = tc__container_of(t, tc__srv_conn, timer);
     if (c->phase == TC__SRV_READING || (c->phase == TC__SRV_WAIT_REQUEST && !c->idle_state)) {
-        if (c->cur != NULL) {
-            tc__srv_request_free(c->cur);
-            c->cur = NULL;
-        }
+        tc_request *r = c->cur;
+        c->cur = NULL;
         char msg[96];
         (void)snprintf(msg, sizeof(msg), "request not complete within %llu ms",
                        (unsigned long long)c->srv->cfg.header_timeout_ms);
-        conn_queue_error(c, 408, "timeout", msg);
+        tc__srv_queue_error(c, r, 408, "timeout", msg);
         tc__srv_flush_responses(c);
     } else if (c->phase == TC__SRV_WAIT_REQUEST) {
         tc__srv_conn_close(c); /* idle keep-alive connection */
@@ -462,6 +458,8 @@ void tc__srv_on_connection(uv_stream_t *listener, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    if (srv->cfg.access_log != NULL) /* only the log shows it: no system call without one */
+        tc__srv_conn_client(c);
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     size_t count = atomic_fetch_add_explicit(srv->conn_count, 1, memory_order_relaxed);
@@ -469,7 +467,7 @@ void tc__srv_on_connection(uv_stream_t *listener, int status)
     if (srv->cfg.max_connections > 0 && count >= srv->cfg.max_connections) {
         atomic_fetch_sub_explicit(srv->conn_count, 1, memory_order_relaxed);
         c->counted = 0;
-        conn_queue_error(c, 503, "overloaded", "too many connections, retry later");
+        tc__srv_queue_error(c, NULL, 503, "overloaded", "too many connections, retry later");
         tc__srv_flush_responses(c);
         return;
     }

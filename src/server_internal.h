@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "base/rng.h"
+#include "access_log.h"
 #include "tailcut/server.h"
 
 #define TC_READ_BUFFER (64 * 1024)
@@ -24,6 +26,8 @@
 #define TC_SERVER_MAX_HELD ((size_t)64 * 1024)
 /* Freed request objects kept per server for reuse: they are too big for malloc's fast path. */
 #define TC_REQ_FREELIST 256
+/* A client address as the access log shows it: an IPv6 literal at most (INET6_ADDRSTRLEN). */
+#define TC__SRV_CLIENT_MAX 46
 
 typedef struct tc__srv_conn tc__srv_conn;
 
@@ -53,7 +57,12 @@ struct tc_request {
     unsigned close_after : 1;
     unsigned drop : 1;
     unsigned reset : 1;
+    unsigned line_done : 1;    /* the request line was read whole: method, target, version */
+    unsigned attempts_set : 1; /* tc_request_set_attempts() was called */
 
+    unsigned char http_major, http_minor;
+    unsigned char id_len, client_len;
+    unsigned attempts;
     int status;
     char *resp; /* the whole response, written when this request reaches the queue head */
     size_t resp_len;
@@ -61,6 +70,8 @@ struct tc_request {
     tc_request_abort_cb abort_cb;
     void *abort_data;
     void *user;
+    char id[TC_REQUEST_ID_MAX];          /* X-Request-Id, taken or generated */
+    char client[TC__SRV_CLIENT_MAX + 1]; /* the peer's address, for the access log */
 
     tc__srv_hdr inline_hdrs[TC_REQ_INLINE_HEADERS];
     char inline_buf[TC_REQ_INLINE];
@@ -103,6 +114,8 @@ struct tc__srv_conn {
     unsigned in_dispatch : 1;    /* inside conn_parse: defer flushes and closes */
     unsigned close_deferred : 1; /* conn_close was asked for while in_dispatch */
     int err_status;              /* set by a parser callback that rejects the request */
+    unsigned char client_len;
+    char client[TC__SRV_CLIENT_MAX + 1]; /* the peer's address ("-" if unknown) */
 };
 
 struct tc_server {
@@ -114,6 +127,8 @@ struct tc_server {
     int port;
     atomic_size_t own_count;
     atomic_size_t *conn_count;
+    atomic_int own_ready;
+    atomic_int *ready; /* 0 after tc_server_set_ready(srv, 0): Connection: close on every answer */
     tc__srv_conn *conns;
     size_t nconns;
     tc_request *free_reqs;
@@ -123,13 +138,16 @@ struct tc_server {
     unsigned listening : 1;
     unsigned draining : 1;
     unsigned closing : 1;
+    tc__rng rng; /* generated request ids; seeded from getrandom(2) */
     tc_server_cb drained_cb, close_cb;
     void *drained_data, *close_data;
     time_t date_time;
     char date[48]; /* "Date: Sat, 21 Nov 2026 16:57:44 GMT\r\n" */
     size_t date_len;
-    char log_time[32]; /* "2026-11-21T16:57:44Z" */
+    time_t log_sec;
+    char log_time[32]; /* "2026-11-21T16:57:44" for log_sec: the log adds ".mmmZ" */
     char read_buf[TC_READ_BUFFER];
+    char log_line[TC__LOG_LINE_MAX]; /* one access-log line is formatted here */
 };
 
 typedef struct tc__srv_write {
@@ -141,7 +159,13 @@ typedef struct tc__srv_write {
 /* ---- server.c ---------------------------------------------------------------------------------
  */
 
-/* Refreshes the cached Date header and access-log time if the second changed. */
+/* 1 while the server is ready (tc_server_set_ready). */
+static inline int tc__srv_ready(const tc_server *srv)
+{
+    return atomic_load_explicit(srv->ready, memory_order_relaxed) != 0;
+}
+
+/* Refreshes the cached Date header if the second changed. */
 void tc__srv_update_time(tc_server *srv);
 /* Frees srv once it is closing and every handle and connection is gone. */
 void tc__srv_maybe_free(tc_server *srv);
@@ -163,8 +187,25 @@ void tc__srv_conn_timer_start(tc__srv_conn *c, uint64_t ms);
 void tc__srv_queue_push(tc__srv_conn *c, tc_request *r);
 /* Writes every finished response at the head of c's queue. */
 void tc__srv_flush_responses(tc__srv_conn *c);
+/* Appends a response the server itself makes (400, 408, 413, 414, 431, 503) at the tail and
+ * stops reading: the connection closes after it. r is the request being parsed (reused, so the
+ * log shows what was read of it) or NULL for a new one. */
+void tc__srv_queue_error(tc__srv_conn *c, tc_request *r, int status, const char *code,
+                         const char *message);
+
+/* ---- server_log.c -----------------------------------------------------------------------------
+ */
+
 /* One access-log line for a finished request (when the server has a log). */
 void tc__srv_access_log(tc_request *r);
+/* Sets r's id from its X-Request-Id field, or draws one. */
+void tc__srv_request_id_init(tc_request *r);
+/* Draws a fresh id for r (32 lowercase hex digits). */
+void tc__srv_request_id_generate(tc_request *r);
+/* The peer address of c into c->client (client_len 0 if unknown). */
+void tc__srv_conn_client(tc__srv_conn *c);
+/* A seed for the server's id generator, from getrandom(2). */
+uint64_t tc__srv_id_seed(const tc_server *srv);
 
 /* ---- server_request.c -------------------------------------------------------------------------
  */

@@ -39,6 +39,8 @@ tc_request *tc__srv_request_new(tc__srv_conn *c)
     r->cap = sizeof(r->inline_buf);
     r->hdrs = r->inline_hdrs;
     r->hdrs_cap = TC_REQ_INLINE_HEADERS;
+    r->client_len = c->client_len;
+    memcpy(r->client, c->client, c->client_len);
     return r;
 }
 
@@ -114,6 +116,17 @@ static int on_url(http_parser *p, const char *at, size_t len)
     return request_append(r, at, len) == 0 ? 0 : fail(c, 503);
 }
 
+/* The request line has been read whole: what the access log shows of it. */
+static void request_line_done(http_parser *p, tc_request *r)
+{
+    if (r->line_done)
+        return;
+    r->line_done = 1;
+    r->method = (unsigned char)p->method;
+    r->http_major = (unsigned char)p->http_major;
+    r->http_minor = (unsigned char)p->http_minor;
+}
+
 static int header_bytes_add(tc__srv_conn *c, tc_request *r, size_t len)
 {
     r->header_bytes += len;
@@ -124,6 +137,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     tc__srv_conn *c = p->data;
     tc_request *r = c->cur;
+    request_line_done(p, r);
     if (header_bytes_add(c, r, len) != 0)
         return -1;
     if (r->nhdrs == 0 || r->last_was_value) {
@@ -170,9 +184,10 @@ static int on_headers_complete(http_parser *p)
 {
     tc__srv_conn *c = p->data;
     tc_request *r = c->cur;
+    request_line_done(p, r);
+    tc__srv_request_id_init(r);
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->cfg.max_body)
         return fail(c, 413);
-    r->method = (unsigned char)p->method;
     r->keep_alive = http_should_keep_alive(p) ? 1 : 0;
     r->body_off = r->len;
     tc_str expect;
@@ -270,8 +285,10 @@ static int request_build_response(tc_request *r, int status, const char *content
                                   const char *body, size_t body_len)
 {
     tc_server *srv = r->srv;
-    int head = r->dispatched && r->method == HTTP_HEAD;
-    size_t cap = 256 + body_len;
+    int head = r->line_done && r->method == HTTP_HEAD;
+    if (r->id_len == 0)
+        tc__srv_request_id_generate(r);
+    size_t cap = 256 + TC_REQUEST_ID_MAX + 32 + body_len;
     if (content_type != NULL)
         cap += strlen(content_type);
     for (size_t i = 0; i < nheaders; i++)
@@ -281,7 +298,8 @@ static int request_build_response(tc_request *r, int status, const char *content
         return TC_ENOMEM;
     char *p = w->data;
     tc__srv_update_time(srv);
-    int close = !r->keep_alive || r->close_after || srv->draining || srv->closing;
+    int close =
+        !r->keep_alive || r->close_after || srv->draining || srv->closing || !tc__srv_ready(srv);
     r->close_after = close ? 1 : 0;
     const char *reason = tc_http_reason(status);
     p += append_lit(p, "HTTP/1.1 ");
@@ -299,6 +317,9 @@ static int request_build_response(tc_request *r, int status, const char *content
     p += tc__fmt_u64(p, body_len);
     p += close ? append_lit(p, "\r\nConnection: close\r\n")
                : append_lit(p, "\r\nConnection: keep-alive\r\n");
+    p += append_lit(p, "X-Request-Id: ");
+    p += append_str(p, r->id, r->id_len);
+    p += append_lit(p, "\r\n");
     for (size_t i = 0; i < nheaders; i++) {
         p += append_str(p, headers[i].name, strlen(headers[i].name));
         p += append_lit(p, ": ");
@@ -453,18 +474,26 @@ tc_str tc_request_body(const tc_request *req)
     return (tc_str){req->buf + req->body_off, req->body_len};
 }
 
-int tc_request_header(const tc_request *req, const char *name, tc_str *value)
+int tc_request_header_next(const tc_request *req, const char *name, size_t *pos, tc_str *value)
 {
     size_t n = strlen(name);
-    for (unsigned i = 0; i < req->nhdrs; i++) {
+    for (size_t i = *pos; i < req->nhdrs; i++) {
         const tc__srv_hdr *h = &req->hdrs[i];
         if (h->name_len == n && strncasecmp(req->buf + h->name_off, name, n) == 0) {
             value->base = req->buf + h->value_off;
             value->len = h->value_len;
+            *pos = i + 1;
             return 1;
         }
     }
+    *pos = req->nhdrs;
     return 0;
+}
+
+int tc_request_header(const tc_request *req, const char *name, tc_str *value)
+{
+    size_t pos = 0;
+    return tc_request_header_next(req, name, &pos, value);
 }
 
 int tc_request_is_head(const tc_request *req)

@@ -541,6 +541,7 @@ int tc_upstream_new(tc_upstream **out, uv_loop_t *loop, const tc_upstream_config
     if (cfg->max_body)
         scfg.max_body = cfg->max_body;
     scfg.access_log = cfg->access_log;
+    scfg.access_log_format = cfg->access_log_format;
     scfg.handler = on_request;
     scfg.handler_data = u;
     rc = tc_server_new(&u->srv, loop, &scfg);

@@ -14,6 +14,7 @@
 
 #include <curl/curl.h>
 
+#include "forward_internal.h"
 #include "tailcut/url.h"
 
 /* Value of one hex digit, or -1. */
@@ -360,4 +361,138 @@ out:
     curl_free(zone);
     curl_url_cleanup(u);
     return err;
+}
+
+/* ---- forwarding (forward_internal.h) -------------------------------------------------------- */
+
+/* 1 if raw names a[0..la) and b[0..lb) decode (query mode) to the same bytes. When either holds
+ * a bad escape the two are compared as they are, byte for byte. */
+static int names_equal_raw(const char *a, size_t la, const char *b, size_t lb)
+{
+    size_t i = 0, k = 0;
+    while (i < la && k < lb) {
+        int ca = decode_one(a, la, &i, 1);
+        int cb = decode_one(b, lb, &k, 1);
+        if (ca < 0 || cb < 0)
+            return la == lb && memcmp(a, b, la) == 0;
+        if (ca != cb)
+            return 0;
+    }
+    return i == la && k == lb;
+}
+
+/* 1 if the raw query q[0..qlen) has a pair named name[0..len). */
+static int query_has(const char *q, size_t qlen, const char *name, size_t len)
+{
+    tc_query_iter it;
+    const char *n, *v;
+    size_t nl, vl;
+    tc_query_iter_init(&it, q, qlen);
+    while (tc_query_next(&it, &n, &nl, &v, &vl))
+        if (names_equal_raw(n, nl, name, len))
+            return 1;
+    return 0;
+}
+
+/* 1 for a byte RFC 3986 allows in a query as it is: unreserved, sub-delims, ':', '@', '/', '?',
+ * and '%' (escapes pass through as the client wrote them). */
+static int query_byte_ok(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           strchr("-._~!$&'()*+,;=:@/?%", c) != NULL;
+}
+
+/* Appends raw[0..len) to out, with %HH for each byte query_byte_ok() refuses. */
+static int append_query_bytes(tc__buf *out, const char *raw, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t i = 0;
+    while (i < len) {
+        size_t run = i;
+        while (run < len && raw[run] != '\0' && query_byte_ok((unsigned char)raw[run]))
+            run++;
+        int err = tc__buf_append(out, raw + i, run - i);
+        if (err != 0 || run == len)
+            return err;
+        unsigned char c = (unsigned char)raw[run];
+        char esc[3] = {'%', hex[c >> 4], hex[c & 15]};
+        err = tc__buf_append(out, esc, sizeof(esc));
+        if (err != 0)
+            return err;
+        i = run + 1;
+    }
+    return 0;
+}
+
+long tc__forward_url(tc__buf *out, const char *upstream, const char *query, size_t query_len)
+{
+    size_t ulen = strlen(upstream);
+    const char *hash = memchr(upstream, '#', ulen);
+    size_t base_len = hash != NULL ? (size_t)(hash - upstream) : ulen;
+    const char *qmark = memchr(upstream, '?', base_len);
+    const char *uq = qmark != NULL ? qmark + 1 : upstream + base_len;
+    size_t uq_len = (size_t)(upstream + base_len - uq);
+
+    int err = tc__buf_append(out, upstream, base_len);
+    /* The first pair added needs '?' (no query yet) or '&' (after a query that does not already
+     * end in one); "http://h/p?" needs nothing. */
+    char sep = qmark == NULL ? '?' : (uq_len > 0 && uq[uq_len - 1] != '&' ? '&' : 0);
+    long forwarded = 0;
+    tc_query_iter it;
+    const char *n, *v;
+    size_t nl, vl;
+    tc_query_iter_init(&it, query, query_len);
+    while (err == 0 && tc_query_next(&it, &n, &nl, &v, &vl)) {
+        if (names_equal_raw(n, nl, "timeout", 7) || query_has(uq, uq_len, n, nl))
+            continue;
+        if (sep != 0)
+            err = tc__buf_append(out, &sep, 1);
+        sep = '&';
+        /* the pair as sent: the name, and "=value" when it had an '=' */
+        size_t pair_len = v > n + nl ? (size_t)(v + vl - n) : nl;
+        if (err == 0)
+            err = append_query_bytes(out, n, pair_len);
+        forwarded++;
+    }
+    if (err == 0 && hash != NULL)
+        err = tc__buf_append(out, hash, ulen - base_len);
+    return err != 0 ? err : forwarded;
+}
+
+/* Appends s[0..n) to out[*len..cap - 1), as much as fits. */
+static void redact_put(char *out, size_t cap, size_t *len, const char *s, size_t n)
+{
+    size_t room = cap - 1 - *len;
+    if (n > room)
+        n = room;
+    memcpy(out + *len, s, n);
+    *len += n;
+}
+
+const char *tc__url_redact(const char *url, char *out, size_t cap)
+{
+    if (cap == 0)
+        return out;
+    size_t len = 0, ulen = strlen(url);
+    const char *auth = strstr(url, "://");
+    auth = auth != NULL ? auth + 3 : url;
+    size_t auth_end = (size_t)(auth - url) + strcspn(auth, "/?#");
+    size_t rest_end = strcspn(url, "?#");
+    if (rest_end < auth_end) /* "a?b@c": no authority to speak of */
+        auth_end = rest_end;
+    const char *at = NULL;
+    for (const char *p = auth; p < url + auth_end; p++)
+        if (*p == '@')
+            at = p; /* the last '@' ends the userinfo ("u:p@ss@host") */
+    redact_put(out, cap, &len, url, (size_t)(auth - url));
+    if (at != NULL) {
+        redact_put(out, cap, &len, "***", 3);
+        auth = at;
+    }
+    size_t path_end = (size_t)(auth - url) + strcspn(auth, "?#");
+    redact_put(out, cap, &len, auth, path_end - (size_t)(auth - url));
+    if (path_end < ulen && url[path_end] == '?')
+        redact_put(out, cap, &len, "?***", 4);
+    out[len] = '\0';
+    return out;
 }

@@ -55,6 +55,12 @@ typedef struct tc_request tc_request;
 
 typedef void (*tc_handler_fn)(tc_request *req, void *data);
 
+/* Access-log line formats (docs/server.md). */
+enum { TC_ACCESS_LOG_TEXT = 0, TC_ACCESS_LOG_JSON = 1 };
+
+/* Longest X-Request-Id taken from a request; a generated one is 32 lowercase hex digits. */
+#define TC_REQUEST_ID_MAX 128
+
 typedef struct tc_server_config {
     const char *host; /* IPv4 or IPv6 literal ["127.0.0.1"] */
     int port;         /* 0 = a free port [0] */
@@ -68,9 +74,21 @@ typedef struct tc_server_config {
     size_t max_headers;         /* [TC_SERVER_MAX_HEADERS] */
     uint64_t header_timeout_ms; /* [TC_SERVER_HEADER_TIMEOUT_MS] */
     uint64_t idle_timeout_ms;   /* [TC_SERVER_IDLE_TIMEOUT_MS] */
-    /* Access log: one line per finished request: ISO-8601 time, method, path, status, duration
-     * in microseconds, response bytes. NULL = off. Lines are written whole (one fwrite each). */
+    /* Access log: one line per finished request, in access_log_format (docs/server.md). NULL =
+     * off. Each line is formatted in the server's own buffer and written with one fwrite, so
+     * that workers sharing one FILE never interleave inside a line (stdio's lock); the FILE is
+     * flushed once a second and at close. */
     FILE *access_log;
+    int access_log_format; /* TC_ACCESS_LOG_TEXT or TC_ACCESS_LOG_JSON [TEXT] */
+    /* Readiness probe answered by the server itself (GET/HEAD, query ignored): 200
+     * {"status":"ready"}, or 503 {"status":"draining"} once tc_server_set_ready(srv, 0) was
+     * called or the server is draining, also on connections that would otherwise get 503
+     * shutting_down. NULL = none [NULL]. */
+    const char *ready_path;
+    /* Readiness flag, like conn_count: if set, it is shared (workers and other listeners of one
+     * process pass the same flag, initialised to 1) and tc_server_set_ready() on any of them
+     * sets it for all; else each server has its own. */
+    atomic_int *ready;
     tc_handler_fn handler;
     void *handler_data;
 } tc_server_config;
@@ -96,6 +114,12 @@ void tc_server_drain(tc_server *srv, tc_server_cb drained_cb, void *data);
  * and every request handed to the handler has been finished; the server is then freed. */
 void tc_server_close(tc_server *srv, tc_server_cb close_cb, void *data);
 
+/* ready 0: the server (and every server sharing its cfg.ready flag) is no longer ready (a
+ * shutdown is coming): the ready_path answers 503 draining and every answer from now on carries
+ * Connection: close (the connection closes after it), while new connections are still accepted
+ * and served. ready 1 undoes it. Callable from any thread. */
+void tc_server_set_ready(tc_server *srv, int ready);
+
 /* Connections and unfinished requests right now. */
 size_t tc_server_connections(const tc_server *srv);
 size_t tc_server_requests_in_flight(const tc_server *srv);
@@ -109,6 +133,10 @@ tc_str tc_request_query(const tc_request *req);  /* after '?', up to '#'; empty 
 tc_str tc_request_body(const tc_request *req);
 /* Finds a header by case-insensitive name; returns 1 and sets *value, or 0. */
 int tc_request_header(const tc_request *req, const char *name, tc_str *value);
+/* Every occurrence of a header, in the order received: start with *pos = 0 and call until it
+ * returns 0; each call that returns 1 sets *value to the next occurrence's value (case-insensitive
+ * name) and advances *pos. */
+int tc_request_header_next(const tc_request *req, const char *name, size_t *pos, tc_str *value);
 int tc_request_is_head(const tc_request *req);
 uv_loop_t *tc_request_loop(const tc_request *req);
 tc_server *tc_request_server(const tc_request *req);
@@ -117,6 +145,16 @@ uint64_t tc_request_ready_ms(const tc_request *req);
 uint64_t tc_request_ready_ns(const tc_request *req);
 /* 1 once the client has gone away. */
 int tc_request_aborted(const tc_request *req);
+
+/* The request's id: its X-Request-Id (one such field whose value, without surrounding blanks,
+ * is 1 to TC_REQUEST_ID_MAX bytes of 0x21-0x7E) or else 32 lowercase hex digits the server drew
+ * (a per-server generator seeded from getrandom(2): unique in practice, not a secret). Echoed
+ * as X-Request-Id on the response and written in the access log. Valid until the request is
+ * finished. */
+tc_str tc_request_id(const tc_request *req);
+
+/* Attempts made for the request (the access log's ATTEMPTS field; "-" / null when never set). */
+void tc_request_set_attempts(tc_request *req, unsigned attempts);
 
 /* cb runs once if the client goes away (closed, reset, server closed) before the request is
  * finished. Set it again to replace it; NULL removes it. */
@@ -132,10 +170,10 @@ typedef struct tc_server_header {
     const char *value;
 } tc_server_header;
 
-/* Finishes the request with a response. The server adds Date, Content-Length, Connection and
- * (when content_type is not NULL) Content-Type; headers are extra ones. body is copied. For a
- * HEAD request the body is not sent. Returns 0, TC_ENOMEM (the connection is then closed),
- * TC_EINVAL (already finished). After the client went away it only frees the request. */
+/* Finishes the request with a response. The server adds Date, Content-Length, Connection,
+ * X-Request-Id and (when content_type is not NULL) Content-Type; headers are extra ones. body is
+ * copied. For a HEAD request the body is not sent. Returns 0, TC_ENOMEM (the connection is then
+ * closed), TC_EINVAL (already finished). After the client went away it only frees the request. */
 int tc_request_respond(tc_request *req, int status, const char *content_type,
                        const tc_server_header *headers, size_t nheaders, const char *body,
                        size_t body_len);

@@ -11,6 +11,7 @@
 #ifndef TAILCUT_TAILCUT_H
 #define TAILCUT_TAILCUT_H
 
+#include "tailcut/version.h"  /* TC_VERSION_MAJOR/MINOR/PATCH, tc_version() */
 #include "tailcut/error.h"    /* TC_E* codes, tc_strerror() */
 #include "tailcut/future.h"   /* tc_future: one result, later; combinators */
 #include "tailcut/server.h"   /* tc_server: HTTP/1.1 server on your loop */

@@ -76,6 +76,7 @@ typedef struct tc_upstream_config {
     size_t max_body;        /* request body limit [TC_SERVER_DEFAULT_MAX_BODY] */
     size_t max_connections; /* 0 = no cap [0] */
     FILE *access_log;       /* one line per request, see server.h; NULL = off [NULL] */
+    int access_log_format;  /* TC_ACCESS_LOG_TEXT or _JSON (server.h) [TEXT] */
 } tc_upstream_config;
 
 typedef struct tc_upstream tc_upstream;

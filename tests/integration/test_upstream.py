@@ -707,6 +707,7 @@ class Cli(unittest.TestCase):
             (["--listen", "127.0.0.1:70000"], "--listen"),
             (["--access-log", ""], "--access-log"),
             (["--access-log", "/nonexistent-dir/x.log"], "--access-log"),
+            (["--access-log-format", "xml"], "--access-log-format"),
             (["--bogus"], "--bogus"),
             (["--profile"], "--profile"),
             (["extra"], "extra"),
@@ -738,13 +739,13 @@ class Cli(unittest.TestCase):
             with upstream("--profile", "fixed:0", "--access-log", path) as srv:
                 srv.request("GET", "/api/work")
             with open(path) as f:
-                self.assertRegex(f.read(), re.compile(r"GET /api/work 200 ", re.M))
+                self.assertRegex(f.read(), re.compile(r'"GET /api/work HTTP/1.1" 200 ', re.M))
             srv = upstream("--profile", "fixed:0", "--access-log", "off")
             srv.request("GET", "/api/work")
             self.assertEqual(srv.stop(), b"")
             srv = upstream("--profile", "fixed:0")
             srv.request("GET", "/api/work")
-            self.assertIn(b"GET /api/work 200", srv.stop())
+            self.assertIn(b'"GET /api/work HTTP/1.1" 200', srv.stop())
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ typedef struct seen {
     char query[512];
     char hval[128]; /* X-Test-Header, looked up in mixed case */
     char body[256];
+    char multi[64]; /* every X-Multi value, in order, each followed by '|' */
     size_t query_len, body_len;
     int has_h, has_missing, has_empty, empty_len, is_head;
 } seen;
@@ -560,6 +561,15 @@ static inline int record(fixture *fx, tc_request *req)
     s->has_empty = tc_request_header(req, "x-empty", &v);
     s->empty_len = s->has_empty ? (int)v.len : -1;
     s->is_head = tc_request_is_head(req);
+    size_t pos = 0, used = 0;
+    while (tc_request_header_next(req, "x-multi", &pos, &v)) {
+        assert_true(used + v.len + 1 < sizeof(s->multi));
+        memcpy(s->multi + used, v.base, v.len);
+        used += v.len;
+        s->multi[used++] = '|';
+    }
+    s->multi[used] = '\0';
+    assert_false(tc_request_header_next(req, "x-multi", &pos, &v)); /* stays at the end */
     assert_int_equal(tc_request_aborted(req), 0);
     assert_ptr_equal(tc_request_loop(req), &fx->loop);
     assert_ptr_equal(tc_request_server(req), fx->srv);

@@ -13,7 +13,7 @@ static void client_parse(fixture *fx)
     resp r;
     static const char *const reqs[] = {
         "GET /a/b%20c?x=1&y=2#frag HTTP/1.1\r\nHost: example\r\nX-Test-Header: Hello World\r\n"
-        "X-Empty:\r\nAccept: */*\r\n\r\n",
+        "X-Multi: one\r\nX-Empty:\r\nAccept: */*\r\nx-multi: two, 2b\r\nX-MULTI: \r\n\r\n",
         "GET /plain HTTP/1.1\r\nHost: h\r\n\r\n",
         "GET /p#only-fragment HTTP/1.1\r\nHost: h\r\n\r\n",
         "GET /q? HTTP/1.1\r\nhost: h\r\n\r\n",
@@ -62,10 +62,12 @@ static void test_parse_target_query_headers(void **state)
     assert_int_equal(s[0].empty_len, 0);
     assert_int_equal(s[0].body_len, 0);
     assert_int_equal(s[0].is_head, 0);
+    assert_string_equal(s[0].multi, "one|two, 2b||");
 
     assert_string_equal(s[1].path, "/plain");
     assert_int_equal(s[1].query_len, 0);
     assert_int_equal(s[1].has_h, 0);
+    assert_string_equal(s[1].multi, "");
 
     assert_string_equal(s[2].target, "/p#only-fragment");
     assert_string_equal(s[2].path, "/p");
@@ -440,6 +442,110 @@ static void test_server_new_errors(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* ---- request id and readiness ---------------------------------------------------------------
+ */
+
+/* Answers with the request's id as the body; /unready makes the server unready first. */
+static void handler_id(tc_request *req, void *data)
+{
+    fixture *fx = data;
+    int i = record(fx, req);
+    if (str_eq(tc_request_path(req), "/unready"))
+        tc_server_set_ready(tc_request_server(req), 0);
+    tc_str id = tc_request_id(req);
+    fx->respond_ret[i] = tc_request_respond(req, 200, "text/plain", NULL, 0, id.base, id.len);
+}
+
+static int is_hex32(const char *s)
+{
+    if (strlen(s) != 32)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
+            return 0;
+    return 1;
+}
+
+static void client_id(fixture *fx)
+{
+    cli c;
+    resp r;
+    char hv[256], first[256] = "";
+    char long_id[130];
+    memset(long_id, 'z', 129);
+    long_id[129] = '\0';
+    static const struct {
+        const char *field; /* header lines sent */
+        const char *want;  /* NULL: generated */
+    } cases[] = {
+        {"X-Request-Id: abc-1\r\n", "abc-1"},
+        {"x-request-id:  \t trimmed \t\r\n", "trimmed"},
+        {"X-Request-Id: a b\r\n", NULL},
+        {"X-Request-Id: one\r\nX-Request-Id: two\r\n", NULL},
+        {"", NULL},
+    };
+    CHECK_INT(cli_connect(fx, &c), 0);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char req[512];
+        (void)snprintf(req, sizeof(req), "GET /id HTTP/1.1\r\nHost: h\r\n%s\r\n", cases[i].field);
+        CHECK_INT(cli_sends(&c, req), 0);
+        CHECK_INT(cli_read_response(&c, &r, 0), 1);
+        CHECK_INT(r.status, 200);
+        CHECK(resp_header(&r, "X-Request-Id", hv, sizeof(hv)));
+        CHECK_STR(r.body, hv); /* the handler saw what the client gets */
+        if (cases[i].want != NULL) {
+            CHECK_STR(hv, cases[i].want);
+        } else {
+            CHECK(is_hex32(hv));
+            CHECK(strcmp(hv, first) != 0); /* drawn anew */
+            (void)snprintf(first, sizeof(first), "%s", hv);
+        }
+    }
+    char req[512];
+    (void)snprintf(req, sizeof(req), "GET /id HTTP/1.1\r\nHost: h\r\nX-Request-Id: %s\r\n\r\n",
+                   long_id);
+    CHECK_INT(cli_sends(&c, req), 0);
+    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK(resp_header(&r, "X-Request-Id", hv, sizeof(hv)));
+    CHECK(is_hex32(hv)); /* 129 bytes: too long */
+    long_id[128] = '\0';
+    (void)snprintf(req, sizeof(req), "GET /id HTTP/1.1\r\nHost: h\r\nX-Request-Id: %s\r\n\r\n",
+                   long_id);
+    CHECK_INT(cli_sends(&c, req), 0);
+    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK(resp_header(&r, "X-Request-Id", hv, sizeof(hv)));
+    CHECK_STR(hv, long_id); /* 128 bytes: taken */
+
+    /* the readiness probe: answered by the server, never by the handler */
+    CHECK_INT(cli_sends(&c, "GET /ready?x=1 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(r.status, 200);
+    CHECK_STR(r.body, "{\"status\":\"ready\"}");
+    CHECK_INT(cli_sends(&c, "GET /unready HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK(resp_header(&r, "Connection", hv, sizeof(hv)));
+    CHECK_STR(hv, "close"); /* unready: every answer closes */
+    cli_close(&c);
+    CHECK_INT(cli_connect(fx, &c), 0); /* still accepting */
+    CHECK_INT(cli_sends(&c, "GET /ready HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(r.status, 503);
+    CHECK_STR(r.body, "{\"status\":\"draining\"}");
+    CHECK(resp_header(&r, "Connection", hv, sizeof(hv)));
+    CHECK_STR(hv, "close");
+}
+
+static void test_request_id_and_ready(void **state)
+{
+    (void)state;
+    fixture fx;
+    fx_init(&fx, handler_id);
+    fx.cfg.ready_path = "/ready";
+    fx_start(&fx);
+    fx_run(&fx, client_id, 0);
+    assert_int_equal(fx.nreqs, 8); /* /ready never reached the handler */
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -450,6 +556,7 @@ int main(void)
         cmocka_unit_test(test_body_chunked_continue_head),
         cmocka_unit_test(test_limits_414_431_413_400),
         cmocka_unit_test(test_response_format),
+        cmocka_unit_test(test_request_id_and_ready),
     };
     /* TC_TEST_FILTER=pattern runs only the matching tests (cmocka wildcards). */
     const char *filter = getenv("TC_TEST_FILTER");

@@ -233,32 +233,41 @@ static void test_access_log(void **state)
     assert_int_equal(fx.nreqs, 3);
 
     rewind(log);
+    /* TIME CLIENT "METHOD TARGET HTTP/x.y" STATUS BYTES DURATION_US ATTEMPTS REQUEST_ID; the
+     * target keeps its query. */
     static const struct {
-        const char *method, *path;
+        const char *method, *target;
         int status;
-    } want[] = {{"GET", "/log/a", 200}, {"POST", "/log/missing", 404}, {"HEAD", "/log/head", 200}};
+    } want[] = {
+        {"GET", "/log/a?secret=1", 200}, {"POST", "/log/missing", 404}, {"HEAD", "/log/head", 200}};
     char line[1024];
     int n = 0;
     while (fgets(line, sizeof(line), log) != NULL) {
-        char when[64], method[16], path[512];
+        char when[64], client[64], method[16], target[512], proto[16], attempts[16], id[160];
         int status = 0;
         unsigned long long us = 0;
         size_t bytes = 0;
         assert_true(n < 3);
         assert_int_equal(line[strlen(line) - 1], '\n');
-        assert_int_equal(
-            sscanf(line, "%63s %15s %511s %d %llu %zu", when, method, path, &status, &us, &bytes),
-            6);
-        /* 2026-11-21T16:57:44Z */
-        assert_int_equal(strlen(when), 20);
+        assert_int_equal(sscanf(line, "%63s %63s \"%15s %511s %15[^\"]\" %d %zu %llu %15s %159s",
+                                when, client, method, target, proto, &status, &bytes, &us, attempts,
+                                id),
+                         10);
+        /* 2026-11-21T16:57:44.123Z */
+        assert_int_equal(strlen(when), 24);
         assert_int_equal(when[4], '-');
         assert_int_equal(when[10], 'T');
-        assert_int_equal(when[19], 'Z');
+        assert_int_equal(when[19], '.');
+        assert_int_equal(when[23], 'Z');
+        assert_string_equal(client, "127.0.0.1");
         assert_string_equal(method, want[n].method);
-        assert_string_equal(path, want[n].path);
+        assert_string_equal(target, want[n].target);
+        assert_string_equal(proto, "HTTP/1.1");
         assert_int_equal(status, want[n].status);
         assert_true(us < 5000000);
         assert_true(bytes > 60); /* at least a status line, Date and Content-Length */
+        assert_string_equal(attempts, "-");
+        assert_int_equal(strlen(id), 32); /* none was sent: generated */
         n++;
     }
     assert_int_equal(n, 3);

@@ -1,0 +1,72 @@
+/*
+ * Which request headers a reverse proxy may pass on to its upstream (see forward_internal.h).
+ *
+ * The rules are RFC 9110's: a field name is a token, a value never holds CR, LF or NUL, and the
+ * hop-by-hop fields (Connection, the fields Connection lists, Keep-Alive, TE, Trailer, Upgrade,
+ * Proxy-*) and the framing fields (Host, Content-Length, Transfer-Encoding) belong to one
+ * connection, never to the next. All of it works on byte ranges and never allocates.
+ */
+#include <string.h>
+#include <strings.h>
+
+#include "forward_internal.h"
+
+int tc__header_name_ok(const char *name, size_t len)
+{
+    if (len == 0)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c <= 0x20 || c >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", c) != NULL)
+            return 0;
+    }
+    return 1;
+}
+
+int tc__header_value_ok(const char *value, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0')
+            return 0;
+    return 1;
+}
+
+static int name_is(const char *name, size_t len, const char *lit)
+{
+    return strlen(lit) == len && strncasecmp(name, lit, len) == 0;
+}
+
+int tc__header_never_forwarded(const char *name, size_t len)
+{
+    static const char *const never[] = {
+        "Host", "Content-Length", "Transfer-Encoding", "Connection",        "Keep-Alive",
+        "TE",   "Trailer",        "Upgrade",           "X-Tailcut-Attempt",
+    };
+    for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++)
+        if (name_is(name, len, never[i]))
+            return 1;
+    return len >= 6 && strncasecmp(name, "Proxy-", 6) == 0;
+}
+
+static int is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+int tc__header_list_has(const char *list, size_t len, const char *name, size_t name_len)
+{
+    size_t i = 0;
+    while (i < len) {
+        const char *comma = memchr(list + i, ',', len - i);
+        size_t end = comma != NULL ? (size_t)(comma - list) : len;
+        size_t a = i, b = end;
+        while (a < b && is_ows(list[a]))
+            a++;
+        while (b > a && is_ows(list[b - 1]))
+            b--;
+        if (name_len > 0 && b - a == name_len && strncasecmp(list + a, name, name_len) == 0)
+            return 1;
+        i = end + 1;
+    }
+    return 0;
+}
