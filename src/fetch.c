@@ -32,10 +32,10 @@
 #include <strings.h>
 
 #include "base/alloc.h"
-#include "base/http_token.h"
 #include "base/rng.h"
 #include "request_copy.h"
 #include "fetch_internal.h"
+#include "forward_internal.h" /* the header rules */
 #include "tailcut/client.h"
 #include "tailcut/fetch.h"
 #include "tailcut/url.h"
@@ -509,14 +509,14 @@ void tc_fetch_stop(tc_fetch *f)
 /* The request every URL gets, as cfg describes it: 1 when the client would send it. */
 static int request_valid(const tc_fetch_config *c)
 {
-    if (c->method != NULL && !tc__http_token(c->method))
+    if (c->method != NULL && !tc__header_name_ok(c->method, strlen(c->method)))
         return 0;
     if ((c->nheaders > 0 && c->headers == NULL) || c->nheaders > SIZE_MAX / 4 / sizeof(tc_header))
         return 0;
     for (size_t i = 0; i < c->nheaders; i++) {
         const tc_header *h = &c->headers[i];
-        if (!tc__http_token(h->name) || h->value == NULL ||
-            !tc__http_value_n(h->value, strlen(h->value)))
+        if (h->name == NULL || !tc__header_name_ok(h->name, strlen(h->name)) || h->value == NULL ||
+            !tc__header_value_ok(h->value, strlen(h->value)))
             return 0;
     }
     if ((c->body == NULL && c->body_len > 0) || c->body_len > SIZE_MAX / 4)

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "base/http_token.h"
 #include "fetch_internal.h"
+#include "forward_internal.h" /* the header rules */
 #include "tailcut/error.h"
 
 #define RATE_MAX_DIGITS 16 /* digits in all: more is no rate anyone means */
@@ -29,7 +29,7 @@ int tc__fetch_header_parse(const char *arg, size_t *name_len, const char **value
         *why = "the header name is empty";
         return TC_EINVAL;
     }
-    if (!tc__http_token_n(arg, n)) {
+    if (!tc__header_name_ok(arg, n)) {
         *why = "the header name is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~)";
         return TC_EINVAL;
     }
@@ -38,7 +38,7 @@ int tc__fetch_header_parse(const char *arg, size_t *name_len, const char **value
         v++;
     while (end > v && is_ows(end[-1]))
         end--;
-    if (!tc__http_value_n(v, (size_t)(end - v))) {
+    if (!tc__header_value_ok(v, (size_t)(end - v))) {
         *why = "the header value holds a CR or LF";
         return TC_EINVAL;
     }

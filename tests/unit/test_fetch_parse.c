@@ -1,7 +1,7 @@
 /*
  * Tests for the pure parsers behind `tailcut fetch`'s options (src/fetch_parse.c: -H and
- * --rate), the token tests they share with the client (src/base/http_token.h), and the checks
- * tc_fetch_new() makes of the request it is given (method, headers, body, rate).
+ * --rate; the header rules themselves are src/forward.c's, tested in test_forward.c), and the
+ * checks tc_fetch_new() makes of the request it is given (method, headers, body, rate).
  */
 #include <math.h>
 #include <setjmp.h>
@@ -13,7 +13,6 @@
 #include <cmocka.h>
 #include <uv.h>
 
-#include "base/http_token.h"
 #include "fetch_internal.h"
 #include "tailcut/fetch.h"
 
@@ -110,29 +109,6 @@ static void test_rate_parse(void **state)
     rate_bad("nan");
     rate_bad("1000000.1");
     rate_bad("99999999999999999999");
-}
-
-static void test_http_token(void **state)
-{
-    (void)state;
-    assert_true(tc__http_token("GET"));
-    assert_true(tc__http_token("M-SEARCH"));
-    assert_true(tc__http_token("x"));
-    assert_false(tc__http_token(""));
-    assert_false(tc__http_token(NULL));
-    assert_false(tc__http_token("G T"));
-    assert_false(tc__http_token("GET\r\n"));
-    assert_false(tc__http_token("a\x7f"));
-    assert_false(tc__http_token("\xc3\xa9"));
-    for (const char *d = "\"(),/:;<=>?@[\\]{}"; *d; d++) {
-        char s[3] = {'A', *d, '\0'};
-        assert_false(tc__http_token(s));
-    }
-    assert_true(tc__http_value_n("a b\tc", 5));
-    assert_true(tc__http_value_n("", 0));
-    assert_false(tc__http_value_n("a\rb", 3));
-    assert_false(tc__http_value_n("a\nb", 3));
-    assert_false(tc__http_value_n("a\0b", 3));
 }
 
 static tc_fetch_next no_source(void *data, tc_fetch_input *in)
@@ -243,7 +219,6 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header_parse),
         cmocka_unit_test(test_rate_parse),
-        cmocka_unit_test(test_http_token),
         cmocka_unit_test(test_fetch_new_checks_the_request),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
