@@ -433,17 +433,21 @@ async def aio_close(writer):
 
 
 async def aio_request(port, method, path, timeout, body=b"", connect_sem=None,
-                      host="127.0.0.1"):
+                      host="127.0.0.1", connect_timeout=None):
     """One request on a fresh connection with asyncio, for thousands of concurrent requests in
-    one thread. Never raises for timeouts, resets or EOF: see AioResult. connect_sem (an
+    one thread. Never raises for timeouts, resets or EOF once connected: see AioResult; a connect
+    not done within connect_timeout (default: timeout) raises. connect_sem (an
     asyncio.Semaphore) limits how many connect at once; the requests themselves stay open."""
     loop = asyncio.get_running_loop()
+    if connect_timeout is None:
+        connect_timeout = timeout
     if connect_sem is not None:
         async with connect_sem:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
-                                                    timeout)
+                                                    connect_timeout)
     else:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
+                                                connect_timeout)
     t0 = loop.time()
     try:
         head = "%s %s HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % (

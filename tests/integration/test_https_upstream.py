@@ -98,7 +98,9 @@ class HttpsUpstream(unittest.TestCase):
             return self.httpd.handshake_failures
 
     def test_trusted_ca_succeeds(self):
-        with self.serve("--upstream-ca", self.path("ca.pem")) as srv:
+        # A hedge delay no TLS handshake reaches, even under a loaded sanitizer build: smart makes
+        # exactly one attempt.
+        with self.serve("--upstream-ca", self.path("ca.pem"), "--hedge-delay", "20000") as srv:
             before = Metrics(srv.port)
             seen = self.requests_seen()
             r = request(srv.port, "GET", "/api/smart?timeout=10000")
@@ -111,7 +113,9 @@ class HttpsUpstream(unittest.TestCase):
                                                   + BODY + b"}"), r)
             r = request(srv.port, "GET", "/api/all?timeout=10000")
             self.assertEqual((r.status, r.body), (200, b"[" + b",".join([BODY] * 3) + b"]"), r)
-            self.assertEqual(self.requests_seen() - seen, 1 + 3 + 3)
+            # /api/first's two losers are cancelled at once when the winner is known: each may or
+            # may not have reached the server by then (its handshake can still be under way).
+            self.assertIn(self.requests_seen() - seen, range(1 + 1 + 3, 1 + 3 + 3 + 1))
             with self.httpd.lock:
                 self.assertEqual(set(self.httpd.paths[seen:]), {"/"})
             after = Metrics(srv.port)

@@ -414,7 +414,8 @@ class Wire(unittest.TestCase):
             async def run(timeout):
                 sem = asyncio.Semaphore(200)  # connect in waves; all requests stay held
                 return await asyncio.gather(*(
-                    th.aio_request(srv.port, "GET", "/api/work", timeout, connect_sem=sem)
+                    th.aio_request(srv.port, "GET", "/api/work", timeout, connect_sem=sem,
+                                   connect_timeout=10 * th.SLOW)
                     for _ in range(n)))
 
             t0 = time.monotonic()

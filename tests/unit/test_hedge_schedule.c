@@ -181,7 +181,10 @@ static void test_schedule_staggered_and_header(void **state)
     uint64_t d2 = (o.r.attempts[2].started_ns - o.r.attempts[0].started_ns) / 1000000;
     assert_in_range(d1, 55, 300);
     assert_in_range(d2, 115, 390);
-    assert_true(o.r.attempts[2].started_ns - o.r.attempts[1].started_ns > 40 * 1000000ULL);
+    /* Extra k is due k x delay after the first attempt, not after extra k-1: a late extra 1 (a
+     * loaded machine) narrows the gap to extra 2 without breaking the schedule, so only the
+     * order is checked between them. */
+    assert_true(o.r.attempts[2].started_ns >= o.r.attempts[1].started_ns);
     ctx_free(c);
 }
 
