@@ -1,17 +1,19 @@
 /*
- * `tailcut fetch`: many GETs at once, one JSON line per URL as results arrive.
+ * `tailcut fetch`: many requests at once, one JSON line per URL as results arrive.
  *
  * The fetching itself is src/fetch.c (tc_fetch, on its own tc_client). This file is the
- * command around it: flags, the input, the output stream, the progress bar, Ctrl-C and the
- * summary.
+ * command around it: flags, the request every URL gets (-X, -H, -d), the input, the output
+ * stream, the progress bar, Ctrl-C and SIGTERM; the summary is cmd_fetch_summary.c.
  *
  * The one idea that makes it work: tc_fetch *pulls* URLs, so input is read only as fast as
  * requests finish. The input file (or stdin) is read by one reader thread (cmd_fetch_input.c)
  * into a small bounded queue (FETCH_QUEUE_CAP lines); when the queue is full the thread simply
  * waits, and when the queue is empty the loop is woken by a uv_async. A slow pipe, a terminal or a
  * huge regular file all look the same to the loop, which never blocks on input, and a million URLs
- * cost no more memory than a hundred. The summary comes from counters and a fixed-size log-linear
- * latency histogram, never from a list of results.
+ * cost no more memory than a hundred.
+ *
+ * Every file an option names (-i, -d @FILE, --cacert, -o, --summary-json) is opened while the
+ * options are read, before any request, so a bad one is exit 2 and nothing has been sent.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,7 +31,6 @@
 #include "cli.h"
 #include "cmd_fetch.h"
 #include "commands.h"
-#include "fetch_internal.h" /* src/: the result line and the histogram */
 
 #define CMD FETCH_CMD
 #define EXIT_SOME_FAILED 3
@@ -42,8 +43,6 @@
 #define MAX_TIMEOUT_MS 86400000ULL
 #define MAX_RETRIES 100
 #define MAX_BODY_LIMIT (1024ULL * 1024 * 1024)
-#define NSTATUS 600 /* status histogram: 0 (no response) and 100..599; others counted apart */
-#define NERRORS 32  /* error histogram by -code */
 
 /* ---- the command ---------------------------------------------------------------------------- */
 
@@ -75,12 +74,14 @@ typedef struct app {
     int done_status;
     tc_fetch_stats stats; /* taken when the fetch is over, for the summary */
 
-    /* summary */
-    uint64_t results, ok, failed, no_response;
-    uint64_t status_counts[NSTATUS];
-    uint64_t status_other;
-    uint64_t error_counts[NERRORS];
-    tc__hist hist;
+    fetch_summary sum;
+    FILE *summary_json; /* --summary-json, opened at start */
+
+    /* The request every URL gets. */
+    tc_header *headers; /* -H: names malloc'd, values point into them */
+    size_t nheaders;
+    char *body; /* -d: malloc'd (a file's bytes, or a copy of DATA) */
+    size_t body_len;
 } app;
 
 enum {
@@ -97,19 +98,45 @@ enum {
     OPT_PROGRESS,
     OPT_NO_PROGRESS,
     OPT_HTTP_ENGINE,
+    OPT_METHOD,
+    OPT_HEADER,
+    OPT_DATA,
+    OPT_CACERT,
+    OPT_INSECURE,
+    OPT_RETRY_ALL,
+    OPT_RATE,
+    OPT_SUMMARY_JSON,
 };
 
 static const cli_option fetch_options[] = {
     {NULL, 'i', OPT_INPUT, CLI_VALUE, "FILE",
      "read URLs from FILE ('-' = stdin), one per line; blank\n"
      "lines and # comments are skipped"},
+    {NULL, 'X', OPT_METHOD, CLI_VALUE, "METHOD",
+     "request method, an HTTP token such as GET, POST, PUT\n"
+     "[GET, or POST with -d]"},
+    {NULL, 'H', OPT_HEADER, CLI_VALUE | CLI_REPEATABLE, "'NAME: VALUE'",
+     "send this header with every request; NAME a token,\n"
+     "VALUE without CR or LF; Content-Length and\n"
+     "Transfer-Encoding are refused (set from -d)"},
+    {NULL, 'd', OPT_DATA, CLI_VALUE, "DATA|@FILE",
+     "request body: DATA as given, or the bytes of FILE\n"
+     "verbatim (read once at start, at most 16 MiB);\n"
+     "implies POST unless -X says otherwise"},
     {"concurrency", 'c', OPT_CONCURRENCY, CLI_VALUE, "N", "requests at once [100]"},
     {"per-host", 0, OPT_PER_HOST, CLI_VALUE, "N",
      "requests at once to one host:port, 0 = no limit [0]"},
     {"timeout", 0, OPT_TIMEOUT, CLI_VALUE, "MS", "timeout of each attempt [30000]"},
     {"retries", 0, OPT_RETRIES, CLI_VALUE, "N",
      "retry connection errors, 429 and 5xx up to N times, with\n"
-     "jittered exponential backoff or the 429's Retry-After [0]"},
+     "jittered exponential backoff or the 429's Retry-After;\n"
+     "only GET, HEAD, PUT, DELETE, OPTIONS requests [0]"},
+    {"retry-all", 0, OPT_RETRY_ALL, 0, NULL, "let --retries retry any method (POST, PATCH...)"},
+    {"rate", 0, OPT_RATE, CLI_VALUE, "N",
+     "open loop: request i starts at i/N s (N > 0, decimals\n"
+     "allowed: 0.5 is one every 2 s); one that finds -c in\n"
+     "flight waits, and its ms counts from its scheduled\n"
+     "time [off: as fast as -c allows]"},
     {"order", 0, OPT_ORDER, CLI_VALUE, "completion|input", "output order [completion]"},
     {NULL, 'o', OPT_OUTPUT, CLI_VALUE, "FILE", "write the JSON lines to FILE [stdout]"},
     {"body", 0, OPT_BODY, 0, NULL, "include the response body (\"body\") in each line"},
@@ -120,6 +147,13 @@ static const cli_option fetch_options[] = {
      "no progress bar [a bar when stderr is a terminal]"},
     {"http-engine", 0, OPT_HTTP_ENGINE, CLI_VALUE, "native|curl",
      "client engine for http:// URLs (https:// always uses libcurl) [native]"},
+    {"cacert", 0, OPT_CACERT, CLI_VALUE, "FILE",
+     "verify https:// servers with the PEM CA certificates in\n"
+     "FILE [the system store]"},
+    {"insecure", 0, OPT_INSECURE, 0, NULL, "do not verify https:// certificates or host names"},
+    {"summary-json", 0, OPT_SUMMARY_JSON, CLI_VALUE, "FILE",
+     "also write the summary's figures to FILE as one JSON\n"
+     "object (written at the end, also after SIGINT/SIGTERM)"},
     {"help", 'h', OPT_HELP, 0, NULL, "show this help"},
 };
 
@@ -128,8 +162,8 @@ static void usage(FILE *out)
     (void)fprintf(
         out, "usage: tailcut fetch [OPTIONS] [URL...]\n"
              "\n"
-             "GET many URLs concurrently over a connection pool; one JSON line per URL as results\n"
-             "arrive: {\"url\":..,\"status\":N,\"ms\":N,\"bytes\":N,\"error\":null|TEXT}\n"
+             "Request many URLs concurrently over a connection pool; one JSON line per URL as\n"
+             "results arrive: {\"url\":..,\"status\":N,\"ms\":N,\"bytes\":N,\"error\":null|TEXT}\n"
              "(status 0 when there was no HTTP response). A summary goes to stderr at the end.\n"
              "\n"
              "options:\n");
@@ -137,8 +171,9 @@ static void usage(FILE *out)
     (void)fprintf(out,
                   "\n"
                   "exit status: 0 every URL got a 2xx or 3xx, 3 some did not, 2 bad options or an\n"
-                  "unreadable input file, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM); the\n"
-                  "summary then covers what finished.\n"
+                  "unreadable file (-i, -d @FILE, --cacert), 1 a runtime failure (output), 130\n"
+                  "interrupted (Ctrl-C), 143 terminated (SIGTERM); the summary then covers what\n"
+                  "finished.\n"
                   "See docs/fetch.md.\n");
 }
 
@@ -175,21 +210,7 @@ static void on_result(tc_fetch *f, const tc_fetch_result *r, void *data)
 {
     app *a = data;
     (void)f;
-    a->results++;
-    if (r->error == 0 && r->status >= 200 && r->status <= 399)
-        a->ok++;
-    else
-        a->failed++;
-    if (r->error != 0)
-        a->no_response++;
-    if (r->status == 0 || (r->status >= 100 && r->status < NSTATUS))
-        a->status_counts[r->status]++;
-    else
-        a->status_other++;
-    if (r->error < 0 && -r->error < NERRORS)
-        a->error_counts[-r->error]++;
-    if (r->attempts > 0 && r->error != TC_EURL) /* bad URLs are not requests */
-        tc__hist_record(&a->hist, (uint64_t)(r->ms * 1000.0 + 0.5));
+    fetch_summary_add(&a->sum, r);
 
     a->line.len = 0;
     if (tc__fetch_result_json(&a->line, r, a->with_body) != 0) {
@@ -231,14 +252,14 @@ static void draw_progress(app *a)
 {
     char line[256];
     double elapsed = (double)(uv_hrtime() - a->start_ns) / 1e9;
-    double rate = elapsed > 0 ? (double)a->results / elapsed : 0;
+    double rate = elapsed > 0 ? (double)a->sum.results / elapsed : 0;
     uint64_t total = 0;
     int known = a->rd == NULL || atomic_load(&a->rd->total_known) == 1;
     if (known)
         total = a->nurls + (a->rd ? atomic_load(&a->rd->total) : 0);
     int n;
     if (known && total > 0) {
-        double frac = (double)a->results / (double)total;
+        double frac = (double)a->sum.results / (double)total;
         if (frac > 1)
             frac = 1;
         char bar[FETCH_BAR_WIDTH + 1];
@@ -247,16 +268,17 @@ static void draw_progress(app *a)
             bar[i] = i < fill ? '#' : '-';
         bar[FETCH_BAR_WIDTH] = '\0';
         char eta[32];
-        fmt_duration(eta, sizeof(eta),
-                     rate > 0 ? (double)(total - (a->results < total ? a->results : total)) / rate
-                              : -1);
+        fmt_duration(
+            eta, sizeof(eta),
+            rate > 0 ? (double)(total - (a->sum.results < total ? a->sum.results : total)) / rate
+                     : -1);
         n = snprintf(line, sizeof(line),
                      "\r[%s] %llu/%llu %3.0f%% | %.0f req/s | ETA %s | %llu failed\033[K", bar,
-                     (unsigned long long)a->results, (unsigned long long)total, frac * 100, rate,
-                     eta, (unsigned long long)a->failed);
+                     (unsigned long long)a->sum.results, (unsigned long long)total, frac * 100,
+                     rate, eta, (unsigned long long)a->sum.failed);
     } else {
         n = snprintf(line, sizeof(line), "\r%llu done | %.0f req/s | %llu failed\033[K",
-                     (unsigned long long)a->results, rate, (unsigned long long)a->failed);
+                     (unsigned long long)a->sum.results, rate, (unsigned long long)a->sum.failed);
     }
     if (n > 0) {
         (void)fwrite(line, 1, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1, stderr);
@@ -322,7 +344,20 @@ typedef struct options {
     const char *input;
     const char *output;
     int progress; /* -1 = when stderr is a terminal */
+    const char *data;
+    const char *summary_json;
 } options;
+
+/* A flag naming a file: *dst = val, or -1 with a message when val is empty. */
+static int file_name(const char **dst, const char *flag, const char *val, const char *expected)
+{
+    if (*val == '\0') {
+        cli_error(CMD, "invalid value '' for %s: expected %s", flag, expected);
+        return -1;
+    }
+    *dst = val;
+    return 0;
+}
 
 /* Returns -1 to continue, or the exit status. */
 static int parse_args(app *a, options *o, int argc, char **argv)
@@ -337,6 +372,41 @@ static int parse_args(app *a, options *o, int argc, char **argv)
         switch (opt) {
         case CLI_OPERAND:
             a->urls[a->nurls++] = val;
+            break;
+        case OPT_METHOD:
+            if (fetch_check_method(val) != 0)
+                return TC_EXIT_USAGE;
+            a->cfg.method = val;
+            break;
+        case OPT_HEADER:
+            if (fetch_header_add(a->headers, &a->nheaders, val) != 0)
+                return TC_EXIT_USAGE;
+            break;
+        case OPT_DATA:
+            o->data = val;
+            break;
+        case OPT_CACERT:
+            if (fetch_check_cacert(val) != 0)
+                return TC_EXIT_USAGE;
+            a->cfg.ca_file = val;
+            break;
+        case OPT_INSECURE:
+            a->cfg.insecure = 1;
+            break;
+        case OPT_RETRY_ALL:
+            a->cfg.retry_all = 1;
+            break;
+        case OPT_RATE: {
+            const char *why;
+            if (tc__fetch_rate_parse(val, &a->cfg.rate, &why) != 0) {
+                cli_error(CMD, "invalid value '%s' for --rate: %s", val, why);
+                return TC_EXIT_USAGE;
+            }
+            break;
+        }
+        case OPT_SUMMARY_JSON:
+            if (file_name(&o->summary_json, "--summary-json", val, "a file name") != 0)
+                return TC_EXIT_USAGE;
             break;
         case OPT_HELP:
             usage(stdout);
@@ -393,18 +463,12 @@ static int parse_args(app *a, options *o, int argc, char **argv)
             }
             break;
         case OPT_OUTPUT:
-            if (*val == '\0') {
-                cli_error(CMD, "invalid value '' for -o: expected a file name");
+            if (file_name(&o->output, "-o", val, "a file name") != 0)
                 return TC_EXIT_USAGE;
-            }
-            o->output = val;
             break;
         case OPT_INPUT:
-            if (*val == '\0') {
-                cli_error(CMD, "invalid value '' for -i: expected a file name or -");
+            if (file_name(&o->input, "-i", val, "a file name or -") != 0)
                 return TC_EXIT_USAGE;
-            }
-            o->input = val;
             break;
         default: /* CLI_ERROR: the parser has said why */
             return TC_EXIT_USAGE;
@@ -415,6 +479,23 @@ static int parse_args(app *a, options *o, int argc, char **argv)
                        "--help')");
         return TC_EXIT_USAGE;
     }
+    if (o->data != NULL) { /* the last -d wins, and only its file is read */
+        if (o->data[0] == '@') {
+            if (fetch_read_data_file(o->data + 1, &a->body, &a->body_len) != 0)
+                return TC_EXIT_USAGE;
+        } else if ((a->body = strdup(o->data)) == NULL) {
+            cli_error(CMD, "out of memory");
+            return TC_EXIT_FAILURE;
+        } else {
+            a->body_len = strlen(o->data);
+        }
+        a->cfg.body = a->body;
+        a->cfg.body_len = a->body_len;
+        if (a->cfg.method == NULL)
+            a->cfg.method = "POST";
+    }
+    a->cfg.headers = a->headers;
+    a->cfg.nheaders = a->nheaders;
     return -1;
 }
 
@@ -428,70 +509,67 @@ static void raise_fd_limit(void)
     }
 }
 
-static void print_summary(app *a)
+/* The summary on stderr and, with --summary-json, in its file. Returns 0, or -1 when the JSON
+ * could not be written (said on stderr). */
+static int report_summary(app *a, const char *json_name, int exit_status)
 {
-    double secs = (double)(a->end_ns - a->start_ns) / 1e9;
-    const tc_fetch_stats st = a->stats;
+    fetch_run run;
+    memset(&run, 0, sizeof(run));
+    run.secs = (double)(a->end_ns - a->start_ns) / 1e9;
+    run.stats = a->stats;
+    run.signum = a->interrupted;
+    run.rate = a->cfg.rate;
+    run.concurrency = a->cfg.concurrency;
+    run.exit_status = exit_status;
     bar_clear(a);
-    (void)fprintf(stderr, "tailcut fetch: summary\n");
-    (void)fprintf(stderr, "  requests: %llu in %.3f s (%.1f requests/s)\n",
-                  (unsigned long long)a->results, secs, secs > 0 ? (double)a->results / secs : 0.0);
-    (void)fprintf(stderr, "  ok: %llu\n", (unsigned long long)a->ok);
-    (void)fprintf(stderr, "  failed: %llu (no response: %llu)\n", (unsigned long long)a->failed,
-                  (unsigned long long)a->no_response);
-    (void)fprintf(stderr, "  retries: %llu\n", (unsigned long long)st.retries);
-    (void)fprintf(stderr, "  latency ms: p50 %.3f, p90 %.3f, p99 %.3f, max %.3f\n",
-                  (double)tc__hist_percentile(&a->hist, 50) / 1000.0,
-                  (double)tc__hist_percentile(&a->hist, 90) / 1000.0,
-                  (double)tc__hist_percentile(&a->hist, 99) / 1000.0,
-                  (double)tc__hist_percentile(&a->hist, 100) / 1000.0);
-    (void)fprintf(stderr, "  status:");
-    int any = 0;
-    for (int s = 100; s < NSTATUS; s++) {
-        if (a->status_counts[s]) {
-            (void)fprintf(stderr, " %d=%llu", s, (unsigned long long)a->status_counts[s]);
-            any = 1;
-        }
+    fetch_summary_print(stderr, &a->sum, &run);
+    if (a->summary_json == NULL)
+        return 0;
+    tc__buf b;
+    tc__buf_init(&b, NULL, 0, SIZE_MAX);
+    int err = fetch_summary_json(&b, &a->sum, &run) != 0 ? ENOMEM : 0;
+    if (err == 0 && fwrite(b.data, 1, b.len, a->summary_json) != b.len)
+        err = errno ? errno : EIO;
+    if (fclose(a->summary_json) != 0 && err == 0)
+        err = errno ? errno : EIO;
+    a->summary_json = NULL;
+    tc__buf_reset(&b);
+    if (err != 0) {
+        cli_error(CMD, "cannot write --summary-json file '%s': %s", json_name, strerror(err));
+        return -1;
     }
-    if (a->status_counts[0]) {
-        (void)fprintf(stderr, " none=%llu", (unsigned long long)a->status_counts[0]);
-        any = 1;
-    }
-    if (a->status_other) {
-        (void)fprintf(stderr, " other=%llu", (unsigned long long)a->status_other);
-        any = 1;
-    }
-    (void)fprintf(stderr, "%s\n", any ? "" : " -");
-    if (a->no_response) {
-        (void)fprintf(stderr, "  errors:");
-        for (int e = 1; e < NERRORS; e++)
-            if (a->error_counts[e])
-                (void)fprintf(stderr, " %s=%llu", tc_err_name(-e),
-                              (unsigned long long)a->error_counts[e]);
-        (void)fprintf(stderr, "\n");
-    }
-    if (a->interrupted)
-        (void)fprintf(stderr, "  interrupted: %llu not finished (cancelled or held back)\n",
-                      (unsigned long long)st.cancelled);
+    return 0;
+}
+
+static void app_free(app *a)
+{
+    if (a == NULL)
+        return;
+    for (size_t i = 0; i < a->nheaders; i++)
+        free((char *)(uintptr_t)a->headers[i].name); /* the value lives in the same block */
+    free(a->headers);
+    free(a->body);
+    free(a->urls);
+    free(a);
 }
 
 int cmd_fetch(int argc, char **argv)
 {
     app *a = calloc(1, sizeof(*a));
-    options o = {NULL, NULL, -1};
+    options o = {NULL, NULL, -1, NULL, NULL};
     int status = TC_EXIT_FAILURE;
-    if (a == NULL || (a->urls = calloc((size_t)argc + 1, sizeof(*a->urls))) == NULL) {
+    if (a == NULL || (a->urls = calloc((size_t)argc + 1, sizeof(*a->urls))) == NULL ||
+        (a->headers = calloc((size_t)argc + 1, sizeof(*a->headers))) == NULL) {
         cli_error(CMD, "out of memory");
-        free(a);
+        app_free(a);
         return TC_EXIT_FAILURE;
     }
     tc_fetch_config_init(&a->cfg);
-    tc__hist_init(&a->hist);
+    fetch_summary_init(&a->sum);
     tc__buf_init(&a->line, NULL, 0, SIZE_MAX); /* one line per result: no bound of its own */
     int rc = parse_args(a, &o, argc, argv);
     if (rc >= 0) {
-        free(a->urls);
-        free(a);
+        app_free(a);
         return rc;
     }
 
@@ -507,6 +585,11 @@ int cmd_fetch(int argc, char **argv)
             status = TC_EXIT_USAGE;
             goto out_free;
         }
+    }
+    if (o.summary_json != NULL && (a->summary_json = fopen(o.summary_json, "w")) == NULL) {
+        cli_error(CMD, "cannot open --summary-json file '%s': %s", o.summary_json, strerror(errno));
+        status = TC_EXIT_USAGE;
+        goto out_free;
     }
     struct stat st;
     a->out_is_tty = isatty(fileno(a->out));
@@ -555,22 +638,23 @@ int cmd_fetch(int argc, char **argv)
     /* The fetch has closed; only the signal watchers are left. */
     if (fflush(a->out) != 0 && !a->write_failed)
         a->write_failed = errno ? errno : EIO;
-    print_summary(a);
     int read_errno = a->rd ? a->rd->read_errno : 0;
-    if (a->write_failed)
-        cli_error(CMD, "cannot write the output: %s", strerror(a->write_failed));
-    if (read_errno)
-        cli_error(CMD, "cannot read input file '%s': %s", o.input, strerror(read_errno));
     if (a->interrupted)
         status = EXIT_SIGNALLED(a->interrupted);
     else if (a->write_failed)
         status = TC_EXIT_FAILURE;
     else if (read_errno)
         status = TC_EXIT_USAGE;
-    else if (a->failed > 0)
+    else if (a->sum.failed > 0)
         status = EXIT_SOME_FAILED;
     else
         status = TC_EXIT_OK;
+    if (report_summary(a, o.summary_json, status) != 0 && !a->interrupted)
+        status = TC_EXIT_FAILURE;
+    if (a->write_failed)
+        cli_error(CMD, "cannot write the output: %s", strerror(a->write_failed));
+    if (read_errno)
+        cli_error(CMD, "cannot read input file '%s': %s", o.input, strerror(read_errno));
     uv_close((uv_handle_t *)&a->sigint, on_handle_closed);
     uv_close((uv_handle_t *)&a->sigterm, on_handle_closed);
     uv_run(&a->loop, UV_RUN_DEFAULT);
@@ -583,9 +667,10 @@ out_free:
         (void)fclose(a->out);
     else if (a->out == stdout)
         (void)fflush(stdout);
+    if (a->summary_json != NULL) /* not reached the end: nothing to write */
+        (void)fclose(a->summary_json);
     fetch_reader_free(a->rd);
     tc__buf_reset(&a->line);
-    free(a->urls);
-    free(a);
+    app_free(a);
     return status;
 }

@@ -1,19 +1,26 @@
 /*
- * tailcut fetch, inside: the input reader that app/cmd_fetch_input.c implements for
- * app/cmd_fetch.c.
+ * tailcut fetch, inside: what app/cmd_fetch.c uses from its two neighbours.
  *
- * The input file (or stdin) is read by one thread into a small bounded queue of
- * FETCH_QUEUE_CAP lines; when the queue is full the thread waits, and when the loop finds it
- * empty, the loop is woken by the reader's uv_async once more lines are in.
+ * The input reader (app/cmd_fetch_input.c): the input file (or stdin) is read by one thread into
+ * a small bounded queue of FETCH_QUEUE_CAP lines; when the queue is full the thread waits, and
+ * when the loop finds it empty, the loop is woken by the reader's uv_async once more lines are in.
+ *
+ * The request (app/cmd_fetch_request.c): -X, -H, -d and --cacert, checked as they are read.
+ *
+ * The summary (app/cmd_fetch_summary.c): counters and a fixed-size latency histogram fed one
+ * result at a time, printed as text on stderr and, with --summary-json, as one JSON object.
  */
 #ifndef TAILCUT_APP_CMD_FETCH_H
 #define TAILCUT_APP_CMD_FETCH_H
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
 
 #include <uv.h>
 
+#include "fetch_internal.h" /* src/: the result line and the histogram */
 #include "tailcut/fetch.h"
 
 #define FETCH_CMD "fetch"
@@ -63,5 +70,59 @@ void fetch_reader_stop(fetch_reader *rd, uv_close_cb closed);
 
 /* After fetch_reader_stop and the close of the async. NULL is fine. */
 void fetch_reader_free(fetch_reader *rd);
+
+/* ---- the request ---------------------------------------------------------------------------- */
+
+#define FETCH_MAX_DATA_FILE ((size_t)16 * 1024 * 1024) /* -d @FILE: every transfer holds a copy */
+
+/* -X: 0, or -1 with a message when val is not an HTTP token. */
+int fetch_check_method(const char *val);
+
+/* -H 'Name: value': appends a copy to headers[*n] (name and value in one malloc'd block, freed
+ * through name). Returns 0, or -1 with a message naming the flag. */
+int fetch_header_add(tc_header *headers, size_t *n, const char *val);
+
+/* -d @FILE: the whole file, verbatim, at most FETCH_MAX_DATA_FILE bytes, into *body (malloc'd)
+ * and *len. Returns 0, or -1 with a message naming the flag. */
+int fetch_read_data_file(const char *name, char **body, size_t *len);
+
+/* --cacert: 0 when the file can be opened for reading (and is not a directory), else -1 with a
+ * message naming the flag. */
+int fetch_check_cacert(const char *name);
+
+/* ---- the summary ---------------------------------------------------------------------------- */
+
+#define FETCH_NSTATUS 600 /* statuses 0 (no response) and 100..599; others counted apart */
+#define FETCH_NERRORS 32  /* errors by -code */
+
+typedef struct fetch_summary {
+    uint64_t results, ok, failed, no_response;
+    uint64_t status_counts[FETCH_NSTATUS];
+    uint64_t status_other;
+    uint64_t error_counts[FETCH_NERRORS];
+    tc__hist hist;
+} fetch_summary;
+
+/* How the run went, beside the per-result figures. */
+typedef struct fetch_run {
+    double secs;          /* start to the end of the fetch */
+    tc_fetch_stats stats; /* taken when the fetch was over */
+    int signum;           /* SIGINT or SIGTERM that ended the run, else 0 */
+    double rate;          /* --rate, 0 = none */
+    size_t concurrency;
+    int exit_status;
+} fetch_run;
+
+void fetch_summary_init(fetch_summary *s);
+
+/* Counts one result (r as the fetch reported it). */
+void fetch_summary_add(fetch_summary *s, const tc_fetch_result *r);
+
+/* The text summary, several lines. */
+void fetch_summary_print(FILE *out, const fetch_summary *s, const fetch_run *run);
+
+/* The same figures as one JSON object and a newline (docs/fetch.md lists the fields). Returns 0
+ * or TC_ENOMEM. */
+int fetch_summary_json(tc__buf *b, const fetch_summary *s, const fetch_run *run);
 
 #endif /* TAILCUT_APP_CMD_FETCH_H */

@@ -666,7 +666,8 @@ fail:
     return NULL;
 }
 
-/* Builds the header list for r: the caller's headers, plus "Expect:" for a large body. */
+/* Builds the header list for r: the caller's headers, plus "Content-Type:" (no default type)
+ * and "Expect:" (for a large body) when there is a body. */
 int tc__curl_prepare(tc__creq *r)
 {
     char small[512];
@@ -684,6 +685,17 @@ int tc__curl_prepare(tc__creq *r)
         struct curl_slist *l = curl_slist_append(r->curl_headers, line);
         if (line != small)
             tc__free(line);
+        if (l == NULL)
+            return TC_ENOMEM;
+        r->curl_headers = l;
+    }
+    /* libcurl labels a body application/x-www-form-urlencoded by itself; the native engine
+     * sends only what the caller set, and so does this one ("Content-Type:" removes it). */
+    int has_type = 0;
+    for (size_t i = 0; i < r->req_nheaders; i++)
+        has_type |= strcasecmp(r->req_headers[i].name, "content-type") == 0;
+    if (r->body != NULL && !has_type) {
+        struct curl_slist *l = curl_slist_append(r->curl_headers, "Content-Type:");
         if (l == NULL)
             return TC_ENOMEM;
         r->curl_headers = l;

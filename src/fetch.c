@@ -1,5 +1,5 @@
 /*
- * The engine behind `tailcut fetch`: thousands of GETs at once over one pooled tc_client, fed
+ * The engine behind `tailcut fetch`: thousands of requests at once over one pooled tc_client, fed
  * from a pull source and reported exactly once each, in completion or in input order.
  *
  * The one idea that makes it work: a fixed array of request records is the only place where a
@@ -15,6 +15,12 @@
  * re-entrance, because an attempt can fail synchronously (a bad URL) and its result callback
  * may call back into us (resume, stop).
  *
+ * Open loop (cfg.rate): the pump holds at most one item taken from the source ahead of its
+ * scheduled time (so that the end of the input is seen at once, not one interval late), starts it
+ * when that time has come (a uv timer wakes the pump), and its clock starts at the scheduled
+ * time, whatever it waited for after it (a free slot under the concurrency cap). Nothing else is
+ * queued ahead, so the schedule costs no memory.
+ *
  * Lifetimes: a record holds its attempt's future (the caller's reference) while running and,
  * once finished, until its result has been reported, so that the message and body it reports
  * are borrowed from the future rather than copied.
@@ -27,7 +33,9 @@
 
 #include "base/alloc.h"
 #include "base/rng.h"
+#include "request_copy.h"
 #include "fetch_internal.h"
+#include "forward_internal.h" /* the header rules */
 #include "tailcut/client.h"
 #include "tailcut/fetch.h"
 #include "tailcut/url.h"
@@ -75,6 +83,17 @@ struct tc_fetch {
 
     uv_timer_t done_timer;
     tc__rng rng; /* jitter */
+
+    tc_client_request req; /* every attempt's request but its url; cfg's pointers go here */
+    char *request_copy;    /* method, header names and values, body */
+    tc_header *headers;
+    int retry_method; /* cfg.method may be retried */
+
+    uv_timer_t rate_timer;  /* open loop: wakes the pump when the next request is due */
+    uint64_t rate_base_ns;  /* tc_fetch_start() */
+    uint64_t scheduled;     /* requests started on the schedule so far */
+    tc_fetch_input pending; /* the next item, taken from the source before it is due */
+    int has_pending;
 
     int started, source_waiting, source_ended, stopping;
     int pumping, again, emitting;
@@ -276,7 +295,7 @@ static void on_attempt_done(tc_future *fut, void *data)
     } else {
         error = tc_future_error(fut);
     }
-    if (r->attempts <= f->cfg.retries && retryable(status, error)) {
+    if (f->retry_method && r->attempts <= f->cfg.retries && retryable(status, error)) {
         uint64_t delay = backoff_ms(f, r->attempts);
         char ra[FETCH_RETRY_AFTER_BUF];
         long n;
@@ -312,13 +331,12 @@ static void on_attempt_done(tc_future *fut, void *data)
 /* Starts one attempt of r, which holds its slots. May finish r before returning. */
 static void attempt_start(tc_fetch *f, fetch_req *r)
 {
-    tc_client_request q;
-    memset(&q, 0, sizeof(q));
+    tc_client_request q = f->req;
     q.url = r->url;
     q.timeout_ms = f->cfg.timeout_ms;
     q.max_body = f->cfg.max_body;
     q.timeout_from_admit = 1; /* waiting for a per-host slot is not the server's slowness */
-    if (r->attempts == 0)
+    if (r->attempts == 0 && r->start_ns == 0) /* with a rate, admit() set the scheduled time */
         r->start_ns = uv_hrtime();
     r->attempts++;
     f->stats.attempts++;
@@ -343,8 +361,9 @@ static void attempt_start(tc_fetch *f, fetch_req *r)
 
 /* ---- the pump ------------------------------------------------------------------------------- */
 
-/* Takes one item from the source into r and starts it, or finishes it. */
-static void admit(tc_fetch *f, fetch_req *r, tc_fetch_input *in)
+/* Takes one item from the source into r and starts it, or finishes it. due is the scheduled
+ * time of the next request (cfg.rate), which an item rejected before any request leaves free. */
+static void admit(tc_fetch *f, fetch_req *r, tc_fetch_input *in, uint64_t due)
 {
     r->url = in->url;
     r->state = REQ_TAKEN;
@@ -358,7 +377,31 @@ static void admit(tc_fetch *f, fetch_req *r, tc_fetch_input *in)
         finish(f, r, 0, in->error, in->message ? in->message : tc_strerror(in->error));
         return;
     }
+    if (f->cfg.rate > 0) {
+        r->start_ns = due;
+        f->scheduled++;
+    }
     attempt_start(f, r);
+}
+
+static void on_rate_timer(uv_timer_t *t)
+{
+    pump(t->data);
+}
+
+/* Open loop: 1 with *due set when the next request's time has come; else 0, with the timer set
+ * to wake the pump then. uv timers count whole milliseconds from the loop's cached time, so the
+ * wake-up may come a little early: the pump then simply sets the timer again. */
+static int rate_due(tc_fetch *f, uint64_t *due)
+{
+    double offset = (double)f->scheduled * 1e9 / f->cfg.rate;
+    *due = offset < 1e19 ? f->rate_base_ns + (uint64_t)offset : UINT64_MAX;
+    uint64_t now = uv_hrtime();
+    if (now >= *due)
+        return 1;
+    uint64_t wait_ms = (*due - now + 999999) / 1000000;
+    uv_timer_start(&f->rate_timer, on_rate_timer, wait_ms, 0);
+    return 0;
 }
 
 /* Takes new items while there is room. Re-entrant calls only ask the running one to go round
@@ -372,19 +415,30 @@ static void pump(tc_fetch *f)
     f->pumping = 1;
     do {
         f->again = 0;
-        while (!f->stopping && f->started && !f->source_ended && !f->source_waiting &&
-               has_room(f)) {
+        while (!f->stopping && f->started && has_room(f) &&
+               (f->has_pending || (!f->source_ended && !f->source_waiting))) {
             tc_fetch_input in = {NULL, 0, NULL};
-            tc_fetch_next n = f->source(f->data, &in);
-            if (n == TC_FETCH_NEXT_WAIT) {
-                f->source_waiting = 1;
+            if (f->has_pending) {
+                in = f->pending;
+                f->has_pending = 0;
+            } else {
+                tc_fetch_next n = f->source(f->data, &in);
+                if (n == TC_FETCH_NEXT_WAIT) {
+                    f->source_waiting = 1;
+                    break;
+                }
+                if (n != TC_FETCH_NEXT_URL) {
+                    f->source_ended = 1;
+                    break;
+                }
+            }
+            uint64_t due = 0;
+            if (f->cfg.rate > 0 && in.url != NULL && in.error == 0 && !rate_due(f, &due)) {
+                f->pending = in; /* taken early, so that the end of the input is seen at once */
+                f->has_pending = 1;
                 break;
             }
-            if (n != TC_FETCH_NEXT_URL) {
-                f->source_ended = 1;
-                break;
-            }
-            admit(f, record_take(f), &in);
+            admit(f, record_take(f), &in, due);
         }
     } while (f->again && !f->stopping);
     f->pumping = 0;
@@ -418,6 +472,11 @@ static void maybe_done(tc_fetch *f)
 static void stop_all(tc_fetch *f)
 {
     f->stopping = 1;
+    uv_timer_stop(&f->rate_timer);
+    if (f->has_pending) {
+        tc__free(f->pending.url);
+        f->has_pending = 0;
+    }
     for (size_t i = 0; i < f->window; i++) {
         fetch_req *r = &f->reqs[i];
         switch (r->state) {
@@ -447,6 +506,60 @@ void tc_fetch_stop(tc_fetch *f)
     maybe_done(f);
 }
 
+/* The request every URL gets, as cfg describes it: 1 when the client would send it. */
+static int request_valid(const tc_fetch_config *c)
+{
+    if (c->method != NULL && !tc__header_name_ok(c->method, strlen(c->method)))
+        return 0;
+    if ((c->nheaders > 0 && c->headers == NULL) || c->nheaders > SIZE_MAX / 4 / sizeof(tc_header))
+        return 0;
+    for (size_t i = 0; i < c->nheaders; i++) {
+        const tc_header *h = &c->headers[i];
+        if (h->name == NULL || !tc__header_name_ok(h->name, strlen(h->name)) || h->value == NULL ||
+            !tc__header_value_ok(h->value, strlen(h->value)))
+            return 0;
+    }
+    if ((c->body == NULL && c->body_len > 0) || c->body_len > SIZE_MAX / 4)
+        return 0;
+    return c->rate >= 0 && c->rate <= TC_FETCH_MAX_RATE; /* NaN fails both */
+}
+
+static int method_is(const char *m, const char *name)
+{
+    return strcmp(m, name) == 0;
+}
+
+/* Keeps a copy of cfg's method, headers and body as the request every URL gets. Returns 0 or
+ * TC_ENOMEM. */
+static int request_keep(tc_fetch *f)
+{
+    tc_fetch_config *c = &f->cfg;
+    tc_client_request q;
+    memset(&q, 0, sizeof(q));
+    q.method = c->method != NULL ? c->method : "GET";
+    q.headers = c->headers;
+    q.nheaders = c->nheaders;
+    q.body = c->body;
+    q.body_len = c->body_len;
+    if (tc__request_copy(&f->req, &q, 0, NULL, &f->request_copy, &f->headers) != 0)
+        return TC_ENOMEM;
+    c->method = f->req.method; /* nothing of the caller's is kept */
+    c->headers = f->req.headers;
+    c->body = f->req.body;
+    f->retry_method = c->retry_all || method_is(c->method, "GET") || method_is(c->method, "HEAD") ||
+                      method_is(c->method, "PUT") || method_is(c->method, "DELETE") ||
+                      method_is(c->method, "OPTIONS");
+    return 0;
+}
+
+static void fetch_free(tc_fetch *f)
+{
+    tc__free(f->headers);
+    tc__free(f->request_copy);
+    tc__free(f->reqs);
+    tc__free(f);
+}
+
 int tc_fetch_new(tc_fetch **out, uv_loop_t *loop, const tc_fetch_config *cfg,
                  tc_fetch_source_fn source, tc_fetch_result_fn on_result, tc_fetch_done_fn on_done,
                  void *data)
@@ -462,9 +575,14 @@ int tc_fetch_new(tc_fetch **out, uv_loop_t *loop, const tc_fetch_config *cfg,
     else
         tc_fetch_config_init(&f->cfg);
     if (f->cfg.concurrency == 0 || f->cfg.concurrency > SIZE_MAX / 2 / sizeof(fetch_req) ||
-        (f->cfg.order != TC_FETCH_COMPLETION && f->cfg.order != TC_FETCH_INPUT)) {
+        (f->cfg.order != TC_FETCH_COMPLETION && f->cfg.order != TC_FETCH_INPUT) ||
+        !request_valid(&f->cfg)) {
         tc__free(f);
         return TC_EINVAL;
+    }
+    if (request_keep(f) != 0) {
+        fetch_free(f);
+        return TC_ENOMEM;
     }
     if (f->cfg.max_body == 0)
         f->cfg.max_body = (size_t)TC_FETCH_DEFAULT_MAX_BODY;
@@ -479,7 +597,7 @@ int tc_fetch_new(tc_fetch **out, uv_loop_t *loop, const tc_fetch_config *cfg,
     f->window = f->cfg.concurrency + (f->cfg.order == TC_FETCH_INPUT ? TC_FETCH_ORDER_SLACK : 0);
     f->reqs = tc__calloc(f->window, sizeof(*f->reqs));
     if (f->reqs == NULL) {
-        tc__free(f);
+        fetch_free(f);
         return TC_ENOMEM;
     }
     for (size_t i = f->window; i-- > 0;) {
@@ -496,16 +614,20 @@ int tc_fetch_new(tc_fetch **out, uv_loop_t *loop, const tc_fetch_config *cfg,
     ccfg.timeout_ms = f->cfg.timeout_ms;
     ccfg.max_body = f->cfg.max_body;
     ccfg.engine = f->cfg.http_engine;
+    ccfg.ca_file = f->cfg.ca_file; /* the client keeps its own copy */
+    ccfg.insecure = f->cfg.insecure;
     if (ccfg.connect_timeout_ms > f->cfg.timeout_ms && f->cfg.timeout_ms > 0)
         ccfg.connect_timeout_ms = f->cfg.timeout_ms;
+    f->cfg.ca_file = NULL; /* the caller's string: not ours to keep */
     int rc = tc_client_new(&f->client, loop, &ccfg);
     if (rc != 0) {
-        tc__free(f->reqs);
-        tc__free(f);
+        fetch_free(f);
         return rc;
     }
     uv_timer_init(loop, &f->done_timer); /* cannot fail for a timer */
     f->done_timer.data = f;
+    uv_timer_init(loop, &f->rate_timer);
+    f->rate_timer.data = f;
     *out = f;
     return 0;
 }
@@ -515,6 +637,7 @@ int tc_fetch_start(tc_fetch *f)
     if (f == NULL || f->started || f->stopping)
         return TC_EINVAL;
     f->started = 1;
+    f->rate_base_ns = uv_hrtime();
     pump(f);
     return 0;
 }
@@ -546,11 +669,10 @@ static void close_step(tc_fetch *f)
         return;
     if (f->close_cb != NULL)
         f->close_cb(f, f->close_data);
-    tc__free(f->reqs);
-    tc__free(f);
+    fetch_free(f);
 }
 
-static void on_done_timer_closed(uv_handle_t *h)
+static void on_fetch_timer_closed(uv_handle_t *h)
 {
     close_step(h->data);
 }
@@ -579,7 +701,10 @@ void tc_fetch_close(tc_fetch *f, tc_fetch_close_cb close_cb, void *data)
     f->open_handles = 1; /* released below, after everything is asked to close */
     uv_timer_stop(&f->done_timer);
     f->open_handles++;
-    uv_close((uv_handle_t *)&f->done_timer, on_done_timer_closed);
+    uv_close((uv_handle_t *)&f->done_timer, on_fetch_timer_closed);
+    uv_timer_stop(&f->rate_timer);
+    f->open_handles++;
+    uv_close((uv_handle_t *)&f->rate_timer, on_fetch_timer_closed);
     for (size_t i = 0; i < f->window; i++) {
         if (f->reqs[i].timer_ready) {
             f->open_handles++;

@@ -25,6 +25,7 @@
 #include <strings.h>
 
 #include "base/alloc.h"
+#include "request_copy.h"
 #include "tailcut/hedge.h"
 #include "tailcut/json.h"
 
@@ -374,47 +375,11 @@ static void on_deadline(uv_timer_t *t)
 
 /* ---- start ---------------------------------------------------------------------------------- */
 
-/* Copies the request's strings into one allocation owned by the hedge. */
+/* Copies the request into allocations owned by the hedge, with one header slot free at the end
+ * and without any X-Tailcut-Attempt of the caller's: the hedge numbers its attempts itself. */
 static int copy_request(hedge *h, const tc_client_request *req)
 {
-    size_t need =
-        strlen(req->url) + 1 + (req->method ? strlen(req->method) + 1 : 0) + req->body_len;
-    for (size_t i = 0; i < req->nheaders; i++)
-        need += strlen(req->headers[i].name) + strlen(req->headers[i].value) + 2;
-    h->strings = tc__malloc(need);
-    if (h->strings == NULL)
-        return TC_ENOMEM;
-    /* One slot more than the caller's: fire() puts X-Tailcut-Attempt there. */
-    h->headers = tc__calloc(req->nheaders + 1, sizeof(*h->headers));
-    if (h->headers == NULL)
-        return TC_ENOMEM;
-    char *p = h->strings;
-#define COPY_STR(dst, src)                                                                         \
-    do {                                                                                           \
-        size_t n_ = strlen(src) + 1;                                                               \
-        memcpy(p, (src), n_);                                                                      \
-        (dst) = p;                                                                                 \
-        p += n_;                                                                                   \
-    } while (0)
-    h->req = *req;
-    COPY_STR(h->req.url, req->url);
-    if (req->method != NULL)
-        COPY_STR(h->req.method, req->method);
-    h->req.nheaders = 0;
-    for (size_t i = 0; i < req->nheaders; i++) {
-        if (strcasecmp(req->headers[i].name, ATTEMPT_HEADER) == 0)
-            continue; /* the hedge numbers its attempts itself */
-        COPY_STR(h->headers[h->req.nheaders].name, req->headers[i].name);
-        COPY_STR(h->headers[h->req.nheaders].value, req->headers[i].value);
-        h->req.nheaders++;
-    }
-#undef COPY_STR
-    h->req.headers = h->headers;
-    if (req->body_len > 0) {
-        memcpy(p, req->body, req->body_len);
-        h->req.body = p;
-    }
-    return 0;
+    return tc__request_copy(&h->req, req, 1, ATTEMPT_HEADER, &h->strings, &h->headers);
 }
 
 int tc_hedge_start(tc_future **out, tc_client *client, const tc_client_request *req,

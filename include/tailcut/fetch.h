@@ -1,5 +1,5 @@
 /*
- * Many HTTP GETs at once over one pooled client, results as they arrive (`tailcut fetch`).
+ * Many HTTP requests at once over one pooled client, results as they arrive (`tailcut fetch`).
  *
  * A tc_fetch pulls URLs from a caller's source one at a time, only when it has room for one
  * more, so a million URLs cost no more memory than a hundred: what is held at any moment is at
@@ -7,10 +7,19 @@
  * in input order) and the client's per-transfer buffers. Each URL is reported exactly once, to
  * the caller's result callback, in completion order or in input order.
  *
+ * Every URL gets the same request: cfg.method (GET by default), cfg.headers and cfg.body.
+ *
  * Retries (cfg.retries > 0) follow a connection error (refused, reset, timed out, other I/O), a
  * 429 or a 5xx: after Retry-After for a 429 that carries one (seconds or HTTP-date, capped at
  * retry_after_max_ms), else after a jittered exponential backoff. Waiting is a uv timer, and a
- * request that waits keeps its concurrency and per-host slot.
+ * request that waits keeps its concurrency and per-host slot. Only the idempotent methods GET,
+ * HEAD, PUT, DELETE and OPTIONS are retried, unless cfg.retry_all says any method may be.
+ *
+ * Open loop (cfg.rate > 0): request i (from 0, counting requests, not input lines rejected
+ * before a request was made) is scheduled at i / rate seconds after tc_fetch_start(). One that
+ * finds the concurrency cap reached starts as soon as a slot frees, and its result's ms counts
+ * from its scheduled time, not from when it could start: a stalled server shows up as latency,
+ * not as a lower rate (no coordinated omission).
  *
  * The same header also has the small pieces the `tailcut fetch` command builds its output and
  * summary from: the JSON line of a result, a Retry-After parser and a log-linear latency
@@ -40,6 +49,7 @@ extern "C" {
 /* In input order, finished results beyond the concurrency cap that may wait for a slower one
  * ahead of them. Past that, reading input stops until the head of the line finishes. */
 #define TC_FETCH_ORDER_SLACK 32
+#define TC_FETCH_MAX_RATE 1000000.0 /* cfg.rate above this is TC_EINVAL */
 
 typedef struct tc_fetch tc_fetch;
 
@@ -59,6 +69,17 @@ typedef struct tc_fetch_config {
     size_t max_body;              /* a larger response body is an error (TC_ETOOLARGE) [1 MiB] */
     uint64_t seed;                /* jitter seed, 0 = from the clock [0] */
     tc_client_engine http_engine; /* [TC_CLIENT_ENGINE_AUTO] */
+    /* The request sent to every URL. tc_fetch_new() copies method, headers and body. */
+    const char *method;       /* an RFC 9110 token; NULL = "GET" [NULL] */
+    const tc_header *headers; /* sent with every request (names tokens, values without CR/LF);
+                                 Content-Length and Transfer-Encoding are the client's [NULL] */
+    size_t nheaders;
+    const char *body; /* request body, sent verbatim (any bytes), may be NULL [NULL] */
+    size_t body_len;
+    const char *ca_file; /* PEM CA bundle for https://, NULL = the system store [NULL] */
+    int insecure;        /* 1 = no TLS certificate or host name verification [0] */
+    int retry_all;       /* 1 = retry any method, not only GET, HEAD, PUT, DELETE, OPTIONS [0] */
+    double rate;         /* open loop: requests per second, 0 = as fast as the cap allows [0] */
 } tc_fetch_config;
 
 /* Fills cfg with the defaults in brackets above. */
@@ -86,7 +107,8 @@ typedef struct tc_fetch_result {
     int status;          /* HTTP status of the final attempt, 0 when there was no response */
     int error;           /* 0 when there was a response, else the TC_E* code */
     const char *message; /* error text ("" when error is 0) */
-    double ms;           /* first attempt's start to the end, retry waits included */
+    double ms;           /* first attempt's start (with cfg.rate: its scheduled time) to the
+                            end, retry waits included */
     size_t bytes;        /* body bytes of the final response */
     const char *body;    /* the body (NUL-terminated), NULL when there was no response */
     unsigned attempts;   /* 1 + retries made (0 for an input error) */
@@ -100,7 +122,9 @@ typedef void (*tc_fetch_done_fn)(tc_fetch *f, int status, void *data);
 
 /* Creates a fetch on loop with its own tc_client (one client per loop: do not create another
  * on the same loop). cfg may be NULL for the defaults; it is copied. Nothing starts before
- * tc_fetch_start(). Returns 0, TC_EINVAL (a callback is NULL, concurrency 0), TC_ENOMEM, TC_EIO. */
+ * tc_fetch_start(). Returns 0, TC_EINVAL (a callback is NULL, concurrency 0, a method or header
+ * that is not valid, body NULL with body_len > 0, rate negative, not finite or over
+ * TC_FETCH_MAX_RATE), TC_ENOMEM, TC_EIO. */
 int tc_fetch_new(tc_fetch **out, uv_loop_t *loop, const tc_fetch_config *cfg,
                  tc_fetch_source_fn source, tc_fetch_result_fn on_result, tc_fetch_done_fn on_done,
                  void *data);

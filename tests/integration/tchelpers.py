@@ -11,13 +11,16 @@ import http.server
 import json
 import os
 import re
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import unittest
 
 # Sanitizer builds are several times slower: stretch timing bounds (never lower bounds) by this.
 SLOW = 3.0 if os.environ.get("TC_SANITIZE") == "ON" else 1.0
@@ -638,3 +641,24 @@ def make_server_cert(d, ca):
             "-out", "server.csr", "-subj", "/CN=127.0.0.1")
     openssl(d, "x509", "-req", "-in", "server.csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
             "-CAcreateserial", "-days", "2", "-out", "server.pem", "-extfile", "server.ext")
+
+
+def tls_dir(prefix, *other_cas):
+    """A temp dir (remove it with shutil.rmtree) holding a CA `ca`, the CAs named in other_cas,
+    and server.pem/server.key signed by `ca` (make_ca, make_server_cert). Raises
+    unittest.SkipTest when the openssl CLI is not installed."""
+    if shutil.which("openssl") is None:
+        raise unittest.SkipTest("the openssl CLI is not installed")
+    d = tempfile.mkdtemp(prefix=prefix)
+    make_ca(d, "ca")
+    for name in other_cas:
+        make_ca(d, name)
+    make_server_cert(d, "ca")
+    return d
+
+
+def tls_server_context(d, cert="server.pem", key="server.key"):
+    """A server-side ssl.SSLContext with the certificate and key in directory d."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.path.join(d, cert), os.path.join(d, key))
+    return ctx

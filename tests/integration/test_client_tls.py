@@ -19,10 +19,8 @@ import os
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
-import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -81,13 +79,9 @@ class ClientTLS(unittest.TestCase):
         cls.binary = find_client_get()
         if not os.access(cls.binary, os.X_OK):
             raise AssertionError("%s is not built (target example_client_get)" % cls.binary)
-        cls.dir = tempfile.mkdtemp(prefix="tailcut-tls-")
-        th.make_ca(cls.dir, "ca")
-        th.make_ca(cls.dir, "other-ca")
-        th.make_server_cert(cls.dir, "ca")
+        cls.dir = th.tls_dir("tailcut-tls-", "other-ca")
         cls.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(cls.path("server.pem"), cls.path("server.key"))
+        ctx = th.tls_server_context(cls.dir)
         cls.httpd.socket = ctx.wrap_socket(cls.httpd.socket, server_side=True)
         cls.thread = th.serve_in_thread(cls.httpd)
         cls.url = "https://127.0.0.1:%d/" % cls.httpd.server_address[1]

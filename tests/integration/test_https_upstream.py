@@ -17,7 +17,6 @@ import shutil
 import ssl
 import subprocess
 import sys
-import tempfile
 import threading
 import unittest
 
@@ -72,16 +71,8 @@ class TLSServer(http.server.ThreadingHTTPServer):
 class HttpsUpstream(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        if shutil.which("openssl") is None:
-            raise unittest.SkipTest("the openssl CLI is not installed")
-        cls.dir = tempfile.mkdtemp(prefix="tailcut-https-")
-        th.make_ca(cls.dir, "ca")
-        th.make_ca(cls.dir, "other")
-        th.make_server_cert(cls.dir, "ca")
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(os.path.join(cls.dir, "server.pem"),
-                            os.path.join(cls.dir, "server.key"))
-        cls.httpd = TLSServer(ctx)
+        cls.dir = th.tls_dir("tailcut-https-", "other")
+        cls.httpd = TLSServer(th.tls_server_context(cls.dir))
         cls.url = "https://127.0.0.1:%d/" % cls.httpd.server_address[1]
         cls.thread = th.serve_in_thread(cls.httpd)
 
