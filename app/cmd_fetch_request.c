@@ -63,7 +63,7 @@ int fetch_header_add(tc_header *headers, size_t *n, const char *val)
     size_t nlen, vlen;
     const char *v, *why;
     char buf[SHOWN_MAX + 8];
-    if (tc__fetch_header_parse(val, &nlen, &v, &vlen, &why) != 0) {
+    if (tc__header_line_parse(val, strlen(val), &nlen, &v, &vlen, &why) != 0) {
         cli_error(CMD, "invalid value '%s' for -H: %s", shown(val, buf, sizeof(buf)), why);
         return -1;
     }

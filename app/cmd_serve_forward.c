@@ -69,21 +69,10 @@ static int is_ows(char c)
 static int add_upstream_header(serve_config *cfg, const char *cmd, const char *where,
                                const char *line, size_t len)
 {
-    const char *colon = memchr(line, ':', len);
-    if (colon == NULL || !tc__header_name_ok(line, (size_t)(colon - line))) {
-        cli_error(cmd, "invalid --upstream-header%s: expected 'Name: value' with a valid name",
-                  where);
-        return -1;
-    }
-    size_t nlen = (size_t)(colon - line);
-    const char *v = colon + 1, *end = line + len;
-    while (v < end && is_ows(*v))
-        v++;
-    while (end > v && is_ows(end[-1]))
-        end--;
-    if (!tc__header_value_ok(v, (size_t)(end - v))) {
-        cli_error(cmd, "invalid --upstream-header%s: the value of %.*s holds CR, LF or NUL", where,
-                  (int)nlen, line);
+    size_t nlen, vlen;
+    const char *v, *why;
+    if (tc__header_line_parse(line, len, &nlen, &v, &vlen, &why) != 0) {
+        cli_error(cmd, "invalid --upstream-header%s: %s", where, why);
         return -1;
     }
     if (tc__header_never_forwarded(line, nlen) ||
@@ -101,7 +90,7 @@ static int add_upstream_header(serve_config *cfg, const char *cmd, const char *w
     if (grown == NULL)
         return -1;
     cfg->upstream_headers = grown;
-    char *name = strndup(line, nlen), *value = strndup(v, (size_t)(end - v));
+    char *name = strndup(line, nlen), *value = strndup(v, vlen);
     if (name == NULL || value == NULL) {
         free(name);
         free(value);

@@ -1,6 +1,6 @@
 /*
  * Helpers of `tailcut fetch` that are not part of the library's API: the JSON result line, the
- * latency histogram of the summary, the Retry-After parser and the parsers of -H and --rate.
+ * latency histogram of the summary, the Retry-After parser and the parser of --rate.
  * Internal (never installed); the program (app/) and the unit tests include it through the src/
  * include directory.
  */
@@ -46,13 +46,6 @@ void tc__hist_record(tc__hist *h, uint64_t us);
 /* The value at percentile p (0..100): the midpoint of the bucket holding the sample of that
  * rank, clamped to [min, max]; 0 when empty. p >= 100 gives max. */
 uint64_t tc__hist_percentile(const tc__hist *h, double p);
-
-/* Splits a -H argument "Name: value": the name is everything before the first ':' and must be an
- * RFC 9110 token; the value is the rest without leading and trailing spaces and tabs (it may be
- * empty) and must hold no CR, LF or NUL. Returns 0 with name_len, *value and value_len set (the
- * value is not NUL-terminated: it points into arg), or TC_EINVAL with *why saying what is wrong. */
-int tc__fetch_header_parse(const char *arg, size_t *name_len, const char **value, size_t *value_len,
-                           const char **why);
 
 /* Parses --rate: a decimal number, digits with at most one '.' followed by at least one digit
  * ("100", "0.5", "2.25"; no sign, exponent or spaces), greater than 0 and at most

@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "forward_internal.h"
+#include "tailcut/error.h"
 
 int tc__header_name_ok(const char *name, size_t len)
 {
@@ -31,6 +32,43 @@ int tc__header_value_ok(const char *value, size_t len)
     return 1;
 }
 
+static int is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+int tc__header_line_parse(const char *arg, size_t len, size_t *name_len, const char **value,
+                          size_t *value_len, const char **why)
+{
+    const char *colon = arg != NULL ? memchr(arg, ':', len) : NULL;
+    if (colon == NULL) {
+        *why = "expected 'Name: value'";
+        return TC_EINVAL;
+    }
+    size_t n = (size_t)(colon - arg);
+    if (n == 0) {
+        *why = "the header name is empty";
+        return TC_EINVAL;
+    }
+    if (!tc__header_name_ok(arg, n)) {
+        *why = "the header name is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~)";
+        return TC_EINVAL;
+    }
+    const char *v = colon + 1, *end = arg + len;
+    while (v < end && is_ows(*v))
+        v++;
+    while (end > v && is_ows(end[-1]))
+        end--;
+    if (!tc__header_value_ok(v, (size_t)(end - v))) {
+        *why = "the header value holds a CR, LF or NUL";
+        return TC_EINVAL;
+    }
+    *name_len = n;
+    *value = v;
+    *value_len = (size_t)(end - v);
+    return 0;
+}
+
 static int name_is(const char *name, size_t len, const char *lit)
 {
     return strlen(lit) == len && strncasecmp(name, lit, len) == 0;
@@ -46,11 +84,6 @@ int tc__header_never_forwarded(const char *name, size_t len)
         if (name_is(name, len, never[i]))
             return 1;
     return len >= 6 && strncasecmp(name, "Proxy-", 6) == 0;
-}
-
-static int is_ows(char c)
-{
-    return c == ' ' || c == '\t';
 }
 
 int tc__header_list_has(const char *list, size_t len, const char *name, size_t name_len)

@@ -50,6 +50,14 @@ int tc__header_name_ok(const char *name, size_t len);
 /* 1 if value[0..len) holds no CR, LF or NUL (what could end the line or the string early). */
 int tc__header_value_ok(const char *value, size_t len);
 
+/* Splits a header line 'Name: value' (line[0..len), as -H and --upstream-header take it): the name
+ * is what comes before the first ':' and must be an RFC 9110 token; the value is the rest without
+ * leading and trailing spaces and tabs (it may be empty) and must hold no CR, LF or NUL. Returns 0
+ * with name_len, *value and value_len set (the value points into line), or TC_EINVAL with *why
+ * saying what is wrong. */
+int tc__header_line_parse(const char *line, size_t len, size_t *name_len, const char **value,
+                          size_t *value_len, const char **why);
+
 /* 1 for a header a proxy never forwards from its client whatever it is told: Host,
  * Content-Length, Transfer-Encoding, Connection, Keep-Alive, TE, Trailer, Upgrade, Proxy-*, and
  * X-Tailcut-Attempt (tailcut numbers the attempts itself). Case-insensitive. */

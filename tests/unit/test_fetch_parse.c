@@ -14,13 +14,15 @@
 #include <uv.h>
 
 #include "fetch_internal.h"
+#include "forward_internal.h"
+#include "forward_internal.h"
 #include "tailcut/fetch.h"
 
 static void header_ok(const char *arg, const char *name, const char *value)
 {
     size_t nlen = 99, vlen = 99;
     const char *v = NULL, *why = NULL;
-    assert_int_equal(tc__fetch_header_parse(arg, &nlen, &v, &vlen, &why), 0);
+    assert_int_equal(tc__header_line_parse(arg, strlen(arg), &nlen, &v, &vlen, &why), 0);
     assert_int_equal(nlen, strlen(name));
     assert_memory_equal(arg, name, nlen);
     assert_int_equal(vlen, strlen(value));
@@ -31,7 +33,9 @@ static void header_bad(const char *arg)
 {
     size_t nlen = 0, vlen = 0;
     const char *v = NULL, *why = NULL;
-    assert_int_equal(tc__fetch_header_parse(arg, &nlen, &v, &vlen, &why), TC_EINVAL);
+    assert_int_equal(
+        tc__header_line_parse(arg, arg != NULL ? strlen(arg) : 0, &nlen, &v, &vlen, &why),
+        TC_EINVAL);
     assert_non_null(why);
 }
 
