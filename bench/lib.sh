@@ -11,6 +11,16 @@ bench_cleanup() {
     rm -rf "$BENCH_TMP"
 }
 
+# Until fewer than 200 sockets wait in TIME_WAIT (at most 90 s): thousands left by an earlier
+# run (or by the test suite) slow connect()'s port search for everyone. Every timed script calls
+# it before it measures.
+wait_time_wait() {
+    for _ in $(seq 90); do
+        [ "$(ss -Htan state time-wait | wc -l)" -lt 200 ] && return 0
+        sleep 1
+    done
+}
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
