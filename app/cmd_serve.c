@@ -443,6 +443,7 @@ static int start_hedging(serve_config *cfg)
 int cmd_serve(int argc, char **argv)
 {
     static const char cmd[] = "serve";
+    rt_ignore_signals(); /* before the embedded upstream's and the admin listener's threads */
     serve_run *run = calloc(1, sizeof(*run));
     if (run == NULL)
         return TC_EXIT_FAILURE;

@@ -77,7 +77,8 @@ void serve_stats_pool(serve_stats_shard *sh, uint64_t open, uint64_t busy);
 /* ---- readers: any thread, any time ---- */
 
 /* Sums every shard's seconds [end - SERVE_STATS_WINDOW, end) into out[0..SERVE_STATS_WINDOW),
- * oldest first. */
+ * oldest first. A second two behind the process's clock is settled: it is summed once, then read
+ * from a cache, so a snapshot sums only the newest seconds of every shard. */
 void serve_stats_collect(serve_stats *st, uint64_t end, serve_stats_second *out);
 
 /* The q-quantile (0 < q <= 1, nearest rank) of a latency histogram in microseconds, as its

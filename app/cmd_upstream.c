@@ -140,6 +140,7 @@ int cmd_upstream(int argc, char **argv)
     const char *log_arg = "-";
     uint64_t v;
 
+    rt_ignore_signals();
     memset(&a, 0, sizeof(a));
     tc_upstream_config_init(&a.ucfg);
     if (cli_parse_listen(CMD, "--listen", DEFAULT_LISTEN, a.host, sizeof(a.host), &a.port) != 0)

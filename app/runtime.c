@@ -160,7 +160,10 @@ static void send_all(runtime *rt, int cmd)
 {
     uv_mutex_lock(&rt->wake_lock);
     for (unsigned i = 0; i < rt->nstarted; i++) {
-        atomic_store(&rt->slots[i].command, cmd);
+        /* Commands only go up (a SIGTERM after a failed start must not turn STOP into DRAIN). */
+        int cur = atomic_load(&rt->slots[i].command);
+        while (cur < cmd && !atomic_compare_exchange_weak(&rt->slots[i].command, &cur, cmd))
+            ;
         if (rt->slots[i].wake_open)
             uv_async_send(&rt->slots[i].wake);
     }
@@ -182,7 +185,12 @@ static void on_signal(uv_signal_t *sig, int signum)
         static const char msg[] = "tailcut: second signal, exiting now\n";
         ssize_t ignored = write(2, msg, sizeof(msg) - 1);
         (void)ignored;
-        (void)fflush(stdout);
+        /* The access log's last lines, unless a worker holds stdout (blocked on a full pipe):
+         * exiting at once matters more. */
+        if (ftrylockfile(stdout) == 0) {
+            (void)fflush(stdout);
+            funlockfile(stdout);
+        }
         _exit(1);
     }
     (void)rt_notify("STOPPING=1");
@@ -240,6 +248,13 @@ static int start_worker(runtime *rt, unsigned i)
     return s->start_err;
 }
 
+void rt_ignore_signals(void)
+{
+    (void)signal(SIGPIPE, SIG_IGN); /* cannot fail for a valid signal number */
+    (void)signal(SIGHUP, SIG_IGN);  /* no terminal to lose; configuration is not reloaded */
+    (void)signal(SIGUSR1, SIG_IGN); /* a logrotate before or after the handler must not kill us */
+}
+
 int rt_run(rt_config *cfg)
 {
     runtime rt;
@@ -247,8 +262,7 @@ int rt_run(rt_config *cfg)
     rt.cfg = cfg;
     if (cfg->nworkers == 0)
         cfg->nworkers = 1;
-    (void)signal(SIGPIPE, SIG_IGN); /* cannot fail for a valid signal number */
-    (void)signal(SIGHUP, SIG_IGN);  /* no terminal to lose; configuration is not reloaded */
+    rt_ignore_signals();
     rt.slots = calloc(cfg->nworkers, sizeof(*rt.slots));
     if (rt.slots == NULL || uv_mutex_init(&rt.wake_lock) != 0) {
         (void)fprintf(stderr, "tailcut: out of memory\n");
@@ -294,6 +308,7 @@ int rt_run(rt_config *cfg)
     if (rt.nstarted == 0)
         close_main_handles(&rt);
     uv_run(&rt.loop, UV_RUN_DEFAULT);
+    rt_ignore_signals(); /* closing the SIGUSR1 handle gave it its default action (exit) back */
     for (unsigned i = 0; i < rt.nstarted; i++)
         uv_thread_join(&rt.slots[i].th.thread);
     uv_loop_close(&rt.loop);

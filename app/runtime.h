@@ -70,6 +70,11 @@ typedef struct rt_thread {
 int rt_thread_start(rt_thread *t, void (*run)(void *), void *arg);
 void rt_thread_ready(rt_thread *t);
 
+/* SIGPIPE, SIGHUP and SIGUSR1 ignored: called by every server command before it starts a thread
+ * (SIGUSR1's handler only exists while rt_run runs, and its default action would end the
+ * process), and by rt_run itself. */
+void rt_ignore_signals(void);
+
 /* Runs until drained after a signal. Returns the process exit status: 0 after a graceful drain,
  * 1 if a worker failed to start (a message has been printed). */
 int rt_run(rt_config *cfg);

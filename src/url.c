@@ -474,8 +474,10 @@ const char *tc__url_redact(const char *url, char *out, size_t cap)
     if (cap == 0)
         return out;
     size_t len = 0, ulen = strlen(url);
+    /* A "://" counts as the scheme's end only before any '/', '?', '#' or '@': the one in
+     * "u:p@host/?next=http://x" belongs to the query, and the userinfo before it is redacted. */
     const char *auth = strstr(url, "://");
-    auth = auth != NULL ? auth + 3 : url;
+    auth = auth != NULL && auth <= url + strcspn(url, "/?#@") ? auth + 3 : url;
     size_t auth_end = (size_t)(auth - url) + strcspn(auth, "/?#");
     size_t rest_end = strcspn(url, "?#");
     if (rest_end < auth_end) /* "a?b@c": no authority to speak of */

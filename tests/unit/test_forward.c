@@ -214,6 +214,10 @@ static void test_redact(void **state)
     check_redact("http://h/a@b?c", "http://h/a@b?***"); /* '@' in the path is no userinfo */
     check_redact("http://h?u@x", "http://h?***");
     check_redact("user:pass@host/x?k=v", "***@host/x?***"); /* no scheme: redacted anyway */
+    /* a "://" in the query is not the scheme's: the userinfo before it still goes */
+    check_redact("u:pw@host/p?next=http://x", "***@host/p?***");
+    check_redact("u:pw@host?next=http://x", "***@host?***");
+    check_redact("http://u:pw@host/p?next=http://v:w@x", "http://***@host/p?***");
     check_redact("", "");
 }
 

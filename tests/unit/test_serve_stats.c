@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -208,6 +209,38 @@ static void test_rollover(void **state)
     /* a window that still covers second 7 finds the slot reused: no traffic left for it */
     h = collect(st, 8);
     assert_int_equal(total_requests(&h[SERVE_STATS_WINDOW - 1]), 0);
+    free(h);
+    serve_stats_free(st);
+}
+
+/* Settled seconds (two behind the process's clock) are summed once and then served from the
+ * cache; the seconds still open are summed afresh on every snapshot. */
+static void test_settled_seconds_are_cached(void **state)
+{
+    (void)state;
+    serve_stats *st = new_stats(2);
+    serve_stats_shard *a = serve_stats_shard_at(st, 0), *b = serve_stats_shard_at(st, 1);
+    serve_stats_request(a, 0, 0, 200, 1000);
+    serve_stats_request(b, 0, 0, 200, 1000);
+    serve_stats_request(a, 1, 1, 502, 2000);
+    while (serve_stats_now_sec(st) < 3) /* the real clock: at most ~3 s */
+        usleep(20 * 1000);
+    serve_stats_second *h = collect(st, 2); /* seconds 0 and 1 are settled now */
+    assert_int_equal(total_requests(&h[SERVE_STATS_WINDOW - 2]), 2);
+    assert_int_equal(total_requests(&h[SERVE_STATS_WINDOW - 1]), 1);
+    free(h);
+    /* a write into second 0 now (no writer does this: it would have to stall for a second) does
+     * not show: second 0 comes from the cache; the same sums as the first time */
+    serve_stats_request(a, 0, 0, 200, 1000);
+    h = collect(st, 2);
+    assert_int_equal(total_requests(&h[SERVE_STATS_WINDOW - 2]), 2);
+    assert_int_equal(h[SERVE_STATS_WINDOW - 2].requests[0][0], 2);
+    assert_int_equal(h[SERVE_STATS_WINDOW - 1].requests[1][11], 1); /* 502 */
+    free(h);
+    /* one lap later the cached entries hold other seconds: nothing of them is shown */
+    h = collect(st, 2 + SERVE_STATS_SLOTS);
+    for (unsigned i = 0; i < SERVE_STATS_WINDOW; i++)
+        assert_int_equal(total_requests(&h[i]), 0);
     free(h);
     serve_stats_free(st);
 }
@@ -467,6 +500,7 @@ int main(void)
         cmocka_unit_test(test_unknown_status_is_other),
         cmocka_unit_test(test_window_edge),
         cmocka_unit_test(test_rollover),
+        cmocka_unit_test(test_settled_seconds_are_cached),
         cmocka_unit_test(test_hedges),
         cmocka_unit_test(test_sum_over_shards_racing),
         cmocka_unit_test(test_json),
