@@ -86,17 +86,26 @@ static int conn_open(tc__native *nat, tc__creq *r);
 
 /* ---- request head --------------------------------------------------------------------------- */
 
+/* strcasecmp(name, lower) == 0 for a lower-case literal starting with a letter; the first byte
+ * is compared before the call, since most names differ there (X-Request-Id, X-Tailcut-Attempt
+ * against host, accept...): the head is built for every attempt. */
+static int name_is(const char *name, const char *lower)
+{
+    return ((unsigned char)name[0] | 0x20) == (unsigned char)lower[0] &&
+           strcasecmp(name, lower) == 0;
+}
+
 static int user_has(const tc_client_request *req, const char *name)
 {
     for (size_t i = 0; i < req->nheaders; i++)
-        if (strcasecmp(req->headers[i].name, name) == 0)
+        if (name_is(req->headers[i].name, name))
             return 1;
     return 0;
 }
 
 static int framing_header(const char *name)
 {
-    return strcasecmp(name, "content-length") == 0 || strcasecmp(name, "transfer-encoding") == 0;
+    return name_is(name, "content-length") || name_is(name, "transfer-encoding");
 }
 
 /* Writes the head into dst (or only counts it, dst NULL) and returns its length. The framing

@@ -26,8 +26,11 @@ void tc__srv_request_id_generate(tc_request *r)
 {
     static const char hex[] = "0123456789abcdef";
     uint64_t v[2] = {tc__rng_next(&r->srv->rng), tc__rng_next(&r->srv->rng)};
-    for (int i = 0; i < 32; i++)
-        r->id[i] = hex[(v[i / 16] >> (4 * (i % 16))) & 15];
+    for (int i = 0; i < 16; i++) { /* a byte, two digits: every answer carries one */
+        unsigned b = (unsigned)(v[i / 8] >> (8 * (i % 8))) & 0xffu;
+        r->id[2 * i] = hex[b >> 4];
+        r->id[2 * i + 1] = hex[b & 15];
+    }
     r->id_len = 32;
 }
 
