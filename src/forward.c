@@ -18,7 +18,7 @@ static int tchar(unsigned char c)
 {
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-')
         return 1;
-    return c != '\0' && memchr("!#$%&'*.^_`|~+", c, 14) != NULL;
+    return c != '\0' && strchr("!#$%&'*.^_`|~+", c) != NULL;
 }
 
 int tc__header_name_ok(const char *name, size_t len)

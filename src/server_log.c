@@ -26,7 +26,7 @@ void tc__srv_request_id_generate(tc_request *r)
 {
     static const char hex[] = "0123456789abcdef";
     uint64_t v[2] = {tc__rng_next(&r->srv->rng), tc__rng_next(&r->srv->rng)};
-    for (int i = 0; i < 16; i++) { /* a byte, two digits: every answer carries one */
+    for (size_t i = 0; i < 16; i++) { /* a byte, two digits: every answer carries one */
         unsigned b = (unsigned)(v[i / 8] >> (8 * (i % 8))) & 0xffu;
         r->id[2 * i] = hex[b >> 4];
         r->id[2 * i + 1] = hex[b & 15];
