@@ -250,6 +250,11 @@ size_t tc_server_requests_in_flight(const tc_server *srv)
     return srv->inflight;
 }
 
+void tc_server_get_stats(const tc_server *srv, tc_server_stats *out)
+{
+    *out = srv->stats;
+}
+
 static void server_stop_listening(tc_server *srv)
 {
     if (!srv->listening)

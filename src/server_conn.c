@@ -434,14 +434,48 @@ static void on_conn_timer(uv_timer_t *t)
     }
 }
 
+static void on_refuse_closed(uv_handle_t *h)
+{
+    tc_server *srv = h->data;
+    srv->refusing = 0;
+    srv->handles--;
+    if (srv->accept_waiting && srv->listening) {
+        /* The connection that found refuse busy: offered again (memory may be back by now). */
+        srv->accept_waiting = 0;
+        tc__srv_on_connection((uv_stream_t *)&srv->listener, 0);
+    }
+    tc__srv_maybe_free(srv);
+}
+
+/* No memory for a connection: it is accepted into the server's one spare handle and closed at
+ * once, as nginx closes a connection it cannot allocate for. Returning without uv_accept would
+ * leave it in libuv, which stops watching the listener until uv_accept is called: this worker
+ * would never accept again while SO_REUSEPORT kept sending it connections. */
+static void conn_refuse(tc_server *srv)
+{
+    if (srv->refusing) {
+        srv->accept_waiting = 1; /* on_refuse_closed takes it; the listener waits till then */
+        return;
+    }
+    uv_tcp_init(srv->loop, &srv->refuse);
+    srv->refuse.data = srv;
+    srv->refusing = 1;
+    srv->handles++;
+    if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)&srv->refuse) == 0)
+        srv->stats.rejected_no_memory++;
+    uv_close((uv_handle_t *)&srv->refuse, on_refuse_closed);
+}
+
 void tc__srv_on_connection(uv_stream_t *listener, int status)
 {
     tc_server *srv = listener->data;
     if (status < 0)
         return;
     tc__srv_conn *c = tc__calloc(1, sizeof(*c));
-    if (c == NULL)
+    if (c == NULL) {
+        conn_refuse(srv);
         return;
+    }
     c->srv = srv;
     uv_tcp_init(srv->loop, &c->tcp);
     uv_timer_init(srv->loop, &c->timer);
@@ -467,6 +501,7 @@ void tc__srv_on_connection(uv_stream_t *listener, int status)
     if (srv->cfg.max_connections > 0 && count >= srv->cfg.max_connections) {
         atomic_fetch_sub_explicit(srv->conn_count, 1, memory_order_relaxed);
         c->counted = 0;
+        srv->stats.rejected_over_limit++;
         tc__srv_queue_error(c, NULL, 503, "overloaded", "too many connections, retry later");
         tc__srv_flush_responses(c);
         return;

@@ -138,7 +138,15 @@ struct tc_server {
     unsigned listening : 1;
     unsigned draining : 1;
     unsigned closing : 1;
-    tc__rng rng; /* generated request ids; seeded from getrandom(2) */
+    /* A connection there is no memory for is accepted into `refuse` and closed at once
+     * (server_conn.c, conn_refuse). refuse stays busy until its close callback; a connection that
+     * comes meanwhile waits in libuv (which pauses the listener until uv_accept) and is taken then.
+     */
+    unsigned refusing : 1;
+    unsigned accept_waiting : 1;
+    uv_tcp_t refuse;
+    tc_server_stats stats; /* tc_server_get_stats() */
+    tc__rng rng;           /* generated request ids; seeded from getrandom(2) */
     tc_server_cb drained_cb, close_cb;
     void *drained_data, *close_data;
     time_t date_time;
@@ -175,7 +183,9 @@ void tc__srv_check_drained(tc_server *srv);
 /* ---- server_conn.c ----------------------------------------------------------------------------
  */
 
-/* The listener's connection callback. */
+/* The listener's connection callback: every connection libuv offers is accepted, also when
+ * there is no memory for it (it is then closed at once), or libuv would stop watching the
+ * listener for good. */
 void tc__srv_on_connection(uv_stream_t *listener, int status);
 /* Closes c at once (deferred while c is dispatching). */
 void tc__srv_conn_close(tc__srv_conn *c);

@@ -16,7 +16,8 @@
  * over max_headers -> 431, body over max_body -> 413, malformed HTTP -> 400; each of these closes
  * the connection. Headers not complete within header_timeout_ms -> 408 and close; a keep-alive
  * connection idle for idle_timeout_ms is closed. Over max_connections a new connection gets 503
- * `overloaded` with Retry-After and is closed. While draining, requests that arrive on kept-alive
+ * `overloaded` with Retry-After and is closed; one there is no memory for is closed at once
+ * (both counted, tc_server_get_stats). While draining, requests that arrive on kept-alive
  * connections get 503 `shutting_down` and the connection is closed.
  */
 #ifndef TAILCUT_SERVER_H
@@ -123,6 +124,18 @@ void tc_server_set_ready(tc_server *srv, int ready);
 /* Connections and unfinished requests right now. */
 size_t tc_server_connections(const tc_server *srv);
 size_t tc_server_requests_in_flight(const tc_server *srv);
+
+/* Connections the server closed as soon as it accepted them, counted since it was created. */
+typedef struct tc_server_stats {
+    /* No memory for the connection: closed with no answer (a connection left unaccepted would
+     * stop the listener). */
+    uint64_t rejected_no_memory;
+    /* Over max_connections: answered 503 overloaded, then closed. */
+    uint64_t rejected_over_limit;
+} tc_server_stats;
+
+/* Fills *out. On the server's loop thread only (the counters are plain). */
+void tc_server_get_stats(const tc_server *srv, tc_server_stats *out);
 
 /* ---- requests ------------------------------------------------------------------------------- */
 

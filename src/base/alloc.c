@@ -9,15 +9,22 @@
 #include "base/alloc.h"
 
 static _Thread_local unsigned long fail_in; /* 0: not armed; 1: the next allocation fails */
+static _Thread_local int fail_rest;         /* every allocation after that one fails too */
 static _Thread_local unsigned long count;
 static _Thread_local int failed;
 
-/* 1 if this allocation is the one to fail. */
+/* 1 if this allocation is one to fail. */
 static int should_fail(void)
 {
     count++;
-    if (fail_in == 0 || --fail_in != 0)
+    if (fail_in == 0)
         return 0;
+    if (fail_in > 1) {
+        fail_in--;
+        return 0;
+    }
+    if (!fail_rest)
+        fail_in = 0;
     failed = 1;
     return 1;
 }
@@ -54,6 +61,14 @@ char *tc__strdup(const char *s)
 void tc__alloc_fail_nth(unsigned long n)
 {
     fail_in = n;
+    fail_rest = 0;
+    failed = 0;
+}
+
+void tc__alloc_fail_from(unsigned long n)
+{
+    fail_in = n;
+    fail_rest = n != 0;
     failed = 0;
 }
 

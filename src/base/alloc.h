@@ -30,6 +30,10 @@ char *tc__strdup(const char *s);
  * after it succeeds again; n = 0 disarms. */
 void tc__alloc_fail_nth(unsigned long n);
 
+/* Test hook: the nth allocation from now on this thread fails, and so does every one after it
+ * until tc__alloc_fail_nth(0) disarms (memory that stays short, not one failure). */
+void tc__alloc_fail_from(unsigned long n);
+
 /* Allocations made on this thread so far (failed ones included). */
 unsigned long tc__alloc_count(void);
 

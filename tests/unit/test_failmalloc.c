@@ -10,13 +10,15 @@
  * a dispatcher that settles keys; two requests on the client's native engine, and the same on its
  * libcurl engine (libcurl allocates through the hook too, so N walks libcurl's allocations; see
  * test_client_curl for a libcurl bug and how the walk survives it); a hedge (two attempts); the
- * server answering one request, where a failure must be answered 503 "overloaded" (or, when not
- * even that can be built, the connection closed) and never crash or leak.
+ * server answering two connections in turn, where a failure must be answered 503 "overloaded" (or,
+ * when not even that can be built, the connection closed at once), never crash, leak or hang,
+ * and never keep the next connection from being served.
  *
  * The countdown is per thread, so the loopback server that the client and hedge scenarios talk
  * to runs on a thread of its own and never fails.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -587,21 +589,32 @@ static void test_hedge(void **state)
 /* ---- server --------------------------------------------------------------------------------- */
 
 /* A blocking HTTP client on a thread of its own (its allocations are not the server's). */
+/* The probe: two connections one after the other, each sending one request and reading to the
+ * end. A connection the server cannot serve must be answered 503 or closed (FIN or RST) at
+ * once: one left hanging until the probe's receive timeout is a failure, and so is a second
+ * connection that is not served normally after it (the listener must go on accepting). */
+#define PROBE_CONNECTIONS 2
+
+typedef struct probe_conn {
+    char resp[4096];
+    size_t len;
+    int err; /* errno of the read that ended it: 0 at EOF, ECONNRESET, EAGAIN when it timed out */
+} probe_conn;
+
 typedef struct probe {
     pthread_t thread;
     int port;
-    char resp[4096];
-    size_t len;
+    probe_conn conn[PROBE_CONNECTIONS];
 } probe;
 
-static void *probe_main(void *arg)
+static void probe_one(int port, probe_conn *pc)
 {
-    probe *p = arg;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p->port)};
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     struct timeval tv = {.tv_sec = 5};
     (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    pc->err = -1;
     if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
         /* a header longer than the request's inline storage: the storage grows */
         char rq[4096];
@@ -609,16 +622,27 @@ static void *probe_main(void *arg)
                            "GET /a/b?c=d HTTP/1.1\r\nHost: x\r\nX-Long: %01500d\r\n"
                            "Connection: close\r\n\r\n",
                            7);
-        if (write(fd, rq, (size_t)len) == (ssize_t)len) {
-            ssize_t n;
-            while (p->len < sizeof(p->resp) - 1 &&
-                   (n = read(fd, p->resp + p->len, sizeof(p->resp) - 1 - p->len)) > 0)
-                p->len += (size_t)n;
+        /* a write refused because the server has closed already is a close too */
+        if (write(fd, rq, (size_t)len) != (ssize_t)len) {
+            pc->err = errno;
+        } else {
+            ssize_t n = 0;
+            while (pc->len < sizeof(pc->resp) - 1 &&
+                   (n = read(fd, pc->resp + pc->len, sizeof(pc->resp) - 1 - pc->len)) > 0)
+                pc->len += (size_t)n;
+            pc->err = n < 0 ? errno : 0; /* n > 0: the buffer is full, an answer is there */
         }
     }
     if (fd >= 0)
         close(fd);
-    p->resp[p->len] = '\0';
+    pc->resp[pc->len] = '\0';
+}
+
+static void *probe_main(void *arg)
+{
+    probe *p = arg;
+    for (int i = 0; i < PROBE_CONNECTIONS; i++)
+        probe_one(p->port, &p->conn[i]);
     return NULL;
 }
 
@@ -628,9 +652,13 @@ static void server_handler(tc_request *req, void *data)
     (void)tc_request_respond(req, 200, "text/plain", &h, 1, "hello", 5);
 }
 
+static tc_server_stats probe_stats; /* the server's, when the probe was done */
+static int refused_runs;            /* runs in which a connection was refused for want of memory */
+
 static void on_probe_done(uv_async_t *a)
 {
     uv_close((uv_handle_t *)a, NULL);
+    tc_server_get_stats(a->data, &probe_stats);
     tc_server_close(a->data, NULL, NULL);
 }
 
@@ -643,7 +671,28 @@ static void *probe_and_signal(void *arg)
     return NULL;
 }
 
-/* Outcomes: 200 answered, 503 overloaded, or 0: the connection closed with no answer. */
+/* What connection i of the probe got: 200 answered; TC_ENOMEM for 503 overloaded, or for a
+ * connection closed with no answer (not even a 503 could be built). */
+static int probe_outcome(const probe_conn *pc, int i)
+{
+    if (strncmp(pc->resp, "HTTP/1.1 200 ", 13) == 0) {
+        assert_non_null(strstr(pc->resp, "\r\n\r\nhello"));
+        return 200;
+    }
+    if (strncmp(pc->resp, "HTTP/1.1 503 ", 13) == 0) {
+        assert_non_null(strstr(pc->resp, "\"error\":\"overloaded\""));
+        return TC_ENOMEM; /* the server's way of saying it */
+    }
+    if (pc->len != 0)
+        fail_msg("connection %d: unexpected answer: %s", i + 1, pc->resp);
+    if (pc->err != 0 && pc->err != ECONNRESET && pc->err != EPIPE)
+        fail_msg("connection %d: neither answered nor closed (%s)", i + 1,
+                 pc->err == EAGAIN || pc->err == EWOULDBLOCK ? "no close within 5 s"
+                                                             : strerror(pc->err));
+    return TC_ENOMEM;
+}
+
+/* Steps: 0 the server, 1 and 2 the probe's connections. */
 static void scenario_server(outcome *o)
 {
     uv_loop_t loop;
@@ -663,17 +712,19 @@ static void scenario_server(outcome *o)
         assert_int_equal(pthread_create(&p.thread, NULL, probe_and_signal, &p), 0);
         assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
         assert_int_equal(pthread_join(p.thread, NULL), 0);
-        if (strncmp(p.resp, "HTTP/1.1 200 ", 13) == 0) {
-            assert_non_null(strstr(p.resp, "\r\n\r\nhello"));
-            record(o, 1, 200);
-        } else if (strncmp(p.resp, "HTTP/1.1 503 ", 13) == 0) {
-            assert_non_null(strstr(p.resp, "\"error\":\"overloaded\""));
-            record(o, 1, TC_ENOMEM); /* the server's way of saying it */
-        } else {
-            if (p.len != 0)
-                fail_msg("unexpected answer: %s", p.resp);
-            record(o, 1, TC_ENOMEM); /* not even a 503 could be built: closed (see the report) */
+        int prev = 200, unanswered = 0;
+        for (int i = 0; i < PROBE_CONNECTIONS; i++) {
+            int got = probe_outcome(&p.conn[i], i);
+            if (prev != 200 && got != 200)
+                fail_msg("connection %d was not served after connection %d failed", i + 1, i);
+            unanswered += p.conn[i].len == 0;
+            record(o, 1 + i, got);
+            prev = got;
         }
+        /* a refused connection is one closed with no answer, and it is counted */
+        assert_true(probe_stats.rejected_no_memory <= (uint64_t)unanswered);
+        assert_int_equal(probe_stats.rejected_over_limit, 0);
+        refused_runs += probe_stats.rejected_no_memory > 0;
     }
     close_all(&loop, &watchdog);
 }
@@ -681,6 +732,8 @@ static void scenario_server(outcome *o)
 static void test_server(void **state)
 {
     run_failing("server", scenario_server);
+    /* one N per connection fails the connection's own allocation: it was refused and counted */
+    assert_int_equal(refused_runs, PROBE_CONNECTIONS);
 }
 
 int main(void)

@@ -5,6 +5,8 @@
  */
 #include "server_fixture.h"
 
+#include "base/alloc.h"
+
 /* ---- connection cap, timeouts ------------------------------------------------------------------
  */
 
@@ -35,6 +37,7 @@ static void client_overload(fixture *fx)
     CHECK_INT(err, 0);
     cli_close(&b);
     CHECK_INT(atomic_load(&shared_count), 2);
+    client_event(fx); /* the loop reads the server's counters */
 
     /* once a connection goes, the count drops and a new one is served */
     cli_close(&a);
@@ -47,11 +50,19 @@ static void client_overload(fixture *fx)
     CHECK_INT(r.status, 200);
 }
 
+static void on_event_stats(fixture *fx, int ev)
+{
+    tc_server_get_stats(fx->srv, fx->t);
+}
+
 static void test_max_connections_shared_counter(void **state)
 {
     (void)state;
     fixture fx;
+    tc_server_stats stats = {0};
     fx_init(&fx, handler_echo);
+    fx.t = &stats;
+    fx.on_event = on_event_stats;
     atomic_store(&shared_count, 1); /* another worker holds one connection */
     fx.cfg.max_connections = 2;
     fx.cfg.conn_count = &shared_count;
@@ -59,6 +70,79 @@ static void test_max_connections_shared_counter(void **state)
     fx_run(&fx, client_overload, 0);
     assert_int_equal(fx.nreqs, 2);
     assert_int_equal(atomic_load(&shared_count), 1); /* only the other worker's is left */
+    assert_int_equal(stats.rejected_over_limit, 1);
+    assert_int_equal(stats.rejected_no_memory, 0);
+}
+
+/* No memory for a connection: it is accepted and closed at once, counted, and the listener goes
+ * on. Three connections wait in the backlog while every allocation of the loop fails; the
+ * first takes the server's spare handle, the second finds it still closing and waits (libuv
+ * pauses the listener), the third comes after. Each must be closed with no answer rather than
+ * left hanging, and once memory is back the next connection is served. */
+#define REFUSED 3
+
+typedef struct refuse_state {
+    atomic_int connected;  /* the client's REFUSED connections are in the backlog */
+    tc_server_stats stats; /* the server's, once all of them were closed */
+} refuse_state;
+
+static void on_event_refuse(fixture *fx, int ev)
+{
+    refuse_state *st = fx->t;
+    if (ev == 1) {
+        /* Hold the loop until all of them wait, so that one accept pass meets them together. */
+        atomic_store(&fx->stage, 1);
+        for (int i = 0; i < 5000 && !atomic_load(&st->connected); i++)
+            usleep(1000);
+        tc__alloc_fail_from(1);
+    } else if (ev == 2) {
+        tc__alloc_fail_nth(0);
+        tc_server_get_stats(fx->srv, &st->stats);
+        atomic_store(&fx->stage, 2);
+    }
+}
+
+static void client_refused(fixture *fx)
+{
+    refuse_state *st = fx->t;
+    cli c[REFUSED], d;
+    resp r;
+    client_event(fx);
+    CHECK(stage_wait(fx, 1));
+    for (int i = 0; i < REFUSED; i++)
+        CHECK_INT(cli_connect(fx, &c[i]), 0);
+    atomic_store(&st->connected, 1);
+    for (int i = 0; i < REFUSED; i++) {
+        int err = -1;
+        /* no bytes, then FIN or RST; a read that times out (EAGAIN) means it was left hanging */
+        CHECK_INT(cli_read_eof(&c[i], &err), 0);
+        CHECK(err == 0 || err == ECONNRESET);
+        cli_close(&c[i]);
+    }
+    client_event(fx);
+    CHECK(stage_wait(fx, 2));
+    CHECK_INT(cli_connect(fx, &d), 0);
+    CHECK_INT(cli_sends(&d, "GET /after HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(cli_read_response(&d, &r, 0), 1);
+    CHECK_INT(r.status, 200);
+    r.body[r.body_len] = '\0';
+    CHECK_STR(r.body, "/after");
+}
+
+static void test_no_memory_for_a_connection(void **state)
+{
+    (void)state;
+    fixture fx;
+    refuse_state st;
+    memset(&st, 0, sizeof(st));
+    fx_init(&fx, handler_echo);
+    fx.t = &st;
+    fx.on_event = on_event_refuse;
+    fx_start(&fx);
+    fx_run(&fx, client_refused, 0);
+    assert_int_equal(st.stats.rejected_no_memory, REFUSED);
+    assert_int_equal(st.stats.rejected_over_limit, 0);
+    assert_int_equal(fx.nreqs, 1);
 }
 
 static void client_header_timeout(fixture *fx)
@@ -460,6 +544,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_max_connections_shared_counter),
+        cmocka_unit_test(test_no_memory_for_a_connection),
         cmocka_unit_test(test_header_timeout_408),
         cmocka_unit_test(test_idle_timeout_closes),
         cmocka_unit_test(test_respond_error_escapes_message),
