@@ -53,6 +53,7 @@ typedef struct serve_metrics {
     uint32_t stale_retries;
     uint32_t hedges_denied, attempt_duration;                          /* adaptive hedging */
     uint32_t batches, batch_size, batch_keys, batch_dedup, batch_wait; /* /api/metadata */
+    uint32_t conns_rejected, rejected_no_memory, rejected_over_limit;  /* and its two series */
     uint32_t duration_series[EP_COUNT];
     uint32_t outcome_series[TC_OUTCOME_COUNT];
     uint32_t attempt_duration_series[TC_OUTCOME_COUNT];
@@ -120,10 +121,11 @@ typedef struct serve_worker {
     tc_metrics_shard *shard;
     uint64_t queue_waits_seen; /* client's queued count already added to the metric */
     uint64_t stale_retries_seen;
-    tc_batcher *batcher; /* coalesces /api/metadata lookups */
-    uint64_t dedup_seen; /* batcher's dedup hits already added to the metric */
+    tc_batcher *batcher;           /* coalesces /api/metadata lookups */
+    uint64_t dedup_seen;           /* batcher's dedup hits already added to the metric */
+    tc_server_stats rejected_seen; /* the server's rejections already added to the metric */
     serve_stats_shard *stats;
-    uv_timer_t tick; /* publishes the upstream pool's use to the dashboard */
+    uv_timer_t tick; /* publishes the pool's use (dashboard) and the rejections (metrics) */
     int tick_open;
     int admin; /* the --admin-listen listener's (it has no client and no batcher) */
     serve_forward fwd;
@@ -198,7 +200,8 @@ void serve_handle(tc_request *req, void *data);
 
 void serve_handle_dashboard(serve_worker *sw, tc_request *req);
 void serve_handle_stats(serve_worker *sw, tc_request *req);
-/* Starts the worker's tick that publishes its upstream pool's use; stop closes it. */
+/* Starts the worker's tick that publishes its upstream pool's use and its server's rejected
+ * connections; stop closes it. */
 void serve_tick_start(serve_worker *sw, uv_loop_t *loop);
 void serve_tick_stop(serve_worker *sw);
 
@@ -217,6 +220,8 @@ int serve_stats_define(serve_config *cfg);
 int serve_metrics_define(serve_metrics *m);
 /* Counts a finished request: by endpoint and status, and its latency (if ready_ns != 0). */
 void serve_count_request(serve_worker *sw, endpoint ep, int status, uint64_t ready_ns);
+/* Adds the connections the worker's server rejected since the last call (on its tick). */
+void serve_count_rejections(serve_worker *sw);
 /* The hedge's observer (tc_hedge_policy.observe, data = the serve_worker). */
 void serve_count_attempts(const tc_hedge_result *r, void *data);
 void serve_handle_metrics(serve_worker *sw, tc_request *req);

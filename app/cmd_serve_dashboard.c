@@ -17,7 +17,7 @@ extern const unsigned char serve_dashboard_page[];
 extern const size_t serve_dashboard_page_len;
 extern const char serve_dashboard_csp[];
 
-/* How often each worker publishes its upstream pool's use. */
+/* How often each worker publishes its upstream pool's use and its server's rejections. */
 #define SERVE_TICK_MS 500
 
 void serve_handle_dashboard(serve_worker *sw, tc_request *req)
@@ -67,11 +67,12 @@ void serve_handle_stats(serve_worker *sw, tc_request *req)
     free(json);
 }
 
-/* ---- the pool tick -------------------------------------------------------------------------- */
+/* ---- the tick ------------------------------------------------------------------------------- */
 
 static void on_tick(uv_timer_t *t)
 {
     serve_worker *sw = t->data;
+    serve_count_rejections(sw);
     if (sw->client == NULL) {
         serve_stats_pool(sw->stats, 0, 0);
         return;
@@ -118,6 +119,7 @@ static void on_admin_stop(uv_async_t *h)
     serve_admin *a = h->data;
     if (a->sw.srv != NULL)
         tc_server_close(a->sw.srv, on_admin_closed, a);
+    serve_tick_stop(&a->sw);
     uv_close((uv_handle_t *)&a->stop, NULL);
 }
 
@@ -146,6 +148,7 @@ static void admin_main(void *arg)
     if (a->err == 0) {
         uv_async_init(&a->th.loop, &a->stop, on_admin_stop);
         a->stop.data = a;
+        serve_tick_start(&a->sw, &a->th.loop); /* its rejected connections count too */
     }
     rt_thread_ready(&a->th);
     uv_run(&a->th.loop, UV_RUN_DEFAULT);

@@ -84,6 +84,20 @@ void serve_count_attempts(const tc_hedge_result *r, void *data)
     }
 }
 
+void serve_count_rejections(serve_worker *sw)
+{
+    if (sw->srv == NULL)
+        return;
+    serve_metrics *m = &sw->cfg->metrics;
+    tc_server_stats st;
+    tc_server_get_stats(sw->srv, &st);
+    tc_metrics_counter_add(sw->shard, m->conns_rejected, m->rejected_no_memory,
+                           st.rejected_no_memory - sw->rejected_seen.rejected_no_memory);
+    tc_metrics_counter_add(sw->shard, m->conns_rejected, m->rejected_over_limit,
+                           st.rejected_over_limit - sw->rejected_seen.rejected_over_limit);
+    sw->rejected_seen = st;
+}
+
 /* The hedge delay in force, in seconds: the percentile estimate (or its fallback) for pNN, else
  * the fixed --hedge-delay. A gauge the registry cannot hold (its gauges are whole numbers summed
  * over workers, and this one is a fraction shared by all), so it is rendered here. */
@@ -127,6 +141,7 @@ int serve_metrics_define(serve_metrics *m)
     static const char *const ep_label[] = {"endpoint"};
     static const char *const ep_status_labels[] = {"endpoint", "status"};
     static const char *const outcome_label[] = {"outcome"};
+    static const char *const reason_label[] = {"reason"};
     static const double latency_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4,
                                              0.5,   0.75, 1,     2.5,  5,   10,  30,  60};
     static const double attempt_buckets[] = {
@@ -172,11 +187,16 @@ int serve_metrics_define(serve_metrics *m)
         {TC_METRIC_HISTOGRAM, "tailcut_upstream_attempt_duration_seconds",
          "Upstream attempt latency, from firing to its end, by outcome", outcome_label, 1,
          attempt_buckets, sizeof(attempt_buckets) / sizeof(attempt_buckets[0]), 0},
+        {TC_METRIC_COUNTER, "tailcut_connections_rejected_total",
+         "Client connections closed as soon as accepted, by reason: out_of_memory (no memory for "
+         "it: closed with no answer), max_connections (answered 503 overloaded)",
+         reason_label, 1, NULL, 0, 0},
     };
-    uint32_t *ids[] = {&m->requests,      &m->duration,      &m->attempts,        &m->hedges,
-                       &m->hedge_wins,    &m->in_flight,     &m->queue_waits,     &m->batches,
-                       &m->batch_size,    &m->batch_keys,    &m->batch_dedup,     &m->batch_wait,
-                       &m->stale_retries, &m->hedges_denied, &m->attempt_duration};
+    uint32_t *ids[] = {
+        &m->requests,      &m->duration,      &m->attempts,         &m->hedges,
+        &m->hedge_wins,    &m->in_flight,     &m->queue_waits,      &m->batches,
+        &m->batch_size,    &m->batch_keys,    &m->batch_dedup,      &m->batch_wait,
+        &m->stale_retries, &m->hedges_denied, &m->attempt_duration, &m->conns_rejected};
     if (tc_metrics_registry_new(&m->reg) != 0)
         return TC_ENOMEM;
     for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++) {
@@ -199,5 +219,11 @@ int serve_metrics_define(serve_metrics *m)
         if (err != 0)
             return err;
     }
-    return 0;
+    const char *no_memory[1] = {"out_of_memory"}, *over_limit[1] = {"max_connections"};
+    int err =
+        tc_metrics_series_define(m->reg, m->conns_rejected, no_memory, &m->rejected_no_memory);
+    if (err == 0)
+        err = tc_metrics_series_define(m->reg, m->conns_rejected, over_limit,
+                                       &m->rejected_over_limit);
+    return err;
 }

@@ -92,12 +92,29 @@ class Overload(unittest.TestCase):
             for conn in admitted:
                 self.assertGreaterEqual(len(conn), 2)  # each kept working during the storm
             # After the storm: a slot freed by closing is usable again, nothing is stuck.
-            th.wait_for(lambda: request(srv.port, "GET", "/healthz").status == 200,
-                        5 * th.SLOW, 0.1)
+            refused_after = []
+
+            def healthy():
+                st = request(srv.port, "GET", "/healthz").status
+                if st == 503:  # the slots were not all free yet: refused and counted too
+                    refused_after.append(st)
+                return st == 200
+
+            self.assertTrue(th.wait_for(healthy, 5 * th.SLOW, 0.1))
             r = request(srv.port, "GET", "/api/smart?timeout=5000")
             self.assertEqual((r.status, r.body), (200, wrapped('{"time": 20}')), r)
             m = Metrics(srv.port)
             self.assertEqual(m.get("tailcut_requests_in_flight"), 0)
+            # Every refused connection is counted, by reason (each worker adds its own on its
+            # 500 ms tick); none was for want of memory.
+            refused = STORM_CONNECTIONS + len(refused_after)
+            name = "tailcut_connections_rejected_total"
+            th.wait_for(lambda: Metrics(srv.port).get(name, reason="max_connections") == refused,
+                        5 * th.SLOW, 0.1)
+            m = Metrics(srv.port)
+            self.assertEqual(m.get(name, reason="max_connections"), refused)
+            self.assertIn((name, frozenset({("reason", "out_of_memory")})), m.values)
+            self.assertEqual(m.get(name, reason="out_of_memory"), 0)
 
     async def _storm(self, port):
         loop = asyncio.get_running_loop()
