@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 #include "tailcut/client.h"
@@ -65,7 +66,8 @@ int cli_parse_listen(const char *cmd, const char *flag, const char *s, char *hos
         return -1;
     }
     hlen = (size_t)(colon - s);
-    if (hlen >= 2 && s[0] == '[' && s[hlen - 1] == ']') {
+    int bracketed = hlen >= 2 && s[0] == '[' && s[hlen - 1] == ']';
+    if (bracketed) {
         h = s + 1;
         hlen -= 2;
     }
@@ -78,8 +80,19 @@ int cli_parse_listen(const char *cmd, const char *flag, const char *s, char *hos
         return -1;
     memcpy(host, h, hlen);
     host[hlen] = '\0';
-    if (strcmp(host, "localhost") == 0)
+    if (!bracketed && strcmp(host, "localhost") == 0)
         (void)snprintf(host, hostlen, "127.0.0.1"); /* fits: hostlen > strlen("localhost") */
+    /* The listener binds an address, never a name: a name is a bad value here, not a failure
+     * to listen later (brackets hold an IPv6 address only). */
+    unsigned char addr[16];
+    if ((bracketed || uv_inet_pton(AF_INET, host, addr) != 0) &&
+        uv_inet_pton(AF_INET6, host, addr) != 0) {
+        cli_error(cmd,
+                  "invalid value '%s' for %s: HOST must be an IP address (127.0.0.1, [::1]) or "
+                  "localhost",
+                  s, flag);
+        return -1;
+    }
     *port = (int)p;
     return 0;
 }

@@ -21,7 +21,8 @@ typedef int (*cmd_fn)(int argc, char **argv);
 int cli_parse_u64(const char *cmd, const char *flag, const char *s, uint64_t min, uint64_t max,
                   uint64_t *out);
 
-/* Parses HOST:PORT or [V6HOST]:PORT, port 0..65535. Returns 0 or -1 with a message. */
+/* Parses HOST:PORT or [V6HOST]:PORT, port 0..65535; HOST is an IPv4 or IPv6 address, or
+ * localhost (127.0.0.1), never another name. Returns 0 or -1 with a message. */
 int cli_parse_listen(const char *cmd, const char *flag, const char *s, char *host, size_t hostlen,
                      int *port);
 

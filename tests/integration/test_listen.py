@@ -69,5 +69,45 @@ class ListenErrorTest(unittest.TestCase):
         self.expect_refusal("192.0.2.1:80", os.strerror(errno.EADDRNOTAVAIL))
 
 
+class ListenValueTest(unittest.TestCase):
+    """A HOST:PORT value whose HOST is not an IP address (or localhost) is a bad value, not a
+    failure to listen: one stderr line naming the flag and the value, exit 2, for every
+    subcommand and flag that takes one (CONTRACT §0)."""
+
+    FLAGS = [("serve", SERVE, "--listen"), ("serve", SERVE, "--admin-listen"),
+             ("upstream", ["upstream"], "--listen")]
+    BAD = ["foo:80", "example.com:8080", "foo:0", "256.1.1.1:80", "1.2.3:80", "[foo]:80",
+           "[127.0.0.1]:80", "[localhost]:80"]
+
+    def setUp(self):
+        self.addCleanup(Watchdog(120 * SLOW).cancel)
+
+    def test_host_that_is_not_an_address(self):
+        for cmd, argv, flag in self.FLAGS:
+            for value in self.BAD:
+                r = subprocess.run([Proc.bin(), *argv, flag, value], capture_output=True,
+                                   text=True, timeout=30 * SLOW, stdin=subprocess.DEVNULL)
+                what = (cmd, flag, value, r.stderr)
+                self.assertEqual(r.returncode, 2, what)
+                self.assertEqual(r.stderr.splitlines(),
+                                 ["tailcut %s: invalid value '%s' for %s: HOST must be an IP "
+                                  "address (127.0.0.1, [::1]) or localhost" % (cmd, value, flag)],
+                                 what)
+                self.assertEqual(r.stdout, "", what)
+
+    def test_addresses_and_localhost_still_listen(self):
+        for cmd, argv, flag in self.FLAGS:
+            for value in ("127.0.0.1:0", "localhost:0", "[::1]:0"):
+                if value == "[::1]:0" and not socket.has_ipv6:
+                    continue
+                if flag == "--listen":
+                    p = Proc(argv[0], *argv[1:], listen=value)
+                else:
+                    p = Proc(argv[0], *argv[1:], flag, value)
+                    self.assertIsNotNone(p.admin_port, (flag, value, p.stderr_text()))
+                self.assertIsNotNone(p.port, (flag, value, p.stderr_text()))
+                p.stop(expect=0)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -186,6 +186,42 @@ static void test_help_text(void **state)
     free(text);
 }
 
+/* HOST:PORT values (--listen, --admin-listen): the host is an address, never a name, so a name
+ * is a bad value at once rather than a failure to listen later. */
+static void test_listen_values(void **state)
+{
+    static const struct {
+        const char *value, *host;
+        int port;
+    } good[] = {
+        {"127.0.0.1:8080", "127.0.0.1", 8080}, {"0.0.0.0:0", "0.0.0.0", 0},
+        {"localhost:9000", "127.0.0.1", 9000}, {"[::1]:80", "::1", 80},
+        {"[::]:65535", "::", 65535},           {"::1:80", "::1", 80},
+        {"[fe80::1%lo]:80", "fe80::1%lo", 80},
+    };
+    static const char *const bad[] = {
+        "foo:80",        "example.com:80", "localhost.:80", "256.1.1.1:80",    "1.2.3:80",
+        "[foo]:80",      "[127.0.0.1]:80", "[localhost]:0", "127.0.0.1",       ":80",
+        "[]:80",         "127.0.0.1:",     "127.0.0.1:-1",  "127.0.0.1:65536", "127.0.0.1: 80",
+        " 127.0.0.1:80",
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        char host[64] = "";
+        int port = -1;
+        assert_int_equal(
+            cli_parse_listen("test", "--listen", good[i].value, host, sizeof(host), &port), 0);
+        assert_string_equal(host, good[i].host);
+        assert_int_equal(port, good[i].port);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char host[64] = "";
+        int port = -1;
+        if (cli_parse_listen("test", "--listen", bad[i], host, sizeof(host), &port) != -1)
+            fail_msg("'%s' was taken as %s port %d", bad[i], host, port);
+        assert_int_equal(port, -1);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -196,6 +232,7 @@ int main(void)
         cmocka_unit_test(test_operands),
         cmocka_unit_test(test_new_row_changes_nothing),
         cmocka_unit_test(test_help_text),
+        cmocka_unit_test(test_listen_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
