@@ -60,6 +60,8 @@ const char *tc_http_reason(int status)
         return "Accepted";
     case 204:
         return "No Content";
+    case 205:
+        return "Reset Content";
     case 301:
         return "Moved Permanently";
     case 302:

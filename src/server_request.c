@@ -278,6 +278,27 @@ static size_t append_str(char *dst, const char *s, size_t n)
 
 #define append_lit(dst, lit) append_str((dst), (lit), sizeof(lit) - 1)
 
+/* What may follow a response's head (RFC 9110). A 1xx, 204 or 304 never has content (§6.4.1):
+ * no body bytes, no Content-Length (a 304's would have to be the length of the 200 it stands
+ * for, which the server does not know, §8.6) and no Content-Type. A 205 has none either, said
+ * with Content-Length: 0 (§15.3.6). An answer to HEAD states the Content-Length a GET would
+ * get and sends no body (§9.3.2). */
+typedef enum response_body {
+    BODY_SENT,
+    BODY_HEAD_ONLY, /* HEAD: Content-Length of the body, no bytes */
+    BODY_EMPTY,     /* 205: Content-Length: 0 */
+    BODY_NONE,      /* 1xx, 204, 304: no Content-Length, no Content-Type */
+} response_body;
+
+static response_body request_response_body(const tc_request *r, int status)
+{
+    if (status < 200 || status == 204 || status == 304)
+        return BODY_NONE;
+    if (status == 205)
+        return BODY_EMPTY;
+    return r->line_done && r->method == HTTP_HEAD ? BODY_HEAD_ONLY : BODY_SENT;
+}
+
 /* Builds the whole response into one buffer laid out as a tc__srv_write, so that flushing needs no
  * further allocation. */
 static int request_build_response(tc_request *r, int status, const char *content_type,
@@ -285,10 +306,14 @@ static int request_build_response(tc_request *r, int status, const char *content
                                   const char *body, size_t body_len)
 {
     tc_server *srv = r->srv;
-    int head = r->line_done && r->method == HTTP_HEAD;
+    response_body kind = request_response_body(r, status);
+    if (kind == BODY_EMPTY)
+        body_len = 0;
+    if (kind == BODY_NONE)
+        content_type = NULL;
     if (r->id_len == 0)
         tc__srv_request_id_generate(r);
-    size_t cap = 256 + TC_REQUEST_ID_MAX + 32 + body_len;
+    size_t cap = 256 + TC_REQUEST_ID_MAX + 32 + (kind == BODY_SENT ? body_len : 0);
     if (content_type != NULL)
         cap += strlen(content_type);
     for (size_t i = 0; i < nheaders; i++)
@@ -298,8 +323,9 @@ static int request_build_response(tc_request *r, int status, const char *content
         return TC_ENOMEM;
     char *p = w->data;
     tc__srv_update_time(srv);
-    int close =
-        !r->keep_alive || r->close_after || srv->draining || srv->closing || !tc__srv_ready(srv);
+    /* A 1xx is no final answer: the client would wait on for one, so the connection closes. */
+    int close = !r->keep_alive || r->close_after || srv->draining || srv->closing ||
+                !tc__srv_ready(srv) || status < 200;
     r->close_after = close ? 1 : 0;
     const char *reason = tc_http_reason(status);
     p += append_lit(p, "HTTP/1.1 ");
@@ -313,10 +339,13 @@ static int request_build_response(tc_request *r, int status, const char *content
         p += append_str(p, content_type, strlen(content_type));
         p += append_lit(p, "\r\n");
     }
-    p += append_lit(p, "Content-Length: ");
-    p += tc__fmt_u64(p, body_len);
-    p += close ? append_lit(p, "\r\nConnection: close\r\n")
-               : append_lit(p, "\r\nConnection: keep-alive\r\n");
+    if (kind != BODY_NONE) {
+        p += append_lit(p, "Content-Length: ");
+        p += tc__fmt_u64(p, body_len);
+        p += append_lit(p, "\r\n");
+    }
+    p += close ? append_lit(p, "Connection: close\r\n")
+               : append_lit(p, "Connection: keep-alive\r\n");
     p += append_lit(p, "X-Request-Id: ");
     p += append_str(p, r->id, r->id_len);
     p += append_lit(p, "\r\n");
@@ -327,7 +356,7 @@ static int request_build_response(tc_request *r, int status, const char *content
         p += append_lit(p, "\r\n");
     }
     p += append_lit(p, "\r\n");
-    if (!head && body_len > 0)
+    if (kind == BODY_SENT && body_len > 0)
         p += append_str(p, body, body_len);
     r->resp = w->data;
     r->resp_len = (size_t)(p - w->data);

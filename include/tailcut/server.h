@@ -185,8 +185,11 @@ typedef struct tc_server_header {
 
 /* Finishes the request with a response. The server adds Date, Content-Length, Connection,
  * X-Request-Id and (when content_type is not NULL) Content-Type; headers are extra ones. body is
- * copied. For a HEAD request the body is not sent. Returns 0, TC_ENOMEM (the connection is then
- * closed), TC_EINVAL (already finished). After the client went away it only frees the request. */
+ * copied. Some answers never carry a body, whatever body says (RFC 9110): to a HEAD request the
+ * Content-Length of body is sent, without it; a 1xx, 204 or 304 has neither body nor
+ * Content-Length nor Content-Type; a 205 has Content-Length: 0. A 1xx is no final answer, so
+ * the connection closes after it. Returns 0, TC_ENOMEM (the connection is then closed), TC_EINVAL
+ * (already finished). After the client went away it only frees the request. */
 int tc_request_respond(tc_request *req, int status, const char *content_type,
                        const tc_server_header *headers, size_t nheaders, const char *body,
                        size_t body_len);

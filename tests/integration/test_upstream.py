@@ -350,6 +350,43 @@ class Scenario(unittest.TestCase):
 
 
 class Wire(unittest.TestCase):
+    def test_no_content_steps_send_no_body(self):
+        """Steps of status 204 and 304 (with the default body, and with one given) put a head
+        alone on the wire: no Content-Length, no Content-Type, no body byte (RFC 9110 §6.4.1),
+        and the connection answers the next request right after it."""
+        with upstream("--profile", "fixed:0", "--seed", "5") as srv:
+            steps = [{"status": 204}, {"status": 304, "body": '{"x":1}'},
+                     {"status": 304}, {"status": 204, "body": "text"}]
+            r = srv.post_json("/scenario", steps)
+            self.assertEqual(r.status, 200, r)
+            with th.connect(srv.port) as c:
+                for step in steps:
+                    send_get(c, "/api/work")
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        chunk = recv_some(c, 5 * th.SLOW)
+                        self.assertNotEqual(chunk, b"", "closed after %r" % data)
+                        data += chunk
+                    head, _, rest = data.partition(b"\r\n\r\n")
+                    lines = head.decode().split("\r\n")
+                    reason = "No Content" if step["status"] == 204 else "Not Modified"
+                    self.assertEqual(lines[0], "HTTP/1.1 %d %s" % (step["status"], reason))
+                    names = [ln.split(":", 1)[0].lower() for ln in lines[1:]]
+                    self.assertNotIn("content-length", names, head)
+                    self.assertNotIn("content-type", names, head)
+                    self.assertIn("connection: keep-alive", [ln.lower() for ln in lines], head)
+                    self.assertEqual(rest, b"", "bytes after a %d head" % step["status"])
+                    c.settimeout(0.1)  # a body sent late would be here by then
+                    with self.assertRaises(socket.timeout, msg="bytes after a %d head"
+                                           % step["status"]):
+                        c.recv(1, socket.MSG_PEEK)
+                # The queue is empty: the same connection gets the profile's answer, whole.
+                send_get(c, "/api/work")
+                st, hdrs, body = th.read_response(c)
+                self.assertEqual((st, body), (200, b'{"time": 0}'))
+                self.assertEqual(getattr(c, "_tc_buf", b""), b"")
+            self.assertEqual(srv.get_json("/stats")["outcomes"]["scenario"], 4)
+
     def test_hang_reset_and_aborts(self):
         """hang: silence with the connection open, then FIN at about 10 s; reset: RST; a client
         that leaves early is counted and its request released at once."""

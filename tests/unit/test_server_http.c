@@ -315,8 +315,7 @@ static void client_responses(fixture *fx)
     CHECK_INT(cli_read_response(&c, &r, 0), 1);
     CHECK_STR(r.line, "HTTP/1.1 204 No Content");
     CHECK(!resp_header(&r, "Content-Type", v, sizeof(v)));
-    CHECK(resp_header(&r, "Content-Length", v, sizeof(v)));
-    CHECK_STR(v, "0");
+    CHECK(!resp_header(&r, "Content-Length", v, sizeof(v))); /* RFC 9110 §8.6: never on a 204 */
 
     CHECK_INT(cli_sends(&c, "GET /odd-status HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
     CHECK_INT(cli_read_response(&c, &r, 0), 1);
@@ -371,6 +370,112 @@ static void test_response_format(void **state)
     for (int i = 0; i < fx.nreqs; i++)
         assert_int_equal(fx.respond_ret[i], 0);
     assert_int_equal(fx.abort_other, TC_EINVAL);
+}
+
+/* ---- answers that never carry content (RFC 9110 §6.4.1) ----------------------------------------
+ */
+
+/* /status/NNN answers NNN with a body and a Content-Type, which the server must leave out where
+ * HTTP says the answer has no content. */
+static void handler_status(tc_request *req, void *data)
+{
+    fixture *fx = data;
+    int i = record(fx, req);
+    tc_str path = tc_request_path(req);
+    int status = path.len == 11 ? atoi(path.base + 8) : 200;
+    fx->respond_ret[i] =
+        tc_request_respond(req, status, "application/json", NULL, 0, "{\"not\":\"sent\"}", 14);
+}
+
+/* Reads exactly one head from c: the bytes up to and including the blank line, NUL-terminated
+ * into out. Returns its length, or -1. Nothing after it is consumed. */
+static int read_head(cli *c, char *out, size_t cap)
+{
+    char *end;
+    while ((end = memmem(c->buf, c->len, "\r\n\r\n", 4)) == NULL)
+        if (cli_fill(c) <= 0)
+            return -1;
+    size_t n = (size_t)(end - c->buf) + 4;
+    if (n >= cap)
+        return -1;
+    memcpy(out, c->buf, n);
+    out[n] = '\0';
+    memmove(c->buf, c->buf + n, c->len - n);
+    c->len -= n;
+    return (int)n;
+}
+
+static int has_field(const char *head, const char *field)
+{
+    return strcasestr(head, field) != NULL;
+}
+
+static void client_no_content(fixture *fx)
+{
+    static const struct {
+        const char *request, *line;
+        int content_length; /* -1: none may be sent */
+    } cases[] = {
+        {"GET /status/204", "HTTP/1.1 204 No Content\r\n", -1},
+        {"GET /status/304", "HTTP/1.1 304 Not Modified\r\n", -1},
+        {"GET /status/205", "HTTP/1.1 205 Reset Content\r\n", 0},
+        {"HEAD /status/200", "HTTP/1.1 200 OK\r\n", 14},
+        {"HEAD /status/204", "HTTP/1.1 204 No Content\r\n", -1},
+        {"HEAD /status/304", "HTTP/1.1 304 Not Modified\r\n", -1},
+    };
+    cli c;
+    resp r;
+    char head[2048], want[64];
+    CHECK_INT(cli_connect(fx, &c), 0);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char req[128];
+        (void)snprintf(req, sizeof(req), "%s HTTP/1.1\r\nHost: h\r\n\r\n", cases[i].request);
+        CHECK_INT(cli_sends(&c, req), 0);
+        CHECK(read_head(&c, head, sizeof(head)) > 0);
+        CHECK(strncmp(head, cases[i].line, strlen(cases[i].line)) == 0);
+        CHECK(has_field(head, "\r\nConnection: keep-alive\r\n"));
+        CHECK(has_field(head, "\r\nX-Request-Id: "));
+        if (cases[i].content_length < 0) {
+            CHECK(!has_field(head, "\r\nContent-Length:"));
+            CHECK(!has_field(head, "\r\nContent-Type:"));
+        } else {
+            (void)snprintf(want, sizeof(want), "\r\nContent-Length: %d\r\n",
+                           cases[i].content_length);
+            CHECK(has_field(head, want));
+        }
+        /* not one byte after the head: the next answer on the connection follows it at once */
+        CHECK_INT(c.len, 0);
+        CHECK_INT(cli_sends(&c, "GET /status/200 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+        CHECK_INT(cli_read_response(&c, &r, 0), 1);
+        CHECK_STR(r.line, "HTTP/1.1 200 OK");
+        CHECK_INT(r.body_len, 14);
+        CHECK(memcmp(r.body, "{\"not\":\"sent\"}", 14) == 0);
+        CHECK_INT(c.len, 0);
+    }
+
+    /* a 1xx given as the answer: a head alone, and the connection closes (no final answer
+     * follows, so the client must not wait on for one) */
+    CHECK_INT(cli_sends(&c, "GET /status/103 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK(read_head(&c, head, sizeof(head)) > 0);
+    CHECK(strncmp(head, "HTTP/1.1 103 ", 13) == 0);
+    CHECK(!has_field(head, "\r\nContent-Length:"));
+    CHECK(!has_field(head, "\r\nContent-Type:"));
+    CHECK(has_field(head, "\r\nConnection: close\r\n"));
+    int err = -1;
+    CHECK_INT(cli_read_eof(&c, &err), 0);
+    CHECK_INT(err, 0);
+}
+
+static void test_no_content_statuses(void **state)
+{
+    (void)state;
+    fixture fx;
+    fx_init(&fx, handler_status);
+    fx_start(&fx);
+    fx_run(&fx, client_no_content, 0);
+    assert_int_equal(fx.nreqs, 13);
+    for (int i = 0; i < fx.nreqs; i++)
+        assert_int_equal(fx.respond_ret[i], 0);
 }
 
 static void test_reason_phrases(void **state)
@@ -556,6 +661,7 @@ int main(void)
         cmocka_unit_test(test_body_chunked_continue_head),
         cmocka_unit_test(test_limits_414_431_413_400),
         cmocka_unit_test(test_response_format),
+        cmocka_unit_test(test_no_content_statuses),
         cmocka_unit_test(test_request_id_and_ready),
     };
     /* TC_TEST_FILTER=pattern runs only the matching tests (cmocka wildcards). */
