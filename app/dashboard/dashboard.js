@@ -19,8 +19,13 @@
     return e;
   }
 
+  // A figure marked data-format="ms3" (the latency percentiles) is shown with three decimals,
+  // the stats JSON's precision (microseconds), so every latency reads alike: parsed JSON numbers
+  // lose their trailing zeros (409.600 arrives as 409.6).
   function show(e, v) {
     var s = v === null || v === undefined ? "null" : String(v);
+    if (s !== "null" && typeof v === "number" && e.getAttribute("data-format") === "ms3")
+      s = v.toFixed(3);
     e.setAttribute("data-value", s);
     e.textContent = s === "null" ? "\u2013" : s;
   }

@@ -7,7 +7,8 @@ checks that every figure equals the same figure of /dashboard/stats (read before
 browser: the batch is finished, so both agree), that the script ran and the stylesheet applied
 under the page's Content-Security-Policy, and that the charts drew the points the history holds.
 A second run saves a screenshot, dashboard.png, next to the binary (the build tree);
-`make screenshot` copies it to docs/.
+`make screenshot` copies it to docs/. Every latency figure has three decimals (LatencyPrecision
+checks one whose value ends in zeros, which parsed JSON drops).
 
 TC_DASHBOARD_SECONDS=N (for `make screenshot`) spreads the traffic over N seconds, with a slow
 upstream (a brownout) in the middle third, so the charts have something to show.
@@ -118,6 +119,20 @@ def same(page_value, json_value):
     return float(page_value) == float(json_value)
 
 
+def browse(test, tmp, port, *args):
+    """Runs headless Chromium on the dashboard at port with args; returns its stdout."""
+    argv = [chromium(), "--headless", "--disable-gpu", "--disable-dev-shm-usage",
+            "--no-first-run", "--hide-scrollbars", "--window-size=1280,1040",
+            "--user-data-dir=" + os.path.join(tmp, "profile"),
+            "--virtual-time-budget=%d" % BUDGET_MS, *args,
+            "http://127.0.0.1:%d/dashboard" % port]
+    if os.geteuid() == 0:
+        argv.insert(1, "--no-sandbox")  # Chromium's sandbox refuses to run as root
+    r = subprocess.run(argv, capture_output=True, timeout=60 * th.SLOW, stdin=subprocess.DEVNULL)
+    test.assertEqual(r.returncode, 0, r.stderr.decode(errors="replace")[-2000:])
+    return r.stdout.decode()
+
+
 class DashboardInBrowser(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -166,17 +181,7 @@ class DashboardInBrowser(unittest.TestCase):
             time.sleep(max(0.0, t0 + 1 - time.monotonic()))
 
     def browser(self, *args):
-        argv = [chromium(), "--headless", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--hide-scrollbars", "--window-size=1280,1040",
-                "--user-data-dir=" + os.path.join(self.tmp.name, "profile"),
-                "--virtual-time-budget=%d" % BUDGET_MS, *args,
-                "http://127.0.0.1:%d/dashboard" % self.srv.port]
-        if os.geteuid() == 0:
-            argv.insert(1, "--no-sandbox")  # Chromium's sandbox refuses to run as root
-        r = subprocess.run(argv, capture_output=True, timeout=60 * th.SLOW,
-                           stdin=subprocess.DEVNULL)
-        self.assertEqual(r.returncode, 0, r.stderr.decode(errors="replace")[-2000:])
-        return r.stdout.decode()
+        return browse(self, self.tmp.name, self.srv.port, *args)
 
     def test_page_shows_the_snapshot(self):
         self.traffic()
@@ -203,6 +208,8 @@ class DashboardInBrowser(unittest.TestCase):
                 self.assertTrue(same(value, want[path]), "%s: page %r, stats %r"
                                 % (path, value, want[path]))
             self.assertEqual(text.strip(), "\u2013" if value == "null" else value, path)
+            if path.startswith("window.latency_ms.p") and value != "null":
+                self.assertRegex(value, r"^[0-9]+\.[0-9]{3}$", path)  # one precision for all
             shown[path] = value
         # every figure the snapshot has is on the page (the per-second history is in charts)
         self.assertEqual(set(want) - set(shown), set())
@@ -231,6 +238,47 @@ class DashboardInBrowser(unittest.TestCase):
         self.browser("--screenshot=" + shot)
         with open(shot, "rb") as f:
             self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+
+class LatencyPrecision(unittest.TestCase):
+    """Every latency figure on the page has the same three decimals, also when its value has
+    trailing zeros. An upstream that always takes 800 ms puts every request in the histogram
+    bucket whose midpoint is 819.200 ms, which JSON parsing turns into 819.2."""
+
+    def setUp(self):
+        self.addCleanup(th.Watchdog(120 * th.SLOW).cancel)
+        self.tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(self.tmp.cleanup)
+        self.up = th.Proc("upstream", "--profile", "fixed:800", "--access-log", "off")
+        self.addCleanup(self.up.stop)
+        self.srv = th.Proc("serve", "--workers", "1", "--access-log", "off", "--hedge-delay",
+                           "10000", "--upstream", "http://127.0.0.1:%d/api/work" % self.up.port,
+                           "--metadata-upstream",
+                           "http://127.0.0.1:%d/api/metadata" % self.up.port)
+        self.addCleanup(self.srv.stop)
+
+    def test_three_decimals(self):
+        urls = os.path.join(self.tmp.name, "urls")
+        with open(urls, "w") as f:
+            f.write(("http://127.0.0.1:%d/api/smart\n" % self.srv.port) * 8)
+        r = subprocess.run([th.Proc.bin(), "fetch", "-c", "8", "--no-progress", "-i", urls,
+                            "-o", os.devnull], capture_output=True, timeout=60 * th.SLOW)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        time.sleep(1.1)  # the requests' second is complete: the window no longer changes
+        lat = th.get_json(self.srv.port, "/dashboard/stats")[2]["window"]["latency_ms"]
+        self.assertEqual(lat["count"], 8)
+        self.assertEqual(lat["p50"], 819.2, "the median left the 786..852 ms bucket: %r" % lat)
+
+        page = DomReader()
+        page.feed(browse(self, self.tmp.name, self.srv.port, "--dump-dom"))
+        self.assertEqual(page.dash.get("data-loaded"), "1")
+        shown = {path: (value, text.strip()) for path, value, text in page.figures
+                 if path.startswith("window.latency_ms.p")}
+        self.assertEqual(sorted(shown), ["window.latency_ms.p50", "window.latency_ms.p90",
+                                         "window.latency_ms.p99", "window.latency_ms.p999"])
+        for path, (value, text) in shown.items():
+            want = "%.3f" % lat[path.rsplit(".", 1)[1]]
+            self.assertEqual((value, text), (want, want), path)
 
 
 if __name__ == "__main__":
