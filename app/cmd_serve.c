@@ -117,6 +117,9 @@ typedef struct serve_run {
     serve_config cfg;
 } serve_run;
 
+/* A worker's state is w->state from the start, so a start that fails part way is undone by the
+ * runtime's stop and cleanup hooks like any worker's end: every step just returns its error.
+ * (The metrics shard is the registry's: it is freed with it, whatever becomes of the worker.) */
 static int serve_worker_start(rt_worker *w, void *data)
 {
     serve_run *run = data;
@@ -126,6 +129,7 @@ static int serve_worker_start(rt_worker *w, void *data)
         return TC_ENOMEM;
     sw->cfg = cfg;
     serve_forward_init(&sw->fwd, cfg);
+    w->state = sw;
     tc_client_config cc;
     tc_client_config_init(&cc);
     cc.max_connections = (size_t)cfg->upstream_connections;
@@ -135,21 +139,14 @@ static int serve_worker_start(rt_worker *w, void *data)
     int err = tc_metrics_shard_new(cfg->metrics.reg, &sw->shard);
     if (err == 0)
         err = tc_client_new(&sw->client, w->loop, &cc);
-    if (err != 0) {
-        serve_forward_free(&sw->fwd);
-        free(sw);
+    if (err != 0)
         return err;
-    }
-    w->state = sw;
     sw->stats = serve_stats_shard_at(cfg->stats, w->index);
     serve_tick_start(sw, w->loop);
     if (cfg->metadata_upstream != NULL) { /* else lookups are off: no batcher */
         err = serve_metadata_batcher_new(sw, w->loop);
-        if (err != 0) {
-            tc_client_close(sw->client, NULL, NULL);
-            sw->client = NULL;
+        if (err != 0)
             return err;
-        }
     }
     tc_server_config sc;
     tc_server_config_init(&sc);
@@ -168,14 +165,8 @@ static int serve_worker_start(rt_worker *w, void *data)
     sc.handler = serve_handle;
     sc.handler_data = sw;
     err = tc_server_new(&sw->srv, w->loop, &sc);
-    if (err != 0) {
-        if (sw->batcher != NULL)
-            tc_batcher_close(sw->batcher, NULL, NULL);
-        sw->batcher = NULL;
-        tc_client_close(sw->client, NULL, NULL);
-        sw->client = NULL;
+    if (err != 0)
         return err;
-    }
     if (w->index == 0) {
         (void)snprintf(run->rc.listen_host, sizeof(run->rc.listen_host), "%s", cfg->host);
         run->rc.listen_port = tc_server_port(sw->srv);
