@@ -20,7 +20,8 @@
  *   [3] ignored (seeds put a space or newline there).
  * The handler acts on the request path: /now echoes the body, /json answers JSON, /later answers
  * from a 0-2 ms timer, /drop and /rst drop the request (FIN or RST), /err?s=NNN&m=MSG answers
- * tc_request_respond_error, /big answers 70000 bytes; other paths pick one of these by seed.
+ * tc_request_respond_error, /big answers 70000 bytes, /empty answers 204, 205 or 304 (by seed)
+ * with a body that must not be sent; other paths pick one of these by seed.
  */
 #include <jansson.h>
 #include <stdint.h>
@@ -49,7 +50,17 @@
 /* ...and with FUZZ_KNOWN_BUGS set, a connection still held after this is a known bug. */
 #define HELD_TOLERATED_MS 5
 
-typedef enum action { A_NOW, A_JSON, A_LATER, A_DROP, A_RST, A_ERR, A_BIG, A_COUNT } action;
+typedef enum action {
+    A_NOW,
+    A_JSON,
+    A_LATER,
+    A_DROP,
+    A_RST,
+    A_ERR,
+    A_BIG,
+    A_EMPTY,
+    A_COUNT
+} action;
 
 /* What the handler did with one request, in dispatch order. */
 typedef struct record {
@@ -262,6 +273,8 @@ static void on_request(tc_request *req, void *data)
         a = A_ERR;
     else if (path_is(path, "/big"))
         a = A_BIG;
+    else if (path_is(path, "/empty"))
+        a = A_EMPTY;
     else {
         static const action by_seed[8] = {A_NOW, A_LATER, A_NOW, A_LATER,
                                           A_ERR, A_JSON,  A_NOW, A_DROP};
@@ -289,6 +302,11 @@ static void on_request(tc_request *req, void *data)
     case A_BIG:
         answer(req, i, 200, "text/plain", big_body, sizeof(big_body));
         break;
+    case A_EMPTY: {
+        static const int no_content[3] = {204, 304, 205};
+        answer(req, i, no_content[(g.seed + i) % 3], "text/plain", "not sent", 8);
+        break;
+    }
     case A_ERR:
     default: {
         tc_str q = tc_request_query(req);
@@ -391,20 +409,22 @@ static void check_exchange(const fz_conn *c, const uint8_t *data, size_t len, ch
             FZ_CHECK(rc->status == r.status,
                      "response %zu has status %d, the handler gave %d (-1: dropped, 0: not yet)", i,
                      r.status, rc->status);
+            /* 204, 304 and 205 carry none of the handler's body (RFC 9110) */
+            size_t body_len = r.no_content || r.status == 205 ? 0 : rc->body_len;
             if (!r.truncated && expect_body) {
                 if (rc->is_error) {
                     check_error_body(&r, rc);
                 } else {
-                    FZ_CHECK(r.content_length == rc->body_len &&
-                                 memcmp(r.body, rc->body, rc->body_len) == 0,
+                    FZ_CHECK(r.content_length == body_len &&
+                                 memcmp(r.body, rc->body, body_len) == 0,
                              "response %zu: body differs from the handler's (%zu vs %zu bytes)", i,
-                             r.content_length, rc->body_len);
+                             r.content_length, body_len);
                 }
             }
             if (!r.truncated && !expect_body)
-                FZ_CHECK(rc->is_error || r.content_length == rc->body_len,
+                FZ_CHECK(rc->is_error || r.content_length == body_len,
                          "HEAD response announces %zu bytes, the handler gave %zu",
-                         r.content_length, rc->body_len);
+                         r.content_length, body_len);
         } else {
             FZ_CHECK(i == g.nrecs, "more responses than requests");
             FZ_CHECK(is_server_error(r.status), "the server's own response has status %d",

@@ -262,14 +262,20 @@ int fz_parse_response(const char *buf, size_t len, size_t *pos, int expect_body,
     }
     r->headers = sl_end + 2;
     r->headers_len = (size_t)(hend + 2 - r->headers); /* keeps the last header's CRLF */
-    FZ_CHECK(count_header(r->headers, r->headers_len, "Content-Length") == 1,
-             "not exactly one Content-Length");
+    /* RFC 9110 §6.4.1, §8.6: these never have content, so no Content-Length either */
+    r->no_content = r->status < 200 || r->status == 204 || r->status == 304;
+    FZ_CHECK(count_header(r->headers, r->headers_len, "Content-Length") == (r->no_content ? 0 : 1),
+             "%s Content-Length on a %d", r->no_content ? "a" : "not exactly one", r->status);
+    FZ_CHECK(!r->no_content || count_header(r->headers, r->headers_len, "Content-Type") == 0,
+             "a Content-Type on a %d", r->status);
     FZ_CHECK(count_header(r->headers, r->headers_len, "Connection") == 1,
              "not exactly one Connection header");
     FZ_CHECK(count_header(r->headers, r->headers_len, "Date") == 1, "not exactly one Date header");
 
     const char *v;
-    long vl = fz_response_header(r, "Content-Length", &v);
+    long vl = r->no_content ? 1 : fz_response_header(r, "Content-Length", &v);
+    if (r->no_content)
+        v = "0";
     FZ_CHECK(vl > 0 && vl < 12, "bad Content-Length length");
     size_t cl = 0;
     for (long i = 0; i < vl; i++) {
@@ -277,6 +283,7 @@ int fz_parse_response(const char *buf, size_t len, size_t *pos, int expect_body,
         cl = cl * 10 + (size_t)(v[i] - '0');
     }
     FZ_CHECK(vl == 1 || v[0] != '0', "Content-Length with a leading zero");
+    FZ_CHECK(r->status != 205 || cl == 0, "a 205 with content");
     r->content_length = cl;
     vl = fz_response_header(r, "Connection", &v);
     FZ_CHECK((vl == 5 && memcmp(v, "close", 5) == 0) ||

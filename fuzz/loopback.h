@@ -77,6 +77,7 @@ uint64_t fz_now_ms(void);
 typedef struct fz_response {
     int status;
     int is_interim; /* "HTTP/1.1 100 Continue\r\n\r\n" */
+    int no_content; /* 1xx (but that interim one), 204 or 304: a head alone */
     int close;      /* "Connection: close" */
     size_t content_length;
     const char *body;    /* content_length bytes, unless no_body */
@@ -88,7 +89,8 @@ typedef struct fz_response {
 /* Parses the response starting at buf[*pos..len). expect_body: 0 for a response to HEAD (the
  * Content-Length is announced but no body follows). Checks the invariants every response of our
  * server must meet (status line "HTTP/1.1 NNN reason", exactly one Content-Length that is a
- * number, exactly one Connection header, a Date header, CRLF line ends) and aborts otherwise.
+ * number, 0 for a 205, but none and no Content-Type for a 1xx, 204 or 304, which have no content;
+ * exactly one Connection header, a Date header, CRLF line ends) and aborts otherwise.
  * Returns 1 and advances *pos past the response, or 1 with r->truncated set when the bytes end
  * inside it, or 0 when *pos == len. */
 int fz_parse_response(const char *buf, size_t len, size_t *pos, int expect_body, fz_response *r);
