@@ -185,7 +185,10 @@ class DashboardInBrowser(unittest.TestCase):
 
     def test_page_shows_the_snapshot(self):
         self.traffic()
-        time.sleep(1.1)  # the batch's last second is complete: the window no longer changes
+        # The window no longer changes once the batch's last second is complete (1 s); the
+        # "last second" figures once the newest complete second is after it (2 s): before
+        # that, a browser that takes a while would see them move between its poll and `after`.
+        time.sleep(2.1)
         before = th.get_json(self.srv.port, "/dashboard/stats")[2]
         dom = self.browser("--dump-dom")
         after = th.get_json(self.srv.port, "/dashboard/stats")[2]
