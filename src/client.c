@@ -525,7 +525,8 @@ int tc_client_request_start(tc_future **out, tc_client *c, const tc_client_reque
     r->client = c;
     r->engine = native ? TC__ENGINE_NATIVE : TC__ENGINE_CURL;
     r->https = u->https;
-    r->idempotent = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    r->resend_stale =
+        req->resend_stale != 0 && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0);
     r->queue_free = req->timeout_from_admit != 0;
     r->req_headers = req->headers;
     r->req_nheaders = req->nheaders;

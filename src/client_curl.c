@@ -2,7 +2,7 @@
  * The libcurl engine: libcurl's multi_socket interface driven by the client's uv loop, for
  * https://, HTTP/2, redirects and whatever the config forces onto libcurl. All libcurl <-> libuv
  * glue lives in this file (the shape of curl's docs/examples/multi-uv.c, with every return
- * checked, poll errors mapped to CURL_CSELECT_ERR and every handle closed).
+ * checked, poll errors handed on to libcurl and every handle closed).
  *
  * curl tells us which socket to watch (CURLMOPT_SOCKETFUNCTION -> one uv_poll per fd) and when
  * to wake it (CURLMOPT_TIMERFUNCTION -> one uv_timer); we hand readiness back with
@@ -107,19 +107,28 @@ static int start_body(tc__creq *r)
 
 /* ---- curl data callbacks (no futures completed here) --------------------------------------- */
 
-/* libcurl 7.88 silently sends a request again on a fresh connection when a reused one dies
- * before any answer byte. For us one request must be one upstream attempt (a hedge counts and
- * cancels attempts), so a second send fails the request as a reset instead. Redirects, when
- * followed, legitimately send again. */
+/* libcurl re-sends a request on its own, on a fresh connection, when a reused one dies before
+ * any answer byte (Curl_retry_request, for any method, up to 5 times). The client allows what
+ * the native engine does and no more: one re-send of a request that asked for it (resend_stale,
+ * a GET or HEAD), counted in stale_retries; any other re-send fails the request as a reset
+ * before a byte of it is written, so nothing reaches the server twice without the caller
+ * knowing (a hedge's attempt is one attempt). Each followed redirect is a send of its own. */
 static int on_prereq(void *userp, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
                      int conn_local_port)
 {
     tc__creq *r = userp;
-    if (++r->curl_sends > 1 && !r->client->cfg.follow_redirects) {
-        r->curl_fail = FAIL_RESENT;
-        return CURL_PREREQFUNC_ABORT;
+    long redirects = 0;
+    curl_easy_getinfo(((tc__easy *)r->easy)->curl, CURLINFO_REDIRECT_COUNT, &redirects);
+    unsigned expected = 1 + (unsigned)redirects + (unsigned)r->stale_retried;
+    if (++r->curl_sends <= expected)
+        return CURL_PREREQFUNC_OK;
+    if (r->resend_stale && !r->stale_retried) {
+        r->stale_retried = 1;
+        r->client->stats.stale_retries++;
+        return CURL_PREREQFUNC_OK;
     }
-    return CURL_PREREQFUNC_OK;
+    r->curl_fail = FAIL_RESENT;
+    return CURL_PREREQFUNC_ABORT;
 }
 
 static size_t on_header(char *data, size_t size, size_t nitems, void *userp)
@@ -250,7 +259,13 @@ static void on_poll(uv_poll_t *h, int status, int events)
     tc__curl *c = s->client;
     int flags = 0;
     if (status < 0) {
-        flags = CURL_CSELECT_ERR;
+        /* libuv reports POLLERR (a reset, a refused connect) as an error and nothing else. A
+         * bare CURL_CSELECT_ERR makes libcurl fail the transfer as "select/poll returned error"
+         * without touching the socket; libcurl's own poll counts POLLERR as readable. So it
+         * reads, meets the socket's real error (ECONNRESET), and a reused connection reset
+         * before any answer byte takes the same path as one closed: libcurl's re-send, which
+         * on_prereq allows or refuses. */
+        flags = CURL_CSELECT_ERR | CURL_CSELECT_IN | CURL_CSELECT_OUT;
     } else {
         if (events & UV_READABLE)
             flags |= CURL_CSELECT_IN;

@@ -74,8 +74,8 @@ typedef struct tc__creq {
     int engine;            /* TC__ENGINE_* */
     int holds_slot;
     int https;
-    int idempotent;    /* GET or HEAD: may be sent again after a stale pooled connection */
-    int stale_retried; /* it was */
+    int resend_stale;  /* the caller asked for the stale-connection re-send, and a GET or HEAD */
+    int stale_retried; /* it was re-sent */
     int queue_free;    /* queue time does not count toward the timeout */
     uint64_t timeout_ms;
     uint64_t start_ns, admit_ns;

@@ -326,12 +326,13 @@ static void conn_fail(tc__conn *k, int err, const char *fmt, const char *detail)
     tc__creq_fail(r, err, msg);
 }
 
-/* The pooled connection k died before any byte of r's response: a GET or HEAD goes once more
- * on a fresh connection, anything else fails as a reset. */
+/* The pooled connection k died before any byte of r's response. A request that asked for the
+ * stale-connection re-send (a GET or HEAD) goes once more on a fresh connection; any other
+ * fails as a reset, so that nothing reaches the server twice without its caller knowing. */
 static void conn_died_unanswered(tc__conn *k, const char *detail)
 {
     tc__creq *r = k->r;
-    if (r != NULL && k->uses > 0 && r->idempotent && !r->stale_retried && !k->nat->closing) {
+    if (r != NULL && k->uses > 0 && r->resend_stale && !r->stale_retried && !k->nat->closing) {
         conn_take(k);
         conn_close(k, 0); /* the server closed it already */
         r->stale_retried = 1;

@@ -17,10 +17,10 @@
  * toward its timeout (unless the request says timeout_from_admit). The pool is the only place
  * that admits requests: callers never keep caps of their own.
  *
- * A GET or HEAD whose pooled (reused) connection turns out to be dead before any response byte
- * arrived is sent once more on a fresh connection (RFC 9110 section 9.2.2); that is counted in
- * stale_retries, not as a second request. Any other method, or a failure after a response byte,
- * fails with TC_ECONNRESET.
+ * A request is sent once. A pooled (reused) connection that the server closes or resets while a
+ * request is on it, at any moment, fails that request with TC_ECONNRESET, unless the request
+ * asks for the stale-connection re-send (resend_stale below), the one case in which the client
+ * sends a request twice on its own.
  */
 #ifndef TAILCUT_CLIENT_H
 #define TAILCUT_CLIENT_H
@@ -92,6 +92,20 @@ typedef struct tc_client_request {
     size_t max_body;        /* 0 = the client's default */
     int timeout_from_admit; /* 1 = the timeout starts when a connection is free for the request,
                                so time queued behind the pool caps does not count [0] */
+    /* 1 = the stale-connection re-send of RFC 9110 section 9.2.2: a GET or HEAD whose reused
+     * keep-alive connection dies before any byte of its response is sent once more, on a fresh
+     * connection, and the future reports only that second send. At most once per request;
+     * counted in stats.stale_retries. Other methods are never re-sent. [0]
+     *
+     * 0 (the default): such a request fails with TC_ECONNRESET, like any reset, so every request
+     * the server receives is one the caller knows about. Off by default because the re-send is
+     * invisible: the server may have received (and acted on) the first copy before the
+     * connection died, and a caller that counts, numbers or retries its own requests (a hedge's
+     * attempts, a budget, a load test) would see one request where the server saw two. A zeroed
+     * request must never do that behind its caller's back; a caller that only wants an answer
+     * and knows the request is safe to repeat turns it on (tailcut fetch and the batched
+     * metadata calls do; tc_hedge_start turns it off for every attempt). */
+    int resend_stale;
 } tc_client_request;
 
 /* A received response. Owned by the request's future; valid while the caller holds a reference
@@ -126,7 +140,7 @@ long tc_response_header(const tc_response *resp, const char *name, char *buf, si
  * TC_EINVAL, TC_ENOMEM, TC_ECLOSED (the client is closing); then no future. */
 int tc_client_request_start(tc_future **out, tc_client *client, const tc_client_request *req);
 
-/* Shorthand for a GET of url with the client's defaults. */
+/* Shorthand for a GET of url with the client's defaults (and no stale-connection re-send). */
 int tc_client_get(tc_future **out, tc_client *client, const char *url);
 
 /* The loop the client runs on. */
@@ -141,7 +155,8 @@ typedef struct tc_client_stats {
     uint64_t queued;  /* requests that had to wait for a connection */
     size_t in_flight; /* started and not yet done */
     size_t open_connections;
-    uint64_t stale_retries; /* GET/HEAD sent again after a pooled connection died unanswered */
+    uint64_t stale_retries; /* requests with resend_stale sent again after a pooled connection
+                               died unanswered (one request each, not counted in started) */
 } tc_client_stats;
 
 void tc_client_get_stats(const tc_client *client, tc_client_stats *out);

@@ -55,8 +55,9 @@ typedef struct sconn {
     int closing;
     int answering; /* a request is being answered; further input waits */
     int trickle_left;
-    int served;   /* requests answered on this connection */
-    int rejected; /* not HTTP: answered 400, ignoring the rest */
+    int served;    /* requests answered on this connection */
+    int die_reset; /* /die-on-reuse: kill it with a reset, not a close */
+    int rejected;  /* not HTTP: answered 400, ignoring the rest */
     size_t streamed;
     size_t len;
     char buf[SRV_INPUT_MAX];
@@ -230,6 +231,12 @@ static inline void sc_on_delay(uv_timer_t *t)
     sc_respond(sc, 200, "late", 4);
 }
 
+static inline void sc_on_die(uv_timer_t *t)
+{
+    sconn *sc = t->data;
+    sc_close(sc, sc->die_reset);
+}
+
 static inline void sc_on_close_idle(uv_timer_t *t)
 {
     sconn *sc = t->data;
@@ -343,11 +350,17 @@ static inline void sc_route(sconn *sc, const char *method, const char *path, con
             sc, AFTER_DONE,
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
             "4;name=value;x\r\nab\r\n\r\n2 ; q=\"s\"\r\ncd\r\n0\r\nX-T1: a\r\nX-T2: b\r\n\r\n");
-    } else if (strcmp(path, "/die-on-reuse") == 0) {
-        if (sc->served > 1)
-            sc_close(sc, 0); /* as a server that timed the idle connection out just now */
-        else
+    } else if (strncmp(path, "/die-on-reuse", 13) == 0) {
+        /* Answers the first request of a connection; a later one kills the connection unanswered
+         * (closed, or reset with ?reset=1), at once or ?ms=N after it arrived. */
+        sc->die_reset = query_num(path, "reset", 0) != 0;
+        long ms = query_num(path, "ms", 0);
+        if (sc->served == 1)
             sc_respond(sc, 200, "first", 5);
+        else if (ms > 0)
+            uv_timer_start(&sc->timer, sc_on_die, (uint64_t)ms, 0);
+        else
+            sc_close(sc, sc->die_reset); /* as a server that timed the idle connection out now */
     } else if (strcmp(path, "/redirect") == 0) {
         sc_printf(sc, AFTER_DONE,
                   "HTTP/1.1 302 Found\r\nLocation: /ok\r\nContent-Length: 0\r\n\r\n");

@@ -82,41 +82,86 @@ static void test_idle_close_and_cancel_mid_head(void **state)
     tctx_finish(t);
 }
 
-/* A pooled connection the server dropped just as the next GET went out: the GET goes once more
- * on a fresh connection; a POST fails as a reset and is never sent twice. */
-static void test_stale_pooled_connection(void **state)
+/* A request on t's server that asks for the stale-connection re-send (resend 1) or not. */
+static tc_future *request_resend(tctx *t, const char *method, const char *path, int resend)
 {
-    (void)state;
-    if (g_engine == TC_CLIENT_ENGINE_CURL)
-        skip(); /* libcurl re-sends on its own; the client counts that as a reset (above) */
-    tctx *t = tctx_new(NULL);
-    tc_future *f = get(t, &t->s, "/die-on-reuse", 0);
-    expect_response(t, f, 200);
-    tc_future_unref(f);
-    f = get(t, &t->s, "/die-on-reuse", 0);
-    const tc_response *r = expect_response(t, f, 200);
-    assert_string_equal(r->body, "first"); /* the answer of a fresh connection */
-    tc_future_unref(f);
-    tc_client_stats st;
-    tc_client_get_stats(t->client, &st);
-    assert_int_equal(st.stale_retries, 1);
-    assert_int_equal(st.started, 2);
-    assert_int_equal(t->s.conns_total, 2);
-
     tc_client_request req;
     memset(&req, 0, sizeof(req));
-    req.method = "POST";
-    req.url = url_of(t, &t->s, "/die-on-reuse");
-    req.body = "x";
-    req.body_len = 1;
+    req.method = method;
+    req.url = url_of(t, &t->s, path);
+    req.resend_stale = resend;
+    if (strcmp(method, "POST") == 0) {
+        req.body = "x";
+        req.body_len = 1;
+    }
+    tc_future *f = NULL;
     assert_int_equal(tc_client_request_start(&f, t->client, &req), 0);
-    expect_error(t, f, TC_ECONNRESET);
-    tc_future_unref(f);
-    tc_client_get_stats(t->client, &st);
-    assert_int_equal(st.stale_retries, 1);
-    assert_int_equal(t->s.conns_total, 2); /* not sent again */
-    expect_stats_settled(t);
-    tctx_finish(t);
+    return f;
+}
+
+/* Without the re-send (the default), a request is sent once: a pooled connection that dies
+ * before any answer byte, closed as the request arrives or reset 50 ms after it, fails the
+ * request with TC_ECONNRESET, and the server never sees it twice. libcurl would re-send it on its
+ * own; the client stops that before a byte of the copy is written. */
+static void test_stale_pooled_connection_fails_without_resend(void **state)
+{
+    (void)state;
+    static const char *const paths[] = {"/die-on-reuse", "/die-on-reuse?reset=1&ms=50"};
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        tctx *t = tctx_new(NULL);
+        tc_future *f = request_resend(t, "GET", paths[i], 0);
+        expect_response(t, f, 200);
+        tc_future_unref(f);
+        uint64_t sent = uv_hrtime();
+        f = request_resend(t, "GET", paths[i], 0);
+        expect_error(t, f, TC_ECONNRESET);
+        tc_future_unref(f);
+        if (i == 1)
+            assert_true(elapsed_ms(sent) >= 50 - 2); /* at the reset, not before */
+        run_for(t, 100); /* a copy sent on a fresh connection would have arrived by now */
+        assert_int_equal(t->s.requests, 2);
+        tc_client_stats st;
+        tc_client_get_stats(t->client, &st);
+        assert_int_equal(st.stale_retries, 0);
+        assert_int_equal(st.failed, 1);
+        expect_stats_settled(t);
+        tctx_finish(t);
+    }
+}
+
+/* With the re-send, a pooled connection that dies under a GET before any answer byte (closed
+ * as the request arrives, or reset 50 ms after it): the GET goes once more on a fresh
+ * connection, once; a POST fails as a reset and is never sent twice, re-send or not. */
+static void test_stale_pooled_connection_resent_when_asked(void **state)
+{
+    (void)state;
+    static const char *const paths[] = {"/die-on-reuse", "/die-on-reuse?reset=1&ms=50"};
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        tctx *t = tctx_new(NULL);
+        tc_future *f = request_resend(t, "GET", paths[i], 1);
+        expect_response(t, f, 200);
+        tc_future_unref(f);
+        f = request_resend(t, "GET", paths[i], 1);
+        const tc_response *r = expect_response(t, f, 200);
+        assert_string_equal(r->body, "first"); /* the answer of a fresh connection */
+        tc_future_unref(f);
+        tc_client_stats st;
+        tc_client_get_stats(t->client, &st);
+        assert_int_equal(st.stale_retries, 1);
+        assert_int_equal(st.started, 2);
+        assert_int_equal(t->s.requests, 3);
+        assert_int_equal(t->s.conns_total, 2);
+
+        f = request_resend(t, "POST", paths[i], 1);
+        expect_error(t, f, TC_ECONNRESET);
+        tc_future_unref(f);
+        run_for(t, 100);
+        tc_client_get_stats(t->client, &st);
+        assert_int_equal(st.stale_retries, 1);
+        assert_int_equal(t->s.requests, 4); /* not sent again */
+        expect_stats_settled(t);
+        tctx_finish(t);
+    }
 }
 
 /* A request body far larger than the socket takes at once: its write is still pending when the
@@ -327,7 +372,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_interim_close_and_http10),
-        cmocka_unit_test(test_stale_pooled_connection),
+        cmocka_unit_test(test_stale_pooled_connection_fails_without_resend),
+        cmocka_unit_test(test_stale_pooled_connection_resent_when_asked),
         cmocka_unit_test(test_idle_close_and_cancel_mid_head),
         cmocka_unit_test(test_abort_is_a_reset),
         cmocka_unit_test(test_timeout_from_admit),
