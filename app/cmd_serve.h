@@ -200,8 +200,8 @@ void serve_handle(tc_request *req, void *data);
 
 void serve_handle_dashboard(serve_worker *sw, tc_request *req);
 void serve_handle_stats(serve_worker *sw, tc_request *req);
-/* Starts the worker's tick that publishes its upstream pool's use and its server's rejected
- * connections; stop closes it. */
+/* Starts the worker's tick that publishes its upstream pool (serve_count_pool) and its
+ * server's rejected connections; stop closes it. */
 void serve_tick_start(serve_worker *sw, uv_loop_t *loop);
 void serve_tick_stop(serve_worker *sw);
 
@@ -224,6 +224,9 @@ void serve_count_request(serve_worker *sw, endpoint ep, int status, uint64_t rea
 void serve_count_rejections(serve_worker *sw);
 /* The hedge's observer (tc_hedge_policy.observe, data = the serve_worker). */
 void serve_count_attempts(const tc_hedge_result *r, void *data);
+/* Publishes the worker's upstream pool: its use to the dashboard, and what its client counted
+ * since the last call (queue waits, stale-connection re-sends) to the metrics. */
+void serve_count_pool(serve_worker *sw);
 void serve_handle_metrics(serve_worker *sw, tc_request *req);
 
 #endif /* TAILCUT_APP_CMD_SERVE_H */

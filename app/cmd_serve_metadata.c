@@ -97,11 +97,14 @@ static void metadata_dispatch(tc_batch *batch, void *data)
         len += (size_t)enc;
     }
     url[len] = '\0';
+    /* A batched call is not an attempt (nothing counts or numbers it): a reused connection that
+     * dies before its answer costs the batch a re-send, not a 502 for every waiting client. */
     tc_client_request creq = {.url = url,
                               .headers = cfg->upstream_headers,
                               .nheaders = cfg->nupstream_headers,
                               .timeout_ms = cfg->max_timeout_ms,
-                              .max_body = (size_t)cfg->max_body};
+                              .max_body = (size_t)cfg->max_body,
+                              .resend_stale = 1};
     tc_future *f = NULL;
     int err = tc_client_request_start(&f, sw->client, &creq);
     free(url); /* the client keeps its own copy */

@@ -69,6 +69,16 @@ void serve_count_attempts(const tc_hedge_result *r, void *data)
     if (r->winner >= 0 && r->attempts[r->winner].hedged)
         tc_metrics_counter_add(sw->shard, m->hedge_wins, TC_METRICS_SERIES_DEFAULT, 1);
     serve_stats_hedge(sw->stats, serve_stats_now_sec(sw->cfg->stats), r);
+    serve_count_pool(sw);
+}
+
+void serve_count_pool(serve_worker *sw)
+{
+    serve_metrics *m = &sw->cfg->metrics;
+    if (sw->client == NULL) {
+        serve_stats_pool(sw->stats, 0, 0);
+        return;
+    }
     tc_client_stats cs;
     tc_client_get_stats(sw->client, &cs);
     serve_stats_pool(sw->stats, cs.open_connections, cs.in_flight);
@@ -180,8 +190,9 @@ int serve_metrics_define(serve_metrics *m)
          NULL, 0, batch_wait_buckets, sizeof(batch_wait_buckets) / sizeof(batch_wait_buckets[0]),
          0},
         {TC_METRIC_COUNTER, "tailcut_upstream_stale_retries_total",
-         "GETs sent once more because their pooled connection died before any answer byte", NULL, 0,
-         NULL, 0, 0},
+         "Batched metadata calls sent once more because their pooled connection died before any "
+         "answer byte (an attempt never is: that is a failed attempt)",
+         NULL, 0, NULL, 0, 0},
         {TC_METRIC_COUNTER, "tailcut_hedges_denied_total",
          "Extra /api/smart attempts the hedge budget denied", NULL, 0, NULL, 0, 0},
         {TC_METRIC_HISTOGRAM, "tailcut_upstream_attempt_duration_seconds",

@@ -541,6 +541,7 @@ static int request_keep(tc_fetch *f)
     q.nheaders = c->nheaders;
     q.body = c->body;
     q.body_len = c->body_len;
+    q.resend_stale = 1; /* not an attempt anyone counts: a stale pooled connection is no failure */
     if (tc__request_copy(&f->req, &q, 0, NULL, &f->request_copy, &f->headers) != 0)
         return TC_ENOMEM;
     c->method = f->req.method; /* nothing of the caller's is kept */

@@ -376,10 +376,14 @@ static void on_deadline(uv_timer_t *t)
 /* ---- start ---------------------------------------------------------------------------------- */
 
 /* Copies the request into allocations owned by the hedge, with one header slot free at the end
- * and without any X-Tailcut-Attempt of the caller's: the hedge numbers its attempts itself. */
+ * and without any X-Tailcut-Attempt of the caller's: the hedge numbers its attempts itself.
+ * Nor does the client re-send an attempt on its own: each send is an attempt the policy counts,
+ * numbers and reacts to, so a stale pooled connection is that attempt's failure. */
 static int copy_request(hedge *h, const tc_client_request *req)
 {
-    return tc__request_copy(&h->req, req, 1, ATTEMPT_HEADER, &h->strings, &h->headers);
+    int err = tc__request_copy(&h->req, req, 1, ATTEMPT_HEADER, &h->strings, &h->headers);
+    h->req.resend_stale = 0;
+    return err;
 }
 
 int tc_hedge_start(tc_future **out, tc_client *client, const tc_client_request *req,

@@ -14,6 +14,9 @@
  * retry_after_max_ms), else after a jittered exponential backoff. Waiting is a uv timer, and a
  * request that waits keeps its concurrency and per-host slot. Only the idempotent methods GET,
  * HEAD, PUT, DELETE and OPTIONS are retried, unless cfg.retry_all says any method may be.
+ * Apart from those, a GET or HEAD whose pooled connection died before any answer byte is sent
+ * once more by the client (tc_client_request.resend_stale); that is neither a retry nor an
+ * attempt in the stats.
  *
  * Open loop (cfg.rate > 0): request i (from 0, counting requests, not input lines rejected
  * before a request was made) is scheduled at i / rate seconds after tc_fetch_start(). One that

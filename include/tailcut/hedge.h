@@ -248,6 +248,8 @@ typedef struct tc_hedge_result {
 const tc_response *tc_hedge_response(const tc_hedge_result *r, unsigned i);
 
 /* Starts a hedge of req on client under policy. req is copied (URL and headers included).
+ * Every attempt is sent once: req.resend_stale is ignored, so an attempt whose reused connection
+ * dies fails (TC_OUTCOME_RESET) and the policy sees it, instead of the client sending it again.
  * *out fulfils with a tc_hedge_result in every case but cancellation; cancelling it (for example
  * because the caller's client went away) cancels every attempt and stops the timers.
  * Returns 0, TC_EINVAL (initial == 0, initial + extra > TC_HEDGE_MAX_ATTEMPTS, ...), TC_ENOMEM;
