@@ -14,10 +14,12 @@ change the answer.
 Timing: lower bounds are the semantics (no extra attempt before the failure); the upper bound
 is generous and still well below the 300 ms hedge delay it tells apart. Nothing asserts speed.
 """
+import json
 import os
 import socket
 import socketserver
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -185,6 +187,14 @@ class AttemptSentOnce(th.ErrorAsserts, unittest.TestCase):
                       file=sys.stderr)
                 self.assertGreater(reused_resets, 0)
 
+    def assert_sent_once_more(self, seen):
+        """The second request rode the first one's connection, was reset there, and went once
+        more on a fresh connection."""
+        self.assertEqual([(a.nth, a.action[0]) for a in seen],
+                         [(1, "answer"), (2, "reset"), (1, "answer")], seen)
+        self.assertEqual(seen[0].conn, seen[1].conn, seen)
+        self.assertNotEqual(seen[1].conn, seen[2].conn, seen)
+
     def test_metadata_call_on_a_dead_reused_connection_is_sent_once_more(self):
         # A batched metadata call is not an attempt: its reused connection reset before any
         # answer byte costs it one re-send on a fresh connection, not a 502.
@@ -196,16 +206,25 @@ class AttemptSentOnce(th.ErrorAsserts, unittest.TestCase):
                 self.assertEqual((r.status, r.body), (200, b"1"), r)
                 r = request(srv.port, "GET", "/api/metadata/b?timeout=5000")
                 self.assertEqual((r.status, r.body), (200, b"2"), r)
-                seen = self.up.seen()
-                self.assertEqual([(a.nth, a.action[0]) for a in seen],
-                                 [(1, "answer"), (2, "reset"), (1, "answer")], seen)
-                self.assertEqual(seen[0].conn, seen[1].conn, seen)
+                self.assert_sent_once_more(self.up.seen())
                 # The counter comes from the worker's pool tick (every 500 ms).
                 th.wait_for(lambda: Metrics(srv.port).get(
                     "tailcut_upstream_stale_retries_total") == 1, 5 * th.SLOW)
                 self.assertEqual(
                     Metrics(srv.port).get("tailcut_upstream_stale_retries_total"), 1)
 
+    def test_fetch_sends_a_get_once_more_on_a_dead_reused_connection(self):
+        # Nor is a `tailcut fetch` request: the same re-send, and no --retries needed for it.
+        url = "http://127.0.0.1:%d/x" % self.up.port
+        for engine in ENGINES:
+            with self.subTest(engine=engine):
+                self.up.play([ok(), reset(0.050), ok()])
+                p = subprocess.run([th.Proc.bin(), "fetch", "-c", "1", "--http-engine", engine,
+                                    url, url], capture_output=True, timeout=30 * th.SLOW)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                lines = [json.loads(x) for x in p.stdout.decode().splitlines()]
+                self.assertEqual([x["status"] for x in lines], [200, 200], lines)
+                self.assert_sent_once_more(self.up.seen())
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
