@@ -23,6 +23,9 @@ from smart_fixture import Metrics, Upstream, request, serve  # noqa: E402
 EARLY = 0.003
 # Arrival times at the upstream include each attempt's connect: slack for one being slower.
 CONNECT_JITTER = 15
+# An upstream delay that leaves every attempt fired at once time to reach the upstream before
+# the first answer ends the request (generous: they are written within a millisecond or so).
+ALL_IN_FLIGHT_MS = int(250 * th.SLOW)
 
 
 def extras_per_second(stats):
@@ -83,6 +86,12 @@ class Adaptive(unittest.TestCase):
             self.assertEqual(request(srv.port, "GET", "/api/smart?timeout=5000").status, 200)
             s = up.stats_when(lambda s: s["work_requests"] == 1)
             self.assertEqual(th.attempts_by_value(s), {"1": 1})
+            # The headers are counted where they arrive, and the contract promises three
+            # attempts fired, not three arrived: on a 1 ms upstream /api/first's winner can
+            # answer before the others are written, and a loser cancelled then never arrives.
+            # So the fan-out endpoints get an upstream slow enough for all three to be in flight.
+            self.assertEqual(up.req("POST", "/profile", json.dumps(
+                {"profile": "fixed:%d" % ALL_IN_FLIGHT_MS}).encode()).status, 200)
             for path in ("/api/first", "/api/all", "/api/within-timeout"):
                 up.reset()
                 self.assertEqual(request(srv.port, "GET", path + "?timeout=5000").status, 200)
@@ -143,10 +152,12 @@ class Adaptive(unittest.TestCase):
 
 class Budget(unittest.TestCase):
     def test_budget_denies_and_counts_exactly(self):
-        # Every request wants 2 extras after 1 ms (fixed:50 never answers sooner); 1% of a few
-        # requests a second allows one extra in any 1 s window.
-        n = 40
-        with Upstream("--profile", "fixed:50") as up, \
+        # Every request wants 2 extras after 1 ms (the upstream never answers sooner than
+        # ALL_IN_FLIGHT_MS, so every extra fired reaches it before the first attempt wins and
+        # the upstream's count of extras is the count fired); 1% of a few requests a second
+        # allows one extra in any 1 s window.
+        n = 20
+        with Upstream("--profile", "fixed:%d" % ALL_IN_FLIGHT_MS) as up, \
                 serve(up.port, "--hedge-delay", "1", "--hedge-budget", "1") as srv:
             before = Metrics(srv.port)
             t0 = time.monotonic()
