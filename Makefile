@@ -14,7 +14,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_MERGE   ?= 0
 FUZZ_TARGETS ?= server url json scenario response
 LINT_BUILD   ?= build-lint
-LINT_SOURCES  = $(wildcard src/*.c app/*.c)
+LINT_SOURCES  = $(wildcard src/*/*.c app/*/*.c)
 SOURCES     = $(shell git ls-files -co --exclude-standard -- '*.c' '*.h' 2>/dev/null)
 
 PREFIX     ?= /usr/local
@@ -50,10 +50,13 @@ check-format:
 format:
 	@clang-format -i $(SOURCES)
 
-# clang-tidy (.clang-tidy: the analyzer and bug-prone checks, warnings are errors) and cppcheck
-# over the library and the program (tests and examples are not linted); any finding fails.
+# The include rule of the layers (scripts/check-layers, docs/internals/layout.md), then clang-tidy
+# (.clang-tidy: the analyzer and bug-prone checks, warnings are errors) and cppcheck over the
+# library (src/base included) and the program (tests and examples are not linted); any finding
+# fails.
 # clang-tidy reads the compile commands of a Debug tree that is only configured, never built.
 lint: deps
+	@scripts/check-layers
 	@cmake -S . -B $(LINT_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_EXPORT_COMPILE_COMMANDS=ON \
 		>/dev/null
 	@printf '%s\n' $(LINT_SOURCES) | xargs -P $(JOBS) -n 1 clang-tidy -p $(LINT_BUILD) --quiet \
@@ -73,7 +76,7 @@ test: deps check-format lint build asan
 # the middle), whose screenshot (taken in the build tree, so `make test` never touches docs/)
 # is copied over.
 screenshot: deps build
-	@TAILCUT_BIN=$(BUILD)/tailcut TC_DASHBOARD_SECONDS=45 python3 tests/integration/test_dashboard_browser.py
+	@TAILCUT_BIN=$(BUILD)/tailcut TC_DASHBOARD_SECONDS=45 python3 tests/integration/serve/test_dashboard_browser.py
 	@cp $(BUILD)/dashboard.png docs/dashboard.png
 	@echo "docs/dashboard.png: refreshed"
 

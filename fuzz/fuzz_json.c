@@ -6,7 +6,7 @@
  * Input layout: the first 2 bytes choose the status (200 for three values in four, else
  * 100..599), the rest is the body. The one idea: jansson is an independent oracle. Wherever
  * both are defined they must agree on validity; the documented differences (json.h, and
- * tests/unit/test_json_random.c's jansson_only_rejection) are the only ones allowed: jansson
+ * tests/unit/core/test_json_random.c's jansson_only_rejection) are the only ones allowed: jansson
  * rejects number overflow, lone surrogate escapes and \u0000 in keys, which RFC 8259 allows; it
  * accepts a raw NUL after a complete value, and nesting deeper than TC_JSON_MAX_DEPTH. Every byte
  * range the readers return must lie inside the buffer and, for a valid document, parse (with

@@ -1,5 +1,5 @@
 /*
- * libFuzzer target: the native engine's HTTP/1.1 response reader (src/h1_parse.c).
+ * libFuzzer target: the native engine's HTTP/1.1 response reader (src/http/h1_parse.c).
  *
  * Input layout: byte 0 picks max_body (a small or a large limit) and HEAD or not; bytes 1-2 seed
  * the split points; the rest is what a server sent. The one idea: the reader's result must not
@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "h1_parse.h"
+#include "http/h1_parse.h"
 #include "loopback.h" /* FZ_CHECK */
 #include "tailcut/error.h"
 

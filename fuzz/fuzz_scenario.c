@@ -1,10 +1,10 @@
 /*
- * libFuzzer target: the simulator's `POST /scenario` parsing (src/upstream.c), driven through
- * its public path, plus tc_upstream_profile_parse().
+ * libFuzzer target: the simulator's `POST /scenario` parsing (src/upstream/upstream.c), driven
+ * through its public path, plus tc_upstream_profile_parse().
  *
- * The step parser in src/upstream.c is static and takes a request, so the input goes the way a
- * user's would: one tc_upstream on the process-wide loop of loopback.c (port 0), and per input
- * one loopback connection carrying POST /scenario with the input as its body, then (when the
+ * The step parser in src/upstream/upstream.c is static and takes a request, so the input goes the
+ * way a user's would: one tc_upstream on the process-wide loop of loopback.c (port 0), and per
+ * input one loopback connection carrying POST /scenario with the input as its body, then (when the
  * steps were accepted and the first one answers at once) GET /api/work, then POST /reset with
  * Connection: close, which also empties the queue for the next input.
  *

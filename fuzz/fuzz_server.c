@@ -1,5 +1,5 @@
 /*
- * libFuzzer target: the HTTP request path of src/server.c, over real loopback TCP.
+ * libFuzzer target: the HTTP request path of src/server/server.c, over real loopback TCP.
  *
  * One tc_server runs on the process-wide loop of loopback.c (created on the first input, port 0).
  * Each input opens a fresh connection, writes its bytes (in one write or two), half-closes or

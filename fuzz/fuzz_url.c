@@ -1,5 +1,5 @@
 /*
- * libFuzzer target: the query-string and parameter parsers of src/url.c (tc_query_next,
+ * libFuzzer target: the query-string and parameter parsers of src/http/url.c (tc_query_next,
  * tc_query_get, tc_query_timeout, tc_url_decode, tc_url_encode, tc_id_valid).
  *
  * The whole input is used as a raw query string, as an encoded value and as an ID candidate.

@@ -1,7 +1,7 @@
 /*
  * `tailcut fetch`: many requests at once, one JSON line per URL as results arrive.
  *
- * The fetching itself is src/fetch.c (tc_fetch, on its own tc_client). This file is the
+ * The fetching itself is src/fetch/fetch.c (tc_fetch, on its own tc_client). This file is the
  * command around it: flags, the request every URL gets (-X, -H, -d), the input, the output
  * stream, the progress bar, Ctrl-C and SIGTERM; the summary is cmd_fetch_summary.c.
  *
@@ -28,9 +28,9 @@
 
 #include <uv.h>
 
-#include "cli.h"
+#include "common/cli.h"
 #include "cmd_fetch.h"
-#include "commands.h"
+#include "common/commands.h"
 
 #define CMD FETCH_CMD
 #define EXIT_SOME_FAILED 3

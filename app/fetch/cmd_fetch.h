@@ -1,13 +1,13 @@
 /*
- * tailcut fetch, inside: what app/cmd_fetch.c uses from its two neighbours.
+ * tailcut fetch, inside: what app/fetch/cmd_fetch.c uses from its two neighbours.
  *
- * The input reader (app/cmd_fetch_input.c): the input file (or stdin) is read by one thread into
- * a small bounded queue of FETCH_QUEUE_CAP lines; when the queue is full the thread waits, and
+ * The input reader (app/fetch/cmd_fetch_input.c): the input file (or stdin) is read by one thread
+ * into a small bounded queue of FETCH_QUEUE_CAP lines; when the queue is full the thread waits, and
  * when the loop finds it empty, the loop is woken by the reader's uv_async once more lines are in.
  *
- * The request (app/cmd_fetch_request.c): -X, -H, -d and --cacert, checked as they are read.
+ * The request (app/fetch/cmd_fetch_request.c): -X, -H, -d and --cacert, checked as they are read.
  *
- * The summary (app/cmd_fetch_summary.c): counters and a fixed-size latency histogram fed one
+ * The summary (app/fetch/cmd_fetch_summary.c): counters and a fixed-size latency histogram fed one
  * result at a time, printed as text on stderr and, with --summary-json, as one JSON object.
  */
 #ifndef TAILCUT_APP_CMD_FETCH_H
@@ -20,7 +20,7 @@
 
 #include <uv.h>
 
-#include "fetch_internal.h" /* src/: the result line and the histogram */
+#include "fetch/fetch_internal.h" /* src/: the result line and the histogram */
 #include "tailcut/fetch.h"
 
 #define FETCH_CMD "fetch"

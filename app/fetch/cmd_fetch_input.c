@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "common/cli.h"
 #include "cmd_fetch.h"
 
 static int is_blank(unsigned char c)

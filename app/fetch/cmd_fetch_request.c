@@ -2,10 +2,10 @@
  * tailcut fetch: the request every URL gets (see cmd_fetch.h), from -X, -H, -d and --cacert.
  *
  * Each is checked while the options are read, with the same tests the client applies to every
- * request (the header rules of src/forward.c), so a value the command accepts is one the client
- * sends, and a bad one is exit 2 with one line naming the flag before anything has been sent. Files
- * named by -d @FILE and --cacert are opened now too: an unreadable one is a bad option, not one
- * error per URL.
+ * request (the header rules of src/http/forward.c), so a value the command accepts is one the
+ * client sends, and a bad one is exit 2 with one line naming the flag before anything has been
+ * sent. Files named by -d @FILE and --cacert are opened now too: an unreadable one is a bad option,
+ * not one error per URL.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,9 +16,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "common/cli.h"
 #include "cmd_fetch.h"
-#include "forward_internal.h" /* src/: the client's header rules */
+#include "http/forward_internal.h" /* src/: the client's header rules */
 
 #define CMD FETCH_CMD
 #define READ_STEP 65536

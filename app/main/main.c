@@ -10,8 +10,8 @@
 #include <jansson.h>
 #include <uv.h>
 
-#include "cli.h"
-#include "commands.h"
+#include "common/cli.h"
+#include "common/commands.h"
 
 static const struct command {
     const char *name;

@@ -10,10 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include "common/cli.h"
 #include "cmd_serve.h"
-#include "commands.h"
-#include "runtime.h"
+#include "common/commands.h"
+#include "common/runtime.h"
 #include "tailcut/upstream.h"
 
 static const char serve_usage[] =

@@ -20,7 +20,7 @@
 #include <stdio.h>
 
 #include "cmd_serve_stats.h"
-#include "forward_internal.h"
+#include "http/forward_internal.h"
 #include "tailcut/batch.h"
 #include "tailcut/client.h"
 #include "tailcut/hedge.h"

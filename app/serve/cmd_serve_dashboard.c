@@ -1,8 +1,8 @@
 /*
- * tailcut serve: the live dashboard. GET /dashboard answers the page (app/dashboard/, inlined and
- * embedded at build time by cmake/embed_dashboard.cmake, with its Content-Security-Policy);
- * GET /dashboard/stats answers the JSON snapshot of cmd_serve_stats.c; --admin-listen runs a
- * listener of its own, on its own thread, for /metrics, the dashboard and the health checks.
+ * tailcut serve: the live dashboard. GET /dashboard answers the page (app/serve/dashboard/, inlined
+ * and embedded at build time by cmake/embed_dashboard.cmake, with its Content-Security-Policy); GET
+ * /dashboard/stats answers the JSON snapshot of cmd_serve_stats.c; --admin-listen runs a listener
+ * of its own, on its own thread, for /metrics, the dashboard and the health checks.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,9 +10,9 @@
 #include <sys/time.h>
 
 #include "cmd_serve.h"
-#include "runtime.h"
+#include "common/runtime.h"
 
-/* Generated from app/dashboard/ (build tree: generated/dashboard_page.c). */
+/* Generated from app/serve/dashboard/ (build tree: generated/dashboard_page.c). */
 extern const unsigned char serve_dashboard_page[];
 extern const size_t serve_dashboard_page_len;
 extern const char serve_dashboard_csp[];

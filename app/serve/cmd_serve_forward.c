@@ -3,7 +3,7 @@
  * `timeout`) goes after the upstream URL's own query, the request headers named by
  * --forward-header and the id of the request go along, and --upstream-header adds the operator's
  * headers (credentials) to every call of both upstreams. An upstream URL printed anywhere
- * goes through tc__url_redact() first (src/forward_internal.h).
+ * goes through tc__url_redact() first (src/http/forward_internal.h).
  *
  * The one idea: an attempt endpoint request is built once, into per-worker scratch storage that
  * is reused from request to request, and the hedge copies it once (into one allocation) for all
@@ -15,7 +15,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "cli.h"
+#include "common/cli.h"
 #include "cmd_serve.h"
 
 /* Caps on the configuration: the headers of --upstream-header, and one @FILE's size. */

@@ -1,18 +1,18 @@
 /*
  * `tailcut upstream`: the simulated slow, flaky upstream as a program.
  *
- * All the behaviour lives in the library (src/upstream.c); this file only turns flags into a
- * tc_upstream_config, validates them strictly before anything starts (a bad flag or value is
- * one line on stderr and exit status 2), and runs one worker through the runtime, which owns
- * signals and the graceful drain.
+ * All the behaviour lives in the library (src/upstream/upstream.c); this file only turns flags into
+ * a tc_upstream_config, validates them strictly before anything starts (a bad flag or value is one
+ * line on stderr and exit status 2), and runs one worker through the runtime, which owns signals
+ * and the graceful drain.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
-#include "commands.h"
-#include "runtime.h"
+#include "common/cli.h"
+#include "common/commands.h"
+#include "common/runtime.h"
 #include "tailcut/upstream.h"
 
 #define CMD "upstream"

@@ -1,5 +1,6 @@
 /*
- * batch_bench: benchmarks for the coalescing batcher (src/batch.c), in process and over HTTP.
+ * batch_bench: benchmarks for the coalescing batcher (src/policy/batch.c), in process and over
+ * HTTP.
  *
  *   batch_bench inproc [-n KEYS] [-b MAX_BATCH] [-d DISTINCT] [-v]
  *       submits KEYS keys (DISTINCT different ones, cycled; default all distinct) to a batcher

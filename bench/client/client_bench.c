@@ -1,5 +1,5 @@
 /*
- * client_bench: load and memory benchmarks for the pooled HTTP client (src/client.c).
+ * client_bench: load and memory benchmarks for the pooled HTTP client (src/client/client.c).
  *
  *   client_bench throughput URL [-c N] [-d SECONDS] [-e native|curl]
  *       keeps N requests in flight (each completion starts the next one) for SECONDS on a

@@ -3,7 +3,7 @@
  *
  * One tc_server listens on one loop. Several workers, each with its own loop and its own
  * tc_server bound with reuseport, share one port (the tailcut program starts its workers so in
- * app/runtime.c and app/cmd_serve.c; see docs/server.md).
+ * app/common/runtime.c and app/serve/cmd_serve.c; see docs/server.md).
  *
  * Requests are handed to one handler. The handler answers at once or later, from any callback on
  * the same loop. Ownership rule: every request the handler receives must be finished exactly

@@ -52,7 +52,7 @@ int tc__heap_push(tc__heap *h, tc__heap_node *n)
 {
     if (h->len == h->cap) {
         size_t ncap = h->cap ? h->cap * 2 : 64;
-        tc__heap_node **v = tc__realloc(h->v, ncap * sizeof(*v));
+        tc__heap_node **v = tc__realloc(h->v, ncap * sizeof(tc__heap_node *));
         if (v == NULL)
             return TC_ENOMEM;
         h->v = v;

@@ -22,7 +22,7 @@ tc__table_entry *tc__table_find(const tc__table *t, const char *key)
 static int grow(tc__table *t)
 {
     size_t nb = t->nbuckets ? t->nbuckets * 2 : 16;
-    tc__table_entry **b = tc__calloc(nb, sizeof(*b));
+    tc__table_entry **b = tc__calloc(nb, sizeof(tc__table_entry *));
     if (b == NULL)
         return -1;
     for (size_t i = 0; i < t->nbuckets; i++) {

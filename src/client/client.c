@@ -27,7 +27,7 @@
 
 #include "base/alloc.h"
 #include "client_internal.h"
-#include "forward_internal.h"
+#include "http/forward_internal.h"
 #include "tailcut/url.h"
 
 /* A queued request with less time than this left is not started: it could not be answered, and

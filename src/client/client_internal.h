@@ -21,7 +21,7 @@
 #include "base/heap.h"
 #include "base/list.h"
 #include "base/table.h"
-#include "h1_parse.h"
+#include "http/h1_parse.h"
 #include "tailcut/client.h"
 
 #ifndef TC_VERSION

@@ -33,9 +33,9 @@
 
 #include "base/alloc.h"
 #include "base/rng.h"
-#include "request_copy.h"
+#include "client/request_copy.h"
 #include "fetch_internal.h"
-#include "forward_internal.h" /* the header rules */
+#include "http/forward_internal.h" /* the header rules */
 #include "tailcut/client.h"
 #include "tailcut/fetch.h"
 #include "tailcut/url.h"

@@ -3,8 +3,9 @@
  * request headers may be forwarded, and upstream URLs made safe to print. Private to the library
  * and the tailcut program (app/ includes it through the src/ include directory; not installed).
  *
- * The URL functions live in src/url.c (they share its one-byte-at-a-time percent-decoding), the
- * header rules in src/forward.c. None of them allocates except through the caller's tc__buf.
+ * The URL functions live in src/http/url.c (they share its one-byte-at-a-time percent-decoding),
+ * the header rules in src/http/forward.c. None of them allocates except through the caller's
+ * tc__buf.
  */
 #ifndef TAILCUT_FORWARD_INTERNAL_H
 #define TAILCUT_FORWARD_INTERNAL_H
@@ -14,7 +15,7 @@
 
 #include "base/buf.h"
 
-/* ---- URLs (src/url.c) ---- */
+/* ---- URLs (src/http/url.c) ---- */
 
 /* Appends to out the upstream URL with the client's query parameters added to its query.
  * Every pair of query (the raw client query, after '?', not decoded) is appended in the order
@@ -41,7 +42,7 @@ long tc__forward_url(tc__buf *out, const char *upstream, const char *query, size
  * stand in a printf argument list. */
 const char *tc__url_redact(const char *url, char *out, size_t cap);
 
-/* ---- headers (src/forward.c) ---- */
+/* ---- headers (src/http/forward.c) ---- */
 
 /* 1 if name[0..len) is an RFC 9110 token (a valid field name): 1 or more of
  * !#$%&'*+-.^_`|~ digits and letters. */

@@ -25,7 +25,7 @@
 #include <strings.h>
 
 #include "base/alloc.h"
-#include "request_copy.h"
+#include "client/request_copy.h"
 #include "tailcut/hedge.h"
 #include "tailcut/json.h"
 

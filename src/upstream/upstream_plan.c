@@ -1,7 +1,7 @@
 /*
  * What each /api/work request of the simulator gets (see upstream_plan.h): the --profile parser,
  * the draws from a profile with exponea's deck, and the scenario step parser. Pure code: no I/O,
- * no loop, no clock, so tests/unit/test_upstream.c drives it directly.
+ * no loop, no clock, so tests/unit/upstream/test_upstream.c drives it directly.
  */
 #include <math.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /*
- * The simulator's decisions, apart from its HTTP side (src/upstream.c): every /api/work request
- * gets one *step* -- wait delay_ms, then respond (status, body), hang or reset -- either the next
- * queued scenario step or one draw from the profile.
+ * The simulator's decisions, apart from its HTTP side (src/upstream/upstream.c): every /api/work
+ * request gets one *step* -- wait delay_ms, then respond (status, body), hang or reset -- either
+ * the next queued scenario step or one draw from the profile.
  *
  * Determinism: a dealer owns a private tc__rng seeded with --seed; each decision consumes a fixed
  * number of draws per profile kind, so the same seed and arrival order give the same steps.

@@ -657,6 +657,52 @@ def tls_dir(prefix, *other_cas):
     return d
 
 
+# A TLS upstream shared by the https tests of serve and fetch.
+TLS_BODY = b'{"ok":true}'
+
+
+class TLSHandler(QuietHandler):
+    """Answers every GET with TLS_BODY and records its path (TLSServer.paths)."""
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        with self.server.lock:
+            self.server.paths.append(self.path)
+        self.send_body(200, TLS_BODY)
+
+
+class TLSServer(http.server.ThreadingHTTPServer):
+    """Accepts plain TCP; each connection's handshake runs in its own handler thread, so a
+    client that rejects the certificate cannot stall the accept loop."""
+    daemon_threads = True
+
+    def __init__(self, ctx):
+        super().__init__(("127.0.0.1", 0), TLSHandler)
+        self.ctx = ctx
+        self.lock = threading.Lock()
+        self.paths = []
+        self.handshake_failures = 0
+
+    def finish_request(self, request, client_address):
+        request.settimeout(10)
+        try:
+            tls = self.ctx.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            with self.lock:
+                self.handshake_failures += 1
+            return
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            try:
+                tls.close()
+            except OSError:
+                pass
+
+    def handle_error(self, request, client_address):
+        pass  # a client that leaves mid-request is not a test failure
+
+
 def tls_server_context(d, cert="server.pem", key="server.key"):
     """A server-side ssl.SSLContext with the certificate and key in directory d."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -14,11 +14,11 @@ import unittest
 
 import yaml
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from tchelpers import SLOW, Proc, Watchdog  # noqa: E402
 from test_manpages import man_flags  # noqa: E402
 
-DIST = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+DIST = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
                                     "dist"))
 DRAIN_DEFAULT_MS = 10000  # --drain-timeout's default
 SHUTDOWN_DELAY_DEFAULT_MS = 0

@@ -13,11 +13,11 @@ import sys
 import tempfile
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from tchelpers import SANITIZED, SLOW, Proc, Watchdog  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SRC = os.path.abspath(os.path.join(HERE, "..", ".."))
+SRC = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 CONSUMER = os.path.join(HERE, "install_consumer")
 SAN_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"] if SANITIZED else []
 

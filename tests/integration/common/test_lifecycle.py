@@ -15,7 +15,7 @@ import tempfile
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import tchelpers as th  # noqa: E402
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")

@@ -12,7 +12,7 @@ import sys
 import unittest
 from concurrent.futures import ThreadPoolExecutor
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from tchelpers import SLOW, Proc, Watchdog  # noqa: E402
 
 RUNS = 20

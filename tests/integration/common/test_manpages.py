@@ -9,10 +9,10 @@ import subprocess
 import sys
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from tchelpers import SLOW, Proc, Watchdog  # noqa: E402
 
-MAN = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+MAN = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
                                    "docs", "man"))
 PAGES = {"tailcut": None, "tailcut-serve": "serve", "tailcut-upstream": "upstream",
          "tailcut-fetch": "fetch"}

@@ -19,7 +19,7 @@ import threading
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from tchelpers import (SLOW, SANITIZED, Proc, QuietHandler, Watchdog, get_json,  # noqa: E402
                        http_request, serve_in_thread, stop_server, wait_for)
 

@@ -21,11 +21,10 @@ import threading
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import tchelpers as th  # noqa: E402
 from tchelpers import SLOW, Watchdog  # noqa: E402
 from test_fetch import BIN, fetch, post, stats, upstream  # noqa: E402
-from test_https_upstream import TLSServer  # noqa: E402
 
 ENGINES = ("native", "curl")
 
@@ -173,7 +172,7 @@ class FetchOps(unittest.TestCase):
         self.assertEqual(p.stdout, b"")
 
     def test_bad_method_and_header_values_exit_2(self):
-        # A few of each: tests/unit/test_fetch_parse.c goes through the edge cases.
+        # A few of each: tests/unit/fetch/test_fetch_parse.c goes through the edge cases.
         for bad in ("", "G T", "GET\r\nX: y", "A/B"):
             self.assert_usage_error(["-X", bad], "-X")
         for bad in ("NoColon", "A B: c", "X: a\r\nInjected: 1", "transfer-encoding: chunked"):
@@ -349,7 +348,7 @@ class FetchTLS(unittest.TestCase):
         cls.servers = []
         # The second server shows the CA's own certificate: self-signed, and not for 127.0.0.1.
         for cert, key in (("server.pem", "server.key"), ("ca.pem", "ca.key")):
-            srv = TLSServer(th.tls_server_context(cls.dir, cert, key))
+            srv = th.TLSServer(th.tls_server_context(cls.dir, cert, key))
             cls.servers.append((srv, th.serve_in_thread(srv)))
         cls.ca_url = "https://127.0.0.1:%d/x" % cls.servers[0][0].server_address[1]
         cls.self_url = "https://127.0.0.1:%d/x" % cls.servers[1][0].server_address[1]

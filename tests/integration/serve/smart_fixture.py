@@ -12,7 +12,7 @@ import sys
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import tchelpers as th  # noqa: E402
 
 # libuv timers count whole milliseconds of (cached) loop time: a deadline may fire this early.

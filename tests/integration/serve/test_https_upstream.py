@@ -10,62 +10,19 @@ port 0 in a thread (GET answers 200 {"ok":true}), and checks that:
     handler;
   - an unreadable --upstream-ca file is a bad flag value (exit 2, one line naming it).
 """
-import http.server
 import json
 import os
 import shutil
-import ssl
 import subprocess
 import sys
-import threading
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import tchelpers as th  # noqa: E402
 from smart_fixture import Metrics, request  # noqa: E402
 
-BODY = b'{"ok":true}'
-
-
-class Handler(th.QuietHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):  # noqa: N802 - http.server's naming
-        with self.server.lock:
-            self.server.paths.append(self.path)
-        self.send_body(200, BODY)
-
-
-class TLSServer(http.server.ThreadingHTTPServer):
-    """Accepts plain TCP; each connection's handshake runs in its own handler thread, so a
-    client that rejects the certificate cannot stall the accept loop."""
-    daemon_threads = True
-
-    def __init__(self, ctx):
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.ctx = ctx
-        self.lock = threading.Lock()
-        self.paths = []
-        self.handshake_failures = 0
-
-    def finish_request(self, request, client_address):
-        request.settimeout(10)
-        try:
-            tls = self.ctx.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError):
-            with self.lock:
-                self.handshake_failures += 1
-            return
-        try:
-            super().finish_request(tls, client_address)
-        finally:
-            try:
-                tls.close()
-            except OSError:
-                pass
-
-    def handle_error(self, request, client_address):
-        pass  # a client that leaves mid-request is not a test failure
+BODY = th.TLS_BODY
+TLSServer = th.TLSServer
 
 
 class HttpsUpstream(unittest.TestCase):

@@ -13,7 +13,7 @@ import threading
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from tchelpers import Proc, connect, http_request, read_response, recv_all  # noqa: E402
 
 SAN = os.environ.get("TC_SANITIZE") == "ON"

@@ -1,5 +1,5 @@
 /*
- * Shared fixture of the tests of src/future.c (test_future_*.c): a loop per test in *state
+ * Shared fixture of the tests of src/core/future.c (test_future_*.c): a loop per test in *state
  * (loop_setup/loop_teardown), callback records, tracked values, cancel hooks and timed
  * producers.
  *

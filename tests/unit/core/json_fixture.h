@@ -1,6 +1,6 @@
 /*
- * Shared fixture of the tests of src/json.c (test_json_*.c): validation of exact-size heap copies,
- * so ASan flags any read past the length.
+ * Shared fixture of the tests of src/core/json.c (test_json_*.c): validation of exact-size heap
+ * copies, so ASan flags any read past the length.
  */
 #ifndef TC_TEST_JSON_FIXTURE_H
 #define TC_TEST_JSON_FIXTURE_H

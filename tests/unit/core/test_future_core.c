@@ -1,5 +1,5 @@
 /*
- * Unit tests for src/future.c: the future state machine, its reference counting and callback
+ * Unit tests for src/core/future.c: the future state machine, its reference counting and callback
  * rules, and cancellation.
  */
 #include "future_fixture.h"

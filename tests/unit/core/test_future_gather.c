@@ -1,5 +1,5 @@
 /*
- * Unit tests for src/future.c: gather, sleep and call_later.
+ * Unit tests for src/core/future.c: gather, sleep and call_later.
  */
 #include "future_fixture.h"
 

@@ -1,5 +1,5 @@
 /*
- * Unit tests for src/future.c: combinator races, lifetimes and edges.
+ * Unit tests for src/core/future.c: combinator races, lifetimes and edges.
  */
 #include "future_fixture.h"
 

@@ -1,5 +1,5 @@
 /*
- * Unit tests for src/future.c: with_timeout, wait, as_completed and first_success.
+ * Unit tests for src/core/future.c: with_timeout, wait, as_completed and first_success.
  */
 #include "future_fixture.h"
 

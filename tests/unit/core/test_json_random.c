@@ -1,5 +1,5 @@
 /*
- * Unit tests for src/json.c: a randomized property test of the validator and the readers, on
+ * Unit tests for src/core/json.c: a randomized property test of the validator and the readers, on
  * generated and mutated documents, with jansson as the oracle.
  */
 #include "json_fixture.h"

@@ -1,5 +1,5 @@
 /*
- * Unit tests for src/json.c: the raw readers (tc_json_iter, tc_json_object_get,
+ * Unit tests for src/core/json.c: the raw readers (tc_json_iter, tc_json_object_get,
  * tc_json_key_equal).
  */
 #include "json_fixture.h"

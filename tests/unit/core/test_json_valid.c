@@ -1,5 +1,5 @@
 /*
- * Unit tests for src/json.c: the strict validator (grammar, strings, UTF-8, numbers, depth,
+ * Unit tests for src/core/json.c: the strict validator (grammar, strings, UTF-8, numbers, depth,
  * truncation, inputs placed flush against a guard page).
  */
 #include "json_fixture.h"

@@ -1,7 +1,7 @@
 /*
- * Tests for the fetch engine and its helpers (src/fetch.c): the latency histogram, the
+ * Tests for the fetch engine and its helpers (src/fetch/fetch.c): the latency histogram, the
  * Retry-After parser, the JSON line writer, and tc_fetch itself against in-process simulated
- * upstreams (src/upstream.c) on the same loop, on 127.0.0.1 port 0.
+ * upstreams (src/upstream/upstream.c) on the same loop, on 127.0.0.1 port 0.
  *
  * Every engine test runs its own loop under a watchdog and ends with tc_fetch_close, the
  * upstreams' close and uv_loop_close(loop) == 0.
@@ -20,7 +20,7 @@
 #include <uv.h>
 
 #include "base/json_write.h"
-#include "fetch_internal.h"
+#include "fetch/fetch_internal.h"
 #include "tailcut/fetch.h"
 #include "tailcut/upstream.h"
 

@@ -1,6 +1,6 @@
 /*
- * Tests for the pure parsers behind `tailcut fetch`'s options (src/fetch_parse.c: -H and
- * --rate; the header rules themselves are src/forward.c's, tested in test_forward.c), and the
+ * Tests for the pure parsers behind `tailcut fetch`'s options (src/fetch/fetch_parse.c: -H and
+ * --rate; the header rules themselves are src/http/forward.c's, tested in test_forward.c), and the
  * checks tc_fetch_new() makes of the request it is given (method, headers, body, rate).
  */
 #include <math.h>
@@ -13,9 +13,9 @@
 #include <cmocka.h>
 #include <uv.h>
 
-#include "fetch_internal.h"
-#include "forward_internal.h"
-#include "forward_internal.h"
+#include "fetch/fetch_internal.h"
+#include "http/forward_internal.h"
+#include "http/forward_internal.h"
 #include "tailcut/fetch.h"
 
 static void header_ok(const char *arg, const char *name, const char *value)

@@ -14,7 +14,7 @@
 #include <cmocka.h>
 
 #include "base/alloc.h"
-#include "forward_internal.h"
+#include "http/forward_internal.h"
 #include "tailcut/error.h"
 
 /* ---- tc__forward_url ------------------------------------------------------------------------ */

@@ -1,5 +1,5 @@
 /*
- * Tests for the native engine's response reader (src/h1_parse.c): a table of responses, each
+ * Tests for the native engine's response reader (src/http/h1_parse.c): a table of responses, each
  * fed whole, split in two at every byte boundary, and one byte at a time; the outcome (status,
  * header block, body, keep-alive, bytes left over, or the error) must be the same every way.
  */
@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "h1_parse.h"
+#include "http/h1_parse.h"
 #include "tailcut/error.h"
 
 typedef struct outcome {

@@ -1,5 +1,5 @@
 /*
- * Unit tests for src/url.c: query iteration, percent-decoding and -encoding, tc_query_get, the
+ * Unit tests for src/http/url.c: query iteration, percent-decoding and -encoding, tc_query_get, the
  * serve endpoints' timeout rule (every accepted and refused form, and their percent-encoded
  * twins) and the ID rule.
  */

@@ -1,6 +1,6 @@
 /*
- * Shared fixture of the tests of src/batch.c (test_batch_*.c): a harness with its own uv loop,
- * a dispatcher that holds the batches it receives (so the test decides when and how each one
+ * Shared fixture of the tests of src/policy/batch.c (test_batch_*.c): a harness with its own uv
+ * loop, a dispatcher that holds the batches it receives (so the test decides when and how each one
  * ends) or answers synchronously inside dispatch, and values counted on release.
  *
  * Every test owns a uv loop and ends by running it to completion and checking

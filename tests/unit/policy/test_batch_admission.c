@@ -1,6 +1,6 @@
 /*
- * Unit tests for src/batch.c: the in-flight cap and its queue, the queue limit, closing, zero
- * wait, and a dispatcher that fails synchronously. The harness is batch_fixture.h.
+ * Unit tests for src/policy/batch.c: the in-flight cap and its queue, the queue limit, closing,
+ * zero wait, and a dispatcher that fails synchronously. The harness is batch_fixture.h.
  */
 #include "batch_fixture.h"
 

@@ -1,6 +1,6 @@
 /*
- * Unit tests for src/batch.c: callbacks that re-enter the batcher, and 100,000 keys without a
- * leak. The harness is batch_fixture.h.
+ * Unit tests for src/policy/batch.c: callbacks that re-enter the batcher, and 100,000 keys without
+ * a leak. The harness is batch_fixture.h.
  */
 #include "batch_fixture.h"
 

@@ -1,6 +1,6 @@
 /*
- * Unit tests for src/batch.c: what triggers a batch (size, time, flush), deduplication, per-key
- * results and errors, whole-batch failure, and waiters that leave. The harness is
+ * Unit tests for src/policy/batch.c: what triggers a batch (size, time, flush), deduplication,
+ * per-key results and errors, whole-batch failure, and waiters that leave. The harness is
  * batch_fixture.h.
  */
 #include "batch_fixture.h"

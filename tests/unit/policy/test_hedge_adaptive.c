@@ -1,5 +1,5 @@
 /*
- * Unit tests for adaptive hedging (src/latency.c, src/budget.c):
+ * Unit tests for adaptive hedging (src/policy/latency.c, src/policy/budget.c):
  * - the estimator against a sorted-array oracle, on random and adversarial streams, and its
  *   window on a fake clock;
  * - the budget against a brute-force oracle of the budget rule at every decision, at 1, 20,

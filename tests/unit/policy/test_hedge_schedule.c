@@ -1,9 +1,9 @@
 /*
- * Unit tests for adaptive hedging (src/hedge.c): the schedule on a real loop against a tc_server
- * whose answer depends on X-Tailcut-Attempt: staggered extras, a first attempt that fails, an
- * extra that fails, a denied extra with nothing in flight, what is recorded, and the warm-up's
- * fallback delay. Timing assertions are lower bounds (timers never fire early) with generous
- * upper bounds.
+ * Unit tests for adaptive hedging (src/policy/hedge.c): the schedule on a real loop against a
+ * tc_server whose answer depends on X-Tailcut-Attempt: staggered extras, a first attempt that
+ * fails, an extra that fails, a denied extra with nothing in flight, what is recorded, and the
+ * warm-up's fallback delay. Timing assertions are lower bounds (timers never fire early) with
+ * generous upper bounds.
  */
 #include "hedge_fixture.h"
 

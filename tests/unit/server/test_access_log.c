@@ -1,6 +1,6 @@
 /*
- * Unit tests for src/access_log.c: the access-log time stamp, the text format's escaping, and
- * whole lines in both formats (json lines are parsed back with jansson, field by field),
+ * Unit tests for src/server/access_log.c: the access-log time stamp, the text format's escaping,
+ * and whole lines in both formats (json lines are parsed back with jansson, field by field),
  * including the worst case: the longest target and id, every byte escaped, fit the server's
  * line buffer without growing it.
  */
@@ -15,7 +15,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "access_log.h"
+#include "server/access_log.h"
 #include "base/buf.h"
 #include "tailcut/server.h"
 

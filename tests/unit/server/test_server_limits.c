@@ -417,9 +417,10 @@ static void test_finish_after_server_close_waits(void **state)
 /* Found as a bug by this file: tc_server_close() called from inside the handler, after the handler
  * answered its request, is a heap-use-after-free. conn_close() frees the finished request (it is
  * still at the queue head because the handler runs inside the read callback), and conn_dispatch()
- * then reads r->next from it (src/server.c, the `r = r->next` step of the loop in conn_dispatch).
- * Input: one "GET /close-now"; the handler calls tc_request_respond() and then tc_server_close().
- * Expected: the close completes; actual: ASan heap-use-after-free in conn_dispatch. */
+ * then reads r->next from it (src/server/server.c, the `r = r->next` step of the loop in
+ * conn_dispatch). Input: one "GET /close-now"; the handler calls tc_request_respond() and then
+ * tc_server_close(). Expected: the close completes; actual: ASan heap-use-after-free in
+ * conn_dispatch. */
 static void handler_close_inside(tc_request *req, void *data)
 {
     fixture *fx = data;

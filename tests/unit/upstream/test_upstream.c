@@ -1,6 +1,6 @@
 /*
- * Unit tests for the simulator's decisions (src/upstream_plan.c) and its object
- * (src/upstream.c):
+ * Unit tests for the simulator's decisions (src/upstream/upstream_plan.c) and its object
+ * (src/upstream/upstream.c):
  * - --profile parsing: every kind, its bounds and the reasons given for bad values;
  * - exponea's deck: every run of 11 draws holds exactly one hang, one invalid JSON and one 500,
  *   whatever the seed, and a profile switch starts a fresh deck;
@@ -22,7 +22,7 @@
 #include <uv.h>
 
 #include "tailcut/upstream.h"
-#include "upstream_plan.h"
+#include "upstream/upstream_plan.h"
 
 /* ---- profiles ------------------------------------------------------------------------------- */
 

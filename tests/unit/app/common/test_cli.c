@@ -1,5 +1,5 @@
 /*
- * Unit tests for app/cli.c's option parser, the one every subcommand uses (issue 11): whole
+ * Unit tests for app/common/cli.c's option parser, the one every subcommand uses (issue 11): whole
  * names only, both value spellings, short options, the last value wins, `--` and `-`, and the
  * guarantee that adding a row to a table never changes how an existing spelling parses.
  */
@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "cli.h"
+#include "common/cli.h"
 
 enum {
     O_HELP = 1,

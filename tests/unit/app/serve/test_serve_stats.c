@@ -1,7 +1,7 @@
 /*
- * Unit tests for app/cmd_serve_stats.c, the dashboard's history ring and snapshot: the latency
- * buckets and percentiles, seconds landing in their place of the 5-minute window, seconds with no
- * traffic, slot rollover, the window edge, summing over shards (also with writers racing a
+ * Unit tests for app/serve/cmd_serve_stats.c, the dashboard's history ring and snapshot: the
+ * latency buckets and percentiles, seconds landing in their place of the 5-minute window, seconds
+ * with no traffic, slot rollover, the window edge, summing over shards (also with writers racing a
  * reader, exact at the end), hedge results, and the JSON snapshot read back with jansson.
  */
 #include <jansson.h>
@@ -16,7 +16,7 @@
 
 #include <cmocka.h>
 
-#include "cmd_serve_stats.h"
+#include "serve/cmd_serve_stats.h"
 
 static const char *const names[] = {"smart", "first", "other"};
 #define N_EP 3
