@@ -23,9 +23,12 @@
  *
  * Adaptive hedging adds three objects that any C program can use on its own:
  *
- *   tc_latency         a windowed latency estimator: a fixed-size log-linear histogram ring
- *                      (TC_LATENCY_SLICES slices of TC_LATENCY_SLICE_MS), relative error under
- *                      1%, O(1) record and query, no allocation after creation. One owner thread.
+ *   tc_latency         a windowed latency estimator that takes censored records (attempts
+ *                      cancelled while still running) and reads them as lower bounds: the
+ *                      product-limit (Kaplan-Meier) estimate over a fixed-size log-linear
+ *                      histogram ring (TC_LATENCY_SLICES slices of TC_LATENCY_SLICE_MS), relative
+ *                      error under 1%, O(1) record, one pass over the buckets per query, no
+ *                      allocation after creation. One owner thread.
  *   tc_hedge_adaptive  the percentile delay in force: one estimator, the warm-up count and the
  *                      fallback, behind a short mutex, so one object serves every worker of a
  *                      process.
@@ -94,28 +97,55 @@ tc_attempt_outcome tc_hedge_judge_json(const tc_response *resp, void *data);
 /* Values are microseconds; larger ones are counted as this (about 71 minutes). */
 #define TC_LATENCY_MAX_US UINT64_C(4294967295)
 
+/* What tc_latency_quantile answered (both are >= 0; errors are negative). */
+#define TC_LATENCY_QUANTILE 0 /* the product-limit q-quantile */
+#define TC_LATENCY_LARGEST 1  /* the estimate never falls to 1 - q: the largest value recorded */
+
 typedef struct tc_latency tc_latency;
 
-/* Creates an estimator with an empty window. All its memory (about 80 KiB) is allocated here and
+/* Creates an estimator with an empty window. All its memory (about 150 KiB) is allocated here and
  * nothing more ever is. Returns 0, TC_EINVAL (out NULL), TC_ENOMEM. */
 int tc_latency_new(tc_latency **out);
 
 /* Frees e (NULL is fine). */
 void tc_latency_free(tc_latency *e);
 
-/* Counts one value (microseconds) at time now_ms (any monotonic millisecond clock, the same for
- * every call on e; a time earlier than the latest seen counts as the latest). O(1): an index
- * from the value's leading bit, two increments, and, once per slice, forgetting the slices that
- * left the window. Not thread-safe: one owner, or a lock around it (tc_hedge_adaptive). */
+/* Counts one finished value (microseconds: a latency known exactly) at time now_ms (any
+ * monotonic millisecond clock, the same for every call on e; a time earlier than the latest seen
+ * counts as the latest). O(1): an index from the value's leading bit, a few increments, and,
+ * once per slice, forgetting the slices that left the window. Not thread-safe: one owner, or a
+ * lock around it (tc_hedge_adaptive). */
 void tc_latency_record(tc_latency *e, uint64_t now_ms, uint64_t value_us);
 
-/* Values counted in the window as of now_ms. */
+/* Counts one censored value: something still running after value_us (an attempt cancelled at
+ * that elapsed time), whose own latency is larger by an unknown amount. It is never read as a
+ * latency: it only stops counting among the records still running above its value. Same clock,
+ * cost and threading as tc_latency_record. */
+void tc_latency_record_censored(tc_latency *e, uint64_t now_ms, uint64_t value_us);
+
+/* Records of both kinds in the window as of now_ms (unweighted). */
 uint64_t tc_latency_count(tc_latency *e, uint64_t now_ms);
 
-/* The q-quantile (0 < q <= 1) of the window as of now_ms, by nearest rank: the value of rank
- * ceil(q x n) among the n values in the window, within 1/128 of it (values under 64 us exactly).
- * At most 27 + 64 steps whatever n is. Returns 0 and sets *value_us, TC_EINVAL (q out of range),
- * or TC_EMISSING when the window is empty. */
+/* The q-quantile (0 < q <= 1) of the window as of now_ms, by the product-limit (Kaplan-Meier)
+ * estimate of the records: walking the values upwards, S(t) is the product over the finished
+ * values v <= t of 1 - d(v) / n(v), where d(v) is the number finished at v and n(v) the number
+ * of records, of either kind, at or above v. The q-quantile is the smallest finished value
+ * where S falls to 1 - q or below; with no censored record it is the
+ * nearest rank, the value of rank ceil(q x n). A censored record of the same value as a finished
+ * one is still at risk when the finished one ends (the usual convention).
+ *
+ * Resolution: values are read at their bucket (a bucket spans at most 1/64 of its lower bound;
+ * each value under 64 us has its own), and ties are taken at that resolution: a censored record
+ * counts as still running through the whole of its bucket. So the answer is, within 1/128 (exact
+ * below 64 us), the product-limit quantile of the records with each censored value raised to the
+ * top of its bucket; it is never below the quantile of the raw values by more than that 1/128,
+ * and within 1/128 of it when no censored record shares a bucket with a larger finished one.
+ *
+ * Returns TC_LATENCY_QUANTILE with *value_us the quantile; TC_LATENCY_LARGEST when S never falls
+ * to 1 - q (the slowest records were censored: the quantile lies above them, unknown), with
+ * *value_us the largest value recorded in the window, within 1/128; TC_EINVAL (q out of range,
+ * value_us NULL); TC_EMISSING (the window is empty). One pass over the non-empty buckets, each
+ * summed over the slices: a few thousand steps, whatever the number of records. */
 int tc_latency_quantile(tc_latency *e, uint64_t now_ms, double q, uint64_t *value_us);
 
 /* ---- the percentile delay ----------------------------------------------------------------------
@@ -146,17 +176,24 @@ int tc_hedge_adaptive_new(tc_hedge_adaptive **out, const tc_hedge_adaptive_confi
 /* Frees a (NULL is fine) once no thread uses it. */
 void tc_hedge_adaptive_free(tc_hedge_adaptive *a);
 
-/* Records one attempt latency (microseconds) at now_ms (one monotonic clock for all callers,
- * e.g. uv_hrtime() / 1000000). tc_hedge_start() calls this itself for its policy's `adaptive`. */
+/* Records one attempt that answered, at its latency (microseconds), at now_ms (one monotonic
+ * clock for all callers, e.g. uv_hrtime() / 1000000): a finished value (tc_latency_record).
+ * tc_hedge_start() calls this itself for its policy's `adaptive`, for each success. */
 void tc_hedge_adaptive_record(tc_hedge_adaptive *a, uint64_t now_ms, uint64_t latency_us);
 
-/* The delay in force at now_ms, in milliseconds: the fallback until `warmup` attempts have been
- * recorded and whenever the window is empty, else the percentile of the window (rounded to the
- * nearest ms), re-estimated when TC_HEDGE_REFRESH_MS have passed since the last estimate; always
- * within [1, max_ms]. */
+/* Records one attempt cancelled after elapsed_us because another won: a censored value
+ * (tc_latency_record_censored), a lower bound of a latency nobody saw end. Same clock as above.
+ * tc_hedge_start() calls this itself for each attempt it cancels for a winner. */
+void tc_hedge_adaptive_record_censored(tc_hedge_adaptive *a, uint64_t now_ms, uint64_t elapsed_us);
+
+/* The delay in force at now_ms, in milliseconds: the fallback until `warmup` attempts (of both
+ * kinds) have been recorded and whenever the window is empty; else tc_latency_quantile's answer
+ * for the percentile (rounded to the nearest ms): the product-limit percentile, or the largest
+ * value recorded when the records cannot reach it. Re-estimated when TC_HEDGE_REFRESH_MS have
+ * passed since the last estimate; always within [1, max_ms]. */
 uint64_t tc_hedge_adaptive_delay_ms(tc_hedge_adaptive *a, uint64_t now_ms);
 
-/* Attempts recorded since creation. */
+/* Attempts recorded since creation, both kinds. */
 uint64_t tc_hedge_adaptive_recorded(tc_hedge_adaptive *a);
 
 /* ---- the budget --------------------------------------------------------------------------------
@@ -215,7 +252,8 @@ typedef struct tc_hedge_policy {
     tc_hedge_adaptive *adaptive; /* the delay comes from here, read when the hedge starts, and
                                   * the hedge records into it as it ends: each success at its
                                   * latency, each attempt cancelled because another won at its
-                                  * elapsed time; failures never [NULL: hedge_delay_ms] */
+                                  * elapsed time, as censored; failures never
+                                  * [NULL: hedge_delay_ms] */
     tc_hedge_budget *budget;     /* counts this hedge as a request and checks every extra [NULL] */
 } tc_hedge_policy;
 

@@ -177,8 +177,9 @@ static void observe(hedge *h, const tc_hedge_result *r)
 }
 
 /* Feeds an adaptive policy's estimator: each success at its latency, and, when a
- * winner is known, each attempt cancelled for it at its elapsed time (a lower bound: dropping
- * them would hide exactly the slow attempts and pull the delay down). Failures never. */
+ * winner is known, each attempt cancelled for it at its elapsed time, as censored (a lower
+ * bound: dropping them would hide exactly the slow attempts and pull the delay down, reading
+ * them as latencies would pull it onto the moments of cancellation). Failures never. */
 static void record_latencies(hedge *h, const tc_hedge_result *r)
 {
     if (h->policy.adaptive == NULL)
@@ -186,10 +187,13 @@ static void record_latencies(hedge *h, const tc_hedge_result *r)
     uint64_t now_ms = uv_hrtime() / 1000000;
     for (unsigned i = 0; i < r->nattempts; i++) {
         const tc_hedge_attempt *a = &r->attempts[i];
-        int lower_bound = a->outcome == TC_OUTCOME_CANCELLED && r->winner >= 0;
-        if ((a->outcome == TC_OUTCOME_SUCCESS || lower_bound) && a->ended_ns >= a->started_ns)
-            tc_hedge_adaptive_record(h->policy.adaptive, now_ms,
-                                     (a->ended_ns - a->started_ns) / 1000);
+        if (a->ended_ns < a->started_ns)
+            continue;
+        uint64_t us = (a->ended_ns - a->started_ns) / 1000;
+        if (a->outcome == TC_OUTCOME_SUCCESS)
+            tc_hedge_adaptive_record(h->policy.adaptive, now_ms, us);
+        else if (a->outcome == TC_OUTCOME_CANCELLED && r->winner >= 0)
+            tc_hedge_adaptive_record_censored(h->policy.adaptive, now_ms, us);
     }
 }
 

@@ -1,69 +1,73 @@
 /*
- * A windowed latency estimator and the percentile hedge delay built on it (adaptive hedging).
+ * A windowed latency estimator with censored records, and the percentile hedge delay built on it
+ * (adaptive hedging).
  *
- * The one idea: a log-linear histogram. A value's bucket is its leading bit (the octave) and the
- * next six bits (64 linear sub-buckets per octave), so a bucket is never wider than 1/64 of its
- * lower bound and its midpoint is within 1/128 of any value in it. Values below 64 us get a
- * bucket each. 27 octaves x 64 cover 0 to 2^32 us in 1,728 buckets.
+ * Two kinds of record: a finished value (an attempt that answered, at its latency) and a censored
+ * one (an attempt cancelled because another won, at its elapsed time: its latency is larger, by
+ * how much nobody knows). Reading the censored ones as finished pulls every percentile down onto
+ * the moments of cancellation; dropping them hides exactly the slow attempts. The product-limit
+ * (Kaplan-Meier) estimate is the unbiased reading: walking the values upwards, each bucket's
+ * finished records end a share d / n of the n records still "at risk" (not yet finished or
+ * cancelled below it), S *= 1 - d / n, and a censored record only leaves the risk set, never ends
+ * a share. The q-quantile is the first value where S falls to 1 - q; with no censored record
+ * S is 1 - rank / n and this is the nearest rank of the plain histogram.
  *
- * The window is a ring of TC_LATENCY_SLICES slices of TC_LATENCY_SLICE_MS, each a full set of
- * bucket counts. Beside the ring, `sum` holds every bucket's count over the live slices and
- * `octave_sum` every octave's, so a record is two increments plus the slice's own, and a
- * quantile walks at most 27 octave totals and then 64 buckets of one octave. When time moves
- * into a new slice, the slices that left the window are subtracted from the totals and zeroed:
- * once per slice, bounded by the ring's size, with no allocation.
+ * The one idea: a log-linear histogram (base/loglin.h, 64 sub-buckets per power of two, so a
+ * bucket is never wider than 1/64 of its lower bound and its midpoint is within 1/128 of any
+ * value in it) holds both counts per bucket, so the estimate is one pass over the buckets, not
+ * over the records. The window is a ring of TC_LATENCY_SLICES slices of TC_LATENCY_SLICE_MS,
+ * each with its own counts, and a weight per slice age, so the pass sums each bucket's counts
+ * across the live slices with those weights (all 1 here: a sliding window). Beside the ring, `sum`
+ * and `octave_sum` hold the unweighted count of every bucket and octave over the live slices, so
+ * the pass skips empty octaves and buckets: a few octaves of 64 buckets in practice. When time
+ * moves into a new slice, the slices that left the window are subtracted from the totals and
+ * zeroed: once per slice, bounded by the ring, no allocation.
  */
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "base/alloc.h"
+#include "base/loglin.h"
 #include "tailcut/hedge.h"
 
 #define SUB_BITS 6
-#define SUB_COUNT (1u << SUB_BITS) /* 64 buckets per octave */
-#define OCTAVES 27 /* octave 0: values 0..63 exactly; octave g: [2^(g+5), 2^(g+6)) */
-#define NBUCKETS (OCTAVES * SUB_COUNT)
+#define MAX_BITS 32 /* 2^32 us: TC_LATENCY_MAX_US */
+#define SUB_COUNT (1u << SUB_BITS)
+#define NBUCKETS TC__LOGLIN_BUCKETS(SUB_BITS, MAX_BITS) /* 1,728 */
+#define OCTAVES (NBUCKETS / SUB_COUNT)                  /* 27 */
+
+enum { FINISHED = 0, CENSORED = 1 };
 
 struct tc_latency {
-    uint64_t slice_id;  /* now_ms / TC_LATENCY_SLICE_MS of the newest slice */
-    uint64_t latest_ms; /* the latest time seen */
-    uint64_t total;     /* values in the window */
-    uint64_t octave_sum[OCTAVES];
-    uint64_t sum[NBUCKETS];
+    uint64_t slice_id;                /* now_ms / TC_LATENCY_SLICE_MS of the newest slice */
+    uint64_t latest_ms;               /* the latest time seen */
+    uint64_t total;                   /* records of both kinds in the window */
+    double weight[TC_LATENCY_SLICES]; /* weight[k]: a record of a slice k slices old */
+    uint64_t octave_sum[OCTAVES];     /* records of both kinds per octave, live slices */
+    uint64_t sum[NBUCKETS];           /* records of both kinds per bucket, live slices */
     uint32_t slice_total[TC_LATENCY_SLICES];
-    uint32_t slices[TC_LATENCY_SLICES][NBUCKETS];
+    uint32_t slices[TC_LATENCY_SLICES][NBUCKETS][2]; /* [FINISHED], [CENSORED] */
 };
 
-static unsigned bucket_of(uint64_t v)
-{
-    if (v > TC_LATENCY_MAX_US)
-        v = TC_LATENCY_MAX_US;
-    if (v < SUB_COUNT)
-        return (unsigned)v;
-    unsigned top = 63u - (unsigned)__builtin_clzll(v); /* 6..31 */
-    unsigned sub = (unsigned)(v >> (top - SUB_BITS)) & (SUB_COUNT - 1);
-    return (top - SUB_BITS + 1) * SUB_COUNT + sub;
-}
-
 /* The value a bucket stands for: the midpoint of the values it holds. */
-static uint64_t bucket_value(unsigned b)
+static uint64_t bucket_value(size_t b)
 {
-    if (b < SUB_COUNT)
-        return b;
-    unsigned octave = b / SUB_COUNT, sub = b % SUB_COUNT;
-    unsigned shift = octave - 1; /* octave g holds [2^(g+5), 2^(g+6)) in steps of 2^(g-1) */
-    uint64_t lo = (uint64_t)(SUB_COUNT + sub) << shift;
-    uint64_t width = UINT64_C(1) << shift;
-    return lo + (width - 1) / 2;
+    uint64_t low, width;
+    tc__loglin_bucket(b, SUB_BITS, &low, &width);
+    return low + (width - 1) / 2;
 }
 
 int tc_latency_new(tc_latency **out)
 {
     if (out == NULL)
         return TC_EINVAL;
-    *out = calloc(1, sizeof(**out));
-    return *out == NULL ? TC_ENOMEM : 0;
+    tc_latency *e = tc__calloc(1, sizeof(*e));
+    if (e == NULL)
+        return TC_ENOMEM;
+    for (unsigned k = 0; k < TC_LATENCY_SLICES; k++)
+        e->weight[k] = 1.0; /* a sliding window: every live slice counts the same */
+    *out = e;
+    return 0;
 }
 
 void tc_latency_free(tc_latency *e)
@@ -76,8 +80,8 @@ static void slice_clear(tc_latency *e, unsigned s)
 {
     if (e->slice_total[s] == 0)
         return;
-    for (unsigned b = 0; b < NBUCKETS; b++) {
-        uint32_t c = e->slices[s][b];
+    for (size_t b = 0; b < NBUCKETS; b++) {
+        uint64_t c = (uint64_t)e->slices[s][b][FINISHED] + e->slices[s][b][CENSORED];
         if (c != 0) {
             e->sum[b] -= c;
             e->octave_sum[b / SUB_COUNT] -= c;
@@ -106,17 +110,27 @@ static unsigned advance(tc_latency *e, uint64_t now_ms)
     return (unsigned)(e->slice_id % TC_LATENCY_SLICES);
 }
 
-void tc_latency_record(tc_latency *e, uint64_t now_ms, uint64_t value_us)
+static void record(tc_latency *e, uint64_t now_ms, uint64_t value_us, int kind)
 {
     unsigned s = advance(e, now_ms);
-    unsigned b = bucket_of(value_us);
+    size_t b = tc__loglin_index(value_us, SUB_BITS, MAX_BITS);
     if (e->slice_total[s] == UINT32_MAX)
-        return; /* four billion values in one slice: the rest of it is not counted */
-    e->slices[s][b]++;
+        return; /* four billion records in one slice: the rest of it is not counted */
+    e->slices[s][b][kind]++;
     e->slice_total[s]++;
     e->sum[b]++;
     e->octave_sum[b / SUB_COUNT]++;
     e->total++;
+}
+
+void tc_latency_record(tc_latency *e, uint64_t now_ms, uint64_t value_us)
+{
+    record(e, now_ms, value_us, FINISHED);
+}
+
+void tc_latency_record_censored(tc_latency *e, uint64_t now_ms, uint64_t value_us)
+{
+    record(e, now_ms, value_us, CENSORED);
 }
 
 uint64_t tc_latency_count(tc_latency *e, uint64_t now_ms)
@@ -129,23 +143,56 @@ int tc_latency_quantile(tc_latency *e, uint64_t now_ms, double q, uint64_t *valu
 {
     if (!(q > 0.0 && q <= 1.0) || value_us == NULL)
         return TC_EINVAL;
-    advance(e, now_ms);
+    unsigned now_slice = advance(e, now_ms);
     if (e->total == 0)
         return TC_EMISSING;
-    /* Nearest rank; the small slack keeps q x n exact when it is a whole number in theory. */
-    double r = ceil(q * (double)e->total - 1e-9);
-    uint64_t rank = r < 1.0 ? 1 : (uint64_t)r;
-    if (rank > e->total)
-        rank = e->total;
-    uint64_t seen = 0;
-    unsigned g = 0;
-    while (g + 1 < OCTAVES && seen + e->octave_sum[g] < rank)
-        seen += e->octave_sum[g++];
-    unsigned b = g * SUB_COUNT;
-    while (b + 1 < (g + 1) * SUB_COUNT && seen + e->sum[b] < rank)
-        seen += e->sum[b++];
-    *value_us = bucket_value(b);
-    return 0;
+    /* Each ring slot's weight as of now, and the weight of every record: all at risk at 0. */
+    double w[TC_LATENCY_SLICES];
+    double at_risk = 0.0;
+    for (unsigned k = 0; k < TC_LATENCY_SLICES; k++) {
+        unsigned s = (now_slice + TC_LATENCY_SLICES - k) % TC_LATENCY_SLICES;
+        w[s] = e->weight[k];
+        at_risk += w[s] * (double)e->slice_total[s];
+    }
+    /* S is a product of up to 1,728 factors, so it carries rounding of a few 1e-13: a survival
+     * that is 1 - q in exact arithmetic (q x n whole, no censoring) must count as reaching it. */
+    double reach = (1.0 - q) * (1.0 + 1e-11) + 1e-14;
+    double surv = 1.0;
+    uint64_t left = e->total; /* records at or above the bucket, unweighted */
+    size_t last = 0;
+    for (size_t g = 0; g < OCTAVES; g++) {
+        if (e->octave_sum[g] == 0)
+            continue;
+        for (size_t b = g * SUB_COUNT; b < (g + 1) * SUB_COUNT; b++) {
+            if (e->sum[b] == 0)
+                continue;
+            double d = 0.0, c = 0.0;
+            uint64_t finished = 0;
+            for (unsigned s = 0; s < TC_LATENCY_SLICES; s++) {
+                finished += e->slices[s][b][FINISHED];
+                d += w[s] * (double)e->slices[s][b][FINISHED];
+                c += w[s] * (double)e->slices[s][b][CENSORED];
+            }
+            /* The bucket's censored records are still at risk when its finished ones end:
+             * a cancelled attempt had not finished at its elapsed time. When the finished ones
+             * are all that is left, S is 0 exactly: at_risk, a running difference of weights,
+             * would leave a residue there. */
+            if (d > 0.0) {
+                surv = finished == left ? 0.0 : surv * (1.0 - d / at_risk);
+                if (surv <= reach) {
+                    *value_us = bucket_value(b);
+                    return TC_LATENCY_QUANTILE;
+                }
+            }
+            at_risk -= d + c;
+            left -= e->sum[b];
+            last = b;
+        }
+    }
+    /* The slowest records were censored: S stays above 1 - q, and the percentile lies somewhere
+     * above the largest value recorded, which is the best lower bound the window has. */
+    *value_us = bucket_value(last);
+    return TC_LATENCY_LARGEST;
 }
 
 /* ---- the percentile delay ----------------------------------------------------------------------
@@ -216,6 +263,14 @@ void tc_hedge_adaptive_record(tc_hedge_adaptive *a, uint64_t now_ms, uint64_t la
     uv_mutex_unlock(&a->lock);
 }
 
+void tc_hedge_adaptive_record_censored(tc_hedge_adaptive *a, uint64_t now_ms, uint64_t elapsed_us)
+{
+    uv_mutex_lock(&a->lock);
+    tc_latency_record_censored(a->est, now_ms, elapsed_us);
+    a->recorded++;
+    uv_mutex_unlock(&a->lock);
+}
+
 uint64_t tc_hedge_adaptive_delay_ms(tc_hedge_adaptive *a, uint64_t now_ms)
 {
     uv_mutex_lock(&a->lock);
@@ -224,8 +279,10 @@ uint64_t tc_hedge_adaptive_delay_ms(tc_hedge_adaptive *a, uint64_t now_ms)
                 now_ms - a->estimated_at_ms >= TC_HEDGE_REFRESH_MS;
     if (stale) {
         uint64_t us = 0;
+        /* Either answer is the delay: the percentile, or the largest value when the records
+         * cannot reach it. */
         if (a->recorded >= a->cfg.warmup &&
-            tc_latency_quantile(a->est, now_ms, a->cfg.percentile / 100.0, &us) == 0) {
+            tc_latency_quantile(a->est, now_ms, a->cfg.percentile / 100.0, &us) >= 0) {
             a->delay_ms = clamp_delay((us + 500) / 1000, a->cfg.max_ms);
             a->estimated = 1;
             a->estimated_at_ms = now_ms;
