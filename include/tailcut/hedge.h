@@ -23,12 +23,13 @@
  *
  * Adaptive hedging adds three objects that any C program can use on its own:
  *
- *   tc_latency         a windowed latency estimator that takes censored records (attempts
+ *   tc_latency         a decaying latency estimator that takes censored records (attempts
  *                      cancelled while still running) and reads them as lower bounds: the
  *                      product-limit (Kaplan-Meier) estimate over a fixed-size log-linear
- *                      histogram ring (TC_LATENCY_SLICES slices of TC_LATENCY_SLICE_MS), relative
- *                      error under 1%, O(1) record, one pass over the buckets per query, no
- *                      allocation after creation. One owner thread.
+ *                      histogram ring (TC_LATENCY_SLICES slices of TC_LATENCY_SLICE_MS, decaying
+ *                      with time constant TC_LATENCY_DECAY_MS), relative error under 1%, O(1)
+ *                      record, one pass over the buckets per query, no allocation after creation.
+ *                      One owner thread.
  *   tc_hedge_adaptive  the percentile delay in force: one estimator, the warm-up count and the
  *                      fallback, behind a short mutex, so one object serves every worker of a
  *                      process.
@@ -91,9 +92,15 @@ tc_attempt_outcome tc_hedge_judge_json(const tc_response *resp, void *data);
 /* ---- the latency estimator ------------------------------------------------------------------- */
 
 /* The window is TC_LATENCY_SLICES slices of TC_LATENCY_SLICE_MS: the current slice and the nine
- * before it, so it covers the last 9 to 10 s. */
+ * before it, so nothing older than 10 s counts (the horizon). Inside it, a record weighs
+ * exp(-k x TC_LATENCY_SLICE_MS / TC_LATENCY_DECAY_MS) when its slice is k slices old (0 for the
+ * current one): an exponential decay of time constant 4 s, in steps of a slice, cut at the
+ * horizon. Why these numbers (a step of the latencies shows at the percentile within about a
+ * second, and is forgotten within 10 s; noise moves the percentile less than a 5 s window
+ * would): docs/hedge.md, "The window". */
 #define TC_LATENCY_SLICES 10
 #define TC_LATENCY_SLICE_MS 1000
+#define TC_LATENCY_DECAY_MS 4000
 /* Values are microseconds; larger ones are counted as this (about 71 minutes). */
 #define TC_LATENCY_MAX_US UINT64_C(4294967295)
 
@@ -127,10 +134,10 @@ void tc_latency_record_censored(tc_latency *e, uint64_t now_ms, uint64_t value_u
 uint64_t tc_latency_count(tc_latency *e, uint64_t now_ms);
 
 /* The q-quantile (0 < q <= 1) of the window as of now_ms, by the product-limit (Kaplan-Meier)
- * estimate of the records: walking the values upwards, S(t) is the product over the finished
- * values v <= t of 1 - d(v) / n(v), where d(v) is the number finished at v and n(v) the number
- * of records, of either kind, at or above v. The q-quantile is the smallest finished value
- * where S falls to 1 - q or below; with no censored record it is the
+ * estimate of the weighted records: walking the values upwards, S(t) is the product over the
+ * finished values v <= t of 1 - d(v) / n(v), where d(v) is the weight finished at v and n(v) the
+ * weight of every record, of either kind, at or above v. The q-quantile is the smallest finished
+ * value where S falls to 1 - q or below; with no censored record (and equal weights) it is the
  * nearest rank, the value of rank ceil(q x n). A censored record of the same value as a finished
  * one is still at risk when the finished one ends (the usual convention).
  *

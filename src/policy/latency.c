@@ -1,5 +1,5 @@
 /*
- * A windowed latency estimator with censored records, and the percentile hedge delay built on it
+ * A decaying latency estimator with censored records, and the percentile hedge delay built on it
  * (adaptive hedging).
  *
  * Two kinds of record: a finished value (an attempt that answered, at its latency) and a censored
@@ -16,12 +16,12 @@
  * bucket is never wider than 1/64 of its lower bound and its midpoint is within 1/128 of any
  * value in it) holds both counts per bucket, so the estimate is one pass over the buckets, not
  * over the records. The window is a ring of TC_LATENCY_SLICES slices of TC_LATENCY_SLICE_MS,
- * each with its own counts, and a weight per slice age, so the pass sums each bucket's counts
- * across the live slices with those weights (all 1 here: a sliding window). Beside the ring, `sum`
- * and `octave_sum` hold the unweighted count of every bucket and octave over the live slices, so
- * the pass skips empty octaves and buckets: a few octaves of 64 buckets in practice. When time
- * moves into a new slice, the slices that left the window are subtracted from the totals and
- * zeroed: once per slice, bounded by the ring, no allocation.
+ * each with its own counts; a record weighs exp(-k x slice / TC_LATENCY_DECAY_MS) when its slice
+ * is k slices old, so the pass sums each bucket's counts across the live slices with those
+ * weights. Beside the ring, `sum` and `octave_sum` hold the unweighted count of every bucket and
+ * octave over the live slices, so the pass skips empty octaves and buckets: a few octaves of 64
+ * buckets in practice. When time moves into a new slice, the slices that left the window are
+ * subtracted from the totals and zeroed: once per slice, bounded by the ring, no allocation.
  */
 #include <math.h>
 #include <string.h>
@@ -65,7 +65,7 @@ int tc_latency_new(tc_latency **out)
     if (e == NULL)
         return TC_ENOMEM;
     for (unsigned k = 0; k < TC_LATENCY_SLICES; k++)
-        e->weight[k] = 1.0; /* a sliding window: every live slice counts the same */
+        e->weight[k] = exp(-(double)k * TC_LATENCY_SLICE_MS / TC_LATENCY_DECAY_MS);
     *out = e;
     return 0;
 }

@@ -1,8 +1,8 @@
 /*
  * Unit tests for adaptive hedging (src/policy/latency.c, src/policy/budget.c):
  * - the estimator with finished records only against a sorted-array oracle (the nearest rank),
- *   on random and adversarial streams, and its window on a fake clock (censored records:
- *   test_latency_censored.c);
+ *   on random and adversarial streams, and its window on a fake clock (censored records and
+ *   the decay: test_latency_censored.c);
  * - the budget against a brute-force oracle of the budget rule at every decision, at 1, 20,
  *   200 and 2,000 requests/s, with bursts and with traffic stopping right after a burst;
  * - the percentile delay's warm-up, fallback, refresh and clamps, on a fake clock.
@@ -126,12 +126,18 @@ static void test_estimator_window(void **state)
     for (int i = 0; i < 1000; i++)
         tc_latency_record(e, 5000 + (uint64_t)i, 100000);
     assert_int_equal(tc_latency_count(e, 6000), 2000);
-    assert_int_equal(tc_latency_quantile(e, 6000, 0.5, &got), 0);
+    /* the decay: as of second 6, second 0 weighs exp(-6/4) = 0.22 and second 5 exp(-1/4) = 0.78
+     * a record, so 1 ms is 22% of the weight: p20 is 1 ms, the median already 100 ms */
+    assert_int_equal(tc_latency_quantile(e, 6000, 0.2, &got), TC_LATENCY_QUANTILE);
     assert_in_range(got, 990, 1010);
+    assert_int_equal(tc_latency_quantile(e, 6000, 0.5, &got), TC_LATENCY_QUANTILE);
+    assert_in_range(got, 99000, 101000);
     /* second 0 leaves the window at second 10; second 5 at second 15 */
     assert_int_equal(tc_latency_count(e, 9999), 2000);
+    assert_int_equal(tc_latency_quantile(e, 9999, 0.05, &got), TC_LATENCY_QUANTILE);
+    assert_in_range(got, 990, 1010);
     assert_int_equal(tc_latency_count(e, 10000), 1000);
-    assert_int_equal(tc_latency_quantile(e, 10000, 0.5, &got), 0);
+    assert_int_equal(tc_latency_quantile(e, 10000, 0.05, &got), TC_LATENCY_QUANTILE);
     assert_in_range(got, 99000, 101000);
     /* an earlier time counts as the latest */
     tc_latency_record(e, 3, 50);

@@ -40,9 +40,10 @@ static uint64_t bucket_top(uint64_t v)
 }
 
 /* The window of records r[0..n) (times non-decreasing) as of now_ms, by the header's definition:
- * the records of the last TC_LATENCY_SLICES slices, each weighing 1, sorted by value, with
- * at_risk[i] the weight of every record at index >= i. With raise_censored, every censored value is
- * first moved to the top of its bucket (the resolution the header states). */
+ * the records of the last TC_LATENCY_SLICES slices, each weighing exp(-age x slice / decay),
+ * sorted by value, with at_risk[i] the weight of every record at index >= i. With
+ * raise_censored, every censored value is first moved to the top of its bucket (the resolution
+ * the header states). */
 typedef struct window {
     obs *o;
     double *at_risk;
@@ -64,7 +65,9 @@ static void window_of(window *win, const rec *r, size_t n, uint64_t now_ms, int 
         uint64_t v = r[i].v > TC_LATENCY_MAX_US ? TC_LATENCY_MAX_US : r[i].v;
         if (raise_censored && r[i].censored)
             v = bucket_top(v);
-        win->o[m++] = (obs){v, r[i].censored, 1.0};
+        double age = (double)(now_slice - slice);
+        win->o[m++] =
+            (obs){v, r[i].censored, exp(-age * TC_LATENCY_SLICE_MS / TC_LATENCY_DECAY_MS)};
     }
     qsort(win->o, m, sizeof(obs), cmp_obs);
     win->at_risk[m] = 0.0;
@@ -327,15 +330,25 @@ static void test_all_censored_and_censored_above(void **state)
     tc_latency_free(e);
 }
 
-static void test_expiry(void **state)
+static void test_decay_and_expiry(void **state)
 {
     tc_latency *e = NULL;
     uint64_t v = 0;
     assert_int_equal(tc_latency_new(&e), 0);
+    /* 100 finished at 1 ms in second 0, 100 at 100 ms in second 4. As of second 4 the first
+     * weigh w = exp(-4 s / TC_LATENCY_DECAY_MS) each and the second 1: S(1 ms) = 1 - 100 w /
+     * (100 w + 100) */
     for (int i = 0; i < 100; i++)
         tc_latency_record(e, (uint64_t)i, 1000);
     for (int i = 0; i < 100; i++)
         tc_latency_record(e, 4000 + (uint64_t)i, 100000);
+    double w = exp(-4.0 * TC_LATENCY_SLICE_MS / TC_LATENCY_DECAY_MS);
+    double s1 = 1.0 - w / (w + 1.0);
+    assert_int_equal(tc_latency_count(e, 4500), 200);
+    assert_int_equal(tc_latency_quantile(e, 4500, (1.0 - s1) * 0.999, &v), TC_LATENCY_QUANTILE);
+    assert_in_range(v, 992, 1008);
+    assert_int_equal(tc_latency_quantile(e, 4500, (1.0 - s1) * 1.001, &v), TC_LATENCY_QUANTILE);
+    assert_in_range(v, 99300, 100800);
     /* second 0 leaves at second 10: p10 is 100 ms from then on */
     assert_int_equal(tc_latency_quantile(e, 9999, 0.1, &v), TC_LATENCY_QUANTILE);
     assert_in_range(v, 992, 1008);
@@ -365,7 +378,7 @@ int main(void)
         cmocka_unit_test(test_adversarial_streams),
         cmocka_unit_test(test_tie_censored_still_at_risk),
         cmocka_unit_test(test_all_censored_and_censored_above),
-        cmocka_unit_test(test_expiry),
+        cmocka_unit_test(test_decay_and_expiry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
