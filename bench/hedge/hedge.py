@@ -12,17 +12,22 @@ X-Tailcut-Attempt value per second, so extras = arrivals with an attempt number 
    mix, then a brownout (every call 1-2 s) and a flap (mix <-> brownout every 5 s) at
    FLAP_RATE; the worst second's extras against the rule's allowance floor(2% x R) + 1, R being
    that second's first attempts as the upstream saw them.
-3. Adapts fast, starts safe: `--hedge-delay p95` at STEP_RATE; the band steps from
+   For the percentile policies, /metrics is read every 100 ms during the run: the delay's
+   median, 5-95% range and share of readings above 100 ms (the series goes to OUT/delay-N.txt).
+3. Adapts fast, starts safe: `--hedge-delay p95`, then `p99`, at STEP_RATE; the band steps from
    uniform:10:30 to uniform:100:300 and back (POST /profile); /metrics is read every 100 ms for
-   the time until tailcut_hedge_delay_seconds is within 10% of the band's p95 (29 / 290 ms).
+   the time until tailcut_hedge_delay_seconds is within 10% of the band's percentile (p95: 29 /
+   290 ms; p99: 29.8 / 298 ms).
 
 Environment: TAILCUT [build/tailcut], HEDGE_LOAD [build/bench/hedge_load], RATE [2000], SECONDS [30],
-BUDGET_SECONDS [15], FLAP_RATE [200], STEP_RATE [500], OUT [bench/hedge], POLICIES [all: 0,1,2,3].
+BUDGET_SECONDS [15], FLAP_RATE [200], STEP_RATE [500], OUT [bench/hedge], POLICIES [all: 0,1,2,3],
+STEP_PERCENTILES [95,99].
 """
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
@@ -135,6 +140,34 @@ def policies():
     return [every[int(i)] for i in chosen.split(",")]
 
 
+class DelayWatch:
+    """Reads tailcut_hedge_delay_seconds every 100 ms on a thread until stopped."""
+
+    def __init__(self, port):
+        self.port, self.series, self.done = port, [], threading.Event()
+        self.t0 = time.monotonic()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.done.wait(0.1):
+            d = metric(self.port, "tailcut_hedge_delay_seconds")
+            if d is not None:
+                self.series.append((time.monotonic() - self.t0, d * 1000))
+
+    def stop(self, path):
+        self.done.set()
+        self.thread.join()
+        with open(path, "w") as f:
+            f.writelines("%.2f %.1f\n" % p for p in self.series)
+        v = sorted(d for _, d in self.series)
+        if not v:
+            return "no readings"
+        return ("delay median %.0f ms, 5-95%% %.0f..%.0f ms, %.0f%% of readings over 100 ms, "
+                "max %.0f ms" % (v[len(v) // 2], v[len(v) * 5 // 100], v[len(v) * 95 // 100],
+                                 100.0 * sum(1 for d in v if d > 100) / len(v), v[-1]))
+
+
 def part1(rows):
     up = Proc("upstream", "--profile", MIX, "--seed", "1")
     n = RATE * SECONDS
@@ -147,23 +180,26 @@ def part1(rows):
             try:
                 reset(up)
                 path = os.path.join(OUT, "cdf-%d.txt" % len(results))
+                watch = DelayWatch(srv.port) if "--hedge-delay" in args else None
                 r = load(srv.port, RATE, n, path)
+                seen = watch.stop(os.path.join(OUT, "delay-%d.txt" % len(results))) \
+                    if watch else ""
                 s = stats(up)
                 extra = (s["work_requests"] / n - 1) * 100
-                log("  %-18s %s extra=%.2f%%" % (name, r, extra))
-                results.append((name, r, extra, path))
+                log("  %-18s %s extra=%.2f%% %s" % (name, r, extra, seen))
+                results.append((name, r, extra, path, seen))
             finally:
                 srv.stop()
     finally:
         up.stop()
     base = float(results[0][1]["p50"])
-    for name, r, extra, _ in results:
+    for name, r, extra, _, seen in results:
         rows.append("| hedge: %s, %d req/s x %d s | p50 %s, p99 %s, p99.9 %s, p99.99 %s ms | "
-                    "extra upstream calls %.2f%%, %s ok / %s failed | p50 %+.2f ms vs no "
+                    "extra upstream calls %.2f%%, %s ok / %s failed%s | p50 %+.2f ms vs no "
                     "hedging |" % (name, RATE, SECONDS, r["p50"], r["p99"], r["p99.9"],
                                    r["p99.99"], extra, r["ok"], r["failed"],
-                                   float(r["p50"]) - base))
-    plot(results)
+                                   "; " + seen if seen else "", float(r["p50"]) - base))
+    plot([x[:4] for x in results])
 
 
 def plot(results):
@@ -233,10 +269,18 @@ def part2(rows):
 
 
 def part3(rows):
+    for pct in os.environ.get("STEP_PERCENTILES", "95,99").split(","):
+        step(rows, float(pct))
+
+
+def step(rows, pct):
+    """One step up and back down at STEP_RATE under --hedge-delay pPCT."""
+    q = pct / 100
+    slow, fast = (100 + 200 * q) / 1000, (10 + 20 * q) / 1000  # the bands' percentiles, s
     up = Proc("upstream", "--profile", "uniform:10:30", "--seed", "3")
     srv = Proc("serve", "--workers", "1", "--upstream", "http://127.0.0.1:%d/api/work" % up.port,
                "--metadata-upstream", "http://127.0.0.1:%d/api/metadata" % up.port,
-               "--hedge-delay", "p95")
+               "--hedge-delay", "p%g" % pct)
     try:
         p = subprocess.Popen([HEDGE_LOAD, "--url", "http://127.0.0.1:%d/api/smart?timeout=10000"
                               % srv.port, "--rate", str(STEP_RATE), "--requests",
@@ -259,21 +303,22 @@ def part3(rows):
                 time.sleep(0.1)
             return None, metric(srv.port, "tailcut_hedge_delay_seconds")
 
-        up_t, up_d = converge("uniform:100:300", 0.290, 14)
+        up_t, up_d = converge("uniform:100:300", slow, 14)
         time.sleep(max(0, 13 - (up_t or 14)))
-        down_t, down_d = converge("uniform:10:30", 0.029, 14)
+        down_t, down_d = converge("uniform:10:30", fast, 14)
         p.terminate()
         p.wait()
 
         def fmt(t):
             return "%.1f s" % t if t is not None else "not within 14 s"
-        rows.append("| p95 step 10-30 -> 100-300 ms, %d req/s | delay within 10%% of 290 ms "
+        rows.append("| p%g step 10-30 -> 100-300 ms, %d req/s | delay within 10%% of %.0f ms "
                     "after %s (%.0f ms) | target <= 2 s | delay at start %.0f ms (fallback) |"
-                    % (STEP_RATE, fmt(up_t), (up_d or 0) * 1000, (first or 0) * 1000))
-        rows.append("| p95 step back 100-300 -> 10-30 ms, %d req/s | delay within 10%% of 29 ms "
-                    "after %s (%.1f ms) | target <= 12 s | |" % (STEP_RATE, fmt(down_t),
-                                                                (down_d or 0) * 1000))
-        log("  step up %s, down %s" % (fmt(up_t), fmt(down_t)))
+                    % (pct, STEP_RATE, slow * 1000, fmt(up_t), (up_d or 0) * 1000,
+                       (first or 0) * 1000))
+        rows.append("| p%g step back 100-300 -> 10-30 ms, %d req/s | delay within 10%% of %.1f "
+                    "ms after %s (%.1f ms) | target <= 12 s | |"
+                    % (pct, STEP_RATE, fast * 1000, fmt(down_t), (down_d or 0) * 1000))
+        log("  p%g: step up %s, down %s" % (pct, fmt(up_t), fmt(down_t)))
     finally:
         srv.stop()
         up.stop()
