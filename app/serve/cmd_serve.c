@@ -349,7 +349,7 @@ static const cli_option serve_options[] = {
     {"hedge-delay", 0, OPT_HEDGE_DELAY, CLI_VALUE, "MS|pNN",
      "/api/smart fires the extra attempts after MS, all at once;\n"
      "or pNN (p50..p99.9): extra k at k x the NNth percentile of\n"
-     "recent attempt latencies (about the last 10 s) [300]"},
+     "recent attempt latencies (a 4 s decay over the last 10 s) [300]"},
     {"hedge-delay-fallback", 0, OPT_HEDGE_DELAY_FALLBACK, CLI_VALUE, "MS",
      "the pNN delay until 100 attempts were recorded, and while\n"
      "none is recent [300]"},
