@@ -25,11 +25,12 @@
  *
  *   tc_latency         a decaying latency estimator that takes censored records (attempts
  *                      cancelled while still running) and reads them as lower bounds: the
- *                      product-limit (Kaplan-Meier) estimate over a fixed-size log-linear
- *                      histogram ring (TC_LATENCY_SLICES slices of TC_LATENCY_SLICE_MS, decaying
- *                      with time constant TC_LATENCY_DECAY_MS), relative error under 1%, O(1)
- *                      record, one pass over the buckets per query, no allocation after creation.
- *                      One owner thread.
+ *                      product-limit (Kaplan-Meier) estimate, or a lower confidence bound of it,
+ *                      over a fixed-size log-linear histogram ring (TC_LATENCY_SLICES slices of
+ *                      TC_LATENCY_SLICE_MS, decaying with time constant TC_LATENCY_DECAY_MS),
+ *                      answers at most 1/64 above the quantile's values and never below them,
+ *                      O(1) record, one pass over the buckets per query, no allocation after
+ *                      creation. One owner thread.
  *   tc_hedge_adaptive  the percentile delay in force: one estimator, the warm-up count and the
  *                      fallback, behind a short mutex, so one object serves every worker of a
  *                      process.
@@ -105,8 +106,13 @@ tc_attempt_outcome tc_hedge_judge_json(const tc_response *resp, void *data);
 #define TC_LATENCY_MAX_US UINT64_C(4294967295)
 
 /* What tc_latency_quantile answered (both are >= 0; errors are negative). */
-#define TC_LATENCY_QUANTILE 0 /* the product-limit q-quantile */
-#define TC_LATENCY_LARGEST 1  /* the estimate never falls to 1 - q: the largest value recorded */
+#define TC_LATENCY_QUANTILE 0 /* the product-limit q-quantile, or its lower bound */
+#define TC_LATENCY_LARGEST                                                                         \
+    1 /* the estimate never falls to the bound: the largest value recorded                         \
+       */
+/* The largest z tc_latency_quantile takes (a bound 10 standard errors wide is already no
+ * estimate at all). */
+#define TC_LATENCY_MAX_Z 10.0
 
 typedef struct tc_latency tc_latency;
 
@@ -134,26 +140,34 @@ void tc_latency_record_censored(tc_latency *e, uint64_t now_ms, uint64_t value_u
 uint64_t tc_latency_count(tc_latency *e, uint64_t now_ms);
 
 /* The q-quantile (0 < q <= 1) of the window as of now_ms, by the product-limit (Kaplan-Meier)
- * estimate of the weighted records: walking the values upwards, S(t) is the product over the
- * finished values v <= t of 1 - d(v) / n(v), where d(v) is the weight finished at v and n(v) the
- * weight of every record, of either kind, at or above v. The q-quantile is the smallest finished
- * value where S falls to 1 - q or below; with no censored record (and equal weights) it is the
- * nearest rank, the value of rank ceil(q x n). A censored record of the same value as a finished
- * one is still at risk when the finished one ends (the usual convention).
+ * estimate of the weighted records, read as a lower confidence bound z standard errors wide
+ * (z = 0: the estimate itself). Walking the values upwards, S(t) is the product over the finished
+ * values v <= t of 1 - d(v) / n(v), where d(v) is the weight finished at v and n(v) the weight of
+ * every record, of either kind, at or above v; its variance is Greenwood's,
+ * S(t)^2 x sum over v <= t of d(v) / (n(v) (n(v) - d(v))), with the weights scaled to sum to the
+ * window's effective count (sum w)^2 / sum w^2, so SE(t) is about sqrt(S (1 - S) / n_eff) when
+ * nothing is censored. The answer is the smallest finished value t where
+ * S(t) <= 1 - q + z x SE(t). With z = 0, no censored record and equal weights it is the nearest
+ * rank, the value of rank ceil(q x n). A censored record of the same value as a finished one is
+ * still at risk when the finished one ends (the usual convention). docs/hedge.md, "The bound",
+ * says why the bound and how wide.
  *
  * Resolution: values are read at their bucket (a bucket spans at most 1/64 of its lower bound;
  * each value under 64 us has its own), and ties are taken at that resolution: a censored record
- * counts as still running through the whole of its bucket. So the answer is, within 1/128 (exact
- * below 64 us), the product-limit quantile of the records with each censored value raised to the
- * top of its bucket; it is never below the quantile of the raw values by more than that 1/128,
- * and within 1/128 of it when no censored record shares a bucket with a larger finished one.
+ * counts as still running through the whole of its bucket. The answer is the top of the bucket
+ * (the largest value it holds) where the rule above, applied to the records with each censored
+ * value raised to the top of its bucket, first holds: never below the quantile (or bound) of
+ * those records and less than 1/64 above it (exact under 64 us); never below the same quantile
+ * of the raw records either (raising a censored value only keeps it at risk longer, which raises
+ * both S and the bound's reach).
  *
- * Returns TC_LATENCY_QUANTILE with *value_us the quantile; TC_LATENCY_LARGEST when S never falls
- * to 1 - q (the slowest records were censored: the quantile lies above them, unknown), with
- * *value_us the largest value recorded in the window, within 1/128; TC_EINVAL (q out of range,
- * value_us NULL); TC_EMISSING (the window is empty). One pass over the non-empty buckets, each
- * summed over the slices: a few thousand steps, whatever the number of records. */
-int tc_latency_quantile(tc_latency *e, uint64_t now_ms, double q, uint64_t *value_us);
+ * Returns TC_LATENCY_QUANTILE with *value_us the quantile; TC_LATENCY_LARGEST when the rule never
+ * holds (the slowest records were censored: the quantile lies above them, unknown), with
+ * *value_us the top of the bucket of the largest value recorded in the window; TC_EINVAL (q out of
+ * range, z not in 0..TC_LATENCY_MAX_Z, value_us NULL); TC_EMISSING (the window is empty). One pass
+ * over the non-empty buckets, each summed over the slices: a few thousand steps, whatever the
+ * number of records. */
+int tc_latency_quantile(tc_latency *e, uint64_t now_ms, double q, double z, uint64_t *value_us);
 
 /* ---- the percentile delay ----------------------------------------------------------------------
  */
@@ -162,12 +176,17 @@ int tc_latency_quantile(tc_latency *e, uint64_t now_ms, double q, uint64_t *valu
 #define TC_HEDGE_WARMUP 100
 /* The delay is re-estimated at least this often. */
 #define TC_HEDGE_REFRESH_MS 250
+/* The percentile delay is the lower confidence bound this many standard errors wide (one-sided
+ * 97.7%): docs/hedge.md, "The bound". */
+#define TC_HEDGE_Z 2.0
 
 typedef struct tc_hedge_adaptive_config {
     double percentile;    /* 50 to 99.9, e.g. 99 for p99 [99] */
     uint64_t fallback_ms; /* the delay during warm-up and while the window is empty [300] */
     uint64_t max_ms;      /* the delay never exceeds this (and is never under 1 ms) [60000] */
     uint64_t warmup;      /* attempts recorded since creation before the percentile applies [100] */
+    double z;             /* the percentile is read as its lower bound z standard errors wide,
+                           * 0 to TC_LATENCY_MAX_Z; 0 is the estimate itself [TC_HEDGE_Z] */
 } tc_hedge_adaptive_config;
 
 typedef struct tc_hedge_adaptive tc_hedge_adaptive;
@@ -176,7 +195,7 @@ void tc_hedge_adaptive_config_init(tc_hedge_adaptive_config *cfg);
 
 /* Creates the delay source. Thread-safe: every call below takes one short uv_mutex_t (a record
  * is a histogram increment inside it), so one object serves all the workers of a process, and
- * its warm-up count is the process's. Returns 0, TC_EINVAL (bad percentile or max_ms 0),
+ * its warm-up count is the process's. Returns 0, TC_EINVAL (bad percentile or z, or max_ms 0),
  * TC_ENOMEM. */
 int tc_hedge_adaptive_new(tc_hedge_adaptive **out, const tc_hedge_adaptive_config *cfg);
 
@@ -195,9 +214,11 @@ void tc_hedge_adaptive_record_censored(tc_hedge_adaptive *a, uint64_t now_ms, ui
 
 /* The delay in force at now_ms, in milliseconds: the fallback until `warmup` attempts (of both
  * kinds) have been recorded and whenever the window is empty; else tc_latency_quantile's answer
- * for the percentile (rounded to the nearest ms): the product-limit percentile, or the largest
- * value recorded when the records cannot reach it. Re-estimated when TC_HEDGE_REFRESH_MS have
- * passed since the last estimate; always within [1, max_ms]. */
+ * for the percentile and the config's z: the lower bound of the product-limit percentile, or the
+ * largest value recorded when the records cannot reach it, rounded UP to a whole millisecond, so
+ * never below a latency of the percentile's bucket and less than 1/64 + 1 ms above the bound.
+ * Re-estimated when TC_HEDGE_REFRESH_MS have passed since the last estimate; always within
+ * [1, max_ms]. */
 uint64_t tc_hedge_adaptive_delay_ms(tc_hedge_adaptive *a, uint64_t now_ms);
 
 /* Attempts recorded since creation, both kinds. */

@@ -12,10 +12,17 @@
  * a share. The q-quantile is the first value where S falls to 1 - q; with no censored record
  * S is 1 - rank / n and this is the nearest rank of the plain histogram.
  *
+ * The percentile is read as a lower confidence bound: the first bucket where S falls to
+ * 1 - q + z x SE(S), SE by Greenwood's formula. Where the latencies have a sharp edge exactly at
+ * the percentile (1% of stragglers and p99), the estimate of S there is 1 - q give or take its
+ * noise, and an unbiased reading lands above the edge in half the re-estimates; the bound keeps it
+ * at the edge unless S is above 1 - q by more than the noise (docs/hedge.md, "The bound").
+ *
  * The one idea: a log-linear histogram (base/loglin.h, 64 sub-buckets per power of two, so a
- * bucket is never wider than 1/64 of its lower bound and its midpoint is within 1/128 of any
- * value in it) holds both counts per bucket, so the estimate is one pass over the buckets, not
- * over the records. The window is a ring of TC_LATENCY_SLICES slices of TC_LATENCY_SLICE_MS,
+ * bucket is never wider than 1/64 of its lower bound) holds both counts per bucket, so the
+ * estimate is one pass over the buckets, not over the records. The answer is the top of the
+ * bucket the quantile falls in, so it is never below a value of that bucket and at most 1/64
+ * above any of them. The window is a ring of TC_LATENCY_SLICES slices of TC_LATENCY_SLICE_MS,
  * each with its own counts; a record weighs exp(-k x slice / TC_LATENCY_DECAY_MS) when its slice
  * is k slices old, so the pass sums each bucket's counts across the live slices with those
  * weights. Beside the ring, `sum` and `octave_sum` hold the unweighted count of every bucket and
@@ -49,12 +56,13 @@ struct tc_latency {
     uint32_t slices[TC_LATENCY_SLICES][NBUCKETS][2]; /* [FINISHED], [CENSORED] */
 };
 
-/* The value a bucket stands for: the midpoint of the values it holds. */
-static uint64_t bucket_value(size_t b)
+/* The value a bucket stands for: the largest it holds, so that a delay read from it is never
+ * below a latency of the bucket (the top of a band whose edge is the percentile stays unhedged). */
+static uint64_t bucket_top(size_t b)
 {
     uint64_t low, width;
     tc__loglin_bucket(b, SUB_BITS, &low, &width);
-    return low + (width - 1) / 2;
+    return low + width - 1;
 }
 
 int tc_latency_new(tc_latency **out)
@@ -139,25 +147,31 @@ uint64_t tc_latency_count(tc_latency *e, uint64_t now_ms)
     return e->total;
 }
 
-int tc_latency_quantile(tc_latency *e, uint64_t now_ms, double q, uint64_t *value_us)
+int tc_latency_quantile(tc_latency *e, uint64_t now_ms, double q, double z, uint64_t *value_us)
 {
-    if (!(q > 0.0 && q <= 1.0) || value_us == NULL)
+    if (!(q > 0.0 && q <= 1.0) || !(z >= 0.0 && z <= TC_LATENCY_MAX_Z) || value_us == NULL)
         return TC_EINVAL;
     unsigned now_slice = advance(e, now_ms);
     if (e->total == 0)
         return TC_EMISSING;
     /* Each ring slot's weight as of now, and the weight of every record: all at risk at 0. */
     double w[TC_LATENCY_SLICES];
-    double at_risk = 0.0;
+    double at_risk = 0.0, sum_w2 = 0.0;
     for (unsigned k = 0; k < TC_LATENCY_SLICES; k++) {
         unsigned s = (now_slice + TC_LATENCY_SLICES - k) % TC_LATENCY_SLICES;
         w[s] = e->weight[k];
         at_risk += w[s] * (double)e->slice_total[s];
+        sum_w2 += w[s] * w[s] * (double)e->slice_total[s];
     }
+    /* Greenwood's formula counts records of weight 1. Scaling every weight by sum_w / sum_w2
+     * leaves S as it is and makes the total weight the effective count (sum_w)^2 / sum_w2 (Kish):
+     * the variance of a decayed share, not of as many records as the window holds. In the sum
+     * below the scaling comes out as one factor, sum_w2 / sum_w. */
+    double var_scale = sum_w2 / at_risk;
     /* S is a product of up to 1,728 factors, so it carries rounding of a few 1e-13: a survival
      * that is 1 - q in exact arithmetic (q x n whole, no censoring) must count as reaching it. */
     double reach = (1.0 - q) * (1.0 + 1e-11) + 1e-14;
-    double surv = 1.0;
+    double surv = 1.0, greenwood = 0.0;
     uint64_t left = e->total; /* records at or above the bucket, unweighted */
     size_t last = 0;
     for (size_t g = 0; g < OCTAVES; g++) {
@@ -175,12 +189,18 @@ int tc_latency_quantile(tc_latency *e, uint64_t now_ms, double q, uint64_t *valu
             }
             /* The bucket's censored records are still at risk when its finished ones end:
              * a cancelled attempt had not finished at its elapsed time. When the finished ones
-             * are all that is left, S is 0 exactly: at_risk, a running difference of weights,
-             * would leave a residue there. */
+             * are all that is left, S is 0 exactly (at_risk, a running difference of weights,
+             * would leave a residue there), and so is its error. */
             if (d > 0.0) {
-                surv = finished == left ? 0.0 : surv * (1.0 - d / at_risk);
-                if (surv <= reach) {
-                    *value_us = bucket_value(b);
+                if (finished == left) {
+                    *value_us = bucket_top(b);
+                    return TC_LATENCY_QUANTILE;
+                }
+                surv *= 1.0 - d / at_risk;
+                greenwood += d / (at_risk * (at_risk - d));
+                double se = surv * sqrt(var_scale * greenwood);
+                if (surv <= reach + z * se) {
+                    *value_us = bucket_top(b);
                     return TC_LATENCY_QUANTILE;
                 }
             }
@@ -189,9 +209,9 @@ int tc_latency_quantile(tc_latency *e, uint64_t now_ms, double q, uint64_t *valu
             last = b;
         }
     }
-    /* The slowest records were censored: S stays above 1 - q, and the percentile lies somewhere
-     * above the largest value recorded, which is the best lower bound the window has. */
-    *value_us = bucket_value(last);
+    /* The slowest records were censored: S stays above the bound, and the percentile lies
+     * somewhere above the largest value recorded, which is the best lower bound the window has. */
+    *value_us = bucket_top(last);
     return TC_LATENCY_LARGEST;
 }
 
@@ -214,6 +234,7 @@ void tc_hedge_adaptive_config_init(tc_hedge_adaptive_config *cfg)
     cfg->fallback_ms = 300;
     cfg->max_ms = 60000;
     cfg->warmup = TC_HEDGE_WARMUP;
+    cfg->z = TC_HEDGE_Z;
 }
 
 static uint64_t clamp_delay(uint64_t ms, uint64_t max_ms)
@@ -226,7 +247,7 @@ static uint64_t clamp_delay(uint64_t ms, uint64_t max_ms)
 int tc_hedge_adaptive_new(tc_hedge_adaptive **out, const tc_hedge_adaptive_config *cfg)
 {
     if (out == NULL || cfg == NULL || !(cfg->percentile >= 50.0 && cfg->percentile <= 99.9) ||
-        cfg->max_ms == 0)
+        !(cfg->z >= 0.0 && cfg->z <= TC_LATENCY_MAX_Z) || cfg->max_ms == 0)
         return TC_EINVAL;
     tc_hedge_adaptive *a = tc__calloc(1, sizeof(*a));
     if (a == NULL)
@@ -282,8 +303,9 @@ uint64_t tc_hedge_adaptive_delay_ms(tc_hedge_adaptive *a, uint64_t now_ms)
         /* Either answer is the delay: the percentile, or the largest value when the records
          * cannot reach it. */
         if (a->recorded >= a->cfg.warmup &&
-            tc_latency_quantile(a->est, now_ms, a->cfg.percentile / 100.0, &us) >= 0) {
-            a->delay_ms = clamp_delay((us + 500) / 1000, a->cfg.max_ms);
+            tc_latency_quantile(a->est, now_ms, a->cfg.percentile / 100.0, a->cfg.z, &us) >= 0) {
+            /* Rounded up: the delay is never below a latency of the quantile's bucket. */
+            a->delay_ms = clamp_delay(us / 1000 + (us % 1000 != 0), a->cfg.max_ms);
             a->estimated = 1;
             a->estimated_at_ms = now_ms;
         } else {

@@ -4,7 +4,9 @@
  * the raw records: random and adversarial streams, with their times spread over more than the
  * window so that slices decay and expire. The conventions are checked on hand-worked cases:
  * a tie between a finished and a censored record (the censored one is still at risk), all
- * records censored, censored records only above the finished ones, expiry, the decay's weights.
+ * records censored, censored records only above the finished ones, expiry, the decay's weights;
+ * and the lower confidence bound (Greenwood's error with censored records, the decayed window's
+ * effective count).
  */
 #include "hedge_fixture.h"
 
@@ -82,24 +84,45 @@ static void window_free(window *win)
     free(win->at_risk);
 }
 
-/* The product-limit q-quantile of a window, written out: S(t) = product over the finished values
- * v <= t of (1 - d(v) / n(v)), d(v) the weight finished at v, n(v) the weight of all records at
- * or above v; the quantile is the first finished v with S <= 1 - q, else the largest value. */
-static int oracle(const window *win, double q, uint64_t *out)
+/* The product-limit q-quantile of a window and its lower confidence bound, written out from the
+ * definitions. Every weight is first scaled so that they sum to the effective count
+ * n_eff = (sum w)^2 / sum w^2, and then, walking the distinct values upwards:
+ *   S(t)     = product over the finished values v <= t of (1 - d(v) / n(v)),
+ *   Var S(t) = S(t)^2 x sum over the finished values v <= t of d(v) / (n(v) (n(v) - d(v)))
+ *              (Greenwood),
+ * d(v) the (scaled) weight finished at v, n(v) that of all records at or above v. The answer is
+ * the first finished v with S(v) <= 1 - q + z x sqrt(Var S(v)), else the largest value. */
+static int oracle(const window *win, double q, double z, uint64_t *out)
 {
     if (win->m == 0)
         return TC_EMISSING;
     const obs *o = win->o;
-    double reach = (1.0 - q) * (1.0 + 1e-11) + 1e-14, surv = 1.0;
+    double sum_w = 0.0, sum_w2 = 0.0;
+    for (size_t i = 0; i < win->m; i++) {
+        sum_w += o[i].w;
+        sum_w2 += o[i].w * o[i].w;
+    }
+    double scale = sum_w / sum_w2;
+    double reach = (1.0 - q) * (1.0 + 1e-11) + 1e-14, surv = 1.0, var_sum = 0.0;
     for (size_t i = 0; i < win->m;) {
         size_t j = i;
         double d = 0.0;
         for (; j < win->m && o[j].v == o[i].v; j++)
             if (!o[j].censored)
-                d += o[j].w;
+                d += o[j].w * scale;
         if (d > 0.0) {
-            surv *= 1.0 - d / win->at_risk[i];
-            if (surv <= reach) {
+            /* the last value, all of it finished: every record still at risk ends here, S is 0 */
+            int ends_all = j == win->m;
+            for (size_t k = i; k < j; k++)
+                ends_all &= !o[k].censored;
+            if (ends_all) {
+                *out = o[i].v;
+                return TC_LATENCY_QUANTILE;
+            }
+            double n = win->at_risk[i] * scale;
+            surv *= 1.0 - d / n;
+            var_sum += d / (n * (n - d));
+            if (surv <= reach + z * sqrt(surv * surv * var_sum)) {
                 *out = o[i].v;
                 return TC_LATENCY_QUANTILE;
             }
@@ -113,9 +136,14 @@ static int oracle(const window *win, double q, uint64_t *out)
 static const double quantiles[] = {0.001, 0.01, 0.1,   0.25,  0.5,    0.75, 0.9,
                                    0.95,  0.99, 0.995, 0.999, 0.9999, 1.0};
 
-/* Records r into a fresh estimator and checks, at each of the query times, every quantile:
- * the same kind of answer as the brute force at the bucket resolution, within 1/128 of its
- * value (exact under 64 us), and never below the raw records' quantile by more than 1/128. */
+/* The widths of the bound checked: the estimate itself, and 1, 2 (the delay's) and 3 standard
+ * errors. */
+static const double zs[] = {0.0, 1.0, TC_HEDGE_Z, 3.0};
+
+/* Records r into a fresh estimator and checks, at each of the query times, every quantile and
+ * every bound width: the same kind of answer as the brute force at the bucket resolution, and the
+ * top of the brute force's bucket (so never below its answer and less than 1/64 above it, exact
+ * under 64 us); and never below the brute force over the raw records. */
 static void check_records(const rec *r, size_t n, const uint64_t *at, size_t nat)
 {
     tc_latency *e = NULL;
@@ -132,23 +160,24 @@ static void check_records(const rec *r, size_t n, const uint64_t *at, size_t nat
         window_of(&adj, r, i, at[k], 1);
         window_of(&plain, r, i, at[k], 0);
         for (size_t j = 0; j < sizeof(quantiles) / sizeof(quantiles[0]); j++) {
-            double q = quantiles[j];
-            uint64_t got = 0, want = 0, raw = 0;
-            int kind = tc_latency_quantile(e, at[k], q, &got);
-            int want_kind = oracle(&adj, q, &want);
-            int raw_kind = oracle(&plain, q, &raw);
-            if (kind != want_kind ||
-                (want < 64 ? got != want : (got > want ? got - want : want - got) * 128 > want))
-                fail_msg("t=%llu q=%g: got %llu (%d), brute force %llu (%d), n=%zu",
-                         (unsigned long long)at[k], q, (unsigned long long)got, kind,
-                         (unsigned long long)want, want_kind, i);
-            if (want_kind == TC_EMISSING)
-                continue;
-            assert_true(raw_kind == TC_LATENCY_QUANTILE || kind == TC_LATENCY_LARGEST);
-            if ((double)got * 128.0 < (double)raw * 127.0)
-                fail_msg("t=%llu q=%g: got %llu under the raw quantile %llu",
-                         (unsigned long long)at[k], q, (unsigned long long)got,
-                         (unsigned long long)raw);
+            for (size_t y = 0; y < sizeof(zs) / sizeof(zs[0]); y++) {
+                double q = quantiles[j], z = zs[y];
+                uint64_t got = 0, want = 0, raw = 0;
+                int kind = tc_latency_quantile(e, at[k], q, z, &got);
+                int want_kind = oracle(&adj, q, z, &want);
+                int raw_kind = oracle(&plain, q, z, &raw);
+                if (kind != want_kind || (want_kind != TC_EMISSING && got != bucket_top(want)))
+                    fail_msg("t=%llu q=%g z=%g: got %llu (%d), brute force %llu (%d), n=%zu",
+                             (unsigned long long)at[k], q, z, (unsigned long long)got, kind,
+                             (unsigned long long)want, want_kind, i);
+                if (want_kind == TC_EMISSING)
+                    continue;
+                assert_true(raw_kind == TC_LATENCY_QUANTILE || kind == TC_LATENCY_LARGEST);
+                if (got < raw)
+                    fail_msg("t=%llu q=%g z=%g: got %llu under the raw quantile %llu",
+                             (unsigned long long)at[k], q, z, (unsigned long long)got,
+                             (unsigned long long)raw);
+            }
         }
         window_free(&adj);
         window_free(&plain);
@@ -289,11 +318,11 @@ static void test_tie_censored_still_at_risk(void **state)
     for (int i = 0; i < 100; i++)
         tc_latency_record(e, 100, 2000);
     assert_int_equal(tc_latency_count(e, 100), 200);
-    assert_int_equal(tc_latency_quantile(e, 100, 0.05, &v), TC_LATENCY_QUANTILE);
+    assert_int_equal(tc_latency_quantile(e, 100, 0.05, 0.0, &v), TC_LATENCY_QUANTILE);
     assert_in_range(v, 993, 1007); /* S reaches 0.95 exactly at 1,000 */
-    assert_int_equal(tc_latency_quantile(e, 100, 0.06, &v), TC_LATENCY_QUANTILE);
+    assert_int_equal(tc_latency_quantile(e, 100, 0.06, 0.0, &v), TC_LATENCY_QUANTILE);
     assert_in_range(v, 1985, 2016);
-    assert_int_equal(tc_latency_quantile(e, 100, 1.0, &v), TC_LATENCY_QUANTILE);
+    assert_int_equal(tc_latency_quantile(e, 100, 1.0, 0.0, &v), TC_LATENCY_QUANTILE);
     assert_in_range(v, 1985, 2016);
     tc_latency_free(e);
 }
@@ -306,9 +335,9 @@ static void test_all_censored_and_censored_above(void **state)
     /* all censored: the estimate never falls; the answer is the largest value, and says so */
     for (uint64_t i = 1; i <= 100; i++)
         tc_latency_record_censored(e, 1000, i * 1000);
-    assert_int_equal(tc_latency_quantile(e, 1000, 0.5, &v), TC_LATENCY_LARGEST);
+    assert_int_equal(tc_latency_quantile(e, 1000, 0.5, 0.0, &v), TC_LATENCY_LARGEST);
     assert_in_range(v, 99300, 100800);
-    assert_int_equal(tc_latency_quantile(e, 1000, 0.001, &v), TC_LATENCY_LARGEST);
+    assert_int_equal(tc_latency_quantile(e, 1000, 0.001, 0.0, &v), TC_LATENCY_LARGEST);
     tc_latency_free(e);
 
     /* 100 finished in 10-20 ms, 5 censored at 50 ms: S after the last finished one is
@@ -318,14 +347,14 @@ static void test_all_censored_and_censored_above(void **state)
         tc_latency_record(e, 1000, 10000 + i * 100);
     for (int i = 0; i < 5; i++)
         tc_latency_record_censored(e, 1000, 50000);
-    assert_int_equal(tc_latency_quantile(e, 1000, 0.95, &v), TC_LATENCY_QUANTILE);
+    assert_int_equal(tc_latency_quantile(e, 1000, 0.95, 0.0, &v), TC_LATENCY_QUANTILE);
     assert_in_range(v, 19700, 20000); /* only the last finished value takes S to 5/105 */
-    assert_int_equal(tc_latency_quantile(e, 1000, 0.96, &v), TC_LATENCY_LARGEST);
+    assert_int_equal(tc_latency_quantile(e, 1000, 0.96, 0.0, &v), TC_LATENCY_LARGEST);
     assert_in_range(v, 49600, 50400);
     /* censored far below every finished one leave before any ends: no effect at all */
     for (int i = 0; i < 1000; i++)
         tc_latency_record_censored(e, 1000, 5);
-    assert_int_equal(tc_latency_quantile(e, 1000, 0.5, &v), TC_LATENCY_QUANTILE);
+    assert_int_equal(tc_latency_quantile(e, 1000, 0.5, 0.0, &v), TC_LATENCY_QUANTILE);
     assert_in_range(v, 15050, 15350); /* the 53rd finished value (15,200 us), as before */
     tc_latency_free(e);
 }
@@ -345,28 +374,91 @@ static void test_decay_and_expiry(void **state)
     double w = exp(-4.0 * TC_LATENCY_SLICE_MS / TC_LATENCY_DECAY_MS);
     double s1 = 1.0 - w / (w + 1.0);
     assert_int_equal(tc_latency_count(e, 4500), 200);
-    assert_int_equal(tc_latency_quantile(e, 4500, (1.0 - s1) * 0.999, &v), TC_LATENCY_QUANTILE);
+    assert_int_equal(tc_latency_quantile(e, 4500, (1.0 - s1) * 0.999, 0.0, &v),
+                     TC_LATENCY_QUANTILE);
     assert_in_range(v, 992, 1008);
-    assert_int_equal(tc_latency_quantile(e, 4500, (1.0 - s1) * 1.001, &v), TC_LATENCY_QUANTILE);
+    assert_int_equal(tc_latency_quantile(e, 4500, (1.0 - s1) * 1.001, 0.0, &v),
+                     TC_LATENCY_QUANTILE);
     assert_in_range(v, 99300, 100800);
     /* second 0 leaves at second 10: p10 is 100 ms from then on */
-    assert_int_equal(tc_latency_quantile(e, 9999, 0.1, &v), TC_LATENCY_QUANTILE);
+    assert_int_equal(tc_latency_quantile(e, 9999, 0.1, 0.0, &v), TC_LATENCY_QUANTILE);
     assert_in_range(v, 992, 1008);
     assert_int_equal(tc_latency_count(e, 10000), 100);
-    assert_int_equal(tc_latency_quantile(e, 10000, 0.1, &v), TC_LATENCY_QUANTILE);
+    assert_int_equal(tc_latency_quantile(e, 10000, 0.1, 0.0, &v), TC_LATENCY_QUANTILE);
     assert_in_range(v, 99300, 100800);
     /* censored records expire too: a censored tail makes p99 the largest value until it
      * leaves, then p99 is a finished value again */
     for (int i = 0; i < 10; i++)
         tc_latency_record_censored(e, 11000, 900000);
-    assert_int_equal(tc_latency_quantile(e, 11000, 0.99, &v), TC_LATENCY_LARGEST);
+    assert_int_equal(tc_latency_quantile(e, 11000, 0.99, 0.0, &v), TC_LATENCY_LARGEST);
     assert_in_range(v, 893000, 907000);
     for (int i = 0; i < 100; i++)
         tc_latency_record(e, 12000, 200000);
-    assert_int_equal(tc_latency_quantile(e, 20999, 0.99, &v), TC_LATENCY_LARGEST);
-    assert_int_equal(tc_latency_quantile(e, 21000, 0.99, &v), TC_LATENCY_QUANTILE);
+    assert_int_equal(tc_latency_quantile(e, 20999, 0.99, 0.0, &v), TC_LATENCY_LARGEST);
+    assert_int_equal(tc_latency_quantile(e, 21000, 0.99, 0.0, &v), TC_LATENCY_QUANTILE);
     assert_in_range(v, 198400, 201600);
-    assert_int_equal(tc_latency_quantile(e, 30000, 0.99, &v), TC_EMISSING);
+    assert_int_equal(tc_latency_quantile(e, 30000, 0.99, 0.0, &v), TC_EMISSING);
+    tc_latency_free(e);
+}
+
+/* ---- the bound, worked by hand ------------------------------------------------------------ */
+
+static void test_bound_greenwood_with_censoring(void **state)
+{
+    /* 500 censored at 1 ms, 480 finished at 2 ms, 20 at 3 ms, one slice (weight 1). The censored
+     * ones leave before anything ends, so S(2 ms) = 1 - 480/500 = 0.04 and Greenwood's
+     * SE = 0.04 x sqrt(480 / (500 x 20)) = 0.00876: the error of 500 records, not of the 1,000
+     * recorded (0.0062). For p97 (1 - q = 0.03): with z = 1.5 the bound reaches
+     * 0.03 + 0.0131 >= 0.04, so 2 ms (were SE that of 1,000 records: 0.0393, 3 ms); with z = 1,
+     * 0.0388 < 0.04: 3 ms; and the estimate itself (z = 0) is 3 ms. */
+    tc_latency *e = NULL;
+    uint64_t v = 0;
+    assert_int_equal(tc_latency_new(&e), 0);
+    for (int i = 0; i < 500; i++)
+        tc_latency_record_censored(e, 100, 1000);
+    for (int i = 0; i < 480; i++)
+        tc_latency_record(e, 100, 2000);
+    for (int i = 0; i < 20; i++)
+        tc_latency_record(e, 100, 3000);
+    assert_int_equal(tc_latency_quantile(e, 100, 0.97, 1.5, &v), TC_LATENCY_QUANTILE);
+    assert_int_equal(v, 2015); /* the top of 2,000's bucket (2,000-2,015 us) */
+    assert_int_equal(tc_latency_quantile(e, 100, 0.97, 1.0, &v), TC_LATENCY_QUANTILE);
+    assert_int_equal(v, 3007); /* 2,976-3,007 us */
+    assert_int_equal(tc_latency_quantile(e, 100, 0.97, 0.0, &v), TC_LATENCY_QUANTILE);
+    assert_int_equal(v, 3007);
+    /* a bound wide enough reaches the first finished value, whatever q */
+    assert_int_equal(tc_latency_quantile(e, 100, 1.0, TC_LATENCY_MAX_Z, &v), TC_LATENCY_QUANTILE);
+    assert_int_equal(v, 2015);
+    tc_latency_free(e);
+
+    /* all censored: no bound reaches anything */
+    assert_int_equal(tc_latency_new(&e), 0);
+    for (int i = 0; i < 100; i++)
+        tc_latency_record_censored(e, 100, 1000);
+    assert_int_equal(tc_latency_quantile(e, 100, 0.5, 3.0, &v), TC_LATENCY_LARGEST);
+    assert_int_equal(v, 1007);
+    tc_latency_free(e);
+}
+
+static void test_bound_effective_count(void **state)
+{
+    /* 1,000 finished at 1 ms in second 0, then 960 at 1 ms and 40 at 3 ms in second 4. As of
+     * second 4 the first weigh w = exp(-1) = 0.368 each: S(1 ms) = 40 / (1,000 w + 1,000) =
+     * 0.02924, and the effective count is (1,000 w + 1,000)^2 / (1,000 w^2 + 1,000) = 1,648, so
+     * SE = sqrt(S (1 - S) / 1,648) = 0.00415 and p98's bound reaches S(1 ms) from
+     * z = (0.02924 - 0.02) / 0.00415 = 2.23 on. (Counting the 2,000 records: from z = 2.45 on;
+     * the weights unscaled, 1,368: from 2.03 on.) */
+    tc_latency *e = NULL;
+    uint64_t v = 0;
+    assert_int_equal(tc_latency_new(&e), 0);
+    for (int i = 0; i < 1000; i++)
+        tc_latency_record(e, 100, 1000);
+    for (int i = 0; i < 1000; i++)
+        tc_latency_record(e, 4100, i < 960 ? 1000 : 3000);
+    assert_int_equal(tc_latency_quantile(e, 4200, 0.98, 2.13, &v), TC_LATENCY_QUANTILE);
+    assert_int_equal(v, 3007);
+    assert_int_equal(tc_latency_quantile(e, 4200, 0.98, 2.33, &v), TC_LATENCY_QUANTILE);
+    assert_int_equal(v, 1007);
     tc_latency_free(e);
 }
 
@@ -379,6 +471,8 @@ int main(void)
         cmocka_unit_test(test_tie_censored_still_at_risk),
         cmocka_unit_test(test_all_censored_and_censored_above),
         cmocka_unit_test(test_decay_and_expiry),
+        cmocka_unit_test(test_bound_greenwood_with_censoring),
+        cmocka_unit_test(test_bound_effective_count),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
