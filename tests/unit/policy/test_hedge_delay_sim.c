@@ -8,6 +8,10 @@
  *
  * - stationary streams: over a simulated minute, the delay's 5th and 95th percentiles both stay
  *   within 10% of the true percentile of the attempt latencies (noise does not move it);
+ * - a sharp edge at the percentile (the straggler mix at p99, exactly 1% slow): the delay, read
+ *   as the lower confidence bound, stays at the fast band's top (never under it, over 40 ms in at
+ *   most 5% of the readings of ten simulated minutes), where the unbiased reading flips into the
+ *   slow band;
  * - a step of the latencies (10-30 ms to 100-300 ms and back): the delay comes within 10% of the
  *   new percentile within 2 s after the step up and within 12 s after the step down.
  * Figures are printed for bench/results.md; the assertions are on semantics (simulated time).
@@ -18,7 +22,7 @@
 #include "base/list.h"
 #include "base/rng.h"
 
-#define RATE 500      /* requests per second */
+#define RATE 500      /* requests per second, unless a test says otherwise */
 #define EXTRA 2       /* extras per request, as --hedge-extra [2] */
 #define SAMPLE_MS 100 /* the delay is read this often */
 
@@ -40,25 +44,34 @@ struct sim {
     req *reqs;
     size_t nreqs;
     draw_fn draw;
+    unsigned rate;          /* requests per second */
     uint64_t step_at_us[2]; /* for step(): the step up, then the step down */
     uint64_t *samples;      /* the delay read every SAMPLE_MS, ms */
     size_t nsamples;
 };
 
-static void sim_init(sim *s, double percentile, draw_fn draw, unsigned seconds)
+static void sim_init_at(sim *s, double percentile, draw_fn draw, unsigned seconds, unsigned rate,
+                        uint64_t seed, double z)
 {
     memset(s, 0, sizeof(*s));
-    tc__rng_seed(&s->rng, 24);
+    tc__rng_seed(&s->rng, seed);
     tc_hedge_adaptive_config cfg;
     tc_hedge_adaptive_config_init(&cfg);
     cfg.percentile = percentile;
+    cfg.z = z;
     assert_int_equal(tc_hedge_adaptive_new(&s->a, &cfg), 0);
     tc__heap_init(&s->ending);
-    s->reqs = calloc((size_t)RATE * seconds, sizeof(req));
+    s->rate = rate;
+    s->reqs = calloc((size_t)rate * seconds, sizeof(req));
     s->samples = calloc((size_t)seconds * 1000 / SAMPLE_MS + 1, sizeof(uint64_t));
     assert_non_null(s->reqs);
     assert_non_null(s->samples);
     s->draw = draw;
+}
+
+static void sim_init(sim *s, double percentile, draw_fn draw, unsigned seconds)
+{
+    sim_init_at(s, percentile, draw, seconds, RATE, 24, TC_HEDGE_Z);
 }
 
 static void sim_free(sim *s)
@@ -115,7 +128,7 @@ static void sim_run(sim *s, unsigned seconds)
 {
     uint64_t end_us = (uint64_t)seconds * 1000000;
     uint64_t next_sample = 0;
-    for (uint64_t t = 0; t < end_us; t += 1000000 / RATE) {
+    for (uint64_t t = 0; t < end_us; t += 1000000 / s->rate) {
         settle(s, t);
         start(s, t);
         if (t >= next_sample) {
@@ -203,6 +216,67 @@ static void test_stationary_streams(void **state)
     stationary("straggler mix", draw_mix, 95, 30 - 20 * 0.04 / 0.99);
 }
 
+/* ---- a sharp edge at the percentile ------------------------------------------------------ */
+
+/* The straggler mix at p99: exactly 1% of attempts are slow, so the true p99 is the edge between
+ * the bands (S = 0.01 at the fast band's top, 30 ms), and an unbiased estimate lands above it, in
+ * the slow band, whenever the window happens to hold a few more stragglers than 1%: about half
+ * the readings. Read as the lower bound (z = TC_HEDGE_Z), S at the edge has to exceed 1% by two
+ * standard errors first: a one-sided 2.3% of independent readings at most, in runs of a few
+ * seconds (the window's memory). Runs `minutes` simulated minutes (seeds 1, 2, ...) at `rate`
+ * after 10 s of warm-up each, with the bound z; counts the readings, those over 40 ms and those
+ * under 30 ms, the fast band's top. */
+typedef struct edge_count {
+    size_t n, over, under;
+} edge_count;
+
+static edge_count straggler_edge(unsigned rate, unsigned minutes, double z)
+{
+    edge_count c = {0, 0, 0};
+    uint64_t *all = calloc((size_t)minutes * 600, sizeof(uint64_t));
+    assert_non_null(all);
+    for (unsigned m = 0; m < minutes; m++) {
+        sim s;
+        sim_init_at(&s, 99, draw_mix, 70, rate, 1 + m, z);
+        sim_run(&s, 70);
+        for (size_t i = 10000 / SAMPLE_MS; i < s.nsamples && c.n < (size_t)minutes * 600; i++)
+            all[c.n++] = s.samples[i];
+        sim_free(&s);
+    }
+    qsort(all, c.n, sizeof(*all), cmp_u64);
+    for (size_t i = 0; i < c.n; i++) {
+        c.over += all[i] > 40;
+        c.under += all[i] < 30;
+    }
+    print_message("straggler mix p99, z = %g, %u req/s, %u simulated minute(s): delay min %llu, "
+                  "p5 %llu, median %llu, p95 %llu, max %llu ms; %.2f%% of readings over 40 ms\n",
+                  z, rate, minutes, (unsigned long long)all[0],
+                  (unsigned long long)all[c.n * 5 / 100], (unsigned long long)all[c.n / 2],
+                  (unsigned long long)all[c.n * 95 / 100], (unsigned long long)all[c.n - 1],
+                  100.0 * (double)c.over / (double)c.n);
+    free(all);
+    return c;
+}
+
+static void test_straggler_edge(void **state)
+{
+    /* The stream is a real edge: read unbiased (z = 0), the delay is over 40 ms in a large share
+     * of the readings (what the benchmark measured: 40-45%). */
+    edge_count c = straggler_edge(RATE, 1, 0.0);
+    assert_true(c.over * 5 > c.n);
+    /* The bound holds the delay at the fast band's top: never under it (the top of the bucket,
+     * rounded up), and over 40 ms in at most 5% of the readings of ten minutes, at the service's
+     * rate and at the benchmark's. With 1% of requests slow, fewer than 0.05% then start while
+     * the delay is high, which leaves p99.9 in the hedged band (delay + a fast second try). */
+    for (unsigned rate = RATE; rate <= 2000; rate *= 4) {
+        c = straggler_edge(rate, 10, TC_HEDGE_Z);
+        assert_int_equal(c.under, 0);
+        if (c.over * 20 > c.n)
+            fail_msg("%u req/s: the delay was over 40 ms in %zu of %zu readings", rate, c.over,
+                     c.n);
+    }
+}
+
 /* ---- a step ------------------------------------------------------------------------------- */
 
 /* Seconds from `from_ms` until the first sample within 10% of target_ms (-1: never). */
@@ -270,6 +344,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stationary_streams),
+        cmocka_unit_test(test_straggler_edge),
         cmocka_unit_test(test_step_p95),
         cmocka_unit_test(test_step_p99),
     };
