@@ -13,7 +13,8 @@ X-Tailcut-Attempt value per second, so extras = arrivals with an attempt number 
    FLAP_RATE; the worst second's extras against the rule's allowance floor(2% x R) + 1, R being
    that second's first attempts as the upstream saw them.
    For the percentile policies, /metrics is read every 100 ms during the run: the delay's
-   median, 5-95% range and share of readings above 100 ms (the series goes to OUT/delay-N.txt).
+   min, 5th percentile, median, 95th percentile and max, and the share of readings above 40 ms
+   and above 100 ms (the series goes to OUT/delay-N.txt).
 3. Adapts fast, starts safe: `--hedge-delay p95`, then `p99`, at STEP_RATE; the band steps from
    uniform:10:30 to uniform:100:300 and back (POST /profile); /metrics is read every 100 ms for
    the time until tailcut_hedge_delay_seconds is within 10% of the band's percentile (p95: 29 /
@@ -163,9 +164,11 @@ class DelayWatch:
         v = sorted(d for _, d in self.series)
         if not v:
             return "no readings"
-        return ("delay median %.0f ms, 5-95%% %.0f..%.0f ms, %.0f%% of readings over 100 ms, "
-                "max %.0f ms" % (v[len(v) // 2], v[len(v) * 5 // 100], v[len(v) * 95 // 100],
-                                 100.0 * sum(1 for d in v if d > 100) / len(v), v[-1]))
+        return ("delay min %.0f, p5 %.0f, median %.0f, p95 %.0f, max %.0f ms (%d readings), "
+                "%.1f%% of readings over 40 ms, %.1f%% over 100 ms"
+                % (v[0], v[len(v) * 5 // 100], v[len(v) // 2], v[len(v) * 95 // 100], v[-1],
+                   len(v), 100.0 * sum(1 for d in v if d > 40) / len(v),
+                   100.0 * sum(1 for d in v if d > 100) / len(v)))
 
 
 def part1(rows):
