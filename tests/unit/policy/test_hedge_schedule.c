@@ -5,7 +5,19 @@
  * warm-up's fallback delay. Timing assertions are lower bounds (timers never fire early) with
  * generous upper bounds.
  */
-#include "hedge_fixture.h"
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <uv.h>
+
+#include "tailcut/hedge.h"
+#include "tailcut/server.h"
 
 /* ---- the schedule, on a real loop
  * ------------------------------------------------------------------ */
