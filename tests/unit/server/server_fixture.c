@@ -81,7 +81,7 @@ void sfx_init(fixture *fx, tc_handler_fn handler)
         fx->fds[i] = -1;
 }
 
-void sfx_start(fixture *fx)
+static void start(fixture *fx)
 {
     assert_int_equal(tc_server_new(&fx->srv, &fx->loop, &fx->cfg), 0);
     assert_non_null(fx->srv);
@@ -103,6 +103,7 @@ static void *client_main(void *arg)
 
 void sfx_run(fixture *fx, client_fn client, int loop_pending)
 {
+    start(fx);
     fx->client = client;
     fx->loop_pending = loop_pending;
     assert_int_equal(pthread_create(&fx->thread, NULL, client_main, fx), 0);
@@ -114,6 +115,19 @@ void sfx_run(fixture *fx, client_fn client, int loop_pending)
     assert_int_equal(fx->closed, 1);
     assert_null(fx->srv);
     alarm(0);
+}
+
+void sfx_serve(fixture *fx, tc_handler_fn handler, client_fn client, int loop_pending)
+{
+    sfx_init(fx, handler);
+    sfx_run(fx, client, loop_pending);
+}
+
+void sfx_expect_answered(const fixture *fx, int n)
+{
+    assert_int_equal(fx->nreqs, n);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(fx->respond_ret[i], 0);
 }
 
 /* ---- client-side helpers (client thread only: no cmocka here) -------------------------------- */

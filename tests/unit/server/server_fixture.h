@@ -98,16 +98,20 @@ struct fixture {
     void *t; /* per-test state */
 };
 
-/* Loop, config with defaults, the async, the watchdog; the test adjusts fx->cfg and then calls
- * sfx_start(). */
+/* Loop, config with defaults, the async, the watchdog; the test adjusts fx->cfg (and sets
+ * fx->on_event, fx->t) and then calls sfx_run(). */
 void sfx_init(fixture *fx, tc_handler_fn handler);
 
-/* Starts the server of fx->cfg on port 0 (fx->port). */
-void sfx_start(fixture *fx);
-
-/* Runs the client against the server until both sides are done, then checks the teardown.
- * loop_pending: how many times the test's loop side calls sfx_loop_done before the end. */
+/* Starts the server of fx->cfg on port 0 (fx->port), runs the client against it until both
+ * sides are done, then checks the teardown. loop_pending: how many times the test's loop side
+ * calls sfx_loop_done before the end. */
 void sfx_run(fixture *fx, client_fn client, int loop_pending);
+
+/* sfx_init and sfx_run, for a test that keeps the default config. */
+void sfx_serve(fixture *fx, tc_handler_fn handler, client_fn client, int loop_pending);
+
+/* n requests reached the handler and every answer it gave was accepted (respond_ret 0). */
+void sfx_expect_answered(const fixture *fx, int n);
 
 /* A loop-side condition the test waits for has been reached. */
 void sfx_loop_done(fixture *fx);
@@ -214,17 +218,28 @@ int sfx_date_ok(const char *d);
 #define CHECK_ERROR_AND_CLOSE(c, status_, code)                                                    \
     do {                                                                                           \
         resp r_;                                                                                   \
-        char v_[128];                                                                              \
-        int err_ = 0;                                                                              \
         CHECK_INT(sfx_cli_read_response((c), &r_, 0), 1);                                          \
         CHECK_INT(r_.status, (status_));                                                           \
         CHECK(sfx_error_body_ok(&r_, (code), NULL, 0));                                            \
-        CHECK(sfx_resp_header(&r_, "Content-Type", v_, sizeof(v_)));                               \
-        CHECK_STR(v_, "application/json");                                                         \
-        CHECK(sfx_resp_header(&r_, "Connection", v_, sizeof(v_)));                                 \
-        CHECK_STR(v_, "close");                                                                    \
-        CHECK_INT(sfx_cli_read_eof((c), &err_), 0);                                                \
-        CHECK_INT(err_, 0);                                                                        \
+        CHECK_HEADER(&r_, "Content-Type", "application/json");                                     \
+        CHECK_HEADER(&r_, "Connection", "close");                                                  \
+        CHECK_CLOSED((c), 0);                                                                      \
+    } while (0)
+
+/* The server closes c: no byte more, and a clean close (err_ 0) or a reset (ECONNRESET). */
+#define CHECK_CLOSED(c, err_)                                                                      \
+    do {                                                                                           \
+        int e_ = -1;                                                                               \
+        CHECK_INT(sfx_cli_read_eof((c), &e_), 0);                                                  \
+        CHECK_INT(e_, (err_));                                                                     \
+    } while (0)
+
+/* The response r has the header name, with the value want. */
+#define CHECK_HEADER(r, name, want)                                                                \
+    do {                                                                                           \
+        char h_[256];                                                                              \
+        CHECK(sfx_resp_header((r), (name), h_, sizeof(h_)));                                       \
+        CHECK_STR(h_, (want));                                                                     \
     } while (0)
 
 /* ---- loop-side helpers ---------------------------------------------------------------------- */

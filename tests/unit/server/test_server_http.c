@@ -45,9 +45,7 @@ static void test_parse_target_query_headers(void **state)
 {
     (void)state;
     fixture fx;
-    sfx_init(&fx, sfx_handler_echo);
-    sfx_start(&fx);
-    sfx_run(&fx, client_parse, 0);
+    sfx_serve(&fx, sfx_handler_echo, client_parse, 0);
 
     assert_int_equal(fx.nreqs, 6);
     seen *s = fx.seen;
@@ -89,8 +87,7 @@ static void test_parse_target_query_headers(void **state)
     assert_string_equal(s[5].hval, "split value");
     assert_int_equal(s[5].body_len, 4);
     assert_string_equal(s[5].body, "body");
-    for (int i = 0; i < fx.nreqs; i++)
-        assert_int_equal(fx.respond_ret[i], 0);
+    sfx_expect_answered(&fx, 6);
 }
 
 /* ---- bodies: Content-Length, chunked, 100-continue, HEAD --------------------------------------
@@ -139,14 +136,11 @@ static void client_bodies(fixture *fx)
 
     /* HEAD: Content-Length of the body that a GET would get, and no body bytes. The GET that
      * follows on the same connection would not parse if the body had been sent. */
-    char v[64];
     CHECK_INT(sfx_cli_sends(&c, "HEAD /head/path HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
     CHECK_INT(sfx_cli_read_response(&c, &r, 1), 1);
     CHECK_INT(r.status, 200);
-    CHECK(sfx_resp_header(&r, "Content-Length", v, sizeof(v)));
-    CHECK_STR(v, "10");
-    CHECK(sfx_resp_header(&r, "Content-Type", v, sizeof(v)));
-    CHECK_STR(v, "text/plain");
+    CHECK_HEADER(&r, "Content-Length", "10");
+    CHECK_HEADER(&r, "Content-Type", "text/plain");
     CHECK_INT(sfx_cli_sends(&c, "GET /after/head HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
     CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 200);
@@ -158,9 +152,7 @@ static void test_body_chunked_continue_head(void **state)
 {
     (void)state;
     fixture fx;
-    sfx_init(&fx, sfx_handler_echo);
-    sfx_start(&fx);
-    sfx_run(&fx, client_bodies, 0);
+    sfx_serve(&fx, sfx_handler_echo, client_bodies, 0);
 
     assert_int_equal(fx.nreqs, 5);
     assert_string_equal(fx.seen[0].method, "POST");
@@ -231,8 +223,7 @@ static void client_limits(fixture *fx)
     CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 200);
     CHECK_INT(r.body_len, 64);
-    CHECK(sfx_resp_header(&r, "Connection", a, sizeof(a)));
-    CHECK_STR(a, "keep-alive");
+    CHECK_HEADER(&r, "Connection", "keep-alive");
 
     /* a limit error after an answered request on a kept-alive connection */
     memset(a, 'c', 100);
@@ -250,7 +241,6 @@ static void test_limits_414_431_413_400(void **state)
     fx.cfg.max_uri = 64;
     fx.cfg.max_headers = 128;
     fx.cfg.max_body = 16;
-    sfx_start(&fx);
     sfx_run(&fx, client_limits, 0);
     assert_int_equal(fx.nreqs, 1); /* only the request at the limits reached the handler */
     assert_int_equal(strlen(fx.seen[0].target), 64);
@@ -290,7 +280,6 @@ static void client_responses(fixture *fx)
     cli c;
     resp r;
     char v[128];
-    int err = 0;
     CHECK_INT(sfx_cli_connect(fx, &c), 0);
 
     CHECK_INT(sfx_cli_sends(&c, "GET /created HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
@@ -298,16 +287,11 @@ static void client_responses(fixture *fx)
     CHECK_STR(r.line, "HTTP/1.1 201 Created");
     CHECK(sfx_resp_header(&r, "Date", v, sizeof(v)));
     CHECK(sfx_date_ok(v));
-    CHECK(sfx_resp_header(&r, "Content-Length", v, sizeof(v)));
-    CHECK_STR(v, "7");
-    CHECK(sfx_resp_header(&r, "Content-Type", v, sizeof(v)));
-    CHECK_STR(v, "text/plain; charset=utf-8");
-    CHECK(sfx_resp_header(&r, "Connection", v, sizeof(v)));
-    CHECK_STR(v, "keep-alive");
-    CHECK(sfx_resp_header(&r, "X-One", v, sizeof(v)));
-    CHECK_STR(v, "1");
-    CHECK(sfx_resp_header(&r, "X-Two", v, sizeof(v)));
-    CHECK_STR(v, "two words");
+    CHECK_HEADER(&r, "Content-Length", "7");
+    CHECK_HEADER(&r, "Content-Type", "text/plain; charset=utf-8");
+    CHECK_HEADER(&r, "Connection", "keep-alive");
+    CHECK_HEADER(&r, "X-One", "1");
+    CHECK_HEADER(&r, "X-Two", "two words");
     CHECK_INT(sfx_resp_header_count(&r, "Date"), 1);
     CHECK_INT(sfx_resp_header_count(&r, "Content-Length"), 1);
     CHECK_INT(sfx_resp_header_count(&r, "Connection"), 1);
@@ -327,8 +311,7 @@ static void client_responses(fixture *fx)
     CHECK_INT(sfx_cli_sends(&c, "GET /json HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
     CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_STR(r.line, "HTTP/1.1 200 OK");
-    CHECK(sfx_resp_header(&r, "Content-Type", v, sizeof(v)));
-    CHECK_STR(v, "application/json");
+    CHECK_HEADER(&r, "Content-Type", "application/json");
     r.body[r.body_len] = '\0';
     CHECK_STR(r.body, "{\"a\":[1,2]}");
 
@@ -341,37 +324,28 @@ static void client_responses(fixture *fx)
     /* the client asks to close: the answer says so and the server closes */
     CHECK_INT(sfx_cli_sends(&c, "GET /last HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"), 0);
     CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
-    CHECK(sfx_resp_header(&r, "Connection", v, sizeof(v)));
-    CHECK_STR(v, "close");
-    CHECK_INT(sfx_cli_read_eof(&c, &err), 0);
-    CHECK_INT(err, 0);
+    CHECK_HEADER(&r, "Connection", "close");
+    CHECK_CLOSED(&c, 0);
     sfx_cli_close(&c);
 
     /* HTTP/1.0 without keep-alive closes; with keep-alive stays open */
     CHECK_INT(sfx_cli_connect(fx, &c), 0);
     CHECK_INT(sfx_cli_sends(&c, "GET /ten HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"), 0);
     CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
-    CHECK(sfx_resp_header(&r, "Connection", v, sizeof(v)));
-    CHECK_STR(v, "keep-alive");
+    CHECK_HEADER(&r, "Connection", "keep-alive");
     CHECK_INT(sfx_cli_sends(&c, "GET /ten HTTP/1.0\r\n\r\n"), 0);
     CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_STR(r.line, "HTTP/1.1 200 OK");
-    CHECK(sfx_resp_header(&r, "Connection", v, sizeof(v)));
-    CHECK_STR(v, "close");
-    CHECK_INT(sfx_cli_read_eof(&c, &err), 0);
-    CHECK_INT(err, 0);
+    CHECK_HEADER(&r, "Connection", "close");
+    CHECK_CLOSED(&c, 0);
 }
 
 static void test_response_format(void **state)
 {
     (void)state;
     fixture fx;
-    sfx_init(&fx, handler_responses);
-    sfx_start(&fx);
-    sfx_run(&fx, client_responses, 0);
-    assert_int_equal(fx.nreqs, 8);
-    for (int i = 0; i < fx.nreqs; i++)
-        assert_int_equal(fx.respond_ret[i], 0);
+    sfx_serve(&fx, handler_responses, client_responses, 0);
+    sfx_expect_answered(&fx, 8);
     assert_int_equal(fx.abort_other, TC_EINVAL);
 }
 
@@ -464,21 +438,15 @@ static void client_no_content(fixture *fx)
     CHECK(!has_field(head, "\r\nContent-Length:"));
     CHECK(!has_field(head, "\r\nContent-Type:"));
     CHECK(has_field(head, "\r\nConnection: close\r\n"));
-    int err = -1;
-    CHECK_INT(sfx_cli_read_eof(&c, &err), 0);
-    CHECK_INT(err, 0);
+    CHECK_CLOSED(&c, 0);
 }
 
 static void test_no_content_statuses(void **state)
 {
     (void)state;
     fixture fx;
-    sfx_init(&fx, handler_status);
-    sfx_start(&fx);
-    sfx_run(&fx, client_no_content, 0);
-    assert_int_equal(fx.nreqs, 13);
-    for (int i = 0; i < fx.nreqs; i++)
-        assert_int_equal(fx.respond_ret[i], 0);
+    sfx_serve(&fx, handler_status, client_no_content, 0);
+    sfx_expect_answered(&fx, 13);
 }
 
 static void test_reason_phrases(void **state)
@@ -631,16 +599,14 @@ static void client_id(fixture *fx)
     CHECK_STR(r.body, "{\"status\":\"ready\"}");
     CHECK_INT(sfx_cli_sends(&c, "GET /unready HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
     CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
-    CHECK(sfx_resp_header(&r, "Connection", hv, sizeof(hv)));
-    CHECK_STR(hv, "close"); /* unready: every answer closes */
+    CHECK_HEADER(&r, "Connection", "close"); /* unready: every answer closes */
     sfx_cli_close(&c);
     CHECK_INT(sfx_cli_connect(fx, &c), 0); /* still accepting */
     CHECK_INT(sfx_cli_sends(&c, "GET /ready HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
     CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 503);
     CHECK_STR(r.body, "{\"status\":\"draining\"}");
-    CHECK(sfx_resp_header(&r, "Connection", hv, sizeof(hv)));
-    CHECK_STR(hv, "close");
+    CHECK_HEADER(&r, "Connection", "close");
 }
 
 static void test_request_id_and_ready(void **state)
@@ -649,7 +615,6 @@ static void test_request_id_and_ready(void **state)
     fixture fx;
     sfx_init(&fx, handler_id);
     fx.cfg.ready_path = "/ready";
-    sfx_start(&fx);
     sfx_run(&fx, client_id, 0);
     assert_int_equal(fx.nreqs, 8); /* /ready never reached the handler */
 }

@@ -51,9 +51,7 @@ static void test_async_answer_from_timer(void **state)
 {
     (void)state;
     fixture fx;
-    sfx_init(&fx, handler_later);
-    sfx_start(&fx);
-    sfx_run(&fx, client_later, 0);
+    sfx_serve(&fx, handler_later, client_later, 0);
     assert_int_equal(fx.nreqs, 2);
 }
 
@@ -100,12 +98,8 @@ static void test_pipelining_answers_in_order(void **state)
 {
     (void)state;
     fixture fx;
-    sfx_init(&fx, handler_pipeline);
-    sfx_start(&fx);
-    sfx_run(&fx, client_pipeline, 0);
-    assert_int_equal(fx.nreqs, 3);
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(fx.respond_ret[i], 0);
+    sfx_serve(&fx, handler_pipeline, client_pipeline, 0);
+    sfx_expect_answered(&fx, 3);
 }
 
 /* More pipelined requests than TC_SERVER_MAX_PIPELINE: reading pauses and resumes; odd ones are
@@ -153,9 +147,7 @@ static void test_pipelining_past_the_pipeline_limit(void **state)
 {
     (void)state;
     fixture fx;
-    sfx_init(&fx, handler_deep);
-    sfx_start(&fx);
-    sfx_run(&fx, client_deep, 0);
+    sfx_serve(&fx, handler_deep, client_deep, 0);
     assert_int_equal(fx.nreqs, DEEP_PIPELINE);
 }
 
@@ -187,18 +179,15 @@ static void client_drop(fixture *fx)
 {
     cli c;
     resp r;
-    int err = -1;
 
     CHECK_INT(sfx_cli_connect(fx, &c), 0);
     CHECK_INT(sfx_cli_sends(&c, "GET /reset HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(sfx_cli_read_eof(&c, &err), 0);
-    CHECK_INT(err, ECONNRESET);
+    CHECK_CLOSED(&c, ECONNRESET);
     sfx_cli_close(&c);
 
     CHECK_INT(sfx_cli_connect(fx, &c), 0);
     CHECK_INT(sfx_cli_sends(&c, "GET /fin HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(sfx_cli_read_eof(&c, &err), 0);
-    CHECK_INT(err, 0);
+    CHECK_CLOSED(&c, 0);
     sfx_cli_close(&c);
 
     /* an earlier pipelined answer still goes out before the clean close */
@@ -208,8 +197,7 @@ static void client_drop(fixture *fx)
               0);
     CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 200);
-    CHECK_INT(sfx_cli_read_eof(&c, &err), 0);
-    CHECK_INT(err, 0);
+    CHECK_CLOSED(&c, 0);
     sfx_cli_close(&c);
 
     /* ... and before the reset */
@@ -219,17 +207,14 @@ static void client_drop(fixture *fx)
               0);
     CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 200);
-    CHECK_INT(sfx_cli_read_eof(&c, &err), 0);
-    CHECK_INT(err, ECONNRESET);
+    CHECK_CLOSED(&c, ECONNRESET);
 }
 
 static void test_drop_reset_and_clean_close(void **state)
 {
     (void)state;
     fixture fx;
-    sfx_init(&fx, handler_drop);
-    sfx_start(&fx);
-    sfx_run(&fx, client_drop, 0);
+    sfx_serve(&fx, handler_drop, client_drop, 0);
     assert_int_equal(fx.nreqs, 6);
 }
 
@@ -316,14 +301,10 @@ static void test_abort_when_client_closes(void **state)
 {
     (void)state;
     fixture fx;
-    sfx_init(&fx, handler_abort);
-    sfx_start(&fx);
-    sfx_run(&fx, client_abort, 3);
-    assert_int_equal(fx.nreqs, 3);
+    sfx_serve(&fx, handler_abort, client_abort, 3);
+    sfx_expect_answered(&fx, 3);
     assert_int_equal(fx.aborts, 2);      /* exactly once for each request that has one */
     assert_int_equal(fx.abort_other, 0); /* replaced and removed callbacks never run */
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(fx.respond_ret[i], 0);
 }
 
 /* tc_server_close with requests pending: each sees its abort callback; the handler finishes them
@@ -359,25 +340,20 @@ static void handler_hold(tc_request *req, void *data)
 static void client_two_pending(fixture *fx)
 {
     cli a, b;
-    int err = -1;
     CHECK_INT(sfx_cli_connect(fx, &a), 0);
     CHECK_INT(sfx_cli_connect(fx, &b), 0);
     CHECK_INT(sfx_cli_sends(&a, "GET /hold-a HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
     usleep(10000);
     CHECK_INT(sfx_cli_sends(&b, "GET /hold-b HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(sfx_cli_read_eof(&a, &err), 0);
-    CHECK_INT(err, 0);
-    CHECK_INT(sfx_cli_read_eof(&b, &err), 0);
-    CHECK_INT(err, 0);
+    CHECK_CLOSED(&a, 0);
+    CHECK_CLOSED(&b, 0);
 }
 
 static void test_close_aborts_pending_requests(void **state)
 {
     (void)state;
     fixture fx;
-    sfx_init(&fx, handler_hold);
-    sfx_start(&fx);
-    sfx_run(&fx, client_two_pending, 1);
+    sfx_serve(&fx, handler_hold, client_two_pending, 1);
     assert_int_equal(fx.nreqs, 2);
     assert_int_equal(fx.aborts, 2);
 }
@@ -420,7 +396,6 @@ static void client_drain(fixture *fx)
     cli a, b, c;
     resp r;
     char v[64];
-    int err = -1;
     CHECK_INT(sfx_cli_connect(fx, &b), 0);
     CHECK_INT(sfx_cli_sends(&b, "GET /b1 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
     CHECK_INT(sfx_cli_read_response(&b, &r, 0), 1);
@@ -440,10 +415,8 @@ static void client_drain(fixture *fx)
     CHECK(sfx_error_body_ok(&r, "shutting_down", NULL, 0));
     CHECK(sfx_resp_header(&r, "Retry-After", v, sizeof(v)));
     CHECK(atoi(v) >= 1);
-    CHECK(sfx_resp_header(&r, "Connection", v, sizeof(v)));
-    CHECK_STR(v, "close");
-    CHECK_INT(sfx_cli_read_eof(&b, &err), 0);
-    CHECK_INT(err, 0);
+    CHECK_HEADER(&r, "Connection", "close");
+    CHECK_CLOSED(&b, 0);
     sfx_cli_close(&b);
 
     /* the in-flight request is still answered, with Connection: close */
@@ -452,10 +425,8 @@ static void client_drain(fixture *fx)
     CHECK_INT(r.status, 200);
     CHECK_INT(r.body_len, 4);
     CHECK(memcmp(r.body, "slow", 4) == 0);
-    CHECK(sfx_resp_header(&r, "Connection", v, sizeof(v)));
-    CHECK_STR(v, "close");
-    CHECK_INT(sfx_cli_read_eof(&a, &err), 0);
-    CHECK_INT(err, 0);
+    CHECK_HEADER(&r, "Connection", "close");
+    CHECK_CLOSED(&a, 0);
 }
 
 static void test_drain(void **state)
@@ -464,7 +435,6 @@ static void test_drain(void **state)
     fixture fx;
     sfx_init(&fx, handler_drain);
     fx.on_event = drain_event;
-    sfx_start(&fx);
     sfx_run(&fx, client_drain, 1);
     assert_int_equal(fx.drained, 1);
     assert_int_equal(fx.nreqs, 2); /* /b2 never reached the handler */

@@ -17,7 +17,6 @@ static void client_overload(fixture *fx)
     cli a, b, c;
     resp r;
     char v[64];
-    int err = -1;
     CHECK_INT(sfx_cli_connect(fx, &a), 0);
     CHECK_INT(sfx_cli_sends(&a, "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
     CHECK_INT(sfx_cli_read_response(&a, &r, 0), 1);
@@ -31,10 +30,8 @@ static void client_overload(fixture *fx)
     CHECK(sfx_error_body_ok(&r, "overloaded", NULL, 0));
     CHECK(sfx_resp_header(&r, "Retry-After", v, sizeof(v)));
     CHECK(atoi(v) >= 1);
-    CHECK(sfx_resp_header(&r, "Connection", v, sizeof(v)));
-    CHECK_STR(v, "close");
-    CHECK_INT(sfx_cli_read_eof(&b, &err), 0);
-    CHECK_INT(err, 0);
+    CHECK_HEADER(&r, "Connection", "close");
+    CHECK_CLOSED(&b, 0);
     sfx_cli_close(&b);
     CHECK_INT(atomic_load(&shared_count), 2);
     sfx_client_event(fx); /* the loop reads the server's counters */
@@ -66,7 +63,6 @@ static void test_max_connections_shared_counter(void **state)
     atomic_store(&shared_count, 1); /* another worker holds one connection */
     fx.cfg.max_connections = 2;
     fx.cfg.conn_count = &shared_count;
-    sfx_start(&fx);
     sfx_run(&fx, client_overload, 0);
     assert_int_equal(fx.nreqs, 2);
     assert_int_equal(atomic_load(&shared_count), 1); /* only the other worker's is left */
@@ -138,7 +134,6 @@ static void test_no_memory_for_a_connection(void **state)
     sfx_init(&fx, sfx_handler_echo);
     fx.t = &st;
     fx.on_event = on_event_refuse;
-    sfx_start(&fx);
     sfx_run(&fx, client_refused, 0);
     assert_int_equal(st.stats.rejected_no_memory, REFUSED);
     assert_int_equal(st.stats.rejected_over_limit, 0);
@@ -177,7 +172,6 @@ static void test_header_timeout_408(void **state)
     fixture fx;
     sfx_init(&fx, sfx_handler_echo);
     fx.cfg.header_timeout_ms = 200;
-    sfx_start(&fx);
     sfx_run(&fx, client_header_timeout, 0);
     assert_int_equal(fx.nreqs, 1); /* only /ok */
 }
@@ -186,7 +180,6 @@ static void client_idle_timeout(fixture *fx)
 {
     cli c;
     resp r;
-    int err = -1;
     CHECK_INT(sfx_cli_connect(fx, &c), 0);
     CHECK_INT(sfx_cli_sends(&c, "GET /1 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
     CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
@@ -196,8 +189,7 @@ static void client_idle_timeout(fixture *fx)
     CHECK_INT(r.status, 200);
     double t0 = sfx_now_ms();
     /* then idle: closed without a response */
-    CHECK_INT(sfx_cli_read_eof(&c, &err), 0);
-    CHECK_INT(err, 0);
+    CHECK_CLOSED(&c, 0);
     double dt = sfx_now_ms() - t0;
     CHECK(dt >= 200 && dt < 5000);
 }
@@ -209,7 +201,6 @@ static void test_idle_timeout_closes(void **state)
     sfx_init(&fx, sfx_handler_echo);
     fx.cfg.idle_timeout_ms = 300;
     fx.cfg.header_timeout_ms = 10000;
-    sfx_start(&fx);
     sfx_run(&fx, client_idle_timeout, 0);
     assert_int_equal(fx.nreqs, 2);
 }
@@ -246,10 +237,8 @@ static void client_errors(fixture *fx)
     /* no raw control byte in the body */
     for (size_t i = 0; i < r.body_len; i++)
         CHECK((unsigned char)r.body[i] >= 0x20);
-    CHECK(sfx_resp_header(&r, "Content-Type", v, sizeof(v)));
-    CHECK_STR(v, "application/json");
-    CHECK(sfx_resp_header(&r, "Connection", v, sizeof(v)));
-    CHECK_STR(v, "keep-alive");
+    CHECK_HEADER(&r, "Content-Type", "application/json");
+    CHECK_HEADER(&r, "Connection", "keep-alive");
 
     CHECK_INT(sfx_cli_sends(&c, "GET /busy HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
     CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
@@ -267,12 +256,8 @@ static void test_respond_error_escapes_message(void **state)
 {
     (void)state;
     fixture fx;
-    sfx_init(&fx, handler_errors);
-    sfx_start(&fx);
-    sfx_run(&fx, client_errors, 0);
-    assert_int_equal(fx.nreqs, 3);
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(fx.respond_ret[i], 0);
+    sfx_serve(&fx, handler_errors, client_errors, 0);
+    sfx_expect_answered(&fx, 3);
 }
 
 /* ---- access log ---------------------------------------------------------------------------------
@@ -313,7 +298,6 @@ static void test_access_log(void **state)
     assert_non_null(log);
     sfx_init(&fx, handler_log);
     fx.cfg.access_log = log;
-    sfx_start(&fx);
     sfx_run(&fx, client_log, 0);
     assert_int_equal(fx.nreqs, 3);
 
@@ -397,20 +381,16 @@ static void handler_hold_then_close(tc_request *req, void *data)
 static void client_one_pending(fixture *fx)
 {
     cli a;
-    int err = -1;
     CHECK_INT(sfx_cli_connect(fx, &a), 0);
     CHECK_INT(sfx_cli_sends(&a, "GET /hold HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(sfx_cli_read_eof(&a, &err), 0);
-    CHECK_INT(err, 0);
+    CHECK_CLOSED(&a, 0);
 }
 
 static void test_finish_after_server_close_waits(void **state)
 {
     (void)state;
     fixture fx;
-    sfx_init(&fx, handler_hold_then_close);
-    sfx_start(&fx);
-    sfx_run(&fx, client_one_pending, 2);
+    sfx_serve(&fx, handler_hold_then_close, client_one_pending, 2);
     assert_int_equal(fx.aborts, 1);
     assert_int_equal(fx.respond_ret[0], 0);
 }
@@ -444,9 +424,7 @@ static void test_close_inside_handler_after_answer(void **state)
 {
     (void)state;
     fixture fx;
-    sfx_init(&fx, handler_close_inside);
-    sfx_start(&fx);
-    sfx_run(&fx, client_close_now, 1);
+    sfx_serve(&fx, handler_close_inside, client_close_now, 1);
     assert_int_equal(fx.nreqs, 1);
 }
 
@@ -495,9 +473,7 @@ static void test_close_inside_handler_frees_pipelined(void **state)
 {
     (void)state;
     fixture fx;
-    sfx_init(&fx, handler_hold_close_inside);
-    sfx_start(&fx);
-    sfx_run(&fx, client_pipelined_pair, 1);
+    sfx_serve(&fx, handler_hold_close_inside, client_pipelined_pair, 1);
     assert_int_equal(fx.nreqs, 1);
     assert_int_equal(fx.aborts, 1);
     assert_int_equal(fx.respond_ret[0], 0);
@@ -536,9 +512,7 @@ static void test_error_message_cut_at_utf8_boundary(void **state)
     memset(long_message, 'a', 119);
     strcpy(long_message + 119, "\xc3\xa9 and more");
     fixture fx;
-    sfx_init(&fx, handler_long_error);
-    sfx_start(&fx);
-    sfx_run(&fx, client_long_error, 0);
+    sfx_serve(&fx, handler_long_error, client_long_error, 0);
 }
 
 int main(void)
