@@ -489,18 +489,33 @@ tctx *cfx_new(const tc_client_config *given)
     return t;
 }
 
+tctx *cfx_new_pool(size_t max_connections, size_t max_per_host)
+{
+    tc_client_config cfg;
+    tc_client_config_init(&cfg);
+    if (max_connections > 0)
+        cfg.max_connections = max_connections;
+    cfg.max_per_host = max_per_host;
+    return cfx_new(&cfg);
+}
+
 const char *cfx_url(tctx *t, srv *s, const char *path)
 {
     snprintf(t->url, sizeof(t->url), "http://127.0.0.1:%d%s", s->port, path);
     return t->url;
 }
 
-int cfx_run_until_flag(tctx *t, const int *flag, uint64_t limit_ms)
+int cfx_run_until_count(tctx *t, const int *counter, int n, uint64_t limit_ms)
 {
     uint64_t start = uv_hrtime();
-    while (!*flag && cfx_elapsed_ms(start) < (double)limit_ms)
+    while (*counter < n && cfx_elapsed_ms(start) < (double)limit_ms)
         uv_run(&t->loop, UV_RUN_ONCE);
-    return *flag;
+    return *counter;
+}
+
+int cfx_run_until_flag(tctx *t, const int *flag, uint64_t limit_ms)
+{
+    return cfx_run_until_count(t, flag, 1, limit_ms);
 }
 
 int cfx_run_until_done(tctx *t, tc_future *f, uint64_t limit_ms)
@@ -581,6 +596,21 @@ void cfx_expect_stats_settled(tctx *t)
     tc_client_get_stats(t->client, &st);
     assert_int_equal(st.in_flight, 0);
     assert_int_equal(st.started, st.completed + st.failed + st.cancelled);
+}
+
+int cfx_loopback_socket(int backlog, struct sockaddr_in *addr)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    memset(addr, 0, sizeof(*addr));
+    addr->sin_family = AF_INET;
+    addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)addr, sizeof(*addr)), 0);
+    if (backlog >= 0)
+        assert_int_equal(listen(fd, backlog), 0);
+    socklen_t alen = sizeof(*addr);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)addr, &alen), 0);
+    return fd;
 }
 
 double cfx_elapsed_ms(uint64_t start_ns)

@@ -81,13 +81,20 @@ extern tc_client_engine cfx_engine;
 /* A loop, the server t->s, and a client made from given (NULL: the defaults) on cfx_engine. */
 tctx *cfx_new(const tc_client_config *given);
 
+/* cfx_new with the default config but for the pool's caps: max_connections (0: the default)
+ * and max_per_host (0: none, the default). */
+tctx *cfx_new_pool(size_t max_connections, size_t max_per_host);
+
 /* Closes client and servers, runs the loop dry and checks that nothing is left; frees t. */
 void cfx_finish(tctx *t);
 
 /* "http://127.0.0.1:<port of s><path>", in t's buffer (valid until the next call). */
 const char *cfx_url(tctx *t, srv *s, const char *path);
 
-/* Runs the loop until *flag becomes nonzero or limit_ms pass; returns the flag. */
+/* Runs the loop until the counter reaches n or limit_ms pass; returns the counter. */
+int cfx_run_until_count(tctx *t, const int *counter, int n, uint64_t limit_ms);
+
+/* Runs the loop until the counter *flag is nonzero or limit_ms pass; returns it. */
 int cfx_run_until_flag(tctx *t, const int *flag, uint64_t limit_ms);
 
 /* Runs the loop until f is done or limit_ms pass; returns tc_future_done(f). */
@@ -110,6 +117,10 @@ void cfx_expect_error(tctx *t, tc_future *f, int err);
 
 /* Nothing in flight, and every started request ended one way or another. */
 void cfx_expect_stats_settled(tctx *t);
+
+/* A TCP socket bound to 127.0.0.1 port 0 (the address in *addr), listening with backlog, or
+ * only bound when backlog < 0 (a port where nothing listens once it is closed). */
+int cfx_loopback_socket(int backlog, struct sockaddr_in *addr);
 
 /* Milliseconds since start_ns (a uv_hrtime() value). */
 double cfx_elapsed_ms(uint64_t start_ns);

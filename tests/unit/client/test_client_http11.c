@@ -74,10 +74,8 @@ static void test_idle_close_and_cancel_mid_head(void **state)
     int closed_before = t->s.peer_closed;
     assert_int_equal(tc_future_cancel(f), 1);
     tc_future_unref(f);
-    uint64_t w = uv_hrtime();
-    while (t->s.peer_closed == closed_before && cfx_elapsed_ms(w) < 3000)
-        uv_run(&t->loop, UV_RUN_ONCE);
-    assert_int_equal(t->s.peer_closed, closed_before + 1);
+    assert_int_equal(cfx_run_until_count(t, &t->s.peer_closed, closed_before + 1, 3000),
+                     closed_before + 1);
     cfx_expect_stats_settled(t);
     cfx_finish(t);
 }
@@ -189,13 +187,8 @@ static void test_large_body_write_cut_short(void **state)
 
     /* A listener that never accepts: the kernel completes the connection and takes a few MB,
      * then the rest of the body waits in a pending write. */
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(lfd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(lfd, 16), 0);
-    socklen_t alen = sizeof(a);
-    assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+    struct sockaddr_in a;
+    int lfd = cfx_loopback_socket(16, &a);
     char url[64];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/", ntohs(a.sin_port));
     req.url = url;
@@ -252,10 +245,7 @@ static void test_many_start_failures(void **state)
     if (cfx_engine == TC_CLIENT_ENGINE_CURL)
         skip(); /* libcurl opens its sockets later, inside its own loop */
     enum { N = 30000 };
-    tc_client_config cfg;
-    tc_client_config_init(&cfg);
-    cfg.max_connections = 1;
-    tctx *t = cfx_new(&cfg);
+    tctx *t = cfx_new_pool(1, 0);
     cfx_srv_start(&t->s2, &t->loop); /* another origin: its requests need new sockets */
     tc_future *slow = cfx_get(t, &t->s, "/delay?ms=200", 0);
     assert_true(cfx_run_until_flag(t, &t->s.requests, 5000)); /* it holds the only slot */
@@ -284,10 +274,7 @@ static void test_many_start_failures(void **state)
 static void test_timeout_from_admit(void **state)
 {
     (void)state;
-    tc_client_config cfg;
-    tc_client_config_init(&cfg);
-    cfg.max_per_host = 1;
-    tctx *t = cfx_new(&cfg);
+    tctx *t = cfx_new_pool(0, 1);
     tc_future *fs[3];
     for (int i = 0; i < 3; i++) {
         tc_client_request req;
@@ -342,18 +329,13 @@ static void test_abort_is_a_reset(void **state)
         tc_future *fs[WAVE];
         for (int i = 0; i < WAVE; i++)
             fs[i] = cfx_get(t, &t->s, "/hold", 0);
-        uint64_t w = uv_hrtime();
-        while (t->s.requests < done + WAVE && cfx_elapsed_ms(w) < 10000)
-            uv_run(&t->loop, UV_RUN_ONCE);
-        assert_int_equal(t->s.requests, done + WAVE);
+        assert_int_equal(cfx_run_until_count(t, &t->s.requests, done + WAVE, 10000), done + WAVE);
         for (int i = 0; i < WAVE; i++) {
             assert_int_equal(tc_future_cancel(fs[i]), 1);
             tc_future_unref(fs[i]);
         }
-        w = uv_hrtime();
-        while (t->s.peer_closed < done + WAVE && cfx_elapsed_ms(w) < 10000)
-            uv_run(&t->loop, UV_RUN_ONCE);
-        assert_int_equal(t->s.peer_closed, done + WAVE);
+        assert_int_equal(cfx_run_until_count(t, &t->s.peer_closed, done + WAVE, 10000),
+                         done + WAVE);
     }
     print_message("%d aborts: the server saw %d resets\n", N, t->s.peer_reset);
     assert_int_equal(t->s.peer_reset, N);

@@ -31,10 +31,7 @@ static void test_cancel_mid_body(void **state)
 static void test_cancel_queued_and_unref_running(void **state)
 {
     (void)state;
-    tc_client_config cfg;
-    tc_client_config_init(&cfg);
-    cfg.max_connections = 1;
-    tctx *t = cfx_new(&cfg);
+    tctx *t = cfx_new_pool(1, 0);
     tc_future *a = cfx_get(t, &t->s, "/delay?ms=100", 0);
     tc_future *b = cfx_get(t, &t->s, "/ok", 0);
     tc_future *c = cfx_get(t, &t->s, "/ok?n=3", 0);
@@ -58,17 +55,11 @@ static void test_cancel_queued_and_unref_running(void **state)
 static void test_close_with_requests_in_flight(void **state)
 {
     (void)state;
-    tc_client_config cfg;
-    tc_client_config_init(&cfg);
-    cfg.max_connections = 5;
-    tctx *t = cfx_new(&cfg);
+    tctx *t = cfx_new_pool(5, 0);
     tc_future *fs[10];
     for (int i = 0; i < 10; i++)
         fs[i] = cfx_get(t, &t->s, "/hold", 0);
-    uint64_t start = uv_hrtime();
-    while (t->s.requests < 5 && cfx_elapsed_ms(start) < 5000)
-        uv_run(&t->loop, UV_RUN_ONCE);
-    assert_int_equal(t->s.requests, 5);
+    assert_int_equal(cfx_run_until_count(t, &t->s.requests, 5, 5000), 5);
     tc_client_close(t->client, cfx_on_client_closed, t);
     for (int i = 0; i < 10; i++) {
         assert_int_equal(tc_future_state_of(fs[i]), TC_FUTURE_CANCELLED);
@@ -78,10 +69,7 @@ static void test_close_with_requests_in_flight(void **state)
     assert_int_equal(tc_client_get(&late, t->client, cfx_url(t, &t->s, "/ok")), TC_ECLOSED);
     assert_null(late);
     assert_true(cfx_run_until_flag(t, &t->client_closed, 5000));
-    start = uv_hrtime();
-    while (t->s.peer_closed < 5 && cfx_elapsed_ms(start) < 5000)
-        uv_run(&t->loop, UV_RUN_ONCE);
-    assert_int_equal(t->s.peer_closed, 5);
+    assert_int_equal(cfx_run_until_count(t, &t->s.peer_closed, 5, 5000), 5);
     cfx_finish(t);
 }
 
@@ -180,10 +168,7 @@ static void test_first_success_cancels_losers(void **state)
     assert_string_equal(r->body, "ok");
     assert_int_equal(tc_future_state_of(attempts[0]), TC_FUTURE_CANCELLED);
     assert_int_equal(tc_future_state_of(attempts[2]), TC_FUTURE_CANCELLED);
-    uint64_t start = uv_hrtime();
-    while (t->s.peer_closed < 2 && cfx_elapsed_ms(start) < 3000)
-        uv_run(&t->loop, UV_RUN_ONCE);
-    assert_int_equal(t->s.peer_closed, 2);
+    assert_int_equal(cfx_run_until_count(t, &t->s.peer_closed, 2, 3000), 2);
     tc_client_stats st;
     tc_client_get_stats(t->client, &st);
     assert_int_equal(st.completed, 1);
@@ -220,10 +205,7 @@ static void expect_all_ok(tc_future **fs, size_t n)
 static void test_pool_total_cap(void **state)
 {
     (void)state;
-    tc_client_config cfg;
-    tc_client_config_init(&cfg);
-    cfg.max_connections = 4;
-    tctx *t = cfx_new(&cfg);
+    tctx *t = cfx_new_pool(4, 0);
     tc_future *fs[40];
     for (int i = 0; i < 40; i++)
         fs[i] = cfx_get(t, &t->s, "/delay?ms=20", 0);
@@ -248,11 +230,7 @@ static void test_pool_total_cap(void **state)
 static void test_pool_per_host_cap(void **state)
 {
     (void)state;
-    tc_client_config cfg;
-    tc_client_config_init(&cfg);
-    cfg.max_per_host = 2;
-    cfg.max_connections = 100;
-    tctx *t = cfx_new(&cfg);
+    tctx *t = cfx_new_pool(100, 2);
     cfx_srv_start(&t->s2, &t->loop);
     tc_future *fs[40];
     for (int i = 0; i < 40; i++)
@@ -272,10 +250,7 @@ static void test_pool_per_host_cap(void **state)
 static void test_pool_total_cap_across_hosts(void **state)
 {
     (void)state;
-    tc_client_config cfg;
-    tc_client_config_init(&cfg);
-    cfg.max_connections = 3;
-    tctx *t = cfx_new(&cfg);
+    tctx *t = cfx_new_pool(3, 0);
     cfx_srv_start(&t->s2, &t->loop);
     int active = 0, active_max = 0;
     t->s.shared_active = t->s2.shared_active = &active;
@@ -332,10 +307,7 @@ static void test_ten_thousand_requests_over_100_connections(void **state)
 {
     (void)state;
     enum { N = 10000 };
-    tc_client_config cfg;
-    tc_client_config_init(&cfg);
-    cfg.max_connections = 100;
-    tctx *t = cfx_new(&cfg);
+    tctx *t = cfx_new_pool(100, 0);
     tc_future **fs = calloc(N, sizeof(*fs));
     assert_non_null(fs);
     for (int i = 0; i < N; i++)

@@ -153,13 +153,8 @@ static void test_connection_refused(void **state)
     (void)state;
     tctx *t = cfx_new(NULL);
     /* Bind a port, then close it: nothing listens there now. */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    socklen_t alen = sizeof(a);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
-    close(fd);
+    struct sockaddr_in a;
+    close(cfx_loopback_socket(-1, &a));
     char url[64];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/", ntohs(a.sin_port));
     tc_future *f = NULL;
@@ -242,11 +237,8 @@ static void test_body_too_large(void **state)
     cfx_expect_error(t, f, TC_ETOOLARGE);
     tc_future_unref(f);
     /* The server saw the streaming connection closed, long before the stream's end. */
-    int want = closed_before + 1;
-    uint64_t start = uv_hrtime();
-    while (t->s.peer_closed < want && (uv_hrtime() - start) / 1000000 < 5000)
-        uv_run(&t->loop, UV_RUN_ONCE);
-    assert_true(t->s.peer_closed >= want);
+    assert_true(cfx_run_until_count(t, &t->s.peer_closed, closed_before + 1, 5000) >=
+                closed_before + 1);
     assert_true(t->s.huge_streamed < 16u << 20);
     cfx_expect_stats_settled(t);
     cfx_finish(t);
@@ -288,10 +280,7 @@ static void test_timeout_hold_and_trickle(void **state)
     assert_true(ms < 1500.0);
     tc_future_unref(f);
     /* Both connections were closed, not returned to the pool. */
-    uint64_t w = uv_hrtime();
-    while (t->s.peer_closed < 2 && cfx_elapsed_ms(w) < 3000)
-        uv_run(&t->loop, UV_RUN_ONCE);
-    assert_int_equal(t->s.peer_closed, 2);
+    assert_int_equal(cfx_run_until_count(t, &t->s.peer_closed, 2, 3000), 2);
     cfx_expect_stats_settled(t);
     cfx_finish(t);
 }
@@ -299,10 +288,7 @@ static void test_timeout_hold_and_trickle(void **state)
 static void test_queue_time_counts_toward_timeout(void **state)
 {
     (void)state;
-    tc_client_config cfg;
-    tc_client_config_init(&cfg);
-    cfg.max_connections = 1;
-    tctx *t = cfx_new(&cfg);
+    tctx *t = cfx_new_pool(1, 0);
     tc_future *slow = cfx_get(t, &t->s, "/delay?ms=700", 5000);
     uint64_t start = uv_hrtime();
     tc_future *queued = cfx_get(t, &t->s, "/ok", 250);
@@ -354,13 +340,8 @@ static void test_connect_timeout(void **state)
 {
     (void)state;
     /* A listener whose accept queue is full drops SYNs: connect() hangs. */
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(lfd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(lfd, 0), 0);
-    socklen_t alen = sizeof(a);
-    assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+    struct sockaddr_in a;
+    int lfd = cfx_loopback_socket(0, &a);
     int fillers[4];
     for (int i = 0; i < 4; i++) {
         fillers[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
