@@ -316,6 +316,7 @@ int sfx_cli_read_response(cli *c, resp *r, int head_request)
             return -1;
     }
     memcpy(r->body, c->buf + hl, body_len);
+    r->body[body_len] = '\0'; /* body_len < sizeof(r->body), checked above */
     r->body_len = body_len;
     memmove(c->buf, c->buf + hl + body_len, c->len - hl - body_len);
     c->len -= hl + body_len;

@@ -189,7 +189,7 @@ typedef struct resp {
     int status;
     char line[128];  /* status line without CRLF */
     char head[4096]; /* header lines, CRLF-separated, NUL-terminated */
-    char body[8192];
+    char body[8192]; /* NUL-terminated: a longer body is an error */
     size_t body_len;
 } resp;
 
@@ -199,7 +199,8 @@ int sfx_resp_header(const resp *r, const char *name, char *out, size_t cap);
 /* How many times the header appears. */
 int sfx_resp_header_count(const resp *r, const char *name);
 
-/* Reads one response. head_request: the response has no body whatever Content-Length says.
+/* Reads one response, its body NUL-terminated in r->body. head_request: the response has no
+ * body whatever Content-Length says.
  * Returns 1 for a response, 0 for a clean EOF before any byte, -1 otherwise (errno set). */
 int sfx_cli_read_response(cli *c, resp *r, int head_request);
 
