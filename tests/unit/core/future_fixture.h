@@ -48,6 +48,9 @@ int ffx_loop_setup(void **state);
 
 int ffx_loop_teardown(void **state);
 
+/* A test entry with its own loop in *state (ffx_loop_setup and ffx_loop_teardown). */
+#define FFX_LOOP_TEST(test) cmocka_unit_test_setup_teardown(test, ffx_loop_setup, ffx_loop_teardown)
+
 /* Runs the loop until nothing is left (the teardown checks that it closes). */
 void ffx_loop_drain(uv_loop_t *loop);
 

@@ -22,7 +22,7 @@ int jfx_valid(const char *s)
 void jfx_expect_valid(const char *s)
 {
     if (!jfx_valid(s))
-        fail_msg("expected jfx_valid: '%s'", s);
+        fail_msg("expected valid: '%s'", s);
 }
 
 void jfx_expect_invalid_n(const char *s, size_t n)

@@ -270,14 +270,22 @@ static void test_drop_last_reference_inside_callback(void **state)
 }
 
 /* ---- cancellation --------------------------------------------------------------------------- */
+
+/* A new future with the cancel hook h and the recorder r, cancelled. */
+static tc_future *cancel_hooked(hook_rec *h, rec *r)
+{
+    tc_future *f = ffx_fut_new();
+    tc_future_set_cancel_hook(f, ffx_hook_cb, h);
+    assert_int_equal(tc_future_on_done(f, ffx_rec_cb, r), 0);
+    assert_int_equal(tc_future_cancel(f), 1);
+    return f;
+}
+
 static void test_cancel_runs_hook_then_callbacks(void **state)
 {
     rec r = {0};
     hook_rec h = {.r = &r};
-    tc_future *f = ffx_fut_new();
-    tc_future_set_cancel_hook(f, ffx_hook_cb, &h);
-    assert_int_equal(tc_future_on_done(f, ffx_rec_cb, &r), 0);
-    assert_int_equal(tc_future_cancel(f), 1);
+    tc_future *f = cancel_hooked(&h, &r);
     assert_int_equal(h.calls, 1);
     assert_int_equal(h.state_seen, TC_FUTURE_CANCELLED);
     assert_int_equal(h.cbs_seen, 0);
@@ -324,10 +332,7 @@ static void test_complete_inside_cancel_hook(void **state)
     int freed = 0;
     rec r = {0};
     hook_rec h = {.freed = &freed, .r = &r};
-    tc_future *f = ffx_fut_new();
-    tc_future_set_cancel_hook(f, ffx_hook_cb, &h);
-    assert_int_equal(tc_future_on_done(f, ffx_rec_cb, &r), 0);
-    assert_int_equal(tc_future_cancel(f), 1);
+    tc_future *f = cancel_hooked(&h, &r);
     assert_int_equal(h.calls, 1);
     assert_int_equal(h.fulfill_rc, TC_ECANCELED);
     assert_int_equal(freed, 1); /* released at once, not kept */
@@ -404,36 +409,22 @@ int main(void)
 {
     alarm(120); /* watchdog: a hung loop fails the test instead of blocking CI */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_fulfill_value_and_release, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_reject_messages, ffx_loop_setup, ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_truncation_keeps_utf8_whole, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_invalid_arguments, ffx_loop_setup, ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_callbacks_in_order_exactly_once, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_many_callbacks_and_removal, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_same_callback_registered_twice, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_off_done_during_callbacks, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_on_done_inside_callback, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_drop_last_reference_inside_callback, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_runs_hook_then_callbacks, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_hook_not_called_when_completed_or_removed,
-                                        ffx_loop_setup, ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_complete_inside_cancel_hook, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_complete_after_cancel, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_hook_drops_producer_reference, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_inside_done_callback, ffx_loop_setup,
-                                        ffx_loop_teardown),
+        FFX_LOOP_TEST(test_fulfill_value_and_release),
+        FFX_LOOP_TEST(test_reject_messages),
+        FFX_LOOP_TEST(test_truncation_keeps_utf8_whole),
+        FFX_LOOP_TEST(test_invalid_arguments),
+        FFX_LOOP_TEST(test_callbacks_in_order_exactly_once),
+        FFX_LOOP_TEST(test_many_callbacks_and_removal),
+        FFX_LOOP_TEST(test_same_callback_registered_twice),
+        FFX_LOOP_TEST(test_off_done_during_callbacks),
+        FFX_LOOP_TEST(test_on_done_inside_callback),
+        FFX_LOOP_TEST(test_drop_last_reference_inside_callback),
+        FFX_LOOP_TEST(test_cancel_runs_hook_then_callbacks),
+        FFX_LOOP_TEST(test_hook_not_called_when_completed_or_removed),
+        FFX_LOOP_TEST(test_complete_inside_cancel_hook),
+        FFX_LOOP_TEST(test_complete_after_cancel),
+        FFX_LOOP_TEST(test_hook_drops_producer_reference),
+        FFX_LOOP_TEST(test_cancel_inside_done_callback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -231,15 +231,22 @@ static void test_gather_100k_no_leak(void **state)
 
 /* ---- sleep ---------------------------------------------------------------------------------- */
 
+/* A sleep of ms whose completion st records. */
+static tc_future *sleep_stamped(uv_loop_t *loop, uint64_t ms, stamp *st)
+{
+    tc_future *s = NULL;
+    assert_int_equal(tc_sleep(&s, loop, ms), 0);
+    assert_int_equal(tc_future_on_done(s, ffx_stamp_cb, st), 0);
+    return s;
+}
+
 static void test_sleep_fulfils_after_delay(void **state)
 {
     uv_loop_t *loop = *state;
     uv_update_time(loop);
     uint64_t t0 = uv_now(loop);
     stamp st = {.loop = loop};
-    tc_future *s = NULL;
-    assert_int_equal(tc_sleep(&s, loop, 30), 0);
-    assert_int_equal(tc_future_on_done(s, ffx_stamp_cb, &st), 0);
+    tc_future *s = sleep_stamped(loop, 30, &st);
     assert_int_equal(tc_future_state_of(s), TC_FUTURE_PENDING);
     tc_future_unref(s); /* the timer keeps the sleep alive */
     ffx_loop_drain(loop);
@@ -252,9 +259,7 @@ static void test_sleep_zero_is_deferred(void **state)
 {
     uv_loop_t *loop = *state;
     stamp st = {.loop = loop};
-    tc_future *s = NULL;
-    assert_int_equal(tc_sleep(&s, loop, 0), 0);
-    assert_int_equal(tc_future_on_done(s, ffx_stamp_cb, &st), 0);
+    tc_future *s = sleep_stamped(loop, 0, &st);
     assert_int_equal(st.calls, 0);
     ffx_loop_drain(loop);
     assert_int_equal(st.calls, 1);
@@ -269,9 +274,7 @@ static void test_sleep_cancel_releases_loop(void **state)
     uv_update_time(loop);
     uint64_t t0 = uv_now(loop);
     stamp st = {.loop = loop};
-    tc_future *s = NULL;
-    assert_int_equal(tc_sleep(&s, loop, LONG_MS), 0);
-    assert_int_equal(tc_future_on_done(s, ffx_stamp_cb, &st), 0);
+    tc_future *s = sleep_stamped(loop, LONG_MS, &st);
     assert_int_equal(tc_future_cancel(s), 1);
     assert_int_equal(st.calls, 1);
     assert_int_equal(st.state, TC_FUTURE_CANCELLED);
@@ -415,40 +418,24 @@ int main(void)
 {
     alarm(120); /* watchdog: a hung loop fails the test instead of blocking CI */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_gather_empty, ffx_loop_setup, ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_gather_values_in_input_order, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_gather_first_rejection, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_gather_cancelled_input_rejects, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_gather_return_exceptions, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_gather_cancel_cancels_unfinished, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_gather_already_done_inputs, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_gather_of_gathers, ffx_loop_setup, ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_gather_100k_no_leak, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_sleep_fulfils_after_delay, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_sleep_zero_is_deferred, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_sleep_cancel_releases_loop, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_call_later_delays_start, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_call_later_zero_is_deferred_and_mirrors,
-                                        ffx_loop_setup, ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_call_later_cancel_before_start, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_call_later_cancel_after_start, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_call_later_start_error, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_call_later_start_cancels_own_future, ffx_loop_setup,
-                                        ffx_loop_teardown),
+        FFX_LOOP_TEST(test_gather_empty),
+        FFX_LOOP_TEST(test_gather_values_in_input_order),
+        FFX_LOOP_TEST(test_gather_first_rejection),
+        FFX_LOOP_TEST(test_gather_cancelled_input_rejects),
+        FFX_LOOP_TEST(test_gather_return_exceptions),
+        FFX_LOOP_TEST(test_gather_cancel_cancels_unfinished),
+        FFX_LOOP_TEST(test_gather_already_done_inputs),
+        FFX_LOOP_TEST(test_gather_of_gathers),
+        FFX_LOOP_TEST(test_gather_100k_no_leak),
+        FFX_LOOP_TEST(test_sleep_fulfils_after_delay),
+        FFX_LOOP_TEST(test_sleep_zero_is_deferred),
+        FFX_LOOP_TEST(test_sleep_cancel_releases_loop),
+        FFX_LOOP_TEST(test_call_later_delays_start),
+        FFX_LOOP_TEST(test_call_later_zero_is_deferred_and_mirrors),
+        FFX_LOOP_TEST(test_call_later_cancel_before_start),
+        FFX_LOOP_TEST(test_call_later_cancel_after_start),
+        FFX_LOOP_TEST(test_call_later_start_error),
+        FFX_LOOP_TEST(test_call_later_start_cancels_own_future),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -126,15 +126,40 @@ static void test_wait_empty(void **state)
     ffx_loop_drain(loop);
 }
 
+/* Three producers of 0, 1, 2: the middle one completes after fast_ms, the others never. */
+static void start_one_fast(uv_loop_t *loop, producer p[3], tc_future *in[3], uint64_t fast_ms,
+                           int *freed)
+{
+    in[0] = ffx_producer_start(&p[0], loop, LONG_MS, 0, 0, freed);
+    in[1] = ffx_producer_start(&p[1], loop, fast_ms, 1, 0, freed);
+    in[2] = ffx_producer_start(&p[2], loop, LONG_MS, 2, 0, freed);
+}
+
+/* After start_one_fast and a combinator that cancels nothing: the slow two are still pending
+ * and were never cancelled. Stops them, drops every reference (the combinator's, out, too) and
+ * checks that only the fast one made a value. */
+static void stop_the_slow_ones(uv_loop_t *loop, producer p[3], tc_future *in[3], tc_future *out,
+                               const int *freed)
+{
+    assert_int_equal(tc_future_state_of(in[0]), TC_FUTURE_PENDING);
+    assert_int_equal(tc_future_state_of(in[2]), TC_FUTURE_PENDING);
+    assert_int_equal(p[0].hook_calls + p[2].hook_calls, 0);
+    tc_future_cancel(in[0]);
+    tc_future_cancel(in[2]);
+    for (int i = 0; i < 3; i++)
+        tc_future_unref(in[i]);
+    tc_future_unref(out);
+    ffx_loop_drain(loop);
+    assert_int_equal(*freed, 1);
+}
+
 static void test_wait_first_completed(void **state)
 {
     int freed = 0;
     uv_loop_t *loop = *state;
     producer p[3];
     tc_future *in[3];
-    in[0] = ffx_producer_start(&p[0], loop, LONG_MS, 0, 0, &freed);
-    in[1] = ffx_producer_start(&p[1], loop, 10, 1, 0, &freed);
-    in[2] = ffx_producer_start(&p[2], loop, LONG_MS, 2, 0, &freed);
+    start_one_fast(loop, p, in, 10, &freed);
     tc_future *w = NULL;
     assert_int_equal(tc_wait(&w, loop, in, 3, TC_FIRST_COMPLETED, -1), 0);
     /* when the wait is done, stop the slow producers ourselves: wait cancels nothing */
@@ -147,16 +172,7 @@ static void test_wait_first_completed(void **state)
     assert_int_equal(r->npending, 2);
     assert_ptr_equal(r->pending[0], in[0]);
     assert_ptr_equal(r->pending[1], in[2]);
-    assert_int_equal(tc_future_state_of(in[0]), TC_FUTURE_PENDING);
-    assert_int_equal(tc_future_state_of(in[2]), TC_FUTURE_PENDING);
-    assert_int_equal(p[0].hook_calls + p[2].hook_calls, 0);
-    tc_future_cancel(in[0]);
-    tc_future_cancel(in[2]);
-    for (int i = 0; i < 3; i++)
-        tc_future_unref(in[i]);
-    tc_future_unref(w);
-    ffx_loop_drain(loop);
-    assert_int_equal(freed, 1);
+    stop_the_slow_ones(loop, p, in, w, &freed);
 }
 
 static void test_wait_first_exception(void **state)
@@ -347,9 +363,7 @@ static void test_as_completed_timeout(void **state)
     reports rp = {0};
     producer p[3];
     tc_future *in[3];
-    in[0] = ffx_producer_start(&p[0], loop, LONG_MS, 0, 0, &freed);
-    in[1] = ffx_producer_start(&p[1], loop, 5, 1, 0, &freed);
-    in[2] = ffx_producer_start(&p[2], loop, LONG_MS, 2, 0, &freed);
+    start_one_fast(loop, p, in, 5, &freed);
     tc_future *a = NULL;
     assert_int_equal(tc_as_completed(&a, loop, in, 3, 60, ffx_report_cb, &rp), 0);
     while (!tc_future_done(a))
@@ -365,16 +379,7 @@ static void test_as_completed_timeout(void **state)
     assert_int_equal(rp.index[2], 2);
     assert_int_equal(rp.timed_out[2], 1);
     /* timed out is not cancelled */
-    assert_int_equal(tc_future_state_of(in[0]), TC_FUTURE_PENDING);
-    assert_int_equal(tc_future_state_of(in[2]), TC_FUTURE_PENDING);
-    assert_int_equal(p[0].hook_calls + p[2].hook_calls, 0);
-    tc_future_cancel(in[0]);
-    tc_future_cancel(in[2]);
-    for (int i = 0; i < 3; i++)
-        tc_future_unref(in[i]);
-    tc_future_unref(a);
-    ffx_loop_drain(loop);
-    assert_int_equal(freed, 1);
+    stop_the_slow_ones(loop, p, in, a, &freed);
 }
 
 static void test_as_completed_cancel_stops_reports(void **state)
@@ -578,49 +583,29 @@ int main(void)
 {
     alarm(120); /* watchdog: a hung loop fails the test instead of blocking CI */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_with_timeout_inner_first, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_with_timeout_expires, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_with_timeout_cancel_and_mirror, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_with_timeout_inner_completes_in_hook, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_wait_empty, ffx_loop_setup, ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_wait_first_completed, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_wait_first_exception, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_wait_all_completed, ffx_loop_setup, ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_wait_timeout_cancels_nothing, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_wait_cancel_only_stops_waiting, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_wait_already_done_inputs, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_as_completed_empty, ffx_loop_setup, ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_as_completed_in_completion_order, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_as_completed_timeout, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_as_completed_cancel_stops_reports, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_as_completed_already_done, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_first_success_empty, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_first_success_winner_cancels_rest, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_first_success_all_failed, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_first_success_message_bounded, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_first_success_cancel_cancels_all, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_first_success_already_fulfilled, ffx_loop_setup,
-                                        ffx_loop_teardown),
-        cmocka_unit_test_setup_teardown(test_first_success_of_with_timeouts, ffx_loop_setup,
-                                        ffx_loop_teardown),
+        FFX_LOOP_TEST(test_with_timeout_inner_first),
+        FFX_LOOP_TEST(test_with_timeout_expires),
+        FFX_LOOP_TEST(test_with_timeout_cancel_and_mirror),
+        FFX_LOOP_TEST(test_with_timeout_inner_completes_in_hook),
+        FFX_LOOP_TEST(test_wait_empty),
+        FFX_LOOP_TEST(test_wait_first_completed),
+        FFX_LOOP_TEST(test_wait_first_exception),
+        FFX_LOOP_TEST(test_wait_all_completed),
+        FFX_LOOP_TEST(test_wait_timeout_cancels_nothing),
+        FFX_LOOP_TEST(test_wait_cancel_only_stops_waiting),
+        FFX_LOOP_TEST(test_wait_already_done_inputs),
+        FFX_LOOP_TEST(test_as_completed_empty),
+        FFX_LOOP_TEST(test_as_completed_in_completion_order),
+        FFX_LOOP_TEST(test_as_completed_timeout),
+        FFX_LOOP_TEST(test_as_completed_cancel_stops_reports),
+        FFX_LOOP_TEST(test_as_completed_already_done),
+        FFX_LOOP_TEST(test_first_success_empty),
+        FFX_LOOP_TEST(test_first_success_winner_cancels_rest),
+        FFX_LOOP_TEST(test_first_success_all_failed),
+        FFX_LOOP_TEST(test_first_success_message_bounded),
+        FFX_LOOP_TEST(test_first_success_cancel_cancels_all),
+        FFX_LOOP_TEST(test_first_success_already_fulfilled),
+        FFX_LOOP_TEST(test_first_success_of_with_timeouts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
