@@ -35,3 +35,13 @@ void jfx_expect_invalid(const char *s)
 {
     jfx_expect_invalid_n(s, strlen(s));
 }
+
+void jfx_expect_each(const char *const *inputs, size_t n, int valid)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (valid)
+            jfx_expect_valid(inputs[i]);
+        else
+            jfx_expect_invalid(inputs[i]);
+    }
+}

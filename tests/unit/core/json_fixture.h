@@ -31,4 +31,11 @@ void jfx_expect_valid(const char *s);
 void jfx_expect_invalid_n(const char *s, size_t n);
 void jfx_expect_invalid(const char *s);
 
+/* jfx_expect_valid (valid 1) or jfx_expect_invalid (valid 0) on each of the n inputs. */
+void jfx_expect_each(const char *const *inputs, size_t n, int valid);
+#define JFX_EXPECT_ALL_VALID(inputs)                                                               \
+    jfx_expect_each((inputs), sizeof(inputs) / sizeof(*(inputs)), 1)
+#define JFX_EXPECT_ALL_INVALID(inputs)                                                             \
+    jfx_expect_each((inputs), sizeof(inputs) / sizeof(*(inputs)), 0)
+
 #endif /* TC_TEST_JSON_FIXTURE_H */

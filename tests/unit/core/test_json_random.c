@@ -136,36 +136,25 @@ static void gen_value(rng *r, sbuf *b, int depth)
     case 5:
         gen_string(r, b);
         break;
-    case 6: {
-        put(b, "[", 1);
+    default: { /* 6: an array, 7: an object, of up to four members */
+        int object = kind == 7;
+        put(b, object ? "{" : "[", 1);
         unsigned n = below(r, 5);
         for (unsigned i = 0; i < n; i++) {
             if (i)
                 put(b, ",", 1);
             gen_ws(r, b);
+            if (object) {
+                gen_string(r, b);
+                gen_ws(r, b);
+                put(b, ":", 1);
+                gen_ws(r, b);
+            }
             gen_value(r, b, depth + 1);
             gen_ws(r, b);
         }
         gen_ws(r, b);
-        put(b, "]", 1);
-        break;
-    }
-    default: {
-        put(b, "{", 1);
-        unsigned n = below(r, 5);
-        for (unsigned i = 0; i < n; i++) {
-            if (i)
-                put(b, ",", 1);
-            gen_ws(r, b);
-            gen_string(r, b);
-            gen_ws(r, b);
-            put(b, ":", 1);
-            gen_ws(r, b);
-            gen_value(r, b, depth + 1);
-            gen_ws(r, b);
-        }
-        gen_ws(r, b);
-        put(b, "}", 1);
+        put(b, object ? "}" : "]", 1);
         break;
     }
     }

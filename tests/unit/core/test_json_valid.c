@@ -11,8 +11,7 @@ static void test_literals_and_whitespace(void **state)
     (void)state;
     const char *ok[] = {"true", "false", "null", " true", "null ", " \t\n\r1\r\n\t ", "\"\"",
                         "[]",   "{}",    "[ ]",  "{ }",   "[\n]",  "{\r\n}"};
-    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
-        jfx_expect_valid(ok[i]);
+    JFX_EXPECT_ALL_VALID(ok);
     const char *bad[] = {"",
                          " ",
                          "\t\n",
@@ -39,8 +38,7 @@ static void test_literals_and_whitespace(void **state)
                          "/**/1",
                          "1//",
                          "#"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        jfx_expect_invalid(bad[i]);
+    JFX_EXPECT_ALL_INVALID(bad);
     jfx_expect_invalid_n("1\0", 2);
     jfx_expect_invalid_n("\0", 1);
     jfx_expect_invalid_n("[\0]", 3);
@@ -74,15 +72,13 @@ static void test_numbers(void **state)
                         "{\"a\":-0.0}",
                         "[1e1]",
                         "7 "};
-    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
-        jfx_expect_valid(ok[i]);
+    JFX_EXPECT_ALL_VALID(ok);
     const char *bad[] = {
         "01",    "-01", "00",   "+1",   "1.",    ".5",   "-",        "-a",         "1e",
         "1e+",   "1e-", "1.e5", "0x10", "1_000", "NaN",  "Infinity", "-Infinity",  "1.5.5",
         "1e5e5", "- 1", "1 2",  "1,",   "[01]",  "[1.]", "[-]",      "{\"a\":1.}", "1e5.5",
         "1E",    "-.5", "--1",  "1-",   "0.e",   "[1e]", "1ee5",     "1e+-5",      "\xd9\xa1"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        jfx_expect_invalid(bad[i]);
+    JFX_EXPECT_ALL_INVALID(bad);
 }
 
 static void test_structure(void **state)
@@ -94,8 +90,7 @@ static void test_structure(void **state)
                         "{\"\":\"\"}",     "[null,true]",
                         " [ 1 , 2 ] ",     "{ \"a\" : [ { } ] , \"b\" : null }",
                         "[\"]\"]",         "{\"}\":\"{\"}"};
-    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
-        jfx_expect_valid(ok[i]);
+    JFX_EXPECT_ALL_VALID(ok);
     const char *bad[] = {
         "[1,]",       "[,1]",       "[1 2]",      "{\"a\"}",    "{\"a\":}",
         "{\"a\":1,}", "{,\"a\":1}", "{1:1}",      "{\"a\" 1}",  "{\"a\":1 \"b\":2}",
@@ -104,8 +99,7 @@ static void test_structure(void **state)
         "[]]",        "[[]",        "{\"a\"::1}", "{a:1}",      "{'a':1}",
         "[,]",        ",",          ":",          "{:1}",       "{\"a\":1,,\"b\":2}",
         "[1,,2]",     "{\"a\",1}",  "[1:2]",      "{\"a\":1}}", "\"a\" \"b\""};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        jfx_expect_invalid(bad[i]);
+    JFX_EXPECT_ALL_INVALID(bad);
 }
 
 /* ---- strings and UTF-8 -------------------------------------------------------------------- */
@@ -118,14 +112,12 @@ static void test_string_escapes(void **state)
         "\"\\u0041\"",        "\"\\u00e9\\u00E9\"", "\"\\uFFFF\"", "\"\\u0000\"",
         "\"\\uD83D\\uDE00\"", "\"\\uD800\"",        "\"\\uDEAD\"", "\"\\uDC00\\uD800\"",
         "\"a\\u0041b\"",      "\"\x7f\"",           "\"/\"",       "\"'\""};
-    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
-        jfx_expect_valid(ok[i]);
+    JFX_EXPECT_ALL_VALID(ok);
     const char *bad[] = {"\"\\x\"", "\"\\u12\"", "\"\\u12G4\"", "\"\\U1234\"", "\"\\'\"",
                          "\"\\\"",  "\"\\",      "\"abc",       "\"\\u\"",     "\"\\u 123\"",
                          "\"\\a\"", "\"\\0\"",   "\"\\v\"",     "\"\\u+123\"", "\"\\uD8\"",
                          "\"\\-\"", "\"\\ \"",   "\"\\u004\"",  "abc\"",       "\""};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        jfx_expect_invalid(bad[i]);
+    JFX_EXPECT_ALL_INVALID(bad);
     /* Every raw control byte is rejected inside a string, and after a backslash. */
     for (int c = 0; c < 0x20; c++) {
         char s[4] = {'"', (char)c, '"', 0};
@@ -182,8 +174,7 @@ static void test_utf8_boundaries(void **state)
                         "\"\xf4\x8f\xbf\xbf\"",
                         "\"h\xc3\xa9llo \xe2\x82\xac\"",
                         "{\"\xf0\x9f\x98\x80\":\"\xf0\x9f\x98\x80\"}"};
-    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
-        jfx_expect_valid(ok[i]);
+    JFX_EXPECT_ALL_VALID(ok);
     const char *bad[] = {"\"\xc0\x80\"",
                          "\"\xc1\xbf\"",
                          "\"\xe0\x9f\xbf\"",
@@ -207,8 +198,7 @@ static void test_utf8_boundaries(void **state)
                          "[\xc3\xa9]",
                          "\"\xf8\x88\x80\x80\x80\"",
                          "\"\xe0\x80\xaf\""};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        jfx_expect_invalid(bad[i]);
+    JFX_EXPECT_ALL_INVALID(bad);
     /* A multi-byte sequence cut by the end of the buffer (no closing quote either). */
     jfx_expect_invalid_n("\"\xe2\x82\xac\"", 3);
 }
