@@ -21,7 +21,7 @@ static void note_keys(harness *h, tc_batch *batch)
     }
 }
 
-void bfx_resolve_all(tc_batch *batch)
+void bfx_answer(tc_batch *batch)
 {
     for (size_t i = 0; i < tc_batch_size(batch); i++) {
         size_t len;
@@ -30,6 +30,7 @@ void bfx_resolve_all(tc_batch *batch)
         int n = snprintf(buf, sizeof(buf), "v:%s", k);
         assert_int_equal(tc_batch_resolve_bytes(batch, i, buf, (size_t)n), 0);
     }
+    tc_batch_done(batch);
 }
 
 void bfx_dispatch(tc_batch *batch, void *data)
@@ -44,8 +45,7 @@ void bfx_dispatch(tc_batch *batch, void *data)
     h->dispatches++;
     note_keys(h, batch);
     if (h->mode == RESOLVE_NOW) {
-        bfx_resolve_all(batch);
-        tc_batch_done(batch);
+        bfx_answer(batch);
         return;
     }
     if (h->mode == FAIL_NOW) {
@@ -63,6 +63,12 @@ tc_batch *bfx_take_held(harness *h)
     memmove(h->held, h->held + 1, (h->nheld - 1) * sizeof(h->held[0]));
     h->nheld--;
     return batch;
+}
+
+void bfx_answer_held(harness *h)
+{
+    while (h->nheld > 0)
+        bfx_answer(bfx_take_held(h));
 }
 
 void bfx_on_closed(tc_batcher *b, void *data)

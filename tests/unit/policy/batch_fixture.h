@@ -47,8 +47,11 @@ typedef struct harness {
     int closed;
 } harness;
 
-/* Resolves every key with the bytes "v:<key>". */
-void bfx_resolve_all(tc_batch *batch);
+/* Resolves every key of batch with the bytes "v:<key>" and finishes it. */
+void bfx_answer(tc_batch *batch);
+
+/* bfx_answer on every held batch, oldest first (answering one may let a queued one out). */
+void bfx_answer_held(harness *h);
 
 /* The harness's dispatcher (data is the harness): notes the keys, then holds the batch,
  * resolves it (RESOLVE_NOW) or fails it (FAIL_NOW) at once, as h->mode says. */

@@ -23,18 +23,12 @@ static void test_in_flight_cap_queues_fifo(void **state)
     assert_int_equal(st.batches_queued, 3);
 
     /* Finishing one lets exactly one queued batch out, oldest first. */
-    tc_batch *b0 = bfx_take_held(h);
-    bfx_resolve_all(b0);
-    tc_batch_done(b0);
+    bfx_answer(bfx_take_held(h));
     assert_int_equal(h->dispatches, 3);
     assert_string_equal(h->keys_seen, "k0;k1;k2;");
     tc_batch_fail(bfx_take_held(h), TC_EIO, "k1 failed"); /* a failure frees a slot too */
     assert_int_equal(h->dispatches, 4);
-    while (h->nheld > 0) {
-        tc_batch *batch = bfx_take_held(h);
-        bfx_resolve_all(batch);
-        tc_batch_done(batch);
-    }
+    bfx_answer_held(h);
     assert_string_equal(h->keys_seen, "k0;k1;k2;k3;k4;");
     bfx_assert_value(f[0], "v:k0");
     assert_int_equal(tc_future_error(f[1]), TC_EIO);
@@ -76,15 +70,9 @@ static void test_queued_time_counts_toward_timeout(void **state)
     assert_int_equal(st.batches_dropped, 1);
     assert_int_equal(st.waiters_left, 1);
 
-    tc_batch *b0 = bfx_take_held(h);
-    bfx_resolve_all(b0);
-    tc_batch_done(b0);
+    bfx_answer(bfx_take_held(h));
     assert_string_equal(h->keys_seen, "busy0;busy1;kept;");
-    while (h->nheld > 0) {
-        tc_batch *batch = bfx_take_held(h);
-        bfx_resolve_all(batch);
-        tc_batch_done(batch);
-    }
+    bfx_answer_held(h);
     bfx_assert_value(keep, "v:kept");
     bfx_assert_value(busy1, "v:busy1");
     tc_future *all[] = {busy0, busy1, inner, keep, timed};
@@ -122,11 +110,7 @@ static void test_queue_limit_says_busy(void **state)
     tc_future *no = NULL;
     assert_int_equal(tc_batcher_submit(&no, h->b, "d", 1), TC_EBUSY);
     assert_null(no);
-    while (h->nheld > 0) {
-        tc_batch *batch = bfx_take_held(h);
-        bfx_resolve_all(batch);
-        tc_batch_done(batch);
-    }
+    bfx_answer_held(h);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(tc_future_state_of(f[i]), TC_FUTURE_FULFILLED);
         tc_future_unref(f[i]);
@@ -147,8 +131,7 @@ static void test_close_cancels_unsent_and_waits_for_out(void **state)
     /* The batch that is out is still the dispatcher's; the close waits for it. */
     uv_run(&h->loop, UV_RUN_NOWAIT);
     assert_int_equal(h->closed, 0);
-    bfx_resolve_all(batch);
-    tc_batch_done(batch);
+    bfx_answer(batch);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(tc_future_state_of(out[i]), TC_FUTURE_FULFILLED);
         tc_future_unref(out[i]);
@@ -184,11 +167,7 @@ static void test_zero_wait_goes_next_iteration_and_no_cap(void **state)
     tc_batcher_stats st = bfx_stats(h);
     assert_int_equal(st.in_flight, 21);
     assert_int_equal(st.batches_queued, 0);
-    while (h->nheld > 0) {
-        tc_batch *batch = bfx_take_held(h);
-        bfx_resolve_all(batch);
-        tc_batch_done(batch);
-    }
+    bfx_answer_held(h);
     bfx_assert_value(a, "v:a");
     bfx_assert_value(b, "v:b");
     for (int i = 0; i < 20; i++) {
@@ -220,9 +199,7 @@ static void test_dispatch_fails_synchronously(void **state)
     h->mode = HOLD; /* the batcher goes on */
     tc_future *d = bfx_submit(h, "d");
     tc_batcher_flush(h->b);
-    tc_batch *batch = bfx_take_held(h);
-    bfx_resolve_all(batch);
-    tc_batch_done(batch);
+    bfx_answer(bfx_take_held(h));
     bfx_assert_value(d, "v:d");
     tc_future_unref(d);
 }

@@ -80,8 +80,7 @@ static void test_size_trigger(void **state)
     while (h->nheld > 0) {
         tc_batch *batch = bfx_take_held(h);
         assert_int_equal(tc_batch_waiters(batch, 0), 1);
-        bfx_resolve_all(batch);
-        tc_batch_done(batch);
+        bfx_answer(batch);
     }
     for (int i = 0; i < 7; i++) {
         char want[8];
@@ -122,11 +121,7 @@ static void test_defaults_50_keys_or_10_ms(void **state)
     assert_int_equal(h->sizes[2], 20);
     assert_true(waited_ms >= 8.0);   /* 10 ms less timer granularity */
     assert_true(waited_ms < 2000.0); /* generous: a loaded machine */
-    while (h->nheld > 0) {
-        tc_batch *batch = bfx_take_held(h);
-        bfx_resolve_all(batch);
-        tc_batch_done(batch);
-    }
+    bfx_answer_held(h);
     for (int i = 0; i < 120; i++) {
         snprintf(key, sizeof(key), "v:id%d", i);
         bfx_assert_value(f[i], key);
@@ -157,8 +152,7 @@ static void test_time_trigger(void **state)
     tc_batch *batch = bfx_take_held(h);
     assert_true(tc_batch_wait_ms(batch) >= 38.0);
     assert_true(tc_batch_wait_ms(batch) <= waited_ms + 1.0);
-    bfx_resolve_all(batch);
-    tc_batch_done(batch);
+    bfx_answer(batch);
     bfx_assert_value(a, "v:a");
     bfx_assert_value(b, "v:b");
     tc_future_unref(a);
@@ -287,8 +281,7 @@ static void test_whole_batch_failure(void **state)
         tc_future_unref(failed[i]);
     }
     assert_false(tc_future_done(d)); /* the other batch is not touched */
-    bfx_resolve_all(second);
-    tc_batch_done(second);
+    bfx_answer(second);
     bfx_assert_value(d, "v:d");
     tc_future_unref(d);
     tc_batcher_stats st = bfx_stats(h);
@@ -335,14 +328,12 @@ static void test_cancel_one_waiter(void **state)
     assert_int_equal(tc_future_cancel(gone), 1);
     assert_int_equal(tc_batch_waiters(batch, 0), 1);
     assert_int_equal(tc_batch_waiters(batch, 2), 0);
-    bfx_resolve_all(batch);
-    tc_batch_done(batch);
+    bfx_answer(batch);
     assert_int_equal(tc_future_state_of(a1), TC_FUTURE_CANCELLED);
     assert_int_equal(tc_future_state_of(gone), TC_FUTURE_CANCELLED);
     bfx_assert_value(a2, "v:a");
     bfx_assert_value(b, "v:b");
-    bfx_resolve_all(second);
-    tc_batch_done(second);
+    bfx_answer(second);
     bfx_assert_value(y, "v:y");
     assert_int_equal(bfx_stats(h).waiters_left, 3);
 
