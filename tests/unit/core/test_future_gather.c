@@ -16,14 +16,21 @@ static void test_gather_empty(void **state)
     tc_future_unref(g);
 }
 
+/* A gather of the n inputs (no flags) whose completion r records. */
+static tc_future *gather_recorded(tc_future **in, size_t n, rec *r)
+{
+    tc_future *g = NULL;
+    assert_int_equal(tc_gather(&g, in, n, 0), 0);
+    assert_int_equal(tc_future_on_done(g, ffx_rec_cb, r), 0);
+    return g;
+}
+
 static void test_gather_values_in_input_order(void **state)
 {
     int freed = 0;
     rec r = {0};
     tc_future *in[3] = {ffx_fut_new(), ffx_fut_new(), ffx_fut_new()};
-    tc_future *g = NULL;
-    assert_int_equal(tc_gather(&g, in, 3, 0), 0);
-    assert_int_equal(tc_future_on_done(g, ffx_rec_cb, &r), 0);
+    tc_future *g = gather_recorded(in, 3, &r);
     /* complete in reverse order */
     assert_int_equal(tc_future_fulfill(in[2], ffx_box_new(2, &freed), ffx_box_free), 0);
     assert_int_equal(tc_future_fulfill(in[1], ffx_box_new(1, &freed), ffx_box_free), 0);
@@ -49,9 +56,7 @@ static void test_gather_first_rejection(void **state)
     int freed = 0;
     rec r = {0};
     tc_future *in[3] = {ffx_fut_new(), ffx_fut_new(), ffx_fut_new()};
-    tc_future *g = NULL;
-    assert_int_equal(tc_gather(&g, in, 3, 0), 0);
-    assert_int_equal(tc_future_on_done(g, ffx_rec_cb, &r), 0);
+    tc_future *g = gather_recorded(in, 3, &r);
     assert_int_equal(tc_future_fulfill(in[0], ffx_box_new(0, &freed), ffx_box_free), 0);
     assert_int_equal(tc_future_reject(in[1], TC_ECONNREFUSED, "no listener"), 0);
     assert_int_equal(r.calls, 1);
