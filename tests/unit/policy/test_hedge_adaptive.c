@@ -6,7 +6,20 @@
  *   200 and 2,000 requests/s, with bursts and with traffic stopping right after a burst;
  * - the percentile delay's warm-up, fallback, refresh and clamps, on a fake clock.
  */
-#include "hedge_fixture.h"
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <uv.h>
+
+#include "base/rng.h"
+#include "tailcut/hedge.h"
 
 /* ---- the estimator ----------------------------------------------------------------------------
  */
@@ -23,6 +36,12 @@ static uint64_t oracle_quantile(uint64_t *sorted, size_t n, double q)
 
 static const double quantiles[] = {0.001, 0.01, 0.1,   0.25,  0.5,    0.75, 0.9,
                                    0.95,  0.99, 0.995, 0.999, 0.9999, 1.0};
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
 
 /* Records the values (all in one slice) and checks every quantile within 2% of the oracle's. */
 static void check_stream(uint64_t *values, size_t n)
@@ -53,24 +72,27 @@ static void check_stream(uint64_t *values, size_t n)
 
 static void test_estimator_random_streams(void **state)
 {
+    tc__rng rng; /* seeded: every run draws the same streams */
+    tc__rng_seed(&rng, 0x9e3779b97f4a7c15ULL);
     uint64_t *v = malloc(STREAM_N * sizeof(*v));
     assert_non_null(v);
     /* uniform over a wide range */
     for (size_t i = 0; i < STREAM_N; i++)
-        v[i] = rnd_below(10000000);
+        v[i] = tc__rng_below(&rng, 10000000);
     check_stream(v, STREAM_N);
     /* log-uniform: every octave equally */
     for (size_t i = 0; i < STREAM_N; i++)
-        v[i] = (uint64_t)exp((double)rnd_below(1000000) / 1000000.0 * log(4e9));
+        v[i] = (uint64_t)exp((double)tc__rng_below(&rng, 1000000) / 1000000.0 * log(4e9));
     check_stream(v, STREAM_N);
     /* the benchmark's mix: 99% in 10-30 ms, 1% in 1-2 s */
     for (size_t i = 0; i < STREAM_N; i++)
-        v[i] = rnd_below(100) == 0 ? 1000000 + rnd_below(1000001) : 10000 + rnd_below(20001);
+        v[i] = tc__rng_below(&rng, 100) == 0 ? 1000000 + tc__rng_below(&rng, 1000001)
+                                             : 10000 + tc__rng_below(&rng, 20001);
     check_stream(v, STREAM_N);
     /* small n */
     for (size_t n = 1; n < 50; n++) {
         for (size_t i = 0; i < n; i++)
-            v[i] = rnd_below(100000);
+            v[i] = tc__rng_below(&rng, 100000);
         check_stream(v, n);
     }
     free(v);

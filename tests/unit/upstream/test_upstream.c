@@ -101,6 +101,22 @@ static tc_upstream_profile parsed(const char *text)
     return p;
 }
 
+/* The first n draws of a dealer of profile seeded with seed: their delays, and outcomes. */
+static void draws(const char *profile, uint64_t seed, uint64_t *ms, tc__up_outcome *outs, size_t n)
+{
+    tc_upstream_profile p = parsed(profile);
+    tc__up_dealer d;
+    tc__up_dealer_init(&d, &p, seed);
+    for (size_t i = 0; i < n; i++) {
+        tc__up_step s;
+        tc__up_outcome out;
+        tc__up_draw(&d, &s, &out);
+        ms[i] = s.delay_ms;
+        if (outs != NULL)
+            outs[i] = out;
+    }
+}
+
 static void test_exponea_deck(void **state)
 {
     (void)state;
@@ -143,18 +159,14 @@ static void test_exponea_deck(void **state)
 static void test_exponea_deck_shuffled(void **state)
 {
     (void)state;
-    tc_upstream_profile p = parsed("exponea");
     unsigned hang_at[TC__UP_DECK] = {0};
     for (uint64_t seed = 0; seed < 1100; seed++) {
-        tc__up_dealer d;
-        tc__up_dealer_init(&d, &p, seed);
-        for (int k = 0; k < TC__UP_DECK; k++) {
-            tc__up_step s;
-            tc__up_outcome out;
-            tc__up_draw(&d, &s, &out);
-            if (out == TC__UP_OUT_HANG)
+        uint64_t ms[TC__UP_DECK];
+        tc__up_outcome out[TC__UP_DECK];
+        draws("exponea", seed, ms, out, TC__UP_DECK);
+        for (int k = 0; k < TC__UP_DECK; k++)
+            if (out[k] == TC__UP_OUT_HANG)
                 hang_at[k]++;
-        }
     }
     for (int k = 0; k < TC__UP_DECK; k++) /* 100 expected at each place */
         assert_true(hang_at[k] > 40 && hang_at[k] < 180);
@@ -189,21 +201,6 @@ static void test_profile_switch_fresh_deck(void **state)
 }
 
 /* ---- seeded reproducibility ----------------------------------------------------------------- */
-
-static void draws(const char *profile, uint64_t seed, uint64_t *ms, tc__up_outcome *outs, size_t n)
-{
-    tc_upstream_profile p = parsed(profile);
-    tc__up_dealer d;
-    tc__up_dealer_init(&d, &p, seed);
-    for (size_t i = 0; i < n; i++) {
-        tc__up_step s;
-        tc__up_outcome out;
-        tc__up_draw(&d, &s, &out);
-        ms[i] = s.delay_ms;
-        if (outs != NULL)
-            outs[i] = out;
-    }
-}
 
 /* The sequences --seed gave before the generator moved into src/base/ (xoshiro256** seeded
  * through splitmix64): a change here changes every seeded run and its tests. */
