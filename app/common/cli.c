@@ -277,40 +277,48 @@ int cli_next(cli_parser *p, const char **value)
     return o->id;
 }
 
-void cli_print_options(FILE *out, const cli_option *opts, size_t nopts)
+void cli_print_option(FILE *out, const cli_option *o)
 {
     enum { HELP_COLUMN = 29 };
-    for (size_t k = 0; k < nopts; k++) {
-        const cli_option *o = &opts[k];
-        char left[64];
-        size_t n = 0;
-        /* "-c, --concurrency N", "-i FILE", "    --per-host N": long names line up */
-        if (o->short_name != 0)
-            n += (size_t)snprintf(left, sizeof(left), "-%c%s", o->short_name, o->name ? ", " : "");
-        else
-            n += (size_t)snprintf(left, sizeof(left), "    ");
-        if (o->name != NULL && n < sizeof(left))
-            n += (size_t)snprintf(left + n, sizeof(left) - n, "--%s", o->name);
-        if ((o->flags & CLI_VALUE) && n < sizeof(left))
-            (void)snprintf(left + n, sizeof(left) - n, " %s", o->value);
-        int width = fprintf(out, "  %s", left);
-        for (const char *h = o->help; *h != '\0';) {
-            const char *nl = strchr(h, '\n');
-            int len = nl != NULL ? (int)(nl - h) : (int)strlen(h);
-            if (width >= HELP_COLUMN) {
-                (void)fputc('\n', out);
-                width = 0;
-            }
-            (void)fprintf(out, "%*s%.*s", HELP_COLUMN - width, "", len, h);
-            width = HELP_COLUMN + len;
-            h += len;
-            if (*h == '\n')
-                h++;
+    char left[64];
+    size_t n = 0;
+    /* "-c, --concurrency N", "-i FILE", "    --per-host N": long names line up */
+    if (o->short_name != 0)
+        n += (size_t)snprintf(left, sizeof(left), "-%c%s", o->short_name, o->name ? ", " : "");
+    else
+        n += (size_t)snprintf(left, sizeof(left), "    ");
+    if (o->name != NULL && n < sizeof(left))
+        n += (size_t)snprintf(left + n, sizeof(left) - n, "--%s", o->name);
+    if ((o->flags & CLI_VALUE) && n < sizeof(left))
+        (void)snprintf(left + n, sizeof(left) - n, " %s", o->value);
+    int width = fprintf(out, "  %s", left);
+    for (const char *h = o->help; *h != '\0';) {
+        const char *nl = strchr(h, '\n');
+        int len = nl != NULL ? (int)(nl - h) : (int)strlen(h);
+        if (width >= HELP_COLUMN) {
+            (void)fputc('\n', out);
+            width = 0;
         }
-        (void)fprintf(out, "%s\n", o->flags & CLI_REPEATABLE ? " (repeatable)" : "");
+        (void)fprintf(out, "%*s%.*s", HELP_COLUMN - width, "", len, h);
+        width = HELP_COLUMN + len;
+        h += len;
+        if (*h == '\n')
+            h++;
     }
+    (void)fprintf(out, "%s\n", o->flags & CLI_REPEATABLE ? " (repeatable)" : "");
+}
+
+void cli_print_rules(FILE *out)
+{
     (void)fprintf(out,
                   "\nA flag given twice takes its last value, except one marked (repeatable),\n"
                   "which takes each. Long names are never abbreviated. --name=VALUE is the same\n"
                   "as --name VALUE, and -- ends the options.\n");
+}
+
+void cli_print_options(FILE *out, const cli_option *opts, size_t nopts)
+{
+    for (size_t k = 0; k < nopts; k++)
+        cli_print_option(out, &opts[k]);
+    cli_print_rules(out);
 }

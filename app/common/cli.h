@@ -96,7 +96,14 @@ void cli_parser_init(cli_parser *p, const char *cmd, const cli_option *opts, siz
  * message naming the option (unknown, missing value, value given to a flag that takes none). */
 int cli_next(cli_parser *p, const char **value);
 
-/* Prints the option table as --help text, then the parsing rules (last value wins, and so on). */
+/* Prints one option as a --help line or more: "  -c, --concurrency N    help" (" (repeatable)"
+ * after a CLI_REPEATABLE one's help). */
+void cli_print_option(FILE *out, const cli_option *o);
+
+/* Prints the parsing rules that close every --help (last value wins, and so on). */
+void cli_print_rules(FILE *out);
+
+/* Prints the options (cli_print_option each), then the rules. */
 void cli_print_options(FILE *out, const cli_option *opts, size_t nopts);
 
 #endif /* TAILCUT_APP_CLI_H */
