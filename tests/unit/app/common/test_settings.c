@@ -1,8 +1,9 @@
 /*
- * Unit tests for app/common/settings.c, the one table of settings (issue 21): every default
- * parses and is in range, the value parsers give each error message word for word (and a reason a
- * config file can use on its own), a repeatable setting takes each value, a single-valued one
- * takes the last, and --help and the man page show the table's defaults.
+ * Unit tests for app/common/settings.c, the one table of settings (issue 21), and for the three
+ * real tables of the program (serve, upstream, fetch): every default parses and is in range, the
+ * value parsers give each error message word for word (and a reason a config file can use on its
+ * own), a repeatable setting takes each value, a single-valued one takes the last, --help and the
+ * man page show the table's defaults, and nothing is declared twice.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "common/commands.h"
 #include "common/settings.h"
 
 /* ---- a table of every type --------------------------------------------------------------------
@@ -519,6 +521,200 @@ static void test_man_shows_the_defaults(void **state)
     free(man);
 }
 
+/* ---- the program's tables ------------------------------------------------------------------- */
+
+static const settings_table *const tables[] = {&serve_settings, &upstream_settings,
+                                               &fetch_settings};
+
+/* Zeroed room for every field of t in scope (the structs themselves are private to their
+ * subcommand): the largest offset + size of its rows. */
+static void *room_for(const settings_table *t, settings_scope scope)
+{
+    size_t size = 0;
+    for (size_t i = 0; i < t->nrows; i++)
+        if (t->rows[i].scope == scope && t->rows[i].offset + t->rows[i].size > size)
+            size = t->rows[i].offset + t->rows[i].size;
+    return size > 0 ? calloc(1, size + 64) : NULL;
+}
+
+/* The size a type stores, or 0 when its row says (UINT: 4 or 8, CUSTOM: its own). */
+static size_t type_size(settings_type type)
+{
+    switch (type) {
+    case SETTINGS_WORD:
+    case SETTINGS_SWITCH:
+        return sizeof(int);
+    case SETTINGS_TEXT:
+    case SETTINGS_URL:
+        return sizeof(char *);
+    case SETTINGS_ADDR:
+        return sizeof(settings_addr);
+    case SETTINGS_DELAY:
+        return sizeof(settings_delay);
+    case SETTINGS_PERCENT:
+        return sizeof(uint64_t);
+    default:
+        return 0;
+    }
+}
+
+/* Every row of every table: its default parses (so it is within its range), its field has the
+ * size its type stores, names, letters and keys are unique, and the default is written once: in
+ * the row, never again in its help or man text. */
+static void test_every_table_row(void **state)
+{
+    (void)state;
+    for (size_t k = 0; k < sizeof(tables) / sizeof(tables[0]); k++) {
+        const settings_table *t = tables[k];
+        assert_true(t->nrows <= SETTINGS_MAX_ROWS);
+        settings_target to = {room_for(t, SETTINGS_GLOBAL), room_for(t, SETTINGS_ROUTE)};
+        const setting *bad = NULL;
+        settings_error e;
+        if (settings_defaults(t, &to, &bad, &e) != 0)
+            fail_msg("%s: the default of %s does not parse: %s", t->cmd, bad->name,
+                     settings_message(bad, &e));
+        int helps = 0;
+        for (size_t i = 0; i < t->nrows; i++) {
+            const setting *s = &t->rows[i];
+            char flag[64];
+            settings_flag(s, flag, sizeof(flag));
+            assert_true(s->name != NULL || s->letter != 0 || s->key != NULL);
+            assert_non_null(s->help);
+            helps += s->type == SETTINGS_HELP;
+            if (s->type == SETTINGS_UINT) {
+                assert_true(s->size == sizeof(uint64_t) || s->size == sizeof(unsigned));
+                assert_true(s->min <= s->max);
+                if (s->size == sizeof(unsigned))
+                    assert_true(s->max <= UINT32_MAX);
+            } else if (s->type == SETTINGS_CUSTOM) {
+                assert_non_null(s->check);
+            } else if (s->type != SETTINGS_HELP && s->size != type_size(s->type)) {
+                fail_msg("%s %s: a field of %zu bytes", t->cmd, flag, s->size);
+            }
+            if (s->type == SETTINGS_WORD)
+                assert_non_null(s->words);
+            if (s->type != SETTINGS_SWITCH && s->type != SETTINGS_HELP)
+                assert_non_null(s->placeholder);
+            if (s->def != NULL) {
+                char written[512];
+                (void)snprintf(written, sizeof(written), "[%s]", s->def);
+                if (strstr(s->help, written) != NULL ||
+                    (s->man != NULL && strstr(s->man, written) != NULL))
+                    fail_msg("%s %s: its default is written again in its text", t->cmd, flag);
+            }
+            for (size_t j = 0; j < i; j++) {
+                const setting *o = &t->rows[j];
+                if (s->name != NULL && o->name != NULL)
+                    assert_string_not_equal(s->name, o->name);
+                if (s->letter != 0)
+                    assert_int_not_equal(s->letter, o->letter);
+                if (s->key != NULL && o->key != NULL && s->type != SETTINGS_CUSTOM)
+                    assert_string_not_equal(s->key, o->key);
+            }
+        }
+        assert_int_equal(helps, 1);
+        settings_free(t, &to);
+        free(to.global);
+        free(to.route);
+    }
+}
+
+/* Messages of the program's own rows that are not of a generic type. */
+static void test_program_messages(void **state)
+{
+    (void)state;
+    const settings_table *t = &serve_settings;
+    settings_target to = {room_for(t, SETTINGS_GLOBAL), room_for(t, SETTINGS_ROUTE)};
+    settings_error e;
+    assert_string_equal(message(t, "hedge-extra", "16", &to, &e),
+                        "invalid value '16' for --hedge-extra: must be from 0 to 15");
+    assert_string_equal(e.why, "must be from 0 to 15"); /* routes[1].hedge.extra: ... */
+    assert_string_equal(message(t, "forward-header", "Host", &to, &e),
+                        "invalid value 'Host' for --forward-header: Host is never forwarded");
+    assert_string_equal(message(t, "upstream-header", "Host: x", &to, &e),
+                        "invalid --upstream-header: tailcut sets Host itself");
+    assert_string_equal(e.why, "tailcut sets Host itself");
+    assert_string_equal(message(t, "upstream-header", "no colon", &to, &e),
+                        "invalid --upstream-header: expected 'Name: value'");
+    assert_string_equal(message(t, "upstream-header", "@/nonexistent/h", &to, &e),
+                        "cannot read --upstream-header file '/nonexistent/h'");
+    assert_string_equal(e.why, "cannot read file '/nonexistent/h'");
+    assert_string_equal(message(t, "upstream-ca", "/nonexistent/ca", &to, &e),
+                        "cannot read --upstream-ca file '/nonexistent/ca'");
+    assert_string_equal(message(t, "access-log-format", "xml", &to, &e),
+                        "invalid value 'xml' for --access-log-format: expected text or json");
+    assert_string_equal(message(t, "http-engine", "", &to, &e),
+                        "invalid value '' for --http-engine: expected native or curl");
+    assert_string_equal(message(t, "access-log", "", &to, &e),
+                        "invalid value '' for --access-log: expected -, a file or off");
+    /* the file form of upstream_headers has a key and no flag */
+    const setting *file = settings_find_key(t, "upstream_headers_file");
+    assert_non_null(file);
+    assert_null(file->name);
+    assert_int_equal(settings_set(file, "/nonexistent/h", &to, &e), -1);
+    assert_string_equal(e.why, "cannot read file '/nonexistent/h'");
+    settings_free(t, &to);
+    free(to.global);
+    free(to.route);
+
+    t = &fetch_settings;
+    to = (settings_target){room_for(t, SETTINGS_GLOBAL), NULL};
+    assert_string_equal(message(t, "-X", "a b", &to, &e),
+                        "invalid value 'a b' for -X: a method is an HTTP token (letters, digits "
+                        "and !#$%&'*+-.^_`|~), such as GET or POST");
+    assert_string_equal(message(t, "-H", "a\r\nb: c", &to, &e),
+                        "invalid value 'a\\x0D\\x0Ab: c' for -H: the header name is not an HTTP "
+                        "token (letters, digits and !#$%&'*+-.^_`|~)");
+    assert_string_equal(message(t, "-H", "Content-Length: 1", &to, &e),
+                        "invalid value 'Content-Length: 1' for -H: Content-Length is set from -d, "
+                        "not by hand");
+    assert_string_equal(message(t, "-o", "", &to, &e),
+                        "invalid value '' for -o: expected a file name");
+    assert_string_equal(message(t, "-i", "", &to, &e),
+                        "invalid value '' for -i: expected a file name or -");
+    assert_string_equal(message(t, "cacert", "", &to, &e),
+                        "cannot read --cacert file '': no file name");
+    assert_string_equal(message(t, "order", "x", &to, &e),
+                        "invalid value 'x' for --order: expected completion or input");
+    assert_string_equal(message(t, "-c", "0", &to, &e),
+                        "invalid value '0' for --concurrency: must be from 1 to 100000");
+    assert_string_equal(message(t, "-H", "A: 1", &to, &e), "");
+    assert_string_equal(message(t, "-H", "B: 2", &to, &e), ""); /* repeatable: both kept */
+    settings_free(t, &to);
+    free(to.global);
+
+    t = &upstream_settings;
+    to = (settings_target){room_for(t, SETTINGS_GLOBAL), NULL};
+    assert_string_equal(message(t, "profile", "fixed:x", &to, &e),
+                        "invalid value 'fixed:x' for --profile: fixed:MS needs MS a whole number "
+                        "of milliseconds up to 3600000");
+    assert_string_equal(message(t, "seed", "-1", &to, &e),
+                        "invalid value '-1' for --seed: expected a whole number");
+    settings_free(t, &to);
+    free(to.global);
+}
+
+/* The help of every table shows each default as the table has it. */
+static void test_program_help_shows_the_table(void **state)
+{
+    (void)state;
+    char *help = printed(settings_print_help, &serve_settings);
+    assert_non_null(
+        strstr(help, "      --hedge-extra N        extra attempts fired by the hedge [2]\n"));
+    assert_non_null(strstr(help, "[online CPUs]"));
+    assert_non_null(strstr(help, "--forward-header NAME"));
+    assert_non_null(strstr(help, "hop-by-hop ones (repeatable)\n"));
+    assert_non_null(strstr(help, "first byte\n                             [10000]\n"));
+    free(help);
+    help = printed(settings_print_help, &fetch_settings);
+    assert_non_null(strstr(help, "  -c, --concurrency N        requests at once [100]\n"));
+    assert_non_null(strstr(help, "no progress bar [a bar when stderr is a terminal]\n"));
+    free(help);
+    help = printed(settings_print_help, &upstream_settings);
+    assert_non_null(strstr(help, "port 0 picks one [127.0.0.1:9000]\n"));
+    free(help);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -531,6 +727,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_operands_help_and_file_only_keys, setup, teardown),
         cmocka_unit_test(test_help_shows_the_defaults),
         cmocka_unit_test(test_man_shows_the_defaults),
+        cmocka_unit_test(test_every_table_row),
+        cmocka_unit_test(test_program_messages),
+        cmocka_unit_test(test_program_help_shows_the_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
