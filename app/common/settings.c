@@ -445,6 +445,31 @@ int settings_cli_parse(const settings_table *t, int argc, char **argv, const set
     return SETTINGS_CLI_OK;
 }
 
+int settings_read_cli(const settings_table *t, int argc, char **argv, const settings_target *to,
+                      const settings_cli *cli)
+{
+    const setting *bad = NULL;
+    settings_error e;
+    if (settings_defaults(t, to, &bad, &e) != 0) {
+        cli_error(t->cmd, "internal: a bad default: %s", settings_message(bad, &e));
+        return TC_EXIT_FAILURE;
+    }
+    switch (settings_cli_parse(t, argc, argv, to, cli->operand, cli->data, cli->given)) {
+    case SETTINGS_CLI_HELP:
+        cli->usage(stdout);
+        return TC_EXIT_OK;
+    case SETTINGS_CLI_BAD:
+        return TC_EXIT_USAGE;
+    default:
+        return -1;
+    }
+}
+
+void settings_cli_error(const settings_table *t, const char *name, settings_error *e)
+{
+    cli_error(t->cmd, "%s", settings_message(settings_find(t, name), e));
+}
+
 /* The row's help with its default: "text [300]", or the default on a line of its own when the
  * help ends with '\n'. */
 static void help_with_default(const setting *s, char *buf, size_t size)

@@ -205,6 +205,24 @@ typedef int (*settings_operand_fn)(void *data, const char *arg);
 int settings_cli_parse(const settings_table *t, int argc, char **argv, const settings_target *to,
                        settings_operand_fn operand, void *data, uint64_t *given);
 
+/* How a subcommand reads its command line (settings_read_cli). */
+typedef struct settings_cli {
+    void (*usage)(FILE *out);    /* prints the whole --help (calling settings_print_help) */
+    settings_operand_fn operand; /* NULL: no operand is expected */
+    void *data;                  /* operand's */
+    uint64_t *given;             /* may be NULL */
+} settings_cli;
+
+/* The start of every subcommand: the defaults of to's scopes, then the command line. Returns -1
+ * to go on, else the exit status: 0 after --help (usage printed), 2 after a bad option or value
+ * (said on stderr), 1 when a default of the table does not parse (a bug its unit test catches). */
+int settings_read_cli(const settings_table *t, int argc, char **argv, const settings_target *to,
+                      const settings_cli *cli);
+
+/* Prints "tailcut CMD: " and the command-line message for e, a bad value of the flag name (for a
+ * value checked after the command line, such as the access log's file). */
+void settings_cli_error(const settings_table *t, const char *name, settings_error *e);
+
 /* The index of row s in t, for *given. */
 size_t settings_index(const settings_table *t, const setting *s);
 

@@ -297,22 +297,11 @@ static int set_request(app *a)
 static int read_settings(app *a, int argc, char **argv)
 {
     settings_target to = {&a->opt, NULL};
-    const setting *bad = NULL;
-    settings_error e;
+    settings_cli cli = {usage, add_url, a, NULL};
     tc_fetch_config_init(&a->opt.cfg);
-    if (settings_defaults(&fetch_settings, &to, &bad, &e) != 0) {
-        cli_error(CMD, "internal: a bad default: %s", settings_message(bad, &e));
-        return TC_EXIT_FAILURE;
-    }
-    switch (settings_cli_parse(&fetch_settings, argc, argv, &to, add_url, a, NULL)) {
-    case SETTINGS_CLI_HELP:
-        usage(stdout);
-        return TC_EXIT_OK;
-    case SETTINGS_CLI_BAD:
-        return TC_EXIT_USAGE;
-    default:
-        break;
-    }
+    int status = settings_read_cli(&fetch_settings, argc, argv, &to, &cli);
+    if (status >= 0)
+        return status;
     if (a->nurls == 0 && a->opt.input == NULL) {
         cli_error(CMD, "no URLs: give them as arguments or with -i FILE (see 'tailcut fetch "
                        "--help')");

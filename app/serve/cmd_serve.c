@@ -304,40 +304,24 @@ static void print_usage(FILE *out)
     settings_print_help(out, &serve_settings);
 }
 
-/* Prints the command line's one-line message for a bad value of the flag name. */
-static void bad_value(const char *name, settings_error *e)
-{
-    cli_error(serve_settings.cmd, "%s", settings_message(settings_find(&serve_settings, name), e));
-}
-
 /* The defaults, then the flags, into the process's settings and its one route. Returns -1 to go
  * on, else the exit status (0 after --help, 2 after a bad flag or value). */
 static int read_settings(serve_run *run, int argc, char **argv)
 {
     serve_config *cfg = &run->cfg;
     settings_target to = {cfg, &run->route};
-    const setting *bad = NULL;
+    settings_cli cli = {print_usage, NULL, NULL, NULL};
     settings_error e;
     cfg->routes = &run->route;
     cfg->nroutes = 1;
-    if (settings_defaults(&serve_settings, &to, &bad, &e) != 0) {
-        cli_error(serve_settings.cmd, "internal: a bad default: %s", settings_message(bad, &e));
-        return TC_EXIT_FAILURE;
-    }
-    switch (settings_cli_parse(&serve_settings, argc, argv, &to, NULL, NULL, NULL)) {
-    case SETTINGS_CLI_HELP:
-        print_usage(stdout);
-        return TC_EXIT_OK;
-    case SETTINGS_CLI_BAD:
-        return TC_EXIT_USAGE;
-    default:
-        break;
-    }
+    int status = settings_read_cli(&serve_settings, argc, argv, &to, &cli);
+    if (status >= 0)
+        return status;
     if (cfg->workers == 0)
         cfg->workers = rt_cpus(); /* the default, "online CPUs" */
     serve_forward_finish(&run->route);
     if (settings_open_access_log(cfg->access_log_path, &cfg->access_log, &e) != 0) {
-        bad_value("access-log", &e);
+        settings_cli_error(&serve_settings, "access-log", &e);
         return TC_EXIT_USAGE;
     }
     return -1;

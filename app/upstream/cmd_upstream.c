@@ -210,28 +210,17 @@ static void worker_cleanup(rt_worker *w, void *data)
 static int read_settings(app *a, int argc, char **argv, FILE **log)
 {
     settings_target to = {a, NULL};
-    const setting *bad = NULL;
-    settings_error e;
     uint64_t given = 0;
+    settings_cli cli = {usage, NULL, NULL, &given};
+    settings_error e;
     tc_upstream_config_init(&a->ucfg);
-    if (settings_defaults(&upstream_settings, &to, &bad, &e) != 0) {
-        cli_error(upstream_settings.cmd, "internal: a bad default: %s", settings_message(bad, &e));
-        return TC_EXIT_FAILURE;
-    }
-    switch (settings_cli_parse(&upstream_settings, argc, argv, &to, NULL, NULL, &given)) {
-    case SETTINGS_CLI_HELP:
-        usage(stdout);
-        return TC_EXIT_OK;
-    case SETTINGS_CLI_BAD:
-        return TC_EXIT_USAGE;
-    default:
-        break;
-    }
+    int status = settings_read_cli(&upstream_settings, argc, argv, &to, &cli);
+    if (status >= 0)
+        return status;
     const setting *seed = settings_find(&upstream_settings, "seed");
     a->ucfg.seed_set = (given >> settings_index(&upstream_settings, seed)) & 1;
     if (settings_open_access_log(a->log_path, log, &e) != 0) {
-        cli_error(upstream_settings.cmd, "%s",
-                  settings_message(settings_find(&upstream_settings, "access-log"), &e));
+        settings_cli_error(&upstream_settings, "access-log", &e);
         return TC_EXIT_USAGE;
     }
     if (*log != NULL)

@@ -471,6 +471,41 @@ static void test_operands_help_and_file_only_keys(void **state)
     assert_string_equal(settings_flag(s, flag, sizeof(flag)), "file_only");
 }
 
+static int usage_calls;
+
+static void count_usage(FILE *out)
+{
+    (void)out;
+    usage_calls++;
+}
+
+/* A subcommand's start: defaults, then the command line; -1 to go on, else the exit status. */
+static void test_read_cli(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *arg;
+        int status, usages;
+    } cases[] = {{"--count=7", -1, 0}, {"--help", 0, 1}, {"--count=0", 2, 0}, {"--nope", 2, 0}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        test_global g;
+        test_route r;
+        memset(&g, 0, sizeof(g));
+        memset(&r, 0, sizeof(r));
+        settings_target to = {&g, &r};
+        uint64_t given = 0;
+        settings_cli cli = {count_usage, NULL, NULL, &given};
+        char *argv[] = {"test", (char *)cases[i].arg, NULL};
+        usage_calls = 0;
+        assert_int_equal(settings_read_cli(&test_table, 2, argv, &to, &cli), cases[i].status);
+        assert_int_equal(usage_calls, cases[i].usages);
+        assert_int_equal(r.delay.ms, 300); /* the defaults came first */
+        assert_int_equal(g.count, cases[i].status == -1 ? 7 : 300);
+        assert_int_equal(given != 0, cases[i].status == -1);
+        settings_free(&test_table, &to);
+    }
+}
+
 /* Reads what print wrote into a string (freed by the caller). */
 static char *printed(void (*print)(FILE *, const settings_table *), const settings_table *t)
 {
@@ -725,6 +760,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_last_value_wins, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repeatable_and_switch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_operands_help_and_file_only_keys, setup, teardown),
+        cmocka_unit_test(test_read_cli),
         cmocka_unit_test(test_help_shows_the_defaults),
         cmocka_unit_test(test_man_shows_the_defaults),
         cmocka_unit_test(test_every_table_row),
