@@ -27,7 +27,7 @@ void serve_respond_error(serve_worker *sw, tc_request *req, endpoint ep, int sta
 int serve_call_timeout(serve_worker *sw, tc_request *req, endpoint ep, int required,
                        uint64_t *timeout_ms)
 {
-    uint64_t max_ms = sw->cfg->max_timeout_ms;
+    uint64_t max_ms = sw->route->max_timeout_ms;
     tc_str query = tc_request_query(req);
     int present = 0;
     const char *why = NULL;
@@ -183,7 +183,7 @@ static void on_hedge_done(tc_future *f, void *data)
 
 void serve_handle_attempts(serve_worker *sw, tc_request *req, endpoint ep)
 {
-    serve_config *cfg = sw->cfg;
+    const serve_route *route = sw->route;
     uint64_t timeout_ms;
     if (serve_call_timeout(sw, req, ep, ep == EP_WITHIN, &timeout_ms) != 0)
         return;
@@ -195,11 +195,11 @@ void serve_handle_attempts(serve_worker *sw, tc_request *req, endpoint ep)
     policy.observe_data = sw;
     switch (ep) {
     case EP_SMART:
-        policy.extra = (unsigned)cfg->hedge_extra;
-        policy.hedge_delay_ms = cfg->hedge_delay_ms;
-        policy.staggered = cfg->adaptive != NULL; /* pNN: extra k at k x delay */
-        policy.adaptive = cfg->adaptive;
-        policy.budget = cfg->budget;
+        policy.extra = (unsigned)route->hedge_extra;
+        policy.hedge_delay_ms = route->hedge_delay.ms;
+        policy.staggered = route->adaptive != NULL; /* pNN: extra k at k x delay */
+        policy.adaptive = route->adaptive;
+        policy.budget = route->budget;
         break;
     case EP_FIRST:
         policy.initial = 3;
@@ -219,10 +219,10 @@ void serve_handle_attempts(serve_worker *sw, tc_request *req, endpoint ep)
     serve_call *call = serve_call_new(sw, req, ep, timeout_ms);
     if (call == NULL)
         return;
-    tc_client_request creq = {.url = cfg->upstream, .max_body = cfg->max_body};
+    tc_client_request creq = {.url = route->upstream, .max_body = route->max_body};
     /* The id the upstream sees as X-Request-Id (the one place that picks it). */
     tc_str request_id = tc_request_id(req);
-    int err = serve_forward_build(&sw->fwd, cfg, req, request_id, &creq);
+    int err = serve_forward_build(&sw->fwd, route, req, request_id, &creq);
     if (err == 0)
         err = tc_hedge_start(&call->work, sw->client, &creq, &policy);
     if (err != 0) {
