@@ -42,7 +42,7 @@
 /* A pooled curl easy handle with the error buffer curl writes into. */
 typedef struct tc__easy {
     CURL *curl;
-    struct tc__easy *next;
+    tc__link link; /* in the engine's easy_pool while idle */
     char errbuf[CURL_ERROR_SIZE];
 } tc__easy;
 
@@ -75,7 +75,7 @@ struct tc__curl {
     tc__sock **socks; /* indexed by fd */
     size_t nsocks;
 
-    tc__easy *easy_pool;
+    tc__link easy_pool; /* idle easy handles, the latest last */
     size_t neasy_pool;
 
     int closing;
@@ -405,12 +405,11 @@ fail:
 
 static tc__easy *easy_acquire(tc__curl *c)
 {
-    tc__easy *e = c->easy_pool;
-    if (e != NULL) {
-        c->easy_pool = e->next;
+    tc__link *l = tc__list_last(&c->easy_pool);
+    if (l != NULL) {
+        tc__list_remove(l);
         c->neasy_pool--;
-        e->next = NULL;
-        return e;
+        return tc__container_of(l, tc__easy, link);
     }
     return easy_new(c);
 }
@@ -423,8 +422,7 @@ static void easy_release(tc__curl *c, tc__easy *e)
     curl_easy_setopt(e->curl, CURLOPT_HTTPHEADER, NULL);
     curl_easy_setopt(e->curl, CURLOPT_PRIVATE, NULL);
     if (!c->closing && c->neasy_pool < TC_CLIENT_EASY_POOL_MAX) {
-        e->next = c->easy_pool;
-        c->easy_pool = e;
+        tc__list_push_back(&c->easy_pool, &e->link);
         c->neasy_pool++;
         return;
     }
@@ -644,6 +642,7 @@ static tc__curl *curl_get(tc_client *cl, int *err)
     c->c = cl;
     c->loop = cl->loop;
     tc__list_init(&c->running);
+    tc__list_init(&c->easy_pool);
     /* libcurl allocates through the library's hook (base/alloc.h), so failing allocations reach
      * it too. A failure here is TC_EIO: libcurl says only CURLE_FAILED_INIT, whatever the cause. */
     *err = TC_EIO;
@@ -783,9 +782,10 @@ static void on_curl_timer_closed(uv_handle_t *h)
     tc__curl *c = h->data;
     curl_multi_cleanup(c->multi);
     c->multi = NULL;
-    while (c->easy_pool != NULL) {
-        tc__easy *e = c->easy_pool;
-        c->easy_pool = e->next;
+    tc__link *l;
+    while ((l = tc__list_first(&c->easy_pool)) != NULL) {
+        tc__easy *e = tc__container_of(l, tc__easy, link);
+        tc__list_remove(l);
         curl_easy_cleanup(e->curl);
         tc__free(e);
     }

@@ -32,6 +32,7 @@
 #include <strings.h>
 
 #include "base/alloc.h"
+#include "base/list.h"
 #include "base/rng.h"
 #include "client/request_copy.h"
 #include "fetch_internal.h"
@@ -49,7 +50,7 @@ typedef struct fetch_req fetch_req;
 
 struct fetch_req {
     tc_fetch *f;
-    fetch_req *next; /* free list */
+    tc__link link; /* in free_list while free */
     uint64_t seq;
     char *url;
     tc_future *future; /* the running attempt; the final one while FINISHED */
@@ -76,9 +77,9 @@ struct tc_fetch {
 
     fetch_req *reqs;
     size_t window;
-    fetch_req *free_list; /* completion order only */
-    uint64_t next_seq;    /* the next input position to take */
-    uint64_t head_seq;    /* input order: the next position to report */
+    tc__link free_list; /* completion order only; the latest freed last */
+    uint64_t next_seq;  /* the next input position to take */
+    uint64_t head_seq;  /* input order: the next position to report */
     size_t active;
 
     uv_timer_t done_timer;
@@ -145,7 +146,7 @@ static int has_room(const tc_fetch *f)
         return 0;
     if (f->cfg.order == TC_FETCH_INPUT)
         return f->next_seq - f->head_seq < f->window;
-    return f->free_list != NULL;
+    return !tc__list_empty(&f->free_list);
 }
 
 static fetch_req *record_take(tc_fetch *f)
@@ -154,10 +155,10 @@ static fetch_req *record_take(tc_fetch *f)
     if (f->cfg.order == TC_FETCH_INPUT) {
         r = &f->reqs[f->next_seq % f->window];
     } else {
-        r = f->free_list;
-        f->free_list = r->next;
+        tc__link *l = tc__list_last(&f->free_list);
+        tc__list_remove(l);
+        r = tc__container_of(l, fetch_req, link);
     }
-    r->next = NULL;
     r->seq = f->next_seq++;
     r->attempts = 0;
     r->start_ns = 0;
@@ -179,8 +180,7 @@ static void record_release(tc_fetch *f, fetch_req *r)
     }
     r->state = REQ_FREE;
     if (f->cfg.order == TC_FETCH_COMPLETION) {
-        r->next = f->free_list;
-        f->free_list = r;
+        tc__list_push_back(&f->free_list, &r->link);
     }
 }
 
@@ -601,12 +601,12 @@ int tc_fetch_new(tc_fetch **out, uv_loop_t *loop, const tc_fetch_config *cfg,
         fetch_free(f);
         return TC_ENOMEM;
     }
-    for (size_t i = f->window; i-- > 0;) {
+    tc__list_init(&f->free_list);
+    for (size_t i = f->window; i-- > 0;) { /* reqs[0] is taken first */
         f->reqs[i].f = f;
-        if (f->cfg.order == TC_FETCH_COMPLETION) {
-            f->reqs[i].next = f->free_list;
-            f->free_list = &f->reqs[i];
-        }
+        tc__list_init(&f->reqs[i].link);
+        if (f->cfg.order == TC_FETCH_COMPLETION)
+            tc__list_push_back(&f->free_list, &f->reqs[i].link);
     }
     tc_client_config ccfg;
     tc_client_config_init(&ccfg);

@@ -24,6 +24,7 @@
 
 #include "base/alloc.h"
 #include "base/hash.h"
+#include "base/list.h"
 #include "tailcut/batch.h"
 
 /* Starting sizes of a batch's arrays; they double up to what max_batch needs. */
@@ -35,8 +36,8 @@ static const char missing_message[] = "missing: no result for this key";
 typedef struct waiter {
     tc_future *f; /* the producer's reference */
     tc_batch *batch;
-    struct waiter *prev, *next;
-    uint32_t idx; /* entry index in batch->entries */
+    tc__link link; /* in its entry's waiters */
+    uint32_t idx;  /* entry index in batch->entries */
 } waiter;
 
 typedef struct entry {
@@ -45,7 +46,7 @@ typedef struct entry {
     uint32_t hash;
     uint32_t nwaiters;
     int settled;
-    waiter *head, *tail;
+    tc__link waiters; /* FIFO; moves with entries[] (batch_grow_entries relinks it) */
 } entry;
 
 enum batch_state { BATCH_COLLECTING = 0, BATCH_QUEUED, BATCH_OUT, BATCH_DEAD };
@@ -64,7 +65,7 @@ struct tc_batch {
     size_t live;                /* waiters still waiting, over all entries */
     unsigned holds;             /* frames iterating this batch; a DEAD batch is released at 0 */
     uint64_t first_ns, sent_ns; /* uv_hrtime() of the first submit and of the dispatch */
-    tc_batch *qprev, *qnext;
+    tc__link qlink;             /* in the batcher's queue while QUEUED */
 };
 
 struct tc_batcher {
@@ -72,7 +73,7 @@ struct tc_batcher {
     tc_batcher_config cfg;
     uv_timer_t timer; /* max_wait_ms of the collecting batch */
     tc_batch *current;
-    tc_batch *qhead, *qtail;
+    tc__link queue; /* QUEUED batches, FIFO */
     tc_batch *spare;
     tc_batcher_stats st;
     uint32_t seed;
@@ -167,6 +168,7 @@ static tc_batch *batch_new(tc_batcher *b)
     }
     t->b = b;
     t->state = BATCH_COLLECTING;
+    tc__list_init(&t->qlink);
     return t;
 }
 
@@ -186,7 +188,6 @@ static void batch_release(tc_batch *t)
     t->keys_len = 0;
     t->n = 0;
     t->live = 0;
-    t->qprev = t->qnext = NULL;
     b->spare = t;
 }
 
@@ -220,6 +221,29 @@ static int batch_grow_table(tc_batch *t)
     return 0;
 }
 
+/* Doubles entries[] (and order[] with it). Each entry heads a list of waiters, so the entries
+ * move to a new array while the old one is still there to unlink from, not by realloc. Returns 0
+ * or TC_ENOMEM (the batch is unchanged then, order[] merely bigger than needed). */
+static int batch_grow_entries(tc_batch *t)
+{
+    size_t cap = t->entries_cap > 0 ? t->entries_cap * 2 : BATCH_INITIAL_ENTRIES;
+    uint32_t *order = tc__realloc(t->order, cap * sizeof(*order));
+    if (order == NULL)
+        return TC_ENOMEM;
+    t->order = order;
+    entry *grown = tc__malloc(cap * sizeof(*grown));
+    if (grown == NULL)
+        return TC_ENOMEM;
+    for (size_t i = 0; i < t->nentries; i++) {
+        grown[i] = t->entries[i];
+        tc__list_replace(&t->entries[i].waiters, &grown[i].waiters);
+    }
+    tc__free(t->entries);
+    t->entries = grown;
+    t->entries_cap = cap;
+    return 0;
+}
+
 /* Finds key in the batch or adds it as a new entry (*added = 1). Returns the entry index or
  * TC_ENOMEM (the batch is unchanged then). */
 static long batch_find_or_add(tc_batch *t, const void *key, size_t len, uint32_t hash, int *added)
@@ -236,18 +260,8 @@ static long batch_find_or_add(tc_batch *t, const void *key, size_t len, uint32_t
             return (long)(slot - 1);
         }
     }
-    if (t->nentries == t->entries_cap) {
-        size_t cap = t->entries_cap > 0 ? t->entries_cap * 2 : BATCH_INITIAL_ENTRIES;
-        uint32_t *order = tc__realloc(t->order, cap * sizeof(*order));
-        if (order == NULL)
-            return TC_ENOMEM;
-        t->order = order;
-        entry *grown = tc__realloc(t->entries, cap * sizeof(*grown));
-        if (grown == NULL)
-            return TC_ENOMEM; /* order[] is merely bigger than needed */
-        t->entries = grown;
-        t->entries_cap = cap;
-    }
+    if (t->nentries == t->entries_cap && batch_grow_entries(t) != 0)
+        return TC_ENOMEM;
     if (t->keys_cap - t->keys_len < len + 1) {
         size_t cap = t->keys_cap * 2;
         while (cap - t->keys_len < len + 1)
@@ -264,7 +278,7 @@ static long batch_find_or_add(tc_batch *t, const void *key, size_t len, uint32_t
     e->hash = hash;
     e->nwaiters = 0;
     e->settled = 0;
-    e->head = e->tail = NULL;
+    tc__list_init(&e->waiters);
     if (len > 0)
         memcpy(t->keys + t->keys_len, key, len);
     t->keys[t->keys_len + len] = '\0';
@@ -276,15 +290,15 @@ static long batch_find_or_add(tc_batch *t, const void *key, size_t len, uint32_t
 
 static void waiter_unlink(entry *e, waiter *w)
 {
-    if (w->prev != NULL)
-        w->prev->next = w->next;
-    else
-        e->head = w->next;
-    if (w->next != NULL)
-        w->next->prev = w->prev;
-    else
-        e->tail = w->prev;
+    tc__list_remove(&w->link);
     e->nwaiters--;
+}
+
+/* The first waiter of e, or NULL. */
+static waiter *waiter_first(const entry *e)
+{
+    tc__link *l = tc__list_first(&e->waiters);
+    return l != NULL ? tc__container_of(l, waiter, link) : NULL;
 }
 
 /* ---- the queue and dispatching -------------------------------------------------------------- */
@@ -292,28 +306,21 @@ static void waiter_unlink(entry *e, waiter *w)
 static void queue_push(tc_batcher *b, tc_batch *t)
 {
     t->state = BATCH_QUEUED;
-    t->qnext = NULL;
-    t->qprev = b->qtail;
-    if (b->qtail != NULL)
-        b->qtail->qnext = t;
-    else
-        b->qhead = t;
-    b->qtail = t;
+    tc__list_push_back(&b->queue, &t->qlink);
     b->st.queued++;
 }
 
 static void queue_remove(tc_batcher *b, tc_batch *t)
 {
-    if (t->qprev != NULL)
-        t->qprev->qnext = t->qnext;
-    else
-        b->qhead = t->qnext;
-    if (t->qnext != NULL)
-        t->qnext->qprev = t->qprev;
-    else
-        b->qtail = t->qprev;
-    t->qprev = t->qnext = NULL;
+    tc__list_remove(&t->qlink);
     b->st.queued--;
+}
+
+/* The oldest queued batch, or NULL. */
+static tc_batch *queue_first(const tc_batcher *b)
+{
+    tc__link *l = tc__list_first(&b->queue);
+    return l != NULL ? tc__container_of(l, tc_batch, qlink) : NULL;
 }
 
 static int at_cap(const tc_batcher *b)
@@ -356,9 +363,9 @@ static void queue_pump(tc_batcher *b)
     if (b->pumping)
         return;
     b->pumping = 1;
-    while (b->qhead != NULL && !at_cap(b)) {
-        tc_batch *t = b->qhead;
-        /* A dropped batch was unlinked first, so qhead is never one that batch_drop() freed. */
+    tc_batch *t;
+    while (!at_cap(b) && (t = queue_first(b)) != NULL) {
+        /* A dropped batch was unlinked first, so the queue never holds one batch_drop() freed. */
         // NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
         queue_remove(b, t);
         if (t->live == 0)
@@ -374,7 +381,7 @@ static void batch_ready(tc_batcher *b, tc_batch *t)
 {
     if (t->live == 0) {
         batch_drop(t);
-    } else if (b->qhead != NULL || at_cap(b)) {
+    } else if (!tc__list_empty(&b->queue) || at_cap(b)) {
         queue_push(b, t);
         b->st.batches_queued++;
     } else {
@@ -447,7 +454,7 @@ static void batch_cancel_all(tc_batch *t)
     batch_hold(t);
     for (size_t i = 0; i < t->nentries; i++) {
         waiter *w;
-        while ((w = t->entries[i].head) != NULL)
+        while ((w = waiter_first(&t->entries[i])) != NULL)
             tc_future_cancel(w->f); /* the hook unlinks and frees w */
     }
     batch_unhold(t);
@@ -460,7 +467,7 @@ static void entry_settle(tc_batch *t, entry *e, int err, const char *message, vo
     e->settled = 1;
     batch_hold(t);
     waiter *w;
-    while ((w = e->head) != NULL) {
+    while ((w = waiter_first(e)) != NULL) {
         waiter_unlink(e, w);
         t->live--;
         tc_future *f = w->f;
@@ -501,6 +508,7 @@ int tc_batcher_new(tc_batcher **out, uv_loop_t *loop, const tc_batcher_config *c
         return TC_ENOMEM;
     b->loop = loop;
     b->cfg = *cfg;
+    tc__list_init(&b->queue);
     int rc = uv_timer_init(loop, &b->timer);
     if (rc != 0) {
         tc__free(b);
@@ -524,8 +532,9 @@ void tc_batcher_close(tc_batcher *b, tc_batcher_close_cb close_cb, void *data)
     uv_timer_stop(&b->timer);
     if (t != NULL)
         batch_cancel_all(t);
-    while ((t = b->qhead) != NULL) {
-        /* t is unlinked before batch_cancel_all() may free it: qhead is never a freed batch. */
+    while ((t = queue_first(b)) != NULL) {
+        /* t is unlinked before batch_cancel_all() may free it: the queue never holds a freed
+         * batch. */
         // NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
         queue_remove(b, t);
         batch_cancel_all(t);
@@ -578,13 +587,7 @@ int tc_batcher_submit(tc_future **out, tc_batcher *b, const void *key, size_t ke
     w->f = tc_future_ref(f);
     w->batch = t;
     w->idx = (uint32_t)idx;
-    w->next = NULL;
-    w->prev = e->tail;
-    if (e->tail != NULL)
-        e->tail->next = w;
-    else
-        e->head = w;
-    e->tail = w;
+    tc__list_push_back(&e->waiters, &w->link);
     e->nwaiters++;
     t->live++;
     tc_future_set_cancel_hook(f, waiter_on_cancel, w);

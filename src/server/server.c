@@ -174,10 +174,10 @@ void tc__srv_maybe_free(tc_server *srv)
     /* Requests handed to the handler refer to the server until they are finished. */
     if (!srv->closing || srv->handles > 0 || srv->nconns > 0 || srv->inflight > 0)
         return;
-    while (srv->free_reqs != NULL) {
-        tc_request *r = srv->free_reqs;
-        srv->free_reqs = r->next;
-        tc__free(r);
+    tc__link *l;
+    while ((l = tc__list_first(&srv->free_reqs)) != NULL) {
+        tc__list_remove(l);
+        tc__free(tc__container_of(l, tc_request, link));
     }
     if (srv->close_cb != NULL)
         srv->close_cb(srv, srv->close_data);
@@ -203,6 +203,8 @@ int tc_server_new(tc_server **out, uv_loop_t *loop, const tc_server_config *cfg)
         return TC_ENOMEM;
     srv->loop = loop;
     srv->cfg = *cfg;
+    tc__list_init(&srv->conns);
+    tc__list_init(&srv->free_reqs);
     /* fits: the length was checked above */
     (void)snprintf(srv->host, sizeof(srv->host), "%s", cfg->host ? cfg->host : "127.0.0.1");
     srv->cfg.host = srv->host;
@@ -272,8 +274,9 @@ void tc__srv_check_drained(tc_server *srv)
     if (!srv->draining || srv->closing)
         return;
     if (srv->inflight == 0) {
-        for (tc__srv_conn *c = srv->conns; c != NULL; c = c->next) {
-            if (!c->closing && !c->want_close && c->head == NULL && !c->in_dispatch) {
+        for (tc__link *l = srv->conns.next; l != &srv->conns; l = l->next) {
+            tc__srv_conn *c = tc__container_of(l, tc__srv_conn, link);
+            if (!c->closing && !c->want_close && tc__list_empty(&c->queue) && !c->in_dispatch) {
                 c->want_close = 1;
                 tc__srv_conn_read_off(c);
                 tc__srv_conn_maybe_finish_close(c);
@@ -306,8 +309,8 @@ void tc_server_close(tc_server *srv, tc_server_cb close_cb, void *data)
     srv->close_cb = close_cb;
     srv->close_data = data;
     server_stop_listening(srv);
-    for (tc__srv_conn *c = srv->conns; c != NULL; c = c->next)
-        tc__srv_conn_close(c);
+    for (tc__link *l = srv->conns.next; l != &srv->conns; l = l->next)
+        tc__srv_conn_close(tc__container_of(l, tc__srv_conn, link));
     if (srv->cfg.access_log != NULL)
         (void)fflush(srv->cfg.access_log); /* best effort, as each line */
     uv_close((uv_handle_t *)&srv->tick, on_server_handle_closed);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "base/list.h"
 #include "base/rng.h"
 #include "access_log.h"
 #include "tailcut/server.h"
@@ -36,7 +37,7 @@ typedef struct tc__srv_hdr {
 } tc__srv_hdr;
 
 struct tc_request {
-    tc_request *next;   /* in conn->queue */
+    tc__link link;      /* in conn->queue, or in srv->free_reqs */
     tc__srv_conn *conn; /* NULL once the client has gone */
     tc_server *srv;
 
@@ -89,11 +90,11 @@ struct tc__srv_conn {
     uv_timer_t timer;
     uv_shutdown_t shutdown_req;
     tc_server *srv;
-    tc__srv_conn *prev, *next; /* in srv->conns */
+    tc__link link; /* in srv->conns */
     http_parser parser;
 
     tc_request *cur; /* being parsed */
-    tc_request *head, *tail;
+    tc__link queue;  /* requests in arrival order; responses leave from the first */
     size_t queued;
 
     /* Bytes read but not parsed because the pipeline was full (parser paused). */
@@ -129,9 +130,9 @@ struct tc_server {
     atomic_size_t *conn_count;
     atomic_int own_ready;
     atomic_int *ready; /* 0 after tc_server_set_ready(srv, 0): Connection: close on every answer */
-    tc__srv_conn *conns;
+    tc__link conns;
     size_t nconns;
-    tc_request *free_reqs;
+    tc__link free_reqs; /* freed requests kept for reuse, the latest last */
     size_t nfree_reqs;
     size_t inflight;
     int handles;
@@ -195,6 +196,12 @@ void tc__srv_conn_read_off(tc__srv_conn *c);
 void tc__srv_conn_timer_start(tc__srv_conn *c, uint64_t ms);
 /* Appends r at the tail of c's queue (responses leave from the head, in this order). */
 void tc__srv_queue_push(tc__srv_conn *c, tc_request *r);
+/* The first request of c's queue, or NULL. */
+static inline tc_request *tc__srv_queue_first(const tc__srv_conn *c)
+{
+    tc__link *l = tc__list_first(&c->queue);
+    return l != NULL ? tc__container_of(l, tc_request, link) : NULL;
+}
 /* Writes every finished response at the head of c's queue. */
 void tc__srv_flush_responses(tc__srv_conn *c);
 /* Appends a response the server itself makes (400, 408, 413, 414, 431, 503) at the tail and

@@ -25,14 +25,17 @@
 tc_request *tc__srv_request_new(tc__srv_conn *c)
 {
     tc_server *srv = c->srv;
-    tc_request *r = srv->free_reqs;
-    if (r != NULL) {
-        srv->free_reqs = r->next;
+    tc_request *r;
+    tc__link *l = tc__list_last(&srv->free_reqs);
+    if (l != NULL) {
+        tc__list_remove(l);
         srv->nfree_reqs--;
+        r = tc__container_of(l, tc_request, link);
     } else if ((r = tc__malloc(sizeof(*r))) == NULL) {
         return NULL;
     }
     memset(r, 0, offsetof(tc_request, inline_hdrs));
+    tc__list_init(&r->link);
     r->conn = c;
     r->srv = c->srv;
     r->buf = r->inline_buf;
@@ -54,8 +57,7 @@ void tc__srv_request_free(tc_request *r)
     if (r->resp != NULL)
         tc__free(r->resp - offsetof(tc__srv_write, data));
     if (srv->nfree_reqs < TC_REQ_FREELIST && !srv->closing) {
-        r->next = srv->free_reqs;
-        srv->free_reqs = r;
+        tc__list_push_back(&srv->free_reqs, &r->link);
         srv->nfree_reqs++;
     } else {
         tc__free(r);
@@ -191,7 +193,7 @@ static int on_headers_complete(http_parser *p)
     r->keep_alive = http_should_keep_alive(p) ? 1 : 0;
     r->body_off = r->len;
     tc_str expect;
-    if (c->head == NULL && c->writes == 0 && tc_request_header(r, "Expect", &expect) &&
+    if (tc__list_empty(&c->queue) && c->writes == 0 && tc_request_header(r, "Expect", &expect) &&
         expect.len == 12 && strncasecmp(expect.base, "100-continue", 12) == 0) {
         /* Nothing else is queued, so an interim answer cannot overtake a response. */
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
