@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "base/clock.h"
 #include "cmd_serve.h"
 #include "common/runtime.h"
 
@@ -49,7 +50,7 @@ void serve_handle_stats(serve_worker *sw, tc_request *req)
     memset(&now, 0, sizeof(now));
     now.time_ms = wall_ms();
     now.hedge_delay_ms = cfg->adaptive != NULL
-                             ? tc_hedge_adaptive_delay_ms(cfg->adaptive, uv_hrtime() / 1000000)
+                             ? tc_hedge_adaptive_delay_ms(cfg->adaptive, tc__now_ms())
                              : cfg->hedge_delay_ms;
     now.hedge_percentile_tenths = cfg->hedge_percentile_tenths;
     now.hedge_budget_e6 = cfg->budget != NULL ? cfg->hedge_budget_e6 : 0;

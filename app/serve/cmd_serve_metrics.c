@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "base/clock.h"
 #include "cmd_serve.h"
 
 /* Largest /metrics text we render. */
@@ -115,9 +116,8 @@ void serve_count_rejections(serve_worker *sw)
 
 static size_t render_hedge_delay(const serve_config *cfg, char *buf, size_t cap)
 {
-    uint64_t ms = cfg->adaptive != NULL
-                      ? tc_hedge_adaptive_delay_ms(cfg->adaptive, uv_hrtime() / 1000000)
-                      : cfg->hedge_delay_ms;
+    uint64_t ms = cfg->adaptive != NULL ? tc_hedge_adaptive_delay_ms(cfg->adaptive, tc__now_ms())
+                                        : cfg->hedge_delay_ms;
     int n = snprintf(buf, cap,
                      "# HELP tailcut_hedge_delay_seconds The /api/smart hedge delay in force\n"
                      "# TYPE tailcut_hedge_delay_seconds gauge\n"

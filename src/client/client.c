@@ -38,11 +38,6 @@
 static void pump_queue(tc_client *c);
 static void maybe_finish_close(tc_client *c);
 
-uint64_t tc__now_ms(void)
-{
-    return uv_hrtime() / 1000000;
-}
-
 static double ns_to_ms(uint64_t ns)
 {
     return (double)ns / 1e6;

@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/heap.h"
 #include "base/list.h"
 #include "base/table.h"
@@ -140,9 +141,6 @@ struct tc_client {
 };
 
 /* ---- client.c, for the engines ---- */
-
-/* Milliseconds of the monotonic clock behind uv_now(), read fresh. */
-uint64_t tc__now_ms(void);
 
 /* The engine finished r with a response in r->out: the header block, a NUL at body_off - 1,
  * then the body. */

@@ -25,6 +25,7 @@
 #include <strings.h>
 
 #include "base/alloc.h"
+#include "base/clock.h"
 #include "client/request_copy.h"
 #include "tailcut/hedge.h"
 #include "tailcut/json.h"
@@ -183,7 +184,7 @@ static void record_latencies(hedge *h, const tc_hedge_result *r)
 {
     if (h->policy.adaptive == NULL)
         return;
-    uint64_t now_ms = uv_hrtime() / 1000000;
+    uint64_t now_ms = tc__now_ms();
     for (unsigned i = 0; i < r->nattempts; i++) {
         const tc_hedge_attempt *a = &r->attempts[i];
         int lower_bound = a->outcome == TC_OUTCOME_CANCELLED && r->winner >= 0;
@@ -314,7 +315,7 @@ static unsigned decide_extras(hedge *h, unsigned n)
     for (unsigned k = 0; k < n && extras_left(h) > 0 && !h->finished; k++) {
         h->extras_decided++;
         if (h->policy.budget != NULL &&
-            !tc_hedge_budget_try_extra(h->policy.budget, uv_hrtime() / 1000000)) {
+            !tc_hedge_budget_try_extra(h->policy.budget, tc__now_ms())) {
             h->result->denied++;
             continue;
         }
@@ -421,9 +422,9 @@ int tc_hedge_start(tc_future **out, tc_client *client, const tc_client_request *
     h->start_ms = uv_now(h->loop);
     h->result->delay_ms = policy->hedge_delay_ms;
     if (policy->adaptive != NULL)
-        h->result->delay_ms = tc_hedge_adaptive_delay_ms(policy->adaptive, uv_hrtime() / 1000000);
+        h->result->delay_ms = tc_hedge_adaptive_delay_ms(policy->adaptive, tc__now_ms());
     if (policy->budget != NULL)
-        tc_hedge_budget_admit(policy->budget, uv_hrtime() / 1000000);
+        tc_hedge_budget_admit(policy->budget, tc__now_ms());
     if (policy->extra > 0)
         uv_timer_start(&h->hedge_timer, on_hedge_timer, h->result->delay_ms, 0);
     fire(h, policy->initial, 0);
