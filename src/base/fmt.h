@@ -1,12 +1,18 @@
 /*
- * Decimal numbers written by hand where printf would cost too much per request (response
- * headers, fetch's result lines).
+ * Text written by hand where printf would cost too much per request (response heads, access-log
+ * and fetch's result lines, JSON answers): a string literal with its length, and decimal
+ * numbers.
  */
 #ifndef TAILCUT_BASE_FMT_H
 #define TAILCUT_BASE_FMT_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* A string literal and its length, as two arguments: tc__buf_append(b, TC__LIT("null")). The
+ * length is counted by the compiler, never by hand. Only for a literal (sizeof of a pointer
+ * would be wrong, and an array's size counts its whole storage). */
+#define TC__LIT(s) ("" s ""), (sizeof(s) - 1)
 
 /* Room for any uint64_t in decimal. */
 #define TC__FMT_U64_MAX 20

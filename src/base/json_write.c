@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "base/fmt.h"
 #include "base/json_write.h"
 
 size_t tc__utf8_len(const unsigned char *s, size_t n)
@@ -79,7 +80,7 @@ static size_t escape_ascii(unsigned char c, char e[6])
 int tc__json_write_str(tc__buf *b, const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s, *end = p + len, *run = p;
-    int rc = tc__buf_append(b, "\"", 1);
+    int rc = tc__buf_append(b, TC__LIT("\""));
     while (rc == 0 && p < end) {
         unsigned char c = *p;
         if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
@@ -106,6 +107,6 @@ int tc__json_write_str(tc__buf *b, const char *s, size_t len)
     if (rc == 0)
         rc = tc__buf_append(b, run, (size_t)(p - run));
     if (rc == 0)
-        rc = tc__buf_append(b, "\"", 1);
+        rc = tc__buf_append(b, TC__LIT("\""));
     return rc;
 }

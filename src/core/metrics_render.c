@@ -13,6 +13,7 @@
 
 #include "base/alloc.h"
 #include "base/buf.h"
+#include "base/fmt.h"
 #include "metrics_internal.h"
 #include "tailcut/metrics.h"
 
@@ -103,23 +104,23 @@ static void out_series_name(outbuf *b, const struct family *f, const char *suffi
     out_str(b, suffix);
     if (f->n_labels == 0 && !le)
         return;
-    out_put(b, "{", 1);
+    out_put(b, TC__LIT("{"));
     for (size_t k = 0; k < f->n_labels; k++) {
         if (k)
-            out_put(b, ",", 1);
+            out_put(b, TC__LIT(","));
         out_str(b, f->labels[k]);
-        out_put(b, "=\"", 2);
+        out_put(b, TC__LIT("=\""));
         out_escaped(b, values[k], 1);
-        out_put(b, "\"", 1);
+        out_put(b, TC__LIT("\""));
     }
     if (le) {
         if (f->n_labels)
-            out_put(b, ",", 1);
+            out_put(b, TC__LIT(","));
         out_str(b, "le=\"");
         out_str(b, le);
-        out_put(b, "\"", 1);
+        out_put(b, TC__LIT("\""));
     }
-    out_put(b, "}", 1);
+    out_put(b, TC__LIT("}"));
 }
 
 /* Sums of one series' cells over shards; sum_d is the histogram sum. */
@@ -167,9 +168,9 @@ static void out_series(outbuf *b, const struct family *f, const char *const *val
         }
         format_double(a->sum_d, num);
         out_series_name(b, f, "_sum", values, NULL);
-        out_put(b, " ", 1);
+        out_put(b, TC__LIT(" "));
         out_str(b, num);
-        out_put(b, "\n", 1);
+        out_put(b, TC__LIT("\n"));
         out_series_name(b, f, "_count", values, NULL);
         out_fmt(b, " %llu\n", (unsigned long long)cum);
         break;
@@ -213,13 +214,13 @@ static void render_family(outbuf *b, tc_metrics_registry *reg, uint32_t fi, dyn_
 
     out_str(b, "# HELP ");
     out_str(b, f->name);
-    out_put(b, " ", 1);
+    out_put(b, TC__LIT(" "));
     out_escaped(b, f->help, 0);
     out_str(b, "\n# TYPE ");
     out_str(b, f->name);
-    out_put(b, " ", 1);
+    out_put(b, TC__LIT(" "));
     out_str(b, type_names[f->type]);
-    out_put(b, "\n", 1);
+    out_put(b, TC__LIT("\n"));
 
     for (uint32_t id = 0; id < f->n_fixed; id++) {
         acc a;

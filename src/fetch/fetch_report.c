@@ -17,7 +17,8 @@
 int tc__fetch_result_json(tc__buf *b, const tc_fetch_result *r, int with_body)
 {
     const char *url = r->url ? r->url : "";
-    if (tc__buf_append(b, "{\"url\":", 7) != 0 || tc__json_write_str(b, url, strlen(url)) != 0)
+    if (tc__buf_append(b, TC__LIT("{\"url\":")) != 0 ||
+        tc__json_write_str(b, url, strlen(url)) != 0)
         return TC_ENOMEM;
     /* The numbers by hand: this runs once per URL, and printf's float path is not cheap. */
     char num[128], *o = num;
@@ -47,7 +48,7 @@ int tc__fetch_result_json(tc__buf *b, const tc_fetch_result *r, int with_body)
     if (tc__buf_append(b, num, (size_t)(o - num)) != 0)
         return TC_ENOMEM;
     if (r->error == 0) {
-        if (tc__buf_append(b, "null", 4) != 0)
+        if (tc__buf_append(b, TC__LIT("null")) != 0)
             return TC_ENOMEM;
     } else {
         const char *m = r->message && *r->message ? r->message : tc_strerror(r->error);
@@ -55,13 +56,14 @@ int tc__fetch_result_json(tc__buf *b, const tc_fetch_result *r, int with_body)
             return TC_ENOMEM;
     }
     if (with_body) {
-        if (tc__buf_append(b, ",\"body\":", 8) != 0)
+        if (tc__buf_append(b, TC__LIT(",\"body\":")) != 0)
             return TC_ENOMEM;
-        int rc = r->body ? tc__json_write_str(b, r->body, r->bytes) : tc__buf_append(b, "null", 4);
+        int rc =
+            r->body ? tc__json_write_str(b, r->body, r->bytes) : tc__buf_append(b, TC__LIT("null"));
         if (rc != 0)
             return TC_ENOMEM;
     }
-    return tc__buf_append(b, "}\n", 2);
+    return tc__buf_append(b, TC__LIT("}\n"));
 }
 
 /* ---- latency histogram ---------------------------------------------------------------------- */

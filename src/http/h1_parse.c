@@ -9,6 +9,7 @@
  */
 #include <string.h>
 
+#include "base/fmt.h"
 #include "h1_parse.h"
 #include "tailcut/error.h"
 
@@ -84,7 +85,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
         return -1;
     if (h->last != 1) {
         h->line_len = 0;
-        if (put_head(h, "\r\n", 2) != 0)
+        if (put_head(h, TC__LIT("\r\n")) != 0)
             return -1;
         h->line_len = 0;
     }
@@ -97,7 +98,7 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     tc__h1 *h = of(p);
     if (h->body_off != 0)
         return 0;
-    if (h->last != 2 && put_head(h, ": ", 2) != 0)
+    if (h->last != 2 && put_head(h, TC__LIT(": ")) != 0)
         return -1;
     h->last = 2;
     return put_head(h, at, len);
@@ -109,7 +110,7 @@ static int on_headers_complete(http_parser *p)
     if (status_line(h) != 0)
         return -1;
     h->line_len = 0;
-    if (put_head(h, "\r\n\r\n", 4) != 0 || put(h, "", 1) != 0)
+    if (put_head(h, TC__LIT("\r\n\r\n")) != 0 || put(h, "", 1) != 0)
         return -1;
     h->body_off = h->out->len;
     if (p->status_code == 101)

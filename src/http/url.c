@@ -14,6 +14,7 @@
 
 #include <curl/curl.h>
 
+#include "base/fmt.h"
 #include "forward_internal.h"
 #include "tailcut/url.h"
 
@@ -493,13 +494,13 @@ const char *tc__url_redact(const char *url, char *out, size_t cap)
             at = p; /* the last '@' ends the userinfo ("u:p@ss@host") */
     redact_put(out, cap, &len, url, (size_t)(auth - url));
     if (at != NULL) {
-        redact_put(out, cap, &len, "***", 3);
+        redact_put(out, cap, &len, TC__LIT("***"));
         auth = at;
     }
     size_t path_end = (size_t)(auth - url) + strcspn(auth, "?#");
     redact_put(out, cap, &len, auth, path_end - (size_t)(auth - url));
     if (path_end < ulen && url[path_end] == '?')
-        redact_put(out, cap, &len, "?***", 4);
+        redact_put(out, cap, &len, TC__LIT("?***"));
     out[len] = '\0';
     return out;
 }

@@ -278,8 +278,6 @@ static size_t append_str(char *dst, const char *s, size_t n)
     return n;
 }
 
-#define append_lit(dst, lit) append_str((dst), (lit), sizeof(lit) - 1)
-
 /* What may follow a response's head (RFC 9110). A 1xx, 204 or 304 never has content (§6.4.1):
  * no body bytes, no Content-Length (a 304's would have to be the length of the 200 it stands
  * for, which the server does not know, §8.6) and no Content-Type. A 205 has none either, said
@@ -330,34 +328,34 @@ static int request_build_response(tc_request *r, int status, const char *content
                 !tc__srv_ready(srv) || status < 200;
     r->close_after = close ? 1 : 0;
     const char *reason = tc_http_reason(status);
-    p += append_lit(p, "HTTP/1.1 ");
+    p += append_str(p, TC__LIT("HTTP/1.1 "));
     p += tc__fmt_u64(p, (unsigned)status);
     *p++ = ' ';
     p += append_str(p, reason, strlen(reason));
-    p += append_lit(p, "\r\n");
+    p += append_str(p, TC__LIT("\r\n"));
     p += append_str(p, srv->date, srv->date_len);
     if (content_type != NULL) {
-        p += append_lit(p, "Content-Type: ");
+        p += append_str(p, TC__LIT("Content-Type: "));
         p += append_str(p, content_type, strlen(content_type));
-        p += append_lit(p, "\r\n");
+        p += append_str(p, TC__LIT("\r\n"));
     }
     if (kind != BODY_NONE) {
-        p += append_lit(p, "Content-Length: ");
+        p += append_str(p, TC__LIT("Content-Length: "));
         p += tc__fmt_u64(p, body_len);
-        p += append_lit(p, "\r\n");
+        p += append_str(p, TC__LIT("\r\n"));
     }
-    p += close ? append_lit(p, "Connection: close\r\n")
-               : append_lit(p, "Connection: keep-alive\r\n");
-    p += append_lit(p, "X-Request-Id: ");
+    p += close ? append_str(p, TC__LIT("Connection: close\r\n"))
+               : append_str(p, TC__LIT("Connection: keep-alive\r\n"));
+    p += append_str(p, TC__LIT("X-Request-Id: "));
     p += append_str(p, r->id, r->id_len);
-    p += append_lit(p, "\r\n");
+    p += append_str(p, TC__LIT("\r\n"));
     for (size_t i = 0; i < nheaders; i++) {
         p += append_str(p, headers[i].name, strlen(headers[i].name));
-        p += append_lit(p, ": ");
+        p += append_str(p, TC__LIT(": "));
         p += append_str(p, headers[i].value, strlen(headers[i].value));
-        p += append_lit(p, "\r\n");
+        p += append_str(p, TC__LIT("\r\n"));
     }
-    p += append_lit(p, "\r\n");
+    p += append_str(p, TC__LIT("\r\n"));
     if (kind == BODY_SENT && body_len > 0)
         p += append_str(p, body, body_len);
     r->resp = w->data;
@@ -443,15 +441,15 @@ int tc_request_respond_error_with(tc_request *req, int status, const char *code,
     copy_utf8_prefix(msg, message != NULL ? message : tc_http_reason(status),
                      TC_SERVER_MAX_ERROR_MESSAGE);
     tc__buf_init(&body, store, sizeof(store), sizeof(store) - 1);
-    int rc = tc__buf_append(&body, "{\"success\":false,\"error\":\"", 26);
+    int rc = tc__buf_append(&body, TC__LIT("{\"success\":false,\"error\":\""));
     if (rc == 0)
         rc = tc__buf_append(&body, code, strlen(code));
     if (rc == 0)
-        rc = tc__buf_append(&body, "\",\"message\":", 12);
+        rc = tc__buf_append(&body, TC__LIT("\",\"message\":"));
     if (rc == 0)
         rc = tc__json_write_str(&body, msg, strlen(msg));
     if (rc == 0)
-        rc = tc__buf_append(&body, "}", 1);
+        rc = tc__buf_append(&body, TC__LIT("}"));
     if (rc != 0)
         return rc; /* a code longer than any tailcut uses */
     tc_server_header extra[6];
