@@ -31,4 +31,15 @@ static inline size_t tc__fmt_u64(char *dst, uint64_t v)
     return n;
 }
 
+/* The number of digits tc__fmt_u64 writes for v. */
+static inline size_t tc__fmt_u64_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 10) {
+        v /= 10;
+        n++;
+    }
+    return n;
+}
+
 #endif /* TAILCUT_BASE_FMT_H */

@@ -227,6 +227,39 @@ uint64_t tc__srv_id_seed(const tc_server *srv);
 /* ---- server_request.c -------------------------------------------------------------------------
  */
 
+/* Headers of a response head whose lengths tc__srv_head_size keeps for the write (the server's own
+ * answers add at most six; a handler's beyond these are measured twice). */
+#define TC__SRV_HEAD_KEEP_LENS 8
+
+/* A response head as the server writes it: the status line, Date, Content-Type and
+ * Content-Length when there are, Connection, X-Request-Id, the handler's headers, the empty line.
+ */
+typedef struct tc__srv_head {
+    int status;
+    const char *reason;       /* tc_http_reason(status) */
+    const char *content_type; /* NULL: no Content-Type line */
+    int has_length;           /* a Content-Length line, of content_length */
+    uint64_t content_length;
+    int close; /* Connection: close, else keep-alive */
+    const char *date;
+    size_t date_len; /* the whole Date line, CRLF included */
+    const char *id;
+    size_t id_len;
+    const tc_server_header *headers;
+    size_t nheaders;
+    /* Lengths measured by tc__srv_head_size, so that the write need not measure them again. */
+    size_t reason_len, content_type_len;
+    size_t name_len[TC__SRV_HEAD_KEEP_LENS], value_len[TC__SRV_HEAD_KEEP_LENS];
+} tc__srv_head;
+
+/* The exact length of h's text: what tc__srv_head_write writes (the response allocation is
+ * sized by it, so the two must agree to the byte; tests/unit/server/test_server_head.c). Keeps
+ * the lengths of h's strings in h for the write. */
+size_t tc__srv_head_size(tc__srv_head *h);
+/* Writes h's text at dst, which has tc__srv_head_size(h) bytes (measured on this h); returns the
+ * bytes written. */
+size_t tc__srv_head_write(char *dst, const tc__srv_head *h);
+
 /* The parser callbacks, set up once per process by tc__srv_parser_init(). */
 extern http_parser_settings tc__srv_parser_settings;
 void tc__srv_parser_init(void);

@@ -299,6 +299,81 @@ static response_body request_response_body(const tc_request *r, int status)
     return r->line_done && r->method == HTTP_HEAD ? BODY_HEAD_ONLY : BODY_SENT;
 }
 
+/* The size of a head, line by line as head_write writes it (nginx's header filter sizes its
+ * buffer the same way, sizeof("...") - 1 per fixed part). Static, so that it is inlined on the
+ * response path; tc__srv_head_size is the same for the unit test. */
+static inline size_t head_size(tc__srv_head *h)
+{
+    h->reason_len = strlen(h->reason);
+    size_t n = sizeof("HTTP/1.1 ") - 1 + tc__fmt_u64_len((unsigned)h->status) + 1 + h->reason_len +
+               sizeof("\r\n") - 1;
+    n += h->date_len;
+    if (h->content_type != NULL) {
+        h->content_type_len = strlen(h->content_type);
+        n += sizeof("Content-Type: ") - 1 + h->content_type_len + sizeof("\r\n") - 1;
+    }
+    if (h->has_length)
+        n += sizeof("Content-Length: ") - 1 + tc__fmt_u64_len(h->content_length) + sizeof("\r\n") -
+             1;
+    n += h->close ? sizeof("Connection: close\r\n") - 1 : sizeof("Connection: keep-alive\r\n") - 1;
+    n += sizeof("X-Request-Id: ") - 1 + h->id_len + sizeof("\r\n") - 1;
+    for (size_t i = 0; i < h->nheaders; i++) {
+        size_t name_len = strlen(h->headers[i].name), value_len = strlen(h->headers[i].value);
+        if (i < TC__SRV_HEAD_KEEP_LENS) {
+            h->name_len[i] = name_len;
+            h->value_len[i] = value_len;
+        }
+        n += name_len + sizeof(": ") - 1 + value_len + sizeof("\r\n") - 1;
+    }
+    return n + sizeof("\r\n") - 1;
+}
+
+static inline size_t head_write(char *dst, const tc__srv_head *h)
+{
+    char *p = dst;
+    p += append_str(p, TC__LIT("HTTP/1.1 "));
+    p += tc__fmt_u64(p, (unsigned)h->status);
+    *p++ = ' ';
+    p += append_str(p, h->reason, h->reason_len);
+    p += append_str(p, TC__LIT("\r\n"));
+    p += append_str(p, h->date, h->date_len);
+    if (h->content_type != NULL) {
+        p += append_str(p, TC__LIT("Content-Type: "));
+        p += append_str(p, h->content_type, h->content_type_len);
+        p += append_str(p, TC__LIT("\r\n"));
+    }
+    if (h->has_length) {
+        p += append_str(p, TC__LIT("Content-Length: "));
+        p += tc__fmt_u64(p, h->content_length);
+        p += append_str(p, TC__LIT("\r\n"));
+    }
+    p += h->close ? append_str(p, TC__LIT("Connection: close\r\n"))
+                  : append_str(p, TC__LIT("Connection: keep-alive\r\n"));
+    p += append_str(p, TC__LIT("X-Request-Id: "));
+    p += append_str(p, h->id, h->id_len);
+    p += append_str(p, TC__LIT("\r\n"));
+    for (size_t i = 0; i < h->nheaders; i++) {
+        const tc_server_header *hd = &h->headers[i];
+        int kept = i < TC__SRV_HEAD_KEEP_LENS;
+        p += append_str(p, hd->name, kept ? h->name_len[i] : strlen(hd->name));
+        p += append_str(p, TC__LIT(": "));
+        p += append_str(p, hd->value, kept ? h->value_len[i] : strlen(hd->value));
+        p += append_str(p, TC__LIT("\r\n"));
+    }
+    p += append_str(p, TC__LIT("\r\n"));
+    return (size_t)(p - dst);
+}
+
+size_t tc__srv_head_size(tc__srv_head *h)
+{
+    return head_size(h);
+}
+
+size_t tc__srv_head_write(char *dst, const tc__srv_head *h)
+{
+    return head_write(dst, h);
+}
+
 /* Builds the whole response into one buffer laid out as a tc__srv_write, so that flushing needs no
  * further allocation. */
 static int request_build_response(tc_request *r, int status, const char *content_type,
@@ -309,63 +384,43 @@ static int request_build_response(tc_request *r, int status, const char *content
     response_body kind = request_response_body(r, status);
     if (kind == BODY_EMPTY)
         body_len = 0;
-    if (kind == BODY_NONE)
-        content_type = NULL;
     if (r->id_len == 0)
         tc__srv_request_id_generate(r);
-    size_t cap = 256 + TC_REQUEST_ID_MAX + 32 + (kind == BODY_SENT ? body_len : 0);
-    if (content_type != NULL)
-        cap += strlen(content_type);
-    for (size_t i = 0; i < nheaders; i++)
-        cap += strlen(headers[i].name) + strlen(headers[i].value) + 4;
-    tc__srv_write *w = tc__malloc(sizeof(tc__srv_write) + cap);
-    if (w == NULL)
-        return TC_ENOMEM;
-    char *p = w->data;
     tc__srv_update_time(srv);
     /* A 1xx is no final answer: the client would wait on for one, so the connection closes. */
     int close = !r->keep_alive || r->close_after || srv->draining || srv->closing ||
                 !tc__srv_ready(srv) || status < 200;
+    /* Field by field: an initializer would zero the kept lengths too, on every response. */
+    tc__srv_head head;
+    head.status = status;
+    head.reason = tc_http_reason(status);
+    head.content_type = kind == BODY_NONE ? NULL : content_type;
+    head.has_length = kind != BODY_NONE;
+    head.content_length = body_len;
+    head.close = close;
+    head.date = srv->date;
+    head.date_len = srv->date_len;
+    head.id = r->id;
+    head.id_len = r->id_len;
+    head.headers = headers;
+    head.nheaders = nheaders;
+    size_t body_sent = kind == BODY_SENT ? body_len : 0;
+    size_t head_len = head_size(&head);
+    tc__srv_write *w = tc__malloc(sizeof(tc__srv_write) + head_len + body_sent);
+    if (w == NULL)
+        return TC_ENOMEM;
     r->close_after = close ? 1 : 0;
-    const char *reason = tc_http_reason(status);
-    p += append_str(p, TC__LIT("HTTP/1.1 "));
-    p += tc__fmt_u64(p, (unsigned)status);
-    *p++ = ' ';
-    p += append_str(p, reason, strlen(reason));
-    p += append_str(p, TC__LIT("\r\n"));
-    p += append_str(p, srv->date, srv->date_len);
-    if (content_type != NULL) {
-        p += append_str(p, TC__LIT("Content-Type: "));
-        p += append_str(p, content_type, strlen(content_type));
-        p += append_str(p, TC__LIT("\r\n"));
-    }
-    if (kind != BODY_NONE) {
-        p += append_str(p, TC__LIT("Content-Length: "));
-        p += tc__fmt_u64(p, body_len);
-        p += append_str(p, TC__LIT("\r\n"));
-    }
-    p += close ? append_str(p, TC__LIT("Connection: close\r\n"))
-               : append_str(p, TC__LIT("Connection: keep-alive\r\n"));
-    p += append_str(p, TC__LIT("X-Request-Id: "));
-    p += append_str(p, r->id, r->id_len);
-    p += append_str(p, TC__LIT("\r\n"));
-    for (size_t i = 0; i < nheaders; i++) {
-        p += append_str(p, headers[i].name, strlen(headers[i].name));
-        p += append_str(p, TC__LIT(": "));
-        p += append_str(p, headers[i].value, strlen(headers[i].value));
-        p += append_str(p, TC__LIT("\r\n"));
-    }
-    p += append_str(p, TC__LIT("\r\n"));
-    if (kind == BODY_SENT && body_len > 0)
-        p += append_str(p, body, body_len);
+    head_write(w->data, &head);
+    if (body_sent > 0)
+        memcpy(w->data + head_len, body, body_sent);
     r->resp = w->data;
-    r->resp_len = (size_t)(p - w->data);
+    r->resp_len = head_len + body_sent;
     r->status = status;
     return 0;
 }
 
 /* Common end of every request: bookkeeping, access log, then the queue decides what to send. */
-static void request_finish(tc_request *r)
+static inline void request_finish(tc_request *r)
 {
     tc_server *srv = r->srv;
     tc__srv_conn *c = r->conn;
