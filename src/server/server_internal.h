@@ -53,7 +53,7 @@ struct tc_request {
     unsigned keep_alive : 1;
     unsigned last_was_value : 1;
     unsigned dispatched : 1; /* handed to the handler */
-    unsigned finished : 1;   /* respond() or drop() was called, or synthetic */
+    unsigned finished : 1;   /* tc_request_respond*() or tc_request_drop() was called */
     unsigned aborted : 1;
     unsigned close_after : 1;
     unsigned drop : 1;
