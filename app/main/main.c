@@ -12,6 +12,7 @@
 
 #include "common/cli.h"
 #include "common/commands.h"
+#include "tailcut/version.h"
 
 static const struct command {
     const char *name;
@@ -37,7 +38,7 @@ static void usage(FILE *out)
  * headers it was built against). */
 static void print_versions(void)
 {
-    printf("tailcut %s\n", TC_VERSION);
+    printf("tailcut %s\n", TC_VERSION_STRING);
     printf("libuv %s\n", uv_version_string());
     const curl_version_info_data *curl = curl_version_info(CURLVERSION_NOW);
     printf("libcurl %s\n", curl->version);

@@ -32,12 +32,12 @@
 #include "client_internal.h"
 
 /* Memory and speed trade-offs. */
-#define TC_CLIENT_EASY_POOL_MAX 64 /* idle curl easy handles kept for reuse */
-#ifndef TC_CLIENT_RECV_BUFFER
-#define TC_CLIENT_RECV_BUFFER 2048 /* curl's per-transfer receive buffer (default 16 KiB) */
+#define TC__CURL_EASY_POOL_MAX 64 /* idle curl easy handles kept for reuse */
+#ifndef TC__CURL_RECV_BUFFER
+#define TC__CURL_RECV_BUFFER 2048 /* curl's per-transfer receive buffer (default 16 KiB) */
 #endif
-#define TC_CLIENT_MAX_REDIRECTS 5L      /* when follow_redirects is on */
-#define TC_CLIENT_EXPECT_THRESHOLD 1024 /* bodies above this get "Expect:" to skip 100-continue */
+#define TC__CURL_MAX_REDIRECTS 5L      /* when follow_redirects is on */
+#define TC__CURL_EXPECT_THRESHOLD 1024 /* bodies above this get "Expect:" to skip 100-continue */
 
 /* A pooled curl easy handle with the error buffer curl writes into. */
 typedef struct tc__easy {
@@ -383,17 +383,17 @@ static tc__easy *easy_new(tc__curl *c)
     SETOPT(h, CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
     SETOPT(h, CURLOPT_FOLLOWLOCATION, c->c->cfg.follow_redirects ? 1L : 0L);
-    SETOPT(h, CURLOPT_MAXREDIRS, TC_CLIENT_MAX_REDIRECTS);
+    SETOPT(h, CURLOPT_MAXREDIRS, TC__CURL_MAX_REDIRECTS);
     SETOPT(h, CURLOPT_SSL_VERIFYPEER, c->c->cfg.insecure ? 0L : 1L);
     SETOPT(h, CURLOPT_SSL_VERIFYHOST, c->c->cfg.insecure ? 0L : 2L);
     if (c->c->ca_file != NULL)
         SETOPT(h, CURLOPT_CAINFO, c->c->ca_file);
     SETOPT(h, CURLOPT_HTTP_VERSION,
            c->c->cfg.http2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
-    SETOPT(h, CURLOPT_BUFFERSIZE, (long)TC_CLIENT_RECV_BUFFER);
+    SETOPT(h, CURLOPT_BUFFERSIZE, (long)TC__CURL_RECV_BUFFER);
     SETOPT(h, CURLOPT_PROXY, "");   /* no proxy from the environment: upstreams are explicit */
     SETOPT(h, CURLOPT_NOPROXY, ""); /* and no per-request getenv("no_proxy") either */
-    SETOPT(h, CURLOPT_USERAGENT, "tailcut/" TC_VERSION);
+    SETOPT(h, CURLOPT_USERAGENT, "tailcut/" TC_VERSION_STRING);
     SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS, (long)c->c->cfg.connect_timeout_ms);
     return e;
 fail:
@@ -421,7 +421,7 @@ static void easy_release(tc__curl *c, tc__easy *e)
     /* Drop pointers into the finished request so that the idle handle holds nothing stale. */
     curl_easy_setopt(e->curl, CURLOPT_HTTPHEADER, NULL);
     curl_easy_setopt(e->curl, CURLOPT_PRIVATE, NULL);
-    if (!c->closing && c->neasy_pool < TC_CLIENT_EASY_POOL_MAX) {
+    if (!c->closing && c->neasy_pool < TC__CURL_EASY_POOL_MAX) {
         tc__list_push_back(&c->easy_pool, &e->link);
         c->neasy_pool++;
         return;
@@ -714,7 +714,7 @@ int tc__curl_prepare(tc__creq *r)
             return TC_ENOMEM;
         r->curl_headers = l;
     }
-    if (r->body != NULL && r->body_len > TC_CLIENT_EXPECT_THRESHOLD) {
+    if (r->body != NULL && r->body_len > TC__CURL_EXPECT_THRESHOLD) {
         struct curl_slist *l = curl_slist_append(r->curl_headers, "Expect:");
         if (l == NULL)
             return TC_ENOMEM;

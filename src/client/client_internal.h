@@ -24,10 +24,7 @@
 #include "base/table.h"
 #include "http/h1_parse.h"
 #include "tailcut/client.h"
-
-#ifndef TC_VERSION
-#define TC_VERSION "0"
-#endif
+#include "tailcut/version.h"
 
 /* Limits on what the network can make us store. */
 #define TC__CLIENT_MAX_HEADER_BYTES TC__H1_MAX_HEADER_BYTES /* response header block */

@@ -132,7 +132,7 @@ static size_t head_emit(const tc_client_request *req, const char *method, const 
         EMIT("\r\n");
     }
     if (!user_has(req, "user-agent"))
-        EMIT("User-Agent: tailcut/" TC_VERSION "\r\n");
+        EMIT("User-Agent: tailcut/" TC_VERSION_STRING "\r\n");
     if (!user_has(req, "accept"))
         EMIT("Accept: */*\r\n");
     for (size_t i = 0; i < req->nheaders; i++) {

@@ -17,7 +17,7 @@
  * "finishes": it detaches every link that has not fired, closes its timer, completes its future
  * and drops its references, so nothing keeps the loop alive afterwards.
  *
- * Allocation: a future is one malloc; its first TC_FUTURE_INLINE_CBS callbacks live inside it.
+ * Allocation: a future is one malloc; its first TC__FUTURE_INLINE_CBS callbacks live inside it.
  * A rejection message is copied (at most TC__FUTURE_MESSAGE_MAX bytes with the NUL); a NULL
  * message and cancellation use the static tc_strerror() text and allocate nothing. A combinator
  * is one malloc for its state and links, plus its result value where it has one.
@@ -32,7 +32,7 @@
 #include "tailcut/future.h"
 
 /* Callback slots stored inside the future before it needs a heap array. */
-#define TC_FUTURE_INLINE_CBS 2
+#define TC__FUTURE_INLINE_CBS 2
 
 enum future_origin { ORIGIN_PLAIN = 0, ORIGIN_FIRST_SUCCESS };
 
@@ -57,8 +57,8 @@ struct tc_future {
     const char *message;
     tc_future_cb cancel_hook;
     void *cancel_data;
-    struct cb_slot inline_cbs[TC_FUTURE_INLINE_CBS];
-    struct cb_slot *extra_cbs; /* slots ncb >= TC_FUTURE_INLINE_CBS */
+    struct cb_slot inline_cbs[TC__FUTURE_INLINE_CBS];
+    struct cb_slot *extra_cbs; /* slots ncb >= TC__FUTURE_INLINE_CBS */
 };
 
 /* ---- the future itself ---------------------------------------------------------------------- */
@@ -106,7 +106,7 @@ void tc_future_unref(tc_future *f)
 
 static struct cb_slot *slot_at(tc_future *f, uint32_t i)
 {
-    return i < TC_FUTURE_INLINE_CBS ? &f->inline_cbs[i] : &f->extra_cbs[i - TC_FUTURE_INLINE_CBS];
+    return i < TC__FUTURE_INLINE_CBS ? &f->inline_cbs[i] : &f->extra_cbs[i - TC__FUTURE_INLINE_CBS];
 }
 
 /* Fires every registered callback of a future that has just left PENDING, in registration
@@ -252,7 +252,7 @@ int tc_future_on_done(tc_future *f, tc_future_cb cb, void *data)
         tc_future_unref(f);
         return 0;
     }
-    if (f->ncb >= TC_FUTURE_INLINE_CBS && f->ncb - TC_FUTURE_INLINE_CBS == f->extra_cap) {
+    if (f->ncb >= TC__FUTURE_INLINE_CBS && f->ncb - TC__FUTURE_INLINE_CBS == f->extra_cap) {
         uint32_t cap = f->extra_cap == 0 ? 4 : f->extra_cap * 2;
         if (cap <= f->extra_cap)
             return TC_ENOMEM;

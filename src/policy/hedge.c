@@ -34,7 +34,7 @@
 
 /* Attempts get this much more time than the hedge's own deadline, so that the deadline timer,
  * not the client's timeout, decides when a hedge has run out of time. */
-#define TC_HEDGE_ATTEMPT_SLACK_MS 1000
+#define TC__HEDGE_ATTEMPT_SLACK_MS 1000
 
 typedef struct hedge hedge;
 
@@ -274,7 +274,7 @@ static void fire(hedge *h, unsigned n, int hedged)
     req.nheaders++;
     if (h->policy.deadline_ms > 0) {
         uint64_t left = h->policy.deadline_ms > now ? h->policy.deadline_ms - now : 0;
-        req.timeout_ms = left + TC_HEDGE_ATTEMPT_SLACK_MS;
+        req.timeout_ms = left + TC__HEDGE_ATTEMPT_SLACK_MS;
     }
     h->firing = 1;
     for (unsigned k = 0; k < n && !h->finished; k++) {

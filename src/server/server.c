@@ -10,11 +10,11 @@
  *
  * Memory: bytes are read into one buffer per server (the loop is single-threaded and each read
  * is parsed before the next), so an idle connection costs only its handles. A request copies
- * what it needs (target, headers, body) into its own storage, inline up to TC_REQ_INLINE bytes.
- * Every growth is bounded by max_uri, max_headers and max_body.
+ * what it needs (target, headers, body) into its own storage, inline up to TC__SRV_REQ_INLINE
+ * bytes. Every growth is bounded by max_uri, max_headers and max_body.
  *
  * Closing: after a final response the server sends FIN (uv_shutdown) and keeps reading and
- * discarding for up to TC_LINGER_MS, so that a client still sending does not turn our answer
+ * discarding for up to TC__SRV_LINGER_MS, so that a client still sending does not turn our answer
  * into a TCP reset ("lingering close").
  *
  * Files, like nginx's ngx_http_request.c family: this one holds the listener and the server
@@ -156,7 +156,7 @@ static int server_bind(tc_server *srv)
         close(fd);
         return tc_err_from_uv(err);
     }
-    err = uv_listen((uv_stream_t *)&srv->listener, TC_LISTEN_BACKLOG, tc__srv_on_connection);
+    err = uv_listen((uv_stream_t *)&srv->listener, TC__SRV_LISTEN_BACKLOG, tc__srv_on_connection);
     if (err != 0)
         return tc_err_from_uv(err);
     sl = sizeof(ss);

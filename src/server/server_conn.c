@@ -76,7 +76,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
         return;
     }
     /* FIN is out; keep reading (and discarding) until the client closes or the timer fires. */
-    uv_timer_start(&c->timer, on_linger_timeout, TC_LINGER_MS, 0);
+    uv_timer_start(&c->timer, on_linger_timeout, TC__SRV_LINGER_MS, 0);
     conn_read_on(c);
 }
 
@@ -281,7 +281,7 @@ static void conn_parse_failed(tc__srv_conn *c)
         break;
     case 431:
         (void)snprintf(msg, sizeof(msg), "request headers are larger than %zu bytes or %d fields",
-                       cfg->max_headers, TC_SERVER_MAX_HEADER_COUNT);
+                       cfg->max_headers, TC__SRV_MAX_HEADER_COUNT);
         tc__srv_queue_error(c, r, 431, "too_large", msg);
         break;
     case 503:
@@ -335,7 +335,7 @@ static void conn_dispatch(tc__srv_conn *c, const tc__link *after)
     }
 }
 
-/* Holds bytes that arrive while the pipeline is full, stopping reads past TC_SERVER_MAX_HELD.
+/* Holds bytes that arrive while the pipeline is full, stopping reads past TC__SRV_MAX_HELD.
  * Returns 0, or -1 when out of memory. */
 static int conn_hold(tc__srv_conn *c, const char *data, size_t len)
 {
@@ -345,7 +345,7 @@ static int conn_hold(tc__srv_conn *c, const char *data, size_t len)
     memcpy(p + c->pending_len, data, len);
     c->pending = p;
     c->pending_len += len;
-    if (c->pending_len >= TC_SERVER_MAX_HELD)
+    if (c->pending_len >= TC__SRV_MAX_HELD)
         tc__srv_conn_read_off(c);
     return 0;
 }
@@ -372,7 +372,7 @@ static void conn_parse(tc__srv_conn *c, const char *data, size_t len)
         c->parse_error = 1; /* the rest of the stream is not HTTP */
         tc__srv_conn_read_off(c);
     } else {
-        conn_read_on(c); /* it was off if held bytes had filled TC_SERVER_MAX_HELD */
+        conn_read_on(c); /* it was off if held bytes had filled TC__SRV_MAX_HELD */
     }
     conn_dispatch(c, before);
     c->in_dispatch = 0;

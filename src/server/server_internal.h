@@ -16,17 +16,17 @@
 #include "access_log.h"
 #include "tailcut/server.h"
 
-#define TC_READ_BUFFER (64 * 1024)
-#define TC_REQ_INLINE 1024
-#define TC_REQ_INLINE_HEADERS 16
-#define TC_SERVER_MAX_HEADER_COUNT 100
-#define TC_LINGER_MS 2000
-#define TC_LISTEN_BACKLOG 4096
+#define TC__SRV_READ_BUFFER (64 * 1024)
+#define TC__SRV_REQ_INLINE 1024
+#define TC__SRV_REQ_INLINE_HEADERS 16
+#define TC__SRV_MAX_HEADER_COUNT 100
+#define TC__SRV_LINGER_MS 2000
+#define TC__SRV_LISTEN_BACKLOG 4096
 /* While the pipeline is full, bytes that arrive are held (not parsed) up to this much; beyond
  * it reading stops. Reading on while paused is what lets a client's close be noticed at once. */
-#define TC_SERVER_MAX_HELD ((size_t)64 * 1024)
+#define TC__SRV_MAX_HELD ((size_t)64 * 1024)
 /* Freed request objects kept per server for reuse: they are too big for malloc's fast path. */
-#define TC_REQ_FREELIST 256
+#define TC__SRV_REQ_FREELIST 256
 /* A client address as the access log shows it: an IPv6 literal at most (INET6_ADDRSTRLEN). */
 #define TC__SRV_CLIENT_MAX 46
 
@@ -74,8 +74,8 @@ struct tc_request {
     char id[TC_REQUEST_ID_MAX];          /* X-Request-Id, taken or generated */
     char client[TC__SRV_CLIENT_MAX + 1]; /* the peer's address, for the access log */
 
-    tc__srv_hdr inline_hdrs[TC_REQ_INLINE_HEADERS];
-    char inline_buf[TC_REQ_INLINE];
+    tc__srv_hdr inline_hdrs[TC__SRV_REQ_INLINE_HEADERS];
+    char inline_buf[TC__SRV_REQ_INLINE];
 };
 
 typedef enum tc__srv_phase {
@@ -155,7 +155,7 @@ struct tc_server {
     size_t date_len;
     time_t log_sec;
     char log_time[32]; /* "2026-11-21T16:57:44" for log_sec: the log adds ".mmmZ" */
-    char read_buf[TC_READ_BUFFER];
+    char read_buf[TC__SRV_READ_BUFFER];
     char log_line[TC__LOG_LINE_MAX]; /* one access-log line is formatted here */
 };
 

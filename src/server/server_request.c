@@ -1,7 +1,7 @@
 /*
  * A request of the server (see server.c for the design): its storage (inline up to
- * TC_REQ_INLINE bytes, bounded by max_uri, max_headers and max_body), the http-parser callbacks
- * that fill it, the response it builds when the handler finishes it, and its accessors.
+ * TC__SRV_REQ_INLINE bytes, bounded by max_uri, max_headers and max_body), the http-parser
+ * callbacks that fill it, the response it builds when the handler finishes it, and its accessors.
  */
 #include <errno.h>
 #include <http_parser.h>
@@ -41,7 +41,7 @@ tc_request *tc__srv_request_new(tc__srv_conn *c)
     r->buf = r->inline_buf;
     r->cap = sizeof(r->inline_buf);
     r->hdrs = r->inline_hdrs;
-    r->hdrs_cap = TC_REQ_INLINE_HEADERS;
+    r->hdrs_cap = TC__SRV_REQ_INLINE_HEADERS;
     r->client_len = c->client_len;
     memcpy(r->client, c->client, c->client_len);
     return r;
@@ -56,7 +56,7 @@ void tc__srv_request_free(tc_request *r)
         tc__free(r->hdrs);
     if (r->resp != NULL)
         tc__free(r->resp - offsetof(tc__srv_write, data));
-    if (srv->nfree_reqs < TC_REQ_FREELIST && !srv->closing) {
+    if (srv->nfree_reqs < TC__SRV_REQ_FREELIST && !srv->closing) {
         tc__list_push_back(&srv->free_reqs, &r->link);
         srv->nfree_reqs++;
     } else {
@@ -143,10 +143,10 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     if (header_bytes_add(c, r, len) != 0)
         return -1;
     if (r->nhdrs == 0 || r->last_was_value) {
-        if (r->nhdrs == TC_SERVER_MAX_HEADER_COUNT)
+        if (r->nhdrs == TC__SRV_MAX_HEADER_COUNT)
             return fail(c, 431);
         if (r->nhdrs == r->hdrs_cap) {
-            unsigned cap = r->hdrs_cap > 0 ? r->hdrs_cap * 2 : TC_REQ_INLINE_HEADERS;
+            unsigned cap = r->hdrs_cap > 0 ? r->hdrs_cap * 2 : TC__SRV_REQ_INLINE_HEADERS;
             tc__srv_hdr *nh = tc__malloc(cap * sizeof(*nh));
             if (nh == NULL)
                 return fail(c, 503);
