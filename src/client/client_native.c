@@ -407,6 +407,32 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
     *b = uv_buf_init(k->nat->rbuf, sizeof(k->nat->rbuf));
 }
 
+/* r's response could not be read, for h1_parse's reason rc: each reason has its error code. */
+static void response_failed(tc__conn *k, tc__creq *r, tc__h1_status rc)
+{
+    char lim[64];
+    switch (rc) {
+    case TC__H1_BODY_TOO_LARGE:
+        (void)snprintf(lim, sizeof(lim), "%zu", r->max_body);
+        conn_fail(k, TC_ETOOLARGE, "%s: body larger than %s bytes", lim);
+        break;
+    case TC__H1_HEADERS_TOO_LARGE:
+        (void)snprintf(lim, sizeof(lim), "%zu bytes", TC__H1_MAX_HEADER_BYTES);
+        conn_fail(k, TC_EPROTO, "%s: response headers larger than %s", lim);
+        break;
+    case TC__H1_NOMEM:
+        conn_fail(k, TC_ENOMEM, "%s: %s", tc__h1_why(&r->h1, rc));
+        break;
+    case TC__H1_CLOSED_BEFORE_ANY:
+    case TC__H1_CLOSED_INCOMPLETE:
+        conn_fail(k, TC_ECONNRESET, "%s: %s", tc__h1_why(&r->h1, rc));
+        break;
+    default: /* TC__H1_INVALID, TC__H1_LINE_TOO_LONG, TC__H1_SWITCHING_PROTOCOLS */
+        conn_fail(k, TC_EPROTO, "%s: %s", tc__h1_why(&r->h1, rc));
+        break;
+    }
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     tc__conn *k = s->data;
@@ -418,37 +444,27 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     }
     tc__creq *r = k->r;
     if (nread < 0) {
-        int rc = nread == UV_EOF ? tc__h1_eof(&r->h1) : TC_ECONNRESET;
+        /* A read error is told in the system's words, the end of the stream in h1_parse's. */
+        tc__h1_status rc = nread == UV_EOF ? tc__h1_eof(&r->h1) : TC__H1_CLOSED_INCOMPLETE;
         if (rc == TC__H1_DONE) {
             on_response_done(k, 0);
         } else if (r->h1.received == 0) {
-            conn_died_unanswered(k, nread == UV_EOF ? "connection closed before any response byte"
+            conn_died_unanswered(k, nread == UV_EOF ? tc__h1_why(&r->h1, TC__H1_CLOSED_BEFORE_ANY)
                                                     : uv_strerror((int)nread));
         } else {
             conn_fail(k, TC_ECONNRESET, "%s: %s",
-                      nread == UV_EOF ? r->h1.why : uv_strerror((int)nread));
+                      nread == UV_EOF ? tc__h1_why(&r->h1, rc) : uv_strerror((int)nread));
         }
         return;
     }
     size_t extra = 0;
-    int rc = tc__h1_feed(&r->h1, b->base, (size_t)nread, &extra);
+    tc__h1_status rc = tc__h1_feed(&r->h1, b->base, (size_t)nread, &extra);
     if (rc == TC__H1_MORE)
         return;
-    if (rc == TC__H1_DONE) {
+    if (rc == TC__H1_DONE)
         on_response_done(k, extra);
-        return;
-    }
-    if (rc == TC_ETOOLARGE) {
-        char lim[48];
-        (void)snprintf(lim, sizeof(lim), "%zu", r->max_body);
-        conn_fail(k, rc, "%s: body larger than %s bytes", lim);
-    } else if (rc == TC_EPROTO && r->h1.why != NULL && strstr(r->h1.why, "headers") != NULL) {
-        char lim[64];
-        (void)snprintf(lim, sizeof(lim), "%zu bytes", TC__H1_MAX_HEADER_BYTES);
-        conn_fail(k, rc, "%s: response headers larger than %s", lim);
-    } else {
-        conn_fail(k, rc, "%s: %s", r->h1.why ? r->h1.why : "invalid response");
-    }
+    else
+        response_failed(k, r, rc);
 }
 
 static void on_written(uv_write_t *w, int status)

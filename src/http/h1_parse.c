@@ -18,10 +18,10 @@ static tc__h1 *of(http_parser *p)
     return p->data;
 }
 
-static int fail(tc__h1 *h, int err, const char *why)
+/* Stops the parser from inside a callback, for reason err. */
+static int stop(tc__h1 *h, tc__h1_status err)
 {
     h->err = err;
-    h->why = why;
     return -1;
 }
 
@@ -29,9 +29,9 @@ static int put(tc__h1 *h, const char *p, size_t n)
 {
     int rc = tc__buf_append(h->out, p, n);
     if (rc == TC_ETOOLARGE)
-        return fail(h, TC_EPROTO, "response headers too large");
+        return stop(h, TC__H1_HEADERS_TOO_LARGE);
     if (rc != 0)
-        return fail(h, rc, "out of memory");
+        return stop(h, TC__H1_NOMEM);
     return 0;
 }
 
@@ -39,10 +39,10 @@ static int put(tc__h1 *h, const char *p, size_t n)
 static int put_head(tc__h1 *h, const char *p, size_t n)
 {
     if (h->out->len + n > TC__H1_MAX_HEADER_BYTES)
-        return fail(h, TC_EPROTO, "response headers too large");
+        return stop(h, TC__H1_HEADERS_TOO_LARGE);
     h->line_len += n;
     if (h->line_len > TC__H1_MAX_LINE)
-        return fail(h, TC_EPROTO, "response header line too long");
+        return stop(h, TC__H1_LINE_TOO_LONG);
     return put(h, p, n);
 }
 
@@ -114,13 +114,13 @@ static int on_headers_complete(http_parser *p)
         return -1;
     h->body_off = h->out->len;
     if (p->status_code == 101)
-        return fail(h, TC_EPROTO, "unexpected 101 Switching Protocols");
+        return stop(h, TC__H1_SWITCHING_PROTOCOLS);
     if (p->status_code >= 100 && p->status_code < 200)
         return 0; /* interim: no body; dropped when complete */
     if (h->head_only || p->status_code == 204 || p->status_code == 304)
         return 1; /* no body whatever the headers say (RFC 9112 section 6.3) */
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > h->max_body)
-        return fail(h, TC_ETOOLARGE, "body too large");
+        return stop(h, TC__H1_BODY_TOO_LARGE);
     return 0;
 }
 
@@ -128,7 +128,7 @@ static int on_body(http_parser *p, const char *at, size_t len)
 {
     tc__h1 *h = of(p);
     if (len > h->max_body - (h->out->len - h->body_off))
-        return fail(h, TC_ETOOLARGE, "body too large");
+        return stop(h, TC__H1_BODY_TOO_LARGE);
     return put(h, at, len);
 }
 
@@ -175,21 +175,18 @@ void tc__h1_init(tc__h1 *h, tc__buf *out, size_t max_body, int head_only)
     h->head_only = head_only;
 }
 
-static int result(tc__h1 *h)
+static tc__h1_status result(const tc__h1 *h)
 {
     if (h->err != 0)
         return h->err;
-    enum http_errno e = HTTP_PARSER_ERRNO(&h->parser);
     if (h->done)
         return TC__H1_DONE;
-    if (e != HPE_OK) {
-        h->why = http_errno_description(e);
-        return TC_EPROTO;
-    }
+    if (HTTP_PARSER_ERRNO(&h->parser) != HPE_OK)
+        return TC__H1_INVALID;
     return TC__H1_MORE;
 }
 
-int tc__h1_feed(tc__h1 *h, const char *data, size_t n, size_t *extra)
+tc__h1_status tc__h1_feed(tc__h1 *h, const char *data, size_t n, size_t *extra)
 {
     *extra = 0;
     if (h->done)
@@ -198,13 +195,13 @@ int tc__h1_feed(tc__h1 *h, const char *data, size_t n, size_t *extra)
         return result(h);
     h->received += n;
     size_t used = http_parser_execute(&h->parser, &settings, data, n);
-    int rc = result(h);
+    tc__h1_status rc = result(h);
     if (rc == TC__H1_DONE)
         *extra = n - used;
     return rc;
 }
 
-int tc__h1_eof(tc__h1 *h)
+tc__h1_status tc__h1_eof(tc__h1 *h)
 {
     if (h->done)
         return TC__H1_DONE;
@@ -217,7 +214,31 @@ int tc__h1_eof(tc__h1 *h)
         if (h->err != 0)
             return h->err;
     }
-    h->why = h->received == 0 ? "connection closed before any response byte"
-                              : "connection closed before the response was complete";
-    return TC_ECONNRESET;
+    return h->received == 0 ? TC__H1_CLOSED_BEFORE_ANY : TC__H1_CLOSED_INCOMPLETE;
+}
+
+const char *tc__h1_why(const tc__h1 *h, tc__h1_status status)
+{
+    switch (status) {
+    case TC__H1_MORE:
+    case TC__H1_DONE:
+        break;
+    case TC__H1_INVALID:
+        return http_errno_description(HTTP_PARSER_ERRNO(&h->parser));
+    case TC__H1_HEADERS_TOO_LARGE:
+        return "response headers too large";
+    case TC__H1_LINE_TOO_LONG:
+        return "response header line too long";
+    case TC__H1_SWITCHING_PROTOCOLS:
+        return "unexpected 101 Switching Protocols";
+    case TC__H1_BODY_TOO_LARGE:
+        return "body too large";
+    case TC__H1_NOMEM:
+        return "out of memory";
+    case TC__H1_CLOSED_BEFORE_ANY:
+        return "connection closed before any response byte";
+    case TC__H1_CLOSED_INCOMPLETE:
+        return "connection closed before the response was complete";
+    }
+    return "invalid response";
 }
