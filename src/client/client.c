@@ -36,7 +36,7 @@
 #define TC__CLIENT_ADMIT_MIN_MS 5
 
 static void pump_queue(tc_client *c);
-static void maybe_finish_close(tc_client *c);
+static void client_maybe_finish_close(tc_client *c);
 
 static double ns_to_ms(uint64_t ns)
 {
@@ -59,7 +59,7 @@ void tc_client_config_init(tc_client_config *cfg)
 
 /* ---- deadlines ------------------------------------------------------------------------------ */
 
-static void on_deadline(uv_timer_t *t);
+static void on_client_deadline(uv_timer_t *t);
 
 /* Arms the deadline timer for the earliest deadline. Cheap enough to call after every change. */
 static void deadline_rearm(tc_client *c)
@@ -72,7 +72,7 @@ static void deadline_rearm(tc_client *c)
         return;
     }
     uint64_t now = uv_now(c->loop);
-    uv_timer_start(&c->deadline_timer, on_deadline, n->key > now ? n->key - now : 0, 0);
+    uv_timer_start(&c->deadline_timer, on_client_deadline, n->key > now ? n->key - now : 0, 0);
 }
 
 static int deadline_set(tc_client *c, tc__creq *r, uint64_t from_ms)
@@ -135,7 +135,8 @@ static void detach(tc__creq *r)
     tc__heap_remove(&c->deadlines, &r->timeout);
     if (tc__heap_min(&c->deadlines) == NULL)
         uv_timer_stop(&c->deadline_timer); /* an armed timer would keep the loop alive */
-    /* A removed head leaves the timer early, and on_deadline re-arms: no restart needed here. */
+    /* A removed head leaves the timer early, and on_client_deadline re-arms: no restart needed
+     * here. */
     if (r->state == TC__REQ_QUEUED) {
         tc__list_remove(&r->link);
     } else if (r->state == TC__REQ_RUNNING) {
@@ -168,7 +169,7 @@ static void retire(tc__creq *r)
 
 /* Takes r out of everything, lets queued requests take the freed slot first (FIFO), and returns
  * the producer's reference to its future, which the caller completes. */
-static tc_future *finish(tc__creq *r)
+static tc_future *creq_finish(tc__creq *r)
 {
     tc_client *c = r->client;
     tc_future *f = r->future;
@@ -186,7 +187,7 @@ void tc__creq_fail(tc__creq *r, int err, const char *msg)
      * r from all three before it is freed, so r is never one freed on an earlier turn. */
     // NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
     tc_client *c = r->client;
-    tc_future *f = finish(r);
+    tc_future *f = creq_finish(r);
     if (tc_future_reject(f, err, msg) == TC_ECANCELED)
         c->stats.cancelled++;
     else
@@ -209,7 +210,7 @@ void tc__creq_succeed(tc__creq *r, int status, int http_version, size_t body_off
     r->resp.total_ms = ns_to_ms(uv_hrtime() - r->start_ns);
     if (http_version == 20)
         r->origin->multiplex = 1;
-    tc_future *f = finish(r);
+    tc_future *f = creq_finish(r);
     if (tc_future_fulfill(f, &r->resp, response_free) == TC_ECANCELED)
         c->stats.cancelled++; /* cancelled by a callback run from pump_queue; r is freed */
     else
@@ -232,7 +233,7 @@ static void req_cancel_hook(tc_future *f, void *data)
 }
 
 /* Puts r on the wire now. Returns 0, or an error after which r is unchanged (TC__REQ_NEW). */
-static int admit(tc__creq *r)
+static int creq_admit(tc__creq *r)
 {
     tc_client *c = r->client;
     r->state = TC__REQ_RUNNING;
@@ -281,7 +282,7 @@ static void pump_queue(tc_client *c)
                 continue; /* (nearly) expired: the deadline timer fails it next */
             tc__list_remove(&r->link);
             r->state = TC__REQ_NEW;
-            int err = admit(r);
+            int err = creq_admit(r);
             if (err != 0) {
                 /* Its callbacks may change the queue: read it afresh. */
                 tc__creq_fail(r, err, NULL);
@@ -295,7 +296,7 @@ static void pump_queue(tc_client *c)
 
 /* The deadline timer: every request whose deadline has come fails with TC_ETIMEDOUT, wherever
  * it is (queued, connecting, mid-body). */
-static void on_deadline(uv_timer_t *t)
+static void on_client_deadline(uv_timer_t *t)
 {
     tc_client *c = tc__container_of(t, tc_client, deadline_timer);
     uint64_t now = tc__now_ms();
@@ -318,10 +319,10 @@ static void on_deadline(uv_timer_t *t)
 void tc__client_handle_closed(tc_client *c)
 {
     c->open_handles--;
-    maybe_finish_close(c);
+    client_maybe_finish_close(c);
 }
 
-static void on_handle_closed(uv_handle_t *h)
+static void on_client_handle_closed(uv_handle_t *h)
 {
     tc__client_handle_closed(h->data);
 }
@@ -570,7 +571,7 @@ int tc_client_request_start(tc_future **out, tc_client *c, const tc_client_reque
     *out = f;
 
     if (can_admit(c, r->origin)) {
-        err = admit(r);
+        err = creq_admit(r);
         if (err != 0)
             tc__creq_fail(r, err, NULL);
     } else {
@@ -637,7 +638,7 @@ uv_loop_t *tc_client_loop(const tc_client *client)
 
 /* ---- closing -------------------------------------------------------------------------------- */
 
-static void maybe_finish_close(tc_client *c)
+static void client_maybe_finish_close(tc_client *c)
 {
     if (!c->closing || c->open_handles > 0 || c->native != NULL || c->curl != NULL)
         return;
@@ -682,6 +683,6 @@ void tc_client_close(tc_client *c, tc_client_close_cb close_cb, void *data)
     if (c->curl != NULL)
         tc__curl_close(c);
     uv_timer_stop(&c->deadline_timer);
-    uv_close((uv_handle_t *)&c->deadline_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->deadline_timer, on_client_handle_closed);
     tc__client_handle_closed(c);
 }

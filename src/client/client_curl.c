@@ -149,7 +149,7 @@ static size_t on_header(char *data, size_t size, size_t nitems, void *userp)
     return out_append(r, data, n) == 0 ? n : 0;
 }
 
-static size_t on_body(char *data, size_t size, size_t nitems, void *userp)
+static size_t on_curl_body(char *data, size_t size, size_t nitems, void *userp)
 {
     tc__creq *r = userp;
     size_t n = size * nitems;
@@ -368,7 +368,7 @@ static tc__easy *easy_new(tc__curl *c)
     SETOPT(h, CURLOPT_NOSIGNAL, 1L);
     SETOPT(h, CURLOPT_TCP_NODELAY, 1L);
     SETOPT(h, CURLOPT_ERRORBUFFER, e->errbuf);
-    SETOPT(h, CURLOPT_WRITEFUNCTION, on_body);
+    SETOPT(h, CURLOPT_WRITEFUNCTION, on_curl_body);
     SETOPT(h, CURLOPT_HEADERFUNCTION, on_header);
     SETOPT(h, CURLOPT_PREREQFUNCTION, on_prereq);
     SETOPT(h, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);

@@ -89,7 +89,7 @@ static int conn_open(tc__native *nat, tc__creq *r);
 /* strcasecmp(name, lower) == 0 for a lower-case literal starting with a letter; the first byte
  * is compared before the call, since most names differ there (X-Request-Id, X-Tailcut-Attempt
  * against host, accept...): the head is built for every attempt. */
-static int name_is(const char *name, const char *lower)
+static int header_name_is(const char *name, const char *lower)
 {
     return ((unsigned char)name[0] | 0x20) == (unsigned char)lower[0] &&
            strcasecmp(name, lower) == 0;
@@ -98,14 +98,14 @@ static int name_is(const char *name, const char *lower)
 static int user_has(const tc_client_request *req, const char *name)
 {
     for (size_t i = 0; i < req->nheaders; i++)
-        if (name_is(req->headers[i].name, name))
+        if (header_name_is(req->headers[i].name, name))
             return 1;
     return 0;
 }
 
 static int framing_header(const char *name)
 {
-    return name_is(name, "content-length") || name_is(name, "transfer-encoding");
+    return header_name_is(name, "content-length") || header_name_is(name, "transfer-encoding");
 }
 
 /* Writes the head into dst (or only counts it, dst NULL) and returns its length. The framing
@@ -400,7 +400,7 @@ static void on_response_done(tc__conn *k, size_t extra)
     tc__creq_succeed(r, r->h1.status, r->h1.version, body_off);
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+static void on_native_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
     tc__conn *k = h->data;
     (void)suggested;
@@ -433,7 +433,7 @@ static void response_failed(tc__conn *k, tc__creq *r, tc__h1_status rc)
     }
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+static void on_native_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     tc__conn *k = s->data;
     if (nread == 0 || k->state == C_CLOSING)
@@ -542,7 +542,7 @@ static void on_connected(uv_connect_t *req, int status)
     }
     uv_timer_stop(&k->timer); /* the connect timeout */
     uv_tcp_nodelay(&k->tcp, 1);
-    int err = uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read);
+    int err = uv_read_start((uv_stream_t *)&k->tcp, on_native_alloc, on_native_read);
     if (err == 0)
         err = conn_send(k);
     if (err != 0)

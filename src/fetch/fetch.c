@@ -228,7 +228,7 @@ static void maybe_done(tc_fetch *f);
 
 /* r is over (a response, an error, or an input error): frees its slots and reports it, now or
  * once everything before it has been reported. */
-static void finish(tc_fetch *f, fetch_req *r, int status, int error, const char *message)
+static void record_finish(tc_fetch *f, fetch_req *r, int status, int error, const char *message)
 {
     r->state = REQ_FINISHED;
     r->status = status;
@@ -278,7 +278,7 @@ static void on_retry_timer(uv_timer_t *t)
     attempt_start(r->f, r);
 }
 
-static void on_attempt_done(tc_future *fut, void *data)
+static void on_fetch_attempt_done(tc_future *fut, void *data)
 {
     fetch_req *r = data;
     tc_fetch *f = r->f;
@@ -325,10 +325,10 @@ static void on_attempt_done(tc_future *fut, void *data)
         }
         /* No timer: report this attempt's outcome as the final one. */
     }
-    finish(f, r, status, error, error ? tc_future_message(fut) : "");
+    record_finish(f, r, status, error, error ? tc_future_message(fut) : "");
 }
 
-/* Starts one attempt of r, which holds its slots. May finish r before returning. */
+/* Starts one attempt of r, which holds its slots. May finish r (record_finish) before returning. */
 static void attempt_start(tc_fetch *f, fetch_req *r)
 {
     tc_client_request q = f->req;
@@ -336,7 +336,8 @@ static void attempt_start(tc_fetch *f, fetch_req *r)
     q.timeout_ms = f->cfg.timeout_ms;
     q.max_body = f->cfg.max_body;
     q.timeout_from_admit = 1; /* waiting for a per-host slot is not the server's slowness */
-    if (r->attempts == 0 && r->start_ns == 0) /* with a rate, admit() set the scheduled time */
+    if (r->attempts == 0 &&
+        r->start_ns == 0) /* with a rate, record_admit() set the scheduled time */
         r->start_ns = uv_hrtime();
     r->attempts++;
     f->stats.attempts++;
@@ -346,16 +347,16 @@ static void attempt_start(tc_fetch *f, fetch_req *r)
     tc_future *fut = NULL;
     int rc = tc_client_request_start(&fut, f->client, &q);
     if (rc != 0) {
-        finish(f, r, 0, rc, tc_strerror(rc));
+        record_finish(f, r, 0, rc, tc_strerror(rc));
         return;
     }
     r->future = fut;
-    rc = tc_future_on_done(fut, on_attempt_done, r); /* fires at once for a rejected URL */
+    rc = tc_future_on_done(fut, on_fetch_attempt_done, r); /* fires at once for a rejected URL */
     if (rc != 0) {
         r->future = NULL;
         tc_future_cancel(fut);
         tc_future_unref(fut);
-        finish(f, r, 0, rc, tc_strerror(rc));
+        record_finish(f, r, 0, rc, tc_strerror(rc));
     }
 }
 
@@ -363,18 +364,18 @@ static void attempt_start(tc_fetch *f, fetch_req *r)
 
 /* Takes one item from the source into r and starts it, or finishes it. due is the scheduled
  * time of the next request (cfg.rate), which an item rejected before any request leaves free. */
-static void admit(tc_fetch *f, fetch_req *r, tc_fetch_input *in, uint64_t due)
+static void record_admit(tc_fetch *f, fetch_req *r, tc_fetch_input *in, uint64_t due)
 {
     r->url = in->url;
     r->state = REQ_TAKEN;
     f->active++;
     f->stats.taken++;
     if (r->url == NULL) {
-        finish(f, r, 0, TC_EINVAL, "no URL");
+        record_finish(f, r, 0, TC_EINVAL, "no URL");
         return;
     }
     if (in->error != 0) {
-        finish(f, r, 0, in->error, in->message ? in->message : tc_strerror(in->error));
+        record_finish(f, r, 0, in->error, in->message ? in->message : tc_strerror(in->error));
         return;
     }
     if (f->cfg.rate > 0) {
@@ -438,7 +439,7 @@ static void pump(tc_fetch *f)
                 f->has_pending = 1;
                 break;
             }
-            admit(f, record_take(f), &in, due);
+            record_admit(f, record_take(f), &in, due);
         }
     } while (f->again && !f->stopping);
     f->pumping = 0;
@@ -481,7 +482,7 @@ static void stop_all(tc_fetch *f)
         fetch_req *r = &f->reqs[i];
         switch (r->state) {
         case REQ_RUNNING:
-            if (!tc_future_cancel(r->future)) /* fires on_attempt_done, which drops r */
+            if (!tc_future_cancel(r->future)) /* fires on_fetch_attempt_done, which drops r */
                 record_cancel(f, r);          /* cannot happen: done futures were handled */
             break;
         case REQ_WAITING:

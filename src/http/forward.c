@@ -76,7 +76,7 @@ int tc__header_line_parse(const char *arg, size_t len, size_t *name_len, const c
     return 0;
 }
 
-static int name_is(const char *name, size_t len, const char *lit)
+static int header_name_equals(const char *name, size_t len, const char *lit)
 {
     return strlen(lit) == len && strncasecmp(name, lit, len) == 0;
 }
@@ -88,7 +88,7 @@ int tc__header_never_forwarded(const char *name, size_t len)
         "TE",   "Trailer",        "Upgrade",           "X-Tailcut-Attempt",
     };
     for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++)
-        if (name_is(name, len, never[i]))
+        if (header_name_equals(name, len, never[i]))
             return 1;
     return len >= 6 && strncasecmp(name, "Proxy-", 6) == 0;
 }

@@ -25,7 +25,7 @@ static int stop(tc__h1 *h, tc__h1_status err)
     return -1;
 }
 
-static int put(tc__h1 *h, const char *p, size_t n)
+static int response_put(tc__h1 *h, const char *p, size_t n)
 {
     int rc = tc__buf_append(h->out, p, n);
     if (rc == TC_ETOOLARGE)
@@ -36,14 +36,14 @@ static int put(tc__h1 *h, const char *p, size_t n)
 }
 
 /* Head bytes go through here: they count toward the header block's limit. */
-static int put_head(tc__h1 *h, const char *p, size_t n)
+static int response_put_head(tc__h1 *h, const char *p, size_t n)
 {
     if (h->out->len + n > TC__H1_MAX_HEADER_BYTES)
         return stop(h, TC__H1_HEADERS_TOO_LARGE);
     h->line_len += n;
     if (h->line_len > TC__H1_MAX_LINE)
         return stop(h, TC__H1_LINE_TOO_LONG);
-    return put(h, p, n);
+    return response_put(h, p, n);
 }
 
 static int status_line(tc__h1 *h)
@@ -65,18 +65,18 @@ static int status_line(tc__h1 *h)
     s[n++] = (char)('0' + st % 10);
     s[n++] = ' ';
     h->line_len = 0;
-    return put_head(h, s, (size_t)n);
+    return response_put_head(h, s, (size_t)n);
 }
 
-static int on_status(http_parser *p, const char *at, size_t len)
+static int on_response_status(http_parser *p, const char *at, size_t len)
 {
     tc__h1 *h = of(p);
     if (status_line(h) != 0)
         return -1;
-    return put_head(h, at, len);
+    return response_put_head(h, at, len);
 }
 
-static int on_header_field(http_parser *p, const char *at, size_t len)
+static int on_response_header_field(http_parser *p, const char *at, size_t len)
 {
     tc__h1 *h = of(p);
     if (h->body_off != 0)
@@ -85,32 +85,32 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
         return -1;
     if (h->last != 1) {
         h->line_len = 0;
-        if (put_head(h, TC__LIT("\r\n")) != 0)
+        if (response_put_head(h, TC__LIT("\r\n")) != 0)
             return -1;
         h->line_len = 0;
     }
     h->last = 1;
-    return put_head(h, at, len);
+    return response_put_head(h, at, len);
 }
 
-static int on_header_value(http_parser *p, const char *at, size_t len)
+static int on_response_header_value(http_parser *p, const char *at, size_t len)
 {
     tc__h1 *h = of(p);
     if (h->body_off != 0)
         return 0;
-    if (h->last != 2 && put_head(h, TC__LIT(": ")) != 0)
+    if (h->last != 2 && response_put_head(h, TC__LIT(": ")) != 0)
         return -1;
     h->last = 2;
-    return put_head(h, at, len);
+    return response_put_head(h, at, len);
 }
 
-static int on_headers_complete(http_parser *p)
+static int on_response_headers_complete(http_parser *p)
 {
     tc__h1 *h = of(p);
     if (status_line(h) != 0)
         return -1;
     h->line_len = 0;
-    if (put_head(h, TC__LIT("\r\n\r\n")) != 0 || put(h, "", 1) != 0)
+    if (response_put_head(h, TC__LIT("\r\n\r\n")) != 0 || response_put(h, "", 1) != 0)
         return -1;
     h->body_off = h->out->len;
     if (p->status_code == 101)
@@ -124,12 +124,12 @@ static int on_headers_complete(http_parser *p)
     return 0;
 }
 
-static int on_body(http_parser *p, const char *at, size_t len)
+static int on_response_body(http_parser *p, const char *at, size_t len)
 {
     tc__h1 *h = of(p);
     if (len > h->max_body - (h->out->len - h->body_off))
         return stop(h, TC__H1_BODY_TOO_LARGE);
-    return put(h, at, len);
+    return response_put(h, at, len);
 }
 
 static void restart_head(tc__h1 *h)
@@ -141,7 +141,7 @@ static void restart_head(tc__h1 *h)
     h->status_written = 0;
 }
 
-static int on_message_complete(http_parser *p)
+static int on_response_message_complete(http_parser *p)
 {
     tc__h1 *h = of(p);
     if (p->status_code >= 100 && p->status_code < 200) {
@@ -157,12 +157,12 @@ static int on_message_complete(http_parser *p)
 }
 
 static const http_parser_settings settings = {
-    .on_status = on_status,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
+    .on_status = on_response_status,
+    .on_header_field = on_response_header_field,
+    .on_header_value = on_response_header_value,
+    .on_headers_complete = on_response_headers_complete,
+    .on_body = on_response_body,
+    .on_message_complete = on_response_message_complete,
 };
 
 void tc__h1_init(tc__h1 *h, tc__buf *out, size_t max_body, int head_only)

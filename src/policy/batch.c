@@ -400,7 +400,7 @@ static void close_collecting(tc_batcher *b)
     batch_ready(b, t);
 }
 
-static void on_timer(uv_timer_t *timer)
+static void on_batcher_timer(uv_timer_t *timer)
 {
     tc_batcher *b = timer->data;
     if (b->current == NULL)
@@ -409,7 +409,7 @@ static void on_timer(uv_timer_t *timer)
     close_collecting(b);
 }
 
-static void on_timer_closed(uv_handle_t *h)
+static void on_batcher_timer_closed(uv_handle_t *h)
 {
     tc_batcher *b = h->data;
     if (b->close_cb != NULL)
@@ -419,12 +419,12 @@ static void on_timer_closed(uv_handle_t *h)
     tc__free(b);
 }
 
-static void maybe_finish_close(tc_batcher *b)
+static void batcher_maybe_finish_close(tc_batcher *b)
 {
     if (!b->closing || b->close_started || b->st.in_flight > 0)
         return;
     b->close_started = 1;
-    uv_close((uv_handle_t *)&b->timer, on_timer_closed);
+    uv_close((uv_handle_t *)&b->timer, on_batcher_timer_closed);
 }
 
 /* ---- waiters -------------------------------------------------------------------------------- */
@@ -539,7 +539,7 @@ void tc_batcher_close(tc_batcher *b, tc_batcher_close_cb close_cb, void *data)
         queue_remove(b, t);
         batch_cancel_all(t);
     }
-    maybe_finish_close(b);
+    batcher_maybe_finish_close(b);
 }
 
 int tc_batcher_submit(tc_future **out, tc_batcher *b, const void *key, size_t key_len)
@@ -581,7 +581,7 @@ int tc_batcher_submit(tc_future **out, tc_batcher *b, const void *key, size_t ke
         b->current = t;
         t->first_ns = uv_hrtime();
         uv_update_time(b->loop); /* "max_wait after the first key", not after the loop woke */
-        uv_timer_start(&b->timer, on_timer, b->cfg.max_wait_ms, 0);
+        uv_timer_start(&b->timer, on_batcher_timer, b->cfg.max_wait_ms, 0);
     }
     entry *e = &t->entries[idx];
     w->f = tc_future_ref(f);
@@ -734,7 +734,7 @@ static void batch_finish(tc_batch *batch, int err, const char *message, int fail
     }
     batch_unhold(batch);
     queue_pump(b);
-    maybe_finish_close(b);
+    batcher_maybe_finish_close(b);
 }
 
 void tc_batch_done(tc_batch *batch)

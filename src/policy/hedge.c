@@ -4,7 +4,7 @@
  * The one idea: a hedge is a small state machine driven by three kinds of events (an attempt
  * finished, the hedge timer, the deadline timer), and every one of them goes through
  * hedge_check(), which decides whether to fire extra attempts, to finish, or to wait.
- * finish() is the only exit: it cancels what still runs, stops the timers, records latencies
+ * hedge_finish() is the only exit: it cancels what still runs, stops the timers, records latencies
  * for an adaptive policy and hands the result to the hedge's future. Attempts are client
  * futures; cancelling one aborts its transfer.
  *
@@ -15,8 +15,8 @@
  * were all denied has nothing left to wait for, and hedge_check() ends it.
  *
  * Lifetime: the hedge state holds two uv timers, so it is freed only after both close
- * callbacks, which finish() or the cancel hook start. The result is a separate allocation that
- * becomes the future's value (and holds a reference to every attempt's future, so responses
+ * callbacks, which hedge_finish() or the cancel hook start. The result is a separate allocation
+ * that becomes the future's value (and holds a reference to every attempt's future, so responses
  * stay readable for as long as the caller holds the hedge's future).
  */
 #include <stdlib.h>
@@ -55,7 +55,7 @@ struct hedge {
     uv_timer_t deadline_timer;
     int open_handles;
     unsigned done;           /* attempts that have ended */
-    int finished;            /* finish() or cancel ran */
+    int finished;            /* hedge_finish() or cancel ran */
     int firing;              /* inside fire(): checks wait until it returns */
     unsigned extras_decided; /* extras fired or denied so far */
     int extras_stopped;      /* an extra was denied with nothing in flight: no more extras */
@@ -150,7 +150,7 @@ static void hedge_free(hedge *h)
     tc__free(h);
 }
 
-static void on_timer_closed(uv_handle_t *handle)
+static void on_hedge_timer_closed(uv_handle_t *handle)
 {
     hedge *h = handle->data;
     if (--h->open_handles == 0)
@@ -167,8 +167,8 @@ static void hedge_wind_down(hedge *h)
         if (f != NULL && !tc_future_done(f))
             tc_future_cancel(f);
     }
-    uv_close((uv_handle_t *)&h->hedge_timer, on_timer_closed);
-    uv_close((uv_handle_t *)&h->deadline_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&h->hedge_timer, on_hedge_timer_closed);
+    uv_close((uv_handle_t *)&h->deadline_timer, on_hedge_timer_closed);
 }
 
 static void observe(hedge *h, const tc_hedge_result *r)
@@ -194,7 +194,7 @@ static void record_latencies(hedge *h, const tc_hedge_result *r)
     }
 }
 
-static void finish(hedge *h, int error)
+static void hedge_finish(hedge *h, int error)
 {
     if (h->finished)
         return;
@@ -207,7 +207,7 @@ static void finish(hedge *h, int error)
     tc_future_fulfill(h->out, r, result_free);
 }
 
-static void on_cancel(tc_future *f, void *data)
+static void on_hedge_cancel(tc_future *f, void *data)
 {
     hedge *h = data;
     if (!h->finished) {
@@ -222,7 +222,7 @@ static void on_cancel(tc_future *f, void *data)
 static void hedge_check(hedge *h);
 static void on_hedge_timer(uv_timer_t *t);
 
-static void on_attempt_done(tc_future *f, void *data)
+static void on_hedge_attempt_done(tc_future *f, void *data)
 {
     attempt_slot *slot = data;
     hedge *h = slot->h;
@@ -254,7 +254,7 @@ static void on_attempt_done(tc_future *f, void *data)
         r->successes[r->nsuccesses++] = slot->index;
         if (h->policy.mode == TC_HEDGE_FIRST) {
             r->winner = (int)slot->index;
-            finish(h, 0);
+            hedge_finish(h, 0);
             return;
         }
     }
@@ -293,7 +293,7 @@ static void fire(hedge *h, unsigned n, int hedged)
             h->done++;
             continue;
         }
-        if (tc_future_on_done(a->response, on_attempt_done, &h->slots[i]) != 0) {
+        if (tc_future_on_done(a->response, on_hedge_attempt_done, &h->slots[i]) != 0) {
             tc_future_cancel(a->response);
             a->outcome = TC_OUTCOME_OTHER;
             h->done++;
@@ -352,9 +352,9 @@ static void hedge_check(hedge *h)
         if (extras_left(h) > 0 && r->nsuccesses == 0)
             return; /* the hedge timer will fire them */
         if (h->policy.mode == TC_HEDGE_DEADLINE)
-            finish(h, 0);
+            hedge_finish(h, 0);
         else
-            finish(h, r->nsuccesses > 0 ? 0 : TC_EALLFAILED);
+            hedge_finish(h, r->nsuccesses > 0 ? 0 : TC_EALLFAILED);
         return; /* finished: h->result now belongs to the output future */
     }
 }
@@ -368,10 +368,10 @@ static void on_hedge_timer(uv_timer_t *t)
     hedge_check(h);
 }
 
-static void on_deadline(uv_timer_t *t)
+static void on_hedge_deadline(uv_timer_t *t)
 {
     hedge *h = t->data;
-    finish(h, h->policy.mode == TC_HEDGE_DEADLINE ? 0 : TC_ETIMEDOUT);
+    hedge_finish(h, h->policy.mode == TC_HEDGE_DEADLINE ? 0 : TC_ETIMEDOUT);
 }
 
 /* ---- start ---------------------------------------------------------------------------------- */
@@ -410,13 +410,13 @@ int tc_hedge_start(tc_future **out, tc_client *client, const tc_client_request *
     h->hedge_timer.data = h;
     h->deadline_timer.data = h;
     h->open_handles = 2;
-    tc_future_set_cancel_hook(h->out, on_cancel, h);
+    tc_future_set_cancel_hook(h->out, on_hedge_cancel, h);
 
     /* The caller gets its own reference; the hedge keeps one until its timers have closed. */
     *out = tc_future_ref(h->out);
     if (policy->deadline_ms > 0) {
         uint64_t now = uv_now(h->loop);
-        uv_timer_start(&h->deadline_timer, on_deadline,
+        uv_timer_start(&h->deadline_timer, on_hedge_deadline,
                        policy->deadline_ms > now ? policy->deadline_ms - now : 0, 0);
     }
     h->start_ms = uv_now(h->loop);

@@ -19,12 +19,12 @@
 #include "server_internal.h"
 
 static void conn_parse(tc__srv_conn *c, const char *data, size_t len);
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 static void conn_read_on(tc__srv_conn *c)
 {
-    if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+    if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, on_conn_alloc, on_conn_read) == 0)
         c->reading = 1;
 }
 
@@ -382,14 +382,14 @@ static void conn_parse(tc__srv_conn *c, const char *data, size_t len)
         tc__srv_flush_responses(c);
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+static void on_conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     tc__srv_conn *c = h->data;
     buf->base = c->srv->read_buf;
     buf->len = sizeof(c->srv->read_buf);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void on_conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     tc__srv_conn *c = s->data;
     if (nread == 0 || c->closing)

@@ -93,7 +93,7 @@ static int fail(tc__srv_conn *c, int status)
     return -1;
 }
 
-static int on_message_begin(http_parser *p)
+static int on_request_begin(http_parser *p)
 {
     tc__srv_conn *c = p->data;
     c->cur = tc__srv_request_new(c);
@@ -106,7 +106,7 @@ static int on_message_begin(http_parser *p)
     return 0;
 }
 
-static int on_url(http_parser *p, const char *at, size_t len)
+static int on_request_url(http_parser *p, const char *at, size_t len)
 {
     tc__srv_conn *c = p->data;
     tc_request *r = c->cur;
@@ -135,7 +135,7 @@ static int header_bytes_add(tc__srv_conn *c, tc_request *r, size_t len)
     return r->header_bytes > c->srv->cfg.max_headers ? fail(c, 431) : 0;
 }
 
-static int on_header_field(http_parser *p, const char *at, size_t len)
+static int on_request_header_field(http_parser *p, const char *at, size_t len)
 {
     tc__srv_conn *c = p->data;
     tc_request *r = c->cur;
@@ -167,7 +167,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     return request_append(r, at, len) == 0 ? 0 : fail(c, 503);
 }
 
-static int on_header_value(http_parser *p, const char *at, size_t len)
+static int on_request_header_value(http_parser *p, const char *at, size_t len)
 {
     tc__srv_conn *c = p->data;
     tc_request *r = c->cur;
@@ -182,7 +182,7 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     return request_append(r, at, len) == 0 ? 0 : fail(c, 503);
 }
 
-static int on_headers_complete(http_parser *p)
+static int on_request_headers_complete(http_parser *p)
 {
     tc__srv_conn *c = p->data;
     tc_request *r = c->cur;
@@ -203,7 +203,7 @@ static int on_headers_complete(http_parser *p)
     return 0;
 }
 
-static int on_body(http_parser *p, const char *at, size_t len)
+static int on_request_body(http_parser *p, const char *at, size_t len)
 {
     tc__srv_conn *c = p->data;
     tc_request *r = c->cur;
@@ -231,7 +231,7 @@ static void request_split_target(tc_request *r)
     }
 }
 
-static int on_message_complete(http_parser *p)
+static int on_request_complete(http_parser *p)
 {
     tc__srv_conn *c = p->data;
     tc_request *r = c->cur;
@@ -258,13 +258,13 @@ static uv_once_t parser_settings_once = UV_ONCE_INIT;
 static void parser_settings_init(void)
 {
     http_parser_settings_init(&tc__srv_parser_settings);
-    tc__srv_parser_settings.on_message_begin = on_message_begin;
-    tc__srv_parser_settings.on_url = on_url;
-    tc__srv_parser_settings.on_header_field = on_header_field;
-    tc__srv_parser_settings.on_header_value = on_header_value;
-    tc__srv_parser_settings.on_headers_complete = on_headers_complete;
-    tc__srv_parser_settings.on_body = on_body;
-    tc__srv_parser_settings.on_message_complete = on_message_complete;
+    tc__srv_parser_settings.on_message_begin = on_request_begin;
+    tc__srv_parser_settings.on_url = on_request_url;
+    tc__srv_parser_settings.on_header_field = on_request_header_field;
+    tc__srv_parser_settings.on_header_value = on_request_header_value;
+    tc__srv_parser_settings.on_headers_complete = on_request_headers_complete;
+    tc__srv_parser_settings.on_body = on_request_body;
+    tc__srv_parser_settings.on_message_complete = on_request_complete;
 }
 
 void tc__srv_parser_init(void)

@@ -164,7 +164,7 @@ static void respond_step(tc_request *req, const tc__up_step *s, tc__up_outcome o
     tc_request_respond(req, s->status, "application/json", &h, 1, body, len);
 }
 
-static void maybe_finish_close(tc_upstream *u);
+static void upstream_maybe_finish_close(tc_upstream *u);
 
 static void on_work_closed(uv_handle_t *h)
 {
@@ -173,7 +173,7 @@ static void on_work_closed(uv_handle_t *h)
     tc__free(w->s.body);
     tc__free(w);
     u->live_works--;
-    maybe_finish_close(u);
+    upstream_maybe_finish_close(u);
 }
 
 /* The request is finished (answered, dropped or aborted): release the timer and the record. */
@@ -581,7 +581,7 @@ void tc_upstream_drain(tc_upstream *u, tc_upstream_cb drained_cb, void *data)
     tc_server_drain(u->srv, on_server_drained, u);
 }
 
-static void maybe_finish_close(tc_upstream *u)
+static void upstream_maybe_finish_close(tc_upstream *u)
 {
     if (!u->closing || u->srv != NULL || u->live_works != 0)
         return;
@@ -594,7 +594,7 @@ static void on_server_closed(tc_server *srv, void *data)
 {
     tc_upstream *u = data;
     u->srv = NULL;
-    maybe_finish_close(u);
+    upstream_maybe_finish_close(u);
 }
 
 void tc_upstream_close(tc_upstream *u, tc_upstream_cb close_cb, void *data)
