@@ -50,10 +50,10 @@ void tc__free(void *p)
 char *tc__strdup(const char *s)
 {
     size_t n = strlen(s) + 1;
-    char *d = tc__malloc(n);
-    if (d != NULL)
-        memcpy(d, s, n);
-    return d;
+    char *copy = tc__malloc(n);
+    if (copy != NULL)
+        memcpy(copy, s, n);
+    return copy;
 }
 
 void tc__alloc_fail_nth(unsigned long n)

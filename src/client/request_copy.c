@@ -17,9 +17,9 @@ static const char *copy_str(char **p, const char *s)
     return dst;
 }
 
-static int skipped(const tc_header *h, const char *skip)
+static int skipped(const tc_header *hd, const char *skip)
 {
-    return skip != NULL && strcasecmp(h->name, skip) == 0;
+    return skip != NULL && strcasecmp(hd->name, skip) == 0;
 }
 
 int tc__request_copy(tc_client_request *dst, const tc_client_request *src, size_t spare,

@@ -9,18 +9,18 @@
  * reference inside a callback) see a consistent future and can never fire a slot twice. The
  * sweep itself holds a reference, so nothing is freed under it.
  *
- * The combinators are in future_comb.c. They share one state object (struct comb) with one "link"
- * per input. A link is the callback registration on an input plus a reference to it. The comb is
- * refcounted: one reference while it is active, one while its timer handle is open (dropped in the
- * uv_close callback, never earlier), and short guard references while it runs user-visible code.
- * When a combinator is done (its condition held, its timer fired or its future was cancelled) it
- * "finishes": it detaches every link that has not fired, closes its timer, completes its future
+ * The combinators are in future_comb.c. They share one state object (struct comb) with one input
+ * (struct comb_input) per input future: the callback registration on it plus a reference to it. The
+ * comb is refcounted: one reference while it is active, one while its timer handle is open (dropped
+ * in the uv_close callback, never earlier), and short guard references while it runs user-visible
+ * code. When a combinator is done (its condition held, its timer fired or its future was cancelled)
+ * it "finishes": it detaches every input that has not fired, closes its timer, completes its future
  * and drops its references, so nothing keeps the loop alive afterwards.
  *
  * Allocation: a future is one malloc; its first TC__FUTURE_INLINE_CBS callbacks live inside it.
  * A rejection message is copied (at most TC__FUTURE_MESSAGE_MAX bytes with the NUL); a NULL
  * message and cancellation use the static tc_strerror() text and allocate nothing. A combinator
- * is one malloc for its state and links, plus its result value where it has one.
+ * is one malloc for its state and inputs, plus its result value where it has one.
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -117,12 +117,12 @@ static void future_sweep(tc_future *f)
     f->refs++;
     f->sweeping = 1;
     for (uint32_t i = 0; i < f->ncb; i++) {
-        struct cb_slot *s = slot_at(f, i);
-        tc_future_cb cb = s->cb;
+        struct cb_slot *slot = slot_at(f, i);
+        tc_future_cb cb = slot->cb;
         if (cb == NULL)
             continue; /* removed by tc_future_off_done() during the sweep */
-        void *data = s->data;
-        s->cb = NULL;
+        void *data = slot->data;
+        slot->cb = NULL;
         cb(f, data);
         f->refs--; /* the registration's; our own keeps f alive */
     }
@@ -262,9 +262,9 @@ int tc_future_on_done(tc_future *f, tc_future_cb cb, void *data)
         f->extra_cbs = grown;
         f->extra_cap = cap;
     }
-    struct cb_slot *s = slot_at(f, f->ncb++);
-    s->cb = cb;
-    s->data = data;
+    struct cb_slot *slot = slot_at(f, f->ncb++);
+    slot->cb = cb;
+    slot->data = data;
     f->refs++;
     return 0;
 }
@@ -274,11 +274,11 @@ int tc_future_off_done(tc_future *f, tc_future_cb cb, void *data)
     if (f == NULL || cb == NULL)
         return TC_EINVAL;
     for (uint32_t i = 0; i < f->ncb; i++) {
-        struct cb_slot *s = slot_at(f, i);
-        if (s->cb != cb || s->data != data)
+        struct cb_slot *slot = slot_at(f, i);
+        if (slot->cb != cb || slot->data != data)
             continue;
         if (f->sweeping) {
-            s->cb = NULL; /* the sweep skips it; slots must not move under it */
+            slot->cb = NULL; /* the sweep skips it; slots must not move under it */
         } else {
             for (uint32_t j = i + 1; j < f->ncb; j++)
                 *slot_at(f, j - 1) = *slot_at(f, j);

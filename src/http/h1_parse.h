@@ -55,20 +55,20 @@ typedef struct tc__h1 {
 } tc__h1;
 
 /* Prepares h to read one response into out (which the caller owns and has emptied). */
-void tc__h1_init(tc__h1 *h, tc__buf *out, size_t max_body, int head_only);
+void tc__h1_init(tc__h1 *h1, tc__buf *out, size_t max_body, int head_only);
 
 /* Feeds n bytes. Returns TC__H1_MORE, TC__H1_DONE, or why reading stopped (a negative
  * tc__h1_status but the two TC__H1_CLOSED_*); once stopped, every later call says the same. After
  * TC__H1_DONE, *extra is the number of bytes of data that followed the response (a server that
  * sends more than it was asked for: the connection must not be reused). */
-tc__h1_status tc__h1_feed(tc__h1 *h, const char *data, size_t n, size_t *extra);
+tc__h1_status tc__h1_feed(tc__h1 *h1, const char *data, size_t n, size_t *extra);
 
 /* The connection ended. Returns TC__H1_DONE when that ends a close-delimited body, the reason
  * reading had already stopped, or TC__H1_CLOSED_BEFORE_ANY / TC__H1_CLOSED_INCOMPLETE. */
-tc__h1_status tc__h1_eof(tc__h1 *h);
+tc__h1_status tc__h1_eof(tc__h1 *h1);
 
 /* A stop reason in words ("response headers too large", the HTTP parser's own description for
  * TC__H1_INVALID...), for an error message; a static string. */
-const char *tc__h1_why(const tc__h1 *h, tc__h1_status status);
+const char *tc__h1_why(const tc__h1 *h1, tc__h1_status status);
 
 #endif /* TAILCUT_H1_PARSE_H */

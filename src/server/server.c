@@ -147,9 +147,9 @@ static int server_bind(tc_server *srv)
     socklen_t sl = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
     if (bind(fd, (struct sockaddr *)&ss, sl) != 0) {
         /* The caller reports why, in the system's words (EADDRINUSE, EADDRNOTAVAIL, EACCES). */
-        int e = errno;
+        int saved = errno;
         close(fd);
-        return tc_err_from_uv(uv_translate_sys_error(e));
+        return tc_err_from_uv(uv_translate_sys_error(saved));
     }
     int err = uv_tcp_open(&srv->listener, fd);
     if (err != 0) {

@@ -20,7 +20,7 @@
 
 static void conn_parse(tc__srv_conn *c, const char *data, size_t len);
 static void on_conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-static void on_conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_conn_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
 static void conn_read_on(tc__srv_conn *c)
 {
@@ -47,9 +47,9 @@ void tc__srv_conn_timer_start(tc__srv_conn *c, uint64_t ms)
 
 /* ---- responses ------------------------------------------------------------------------------ */
 
-static void on_write(uv_write_t *req, int status)
+static void on_write(uv_write_t *write_req, int status)
 {
-    tc__srv_write *w = tc__container_of(req, tc__srv_write, req);
+    tc__srv_write *w = tc__container_of(write_req, tc__srv_write, req);
     tc__srv_conn *c = w->conn;
     tc__free(w);
     c->writes--;
@@ -66,9 +66,9 @@ static void on_linger_timeout(uv_timer_t *t)
     tc__srv_conn_close(c);
 }
 
-static void on_shutdown(uv_shutdown_t *req, int status)
+static void on_shutdown(uv_shutdown_t *shutdown_req, int status)
 {
-    tc__srv_conn *c = tc__container_of(req, tc__srv_conn, shutdown_req);
+    tc__srv_conn *c = tc__container_of(shutdown_req, tc__srv_conn, shutdown_req);
     if (c->closing)
         return;
     if (status < 0) {
@@ -389,9 +389,9 @@ static void on_conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = sizeof(c->srv->read_buf);
 }
 
-static void on_conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void on_conn_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
-    tc__srv_conn *c = s->data;
+    tc__srv_conn *c = stream->data;
     if (nread == 0 || c->closing)
         return;
     if (nread < 0) {

@@ -255,10 +255,10 @@ typedef struct tc__srv_head {
 /* The exact length of h's text: what tc__srv_head_write writes (the response allocation is
  * sized by it, so the two must agree to the byte; tests/unit/server/test_server_head.c). Keeps
  * the lengths of h's strings in h for the write. */
-size_t tc__srv_head_size(tc__srv_head *h);
+size_t tc__srv_head_size(tc__srv_head *head);
 /* Writes h's text at dst, which has tc__srv_head_size(h) bytes (measured on this h); returns the
  * bytes written. */
-size_t tc__srv_head_write(char *dst, const tc__srv_head *h);
+size_t tc__srv_head_write(char *dst, const tc__srv_head *head);
 
 /* The parser callbacks, set up once per process by tc__srv_parser_init(). */
 extern http_parser_settings tc__srv_parser_settings;

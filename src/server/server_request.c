@@ -93,9 +93,9 @@ static int fail(tc__srv_conn *c, int status)
     return -1;
 }
 
-static int on_request_begin(http_parser *p)
+static int on_request_begin(http_parser *hp)
 {
-    tc__srv_conn *c = p->data;
+    tc__srv_conn *c = hp->data;
     c->cur = tc__srv_request_new(c);
     if (c->cur == NULL)
         return fail(c, 503);
@@ -106,9 +106,9 @@ static int on_request_begin(http_parser *p)
     return 0;
 }
 
-static int on_request_url(http_parser *p, const char *at, size_t len)
+static int on_request_url(http_parser *hp, const char *at, size_t len)
 {
-    tc__srv_conn *c = p->data;
+    tc__srv_conn *c = hp->data;
     tc_request *r = c->cur;
     if (r->target_len + len > c->srv->cfg.max_uri)
         return fail(c, 414);
@@ -119,14 +119,14 @@ static int on_request_url(http_parser *p, const char *at, size_t len)
 }
 
 /* The request line has been read whole: what the access log shows of it. */
-static void request_line_done(http_parser *p, tc_request *r)
+static void request_line_done(http_parser *hp, tc_request *r)
 {
     if (r->line_done)
         return;
     r->line_done = 1;
-    r->method = (unsigned char)p->method;
-    r->http_major = (unsigned char)p->http_major;
-    r->http_minor = (unsigned char)p->http_minor;
+    r->method = (unsigned char)hp->method;
+    r->http_major = (unsigned char)hp->http_major;
+    r->http_minor = (unsigned char)hp->http_minor;
 }
 
 static int header_bytes_add(tc__srv_conn *c, tc_request *r, size_t len)
@@ -135,11 +135,11 @@ static int header_bytes_add(tc__srv_conn *c, tc_request *r, size_t len)
     return r->header_bytes > c->srv->cfg.max_headers ? fail(c, 431) : 0;
 }
 
-static int on_request_header_field(http_parser *p, const char *at, size_t len)
+static int on_request_header_field(http_parser *hp, const char *at, size_t len)
 {
-    tc__srv_conn *c = p->data;
+    tc__srv_conn *c = hp->data;
     tc_request *r = c->cur;
-    request_line_done(p, r);
+    request_line_done(hp, r);
     if (header_bytes_add(c, r, len) != 0)
         return -1;
     if (r->nhdrs == 0 || r->last_was_value) {
@@ -156,41 +156,41 @@ static int on_request_header_field(http_parser *p, const char *at, size_t len)
             r->hdrs = nh;
             r->hdrs_cap = cap;
         }
-        tc__srv_hdr *h = &r->hdrs[r->nhdrs++];
-        h->name_off = (uint32_t)r->len;
-        h->name_len = 0;
-        h->value_off = 0;
-        h->value_len = 0;
+        tc__srv_hdr *hd = &r->hdrs[r->nhdrs++];
+        hd->name_off = (uint32_t)r->len;
+        hd->name_len = 0;
+        hd->value_off = 0;
+        hd->value_len = 0;
         r->last_was_value = 0;
     }
     r->hdrs[r->nhdrs - 1].name_len += (uint32_t)len;
     return request_append(r, at, len) == 0 ? 0 : fail(c, 503);
 }
 
-static int on_request_header_value(http_parser *p, const char *at, size_t len)
+static int on_request_header_value(http_parser *hp, const char *at, size_t len)
 {
-    tc__srv_conn *c = p->data;
+    tc__srv_conn *c = hp->data;
     tc_request *r = c->cur;
     if (header_bytes_add(c, r, len) != 0)
         return -1;
-    tc__srv_hdr *h = &r->hdrs[r->nhdrs - 1];
+    tc__srv_hdr *hd = &r->hdrs[r->nhdrs - 1];
     if (!r->last_was_value) {
-        h->value_off = (uint32_t)r->len;
+        hd->value_off = (uint32_t)r->len;
         r->last_was_value = 1;
     }
-    h->value_len += (uint32_t)len;
+    hd->value_len += (uint32_t)len;
     return request_append(r, at, len) == 0 ? 0 : fail(c, 503);
 }
 
-static int on_request_headers_complete(http_parser *p)
+static int on_request_headers_complete(http_parser *hp)
 {
-    tc__srv_conn *c = p->data;
+    tc__srv_conn *c = hp->data;
     tc_request *r = c->cur;
-    request_line_done(p, r);
+    request_line_done(hp, r);
     tc__srv_request_id_init(r);
-    if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->cfg.max_body)
+    if ((hp->flags & F_CONTENTLENGTH) && hp->content_length > c->srv->cfg.max_body)
         return fail(c, 413);
-    r->keep_alive = http_should_keep_alive(p) ? 1 : 0;
+    r->keep_alive = http_should_keep_alive(hp) ? 1 : 0;
     r->body_off = r->len;
     tc_str expect;
     if (tc__list_empty(&c->queue) && c->writes == 0 && tc_request_header(r, "Expect", &expect) &&
@@ -203,9 +203,9 @@ static int on_request_headers_complete(http_parser *p)
     return 0;
 }
 
-static int on_request_body(http_parser *p, const char *at, size_t len)
+static int on_request_body(http_parser *hp, const char *at, size_t len)
 {
-    tc__srv_conn *c = p->data;
+    tc__srv_conn *c = hp->data;
     tc_request *r = c->cur;
     if (r->body_len + len > c->srv->cfg.max_body)
         return fail(c, 413);
@@ -215,25 +215,25 @@ static int on_request_body(http_parser *p, const char *at, size_t len)
 
 static void request_split_target(tc_request *r)
 {
-    const char *t = r->buf + r->target_off;
+    const char *target = r->buf + r->target_off;
     uint32_t i = 0, n = r->target_len;
-    while (i < n && t[i] != '?' && t[i] != '#')
+    while (i < n && target[i] != '?' && target[i] != '#')
         i++;
     r->path_len = i;
     r->query_off = r->target_off + i;
     r->query_len = 0;
-    if (i < n && t[i] == '?') {
+    if (i < n && target[i] == '?') {
         uint32_t q = i + 1, e = q;
-        while (e < n && t[e] != '#')
+        while (e < n && target[e] != '#')
             e++;
         r->query_off = r->target_off + q;
         r->query_len = e - q;
     }
 }
 
-static int on_request_complete(http_parser *p)
+static int on_request_complete(http_parser *hp)
 {
-    tc__srv_conn *c = p->data;
+    tc__srv_conn *c = hp->data;
     tc_request *r = c->cur;
     c->cur = NULL;
     request_split_target(r);
@@ -242,13 +242,13 @@ static int on_request_complete(http_parser *p)
     uv_update_time(c->srv->loop);
     r->ready_ms = uv_now(c->srv->loop);
     r->ready_ns = uv_hrtime();
-    if (p->upgrade)
+    if (hp->upgrade)
         r->keep_alive = 0; /* what follows is not HTTP/1.1: answer, then close */
     tc__srv_queue_push(c, r);
     c->phase = TC__SRV_BUSY;
     uv_timer_stop(&c->timer);
     if (c->queued >= TC_SERVER_MAX_PIPELINE)
-        http_parser_pause(p, 1);
+        http_parser_pause(hp, 1);
     return 0;
 }
 
@@ -302,76 +302,77 @@ static response_body request_response_body(const tc_request *r, int status)
 /* The size of a head, line by line as head_write writes it (nginx's header filter sizes its
  * buffer the same way, sizeof("...") - 1 per fixed part). Static, so that it is inlined on the
  * response path; tc__srv_head_size is the same for the unit test. */
-static inline size_t head_size(tc__srv_head *h)
+static inline size_t head_size(tc__srv_head *head)
 {
-    h->reason_len = strlen(h->reason);
-    size_t n = sizeof("HTTP/1.1 ") - 1 + tc__fmt_u64_len((unsigned)h->status) + 1 + h->reason_len +
-               sizeof("\r\n") - 1;
-    n += h->date_len;
-    if (h->content_type != NULL) {
-        h->content_type_len = strlen(h->content_type);
-        n += sizeof("Content-Type: ") - 1 + h->content_type_len + sizeof("\r\n") - 1;
+    head->reason_len = strlen(head->reason);
+    size_t n = sizeof("HTTP/1.1 ") - 1 + tc__fmt_u64_len((unsigned)head->status) + 1 +
+               head->reason_len + sizeof("\r\n") - 1;
+    n += head->date_len;
+    if (head->content_type != NULL) {
+        head->content_type_len = strlen(head->content_type);
+        n += sizeof("Content-Type: ") - 1 + head->content_type_len + sizeof("\r\n") - 1;
     }
-    if (h->has_length)
-        n += sizeof("Content-Length: ") - 1 + tc__fmt_u64_len(h->content_length) + sizeof("\r\n") -
-             1;
-    n += h->close ? sizeof("Connection: close\r\n") - 1 : sizeof("Connection: keep-alive\r\n") - 1;
-    n += sizeof("X-Request-Id: ") - 1 + h->id_len + sizeof("\r\n") - 1;
-    for (size_t i = 0; i < h->nheaders; i++) {
-        size_t name_len = strlen(h->headers[i].name), value_len = strlen(h->headers[i].value);
+    if (head->has_length)
+        n += sizeof("Content-Length: ") - 1 + tc__fmt_u64_len(head->content_length) +
+             sizeof("\r\n") - 1;
+    n += head->close ? sizeof("Connection: close\r\n") - 1
+                     : sizeof("Connection: keep-alive\r\n") - 1;
+    n += sizeof("X-Request-Id: ") - 1 + head->id_len + sizeof("\r\n") - 1;
+    for (size_t i = 0; i < head->nheaders; i++) {
+        size_t name_len = strlen(head->headers[i].name), value_len = strlen(head->headers[i].value);
         if (i < TC__SRV_HEAD_KEEP_LENS) {
-            h->name_len[i] = name_len;
-            h->value_len[i] = value_len;
+            head->name_len[i] = name_len;
+            head->value_len[i] = value_len;
         }
         n += name_len + sizeof(": ") - 1 + value_len + sizeof("\r\n") - 1;
     }
     return n + sizeof("\r\n") - 1;
 }
 
-static inline size_t head_write(char *dst, const tc__srv_head *h)
+static inline size_t head_write(char *dst, const tc__srv_head *head)
 {
     char *p = dst;
     p += append_str(p, TC__LIT("HTTP/1.1 "));
-    p += tc__fmt_u64(p, (unsigned)h->status);
+    p += tc__fmt_u64(p, (unsigned)head->status);
     *p++ = ' ';
-    p += append_str(p, h->reason, h->reason_len);
+    p += append_str(p, head->reason, head->reason_len);
     p += append_str(p, TC__LIT("\r\n"));
-    p += append_str(p, h->date, h->date_len);
-    if (h->content_type != NULL) {
+    p += append_str(p, head->date, head->date_len);
+    if (head->content_type != NULL) {
         p += append_str(p, TC__LIT("Content-Type: "));
-        p += append_str(p, h->content_type, h->content_type_len);
+        p += append_str(p, head->content_type, head->content_type_len);
         p += append_str(p, TC__LIT("\r\n"));
     }
-    if (h->has_length) {
+    if (head->has_length) {
         p += append_str(p, TC__LIT("Content-Length: "));
-        p += tc__fmt_u64(p, h->content_length);
+        p += tc__fmt_u64(p, head->content_length);
         p += append_str(p, TC__LIT("\r\n"));
     }
-    p += h->close ? append_str(p, TC__LIT("Connection: close\r\n"))
-                  : append_str(p, TC__LIT("Connection: keep-alive\r\n"));
+    p += head->close ? append_str(p, TC__LIT("Connection: close\r\n"))
+                     : append_str(p, TC__LIT("Connection: keep-alive\r\n"));
     p += append_str(p, TC__LIT("X-Request-Id: "));
-    p += append_str(p, h->id, h->id_len);
+    p += append_str(p, head->id, head->id_len);
     p += append_str(p, TC__LIT("\r\n"));
-    for (size_t i = 0; i < h->nheaders; i++) {
-        const tc_server_header *hd = &h->headers[i];
+    for (size_t i = 0; i < head->nheaders; i++) {
+        const tc_server_header *hd = &head->headers[i];
         int kept = i < TC__SRV_HEAD_KEEP_LENS;
-        p += append_str(p, hd->name, kept ? h->name_len[i] : strlen(hd->name));
+        p += append_str(p, hd->name, kept ? head->name_len[i] : strlen(hd->name));
         p += append_str(p, TC__LIT(": "));
-        p += append_str(p, hd->value, kept ? h->value_len[i] : strlen(hd->value));
+        p += append_str(p, hd->value, kept ? head->value_len[i] : strlen(hd->value));
         p += append_str(p, TC__LIT("\r\n"));
     }
     p += append_str(p, TC__LIT("\r\n"));
     return (size_t)(p - dst);
 }
 
-size_t tc__srv_head_size(tc__srv_head *h)
+size_t tc__srv_head_size(tc__srv_head *head)
 {
-    return head_size(h);
+    return head_size(head);
 }
 
-size_t tc__srv_head_write(char *dst, const tc__srv_head *h)
+size_t tc__srv_head_write(char *dst, const tc__srv_head *head)
 {
-    return head_write(dst, h);
+    return head_write(dst, head);
 }
 
 /* Builds the whole response into one buffer laid out as a tc__srv_write, so that flushing needs no
@@ -439,29 +440,29 @@ static inline void request_finish(tc_request *r)
         tc__srv_check_drained(srv);
 }
 
-int tc_request_respond(tc_request *req, int status, const char *content_type,
+int tc_request_respond(tc_request *r, int status, const char *content_type,
                        const tc_server_header *headers, size_t nheaders, const char *body,
                        size_t body_len)
 {
-    if (req == NULL || req->finished)
+    if (r == NULL || r->finished)
         return TC_EINVAL;
-    if (req->conn == NULL) {
-        req->status = status;
-        request_finish(req);
+    if (r->conn == NULL) {
+        r->status = status;
+        request_finish(r);
         return 0;
     }
-    int err = request_build_response(req, status, content_type, headers, nheaders, body, body_len);
+    int err = request_build_response(r, status, content_type, headers, nheaders, body, body_len);
     if (err != 0) {
-        req->drop = 1;
-        req->status = 500;
+        r->drop = 1;
+        r->status = 500;
     }
-    request_finish(req);
+    request_finish(r);
     return err;
 }
 
-int tc_request_respond_json(tc_request *req, int status, const char *json)
+int tc_request_respond_json(tc_request *r, int status, const char *json)
 {
-    return tc_request_respond(req, status, "application/json", NULL, 0, json, strlen(json));
+    return tc_request_respond(r, status, "application/json", NULL, 0, json, strlen(json));
 }
 
 /* Copies at most max bytes of s into dst, cutting at a UTF-8 character boundary. */
@@ -477,21 +478,20 @@ static void copy_utf8_prefix(char *dst, const char *s, size_t max)
     dst[n] = '\0';
 }
 
-int tc_request_respond_error(tc_request *req, int status, const char *code, const char *message)
+int tc_request_respond_error(tc_request *r, int status, const char *code, const char *message)
 {
-    return tc_request_respond_error_with(req, status, code, message, NULL, 0);
+    return tc_request_respond_error_with(r, status, code, message, NULL, 0);
 }
 
-int tc_request_respond_error_with(tc_request *req, int status, const char *code,
-                                  const char *message, const tc_server_header *headers,
-                                  size_t nheaders)
+int tc_request_respond_error_with(tc_request *r, int status, const char *code, const char *message,
+                                  const tc_server_header *headers, size_t nheaders)
 {
     /* Room for the worst case (every byte of the message escaped as \ufffd), so an error answer
      * never allocates: 503 overloaded must go out when memory has run out. */
     char store[6 * TC_SERVER_MAX_ERROR_MESSAGE + 128];
     char msg[TC_SERVER_MAX_ERROR_MESSAGE + 1];
     tc__buf body;
-    if (req == NULL || req->finished)
+    if (r == NULL || r->finished)
         return TC_EINVAL;
     copy_utf8_prefix(msg, message != NULL ? message : tc_http_reason(status),
                      TC_SERVER_MAX_ERROR_MESSAGE);
@@ -516,112 +516,112 @@ int tc_request_respond_error_with(tc_request *req, int status, const char *code,
     if (status == 405)
         extra[nextra++] = (tc_server_header){"Allow", "GET, HEAD"};
     if (status == 400 || status == 408 || status == 413 || status == 414 || status == 431)
-        req->close_after = 1;
-    return tc_request_respond(req, status, "application/json", extra, nextra, body.data, body.len);
+        r->close_after = 1;
+    return tc_request_respond(r, status, "application/json", extra, nextra, body.data, body.len);
 }
 
-void tc_request_drop(tc_request *req, int reset)
+void tc_request_drop(tc_request *r, int reset)
 {
-    if (req == NULL || req->finished)
+    if (r == NULL || r->finished)
         return;
-    req->drop = 1;
-    req->reset = reset ? 1 : 0;
-    req->status = 0;
-    request_finish(req);
+    r->drop = 1;
+    r->reset = reset ? 1 : 0;
+    r->status = 0;
+    request_finish(r);
 }
 
 /* ---- request accessors ---------------------------------------------------------------------- */
 
-tc_str tc_request_method(const tc_request *req)
+tc_str tc_request_method(const tc_request *r)
 {
-    const char *m = http_method_str((enum http_method)req->method);
+    const char *m = http_method_str((enum http_method)r->method);
     return (tc_str){m, strlen(m)};
 }
 
-tc_str tc_request_target(const tc_request *req)
+tc_str tc_request_target(const tc_request *r)
 {
-    return (tc_str){req->buf + req->target_off, req->target_len};
+    return (tc_str){r->buf + r->target_off, r->target_len};
 }
 
-tc_str tc_request_path(const tc_request *req)
+tc_str tc_request_path(const tc_request *r)
 {
-    return (tc_str){req->buf + req->target_off, req->path_len};
+    return (tc_str){r->buf + r->target_off, r->path_len};
 }
 
-tc_str tc_request_query(const tc_request *req)
+tc_str tc_request_query(const tc_request *r)
 {
-    return (tc_str){req->buf + req->query_off, req->query_len};
+    return (tc_str){r->buf + r->query_off, r->query_len};
 }
 
-tc_str tc_request_body(const tc_request *req)
+tc_str tc_request_body(const tc_request *r)
 {
-    return (tc_str){req->buf + req->body_off, req->body_len};
+    return (tc_str){r->buf + r->body_off, r->body_len};
 }
 
-int tc_request_header_next(const tc_request *req, const char *name, size_t *pos, tc_str *value)
+int tc_request_header_next(const tc_request *r, const char *name, size_t *pos, tc_str *value)
 {
     size_t n = strlen(name);
-    for (size_t i = *pos; i < req->nhdrs; i++) {
-        const tc__srv_hdr *h = &req->hdrs[i];
-        if (h->name_len == n && strncasecmp(req->buf + h->name_off, name, n) == 0) {
-            value->base = req->buf + h->value_off;
-            value->len = h->value_len;
+    for (size_t i = *pos; i < r->nhdrs; i++) {
+        const tc__srv_hdr *hd = &r->hdrs[i];
+        if (hd->name_len == n && strncasecmp(r->buf + hd->name_off, name, n) == 0) {
+            value->base = r->buf + hd->value_off;
+            value->len = hd->value_len;
             *pos = i + 1;
             return 1;
         }
     }
-    *pos = req->nhdrs;
+    *pos = r->nhdrs;
     return 0;
 }
 
-int tc_request_header(const tc_request *req, const char *name, tc_str *value)
+int tc_request_header(const tc_request *r, const char *name, tc_str *value)
 {
     size_t pos = 0;
-    return tc_request_header_next(req, name, &pos, value);
+    return tc_request_header_next(r, name, &pos, value);
 }
 
-int tc_request_is_head(const tc_request *req)
+int tc_request_is_head(const tc_request *r)
 {
-    return req->method == HTTP_HEAD;
+    return r->method == HTTP_HEAD;
 }
 
-uv_loop_t *tc_request_loop(const tc_request *req)
+uv_loop_t *tc_request_loop(const tc_request *r)
 {
-    return req->srv->loop;
+    return r->srv->loop;
 }
 
-tc_server *tc_request_server(const tc_request *req)
+tc_server *tc_request_server(const tc_request *r)
 {
-    return req->srv;
+    return r->srv;
 }
 
-uint64_t tc_request_ready_ms(const tc_request *req)
+uint64_t tc_request_ready_ms(const tc_request *r)
 {
-    return req->ready_ms;
+    return r->ready_ms;
 }
 
-uint64_t tc_request_ready_ns(const tc_request *req)
+uint64_t tc_request_ready_ns(const tc_request *r)
 {
-    return req->ready_ns;
+    return r->ready_ns;
 }
 
-int tc_request_aborted(const tc_request *req)
+int tc_request_aborted(const tc_request *r)
 {
-    return req->aborted;
+    return r->aborted;
 }
 
-void tc_request_on_abort(tc_request *req, tc_request_abort_cb cb, void *data)
+void tc_request_on_abort(tc_request *r, tc_request_abort_cb cb, void *data)
 {
-    req->abort_cb = cb;
-    req->abort_data = data;
+    r->abort_cb = cb;
+    r->abort_data = data;
 }
 
-void tc_request_set_data(tc_request *req, void *data)
+void tc_request_set_data(tc_request *r, void *data)
 {
-    req->user = data;
+    r->user = data;
 }
 
-void *tc_request_data(const tc_request *req)
+void *tc_request_data(const tc_request *r)
 {
-    return req->user;
+    return r->user;
 }
