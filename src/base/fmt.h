@@ -1,7 +1,7 @@
 /*
- * Text written by hand where printf would cost too much per request (response heads, access-log
- * and fetch's result lines, JSON answers): a string literal with its length, and decimal
- * numbers.
+ * Text written and read by hand where printf and strtol would cost too much per request
+ * (response heads, access-log and fetch's result lines, JSON answers, percent-escapes): a string
+ * literal with its length, decimal numbers, hexadecimal digits.
  */
 #ifndef TAILCUT_BASE_FMT_H
 #define TAILCUT_BASE_FMT_H
@@ -40,6 +40,17 @@ static inline size_t tc__fmt_u64_len(uint64_t v)
         n++;
     }
     return n;
+}
+
+/* The value of one hexadecimal digit (either case), or -1 for any other byte. */
+static inline int tc__hex_value(unsigned char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    ch |= 0x20; /* ASCII letters to lower case; no other byte lands on a..f */
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    return -1;
 }
 
 #endif /* TAILCUT_BASE_FMT_H */

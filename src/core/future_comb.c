@@ -195,6 +195,43 @@ static int comb_start_timer(struct comb *comb, uv_loop_t *loop, uint64_t ms, uv_
     return 0;
 }
 
+/* Arms a new comb: registers its pending inputs (when attach) and starts its timer for ms (when
+ * timed). On failure the comb is undone, never exposed, and the error returned. */
+static int comb_arm(struct comb *comb, bool attach, uv_loop_t *loop, bool timed, uint64_t ms,
+                    uv_timer_cb cb)
+{
+    int rc = attach ? comb_attach_pending(comb) : 0;
+    if (rc == 0 && timed)
+        rc = comb_start_timer(comb, loop, ms, cb);
+    if (rc < 0) {
+        comb_stop(comb);
+        comb_discard(comb);
+    }
+    return rc;
+}
+
+/* The comb a timer callback fires for, with a guard reference the callback drops; NULL once the
+ * comb has finished (the timer is closing). */
+static struct comb *comb_of_timer(uv_timer_t *t)
+{
+    struct comb *comb = t->data;
+    if (comb->finished)
+        return NULL;
+    comb->refs++;
+    return comb;
+}
+
+/* Finishes comb: its output fulfilled with no value (err 0) or rejected with err. */
+static void comb_settle(struct comb *comb, int err, const char *message)
+{
+    comb_stop(comb);
+    if (err == 0)
+        tc_future_fulfill(comb->out, NULL, NULL);
+    else
+        tc_future_reject(comb->out, err, message);
+    comb_release(comb);
+}
+
 /* ---- gather --------------------------------------------------------------------------------- */
 
 static void gather_result_free(void *value)
@@ -351,10 +388,9 @@ static void mirror_on_input(struct comb *comb, struct comb_input *in)
 
 static void timeout_on_timer(uv_timer_t *t)
 {
-    struct comb *comb = t->data;
-    if (comb->finished)
+    struct comb *comb = comb_of_timer(t);
+    if (comb == NULL)
         return;
-    comb->refs++;
     comb_stop(comb);
     cancel_pending_inputs(comb);
     tc_future_reject(comb->out, TC_ETIMEDOUT, NULL);
@@ -462,8 +498,8 @@ int tc_gather(tc_future **out, tc_future *const *futures, size_t n, unsigned fla
     struct comb *comb = NULL;
     if (rc == 0)
         rc = comb_new(&comb, COMB_GATHER, futures, n);
-    if (rc == 0 && (rc = comb_attach_pending(comb)) < 0)
-        comb_discard(comb);
+    if (rc == 0)
+        rc = comb_arm(comb, true, NULL, false, 0, NULL);
     if (rc != 0)
         return rc;
     comb->flags = flags;
@@ -476,10 +512,9 @@ int tc_gather(tc_future **out, tc_future *const *futures, size_t n, unsigned fla
 
 static void wait_on_timer(uv_timer_t *t)
 {
-    struct comb *comb = t->data;
-    if (comb->finished)
+    struct comb *comb = comb_of_timer(t);
+    if (comb == NULL)
         return;
-    comb->refs++;
     wait_finish(comb);
     comb_unref(comb);
 }
@@ -508,15 +543,9 @@ int tc_wait(tc_future **out, uv_loop_t *loop, tc_future *const *futures, size_t 
         }
     }
     holds = holds || wait_condition_holds(comb, NULL);
-    if (!holds) {
-        if ((rc = comb_attach_pending(comb)) == 0 && timeout_ms >= 0)
-            rc = comb_start_timer(comb, loop, (uint64_t)timeout_ms, wait_on_timer);
-        if (rc < 0) {
-            comb_stop(comb);
-            comb_discard(comb);
-            return rc;
-        }
-    }
+    if (!holds &&
+        (rc = comb_arm(comb, true, loop, timeout_ms >= 0, (uint64_t)timeout_ms, wait_on_timer)) < 0)
+        return rc;
     comb_expose(comb, out);
     if (holds)
         wait_finish(comb);
@@ -526,10 +555,9 @@ int tc_wait(tc_future **out, uv_loop_t *loop, tc_future *const *futures, size_t 
 
 static void as_completed_on_timer(uv_timer_t *t)
 {
-    struct comb *comb = t->data;
-    if (comb->finished)
+    struct comb *comb = comb_of_timer(t);
+    if (comb == NULL)
         return;
-    comb->refs++;
     comb_stop(comb);
     tc_future *out = comb->out;
     for (size_t i = 0; i < comb->n; i++) {
@@ -559,21 +587,12 @@ int tc_as_completed(tc_future **out, uv_loop_t *loop, tc_future *const *futures,
     bool all_done = true;
     for (size_t i = 0; i < n; i++)
         all_done = all_done && tc_future_done(futures[i]);
-    if (!all_done) {
-        if ((rc = comb_attach_pending(comb)) == 0 && timeout_ms >= 0)
-            rc = comb_start_timer(comb, loop, (uint64_t)timeout_ms, as_completed_on_timer);
-        if (rc < 0) {
-            comb_stop(comb);
-            comb_discard(comb);
-            return rc;
-        }
-    }
+    if (!all_done && (rc = comb_arm(comb, true, loop, timeout_ms >= 0, (uint64_t)timeout_ms,
+                                    as_completed_on_timer)) < 0)
+        return rc;
     comb_expose(comb, out);
-    if (!comb->finished && comb->n == 0) {
-        comb_stop(comb);
-        tc_future_fulfill(comb->out, NULL, NULL);
-        comb_release(comb);
-    }
+    if (!comb->finished && comb->n == 0)
+        comb_settle(comb, 0, NULL);
     comb_unref(comb);
     return 0;
 }
@@ -586,16 +605,13 @@ int tc_first_success(tc_future **out, tc_future *const *futures, size_t n)
     struct comb *comb = NULL;
     if (rc == 0)
         rc = comb_new(&comb, COMB_FIRST, futures, n);
-    if (rc == 0 && (rc = comb_attach_pending(comb)) < 0)
-        comb_discard(comb);
+    if (rc == 0)
+        rc = comb_arm(comb, true, NULL, false, 0, NULL);
     if (rc != 0)
         return rc;
     comb_expose(comb, out);
-    if (!comb->finished && comb->n == 0) {
-        comb_stop(comb);
-        tc_future_reject(comb->out, TC_EALLFAILED, "every attempt failed: no inputs");
-        comb_release(comb);
-    }
+    if (!comb->finished && comb->n == 0)
+        comb_settle(comb, TC_EALLFAILED, "every attempt failed: no inputs");
     comb_unref(comb);
     return 0;
 }
@@ -608,15 +624,9 @@ int tc_with_timeout(tc_future **out, uv_loop_t *loop, tc_future *inner, uint64_t
     int rc = comb_new(&comb, COMB_TIMEOUT, &inner, 1);
     if (rc < 0)
         return rc;
-    if (!tc_future_done(inner)) {
-        if ((rc = comb_attach_pending(comb)) == 0)
-            rc = comb_start_timer(comb, loop, timeout_ms, timeout_on_timer);
-        if (rc < 0) {
-            comb_stop(comb);
-            comb_discard(comb);
-            return rc;
-        }
-    }
+    if (!tc_future_done(inner) &&
+        (rc = comb_arm(comb, true, loop, true, timeout_ms, timeout_on_timer)) < 0)
+        return rc;
     comb_expose(comb, out);
     comb_unref(comb);
     return 0;
@@ -624,13 +634,10 @@ int tc_with_timeout(tc_future **out, uv_loop_t *loop, tc_future *inner, uint64_t
 
 static void sleep_on_timer(uv_timer_t *t)
 {
-    struct comb *comb = t->data;
-    if (comb->finished)
+    struct comb *comb = comb_of_timer(t);
+    if (comb == NULL)
         return;
-    comb->refs++;
-    comb_stop(comb);
-    tc_future_fulfill(comb->out, NULL, NULL);
-    comb_release(comb);
+    comb_settle(comb, 0, NULL);
     comb_unref(comb);
 }
 
@@ -642,11 +649,8 @@ int tc_sleep(tc_future **out, uv_loop_t *loop, uint64_t ms)
     int rc = comb_new(&comb, COMB_SLEEP, NULL, 0);
     if (rc < 0)
         return rc;
-    if ((rc = comb_start_timer(comb, loop, ms, sleep_on_timer)) < 0) {
-        comb_stop(comb);
-        comb_discard(comb);
+    if ((rc = comb_arm(comb, false, loop, true, ms, sleep_on_timer)) < 0)
         return rc;
-    }
     comb_expose(comb, out);
     comb_unref(comb);
     return 0;
@@ -656,10 +660,9 @@ int tc_sleep(tc_future **out, uv_loop_t *loop, uint64_t ms)
  * one input, empty until start() gives it the inner future (whose reference passes to us). */
 static void later_on_timer(uv_timer_t *t)
 {
-    struct comb *comb = t->data;
-    if (comb->finished)
+    struct comb *comb = comb_of_timer(t);
+    if (comb == NULL)
         return;
-    comb->refs++;
     comb_close_timer(comb);
     tc_future *inner = NULL;
     int rc = comb->start(comb->data, &inner);
@@ -674,9 +677,7 @@ static void later_on_timer(uv_timer_t *t)
     } else if (rc < 0 || inner == NULL) {
         if (rc == 0)
             tc_future_unref(inner);
-        comb_stop(comb);
-        tc_future_reject(comb->out, rc < 0 ? rc : TC_EINVAL, NULL);
-        comb_release(comb);
+        comb_settle(comb, rc < 0 ? rc : TC_EINVAL, NULL);
     } else {
         struct comb_input *in = &comb->inputs[0];
         in->f = inner;
@@ -706,11 +707,8 @@ int tc_call_later(tc_future **out, uv_loop_t *loop, uint64_t ms, tc_start_fn sta
         return rc;
     comb->start = start;
     comb->data = data;
-    if ((rc = comb_start_timer(comb, loop, ms, later_on_timer)) < 0) {
-        comb_stop(comb);
-        comb_discard(comb);
+    if ((rc = comb_arm(comb, false, loop, true, ms, later_on_timer)) < 0)
         return rc;
-    }
     *out = tc_future_ref(comb->out); /* inputs[0] stays empty until the timer fires */
     return 0;
 }

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "base/fmt.h"
 #include "tailcut/json.h"
 
 /* Byte classes inside a string body. */
@@ -65,16 +66,6 @@ static inline int is_ws(uint8_t ch)
 static inline int is_digit(uint8_t ch)
 {
     return (uint8_t)(ch - '0') < 10;
-}
-
-static inline int hex_val(uint8_t ch)
-{
-    if (is_digit(ch))
-        return ch - '0';
-    ch |= 0x20; /* ASCII letters to lower case; other bytes stay out of range */
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    return -1;
 }
 
 static inline const uint8_t *skip_ws(const uint8_t *p, const uint8_t *end)
@@ -162,8 +153,8 @@ static inline const uint8_t *scan_string(const uint8_t *p, const uint8_t *end)
                 p += 2;
                 break;
             case 'u':
-                if (end - p < 6 || hex_val(p[2]) < 0 || hex_val(p[3]) < 0 || hex_val(p[4]) < 0 ||
-                    hex_val(p[5]) < 0)
+                if (end - p < 6 || tc__hex_value(p[2]) < 0 || tc__hex_value(p[3]) < 0 ||
+                    tc__hex_value(p[4]) < 0 || tc__hex_value(p[5]) < 0)
                     return NULL;
                 p += 6;
                 break;
@@ -467,7 +458,7 @@ static long read_u_escape(const uint8_t *p, const uint8_t *end)
         return -1;
     long v = 0;
     for (int i = 2; i < 6; i++) {
-        int digit = hex_val(p[i]);
+        int digit = tc__hex_value(p[i]);
         if (digit < 0)
             return -1;
         v = v << 4 | digit;

@@ -19,17 +19,6 @@
 #include "tailcut/url.h"
 
 /* Value of one hex digit, or -1. */
-static int hex_val(unsigned char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 /* Decodes the byte at src[*i] (advancing *i past it, and past an escape). Returns the decoded
  * byte (0..255), or TC_EINVAL for a bad escape or a NUL (raw or encoded): a NUL can never be
  * part of a parameter we accept, and it would silently truncate the NUL-terminated output. */
@@ -39,8 +28,8 @@ static int decode_one(const char *src, size_t len, size_t *i, int query_mode)
     if (ch == '%') {
         if (len - *i < 3)
             return TC_EINVAL;
-        int hi = hex_val((unsigned char)src[*i + 1]);
-        int lo = hex_val((unsigned char)src[*i + 2]);
+        int hi = tc__hex_value((unsigned char)src[*i + 1]);
+        int lo = tc__hex_value((unsigned char)src[*i + 2]);
         if (hi < 0 || lo < 0)
             return TC_EINVAL;
         *i += 3;
@@ -141,22 +130,34 @@ static int name_equals(const char *raw, size_t raw_len, const char *want)
     return want[k] == '\0';
 }
 
-long tc_query_get(const char *query, size_t len, const char *name, char *value, size_t value_size)
+/* How many pairs of query[0..len) are named name (decoded), and the raw value of the first of
+ * them in *first (NULL and 0 when none). */
+static long query_find(const char *query, size_t len, const char *name, const char **first,
+                       size_t *first_len)
 {
     tc_query_iter it;
-    const char *key, *val, *first = NULL;
-    size_t key_len, val_len, first_len = 0;
+    const char *key, *val;
+    size_t key_len, val_len;
     long count = 0;
-
+    *first = NULL;
+    *first_len = 0;
     tc_query_iter_init(&it, query, len);
     while (tc_query_next(&it, &key, &key_len, &val, &val_len)) {
         if (!name_equals(key, key_len, name))
             continue;
         if (count++ == 0) {
-            first = val;
-            first_len = val_len;
+            *first = val;
+            *first_len = val_len;
         }
     }
+    return count;
+}
+
+long tc_query_get(const char *query, size_t len, const char *name, char *value, size_t value_size)
+{
+    const char *first;
+    size_t first_len;
+    long count = query_find(query, len, name, &first, &first_len);
     if (count > 0 && value != NULL) {
         long rc = tc_url_decode(first, first_len, value, value_size, 1);
         if (rc < 0)
@@ -171,20 +172,9 @@ int tc_query_timeout(const char *query, size_t len, uint64_t max_ms, uint64_t *t
     static const char not_number[] = "timeout must be a whole number of milliseconds";
     static const char out_of_range[] = "timeout is out of range (1 to --max-timeout milliseconds)";
     static const char repeated[] = "timeout must be given at most once";
-    tc_query_iter it;
-    const char *key, *val, *first = NULL;
-    size_t key_len, val_len, first_len = 0;
-    int count = 0;
-
-    tc_query_iter_init(&it, query, len);
-    while (tc_query_next(&it, &key, &key_len, &val, &val_len)) {
-        if (!name_equals(key, key_len, "timeout"))
-            continue;
-        if (count++ == 0) {
-            first = val;
-            first_len = val_len;
-        }
-    }
+    const char *first;
+    size_t first_len;
+    long count = query_find(query, len, "timeout", &first, &first_len);
     if (present)
         *present = count > 0;
     if (why)

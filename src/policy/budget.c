@@ -6,8 +6,8 @@
  * The one idea: on a millisecond clock the window (t - 1 s, t] is exactly the 1,000 whole
  * milliseconds t - 999 .. t, so a ring of 1,000 per-millisecond counters (requests, extras) plus
  * their running sums answers the rule exactly, in O(1) per call: moving to a later millisecond
- * subtracts and zeroes the slots that left the window (at most 1,000, once each). PCT is held
- * as an integer in millionths of a percent, so the floor is exact integer arithmetic.
+ * subtracts and zeroes the slots that left the window (base/window.h: at most 1,000, once each).
+ * PCT is held as an integer in millionths of a percent, so the floor is exact integer arithmetic.
  *
  * One budget serves a whole process: every call takes one uv_mutex_t for a few additions. A
  * caller whose clock reads slightly behind another's (two threads racing to the lock) is
@@ -16,6 +16,7 @@
 #include <stdlib.h>
 
 #include "base/alloc.h"
+#include "base/window.h"
 #include "tailcut/hedge.h"
 
 #define WINDOW_MS 1000
@@ -88,36 +89,26 @@ void tc_hedge_budget_free(tc_hedge_budget *bud)
     tc__free(bud);
 }
 
-/* Moves the ring to now_ms (or keeps it, for an earlier time); returns now's slot. Lock held. */
-static unsigned advance(tc_hedge_budget *bud, uint64_t now_ms)
+/* Forgets a millisecond that left the window. */
+static void slot_clear(void *owner, unsigned slot)
 {
-    if (now_ms > bud->latest_ms) {
-        uint64_t steps = now_ms - bud->latest_ms;
-        if (steps >= WINDOW_MS) {
-            for (unsigned slot = 0; slot < WINDOW_MS; slot++) {
-                bud->slot_requests[slot] = 0;
-                bud->slot_extras[slot] = 0;
-            }
-            bud->requests = 0;
-            bud->extras = 0;
-        } else {
-            for (uint64_t k = 1; k <= steps; k++) {
-                unsigned slot = (unsigned)((bud->latest_ms + k) % WINDOW_MS);
-                bud->requests -= bud->slot_requests[slot];
-                bud->extras -= bud->slot_extras[slot];
-                bud->slot_requests[slot] = 0;
-                bud->slot_extras[slot] = 0;
-            }
-        }
-        bud->latest_ms = now_ms;
-    }
-    return (unsigned)(bud->latest_ms % WINDOW_MS);
+    tc_hedge_budget *bud = owner;
+    bud->requests -= bud->slot_requests[slot];
+    bud->extras -= bud->slot_extras[slot];
+    bud->slot_requests[slot] = 0;
+    bud->slot_extras[slot] = 0;
+}
+
+/* Moves the ring to now_ms (or keeps it, for an earlier time); returns now's slot. Lock held. */
+static unsigned budget_advance(tc_hedge_budget *bud, uint64_t now_ms)
+{
+    return tc__window_advance(&bud->latest_ms, now_ms, WINDOW_MS, slot_clear, bud);
 }
 
 void tc_hedge_budget_admit(tc_hedge_budget *bud, uint64_t now_ms)
 {
     uv_mutex_lock(&bud->lock);
-    unsigned slot = advance(bud, now_ms);
+    unsigned slot = budget_advance(bud, now_ms);
     if (bud->slot_requests[slot] < UINT32_MAX) {
         bud->slot_requests[slot]++;
         bud->requests++;
@@ -128,7 +119,7 @@ void tc_hedge_budget_admit(tc_hedge_budget *bud, uint64_t now_ms)
 int tc_hedge_budget_try_extra(tc_hedge_budget *bud, uint64_t now_ms)
 {
     uv_mutex_lock(&bud->lock);
-    unsigned slot = advance(bud, now_ms);
+    unsigned slot = budget_advance(bud, now_ms);
     /* floor(PCT x R / 100) + 1 with PCT = percent_e6 / SCALE; R < 2^32 x 1000 keeps the product
      * within 64 bits for any rate a machine can admit. */
     uint64_t allowed = bud->percent_e6 * bud->requests / (100 * TC_HEDGE_BUDGET_SCALE) + 1;

@@ -10,14 +10,15 @@
  * bucket counts. Beside the ring, `sum` holds every bucket's count over the live slices and
  * `octave_sum` every octave's, so a record is two increments plus the slice's own, and a
  * quantile walks at most 27 octave totals and then 64 buckets of one octave. When time moves
- * into a new slice, the slices that left the window are subtracted from the totals and zeroed:
- * once per slice, bounded by the ring's size, with no allocation.
+ * into a new slice, the slices that left the window are subtracted from the totals and zeroed
+ * (base/window.h): once per slice, bounded by the ring's size, with no allocation.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/alloc.h"
+#include "base/window.h"
 #include "tailcut/hedge.h"
 
 #define SUB_BITS 6
@@ -26,9 +27,8 @@
 #define NBUCKETS (OCTAVES * SUB_COUNT)
 
 struct tc_latency {
-    uint64_t slice_id;  /* now_ms / TC_LATENCY_SLICE_MS of the newest slice */
-    uint64_t latest_ms; /* the latest time seen */
-    uint64_t total;     /* values in the window */
+    uint64_t slice_id; /* now_ms / TC_LATENCY_SLICE_MS of the newest slice */
+    uint64_t total;    /* values in the window */
     uint64_t octave_sum[OCTAVES];
     uint64_t sum[NBUCKETS];
     uint32_t slice_total[TC_LATENCY_SLICES];
@@ -72,8 +72,9 @@ void tc_latency_free(tc_latency *est)
 }
 
 /* Forgets a slice: subtracts its counts from the totals and zeroes it. */
-static void slice_clear(tc_latency *est, unsigned slice)
+static void slice_clear(void *owner, unsigned slice)
 {
+    tc_latency *est = owner;
     if (est->slice_total[slice] == 0)
         return;
     for (unsigned bucket = 0; bucket < NBUCKETS; bucket++) {
@@ -88,27 +89,17 @@ static void slice_clear(tc_latency *est, unsigned slice)
     memset(est->slices[slice], 0, sizeof(est->slices[slice]));
 }
 
-/* Moves the window to now_ms; returns the ring index of the current slice. */
-static unsigned advance(tc_latency *est, uint64_t now_ms)
+/* Moves the window to now_ms (or keeps it, for an earlier time); returns the ring index of the
+ * current slice. */
+static unsigned latency_advance(tc_latency *est, uint64_t now_ms)
 {
-    if (now_ms < est->latest_ms)
-        now_ms = est->latest_ms;
-    est->latest_ms = now_ms;
-    uint64_t id = now_ms / TC_LATENCY_SLICE_MS;
-    if (id > est->slice_id) {
-        uint64_t steps = id - est->slice_id;
-        if (steps > TC_LATENCY_SLICES)
-            steps = TC_LATENCY_SLICES;
-        for (uint64_t k = 1; k <= steps; k++)
-            slice_clear(est, (unsigned)((est->slice_id + k) % TC_LATENCY_SLICES));
-        est->slice_id = id;
-    }
-    return (unsigned)(est->slice_id % TC_LATENCY_SLICES);
+    return tc__window_advance(&est->slice_id, now_ms / TC_LATENCY_SLICE_MS, TC_LATENCY_SLICES,
+                              slice_clear, est);
 }
 
 void tc_latency_record(tc_latency *est, uint64_t now_ms, uint64_t value_us)
 {
-    unsigned slice = advance(est, now_ms);
+    unsigned slice = latency_advance(est, now_ms);
     unsigned bucket = bucket_of(value_us);
     if (est->slice_total[slice] == UINT32_MAX)
         return; /* four billion values in one slice: the rest of it is not counted */
@@ -121,7 +112,7 @@ void tc_latency_record(tc_latency *est, uint64_t now_ms, uint64_t value_us)
 
 uint64_t tc_latency_count(tc_latency *est, uint64_t now_ms)
 {
-    advance(est, now_ms);
+    latency_advance(est, now_ms);
     return est->total;
 }
 
@@ -129,7 +120,7 @@ int tc_latency_quantile(tc_latency *est, uint64_t now_ms, double quantile, uint6
 {
     if (!(quantile > 0.0 && quantile <= 1.0) || value_us == NULL)
         return TC_EINVAL;
-    advance(est, now_ms);
+    latency_advance(est, now_ms);
     if (est->total == 0)
         return TC_EMISSING;
     /* Nearest rank; the small slack keeps quantile x n exact when it is whole in theory. */

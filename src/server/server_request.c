@@ -93,6 +93,12 @@ static int fail(tc__srv_conn *c, int status)
     return -1;
 }
 
+/* Stores parsed bytes in r; out of memory turns into 503 overloaded. */
+static int request_store(tc__srv_conn *c, tc_request *r, const char *at, size_t len)
+{
+    return request_append(r, at, len) == 0 ? 0 : fail(c, 503);
+}
+
 static int on_request_begin(http_parser *hp)
 {
     tc__srv_conn *c = hp->data;
@@ -115,7 +121,7 @@ static int on_request_url(http_parser *hp, const char *at, size_t len)
     if (r->target_len == 0)
         r->target_off = (uint32_t)r->len;
     r->target_len += (uint32_t)len;
-    return request_append(r, at, len) == 0 ? 0 : fail(c, 503);
+    return request_store(c, r, at, len);
 }
 
 /* The request line has been read whole: what the access log shows of it. */
@@ -164,7 +170,7 @@ static int on_request_header_field(http_parser *hp, const char *at, size_t len)
         r->last_was_value = 0;
     }
     r->hdrs[r->nhdrs - 1].name_len += (uint32_t)len;
-    return request_append(r, at, len) == 0 ? 0 : fail(c, 503);
+    return request_store(c, r, at, len);
 }
 
 static int on_request_header_value(http_parser *hp, const char *at, size_t len)
@@ -179,7 +185,7 @@ static int on_request_header_value(http_parser *hp, const char *at, size_t len)
         r->last_was_value = 1;
     }
     hd->value_len += (uint32_t)len;
-    return request_append(r, at, len) == 0 ? 0 : fail(c, 503);
+    return request_store(c, r, at, len);
 }
 
 static int on_request_headers_complete(http_parser *hp)
@@ -210,7 +216,7 @@ static int on_request_body(http_parser *hp, const char *at, size_t len)
     if (r->body_len + len > c->srv->cfg.max_body)
         return fail(c, 413);
     r->body_len += len;
-    return request_append(r, at, len) == 0 ? 0 : fail(c, 503);
+    return request_store(c, r, at, len);
 }
 
 static void request_split_target(tc_request *r)
