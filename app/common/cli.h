@@ -10,9 +10,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define TC_EXIT_OK 0
-#define TC_EXIT_FAILURE 1
-#define TC_EXIT_USAGE 2
+#define CLI_EXIT_OK 0
+#define CLI_EXIT_FAILURE 1
+#define CLI_EXIT_USAGE 2
 
 typedef int (*cmd_fn)(int argc, char **argv);
 

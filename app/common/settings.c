@@ -452,14 +452,14 @@ int settings_read_cli(const settings_table *t, int argc, char **argv, const sett
     settings_error e;
     if (settings_defaults(t, to, &bad, &e) != 0) {
         cli_error(t->cmd, "internal: a bad default: %s", settings_message(bad, &e));
-        return TC_EXIT_FAILURE;
+        return CLI_EXIT_FAILURE;
     }
     switch (settings_cli_parse(t, argc, argv, to, cli->operand, cli->data, cli->given)) {
     case SETTINGS_CLI_HELP:
         cli->usage(stdout);
-        return TC_EXIT_OK;
+        return CLI_EXIT_OK;
     case SETTINGS_CLI_BAD:
-        return TC_EXIT_USAGE;
+        return CLI_EXIT_USAGE;
     default:
         return -1;
     }

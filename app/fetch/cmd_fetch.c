@@ -277,10 +277,10 @@ static int set_request(app *a)
     if (data != NULL) {
         if (data[0] == '@') {
             if (fetch_read_data_file(data + 1, &a->body, &a->body_len) != 0)
-                return TC_EXIT_USAGE;
+                return CLI_EXIT_USAGE;
         } else if ((a->body = strdup(data)) == NULL) {
             cli_error(CMD, "out of memory");
-            return TC_EXIT_FAILURE;
+            return CLI_EXIT_FAILURE;
         } else {
             a->body_len = strlen(data);
         }
@@ -305,7 +305,7 @@ static int read_settings(app *a, int argc, char **argv)
     if (a->nurls == 0 && a->opt.input == NULL) {
         cli_error(CMD, "no URLs: give them as arguments or with -i FILE (see 'tailcut fetch "
                        "--help')");
-        return TC_EXIT_USAGE;
+        return CLI_EXIT_USAGE;
     }
     return set_request(a);
 }
@@ -370,19 +370,19 @@ static int open_files(app *a)
 {
     const fetch_options *o = &a->opt;
     if (o->input != NULL && (a->rd = fetch_reader_open(o->input)) == NULL)
-        return TC_EXIT_USAGE;
+        return CLI_EXIT_USAGE;
     a->out = stdout;
     if (o->output != NULL && strcmp(o->output, "-") != 0) {
         a->out = fopen(o->output, "w");
         if (a->out == NULL) {
             cli_error(CMD, "cannot open output file '%s': %s", o->output, strerror(errno));
-            return TC_EXIT_USAGE;
+            return CLI_EXIT_USAGE;
         }
     }
     if (o->summary_json != NULL && (a->summary_json = fopen(o->summary_json, "w")) == NULL) {
         cli_error(CMD, "cannot open --summary-json file '%s': %s", o->summary_json,
                   strerror(errno));
-        return TC_EXIT_USAGE;
+        return CLI_EXIT_USAGE;
     }
     struct stat st;
     a->out_is_tty = isatty(fileno(a->out));
@@ -446,15 +446,15 @@ static int finish_run(app *a)
     if (a->interrupted)
         status = EXIT_SIGNALLED(a->interrupted);
     else if (a->write_failed)
-        status = TC_EXIT_FAILURE;
+        status = CLI_EXIT_FAILURE;
     else if (read_errno)
-        status = TC_EXIT_USAGE;
+        status = CLI_EXIT_USAGE;
     else if (a->sum.failed > 0)
         status = EXIT_SOME_FAILED;
     else
-        status = TC_EXIT_OK;
+        status = CLI_EXIT_OK;
     if (report_summary(a, status) != 0 && !a->interrupted)
-        status = TC_EXIT_FAILURE;
+        status = CLI_EXIT_FAILURE;
     if (a->write_failed)
         cli_error(CMD, "cannot write the output: %s", strerror(a->write_failed));
     if (read_errno)
@@ -485,7 +485,7 @@ int cmd_fetch(int argc, char **argv)
     if (a == NULL || (a->urls = calloc((size_t)argc + 1, sizeof(*a->urls))) == NULL) {
         cli_error(CMD, "out of memory");
         app_free(a);
-        return TC_EXIT_FAILURE;
+        return CLI_EXIT_FAILURE;
     }
     fetch_summary_init(&a->sum);
     tc__buf_init(&a->line, NULL, 0, SIZE_MAX); /* one line per result: no bound of its own */
@@ -494,7 +494,7 @@ int cmd_fetch(int argc, char **argv)
         status = open_files(a);
     if (status < 0) {
         raise_fd_limit();
-        status = TC_EXIT_FAILURE;
+        status = CLI_EXIT_FAILURE;
         if (start_fetch(a) == 0) {
             uv_run(&a->loop, UV_RUN_DEFAULT);
             status = finish_run(a);

@@ -12,6 +12,7 @@
 
 #include "common/cli.h"
 #include "common/commands.h"
+#include "tailcut/version.h"
 
 static const struct command {
     const char *name;
@@ -41,7 +42,7 @@ static void usage(FILE *out)
  * headers it was built against). */
 static void print_versions(void)
 {
-    printf("tailcut %s\n", TC_VERSION);
+    printf("tailcut %s\n", TC_VERSION_STRING);
     printf("libuv %s\n", uv_version_string());
     const curl_version_info_data *curl = curl_version_info(CURLVERSION_NOW);
     printf("libcurl %s\n", curl->version);
@@ -72,28 +73,28 @@ static int print_man_options(const char *name)
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         if (strcmp(name, commands[i].name) == 0) {
             settings_print_man(stdout, commands[i].settings);
-            return TC_EXIT_OK;
+            return CLI_EXIT_OK;
         }
     }
     (void)fprintf(stderr, "tailcut: unknown command '%s'\n", name);
-    return TC_EXIT_USAGE;
+    return CLI_EXIT_USAGE;
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 2) {
         usage(stderr);
-        return TC_EXIT_USAGE;
+        return CLI_EXIT_USAGE;
     }
     if (strcmp(argv[1], "--version") == 0) {
         print_versions();
-        return TC_EXIT_OK;
+        return CLI_EXIT_OK;
     }
     if (argc == 3 && strcmp(argv[1], "--man-options") == 0)
         return print_man_options(argv[2]);
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(stdout);
-        return TC_EXIT_OK;
+        return CLI_EXIT_OK;
     }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         if (strcmp(argv[1], commands[i].name) == 0)
@@ -101,5 +102,5 @@ int main(int argc, char **argv)
     }
     (void)fprintf(stderr, "tailcut: unknown command or option '%s' (see 'tailcut --help')\n",
                   argv[1]);
-    return TC_EXIT_USAGE;
+    return CLI_EXIT_USAGE;
 }

@@ -322,7 +322,7 @@ static int read_settings(serve_run *run, int argc, char **argv)
     serve_forward_finish(&run->route);
     if (settings_open_access_log(cfg->access_log_path, &cfg->access_log, &e) != 0) {
         settings_cli_error(&serve_settings, "access-log", &e);
-        return TC_EXIT_USAGE;
+        return CLI_EXIT_USAGE;
     }
     return -1;
 }
@@ -368,14 +368,14 @@ static int choose_upstreams(serve_run *run)
     int err = embedded_start(&run->emb);
     if (err != 0) {
         cli_error(serve_settings.cmd, "cannot start the embedded upstream: %s", tc_strerror(err));
-        return TC_EXIT_FAILURE;
+        return CLI_EXIT_FAILURE;
     }
     run->emb_running = 1;
     (void)fprintf(stderr, "tailcut: embedded upstream at http://127.0.0.1:%d\n", run->emb.port);
     route->upstream = join_url("http://127.0.0.1:", run->emb.port, "/api/work");
     if (route->metadata_upstream == NULL)
         route->metadata_upstream = join_url("http://127.0.0.1:", run->emb.port, "/api/metadata");
-    return route->upstream == NULL || route->metadata_upstream == NULL ? TC_EXIT_FAILURE : 0;
+    return route->upstream == NULL || route->metadata_upstream == NULL ? CLI_EXIT_FAILURE : 0;
 }
 
 /* The runtime runs the workers with the process's settings. */
@@ -404,13 +404,13 @@ static int serve_start(serve_run *run)
     if (serve_metrics_define(&cfg->metrics) != 0 || start_hedging(&run->route) != 0 ||
         serve_stats_define(cfg) != 0) {
         cli_error(serve_settings.cmd, "cannot set up metrics and hedging");
-        return TC_EXIT_FAILURE;
+        return CLI_EXIT_FAILURE;
     }
     int status = choose_upstreams(run);
     if (status != 0)
         return status;
     if (cfg->admin.set && serve_admin_start(cfg, &run->admin) != 0)
-        return TC_EXIT_FAILURE; /* the line saying why is printed */
+        return CLI_EXIT_FAILURE; /* the line saying why is printed */
     configure_runtime(run);
     return rt_run(&run->rc);
 }
@@ -437,7 +437,7 @@ int cmd_serve(int argc, char **argv)
     rt_ignore_signals(); /* before the embedded upstream's and the admin listener's threads */
     serve_run *run = calloc(1, sizeof(*run));
     if (run == NULL)
-        return TC_EXIT_FAILURE;
+        return CLI_EXIT_FAILURE;
     atomic_init(&run->cfg.conn_count, 0);
     atomic_init(&run->cfg.ready, 1);
     int status = read_settings(run, argc, argv);

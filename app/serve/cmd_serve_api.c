@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/fmt.h"
 #include "cmd_serve.h"
 
 void serve_respond_error(serve_worker *sw, tc_request *req, endpoint ep, int status,
@@ -103,41 +104,39 @@ static void put(body_writer *w, const char *s, size_t n)
     w->len += n;
 }
 
-#define put_lit(w, lit) put((w), (lit), sizeof(lit) - 1)
-
 /* The answer's body for a hedge result (an upstream body goes in byte for byte); returns the
  * status. msg holds the timeout message, attempts the number of attempts. */
 static int write_body(body_writer *w, const serve_call *call, const tc_hedge_result *r,
                       const char *msg, const char *attempts)
 {
     if (r->error == TC_ETIMEDOUT) {
-        put_lit(w, "{\"success\":false,\"error\":\"timeout\",\"message\":\"");
+        put(w, TC__LIT("{\"success\":false,\"error\":\"timeout\",\"message\":\""));
         put(w, msg, strlen(msg));
-        put_lit(w, "\"}");
+        put(w, TC__LIT("\"}"));
         return 504;
     }
     if (r->error == TC_EALLFAILED) {
-        put_lit(w, "{\"success\":false,\"error\":\"upstream_failed\",\"message\":\"every "
-                   "upstream attempt failed\",\"attempts\":");
+        put(w, TC__LIT("{\"success\":false,\"error\":\"upstream_failed\",\"message\":\"every "
+                       "upstream attempt failed\",\"attempts\":"));
         put(w, attempts, strlen(attempts));
-        put_lit(w, "}");
+        put(w, TC__LIT("}"));
         return 502;
     }
     if (call->ep == EP_SMART || call->ep == EP_FIRST) {
         const tc_response *win = tc_hedge_response(r, (unsigned)r->winner);
-        put_lit(w, "{\"success\":true,\"response\":");
+        put(w, TC__LIT("{\"success\":true,\"response\":"));
         put(w, win->body, win->body_len);
-        put_lit(w, "}");
+        put(w, TC__LIT("}"));
         return 200;
     }
-    put_lit(w, "[");
+    put(w, TC__LIT("["));
     for (unsigned k = 0; k < r->nsuccesses; k++) {
         const tc_response *resp = tc_hedge_response(r, r->successes[k]);
         if (k > 0)
-            put_lit(w, ",");
+            put(w, TC__LIT(","));
         put(w, resp->body, resp->body_len);
     }
-    put_lit(w, "]");
+    put(w, TC__LIT("]"));
     return 200;
 }
 

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "base/clock.h"
 #include "cmd_serve.h"
 #include "common/runtime.h"
 
@@ -50,7 +51,7 @@ void serve_handle_stats(serve_worker *sw, tc_request *req)
     memset(&now, 0, sizeof(now));
     now.time_ms = wall_ms();
     now.hedge_delay_ms = route->adaptive != NULL
-                             ? tc_hedge_adaptive_delay_ms(route->adaptive, uv_hrtime() / 1000000)
+                             ? tc_hedge_adaptive_delay_ms(route->adaptive, tc__now_ms())
                              : route->hedge_delay.ms;
     now.hedge_percentile_tenths = route->hedge_delay.percentile_tenths;
     now.hedge_budget_e6 = route->budget != NULL ? route->hedge_budget_e6 : 0;

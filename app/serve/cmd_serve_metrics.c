@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "base/clock.h"
 #include "cmd_serve.h"
 
 /* Largest /metrics text we render. */
@@ -116,7 +117,7 @@ void serve_count_rejections(serve_worker *sw)
 static size_t render_hedge_delay(const serve_route *route, char *buf, size_t cap)
 {
     uint64_t ms = route->adaptive != NULL
-                      ? tc_hedge_adaptive_delay_ms(route->adaptive, uv_hrtime() / 1000000)
+                      ? tc_hedge_adaptive_delay_ms(route->adaptive, tc__now_ms())
                       : route->hedge_delay.ms;
     int n = snprintf(buf, cap,
                      "# HELP tailcut_hedge_delay_seconds The /api/smart hedge delay in force\n"

@@ -221,7 +221,7 @@ static int read_settings(app *a, int argc, char **argv, FILE **log)
     a->ucfg.seed_set = (given >> settings_index(&upstream_settings, seed)) & 1;
     if (settings_open_access_log(a->log_path, log, &e) != 0) {
         settings_cli_error(&upstream_settings, "access-log", &e);
-        return TC_EXIT_USAGE;
+        return CLI_EXIT_USAGE;
     }
     if (*log != NULL)
         (void)setvbuf(*log, NULL, _IOLBF, 0); /* lines as they happen, also on a pipe; else as is */

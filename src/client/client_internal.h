@@ -18,15 +18,13 @@
 #include <uv.h>
 
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/heap.h"
 #include "base/list.h"
 #include "base/table.h"
 #include "http/h1_parse.h"
 #include "tailcut/client.h"
-
-#ifndef TC_VERSION
-#define TC_VERSION "0"
-#endif
+#include "tailcut/version.h"
 
 /* Limits on what the network can make us store. */
 #define TC__CLIENT_MAX_HEADER_BYTES TC__H1_MAX_HEADER_BYTES /* response header block */
@@ -141,9 +139,6 @@ struct tc_client {
 
 /* ---- client.c, for the engines ---- */
 
-/* Milliseconds of the monotonic clock behind uv_now(), read fresh. */
-uint64_t tc__now_ms(void);
-
 /* The engine finished r with a response in r->out: the header block, a NUL at body_off - 1,
  * then the body. */
 void tc__creq_succeed(tc__creq *r, int status, int http_version, size_t body_off);
@@ -152,11 +147,11 @@ void tc__creq_succeed(tc__creq *r, int status, int http_version, size_t body_off
 void tc__creq_fail(tc__creq *r, int err, const char *msg);
 
 /* A uv handle of an engine has closed (counts toward the client's own close). */
-void tc__client_handle_closed(tc_client *c);
+void tc__client_handle_closed(tc_client *cl);
 
 /* Origin references for engines that keep an origin beyond its requests. */
-void tc__origin_ref(tc_client *c, tc__origin *o);
-void tc__origin_unref(tc_client *c, tc__origin *o);
+void tc__origin_ref(tc_client *cl, tc__origin *o);
+void tc__origin_unref(tc_client *cl, tc__origin *o);
 
 /* ---- client_native.c ---- */
 
@@ -166,13 +161,13 @@ int tc__native_start(tc__creq *r);
 /* Takes r off its connection and resets that connection; r is not reported. */
 void tc__native_abort(tc__creq *r);
 /* Closes every idle connection; running ones were aborted before. Freed when the last closes. */
-void tc__native_close(tc_client *c);
+void tc__native_close(tc_client *cl);
 /* The request head of req (method already defaulted): its size, then the head itself into dst,
  * which has that many bytes (inside the request's own allocation). */
 size_t tc__native_head_size(const tc_client_request *req, const char *method,
-                            const tc__url_cache *u);
-void tc__native_head_build(const tc_client_request *req, const char *method, const tc__url_cache *u,
-                           char *dst);
+                            const tc__url_cache *uc);
+void tc__native_head_build(const tc_client_request *req, const char *method,
+                           const tc__url_cache *uc, char *dst);
 
 /* ---- client_curl.c ---- */
 
@@ -180,6 +175,6 @@ int tc__curl_prepare(tc__creq *r); /* at request start: header list */
 int tc__curl_start(tc__creq *r);
 void tc__curl_abort(tc__creq *r);
 void tc__curl_release(tc__creq *r); /* frees what tc__curl_prepare made */
-void tc__curl_close(tc_client *c);
+void tc__curl_close(tc_client *cl);
 
 #endif /* TAILCUT_CLIENT_INTERNAL_H */

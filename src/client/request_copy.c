@@ -8,7 +8,7 @@
 #include "request_copy.h"
 
 /* Copies the string s to *p, advances *p past its NUL, and returns the copy. */
-static const char *put(char **p, const char *s)
+static const char *copy_str(char **p, const char *s)
 {
     size_t n = strlen(s) + 1;
     char *dst = *p;
@@ -17,9 +17,9 @@ static const char *put(char **p, const char *s)
     return dst;
 }
 
-static int skipped(const tc_header *h, const char *skip)
+static int skipped(const tc_header *hd, const char *skip)
 {
-    return skip != NULL && strcasecmp(h->name, skip) == 0;
+    return skip != NULL && strcasecmp(hd->name, skip) == 0;
 }
 
 int tc__request_copy(tc_client_request *dst, const tc_client_request *src, size_t spare,
@@ -41,15 +41,15 @@ int tc__request_copy(tc_client_request *dst, const tc_client_request *src, size_
     char *p = *block;
     *dst = *src;
     if (src->url != NULL)
-        dst->url = put(&p, src->url);
+        dst->url = copy_str(&p, src->url);
     if (src->method != NULL)
-        dst->method = put(&p, src->method);
+        dst->method = copy_str(&p, src->method);
     dst->nheaders = 0;
     for (size_t i = 0; i < src->nheaders; i++) {
         if (skipped(&src->headers[i], skip))
             continue;
-        (*headers)[dst->nheaders].name = put(&p, src->headers[i].name);
-        (*headers)[dst->nheaders].value = put(&p, src->headers[i].value);
+        (*headers)[dst->nheaders].name = copy_str(&p, src->headers[i].name);
+        (*headers)[dst->nheaders].value = copy_str(&p, src->headers[i].value);
         dst->nheaders++;
     }
     dst->headers = *headers;

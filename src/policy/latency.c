@@ -10,14 +10,15 @@
  * bucket counts. Beside the ring, `sum` holds every bucket's count over the live slices and
  * `octave_sum` every octave's, so a record is two increments plus the slice's own, and a
  * quantile walks at most 27 octave totals and then 64 buckets of one octave. When time moves
- * into a new slice, the slices that left the window are subtracted from the totals and zeroed:
- * once per slice, bounded by the ring's size, with no allocation.
+ * into a new slice, the slices that left the window are subtracted from the totals and zeroed
+ * (base/window.h): once per slice, bounded by the ring's size, with no allocation.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/alloc.h"
+#include "base/window.h"
 #include "tailcut/hedge.h"
 
 #define SUB_BITS 6
@@ -26,9 +27,8 @@
 #define NBUCKETS (OCTAVES * SUB_COUNT)
 
 struct tc_latency {
-    uint64_t slice_id;  /* now_ms / TC_LATENCY_SLICE_MS of the newest slice */
-    uint64_t latest_ms; /* the latest time seen */
-    uint64_t total;     /* values in the window */
+    uint64_t slice_id; /* now_ms / TC_LATENCY_SLICE_MS of the newest slice */
+    uint64_t total;    /* values in the window */
     uint64_t octave_sum[OCTAVES];
     uint64_t sum[NBUCKETS];
     uint32_t slice_total[TC_LATENCY_SLICES];
@@ -47,11 +47,11 @@ static unsigned bucket_of(uint64_t v)
 }
 
 /* The value a bucket stands for: the midpoint of the values it holds. */
-static uint64_t bucket_value(unsigned b)
+static uint64_t bucket_value(unsigned bucket)
 {
-    if (b < SUB_COUNT)
-        return b;
-    unsigned octave = b / SUB_COUNT, sub = b % SUB_COUNT;
+    if (bucket < SUB_COUNT)
+        return bucket;
+    unsigned octave = bucket / SUB_COUNT, sub = bucket % SUB_COUNT;
     unsigned shift = octave - 1; /* octave g holds [2^(g+5), 2^(g+6)) in steps of 2^(g-1) */
     uint64_t lo = (uint64_t)(SUB_COUNT + sub) << shift;
     uint64_t width = UINT64_C(1) << shift;
@@ -66,85 +66,76 @@ int tc_latency_new(tc_latency **out)
     return *out == NULL ? TC_ENOMEM : 0;
 }
 
-void tc_latency_free(tc_latency *e)
+void tc_latency_free(tc_latency *est)
 {
-    tc__free(e);
+    tc__free(est);
 }
 
 /* Forgets a slice: subtracts its counts from the totals and zeroes it. */
-static void slice_clear(tc_latency *e, unsigned s)
+static void slice_clear(void *owner, unsigned slice)
 {
-    if (e->slice_total[s] == 0)
+    tc_latency *est = owner;
+    if (est->slice_total[slice] == 0)
         return;
-    for (unsigned b = 0; b < NBUCKETS; b++) {
-        uint32_t c = e->slices[s][b];
-        if (c != 0) {
-            e->sum[b] -= c;
-            e->octave_sum[b / SUB_COUNT] -= c;
+    for (unsigned bucket = 0; bucket < NBUCKETS; bucket++) {
+        uint32_t count = est->slices[slice][bucket];
+        if (count != 0) {
+            est->sum[bucket] -= count;
+            est->octave_sum[bucket / SUB_COUNT] -= count;
         }
     }
-    e->total -= e->slice_total[s];
-    e->slice_total[s] = 0;
-    memset(e->slices[s], 0, sizeof(e->slices[s]));
+    est->total -= est->slice_total[slice];
+    est->slice_total[slice] = 0;
+    memset(est->slices[slice], 0, sizeof(est->slices[slice]));
 }
 
-/* Moves the window to now_ms; returns the ring index of the current slice. */
-static unsigned advance(tc_latency *e, uint64_t now_ms)
+/* Moves the window to now_ms (or keeps it, for an earlier time); returns the ring index of the
+ * current slice. */
+static unsigned latency_advance(tc_latency *est, uint64_t now_ms)
 {
-    if (now_ms < e->latest_ms)
-        now_ms = e->latest_ms;
-    e->latest_ms = now_ms;
-    uint64_t id = now_ms / TC_LATENCY_SLICE_MS;
-    if (id > e->slice_id) {
-        uint64_t steps = id - e->slice_id;
-        if (steps > TC_LATENCY_SLICES)
-            steps = TC_LATENCY_SLICES;
-        for (uint64_t k = 1; k <= steps; k++)
-            slice_clear(e, (unsigned)((e->slice_id + k) % TC_LATENCY_SLICES));
-        e->slice_id = id;
-    }
-    return (unsigned)(e->slice_id % TC_LATENCY_SLICES);
+    return tc__window_advance(&est->slice_id, now_ms / TC_LATENCY_SLICE_MS, TC_LATENCY_SLICES,
+                              slice_clear, est);
 }
 
-void tc_latency_record(tc_latency *e, uint64_t now_ms, uint64_t value_us)
+void tc_latency_record(tc_latency *est, uint64_t now_ms, uint64_t value_us)
 {
-    unsigned s = advance(e, now_ms);
-    unsigned b = bucket_of(value_us);
-    if (e->slice_total[s] == UINT32_MAX)
+    unsigned slice = latency_advance(est, now_ms);
+    unsigned bucket = bucket_of(value_us);
+    if (est->slice_total[slice] == UINT32_MAX)
         return; /* four billion values in one slice: the rest of it is not counted */
-    e->slices[s][b]++;
-    e->slice_total[s]++;
-    e->sum[b]++;
-    e->octave_sum[b / SUB_COUNT]++;
-    e->total++;
+    est->slices[slice][bucket]++;
+    est->slice_total[slice]++;
+    est->sum[bucket]++;
+    est->octave_sum[bucket / SUB_COUNT]++;
+    est->total++;
 }
 
-uint64_t tc_latency_count(tc_latency *e, uint64_t now_ms)
+uint64_t tc_latency_count(tc_latency *est, uint64_t now_ms)
 {
-    advance(e, now_ms);
-    return e->total;
+    latency_advance(est, now_ms);
+    return est->total;
 }
 
-int tc_latency_quantile(tc_latency *e, uint64_t now_ms, double q, uint64_t *value_us)
+int tc_latency_quantile(tc_latency *est, uint64_t now_ms, double quantile, uint64_t *value_us)
 {
-    if (!(q > 0.0 && q <= 1.0) || value_us == NULL)
+    if (!(quantile > 0.0 && quantile <= 1.0) || value_us == NULL)
         return TC_EINVAL;
-    advance(e, now_ms);
-    if (e->total == 0)
+    latency_advance(est, now_ms);
+    if (est->total == 0)
         return TC_EMISSING;
-    /* Nearest rank; the small slack keeps q x n exact when it is a whole number in theory. */
-    double r = ceil(q * (double)e->total - 1e-9);
-    uint64_t rank = r < 1.0 ? 1 : (uint64_t)r;
-    if (rank > e->total)
-        rank = e->total;
+    /* Nearest rank; the small slack keeps quantile x n exact when it is whole in theory. */
+    double exact = ceil(quantile * (double)est->total - 1e-9);
+    uint64_t rank = exact < 1.0 ? 1 : (uint64_t)exact;
+    if (rank > est->total)
+        rank = est->total;
     uint64_t seen = 0;
-    unsigned g = 0;
-    while (g + 1 < OCTAVES && seen + e->octave_sum[g] < rank)
-        seen += e->octave_sum[g++];
-    unsigned b = g * SUB_COUNT;
-    while (b + 1 < (g + 1) * SUB_COUNT && seen + e->sum[b] < rank)
-        seen += e->sum[b++];
-    *value_us = bucket_value(b);
+    unsigned octave = 0;
+    while (octave + 1 < OCTAVES && seen + est->octave_sum[octave] < rank)
+        seen += est->octave_sum[octave++];
+    unsigned bucket = octave * SUB_COUNT;
+    while (bucket + 1 < (octave + 1) * SUB_COUNT && seen + est->sum[bucket] < rank)
+        seen += est->sum[bucket++];
+    *value_us = bucket_value(bucket);
     return 0;
 }
 
@@ -181,68 +172,68 @@ int tc_hedge_adaptive_new(tc_hedge_adaptive **out, const tc_hedge_adaptive_confi
     if (out == NULL || cfg == NULL || !(cfg->percentile >= 50.0 && cfg->percentile <= 99.9) ||
         cfg->max_ms == 0)
         return TC_EINVAL;
-    tc_hedge_adaptive *a = tc__calloc(1, sizeof(*a));
-    if (a == NULL)
+    tc_hedge_adaptive *ad = tc__calloc(1, sizeof(*ad));
+    if (ad == NULL)
         return TC_ENOMEM;
-    if (tc_latency_new(&a->est) != 0) {
-        tc__free(a);
-        return TC_ENOMEM;
-    }
-    if (uv_mutex_init(&a->lock) != 0) {
-        tc_latency_free(a->est);
-        tc__free(a);
+    if (tc_latency_new(&ad->est) != 0) {
+        tc__free(ad);
         return TC_ENOMEM;
     }
-    a->cfg = *cfg;
-    a->delay_ms = clamp_delay(cfg->fallback_ms, cfg->max_ms);
-    *out = a;
+    if (uv_mutex_init(&ad->lock) != 0) {
+        tc_latency_free(ad->est);
+        tc__free(ad);
+        return TC_ENOMEM;
+    }
+    ad->cfg = *cfg;
+    ad->delay_ms = clamp_delay(cfg->fallback_ms, cfg->max_ms);
+    *out = ad;
     return 0;
 }
 
-void tc_hedge_adaptive_free(tc_hedge_adaptive *a)
+void tc_hedge_adaptive_free(tc_hedge_adaptive *ad)
 {
-    if (a == NULL)
+    if (ad == NULL)
         return;
-    uv_mutex_destroy(&a->lock);
-    tc_latency_free(a->est);
-    tc__free(a);
+    uv_mutex_destroy(&ad->lock);
+    tc_latency_free(ad->est);
+    tc__free(ad);
 }
 
-void tc_hedge_adaptive_record(tc_hedge_adaptive *a, uint64_t now_ms, uint64_t latency_us)
+void tc_hedge_adaptive_record(tc_hedge_adaptive *ad, uint64_t now_ms, uint64_t latency_us)
 {
-    uv_mutex_lock(&a->lock);
-    tc_latency_record(a->est, now_ms, latency_us);
-    a->recorded++;
-    uv_mutex_unlock(&a->lock);
+    uv_mutex_lock(&ad->lock);
+    tc_latency_record(ad->est, now_ms, latency_us);
+    ad->recorded++;
+    uv_mutex_unlock(&ad->lock);
 }
 
-uint64_t tc_hedge_adaptive_delay_ms(tc_hedge_adaptive *a, uint64_t now_ms)
+uint64_t tc_hedge_adaptive_delay_ms(tc_hedge_adaptive *ad, uint64_t now_ms)
 {
-    uv_mutex_lock(&a->lock);
+    uv_mutex_lock(&ad->lock);
     /* An estimate is redone once TC_HEDGE_REFRESH_MS old; the fallback as soon as it may end. */
-    int stale = !a->estimated || now_ms < a->estimated_at_ms ||
-                now_ms - a->estimated_at_ms >= TC_HEDGE_REFRESH_MS;
+    int stale = !ad->estimated || now_ms < ad->estimated_at_ms ||
+                now_ms - ad->estimated_at_ms >= TC_HEDGE_REFRESH_MS;
     if (stale) {
         uint64_t us = 0;
-        if (a->recorded >= a->cfg.warmup &&
-            tc_latency_quantile(a->est, now_ms, a->cfg.percentile / 100.0, &us) == 0) {
-            a->delay_ms = clamp_delay((us + 500) / 1000, a->cfg.max_ms);
-            a->estimated = 1;
-            a->estimated_at_ms = now_ms;
+        if (ad->recorded >= ad->cfg.warmup &&
+            tc_latency_quantile(ad->est, now_ms, ad->cfg.percentile / 100.0, &us) == 0) {
+            ad->delay_ms = clamp_delay((us + 500) / 1000, ad->cfg.max_ms);
+            ad->estimated = 1;
+            ad->estimated_at_ms = now_ms;
         } else {
-            a->delay_ms = clamp_delay(a->cfg.fallback_ms, a->cfg.max_ms);
-            a->estimated = 0;
+            ad->delay_ms = clamp_delay(ad->cfg.fallback_ms, ad->cfg.max_ms);
+            ad->estimated = 0;
         }
     }
-    uint64_t d = a->delay_ms;
-    uv_mutex_unlock(&a->lock);
+    uint64_t d = ad->delay_ms;
+    uv_mutex_unlock(&ad->lock);
     return d;
 }
 
-uint64_t tc_hedge_adaptive_recorded(tc_hedge_adaptive *a)
+uint64_t tc_hedge_adaptive_recorded(tc_hedge_adaptive *ad)
 {
-    uv_mutex_lock(&a->lock);
-    uint64_t n = a->recorded;
-    uv_mutex_unlock(&a->lock);
+    uv_mutex_lock(&ad->lock);
+    uint64_t n = ad->recorded;
+    uv_mutex_unlock(&ad->lock);
     return n;
 }

@@ -75,14 +75,14 @@ struct tc_upstream {
 
 /* Sends {"success":false,"error":code,"message":message} with optional extra headers. Unlike
  * tc_request_respond_error() this keeps the connection: these are application-level errors. */
-void tc__up_send_error(tc_request *req, int status, const char *code, const char *message,
+void tc__up_send_error(tc_request *r, int status, const char *code, const char *message,
                        const tc_server_header *headers, size_t nheaders);
 /* Sends o (whose reference it takes; NULL: 500) as a 200-style JSON answer with status. */
-void tc__up_send_json(tc_request *req, int status, json_t *o);
+void tc__up_send_json(tc_request *r, int status, json_t *obj);
 
 /* GET /stats: the counters, arrivals, per-second counts and metadata calls (NULL on ENOMEM). */
 json_t *tc__up_stats_json(tc_upstream *u);
 /* GET /api/metadata?id=...: answered at once, under the token bucket. */
-void tc__up_handle_metadata(tc_upstream *u, tc_request *req);
+void tc__up_handle_metadata(tc_upstream *u, tc_request *r);
 
 #endif /* TAILCUT_UPSTREAM_INTERNAL_H */

@@ -26,8 +26,8 @@ void tc__up_printable(const char *src, size_t len, char *dst, size_t dst_size)
 {
     size_t n = len < dst_size - 1 ? len : dst_size - 1;
     for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)src[i];
-        dst[i] = (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') ? (char)c : '?';
+        unsigned char ch = (unsigned char)src[i];
+        dst[i] = (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') ? (char)ch : '?';
     }
     dst[n] = '\0';
 }
@@ -84,12 +84,12 @@ int tc_upstream_profile_parse(const char *s, tc_upstream_profile *out, const cha
         PROFILE_FAIL("profile missing or too long");
     strcpy(buf, s);
     field[nfields++] = buf;
-    for (char *c = buf; *c; c++) {
-        if (*c == ':') {
+    for (char *ch = buf; *ch; ch++) {
+        if (*ch == ':') {
             if (nfields == 6)
                 PROFILE_FAIL("too many ':'-separated parameters");
-            *c = '\0';
-            field[nfields++] = c + 1;
+            *ch = '\0';
+            field[nfields++] = ch + 1;
         }
     }
 
@@ -167,29 +167,29 @@ static void deck_shuffle(tc__up_dealer *d)
     }
 }
 
-void tc__up_dealer_init(tc__up_dealer *d, const tc_upstream_profile *p, uint64_t seed)
+void tc__up_dealer_init(tc__up_dealer *d, const tc_upstream_profile *prof, uint64_t seed)
 {
     memset(d, 0, sizeof(*d));
-    d->profile = *p;
+    d->profile = *prof;
     tc__rng_seed(&d->rng, seed);
 }
 
-void tc__up_dealer_set(tc__up_dealer *d, const tc_upstream_profile *p)
+void tc__up_dealer_set(tc__up_dealer *d, const tc_upstream_profile *prof)
 {
-    d->profile = *p;
+    d->profile = *prof;
     d->deck_pos = 0;
 }
 
-void tc__up_draw(tc__up_dealer *d, tc__up_step *s, tc__up_outcome *out)
+void tc__up_draw(tc__up_dealer *d, tc__up_step *st, tc__up_outcome *out)
 {
-    const tc_upstream_profile *p = &d->profile;
+    const tc_upstream_profile *prof = &d->profile;
     double ms = 0;
 
-    memset(s, 0, sizeof(*s));
-    s->act = TC__UP_RESPOND;
-    s->status = 200;
+    memset(st, 0, sizeof(*st));
+    st->act = TC__UP_RESPOND;
+    st->status = 200;
     *out = TC__UP_OUT_OK;
-    switch (p->kind) {
+    switch (prof->kind) {
     case TC_PROFILE_EXPONEA:
         if (d->deck_pos == 0)
             deck_shuffle(d);
@@ -197,31 +197,31 @@ void tc__up_draw(tc__up_dealer *d, tc__up_step *s, tc__up_outcome *out)
         d->deck_pos = (d->deck_pos + 1) % TC__UP_DECK;
         ms = (double)(EXPONEA_MIN_MS + tc__rng_below(&d->rng, EXPONEA_MAX_MS - EXPONEA_MIN_MS + 1));
         if (*out == TC__UP_OUT_HANG)
-            s->act = TC__UP_HANG;
+            st->act = TC__UP_HANG;
         else if (*out == TC__UP_OUT_ERROR)
-            s->status = 500;
+            st->status = 500;
         break;
     case TC_PROFILE_FIXED:
-        ms = p->a;
+        ms = prof->a;
         break;
     case TC_PROFILE_UNIFORM:
-        ms = p->a + (double)tc__rng_below(&d->rng, (uint64_t)(p->b - p->a) + 1);
+        ms = prof->a + (double)tc__rng_below(&d->rng, (uint64_t)(prof->b - prof->a) + 1);
         break;
     case TC_PROFILE_LOGNORMAL: {
         double u1 = 1.0 - tc__rng_unit(&d->rng); /* (0, 1]: log() stays finite */
         double u2 = tc__rng_unit(&d->rng);
         double z = sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
-        ms = p->a * exp(p->b * z);
+        ms = prof->a * exp(prof->b * z);
         break;
     }
     case TC_PROFILE_STRAGGLER:
-        ms = tc__rng_unit(&d->rng) < p->c ? p->b : p->a;
+        ms = tc__rng_unit(&d->rng) < prof->c ? prof->b : prof->a;
         break;
     case TC_PROFILE_MIX: {
         /* Two draws whichever band is picked, so every decision consumes the same number. */
-        int slow = tc__rng_unit(&d->rng) < p->c;
+        int slow = tc__rng_unit(&d->rng) < prof->c;
         uint64_t r = tc__rng_next(&d->rng);
-        double lo = slow ? p->d : p->a, hi = slow ? p->e : p->b;
+        double lo = slow ? prof->d : prof->a, hi = slow ? prof->e : prof->b;
         ms = lo + (double)(r % ((uint64_t)(hi - lo) + 1));
         break;
     }
@@ -230,7 +230,7 @@ void tc__up_draw(tc__up_dealer *d, tc__up_step *s, tc__up_outcome *out)
         ms = 0;
     if (ms > TC_UPSTREAM_MAX_DELAY_MS)
         ms = TC_UPSTREAM_MAX_DELAY_MS;
-    s->delay_ms = (uint64_t)llround(ms);
+    st->delay_ms = (uint64_t)llround(ms);
 }
 
 /* ---- scenario steps ------------------------------------------------------------------------ */
@@ -242,14 +242,14 @@ void tc__up_steps_free(tc__up_step *steps, size_t n)
     tc__free(steps);
 }
 
-int tc__up_step_parse(json_t *obj, size_t index, tc__up_step *s, char *msg, size_t msglen)
+int tc__up_step_parse(json_t *obj, size_t index, tc__up_step *st, char *msg, size_t msglen)
 {
     const char *key;
     json_t *v;
 
-    memset(s, 0, sizeof(*s));
-    s->act = TC__UP_RESPOND;
-    s->status = 200;
+    memset(st, 0, sizeof(*st));
+    st->act = TC__UP_RESPOND;
+    st->status = 200;
     if (!json_is_object(obj)) {
         (void)snprintf(msg, msglen, "step %zu: expected an object", index);
         return -1;
@@ -265,19 +265,19 @@ int tc__up_step_parse(json_t *obj, size_t index, tc__up_step *s, char *msg, size
                     TC_UPSTREAM_MAX_DELAY_MS);
                 goto fail;
             }
-            s->delay_ms = (uint64_t)json_integer_value(v);
+            st->delay_ms = (uint64_t)json_integer_value(v);
         } else if (strcmp(key, "action") == 0) {
-            const char *a = json_string_value(v);
-            if (a != NULL && strcmp(a, "respond") == 0) {
-                s->act = TC__UP_RESPOND;
-            } else if (a != NULL && strcmp(a, "hang") == 0) {
-                s->act = TC__UP_HANG;
-            } else if (a != NULL && strcmp(a, "reset") == 0) {
-                s->act = TC__UP_RESET;
+            const char *action = json_string_value(v);
+            if (action != NULL && strcmp(action, "respond") == 0) {
+                st->act = TC__UP_RESPOND;
+            } else if (action != NULL && strcmp(action, "hang") == 0) {
+                st->act = TC__UP_HANG;
+            } else if (action != NULL && strcmp(action, "reset") == 0) {
+                st->act = TC__UP_RESET;
             } else {
                 char shown[TC__UP_PRINTABLE_MAX + 1];
-                tc__up_printable(a ? a : "(not a string)", strlen(a ? a : "(not a string)"), shown,
-                                 sizeof(shown));
+                tc__up_printable(action ? action : "(not a string)",
+                                 strlen(action ? action : "(not a string)"), shown, sizeof(shown));
                 (void)snprintf(msg, msglen,
                                "step %zu: unknown action \"%s\" (expected \"respond\", \"hang\" or "
                                "\"reset\")",
@@ -291,21 +291,21 @@ int tc__up_step_parse(json_t *obj, size_t index, tc__up_step *s, char *msg, size
                                "step %zu: status must be a whole number from 200 to 599", index);
                 goto fail;
             }
-            s->status = (int)json_integer_value(v);
+            st->status = (int)json_integer_value(v);
         } else if (strcmp(key, "body") == 0) {
             if (!json_is_string(v)) {
                 (void)snprintf(msg, msglen, "step %zu: body must be a string", index);
                 goto fail;
             }
             size_t n = json_string_length(v);
-            s->body = tc__malloc(n + 1); /* once: duplicate keys are rejected by the parser */
-            if (s->body == NULL) {
+            st->body = tc__malloc(n + 1); /* once: duplicate keys are rejected by the parser */
+            if (st->body == NULL) {
                 (void)snprintf(msg, msglen, "out of memory");
                 goto fail;
             }
-            memcpy(s->body, json_string_value(v), n);
-            s->body[n] = '\0';
-            s->body_len = n;
+            memcpy(st->body, json_string_value(v), n);
+            st->body[n] = '\0';
+            st->body_len = n;
         } else {
             char shown[TC__UP_PRINTABLE_MAX + 1];
             tc__up_printable(key, strlen(key), shown, sizeof(shown));
@@ -315,7 +315,7 @@ int tc__up_step_parse(json_t *obj, size_t index, tc__up_step *s, char *msg, size
     }
     return 0;
 fail:
-    tc__free(s->body);
-    s->body = NULL;
+    tc__free(st->body);
+    st->body = NULL;
     return -1;
 }

@@ -57,17 +57,17 @@ typedef struct tc__up_dealer {
 } tc__up_dealer;
 
 /* Starts dealing p, the generator seeded with seed. */
-void tc__up_dealer_init(tc__up_dealer *d, const tc_upstream_profile *p, uint64_t seed);
+void tc__up_dealer_init(tc__up_dealer *d, const tc_upstream_profile *prof, uint64_t seed);
 
 /* Switches to p (POST /profile); the generator goes on, exponea starts a fresh deck. */
-void tc__up_dealer_set(tc__up_dealer *d, const tc_upstream_profile *p);
+void tc__up_dealer_set(tc__up_dealer *d, const tc_upstream_profile *prof);
 
 /* One profile decision into *s (no body) and *out. Consumes a fixed number of draws per kind. */
-void tc__up_draw(tc__up_dealer *d, tc__up_step *s, tc__up_outcome *out);
+void tc__up_draw(tc__up_dealer *d, tc__up_step *st, tc__up_outcome *out);
 
 /* Validates one scenario step object (the index-th, for messages) into *s, which then owns its
  * body. Returns 0, or -1 with a message in msg[0..msglen) and nothing left allocated. */
-int tc__up_step_parse(json_t *obj, size_t index, tc__up_step *s, char *msg, size_t msglen);
+int tc__up_step_parse(json_t *obj, size_t index, tc__up_step *st, char *msg, size_t msglen);
 
 /* Frees n steps' bodies and the array. */
 void tc__up_steps_free(tc__up_step *steps, size_t n);

@@ -16,6 +16,7 @@
 
 #include <uv.h>
 
+#include "base/clock.h"
 #include "tailcut/hedge.h"
 #include "tailcut/server.h"
 
@@ -270,7 +271,7 @@ static void test_schedule_extra_fails(void **state)
 /* Uses up the budget's allowance for the coming second (the hedge's own request included). */
 static void spend(tc_hedge_budget *b)
 {
-    for (int i = 0; i < 10 && tc_hedge_budget_try_extra(b, uv_hrtime() / 1000000); i++)
+    for (int i = 0; i < 10 && tc_hedge_budget_try_extra(b, tc__now_ms()); i++)
         ;
 }
 
@@ -352,7 +353,7 @@ static void test_recording_and_warmup(void **state)
     ctx_free(c);
 
     /* after the warm-up, the percentile: 200 fast records at ~5 ms make p50 ~5 ms */
-    uint64_t now = uv_hrtime() / 1000000;
+    uint64_t now = tc__now_ms();
     for (int i = 0; i < 200; i++)
         tc_hedge_adaptive_record(a, now, 5000);
     static const plan slow[] = {{400, 200}, {0, 200}};
