@@ -189,6 +189,7 @@ void tc__creq_fail(tc__creq *r, int err, const char *msg)
     // NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
     tc_client *cl = r->client;
     tc_future *f = creq_finish(r);
+    /* fires hedge.c on_hedge_attempt_done, or cmd_serve_metadata.c on_meta_response */
     if (tc_future_reject(f, err, msg) == TC_ECANCELED)
         cl->stats.cancelled++;
     else
@@ -212,6 +213,7 @@ void tc__creq_succeed(tc__creq *r, int status, int http_version, size_t body_off
     if (http_version == 20)
         r->origin->multiplex = 1;
     tc_future *f = creq_finish(r);
+    /* fires hedge.c on_hedge_attempt_done, or cmd_serve_metadata.c on_meta_response */
     if (tc_future_fulfill(f, &r->resp, response_free) == TC_ECANCELED)
         cl->stats.cancelled++; /* cancelled by a callback run from pump_queue; r is freed */
     else
@@ -248,7 +250,7 @@ static int creq_admit(tc__creq *r)
     int err = 0;
     if (r->queue_free)
         err = deadline_set(cl, r, tc__now_ms());
-    if (err == 0)
+    if (err == 0) /* the engine: client_native.c, or client_curl.c (https, --http-engine curl) */
         err = r->engine == TC__ENGINE_NATIVE ? tc__native_start(r) : tc__curl_start(r);
     if (err != 0)
         detach(r); /* the engine left r alone: its abort finds nothing to abort */
@@ -567,6 +569,7 @@ int tc_client_request_start(tc_future **out, tc_client *cl, const tc_client_requ
     }
 
     r->future = tc_future_ref(f); /* the producer's reference */
+    /* run by tc_future_cancel(f): the hedge's hedge_wind_down, or a caller giving up */
     tc_future_set_cancel_hook(f, req_cancel_hook, r);
     cl->stats.started++;
     cl->stats.in_flight++;

@@ -173,6 +173,7 @@ static void hedge_wind_down(hedge *hg)
 
 static void observe(hedge *hg, const tc_hedge_result *res)
 {
+    /* lands in app/serve/cmd_serve_metrics.c serve_count_attempts */
     if (hg->policy.observe != NULL)
         hg->policy.observe(res, hg->policy.observe_data);
 }
@@ -204,6 +205,7 @@ static void hedge_finish(hedge *hg, int error)
     res->error = error;
     record_latencies(hg, res);
     observe(hg, res);
+    /* fires the caller's registration: app/serve/cmd_serve_api.c on_hedge_done */
     tc_future_fulfill(hg->out, res, result_free);
 }
 
@@ -237,6 +239,7 @@ static void on_hedge_attempt_done(tc_future *f, void *data)
     hg->done++;
     switch (tc_future_state_of(f)) {
     case TC_FUTURE_FULFILLED: {
+        /* tailcut serve sets no judge: tc_hedge_judge_json above */
         tc_hedge_judge_fn judge = hg->policy.judge ? hg->policy.judge : tc_hedge_judge_json;
         a->outcome = judge(tc_future_value(f), hg->policy.judge_data);
         break;
@@ -293,6 +296,7 @@ static void fire(hedge *hg, unsigned n, int hedged)
             hg->done++;
             continue;
         }
+        /* fires from client.c tc__creq_succeed / tc__creq_fail, or the cancel in hedge_wind_down */
         if (tc_future_on_done(a->response, on_hedge_attempt_done, &hg->slots[i]) != 0) {
             tc_future_cancel(a->response);
             a->outcome = TC_OUTCOME_OTHER;
@@ -410,7 +414,7 @@ int tc_hedge_start(tc_future **out, tc_client *client, const tc_client_request *
     hg->hedge_timer.data = hg;
     hg->deadline_timer.data = hg;
     hg->open_handles = 2;
-    tc_future_set_cancel_hook(hg->out, on_hedge_cancel, hg);
+    tc_future_set_cancel_hook(hg->out, on_hedge_cancel, hg); /* run by tc_future_cancel */
 
     /* The caller gets its own reference; the hedge keeps one until its timers have closed. */
     *out = tc_future_ref(hg->out);

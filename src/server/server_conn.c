@@ -227,6 +227,7 @@ void tc__srv_conn_close(tc__srv_conn *c)
             if (r->abort_cb != NULL) {
                 tc_request_abort_cb cb = r->abort_cb;
                 r->abort_cb = NULL;
+                /* lands in app/serve/cmd_serve_api.c on_client_gone (upstream.c on_work_abort) */
                 cb(r, r->abort_data);
             }
         }
@@ -331,6 +332,7 @@ static void conn_dispatch(tc__srv_conn *c, const tc__link *after)
         }
         r->dispatched = 1;
         srv->inflight++;
+        /* lands in app/serve/cmd_serve.c serve_handle (src/upstream/upstream.c on_request) */
         srv->cfg.handler(r, srv->cfg.handler_data);
     }
 }
@@ -355,6 +357,7 @@ static void conn_parse(tc__srv_conn *c, const char *data, size_t len)
 {
     const tc__link *before = c->queue.prev; /* the last request queued so far, or the head */
     c->in_dispatch = 1;
+    /* calls back into server_request.c on_request_begin ... on_request_complete */
     size_t n = http_parser_execute(&c->parser, &tc__srv_parser_settings, data, len);
     enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
     if (err == HPE_PAUSED) {
