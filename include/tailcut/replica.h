@@ -117,8 +117,8 @@ typedef enum tc_replica_state {
  * checks bodies, an invalid or oversized body; other statuses (4xx included: the client's doing)
  * are SUCCESS; an attempt stopped because its request no longer needed it is CANCELLED. NOT_SENT:
  * the attempt never reached the replica for a reason of the caller's own (its allocation failed,
- * the client was closing): it only leaves the in-flight count, is counted nowhere else and makes
- * no sample. */
+ * the client was closing): it leaves the in-flight count and is counted as not_sent, and makes
+ * no sample and no change of state. */
 typedef enum tc_replica_result {
     TC_REPLICA_SUCCESS = 0,
     TC_REPLICA_FAILURE,
