@@ -388,6 +388,38 @@ static int method_ok(const char *m)
     return tc__header_name_ok(m, strlen(m));
 }
 
+/* The canonical text of a numeric IPv4 or IPv6 address (an IPv6 one may come in brackets; no
+ * zone) into buf (TC__CLIENT_ADDR_TEXT bytes), so that one address is one pool however it was
+ * written. Returns 0 or TC_EINVAL. */
+static int address_canonical(const char *s, char *buf)
+{
+    char tmp[TC__CLIENT_ADDR_TEXT];
+    unsigned char bin[16];
+    size_t n = strlen(s);
+    if (n >= 2 && s[0] == '[' && s[n - 1] == ']') {
+        s++;
+        n -= 2;
+    }
+    if (n == 0 || n >= sizeof(tmp) || memchr(s, '%', n) != NULL)
+        return TC_EINVAL;
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    if (uv_inet_pton(AF_INET, tmp, bin) == 0)
+        return uv_inet_ntop(AF_INET, bin, buf, TC__CLIENT_ADDR_TEXT) == 0 ? 0 : TC_EINVAL;
+    if (uv_inet_pton(AF_INET6, tmp, bin) == 0)
+        return uv_inet_ntop(AF_INET6, bin, buf, TC__CLIENT_ADDR_TEXT) == 0 ? 0 : TC_EINVAL;
+    return TC_EINVAL;
+}
+
+/* The pool key of a URL's origin reached through addr (NULL: its own host). */
+static void origin_key(const tc__url_cache *uc, const char *addr, char *key)
+{
+    if (addr == NULL)
+        (void)snprintf(key, TC__CLIENT_MAX_ORIGIN_KEY, "%s", uc->key);
+    else
+        (void)snprintf(key, TC__CLIENT_MAX_ORIGIN_KEY, "%s %s", uc->key, addr);
+}
+
 static void url_cache_clear(tc__url_cache *uc)
 {
     tc__free(uc->url);
@@ -471,6 +503,10 @@ int tc_client_request_start(tc_future **out, tc_client *cl, const tc_client_requ
     size_t body_len = req->body ? req->body_len : 0;
     if (url_len > SIZE_MAX / 8 || body_len > SIZE_MAX / 8)
         return TC_EINVAL;
+    char addr[TC__CLIENT_ADDR_TEXT];
+    if (req->connect_to != NULL && address_canonical(req->connect_to, addr) != 0)
+        return TC_EINVAL;
+    size_t addr_len = req->connect_to != NULL ? strlen(addr) + 1 : 0;
 
     tc_future *f = NULL;
     int err = tc_future_new(&f);
@@ -499,7 +535,8 @@ int tc_client_request_start(tc_future **out, tc_client *cl, const tc_client_requ
                  !cl->cfg.follow_redirects && body_len <= TC__CLIENT_NATIVE_MAX_REQUEST_BODY;
     size_t head_size = native ? tc__native_head_size(req, method, uc) : 0;
 
-    tc__creq *r = tc__malloc(sizeof(*r) + url_len + 1 + method_len + 1 + body_len + 1 + head_size);
+    tc__creq *r =
+        tc__malloc(sizeof(*r) + url_len + 1 + method_len + 1 + body_len + 1 + addr_len + head_size);
     if (r == NULL) {
         tc_future_unref(f);
         return TC_ENOMEM;
@@ -519,6 +556,11 @@ int tc_client_request_start(tc_future **out, tc_client *cl, const tc_client_requ
         r->body_len = body_len;
     }
     p += body_len + 1;
+    if (addr_len > 0) {
+        memcpy(p, addr, addr_len);
+        r->connect_to = p;
+        p += addr_len;
+    }
     r->client = cl;
     r->engine = native ? TC__ENGINE_NATIVE : TC__ENGINE_CURL;
     r->https = uc->https;
@@ -544,8 +586,9 @@ int tc_client_request_start(tc_future **out, tc_client *cl, const tc_client_requ
     r->req_nheaders = 0;
     if (err == 0) {
         int created = 0;
-        r->origin =
-            (tc__origin *)tc__table_ref(&cl->origins, uc->key, sizeof(tc__origin), &created);
+        char key[TC__CLIENT_MAX_ORIGIN_KEY];
+        origin_key(uc, r->connect_to, key);
+        r->origin = (tc__origin *)tc__table_ref(&cl->origins, key, sizeof(tc__origin), &created);
         if (r->origin == NULL) {
             err = TC_ENOMEM;
         } else if (created) {
@@ -631,6 +674,30 @@ long tc_response_header(const tc_response *resp, const char *name, char *buf, si
         p = eol ? eol + 1 : end;
     }
     return TC_RESPONSE_HEADER_ABSENT;
+}
+
+int tc_client_retire_origin(tc_client *cl, const char *url, const char *connect_to)
+{
+    char addr[TC__CLIENT_ADDR_TEXT];
+    if (cl == NULL || url == NULL ||
+        (connect_to != NULL && address_canonical(connect_to, addr) != 0))
+        return TC_EINVAL;
+    const tc__url_cache *uc = NULL;
+    const char *why = NULL;
+    int err = url_parts(cl, url, &uc, &why);
+    if (err != 0)
+        return err;
+    char key[TC__CLIENT_MAX_ORIGIN_KEY];
+    origin_key(uc, connect_to != NULL ? addr : NULL, key);
+    tc__origin *o = (tc__origin *)tc__table_find(&cl->origins, key);
+    if (o == NULL)
+        return 0; /* nothing of it is left */
+    o->gen++;
+    if (cl->native != NULL)
+        tc__native_retire(cl, o);
+    if (cl->curl != NULL)
+        tc__curl_retire(cl, o);
+    return 0;
 }
 
 uv_loop_t *tc_client_loop(const tc_client *client)
