@@ -287,9 +287,11 @@ typedef struct tc_replica_call {
  * The first send never uses the client's re-send, whatever req.resend_stale says: the call
  * decides where the second send goes. Other methods are never sent twice.
  * *out mirrors the last send: it fulfils with its tc_response (borrowed: valid while *out is
- * referenced) or rejects with its error and message; a choice that finds the set empty rejects
- * it with TC_ECONNREFUSED ("no replica"). Cancelling *out cancels the send in flight (reported
- * CANCELLED). Returns 0, TC_EINVAL (NULL argument, no set), TC_ENOMEM; then no future and
+ * referenced) or rejects with its error and message. A send that cannot start rejects it too:
+ * TC_ECONNREFUSED ("no replica") when the set is empty, the prepare hook's error, the client's
+ * (TC_ENOMEM, TC_ECLOSED, TC_EINVAL); *out may be done when this returns. Cancelling *out
+ * cancels the send in flight (reported CANCELLED); closing the client cancels *out. Returns 0,
+ * TC_EINVAL (NULL argument or url, no set), TC_ENOMEM (the call itself); then no future and
  * nothing counted. */
 int tc_replica_request_start(tc_future **out, tc_client *client, const tc_client_request *req,
                              const tc_replica_call *call);
