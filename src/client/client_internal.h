@@ -111,14 +111,22 @@ typedef struct tc__creq {
     char strings[]; /* url, method, request body and head */
 } tc__creq;
 
-/* The parsed parts of the last URL a client saw (most callers send the same URL again). */
+/* URLs (each with the address it connects to) whose parsed parts a client keeps: a few services'
+ * replicas, each with its own URL, are sent to in turn, and parsing a URL (libcurl's parser)
+ * costs more than a whole pooled request. */
+#define TC__CLIENT_URL_CACHE 8
+
+/* The parsed parts of a URL a client saw, for one connect address (or none). */
 typedef struct tc__url_cache {
-    char *url;
-    char key[TC__CLIENT_MAX_HOST_KEY];
+    char *url;                                 /* NULL: an empty entry */
+    char connect_to[TC__CLIENT_ADDR_TEXT + 2]; /* as the caller wrote it; "" for none */
+    char addr[TC__CLIENT_ADDR_TEXT];           /* its canonical text; "" for none */
+    char key[TC__CLIENT_MAX_ORIGIN_KEY];       /* the pool's: origin, then " ADDRESS" if any */
     int https;
-    int userinfo; /* the URL names a user: libcurl sends it as Basic authentication */
-    char *target; /* path and query for the request line */
-    char *host;   /* Host header value */
+    int userinfo;  /* the URL names a user: libcurl sends it as Basic authentication */
+    char *target;  /* path and query for the request line */
+    char *host;    /* Host header value */
+    uint64_t used; /* when it was last used, on the client's own count: the oldest goes */
 } tc__url_cache;
 
 struct tc_client {
@@ -133,7 +141,9 @@ struct tc_client {
     tc__heap deadlines;
     uv_timer_t deadline_timer;
     tc__table origins;
-    tc__url_cache url_cache;
+    tc__url_cache url_cache[TC__CLIENT_URL_CACHE];
+    unsigned url_cache_last; /* the entry used last: looked at first */
+    uint64_t url_cache_clock;
 
     tc__native *native; /* created on first use */
     tc__curl *curl;     /* created on first use */

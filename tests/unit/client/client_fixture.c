@@ -308,10 +308,10 @@ static void sc_route(sconn *sc, const char *method, const char *path, const char
             uv_timer_start(&sc->timer, sc_on_die, (uint64_t)ms, 0);
         else
             sc_close(sc, sc->die_reset); /* as a server that timed the idle connection out now */
-    } else if (strcmp(path, "/host") == 0) {
-        /* which server answered, and the Host header it got */
-        char b[300];
-        int n = snprintf(b, sizeof(b), "%s|%s", sc->s->name, sc->s->last_host);
+    } else if (strncmp(path, "/host", 5) == 0 && (path[5] == '\0' || path[5] == '?')) {
+        /* which server answered, the Host header it got, and the request target */
+        char b[1400];
+        int n = snprintf(b, sizeof(b), "%s|%s|%s", sc->s->name, sc->s->last_host, path);
         sc_respond(sc, 200, b, (size_t)n);
     } else if (strcmp(path, "/redirect") == 0) {
         sc_printf(sc, AFTER_DONE,

@@ -59,7 +59,7 @@ typedef struct srv {
     char last_method[16];
     char last_xtest[64];
     char last_host[256]; /* the Host header of the last request */
-    char name[64];       /* the address it listens on: /host answers "NAME|HOST" */
+    char name[64];       /* the address it listens on: /host answers "NAME|HOST|TARGET" */
 } srv;
 
 /* Starts a server on 127.0.0.1 port 0 (s->port) on loop; cfx_finish closes t->s and t->s2. */

@@ -37,15 +37,21 @@ static tc_future *get_via(tctx *t, const char *path, const char *addr)
     return f;
 }
 
-/* One request through addr, answered by the server named want, with the URL's Host. */
-static void expect_answer_via(tctx *t, const char *addr, const char *want)
+/* One request of path (/host...) through addr, answered by the server named want, with the
+ * URL's Host and path. */
+static void expect_path_via(tctx *t, const char *path, const char *addr, const char *want)
 {
-    tc_future *f = get_via(t, "/host", addr);
+    tc_future *f = get_via(t, path, addr);
     const tc_response *r = cfx_expect_response(t, f, 200);
     char body[300];
-    snprintf(body, sizeof(body), "%s|replica.test:%d", want, t->s.port);
+    snprintf(body, sizeof(body), "%s|replica.test:%d|%s", want, t->s.port, path);
     assert_string_equal(r->body, body);
     tc_future_unref(f);
+}
+
+static void expect_answer_via(tctx *t, const char *addr, const char *want)
+{
+    expect_path_via(t, "/host", addr, want);
 }
 
 static void test_connect_to_reaches_the_address(void **state)
@@ -67,7 +73,7 @@ static void test_connect_to_reaches_the_address(void **state)
         tc_future *f = cfx_get(t, &t->s, "/host", 0);
         const tc_response *r = cfx_expect_response(t, f, 200);
         char body[300];
-        snprintf(body, sizeof(body), "127.0.0.1|127.0.0.1:%d", t->s.port);
+        snprintf(body, sizeof(body), "127.0.0.1|127.0.0.1:%d|/host", t->s.port);
         assert_string_equal(r->body, body);
         tc_future_unref(f);
         assert_int_equal(t->s.conns_total, 2);
@@ -200,6 +206,29 @@ static void test_retire_closes_busy_after_its_request(void **state)
     cfx_finish(t);
 }
 
+/* More URLs and addresses in turn than the client keeps parsed (TC__CLIENT_URL_CACHE): each
+ * request still goes to its own address with its own target and Host, and each address keeps
+ * its one pooled connection. */
+static void test_many_urls_in_turn(void **state)
+{
+    (void)state;
+    tctx *t = cfx_new(NULL);
+    if (second_server(t, "127.0.0.2")) {
+        for (int round = 0; round < 3; round++) {
+            for (int k = 0; k < 13; k++) {
+                char path[32];
+                snprintf(path, sizeof(path), "/host?k=%d", k % 7);
+                const char *addr = k % 2 ? "127.0.0.2" : "127.0.0.1";
+                expect_path_via(t, path, addr, addr);
+            }
+        }
+        assert_int_equal(t->s.conns_total, 1);
+        assert_int_equal(t->s2.conns_total, 1);
+    }
+    cfx_expect_stats_settled(t);
+    cfx_finish(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -208,6 +237,7 @@ int main(void)
         cmocka_unit_test(test_per_host_slots_per_address),
         cmocka_unit_test(test_retire_closes_idle_at_once),
         cmocka_unit_test(test_retire_closes_busy_after_its_request),
+        cmocka_unit_test(test_many_urls_in_turn),
     };
     return cfx_run_on_both_engines(tests, sizeof(tests) / sizeof(tests[0]));
 }
