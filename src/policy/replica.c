@@ -608,9 +608,11 @@ int tc_replica_done(tc_replica_set *set, unsigned id, tc_replica_result result, 
                 set->out--;
             }
         } else if (result == TC_REPLICA_FAILURE) {
-            if (rp->state == TC_REPLICA_PROBING)
-                (void)eject(set, rp, TC_REPLICA_REASON_FAILURES, now);
-            else if (rp->state == TC_REPLICA_AVAILABLE && ++rp->failures >= set->cfg.eject_failures)
+            /* A probe that fails ejects again at once; an available replica after N in a row. */
+            int out =
+                rp->state == TC_REPLICA_PROBING ||
+                (rp->state == TC_REPLICA_AVAILABLE && ++rp->failures >= set->cfg.eject_failures);
+            if (out)
                 (void)eject(set, rp, TC_REPLICA_REASON_FAILURES, now);
         }
     } else if (rp->in_flight == 0) {
