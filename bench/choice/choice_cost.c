@@ -36,7 +36,7 @@ typedef struct bench {
     long left;
     int by_addr;
     char url[MAX_REPLICAS][80];
-    char addr[MAX_REPLICAS][16];
+    char addr[MAX_REPLICAS][24];
 } bench;
 
 static void handler(tc_request *req, void *data)
