@@ -482,33 +482,19 @@ static void take(tc_replica_set *set, unsigned id, int panic, tc_replica_choice 
     out->panic = panic;
 }
 
-int tc_replica_choose_first(tc_replica_set *set, uint64_t now_ms, tc_replica_choice *out)
+/* Power of two choices: two distinct draws among the n candidates, the lower score wins (the
+ * first drawn on a tie). Lock held. */
+static unsigned pick_p2c(tc_replica_set *set, const unsigned *ids, size_t n, uint64_t now)
 {
-    if (set == NULL || out == NULL)
-        return TC_EINVAL;
-    unsigned ids[TC_REPLICA_MAX];
-    int panic = 0;
-    uv_mutex_lock(&set->lock);
-    uint64_t now = advance(set, now_ms);
-    size_t n = candidates(set, ids, &panic);
-    if (n == 0) {
-        uv_mutex_unlock(&set->lock);
-        return TC_EMISSING;
-    }
-    unsigned pick = ids[0];
-    if (n > 1) {
-        /* Two distinct draws: the second skips the first's index. */
-        size_t a = (size_t)tc__rng_below(&set->rng, n);
-        size_t b = (size_t)tc__rng_below(&set->rng, n - 1);
-        if (b >= a)
-            b++;
-        floor_avg low = lowest_average(set);
-        pick = score(&set->slots[ids[b]], low, now) < score(&set->slots[ids[a]], low, now) ? ids[b]
-                                                                                           : ids[a];
-    }
-    take(set, pick, panic, out);
-    uv_mutex_unlock(&set->lock);
-    return 0;
+    if (n == 1)
+        return ids[0];
+    size_t a = (size_t)tc__rng_below(&set->rng, n);
+    size_t b = (size_t)tc__rng_below(&set->rng, n - 1);
+    if (b >= a)
+        b++; /* the second draw skips the first's index */
+    floor_avg low = lowest_average(set);
+    return score(&set->slots[ids[b]], low, now) < score(&set->slots[ids[a]], low, now) ? ids[b]
+                                                                                       : ids[a];
 }
 
 static int was_tried(unsigned id, const unsigned *tried, size_t ntried)
@@ -519,23 +505,13 @@ static int was_tried(unsigned id, const unsigned *tried, size_t ntried)
     return 0;
 }
 
-int tc_replica_choose_extra(tc_replica_set *set, uint64_t now_ms, const unsigned *tried,
-                            size_t ntried, tc_replica_choice *out)
+/* The lowest score among the candidates not tried, or among all of them when each was tried.
+ * Ties are drawn evenly: the k-th equal score replaces the pick with probability 1/k. Lock
+ * held. */
+static unsigned pick_untried(tc_replica_set *set, const unsigned *ids, size_t n, uint64_t now,
+                             const unsigned *tried, size_t ntried)
 {
-    if (set == NULL || out == NULL || (tried == NULL && ntried > 0))
-        return TC_EINVAL;
-    unsigned ids[TC_REPLICA_MAX];
-    int panic = 0;
-    uv_mutex_lock(&set->lock);
-    uint64_t now = advance(set, now_ms);
-    size_t n = candidates(set, ids, &panic);
-    if (n == 0) {
-        uv_mutex_unlock(&set->lock);
-        return TC_EMISSING;
-    }
     floor_avg low = lowest_average(set);
-    /* Untried ones first; a second pass over all of them when each was tried. Ties are drawn
-     * evenly: the k-th equal score replaces the pick with probability 1/k. */
     int found = 0;
     unsigned pick = ids[0];
     for (int pass = 0; pass < 2 && !found; pass++) {
@@ -555,9 +531,40 @@ int tc_replica_choose_extra(tc_replica_set *set, uint64_t now_ms, const unsigned
             }
         }
     }
-    take(set, pick, panic, out);
+    return pick;
+}
+
+/* A choice at now_ms: the first attempt's (first) or a later one's (after tried). */
+static int choose(tc_replica_set *set, uint64_t now_ms, int first, const unsigned *tried,
+                  size_t ntried, tc_replica_choice *out)
+{
+    unsigned ids[TC_REPLICA_MAX];
+    int panic = 0;
+    uv_mutex_lock(&set->lock);
+    uint64_t now = advance(set, now_ms);
+    size_t n = candidates(set, ids, &panic);
+    if (n > 0) {
+        unsigned pick =
+            first ? pick_p2c(set, ids, n, now) : pick_untried(set, ids, n, now, tried, ntried);
+        take(set, pick, panic, out);
+    }
     uv_mutex_unlock(&set->lock);
-    return 0;
+    return n > 0 ? 0 : TC_EMISSING;
+}
+
+int tc_replica_choose_first(tc_replica_set *set, uint64_t now_ms, tc_replica_choice *out)
+{
+    if (set == NULL || out == NULL)
+        return TC_EINVAL;
+    return choose(set, now_ms, 1, NULL, 0, out);
+}
+
+int tc_replica_choose_extra(tc_replica_set *set, uint64_t now_ms, const unsigned *tried,
+                            size_t ntried, tc_replica_choice *out)
+{
+    if (set == NULL || out == NULL || (tried == NULL && ntried > 0))
+        return TC_EINVAL;
+    return choose(set, now_ms, 0, tried, ntried, out);
 }
 
 /* ---- reporting ------------------------------------------------------------------------------ */

@@ -513,10 +513,11 @@ static void test_failures_eject_the_failing_replica(void **state)
 {
     (void)state;
     ctx *c = ctx_new(2);
-    replica_data *bad = ctx_add(c, "bad", 1, 503);
-    replica_data *notfound = ctx_add(c, "notfound", 1, 404);
-    replica_data *good = ctx_add(c, "good", 1, 200);
-    replica_data *good2 = ctx_add(c, "good2", 1, 200);
+    /* bad answers first whenever it is tried, so each try is a failure, never a cancellation */
+    replica_data *bad = ctx_add(c, "bad", 0, 503);
+    replica_data *notfound = ctx_add(c, "notfound", 20, 404);
+    replica_data *good = ctx_add(c, "good", 20, 200);
+    replica_data *good2 = ctx_add(c, "good2", 20, 200);
     int bad_after = 0;
     for (int round = 0; round < 30; round++) {
         int ejected = info_of(c, bad->id).state == TC_REPLICA_EJECTED;
