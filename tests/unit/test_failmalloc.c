@@ -10,6 +10,8 @@
  * a dispatcher that settles keys; two requests on the client's native engine, and the same on its
  * libcurl engine (libcurl allocates through the hook too, so N walks libcurl's allocations; see
  * test_client_curl for a libcurl bug and how the walk survives it); a hedge (two attempts); the
+ * replica set (add, choose, report, remove, snapshot); a hedge across two replicas and one call
+ * through a set (every choice reported, whatever failed); the
  * server answering two connections in turn, where a failure must be answered 503 "overloaded" (or,
  * when not even that can be built, the connection closed at once), never crash, leak or hang,
  * and never keep the next connection from being served.
@@ -44,6 +46,7 @@
 #include "tailcut/future.h"
 #include "tailcut/hedge.h"
 #include "tailcut/json.h"
+#include "tailcut/replica.h"
 #include "tailcut/server.h"
 
 /* More allocations than any scenario makes: a run that still fails at this N is a runaway. */
@@ -342,6 +345,43 @@ static void test_batch(void **state)
     run_failing("batch", scenario_batch);
 }
 
+/* ---- replica set ---------------------------------------------------------------------------- */
+
+static void scenario_replica(outcome *o)
+{
+    tc_replica_set *set = NULL;
+    if (step_rc(o, 0, tc_replica_set_new(&set, NULL)) != 0)
+        return;
+    static const char *const labels[] = {"http://10.0.0.1:80", "http://10.0.0.2:80",
+                                         "http://[::1]:8000", "http://10.0.0.9:80"};
+    unsigned ids[4];
+    int added = 0;
+    for (int i = 0; i < 3; i++)
+        added += step_rc(o, 1 + i, tc_replica_add(set, labels[i], NULL, &ids[i])) == 0;
+    if (added == 3) { /* the choices depend on who is in: only a full set is compared */
+        tc_replica_choice first, extra;
+        (void)step_rc(o, 4, tc_replica_choose_first(set, 1, &first));
+        (void)step_rc(o, 5, tc_replica_choose_extra(set, 1, &first.id, 1, &extra));
+        record(o, 6, (int)extra.id);
+        (void)step_rc(o, 7, tc_replica_done(set, first.id, TC_REPLICA_SUCCESS, 1000, 2));
+        (void)step_rc(o, 8, tc_replica_remove(set, extra.id));
+        (void)step_rc(o, 9, tc_replica_done(set, extra.id, TC_REPLICA_CANCELLED, 1000, 2));
+        tc_replica_totals tot;
+        size_t n = tc_replica_snapshot(set, 3, NULL, 0, &tot);
+        if (step_rc(o, 10, tc_replica_add(set, labels[3], NULL, &ids[3])) == 0)
+            record(o, 11, (int)tc_replica_snapshot(set, 3, NULL, 0, &tot));
+        else
+            assert_int_equal(tc_replica_snapshot(set, 3, NULL, 0, &tot), n); /* unchanged */
+        assert_int_equal(tot.in_flight, 0);
+    }
+    tc_replica_set_free(set);
+}
+
+static void test_replica(void **state)
+{
+    run_failing("replica set", scenario_replica);
+}
+
 /* ---- the loopback upstream (a thread of its own, never failing) ----------------------------- */
 
 typedef struct upstream {
@@ -586,6 +626,97 @@ static void test_hedge(void **state)
     run_failing("hedge", scenario_hedge);
 }
 
+/* ---- hedge across replicas, and one call through a set -------------------------------------- */
+
+/* The replicas' data is the URL each attempt goes to (the same upstream, by two names). */
+static int prepare_url(void *data, unsigned replica_id, void *replica_data, tc_client_request *req)
+{
+    (void)data;
+    (void)replica_id;
+    req->url = replica_data;
+    req->connect_to = "127.0.0.1";
+    return 0;
+}
+
+static void scenario_replicas_on(outcome *o, int call)
+{
+    uv_loop_t loop;
+    uv_timer_t watchdog;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    watchdog_start(&loop, &watchdog);
+    char url[2][64];
+    (void)snprintf(url[0], sizeof(url[0]), "http://one.test:%d/api/work", the_upstream.port);
+    (void)snprintf(url[1], sizeof(url[1]), "http://two.test:%d/api/work", the_upstream.port);
+    tc_client_config cfg;
+    tc_client_config_init(&cfg);
+    cfg.engine = TC_CLIENT_ENGINE_NATIVE;
+    tc_client *c = NULL;
+    tc_replica_set *set = NULL;
+    unsigned ids[2];
+    if (step_rc(o, 0, tc_client_new(&c, &loop, &cfg)) == 0 &&
+        step_rc(o, 1, tc_replica_set_new(&set, NULL)) == 0 &&
+        step_rc(o, 2, tc_replica_add(set, "one", url[0], &ids[0])) == 0 &&
+        step_rc(o, 3, tc_replica_add(set, "two", url[1], &ids[1])) == 0) {
+        tc_client_request req = {.url = "http://unused.test/"};
+        tc_future *f = NULL;
+        if (call) {
+            tc_replica_call how = {.set = set, .prepare = prepare_url};
+            if (step_rc(o, 4, tc_replica_request_start(&f, c, &req, &how)) == 0) {
+                run_until_done(&loop, f);
+                record(o, 5, future_code(f));
+                tc_future_unref(f);
+            }
+        } else {
+            tc_hedge_policy p;
+            tc_hedge_policy_init(&p);
+            p.mode = TC_HEDGE_ALL;
+            p.initial = 2;
+            p.extra = 0;
+            p.replicas = set;
+            p.prepare = prepare_url;
+            if (step_rc(o, 4, tc_hedge_start(&f, c, &req, &p)) == 0) {
+                run_until_done(&loop, f);
+                int code = future_code(f);
+                record(o, 5, code);
+                if (code == 0) {
+                    const tc_hedge_result *r = tc_future_value(f);
+                    record(o, 6, (int)r->nattempts);
+                    for (unsigned i = 0; i < r->nattempts; i++) {
+                        record(o, 7 + 2 * (int)i,
+                               r->attempts[i].response ? future_code(r->attempts[i].response)
+                                                       : TC_ENOMEM);
+                        record(o, 8 + 2 * (int)i, r->attempts[i].replica);
+                    }
+                }
+                tc_future_unref(f);
+            }
+        }
+        tc_replica_totals tot;
+        (void)tc_replica_snapshot(set, 0, NULL, 0, &tot);
+        assert_int_equal(tot.in_flight, 0); /* every choice reported, whatever failed */
+    }
+    if (c != NULL)
+        tc_client_close(c, NULL, NULL);
+    close_all(&loop, &watchdog);
+    tc_replica_set_free(set);
+}
+
+static void scenario_hedge_replicas(outcome *o)
+{
+    scenario_replicas_on(o, 0);
+}
+
+static void scenario_replica_call(outcome *o)
+{
+    scenario_replicas_on(o, 1);
+}
+
+static void test_hedge_replicas(void **state)
+{
+    run_failing("hedge across replicas", scenario_hedge_replicas);
+    run_failing("a call through a replica set", scenario_replica_call);
+}
+
 /* ---- server --------------------------------------------------------------------------------- */
 
 /* A blocking HTTP client on a thread of its own (its allocations are not the server's). */
@@ -749,15 +880,15 @@ int main(void)
         return cmocka_run_group_tests_name("libcurl walk", walk, upstream_start, upstream_stop);
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_future),
-        cmocka_unit_test(test_jansson),
-        cmocka_unit_test(test_batch),
+        cmocka_unit_test(test_future), cmocka_unit_test(test_jansson),
+        cmocka_unit_test(test_batch),  cmocka_unit_test(test_replica),
         cmocka_unit_test(test_server),
     };
     const struct CMUnitTest net_tests[] = {
         cmocka_unit_test(test_client),
         cmocka_unit_test(test_client_curl),
         cmocka_unit_test(test_hedge),
+        cmocka_unit_test(test_hedge_replicas),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     failed += cmocka_run_group_tests_name("loopback", net_tests, upstream_start, upstream_stop);
