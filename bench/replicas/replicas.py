@@ -89,6 +89,12 @@ SCENARIOS = {
     },
 }
 CONFIGS = ["replicas", "least_conn", "round_robin", "no_hedging"]
+LABELS = {
+    "replicas": "tailcut with the 3 URLs",
+    "least_conn": "tailcut, one URL: nginx least_conn",
+    "round_robin": "tailcut, one URL: nginx round robin",
+    "no_hedging": "tailcut --hedge-extra 0, one URL: nginx round robin",
+}
 
 
 def log(msg):
@@ -329,7 +335,8 @@ def run(name, scn, sims, config):
         "%.2f%%, shares %s (TIME_WAIT %d, load %.2f)%s"
         % (config, r["p50"], r["p98"], r["p99"], r["p99.9"], r["max"], r["ok"], r["failed"],
            r["extra"], "/".join("%.1f%%" % x for x in r["shares"]), tw, load,
-           ", back at %.1f s, failures by second %s" % (r["back"] or -1, failed_secs)
+           ", back at %s, failures by second %s"
+           % ("%.1f s" % r["back"] if r["back"] is not None else "never", failed_secs)
            if kill else ""))
     return r
 
@@ -357,10 +364,11 @@ def row(name, scn, r):
               % (r["extra"], " / ".join("%.1f%%" % x for x in r["shares"]), r["ok"], r["failed"]))
     if r["back"] is not None:
         detail += ", restarted replica back at %.0f s" % r["back"]
-    return ("| replicas %s: %s, %d req/s x %d s %s | %s: p50 %.1f, p98 %.1f, p99 %.1f, p99.9 %.1f, "
+    return ("| replicas %s: %s, %d req/s x %d s%s | %s: p50 %.1f, p98 %.1f, p99 %.1f, p99.9 %.1f, "
             "max %.1f ms | %s | |"
-            % (name, scn["title"], scn["rate"], scn["seconds"], " ".join(scn["flags"]),
-               r["config"], r["p50"], r["p98"], r["p99"], r["p99.9"], r["max"], detail))
+            % (name, scn["title"], scn["rate"], scn["seconds"],
+               "".join(" " + f for f in scn["flags"]), LABELS[r["config"]], r["p50"], r["p98"],
+               r["p99"], r["p99.9"], r["max"], detail))
 
 
 def plot(results):
@@ -409,8 +417,9 @@ def main():
     rows, results = [], []
     for name in names:
         scn = SCENARIOS[name]
-        log("== bench/replicas %s: %s, %d req/s x %d s %s"
-            % (name, scn["title"], scn["rate"], scn["seconds"], " ".join(scn["flags"])))
+        log("== bench/replicas %s: %s, %d req/s x %d s%s"
+            % (name, scn["title"], scn["rate"], scn["seconds"],
+               "".join(" " + f for f in scn["flags"])))
         sims = [Sim(p, 1 + i) for i, p in enumerate(scn["profiles"])]
         runs = []
         try:
