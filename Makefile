@@ -20,7 +20,7 @@ SOURCES     = $(shell git ls-files -co --exclude-standard -- '*.c' '*.h' 2>/dev/
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 
-.PHONY: all deps build asan run install test check-format format lint bench fuzz screenshot clean
+.PHONY: all deps build asan run install man test check-format format lint bench fuzz screenshot clean
 
 all: build
 
@@ -42,6 +42,11 @@ run: deps build
 # libraries, the headers, tailcut.pc, the CMake package and the man pages (docs/install.md).
 install: build
 	@DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
+
+# docs/man/tailcut-CMD.1: the OPTIONS list of each page written from CMD's settings table
+# (scripts/man-options, `tailcut --man-options CMD`); the man-page test fails while a page differs.
+man: build
+	@scripts/man-options $(BUILD)/tailcut
 
 check-format:
 	@clang-format --dry-run -Werror $(SOURCES)

@@ -1,7 +1,7 @@
 # Install rules (docs/install.md), included by CMakeLists.txt once every target is defined:
 #   lib/       libtailcut.so.VERSION, its soname link libtailcut.so.SOVERSION, libtailcut.so,
 #              libtailcut.a, pkgconfig/tailcut.pc, cmake/tailcut/ (find_package(tailcut))
-#   include/   tailcut/*.h, the public headers only (src/*.h never), with the generated version.h
+#   include/   tailcut/*.h, the public headers only (the internal headers under src/ never), with the generated version.h
 #   bin/       tailcut
 #   share/     man/man1/tailcut*.1, doc/tailcut/ (README, LICENSE, the dist/ examples)
 include(CMakePackageConfigHelpers)

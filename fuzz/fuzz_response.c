@@ -61,8 +61,9 @@ static void read_response(const uint8_t *data, size_t n, size_t max_body, int he
         FZ_CHECK(h.status >= 200 || h.status < 100, "an interim response reported as final");
         FZ_CHECK(!head_only || res->out.len == h.body_off, "a body after HEAD");
     } else {
-        FZ_CHECK(rc == TC_EPROTO || rc == TC_ETOOLARGE || rc == TC_ECONNRESET,
-                 "unexpected error code");
+        /* A stop reason, never out of memory (nothing fails an allocation here). */
+        FZ_CHECK(rc < 0 && rc >= TC__H1_CLOSED_INCOMPLETE && rc != TC__H1_NOMEM,
+                 "unexpected stop reason");
     }
 }
 

@@ -39,17 +39,13 @@
 #define FETCH_OUT_BUFFER 65536 /* output stream buffer */
 #define FETCH_PROGRESS_MS 100  /* progress bar redraws at most 10 times a second */
 #define FETCH_BAR_WIDTH 24
-#define MAX_CONCURRENCY 100000
-#define MAX_TIMEOUT_MS 86400000ULL
-#define MAX_RETRIES 100
-#define MAX_BODY_LIMIT (1024ULL * 1024 * 1024)
 
 /* ---- the command ---------------------------------------------------------------------------- */
 
 typedef struct app {
     uv_loop_t loop;
     tc_fetch *fetch;
-    tc_fetch_config cfg;
+    fetch_options opt; /* opt.cfg is the fetch's */
 
     const char **urls; /* from the arguments */
     size_t nurls, next_url;
@@ -59,7 +55,6 @@ typedef struct app {
     int out_flush_each_turn; /* a pipe or socket: flush once per loop iteration */
     int out_is_tty;
     int dirty;
-    int with_body;
     tc__buf line;
     int write_failed;
 
@@ -77,85 +72,10 @@ typedef struct app {
     fetch_summary sum;
     FILE *summary_json; /* --summary-json, opened at start */
 
-    /* The request every URL gets. */
-    tc_header *headers; /* -H: names malloc'd, values point into them */
-    size_t nheaders;
+    /* The body every URL gets. */
     char *body; /* -d: malloc'd (a file's bytes, or a copy of DATA) */
     size_t body_len;
 } app;
-
-enum {
-    OPT_HELP = 1,
-    OPT_INPUT,
-    OPT_CONCURRENCY,
-    OPT_PER_HOST,
-    OPT_TIMEOUT,
-    OPT_RETRIES,
-    OPT_ORDER,
-    OPT_OUTPUT,
-    OPT_BODY,
-    OPT_MAX_BODY,
-    OPT_PROGRESS,
-    OPT_NO_PROGRESS,
-    OPT_HTTP_ENGINE,
-    OPT_METHOD,
-    OPT_HEADER,
-    OPT_DATA,
-    OPT_CACERT,
-    OPT_INSECURE,
-    OPT_RETRY_ALL,
-    OPT_RATE,
-    OPT_SUMMARY_JSON,
-};
-
-static const cli_option fetch_options[] = {
-    {NULL, 'i', OPT_INPUT, CLI_VALUE, "FILE",
-     "read URLs from FILE ('-' = stdin), one per line; blank\n"
-     "lines and # comments are skipped"},
-    {NULL, 'X', OPT_METHOD, CLI_VALUE, "METHOD",
-     "request method, an HTTP token such as GET, POST, PUT\n"
-     "[GET, or POST with -d]"},
-    {NULL, 'H', OPT_HEADER, CLI_VALUE | CLI_REPEATABLE, "'NAME: VALUE'",
-     "send this header with every request; NAME a token,\n"
-     "VALUE without CR or LF; Content-Length and\n"
-     "Transfer-Encoding are refused (set from -d)"},
-    {NULL, 'd', OPT_DATA, CLI_VALUE, "DATA|@FILE",
-     "request body: DATA as given, or the bytes of FILE\n"
-     "verbatim (read once at start, at most 16 MiB);\n"
-     "implies POST unless -X says otherwise"},
-    {"concurrency", 'c', OPT_CONCURRENCY, CLI_VALUE, "N", "requests at once [100]"},
-    {"per-host", 0, OPT_PER_HOST, CLI_VALUE, "N",
-     "requests at once to one host:port, 0 = no limit [0]"},
-    {"timeout", 0, OPT_TIMEOUT, CLI_VALUE, "MS", "timeout of each attempt [30000]"},
-    {"retries", 0, OPT_RETRIES, CLI_VALUE, "N",
-     "retry connection errors, 429 and 5xx up to N times, with\n"
-     "jittered exponential backoff or the 429's Retry-After;\n"
-     "only GET, HEAD, PUT, DELETE, OPTIONS requests [0]"},
-    {"retry-all", 0, OPT_RETRY_ALL, 0, NULL, "let --retries retry any method (POST, PATCH...)"},
-    {"rate", 0, OPT_RATE, CLI_VALUE, "N",
-     "open loop: request i starts at i/N s (N > 0, decimals\n"
-     "allowed: 0.5 is one every 2 s); one that finds -c in\n"
-     "flight waits, and its ms counts from its scheduled\n"
-     "time [off: as fast as -c allows]"},
-    {"order", 0, OPT_ORDER, CLI_VALUE, "completion|input", "output order [completion]"},
-    {NULL, 'o', OPT_OUTPUT, CLI_VALUE, "FILE", "write the JSON lines to FILE [stdout]"},
-    {"body", 0, OPT_BODY, 0, NULL, "include the response body (\"body\") in each line"},
-    {"max-body", 0, OPT_MAX_BODY, CLI_VALUE, "BYTES",
-     "a larger response body is an error [1048576]"},
-    {"progress", 0, OPT_PROGRESS, 0, NULL, "progress bar on stderr even when it is not a terminal"},
-    {"no-progress", 0, OPT_NO_PROGRESS, 0, NULL,
-     "no progress bar [a bar when stderr is a terminal]"},
-    {"http-engine", 0, OPT_HTTP_ENGINE, CLI_VALUE, "native|curl",
-     "client engine for http:// URLs (https:// always uses libcurl) [native]"},
-    {"cacert", 0, OPT_CACERT, CLI_VALUE, "FILE",
-     "verify https:// servers with the PEM CA certificates in\n"
-     "FILE [the system store]"},
-    {"insecure", 0, OPT_INSECURE, 0, NULL, "do not verify https:// certificates or host names"},
-    {"summary-json", 0, OPT_SUMMARY_JSON, CLI_VALUE, "FILE",
-     "also write the summary's figures to FILE as one JSON\n"
-     "object (written at the end, also after SIGINT/SIGTERM)"},
-    {"help", 'h', OPT_HELP, 0, NULL, "show this help"},
-};
 
 static void usage(FILE *out)
 {
@@ -167,7 +87,7 @@ static void usage(FILE *out)
              "(status 0 when there was no HTTP response). A summary goes to stderr at the end.\n"
              "\n"
              "options:\n");
-    cli_print_options(out, fetch_options, sizeof(fetch_options) / sizeof(fetch_options[0]));
+    settings_print_help(out, &fetch_settings);
     (void)fprintf(out,
                   "\n"
                   "exit status: 0 every URL got a 2xx or 3xx, 3 some did not, 2 bad options or an\n"
@@ -213,7 +133,7 @@ static void on_result(tc_fetch *f, const tc_fetch_result *r, void *data)
     fetch_summary_add(&a->sum, r);
 
     a->line.len = 0;
-    if (tc__fetch_result_json(&a->line, r, a->with_body) != 0) {
+    if (tc__fetch_result_json(&a->line, r, a->opt.with_body) != 0) {
         a->write_failed = ENOMEM;
         return;
     }
@@ -340,163 +260,54 @@ static void on_done(tc_fetch *f, int status, void *data)
     uv_unref((uv_handle_t *)&a->sigterm);
     tc_fetch_close(f, on_fetch_closed, a);
 }
-typedef struct options {
-    const char *input;
-    const char *output;
-    int progress; /* -1 = when stderr is a terminal */
-    const char *data;
-    const char *summary_json;
-} options;
-
-/* A flag naming a file: *dst = val, or -1 with a message when val is empty. */
-static int file_name(const char **dst, const char *flag, const char *val, const char *expected)
+/* An operand is a URL. */
+static int add_url(void *data, const char *arg)
 {
-    if (*val == '\0') {
-        cli_error(CMD, "invalid value '' for %s: expected %s", flag, expected);
-        return -1;
-    }
-    *dst = val;
+    app *a = data;
+    a->urls[a->nurls++] = arg;
     return 0;
 }
 
-/* Returns -1 to continue, or the exit status. */
-static int parse_args(app *a, options *o, int argc, char **argv)
+/* The body of -d (the last one wins, and only its file is read) and the method it implies, then
+ * -X and -H, into the fetch's config. Returns -1 to go on, else the exit status. */
+static int set_request(app *a)
 {
-    uint64_t v;
-    cli_parser p;
-    const char *val;
-    int opt;
-    cli_parser_init(&p, CMD, fetch_options, sizeof(fetch_options) / sizeof(fetch_options[0]), argc,
-                    argv);
-    while ((opt = cli_next(&p, &val)) != CLI_END) {
-        switch (opt) {
-        case CLI_OPERAND:
-            a->urls[a->nurls++] = val;
-            break;
-        case OPT_METHOD:
-            if (fetch_check_method(val) != 0)
-                return TC_EXIT_USAGE;
-            a->cfg.method = val;
-            break;
-        case OPT_HEADER:
-            if (fetch_header_add(a->headers, &a->nheaders, val) != 0)
-                return TC_EXIT_USAGE;
-            break;
-        case OPT_DATA:
-            o->data = val;
-            break;
-        case OPT_CACERT:
-            if (fetch_check_cacert(val) != 0)
-                return TC_EXIT_USAGE;
-            a->cfg.ca_file = val;
-            break;
-        case OPT_INSECURE:
-            a->cfg.insecure = 1;
-            break;
-        case OPT_RETRY_ALL:
-            a->cfg.retry_all = 1;
-            break;
-        case OPT_RATE: {
-            const char *why;
-            if (tc__fetch_rate_parse(val, &a->cfg.rate, &why) != 0) {
-                cli_error(CMD, "invalid value '%s' for --rate: %s", val, why);
-                return TC_EXIT_USAGE;
-            }
-            break;
+    fetch_options *o = &a->opt;
+    const char *data = o->data;
+    if (data != NULL) {
+        if (data[0] == '@') {
+            if (fetch_read_data_file(data + 1, &a->body, &a->body_len) != 0)
+                return CLI_EXIT_USAGE;
+        } else if ((a->body = strdup(data)) == NULL) {
+            cli_error(CMD, "out of memory");
+            return CLI_EXIT_FAILURE;
+        } else {
+            a->body_len = strlen(data);
         }
-        case OPT_SUMMARY_JSON:
-            if (file_name(&o->summary_json, "--summary-json", val, "a file name") != 0)
-                return TC_EXIT_USAGE;
-            break;
-        case OPT_HELP:
-            usage(stdout);
-            return TC_EXIT_OK;
-        case OPT_BODY:
-            a->with_body = 1;
-            break;
-        case OPT_PROGRESS:
-            o->progress = 1;
-            break;
-        case OPT_NO_PROGRESS:
-            o->progress = 0;
-            break;
-        case OPT_CONCURRENCY:
-            if (cli_parse_u64(CMD, "--concurrency", val, 1, MAX_CONCURRENCY, &v) != 0)
-                return TC_EXIT_USAGE;
-            a->cfg.concurrency = (size_t)v;
-            break;
-        case OPT_PER_HOST:
-            if (cli_parse_u64(CMD, "--per-host", val, 0, MAX_CONCURRENCY, &v) != 0)
-                return TC_EXIT_USAGE;
-            a->cfg.per_host = (size_t)v;
-            break;
-        case OPT_TIMEOUT:
-            if (cli_parse_u64(CMD, "--timeout", val, 1, MAX_TIMEOUT_MS, &v) != 0)
-                return TC_EXIT_USAGE;
-            a->cfg.timeout_ms = v;
-            break;
-        case OPT_RETRIES:
-            if (cli_parse_u64(CMD, "--retries", val, 0, MAX_RETRIES, &v) != 0)
-                return TC_EXIT_USAGE;
-            a->cfg.retries = (unsigned)v;
-            break;
-        case OPT_MAX_BODY:
-            if (cli_parse_u64(CMD, "--max-body", val, 1, MAX_BODY_LIMIT, &v) != 0)
-                return TC_EXIT_USAGE;
-            a->cfg.max_body = (size_t)v;
-            break;
-        case OPT_HTTP_ENGINE: {
-            int engine = 0;
-            if (cli_parse_http_engine(CMD, val, &engine) != 0)
-                return TC_EXIT_USAGE;
-            a->cfg.http_engine = (tc_client_engine)engine;
-            break;
-        }
-        case OPT_ORDER:
-            if (strcmp(val, "completion") == 0) {
-                a->cfg.order = TC_FETCH_COMPLETION;
-            } else if (strcmp(val, "input") == 0) {
-                a->cfg.order = TC_FETCH_INPUT;
-            } else {
-                cli_error(CMD, "invalid value '%s' for --order: expected completion or input", val);
-                return TC_EXIT_USAGE;
-            }
-            break;
-        case OPT_OUTPUT:
-            if (file_name(&o->output, "-o", val, "a file name") != 0)
-                return TC_EXIT_USAGE;
-            break;
-        case OPT_INPUT:
-            if (file_name(&o->input, "-i", val, "a file name or -") != 0)
-                return TC_EXIT_USAGE;
-            break;
-        default: /* CLI_ERROR: the parser has said why */
-            return TC_EXIT_USAGE;
-        }
+        o->cfg.body = a->body;
+        o->cfg.body_len = a->body_len;
     }
-    if (a->nurls == 0 && o->input == NULL) {
+    o->cfg.method = o->method != NULL ? o->method : data != NULL ? "POST" : NULL;
+    o->cfg.headers = o->headers.v;
+    o->cfg.nheaders = o->headers.n;
+    return -1;
+}
+
+/* The defaults, then the options. Returns -1 to go on, else the exit status. */
+static int read_settings(app *a, int argc, char **argv)
+{
+    settings_target to = {&a->opt, NULL};
+    settings_cli cli = {usage, add_url, a, NULL};
+    tc_fetch_config_init(&a->opt.cfg);
+    int status = settings_read_cli(&fetch_settings, argc, argv, &to, &cli);
+    if (status >= 0)
+        return status;
+    if (a->nurls == 0 && a->opt.input == NULL) {
         cli_error(CMD, "no URLs: give them as arguments or with -i FILE (see 'tailcut fetch "
                        "--help')");
-        return TC_EXIT_USAGE;
+        return CLI_EXIT_USAGE;
     }
-    if (o->data != NULL) { /* the last -d wins, and only its file is read */
-        if (o->data[0] == '@') {
-            if (fetch_read_data_file(o->data + 1, &a->body, &a->body_len) != 0)
-                return TC_EXIT_USAGE;
-        } else if ((a->body = strdup(o->data)) == NULL) {
-            cli_error(CMD, "out of memory");
-            return TC_EXIT_FAILURE;
-        } else {
-            a->body_len = strlen(o->data);
-        }
-        a->cfg.body = a->body;
-        a->cfg.body_len = a->body_len;
-        if (a->cfg.method == NULL)
-            a->cfg.method = "POST";
-    }
-    a->cfg.headers = a->headers;
-    a->cfg.nheaders = a->nheaders;
-    return -1;
+    return set_request(a);
 }
 
 /* One socket per transfer: let the process have as many descriptors as it is allowed. */
@@ -511,15 +322,15 @@ static void raise_fd_limit(void)
 
 /* The summary on stderr and, with --summary-json, in its file. Returns 0, or -1 when the JSON
  * could not be written (said on stderr). */
-static int report_summary(app *a, const char *json_name, int exit_status)
+static int report_summary(app *a, int exit_status)
 {
     fetch_run run;
     memset(&run, 0, sizeof(run));
     run.secs = (double)(a->end_ns - a->start_ns) / 1e9;
     run.stats = a->stats;
     run.signum = a->interrupted;
-    run.rate = a->cfg.rate;
-    run.concurrency = a->cfg.concurrency;
+    run.rate = a->opt.cfg.rate;
+    run.concurrency = a->opt.cfg.concurrency;
     run.exit_status = exit_status;
     bar_clear(a);
     fetch_summary_print(stderr, &a->sum, &run);
@@ -535,7 +346,8 @@ static int report_summary(app *a, const char *json_name, int exit_status)
     a->summary_json = NULL;
     tc__buf_reset(&b);
     if (err != 0) {
-        cli_error(CMD, "cannot write --summary-json file '%s': %s", json_name, strerror(err));
+        cli_error(CMD, "cannot write --summary-json file '%s': %s", a->opt.summary_json,
+                  strerror(err));
         return -1;
     }
     return 0;
@@ -545,51 +357,32 @@ static void app_free(app *a)
 {
     if (a == NULL)
         return;
-    for (size_t i = 0; i < a->nheaders; i++)
-        free((char *)(uintptr_t)a->headers[i].name); /* the value lives in the same block */
-    free(a->headers);
+    settings_target opt = {&a->opt, NULL};
+    settings_free(&fetch_settings, &opt);
     free(a->body);
     free(a->urls);
     free(a);
 }
 
-int cmd_fetch(int argc, char **argv)
+/* Opens every file the options name, before any request, so a bad one is exit 2 and nothing has
+ * been sent: -i, -o, --summary-json. Returns -1 to go on, else the exit status. */
+static int open_files(app *a)
 {
-    app *a = calloc(1, sizeof(*a));
-    options o = {NULL, NULL, -1, NULL, NULL};
-    int status = TC_EXIT_FAILURE;
-    if (a == NULL || (a->urls = calloc((size_t)argc + 1, sizeof(*a->urls))) == NULL ||
-        (a->headers = calloc((size_t)argc + 1, sizeof(*a->headers))) == NULL) {
-        cli_error(CMD, "out of memory");
-        app_free(a);
-        return TC_EXIT_FAILURE;
-    }
-    tc_fetch_config_init(&a->cfg);
-    fetch_summary_init(&a->sum);
-    tc__buf_init(&a->line, NULL, 0, SIZE_MAX); /* one line per result: no bound of its own */
-    int rc = parse_args(a, &o, argc, argv);
-    if (rc >= 0) {
-        app_free(a);
-        return rc;
-    }
-
-    if (o.input != NULL && (a->rd = fetch_reader_open(o.input)) == NULL) {
-        status = TC_EXIT_USAGE;
-        goto out_free;
-    }
+    const fetch_options *o = &a->opt;
+    if (o->input != NULL && (a->rd = fetch_reader_open(o->input)) == NULL)
+        return CLI_EXIT_USAGE;
     a->out = stdout;
-    if (o.output != NULL && strcmp(o.output, "-") != 0) {
-        a->out = fopen(o.output, "w");
+    if (o->output != NULL && strcmp(o->output, "-") != 0) {
+        a->out = fopen(o->output, "w");
         if (a->out == NULL) {
-            cli_error(CMD, "cannot open output file '%s': %s", o.output, strerror(errno));
-            status = TC_EXIT_USAGE;
-            goto out_free;
+            cli_error(CMD, "cannot open output file '%s': %s", o->output, strerror(errno));
+            return CLI_EXIT_USAGE;
         }
     }
-    if (o.summary_json != NULL && (a->summary_json = fopen(o.summary_json, "w")) == NULL) {
-        cli_error(CMD, "cannot open --summary-json file '%s': %s", o.summary_json, strerror(errno));
-        status = TC_EXIT_USAGE;
-        goto out_free;
+    if (o->summary_json != NULL && (a->summary_json = fopen(o->summary_json, "w")) == NULL) {
+        cli_error(CMD, "cannot open --summary-json file '%s': %s", o->summary_json,
+                  strerror(errno));
+        return CLI_EXIT_USAGE;
     }
     struct stat st;
     a->out_is_tty = isatty(fileno(a->out));
@@ -597,21 +390,27 @@ int cmd_fetch(int argc, char **argv)
                              (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
     /* On failure the stream keeps its default buffering, which is also correct. */
     (void)setvbuf(a->out, NULL, a->out_is_tty ? _IOLBF : _IOFBF, FETCH_OUT_BUFFER);
-    a->progress = o.progress >= 0 ? o.progress : isatty(STDERR_FILENO);
+    a->progress = o->progress == FETCH_PROGRESS_AUTO ? isatty(STDERR_FILENO)
+                                                     : o->progress == FETCH_PROGRESS_ON;
     if (a->rd != NULL)
         a->rd->count_total = a->progress;
-    raise_fd_limit();
+    return -1;
+}
 
+/* A loop with the fetch, its progress timer, its flusher and its signal watchers, started.
+ * Returns 0, or -1 after a message (the loop is closed again). */
+static int start_fetch(app *a)
+{
     if (uv_loop_init(&a->loop) != 0) {
         cli_error(CMD, "cannot create an event loop");
-        goto out_free;
+        return -1;
     }
-    rc = tc_fetch_new(&a->fetch, &a->loop, &a->cfg, source_next, on_result, on_done, a);
+    int rc = tc_fetch_new(&a->fetch, &a->loop, &a->opt.cfg, source_next, on_result, on_done, a);
     if (rc != 0) {
         cli_error(CMD, "cannot start: %s", tc_strerror(rc));
         uv_run(&a->loop, UV_RUN_DEFAULT);
         uv_loop_close(&a->loop);
-        goto out_free;
+        return -1;
     }
     uv_timer_init(&a->loop, &a->progress_timer);
     a->progress_timer.data = a;
@@ -633,35 +432,43 @@ int cmd_fetch(int argc, char **argv)
     if (a->progress)
         uv_timer_start(&a->progress_timer, on_progress, FETCH_PROGRESS_MS, FETCH_PROGRESS_MS);
     tc_fetch_start(a->fetch);
-    uv_run(&a->loop, UV_RUN_DEFAULT);
+    return 0;
+}
 
-    /* The fetch has closed; only the signal watchers are left. */
+/* After the run (the fetch has closed; only the signal watchers are left): the exit status, the
+ * summary and the last messages, then the loop closed. Returns the exit status. */
+static int finish_run(app *a)
+{
+    int status;
     if (fflush(a->out) != 0 && !a->write_failed)
         a->write_failed = errno ? errno : EIO;
     int read_errno = a->rd ? a->rd->read_errno : 0;
     if (a->interrupted)
         status = EXIT_SIGNALLED(a->interrupted);
     else if (a->write_failed)
-        status = TC_EXIT_FAILURE;
+        status = CLI_EXIT_FAILURE;
     else if (read_errno)
-        status = TC_EXIT_USAGE;
+        status = CLI_EXIT_USAGE;
     else if (a->sum.failed > 0)
         status = EXIT_SOME_FAILED;
     else
-        status = TC_EXIT_OK;
-    if (report_summary(a, o.summary_json, status) != 0 && !a->interrupted)
-        status = TC_EXIT_FAILURE;
+        status = CLI_EXIT_OK;
+    if (report_summary(a, status) != 0 && !a->interrupted)
+        status = CLI_EXIT_FAILURE;
     if (a->write_failed)
         cli_error(CMD, "cannot write the output: %s", strerror(a->write_failed));
     if (read_errno)
-        cli_error(CMD, "cannot read input file '%s': %s", o.input, strerror(read_errno));
+        cli_error(CMD, "cannot read input file '%s': %s", a->opt.input, strerror(read_errno));
     uv_close((uv_handle_t *)&a->sigint, on_handle_closed);
     uv_close((uv_handle_t *)&a->sigterm, on_handle_closed);
     uv_run(&a->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&a->loop) != 0)
         cli_error(CMD, "internal: event loop still busy at exit");
+    return status;
+}
 
-out_free:
+static void close_files(app *a)
+{
     /* After a run the output was flushed, and checked, before the summary: nothing is left. */
     if (a->out != NULL && a->out != stdout)
         (void)fclose(a->out);
@@ -670,6 +477,30 @@ out_free:
     if (a->summary_json != NULL) /* not reached the end: nothing to write */
         (void)fclose(a->summary_json);
     fetch_reader_free(a->rd);
+}
+
+int cmd_fetch(int argc, char **argv)
+{
+    app *a = calloc(1, sizeof(*a));
+    if (a == NULL || (a->urls = calloc((size_t)argc + 1, sizeof(*a->urls))) == NULL) {
+        cli_error(CMD, "out of memory");
+        app_free(a);
+        return CLI_EXIT_FAILURE;
+    }
+    fetch_summary_init(&a->sum);
+    tc__buf_init(&a->line, NULL, 0, SIZE_MAX); /* one line per result: no bound of its own */
+    int status = read_settings(a, argc, argv);
+    if (status < 0)
+        status = open_files(a);
+    if (status < 0) {
+        raise_fd_limit();
+        status = CLI_EXIT_FAILURE;
+        if (start_fetch(a) == 0) {
+            uv_run(&a->loop, UV_RUN_DEFAULT);
+            status = finish_run(a);
+        }
+    }
+    close_files(a);
     tc__buf_reset(&a->line);
     app_free(a);
     return status;

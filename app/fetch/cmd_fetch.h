@@ -5,6 +5,8 @@
  * into a small bounded queue of FETCH_QUEUE_CAP lines; when the queue is full the thread waits, and
  * when the loop finds it empty, the loop is woken by the reader's uv_async once more lines are in.
  *
+ * The options (app/fetch/cmd_fetch_settings.c): every flag once, in the settings table.
+ *
  * The request (app/fetch/cmd_fetch_request.c): -X, -H, -d and --cacert, checked as they are read.
  *
  * The summary (app/fetch/cmd_fetch_summary.c): counters and a fixed-size latency histogram fed one
@@ -20,6 +22,7 @@
 
 #include <uv.h>
 
+#include "common/settings.h"
 #include "fetch/fetch_internal.h" /* src/: the result line and the histogram */
 #include "tailcut/fetch.h"
 
@@ -71,24 +74,47 @@ void fetch_reader_stop(fetch_reader *rd, uv_close_cb closed);
 /* After fetch_reader_stop and the close of the async. NULL is fine. */
 void fetch_reader_free(fetch_reader *rd);
 
+/* ---- the options (cmd_fetch_settings.c declares each) ---------------------------------------- */
+
+enum { FETCH_PROGRESS_AUTO = 0, FETCH_PROGRESS_ON, FETCH_PROGRESS_OFF };
+
+typedef struct fetch_headers {
+    tc_header *v;
+    size_t n;
+} fetch_headers;
+
+/* What the options set: the tc_fetch_config itself, and what the command does around it. */
+typedef struct fetch_options {
+    tc_fetch_config cfg;   /* for tc_fetch_new; -X, -H and -d join it after the options */
+    char *method;          /* -X; NULL: GET, or POST with -d */
+    fetch_headers headers; /* -H */
+    char *data;            /* -d DATA or @FILE, read once the options are all in */
+    char *input;           /* -i */
+    char *output;          /* -o */
+    char *summary_json;    /* --summary-json */
+    int with_body;         /* --body */
+    int progress;          /* FETCH_PROGRESS_*: --progress, --no-progress */
+} fetch_options;
+
 /* ---- the request ---------------------------------------------------------------------------- */
 
 #define FETCH_MAX_DATA_FILE ((size_t)16 * 1024 * 1024) /* -d @FILE: every transfer holds a copy */
 
-/* -X: 0, or -1 with a message when val is not an HTTP token. */
-int fetch_check_method(const char *val);
+/* -X: 0, or -1 with e filled when val is not an HTTP token (a settings_check_fn). */
+int fetch_check_method(const setting *s, const char *val, void *field, settings_error *e);
 
-/* -H 'Name: value': appends a copy to headers[*n] (name and value in one malloc'd block, freed
- * through name). Returns 0, or -1 with a message naming the flag. */
-int fetch_header_add(tc_header *headers, size_t *n, const char *val);
+/* -H 'Name: value': appends a copy to the fetch_headers field (name and value in one malloc'd
+ * block, freed through name). Returns 0, or -1 with e filled. */
+int fetch_header_add(const setting *s, const char *val, void *field, settings_error *e);
+void fetch_headers_free(void *field);
 
 /* -d @FILE: the whole file, verbatim, at most FETCH_MAX_DATA_FILE bytes, into *body (malloc'd)
  * and *len. Returns 0, or -1 with a message naming the flag. */
 int fetch_read_data_file(const char *name, char **body, size_t *len);
 
-/* --cacert: 0 when the file can be opened for reading (and is not a directory), else -1 with a
- * message naming the flag. */
-int fetch_check_cacert(const char *name);
+/* --cacert: 0 when the file can be opened for reading (and is not a directory), else -1 with e
+ * filled. */
+int fetch_check_cacert(const setting *s, const char *name, void *field, settings_error *e);
 
 /* ---- the summary ---------------------------------------------------------------------------- */
 

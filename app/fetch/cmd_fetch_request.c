@@ -24,6 +24,8 @@
 #define READ_STEP 65536
 #define TOO_LARGE "larger than 16 MiB (16777216 bytes)"
 #define SHOWN_MAX 200 /* bytes of a bad value quoted in its message */
+#define SHOWN_SIZE (SHOWN_MAX + 8)
+_Static_assert(sizeof(((settings_error *)0)->buf) >= SHOWN_SIZE, "room for a quoted value");
 
 /* A bad value as it may be quoted in a one-line message: control bytes (a CR or LF meant to
  * smuggle a header in) written as \xHH, cut at SHOWN_MAX bytes. */
@@ -46,46 +48,53 @@ static const char *shown(const char *val, char *buf, size_t size)
     return buf;
 }
 
-int fetch_check_method(const char *val)
+int fetch_check_method(const setting *s, const char *val, void *field, settings_error *e)
 {
-    char buf[SHOWN_MAX + 8];
+    (void)s;
+    (void)field;
     if (tc__header_name_ok(val, strlen(val)))
         return 0;
-    cli_error(CMD,
-              "invalid value '%s' for -X: a method is an HTTP token (letters, digits and "
-              "!#$%%&'*+-.^_`|~), such as GET or POST",
-              shown(val, buf, sizeof(buf)));
-    return -1;
+    return settings_invalid(e, shown(val, e->buf, SHOWN_SIZE),
+                            "a method is an HTTP token (letters, digits and "
+                            "!#$%%&'*+-.^_`|~), such as GET or POST");
 }
 
-int fetch_header_add(tc_header *headers, size_t *n, const char *val)
+int fetch_header_add(const setting *s, const char *val, void *field, settings_error *e)
 {
+    fetch_headers *headers = field;
     size_t nlen, vlen;
     const char *v, *why;
-    char buf[SHOWN_MAX + 8];
-    if (tc__header_line_parse(val, strlen(val), &nlen, &v, &vlen, &why) != 0) {
-        cli_error(CMD, "invalid value '%s' for -H: %s", shown(val, buf, sizeof(buf)), why);
-        return -1;
-    }
+    (void)s;
+    if (tc__header_line_parse(val, strlen(val), &nlen, &v, &vlen, &why) != 0)
+        return settings_invalid(e, shown(val, e->buf, SHOWN_SIZE), "%s", why);
     if ((nlen == 14 && strncasecmp(val, "Content-Length", nlen) == 0) ||
-        (nlen == 17 && strncasecmp(val, "Transfer-Encoding", nlen) == 0)) {
-        cli_error(CMD, "invalid value '%s' for -H: %.*s is set from -d, not by hand",
-                  shown(val, buf, sizeof(buf)), (int)nlen, val);
-        return -1;
-    }
-    char *copy = malloc(nlen + 1 + vlen + 1);
-    if (copy == NULL) {
-        cli_error(CMD, "out of memory");
-        return -1;
-    }
+        (nlen == 17 && strncasecmp(val, "Transfer-Encoding", nlen) == 0))
+        return settings_invalid(e, shown(val, e->buf, SHOWN_SIZE),
+                                "%.*s is set from -d, not by hand", (int)nlen, val);
+    tc_header *grown = realloc(headers->v, (headers->n + 1) * sizeof(*grown));
+    char *copy = grown != NULL ? malloc(nlen + 1 + vlen + 1) : NULL;
+    if (grown != NULL)
+        headers->v = grown;
+    if (copy == NULL)
+        return settings_failed(e, "out of memory", "out of memory");
     memcpy(copy, val, nlen);
     copy[nlen] = '\0';
     memcpy(copy + nlen + 1, v, vlen);
     copy[nlen + 1 + vlen] = '\0';
-    headers[*n].name = copy;
-    headers[*n].value = copy + nlen + 1;
-    (*n)++;
+    headers->v[headers->n].name = copy;
+    headers->v[headers->n].value = copy + nlen + 1;
+    headers->n++;
     return 0;
+}
+
+void fetch_headers_free(void *field)
+{
+    fetch_headers *headers = field;
+    for (size_t i = 0; i < headers->n; i++)
+        free((char *)(uintptr_t)headers->v[i].name); /* the value lives in the same block */
+    free(headers->v);
+    headers->v = NULL;
+    headers->n = 0;
 }
 
 /* Opens name for reading, refusing a directory and a regular file larger than max. Returns the
@@ -160,13 +169,16 @@ int fetch_read_data_file(const char *name, char **body, size_t *len)
     return -1;
 }
 
-int fetch_check_cacert(const char *name)
+int fetch_check_cacert(const setting *s, const char *name, void *field, settings_error *e)
 {
     const char *why = NULL;
+    (void)field;
     int fd = open_readable(name, 0, &why);
     if (fd < 0) {
-        cli_error(CMD, "cannot read --cacert file '%s': %s", name, why);
-        return -1;
+        char standalone[SETTINGS_WHY_MAX], flag[64];
+        (void)snprintf(standalone, sizeof(standalone), "cannot read file '%s': %s", name, why);
+        return settings_failed(e, standalone, "cannot read %s file '%s': %s",
+                               settings_flag(s, flag, sizeof(flag)), name, why);
     }
     (void)close(fd);
     return 0;

@@ -1,6 +1,6 @@
 /*
- * tailcut: entry point. Dispatches to one subcommand per file (cmd_serve.c, cmd_upstream.c,
- * cmd_fetch.c).
+ * tailcut: entry point. Dispatches to one subcommand per folder (app/serve, app/upstream,
+ * app/fetch).
  */
 #include <stdio.h>
 #include <string.h>
@@ -12,15 +12,20 @@
 
 #include "common/cli.h"
 #include "common/commands.h"
+#include "tailcut/version.h"
 
 static const struct command {
     const char *name;
     cmd_fn run;
+    const settings_table *settings;
     const char *summary;
 } commands[] = {
-    {"serve", cmd_serve, "the smart API service in front of a slow, flaky upstream"},
-    {"upstream", cmd_upstream, "a simulated slow, flaky upstream for demos, tests and benchmarks"},
-    {"fetch", cmd_fetch, "many HTTP requests at once over a pool, results as they arrive"},
+    {"serve", cmd_serve, &serve_settings,
+     "the smart API service in front of a slow, flaky upstream"},
+    {"upstream", cmd_upstream, &upstream_settings,
+     "a simulated slow, flaky upstream for demos, tests and benchmarks"},
+    {"fetch", cmd_fetch, &fetch_settings,
+     "many HTTP requests at once over a pool, results as they arrive"},
 };
 
 static void usage(FILE *out)
@@ -37,7 +42,7 @@ static void usage(FILE *out)
  * headers it was built against). */
 static void print_versions(void)
 {
-    printf("tailcut %s\n", TC_VERSION);
+    printf("tailcut %s\n", TC_VERSION_STRING);
     printf("libuv %s\n", uv_version_string());
     const curl_version_info_data *curl = curl_version_info(CURLVERSION_NOW);
     printf("libcurl %s\n", curl->version);
@@ -61,19 +66,35 @@ static void print_versions(void)
 #endif
 }
 
+/* tailcut --man-options CMD: the OPTIONS list of CMD's man page, from its settings table. Not in
+ * --help: it is how `make man` writes docs/man/ and how the man-page test checks them. */
+static int print_man_options(const char *name)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(name, commands[i].name) == 0) {
+            settings_print_man(stdout, commands[i].settings);
+            return CLI_EXIT_OK;
+        }
+    }
+    (void)fprintf(stderr, "tailcut: unknown command '%s'\n", name);
+    return CLI_EXIT_USAGE;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
         usage(stderr);
-        return TC_EXIT_USAGE;
+        return CLI_EXIT_USAGE;
     }
     if (strcmp(argv[1], "--version") == 0) {
         print_versions();
-        return TC_EXIT_OK;
+        return CLI_EXIT_OK;
     }
+    if (argc == 3 && strcmp(argv[1], "--man-options") == 0)
+        return print_man_options(argv[2]);
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(stdout);
-        return TC_EXIT_OK;
+        return CLI_EXIT_OK;
     }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         if (strcmp(argv[1], commands[i].name) == 0)
@@ -81,5 +102,5 @@ int main(int argc, char **argv)
     }
     (void)fprintf(stderr, "tailcut: unknown command or option '%s' (see 'tailcut --help')\n",
                   argv[1]);
-    return TC_EXIT_USAGE;
+    return CLI_EXIT_USAGE;
 }

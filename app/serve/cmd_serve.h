@@ -9,9 +9,12 @@
  *   cmd_serve_dashboard.c /dashboard, /dashboard/stats and the --admin-listen listener
  *   cmd_serve_stats.c     the dashboard's per-second history ring and its JSON snapshot
  *
- * One serve_config for the process, one serve_worker per worker thread (its own loop, server,
- * upstream client, metrics shard and batcher); nothing on the request path is shared between
- * workers but the hedge delay source and budget, which are thread-safe.
+ *   cmd_serve_settings.c  the settings table: every flag, its range, default and help
+ *
+ * One serve_config for the process, one serve_route per route (one today, from the flags), one
+ * serve_worker per worker thread (its own loop, server, upstream client, metrics shard and
+ * batcher); nothing on the request path is shared between workers but the route's hedge delay
+ * source and budget, which are thread-safe.
  */
 #ifndef TAILCUT_APP_CMD_SERVE_H
 #define TAILCUT_APP_CMD_SERVE_H
@@ -20,6 +23,7 @@
 #include <stdio.h>
 
 #include "cmd_serve_stats.h"
+#include "common/settings.h"
 #include "http/forward_internal.h"
 #include "tailcut/batch.h"
 #include "tailcut/client.h"
@@ -59,48 +63,63 @@ typedef struct serve_metrics {
     uint32_t attempt_duration_series[TC_OUTCOME_COUNT];
 } serve_metrics;
 
-typedef struct serve_config {
-    char host[64];
-    int port;
-    char *upstream;
-    char *metadata_upstream;
-    const char *upstream_ca;
-    int http_engine; /* tc_client_engine */
-    uint64_t hedge_delay_ms;
-    uint64_t hedge_extra;
-    /* Adaptive hedging: --hedge-delay pNN (percentile in tenths, 0 = a fixed delay),
-     * --hedge-delay-fallback and --hedge-budget (0 = off). The delay source and the budget are
-     * one object each for the whole process, shared by every worker. */
-    unsigned hedge_percentile_tenths;
+/* The --forward-header names (deduplicated, never one that --upstream-header sets) and the
+ * --upstream-header headers of a route: own strings (cmd_serve_forward.c). */
+typedef struct serve_names {
+    char **v;
+    size_t n;
+} serve_names;
+
+typedef struct serve_headers {
+    tc_header *v;
+    size_t n;
+} serve_headers;
+
+/* A route: where its requests go and how they are hedged, batched and bounded (the
+ * SETTINGS_ROUTE rows of cmd_serve_settings.c). Without a configuration file there is exactly
+ * one, made from the flags; each worker reaches it through serve_worker.route. */
+typedef struct serve_route {
+    char *upstream;          /* the URL each attempt GETs (the embedded simulator's if none) */
+    char *metadata_upstream; /* where batched lookups go; NULL: lookups are off */
+    /* --hedge-delay: a fixed MS, or pNN (percentile in tenths) with --hedge-delay-fallback
+     * until it has data; --hedge-budget (0 = off). The delay source and the budget are one
+     * object each for the route, shared by every worker. */
+    settings_delay hedge_delay;
     uint64_t hedge_fallback_ms;
+    uint64_t hedge_extra;
     uint64_t hedge_budget_e6;
     tc_hedge_adaptive *adaptive;
     tc_hedge_budget *budget;
     uint64_t max_timeout_ms;
-    uint64_t upstream_connections;
+    uint64_t max_body;
     uint64_t batch_max;
     uint64_t batch_wait_ms;
+    serve_names forward_headers;
+    serve_headers upstream_headers;
+} serve_route;
+
+/* The process: its listeners, workers, limits, logs and metrics (the SETTINGS_GLOBAL rows of
+ * cmd_serve_settings.c), and its routes. */
+typedef struct serve_config {
+    settings_addr listen;
+    settings_addr admin; /* --admin-listen: /metrics and the dashboard move there when .set */
+    char *upstream_ca;
+    int http_engine; /* tc_client_engine */
+    uint64_t upstream_connections;
     uint64_t max_connections;
-    uint64_t max_body;
-    uint64_t workers;
+    uint64_t workers; /* 0 until the flags are read: then the online CPUs */
     uint64_t drain_timeout_ms;
     uint64_t header_timeout_ms;
     uint64_t idle_timeout_ms;
     uint64_t shutdown_delay_ms;
+    char *access_log_path; /* --access-log as given: "-", "off" or a file */
     FILE *access_log;
     int access_log_format; /* TC_ACCESS_LOG_TEXT or _JSON */
-    /* Forwarding (cmd_serve_forward.c): --forward-header names (deduplicated, never one that
-     * --upstream-header sets) and --upstream-header headers (own strings). */
-    char **forward_headers;
-    size_t nforward_headers;
-    tc_header *upstream_headers;
-    size_t nupstream_headers;
+    serve_route *routes;   /* one today (serve_run.route) */
+    size_t nroutes;
     atomic_size_t conn_count;
     atomic_int ready; /* 1 until the first SIGTERM/SIGINT: every listener's /readyz */
     serve_metrics metrics;
-    /* --admin-listen: /metrics and the dashboard move to this listener (admin_port >= 0). */
-    char admin_host[64];
-    int admin_port;
     serve_stats *stats; /* the dashboard's history: one shard per worker, then the admin's */
 } serve_config;
 
@@ -116,6 +135,7 @@ typedef struct serve_forward {
 
 typedef struct serve_worker {
     serve_config *cfg;
+    serve_route *route; /* the route its requests take (the one route today) */
     tc_server *srv;
     tc_client *client;
     tc_metrics_shard *shard;
@@ -167,22 +187,25 @@ void serve_handle_attempts(serve_worker *sw, tc_request *req, endpoint ep);
 
 /* ---- cmd_serve_forward.c ---- */
 
-/* --forward-header NAME and --upstream-header 'Name: value' / @FILE: each adds to cfg, or prints
- * a one-line message naming the flag and returns -1. */
-int serve_forward_header_flag(serve_config *cfg, const char *cmd, const char *name);
-int serve_upstream_header_flag(serve_config *cfg, const char *cmd, const char *value);
-/* After the last flag: a name both forwarded and set by --upstream-header is only set. */
-int serve_forward_finish_flags(serve_config *cfg);
-void serve_forward_free_config(serve_config *cfg);
+/* The parsers of --forward-header NAME (field: serve_names), --upstream-header 'Name: value' /
+ * @FILE and the key upstream_headers_file (field: serve_headers): each adds to the list, or
+ * fills e and returns -1 (settings_check_fn). */
+int serve_forward_header_add(const setting *s, const char *name, void *field, settings_error *e);
+int serve_upstream_header_add(const setting *s, const char *value, void *field, settings_error *e);
+int serve_upstream_header_file(const setting *s, const char *path, void *field, settings_error *e);
+void serve_names_free(void *field);
+void serve_headers_free(void *field);
+/* After the last setting: a name both forwarded and set by --upstream-header is only set. */
+void serve_forward_finish(serve_route *route);
 
-void serve_forward_init(serve_forward *fw, const serve_config *cfg);
+void serve_forward_init(serve_forward *fw, const serve_route *route);
 void serve_forward_free(serve_forward *fw);
 /* Fills creq->url, ->headers and ->nheaders for every attempt of req: the upstream URL with the
  * client's query (tc__forward_url), then the --upstream-header headers, the forwarded request
- * headers and X-Request-Id: request_id (none when empty). They point into fw and cfg, valid
+ * headers and X-Request-Id: request_id (none when empty). They point into fw and route, valid
  * until the next call on fw; the hedge copies them and numbers each attempt
  * (X-Tailcut-Attempt). Returns 0, TC_ETOOLARGE or TC_ENOMEM. */
-int serve_forward_build(serve_forward *fw, const serve_config *cfg, const tc_request *req,
+int serve_forward_build(serve_forward *fw, const serve_route *route, const tc_request *req,
                         tc_str request_id, tc_client_request *creq);
 
 /* ---- cmd_serve_metadata.c ---- */

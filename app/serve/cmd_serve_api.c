@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/fmt.h"
 #include "cmd_serve.h"
 
 void serve_respond_error(serve_worker *sw, tc_request *req, endpoint ep, int status,
@@ -27,7 +28,7 @@ void serve_respond_error(serve_worker *sw, tc_request *req, endpoint ep, int sta
 int serve_call_timeout(serve_worker *sw, tc_request *req, endpoint ep, int required,
                        uint64_t *timeout_ms)
 {
-    uint64_t max_ms = sw->cfg->max_timeout_ms;
+    uint64_t max_ms = sw->route->max_timeout_ms;
     tc_str query = tc_request_query(req);
     int present = 0;
     const char *why = NULL;
@@ -72,7 +73,9 @@ void serve_call_free(serve_call *call)
 static void on_client_gone(tc_request *req, void *data)
 {
     serve_call *call = data;
-    tc_future_cancel(call->work); /* its done callback runs now and finishes the request */
+    /* runs hedge.c on_hedge_cancel (or future_comb.c comb_on_cancel), then the done callback,
+     * which finishes the request */
+    tc_future_cancel(call->work);
 }
 
 void serve_call_watch(serve_call *call, tc_future_cb done)
@@ -80,7 +83,10 @@ void serve_call_watch(serve_call *call, tc_future_cb done)
     serve_worker *sw = call->sw;
     tc_metrics_gauge_add(sw->shard, sw->cfg->metrics.in_flight, TC_METRICS_SERIES_DEFAULT, 1);
     serve_stats_in_flight(sw->stats, 1);
+    /* fires from src/server/server_conn.c tc__srv_conn_close when the client leaves */
     tc_request_on_abort(call->req, on_client_gone, call);
+    /* done: on_hedge_done or cmd_serve_metadata.c on_meta_done; fires from src/policy/hedge.c
+     * hedge_finish, the cancel below, or (metadata) the tc_with_timeout wrapper completing */
     if (tc_future_on_done(call->work, done, call) != 0) {
         tc_future_cancel(call->work);
         tc_request_on_abort(call->req, NULL, NULL);
@@ -103,41 +109,39 @@ static void put(body_writer *w, const char *s, size_t n)
     w->len += n;
 }
 
-#define put_lit(w, lit) put((w), (lit), sizeof(lit) - 1)
-
 /* The answer's body for a hedge result (an upstream body goes in byte for byte); returns the
  * status. msg holds the timeout message, attempts the number of attempts. */
 static int write_body(body_writer *w, const serve_call *call, const tc_hedge_result *r,
                       const char *msg, const char *attempts)
 {
     if (r->error == TC_ETIMEDOUT) {
-        put_lit(w, "{\"success\":false,\"error\":\"timeout\",\"message\":\"");
+        put(w, TC__LIT("{\"success\":false,\"error\":\"timeout\",\"message\":\""));
         put(w, msg, strlen(msg));
-        put_lit(w, "\"}");
+        put(w, TC__LIT("\"}"));
         return 504;
     }
     if (r->error == TC_EALLFAILED) {
-        put_lit(w, "{\"success\":false,\"error\":\"upstream_failed\",\"message\":\"every "
-                   "upstream attempt failed\",\"attempts\":");
+        put(w, TC__LIT("{\"success\":false,\"error\":\"upstream_failed\",\"message\":\"every "
+                       "upstream attempt failed\",\"attempts\":"));
         put(w, attempts, strlen(attempts));
-        put_lit(w, "}");
+        put(w, TC__LIT("}"));
         return 502;
     }
     if (call->ep == EP_SMART || call->ep == EP_FIRST) {
         const tc_response *win = tc_hedge_response(r, (unsigned)r->winner);
-        put_lit(w, "{\"success\":true,\"response\":");
+        put(w, TC__LIT("{\"success\":true,\"response\":"));
         put(w, win->body, win->body_len);
-        put_lit(w, "}");
+        put(w, TC__LIT("}"));
         return 200;
     }
-    put_lit(w, "[");
+    put(w, TC__LIT("["));
     for (unsigned k = 0; k < r->nsuccesses; k++) {
         const tc_response *resp = tc_hedge_response(r, r->successes[k]);
         if (k > 0)
-            put_lit(w, ",");
+            put(w, TC__LIT(","));
         put(w, resp->body, resp->body_len);
     }
-    put_lit(w, "]");
+    put(w, TC__LIT("]"));
     return 200;
 }
 
@@ -183,7 +187,7 @@ static void on_hedge_done(tc_future *f, void *data)
 
 void serve_handle_attempts(serve_worker *sw, tc_request *req, endpoint ep)
 {
-    serve_config *cfg = sw->cfg;
+    const serve_route *route = sw->route;
     uint64_t timeout_ms;
     if (serve_call_timeout(sw, req, ep, ep == EP_WITHIN, &timeout_ms) != 0)
         return;
@@ -191,15 +195,15 @@ void serve_handle_attempts(serve_worker *sw, tc_request *req, endpoint ep)
     tc_hedge_policy policy;
     tc_hedge_policy_init(&policy);
     policy.deadline_ms = tc_request_ready_ms(req) + timeout_ms;
-    policy.observe = serve_count_attempts;
+    policy.observe = serve_count_attempts; /* called from src/policy/hedge.c observe */
     policy.observe_data = sw;
     switch (ep) {
     case EP_SMART:
-        policy.extra = (unsigned)cfg->hedge_extra;
-        policy.hedge_delay_ms = cfg->hedge_delay_ms;
-        policy.staggered = cfg->adaptive != NULL; /* pNN: extra k at k x delay */
-        policy.adaptive = cfg->adaptive;
-        policy.budget = cfg->budget;
+        policy.extra = (unsigned)route->hedge_extra;
+        policy.hedge_delay_ms = route->hedge_delay.ms;
+        policy.staggered = route->adaptive != NULL; /* pNN: extra k at k x delay */
+        policy.adaptive = route->adaptive;
+        policy.budget = route->budget;
         break;
     case EP_FIRST:
         policy.initial = 3;
@@ -219,10 +223,10 @@ void serve_handle_attempts(serve_worker *sw, tc_request *req, endpoint ep)
     serve_call *call = serve_call_new(sw, req, ep, timeout_ms);
     if (call == NULL)
         return;
-    tc_client_request creq = {.url = cfg->upstream, .max_body = cfg->max_body};
+    tc_client_request creq = {.url = route->upstream, .max_body = route->max_body};
     /* The id the upstream sees as X-Request-Id (the one place that picks it). */
     tc_str request_id = tc_request_id(req);
-    int err = serve_forward_build(&sw->fwd, cfg, req, request_id, &creq);
+    int err = serve_forward_build(&sw->fwd, route, req, request_id, &creq);
     if (err == 0)
         err = tc_hedge_start(&call->work, sw->client, &creq, &policy);
     if (err != 0) {

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "base/clock.h"
 #include "cmd_serve.h"
 #include "common/runtime.h"
 
@@ -45,14 +46,15 @@ void serve_handle_stats(serve_worker *sw, tc_request *req)
 {
     static const tc_server_header headers[] = {{"Cache-Control", "no-store"}};
     serve_config *cfg = sw->cfg;
+    const serve_route *route = sw->route;
     serve_stats_now now;
     memset(&now, 0, sizeof(now));
     now.time_ms = wall_ms();
-    now.hedge_delay_ms = cfg->adaptive != NULL
-                             ? tc_hedge_adaptive_delay_ms(cfg->adaptive, uv_hrtime() / 1000000)
-                             : cfg->hedge_delay_ms;
-    now.hedge_percentile_tenths = cfg->hedge_percentile_tenths;
-    now.hedge_budget_e6 = cfg->budget != NULL ? cfg->hedge_budget_e6 : 0;
+    now.hedge_delay_ms = route->adaptive != NULL
+                             ? tc_hedge_adaptive_delay_ms(route->adaptive, tc__now_ms())
+                             : route->hedge_delay.ms;
+    now.hedge_percentile_tenths = route->hedge_delay.percentile_tenths;
+    now.hedge_budget_e6 = route->budget != NULL ? route->hedge_budget_e6 : 0;
     now.connections = atomic_load(&cfg->conn_count);
     now.pool_max = cfg->upstream_connections * cfg->workers;
     now.workers = (unsigned)cfg->workers;
@@ -125,11 +127,11 @@ static void admin_main(void *arg)
     serve_config *cfg = a->sw.cfg;
     tc_server_config sc;
     tc_server_config_init(&sc);
-    sc.host = cfg->admin_host;
-    sc.port = cfg->admin_port;
+    sc.host = cfg->admin.host;
+    sc.port = cfg->admin.port;
     /* its own small cap: a full main listener must not lock the operator out */
     sc.max_connections = 64;
-    sc.max_body = cfg->max_body;
+    sc.max_body = a->sw.route->max_body;
     sc.access_log = cfg->access_log;
     sc.access_log_format = cfg->access_log_format;
     sc.ready_path = "/readyz"; /* the process's one readiness, as on the main listener */
@@ -157,6 +159,7 @@ int serve_admin_start(serve_config *cfg, serve_admin **out)
     if (a == NULL)
         return TC_ENOMEM;
     a->sw.cfg = cfg;
+    a->sw.route = &cfg->routes[0]; /* its /metrics and dashboard show the route's hedging */
     a->sw.admin = 1;
     a->sw.stats = serve_stats_shard_at(cfg->stats, (unsigned)cfg->workers);
     int err = rt_thread_start(&a->th, admin_main, a);
@@ -165,14 +168,14 @@ int serve_admin_start(serve_config *cfg, serve_admin **out)
         err = a->err;
     }
     if (err != 0) { /* word for word the runtime's line for --listen */
-        (void)fprintf(stderr, "tailcut: cannot listen on %s:%d: %s\n", cfg->admin_host,
-                      cfg->admin_port, tc_strerror(err));
+        (void)fprintf(stderr, "tailcut: cannot listen on %s:%d: %s\n", cfg->admin.host,
+                      cfg->admin.port, tc_strerror(err));
         free(a);
         return err;
     }
-    int v6 = strchr(cfg->admin_host, ':') != NULL;
+    int v6 = strchr(cfg->admin.host, ':') != NULL;
     (void)fprintf(stderr, "tailcut: admin listening on http://%s%s%s:%d\n", v6 ? "[" : "",
-                  cfg->admin_host, v6 ? "]" : "", tc_server_port(a->sw.srv));
+                  cfg->admin.host, v6 ? "]" : "", tc_server_port(a->sw.srv));
     *out = a;
     return 0;
 }

@@ -10,12 +10,12 @@
  * of its attempts; the hedge adds X-Tailcut-Attempt: N to each attempt itself, after dropping any
  * the list would hold. A request that forwards nothing keeps the configured URL string as it is.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "common/cli.h"
 #include "cmd_serve.h"
 
 /* Caps on the configuration: the headers of --upstream-header, and one @FILE's size. */
@@ -23,39 +23,40 @@
 #define UPSTREAM_HEADER_FILE_MAX ((size_t)64 * 1024)
 /* Longest X-Request-Id sent as received. */
 
-/* ---- flags ---------------------------------------------------------------------------------- */
+/* ---- settings ------------------------------------------------------------------------------- */
 
-static int name_in(char **names, size_t n, const char *name)
+static int name_in(const serve_names *names, const char *name)
 {
-    for (size_t i = 0; i < n; i++)
-        if (strcasecmp(names[i], name) == 0)
+    for (size_t i = 0; i < names->n; i++)
+        if (strcasecmp(names->v[i], name) == 0)
             return 1;
     return 0;
 }
 
-int serve_forward_header_flag(serve_config *cfg, const char *cmd, const char *name)
+static int out_of_memory(settings_error *e)
 {
+    return settings_failed(e, "out of memory", "out of memory");
+}
+
+int serve_forward_header_add(const setting *s, const char *name, void *field, settings_error *e)
+{
+    serve_names *names = field;
     size_t len = strlen(name);
-    if (!tc__header_name_ok(name, len)) {
-        cli_error(cmd, "invalid value '%s' for --forward-header: expected a header name", name);
-        return -1;
-    }
-    if (tc__header_never_forwarded(name, len)) {
-        cli_error(cmd, "invalid value '%s' for --forward-header: %s is never forwarded", name,
-                  name);
-        return -1;
-    }
+    (void)s;
+    if (!tc__header_name_ok(name, len))
+        return settings_invalid(e, name, "expected a header name");
+    if (tc__header_never_forwarded(name, len))
+        return settings_invalid(e, name, "%s is never forwarded", name);
     /* X-Request-Id always goes along (taken or generated); a name given twice once. */
-    if (strcasecmp(name, "X-Request-Id") == 0 ||
-        name_in(cfg->forward_headers, cfg->nforward_headers, name))
+    if (strcasecmp(name, "X-Request-Id") == 0 || name_in(names, name))
         return 0;
-    char **grown = realloc(cfg->forward_headers, (cfg->nforward_headers + 1) * sizeof(*grown));
+    char **grown = realloc(names->v, (names->n + 1) * sizeof(*grown));
     if (grown == NULL)
-        return -1;
-    cfg->forward_headers = grown;
-    if ((grown[cfg->nforward_headers] = strdup(name)) == NULL)
-        return -1;
-    cfg->nforward_headers++;
+        return out_of_memory(e);
+    names->v = grown;
+    if ((grown[names->n] = strdup(name)) == NULL)
+        return out_of_memory(e);
+    names->n++;
     return 0;
 }
 
@@ -64,65 +65,89 @@ static int is_ows(char c)
     return c == ' ' || c == '\t';
 }
 
-/* One "Name: value" (line[0..len)) into cfg->upstream_headers. where is "" for the flag's own
- * value or " file 'F' line N" for a line of @FILE. Values are secrets: no message shows one. */
-static int add_upstream_header(serve_config *cfg, const char *cmd, const char *where,
-                               const char *line, size_t len)
+/* A bad header of --upstream-header: "invalid --upstream-header: WHY", or for a line of @FILE
+ * "invalid --upstream-header file 'F' line N: WHY". Values are secrets: no message shows one. */
+static int bad_header(const setting *s, const char *where, settings_error *e, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int bad_header(const setting *s, const char *where, settings_error *e, const char *fmt, ...)
+{
+    char why[256], flag[64];
+    va_list ap;
+    va_start(ap, fmt);
+    (void)vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    char standalone[sizeof(why) + 96];
+    (void)snprintf(standalone, sizeof(standalone), "%s%s%s", where + (*where == ' '),
+                   *where != '\0' ? ": " : "", why);
+    return settings_failed(e, standalone, "invalid %s%s: %s", settings_flag(s, flag, sizeof(flag)),
+                           where, why);
+}
+
+/* One "Name: value" (line[0..len)) into headers. where is "" for the flag's own value or
+ * " file 'F' line N" for a line of @FILE. */
+static int add_upstream_header(const setting *s, serve_headers *headers, const char *where,
+                               const char *line, size_t len, settings_error *e)
 {
     size_t nlen, vlen;
     const char *v, *why;
-    if (tc__header_line_parse(line, len, &nlen, &v, &vlen, &why) != 0) {
-        cli_error(cmd, "invalid --upstream-header%s: %s", where, why);
-        return -1;
-    }
+    char flag[64];
+    if (tc__header_line_parse(line, len, &nlen, &v, &vlen, &why) != 0)
+        return bad_header(s, where, e, "%s", why);
     if (tc__header_never_forwarded(line, nlen) ||
-        (nlen == 12 && strncasecmp(line, "X-Request-Id", 12) == 0)) {
-        cli_error(cmd, "invalid --upstream-header%s: tailcut sets %.*s itself", where, (int)nlen,
-                  line);
-        return -1;
-    }
-    if (cfg->nupstream_headers == UPSTREAM_HEADERS_MAX) {
-        cli_error(cmd, "too many --upstream-header headers (at most %d)", UPSTREAM_HEADERS_MAX);
-        return -1;
-    }
-    tc_header *grown =
-        realloc(cfg->upstream_headers, (cfg->nupstream_headers + 1) * sizeof(*grown));
+        (nlen == 12 && strncasecmp(line, "X-Request-Id", 12) == 0))
+        return bad_header(s, where, e, "tailcut sets %.*s itself", (int)nlen, line);
+    if (headers->n == UPSTREAM_HEADERS_MAX)
+        return settings_failed(e, "too many headers", "too many %s headers (at most %d)",
+                               settings_flag(s, flag, sizeof(flag)), UPSTREAM_HEADERS_MAX);
+    tc_header *grown = realloc(headers->v, (headers->n + 1) * sizeof(*grown));
     if (grown == NULL)
-        return -1;
-    cfg->upstream_headers = grown;
+        return out_of_memory(e);
+    headers->v = grown;
     char *name = strndup(line, nlen), *value = strndup(v, vlen);
     if (name == NULL || value == NULL) {
         free(name);
         free(value);
-        return -1;
+        return out_of_memory(e);
     }
-    grown[cfg->nupstream_headers].name = name;
-    grown[cfg->nupstream_headers].value = value;
-    cfg->nupstream_headers++;
+    grown[headers->n].name = name;
+    grown[headers->n].value = value;
+    headers->n++;
     return 0;
+}
+
+/* "FLAG file 'F' ...": a whole message about the file, and the reason alone. */
+static int bad_file(const setting *s, const char *path, const char *what, settings_error *e)
+{
+    char flag[64], why[SETTINGS_WHY_MAX];
+    settings_flag(s, flag, sizeof(flag));
+    if (strcmp(what, "cannot read") == 0) {
+        (void)snprintf(why, sizeof(why), "cannot read file '%s'", path);
+        return settings_failed(e, why, "cannot read %s file '%s'", flag, path);
+    }
+    (void)snprintf(why, sizeof(why), "file '%s' %s", path, what);
+    return settings_failed(e, why, "%s file '%s' %s", flag, path, what);
 }
 
 /* @FILE: one header a line (white space before it ignored); blank lines and lines whose first
  * non-blank character is '#' are skipped, a CR before the LF is dropped. */
-static int add_upstream_header_file(serve_config *cfg, const char *cmd, const char *path)
+int serve_upstream_header_file(const setting *s, const char *path, void *field, settings_error *e)
 {
     FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        cli_error(cmd, "cannot read --upstream-header file '%s'", path);
-        return -1;
-    }
+    if (f == NULL)
+        return bad_file(s, path, "cannot read", e);
     char *text = malloc(UPSTREAM_HEADER_FILE_MAX + 1);
     size_t n = text != NULL ? fread(text, 1, UPSTREAM_HEADER_FILE_MAX + 1, f) : 0;
     int failed = text == NULL || ferror(f);
     (void)fclose(f);
     int status = -1;
     if (failed) {
-        cli_error(cmd, "cannot read --upstream-header file '%s'", path);
+        bad_file(s, path, "cannot read", e);
     } else if (n > UPSTREAM_HEADER_FILE_MAX) {
-        cli_error(cmd, "--upstream-header file '%s' is over %zu bytes", path,
-                  UPSTREAM_HEADER_FILE_MAX);
+        char over[64];
+        (void)snprintf(over, sizeof(over), "is over %zu bytes", UPSTREAM_HEADER_FILE_MAX);
+        bad_file(s, path, over, e);
     } else if (memchr(text, '\0', n) != NULL) {
-        cli_error(cmd, "--upstream-header file '%s' holds a NUL byte", path);
+        bad_file(s, path, "holds a NUL byte", e);
     } else {
         status = 0;
         unsigned lineno = 0;
@@ -141,60 +166,67 @@ static int add_upstream_header_file(serve_config *cfg, const char *cmd, const ch
                 continue;
             char where[64 + 32];
             (void)snprintf(where, sizeof(where), " file '%.64s' line %u", path, lineno);
-            status = add_upstream_header(cfg, cmd, where, line + lead, len - lead);
+            status = add_upstream_header(s, field, where, line + lead, len - lead, e);
         }
     }
     free(text);
     return status;
 }
 
-int serve_upstream_header_flag(serve_config *cfg, const char *cmd, const char *value)
+int serve_upstream_header_add(const setting *s, const char *value, void *field, settings_error *e)
 {
     if (value[0] == '@')
-        return add_upstream_header_file(cfg, cmd, value + 1);
-    return add_upstream_header(cfg, cmd, "", value, strlen(value));
+        return serve_upstream_header_file(s, value + 1, field, e);
+    return add_upstream_header(s, field, "", value, strlen(value), e);
 }
 
-int serve_forward_finish_flags(serve_config *cfg)
+void serve_forward_finish(serve_route *route)
 {
     /* A header --upstream-header sets is never also forwarded: the configured value wins. */
+    serve_names *fwd = &route->forward_headers;
     size_t kept = 0;
-    for (size_t i = 0; i < cfg->nforward_headers; i++) {
+    for (size_t i = 0; i < fwd->n; i++) {
         int configured = 0;
-        for (size_t k = 0; k < cfg->nupstream_headers; k++)
-            if (strcasecmp(cfg->forward_headers[i], cfg->upstream_headers[k].name) == 0)
+        for (size_t k = 0; k < route->upstream_headers.n; k++)
+            if (strcasecmp(fwd->v[i], route->upstream_headers.v[k].name) == 0)
                 configured = 1;
         if (configured)
-            free(cfg->forward_headers[i]);
+            free(fwd->v[i]);
         else
-            cfg->forward_headers[kept++] = cfg->forward_headers[i];
+            fwd->v[kept++] = fwd->v[i];
     }
-    cfg->nforward_headers = kept;
-    return 0;
+    fwd->n = kept;
 }
 
-void serve_forward_free_config(serve_config *cfg)
+void serve_names_free(void *field)
 {
-    for (size_t i = 0; i < cfg->nforward_headers; i++)
-        free(cfg->forward_headers[i]);
-    free(cfg->forward_headers);
-    for (size_t i = 0; i < cfg->nupstream_headers; i++) {
-        free((char *)cfg->upstream_headers[i].name);
-        free((char *)cfg->upstream_headers[i].value);
+    serve_names *names = field;
+    for (size_t i = 0; i < names->n; i++)
+        free(names->v[i]);
+    free(names->v);
+    names->v = NULL;
+    names->n = 0;
+}
+
+void serve_headers_free(void *field)
+{
+    serve_headers *headers = field;
+    for (size_t i = 0; i < headers->n; i++) {
+        free((char *)headers->v[i].name);
+        free((char *)headers->v[i].value);
     }
-    free(cfg->upstream_headers);
-    cfg->forward_headers = NULL;
-    cfg->upstream_headers = NULL;
-    cfg->nforward_headers = cfg->nupstream_headers = 0;
+    free(headers->v);
+    headers->v = NULL;
+    headers->n = 0;
 }
 
 /* ---- per request ---------------------------------------------------------------------------- */
 
-void serve_forward_init(serve_forward *fw, const serve_config *cfg)
+void serve_forward_init(serve_forward *fw, const serve_route *route)
 {
     memset(fw, 0, sizeof(*fw));
     /* Every byte of the client's query may become %HH. */
-    tc__buf_init(&fw->url, NULL, 0, strlen(cfg->upstream) + 3 * (size_t)TC_SERVER_MAX_URI + 16);
+    tc__buf_init(&fw->url, NULL, 0, strlen(route->upstream) + 3 * (size_t)TC_SERVER_MAX_URI + 16);
 }
 
 void serve_forward_free(serve_forward *fw)
@@ -221,12 +253,12 @@ static int connection_lists(const tc_request *req, const char *name)
  * for one name, in the order received. Returns the count. */
 typedef void (*forward_fn)(serve_forward *fw, const char *name, tc_str value);
 
-static size_t each_forwarded(serve_forward *fw, const serve_config *cfg, const tc_request *req,
+static size_t each_forwarded(serve_forward *fw, const serve_route *route, const tc_request *req,
                              forward_fn fn)
 {
     size_t count = 0;
-    for (size_t i = 0; i < cfg->nforward_headers; i++) {
-        const char *name = cfg->forward_headers[i];
+    for (size_t i = 0; i < route->forward_headers.n; i++) {
+        const char *name = route->forward_headers.v[i];
         size_t pos = 0;
         tc_str v;
         if (connection_lists(req, name))
@@ -279,15 +311,15 @@ static int reserve(serve_forward *fw, size_t n, size_t need)
     return 0;
 }
 
-int serve_forward_build(serve_forward *fw, const serve_config *cfg, const tc_request *req,
+int serve_forward_build(serve_forward *fw, const serve_route *route, const tc_request *req,
                         tc_str request_id, tc_client_request *creq)
 {
     /* The URL: the configured one, plus the client's query when it adds anything. */
     tc_str query = tc_request_query(req);
-    creq->url = cfg->upstream;
+    creq->url = route->upstream;
     if (query.len > 0) {
         fw->url.len = 0;
-        long added = tc__forward_url(&fw->url, cfg->upstream, query.base, query.len);
+        long added = tc__forward_url(&fw->url, route->upstream, query.base, query.len);
         if (added < 0)
             return (int)added;
         if (added > 0)
@@ -296,17 +328,17 @@ int serve_forward_build(serve_forward *fw, const serve_config *cfg, const tc_req
 
     /* The headers: --upstream-header, the forwarded ones, X-Request-Id. */
     fw->need = request_id.len + 1;
-    size_t nfwd = each_forwarded(fw, cfg, req, measure);
-    size_t nheaders = cfg->nupstream_headers + nfwd + 1;
+    const serve_headers *configured = &route->upstream_headers;
+    size_t nfwd = each_forwarded(fw, route, req, measure);
+    size_t nheaders = configured->n + nfwd + 1;
     if (reserve(fw, nheaders, fw->need) != 0)
         return TC_ENOMEM;
     fw->nheaders = 0;
     fw->used = 0;
-    if (cfg->nupstream_headers > 0)
-        memcpy(fw->headers, cfg->upstream_headers,
-               cfg->nupstream_headers * sizeof(*cfg->upstream_headers));
-    fw->nheaders = cfg->nupstream_headers;
-    (void)each_forwarded(fw, cfg, req, add);
+    if (configured->n > 0)
+        memcpy(fw->headers, configured->v, configured->n * sizeof(*configured->v));
+    fw->nheaders = configured->n;
+    (void)each_forwarded(fw, route, req, add);
     if (request_id.len > 0)
         add(fw, "X-Request-Id", request_id);
     creq->headers = fw->headers;

@@ -61,8 +61,8 @@ static void on_meta_response(tc_future *f, void *data)
 static void metadata_dispatch(tc_batch *batch, void *data)
 {
     serve_worker *sw = data;
-    serve_config *cfg = sw->cfg;
-    serve_metrics *m = &cfg->metrics;
+    const serve_route *route = sw->route;
+    serve_metrics *m = &sw->cfg->metrics;
     size_t n = tc_batch_size(batch);
     tc_metrics_counter_add(sw->shard, m->batches, TC_METRICS_SERIES_DEFAULT, 1);
     tc_metrics_counter_add(sw->shard, m->batch_keys, TC_METRICS_SERIES_DEFAULT, n);
@@ -71,16 +71,16 @@ static void metadata_dispatch(tc_batch *batch, void *data)
                                  tc_batch_wait_ms(batch) / 1e3);
 
     /* "?id=" or "&id=" plus each ID percent-encoded (at most 3 bytes per byte). */
-    size_t base_len = strlen(cfg->metadata_upstream);
+    size_t base_len = strlen(route->metadata_upstream);
     size_t cap = base_len + n * (4 + 3 * TC_ID_MAX) + 1;
     char *url = malloc(cap);
     if (url == NULL) {
         tc_batch_fail(batch, TC_ENOMEM, "out of memory");
         return;
     }
-    memcpy(url, cfg->metadata_upstream, base_len);
+    memcpy(url, route->metadata_upstream, base_len);
     size_t len = base_len;
-    char sep = strchr(cfg->metadata_upstream, '?') != NULL ? '&' : '?';
+    char sep = strchr(route->metadata_upstream, '?') != NULL ? '&' : '?';
     for (size_t i = 0; i < n; i++) {
         size_t key_len;
         const char *key = tc_batch_key(batch, i, &key_len);
@@ -100,10 +100,10 @@ static void metadata_dispatch(tc_batch *batch, void *data)
     /* A batched call is not an attempt (nothing counts or numbers it): a reused connection that
      * dies before its answer costs the batch a re-send, not a 502 for every waiting client. */
     tc_client_request creq = {.url = url,
-                              .headers = cfg->upstream_headers,
-                              .nheaders = cfg->nupstream_headers,
-                              .timeout_ms = cfg->max_timeout_ms,
-                              .max_body = (size_t)cfg->max_body,
+                              .headers = route->upstream_headers.v,
+                              .nheaders = route->upstream_headers.n,
+                              .timeout_ms = route->max_timeout_ms,
+                              .max_body = (size_t)route->max_body,
                               .resend_stale = 1};
     tc_future *f = NULL;
     int err = tc_client_request_start(&f, sw->client, &creq);
@@ -114,6 +114,7 @@ static void metadata_dispatch(tc_batch *batch, void *data)
         tc_batch_fail(batch, err, msg);
         return;
     }
+    /* fires from src/client/client.c tc__creq_succeed / tc__creq_fail */
     if (tc_future_on_done(f, on_meta_response, batch) != 0) {
         tc_future_cancel(f);
         tc_batch_fail(batch, TC_ENOMEM, "out of memory");
@@ -173,8 +174,7 @@ static void on_meta_done(tc_future *f, void *data)
 
 void serve_handle_metadata(serve_worker *sw, tc_request *req)
 {
-    serve_config *cfg = sw->cfg;
-    if (cfg->metadata_upstream == NULL) {
+    if (sw->route->metadata_upstream == NULL) {
         serve_respond_error(
             sw, req, EP_METADATA, 404, "not_found",
             "metadata lookups are off: start tailcut serve with --metadata-upstream URL");
@@ -227,7 +227,7 @@ void serve_handle_metadata(serve_worker *sw, tc_request *req)
     tc_batcher_stats bs;
     tc_batcher_get_stats(sw->batcher, &bs);
     if (bs.dedup_hits > sw->dedup_seen) {
-        tc_metrics_counter_add(sw->shard, cfg->metrics.batch_dedup, TC_METRICS_SERIES_DEFAULT,
+        tc_metrics_counter_add(sw->shard, sw->cfg->metrics.batch_dedup, TC_METRICS_SERIES_DEFAULT,
                                bs.dedup_hits - sw->dedup_seen);
         sw->dedup_seen = bs.dedup_hits;
     }
@@ -247,10 +247,10 @@ int serve_metadata_batcher_new(serve_worker *sw, uv_loop_t *loop)
 {
     tc_batcher_config bc;
     tc_batcher_config_init(&bc);
-    bc.max_batch = (size_t)sw->cfg->batch_max;
-    bc.max_wait_ms = sw->cfg->batch_wait_ms;
+    bc.max_batch = (size_t)sw->route->batch_max;
+    bc.max_wait_ms = sw->route->batch_wait_ms;
     bc.max_key_len = TC_ID_MAX;
-    bc.dispatch = metadata_dispatch;
+    bc.dispatch = metadata_dispatch; /* called from src/policy/batch.c batch_send */
     bc.data = sw;
     return tc_batcher_new(&sw->batcher, loop, &bc);
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "base/clock.h"
 #include "cmd_serve.h"
 
 /* Largest /metrics text we render. */
@@ -113,11 +114,11 @@ void serve_count_rejections(serve_worker *sw)
  * over workers, and this one is a fraction shared by all), so it is rendered here. */
 #define HEDGE_DELAY_GAUGE_MAX 256
 
-static size_t render_hedge_delay(const serve_config *cfg, char *buf, size_t cap)
+static size_t render_hedge_delay(const serve_route *route, char *buf, size_t cap)
 {
-    uint64_t ms = cfg->adaptive != NULL
-                      ? tc_hedge_adaptive_delay_ms(cfg->adaptive, uv_hrtime() / 1000000)
-                      : cfg->hedge_delay_ms;
+    uint64_t ms = route->adaptive != NULL
+                      ? tc_hedge_adaptive_delay_ms(route->adaptive, tc__now_ms())
+                      : route->hedge_delay.ms;
     int n = snprintf(buf, cap,
                      "# HELP tailcut_hedge_delay_seconds The /api/smart hedge delay in force\n"
                      "# TYPE tailcut_hedge_delay_seconds gauge\n"
@@ -141,7 +142,7 @@ void serve_handle_metrics(serve_worker *sw, tc_request *req)
         serve_respond_error(sw, req, EP_METRICS, 503, "overloaded", "out of memory");
         return;
     }
-    len += render_hedge_delay(sw->cfg, all + len, HEDGE_DELAY_GAUGE_MAX);
+    len += render_hedge_delay(sw->route, all + len, HEDGE_DELAY_GAUGE_MAX);
     tc_request_respond(req, 200, "text/plain; version=0.0.4", NULL, 0, all, len);
     free(all);
 }

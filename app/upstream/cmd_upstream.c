@@ -13,53 +13,145 @@
 #include "common/cli.h"
 #include "common/commands.h"
 #include "common/runtime.h"
+#include "common/settings.h"
 #include "tailcut/upstream.h"
-
-#define CMD "upstream"
-#define DEFAULT_LISTEN "127.0.0.1:9000"
-#define DEFAULT_DRAIN_MS 10000
-#define MAX_DRAIN_MS 3600000
-#define MAX_METADATA_RATE 1000000000
 
 typedef struct app {
     rt_config rt;
     tc_upstream_config ucfg;
-    char host[64];
-    int port;
+    settings_addr listen;
+    char *profile;  /* --profile, checked */
+    char *log_path; /* --access-log as given: "-", "off" or a file */
 } app;
 
-enum {
-    OPT_HELP = 1,
-    OPT_LISTEN,
-    OPT_PROFILE,
-    OPT_SEED,
-    OPT_METADATA_RATE,
-    OPT_DRAIN_TIMEOUT,
-    OPT_ACCESS_LOG,
-    OPT_ACCESS_LOG_FORMAT,
+/* --profile: one the simulator knows (its reason is the message's). */
+static int check_profile(const setting *s, const char *value, void *field, settings_error *e)
+{
+    const char *why = NULL;
+    (void)s;
+    (void)field;
+    if (tc_upstream_profile_parse(value, NULL, &why) != 0)
+        return settings_invalid(e, value, "%s", why);
+    return 0;
+}
+
+/* Every setting of tailcut upstream, once (app/common/settings.h says how a row is read). */
+static const setting rows[] = {
+    {.name = "listen",
+     .type = SETTINGS_ADDR,
+     .def = "127.0.0.1:9000",
+     .placeholder = "HOST:PORT",
+     .help = "address to listen on; port 0 picks one",
+     .man = "Address to listen on; port 0 picks a free port.\n"
+            "HOST is an IPv4 or IPv6 address (IPv6 in brackets), or localhost (127.0.0.1); a name "
+            "is a bad\n"
+            "value.",
+     SETTINGS_FIELD(app, listen)},
+    {.name = "profile",
+     .type = SETTINGS_TEXT,
+     .check = check_profile,
+     .def = "exponea",
+     .placeholder = "P",
+     .help = "exponea | fixed:MS | uniform:LO:HI |\n"
+             "lognormal:MEDIAN_MS:SIGMA | straggler:FAST_MS:SLOW_MS:P |\n"
+             "mix:LO:HI:SLOW_LO:SLOW_HI:P |\n"
+             "pause:LO:HI:PAUSE_MS:PERIOD_MS[:PHASE_MS] (work uniform in\n"
+             "LO..HI; everything stalls PAUSE_MS every PERIOD_MS)",
+     .man = "The behaviour of /api/work, one of:\n"
+            ".RS\n"
+            ".TP\n"
+            ".B exponea\n"
+            "delay uniform in 100..600 ms; of 11 draws, one hangs, one answers 200 with invalid "
+            "JSON, one\n"
+            "answers 500 and eight answer 200\n"
+            "\\fB{\"time\": \\fIDELAY\\fB}\\fR\n"
+            ".TP\n"
+            ".BI fixed: MS\n"
+            "always\n"
+            ".I MS\n"
+            ".TP\n"
+            ".BI uniform: LO : HI\n"
+            "uniform in\n"
+            ".IR LO .. HI\n"
+            "ms\n"
+            ".TP\n"
+            ".BI lognormal: MEDIAN_MS : SIGMA\n"
+            "log-normal around the median\n"
+            ".TP\n"
+            ".BI straggler: FAST_MS : SLOW_MS : P\n"
+            ".I SLOW_MS\n"
+            "with probability\n"
+            ".IR P ,\n"
+            "else\n"
+            ".I FAST_MS\n"
+            ".TP\n"
+            ".BI mix: LO : HI : SLOW_LO : SLOW_HI : P\n"
+            "with probability\n"
+            ".I P\n"
+            "uniform in\n"
+            ".IR SLOW_LO .. SLOW_HI ,\n"
+            "else uniform in\n"
+            ".IR LO .. HI\n"
+            ".TP\n"
+            ".B pause:\\fILO\\fB:\\fIHI\\fB:\\fIPAUSE_MS\\fB:\\fIPERIOD_MS"
+            "\\fR[\\fB:\\fIPHASE_MS\\fR]\n"
+            "work uniform in\n"
+            ".IR LO .. HI\n"
+            "ms, and the whole simulator stalls for\n"
+            ".I PAUSE_MS\n"
+            "once every\n"
+            ".IR PERIOD_MS ,\n"
+            ".I PHASE_MS\n"
+            "into each period of the wall clock (a phase drawn from the seed when not given), as\n"
+            "in a garbage-collection pause: work in progress halts and resumes after the stall,\n"
+            "and nothing is answered during one.\n"
+            ".IR PAUSE_MS \" and \" PHASE_MS\n"
+            "are below\n"
+            ".IR PERIOD_MS .\n"
+            ".RE\n"
+            ".IP\n"
+            "A hang holds the connection without an answer for 10 s, then closes it.",
+     SETTINGS_FIELD(app, profile)},
+    {.name = "seed",
+     .type = SETTINGS_UINT,
+     .min = 0,
+     .max = UINT64_MAX,
+     .def = "from the clock; shown in /stats",
+     .flags = SETTINGS_DEFAULT_TEXT,
+     .placeholder = "N",
+     .help = "seed of the random draws (same seed and request order,\n"
+             "same draws)",
+     .man = "Seed of the random draws: the same seed and request order give the same draws.",
+     SETTINGS_FIELD(app, ucfg.seed)},
+    {.name = "metadata-rate",
+     .type = SETTINGS_UINT,
+     .min = 0,
+     .max = 1000000000,
+     .def = "0",
+     .placeholder = "N",
+     .help = "/api/metadata calls per second before 429; 0 = unlimited\n",
+     .man = "/api/metadata calls per second before 429; 0 is unlimited.",
+     SETTINGS_FIELD(app, ucfg.metadata_rate)},
+    {SETTINGS_ROW_DRAIN_TIMEOUT,
+     .help = "on SIGTERM/SIGINT, wait this long for requests in flight\n",
+     .man = "On SIGTERM or SIGINT, how long requests in flight (hangs included) may still finish.",
+     SETTINGS_FIELD(app, rt.drain_timeout_ms)},
+    {SETTINGS_ROW_ACCESS_LOG,
+     .help = "one line per request to stdout, a file, or nowhere;\n"
+             "SIGUSR1 reopens the file",
+     .man = "One line per request to stdout, a file (appended) or nowhere.",
+     SETTINGS_FIELD(app, log_path)},
+    {SETTINGS_ROW_ACCESS_LOG_FORMAT, .help = "as tailcut serve's (see docs/serve.md)",
+     .man = "The access log's line format, the same as\n"
+            ".BR tailcut-serve (1)\n"
+            "writes (see ACCESS LOG there); ATTEMPTS is always\n"
+            ".BR - .",
+     SETTINGS_FIELD(app, ucfg.access_log_format)},
+    {SETTINGS_ROW_HELP, .help = "show this help",
+     .man = "Print the options and the endpoints, and exit 0."},
 };
 
-static const cli_option upstream_options[] = {
-    {"listen", 0, OPT_LISTEN, CLI_VALUE, "HOST:PORT",
-     "address to listen on [" DEFAULT_LISTEN "]; port 0 picks one"},
-    {"profile", 0, OPT_PROFILE, CLI_VALUE, "P",
-     "exponea | fixed:MS | uniform:LO:HI |\n"
-     "lognormal:MEDIAN_MS:SIGMA | straggler:FAST_MS:SLOW_MS:P |\n"
-     "mix:LO:HI:SLOW_LO:SLOW_HI:P [exponea]"},
-    {"seed", 0, OPT_SEED, CLI_VALUE, "N",
-     "seed of the random draws (same seed and request order,\n"
-     "same draws) [from the clock; shown in /stats]"},
-    {"metadata-rate", 0, OPT_METADATA_RATE, CLI_VALUE, "N",
-     "/api/metadata calls per second before 429; 0 = unlimited\n[0]"},
-    {"drain-timeout", 0, OPT_DRAIN_TIMEOUT, CLI_VALUE, "MS",
-     "on SIGTERM/SIGINT, wait this long for requests in flight\n[10000]"},
-    {"access-log", 0, OPT_ACCESS_LOG, CLI_VALUE, "-|FILE|off",
-     "one line per request to stdout, a file, or nowhere;\n"
-     "SIGUSR1 reopens the file [-]"},
-    {"access-log-format", 0, OPT_ACCESS_LOG_FORMAT, CLI_VALUE, "text|json",
-     "as tailcut serve's (see docs/serve.md) [text]"},
-    {"help", 'h', OPT_HELP, 0, NULL, "show this help"},
-};
+const settings_table upstream_settings = {"upstream", rows, sizeof(rows) / sizeof(rows[0])};
 
 static void usage(FILE *out)
 {
@@ -68,8 +160,7 @@ static void usage(FILE *out)
                        "A simulated slow, flaky upstream for demos, tests and benchmarks.\n"
                        "\n"
                        "options:\n");
-    cli_print_options(out, upstream_options,
-                      sizeof(upstream_options) / sizeof(upstream_options[0]));
+    settings_print_help(out, &upstream_settings);
     (void)fprintf(
         out,
         "\n"
@@ -103,8 +194,8 @@ static int worker_start(rt_worker *w, void *data)
     app *a = data;
     tc_upstream *u;
     /* What the runtime's messages show, also if listening fails. */
-    (void)snprintf(a->rt.listen_host, sizeof(a->rt.listen_host), "%s", a->host);
-    a->rt.listen_port = a->port;
+    (void)snprintf(a->rt.listen_host, sizeof(a->rt.listen_host), "%s", a->listen.host);
+    a->rt.listen_port = a->listen.port;
     int rc = tc_upstream_new(&u, w->loop, &a->ucfg);
     if (rc != 0)
         return rc;
@@ -133,92 +224,58 @@ static void worker_cleanup(rt_worker *w, void *data)
         tc_upstream_close(w->state, on_closed, w);
 }
 
+/* The defaults, then the flags. Returns -1 to go on, else the exit status. */
+static int read_settings(app *a, int argc, char **argv, FILE **log)
+{
+    settings_target to = {a, NULL};
+    uint64_t given = 0;
+    settings_cli cli = {usage, NULL, NULL, &given};
+    settings_error e;
+    tc_upstream_config_init(&a->ucfg);
+    int status = settings_read_cli(&upstream_settings, argc, argv, &to, &cli);
+    if (status >= 0)
+        return status;
+    const setting *seed = settings_find(&upstream_settings, "seed");
+    a->ucfg.seed_set = (given >> settings_index(&upstream_settings, seed)) & 1;
+    if (settings_open_access_log(a->log_path, log, &e) != 0) {
+        settings_cli_error(&upstream_settings, "access-log", &e);
+        return CLI_EXIT_USAGE;
+    }
+    if (*log != NULL)
+        (void)setvbuf(*log, NULL, _IOLBF, 0); /* lines as they happen, also on a pipe; else as is */
+    a->ucfg.profile = a->profile;
+    a->ucfg.host = a->listen.host;
+    a->ucfg.port = a->listen.port;
+    a->ucfg.access_log = *log;
+    return -1;
+}
+
+/* Runs the simulator on one worker until a signal. Returns the exit status. */
+static int run(app *a, FILE *log)
+{
+    a->rt.access_log = log;
+    a->rt.access_log_path = log != stdout ? a->log_path : NULL;
+    a->rt.nworkers = 1;
+    a->rt.start = worker_start;
+    a->rt.drain = worker_drain;
+    a->rt.stop = worker_stop;
+    a->rt.cleanup = worker_cleanup;
+    a->rt.data = a;
+    return rt_run(&a->rt);
+}
+
 int cmd_upstream(int argc, char **argv)
 {
     app a;
-    FILE *log = stdout;
-    const char *log_arg = "-";
-    uint64_t v;
-
+    FILE *log = NULL;
     rt_ignore_signals();
     memset(&a, 0, sizeof(a));
-    tc_upstream_config_init(&a.ucfg);
-    if (cli_parse_listen(CMD, "--listen", DEFAULT_LISTEN, a.host, sizeof(a.host), &a.port) != 0)
-        return TC_EXIT_FAILURE;
-    a.rt.drain_timeout_ms = DEFAULT_DRAIN_MS;
-
-    cli_parser p;
-    const char *val;
-    int opt;
-    cli_parser_init(&p, CMD, upstream_options,
-                    sizeof(upstream_options) / sizeof(upstream_options[0]), argc, argv);
-    while ((opt = cli_next(&p, &val)) != CLI_END) {
-        switch (opt) {
-        case OPT_HELP:
-            usage(stdout);
-            return TC_EXIT_OK;
-        case OPT_LISTEN:
-            if (cli_parse_listen(CMD, "--listen", val, a.host, sizeof(a.host), &a.port) != 0)
-                return TC_EXIT_USAGE;
-            break;
-        case OPT_PROFILE: {
-            const char *why = NULL;
-            if (tc_upstream_profile_parse(val, NULL, &why) != 0) {
-                cli_error(CMD, "invalid value '%s' for --profile: %s", val, why);
-                return TC_EXIT_USAGE;
-            }
-            a.ucfg.profile = val;
-            break;
-        }
-        case OPT_SEED:
-            if (cli_parse_u64(CMD, "--seed", val, 0, UINT64_MAX, &v) != 0)
-                return TC_EXIT_USAGE;
-            a.ucfg.seed = v;
-            a.ucfg.seed_set = 1;
-            break;
-        case OPT_METADATA_RATE:
-            if (cli_parse_u64(CMD, "--metadata-rate", val, 0, MAX_METADATA_RATE, &v) != 0)
-                return TC_EXIT_USAGE;
-            a.ucfg.metadata_rate = v;
-            break;
-        case OPT_DRAIN_TIMEOUT:
-            if (cli_parse_u64(CMD, "--drain-timeout", val, 0, MAX_DRAIN_MS, &v) != 0)
-                return TC_EXIT_USAGE;
-            a.rt.drain_timeout_ms = v;
-            break;
-        case OPT_ACCESS_LOG:
-            log_arg = val; /* opened once the flags are read: the last one counts */
-            break;
-        case OPT_ACCESS_LOG_FORMAT:
-            if (cli_parse_access_log_format(CMD, val, &a.ucfg.access_log_format) != 0)
-                return TC_EXIT_USAGE;
-            break;
-        case CLI_OPERAND:
-            cli_error(CMD, "unexpected argument '%s'", val);
-            return TC_EXIT_USAGE;
-        default: /* CLI_ERROR: the parser has said why */
-            return TC_EXIT_USAGE;
-        }
-    }
-
-    if (cli_open_access_log(CMD, log_arg, &log) != 0)
-        return TC_EXIT_USAGE;
-    if (log != NULL)
-        (void)setvbuf(log, NULL, _IOLBF, 0); /* lines as they happen, also on a pipe; else as is */
-    a.ucfg.host = a.host;
-    a.ucfg.port = a.port;
-    a.ucfg.access_log = log;
-
-    a.rt.access_log = log;
-    a.rt.access_log_path = log != stdout ? log_arg : NULL;
-    a.rt.nworkers = 1;
-    a.rt.start = worker_start;
-    a.rt.drain = worker_drain;
-    a.rt.stop = worker_stop;
-    a.rt.cleanup = worker_cleanup;
-    a.rt.data = &a;
-    int status = rt_run(&a.rt);
+    int status = read_settings(&a, argc, argv, &log);
+    if (status < 0)
+        status = run(&a, log);
     if (log != NULL && log != stdout)
         (void)fclose(log); /* at exit: nowhere left to report a failed flush */
+    settings_target settings = {&a, NULL};
+    settings_free(&upstream_settings, &settings);
     return status;
 }

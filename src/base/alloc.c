@@ -10,13 +10,11 @@
 
 static _Thread_local unsigned long fail_in; /* 0: not armed; 1: the next allocation fails */
 static _Thread_local int fail_rest;         /* every allocation after that one fails too */
-static _Thread_local unsigned long count;
 static _Thread_local int failed;
 
 /* 1 if this allocation is one to fail. */
 static int should_fail(void)
 {
-    count++;
     if (fail_in == 0)
         return 0;
     if (fail_in > 1) {
@@ -34,9 +32,9 @@ void *tc__malloc(size_t n)
     return should_fail() ? NULL : malloc(n);
 }
 
-void *tc__calloc(size_t count_, size_t size)
+void *tc__calloc(size_t count, size_t size)
 {
-    return should_fail() ? NULL : calloc(count_, size);
+    return should_fail() ? NULL : calloc(count, size);
 }
 
 void *tc__realloc(void *p, size_t n)
@@ -52,10 +50,10 @@ void tc__free(void *p)
 char *tc__strdup(const char *s)
 {
     size_t n = strlen(s) + 1;
-    char *d = tc__malloc(n);
-    if (d != NULL)
-        memcpy(d, s, n);
-    return d;
+    char *copy = tc__malloc(n);
+    if (copy != NULL)
+        memcpy(copy, s, n);
+    return copy;
 }
 
 void tc__alloc_fail_nth(unsigned long n)
@@ -70,11 +68,6 @@ void tc__alloc_fail_from(unsigned long n)
     fail_in = n;
     fail_rest = n != 0;
     failed = 0;
-}
-
-unsigned long tc__alloc_count(void)
-{
-    return count;
 }
 
 int tc__alloc_failed(void)

@@ -34,9 +34,6 @@ void tc__alloc_fail_nth(unsigned long n);
  * until tc__alloc_fail_nth(0) disarms (memory that stays short, not one failure). */
 void tc__alloc_fail_from(unsigned long n);
 
-/* Allocations made on this thread so far (failed ones included). */
-unsigned long tc__alloc_count(void);
-
 /* 1 once the armed failure has happened (and until the next tc__alloc_fail_nth). */
 int tc__alloc_failed(void);
 

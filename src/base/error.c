@@ -10,11 +10,11 @@ const char *tc_strerror(int err)
     switch (err) {
     case 0:
         return "success";
-#define TC_STRERROR_CASE(name, value, message)                                                     \
+#define TC__STRERROR_CASE(name, value, message)                                                    \
     case TC_##name:                                                                                \
         return message;
-        TC_ERRNO_MAP(TC_STRERROR_CASE)
-#undef TC_STRERROR_CASE
+        TC_ERRNO_MAP(TC__STRERROR_CASE)
+#undef TC__STRERROR_CASE
     }
     return "unknown error";
 }
@@ -24,11 +24,11 @@ const char *tc_err_name(int err)
     switch (err) {
     case 0:
         return "OK";
-#define TC_ERR_NAME_CASE(name, value, message)                                                     \
+#define TC__ERR_NAME_CASE(name, value, message)                                                    \
     case TC_##name:                                                                                \
         return #name;
-        TC_ERRNO_MAP(TC_ERR_NAME_CASE)
-#undef TC_ERR_NAME_CASE
+        TC_ERRNO_MAP(TC__ERR_NAME_CASE)
+#undef TC__ERR_NAME_CASE
     }
     return "UNKNOWN";
 }

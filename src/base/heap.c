@@ -7,78 +7,78 @@
 #include "base/heap.h"
 #include "tailcut/error.h"
 
-static void set(tc__heap *h, size_t i, tc__heap_node *n)
+static void set(tc__heap *heap, size_t i, tc__heap_node *node)
 {
-    h->v[i] = n;
-    n->idx = i;
+    heap->v[i] = node;
+    node->idx = i;
 }
 
-static void sift_up(tc__heap *h, size_t i)
+static void sift_up(tc__heap *heap, size_t i)
 {
-    tc__heap_node *n = h->v[i];
+    tc__heap_node *node = heap->v[i];
     while (i > 0) {
         size_t parent = (i - 1) / 2;
-        if (h->v[parent]->key <= n->key)
+        if (heap->v[parent]->key <= node->key)
             break;
-        set(h, i, h->v[parent]);
+        set(heap, i, heap->v[parent]);
         i = parent;
     }
-    set(h, i, n);
+    set(heap, i, node);
 }
 
-static void sift_down(tc__heap *h, size_t i)
+static void sift_down(tc__heap *heap, size_t i)
 {
-    tc__heap_node *n = h->v[i];
+    tc__heap_node *node = heap->v[i];
     for (;;) {
         size_t child = 2 * i + 1;
-        if (child >= h->len)
+        if (child >= heap->len)
             break;
-        if (child + 1 < h->len && h->v[child + 1]->key < h->v[child]->key)
+        if (child + 1 < heap->len && heap->v[child + 1]->key < heap->v[child]->key)
             child++;
-        if (n->key <= h->v[child]->key)
+        if (node->key <= heap->v[child]->key)
             break;
-        set(h, i, h->v[child]);
+        set(heap, i, heap->v[child]);
         i = child;
     }
-    set(h, i, n);
+    set(heap, i, node);
 }
 
-tc__heap_node *tc__heap_min(const tc__heap *h)
+tc__heap_node *tc__heap_min(const tc__heap *heap)
 {
-    return h->len ? h->v[0] : NULL;
+    return heap->len ? heap->v[0] : NULL;
 }
 
-int tc__heap_push(tc__heap *h, tc__heap_node *n)
+int tc__heap_push(tc__heap *heap, tc__heap_node *node)
 {
-    if (h->len == h->cap) {
-        size_t ncap = h->cap ? h->cap * 2 : 64;
-        tc__heap_node **v = tc__realloc(h->v, ncap * sizeof(tc__heap_node *));
+    if (heap->len == heap->cap) {
+        size_t ncap = heap->cap ? heap->cap * 2 : 64;
+        tc__heap_node **v = tc__realloc(heap->v, ncap * sizeof(tc__heap_node *));
         if (v == NULL)
             return TC_ENOMEM;
-        h->v = v;
-        h->cap = ncap;
+        heap->v = v;
+        heap->cap = ncap;
     }
-    set(h, h->len++, n);
-    sift_up(h, n->idx);
+    set(heap, heap->len++, node);
+    sift_up(heap, node->idx);
     return 0;
 }
 
-void tc__heap_remove(tc__heap *h, tc__heap_node *n)
+void tc__heap_remove(tc__heap *heap, tc__heap_node *node)
 {
-    size_t i = n->idx;
-    if (i == TC__HEAP_NONE || i >= h->len || h->v[i] != n)
+    size_t i = node->idx;
+    if (i == TC__HEAP_NONE || i >= heap->len || heap->v[i] != node)
         return;
-    n->idx = TC__HEAP_NONE;
-    h->len--;
-    if (i == h->len)
+    node->idx = TC__HEAP_NONE;
+    heap->len--;
+    if (i == heap->len)
         return;
-    set(h, i, h->v[h->len]);
-    sift_down(h, i);
-    sift_up(h, i);
+    set(heap, i, heap->v[heap->len]);
+    sift_down(heap, i);
+    sift_up(heap, i);
 }
 
-void tc__heap_free(tc__heap *h)
+void tc__heap_free(tc__heap *heap)
 {
-    tc__free(h->v);
-    tc__heap_init(h);
+    tc__free(heap->v);
+    tc__heap_init(heap);
 }

@@ -22,28 +22,28 @@ typedef struct tc__heap {
     size_t len, cap;
 } tc__heap;
 
-static inline void tc__heap_init(tc__heap *h)
+static inline void tc__heap_init(tc__heap *heap)
 {
-    h->v = NULL;
-    h->len = h->cap = 0;
+    heap->v = NULL;
+    heap->len = heap->cap = 0;
 }
 
-static inline void tc__heap_node_init(tc__heap_node *n)
+static inline void tc__heap_node_init(tc__heap_node *node)
 {
-    n->key = 0;
-    n->idx = TC__HEAP_NONE;
+    node->key = 0;
+    node->idx = TC__HEAP_NONE;
 }
 
 /* The node with the smallest key, or NULL when empty. */
-tc__heap_node *tc__heap_min(const tc__heap *h);
+tc__heap_node *tc__heap_min(const tc__heap *heap);
 
-/* Adds n with its key already set. Returns 0 or TC_ENOMEM (then n is not in the heap). */
-int tc__heap_push(tc__heap *h, tc__heap_node *n);
+/* Adds node with its key already set. Returns 0 or TC_ENOMEM (then node is not in the heap). */
+int tc__heap_push(tc__heap *heap, tc__heap_node *node);
 
-/* Removes n if it is in the heap; a no-op otherwise. */
-void tc__heap_remove(tc__heap *h, tc__heap_node *n);
+/* Removes node if it is in the heap; a no-op otherwise. */
+void tc__heap_remove(tc__heap *heap, tc__heap_node *node);
 
 /* Frees the array (the nodes belong to their owners). */
-void tc__heap_free(tc__heap *h);
+void tc__heap_free(tc__heap *heap);
 
 #endif /* TAILCUT_BASE_HEAP_H */

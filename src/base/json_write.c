@@ -5,26 +5,27 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "base/fmt.h"
 #include "base/json_write.h"
 
 size_t tc__utf8_len(const unsigned char *s, size_t n)
 {
-    unsigned char c = s[0];
+    unsigned char ch = s[0];
     size_t len;
     uint32_t cp, min;
-    if (c < 0x80)
+    if (ch < 0x80)
         return 1;
-    if (c >= 0xC2 && c <= 0xDF) {
+    if (ch >= 0xC2 && ch <= 0xDF) {
         len = 2;
-        cp = c & 0x1F;
+        cp = ch & 0x1F;
         min = 0x80;
-    } else if (c >= 0xE0 && c <= 0xEF) {
+    } else if (ch >= 0xE0 && ch <= 0xEF) {
         len = 3;
-        cp = c & 0x0F;
+        cp = ch & 0x0F;
         min = 0x800;
-    } else if (c >= 0xF0 && c <= 0xF4) {
+    } else if (ch >= 0xF0 && ch <= 0xF4) {
         len = 4;
-        cp = c & 0x07;
+        cp = ch & 0x07;
         min = 0x10000;
     } else {
         return 0;
@@ -42,14 +43,14 @@ size_t tc__utf8_len(const unsigned char *s, size_t n)
 }
 
 /* The escape for c (< 0x80, not plain) into e; returns its length. */
-static size_t escape_ascii(unsigned char c, char e[6])
+static size_t escape_ascii(unsigned char ch, char e[6])
 {
     static const char hex[] = "0123456789abcdef";
     e[0] = '\\';
-    switch (c) {
+    switch (ch) {
     case '"':
     case '\\':
-        e[1] = (char)c;
+        e[1] = (char)ch;
         return 2;
     case '\n':
         e[1] = 'n';
@@ -70,8 +71,8 @@ static size_t escape_ascii(unsigned char c, char e[6])
         e[1] = 'u';
         e[2] = '0';
         e[3] = '0';
-        e[4] = hex[c >> 4];
-        e[5] = hex[c & 15];
+        e[4] = hex[ch >> 4];
+        e[5] = hex[ch & 15];
         return 6;
     }
 }
@@ -79,21 +80,21 @@ static size_t escape_ascii(unsigned char c, char e[6])
 int tc__json_write_str(tc__buf *b, const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s, *end = p + len, *run = p;
-    int rc = tc__buf_append(b, "\"", 1);
+    int rc = tc__buf_append(b, TC__LIT("\""));
     while (rc == 0 && p < end) {
-        unsigned char c = *p;
-        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+        unsigned char ch = *p;
+        if (ch >= 0x20 && ch < 0x80 && ch != '"' && ch != '\\') {
             p++;
             continue;
         }
-        size_t n = c < 0x80 ? 0 : tc__utf8_len(p, (size_t)(end - p));
+        size_t n = ch < 0x80 ? 0 : tc__utf8_len(p, (size_t)(end - p));
         if (n > 0) { /* a valid multi-byte character: part of the run */
             p += n;
             continue;
         }
         char e[6];
-        size_t elen = c < 0x80 ? escape_ascii(c, e) : 6;
-        if (c >= 0x80) {
+        size_t elen = ch < 0x80 ? escape_ascii(ch, e) : 6;
+        if (ch >= 0x80) {
             /* e is a byte array, not a C string */
             // NOLINTNEXTLINE(bugprone-not-null-terminated-result)
             memcpy(e, "\\ufffd", 6);
@@ -106,6 +107,6 @@ int tc__json_write_str(tc__buf *b, const char *s, size_t len)
     if (rc == 0)
         rc = tc__buf_append(b, run, (size_t)(p - run));
     if (rc == 0)
-        rc = tc__buf_append(b, "\"", 1);
+        rc = tc__buf_append(b, TC__LIT("\""));
     return rc;
 }

@@ -41,6 +41,24 @@ static inline void tc__list_remove(tc__link *l)
     l->prev = l->next = l;
 }
 
+/* Puts to in from's place: in from's list (to links where from did), or, when from is a list's
+ * head, as the head of the same nodes. from is left unlinked (an empty head). For a head whose
+ * structure moves: copy into the new place, then replace the old one, whose memory is still
+ * valid (tc__list_init(to) would lose the nodes, and a plain copy leaves them pointing back at
+ * the old place). */
+static inline void tc__list_replace(tc__link *from, tc__link *to)
+{
+    if (from->next == from) {
+        tc__list_init(to);
+        return;
+    }
+    to->next = from->next;
+    to->prev = from->prev;
+    to->next->prev = to;
+    to->prev->next = to;
+    tc__list_init(from);
+}
+
 /* The first node, or NULL when empty. */
 static inline tc__link *tc__list_first(const tc__link *head)
 {

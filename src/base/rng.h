@@ -17,16 +17,16 @@ typedef struct tc__rng {
  * mixer of one 64-bit value). */
 uint64_t tc__splitmix64(uint64_t *state);
 
-/* Seeds r from one 64-bit value (any value, 0 included). */
-void tc__rng_seed(tc__rng *r, uint64_t seed);
+/* Seeds rng from one 64-bit value (any value, 0 included). */
+void tc__rng_seed(tc__rng *rng, uint64_t seed);
 
 /* The next 64 random bits. */
-uint64_t tc__rng_next(tc__rng *r);
+uint64_t tc__rng_next(tc__rng *rng);
 
 /* Uniform in [0, n), n > 0, without modulo bias (rejects the short top slice). */
-uint64_t tc__rng_below(tc__rng *r, uint64_t n);
+uint64_t tc__rng_below(tc__rng *rng, uint64_t n);
 
 /* Uniform in [0, 1), 53 bits. */
-double tc__rng_unit(tc__rng *r);
+double tc__rng_unit(tc__rng *rng);
 
 #endif /* TAILCUT_BASE_RNG_H */

@@ -23,24 +23,24 @@ typedef struct tc__table {
     size_t nbuckets, count;
 } tc__table;
 
-static inline void tc__table_init(tc__table *t)
+static inline void tc__table_init(tc__table *tab)
 {
-    t->buckets = NULL;
-    t->nbuckets = t->count = 0;
+    tab->buckets = NULL;
+    tab->nbuckets = tab->count = 0;
 }
 
 /* The entry for key, or NULL. Takes no reference. */
-tc__table_entry *tc__table_find(const tc__table *t, const char *key);
+tc__table_entry *tc__table_find(const tc__table *tab, const char *key);
 
 /* The entry for key with one more reference. A new one is `size` bytes (the caller's structure,
  * size >= sizeof(tc__table_entry)) plus the key, zeroed but for its header, with refs = 1;
  * *created (may be NULL) says which. NULL on ENOMEM. */
-tc__table_entry *tc__table_ref(tc__table *t, const char *key, size_t size, int *created);
+tc__table_entry *tc__table_ref(tc__table *tab, const char *key, size_t size, int *created);
 
 /* Drops one reference; frees the entry (a plain free) with the last. Returns 1 if freed. */
-int tc__table_unref(tc__table *t, tc__table_entry *e);
+int tc__table_unref(tc__table *tab, tc__table_entry *e);
 
 /* Frees the bucket array; every entry must be gone. */
-void tc__table_free(tc__table *t);
+void tc__table_free(tc__table *tab);
 
 #endif /* TAILCUT_BASE_TABLE_H */

@@ -35,13 +35,8 @@
  * millisecond tick may split) then all report where they really were. */
 #define TC__CLIENT_ADMIT_MIN_MS 5
 
-static void pump_queue(tc_client *c);
-static void maybe_finish_close(tc_client *c);
-
-uint64_t tc__now_ms(void)
-{
-    return uv_hrtime() / 1000000;
-}
+static void pump_queue(tc_client *cl);
+static void client_maybe_finish_close(tc_client *cl);
 
 static double ns_to_ms(uint64_t ns)
 {
@@ -64,59 +59,60 @@ void tc_client_config_init(tc_client_config *cfg)
 
 /* ---- deadlines ------------------------------------------------------------------------------ */
 
-static void on_deadline(uv_timer_t *t);
+static void on_client_deadline(uv_timer_t *t);
 
 /* Arms the deadline timer for the earliest deadline. Cheap enough to call after every change. */
-static void deadline_rearm(tc_client *c)
+static void deadline_rearm(tc_client *cl)
 {
-    if (c->closing)
+    if (cl->closing)
         return;
-    tc__heap_node *n = tc__heap_min(&c->deadlines);
-    if (n == NULL) {
-        uv_timer_stop(&c->deadline_timer); /* an armed timer would keep the loop alive */
+    tc__heap_node *node = tc__heap_min(&cl->deadlines);
+    if (node == NULL) {
+        uv_timer_stop(&cl->deadline_timer); /* an armed timer would keep the loop alive */
         return;
     }
-    uint64_t now = uv_now(c->loop);
-    uv_timer_start(&c->deadline_timer, on_deadline, n->key > now ? n->key - now : 0, 0);
+    uint64_t now = uv_now(cl->loop);
+    uv_timer_start(&cl->deadline_timer, on_client_deadline, node->key > now ? node->key - now : 0,
+                   0);
 }
 
-static int deadline_set(tc_client *c, tc__creq *r, uint64_t from_ms)
+static int deadline_set(tc_client *cl, tc__creq *r, uint64_t from_ms)
 {
     if (r->timeout_ms == 0)
         return 0;
     r->timeout.key = from_ms + r->timeout_ms;
-    int err = tc__heap_push(&c->deadlines, &r->timeout);
-    if (err == 0 && tc__heap_min(&c->deadlines) == &r->timeout)
-        deadline_rearm(c);
+    int err = tc__heap_push(&cl->deadlines, &r->timeout);
+    if (err == 0 && tc__heap_min(&cl->deadlines) == &r->timeout)
+        deadline_rearm(cl);
     return err;
 }
 
 /* ---- origins -------------------------------------------------------------------------------- */
 
-void tc__origin_ref(tc_client *c, tc__origin *o)
+void tc__origin_ref(tc_client *cl, tc__origin *o)
 {
-    (void)c;
+    (void)cl;
     o->entry.refs++;
 }
 
-void tc__origin_unref(tc_client *c, tc__origin *o)
+void tc__origin_unref(tc_client *cl, tc__origin *o)
 {
     if (o == NULL)
         return;
     if (o->entry.refs == 1)
         tc__free(o->addrs);
-    tc__table_unref(&c->origins, &o->entry);
+    tc__table_unref(&cl->origins, &o->entry);
 }
 
 /* A request for o may take a connection slot now. Origins known to multiplex (HTTP/2 over
  * libcurl) need no slot; curl's own caps bound their connections. */
-static int can_admit(const tc_client *c, const tc__origin *o)
+static int can_admit(const tc_client *cl, const tc__origin *o)
 {
     if (o->multiplex)
         return 1;
-    if (c->slots_used >= c->cfg.max_connections)
+    if (cl->slots_used >= cl->cfg.max_connections)
         return 0;
-    return c->cfg.max_per_host == 0 || o->slots < c->cfg.max_per_host;
+    return cl->cfg.max_per_host == 0 || o->slots < cl->cfg.max_per_host;
 }
 
 /* ---- request lifecycle ---------------------------------------------------------------------- */
@@ -136,11 +132,12 @@ static void response_free(void *value)
  * connection slot and clears its deadline. Leaves r->future and r->origin alone. */
 static void detach(tc__creq *r)
 {
-    tc_client *c = r->client;
-    tc__heap_remove(&c->deadlines, &r->timeout);
-    if (tc__heap_min(&c->deadlines) == NULL)
-        uv_timer_stop(&c->deadline_timer); /* an armed timer would keep the loop alive */
-    /* A removed head leaves the timer early, and on_deadline re-arms: no restart needed here. */
+    tc_client *cl = r->client;
+    tc__heap_remove(&cl->deadlines, &r->timeout);
+    if (tc__heap_min(&cl->deadlines) == NULL)
+        uv_timer_stop(&cl->deadline_timer); /* an armed timer would keep the loop alive */
+    /* A removed head leaves the timer early, and on_client_deadline re-arms: no restart needed
+     * here. */
     if (r->state == TC__REQ_QUEUED) {
         tc__list_remove(&r->link);
     } else if (r->state == TC__REQ_RUNNING) {
@@ -151,7 +148,7 @@ static void detach(tc__creq *r)
             tc__curl_abort(r);
         if (r->holds_slot) {
             r->holds_slot = 0;
-            c->slots_used--;
+            cl->slots_used--;
             r->origin->slots--;
         }
     }
@@ -162,26 +159,26 @@ static void detach(tc__creq *r)
  * future's value). */
 static void retire(tc__creq *r)
 {
-    tc_client *c = r->client;
+    tc_client *cl = r->client;
     if (r->engine == TC__ENGINE_CURL)
         tc__curl_release(r);
-    tc__origin_unref(c, r->origin);
+    tc__origin_unref(cl, r->origin);
     r->origin = NULL;
-    if (c->stats.in_flight > 0)
-        c->stats.in_flight--;
+    if (cl->stats.in_flight > 0)
+        cl->stats.in_flight--;
 }
 
 /* Takes r out of everything, lets queued requests take the freed slot first (FIFO), and returns
  * the producer's reference to its future, which the caller completes. */
-static tc_future *finish(tc__creq *r)
+static tc_future *creq_finish(tc__creq *r)
 {
-    tc_client *c = r->client;
+    tc_client *cl = r->client;
     tc_future *f = r->future;
     detach(r);
     retire(r);
     r->future = NULL;
     tc_future_set_cancel_hook(f, NULL, NULL);
-    pump_queue(c);
+    pump_queue(cl);
     return f;
 }
 
@@ -190,19 +187,20 @@ void tc__creq_fail(tc__creq *r, int err, const char *msg)
     /* Callers take r from the running list, the queue or the deadline heap, and detach() unlinks
      * r from all three before it is freed, so r is never one freed on an earlier turn. */
     // NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
-    tc_client *c = r->client;
-    tc_future *f = finish(r);
+    tc_client *cl = r->client;
+    tc_future *f = creq_finish(r);
+    /* fires hedge.c on_hedge_attempt_done, or cmd_serve_metadata.c on_meta_response */
     if (tc_future_reject(f, err, msg) == TC_ECANCELED)
-        c->stats.cancelled++;
+        cl->stats.cancelled++;
     else
-        c->stats.failed++;
+        cl->stats.failed++;
     creq_free(r);
     tc_future_unref(f);
 }
 
 void tc__creq_succeed(tc__creq *r, int status, int http_version, size_t body_off)
 {
-    tc_client *c = r->client;
+    tc_client *cl = r->client;
     char *buf = tc__buf_cstr(&r->out);
     r->resp.status = status;
     r->resp.http_version = http_version;
@@ -214,11 +212,12 @@ void tc__creq_succeed(tc__creq *r, int status, int http_version, size_t body_off
     r->resp.total_ms = ns_to_ms(uv_hrtime() - r->start_ns);
     if (http_version == 20)
         r->origin->multiplex = 1;
-    tc_future *f = finish(r);
+    tc_future *f = creq_finish(r);
+    /* fires hedge.c on_hedge_attempt_done, or cmd_serve_metadata.c on_meta_response */
     if (tc_future_fulfill(f, &r->resp, response_free) == TC_ECANCELED)
-        c->stats.cancelled++; /* cancelled by a callback run from pump_queue; r is freed */
+        cl->stats.cancelled++; /* cancelled by a callback run from pump_queue; r is freed */
     else
-        c->stats.completed++;
+        cl->stats.completed++;
     tc_future_unref(f);
 }
 
@@ -226,32 +225,32 @@ void tc__creq_succeed(tc__creq *r, int status, int http_version, size_t body_off
 static void req_cancel_hook(tc_future *f, void *data)
 {
     tc__creq *r = data;
-    tc_client *c = r->client;
+    tc_client *cl = r->client;
     detach(r);
     retire(r);
     r->future = NULL;
-    c->stats.cancelled++;
+    cl->stats.cancelled++;
     creq_free(r);
     tc_future_unref(f);
-    pump_queue(c);
+    pump_queue(cl);
 }
 
 /* Puts r on the wire now. Returns 0, or an error after which r is unchanged (TC__REQ_NEW). */
-static int admit(tc__creq *r)
+static int creq_admit(tc__creq *r)
 {
-    tc_client *c = r->client;
+    tc_client *cl = r->client;
     r->state = TC__REQ_RUNNING;
-    tc__list_push_back(&c->running, &r->link);
+    tc__list_push_back(&cl->running, &r->link);
     if (!r->origin->multiplex) {
         r->holds_slot = 1;
-        c->slots_used++;
+        cl->slots_used++;
         r->origin->slots++;
     }
     r->admit_ns = uv_hrtime();
     int err = 0;
     if (r->queue_free)
-        err = deadline_set(c, r, tc__now_ms());
-    if (err == 0)
+        err = deadline_set(cl, r, tc__now_ms());
+    if (err == 0) /* the engine: client_native.c, or client_curl.c (https, --http-engine curl) */
         err = r->engine == TC__ENGINE_NATIVE ? tc__native_start(r) : tc__curl_start(r);
     if (err != 0)
         detach(r); /* the engine left r alone: its abort finds nothing to abort */
@@ -262,71 +261,71 @@ static int admit(tc__creq *r)
  * at its per-host cap is skipped (it keeps its place); others behind it may go. Never runs
  * nested: a request that fails to start is reported from here, and what its callbacks change
  * (a finished request pumps again) only asks this loop to go round once more. */
-static void pump_queue(tc_client *c)
+static void pump_queue(tc_client *cl)
 {
-    if (c->pumping) {
-        c->pump_again = 1;
+    if (cl->pumping) {
+        cl->pump_again = 1;
         return;
     }
-    c->pumping = 1;
+    cl->pumping = 1;
     do {
-        c->pump_again = 0;
-        for (tc__link *l = c->queue.next; l != &c->queue && !c->closing;) {
-            if (c->slots_used >= c->cfg.max_connections)
+        cl->pump_again = 0;
+        for (tc__link *l = cl->queue.next; l != &cl->queue && !cl->closing;) {
+            if (cl->slots_used >= cl->cfg.max_connections)
                 break; /* nothing without a slot can go until one frees */
             tc__creq *r = tc__container_of(l, tc__creq, link);
             /* A request that failed was unlinked before it was freed, and the loop then breaks
              * and reads the queue afresh: l is never a freed node. */
             // NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
             l = l->next;
-            if (!can_admit(c, r->origin))
+            if (!can_admit(cl, r->origin))
                 continue;
             if (r->timeout.idx != TC__HEAP_NONE &&
                 r->timeout.key <= tc__now_ms() + TC__CLIENT_ADMIT_MIN_MS)
                 continue; /* (nearly) expired: the deadline timer fails it next */
             tc__list_remove(&r->link);
             r->state = TC__REQ_NEW;
-            int err = admit(r);
+            int err = creq_admit(r);
             if (err != 0) {
                 /* Its callbacks may change the queue: read it afresh. */
                 tc__creq_fail(r, err, NULL);
-                c->pump_again = 1;
+                cl->pump_again = 1;
                 break;
             }
         }
-    } while (c->pump_again && !c->closing);
-    c->pumping = 0;
+    } while (cl->pump_again && !cl->closing);
+    cl->pumping = 0;
 }
 
 /* The deadline timer: every request whose deadline has come fails with TC_ETIMEDOUT, wherever
  * it is (queued, connecting, mid-body). */
-static void on_deadline(uv_timer_t *t)
+static void on_client_deadline(uv_timer_t *t)
 {
-    tc_client *c = tc__container_of(t, tc_client, deadline_timer);
+    tc_client *cl = tc__container_of(t, tc_client, deadline_timer);
     uint64_t now = tc__now_ms();
-    tc__heap_node *n;
+    tc__heap_node *node;
     /* tc__creq_fail() takes r off the heap (detach) before freeing it: the head is always a
      * live request. */
-    while (!c->closing && (n = tc__heap_min(&c->deadlines)) != NULL && n->key <= now) {
-        tc__creq *r = tc__container_of(n, tc__creq, timeout);
+    while (!cl->closing && (node = tc__heap_min(&cl->deadlines)) != NULL && node->key <= now) {
+        tc__creq *r = tc__container_of(node, tc__creq, timeout);
         char msg[160];
         (void)snprintf(msg, sizeof(msg), "%s: no response within %llu ms%s",
                        tc_strerror(TC_ETIMEDOUT), (unsigned long long)r->timeout_ms,
                        r->state == TC__REQ_QUEUED ? " (still queued for a connection)" : "");
         tc__creq_fail(r, TC_ETIMEDOUT, msg);
     }
-    deadline_rearm(c);
+    deadline_rearm(cl);
 }
 
 /* ---- public API ----------------------------------------------------------------------------- */
 
-void tc__client_handle_closed(tc_client *c)
+void tc__client_handle_closed(tc_client *cl)
 {
-    c->open_handles--;
-    maybe_finish_close(c);
+    cl->open_handles--;
+    client_maybe_finish_close(cl);
 }
 
-static void on_handle_closed(uv_handle_t *h)
+static void on_client_handle_closed(uv_handle_t *h)
 {
     tc__client_handle_closed(h->data);
 }
@@ -336,44 +335,44 @@ int tc_client_new(tc_client **out, uv_loop_t *loop, const tc_client_config *cfg)
     if (out == NULL || loop == NULL)
         return TC_EINVAL;
     *out = NULL;
-    tc_client *c = tc__calloc(1, sizeof(*c));
-    if (c == NULL)
+    tc_client *cl = tc__calloc(1, sizeof(*cl));
+    if (cl == NULL)
         return TC_ENOMEM;
     if (cfg != NULL)
-        c->cfg = *cfg;
+        cl->cfg = *cfg;
     else
-        tc_client_config_init(&c->cfg);
-    if (c->cfg.max_connections == 0)
-        c->cfg.max_connections = TC_CLIENT_DEFAULT_MAX_CONNECTIONS;
-    if (c->cfg.max_body == 0)
-        c->cfg.max_body = (size_t)TC_CLIENT_DEFAULT_MAX_BODY;
-    if (c->cfg.max_connections > LONG_MAX || c->cfg.max_per_host > LONG_MAX ||
-        c->cfg.connect_timeout_ms > LONG_MAX || c->cfg.engine < TC_CLIENT_ENGINE_AUTO ||
-        c->cfg.engine > TC_CLIENT_ENGINE_CURL) {
-        tc__free(c);
+        tc_client_config_init(&cl->cfg);
+    if (cl->cfg.max_connections == 0)
+        cl->cfg.max_connections = TC_CLIENT_DEFAULT_MAX_CONNECTIONS;
+    if (cl->cfg.max_body == 0)
+        cl->cfg.max_body = (size_t)TC_CLIENT_DEFAULT_MAX_BODY;
+    if (cl->cfg.max_connections > LONG_MAX || cl->cfg.max_per_host > LONG_MAX ||
+        cl->cfg.connect_timeout_ms > LONG_MAX || cl->cfg.engine < TC_CLIENT_ENGINE_AUTO ||
+        cl->cfg.engine > TC_CLIENT_ENGINE_CURL) {
+        tc__free(cl);
         return TC_EINVAL;
     }
-    c->loop = loop;
-    tc__list_init(&c->queue);
-    tc__list_init(&c->running);
-    tc__heap_init(&c->deadlines);
-    tc__table_init(&c->origins);
-    if (c->cfg.ca_file != NULL) {
-        c->ca_file = tc__strdup(c->cfg.ca_file);
-        if (c->ca_file == NULL) {
-            tc__free(c);
+    cl->loop = loop;
+    tc__list_init(&cl->queue);
+    tc__list_init(&cl->running);
+    tc__heap_init(&cl->deadlines);
+    tc__table_init(&cl->origins);
+    if (cl->cfg.ca_file != NULL) {
+        cl->ca_file = tc__strdup(cl->cfg.ca_file);
+        if (cl->ca_file == NULL) {
+            tc__free(cl);
             return TC_ENOMEM;
         }
     }
-    c->cfg.ca_file = c->ca_file;
-    if (uv_timer_init(loop, &c->deadline_timer) != 0) {
-        tc__free(c->ca_file);
-        tc__free(c);
+    cl->cfg.ca_file = cl->ca_file;
+    if (uv_timer_init(loop, &cl->deadline_timer) != 0) {
+        tc__free(cl->ca_file);
+        tc__free(cl);
         return TC_EIO;
     }
-    c->deadline_timer.data = c;
-    c->open_handles++;
-    *out = c;
+    cl->deadline_timer.data = cl;
+    cl->open_handles++;
+    *out = cl;
     return 0;
 }
 
@@ -391,60 +390,104 @@ static int method_ok(const char *m)
     return tc__header_name_ok(m, strlen(m));
 }
 
-static void url_cache_clear(tc__url_cache *u)
+/* The canonical text of a numeric IPv4 or IPv6 address (an IPv6 one may come in brackets; no
+ * zone) into buf (TC__CLIENT_ADDR_TEXT bytes), so that one address is one pool however it was
+ * written. Returns 0 or TC_EINVAL. */
+static int address_canonical(const char *s, char *buf)
 {
-    tc__free(u->url);
-    tc__free(u->target);
-    tc__free(u->host);
-    memset(u, 0, sizeof(*u));
+    char tmp[TC__CLIENT_ADDR_TEXT];
+    unsigned char bin[16];
+    size_t n = strlen(s);
+    if (n >= 2 && s[0] == '[' && s[n - 1] == ']') {
+        s++;
+        n -= 2;
+    }
+    if (n == 0 || n >= sizeof(tmp) || memchr(s, '%', n) != NULL)
+        return TC_EINVAL;
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    if (uv_inet_pton(AF_INET, tmp, bin) == 0)
+        return uv_inet_ntop(AF_INET, bin, buf, TC__CLIENT_ADDR_TEXT) == 0 ? 0 : TC_EINVAL;
+    if (uv_inet_pton(AF_INET6, tmp, bin) == 0)
+        return uv_inet_ntop(AF_INET6, bin, buf, TC__CLIENT_ADDR_TEXT) == 0 ? 0 : TC_EINVAL;
+    return TC_EINVAL;
 }
 
-/* The origin key, scheme, request target and Host value of url, from the one-entry cache or
- * parsed afresh (libcurl's own URL parser, so both engines see the same URL). Returns 0 or
- * TC_EURL (with *why) or TC_ENOMEM. */
-static int url_parts(tc_client *c, const char *url, const tc__url_cache **out, const char **why)
+static void url_cache_clear(tc__url_cache *uc)
 {
-    tc__url_cache *u = &c->url_cache;
-    if (u->url != NULL && strcmp(u->url, url) == 0) {
-        *out = u;
-        return 0;
+    tc__free(uc->url);
+    tc__free(uc->target);
+    tc__free(uc->host);
+    memset(uc, 0, sizeof(*uc));
+}
+
+/* The entry of url through connect_to, or NULL. The entry used last is looked at first: most
+ * clients send to one URL, or to a few in turn. */
+static tc__url_cache *url_cache_find(tc_client *cl, const char *url, const char *connect_to)
+{
+    for (unsigned k = 0; k < TC__CLIENT_URL_CACHE; k++) {
+        unsigned i = (cl->url_cache_last + k) % TC__CLIENT_URL_CACHE;
+        tc__url_cache *uc = &cl->url_cache[i];
+        if (uc->url != NULL && strcmp(uc->url, url) == 0 &&
+            strcmp(uc->connect_to, connect_to ? connect_to : "") == 0) {
+            cl->url_cache_last = i;
+            return uc;
+        }
     }
-    url_cache_clear(u);
+    return NULL;
+}
+
+/* The entry a new URL takes: an empty one, else the one used longest ago (emptied). */
+static tc__url_cache *url_cache_victim(tc_client *cl)
+{
+    tc__url_cache *oldest = &cl->url_cache[0];
+    for (unsigned i = 0; i < TC__CLIENT_URL_CACHE && oldest->url != NULL; i++)
+        if (cl->url_cache[i].url == NULL || cl->url_cache[i].used < oldest->used)
+            oldest = &cl->url_cache[i];
+    url_cache_clear(oldest);
+    cl->url_cache_last = (unsigned)(oldest - cl->url_cache);
+    return oldest;
+}
+
+/* Parses url into uc: the origin key, scheme, request target and Host value (libcurl's own URL
+ * parser, so both engines see the same URL). Returns 0 or TC_EURL (with *why) or TC_ENOMEM,
+ * uc then left empty. */
+static int url_parse(tc__url_cache *uc, const char *url, const char **why)
+{
     int https = 0;
-    int err = tc_url_origin(url, u->key, sizeof(u->key), &https, why);
+    int err = tc_url_origin(url, uc->key, TC__CLIENT_MAX_HOST_KEY, &https, why);
     if (err != 0)
         return err == TC_ENOMEM ? TC_ENOMEM : TC_EURL;
-    CURLU *h = curl_url();
-    if (h == NULL)
+    CURLU *cu = curl_url();
+    if (cu == NULL)
         return TC_ENOMEM;
     char *path = NULL, *query = NULL, *host = NULL, *port = NULL, *user = NULL;
     /* tc_url_origin() has accepted the URL with the same parser: what is left to fail is memory
      * (a query and a port are there only when the URL names them). */
     err = TC_ENOMEM;
-    if (curl_url_set(h, CURLUPART_URL, url, 0) != CURLUE_OK ||
-        curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
-        curl_url_get(h, CURLUPART_PATH, &path, 0) != CURLUE_OK ||
-        curl_url_get(h, CURLUPART_QUERY, &query, 0) == CURLUE_OUT_OF_MEMORY ||
-        curl_url_get(h, CURLUPART_PORT, &port, 0) == CURLUE_OUT_OF_MEMORY ||
-        curl_url_get(h, CURLUPART_USER, &user, 0) == CURLUE_OUT_OF_MEMORY)
+    if (curl_url_set(cu, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(cu, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        curl_url_get(cu, CURLUPART_PATH, &path, 0) != CURLUE_OK ||
+        curl_url_get(cu, CURLUPART_QUERY, &query, 0) == CURLUE_OUT_OF_MEMORY ||
+        curl_url_get(cu, CURLUPART_PORT, &port, 0) == CURLUE_OUT_OF_MEMORY ||
+        curl_url_get(cu, CURLUPART_USER, &user, 0) == CURLUE_OUT_OF_MEMORY)
         goto done;
     size_t tlen = strlen(path) + (query ? strlen(query) + 1 : 0) + 2;
     size_t hlen = strlen(host) + (port ? strlen(port) + 1 : 0) + 1;
-    u->target = tc__malloc(tlen);
-    u->host = tc__malloc(hlen);
-    u->url = tc__strdup(url);
-    if (u->target == NULL || u->host == NULL || u->url == NULL) {
-        url_cache_clear(u);
+    uc->target = tc__malloc(tlen);
+    uc->host = tc__malloc(hlen);
+    uc->url = tc__strdup(url);
+    if (uc->target == NULL || uc->host == NULL || uc->url == NULL) {
+        url_cache_clear(uc);
         goto done;
     }
-    (void)snprintf(u->target, tlen, "%s%s%s%s", path[0] == '/' ? "" : "/", path, query ? "?" : "",
+    (void)snprintf(uc->target, tlen, "%s%s%s%s", path[0] == '/' ? "" : "/", path, query ? "?" : "",
                    query ? query : "");
     int default_port = port != NULL && strcmp(port, https ? "443" : "80") == 0;
-    (void)snprintf(u->host, hlen, "%s%s%s", host, port && !default_port ? ":" : "",
+    (void)snprintf(uc->host, hlen, "%s%s%s", host, port && !default_port ? ":" : "",
                    port && !default_port ? port : "");
-    u->https = https;
-    u->userinfo = user != NULL;
-    *out = u;
+    uc->https = https;
+    uc->userinfo = user != NULL;
     err = 0;
 done:
     curl_free(path);
@@ -452,16 +495,44 @@ done:
     curl_free(host);
     curl_free(port);
     curl_free(user);
-    curl_url_cleanup(h);
+    curl_url_cleanup(cu);
     return err;
 }
 
-int tc_client_request_start(tc_future **out, tc_client *c, const tc_client_request *req)
+/* The parts of url reached through connect_to (NULL: its own host), from the cache or parsed
+ * afresh. Returns 0, TC_EINVAL (connect_to is not a numeric address), TC_EURL (with *why),
+ * TC_ENOMEM. */
+static int url_parts(tc_client *cl, const char *url, const char *connect_to,
+                     const tc__url_cache **out, const char **why)
 {
-    if (out == NULL || c == NULL || req == NULL || req->url == NULL)
+    tc__url_cache *uc = url_cache_find(cl, url, connect_to);
+    if (uc == NULL) {
+        char addr[TC__CLIENT_ADDR_TEXT] = "";
+        if (connect_to != NULL && (strlen(connect_to) >= sizeof(uc->connect_to) ||
+                                   address_canonical(connect_to, addr) != 0))
+            return TC_EINVAL;
+        uc = url_cache_victim(cl);
+        int err = url_parse(uc, url, why);
+        if (err != 0)
+            return err;
+        if (connect_to != NULL) {
+            memcpy(uc->connect_to, connect_to, strlen(connect_to) + 1);
+            memcpy(uc->addr, addr, sizeof(addr));
+            size_t klen = strlen(uc->key);
+            (void)snprintf(uc->key + klen, sizeof(uc->key) - klen, " %s", addr);
+        }
+    }
+    uc->used = ++cl->url_cache_clock;
+    *out = uc;
+    return 0;
+}
+
+int tc_client_request_start(tc_future **out, tc_client *cl, const tc_client_request *req)
+{
+    if (out == NULL || cl == NULL || req == NULL || req->url == NULL)
         return TC_EINVAL;
     *out = NULL;
-    if (c->closing)
+    if (cl->closing)
         return TC_ECLOSED;
     const char *method = req->method ? req->method : "GET";
     if (!method_ok(method) || (req->nheaders > 0 && req->headers == NULL) ||
@@ -480,29 +551,31 @@ int tc_client_request_start(tc_future **out, tc_client *c, const tc_client_reque
     if (err != 0)
         return err;
 
-    const tc__url_cache *u = NULL;
+    const tc__url_cache *uc = NULL;
     const char *why = NULL;
-    err = url_parts(c, req->url, &u, &why);
-    if (err == TC_ENOMEM) {
+    err = url_parts(cl, req->url, req->connect_to, &uc, &why);
+    if (err == TC_ENOMEM || err == TC_EINVAL) {
         tc_future_unref(f);
         return err;
     }
     if (err != 0) {
         char msg[200];
         (void)snprintf(msg, sizeof(msg), "%s: %s", tc_strerror(TC_EURL), why);
-        c->stats.started++;
-        c->stats.failed++;
+        cl->stats.started++;
+        cl->stats.failed++;
         tc_future_reject(f, TC_EURL, msg);
         *out = f;
         return 0;
     }
     /* What the native engine does not do goes to libcurl, explicitly: TLS, redirects, credentials
      * in the URL (Basic authentication), and bodies too large for one libuv buffer. */
-    int native = !u->https && !u->userinfo && c->cfg.engine != TC_CLIENT_ENGINE_CURL &&
-                 !c->cfg.follow_redirects && body_len <= TC__CLIENT_NATIVE_MAX_REQUEST_BODY;
-    size_t head_size = native ? tc__native_head_size(req, method, u) : 0;
+    size_t addr_len = uc->addr[0] != '\0' ? strlen(uc->addr) + 1 : 0;
+    int native = !uc->https && !uc->userinfo && cl->cfg.engine != TC_CLIENT_ENGINE_CURL &&
+                 !cl->cfg.follow_redirects && body_len <= TC__CLIENT_NATIVE_MAX_REQUEST_BODY;
+    size_t head_size = native ? tc__native_head_size(req, method, uc) : 0;
 
-    tc__creq *r = tc__malloc(sizeof(*r) + url_len + 1 + method_len + 1 + body_len + 1 + head_size);
+    tc__creq *r =
+        tc__malloc(sizeof(*r) + url_len + 1 + method_len + 1 + body_len + 1 + addr_len + head_size);
     if (r == NULL) {
         tc_future_unref(f);
         return TC_ENOMEM;
@@ -522,9 +595,14 @@ int tc_client_request_start(tc_future **out, tc_client *c, const tc_client_reque
         r->body_len = body_len;
     }
     p += body_len + 1;
-    r->client = c;
+    if (addr_len > 0) {
+        memcpy(p, uc->addr, addr_len);
+        r->connect_to = p;
+        p += addr_len;
+    }
+    r->client = cl;
     r->engine = native ? TC__ENGINE_NATIVE : TC__ENGINE_CURL;
-    r->https = u->https;
+    r->https = uc->https;
     r->resend_stale =
         req->resend_stale != 0 && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0);
     r->queue_free = req->timeout_from_admit != 0;
@@ -532,13 +610,13 @@ int tc_client_request_start(tc_future **out, tc_client *c, const tc_client_reque
     r->req_nheaders = req->nheaders;
     tc__heap_node_init(&r->timeout);
     tc__buf_init(&r->out, r->inline_buf, sizeof(r->inline_buf), SIZE_MAX / 2);
-    r->max_body = req->max_body ? req->max_body : c->cfg.max_body;
-    r->timeout_ms = req->timeout_ms ? req->timeout_ms : c->cfg.timeout_ms;
+    r->max_body = req->max_body ? req->max_body : cl->cfg.max_body;
+    r->timeout_ms = req->timeout_ms ? req->timeout_ms : cl->cfg.timeout_ms;
     r->start_ns = uv_hrtime();
     tc__list_init(&r->link);
     if (native) {
         r->head = p;
-        tc__native_head_build(req, method, u, p);
+        tc__native_head_build(req, method, uc, p);
         r->head_len = head_size;
     } else {
         err = tc__curl_prepare(r);
@@ -547,7 +625,8 @@ int tc_client_request_start(tc_future **out, tc_client *c, const tc_client_reque
     r->req_nheaders = 0;
     if (err == 0) {
         int created = 0;
-        r->origin = (tc__origin *)tc__table_ref(&c->origins, u->key, sizeof(tc__origin), &created);
+        r->origin =
+            (tc__origin *)tc__table_ref(&cl->origins, uc->key, sizeof(tc__origin), &created);
         if (r->origin == NULL) {
             err = TC_ENOMEM;
         } else if (created) {
@@ -558,30 +637,31 @@ int tc_client_request_start(tc_future **out, tc_client *c, const tc_client_reque
     /* From the real clock, not uv_now(): the loop's cached time can be milliseconds stale late
      * in a loop iteration, which would make the request expire early. */
     if (err == 0 && !r->queue_free)
-        err = deadline_set(c, r, tc__now_ms());
+        err = deadline_set(cl, r, tc__now_ms());
     if (err != 0) {
         if (r->engine == TC__ENGINE_CURL)
             tc__curl_release(r);
-        tc__origin_unref(c, r->origin);
+        tc__origin_unref(cl, r->origin);
         creq_free(r);
         tc_future_unref(f);
         return err;
     }
 
     r->future = tc_future_ref(f); /* the producer's reference */
+    /* run by tc_future_cancel(f): the hedge's hedge_wind_down, or a caller giving up */
     tc_future_set_cancel_hook(f, req_cancel_hook, r);
-    c->stats.started++;
-    c->stats.in_flight++;
+    cl->stats.started++;
+    cl->stats.in_flight++;
     *out = f;
 
-    if (can_admit(c, r->origin)) {
-        err = admit(r);
+    if (can_admit(cl, r->origin)) {
+        err = creq_admit(r);
         if (err != 0)
             tc__creq_fail(r, err, NULL);
     } else {
         r->state = TC__REQ_QUEUED;
-        tc__list_push_back(&c->queue, &r->link);
-        c->stats.queued++;
+        tc__list_push_back(&cl->queue, &r->link);
+        cl->stats.queued++;
     }
     return 0;
 }
@@ -635,6 +715,26 @@ long tc_response_header(const tc_response *resp, const char *name, char *buf, si
     return TC_RESPONSE_HEADER_ABSENT;
 }
 
+int tc_client_retire_origin(tc_client *cl, const char *url, const char *connect_to)
+{
+    if (cl == NULL || url == NULL)
+        return TC_EINVAL;
+    const tc__url_cache *uc = NULL;
+    const char *why = NULL;
+    int err = url_parts(cl, url, connect_to, &uc, &why);
+    if (err != 0)
+        return err;
+    tc__origin *o = (tc__origin *)tc__table_find(&cl->origins, uc->key);
+    if (o == NULL)
+        return 0; /* nothing of it is left */
+    o->gen++;
+    if (cl->native != NULL)
+        tc__native_retire(cl, o);
+    if (cl->curl != NULL)
+        tc__curl_retire(cl, o);
+    return 0;
+}
+
 uv_loop_t *tc_client_loop(const tc_client *client)
 {
     return client->loop;
@@ -642,28 +742,29 @@ uv_loop_t *tc_client_loop(const tc_client *client)
 
 /* ---- closing -------------------------------------------------------------------------------- */
 
-static void maybe_finish_close(tc_client *c)
+static void client_maybe_finish_close(tc_client *cl)
 {
-    if (!c->closing || c->open_handles > 0 || c->native != NULL || c->curl != NULL)
+    if (!cl->closing || cl->open_handles > 0 || cl->native != NULL || cl->curl != NULL)
         return;
-    if (c->close_cb != NULL)
-        c->close_cb(c, c->close_data);
-    tc__heap_free(&c->deadlines);
-    tc__table_free(&c->origins);
-    url_cache_clear(&c->url_cache);
-    tc__free(c->ca_file);
-    tc__free(c);
+    if (cl->close_cb != NULL)
+        cl->close_cb(cl, cl->close_data);
+    tc__heap_free(&cl->deadlines);
+    tc__table_free(&cl->origins);
+    for (unsigned i = 0; i < TC__CLIENT_URL_CACHE; i++)
+        url_cache_clear(&cl->url_cache[i]);
+    tc__free(cl->ca_file);
+    tc__free(cl);
 }
 
-void tc_client_close(tc_client *c, tc_client_close_cb close_cb, void *data)
+void tc_client_close(tc_client *cl, tc_client_close_cb close_cb, void *data)
 {
-    if (c == NULL || c->closing)
+    if (cl == NULL || cl->closing)
         return;
-    c->close_cb = close_cb;
-    c->close_data = data;
+    cl->close_cb = close_cb;
+    cl->close_data = data;
     /* Cancel everything while the engines are alive; pump_queue admits nothing once closing. */
-    c->closing = 1;
-    tc__link *lists[2] = {&c->queue, &c->running};
+    cl->closing = 1;
+    tc__link *lists[2] = {&cl->queue, &cl->running};
     for (int i = 0; i < 2; i++) {
         while (!tc__list_empty(lists[i])) {
             tc__creq *r = tc__container_of(lists[i]->next, tc__creq, link);
@@ -681,12 +782,12 @@ void tc_client_close(tc_client *c, tc_client_close_cb close_cb, void *data)
             }
         }
     }
-    c->open_handles++; /* held while the engines close, so that none finishes the close early */
-    if (c->native != NULL)
-        tc__native_close(c);
-    if (c->curl != NULL)
-        tc__curl_close(c);
-    uv_timer_stop(&c->deadline_timer);
-    uv_close((uv_handle_t *)&c->deadline_timer, on_handle_closed);
-    tc__client_handle_closed(c);
+    cl->open_handles++; /* held while the engines close, so that none finishes the close early */
+    if (cl->native != NULL)
+        tc__native_close(cl);
+    if (cl->curl != NULL)
+        tc__curl_close(cl);
+    uv_timer_stop(&cl->deadline_timer);
+    uv_close((uv_handle_t *)&cl->deadline_timer, on_client_handle_closed);
+    tc__client_handle_closed(cl);
 }

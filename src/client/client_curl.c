@@ -32,17 +32,17 @@
 #include "client_internal.h"
 
 /* Memory and speed trade-offs. */
-#define TC_CLIENT_EASY_POOL_MAX 64 /* idle curl easy handles kept for reuse */
-#ifndef TC_CLIENT_RECV_BUFFER
-#define TC_CLIENT_RECV_BUFFER 2048 /* curl's per-transfer receive buffer (default 16 KiB) */
+#define TC__CURL_EASY_POOL_MAX 64 /* idle curl easy handles kept for reuse */
+#ifndef TC__CURL_RECV_BUFFER
+#define TC__CURL_RECV_BUFFER 2048 /* curl's per-transfer receive buffer (default 16 KiB) */
 #endif
-#define TC_CLIENT_MAX_REDIRECTS 5L      /* when follow_redirects is on */
-#define TC_CLIENT_EXPECT_THRESHOLD 1024 /* bodies above this get "Expect:" to skip 100-continue */
+#define TC__CURL_MAX_REDIRECTS 5L      /* when follow_redirects is on */
+#define TC__CURL_EXPECT_THRESHOLD 1024 /* bodies above this get "Expect:" to skip 100-continue */
 
 /* A pooled curl easy handle with the error buffer curl writes into. */
 typedef struct tc__easy {
     CURL *curl;
-    struct tc__easy *next;
+    tc__link link; /* in the engine's easy_pool while idle */
     char errbuf[CURL_ERROR_SIZE];
 } tc__easy;
 
@@ -59,6 +59,8 @@ typedef struct tc__sock {
     tc__curl *client;
     curl_socket_t fd;
     int opened_by_us;
+    tc__origin *origin; /* ours: the pool it was opened for (a reference), and its generation */
+    unsigned gen;
     int poll_ready; /* uv_poll_init_socket succeeded */
     int events;     /* UV_READABLE | UV_WRITABLE the poll is armed for; 0 = stopped */
 } tc__sock;
@@ -66,7 +68,7 @@ typedef struct tc__sock {
 enum { FAIL_NONE = 0, FAIL_BODY_TOO_LARGE, FAIL_HEADERS_TOO_LARGE, FAIL_NOMEM, FAIL_RESENT };
 
 struct tc__curl {
-    tc_client *c;
+    tc_client *client;
     uv_loop_t *loop;
     CURLM *multi;
     uv_timer_t curl_timer; /* what curl's TIMERFUNCTION asks for */
@@ -75,7 +77,7 @@ struct tc__curl {
     tc__sock **socks; /* indexed by fd */
     size_t nsocks;
 
-    tc__easy *easy_pool;
+    tc__link easy_pool; /* idle easy handles, the latest last */
     size_t neasy_pool;
 
     int closing;
@@ -83,8 +85,8 @@ struct tc__curl {
     size_t open_handles; /* uv handles not yet through their close callback */
 };
 
-static void after_socket_action(tc__curl *c, CURLMcode mc);
-static void maybe_free(tc__curl *c);
+static void after_socket_action(tc__curl *eng, CURLMcode mc);
+static void maybe_free(tc__curl *eng);
 
 /* Appends curl's bytes to r's response, counting the body against max_body. */
 static int out_append(tc__creq *r, const char *p, size_t n)
@@ -149,7 +151,7 @@ static size_t on_header(char *data, size_t size, size_t nitems, void *userp)
     return out_append(r, data, n) == 0 ? n : 0;
 }
 
-static size_t on_body(char *data, size_t size, size_t nitems, void *userp)
+static size_t on_curl_body(char *data, size_t size, size_t nitems, void *userp)
 {
     tc__creq *r = userp;
     size_t n = size * nitems;
@@ -166,97 +168,115 @@ static size_t on_body(char *data, size_t size, size_t nitems, void *userp)
 
 static void on_sock_closed(uv_handle_t *h)
 {
-    tc__sock *s = tc__container_of((uv_poll_t *)h, tc__sock, poll);
-    tc__curl *c = s->client;
-    tc__free(s);
-    c->open_handles--;
-    maybe_free(c);
+    tc__sock *sk = tc__container_of((uv_poll_t *)h, tc__sock, poll);
+    tc__curl *eng = sk->client;
+    tc__free(sk);
+    eng->open_handles--;
+    maybe_free(eng);
 }
 
-/* Forgets s: stops and closes its poll handle (freed in the close callback). Must run while the
+/* Forgets sk: stops and closes its poll handle (freed in the close callback). Must run while the
  * fd is still open, so that libuv can take it out of epoll. */
-static void sock_release(tc__curl *c, tc__sock *s)
+static void sock_release(tc__curl *eng, tc__sock *sk)
 {
-    if ((size_t)s->fd < c->nsocks && c->socks[s->fd] == s)
-        c->socks[s->fd] = NULL;
-    if (s->opened_by_us && c->c->stats.open_connections > 0)
-        c->c->stats.open_connections--;
-    if (s->poll_ready) {
-        uv_poll_stop(&s->poll);
-        uv_close((uv_handle_t *)&s->poll, on_sock_closed);
+    if ((size_t)sk->fd < eng->nsocks && eng->socks[sk->fd] == sk)
+        eng->socks[sk->fd] = NULL;
+    if (sk->opened_by_us && eng->client->stats.open_connections > 0)
+        eng->client->stats.open_connections--;
+    tc__origin_unref(eng->client, sk->origin);
+    sk->origin = NULL;
+    if (sk->poll_ready) {
+        uv_poll_stop(&sk->poll);
+        uv_close((uv_handle_t *)&sk->poll, on_sock_closed);
     } else {
-        tc__free(s);
-        c->open_handles--;
+        tc__free(sk);
+        eng->open_handles--;
     }
 }
 
 /* The record for fd, created if needed. NULL on ENOMEM. */
-static tc__sock *sock_get(tc__curl *c, curl_socket_t fd, int create)
+static tc__sock *sock_get(tc__curl *eng, curl_socket_t fd, int create)
 {
     if (fd < 0)
         return NULL;
-    if ((size_t)fd < c->nsocks && c->socks[fd] != NULL)
-        return c->socks[fd];
+    if ((size_t)fd < eng->nsocks && eng->socks[fd] != NULL)
+        return eng->socks[fd];
     if (!create)
         return NULL;
-    if ((size_t)fd >= c->nsocks) {
-        size_t n = c->nsocks ? c->nsocks : 64;
+    if ((size_t)fd >= eng->nsocks) {
+        size_t n = eng->nsocks ? eng->nsocks : 64;
         while (n <= (size_t)fd)
             n *= 2;
-        tc__sock **t = tc__realloc(c->socks, n * sizeof(tc__sock *));
-        if (t == NULL)
+        tc__sock **grown = tc__realloc(eng->socks, n * sizeof(tc__sock *));
+        if (grown == NULL)
             return NULL;
-        memset(t + c->nsocks, 0, (n - c->nsocks) * sizeof(tc__sock *));
-        c->socks = t;
-        c->nsocks = n;
+        memset(grown + eng->nsocks, 0, (n - eng->nsocks) * sizeof(tc__sock *));
+        eng->socks = grown;
+        eng->nsocks = n;
     }
-    tc__sock *s = tc__calloc(1, sizeof(*s));
-    if (s == NULL)
+    tc__sock *sk = tc__calloc(1, sizeof(*sk));
+    if (sk == NULL)
         return NULL;
-    s->client = c;
-    s->fd = fd;
-    s->poll.data = c;
-    c->socks[fd] = s;
-    c->open_handles++;
-    return s;
+    sk->client = eng;
+    sk->fd = fd;
+    sk->poll.data = eng;
+    eng->socks[fd] = sk;
+    eng->open_handles++;
+    return sk;
 }
 
+/* clientp is the request whose transfer opens the socket: the socket is its origin's. */
 static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
 {
-    tc__curl *c = clientp;
+    tc__creq *r = clientp;
     (void)purpose;
+    if (r == NULL || r->client->curl == NULL)
+        return CURL_SOCKET_BAD; /* not during a transfer of ours: cannot happen */
+    tc__curl *eng = r->client->curl;
     curl_socket_t fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
     if (fd < 0)
         return CURL_SOCKET_BAD;
-    tc__sock *stale = sock_get(c, fd, 0);
+    tc__sock *stale = sock_get(eng, fd, 0);
     if (stale != NULL)
-        sock_release(c, stale); /* curl closed that fd without telling us; forget it */
-    tc__sock *s = sock_get(c, fd, 1);
-    if (s == NULL) {
+        sock_release(eng, stale); /* curl closed that fd without telling us; forget it */
+    tc__sock *sk = sock_get(eng, fd, 1);
+    if (sk == NULL) {
         close(fd);
         errno = ENOMEM;
         return CURL_SOCKET_BAD;
     }
-    s->opened_by_us = 1;
-    c->c->stats.open_connections++;
+    sk->opened_by_us = 1;
+    sk->origin = r->origin;
+    sk->gen = r->origin->gen;
+    tc__origin_ref(eng->client, r->origin);
+    eng->client->stats.open_connections++;
     return fd;
 }
 
 static int on_close_socket(void *clientp, curl_socket_t fd)
 {
-    tc__curl *c = clientp;
-    tc__sock *s = sock_get(c, fd, 0);
-    if (s != NULL)
-        sock_release(c, s); /* epoll forgets fd before it is closed */
+    tc__curl *eng = clientp;
+    tc__sock *sk = sock_get(eng, fd, 0);
+    if (sk != NULL)
+        sock_release(eng, sk); /* epoll forgets fd before it is closed */
     return close(fd);
 }
 
-static void after_socket_action(tc__curl *c, CURLMcode mc);
+/* Closes a connection that curl keeps in its cache: the server sees the close at once, and curl,
+ * which finds the socket at its end (readable, EOF) the next time it looks, drops it as dead and
+ * closes the descriptor through on_close_socket. libcurl has no call to drop one cached
+ * connection, and the descriptor is curl's to close. */
+static void sock_shutdown(tc__sock *sk)
+{
+    (void)shutdown(sk->fd, SHUT_RDWR);
+}
+
+static void after_socket_action(tc__curl *eng, CURLMcode mc);
 
 static void on_poll(uv_poll_t *h, int status, int events)
 {
-    tc__sock *s = tc__container_of(h, tc__sock, poll);
-    tc__curl *c = s->client;
+    tc__sock *sk = tc__container_of(h, tc__sock, poll);
+    tc__curl *eng = sk->client;
     int flags = 0;
     if (status < 0) {
         /* libuv reports POLLERR (a reset, a refused connect) as an error and nothing else. A
@@ -273,53 +293,53 @@ static void on_poll(uv_poll_t *h, int status, int events)
             flags |= CURL_CSELECT_OUT;
     }
     int running = 0;
-    CURLMcode mc = curl_multi_socket_action(c->multi, s->fd, flags, &running);
-    after_socket_action(c, mc); /* s may be gone by now */
+    CURLMcode mc = curl_multi_socket_action(eng->multi, sk->fd, flags, &running);
+    after_socket_action(eng, mc); /* sk may be gone by now */
 }
 
 /* CURLMOPT_SOCKETFUNCTION: watch fd for what curl wants, or stop watching it. */
 static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
-    tc__curl *c = userp;
+    tc__curl *eng = userp;
     (void)socketp;
     char *priv = NULL;
     if (what != CURL_POLL_REMOVE && easy != NULL &&
         curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv) == CURLE_OK && priv != NULL)
         ((tc__creq *)(void *)priv)->curl_fd = fd; /* the socket an abort must reset */
     if (what == CURL_POLL_REMOVE || what == CURL_POLL_NONE) {
-        tc__sock *s = sock_get(c, fd, 0);
-        if (s == NULL)
+        tc__sock *sk = sock_get(eng, fd, 0);
+        if (sk == NULL)
             return 0;
-        if (s->opened_by_us) {
-            if (s->poll_ready && s->events != 0)
-                uv_poll_stop(&s->poll); /* keep the handle for the pooled connection */
-            s->events = 0;
+        if (sk->opened_by_us) {
+            if (sk->poll_ready && sk->events != 0)
+                uv_poll_stop(&sk->poll); /* keep the handle for the pooled connection */
+            sk->events = 0;
         } else {
-            sock_release(c, s); /* not ours to keep: curl closes it right after this */
+            sock_release(eng, sk); /* not ours to keep: curl closes it right after this */
         }
         return 0;
     }
-    tc__sock *s = sock_get(c, fd, 1);
-    if (s == NULL)
+    tc__sock *sk = sock_get(eng, fd, 1);
+    if (sk == NULL)
         return -1;
-    if (!s->poll_ready) {
-        if (uv_poll_init_socket(c->loop, &s->poll, fd) != 0) {
-            sock_release(c, s);
+    if (!sk->poll_ready) {
+        if (uv_poll_init_socket(eng->loop, &sk->poll, fd) != 0) {
+            sock_release(eng, sk);
             return -1;
         }
-        s->poll.data = c;
-        s->poll_ready = 1;
+        sk->poll.data = eng;
+        sk->poll_ready = 1;
     }
     int events = 0;
     if (what & CURL_POLL_IN)
         events |= UV_READABLE;
     if (what & CURL_POLL_OUT)
         events |= UV_WRITABLE;
-    if (events == s->events)
+    if (events == sk->events)
         return 0;
-    if (uv_poll_start(&s->poll, events, on_poll) != 0)
+    if (uv_poll_start(&sk->poll, events, on_poll) != 0)
         return -1;
-    s->events = events;
+    sk->events = events;
     return 0;
 }
 
@@ -327,24 +347,24 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
 
 static void on_curl_timeout(uv_timer_t *t)
 {
-    tc__curl *c = tc__container_of(t, tc__curl, curl_timer);
+    tc__curl *eng = tc__container_of(t, tc__curl, curl_timer);
     int running = 0;
-    CURLMcode mc = curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    after_socket_action(c, mc);
+    CURLMcode mc = curl_multi_socket_action(eng->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    after_socket_action(eng, mc);
 }
 
 /* CURLMOPT_TIMERFUNCTION: one-shot timer; never calls into curl from here. */
 static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
 {
-    tc__curl *c = userp;
+    tc__curl *eng = userp;
     (void)multi;
-    if (c->closing)
+    if (eng->closing)
         return 0;
     if (timeout_ms < 0) {
-        uv_timer_stop(&c->curl_timer);
+        uv_timer_stop(&eng->curl_timer);
         return 0;
     }
-    return uv_timer_start(&c->curl_timer, on_curl_timeout, (uint64_t)timeout_ms, 0) == 0 ? 0 : -1;
+    return uv_timer_start(&eng->curl_timer, on_curl_timeout, (uint64_t)timeout_ms, 0) == 0 ? 0 : -1;
 }
 
 /* ---- easy handles --------------------------------------------------------------------------- */
@@ -356,107 +376,110 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
     } while (0)
 
 /* A fresh easy handle with every option that is the same for all of this client's requests. */
-static tc__easy *easy_new(tc__curl *c)
+static tc__easy *easy_new(tc__curl *eng)
 {
-    tc__easy *e = tc__calloc(1, sizeof(*e));
-    if (e == NULL)
+    tc__easy *easy = tc__calloc(1, sizeof(*easy));
+    if (easy == NULL)
         return NULL;
-    e->curl = curl_easy_init();
-    if (e->curl == NULL)
+    easy->curl = curl_easy_init();
+    if (easy->curl == NULL)
         goto fail;
-    CURL *h = e->curl;
-    SETOPT(h, CURLOPT_NOSIGNAL, 1L);
-    SETOPT(h, CURLOPT_TCP_NODELAY, 1L);
-    SETOPT(h, CURLOPT_ERRORBUFFER, e->errbuf);
-    SETOPT(h, CURLOPT_WRITEFUNCTION, on_body);
-    SETOPT(h, CURLOPT_HEADERFUNCTION, on_header);
-    SETOPT(h, CURLOPT_PREREQFUNCTION, on_prereq);
-    SETOPT(h, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
-    SETOPT(h, CURLOPT_OPENSOCKETDATA, c);
-    SETOPT(h, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
-    SETOPT(h, CURLOPT_CLOSESOCKETDATA, c);
+    CURL *curl = easy->curl;
+    SETOPT(curl, CURLOPT_NOSIGNAL, 1L);
+    SETOPT(curl, CURLOPT_TCP_NODELAY, 1L);
+    SETOPT(curl, CURLOPT_ERRORBUFFER, easy->errbuf);
+    SETOPT(curl, CURLOPT_WRITEFUNCTION, on_curl_body);
+    SETOPT(curl, CURLOPT_HEADERFUNCTION, on_header);
+    SETOPT(curl, CURLOPT_PREREQFUNCTION, on_prereq);
+    SETOPT(curl, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    SETOPT(curl, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    SETOPT(curl, CURLOPT_CLOSESOCKETDATA, eng);
 #if LIBCURL_VERSION_NUM >= 0x075500
-    SETOPT(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    SETOPT(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    SETOPT(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    SETOPT(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 #else
     SETOPT(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
     SETOPT(h, CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
-    SETOPT(h, CURLOPT_FOLLOWLOCATION, c->c->cfg.follow_redirects ? 1L : 0L);
-    SETOPT(h, CURLOPT_MAXREDIRS, TC_CLIENT_MAX_REDIRECTS);
-    SETOPT(h, CURLOPT_SSL_VERIFYPEER, c->c->cfg.insecure ? 0L : 1L);
-    SETOPT(h, CURLOPT_SSL_VERIFYHOST, c->c->cfg.insecure ? 0L : 2L);
-    if (c->c->ca_file != NULL)
-        SETOPT(h, CURLOPT_CAINFO, c->c->ca_file);
-    SETOPT(h, CURLOPT_HTTP_VERSION,
-           c->c->cfg.http2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
-    SETOPT(h, CURLOPT_BUFFERSIZE, (long)TC_CLIENT_RECV_BUFFER);
-    SETOPT(h, CURLOPT_PROXY, "");   /* no proxy from the environment: upstreams are explicit */
-    SETOPT(h, CURLOPT_NOPROXY, ""); /* and no per-request getenv("no_proxy") either */
-    SETOPT(h, CURLOPT_USERAGENT, "tailcut/" TC_VERSION);
-    SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS, (long)c->c->cfg.connect_timeout_ms);
-    return e;
+    SETOPT(curl, CURLOPT_FOLLOWLOCATION, eng->client->cfg.follow_redirects ? 1L : 0L);
+    SETOPT(curl, CURLOPT_MAXREDIRS, TC__CURL_MAX_REDIRECTS);
+    SETOPT(curl, CURLOPT_SSL_VERIFYPEER, eng->client->cfg.insecure ? 0L : 1L);
+    SETOPT(curl, CURLOPT_SSL_VERIFYHOST, eng->client->cfg.insecure ? 0L : 2L);
+    if (eng->client->ca_file != NULL)
+        SETOPT(curl, CURLOPT_CAINFO, eng->client->ca_file);
+    SETOPT(curl, CURLOPT_HTTP_VERSION,
+           eng->client->cfg.http2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
+    SETOPT(curl, CURLOPT_BUFFERSIZE, (long)TC__CURL_RECV_BUFFER);
+    SETOPT(curl, CURLOPT_PROXY, "");   /* no proxy from the environment: upstreams are explicit */
+    SETOPT(curl, CURLOPT_NOPROXY, ""); /* and no per-request getenv("no_proxy") either */
+    SETOPT(curl, CURLOPT_USERAGENT, "tailcut/" TC_VERSION_STRING);
+    SETOPT(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)eng->client->cfg.connect_timeout_ms);
+    return easy;
 fail:
-    if (e->curl != NULL)
-        curl_easy_cleanup(e->curl);
-    tc__free(e);
+    if (easy->curl != NULL)
+        curl_easy_cleanup(easy->curl);
+    tc__free(easy);
     return NULL;
 }
 
-static tc__easy *easy_acquire(tc__curl *c)
+static tc__easy *easy_acquire(tc__curl *eng)
 {
-    tc__easy *e = c->easy_pool;
-    if (e != NULL) {
-        c->easy_pool = e->next;
-        c->neasy_pool--;
-        e->next = NULL;
-        return e;
+    tc__link *l = tc__list_last(&eng->easy_pool);
+    if (l != NULL) {
+        tc__list_remove(l);
+        eng->neasy_pool--;
+        return tc__container_of(l, tc__easy, link);
     }
-    return easy_new(c);
+    return easy_new(eng);
 }
 
-static void easy_release(tc__curl *c, tc__easy *e)
+static void easy_release(tc__curl *eng, tc__easy *easy)
 {
-    if (e == NULL)
+    if (easy == NULL)
         return;
     /* Drop pointers into the finished request so that the idle handle holds nothing stale. */
-    curl_easy_setopt(e->curl, CURLOPT_HTTPHEADER, NULL);
-    curl_easy_setopt(e->curl, CURLOPT_PRIVATE, NULL);
-    if (!c->closing && c->neasy_pool < TC_CLIENT_EASY_POOL_MAX) {
-        e->next = c->easy_pool;
-        c->easy_pool = e;
-        c->neasy_pool++;
+    curl_easy_setopt(easy->curl, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(easy->curl, CURLOPT_CONNECT_TO, NULL);
+    curl_easy_setopt(easy->curl, CURLOPT_PRIVATE, NULL);
+    curl_easy_setopt(easy->curl, CURLOPT_OPENSOCKETDATA, NULL);
+    if (!eng->closing && eng->neasy_pool < TC__CURL_EASY_POOL_MAX) {
+        tc__list_push_back(&eng->easy_pool, &easy->link);
+        eng->neasy_pool++;
         return;
     }
-    curl_easy_cleanup(e->curl);
-    tc__free(e);
+    curl_easy_cleanup(easy->curl);
+    tc__free(easy);
 }
 
-/* Sets everything request-specific on e, overwriting whatever the previous request set. */
-static int easy_prepare(tc__easy *e, tc__creq *r)
+/* Sets everything request-specific on easy, overwriting whatever the previous request set. */
+static int easy_prepare(tc__easy *easy, tc__creq *r)
 {
-    CURL *h = e->curl;
-    e->errbuf[0] = '\0';
-    SETOPT(h, CURLOPT_URL, r->url);
-    SETOPT(h, CURLOPT_PRIVATE, r);
-    SETOPT(h, CURLOPT_WRITEDATA, r);
-    SETOPT(h, CURLOPT_HEADERDATA, r);
-    SETOPT(h, CURLOPT_PREREQDATA, r);
-    SETOPT(h, CURLOPT_HTTPGET, 1L); /* resets method, upload and nobody */
-    SETOPT(h, CURLOPT_CUSTOMREQUEST, (char *)NULL);
+    CURL *curl = easy->curl;
+    easy->errbuf[0] = '\0';
+    SETOPT(curl, CURLOPT_URL, r->url);
+    SETOPT(curl, CURLOPT_PRIVATE, r);
+    SETOPT(curl, CURLOPT_WRITEDATA, r);
+    SETOPT(curl, CURLOPT_HEADERDATA, r);
+    SETOPT(curl, CURLOPT_PREREQDATA, r);
+    SETOPT(curl, CURLOPT_OPENSOCKETDATA, r);
+    /* Connecting elsewhere keeps the URL's host as Host and TLS name; libcurl's connection
+     * cache keeps such connections apart from the host's own and from other addresses'. */
+    SETOPT(curl, CURLOPT_CONNECT_TO, r->curl_connect_to);
+    SETOPT(curl, CURLOPT_HTTPGET, 1L); /* resets method, upload and nobody */
+    SETOPT(curl, CURLOPT_CUSTOMREQUEST, (char *)NULL);
     if (r->body != NULL) {
-        SETOPT(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
-        SETOPT(h, CURLOPT_POSTFIELDS, r->body);
+        SETOPT(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+        SETOPT(curl, CURLOPT_POSTFIELDS, r->body);
         if (strcmp(r->method, "POST") != 0)
-            SETOPT(h, CURLOPT_CUSTOMREQUEST, r->method);
+            SETOPT(curl, CURLOPT_CUSTOMREQUEST, r->method);
     } else if (strcmp(r->method, "HEAD") == 0) {
-        SETOPT(h, CURLOPT_NOBODY, 1L);
+        SETOPT(curl, CURLOPT_NOBODY, 1L);
     } else if (strcmp(r->method, "GET") != 0) {
-        SETOPT(h, CURLOPT_CUSTOMREQUEST, r->method);
+        SETOPT(curl, CURLOPT_CUSTOMREQUEST, r->method);
     }
-    SETOPT(h, CURLOPT_HTTPHEADER, r->curl_headers);
-    SETOPT(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)r->max_body);
-    SETOPT(h, CURLOPT_PIPEWAIT, (r->https && r->client->cfg.http2) ? 1L : 0L);
+    SETOPT(curl, CURLOPT_HTTPHEADER, r->curl_headers);
+    SETOPT(curl, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)r->max_body);
+    SETOPT(curl, CURLOPT_PIPEWAIT, (r->https && r->client->cfg.http2) ? 1L : 0L);
     return 0;
 fail:
     return TC_ENOMEM;
@@ -470,21 +493,23 @@ fail:
  * its connection; with reset, SO_LINGER {1, 0} first makes that close a reset. */
 static void transfer_end(tc__creq *r, int reset)
 {
-    tc__curl *c = r->client->curl;
-    tc__easy *e = r->easy;
-    if (e == NULL)
+    tc__curl *eng = r->client->curl;
+    tc__easy *easy = r->easy;
+    if (easy == NULL)
         return;
     tc__list_remove(&r->curl_link);
     /* CURLINFO_ACTIVESOCKET knows a transfer's socket only once it is done; the socket
      * callback told us which one this transfer was using. */
     /* Not for a multiplexed (HTTP/2) connection: the other streams keep it. */
-    tc__sock *s = reset && !r->origin->multiplex ? sock_get(c, r->curl_fd, 0) : NULL;
-    if (s != NULL && s->opened_by_us) {
+    tc__sock *sk = !r->origin->multiplex ? sock_get(eng, r->curl_fd, 0) : NULL;
+    if (sk != NULL && sk->opened_by_us && reset) {
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         (void)setsockopt(r->curl_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    } else if (sk != NULL && sk->origin != NULL && sk->gen != sk->origin->gen) {
+        sock_shutdown(sk); /* its origin was retired while it was busy */
     }
-    curl_multi_remove_handle(c->multi, e->curl);
-    easy_release(c, e);
+    curl_multi_remove_handle(eng->multi, easy->curl);
+    easy_release(eng, easy);
     r->easy = NULL;
 }
 
@@ -540,13 +565,13 @@ static int map_curl_error(CURLcode code, long os_errno)
 /* A DONE message from curl for r: report the response or a mapped error. */
 static void finish_transfer(tc__creq *r, CURLcode code)
 {
-    CURL *h = ((tc__easy *)r->easy)->curl;
+    CURL *curl = ((tc__easy *)r->easy)->curl;
     char msg[CURL_ERROR_SIZE + 128];
 
     if (code != CURLE_OK) {
         int err;
         long os_errno = 0;
-        curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
+        curl_easy_getinfo(curl, CURLINFO_OS_ERRNO, &os_errno);
         if (r->curl_fail == FAIL_BODY_TOO_LARGE || code == CURLE_FILESIZE_EXCEEDED) {
             err = TC_ETOOLARGE;
             (void)snprintf(msg, sizeof(msg), "%s: body larger than %zu bytes", tc_strerror(err),
@@ -559,13 +584,12 @@ static void finish_transfer(tc__creq *r, CURLcode code)
             err = TC_ENOMEM;
             (void)snprintf(msg, sizeof(msg), "%s", tc_strerror(err));
         } else if (r->curl_fail == FAIL_RESENT) {
-            err = TC_ECONNRESET;
-            (void)snprintf(msg, sizeof(msg), "%s: the pooled connection closed before any answer",
-                           tc_strerror(err));
+            err = TC_ESTALE; /* libcurl wanted to send it again: a reused connection died */
+            (void)snprintf(msg, sizeof(msg), "%s", tc_strerror(err));
         } else {
             err = map_curl_error(code, os_errno);
-            tc__easy *e = r->easy;
-            const char *detail = e->errbuf[0] ? e->errbuf : curl_easy_strerror(code);
+            tc__easy *easy = r->easy;
+            const char *detail = easy->errbuf[0] ? easy->errbuf : curl_easy_strerror(code);
             (void)snprintf(msg, sizeof(msg), "%s: %s", tc_strerror(err), detail);
         }
         transfer_end(r, 1);
@@ -574,30 +598,30 @@ static void finish_transfer(tc__creq *r, CURLcode code)
     }
 
     long status = 0, version = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_getinfo(h, CURLINFO_HTTP_VERSION, &version);
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(curl, CURLINFO_HTTP_VERSION, &version);
     if (r->h1.body_off == 0 && start_body(r) != 0) {
         transfer_end(r, 0);
         tc__creq_fail(r, TC_ENOMEM, NULL);
         return;
     }
-    int v = version == CURL_HTTP_VERSION_2_0 ? 20 : version == CURL_HTTP_VERSION_1_0 ? 10 : 11;
+    int ver = version == CURL_HTTP_VERSION_2_0 ? 20 : version == CURL_HTTP_VERSION_1_0 ? 10 : 11;
     transfer_end(r, 0);
-    tc__creq_succeed(r, (int)status, v, r->h1.body_off);
+    tc__creq_succeed(r, (int)status, ver, r->h1.body_off);
 }
 
-static void check_multi_info(tc__curl *c)
+static void check_multi_info(tc__curl *eng)
 {
-    CURLMsg *m;
+    CURLMsg *msg;
     int left = 0;
-    while (!c->closing && (m = curl_multi_info_read(c->multi, &left)) != NULL) {
-        if (m->msg != CURLMSG_DONE)
+    while (!eng->closing && (msg = curl_multi_info_read(eng->multi, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE)
             continue;
-        CURLcode code = m->data.result;
+        CURLcode code = msg->data.result;
         char *priv = NULL;
-        if (curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv) != CURLE_OK ||
+        if (curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv) != CURLE_OK ||
             priv == NULL) {
-            curl_multi_remove_handle(c->multi, m->easy_handle); /* cannot happen; be safe */
+            curl_multi_remove_handle(eng->multi, msg->easy_handle); /* cannot happen; be safe */
             continue;
         }
         finish_transfer((tc__creq *)(void *)priv, code);
@@ -606,29 +630,29 @@ static void check_multi_info(tc__curl *c)
 
 /* After curl_multi_socket_action: a failure of the multi handle itself fails every running
  * request (nothing would ever complete them); then report finished transfers. */
-static void after_socket_action(tc__curl *c, CURLMcode mc)
+static void after_socket_action(tc__curl *eng, CURLMcode mc)
 {
-    if (mc != CURLM_OK && !c->closing) {
+    if (mc != CURLM_OK && !eng->closing) {
         char msg[160];
         int err = mc == CURLM_OUT_OF_MEMORY ? TC_ENOMEM : TC_EIO;
         (void)snprintf(msg, sizeof(msg), "%s: libcurl multi: %s", tc_strerror(err),
                        curl_multi_strerror(mc));
-        while (!c->closing && !tc__list_empty(&c->running)) {
-            tc__creq *r = tc__container_of(c->running.next, tc__creq, curl_link);
+        while (!eng->closing && !tc__list_empty(&eng->running)) {
+            tc__creq *r = tc__container_of(eng->running.next, tc__creq, curl_link);
             transfer_end(r, 1);
             tc__creq_fail(r, err, msg);
         }
     }
-    check_multi_info(c);
+    check_multi_info(eng);
 }
 
 /* ---- engine --------------------------------------------------------------------------------- */
 
-static void curl_free_all(tc__curl *c)
+static void curl_free_all(tc__curl *eng)
 {
-    if (c->multi != NULL)
-        curl_multi_cleanup(c->multi);
-    if (c->curl_global)
+    if (eng->multi != NULL)
+        curl_multi_cleanup(eng->multi);
+    if (eng->curl_global)
         curl_global_cleanup();
 }
 
@@ -638,46 +662,47 @@ static tc__curl *curl_get(tc_client *cl, int *err)
     if (cl->curl != NULL)
         return cl->curl;
     *err = TC_ENOMEM;
-    tc__curl *c = tc__calloc(1, sizeof(*c));
-    if (c == NULL)
+    tc__curl *eng = tc__calloc(1, sizeof(*eng));
+    if (eng == NULL)
         return NULL;
-    c->c = cl;
-    c->loop = cl->loop;
-    tc__list_init(&c->running);
+    eng->client = cl;
+    eng->loop = cl->loop;
+    tc__list_init(&eng->running);
+    tc__list_init(&eng->easy_pool);
     /* libcurl allocates through the library's hook (base/alloc.h), so failing allocations reach
      * it too. A failure here is TC_EIO: libcurl says only CURLE_FAILED_INIT, whatever the cause. */
     *err = TC_EIO;
     if (curl_global_init_mem(CURL_GLOBAL_DEFAULT, tc__malloc, tc__free, tc__realloc, tc__strdup,
                              tc__calloc) != CURLE_OK)
         goto fail;
-    c->curl_global = 1;
+    eng->curl_global = 1;
     *err = TC_ENOMEM; /* curl_multi_init fails only for want of memory */
-    c->multi = curl_multi_init();
-    if (c->multi == NULL)
+    eng->multi = curl_multi_init();
+    if (eng->multi == NULL)
         goto fail;
     *err = TC_EIO;
     /* Admission is the client's: curl never caps or queues. MAXCONNECTS bounds its cache of
      * idle connections to the same figure as the client's total. */
     long maxc = (long)cl->cfg.max_connections;
-    if (curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket) != CURLM_OK ||
-        curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c) != CURLM_OK ||
-        curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer) != CURLM_OK ||
-        curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c) != CURLM_OK ||
-        curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, maxc) != CURLM_OK ||
-        curl_multi_setopt(c->multi, CURLMOPT_PIPELINING,
+    if (curl_multi_setopt(eng->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket) != CURLM_OK ||
+        curl_multi_setopt(eng->multi, CURLMOPT_SOCKETDATA, eng) != CURLM_OK ||
+        curl_multi_setopt(eng->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer) != CURLM_OK ||
+        curl_multi_setopt(eng->multi, CURLMOPT_TIMERDATA, eng) != CURLM_OK ||
+        curl_multi_setopt(eng->multi, CURLMOPT_MAXCONNECTS, maxc) != CURLM_OK ||
+        curl_multi_setopt(eng->multi, CURLMOPT_PIPELINING,
                           cl->cfg.http2 ? (long)CURLPIPE_MULTIPLEX : (long)CURLPIPE_NOTHING) !=
             CURLM_OK)
         goto fail;
-    if (uv_timer_init(c->loop, &c->curl_timer) != 0)
+    if (uv_timer_init(eng->loop, &eng->curl_timer) != 0)
         goto fail;
-    c->curl_timer.data = c;
-    c->open_handles++;
-    cl->curl = c;
+    eng->curl_timer.data = eng;
+    eng->open_handles++;
+    cl->curl = eng;
     cl->open_handles++; /* given back when the engine is freed */
-    return c;
+    return eng;
 fail:
-    curl_free_all(c);
-    tc__free(c);
+    curl_free_all(eng);
+    tc__free(eng);
     return NULL;
 }
 
@@ -697,12 +722,12 @@ int tc__curl_prepare(tc__creq *r)
             (void)snprintf(line, n, "%s;", hd->name);
         else
             (void)snprintf(line, n, "%s: %s", hd->name, hd->value);
-        struct curl_slist *l = curl_slist_append(r->curl_headers, line);
+        struct curl_slist *sl = curl_slist_append(r->curl_headers, line);
         if (line != small)
             tc__free(line);
-        if (l == NULL)
+        if (sl == NULL)
             return TC_ENOMEM;
-        r->curl_headers = l;
+        r->curl_headers = sl;
     }
     /* libcurl labels a body application/x-www-form-urlencoded by itself; the native engine
      * sends only what the caller set, and so does this one ("Content-Type:" removes it). */
@@ -710,16 +735,27 @@ int tc__curl_prepare(tc__creq *r)
     for (size_t i = 0; i < r->req_nheaders; i++)
         has_type |= strcasecmp(r->req_headers[i].name, "content-type") == 0;
     if (r->body != NULL && !has_type) {
-        struct curl_slist *l = curl_slist_append(r->curl_headers, "Content-Type:");
-        if (l == NULL)
+        struct curl_slist *sl = curl_slist_append(r->curl_headers, "Content-Type:");
+        if (sl == NULL)
             return TC_ENOMEM;
-        r->curl_headers = l;
+        r->curl_headers = sl;
     }
-    if (r->body != NULL && r->body_len > TC_CLIENT_EXPECT_THRESHOLD) {
-        struct curl_slist *l = curl_slist_append(r->curl_headers, "Expect:");
-        if (l == NULL)
+    if (r->body != NULL && r->body_len > TC__CURL_EXPECT_THRESHOLD) {
+        struct curl_slist *sl = curl_slist_append(r->curl_headers, "Expect:");
+        if (sl == NULL)
             return TC_ENOMEM;
-        r->curl_headers = l;
+        r->curl_headers = sl;
+    }
+    if (r->connect_to != NULL) {
+        /* "HOST:PORT:ADDRESS:PORT" with HOST and both ports empty: whatever the URL names,
+         * connect to ADDRESS on the URL's port. An IPv6 address goes in brackets. */
+        char entry[TC__CLIENT_ADDR_TEXT + 8];
+        int v6 = strchr(r->connect_to, ':') != NULL;
+        (void)snprintf(entry, sizeof(entry), "::%s%s%s:", v6 ? "[" : "", r->connect_to,
+                       v6 ? "]" : "");
+        r->curl_connect_to = curl_slist_append(NULL, entry);
+        if (r->curl_connect_to == NULL)
+            return TC_ENOMEM;
     }
     return 0;
 }
@@ -728,19 +764,21 @@ void tc__curl_release(tc__creq *r)
 {
     curl_slist_free_all(r->curl_headers);
     r->curl_headers = NULL;
+    curl_slist_free_all(r->curl_connect_to);
+    r->curl_connect_to = NULL;
 }
 
 int tc__curl_start(tc__creq *r)
 {
     int err = 0;
-    tc__curl *c = curl_get(r->client, &err);
-    if (c == NULL)
+    tc__curl *eng = curl_get(r->client, &err);
+    if (eng == NULL)
         return err;
-    tc__easy *e = easy_acquire(c);
-    if (e == NULL)
+    tc__easy *easy = easy_acquire(eng);
+    if (easy == NULL)
         return TC_ENOMEM;
-    if (easy_prepare(e, r) != 0) {
-        easy_release(c, e);
+    if (easy_prepare(easy, r) != 0) {
+        easy_release(eng, easy);
         return TC_ENOMEM;
     }
     tc__buf_reset(&r->out);
@@ -748,13 +786,13 @@ int tc__curl_start(tc__creq *r)
     r->curl_fail = FAIL_NONE;
     r->curl_sends = 0;
     r->curl_fd = CURL_SOCKET_BAD;
-    CURLMcode mc = curl_multi_add_handle(c->multi, e->curl);
+    CURLMcode mc = curl_multi_add_handle(eng->multi, easy->curl);
     if (mc != CURLM_OK) {
-        easy_release(c, e);
+        easy_release(eng, easy);
         return mc == CURLM_OUT_OF_MEMORY ? TC_ENOMEM : TC_EIO;
     }
-    r->easy = e;
-    tc__list_push_back(&c->running, &r->curl_link);
+    r->easy = easy;
+    tc__list_push_back(&eng->running, &r->curl_link);
     return 0;
 }
 
@@ -763,16 +801,31 @@ void tc__curl_abort(tc__creq *r)
     transfer_end(r, 1);
 }
 
-static void maybe_free(tc__curl *c)
+void tc__curl_retire(tc_client *cl, tc__origin *o)
 {
-    if (!c->closing || c->open_handles > 0 || c->multi != NULL)
+    tc__curl *eng = cl->curl;
+    for (size_t fd = 0; fd < eng->nsocks; fd++) {
+        tc__sock *sk = eng->socks[fd];
+        if (sk == NULL || sk->origin != o || o->multiplex)
+            continue;
+        int busy = 0;
+        for (tc__link *l = eng->running.next; l != &eng->running && !busy; l = l->next)
+            busy = tc__container_of(l, tc__creq, curl_link)->curl_fd == sk->fd;
+        if (!busy)
+            sock_shutdown(sk); /* idle: now; a busy one when its transfer ends (transfer_end) */
+    }
+}
+
+static void maybe_free(tc__curl *eng)
+{
+    if (!eng->closing || eng->open_handles > 0 || eng->multi != NULL)
         return;
-    tc_client *cl = c->c;
-    tc__free(c->socks);
-    if (c->curl_global)
+    tc_client *cl = eng->client;
+    tc__free(eng->socks);
+    if (eng->curl_global)
         curl_global_cleanup();
     cl->curl = NULL;
-    tc__free(c);
+    tc__free(eng);
     tc__client_handle_closed(cl);
 }
 
@@ -780,27 +833,28 @@ static void maybe_free(tc__curl *c)
  * its cached connections calls on_close_socket, which closes their poll handles. */
 static void on_curl_timer_closed(uv_handle_t *h)
 {
-    tc__curl *c = h->data;
-    curl_multi_cleanup(c->multi);
-    c->multi = NULL;
-    while (c->easy_pool != NULL) {
-        tc__easy *e = c->easy_pool;
-        c->easy_pool = e->next;
-        curl_easy_cleanup(e->curl);
-        tc__free(e);
+    tc__curl *eng = h->data;
+    curl_multi_cleanup(eng->multi);
+    eng->multi = NULL;
+    tc__link *l;
+    while ((l = tc__list_first(&eng->easy_pool)) != NULL) {
+        tc__easy *easy = tc__container_of(l, tc__easy, link);
+        tc__list_remove(l);
+        curl_easy_cleanup(easy->curl);
+        tc__free(easy);
     }
-    c->neasy_pool = 0;
-    for (size_t fd = 0; fd < c->nsocks; fd++)
-        if (c->socks[fd] != NULL)
-            sock_release(c, c->socks[fd]);
-    c->open_handles--;
-    maybe_free(c);
+    eng->neasy_pool = 0;
+    for (size_t fd = 0; fd < eng->nsocks; fd++)
+        if (eng->socks[fd] != NULL)
+            sock_release(eng, eng->socks[fd]);
+    eng->open_handles--;
+    maybe_free(eng);
 }
 
 void tc__curl_close(tc_client *cl)
 {
-    tc__curl *c = cl->curl;
-    c->closing = 1;
-    uv_timer_stop(&c->curl_timer);
-    uv_close((uv_handle_t *)&c->curl_timer, on_curl_timer_closed);
+    tc__curl *eng = cl->curl;
+    eng->closing = 1;
+    uv_timer_stop(&eng->curl_timer);
+    uv_close((uv_handle_t *)&eng->curl_timer, on_curl_timer_closed);
 }

@@ -66,6 +66,7 @@ struct tc__conn {
     uint64_t keepalive_ms;
     size_t addr_idx;
     unsigned uses; /* responses read on it */
+    unsigned gen;  /* its origin's generation when it opened (tc_client_retire_origin) */
     int state;
     int handles;   /* uv handles not yet closed */
     int reconnect; /* the closing tcp handle reopens for the next address */
@@ -80,8 +81,8 @@ typedef struct tc__gai {
     tc__origin *origin;
 } tc__gai;
 
-static int conn_connect(tc__conn *k);
-static void conn_connect_or_fail(tc__conn *k);
+static int conn_connect(tc__conn *c);
+static void conn_connect_or_fail(tc__conn *c);
 static int conn_open(tc__native *nat, tc__creq *r);
 
 /* ---- request head --------------------------------------------------------------------------- */
@@ -89,7 +90,7 @@ static int conn_open(tc__native *nat, tc__creq *r);
 /* strcasecmp(name, lower) == 0 for a lower-case literal starting with a letter; the first byte
  * is compared before the call, since most names differ there (X-Request-Id, X-Tailcut-Attempt
  * against host, accept...): the head is built for every attempt. */
-static int name_is(const char *name, const char *lower)
+static int header_name_is(const char *name, const char *lower)
 {
     return ((unsigned char)name[0] | 0x20) == (unsigned char)lower[0] &&
            strcasecmp(name, lower) == 0;
@@ -98,19 +99,19 @@ static int name_is(const char *name, const char *lower)
 static int user_has(const tc_client_request *req, const char *name)
 {
     for (size_t i = 0; i < req->nheaders; i++)
-        if (name_is(req->headers[i].name, name))
+        if (header_name_is(req->headers[i].name, name))
             return 1;
     return 0;
 }
 
 static int framing_header(const char *name)
 {
-    return name_is(name, "content-length") || name_is(name, "transfer-encoding");
+    return header_name_is(name, "content-length") || header_name_is(name, "transfer-encoding");
 }
 
 /* Writes the head into dst (or only counts it, dst NULL) and returns its length. The framing
  * headers are always ours; Host, User-Agent and Accept are ours unless the caller sets them. */
-static size_t head_emit(const tc_client_request *req, const char *method, const tc__url_cache *u,
+static size_t head_emit(const tc_client_request *req, const char *method, const tc__url_cache *uc,
                         char *dst)
 {
     size_t n = 0;
@@ -124,15 +125,15 @@ static size_t head_emit(const tc_client_request *req, const char *method, const 
     } while (0)
     EMIT(method);
     EMIT(" ");
-    EMIT(u->target);
+    EMIT(uc->target);
     EMIT(" HTTP/1.1\r\n");
     if (!user_has(req, "host")) {
         EMIT("Host: ");
-        EMIT(u->host);
+        EMIT(uc->host);
         EMIT("\r\n");
     }
     if (!user_has(req, "user-agent"))
-        EMIT("User-Agent: tailcut/" TC_VERSION "\r\n");
+        EMIT("User-Agent: tailcut/" TC_VERSION_STRING "\r\n");
     if (!user_has(req, "accept"))
         EMIT("Accept: */*\r\n");
     for (size_t i = 0; i < req->nheaders; i++) {
@@ -156,38 +157,38 @@ static size_t head_emit(const tc_client_request *req, const char *method, const 
 }
 
 size_t tc__native_head_size(const tc_client_request *req, const char *method,
-                            const tc__url_cache *u)
+                            const tc__url_cache *uc)
 {
-    return head_emit(req, method, u, NULL);
+    return head_emit(req, method, uc, NULL);
 }
 
-void tc__native_head_build(const tc_client_request *req, const char *method, const tc__url_cache *u,
-                           char *dst)
+void tc__native_head_build(const tc_client_request *req, const char *method,
+                           const tc__url_cache *uc, char *dst)
 {
-    (void)head_emit(req, method, u, dst);
+    (void)head_emit(req, method, uc, dst);
 }
 
 /* ---- engine --------------------------------------------------------------------------------- */
 
-static tc__native *native_get(tc_client *c)
+static tc__native *native_get(tc_client *cl)
 {
-    if (c->native != NULL)
-        return c->native;
+    if (cl->native != NULL)
+        return cl->native;
     tc__native *nat = tc__calloc(1, sizeof(*nat));
     if (nat == NULL)
         return NULL;
-    nat->client = c;
+    nat->client = cl;
     tc__list_init(&nat->lru);
     tc__list_init(&nat->doomed);
     tc__list_init(&nat->lookups);
-    if (uv_idle_init(c->loop, &nat->reaper) != 0) {
+    if (uv_idle_init(cl->loop, &nat->reaper) != 0) {
         tc__free(nat);
         return NULL;
     }
     nat->reaper.data = nat;
     nat->live++; /* the reaper, until tc__native_close closes it */
-    c->native = nat;
-    c->open_handles++; /* given back when the engine is freed */
+    cl->native = nat;
+    cl->open_handles++; /* given back when the engine is freed */
     return nat;
 }
 
@@ -195,10 +196,10 @@ static void native_maybe_free(tc__native *nat)
 {
     if (!nat->closing || nat->live > 0)
         return;
-    tc_client *c = nat->client;
-    c->native = NULL;
+    tc_client *cl = nat->client;
+    cl->native = NULL;
     tc__free(nat);
-    tc__client_handle_closed(c);
+    tc__client_handle_closed(cl);
 }
 
 static void on_reaper_closed(uv_handle_t *h)
@@ -212,47 +213,47 @@ static void on_reaper_closed(uv_handle_t *h)
 
 static void conn_handle_closed(uv_handle_t *h)
 {
-    tc__conn *k = h->data;
-    if (--k->handles > 0)
+    tc__conn *c = h->data;
+    if (--c->handles > 0)
         return;
-    tc__native *nat = k->nat;
-    tc__origin_unref(nat->client, k->origin);
-    tc__free(k);
+    tc__native *nat = c->nat;
+    tc__origin_unref(nat->client, c->origin);
+    tc__free(c);
     nat->live--;
     native_maybe_free(nat);
 }
 
-/* Takes k out of the pool's books: it counts as closed from now on. */
-static void conn_retire(tc__conn *k)
+/* Takes c out of the pool's books: it counts as closed from now on. */
+static void conn_retire(tc__conn *c)
 {
-    tc__native *nat = k->nat;
-    tc__list_remove(&k->link);
-    tc__list_remove(&k->lru);
-    k->state = C_CLOSING;
-    k->r = NULL;
+    tc__native *nat = c->nat;
+    tc__list_remove(&c->link);
+    tc__list_remove(&c->lru);
+    c->state = C_CLOSING;
+    c->r = NULL;
     nat->nconns--;
     if (nat->client->stats.open_connections > 0)
         nat->client->stats.open_connections--;
-    uv_timer_stop(&k->timer);
+    uv_timer_stop(&c->timer);
 }
 
-static void conn_close_handles(tc__conn *k, int reset)
+static void conn_close_handles(tc__conn *c, int reset)
 {
-    uv_close((uv_handle_t *)&k->timer, conn_handle_closed);
-    if (k->reconnect)
+    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+    if (c->reconnect)
         return; /* the tcp handle is already closing */
-    if (!reset || uv_tcp_close_reset(&k->tcp, conn_handle_closed) != 0)
-        uv_close((uv_handle_t *)&k->tcp, conn_handle_closed);
+    if (!reset || uv_tcp_close_reset(&c->tcp, conn_handle_closed) != 0)
+        uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
 }
 
-/* Closes k now: with a reset when its exchange was cut short, else in good order. Its request,
+/* Closes c now: with a reset when its exchange was cut short, else in good order. Its request,
  * if any, must have been taken off it (and reported or aborted) by the caller. */
-static void conn_close(tc__conn *k, int reset)
+static void conn_close(tc__conn *c, int reset)
 {
-    if (k->state == C_CLOSING)
+    if (c->state == C_CLOSING)
         return;
-    conn_retire(k);
-    conn_close_handles(k, reset);
+    conn_retire(c);
+    conn_close_handles(c, reset);
 }
 
 /* Resets at most TC__NATIVE_REAP_BATCH aborted connections. An idle handle runs once per loop
@@ -261,9 +262,9 @@ static void conn_close(tc__conn *k, int reset)
 static void reap(tc__native *nat, size_t max)
 {
     for (size_t n = 0; n < max && !tc__list_empty(&nat->doomed); n++) {
-        tc__conn *k = tc__container_of(nat->doomed.next, tc__conn, link);
-        tc__list_remove(&k->link);
-        conn_close_handles(k, 1);
+        tc__conn *c = tc__container_of(nat->doomed.next, tc__conn, link);
+        tc__list_remove(&c->link);
+        conn_close_handles(c, 1);
     }
     if (tc__list_empty(&nat->doomed))
         uv_idle_stop(&nat->reaper);
@@ -274,23 +275,23 @@ static void on_reap(uv_idle_t *h)
     reap(h->data, TC__NATIVE_REAP_BATCH);
 }
 
-/* Aborts k: out of the books at once (a read, write or connect that completes meanwhile finds
+/* Aborts c: out of the books at once (a read, write or connect that completes meanwhile finds
  * it closing and does nothing), reset by the reaper on a later loop turn. */
-static void conn_abort(tc__conn *k)
+static void conn_abort(tc__conn *c)
 {
-    if (k->state == C_CLOSING)
+    if (c->state == C_CLOSING)
         return;
-    tc__native *nat = k->nat;
-    conn_retire(k);
-    if (nat->closing || k->writing) {
+    tc__native *nat = c->nat;
+    conn_retire(c);
+    if (nat->closing || c->writing) {
         /* A pending write points into the request's memory, which goes now: only a close
          * (which cancels the write) makes sure libuv never reads it. */
-        conn_close_handles(k, 1);
+        conn_close_handles(c, 1);
         return;
     }
     if (tc__list_empty(&nat->doomed))
         (void)uv_idle_start(&nat->reaper, on_reap); /* cannot fail for a started loop */
-    tc__list_push_back(&nat->doomed, &k->link);
+    tc__list_push_back(&nat->doomed, &c->link);
 }
 
 /* Makes room for one more connection under the total cap by closing the least recently used
@@ -304,21 +305,21 @@ static void evict_for_one_more(tc__native *nat)
         conn_close(tc__container_of(l, tc__conn, lru), 0);
 }
 
-/* Takes r off k (r goes on to be reported by the caller). */
-static tc__creq *conn_take(tc__conn *k)
+/* Takes r off c (r goes on to be reported by the caller). */
+static tc__creq *conn_take(tc__conn *c)
 {
-    tc__creq *r = k->r;
-    k->r = NULL;
+    tc__creq *r = c->r;
+    c->r = NULL;
     if (r != NULL)
         r->conn = NULL;
     return r;
 }
 
-/* r failed on k: k is closed (reset: its exchange was cut short) and r is reported. */
-static void conn_fail(tc__conn *k, int err, const char *fmt, const char *detail)
+/* r failed on c: c is closed (reset: its exchange was cut short) and r is reported. */
+static void conn_fail(tc__conn *c, int err, const char *fmt, const char *detail)
 {
-    tc__creq *r = conn_take(k);
-    conn_close(k, 1);
+    tc__creq *r = conn_take(c);
+    conn_close(c, 1);
     if (r == NULL)
         return;
     char msg[384];
@@ -326,23 +327,25 @@ static void conn_fail(tc__conn *k, int err, const char *fmt, const char *detail)
     tc__creq_fail(r, err, msg);
 }
 
-/* The pooled connection k died before any byte of r's response. A request that asked for the
+/* The pooled connection c died before any byte of r's response. A request that asked for the
  * stale-connection re-send (a GET or HEAD) goes once more on a fresh connection; any other
  * fails as a reset, so that nothing reaches the server twice without its caller knowing. */
-static void conn_died_unanswered(tc__conn *k, const char *detail)
+static void conn_died_unanswered(tc__conn *c, const char *detail)
 {
-    tc__creq *r = k->r;
-    if (r != NULL && k->uses > 0 && r->resend_stale && !r->stale_retried && !k->nat->closing) {
-        conn_take(k);
-        conn_close(k, 0); /* the server closed it already */
+    tc__creq *r = c->r;
+    if (r != NULL && c->uses > 0 && r->resend_stale && !r->stale_retried && !c->nat->closing) {
+        conn_take(c);
+        conn_close(c, 0); /* the server closed it already */
         r->stale_retried = 1;
         r->client->stats.stale_retries++;
-        int err = conn_open(k->nat, r);
+        int err = conn_open(c->nat, r);
         if (err != 0)
             tc__creq_fail(r, err, NULL);
         return;
     }
-    conn_fail(k, TC_ECONNRESET, "%s: %s", detail);
+    /* A reused connection that died unanswered is told apart (TC_ESTALE): its caller may send
+     * the request elsewhere. A fresh one that dies so is a plain reset. */
+    conn_fail(c, c->uses > 0 ? TC_ESTALE : TC_ECONNRESET, "%s: %s", detail);
 }
 
 static void on_idle_expired(uv_timer_t *t)
@@ -350,25 +353,25 @@ static void on_idle_expired(uv_timer_t *t)
     conn_close(t->data, 0);
 }
 
-/* k's exchange ended well: it goes back to its origin's pool, or closes. */
-static void conn_release(tc__conn *k, int reusable)
+/* c's exchange ended well: it goes back to its origin's pool, or closes. */
+static void conn_release(tc__conn *c, int reusable)
 {
-    tc__native *nat = k->nat;
-    if (!reusable || nat->closing || k->keepalive_ms == 0) {
-        conn_close(k, 0);
+    tc__native *nat = c->nat;
+    if (!reusable || nat->closing || c->keepalive_ms == 0 || c->gen != c->origin->gen) {
+        conn_close(c, 0); /* a retired origin's connection closes after its last request */
         return;
     }
-    k->state = C_IDLE;
-    tc__list_push_back(&k->origin->idle, &k->link);
-    tc__list_push_back(&nat->lru, &k->lru);
-    uv_timer_start(&k->timer, on_idle_expired, k->keepalive_ms, 0);
+    c->state = C_IDLE;
+    tc__list_push_back(&c->origin->idle, &c->link);
+    tc__list_push_back(&nat->lru, &c->lru);
+    uv_timer_start(&c->timer, on_idle_expired, c->keepalive_ms, 0);
     /* An idle pool does not keep the caller's loop running (libcurl's idle connections do not
      * either): uv_run returns once nothing but idle connections is left. */
-    uv_unref((uv_handle_t *)&k->tcp);
-    uv_unref((uv_handle_t *)&k->timer);
+    uv_unref((uv_handle_t *)&c->tcp);
+    uv_unref((uv_handle_t *)&c->timer);
 }
 
-/* How long k may stay idle after this response: our cap, or less when the server announced a
+/* How long c may stay idle after this response: our cap, or less when the server announced a
  * shorter Keep-Alive timeout (closing first avoids sending into a connection it is closing). */
 static uint64_t keepalive_of(const tc__creq *r, size_t head_len)
 {
@@ -376,106 +379,122 @@ static uint64_t keepalive_of(const tc__creq *r, size_t head_len)
     char v[64];
     if (tc_response_header(&head, "keep-alive", v, sizeof(v)) < 0)
         return TC__NATIVE_IDLE_MS;
-    const char *t = strcasestr(v, "timeout=");
-    if (t == NULL)
+    const char *timeout = strcasestr(v, "timeout=");
+    if (timeout == NULL)
         return TC__NATIVE_IDLE_MS;
-    unsigned long s = strtoul(t + 8, NULL, 10);
-    uint64_t ms = (uint64_t)s * 1000;
+    unsigned long secs = strtoul(timeout + 8, NULL, 10);
+    uint64_t ms = (uint64_t)secs * 1000;
     if (ms > TC__NATIVE_IDLE_MS)
         return TC__NATIVE_IDLE_MS;
     return ms > 2 * TC__NATIVE_KEEPALIVE_MARGIN_MS ? ms - TC__NATIVE_KEEPALIVE_MARGIN_MS : ms / 2;
 }
 
-static void on_response_done(tc__conn *k, size_t extra)
+static void on_response_done(tc__conn *c, size_t extra)
 {
-    tc__creq *r = conn_take(k);
-    k->uses++;
+    tc__creq *r = conn_take(c);
+    c->uses++;
     size_t body_off = r->h1.body_off;
-    k->keepalive_ms = keepalive_of(r, body_off > 0 ? body_off - 1 : 0);
+    c->keepalive_ms = keepalive_of(r, body_off > 0 ? body_off - 1 : 0);
     /* Bytes after the response: the server sent more than it was asked for, so the connection's
      * framing cannot be trusted any more. An answer that came before the whole request was
      * written (an early 413, say): the rest of the request would follow, so the connection
      * closes, and closing at once cancels the write before r's memory can go. */
-    conn_release(k, r->h1.keep_alive && extra == 0 && !k->writing);
+    conn_release(c, r->h1.keep_alive && extra == 0 && !c->writing);
     tc__creq_succeed(r, r->h1.status, r->h1.version, body_off);
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+static void on_native_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
-    tc__conn *k = h->data;
+    tc__conn *c = h->data;
     (void)suggested;
-    *b = uv_buf_init(k->nat->rbuf, sizeof(k->nat->rbuf));
+    *b = uv_buf_init(c->nat->rbuf, sizeof(c->nat->rbuf));
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+/* r's response could not be read, for h1_parse's reason rc: each reason has its error code. */
+static void response_failed(tc__conn *c, tc__creq *r, tc__h1_status rc)
 {
-    tc__conn *k = s->data;
-    if (nread == 0 || k->state == C_CLOSING)
+    char lim[64];
+    switch (rc) {
+    case TC__H1_BODY_TOO_LARGE:
+        (void)snprintf(lim, sizeof(lim), "%zu", r->max_body);
+        conn_fail(c, TC_ETOOLARGE, "%s: body larger than %s bytes", lim);
+        break;
+    case TC__H1_HEADERS_TOO_LARGE:
+        (void)snprintf(lim, sizeof(lim), "%zu bytes", TC__H1_MAX_HEADER_BYTES);
+        conn_fail(c, TC_EPROTO, "%s: response headers larger than %s", lim);
+        break;
+    case TC__H1_NOMEM:
+        conn_fail(c, TC_ENOMEM, "%s: %s", tc__h1_why(&r->h1, rc));
+        break;
+    case TC__H1_CLOSED_BEFORE_ANY:
+    case TC__H1_CLOSED_INCOMPLETE:
+        conn_fail(c, TC_ECONNRESET, "%s: %s", tc__h1_why(&r->h1, rc));
+        break;
+    default: /* TC__H1_INVALID, TC__H1_LINE_TOO_LONG, TC__H1_SWITCHING_PROTOCOLS */
+        conn_fail(c, TC_EPROTO, "%s: %s", tc__h1_why(&r->h1, rc));
+        break;
+    }
+}
+
+static void on_native_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
+{
+    tc__conn *c = stream->data;
+    if (nread == 0 || c->state == C_CLOSING)
         return;
-    if (k->r == NULL) {
-        conn_close(k, nread > 0); /* idle: the server closed it, or sent junk */
+    if (c->r == NULL) {
+        conn_close(c, nread > 0); /* idle: the server closed it, or sent junk */
         return;
     }
-    tc__creq *r = k->r;
+    tc__creq *r = c->r;
     if (nread < 0) {
-        int rc = nread == UV_EOF ? tc__h1_eof(&r->h1) : TC_ECONNRESET;
+        /* A read error is told in the system's words, the end of the stream in h1_parse's. */
+        tc__h1_status rc = nread == UV_EOF ? tc__h1_eof(&r->h1) : TC__H1_CLOSED_INCOMPLETE;
         if (rc == TC__H1_DONE) {
-            on_response_done(k, 0);
+            on_response_done(c, 0);
         } else if (r->h1.received == 0) {
-            conn_died_unanswered(k, nread == UV_EOF ? "connection closed before any response byte"
+            conn_died_unanswered(c, nread == UV_EOF ? tc__h1_why(&r->h1, TC__H1_CLOSED_BEFORE_ANY)
                                                     : uv_strerror((int)nread));
         } else {
-            conn_fail(k, TC_ECONNRESET, "%s: %s",
-                      nread == UV_EOF ? r->h1.why : uv_strerror((int)nread));
+            conn_fail(c, TC_ECONNRESET, "%s: %s",
+                      nread == UV_EOF ? tc__h1_why(&r->h1, rc) : uv_strerror((int)nread));
         }
         return;
     }
     size_t extra = 0;
-    int rc = tc__h1_feed(&r->h1, b->base, (size_t)nread, &extra);
+    tc__h1_status rc = tc__h1_feed(&r->h1, b->base, (size_t)nread, &extra);
     if (rc == TC__H1_MORE)
         return;
-    if (rc == TC__H1_DONE) {
-        on_response_done(k, extra);
-        return;
-    }
-    if (rc == TC_ETOOLARGE) {
-        char lim[48];
-        (void)snprintf(lim, sizeof(lim), "%zu", r->max_body);
-        conn_fail(k, rc, "%s: body larger than %s bytes", lim);
-    } else if (rc == TC_EPROTO && r->h1.why != NULL && strstr(r->h1.why, "headers") != NULL) {
-        char lim[64];
-        (void)snprintf(lim, sizeof(lim), "%zu bytes", TC__H1_MAX_HEADER_BYTES);
-        conn_fail(k, rc, "%s: response headers larger than %s", lim);
-    } else {
-        conn_fail(k, rc, "%s: %s", r->h1.why ? r->h1.why : "invalid response");
-    }
+    if (rc == TC__H1_DONE)
+        on_response_done(c, extra);
+    else
+        response_failed(c, r, rc);
 }
 
 static void on_written(uv_write_t *w, int status)
 {
-    tc__conn *k = w->data;
-    k->writing = 0;
-    if (status == 0 || status == UV_ECANCELED || k->state == C_CLOSING || k->r == NULL)
+    tc__conn *c = w->data;
+    c->writing = 0;
+    if (status == 0 || status == UV_ECANCELED || c->state == C_CLOSING || c->r == NULL)
         return;
-    if (k->r->h1.received == 0)
-        conn_died_unanswered(k, uv_strerror(status));
+    if (c->r->h1.received == 0)
+        conn_died_unanswered(c, uv_strerror(status));
     else
-        conn_fail(k, TC_ECONNRESET, "%s: %s", uv_strerror(status));
+        conn_fail(c, TC_ECONNRESET, "%s: %s", uv_strerror(status));
 }
 
-/* Sends k's request: head and body in one writev when the socket takes it all, which it almost
+/* Sends c's request: head and body in one writev when the socket takes it all, which it almost
  * always does; what it does not take goes through uv_write. Returns 0, or a uv error with which
  * the socket refused the first bytes (nothing of the request was sent). */
-static int conn_send(tc__conn *k)
+static int conn_send(tc__conn *c)
 {
-    tc__creq *r = k->r;
-    k->state = C_BUSY;
+    tc__creq *r = c->r;
+    c->state = C_BUSY;
     tc__h1_init(&r->h1, &r->out, r->max_body, strcmp(r->method, "HEAD") == 0);
     uv_buf_t bufs[2] = {uv_buf_init(r->head, (unsigned)r->head_len),
                         uv_buf_init((char *)(uintptr_t)r->body, (unsigned)r->body_len)};
     unsigned nbufs = r->body_len > 0 ? 2 : 1;
     size_t total = r->head_len + r->body_len;
-    int n = uv_try_write((uv_stream_t *)&k->tcp, bufs, nbufs);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
     if (n >= 0 && (size_t)n == total)
         return 0;
     if (n < 0 && n != UV_EAGAIN)
@@ -488,111 +507,122 @@ static int conn_send(tc__conn *k)
     }
     bufs[first].base += done;
     bufs[first].len -= done;
-    k->req.write.data = k;
+    c->req.write.data = c;
     int err =
-        uv_write(&k->req.write, (uv_stream_t *)&k->tcp, bufs + first, nbufs - first, on_written);
-    k->writing = err == 0;
+        uv_write(&c->req.write, (uv_stream_t *)&c->tcp, bufs + first, nbufs - first, on_written);
+    c->writing = err == 0;
     return err;
 }
 
 static void on_connect_timeout(uv_timer_t *t)
 {
-    tc__conn *k = t->data;
+    tc__conn *c = t->data;
     char ms[32];
-    uint64_t cto = k->nat->client->cfg.connect_timeout_ms;
+    uint64_t cto = c->nat->client->cfg.connect_timeout_ms;
     (void)snprintf(ms, sizeof(ms), "%llu",
                    (unsigned long long)(cto ? cto : TC__NATIVE_CONNECT_MAX_MS));
-    conn_fail(k, TC_ETIMEDOUT, "%s: could not connect within %s ms", ms);
+    conn_fail(c, TC_ETIMEDOUT, "%s: could not connect within %s ms", ms);
 }
 
 static void on_tcp_reopened(uv_handle_t *h);
 
-static void on_connected(uv_connect_t *req, int status)
+static void on_connected(uv_connect_t *connect_req, int status)
 {
-    tc__conn *k = req->data;
-    if (status == UV_ECANCELED || k->state != C_CONNECTING)
+    tc__conn *c = connect_req->data;
+    if (status == UV_ECANCELED || c->state != C_CONNECTING)
         return;
     if (status < 0) {
-        k->err = status;
-        if (k->addr_idx + 1 < k->origin->naddrs) {
-            k->addr_idx++;
-            k->reconnect = 1; /* a failed socket is not reused: close it and open another */
-            uv_close((uv_handle_t *)&k->tcp, on_tcp_reopened);
+        c->err = status;
+        if (c->addr_idx + 1 < c->origin->naddrs) {
+            c->addr_idx++;
+            c->reconnect = 1; /* a failed socket is not reused: close it and open another */
+            uv_close((uv_handle_t *)&c->tcp, on_tcp_reopened);
             return;
         }
         int err = status == UV_ETIMEDOUT ? TC_ETIMEDOUT : TC_ECONNREFUSED;
-        conn_fail(k, err, "%s: could not connect: %s", uv_strerror(status));
+        conn_fail(c, err, "%s: could not connect: %s", uv_strerror(status));
         return;
     }
-    uv_timer_stop(&k->timer); /* the connect timeout */
-    uv_tcp_nodelay(&k->tcp, 1);
-    int err = uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read);
+    uv_timer_stop(&c->timer); /* the connect timeout */
+    uv_tcp_nodelay(&c->tcp, 1);
+    int err = uv_read_start((uv_stream_t *)&c->tcp, on_native_alloc, on_native_read);
     if (err == 0)
-        err = conn_send(k);
+        err = conn_send(c);
     if (err != 0)
-        conn_fail(k, TC_ECONNRESET, "%s: %s", uv_strerror(err));
+        conn_fail(c, TC_ECONNRESET, "%s: %s", uv_strerror(err));
 }
 
 /* The failed socket has closed: try the next address with a new one. */
 static void on_tcp_reopened(uv_handle_t *h)
 {
-    tc__conn *k = h->data;
-    k->reconnect = 0;
-    if (k->state == C_CLOSING) {
+    tc__conn *c = h->data;
+    c->reconnect = 0;
+    if (c->state == C_CLOSING) {
         conn_handle_closed(h);
         return;
     }
-    if (uv_tcp_init(k->nat->client->loop, &k->tcp) != 0) {
-        k->handles--;     /* the tcp handle is gone for good */
-        k->reconnect = 1; /* so that conn_close leaves it alone and closes only the timer */
-        tc__creq *r = conn_take(k);
-        conn_close(k, 0);
+    if (uv_tcp_init(c->nat->client->loop, &c->tcp) != 0) {
+        c->handles--;     /* the tcp handle is gone for good */
+        c->reconnect = 1; /* so that conn_close leaves it alone and closes only the timer */
+        tc__creq *r = conn_take(c);
+        conn_close(c, 0);
         if (r != NULL)
             tc__creq_fail(r, TC_EIO, NULL);
         return;
     }
-    k->tcp.data = k;
-    conn_connect_or_fail(k);
+    c->tcp.data = c;
+    conn_connect_or_fail(c);
 }
 
-/* Starts connecting k to its current address. Returns 0 or a TC_E* code (nothing reported). */
-static int conn_connect(tc__conn *k)
+/* Starts connecting c to its current address. Returns 0 or a TC_E* code (nothing reported). */
+static int conn_connect(tc__conn *c)
 {
-    k->state = C_CONNECTING;
-    const struct sockaddr *a = (const struct sockaddr *)&k->origin->addrs[k->addr_idx];
-    k->req.connect.data = k;
-    int err = uv_tcp_connect(&k->req.connect, &k->tcp, a, on_connected);
+    c->state = C_CONNECTING;
+    const struct sockaddr *sa = (const struct sockaddr *)&c->origin->addrs[c->addr_idx];
+    c->req.connect.data = c;
+    int err = uv_tcp_connect(&c->req.connect, &c->tcp, sa, on_connected);
     if (err != 0) {
-        k->err = err;
+        c->err = err;
         return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS ? TC_EIO : TC_ECONNREFUSED;
     }
     return 0;
 }
 
 /* conn_connect from a callback: a failure is reported at once. */
-static void conn_connect_or_fail(tc__conn *k)
+static void conn_connect_or_fail(tc__conn *c)
 {
-    int err = conn_connect(k);
+    int err = conn_connect(c);
     if (err != 0)
-        conn_fail(k, err, "%s: could not connect: %s", uv_strerror(k->err));
+        conn_fail(c, err, "%s: could not connect: %s", uv_strerror(c->err));
 }
 
 /* ---- DNS ------------------------------------------------------------------------------------ */
 
-/* Fills o->host and o->port from its key "http://host:port" (IPv6 in brackets). */
+/* Fills o->host and o->port from its key "http://host:port" (IPv6 in brackets), followed by
+ * " ADDRESS" when its requests connect to that address instead of the host. */
 static void origin_parse_key(tc__origin *o)
 {
-    const char *h = strstr(o->entry.key, "://");
-    h = h ? h + 3 : o->entry.key;
-    const char *colon = strrchr(h, ':');
-    size_t hl = colon ? (size_t)(colon - h) : strlen(h);
-    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
-        h++;
+    const char *key = o->entry.key;
+    const char *addr = strchr(key, ' ');
+    const char *end = addr ? addr : key + strlen(key);
+    const char *host = strstr(key, "://");
+    host = host && host < end ? host + 3 : key;
+    const char *colon = NULL;
+    for (const char *p = host; p < end; p++)
+        if (*p == ':')
+            colon = p;
+    size_t hl = colon ? (size_t)(colon - host) : (size_t)(end - host);
+    if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
+        host++;
         hl -= 2;
+    }
+    if (addr != NULL) {
+        host = addr + 1;
+        hl = strlen(host);
     }
     if (hl >= sizeof(o->host))
         hl = sizeof(o->host) - 1;
-    memcpy(o->host, h, hl);
+    memcpy(o->host, host, hl);
     o->host[hl] = '\0';
     o->port = colon ? atoi(colon + 1) : 80;
 }
@@ -614,34 +644,34 @@ static int origin_literal(tc__origin *o)
     return 1;
 }
 
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+static void on_resolved(uv_getaddrinfo_t *gai_req, int status, struct addrinfo *ais)
 {
-    tc__gai *g = tc__container_of(req, tc__gai, req);
+    tc__gai *g = tc__container_of(gai_req, tc__gai, req);
     tc__native *nat = g->nat;
     tc__origin *o = g->origin;
-    tc_client *c = nat->client;
+    tc_client *cl = nat->client;
     tc__list_remove(&g->link);
     o->resolving_now = 0;
     if (status == 0) {
         size_t n = 0;
-        for (struct addrinfo *a = res; a && n < TC__NATIVE_MAX_ADDRS; a = a->ai_next)
-            if (a->ai_family == AF_INET || a->ai_family == AF_INET6)
+        for (struct addrinfo *ai = ais; ai && n < TC__NATIVE_MAX_ADDRS; ai = ai->ai_next)
+            if (ai->ai_family == AF_INET || ai->ai_family == AF_INET6)
                 n++;
-        struct sockaddr_storage *v = n ? tc__calloc(n, sizeof(*v)) : NULL;
-        if (v != NULL) {
+        struct sockaddr_storage *sa = n ? tc__calloc(n, sizeof(*sa)) : NULL;
+        if (sa != NULL) {
             size_t i = 0;
-            for (struct addrinfo *a = res; a && i < n; a = a->ai_next)
-                if (a->ai_family == AF_INET || a->ai_family == AF_INET6)
-                    memcpy(&v[i++], a->ai_addr, a->ai_addrlen);
+            for (struct addrinfo *ai = ais; ai && i < n; ai = ai->ai_next)
+                if (ai->ai_family == AF_INET || ai->ai_family == AF_INET6)
+                    memcpy(&sa[i++], ai->ai_addr, ai->ai_addrlen);
             tc__free(o->addrs);
-            o->addrs = v;
+            o->addrs = sa;
             o->naddrs = n;
             o->addrs_expire_ms = tc__now_ms() + TC__NATIVE_DNS_TTL_MS;
         } else {
             status = n ? UV_ENOMEM : UV_EAI_NONAME;
         }
     }
-    uv_freeaddrinfo(res);
+    uv_freeaddrinfo(ais);
     /* Hand the answer to every connection that waited for it; a failure reported from here may
      * start new requests, which find the list empty and the answer (or no answer) in place. */
     tc__link waiting;
@@ -652,33 +682,33 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         tc__list_push_back(&waiting, l);
     }
     while (!tc__list_empty(&waiting)) {
-        tc__conn *k = tc__container_of(waiting.next, tc__conn, link);
-        tc__list_remove(&k->link);
+        tc__conn *c = tc__container_of(waiting.next, tc__conn, link);
+        tc__list_remove(&c->link);
         if (status == 0) {
-            conn_connect_or_fail(k);
+            conn_connect_or_fail(c);
         } else {
             int err = status == UV_ENOMEM ? TC_ENOMEM : TC_EDNS;
-            conn_fail(k, err, "%s: could not resolve host %s", o->host);
+            conn_fail(c, err, "%s: could not resolve host %s", o->host);
         }
     }
-    tc__origin_unref(c, o);
+    tc__origin_unref(cl, o);
     tc__free(g);
     nat->live--;
     native_maybe_free(nat);
 }
 
-/* Starts a lookup of k's origin, or joins one in flight; k connects when it answers. */
-static int conn_resolve(tc__conn *k)
+/* Starts a lookup of c's origin, or joins one in flight; c connects when it answers. */
+static int conn_resolve(tc__conn *c)
 {
-    tc__native *nat = k->nat;
-    tc__origin *o = k->origin;
-    k->state = C_RESOLVING;
-    tc__list_push_back(&o->resolving, &k->link);
+    tc__native *nat = c->nat;
+    tc__origin *o = c->origin;
+    c->state = C_RESOLVING;
+    tc__list_push_back(&o->resolving, &c->link);
     if (o->resolving_now)
         return 0;
     tc__gai *g = tc__calloc(1, sizeof(*g));
     if (g == NULL) {
-        tc__list_remove(&k->link);
+        tc__list_remove(&c->link);
         return TC_ENOMEM;
     }
     g->nat = nat;
@@ -693,7 +723,7 @@ static int conn_resolve(tc__conn *k)
     int err = uv_getaddrinfo(nat->client->loop, &g->req, on_resolved, o->host, port, &hints);
     if (err != 0) {
         tc__free(g);
-        tc__list_remove(&k->link);
+        tc__list_remove(&c->link);
         return TC_EDNS;
     }
     o->resolving_now = 1;
@@ -708,89 +738,98 @@ static int conn_resolve(tc__conn *k)
 /* Opens a new connection for r. Returns 0 or an error after which r is unchanged. */
 static int conn_open(tc__native *nat, tc__creq *r)
 {
-    tc_client *c = nat->client;
+    tc_client *cl = nat->client;
     tc__origin *o = r->origin;
     if (o->port == 0)
         origin_parse_key(o);
     evict_for_one_more(nat);
-    tc__conn *k = tc__calloc(1, sizeof(*k));
-    if (k == NULL)
+    tc__conn *c = tc__calloc(1, sizeof(*c));
+    if (c == NULL)
         return TC_ENOMEM;
-    k->nat = nat;
-    k->origin = o;
-    tc__list_init(&k->link);
-    tc__list_init(&k->lru);
-    if (uv_tcp_init(c->loop, &k->tcp) != 0) {
-        tc__free(k);
+    c->nat = nat;
+    c->origin = o;
+    c->gen = o->gen;
+    tc__list_init(&c->link);
+    tc__list_init(&c->lru);
+    if (uv_tcp_init(cl->loop, &c->tcp) != 0) {
+        tc__free(c);
         return TC_EIO;
     }
-    (void)uv_timer_init(c->loop, &k->timer); /* cannot fail */
-    k->tcp.data = k;
-    k->timer.data = k;
-    k->handles = 2;
-    tc__origin_ref(c, o);
+    (void)uv_timer_init(cl->loop, &c->timer); /* cannot fail */
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->handles = 2;
+    tc__origin_ref(cl, o);
     nat->live++;
     nat->nconns++;
-    c->stats.open_connections++;
-    k->r = r;
-    r->conn = k;
+    cl->stats.open_connections++;
+    c->r = r;
+    r->conn = c;
     /* The connect timeout covers the lookup and every address tried, as libcurl's does. */
     uint64_t cto =
-        c->cfg.connect_timeout_ms ? c->cfg.connect_timeout_ms : TC__NATIVE_CONNECT_MAX_MS;
-    uv_timer_start(&k->timer, on_connect_timeout, cto, 0);
+        cl->cfg.connect_timeout_ms ? cl->cfg.connect_timeout_ms : TC__NATIVE_CONNECT_MAX_MS;
+    uv_timer_start(&c->timer, on_connect_timeout, cto, 0);
 
     if (o->addrs == NULL)
         (void)origin_literal(o); /* an IP literal needs no lookup */
     int err;
     if (o->addrs != NULL && o->addrs_expire_ms > tc__now_ms())
-        err = conn_connect(k); /* later failures are reported from its callbacks */
+        err = conn_connect(c); /* later failures are reported from its callbacks */
     else
-        err = conn_resolve(k);
+        err = conn_resolve(c);
     if (err != 0) {
-        conn_take(k);
-        conn_close(k, 0);
+        conn_take(c);
+        conn_close(c, 0);
     }
     return err;
 }
 
 int tc__native_start(tc__creq *r)
 {
-    tc_client *c = r->client;
-    tc__native *nat = native_get(c);
+    tc_client *cl = r->client;
+    tc__native *nat = native_get(cl);
     if (nat == NULL)
         return TC_ENOMEM;
     tc__link *l = tc__list_last(&r->origin->idle); /* most recently used: likeliest alive */
     if (l == NULL)
         return conn_open(nat, r);
-    tc__conn *k = tc__container_of(l, tc__conn, link);
-    tc__list_remove(&k->link);
-    tc__list_remove(&k->lru);
-    uv_timer_stop(&k->timer);
-    uv_ref((uv_handle_t *)&k->tcp);
-    uv_ref((uv_handle_t *)&k->timer);
-    k->r = r;
-    r->conn = k;
-    if (conn_send(k) == 0)
+    tc__conn *c = tc__container_of(l, tc__conn, link);
+    tc__list_remove(&c->link);
+    tc__list_remove(&c->lru);
+    uv_timer_stop(&c->timer);
+    uv_ref((uv_handle_t *)&c->tcp);
+    uv_ref((uv_handle_t *)&c->timer);
+    c->r = r;
+    r->conn = c;
+    if (conn_send(c) == 0)
         return 0; /* a connection that died since is found out by its read callback */
     /* The socket took nothing: the connection is dead, and nothing was sent, so any method may
      * go on a fresh one. */
-    conn_take(k);
-    conn_close(k, 0);
+    conn_take(c);
+    conn_close(c, 0);
     return conn_open(nat, r);
 }
 
 void tc__native_abort(tc__creq *r)
 {
-    tc__conn *k = r->conn;
-    if (k == NULL)
+    tc__conn *c = r->conn;
+    if (c == NULL)
         return;
-    conn_take(k);
-    conn_abort(k);
+    conn_take(c);
+    conn_abort(c);
 }
 
-void tc__native_close(tc_client *c)
+void tc__native_retire(tc_client *cl, tc__origin *o)
 {
-    tc__native *nat = c->native;
+    (void)cl;
+    tc__link *l;
+    while ((l = tc__list_first(&o->idle)) != NULL)
+        conn_close(tc__container_of(l, tc__conn, link), 0);
+}
+
+void tc__native_close(tc_client *cl)
+{
+    tc__native *nat = cl->native;
     nat->closing = 1;
     /* A lookup still in the thread pool's queue is dropped (its callback then runs with
      * UV_EAI_CANCELED); one already running is waited for: getaddrinfo cannot be interrupted. */

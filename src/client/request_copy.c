@@ -8,7 +8,7 @@
 #include "request_copy.h"
 
 /* Copies the string s to *p, advances *p past its NUL, and returns the copy. */
-static const char *put(char **p, const char *s)
+static const char *copy_str(char **p, const char *s)
 {
     size_t n = strlen(s) + 1;
     char *dst = *p;
@@ -17,16 +17,17 @@ static const char *put(char **p, const char *s)
     return dst;
 }
 
-static int skipped(const tc_header *h, const char *skip)
+static int skipped(const tc_header *hd, const char *skip)
 {
-    return skip != NULL && strcasecmp(h->name, skip) == 0;
+    return skip != NULL && strcasecmp(hd->name, skip) == 0;
 }
 
 int tc__request_copy(tc_client_request *dst, const tc_client_request *src, size_t spare,
                      const char *skip, char **block, tc_header **headers)
 {
-    size_t need = (src->url ? strlen(src->url) + 1 : 0) +
-                  (src->method ? strlen(src->method) + 1 : 0) + (src->body ? src->body_len + 1 : 0);
+    size_t need =
+        (src->url ? strlen(src->url) + 1 : 0) + (src->method ? strlen(src->method) + 1 : 0) +
+        (src->connect_to ? strlen(src->connect_to) + 1 : 0) + (src->body ? src->body_len + 1 : 0);
     for (size_t i = 0; i < src->nheaders; i++)
         need += strlen(src->headers[i].name) + strlen(src->headers[i].value) + 2;
     *block = tc__malloc(need > 0 ? need : 1);
@@ -41,15 +42,17 @@ int tc__request_copy(tc_client_request *dst, const tc_client_request *src, size_
     char *p = *block;
     *dst = *src;
     if (src->url != NULL)
-        dst->url = put(&p, src->url);
+        dst->url = copy_str(&p, src->url);
     if (src->method != NULL)
-        dst->method = put(&p, src->method);
+        dst->method = copy_str(&p, src->method);
+    if (src->connect_to != NULL)
+        dst->connect_to = copy_str(&p, src->connect_to);
     dst->nheaders = 0;
     for (size_t i = 0; i < src->nheaders; i++) {
         if (skipped(&src->headers[i], skip))
             continue;
-        (*headers)[dst->nheaders].name = put(&p, src->headers[i].name);
-        (*headers)[dst->nheaders].value = put(&p, src->headers[i].value);
+        (*headers)[dst->nheaders].name = copy_str(&p, src->headers[i].name);
+        (*headers)[dst->nheaders].value = copy_str(&p, src->headers[i].value);
         dst->nheaders++;
     }
     dst->headers = *headers;

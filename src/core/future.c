@@ -9,18 +9,18 @@
  * reference inside a callback) see a consistent future and can never fire a slot twice. The
  * sweep itself holds a reference, so nothing is freed under it.
  *
- * The combinators are in future_comb.c. They share one state object (struct comb) with one "link"
- * per input. A link is the callback registration on an input plus a reference to it. The comb is
- * refcounted: one reference while it is active, one while its timer handle is open (dropped in the
- * uv_close callback, never earlier), and short guard references while it runs user-visible code.
- * When a combinator is done (its condition held, its timer fired or its future was cancelled) it
- * "finishes": it detaches every link that has not fired, closes its timer, completes its future
+ * The combinators are in future_comb.c. They share one state object (struct comb) with one input
+ * (struct comb_input) per input future: the callback registration on it plus a reference to it. The
+ * comb is refcounted: one reference while it is active, one while its timer handle is open (dropped
+ * in the uv_close callback, never earlier), and short guard references while it runs user-visible
+ * code. When a combinator is done (its condition held, its timer fired or its future was cancelled)
+ * it "finishes": it detaches every input that has not fired, closes its timer, completes its future
  * and drops its references, so nothing keeps the loop alive afterwards.
  *
- * Allocation: a future is one malloc; its first TC_FUTURE_INLINE_CBS callbacks live inside it.
+ * Allocation: a future is one malloc; its first TC__FUTURE_INLINE_CBS callbacks live inside it.
  * A rejection message is copied (at most TC__FUTURE_MESSAGE_MAX bytes with the NUL); a NULL
  * message and cancellation use the static tc_strerror() text and allocate nothing. A combinator
- * is one malloc for its state and links, plus its result value where it has one.
+ * is one malloc for its state and inputs, plus its result value where it has one.
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -32,7 +32,7 @@
 #include "tailcut/future.h"
 
 /* Callback slots stored inside the future before it needs a heap array. */
-#define TC_FUTURE_INLINE_CBS 2
+#define TC__FUTURE_INLINE_CBS 2
 
 enum future_origin { ORIGIN_PLAIN = 0, ORIGIN_FIRST_SUCCESS };
 
@@ -57,8 +57,8 @@ struct tc_future {
     const char *message;
     tc_future_cb cancel_hook;
     void *cancel_data;
-    struct cb_slot inline_cbs[TC_FUTURE_INLINE_CBS];
-    struct cb_slot *extra_cbs; /* slots ncb >= TC_FUTURE_INLINE_CBS */
+    struct cb_slot inline_cbs[TC__FUTURE_INLINE_CBS];
+    struct cb_slot *extra_cbs; /* slots ncb >= TC__FUTURE_INLINE_CBS */
 };
 
 /* ---- the future itself ---------------------------------------------------------------------- */
@@ -106,7 +106,7 @@ void tc_future_unref(tc_future *f)
 
 static struct cb_slot *slot_at(tc_future *f, uint32_t i)
 {
-    return i < TC_FUTURE_INLINE_CBS ? &f->inline_cbs[i] : &f->extra_cbs[i - TC_FUTURE_INLINE_CBS];
+    return i < TC__FUTURE_INLINE_CBS ? &f->inline_cbs[i] : &f->extra_cbs[i - TC__FUTURE_INLINE_CBS];
 }
 
 /* Fires every registered callback of a future that has just left PENDING, in registration
@@ -117,12 +117,14 @@ static void future_sweep(tc_future *f)
     f->refs++;
     f->sweeping = 1;
     for (uint32_t i = 0; i < f->ncb; i++) {
-        struct cb_slot *s = slot_at(f, i);
-        tc_future_cb cb = s->cb;
+        struct cb_slot *slot = slot_at(f, i);
+        tc_future_cb cb = slot->cb;
         if (cb == NULL)
             continue; /* removed by tc_future_off_done() during the sweep */
-        void *data = s->data;
-        s->cb = NULL;
+        void *data = slot->data;
+        slot->cb = NULL;
+        /* lands in what tc_future_on_done registered (docs/internals/request-path.md lists those
+         * of a request: on_hedge_attempt_done, on_hedge_done, on_meta_response, ...) */
         cb(f, data);
         f->refs--; /* the registration's; our own keeps f alive */
     }
@@ -225,6 +227,8 @@ int tc_future_cancel(tc_future *f)
     f->cancel_hook = NULL;
     f->cancel_data = NULL;
     f->refs++; /* the hook may drop the producer's reference */
+    /* the producer's hook: client.c req_cancel_hook, hedge.c on_hedge_cancel, batch.c
+     * waiter_on_cancel, future_comb.c comb_on_cancel */
     if (hook != NULL)
         hook(f, hook_data);
     future_sweep(f);
@@ -252,7 +256,7 @@ int tc_future_on_done(tc_future *f, tc_future_cb cb, void *data)
         tc_future_unref(f);
         return 0;
     }
-    if (f->ncb >= TC_FUTURE_INLINE_CBS && f->ncb - TC_FUTURE_INLINE_CBS == f->extra_cap) {
+    if (f->ncb >= TC__FUTURE_INLINE_CBS && f->ncb - TC__FUTURE_INLINE_CBS == f->extra_cap) {
         uint32_t cap = f->extra_cap == 0 ? 4 : f->extra_cap * 2;
         if (cap <= f->extra_cap)
             return TC_ENOMEM;
@@ -262,9 +266,9 @@ int tc_future_on_done(tc_future *f, tc_future_cb cb, void *data)
         f->extra_cbs = grown;
         f->extra_cap = cap;
     }
-    struct cb_slot *s = slot_at(f, f->ncb++);
-    s->cb = cb;
-    s->data = data;
+    struct cb_slot *slot = slot_at(f, f->ncb++);
+    slot->cb = cb;
+    slot->data = data;
     f->refs++;
     return 0;
 }
@@ -274,11 +278,11 @@ int tc_future_off_done(tc_future *f, tc_future_cb cb, void *data)
     if (f == NULL || cb == NULL)
         return TC_EINVAL;
     for (uint32_t i = 0; i < f->ncb; i++) {
-        struct cb_slot *s = slot_at(f, i);
-        if (s->cb != cb || s->data != data)
+        struct cb_slot *slot = slot_at(f, i);
+        if (slot->cb != cb || slot->data != data)
             continue;
         if (f->sweeping) {
-            s->cb = NULL; /* the sweep skips it; slots must not move under it */
+            slot->cb = NULL; /* the sweep skips it; slots must not move under it */
         } else {
             for (uint32_t j = i + 1; j < f->ncb; j++)
                 *slot_at(f, j - 1) = *slot_at(f, j);

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "base/fmt.h"
 #include "tailcut/json.h"
 
 /* Byte classes inside a string body. */
@@ -57,24 +58,14 @@ static const uint8_t string_class[256] = {
 #undef R4
 #undef R16
 
-static inline int is_ws(uint8_t c)
+static inline int is_ws(uint8_t ch)
 {
-    return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+    return ch == ' ' || ch == '\n' || ch == '\r' || ch == '\t';
 }
 
-static inline int is_digit(uint8_t c)
+static inline int is_digit(uint8_t ch)
 {
-    return (uint8_t)(c - '0') < 10;
-}
-
-static inline int hex_val(uint8_t c)
-{
-    if (is_digit(c))
-        return c - '0';
-    c |= 0x20; /* ASCII letters to lower case; other bytes stay out of range */
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
+    return (uint8_t)(ch - '0') < 10;
 }
 
 static inline const uint8_t *skip_ws(const uint8_t *p, const uint8_t *end)
@@ -89,10 +80,10 @@ static inline const uint8_t *skip_ws(const uint8_t *p, const uint8_t *end)
 static inline uint64_t needs_attention(uint64_t x)
 {
     const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+    uint64_t quote = x ^ (ones * '"'), bslash = x ^ (ones * '\\');
     uint64_t lt20 = (x - ones * 0x20) & ~x;
-    uint64_t zq = (q - ones) & ~q;
-    uint64_t zb = (b - ones) & ~b;
+    uint64_t zq = (quote - ones) & ~quote;
+    uint64_t zb = (bslash - ones) & ~bslash;
     return (lt20 | zq | zb | x) & highs;
 }
 
@@ -100,23 +91,23 @@ static inline uint64_t needs_attention(uint64_t x)
  * the position after it, or NULL if it is ill-formed or truncated. */
 static inline const uint8_t *scan_utf8(const uint8_t *p, const uint8_t *end)
 {
-    uint8_t c = p[0];
+    uint8_t ch = p[0];
     size_t avail = (size_t)(end - p);
     uint8_t lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
     size_t n;
-    if (c >= 0xC2 && c <= 0xDF) {
+    if (ch >= 0xC2 && ch <= 0xDF) {
         n = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
+    } else if (ch >= 0xE0 && ch <= 0xEF) {
         n = 3;
-        if (c == 0xE0)
+        if (ch == 0xE0)
             lo = 0xA0; /* no overlong 3-byte forms */
-        else if (c == 0xED)
+        else if (ch == 0xED)
             hi = 0x9F; /* no UTF-16 surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
+    } else if (ch >= 0xF0 && ch <= 0xF4) {
         n = 4;
-        if (c == 0xF0)
+        if (ch == 0xF0)
             lo = 0x90; /* no overlong 4-byte forms */
-        else if (c == 0xF4)
+        else if (ch == 0xF4)
             hi = 0x8F; /* nothing above U+10FFFF */
     } else {
         return NULL; /* 0x80..0xC1 (continuation, overlong 2-byte lead), 0xF5..0xFF */
@@ -162,8 +153,8 @@ static inline const uint8_t *scan_string(const uint8_t *p, const uint8_t *end)
                 p += 2;
                 break;
             case 'u':
-                if (end - p < 6 || hex_val(p[2]) < 0 || hex_val(p[3]) < 0 || hex_val(p[4]) < 0 ||
-                    hex_val(p[5]) < 0)
+                if (end - p < 6 || tc__hex_value(p[2]) < 0 || tc__hex_value(p[3]) < 0 ||
+                    tc__hex_value(p[4]) < 0 || tc__hex_value(p[5]) < 0)
                     return NULL;
                 p += 6;
                 break;
@@ -387,7 +378,7 @@ int tc_json_iter_init(tc_json_iter *it, const char *buf, size_t len)
     return 0;
 }
 
-int tc_json_iter_next(tc_json_iter *it, tc_json_member *m)
+int tc_json_iter_next(tc_json_iter *it, tc_json_member *mem)
 {
     const uint8_t *p = (const uint8_t *)it->p, *end = (const uint8_t *)it->end;
     const uint8_t *key, *val;
@@ -415,8 +406,8 @@ int tc_json_iter_next(tc_json_iter *it, tc_json_member *m)
     p = skip_string(key, end);
     if (!p)
         goto malformed;
-    m->key = (const char *)key;
-    m->key_len = (size_t)(p - 1 - key);
+    mem->key = (const char *)key;
+    mem->key_len = (size_t)(p - 1 - key);
     p = skip_ws(p, end);
     if (p == end || *p != ':')
         goto malformed;
@@ -424,8 +415,8 @@ int tc_json_iter_next(tc_json_iter *it, tc_json_member *m)
     p = skip_value(val, end);
     if (!p)
         goto malformed;
-    m->value = (const char *)val;
-    m->value_len = (size_t)(p - val);
+    mem->value = (const char *)val;
+    mem->value_len = (size_t)(p - val);
     it->p = (const char *)p;
     it->state = 1;
     return 1;
@@ -467,10 +458,10 @@ static long read_u_escape(const uint8_t *p, const uint8_t *end)
         return -1;
     long v = 0;
     for (int i = 2; i < 6; i++) {
-        int h = hex_val(p[i]);
-        if (h < 0)
+        int digit = tc__hex_value(p[i]);
+        if (digit < 0)
             return -1;
-        v = v << 4 | h;
+        v = v << 4 | digit;
     }
     return v;
 }
@@ -478,15 +469,15 @@ static long read_u_escape(const uint8_t *p, const uint8_t *end)
 int tc_json_key_equal(const char *raw, size_t raw_len, const char *key, size_t key_len)
 {
     const uint8_t *p = (const uint8_t *)raw, *end = p + raw_len;
-    const uint8_t *k = (const uint8_t *)key, *kend = k + key_len;
+    const uint8_t *kp = (const uint8_t *)key, *kend = kp + key_len;
 
     while (p < end) {
         /* Raw bytes: compare directly. */
         if (*p != '\\') {
-            if (k == kend || *k != *p)
+            if (kp == kend || *kp != *p)
                 return 0;
             p++;
-            k++;
+            kp++;
             continue;
         }
         if (end - p < 2)
@@ -527,20 +518,20 @@ int tc_json_key_equal(const char *raw, size_t raw_len, const char *key, size_t k
             }
             uint8_t u[4];
             size_t n = put_utf8((uint32_t)cp, u);
-            if ((size_t)(kend - k) < n || memcmp(k, u, n) != 0)
+            if ((size_t)(kend - kp) < n || memcmp(kp, u, n) != 0)
                 return 0;
-            k += n;
+            kp += n;
             continue;
         }
         default:
             return 0;
         }
-        if (k == kend || *k != one)
+        if (kp == kend || *kp != one)
             return 0;
         p += 2;
-        k++;
+        kp++;
     }
-    return k == kend;
+    return kp == kend;
 }
 
 int tc_json_object_get(const char *buf, size_t len, const char *key, size_t key_len,
@@ -550,17 +541,17 @@ int tc_json_object_get(const char *buf, size_t len, const char *key, size_t key_
     tc_json_member m;
     const char *found = NULL;
     size_t found_len = 0;
-    int r = tc_json_iter_init(&it, buf, len);
-    if (r < 0)
-        return r;
-    while ((r = tc_json_iter_next(&it, &m)) == 1) {
+    int rc = tc_json_iter_init(&it, buf, len);
+    if (rc < 0)
+        return rc;
+    while ((rc = tc_json_iter_next(&it, &m)) == 1) {
         if (tc_json_key_equal(m.key, m.key_len, key, key_len)) {
             found = m.value;
             found_len = m.value_len;
         }
     }
-    if (r < 0)
-        return r;
+    if (rc < 0)
+        return rc;
     if (!found)
         return TC_EMISSING;
     *val = found;

@@ -13,6 +13,7 @@
 
 #include "base/alloc.h"
 #include "base/buf.h"
+#include "base/fmt.h"
 #include "metrics_internal.h"
 #include "tailcut/metrics.h"
 
@@ -96,30 +97,30 @@ static void format_double(double v, char out[40])
 }
 
 /* name{l1="v1",...[,le="x"]} */
-static void out_series_name(outbuf *b, const struct family *f, const char *suffix,
+static void out_series_name(outbuf *b, const struct family *fam, const char *suffix,
                             const char *const *values, const char *le)
 {
-    out_str(b, f->name);
+    out_str(b, fam->name);
     out_str(b, suffix);
-    if (f->n_labels == 0 && !le)
+    if (fam->n_labels == 0 && !le)
         return;
-    out_put(b, "{", 1);
-    for (size_t k = 0; k < f->n_labels; k++) {
+    out_put(b, TC__LIT("{"));
+    for (size_t k = 0; k < fam->n_labels; k++) {
         if (k)
-            out_put(b, ",", 1);
-        out_str(b, f->labels[k]);
-        out_put(b, "=\"", 2);
+            out_put(b, TC__LIT(","));
+        out_str(b, fam->labels[k]);
+        out_put(b, TC__LIT("=\""));
         out_escaped(b, values[k], 1);
-        out_put(b, "\"", 1);
+        out_put(b, TC__LIT("\""));
     }
     if (le) {
-        if (f->n_labels)
-            out_put(b, ",", 1);
+        if (fam->n_labels)
+            out_put(b, TC__LIT(","));
         out_str(b, "le=\"");
         out_str(b, le);
-        out_put(b, "\"", 1);
+        out_put(b, TC__LIT("\""));
     }
-    out_put(b, "}", 1);
+    out_put(b, TC__LIT("}"));
 }
 
 /* Sums of one series' cells over shards; sum_d is the histogram sum. */
@@ -128,49 +129,50 @@ typedef struct acc {
     double sum_d;
 } acc;
 
-static void acc_add(acc *a, const struct family *f, const struct shard_family *sf, uint32_t id)
+static void acc_add(acc *ac, const struct family *fam, const struct shard_family *sf, uint32_t id)
 {
-    const _Atomic uint64_t *c = sf->cells + (size_t)id * sf->width;
-    size_t n = f->type == TC_METRIC_HISTOGRAM ? f->n_bounds + 1 : 1;
+    const _Atomic uint64_t *cells = sf->cells + (size_t)id * sf->width;
+    size_t n = fam->type == TC_METRIC_HISTOGRAM ? fam->n_bounds + 1 : 1;
     for (size_t i = 0; i < n; i++)
-        a->cells[i] += atomic_load_explicit(&c[i], memory_order_relaxed);
-    if (f->type == TC_METRIC_HISTOGRAM) {
-        uint64_t bits = atomic_load_explicit(&c[f->n_bounds + 1], memory_order_relaxed);
-        double d;
-        memcpy(&d, &bits, sizeof d);
-        a->sum_d += d;
+        ac->cells[i] += atomic_load_explicit(&cells[i], memory_order_relaxed);
+    if (fam->type == TC_METRIC_HISTOGRAM) {
+        uint64_t bits = atomic_load_explicit(&cells[fam->n_bounds + 1], memory_order_relaxed);
+        double sum_d;
+        memcpy(&sum_d, &bits, sizeof sum_d);
+        ac->sum_d += sum_d;
     }
 }
 
-static void out_series(outbuf *b, const struct family *f, const char *const *values, const acc *a)
+static void out_series(outbuf *b, const struct family *fam, const char *const *values,
+                       const acc *ac)
 {
     char num[40];
-    switch (f->type) {
+    switch (fam->type) {
     case TC_METRIC_COUNTER:
-        out_series_name(b, f, "", values, NULL);
-        out_fmt(b, " %llu\n", (unsigned long long)a->cells[0]);
+        out_series_name(b, fam, "", values, NULL);
+        out_fmt(b, " %llu\n", (unsigned long long)ac->cells[0]);
         break;
     case TC_METRIC_GAUGE:
-        out_series_name(b, f, "", values, NULL);
-        out_fmt(b, " %lld\n", (long long)(int64_t)a->cells[0]);
+        out_series_name(b, fam, "", values, NULL);
+        out_fmt(b, " %lld\n", (long long)(int64_t)ac->cells[0]);
         break;
     case TC_METRIC_HISTOGRAM: {
         uint64_t cum = 0;
-        for (size_t i = 0; i <= f->n_bounds; i++) {
-            cum += a->cells[i];
-            if (i < f->n_bounds)
-                format_double(f->bounds[i], num);
+        for (size_t i = 0; i <= fam->n_bounds; i++) {
+            cum += ac->cells[i];
+            if (i < fam->n_bounds)
+                format_double(fam->bounds[i], num);
             else
                 strcpy(num, "+Inf");
-            out_series_name(b, f, "_bucket", values, num);
+            out_series_name(b, fam, "_bucket", values, num);
             out_fmt(b, " %llu\n", (unsigned long long)cum);
         }
-        format_double(a->sum_d, num);
-        out_series_name(b, f, "_sum", values, NULL);
-        out_put(b, " ", 1);
+        format_double(ac->sum_d, num);
+        out_series_name(b, fam, "_sum", values, NULL);
+        out_put(b, TC__LIT(" "));
         out_str(b, num);
-        out_put(b, "\n", 1);
-        out_series_name(b, f, "_count", values, NULL);
+        out_put(b, TC__LIT("\n"));
+        out_series_name(b, fam, "_count", values, NULL);
         out_fmt(b, " %llu\n", (unsigned long long)cum);
         break;
     }
@@ -185,23 +187,23 @@ typedef struct dyn_entry {
     uint32_t id;
 } dyn_entry;
 
-static int dyn_cmp(const void *a, const void *b)
+static int dyn_cmp(const void *lhs, const void *rhs)
 {
-    const dyn_entry *x = a, *y = b;
+    const dyn_entry *x = lhs, *y = rhs;
     for (size_t k = 0; k < x->n_labels; k++) {
-        int c = strcmp(x->values[k], y->values[k]);
-        if (c)
-            return c;
+        int cmp = strcmp(x->values[k], y->values[k]);
+        if (cmp)
+            return cmp;
     }
     return 0;
 }
 
-static int any_nonzero(const struct family *f, const struct shard_family *sf, uint32_t id)
+static int any_nonzero(const struct family *fam, const struct shard_family *sf, uint32_t id)
 {
-    const _Atomic uint64_t *c = sf->cells + (size_t)id * sf->width;
-    size_t n = f->type == TC_METRIC_HISTOGRAM ? f->n_bounds + 1 : 1;
+    const _Atomic uint64_t *cells = sf->cells + (size_t)id * sf->width;
+    size_t n = fam->type == TC_METRIC_HISTOGRAM ? fam->n_bounds + 1 : 1;
     for (size_t i = 0; i < n; i++)
-        if (atomic_load_explicit(&c[i], memory_order_relaxed))
+        if (atomic_load_explicit(&cells[i], memory_order_relaxed))
             return 1;
     return 0;
 }
@@ -209,47 +211,48 @@ static int any_nonzero(const struct family *f, const struct shard_family *sf, ui
 static void render_family(outbuf *b, tc_metrics_registry *reg, uint32_t fi, dyn_entry *entries)
 {
     static const char *type_names[] = {"counter", "gauge", "histogram"};
-    const struct family *f = &reg->fams[fi];
+    const struct family *fam = &reg->fams[fi];
 
     out_str(b, "# HELP ");
-    out_str(b, f->name);
-    out_put(b, " ", 1);
-    out_escaped(b, f->help, 0);
+    out_str(b, fam->name);
+    out_put(b, TC__LIT(" "));
+    out_escaped(b, fam->help, 0);
     out_str(b, "\n# TYPE ");
-    out_str(b, f->name);
-    out_put(b, " ", 1);
-    out_str(b, type_names[f->type]);
-    out_put(b, "\n", 1);
+    out_str(b, fam->name);
+    out_put(b, TC__LIT(" "));
+    out_str(b, type_names[fam->type]);
+    out_put(b, TC__LIT("\n"));
 
-    for (uint32_t id = 0; id < f->n_fixed; id++) {
+    for (uint32_t id = 0; id < fam->n_fixed; id++) {
         acc a;
         memset(&a, 0, sizeof a);
-        for (size_t s = 0; s < reg->n_shards; s++)
-            acc_add(&a, f, &reg->shards[s]->fams[fi], id);
-        out_series(b, f,
-                   f->n_labels ? (const char *const *)f->fixed + (size_t)id * f->n_labels : NULL,
+        for (size_t si = 0; si < reg->n_shards; si++)
+            acc_add(&a, fam, &reg->shards[si]->fams[fi], id);
+        out_series(b, fam,
+                   fam->n_labels ? (const char *const *)fam->fixed + (size_t)id * fam->n_labels
+                                 : NULL,
                    &a);
     }
-    if (!f->max_dynamic || entries == NULL)
+    if (!fam->max_dynamic || entries == NULL)
         return; /* entries is NULL only while there are no shards, so no dynamic series */
 
     size_t n = 0;
-    for (size_t s = 0; s < reg->n_shards; s++) {
-        const struct shard_family *sf = &reg->shards[s]->fams[fi];
+    for (size_t si = 0; si < reg->n_shards; si++) {
+        const struct shard_family *sf = &reg->shards[si]->fams[fi];
         uint32_t nd = atomic_load_explicit(&sf->n_dynamic, memory_order_acquire);
-        for (uint32_t d = 0; d < nd; d++) {
+        for (uint32_t di = 0; di < nd; di++) {
             dyn_entry *e = &entries[n++];
-            for (size_t k = 0; k < f->n_labels; k++)
-                e->values[k] = slot_value(sf, f->n_labels, d, k);
-            e->n_labels = f->n_labels;
+            for (size_t k = 0; k < fam->n_labels; k++)
+                e->values[k] = slot_value(sf, fam->n_labels, di, k);
+            e->n_labels = fam->n_labels;
             e->sf = sf;
-            e->id = f->n_fixed + d;
+            e->id = fam->n_fixed + di;
         }
-        uint32_t overflow = f->n_fixed + f->max_dynamic;
-        if (any_nonzero(f, sf, overflow)) {
+        uint32_t overflow = fam->n_fixed + fam->max_dynamic;
+        if (any_nonzero(fam, sf, overflow)) {
             dyn_entry *e = &entries[n++];
             memcpy(e->values, overflow_values, sizeof e->values);
-            e->n_labels = f->n_labels;
+            e->n_labels = fam->n_labels;
             e->sf = sf;
             e->id = overflow;
         }
@@ -262,8 +265,8 @@ static void render_family(outbuf *b, tc_metrics_registry *reg, uint32_t fi, dyn_
         memset(&a, 0, sizeof a);
         size_t j = i;
         for (; j < n && dyn_cmp(&entries[i], &entries[j]) == 0; j++)
-            acc_add(&a, f, entries[j].sf, entries[j].id);
-        out_series(b, f, entries[i].values, &a);
+            acc_add(&a, fam, entries[j].sf, entries[j].id);
+        out_series(b, fam, entries[i].values, &a);
         i = j;
     }
 }
@@ -275,9 +278,9 @@ int tc_metrics_render(tc_metrics_registry *reg, size_t max_len, char **out, size
     pthread_mutex_lock(&reg->mu);
     size_t max_entries = 0;
     for (uint32_t i = 0; i < reg->n_fams; i++) {
-        size_t e = reg->n_shards * ((size_t)reg->fams[i].max_dynamic + 1);
-        if (e > max_entries)
-            max_entries = e;
+        size_t need = reg->n_shards * ((size_t)reg->fams[i].max_dynamic + 1);
+        if (need > max_entries)
+            max_entries = need;
     }
     dyn_entry *entries = NULL;
     if (max_entries) {

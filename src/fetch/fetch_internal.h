@@ -20,7 +20,7 @@
  * with ,"body":TEXT|null before the closing brace when with_body is 1. Strings go through
  * tc__json_write_str (invalid UTF-8 bytes become U+FFFD, so the line is always valid JSON).
  * Returns 0, or TC_ENOMEM when b cannot take the whole line (part of it is then in b). */
-int tc__fetch_result_json(tc__buf *b, const tc_fetch_result *r, int with_body);
+int tc__fetch_result_json(tc__buf *b, const tc_fetch_result *res, int with_body);
 
 /* Parses a Retry-After value: delay-seconds (digits only) or an HTTP-date (IMF-fixdate, RFC 850
  * or asctime form), relative to now (Unix seconds). A date in the past gives 0. The result is
@@ -41,11 +41,11 @@ typedef struct tc__hist {
     uint64_t buckets[TC__HIST_BUCKETS];
 } tc__hist;
 
-void tc__hist_init(tc__hist *h);
-void tc__hist_record(tc__hist *h, uint64_t us);
+void tc__hist_init(tc__hist *hist);
+void tc__hist_record(tc__hist *hist, uint64_t us);
 /* The value at percentile p (0..100): the midpoint of the bucket holding the sample of that
  * rank, clamped to [min, max]; 0 when empty. p >= 100 gives max. */
-uint64_t tc__hist_percentile(const tc__hist *h, double p);
+uint64_t tc__hist_percentile(const tc__hist *hist, double p);
 
 /* Parses --rate: a decimal number, digits with at most one '.' followed by at least one digit
  * ("100", "0.5", "2.25"; no sign, exponent or spaces), greater than 0 and at most

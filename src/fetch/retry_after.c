@@ -9,13 +9,13 @@
 #include "fetch_internal.h"
 #include "tailcut/error.h"
 
-static int month_index(const char *m)
+static int month_index(const char *mon)
 {
     static const char names[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
-    if (strlen(m) != 3)
+    if (strlen(mon) != 3)
         return -1;
     for (int i = 0; i < 12; i++)
-        if (strncmp(names + (size_t)3 * i, m, 3) == 0)
+        if (strncmp(names + (size_t)3 * i, mon, 3) == 0)
             return i;
     return -1;
 }

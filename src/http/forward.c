@@ -14,11 +14,12 @@
 
 /* RFC 9110 tchar. Letters, digits and '-' (nearly every byte of a real name) are decided
  * without a search: the client checks every header of every attempt with it. */
-static int tchar(unsigned char c)
+static int tchar(unsigned char ch)
 {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-')
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+        ch == '-')
         return 1;
-    return c != '\0' && strchr("!#$%&'*.^_`|~+", c) != NULL;
+    return ch != '\0' && strchr("!#$%&'*.^_`|~+", ch) != NULL;
 }
 
 int tc__header_name_ok(const char *name, size_t len)
@@ -39,9 +40,9 @@ int tc__header_value_ok(const char *value, size_t len)
     return 1;
 }
 
-static int is_ows(char c)
+static int is_ows(char ch)
 {
-    return c == ' ' || c == '\t';
+    return ch == ' ' || ch == '\t';
 }
 
 int tc__header_line_parse(const char *arg, size_t len, size_t *name_len, const char **value,
@@ -76,7 +77,7 @@ int tc__header_line_parse(const char *arg, size_t len, size_t *name_len, const c
     return 0;
 }
 
-static int name_is(const char *name, size_t len, const char *lit)
+static int header_name_equals(const char *name, size_t len, const char *lit)
 {
     return strlen(lit) == len && strncasecmp(name, lit, len) == 0;
 }
@@ -88,7 +89,7 @@ int tc__header_never_forwarded(const char *name, size_t len)
         "TE",   "Trailer",        "Upgrade",           "X-Tailcut-Attempt",
     };
     for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++)
-        if (name_is(name, len, never[i]))
+        if (header_name_equals(name, len, never[i]))
             return 1;
     return len >= 6 && strncasecmp(name, "Proxy-", 6) == 0;
 }
@@ -99,12 +100,12 @@ int tc__header_list_has(const char *list, size_t len, const char *name, size_t n
     while (i < len) {
         const char *comma = memchr(list + i, ',', len - i);
         size_t end = comma != NULL ? (size_t)(comma - list) : len;
-        size_t a = i, b = end;
-        while (a < b && is_ows(list[a]))
-            a++;
-        while (b > a && is_ows(list[b - 1]))
-            b--;
-        if (name_len > 0 && b - a == name_len && strncasecmp(list + a, name, name_len) == 0)
+        size_t from = i, to = end;
+        while (from < to && is_ows(list[from]))
+            from++;
+        while (to > from && is_ows(list[to - 1]))
+            to--;
+        if (name_len > 0 && to - from == name_len && strncasecmp(list + from, name, name_len) == 0)
             return 1;
         i = end + 1;
     }

@@ -9,214 +9,236 @@
  */
 #include <string.h>
 
+#include "base/fmt.h"
 #include "h1_parse.h"
 #include "tailcut/error.h"
 
-static tc__h1 *of(http_parser *p)
+static tc__h1 *of(http_parser *hp)
 {
-    return p->data;
+    return hp->data;
 }
 
-static int fail(tc__h1 *h, int err, const char *why)
+/* Stops the parser from inside a callback, for reason err. */
+static int stop(tc__h1 *h1, tc__h1_status err)
 {
-    h->err = err;
-    h->why = why;
+    h1->err = err;
     return -1;
 }
 
-static int put(tc__h1 *h, const char *p, size_t n)
+static int response_put(tc__h1 *h1, const char *p, size_t n)
 {
-    int rc = tc__buf_append(h->out, p, n);
+    int rc = tc__buf_append(h1->out, p, n);
     if (rc == TC_ETOOLARGE)
-        return fail(h, TC_EPROTO, "response headers too large");
+        return stop(h1, TC__H1_HEADERS_TOO_LARGE);
     if (rc != 0)
-        return fail(h, rc, "out of memory");
+        return stop(h1, TC__H1_NOMEM);
     return 0;
 }
 
 /* Head bytes go through here: they count toward the header block's limit. */
-static int put_head(tc__h1 *h, const char *p, size_t n)
+static int response_put_head(tc__h1 *h1, const char *p, size_t n)
 {
-    if (h->out->len + n > TC__H1_MAX_HEADER_BYTES)
-        return fail(h, TC_EPROTO, "response headers too large");
-    h->line_len += n;
-    if (h->line_len > TC__H1_MAX_LINE)
-        return fail(h, TC_EPROTO, "response header line too long");
-    return put(h, p, n);
+    if (h1->out->len + n > TC__H1_MAX_HEADER_BYTES)
+        return stop(h1, TC__H1_HEADERS_TOO_LARGE);
+    h1->line_len += n;
+    if (h1->line_len > TC__H1_MAX_LINE)
+        return stop(h1, TC__H1_LINE_TOO_LONG);
+    return response_put(h1, p, n);
 }
 
-static int status_line(tc__h1 *h)
+static int status_line(tc__h1 *h1)
 {
-    if (h->status_written)
+    if (h1->status_written)
         return 0;
-    h->status_written = 1;
+    h1->status_written = 1;
     char s[32];
-    http_parser *p = &h->parser;
+    http_parser *hp = &h1->parser;
     int n = 0;
     s[n++] = 'H', s[n++] = 'T', s[n++] = 'T', s[n++] = 'P', s[n++] = '/';
-    s[n++] = (char)('0' + p->http_major % 10);
+    s[n++] = (char)('0' + hp->http_major % 10);
     s[n++] = '.';
-    s[n++] = (char)('0' + p->http_minor % 10);
+    s[n++] = (char)('0' + hp->http_minor % 10);
     s[n++] = ' ';
-    unsigned st = p->status_code % 1000;
+    unsigned st = hp->status_code % 1000;
     s[n++] = (char)('0' + st / 100);
     s[n++] = (char)('0' + st / 10 % 10);
     s[n++] = (char)('0' + st % 10);
     s[n++] = ' ';
-    h->line_len = 0;
-    return put_head(h, s, (size_t)n);
+    h1->line_len = 0;
+    return response_put_head(h1, s, (size_t)n);
 }
 
-static int on_status(http_parser *p, const char *at, size_t len)
+static int on_response_status(http_parser *hp, const char *at, size_t len)
 {
-    tc__h1 *h = of(p);
-    if (status_line(h) != 0)
+    tc__h1 *h1 = of(hp);
+    if (status_line(h1) != 0)
         return -1;
-    return put_head(h, at, len);
+    return response_put_head(h1, at, len);
 }
 
-static int on_header_field(http_parser *p, const char *at, size_t len)
+static int on_response_header_field(http_parser *hp, const char *at, size_t len)
 {
-    tc__h1 *h = of(p);
-    if (h->body_off != 0)
+    tc__h1 *h1 = of(hp);
+    if (h1->body_off != 0)
         return 0; /* a trailer: read and dropped */
-    if (status_line(h) != 0)
+    if (status_line(h1) != 0)
         return -1;
-    if (h->last != 1) {
-        h->line_len = 0;
-        if (put_head(h, "\r\n", 2) != 0)
+    if (h1->last != 1) {
+        h1->line_len = 0;
+        if (response_put_head(h1, TC__LIT("\r\n")) != 0)
             return -1;
-        h->line_len = 0;
+        h1->line_len = 0;
     }
-    h->last = 1;
-    return put_head(h, at, len);
+    h1->last = 1;
+    return response_put_head(h1, at, len);
 }
 
-static int on_header_value(http_parser *p, const char *at, size_t len)
+static int on_response_header_value(http_parser *hp, const char *at, size_t len)
 {
-    tc__h1 *h = of(p);
-    if (h->body_off != 0)
+    tc__h1 *h1 = of(hp);
+    if (h1->body_off != 0)
         return 0;
-    if (h->last != 2 && put_head(h, ": ", 2) != 0)
+    if (h1->last != 2 && response_put_head(h1, TC__LIT(": ")) != 0)
         return -1;
-    h->last = 2;
-    return put_head(h, at, len);
+    h1->last = 2;
+    return response_put_head(h1, at, len);
 }
 
-static int on_headers_complete(http_parser *p)
+static int on_response_headers_complete(http_parser *hp)
 {
-    tc__h1 *h = of(p);
-    if (status_line(h) != 0)
+    tc__h1 *h1 = of(hp);
+    if (status_line(h1) != 0)
         return -1;
-    h->line_len = 0;
-    if (put_head(h, "\r\n\r\n", 4) != 0 || put(h, "", 1) != 0)
+    h1->line_len = 0;
+    if (response_put_head(h1, TC__LIT("\r\n\r\n")) != 0 || response_put(h1, "", 1) != 0)
         return -1;
-    h->body_off = h->out->len;
-    if (p->status_code == 101)
-        return fail(h, TC_EPROTO, "unexpected 101 Switching Protocols");
-    if (p->status_code >= 100 && p->status_code < 200)
+    h1->body_off = h1->out->len;
+    if (hp->status_code == 101)
+        return stop(h1, TC__H1_SWITCHING_PROTOCOLS);
+    if (hp->status_code >= 100 && hp->status_code < 200)
         return 0; /* interim: no body; dropped when complete */
-    if (h->head_only || p->status_code == 204 || p->status_code == 304)
+    if (h1->head_only || hp->status_code == 204 || hp->status_code == 304)
         return 1; /* no body whatever the headers say (RFC 9112 section 6.3) */
-    if ((p->flags & F_CONTENTLENGTH) && p->content_length > h->max_body)
-        return fail(h, TC_ETOOLARGE, "body too large");
+    if ((hp->flags & F_CONTENTLENGTH) && hp->content_length > h1->max_body)
+        return stop(h1, TC__H1_BODY_TOO_LARGE);
     return 0;
 }
 
-static int on_body(http_parser *p, const char *at, size_t len)
+static int on_response_body(http_parser *hp, const char *at, size_t len)
 {
-    tc__h1 *h = of(p);
-    if (len > h->max_body - (h->out->len - h->body_off))
-        return fail(h, TC_ETOOLARGE, "body too large");
-    return put(h, at, len);
+    tc__h1 *h1 = of(hp);
+    if (len > h1->max_body - (h1->out->len - h1->body_off))
+        return stop(h1, TC__H1_BODY_TOO_LARGE);
+    return response_put(h1, at, len);
 }
 
-static void restart_head(tc__h1 *h)
+static void restart_head(tc__h1 *h1)
 {
-    h->out->len = 0;
-    h->body_off = 0;
-    h->line_len = 0;
-    h->last = 0;
-    h->status_written = 0;
+    h1->out->len = 0;
+    h1->body_off = 0;
+    h1->line_len = 0;
+    h1->last = 0;
+    h1->status_written = 0;
 }
 
-static int on_message_complete(http_parser *p)
+static int on_response_message_complete(http_parser *hp)
 {
-    tc__h1 *h = of(p);
-    if (p->status_code >= 100 && p->status_code < 200) {
-        restart_head(h); /* the final response follows on the same connection */
+    tc__h1 *h1 = of(hp);
+    if (hp->status_code >= 100 && hp->status_code < 200) {
+        restart_head(h1); /* the final response follows on the same connection */
         return 0;
     }
-    h->done = 1;
-    h->status = (int)p->status_code;
-    h->version = p->http_major == 1 && p->http_minor == 0 ? 10 : 11;
-    h->keep_alive = http_should_keep_alive(p) != 0;
-    http_parser_pause(p, 1);
+    h1->done = 1;
+    h1->status = (int)hp->status_code;
+    h1->version = hp->http_major == 1 && hp->http_minor == 0 ? 10 : 11;
+    h1->keep_alive = http_should_keep_alive(hp) != 0;
+    http_parser_pause(hp, 1);
     return 0;
 }
 
 static const http_parser_settings settings = {
-    .on_status = on_status,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
+    .on_status = on_response_status,
+    .on_header_field = on_response_header_field,
+    .on_header_value = on_response_header_value,
+    .on_headers_complete = on_response_headers_complete,
+    .on_body = on_response_body,
+    .on_message_complete = on_response_message_complete,
 };
 
-void tc__h1_init(tc__h1 *h, tc__buf *out, size_t max_body, int head_only)
+void tc__h1_init(tc__h1 *h1, tc__buf *out, size_t max_body, int head_only)
 {
-    memset(h, 0, sizeof(*h));
-    http_parser_init(&h->parser, HTTP_RESPONSE);
-    h->parser.data = h;
-    h->out = out;
-    h->max_body = max_body;
-    h->head_only = head_only;
+    memset(h1, 0, sizeof(*h1));
+    http_parser_init(&h1->parser, HTTP_RESPONSE);
+    h1->parser.data = h1;
+    h1->out = out;
+    h1->max_body = max_body;
+    h1->head_only = head_only;
 }
 
-static int result(tc__h1 *h)
+static tc__h1_status result(const tc__h1 *h1)
 {
-    if (h->err != 0)
-        return h->err;
-    enum http_errno e = HTTP_PARSER_ERRNO(&h->parser);
-    if (h->done)
+    if (h1->err != 0)
+        return h1->err;
+    if (h1->done)
         return TC__H1_DONE;
-    if (e != HPE_OK) {
-        h->why = http_errno_description(e);
-        return TC_EPROTO;
-    }
+    if (HTTP_PARSER_ERRNO(&h1->parser) != HPE_OK)
+        return TC__H1_INVALID;
     return TC__H1_MORE;
 }
 
-int tc__h1_feed(tc__h1 *h, const char *data, size_t n, size_t *extra)
+tc__h1_status tc__h1_feed(tc__h1 *h1, const char *data, size_t n, size_t *extra)
 {
     *extra = 0;
-    if (h->done)
+    if (h1->done)
         return TC__H1_DONE; /* never parse past a final response */
-    if (h->err != 0 || (HTTP_PARSER_ERRNO(&h->parser) != HPE_OK))
-        return result(h);
-    h->received += n;
-    size_t used = http_parser_execute(&h->parser, &settings, data, n);
-    int rc = result(h);
+    if (h1->err != 0 || (HTTP_PARSER_ERRNO(&h1->parser) != HPE_OK))
+        return result(h1);
+    h1->received += n;
+    size_t used = http_parser_execute(&h1->parser, &settings, data, n);
+    tc__h1_status rc = result(h1);
     if (rc == TC__H1_DONE)
         *extra = n - used;
     return rc;
 }
 
-int tc__h1_eof(tc__h1 *h)
+tc__h1_status tc__h1_eof(tc__h1 *h1)
 {
-    if (h->done)
+    if (h1->done)
         return TC__H1_DONE;
-    if (h->err == 0 && HTTP_PARSER_ERRNO(&h->parser) == HPE_OK && h->body_off != 0) {
+    if (h1->err == 0 && HTTP_PARSER_ERRNO(&h1->parser) == HPE_OK && h1->body_off != 0) {
         /* The end of a close-delimited body completes it; in any other state it is an error,
          * which we report as the cut-short response it is. */
-        (void)http_parser_execute(&h->parser, &settings, NULL, 0);
-        if (h->done)
+        (void)http_parser_execute(&h1->parser, &settings, NULL, 0);
+        if (h1->done)
             return TC__H1_DONE;
-        if (h->err != 0)
-            return h->err;
+        if (h1->err != 0)
+            return h1->err;
     }
-    h->why = h->received == 0 ? "connection closed before any response byte"
-                              : "connection closed before the response was complete";
-    return TC_ECONNRESET;
+    return h1->received == 0 ? TC__H1_CLOSED_BEFORE_ANY : TC__H1_CLOSED_INCOMPLETE;
+}
+
+const char *tc__h1_why(const tc__h1 *h1, tc__h1_status status)
+{
+    switch (status) {
+    case TC__H1_MORE:
+    case TC__H1_DONE:
+        break;
+    case TC__H1_INVALID:
+        return http_errno_description(HTTP_PARSER_ERRNO(&h1->parser));
+    case TC__H1_HEADERS_TOO_LARGE:
+        return "response headers too large";
+    case TC__H1_LINE_TOO_LONG:
+        return "response header line too long";
+    case TC__H1_SWITCHING_PROTOCOLS:
+        return "unexpected 101 Switching Protocols";
+    case TC__H1_BODY_TOO_LARGE:
+        return "body too large";
+    case TC__H1_NOMEM:
+        return "out of memory";
+    case TC__H1_CLOSED_BEFORE_ANY:
+        return "connection closed before any response byte";
+    case TC__H1_CLOSED_INCOMPLETE:
+        return "connection closed before the response was complete";
+    }
+    return "invalid response";
 }

@@ -21,10 +21,21 @@
                                              */
 #define TC__H1_MAX_LINE ((size_t)16 * 1024) /* one header line or the status line */
 
-enum {
-    TC__H1_MORE = 0, /* feed more bytes */
-    TC__H1_DONE = 1, /* a final response is complete */
-};
+/* What tc__h1_feed and tc__h1_eof return: progress, or the one reason reading stopped. The
+ * caller maps each reason to its TC_E* code and message (client_native.c, response_failed);
+ * tc__h1_why() words it. */
+typedef enum tc__h1_status {
+    TC__H1_MORE = 0,                 /* feed more bytes */
+    TC__H1_DONE = 1,                 /* a final response is complete */
+    TC__H1_INVALID = -1,             /* not a valid HTTP/1.x response (the parser's reason) */
+    TC__H1_HEADERS_TOO_LARGE = -2,   /* the header block over TC__H1_MAX_HEADER_BYTES */
+    TC__H1_LINE_TOO_LONG = -3,       /* a header line or the status line over TC__H1_MAX_LINE */
+    TC__H1_SWITCHING_PROTOCOLS = -4, /* a 101: nothing here speaks another protocol */
+    TC__H1_BODY_TOO_LARGE = -5,      /* the body over max_body (announced or received) */
+    TC__H1_NOMEM = -6,               /* out of memory */
+    TC__H1_CLOSED_BEFORE_ANY = -7,   /* the connection ended before any byte of a response */
+    TC__H1_CLOSED_INCOMPLETE = -8,   /* the connection ended in the middle of a response */
+} tc__h1_status;
 
 typedef struct tc__h1 {
     http_parser parser;
@@ -37,25 +48,27 @@ typedef struct tc__h1 {
     int last;           /* last header callback: 0 none, 1 field, 2 value */
     int status_written; /* the status line's "HTTP/x.y NNN " is in out */
     int done;
-    int keep_alive; /* valid once done: the connection may carry another request */
-    int status;     /* valid once done */
-    int version;    /* 10 or 11, valid once done */
-    int err;        /* TC_E* that stopped us inside a callback */
-    const char *why;
+    int keep_alive;    /* valid once done: the connection may carry another request */
+    int status;        /* valid once done */
+    int version;       /* 10 or 11, valid once done */
+    tc__h1_status err; /* the reason a callback stopped us, or 0 */
 } tc__h1;
 
 /* Prepares h to read one response into out (which the caller owns and has emptied). */
-void tc__h1_init(tc__h1 *h, tc__buf *out, size_t max_body, int head_only);
+void tc__h1_init(tc__h1 *h1, tc__buf *out, size_t max_body, int head_only);
 
-/* Feeds n bytes. Returns TC__H1_MORE, TC__H1_DONE, or a negative TC_E* code: TC_EPROTO (not a
- * valid HTTP/1.x response; *why says what), TC_ETOOLARGE (body over max_body, or a header block
- * or line over its limit: then TC_EPROTO), TC_ENOMEM. After TC__H1_DONE, *extra is the number of
- * bytes of data that followed the response (a server that sends more than it was asked for: the
- * connection must not be reused). */
-int tc__h1_feed(tc__h1 *h, const char *data, size_t n, size_t *extra);
+/* Feeds n bytes. Returns TC__H1_MORE, TC__H1_DONE, or why reading stopped (a negative
+ * tc__h1_status but the two TC__H1_CLOSED_*); once stopped, every later call says the same. After
+ * TC__H1_DONE, *extra is the number of bytes of data that followed the response (a server that
+ * sends more than it was asked for: the connection must not be reused). */
+tc__h1_status tc__h1_feed(tc__h1 *h1, const char *data, size_t n, size_t *extra);
 
-/* The connection ended. Returns TC__H1_DONE when that ends a close-delimited body, else
- * TC_ECONNRESET (with *why: nothing arrived, or the response was cut short). */
-int tc__h1_eof(tc__h1 *h);
+/* The connection ended. Returns TC__H1_DONE when that ends a close-delimited body, the reason
+ * reading had already stopped, or TC__H1_CLOSED_BEFORE_ANY / TC__H1_CLOSED_INCOMPLETE. */
+tc__h1_status tc__h1_eof(tc__h1 *h1);
+
+/* A stop reason in words ("response headers too large", the HTTP parser's own description for
+ * TC__H1_INVALID...), for an error message; a static string. */
+const char *tc__h1_why(const tc__h1 *h1, tc__h1_status status);
 
 #endif /* TAILCUT_H1_PARSE_H */

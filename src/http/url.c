@@ -14,42 +14,32 @@
 
 #include <curl/curl.h>
 
+#include "base/fmt.h"
 #include "forward_internal.h"
 #include "tailcut/url.h"
 
 /* Value of one hex digit, or -1. */
-static int hex_val(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes the byte at src[*i] (advancing *i past it, and past an escape). Returns the decoded
  * byte (0..255), or TC_EINVAL for a bad escape or a NUL (raw or encoded): a NUL can never be
  * part of a parameter we accept, and it would silently truncate the NUL-terminated output. */
 static int decode_one(const char *src, size_t len, size_t *i, int query_mode)
 {
-    unsigned char c = (unsigned char)src[*i];
-    if (c == '%') {
+    unsigned char ch = (unsigned char)src[*i];
+    if (ch == '%') {
         if (len - *i < 3)
             return TC_EINVAL;
-        int hi = hex_val((unsigned char)src[*i + 1]);
-        int lo = hex_val((unsigned char)src[*i + 2]);
+        int hi = tc__hex_value((unsigned char)src[*i + 1]);
+        int lo = tc__hex_value((unsigned char)src[*i + 2]);
         if (hi < 0 || lo < 0)
             return TC_EINVAL;
         *i += 3;
-        c = (unsigned char)(hi << 4 | lo);
-        return c == 0 ? TC_EINVAL : c;
+        ch = (unsigned char)(hi << 4 | lo);
+        return ch == 0 ? TC_EINVAL : ch;
     }
     *i += 1;
-    if (c == '+' && query_mode)
+    if (ch == '+' && query_mode)
         return ' ';
-    return c == 0 ? TC_EINVAL : c;
+    return ch == 0 ? TC_EINVAL : ch;
 }
 
 void tc_query_iter_init(tc_query_iter *it, const char *query, size_t len)
@@ -88,12 +78,12 @@ long tc_url_decode(const char *src, size_t len, char *dst, size_t dst_size, int 
 {
     size_t i = 0, n = 0;
     while (i < len) {
-        int c = decode_one(src, len, &i, query_mode);
-        if (c < 0)
-            return c;
+        int ch = decode_one(src, len, &i, query_mode);
+        if (ch < 0)
+            return ch;
         if (n + 1 >= dst_size)
             return TC_ETOOLARGE;
-        dst[n++] = (char)c;
+        dst[n++] = (char)ch;
     }
     if (dst_size == 0)
         return TC_ETOOLARGE;
@@ -106,18 +96,18 @@ long tc_url_encode(const char *src, size_t len, char *dst, size_t dst_size)
     static const char hex[] = "0123456789ABCDEF";
     size_t n = 0;
     for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)src[i];
-        int keep = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                   c == '-' || c == '.' || c == '_' || c == '~';
+        unsigned char ch = (unsigned char)src[i];
+        int keep = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+                   (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_' || ch == '~';
         size_t need = keep ? 1 : 3;
         if (n + need >= dst_size)
             return TC_ETOOLARGE;
         if (keep) {
-            dst[n++] = (char)c;
+            dst[n++] = (char)ch;
         } else {
             dst[n++] = '%';
-            dst[n++] = hex[c >> 4];
-            dst[n++] = hex[c & 15];
+            dst[n++] = hex[ch >> 4];
+            dst[n++] = hex[ch & 15];
         }
     }
     if (dst_size == 0)
@@ -132,34 +122,46 @@ static int name_equals(const char *raw, size_t raw_len, const char *want)
 {
     size_t i = 0, k = 0;
     while (i < raw_len) {
-        int c = decode_one(raw, raw_len, &i, 1);
-        if (c < 0 || want[k] == '\0' || (unsigned char)want[k] != c)
+        int ch = decode_one(raw, raw_len, &i, 1);
+        if (ch < 0 || want[k] == '\0' || (unsigned char)want[k] != ch)
             return 0;
         k++;
     }
     return want[k] == '\0';
 }
 
-long tc_query_get(const char *query, size_t len, const char *name, char *value, size_t value_size)
+/* How many pairs of query[0..len) are named name (decoded), and the raw value of the first of
+ * them in *first (NULL and 0 when none). */
+static long query_find(const char *query, size_t len, const char *name, const char **first,
+                       size_t *first_len)
 {
     tc_query_iter it;
-    const char *n, *v, *first = NULL;
-    size_t nl, vl, first_len = 0;
+    const char *key, *val;
+    size_t key_len, val_len;
     long count = 0;
-
+    *first = NULL;
+    *first_len = 0;
     tc_query_iter_init(&it, query, len);
-    while (tc_query_next(&it, &n, &nl, &v, &vl)) {
-        if (!name_equals(n, nl, name))
+    while (tc_query_next(&it, &key, &key_len, &val, &val_len)) {
+        if (!name_equals(key, key_len, name))
             continue;
         if (count++ == 0) {
-            first = v;
-            first_len = vl;
+            *first = val;
+            *first_len = val_len;
         }
     }
+    return count;
+}
+
+long tc_query_get(const char *query, size_t len, const char *name, char *value, size_t value_size)
+{
+    const char *first;
+    size_t first_len;
+    long count = query_find(query, len, name, &first, &first_len);
     if (count > 0 && value != NULL) {
-        long r = tc_url_decode(first, first_len, value, value_size, 1);
-        if (r < 0)
-            return r;
+        long rc = tc_url_decode(first, first_len, value, value_size, 1);
+        if (rc < 0)
+            return rc;
     }
     return count;
 }
@@ -170,20 +172,9 @@ int tc_query_timeout(const char *query, size_t len, uint64_t max_ms, uint64_t *t
     static const char not_number[] = "timeout must be a whole number of milliseconds";
     static const char out_of_range[] = "timeout is out of range (1 to --max-timeout milliseconds)";
     static const char repeated[] = "timeout must be given at most once";
-    tc_query_iter it;
-    const char *n, *v, *first = NULL;
-    size_t nl, vl, first_len = 0;
-    int count = 0;
-
-    tc_query_iter_init(&it, query, len);
-    while (tc_query_next(&it, &n, &nl, &v, &vl)) {
-        if (!name_equals(n, nl, "timeout"))
-            continue;
-        if (count++ == 0) {
-            first = v;
-            first_len = vl;
-        }
-    }
+    const char *first;
+    size_t first_len;
+    long count = query_find(query, len, "timeout", &first, &first_len);
     if (present)
         *present = count > 0;
     if (why)
@@ -207,20 +198,20 @@ int tc_query_timeout(const char *query, size_t len, uint64_t max_ms, uint64_t *t
         return TC_EINVAL;
     }
     while (i < first_len) {
-        int c = decode_one(first, first_len, &i, 1);
-        if (c < '0' || c > '9') {
+        int ch = decode_one(first, first_len, &i, 1);
+        if (ch < '0' || ch > '9') {
             if (why)
                 *why = not_number;
             return TC_EINVAL;
         }
         if (too_large)
             continue;
-        uint64_t d = (uint64_t)(c - '0');
-        if (value > (UINT64_MAX - d) / 10) {
+        uint64_t digit = (uint64_t)(ch - '0');
+        if (value > (UINT64_MAX - digit) / 10) {
             too_large = 1;
             continue;
         }
-        value = value * 10 + d;
+        value = value * 10 + digit;
         if (value > max_ms)
             too_large = 1;
     }
@@ -238,9 +229,9 @@ int tc_id_valid(const char *id, size_t len)
     if (len < 1 || len > TC_ID_MAX)
         return 0;
     for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)id[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '.' || c == '-'))
+        unsigned char ch = (unsigned char)id[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '.' || ch == '-'))
             return 0;
     }
     return 1;
@@ -253,9 +244,9 @@ static void copy_lower(char *out, const char *s, size_t n)
         out[i] = (char)((s[i] >= 'A' && s[i] <= 'Z') ? s[i] + ('a' - 'A') : s[i]);
 }
 
-static int origin_fail(CURLU *u, const char **why, const char *reason)
+static int origin_fail(CURLU *cu, const char **why, const char *reason)
 {
-    curl_url_cleanup(u);
+    curl_url_cleanup(cu);
     *why = reason;
     return TC_EURL;
 }
@@ -279,34 +270,34 @@ int tc_url_origin(const char *url, char *key, size_t keycap, int *https, const c
         *why = "URL has no host";
         return TC_EURL;
     }
-    CURLU *u = curl_url();
-    if (u == NULL)
+    CURLU *cu = curl_url();
+    if (cu == NULL)
         return TC_ENOMEM;
-    CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, 0);
-    if (uc == CURLUE_OUT_OF_MEMORY) {
-        curl_url_cleanup(u);
+    CURLUcode code = curl_url_set(cu, CURLUPART_URL, url, 0);
+    if (code == CURLUE_OUT_OF_MEMORY) {
+        curl_url_cleanup(cu);
         return TC_ENOMEM;
     }
-    if (uc == CURLUE_BAD_PORT_NUMBER)
-        return origin_fail(u, why, "bad port number in URL");
-    if (uc == CURLUE_BAD_IPV6)
-        return origin_fail(u, why, "bad IPv6 address in URL");
-    if (uc == CURLUE_BAD_HOSTNAME || uc == CURLUE_NO_HOST)
-        return origin_fail(u, why, "bad host name in URL");
-    if (uc != CURLUE_OK)
-        return origin_fail(u, why, "malformed URL");
+    if (code == CURLUE_BAD_PORT_NUMBER)
+        return origin_fail(cu, why, "bad port number in URL");
+    if (code == CURLUE_BAD_IPV6)
+        return origin_fail(cu, why, "bad IPv6 address in URL");
+    if (code == CURLUE_BAD_HOSTNAME || code == CURLUE_NO_HOST)
+        return origin_fail(cu, why, "bad host name in URL");
+    if (code != CURLUE_OK)
+        return origin_fail(cu, why, "malformed URL");
 
     char *scheme = NULL, *host = NULL, *port = NULL, *zone = NULL;
     int err = TC_EURL;
     *why = NULL;
-    if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK) {
+    if (curl_url_get(cu, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(cu, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        curl_url_get(cu, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK) {
         err = TC_ENOMEM; /* the URL parsed: what is left to fail is memory */
         goto out;
     }
     /* absent for most hosts */
-    if (curl_url_get(u, CURLUPART_ZONEID, &zone, 0) == CURLUE_OUT_OF_MEMORY) {
+    if (curl_url_get(cu, CURLUPART_ZONEID, &zone, 0) == CURLUE_OUT_OF_MEMORY) {
         err = TC_ENOMEM;
         goto out;
     }
@@ -337,74 +328,74 @@ int tc_url_origin(const char *url, char *key, size_t keycap, int *https, const c
     }
     /* Fits: measured above, and the port is at most "65535". */
     copy_lower(key, scheme, slen);
-    char *k = key + slen;
-    *k++ = ':';
-    *k++ = '/';
-    *k++ = '/';
+    char *kp = key + slen;
+    *kp++ = ':';
+    *kp++ = '/';
+    *kp++ = '/';
     if (zone != NULL) { /* "[fe80::1]" + "%eth0" -> "[fe80::1%eth0]" */
-        copy_lower(k, host, hlen - 1);
-        k += hlen - 1;
-        *k++ = '%';
-        memcpy(k, zone, zlen - 1);
-        k += zlen - 1;
-        *k++ = ']';
+        copy_lower(kp, host, hlen - 1);
+        kp += hlen - 1;
+        *kp++ = '%';
+        memcpy(kp, zone, zlen - 1);
+        kp += zlen - 1;
+        *kp++ = ']';
     } else {
-        copy_lower(k, host, hlen);
-        k += hlen;
+        copy_lower(kp, host, hlen);
+        kp += hlen;
     }
-    (void)snprintf(k, 7, ":%s", port);
+    (void)snprintf(kp, 7, ":%s", port);
     err = 0;
 out:
     curl_free(scheme);
     curl_free(host);
     curl_free(port);
     curl_free(zone);
-    curl_url_cleanup(u);
+    curl_url_cleanup(cu);
     return err;
 }
 
 /* ---- forwarding (forward_internal.h) -------------------------------------------------------- */
 
-/* 1 if raw names a[0..la) and b[0..lb) decode (query mode) to the same bytes. When either holds
+/* 1 if raw names x[0..xl) and y[0..yl) decode (query mode) to the same bytes. When either holds
  * a bad escape the two are compared as they are, byte for byte. */
-static int names_equal_raw(const char *a, size_t la, const char *b, size_t lb)
+static int names_equal_raw(const char *x, size_t xl, const char *y, size_t yl)
 {
     /* Without an escape or a '+' on either side, decoding changes nothing: compare the bytes
      * (the usual case, asked once per client parameter). */
-    if (memchr(a, '%', la) == NULL && memchr(a, '+', la) == NULL && memchr(b, '%', lb) == NULL &&
-        memchr(b, '+', lb) == NULL)
-        return la == lb && memcmp(a, b, la) == 0;
+    if (memchr(x, '%', xl) == NULL && memchr(x, '+', xl) == NULL && memchr(y, '%', yl) == NULL &&
+        memchr(y, '+', yl) == NULL)
+        return xl == yl && memcmp(x, y, xl) == 0;
     size_t i = 0, k = 0;
-    while (i < la && k < lb) {
-        int ca = decode_one(a, la, &i, 1);
-        int cb = decode_one(b, lb, &k, 1);
-        if (ca < 0 || cb < 0)
-            return la == lb && memcmp(a, b, la) == 0;
-        if (ca != cb)
+    while (i < xl && k < yl) {
+        int cx = decode_one(x, xl, &i, 1);
+        int cy = decode_one(y, yl, &k, 1);
+        if (cx < 0 || cy < 0)
+            return xl == yl && memcmp(x, y, xl) == 0;
+        if (cx != cy)
             return 0;
     }
-    return i == la && k == lb;
+    return i == xl && k == yl;
 }
 
 /* 1 if the raw query q[0..qlen) has a pair named name[0..len). */
 static int query_has(const char *q, size_t qlen, const char *name, size_t len)
 {
     tc_query_iter it;
-    const char *n, *v;
-    size_t nl, vl;
+    const char *key, *val;
+    size_t key_len, val_len;
     tc_query_iter_init(&it, q, qlen);
-    while (tc_query_next(&it, &n, &nl, &v, &vl))
-        if (names_equal_raw(n, nl, name, len))
+    while (tc_query_next(&it, &key, &key_len, &val, &val_len))
+        if (names_equal_raw(key, key_len, name, len))
             return 1;
     return 0;
 }
 
 /* 1 for a byte RFC 3986 allows in a query as it is: unreserved, sub-delims, ':', '@', '/', '?',
  * and '%' (escapes pass through as the client wrote them). */
-static int query_byte_ok(unsigned char c)
+static int query_byte_ok(unsigned char ch)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           strchr("-._~!$&'()*+,;=:@/?%", c) != NULL;
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+           strchr("-._~!$&'()*+,;=:@/?%", ch) != NULL;
 }
 
 /* Appends raw[0..len) to out, with %HH for each byte query_byte_ok() refuses. */
@@ -419,8 +410,8 @@ static int append_query_bytes(tc__buf *out, const char *raw, size_t len)
         int err = tc__buf_append(out, raw + i, run - i);
         if (err != 0 || run == len)
             return err;
-        unsigned char c = (unsigned char)raw[run];
-        char esc[3] = {'%', hex[c >> 4], hex[c & 15]};
+        unsigned char ch = (unsigned char)raw[run];
+        char esc[3] = {'%', hex[ch >> 4], hex[ch & 15]};
         err = tc__buf_append(out, esc, sizeof(esc));
         if (err != 0)
             return err;
@@ -444,19 +435,19 @@ long tc__forward_url(tc__buf *out, const char *upstream, const char *query, size
     char sep = qmark == NULL ? '?' : (uq_len > 0 && uq[uq_len - 1] != '&' ? '&' : 0);
     long forwarded = 0;
     tc_query_iter it;
-    const char *n, *v;
-    size_t nl, vl;
+    const char *key, *val;
+    size_t key_len, val_len;
     tc_query_iter_init(&it, query, query_len);
-    while (err == 0 && tc_query_next(&it, &n, &nl, &v, &vl)) {
-        if (names_equal_raw(n, nl, "timeout", 7) || query_has(uq, uq_len, n, nl))
+    while (err == 0 && tc_query_next(&it, &key, &key_len, &val, &val_len)) {
+        if (names_equal_raw(key, key_len, "timeout", 7) || query_has(uq, uq_len, key, key_len))
             continue;
         if (sep != 0)
             err = tc__buf_append(out, &sep, 1);
         sep = '&';
         /* the pair as sent: the name, and "=value" when it had an '=' */
-        size_t pair_len = v > n + nl ? (size_t)(v + vl - n) : nl;
+        size_t pair_len = val > key + key_len ? (size_t)(val + val_len - key) : key_len;
         if (err == 0)
-            err = append_query_bytes(out, n, pair_len);
+            err = append_query_bytes(out, key, pair_len);
         forwarded++;
     }
     if (err == 0 && hash != NULL)
@@ -493,13 +484,13 @@ const char *tc__url_redact(const char *url, char *out, size_t cap)
             at = p; /* the last '@' ends the userinfo ("u:p@ss@host") */
     redact_put(out, cap, &len, url, (size_t)(auth - url));
     if (at != NULL) {
-        redact_put(out, cap, &len, "***", 3);
+        redact_put(out, cap, &len, TC__LIT("***"));
         auth = at;
     }
     size_t path_end = (size_t)(auth - url) + strcspn(auth, "?#");
     redact_put(out, cap, &len, auth, path_end - (size_t)(auth - url));
     if (path_end < ulen && url[path_end] == '?')
-        redact_put(out, cap, &len, "?***", 4);
+        redact_put(out, cap, &len, TC__LIT("?***"));
     out[len] = '\0';
     return out;
 }

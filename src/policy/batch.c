@@ -24,6 +24,7 @@
 
 #include "base/alloc.h"
 #include "base/hash.h"
+#include "base/list.h"
 #include "tailcut/batch.h"
 
 /* Starting sizes of a batch's arrays; they double up to what max_batch needs. */
@@ -35,8 +36,8 @@ static const char missing_message[] = "missing: no result for this key";
 typedef struct waiter {
     tc_future *f; /* the producer's reference */
     tc_batch *batch;
-    struct waiter *prev, *next;
-    uint32_t idx; /* entry index in batch->entries */
+    tc__link link; /* in its entry's waiters */
+    uint32_t idx;  /* entry index in batch->entries */
 } waiter;
 
 typedef struct entry {
@@ -45,13 +46,13 @@ typedef struct entry {
     uint32_t hash;
     uint32_t nwaiters;
     int settled;
-    waiter *head, *tail;
+    tc__link waiters; /* FIFO; moves with entries[] (batch_grow_entries relinks it) */
 } entry;
 
 enum batch_state { BATCH_COLLECTING = 0, BATCH_QUEUED, BATCH_OUT, BATCH_DEAD };
 
 struct tc_batch {
-    tc_batcher *b;
+    tc_batcher *batcher;
     enum batch_state state;
     entry *entries;
     size_t nentries, entries_cap;
@@ -64,7 +65,7 @@ struct tc_batch {
     size_t live;                /* waiters still waiting, over all entries */
     unsigned holds;             /* frames iterating this batch; a DEAD batch is released at 0 */
     uint64_t first_ns, sent_ns; /* uv_hrtime() of the first submit and of the dispatch */
-    tc_batch *qprev, *qnext;
+    tc__link qlink;             /* in the batcher's queue while QUEUED */
 };
 
 struct tc_batcher {
@@ -72,7 +73,7 @@ struct tc_batcher {
     tc_batcher_config cfg;
     uv_timer_t timer; /* max_wait_ms of the collecting batch */
     tc_batch *current;
-    tc_batch *qhead, *qtail;
+    tc__link queue; /* QUEUED batches, FIFO */
     tc_batch *spare;
     tc_batcher_stats st;
     uint32_t seed;
@@ -131,293 +132,300 @@ static uint32_t key_hash(uint32_t seed, const unsigned char *p, size_t len)
     return tc__fnv1a(TC__FNV1A_INIT ^ seed, p, len); /* seeded per batcher */
 }
 
-static void batch_free(tc_batch *t)
+static void batch_free(tc_batch *bt)
 {
-    tc__free(t->entries);
-    tc__free(t->table);
-    tc__free(t->keys);
-    tc__free(t->order);
-    tc__free(t);
+    tc__free(bt->entries);
+    tc__free(bt->table);
+    tc__free(bt->keys);
+    tc__free(bt->order);
+    tc__free(bt);
 }
 
 /* A fresh batch in COLLECTING state: the spare one if there is one. NULL when out of memory. */
-static tc_batch *batch_new(tc_batcher *b)
+static tc_batch *batch_new(tc_batcher *br)
 {
-    tc_batch *t = b->spare;
-    if (t != NULL) {
-        b->spare = NULL;
+    tc_batch *bt = br->spare;
+    if (bt != NULL) {
+        br->spare = NULL;
     } else {
-        t = tc__calloc(1, sizeof(*t));
-        if (t == NULL)
+        bt = tc__calloc(1, sizeof(*bt));
+        if (bt == NULL)
             return NULL;
-        t->entries_cap =
-            b->cfg.max_batch < BATCH_INITIAL_ENTRIES ? b->cfg.max_batch : BATCH_INITIAL_ENTRIES;
-        t->table_size = 4;
-        while (t->table_size < 2 * t->entries_cap)
-            t->table_size *= 2;
-        t->keys_cap = BATCH_INITIAL_KEY_BYTES;
-        t->entries = tc__malloc(t->entries_cap * sizeof(*t->entries));
-        t->order = tc__malloc(t->entries_cap * sizeof(*t->order));
-        t->table = tc__calloc(t->table_size, sizeof(*t->table));
-        t->keys = tc__malloc(t->keys_cap);
-        if (t->entries == NULL || t->order == NULL || t->table == NULL || t->keys == NULL) {
-            batch_free(t);
+        bt->entries_cap =
+            br->cfg.max_batch < BATCH_INITIAL_ENTRIES ? br->cfg.max_batch : BATCH_INITIAL_ENTRIES;
+        bt->table_size = 4;
+        while (bt->table_size < 2 * bt->entries_cap)
+            bt->table_size *= 2;
+        bt->keys_cap = BATCH_INITIAL_KEY_BYTES;
+        bt->entries = tc__malloc(bt->entries_cap * sizeof(*bt->entries));
+        bt->order = tc__malloc(bt->entries_cap * sizeof(*bt->order));
+        bt->table = tc__calloc(bt->table_size, sizeof(*bt->table));
+        bt->keys = tc__malloc(bt->keys_cap);
+        if (bt->entries == NULL || bt->order == NULL || bt->table == NULL || bt->keys == NULL) {
+            batch_free(bt);
             return NULL;
         }
     }
-    t->b = b;
-    t->state = BATCH_COLLECTING;
-    return t;
+    bt->batcher = br;
+    bt->state = BATCH_COLLECTING;
+    tc__list_init(&bt->qlink);
+    return bt;
 }
 
 /* Frees a DEAD batch nobody holds, or keeps it (emptied) as the batcher's spare. */
-static void batch_release(tc_batch *t)
+static void batch_release(tc_batch *bt)
 {
-    tc_batcher *b = t->b;
-    if (t->holds > 0)
+    tc_batcher *br = bt->batcher;
+    if (bt->holds > 0)
         return; /* the last holder releases it */
-    if (b->spare != NULL || b->closing) {
-        batch_free(t);
+    if (br->spare != NULL || br->closing) {
+        batch_free(bt);
         return;
     }
-    if (t->nentries > 0)
-        memset(t->table, 0, t->table_size * sizeof(*t->table));
-    t->nentries = 0;
-    t->keys_len = 0;
-    t->n = 0;
-    t->live = 0;
-    t->qprev = t->qnext = NULL;
-    b->spare = t;
+    if (bt->nentries > 0)
+        memset(bt->table, 0, bt->table_size * sizeof(*bt->table));
+    bt->nentries = 0;
+    bt->keys_len = 0;
+    bt->n = 0;
+    bt->live = 0;
+    br->spare = bt;
 }
 
-static void batch_hold(tc_batch *t)
+static void batch_hold(tc_batch *bt)
 {
-    t->holds++;
+    bt->holds++;
 }
 
-static void batch_unhold(tc_batch *t)
+static void batch_unhold(tc_batch *bt)
 {
-    if (--t->holds == 0 && t->state == BATCH_DEAD)
-        batch_release(t);
+    if (--bt->holds == 0 && bt->state == BATCH_DEAD)
+        batch_release(bt);
 }
 
 /* Doubles the hash table and re-inserts every entry. Returns 0 or TC_ENOMEM. */
-static int batch_grow_table(tc_batch *t)
+static int batch_grow_table(tc_batch *bt)
 {
-    size_t size = t->table_size * 2;
+    size_t size = bt->table_size * 2;
     uint32_t *table = tc__calloc(size, sizeof(*table));
     if (table == NULL)
         return TC_ENOMEM;
-    for (size_t i = 0; i < t->nentries; i++) {
-        size_t s = t->entries[i].hash & (size - 1);
-        while (table[s] != 0)
-            s = (s + 1) & (size - 1);
-        table[s] = (uint32_t)i + 1;
+    for (size_t i = 0; i < bt->nentries; i++) {
+        size_t pos = bt->entries[i].hash & (size - 1);
+        while (table[pos] != 0)
+            pos = (pos + 1) & (size - 1);
+        table[pos] = (uint32_t)i + 1;
     }
-    tc__free(t->table);
-    t->table = table;
-    t->table_size = size;
+    tc__free(bt->table);
+    bt->table = table;
+    bt->table_size = size;
+    return 0;
+}
+
+/* Doubles entries[] (and order[] with it). Each entry heads a list of waiters, so the entries
+ * move to a new array while the old one is still there to unlink from, not by realloc. Returns 0
+ * or TC_ENOMEM (the batch is unchanged then, order[] merely bigger than needed). */
+static int batch_grow_entries(tc_batch *bt)
+{
+    size_t cap = bt->entries_cap > 0 ? bt->entries_cap * 2 : BATCH_INITIAL_ENTRIES;
+    uint32_t *order = tc__realloc(bt->order, cap * sizeof(*order));
+    if (order == NULL)
+        return TC_ENOMEM;
+    bt->order = order;
+    entry *grown = tc__malloc(cap * sizeof(*grown));
+    if (grown == NULL)
+        return TC_ENOMEM;
+    for (size_t i = 0; i < bt->nentries; i++) {
+        grown[i] = bt->entries[i];
+        tc__list_replace(&bt->entries[i].waiters, &grown[i].waiters);
+    }
+    tc__free(bt->entries);
+    bt->entries = grown;
+    bt->entries_cap = cap;
     return 0;
 }
 
 /* Finds key in the batch or adds it as a new entry (*added = 1). Returns the entry index or
  * TC_ENOMEM (the batch is unchanged then). */
-static long batch_find_or_add(tc_batch *t, const void *key, size_t len, uint32_t hash, int *added)
+static long batch_find_or_add(tc_batch *bt, const void *key, size_t len, uint32_t hash, int *added)
 {
-    if ((t->nentries + 1) * 2 > t->table_size && batch_grow_table(t) != 0)
+    if ((bt->nentries + 1) * 2 > bt->table_size && batch_grow_table(bt) != 0)
         return TC_ENOMEM;
-    size_t mask = t->table_size - 1;
-    size_t s = hash & mask;
-    for (uint32_t slot; (slot = t->table[s]) != 0; s = (s + 1) & mask) {
-        const entry *e = &t->entries[slot - 1];
+    size_t mask = bt->table_size - 1;
+    size_t pos = hash & mask;
+    for (uint32_t slot; (slot = bt->table[pos]) != 0; pos = (pos + 1) & mask) {
+        const entry *e = &bt->entries[slot - 1];
         if (e->hash == hash && e->key_len == len &&
-            (len == 0 || memcmp(t->keys + e->key_off, key, len) == 0)) {
+            (len == 0 || memcmp(bt->keys + e->key_off, key, len) == 0)) {
             *added = 0;
             return (long)(slot - 1);
         }
     }
-    if (t->nentries == t->entries_cap) {
-        size_t cap = t->entries_cap > 0 ? t->entries_cap * 2 : BATCH_INITIAL_ENTRIES;
-        uint32_t *order = tc__realloc(t->order, cap * sizeof(*order));
-        if (order == NULL)
-            return TC_ENOMEM;
-        t->order = order;
-        entry *grown = tc__realloc(t->entries, cap * sizeof(*grown));
-        if (grown == NULL)
-            return TC_ENOMEM; /* order[] is merely bigger than needed */
-        t->entries = grown;
-        t->entries_cap = cap;
-    }
-    if (t->keys_cap - t->keys_len < len + 1) {
-        size_t cap = t->keys_cap * 2;
-        while (cap - t->keys_len < len + 1)
+    if (bt->nentries == bt->entries_cap && batch_grow_entries(bt) != 0)
+        return TC_ENOMEM;
+    if (bt->keys_cap - bt->keys_len < len + 1) {
+        size_t cap = bt->keys_cap * 2;
+        while (cap - bt->keys_len < len + 1)
             cap *= 2;
-        char *grown = tc__realloc(t->keys, cap);
+        char *grown = tc__realloc(bt->keys, cap);
         if (grown == NULL)
             return TC_ENOMEM;
-        t->keys = grown;
-        t->keys_cap = cap;
+        bt->keys = grown;
+        bt->keys_cap = cap;
     }
-    entry *e = &t->entries[t->nentries];
-    e->key_off = t->keys_len;
+    entry *e = &bt->entries[bt->nentries];
+    e->key_off = bt->keys_len;
     e->key_len = len;
     e->hash = hash;
     e->nwaiters = 0;
     e->settled = 0;
-    e->head = e->tail = NULL;
+    tc__list_init(&e->waiters);
     if (len > 0)
-        memcpy(t->keys + t->keys_len, key, len);
-    t->keys[t->keys_len + len] = '\0';
-    t->keys_len += len + 1;
-    t->table[s] = (uint32_t)t->nentries + 1;
+        memcpy(bt->keys + bt->keys_len, key, len);
+    bt->keys[bt->keys_len + len] = '\0';
+    bt->keys_len += len + 1;
+    bt->table[pos] = (uint32_t)bt->nentries + 1;
     *added = 1;
-    return (long)t->nentries++;
+    return (long)bt->nentries++;
 }
 
-static void waiter_unlink(entry *e, waiter *w)
+static void waiter_unlink(entry *e, waiter *wt)
 {
-    if (w->prev != NULL)
-        w->prev->next = w->next;
-    else
-        e->head = w->next;
-    if (w->next != NULL)
-        w->next->prev = w->prev;
-    else
-        e->tail = w->prev;
+    tc__list_remove(&wt->link);
     e->nwaiters--;
+}
+
+/* The first waiter of e, or NULL. */
+static waiter *waiter_first(const entry *e)
+{
+    tc__link *l = tc__list_first(&e->waiters);
+    return l != NULL ? tc__container_of(l, waiter, link) : NULL;
 }
 
 /* ---- the queue and dispatching -------------------------------------------------------------- */
 
-static void queue_push(tc_batcher *b, tc_batch *t)
+static void queue_push(tc_batcher *br, tc_batch *bt)
 {
-    t->state = BATCH_QUEUED;
-    t->qnext = NULL;
-    t->qprev = b->qtail;
-    if (b->qtail != NULL)
-        b->qtail->qnext = t;
-    else
-        b->qhead = t;
-    b->qtail = t;
-    b->st.queued++;
+    bt->state = BATCH_QUEUED;
+    tc__list_push_back(&br->queue, &bt->qlink);
+    br->st.queued++;
 }
 
-static void queue_remove(tc_batcher *b, tc_batch *t)
+static void queue_remove(tc_batcher *br, tc_batch *bt)
 {
-    if (t->qprev != NULL)
-        t->qprev->qnext = t->qnext;
-    else
-        b->qhead = t->qnext;
-    if (t->qnext != NULL)
-        t->qnext->qprev = t->qprev;
-    else
-        b->qtail = t->qprev;
-    t->qprev = t->qnext = NULL;
-    b->st.queued--;
+    tc__list_remove(&bt->qlink);
+    br->st.queued--;
 }
 
-static int at_cap(const tc_batcher *b)
+/* The oldest queued batch, or NULL. */
+static tc_batch *queue_first(const tc_batcher *br)
 {
-    return b->cfg.max_in_flight != 0 && b->st.in_flight >= b->cfg.max_in_flight;
+    tc__link *l = tc__list_first(&br->queue);
+    return l != NULL ? tc__container_of(l, tc_batch, qlink) : NULL;
 }
 
-static void batch_drop(tc_batch *t)
+static int at_cap(const tc_batcher *br)
 {
-    t->state = BATCH_DEAD;
-    t->b->st.batches_dropped++;
-    batch_release(t);
+    return br->cfg.max_in_flight != 0 && br->st.in_flight >= br->cfg.max_in_flight;
 }
 
-/* Hands a batch with waiters to the dispatcher. t may be gone when this returns. */
-static void batch_send(tc_batcher *b, tc_batch *t)
+static void batch_drop(tc_batch *bt)
+{
+    bt->state = BATCH_DEAD;
+    bt->batcher->st.batches_dropped++;
+    batch_release(bt);
+}
+
+/* Hands a batch with waiters to the dispatcher. bt may be gone when this returns. */
+static void batch_send(tc_batcher *br, tc_batch *bt)
 {
     size_t n = 0; /* order[] has room for every entry: it grows with entries[] */
-    for (size_t i = 0; i < t->nentries; i++) {
-        if (t->entries[i].nwaiters > 0)
-            t->order[n++] = (uint32_t)i;
+    for (size_t i = 0; i < bt->nentries; i++) {
+        if (bt->entries[i].nwaiters > 0)
+            bt->order[n++] = (uint32_t)i;
         else
-            t->entries[i].settled = 1; /* everyone left: not sent */
+            bt->entries[i].settled = 1; /* everyone left: not sent */
     }
-    t->n = n;
-    t->state = BATCH_OUT;
-    t->sent_ns = uv_hrtime();
-    b->st.in_flight++;
-    b->st.batches_sent++;
-    b->st.keys_sent += n;
-    if (n > b->st.largest_batch)
-        b->st.largest_batch = n;
-    b->cfg.dispatch(t, b->cfg.data);
+    bt->n = n;
+    bt->state = BATCH_OUT;
+    bt->sent_ns = uv_hrtime();
+    br->st.in_flight++;
+    br->st.batches_sent++;
+    br->st.keys_sent += n;
+    if (n > br->st.largest_batch)
+        br->st.largest_batch = n;
+    /* lands in app/serve/cmd_serve_metadata.c metadata_dispatch */
+    br->cfg.dispatch(bt, br->cfg.data);
 }
 
 /* Sends queued batches while the cap allows. Re-entrant calls (a synchronous dispatcher that
  * finishes its batch inside dispatch) return at once; the outer loop carries on. */
-static void queue_pump(tc_batcher *b)
+static void queue_pump(tc_batcher *br)
 {
-    if (b->pumping)
+    if (br->pumping)
         return;
-    b->pumping = 1;
-    while (b->qhead != NULL && !at_cap(b)) {
-        tc_batch *t = b->qhead;
-        /* A dropped batch was unlinked first, so qhead is never one that batch_drop() freed. */
+    br->pumping = 1;
+    tc_batch *bt;
+    while (!at_cap(br) && (bt = queue_first(br)) != NULL) {
+        /* A dropped batch was unlinked first, so the queue never holds one batch_drop() freed. */
         // NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
-        queue_remove(b, t);
-        if (t->live == 0)
-            batch_drop(t);
+        queue_remove(br, bt);
+        if (bt->live == 0)
+            batch_drop(bt);
         else
-            batch_send(b, t);
+            batch_send(br, bt);
     }
-    b->pumping = 0;
+    br->pumping = 0;
 }
 
 /* A batch is ready (full, timed out or flushed): send it, queue it, or drop it if empty. */
-static void batch_ready(tc_batcher *b, tc_batch *t)
+static void batch_ready(tc_batcher *br, tc_batch *bt)
 {
-    if (t->live == 0) {
-        batch_drop(t);
-    } else if (b->qhead != NULL || at_cap(b)) {
-        queue_push(b, t);
-        b->st.batches_queued++;
+    if (bt->live == 0) {
+        batch_drop(bt);
+    } else if (!tc__list_empty(&br->queue) || at_cap(br)) {
+        queue_push(br, bt);
+        br->st.batches_queued++;
     } else {
-        batch_send(b, t);
+        batch_send(br, bt);
     }
 }
 
 /* Ends the collecting phase of the current batch. */
-static void close_collecting(tc_batcher *b)
+static void close_collecting(tc_batcher *br)
 {
-    tc_batch *t = b->current;
-    if (t == NULL)
+    tc_batch *bt = br->current;
+    if (bt == NULL)
         return;
-    b->current = NULL;
-    uv_timer_stop(&b->timer);
-    batch_ready(b, t);
+    br->current = NULL;
+    uv_timer_stop(&br->timer);
+    batch_ready(br, bt);
 }
 
-static void on_timer(uv_timer_t *timer)
+static void on_batcher_timer(uv_timer_t *timer)
 {
-    tc_batcher *b = timer->data;
-    if (b->current == NULL)
+    tc_batcher *br = timer->data;
+    if (br->current == NULL)
         return;
-    b->st.batches_timed++;
-    close_collecting(b);
+    br->st.batches_timed++;
+    close_collecting(br);
 }
 
-static void on_timer_closed(uv_handle_t *h)
+static void on_batcher_timer_closed(uv_handle_t *h)
 {
-    tc_batcher *b = h->data;
-    if (b->close_cb != NULL)
-        b->close_cb(b, b->close_data);
-    if (b->spare != NULL)
-        batch_free(b->spare);
-    tc__free(b);
+    tc_batcher *br = h->data;
+    if (br->close_cb != NULL)
+        br->close_cb(br, br->close_data);
+    if (br->spare != NULL)
+        batch_free(br->spare);
+    tc__free(br);
 }
 
-static void maybe_finish_close(tc_batcher *b)
+static void batcher_maybe_finish_close(tc_batcher *br)
 {
-    if (!b->closing || b->close_started || b->st.in_flight > 0)
+    if (!br->closing || br->close_started || br->st.in_flight > 0)
         return;
-    b->close_started = 1;
-    uv_close((uv_handle_t *)&b->timer, on_timer_closed);
+    br->close_started = 1;
+    uv_close((uv_handle_t *)&br->timer, on_batcher_timer_closed);
 }
 
 /* ---- waiters -------------------------------------------------------------------------------- */
@@ -425,46 +433,47 @@ static void maybe_finish_close(tc_batcher *b)
 /* Cancel hook of a waiter's future: the waiter leaves its key. */
 static void waiter_on_cancel(tc_future *f, void *data)
 {
-    waiter *w = data;
-    tc_batch *t = w->batch;
-    tc_batcher *b = t->b;
-    waiter_unlink(&t->entries[w->idx], w);
-    t->live--;
-    b->st.waiters_left++;
-    tc__free(w);
+    waiter *wt = data;
+    tc_batch *bt = wt->batch;
+    tc_batcher *br = bt->batcher;
+    waiter_unlink(&bt->entries[wt->idx], wt);
+    bt->live--;
+    br->st.waiters_left++;
+    tc__free(wt);
     tc_future_unref(f); /* the producer's reference; tc_future_cancel holds its own */
-    if (t->state == BATCH_QUEUED && t->live == 0) {
-        queue_remove(b, t);
-        batch_drop(t);
+    if (bt->state == BATCH_QUEUED && bt->live == 0) {
+        queue_remove(br, bt);
+        batch_drop(bt);
     }
 }
 
 /* Cancels every waiter of a batch that will never go out (the batcher is closing). */
-static void batch_cancel_all(tc_batch *t)
+static void batch_cancel_all(tc_batch *bt)
 {
-    t->state = BATCH_DEAD;
-    t->b->st.batches_dropped++;
-    batch_hold(t);
-    for (size_t i = 0; i < t->nentries; i++) {
-        waiter *w;
-        while ((w = t->entries[i].head) != NULL)
-            tc_future_cancel(w->f); /* the hook unlinks and frees w */
+    bt->state = BATCH_DEAD;
+    bt->batcher->st.batches_dropped++;
+    batch_hold(bt);
+    for (size_t i = 0; i < bt->nentries; i++) {
+        waiter *wt;
+        while ((wt = waiter_first(&bt->entries[i])) != NULL)
+            tc_future_cancel(wt->f); /* the hook unlinks and frees wt */
     }
-    batch_unhold(t);
+    batch_unhold(bt);
 }
 
 /* Settles entry e: fulfils each waiter with value (a reference each) or rejects it with err.
  * Consumes the caller's reference to value. */
-static void entry_settle(tc_batch *t, entry *e, int err, const char *message, void *value)
+static void entry_settle(tc_batch *bt, entry *e, int err, const char *message, void *value)
 {
     e->settled = 1;
-    batch_hold(t);
-    waiter *w;
-    while ((w = e->head) != NULL) {
-        waiter_unlink(e, w);
-        t->live--;
-        tc_future *f = w->f;
-        tc__free(w);
+    batch_hold(bt);
+    waiter *wt;
+    while ((wt = waiter_first(e)) != NULL) {
+        waiter_unlink(e, wt);
+        bt->live--;
+        tc_future *f = wt->f;
+        tc__free(wt);
+        /* fires the waiter's registrations: in serve, future_comb.c input_on_done (with_timeout) */
         if (err == 0)
             tc_future_fulfill(f, tc_batch_value_ref(value),
                               value != NULL ? tc_batch_value_unref : NULL);
@@ -473,7 +482,7 @@ static void entry_settle(tc_batch *t, entry *e, int err, const char *message, vo
         tc_future_unref(f);
     }
     tc_batch_value_unref(value);
-    batch_unhold(t);
+    batch_unhold(bt);
 }
 
 /* ---- the batcher ---------------------------------------------------------------------------- */
@@ -496,131 +505,127 @@ int tc_batcher_new(tc_batcher **out, uv_loop_t *loop, const tc_batcher_config *c
         cfg->max_batch == 0 || cfg->max_batch > TC_BATCH_MAX_BATCH_LIMIT ||
         cfg->max_key_len > (size_t)TC_BATCH_MAX_KEY_LIMIT)
         return TC_EINVAL;
-    tc_batcher *b = tc__calloc(1, sizeof(*b));
-    if (b == NULL)
+    tc_batcher *br = tc__calloc(1, sizeof(*br));
+    if (br == NULL)
         return TC_ENOMEM;
-    b->loop = loop;
-    b->cfg = *cfg;
-    int rc = uv_timer_init(loop, &b->timer);
+    br->loop = loop;
+    br->cfg = *cfg;
+    tc__list_init(&br->queue);
+    int rc = uv_timer_init(loop, &br->timer);
     if (rc != 0) {
-        tc__free(b);
+        tc__free(br);
         return tc_err_from_uv(rc);
     }
-    b->timer.data = b;
-    b->seed = (uint32_t)(uv_hrtime() ^ (uint64_t)(uintptr_t)b ^ ((uint64_t)(uintptr_t)b >> 32));
-    *out = b;
+    br->timer.data = br;
+    br->seed = (uint32_t)(uv_hrtime() ^ (uint64_t)(uintptr_t)br ^ ((uint64_t)(uintptr_t)br >> 32));
+    *out = br;
     return 0;
 }
 
-void tc_batcher_close(tc_batcher *b, tc_batcher_close_cb close_cb, void *data)
+void tc_batcher_close(tc_batcher *br, tc_batcher_close_cb close_cb, void *data)
 {
-    if (b == NULL || b->closing)
+    if (br == NULL || br->closing)
         return;
-    b->closing = 1;
-    b->close_cb = close_cb;
-    b->close_data = data;
-    tc_batch *t = b->current;
-    b->current = NULL;
-    uv_timer_stop(&b->timer);
-    if (t != NULL)
-        batch_cancel_all(t);
-    while ((t = b->qhead) != NULL) {
-        /* t is unlinked before batch_cancel_all() may free it: qhead is never a freed batch. */
+    br->closing = 1;
+    br->close_cb = close_cb;
+    br->close_data = data;
+    tc_batch *bt = br->current;
+    br->current = NULL;
+    uv_timer_stop(&br->timer);
+    if (bt != NULL)
+        batch_cancel_all(bt);
+    while ((bt = queue_first(br)) != NULL) {
+        /* bt is unlinked before batch_cancel_all() may free it: the queue never holds a freed
+         * batch. */
         // NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
-        queue_remove(b, t);
-        batch_cancel_all(t);
+        queue_remove(br, bt);
+        batch_cancel_all(bt);
     }
-    maybe_finish_close(b);
+    batcher_maybe_finish_close(br);
 }
 
-int tc_batcher_submit(tc_future **out, tc_batcher *b, const void *key, size_t key_len)
+int tc_batcher_submit(tc_future **out, tc_batcher *br, const void *key, size_t key_len)
 {
-    if (out == NULL || b == NULL || (key == NULL && key_len > 0))
+    if (out == NULL || br == NULL || (key == NULL && key_len > 0))
         return TC_EINVAL;
-    if (b->closing)
+    if (br->closing)
         return TC_ECLOSED;
-    if (key_len > b->cfg.max_key_len)
+    if (key_len > br->cfg.max_key_len)
         return TC_ETOOLARGE;
-    if (b->cfg.max_queued != 0 && b->st.queued >= b->cfg.max_queued)
+    if (br->cfg.max_queued != 0 && br->st.queued >= br->cfg.max_queued)
         return TC_EBUSY;
 
-    waiter *w = tc__malloc(sizeof(*w));
+    waiter *wt = tc__malloc(sizeof(*wt));
     tc_future *f = NULL;
-    if (w == NULL || tc_future_new(&f) != 0) {
-        tc__free(w);
+    if (wt == NULL || tc_future_new(&f) != 0) {
+        tc__free(wt);
         return TC_ENOMEM;
     }
-    tc_batch *t = b->current;
-    int fresh = t == NULL;
-    if (fresh && (t = batch_new(b)) == NULL) {
-        tc__free(w);
+    tc_batch *bt = br->current;
+    int fresh = bt == NULL;
+    if (fresh && (bt = batch_new(br)) == NULL) {
+        tc__free(wt);
         tc_future_unref(f);
         return TC_ENOMEM;
     }
     int added = 0;
-    long idx = batch_find_or_add(t, key, key_len, key_hash(b->seed, key, key_len), &added);
+    long idx = batch_find_or_add(bt, key, key_len, key_hash(br->seed, key, key_len), &added);
     if (idx < 0) {
-        tc__free(w);
+        tc__free(wt);
         tc_future_unref(f);
         if (fresh) {
-            t->state = BATCH_DEAD;
-            batch_release(t);
+            bt->state = BATCH_DEAD;
+            batch_release(bt);
         }
         return TC_ENOMEM;
     }
     if (fresh) {
-        b->current = t;
-        t->first_ns = uv_hrtime();
-        uv_update_time(b->loop); /* "max_wait after the first key", not after the loop woke */
-        uv_timer_start(&b->timer, on_timer, b->cfg.max_wait_ms, 0);
+        br->current = bt;
+        bt->first_ns = uv_hrtime();
+        uv_update_time(br->loop); /* "max_wait after the first key", not after the loop woke */
+        uv_timer_start(&br->timer, on_batcher_timer, br->cfg.max_wait_ms, 0);
     }
-    entry *e = &t->entries[idx];
-    w->f = tc_future_ref(f);
-    w->batch = t;
-    w->idx = (uint32_t)idx;
-    w->next = NULL;
-    w->prev = e->tail;
-    if (e->tail != NULL)
-        e->tail->next = w;
-    else
-        e->head = w;
-    e->tail = w;
+    entry *e = &bt->entries[idx];
+    wt->f = tc_future_ref(f);
+    wt->batch = bt;
+    wt->idx = (uint32_t)idx;
+    tc__list_push_back(&e->waiters, &wt->link);
     e->nwaiters++;
-    t->live++;
-    tc_future_set_cancel_hook(f, waiter_on_cancel, w);
-    b->st.submitted++;
+    bt->live++;
+    tc_future_set_cancel_hook(f, waiter_on_cancel, wt);
+    br->st.submitted++;
     if (!added)
-        b->st.dedup_hits++;
+        br->st.dedup_hits++;
     *out = f;
-    if (added && t->nentries >= b->cfg.max_batch) {
-        b->st.batches_full++;
-        close_collecting(b); /* may dispatch, and even settle f, right here */
+    if (added && bt->nentries >= br->cfg.max_batch) {
+        br->st.batches_full++;
+        close_collecting(br); /* may dispatch, and even settle f, right here */
     }
     return 0;
 }
 
-void tc_batcher_flush(tc_batcher *b)
+void tc_batcher_flush(tc_batcher *br)
 {
-    if (b != NULL)
-        close_collecting(b);
+    if (br != NULL)
+        close_collecting(br);
 }
 
-uv_loop_t *tc_batcher_loop(const tc_batcher *b)
+uv_loop_t *tc_batcher_loop(const tc_batcher *br)
 {
-    return b == NULL ? NULL : b->loop;
+    return br == NULL ? NULL : br->loop;
 }
 
-void *tc_batcher_data(const tc_batcher *b)
+void *tc_batcher_data(const tc_batcher *br)
 {
-    return b == NULL ? NULL : b->cfg.data;
+    return br == NULL ? NULL : br->cfg.data;
 }
 
-void tc_batcher_get_stats(const tc_batcher *b, tc_batcher_stats *out)
+void tc_batcher_get_stats(const tc_batcher *br, tc_batcher_stats *out)
 {
-    if (b == NULL || out == NULL)
+    if (br == NULL || out == NULL)
         return;
-    *out = b->st;
-    out->collecting = b->current != NULL ? b->current->nentries : 0;
+    *out = br->st;
+    out->collecting = br->current != NULL ? br->current->nentries : 0;
 }
 
 /* ---- the dispatcher's side ------------------------------------------------------------------ */
@@ -649,7 +654,7 @@ size_t tc_batch_waiters(const tc_batch *batch, size_t i)
 
 tc_batcher *tc_batch_batcher(const tc_batch *batch)
 {
-    return batch == NULL ? NULL : batch->b;
+    return batch == NULL ? NULL : batch->batcher;
 }
 
 double tc_batch_wait_ms(const tc_batch *batch)
@@ -711,27 +716,27 @@ static void batch_finish(tc_batch *batch, int err, const char *message, int fail
 {
     if (batch == NULL || batch->state != BATCH_OUT)
         return;
-    tc_batcher *b = batch->b;
+    tc_batcher *br = batch->batcher;
     batch_hold(batch);
     for (size_t i = 0; i < batch->n; i++) {
         entry *e = &batch->entries[batch->order[i]];
         if (e->settled)
             continue;
         if (!failed)
-            b->st.keys_missing++;
+            br->st.keys_missing++;
         entry_settle(batch, e, err, message, NULL);
         if (batch->state != BATCH_OUT)
             break; /* finished again from a waiter's callback: that call settled the rest */
     }
     if (batch->state == BATCH_OUT) {
         batch->state = BATCH_DEAD;
-        b->st.in_flight--;
+        br->st.in_flight--;
         if (failed)
-            b->st.batches_failed++;
+            br->st.batches_failed++;
     }
     batch_unhold(batch);
-    queue_pump(b);
-    maybe_finish_close(b);
+    queue_pump(br);
+    batcher_maybe_finish_close(br);
 }
 
 void tc_batch_done(tc_batch *batch)

@@ -6,8 +6,8 @@
  * The one idea: on a millisecond clock the window (t - 1 s, t] is exactly the 1,000 whole
  * milliseconds t - 999 .. t, so a ring of 1,000 per-millisecond counters (requests, extras) plus
  * their running sums answers the rule exactly, in O(1) per call: moving to a later millisecond
- * subtracts and zeroes the slots that left the window (at most 1,000, once each). PCT is held
- * as an integer in millionths of a percent, so the floor is exact integer arithmetic.
+ * subtracts and zeroes the slots that left the window (base/window.h: at most 1,000, once each).
+ * PCT is held as an integer in millionths of a percent, so the floor is exact integer arithmetic.
  *
  * One budget serves a whole process: every call takes one uv_mutex_t for a few additions. A
  * caller whose clock reads slightly behind another's (two threads racing to the lock) is
@@ -16,6 +16,7 @@
 #include <stdlib.h>
 
 #include "base/alloc.h"
+#include "base/window.h"
 #include "tailcut/hedge.h"
 
 #define WINDOW_MS 1000
@@ -68,85 +69,75 @@ int tc_hedge_budget_new(tc_hedge_budget **out, uint64_t percent_e6)
 {
     if (out == NULL || percent_e6 == 0 || percent_e6 > 100 * TC_HEDGE_BUDGET_SCALE)
         return TC_EINVAL;
-    tc_hedge_budget *b = tc__calloc(1, sizeof(*b));
-    if (b == NULL)
+    tc_hedge_budget *bud = tc__calloc(1, sizeof(*bud));
+    if (bud == NULL)
         return TC_ENOMEM;
-    if (uv_mutex_init(&b->lock) != 0) {
-        tc__free(b);
+    if (uv_mutex_init(&bud->lock) != 0) {
+        tc__free(bud);
         return TC_ENOMEM;
     }
-    b->percent_e6 = percent_e6;
-    *out = b;
+    bud->percent_e6 = percent_e6;
+    *out = bud;
     return 0;
 }
 
-void tc_hedge_budget_free(tc_hedge_budget *b)
+void tc_hedge_budget_free(tc_hedge_budget *bud)
 {
-    if (b == NULL)
+    if (bud == NULL)
         return;
-    uv_mutex_destroy(&b->lock);
-    tc__free(b);
+    uv_mutex_destroy(&bud->lock);
+    tc__free(bud);
+}
+
+/* Forgets a millisecond that left the window. */
+static void slot_clear(void *owner, unsigned slot)
+{
+    tc_hedge_budget *bud = owner;
+    bud->requests -= bud->slot_requests[slot];
+    bud->extras -= bud->slot_extras[slot];
+    bud->slot_requests[slot] = 0;
+    bud->slot_extras[slot] = 0;
 }
 
 /* Moves the ring to now_ms (or keeps it, for an earlier time); returns now's slot. Lock held. */
-static unsigned advance(tc_hedge_budget *b, uint64_t now_ms)
+static unsigned budget_advance(tc_hedge_budget *bud, uint64_t now_ms)
 {
-    if (now_ms > b->latest_ms) {
-        uint64_t steps = now_ms - b->latest_ms;
-        if (steps >= WINDOW_MS) {
-            for (unsigned s = 0; s < WINDOW_MS; s++) {
-                b->slot_requests[s] = 0;
-                b->slot_extras[s] = 0;
-            }
-            b->requests = 0;
-            b->extras = 0;
-        } else {
-            for (uint64_t k = 1; k <= steps; k++) {
-                unsigned s = (unsigned)((b->latest_ms + k) % WINDOW_MS);
-                b->requests -= b->slot_requests[s];
-                b->extras -= b->slot_extras[s];
-                b->slot_requests[s] = 0;
-                b->slot_extras[s] = 0;
-            }
-        }
-        b->latest_ms = now_ms;
-    }
-    return (unsigned)(b->latest_ms % WINDOW_MS);
+    return tc__window_advance(&bud->latest_ms, now_ms, WINDOW_MS, slot_clear, bud);
 }
 
-void tc_hedge_budget_admit(tc_hedge_budget *b, uint64_t now_ms)
+void tc_hedge_budget_admit(tc_hedge_budget *bud, uint64_t now_ms)
 {
-    uv_mutex_lock(&b->lock);
-    unsigned s = advance(b, now_ms);
-    if (b->slot_requests[s] < UINT32_MAX) {
-        b->slot_requests[s]++;
-        b->requests++;
+    uv_mutex_lock(&bud->lock);
+    unsigned slot = budget_advance(bud, now_ms);
+    if (bud->slot_requests[slot] < UINT32_MAX) {
+        bud->slot_requests[slot]++;
+        bud->requests++;
     }
-    uv_mutex_unlock(&b->lock);
+    uv_mutex_unlock(&bud->lock);
 }
 
-int tc_hedge_budget_try_extra(tc_hedge_budget *b, uint64_t now_ms)
+int tc_hedge_budget_try_extra(tc_hedge_budget *bud, uint64_t now_ms)
 {
-    uv_mutex_lock(&b->lock);
-    unsigned s = advance(b, now_ms);
+    uv_mutex_lock(&bud->lock);
+    unsigned slot = budget_advance(bud, now_ms);
     /* floor(PCT x R / 100) + 1 with PCT = percent_e6 / SCALE; R < 2^32 x 1000 keeps the product
      * within 64 bits for any rate a machine can admit. */
-    uint64_t allowed = b->percent_e6 * b->requests / (100 * TC_HEDGE_BUDGET_SCALE) + 1;
-    int ok = b->extras + 1 <= allowed && b->slot_extras[s] < UINT32_MAX;
+    uint64_t allowed = bud->percent_e6 * bud->requests / (100 * TC_HEDGE_BUDGET_SCALE) + 1;
+    int ok = bud->extras + 1 <= allowed && bud->slot_extras[slot] < UINT32_MAX;
     if (ok) {
-        b->slot_extras[s]++;
-        b->extras++;
+        bud->slot_extras[slot]++;
+        bud->extras++;
     } else {
-        b->denied++;
+        bud->denied++;
     }
-    uv_mutex_unlock(&b->lock);
+    uv_mutex_unlock(&bud->lock);
     return ok;
 }
 
-uint64_t tc_hedge_budget_denied(tc_hedge_budget *b)
+uint64_t tc_hedge_budget_denied(tc_hedge_budget *bud)
 {
-    uv_mutex_lock(&b->lock);
-    uint64_t n = b->denied;
-    uv_mutex_unlock(&b->lock);
+    uv_mutex_lock(&bud->lock);
+    uint64_t n = bud->denied;
+    uv_mutex_unlock(&bud->lock);
     return n;
 }

@@ -4,7 +4,7 @@
  * The one idea: a hedge is a small state machine driven by three kinds of events (an attempt
  * finished, the hedge timer, the deadline timer), and every one of them goes through
  * hedge_check(), which decides whether to fire extra attempts, to finish, or to wait.
- * finish() is the only exit: it cancels what still runs, stops the timers, records latencies
+ * hedge_finish() is the only exit: it cancels what still runs, stops the timers, records latencies
  * for an adaptive policy and hands the result to the hedge's future. Attempts are client
  * futures; cancelling one aborts its transfer.
  *
@@ -14,9 +14,16 @@
  * k x delay, or at once when nothing is in flight. A hedge with nothing in flight whose extras
  * were all denied has nothing left to wait for, and hedge_check() ends it.
  *
+ * Replicas: with a replica set, fire() asks the set for each attempt's replica just before the
+ * attempt starts (the first by power of two choices, every later one among the replicas this
+ * hedge has not tried) and lets the caller's prepare hook aim the request at it. Each attempt's
+ * end goes to the set exactly once: from its done callback (cancellation runs it too), or from
+ * fire() when it could not start. The slot keeps the replica id, so the report never depends on
+ * where the result lives by then.
+ *
  * Lifetime: the hedge state holds two uv timers, so it is freed only after both close
- * callbacks, which finish() or the cancel hook start. The result is a separate allocation that
- * becomes the future's value (and holds a reference to every attempt's future, so responses
+ * callbacks, which hedge_finish() or the cancel hook start. The result is a separate allocation
+ * that becomes the future's value (and holds a reference to every attempt's future, so responses
  * stay readable for as long as the caller holds the hedge's future).
  */
 #include <stdlib.h>
@@ -25,6 +32,7 @@
 #include <strings.h>
 
 #include "base/alloc.h"
+#include "base/clock.h"
 #include "client/request_copy.h"
 #include "tailcut/hedge.h"
 #include "tailcut/json.h"
@@ -33,13 +41,14 @@
 
 /* Attempts get this much more time than the hedge's own deadline, so that the deadline timer,
  * not the client's timeout, decides when a hedge has run out of time. */
-#define TC_HEDGE_ATTEMPT_SLACK_MS 1000
+#define TC__HEDGE_ATTEMPT_SLACK_MS 1000
 
 typedef struct hedge hedge;
 
 typedef struct attempt_slot {
-    hedge *h;
+    hedge *hg;
     unsigned index;
+    int replica; /* the attempt's replica, or -1: kept here, the result may have moved on */
 } attempt_slot;
 
 struct hedge {
@@ -54,7 +63,7 @@ struct hedge {
     uv_timer_t deadline_timer;
     int open_handles;
     unsigned done;           /* attempts that have ended */
-    int finished;            /* finish() or cancel ran */
+    int finished;            /* hedge_finish() or cancel ran */
     int firing;              /* inside fire(): checks wait until it returns */
     unsigned extras_decided; /* extras fired or denied so far */
     int extras_stopped;      /* an extra was denied with nothing in flight: no more extras */
@@ -89,31 +98,40 @@ tc_attempt_outcome tc_hedge_judge_json(const tc_response *resp, void *data)
     return tc_json_valid(resp->body, resp->body_len) ? TC_OUTCOME_SUCCESS : TC_OUTCOME_INVALID_JSON;
 }
 
-void tc_hedge_policy_init(tc_hedge_policy *p)
+void tc_hedge_policy_init(tc_hedge_policy *pol)
 {
-    memset(p, 0, sizeof(*p));
-    p->mode = TC_HEDGE_FIRST;
-    p->initial = 1;
-    p->extra = 2;
-    p->hedge_delay_ms = 300;
-    p->hedge_on_failure = 1;
+    memset(pol, 0, sizeof(*pol));
+    pol->mode = TC_HEDGE_FIRST;
+    pol->initial = 1;
+    pol->extra = 2;
+    pol->hedge_delay_ms = 300;
+    pol->hedge_on_failure = 1;
 }
 
-const tc_response *tc_hedge_response(const tc_hedge_result *r, unsigned i)
+int tc_hedge_result_replica(const tc_hedge_result *res)
 {
-    if (i >= r->nattempts || r->attempts[i].response == NULL)
+    if (res == NULL)
+        return -1;
+    if (res->winner >= 0)
+        return res->attempts[res->winner].replica;
+    return res->nsuccesses > 0 ? res->attempts[res->successes[0]].replica : -1;
+}
+
+const tc_response *tc_hedge_response(const tc_hedge_result *res, unsigned i)
+{
+    if (i >= res->nattempts || res->attempts[i].response == NULL)
         return NULL;
-    if (tc_future_state_of(r->attempts[i].response) != TC_FUTURE_FULFILLED)
+    if (tc_future_state_of(res->attempts[i].response) != TC_FUTURE_FULFILLED)
         return NULL;
-    return tc_future_value(r->attempts[i].response);
+    return tc_future_value(res->attempts[i].response);
 }
 
 static void result_free(void *value)
 {
-    tc_hedge_result *r = value;
-    for (unsigned i = 0; i < r->nattempts; i++)
-        tc_future_unref(r->attempts[i].response);
-    tc__free(r);
+    tc_hedge_result *res = value;
+    for (unsigned i = 0; i < res->nattempts; i++)
+        tc_future_unref(res->attempts[i].response);
+    tc__free(res);
 }
 
 static tc_attempt_outcome outcome_of_error(int err)
@@ -125,6 +143,7 @@ static tc_attempt_outcome outcome_of_error(int err)
     case TC_EURL:
         return TC_OUTCOME_CONNECT_ERROR;
     case TC_ECONNRESET:
+    case TC_ESTALE:
         return TC_OUTCOME_RESET;
     case TC_ETIMEDOUT:
         return TC_OUTCOME_TIMEOUT;
@@ -137,111 +156,178 @@ static tc_attempt_outcome outcome_of_error(int err)
     }
 }
 
-/* ---- lifetime ------------------------------------------------------------------------------- */
+/* ---- replicas ------------------------------------------------------------------------------- */
 
-static void hedge_free(hedge *h)
+/* How an attempt ended, as the replica set counts it (replica.h: CONTRACT section 7's list). A
+ * status the judge refused is a failure only when it is 5xx or 429. */
+static tc_replica_result replica_result(tc_attempt_outcome outcome, tc_future *f)
 {
-    if (h->result != NULL)
-        result_free(h->result);
-    tc_future_unref(h->out);
-    tc__free(h->strings);
-    tc__free(h->headers);
-    tc__free(h);
+    switch (outcome) {
+    case TC_OUTCOME_SUCCESS:
+        return TC_REPLICA_SUCCESS;
+    case TC_OUTCOME_CANCELLED:
+        return TC_REPLICA_CANCELLED;
+    case TC_OUTCOME_HTTP_STATUS:
+        if (f != NULL && tc_future_state_of(f) == TC_FUTURE_FULFILLED)
+            return tc_replica_classify_status(((const tc_response *)tc_future_value(f))->status);
+        return TC_REPLICA_FAILURE;
+    default:
+        return TC_REPLICA_FAILURE;
+    }
 }
 
-static void on_timer_closed(uv_handle_t *handle)
+/* Tells the set how slot's attempt ended; once per attempt that a choice counted. */
+static void replica_report(hedge *hg, attempt_slot *slot, tc_replica_result result,
+                           const tc_hedge_attempt *a)
 {
-    hedge *h = handle->data;
-    if (--h->open_handles == 0)
-        hedge_free(h);
+    if (slot->replica < 0)
+        return;
+    uint64_t elapsed_ns =
+        a != NULL && a->ended_ns > a->started_ns ? a->ended_ns - a->started_ns : 0;
+    (void)tc_replica_done(hg->policy.replicas, (unsigned)slot->replica, result, elapsed_ns / 1000,
+                          tc__now_ms());
+    slot->replica = -1;
+}
+
+/* Chooses attempt i's replica (the first by power of two choices, any later one among those the
+ * hedge has not tried first) and lets the caller fill *req for it. Returns 0, or the error that
+ * fails the attempt unsent: TC_ECONNREFUSED for an empty set (as a replica that cannot be
+ * reached), the prepare hook's error (the choice is then reported NOT_SENT). */
+static int replica_choose(hedge *hg, unsigned i, tc_client_request *req)
+{
+    tc_hedge_attempt *a = &hg->result->attempts[i];
+    tc_replica_choice choice;
+    unsigned tried[TC_HEDGE_MAX_ATTEMPTS];
+    size_t ntried = 0;
+    for (unsigned k = 0; k < i; k++)
+        if (hg->result->attempts[k].replica >= 0)
+            tried[ntried++] = (unsigned)hg->result->attempts[k].replica;
+    int err =
+        i == 0 ? tc_replica_choose_first(hg->policy.replicas, tc__now_ms(), &choice)
+               : tc_replica_choose_extra(hg->policy.replicas, tc__now_ms(), tried, ntried, &choice);
+    if (err != 0)
+        return TC_ECONNREFUSED;
+    a->replica = (int)choice.id;
+    a->panic = choice.panic;
+    hg->slots[i].replica = (int)choice.id;
+    if (hg->policy.prepare == NULL)
+        return 0;
+    err = hg->policy.prepare(hg->policy.prepare_data, choice.id, choice.data, req);
+    if (err != 0)
+        replica_report(hg, &hg->slots[i], TC_REPLICA_NOT_SENT, NULL);
+    return err;
+}
+
+/* ---- lifetime ------------------------------------------------------------------------------- */
+
+static void hedge_free(hedge *hg)
+{
+    if (hg->result != NULL)
+        result_free(hg->result);
+    tc_future_unref(hg->out);
+    tc__free(hg->strings);
+    tc__free(hg->headers);
+    tc__free(hg);
+}
+
+static void on_hedge_timer_closed(uv_handle_t *handle)
+{
+    hedge *hg = handle->data;
+    if (--hg->open_handles == 0)
+        hedge_free(hg);
 }
 
 /* Cancels every attempt still running and closes the timers. Each cancellation runs that
  * attempt's done callback at once, which records it as cancelled. */
-static void hedge_wind_down(hedge *h)
+static void hedge_wind_down(hedge *hg)
 {
-    h->finished = 1;
-    for (unsigned i = 0; i < h->result->nattempts; i++) {
-        tc_future *f = h->result->attempts[i].response;
+    hg->finished = 1;
+    for (unsigned i = 0; i < hg->result->nattempts; i++) {
+        tc_future *f = hg->result->attempts[i].response;
         if (f != NULL && !tc_future_done(f))
             tc_future_cancel(f);
     }
-    uv_close((uv_handle_t *)&h->hedge_timer, on_timer_closed);
-    uv_close((uv_handle_t *)&h->deadline_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&hg->hedge_timer, on_hedge_timer_closed);
+    uv_close((uv_handle_t *)&hg->deadline_timer, on_hedge_timer_closed);
 }
 
-static void observe(hedge *h, const tc_hedge_result *r)
+static void observe(hedge *hg, const tc_hedge_result *res)
 {
-    if (h->policy.observe != NULL)
-        h->policy.observe(r, h->policy.observe_data);
+    /* lands in app/serve/cmd_serve_metrics.c serve_count_attempts */
+    if (hg->policy.observe != NULL)
+        hg->policy.observe(res, hg->policy.observe_data);
 }
 
 /* Feeds an adaptive policy's estimator: each success at its latency, and, when a
  * winner is known, each attempt cancelled for it at its elapsed time, as censored (a lower
  * bound: dropping them would hide exactly the slow attempts and pull the delay down, reading
  * them as latencies would pull it onto the moments of cancellation). Failures never. */
-static void record_latencies(hedge *h, const tc_hedge_result *r)
+static void record_latencies(hedge *hg, const tc_hedge_result *res)
 {
-    if (h->policy.adaptive == NULL)
+    if (hg->policy.adaptive == NULL)
         return;
-    uint64_t now_ms = uv_hrtime() / 1000000;
-    for (unsigned i = 0; i < r->nattempts; i++) {
-        const tc_hedge_attempt *a = &r->attempts[i];
+    uint64_t now_ms = tc__now_ms();
+    for (unsigned i = 0; i < res->nattempts; i++) {
+        const tc_hedge_attempt *a = &res->attempts[i];
         if (a->ended_ns < a->started_ns)
             continue;
         uint64_t us = (a->ended_ns - a->started_ns) / 1000;
         if (a->outcome == TC_OUTCOME_SUCCESS)
-            tc_hedge_adaptive_record(h->policy.adaptive, now_ms, us);
-        else if (a->outcome == TC_OUTCOME_CANCELLED && r->winner >= 0)
-            tc_hedge_adaptive_record_censored(h->policy.adaptive, now_ms, us);
+            tc_hedge_adaptive_record(hg->policy.adaptive, now_ms, us);
+        else if (a->outcome == TC_OUTCOME_CANCELLED && res->winner >= 0)
+            tc_hedge_adaptive_record_censored(hg->policy.adaptive, now_ms, us);
     }
 }
 
-static void finish(hedge *h, int error)
+static void hedge_finish(hedge *hg, int error)
 {
-    if (h->finished)
+    if (hg->finished)
         return;
-    hedge_wind_down(h);
-    tc_hedge_result *r = h->result;
-    h->result = NULL;
-    r->error = error;
-    record_latencies(h, r);
-    observe(h, r);
-    tc_future_fulfill(h->out, r, result_free);
+    hedge_wind_down(hg);
+    tc_hedge_result *res = hg->result;
+    hg->result = NULL;
+    res->error = error;
+    record_latencies(hg, res);
+    observe(hg, res);
+    /* fires the caller's registration: app/serve/cmd_serve_api.c on_hedge_done */
+    tc_future_fulfill(hg->out, res, result_free);
 }
 
-static void on_cancel(tc_future *f, void *data)
+static void on_hedge_cancel(tc_future *f, void *data)
 {
-    hedge *h = data;
-    if (!h->finished) {
-        hedge_wind_down(h);
-        h->result->error = TC_ECANCELED;
-        observe(h, h->result);
+    hedge *hg = data;
+    if (!hg->finished) {
+        hedge_wind_down(hg);
+        hg->result->error = TC_ECANCELED;
+        observe(hg, hg->result);
     }
 }
 
 /* ---- attempts ------------------------------------------------------------------------------- */
 
-static void hedge_check(hedge *h);
+static void hedge_check(hedge *hg);
 static void on_hedge_timer(uv_timer_t *t);
 
-static void on_attempt_done(tc_future *f, void *data)
+static void on_hedge_attempt_done(tc_future *f, void *data)
 {
     attempt_slot *slot = data;
-    hedge *h = slot->h;
-    tc_hedge_result *r = h->result;
+    hedge *hg = slot->hg;
+    tc_hedge_result *res = hg->result;
     tc_hedge_attempt *a;
-    if (r == NULL) /* finished: the result went to the future; record there */
-        r = tc_future_value(h->out);
-    if (r == NULL)
+    if (res == NULL) /* finished: the result went to the future; record there */
+        res = tc_future_value(hg->out);
+    if (res == NULL) {
+        replica_report(hg, slot, TC_REPLICA_NOT_SENT, NULL);
         return;
-    a = &r->attempts[slot->index];
+    }
+    a = &res->attempts[slot->index];
     a->ended_ns = uv_hrtime();
-    h->done++;
+    hg->done++;
     switch (tc_future_state_of(f)) {
     case TC_FUTURE_FULFILLED: {
-        tc_hedge_judge_fn judge = h->policy.judge ? h->policy.judge : tc_hedge_judge_json;
-        a->outcome = judge(tc_future_value(f), h->policy.judge_data);
+        /* tailcut serve sets no judge: tc_hedge_judge_json above */
+        tc_hedge_judge_fn judge = hg->policy.judge ? hg->policy.judge : tc_hedge_judge_json;
+        a->outcome = judge(tc_future_value(f), hg->policy.judge_data);
         break;
     }
     case TC_FUTURE_REJECTED:
@@ -251,130 +337,139 @@ static void on_attempt_done(tc_future *f, void *data)
         a->outcome = TC_OUTCOME_CANCELLED;
         break;
     }
-    if (h->finished)
+    replica_report(hg, slot, replica_result(a->outcome, f), a);
+    if (hg->finished)
         return;
     if (a->outcome == TC_OUTCOME_SUCCESS) {
-        r->successes[r->nsuccesses++] = slot->index;
-        if (h->policy.mode == TC_HEDGE_FIRST) {
-            r->winner = (int)slot->index;
-            finish(h, 0);
+        res->successes[res->nsuccesses++] = slot->index;
+        if (hg->policy.mode == TC_HEDGE_FIRST) {
+            res->winner = (int)slot->index;
+            hedge_finish(hg, 0);
             return;
         }
     }
-    if (!h->firing)
-        hedge_check(h);
+    if (!hg->firing)
+        hedge_check(hg);
 }
 
-static void fire(hedge *h, unsigned n, int hedged)
+static void fire(hedge *hg, unsigned n, int hedged)
 {
-    tc_hedge_result *r = h->result;
-    uint64_t now = uv_now(h->loop);
-    tc_client_request req = h->req;
+    tc_hedge_result *res = hg->result;
+    uint64_t now = uv_now(hg->loop);
+    tc_client_request req = hg->req;
     char number[16];
     /* copy_request() left one header slot free at the end for the attempt's number. */
-    h->headers[req.nheaders].name = ATTEMPT_HEADER;
-    h->headers[req.nheaders].value = number;
+    hg->headers[req.nheaders].name = ATTEMPT_HEADER;
+    hg->headers[req.nheaders].value = number;
     req.nheaders++;
-    if (h->policy.deadline_ms > 0) {
-        uint64_t left = h->policy.deadline_ms > now ? h->policy.deadline_ms - now : 0;
-        req.timeout_ms = left + TC_HEDGE_ATTEMPT_SLACK_MS;
+    if (hg->policy.deadline_ms > 0) {
+        uint64_t left = hg->policy.deadline_ms > now ? hg->policy.deadline_ms - now : 0;
+        req.timeout_ms = left + TC__HEDGE_ATTEMPT_SLACK_MS;
     }
-    h->firing = 1;
-    for (unsigned k = 0; k < n && !h->finished; k++) {
-        unsigned i = r->nattempts++;
-        tc_hedge_attempt *a = &r->attempts[i];
+    hg->firing = 1;
+    for (unsigned k = 0; k < n && !hg->finished; k++) {
+        unsigned i = res->nattempts++;
+        tc_hedge_attempt *a = &res->attempts[i];
+        tc_client_request areq = req; /* what the prepare hook may change for this attempt */
         (void)snprintf(number, sizeof(number), "%u", i + 1);
         a->hedged = hedged;
+        a->replica = -1;
         a->started_ns = uv_hrtime();
-        h->slots[i].h = h;
-        h->slots[i].index = i;
-        int err = tc_client_request_start(&a->response, h->client, &req);
+        hg->slots[i].hg = hg;
+        hg->slots[i].index = i;
+        hg->slots[i].replica = -1;
+        int err = hg->policy.replicas != NULL ? replica_choose(hg, i, &areq) : 0;
+        if (err == 0)
+            err = tc_client_request_start(&a->response, hg->client, &areq);
         if (err != 0) {
             a->response = NULL;
             a->outcome = outcome_of_error(err);
             a->ended_ns = a->started_ns;
-            h->done++;
+            replica_report(hg, &hg->slots[i], TC_REPLICA_NOT_SENT, a);
+            hg->done++;
             continue;
         }
-        if (tc_future_on_done(a->response, on_attempt_done, &h->slots[i]) != 0) {
+        /* fires from client.c tc__creq_succeed / tc__creq_fail, or the cancel in hedge_wind_down */
+        if (tc_future_on_done(a->response, on_hedge_attempt_done, &hg->slots[i]) != 0) {
             tc_future_cancel(a->response);
             a->outcome = TC_OUTCOME_OTHER;
-            h->done++;
+            replica_report(hg, &hg->slots[i], TC_REPLICA_NOT_SENT, a);
+            hg->done++;
         }
     }
-    h->firing = 0;
+    hg->firing = 0;
 }
 
-static unsigned extras_left(const hedge *h)
+static unsigned extras_left(const hedge *hg)
 {
-    return h->extras_stopped ? 0 : h->policy.extra - h->extras_decided;
+    return hg->extras_stopped ? 0 : hg->policy.extra - hg->extras_decided;
 }
 
 /* Decides up to n more extras: each fires, or is denied by the budget and dropped. Returns how
  * many fired. The staggered schedule's timer is set for the next one still to come. */
-static unsigned decide_extras(hedge *h, unsigned n)
+static unsigned decide_extras(hedge *hg, unsigned n)
 {
     unsigned fired = 0;
-    for (unsigned k = 0; k < n && extras_left(h) > 0 && !h->finished; k++) {
-        h->extras_decided++;
-        if (h->policy.budget != NULL &&
-            !tc_hedge_budget_try_extra(h->policy.budget, uv_hrtime() / 1000000)) {
-            h->result->denied++;
+    for (unsigned k = 0; k < n && extras_left(hg) > 0 && !hg->finished; k++) {
+        hg->extras_decided++;
+        if (hg->policy.budget != NULL &&
+            !tc_hedge_budget_try_extra(hg->policy.budget, tc__now_ms())) {
+            hg->result->denied++;
             continue;
         }
-        h->result->hedge_fired = 1;
-        fire(h, 1, 1);
+        hg->result->hedge_fired = 1;
+        fire(hg, 1, 1);
         fired++;
     }
-    if (h->finished)
+    if (hg->finished)
         return fired;
-    if (h->policy.staggered && extras_left(h) > 0) {
-        uint64_t due = h->start_ms + (uint64_t)(h->extras_decided + 1) * h->result->delay_ms;
-        uint64_t now = uv_now(h->loop);
-        uv_timer_start(&h->hedge_timer, on_hedge_timer, due > now ? due - now : 0, 0);
+    if (hg->policy.staggered && extras_left(hg) > 0) {
+        uint64_t due = hg->start_ms + (uint64_t)(hg->extras_decided + 1) * hg->result->delay_ms;
+        uint64_t now = uv_now(hg->loop);
+        uv_timer_start(&hg->hedge_timer, on_hedge_timer, due > now ? due - now : 0, 0);
     } else {
-        uv_timer_stop(&h->hedge_timer);
+        uv_timer_stop(&hg->hedge_timer);
     }
     return fired;
 }
 
 /* Decides what happens next after any event. */
-static void hedge_check(hedge *h)
+static void hedge_check(hedge *hg)
 {
-    tc_hedge_result *r = h->result;
-    while (!h->finished) {
-        if (h->done < r->nattempts)
+    tc_hedge_result *res = hg->result;
+    while (!hg->finished) {
+        if (hg->done < res->nattempts)
             return; /* something still runs: wait for it, the hedge timer or the deadline */
         /* Every attempt fired so far has ended. */
-        if (extras_left(h) > 0 && r->nsuccesses == 0 &&
-            (h->policy.hedge_on_failure || h->policy.staggered)) {
-            if (decide_extras(h, h->policy.staggered ? 1 : extras_left(h)) == 0)
-                h->extras_stopped = 1; /* denied with nothing in flight: nothing to wait for */
-            continue;                  /* the extra attempts may all have failed synchronously */
+        if (extras_left(hg) > 0 && res->nsuccesses == 0 &&
+            (hg->policy.hedge_on_failure || hg->policy.staggered)) {
+            if (decide_extras(hg, hg->policy.staggered ? 1 : extras_left(hg)) == 0)
+                hg->extras_stopped = 1; /* denied with nothing in flight: nothing to wait for */
+            continue;                   /* the extra attempts may all have failed synchronously */
         }
-        if (extras_left(h) > 0 && r->nsuccesses == 0)
+        if (extras_left(hg) > 0 && res->nsuccesses == 0)
             return; /* the hedge timer will fire them */
-        if (h->policy.mode == TC_HEDGE_DEADLINE)
-            finish(h, 0);
+        if (hg->policy.mode == TC_HEDGE_DEADLINE)
+            hedge_finish(hg, 0);
         else
-            finish(h, r->nsuccesses > 0 ? 0 : TC_EALLFAILED);
-        return; /* finished: h->result now belongs to the output future */
+            hedge_finish(hg, res->nsuccesses > 0 ? 0 : TC_EALLFAILED);
+        return; /* finished: hg->result now belongs to the output future */
     }
 }
 
 static void on_hedge_timer(uv_timer_t *t)
 {
-    hedge *h = t->data;
-    if (h->finished)
+    hedge *hg = t->data;
+    if (hg->finished)
         return;
-    decide_extras(h, h->policy.staggered ? 1 : extras_left(h));
-    hedge_check(h);
+    decide_extras(hg, hg->policy.staggered ? 1 : extras_left(hg));
+    hedge_check(hg);
 }
 
-static void on_deadline(uv_timer_t *t)
+static void on_hedge_deadline(uv_timer_t *t)
 {
-    hedge *h = t->data;
-    finish(h, h->policy.mode == TC_HEDGE_DEADLINE ? 0 : TC_ETIMEDOUT);
+    hedge *hg = t->data;
+    hedge_finish(hg, hg->policy.mode == TC_HEDGE_DEADLINE ? 0 : TC_ETIMEDOUT);
 }
 
 /* ---- start ---------------------------------------------------------------------------------- */
@@ -383,10 +478,10 @@ static void on_deadline(uv_timer_t *t)
  * and without any X-Tailcut-Attempt of the caller's: the hedge numbers its attempts itself.
  * Nor does the client re-send an attempt on its own: each send is an attempt the policy counts,
  * numbers and reacts to, so a stale pooled connection is that attempt's failure. */
-static int copy_request(hedge *h, const tc_client_request *req)
+static int copy_request(hedge *hg, const tc_client_request *req)
 {
-    int err = tc__request_copy(&h->req, req, 1, ATTEMPT_HEADER, &h->strings, &h->headers);
-    h->req.resend_stale = 0;
+    int err = tc__request_copy(&hg->req, req, 1, ATTEMPT_HEADER, &hg->strings, &hg->headers);
+    hg->req.resend_stale = 0;
     return err;
 }
 
@@ -396,41 +491,41 @@ int tc_hedge_start(tc_future **out, tc_client *client, const tc_client_request *
     if (out == NULL || client == NULL || req == NULL || req->url == NULL || policy == NULL ||
         policy->initial == 0 || policy->initial + policy->extra > TC_HEDGE_MAX_ATTEMPTS)
         return TC_EINVAL;
-    hedge *h = tc__calloc(1, sizeof(*h));
-    if (h == NULL)
+    hedge *hg = tc__calloc(1, sizeof(*hg));
+    if (hg == NULL)
         return TC_ENOMEM;
-    h->result = tc__calloc(1, sizeof(*h->result));
-    if (h->result == NULL || copy_request(h, req) != 0 || tc_future_new(&h->out) != 0) {
-        hedge_free(h);
+    hg->result = tc__calloc(1, sizeof(*hg->result));
+    if (hg->result == NULL || copy_request(hg, req) != 0 || tc_future_new(&hg->out) != 0) {
+        hedge_free(hg);
         return TC_ENOMEM;
     }
-    h->result->winner = -1;
-    h->client = client;
-    h->policy = *policy;
-    h->loop = tc_client_loop(client);
-    uv_timer_init(h->loop, &h->hedge_timer);
-    uv_timer_init(h->loop, &h->deadline_timer);
-    h->hedge_timer.data = h;
-    h->deadline_timer.data = h;
-    h->open_handles = 2;
-    tc_future_set_cancel_hook(h->out, on_cancel, h);
+    hg->result->winner = -1;
+    hg->client = client;
+    hg->policy = *policy;
+    hg->loop = tc_client_loop(client);
+    uv_timer_init(hg->loop, &hg->hedge_timer);
+    uv_timer_init(hg->loop, &hg->deadline_timer);
+    hg->hedge_timer.data = hg;
+    hg->deadline_timer.data = hg;
+    hg->open_handles = 2;
+    tc_future_set_cancel_hook(hg->out, on_hedge_cancel, hg); /* run by tc_future_cancel */
 
     /* The caller gets its own reference; the hedge keeps one until its timers have closed. */
-    *out = tc_future_ref(h->out);
+    *out = tc_future_ref(hg->out);
     if (policy->deadline_ms > 0) {
-        uint64_t now = uv_now(h->loop);
-        uv_timer_start(&h->deadline_timer, on_deadline,
+        uint64_t now = uv_now(hg->loop);
+        uv_timer_start(&hg->deadline_timer, on_hedge_deadline,
                        policy->deadline_ms > now ? policy->deadline_ms - now : 0, 0);
     }
-    h->start_ms = uv_now(h->loop);
-    h->result->delay_ms = policy->hedge_delay_ms;
+    hg->start_ms = uv_now(hg->loop);
+    hg->result->delay_ms = policy->hedge_delay_ms;
     if (policy->adaptive != NULL)
-        h->result->delay_ms = tc_hedge_adaptive_delay_ms(policy->adaptive, uv_hrtime() / 1000000);
+        hg->result->delay_ms = tc_hedge_adaptive_delay_ms(policy->adaptive, tc__now_ms());
     if (policy->budget != NULL)
-        tc_hedge_budget_admit(policy->budget, uv_hrtime() / 1000000);
+        tc_hedge_budget_admit(policy->budget, tc__now_ms());
     if (policy->extra > 0)
-        uv_timer_start(&h->hedge_timer, on_hedge_timer, h->result->delay_ms, 0);
-    fire(h, policy->initial, 0);
-    hedge_check(h);
+        uv_timer_start(&hg->hedge_timer, on_hedge_timer, hg->result->delay_ms, 0);
+    fire(hg, policy->initial, 0);
+    hedge_check(hg);
     return 0;
 }

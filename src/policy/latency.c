@@ -28,13 +28,15 @@
  * weights. Beside the ring, `sum` and `octave_sum` hold the unweighted count of every bucket and
  * octave over the live slices, so the pass skips empty octaves and buckets: a few octaves of 64
  * buckets in practice. When time moves into a new slice, the slices that left the window are
- * subtracted from the totals and zeroed: once per slice, bounded by the ring, no allocation.
+ * subtracted from the totals and zeroed (base/window.h): once per slice, bounded by the ring, no
+ * allocation.
  */
 #include <math.h>
 #include <string.h>
 
 #include "base/alloc.h"
 #include "base/loglin.h"
+#include "base/window.h"
 #include "tailcut/hedge.h"
 
 #define SUB_BITS 6
@@ -47,7 +49,6 @@ enum { FINISHED = 0, CENSORED = 1 };
 
 struct tc_latency {
     uint64_t slice_id;                /* now_ms / TC_LATENCY_SLICE_MS of the newest slice */
-    uint64_t latest_ms;               /* the latest time seen */
     uint64_t total;                   /* records of both kinds in the window */
     double weight[TC_LATENCY_SLICES]; /* weight[k]: a record of a slice k slices old */
     uint64_t octave_sum[OCTAVES];     /* records of both kinds per octave, live slices */
@@ -58,10 +59,10 @@ struct tc_latency {
 
 /* The value a bucket stands for: the largest it holds, so that a delay read from it is never
  * below a latency of the bucket (the top of a band whose edge is the percentile stays unhedged). */
-static uint64_t bucket_top(size_t b)
+static uint64_t bucket_top(size_t bucket)
 {
     uint64_t low, width;
-    tc__loglin_bucket(b, SUB_BITS, &low, &width);
+    tc__loglin_bucket(bucket, SUB_BITS, &low, &width);
     return low + width - 1;
 }
 
@@ -69,99 +70,91 @@ int tc_latency_new(tc_latency **out)
 {
     if (out == NULL)
         return TC_EINVAL;
-    tc_latency *e = tc__calloc(1, sizeof(*e));
-    if (e == NULL)
+    tc_latency *est = tc__calloc(1, sizeof(*est));
+    if (est == NULL)
         return TC_ENOMEM;
     for (unsigned k = 0; k < TC_LATENCY_SLICES; k++)
-        e->weight[k] = exp(-(double)k * TC_LATENCY_SLICE_MS / TC_LATENCY_DECAY_MS);
-    *out = e;
+        est->weight[k] = exp(-(double)k * TC_LATENCY_SLICE_MS / TC_LATENCY_DECAY_MS);
+    *out = est;
     return 0;
 }
 
-void tc_latency_free(tc_latency *e)
+void tc_latency_free(tc_latency *est)
 {
-    tc__free(e);
+    tc__free(est);
 }
 
 /* Forgets a slice: subtracts its counts from the totals and zeroes it. */
-static void slice_clear(tc_latency *e, unsigned s)
+static void slice_clear(void *owner, unsigned slice)
 {
-    if (e->slice_total[s] == 0)
+    tc_latency *est = owner;
+    if (est->slice_total[slice] == 0)
         return;
-    for (size_t b = 0; b < NBUCKETS; b++) {
-        uint64_t c = (uint64_t)e->slices[s][b][FINISHED] + e->slices[s][b][CENSORED];
-        if (c != 0) {
-            e->sum[b] -= c;
-            e->octave_sum[b / SUB_COUNT] -= c;
+    for (size_t bucket = 0; bucket < NBUCKETS; bucket++) {
+        uint64_t count =
+            (uint64_t)est->slices[slice][bucket][FINISHED] + est->slices[slice][bucket][CENSORED];
+        if (count != 0) {
+            est->sum[bucket] -= count;
+            est->octave_sum[bucket / SUB_COUNT] -= count;
         }
     }
-    e->total -= e->slice_total[s];
-    e->slice_total[s] = 0;
-    memset(e->slices[s], 0, sizeof(e->slices[s]));
+    est->total -= est->slice_total[slice];
+    est->slice_total[slice] = 0;
+    memset(est->slices[slice], 0, sizeof(est->slices[slice]));
 }
 
-/* Moves the window to now_ms; returns the ring index of the current slice. */
-static unsigned advance(tc_latency *e, uint64_t now_ms)
+/* Moves the window to now_ms (or keeps it, for an earlier time); returns the ring index of the
+ * current slice. */
+static unsigned latency_advance(tc_latency *est, uint64_t now_ms)
 {
-    if (now_ms < e->latest_ms)
-        now_ms = e->latest_ms;
-    e->latest_ms = now_ms;
-    uint64_t id = now_ms / TC_LATENCY_SLICE_MS;
-    if (id > e->slice_id) {
-        uint64_t steps = id - e->slice_id;
-        if (steps > TC_LATENCY_SLICES)
-            steps = TC_LATENCY_SLICES;
-        for (uint64_t k = 1; k <= steps; k++)
-            slice_clear(e, (unsigned)((e->slice_id + k) % TC_LATENCY_SLICES));
-        e->slice_id = id;
-    }
-    return (unsigned)(e->slice_id % TC_LATENCY_SLICES);
+    return tc__window_advance(&est->slice_id, now_ms / TC_LATENCY_SLICE_MS, TC_LATENCY_SLICES,
+                              slice_clear, est);
 }
 
-static void record(tc_latency *e, uint64_t now_ms, uint64_t value_us, int kind)
+static void record(tc_latency *est, uint64_t now_ms, uint64_t value_us, int kind)
 {
-    unsigned s = advance(e, now_ms);
-    size_t b = tc__loglin_index(value_us, SUB_BITS, MAX_BITS);
-    if (e->slice_total[s] == UINT32_MAX)
+    unsigned slice = latency_advance(est, now_ms);
+    size_t bucket = tc__loglin_index(value_us, SUB_BITS, MAX_BITS);
+    if (est->slice_total[slice] == UINT32_MAX)
         return; /* four billion records in one slice: the rest of it is not counted */
-    e->slices[s][b][kind]++;
-    e->slice_total[s]++;
-    e->sum[b]++;
-    e->octave_sum[b / SUB_COUNT]++;
-    e->total++;
+    est->slices[slice][bucket][kind]++;
+    est->slice_total[slice]++;
+    est->sum[bucket]++;
+    est->octave_sum[bucket / SUB_COUNT]++;
+    est->total++;
 }
 
-void tc_latency_record(tc_latency *e, uint64_t now_ms, uint64_t value_us)
+void tc_latency_record(tc_latency *est, uint64_t now_ms, uint64_t value_us)
 {
-    record(e, now_ms, value_us, FINISHED);
+    record(est, now_ms, value_us, FINISHED);
 }
 
-void tc_latency_record_censored(tc_latency *e, uint64_t now_ms, uint64_t value_us)
+void tc_latency_record_censored(tc_latency *est, uint64_t now_ms, uint64_t value_us)
 {
-    record(e, now_ms, value_us, CENSORED);
+    record(est, now_ms, value_us, CENSORED);
 }
 
-uint64_t tc_latency_count(tc_latency *e, uint64_t now_ms)
+uint64_t tc_latency_count(tc_latency *est, uint64_t now_ms)
 {
-    advance(e, now_ms);
-    return e->total;
+    latency_advance(est, now_ms);
+    return est->total;
 }
 
-int tc_latency_quantile(tc_latency *e, uint64_t now_ms, double q, double z, uint64_t *value_us)
+int tc_latency_quantile(tc_latency *est, uint64_t now_ms, double q, double z, uint64_t *value_us)
 {
     if (!(q > 0.0 && q <= 1.0) || !(z >= 0.0 && z <= TC_LATENCY_MAX_Z) || value_us == NULL)
         return TC_EINVAL;
-    unsigned now_slice = advance(e, now_ms);
-    if (e->total == 0)
+    unsigned now_slice = latency_advance(est, now_ms);
+    if (est->total == 0)
         return TC_EMISSING;
     /* Each ring slot's weight as of now, and the weight of every record: all at risk at 0. */
-    double w[TC_LATENCY_SLICES];
+    double wt[TC_LATENCY_SLICES];
     double at_risk = 0.0, sum_w2 = 0.0;
     for (unsigned k = 0; k < TC_LATENCY_SLICES; k++) {
-        unsigned s = (now_slice + TC_LATENCY_SLICES - k) % TC_LATENCY_SLICES;
-        w[s] = e->weight[k];
-        at_risk += w[s] * (double)e->slice_total[s];
-        sum_w2 += w[s] * w[s] * (double)e->slice_total[s];
+        unsigned slice = (now_slice + TC_LATENCY_SLICES - k) % TC_LATENCY_SLICES;
+        wt[slice] = est->weight[k];
+        at_risk += wt[slice] * (double)est->slice_total[slice];
+        sum_w2 += wt[slice] * wt[slice] * (double)est->slice_total[slice];
     }
     /* Greenwood's formula counts records of weight 1. Scaling every weight by sum_w / sum_w2
      * leaves S as it is and makes the total weight the effective count (sum_w)^2 / sum_w2 (Kish):
@@ -172,41 +165,41 @@ int tc_latency_quantile(tc_latency *e, uint64_t now_ms, double q, double z, uint
      * that is 1 - q in exact arithmetic (q x n whole, no censoring) must count as reaching it. */
     double reach = (1.0 - q) * (1.0 + 1e-11) + 1e-14;
     double surv = 1.0, greenwood = 0.0;
-    uint64_t left = e->total; /* records at or above the bucket, unweighted */
+    uint64_t left = est->total; /* records at or above the bucket, unweighted */
     size_t last = 0;
-    for (size_t g = 0; g < OCTAVES; g++) {
-        if (e->octave_sum[g] == 0)
+    for (size_t octave = 0; octave < OCTAVES; octave++) {
+        if (est->octave_sum[octave] == 0)
             continue;
-        for (size_t b = g * SUB_COUNT; b < (g + 1) * SUB_COUNT; b++) {
-            if (e->sum[b] == 0)
+        for (size_t bucket = octave * SUB_COUNT; bucket < (octave + 1) * SUB_COUNT; bucket++) {
+            if (est->sum[bucket] == 0)
                 continue;
-            double d = 0.0, c = 0.0;
+            double ended = 0.0, cens = 0.0;
             uint64_t finished = 0;
-            for (unsigned s = 0; s < TC_LATENCY_SLICES; s++) {
-                finished += e->slices[s][b][FINISHED];
-                d += w[s] * (double)e->slices[s][b][FINISHED];
-                c += w[s] * (double)e->slices[s][b][CENSORED];
+            for (unsigned slice = 0; slice < TC_LATENCY_SLICES; slice++) {
+                finished += est->slices[slice][bucket][FINISHED];
+                ended += wt[slice] * (double)est->slices[slice][bucket][FINISHED];
+                cens += wt[slice] * (double)est->slices[slice][bucket][CENSORED];
             }
             /* The bucket's censored records are still at risk when its finished ones end:
              * a cancelled attempt had not finished at its elapsed time. When the finished ones
              * are all that is left, S is 0 exactly (at_risk, a running difference of weights,
              * would leave a residue there), and so is its error. */
-            if (d > 0.0) {
+            if (ended > 0.0) {
                 if (finished == left) {
-                    *value_us = bucket_top(b);
+                    *value_us = bucket_top(bucket);
                     return TC_LATENCY_QUANTILE;
                 }
-                surv *= 1.0 - d / at_risk;
-                greenwood += d / (at_risk * (at_risk - d));
+                surv *= 1.0 - ended / at_risk;
+                greenwood += ended / (at_risk * (at_risk - ended));
                 double se = surv * sqrt(var_scale * greenwood);
                 if (surv <= reach + z * se) {
-                    *value_us = bucket_top(b);
+                    *value_us = bucket_top(bucket);
                     return TC_LATENCY_QUANTILE;
                 }
             }
-            at_risk -= d + c;
-            left -= e->sum[b];
-            last = b;
+            at_risk -= ended + cens;
+            left -= est->sum[bucket];
+            last = bucket;
         }
     }
     /* The slowest records were censored: S stays above the bound, and the percentile lies
@@ -249,79 +242,79 @@ int tc_hedge_adaptive_new(tc_hedge_adaptive **out, const tc_hedge_adaptive_confi
     if (out == NULL || cfg == NULL || !(cfg->percentile >= 50.0 && cfg->percentile <= 99.9) ||
         !(cfg->z >= 0.0 && cfg->z <= TC_LATENCY_MAX_Z) || cfg->max_ms == 0)
         return TC_EINVAL;
-    tc_hedge_adaptive *a = tc__calloc(1, sizeof(*a));
-    if (a == NULL)
+    tc_hedge_adaptive *ad = tc__calloc(1, sizeof(*ad));
+    if (ad == NULL)
         return TC_ENOMEM;
-    if (tc_latency_new(&a->est) != 0) {
-        tc__free(a);
-        return TC_ENOMEM;
-    }
-    if (uv_mutex_init(&a->lock) != 0) {
-        tc_latency_free(a->est);
-        tc__free(a);
+    if (tc_latency_new(&ad->est) != 0) {
+        tc__free(ad);
         return TC_ENOMEM;
     }
-    a->cfg = *cfg;
-    a->delay_ms = clamp_delay(cfg->fallback_ms, cfg->max_ms);
-    *out = a;
+    if (uv_mutex_init(&ad->lock) != 0) {
+        tc_latency_free(ad->est);
+        tc__free(ad);
+        return TC_ENOMEM;
+    }
+    ad->cfg = *cfg;
+    ad->delay_ms = clamp_delay(cfg->fallback_ms, cfg->max_ms);
+    *out = ad;
     return 0;
 }
 
-void tc_hedge_adaptive_free(tc_hedge_adaptive *a)
+void tc_hedge_adaptive_free(tc_hedge_adaptive *ad)
 {
-    if (a == NULL)
+    if (ad == NULL)
         return;
-    uv_mutex_destroy(&a->lock);
-    tc_latency_free(a->est);
-    tc__free(a);
+    uv_mutex_destroy(&ad->lock);
+    tc_latency_free(ad->est);
+    tc__free(ad);
 }
 
-void tc_hedge_adaptive_record(tc_hedge_adaptive *a, uint64_t now_ms, uint64_t latency_us)
+void tc_hedge_adaptive_record(tc_hedge_adaptive *ad, uint64_t now_ms, uint64_t latency_us)
 {
-    uv_mutex_lock(&a->lock);
-    tc_latency_record(a->est, now_ms, latency_us);
-    a->recorded++;
-    uv_mutex_unlock(&a->lock);
+    uv_mutex_lock(&ad->lock);
+    tc_latency_record(ad->est, now_ms, latency_us);
+    ad->recorded++;
+    uv_mutex_unlock(&ad->lock);
 }
 
-void tc_hedge_adaptive_record_censored(tc_hedge_adaptive *a, uint64_t now_ms, uint64_t elapsed_us)
+void tc_hedge_adaptive_record_censored(tc_hedge_adaptive *ad, uint64_t now_ms, uint64_t elapsed_us)
 {
-    uv_mutex_lock(&a->lock);
-    tc_latency_record_censored(a->est, now_ms, elapsed_us);
-    a->recorded++;
-    uv_mutex_unlock(&a->lock);
+    uv_mutex_lock(&ad->lock);
+    tc_latency_record_censored(ad->est, now_ms, elapsed_us);
+    ad->recorded++;
+    uv_mutex_unlock(&ad->lock);
 }
 
-uint64_t tc_hedge_adaptive_delay_ms(tc_hedge_adaptive *a, uint64_t now_ms)
+uint64_t tc_hedge_adaptive_delay_ms(tc_hedge_adaptive *ad, uint64_t now_ms)
 {
-    uv_mutex_lock(&a->lock);
+    uv_mutex_lock(&ad->lock);
     /* An estimate is redone once TC_HEDGE_REFRESH_MS old; the fallback as soon as it may end. */
-    int stale = !a->estimated || now_ms < a->estimated_at_ms ||
-                now_ms - a->estimated_at_ms >= TC_HEDGE_REFRESH_MS;
+    int stale = !ad->estimated || now_ms < ad->estimated_at_ms ||
+                now_ms - ad->estimated_at_ms >= TC_HEDGE_REFRESH_MS;
     if (stale) {
         uint64_t us = 0;
         /* Either answer is the delay: the percentile, or the largest value when the records
          * cannot reach it. */
-        if (a->recorded >= a->cfg.warmup &&
-            tc_latency_quantile(a->est, now_ms, a->cfg.percentile / 100.0, a->cfg.z, &us) >= 0) {
+        if (ad->recorded >= ad->cfg.warmup &&
+            tc_latency_quantile(ad->est, now_ms, ad->cfg.percentile / 100.0, ad->cfg.z, &us) >= 0) {
             /* Rounded up: the delay is never below a latency of the quantile's bucket. */
-            a->delay_ms = clamp_delay(us / 1000 + (us % 1000 != 0), a->cfg.max_ms);
-            a->estimated = 1;
-            a->estimated_at_ms = now_ms;
+            ad->delay_ms = clamp_delay(us / 1000 + (us % 1000 != 0), ad->cfg.max_ms);
+            ad->estimated = 1;
+            ad->estimated_at_ms = now_ms;
         } else {
-            a->delay_ms = clamp_delay(a->cfg.fallback_ms, a->cfg.max_ms);
-            a->estimated = 0;
+            ad->delay_ms = clamp_delay(ad->cfg.fallback_ms, ad->cfg.max_ms);
+            ad->estimated = 0;
         }
     }
-    uint64_t d = a->delay_ms;
-    uv_mutex_unlock(&a->lock);
+    uint64_t d = ad->delay_ms;
+    uv_mutex_unlock(&ad->lock);
     return d;
 }
 
-uint64_t tc_hedge_adaptive_recorded(tc_hedge_adaptive *a)
+uint64_t tc_hedge_adaptive_recorded(tc_hedge_adaptive *ad)
 {
-    uv_mutex_lock(&a->lock);
-    uint64_t n = a->recorded;
-    uv_mutex_unlock(&a->lock);
+    uv_mutex_lock(&ad->lock);
+    uint64_t n = ad->recorded;
+    uv_mutex_unlock(&ad->lock);
     return n;
 }

@@ -61,8 +61,6 @@ int tc__log_escape_text(tc__buf *b, const char *s, size_t len)
     return tc__buf_append(b, s + len - run, run);
 }
 
-#define APPEND_LIT(b, lit) tc__buf_append((b), (lit), sizeof(lit) - 1)
-
 static int append_u64(tc__buf *b, uint64_t v)
 {
     char num[TC__FMT_U64_MAX];
@@ -89,103 +87,103 @@ static int format_text(tc__buf *b, const tc__log_entry *e)
     char proto[8 + 2 * TC__FMT_U64_MAX] = "HTTP/";
     int rc = tc__buf_append(b, e->time, TC__LOG_TIME_LEN);
     if (rc == 0)
-        rc = APPEND_LIT(b, " ");
+        rc = tc__buf_append(b, TC__LIT(" "));
     if (rc == 0)
         rc = e->client != NULL ? tc__log_escape_text(b, e->client, e->client_len)
-                               : APPEND_LIT(b, "-");
+                               : tc__buf_append(b, TC__LIT("-"));
     if (rc == 0 && e->method != NULL) {
-        rc = APPEND_LIT(b, " \"");
+        rc = tc__buf_append(b, TC__LIT(" \""));
         if (rc == 0)
             rc = tc__log_escape_text(b, e->method, strlen(e->method));
         if (rc == 0)
-            rc = APPEND_LIT(b, " ");
+            rc = tc__buf_append(b, TC__LIT(" "));
         if (rc == 0)
             rc = tc__log_escape_text(b, e->target, e->target_len);
         if (rc == 0)
-            rc = APPEND_LIT(b, " ");
+            rc = tc__buf_append(b, TC__LIT(" "));
         if (rc == 0)
             rc = tc__buf_append(b, proto, format_protocol(proto, e));
         if (rc == 0)
-            rc = APPEND_LIT(b, "\" ");
+            rc = tc__buf_append(b, TC__LIT("\" "));
     } else if (rc == 0) {
-        rc = APPEND_LIT(b, " \"- - -\" ");
+        rc = tc__buf_append(b, TC__LIT(" \"- - -\" "));
     }
     if (rc == 0)
         rc = append_u64(b, (uint64_t)(e->status < 0 ? 0 : e->status));
     if (rc == 0)
-        rc = APPEND_LIT(b, " ");
+        rc = tc__buf_append(b, TC__LIT(" "));
     if (rc == 0)
         rc = append_u64(b, e->bytes);
     if (rc == 0)
-        rc = APPEND_LIT(b, " ");
+        rc = tc__buf_append(b, TC__LIT(" "));
     if (rc == 0)
-        rc = append_opt(b, e->duration_us, "-", 1);
+        rc = append_opt(b, e->duration_us, TC__LIT("-"));
     if (rc == 0)
-        rc = APPEND_LIT(b, " ");
+        rc = tc__buf_append(b, TC__LIT(" "));
     if (rc == 0)
-        rc = append_opt(b, e->attempts, "-", 1);
+        rc = append_opt(b, e->attempts, TC__LIT("-"));
     if (rc == 0)
-        rc = APPEND_LIT(b, " ");
+        rc = tc__buf_append(b, TC__LIT(" "));
     if (rc == 0)
         rc = e->request_id_len > 0 ? tc__log_escape_text(b, e->request_id, e->request_id_len)
-                                   : APPEND_LIT(b, "-");
+                                   : tc__buf_append(b, TC__LIT("-"));
     if (rc == 0)
-        rc = APPEND_LIT(b, "\n");
+        rc = tc__buf_append(b, TC__LIT("\n"));
     return rc;
 }
 
 /* A JSON string, or null when s is NULL. */
 static int json_str_or_null(tc__buf *b, const char *s, size_t len)
 {
-    return s != NULL ? tc__json_write_str(b, s, len) : APPEND_LIT(b, "null");
+    return s != NULL ? tc__json_write_str(b, s, len) : tc__buf_append(b, TC__LIT("null"));
 }
 
 static int format_json(tc__buf *b, const tc__log_entry *e)
 {
     char proto[8 + 2 * TC__FMT_U64_MAX] = "HTTP/";
     int has_line = e->method != NULL;
-    int rc = APPEND_LIT(b, "{\"time\":\"");
+    int rc = tc__buf_append(b, TC__LIT("{\"time\":\""));
     if (rc == 0)
         rc = tc__buf_append(b, e->time, TC__LOG_TIME_LEN);
     if (rc == 0)
-        rc = APPEND_LIT(b, "\",\"client\":");
+        rc = tc__buf_append(b, TC__LIT("\",\"client\":"));
     if (rc == 0)
         rc = json_str_or_null(b, e->client, e->client_len);
     if (rc == 0)
-        rc = APPEND_LIT(b, ",\"method\":");
+        rc = tc__buf_append(b, TC__LIT(",\"method\":"));
     if (rc == 0)
         rc = json_str_or_null(b, e->method, has_line ? strlen(e->method) : 0);
     if (rc == 0)
-        rc = APPEND_LIT(b, ",\"target\":");
+        rc = tc__buf_append(b, TC__LIT(",\"target\":"));
     if (rc == 0)
         rc = json_str_or_null(b, has_line ? e->target : NULL, e->target_len);
     if (rc == 0)
-        rc = APPEND_LIT(b, ",\"protocol\":");
+        rc = tc__buf_append(b, TC__LIT(",\"protocol\":"));
     if (rc == 0)
         rc = has_line ? json_str_or_null(b, proto, format_protocol(proto, e))
-                      : APPEND_LIT(b, "null");
+                      : tc__buf_append(b, TC__LIT("null"));
     if (rc == 0)
-        rc = APPEND_LIT(b, ",\"status\":");
+        rc = tc__buf_append(b, TC__LIT(",\"status\":"));
     if (rc == 0)
         rc = append_u64(b, (uint64_t)(e->status < 0 ? 0 : e->status));
     if (rc == 0)
-        rc = APPEND_LIT(b, ",\"bytes\":");
+        rc = tc__buf_append(b, TC__LIT(",\"bytes\":"));
     if (rc == 0)
         rc = append_u64(b, e->bytes);
     if (rc == 0)
-        rc = APPEND_LIT(b, ",\"duration_us\":");
+        rc = tc__buf_append(b, TC__LIT(",\"duration_us\":"));
     if (rc == 0)
-        rc = append_opt(b, e->duration_us, "null", 4);
+        rc = append_opt(b, e->duration_us, TC__LIT("null"));
     if (rc == 0)
-        rc = APPEND_LIT(b, ",\"attempts\":");
+        rc = tc__buf_append(b, TC__LIT(",\"attempts\":"));
     if (rc == 0)
-        rc = append_opt(b, e->attempts, "null", 4);
+        rc = append_opt(b, e->attempts, TC__LIT("null"));
     if (rc == 0)
-        rc = APPEND_LIT(b, ",\"request_id\":");
+        rc = tc__buf_append(b, TC__LIT(",\"request_id\":"));
     if (rc == 0)
         rc = json_str_or_null(b, e->request_id_len > 0 ? e->request_id : NULL, e->request_id_len);
     if (rc == 0)
-        rc = APPEND_LIT(b, "}\n");
+        rc = tc__buf_append(b, TC__LIT("}\n"));
     return rc;
 }
 

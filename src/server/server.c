@@ -10,11 +10,11 @@
  *
  * Memory: bytes are read into one buffer per server (the loop is single-threaded and each read
  * is parsed before the next), so an idle connection costs only its handles. A request copies
- * what it needs (target, headers, body) into its own storage, inline up to TC_REQ_INLINE bytes.
- * Every growth is bounded by max_uri, max_headers and max_body.
+ * what it needs (target, headers, body) into its own storage, inline up to TC__SRV_REQ_INLINE
+ * bytes. Every growth is bounded by max_uri, max_headers and max_body.
  *
  * Closing: after a final response the server sends FIN (uv_shutdown) and keeps reading and
- * discarding for up to TC_LINGER_MS, so that a client still sending does not turn our answer
+ * discarding for up to TC__SRV_LINGER_MS, so that a client still sending does not turn our answer
  * into a TCP reset ("lingering close").
  *
  * Files, like nginx's ngx_http_request.c family: this one holds the listener and the server
@@ -147,16 +147,17 @@ static int server_bind(tc_server *srv)
     socklen_t sl = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
     if (bind(fd, (struct sockaddr *)&ss, sl) != 0) {
         /* The caller reports why, in the system's words (EADDRINUSE, EADDRNOTAVAIL, EACCES). */
-        int e = errno;
+        int saved = errno;
         close(fd);
-        return tc_err_from_uv(uv_translate_sys_error(e));
+        return tc_err_from_uv(uv_translate_sys_error(saved));
     }
     int err = uv_tcp_open(&srv->listener, fd);
     if (err != 0) {
         close(fd);
         return tc_err_from_uv(err);
     }
-    err = uv_listen((uv_stream_t *)&srv->listener, TC_LISTEN_BACKLOG, tc__srv_on_connection);
+    /* each connection lands in server_conn.c tc__srv_on_connection */
+    err = uv_listen((uv_stream_t *)&srv->listener, TC__SRV_LISTEN_BACKLOG, tc__srv_on_connection);
     if (err != 0)
         return tc_err_from_uv(err);
     sl = sizeof(ss);
@@ -174,10 +175,10 @@ void tc__srv_maybe_free(tc_server *srv)
     /* Requests handed to the handler refer to the server until they are finished. */
     if (!srv->closing || srv->handles > 0 || srv->nconns > 0 || srv->inflight > 0)
         return;
-    while (srv->free_reqs != NULL) {
-        tc_request *r = srv->free_reqs;
-        srv->free_reqs = r->next;
-        tc__free(r);
+    tc__link *l;
+    while ((l = tc__list_first(&srv->free_reqs)) != NULL) {
+        tc__list_remove(l);
+        tc__free(tc__container_of(l, tc_request, link));
     }
     if (srv->close_cb != NULL)
         srv->close_cb(srv, srv->close_data);
@@ -203,6 +204,8 @@ int tc_server_new(tc_server **out, uv_loop_t *loop, const tc_server_config *cfg)
         return TC_ENOMEM;
     srv->loop = loop;
     srv->cfg = *cfg;
+    tc__list_init(&srv->conns);
+    tc__list_init(&srv->free_reqs);
     /* fits: the length was checked above */
     (void)snprintf(srv->host, sizeof(srv->host), "%s", cfg->host ? cfg->host : "127.0.0.1");
     srv->cfg.host = srv->host;
@@ -272,8 +275,9 @@ void tc__srv_check_drained(tc_server *srv)
     if (!srv->draining || srv->closing)
         return;
     if (srv->inflight == 0) {
-        for (tc__srv_conn *c = srv->conns; c != NULL; c = c->next) {
-            if (!c->closing && !c->want_close && c->head == NULL && !c->in_dispatch) {
+        for (tc__link *l = srv->conns.next; l != &srv->conns; l = l->next) {
+            tc__srv_conn *c = tc__container_of(l, tc__srv_conn, link);
+            if (!c->closing && !c->want_close && tc__list_empty(&c->queue) && !c->in_dispatch) {
                 c->want_close = 1;
                 tc__srv_conn_read_off(c);
                 tc__srv_conn_maybe_finish_close(c);
@@ -306,8 +310,8 @@ void tc_server_close(tc_server *srv, tc_server_cb close_cb, void *data)
     srv->close_cb = close_cb;
     srv->close_data = data;
     server_stop_listening(srv);
-    for (tc__srv_conn *c = srv->conns; c != NULL; c = c->next)
-        tc__srv_conn_close(c);
+    for (tc__link *l = srv->conns.next; l != &srv->conns; l = l->next)
+        tc__srv_conn_close(tc__container_of(l, tc__srv_conn, link));
     if (srv->cfg.access_log != NULL)
         (void)fflush(srv->cfg.access_log); /* best effort, as each line */
     uv_close((uv_handle_t *)&srv->tick, on_server_handle_closed);

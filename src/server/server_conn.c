@@ -19,12 +19,12 @@
 #include "server_internal.h"
 
 static void conn_parse(tc__srv_conn *c, const char *data, size_t len);
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_conn_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
 static void conn_read_on(tc__srv_conn *c)
 {
-    if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+    if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, on_conn_alloc, on_conn_read) == 0)
         c->reading = 1;
 }
 
@@ -47,9 +47,9 @@ void tc__srv_conn_timer_start(tc__srv_conn *c, uint64_t ms)
 
 /* ---- responses ------------------------------------------------------------------------------ */
 
-static void on_write(uv_write_t *req, int status)
+static void on_write(uv_write_t *write_req, int status)
 {
-    tc__srv_write *w = tc__container_of(req, tc__srv_write, req);
+    tc__srv_write *w = tc__container_of(write_req, tc__srv_write, req);
     tc__srv_conn *c = w->conn;
     tc__free(w);
     c->writes--;
@@ -66,9 +66,9 @@ static void on_linger_timeout(uv_timer_t *t)
     tc__srv_conn_close(c);
 }
 
-static void on_shutdown(uv_shutdown_t *req, int status)
+static void on_shutdown(uv_shutdown_t *shutdown_req, int status)
 {
-    tc__srv_conn *c = tc__container_of(req, tc__srv_conn, shutdown_req);
+    tc__srv_conn *c = tc__container_of(shutdown_req, tc__srv_conn, shutdown_req);
     if (c->closing)
         return;
     if (status < 0) {
@@ -76,7 +76,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
         return;
     }
     /* FIN is out; keep reading (and discarding) until the client closes or the timer fires. */
-    uv_timer_start(&c->timer, on_linger_timeout, TC_LINGER_MS, 0);
+    uv_timer_start(&c->timer, on_linger_timeout, TC__SRV_LINGER_MS, 0);
     conn_read_on(c);
 }
 
@@ -99,11 +99,9 @@ void tc__srv_conn_maybe_finish_close(tc__srv_conn *c)
 /* Writes every finished response at the head of the queue, in order. */
 void tc__srv_flush_responses(tc__srv_conn *c)
 {
-    while (c->head != NULL && c->head->finished && !c->closing && !c->want_close) {
-        tc_request *r = c->head;
-        c->head = r->next;
-        if (c->head == NULL)
-            c->tail = NULL;
+    tc_request *r;
+    while ((r = tc__srv_queue_first(c)) != NULL && r->finished && !c->closing && !c->want_close) {
+        tc__list_remove(&r->link);
         c->queued--;
         if (r->drop) {
             c->want_close = 1;
@@ -163,7 +161,7 @@ void tc__srv_flush_responses(tc__srv_conn *c)
         tc__free(data);
         return;
     }
-    if (c->head == NULL && c->cur == NULL && c->phase == TC__SRV_BUSY) {
+    if (tc__list_empty(&c->queue) && c->cur == NULL && c->phase == TC__SRV_BUSY) {
         c->phase = TC__SRV_WAIT_REQUEST;
         c->idle_state = 1;
         if (c->srv->draining && c->srv->inflight == 0) {
@@ -180,12 +178,7 @@ void tc__srv_flush_responses(tc__srv_conn *c)
 static void conn_free(tc__srv_conn *c)
 {
     tc_server *srv = c->srv;
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else
-        srv->conns = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
+    tc__list_remove(&c->link);
     srv->nconns--;
     if (c->counted)
         atomic_fetch_sub_explicit(srv->conn_count, 1, memory_order_relaxed);
@@ -216,16 +209,16 @@ void tc__srv_conn_close(tc__srv_conn *c)
         return;
     }
     c->closing = 1;
-    tc_request *r = c->head;
-    c->head = c->tail = NULL;
     c->queued = 0;
     if (c->cur != NULL) {
         tc__srv_request_free(c->cur);
         c->cur = NULL;
     }
-    while (r != NULL) {
-        tc_request *next = r->next;
-        r->next = NULL;
+    /* Each request leaves the queue before its abort callback runs: whatever the callback does,
+     * the queue is never walked again (flushing stops at closing). */
+    tc_request *r;
+    while ((r = tc__srv_queue_first(c)) != NULL) {
+        tc__list_remove(&r->link);
         r->conn = NULL;
         if (r->finished || !r->dispatched) {
             tc__srv_request_free(r); /* answered, or never handed to the handler */
@@ -234,10 +227,10 @@ void tc__srv_conn_close(tc__srv_conn *c)
             if (r->abort_cb != NULL) {
                 tc_request_abort_cb cb = r->abort_cb;
                 r->abort_cb = NULL;
+                /* lands in app/serve/cmd_serve_api.c on_client_gone (upstream.c on_work_abort) */
                 cb(r, r->abort_data);
             }
         }
-        r = next;
     }
     uv_timer_stop(&c->timer);
     if (c->want_reset)
@@ -249,11 +242,7 @@ void tc__srv_conn_close(tc__srv_conn *c)
 
 void tc__srv_queue_push(tc__srv_conn *c, tc_request *r)
 {
-    if (c->tail != NULL)
-        c->tail->next = r;
-    else
-        c->head = r;
-    c->tail = r;
+    tc__list_push_back(&c->queue, &r->link);
     c->queued++;
 }
 
@@ -293,7 +282,7 @@ static void conn_parse_failed(tc__srv_conn *c)
         break;
     case 431:
         (void)snprintf(msg, sizeof(msg), "request headers are larger than %zu bytes or %d fields",
-                       cfg->max_headers, TC_SERVER_MAX_HEADER_COUNT);
+                       cfg->max_headers, TC__SRV_MAX_HEADER_COUNT);
         tc__srv_queue_error(c, r, 431, "too_large", msg);
         break;
     case 503:
@@ -324,11 +313,14 @@ static int conn_answer_ready(tc_server *srv, tc_request *r)
     return 1;
 }
 
-/* Hands every newly parsed request to the handler (or answers 503 while draining). */
-static void conn_dispatch(tc__srv_conn *c, tc_request *first)
+/* Hands every request queued after `after` to the handler (or answers 503 while draining). The
+ * queue only grows meanwhile: responses and closes wait while c is in_dispatch. */
+static void conn_dispatch(tc__srv_conn *c, const tc__link *after)
 {
     tc_server *srv = c->srv;
-    for (tc_request *r = first; r != NULL && !c->closing && !c->close_deferred; r = r->next) {
+    for (tc__link *l = after->next; l != &c->queue && !c->closing && !c->close_deferred;
+         l = l->next) {
+        tc_request *r = tc__container_of(l, tc_request, link);
         if (r->dispatched || r->finished)
             continue;
         if (conn_answer_ready(srv, r))
@@ -340,11 +332,12 @@ static void conn_dispatch(tc__srv_conn *c, tc_request *first)
         }
         r->dispatched = 1;
         srv->inflight++;
+        /* lands in app/serve/cmd_serve.c serve_handle (src/upstream/upstream.c on_request) */
         srv->cfg.handler(r, srv->cfg.handler_data);
     }
 }
 
-/* Holds bytes that arrive while the pipeline is full, stopping reads past TC_SERVER_MAX_HELD.
+/* Holds bytes that arrive while the pipeline is full, stopping reads past TC__SRV_MAX_HELD.
  * Returns 0, or -1 when out of memory. */
 static int conn_hold(tc__srv_conn *c, const char *data, size_t len)
 {
@@ -354,7 +347,7 @@ static int conn_hold(tc__srv_conn *c, const char *data, size_t len)
     memcpy(p + c->pending_len, data, len);
     c->pending = p;
     c->pending_len += len;
-    if (c->pending_len >= TC_SERVER_MAX_HELD)
+    if (c->pending_len >= TC__SRV_MAX_HELD)
         tc__srv_conn_read_off(c);
     return 0;
 }
@@ -362,8 +355,9 @@ static int conn_hold(tc__srv_conn *c, const char *data, size_t len)
 /* Parses bytes and dispatches the requests they complete. */
 static void conn_parse(tc__srv_conn *c, const char *data, size_t len)
 {
-    tc_request *before_tail = c->tail;
+    const tc__link *before = c->queue.prev; /* the last request queued so far, or the head */
     c->in_dispatch = 1;
+    /* calls back into server_request.c on_request_begin ... on_request_complete */
     size_t n = http_parser_execute(&c->parser, &tc__srv_parser_settings, data, len);
     enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
     if (err == HPE_PAUSED) {
@@ -381,9 +375,9 @@ static void conn_parse(tc__srv_conn *c, const char *data, size_t len)
         c->parse_error = 1; /* the rest of the stream is not HTTP */
         tc__srv_conn_read_off(c);
     } else {
-        conn_read_on(c); /* it was off if held bytes had filled TC_SERVER_MAX_HELD */
+        conn_read_on(c); /* it was off if held bytes had filled TC__SRV_MAX_HELD */
     }
-    conn_dispatch(c, before_tail != NULL ? before_tail->next : c->head);
+    conn_dispatch(c, before);
     c->in_dispatch = 0;
     if (c->close_deferred)
         tc__srv_conn_close(c);
@@ -391,16 +385,16 @@ static void conn_parse(tc__srv_conn *c, const char *data, size_t len)
         tc__srv_flush_responses(c);
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+static void on_conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     tc__srv_conn *c = h->data;
     buf->base = c->srv->read_buf;
     buf->len = sizeof(c->srv->read_buf);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void on_conn_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
-    tc__srv_conn *c = s->data;
+    tc__srv_conn *c = stream->data;
     if (nread == 0 || c->closing)
         return;
     if (nread < 0) {
@@ -482,10 +476,8 @@ void tc__srv_on_connection(uv_stream_t *listener, int status)
     c->tcp.data = c;
     c->timer.data = c;
     c->handles = 2;
-    c->next = srv->conns;
-    if (srv->conns != NULL)
-        srv->conns->prev = c;
-    srv->conns = c;
+    tc__list_init(&c->queue);
+    tc__list_push_back(srv->conns.next, &c->link); /* first: the newest is closed first */
     srv->nconns++;
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
         tc__srv_conn_close(c);

@@ -11,21 +11,22 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "base/list.h"
 #include "base/rng.h"
 #include "access_log.h"
 #include "tailcut/server.h"
 
-#define TC_READ_BUFFER (64 * 1024)
-#define TC_REQ_INLINE 1024
-#define TC_REQ_INLINE_HEADERS 16
-#define TC_SERVER_MAX_HEADER_COUNT 100
-#define TC_LINGER_MS 2000
-#define TC_LISTEN_BACKLOG 4096
+#define TC__SRV_READ_BUFFER (64 * 1024)
+#define TC__SRV_REQ_INLINE 1024
+#define TC__SRV_REQ_INLINE_HEADERS 16
+#define TC__SRV_MAX_HEADER_COUNT 100
+#define TC__SRV_LINGER_MS 2000
+#define TC__SRV_LISTEN_BACKLOG 4096
 /* While the pipeline is full, bytes that arrive are held (not parsed) up to this much; beyond
  * it reading stops. Reading on while paused is what lets a client's close be noticed at once. */
-#define TC_SERVER_MAX_HELD ((size_t)64 * 1024)
+#define TC__SRV_MAX_HELD ((size_t)64 * 1024)
 /* Freed request objects kept per server for reuse: they are too big for malloc's fast path. */
-#define TC_REQ_FREELIST 256
+#define TC__SRV_REQ_FREELIST 256
 /* A client address as the access log shows it: an IPv6 literal at most (INET6_ADDRSTRLEN). */
 #define TC__SRV_CLIENT_MAX 46
 
@@ -36,7 +37,7 @@ typedef struct tc__srv_hdr {
 } tc__srv_hdr;
 
 struct tc_request {
-    tc_request *next;   /* in conn->queue */
+    tc__link link;      /* in conn->queue, or in srv->free_reqs */
     tc__srv_conn *conn; /* NULL once the client has gone */
     tc_server *srv;
 
@@ -52,7 +53,7 @@ struct tc_request {
     unsigned keep_alive : 1;
     unsigned last_was_value : 1;
     unsigned dispatched : 1; /* handed to the handler */
-    unsigned finished : 1;   /* respond() or drop() was called, or synthetic */
+    unsigned finished : 1;   /* tc_request_respond*() or tc_request_drop() was called */
     unsigned aborted : 1;
     unsigned close_after : 1;
     unsigned drop : 1;
@@ -73,8 +74,8 @@ struct tc_request {
     char id[TC_REQUEST_ID_MAX];          /* X-Request-Id, taken or generated */
     char client[TC__SRV_CLIENT_MAX + 1]; /* the peer's address, for the access log */
 
-    tc__srv_hdr inline_hdrs[TC_REQ_INLINE_HEADERS];
-    char inline_buf[TC_REQ_INLINE];
+    tc__srv_hdr inline_hdrs[TC__SRV_REQ_INLINE_HEADERS];
+    char inline_buf[TC__SRV_REQ_INLINE];
 };
 
 typedef enum tc__srv_phase {
@@ -89,11 +90,11 @@ struct tc__srv_conn {
     uv_timer_t timer;
     uv_shutdown_t shutdown_req;
     tc_server *srv;
-    tc__srv_conn *prev, *next; /* in srv->conns */
+    tc__link link; /* in srv->conns */
     http_parser parser;
 
     tc_request *cur; /* being parsed */
-    tc_request *head, *tail;
+    tc__link queue;  /* requests in arrival order; responses leave from the first */
     size_t queued;
 
     /* Bytes read but not parsed because the pipeline was full (parser paused). */
@@ -129,9 +130,9 @@ struct tc_server {
     atomic_size_t *conn_count;
     atomic_int own_ready;
     atomic_int *ready; /* 0 after tc_server_set_ready(srv, 0): Connection: close on every answer */
-    tc__srv_conn *conns;
+    tc__link conns;
     size_t nconns;
-    tc_request *free_reqs;
+    tc__link free_reqs; /* freed requests kept for reuse, the latest last */
     size_t nfree_reqs;
     size_t inflight;
     int handles;
@@ -154,7 +155,7 @@ struct tc_server {
     size_t date_len;
     time_t log_sec;
     char log_time[32]; /* "2026-11-21T16:57:44" for log_sec: the log adds ".mmmZ" */
-    char read_buf[TC_READ_BUFFER];
+    char read_buf[TC__SRV_READ_BUFFER];
     char log_line[TC__LOG_LINE_MAX]; /* one access-log line is formatted here */
 };
 
@@ -195,6 +196,12 @@ void tc__srv_conn_read_off(tc__srv_conn *c);
 void tc__srv_conn_timer_start(tc__srv_conn *c, uint64_t ms);
 /* Appends r at the tail of c's queue (responses leave from the head, in this order). */
 void tc__srv_queue_push(tc__srv_conn *c, tc_request *r);
+/* The first request of c's queue, or NULL. */
+static inline tc_request *tc__srv_queue_first(const tc__srv_conn *c)
+{
+    tc__link *l = tc__list_first(&c->queue);
+    return l != NULL ? tc__container_of(l, tc_request, link) : NULL;
+}
 /* Writes every finished response at the head of c's queue. */
 void tc__srv_flush_responses(tc__srv_conn *c);
 /* Appends a response the server itself makes (400, 408, 413, 414, 431, 503) at the tail and
@@ -219,6 +226,39 @@ uint64_t tc__srv_id_seed(const tc_server *srv);
 
 /* ---- server_request.c -------------------------------------------------------------------------
  */
+
+/* Headers of a response head whose lengths tc__srv_head_size keeps for the write (the server's own
+ * answers add at most six; a handler's beyond these are measured twice). */
+#define TC__SRV_HEAD_KEEP_LENS 8
+
+/* A response head as the server writes it: the status line, Date, Content-Type and
+ * Content-Length when there are, Connection, X-Request-Id, the handler's headers, the empty line.
+ */
+typedef struct tc__srv_head {
+    int status;
+    const char *reason;       /* tc_http_reason(status) */
+    const char *content_type; /* NULL: no Content-Type line */
+    int has_length;           /* a Content-Length line, of content_length */
+    uint64_t content_length;
+    int close; /* Connection: close, else keep-alive */
+    const char *date;
+    size_t date_len; /* the whole Date line, CRLF included */
+    const char *id;
+    size_t id_len;
+    const tc_server_header *headers;
+    size_t nheaders;
+    /* Lengths measured by tc__srv_head_size, so that the write need not measure them again. */
+    size_t reason_len, content_type_len;
+    size_t name_len[TC__SRV_HEAD_KEEP_LENS], value_len[TC__SRV_HEAD_KEEP_LENS];
+} tc__srv_head;
+
+/* The exact length of h's text: what tc__srv_head_write writes (the response allocation is
+ * sized by it, so the two must agree to the byte; tests/unit/server/test_server_head.c). Keeps
+ * the lengths of h's strings in h for the write. */
+size_t tc__srv_head_size(tc__srv_head *head);
+/* Writes h's text at dst, which has tc__srv_head_size(h) bytes (measured on this h); returns the
+ * bytes written. */
+size_t tc__srv_head_write(char *dst, const tc__srv_head *head);
 
 /* The parser callbacks, set up once per process by tc__srv_parser_init(). */
 extern http_parser_settings tc__srv_parser_settings;

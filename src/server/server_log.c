@@ -44,14 +44,14 @@ void tc__srv_request_id_init(tc_request *r)
     static const char name[] = "X-Request-Id";
     const tc__srv_hdr *found = NULL;
     for (unsigned i = 0; i < r->nhdrs; i++) {
-        const tc__srv_hdr *h = &r->hdrs[i];
-        if (h->name_len == sizeof(name) - 1 &&
-            strncasecmp(r->buf + h->name_off, name, sizeof(name) - 1) == 0) {
+        const tc__srv_hdr *hd = &r->hdrs[i];
+        if (hd->name_len == sizeof(name) - 1 &&
+            strncasecmp(r->buf + hd->name_off, name, sizeof(name) - 1) == 0) {
             if (found != NULL) { /* two of them: which one the client meant is unknown */
                 found = NULL;
                 break;
             }
-            found = h;
+            found = hd;
         }
     }
     if (found != NULL) {
@@ -75,15 +75,15 @@ void tc__srv_request_id_init(tc_request *r)
     tc__srv_request_id_generate(r);
 }
 
-tc_str tc_request_id(const tc_request *req)
+tc_str tc_request_id(const tc_request *r)
 {
-    return (tc_str){req->id, req->id_len};
+    return (tc_str){r->id, r->id_len};
 }
 
-void tc_request_set_attempts(tc_request *req, unsigned attempts)
+void tc_request_set_attempts(tc_request *r, unsigned attempts)
 {
-    req->attempts = attempts;
-    req->attempts_set = 1;
+    r->attempts = attempts;
+    r->attempts_set = 1;
 }
 
 /* ---- client address ------------------------------------------------------------------------- */

@@ -4,10 +4,15 @@
  * Every /api/work request is decided the moment it arrives: the next queued scenario step if
  * there is one, else one draw from the profile. The decision is a *step*: wait delay_ms, then
  * respond (status, body), hang (TC_UPSTREAM_HANG_MS of silence, then FIN) or reset (RST). A step
- * with no delay is carried out at once; any other waits on one uv timer owned by a small `work`
+ * due at once is carried out at once; any other waits on one uv timer owned by a small `work`
  * record hung on the request. So the one idea is: a held request costs one timer and a few
  * hundred bytes, never a thread or a sleep, and a client that leaves early frees both at once
  * through the server's abort callback.
+ *
+ * Stalls (the pause profile) stop the whole simulator, as a garbage-collection pause stops a
+ * process: nothing is answered during one. A step's delay counts only time outside the stalls
+ * (tc__up_stalls_due() turns it into a due time), so work in progress halts and resumes; every
+ * other request that arrives during a stall is parked, in arrival order, until it ends.
  *
  * The decisions themselves (profiles, exponea's deck, scenario steps, the seeded generator) are
  * pure code in upstream_plan.c; this file is the HTTP side.
@@ -34,11 +39,20 @@
 typedef struct work {
     uv_timer_t timer;
     tc_upstream *u;
-    tc_request *req; /* NULL once the request is finished */
+    tc_request *r; /* NULL once the request is finished */
     tc__up_step s;
     tc__up_outcome out;
-    int hanging; /* the delay is over and the hang's silence has begun */
+    uint64_t due_us; /* when the delay ends, on the clock of now_us() */
+    int hanging;     /* the delay is over and the hang's silence has begun */
 } work;
+
+/* A request (not GET /api/work) that arrived during a stall, waiting for its end. */
+typedef struct parked {
+    tc__link link; /* in tc_upstream.parked */
+    tc_upstream *u;
+    tc_request *r;
+    uint64_t release_us; /* the end of its stall */
+} parked;
 
 /* ---- small helpers ------------------------------------------------------------------------- */
 
@@ -50,65 +64,89 @@ static int str_eq(tc_str s, const char *lit)
 
 /* Sends {"success":false,"error":code,"message":message} with optional extra headers. Unlike
  * tc_request_respond_error() this keeps the connection: these are application-level errors. */
-void tc__up_send_error(tc_request *req, int status, const char *code, const char *message,
+void tc__up_send_error(tc_request *r, int status, const char *code, const char *message,
                        const tc_server_header *headers, size_t nheaders)
 {
-    json_t *o = json_pack("{s:b,s:s,s:s}", "success", 0, "error", code, "message", message);
-    if (o == NULL) {
+    json_t *obj = json_pack("{s:b,s:s,s:s}", "success", 0, "error", code, "message", message);
+    if (obj == NULL) {
         /* The message is not valid UTF-8 (say, a parser's excerpt cut inside a character):
          * answer with a printable copy rather than not at all. */
         char shown[TC__UP_MESSAGE_MAX];
         tc__up_printable(message, strlen(message), shown, sizeof(shown));
-        o = json_pack("{s:b,s:s,s:s}", "success", 0, "error", code, "message", shown);
+        obj = json_pack("{s:b,s:s,s:s}", "success", 0, "error", code, "message", shown);
     }
-    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
+    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
     if (text == NULL) {
-        tc_request_drop(req, 0);
+        tc_request_drop(r, 0);
         return;
     }
-    tc_request_respond(req, status, "application/json", headers, nheaders, text, strlen(text));
+    tc_request_respond(r, status, "application/json", headers, nheaders, text, strlen(text));
     tc__free(text);
 }
 
-void tc__up_send_json(tc_request *req, int status, json_t *o)
+void tc__up_send_json(tc_request *r, int status, json_t *obj)
 {
-    char *text = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)) : NULL;
-    json_decref(o);
+    char *text = obj ? json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(12)) : NULL;
+    json_decref(obj);
     if (text == NULL) {
-        tc__up_send_error(req, 500, "internal", "out of memory", NULL, 0);
+        tc__up_send_error(r, 500, "internal", "out of memory", NULL, 0);
         return;
     }
-    tc_request_respond(req, status, "application/json", NULL, 0, text, strlen(text));
+    tc_request_respond(r, status, "application/json", NULL, 0, text, strlen(text));
     tc__free(text);
 }
 
-static void method_not_allowed(tc_request *req, const char *allow)
+static void method_not_allowed(tc_request *r, const char *allow)
 {
     const tc_server_header h = {"Allow", allow};
-    tc__up_send_error(req, 405, "method_not_allowed", "method not allowed", &h, 1);
+    tc__up_send_error(r, 405, "method_not_allowed", "method not allowed", &h, 1);
 }
 
-static int is_get(tc_request *req)
+static int is_get(tc_request *r)
 {
-    tc_str m = tc_request_method(req);
+    tc_str m = tc_request_method(r);
     return str_eq(m, "GET") || str_eq(m, "HEAD");
 }
 
-static int is_post(tc_request *req)
+static int is_post(tc_request *r)
 {
-    return str_eq(tc_request_method(req), "POST");
+    return str_eq(tc_request_method(r), "POST");
+}
+
+/* ---- time ---------------------------------------------------------------------------------- */
+
+/* The clock of due times and stalls: uv_hrtime() in microseconds. */
+static uint64_t now_us(void)
+{
+    return uv_hrtime() / 1000;
+}
+
+/* Starts t to call cb once now_us() has reached due_us, never earlier: uv_now() is the same clock
+ * in whole milliseconds, rounded down, so the timer aims at the next whole millisecond. */
+static void timer_start_at(tc_upstream *u, uv_timer_t *t, uv_timer_cb cb, uint64_t due_us)
+{
+    uint64_t due_ms = due_us / 1000 + (due_us % 1000 != 0);
+    uv_update_time(u->loop);
+    uint64_t now_ms = uv_now(u->loop);
+    uv_timer_start(t, cb, due_ms > now_ms ? due_ms - now_ms : 0, 0);
+}
+
+/* The stalls of the profile in force, on now_us()'s clock. */
+static void stalls_update(tc_upstream *u)
+{
+    u->stalls = tc__up_dealer_stalls(&u->dealer, u->epoch_offset_us);
 }
 
 /* ---- /api/work ----------------------------------------------------------------------------- */
 
 /* The request's X-Tailcut-Attempt value, 1..TC_UPSTREAM_MAX_ATTEMPT, or 0 for none or any other
  * value. */
-static unsigned attempt_of(tc_request *req)
+static unsigned attempt_of(tc_request *r)
 {
     tc_str v;
     unsigned n = 0;
-    if (tc_request_header(req, "X-Tailcut-Attempt", &v) != 1 || v.len == 0 || v.len > 2)
+    if (tc_request_header(r, "X-Tailcut-Attempt", &v) != 1 || v.len == 0 || v.len > 2)
         return 0;
     for (size_t i = 0; i < v.len; i++) {
         if (v.base[i] < '0' || v.base[i] > '9')
@@ -118,7 +156,7 @@ static unsigned attempt_of(tc_request *req)
     return n <= TC_UPSTREAM_MAX_ATTEMPT ? n : 0;
 }
 
-static void count_per_second(tc_upstream *u, tc_request *req, uint64_t now_ns)
+static void count_per_second(tc_upstream *u, tc_request *r, uint64_t now_ns)
 {
     uint64_t second = now_ns > u->ps_base_ns ? (now_ns - u->ps_base_ns) / 1000000000u : 0;
     size_t slot = second % TC_UPSTREAM_PER_SECOND;
@@ -126,13 +164,13 @@ static void count_per_second(tc_upstream *u, tc_request *req, uint64_t now_ns)
         u->ps_second[slot] = second + 1;
         memset(u->ps_counts[slot], 0, sizeof(u->ps_counts[slot]));
     }
-    u->ps_counts[slot][attempt_of(req)]++;
+    u->ps_counts[slot][attempt_of(r)]++;
 }
 
-static void record_arrival(tc_upstream *u, tc_request *req)
+static void record_arrival(tc_upstream *u, tc_request *r)
 {
-    uint64_t now = tc_request_ready_ns(req);
-    count_per_second(u, req, now);
+    uint64_t now = tc_request_ready_ns(r);
+    count_per_second(u, r, now);
     uint64_t us = now > u->base_ns ? (now - u->base_ns) / 1000 : 0;
     if (u->arr_len == TC_UPSTREAM_MAX_ARRIVALS) {
         u->arr_head = (u->arr_head + 1) % TC_UPSTREAM_MAX_ARRIVALS;
@@ -144,15 +182,15 @@ static void record_arrival(tc_upstream *u, tc_request *req)
 }
 
 /* Answers a respond step now. */
-static void respond_step(tc_request *req, const tc__up_step *s, tc__up_outcome out)
+static void respond_step(tc_request *r, const tc__up_step *st, tc__up_outcome out)
 {
     char buf[96];
-    const char *body = s->body;
-    size_t len = s->body_len;
+    const char *body = st->body;
+    size_t len = st->body_len;
     const tc_server_header h = {"X-Tailcut-Outcome", tc__up_outcome_names[out]};
 
     if (body == NULL) {
-        unsigned long long ms = (unsigned long long)s->delay_ms;
+        unsigned long long ms = (unsigned long long)st->delay_ms;
         int n;
         if (out == TC__UP_OUT_INVALID_JSON) /* a truncated object: not JSON */
             n = snprintf(buf, sizeof(buf), "{\"time\": %llu", ms);
@@ -161,78 +199,88 @@ static void respond_step(tc_request *req, const tc__up_step *s, tc__up_outcome o
         body = buf;
         len = (size_t)n;
     }
-    tc_request_respond(req, s->status, "application/json", &h, 1, body, len);
+    tc_request_respond(r, st->status, "application/json", &h, 1, body, len);
 }
 
-static void maybe_finish_close(tc_upstream *u);
+static void upstream_maybe_finish_close(tc_upstream *u);
 
 static void on_work_closed(uv_handle_t *h)
 {
-    work *w = tc__container_of(h, work, timer);
-    tc_upstream *u = w->u;
-    tc__free(w->s.body);
-    tc__free(w);
-    u->live_works--;
-    maybe_finish_close(u);
+    work *wk = tc__container_of(h, work, timer);
+    tc_upstream *u = wk->u;
+    tc__free(wk->s.body);
+    tc__free(wk);
+    u->live_timers--;
+    upstream_maybe_finish_close(u);
 }
 
 /* The request is finished (answered, dropped or aborted): release the timer and the record. */
-static void work_done(work *w)
+static void work_done(work *wk)
 {
-    w->req = NULL;
-    w->u->in_flight--;
-    uv_timer_stop(&w->timer);
-    uv_close((uv_handle_t *)&w->timer, on_work_closed);
+    wk->r = NULL;
+    wk->u->in_flight--;
+    uv_timer_stop(&wk->timer);
+    uv_close((uv_handle_t *)&wk->timer, on_work_closed);
 }
 
 /* The client left while its request was held: count it, finish the request (which now only
  * frees it) and release the timer at once. Not counted while the simulator itself is closing. */
-static void on_work_abort(tc_request *req, void *data)
+static void on_work_abort(tc_request *r, void *data)
 {
-    work *w = data;
-    if (!w->u->closing)
-        w->u->client_aborts++;
-    tc_request_drop(req, 0); /* only frees it now: the client is gone */
-    work_done(w);
+    work *wk = data;
+    if (!wk->u->closing)
+        wk->u->client_aborts++;
+    tc_request_drop(r, 0); /* only frees it now: the client is gone */
+    work_done(wk);
+}
+
+static void on_work_timer(uv_timer_t *t);
+
+/* A hang's delay is over: TC_UPSTREAM_HANG_MS of silence, then the close, which (an answer of
+ * sorts) waits for the end of a stall it would fall in. */
+static void start_hang(work *wk)
+{
+    uint64_t end = tc__up_stalls_due(&wk->u->stalls, wk->due_us + TC_UPSTREAM_HANG_MS * 1000ULL, 0);
+    wk->hanging = 1;
+    timer_start_at(wk->u, &wk->timer, on_work_timer, end);
 }
 
 /* The delay (or, for a hang, the silence after it) is over: carry out the step. A hang's first
  * expiry only starts its TC_UPSTREAM_HANG_MS of silence. */
 static void on_work_timer(uv_timer_t *t)
 {
-    work *w = tc__container_of(t, work, timer);
-    tc_request *req = w->req;
+    work *wk = tc__container_of(t, work, timer);
+    tc_request *r = wk->r;
 
-    if (w->s.act == TC__UP_HANG && !w->hanging) {
-        w->hanging = 1;
-        uv_timer_start(&w->timer, on_work_timer, TC_UPSTREAM_HANG_MS, 0);
+    if (wk->s.act == TC__UP_HANG && !wk->hanging) {
+        start_hang(wk);
         return;
     }
-    tc_request_on_abort(req, NULL, NULL);
-    switch (w->s.act) {
+    tc_request_on_abort(r, NULL, NULL);
+    switch (wk->s.act) {
     case TC__UP_RESPOND:
-        respond_step(req, &w->s, w->out);
+        respond_step(r, &wk->s, wk->out);
         break;
     case TC__UP_HANG:
-        tc_request_drop(req, 0);
+        tc_request_drop(r, 0);
         break;
     case TC__UP_RESET:
-        tc_request_drop(req, 1);
+        tc_request_drop(r, 1);
         break;
     }
-    work_done(w);
+    work_done(wk);
 }
 
-/* GET /api/work: decide now (queued step, else a profile draw), then answer at once when there
- * is nothing to wait for, or hold the request on a timer. Finishes req exactly once, now or from
- * on_work_timer / on_work_abort. */
-static void handle_work(tc_upstream *u, tc_request *req)
+/* GET /api/work: decide now (queued step, else a profile draw), then answer at once when it is
+ * due already, or hold the request on a timer. The delay counts from the arrival, outside the
+ * stalls. Finishes r exactly once, now or from on_work_timer / on_work_abort. */
+static void handle_work(tc_upstream *u, tc_request *r)
 {
     tc__up_step s;
     tc__up_outcome out;
 
     u->work_requests++;
-    record_arrival(u, req);
+    record_arrival(u, r);
     if (u->q_len > 0) {
         s = u->q[u->q_head];
         u->q_head = (u->q_head + 1) % u->q_cap;
@@ -243,37 +291,36 @@ static void handle_work(tc_upstream *u, tc_request *req)
     }
     u->outcomes[out]++;
 
-    if (s.delay_ms == 0 && s.act != TC__UP_HANG) {
+    uint64_t due_us =
+        tc__up_stalls_due(&u->stalls, tc_request_ready_ns(r) / 1000, s.delay_ms * 1000);
+    if (due_us <= now_us() && s.act != TC__UP_HANG) {
         if (s.act == TC__UP_RESPOND)
-            respond_step(req, &s, out);
+            respond_step(r, &s, out);
         else
-            tc_request_drop(req, 1);
+            tc_request_drop(r, 1);
         tc__free(s.body);
         return;
     }
 
-    work *w = tc__calloc(1, sizeof(*w));
-    if (w == NULL) {
+    work *wk = tc__calloc(1, sizeof(*wk));
+    if (wk == NULL) {
         tc__free(s.body);
-        tc__up_send_error(req, 503, "overloaded", "out of memory", NULL, 0);
+        tc__up_send_error(r, 503, "overloaded", "out of memory", NULL, 0);
         return;
     }
-    w->u = u;
-    w->req = req;
-    w->s = s;
-    w->out = out;
-    uv_timer_init(u->loop, &w->timer);
-    u->live_works++;
+    wk->u = u;
+    wk->r = r;
+    wk->s = s;
+    wk->out = out;
+    wk->due_us = due_us;
+    uv_timer_init(u->loop, &wk->timer);
+    u->live_timers++;
     u->in_flight++;
-    tc_request_on_abort(req, on_work_abort, w);
-    /* The loop's clock may lag behind the arrival by the time this iteration has taken. */
-    uv_update_time(u->loop);
-    if (s.delay_ms == 0) {
-        w->hanging = 1;
-        uv_timer_start(&w->timer, on_work_timer, TC_UPSTREAM_HANG_MS, 0);
-    } else {
-        uv_timer_start(&w->timer, on_work_timer, s.delay_ms, 0);
-    }
+    tc_request_on_abort(r, on_work_abort, wk);
+    if (s.act == TC__UP_HANG && due_us <= now_us())
+        start_hang(wk);
+    else
+        timer_start_at(u, &wk->timer, on_work_timer, due_us);
 }
 
 /* ---- /scenario and /reset ------------------------------------------------------------------ */
@@ -286,15 +333,15 @@ static int queue_reserve(tc_upstream *u, size_t more)
     size_t cap = u->q_cap ? u->q_cap : 16;
     while (cap < need)
         cap *= 2;
-    tc__up_step *q = tc__malloc(cap * sizeof(*q));
-    if (q == NULL)
+    tc__up_step *st = tc__malloc(cap * sizeof(*st));
+    if (st == NULL)
         return -1;
     /* q_len <= q_cap: the loop runs only when q_cap > 0. */
     for (size_t i = 0; i < u->q_len; i++)
         // NOLINTNEXTLINE(clang-analyzer-core.DivideZero)
-        q[i] = u->q[(u->q_head + i) % u->q_cap];
+        st[i] = u->q[(u->q_head + i) % u->q_cap];
     tc__free(u->q);
-    u->q = q;
+    u->q = st;
     u->q_cap = cap;
     u->q_head = 0;
     return 0;
@@ -310,9 +357,9 @@ static void queue_clear(tc_upstream *u)
 
 /* POST /scenario: every step is validated into a private array first and the queue is touched
  * only when all are good, so a 400 leaves it exactly as it was. Clears arrivals_ms. */
-static void handle_scenario(tc_upstream *u, tc_request *req)
+static void handle_scenario(tc_upstream *u, tc_request *r)
 {
-    tc_str body = tc_request_body(req);
+    tc_str body = tc_request_body(r);
     json_error_t err;
     char msg[TC__UP_MESSAGE_MAX];
     json_t *root = json_loadb(body.base, body.len, JSON_REJECT_DUPLICATES, &err);
@@ -322,12 +369,12 @@ static void handle_scenario(tc_upstream *u, tc_request *req)
     if (root == NULL) {
         (void)snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s", err.line,
                        err.column, err.text);
-        tc__up_send_error(req, 400, "bad_request", msg, NULL, 0);
+        tc__up_send_error(r, 400, "bad_request", msg, NULL, 0);
         return;
     }
     if (!json_is_array(root)) {
         json_decref(root);
-        tc__up_send_error(req, 400, "bad_request", "expected a JSON array of steps", NULL, 0);
+        tc__up_send_error(r, 400, "bad_request", "expected a JSON array of steps", NULL, 0);
         return;
     }
     n = json_array_size(root);
@@ -335,21 +382,21 @@ static void handle_scenario(tc_upstream *u, tc_request *req)
         json_decref(root);
         (void)snprintf(msg, sizeof(msg), "too many steps: at most %d may wait in the queue",
                        TC_UPSTREAM_MAX_STEPS);
-        tc__up_send_error(req, 400, "bad_request", msg, NULL, 0);
+        tc__up_send_error(r, 400, "bad_request", msg, NULL, 0);
         return;
     }
     steps = tc__calloc(n ? n : 1, sizeof(*steps));
     if (steps == NULL || queue_reserve(u, n) != 0) {
         json_decref(root);
         tc__free(steps);
-        tc__up_send_error(req, 503, "overloaded", "out of memory", NULL, 0);
+        tc__up_send_error(r, 503, "overloaded", "out of memory", NULL, 0);
         return;
     }
     for (size_t i = 0; i < n; i++) {
         if (tc__up_step_parse(json_array_get(root, i), i, &steps[i], msg, sizeof(msg)) != 0) {
             json_decref(root);
             tc__up_steps_free(steps, i);
-            tc__up_send_error(req, 400, "bad_request", msg, NULL, 0);
+            tc__up_send_error(r, 400, "bad_request", msg, NULL, 0);
             return;
         }
     }
@@ -364,13 +411,13 @@ static void handle_scenario(tc_upstream *u, tc_request *req)
     u->arrivals_forgotten = 0;
     u->base_ns = uv_hrtime();
     tc__up_send_json(
-        req, 200, json_pack("{s:I,s:I}", "queued", (json_int_t)n, "pending", (json_int_t)u->q_len));
+        r, 200, json_pack("{s:I,s:I}", "queued", (json_int_t)n, "pending", (json_int_t)u->q_len));
 }
 
 /* POST /profile {"profile":"P"}: switches the profile at once; 400 and no change on a bad one. */
-static void handle_profile(tc_upstream *u, tc_request *req)
+static void handle_profile(tc_upstream *u, tc_request *r)
 {
-    tc_str body = tc_request_body(req);
+    tc_str body = tc_request_body(r);
     json_error_t err;
     char msg[TC__UP_MESSAGE_MAX];
     tc_upstream_profile p;
@@ -382,12 +429,12 @@ static void handle_profile(tc_upstream *u, tc_request *req)
     if (root == NULL) {
         (void)snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s", err.line,
                        err.column, err.text);
-        tc__up_send_error(req, 400, "bad_request", msg, NULL, 0);
+        tc__up_send_error(r, 400, "bad_request", msg, NULL, 0);
         return;
     }
     if (text == NULL || json_object_size(root) != 1) {
         json_decref(root);
-        tc__up_send_error(req, 400, "bad_request", "expected {\"profile\":\"P\"}", NULL, 0);
+        tc__up_send_error(r, 400, "bad_request", "expected {\"profile\":\"P\"}", NULL, 0);
         return;
     }
     if (tc_upstream_profile_parse(text, &p, &why) != 0) {
@@ -395,19 +442,20 @@ static void handle_profile(tc_upstream *u, tc_request *req)
         tc__up_printable(text, strlen(text), shown, sizeof(shown));
         (void)snprintf(msg, sizeof(msg), "invalid profile \"%s\": %s", shown, why);
         json_decref(root);
-        tc__up_send_error(req, 400, "bad_request", msg, NULL, 0);
+        tc__up_send_error(r, 400, "bad_request", msg, NULL, 0);
         return;
     }
     char *copy = tc__strdup(text);
     json_decref(root);
     if (copy == NULL) {
-        tc__up_send_error(req, 503, "overloaded", "out of memory", NULL, 0);
+        tc__up_send_error(r, 503, "overloaded", "out of memory", NULL, 0);
         return;
     }
     tc__free(u->profile_text);
     u->profile_text = copy;
     tc__up_dealer_set(&u->dealer, &p); /* exponea starts a fresh deck */
-    tc__up_send_json(req, 200, json_pack("{s:s}", "profile", u->profile_text));
+    stalls_update(u);
+    tc__up_send_json(r, 200, json_pack("{s:s}", "profile", u->profile_text));
 }
 
 static void calls_clear(tc_upstream *u)
@@ -420,7 +468,7 @@ static void calls_clear(tc_upstream *u)
     u->calls_forgotten = 0;
 }
 
-static void handle_reset(tc_upstream *u, tc_request *req)
+static void handle_reset(tc_upstream *u, tc_request *r)
 {
     queue_clear(u);
     calls_clear(u);
@@ -436,49 +484,109 @@ static void handle_reset(tc_upstream *u, tc_request *req)
     u->ps_base_ns = u->base_ns;
     memset(u->ps_second, 0, sizeof(u->ps_second));
     u->tokens = (double)u->metadata_rate;
-    tc__up_send_json(req, 200, json_pack("{s:b}", "reset", 1));
+    tc__up_send_json(r, 200, json_pack("{s:b}", "reset", 1));
 }
 
 /* ---- the handler and the object ------------------------------------------------------------ */
 
-static void on_request(tc_request *req, void *data)
+/* Every endpoint but GET /api/work (which on_request() sends to handle_work() itself). */
+static void route(tc_upstream *u, tc_request *r)
 {
-    tc_upstream *u = data;
-    tc_str path = tc_request_path(req);
+    tc_str path = tc_request_path(r);
 
     if (str_eq(path, "/api/work")) {
-        if (is_get(req))
-            handle_work(u, req);
-        else
-            method_not_allowed(req, "GET, HEAD");
+        method_not_allowed(r, "GET, HEAD");
     } else if (str_eq(path, "/api/metadata")) {
-        if (is_get(req))
-            tc__up_handle_metadata(u, req);
+        if (is_get(r))
+            tc__up_handle_metadata(u, r);
         else
-            method_not_allowed(req, "GET, HEAD");
+            method_not_allowed(r, "GET, HEAD");
     } else if (str_eq(path, "/stats")) {
-        if (is_get(req))
-            tc__up_send_json(req, 200, tc__up_stats_json(u));
+        if (is_get(r))
+            tc__up_send_json(r, 200, tc__up_stats_json(u));
         else
-            method_not_allowed(req, "GET, HEAD");
+            method_not_allowed(r, "GET, HEAD");
     } else if (str_eq(path, "/scenario")) {
-        if (is_post(req))
-            handle_scenario(u, req);
+        if (is_post(r))
+            handle_scenario(u, r);
         else
-            method_not_allowed(req, "POST");
+            method_not_allowed(r, "POST");
     } else if (str_eq(path, "/profile")) {
-        if (is_post(req))
-            handle_profile(u, req);
+        if (is_post(r))
+            handle_profile(u, r);
         else
-            method_not_allowed(req, "POST");
+            method_not_allowed(r, "POST");
     } else if (str_eq(path, "/reset")) {
-        if (is_post(req))
-            handle_reset(u, req);
+        if (is_post(r))
+            handle_reset(u, r);
         else
-            method_not_allowed(req, "POST");
+            method_not_allowed(r, "POST");
     } else {
-        tc__up_send_error(req, 404, "not_found", "no such endpoint", NULL, 0);
+        tc__up_send_error(r, 404, "not_found", "no such endpoint", NULL, 0);
     }
+}
+
+/* ---- stalls: parked requests --------------------------------------------------------------- */
+
+static void on_parked_abort(tc_request *r, void *data)
+{
+    parked *pk = data;
+    tc__list_remove(&pk->link);
+    tc__free(pk);
+    tc_request_drop(r, 0); /* only frees it now: the client is gone */
+}
+
+/* A stall is over: hands the requests parked until then to the handler, in arrival order. Those
+ * parked for a later stall (the loop ran late) wait for theirs. */
+static void on_stall_end(uv_timer_t *t)
+{
+    tc_upstream *u = tc__container_of(t, tc_upstream, stall_timer);
+    uint64_t now = now_us();
+    tc__link *l;
+    while ((l = tc__list_first(&u->parked)) != NULL) {
+        parked *pk = tc__container_of(l, parked, link);
+        if (pk->release_us > now) {
+            timer_start_at(u, &u->stall_timer, on_stall_end, pk->release_us);
+            return;
+        }
+        tc_request *r = pk->r;
+        tc__list_remove(l);
+        tc__free(pk);
+        tc_request_on_abort(r, NULL, NULL);
+        route(u, r);
+    }
+}
+
+/* Holds r until release_us, the end of the stall it arrived in; answers 503 when out of memory. */
+static void park(tc_upstream *u, tc_request *r, uint64_t release_us)
+{
+    parked *pk = tc__calloc(1, sizeof(*pk));
+    if (pk == NULL) {
+        tc__up_send_error(r, 503, "overloaded", "out of memory", NULL, 0);
+        return;
+    }
+    pk->u = u;
+    pk->r = r;
+    pk->release_us = release_us;
+    if (tc__list_empty(&u->parked))
+        timer_start_at(u, &u->stall_timer, on_stall_end, release_us);
+    tc__list_push_back(&u->parked, &pk->link);
+    tc_request_on_abort(r, on_parked_abort, pk);
+}
+
+static void on_request(tc_request *r, void *data)
+{
+    tc_upstream *u = data;
+
+    if (str_eq(tc_request_path(r), "/api/work") && is_get(r)) {
+        handle_work(u, r); /* its due time counts the stalls */
+        return;
+    }
+    uint64_t release_us = tc__up_stalls_due(&u->stalls, tc_request_ready_ns(r) / 1000, 0);
+    if (release_us > now_us())
+        park(u, r, release_us);
+    else
+        route(u, r);
 }
 
 void tc_upstream_config_init(tc_upstream_config *cfg)
@@ -487,6 +595,18 @@ void tc_upstream_config_init(tc_upstream_config *cfg)
     cfg->host = "127.0.0.1";
     cfg->profile = "exponea";
     cfg->max_body = (size_t)TC_SERVER_DEFAULT_MAX_BODY;
+}
+
+/* How far the Unix epoch's clock is ahead of now_us()'s, so that stalls keep to the wall clock's
+ * periods (0 when the wall clock cannot be read or reads before the boot). */
+static uint64_t epoch_offset_us(void)
+{
+    uv_timeval64_t tv;
+    uint64_t mono = now_us();
+    if (uv_gettimeofday(&tv) != 0 || tv.tv_sec < 0)
+        return 0;
+    uint64_t wall = (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
+    return wall > mono ? wall - mono : 0;
 }
 
 static void upstream_free(tc_upstream *u)
@@ -532,6 +652,9 @@ int tc_upstream_new(tc_upstream **out, uv_loop_t *loop, const tc_upstream_config
     u->tokens_ns = uv_hrtime();
     u->base_ns = uv_hrtime();
     u->ps_base_ns = u->base_ns;
+    u->epoch_offset_us = epoch_offset_us();
+    stalls_update(u);
+    tc__list_init(&u->parked);
 
     tc_server_config_init(&scfg);
     scfg.host = cfg->host ? cfg->host : "127.0.0.1";
@@ -549,6 +672,8 @@ int tc_upstream_new(tc_upstream **out, uv_loop_t *loop, const tc_upstream_config
         upstream_free(u);
         return rc;
     }
+    uv_timer_init(loop, &u->stall_timer);
+    u->live_timers = 1;
     *out = u;
     return 0;
 }
@@ -581,9 +706,9 @@ void tc_upstream_drain(tc_upstream *u, tc_upstream_cb drained_cb, void *data)
     tc_server_drain(u->srv, on_server_drained, u);
 }
 
-static void maybe_finish_close(tc_upstream *u)
+static void upstream_maybe_finish_close(tc_upstream *u)
 {
-    if (!u->closing || u->srv != NULL || u->live_works != 0)
+    if (!u->closing || u->srv != NULL || u->live_timers != 0)
         return;
     if (u->close_cb)
         u->close_cb(u, u->close_data);
@@ -594,7 +719,14 @@ static void on_server_closed(tc_server *srv, void *data)
 {
     tc_upstream *u = data;
     u->srv = NULL;
-    maybe_finish_close(u);
+    upstream_maybe_finish_close(u);
+}
+
+static void on_stall_timer_closed(uv_handle_t *h)
+{
+    tc_upstream *u = tc__container_of(h, tc_upstream, stall_timer);
+    u->live_timers--;
+    upstream_maybe_finish_close(u);
 }
 
 void tc_upstream_close(tc_upstream *u, tc_upstream_cb close_cb, void *data)
@@ -604,5 +736,7 @@ void tc_upstream_close(tc_upstream *u, tc_upstream_cb close_cb, void *data)
     u->closing = 1;
     u->close_cb = close_cb;
     u->close_data = data;
+    /* Closing the server drops the parked requests too (their abort callbacks free them). */
+    uv_close((uv_handle_t *)&u->stall_timer, on_stall_timer_closed);
     tc_server_close(u->srv, on_server_closed, u);
 }

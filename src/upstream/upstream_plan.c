@@ -26,8 +26,8 @@ void tc__up_printable(const char *src, size_t len, char *dst, size_t dst_size)
 {
     size_t n = len < dst_size - 1 ? len : dst_size - 1;
     for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)src[i];
-        dst[i] = (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') ? (char)c : '?';
+        unsigned char ch = (unsigned char)src[i];
+        dst[i] = (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') ? (char)ch : '?';
     }
     dst[n] = '\0';
 }
@@ -84,12 +84,12 @@ int tc_upstream_profile_parse(const char *s, tc_upstream_profile *out, const cha
         PROFILE_FAIL("profile missing or too long");
     strcpy(buf, s);
     field[nfields++] = buf;
-    for (char *c = buf; *c; c++) {
-        if (*c == ':') {
+    for (char *ch = buf; *ch; ch++) {
+        if (*ch == ':') {
             if (nfields == 6)
                 PROFILE_FAIL("too many ':'-separated parameters");
-            *c = '\0';
-            field[nfields++] = c + 1;
+            *ch = '\0';
+            field[nfields++] = ch + 1;
         }
     }
 
@@ -141,10 +141,25 @@ int tc_upstream_profile_parse(const char *s, tc_upstream_profile *out, const cha
         if (parse_decimal(field[5], 1, &p.c) != 0 || p.c > 1.0)
             PROFILE_FAIL("mix:LO:HI:SLOW_LO:SLOW_HI:P needs P a number from 0 to 1");
         p.kind = TC_PROFILE_MIX;
+    } else if (strcmp(field[0], "pause") == 0) {
+        if (nfields != 5 && nfields != 6)
+            PROFILE_FAIL("expected pause:LO:HI:PAUSE_MS:PERIOD_MS[:PHASE_MS]");
+        p.c = -1; /* no PHASE_MS: the dealer draws one */
+        if (parse_ms(field[1], 0, &p.a) != 0 || parse_ms(field[2], 0, &p.b) != 0 ||
+            parse_ms(field[3], 0, &p.d) != 0 || parse_ms(field[4], 0, &p.e) != 0 ||
+            (nfields == 6 && parse_ms(field[5], 0, &p.c) != 0))
+            PROFILE_FAIL("pause:LO:HI:PAUSE_MS:PERIOD_MS[:PHASE_MS] needs whole numbers of "
+                         "milliseconds up to 3600000");
+        if (p.a > p.b)
+            PROFILE_FAIL("pause:LO:HI:PAUSE_MS:PERIOD_MS[:PHASE_MS] needs LO <= HI");
+        if (p.d >= p.e || p.c >= p.e)
+            PROFILE_FAIL("pause:LO:HI:PAUSE_MS:PERIOD_MS[:PHASE_MS] needs PAUSE_MS and PHASE_MS "
+                         "below PERIOD_MS");
+        p.kind = TC_PROFILE_PAUSE;
     } else {
         PROFILE_FAIL("unknown profile (expected exponea, fixed:MS, uniform:LO:HI, "
-                     "lognormal:MEDIAN_MS:SIGMA, straggler:FAST_MS:SLOW_MS:P or "
-                     "mix:LO:HI:SLOW_LO:SLOW_HI:P)");
+                     "lognormal:MEDIAN_MS:SIGMA, straggler:FAST_MS:SLOW_MS:P, "
+                     "mix:LO:HI:SLOW_LO:SLOW_HI:P or pause:LO:HI:PAUSE_MS:PERIOD_MS[:PHASE_MS])");
     }
     if (out)
         *out = p;
@@ -167,29 +182,43 @@ static void deck_shuffle(tc__up_dealer *d)
     }
 }
 
-void tc__up_dealer_init(tc__up_dealer *d, const tc_upstream_profile *p, uint64_t seed)
+/* A pause profile's phase: the one given, or one draw. */
+static void take_phase(tc__up_dealer *d)
+{
+    const tc_upstream_profile *prof = &d->profile;
+    if (prof->kind != TC_PROFILE_PAUSE)
+        d->phase_ms = 0;
+    else if (prof->c >= 0)
+        d->phase_ms = (uint64_t)prof->c;
+    else
+        d->phase_ms = tc__rng_below(&d->rng, (uint64_t)prof->e);
+}
+
+void tc__up_dealer_init(tc__up_dealer *d, const tc_upstream_profile *prof, uint64_t seed)
 {
     memset(d, 0, sizeof(*d));
-    d->profile = *p;
+    d->profile = *prof;
     tc__rng_seed(&d->rng, seed);
+    take_phase(d);
 }
 
-void tc__up_dealer_set(tc__up_dealer *d, const tc_upstream_profile *p)
+void tc__up_dealer_set(tc__up_dealer *d, const tc_upstream_profile *prof)
 {
-    d->profile = *p;
+    d->profile = *prof;
     d->deck_pos = 0;
+    take_phase(d);
 }
 
-void tc__up_draw(tc__up_dealer *d, tc__up_step *s, tc__up_outcome *out)
+void tc__up_draw(tc__up_dealer *d, tc__up_step *st, tc__up_outcome *out)
 {
-    const tc_upstream_profile *p = &d->profile;
+    const tc_upstream_profile *prof = &d->profile;
     double ms = 0;
 
-    memset(s, 0, sizeof(*s));
-    s->act = TC__UP_RESPOND;
-    s->status = 200;
+    memset(st, 0, sizeof(*st));
+    st->act = TC__UP_RESPOND;
+    st->status = 200;
     *out = TC__UP_OUT_OK;
-    switch (p->kind) {
+    switch (prof->kind) {
     case TC_PROFILE_EXPONEA:
         if (d->deck_pos == 0)
             deck_shuffle(d);
@@ -197,31 +226,32 @@ void tc__up_draw(tc__up_dealer *d, tc__up_step *s, tc__up_outcome *out)
         d->deck_pos = (d->deck_pos + 1) % TC__UP_DECK;
         ms = (double)(EXPONEA_MIN_MS + tc__rng_below(&d->rng, EXPONEA_MAX_MS - EXPONEA_MIN_MS + 1));
         if (*out == TC__UP_OUT_HANG)
-            s->act = TC__UP_HANG;
+            st->act = TC__UP_HANG;
         else if (*out == TC__UP_OUT_ERROR)
-            s->status = 500;
+            st->status = 500;
         break;
     case TC_PROFILE_FIXED:
-        ms = p->a;
+        ms = prof->a;
         break;
     case TC_PROFILE_UNIFORM:
-        ms = p->a + (double)tc__rng_below(&d->rng, (uint64_t)(p->b - p->a) + 1);
+    case TC_PROFILE_PAUSE: /* the work; tc__up_stalls_due() says when it is done */
+        ms = prof->a + (double)tc__rng_below(&d->rng, (uint64_t)(prof->b - prof->a) + 1);
         break;
     case TC_PROFILE_LOGNORMAL: {
         double u1 = 1.0 - tc__rng_unit(&d->rng); /* (0, 1]: log() stays finite */
         double u2 = tc__rng_unit(&d->rng);
         double z = sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
-        ms = p->a * exp(p->b * z);
+        ms = prof->a * exp(prof->b * z);
         break;
     }
     case TC_PROFILE_STRAGGLER:
-        ms = tc__rng_unit(&d->rng) < p->c ? p->b : p->a;
+        ms = tc__rng_unit(&d->rng) < prof->c ? prof->b : prof->a;
         break;
     case TC_PROFILE_MIX: {
         /* Two draws whichever band is picked, so every decision consumes the same number. */
-        int slow = tc__rng_unit(&d->rng) < p->c;
+        int slow = tc__rng_unit(&d->rng) < prof->c;
         uint64_t r = tc__rng_next(&d->rng);
-        double lo = slow ? p->d : p->a, hi = slow ? p->e : p->b;
+        double lo = slow ? prof->d : prof->a, hi = slow ? prof->e : prof->b;
         ms = lo + (double)(r % ((uint64_t)(hi - lo) + 1));
         break;
     }
@@ -230,7 +260,55 @@ void tc__up_draw(tc__up_dealer *d, tc__up_step *s, tc__up_outcome *out)
         ms = 0;
     if (ms > TC_UPSTREAM_MAX_DELAY_MS)
         ms = TC_UPSTREAM_MAX_DELAY_MS;
-    s->delay_ms = (uint64_t)llround(ms);
+    st->delay_ms = (uint64_t)llround(ms);
+}
+
+/* ---- stalls -------------------------------------------------------------------------------- */
+
+static uint64_t add_sat(uint64_t a, uint64_t b)
+{
+    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+static uint64_t mul_sat(uint64_t a, uint64_t b)
+{
+    return b != 0 && a > UINT64_MAX / b ? UINT64_MAX : a * b;
+}
+
+tc__up_stalls tc__up_dealer_stalls(const tc__up_dealer *d, uint64_t epoch_offset_us)
+{
+    tc__up_stalls s = {0, 0, 0};
+    if (d->profile.kind != TC_PROFILE_PAUSE)
+        return s;
+    s.period = (uint64_t)d->profile.e * 1000;
+    s.pause = (uint64_t)d->profile.d * 1000;
+    /* A stall starts where (clock + offset) % period == phase, i.e. clock % period == this. */
+    s.phase = (d->phase_ms * 1000 + s.period - epoch_offset_us % s.period) % s.period;
+    return s;
+}
+
+uint64_t tc__up_stalls_due(const tc__up_stalls *s, uint64_t t, uint64_t work)
+{
+    if (s->period == 0 || s->pause == 0)
+        return add_sat(t, work);
+    uint64_t period = s->period, pause = s->pause, run = period - pause;
+    /* Where t is in its period, counted from the start of the period's stall. */
+    uint64_t pos = (t % period + period - s->phase) % period;
+    if (pos < pause) { /* in a stall: the work starts as it ends */
+        t = add_sat(t, pause - pos);
+        pos = pause;
+    }
+    uint64_t left = period - pos; /* running time before the next stall */
+    if (work <= left)
+        return add_sat(t, work);
+    /* Past the next stall, then whole running stretches of run units, each followed by a stall;
+     * work that fills its last stretch exactly is done as the stall after it begins. */
+    work -= left;
+    t = add_sat(t, left + pause);
+    uint64_t n = work / run, rem = work % run;
+    if (rem == 0)
+        return add_sat(t, add_sat(mul_sat(n - 1, period), run));
+    return add_sat(t, add_sat(mul_sat(n, period), rem));
 }
 
 /* ---- scenario steps ------------------------------------------------------------------------ */
@@ -242,14 +320,14 @@ void tc__up_steps_free(tc__up_step *steps, size_t n)
     tc__free(steps);
 }
 
-int tc__up_step_parse(json_t *obj, size_t index, tc__up_step *s, char *msg, size_t msglen)
+int tc__up_step_parse(json_t *obj, size_t index, tc__up_step *st, char *msg, size_t msglen)
 {
     const char *key;
     json_t *v;
 
-    memset(s, 0, sizeof(*s));
-    s->act = TC__UP_RESPOND;
-    s->status = 200;
+    memset(st, 0, sizeof(*st));
+    st->act = TC__UP_RESPOND;
+    st->status = 200;
     if (!json_is_object(obj)) {
         (void)snprintf(msg, msglen, "step %zu: expected an object", index);
         return -1;
@@ -265,19 +343,19 @@ int tc__up_step_parse(json_t *obj, size_t index, tc__up_step *s, char *msg, size
                     TC_UPSTREAM_MAX_DELAY_MS);
                 goto fail;
             }
-            s->delay_ms = (uint64_t)json_integer_value(v);
+            st->delay_ms = (uint64_t)json_integer_value(v);
         } else if (strcmp(key, "action") == 0) {
-            const char *a = json_string_value(v);
-            if (a != NULL && strcmp(a, "respond") == 0) {
-                s->act = TC__UP_RESPOND;
-            } else if (a != NULL && strcmp(a, "hang") == 0) {
-                s->act = TC__UP_HANG;
-            } else if (a != NULL && strcmp(a, "reset") == 0) {
-                s->act = TC__UP_RESET;
+            const char *action = json_string_value(v);
+            if (action != NULL && strcmp(action, "respond") == 0) {
+                st->act = TC__UP_RESPOND;
+            } else if (action != NULL && strcmp(action, "hang") == 0) {
+                st->act = TC__UP_HANG;
+            } else if (action != NULL && strcmp(action, "reset") == 0) {
+                st->act = TC__UP_RESET;
             } else {
                 char shown[TC__UP_PRINTABLE_MAX + 1];
-                tc__up_printable(a ? a : "(not a string)", strlen(a ? a : "(not a string)"), shown,
-                                 sizeof(shown));
+                tc__up_printable(action ? action : "(not a string)",
+                                 strlen(action ? action : "(not a string)"), shown, sizeof(shown));
                 (void)snprintf(msg, msglen,
                                "step %zu: unknown action \"%s\" (expected \"respond\", \"hang\" or "
                                "\"reset\")",
@@ -291,21 +369,21 @@ int tc__up_step_parse(json_t *obj, size_t index, tc__up_step *s, char *msg, size
                                "step %zu: status must be a whole number from 200 to 599", index);
                 goto fail;
             }
-            s->status = (int)json_integer_value(v);
+            st->status = (int)json_integer_value(v);
         } else if (strcmp(key, "body") == 0) {
             if (!json_is_string(v)) {
                 (void)snprintf(msg, msglen, "step %zu: body must be a string", index);
                 goto fail;
             }
             size_t n = json_string_length(v);
-            s->body = tc__malloc(n + 1); /* once: duplicate keys are rejected by the parser */
-            if (s->body == NULL) {
+            st->body = tc__malloc(n + 1); /* once: duplicate keys are rejected by the parser */
+            if (st->body == NULL) {
                 (void)snprintf(msg, msglen, "out of memory");
                 goto fail;
             }
-            memcpy(s->body, json_string_value(v), n);
-            s->body[n] = '\0';
-            s->body_len = n;
+            memcpy(st->body, json_string_value(v), n);
+            st->body[n] = '\0';
+            st->body_len = n;
         } else {
             char shown[TC__UP_PRINTABLE_MAX + 1];
             tc__up_printable(key, strlen(key), shown, sizeof(shown));
@@ -315,7 +393,7 @@ int tc__up_step_parse(json_t *obj, size_t index, tc__up_step *s, char *msg, size
     }
     return 0;
 fail:
-    tc__free(s->body);
-    s->body = NULL;
+    tc__free(st->body);
+    st->body = NULL;
     return -1;
 }

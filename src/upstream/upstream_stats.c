@@ -26,18 +26,18 @@ static json_t *per_second_json(tc_upstream *u)
     int bad = list == NULL;
     for (uint64_t sec = first; !bad && sec <= last; sec++) {
         size_t slot = sec % TC_UPSTREAM_PER_SECOND;
-        json_t *o = json_pack("{s:I}", "second", (json_int_t)sec);
-        bad |= o == NULL;
+        json_t *obj = json_pack("{s:I}", "second", (json_int_t)sec);
+        bad |= obj == NULL;
         for (unsigned a = 0; !bad && u->ps_second[slot] == sec + 1 && a <= TC_UPSTREAM_MAX_ATTEMPT;
              a++) {
             char key[8];
             if (u->ps_counts[slot][a] == 0)
                 continue;
             (void)snprintf(key, sizeof(key), "%u", a);
-            bad |= json_object_set_new(o, a == 0 ? "none" : key,
+            bad |= json_object_set_new(obj, a == 0 ? "none" : key,
                                        json_integer((json_int_t)u->ps_counts[slot][a]));
         }
-        bad |= json_array_append_new(list, o);
+        bad |= json_array_append_new(list, obj);
     }
     if (bad) {
         json_decref(list);
@@ -48,11 +48,11 @@ static json_t *per_second_json(tc_upstream *u)
 
 json_t *tc__up_stats_json(tc_upstream *u)
 {
-    json_t *o = json_object();
+    json_t *obj = json_object();
     json_t *outcomes = json_object();
     json_t *arrivals = json_array();
     json_t *ids = json_array();
-    int bad = o == NULL || outcomes == NULL || arrivals == NULL || ids == NULL;
+    int bad = obj == NULL || outcomes == NULL || arrivals == NULL || ids == NULL;
 
     for (int i = 0; !bad && i < TC__UP_OUT_COUNT; i++)
         bad |= json_object_set_new(outcomes, tc__up_outcome_names[i],
@@ -62,47 +62,53 @@ json_t *tc__up_stats_json(tc_upstream *u)
         bad |= json_array_append_new(arrivals, json_real((double)us / 1000.0));
     }
     for (size_t i = 0; !bad && i < u->calls_len; i++) {
-        const tc__up_meta_call *c = &u->calls[(u->calls_head + i) % TC_UPSTREAM_MAX_METADATA_CALLS];
+        const tc__up_meta_call *call =
+            &u->calls[(u->calls_head + i) % TC_UPSTREAM_MAX_METADATA_CALLS];
         json_t *list = json_array();
-        const char *p = c->ids;
+        const char *p = call->ids;
         bad |= list == NULL;
-        for (uint32_t k = 0; !bad && k < c->n; k++) {
+        for (uint32_t k = 0; !bad && k < call->n; k++) {
             bad |= json_array_append_new(list, json_string(p));
             p += strlen(p) + 1;
         }
         bad |= json_array_append_new(ids, list);
     }
     if (!bad) {
-        bad |= json_object_set_new(o, "work_requests", json_integer((json_int_t)u->work_requests));
-        bad |= json_object_set_new(o, "in_flight", json_integer((json_int_t)u->in_flight));
-        bad |= json_object_set_new(o, "client_aborts", json_integer((json_int_t)u->client_aborts));
         bad |=
-            json_object_set_new(o, "metadata_calls", json_integer((json_int_t)u->metadata_calls));
-        bad |= json_object_set_new(o, "metadata_rejected",
+            json_object_set_new(obj, "work_requests", json_integer((json_int_t)u->work_requests));
+        bad |= json_object_set_new(obj, "in_flight", json_integer((json_int_t)u->in_flight));
+        bad |=
+            json_object_set_new(obj, "client_aborts", json_integer((json_int_t)u->client_aborts));
+        bad |=
+            json_object_set_new(obj, "metadata_calls", json_integer((json_int_t)u->metadata_calls));
+        bad |= json_object_set_new(obj, "metadata_rejected",
                                    json_integer((json_int_t)u->metadata_rejected));
-        bad |= json_object_set_new(o, "metadata_calls_forgotten",
+        bad |= json_object_set_new(obj, "metadata_calls_forgotten",
                                    json_integer((json_int_t)u->calls_forgotten));
-        bad |= json_object_set_new(o, "arrivals_forgotten",
+        bad |= json_object_set_new(obj, "arrivals_forgotten",
                                    json_integer((json_int_t)u->arrivals_forgotten));
-        bad |= json_object_set_new(o, "scenario_pending", json_integer((json_int_t)u->q_len));
-        bad |= json_object_set_new(o, "profile", json_string(u->profile_text));
+        bad |= json_object_set_new(obj, "scenario_pending", json_integer((json_int_t)u->q_len));
+        bad |= json_object_set_new(obj, "profile", json_string(u->profile_text));
+        if (u->dealer.profile.kind == TC_PROFILE_PAUSE) /* the phase in force, given or drawn */
+            bad |= json_object_set_new(obj, "pause_phase_ms",
+                                       json_integer((json_int_t)u->dealer.phase_ms));
         /* As a string: JSON numbers lose precision above 2^53 in most readers. */
         char seed[24];
         (void)snprintf(seed, sizeof(seed), "%llu", (unsigned long long)u->seed); /* 20 digits fit */
-        bad |= json_object_set_new(o, "seed", json_string(seed));
-        bad |= json_object_set(o, "outcomes", outcomes);
-        bad |= json_object_set(o, "metadata_ids", ids);
-        bad |= json_object_set(o, "arrivals_ms", arrivals);
-        bad |= json_object_set_new(o, "per_second", per_second_json(u));
+        bad |= json_object_set_new(obj, "seed", json_string(seed));
+        bad |= json_object_set(obj, "outcomes", outcomes);
+        bad |= json_object_set(obj, "metadata_ids", ids);
+        bad |= json_object_set(obj, "arrivals_ms", arrivals);
+        bad |= json_object_set_new(obj, "per_second", per_second_json(u));
     }
     json_decref(outcomes);
     json_decref(arrivals);
     json_decref(ids);
     if (bad) {
-        json_decref(o);
+        json_decref(obj);
         return NULL;
     }
-    return o;
+    return obj;
 }
 
 /* ---- /api/metadata ------------------------------------------------------------------------- */
@@ -141,11 +147,11 @@ static void record_call(tc_upstream *u, char *ids, size_t bytes, uint32_t n)
         u->calls_len--;
         u->calls_forgotten++;
     }
-    tc__up_meta_call *c =
+    tc__up_meta_call *call =
         &u->calls[(u->calls_head + u->calls_len) % TC_UPSTREAM_MAX_METADATA_CALLS];
-    c->ids = ids;
-    c->bytes = bytes;
-    c->n = n;
+    call->ids = ids;
+    call->bytes = bytes;
+    call->n = n;
     u->calls_len++;
     u->calls_bytes += bytes;
 }
@@ -153,9 +159,9 @@ static void record_call(tc_upstream *u, char *ids, size_t bytes, uint32_t n)
 /* GET /api/metadata?id=...: decodes and validates every id (400 naming the first bad one), then
  * applies the rate limit (429), records the IDs and answers an object for each ID not starting
  * with "missing". Calls refused with 400 or 429 are not recorded. */
-void tc__up_handle_metadata(tc_upstream *u, tc_request *req)
+void tc__up_handle_metadata(tc_upstream *u, tc_request *r)
 {
-    tc_str q = tc_request_query(req);
+    tc_str q = tc_request_query(r);
     tc_query_iter it;
     const char *name, *value;
     size_t name_len, value_len;
@@ -166,7 +172,7 @@ void tc__up_handle_metadata(tc_upstream *u, tc_request *req)
     uint32_t n = 0;
 
     if (ids == NULL) {
-        tc__up_send_error(req, 503, "overloaded", "out of memory", NULL, 0);
+        tc__up_send_error(r, 503, "overloaded", "out of memory", NULL, 0);
         return;
     }
     tc_query_iter_init(&it, q.base, q.len);
@@ -175,7 +181,7 @@ void tc__up_handle_metadata(tc_upstream *u, tc_request *req)
         long len = tc_url_decode(name, name_len, pname, sizeof(pname), 1);
         if (len == TC_EINVAL) {
             tc__free(ids);
-            tc__up_send_error(req, 400, "bad_request",
+            tc__up_send_error(r, 400, "bad_request",
                               "malformed percent-encoding in a parameter name", NULL, 0);
             return;
         }
@@ -189,7 +195,7 @@ void tc__up_handle_metadata(tc_upstream *u, tc_request *req)
                            "invalid id #%u \"%s\": IDs are 1 to 128 characters of [A-Za-z0-9_.-]",
                            (unsigned)n + 1, shown);
             tc__free(ids);
-            tc__up_send_error(req, 400, "bad_request", msg, NULL, 0);
+            tc__up_send_error(r, 400, "bad_request", msg, NULL, 0);
             return;
         }
         used += (size_t)len + 1;
@@ -197,7 +203,7 @@ void tc__up_handle_metadata(tc_upstream *u, tc_request *req)
     }
     if (n == 0) {
         tc__free(ids);
-        tc__up_send_error(req, 400, "bad_request",
+        tc__up_send_error(r, 400, "bad_request",
                           "missing id parameter (GET /api/metadata?id=A&id=B)", NULL, 0);
         return;
     }
@@ -207,7 +213,7 @@ void tc__up_handle_metadata(tc_upstream *u, tc_request *req)
         u->metadata_rejected++;
         (void)snprintf(msg, sizeof(msg), "over the rate limit of %llu calls per second",
                        (unsigned long long)u->metadata_rate);
-        tc__up_send_error(req, 429, "rate_limited", msg, &h, 1);
+        tc__up_send_error(r, 429, "rate_limited", msg, &h, 1);
         return;
     }
 
@@ -224,10 +230,10 @@ void tc__up_handle_metadata(tc_upstream *u, tc_request *req)
     if (bad) {
         json_decref(results);
         tc__free(ids);
-        tc__up_send_error(req, 503, "overloaded", "out of memory", NULL, 0);
+        tc__up_send_error(r, 503, "overloaded", "out of memory", NULL, 0);
         return;
     }
     u->metadata_calls++;
     record_call(u, ids, used, n);
-    tc__up_send_json(req, 200, json_pack("{s:o}", "results", results));
+    tc__up_send_json(r, 200, json_pack("{s:o}", "results", results));
 }

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The man pages under docs/man/ cannot rot: each one is clean under `mandoc -T lint` and groff's
-warnings (`man --warnings -l`), has the sections a reader looks for, and lists exactly the flags
-(long and short) that `tailcut CMD --help` prints, in both directions."""
+warnings (`man --warnings -l`), has the sections a reader looks for, lists exactly the flags
+(long and short) that `tailcut CMD --help` prints, in both directions, with the same defaults, and
+its OPTIONS list is the one the settings table gives (`tailcut --man-options CMD`, written into
+the page by `make man`)."""
 import os
 import re
 import shutil
@@ -57,6 +59,63 @@ def man_flags(name):
                 tag = tag.split(None, 1)[1] if " " in tag else ""
             flags.update(FLAG_RE.findall(tag))
     return flags
+
+
+BEGIN = ".\\\" BEGIN OPTIONS:"
+END = ".\\\" END OPTIONS"
+DEFAULT_RE = re.compile(r"\[([^\[\]]*)\]$")
+
+
+def squeeze(text):
+    return " ".join(text.split())
+
+
+def man_entries(name):
+    """{flag: text of its entry} for the .TP entries of the OPTIONS section (macro lines as their
+    words, font escapes dropped)."""
+    lines = sections(name)["OPTIONS"]
+    entries, flags, depth = {}, None, 0  # depth: inside .RS ... .RE, a .TP is the entry's own
+    for i, line in enumerate(lines):
+        depth += (line.strip() == ".RS") - (line.strip() == ".RE")
+        if line.strip() == ".TP" and depth == 0:
+            flags = FLAG_RE.findall(roff_text(lines[i + 1]))
+            for flag in flags:
+                entries[flag] = []
+        elif flags and lines[i - 1].strip() != ".TP" and not line.startswith(".\\\""):
+            text = roff_text(line)
+            if text.startswith("."):
+                text = text.split(None, 1)[1] if " " in text else ""
+            for flag in flags:
+                entries[flag].append(text)
+    return {flag: squeeze(" ".join(text)) for flag, text in entries.items()}
+
+
+def help_entries(cmd):
+    """{flag: its help text} of `tailcut CMD --help`, continuation lines joined."""
+    r = subprocess.run([Proc.bin(), cmd, "--help"], capture_output=True, text=True,
+                       timeout=30 * SLOW)
+    entries, flags = {}, []
+    for line in r.stdout.splitlines():
+        m = re.match(r"^ {2}(-[A-Za-z0-9])(?:,\s+(--[a-z0-9][a-z0-9-]*))?(?:\s|$)", line) or \
+            re.match(r"^ {6}(--[a-z0-9][a-z0-9-]*)(?:\s|$)", line)
+        if m:
+            flags = [g for g in m.groups() if g]
+            for flag in flags:
+                entries[flag] = [line[29:]]
+        elif line.startswith(" " * 29) and flags:
+            for flag in flags:
+                entries[flag].append(line[29:])
+        else:
+            flags = []
+    return {flag: squeeze(" ".join(text)) for flag, text in entries.items()}
+
+
+def default_of(text):
+    """The [default] that ends an option's text, or None."""
+    text = re.sub(r"\s*\(repeatable\)$", "", text)
+    text = re.sub(r"\s*Repeatable\.$", "", text)
+    m = DEFAULT_RE.search(text)
+    return m.group(1) if m else None
 
 
 def help_flags(cmd):
@@ -122,6 +181,53 @@ class ManPagesTest(unittest.TestCase):
                 problems.append("%s: in --help but not in the man page: %s"
                                 % (cmd, " ".join(sorted(helped - manned))))
         self.assertEqual(problems, [], "\n" + "\n".join(problems))
+
+    def test_options_come_from_the_settings_table(self):
+        """The OPTIONS list of each page is what the settings table gives: edit the table and run
+        `make man`, never the page."""
+        for name, cmd in PAGES.items():
+            if cmd is None:
+                continue
+            r = subprocess.run([Proc.bin(), "--man-options", cmd], capture_output=True, text=True,
+                               timeout=30 * SLOW)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            with open(page_path(name), encoding="utf-8") as f:
+                lines = f.read().split("\n")
+            begin = [i for i, line in enumerate(lines) if line.startswith(BEGIN)]
+            end = [i for i, line in enumerate(lines) if line == END]
+            self.assertEqual((len(begin), len(end)), (1, 1), name)
+            committed = "\n".join(lines[begin[0] + 1:end[0]]) + "\n"
+            self.assertEqual(committed, r.stdout,
+                             "%s: the page differs from its settings table: run make man" % name)
+
+    def test_defaults_agree_with_help(self):
+        """Each flag has the same default (or none) in --help and in its man page."""
+        problems = []
+        for name, cmd in PAGES.items():
+            if cmd is None:
+                continue
+            helped, manned = help_entries(cmd), man_entries(name)
+            self.assertIn("--help", helped)
+            self.assertTrue(any(default_of(t) for t in helped.values()), cmd)
+            for flag, text in helped.items():
+                want, got = default_of(text), default_of(manned.get(flag, ""))
+                if want != got:
+                    problems.append("%s %s: --help says [%s], the man page [%s]"
+                                    % (cmd, flag, want, got))
+        self.assertEqual(problems, [], "\n" + "\n".join(problems))
+
+    def test_documented_defaults(self):
+        """A few defaults of the contract, as both --help and the man pages show them."""
+        want = {("serve", "--hedge-delay"): "300", ("serve", "--max-timeout"): "60000",
+                ("serve", "--max-body"): "1048576", ("serve", "--drain-timeout"): "10000",
+                ("serve", "--workers"): "online CPUs", ("serve", "--listen"): "127.0.0.1:8080",
+                ("upstream", "--listen"): "127.0.0.1:9000", ("upstream", "--profile"): "exponea",
+                ("fetch", "--concurrency"): "100", ("fetch", "--timeout"): "30000",
+                ("fetch", "-o"): "stdout"}
+        for (cmd, flag), default in want.items():
+            self.assertEqual(default_of(help_entries(cmd)[flag]), default, (cmd, flag))
+            self.assertEqual(default_of(man_entries("tailcut-" + cmd)[flag]), default,
+                             (cmd, flag))
 
 
 if __name__ == "__main__":

@@ -3,14 +3,16 @@
  * HTTP/1.1 server that runs on the test's loop, on 127.0.0.1 port 0. The request path tells the
  * server how to misbehave on that connection: answer normally (Content-Length or chunked),
  * answer late, reset before or mid-body, send garbage, send a huge body, trickle bytes, hold
- * forever. The server counts connections (open, peak, total), requests being answered (and
- * their peak) and connections the client closed, so pool caps, keep-alive reuse and
- * cancellation are checked from the server's side.
+ * forever (the paths are listed in client_fixture.c, sc_route). The server counts connections
+ * (open, peak, total), requests being answered (and their peak) and connections the client
+ * closed, so pool caps, keep-alive reuse and cancellation are checked from the server's side.
  *
  * Every test runs its own loop under a watchdog and ends with tc_client_close, the server's
- * close and uv_loop_close(loop) == 0. Each test file runs its suite twice: once on the native
- * HTTP/1.1 engine, once with every request forced onto libcurl (TC_CLIENT_ENGINE_CURL); g_engine
- * says which.
+ * close and uv_loop_close(loop) == 0 (cfx_finish). Each test file runs its suite twice
+ * (cfx_run_on_both_engines): once on the native HTTP/1.1 engine, once with every request forced
+ * onto libcurl (TC_CLIENT_ENGINE_CURL); cfx_engine says which.
+ *
+ * Compiled once into the folder's fixture library (CMakeLists.txt); every name is cfx_.
  */
 #ifndef TC_TEST_CLIENT_FIXTURE_H
 #define TC_TEST_CLIENT_FIXTURE_H
@@ -24,7 +26,6 @@
 #include <strings.h>
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -37,33 +38,11 @@
 #include "tailcut/client.h"
 #include "tailcut/future.h"
 
-#define SRV_INPUT_MAX 65536         /* request bytes buffered per connection */
-#define HUGE_STREAM_MAX (64u << 20) /* the streaming server stops here whatever happens */
-#define HUGE_PIECE 16384
+/* ---- the test server ------------------------------------------------------------------------ */
 
-/* ---- test server ---------------------------------------------------------------------------- */
+struct sconn; /* one accepted connection (client_fixture.c) */
 
-typedef struct srv srv;
-
-typedef struct sconn {
-    uv_tcp_t tcp;
-    uv_timer_t timer;
-    srv *s;
-    struct sconn *prev, *next;
-    int id;
-    int handles; /* uv handles still open */
-    int closing;
-    int answering; /* a request is being answered; further input waits */
-    int trickle_left;
-    int served;    /* requests answered on this connection */
-    int die_reset; /* /die-on-reuse: kill it with a reset, not a close */
-    int rejected;  /* not HTTP: answered 400, ignoring the rest */
-    size_t streamed;
-    size_t len;
-    char buf[SRV_INPUT_MAX];
-} sconn;
-
-struct srv {
+typedef struct srv {
     uv_loop_t *loop;
     uv_tcp_t listener;
     int port;
@@ -76,445 +55,21 @@ struct srv {
     int partial_sent;                       /* /slow-body sent its first bytes */
     size_t huge_streamed;
     int next_id;
-    sconn *conns;
+    struct sconn *conns;
     char last_method[16];
     char last_xtest[64];
-};
+    char last_host[256]; /* the Host header of the last request */
+    char name[64];       /* the address it listens on: /host answers "NAME|HOST|TARGET" */
+} srv;
 
-enum after_write { AFTER_NONE, AFTER_DONE, AFTER_CLOSE, AFTER_RESET, AFTER_STREAM, AFTER_PARTIAL };
+/* Starts a server on 127.0.0.1 port 0 (s->port) on loop; cfx_finish closes t->s and t->s2. */
+void cfx_srv_start(srv *s, uv_loop_t *loop);
 
-typedef struct swrite {
-    uv_write_t req;
-    sconn *sc;
-    int after;
-    char data[];
-} swrite;
+/* Starts a server on ip (IPv4 or IPv6 text) and port (0: any). Returns 0, or the uv error of
+ * the bind or listen (the address is not on this machine, the port is taken), s then unused. */
+int cfx_srv_start_at(srv *s, uv_loop_t *loop, const char *ip, int port);
 
-static void sc_process(sconn *sc);
-
-static inline void srv_handle_closed(uv_handle_t *h)
-{
-    srv *s = h->data;
-    s->open_handles--;
-}
-
-static inline void sc_handle_closed(uv_handle_t *h)
-{
-    sconn *sc = h->data;
-    srv *s = sc->s;
-    s->open_handles--;
-    if (--sc->handles > 0)
-        return;
-    if (sc->prev)
-        sc->prev->next = sc->next;
-    else
-        s->conns = sc->next;
-    if (sc->next)
-        sc->next->prev = sc->prev;
-    free(sc);
-}
-
-static inline void sc_request_done(sconn *sc)
-{
-    if (!sc->answering)
-        return;
-    sc->answering = 0;
-    sc->s->active--;
-    if (sc->s->shared_active)
-        (*sc->s->shared_active)--;
-}
-
-static inline void sc_close(sconn *sc, int reset)
-{
-    if (sc->closing)
-        return;
-    sc->closing = 1;
-    sc_request_done(sc);
-    sc->s->conns_open--;
-    uv_timer_stop(&sc->timer);
-    if (reset)
-        uv_tcp_close_reset(&sc->tcp, sc_handle_closed);
-    else
-        uv_close((uv_handle_t *)&sc->tcp, sc_handle_closed);
-    uv_close((uv_handle_t *)&sc->timer, sc_handle_closed);
-}
-
-static void sc_stream_more(sconn *sc);
-
-static inline void sc_written(uv_write_t *req, int status)
-{
-    swrite *w = tc__container_of(req, swrite, req);
-    sconn *sc = w->sc;
-    int after = w->after;
-    free(w);
-    if (status < 0 || sc->closing)
-        return;
-    switch (after) {
-    case AFTER_DONE:
-        sc_request_done(sc);
-        sc_process(sc);
-        break;
-    case AFTER_CLOSE:
-        sc_close(sc, 0);
-        break;
-    case AFTER_RESET:
-        sc_close(sc, 1);
-        break;
-    case AFTER_STREAM:
-        sc_stream_more(sc);
-        break;
-    case AFTER_PARTIAL:
-        sc->s->partial_sent++;
-        break;
-    default:
-        break;
-    }
-}
-
-static inline void sc_write(sconn *sc, const char *data, size_t len, int after)
-{
-    swrite *w = malloc(sizeof(*w) + len);
-    assert_non_null(w);
-    memcpy(w->data, data, len);
-    w->sc = sc;
-    w->after = after;
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
-    if (uv_write(&w->req, (uv_stream_t *)&sc->tcp, &b, 1, sc_written) != 0) {
-        free(w);
-        sc_close(sc, 0);
-    }
-}
-
-static inline void sc_printf(sconn *sc, int after, const char *fmt, ...)
-{
-    char tmp[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    assert_true(n > 0 && (size_t)n < sizeof(tmp));
-    sc_write(sc, tmp, (size_t)n, after);
-}
-
-/* A complete keep-alive response with a Content-Length body. */
-static inline void sc_respond(sconn *sc, int status, const char *body, size_t body_len)
-{
-    char head[512];
-    int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d X\r\nContent-Type: text/plain\r\nX-Conn: %d\r\n"
-                     "Content-Length: %zu\r\n\r\n",
-                     status, sc->id, body_len);
-    char *all = malloc((size_t)n + body_len);
-    assert_non_null(all);
-    memcpy(all, head, (size_t)n);
-    memcpy(all + n, body, body_len);
-    sc_write(sc, all, (size_t)n + body_len, AFTER_DONE);
-    free(all);
-}
-
-static inline long query_num(const char *path, const char *name, long dflt)
-{
-    const char *q = strchr(path, '?');
-    size_t nlen = strlen(name);
-    while (q != NULL) {
-        q++;
-        if (strncmp(q, name, nlen) == 0 && q[nlen] == '=')
-            return strtol(q + nlen + 1, NULL, 10);
-        q = strchr(q, '&');
-    }
-    return dflt;
-}
-
-static inline void sc_on_delay(uv_timer_t *t)
-{
-    sconn *sc = t->data;
-    sc_respond(sc, 200, "late", 4);
-}
-
-static inline void sc_on_die(uv_timer_t *t)
-{
-    sconn *sc = t->data;
-    sc_close(sc, sc->die_reset);
-}
-
-static inline void sc_on_close_idle(uv_timer_t *t)
-{
-    sconn *sc = t->data;
-    sc_close(sc, 0); /* the idle keep-alive connection, as a server's idle timeout does */
-}
-
-static inline void sc_on_trickle(uv_timer_t *t)
-{
-    sconn *sc = t->data;
-    sc_write(sc, "t", 1, --sc->trickle_left == 0 ? AFTER_DONE : AFTER_NONE);
-    if (sc->trickle_left == 0)
-        uv_timer_stop(t);
-}
-
-static inline void sc_stream_more(sconn *sc)
-{
-    if (sc->streamed >= HUGE_STREAM_MAX) {
-        sc_write(sc, "0\r\n\r\n", 5, AFTER_DONE);
-        return;
-    }
-    static char piece[HUGE_PIECE + 32];
-    int n = snprintf(piece, sizeof(piece), "%x\r\n", HUGE_PIECE);
-    memset(piece + n, 'h', HUGE_PIECE);
-    memcpy(piece + n + HUGE_PIECE, "\r\n", 2);
-    sc->streamed += HUGE_PIECE;
-    sc->s->huge_streamed += HUGE_PIECE;
-    sc_write(sc, piece, (size_t)n + HUGE_PIECE + 2, AFTER_STREAM);
-}
-
-/* Answers one request according to its path. */
-static inline void sc_route(sconn *sc, const char *method, const char *path, const char *body,
-                            size_t body_len)
-{
-    if (strncmp(path, "/ok", 3) == 0) {
-        long n = query_num(path, "n", -1);
-        if (n < 0) {
-            sc_respond(sc, 200, "ok", 2);
-        } else {
-            char *b = malloc((size_t)n + 1);
-            assert_non_null(b);
-            memset(b, 'x', (size_t)n);
-            sc_respond(sc, 200, b, (size_t)n);
-            free(b);
-        }
-    } else if (strncmp(path, "/status", 7) == 0) {
-        sc_respond(sc, (int)query_num(path, "code", 200), "status", 6);
-    } else if (strcmp(path, "/chunked") == 0) {
-        sc_printf(sc, AFTER_DONE,
-                  "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                  "3\r\nhel\r\n3\r\nlo \r\n5\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n");
-    } else if (strncmp(path, "/delay", 6) == 0) {
-        uv_timer_start(&sc->timer, sc_on_delay, (uint64_t)query_num(path, "ms", 100), 0);
-    } else if (strcmp(path, "/reset") == 0) {
-        sc_close(sc, 1);
-    } else if (strcmp(path, "/reset-mid") == 0 || strcmp(path, "/close-mid") == 0) {
-        char b[1100];
-        int n = snprintf(b, sizeof(b), "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
-        memset(b + n, 'm', 1000);
-        sc_write(sc, b, (size_t)n + 1000, path[1] == 'r' ? AFTER_RESET : AFTER_CLOSE);
-    } else if (strcmp(path, "/garbage") == 0) {
-        sc_printf(sc, AFTER_CLOSE, "this is not http at all\r\n\r\n");
-    } else if (strcmp(path, "/badstatus") == 0) {
-        sc_printf(sc, AFTER_CLOSE, "HTTP/1.1 2x0 What\r\nContent-Length: 0\r\n\r\n");
-    } else if (strcmp(path, "/huge") == 0) {
-        sc_printf(sc, AFTER_NONE, "HTTP/1.1 200 OK\r\nContent-Length: 104857600\r\n\r\n");
-    } else if (strcmp(path, "/huge-chunked") == 0) {
-        sc_printf(sc, AFTER_STREAM, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
-    } else if (strcmp(path, "/bigheaders") == 0) {
-        static char big[120 * 1024];
-        size_t n = (size_t)snprintf(big, sizeof(big), "HTTP/1.1 200 OK\r\n");
-        for (int i = 0; i < 100; i++) {
-            n += (size_t)snprintf(big + n, sizeof(big) - n, "X-Filler-%03d: ", i);
-            memset(big + n, 'f', 1000);
-            n += 1000;
-            memcpy(big + n, "\r\n", 2);
-            n += 2;
-        }
-        n += (size_t)snprintf(big + n, sizeof(big) - n, "Content-Length: 2\r\n\r\nok");
-        sc_write(sc, big, n, AFTER_DONE);
-    } else if (strcmp(path, "/trickle") == 0) {
-        sc->trickle_left = 100;
-        sc_printf(sc, AFTER_NONE, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
-        uv_timer_start(&sc->timer, sc_on_trickle, 20, 20);
-    } else if (strcmp(path, "/hold") == 0) {
-        /* never answer */
-    } else if (strcmp(path, "/slow-body") == 0) {
-        sc_printf(sc, AFTER_PARTIAL, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789");
-    } else if (strcmp(path, "/echo") == 0) {
-        char b[4096];
-        int n =
-            snprintf(b, sizeof(b), "%s|%.*s|%s", method, (int)body_len, body, sc->s->last_xtest);
-        sc_respond(sc, 200, b, (size_t)n);
-    } else if (strcmp(path, "/partial-head") == 0) {
-        sc_printf(sc, AFTER_PARTIAL, "HTTP/1.1 200 OK\r\nContent-Le");
-    } else if (strcmp(path, "/close-idle") == 0) {
-        sc_respond(sc, 200, "bye soon", 8);
-        uv_timer_start(&sc->timer, sc_on_close_idle, 30, 0);
-    } else if (strcmp(path, "/interim") == 0) {
-        sc_printf(sc, AFTER_DONE,
-                  "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
-                  "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal");
-    } else if (strcmp(path, "/close") == 0) {
-        sc_printf(sc, AFTER_CLOSE,
-                  "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye");
-    } else if (strcmp(path, "/http10") == 0) {
-        sc_printf(sc, AFTER_CLOSE, "HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nold!");
-    } else if (strcmp(path, "/eof-body") == 0) {
-        sc_printf(sc, AFTER_CLOSE, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil eof");
-    } else if (strcmp(path, "/chunked-ext") == 0) {
-        sc_printf(
-            sc, AFTER_DONE,
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-            "4;name=value;x\r\nab\r\n\r\n2 ; q=\"s\"\r\ncd\r\n0\r\nX-T1: a\r\nX-T2: b\r\n\r\n");
-    } else if (strncmp(path, "/die-on-reuse", 13) == 0) {
-        /* Answers the first request of a connection; a later one kills the connection unanswered
-         * (closed, or reset with ?reset=1), at once or ?ms=N after it arrived. */
-        sc->die_reset = query_num(path, "reset", 0) != 0;
-        long ms = query_num(path, "ms", 0);
-        if (sc->served == 1)
-            sc_respond(sc, 200, "first", 5);
-        else if (ms > 0)
-            uv_timer_start(&sc->timer, sc_on_die, (uint64_t)ms, 0);
-        else
-            sc_close(sc, sc->die_reset); /* as a server that timed the idle connection out now */
-    } else if (strcmp(path, "/redirect") == 0) {
-        sc_printf(sc, AFTER_DONE,
-                  "HTTP/1.1 302 Found\r\nLocation: /ok\r\nContent-Length: 0\r\n\r\n");
-    } else {
-        sc_respond(sc, 404, "nope", 4);
-    }
-}
-
-static inline const char *find_header(const char *head, size_t hlen, const char *name)
-{
-    size_t nlen = strlen(name);
-    for (const char *p = head; p && p < head + hlen; p = strstr(p, "\r\n")) {
-        p += (p == head) ? 0 : 2;
-        if (strncasecmp(p, name, nlen) == 0 && p[nlen] == ':')
-            return p + nlen + 1;
-    }
-    return NULL;
-}
-
-/* Parses and answers buffered requests, one at a time. */
-static inline void sc_process(sconn *sc)
-{
-    srv *s = sc->s;
-    while (!sc->answering && !sc->closing) {
-        char *end = memmem(sc->buf, sc->len, "\r\n\r\n", 4);
-        if (end == NULL)
-            return;
-        size_t hlen = (size_t)(end - sc->buf) + 4;
-        const char *cl = find_header(sc->buf, hlen, "content-length");
-        size_t body_len = cl ? (size_t)strtoul(cl, NULL, 10) : 0;
-        if (sc->len < hlen + body_len)
-            return;
-        char method[16] = "", path[1024] = "", body[2048] = "";
-        sscanf(sc->buf, "%15s %1023s", method, path);
-        const char *xt = find_header(sc->buf, hlen, "x-test");
-        s->last_xtest[0] = '\0';
-        if (xt)
-            sscanf(xt, " %63[^\r\n]", s->last_xtest);
-        snprintf(s->last_method, sizeof(s->last_method), "%s", method);
-        size_t bl = body_len < sizeof(body) ? body_len : sizeof(body) - 1;
-        memcpy(body, sc->buf + hlen, bl);
-        memmove(sc->buf, sc->buf + hlen + body_len, sc->len - hlen - body_len);
-        sc->len -= hlen + body_len;
-
-        sc->answering = 1;
-        sc->served++;
-        s->requests++;
-        if (++s->active > s->active_max)
-            s->active_max = s->active;
-        if (s->shared_active && ++*s->shared_active > *s->shared_active_max)
-            *s->shared_active_max = *s->shared_active;
-        sc_route(sc, method, path, body, bl);
-    }
-}
-
-static inline void sc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
-{
-    sconn *sc = h->data;
-    (void)suggested;
-    *b = uv_buf_init(sc->buf + sc->len, (unsigned)(sizeof(sc->buf) - sc->len));
-}
-
-static inline void sc_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
-{
-    sconn *sc = st->data;
-    (void)b;
-    if (nread < 0) {
-        if (!sc->closing) {
-            sc->s->peer_closed++;
-            if (nread == UV_ECONNRESET)
-                sc->s->peer_reset++;
-            sc_close(sc, 0);
-        }
-        return;
-    }
-    sc->len += (size_t)nread;
-    if (sc->rejected)
-        return;
-    if (sc->len > 0 && (unsigned char)sc->buf[0] == 0x16 && !sc->answering) {
-        /* A TLS ClientHello on this plain port: answer like a real HTTP server would. */
-        sc->rejected = 1;
-        sc_printf(sc, AFTER_CLOSE, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
-        return;
-    }
-    if (sc->len >= 12 && strncmp(sc->buf, "POST /early ", 12) == 0 &&
-        memmem(sc->buf, sc->len, "\r\n\r\n", 4) != NULL) {
-        /* Answers as soon as the head is in, then stops reading: the client's body write
-         * stays pending while the answer arrives. */
-        sc->s->requests++;
-        sc->rejected = 1;
-        uv_read_stop((uv_stream_t *)&sc->tcp);
-        sc_printf(sc, AFTER_NONE, "HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n");
-        return;
-    }
-    if (sc->len == sizeof(sc->buf)) {
-        sc_close(sc, 1);
-        return;
-    }
-    sc_process(sc);
-}
-
-static inline void srv_on_connection(uv_stream_t *l, int status)
-{
-    srv *s = l->data;
-    assert_int_equal(status, 0);
-    sconn *sc = calloc(1, sizeof(*sc));
-    assert_non_null(sc);
-    sc->s = s;
-    sc->id = ++s->next_id;
-    assert_int_equal(uv_tcp_init(s->loop, &sc->tcp), 0);
-    assert_int_equal(uv_timer_init(s->loop, &sc->timer), 0);
-    sc->tcp.data = sc;
-    sc->timer.data = sc;
-    sc->handles = 2;
-    s->open_handles += 2;
-    sc->next = s->conns;
-    if (s->conns)
-        s->conns->prev = sc;
-    s->conns = sc;
-    assert_int_equal(uv_accept(l, (uv_stream_t *)&sc->tcp), 0);
-    uv_tcp_nodelay(&sc->tcp, 1);
-    s->conns_total++;
-    if (++s->conns_open > s->conns_max)
-        s->conns_max = s->conns_open;
-    assert_int_equal(uv_read_start((uv_stream_t *)&sc->tcp, sc_alloc, sc_read), 0);
-}
-
-static inline void srv_start(srv *s, uv_loop_t *loop)
-{
-    memset(s, 0, sizeof(*s));
-    s->loop = loop;
-    assert_int_equal(uv_tcp_init(loop, &s->listener), 0);
-    s->listener.data = s;
-    s->open_handles = 1;
-    struct sockaddr_in a;
-    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &a), 0);
-    assert_int_equal(uv_tcp_bind(&s->listener, (const struct sockaddr *)&a, 0), 0);
-    assert_int_equal(uv_listen((uv_stream_t *)&s->listener, 1024, srv_on_connection), 0);
-    struct sockaddr_in got;
-    int len = sizeof(got);
-    assert_int_equal(uv_tcp_getsockname(&s->listener, (struct sockaddr *)&got, &len), 0);
-    s->port = ntohs(got.sin_port);
-}
-
-static inline void srv_close(srv *s)
-{
-    if (s->loop == NULL)
-        return;
-    uv_close((uv_handle_t *)&s->listener, srv_handle_closed);
-    for (sconn *sc = s->conns; sc; sc = sc->next)
-        sc_close(sc, 0);
-}
-
-/* ---- test context --------------------------------------------------------------------------- */
+/* ---- the test context ----------------------------------------------------------------------- */
 
 typedef struct tctx {
     uv_loop_t loop;
@@ -526,132 +81,57 @@ typedef struct tctx {
     char url[256];
 } tctx;
 
-static inline void on_tick(uv_timer_t *t)
-{
-    (void)t;
-}
+/* The engine of the group being run (cfx_run_on_both_engines sets it). */
+extern tc_client_engine cfx_engine;
 
-static tc_client_engine g_engine = TC_CLIENT_ENGINE_AUTO; /* the group being run */
+/* A loop, the server t->s, and a client made from given (NULL: the defaults) on cfx_engine. */
+tctx *cfx_new(const tc_client_config *given);
 
-static inline tctx *tctx_new(const tc_client_config *given)
-{
-    tc_client_config cfg;
-    if (given != NULL)
-        cfg = *given;
-    else
-        tc_client_config_init(&cfg);
-    cfg.engine = g_engine;
-    tctx *t = calloc(1, sizeof(*t));
-    assert_non_null(t);
-    assert_int_equal(uv_loop_init(&t->loop), 0);
-    assert_int_equal(uv_timer_init(&t->loop, &t->tick), 0);
-    assert_int_equal(uv_timer_start(&t->tick, on_tick, 20, 20), 0);
-    t->started_ms = uv_now(&t->loop);
-    srv_start(&t->s, &t->loop);
-    assert_int_equal(tc_client_new(&t->client, &t->loop, &cfg), 0);
-    return t;
-}
+/* cfx_new with the default config but for the pool's caps: max_connections (0: the default)
+ * and max_per_host (0: none, the default). */
+tctx *cfx_new_pool(size_t max_connections, size_t max_per_host);
 
-static inline const char *url_of(tctx *t, srv *s, const char *path)
-{
-    snprintf(t->url, sizeof(t->url), "http://127.0.0.1:%d%s", s->port, path);
-    return t->url;
-}
+/* Closes client and servers, runs the loop dry and checks that nothing is left; frees t. */
+void cfx_finish(tctx *t);
 
-/* Runs the loop until *flag becomes nonzero or limit_ms pass; returns the flag. */
-static inline int run_until_flag(tctx *t, const int *flag, uint64_t limit_ms)
-{
-    uint64_t start = uv_hrtime();
-    while (!*flag && (uv_hrtime() - start) / 1000000 < limit_ms)
-        uv_run(&t->loop, UV_RUN_ONCE);
-    return *flag;
-}
+/* "http://127.0.0.1:<port of s><path>", in t's buffer (valid until the next call). */
+const char *cfx_url(tctx *t, srv *s, const char *path);
 
-static inline int run_until_done(tctx *t, tc_future *f, uint64_t limit_ms)
-{
-    uint64_t start = uv_hrtime();
-    while (!tc_future_done(f) && (uv_hrtime() - start) / 1000000 < limit_ms)
-        uv_run(&t->loop, UV_RUN_ONCE);
-    return tc_future_done(f);
-}
+/* Runs the loop until the counter reaches n or limit_ms pass; returns the counter. */
+int cfx_run_until_count(tctx *t, const int *counter, int n, uint64_t limit_ms);
 
-static inline void run_for(tctx *t, uint64_t ms)
-{
-    uint64_t start = uv_hrtime();
-    while ((uv_hrtime() - start) / 1000000 < ms)
-        uv_run(&t->loop, UV_RUN_ONCE);
-}
+/* Runs the loop until the counter *flag is nonzero or limit_ms pass; returns it. */
+int cfx_run_until_flag(tctx *t, const int *flag, uint64_t limit_ms);
 
-static inline void on_client_closed(tc_client *c, void *data)
-{
-    tctx *t = data;
-    assert_ptr_equal(c, t->client);
-    t->client_closed++;
-}
+/* Runs the loop until f is done or limit_ms pass; returns tc_future_done(f). */
+int cfx_run_until_done(tctx *t, tc_future *f, uint64_t limit_ms);
 
-/* Closes client and servers, runs the loop dry and checks that nothing is left. */
-static inline void tctx_finish(tctx *t)
-{
-    if (t->client != NULL && !t->client_closed)
-        tc_client_close(t->client, on_client_closed, t);
-    srv_close(&t->s);
-    srv_close(&t->s2);
-    uv_close((uv_handle_t *)&t->tick, NULL);
-    uint64_t start = uv_hrtime();
-    while (uv_run(&t->loop, UV_RUN_NOWAIT) != 0 && (uv_hrtime() - start) / 1000000 < 10000)
-        uv_run(&t->loop, UV_RUN_ONCE);
-    assert_int_equal(t->client_closed, 1);
-    assert_int_equal(t->s.open_handles, 0);
-    assert_int_equal(t->s2.open_handles, 0);
-    assert_int_equal(uv_loop_close(&t->loop), 0);
-    free(t);
-}
+/* Runs the loop for ms milliseconds. */
+void cfx_run_for(tctx *t, uint64_t ms);
+
+/* The close callback of t->client (data is t): counts t->client_closed. */
+void cfx_on_client_closed(tc_client *c, void *data);
 
 /* Starts a GET of path on s with an optional per-request timeout. */
-static inline tc_future *get(tctx *t, srv *s, const char *path, uint64_t timeout_ms)
-{
-    tc_client_request req;
-    memset(&req, 0, sizeof(req));
-    req.url = url_of(t, s, path);
-    req.timeout_ms = timeout_ms;
-    tc_future *f = NULL;
-    assert_int_equal(tc_client_request_start(&f, t->client, &req), 0);
-    assert_non_null(f);
-    return f;
-}
+tc_future *cfx_get(tctx *t, srv *s, const char *path, uint64_t timeout_ms);
 
-static inline const tc_response *expect_response(tctx *t, tc_future *f, int status)
-{
-    assert_true(run_until_done(t, f, 10000));
-    if (tc_future_state_of(f) != TC_FUTURE_FULFILLED)
-        fail_msg("expected a response, got %s: %s", tc_err_name(tc_future_error(f)),
-                 tc_future_message(f));
-    const tc_response *r = tc_future_value(f);
-    assert_non_null(r);
-    assert_int_equal(r->status, status);
-    return r;
-}
+/* Waits for f and checks that it is a response with this status; returns it. */
+const tc_response *cfx_expect_response(tctx *t, tc_future *f, int status);
 
-static inline void expect_error(tctx *t, tc_future *f, int err)
-{
-    assert_true(run_until_done(t, f, 10000));
-    if (tc_future_state_of(f) != TC_FUTURE_REJECTED || tc_future_error(f) != err)
-        fail_msg("expected %s, got state %d %s: %s", tc_err_name(err), tc_future_state_of(f),
-                 tc_err_name(tc_future_error(f)), tc_future_message(f));
-    assert_true(strlen(tc_future_message(f)) > 0);
-}
+/* Waits for f and checks that it failed with err and a message. */
+void cfx_expect_error(tctx *t, tc_future *f, int err);
 
-static inline void expect_stats_settled(tctx *t)
-{
-    tc_client_stats st;
-    tc_client_get_stats(t->client, &st);
-    assert_int_equal(st.in_flight, 0);
-    assert_int_equal(st.started, st.completed + st.failed + st.cancelled);
-}
+/* Nothing in flight, and every started request ended one way or another. */
+void cfx_expect_stats_settled(tctx *t);
 
-static inline double elapsed_ms(uint64_t start_ns)
-{
-    return (double)(uv_hrtime() - start_ns) / 1e6;
-}
+/* A TCP socket bound to 127.0.0.1 port 0 (the address in *addr), listening with backlog, or
+ * only bound when backlog < 0 (a port where nothing listens once it is closed). */
+int cfx_loopback_socket(int backlog, struct sockaddr_in *addr);
+
+/* Milliseconds since start_ns (a uv_hrtime() value). */
+double cfx_elapsed_ms(uint64_t start_ns);
+
+/* Runs the n tests twice, on the native engine and on libcurl; returns the failures. */
+int cfx_run_on_both_engines(const struct CMUnitTest *tests, size_t n);
 
 #endif /* TC_TEST_CLIENT_FIXTURE_H */

@@ -10,10 +10,10 @@
 static void test_cancel_mid_body(void **state)
 {
     (void)state;
-    tctx *t = tctx_new(NULL);
-    tc_future *f = get(t, &t->s, "/slow-body", 0);
-    assert_true(run_until_flag(t, &t->s.partial_sent, 5000));
-    run_for(t, 50); /* let the client read the first bytes */
+    tctx *t = cfx_new(NULL);
+    tc_future *f = cfx_get(t, &t->s, "/slow-body", 0);
+    assert_true(cfx_run_until_flag(t, &t->s.partial_sent, 5000));
+    cfx_run_for(t, 50); /* let the client read the first bytes */
     assert_false(tc_future_done(f));
     assert_int_equal(tc_future_cancel(f), 1);
     assert_int_equal(tc_future_state_of(f), TC_FUTURE_CANCELLED);
@@ -22,26 +22,23 @@ static void test_cancel_mid_body(void **state)
     assert_int_equal(st.cancelled, 1);
     assert_int_equal(st.in_flight, 0);
     assert_int_equal(st.open_connections, 0); /* closed at once, not pooled */
-    assert_true(run_until_flag(t, &t->s.peer_closed, 3000));
+    assert_true(cfx_run_until_flag(t, &t->s.peer_closed, 3000));
     assert_int_equal(t->s.conns_open, 0);
     tc_future_unref(f);
-    tctx_finish(t);
+    cfx_finish(t);
 }
 
 static void test_cancel_queued_and_unref_running(void **state)
 {
     (void)state;
-    tc_client_config cfg;
-    tc_client_config_init(&cfg);
-    cfg.max_connections = 1;
-    tctx *t = tctx_new(&cfg);
-    tc_future *a = get(t, &t->s, "/delay?ms=100", 0);
-    tc_future *b = get(t, &t->s, "/ok", 0);
-    tc_future *c = get(t, &t->s, "/ok?n=3", 0);
+    tctx *t = cfx_new_pool(1, 0);
+    tc_future *a = cfx_get(t, &t->s, "/delay?ms=100", 0);
+    tc_future *b = cfx_get(t, &t->s, "/ok", 0);
+    tc_future *c = cfx_get(t, &t->s, "/ok?n=3", 0);
     assert_int_equal(tc_future_cancel(b), 1);
     tc_future_unref(b);
     tc_future_unref(a); /* nobody waits for a: it still completes and frees itself */
-    const tc_response *r = expect_response(t, c, 200);
+    const tc_response *r = cfx_expect_response(t, c, 200);
     assert_string_equal(r->body, "xxx");
     assert_true(r->queued_ms > 50.0);
     tc_client_stats st;
@@ -51,38 +48,29 @@ static void test_cancel_queued_and_unref_running(void **state)
     assert_int_equal(t->s.requests, 2);
     assert_int_equal(t->s.conns_total, 1); /* c reused a's connection */
     tc_future_unref(c);
-    expect_stats_settled(t);
-    tctx_finish(t);
+    cfx_expect_stats_settled(t);
+    cfx_finish(t);
 }
 
 static void test_close_with_requests_in_flight(void **state)
 {
     (void)state;
-    tc_client_config cfg;
-    tc_client_config_init(&cfg);
-    cfg.max_connections = 5;
-    tctx *t = tctx_new(&cfg);
+    tctx *t = cfx_new_pool(5, 0);
     tc_future *fs[10];
     for (int i = 0; i < 10; i++)
-        fs[i] = get(t, &t->s, "/hold", 0);
-    uint64_t start = uv_hrtime();
-    while (t->s.requests < 5 && elapsed_ms(start) < 5000)
-        uv_run(&t->loop, UV_RUN_ONCE);
-    assert_int_equal(t->s.requests, 5);
-    tc_client_close(t->client, on_client_closed, t);
+        fs[i] = cfx_get(t, &t->s, "/hold", 0);
+    assert_int_equal(cfx_run_until_count(t, &t->s.requests, 5, 5000), 5);
+    tc_client_close(t->client, cfx_on_client_closed, t);
     for (int i = 0; i < 10; i++) {
         assert_int_equal(tc_future_state_of(fs[i]), TC_FUTURE_CANCELLED);
         tc_future_unref(fs[i]);
     }
     tc_future *late = NULL;
-    assert_int_equal(tc_client_get(&late, t->client, url_of(t, &t->s, "/ok")), TC_ECLOSED);
+    assert_int_equal(tc_client_get(&late, t->client, cfx_url(t, &t->s, "/ok")), TC_ECLOSED);
     assert_null(late);
-    assert_true(run_until_flag(t, &t->client_closed, 5000));
-    start = uv_hrtime();
-    while (t->s.peer_closed < 5 && elapsed_ms(start) < 5000)
-        uv_run(&t->loop, UV_RUN_ONCE);
-    assert_int_equal(t->s.peer_closed, 5);
-    tctx_finish(t);
+    assert_true(cfx_run_until_flag(t, &t->client_closed, 5000));
+    assert_int_equal(cfx_run_until_count(t, &t->s.peer_closed, 5, 5000), 5);
+    cfx_finish(t);
 }
 
 /* Requests cancelled at every point of their connect, while the server accepts on the same loop.
@@ -105,11 +93,11 @@ static void on_cancel_later(uv_timer_t *t)
 static void test_cancel_while_connecting(void **state)
 {
     (void)state;
-    tctx *t = tctx_new(NULL);
+    tctx *t = cfx_new(NULL);
     cancel_later cl;
     assert_int_equal(uv_timer_init(&t->loop, &cl.timer), 0);
     for (int i = 0; i < 300; i++) {
-        cl.f = get(t, &t->s, "/ok", 0);
+        cl.f = cfx_get(t, &t->s, "/ok", 0);
         for (int k = 0; k < i % 3; k++)
             uv_run(&t->loop, UV_RUN_NOWAIT);
         assert_int_equal(uv_timer_start(&cl.timer, on_cancel_later, 0, 0), 0);
@@ -118,15 +106,15 @@ static void test_cancel_while_connecting(void **state)
         tc_future_unref(cl.f);
     }
     uv_close((uv_handle_t *)&cl.timer, NULL);
-    tc_future *last = get(t, &t->s, "/ok", 0);
-    const tc_response *r = expect_response(t, last, 200);
+    tc_future *last = cfx_get(t, &t->s, "/ok", 0);
+    const tc_response *r = cfx_expect_response(t, last, 200);
     assert_string_equal(r->body, "ok");
     tc_future_unref(last);
     tc_client_stats st;
     tc_client_get_stats(t->client, &st);
     assert_true(st.cancelled > 100);
-    expect_stats_settled(t);
-    tctx_finish(t);
+    cfx_expect_stats_settled(t);
+    cfx_finish(t);
 }
 
 typedef struct close_from_cb {
@@ -140,7 +128,7 @@ static void close_in_callback(tc_future *f, void *data)
     close_from_cb *cc = data;
     (void)f;
     cc->fired++;
-    tc_client_close(cc->t->client, on_client_closed, cc->t);
+    tc_client_close(cc->t->client, cfx_on_client_closed, cc->t);
     for (int i = 0; i < 3; i++)
         assert_int_equal(tc_future_state_of(cc->others[i]), TC_FUTURE_CANCELLED);
 }
@@ -148,19 +136,19 @@ static void close_in_callback(tc_future *f, void *data)
 static void test_close_from_a_done_callback(void **state)
 {
     (void)state;
-    tctx *t = tctx_new(NULL);
+    tctx *t = cfx_new(NULL);
     close_from_cb cc = {.t = t};
-    tc_future *first = get(t, &t->s, "/ok", 0);
+    tc_future *first = cfx_get(t, &t->s, "/ok", 0);
     for (int i = 0; i < 3; i++)
-        cc.others[i] = get(t, &t->s, "/hold", 0);
+        cc.others[i] = cfx_get(t, &t->s, "/hold", 0);
     assert_int_equal(tc_future_on_done(first, close_in_callback, &cc), 0);
-    assert_true(run_until_flag(t, &t->client_closed, 5000));
+    assert_true(cfx_run_until_flag(t, &t->client_closed, 5000));
     assert_int_equal(cc.fired, 1);
     assert_int_equal(tc_future_state_of(first), TC_FUTURE_FULFILLED);
     tc_future_unref(first);
     for (int i = 0; i < 3; i++)
         tc_future_unref(cc.others[i]);
-    tctx_finish(t);
+    cfx_finish(t);
 }
 
 /* Hedging: the first success cancels the other attempts from inside the winner's completion,
@@ -168,22 +156,19 @@ static void test_close_from_a_done_callback(void **state)
 static void test_first_success_cancels_losers(void **state)
 {
     (void)state;
-    tctx *t = tctx_new(NULL);
-    tc_future *attempts[3] = {get(t, &t->s, "/delay?ms=2000", 0), get(t, &t->s, "/ok", 0),
-                              get(t, &t->s, "/hold", 0)};
+    tctx *t = cfx_new(NULL);
+    tc_future *attempts[3] = {cfx_get(t, &t->s, "/delay?ms=2000", 0), cfx_get(t, &t->s, "/ok", 0),
+                              cfx_get(t, &t->s, "/hold", 0)};
     tc_future *first = NULL;
     assert_int_equal(tc_first_success(&first, attempts, 3), 0);
-    assert_true(run_until_done(t, first, 5000));
+    assert_true(cfx_run_until_done(t, first, 5000));
     assert_int_equal(tc_future_state_of(first), TC_FUTURE_FULFILLED);
     assert_int_equal(tc_first_success_index(first), 1);
     const tc_response *r = tc_future_value(first);
     assert_string_equal(r->body, "ok");
     assert_int_equal(tc_future_state_of(attempts[0]), TC_FUTURE_CANCELLED);
     assert_int_equal(tc_future_state_of(attempts[2]), TC_FUTURE_CANCELLED);
-    uint64_t start = uv_hrtime();
-    while (t->s.peer_closed < 2 && elapsed_ms(start) < 3000)
-        uv_run(&t->loop, UV_RUN_ONCE);
-    assert_int_equal(t->s.peer_closed, 2);
+    assert_int_equal(cfx_run_until_count(t, &t->s.peer_closed, 2, 3000), 2);
     tc_client_stats st;
     tc_client_get_stats(t->client, &st);
     assert_int_equal(st.completed, 1);
@@ -192,7 +177,7 @@ static void test_first_success_cancels_losers(void **state)
     for (int i = 0; i < 3; i++)
         tc_future_unref(attempts[i]);
     tc_future_unref(first);
-    tctx_finish(t);
+    cfx_finish(t);
 }
 
 /* ---- tests: pool ---------------------------------------------------------------------------- */
@@ -201,7 +186,7 @@ static void run_all(tctx *t, tc_future **fs, size_t n, uint64_t limit_ms)
 {
     uint64_t start = uv_hrtime();
     for (size_t i = 0; i < n; i++)
-        while (!tc_future_done(fs[i]) && elapsed_ms(start) < (double)limit_ms)
+        while (!tc_future_done(fs[i]) && cfx_elapsed_ms(start) < (double)limit_ms)
             uv_run(&t->loop, UV_RUN_ONCE);
 }
 
@@ -220,13 +205,10 @@ static void expect_all_ok(tc_future **fs, size_t n)
 static void test_pool_total_cap(void **state)
 {
     (void)state;
-    tc_client_config cfg;
-    tc_client_config_init(&cfg);
-    cfg.max_connections = 4;
-    tctx *t = tctx_new(&cfg);
+    tctx *t = cfx_new_pool(4, 0);
     tc_future *fs[40];
     for (int i = 0; i < 40; i++)
-        fs[i] = get(t, &t->s, "/delay?ms=20", 0);
+        fs[i] = cfx_get(t, &t->s, "/delay?ms=20", 0);
     tc_client_stats st;
     tc_client_get_stats(t->client, &st);
     assert_int_equal(st.queued, 36);
@@ -241,22 +223,18 @@ static void test_pool_total_cap(void **state)
     assert_true(t->s.active_max <= 4);
     assert_int_equal(t->s.active_max, 4); /* and the cap was actually used */
     assert_true(t->s.conns_total <= 4);   /* keep-alive: the queue reuses the pool */
-    expect_stats_settled(t);
-    tctx_finish(t);
+    cfx_expect_stats_settled(t);
+    cfx_finish(t);
 }
 
 static void test_pool_per_host_cap(void **state)
 {
     (void)state;
-    tc_client_config cfg;
-    tc_client_config_init(&cfg);
-    cfg.max_per_host = 2;
-    cfg.max_connections = 100;
-    tctx *t = tctx_new(&cfg);
-    srv_start(&t->s2, &t->loop);
+    tctx *t = cfx_new_pool(100, 2);
+    cfx_srv_start(&t->s2, &t->loop);
     tc_future *fs[40];
     for (int i = 0; i < 40; i++)
-        fs[i] = get(t, i % 2 ? &t->s2 : &t->s, "/delay?ms=10", 0);
+        fs[i] = cfx_get(t, i % 2 ? &t->s2 : &t->s, "/delay?ms=10", 0);
     run_all(t, fs, 40, 20000);
     expect_all_ok(fs, 40);
     assert_int_equal(t->s.requests, 20);
@@ -265,30 +243,27 @@ static void test_pool_per_host_cap(void **state)
     assert_true(t->s2.conns_max <= 2);
     assert_int_equal(t->s.active_max, 2);
     assert_int_equal(t->s2.active_max, 2);
-    expect_stats_settled(t);
-    tctx_finish(t);
+    cfx_expect_stats_settled(t);
+    cfx_finish(t);
 }
 
 static void test_pool_total_cap_across_hosts(void **state)
 {
     (void)state;
-    tc_client_config cfg;
-    tc_client_config_init(&cfg);
-    cfg.max_connections = 3;
-    tctx *t = tctx_new(&cfg);
-    srv_start(&t->s2, &t->loop);
+    tctx *t = cfx_new_pool(3, 0);
+    cfx_srv_start(&t->s2, &t->loop);
     int active = 0, active_max = 0;
     t->s.shared_active = t->s2.shared_active = &active;
     t->s.shared_active_max = t->s2.shared_active_max = &active_max;
     tc_future *fs[30];
     for (int i = 0; i < 30; i++)
-        fs[i] = get(t, i % 3 ? &t->s2 : &t->s, "/delay?ms=10", 0);
+        fs[i] = cfx_get(t, i % 3 ? &t->s2 : &t->s, "/delay?ms=10", 0);
     run_all(t, fs, 30, 20000);
     expect_all_ok(fs, 30);
     assert_int_equal(active_max, 3);
     assert_true(t->s.conns_max <= 3);
     assert_true(t->s2.conns_max <= 3);
-    tctx_finish(t);
+    cfx_finish(t);
 }
 
 typedef struct chain {
@@ -308,7 +283,7 @@ static void chain_next(tc_future *f, void *data)
     ch->cur = NULL;
     if (--ch->left > 0) {
         /* Start the next request from inside the previous one's callback. */
-        ch->cur = get(ch->t, &ch->t->s, "/ok", 0);
+        ch->cur = cfx_get(ch->t, &ch->t->s, "/ok", 0);
         assert_int_equal(tc_future_on_done(ch->cur, chain_next, ch), 0);
     }
 }
@@ -316,30 +291,27 @@ static void chain_next(tc_future *f, void *data)
 static void test_keepalive_reuse(void **state)
 {
     (void)state;
-    tctx *t = tctx_new(NULL);
+    tctx *t = cfx_new(NULL);
     chain ch = {.t = t, .left = 50};
-    ch.cur = get(t, &t->s, "/ok", 0);
+    ch.cur = cfx_get(t, &t->s, "/ok", 0);
     assert_int_equal(tc_future_on_done(ch.cur, chain_next, &ch), 0);
     uint64_t start = uv_hrtime();
-    while (ch.left > 0 && elapsed_ms(start) < 10000)
+    while (ch.left > 0 && cfx_elapsed_ms(start) < 10000)
         uv_run(&t->loop, UV_RUN_ONCE);
     assert_int_equal(ch.ok, 50);
     assert_int_equal(t->s.conns_total, 1); /* one after the other: one connection */
-    tctx_finish(t);
+    cfx_finish(t);
 }
 
 static void test_ten_thousand_requests_over_100_connections(void **state)
 {
     (void)state;
     enum { N = 10000 };
-    tc_client_config cfg;
-    tc_client_config_init(&cfg);
-    cfg.max_connections = 100;
-    tctx *t = tctx_new(&cfg);
+    tctx *t = cfx_new_pool(100, 0);
     tc_future **fs = calloc(N, sizeof(*fs));
     assert_non_null(fs);
     for (int i = 0; i < N; i++)
-        fs[i] = get(t, &t->s, i % 10 ? "/ok" : "/chunked", 0);
+        fs[i] = cfx_get(t, &t->s, i % 10 ? "/ok" : "/chunked", 0);
     run_all(t, fs, N, 120000);
     expect_all_ok(fs, N);
     free(fs);
@@ -350,8 +322,8 @@ static void test_ten_thousand_requests_over_100_connections(void **state)
     tc_client_get_stats(t->client, &st);
     assert_int_equal(st.completed, N);
     assert_true(st.open_connections <= 100);
-    expect_stats_settled(t);
-    tctx_finish(t);
+    cfx_expect_stats_settled(t);
+    cfx_finish(t);
 }
 
 int main(void)
@@ -369,11 +341,5 @@ int main(void)
         cmocka_unit_test(test_keepalive_reuse),
         cmocka_unit_test(test_ten_thousand_requests_over_100_connections),
     };
-    print_message("== native HTTP/1.1 engine\n");
-    g_engine = TC_CLIENT_ENGINE_AUTO;
-    int failed = cmocka_run_group_tests_name("native", tests, NULL, NULL);
-    print_message("== libcurl engine\n");
-    g_engine = TC_CLIENT_ENGINE_CURL;
-    failed += cmocka_run_group_tests_name("curl", tests, NULL, NULL);
-    return failed;
+    return cfx_run_on_both_engines(tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -1,6 +1,8 @@
 /*
  * Shared fixture of the tests of src/core/json.c (test_json_*.c): validation of exact-size heap
  * copies, so ASan flags any read past the length.
+ *
+ * Compiled once into the folder's fixture library (CMakeLists.txt); every name is jfx_.
  */
 #ifndef TC_TEST_JSON_FIXTURE_H
 #define TC_TEST_JSON_FIXTURE_H
@@ -20,36 +22,20 @@
 #include "tailcut/json.h"
 
 /* Validates an exact-size heap copy, so ASan flags any read past len. */
-static inline int valid_n(const char *s, size_t n)
-{
-    char *copy = malloc(n ? n : 1);
-    assert_non_null(copy);
-    memcpy(copy, s, n);
-    int r = tc_json_valid(copy, n);
-    free(copy);
-    return r;
-}
+int jfx_valid_n(const char *s, size_t n);
 
-static inline int valid(const char *s)
-{
-    return valid_n(s, strlen(s));
-}
+int jfx_valid(const char *s);
 
-static inline void expect_valid(const char *s)
-{
-    if (!valid(s))
-        fail_msg("expected valid: '%s'", s);
-}
+/* Fail the test, naming the input, unless it is valid (or invalid). */
+void jfx_expect_valid(const char *s);
+void jfx_expect_invalid_n(const char *s, size_t n);
+void jfx_expect_invalid(const char *s);
 
-static inline void expect_invalid_n(const char *s, size_t n)
-{
-    if (valid_n(s, n))
-        fail_msg("expected invalid: '%.*s' (%zu bytes)", (int)n, s, n);
-}
-
-static inline void expect_invalid(const char *s)
-{
-    expect_invalid_n(s, strlen(s));
-}
+/* jfx_expect_valid (valid 1) or jfx_expect_invalid (valid 0) on each of the n inputs. */
+void jfx_expect_each(const char *const *inputs, size_t n, int valid);
+#define JFX_EXPECT_ALL_VALID(inputs)                                                               \
+    jfx_expect_each((inputs), sizeof(inputs) / sizeof(*(inputs)), 1)
+#define JFX_EXPECT_ALL_INVALID(inputs)                                                             \
+    jfx_expect_each((inputs), sizeof(inputs) / sizeof(*(inputs)), 0)
 
 #endif /* TC_TEST_JSON_FIXTURE_H */

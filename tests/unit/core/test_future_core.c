@@ -9,24 +9,24 @@
 static void test_fulfill_value_and_release(void **state)
 {
     int freed = 0;
-    tc_future *f = fut_new();
+    tc_future *f = ffx_fut_new();
     assert_int_equal(tc_future_state_of(f), TC_FUTURE_PENDING);
     assert_int_equal(tc_future_done(f), 0);
     assert_null(tc_future_value(f));
     assert_string_equal(tc_future_message(f), "");
-    assert_int_equal(tc_future_fulfill(f, box_new(7, &freed), box_free), 0);
+    assert_int_equal(tc_future_fulfill(f, ffx_box_new(7, &freed), ffx_box_free), 0);
     assert_int_equal(tc_future_state_of(f), TC_FUTURE_FULFILLED);
     assert_int_equal(tc_future_done(f), 1);
-    assert_int_equal(box_value(f), 7);
+    assert_int_equal(ffx_box_value(f), 7);
     assert_int_equal(tc_future_error(f), 0);
     assert_string_equal(tc_future_message(f), "");
     /* a second completion is refused and its value released at once */
-    assert_int_equal(tc_future_fulfill(f, box_new(8, &freed), box_free), TC_EINVAL);
+    assert_int_equal(tc_future_fulfill(f, ffx_box_new(8, &freed), ffx_box_free), TC_EINVAL);
     assert_int_equal(freed, 1);
     assert_int_equal(tc_future_reject(f, TC_EIO, "late"), TC_EINVAL);
     assert_int_equal(tc_future_cancel(f), 0);
     assert_int_equal(tc_future_state_of(f), TC_FUTURE_FULFILLED);
-    assert_int_equal(box_value(f), 7);
+    assert_int_equal(ffx_box_value(f), 7);
     tc_future_ref(f);
     tc_future_unref(f);
     assert_int_equal(freed, 1);
@@ -37,18 +37,18 @@ static void test_fulfill_value_and_release(void **state)
 
 static void test_reject_messages(void **state)
 {
-    tc_future *f = fut_new();
+    tc_future *f = ffx_fut_new();
     assert_int_equal(tc_future_reject(f, TC_ECONNRESET, "peer hung up"), 0);
     assert_int_equal(tc_future_state_of(f), TC_FUTURE_REJECTED);
     assert_int_equal(tc_future_error(f), TC_ECONNRESET);
     assert_string_equal(tc_future_message(f), "peer hung up");
     assert_null(tc_future_value(f));
     int freed = 0;
-    assert_int_equal(tc_future_fulfill(f, box_new(1, &freed), box_free), TC_EINVAL);
+    assert_int_equal(tc_future_fulfill(f, ffx_box_new(1, &freed), ffx_box_free), TC_EINVAL);
     assert_int_equal(freed, 1);
     tc_future_unref(f);
 
-    f = fut_new();
+    f = ffx_fut_new();
     assert_int_equal(tc_future_reject(f, TC_ETIMEDOUT, NULL), 0);
     assert_string_equal(tc_future_message(f), tc_strerror(TC_ETIMEDOUT));
     tc_future_unref(f);
@@ -56,7 +56,7 @@ static void test_reject_messages(void **state)
     /* the message is copied: the caller's buffer may change afterwards */
     char buf[32];
     strcpy(buf, "original");
-    f = fut_new();
+    f = ffx_fut_new();
     assert_int_equal(tc_future_reject(f, TC_EIO, buf), 0);
     strcpy(buf, "changed");
     assert_string_equal(tc_future_message(f), "original");
@@ -67,7 +67,7 @@ static void test_reject_messages(void **state)
     assert_non_null(big);
     memset(big, 'x', 3999);
     big[3999] = '\0';
-    f = fut_new();
+    f = ffx_fut_new();
     assert_int_equal(tc_future_reject(f, TC_EPROTO, big), 0);
     assert_int_equal(strlen(tc_future_message(f)), 511);
     assert_memory_equal(tc_future_message(f), big, 511);
@@ -77,8 +77,8 @@ static void test_reject_messages(void **state)
     /* a non-error code is reported, but the future is still rejected (with TC_EINVAL) so its
      * callbacks fire */
     rec r = {0};
-    f = fut_new();
-    assert_int_equal(tc_future_on_done(f, rec_cb, &r), 0);
+    f = ffx_fut_new();
+    assert_int_equal(tc_future_on_done(f, ffx_rec_cb, &r), 0);
     assert_int_equal(tc_future_reject(f, 5, "bad code"), TC_EINVAL);
     assert_int_equal(r.calls, 1);
     assert_int_equal(tc_future_state_of(f), TC_FUTURE_REJECTED);
@@ -94,7 +94,7 @@ static void test_truncation_keeps_utf8_whole(void **state)
     memset(msg, 'a', 510);
     memcpy(msg + 510, "\xe2\x82\xac tail", 9);
     msg[519] = '\0';
-    tc_future *f = fut_new();
+    tc_future *f = ffx_fut_new();
     assert_int_equal(tc_future_reject(f, TC_EIO, msg), 0);
     assert_int_equal(strlen(tc_future_message(f)), 510);
     tc_future_unref(f);
@@ -104,11 +104,11 @@ static void test_invalid_arguments(void **state)
 {
     uv_loop_t *loop = *state;
     tc_future *out = NULL;
-    tc_future *f = fut_new();
+    tc_future *f = ffx_fut_new();
     tc_future *arr[2] = {f, NULL};
     assert_int_equal(tc_future_new(NULL), TC_EINVAL);
     assert_int_equal(tc_future_on_done(f, NULL, NULL), TC_EINVAL);
-    assert_int_equal(tc_future_off_done(f, rec_cb, NULL), TC_EINVAL);
+    assert_int_equal(tc_future_off_done(f, ffx_rec_cb, NULL), TC_EINVAL);
     assert_int_equal(tc_gather(NULL, arr, 1, 0), TC_EINVAL);
     assert_int_equal(tc_gather(&out, NULL, 1, 0), TC_EINVAL);
     assert_int_equal(tc_gather(&out, arr, 2, 0), TC_EINVAL);
@@ -127,17 +127,17 @@ static void test_invalid_arguments(void **state)
     /* the failed calls left no callback behind on f */
     assert_int_equal(tc_future_fulfill(f, NULL, NULL), 0);
     tc_future_unref(f);
-    loop_drain(loop);
+    ffx_loop_drain(loop);
 }
 
 static void test_callbacks_in_order_exactly_once(void **state)
 {
     int seq = 0;
     rec a = {.seq = &seq}, b = {.seq = &seq}, c = {.seq = &seq}, late = {.seq = &seq};
-    tc_future *f = fut_new();
-    assert_int_equal(tc_future_on_done(f, rec_cb, &a), 0);
-    assert_int_equal(tc_future_on_done(f, rec_cb, &b), 0);
-    assert_int_equal(tc_future_on_done(f, rec_cb, &c), 0);
+    tc_future *f = ffx_fut_new();
+    assert_int_equal(tc_future_on_done(f, ffx_rec_cb, &a), 0);
+    assert_int_equal(tc_future_on_done(f, ffx_rec_cb, &b), 0);
+    assert_int_equal(tc_future_on_done(f, ffx_rec_cb, &c), 0);
     assert_int_equal(a.calls + b.calls + c.calls, 0);
     assert_int_equal(tc_future_reject(f, TC_EIO, NULL), 0);
     assert_int_equal(a.calls, 1);
@@ -149,13 +149,13 @@ static void test_callbacks_in_order_exactly_once(void **state)
     assert_int_equal(b.state, TC_FUTURE_REJECTED);
     assert_int_equal(b.err, TC_EIO);
     /* added after completion: fires at once, exactly once */
-    assert_int_equal(tc_future_on_done(f, rec_cb, &late), 0);
+    assert_int_equal(tc_future_on_done(f, ffx_rec_cb, &late), 0);
     assert_int_equal(late.calls, 1);
     assert_int_equal(late.state, TC_FUTURE_REJECTED);
     assert_int_equal(tc_future_cancel(f), 0);
     assert_int_equal(a.calls + b.calls + c.calls + late.calls, 4);
     /* nothing left to remove after firing */
-    assert_int_equal(tc_future_off_done(f, rec_cb, &a), TC_EINVAL);
+    assert_int_equal(tc_future_off_done(f, ffx_rec_cb, &a), TC_EINVAL);
     tc_future_unref(f);
 }
 
@@ -165,15 +165,15 @@ static void test_many_callbacks_and_removal(void **state)
     int seq = 0;
     rec r[N];
     memset(r, 0, sizeof(r));
-    tc_future *f = fut_new();
+    tc_future *f = ffx_fut_new();
     for (int i = 0; i < N; i++) {
         r[i].seq = &seq;
-        assert_int_equal(tc_future_on_done(f, rec_cb, &r[i]), 0);
+        assert_int_equal(tc_future_on_done(f, ffx_rec_cb, &r[i]), 0);
     }
     /* remove every third, including inline slots */
     for (int i = 0; i < N; i += 3)
-        assert_int_equal(tc_future_off_done(f, rec_cb, &r[i]), 0);
-    assert_int_equal(tc_future_off_done(f, rec_cb, &r[0]), TC_EINVAL);
+        assert_int_equal(tc_future_off_done(f, ffx_rec_cb, &r[i]), 0);
+    assert_int_equal(tc_future_off_done(f, ffx_rec_cb, &r[0]), TC_EINVAL);
     /* the callbacks' references do not keep f alive past completion */
     assert_int_equal(tc_future_fulfill(f, NULL, NULL), 0);
     int expect = 0;
@@ -191,10 +191,10 @@ static void test_many_callbacks_and_removal(void **state)
 static void test_same_callback_registered_twice(void **state)
 {
     rec r = {0};
-    tc_future *f = fut_new();
-    assert_int_equal(tc_future_on_done(f, rec_cb, &r), 0);
-    assert_int_equal(tc_future_on_done(f, rec_cb, &r), 0);
-    assert_int_equal(tc_future_off_done(f, rec_cb, &r), 0); /* removes one of the two */
+    tc_future *f = ffx_fut_new();
+    assert_int_equal(tc_future_on_done(f, ffx_rec_cb, &r), 0);
+    assert_int_equal(tc_future_on_done(f, ffx_rec_cb, &r), 0);
+    assert_int_equal(tc_future_off_done(f, ffx_rec_cb, &r), 0); /* removes one of the two */
     assert_int_equal(tc_future_fulfill(f, NULL, NULL), 0);
     assert_int_equal(r.calls, 1);
     tc_future_unref(f);
@@ -211,17 +211,17 @@ static void remover_cb(tc_future *f, void *data)
 {
     remover *m = data;
     m->calls++;
-    m->rc = tc_future_off_done(f, rec_cb, m->victim);
+    m->rc = tc_future_off_done(f, ffx_rec_cb, m->victim);
 }
 
 static void test_off_done_during_callbacks(void **state)
 {
     rec victim = {0}, after = {0};
     remover m = {.victim = &victim};
-    tc_future *f = fut_new();
+    tc_future *f = ffx_fut_new();
     assert_int_equal(tc_future_on_done(f, remover_cb, &m), 0);
-    assert_int_equal(tc_future_on_done(f, rec_cb, &victim), 0);
-    assert_int_equal(tc_future_on_done(f, rec_cb, &after), 0);
+    assert_int_equal(tc_future_on_done(f, ffx_rec_cb, &victim), 0);
+    assert_int_equal(tc_future_on_done(f, ffx_rec_cb, &after), 0);
     assert_int_equal(tc_future_fulfill(f, NULL, NULL), 0);
     assert_int_equal(m.calls, 1);
     assert_int_equal(m.rc, 0);
@@ -234,14 +234,14 @@ static void test_off_done_during_callbacks(void **state)
 static void adder_cb(tc_future *f, void *data)
 {
     rec *r = data;
-    assert_int_equal(tc_future_on_done(f, rec_cb, r), 0);
+    assert_int_equal(tc_future_on_done(f, ffx_rec_cb, r), 0);
     assert_int_equal(r->calls, 1); /* fired at once: f is done */
 }
 
 static void test_on_done_inside_callback(void **state)
 {
     rec added = {0};
-    tc_future *f = fut_new();
+    tc_future *f = ffx_fut_new();
     assert_int_equal(tc_future_on_done(f, adder_cb, &added), 0);
     assert_int_equal(tc_future_fulfill(f, NULL, NULL), 0);
     assert_int_equal(added.calls, 1);
@@ -252,32 +252,40 @@ static void test_drop_last_reference_inside_callback(void **state)
 {
     int freed = 0, calls = 0;
     rec after = {0};
-    tc_future *f = fut_new();
-    assert_int_equal(tc_future_on_done(f, unref_cb, &calls), 0);
-    assert_int_equal(tc_future_on_done(f, rec_cb, &after), 0);
-    /* the caller's reference now belongs to unref_cb */
-    assert_int_equal(tc_future_fulfill(f, box_new(3, &freed), box_free), 0);
+    tc_future *f = ffx_fut_new();
+    assert_int_equal(tc_future_on_done(f, ffx_unref_cb, &calls), 0);
+    assert_int_equal(tc_future_on_done(f, ffx_rec_cb, &after), 0);
+    /* the caller's reference now belongs to ffx_unref_cb */
+    assert_int_equal(tc_future_fulfill(f, ffx_box_new(3, &freed), ffx_box_free), 0);
     assert_int_equal(calls, 1);
     assert_int_equal(after.calls, 1); /* the later callback still ran on a live future */
     assert_int_equal(freed, 1);       /* and the future went away with its value */
 
     /* same, with a callback registered after completion */
     calls = 0;
-    f = fut_new();
+    f = ffx_fut_new();
     assert_int_equal(tc_future_cancel(f), 1);
-    assert_int_equal(tc_future_on_done(f, unref_cb, &calls), 0);
+    assert_int_equal(tc_future_on_done(f, ffx_unref_cb, &calls), 0);
     assert_int_equal(calls, 1);
 }
 
 /* ---- cancellation --------------------------------------------------------------------------- */
+
+/* A new future with the cancel hook h and the recorder r, cancelled. */
+static tc_future *cancel_hooked(hook_rec *h, rec *r)
+{
+    tc_future *f = ffx_fut_new();
+    tc_future_set_cancel_hook(f, ffx_hook_cb, h);
+    assert_int_equal(tc_future_on_done(f, ffx_rec_cb, r), 0);
+    assert_int_equal(tc_future_cancel(f), 1);
+    return f;
+}
+
 static void test_cancel_runs_hook_then_callbacks(void **state)
 {
     rec r = {0};
     hook_rec h = {.r = &r};
-    tc_future *f = fut_new();
-    tc_future_set_cancel_hook(f, hook_cb, &h);
-    assert_int_equal(tc_future_on_done(f, rec_cb, &r), 0);
-    assert_int_equal(tc_future_cancel(f), 1);
+    tc_future *f = cancel_hooked(&h, &r);
     assert_int_equal(h.calls, 1);
     assert_int_equal(h.state_seen, TC_FUTURE_CANCELLED);
     assert_int_equal(h.cbs_seen, 0);
@@ -294,15 +302,15 @@ static void test_cancel_runs_hook_then_callbacks(void **state)
 static void test_hook_not_called_when_completed_or_removed(void **state)
 {
     hook_rec h = {0};
-    tc_future *f = fut_new();
-    tc_future_set_cancel_hook(f, hook_cb, &h);
+    tc_future *f = ffx_fut_new();
+    tc_future_set_cancel_hook(f, ffx_hook_cb, &h);
     assert_int_equal(tc_future_fulfill(f, NULL, NULL), 0);
     assert_int_equal(tc_future_cancel(f), 0);
     assert_int_equal(h.calls, 0);
     tc_future_unref(f);
 
-    f = fut_new();
-    tc_future_set_cancel_hook(f, hook_cb, &h);
+    f = ffx_fut_new();
+    tc_future_set_cancel_hook(f, ffx_hook_cb, &h);
     tc_future_set_cancel_hook(f, NULL, NULL);
     assert_int_equal(tc_future_cancel(f), 1);
     assert_int_equal(h.calls, 0);
@@ -310,9 +318,9 @@ static void test_hook_not_called_when_completed_or_removed(void **state)
 
     /* a later hook replaces the earlier one */
     hook_rec h2 = {0};
-    f = fut_new();
-    tc_future_set_cancel_hook(f, hook_cb, &h);
-    tc_future_set_cancel_hook(f, hook_cb, &h2);
+    f = ffx_fut_new();
+    tc_future_set_cancel_hook(f, ffx_hook_cb, &h);
+    tc_future_set_cancel_hook(f, ffx_hook_cb, &h2);
     assert_int_equal(tc_future_cancel(f), 1);
     assert_int_equal(h.calls, 0);
     assert_int_equal(h2.calls, 1);
@@ -324,10 +332,7 @@ static void test_complete_inside_cancel_hook(void **state)
     int freed = 0;
     rec r = {0};
     hook_rec h = {.freed = &freed, .r = &r};
-    tc_future *f = fut_new();
-    tc_future_set_cancel_hook(f, hook_cb, &h);
-    assert_int_equal(tc_future_on_done(f, rec_cb, &r), 0);
-    assert_int_equal(tc_future_cancel(f), 1);
+    tc_future *f = cancel_hooked(&h, &r);
     assert_int_equal(h.calls, 1);
     assert_int_equal(h.fulfill_rc, TC_ECANCELED);
     assert_int_equal(freed, 1); /* released at once, not kept */
@@ -341,11 +346,11 @@ static void test_complete_inside_cancel_hook(void **state)
 static void test_complete_after_cancel(void **state)
 {
     int freed = 0;
-    tc_future *f = fut_new();
+    tc_future *f = ffx_fut_new();
     tc_future *prod = tc_future_ref(f);
     assert_int_equal(tc_future_cancel(f), 1);
     tc_future_unref(f); /* the consumer goes away */
-    assert_int_equal(tc_future_fulfill(prod, box_new(1, &freed), box_free), TC_ECANCELED);
+    assert_int_equal(tc_future_fulfill(prod, ffx_box_new(1, &freed), ffx_box_free), TC_ECANCELED);
     assert_int_equal(freed, 1);
     assert_int_equal(tc_future_reject(prod, TC_EIO, "x"), TC_ECANCELED);
     assert_int_equal(tc_future_state_of(prod), TC_FUTURE_CANCELLED);
@@ -356,11 +361,11 @@ static void test_hook_drops_producer_reference(void **state)
 {
     /* the producer's reference is the only one: the hook drops it mid-cancel */
     rec r = {0};
-    tc_future *f = fut_new();
+    tc_future *f = ffx_fut_new();
     hook_rec h = {.producer_ref = f, .r = &r};
     tc_future *consumer = tc_future_ref(f);
-    tc_future_set_cancel_hook(f, hook_cb, &h);
-    assert_int_equal(tc_future_on_done(f, rec_cb, &r), 0);
+    tc_future_set_cancel_hook(f, ffx_hook_cb, &h);
+    assert_int_equal(tc_future_on_done(f, ffx_rec_cb, &r), 0);
     tc_future_unref(consumer); /* now only the producer holds f (and the callback) */
     assert_int_equal(tc_future_cancel(f), 1);
     assert_int_equal(h.calls, 1);
@@ -372,24 +377,24 @@ static void test_cancel_inside_done_callback(void **state)
 {
     int freed = 0;
     rec ra = {0}, rb = {0};
-    tc_future *a = fut_new(), *b = fut_new();
-    assert_int_equal(tc_future_on_done(a, cancel_other_cb, &b), 0);
-    assert_int_equal(tc_future_on_done(a, rec_cb, &ra), 0);
-    assert_int_equal(tc_future_on_done(b, rec_cb, &rb), 0);
+    tc_future *a = ffx_fut_new(), *b = ffx_fut_new();
+    assert_int_equal(tc_future_on_done(a, ffx_cancel_other_cb, &b), 0);
+    assert_int_equal(tc_future_on_done(a, ffx_rec_cb, &ra), 0);
+    assert_int_equal(tc_future_on_done(b, ffx_rec_cb, &rb), 0);
     assert_int_equal(tc_future_fulfill(a, NULL, NULL), 0);
     assert_int_equal(tc_future_state_of(b), TC_FUTURE_CANCELLED);
     assert_int_equal(rb.calls, 1);
     assert_int_equal(ra.calls, 1);
     /* the producer of b completes later: refused, value freed */
-    assert_int_equal(tc_future_fulfill(b, box_new(1, &freed), box_free), TC_ECANCELED);
+    assert_int_equal(tc_future_fulfill(b, ffx_box_new(1, &freed), ffx_box_free), TC_ECANCELED);
     assert_int_equal(freed, 1);
 
     /* cancelling the very future whose callback runs is a no-op */
     rec rc_ = {0};
-    tc_future *c = fut_new();
+    tc_future *c = ffx_fut_new();
     tc_future *self = c;
-    assert_int_equal(tc_future_on_done(c, cancel_other_cb, &self), 0);
-    assert_int_equal(tc_future_on_done(c, rec_cb, &rc_), 0);
+    assert_int_equal(tc_future_on_done(c, ffx_cancel_other_cb, &self), 0);
+    assert_int_equal(tc_future_on_done(c, ffx_rec_cb, &rc_), 0);
     assert_int_equal(tc_future_reject(c, TC_EIO, NULL), 0);
     assert_int_equal(tc_future_state_of(c), TC_FUTURE_REJECTED);
     assert_int_equal(rc_.calls, 1);
@@ -404,31 +409,22 @@ int main(void)
 {
     alarm(120); /* watchdog: a hung loop fails the test instead of blocking CI */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_fulfill_value_and_release, loop_setup, loop_teardown),
-        cmocka_unit_test_setup_teardown(test_reject_messages, loop_setup, loop_teardown),
-        cmocka_unit_test_setup_teardown(test_truncation_keeps_utf8_whole, loop_setup,
-                                        loop_teardown),
-        cmocka_unit_test_setup_teardown(test_invalid_arguments, loop_setup, loop_teardown),
-        cmocka_unit_test_setup_teardown(test_callbacks_in_order_exactly_once, loop_setup,
-                                        loop_teardown),
-        cmocka_unit_test_setup_teardown(test_many_callbacks_and_removal, loop_setup, loop_teardown),
-        cmocka_unit_test_setup_teardown(test_same_callback_registered_twice, loop_setup,
-                                        loop_teardown),
-        cmocka_unit_test_setup_teardown(test_off_done_during_callbacks, loop_setup, loop_teardown),
-        cmocka_unit_test_setup_teardown(test_on_done_inside_callback, loop_setup, loop_teardown),
-        cmocka_unit_test_setup_teardown(test_drop_last_reference_inside_callback, loop_setup,
-                                        loop_teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_runs_hook_then_callbacks, loop_setup,
-                                        loop_teardown),
-        cmocka_unit_test_setup_teardown(test_hook_not_called_when_completed_or_removed, loop_setup,
-                                        loop_teardown),
-        cmocka_unit_test_setup_teardown(test_complete_inside_cancel_hook, loop_setup,
-                                        loop_teardown),
-        cmocka_unit_test_setup_teardown(test_complete_after_cancel, loop_setup, loop_teardown),
-        cmocka_unit_test_setup_teardown(test_hook_drops_producer_reference, loop_setup,
-                                        loop_teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_inside_done_callback, loop_setup,
-                                        loop_teardown),
+        FFX_LOOP_TEST(test_fulfill_value_and_release),
+        FFX_LOOP_TEST(test_reject_messages),
+        FFX_LOOP_TEST(test_truncation_keeps_utf8_whole),
+        FFX_LOOP_TEST(test_invalid_arguments),
+        FFX_LOOP_TEST(test_callbacks_in_order_exactly_once),
+        FFX_LOOP_TEST(test_many_callbacks_and_removal),
+        FFX_LOOP_TEST(test_same_callback_registered_twice),
+        FFX_LOOP_TEST(test_off_done_during_callbacks),
+        FFX_LOOP_TEST(test_on_done_inside_callback),
+        FFX_LOOP_TEST(test_drop_last_reference_inside_callback),
+        FFX_LOOP_TEST(test_cancel_runs_hook_then_callbacks),
+        FFX_LOOP_TEST(test_hook_not_called_when_completed_or_removed),
+        FFX_LOOP_TEST(test_complete_inside_cancel_hook),
+        FFX_LOOP_TEST(test_complete_after_cancel),
+        FFX_LOOP_TEST(test_hook_drops_producer_reference),
+        FFX_LOOP_TEST(test_cancel_inside_done_callback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,13 +10,13 @@ static void test_with_timeout_inner_first(void **state)
     int freed = 0;
     uv_loop_t *loop = *state;
     producer p;
-    tc_future *in = producer_start(&p, loop, 10, 5, 0, &freed);
+    tc_future *in = ffx_producer_start(&p, loop, 10, 5, 0, &freed);
     tc_future *w = NULL;
     assert_int_equal(tc_with_timeout(&w, loop, in, 60000), 0);
-    tc_future_unref(in); /* w keeps it */
-    loop_drain(loop);    /* ends long before 60 s: the timer is closed on completion */
+    tc_future_unref(in);  /* w keeps it */
+    ffx_loop_drain(loop); /* ends long before 60 s: the timer is closed on completion */
     assert_int_equal(tc_future_state_of(w), TC_FUTURE_FULFILLED);
-    assert_int_equal(box_value(w), 5);
+    assert_int_equal(ffx_box_value(w), 5);
     assert_int_equal(p.hook_calls, 0);
     assert_int_equal(freed, 0);
     tc_future_unref(w);
@@ -31,11 +31,11 @@ static void test_with_timeout_expires(void **state)
     uint64_t t0 = uv_now(loop);
     stamp st = {.loop = loop};
     producer p;
-    tc_future *in = producer_start(&p, loop, LONG_MS, 5, 0, &freed);
+    tc_future *in = ffx_producer_start(&p, loop, LONG_MS, 5, 0, &freed);
     tc_future *w = NULL;
     assert_int_equal(tc_with_timeout(&w, loop, in, 30), 0);
-    assert_int_equal(tc_future_on_done(w, stamp_cb, &st), 0);
-    loop_drain(loop);
+    assert_int_equal(tc_future_on_done(w, ffx_stamp_cb, &st), 0);
+    ffx_loop_drain(loop);
     assert_int_equal(st.calls, 1);
     assert_true(st.at - t0 >= 29);
     assert_int_equal(tc_future_state_of(w), TC_FUTURE_REJECTED);
@@ -53,7 +53,7 @@ static void test_with_timeout_cancel_and_mirror(void **state)
     int freed = 0;
     /* cancelling the outer future cancels the inner one */
     producer p;
-    tc_future *in = producer_start(&p, loop, LONG_MS, 5, 0, &freed);
+    tc_future *in = ffx_producer_start(&p, loop, LONG_MS, 5, 0, &freed);
     tc_future *w = NULL;
     assert_int_equal(tc_with_timeout(&w, loop, in, LONG_MS), 0);
     assert_int_equal(tc_future_cancel(w), 1);
@@ -63,7 +63,7 @@ static void test_with_timeout_cancel_and_mirror(void **state)
     tc_future_unref(in);
 
     /* an inner rejection is mirrored, code and message */
-    in = fut_new();
+    in = ffx_fut_new();
     assert_int_equal(tc_with_timeout(&w, loop, in, LONG_MS), 0);
     assert_int_equal(tc_future_reject(in, TC_ETLS, "bad certificate"), 0);
     assert_int_equal(tc_future_error(w), TC_ETLS);
@@ -72,7 +72,7 @@ static void test_with_timeout_cancel_and_mirror(void **state)
     tc_future_unref(in);
 
     /* an inner cancellation cancels the outer future */
-    in = fut_new();
+    in = ffx_fut_new();
     assert_int_equal(tc_with_timeout(&w, loop, in, LONG_MS), 0);
     assert_int_equal(tc_future_cancel(in), 1);
     assert_int_equal(tc_future_state_of(w), TC_FUTURE_CANCELLED);
@@ -80,14 +80,14 @@ static void test_with_timeout_cancel_and_mirror(void **state)
     tc_future_unref(in);
 
     /* an inner future already done is mirrored at once, without a timer */
-    in = fut_new();
-    assert_int_equal(tc_future_fulfill(in, box_new(8, &freed), box_free), 0);
+    in = ffx_fut_new();
+    assert_int_equal(tc_future_fulfill(in, ffx_box_new(8, &freed), ffx_box_free), 0);
     assert_int_equal(tc_with_timeout(&w, loop, in, LONG_MS), 0);
-    assert_int_equal(box_value(w), 8);
+    assert_int_equal(ffx_box_value(w), 8);
     tc_future_unref(in);
     tc_future_unref(w);
     assert_int_equal(freed, 1);
-    loop_drain(loop);
+    ffx_loop_drain(loop);
 }
 
 static void test_with_timeout_inner_completes_in_hook(void **state)
@@ -95,11 +95,11 @@ static void test_with_timeout_inner_completes_in_hook(void **state)
     int freed = 0;
     uv_loop_t *loop = *state;
     hook_rec h = {.freed = &freed};
-    tc_future *in = fut_new();
-    tc_future_set_cancel_hook(in, hook_cb, &h);
+    tc_future *in = ffx_fut_new();
+    tc_future_set_cancel_hook(in, ffx_hook_cb, &h);
     tc_future *w = NULL;
     assert_int_equal(tc_with_timeout(&w, loop, in, 0), 0);
-    loop_drain(loop);
+    ffx_loop_drain(loop);
     assert_int_equal(h.calls, 1);
     assert_int_equal(h.fulfill_rc, TC_ECANCELED);
     assert_int_equal(freed, 1);
@@ -123,7 +123,34 @@ static void test_wait_empty(void **state)
         assert_int_equal(r->npending, 0);
         tc_future_unref(w);
     }
-    loop_drain(loop);
+    ffx_loop_drain(loop);
+}
+
+/* Three producers of 0, 1, 2: the middle one completes after fast_ms, the others never. */
+static void start_one_fast(uv_loop_t *loop, producer p[3], tc_future *in[3], uint64_t fast_ms,
+                           int *freed)
+{
+    in[0] = ffx_producer_start(&p[0], loop, LONG_MS, 0, 0, freed);
+    in[1] = ffx_producer_start(&p[1], loop, fast_ms, 1, 0, freed);
+    in[2] = ffx_producer_start(&p[2], loop, LONG_MS, 2, 0, freed);
+}
+
+/* After start_one_fast and a combinator that cancels nothing: the slow two are still pending
+ * and were never cancelled. Stops them, drops every reference (the combinator's, out, too) and
+ * checks that only the fast one made a value. */
+static void stop_the_slow_ones(uv_loop_t *loop, producer p[3], tc_future *in[3], tc_future *out,
+                               const int *freed)
+{
+    assert_int_equal(tc_future_state_of(in[0]), TC_FUTURE_PENDING);
+    assert_int_equal(tc_future_state_of(in[2]), TC_FUTURE_PENDING);
+    assert_int_equal(p[0].hook_calls + p[2].hook_calls, 0);
+    tc_future_cancel(in[0]);
+    tc_future_cancel(in[2]);
+    for (int i = 0; i < 3; i++)
+        tc_future_unref(in[i]);
+    tc_future_unref(out);
+    ffx_loop_drain(loop);
+    assert_int_equal(*freed, 1);
 }
 
 static void test_wait_first_completed(void **state)
@@ -132,9 +159,7 @@ static void test_wait_first_completed(void **state)
     uv_loop_t *loop = *state;
     producer p[3];
     tc_future *in[3];
-    in[0] = producer_start(&p[0], loop, LONG_MS, 0, 0, &freed);
-    in[1] = producer_start(&p[1], loop, 10, 1, 0, &freed);
-    in[2] = producer_start(&p[2], loop, LONG_MS, 2, 0, &freed);
+    start_one_fast(loop, p, in, 10, &freed);
     tc_future *w = NULL;
     assert_int_equal(tc_wait(&w, loop, in, 3, TC_FIRST_COMPLETED, -1), 0);
     /* when the wait is done, stop the slow producers ourselves: wait cancels nothing */
@@ -147,22 +172,13 @@ static void test_wait_first_completed(void **state)
     assert_int_equal(r->npending, 2);
     assert_ptr_equal(r->pending[0], in[0]);
     assert_ptr_equal(r->pending[1], in[2]);
-    assert_int_equal(tc_future_state_of(in[0]), TC_FUTURE_PENDING);
-    assert_int_equal(tc_future_state_of(in[2]), TC_FUTURE_PENDING);
-    assert_int_equal(p[0].hook_calls + p[2].hook_calls, 0);
-    tc_future_cancel(in[0]);
-    tc_future_cancel(in[2]);
-    for (int i = 0; i < 3; i++)
-        tc_future_unref(in[i]);
-    tc_future_unref(w);
-    loop_drain(loop);
-    assert_int_equal(freed, 1);
+    stop_the_slow_ones(loop, p, in, w, &freed);
 }
 
 static void test_wait_first_exception(void **state)
 {
     uv_loop_t *loop = *state;
-    tc_future *in[4] = {fut_new(), fut_new(), fut_new(), fut_new()};
+    tc_future *in[4] = {ffx_fut_new(), ffx_fut_new(), ffx_fut_new(), ffx_fut_new()};
     tc_future *w = NULL;
     assert_int_equal(tc_wait(&w, loop, in, 4, TC_FIRST_EXCEPTION, -1), 0);
     assert_int_equal(tc_future_cancel(in[3]), 1); /* a cancellation is not an exception */
@@ -186,8 +202,8 @@ static void test_wait_first_exception(void **state)
     tc_future_unref(w);
 
     /* with no rejection at all it waits for everything */
-    in[0] = fut_new();
-    in[1] = fut_new();
+    in[0] = ffx_fut_new();
+    in[1] = ffx_fut_new();
     assert_int_equal(tc_wait(&w, loop, in, 2, TC_FIRST_EXCEPTION, -1), 0);
     assert_int_equal(tc_future_fulfill(in[1], NULL, NULL), 0);
     assert_int_equal(tc_future_state_of(w), TC_FUTURE_PENDING);
@@ -199,13 +215,13 @@ static void test_wait_first_exception(void **state)
     tc_future_unref(in[0]);
     tc_future_unref(in[1]);
     tc_future_unref(w);
-    loop_drain(loop);
+    ffx_loop_drain(loop);
 }
 
 static void test_wait_all_completed(void **state)
 {
     uv_loop_t *loop = *state;
-    tc_future *in[3] = {fut_new(), fut_new(), fut_new()};
+    tc_future *in[3] = {ffx_fut_new(), ffx_fut_new(), ffx_fut_new()};
     tc_future *w = NULL;
     assert_int_equal(tc_wait(&w, loop, in, 3, TC_ALL_COMPLETED, 60000), 0);
     assert_int_equal(tc_future_reject(in[1], TC_EIO, NULL), 0);
@@ -224,7 +240,7 @@ static void test_wait_all_completed(void **state)
     /* the result keeps its futures alive */
     assert_int_equal(tc_future_state_of(r->done[0]), TC_FUTURE_REJECTED);
     tc_future_unref(w);
-    loop_drain(loop); /* the 60 s timer was closed when the wait completed */
+    ffx_loop_drain(loop); /* the 60 s timer was closed when the wait completed */
 }
 
 static void test_wait_timeout_cancels_nothing(void **state)
@@ -234,13 +250,13 @@ static void test_wait_timeout_cancels_nothing(void **state)
     uint64_t t0 = uv_now(loop);
     stamp st = {.loop = loop};
     hook_rec h = {0};
-    tc_future *in[2] = {fut_new(), fut_new()};
-    tc_future_set_cancel_hook(in[0], hook_cb, &h);
+    tc_future *in[2] = {ffx_fut_new(), ffx_fut_new()};
+    tc_future_set_cancel_hook(in[0], ffx_hook_cb, &h);
     tc_future *w = NULL;
     assert_int_equal(tc_future_fulfill(in[1], NULL, NULL), 0);
     assert_int_equal(tc_wait(&w, loop, in, 2, TC_ALL_COMPLETED, 30), 0);
-    assert_int_equal(tc_future_on_done(w, stamp_cb, &st), 0);
-    loop_drain(loop);
+    assert_int_equal(tc_future_on_done(w, ffx_stamp_cb, &st), 0);
+    ffx_loop_drain(loop);
     assert_int_equal(st.calls, 1);
     assert_true(st.at - t0 >= 29);
     const tc_wait_result *r = tc_future_value(w);
@@ -260,8 +276,8 @@ static void test_wait_cancel_only_stops_waiting(void **state)
 {
     uv_loop_t *loop = *state;
     hook_rec h = {0};
-    tc_future *in[2] = {fut_new(), fut_new()};
-    tc_future_set_cancel_hook(in[0], hook_cb, &h);
+    tc_future *in[2] = {ffx_fut_new(), ffx_fut_new()};
+    tc_future_set_cancel_hook(in[0], ffx_hook_cb, &h);
     tc_future *w = NULL;
     assert_int_equal(tc_wait(&w, loop, in, 2, TC_ALL_COMPLETED, LONG_MS), 0);
     assert_int_equal(tc_future_cancel(w), 1);
@@ -274,13 +290,13 @@ static void test_wait_cancel_only_stops_waiting(void **state)
     tc_future_unref(w);
     tc_future_unref(in[0]);
     tc_future_unref(in[1]);
-    loop_drain(loop); /* the long timer is gone */
+    ffx_loop_drain(loop); /* the long timer is gone */
 }
 
 static void test_wait_already_done_inputs(void **state)
 {
     uv_loop_t *loop = *state;
-    tc_future *in[3] = {fut_new(), fut_new(), fut_new()};
+    tc_future *in[3] = {ffx_fut_new(), ffx_fut_new(), ffx_fut_new()};
     assert_int_equal(tc_future_fulfill(in[0], NULL, NULL), 0);
     assert_int_equal(tc_future_reject(in[2], TC_EIO, NULL), 0);
     tc_future *w = NULL;
@@ -295,7 +311,7 @@ static void test_wait_already_done_inputs(void **state)
     tc_future_unref(w);
     for (int i = 0; i < 3; i++)
         tc_future_unref(in[i]);
-    loop_drain(loop);
+    ffx_loop_drain(loop);
 }
 
 /* ---- as_completed --------------------------------------------------------------------------- */
@@ -304,11 +320,11 @@ static void test_as_completed_empty(void **state)
     uv_loop_t *loop = *state;
     reports rp = {0};
     tc_future *a = NULL;
-    assert_int_equal(tc_as_completed(&a, loop, NULL, 0, 10, report_cb, &rp), 0);
+    assert_int_equal(tc_as_completed(&a, loop, NULL, 0, 10, ffx_report_cb, &rp), 0);
     assert_int_equal(tc_future_state_of(a), TC_FUTURE_FULFILLED);
     assert_int_equal(rp.n, 0);
     tc_future_unref(a);
-    loop_drain(loop);
+    ffx_loop_drain(loop);
 }
 
 static void test_as_completed_in_completion_order(void **state)
@@ -316,10 +332,10 @@ static void test_as_completed_in_completion_order(void **state)
     uv_loop_t *loop = *state;
     reports rp = {0};
     rec done = {0};
-    tc_future *in[3] = {fut_new(), fut_new(), fut_new()};
+    tc_future *in[3] = {ffx_fut_new(), ffx_fut_new(), ffx_fut_new()};
     tc_future *a = NULL;
-    assert_int_equal(tc_as_completed(&a, loop, in, 3, 60000, report_cb, &rp), 0);
-    assert_int_equal(tc_future_on_done(a, rec_cb, &done), 0);
+    assert_int_equal(tc_as_completed(&a, loop, in, 3, 60000, ffx_report_cb, &rp), 0);
+    assert_int_equal(tc_future_on_done(a, ffx_rec_cb, &done), 0);
     assert_int_equal(tc_future_fulfill(in[2], NULL, NULL), 0);
     assert_int_equal(tc_future_reject(in[0], TC_EIO, NULL), 0);
     assert_int_equal(done.calls, 0);
@@ -337,7 +353,7 @@ static void test_as_completed_in_completion_order(void **state)
     for (int i = 0; i < 3; i++)
         tc_future_unref(in[i]);
     tc_future_unref(a);
-    loop_drain(loop);
+    ffx_loop_drain(loop);
 }
 
 static void test_as_completed_timeout(void **state)
@@ -347,11 +363,9 @@ static void test_as_completed_timeout(void **state)
     reports rp = {0};
     producer p[3];
     tc_future *in[3];
-    in[0] = producer_start(&p[0], loop, LONG_MS, 0, 0, &freed);
-    in[1] = producer_start(&p[1], loop, 5, 1, 0, &freed);
-    in[2] = producer_start(&p[2], loop, LONG_MS, 2, 0, &freed);
+    start_one_fast(loop, p, in, 5, &freed);
     tc_future *a = NULL;
-    assert_int_equal(tc_as_completed(&a, loop, in, 3, 60, report_cb, &rp), 0);
+    assert_int_equal(tc_as_completed(&a, loop, in, 3, 60, ffx_report_cb, &rp), 0);
     while (!tc_future_done(a))
         uv_run(loop, UV_RUN_ONCE);
     assert_int_equal(tc_future_state_of(a), TC_FUTURE_REJECTED);
@@ -365,25 +379,16 @@ static void test_as_completed_timeout(void **state)
     assert_int_equal(rp.index[2], 2);
     assert_int_equal(rp.timed_out[2], 1);
     /* timed out is not cancelled */
-    assert_int_equal(tc_future_state_of(in[0]), TC_FUTURE_PENDING);
-    assert_int_equal(tc_future_state_of(in[2]), TC_FUTURE_PENDING);
-    assert_int_equal(p[0].hook_calls + p[2].hook_calls, 0);
-    tc_future_cancel(in[0]);
-    tc_future_cancel(in[2]);
-    for (int i = 0; i < 3; i++)
-        tc_future_unref(in[i]);
-    tc_future_unref(a);
-    loop_drain(loop);
-    assert_int_equal(freed, 1);
+    stop_the_slow_ones(loop, p, in, a, &freed);
 }
 
 static void test_as_completed_cancel_stops_reports(void **state)
 {
     uv_loop_t *loop = *state;
     reports rp = {0};
-    tc_future *in[3] = {fut_new(), fut_new(), fut_new()};
+    tc_future *in[3] = {ffx_fut_new(), ffx_fut_new(), ffx_fut_new()};
     tc_future *a = NULL;
-    assert_int_equal(tc_as_completed(&a, loop, in, 3, LONG_MS, report_cb, &rp), 0);
+    assert_int_equal(tc_as_completed(&a, loop, in, 3, LONG_MS, ffx_report_cb, &rp), 0);
     rp.cancel_on_first = a;
     assert_int_equal(tc_future_fulfill(in[1], NULL, NULL), 0);
     assert_int_equal(rp.n, 1);
@@ -394,18 +399,18 @@ static void test_as_completed_cancel_stops_reports(void **state)
     for (int i = 0; i < 3; i++)
         tc_future_unref(in[i]);
     tc_future_unref(a);
-    loop_drain(loop);
+    ffx_loop_drain(loop);
 }
 
 static void test_as_completed_already_done(void **state)
 {
     uv_loop_t *loop = *state;
     reports rp = {0};
-    tc_future *in[3] = {fut_new(), fut_new(), fut_new()};
+    tc_future *in[3] = {ffx_fut_new(), ffx_fut_new(), ffx_fut_new()};
     assert_int_equal(tc_future_fulfill(in[2], NULL, NULL), 0);
     assert_int_equal(tc_future_reject(in[0], TC_EIO, NULL), 0);
     tc_future *a = NULL;
-    assert_int_equal(tc_as_completed(&a, loop, in, 3, -1, report_cb, &rp), 0);
+    assert_int_equal(tc_as_completed(&a, loop, in, 3, -1, ffx_report_cb, &rp), 0);
     assert_int_equal(rp.n, 2);
     assert_int_equal(rp.index[0], 0);
     assert_int_equal(rp.index[1], 2);
@@ -417,7 +422,7 @@ static void test_as_completed_already_done(void **state)
     for (int i = 0; i < 3; i++)
         tc_future_unref(in[i]);
     tc_future_unref(a);
-    loop_drain(loop);
+    ffx_loop_drain(loop);
 }
 
 /* ---- first_success -------------------------------------------------------------------------- */
@@ -436,17 +441,17 @@ static void test_first_success_winner_cancels_rest(void **state)
 {
     int freed = 0;
     hook_rec h = {0};
-    tc_future *in[3] = {fut_new(), fut_new(), fut_new()};
-    tc_future_set_cancel_hook(in[1], hook_cb, &h);
+    tc_future *in[3] = {ffx_fut_new(), ffx_fut_new(), ffx_fut_new()};
+    tc_future_set_cancel_hook(in[1], ffx_hook_cb, &h);
     tc_future *f = NULL;
     assert_int_equal(tc_first_success(&f, in, 3), 0);
     assert_int_equal(tc_first_success_index(f), -1);
     assert_int_equal(tc_future_reject(in[0], TC_ECONNRESET, NULL), 0);
     assert_int_equal(tc_future_state_of(f), TC_FUTURE_PENDING);
-    assert_int_equal(tc_future_fulfill(in[2], box_new(2, &freed), box_free), 0);
+    assert_int_equal(tc_future_fulfill(in[2], ffx_box_new(2, &freed), ffx_box_free), 0);
     assert_int_equal(tc_future_state_of(f), TC_FUTURE_FULFILLED);
     assert_int_equal(tc_first_success_index(f), 2);
-    assert_int_equal(box_value(f), 2);
+    assert_int_equal(ffx_box_value(f), 2);
     assert_int_equal(h.calls, 1);
     assert_int_equal(tc_future_state_of(in[1]), TC_FUTURE_CANCELLED);
     assert_int_equal(tc_future_state_of(in[0]), TC_FUTURE_REJECTED);
@@ -459,7 +464,7 @@ static void test_first_success_winner_cancels_rest(void **state)
 
 static void test_first_success_all_failed(void **state)
 {
-    tc_future *in[3] = {fut_new(), fut_new(), fut_new()};
+    tc_future *in[3] = {ffx_fut_new(), ffx_fut_new(), ffx_fut_new()};
     tc_future *f = NULL;
     assert_int_equal(tc_first_success(&f, in, 3), 0);
     assert_int_equal(tc_future_reject(in[2], TC_ETIMEDOUT, NULL), 0);
@@ -486,7 +491,7 @@ static void test_first_success_message_bounded(void **state)
     big[sizeof(big) - 1] = '\0';
     tc_future *in[N];
     for (int i = 0; i < N; i++)
-        in[i] = fut_new();
+        in[i] = ffx_fut_new();
     tc_future *f = NULL;
     assert_int_equal(tc_first_success(&f, in, N), 0);
     for (int i = 0; i < N; i++)
@@ -500,7 +505,7 @@ static void test_first_success_message_bounded(void **state)
 
 static void test_first_success_cancel_cancels_all(void **state)
 {
-    tc_future *in[2] = {fut_new(), fut_new()};
+    tc_future *in[2] = {ffx_fut_new(), ffx_fut_new()};
     tc_future *f = NULL;
     assert_int_equal(tc_first_success(&f, in, 2), 0);
     assert_int_equal(tc_future_cancel(f), 1);
@@ -514,9 +519,9 @@ static void test_first_success_cancel_cancels_all(void **state)
 static void test_first_success_already_fulfilled(void **state)
 {
     int freed = 0;
-    tc_future *in[3] = {fut_new(), fut_new(), fut_new()};
+    tc_future *in[3] = {ffx_fut_new(), ffx_fut_new(), ffx_fut_new()};
     assert_int_equal(tc_future_reject(in[0], TC_EIO, NULL), 0);
-    assert_int_equal(tc_future_fulfill(in[1], box_new(1, &freed), box_free), 0);
+    assert_int_equal(tc_future_fulfill(in[1], ffx_box_new(1, &freed), ffx_box_free), 0);
     tc_future *f = NULL;
     assert_int_equal(tc_first_success(&f, in, 3), 0);
     assert_int_equal(tc_first_success_index(f), 1);
@@ -533,9 +538,9 @@ static void test_first_success_of_with_timeouts(void **state)
     uv_loop_t *loop = *state;
     producer p[3];
     tc_future *raw[3], *wt[3];
-    raw[0] = producer_start(&p[0], loop, LONG_MS, 0, 0, &freed); /* times out */
-    raw[1] = producer_start(&p[1], loop, 60, 1, 0, &freed);      /* wins */
-    raw[2] = producer_start(&p[2], loop, LONG_MS, 2, 0, &freed); /* cancelled by the win */
+    raw[0] = ffx_producer_start(&p[0], loop, LONG_MS, 0, 0, &freed); /* times out */
+    raw[1] = ffx_producer_start(&p[1], loop, 60, 1, 0, &freed);      /* wins */
+    raw[2] = ffx_producer_start(&p[2], loop, LONG_MS, 2, 0, &freed); /* cancelled by the win */
     assert_int_equal(tc_with_timeout(&wt[0], loop, raw[0], 10), 0);
     assert_int_equal(tc_with_timeout(&wt[1], loop, raw[1], 60000), 0);
     assert_int_equal(tc_with_timeout(&wt[2], loop, raw[2], LONG_MS), 0);
@@ -545,11 +550,11 @@ static void test_first_success_of_with_timeouts(void **state)
         tc_future_unref(raw[i]);
         tc_future_unref(wt[i]);
     }
-    loop_drain(loop);
+    ffx_loop_drain(loop);
     assert_int_equal(tc_future_state_of(f), TC_FUTURE_FULFILLED);
     assert_int_equal(tc_first_success_index(f), 1);
-    assert_int_equal(box_value(f), 1);    /* borrowed through two levels */
-    assert_int_equal(p[0].hook_calls, 1); /* cancelled by its timeout */
+    assert_int_equal(ffx_box_value(f), 1); /* borrowed through two levels */
+    assert_int_equal(p[0].hook_calls, 1);  /* cancelled by its timeout */
     assert_int_equal(p[1].hook_calls, 0);
     assert_int_equal(p[2].hook_calls, 1); /* cancelled by first_success */
     tc_future_unref(f);
@@ -557,11 +562,11 @@ static void test_first_success_of_with_timeouts(void **state)
 
     /* every with_timeout expires: the aggregate lists the timeouts */
     for (int i = 0; i < 2; i++) {
-        raw[i] = producer_start(&p[i], loop, LONG_MS, i, 0, &freed);
+        raw[i] = ffx_producer_start(&p[i], loop, LONG_MS, i, 0, &freed);
         assert_int_equal(tc_with_timeout(&wt[i], loop, raw[i], 5 + 10 * (uint64_t)i), 0);
     }
     assert_int_equal(tc_first_success(&f, wt, 2), 0);
-    loop_drain(loop);
+    ffx_loop_drain(loop);
     assert_int_equal(tc_future_error(f), TC_EALLFAILED);
     assert_non_null(strstr(tc_future_message(f), "[1] ETIMEDOUT"));
     for (int i = 0; i < 2; i++) {
@@ -578,40 +583,29 @@ int main(void)
 {
     alarm(120); /* watchdog: a hung loop fails the test instead of blocking CI */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_with_timeout_inner_first, loop_setup, loop_teardown),
-        cmocka_unit_test_setup_teardown(test_with_timeout_expires, loop_setup, loop_teardown),
-        cmocka_unit_test_setup_teardown(test_with_timeout_cancel_and_mirror, loop_setup,
-                                        loop_teardown),
-        cmocka_unit_test_setup_teardown(test_with_timeout_inner_completes_in_hook, loop_setup,
-                                        loop_teardown),
-        cmocka_unit_test_setup_teardown(test_wait_empty, loop_setup, loop_teardown),
-        cmocka_unit_test_setup_teardown(test_wait_first_completed, loop_setup, loop_teardown),
-        cmocka_unit_test_setup_teardown(test_wait_first_exception, loop_setup, loop_teardown),
-        cmocka_unit_test_setup_teardown(test_wait_all_completed, loop_setup, loop_teardown),
-        cmocka_unit_test_setup_teardown(test_wait_timeout_cancels_nothing, loop_setup,
-                                        loop_teardown),
-        cmocka_unit_test_setup_teardown(test_wait_cancel_only_stops_waiting, loop_setup,
-                                        loop_teardown),
-        cmocka_unit_test_setup_teardown(test_wait_already_done_inputs, loop_setup, loop_teardown),
-        cmocka_unit_test_setup_teardown(test_as_completed_empty, loop_setup, loop_teardown),
-        cmocka_unit_test_setup_teardown(test_as_completed_in_completion_order, loop_setup,
-                                        loop_teardown),
-        cmocka_unit_test_setup_teardown(test_as_completed_timeout, loop_setup, loop_teardown),
-        cmocka_unit_test_setup_teardown(test_as_completed_cancel_stops_reports, loop_setup,
-                                        loop_teardown),
-        cmocka_unit_test_setup_teardown(test_as_completed_already_done, loop_setup, loop_teardown),
-        cmocka_unit_test_setup_teardown(test_first_success_empty, loop_setup, loop_teardown),
-        cmocka_unit_test_setup_teardown(test_first_success_winner_cancels_rest, loop_setup,
-                                        loop_teardown),
-        cmocka_unit_test_setup_teardown(test_first_success_all_failed, loop_setup, loop_teardown),
-        cmocka_unit_test_setup_teardown(test_first_success_message_bounded, loop_setup,
-                                        loop_teardown),
-        cmocka_unit_test_setup_teardown(test_first_success_cancel_cancels_all, loop_setup,
-                                        loop_teardown),
-        cmocka_unit_test_setup_teardown(test_first_success_already_fulfilled, loop_setup,
-                                        loop_teardown),
-        cmocka_unit_test_setup_teardown(test_first_success_of_with_timeouts, loop_setup,
-                                        loop_teardown),
+        FFX_LOOP_TEST(test_with_timeout_inner_first),
+        FFX_LOOP_TEST(test_with_timeout_expires),
+        FFX_LOOP_TEST(test_with_timeout_cancel_and_mirror),
+        FFX_LOOP_TEST(test_with_timeout_inner_completes_in_hook),
+        FFX_LOOP_TEST(test_wait_empty),
+        FFX_LOOP_TEST(test_wait_first_completed),
+        FFX_LOOP_TEST(test_wait_first_exception),
+        FFX_LOOP_TEST(test_wait_all_completed),
+        FFX_LOOP_TEST(test_wait_timeout_cancels_nothing),
+        FFX_LOOP_TEST(test_wait_cancel_only_stops_waiting),
+        FFX_LOOP_TEST(test_wait_already_done_inputs),
+        FFX_LOOP_TEST(test_as_completed_empty),
+        FFX_LOOP_TEST(test_as_completed_in_completion_order),
+        FFX_LOOP_TEST(test_as_completed_timeout),
+        FFX_LOOP_TEST(test_as_completed_cancel_stops_reports),
+        FFX_LOOP_TEST(test_as_completed_already_done),
+        FFX_LOOP_TEST(test_first_success_empty),
+        FFX_LOOP_TEST(test_first_success_winner_cancels_rest),
+        FFX_LOOP_TEST(test_first_success_all_failed),
+        FFX_LOOP_TEST(test_first_success_message_bounded),
+        FFX_LOOP_TEST(test_first_success_cancel_cancels_all),
+        FFX_LOOP_TEST(test_first_success_already_fulfilled),
+        FFX_LOOP_TEST(test_first_success_of_with_timeouts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

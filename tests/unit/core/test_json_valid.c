@@ -11,8 +11,7 @@ static void test_literals_and_whitespace(void **state)
     (void)state;
     const char *ok[] = {"true", "false", "null", " true", "null ", " \t\n\r1\r\n\t ", "\"\"",
                         "[]",   "{}",    "[ ]",  "{ }",   "[\n]",  "{\r\n}"};
-    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
-        expect_valid(ok[i]);
+    JFX_EXPECT_ALL_VALID(ok);
     const char *bad[] = {"",
                          " ",
                          "\t\n",
@@ -39,11 +38,10 @@ static void test_literals_and_whitespace(void **state)
                          "/**/1",
                          "1//",
                          "#"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        expect_invalid(bad[i]);
-    expect_invalid_n("1\0", 2);
-    expect_invalid_n("\0", 1);
-    expect_invalid_n("[\0]", 3);
+    JFX_EXPECT_ALL_INVALID(bad);
+    jfx_expect_invalid_n("1\0", 2);
+    jfx_expect_invalid_n("\0", 1);
+    jfx_expect_invalid_n("[\0]", 3);
     assert_int_equal(tc_json_valid(NULL, 0), 0);
 }
 
@@ -74,15 +72,13 @@ static void test_numbers(void **state)
                         "{\"a\":-0.0}",
                         "[1e1]",
                         "7 "};
-    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
-        expect_valid(ok[i]);
+    JFX_EXPECT_ALL_VALID(ok);
     const char *bad[] = {
         "01",    "-01", "00",   "+1",   "1.",    ".5",   "-",        "-a",         "1e",
         "1e+",   "1e-", "1.e5", "0x10", "1_000", "NaN",  "Infinity", "-Infinity",  "1.5.5",
         "1e5e5", "- 1", "1 2",  "1,",   "[01]",  "[1.]", "[-]",      "{\"a\":1.}", "1e5.5",
         "1E",    "-.5", "--1",  "1-",   "0.e",   "[1e]", "1ee5",     "1e+-5",      "\xd9\xa1"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        expect_invalid(bad[i]);
+    JFX_EXPECT_ALL_INVALID(bad);
 }
 
 static void test_structure(void **state)
@@ -94,8 +90,7 @@ static void test_structure(void **state)
                         "{\"\":\"\"}",     "[null,true]",
                         " [ 1 , 2 ] ",     "{ \"a\" : [ { } ] , \"b\" : null }",
                         "[\"]\"]",         "{\"}\":\"{\"}"};
-    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
-        expect_valid(ok[i]);
+    JFX_EXPECT_ALL_VALID(ok);
     const char *bad[] = {
         "[1,]",       "[,1]",       "[1 2]",      "{\"a\"}",    "{\"a\":}",
         "{\"a\":1,}", "{,\"a\":1}", "{1:1}",      "{\"a\" 1}",  "{\"a\":1 \"b\":2}",
@@ -104,8 +99,7 @@ static void test_structure(void **state)
         "[]]",        "[[]",        "{\"a\"::1}", "{a:1}",      "{'a':1}",
         "[,]",        ",",          ":",          "{:1}",       "{\"a\":1,,\"b\":2}",
         "[1,,2]",     "{\"a\",1}",  "[1:2]",      "{\"a\":1}}", "\"a\" \"b\""};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        expect_invalid(bad[i]);
+    JFX_EXPECT_ALL_INVALID(bad);
 }
 
 /* ---- strings and UTF-8 -------------------------------------------------------------------- */
@@ -118,20 +112,18 @@ static void test_string_escapes(void **state)
         "\"\\u0041\"",        "\"\\u00e9\\u00E9\"", "\"\\uFFFF\"", "\"\\u0000\"",
         "\"\\uD83D\\uDE00\"", "\"\\uD800\"",        "\"\\uDEAD\"", "\"\\uDC00\\uD800\"",
         "\"a\\u0041b\"",      "\"\x7f\"",           "\"/\"",       "\"'\""};
-    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
-        expect_valid(ok[i]);
+    JFX_EXPECT_ALL_VALID(ok);
     const char *bad[] = {"\"\\x\"", "\"\\u12\"", "\"\\u12G4\"", "\"\\U1234\"", "\"\\'\"",
                          "\"\\\"",  "\"\\",      "\"abc",       "\"\\u\"",     "\"\\u 123\"",
                          "\"\\a\"", "\"\\0\"",   "\"\\v\"",     "\"\\u+123\"", "\"\\uD8\"",
                          "\"\\-\"", "\"\\ \"",   "\"\\u004\"",  "abc\"",       "\""};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        expect_invalid(bad[i]);
+    JFX_EXPECT_ALL_INVALID(bad);
     /* Every raw control byte is rejected inside a string, and after a backslash. */
     for (int c = 0; c < 0x20; c++) {
         char s[4] = {'"', (char)c, '"', 0};
-        expect_invalid_n(s, 3);
+        jfx_expect_invalid_n(s, 3);
         char e[5] = {'"', '\\', (char)c, '"', 0};
-        expect_invalid_n(e, 4);
+        jfx_expect_invalid_n(e, 4);
     }
 }
 
@@ -182,8 +174,7 @@ static void test_utf8_boundaries(void **state)
                         "\"\xf4\x8f\xbf\xbf\"",
                         "\"h\xc3\xa9llo \xe2\x82\xac\"",
                         "{\"\xf0\x9f\x98\x80\":\"\xf0\x9f\x98\x80\"}"};
-    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
-        expect_valid(ok[i]);
+    JFX_EXPECT_ALL_VALID(ok);
     const char *bad[] = {"\"\xc0\x80\"",
                          "\"\xc1\xbf\"",
                          "\"\xe0\x9f\xbf\"",
@@ -207,10 +198,9 @@ static void test_utf8_boundaries(void **state)
                          "[\xc3\xa9]",
                          "\"\xf8\x88\x80\x80\x80\"",
                          "\"\xe0\x80\xaf\""};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        expect_invalid(bad[i]);
+    JFX_EXPECT_ALL_INVALID(bad);
     /* A multi-byte sequence cut by the end of the buffer (no closing quote either). */
-    expect_invalid_n("\"\xe2\x82\xac\"", 3);
+    jfx_expect_invalid_n("\"\xe2\x82\xac\"", 3);
 }
 
 /* Every 1- and 2-byte sequence, and every 3- and 4-byte sequence over a set of interesting
@@ -337,21 +327,21 @@ static void test_depth_limit(void **state)
     size_t len;
     char *s;
     s = nested_arrays(TC_JSON_MAX_DEPTH, &len);
-    assert_int_equal(valid_n(s, len), 1);
+    assert_int_equal(jfx_valid_n(s, len), 1);
     free(s);
     s = nested_arrays(TC_JSON_MAX_DEPTH + 1, &len);
-    assert_int_equal(valid_n(s, len), 0);
+    assert_int_equal(jfx_valid_n(s, len), 0);
     free(s);
     s = nested_objects(TC_JSON_MAX_DEPTH, &len);
-    assert_int_equal(valid_n(s, len), 1);
+    assert_int_equal(jfx_valid_n(s, len), 1);
     free(s);
     s = nested_objects(TC_JSON_MAX_DEPTH + 1, &len);
-    assert_int_equal(valid_n(s, len), 0);
+    assert_int_equal(jfx_valid_n(s, len), 0);
     free(s);
     /* Empty containers at the limit count too. */
     s = nested_arrays(TC_JSON_MAX_DEPTH, &len);
     memmove(s + TC_JSON_MAX_DEPTH, s + TC_JSON_MAX_DEPTH + 1, TC_JSON_MAX_DEPTH);
-    assert_int_equal(valid_n(s, len - 1), 1);
+    assert_int_equal(jfx_valid_n(s, len - 1), 1);
     free(s);
 
     /* Two siblings each 511 deep inside one array: depth 512, valid; going back up and down
@@ -365,7 +355,7 @@ static void test_depth_limit(void **state)
     doc[1 + l1] = ',';
     memcpy(doc + 2 + l1, a, l1);
     doc[2 + 2 * l1] = ']';
-    assert_int_equal(valid_n(doc, 2 * l1 + 3), 1);
+    assert_int_equal(jfx_valid_n(doc, 2 * l1 + 3), 1);
     free(doc);
     free(a);
 
@@ -401,10 +391,10 @@ static void test_depth_mixed_kinds(void **state)
         size_t close_start = k;
         for (size_t i = depth; i-- > 0;)
             s[k++] = kinds[i] ? '}' : ']';
-        assert_int_equal(valid_n(s, k), 1);
+        assert_int_equal(jfx_valid_n(s, k), 1);
         size_t flip = close_start + (size_t)rand_r(&seed) % depth;
         s[flip] = s[flip] == '}' ? ']' : '}';
-        assert_int_equal(valid_n(s, k), 0);
+        assert_int_equal(jfx_valid_n(s, k), 0);
     }
     free(s);
 }
@@ -427,13 +417,13 @@ static void test_truncated(void **state)
     (void)state;
     for (size_t d = 0; d < sizeof corpus / sizeof corpus[0]; d++) {
         size_t n = strlen(corpus[d]);
-        assert_int_equal(valid_n(corpus[d], n), 1);
+        assert_int_equal(jfx_valid_n(corpus[d], n), 1);
         /* Trailing whitespace aside, the document ends at its last non-space byte. */
         size_t last = n;
         while (last > 0 && corpus[d][last - 1] == ' ')
             last--;
         for (size_t k = 0; k < last; k++)
-            if (valid_n(corpus[d], k))
+            if (jfx_valid_n(corpus[d], k))
                 fail_msg("prefix of %zu bytes of doc %zu accepted", k, d);
     }
 }
@@ -454,7 +444,7 @@ static void test_guard_page(void **state)
             char *at = map + page - k;
             memcpy(at, corpus[d], k);
             int v = tc_json_valid(at, k);
-            assert_int_equal(v, valid_n(corpus[d], k));
+            assert_int_equal(v, jfx_valid_n(corpus[d], k));
             const char *val;
             size_t vl;
             int r = tc_json_object_get(at, k, "results", 7, &val, &vl);

@@ -100,20 +100,20 @@ static void test_concurrent_writers_and_renderer(void **state)
     int renders = 0;
     while (atomic_load(&w.done) < WRITERS && renders < 100000) {
         parsed p;
-        char *text = render_parse(w.reg, &p);
-        const sample *r = find(&p, "req_total", "");
+        char *text = mfx_render_parse(w.reg, &p);
+        const sample *r = mfx_find(&p, "req_total", "");
         assert_non_null(r);
         assert_true(r->value >= last_req);
         last_req = r->value;
-        const sample *s200 = find(&p, "status_total", "endpoint=\"smart\",status=\"200\"");
+        const sample *s200 = mfx_find(&p, "status_total", "endpoint=\"smart\",status=\"200\"");
         if (s200) {
             assert_true(s200->value >= last_200);
             last_200 = s200->value;
         }
-        double fl = get(&p, "in_flight", "");
+        double fl = mfx_get(&p, "in_flight", "");
         assert_true(fl >= 0 && fl <= WRITERS);
-        check_histograms(&p);
-        parsed_free(&p);
+        mfx_check_histograms(&p);
+        mfx_parsed_free(&p);
         free(text);
         renders++;
     }
@@ -123,25 +123,26 @@ static void test_concurrent_writers_and_renderer(void **state)
 
     /* Exact totals. */
     parsed p;
-    char *text = render_parse(w.reg, &p);
-    assert_true(get(&p, "req_total", "") == (double)WRITERS * ITERS);
+    char *text = mfx_render_parse(w.reg, &p);
+    assert_true(mfx_get(&p, "req_total", "") == (double)WRITERS * ITERS);
     for (int k = 0; k < 5; k++) {
         char lab[64];
         snprintf(lab, sizeof lab, "endpoint=\"smart\",status=\"%s\"", statuses[k]);
-        assert_true(get(&p, "status_total", lab) == (double)WRITERS * ITERS / 5);
+        assert_true(mfx_get(&p, "status_total", lab) == (double)WRITERS * ITERS / 5);
     }
     assert_int_equal(p.n_families, 4);
-    assert_true(find(&p, "status_total", "endpoint=\"_overflow\",status=\"_overflow\"") == NULL);
-    assert_true(get(&p, "in_flight", "") == 0);
+    assert_true(mfx_find(&p, "status_total", "endpoint=\"_overflow\",status=\"_overflow\"") ==
+                NULL);
+    assert_true(mfx_get(&p, "in_flight", "") == 0);
     /* Observations cycle 0,1,2,3: one quarter in each bucket, sum 1.5 per observation. */
     double q = (double)WRITERS * ITERS / 4;
-    assert_true(get(&p, "lat_bucket", "result=\"ok\",le=\"0.5\"") == q);
-    assert_true(get(&p, "lat_bucket", "result=\"ok\",le=\"1.5\"") == 2 * q);
-    assert_true(get(&p, "lat_bucket", "result=\"ok\",le=\"2.5\"") == 3 * q);
-    assert_true(get(&p, "lat_bucket", "result=\"ok\",le=\"+Inf\"") == 4 * q);
-    assert_true(get(&p, "lat_count", "result=\"ok\"") == 4 * q);
-    assert_true(get(&p, "lat_sum", "result=\"ok\"") == 1.5 * 4 * q);
-    parsed_free(&p);
+    assert_true(mfx_get(&p, "lat_bucket", "result=\"ok\",le=\"0.5\"") == q);
+    assert_true(mfx_get(&p, "lat_bucket", "result=\"ok\",le=\"1.5\"") == 2 * q);
+    assert_true(mfx_get(&p, "lat_bucket", "result=\"ok\",le=\"2.5\"") == 3 * q);
+    assert_true(mfx_get(&p, "lat_bucket", "result=\"ok\",le=\"+Inf\"") == 4 * q);
+    assert_true(mfx_get(&p, "lat_count", "result=\"ok\"") == 4 * q);
+    assert_true(mfx_get(&p, "lat_sum", "result=\"ok\"") == 1.5 * 4 * q);
+    mfx_parsed_free(&p);
     free(text);
     tc_metrics_registry_free(w.reg);
 }

@@ -105,21 +105,21 @@ static void test_render_exact(void **state)
 
     /* The same through the reader. */
     parsed p;
-    text = render_parse(reg, &p);
+    text = mfx_render_parse(reg, &p);
     assert_int_equal(p.n_families, 4);
     assert_string_equal(p.types[3], "histogram");
-    assert_true(get(&p, "tc_requests_total", "") == 7);
-    assert_true(get(&p, "tc_latency_seconds_sum", "endpoint=\"smart\"") == 4.875);
-    check_histograms(&p);
-    parsed_free(&p);
+    assert_true(mfx_get(&p, "tc_requests_total", "") == 7);
+    assert_true(mfx_get(&p, "tc_latency_seconds_sum", "endpoint=\"smart\"") == 4.875);
+    mfx_check_histograms(&p);
+    mfx_parsed_free(&p);
     free(text);
 
     /* gauge_set sets one shard's part; the rendered value is the sum. */
     tc_metrics_gauge_set(a, inflight, 0, 10);
     tc_metrics_gauge_set(b, inflight, 0, -15);
-    text = render_parse(reg, &p);
-    assert_true(get(&p, "tc_in_flight", "") == -5);
-    parsed_free(&p);
+    text = mfx_render_parse(reg, &p);
+    assert_true(mfx_get(&p, "tc_in_flight", "") == -5);
+    mfx_parsed_free(&p);
     free(text);
     tc_metrics_registry_free(reg);
 }
@@ -225,23 +225,23 @@ static void test_label_escaping(void **state)
                               "esc_total{path=\"h\xc3\xa9llo\",note=\"{}=,\\\"\"} 2\n");
     /* The reader unescapes them back to the originals. */
     parsed p;
-    parse(text, len, &p);
+    mfx_parse(text, len, &p);
     assert_int_equal(p.n, 2);
     const char *lab = p.s[0].labels;
     const char *q = strchr(lab, '"') + 1;
     char v[64];
-    read_label_value(&q, v, sizeof v);
+    mfx_read_label_value(&q, v, sizeof v);
     assert_string_equal(v, v1[0]);
     q = strchr(q, '"') + 1;
-    read_label_value(&q, v, sizeof v);
+    mfx_read_label_value(&q, v, sizeof v);
     assert_string_equal(v, v1[1]);
     q = strchr(p.s[1].labels, '"') + 1;
-    read_label_value(&q, v, sizeof v);
+    mfx_read_label_value(&q, v, sizeof v);
     assert_string_equal(v, v2[0]);
     q = strchr(q, '"') + 1;
-    read_label_value(&q, v, sizeof v);
+    mfx_read_label_value(&q, v, sizeof v);
     assert_string_equal(v, v2[1]);
-    parsed_free(&p);
+    mfx_parsed_free(&p);
     free(text);
     tc_metrics_registry_free(reg);
 }
@@ -301,22 +301,22 @@ static void test_histogram_edges(void **state)
     tc_metrics_histogram_observe(sh, fmt, 0, 0.1);
 
     parsed p;
-    char *text = render_parse(reg, &p);
+    char *text = mfx_render_parse(reg, &p);
     /* Buckets: -1: {-1, below(-1), -5} = 3; 0: +{0, below(0), above(-1)} = 6;
      * 1e-9: +{1e-9, below, above(0)} = 9; 1: +3 = 12; 1e6: +3 = 15; +Inf: +above(1e6) +1e7 = 17. */
-    assert_true(get(&p, "edges_bucket", "kind=\"finite\",le=\"-1\"") == 3);
-    assert_true(get(&p, "edges_bucket", "kind=\"finite\",le=\"0\"") == 6);
-    assert_true(get(&p, "edges_bucket", "kind=\"finite\",le=\"1e-09\"") == 9);
-    assert_true(get(&p, "edges_bucket", "kind=\"finite\",le=\"1\"") == 12);
-    assert_true(get(&p, "edges_bucket", "kind=\"finite\",le=\"1e+06\"") == 15);
-    assert_true(get(&p, "edges_bucket", "kind=\"finite\",le=\"+Inf\"") == 17);
-    assert_true(get(&p, "edges_count", "kind=\"finite\"") == 17);
-    assert_true(isfinite(get(&p, "edges_sum", "kind=\"finite\"")));
+    assert_true(mfx_get(&p, "edges_bucket", "kind=\"finite\",le=\"-1\"") == 3);
+    assert_true(mfx_get(&p, "edges_bucket", "kind=\"finite\",le=\"0\"") == 6);
+    assert_true(mfx_get(&p, "edges_bucket", "kind=\"finite\",le=\"1e-09\"") == 9);
+    assert_true(mfx_get(&p, "edges_bucket", "kind=\"finite\",le=\"1\"") == 12);
+    assert_true(mfx_get(&p, "edges_bucket", "kind=\"finite\",le=\"1e+06\"") == 15);
+    assert_true(mfx_get(&p, "edges_bucket", "kind=\"finite\",le=\"+Inf\"") == 17);
+    assert_true(mfx_get(&p, "edges_count", "kind=\"finite\"") == 17);
+    assert_true(isfinite(mfx_get(&p, "edges_sum", "kind=\"finite\"")));
     /* -Inf goes to the first bucket, +Inf to +Inf; the sum of +Inf and -Inf is NaN. */
-    assert_true(get(&p, "edges_bucket", "kind=\"inf\",le=\"-1\"") == 1);
-    assert_true(get(&p, "edges_bucket", "kind=\"inf\",le=\"1e+06\"") == 1);
-    assert_true(get(&p, "edges_bucket", "kind=\"inf\",le=\"+Inf\"") == 3);
-    assert_true(isnan(get(&p, "edges_sum", "kind=\"inf\"")));
+    assert_true(mfx_get(&p, "edges_bucket", "kind=\"inf\",le=\"-1\"") == 1);
+    assert_true(mfx_get(&p, "edges_bucket", "kind=\"inf\",le=\"1e+06\"") == 1);
+    assert_true(mfx_get(&p, "edges_bucket", "kind=\"inf\",le=\"+Inf\"") == 3);
+    assert_true(isnan(mfx_get(&p, "edges_sum", "kind=\"inf\"")));
     assert_non_null(strstr(text, "edges_sum{kind=\"inf\"} NaN\n"));
     /* Bounds are printed as the shortest decimal that reads back exactly. */
     assert_non_null(strstr(text, "fmt_bucket{le=\"0.005\"} 0\n"));
@@ -327,8 +327,8 @@ static void test_histogram_edges(void **state)
     assert_non_null(strstr(text, "fmt_bucket{le=\"123456789\"} 1\n"));
     assert_non_null(strstr(text, "fmt_bucket{le=\"1e+21\"} 1\n"));
     assert_non_null(strstr(text, "fmt_sum 0.1\n"));
-    check_histograms(&p);
-    parsed_free(&p);
+    mfx_check_histograms(&p);
+    mfx_parsed_free(&p);
     free(text);
 
     /* Only +Inf observations: the sum is +Inf. */
@@ -348,10 +348,10 @@ static void test_histogram_edges(void **state)
     tc_metrics_shard *s2;
     assert_int_equal(tc_metrics_shard_new(r2, &s2), 0);
     tc_metrics_histogram_observe(s2, h2, 0, INFINITY);
-    text = render_parse(r2, &p);
+    text = mfx_render_parse(r2, &p);
     assert_non_null(strstr(text, "h2_sum +Inf\n"));
-    assert_true(get(&p, "h2_count", "") == 1);
-    parsed_free(&p);
+    assert_true(mfx_get(&p, "h2_count", "") == 1);
+    mfx_parsed_free(&p);
     free(text);
     tc_metrics_registry_free(r2);
     tc_metrics_registry_free(reg);

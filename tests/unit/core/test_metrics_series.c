@@ -176,18 +176,18 @@ static void test_dynamic_cap_many(void **state)
         tc_metrics_gauge_add(s, fam, id, -i);
     }
     parsed p;
-    char *text = render_parse(reg, &p);
+    char *text = mfx_render_parse(reg, &p);
     assert_int_equal(p.n, TC_METRICS_MAX_DYNAMIC); /* no overflow line while it is zero */
-    assert_true(get(&p, "g", "code=\"c0777\"") == -777);
-    parsed_free(&p);
+    assert_true(mfx_get(&p, "g", "code=\"c0777\"") == -777);
+    mfx_parsed_free(&p);
     free(text);
     uint32_t id;
     assert_int_equal(tc_metrics_series_lookup(s, fam, (const char *[]){"more"}, &id), TC_EBUSY);
     tc_metrics_gauge_add(s, fam, id, 1);
-    text = render_parse(reg, &p);
+    text = mfx_render_parse(reg, &p);
     assert_int_equal(p.n, TC_METRICS_MAX_DYNAMIC + 1);
-    assert_true(get(&p, "g", "code=\"_overflow\"") == 1);
-    parsed_free(&p);
+    assert_true(mfx_get(&p, "g", "code=\"_overflow\"") == 1);
+    mfx_parsed_free(&p);
     free(text);
     tc_metrics_registry_free(reg);
 }

@@ -15,7 +15,6 @@
 
 #include "fetch/fetch_internal.h"
 #include "http/forward_internal.h"
-#include "http/forward_internal.h"
 #include "tailcut/fetch.h"
 
 static void header_ok(const char *arg, const char *name, const char *value)

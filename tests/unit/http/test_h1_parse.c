@@ -17,7 +17,8 @@
 #include "tailcut/error.h"
 
 typedef struct outcome {
-    int rc; /* TC__H1_DONE or a TC_E* code (after EOF if the bytes ran out) */
+    int rc;          /* TC__H1_DONE or the reason it stopped (after EOF if the bytes ran out) */
+    const char *why; /* tc__h1_why() of a reason */
     int status;
     int version;
     int keep_alive;
@@ -48,6 +49,8 @@ static void run(const char *data, size_t len, const size_t *cuts, size_t ncuts, 
     if (rc == TC__H1_MORE)
         rc = tc__h1_eof(&h);
     o->rc = rc;
+    if (rc < 0)
+        o->why = tc__h1_why(&h, rc);
     if (rc == TC__H1_DONE) {
         char *b = tc__buf_cstr(&out);
         o->status = h.status;
@@ -65,6 +68,8 @@ static void run(const char *data, size_t len, const size_t *cuts, size_t ncuts, 
 static void same(const outcome *a, const outcome *b)
 {
     assert_int_equal(a->rc, b->rc);
+    if (a->why != NULL || b->why != NULL)
+        assert_string_equal(a->why, b->why);
     assert_int_equal(a->status, b->status);
     assert_int_equal(a->version, b->version);
     assert_int_equal(a->keep_alive, b->keep_alive);
@@ -181,15 +186,15 @@ static void test_limits(void **state)
     outcome o;
     /* Announced too large: refused at the head, before any body byte. */
     check_all_splits("HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n", 10, 0, &o);
-    assert_int_equal(o.rc, TC_ETOOLARGE);
+    assert_int_equal(o.rc, TC__H1_BODY_TOO_LARGE);
     check_all_splits("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789", 10, 0, &o);
     assert_int_equal(o.rc, TC__H1_DONE);
     check_all_splits("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n"
                      "5\r\nghijk\r\n0\r\n\r\n",
                      10, 0, &o);
-    assert_int_equal(o.rc, TC_ETOOLARGE);
+    assert_int_equal(o.rc, TC__H1_BODY_TOO_LARGE);
     check_all_splits("HTTP/1.1 200 OK\r\n\r\n0123456789A", 10, 0, &o);
-    assert_int_equal(o.rc, TC_ETOOLARGE);
+    assert_int_equal(o.rc, TC__H1_BODY_TOO_LARGE);
 
     /* A header line over TC__H1_MAX_LINE, and a header block over TC__H1_MAX_HEADER_BYTES. */
     size_t big = TC__H1_MAX_LINE + 100;
@@ -199,7 +204,7 @@ static void test_limits(void **state)
     memset(line + n, 'a', big);
     strcpy(line + n + big, "\r\nContent-Length: 0\r\n\r\n");
     run(line, strlen(line), NULL, 0, 10, 0, &o);
-    assert_int_equal(o.rc, TC_EPROTO);
+    assert_int_equal(o.rc, TC__H1_LINE_TOO_LONG);
     free(line);
     size_t nhdr = TC__H1_MAX_HEADER_BYTES / 1000 + 2;
     char *block = malloc(nhdr * 1100 + 128);
@@ -213,7 +218,7 @@ static void test_limits(void **state)
     }
     strcpy(block + at, "Content-Length: 0\r\n\r\n");
     run(block, strlen(block), NULL, 0, 10, 0, &o);
-    assert_int_equal(o.rc, TC_EPROTO);
+    assert_int_equal(o.rc, TC__H1_HEADERS_TOO_LARGE);
     free(block);
 }
 
@@ -222,17 +227,21 @@ static void test_bad_and_cut_short(void **state)
     (void)state;
     outcome o;
     check_all_splits("not http at all\r\n\r\n", 10, 0, &o);
-    assert_int_equal(o.rc, TC_EPROTO);
+    assert_int_equal(o.rc, TC__H1_INVALID);
+    assert_string_equal(o.why, "invalid constant string"); /* http-parser's own words */
     check_all_splits("HTTP/1.1 2x0 What\r\nContent-Length: 0\r\n\r\n", 10, 0, &o);
-    assert_int_equal(o.rc, TC_EPROTO);
+    assert_int_equal(o.rc, TC__H1_INVALID);
+    assert_string_equal(o.why, "invalid HTTP status code");
     check_all_splits("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n", 10, 0, &o);
-    assert_int_equal(o.rc, TC_EPROTO);
+    assert_int_equal(o.rc, TC__H1_SWITCHING_PROTOCOLS);
     check_all_splits("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", 10, 0, &o);
-    assert_int_equal(o.rc, TC_ECONNRESET);
+    assert_int_equal(o.rc, TC__H1_CLOSED_INCOMPLETE);
+    assert_string_equal(o.why, "connection closed before the response was complete");
     check_all_splits("HTTP/1.1 200 OK\r\nContent-Le", 10, 0, &o);
-    assert_int_equal(o.rc, TC_ECONNRESET);
+    assert_int_equal(o.rc, TC__H1_CLOSED_INCOMPLETE);
     run("", 0, NULL, 0, 10, 0, &o);
-    assert_int_equal(o.rc, TC_ECONNRESET);
+    assert_int_equal(o.rc, TC__H1_CLOSED_BEFORE_ANY);
+    assert_string_equal(o.why, "connection closed before any response byte");
 }
 
 static void test_bytes_after_the_response(void **state)

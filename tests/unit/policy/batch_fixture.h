@@ -6,6 +6,8 @@
  * Every test owns a uv loop and ends by running it to completion and checking
  * uv_loop_close() == 0. Values are counted on release, so a value freed twice or never is caught
  * besides ASan/LSan.
+ *
+ * Compiled once into the folder's fixture library (CMakeLists.txt); every name is bfx_.
  */
 #ifndef TC_TEST_BATCH_FIXTURE_H
 #define TC_TEST_BATCH_FIXTURE_H
@@ -45,159 +47,41 @@ typedef struct harness {
     int closed;
 } harness;
 
-/* Appends "k1,k2,...;" for each dispatch, so tests can compare what was sent. */
-static inline void note_keys(harness *h, tc_batch *batch)
-{
-    for (size_t i = 0; i < tc_batch_size(batch); i++) {
-        size_t len = 0;
-        const char *k = tc_batch_key(batch, i, &len);
-        assert_non_null(k);
-        assert_int_equal(strlen(k), len);
-        if (h->keys_seen_len + len + 2 < MAX_KEYS_SEEN) {
-            memcpy(h->keys_seen + h->keys_seen_len, k, len);
-            h->keys_seen_len += len;
-            h->keys_seen[h->keys_seen_len++] = i + 1 < tc_batch_size(batch) ? ',' : ';';
-            h->keys_seen[h->keys_seen_len] = '\0';
-        }
-    }
-}
+/* Resolves every key of batch with the bytes "v:<key>" and finishes it. */
+void bfx_answer(tc_batch *batch);
 
-/* Resolves every key with the bytes "v:<key>". */
-static inline void resolve_all(tc_batch *batch)
-{
-    for (size_t i = 0; i < tc_batch_size(batch); i++) {
-        size_t len;
-        const char *k = tc_batch_key(batch, i, &len);
-        char buf[256];
-        int n = snprintf(buf, sizeof(buf), "v:%s", k);
-        assert_int_equal(tc_batch_resolve_bytes(batch, i, buf, (size_t)n), 0);
-    }
-}
+/* bfx_answer on every held batch, oldest first (answering one may let a queued one out). */
+void bfx_answer_held(harness *h);
 
-static inline void dispatch(tc_batch *batch, void *data)
-{
-    harness *h = data;
-    assert_ptr_equal(tc_batch_batcher(batch), h->b);
-    assert_true(tc_batch_size(batch) > 0);
-    if (h->dispatches == 0)
-        h->first_dispatch_ns = uv_hrtime();
-    if (h->dispatches < MAX_HELD)
-        h->sizes[h->dispatches] = tc_batch_size(batch);
-    h->dispatches++;
-    note_keys(h, batch);
-    if (h->mode == RESOLVE_NOW) {
-        resolve_all(batch);
-        tc_batch_done(batch);
-        return;
-    }
-    if (h->mode == FAIL_NOW) {
-        tc_batch_fail(batch, TC_ECONNREFUSED, "cannot even start");
-        return;
-    }
-    assert_true(h->nheld < MAX_HELD);
-    h->held[h->nheld++] = batch;
-}
+/* The harness's dispatcher (data is the harness): notes the keys, then holds the batch,
+ * resolves it (RESOLVE_NOW) or fails it (FAIL_NOW) at once, as h->mode says. */
+void bfx_dispatch(tc_batch *batch, void *data);
 
 /* Removes and returns the oldest held batch. */
-static inline tc_batch *take_held(harness *h)
-{
-    assert_true(h->nheld > 0);
-    tc_batch *batch = h->held[0];
-    memmove(h->held, h->held + 1, (h->nheld - 1) * sizeof(h->held[0]));
-    h->nheld--;
-    return batch;
-}
+tc_batch *bfx_take_held(harness *h);
 
-static inline void on_closed(tc_batcher *b, void *data)
-{
-    harness *h = data;
-    h->closed++;
-}
+/* The batcher's close callback (data is the harness): counts h->closed. */
+void bfx_on_closed(tc_batcher *b, void *data);
 
-static inline int setup_with(void **state, size_t max_batch, uint64_t max_wait_ms,
-                             size_t max_in_flight)
-{
-    harness *h = calloc(1, sizeof(*h));
-    if (h == NULL || uv_loop_init(&h->loop) != 0) {
-        free(h);
-        return -1;
-    }
-    tc_batcher_config cfg;
-    tc_batcher_config_init(&cfg);
-    cfg.max_batch = max_batch;
-    cfg.max_wait_ms = max_wait_ms;
-    cfg.max_in_flight = max_in_flight;
-    cfg.dispatch = dispatch;
-    cfg.data = h;
-    if (tc_batcher_new(&h->b, &h->loop, &cfg) != 0) {
-        uv_loop_close(&h->loop);
-        free(h);
-        return -1;
-    }
-    *state = h;
-    return 0;
-}
+/* cmocka setups: a harness in *state whose batcher has these limits (bfx_setup: 3 keys, 10 s,
+ * 16 in flight). */
+int bfx_setup_with(void **state, size_t max_batch, uint64_t max_wait_ms, size_t max_in_flight);
 
-static inline int setup(void **state)
-{
-    return setup_with(state, 3, 10000, 16);
-}
+int bfx_setup(void **state);
 
 /* Closes the batcher (finishing any held batch as failed), runs the loop dry, and checks that
  * the close callback ran once and the loop closes. */
-static inline int teardown(void **state)
-{
-    harness *h = *state;
-    if (h->b != NULL)
-        tc_batcher_close(h->b, on_closed, h);
-    while (h->nheld > 0)
-        tc_batch_fail(take_held(h), TC_ECANCELED, "test over");
-    int alive = uv_run(&h->loop, UV_RUN_DEFAULT);
-    int closed = uv_loop_close(&h->loop);
-    int ok = alive == 0 && closed == 0 && (h->b == NULL || h->closed == 1);
-    if (!ok)
-        print_error("teardown: uv_run=%d uv_loop_close=%d closed=%d\n", alive, closed, h->closed);
-    free(h);
-    return ok ? 0 : -1;
-}
+int bfx_teardown(void **state);
 
-static inline tc_future *submit(harness *h, const char *key)
-{
-    tc_future *f = NULL;
-    assert_int_equal(tc_batcher_submit(&f, h->b, key, strlen(key)), 0);
-    assert_non_null(f);
-    return f;
-}
+/* Submits key (asserting that it was taken); returns the waiter's future. */
+tc_future *bfx_submit(harness *h, const char *key);
 
-static inline const tc_batch_bytes *bytes_of(const tc_future *f)
-{
-    assert_int_equal(tc_future_state_of(f), TC_FUTURE_FULFILLED);
-    const tc_batch_bytes *v = tc_future_value(f);
-    assert_non_null(v);
-    assert_int_equal(v->data[v->len], '\0');
-    return v;
-}
+/* f was fulfilled with the bytes of want (NUL-terminated). */
+void bfx_assert_value(const tc_future *f, const char *want);
 
-static inline void assert_value(const tc_future *f, const char *want)
-{
-    assert_string_equal(bytes_of(f)->data, want);
-}
-
-static inline tc_batcher_stats stats(const harness *h)
-{
-    tc_batcher_stats st;
-    tc_batcher_get_stats(h->b, &st);
-    return st;
-}
+tc_batcher_stats bfx_stats(const harness *h);
 
 /* Runs the loop for about ms milliseconds (the batcher's timers run meanwhile). */
-static inline void run_for(harness *h, uint64_t ms)
-{
-    tc_future *s = NULL;
-    assert_int_equal(tc_sleep(&s, &h->loop, ms), 0);
-    while (!tc_future_done(s))
-        uv_run(&h->loop, UV_RUN_ONCE);
-    tc_future_unref(s);
-}
+void bfx_run_for(harness *h, uint64_t ms);
 
 #endif /* TC_TEST_BATCH_FIXTURE_H */

@@ -28,23 +28,23 @@ static void test_callbacks_reenter(void **state)
 {
     harness *h = *state; /* max_batch 3 */
     h->mode = RESOLVE_NOW;
-    tc_future *a1 = submit(h, "a");
-    tc_future *a2 = submit(h, "a");
-    tc_future *a3 = submit(h, "a");
+    tc_future *a1 = bfx_submit(h, "a");
+    tc_future *a2 = bfx_submit(h, "a");
+    tc_future *a3 = bfx_submit(h, "a");
     reentry r = {h, a2, NULL, 0};
     assert_int_equal(tc_future_on_done(a1, on_reentrant_done, &r), 0);
-    tc_future *b = submit(h, "b");
-    tc_future *c = submit(h, "c"); /* full: dispatched and resolved inside this submit */
+    tc_future *b = bfx_submit(h, "b");
+    tc_future *c = bfx_submit(h, "c"); /* full: dispatched and resolved inside this submit */
     assert_int_equal(tc_future_state_of(c), TC_FUTURE_FULFILLED);
     assert_int_equal(r.fired, 1);
-    assert_value(a1, "v:a");
+    bfx_assert_value(a1, "v:a");
     assert_int_equal(tc_future_state_of(a2), TC_FUTURE_CANCELLED);
-    assert_value(a3, "v:a");
-    assert_value(b, "v:b");
+    bfx_assert_value(a3, "v:a");
+    bfx_assert_value(b, "v:b");
     assert_non_null(r.spawned);
     assert_false(tc_future_done(r.spawned));
     tc_batcher_flush(h->b);
-    assert_value(r.spawned, "v:spawned");
+    bfx_assert_value(r.spawned, "v:spawned");
     tc_future *all[] = {a1, a2, a3, b, c, r.spawned};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         tc_future_unref(all[i]);
@@ -53,21 +53,21 @@ static void test_callbacks_reenter(void **state)
 static void close_in_callback(tc_future *f, void *data)
 {
     harness *h = data;
-    tc_batcher_close(h->b, on_closed, h);
+    tc_batcher_close(h->b, bfx_on_closed, h);
 }
 
 static void test_close_from_waiter_callback(void **state)
 {
     harness *h = *state;
     h->mode = RESOLVE_NOW;
-    tc_future *a = submit(h, "a");
-    tc_future *b = submit(h, "b");
+    tc_future *a = bfx_submit(h, "a");
+    tc_future *b = bfx_submit(h, "b");
     assert_int_equal(tc_future_on_done(a, close_in_callback, h), 0);
-    tc_future *c = submit(h, "c"); /* resolves a -> closes the batcher mid-batch */
+    tc_future *c = bfx_submit(h, "c"); /* resolves a -> closes the batcher mid-batch */
     tc_future *d = NULL;
     assert_int_equal(tc_batcher_submit(&d, h->b, "d", 1), TC_ECLOSED);
-    assert_value(b, "v:b");
-    assert_value(c, "v:c");
+    bfx_assert_value(b, "v:b");
+    bfx_assert_value(c, "v:c");
     uv_run(&h->loop, UV_RUN_DEFAULT);
     assert_int_equal(h->closed, 1);
     h->b = NULL;
@@ -98,7 +98,7 @@ static void on_volume_done(tc_future *f, void *data)
 
 static int setup_volume(void **state)
 {
-    return setup_with(state, 50, 5, 4);
+    return bfx_setup_with(state, 50, 5, 4);
 }
 
 static void test_100k_keys_no_leak(void **state)
@@ -116,25 +116,16 @@ static void test_100k_keys_no_leak(void **state)
             tc_future *f = NULL;
             assert_int_equal(tc_batcher_submit(&f, h->b, key, strlen(key)), 0);
             assert_int_equal(tc_future_on_done(f, on_volume_done, &v), 0);
-            if (h->mode == HOLD && h->nheld == 4) {
-                while (h->nheld > 0) {
-                    tc_batch *batch = take_held(h);
-                    resolve_all(batch);
-                    tc_batch_done(batch);
-                }
-            }
+            if (h->mode == HOLD && h->nheld == 4)
+                bfx_answer_held(h);
         }
         tc_batcher_flush(h->b);
-        while (h->nheld > 0) {
-            tc_batch *batch = take_held(h);
-            resolve_all(batch);
-            tc_batch_done(batch);
-        }
+        bfx_answer_held(h);
         uv_run(&h->loop, UV_RUN_NOWAIT);
     }
     assert_int_equal(v.ok, VOLUME);
     assert_int_equal(v.bad, 0);
-    tc_batcher_stats st = stats(h);
+    tc_batcher_stats st = bfx_stats(h);
     assert_int_equal(st.submitted, VOLUME);
     assert_int_equal(st.dedup_hits + st.keys_sent, VOLUME);
     /* Every 10th key repeats the one before, which is in the same batch unless that one filled
@@ -150,9 +141,9 @@ int main(void)
 {
     alarm(120); /* watchdog: a hung loop fails the test instead of blocking CI */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_callbacks_reenter, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_close_from_waiter_callback, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_100k_keys_no_leak, setup_volume, teardown),
+        cmocka_unit_test_setup_teardown(test_callbacks_reenter, bfx_setup, bfx_teardown),
+        cmocka_unit_test_setup_teardown(test_close_from_waiter_callback, bfx_setup, bfx_teardown),
+        cmocka_unit_test_setup_teardown(test_100k_keys_no_leak, setup_volume, bfx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,7 +17,7 @@ static void test_config_and_arguments(void **state)
     assert_int_equal(cfg.max_in_flight, 16);
     tc_batcher *b = NULL;
     assert_int_equal(tc_batcher_new(&b, &h->loop, &cfg), TC_EINVAL); /* no dispatch */
-    cfg.dispatch = dispatch;
+    cfg.dispatch = bfx_dispatch;
     cfg.max_batch = 0;
     assert_int_equal(tc_batcher_new(&b, &h->loop, &cfg), TC_EINVAL);
     assert_int_equal(tc_batcher_new(NULL, &h->loop, &cfg), TC_EINVAL);
@@ -30,14 +30,14 @@ static void test_config_and_arguments(void **state)
     assert_int_equal(tc_batcher_submit(&f, h->b, NULL, 1), TC_EINVAL);
     assert_int_equal(tc_batcher_submit(NULL, h->b, "a", 1), TC_EINVAL);
     assert_null(f);
-    assert_int_equal(stats(h).submitted, 0);
+    assert_int_equal(bfx_stats(h).submitted, 0);
     /* The longest key is fine, and the empty key is a key like any other. */
     assert_int_equal(tc_batcher_submit(&f, h->b, big, sizeof(big) - 1), 0);
     tc_future *e = NULL;
     assert_int_equal(tc_batcher_submit(&e, h->b, "", 0), 0);
     tc_batcher_flush(h->b);
     assert_int_equal(h->dispatches, 1);
-    tc_batch *batch = take_held(h);
+    tc_batch *batch = bfx_take_held(h);
     assert_int_equal(tc_batch_size(batch), 2);
     size_t len = 1;
     assert_string_equal(tc_batch_key(batch, 1, &len), "");
@@ -61,35 +61,34 @@ static void test_size_trigger(void **state)
     tc_future *f[7];
     const char *keys[7] = {"a", "b", "c", "d", "e", "f", "g"};
     for (int i = 0; i < 7; i++) {
-        f[i] = submit(h, keys[i]);
+        f[i] = bfx_submit(h, keys[i]);
         /* A full batch goes out inside the submit that filled it. */
         assert_int_equal(h->dispatches, (size_t)(i + 1) / 3);
     }
     assert_string_equal(h->keys_seen, "a,b,c;d,e,f;");
-    tc_batcher_stats st = stats(h);
+    tc_batcher_stats st = bfx_stats(h);
     assert_int_equal(st.batches_full, 2);
     assert_int_equal(st.batches_sent, 2);
     assert_int_equal(st.in_flight, 2);
     assert_int_equal(st.collecting, 1);
     /* The 7th key's batch is not sent by the loop turning: its 10 s wait has not passed. */
-    run_for(h, 30);
+    bfx_run_for(h, 30);
     assert_int_equal(h->dispatches, 2);
     tc_batcher_flush(h->b);
     assert_string_equal(h->keys_seen, "a,b,c;d,e,f;g;");
 
     while (h->nheld > 0) {
-        tc_batch *batch = take_held(h);
+        tc_batch *batch = bfx_take_held(h);
         assert_int_equal(tc_batch_waiters(batch, 0), 1);
-        resolve_all(batch);
-        tc_batch_done(batch);
+        bfx_answer(batch);
     }
     for (int i = 0; i < 7; i++) {
         char want[8];
         snprintf(want, sizeof(want), "v:%s", keys[i]);
-        assert_value(f[i], want);
+        bfx_assert_value(f[i], want);
         tc_future_unref(f[i]);
     }
-    st = stats(h);
+    st = bfx_stats(h);
     assert_int_equal(st.keys_sent, 7);
     assert_int_equal(st.largest_batch, 3);
     assert_int_equal(st.in_flight, 0);
@@ -99,7 +98,7 @@ static void test_size_trigger(void **state)
 
 static int setup_defaults(void **state)
 {
-    return setup_with(state, 50, 10, 16);
+    return bfx_setup_with(state, 50, 10, 16);
 }
 
 /* The defaults: 50 distinct keys make a batch at once; fewer go out after 10 ms. */
@@ -110,7 +109,7 @@ static void test_defaults_50_keys_or_10_ms(void **state)
     char key[16];
     for (int i = 0; i < 120; i++) {
         snprintf(key, sizeof(key), "id%d", i);
-        f[i] = submit(h, key);
+        f[i] = bfx_submit(h, key);
     }
     assert_int_equal(h->dispatches, 2);
     assert_int_equal(h->sizes[0], 50);
@@ -122,31 +121,27 @@ static void test_defaults_50_keys_or_10_ms(void **state)
     assert_int_equal(h->sizes[2], 20);
     assert_true(waited_ms >= 8.0);   /* 10 ms less timer granularity */
     assert_true(waited_ms < 2000.0); /* generous: a loaded machine */
-    while (h->nheld > 0) {
-        tc_batch *batch = take_held(h);
-        resolve_all(batch);
-        tc_batch_done(batch);
-    }
+    bfx_answer_held(h);
     for (int i = 0; i < 120; i++) {
         snprintf(key, sizeof(key), "v:id%d", i);
-        assert_value(f[i], key);
+        bfx_assert_value(f[i], key);
         tc_future_unref(f[i]);
     }
-    assert_int_equal(stats(h).batches_timed, 1);
+    assert_int_equal(bfx_stats(h).batches_timed, 1);
 }
 
 static int setup_wait_40(void **state)
 {
-    return setup_with(state, 50, 40, 16);
+    return bfx_setup_with(state, 50, 40, 16);
 }
 
 static void test_time_trigger(void **state)
 {
     harness *h = *state; /* max_wait 40 ms */
     uint64_t t0 = uv_hrtime();
-    tc_future *a = submit(h, "a");
-    run_for(h, 15);
-    tc_future *b = submit(h, "b"); /* joins the batch: the clock started at "a" */
+    tc_future *a = bfx_submit(h, "a");
+    bfx_run_for(h, 15);
+    tc_future *b = bfx_submit(h, "b"); /* joins the batch: the clock started at "a" */
     assert_int_equal(h->dispatches, 0);
     while (h->dispatches == 0)
         uv_run(&h->loop, UV_RUN_ONCE);
@@ -154,16 +149,15 @@ static void test_time_trigger(void **state)
     assert_true(waited_ms >= 38.0);
     assert_true(waited_ms < 3000.0);
     assert_string_equal(h->keys_seen, "a,b;");
-    tc_batch *batch = take_held(h);
+    tc_batch *batch = bfx_take_held(h);
     assert_true(tc_batch_wait_ms(batch) >= 38.0);
     assert_true(tc_batch_wait_ms(batch) <= waited_ms + 1.0);
-    resolve_all(batch);
-    tc_batch_done(batch);
-    assert_value(a, "v:a");
-    assert_value(b, "v:b");
+    bfx_answer(batch);
+    bfx_assert_value(a, "v:a");
+    bfx_assert_value(b, "v:b");
     tc_future_unref(a);
     tc_future_unref(b);
-    tc_batcher_stats st = stats(h);
+    tc_batcher_stats st = bfx_stats(h);
     assert_int_equal(st.batches_timed, 1);
     assert_int_equal(st.batches_full, 0);
 }
@@ -183,20 +177,20 @@ static void counted_dispose(void *value)
 static void test_dedup_shares_one_value(void **state)
 {
     harness *h = *state; /* max_batch 3 */
-    tc_future *a1 = submit(h, "a");
-    tc_future *b1 = submit(h, "b");
-    tc_future *a2 = submit(h, "a");
-    tc_future *a3 = submit(h, "a");
+    tc_future *a1 = bfx_submit(h, "a");
+    tc_future *b1 = bfx_submit(h, "b");
+    tc_future *a2 = bfx_submit(h, "a");
+    tc_future *a3 = bfx_submit(h, "a");
     assert_int_equal(h->dispatches, 0); /* duplicates do not fill the batch */
-    tc_future *c1 = submit(h, "c");
+    tc_future *c1 = bfx_submit(h, "c");
     assert_int_equal(h->dispatches, 1);
     assert_string_equal(h->keys_seen, "a,b,c;");
-    tc_batcher_stats st = stats(h);
+    tc_batcher_stats st = bfx_stats(h);
     assert_int_equal(st.submitted, 5);
     assert_int_equal(st.dedup_hits, 2);
     assert_int_equal(st.keys_sent, 3);
 
-    tc_batch *batch = take_held(h);
+    tc_batch *batch = bfx_take_held(h);
     assert_int_equal(tc_batch_waiters(batch, 0), 3);
     assert_int_equal(tc_batch_waiters(batch, 1), 1);
     int disposed = 0;
@@ -213,8 +207,8 @@ static void test_dedup_shares_one_value(void **state)
     tc_batch_resolve_bytes(batch, 1, "B", 1);
     tc_batch_resolve_bytes(batch, 2, "C", 1);
     tc_batch_done(batch);
-    assert_value(b1, "B");
-    assert_value(c1, "C");
+    bfx_assert_value(b1, "B");
+    bfx_assert_value(c1, "C");
 
     /* The value lives while any waiter's future does, and as long as an extra reference. */
     tc_batch_value_ref(v);
@@ -229,24 +223,24 @@ static void test_dedup_shares_one_value(void **state)
     tc_future_unref(c1);
 
     /* Across batches keys are not merged: a new batch asks again. */
-    tc_future *a4 = submit(h, "a");
+    tc_future *a4 = bfx_submit(h, "a");
     tc_batcher_flush(h->b);
     assert_string_equal(h->keys_seen, "a,b,c;a;");
-    batch = take_held(h);
+    batch = bfx_take_held(h);
     tc_batch_resolve_bytes(batch, 0, "again", 5);
     tc_batch_done(batch);
-    assert_value(a4, "again");
+    bfx_assert_value(a4, "again");
     tc_future_unref(a4);
 }
 
 static void test_per_key_errors_and_missing(void **state)
 {
     harness *h = *state;
-    tc_future *a = submit(h, "a");
-    tc_future *b = submit(h, "b");
-    tc_future *b2 = submit(h, "b");
-    tc_future *c = submit(h, "c");
-    tc_batch *batch = take_held(h);
+    tc_future *a = bfx_submit(h, "a");
+    tc_future *b = bfx_submit(h, "b");
+    tc_future *b2 = bfx_submit(h, "b");
+    tc_future *c = bfx_submit(h, "c");
+    tc_batch *batch = bfx_take_held(h);
     assert_int_equal(tc_batch_reject_key(batch, 1, TC_EHTTP, "b is forbidden"), 0);
     assert_int_equal(tc_future_error(b), TC_EHTTP);
     assert_string_equal(tc_future_message(b), "b is forbidden");
@@ -256,8 +250,8 @@ static void test_per_key_errors_and_missing(void **state)
     assert_int_equal(tc_future_state_of(a), TC_FUTURE_REJECTED);
     assert_int_equal(tc_future_error(a), TC_EMISSING);
     assert_non_null(strstr(tc_future_message(a), "missing"));
-    assert_value(c, "{\"c\":1}");
-    tc_batcher_stats st = stats(h);
+    bfx_assert_value(c, "{\"c\":1}");
+    tc_batcher_stats st = bfx_stats(h);
     assert_int_equal(st.keys_missing, 1);
     assert_int_equal(st.batches_failed, 0);
     tc_future_unref(a);
@@ -269,14 +263,14 @@ static void test_per_key_errors_and_missing(void **state)
 static void test_whole_batch_failure(void **state)
 {
     harness *h = *state;
-    tc_future *a = submit(h, "a");
-    tc_future *a2 = submit(h, "a");
-    tc_future *b = submit(h, "b");
-    tc_future *c = submit(h, "c");
-    tc_batch *first = take_held(h);
-    tc_future *d = submit(h, "d"); /* the next batch */
+    tc_future *a = bfx_submit(h, "a");
+    tc_future *a2 = bfx_submit(h, "a");
+    tc_future *b = bfx_submit(h, "b");
+    tc_future *c = bfx_submit(h, "c");
+    tc_batch *first = bfx_take_held(h);
+    tc_future *d = bfx_submit(h, "d"); /* the next batch */
     tc_batcher_flush(h->b);
-    tc_batch *second = take_held(h);
+    tc_batch *second = bfx_take_held(h);
 
     tc_batch_fail(first, TC_EHTTP, "upstream answered 500");
     tc_future *failed[] = {a, a2, b, c};
@@ -287,11 +281,10 @@ static void test_whole_batch_failure(void **state)
         tc_future_unref(failed[i]);
     }
     assert_false(tc_future_done(d)); /* the other batch is not touched */
-    resolve_all(second);
-    tc_batch_done(second);
-    assert_value(d, "v:d");
+    bfx_answer(second);
+    bfx_assert_value(d, "v:d");
     tc_future_unref(d);
-    tc_batcher_stats st = stats(h);
+    tc_batcher_stats st = bfx_stats(h);
     assert_int_equal(st.batches_failed, 1);
     assert_int_equal(st.keys_missing, 0);
     assert_int_equal(st.in_flight, 0);
@@ -300,13 +293,13 @@ static void test_whole_batch_failure(void **state)
 static void test_failure_after_partial_resolution(void **state)
 {
     harness *h = *state;
-    tc_future *a = submit(h, "a");
-    tc_future *b = submit(h, "b");
+    tc_future *a = bfx_submit(h, "a");
+    tc_future *b = bfx_submit(h, "b");
     tc_batcher_flush(h->b);
-    tc_batch *batch = take_held(h);
+    tc_batch *batch = bfx_take_held(h);
     tc_batch_resolve_bytes(batch, 0, "A", 1);
     tc_batch_fail(batch, TC_ECONNRESET, NULL);
-    assert_value(a, "A"); /* already answered: stays answered */
+    bfx_assert_value(a, "A"); /* already answered: stays answered */
     assert_int_equal(tc_future_error(b), TC_ECONNRESET);
     assert_string_equal(tc_future_message(b), tc_strerror(TC_ECONNRESET));
     tc_future_unref(a);
@@ -316,42 +309,40 @@ static void test_failure_after_partial_resolution(void **state)
 static void test_cancel_one_waiter(void **state)
 {
     harness *h = *state;
-    tc_future *a1 = submit(h, "a");
-    tc_future *a2 = submit(h, "a");
-    tc_future *b = submit(h, "b");
-    tc_future *gone = submit(h, "gone");
+    tc_future *a1 = bfx_submit(h, "a");
+    tc_future *a2 = bfx_submit(h, "a");
+    tc_future *b = bfx_submit(h, "b");
+    tc_future *gone = bfx_submit(h, "gone");
     assert_int_equal(h->dispatches, 1); /* a, b, gone */
-    tc_batch *batch = take_held(h);
+    tc_batch *batch = bfx_take_held(h);
     /* Before dispatch: a key whose only waiter left is not sent. */
-    tc_future *x = submit(h, "x");
-    tc_future *y = submit(h, "y");
+    tc_future *x = bfx_submit(h, "x");
+    tc_future *y = bfx_submit(h, "y");
     assert_int_equal(tc_future_cancel(x), 1);
     tc_batcher_flush(h->b);
     assert_string_equal(h->keys_seen, "a,b,gone;y;");
-    tc_batch *second = take_held(h);
+    tc_batch *second = bfx_take_held(h);
 
     /* After dispatch: the waiter leaves, the batch goes on for the others. */
     assert_int_equal(tc_future_cancel(a1), 1);
     assert_int_equal(tc_future_cancel(gone), 1);
     assert_int_equal(tc_batch_waiters(batch, 0), 1);
     assert_int_equal(tc_batch_waiters(batch, 2), 0);
-    resolve_all(batch);
-    tc_batch_done(batch);
+    bfx_answer(batch);
     assert_int_equal(tc_future_state_of(a1), TC_FUTURE_CANCELLED);
     assert_int_equal(tc_future_state_of(gone), TC_FUTURE_CANCELLED);
-    assert_value(a2, "v:a");
-    assert_value(b, "v:b");
-    resolve_all(second);
-    tc_batch_done(second);
-    assert_value(y, "v:y");
-    assert_int_equal(stats(h).waiters_left, 3);
+    bfx_assert_value(a2, "v:a");
+    bfx_assert_value(b, "v:b");
+    bfx_answer(second);
+    bfx_assert_value(y, "v:y");
+    assert_int_equal(bfx_stats(h).waiters_left, 3);
 
     /* A batch whose every waiter left is never dispatched at all. */
-    tc_future *z = submit(h, "z");
+    tc_future *z = bfx_submit(h, "z");
     tc_future_cancel(z);
     tc_batcher_flush(h->b);
     assert_int_equal(h->dispatches, 2);
-    assert_int_equal(stats(h).batches_dropped, 1);
+    assert_int_equal(bfx_stats(h).batches_dropped, 1);
 
     tc_future *all[] = {a1, a2, b, gone, x, y, z};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
@@ -362,15 +353,17 @@ int main(void)
 {
     alarm(120); /* watchdog: a hung loop fails the test instead of blocking CI */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_config_and_arguments, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_size_trigger, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_defaults_50_keys_or_10_ms, setup_defaults, teardown),
-        cmocka_unit_test_setup_teardown(test_time_trigger, setup_wait_40, teardown),
-        cmocka_unit_test_setup_teardown(test_dedup_shares_one_value, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_per_key_errors_and_missing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_whole_batch_failure, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failure_after_partial_resolution, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_one_waiter, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_config_and_arguments, bfx_setup, bfx_teardown),
+        cmocka_unit_test_setup_teardown(test_size_trigger, bfx_setup, bfx_teardown),
+        cmocka_unit_test_setup_teardown(test_defaults_50_keys_or_10_ms, setup_defaults,
+                                        bfx_teardown),
+        cmocka_unit_test_setup_teardown(test_time_trigger, setup_wait_40, bfx_teardown),
+        cmocka_unit_test_setup_teardown(test_dedup_shares_one_value, bfx_setup, bfx_teardown),
+        cmocka_unit_test_setup_teardown(test_per_key_errors_and_missing, bfx_setup, bfx_teardown),
+        cmocka_unit_test_setup_teardown(test_whole_batch_failure, bfx_setup, bfx_teardown),
+        cmocka_unit_test_setup_teardown(test_failure_after_partial_resolution, bfx_setup,
+                                        bfx_teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_one_waiter, bfx_setup, bfx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

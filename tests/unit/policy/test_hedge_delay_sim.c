@@ -20,7 +20,6 @@
 
 #include "base/heap.h"
 #include "base/list.h"
-#include "base/rng.h"
 
 #define RATE 500      /* requests per second, unless a test says otherwise */
 #define EXTRA 2       /* extras per request, as --hedge-extra [2] */
@@ -191,7 +190,7 @@ static void stationary(const char *name, draw_fn draw, double percentile, double
     /* the minute after the first 10 s (the warm-up and the first full horizon) */
     size_t from = 10000 / SAMPLE_MS, n = s.nsamples - from;
     uint64_t *v = s.samples + from;
-    qsort(v, n, sizeof(*v), cmp_u64);
+    qsort(v, n, sizeof(*v), hfx_cmp_u64);
     uint64_t lo = v[n * 5 / 100], hi = v[n * 95 / 100 - 1];
     print_message(
         "stationary %-22s p%g: true %.1f ms, delay 5-95%% %llu..%llu ms (%+.1f%%..%+.1f%%)\n", name,
@@ -243,7 +242,7 @@ static edge_count straggler_edge(unsigned rate, unsigned minutes, double z)
             all[c.n++] = s.samples[i];
         sim_free(&s);
     }
-    qsort(all, c.n, sizeof(*all), cmp_u64);
+    qsort(all, c.n, sizeof(*all), hfx_cmp_u64);
     for (size_t i = 0; i < c.n; i++) {
         c.over += all[i] > 40;
         c.under += all[i] < 30;

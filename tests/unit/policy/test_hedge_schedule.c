@@ -5,7 +5,20 @@
  * warm-up's fallback delay. Timing assertions are lower bounds (timers never fire early) with
  * generous upper bounds.
  */
-#include "hedge_fixture.h"
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <uv.h>
+
+#include "base/clock.h"
+#include "tailcut/hedge.h"
+#include "tailcut/server.h"
 
 /* ---- the schedule, on a real loop
  * ------------------------------------------------------------------ */
@@ -159,16 +172,29 @@ static uint64_t run_hedge(ctx *c, tc_hedge_policy *p, outcome *o)
     return o->ended_ms - t0;
 }
 
+/* The default policy but for the schedule: staggered or not, and the delay before extras. */
+static tc_hedge_policy policy_of(int staggered, uint64_t hedge_delay_ms)
+{
+    tc_hedge_policy p;
+    tc_hedge_policy_init(&p);
+    p.staggered = staggered;
+    p.hedge_delay_ms = hedge_delay_ms;
+    return p;
+}
+
+/* Milliseconds from the start of attempt a to the start of attempt b (0-based). */
+static uint64_t start_gap_ms(const outcome *o, unsigned a, unsigned b)
+{
+    return (o->r.attempts[b].started_ns - o->r.attempts[a].started_ns) / 1000000;
+}
+
 static void test_schedule_staggered_and_header(void **state)
 {
     /* every attempt takes 400 ms; the delay is 60 ms: extras at ~60 and ~120 ms, numbered */
     static const plan plans[] = {{400, 200}, {400, 200}, {400, 200}};
     ctx *c = ctx_new(plans, 3);
-    tc_hedge_policy p;
+    tc_hedge_policy p = policy_of(1, 60);
     outcome o;
-    tc_hedge_policy_init(&p);
-    p.staggered = 1;
-    p.hedge_delay_ms = 60;
     run_hedge(c, &p, &o);
     assert_int_equal(o.r.error, 0);
     assert_int_equal(o.r.nattempts, 3);
@@ -177,8 +203,8 @@ static void test_schedule_staggered_and_header(void **state)
     assert_int_equal(c->up.nseen, 3);
     for (unsigned i = 0; i < 3; i++)
         assert_int_equal(c->up.seen[i], i + 1);
-    uint64_t d1 = (o.r.attempts[1].started_ns - o.r.attempts[0].started_ns) / 1000000;
-    uint64_t d2 = (o.r.attempts[2].started_ns - o.r.attempts[0].started_ns) / 1000000;
+    uint64_t d1 = start_gap_ms(&o, 0, 1);
+    uint64_t d2 = start_gap_ms(&o, 0, 2);
     assert_in_range(d1, 55, 300);
     assert_in_range(d2, 115, 390);
     /* Extra k is due k x delay after the first attempt, not after extra k-1: a late extra 1 (a
@@ -194,11 +220,8 @@ static void test_schedule_first_attempt_fails(void **state)
      * wins; extra 2 is still due at 2 x delay, which never comes */
     static const plan plans[] = {{0, 500}, {20, 200}, {20, 200}};
     ctx *c = ctx_new(plans, 3);
-    tc_hedge_policy p;
+    tc_hedge_policy p = policy_of(1, 2000);
     outcome o;
-    tc_hedge_policy_init(&p);
-    p.staggered = 1;
-    p.hedge_delay_ms = 2000;
     uint64_t took = run_hedge(c, &p, &o);
     assert_int_equal(o.r.error, 0);
     assert_int_equal(o.r.nattempts, 2);
@@ -208,8 +231,7 @@ static void test_schedule_first_attempt_fails(void **state)
 
     /* the seed schedule: both extras fire at once on the failure */
     c = ctx_new(plans, 3);
-    tc_hedge_policy_init(&p);
-    p.hedge_delay_ms = 2000;
+    p = policy_of(0, 2000);
     took = run_hedge(c, &p, &o);
     assert_int_equal(o.r.error, 0);
     assert_int_equal(o.r.nattempts, 3);
@@ -223,27 +245,22 @@ static void test_schedule_extra_fails(void **state)
      * waits for its own due time (100 ms), then wins */
     static const plan plans[] = {{1500, 200}, {0, 503}, {10, 200}};
     ctx *c = ctx_new(plans, 3);
-    tc_hedge_policy p;
+    tc_hedge_policy p = policy_of(1, 50);
     outcome o;
-    tc_hedge_policy_init(&p);
-    p.staggered = 1;
-    p.hedge_delay_ms = 50;
     run_hedge(c, &p, &o);
     assert_int_equal(o.r.error, 0);
     assert_int_equal(o.r.nattempts, 3);
     assert_int_equal(o.r.winner, 2);
     assert_int_equal(o.r.attempts[1].outcome, TC_OUTCOME_HTTP_STATUS);
     assert_int_equal(o.r.attempts[0].outcome, TC_OUTCOME_CANCELLED);
-    uint64_t d2 = (o.r.attempts[2].started_ns - o.r.attempts[0].started_ns) / 1000000;
+    uint64_t d2 = start_gap_ms(&o, 0, 2);
     assert_in_range(d2, 95, 1400);
     ctx_free(c);
 
     /* every attempt fails: 502 material, with all three fired */
     static const plan bad[] = {{0, 500}, {0, 500}, {0, 500}};
     c = ctx_new(bad, 3);
-    tc_hedge_policy_init(&p);
-    p.staggered = 1;
-    p.hedge_delay_ms = 5000;
+    p = policy_of(1, 5000);
     uint64_t took = run_hedge(c, &p, &o);
     assert_int_equal(o.r.error, TC_EALLFAILED);
     assert_int_equal(o.r.nattempts, 3);
@@ -254,7 +271,7 @@ static void test_schedule_extra_fails(void **state)
 /* Uses up the budget's allowance for the coming second (the hedge's own request included). */
 static void spend(tc_hedge_budget *b)
 {
-    for (int i = 0; i < 10 && tc_hedge_budget_try_extra(b, uv_hrtime() / 1000000); i++)
+    for (int i = 0; i < 10 && tc_hedge_budget_try_extra(b, tc__now_ms()); i++)
         ;
 }
 
@@ -266,11 +283,8 @@ static void test_schedule_denied_with_nothing_in_flight(void **state)
     for (int staggered = 0; staggered <= 1; staggered++) {
         ctx *c = ctx_new(plans, 3);
         spend(b);
-        tc_hedge_policy p;
+        tc_hedge_policy p = policy_of(staggered, 3000);
         outcome o;
-        tc_hedge_policy_init(&p);
-        p.staggered = staggered;
-        p.hedge_delay_ms = 3000;
         p.budget = b;
         uint64_t took = run_hedge(c, &p, &o);
         assert_int_equal(o.r.error, TC_EALLFAILED);
@@ -291,11 +305,8 @@ static void test_schedule_denied_while_in_flight(void **state)
     assert_int_equal(tc_hedge_budget_new(&b, TC_HEDGE_BUDGET_SCALE), 0);
     ctx *c = ctx_new(plans, 3);
     spend(b);
-    tc_hedge_policy p;
+    tc_hedge_policy p = policy_of(1, 30);
     outcome o;
-    tc_hedge_policy_init(&p);
-    p.staggered = 1;
-    p.hedge_delay_ms = 30;
     p.budget = b;
     run_hedge(c, &p, &o);
     assert_int_equal(o.r.error, 0);
@@ -329,7 +340,7 @@ static void test_recording_and_warmup(void **state)
     assert_int_equal(o.r.error, 0);
     assert_int_equal(o.r.delay_ms, 200);
     assert_int_equal(o.r.winner, 1);
-    uint64_t d1 = (o.r.attempts[1].started_ns - o.r.attempts[0].started_ns) / 1000000;
+    uint64_t d1 = start_gap_ms(&o, 0, 1);
     assert_true(d1 >= 195); /* no hedge earlier than the fallback during warm-up */
     assert_int_equal(tc_hedge_adaptive_recorded(a), 2);
     ctx_free(c);
@@ -343,7 +354,7 @@ static void test_recording_and_warmup(void **state)
 
     /* after the warm-up, the percentile: 200 fast records at 5 ms make p50 the top of their
      * bucket (4,992-5,055 us), rounded up: 6 ms */
-    uint64_t now = uv_hrtime() / 1000000;
+    uint64_t now = tc__now_ms();
     for (int i = 0; i < 200; i++)
         tc_hedge_adaptive_record(a, now, 5000);
     static const plan slow[] = {{400, 200}, {0, 200}};
@@ -370,8 +381,8 @@ static void test_seed_policy_unchanged(void **state)
     run_hedge(c, &p, &o);
     assert_int_equal(o.r.nattempts, 3);
     assert_int_equal(o.r.delay_ms, 200);
-    uint64_t d1 = (o.r.attempts[1].started_ns - o.r.attempts[0].started_ns) / 1000000;
-    uint64_t d12 = (o.r.attempts[2].started_ns - o.r.attempts[1].started_ns) / 1000000;
+    uint64_t d1 = start_gap_ms(&o, 0, 1);
+    uint64_t d12 = start_gap_ms(&o, 1, 2);
     assert_true(d1 >= 195);
     assert_true(d12 < 100); /* together, not 200 ms apart as a staggered schedule would be */
     assert_int_equal(c->up.seen[0], 1);

@@ -10,6 +10,9 @@
  */
 #include "hedge_fixture.h"
 
+/* The streams' draws: each test that draws seeds it first, so every run sees the same streams. */
+static tc__rng rng;
+
 /* ---- the brute force ------------------------------------------------------------------------ */
 
 typedef struct rec {
@@ -205,13 +208,14 @@ static uint64_t draw(int kind)
 {
     switch (kind) {
     case 0:
-        return rnd_below(10000000);
+        return tc__rng_below(&rng, 10000000);
     case 1:
-        return (uint64_t)exp((double)rnd_below(1000000) / 1000000.0 * log(4e9));
+        return (uint64_t)exp((double)tc__rng_below(&rng, 1000000) / 1000000.0 * log(4e9));
     case 2:
-        return rnd_below(100) == 0 ? 1000000 + rnd_below(1000001) : 10000 + rnd_below(20001);
+        return tc__rng_below(&rng, 100) == 0 ? 1000000 + tc__rng_below(&rng, 1000001)
+                                             : 10000 + tc__rng_below(&rng, 20001);
     default:
-        return 1000 * (1 + rnd_below(8));
+        return 1000 * (1 + tc__rng_below(&rng, 8));
     }
 }
 
@@ -219,6 +223,7 @@ static uint64_t draw(int kind)
 
 static void test_random_streams(void **state)
 {
+    tc__rng_seed(&rng, 0x9e3779b97f4a7c15ULL);
     rec *r = malloc(N * sizeof(*r));
     assert_non_null(r);
     /* each distribution with a share of censored records from none to nearly all */
@@ -226,14 +231,14 @@ static void test_random_streams(void **state)
     for (int kind = 0; kind < 4; kind++) {
         for (size_t c = 0; c < sizeof(censored_pct) / sizeof(censored_pct[0]); c++) {
             for (size_t i = 0; i < N; i++)
-                r[i] = (rec){0, draw(kind), rnd_below(100) < censored_pct[c]};
+                r[i] = (rec){0, draw(kind), tc__rng_below(&rng, 100) < censored_pct[c]};
             check_spread(r, N, 14);
         }
     }
     /* small windows: a handful of records, many of them ties */
     for (size_t n = 1; n < 40; n++) {
         for (size_t i = 0; i < n; i++)
-            r[i] = (rec){0, 100 + rnd_below(400), rnd_below(3) == 0};
+            r[i] = (rec){0, 100 + tc__rng_below(&rng, 400), tc__rng_below(&rng, 3) == 0};
         check_spread(r, n, 3);
     }
     free(r);
@@ -241,6 +246,7 @@ static void test_random_streams(void **state)
 
 static void test_hedging_stream(void **state)
 {
+    tc__rng_seed(&rng, 0x9e3779b97f4a7c15ULL);
     /* What a hedged upstream records: on the mix, a slow first attempt is cancelled when its
      * extra wins, so it is censored at the delay plus the winner's latency, just above the fast
      * band; the winner is a finished fast value. */
@@ -253,7 +259,7 @@ static void test_hedging_stream(void **state)
         if (first <= delay) {
             r[n++] = (rec){0, first, 0};
         } else {
-            uint64_t extra = 10000 + rnd_below(20001);
+            uint64_t extra = 10000 + tc__rng_below(&rng, 20001);
             uint64_t end = first < delay + extra ? first : delay + extra;
             r[n++] = (rec){0, end, first >= delay + extra};
             r[n++] = (rec){0, end - delay, first < delay + extra};
@@ -265,6 +271,7 @@ static void test_hedging_stream(void **state)
 
 static void test_adversarial_streams(void **state)
 {
+    tc__rng_seed(&rng, 0x9e3779b97f4a7c15ULL);
     rec *r = malloc(N * sizeof(*r));
     assert_non_null(r);
     size_t n = 0;
@@ -282,7 +289,7 @@ static void test_adversarial_streams(void **state)
     /* censored just below a finished value of the same bucket, and just above it */
     n = 0;
     for (size_t i = 0; i < 2000; i++) {
-        uint64_t base = 64000 + 1000 * rnd_below(50);
+        uint64_t base = 64000 + 1000 * tc__rng_below(&rng, 50);
         r[n++] = (rec){0, base + 5, 0};
         r[n++] = (rec){0, base + (i % 2 ? 1 : 9), 1};
     }

@@ -15,6 +15,8 @@
  * records the first failure (line, expression, values) and returns from the client function, and
  * the test thread fails with that message after joining. Each test arms alarm() as a watchdog,
  * and every client socket has receive/send timeouts so a missing answer fails instead of hanging.
+ *
+ * Compiled once into the folder's fixture library (CMakeLists.txt); every name is sfx_.
  */
 #ifndef TC_TEST_SERVER_FIXTURE_H
 #define TC_TEST_SERVER_FIXTURE_H
@@ -43,8 +45,6 @@
 
 #include "tailcut/server.h"
 
-#define WATCHDOG_S 20
-#define CLIENT_IO_TIMEOUT_S 5
 #define MAX_REQS 64
 #define MAX_FDS 16
 
@@ -98,132 +98,41 @@ struct fixture {
     void *t; /* per-test state */
 };
 
-static inline void on_server_closed(tc_server *srv, void *data)
-{
-    fixture *fx = data;
-    (void)srv;
-    fx->closed++;
-}
+/* Loop, config with defaults, the async, the watchdog; the test adjusts fx->cfg (and sets
+ * fx->on_event, fx->t) and then calls sfx_run(). */
+void sfx_init(fixture *fx, tc_handler_fn handler);
 
-static inline void fx_close_server(fixture *fx)
-{
-    if (fx->srv != NULL) {
-        tc_server *s = fx->srv;
-        fx->srv = NULL;
-        tc_server_close(s, on_server_closed, fx);
-    }
-}
+/* Starts the server of fx->cfg on port 0 (fx->port), runs the client against it until both
+ * sides are done, then checks the teardown. loop_pending: how many times the test's loop side
+ * calls sfx_loop_done before the end. */
+void sfx_run(fixture *fx, client_fn client, int loop_pending);
 
-static inline void fx_maybe_finish(fixture *fx)
-{
-    if (fx->finished || !atomic_load(&fx->client_done) || fx->loop_pending > 0 ||
-        fx->events_seen != atomic_load(&fx->events_sent))
-        return;
-    fx->finished = 1;
-    fx_close_server(fx);
-    uv_close((uv_handle_t *)&fx->async, NULL);
-}
+/* sfx_init and sfx_run, for a test that keeps the default config. */
+void sfx_serve(fixture *fx, tc_handler_fn handler, client_fn client, int loop_pending);
+
+/* n requests reached the handler and every answer it gave was accepted (respond_ret 0). */
+void sfx_expect_answered(const fixture *fx, int n);
 
 /* A loop-side condition the test waits for has been reached. */
-static inline void fx_loop_done(fixture *fx)
-{
-    fx->loop_pending--;
-    fx_maybe_finish(fx);
-}
+void sfx_loop_done(fixture *fx);
 
-static inline void on_async(uv_async_t *a)
-{
-    fixture *fx = a->data;
-    int done = atomic_load(&fx->client_done); /* read first: events before done are all counted */
-    int sent = atomic_load(&fx->events_sent);
-    while (fx->events_seen < sent) {
-        fx->events_seen++;
-        if (fx->on_event != NULL)
-            fx->on_event(fx, fx->events_seen);
-    }
-    if (done)
-        fx_maybe_finish(fx);
-}
+/* Closes the server (once); fx->closed counts the close callback. */
+void sfx_close_server(fixture *fx);
 
-static inline void watchdog(int sig)
-{
-    static const char msg[] = "test_server_*: watchdog fired, a test hung\n";
-    (void)sig;
-    if (write(2, msg, sizeof(msg) - 1) < 0) {
-        /* nothing more to do */
-    }
-    _exit(3);
-}
-
-/* Loop, config with defaults, the async; the test adjusts fx->cfg and then calls fx_start(). */
-static inline void fx_init(fixture *fx, tc_handler_fn handler)
-{
-    memset(fx, 0, sizeof(*fx));
-    signal(SIGALRM, watchdog);
-    alarm(WATCHDOG_S);
-    assert_int_equal(uv_loop_init(&fx->loop), 0);
-    tc_server_config_init(&fx->cfg);
-    fx->cfg.handler = handler;
-    fx->cfg.handler_data = fx;
-    assert_int_equal(uv_async_init(&fx->loop, &fx->async, on_async), 0);
-    fx->async.data = fx;
-    for (int i = 0; i < MAX_FDS; i++)
-        fx->fds[i] = -1;
-}
-
-static inline void fx_start(fixture *fx)
-{
-    assert_int_equal(tc_server_new(&fx->srv, &fx->loop, &fx->cfg), 0);
-    assert_non_null(fx->srv);
-    fx->port = tc_server_port(fx->srv);
-    assert_true(fx->port > 0 && fx->port < 65536);
-}
-
-static inline void *client_main(void *arg)
-{
-    fixture *fx = arg;
-    fx->client(fx);
-    for (int i = 0; i < fx->nfds; i++)
-        if (fx->fds[i] >= 0)
-            close(fx->fds[i]);
-    atomic_store(&fx->client_done, 1);
-    uv_async_send(&fx->async);
-    return NULL;
-}
-
-/* Runs the client against the server until both sides are done, then checks the teardown. */
-static inline void fx_run(fixture *fx, client_fn client, int loop_pending)
-{
-    fx->client = client;
-    fx->loop_pending = loop_pending;
-    assert_int_equal(pthread_create(&fx->thread, NULL, client_main, fx), 0);
-    uv_run(&fx->loop, UV_RUN_DEFAULT);
-    assert_int_equal(pthread_join(fx->thread, NULL), 0);
-    assert_int_equal(uv_loop_close(&fx->loop), 0);
-    if (fx->fail[0] != '\0')
-        fail_msg("client: %s", fx->fail);
-    assert_int_equal(fx->closed, 1);
-    assert_null(fx->srv);
-    alarm(0);
-}
+/* The main of a server test file: SIGPIPE ignored, TC_TEST_FILTER=pattern runs only the matching
+ * tests (cmocka wildcards), then the group. */
+#define SFX_RUN_TESTS(tests) sfx_run_tests((tests), sizeof(tests) / sizeof((tests)[0]))
+int sfx_run_tests(const struct CMUnitTest *tests, size_t n);
 
 /* ---- client-side helpers (client thread only: no cmocka here) -------------------------------- */
 
-static inline void client_fail(fixture *fx, int line, const char *fmt, ...)
-{
-    if (fx->fail[0] != '\0')
-        return;
-    int n = snprintf(fx->fail, sizeof(fx->fail), "line %d: ", line);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(fx->fail + n, sizeof(fx->fail) - (size_t)n, fmt, ap);
-    va_end(ap);
-}
+/* Records the first client-side failure (what CHECK calls). */
+void sfx_client_fail(fixture *fx, int line, const char *fmt, ...);
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            client_fail(fx, __LINE__, "%s (errno %d)", #cond, errno);                              \
+            sfx_client_fail(fx, __LINE__, "%s (errno %d)", #cond, errno);                          \
             return;                                                                                \
         }                                                                                          \
     } while (0)
@@ -232,7 +141,7 @@ static inline void client_fail(fixture *fx, int line, const char *fmt, ...)
     do {                                                                                           \
         long long a_ = (long long)(a), b_ = (long long)(b);                                        \
         if (a_ != b_) {                                                                            \
-            client_fail(fx, __LINE__, "%s == %s: %lld != %lld", #a, #b, a_, b_);                   \
+            sfx_client_fail(fx, __LINE__, "%s == %s: %lld != %lld", #a, #b, a_, b_);               \
             return;                                                                                \
         }                                                                                          \
     } while (0)
@@ -241,36 +150,22 @@ static inline void client_fail(fixture *fx, int line, const char *fmt, ...)
     do {                                                                                           \
         const char *a_ = (a), *b_ = (b);                                                           \
         if (a_ == NULL || strcmp(a_, b_) != 0) {                                                   \
-            client_fail(fx, __LINE__, "%s == %s: \"%s\" != \"%s\"", #a, #b,                        \
-                        a_ != NULL ? a_ : "(null)", b_);                                           \
+            sfx_client_fail(fx, __LINE__, "%s == %s: \"%s\" != \"%s\"", #a, #b,                    \
+                            a_ != NULL ? a_ : "(null)", b_);                                       \
             return;                                                                                \
         }                                                                                          \
     } while (0)
 
-static inline int stage_wait(fixture *fx, int stage)
-{
-    for (int i = 0; i < 10000; i++) {
-        if (atomic_load(&fx->stage) >= stage)
-            return 1;
-        usleep(1000);
-    }
-    return 0;
-}
+/* Waits (up to 10 s) until the loop has published stage; 1 if it did. */
+int sfx_stage_wait(fixture *fx, int stage);
 
 /* Raises the next numbered event on the loop (handled by fx->on_event). */
-static inline void client_event(fixture *fx)
-{
-    atomic_fetch_add(&fx->events_sent, 1);
-    uv_async_send(&fx->async);
-}
+void sfx_client_event(fixture *fx);
 
-static inline double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
+/* CLOCK_MONOTONIC in milliseconds. */
+double sfx_now_ms(void);
 
+/* One client connection, with what was read and not consumed yet. */
 typedef struct cli {
     fixture *fx;
     int fd;
@@ -279,361 +174,95 @@ typedef struct cli {
 } cli;
 
 /* Connects to the server; returns 0 or -errno. The socket is closed when the client returns. */
-static inline int cli_connect(fixture *fx, cli *c)
-{
-    c->fx = fx;
-    c->len = 0;
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (c->fd < 0)
-        return -errno;
-    struct timeval tv = {CLIENT_IO_TIMEOUT_S, 0};
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (fx->nfds < MAX_FDS)
-        fx->fds[fx->nfds++] = c->fd;
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)fx->port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
-        return -errno;
-    return 0;
-}
+int sfx_cli_connect(fixture *fx, cli *c);
 
-static inline void cli_close(cli *c)
-{
-    for (int i = 0; i < c->fx->nfds; i++)
-        if (c->fx->fds[i] == c->fd)
-            c->fx->fds[i] = -1;
-    close(c->fd);
-    c->fd = -1;
-}
+void sfx_cli_close(cli *c);
 
-static inline int cli_send(cli *c, const char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        data += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-static inline int cli_sends(cli *c, const char *s)
-{
-    return cli_send(c, s, strlen(s));
-}
+/* Sends all of data; 0, or -1 on error. */
+int sfx_cli_send(cli *c, const char *data, size_t len);
+int sfx_cli_sends(cli *c, const char *s);
 
 /* Reads more bytes into the buffer: >0 bytes, 0 on EOF, -1 on error (errno set). */
-static inline ssize_t cli_fill(cli *c)
-{
-    if (c->len == sizeof(c->buf)) {
-        errno = ENOBUFS;
-        return -1;
-    }
-    for (;;) {
-        ssize_t n = recv(c->fd, c->buf + c->len, sizeof(c->buf) - c->len, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n > 0)
-            c->len += (size_t)n;
-        return n;
-    }
-}
+ssize_t sfx_cli_fill(cli *c);
 
 typedef struct resp {
     int status;
     char line[128];  /* status line without CRLF */
     char head[4096]; /* header lines, CRLF-separated, NUL-terminated */
-    char body[8192];
+    char body[8192]; /* NUL-terminated: a longer body is an error */
     size_t body_len;
 } resp;
 
 /* Value of a response header (case-insensitive name) copied into out; 1 if found. */
-static inline int resp_header(const resp *r, const char *name, char *out, size_t cap)
-{
-    size_t n = strlen(name);
-    const char *p = r->head;
-    while (*p != '\0') {
-        const char *eol = strstr(p, "\r\n");
-        if (eol == NULL)
-            eol = p + strlen(p);
-        if ((size_t)(eol - p) > n && strncasecmp(p, name, n) == 0 && p[n] == ':') {
-            const char *v = p + n + 1;
-            while (v < eol && (*v == ' ' || *v == '\t'))
-                v++;
-            size_t vl = (size_t)(eol - v);
-            if (vl >= cap)
-                vl = cap - 1;
-            memcpy(out, v, vl);
-            out[vl] = '\0';
-            return 1;
-        }
-        p = *eol != '\0' ? eol + 2 : eol;
-    }
-    return 0;
-}
+int sfx_resp_header(const resp *r, const char *name, char *out, size_t cap);
 
-static inline int resp_header_count(const resp *r, const char *name)
-{
-    int count = 0;
-    size_t n = strlen(name);
-    const char *p = r->head;
-    while (*p != '\0') {
-        if (strncasecmp(p, name, n) == 0 && p[n] == ':')
-            count++;
-        const char *eol = strstr(p, "\r\n");
-        if (eol == NULL)
-            break;
-        p = eol + 2;
-    }
-    return count;
-}
+/* How many times the header appears. */
+int sfx_resp_header_count(const resp *r, const char *name);
 
-/* Reads one response. head_request: the response has no body whatever Content-Length says.
+/* Reads one response, its body NUL-terminated in r->body. head_request: the response has no
+ * body whatever Content-Length says.
  * Returns 1 for a response, 0 for a clean EOF before any byte, -1 otherwise (errno set). */
-static inline int cli_read_response(cli *c, resp *r, int head_request)
-{
-    memset(r, 0, sizeof(*r));
-    char *end;
-    while ((end = memmem(c->buf, c->len, "\r\n\r\n", 4)) == NULL) {
-        ssize_t n = cli_fill(c);
-        if (n == 0 && c->len == 0)
-            return 0;
-        if (n == 0)
-            errno = EPIPE; /* truncated */
-        if (n <= 0)
-            return -1;
-    }
-    size_t hl = (size_t)(end - c->buf) + 4;
-    char *eol = memmem(c->buf, hl, "\r\n", 2);
-    size_t ll = (size_t)(eol - c->buf);
-    if (ll >= sizeof(r->line) || hl - ll - 2 >= sizeof(r->head)) {
-        errno = EMSGSIZE;
-        return -1;
-    }
-    memcpy(r->line, c->buf, ll);
-    memcpy(r->head, eol + 2, hl - ll - 4);
-    if (sscanf(r->line, "HTTP/1.1 %d ", &r->status) != 1) {
-        errno = EPROTO;
-        return -1;
-    }
-    char cl[32];
-    size_t body_len = 0;
-    if (!head_request && resp_header(r, "Content-Length", cl, sizeof(cl)))
-        body_len = strtoul(cl, NULL, 10);
-    if (body_len >= sizeof(r->body)) {
-        errno = EMSGSIZE;
-        return -1;
-    }
-    while (c->len < hl + body_len) {
-        ssize_t n = cli_fill(c);
-        if (n == 0)
-            errno = EPIPE;
-        if (n <= 0)
-            return -1;
-    }
-    memcpy(r->body, c->buf + hl, body_len);
-    r->body_len = body_len;
-    memmove(c->buf, c->buf + hl + body_len, c->len - hl - body_len);
-    c->len -= hl + body_len;
-    return 1;
-}
+int sfx_cli_read_response(cli *c, resp *r, int head_request);
 
 /* Reads until the server closes. Returns the bytes seen before (buffered ones included) and sets
  * *err to 0 for a clean EOF or to the errno of the failed read (ECONNRESET for a reset). */
-static inline size_t cli_read_eof(cli *c, int *err)
-{
-    size_t total = c->len;
-    c->len = 0;
-    for (;;) {
-        ssize_t n = recv(c->fd, c->buf, sizeof(c->buf), 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n == 0) {
-            *err = 0;
-            return total;
-        }
-        if (n < 0) {
-            *err = errno;
-            return total;
-        }
-        total += (size_t)n;
-    }
-}
+size_t sfx_cli_read_eof(cli *c, int *err);
 
-/* 1 if the body is the contract's error object with this code and a string message. */
-static inline int error_body_ok(const resp *r, const char *code, char *message, size_t cap)
-{
-    json_error_t jerr;
-    json_t *root = json_loadb(r->body, r->body_len, 0, &jerr);
-    if (root == NULL)
-        return 0;
-    int ok = json_is_object(root) && json_object_size(root) == 3 &&
-             json_is_false(json_object_get(root, "success")) &&
-             json_is_string(json_object_get(root, "error")) &&
-             strcmp(json_string_value(json_object_get(root, "error")), code) == 0 &&
-             json_is_string(json_object_get(root, "message"));
-    if (ok && message != NULL)
-        snprintf(message, cap, "%s", json_string_value(json_object_get(root, "message")));
-    json_decref(root);
-    return ok;
-}
+/* 1 if the body is the contract's error object with this code and a string message (copied into
+ * message when not NULL). */
+int sfx_error_body_ok(const resp *r, const char *code, char *message, size_t cap);
 
-/* "Sun, 06 Nov 1994 08:49:37 GMT" (RFC 9110 IMF-fixdate). */
-static inline int date_ok(const char *d)
-{
-    static const char *days = "Mon Tue Wed Thu Fri Sat Sun";
-    static const char *months = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec";
-    if (strlen(d) != 29 || d[3] != ',' || d[4] != ' ' || d[7] != ' ' || d[11] != ' ' ||
-        d[16] != ' ' || d[19] != ':' || d[22] != ':' || d[25] != ' ' || strcmp(d + 26, "GMT"))
-        return 0;
-    char day[4] = {d[0], d[1], d[2], 0}, mon[4] = {d[8], d[9], d[10], 0};
-    if (strstr(days, day) == NULL || strstr(months, mon) == NULL)
-        return 0;
-    const int digits[] = {5, 6, 12, 13, 14, 15, 17, 18, 20, 21, 23, 24};
-    for (size_t i = 0; i < sizeof(digits) / sizeof(digits[0]); i++)
-        if (d[digits[i]] < '0' || d[digits[i]] > '9')
-            return 0;
-    return 1;
-}
+/* 1 for "Sun, 06 Nov 1994 08:49:37 GMT" (RFC 9110 IMF-fixdate). */
+int sfx_date_ok(const char *d);
 
 /* Checks the common shape of a server-made error: status, JSON error body, close, then EOF. */
 #define CHECK_ERROR_AND_CLOSE(c, status_, code)                                                    \
     do {                                                                                           \
         resp r_;                                                                                   \
-        char v_[128];                                                                              \
-        int err_ = 0;                                                                              \
-        CHECK_INT(cli_read_response((c), &r_, 0), 1);                                              \
+        CHECK_INT(sfx_cli_read_response((c), &r_, 0), 1);                                          \
         CHECK_INT(r_.status, (status_));                                                           \
-        CHECK(error_body_ok(&r_, (code), NULL, 0));                                                \
-        CHECK(resp_header(&r_, "Content-Type", v_, sizeof(v_)));                                   \
-        CHECK_STR(v_, "application/json");                                                         \
-        CHECK(resp_header(&r_, "Connection", v_, sizeof(v_)));                                     \
-        CHECK_STR(v_, "close");                                                                    \
-        CHECK_INT(cli_read_eof((c), &err_), 0);                                                    \
-        CHECK_INT(err_, 0);                                                                        \
+        CHECK(sfx_error_body_ok(&r_, (code), NULL, 0));                                            \
+        CHECK_HEADER(&r_, "Content-Type", "application/json");                                     \
+        CHECK_HEADER(&r_, "Connection", "close");                                                  \
+        CHECK_CLOSED((c), 0);                                                                      \
     } while (0)
 
-/* ---- loop-side helpers ------------------------------------------------------------------------
- */
+/* The server closes c: no byte more, and a clean close (err_ 0) or a reset (ECONNRESET). */
+#define CHECK_CLOSED(c, err_)                                                                      \
+    do {                                                                                           \
+        int e_ = -1;                                                                               \
+        CHECK_INT(sfx_cli_read_eof((c), &e_), 0);                                                  \
+        CHECK_INT(e_, (err_));                                                                     \
+    } while (0)
 
-static inline void str_copy(char *dst, size_t cap, tc_str s)
-{
-    size_t n = s.len < cap - 1 ? s.len : cap - 1;
-    if (n > 0)
-        memcpy(dst, s.base, n);
-    dst[n] = '\0';
-}
+/* The response r has the header name, with the value want. */
+#define CHECK_HEADER(r, name, want)                                                                \
+    do {                                                                                           \
+        char h_[256];                                                                              \
+        CHECK(sfx_resp_header((r), (name), h_, sizeof(h_)));                                       \
+        CHECK_STR(h_, (want));                                                                     \
+    } while (0)
 
-static inline int str_eq(tc_str s, const char *lit)
-{
-    return s.len == strlen(lit) && memcmp(s.base, lit, s.len) == 0;
-}
+/* ---- loop-side helpers ---------------------------------------------------------------------- */
 
-/* Copies what the request shows through the accessors into fx->seen and keeps the pointer. */
-static inline int record(fixture *fx, tc_request *req)
-{
-    assert_true(fx->nreqs < MAX_REQS);
-    int i = fx->nreqs++;
-    seen *s = &fx->seen[i];
-    tc_str v;
-    fx->reqs[i] = req;
-    str_copy(s->method, sizeof(s->method), tc_request_method(req));
-    str_copy(s->target, sizeof(s->target), tc_request_target(req));
-    str_copy(s->path, sizeof(s->path), tc_request_path(req));
-    str_copy(s->query, sizeof(s->query), tc_request_query(req));
-    s->query_len = tc_request_query(req).len;
-    tc_str body = tc_request_body(req);
-    str_copy(s->body, sizeof(s->body), body);
-    s->body_len = body.len;
-    s->has_h = tc_request_header(req, "x-TEST-header", &v);
-    if (s->has_h)
-        str_copy(s->hval, sizeof(s->hval), v);
-    s->has_missing = tc_request_header(req, "X-Not-There", &v);
-    s->has_empty = tc_request_header(req, "x-empty", &v);
-    s->empty_len = s->has_empty ? (int)v.len : -1;
-    s->is_head = tc_request_is_head(req);
-    size_t pos = 0, used = 0;
-    while (tc_request_header_next(req, "x-multi", &pos, &v)) {
-        assert_true(used + v.len + 1 < sizeof(s->multi));
-        memcpy(s->multi + used, v.base, v.len);
-        used += v.len;
-        s->multi[used++] = '|';
-    }
-    s->multi[used] = '\0';
-    assert_false(tc_request_header_next(req, "x-multi", &pos, &v)); /* stays at the end */
-    assert_int_equal(tc_request_aborted(req), 0);
-    assert_ptr_equal(tc_request_loop(req), &fx->loop);
-    assert_ptr_equal(tc_request_server(req), fx->srv);
-    return i;
-}
+/* 1 if s holds exactly the bytes of lit. */
+int sfx_str_eq(tc_str s, const char *lit);
+
+/* Copies what the request shows through the accessors into fx->seen and keeps the pointer in
+ * fx->reqs; returns its index. */
+int sfx_record(fixture *fx, tc_request *req);
 
 /* Runs fn(fx, arg) after ms on the loop, from a timer that closes itself. */
 typedef void (*later_fn)(fixture *fx, void *arg);
-typedef struct later_t {
-    uv_timer_t timer;
-    fixture *fx;
-    later_fn fn;
-    void *arg;
-} later_t;
+void sfx_later(fixture *fx, uint64_t ms, later_fn fn, void *arg);
 
-static inline void later_closed(uv_handle_t *h)
-{
-    free(h->data);
-}
+/* Handler: answers 200 text/plain with the target as body, or with the request body for /echo. */
+void sfx_handler_echo(tc_request *req, void *data);
 
-static inline void later_fire(uv_timer_t *t)
-{
-    later_t *l = t->data;
-    l->fn(l->fx, l->arg);
-    uv_close((uv_handle_t *)t, later_closed);
-}
+/* Handler: answers 200 with no body (for servers whose answers a test does not read). */
+void sfx_handler_noop(tc_request *req, void *data);
 
-static inline void later(fixture *fx, uint64_t ms, later_fn fn, void *arg)
-{
-    later_t *l = calloc(1, sizeof(*l));
-    assert_non_null(l);
-    l->fx = fx;
-    l->fn = fn;
-    l->arg = arg;
-    assert_int_equal(uv_timer_init(&fx->loop, &l->timer), 0);
-    l->timer.data = l;
-    assert_int_equal(uv_timer_start(&l->timer, later_fire, ms, 0), 0);
-}
-
-/* Answers 200 text/plain with the target as body, or with the request body for /echo. */
-static inline void handler_echo(tc_request *req, void *data)
-{
-    fixture *fx = data;
-    int i = record(fx, req);
-    tc_str body = tc_request_body(req);
-    tc_str target = tc_request_target(req);
-    if (str_eq(tc_request_path(req), "/echo"))
-        fx->respond_ret[i] =
-            tc_request_respond(req, 200, "text/plain", NULL, 0, body.base, body.len);
-    else
-        fx->respond_ret[i] =
-            tc_request_respond(req, 200, "text/plain", NULL, 0, target.base, target.len);
-}
-
-static inline void server_new_noop(tc_request *req, void *data)
-{
-    (void)data;
-    tc_request_respond(req, 200, NULL, NULL, 0, NULL, 0);
-}
-
-static inline void on_closed_count(tc_server *srv, void *data)
-{
-    (void)srv;
-    (*(int *)data)++;
-}
+/* A close or drain callback that counts in the int at data. */
+void sfx_on_closed_count(tc_server *srv, void *data);
 
 #endif /* TC_TEST_SERVER_FIXTURE_H */

@@ -22,22 +22,21 @@ static void client_parse(fixture *fx)
     static const char *const bodies[] = {
         "/a/b%20c?x=1&y=2#frag", "/plain", "/p#only-fragment", "/q?", "/x?a=b&c#f?g",
     };
-    CHECK_INT(cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
     for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
-        CHECK_INT(cli_sends(&c, reqs[i]), 0);
-        CHECK_INT(cli_read_response(&c, &r, 0), 1);
+        CHECK_INT(sfx_cli_sends(&c, reqs[i]), 0);
+        CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
         CHECK_INT(r.status, 200);
-        r.body[r.body_len] = '\0';
         CHECK_STR(r.body, bodies[i]);
     }
     /* The same connection, one byte per write: every piece of the request arrives split. */
     static const char split[] = "PUT /split/path?k=v HTTP/1.1\r\nHost: h\r\n"
                                 "X-TEST-HEADER: split value\r\nContent-Length: 4\r\n\r\nbody";
     for (size_t i = 0; i < sizeof(split) - 1; i++) {
-        CHECK_INT(cli_send(&c, split + i, 1), 0);
+        CHECK_INT(sfx_cli_send(&c, split + i, 1), 0);
         usleep(300);
     }
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 200);
 }
 
@@ -45,9 +44,7 @@ static void test_parse_target_query_headers(void **state)
 {
     (void)state;
     fixture fx;
-    fx_init(&fx, handler_echo);
-    fx_start(&fx);
-    fx_run(&fx, client_parse, 0);
+    sfx_serve(&fx, sfx_handler_echo, client_parse, 0);
 
     assert_int_equal(fx.nreqs, 6);
     seen *s = fx.seen;
@@ -89,8 +86,7 @@ static void test_parse_target_query_headers(void **state)
     assert_string_equal(s[5].hval, "split value");
     assert_int_equal(s[5].body_len, 4);
     assert_string_equal(s[5].body, "body");
-    for (int i = 0; i < fx.nreqs; i++)
-        assert_int_equal(fx.respond_ret[i], 0);
+    sfx_expect_answered(&fx, 6);
 }
 
 /* ---- bodies: Content-Length, chunked, 100-continue, HEAD --------------------------------------
@@ -100,55 +96,51 @@ static void client_bodies(fixture *fx)
 {
     cli c;
     resp r;
-    CHECK_INT(cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
 
     /* Content-Length, the body in two writes, with a NUL byte in it */
-    CHECK_INT(cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\nhel"), 0);
+    CHECK_INT(sfx_cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\nhel"),
+              0);
     usleep(20000);
-    CHECK_INT(cli_send(&c, "lo\0world", 8), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_send(&c, "lo\0world", 8), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 200);
     CHECK_INT(r.body_len, 11);
     CHECK(memcmp(r.body, "hello\0world", 11) == 0);
 
     /* chunked, with a chunk extension and a trailer */
-    CHECK_INT(cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    CHECK_INT(sfx_cli_sends(&c,
+                            "POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
                             "5\r\nhello\r\n"),
               0);
     usleep(20000);
-    CHECK_INT(cli_sends(&c, "6;ext=1\r\n chunk\r\na\r\ned bodies!\r\n0\r\nX-Trailer: t\r\n\r\n"),
-              0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(
+        sfx_cli_sends(&c, "6;ext=1\r\n chunk\r\na\r\ned bodies!\r\n0\r\nX-Trailer: t\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 200);
-    r.body[r.body_len] = '\0';
     CHECK_STR(r.body, "hello chunked bodies!");
 
     /* Expect: 100-continue gets the interim answer before the body is sent */
-    CHECK_INT(cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
-                            "Content-Length: 3\r\n\r\n"),
+    CHECK_INT(sfx_cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+                                "Content-Length: 3\r\n\r\n"),
               0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 100);
-    CHECK_INT(cli_sends(&c, "abc"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_sends(&c, "abc"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 200);
-    r.body[r.body_len] = '\0';
     CHECK_STR(r.body, "abc");
 
     /* HEAD: Content-Length of the body that a GET would get, and no body bytes. The GET that
      * follows on the same connection would not parse if the body had been sent. */
-    char v[64];
-    CHECK_INT(cli_sends(&c, "HEAD /head/path HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 1), 1);
+    CHECK_INT(sfx_cli_sends(&c, "HEAD /head/path HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 1), 1);
     CHECK_INT(r.status, 200);
-    CHECK(resp_header(&r, "Content-Length", v, sizeof(v)));
-    CHECK_STR(v, "10");
-    CHECK(resp_header(&r, "Content-Type", v, sizeof(v)));
-    CHECK_STR(v, "text/plain");
-    CHECK_INT(cli_sends(&c, "GET /after/head HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_HEADER(&r, "Content-Length", "10");
+    CHECK_HEADER(&r, "Content-Type", "text/plain");
+    CHECK_INT(sfx_cli_sends(&c, "GET /after/head HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 200);
-    r.body[r.body_len] = '\0';
     CHECK_STR(r.body, "/after/head");
 }
 
@@ -156,9 +148,7 @@ static void test_body_chunked_continue_head(void **state)
 {
     (void)state;
     fixture fx;
-    fx_init(&fx, handler_echo);
-    fx_start(&fx);
-    fx_run(&fx, client_bodies, 0);
+    sfx_serve(&fx, sfx_handler_echo, client_bodies, 0);
 
     assert_int_equal(fx.nreqs, 5);
     assert_string_equal(fx.seen[0].method, "POST");
@@ -186,56 +176,56 @@ static void client_limits(fixture *fx)
     memset(a, 'a', 100);
     a[100] = '\0';
     snprintf(req, sizeof(req), "GET /%s HTTP/1.1\r\nHost: h\r\n\r\n", a);
-    CHECK_INT(cli_connect(fx, &c), 0);
-    CHECK_INT(cli_sends(&c, req), 0);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_sends(&c, req), 0);
     CHECK_ERROR_AND_CLOSE(&c, 414, "too_large");
-    cli_close(&c);
+    sfx_cli_close(&c);
 
     /* header block over max_headers (128 bytes of names and values) */
     snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: h\r\nX-Big: %s%s\r\n\r\n", a, a);
-    CHECK_INT(cli_connect(fx, &c), 0);
-    CHECK_INT(cli_sends(&c, req), 0);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_sends(&c, req), 0);
     CHECK_ERROR_AND_CLOSE(&c, 431, "too_large");
-    cli_close(&c);
+    sfx_cli_close(&c);
 
     /* Content-Length over max_body (16): refused before the body is sent */
-    CHECK_INT(cli_connect(fx, &c), 0);
-    CHECK_INT(cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 17\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 17\r\n\r\n"), 0);
     CHECK_ERROR_AND_CLOSE(&c, 413, "too_large");
-    cli_close(&c);
+    sfx_cli_close(&c);
 
     /* chunked body growing over max_body */
-    CHECK_INT(cli_connect(fx, &c), 0);
-    CHECK_INT(cli_sends(&c, "POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_sends(&c,
+                            "POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
                             "a\r\n0123456789\r\na\r\n0123456789\r\n0\r\n\r\n"),
               0);
     CHECK_ERROR_AND_CLOSE(&c, 413, "too_large");
-    cli_close(&c);
+    sfx_cli_close(&c);
 
     /* malformed request line */
-    CHECK_INT(cli_connect(fx, &c), 0);
-    CHECK_INT(cli_sends(&c, "GET /x HTTP/1.1 junk\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_sends(&c, "GET /x HTTP/1.1 junk\r\n\r\n"), 0);
     CHECK_ERROR_AND_CLOSE(&c, 400, "bad_request");
-    cli_close(&c);
+    sfx_cli_close(&c);
 
     /* exactly at every limit: accepted, and the connection stays open */
     memset(a, 'b', 63);
     a[63] = '\0';
     snprintf(req, sizeof(req),
              "POST /%s HTTP/1.1\r\nHost: h\r\nContent-Length: 16\r\n\r\n0123456789abcdef", a);
-    CHECK_INT(cli_connect(fx, &c), 0);
-    CHECK_INT(cli_sends(&c, req), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_sends(&c, req), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 200);
     CHECK_INT(r.body_len, 64);
-    CHECK(resp_header(&r, "Connection", a, sizeof(a)));
-    CHECK_STR(a, "keep-alive");
+    CHECK_HEADER(&r, "Connection", "keep-alive");
 
     /* a limit error after an answered request on a kept-alive connection */
     memset(a, 'c', 100);
     a[100] = '\0';
     snprintf(req, sizeof(req), "GET /%s HTTP/1.1\r\nHost: h\r\n\r\n", a);
-    CHECK_INT(cli_sends(&c, req), 0);
+    CHECK_INT(sfx_cli_sends(&c, req), 0);
     CHECK_ERROR_AND_CLOSE(&c, 414, "too_large");
 }
 
@@ -243,12 +233,11 @@ static void test_limits_414_431_413_400(void **state)
 {
     (void)state;
     fixture fx;
-    fx_init(&fx, handler_echo);
+    sfx_init(&fx, sfx_handler_echo);
     fx.cfg.max_uri = 64;
     fx.cfg.max_headers = 128;
     fx.cfg.max_body = 16;
-    fx_start(&fx);
-    fx_run(&fx, client_limits, 0);
+    sfx_run(&fx, client_limits, 0);
     assert_int_equal(fx.nreqs, 1); /* only the request at the limits reached the handler */
     assert_int_equal(strlen(fx.seen[0].target), 64);
     assert_string_equal(fx.seen[0].body, "0123456789abcdef");
@@ -260,19 +249,19 @@ static void test_limits_414_431_413_400(void **state)
 static void handler_responses(tc_request *req, void *data)
 {
     fixture *fx = data;
-    int i = record(fx, req);
+    int i = sfx_record(fx, req);
     tc_str path = tc_request_path(req);
     static const tc_server_header extra[] = {{"X-One", "1"}, {"X-Two", "two words"}};
-    if (str_eq(path, "/created")) {
+    if (sfx_str_eq(path, "/created")) {
         fx->respond_ret[i] =
             tc_request_respond(req, 201, "text/plain; charset=utf-8", extra, 2, "made it", 7);
-    } else if (str_eq(path, "/no-type")) {
+    } else if (sfx_str_eq(path, "/no-type")) {
         fx->respond_ret[i] = tc_request_respond(req, 204, NULL, NULL, 0, NULL, 0);
-    } else if (str_eq(path, "/odd-status")) {
+    } else if (sfx_str_eq(path, "/odd-status")) {
         fx->respond_ret[i] = tc_request_respond(req, 299, "text/plain", NULL, 0, "odd", 3);
-    } else if (str_eq(path, "/json")) {
+    } else if (sfx_str_eq(path, "/json")) {
         fx->respond_ret[i] = tc_request_respond_json(req, 200, "{\"a\":[1,2]}");
-    } else if (str_eq(path, "/twice")) {
+    } else if (sfx_str_eq(path, "/twice")) {
         fx->respond_ret[i] = tc_request_respond(req, 200, "text/plain", NULL, 0, "first", 5);
         /* the request was answered synchronously; it is still queued on the connection (the
          * handler runs inside the read callback), so a second answer is refused */
@@ -287,88 +276,70 @@ static void client_responses(fixture *fx)
     cli c;
     resp r;
     char v[128];
-    int err = 0;
-    CHECK_INT(cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
 
-    CHECK_INT(cli_sends(&c, "GET /created HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_sends(&c, "GET /created HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_STR(r.line, "HTTP/1.1 201 Created");
-    CHECK(resp_header(&r, "Date", v, sizeof(v)));
-    CHECK(date_ok(v));
-    CHECK(resp_header(&r, "Content-Length", v, sizeof(v)));
-    CHECK_STR(v, "7");
-    CHECK(resp_header(&r, "Content-Type", v, sizeof(v)));
-    CHECK_STR(v, "text/plain; charset=utf-8");
-    CHECK(resp_header(&r, "Connection", v, sizeof(v)));
-    CHECK_STR(v, "keep-alive");
-    CHECK(resp_header(&r, "X-One", v, sizeof(v)));
-    CHECK_STR(v, "1");
-    CHECK(resp_header(&r, "X-Two", v, sizeof(v)));
-    CHECK_STR(v, "two words");
-    CHECK_INT(resp_header_count(&r, "Date"), 1);
-    CHECK_INT(resp_header_count(&r, "Content-Length"), 1);
-    CHECK_INT(resp_header_count(&r, "Connection"), 1);
+    CHECK(sfx_resp_header(&r, "Date", v, sizeof(v)));
+    CHECK(sfx_date_ok(v));
+    CHECK_HEADER(&r, "Content-Length", "7");
+    CHECK_HEADER(&r, "Content-Type", "text/plain; charset=utf-8");
+    CHECK_HEADER(&r, "Connection", "keep-alive");
+    CHECK_HEADER(&r, "X-One", "1");
+    CHECK_HEADER(&r, "X-Two", "two words");
+    CHECK_INT(sfx_resp_header_count(&r, "Date"), 1);
+    CHECK_INT(sfx_resp_header_count(&r, "Content-Length"), 1);
+    CHECK_INT(sfx_resp_header_count(&r, "Connection"), 1);
     CHECK_INT(r.body_len, 7);
     CHECK(memcmp(r.body, "made it", 7) == 0);
 
-    CHECK_INT(cli_sends(&c, "GET /no-type HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_sends(&c, "GET /no-type HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_STR(r.line, "HTTP/1.1 204 No Content");
-    CHECK(!resp_header(&r, "Content-Type", v, sizeof(v)));
-    CHECK(!resp_header(&r, "Content-Length", v, sizeof(v))); /* RFC 9110 §8.6: never on a 204 */
+    CHECK(!sfx_resp_header(&r, "Content-Type", v, sizeof(v)));
+    CHECK(!sfx_resp_header(&r, "Content-Length", v, sizeof(v))); /* RFC 9110 §8.6: never on a 204 */
 
-    CHECK_INT(cli_sends(&c, "GET /odd-status HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_sends(&c, "GET /odd-status HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_STR(r.line, "HTTP/1.1 299 Unknown");
 
-    CHECK_INT(cli_sends(&c, "GET /json HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_sends(&c, "GET /json HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_STR(r.line, "HTTP/1.1 200 OK");
-    CHECK(resp_header(&r, "Content-Type", v, sizeof(v)));
-    CHECK_STR(v, "application/json");
-    r.body[r.body_len] = '\0';
+    CHECK_HEADER(&r, "Content-Type", "application/json");
     CHECK_STR(r.body, "{\"a\":[1,2]}");
 
-    CHECK_INT(cli_sends(&c, "GET /twice HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_sends(&c, "GET /twice HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 200);
-    r.body[r.body_len] = '\0';
     CHECK_STR(r.body, "first");
 
     /* the client asks to close: the answer says so and the server closes */
-    CHECK_INT(cli_sends(&c, "GET /last HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
-    CHECK(resp_header(&r, "Connection", v, sizeof(v)));
-    CHECK_STR(v, "close");
-    CHECK_INT(cli_read_eof(&c, &err), 0);
-    CHECK_INT(err, 0);
-    cli_close(&c);
+    CHECK_INT(sfx_cli_sends(&c, "GET /last HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
+    CHECK_HEADER(&r, "Connection", "close");
+    CHECK_CLOSED(&c, 0);
+    sfx_cli_close(&c);
 
     /* HTTP/1.0 without keep-alive closes; with keep-alive stays open */
-    CHECK_INT(cli_connect(fx, &c), 0);
-    CHECK_INT(cli_sends(&c, "GET /ten HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
-    CHECK(resp_header(&r, "Connection", v, sizeof(v)));
-    CHECK_STR(v, "keep-alive");
-    CHECK_INT(cli_sends(&c, "GET /ten HTTP/1.0\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_sends(&c, "GET /ten HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
+    CHECK_HEADER(&r, "Connection", "keep-alive");
+    CHECK_INT(sfx_cli_sends(&c, "GET /ten HTTP/1.0\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_STR(r.line, "HTTP/1.1 200 OK");
-    CHECK(resp_header(&r, "Connection", v, sizeof(v)));
-    CHECK_STR(v, "close");
-    CHECK_INT(cli_read_eof(&c, &err), 0);
-    CHECK_INT(err, 0);
+    CHECK_HEADER(&r, "Connection", "close");
+    CHECK_CLOSED(&c, 0);
 }
 
 static void test_response_format(void **state)
 {
     (void)state;
     fixture fx;
-    fx_init(&fx, handler_responses);
-    fx_start(&fx);
-    fx_run(&fx, client_responses, 0);
-    assert_int_equal(fx.nreqs, 8);
-    for (int i = 0; i < fx.nreqs; i++)
-        assert_int_equal(fx.respond_ret[i], 0);
+    sfx_serve(&fx, handler_responses, client_responses, 0);
+    sfx_expect_answered(&fx, 8);
     assert_int_equal(fx.abort_other, TC_EINVAL);
 }
 
@@ -380,7 +351,7 @@ static void test_response_format(void **state)
 static void handler_status(tc_request *req, void *data)
 {
     fixture *fx = data;
-    int i = record(fx, req);
+    int i = sfx_record(fx, req);
     tc_str path = tc_request_path(req);
     int status = path.len == 11 ? atoi(path.base + 8) : 200;
     fx->respond_ret[i] =
@@ -393,7 +364,7 @@ static int read_head(cli *c, char *out, size_t cap)
 {
     char *end;
     while ((end = memmem(c->buf, c->len, "\r\n\r\n", 4)) == NULL)
-        if (cli_fill(c) <= 0)
+        if (sfx_cli_fill(c) <= 0)
             return -1;
     size_t n = (size_t)(end - c->buf) + 4;
     if (n >= cap)
@@ -426,11 +397,11 @@ static void client_no_content(fixture *fx)
     cli c;
     resp r;
     char head[2048], want[64];
-    CHECK_INT(cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char req[128];
         (void)snprintf(req, sizeof(req), "%s HTTP/1.1\r\nHost: h\r\n\r\n", cases[i].request);
-        CHECK_INT(cli_sends(&c, req), 0);
+        CHECK_INT(sfx_cli_sends(&c, req), 0);
         CHECK(read_head(&c, head, sizeof(head)) > 0);
         CHECK(strncmp(head, cases[i].line, strlen(cases[i].line)) == 0);
         CHECK(has_field(head, "\r\nConnection: keep-alive\r\n"));
@@ -445,8 +416,8 @@ static void client_no_content(fixture *fx)
         }
         /* not one byte after the head: the next answer on the connection follows it at once */
         CHECK_INT(c.len, 0);
-        CHECK_INT(cli_sends(&c, "GET /status/200 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-        CHECK_INT(cli_read_response(&c, &r, 0), 1);
+        CHECK_INT(sfx_cli_sends(&c, "GET /status/200 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+        CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
         CHECK_STR(r.line, "HTTP/1.1 200 OK");
         CHECK_INT(r.body_len, 14);
         CHECK(memcmp(r.body, "{\"not\":\"sent\"}", 14) == 0);
@@ -455,27 +426,21 @@ static void client_no_content(fixture *fx)
 
     /* a 1xx given as the answer: a head alone, and the connection closes (no final answer
      * follows, so the client must not wait on for one) */
-    CHECK_INT(cli_sends(&c, "GET /status/103 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_sends(&c, "GET /status/103 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
     CHECK(read_head(&c, head, sizeof(head)) > 0);
     CHECK(strncmp(head, "HTTP/1.1 103 ", 13) == 0);
     CHECK(!has_field(head, "\r\nContent-Length:"));
     CHECK(!has_field(head, "\r\nContent-Type:"));
     CHECK(has_field(head, "\r\nConnection: close\r\n"));
-    int err = -1;
-    CHECK_INT(cli_read_eof(&c, &err), 0);
-    CHECK_INT(err, 0);
+    CHECK_CLOSED(&c, 0);
 }
 
 static void test_no_content_statuses(void **state)
 {
     (void)state;
     fixture fx;
-    fx_init(&fx, handler_status);
-    fx_start(&fx);
-    fx_run(&fx, client_no_content, 0);
-    assert_int_equal(fx.nreqs, 13);
-    for (int i = 0; i < fx.nreqs; i++)
-        assert_int_equal(fx.respond_ret[i], 0);
+    sfx_serve(&fx, handler_status, client_no_content, 0);
+    sfx_expect_answered(&fx, 13);
 }
 
 static void test_reason_phrases(void **state)
@@ -525,7 +490,7 @@ static void test_server_new_errors(void **state)
     assert_int_equal(cfg.idle_timeout_ms, TC_SERVER_IDLE_TIMEOUT_MS);
 
     assert_int_equal(tc_server_new(&a, &loop, &cfg), TC_EINVAL); /* no handler */
-    cfg.handler = server_new_noop;
+    cfg.handler = sfx_handler_noop;
     cfg.host = "not-an-address";
     assert_int_equal(tc_server_new(&a, &loop, &cfg), TC_EINVAL);
     cfg.host = "127.0.0.1";
@@ -541,7 +506,7 @@ static void test_server_new_errors(void **state)
         assert_int_equal(tc_server_new(&b, &loop, &cfg), TC_EADDRNOTAVAIL);
         assert_string_equal(tc_strerror(TC_EADDRNOTAVAIL), "cannot assign requested address");
     }
-    tc_server_close(a, on_closed_count, &closed);
+    tc_server_close(a, sfx_on_closed_count, &closed);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(closed, 1);
     assert_int_equal(uv_loop_close(&loop), 0);
@@ -554,8 +519,8 @@ static void test_server_new_errors(void **state)
 static void handler_id(tc_request *req, void *data)
 {
     fixture *fx = data;
-    int i = record(fx, req);
-    if (str_eq(tc_request_path(req), "/unready"))
+    int i = sfx_record(fx, req);
+    if (sfx_str_eq(tc_request_path(req), "/unready"))
         tc_server_set_ready(tc_request_server(req), 0);
     tc_str id = tc_request_id(req);
     fx->respond_ret[i] = tc_request_respond(req, 200, "text/plain", NULL, 0, id.base, id.len);
@@ -589,14 +554,14 @@ static void client_id(fixture *fx)
         {"X-Request-Id: one\r\nX-Request-Id: two\r\n", NULL},
         {"", NULL},
     };
-    CHECK_INT(cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char req[512];
         (void)snprintf(req, sizeof(req), "GET /id HTTP/1.1\r\nHost: h\r\n%s\r\n", cases[i].field);
-        CHECK_INT(cli_sends(&c, req), 0);
-        CHECK_INT(cli_read_response(&c, &r, 0), 1);
+        CHECK_INT(sfx_cli_sends(&c, req), 0);
+        CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
         CHECK_INT(r.status, 200);
-        CHECK(resp_header(&r, "X-Request-Id", hv, sizeof(hv)));
+        CHECK(sfx_resp_header(&r, "X-Request-Id", hv, sizeof(hv)));
         CHECK_STR(r.body, hv); /* the handler saw what the client gets */
         if (cases[i].want != NULL) {
             CHECK_STR(hv, cases[i].want);
@@ -609,51 +574,47 @@ static void client_id(fixture *fx)
     char req[512];
     (void)snprintf(req, sizeof(req), "GET /id HTTP/1.1\r\nHost: h\r\nX-Request-Id: %s\r\n\r\n",
                    long_id);
-    CHECK_INT(cli_sends(&c, req), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
-    CHECK(resp_header(&r, "X-Request-Id", hv, sizeof(hv)));
+    CHECK_INT(sfx_cli_sends(&c, req), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
+    CHECK(sfx_resp_header(&r, "X-Request-Id", hv, sizeof(hv)));
     CHECK(is_hex32(hv)); /* 129 bytes: too long */
     long_id[128] = '\0';
     (void)snprintf(req, sizeof(req), "GET /id HTTP/1.1\r\nHost: h\r\nX-Request-Id: %s\r\n\r\n",
                    long_id);
-    CHECK_INT(cli_sends(&c, req), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
-    CHECK(resp_header(&r, "X-Request-Id", hv, sizeof(hv)));
+    CHECK_INT(sfx_cli_sends(&c, req), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
+    CHECK(sfx_resp_header(&r, "X-Request-Id", hv, sizeof(hv)));
     CHECK_STR(hv, long_id); /* 128 bytes: taken */
 
     /* the readiness probe: answered by the server, never by the handler */
-    CHECK_INT(cli_sends(&c, "GET /ready?x=1 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_sends(&c, "GET /ready?x=1 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 200);
     CHECK_STR(r.body, "{\"status\":\"ready\"}");
-    CHECK_INT(cli_sends(&c, "GET /unready HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
-    CHECK(resp_header(&r, "Connection", hv, sizeof(hv)));
-    CHECK_STR(hv, "close"); /* unready: every answer closes */
-    cli_close(&c);
-    CHECK_INT(cli_connect(fx, &c), 0); /* still accepting */
-    CHECK_INT(cli_sends(&c, "GET /ready HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_sends(&c, "GET /unready HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
+    CHECK_HEADER(&r, "Connection", "close"); /* unready: every answer closes */
+    sfx_cli_close(&c);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0); /* still accepting */
+    CHECK_INT(sfx_cli_sends(&c, "GET /ready HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 503);
     CHECK_STR(r.body, "{\"status\":\"draining\"}");
-    CHECK(resp_header(&r, "Connection", hv, sizeof(hv)));
-    CHECK_STR(hv, "close");
+    CHECK_HEADER(&r, "Connection", "close");
 }
 
 static void test_request_id_and_ready(void **state)
 {
     (void)state;
     fixture fx;
-    fx_init(&fx, handler_id);
+    sfx_init(&fx, handler_id);
     fx.cfg.ready_path = "/ready";
-    fx_start(&fx);
-    fx_run(&fx, client_id, 0);
+    sfx_run(&fx, client_id, 0);
     assert_int_equal(fx.nreqs, 8); /* /ready never reached the handler */
 }
 
 int main(void)
 {
-    signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reason_phrases),
         cmocka_unit_test(test_server_new_errors),
@@ -664,9 +625,5 @@ int main(void)
         cmocka_unit_test(test_no_content_statuses),
         cmocka_unit_test(test_request_id_and_ready),
     };
-    /* TC_TEST_FILTER=pattern runs only the matching tests (cmocka wildcards). */
-    const char *filter = getenv("TC_TEST_FILTER");
-    if (filter != NULL)
-        cmocka_set_test_filter(filter);
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return SFX_RUN_TESTS(tests);
 }

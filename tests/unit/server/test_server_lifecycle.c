@@ -24,23 +24,23 @@ static void answer_later(fixture *fx, void *arg)
 static void handler_later(tc_request *req, void *data)
 {
     fixture *fx = data;
-    record(fx, req);
+    sfx_record(fx, req);
     assert_int_equal(tc_server_requests_in_flight(fx->srv), 1);
     assert_int_equal(tc_server_connections(fx->srv), 1);
     tc_request_set_data(req, &cookie);
-    later(fx, 100, answer_later, req);
+    sfx_later(fx, 100, answer_later, req);
 }
 
 static void client_later(fixture *fx)
 {
     cli c;
     resp r;
-    CHECK_INT(cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
     for (int i = 0; i < 2; i++) {
-        double t0 = now_ms();
-        CHECK_INT(cli_sends(&c, "GET /later HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-        CHECK_INT(cli_read_response(&c, &r, 0), 1);
-        CHECK(now_ms() - t0 >= 80);
+        double t0 = sfx_now_ms();
+        CHECK_INT(sfx_cli_sends(&c, "GET /later HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+        CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
+        CHECK(sfx_now_ms() - t0 >= 80);
         CHECK_INT(r.status, 200);
         CHECK_INT(r.body_len, 5);
         CHECK(memcmp(r.body, "later", 5) == 0);
@@ -51,9 +51,7 @@ static void test_async_answer_from_timer(void **state)
 {
     (void)state;
     fixture fx;
-    fx_init(&fx, handler_later);
-    fx_start(&fx);
-    fx_run(&fx, client_later, 0);
+    sfx_serve(&fx, handler_later, client_later, 0);
     assert_int_equal(fx.nreqs, 2);
 }
 
@@ -68,11 +66,11 @@ static void answer_numbered(fixture *fx, void *arg)
 static void handler_pipeline(tc_request *req, void *data)
 {
     fixture *fx = data;
-    int i = record(fx, req);
+    int i = sfx_record(fx, req);
     if (i == 2) {
         answer_numbered(fx, (void *)(intptr_t)2); /* at once, while 1 and 2 are pending */
-        later(fx, 50, answer_numbered, (void *)(intptr_t)1);
-        later(fx, 150, answer_numbered, (void *)(intptr_t)0);
+        sfx_later(fx, 50, answer_numbered, (void *)(intptr_t)1);
+        sfx_later(fx, 150, answer_numbered, (void *)(intptr_t)0);
     }
 }
 
@@ -80,15 +78,16 @@ static void client_pipeline(fixture *fx)
 {
     cli c;
     resp r;
-    CHECK_INT(cli_connect(fx, &c), 0);
-    double t0 = now_ms();
-    CHECK_INT(cli_sends(&c, "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n"
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    double t0 = sfx_now_ms();
+    CHECK_INT(sfx_cli_sends(&c,
+                            "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n"
                             "GET /3 HTTP/1.1\r\nHost: h\r\n\r\n"),
               0);
     for (int i = 1; i <= 3; i++) {
-        CHECK_INT(cli_read_response(&c, &r, 0), 1);
+        CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
         /* nothing may arrive before the first request was answered */
-        CHECK(now_ms() - t0 >= 120);
+        CHECK(sfx_now_ms() - t0 >= 120);
         CHECK_INT(r.status, 200);
         CHECK_INT(r.body_len, 1);
         CHECK_INT(r.body[0], '0' + i);
@@ -99,12 +98,8 @@ static void test_pipelining_answers_in_order(void **state)
 {
     (void)state;
     fixture fx;
-    fx_init(&fx, handler_pipeline);
-    fx_start(&fx);
-    fx_run(&fx, client_pipeline, 0);
-    assert_int_equal(fx.nreqs, 3);
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(fx.respond_ret[i], 0);
+    sfx_serve(&fx, handler_pipeline, client_pipeline, 0);
+    sfx_expect_answered(&fx, 3);
 }
 
 /* More pipelined requests than TC_SERVER_MAX_PIPELINE: reading pauses and resumes; odd ones are
@@ -121,10 +116,10 @@ static void answer_target(fixture *fx, void *arg)
 static void handler_deep(tc_request *req, void *data)
 {
     fixture *fx = data;
-    int i = record(fx, req);
+    int i = sfx_record(fx, req);
     assert_true(tc_server_requests_in_flight(fx->srv) <= TC_SERVER_MAX_PIPELINE);
     if (i % 2 == 1)
-        later(fx, 5, answer_target, req);
+        sfx_later(fx, 5, answer_target, req);
     else
         answer_target(fx, req);
 }
@@ -137,13 +132,12 @@ static void client_deep(fixture *fx)
     size_t n = 0;
     for (int i = 0; i < DEEP_PIPELINE; i++)
         n += (size_t)snprintf(all + n, sizeof(all) - n, "GET /r%d HTTP/1.1\r\nHost: h\r\n\r\n", i);
-    CHECK_INT(cli_connect(fx, &c), 0);
-    CHECK_INT(cli_send(&c, all, n), 0);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_send(&c, all, n), 0);
     for (int i = 0; i < DEEP_PIPELINE; i++) {
         char want[16];
         snprintf(want, sizeof(want), "/r%d", i);
-        CHECK_INT(cli_read_response(&c, &r, 0), 1);
-        r.body[r.body_len] = '\0';
+        CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
         CHECK_STR(r.body, want);
     }
 }
@@ -152,9 +146,7 @@ static void test_pipelining_past_the_pipeline_limit(void **state)
 {
     (void)state;
     fixture fx;
-    fx_init(&fx, handler_deep);
-    fx_start(&fx);
-    fx_run(&fx, client_deep, 0);
+    sfx_serve(&fx, handler_deep, client_deep, 0);
     assert_int_equal(fx.nreqs, DEEP_PIPELINE);
 }
 
@@ -170,14 +162,14 @@ static void answer_ok(fixture *fx, void *arg)
 static void handler_drop(tc_request *req, void *data)
 {
     fixture *fx = data;
-    record(fx, req);
+    sfx_record(fx, req);
     tc_str path = tc_request_path(req);
-    if (str_eq(path, "/reset"))
+    if (sfx_str_eq(path, "/reset"))
         tc_request_drop(req, 1);
-    else if (str_eq(path, "/fin"))
+    else if (sfx_str_eq(path, "/fin"))
         tc_request_drop(req, 0);
-    else if (str_eq(path, "/slow-ok"))
-        later(fx, 50, answer_ok, req);
+    else if (sfx_str_eq(path, "/slow-ok"))
+        sfx_later(fx, 50, answer_ok, req);
     else
         answer_ok(fx, req);
 }
@@ -186,49 +178,42 @@ static void client_drop(fixture *fx)
 {
     cli c;
     resp r;
-    int err = -1;
 
-    CHECK_INT(cli_connect(fx, &c), 0);
-    CHECK_INT(cli_sends(&c, "GET /reset HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_eof(&c, &err), 0);
-    CHECK_INT(err, ECONNRESET);
-    cli_close(&c);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_sends(&c, "GET /reset HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_CLOSED(&c, ECONNRESET);
+    sfx_cli_close(&c);
 
-    CHECK_INT(cli_connect(fx, &c), 0);
-    CHECK_INT(cli_sends(&c, "GET /fin HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_eof(&c, &err), 0);
-    CHECK_INT(err, 0);
-    cli_close(&c);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_sends(&c, "GET /fin HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_CLOSED(&c, 0);
+    sfx_cli_close(&c);
 
     /* an earlier pipelined answer still goes out before the clean close */
-    CHECK_INT(cli_connect(fx, &c), 0);
-    CHECK_INT(cli_sends(&c, "GET /slow-ok HTTP/1.1\r\nHost: h\r\n\r\n"
-                            "GET /fin HTTP/1.1\r\nHost: h\r\n\r\n"),
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_sends(&c, "GET /slow-ok HTTP/1.1\r\nHost: h\r\n\r\n"
+                                "GET /fin HTTP/1.1\r\nHost: h\r\n\r\n"),
               0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 200);
-    CHECK_INT(cli_read_eof(&c, &err), 0);
-    CHECK_INT(err, 0);
-    cli_close(&c);
+    CHECK_CLOSED(&c, 0);
+    sfx_cli_close(&c);
 
     /* ... and before the reset */
-    CHECK_INT(cli_connect(fx, &c), 0);
-    CHECK_INT(cli_sends(&c, "GET /slow-ok HTTP/1.1\r\nHost: h\r\n\r\n"
-                            "GET /reset HTTP/1.1\r\nHost: h\r\n\r\n"),
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_sends(&c, "GET /slow-ok HTTP/1.1\r\nHost: h\r\n\r\n"
+                                "GET /reset HTTP/1.1\r\nHost: h\r\n\r\n"),
               0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 200);
-    CHECK_INT(cli_read_eof(&c, &err), 0);
-    CHECK_INT(err, ECONNRESET);
+    CHECK_CLOSED(&c, ECONNRESET);
 }
 
 static void test_drop_reset_and_clean_close(void **state)
 {
     (void)state;
     fixture fx;
-    fx_init(&fx, handler_drop);
-    fx_start(&fx);
-    fx_run(&fx, client_drop, 0);
+    sfx_serve(&fx, handler_drop, client_drop, 0);
     assert_int_equal(fx.nreqs, 6);
 }
 
@@ -244,7 +229,7 @@ static void finish_aborted(fixture *fx, void *arg)
     assert_true(i < fx->nreqs);
     assert_int_equal(tc_request_aborted(req), 1);
     fx->respond_ret[i] = tc_request_respond(req, 200, "text/plain", NULL, 0, "too late", 8);
-    fx_loop_done(fx);
+    sfx_loop_done(fx);
 }
 
 static void on_abort_counted(tc_request *req, void *data)
@@ -252,7 +237,7 @@ static void on_abort_counted(tc_request *req, void *data)
     fixture *fx = data;
     fx->aborts++;
     assert_int_equal(tc_request_aborted(req), 1);
-    later(fx, 20, finish_aborted, req); /* the handler finishes it afterwards */
+    sfx_later(fx, 20, finish_aborted, req); /* the handler finishes it afterwards */
 }
 
 static void on_abort_replaced(tc_request *req, void *data)
@@ -268,7 +253,7 @@ static void poll_aborted(fixture *fx, void *arg)
     tc_request *req = arg;
     static int polls;
     if (!tc_request_aborted(req) && ++polls < 500) {
-        later(fx, 5, poll_aborted, req);
+        sfx_later(fx, 5, poll_aborted, req);
         return;
     }
     finish_aborted(fx, req);
@@ -277,7 +262,7 @@ static void poll_aborted(fixture *fx, void *arg)
 static void handler_abort(tc_request *req, void *data)
 {
     fixture *fx = data;
-    int i = record(fx, req);
+    int i = sfx_record(fx, req);
     if (i == 0) {
         tc_request_on_abort(req, on_abort_replaced, fx);
         tc_request_on_abort(req, on_abort_counted, fx); /* replaces the first */
@@ -286,7 +271,7 @@ static void handler_abort(tc_request *req, void *data)
     } else {
         tc_request_on_abort(req, on_abort_replaced, fx);
         tc_request_on_abort(req, NULL, NULL); /* removes it */
-        later(fx, 5, poll_aborted, req);
+        sfx_later(fx, 5, poll_aborted, req);
     }
     atomic_store(&fx->stage, i + 1);
 }
@@ -294,35 +279,31 @@ static void handler_abort(tc_request *req, void *data)
 static void client_abort(fixture *fx)
 {
     cli a, b;
-    CHECK_INT(cli_connect(fx, &a), 0);
-    CHECK_INT(cli_sends(&a, "GET /pending HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK(stage_wait(fx, 1));
-    CHECK_INT(cli_connect(fx, &b), 0);
-    CHECK_INT(cli_sends(&b, "GET /pending-too HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK(stage_wait(fx, 2));
-    cli_close(&a);
-    cli_close(&b);
+    CHECK_INT(sfx_cli_connect(fx, &a), 0);
+    CHECK_INT(sfx_cli_sends(&a, "GET /pending HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK(sfx_stage_wait(fx, 1));
+    CHECK_INT(sfx_cli_connect(fx, &b), 0);
+    CHECK_INT(sfx_cli_sends(&b, "GET /pending-too HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK(sfx_stage_wait(fx, 2));
+    sfx_cli_close(&a);
+    sfx_cli_close(&b);
     /* a client that resets instead of closing */
-    CHECK_INT(cli_connect(fx, &a), 0);
-    CHECK_INT(cli_sends(&a, "GET /pending-reset HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK(stage_wait(fx, 3));
+    CHECK_INT(sfx_cli_connect(fx, &a), 0);
+    CHECK_INT(sfx_cli_sends(&a, "GET /pending-reset HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK(sfx_stage_wait(fx, 3));
     struct linger lg = {1, 0};
     CHECK(setsockopt(a.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0);
-    cli_close(&a);
+    sfx_cli_close(&a);
 }
 
 static void test_abort_when_client_closes(void **state)
 {
     (void)state;
     fixture fx;
-    fx_init(&fx, handler_abort);
-    fx_start(&fx);
-    fx_run(&fx, client_abort, 3);
-    assert_int_equal(fx.nreqs, 3);
+    sfx_serve(&fx, handler_abort, client_abort, 3);
+    sfx_expect_answered(&fx, 3);
     assert_int_equal(fx.aborts, 2);      /* exactly once for each request that has one */
     assert_int_equal(fx.abort_other, 0); /* replaced and removed callbacks never run */
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(fx.respond_ret[i], 0);
 }
 
 /* tc_server_close with requests pending: each sees its abort callback; the handler finishes them
@@ -340,43 +321,38 @@ static void close_now(fixture *fx, void *arg)
     (void)arg;
     assert_int_equal(tc_server_connections(fx->srv), 2);
     assert_int_equal(tc_server_requests_in_flight(fx->srv), 2);
-    fx_close_server(fx);
+    sfx_close_server(fx);
     assert_int_equal(fx->aborts, 2); /* synchronously, before the close completes */
     assert_int_equal(fx->closed, 0);
-    fx_loop_done(fx);
+    sfx_loop_done(fx);
 }
 
 static void handler_hold(tc_request *req, void *data)
 {
     fixture *fx = data;
-    int i = record(fx, req);
+    int i = sfx_record(fx, req);
     tc_request_on_abort(req, on_abort_finish_now, fx);
     if (i == 1)
-        later(fx, 10, close_now, NULL);
+        sfx_later(fx, 10, close_now, NULL);
 }
 
 static void client_two_pending(fixture *fx)
 {
     cli a, b;
-    int err = -1;
-    CHECK_INT(cli_connect(fx, &a), 0);
-    CHECK_INT(cli_connect(fx, &b), 0);
-    CHECK_INT(cli_sends(&a, "GET /hold-a HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_connect(fx, &a), 0);
+    CHECK_INT(sfx_cli_connect(fx, &b), 0);
+    CHECK_INT(sfx_cli_sends(&a, "GET /hold-a HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
     usleep(10000);
-    CHECK_INT(cli_sends(&b, "GET /hold-b HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_eof(&a, &err), 0);
-    CHECK_INT(err, 0);
-    CHECK_INT(cli_read_eof(&b, &err), 0);
-    CHECK_INT(err, 0);
+    CHECK_INT(sfx_cli_sends(&b, "GET /hold-b HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_CLOSED(&a, 0);
+    CHECK_CLOSED(&b, 0);
 }
 
 static void test_close_aborts_pending_requests(void **state)
 {
     (void)state;
     fixture fx;
-    fx_init(&fx, handler_hold);
-    fx_start(&fx);
-    fx_run(&fx, client_two_pending, 1);
+    sfx_serve(&fx, handler_hold, client_two_pending, 1);
     assert_int_equal(fx.nreqs, 2);
     assert_int_equal(fx.aborts, 2);
 }
@@ -389,14 +365,14 @@ static void on_drained(tc_server *srv, void *data)
     fixture *fx = data;
     fx->drained++;
     assert_int_equal(tc_server_connections(srv), 0);
-    fx_loop_done(fx);
+    sfx_loop_done(fx);
 }
 
 static void handler_drain(tc_request *req, void *data)
 {
     fixture *fx = data;
-    int i = record(fx, req);
-    if (str_eq(tc_request_path(req), "/slow")) {
+    int i = sfx_record(fx, req);
+    if (sfx_str_eq(tc_request_path(req), "/slow")) {
         tc_server_drain(fx->srv, on_drained, fx);
         assert_int_equal(fx->drained, 0);
         assert_int_equal(tc_server_connections(fx->srv), 2);
@@ -419,52 +395,46 @@ static void client_drain(fixture *fx)
     cli a, b, c;
     resp r;
     char v[64];
-    int err = -1;
-    CHECK_INT(cli_connect(fx, &b), 0);
-    CHECK_INT(cli_sends(&b, "GET /b1 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&b, &r, 0), 1);
+    CHECK_INT(sfx_cli_connect(fx, &b), 0);
+    CHECK_INT(sfx_cli_sends(&b, "GET /b1 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&b, &r, 0), 1);
     CHECK_INT(r.status, 200);
 
-    CHECK_INT(cli_connect(fx, &a), 0);
-    CHECK_INT(cli_sends(&a, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK(stage_wait(fx, 1));
+    CHECK_INT(sfx_cli_connect(fx, &a), 0);
+    CHECK_INT(sfx_cli_sends(&a, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK(sfx_stage_wait(fx, 1));
 
     /* no longer accepting */
-    CHECK_INT(cli_connect(fx, &c), -ECONNREFUSED);
+    CHECK_INT(sfx_cli_connect(fx, &c), -ECONNREFUSED);
 
     /* a new request on the kept-alive connection: 503 shutting_down, then closed */
-    CHECK_INT(cli_sends(&b, "GET /b2 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&b, &r, 0), 1);
+    CHECK_INT(sfx_cli_sends(&b, "GET /b2 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&b, &r, 0), 1);
     CHECK_INT(r.status, 503);
-    CHECK(error_body_ok(&r, "shutting_down", NULL, 0));
-    CHECK(resp_header(&r, "Retry-After", v, sizeof(v)));
+    CHECK(sfx_error_body_ok(&r, "shutting_down", NULL, 0));
+    CHECK(sfx_resp_header(&r, "Retry-After", v, sizeof(v)));
     CHECK(atoi(v) >= 1);
-    CHECK(resp_header(&r, "Connection", v, sizeof(v)));
-    CHECK_STR(v, "close");
-    CHECK_INT(cli_read_eof(&b, &err), 0);
-    CHECK_INT(err, 0);
-    cli_close(&b);
+    CHECK_HEADER(&r, "Connection", "close");
+    CHECK_CLOSED(&b, 0);
+    sfx_cli_close(&b);
 
     /* the in-flight request is still answered, with Connection: close */
-    client_event(fx);
-    CHECK_INT(cli_read_response(&a, &r, 0), 1);
+    sfx_client_event(fx);
+    CHECK_INT(sfx_cli_read_response(&a, &r, 0), 1);
     CHECK_INT(r.status, 200);
     CHECK_INT(r.body_len, 4);
     CHECK(memcmp(r.body, "slow", 4) == 0);
-    CHECK(resp_header(&r, "Connection", v, sizeof(v)));
-    CHECK_STR(v, "close");
-    CHECK_INT(cli_read_eof(&a, &err), 0);
-    CHECK_INT(err, 0);
+    CHECK_HEADER(&r, "Connection", "close");
+    CHECK_CLOSED(&a, 0);
 }
 
 static void test_drain(void **state)
 {
     (void)state;
     fixture fx;
-    fx_init(&fx, handler_drain);
+    sfx_init(&fx, handler_drain);
     fx.on_event = drain_event;
-    fx_start(&fx);
-    fx_run(&fx, client_drain, 1);
+    sfx_run(&fx, client_drain, 1);
     assert_int_equal(fx.drained, 1);
     assert_int_equal(fx.nreqs, 2); /* /b2 never reached the handler */
     assert_string_equal(fx.seen[0].path, "/b1");
@@ -483,13 +453,13 @@ static void test_drain_when_idle(void **state)
     int drained = 0, closed = 0;
     assert_int_equal(uv_loop_init(&loop), 0);
     tc_server_config_init(&cfg);
-    cfg.handler = server_new_noop;
+    cfg.handler = sfx_handler_noop;
     assert_int_equal(tc_server_new(&srv, &loop, &cfg), 0);
-    tc_server_drain(srv, on_closed_count, &drained);
+    tc_server_drain(srv, sfx_on_closed_count, &drained);
     assert_int_equal(uv_run(&loop, UV_RUN_NOWAIT), 0);
     assert_int_equal(drained, 1);
-    tc_server_drain(srv, on_closed_count, &drained); /* a second drain does nothing */
-    tc_server_close(srv, on_closed_count, &closed);
+    tc_server_drain(srv, sfx_on_closed_count, &drained); /* a second drain does nothing */
+    tc_server_close(srv, sfx_on_closed_count, &closed);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(drained, 1);
     assert_int_equal(closed, 1);
@@ -498,7 +468,6 @@ static void test_drain_when_idle(void **state)
 
 int main(void)
 {
-    signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_async_answer_from_timer),
         cmocka_unit_test(test_pipelining_answers_in_order),
@@ -509,9 +478,5 @@ int main(void)
         cmocka_unit_test(test_drain),
         cmocka_unit_test(test_drain_when_idle),
     };
-    /* TC_TEST_FILTER=pattern runs only the matching tests (cmocka wildcards). */
-    const char *filter = getenv("TC_TEST_FILTER");
-    if (filter != NULL)
-        cmocka_set_test_filter(filter);
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return SFX_RUN_TESTS(tests);
 }

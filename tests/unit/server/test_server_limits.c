@@ -17,36 +17,33 @@ static void client_overload(fixture *fx)
     cli a, b, c;
     resp r;
     char v[64];
-    int err = -1;
-    CHECK_INT(cli_connect(fx, &a), 0);
-    CHECK_INT(cli_sends(&a, "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&a, &r, 0), 1);
+    CHECK_INT(sfx_cli_connect(fx, &a), 0);
+    CHECK_INT(sfx_cli_sends(&a, "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&a, &r, 0), 1);
     CHECK_INT(r.status, 200);
     CHECK_INT(atomic_load(&shared_count), 2);
 
     /* over the shared cap: answered at once without a request, then closed */
-    CHECK_INT(cli_connect(fx, &b), 0);
-    CHECK_INT(cli_read_response(&b, &r, 0), 1);
+    CHECK_INT(sfx_cli_connect(fx, &b), 0);
+    CHECK_INT(sfx_cli_read_response(&b, &r, 0), 1);
     CHECK_INT(r.status, 503);
-    CHECK(error_body_ok(&r, "overloaded", NULL, 0));
-    CHECK(resp_header(&r, "Retry-After", v, sizeof(v)));
+    CHECK(sfx_error_body_ok(&r, "overloaded", NULL, 0));
+    CHECK(sfx_resp_header(&r, "Retry-After", v, sizeof(v)));
     CHECK(atoi(v) >= 1);
-    CHECK(resp_header(&r, "Connection", v, sizeof(v)));
-    CHECK_STR(v, "close");
-    CHECK_INT(cli_read_eof(&b, &err), 0);
-    CHECK_INT(err, 0);
-    cli_close(&b);
+    CHECK_HEADER(&r, "Connection", "close");
+    CHECK_CLOSED(&b, 0);
+    sfx_cli_close(&b);
     CHECK_INT(atomic_load(&shared_count), 2);
-    client_event(fx); /* the loop reads the server's counters */
+    sfx_client_event(fx); /* the loop reads the server's counters */
 
     /* once a connection goes, the count drops and a new one is served */
-    cli_close(&a);
+    sfx_cli_close(&a);
     for (int i = 0; i < 5000 && atomic_load(&shared_count) != 1; i++)
         usleep(1000);
     CHECK_INT(atomic_load(&shared_count), 1);
-    CHECK_INT(cli_connect(fx, &c), 0);
-    CHECK_INT(cli_sends(&c, "GET /c HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_sends(&c, "GET /c HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 200);
 }
 
@@ -60,14 +57,13 @@ static void test_max_connections_shared_counter(void **state)
     (void)state;
     fixture fx;
     tc_server_stats stats = {0};
-    fx_init(&fx, handler_echo);
+    sfx_init(&fx, sfx_handler_echo);
     fx.t = &stats;
     fx.on_event = on_event_stats;
     atomic_store(&shared_count, 1); /* another worker holds one connection */
     fx.cfg.max_connections = 2;
     fx.cfg.conn_count = &shared_count;
-    fx_start(&fx);
-    fx_run(&fx, client_overload, 0);
+    sfx_run(&fx, client_overload, 0);
     assert_int_equal(fx.nreqs, 2);
     assert_int_equal(atomic_load(&shared_count), 1); /* only the other worker's is left */
     assert_int_equal(stats.rejected_over_limit, 1);
@@ -107,25 +103,24 @@ static void client_refused(fixture *fx)
     refuse_state *st = fx->t;
     cli c[REFUSED], d;
     resp r;
-    client_event(fx);
-    CHECK(stage_wait(fx, 1));
+    sfx_client_event(fx);
+    CHECK(sfx_stage_wait(fx, 1));
     for (int i = 0; i < REFUSED; i++)
-        CHECK_INT(cli_connect(fx, &c[i]), 0);
+        CHECK_INT(sfx_cli_connect(fx, &c[i]), 0);
     atomic_store(&st->connected, 1);
     for (int i = 0; i < REFUSED; i++) {
         int err = -1;
         /* no bytes, then FIN or RST; a read that times out (EAGAIN) means it was left hanging */
-        CHECK_INT(cli_read_eof(&c[i], &err), 0);
+        CHECK_INT(sfx_cli_read_eof(&c[i], &err), 0);
         CHECK(err == 0 || err == ECONNRESET);
-        cli_close(&c[i]);
+        sfx_cli_close(&c[i]);
     }
-    client_event(fx);
-    CHECK(stage_wait(fx, 2));
-    CHECK_INT(cli_connect(fx, &d), 0);
-    CHECK_INT(cli_sends(&d, "GET /after HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&d, &r, 0), 1);
+    sfx_client_event(fx);
+    CHECK(sfx_stage_wait(fx, 2));
+    CHECK_INT(sfx_cli_connect(fx, &d), 0);
+    CHECK_INT(sfx_cli_sends(&d, "GET /after HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&d, &r, 0), 1);
     CHECK_INT(r.status, 200);
-    r.body[r.body_len] = '\0';
     CHECK_STR(r.body, "/after");
 }
 
@@ -135,11 +130,10 @@ static void test_no_memory_for_a_connection(void **state)
     fixture fx;
     refuse_state st;
     memset(&st, 0, sizeof(st));
-    fx_init(&fx, handler_echo);
+    sfx_init(&fx, sfx_handler_echo);
     fx.t = &st;
     fx.on_event = on_event_refuse;
-    fx_start(&fx);
-    fx_run(&fx, client_refused, 0);
+    sfx_run(&fx, client_refused, 0);
     assert_int_equal(st.stats.rejected_no_memory, REFUSED);
     assert_int_equal(st.stats.rejected_over_limit, 0);
     assert_int_equal(fx.nreqs, 1);
@@ -148,26 +142,26 @@ static void test_no_memory_for_a_connection(void **state)
 static void client_header_timeout(fixture *fx)
 {
     cli a, b;
-    double t0 = now_ms();
-    CHECK_INT(cli_connect(fx, &a), 0);
-    CHECK_INT(cli_sends(&a, "GET /never HTTP/1.1\r\nHost: h\r\n"), 0);
-    CHECK_INT(cli_connect(fx, &b), 0); /* sends nothing at all */
+    double t0 = sfx_now_ms();
+    CHECK_INT(sfx_cli_connect(fx, &a), 0);
+    CHECK_INT(sfx_cli_sends(&a, "GET /never HTTP/1.1\r\nHost: h\r\n"), 0);
+    CHECK_INT(sfx_cli_connect(fx, &b), 0); /* sends nothing at all */
     CHECK_ERROR_AND_CLOSE(&a, 408, "timeout");
     CHECK_ERROR_AND_CLOSE(&b, 408, "timeout");
-    double dt = now_ms() - t0;
+    double dt = sfx_now_ms() - t0;
     CHECK(dt >= 150 && dt < 5000);
 
     /* on a kept-alive connection, the next request's headers have the same deadline */
     cli c;
     resp r;
-    CHECK_INT(cli_connect(fx, &c), 0);
-    CHECK_INT(cli_sends(&c, "GET /ok HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_sends(&c, "GET /ok HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 200);
-    t0 = now_ms();
-    CHECK_INT(cli_sends(&c, "GET /never HTTP/1.1\r\nHo"), 0);
+    t0 = sfx_now_ms();
+    CHECK_INT(sfx_cli_sends(&c, "GET /never HTTP/1.1\r\nHo"), 0);
     CHECK_ERROR_AND_CLOSE(&c, 408, "timeout");
-    dt = now_ms() - t0;
+    dt = sfx_now_ms() - t0;
     CHECK(dt >= 150 && dt < 5000);
 }
 
@@ -175,10 +169,9 @@ static void test_header_timeout_408(void **state)
 {
     (void)state;
     fixture fx;
-    fx_init(&fx, handler_echo);
+    sfx_init(&fx, sfx_handler_echo);
     fx.cfg.header_timeout_ms = 200;
-    fx_start(&fx);
-    fx_run(&fx, client_header_timeout, 0);
+    sfx_run(&fx, client_header_timeout, 0);
     assert_int_equal(fx.nreqs, 1); /* only /ok */
 }
 
@@ -186,19 +179,17 @@ static void client_idle_timeout(fixture *fx)
 {
     cli c;
     resp r;
-    int err = -1;
-    CHECK_INT(cli_connect(fx, &c), 0);
-    CHECK_INT(cli_sends(&c, "GET /1 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_sends(&c, "GET /1 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     usleep(50000); /* well within the idle timeout: still served */
-    CHECK_INT(cli_sends(&c, "GET /2 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_sends(&c, "GET /2 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 200);
-    double t0 = now_ms();
+    double t0 = sfx_now_ms();
     /* then idle: closed without a response */
-    CHECK_INT(cli_read_eof(&c, &err), 0);
-    CHECK_INT(err, 0);
-    double dt = now_ms() - t0;
+    CHECK_CLOSED(&c, 0);
+    double dt = sfx_now_ms() - t0;
     CHECK(dt >= 200 && dt < 5000);
 }
 
@@ -206,11 +197,10 @@ static void test_idle_timeout_closes(void **state)
 {
     (void)state;
     fixture fx;
-    fx_init(&fx, handler_echo);
+    sfx_init(&fx, sfx_handler_echo);
     fx.cfg.idle_timeout_ms = 300;
     fx.cfg.header_timeout_ms = 10000;
-    fx_start(&fx);
-    fx_run(&fx, client_idle_timeout, 0);
+    sfx_run(&fx, client_idle_timeout, 0);
     assert_int_equal(fx.nreqs, 2);
 }
 
@@ -222,11 +212,11 @@ static const char nasty[] = "say \"hi\" \\ back\nslash\ttab\x01\x1f end";
 static void handler_errors(tc_request *req, void *data)
 {
     fixture *fx = data;
-    int i = record(fx, req);
+    int i = sfx_record(fx, req);
     tc_str path = tc_request_path(req);
-    if (str_eq(path, "/nasty"))
+    if (sfx_str_eq(path, "/nasty"))
         fx->respond_ret[i] = tc_request_respond_error(req, 404, "not_found", nasty);
-    else if (str_eq(path, "/busy"))
+    else if (sfx_str_eq(path, "/busy"))
         fx->respond_ret[i] = tc_request_respond_error(req, 503, "overloaded", "busy");
     else
         fx->respond_ret[i] = tc_request_respond_error(req, 400, "bad_request", "bad \"timeout\"");
@@ -237,29 +227,27 @@ static void client_errors(fixture *fx)
     cli c;
     resp r;
     char v[256];
-    CHECK_INT(cli_connect(fx, &c), 0);
-    CHECK_INT(cli_sends(&c, "GET /nasty HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_sends(&c, "GET /nasty HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_STR(r.line, "HTTP/1.1 404 Not Found");
-    CHECK(error_body_ok(&r, "not_found", v, sizeof(v)));
+    CHECK(sfx_error_body_ok(&r, "not_found", v, sizeof(v)));
     CHECK_STR(v, nasty);
     /* no raw control byte in the body */
     for (size_t i = 0; i < r.body_len; i++)
         CHECK((unsigned char)r.body[i] >= 0x20);
-    CHECK(resp_header(&r, "Content-Type", v, sizeof(v)));
-    CHECK_STR(v, "application/json");
-    CHECK(resp_header(&r, "Connection", v, sizeof(v)));
-    CHECK_STR(v, "keep-alive");
+    CHECK_HEADER(&r, "Content-Type", "application/json");
+    CHECK_HEADER(&r, "Connection", "keep-alive");
 
-    CHECK_INT(cli_sends(&c, "GET /busy HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_sends(&c, "GET /busy HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 503);
-    CHECK(error_body_ok(&r, "overloaded", v, sizeof(v)));
+    CHECK(sfx_error_body_ok(&r, "overloaded", v, sizeof(v)));
     CHECK_STR(v, "busy");
-    CHECK(resp_header(&r, "Retry-After", v, sizeof(v)));
+    CHECK(sfx_resp_header(&r, "Retry-After", v, sizeof(v)));
     CHECK(atoi(v) >= 1);
 
-    CHECK_INT(cli_sends(&c, "GET /bad HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_sends(&c, "GET /bad HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
     CHECK_ERROR_AND_CLOSE(&c, 400, "bad_request");
 }
 
@@ -267,12 +255,8 @@ static void test_respond_error_escapes_message(void **state)
 {
     (void)state;
     fixture fx;
-    fx_init(&fx, handler_errors);
-    fx_start(&fx);
-    fx_run(&fx, client_errors, 0);
-    assert_int_equal(fx.nreqs, 3);
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(fx.respond_ret[i], 0);
+    sfx_serve(&fx, handler_errors, client_errors, 0);
+    sfx_expect_answered(&fx, 3);
 }
 
 /* ---- access log ---------------------------------------------------------------------------------
@@ -281,8 +265,8 @@ static void test_respond_error_escapes_message(void **state)
 static void handler_log(tc_request *req, void *data)
 {
     fixture *fx = data;
-    int i = record(fx, req);
-    if (str_eq(tc_request_path(req), "/log/missing"))
+    int i = sfx_record(fx, req);
+    if (sfx_str_eq(tc_request_path(req), "/log/missing"))
         fx->respond_ret[i] = tc_request_respond_error(req, 404, "not_found", "no such thing");
     else
         fx->respond_ret[i] = tc_request_respond(req, 200, "text/plain", NULL, 0, "logged", 6);
@@ -292,15 +276,16 @@ static void client_log(fixture *fx)
 {
     cli c;
     resp r;
-    CHECK_INT(cli_connect(fx, &c), 0);
-    CHECK_INT(cli_sends(&c, "GET /log/a?secret=1 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
-    CHECK_INT(cli_sends(&c, "POST /log/missing HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"),
-              0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_sends(&c, "GET /log/a?secret=1 HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(
+        sfx_cli_sends(&c, "POST /log/missing HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"),
+        0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 404);
-    CHECK_INT(cli_sends(&c, "HEAD /log/head HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 1), 1);
+    CHECK_INT(sfx_cli_sends(&c, "HEAD /log/head HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 1), 1);
     CHECK_INT(r.status, 200);
 }
 
@@ -310,10 +295,9 @@ static void test_access_log(void **state)
     fixture fx;
     FILE *log = tmpfile();
     assert_non_null(log);
-    fx_init(&fx, handler_log);
+    sfx_init(&fx, handler_log);
     fx.cfg.access_log = log;
-    fx_start(&fx);
-    fx_run(&fx, client_log, 0);
+    sfx_run(&fx, client_log, 0);
     assert_int_equal(fx.nreqs, 3);
 
     rewind(log);
@@ -368,48 +352,44 @@ static void finish_after_close(fixture *fx, void *arg)
     tc_request *req = arg;
     assert_int_equal(fx->closed, 0); /* close waits for the requests it handed out */
     fx->respond_ret[0] = tc_request_respond(req, 200, "text/plain", NULL, 0, "late", 4);
-    fx_loop_done(fx);
+    sfx_loop_done(fx);
 }
 
 static void on_abort_finish_later(tc_request *req, void *data)
 {
     fixture *fx = data;
     fx->aborts++;
-    later(fx, 20, finish_after_close, req);
+    sfx_later(fx, 20, finish_after_close, req);
 }
 
 static void close_soon(fixture *fx, void *arg)
 {
     (void)arg;
-    fx_close_server(fx);
-    fx_loop_done(fx);
+    sfx_close_server(fx);
+    sfx_loop_done(fx);
 }
 
 static void handler_hold_then_close(tc_request *req, void *data)
 {
     fixture *fx = data;
-    record(fx, req);
+    sfx_record(fx, req);
     tc_request_on_abort(req, on_abort_finish_later, fx);
-    later(fx, 10, close_soon, NULL);
+    sfx_later(fx, 10, close_soon, NULL);
 }
 
 static void client_one_pending(fixture *fx)
 {
     cli a;
-    int err = -1;
-    CHECK_INT(cli_connect(fx, &a), 0);
-    CHECK_INT(cli_sends(&a, "GET /hold HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_eof(&a, &err), 0);
-    CHECK_INT(err, 0);
+    CHECK_INT(sfx_cli_connect(fx, &a), 0);
+    CHECK_INT(sfx_cli_sends(&a, "GET /hold HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_CLOSED(&a, 0);
 }
 
 static void test_finish_after_server_close_waits(void **state)
 {
     (void)state;
     fixture fx;
-    fx_init(&fx, handler_hold_then_close);
-    fx_start(&fx);
-    fx_run(&fx, client_one_pending, 2);
+    sfx_serve(&fx, handler_hold_then_close, client_one_pending, 2);
     assert_int_equal(fx.aborts, 1);
     assert_int_equal(fx.respond_ret[0], 0);
 }
@@ -424,28 +404,26 @@ static void test_finish_after_server_close_waits(void **state)
 static void handler_close_inside(tc_request *req, void *data)
 {
     fixture *fx = data;
-    int i = record(fx, req);
+    int i = sfx_record(fx, req);
     fx->respond_ret[i] = tc_request_respond(req, 200, "text/plain", NULL, 0, "bye", 3);
-    fx_close_server(fx);
-    fx_loop_done(fx);
+    sfx_close_server(fx);
+    sfx_loop_done(fx);
 }
 
 static void client_close_now(fixture *fx)
 {
     cli a;
     int err = -1;
-    CHECK_INT(cli_connect(fx, &a), 0);
-    CHECK_INT(cli_sends(&a, "GET /close-now HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    cli_read_eof(&a, &err); /* closed, with or without the answer */
+    CHECK_INT(sfx_cli_connect(fx, &a), 0);
+    CHECK_INT(sfx_cli_sends(&a, "GET /close-now HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    sfx_cli_read_eof(&a, &err); /* closed, with or without the answer */
 }
 
 static void test_close_inside_handler_after_answer(void **state)
 {
     (void)state;
     fixture fx;
-    fx_init(&fx, handler_close_inside);
-    fx_start(&fx);
-    fx_run(&fx, client_close_now, 1);
+    sfx_serve(&fx, handler_close_inside, client_close_now, 1);
     assert_int_equal(fx.nreqs, 1);
 }
 
@@ -471,32 +449,30 @@ static void on_abort_answer(tc_request *req, void *data)
 static void handler_hold_close_inside(tc_request *req, void *data)
 {
     fixture *fx = data;
-    record(fx, req);
+    sfx_record(fx, req);
     tc_request_on_abort(req, on_abort_answer, fx);
     tc_server *srv = fx->srv;
     fx->srv = NULL;
     tc_server_close(srv, on_closed_count_pair, fx);
-    fx_loop_done(fx);
+    sfx_loop_done(fx);
 }
 
 static void client_pipelined_pair(fixture *fx)
 {
     cli a;
     int err = -1;
-    CHECK_INT(cli_connect(fx, &a), 0);
-    CHECK_INT(cli_sends(&a, "GET /hold HTTP/1.1\r\nHost: h\r\n\r\n"
-                            "GET /second HTTP/1.1\r\nHost: h\r\n\r\n"),
+    CHECK_INT(sfx_cli_connect(fx, &a), 0);
+    CHECK_INT(sfx_cli_sends(&a, "GET /hold HTTP/1.1\r\nHost: h\r\n\r\n"
+                                "GET /second HTTP/1.1\r\nHost: h\r\n\r\n"),
               0);
-    CHECK_INT(cli_read_eof(&a, &err), 0);
+    CHECK_INT(sfx_cli_read_eof(&a, &err), 0);
 }
 
 static void test_close_inside_handler_frees_pipelined(void **state)
 {
     (void)state;
     fixture fx;
-    fx_init(&fx, handler_hold_close_inside);
-    fx_start(&fx);
-    fx_run(&fx, client_pipelined_pair, 1);
+    sfx_serve(&fx, handler_hold_close_inside, client_pipelined_pair, 1);
     assert_int_equal(fx.nreqs, 1);
     assert_int_equal(fx.aborts, 1);
     assert_int_equal(fx.respond_ret[0], 0);
@@ -512,7 +488,7 @@ static char long_message[160];
 static void handler_long_error(tc_request *req, void *data)
 {
     fixture *fx = data;
-    int i = record(fx, req);
+    int i = sfx_record(fx, req);
     fx->respond_ret[i] = tc_request_respond_error(req, 404, "not_found", long_message);
 }
 
@@ -521,11 +497,11 @@ static void client_long_error(fixture *fx)
     cli c;
     resp r;
     char v[256];
-    CHECK_INT(cli_connect(fx, &c), 0);
-    CHECK_INT(cli_sends(&c, "GET /long HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
-    CHECK_INT(cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_sends(&c, "GET /long HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
     CHECK_INT(r.status, 404);
-    CHECK(error_body_ok(&r, "not_found", v, sizeof(v)));
+    CHECK(sfx_error_body_ok(&r, "not_found", v, sizeof(v)));
     CHECK(strncmp(v, long_message, 119) == 0);
 }
 
@@ -535,14 +511,11 @@ static void test_error_message_cut_at_utf8_boundary(void **state)
     memset(long_message, 'a', 119);
     strcpy(long_message + 119, "\xc3\xa9 and more");
     fixture fx;
-    fx_init(&fx, handler_long_error);
-    fx_start(&fx);
-    fx_run(&fx, client_long_error, 0);
+    sfx_serve(&fx, handler_long_error, client_long_error, 0);
 }
 
 int main(void)
 {
-    signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_max_connections_shared_counter),
         cmocka_unit_test(test_no_memory_for_a_connection),
@@ -555,9 +528,5 @@ int main(void)
         cmocka_unit_test(test_close_inside_handler_frees_pipelined),
         cmocka_unit_test(test_error_message_cut_at_utf8_boundary),
     };
-    /* TC_TEST_FILTER=pattern runs only the matching tests (cmocka wildcards). */
-    const char *filter = getenv("TC_TEST_FILTER");
-    if (filter != NULL)
-        cmocka_set_test_filter(filter);
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return SFX_RUN_TESTS(tests);
 }

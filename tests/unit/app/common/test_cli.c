@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "common/cli.h"
+#include "common/settings.h"
 
 enum {
     O_HELP = 1,
@@ -206,19 +207,18 @@ static void test_listen_values(void **state)
         " 127.0.0.1:80",
     };
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-        char host[64] = "";
-        int port = -1;
-        assert_int_equal(
-            cli_parse_listen("test", "--listen", good[i].value, host, sizeof(host), &port), 0);
-        assert_string_equal(host, good[i].host);
-        assert_int_equal(port, good[i].port);
+        settings_addr a = {"", -1, 0};
+        settings_error e;
+        assert_int_equal(settings_parse_addr(good[i].value, &a, &e), 0);
+        assert_string_equal(a.host, good[i].host);
+        assert_int_equal(a.port, good[i].port);
     }
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        char host[64] = "";
-        int port = -1;
-        if (cli_parse_listen("test", "--listen", bad[i], host, sizeof(host), &port) != -1)
-            fail_msg("'%s' was taken as %s port %d", bad[i], host, port);
-        assert_int_equal(port, -1);
+        settings_addr a = {"", -1, 0};
+        settings_error e;
+        if (settings_parse_addr(bad[i], &a, &e) != -1)
+            fail_msg("'%s' was taken as %s port %d", bad[i], a.host, a.port);
+        assert_int_equal(a.port, -1);
     }
 }
 
