@@ -714,6 +714,38 @@ static void test_program_messages(void **state)
                         "invalid value '' for --http-engine: expected native or curl");
     assert_string_equal(message(t, "access-log", "", &to, &e),
                         "invalid value '' for --access-log: expected -, a file or off");
+    /* the replica rows (CONTRACT section 7) */
+    static const char *const bad_factors[] = {"1.4", "100.1", "0",    "1e1", "-2", "+5", " 5",
+                                              "5.",  ".5",    "5..1", "abc", "",   "on", "OFF"};
+    for (size_t i = 0; i < sizeof(bad_factors) / sizeof(bad_factors[0]); i++) {
+        char want[256];
+        (void)snprintf(want, sizeof(want),
+                       "invalid value '%s' for --eject-latency-factor: expected a decimal from "
+                       "1.5 to 100, or off",
+                       bad_factors[i]);
+        assert_string_equal(message(t, "eject-latency-factor", bad_factors[i], &to, &e), want);
+    }
+    static const struct {
+        const char *text;
+        double value;
+    } factors[] = {{"1.5", 1.5}, {"100", 100}, {"2.25", 2.25}, {"5", 5}, {"off", 0}};
+    const setting *factor = settings_find(t, "eject-latency-factor");
+    for (size_t i = 0; i < sizeof(factors) / sizeof(factors[0]); i++) {
+        double v = -1;
+        assert_int_equal(factor->check(factor, factors[i].text, &v, &e), 0);
+        assert_true(v == factors[i].value);
+    }
+    assert_string_equal(message(t, "upstream-discovery", "srv", &to, &e),
+                        "invalid value 'srv' for --upstream-discovery: expected off or dns");
+    assert_string_equal(message(t, "dns-refresh", "999", &to, &e),
+                        "invalid value '999' for --dns-refresh: must be from 1000 to 3600000");
+    assert_string_equal(message(t, "eject-failures", "0", &to, &e),
+                        "invalid value '0' for --eject-failures: must be from 1 to 1000");
+    assert_string_equal(message(t, "max-ejected", "101", &to, &e),
+                        "invalid value '101' for --max-ejected: must be from 0 to 100");
+    assert_string_equal(message(t, "upstream", "ftp://x/", &to, &e),
+                        "invalid value 'ftp://x/' for --upstream: expected an http:// or https:// "
+                        "URL");
     /* the file form of upstream_headers has a key and no flag */
     const setting *file = settings_find_key(t, "upstream_headers_file");
     assert_non_null(file);
