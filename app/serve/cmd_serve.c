@@ -396,8 +396,8 @@ static int start_replicas(serve_config *cfg, serve_route *route)
         return CLI_EXIT_FAILURE;
     }
     /* Discovery adds and removes pools as it goes: room for every replica the sets may hold. */
-    cfg->client_pools =
-        route->discovery == SERVE_DISCOVERY_DNS ? 2 * TC_REPLICA_MAX : serve_replicas_pools(route);
+    cfg->client_pools = route->discovery == SERVE_DISCOVERY_DNS ? (size_t)2 * TC_REPLICA_MAX
+                                                                : serve_replicas_pools(route);
     if (cfg->client_pools == 0)
         cfg->client_pools = 1;
     /* One URL: the log is what it was; replicas: json lines say which one answered. */

@@ -263,11 +263,12 @@ void serve_forward_finish(serve_route *route);
 
 void serve_forward_init(serve_forward *fw, const serve_route *route);
 void serve_forward_free(serve_forward *fw);
-/* Fills creq->url, ->headers and ->nheaders for every attempt of req: the upstream URL with the
- * client's query (tc__forward_url), then the --upstream-header headers, the forwarded request
- * headers and X-Request-Id: request_id (none when empty). They point into fw and route, valid
- * until the next call on fw; the hedge copies them and numbers each attempt
- * (X-Tailcut-Attempt). Returns 0, TC_ETOOLARGE or TC_ENOMEM. */
+/* Fills creq->url, ->headers and ->nheaders for every attempt of req: the route's first
+ * upstream URL with the client's query (tc__forward_url; serve_attempt_prepare gives a replica
+ * of another URL its own), then the --upstream-header headers, the forwarded request headers
+ * and X-Request-Id: request_id (none when empty). They point into fw and route, valid until the
+ * next call on fw; the hedge copies them and numbers each attempt (X-Tailcut-Attempt). Returns
+ * 0, TC_ETOOLARGE or TC_ENOMEM. */
 int serve_forward_build(serve_forward *fw, const serve_route *route, const tc_request *req,
                         tc_str request_id, tc_client_request *creq);
 

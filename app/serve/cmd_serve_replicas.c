@@ -420,6 +420,7 @@ int serve_replicas_metrics(const serve_route *route, tc__buf *b)
     text t = {b, 0};
     tc_replica_info *info[2] = {NULL, NULL};
     tc_replica_totals totals[2];
+    memset(totals, 0, sizeof(totals));
     size_t n[2] = {0, 0};
     for (int k = 0; k < 2; k++) {
         if (route_set(route, k) == NULL)
@@ -569,6 +570,7 @@ int serve_replicas_stats(const serve_route *route, tc__buf *b)
 {
     text t = {b, 0};
     tc_replica_totals totals[2];
+    memset(totals, 0, sizeof(totals));
     int first = 1;
     add(&t, ",\"replicas\":[");
     for (int k = 0; k < 2; k++)
