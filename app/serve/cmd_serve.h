@@ -213,7 +213,8 @@ typedef struct serve_call {
     uint64_t timeout_ms;
     char id[TC_ID_MAX + 1]; /* /api/metadata only */
     /* The attempt endpoints: the replica of each attempt that reached one, in firing order
-     * (referenced), and the URLs built for them, once per URL (cmd_serve_replicas.c). */
+     * (referenced; only when the access log names replicas), and the URLs built for them, once
+     * per URL (cmd_serve_replicas.c). */
     serve_replica *sent[TC_HEDGE_MAX_ATTEMPTS];
     unsigned nsent;
     struct {
@@ -295,11 +296,12 @@ int serve_replicas_start(serve_route *route);
 void serve_replicas_free(serve_route *route);
 
 /* The hedge's prepare hook (src/policy/hedge.c fire), data the serve_call: aims an attempt at
- * its replica (its URL, built once per request, and its address) and keeps a reference on it
- * for the access log. */
+ * its replica (its URL, built once per request, and its address) and, when the access log names
+ * replicas (cfg->log_replica), keeps a reference on it for the log line. */
 int serve_attempt_prepare(void *data, unsigned id, void *replica_data, tc_client_request *req);
 /* The label of the replica that answered r (the winner's; for all and within-timeout the first
- * success's), or NULL. Valid until serve_call_release. */
+ * success's), or NULL (also when the log does not name replicas). Valid until
+ * serve_call_release. */
 const char *serve_call_replica(const serve_call *call, const tc_hedge_result *r);
 /* Gives back what the call holds: its replica references and built URLs. */
 void serve_call_release(serve_call *call);

@@ -166,7 +166,8 @@ static void on_hedge_done(tc_future *f, void *data)
     }
     const tc_hedge_result *r = tc_future_value(f);
     tc_request_set_attempts(req, r->nattempts);
-    tc_request_set_replica(req, serve_call_replica(call, r)); /* valid until serve_call_free */
+    if (sw->cfg->log_replica)
+        tc_request_set_replica(req, serve_call_replica(call, r)); /* valid until serve_call_free */
     char attempts[16];
     (void)snprintf(attempts, sizeof(attempts), "%u", r->nattempts);
     tc_server_header hdr = {"X-Tailcut-Attempts", attempts};

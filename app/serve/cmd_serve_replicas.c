@@ -12,9 +12,9 @@
  * merged in, built the first time the request needs it and reused by its later attempts.
  *
  * Lifetimes: a replica's data (serve_replica) is shared and reference counted. The set holds one
- * reference and drops it when it is done with the replica (removed, last attempt reported); each
- * request holds one per attempt it sent there, until it ends, because the access log names the
- * winner's replica after the set may have let it go.
+ * reference and drops it when it is done with the replica (removed, last attempt reported); when
+ * the access log names replicas, each request holds one per attempt it sent there, until it
+ * ends, because the log line names the winner's replica after the set may have let it go.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -233,8 +233,8 @@ int serve_attempt_prepare(void *data, unsigned id, void *replica_data, tc_client
     serve_call *call = data;
     serve_replica *rep = replica_data;
     (void)id;
-    if (call->nsent < TC_HEDGE_MAX_ATTEMPTS) {
-        serve_replica_ref(rep);
+    if (call->sw->cfg->log_replica && call->nsent < TC_HEDGE_MAX_ATTEMPTS) {
+        serve_replica_ref(rep); /* the access log may name it after the set let it go */
         call->sent[call->nsent++] = rep;
     }
     req->connect_to = rep->connect_to;
