@@ -101,7 +101,7 @@ static const setting rows[] = {
      .flags = SETTINGS_REPEATABLE | SETTINGS_DEFAULT_TEXT,
      .placeholder = "URL",
      .help = "the URL each attempt GETs; each one given is one replica\n"
-             "of the service (an extra attempt goes to another one)",
+             "of the service (an extra attempt goes to another one)\n",
      .man = "The http:// or https:// URL each attempt GETs.\n"
             "Each URL given is one replica of the same service (their paths and queries may "
             "differ): each attempt goes to a\n"
@@ -115,7 +115,7 @@ static const setting rows[] = {
             "without --upstream; else none: /api/metadata answers 404",
      .flags = SETTINGS_REPEATABLE | SETTINGS_DEFAULT_TEXT,
      .placeholder = "URL",
-     .help = "batch lookups go here; each one given is one replica",
+     .help = "batch lookups go here; each one given is one replica\n",
      .man = "Where batched ID lookups go, as\n"
             ".IB URL ?id= A & id= B ...\n"
             "Each URL given is one replica, chosen as for\n"
