@@ -84,6 +84,9 @@ typedef struct tc_server_config {
     /* 1: json lines end with "replica" (tc_request_set_replica: the upstream replica that
      * answered, null when none); text lines never change [0] */
     int access_log_replica;
+    /* 1: json lines carry "route" (tc_request_set_route: the route that took the request, ""
+     * when none); text lines never change [0] */
+    int access_log_route;
     /* Readiness probe answered by the server itself (GET/HEAD, query ignored): 200
      * {"status":"ready"}, or 503 {"status":"draining"} once tc_server_set_ready(srv, 0) was
      * called or the server is draining, also on connections that would otherwise get 503
@@ -176,6 +179,10 @@ void tc_request_set_attempts(tc_request *req, unsigned attempts);
  * access_log_replica; null when never set or NULL). Borrowed: label must stay valid until the
  * request is answered or dropped (its log line is written by then). */
 void tc_request_set_replica(tc_request *req, const char *label);
+
+/* The route that took the request (the json access log's "route" with access_log_route; ""
+ * when never set or NULL). Borrowed, as for tc_request_set_replica. */
+void tc_request_set_route(tc_request *req, const char *name);
 
 /* cb runs once if the client goes away (closed, reset, server closed) before the request is
  * finished. Set it again to replace it; NULL removes it. */

@@ -91,6 +91,11 @@ void tc_request_set_replica(tc_request *r, const char *label)
     r->replica = label;
 }
 
+void tc_request_set_route(tc_request *r, const char *name)
+{
+    r->route = name;
+}
+
 /* ---- client address ------------------------------------------------------------------------- */
 
 void tc__srv_conn_client(tc__srv_conn *c)
@@ -153,6 +158,8 @@ void tc__srv_access_log(tc_request *r)
     e.attempts = r->attempts_set ? (int64_t)r->attempts : -1;
     e.request_id = r->id;
     e.request_id_len = r->id_len;
+    e.with_route = srv->cfg.access_log_route;
+    e.route = r->route;
     e.with_replica = srv->cfg.access_log_replica;
     e.replica = r->replica;
     tc__buf b;
