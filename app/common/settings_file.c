@@ -12,6 +12,7 @@
 #include <uv.h>
 #include <yaml.h>
 
+#include "base/alloc.h"
 #include "settings_file.h"
 
 /* The longest key path a message shows ("routes[12].hedge.budget_percent" and more). */
@@ -30,6 +31,10 @@ int settings_file_fail(settings_file_error *e, const char *file, settings_mark a
                        path, why);
     else
         (void)snprintf(e->message, sizeof(e->message), "%s:%u:%u: %s", file, at.line, at.col, why);
+    /* One line, whatever a key or a value held (a quoted key may hold a line break). */
+    for (char *p = e->message; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20)
+            *p = '?';
     return -1;
 }
 
@@ -42,13 +47,13 @@ void settings_node_free(settings_node *n)
     for (size_t i = 0; n->kind == SETTINGS_NODE_LIST && i < n->n; i++)
         settings_node_free(n->items[i]);
     for (size_t i = 0; n->kind == SETTINGS_NODE_MAP && i < n->n; i++) {
-        free(n->pairs[i].key);
+        tc__free(n->pairs[i].key);
         settings_node_free(n->pairs[i].value);
     }
-    free(n->items);
-    free(n->pairs);
-    free(n->text);
-    free(n);
+    tc__free(n->items);
+    tc__free(n->pairs);
+    tc__free(n->text);
+    tc__free(n);
 }
 
 const settings_pair *settings_node_get(const settings_node *map, const char *key)
@@ -104,7 +109,7 @@ static int attach(reader *r, settings_node *node, yaml_mark_t at)
     }
     settings_node *parent = r->stack[r->depth - 1];
     if (parent->kind == SETTINGS_NODE_LIST) {
-        settings_node **grown = realloc(parent->items, (parent->n + 1) * sizeof(*grown));
+        settings_node **grown = tc__realloc(parent->items, (parent->n + 1) * sizeof(*grown));
         if (grown == NULL) {
             settings_node_free(node);
             return out_of_memory(r, at);
@@ -122,7 +127,7 @@ static int attach(reader *r, settings_node *node, yaml_mark_t at)
         return settings_file_fail(r->e, r->file, mark_of(at), NULL,
                                   "a key must be plain text, not a list or a mapping");
     }
-    settings_pair *grown = realloc(parent->pairs, (parent->n + 1) * sizeof(*grown));
+    settings_pair *grown = tc__realloc(parent->pairs, (parent->n + 1) * sizeof(*grown));
     if (grown == NULL) {
         settings_node_free(node);
         return out_of_memory(r, at);
@@ -139,7 +144,7 @@ static int attach(reader *r, settings_node *node, yaml_mark_t at)
 
 static settings_node *node_new(settings_node_kind kind, yaml_mark_t at)
 {
-    settings_node *n = calloc(1, sizeof(*n));
+    settings_node *n = tc__calloc(1, sizeof(*n));
     if (n != NULL) {
         n->kind = kind;
         n->mark = mark_of(at);
@@ -175,8 +180,8 @@ static int on_scalar(reader *r, const yaml_event_t *ev)
         return settings_file_fail(r->e, r->file, mark_of(ev->start_mark), NULL,
                                   "a value holds a NUL byte");
     settings_node *n = node_new(SETTINGS_NODE_SCALAR, ev->start_mark);
-    if (n == NULL || (n->text = malloc(len + 1)) == NULL) {
-        free(n);
+    if (n == NULL || (n->text = tc__malloc(len + 1)) == NULL) {
+        tc__free(n);
         return out_of_memory(r, ev->start_mark);
     }
     memcpy(n->text, v, len);
@@ -297,7 +302,7 @@ int settings_file_load(const char *path, settings_node **out, settings_file_erro
                        uv_strerror(uv_translate_sys_error(errno)));
         return -1;
     }
-    char *text = malloc((size_t)SETTINGS_FILE_MAX_BYTES + 1);
+    char *text = tc__malloc((size_t)SETTINGS_FILE_MAX_BYTES + 1);
     if (text == NULL) {
         (void)fclose(f);
         return settings_file_fail(e, path, start, NULL, "out of memory");
@@ -312,7 +317,7 @@ int settings_file_load(const char *path, settings_node **out, settings_file_erro
                                 uv_strerror(uv_translate_sys_error(err)));
     else
         rc = settings_file_parse(path, text, len, out, e);
-    free(text);
+    tc__free(text);
     return rc;
 }
 
