@@ -109,7 +109,8 @@ static int attach(reader *r, settings_node *node, yaml_mark_t at)
     }
     settings_node *parent = r->stack[r->depth - 1];
     if (parent->kind == SETTINGS_NODE_LIST) {
-        settings_node **grown = tc__realloc(parent->items, (parent->n + 1) * sizeof(*grown));
+        settings_node **grown =
+            tc__realloc(parent->items, (parent->n + 1) * sizeof(settings_node *));
         if (grown == NULL) {
             settings_node_free(node);
             return out_of_memory(r, at);
@@ -261,7 +262,7 @@ int settings_file_parse(const char *file, const char *text, size_t len, settings
     *out = NULL;
     settings_mark start = {1, 1};
     if (len > SETTINGS_FILE_MAX_BYTES)
-        return settings_file_fail(e, file, start, NULL, "larger than %d bytes",
+        return settings_file_fail(e, file, start, NULL, "larger than %zu bytes",
                                   SETTINGS_FILE_MAX_BYTES);
     yaml_parser_t p;
     if (yaml_parser_initialize(&p) == 0)
@@ -302,7 +303,7 @@ int settings_file_load(const char *path, settings_node **out, settings_file_erro
                        uv_strerror(uv_translate_sys_error(errno)));
         return -1;
     }
-    char *text = tc__malloc((size_t)SETTINGS_FILE_MAX_BYTES + 1);
+    char *text = tc__malloc(SETTINGS_FILE_MAX_BYTES + 1);
     if (text == NULL) {
         (void)fclose(f);
         return settings_file_fail(e, path, start, NULL, "out of memory");

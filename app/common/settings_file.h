@@ -25,7 +25,7 @@
 #include "settings.h"
 
 /* The reader's limits: a file past one of them is an error that names it. */
-#define SETTINGS_FILE_MAX_BYTES (1024 * 1024)
+#define SETTINGS_FILE_MAX_BYTES ((size_t)1024 * 1024)
 #define SETTINGS_FILE_MAX_DEPTH 16
 #define SETTINGS_FILE_MAX_NODES 20000
 #define SETTINGS_FILE_MAX_SCALAR 8192

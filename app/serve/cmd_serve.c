@@ -567,7 +567,7 @@ static int serve_start(serve_run *run)
         cli_error(serve_settings.cmd, "cannot set up metrics and hedging");
         return CLI_EXIT_FAILURE;
     }
-    cfg->reloadable = calloc((size_t)cfg->workers + 1, sizeof(*cfg->reloadable));
+    cfg->reloadable = calloc((size_t)cfg->workers + 1, sizeof(serve_worker *));
     if (cfg->reloadable == NULL)
         return CLI_EXIT_FAILURE;
     if ((status = start_routes(cfg)) != 0)

@@ -408,7 +408,7 @@ static void on_reload(uv_async_t *a)
         serve_conf_unref(old);
         return;
     }
-    serve_conf **grown = realloc(sw->retiring, (sw->nretiring + 1) * sizeof(*grown));
+    serve_conf **grown = realloc(sw->retiring, (sw->nretiring + 1) * sizeof(serve_conf *));
     if (grown == NULL) {
         /* no room to wait for its calls: its batchers close now (their lookups answer 503) */
         serve_metadata_close(serve_conf_share_of(sw, old), old->nroutes);

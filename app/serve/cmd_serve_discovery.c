@@ -469,7 +469,7 @@ int serve_discovery_start(serve_config *cfg)
     if (ndns == 0)
         return 0;
     serve_discovery *d = calloc(1, sizeof(*d));
-    if (d == NULL || (d->states = calloc(ndns, sizeof(*d->states))) == NULL) {
+    if (d == NULL || (d->states = calloc(ndns, sizeof(serve_route_state *))) == NULL) {
         free(d);
         return TC_ENOMEM;
     }

@@ -549,7 +549,7 @@ int serve_replicas_metrics(const serve_route *routes, size_t nroutes, int with_r
     for (size_t f = 0; f < sizeof(replica_families) / sizeof(replica_families[0]); f++) {
         add(&t, "%s", replica_families[f].head);
         for (size_t k = 0; k < nsets; k++)
-            for (size_t i = 0; i < sets[k].n; i++)
+            for (size_t i = 0; sets[k].info != NULL && i < sets[k].n; i++)
                 replica_families[f].series(&t, sets[k].pre,
                                            label_value(sets[k].info[i].label, lv, sizeof(lv)),
                                            &sets[k].info[i]);
