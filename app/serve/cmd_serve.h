@@ -483,6 +483,12 @@ serve_conf_share *serve_conf_share_of(serve_worker *sw, serve_conf *conf);
 /* On the worker's thread: registers it for reloads (its uv_async on loop) / closes that. */
 int serve_reload_open(serve_worker *sw, uv_loop_t *loop);
 void serve_reload_close(serve_worker *sw);
+/* A request's hold on the configuration it starts with (at its head, on the worker's thread):
+ * take returns the worker's configuration in force with one reference and one call counted;
+ * give, when the request ends, drops both (a configuration no longer in force whose last call
+ * this was lets the worker's batchers of it go). The request's route stays valid in between. */
+serve_conf *serve_conf_take(serve_worker *sw);
+void serve_conf_give(serve_worker *sw, serve_conf *conf);
 /* A call of the worker on conf has ended: a configuration no longer in force whose last call
  * this was lets its batchers go. */
 void serve_conf_call_done(serve_worker *sw, serve_conf *conf);

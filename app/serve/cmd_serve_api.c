@@ -59,9 +59,7 @@ serve_call *serve_call_new(serve_worker *sw, const serve_route *route, tc_reques
     }
     call->sw = sw;
     /* The configuration it started with, to its end, whatever a reload does meanwhile. */
-    call->conf = sw->conf;
-    serve_conf_ref(call->conf);
-    serve_conf_share_of(sw, call->conf)->calls++;
+    call->conf = serve_conf_take(sw);
     call->route = route;
     call->req = req;
     call->ep = ep;
@@ -79,9 +77,7 @@ static void call_end(serve_call *call)
     serve_conf *conf = call->conf;
     serve_call_release(call);
     free(call);
-    serve_conf_share_of(sw, conf)->calls--;
-    serve_conf_call_done(sw, conf);
-    serve_conf_unref(conf);
+    serve_conf_give(sw, conf);
 }
 
 void serve_call_abandon(serve_call *call)

@@ -420,6 +420,20 @@ static void on_reload(uv_async_t *a)
     serve_conf_call_done(sw, old);
 }
 
+serve_conf *serve_conf_take(serve_worker *sw)
+{
+    serve_conf_ref(sw->conf);
+    serve_conf_share_of(sw, sw->conf)->calls++;
+    return sw->conf;
+}
+
+void serve_conf_give(serve_worker *sw, serve_conf *conf)
+{
+    serve_conf_share_of(sw, conf)->calls--;
+    serve_conf_call_done(sw, conf);
+    serve_conf_unref(conf);
+}
+
 void serve_conf_call_done(serve_worker *sw, serve_conf *conf)
 {
     if (conf == sw->conf || serve_conf_share_of(sw, conf)->calls > 0)
