@@ -143,6 +143,17 @@ typedef struct tc_server_stats {
 /* Fills *out. On the server's loop thread only (the counters are plain). */
 void tc_server_get_stats(const tc_server *srv, tc_server_stats *out);
 
+/* What may change while the server runs (a configuration reload), on its loop thread only.
+ * max_connections: from the next connection accepted (open ones stay). max_body: from the next
+ * request body read. The access log: from the next request handed to the handler (requests handed
+ * earlier are logged where and how they were when handed, so the caller keeps the old FILE open
+ * until those are finished; requests answered without the handler, such as 400s, use the new
+ * one); the old FILE is flushed here. A connection accepted while the log was off has no client
+ * address in its lines. */
+void tc_server_set_max_connections(tc_server *srv, size_t max_connections);
+void tc_server_set_max_body(tc_server *srv, size_t max_body);
+void tc_server_set_access_log(tc_server *srv, FILE *log, int format);
+
 /* ---- requests ------------------------------------------------------------------------------- */
 
 tc_str tc_request_method(const tc_request *req);

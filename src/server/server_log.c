@@ -134,7 +134,7 @@ static const char *log_time(tc_server *srv)
 void tc__srv_access_log(tc_request *r)
 {
     tc_server *srv = r->srv;
-    FILE *log = srv->cfg.access_log;
+    FILE *log = r->dispatched ? r->log : srv->cfg.access_log;
     if (log == NULL)
         return;
     tc__log_entry e;
@@ -164,7 +164,7 @@ void tc__srv_access_log(tc_request *r)
     e.replica = r->replica;
     tc__buf b;
     tc__buf_init(&b, srv->log_line, sizeof(srv->log_line), sizeof(srv->log_line) - 1);
-    if (tc__log_format(&b, srv->cfg.access_log_format, &e) == 0)
+    if (tc__log_format(&b, r->dispatched ? r->log_format : srv->cfg.access_log_format, &e) == 0)
         /* the access log is best effort: a full disk must not fail requests */
         (void)fwrite(b.data, 1, b.len, log);
 }
