@@ -271,7 +271,8 @@ int serve_metrics_define(serve_metrics *m, int with_route)
         &m->batch_size,    &m->batch_keys,    &m->batch_dedup,      &m->batch_wait,
         &m->stale_retries, &m->hedges_denied, &m->attempt_duration, &m->conns_rejected};
     if (with_route) {
-        /* requests, duration, attempts, hedges, wins, denied and attempt duration by route */
+        /* requests, duration, attempts, hedges, wins, in flight, the metadata batches, denied
+         * and attempt duration by route */
         static const struct {
             size_t def;
             const char *const *labels;
@@ -281,6 +282,12 @@ int serve_metrics_define(serve_metrics *m, int with_route)
                       {2, route_outcome_label, 2},
                       {3, route_label, 1},
                       {4, route_label, 1},
+                      {5, route_label, 1},
+                      {7, route_label, 1},
+                      {8, route_label, 1},
+                      {9, route_label, 1},
+                      {10, route_label, 1},
+                      {11, route_label, 1},
                       {13, route_label, 1},
                       {14, route_outcome_label, 2}};
         for (size_t i = 0; i < sizeof(routed) / sizeof(routed[0]); i++) {

@@ -209,6 +209,15 @@ class ConfigTest(unittest.TestCase):
                 self.assertIn('tailcut_upstream_replicas{route="bee",set="metadata",'
                               'state="available"} 1', text)
                 self.assertEqual(th.metric(m, "tailcut_config_reloads_total", result="ok"), 0)
+                # the in-flight gauge and the metadata batch families name the route too
+                self.assertEqual(th.metric(m, "tailcut_requests_in_flight", route="bee"), 0)
+                self.assertEqual(th.metric(m, "tailcut_metadata_batches_total", route="bee"), 1)
+                self.assertEqual(th.metric(m, "tailcut_metadata_batch_keys_total", route="bee"), 1)
+                self.assertEqual(th.metric(m, "tailcut_metadata_batch_size_count", route="bee"),
+                                 1)
+                self.assertEqual(th.metric(m, "tailcut_metadata_batch_wait_seconds_count",
+                                           route="bee"), 1)
+                self.assertNotIn("tailcut_requests_in_flight 0", text)
             lines = [json.loads(x) for x in s.stdout_bytes().decode().splitlines()
                      if x.startswith("{")]
         routes = {x["target"]: x["route"] for x in lines}
