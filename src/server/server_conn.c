@@ -331,6 +331,7 @@ static void conn_dispatch(tc__srv_conn *c, const tc__link *after)
             continue;
         }
         r->dispatched = 1;
+        tc__srv_take_log(r); /* tc_server_set_access_log: a request keeps its log */
         srv->inflight++;
         /* lands in app/serve/cmd_serve.c serve_handle (src/upstream/upstream.c on_request) */
         srv->cfg.handler(r, srv->cfg.handler_data);
