@@ -245,8 +245,10 @@ void tc_request_drop(tc_request *req, int reset);
  *
  * Finishing a request (respond, end, abort, drop) is still the one rule: every function below
  * that finishes it says so. A request taken at its head whose body was not read to its end when
- * it is finished closes the connection after its response (the rest of the body is never read),
- * and its response head says Connection: close when it is written before that end.
+ * it is finished closes the connection after its response (the rest of the body is never read):
+ * a whole response (tc_request_respond) then says Connection: close; a streamed head written
+ * while the body still comes says what the connection would otherwise do, since the body may
+ * yet be read to its end.
  */
 
 /* 1 if the request was handed over at its head (cfg.head_filter returned 1). */
@@ -277,7 +279,8 @@ typedef void (*tc_request_body_cb)(tc_request *req, int status, const char *data
  * above), TC_ETOOLARGE (its Content-Length is over limit: nothing is read and no 100 sent; the
  * handler answers 413), TC_EINVAL (not a streaming request, read already started, request
  * finished, cb NULL), TC_ECANCELED (the client is gone), TC_ENOMEM (the 100 Continue could not be
- * queued). On an error cb is never called. */
+ * queued). On an error cb is never called. Called from the handler at the head, the body's
+ * pieces start as soon as the handler returns. */
 int tc_request_read_body(tc_request *req, uint64_t limit, tc_request_body_cb cb, void *arg);
 
 /* Back-pressure on the body being read: after pause, cb is not called until resume (not even
@@ -297,10 +300,10 @@ void tc_request_body_resume(tc_request *req);
  * body that ends when the connection closes (Connection: close). Answers with no body are
  * enforced as in tc_request_respond(): to HEAD, a known length is announced and no body follows
  * (an unknown one is not announced); a 1xx, 204 or 304 has no Content-Length and no body; a 205
- * has Content-Length: 0. Their writes are then accepted and dropped. Returns 0; TC_EINVAL
- * (finished, a head already written, content_length < -1); TC_ECANCELED (the client is gone or
- * the connection failed: nothing is written; finish the request with tc_request_end or _abort
- * as usual); TC_ENOMEM (nothing is
+ * has Content-Length: 0. Their writes are then accepted and dropped. content_type and headers
+ * are copied into the head at once. Returns 0; TC_EINVAL (finished, a head already written,
+ * content_length < -1); TC_ECANCELED (the client is gone or the connection failed: nothing is
+ * written; finish the request with tc_request_end or _abort as usual); TC_ENOMEM (nothing is
  * written and the request is finished: the connection is closed). */
 int tc_request_respond_head(tc_request *req, int status, const char *content_type,
                             const tc_server_header *headers, size_t nheaders,

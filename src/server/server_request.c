@@ -398,18 +398,17 @@ size_t tc__srv_head_write(char *dst, const tc__srv_head *head)
 /* What every head shares: the status line, Date, Connection, the id and the handler's headers;
  * the caller sets the framing (content type, length or chunks). Field by field: an initializer
  * would zero the kept lengths too, on every response. Returns whether the connection closes
- * after this answer. */
+ * after this answer (also when the caller says it must: close). */
 static inline int request_head_init(tc_request *r, tc__srv_head *head, int status,
-                                    const tc_server_header *headers, size_t nheaders)
+                                    const tc_server_header *headers, size_t nheaders, int close)
 {
     tc_server *srv = r->srv;
     if (r->id_len == 0)
         tc__srv_request_id_generate(r);
     tc__srv_update_time(srv);
-    /* A 1xx is no final answer: the client would wait on for one, so the connection closes. A
-     * streamed request body not read to its end leaves the connection unusable. */
-    int close = !r->keep_alive || r->close_after || r->body_pending || srv->draining ||
-                srv->closing || !tc__srv_ready(srv) || status < 200;
+    /* A 1xx is no final answer: the client would wait on for one, so the connection closes. */
+    close = close || !r->keep_alive || r->close_after || srv->draining || srv->closing ||
+            !tc__srv_ready(srv) || status < 200;
     head->status = status;
     head->reason = tc_http_reason(status);
     head->chunked = 0;
@@ -433,7 +432,8 @@ static int request_build_response(tc_request *r, int status, const char *content
     if (kind == BODY_EMPTY)
         body_len = 0;
     tc__srv_head head;
-    int close = request_head_init(r, &head, status, headers, nheaders);
+    /* A streamed request body not read to its end leaves the connection unusable. */
+    int close = request_head_init(r, &head, status, headers, nheaders, r->body_pending);
     head.content_type = kind == BODY_NONE ? NULL : content_type;
     head.has_length = kind != BODY_NONE;
     head.content_length = body_len;
@@ -463,8 +463,9 @@ tc__srv_write *tc__srv_head_build(tc_request *r, int status, const char *content
     int http11 = r->http_major > 1 || (r->http_major == 1 && r->http_minor >= 1);
     int until_close = kind == BODY_SENT && !known && !http11;
     tc__srv_head head;
-    int close = request_head_init(r, &head, status, headers, nheaders) || until_close;
-    head.close = close;
+    /* A body still coming may yet be read to its end: if not, the connection closes after the
+     * response all the same (tc__srv_stream_finish). */
+    int close = request_head_init(r, &head, status, headers, nheaders, until_close);
     head.content_type = kind == BODY_NONE ? NULL : content_type;
     head.has_length =
         kind == BODY_EMPTY || ((kind == BODY_SENT || kind == BODY_HEAD_ONLY) && known);

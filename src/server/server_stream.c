@@ -101,26 +101,17 @@ static int writable_due(const tc_request *r)
     return writable_armed(r) && request_pending(r) <= r->st.writable_at;
 }
 
-/* The first request of c with a callback due now, or NULL. */
-static tc_request *conn_due(const tc__srv_conn *c)
-{
-    for (const tc__link *l = c->queue.next; l != &c->queue; l = l->next) {
-        tc_request *r = tc__container_of(l, tc_request, link);
-        if ((r->body_end_due && r->body_reading && !r->body_paused) || writable_due(r))
-            return r;
-    }
-    return NULL;
-}
-
-/* Runs every callback due on c, one at a time: each may finish or arm requests, so the queue is
- * looked at afresh after each. Ends because each call disarms the one it makes. */
+/* Runs every callback due on c, in queue order, each request once: one armed again meanwhile
+ * is due from the next pass (it posted c). The queue holds still: nothing is freed or parsed
+ * while c is in_dispatch. */
 static void conn_run_due(tc__srv_conn *c)
 {
-    tc_request *r;
-    while (!c->closing && !c->close_deferred && (r = conn_due(c)) != NULL) {
+    for (tc__link *l = c->queue.next; l != &c->queue && !c->closing && !c->close_deferred;
+         l = l->next) {
+        tc_request *r = tc__container_of(l, tc_request, link);
         if (r->body_end_due && r->body_reading && !r->body_paused)
             body_last(r, 0);
-        else
+        if (writable_due(r))
             writable_fire(r, 0);
     }
 }
@@ -338,8 +329,10 @@ void tc__srv_stream_finish(tc_request *r)
     tc__srv_conn *c = r->conn;
     if (c == NULL)
         return; /* the connection's close cancelled everything already */
-    if (r->body_pending && c->cur == r)
+    if (r->body_pending && c->cur == r) {
         body_abandon(c); /* its body was not read to its end: never read the rest */
+        r->close_after = 1;
+    }
     if (r->body_reading || r->st.writable_cb != NULL) {
         int was = stream_enter(c);
         if (r->body_reading)

@@ -922,7 +922,7 @@ static void on_body_half(tc_request *req, int status, const char *data, size_t l
         return;
     }
     if (rec_of(req)->pieces == 1) {
-        /* answer while the body still comes: the head says close */
+        /* answer while the body still comes: the head cannot know it will not be read */
         assert_int_equal(tc_request_respond_head(req, 200, NULL, NULL, 0, 2), 0);
         assert_int_equal(tc_request_write(req, "ok", 2), 0);
         T.in_call = 1;
@@ -958,9 +958,9 @@ static void client_unread(fixture *fx)
                                 "0123456789"),
               0);
     CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
-    CHECK_HEADER(&r, "Connection", "close");
+    CHECK_HEADER(&r, "Connection", "keep-alive");
     CHECK_STR(r.body, "ok");
-    CHECK_CLOSED(&c, 0);
+    CHECK_CLOSED(&c, 0); /* closed all the same */
 }
 
 static void test_unread_body_closes(void **state)
@@ -1244,6 +1244,90 @@ static void test_server_close_and_upgrade(void **state)
     assert_int_equal(w->order[1], 3); /* then the abort callback */
 }
 
+/* ---- reading started late (its end from the loop); HTTP/1.0 gets no 100; a client gone ----- */
+
+static void read_late(fixture *fx, void *arg)
+{
+    T.in_call = 1;
+    rec_of(arg)->read_rc = tc_request_read_body(arg, 100, on_body_echo, fx);
+    T.in_call = 0;
+}
+
+static void on_abort_gone(tc_request *req, void *data)
+{
+    fixture *fx = data;
+    int ok = tc_request_write(req, "b", 1) == TC_ECANCELED &&
+             tc_request_read_body(req, 10, on_body_keep, fx) == TC_ECANCELED &&
+             tc_request_on_writable(req, 0, on_writable_note, fx) == TC_ECANCELED &&
+             tc_request_respond_head(req, 200, NULL, NULL, 0, 1) == TC_EINVAL &&
+             tc_request_write_pending(req) == 0;
+    T.misuse_ok += ok;
+    fx->aborts++;
+    assert_int_equal(tc_request_end(req), 0); /* finishing only frees it */
+    sfx_loop_done(fx);
+}
+
+static void handler_late(tc_request *req, void *data)
+{
+    fixture *fx = data;
+    sfx_record(fx, req);
+    rec *r = record_req(req);
+    if (path_is(req, "/s/late")) {
+        sfx_later(fx, 20, read_late, req);
+    } else if (path_is(req, "/s/old")) {
+        r->read_rc = tc_request_read_body(req, 100, on_body_echo, fx);
+        atomic_store(&fx->stage, 1);
+    } else {
+        tc_request_on_abort(req, on_abort_gone, fx);
+        assert_int_equal(tc_request_respond_head(req, 200, NULL, NULL, 0, -1), 0);
+        assert_int_equal(tc_request_write(req, "a", 1), 0);
+        atomic_store(&fx->stage, 2);
+    }
+}
+
+static void client_late(fixture *fx)
+{
+    cli c;
+    resp r;
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_sends(&c, "GET /s/late HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
+    CHECK_INT(r.status, 200);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_sends(&c, "POST /s/old HTTP/1.0\r\nExpect: 100-continue\r\n"
+                                "Content-Length: 5\r\n\r\n"),
+              0);
+    CHECK(sfx_stage_wait(fx, 1));
+    CHECK(sfx_cli_quiet(&c, 100)); /* no 100 to an HTTP/1.0 client */
+    CHECK_INT(sfx_cli_sends(&c, "hello"), 0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
+    CHECK_STR(r.body, "hello");
+    CHECK_HEADER(&r, "Connection", "close");
+    CHECK_CLOSED(&c, 0);
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    CHECK_INT(sfx_cli_sends(&c, "GET /s/gone HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_head(&c, &r), 1);
+    CHECK(sfx_stage_wait(fx, 2));
+    sfx_cli_close(&c); /* mid-response */
+}
+
+static void test_late_read_old_client_gone(void **state)
+{
+    (void)state;
+    fixture fx;
+    stream_init(&fx, handler_late);
+    fx.cfg.body_timeout_ms = 0; /* never: the HTTP/1.0 body comes after a pause */
+    sfx_run(&fx, client_late, 1);
+    assert_int_equal(T.n, 3);
+    assert_int_equal(T.r[0].read_rc, 0);
+    assert_int_equal(T.r[0].last_calls, 1);
+    assert_int_equal(T.r[0].last_status, 0);
+    assert_int_equal(T.ran_inside, 0); /* the end of a body already read came from the loop */
+    assert_int_equal(T.r[1].body_len, 5);
+    assert_int_equal(fx.aborts, 1);
+    assert_int_equal(T.misuse_ok, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1259,6 +1343,7 @@ int main(void)
         cmocka_unit_test(test_access_log_and_client_leaving),
         cmocka_unit_test(test_body_timeout_pause_and_bad_chunk),
         cmocka_unit_test(test_server_close_and_upgrade),
+        cmocka_unit_test(test_late_read_old_client_gone),
     };
     return SFX_RUN_TESTS(tests);
 }
