@@ -214,10 +214,22 @@ int tc__srv_stream_take(tc__srv_conn *c, http_parser *hp, tc_request *r)
     return 1;
 }
 
-/* The body timer: the longest wait for the next bytes of a body being read. */
+/* The body timer: the longest wait for the next bytes of a body being read. The connection has
+ * one timer for all its phases, so the body's touches it only in the body phase: a connection
+ * closing after an earlier answer (LINGER) keeps its linger timer, whatever the body does. */
 static void body_timer_start(tc__srv_conn *c)
 {
-    tc__srv_conn_timer_start(c, c->srv->cfg.body_timeout_ms);
+    if (c->phase == TC__SRV_BODY)
+        tc__srv_conn_timer_start(c, c->srv->cfg.body_timeout_ms);
+}
+
+/* The body phase is over (the body ended, failed or was abandoned). */
+static void body_phase_end(tc__srv_conn *c)
+{
+    if (c->phase == TC__SRV_BODY) {
+        uv_timer_stop(&c->timer);
+        c->phase = TC__SRV_BUSY;
+    }
 }
 
 /* The parser stops for good on c's current streamed body; the connection closes after the
@@ -229,8 +241,7 @@ static void body_abandon(tc__srv_conn *c)
     if (c->in_parser)
         http_parser_pause(&c->parser, 1);
     tc__srv_conn_read_off(c);
-    uv_timer_stop(&c->timer);
-    c->phase = TC__SRV_BUSY;
+    body_phase_end(c);
 }
 
 /* ---- the parser callbacks of a streamed body ---- */
@@ -275,8 +286,7 @@ static int stream_on_end(http_parser *hp)
     tc_request *r = c->cur;
     c->cur = NULL;
     r->body_pending = 0;
-    c->phase = TC__SRV_BUSY;
-    uv_timer_stop(&c->timer);
+    body_phase_end(c);
     if (r->body_reading)
         body_last(r, 0);
     /* Back to the callbacks of a new request (conn_execute goes on if it may). */
@@ -401,12 +411,10 @@ int tc_request_read_body(tc_request *r, uint64_t limit, tc_request_body_cb cb, v
     r->st.body_limit = limit;
     r->st.body_cb = cb;
     r->st.body_arg = arg;
-    if (!r->body_pending) {
+    if (!r->body_pending)
         r->body_end_due = 1; /* a body already read (or none): its end comes from the loop */
-    } else if (c->cur == r) {
-        c->phase = TC__SRV_BODY;
+    else if (c->cur == r)
         body_timer_start(c);
-    }
     if (!c->in_parser)
         tc__srv_conn_post(c); /* the parser, paused before the body, runs again from the loop */
     return 0;
@@ -419,7 +427,8 @@ void tc_request_body_pause(tc_request *r)
         return;
     r->body_paused = 1;
     if (c->cur == r) {
-        uv_timer_stop(&c->timer); /* the client is not the one who is late */
+        if (c->phase == TC__SRV_BODY)
+            uv_timer_stop(&c->timer); /* the client is not the one who is late */
         if (!c->in_parser)
             c->read_paused = 1; /* in the parser, its body callback pauses it on return */
     }

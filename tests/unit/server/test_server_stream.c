@@ -1328,6 +1328,62 @@ static void test_late_read_old_client_gone(void **state)
     assert_int_equal(T.misuse_ok, 1);
 }
 
+/* ---- a connection that closes after an earlier answer keeps its linger timer --------------- */
+
+static void on_body_linger(tc_request *req, int status, const char *data, size_t len, void *arg)
+{
+    fixture *fx = arg;
+    on_body_keep(req, status, data, len, arg);
+    if (len > 0) { /* pause, and resume once the connection lingers */
+        tc_request_body_pause(req);
+        sfx_later(fx, 50, resume_later, req);
+        return;
+    }
+    atomic_store(&fx->stage, 5);
+    tc_request_abort(req); /* the client is gone: finishing frees it */
+    sfx_loop_done(fx);
+}
+
+static void handler_linger(tc_request *req, void *data)
+{
+    fixture *fx = data;
+    int i = sfx_record(fx, req);
+    rec *r = record_req(req);
+    if (tc_request_is_streaming(req))
+        r->read_rc = tc_request_read_body(req, 100, on_body_linger, fx);
+    else
+        fx->respond_ret[i] = tc_request_respond(req, 200, "text/plain", NULL, 0, "bye", 3);
+}
+
+static void client_linger(fixture *fx)
+{
+    cli c;
+    resp r;
+    CHECK_INT(sfx_cli_connect(fx, &c), 0);
+    /* an HTTP/1.0 request (its answer closes) with a streamed one behind it, in one write */
+    CHECK_INT(sfx_cli_sends(&c, "GET /whole HTTP/1.0\r\n\r\n"
+                                "POST /s/p HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n01234"),
+              0);
+    CHECK_INT(sfx_cli_read_response(&c, &r, 0), 1);
+    CHECK_STR(r.body, "bye");
+    CHECK_CLOSED(&c, 0); /* FIN, then the server lingers: our side stays open */
+    /* the linger ends (2 s), the connection closes, the streamed body's reader hears of it */
+    CHECK(sfx_stage_wait(fx, 5));
+}
+
+static void test_body_timer_keeps_linger(void **state)
+{
+    (void)state;
+    fixture fx;
+    stream_init(&fx, handler_linger);
+    fx.cfg.body_timeout_ms = 20; /* resumed while lingering: must not replace the linger timer */
+    sfx_run(&fx, client_linger, 1);
+    assert_int_equal(T.n, 2);
+    assert_int_equal(T.r[1].body_len, 5);
+    assert_int_equal(T.r[1].last_calls, 1);
+    assert_int_equal(T.r[1].last_status, TC_ECANCELED);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1344,6 +1400,7 @@ int main(void)
         cmocka_unit_test(test_body_timeout_pause_and_bad_chunk),
         cmocka_unit_test(test_server_close_and_upgrade),
         cmocka_unit_test(test_late_read_old_client_gone),
+        cmocka_unit_test(test_body_timer_keeps_linger),
     };
     return SFX_RUN_TESTS(tests);
 }
