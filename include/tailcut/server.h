@@ -188,6 +188,12 @@ uint64_t tc_request_ready_ns(const tc_request *req);
 /* 1 once the client has gone away. */
 int tc_request_aborted(const tc_request *req);
 
+/* The client's IP address as text (an IPv4 or IPv6 literal, no port: what X-Forwarded-For
+ * carries), valid until the request is finished; empty when it is not known (the connection was
+ * gone before it was first asked for, or the system would not say). The server looks it up when
+ * first asked (or at accept, with an access log). */
+tc_str tc_request_client_addr(tc_request *req);
+
 /* The request's id: its X-Request-Id (one such field whose value, without surrounding blanks,
  * is 1 to TC_REQUEST_ID_MAX bytes of 0x21-0x7E) or else 32 lowercase hex digits the server drew
  * (a per-server generator seeded from getrandom(2): unique in practice, not a secret). Echoed

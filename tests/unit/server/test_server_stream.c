@@ -157,6 +157,9 @@ static void handler_pieces(tc_request *req, void *data)
     fixture *fx = data;
     int i = sfx_record(fx, req);
     rec *r = record_req(req);
+    tc_str addr = tc_request_client_addr(req); /* no access log: looked up when asked */
+    assert_true(sfx_str_eq(addr, "127.0.0.1"));
+    assert_true(tc_request_client_addr(req).base == addr.base);
     if (!r->streaming) {
         tc_str body = tc_request_body(req);
         fx->respond_ret[i] =
