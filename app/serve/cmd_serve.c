@@ -170,7 +170,7 @@ static int serve_worker_start(rt_worker *w, void *data)
     sc.ready = &cfg->ready;
     sc.header_timeout_ms = cfg->header_timeout_ms;
     sc.idle_timeout_ms = cfg->idle_timeout_ms;
-    sc.handler = serve_handle;
+    sc.handler = serve_handle; /* called from src/server/server_conn.c conn_dispatch */
     sc.handler_data = sw;
     err = tc_server_new(&sw->srv, w->loop, &sc);
     if (err != 0)

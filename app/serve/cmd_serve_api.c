@@ -73,7 +73,9 @@ void serve_call_free(serve_call *call)
 static void on_client_gone(tc_request *req, void *data)
 {
     serve_call *call = data;
-    tc_future_cancel(call->work); /* its done callback runs now and finishes the request */
+    /* runs hedge.c on_hedge_cancel (or future_comb.c comb_on_cancel), then the done callback,
+     * which finishes the request */
+    tc_future_cancel(call->work);
 }
 
 void serve_call_watch(serve_call *call, tc_future_cb done)
@@ -81,7 +83,10 @@ void serve_call_watch(serve_call *call, tc_future_cb done)
     serve_worker *sw = call->sw;
     tc_metrics_gauge_add(sw->shard, sw->cfg->metrics.in_flight, TC_METRICS_SERIES_DEFAULT, 1);
     serve_stats_in_flight(sw->stats, 1);
+    /* fires from src/server/server_conn.c tc__srv_conn_close when the client leaves */
     tc_request_on_abort(call->req, on_client_gone, call);
+    /* done: on_hedge_done or cmd_serve_metadata.c on_meta_done; fires from src/policy/hedge.c
+     * hedge_finish, the cancel below, or (metadata) the tc_with_timeout wrapper completing */
     if (tc_future_on_done(call->work, done, call) != 0) {
         tc_future_cancel(call->work);
         tc_request_on_abort(call->req, NULL, NULL);
@@ -190,7 +195,7 @@ void serve_handle_attempts(serve_worker *sw, tc_request *req, endpoint ep)
     tc_hedge_policy policy;
     tc_hedge_policy_init(&policy);
     policy.deadline_ms = tc_request_ready_ms(req) + timeout_ms;
-    policy.observe = serve_count_attempts;
+    policy.observe = serve_count_attempts; /* called from src/policy/hedge.c observe */
     policy.observe_data = sw;
     switch (ep) {
     case EP_SMART:

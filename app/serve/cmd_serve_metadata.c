@@ -114,6 +114,7 @@ static void metadata_dispatch(tc_batch *batch, void *data)
         tc_batch_fail(batch, err, msg);
         return;
     }
+    /* fires from src/client/client.c tc__creq_succeed / tc__creq_fail */
     if (tc_future_on_done(f, on_meta_response, batch) != 0) {
         tc_future_cancel(f);
         tc_batch_fail(batch, TC_ENOMEM, "out of memory");
@@ -249,7 +250,7 @@ int serve_metadata_batcher_new(serve_worker *sw, uv_loop_t *loop)
     bc.max_batch = (size_t)sw->route->batch_max;
     bc.max_wait_ms = sw->route->batch_wait_ms;
     bc.max_key_len = TC_ID_MAX;
-    bc.dispatch = metadata_dispatch;
+    bc.dispatch = metadata_dispatch; /* called from src/policy/batch.c batch_send */
     bc.data = sw;
     return tc_batcher_new(&sw->batcher, loop, &bc);
 }

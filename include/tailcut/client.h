@@ -18,9 +18,16 @@
  * that admits requests: callers never keep caps of their own.
  *
  * A request is sent once. A pooled (reused) connection that the server closes or resets while a
- * request is on it, at any moment, fails that request with TC_ECONNRESET, unless the request
- * asks for the stale-connection re-send (resend_stale below), the one case in which the client
- * sends a request twice on its own.
+ * request is on it fails that request: with TC_ESTALE when not a byte of the answer had come
+ * (the server may have closed it as idle just as the request went out: the caller can tell this
+ * case apart and send elsewhere), with TC_ECONNRESET once some had. The one case in which the
+ * client sends a request twice on its own is the stale-connection re-send (resend_stale below).
+ *
+ * Replicas. A request may name the address to connect to (connect_to below) while its URL's host
+ * stays the Host header and the TLS server name, so one URL can reach each copy of a service.
+ * The pool is per origin *and* address: each address has its own connections and its own
+ * max_per_host slots. tc_client_retire_origin() closes an address's connections when its replica
+ * leaves.
  */
 #ifndef TAILCUT_CLIENT_H
 #define TAILCUT_CLIENT_H
@@ -106,6 +113,12 @@ typedef struct tc_client_request {
      * and knows the request is safe to repeat turns it on (tailcut fetch and the batched
      * metadata calls do; tc_hedge_start turns it off for every attempt). */
     int resend_stale;
+    /* The numeric IPv4 or IPv6 address (text; an IPv6 one with or without brackets, no zone) to
+     * connect to, on the URL's port, instead of resolving the URL's host. The URL's host stays
+     * the Host header (with its port when the URL names one) and the TLS server name. Requests
+     * to one origin through different addresses never share a connection or a per-host slot.
+     * Copied. NULL = resolve the URL's host [NULL]. */
+    const char *connect_to;
 } tc_client_request;
 
 /* A received response. Owned by the request's future; valid while the caller holds a reference
@@ -133,15 +146,25 @@ long tc_response_header(const tc_response *resp, const char *name, char *buf, si
 
 /* Starts a request. On success *out is a future (one reference owned by the caller) that fulfils
  * with a tc_response * or rejects with:
- *   TC_ECONNREFUSED, TC_ECONNRESET, TC_EDNS, TC_ETIMEDOUT (connect or whole-request timeout,
+ *   TC_ECONNREFUSED, TC_ECONNRESET, TC_ESTALE (a reused connection closed or reset before any
+ *   byte of the answer, and no re-send), TC_EDNS, TC_ETIMEDOUT (connect or whole-request timeout,
  *   queue time included unless timeout_from_admit), TC_ETOOLARGE (body over max_body: the transfer
  * is aborted as soon as the limit is crossed), TC_ETLS, TC_EPROTO (not a valid HTTP response),
  * TC_EURL (malformed or unsupported URL), TC_EIO (anything else), TC_ENOMEM. Returns 0, or
- * TC_EINVAL, TC_ENOMEM, TC_ECLOSED (the client is closing); then no future. */
+ * TC_EINVAL (connect_to not a numeric address, a bad method or header...), TC_ENOMEM,
+ * TC_ECLOSED (the client is closing); then no future. */
 int tc_client_request_start(tc_future **out, tc_client *client, const tc_client_request *req);
 
 /* Shorthand for a GET of url with the client's defaults (and no stale-connection re-send). */
 int tc_client_get(tc_future **out, tc_client *client, const char *url);
+
+/* A replica left: the connections to url's origin (scheme, host, port) through connect_to
+ * (NULL: the URL's host itself, resolved), on either engine, close: idle ones at once, busy ones
+ * when their request ends (each request still gets its answer). Requests queued or started
+ * later open new connections. Call it on the client's loop thread. Returns 0 (also when there
+ * were no such connections), TC_EINVAL (NULL client or url, connect_to not a numeric address),
+ * TC_EURL (a bad URL), TC_ENOMEM. */
+int tc_client_retire_origin(tc_client *client, const char *url, const char *connect_to);
 
 /* The loop the client runs on. */
 uv_loop_t *tc_client_loop(const tc_client *client);

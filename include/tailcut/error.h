@@ -33,7 +33,8 @@ extern "C" {
     X(EADDRINUSE, -17, "address already in use")                                                   \
     X(EURL, -18, "malformed or unsupported URL")                                                   \
     X(EADDRNOTAVAIL, -19, "cannot assign requested address")                                       \
-    X(EACCES, -20, "permission denied")
+    X(EACCES, -20, "permission denied")                                                            \
+    X(ESTALE, -21, "pooled connection closed before any answer")
 
 typedef enum tc_errno {
 #define TC_ERRNO_ENUM(name, value, message) TC_##name = value,

@@ -40,6 +40,17 @@
  * extras fire together at the delay, or as soon as every attempt so far has failed. With a
  * budget, each extra is checked as it would fire; a denied one is dropped, never fired later, and
  * a hedge with nothing in flight whose next extra is denied ends at once (TC_EALLFAILED).
+ *
+ * Replicas (tailcut/replica.h). A policy with a replica set sends each attempt to a replica the
+ * set chooses: the first attempt by power of two choices, every later one (the other initial
+ * attempts included) to the best replica the hedge has not tried yet. The policy's `prepare`
+ * hook fills each attempt's request for its replica (URL, connect address) just before it
+ * starts. Each attempt's end is reported to the set exactly once, cancellation included, with
+ * its elapsed time and its class: SUCCESS (the judge said so, or a status other than 5xx and 429
+ * that the judge refused), FAILURE (5xx, 429, invalid JSON, a body over the limit, refused,
+ * reset, stale, DNS, TLS, timeout, malformed), CANCELLED, or NOT_SENT (never reached the
+ * replica: the attempt could not be started). The result names each attempt's replica. The
+ * budget, the delay and the schedule are the same with or without a set.
  */
 #ifndef TAILCUT_HEDGE_H
 #define TAILCUT_HEDGE_H
@@ -51,6 +62,7 @@
 
 #include "tailcut/client.h"
 #include "tailcut/future.h"
+#include "tailcut/replica.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -217,6 +229,13 @@ typedef struct tc_hedge_policy {
                                   * latency, each attempt cancelled because another won at its
                                   * elapsed time; failures never [NULL: hedge_delay_ms] */
     tc_hedge_budget *budget;     /* counts this hedge as a request and checks every extra [NULL] */
+    /* Replicas; off by default (every attempt is the request as given). */
+    tc_replica_set *replicas;      /* chooses each attempt's replica and hears how it ended
+                                    * [NULL]; an empty set fails the attempt as a connect error */
+    tc_replica_prepare_fn prepare; /* fills each attempt's request for its replica; called on
+                                    * the loop just before the attempt starts, with a copy of
+                                    * the request it may change [NULL: the request as given] */
+    void *prepare_data;
 } tc_hedge_policy;
 
 /* Fills p with the smart defaults above: FIRST, 1 + 2 after 300 ms, hedge on failure. */
@@ -228,6 +247,8 @@ typedef struct tc_hedge_attempt {
     int hedged;          /* 1 if fired by the hedge */
     uint64_t started_ns; /* uv_hrtime() */
     uint64_t ended_ns;
+    int replica; /* the id of its replica; -1 without a replica set, or when none was chosen */
+    int panic;   /* 1 if its replica was chosen in panic (no replica was eligible) */
 } tc_hedge_attempt;
 
 /* The value of a finished hedge's future. Owned by the future. */
@@ -246,6 +267,11 @@ typedef struct tc_hedge_result {
 
 /* The response of attempt i (NULL unless it was answered). */
 const tc_response *tc_hedge_response(const tc_hedge_result *r, unsigned i);
+
+/* The replica that answered: the winner's (TC_HEDGE_FIRST), else the first successful attempt's
+ * (TC_HEDGE_ALL, TC_HEDGE_DEADLINE); -1 when there is none or the policy had no replica set.
+ * The access log's "replica". */
+int tc_hedge_result_replica(const tc_hedge_result *r);
 
 /* Starts a hedge of req on client under policy. req is copied (URL and headers included).
  * Every attempt is sent once: req.resend_stale is ignored, so an attempt whose reused connection

@@ -17,6 +17,7 @@
 #include "tailcut/server.h"   /* tc_server: HTTP/1.1 server on your loop */
 #include "tailcut/client.h"   /* tc_client: pooled HTTP client on your loop */
 #include "tailcut/hedge.h"    /* tc_hedge: hedged and fan-out upstream calls */
+#include "tailcut/replica.h"  /* tc_replica_set: which copy of a service gets each attempt */
 #include "tailcut/batch.h"    /* tc_batcher: coalesce lookups into batched calls */
 #include "tailcut/fetch.h"    /* tc_fetch: many GETs at once, results as they arrive */
 #include "tailcut/upstream.h" /* tc_upstream: a simulated slow, flaky upstream */

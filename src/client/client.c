@@ -189,6 +189,7 @@ void tc__creq_fail(tc__creq *r, int err, const char *msg)
     // NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
     tc_client *cl = r->client;
     tc_future *f = creq_finish(r);
+    /* fires hedge.c on_hedge_attempt_done, or cmd_serve_metadata.c on_meta_response */
     if (tc_future_reject(f, err, msg) == TC_ECANCELED)
         cl->stats.cancelled++;
     else
@@ -212,6 +213,7 @@ void tc__creq_succeed(tc__creq *r, int status, int http_version, size_t body_off
     if (http_version == 20)
         r->origin->multiplex = 1;
     tc_future *f = creq_finish(r);
+    /* fires hedge.c on_hedge_attempt_done, or cmd_serve_metadata.c on_meta_response */
     if (tc_future_fulfill(f, &r->resp, response_free) == TC_ECANCELED)
         cl->stats.cancelled++; /* cancelled by a callback run from pump_queue; r is freed */
     else
@@ -248,7 +250,7 @@ static int creq_admit(tc__creq *r)
     int err = 0;
     if (r->queue_free)
         err = deadline_set(cl, r, tc__now_ms());
-    if (err == 0)
+    if (err == 0) /* the engine: client_native.c, or client_curl.c (https, --http-engine curl) */
         err = r->engine == TC__ENGINE_NATIVE ? tc__native_start(r) : tc__curl_start(r);
     if (err != 0)
         detach(r); /* the engine left r alone: its abort finds nothing to abort */
@@ -388,6 +390,29 @@ static int method_ok(const char *m)
     return tc__header_name_ok(m, strlen(m));
 }
 
+/* The canonical text of a numeric IPv4 or IPv6 address (an IPv6 one may come in brackets; no
+ * zone) into buf (TC__CLIENT_ADDR_TEXT bytes), so that one address is one pool however it was
+ * written. Returns 0 or TC_EINVAL. */
+static int address_canonical(const char *s, char *buf)
+{
+    char tmp[TC__CLIENT_ADDR_TEXT];
+    unsigned char bin[16];
+    size_t n = strlen(s);
+    if (n >= 2 && s[0] == '[' && s[n - 1] == ']') {
+        s++;
+        n -= 2;
+    }
+    if (n == 0 || n >= sizeof(tmp) || memchr(s, '%', n) != NULL)
+        return TC_EINVAL;
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    if (uv_inet_pton(AF_INET, tmp, bin) == 0)
+        return uv_inet_ntop(AF_INET, bin, buf, TC__CLIENT_ADDR_TEXT) == 0 ? 0 : TC_EINVAL;
+    if (uv_inet_pton(AF_INET6, tmp, bin) == 0)
+        return uv_inet_ntop(AF_INET6, bin, buf, TC__CLIENT_ADDR_TEXT) == 0 ? 0 : TC_EINVAL;
+    return TC_EINVAL;
+}
+
 static void url_cache_clear(tc__url_cache *uc)
 {
     tc__free(uc->url);
@@ -396,19 +421,41 @@ static void url_cache_clear(tc__url_cache *uc)
     memset(uc, 0, sizeof(*uc));
 }
 
-/* The origin key, scheme, request target and Host value of url, from the one-entry cache or
- * parsed afresh (libcurl's own URL parser, so both engines see the same URL). Returns 0 or
- * TC_EURL (with *why) or TC_ENOMEM. */
-static int url_parts(tc_client *cl, const char *url, const tc__url_cache **out, const char **why)
+/* The entry of url through connect_to, or NULL. The entry used last is looked at first: most
+ * clients send to one URL, or to a few in turn. */
+static tc__url_cache *url_cache_find(tc_client *cl, const char *url, const char *connect_to)
 {
-    tc__url_cache *uc = &cl->url_cache;
-    if (uc->url != NULL && strcmp(uc->url, url) == 0) {
-        *out = uc;
-        return 0;
+    for (unsigned k = 0; k < TC__CLIENT_URL_CACHE; k++) {
+        unsigned i = (cl->url_cache_last + k) % TC__CLIENT_URL_CACHE;
+        tc__url_cache *uc = &cl->url_cache[i];
+        if (uc->url != NULL && strcmp(uc->url, url) == 0 &&
+            strcmp(uc->connect_to, connect_to ? connect_to : "") == 0) {
+            cl->url_cache_last = i;
+            return uc;
+        }
     }
-    url_cache_clear(uc);
+    return NULL;
+}
+
+/* The entry a new URL takes: an empty one, else the one used longest ago (emptied). */
+static tc__url_cache *url_cache_victim(tc_client *cl)
+{
+    tc__url_cache *oldest = &cl->url_cache[0];
+    for (unsigned i = 0; i < TC__CLIENT_URL_CACHE && oldest->url != NULL; i++)
+        if (cl->url_cache[i].url == NULL || cl->url_cache[i].used < oldest->used)
+            oldest = &cl->url_cache[i];
+    url_cache_clear(oldest);
+    cl->url_cache_last = (unsigned)(oldest - cl->url_cache);
+    return oldest;
+}
+
+/* Parses url into uc: the origin key, scheme, request target and Host value (libcurl's own URL
+ * parser, so both engines see the same URL). Returns 0 or TC_EURL (with *why) or TC_ENOMEM,
+ * uc then left empty. */
+static int url_parse(tc__url_cache *uc, const char *url, const char **why)
+{
     int https = 0;
-    int err = tc_url_origin(url, uc->key, sizeof(uc->key), &https, why);
+    int err = tc_url_origin(url, uc->key, TC__CLIENT_MAX_HOST_KEY, &https, why);
     if (err != 0)
         return err == TC_ENOMEM ? TC_ENOMEM : TC_EURL;
     CURLU *cu = curl_url();
@@ -441,7 +488,6 @@ static int url_parts(tc_client *cl, const char *url, const tc__url_cache **out, 
                    port && !default_port ? port : "");
     uc->https = https;
     uc->userinfo = user != NULL;
-    *out = uc;
     err = 0;
 done:
     curl_free(path);
@@ -451,6 +497,34 @@ done:
     curl_free(user);
     curl_url_cleanup(cu);
     return err;
+}
+
+/* The parts of url reached through connect_to (NULL: its own host), from the cache or parsed
+ * afresh. Returns 0, TC_EINVAL (connect_to is not a numeric address), TC_EURL (with *why),
+ * TC_ENOMEM. */
+static int url_parts(tc_client *cl, const char *url, const char *connect_to,
+                     const tc__url_cache **out, const char **why)
+{
+    tc__url_cache *uc = url_cache_find(cl, url, connect_to);
+    if (uc == NULL) {
+        char addr[TC__CLIENT_ADDR_TEXT] = "";
+        if (connect_to != NULL && (strlen(connect_to) >= sizeof(uc->connect_to) ||
+                                   address_canonical(connect_to, addr) != 0))
+            return TC_EINVAL;
+        uc = url_cache_victim(cl);
+        int err = url_parse(uc, url, why);
+        if (err != 0)
+            return err;
+        if (connect_to != NULL) {
+            memcpy(uc->connect_to, connect_to, strlen(connect_to) + 1);
+            memcpy(uc->addr, addr, sizeof(addr));
+            size_t klen = strlen(uc->key);
+            (void)snprintf(uc->key + klen, sizeof(uc->key) - klen, " %s", addr);
+        }
+    }
+    uc->used = ++cl->url_cache_clock;
+    *out = uc;
+    return 0;
 }
 
 int tc_client_request_start(tc_future **out, tc_client *cl, const tc_client_request *req)
@@ -479,8 +553,8 @@ int tc_client_request_start(tc_future **out, tc_client *cl, const tc_client_requ
 
     const tc__url_cache *uc = NULL;
     const char *why = NULL;
-    err = url_parts(cl, req->url, &uc, &why);
-    if (err == TC_ENOMEM) {
+    err = url_parts(cl, req->url, req->connect_to, &uc, &why);
+    if (err == TC_ENOMEM || err == TC_EINVAL) {
         tc_future_unref(f);
         return err;
     }
@@ -495,11 +569,13 @@ int tc_client_request_start(tc_future **out, tc_client *cl, const tc_client_requ
     }
     /* What the native engine does not do goes to libcurl, explicitly: TLS, redirects, credentials
      * in the URL (Basic authentication), and bodies too large for one libuv buffer. */
+    size_t addr_len = uc->addr[0] != '\0' ? strlen(uc->addr) + 1 : 0;
     int native = !uc->https && !uc->userinfo && cl->cfg.engine != TC_CLIENT_ENGINE_CURL &&
                  !cl->cfg.follow_redirects && body_len <= TC__CLIENT_NATIVE_MAX_REQUEST_BODY;
     size_t head_size = native ? tc__native_head_size(req, method, uc) : 0;
 
-    tc__creq *r = tc__malloc(sizeof(*r) + url_len + 1 + method_len + 1 + body_len + 1 + head_size);
+    tc__creq *r =
+        tc__malloc(sizeof(*r) + url_len + 1 + method_len + 1 + body_len + 1 + addr_len + head_size);
     if (r == NULL) {
         tc_future_unref(f);
         return TC_ENOMEM;
@@ -519,6 +595,11 @@ int tc_client_request_start(tc_future **out, tc_client *cl, const tc_client_requ
         r->body_len = body_len;
     }
     p += body_len + 1;
+    if (addr_len > 0) {
+        memcpy(p, uc->addr, addr_len);
+        r->connect_to = p;
+        p += addr_len;
+    }
     r->client = cl;
     r->engine = native ? TC__ENGINE_NATIVE : TC__ENGINE_CURL;
     r->https = uc->https;
@@ -567,6 +648,7 @@ int tc_client_request_start(tc_future **out, tc_client *cl, const tc_client_requ
     }
 
     r->future = tc_future_ref(f); /* the producer's reference */
+    /* run by tc_future_cancel(f): the hedge's hedge_wind_down, or a caller giving up */
     tc_future_set_cancel_hook(f, req_cancel_hook, r);
     cl->stats.started++;
     cl->stats.in_flight++;
@@ -633,6 +715,26 @@ long tc_response_header(const tc_response *resp, const char *name, char *buf, si
     return TC_RESPONSE_HEADER_ABSENT;
 }
 
+int tc_client_retire_origin(tc_client *cl, const char *url, const char *connect_to)
+{
+    if (cl == NULL || url == NULL)
+        return TC_EINVAL;
+    const tc__url_cache *uc = NULL;
+    const char *why = NULL;
+    int err = url_parts(cl, url, connect_to, &uc, &why);
+    if (err != 0)
+        return err;
+    tc__origin *o = (tc__origin *)tc__table_find(&cl->origins, uc->key);
+    if (o == NULL)
+        return 0; /* nothing of it is left */
+    o->gen++;
+    if (cl->native != NULL)
+        tc__native_retire(cl, o);
+    if (cl->curl != NULL)
+        tc__curl_retire(cl, o);
+    return 0;
+}
+
 uv_loop_t *tc_client_loop(const tc_client *client)
 {
     return client->loop;
@@ -648,7 +750,8 @@ static void client_maybe_finish_close(tc_client *cl)
         cl->close_cb(cl, cl->close_data);
     tc__heap_free(&cl->deadlines);
     tc__table_free(&cl->origins);
-    url_cache_clear(&cl->url_cache);
+    for (unsigned i = 0; i < TC__CLIENT_URL_CACHE; i++)
+        url_cache_clear(&cl->url_cache[i]);
     tc__free(cl->ca_file);
     tc__free(cl);
 }

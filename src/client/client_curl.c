@@ -59,6 +59,8 @@ typedef struct tc__sock {
     tc__curl *client;
     curl_socket_t fd;
     int opened_by_us;
+    tc__origin *origin; /* ours: the pool it was opened for (a reference), and its generation */
+    unsigned gen;
     int poll_ready; /* uv_poll_init_socket succeeded */
     int events;     /* UV_READABLE | UV_WRITABLE the poll is armed for; 0 = stopped */
 } tc__sock;
@@ -181,6 +183,8 @@ static void sock_release(tc__curl *eng, tc__sock *sk)
         eng->socks[sk->fd] = NULL;
     if (sk->opened_by_us && eng->client->stats.open_connections > 0)
         eng->client->stats.open_connections--;
+    tc__origin_unref(eng->client, sk->origin);
+    sk->origin = NULL;
     if (sk->poll_ready) {
         uv_poll_stop(&sk->poll);
         uv_close((uv_handle_t *)&sk->poll, on_sock_closed);
@@ -221,10 +225,14 @@ static tc__sock *sock_get(tc__curl *eng, curl_socket_t fd, int create)
     return sk;
 }
 
+/* clientp is the request whose transfer opens the socket: the socket is its origin's. */
 static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
 {
-    tc__curl *eng = clientp;
+    tc__creq *r = clientp;
     (void)purpose;
+    if (r == NULL || r->client->curl == NULL)
+        return CURL_SOCKET_BAD; /* not during a transfer of ours: cannot happen */
+    tc__curl *eng = r->client->curl;
     curl_socket_t fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
     if (fd < 0)
         return CURL_SOCKET_BAD;
@@ -238,6 +246,9 @@ static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct 
         return CURL_SOCKET_BAD;
     }
     sk->opened_by_us = 1;
+    sk->origin = r->origin;
+    sk->gen = r->origin->gen;
+    tc__origin_ref(eng->client, r->origin);
     eng->client->stats.open_connections++;
     return fd;
 }
@@ -249,6 +260,15 @@ static int on_close_socket(void *clientp, curl_socket_t fd)
     if (sk != NULL)
         sock_release(eng, sk); /* epoll forgets fd before it is closed */
     return close(fd);
+}
+
+/* Closes a connection that curl keeps in its cache: the server sees the close at once, and curl,
+ * which finds the socket at its end (readable, EOF) the next time it looks, drops it as dead and
+ * closes the descriptor through on_close_socket. libcurl has no call to drop one cached
+ * connection, and the descriptor is curl's to close. */
+static void sock_shutdown(tc__sock *sk)
+{
+    (void)shutdown(sk->fd, SHUT_RDWR);
 }
 
 static void after_socket_action(tc__curl *eng, CURLMcode mc);
@@ -372,7 +392,6 @@ static tc__easy *easy_new(tc__curl *eng)
     SETOPT(curl, CURLOPT_HEADERFUNCTION, on_header);
     SETOPT(curl, CURLOPT_PREREQFUNCTION, on_prereq);
     SETOPT(curl, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
-    SETOPT(curl, CURLOPT_OPENSOCKETDATA, eng);
     SETOPT(curl, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
     SETOPT(curl, CURLOPT_CLOSESOCKETDATA, eng);
 #if LIBCURL_VERSION_NUM >= 0x075500
@@ -420,7 +439,9 @@ static void easy_release(tc__curl *eng, tc__easy *easy)
         return;
     /* Drop pointers into the finished request so that the idle handle holds nothing stale. */
     curl_easy_setopt(easy->curl, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(easy->curl, CURLOPT_CONNECT_TO, NULL);
     curl_easy_setopt(easy->curl, CURLOPT_PRIVATE, NULL);
+    curl_easy_setopt(easy->curl, CURLOPT_OPENSOCKETDATA, NULL);
     if (!eng->closing && eng->neasy_pool < TC__CURL_EASY_POOL_MAX) {
         tc__list_push_back(&eng->easy_pool, &easy->link);
         eng->neasy_pool++;
@@ -440,6 +461,10 @@ static int easy_prepare(tc__easy *easy, tc__creq *r)
     SETOPT(curl, CURLOPT_WRITEDATA, r);
     SETOPT(curl, CURLOPT_HEADERDATA, r);
     SETOPT(curl, CURLOPT_PREREQDATA, r);
+    SETOPT(curl, CURLOPT_OPENSOCKETDATA, r);
+    /* Connecting elsewhere keeps the URL's host as Host and TLS name; libcurl's connection
+     * cache keeps such connections apart from the host's own and from other addresses'. */
+    SETOPT(curl, CURLOPT_CONNECT_TO, r->curl_connect_to);
     SETOPT(curl, CURLOPT_HTTPGET, 1L); /* resets method, upload and nobody */
     SETOPT(curl, CURLOPT_CUSTOMREQUEST, (char *)NULL);
     if (r->body != NULL) {
@@ -476,10 +501,12 @@ static void transfer_end(tc__creq *r, int reset)
     /* CURLINFO_ACTIVESOCKET knows a transfer's socket only once it is done; the socket
      * callback told us which one this transfer was using. */
     /* Not for a multiplexed (HTTP/2) connection: the other streams keep it. */
-    tc__sock *sk = reset && !r->origin->multiplex ? sock_get(eng, r->curl_fd, 0) : NULL;
-    if (sk != NULL && sk->opened_by_us) {
+    tc__sock *sk = !r->origin->multiplex ? sock_get(eng, r->curl_fd, 0) : NULL;
+    if (sk != NULL && sk->opened_by_us && reset) {
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         (void)setsockopt(r->curl_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    } else if (sk != NULL && sk->origin != NULL && sk->gen != sk->origin->gen) {
+        sock_shutdown(sk); /* its origin was retired while it was busy */
     }
     curl_multi_remove_handle(eng->multi, easy->curl);
     easy_release(eng, easy);
@@ -557,9 +584,8 @@ static void finish_transfer(tc__creq *r, CURLcode code)
             err = TC_ENOMEM;
             (void)snprintf(msg, sizeof(msg), "%s", tc_strerror(err));
         } else if (r->curl_fail == FAIL_RESENT) {
-            err = TC_ECONNRESET;
-            (void)snprintf(msg, sizeof(msg), "%s: the pooled connection closed before any answer",
-                           tc_strerror(err));
+            err = TC_ESTALE; /* libcurl wanted to send it again: a reused connection died */
+            (void)snprintf(msg, sizeof(msg), "%s", tc_strerror(err));
         } else {
             err = map_curl_error(code, os_errno);
             tc__easy *easy = r->easy;
@@ -720,6 +746,17 @@ int tc__curl_prepare(tc__creq *r)
             return TC_ENOMEM;
         r->curl_headers = sl;
     }
+    if (r->connect_to != NULL) {
+        /* "HOST:PORT:ADDRESS:PORT" with HOST and both ports empty: whatever the URL names,
+         * connect to ADDRESS on the URL's port. An IPv6 address goes in brackets. */
+        char entry[TC__CLIENT_ADDR_TEXT + 8];
+        int v6 = strchr(r->connect_to, ':') != NULL;
+        (void)snprintf(entry, sizeof(entry), "::%s%s%s:", v6 ? "[" : "", r->connect_to,
+                       v6 ? "]" : "");
+        r->curl_connect_to = curl_slist_append(NULL, entry);
+        if (r->curl_connect_to == NULL)
+            return TC_ENOMEM;
+    }
     return 0;
 }
 
@@ -727,6 +764,8 @@ void tc__curl_release(tc__creq *r)
 {
     curl_slist_free_all(r->curl_headers);
     r->curl_headers = NULL;
+    curl_slist_free_all(r->curl_connect_to);
+    r->curl_connect_to = NULL;
 }
 
 int tc__curl_start(tc__creq *r)
@@ -760,6 +799,21 @@ int tc__curl_start(tc__creq *r)
 void tc__curl_abort(tc__creq *r)
 {
     transfer_end(r, 1);
+}
+
+void tc__curl_retire(tc_client *cl, tc__origin *o)
+{
+    tc__curl *eng = cl->curl;
+    for (size_t fd = 0; fd < eng->nsocks; fd++) {
+        tc__sock *sk = eng->socks[fd];
+        if (sk == NULL || sk->origin != o || o->multiplex)
+            continue;
+        int busy = 0;
+        for (tc__link *l = eng->running.next; l != &eng->running && !busy; l = l->next)
+            busy = tc__container_of(l, tc__creq, curl_link)->curl_fd == sk->fd;
+        if (!busy)
+            sock_shutdown(sk); /* idle: now; a busy one when its transfer ends (transfer_end) */
+    }
 }
 
 static void maybe_free(tc__curl *eng)

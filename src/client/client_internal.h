@@ -29,6 +29,10 @@
 /* Limits on what the network can make us store. */
 #define TC__CLIENT_MAX_HEADER_BYTES TC__H1_MAX_HEADER_BYTES /* response header block */
 #define TC__CLIENT_MAX_HOST_KEY 512 /* "scheme://host:port" of one URL -> TC_EURL */
+/* The longest text of a numeric address (an IPv6 one, NUL included, as INET6_ADDRSTRLEN). */
+#define TC__CLIENT_ADDR_TEXT 46
+/* A pool's key: the URL's origin, then " " and the address it connects to, if it names one. */
+#define TC__CLIENT_MAX_ORIGIN_KEY (TC__CLIENT_MAX_HOST_KEY + TC__CLIENT_ADDR_TEXT)
 
 /* Memory and speed trade-offs. */
 #define TC__CLIENT_INLINE_BYTES 512 /* response bytes kept inside the request allocation */
@@ -42,12 +46,16 @@ typedef struct tc__conn tc__conn;     /* client_native.c */
 enum { TC__REQ_NEW = 0, TC__REQ_QUEUED, TC__REQ_RUNNING };
 enum { TC__ENGINE_NATIVE = 1, TC__ENGINE_CURL = 2 };
 
-/* One origin ("scheme://host:port"): the pool's unit of admission. Lives while requests
- * (queued or running), native connections or a DNS lookup name it. */
+/* One origin ("scheme://host:port", or "scheme://host:port ADDRESS" for the requests that name
+ * the address to connect to: one pool per replica): the pool's unit of admission. Lives while
+ * requests (queued or running), connections or a DNS lookup name it. */
 typedef struct tc__origin {
     tc__table_entry entry; /* first: the key is the origin */
     size_t slots;          /* running requests that hold a connection slot */
     int multiplex;         /* curl: answered over HTTP/2, so requests share connections */
+    /* Bumped by tc_client_retire_origin: a connection opened under an older generation is not
+     * kept once its request ends. */
+    unsigned gen;
     /* native engine */
     tc__link idle;      /* idle connections, least recently used first */
     tc__link resolving; /* connections waiting for the DNS answer */
@@ -82,6 +90,7 @@ typedef struct tc__creq {
     const char *url;
     const char *body;
     size_t body_len;
+    const char *connect_to;       /* the address to connect to (canonical text), or NULL */
     const tc_header *req_headers; /* valid only during tc_client_request_start */
     size_t req_nheaders;
     tc__buf out; /* response bytes: [header block] NUL [body], NUL after */
@@ -94,21 +103,30 @@ typedef struct tc__creq {
     void *easy;         /* tc__easy while in curl */
     tc__link curl_link; /* in the engine's running list */
     struct curl_slist *curl_headers;
-    int curl_fd; /* the socket its transfer last used, or -1 */
+    struct curl_slist *curl_connect_to; /* CURLOPT_CONNECT_TO for connect_to */
+    int curl_fd;                        /* the socket its transfer last used, or -1 */
     int curl_fail;
     unsigned curl_sends;
     char inline_buf[TC__CLIENT_INLINE_BYTES];
     char strings[]; /* url, method, request body and head */
 } tc__creq;
 
-/* The parsed parts of the last URL a client saw (most callers send the same URL again). */
+/* URLs (each with the address it connects to) whose parsed parts a client keeps: a few services'
+ * replicas, each with its own URL, are sent to in turn, and parsing a URL (libcurl's parser)
+ * costs more than a whole pooled request. */
+#define TC__CLIENT_URL_CACHE 8
+
+/* The parsed parts of a URL a client saw, for one connect address (or none). */
 typedef struct tc__url_cache {
-    char *url;
-    char key[TC__CLIENT_MAX_HOST_KEY];
+    char *url;                                 /* NULL: an empty entry */
+    char connect_to[TC__CLIENT_ADDR_TEXT + 2]; /* as the caller wrote it; "" for none */
+    char addr[TC__CLIENT_ADDR_TEXT];           /* its canonical text; "" for none */
+    char key[TC__CLIENT_MAX_ORIGIN_KEY];       /* the pool's: origin, then " ADDRESS" if any */
     int https;
-    int userinfo; /* the URL names a user: libcurl sends it as Basic authentication */
-    char *target; /* path and query for the request line */
-    char *host;   /* Host header value */
+    int userinfo;  /* the URL names a user: libcurl sends it as Basic authentication */
+    char *target;  /* path and query for the request line */
+    char *host;    /* Host header value */
+    uint64_t used; /* when it was last used, on the client's own count: the oldest goes */
 } tc__url_cache;
 
 struct tc_client {
@@ -123,7 +141,9 @@ struct tc_client {
     tc__heap deadlines;
     uv_timer_t deadline_timer;
     tc__table origins;
-    tc__url_cache url_cache;
+    tc__url_cache url_cache[TC__CLIENT_URL_CACHE];
+    unsigned url_cache_last; /* the entry used last: looked at first */
+    uint64_t url_cache_clock;
 
     tc__native *native; /* created on first use */
     tc__curl *curl;     /* created on first use */
@@ -162,6 +182,8 @@ int tc__native_start(tc__creq *r);
 void tc__native_abort(tc__creq *r);
 /* Closes every idle connection; running ones were aborted before. Freed when the last closes. */
 void tc__native_close(tc_client *cl);
+/* o was retired (its generation bumped): its idle connections close now. */
+void tc__native_retire(tc_client *cl, tc__origin *o);
 /* The request head of req (method already defaulted): its size, then the head itself into dst,
  * which has that many bytes (inside the request's own allocation). */
 size_t tc__native_head_size(const tc_client_request *req, const char *method,
@@ -176,5 +198,8 @@ int tc__curl_start(tc__creq *r);
 void tc__curl_abort(tc__creq *r);
 void tc__curl_release(tc__creq *r); /* frees what tc__curl_prepare made */
 void tc__curl_close(tc_client *cl);
+/* o was retired: the idle connections curl keeps for it are shut down now (curl drops them as
+ * dead when it next looks), those in use when their transfer ends. */
+void tc__curl_retire(tc_client *cl, tc__origin *o);
 
 #endif /* TAILCUT_CLIENT_INTERNAL_H */

@@ -66,6 +66,7 @@ struct tc__conn {
     uint64_t keepalive_ms;
     size_t addr_idx;
     unsigned uses; /* responses read on it */
+    unsigned gen;  /* its origin's generation when it opened (tc_client_retire_origin) */
     int state;
     int handles;   /* uv handles not yet closed */
     int reconnect; /* the closing tcp handle reopens for the next address */
@@ -342,7 +343,9 @@ static void conn_died_unanswered(tc__conn *c, const char *detail)
             tc__creq_fail(r, err, NULL);
         return;
     }
-    conn_fail(c, TC_ECONNRESET, "%s: %s", detail);
+    /* A reused connection that died unanswered is told apart (TC_ESTALE): its caller may send
+     * the request elsewhere. A fresh one that dies so is a plain reset. */
+    conn_fail(c, c->uses > 0 ? TC_ESTALE : TC_ECONNRESET, "%s: %s", detail);
 }
 
 static void on_idle_expired(uv_timer_t *t)
@@ -354,8 +357,8 @@ static void on_idle_expired(uv_timer_t *t)
 static void conn_release(tc__conn *c, int reusable)
 {
     tc__native *nat = c->nat;
-    if (!reusable || nat->closing || c->keepalive_ms == 0) {
-        conn_close(c, 0);
+    if (!reusable || nat->closing || c->keepalive_ms == 0 || c->gen != c->origin->gen) {
+        conn_close(c, 0); /* a retired origin's connection closes after its last request */
         return;
     }
     c->state = C_IDLE;
@@ -595,16 +598,27 @@ static void conn_connect_or_fail(tc__conn *c)
 
 /* ---- DNS ------------------------------------------------------------------------------------ */
 
-/* Fills o->host and o->port from its key "http://host:port" (IPv6 in brackets). */
+/* Fills o->host and o->port from its key "http://host:port" (IPv6 in brackets), followed by
+ * " ADDRESS" when its requests connect to that address instead of the host. */
 static void origin_parse_key(tc__origin *o)
 {
-    const char *host = strstr(o->entry.key, "://");
-    host = host ? host + 3 : o->entry.key;
-    const char *colon = strrchr(host, ':');
-    size_t hl = colon ? (size_t)(colon - host) : strlen(host);
+    const char *key = o->entry.key;
+    const char *addr = strchr(key, ' ');
+    const char *end = addr ? addr : key + strlen(key);
+    const char *host = strstr(key, "://");
+    host = host && host < end ? host + 3 : key;
+    const char *colon = NULL;
+    for (const char *p = host; p < end; p++)
+        if (*p == ':')
+            colon = p;
+    size_t hl = colon ? (size_t)(colon - host) : (size_t)(end - host);
     if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
         host++;
         hl -= 2;
+    }
+    if (addr != NULL) {
+        host = addr + 1;
+        hl = strlen(host);
     }
     if (hl >= sizeof(o->host))
         hl = sizeof(o->host) - 1;
@@ -734,6 +748,7 @@ static int conn_open(tc__native *nat, tc__creq *r)
         return TC_ENOMEM;
     c->nat = nat;
     c->origin = o;
+    c->gen = o->gen;
     tc__list_init(&c->link);
     tc__list_init(&c->lru);
     if (uv_tcp_init(cl->loop, &c->tcp) != 0) {
@@ -802,6 +817,14 @@ void tc__native_abort(tc__creq *r)
         return;
     conn_take(c);
     conn_abort(c);
+}
+
+void tc__native_retire(tc_client *cl, tc__origin *o)
+{
+    (void)cl;
+    tc__link *l;
+    while ((l = tc__list_first(&o->idle)) != NULL)
+        conn_close(tc__container_of(l, tc__conn, link), 0);
 }
 
 void tc__native_close(tc_client *cl)

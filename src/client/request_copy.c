@@ -25,8 +25,9 @@ static int skipped(const tc_header *hd, const char *skip)
 int tc__request_copy(tc_client_request *dst, const tc_client_request *src, size_t spare,
                      const char *skip, char **block, tc_header **headers)
 {
-    size_t need = (src->url ? strlen(src->url) + 1 : 0) +
-                  (src->method ? strlen(src->method) + 1 : 0) + (src->body ? src->body_len + 1 : 0);
+    size_t need =
+        (src->url ? strlen(src->url) + 1 : 0) + (src->method ? strlen(src->method) + 1 : 0) +
+        (src->connect_to ? strlen(src->connect_to) + 1 : 0) + (src->body ? src->body_len + 1 : 0);
     for (size_t i = 0; i < src->nheaders; i++)
         need += strlen(src->headers[i].name) + strlen(src->headers[i].value) + 2;
     *block = tc__malloc(need > 0 ? need : 1);
@@ -44,6 +45,8 @@ int tc__request_copy(tc_client_request *dst, const tc_client_request *src, size_
         dst->url = copy_str(&p, src->url);
     if (src->method != NULL)
         dst->method = copy_str(&p, src->method);
+    if (src->connect_to != NULL)
+        dst->connect_to = copy_str(&p, src->connect_to);
     dst->nheaders = 0;
     for (size_t i = 0; i < src->nheaders; i++) {
         if (skipped(&src->headers[i], skip))

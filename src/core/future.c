@@ -123,6 +123,8 @@ static void future_sweep(tc_future *f)
             continue; /* removed by tc_future_off_done() during the sweep */
         void *data = slot->data;
         slot->cb = NULL;
+        /* lands in what tc_future_on_done registered (docs/internals/request-path.md lists those
+         * of a request: on_hedge_attempt_done, on_hedge_done, on_meta_response, ...) */
         cb(f, data);
         f->refs--; /* the registration's; our own keeps f alive */
     }
@@ -225,6 +227,8 @@ int tc_future_cancel(tc_future *f)
     f->cancel_hook = NULL;
     f->cancel_data = NULL;
     f->refs++; /* the hook may drop the producer's reference */
+    /* the producer's hook: client.c req_cancel_hook, hedge.c on_hedge_cancel, batch.c
+     * waiter_on_cancel, future_comb.c comb_on_cancel */
     if (hook != NULL)
         hook(f, hook_data);
     future_sweep(f);

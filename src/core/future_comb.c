@@ -382,6 +382,7 @@ static void first_on_input(struct comb *comb, struct comb_input *in)
 static void mirror_on_input(struct comb *comb, struct comb_input *in)
 {
     comb_stop(comb);
+    /* fires out's registrations: for a metadata lookup, cmd_serve_metadata.c on_meta_done */
     tc__future_mirror(comb->out, in->f);
     comb_release(comb);
 }
@@ -393,7 +394,7 @@ static void timeout_on_timer(uv_timer_t *t)
         return;
     comb_stop(comb);
     cancel_pending_inputs(comb);
-    tc_future_reject(comb->out, TC_ETIMEDOUT, NULL);
+    tc_future_reject(comb->out, TC_ETIMEDOUT, NULL); /* as in mirror_on_input */
     comb_release(comb);
     comb_unref(comb);
 }

@@ -265,8 +265,8 @@ static int retryable(int status, int error)
 {
     if (error == 0)
         return status == 429 || (status >= 500 && status <= 599);
-    return error == TC_ECONNREFUSED || error == TC_ECONNRESET || error == TC_ETIMEDOUT ||
-           error == TC_EIO;
+    return error == TC_ECONNREFUSED || error == TC_ECONNRESET || error == TC_ESTALE ||
+           error == TC_ETIMEDOUT || error == TC_EIO;
 }
 
 static void attempt_start(tc_fetch *fe, fetch_req *r);

@@ -353,6 +353,7 @@ static void batch_send(tc_batcher *br, tc_batch *bt)
     br->st.keys_sent += n;
     if (n > br->st.largest_batch)
         br->st.largest_batch = n;
+    /* lands in app/serve/cmd_serve_metadata.c metadata_dispatch */
     br->cfg.dispatch(bt, br->cfg.data);
 }
 
@@ -472,6 +473,7 @@ static void entry_settle(tc_batch *bt, entry *e, int err, const char *message, v
         bt->live--;
         tc_future *f = wt->f;
         tc__free(wt);
+        /* fires the waiter's registrations: in serve, future_comb.c input_on_done (with_timeout) */
         if (err == 0)
             tc_future_fulfill(f, tc_batch_value_ref(value),
                               value != NULL ? tc_batch_value_unref : NULL);

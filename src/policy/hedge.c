@@ -14,6 +14,13 @@
  * k x delay, or at once when nothing is in flight. A hedge with nothing in flight whose extras
  * were all denied has nothing left to wait for, and hedge_check() ends it.
  *
+ * Replicas: with a replica set, fire() asks the set for each attempt's replica just before the
+ * attempt starts (the first by power of two choices, every later one among the replicas this
+ * hedge has not tried) and lets the caller's prepare hook aim the request at it. Each attempt's
+ * end goes to the set exactly once: from its done callback (cancellation runs it too), or from
+ * fire() when it could not start. The slot keeps the replica id, so the report never depends on
+ * where the result lives by then.
+ *
  * Lifetime: the hedge state holds two uv timers, so it is freed only after both close
  * callbacks, which hedge_finish() or the cancel hook start. The result is a separate allocation
  * that becomes the future's value (and holds a reference to every attempt's future, so responses
@@ -41,6 +48,7 @@ typedef struct hedge hedge;
 typedef struct attempt_slot {
     hedge *hg;
     unsigned index;
+    int replica; /* the attempt's replica, or -1: kept here, the result may have moved on */
 } attempt_slot;
 
 struct hedge {
@@ -100,6 +108,15 @@ void tc_hedge_policy_init(tc_hedge_policy *pol)
     pol->hedge_on_failure = 1;
 }
 
+int tc_hedge_result_replica(const tc_hedge_result *res)
+{
+    if (res == NULL)
+        return -1;
+    if (res->winner >= 0)
+        return res->attempts[res->winner].replica;
+    return res->nsuccesses > 0 ? res->attempts[res->successes[0]].replica : -1;
+}
+
 const tc_response *tc_hedge_response(const tc_hedge_result *res, unsigned i)
 {
     if (i >= res->nattempts || res->attempts[i].response == NULL)
@@ -126,6 +143,7 @@ static tc_attempt_outcome outcome_of_error(int err)
     case TC_EURL:
         return TC_OUTCOME_CONNECT_ERROR;
     case TC_ECONNRESET:
+    case TC_ESTALE:
         return TC_OUTCOME_RESET;
     case TC_ETIMEDOUT:
         return TC_OUTCOME_TIMEOUT;
@@ -136,6 +154,68 @@ static tc_attempt_outcome outcome_of_error(int err)
     default:
         return TC_OUTCOME_OTHER;
     }
+}
+
+/* ---- replicas ------------------------------------------------------------------------------- */
+
+/* How an attempt ended, as the replica set counts it (replica.h: CONTRACT section 7's list). A
+ * status the judge refused is a failure only when it is 5xx or 429. */
+static tc_replica_result replica_result(tc_attempt_outcome outcome, tc_future *f)
+{
+    switch (outcome) {
+    case TC_OUTCOME_SUCCESS:
+        return TC_REPLICA_SUCCESS;
+    case TC_OUTCOME_CANCELLED:
+        return TC_REPLICA_CANCELLED;
+    case TC_OUTCOME_HTTP_STATUS:
+        if (f != NULL && tc_future_state_of(f) == TC_FUTURE_FULFILLED)
+            return tc_replica_classify_status(((const tc_response *)tc_future_value(f))->status);
+        return TC_REPLICA_FAILURE;
+    default:
+        return TC_REPLICA_FAILURE;
+    }
+}
+
+/* Tells the set how slot's attempt ended; once per attempt that a choice counted. */
+static void replica_report(hedge *hg, attempt_slot *slot, tc_replica_result result,
+                           const tc_hedge_attempt *a)
+{
+    if (slot->replica < 0)
+        return;
+    uint64_t elapsed_ns =
+        a != NULL && a->ended_ns > a->started_ns ? a->ended_ns - a->started_ns : 0;
+    (void)tc_replica_done(hg->policy.replicas, (unsigned)slot->replica, result, elapsed_ns / 1000,
+                          tc__now_ms());
+    slot->replica = -1;
+}
+
+/* Chooses attempt i's replica (the first by power of two choices, any later one among those the
+ * hedge has not tried first) and lets the caller fill *req for it. Returns 0, or the error that
+ * fails the attempt unsent: TC_ECONNREFUSED for an empty set (as a replica that cannot be
+ * reached), the prepare hook's error (the choice is then reported NOT_SENT). */
+static int replica_choose(hedge *hg, unsigned i, tc_client_request *req)
+{
+    tc_hedge_attempt *a = &hg->result->attempts[i];
+    tc_replica_choice choice;
+    unsigned tried[TC_HEDGE_MAX_ATTEMPTS];
+    size_t ntried = 0;
+    for (unsigned k = 0; k < i; k++)
+        if (hg->result->attempts[k].replica >= 0)
+            tried[ntried++] = (unsigned)hg->result->attempts[k].replica;
+    int err =
+        i == 0 ? tc_replica_choose_first(hg->policy.replicas, tc__now_ms(), &choice)
+               : tc_replica_choose_extra(hg->policy.replicas, tc__now_ms(), tried, ntried, &choice);
+    if (err != 0)
+        return TC_ECONNREFUSED;
+    a->replica = (int)choice.id;
+    a->panic = choice.panic;
+    hg->slots[i].replica = (int)choice.id;
+    if (hg->policy.prepare == NULL)
+        return 0;
+    err = hg->policy.prepare(hg->policy.prepare_data, choice.id, choice.data, req);
+    if (err != 0)
+        replica_report(hg, &hg->slots[i], TC_REPLICA_NOT_SENT, NULL);
+    return err;
 }
 
 /* ---- lifetime ------------------------------------------------------------------------------- */
@@ -173,6 +253,7 @@ static void hedge_wind_down(hedge *hg)
 
 static void observe(hedge *hg, const tc_hedge_result *res)
 {
+    /* lands in app/serve/cmd_serve_metrics.c serve_count_attempts */
     if (hg->policy.observe != NULL)
         hg->policy.observe(res, hg->policy.observe_data);
 }
@@ -204,6 +285,7 @@ static void hedge_finish(hedge *hg, int error)
     res->error = error;
     record_latencies(hg, res);
     observe(hg, res);
+    /* fires the caller's registration: app/serve/cmd_serve_api.c on_hedge_done */
     tc_future_fulfill(hg->out, res, result_free);
 }
 
@@ -230,13 +312,16 @@ static void on_hedge_attempt_done(tc_future *f, void *data)
     tc_hedge_attempt *a;
     if (res == NULL) /* finished: the result went to the future; record there */
         res = tc_future_value(hg->out);
-    if (res == NULL)
+    if (res == NULL) {
+        replica_report(hg, slot, TC_REPLICA_NOT_SENT, NULL);
         return;
+    }
     a = &res->attempts[slot->index];
     a->ended_ns = uv_hrtime();
     hg->done++;
     switch (tc_future_state_of(f)) {
     case TC_FUTURE_FULFILLED: {
+        /* tailcut serve sets no judge: tc_hedge_judge_json above */
         tc_hedge_judge_fn judge = hg->policy.judge ? hg->policy.judge : tc_hedge_judge_json;
         a->outcome = judge(tc_future_value(f), hg->policy.judge_data);
         break;
@@ -248,6 +333,7 @@ static void on_hedge_attempt_done(tc_future *f, void *data)
         a->outcome = TC_OUTCOME_CANCELLED;
         break;
     }
+    replica_report(hg, slot, replica_result(a->outcome, f), a);
     if (hg->finished)
         return;
     if (a->outcome == TC_OUTCOME_SUCCESS) {
@@ -280,22 +366,30 @@ static void fire(hedge *hg, unsigned n, int hedged)
     for (unsigned k = 0; k < n && !hg->finished; k++) {
         unsigned i = res->nattempts++;
         tc_hedge_attempt *a = &res->attempts[i];
+        tc_client_request areq = req; /* what the prepare hook may change for this attempt */
         (void)snprintf(number, sizeof(number), "%u", i + 1);
         a->hedged = hedged;
+        a->replica = -1;
         a->started_ns = uv_hrtime();
         hg->slots[i].hg = hg;
         hg->slots[i].index = i;
-        int err = tc_client_request_start(&a->response, hg->client, &req);
+        hg->slots[i].replica = -1;
+        int err = hg->policy.replicas != NULL ? replica_choose(hg, i, &areq) : 0;
+        if (err == 0)
+            err = tc_client_request_start(&a->response, hg->client, &areq);
         if (err != 0) {
             a->response = NULL;
             a->outcome = outcome_of_error(err);
             a->ended_ns = a->started_ns;
+            replica_report(hg, &hg->slots[i], TC_REPLICA_NOT_SENT, a);
             hg->done++;
             continue;
         }
+        /* fires from client.c tc__creq_succeed / tc__creq_fail, or the cancel in hedge_wind_down */
         if (tc_future_on_done(a->response, on_hedge_attempt_done, &hg->slots[i]) != 0) {
             tc_future_cancel(a->response);
             a->outcome = TC_OUTCOME_OTHER;
+            replica_report(hg, &hg->slots[i], TC_REPLICA_NOT_SENT, a);
             hg->done++;
         }
     }
@@ -410,7 +504,7 @@ int tc_hedge_start(tc_future **out, tc_client *client, const tc_client_request *
     hg->hedge_timer.data = hg;
     hg->deadline_timer.data = hg;
     hg->open_handles = 2;
-    tc_future_set_cancel_hook(hg->out, on_hedge_cancel, hg);
+    tc_future_set_cancel_hook(hg->out, on_hedge_cancel, hg); /* run by tc_future_cancel */
 
     /* The caller gets its own reference; the hedge keeps one until its timers have closed. */
     *out = tc_future_ref(hg->out);

@@ -159,6 +159,7 @@ static int server_bind(tc_server *srv)
         close(fd);
         return tc_err_from_uv(err);
     }
+    /* each connection lands in server_conn.c tc__srv_on_connection */
     err = uv_listen((uv_stream_t *)&srv->listener, TC__SRV_LISTEN_BACKLOG, tc__srv_on_connection);
     if (err != 0)
         return tc_err_from_uv(err);

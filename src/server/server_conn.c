@@ -317,7 +317,7 @@ void tc__srv_conn_close(tc__srv_conn *c)
             tc__srv_request_free(r); /* answered, or never handed to the handler */
         } else {
             r->aborted = 1;
-            tc__srv_stream_gone(r);
+            tc__srv_stream_gone(r); /* its abort callback, and a streamed body's reader */
         }
     }
     uv_timer_stop(&c->timer);
@@ -423,6 +423,7 @@ static inline void conn_dispatch(tc__srv_conn *c, const tc__link *after)
         }
         r->dispatched = 1;
         srv->inflight++;
+        /* lands in app/serve/cmd_serve.c serve_handle (src/upstream/upstream.c on_request) */
         srv->cfg.handler(r, srv->cfg.handler_data);
     }
 }
@@ -488,6 +489,8 @@ static inline size_t conn_execute(tc__srv_conn *c, const char *data, size_t len)
         const http_parser_settings *set = c->cur != NULL && c->cur->streaming
                                               ? &tc__srv_stream_parser_settings
                                               : &tc__srv_parser_settings;
+        /* calls back into server_request.c on_request_begin ... on_request_complete, or
+         * server_stream.c's own for a streamed message */
         n += http_parser_execute(&c->parser, set, data + n, len - n);
         int change = c->change_settings;
         c->change_settings = 0;

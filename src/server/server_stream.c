@@ -206,6 +206,7 @@ int tc__srv_stream_take(tc__srv_conn *c, http_parser *hp, tc_request *r)
     uv_timer_stop(&c->timer); /* the body timer runs only while the body is read */
     r->dispatched = 1;
     srv->inflight++;
+    /* lands in app/serve/cmd_serve.c serve_handle, like a whole request */
     srv->cfg.handler(r, srv->cfg.handler_data);
     /* The parser stops here to take the body's callbacks, and goes on at once if the handler
      * started reading (conn_execute). */
@@ -327,6 +328,7 @@ void tc__srv_stream_gone(tc_request *r)
     if (!r->finished && r->abort_cb != NULL) {
         tc_request_abort_cb cb = r->abort_cb;
         r->abort_cb = NULL;
+        /* lands in app/serve/cmd_serve_api.c on_client_gone (upstream.c on_work_abort) */
         cb(r, r->abort_data);
     }
     r->notifying = 0;

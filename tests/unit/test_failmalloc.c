@@ -10,11 +10,15 @@
  * a dispatcher that settles keys; two requests on the client's native engine, and the same on its
  * libcurl engine (libcurl allocates through the hook too, so N walks libcurl's allocations; see
  * test_client_curl for a libcurl bug and how the walk survives it); a hedge (two attempts); the
+ * replica set (add, choose, report, remove, snapshot); a hedge across two replicas and one call
+ * through a set (every choice reported, whatever failed); the
  * server answering two connections in turn, where a failure must be answered 503 "overloaded" (or,
  * when not even that can be built, the connection closed at once), never crash, leak or hang,
  * and never keep the next connection from being served; the same with a streamed request (a
  * chunked body with 100-continue, read in pieces) answered by a streamed chunked response, where
- * a failure may also cut the response short (it must never look complete).
+ * a failure may also cut the response short (it must never look complete); the simulator
+ * (tailcut upstream) doing the same in a stall of its pause profile, where the first request is
+ * parked until it ends.
  *
  * The countdown is per thread, so the loopback server that the client and hedge scenarios talk
  * to runs on a thread of its own and never fails.
@@ -46,7 +50,9 @@
 #include "tailcut/future.h"
 #include "tailcut/hedge.h"
 #include "tailcut/json.h"
+#include "tailcut/replica.h"
 #include "tailcut/server.h"
+#include "tailcut/upstream.h"
 
 /* More allocations than any scenario makes: a run that still fails at this N is a runaway. */
 #define MAX_N 2000
@@ -344,6 +350,43 @@ static void test_batch(void **state)
     run_failing("batch", scenario_batch);
 }
 
+/* ---- replica set ---------------------------------------------------------------------------- */
+
+static void scenario_replica(outcome *o)
+{
+    tc_replica_set *set = NULL;
+    if (step_rc(o, 0, tc_replica_set_new(&set, NULL)) != 0)
+        return;
+    static const char *const labels[] = {"http://10.0.0.1:80", "http://10.0.0.2:80",
+                                         "http://[::1]:8000", "http://10.0.0.9:80"};
+    unsigned ids[4];
+    int added = 0;
+    for (int i = 0; i < 3; i++)
+        added += step_rc(o, 1 + i, tc_replica_add(set, labels[i], NULL, &ids[i])) == 0;
+    if (added == 3) { /* the choices depend on who is in: only a full set is compared */
+        tc_replica_choice first, extra;
+        (void)step_rc(o, 4, tc_replica_choose_first(set, 1, &first));
+        (void)step_rc(o, 5, tc_replica_choose_extra(set, 1, &first.id, 1, &extra));
+        record(o, 6, (int)extra.id);
+        (void)step_rc(o, 7, tc_replica_done(set, first.id, TC_REPLICA_SUCCESS, 1000, 2));
+        (void)step_rc(o, 8, tc_replica_remove(set, extra.id));
+        (void)step_rc(o, 9, tc_replica_done(set, extra.id, TC_REPLICA_CANCELLED, 1000, 2));
+        tc_replica_totals tot;
+        size_t n = tc_replica_snapshot(set, 3, NULL, 0, &tot);
+        if (step_rc(o, 10, tc_replica_add(set, labels[3], NULL, &ids[3])) == 0)
+            record(o, 11, (int)tc_replica_snapshot(set, 3, NULL, 0, &tot));
+        else
+            assert_int_equal(tc_replica_snapshot(set, 3, NULL, 0, &tot), n); /* unchanged */
+        assert_int_equal(tot.in_flight, 0);
+    }
+    tc_replica_set_free(set);
+}
+
+static void test_replica(void **state)
+{
+    run_failing("replica set", scenario_replica);
+}
+
 /* ---- the loopback upstream (a thread of its own, never failing) ----------------------------- */
 
 typedef struct upstream {
@@ -588,6 +631,97 @@ static void test_hedge(void **state)
     run_failing("hedge", scenario_hedge);
 }
 
+/* ---- hedge across replicas, and one call through a set -------------------------------------- */
+
+/* The replicas' data is the URL each attempt goes to (the same upstream, by two names). */
+static int prepare_url(void *data, unsigned replica_id, void *replica_data, tc_client_request *req)
+{
+    (void)data;
+    (void)replica_id;
+    req->url = replica_data;
+    req->connect_to = "127.0.0.1";
+    return 0;
+}
+
+static void scenario_replicas_on(outcome *o, int call)
+{
+    uv_loop_t loop;
+    uv_timer_t watchdog;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    watchdog_start(&loop, &watchdog);
+    char url[2][64];
+    (void)snprintf(url[0], sizeof(url[0]), "http://one.test:%d/api/work", the_upstream.port);
+    (void)snprintf(url[1], sizeof(url[1]), "http://two.test:%d/api/work", the_upstream.port);
+    tc_client_config cfg;
+    tc_client_config_init(&cfg);
+    cfg.engine = TC_CLIENT_ENGINE_NATIVE;
+    tc_client *c = NULL;
+    tc_replica_set *set = NULL;
+    unsigned ids[2];
+    if (step_rc(o, 0, tc_client_new(&c, &loop, &cfg)) == 0 &&
+        step_rc(o, 1, tc_replica_set_new(&set, NULL)) == 0 &&
+        step_rc(o, 2, tc_replica_add(set, "one", url[0], &ids[0])) == 0 &&
+        step_rc(o, 3, tc_replica_add(set, "two", url[1], &ids[1])) == 0) {
+        tc_client_request req = {.url = "http://unused.test/"};
+        tc_future *f = NULL;
+        if (call) {
+            tc_replica_call how = {.set = set, .prepare = prepare_url};
+            if (step_rc(o, 4, tc_replica_request_start(&f, c, &req, &how)) == 0) {
+                run_until_done(&loop, f);
+                record(o, 5, future_code(f));
+                tc_future_unref(f);
+            }
+        } else {
+            tc_hedge_policy p;
+            tc_hedge_policy_init(&p);
+            p.mode = TC_HEDGE_ALL;
+            p.initial = 2;
+            p.extra = 0;
+            p.replicas = set;
+            p.prepare = prepare_url;
+            if (step_rc(o, 4, tc_hedge_start(&f, c, &req, &p)) == 0) {
+                run_until_done(&loop, f);
+                int code = future_code(f);
+                record(o, 5, code);
+                if (code == 0) {
+                    const tc_hedge_result *r = tc_future_value(f);
+                    record(o, 6, (int)r->nattempts);
+                    for (unsigned i = 0; i < r->nattempts; i++) {
+                        record(o, 7 + 2 * (int)i,
+                               r->attempts[i].response ? future_code(r->attempts[i].response)
+                                                       : TC_ENOMEM);
+                        record(o, 8 + 2 * (int)i, r->attempts[i].replica);
+                    }
+                }
+                tc_future_unref(f);
+            }
+        }
+        tc_replica_totals tot;
+        (void)tc_replica_snapshot(set, 0, NULL, 0, &tot);
+        assert_int_equal(tot.in_flight, 0); /* every choice reported, whatever failed */
+    }
+    if (c != NULL)
+        tc_client_close(c, NULL, NULL);
+    close_all(&loop, &watchdog);
+    tc_replica_set_free(set);
+}
+
+static void scenario_hedge_replicas(outcome *o)
+{
+    scenario_replicas_on(o, 0);
+}
+
+static void scenario_replica_call(outcome *o)
+{
+    scenario_replicas_on(o, 1);
+}
+
+static void test_hedge_replicas(void **state)
+{
+    run_failing("hedge across replicas", scenario_hedge_replicas);
+    run_failing("a call through a replica set", scenario_replica_call);
+}
+
 /* ---- server --------------------------------------------------------------------------------- */
 
 /* A blocking HTTP client on a thread of its own (its allocations are not the server's). */
@@ -624,12 +758,12 @@ static void probe_one(int port, const char *request, probe_conn *pc)
     if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
         /* a header longer than the request's inline storage: the storage grows */
         char rq[4096];
-        int len = snprintf(rq, sizeof(rq), "%s", request);
-        if (request == NULL)
-            len = snprintf(rq, sizeof(rq),
-                           "GET /a/b?c=d HTTP/1.1\r\nHost: x\r\nX-Long: %01500d\r\n"
-                           "Connection: close\r\n\r\n",
-                           7);
+        int len = request != NULL
+                      ? snprintf(rq, sizeof(rq), "%s", request)
+                      : snprintf(rq, sizeof(rq),
+                                 "GET /a/b?c=d HTTP/1.1\r\nHost: x\r\nX-Long: %01500d\r\n"
+                                 "Connection: close\r\n\r\n",
+                                 7);
         /* a write refused because the server has closed already is a close too */
         if (write(fd, rq, (size_t)len) != (ssize_t)len) {
             pc->err = errno;
@@ -679,13 +813,16 @@ static void *probe_and_signal(void *arg)
     return NULL;
 }
 
-/* What connection i of the probe got: 200 answered; TC_ENOMEM for 503 overloaded, or for a
- * connection closed with no answer (not even a 503 could be built). */
-static int probe_outcome(const probe_conn *pc, int i)
+/* What connection i of the probe got: ok_status (its head "HTTP/1.1 <ok_status> ", its answer
+ * holding ok_text), returned as such; TC_ENOMEM for 503 overloaded, or for a connection closed
+ * with no answer (not even a 503 could be built). */
+static int probe_outcome(const probe_conn *pc, int i, int ok_status, const char *ok_text)
 {
-    if (strncmp(pc->resp, "HTTP/1.1 200 ", 13) == 0) {
-        assert_non_null(strstr(pc->resp, "\r\n\r\nhello"));
-        return 200;
+    char head[16];
+    (void)snprintf(head, sizeof(head), "HTTP/1.1 %d ", ok_status);
+    if (strncmp(pc->resp, head, strlen(head)) == 0) {
+        assert_non_null(strstr(pc->resp, ok_text));
+        return ok_status;
     }
     if (strncmp(pc->resp, "HTTP/1.1 503 ", 13) == 0) {
         assert_non_null(strstr(pc->resp, "\"error\":\"overloaded\""));
@@ -698,6 +835,66 @@ static int probe_outcome(const probe_conn *pc, int i)
     if (pc->err != 0 && pc->err != ECONNRESET && pc->err != EPIPE)
         fail_msg("connection %d: %s", i + 1, strerror(pc->err));
     return TC_ENOMEM;
+}
+
+/* Runs the probe on a thread against p->port while loop runs; on_done runs on the loop (with
+ * done->data = data) once the probe is over, and must leave the loop with nothing to do. */
+static void probe_run(probe *p, uv_loop_t *loop, uv_async_t *done, uv_async_cb on_done, void *data)
+{
+    assert_int_equal(uv_async_init(loop, done, on_done), 0);
+    done->data = data;
+    probe_async = done;
+    assert_int_equal(pthread_create(&p->thread, NULL, probe_and_signal, p), 0);
+    assert_int_equal(uv_run(loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(pthread_join(p->thread, NULL), 0);
+}
+
+/* Records what each connection got as steps 1, 2, ... (see probe_outcome()); a connection that
+ * failed must not keep the next one from being served. */
+static void probe_record(outcome *o, const probe *p, int ok_status, const char *ok_text)
+{
+    int prev = ok_status;
+    for (int i = 0; i < PROBE_CONNECTIONS; i++) {
+        int got = probe_outcome(&p->conn[i], i, ok_status, ok_text);
+        if (prev != ok_status && got != ok_status)
+            fail_msg("connection %d was not served after connection %d failed", i + 1, i);
+        record(o, 1 + i, got);
+        prev = got;
+    }
+}
+
+/* Steps: 0 the server, 1 and 2 the probe's connections. */
+static void scenario_server(outcome *o)
+{
+    uv_loop_t loop;
+    uv_timer_t watchdog;
+    uv_async_t done;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    watchdog_start(&loop, &watchdog);
+    tc_server_config cfg;
+    tc_server_config_init(&cfg);
+    cfg.handler = server_handler;
+    tc_server *srv = NULL;
+    if (step_rc(o, 0, tc_server_new(&srv, &loop, &cfg)) == 0) {
+        probe p = {.port = tc_server_port(srv)};
+        probe_run(&p, &loop, &done, on_probe_done, srv);
+        probe_record(o, &p, 200, "\r\n\r\nhello");
+        int unanswered = 0;
+        for (int i = 0; i < PROBE_CONNECTIONS; i++)
+            unanswered += p.conn[i].len == 0;
+        /* a refused connection is one closed with no answer, and it is counted */
+        assert_true(probe_stats.rejected_no_memory <= (uint64_t)unanswered);
+        assert_int_equal(probe_stats.rejected_over_limit, 0);
+        refused_runs += probe_stats.rejected_no_memory > 0;
+    }
+    close_all(&loop, &watchdog);
+}
+
+static void test_server(void **state)
+{
+    run_failing("server", scenario_server);
+    /* one N per connection fails the connection's own allocation: it was refused and counted */
+    assert_int_equal(refused_runs, PROBE_CONNECTIONS);
 }
 
 /* ---- server, streaming ----------------------------------------------------------------------- */
@@ -775,7 +972,7 @@ static int probe_stream_outcome(const probe_conn *pc, int i)
     }
     if (*p == '\0' && p != pc->resp)
         return TC_ENOMEM; /* a 100, then the close */
-    return probe_outcome(pc, i);
+    return probe_outcome(pc, i, 200, stream_answer);
 }
 
 /* Steps: 0 the server, 1 and 2 the probe's connections. */
@@ -793,12 +990,7 @@ static void scenario_server_stream(outcome *o)
     tc_server *srv = NULL;
     if (step_rc(o, 0, tc_server_new(&srv, &loop, &cfg)) == 0) {
         probe p = {.port = tc_server_port(srv), .request = stream_request};
-        assert_int_equal(uv_async_init(&loop, &done, on_probe_done), 0);
-        done.data = srv;
-        probe_async = &done;
-        assert_int_equal(pthread_create(&p.thread, NULL, probe_and_signal, &p), 0);
-        assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
-        assert_int_equal(pthread_join(p.thread, NULL), 0);
+        probe_run(&p, &loop, &done, on_probe_done, srv);
         for (int i = 0; i < PROBE_CONNECTIONS; i++)
             record(o, 1 + i, probe_stream_outcome(&p.conn[i], i));
         if (!tc__alloc_failed()) /* the clean run: both answered in full */
@@ -812,48 +1004,49 @@ static void test_server_stream(void **state)
     run_failing("server, streaming", scenario_server_stream);
 }
 
-/* Steps: 0 the server, 1 and 2 the probe's connections. */
-static void scenario_server(outcome *o)
+/* ---- the simulator in a stall ---------------------------------------------------------------- */
+
+/* The stall the simulator starts in: long enough for the probe's first request to arrive in it,
+ * short enough for a walk of every allocation on the path. */
+#define STALL_MS 100
+
+static void on_upstream_probe_done(uv_async_t *a)
+{
+    uv_close((uv_handle_t *)a, NULL);
+    tc_upstream_close(a->data, NULL, NULL);
+}
+
+/* Steps: 0 the simulator, 1 and 2 the probe's connections (404: its path is no endpoint). The
+ * profile's phase puts the wall clock at the start of a stall, so the first request is parked
+ * until the stall ends (an allocation of its own); the second comes after it. */
+static void scenario_upstream(outcome *o)
 {
     uv_loop_t loop;
     uv_timer_t watchdog;
     uv_async_t done;
+    uv_timeval64_t tv;
+    char profile[64];
     assert_int_equal(uv_loop_init(&loop), 0);
     watchdog_start(&loop, &watchdog);
-    tc_server_config cfg;
-    tc_server_config_init(&cfg);
-    cfg.handler = server_handler;
-    tc_server *srv = NULL;
-    if (step_rc(o, 0, tc_server_new(&srv, &loop, &cfg)) == 0) {
-        probe p = {.port = tc_server_port(srv)};
-        assert_int_equal(uv_async_init(&loop, &done, on_probe_done), 0);
-        done.data = srv;
-        probe_async = &done;
-        assert_int_equal(pthread_create(&p.thread, NULL, probe_and_signal, &p), 0);
-        assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
-        assert_int_equal(pthread_join(p.thread, NULL), 0);
-        int prev = 200, unanswered = 0;
-        for (int i = 0; i < PROBE_CONNECTIONS; i++) {
-            int got = probe_outcome(&p.conn[i], i);
-            if (prev != 200 && got != 200)
-                fail_msg("connection %d was not served after connection %d failed", i + 1, i);
-            unanswered += p.conn[i].len == 0;
-            record(o, 1 + i, got);
-            prev = got;
-        }
-        /* a refused connection is one closed with no answer, and it is counted */
-        assert_true(probe_stats.rejected_no_memory <= (uint64_t)unanswered);
-        assert_int_equal(probe_stats.rejected_over_limit, 0);
-        refused_runs += probe_stats.rejected_no_memory > 0;
+    assert_int_equal(uv_gettimeofday(&tv), 0);
+    (void)snprintf(profile, sizeof(profile), "pause:0:0:%d:3600000:%lld", STALL_MS,
+                   (long long)((tv.tv_sec * 1000 + tv.tv_usec / 1000) % 3600000));
+    tc_upstream_config cfg;
+    tc_upstream_config_init(&cfg);
+    cfg.profile = profile;
+    cfg.seed_set = 1;
+    tc_upstream *u = NULL;
+    if (step_rc(o, 0, tc_upstream_new(&u, &loop, &cfg)) == 0) {
+        probe p = {.port = tc_upstream_port(u)};
+        probe_run(&p, &loop, &done, on_upstream_probe_done, u);
+        probe_record(o, &p, 404, "\"error\":\"not_found\"");
     }
     close_all(&loop, &watchdog);
 }
 
-static void test_server(void **state)
+static void test_upstream(void **state)
 {
-    run_failing("server", scenario_server);
-    /* one N per connection fails the connection's own allocation: it was refused and counted */
-    assert_int_equal(refused_runs, PROBE_CONNECTIONS);
+    run_failing("upstream", scenario_upstream);
 }
 
 int main(void)
@@ -866,14 +1059,16 @@ int main(void)
         return cmocka_run_group_tests_name("libcurl walk", walk, upstream_start, upstream_stop);
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_future),        cmocka_unit_test(test_jansson),
-        cmocka_unit_test(test_batch),         cmocka_unit_test(test_server),
-        cmocka_unit_test(test_server_stream),
+        cmocka_unit_test(test_future),   cmocka_unit_test(test_jansson),
+        cmocka_unit_test(test_batch),    cmocka_unit_test(test_replica),
+        cmocka_unit_test(test_server),   cmocka_unit_test(test_server_stream),
+        cmocka_unit_test(test_upstream),
     };
     const struct CMUnitTest net_tests[] = {
         cmocka_unit_test(test_client),
         cmocka_unit_test(test_client_curl),
         cmocka_unit_test(test_hedge),
+        cmocka_unit_test(test_hedge_replicas),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     failed += cmocka_run_group_tests_name("loopback", net_tests, upstream_start, upstream_stop);

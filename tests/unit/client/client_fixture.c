@@ -308,6 +308,11 @@ static void sc_route(sconn *sc, const char *method, const char *path, const char
             uv_timer_start(&sc->timer, sc_on_die, (uint64_t)ms, 0);
         else
             sc_close(sc, sc->die_reset); /* as a server that timed the idle connection out now */
+    } else if (strncmp(path, "/host", 5) == 0 && (path[5] == '\0' || path[5] == '?')) {
+        /* which server answered, the Host header it got, and the request target */
+        char b[1400];
+        int n = snprintf(b, sizeof(b), "%s|%s|%s", sc->s->name, sc->s->last_host, path);
+        sc_respond(sc, 200, b, (size_t)n);
     } else if (strcmp(path, "/redirect") == 0) {
         sc_printf(sc, AFTER_DONE,
                   "HTTP/1.1 302 Found\r\nLocation: /ok\r\nContent-Length: 0\r\n\r\n");
@@ -346,6 +351,10 @@ static void sc_process(sconn *sc)
         s->last_xtest[0] = '\0';
         if (xt)
             sscanf(xt, " %63[^\r\n]", s->last_xtest);
+        const char *host = find_header(sc->buf, hlen, "host");
+        s->last_host[0] = '\0';
+        if (host)
+            sscanf(host, " %255[^\r\n]", s->last_host);
         snprintf(s->last_method, sizeof(s->last_method), "%s", method);
         size_t bl = body_len < sizeof(body) ? body_len : sizeof(body) - 1;
         memcpy(body, sc->buf + hlen, bl);
@@ -435,21 +444,38 @@ static void srv_on_connection(uv_stream_t *l, int status)
     assert_int_equal(uv_read_start((uv_stream_t *)&sc->tcp, sc_alloc, sc_read), 0);
 }
 
-void cfx_srv_start(srv *s, uv_loop_t *loop)
+int cfx_srv_start_at(srv *s, uv_loop_t *loop, const char *ip, int port)
 {
     memset(s, 0, sizeof(*s));
-    s->loop = loop;
+    struct sockaddr_storage a;
+    if (uv_ip4_addr(ip, port, (struct sockaddr_in *)&a) != 0 &&
+        uv_ip6_addr(ip, port, (struct sockaddr_in6 *)&a) != 0)
+        return UV_EINVAL;
     assert_int_equal(uv_tcp_init(loop, &s->listener), 0);
     s->listener.data = s;
+    int err = uv_tcp_bind(&s->listener, (const struct sockaddr *)&a, 0);
+    if (err == 0)
+        err = uv_listen((uv_stream_t *)&s->listener, 1024, srv_on_connection);
+    if (err != 0) {
+        /* not started: closed here, and s stays as if it never was (cfx_finish skips it) */
+        uv_close((uv_handle_t *)&s->listener, NULL);
+        uv_run(loop, UV_RUN_NOWAIT);
+        memset(s, 0, sizeof(*s));
+        return err;
+    }
+    s->loop = loop;
     s->open_handles = 1;
-    struct sockaddr_in a;
-    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &a), 0);
-    assert_int_equal(uv_tcp_bind(&s->listener, (const struct sockaddr *)&a, 0), 0);
-    assert_int_equal(uv_listen((uv_stream_t *)&s->listener, 1024, srv_on_connection), 0);
-    struct sockaddr_in got;
+    snprintf(s->name, sizeof(s->name), "%s", ip);
+    struct sockaddr_storage got;
     int len = sizeof(got);
     assert_int_equal(uv_tcp_getsockname(&s->listener, (struct sockaddr *)&got, &len), 0);
-    s->port = ntohs(got.sin_port);
+    s->port = ntohs(((struct sockaddr_in *)&got)->sin_port); /* the same offset in sin6 */
+    return 0;
+}
+
+void cfx_srv_start(srv *s, uv_loop_t *loop)
+{
+    assert_int_equal(cfx_srv_start_at(s, loop, "127.0.0.1", 0), 0);
 }
 
 static void srv_close(srv *s)

@@ -58,10 +58,16 @@ typedef struct srv {
     struct sconn *conns;
     char last_method[16];
     char last_xtest[64];
+    char last_host[256]; /* the Host header of the last request */
+    char name[64];       /* the address it listens on: /host answers "NAME|HOST|TARGET" */
 } srv;
 
 /* Starts a server on 127.0.0.1 port 0 (s->port) on loop; cfx_finish closes t->s and t->s2. */
 void cfx_srv_start(srv *s, uv_loop_t *loop);
+
+/* Starts a server on ip (IPv4 or IPv6 text) and port (0: any). Returns 0, or the uv error of
+ * the bind or listen (the address is not on this machine, the port is taken), s then unused. */
+int cfx_srv_start_at(srv *s, uv_loop_t *loop, const char *ip, int port);
 
 /* ---- the test context ----------------------------------------------------------------------- */
 

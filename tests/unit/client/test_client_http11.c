@@ -99,8 +99,10 @@ static tc_future *request_resend(tctx *t, const char *method, const char *path, 
 
 /* Without the re-send (the default), a request is sent once: a pooled connection that dies
  * before any answer byte, closed as the request arrives or reset 50 ms after it, fails the
- * request with TC_ECONNRESET, and the server never sees it twice. libcurl would re-send it on its
- * own; the client stops that before a byte of the copy is written. */
+ * request with TC_ESTALE (so that its caller can tell this case apart and send elsewhere), and
+ * the server never sees it twice. libcurl would re-send it on its own; the client stops that
+ * before a byte of the copy is written. (A fresh connection that dies so is a plain
+ * TC_ECONNRESET: test_reset_and_truncation.) */
 static void test_stale_pooled_connection_fails_without_resend(void **state)
 {
     (void)state;
@@ -112,7 +114,7 @@ static void test_stale_pooled_connection_fails_without_resend(void **state)
         tc_future_unref(f);
         uint64_t sent = uv_hrtime();
         f = request_resend(t, "GET", paths[i], 0);
-        cfx_expect_error(t, f, TC_ECONNRESET);
+        cfx_expect_error(t, f, TC_ESTALE);
         tc_future_unref(f);
         if (i == 1)
             assert_true(cfx_elapsed_ms(sent) >= 50 - 2); /* at the reset, not before */
@@ -129,7 +131,7 @@ static void test_stale_pooled_connection_fails_without_resend(void **state)
 
 /* With the re-send, a pooled connection that dies under a GET before any answer byte (closed
  * as the request arrives, or reset 50 ms after it): the GET goes once more on a fresh
- * connection, once; a POST fails as a reset and is never sent twice, re-send or not. */
+ * connection, once; a POST fails as stale and is never sent twice, re-send or not. */
 static void test_stale_pooled_connection_resent_when_asked(void **state)
 {
     (void)state;
@@ -151,7 +153,7 @@ static void test_stale_pooled_connection_resent_when_asked(void **state)
         assert_int_equal(t->s.conns_total, 2);
 
         f = request_resend(t, "POST", paths[i], 1);
-        cfx_expect_error(t, f, TC_ECONNRESET);
+        cfx_expect_error(t, f, TC_ESTALE);
         tc_future_unref(f);
         cfx_run_for(t, 100);
         tc_client_get_stats(t->client, &st);
