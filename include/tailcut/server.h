@@ -209,7 +209,8 @@ void tc_request_set_attempts(tc_request *req, unsigned attempts);
 
 /* The replica that answered the request (the json access log's "replica" with
  * access_log_replica; null when never set or NULL). Borrowed: label must stay valid until the
- * request is answered or dropped (its log line is written by then). */
+ * request is finished (respond, drop, or a streamed response's end or abort: its log line is
+ * written then). */
 void tc_request_set_replica(tc_request *req, const char *label);
 
 /* cb runs once if the client goes away (closed, reset, server closed) before the request is
