@@ -267,9 +267,9 @@ void tc_client_get_stats(const tc_client *client, tc_client_stats *out);
 
 #define TC_CLIENT_LENGTH_UNKNOWN (-1)
 /* The most body bytes of a streamed response held for its reader (one read of the socket). */
-#define TC_RESPONSE_HELD_MAX (64 * 1024)
+#define TC_RESPONSE_HELD_MAX ((size_t)64 * 1024)
 /* The most bytes a tc_client_body holds that its request has not yet sent. */
-#define TC_CLIENT_BODY_PENDING_MAX (256 * 1024)
+#define TC_CLIENT_BODY_PENDING_MAX ((size_t)256 * 1024)
 
 /* The body of a streamed response, or its end. status 0 with len > 0: data[0..len) are the next
  * bytes, valid only during the call. Then exactly one last call with len 0 and status:

@@ -577,6 +577,24 @@ static void on_native_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b
 
 static void on_written(uv_write_t *w, int status);
 
+/* What uv_try_write did not take of bufs (all but the first done bytes) goes through uv_write,
+ * from where it lies (at most 4 buffers: uv_write then needs no allocation). Returns 0 or
+ * uv_write's error. */
+static int conn_write_rest(tc__conn *c, uv_buf_t *bufs, unsigned n, size_t done)
+{
+    unsigned first = 0;
+    while (first < n && done >= bufs[first].len) {
+        done -= bufs[first].len;
+        first++;
+    }
+    bufs[first].base += done;
+    bufs[first].len -= done;
+    c->req.write.data = c;
+    int err = uv_write(&c->req.write, (uv_stream_t *)&c->tcp, bufs + first, n - first, on_written);
+    c->writing = err == 0;
+    return err;
+}
+
 /* Writes what c's request has of its streamed body: the head first (once per connection), then
  * the bytes the caller queued (one chunk when chunked), then the last chunk once the body has
  * ended. One uv_try_write; what the socket does not take goes through uv_write from where it
@@ -634,17 +652,7 @@ static int body_flush(tc__conn *c)
             tc__body_kick(b); /* drained: its writable callback, from the loop */
         return 0;
     }
-    unsigned first = 0;
-    while (first < n && done >= bufs[first].len) {
-        done -= bufs[first].len;
-        first++;
-    }
-    bufs[first].base += done;
-    bufs[first].len -= done;
-    c->req.write.data = c;
-    int err = uv_write(&c->req.write, (uv_stream_t *)&c->tcp, bufs + first, n - first, on_written);
-    c->writing = err == 0;
-    return err;
+    return conn_write_rest(c, bufs, n, done);
 }
 
 /* A streamed body's write went out: the next bytes follow, and the caller hears that the queue
@@ -703,19 +711,7 @@ static int conn_send(tc__conn *c)
         return 0;
     if (n < 0 && n != UV_EAGAIN)
         return n;
-    size_t done = n > 0 ? (size_t)n : 0;
-    unsigned first = 0;
-    while (first < nbufs && done >= bufs[first].len) {
-        done -= bufs[first].len;
-        first++;
-    }
-    bufs[first].base += done;
-    bufs[first].len -= done;
-    c->req.write.data = c;
-    int err =
-        uv_write(&c->req.write, (uv_stream_t *)&c->tcp, bufs + first, nbufs - first, on_written);
-    c->writing = err == 0;
-    return err;
+    return conn_write_rest(c, bufs, nbufs, n > 0 ? (size_t)n : 0);
 }
 
 static void on_connect_timeout(uv_timer_t *t)
