@@ -622,6 +622,10 @@ static void transfer_end(tc__creq *r, int reset)
     if (easy == NULL)
         return;
     tc__list_remove(&r->curl_link);
+    if (r->st != NULL) { /* news not told by now never will be */
+        tc__list_remove(&r->st->curl_link);
+        r->st->curl_notified = 0;
+    }
     /* CURLINFO_ACTIVESOCKET knows a transfer's socket only once it is done; the socket
      * callback told us which one this transfer was using. */
     /* Not for a multiplexed (HTTP/2) connection: the other streams keep it. */
@@ -807,12 +811,8 @@ static void finish_transfer(tc__creq *r, CURLcode code)
             else
                 st->curl_head = 1;
         }
-        if (st->curl_head) {
-            tc__list_remove(&st->curl_link);
-            st->curl_notified = 0;
-            if (stream_tell(r))
-                return;
-        }
+        if (st->curl_head && stream_tell(r))
+            return;
     }
 
     if (code != CURLE_OK) {
@@ -1035,10 +1035,6 @@ int tc__curl_start(tc__creq *r)
 
 void tc__curl_abort(tc__creq *r)
 {
-    if (r->st != NULL) {
-        tc__list_remove(&r->st->curl_link);
-        r->st->curl_notified = 0;
-    }
     transfer_end(r, 1);
 }
 
