@@ -121,6 +121,7 @@ struct tc_client_body {
     int aborted;
     int closed; /* its request ended, or its client closed: nothing more is wanted */
     int freed;  /* the caller let go (tc_client_body_free) */
+    int busy;   /* inside tc_client_body_abort: not destroyed until it returns */
     tc_client_body_writable_cb cb;
     void *arg;
     size_t threshold;

@@ -172,7 +172,7 @@ void tc__stream_unbind(tc__creq *r)
     b->queued.len = 0;
     b->queued_off = 0;
     b->flying.len = 0; /* an aborted write was cancelled with its connection's close */
-    if (b->freed)
+    if (b->freed && b->busy == 0)
         body_destroy(b);
     else if (b->cb != NULL)
         tc__body_kick(b); /* TC_ECANCELED, from the loop */
@@ -574,29 +574,34 @@ void tc_client_body_abort(tc_client_body *b)
     if (b == NULL || b->aborted || b->closed)
         return;
     b->aborted = 1;
+    /* The request's callbacks and the writable one may free b: it is kept until they return. */
+    b->busy++;
+    tc__creq *r = b->r;
+    if (r != NULL && r->st->head) /* else not started: a request cannot start with it now */
+        (void)stream_abort(r, TC_ECANCELED, "the request body was aborted");
+    else if (r != NULL)
+        tc__creq_fail(r, TC_ECANCELED, "operation cancelled: the request body was aborted");
     if (b->cb != NULL)
         body_fire(b, TC_ECANCELED);
-    tc__creq *r = b->r;
-    if (r == NULL || b->closed)
-        return; /* not started: a request cannot start with it now */
-    if (r->st->head)
-        (void)stream_abort(r, TC_ECANCELED, "the request body was aborted");
-    else
-        tc__creq_fail(r, TC_ECANCELED, "operation cancelled: the request body was aborted");
+    b->busy--;
+    if (b->freed && b->r == NULL && b->busy == 0)
+        body_destroy(b);
 }
 
 void tc_client_body_free(tc_client_body *b)
 {
     if (b == NULL || b->freed)
         return;
+    b->freed = 1;
+    b->busy++; /* the callbacks below may free it again (a no-op now) or end its request */
     if (!b->ended && !b->aborted && !b->closed)
         tc_client_body_abort(b);
     else if (b->cb != NULL)
         body_fire(b, TC_ECANCELED);
-    b->freed = 1;
+    b->busy--;
     tc__list_remove(&b->link);
     tc__list_remove(&b->kick);
     b->kicked = 0;
-    if (b->r == NULL)
+    if (b->r == NULL && b->busy == 0)
         body_destroy(b); /* else when its request lets it go (tc__stream_unbind) */
 }

@@ -749,14 +749,33 @@ static void test_body_back_pressure(void **state)
     cfx_finish(t);
 }
 
+/* Frees the body its argument points to from a callback that tc_client_body_abort runs. */
+static void free_body_on_done(tc_future *f, void *data)
+{
+    (void)f;
+    tc_client_body **b = data;
+    tc_client_body_free(*b);
+    *b = NULL;
+}
+
+static void free_body_on_writable(tc_client_body *body, int status, void *arg)
+{
+    tc_client_body **b = arg;
+    assert_ptr_equal(body, *b);
+    assert_int_equal(status, TC_ECANCELED);
+    tc_client_body_free(body);
+    *b = NULL;
+}
+
 /* Aborting the body cuts the request: the server sees a reset, the future rejects with
  * TC_ECANCELED, an armed writable callback hears TC_ECANCELED inside the call, writes are
- * refused. Ending a body of known length short is an abort too (TC_EPROTO). */
+ * refused. Ending a body of known length short is an abort too (TC_EPROTO). The
+ * request's callbacks and the writable one may free the body during the abort. */
 static void test_body_abort(void **state)
 {
     (void)state;
     tctx *t = cfx_new(NULL);
-    for (int how = 0; how < 3; how++) {
+    for (int how = 0; how < 5; how++) {
         int resets = t->s.peer_reset;
         tc_client_body *b = NULL;
         assert_int_equal(tc_client_body_new(&b, t->client, how == 2 ? 100000 : -1), 0);
@@ -778,8 +797,18 @@ static void test_body_abort(void **state)
         } else if (how == 1) {
             tc_client_body_free(b); /* not ended: aborted */
             b = NULL;
-        } else {
+        } else if (how == 2) {
             assert_int_equal(tc_client_body_end(b), TC_EPROTO);
+        } else if (how == 3) {
+            tc_client_body *victim = b;
+            assert_int_equal(tc_future_on_done(f, free_body_on_done, &b), 0);
+            tc_client_body_abort(victim);
+            assert_null(b); /* freed by the callback, inside the call, and still safe */
+        } else {
+            tc_client_body *victim = b;
+            assert_int_equal(tc_client_body_on_writable(b, 0, free_body_on_writable, &b), 0);
+            tc_client_body_abort(victim);
+            assert_null(b);
         }
         assert_true(tc_future_done(f)); /* from inside the call as well */
         cfx_expect_error(t, f, TC_ECANCELED);
@@ -952,6 +981,13 @@ static void test_body_rules(void **state)
     req.body_source = b;
     assert_int_equal(tc_client_request_start(&g, t->client, &req), TC_EINVAL); /* aborted */
     tc_client_body_free(b);
+
+    /* A body no request took, whose writable callback frees it inside the abort. */
+    assert_int_equal(tc_client_body_new(&b, t->client, -1), 0);
+    assert_int_equal(tc_client_body_on_writable(b, 0, free_body_on_writable, &b), 0);
+    tc_client_body *victim = b;
+    tc_client_body_abort(victim);
+    assert_null(b);
 
     tc_client *other = NULL;
     assert_int_equal(tc_client_new(&other, &t->loop, NULL), 0);
