@@ -54,7 +54,9 @@ static const setting rows[] = {
      .placeholder = "P",
      .help = "exponea | fixed:MS | uniform:LO:HI |\n"
              "lognormal:MEDIAN_MS:SIGMA | straggler:FAST_MS:SLOW_MS:P |\n"
-             "mix:LO:HI:SLOW_LO:SLOW_HI:P",
+             "mix:LO:HI:SLOW_LO:SLOW_HI:P |\n"
+             "pause:LO:HI:PAUSE_MS:PERIOD_MS[:PHASE_MS] (work uniform in\n"
+             "LO..HI; everything stalls PAUSE_MS every PERIOD_MS)",
      .man = "The behaviour of /api/work, one of:\n"
             ".RS\n"
             ".TP\n"
@@ -90,6 +92,22 @@ static const setting rows[] = {
             ".IR SLOW_LO .. SLOW_HI ,\n"
             "else uniform in\n"
             ".IR LO .. HI\n"
+            ".TP\n"
+            ".B pause:\\fILO\\fB:\\fIHI\\fB:\\fIPAUSE_MS\\fB:\\fIPERIOD_MS"
+            "\\fR[\\fB:\\fIPHASE_MS\\fR]\n"
+            "work uniform in\n"
+            ".IR LO .. HI\n"
+            "ms, and the whole simulator stalls for\n"
+            ".I PAUSE_MS\n"
+            "once every\n"
+            ".IR PERIOD_MS ,\n"
+            ".I PHASE_MS\n"
+            "into each period of the wall clock (a phase drawn from the seed when not given), as\n"
+            "in a garbage-collection pause: work in progress halts and resumes after the stall,\n"
+            "and nothing is answered during one.\n"
+            ".IR PAUSE_MS \" and \" PHASE_MS\n"
+            "are below\n"
+            ".IR PERIOD_MS .\n"
             ".RE\n"
             ".IP\n"
             "A hang holds the connection without an answer for 10 s, then closes it.",

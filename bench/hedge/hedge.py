@@ -30,9 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tchelpers as th  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-TAILCUT = os.environ.get("TAILCUT", os.path.join(ROOT, "build", "tailcut"))
-HEDGE_LOAD = os.environ.get("HEDGE_LOAD",
-                            os.path.join(os.path.dirname(TAILCUT), "bench", "hedge_load"))
+TAILCUT, HEDGE_LOAD = th.bench_binaries()
 RATE = int(os.environ.get("RATE", "2000"))
 SECONDS = int(os.environ.get("SECONDS", "30"))
 BUDGET_SECONDS = int(os.environ.get("BUDGET_SECONDS", "15"))
@@ -172,12 +170,8 @@ def plot(results):
     for i, (name, _, _, path) in enumerate(results):
         with open(path) as f:
             lat = sorted(int(x) for x in f)
-        n = len(lat)
         pts = os.path.join(OUT, "cdf-%d.dat" % i)
-        with open(pts, "w") as f:
-            step = max(1, n // 4000)
-            for k in sorted(set(range(0, n, step)) | set(range(max(0, n - 2000), n))):
-                f.write("%.3f %.8f\n" % (lat[k] / 1000.0, max(1.0 - (k + 1) / n, 0.5 / n)))
+        th.write_tail_points(lat, pts)
         data.append((name, pts))
         os.remove(path)
     png = os.path.join(OUT, "cdf.png")

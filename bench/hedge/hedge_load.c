@@ -2,6 +2,7 @@
  * hedge_load: an open-loop HTTP load generator on libtailcut, for bench/hedge/.
  *
  *   hedge_load --url URL --rate N --requests N [--connections N] [--timeout MS] [--out FILE]
+ *              [--seconds FILE]
  *
  * Request i is scheduled at i / rate seconds after the start, whatever happened to the ones
  * before it: a 1 ms timer starts every request whose time has come. Its latency counts from its
@@ -11,7 +12,9 @@
  *
  * Prints one line: requests, ok (status 200), failed, the rate they were sent at, and latency
  * percentiles of the ok requests (p50 p90 p99 p99.9 p99.99 max, in ms). --out writes every ok
- * latency in microseconds, one a line, in completion order (for CDF plots).
+ * latency in microseconds, one a line, in completion order (for CDF plots). --seconds writes one
+ * line per second of the schedule, "SECOND OK FAILED", counting each request in the second it
+ * was scheduled in (when a failure began and ended, e.g. around a replica's kill).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +33,8 @@ typedef struct load {
     uint64_t started, finished, ok, failed;
     uint64_t t0_ns, last_start_ns;
     uint32_t *lat_us; /* ok latencies, in completion order */
+    uint64_t nseconds;
+    uint64_t (*per_second)[2]; /* ok and failed by the second each request was scheduled in */
 } load;
 
 typedef struct call {
@@ -42,11 +47,14 @@ static void on_done(tc_future *f, void *data)
     call *c = data;
     load *ld = c->ld;
     uint64_t us = (uv_hrtime() - c->scheduled_ns) / 1000;
-    if (tc_future_state_of(f) == TC_FUTURE_FULFILLED &&
-        ((const tc_response *)tc_future_value(f))->status == 200)
+    uint64_t second = (c->scheduled_ns - ld->t0_ns) / 1000000000u;
+    int ok = tc_future_state_of(f) == TC_FUTURE_FULFILLED &&
+             ((const tc_response *)tc_future_value(f))->status == 200;
+    if (ok)
         ld->lat_us[ld->ok++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
     else
         ld->failed++;
+    ld->per_second[second < ld->nseconds ? second : ld->nseconds - 1][ok ? 0 : 1]++;
     ld->finished++;
     tc_future_unref(f);
     free(c);
@@ -68,6 +76,7 @@ static void on_tick(uv_timer_t *t)
         if (c == NULL) {
             ld->failed++;
             ld->finished++;
+            ld->per_second[ld->nseconds - 1][1]++; /* no schedule to place it by */
             continue;
         }
         c->ld = ld;
@@ -76,9 +85,10 @@ static void on_tick(uv_timer_t *t)
             tc_future_on_done(f, on_done, c) != 0) {
             if (f != NULL)
                 tc_future_cancel(f);
-            free(c);
             ld->failed++;
             ld->finished++;
+            ld->per_second[(c->scheduled_ns - ld->t0_ns) / 1000000000u][1]++;
+            free(c);
         }
     }
     if (ld->started == ld->total) {
@@ -109,17 +119,45 @@ static double pct_ms(const uint32_t *sorted, uint64_t n, double p)
     return sorted[rank - 1] / 1000.0;
 }
 
+/* --out: every ok latency in microseconds, one a line, in completion order. */
+static void write_latencies(FILE *f, const load *ld)
+{
+    for (uint64_t i = 0; i < ld->ok; i++)
+        fprintf(f, "%u\n", ld->lat_us[i]);
+}
+
+/* --seconds: "SECOND OK FAILED" for every second of the schedule. */
+static void write_seconds(FILE *f, const load *ld)
+{
+    for (uint64_t i = 0; i < ld->nseconds; i++)
+        fprintf(f, "%llu %llu %llu\n", (unsigned long long)i,
+                (unsigned long long)ld->per_second[i][0], (unsigned long long)ld->per_second[i][1]);
+}
+
+/* Writes path with emit(); returns 0, or -1 after saying why on stderr. */
+static int write_file(const char *path, const load *ld, void (*emit)(FILE *, const load *))
+{
+    FILE *f = fopen(path, "w");
+    if (f != NULL) {
+        emit(f, ld);
+        if (fclose(f) == 0)
+            return 0;
+    }
+    fprintf(stderr, "hedge_load: cannot write %s\n", path);
+    return -1;
+}
+
 static int usage(void)
 {
     fprintf(stderr, "usage: hedge_load --url URL --rate N --requests N [--connections N] "
-                    "[--timeout MS] [--out FILE]\n");
+                    "[--timeout MS] [--out FILE] [--seconds FILE]\n");
     return 2;
 }
 
 int main(int argc, char **argv)
 {
     load ld;
-    const char *out = NULL;
+    const char *out = NULL, *seconds = NULL;
     uint64_t connections = 4096;
     memset(&ld, 0, sizeof(ld));
     ld.timeout_ms = 30000;
@@ -132,6 +170,8 @@ int main(int argc, char **argv)
             ld.url = v;
         else if (strcmp(k, "--out") == 0)
             out = v;
+        else if (strcmp(k, "--seconds") == 0)
+            seconds = v;
         else if (strcmp(k, "--rate") == 0 && numeric)
             ld.rate = n;
         else if (strcmp(k, "--requests") == 0 && numeric)
@@ -148,11 +188,14 @@ int main(int argc, char **argv)
         return usage();
 
     ld.lat_us = malloc(ld.total * sizeof(*ld.lat_us));
+    ld.nseconds = (ld.total - 1) / ld.rate + 1;
+    ld.per_second = calloc(ld.nseconds, sizeof(*ld.per_second));
     tc_client_config cc;
     tc_client_config_init(&cc);
     cc.max_connections = (size_t)connections;
     ld.loop = uv_default_loop();
-    if (ld.lat_us == NULL || tc_client_new(&ld.client, ld.loop, &cc) != 0) {
+    if (ld.lat_us == NULL || ld.per_second == NULL ||
+        tc_client_new(&ld.client, ld.loop, &cc) != 0) {
         fprintf(stderr, "hedge_load: cannot set up\n");
         return 1;
     }
@@ -164,17 +207,9 @@ int main(int argc, char **argv)
     double secs = (double)(ld.last_start_ns - ld.t0_ns) / 1e9;
     (void)uv_loop_close(ld.loop);
 
-    if (out != NULL) {
-        FILE *f = fopen(out, "w");
-        if (f == NULL) {
-            fprintf(stderr, "hedge_load: cannot write %s\n", out);
-            return 1;
-        }
-        for (uint64_t i = 0; i < ld.ok; i++)
-            fprintf(f, "%u\n", ld.lat_us[i]);
-        if (fclose(f) != 0)
-            return 1;
-    }
+    if ((out != NULL && write_file(out, &ld, write_latencies) != 0) ||
+        (seconds != NULL && write_file(seconds, &ld, write_seconds) != 0))
+        return 1;
     qsort(ld.lat_us, ld.ok, sizeof(*ld.lat_us), cmp_u32);
     printf("requests=%llu ok=%llu failed=%llu rate=%.1f p50=%.2f p90=%.2f p99=%.2f p99.9=%.2f "
            "p99.99=%.2f max=%.2f\n",
@@ -183,5 +218,6 @@ int main(int argc, char **argv)
            pct_ms(ld.lat_us, ld.ok, 99), pct_ms(ld.lat_us, ld.ok, 99.9),
            pct_ms(ld.lat_us, ld.ok, 99.99), ld.ok ? ld.lat_us[ld.ok - 1] / 1000.0 : 0.0);
     free(ld.lat_us);
+    free(ld.per_second);
     return 0;
 }

@@ -48,8 +48,11 @@ typedef enum tc_upstream_profile_kind {
     TC_PROFILE_UNIFORM,   /* a = LO, b = HI (ms, inclusive) */
     TC_PROFILE_LOGNORMAL, /* a = MEDIAN_MS, b = SIGMA */
     TC_PROFILE_STRAGGLER, /* a = FAST_MS, b = SLOW_MS, c = P (probability of SLOW_MS) */
-    TC_PROFILE_MIX        /* a = LO, b = HI, d = SLOW_LO, e = SLOW_HI, c = P (probability of a
+    TC_PROFILE_MIX,       /* a = LO, b = HI, d = SLOW_LO, e = SLOW_HI, c = P (probability of a
                              delay uniform in SLOW_LO..SLOW_HI, else uniform in LO..HI) */
+    TC_PROFILE_PAUSE      /* a = LO, b = HI (work uniform in LO..HI ms), d = PAUSE_MS,
+                             e = PERIOD_MS, c = PHASE_MS or -1 for a phase the simulator draws
+                             from its seeded generator; see docs/upstream.md ("Stalls") */
 } tc_upstream_profile_kind;
 
 typedef struct tc_upstream_profile {
@@ -58,11 +61,13 @@ typedef struct tc_upstream_profile {
 } tc_upstream_profile;
 
 /* Parses a --profile value: `exponea`, `fixed:MS`, `uniform:LO:HI`, `lognormal:MEDIAN_MS:SIGMA`,
- * `straggler:FAST_MS:SLOW_MS:P`, `mix:LO:HI:SLOW_LO:SLOW_HI:P`. Milliseconds are whole numbers
+ * `straggler:FAST_MS:SLOW_MS:P`, `mix:LO:HI:SLOW_LO:SLOW_HI:P`,
+ * `pause:LO:HI:PAUSE_MS:PERIOD_MS[:PHASE_MS]`. Milliseconds are whole numbers
  * 0..TC_UPSTREAM_MAX_DELAY_MS (MEDIAN_MS may have a fraction); SIGMA is a decimal number 0..10;
- * P a decimal number 0..1; LO must not exceed HI (nor SLOW_LO SLOW_HI). Numbers are ASCII digits
- * with at most one '.', no sign, no exponent. Returns 0 and fills *out (out may be NULL to only
- * validate), or TC_EINVAL with a static one-line reason in *why (why may be NULL). */
+ * P a decimal number 0..1; LO must not exceed HI (nor SLOW_LO SLOW_HI); PAUSE_MS and PHASE_MS
+ * must be below PERIOD_MS. Numbers are ASCII digits with at most one '.', no sign, no exponent.
+ * Returns 0 and fills *out (out may be NULL to only validate), or TC_EINVAL with a static one-line
+ * reason in *why (why may be NULL). */
 int tc_upstream_profile_parse(const char *s, tc_upstream_profile *out, const char **why);
 
 typedef struct tc_upstream_config {

@@ -4,10 +4,15 @@
  * Every /api/work request is decided the moment it arrives: the next queued scenario step if
  * there is one, else one draw from the profile. The decision is a *step*: wait delay_ms, then
  * respond (status, body), hang (TC_UPSTREAM_HANG_MS of silence, then FIN) or reset (RST). A step
- * with no delay is carried out at once; any other waits on one uv timer owned by a small `work`
+ * due at once is carried out at once; any other waits on one uv timer owned by a small `work`
  * record hung on the request. So the one idea is: a held request costs one timer and a few
  * hundred bytes, never a thread or a sleep, and a client that leaves early frees both at once
  * through the server's abort callback.
+ *
+ * Stalls (the pause profile) stop the whole simulator, as a garbage-collection pause stops a
+ * process: nothing is answered during one. A step's delay counts only time outside the stalls
+ * (tc__up_stalls_due() turns it into a due time), so work in progress halts and resumes; every
+ * other request that arrives during a stall is parked, in arrival order, until it ends.
  *
  * The decisions themselves (profiles, exponea's deck, scenario steps, the seeded generator) are
  * pure code in upstream_plan.c; this file is the HTTP side.
@@ -37,8 +42,17 @@ typedef struct work {
     tc_request *r; /* NULL once the request is finished */
     tc__up_step s;
     tc__up_outcome out;
-    int hanging; /* the delay is over and the hang's silence has begun */
+    uint64_t due_us; /* when the delay ends, on the clock of now_us() */
+    int hanging;     /* the delay is over and the hang's silence has begun */
 } work;
+
+/* A request (not GET /api/work) that arrived during a stall, waiting for its end. */
+typedef struct parked {
+    tc__link link; /* in tc_upstream.parked */
+    tc_upstream *u;
+    tc_request *r;
+    uint64_t release_us; /* the end of its stall */
+} parked;
 
 /* ---- small helpers ------------------------------------------------------------------------- */
 
@@ -98,6 +112,30 @@ static int is_get(tc_request *r)
 static int is_post(tc_request *r)
 {
     return str_eq(tc_request_method(r), "POST");
+}
+
+/* ---- time ---------------------------------------------------------------------------------- */
+
+/* The clock of due times and stalls: uv_hrtime() in microseconds. */
+static uint64_t now_us(void)
+{
+    return uv_hrtime() / 1000;
+}
+
+/* Starts t to call cb once now_us() has reached due_us, never earlier: uv_now() is the same clock
+ * in whole milliseconds, rounded down, so the timer aims at the next whole millisecond. */
+static void timer_start_at(tc_upstream *u, uv_timer_t *t, uv_timer_cb cb, uint64_t due_us)
+{
+    uint64_t due_ms = due_us / 1000 + (due_us % 1000 != 0);
+    uv_update_time(u->loop);
+    uint64_t now_ms = uv_now(u->loop);
+    uv_timer_start(t, cb, due_ms > now_ms ? due_ms - now_ms : 0, 0);
+}
+
+/* The stalls of the profile in force, on now_us()'s clock. */
+static void stalls_update(tc_upstream *u)
+{
+    u->stalls = tc__up_dealer_stalls(&u->dealer, u->epoch_offset_us);
 }
 
 /* ---- /api/work ----------------------------------------------------------------------------- */
@@ -172,7 +210,7 @@ static void on_work_closed(uv_handle_t *h)
     tc_upstream *u = wk->u;
     tc__free(wk->s.body);
     tc__free(wk);
-    u->live_works--;
+    u->live_timers--;
     upstream_maybe_finish_close(u);
 }
 
@@ -196,6 +234,17 @@ static void on_work_abort(tc_request *r, void *data)
     work_done(wk);
 }
 
+static void on_work_timer(uv_timer_t *t);
+
+/* A hang's delay is over: TC_UPSTREAM_HANG_MS of silence, then the close, which (an answer of
+ * sorts) waits for the end of a stall it would fall in. */
+static void start_hang(work *wk)
+{
+    uint64_t end = tc__up_stalls_due(&wk->u->stalls, wk->due_us + TC_UPSTREAM_HANG_MS * 1000ULL, 0);
+    wk->hanging = 1;
+    timer_start_at(wk->u, &wk->timer, on_work_timer, end);
+}
+
 /* The delay (or, for a hang, the silence after it) is over: carry out the step. A hang's first
  * expiry only starts its TC_UPSTREAM_HANG_MS of silence. */
 static void on_work_timer(uv_timer_t *t)
@@ -204,8 +253,7 @@ static void on_work_timer(uv_timer_t *t)
     tc_request *r = wk->r;
 
     if (wk->s.act == TC__UP_HANG && !wk->hanging) {
-        wk->hanging = 1;
-        uv_timer_start(&wk->timer, on_work_timer, TC_UPSTREAM_HANG_MS, 0);
+        start_hang(wk);
         return;
     }
     tc_request_on_abort(r, NULL, NULL);
@@ -223,9 +271,9 @@ static void on_work_timer(uv_timer_t *t)
     work_done(wk);
 }
 
-/* GET /api/work: decide now (queued step, else a profile draw), then answer at once when there
- * is nothing to wait for, or hold the request on a timer. Finishes r exactly once, now or from
- * on_work_timer / on_work_abort. */
+/* GET /api/work: decide now (queued step, else a profile draw), then answer at once when it is
+ * due already, or hold the request on a timer. The delay counts from the arrival, outside the
+ * stalls. Finishes r exactly once, now or from on_work_timer / on_work_abort. */
 static void handle_work(tc_upstream *u, tc_request *r)
 {
     tc__up_step s;
@@ -243,7 +291,9 @@ static void handle_work(tc_upstream *u, tc_request *r)
     }
     u->outcomes[out]++;
 
-    if (s.delay_ms == 0 && s.act != TC__UP_HANG) {
+    uint64_t due_us =
+        tc__up_stalls_due(&u->stalls, tc_request_ready_ns(r) / 1000, s.delay_ms * 1000);
+    if (due_us <= now_us() && s.act != TC__UP_HANG) {
         if (s.act == TC__UP_RESPOND)
             respond_step(r, &s, out);
         else
@@ -262,18 +312,15 @@ static void handle_work(tc_upstream *u, tc_request *r)
     wk->r = r;
     wk->s = s;
     wk->out = out;
+    wk->due_us = due_us;
     uv_timer_init(u->loop, &wk->timer);
-    u->live_works++;
+    u->live_timers++;
     u->in_flight++;
     tc_request_on_abort(r, on_work_abort, wk);
-    /* The loop's clock may lag behind the arrival by the time this iteration has taken. */
-    uv_update_time(u->loop);
-    if (s.delay_ms == 0) {
-        wk->hanging = 1;
-        uv_timer_start(&wk->timer, on_work_timer, TC_UPSTREAM_HANG_MS, 0);
-    } else {
-        uv_timer_start(&wk->timer, on_work_timer, s.delay_ms, 0);
-    }
+    if (s.act == TC__UP_HANG && due_us <= now_us())
+        start_hang(wk);
+    else
+        timer_start_at(u, &wk->timer, on_work_timer, due_us);
 }
 
 /* ---- /scenario and /reset ------------------------------------------------------------------ */
@@ -407,6 +454,7 @@ static void handle_profile(tc_upstream *u, tc_request *r)
     tc__free(u->profile_text);
     u->profile_text = copy;
     tc__up_dealer_set(&u->dealer, &p); /* exponea starts a fresh deck */
+    stalls_update(u);
     tc__up_send_json(r, 200, json_pack("{s:s}", "profile", u->profile_text));
 }
 
@@ -441,16 +489,13 @@ static void handle_reset(tc_upstream *u, tc_request *r)
 
 /* ---- the handler and the object ------------------------------------------------------------ */
 
-static void on_request(tc_request *r, void *data)
+/* Every endpoint but GET /api/work (which on_request() sends to handle_work() itself). */
+static void route(tc_upstream *u, tc_request *r)
 {
-    tc_upstream *u = data;
     tc_str path = tc_request_path(r);
 
     if (str_eq(path, "/api/work")) {
-        if (is_get(r))
-            handle_work(u, r);
-        else
-            method_not_allowed(r, "GET, HEAD");
+        method_not_allowed(r, "GET, HEAD");
     } else if (str_eq(path, "/api/metadata")) {
         if (is_get(r))
             tc__up_handle_metadata(u, r);
@@ -481,12 +526,87 @@ static void on_request(tc_request *r, void *data)
     }
 }
 
+/* ---- stalls: parked requests --------------------------------------------------------------- */
+
+static void on_parked_abort(tc_request *r, void *data)
+{
+    parked *pk = data;
+    tc__list_remove(&pk->link);
+    tc__free(pk);
+    tc_request_drop(r, 0); /* only frees it now: the client is gone */
+}
+
+/* A stall is over: hands the requests parked until then to the handler, in arrival order. Those
+ * parked for a later stall (the loop ran late) wait for theirs. */
+static void on_stall_end(uv_timer_t *t)
+{
+    tc_upstream *u = tc__container_of(t, tc_upstream, stall_timer);
+    uint64_t now = now_us();
+    tc__link *l;
+    while ((l = tc__list_first(&u->parked)) != NULL) {
+        parked *pk = tc__container_of(l, parked, link);
+        if (pk->release_us > now) {
+            timer_start_at(u, &u->stall_timer, on_stall_end, pk->release_us);
+            return;
+        }
+        tc_request *r = pk->r;
+        tc__list_remove(l);
+        tc__free(pk);
+        tc_request_on_abort(r, NULL, NULL);
+        route(u, r);
+    }
+}
+
+/* Holds r until release_us, the end of the stall it arrived in; answers 503 when out of memory. */
+static void park(tc_upstream *u, tc_request *r, uint64_t release_us)
+{
+    parked *pk = tc__calloc(1, sizeof(*pk));
+    if (pk == NULL) {
+        tc__up_send_error(r, 503, "overloaded", "out of memory", NULL, 0);
+        return;
+    }
+    pk->u = u;
+    pk->r = r;
+    pk->release_us = release_us;
+    if (tc__list_empty(&u->parked))
+        timer_start_at(u, &u->stall_timer, on_stall_end, release_us);
+    tc__list_push_back(&u->parked, &pk->link);
+    tc_request_on_abort(r, on_parked_abort, pk);
+}
+
+static void on_request(tc_request *r, void *data)
+{
+    tc_upstream *u = data;
+
+    if (str_eq(tc_request_path(r), "/api/work") && is_get(r)) {
+        handle_work(u, r); /* its due time counts the stalls */
+        return;
+    }
+    uint64_t release_us = tc__up_stalls_due(&u->stalls, tc_request_ready_ns(r) / 1000, 0);
+    if (release_us > now_us())
+        park(u, r, release_us);
+    else
+        route(u, r);
+}
+
 void tc_upstream_config_init(tc_upstream_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->host = "127.0.0.1";
     cfg->profile = "exponea";
     cfg->max_body = (size_t)TC_SERVER_DEFAULT_MAX_BODY;
+}
+
+/* How far the Unix epoch's clock is ahead of now_us()'s, so that stalls keep to the wall clock's
+ * periods (0 when the wall clock cannot be read or reads before the boot). */
+static uint64_t epoch_offset_us(void)
+{
+    uv_timeval64_t tv;
+    uint64_t mono = now_us();
+    if (uv_gettimeofday(&tv) != 0 || tv.tv_sec < 0)
+        return 0;
+    uint64_t wall = (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
+    return wall > mono ? wall - mono : 0;
 }
 
 static void upstream_free(tc_upstream *u)
@@ -532,6 +652,9 @@ int tc_upstream_new(tc_upstream **out, uv_loop_t *loop, const tc_upstream_config
     u->tokens_ns = uv_hrtime();
     u->base_ns = uv_hrtime();
     u->ps_base_ns = u->base_ns;
+    u->epoch_offset_us = epoch_offset_us();
+    stalls_update(u);
+    tc__list_init(&u->parked);
 
     tc_server_config_init(&scfg);
     scfg.host = cfg->host ? cfg->host : "127.0.0.1";
@@ -549,6 +672,8 @@ int tc_upstream_new(tc_upstream **out, uv_loop_t *loop, const tc_upstream_config
         upstream_free(u);
         return rc;
     }
+    uv_timer_init(loop, &u->stall_timer);
+    u->live_timers = 1;
     *out = u;
     return 0;
 }
@@ -583,7 +708,7 @@ void tc_upstream_drain(tc_upstream *u, tc_upstream_cb drained_cb, void *data)
 
 static void upstream_maybe_finish_close(tc_upstream *u)
 {
-    if (!u->closing || u->srv != NULL || u->live_works != 0)
+    if (!u->closing || u->srv != NULL || u->live_timers != 0)
         return;
     if (u->close_cb)
         u->close_cb(u, u->close_data);
@@ -597,6 +722,13 @@ static void on_server_closed(tc_server *srv, void *data)
     upstream_maybe_finish_close(u);
 }
 
+static void on_stall_timer_closed(uv_handle_t *h)
+{
+    tc_upstream *u = tc__container_of(h, tc_upstream, stall_timer);
+    u->live_timers--;
+    upstream_maybe_finish_close(u);
+}
+
 void tc_upstream_close(tc_upstream *u, tc_upstream_cb close_cb, void *data)
 {
     if (u->closing)
@@ -604,5 +736,7 @@ void tc_upstream_close(tc_upstream *u, tc_upstream_cb close_cb, void *data)
     u->closing = 1;
     u->close_cb = close_cb;
     u->close_data = data;
+    /* Closing the server drops the parked requests too (their abort callbacks free them). */
+    uv_close((uv_handle_t *)&u->stall_timer, on_stall_timer_closed);
     tc_server_close(u->srv, on_server_closed, u);
 }

@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <uv.h>
 
+#include "base/list.h"
 #include "tailcut/server.h"
 #include "tailcut/upstream.h"
 #include "upstream_plan.h"
@@ -67,7 +68,16 @@ struct tc_upstream {
     size_t calls_head, calls_len, calls_bytes;
     uint64_t calls_forgotten;
 
-    size_t live_works; /* work records not yet freed */
+    /* The pause profile's stalls on the uv_hrtime() clock in microseconds (period 0: none), and
+     * that clock's distance to the Unix epoch's, read once at start. */
+    tc__up_stalls stalls;
+    uint64_t epoch_offset_us;
+    /* Requests other than GET /api/work that arrived during a stall, in arrival order, and the
+     * timer that hands them to the handler when it ends (see upstream.c, "Stalls"). */
+    tc__link parked;
+    uv_timer_t stall_timer;
+
+    size_t live_timers; /* timers not closed yet: one per work record, and the stall timer */
     int closing;
     tc_upstream_cb drained_cb, close_cb;
     void *drained_data, *close_data;

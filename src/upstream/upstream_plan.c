@@ -141,10 +141,25 @@ int tc_upstream_profile_parse(const char *s, tc_upstream_profile *out, const cha
         if (parse_decimal(field[5], 1, &p.c) != 0 || p.c > 1.0)
             PROFILE_FAIL("mix:LO:HI:SLOW_LO:SLOW_HI:P needs P a number from 0 to 1");
         p.kind = TC_PROFILE_MIX;
+    } else if (strcmp(field[0], "pause") == 0) {
+        if (nfields != 5 && nfields != 6)
+            PROFILE_FAIL("expected pause:LO:HI:PAUSE_MS:PERIOD_MS[:PHASE_MS]");
+        p.c = -1; /* no PHASE_MS: the dealer draws one */
+        if (parse_ms(field[1], 0, &p.a) != 0 || parse_ms(field[2], 0, &p.b) != 0 ||
+            parse_ms(field[3], 0, &p.d) != 0 || parse_ms(field[4], 0, &p.e) != 0 ||
+            (nfields == 6 && parse_ms(field[5], 0, &p.c) != 0))
+            PROFILE_FAIL("pause:LO:HI:PAUSE_MS:PERIOD_MS[:PHASE_MS] needs whole numbers of "
+                         "milliseconds up to 3600000");
+        if (p.a > p.b)
+            PROFILE_FAIL("pause:LO:HI:PAUSE_MS:PERIOD_MS[:PHASE_MS] needs LO <= HI");
+        if (p.d >= p.e || p.c >= p.e)
+            PROFILE_FAIL("pause:LO:HI:PAUSE_MS:PERIOD_MS[:PHASE_MS] needs PAUSE_MS and PHASE_MS "
+                         "below PERIOD_MS");
+        p.kind = TC_PROFILE_PAUSE;
     } else {
         PROFILE_FAIL("unknown profile (expected exponea, fixed:MS, uniform:LO:HI, "
-                     "lognormal:MEDIAN_MS:SIGMA, straggler:FAST_MS:SLOW_MS:P or "
-                     "mix:LO:HI:SLOW_LO:SLOW_HI:P)");
+                     "lognormal:MEDIAN_MS:SIGMA, straggler:FAST_MS:SLOW_MS:P, "
+                     "mix:LO:HI:SLOW_LO:SLOW_HI:P or pause:LO:HI:PAUSE_MS:PERIOD_MS[:PHASE_MS])");
     }
     if (out)
         *out = p;
@@ -167,17 +182,31 @@ static void deck_shuffle(tc__up_dealer *d)
     }
 }
 
+/* A pause profile's phase: the one given, or one draw. */
+static void take_phase(tc__up_dealer *d)
+{
+    const tc_upstream_profile *prof = &d->profile;
+    if (prof->kind != TC_PROFILE_PAUSE)
+        d->phase_ms = 0;
+    else if (prof->c >= 0)
+        d->phase_ms = (uint64_t)prof->c;
+    else
+        d->phase_ms = tc__rng_below(&d->rng, (uint64_t)prof->e);
+}
+
 void tc__up_dealer_init(tc__up_dealer *d, const tc_upstream_profile *prof, uint64_t seed)
 {
     memset(d, 0, sizeof(*d));
     d->profile = *prof;
     tc__rng_seed(&d->rng, seed);
+    take_phase(d);
 }
 
 void tc__up_dealer_set(tc__up_dealer *d, const tc_upstream_profile *prof)
 {
     d->profile = *prof;
     d->deck_pos = 0;
+    take_phase(d);
 }
 
 void tc__up_draw(tc__up_dealer *d, tc__up_step *st, tc__up_outcome *out)
@@ -205,6 +234,7 @@ void tc__up_draw(tc__up_dealer *d, tc__up_step *st, tc__up_outcome *out)
         ms = prof->a;
         break;
     case TC_PROFILE_UNIFORM:
+    case TC_PROFILE_PAUSE: /* the work; tc__up_stalls_due() says when it is done */
         ms = prof->a + (double)tc__rng_below(&d->rng, (uint64_t)(prof->b - prof->a) + 1);
         break;
     case TC_PROFILE_LOGNORMAL: {
@@ -231,6 +261,54 @@ void tc__up_draw(tc__up_dealer *d, tc__up_step *st, tc__up_outcome *out)
     if (ms > TC_UPSTREAM_MAX_DELAY_MS)
         ms = TC_UPSTREAM_MAX_DELAY_MS;
     st->delay_ms = (uint64_t)llround(ms);
+}
+
+/* ---- stalls -------------------------------------------------------------------------------- */
+
+static uint64_t add_sat(uint64_t a, uint64_t b)
+{
+    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+static uint64_t mul_sat(uint64_t a, uint64_t b)
+{
+    return b != 0 && a > UINT64_MAX / b ? UINT64_MAX : a * b;
+}
+
+tc__up_stalls tc__up_dealer_stalls(const tc__up_dealer *d, uint64_t epoch_offset_us)
+{
+    tc__up_stalls s = {0, 0, 0};
+    if (d->profile.kind != TC_PROFILE_PAUSE)
+        return s;
+    s.period = (uint64_t)d->profile.e * 1000;
+    s.pause = (uint64_t)d->profile.d * 1000;
+    /* A stall starts where (clock + offset) % period == phase, i.e. clock % period == this. */
+    s.phase = (d->phase_ms * 1000 + s.period - epoch_offset_us % s.period) % s.period;
+    return s;
+}
+
+uint64_t tc__up_stalls_due(const tc__up_stalls *s, uint64_t t, uint64_t work)
+{
+    if (s->period == 0 || s->pause == 0)
+        return add_sat(t, work);
+    uint64_t period = s->period, pause = s->pause, run = period - pause;
+    /* Where t is in its period, counted from the start of the period's stall. */
+    uint64_t pos = (t % period + period - s->phase) % period;
+    if (pos < pause) { /* in a stall: the work starts as it ends */
+        t = add_sat(t, pause - pos);
+        pos = pause;
+    }
+    uint64_t left = period - pos; /* running time before the next stall */
+    if (work <= left)
+        return add_sat(t, work);
+    /* Past the next stall, then whole running stretches of run units, each followed by a stall;
+     * work that fills its last stretch exactly is done as the stall after it begins. */
+    work -= left;
+    t = add_sat(t, left + pause);
+    uint64_t n = work / run, rem = work % run;
+    if (rem == 0)
+        return add_sat(t, add_sat(mul_sat(n - 1, period), run));
+    return add_sat(t, add_sat(mul_sat(n, period), rem));
 }
 
 /* ---- scenario steps ------------------------------------------------------------------------ */

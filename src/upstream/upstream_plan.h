@@ -7,6 +7,10 @@
  * number of draws per profile kind, so the same seed and arrival order give the same steps.
  * exponea deals its outcomes from a shuffled deck of TC__UP_DECK (8 good, 1 hang, 1 invalid
  * JSON, 1 status 500), so every run of TC__UP_DECK draws holds exactly one of each failure.
+ *
+ * Stalls (the pause profile): the whole simulator stops at a regular period, as a process does
+ * in a garbage-collection pause. tc__up_stalls_due() is the one piece of arithmetic behind it:
+ * when a piece of work is done if its clock runs only outside the stalls.
  */
 #ifndef TAILCUT_UPSTREAM_PLAN_H
 #define TAILCUT_UPSTREAM_PLAN_H
@@ -54,13 +58,35 @@ typedef struct tc__up_dealer {
     tc__rng rng;
     uint8_t deck[TC__UP_DECK];
     unsigned deck_pos;
+    uint64_t phase_ms; /* pause: PHASE_MS, given or drawn when the profile was set */
 } tc__up_dealer;
 
-/* Starts dealing p, the generator seeded with seed. */
+/* Starts dealing p, the generator seeded with seed. A pause profile without PHASE_MS draws its
+ * phase now (one draw, uniform in 0..PERIOD_MS - 1). */
 void tc__up_dealer_init(tc__up_dealer *d, const tc_upstream_profile *prof, uint64_t seed);
 
-/* Switches to p (POST /profile); the generator goes on, exponea starts a fresh deck. */
+/* Switches to p (POST /profile); the generator goes on, exponea starts a fresh deck, a pause
+ * profile without PHASE_MS draws its phase as tc__up_dealer_init() does. */
 void tc__up_dealer_set(tc__up_dealer *d, const tc_upstream_profile *prof);
+
+/* Stalls on one clock, in any unit (the same for every field and argument): the intervals
+ * [k x period + phase, k x period + phase + pause) for every integer k, start included, end not.
+ * period 0 means no stalls; otherwise pause < period and phase < period. */
+typedef struct tc__up_stalls {
+    uint64_t pause, period, phase;
+} tc__up_stalls;
+
+/* The stalls of the dealer's profile in microseconds on a clock that reads epoch_offset_us less
+ * than the Unix epoch's (the periods count from the epoch, so simulators on machines with the same
+ * time keep their phases apart exactly); period 0 for every profile but pause. */
+tc__up_stalls tc__up_dealer_stalls(const tc__up_dealer *d, uint64_t epoch_offset_us);
+
+/* When work units of non-stalled time have passed since t: the time d >= t at which the clock,
+ * counting only outside the stalls, has run work units since t. Work that ends just as a stall
+ * begins is done at the stall's start; work 0 is done at t, or at the end of the stall t falls
+ * in (a request arriving during a stall starts when it ends). Never fails: every argument is
+ * valid (the result saturates at UINT64_MAX). */
+uint64_t tc__up_stalls_due(const tc__up_stalls *s, uint64_t t, uint64_t work);
 
 /* One profile decision into *s (no body) and *out. Consumes a fixed number of draws per kind. */
 void tc__up_draw(tc__up_dealer *d, tc__up_step *st, tc__up_outcome *out);

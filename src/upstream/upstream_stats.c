@@ -89,6 +89,9 @@ json_t *tc__up_stats_json(tc_upstream *u)
                                    json_integer((json_int_t)u->arrivals_forgotten));
         bad |= json_object_set_new(obj, "scenario_pending", json_integer((json_int_t)u->q_len));
         bad |= json_object_set_new(obj, "profile", json_string(u->profile_text));
+        if (u->dealer.profile.kind == TC_PROFILE_PAUSE) /* the phase in force, given or drawn */
+            bad |= json_object_set_new(obj, "pause_phase_ms",
+                                       json_integer((json_int_t)u->dealer.phase_ms));
         /* As a string: JSON numbers lose precision above 2^53 in most readers. */
         char seed[24];
         (void)snprintf(seed, sizeof(seed), "%llu", (unsigned long long)u->seed); /* 20 digits fit */

@@ -514,13 +514,13 @@ def metric(values, name, **labels):
 BENCH_LISTEN_RE = re.compile(rb"tailcut: listening on http://[^:]+:(\d+)")
 
 
-def start_listening(binary, *args, timeout=20):
-    """Starts `BINARY ARGS --listen 127.0.0.1:0 --access-log off` with stderr in a temporary file
+def start_listening(binary, *args, timeout=20, listen="127.0.0.1:0"):
+    """Starts `BINARY ARGS --listen LISTEN --access-log off` with stderr in a temporary file
     (a long benchmark never fills a pipe) and waits for its listening line. Returns (Popen,
     port); the file's name is Popen.err_path (remove it with forget()). Exits the script with
     the program's stderr if it does not start."""
     fd, path = tempfile.mkstemp(prefix="tailcut-bench-", suffix=".err")
-    p = subprocess.Popen([binary, *args, "--listen", "127.0.0.1:0", "--access-log", "off"],
+    p = subprocess.Popen([binary, *args, "--listen", listen, "--access-log", "off"],
                          stdout=subprocess.DEVNULL, stderr=fd)
     os.close(fd)
     p.err_path = path
@@ -566,6 +566,26 @@ def remove_err_files(procs):
             os.unlink(p.err_path)
         except (OSError, AttributeError):
             pass
+
+
+def bench_binaries():
+    """(tailcut, hedge_load) for a benchmark: $TAILCUT and $HEDGE_LOAD, else the release tree's
+    (build/tailcut and build/bench/hedge_load)."""
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+    tailcut = os.environ.get("TAILCUT", os.path.join(root, "build", "tailcut"))
+    return tailcut, os.environ.get("HEDGE_LOAD", os.path.join(os.path.dirname(tailcut), "bench",
+                                                              "hedge_load"))
+
+
+def write_tail_points(lat, path):
+    """Writes the points of a latency tail plot to path: for sorted latencies lat (us), "MS
+    FRACTION" lines, FRACTION being the share of requests slower (at least 0.5 / n, so a log
+    scale keeps the slowest); about 4,000 points spread over all, plus the last 2,000."""
+    n = len(lat)
+    with open(path, "w") as f:
+        step = max(1, n // 4000)
+        for k in sorted(set(range(0, n, step)) | set(range(max(0, n - 2000), n))):
+            f.write("%.3f %.8f\n" % (lat[k] / 1000.0, max(1.0 - (k + 1) / n, 0.5 / n)))
 
 
 # ---- `tailcut upstream`'s /stats ---------------------------------------------------------------

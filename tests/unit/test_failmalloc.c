@@ -15,7 +15,8 @@
  * through a set (every choice reported, whatever failed); the
  * server answering two connections in turn, where a failure must be answered 503 "overloaded" (or,
  * when not even that can be built, the connection closed at once), never crash, leak or hang,
- * and never keep the next connection from being served.
+ * and never keep the next connection from being served; the simulator (tailcut upstream) doing
+ * the same in a stall of its pause profile, where the first request is parked until it ends.
  *
  * The countdown is per thread, so the loopback server that the client and hedge scenarios talk
  * to runs on a thread of its own and never fails.
@@ -49,6 +50,7 @@
 #include "tailcut/json.h"
 #include "tailcut/replica.h"
 #include "tailcut/server.h"
+#include "tailcut/upstream.h"
 
 /* More allocations than any scenario makes: a run that still fails at this N is a runaway. */
 #define MAX_N 2000
@@ -887,13 +889,16 @@ static void *probe_and_signal(void *arg)
     return NULL;
 }
 
-/* What connection i of the probe got: 200 answered; TC_ENOMEM for 503 overloaded, or for a
- * connection closed with no answer (not even a 503 could be built). */
-static int probe_outcome(const probe_conn *pc, int i)
+/* What connection i of the probe got: ok_status (its head "HTTP/1.1 <ok_status> ", its answer
+ * holding ok_text), returned as such; TC_ENOMEM for 503 overloaded, or for a connection closed
+ * with no answer (not even a 503 could be built). */
+static int probe_outcome(const probe_conn *pc, int i, int ok_status, const char *ok_text)
 {
-    if (strncmp(pc->resp, "HTTP/1.1 200 ", 13) == 0) {
-        assert_non_null(strstr(pc->resp, "\r\n\r\nhello"));
-        return 200;
+    char head[16];
+    (void)snprintf(head, sizeof(head), "HTTP/1.1 %d ", ok_status);
+    if (strncmp(pc->resp, head, strlen(head)) == 0) {
+        assert_non_null(strstr(pc->resp, ok_text));
+        return ok_status;
     }
     if (strncmp(pc->resp, "HTTP/1.1 503 ", 13) == 0) {
         assert_non_null(strstr(pc->resp, "\"error\":\"overloaded\""));
@@ -906,6 +911,32 @@ static int probe_outcome(const probe_conn *pc, int i)
     if (pc->err != 0 && pc->err != ECONNRESET && pc->err != EPIPE)
         fail_msg("connection %d: %s", i + 1, strerror(pc->err));
     return TC_ENOMEM;
+}
+
+/* Runs the probe on a thread against p->port while loop runs; on_done runs on the loop (with
+ * done->data = data) once the probe is over, and must leave the loop with nothing to do. */
+static void probe_run(probe *p, uv_loop_t *loop, uv_async_t *done, uv_async_cb on_done, void *data)
+{
+    assert_int_equal(uv_async_init(loop, done, on_done), 0);
+    done->data = data;
+    probe_async = done;
+    assert_int_equal(pthread_create(&p->thread, NULL, probe_and_signal, p), 0);
+    assert_int_equal(uv_run(loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(pthread_join(p->thread, NULL), 0);
+}
+
+/* Records what each connection got as steps 1, 2, ... (see probe_outcome()); a connection that
+ * failed must not keep the next one from being served. */
+static void probe_record(outcome *o, const probe *p, int ok_status, const char *ok_text)
+{
+    int prev = ok_status;
+    for (int i = 0; i < PROBE_CONNECTIONS; i++) {
+        int got = probe_outcome(&p->conn[i], i, ok_status, ok_text);
+        if (prev != ok_status && got != ok_status)
+            fail_msg("connection %d was not served after connection %d failed", i + 1, i);
+        record(o, 1 + i, got);
+        prev = got;
+    }
 }
 
 /* Steps: 0 the server, 1 and 2 the probe's connections. */
@@ -922,21 +953,11 @@ static void scenario_server(outcome *o)
     tc_server *srv = NULL;
     if (step_rc(o, 0, tc_server_new(&srv, &loop, &cfg)) == 0) {
         probe p = {.port = tc_server_port(srv)};
-        assert_int_equal(uv_async_init(&loop, &done, on_probe_done), 0);
-        done.data = srv;
-        probe_async = &done;
-        assert_int_equal(pthread_create(&p.thread, NULL, probe_and_signal, &p), 0);
-        assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
-        assert_int_equal(pthread_join(p.thread, NULL), 0);
-        int prev = 200, unanswered = 0;
-        for (int i = 0; i < PROBE_CONNECTIONS; i++) {
-            int got = probe_outcome(&p.conn[i], i);
-            if (prev != 200 && got != 200)
-                fail_msg("connection %d was not served after connection %d failed", i + 1, i);
+        probe_run(&p, &loop, &done, on_probe_done, srv);
+        probe_record(o, &p, 200, "\r\n\r\nhello");
+        int unanswered = 0;
+        for (int i = 0; i < PROBE_CONNECTIONS; i++)
             unanswered += p.conn[i].len == 0;
-            record(o, 1 + i, got);
-            prev = got;
-        }
         /* a refused connection is one closed with no answer, and it is counted */
         assert_true(probe_stats.rejected_no_memory <= (uint64_t)unanswered);
         assert_int_equal(probe_stats.rejected_over_limit, 0);
@@ -952,6 +973,51 @@ static void test_server(void **state)
     assert_int_equal(refused_runs, PROBE_CONNECTIONS);
 }
 
+/* ---- the simulator in a stall ---------------------------------------------------------------- */
+
+/* The stall the simulator starts in: long enough for the probe's first request to arrive in it,
+ * short enough for a walk of every allocation on the path. */
+#define STALL_MS 100
+
+static void on_upstream_probe_done(uv_async_t *a)
+{
+    uv_close((uv_handle_t *)a, NULL);
+    tc_upstream_close(a->data, NULL, NULL);
+}
+
+/* Steps: 0 the simulator, 1 and 2 the probe's connections (404: its path is no endpoint). The
+ * profile's phase puts the wall clock at the start of a stall, so the first request is parked
+ * until the stall ends (an allocation of its own); the second comes after it. */
+static void scenario_upstream(outcome *o)
+{
+    uv_loop_t loop;
+    uv_timer_t watchdog;
+    uv_async_t done;
+    uv_timeval64_t tv;
+    char profile[64];
+    assert_int_equal(uv_loop_init(&loop), 0);
+    watchdog_start(&loop, &watchdog);
+    assert_int_equal(uv_gettimeofday(&tv), 0);
+    (void)snprintf(profile, sizeof(profile), "pause:0:0:%d:3600000:%lld", STALL_MS,
+                   (long long)((tv.tv_sec * 1000 + tv.tv_usec / 1000) % 3600000));
+    tc_upstream_config cfg;
+    tc_upstream_config_init(&cfg);
+    cfg.profile = profile;
+    cfg.seed_set = 1;
+    tc_upstream *u = NULL;
+    if (step_rc(o, 0, tc_upstream_new(&u, &loop, &cfg)) == 0) {
+        probe p = {.port = tc_upstream_port(u)};
+        probe_run(&p, &loop, &done, on_upstream_probe_done, u);
+        probe_record(o, &p, 404, "\"error\":\"not_found\"");
+    }
+    close_all(&loop, &watchdog);
+}
+
+static void test_upstream(void **state)
+{
+    run_failing("upstream", scenario_upstream);
+}
+
 int main(void)
 {
     const char *from = getenv("TC_FAILMALLOC_CURL_FROM");
@@ -964,7 +1030,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_future), cmocka_unit_test(test_jansson),
         cmocka_unit_test(test_batch),  cmocka_unit_test(test_replica),
-        cmocka_unit_test(test_server),
+        cmocka_unit_test(test_server), cmocka_unit_test(test_upstream),
     };
     const struct CMUnitTest net_tests[] = {
         cmocka_unit_test(test_client),

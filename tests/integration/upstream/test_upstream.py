@@ -706,6 +706,121 @@ class AdaptiveSupport(unittest.TestCase):
             self.assertEqual(sum(e.get("none", 0) for e in s["per_second"]), n)
 
 
+def stall_due(t, work, pause, period, phase):
+    """When work seconds of time outside the stalls have passed since wall-clock time t (all in
+    seconds): the stalls are [k x period + phase, + pause) on the Unix epoch's clock, and nothing
+    is answered during one (docs/upstream.md, Stalls). Steps through the stalls one by one."""
+    while True:
+        start = (t - phase) // period * period + phase  # the last stall's start at or before t
+        if t < start + pause:
+            t = start + pause  # in a stall: the work starts as it ends
+        nxt = start + period
+        if t + work <= nxt:
+            return t + work
+        work -= nxt - t
+        t = nxt
+
+
+class Pause(unittest.TestCase):
+    """The pause profile (CONTRACT §2): the whole simulator stalls for PAUSE_MS every PERIOD_MS,
+    PHASE_MS into each period of the wall clock. Timings are judged against stall_due() from the
+    moment each request was sent: at least that (less timer granularity), less than that plus
+    SLACK (a request that waited a whole extra period, or none, is outside either bound)."""
+
+    PAUSE, PERIOD = 1.5, 4.0
+
+    def at_phase(self, x):
+        """Sleeps until the wall clock is x seconds into a period (the next such moment at least
+        0.3 s away, so every thread is ready in time); returns that time."""
+        now = time.time()
+        t = now // self.PERIOD * self.PERIOD + x
+        while t < now + 0.3:
+            t += self.PERIOD
+        return t
+
+    def test_stall_halts_work_and_every_answer(self):
+        work = 0.3
+        with upstream("--profile", "pause:300:300:1500:4000:0", "--seed", "1") as srv:
+            self.assertEqual(srv.get_json("/stats")["pause_phase_ms"], 0)
+            base = self.at_phase(3.8)  # 0.2 s before a stall
+            # (seconds after base, method, path): work begun before the stall, work arriving
+            # during it, work after it, and other endpoints arriving during it.
+            plan = [(0.0, "GET", "/api/work"), (0.3, "GET", "/api/work"),
+                    (1.9, "GET", "/api/work"), (0.4, "GET", "/stats"),
+                    (0.5, "GET", "/api/metadata?id=A"), (0.6, "POST", "/reset"),
+                    (0.7, "GET", "/nowhere")]
+
+            def one(item):
+                delay, method, path = item
+                time.sleep(max(0.0, base + delay - time.time()))
+                sent = time.time()
+                return sent, srv.request(method, path)
+
+            results = parallel(one, plan, workers=len(plan))
+            for (delay, method, path), (sent, r) in zip(plan, results):
+                w = work if path == "/api/work" else 0.0
+                due = stall_due(sent, w, self.PAUSE, self.PERIOD, 0.0)
+                self.assertGreaterEqual(r.elapsed, due - sent - EARLY, (path, delay, sent, r))
+                self.assertLess(r.elapsed, due - sent + SLACK, (path, delay, sent, r))
+                if path == "/api/work":
+                    self.assertEqual(r.status, 200, r)
+                    self.assertEqual(work_time(r), 300)  # the work, not the wall time
+            stalled = [r.elapsed for (d, _, p), (_, r) in zip(plan, results) if d < 1]
+            # The work begun 0.2 s before the stall halted through it: 0.2 + 1.5 + 0.1 s.
+            self.assertGreaterEqual(stalled[0], 1.8 - EARLY)
+            # Work after the stall took its 0.3 s only.
+            self.assertLess(results[2][1].elapsed, work + SLACK)
+            self.assertEqual([r.status for _, r in results[3:]], [200, 200, 200, 404])
+
+    def test_parked_requests_abort_and_drain(self):
+        """A client that leaves while its request waits for a stall's end costs nothing; on
+        SIGTERM a waiting request is still answered, when the stall ends, and the simulator
+        exits 0 (under the sanitizers, with nothing leaked)."""
+        with upstream("--profile", "pause:0:0:1500:4000:0", "--seed", "1") as srv:
+            base = self.at_phase(0.1)
+            time.sleep(max(0.0, base - time.time()))
+            sent = time.time()
+            with th.connect(srv.port, timeout=10 * th.SLOW) as gone, \
+                    th.connect(srv.port, timeout=10 * th.SLOW) as kept:
+                send_get(gone, "/stats")
+                send_get(kept, "/stats")
+                time.sleep(0.2)
+                gone.close()
+                srv.proc.send_signal(signal.SIGTERM)
+                st, _, body = th.read_response(kept)
+                elapsed = time.time() - sent
+            self.assertEqual(st, 200)
+            self.assertIn("work_requests", json.loads(body))
+            due = stall_due(sent, 0.0, self.PAUSE, self.PERIOD, 0.0)
+            self.assertGreaterEqual(elapsed, due - sent - EARLY)
+            self.assertLess(elapsed, due - sent + SLACK)
+            srv.proc.wait(10 * th.SLOW)  # exits by itself once drained
+            srv.stop()  # exit status 0
+
+    def test_phase_given_or_drawn_from_the_seed(self):
+        def phase(*args):
+            with upstream(*args) as srv:
+                return srv.get_json("/stats")["pause_phase_ms"]
+        drawn = [phase("--profile", "pause:1:2:100:1000", "--seed", str(k)) for k in (7, 7, 8)]
+        self.assertEqual(drawn[0], drawn[1])
+        self.assertNotEqual(drawn[0], drawn[2])
+        for d in drawn:
+            self.assertTrue(0 <= d < 1000, d)
+        with upstream("--profile", "fixed:0", "--seed", "1") as srv:
+            self.assertNotIn("pause_phase_ms", srv.get_json("/stats"))
+            r = srv.post_json("/profile", {"profile": "pause:1:2:100:1000:999"})
+            self.assertEqual(r.status, 200, r)
+            s = srv.get_json("/stats")
+            self.assertEqual((s["profile"], s["pause_phase_ms"]), ("pause:1:2:100:1000:999", 999))
+            for bad in ("pause:1:2:100", "pause:1:2:1000:1000", "pause:1:2:100:1000:1000",
+                        "pause:2:1:100:1000", "pause:1:2:100:1000:0:0", "pause:1:2:100:0",
+                        "pause:1:2:x:1000", "pause:1:2:100:1000:"):
+                r = srv.post_json("/profile", {"profile": bad})
+                self.assertEqual(r.status, 400, (bad, r))
+                self.assertTrue(r.json()["message"].startswith('invalid profile "pause:'), r)
+            self.assertEqual(srv.get_json("/stats")["profile"], "pause:1:2:100:1000:999")
+
+
 def self_times(srv, n):
     return [work_time(srv.request("GET", "/api/work")) for _ in range(n)]
 
@@ -736,6 +851,11 @@ class Cli(unittest.TestCase):
             (["--profile", "mix:30:10:1000:2000:0.01"], "--profile"),
             (["--profile", "mix:10:30:1000:2000:2"], "--profile"),
             (["--profile", "mix:10:30:1000:2000:0.01:1"], "--profile"),
+            (["--profile", "pause:10:30:200"], "--profile"),
+            (["--profile", "pause:30:10:200:2000"], "--profile"),
+            (["--profile", "pause:10:30:2000:2000"], "--profile"),
+            (["--profile", "pause:10:30:200:2000:2000"], "--profile"),
+            (["--profile", "pause:10:30:200:2000:0:1"], "--profile"),
             (["--seed", "-1"], "--seed"),
             (["--seed", "abc"], "--seed"),
             (["--seed", "18446744073709551616"], "--seed"),
@@ -764,10 +884,12 @@ class Cli(unittest.TestCase):
         self.assertEqual(status, 0)
         self.assertIn("--profile", out)
         self.assertIn("--metadata-rate", out)
+        self.assertIn("pause:LO:HI:PAUSE_MS:PERIOD_MS[:PHASE_MS]", out)
         status, out, err = run_tailcut("--help")
         self.assertIn("upstream", out)
         for p in ("exponea", "fixed:0", "uniform:0:0", "lognormal:12.5:0", "straggler:1:2:0",
-                  "straggler:1:2:1.0", "mix:10:30:1000:2000:0.01"):
+                  "straggler:1:2:1.0", "mix:10:30:1000:2000:0.01", "pause:10:30:200:2000",
+                  "pause:10:30:200:2000:1333"):
             with upstream("--profile=" + p, "--seed=1") as srv:
                 self.assertEqual(srv.get_json("/stats")["profile"], p)
 

@@ -6,6 +6,8 @@
  *   whatever the seed, and a profile switch starts a fresh deck;
  * - seeded reproducibility: fixed sequences for fixed seeds (the draws `--seed` gave before the
  *   generator moved to src/base/rng.c), the same seed twice, different seeds;
+ * - the pause profile: its parameters, its phase (given, or drawn from the seed), the stalls on
+ *   the epoch-anchored clock, and the due-time arithmetic against a tick-by-tick reference;
  * - scenario step parsing: defaults, every field, every rejection, no leak on failure;
  * - the object: the seed in use, close twice, nothing left on the loop.
  */
@@ -47,6 +49,13 @@ static void test_profile_parse_valid(void **state)
     assert_int_equal(tc_upstream_profile_parse("mix:10:20:200:300:0.25", &p, NULL), 0);
     assert_int_equal(p.kind, TC_PROFILE_MIX);
     assert_true(p.a == 10.0 && p.b == 20.0 && p.d == 200.0 && p.e == 300.0 && p.c == 0.25);
+    assert_int_equal(tc_upstream_profile_parse("pause:10:30:200:2000", &p, NULL), 0);
+    assert_int_equal(p.kind, TC_PROFILE_PAUSE);
+    assert_true(p.a == 10.0 && p.b == 30.0 && p.d == 200.0 && p.e == 2000.0 && p.c == -1.0);
+    assert_int_equal(tc_upstream_profile_parse("pause:0:0:0:1:0", &p, NULL), 0);
+    assert_true(p.a == 0.0 && p.d == 0.0 && p.e == 1.0 && p.c == 0.0);
+    assert_int_equal(tc_upstream_profile_parse("pause:5:5:3599999:3600000:3599999", &p, NULL), 0);
+    assert_true(p.d == 3599999.0 && p.e == 3600000.0 && p.c == 3599999.0);
     /* out may be NULL: validation only */
     assert_int_equal(tc_upstream_profile_parse("fixed:0", NULL, NULL), 0);
 }
@@ -74,6 +83,19 @@ static void test_profile_parse_invalid(void **state)
         "fixed:0000000000000001",
         "uniformly:1:2",
         "fixed:1:",
+        "pause",
+        "pause:10:30:200",
+        "pause:10:30:200:2000:0:1",
+        "pause:30:10:200:2000",
+        "pause:10:30:2000:2000",
+        "pause:10:30:2001:2000",
+        "pause:10:30:200:2000:2000",
+        "pause:10:30:200:2000:",
+        "pause:10:30:200:0",
+        "pause:10:30:200:3600001",
+        "pause:10:30:1.5:2000",
+        "pause:10:30:-1:2000",
+        "pause:10:30:200:2000:-5",
     };
     char longer[200];
     memset(longer, '1', sizeof(longer) - 1);
@@ -284,6 +306,228 @@ static void test_fixed_draws_per_decision(void **state)
     }
 }
 
+/* ---- the pause profile ---------------------------------------------------------------------- */
+
+static void test_pause_reasons(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {"pause:10:30:200", "expected pause:LO:HI:PAUSE_MS:PERIOD_MS[:PHASE_MS]"},
+        {"pause:30:10:200:2000", "pause:LO:HI:PAUSE_MS:PERIOD_MS[:PHASE_MS] needs LO <= HI"},
+        {"pause:10:30:2000:2000", "pause:LO:HI:PAUSE_MS:PERIOD_MS[:PHASE_MS] needs PAUSE_MS and "
+                                  "PHASE_MS below PERIOD_MS"},
+        {"pause:10:30:200:2000:2000", "pause:LO:HI:PAUSE_MS:PERIOD_MS[:PHASE_MS] needs PAUSE_MS "
+                                      "and PHASE_MS below PERIOD_MS"},
+        {"pause:10:30:x:2000", "pause:LO:HI:PAUSE_MS:PERIOD_MS[:PHASE_MS] needs whole numbers of "
+                               "milliseconds up to 3600000"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *why = NULL;
+        assert_int_equal(tc_upstream_profile_parse(bad[i].text, NULL, &why), TC_EINVAL);
+        assert_string_equal(why, bad[i].want);
+    }
+    const char *why = NULL;
+    assert_int_equal(tc_upstream_profile_parse("gc:1", NULL, &why), TC_EINVAL);
+    assert_non_null(strstr(why, "pause:LO:HI:PAUSE_MS:PERIOD_MS[:PHASE_MS]"));
+}
+
+/* Work is uniform in LO..HI with one draw per decision, as uniform's (the same stream). */
+static void test_pause_work_draws(void **state)
+{
+    (void)state;
+    enum { N = 300 };
+    uint64_t a[N], b[N];
+    draws("pause:10:30:200:2000:0", 77, a, NULL, N);
+    draws("uniform:10:30", 77, b, NULL, N);
+    assert_memory_equal(a, b, sizeof(a));
+}
+
+/* Without PHASE_MS the phase is one draw when the profile is set: the same for the same seed,
+ * spread over the period across seeds, and a POST /profile draws afresh. With it, it is as given
+ * and takes no draw. */
+static void test_pause_phase(void **state)
+{
+    (void)state;
+    tc_upstream_profile drawn = parsed("pause:10:30:200:2000"),
+                        given = parsed("pause:10:30:200:2000:667");
+    tc__up_dealer d, e;
+    unsigned quarter[4] = {0};
+    for (uint64_t seed = 0; seed < 400; seed++) {
+        tc__up_dealer_init(&d, &drawn, seed);
+        tc__up_dealer_init(&e, &drawn, seed);
+        assert_true(d.phase_ms < 2000);
+        assert_true(d.phase_ms == e.phase_ms);
+        quarter[d.phase_ms / 500]++;
+    }
+    for (int q = 0; q < 4; q++) /* 100 expected in each quarter */
+        assert_true(quarter[q] > 50 && quarter[q] < 150);
+
+    tc__up_dealer_init(&d, &given, 5);
+    assert_true(d.phase_ms == 667);
+    tc_upstream_profile uniform = parsed("uniform:10:30"), fixed = parsed("fixed:5");
+    tc__up_dealer_init(&e, &uniform, 5);
+    tc__up_step sd, se;
+    tc__up_outcome out;
+    tc__up_draw(&d, &sd, &out); /* no draw went to the phase */
+    tc__up_draw(&e, &se, &out);
+    assert_int_equal(sd.delay_ms, se.delay_ms);
+
+    int moved = 0;
+    for (int i = 0; i < 20; i++) {
+        uint64_t before = d.phase_ms;
+        tc__up_dealer_set(&d, &drawn);
+        assert_true(d.phase_ms < 2000);
+        moved += d.phase_ms != before;
+    }
+    assert_true(moved >= 15);
+    tc__up_dealer_set(&d, &fixed);
+    tc__up_stalls none = tc__up_dealer_stalls(&d, 123456789);
+    assert_true(none.period == 0);
+}
+
+/* Stall of the reference: is tick x inside one? */
+static int ref_stalled(const tc__up_stalls *s, uint64_t x)
+{
+    return s->period != 0 && (x % s->period + s->period - s->phase) % s->period < s->pause;
+}
+
+/* The due time straight from the definition, one tick at a time: the work advances by a tick
+ * for every tick [x, x + 1) outside the stalls; work 0 waits for the first tick outside. */
+static uint64_t ref_due(const tc__up_stalls *s, uint64_t t, uint64_t work)
+{
+    uint64_t x = t;
+    if (work == 0) {
+        while (ref_stalled(s, x))
+            x++;
+        return x;
+    }
+    for (uint64_t done = 0; done < work; x++)
+        done += !ref_stalled(s, x);
+    return x;
+}
+
+/* The stalls on the epoch-anchored clock: a stall starts where (clock + offset) % period is the
+ * phase, whatever the offset. */
+static void test_pause_stalls_on_the_epoch(void **state)
+{
+    (void)state;
+    static const uint64_t offsets[] = {0, 1, 1999999, 2000000, 1733520000123456ULL};
+    tc_upstream_profile p = parsed("pause:10:30:200:2000:667");
+    tc__up_dealer d;
+    tc__up_dealer_init(&d, &p, 1);
+    for (size_t i = 0; i < sizeof(offsets) / sizeof(offsets[0]); i++) {
+        tc__up_stalls s = tc__up_dealer_stalls(&d, offsets[i]);
+        assert_true(s.period == 2000000 && s.pause == 200000 && s.phase < s.period);
+        /* the clock value c where c + offset is 667 ms into a period */
+        uint64_t c = 10 * s.period + (667000 + s.period - offsets[i] % s.period) % s.period;
+        assert_true((c + offsets[i]) % s.period == 667000);
+        assert_false(ref_stalled(&s, c - 1));
+        assert_true(ref_stalled(&s, c));
+        assert_true(ref_stalled(&s, c + 199999));
+        assert_false(ref_stalled(&s, c + 200000));
+        assert_true(tc__up_stalls_due(&s, c, 0) == c + 200000);
+        assert_true(tc__up_stalls_due(&s, c - 5, 5) == c); /* done as the stall begins */
+        assert_true(tc__up_stalls_due(&s, c - 5, 6) == c + 200001);
+    }
+}
+
+/* Worked examples (ms): stalls [0, 200) + k x 2000 (pause 200, period 2000, phase 0). */
+static void test_pause_due_examples(void **state)
+{
+    (void)state;
+    const tc__up_stalls s = {.pause = 200, .period = 2000, .phase = 0};
+    static const struct {
+        uint64_t t, work, due;
+    } ex[] = {
+        {500, 20, 520},     /* no stall in between */
+        {1990, 20, 2210},   /* 10 before the stall, 10 after it */
+        {1980, 20, 2000},   /* done just as the stall begins */
+        {1981, 20, 2201},   /* one unit after it */
+        {2000, 20, 2220},   /* arrives as a stall begins: all of it after the stall */
+        {2100, 20, 2220},   /* arrives during a stall: starts at its end */
+        {2199, 0, 2200},    /* nothing to do, but nothing leaves during a stall */
+        {2200, 0, 2200},    /* the stall is over */
+        {2200, 1800, 4000}, /* one whole running stretch: done as the next stall begins */
+        {2200, 1801, 4201}, /* one unit more */
+        {300, 5300, 6000},  /* three stretches, 1700 + 1800 + 1800: done as the 4th stall begins */
+        {300, 5400, 6300},  /* 100 more, after that stall */
+        {4000, 3600, 8000}, /* from a stall's start: two stretches after it, to the 3rd stall */
+        {1999, 1, 2000},    /* the last unit before the stall */
+        {100, 0, 200},      /* first stall of the clock */
+        {0, 1, 201},        /* t = 0 is a stall's start */
+    };
+    for (size_t i = 0; i < sizeof(ex) / sizeof(ex[0]); i++) {
+        uint64_t got = tc__up_stalls_due(&s, ex[i].t, ex[i].work);
+        if (got != ex[i].due)
+            fail_msg("t %llu work %llu: due %llu, expected %llu", (unsigned long long)ex[i].t,
+                     (unsigned long long)ex[i].work, (unsigned long long)got,
+                     (unsigned long long)ex[i].due);
+        assert_true(got == ref_due(&s, ex[i].t, ex[i].work));
+    }
+    /* no stalls: period 0, or a pause of 0 */
+    const tc__up_stalls none = {0, 0, 0}, zero = {.pause = 0, .period = 10, .phase = 3};
+    assert_true(tc__up_stalls_due(&none, 77, 5) == 82);
+    assert_true(tc__up_stalls_due(&zero, 77, 5) == 82);
+    assert_true(tc__up_stalls_due(&zero, 77, 0) == 77);
+    /* saturates rather than wrapping */
+    assert_true(tc__up_stalls_due(&s, UINT64_MAX - 5, 100) == UINT64_MAX);
+    assert_true(tc__up_stalls_due(&none, UINT64_MAX - 5, 100) == UINT64_MAX);
+    const tc__up_stalls slow = {.pause = 3599999, .period = 3600000, .phase = 0};
+    assert_true(tc__up_stalls_due(&slow, 0, UINT64_MAX / 2) == UINT64_MAX);
+}
+
+/* Against the reference over random stalls, arrivals and work, with the edges of the period
+ * (a stall's first and last tick, its end, the last tick before one) drawn often, and the
+ * extremes of the parameters (no pause, one running tick per period, phase at either end). */
+static void test_pause_due_reference(void **state)
+{
+    (void)state;
+    tc__rng rng;
+    tc__rng_seed(&rng, 2222);
+    for (int round = 0; round < 20000; round++) {
+        tc__up_stalls s;
+        s.period = 1 + tc__rng_below(&rng, 60);
+        switch (round % 5) {
+        case 0:
+            s.pause = 0;
+            break;
+        case 1:
+            s.pause = s.period - 1; /* one running tick per period */
+            break;
+        default:
+            s.pause = tc__rng_below(&rng, s.period);
+        }
+        s.phase = round % 7 == 0 ? s.period - 1 : tc__rng_below(&rng, s.period);
+        uint64_t base = round % 3 == 0 ? (1ULL << 40) + tc__rng_below(&rng, 1000)
+                                       : tc__rng_below(&rng, 4 * s.period);
+        uint64_t t;
+        switch (round % 4) { /* a stall's first tick, last tick, its end, or anywhere */
+        case 0:
+            t = base - base % s.period + s.phase;
+            break;
+        case 1:
+            t = base - base % s.period + s.phase + (s.pause ? s.pause - 1 : 0);
+            break;
+        case 2:
+            t = base - base % s.period + s.phase + s.pause;
+            break;
+        default:
+            t = base;
+        }
+        uint64_t work = round % 6 == 0 ? (s.period - s.pause) * tc__rng_below(&rng, 4)
+                                       : tc__rng_below(&rng, 5 * s.period);
+        uint64_t want = ref_due(&s, t, work), got = tc__up_stalls_due(&s, t, work);
+        if (got != want)
+            fail_msg("pause %llu period %llu phase %llu, t %llu work %llu: due %llu, reference "
+                     "%llu",
+                     (unsigned long long)s.pause, (unsigned long long)s.period,
+                     (unsigned long long)s.phase, (unsigned long long)t, (unsigned long long)work,
+                     (unsigned long long)got, (unsigned long long)want);
+    }
+}
+
 /* ---- scenario steps ------------------------------------------------------------------------- */
 
 static int parse_text(const char *text, tc__up_step *s, char *msg, size_t msglen)
@@ -404,6 +648,12 @@ int main(void)
         cmocka_unit_test(test_seeded_sequences),
         cmocka_unit_test(test_same_seed_same_draws),
         cmocka_unit_test(test_fixed_draws_per_decision),
+        cmocka_unit_test(test_pause_reasons),
+        cmocka_unit_test(test_pause_work_draws),
+        cmocka_unit_test(test_pause_phase),
+        cmocka_unit_test(test_pause_stalls_on_the_epoch),
+        cmocka_unit_test(test_pause_due_examples),
+        cmocka_unit_test(test_pause_due_reference),
         cmocka_unit_test(test_step_parse),
         cmocka_unit_test(test_printable),
         cmocka_unit_test(test_object_seed_and_close),
