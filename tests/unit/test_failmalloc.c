@@ -7,7 +7,8 @@
  * rejects with it. Leaks are LSan's to find (the sanitizer tree of `make test`).
  *
  * Scenarios: futures and every combinator; jansson parsing and writing a text; the batcher with
- * a dispatcher that settles keys; two requests on the client's native engine, and the same on its
+ * a dispatcher that settles keys; two requests and two streams (a response read as it arrives, a
+ * request body written as it goes) on the client's native engine, and the same on its
  * libcurl engine (libcurl allocates through the hook too, so N walks libcurl's allocations; see
  * test_client_curl for a libcurl bug and how the walk survives it); a hedge (two attempts); the
  * replica set (add, choose, report, remove, snapshot); a hedge across two replicas and one call
@@ -400,7 +401,11 @@ typedef struct upstream {
 
 static void upstream_handler(tc_request *req, void *data)
 {
-    (void)tc_request_respond_json(req, 200, "{\"ok\":true}");
+    tc_str body = tc_request_body(req);
+    char json[64];
+    if (body.len > 0) /* a request body (the client's streamed one): how much came */
+        (void)snprintf(json, sizeof(json), "{\"n\":%zu}", body.len);
+    (void)tc_request_respond_json(req, 200, body.len > 0 ? json : "{\"ok\":true}");
 }
 
 static void upstream_on_stop(uv_async_t *a)
@@ -449,6 +454,82 @@ static int upstream_stop(void **state)
 
 /* ---- client (native engine) ----------------------------------------------------------------- */
 
+/* A streamed response's reader: the bytes and the end it was told. */
+typedef struct stream_reader {
+    char text[64];
+    size_t len;
+    int ends, status;
+} stream_reader;
+
+static void on_stream_body(tc_response *resp, int status, const char *data, size_t len, void *arg)
+{
+    stream_reader *sr = arg;
+    (void)resp;
+    if (len == 0) {
+        sr->ends++;
+        sr->status = status;
+    } else if (sr->len + len < sizeof(sr->text)) {
+        memcpy(sr->text + sr->len, data, len);
+        sr->len += len;
+    }
+}
+
+/* Waits for the streamed response of f and reads its body; records the future as step, the read
+ * as step + 1 and the body's end as step + 2; the body when it ends well must be want. */
+static void stream_read(outcome *o, int step, uv_loop_t *loop, tc_future *f, const char *want)
+{
+    run_until_done(loop, f);
+    int code = future_code(f);
+    record(o, step, code);
+    if (code != 0)
+        return;
+    tc_response *r = tc_future_value(f);
+    assert_int_equal(r->status, 200);
+    stream_reader sr = {.status = 1};
+    if (step_rc(o, step + 1, tc_response_read_body(r, on_stream_body, &sr)) != 0)
+        return;
+    while (sr.ends == 0)
+        if (uv_run(loop, UV_RUN_ONCE) == 0 && sr.ends == 0)
+            fail_msg("a streamed body never ended");
+    assert_int_equal(sr.ends, 1);
+    record(o, step + 2, sr.status);
+    if (sr.status == 0)
+        assert_true(sr.len == strlen(want) && memcmp(sr.text, want, sr.len) == 0);
+}
+
+/* Two streams: a GET whose response is read as it arrives (into a hold first: nobody reads it
+ * until the head is in), and a POST whose body is written before and after it starts, chunked,
+ * and whose response streams too. */
+static void client_streams(outcome *o, uv_loop_t *loop, tc_client *c, const char *url)
+{
+    tc_client_request get = {.url = url, .stream_response = 1};
+    tc_future *f = NULL;
+    if (step_rc(o, 5, tc_client_request_start(&f, c, &get)) == 0) {
+        stream_read(o, 6, loop, f, "{\"ok\":true}");
+        tc_future_unref(f);
+    }
+    tc_client_body *b = NULL;
+    if (step_rc(o, 9, tc_client_body_new(&b, c, TC_CLIENT_LENGTH_UNKNOWN)) != 0)
+        return;
+    (void)step_rc(o, 10, tc_client_body_write(b, "12345", 5));
+    tc_client_request post = {.url = url, .method = "POST", .body_source = b, .stream_response = 1};
+    if (step_rc(o, 11, tc_client_request_start(&f, c, &post)) == 0) {
+        /* A request that failed at once (for want of memory) refuses its body: TC_ECLOSED, for
+         * the reason its future gives. */
+        int rc = tc_client_body_write(b, "67890", 5);
+        record(o, 12, rc == TC_ECLOSED && tc_future_done(f) ? future_code(f) : rc);
+        rc = tc_client_body_end(b);
+        record(o, 13, rc == TC_ECLOSED && tc_future_done(f) ? future_code(f) : rc);
+        /* A failed write leaves fewer bytes: the answer says how many came. */
+        char want[32];
+        (void)snprintf(want, sizeof(want), "{\"n\":%d}",
+                       (o->code[10] == 0 ? 5 : 0) + (o->code[12] == 0 ? 5 : 0));
+        stream_read(o, 14, loop, f, want);
+        tc_future_unref(f);
+    }
+    tc_client_body_free(b);
+}
+
 static void scenario_client_on(outcome *o, tc_client_engine engine)
 {
     uv_loop_t loop;
@@ -477,6 +558,7 @@ static void scenario_client_on(outcome *o, tc_client_engine engine)
                 record(o, 2 + 2 * i, code);
                 tc_future_unref(f[i]);
             }
+        client_streams(o, &loop, c, url);
         tc_client_close(c, NULL, NULL);
     }
     close_all(&loop, &watchdog);
