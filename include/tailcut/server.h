@@ -181,6 +181,12 @@ int tc_request_header(const tc_request *req, const char *name, tc_str *value);
  * returns 0; each call that returns 1 sets *value to the next occurrence's value (case-insensitive
  * name) and advances *pos. */
 int tc_request_header_next(const tc_request *req, const char *name, size_t *pos, tc_str *value);
+/* The header fields of the request, in the order received: tc_request_header_count() of them;
+ * tc_request_header_at() sets field i's name (as sent, any case) and value (without surrounding
+ * blanks) and returns 1, or returns 0 when i is past the last. For a proxy, which passes on what
+ * it does not know. */
+size_t tc_request_header_count(const tc_request *req);
+int tc_request_header_at(const tc_request *req, size_t i, tc_str *name, tc_str *value);
 int tc_request_is_head(const tc_request *req);
 uv_loop_t *tc_request_loop(const tc_request *req);
 tc_server *tc_request_server(const tc_request *req);

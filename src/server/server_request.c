@@ -649,6 +649,23 @@ int tc_request_header_next(const tc_request *r, const char *name, size_t *pos, t
     return 0;
 }
 
+size_t tc_request_header_count(const tc_request *r)
+{
+    return r->nhdrs;
+}
+
+int tc_request_header_at(const tc_request *r, size_t i, tc_str *name, tc_str *value)
+{
+    if (i >= r->nhdrs)
+        return 0;
+    const tc__srv_hdr *hd = &r->hdrs[i];
+    name->base = r->buf + hd->name_off;
+    name->len = hd->name_len;
+    value->base = r->buf + hd->value_off;
+    value->len = hd->value_len;
+    return 1;
+}
+
 int tc_request_header(const tc_request *r, const char *name, tc_str *value)
 {
     size_t pos = 0;

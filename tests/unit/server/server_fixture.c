@@ -540,6 +540,16 @@ int sfx_record(fixture *fx, tc_request *req)
     }
     s->multi[used] = '\0';
     assert_false(tc_request_header_next(req, "x-multi", &pos, &v)); /* stays at the end */
+    used = 0;
+    tc_str name;
+    for (size_t k = 0; k < tc_request_header_count(req); k++) {
+        assert_true(tc_request_header_at(req, k, &name, &v));
+        int n = snprintf(s->all + used, sizeof(s->all) - used, "%.*s=%.*s|", (int)name.len,
+                         name.base, (int)v.len, v.base);
+        assert_true(n > 0 && (size_t)n < sizeof(s->all) - used);
+        used += (size_t)n;
+    }
+    assert_false(tc_request_header_at(req, tc_request_header_count(req), &name, &v));
     assert_int_equal(tc_request_aborted(req), 0);
     assert_ptr_equal(tc_request_loop(req), &fx->loop);
     assert_ptr_equal(tc_request_server(req), fx->srv);

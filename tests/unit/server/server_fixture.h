@@ -60,6 +60,7 @@ typedef struct seen {
     char hval[128]; /* X-Test-Header, looked up in mixed case */
     char body[256];
     char multi[64]; /* every X-Multi value, in order, each followed by '|' */
+    char all[256];  /* every header as "Name=value|", in order (tc_request_header_at) */
     size_t query_len, body_len;
     int has_h, has_missing, has_empty, empty_len, is_head;
 } seen;
