@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "cmd_serve_proxy.h"
 #include "cmd_serve_stats.h"
 #include "common/settings.h"
 #include "http/forward_internal.h"
@@ -48,6 +49,7 @@ typedef enum endpoint {
     EP_METRICS,
     EP_DASHBOARD,
     EP_STATS, /* /dashboard/stats */
+    EP_PROXY, /* a kind: proxy route's request */
     EP_OTHER,
     EP_COUNT
 } endpoint;
@@ -63,6 +65,7 @@ typedef struct serve_metrics {
     uint32_t hedges_denied, attempt_duration;                          /* adaptive hedging */
     uint32_t batches, batch_size, batch_keys, batch_dedup, batch_wait; /* /api/metadata */
     uint32_t conns_rejected, rejected_no_memory, rejected_over_limit;  /* and its two series */
+    uint32_t proxy_unhedged;                                           /* {route, reason} */
     uint32_t duration_series[EP_COUNT];
     uint32_t outcome_series[TC_OUTCOME_COUNT];
     uint32_t attempt_duration_series[TC_OUTCOME_COUNT];
@@ -142,6 +145,11 @@ typedef struct serve_route {
     uint64_t batch_wait_ms;
     serve_names forward_headers;
     serve_headers upstream_headers;
+    char *prefix; /* starts with '/' (the flags' route: "/api/") */
+    size_t prefix_len;
+    char *name;             /* the `route` label */
+    uint64_t timeout_ms;    /* a request's deadline without one of its own; 0: max_timeout_ms */
+    serve_proxy_conf proxy; /* kind: proxy's own keys (cmd_serve_proxy.h) */
 } serve_route;
 
 /* The process: its listeners, workers, limits, logs and metrics (the SETTINGS_GLOBAL rows of
@@ -223,6 +231,11 @@ typedef struct serve_call {
     } built[TC_HEDGE_MAX_ATTEMPTS];
     unsigned nbuilt;
     tc__buf urls;
+    /* A kind: proxy request: each replica's URL is tc__proxy_url's (its path, then the request's
+     * target less the first strip_len bytes of its path), built for every URL. */
+    int proxy;
+    const char *strip;
+    size_t strip_len;
 } serve_call;
 
 /* ---- cmd_serve_api.c ---- */
@@ -244,6 +257,9 @@ serve_call *serve_call_new(serve_worker *sw, tc_request *req, endpoint ep, uint6
 /* The call's work has started: count it in flight, cancel it if the client leaves, and run done
  * when it ends (done finishes the request and frees the call with serve_call_free). */
 void serve_call_watch(serve_call *call, tc_future_cb done);
+/* Counts the call in flight (the gauge and the dashboard) until serve_call_free; what
+ * serve_call_watch does first, for a caller that watches its work itself (the proxy). */
+void serve_call_count_in_flight(serve_call *call);
 void serve_call_free(serve_call *call);
 
 /* /api/smart, /api/first, /api/all and /api/within-timeout. */

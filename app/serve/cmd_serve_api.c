@@ -82,11 +82,17 @@ static void on_client_gone(tc_request *req, void *data)
     tc_future_cancel(call->work);
 }
 
-void serve_call_watch(serve_call *call, tc_future_cb done)
+void serve_call_count_in_flight(serve_call *call)
 {
     serve_worker *sw = call->sw;
     tc_metrics_gauge_add(sw->shard, sw->cfg->metrics.in_flight, TC_METRICS_SERIES_DEFAULT, 1);
     serve_stats_in_flight(sw->stats, 1);
+}
+
+void serve_call_watch(serve_call *call, tc_future_cb done)
+{
+    serve_worker *sw = call->sw;
+    serve_call_count_in_flight(call);
     /* fires from src/server/server_conn.c tc__srv_conn_close when the client leaves */
     tc_request_on_abort(call->req, on_client_gone, call);
     /* done: on_hedge_done or cmd_serve_metadata.c on_meta_done; fires from src/policy/hedge.c
