@@ -67,6 +67,8 @@ typedef struct proxy_req {
     tc__proxy_hedge hedged;
     uint64_t ready_ns;      /* the request's, for its metrics once it is finished */
     int closing;            /* px_close() runs: every callback returns at once */
+    int starting;           /* the hedge is being started or its body source cut: its end waits */
+    int early;              /* ... and it ended meanwhile: px_started() takes it up */
     int head_sent;          /* the response head went to the client */
     int status;             /* the status sent (the metrics' and the access log's) */
     tc__buf body;           /* a hedged request's body, whole */
@@ -201,9 +203,6 @@ static int64_t px_length(const proxy_req *px, const tc_response *resp)
     return resp->framing == TC_BODY_NONE ? 0 : TC_SERVER_LENGTH_UNKNOWN;
 }
 
-static void px_on_upstream_body(tc_response *resp, int status, const char *data, size_t len,
-                                void *arg);
-
 /* The client took enough of what waited: read the upstream again. */
 static void px_on_writable(tc_request *req, int status, void *arg)
 {
@@ -300,6 +299,10 @@ static void px_on_hedge_done(tc_future *f, void *data)
     proxy_req *px = data;
     if (px->closing)
         return;
+    if (px->starting) { /* it ended as it started: the starter takes it up when it is done */
+        px->early = 1;
+        return;
+    }
     if (tc_future_state_of(f) != TC_FUTURE_FULFILLED) {
         px_on_client_gone(px->req, px);
         return;
@@ -351,8 +354,10 @@ static int px_prepare(void *data, unsigned id, void *replica_data, tc_client_req
     return 0;
 }
 
-/* Starts the hedge: with the buffered body, or the body source; extras only when hedged. */
-static void px_start(proxy_req *px)
+/* Starts the hedge: with the buffered body, or the body source; extras only when hedged. Runs
+ * between px_begin() and px_started(), so a hedge that ends at once is answered by the latter.
+ * Returns 0 or a TC_E* code. */
+static int px_start(proxy_req *px)
 {
     const serve_route *route = px->route;
     const serve_proxy_conf *pc = &route->proxy;
@@ -390,8 +395,25 @@ static void px_start(proxy_req *px)
     int err = tc_hedge_start(&px->call->work, px->sw->client, &creq, &policy);
     if (err == 0)
         err = tc_future_on_done(px->call->work, px_on_hedge_done, px);
-    if (err != 0)
+    return err;
+}
+
+static void px_begin(proxy_req *px)
+{
+    px->starting = 1;
+}
+
+/* The end of a start: answers its error (413 for TC_ETOOLARGE, else 503), or a hedge that ended
+ * meanwhile. px may be freed when it returns. */
+static void px_started(proxy_req *px, int err)
+{
+    px->starting = 0;
+    if (err == TC_ETOOLARGE)
+        px_error(px, 413, "too_large", "the request body is over max_request_body_bytes", 0);
+    else if (err != 0)
         px_error(px, 503, "overloaded", tc_strerror(err), 0);
+    else if (px->early)
+        px_on_hedge_done(px->call->work, px);
 }
 
 /* ---- the request body ----------------------------------------------------------------------- */
@@ -416,21 +438,18 @@ static void px_on_source_writable(tc_client_body *body, int status, void *arg)
     tc_request_body_resume(px->req);
 }
 
-/* A once-only attempt with the body as it comes (what was buffered first). Returns 0 or the
- * error answered. */
+/* A once-only attempt with the body as it comes (what was buffered first), between px_begin()
+ * and px_started(). Returns 0 or a TC_E* code. */
 static int px_start_streamed(proxy_req *px, int64_t length)
 {
     int err = tc_client_body_new(&px->source, px->sw->client,
                                  length > 0 ? length : TC_CLIENT_LENGTH_UNKNOWN);
     if (err == 0 && px->body.len > 0)
         err = tc_client_body_write(px->source, px->body.data, px->body.len);
-    if (err != 0) {
-        px_error(px, 503, "overloaded", tc_strerror(err), 0);
-        return err;
-    }
+    if (err != 0)
+        return err == TC_ETOOLARGE ? TC_ENOMEM : err;
     tc__buf_reset(&px->body);
-    px_start(px);
-    return 0;
+    return px_start(px);
 }
 
 static void px_on_body(tc_request *req, int status, const char *data, size_t len, void *arg)
@@ -444,8 +463,13 @@ static void px_on_body(tc_request *req, int status, const char *data, size_t len
         /* past the replay limit (a chunked body): sent once, as it comes */
         px->hedged = TC__PROXY_UNHEDGED_BODY_TOO_LARGE;
         px_count_unhedged(px);
-        if (px_start_streamed(px, TC_CLIENT_LENGTH_UNKNOWN) != 0)
+        px_begin(px);
+        int err = px_start_streamed(px, TC_CLIENT_LENGTH_UNKNOWN);
+        if (err != 0 || px->early) {
+            px_started(px, err);
             return;
+        }
+        px->starting = 0;
     }
     if (len > 0) {
         int err = tc_client_body_write(px->source, data, len);
@@ -457,15 +481,19 @@ static void px_on_body(tc_request *req, int status, const char *data, size_t len
         return;
     }
     if (status == 0) {
-        if (px->source != NULL)
+        if (px->source != NULL) {
             (void)tc_client_body_end(px->source);
-        else
-            px_start(px);
+            return;
+        }
+        px_begin(px);
+        px_started(px, px_start(px));
         return;
     }
     if (status == TC_ECANCELED)
         return; /* the client left: the abort callback follows */
-    /* too large, malformed, or stalled: the attempt is cut (the upstream sees a reset) */
+    /* too large, malformed, or stalled: the attempt is cut (the upstream sees a reset); the
+     * hedge that ends with it is not answered: this is */
+    px->starting = 1;
     if (px->source != NULL)
         tc_client_body_abort(px->source);
     if (px->head_sent) {
@@ -490,7 +518,7 @@ static int px_headers(proxy_req *px)
     tc__field *fields = calloc(nfields + nadded + 1, sizeof(*fields));
     tc__field *out = calloc(cap, sizeof(*out));
     tc__buf xff;
-    tc__buf_init(&xff, NULL, 0, TC_SERVER_MAX_HEADERS);
+    tc__buf_init(&xff, NULL, 0, (size_t)TC_SERVER_MAX_HEADERS);
     int err = fields != NULL && out != NULL ? 0 : TC_ENOMEM;
     for (size_t i = 0; i < nfields && err == 0; i++) {
         tc_str name, value;
@@ -627,25 +655,32 @@ void serve_handle_proxy(serve_worker *sw, const serve_route *route, tc_request *
         return;
     }
     if (!streaming) {
+        /* handled whole: a body over the replay limit goes once, from a source */
         tc_str body = tc_request_body(req);
-        if (body.len > 0 && tc__buf_append(&px->body, body.base, body.len) != 0 &&
-            px_start_streamed(px, (int64_t)body.len) == 0) {
-            (void)tc_client_body_write(px->source, body.base, body.len);
-            (void)tc_client_body_end(px->source);
+        px_begin(px);
+        if (body.len == 0 || tc__buf_append(&px->body, body.base, body.len) == 0) {
+            px_started(px, px_start(px));
             return;
         }
-        px_start(px);
+        int err = px_start_streamed(px, (int64_t)body.len);
+        if (err == 0 && !px->early) {
+            (void)tc_client_body_write(px->source, body.base, body.len);
+            (void)tc_client_body_end(px->source);
+        }
+        px_started(px, err);
         return;
     }
+    px_begin(px);
     if (length == 0) {
-        px_start(px);
+        px_started(px, px_start(px));
         return;
     }
-    if (px->hedged != TC__PROXY_HEDGED && px_start_streamed(px, length) != 0)
-        return;
-    if (tc_request_read_body(req, pc->max_request_body_bytes, px_on_body, px) != 0) {
+    int err = px->hedged != TC__PROXY_HEDGED ? px_start_streamed(px, length) : 0;
+    if (err == 0 && !px->early &&
+        tc_request_read_body(req, pc->max_request_body_bytes, px_on_body, px) != 0) {
         if (px->source != NULL)
             tc_client_body_abort(px->source);
-        px_error(px, 413, "too_large", "the request body is over max_request_body_bytes", 0);
+        err = TC_ETOOLARGE;
     }
+    px_started(px, err);
 }

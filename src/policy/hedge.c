@@ -304,9 +304,9 @@ static void record_latencies(hedge *hg, const tc_hedge_result *res)
 
 static void hedge_finish(hedge *hg, int error)
 {
-    if (hg->finished)
-        return;
     tc_hedge_result *res = hg->result;
+    if (hg->finished || res == NULL)
+        return;
     hedge_wind_down(hg, res->winner >= 0 ? res->winner : res->last_failed);
     hg->result = NULL;
     res->error = error;
