@@ -58,5 +58,6 @@ install(FILES ${PROJECT_SOURCE_DIR}/docs/man/tailcut.1 ${PROJECT_SOURCE_DIR}/doc
 install(FILES ${PROJECT_SOURCE_DIR}/README.md ${PROJECT_SOURCE_DIR}/LICENSE
               ${PROJECT_SOURCE_DIR}/docs/install.md ${PROJECT_SOURCE_DIR}/docs/deploy.md
         DESTINATION ${CMAKE_INSTALL_DOCDIR})
-install(FILES ${PROJECT_SOURCE_DIR}/dist/tailcut.service ${PROJECT_SOURCE_DIR}/dist/kubernetes.yaml
+install(FILES ${PROJECT_SOURCE_DIR}/dist/tailcut.service ${PROJECT_SOURCE_DIR}/dist/tailcut.yaml
+              ${PROJECT_SOURCE_DIR}/dist/kubernetes.yaml
         DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)

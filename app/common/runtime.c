@@ -12,7 +12,8 @@
  *
  * The first SIGTERM/SIGINT: STOPPING=1 to systemd, every worker unready (the readiness probe
  * answers 503, answers close their connections), then the drain, at once or after
- * --shutdown-delay. SIGUSR1 reopens the access log here on the main thread; SIGHUP is ignored.
+ * --shutdown-delay. SIGUSR1 reopens the access log here on the main thread; SIGHUP runs the
+ * reload hook here too (never on a serving loop), unless the drain has begun.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -50,7 +51,7 @@ typedef struct runtime {
     worker_slot *slots;
     unsigned nstarted;
     uv_loop_t loop;
-    uv_signal_t sigterm, sigint, sigusr1;
+    uv_signal_t sigterm, sigint, sigusr1, sighup;
     uv_timer_t delay_timer; /* --shutdown-delay */
     uv_async_t worker_exit;
     uv_mutex_t wake_lock;
@@ -218,12 +219,22 @@ static void on_sigusr1(uv_signal_t *sig, int signum)
                       rt->cfg->access_log_path);
 }
 
+static void on_sighup(uv_signal_t *sig, int signum)
+{
+    runtime *rt = sig->data;
+    (void)signum;
+    if (rt->signals > 0 || rt->cfg->reload == NULL)
+        return; /* draining: ignored */
+    rt->cfg->reload(rt->cfg->data);
+}
+
 static void close_main_handles(runtime *rt)
 {
     uv_close((uv_handle_t *)&rt->worker_exit, NULL);
     uv_close((uv_handle_t *)&rt->sigterm, NULL);
     uv_close((uv_handle_t *)&rt->sigint, NULL);
     uv_close((uv_handle_t *)&rt->sigusr1, NULL);
+    uv_close((uv_handle_t *)&rt->sighup, NULL);
     uv_close((uv_handle_t *)&rt->delay_timer, NULL);
 }
 
@@ -282,11 +293,13 @@ int rt_run(rt_config *cfg)
     uv_signal_init(&rt.loop, &rt.sigint);
     rt.sigterm.data = rt.sigint.data = &rt;
     uv_signal_init(&rt.loop, &rt.sigusr1);
+    uv_signal_init(&rt.loop, &rt.sighup);
     uv_timer_init(&rt.loop, &rt.delay_timer);
-    rt.sigusr1.data = rt.delay_timer.data = &rt;
+    rt.sigusr1.data = rt.sighup.data = rt.delay_timer.data = &rt;
     uv_signal_start(&rt.sigterm, on_signal, SIGTERM);
     uv_signal_start(&rt.sigint, on_signal, SIGINT);
     uv_signal_start(&rt.sigusr1, on_sigusr1, SIGUSR1);
+    uv_signal_start(&rt.sighup, on_sighup, SIGHUP);
 
     int status = 0;
     for (unsigned i = 0; i < cfg->nworkers; i++) {

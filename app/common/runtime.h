@@ -9,7 +9,8 @@
  * drain hook; a worker ends when its loop has no active handles left, or at drain_timeout_ms
  * after the drain began, when its stop hook runs. A second signal exits at once with status 1.
  *
- * Also: SIGUSR1 reopens the access-log file (access_log_path, for logrotate), SIGHUP is ignored,
+ * Also: SIGUSR1 reopens the access-log file (access_log_path, for logrotate), SIGHUP calls the
+ * reload hook (if any; else, and while draining, it is ignored),
  * and under systemd (NOTIFY_SOCKET set) READY=1 is sent after the listening line and STOPPING=1
  * at the first signal (rt_notify).
  */
@@ -50,6 +51,9 @@ typedef struct rt_config {
     void (*stop)(rt_worker *w, void *data);
     /* On the worker's thread after its loop has ended: free what start allocated. */
     void (*cleanup)(rt_worker *w, void *data);
+    /* On the main thread at SIGHUP, before the first SIGTERM/SIGINT (may be NULL: SIGHUP is then
+     * ignored). It may change drain_timeout_ms and shutdown_delay_ms. */
+    void (*reload)(void *data);
     void *data;
     /* Filled by worker 0's start: what the listening line shows. */
     char listen_host[64];

@@ -159,10 +159,14 @@ int settings_parse_delay(const char *s, uint64_t min, uint64_t max, settings_del
 
 int settings_parse_percent(const char *s, uint64_t *percent_e6, settings_error *e)
 {
+    if (strcmp(s, "off") == 0) {
+        *percent_e6 = 0;
+        return 0;
+    }
     if (tc_hedge_budget_parse(s, percent_e6) != 0)
         return settings_invalid(e, s,
                                 "expected a percentage above 0 and up to 100, digits[.digits] "
-                                "(at most 6 decimals)");
+                                "(at most 6 decimals), or off");
     return 0;
 }
 
@@ -276,6 +280,22 @@ static int add_to_list(const setting *s, void *field, const char *value, setting
     return 0;
 }
 
+/* Adds v to the settings_uints in field. */
+static int add_to_uints(const setting *s, void *field, uint64_t v, settings_error *e)
+{
+    settings_uints *list = field;
+    char flag[64];
+    if (list->n == SETTINGS_LIST_MAX)
+        return settings_failed(e, "too many values", "too many %s values (at most %d)",
+                               settings_flag(s, flag, sizeof(flag)), SETTINGS_LIST_MAX);
+    uint64_t *grown = realloc(list->v, (list->n + 1) * sizeof(*grown));
+    if (grown == NULL)
+        return settings_failed(e, "out of memory", "out of memory");
+    list->v = grown;
+    list->v[list->n++] = v;
+    return 0;
+}
+
 static void free_list(settings_list *list)
 {
     for (size_t i = 0; i < list->n; i++)
@@ -290,6 +310,8 @@ static int set_uint(const setting *s, const char *value, void *field, settings_e
     uint64_t v = 0;
     if (settings_parse_uint(value, s->min, s->max, &v, e) != 0)
         return -1;
+    if (s->flags & SETTINGS_REPEATABLE)
+        return add_to_uints(s, field, v, e);
     if (store_uint(s, field, v) != 0)
         return settings_failed(e, "internal", "internal: field of the wrong size");
     return 0;
@@ -324,6 +346,12 @@ static int set_value(const setting *s, const char *value, void *field, settings_
         err = settings_parse_delay(value, s->min, s->max, &v.delay, e);
     else if (s->type == SETTINGS_PERCENT)
         err = settings_parse_percent(value, &v.percent_e6, e);
+    else if (s->type == SETTINGS_BOOL && strcmp(value, "true") == 0)
+        v.on = 1;
+    else if (s->type == SETTINGS_BOOL && strcmp(value, "false") == 0)
+        v.on = 0;
+    else if (s->type == SETTINGS_BOOL)
+        err = settings_invalid(e, value, "expected true or false");
     else /* SETTINGS_SWITCH */
         v.on = (int)s->min;
     if (err == 0)
@@ -334,7 +362,7 @@ static int set_value(const setting *s, const char *value, void *field, settings_
 int settings_set(const setting *s, const char *value, const settings_target *to, settings_error *e)
 {
     void *field = field_of(s, to);
-    if (field == NULL && s->type != SETTINGS_HELP)
+    if (field == NULL && s->type != SETTINGS_HELP && s->type != SETTINGS_SECTION)
         return settings_failed(e, "not settable here", "internal: no field for this setting");
     switch (s->type) {
     case SETTINGS_UINT:
@@ -349,18 +377,42 @@ int settings_set(const setting *s, const char *value, const settings_target *to,
     case SETTINGS_TEXT:
         if (s->check != NULL && s->check(s, value, NULL, e) != 0)
             return -1;
-        return store_text(field, value, e);
+        return s->flags & SETTINGS_REPEATABLE ? add_to_list(s, field, value, e)
+                                              : store_text(field, value, e);
     case SETTINGS_ADDR:
     case SETTINGS_DELAY:
     case SETTINGS_PERCENT:
     case SETTINGS_SWITCH:
+    case SETTINGS_BOOL:
         return set_value(s, value, field, e);
     case SETTINGS_CUSTOM:
         return s->check(s, value, field, e);
     case SETTINGS_HELP:
+    case SETTINGS_SECTION:
         return 0;
     }
     return settings_failed(e, "internal", "internal: unknown type");
+}
+
+int settings_set_default(const setting *s, const char *def, const settings_target *to,
+                         settings_error *e)
+{
+    if (!(s->flags & SETTINGS_REPEATABLE))
+        return settings_set(s, def, to, e);
+    settings_clear(s, to);
+    for (const char *p = def; *p != '\0';) { /* "429, 500, 502": one value each */
+        size_t n = strcspn(p, ",");
+        char item[256];
+        if (n >= sizeof(item))
+            return settings_failed(e, "internal", "internal: a default item too long");
+        memcpy(item, p, n);
+        item[n] = '\0';
+        if (settings_set(s, item, to, e) != 0)
+            return -1;
+        p += n;
+        p += strspn(p, ", ");
+    }
+    return 0;
 }
 
 int settings_defaults(const settings_table *t, const settings_target *to, const setting **bad,
@@ -370,7 +422,7 @@ int settings_defaults(const settings_table *t, const settings_target *to, const 
         const setting *s = &t->rows[i];
         if (s->def == NULL || (s->flags & SETTINGS_DEFAULT_TEXT) || field_of(s, to) == NULL)
             continue;
-        if (settings_set(s, s->def, to, e) != 0) {
+        if (settings_set_default(s, s->def, to, e) != 0) {
             *bad = s;
             return -1;
         }
@@ -378,23 +430,32 @@ int settings_defaults(const settings_table *t, const settings_target *to, const 
     return 0;
 }
 
+void settings_clear(const setting *s, const settings_target *to)
+{
+    void *field = field_of(s, to);
+    if (field == NULL)
+        return;
+    if (s->type == SETTINGS_UINT && (s->flags & SETTINGS_REPEATABLE)) {
+        settings_uints *list = field;
+        free(list->v);
+        list->v = NULL;
+        list->n = 0;
+    } else if ((s->type == SETTINGS_URL || s->type == SETTINGS_TEXT) &&
+               (s->flags & SETTINGS_REPEATABLE)) {
+        free_list(field);
+    } else if (s->type == SETTINGS_TEXT || s->type == SETTINGS_URL) {
+        char **slot = field;
+        free(*slot);
+        *slot = NULL;
+    } else if (s->type == SETTINGS_CUSTOM && s->release != NULL) {
+        s->release(field);
+    }
+}
+
 void settings_free(const settings_table *t, const settings_target *to)
 {
-    for (size_t i = 0; i < t->nrows; i++) {
-        const setting *s = &t->rows[i];
-        void *field = field_of(s, to);
-        if (field == NULL)
-            continue;
-        if (s->type == SETTINGS_URL && (s->flags & SETTINGS_REPEATABLE)) {
-            free_list(field);
-        } else if (s->type == SETTINGS_TEXT || s->type == SETTINGS_URL) {
-            char **slot = field;
-            free(*slot);
-            *slot = NULL;
-        } else if (s->type == SETTINGS_CUSTOM && s->release != NULL) {
-            s->release(field);
-        }
-    }
+    for (size_t i = 0; i < t->nrows; i++)
+        settings_clear(&t->rows[i], to);
 }
 
 const setting *settings_find_key(const settings_table *t, const char *key)

@@ -58,14 +58,22 @@ typedef enum settings_type {
     SETTINGS_DELAY,   /* MS in [min, max], or pNN[.N] (p50..p99.9): settings_delay field */
     SETTINGS_PERCENT, /* digits[.digits], 0 < PCT <= 100: uint64_t field, millionths of % */
     SETTINGS_SWITCH,  /* takes no value; stores min in an int field */
+    SETTINGS_BOOL,    /* true or false (a file key: a flag is a SWITCH): int field, 1 or 0 */
     SETTINGS_CUSTOM,  /* check parses the value into the field; release frees it */
     SETTINGS_HELP,    /* --help: no field; the command line stops and says so */
+    SETTINGS_SECTION, /* a file key whose value is a list of mappings, each read by the front
+                       * end against the rows of another scope (serve's `routes`): no field */
 } settings_type;
+/* A SETTINGS_REPEATABLE row of type UINT keeps every value in a settings_uints field (a list of
+ * statuses), of type TEXT (each checked by check, if any) or URL in a settings_list field (a list
+ * of words or URLs); CUSTOM rows keep their own list. In a file, a repeatable row's value is a
+ * list, and each item is one value. */
 
 /* Row flags. */
 enum {
     SETTINGS_REPEATABLE = 1u << 0,   /* each occurrence adds (said so in --help and man) */
     SETTINGS_DEFAULT_TEXT = 1u << 1, /* def describes a default that is not a value */
+    SETTINGS_REQUIRED = 1u << 2,     /* a file's mapping must hold this key */
 };
 
 typedef struct settings_addr {
@@ -84,6 +92,12 @@ typedef struct settings_list {
     char **v;
     size_t n;
 } settings_list;
+
+/* The values of a repeatable SETTINGS_UINT row, in the order given. */
+typedef struct settings_uints {
+    uint64_t *v;
+    size_t n;
+} settings_uints;
 
 /* The most values a settings_list takes (a flag repeated more is a bad value). */
 #define SETTINGS_LIST_MAX 256
@@ -127,7 +141,9 @@ struct setting {
     size_t offset, size;         /* the field, in the scope's struct */
     settings_scope scope;        /* the struct offset is in */
     settings_type type;
-    unsigned flags; /* SETTINGS_REPEATABLE, SETTINGS_DEFAULT_TEXT */
+    unsigned flags; /* SETTINGS_REPEATABLE, SETTINGS_DEFAULT_TEXT, SETTINGS_REQUIRED */
+    unsigned kinds; /* a route row: the kinds of route (a command's bits) that take its file
+                     * key; 0: every kind */
     char letter;    /* the short flag's letter, or 0 */
 };
 
@@ -161,6 +177,14 @@ int settings_set(const setting *s, const char *value, const settings_target *to,
 int settings_defaults(const settings_table *t, const settings_target *to, const setting **bad,
                       settings_error *e);
 
+/* Stores def (a default as a user types it) in s's field, as settings_defaults does: a repeatable
+ * row's list is emptied first and def is its values separated by ", ". Returns 0 or -1. */
+int settings_set_default(const setting *s, const char *def, const settings_target *to,
+                         settings_error *e);
+
+/* Frees what s's field in to owns and zeroes it (a list becomes empty). */
+void settings_clear(const setting *s, const settings_target *to);
+
 /* Frees what the fields of to's scopes own (copies of text and URLs, lists) and zeroes them. */
 void settings_free(const settings_table *t, const settings_target *to);
 
@@ -190,6 +214,7 @@ int settings_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out
 int settings_parse_addr(const char *s, settings_addr *out, settings_error *e);
 int settings_parse_delay(const char *s, uint64_t min, uint64_t max, settings_delay *out,
                          settings_error *e);
+/* digits[.digits], 0 < PCT <= 100, or off (0). */
 int settings_parse_percent(const char *s, uint64_t *percent_e6, settings_error *e);
 int settings_parse_url(const char *s, settings_error *e);
 

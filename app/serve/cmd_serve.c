@@ -24,16 +24,30 @@ static int str_eq(tc_str s, const char *lit)
     return s.len == n && memcmp(s.base, lit, n) == 0;
 }
 
-static const struct route {
+/* tailcut's own paths. */
+static const struct own_path {
     const char *path;
     endpoint ep;
-} routes[] = {
-    {"/api/smart", EP_SMART},           {"/api/first", EP_FIRST},       {"/api/all", EP_ALL},
-    {"/api/within-timeout", EP_WITHIN}, {"/healthz", EP_HEALTHZ},       {"/metrics", EP_METRICS},
-    {"/dashboard", EP_DASHBOARD},       {"/dashboard/stats", EP_STATS},
+} own_paths[] = {
+    {"/healthz", EP_HEALTHZ},
+    {"/metrics", EP_METRICS},
+    {"/dashboard", EP_DASHBOARD},
+    {"/dashboard/stats", EP_STATS},
 };
 
-/* With --admin-listen, these move to the admin listener (the main one answers them 404). */
+/* What a kind: api route serves under its prefix. */
+static const struct api_path {
+    const char *path;
+    endpoint ep;
+} api_paths[] = {
+    {"smart", EP_SMART},
+    {"first", EP_FIRST},
+    {"all", EP_ALL},
+    {"within-timeout", EP_WITHIN},
+};
+
+/* With --admin-listen, these move to the admin listener (the main one answers them 404, or with
+ * --config routes them like any path). */
 static int admin_only(endpoint ep)
 {
     return ep == EP_METRICS || ep == EP_DASHBOARD || ep == EP_STATS;
@@ -47,41 +61,66 @@ static int admin_serves(endpoint ep, tc_str path)
     return admin_only(ep) || ep == EP_HEALTHZ || str_eq(path, "/readyz");
 }
 
-void serve_handle(tc_request *req, void *data)
+static endpoint own_endpoint(tc_str path)
 {
-    serve_worker *sw = data;
-    tc_str path = tc_request_path(req);
-    tc_str method = tc_request_method(req);
-    endpoint ep = EP_OTHER;
+    for (size_t i = 0; i < sizeof(own_paths) / sizeof(own_paths[0]); i++)
+        if (str_eq(path, own_paths[i].path))
+            return own_paths[i].ep;
+    return EP_OTHER;
+}
 
-    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-        if (str_eq(path, routes[i].path)) {
-            ep = routes[i].ep;
-            break;
-        }
-    }
-    if (ep == EP_OTHER && path.len >= sizeof(SERVE_METADATA_PREFIX) - 1 &&
-        memcmp(path.base, SERVE_METADATA_PREFIX, sizeof(SERVE_METADATA_PREFIX) - 1) == 0)
-        ep = EP_METADATA; /* /api/metadata/ID */
-    if (sw->admin ? !admin_serves(ep, path) : sw->cfg->admin.set && admin_only(ep)) {
-        serve_respond_error(sw, req, EP_OTHER, 404, "not_found",
-                            sw->admin
-                                ? "not on the admin listener"
-                                : "no such endpoint here: it is on the --admin-listen address");
-        return;
-    }
-    if (ep == EP_OTHER) {
-        serve_respond_error(sw, req, ep, 404, "not_found", "no such endpoint");
-        return;
-    }
-    if (!str_eq(method, "GET") && !str_eq(method, "HEAD")) {
-        serve_respond_error(sw, req, ep, 405, "method_not_allowed",
-                            "only GET and HEAD are allowed");
-        return;
-    }
+/* The endpoint of a kind: api route that path names after the route's prefix. */
+static endpoint api_endpoint(const serve_route *route, tc_str path)
+{
+    tc_str rest = {path.base + route->prefix_len, path.len - route->prefix_len};
+    if (path.len < route->prefix_len)
+        return EP_OTHER;
+    for (size_t i = 0; i < sizeof(api_paths) / sizeof(api_paths[0]); i++)
+        if (str_eq(rest, api_paths[i].path))
+            return api_paths[i].ep;
+    size_t m = sizeof(SERVE_METADATA_PATH) - 1;
+    if (rest.len >= m && memcmp(rest.base, SERVE_METADATA_PATH, m) == 0)
+        return EP_METADATA; /* {prefix}metadata/ID */
+    return EP_OTHER;
+}
+
+/* The proxy's entry (cmd_serve_proxy.c). */
+void serve_route_proxy(serve_worker *sw, const serve_route *route, tc_request *req)
+{
+    serve_handle_proxy(sw, route, req);
+}
+
+/* 1 if ep (one of tailcut's own paths, or EP_OTHER) is answered by tailcut itself here: /healthz
+ * always; the others unless they moved to --admin-listen. */
+static int own_here(const serve_worker *sw, endpoint ep)
+{
+    return ep != EP_OTHER && (sw->admin || ep == EP_HEALTHZ || !sw->cfg->admin.set);
+}
+
+/* The route that takes path on this listener, or NULL: none (tailcut's own paths, the admin
+ * listener, an own path moved to --admin-listen without --config, or no prefix matches). */
+static const serve_route *route_of(const serve_worker *sw, tc_str path, endpoint ep)
+{
+    if (own_here(sw, ep) || sw->admin || (ep != EP_OTHER && !sw->conf->from_file))
+        return NULL;
+    return serve_route_match(sw->conf, path.base, path.len);
+}
+
+/* The server's head filter: a kind: proxy route's request is taken at its head, so that its
+ * body streams to its attempt and its answer can start before the body has ended. */
+static int serve_head_filter(tc_request *req, void *data)
+{
+    const serve_worker *sw = data;
+    tc_str path = tc_request_path(req);
+    const serve_route *route = route_of(sw, path, own_endpoint(path));
+    return route != NULL && route->kind == SERVE_KIND_PROXY;
+}
+
+static void handle_own(serve_worker *sw, tc_request *req, endpoint ep)
+{
     switch (ep) {
     case EP_HEALTHZ:
-        serve_count_request(sw, ep, 200, tc_request_ready_ns(req));
+        serve_count_request(sw, NULL, ep, 200, tc_request_ready_ns(req));
         tc_request_respond_json(req, 200, "{\"status\":\"ok\"}");
         break;
     case EP_METRICS:
@@ -90,16 +129,58 @@ void serve_handle(tc_request *req, void *data)
     case EP_DASHBOARD:
         serve_handle_dashboard(sw, req);
         break;
-    case EP_STATS:
+    default:
         serve_handle_stats(sw, req);
         break;
-    case EP_METADATA:
-        serve_handle_metadata(sw, req);
-        break;
-    default:
-        serve_handle_attempts(sw, req, ep);
-        break;
     }
+}
+
+void serve_handle(tc_request *req, void *data)
+{
+    serve_worker *sw = data;
+    serve_conf *conf = sw->conf;
+    tc_str path = tc_request_path(req);
+    tc_str method = tc_request_method(req);
+    endpoint ep = own_endpoint(path);
+    const serve_route *route = NULL;
+
+    if (sw->admin && !admin_serves(ep, path)) {
+        serve_respond_error(sw, NULL, req, EP_OTHER, 404, "not_found", "not on the admin listener");
+        return;
+    }
+    /* tailcut's own paths: /healthz always; the others unless they moved to --admin-listen,
+     * where the main listener answers them 404 (with --config: routes them like any path). */
+    int own = own_here(sw, ep);
+    if (!own && ep != EP_OTHER && !conf->from_file) {
+        serve_respond_error(sw, NULL, req, EP_OTHER, 404, "not_found",
+                            "no such endpoint here: it is on the --admin-listen address");
+        return;
+    }
+    if (!own) {
+        route = route_of(sw, path, ep);
+        ep = route == NULL                     ? EP_OTHER
+             : route->kind == SERVE_KIND_PROXY ? EP_OTHER
+                                               : api_endpoint(route, path);
+    }
+    if (route != NULL && route->kind == SERVE_KIND_PROXY) {
+        serve_route_proxy(sw, route, req);
+        return;
+    }
+    if (ep == EP_OTHER) {
+        serve_respond_error(sw, route, req, ep, 404, "not_found", "no such endpoint");
+        return;
+    }
+    if (!str_eq(method, "GET") && !str_eq(method, "HEAD")) {
+        serve_respond_error(sw, route, req, ep, 405, "method_not_allowed",
+                            "only GET and HEAD are allowed");
+        return;
+    }
+    if (own)
+        handle_own(sw, req, ep);
+    else if (ep == EP_METADATA)
+        serve_handle_metadata(sw, route, req);
+    else
+        serve_handle_attempts(sw, route, req, ep);
 }
 
 /* ---- workers -------------------------------------------------------------------------------- */
@@ -118,10 +199,13 @@ typedef struct embedded {
 typedef struct serve_run {
     rt_config rc;
     serve_config cfg;
-    serve_route route; /* the one route, made from the flags */
+    serve_route route; /* the flags' route settings (moved into the configuration) */
     embedded emb;
     int emb_running;
     serve_admin *admin;
+    int argc; /* the command line, which a reload applies again over the file */
+    char **argv;
+    uint64_t given; /* the rows it gave */
 } serve_run;
 
 /* A worker's state is w->state from the start, so a start that fails part way is undone by the
@@ -135,9 +219,12 @@ static int serve_worker_start(rt_worker *w, void *data)
     if (sw == NULL)
         return TC_ENOMEM;
     sw->cfg = cfg;
-    sw->route = &run->route;
     sw->index = w->index;
-    serve_forward_init(&sw->fwd, sw->route);
+    uv_mutex_lock(&cfg->conf_lock);
+    sw->conf = cfg->conf;
+    serve_conf_ref(sw->conf);
+    uv_mutex_unlock(&cfg->conf_lock);
+    serve_forward_init(&sw->fwd);
     w->state = sw;
     tc_client_config cc;
     tc_client_config_init(&cc);
@@ -145,7 +232,7 @@ static int serve_worker_start(rt_worker *w, void *data)
      * its own in the client; the total only has to let every pool fill. */
     cc.max_per_host = (size_t)cfg->upstream_connections;
     cc.max_connections = (size_t)cfg->upstream_connections * cfg->client_pools;
-    cc.max_body = (size_t)sw->route->max_body;
+    cc.max_body = (size_t)cfg->max_body; /* the largest route's: each request sets its own */
     cc.ca_file = cfg->upstream_ca;
     cc.engine = (tc_client_engine)cfg->http_engine;
     int err = tc_metrics_shard_new(cfg->metrics.reg, &sw->shard);
@@ -156,11 +243,8 @@ static int serve_worker_start(rt_worker *w, void *data)
     sw->stats = serve_stats_shard_at(cfg->stats, w->index);
     serve_tick_start(sw, w->loop);
     serve_mailbox_open(sw, w->loop);
-    if (sw->route->metadata_replicas != NULL) { /* else lookups are off: no batcher */
-        err = serve_metadata_batcher_new(sw, w->loop);
-        if (err != 0)
-            return err;
-    }
+    if ((err = serve_reload_open(sw, w->loop)) != 0)
+        return err;
     tc_server_config sc;
     tc_server_config_init(&sc);
     sc.host = cfg->listen.host;
@@ -168,16 +252,20 @@ static int serve_worker_start(rt_worker *w, void *data)
     sc.reuseport = 1;
     sc.max_connections = cfg->max_connections;
     sc.conn_count = &cfg->conn_count;
-    sc.max_body = sw->route->max_body; /* the one route's: its requests are all there is */
+    /* the largest route's (each route then checks its own): fixed for the process, since
+     * a server's limit is set when it starts */
+    sc.max_body = cfg->max_body;
     sc.access_log = cfg->access_log;
     sc.access_log_format = cfg->access_log_format;
     sc.access_log_replica = cfg->log_replica;
+    sc.access_log_route = cfg->with_route_label;
     sc.ready_path = "/readyz";
     sc.ready = &cfg->ready;
     sc.header_timeout_ms = cfg->header_timeout_ms;
     sc.idle_timeout_ms = cfg->idle_timeout_ms;
     sc.handler = serve_handle; /* called from src/server/server_conn.c conn_dispatch */
     sc.handler_data = sw;
+    sc.head_filter = serve_head_filter;
     err = tc_server_new(&sw->srv, w->loop, &sc);
     if (err != 0)
         return err;
@@ -196,12 +284,12 @@ static void on_server_closed(tc_server *srv, void *data)
 
 static void close_client(serve_worker *sw)
 {
-    if (sw->batcher != NULL) {
-        /* First: unsent batches are dropped now; batches still out finish (as failed) when the
-         * client below cancels their upstream calls, and then the batcher frees itself. */
-        tc_batcher_close(sw->batcher, NULL, NULL);
-        sw->batcher = NULL;
-    }
+    /* First the batchers: unsent batches are dropped now; batches still out finish (as failed)
+     * when the client below cancels their upstream calls, and then each batcher frees itself. */
+    if (sw->conf != NULL)
+        serve_metadata_close(serve_conf_share_of(sw, sw->conf), sw->conf->nroutes);
+    for (size_t i = 0; i < sw->nretiring; i++)
+        serve_metadata_close(serve_conf_share_of(sw, sw->retiring[i]), sw->retiring[i]->nroutes);
     if (sw->client != NULL) {
         tc_client_close(sw->client, NULL, NULL);
         sw->client = NULL;
@@ -240,6 +328,7 @@ static void serve_worker_stop(rt_worker *w, void *data)
     close_client(sw);
     serve_tick_stop(sw);
     serve_mailbox_close(sw);
+    serve_reload_close(sw);
 }
 
 static void serve_worker_cleanup(rt_worker *w, void *data)
@@ -250,6 +339,10 @@ static void serve_worker_cleanup(rt_worker *w, void *data)
     serve_worker_stop(w, data);
     uv_run(w->loop, UV_RUN_DEFAULT);
     serve_forward_free(&sw->fwd);
+    for (size_t i = 0; i < sw->nretiring; i++)
+        serve_conf_unref(sw->retiring[i]);
+    free(sw->retiring);
+    serve_conf_unref(sw->conf);
     free(sw);
     w->state = NULL;
 }
@@ -303,30 +396,92 @@ static void embedded_stop(embedded *e)
 static void print_usage(FILE *out)
 {
     (void)fputs("usage: tailcut serve [OPTIONS]\n"
+                "       tailcut serve --config FILE [--check] [OPTIONS]\n"
                 "\n"
-                "The smart API service: hedged and fan-out calls to a slow, flaky upstream.\n"
+                "The smart API service: hedged and fan-out calls to a slow, flaky upstream,\n"
+                "or with --config the routes of a file: /api endpoints and transparent proxies.\n"
                 "\n"
                 "options (defaults in brackets):\n",
                 out);
     settings_print_help(out, &serve_settings);
 }
 
-/* The defaults, then the flags, into the process's settings and its one route. Returns -1 to go
- * on, else the exit status (0 after --help, 2 after a bad flag or value). */
+/* With --config: a route flag is a key of the file's routes, so it cannot be given too. Returns
+ * 0, or the exit status after the one-line message. */
+static int check_route_flags(serve_run *run)
+{
+    serve_config *cfg = &run->cfg;
+    if (cfg->check && cfg->config_path == NULL) {
+        cli_error(serve_settings.cmd, "--check needs --config FILE");
+        return CLI_EXIT_USAGE;
+    }
+    for (size_t i = 0; cfg->config_path != NULL && i < serve_settings.nrows; i++) {
+        const setting *s = &serve_settings.rows[i];
+        char flag[64];
+        if (s->scope == SETTINGS_ROUTE && (run->given & ((uint64_t)1 << i))) {
+            cli_error(serve_settings.cmd,
+                      "%s cannot be combined with --config: it is a key of each route in the file",
+                      settings_flag(s, flag, sizeof(flag)));
+            return CLI_EXIT_USAGE;
+        }
+    }
+    return 0;
+}
+
+/* The largest body any route takes: the listener's limit (each route checks its own). A proxy
+ * route's requests are streamed with their own limit, but one handled whole (a reload between
+ * its head and its turn) is still bounded by the listener's. */
+static uint64_t largest_body(const serve_conf *conf)
+{
+    uint64_t max = 0;
+    for (size_t i = 0; i < conf->nroutes; i++) {
+        const serve_route *r = &conf->routes[i];
+        uint64_t body =
+            r->kind == SERVE_KIND_PROXY ? r->proxy.max_request_body_bytes : r->max_body;
+        if (body > max)
+            max = body;
+    }
+    return max;
+}
+
+/* The defaults, then the flags (and with --config the file) into the process's settings and its
+ * routes. Returns -1 to go on, else the exit status (0 after --help or --check, 2 after a bad
+ * flag, value or file). */
 static int read_settings(serve_run *run, int argc, char **argv)
 {
     serve_config *cfg = &run->cfg;
     settings_target to = {cfg, &run->route};
-    settings_cli cli = {print_usage, NULL, NULL, NULL};
+    settings_cli cli = {print_usage, NULL, NULL, &run->given};
     settings_error e;
-    cfg->routes = &run->route;
-    cfg->nroutes = 1;
+    run->argc = argc;
+    run->argv = argv;
     int status = settings_read_cli(&serve_settings, argc, argv, &to, &cli);
     if (status >= 0)
         return status;
+    if ((status = check_route_flags(run)) != 0)
+        return status;
+    int err;
+    if (cfg->config_path != NULL) {
+        settings_file_error fe;
+        if (serve_conf_load(cfg, cfg, argc, argv, &cfg->conf, &fe) != 0) {
+            (void)fprintf(stderr, "tailcut: %s\n", fe.message);
+            return CLI_EXIT_USAGE;
+        }
+        cfg->with_route_label = 1;
+        if (cfg->check) {
+            (void)fprintf(stderr, "tailcut: configuration ok: %zu route%s\n", cfg->conf->nroutes,
+                          cfg->conf->nroutes == 1 ? "" : "s");
+            return CLI_EXIT_OK;
+        }
+    } else if ((err = serve_conf_from_flags(cfg, &run->route, &cfg->conf)) != 0) {
+        cli_error(serve_settings.cmd, "%s", tc_strerror(err));
+        return CLI_EXIT_FAILURE;
+    }
+    cfg->routes = cfg->conf->routes;
+    cfg->nroutes = cfg->conf->nroutes;
+    cfg->max_body = largest_body(cfg->conf);
     if (cfg->workers == 0)
         cfg->workers = rt_cpus(); /* the default, "online CPUs" */
-    serve_forward_finish(&run->route);
     if (settings_open_access_log(cfg->access_log_path, &cfg->access_log, &e) != 0) {
         settings_cli_error(&serve_settings, "access-log", &e);
         return CLI_EXIT_USAGE;
@@ -334,30 +489,14 @@ static int read_settings(serve_run *run, int argc, char **argv)
     return -1;
 }
 
-/* The route's one delay source (for pNN) and one budget, handed to every worker's hedges. */
-static int start_hedging(serve_route *route)
-{
-    if (route->hedge_delay.percentile_tenths != 0) {
-        tc_hedge_adaptive_config ac;
-        tc_hedge_adaptive_config_init(&ac);
-        ac.percentile = (double)route->hedge_delay.percentile_tenths / 10.0;
-        ac.fallback_ms = route->hedge_fallback_ms;
-        ac.max_ms = route->max_timeout_ms;
-        int err = tc_hedge_adaptive_new(&route->adaptive, &ac);
-        if (err != 0)
-            return err;
-    }
-    if (route->hedge_budget_e6 != 0)
-        return tc_hedge_budget_new(&route->budget, route->hedge_budget_e6);
-    return 0;
-}
-
 /* Without --upstream, the embedded simulator stands in for both upstreams. The simulator is for
  * trying tailcut out: a user who names a real upstream never gets made-up answers from it, so
  * without --metadata-upstream the lookups are off. Returns 0 or the exit status. */
 static int choose_upstreams(serve_run *run)
 {
-    serve_route *route = &run->route;
+    serve_route *route = &run->cfg.routes[0];
+    if (run->cfg.conf->from_file)
+        return 0; /* every route names its upstreams */
     if (route->upstreams.n > 0) {
         if (route->metadata_upstreams.n == 0)
             (void)fprintf(stderr, "tailcut: metadata lookups are off: /api/metadata/ID answers "
@@ -384,25 +523,46 @@ static int choose_upstreams(serve_run *run)
     return 0;
 }
 
-/* The route's replica sets (and, with --upstream-discovery dns, their first resolution), and
- * what follows from them: the client pools' total and the access log's replica field. */
-static int start_replicas(serve_config *cfg, serve_route *route)
+/* Every route's replica sets and hedging (and, with --upstream-discovery dns, their first
+ * resolution), and what follows from them: the client pools' total and the access log's replica
+ * field. */
+static int start_routes(serve_config *cfg)
 {
-    int err = serve_replicas_start(route);
+    int err = serve_conf_start(cfg->conf, NULL);
     if (err == 0)
         err = serve_discovery_start(cfg);
     if (err != 0) {
         cli_error(serve_settings.cmd, "cannot set up the upstream replicas: %s", tc_strerror(err));
         return CLI_EXIT_FAILURE;
     }
-    /* Discovery adds and removes pools as it goes: room for every replica the sets may hold. */
-    cfg->client_pools = route->discovery == SERVE_DISCOVERY_DNS ? (size_t)2 * TC_REPLICA_MAX
-                                                                : serve_replicas_pools(route);
+    cfg->client_pools = 0;
+    cfg->log_replica = 0;
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const serve_route *route = &cfg->routes[i];
+        /* Discovery adds and removes pools as it goes: room for every replica the sets may hold.
+         */
+        cfg->client_pools += route->discovery == SERVE_DISCOVERY_DNS ? (size_t)2 * TC_REPLICA_MAX
+                                                                     : serve_replicas_pools(route);
+        /* One URL: the log is what it was; replicas: json lines say which one answered. */
+        if (route->upstreams.n > 1 || route->discovery == SERVE_DISCOVERY_DNS)
+            cfg->log_replica = 1;
+    }
+    /* a reload may bring routes with more replicas: room for them, within reason */
+    if (cfg->conf->from_file)
+        cfg->client_pools += (size_t)2 * TC_REPLICA_MAX;
     if (cfg->client_pools == 0)
         cfg->client_pools = 1;
-    /* One URL: the log is what it was; replicas: json lines say which one answered. */
-    cfg->log_replica = route->upstreams.n > 1 || route->discovery == SERVE_DISCOVERY_DNS;
     return 0;
+}
+
+/* SIGHUP, on the runtime's main thread. */
+static void on_reload(void *data)
+{
+    serve_run *run = data;
+    if (run->cfg.conf->from_file)
+        serve_reload(&run->cfg, run->argc, run->argv, run->given);
+    run->rc.drain_timeout_ms = run->cfg.drain_timeout_ms;
+    run->rc.shutdown_delay_ms = run->cfg.shutdown_delay_ms;
 }
 
 /* The runtime runs the workers with the process's settings. */
@@ -419,6 +579,7 @@ static void configure_runtime(serve_run *run)
     run->rc.drain = serve_worker_drain;
     run->rc.stop = serve_worker_stop;
     run->rc.cleanup = serve_worker_cleanup;
+    run->rc.reload = cfg->conf->from_file ? on_reload : NULL;
     run->rc.data = run;
     (void)snprintf(run->rc.listen_host, sizeof(run->rc.listen_host), "%s", cfg->listen.host);
     run->rc.listen_port = cfg->listen.port;
@@ -428,15 +589,18 @@ static void configure_runtime(serve_run *run)
 static int serve_start(serve_run *run)
 {
     serve_config *cfg = &run->cfg;
-    if (serve_metrics_define(&cfg->metrics) != 0 || start_hedging(&run->route) != 0 ||
+    int status = choose_upstreams(run);
+    if (status != 0)
+        return status;
+    if (serve_metrics_define(&cfg->metrics, cfg->with_route_label) != 0 ||
         serve_stats_define(cfg) != 0) {
         cli_error(serve_settings.cmd, "cannot set up metrics and hedging");
         return CLI_EXIT_FAILURE;
     }
-    int status = choose_upstreams(run);
-    if (status == 0)
-        status = start_replicas(cfg, &run->route);
-    if (status != 0)
+    cfg->reloadable = calloc((size_t)cfg->workers + 1, sizeof(serve_worker *));
+    if (cfg->reloadable == NULL)
+        return CLI_EXIT_FAILURE;
+    if ((status = start_routes(cfg)) != 0)
         return status;
     if (cfg->admin.set && serve_admin_start(cfg, &run->admin) != 0)
         return CLI_EXIT_FAILURE; /* the line saying why is printed */
@@ -450,15 +614,15 @@ static void serve_run_free(serve_run *run)
     serve_admin_stop(run->admin); /* open until here: the very end of the process's work */
     serve_discovery_stop(cfg);    /* the workers have ended: nothing else changes the sets */
     serve_mailboxes_free(cfg);
-    serve_replicas_free(&run->route);
+    serve_conf_unref(cfg->conf); /* the last reference: its routes let their states go */
     if (run->emb_running)
         embedded_stop(&run->emb);
     if (cfg->access_log != NULL && cfg->access_log != stdout)
         (void)fclose(cfg->access_log); /* at exit: nowhere left to report a failed flush */
     tc_metrics_registry_free(cfg->metrics.reg);
-    tc_hedge_adaptive_free(run->route.adaptive);
-    tc_hedge_budget_free(run->route.budget);
     serve_stats_free(cfg->stats);
+    free(cfg->reloadable);
+    uv_mutex_destroy(&cfg->conf_lock);
     settings_target settings = {cfg, &run->route};
     settings_free(&serve_settings, &settings);
     free(run);
@@ -468,8 +632,10 @@ int cmd_serve(int argc, char **argv)
 {
     rt_ignore_signals(); /* before the embedded upstream's and the admin listener's threads */
     serve_run *run = calloc(1, sizeof(*run));
-    if (run == NULL)
+    if (run == NULL || uv_mutex_init(&run->cfg.conf_lock) != 0) {
+        free(run);
         return CLI_EXIT_FAILURE;
+    }
     atomic_init(&run->cfg.conn_count, 0);
     atomic_init(&run->cfg.ready, 1);
     int status = read_settings(run, argc, argv);

@@ -13,12 +13,18 @@
  *   cmd_serve_discovery.c --upstream-discovery dns: the thread that resolves the names and keeps
  *                         the sets in step, and the retiring of a gone replica's connections
  *
- *   cmd_serve_settings.c  the settings table: every flag, its range, default and help
+ *   cmd_serve_config.c    the routes: a configuration (from the flags, or from --config FILE),
+ *                         matching a path to its route, carrying a route's state over a reload,
+ *                         and SIGHUP's reload handed to every worker
  *
- * One serve_config for the process, one serve_route per route (one today, from the flags), one
- * serve_worker per worker thread (its own loop, server, upstream client, metrics shard and
- * batcher); nothing on the request path is shared between workers but the route's hedge delay
- * source, budget and replica sets, which are thread-safe.
+ *   cmd_serve_settings.c  the settings table: every flag and file key, its range, default and help
+ *
+ * One serve_config for the process; one serve_conf for the routes in force (immutable, reference
+ * counted: a reload makes a new one, and a request keeps the one it started with), holding one
+ * serve_route per route (without --config one, `/api/`, from the flags); one serve_worker per
+ * worker thread (its own loop, server, upstream client, metrics shard and batchers); nothing on
+ * the request path is shared between workers but each route's hedge delay source, budget and
+ * replica sets, which are thread-safe.
  */
 #ifndef TAILCUT_APP_CMD_SERVE_H
 #define TAILCUT_APP_CMD_SERVE_H
@@ -29,6 +35,7 @@
 #include "cmd_serve_proxy.h"
 #include "cmd_serve_stats.h"
 #include "common/settings.h"
+#include "common/settings_file.h"
 #include "http/forward_internal.h"
 #include "tailcut/batch.h"
 #include "tailcut/client.h"
@@ -54,8 +61,25 @@ typedef enum endpoint {
     EP_COUNT
 } endpoint;
 
-/* Where /api/metadata/ID lookups are routed: every path with this prefix. */
-#define SERVE_METADATA_PREFIX "/api/metadata/"
+/* A kind: api route's lookups: every path with its prefix and this after it. */
+#define SERVE_METADATA_PATH "metadata/"
+
+/* A route's kind (serve_route.kind); a row's .kinds holds SERVE_KIND_BIT of those it fits. */
+enum { SERVE_KIND_API = 0, SERVE_KIND_PROXY = 1 };
+#define SERVE_KIND_BIT(kind) (1u << (kind))
+extern const settings_word serve_kind_words[]; /* api, proxy */
+
+/* A default that differs by kind (a proxy hedges within a budget by default): the route key's
+ * text as a user types it, parsed by its row like any value. The list ends with key NULL. */
+typedef struct serve_kind_default {
+    int kind;
+    const char *key;
+    const char *def;
+} serve_kind_default;
+extern const serve_kind_default serve_kind_defaults[];
+
+/* The most routes a configuration holds. */
+#define SERVE_MAX_ROUTES 256
 
 /* Metric family ids, filled once at start-up. */
 typedef struct serve_metrics {
@@ -69,6 +93,7 @@ typedef struct serve_metrics {
     uint32_t duration_series[EP_COUNT];
     uint32_t outcome_series[TC_OUTCOME_COUNT];
     uint32_t attempt_duration_series[TC_OUTCOME_COUNT];
+    _Atomic uint64_t reloads_ok, reloads_error; /* tailcut_config_reloads_total (main thread) */
 } serve_metrics;
 
 /* The --forward-header names (deduplicated, never one that --upstream-header sets) and the
@@ -115,10 +140,24 @@ typedef struct serve_replicas {
     serve_rates *rates;            /* the dashboard's attempts/s (cmd_serve_replicas.c) */
 } serve_replicas;
 
+/* What a route keeps across a reload when its name and upstreams (and discovery and ejection)
+ * are unchanged: its replica sets, over its own copies of the URL lists; reference counted by
+ * the routes that use it (cmd_serve_config.c). */
+typedef struct serve_route_state serve_route_state;
+/* The route's delay source (pNN) and budget, kept across a reload while their settings are the
+ * same; reference counted likewise. */
+typedef struct serve_hedging serve_hedging;
+
 /* A route: where its requests go and how they are hedged, batched and bounded (the
  * SETTINGS_ROUTE rows of cmd_serve_settings.c). Without a configuration file there is exactly
- * one, made from the flags; each worker reaches it through serve_worker.route. */
+ * one, `/api/`, made from the flags. Read-only once its configuration is in force. */
 typedef struct serve_route {
+    char *prefix; /* starts with '/'; a prefix ending in '/' matches what starts with it */
+    size_t prefix_len;
+    int kind;            /* SERVE_KIND_API or _PROXY */
+    char *name;          /* the `route` label: the file's name, else the prefix */
+    unsigned index;      /* its place in the configuration */
+    uint64_t timeout_ms; /* a request's deadline without `timeout`; 0: max_timeout_ms */
     /* Each URL is one replica (with discovery, one per address its name resolves to). */
     settings_list upstreams;          /* the embedded simulator's /api/work when none is given */
     settings_list metadata_upstreams; /* where batched lookups go; none: lookups are off */
@@ -145,12 +184,41 @@ typedef struct serve_route {
     uint64_t batch_wait_ms;
     serve_names forward_headers;
     serve_headers upstream_headers;
-    char *prefix; /* starts with '/' (the flags' route: "/api/") */
-    size_t prefix_len;
-    char *name;             /* the `route` label */
-    uint64_t timeout_ms;    /* a request's deadline without one of its own; 0: max_timeout_ms */
-    serve_proxy_conf proxy; /* kind: proxy's own keys (cmd_serve_proxy.h) */
+    serve_route_state *state; /* owns replicas and metadata_replicas */
+    serve_hedging *hedging;   /* owns adaptive and budget */
+    serve_proxy_conf proxy;   /* kind: proxy's own keys (cmd_serve_proxy.h) */
 } serve_route;
+
+/* A worker's share of a configuration: its batcher for each route's lookups (made at the first
+ * one) and the calls it has in flight on the configuration. Only that worker touches it. */
+typedef struct serve_worker serve_worker;
+typedef struct serve_meta_slot {
+    tc_batcher *batcher;
+    serve_worker *sw;
+    const serve_route *route;
+    uint64_t dedup_seen; /* the batcher's dedup hits already added to the metric */
+} serve_meta_slot;
+
+typedef struct serve_conf_share {
+    size_t calls;
+    serve_meta_slot *meta; /* one per route */
+} serve_conf_share;
+
+/* The routes in force: immutable once built, reference counted (the process holds one reference
+ * on the current configuration, each worker one on the one it serves with, each request in
+ * flight one on the one it started with). */
+typedef struct serve_conf {
+    atomic_uint refs;
+    serve_route *routes; /* in the file's order */
+    size_t nroutes;
+    int from_file; /* --config: the metrics and the json access log name the route */
+    struct serve_config *cfg;
+    serve_conf_share *shares; /* one per worker, and the admin listener's last */
+    size_t nshares;
+    /* With --config: the text of each global key in the file (NULL: not there), by row, so that
+     * a reload can tell what changed. */
+    char *global_text[SETTINGS_MAX_ROWS];
+} serve_conf;
 
 /* The process: its listeners, workers, limits, logs and metrics (the SETTINGS_GLOBAL rows of
  * cmd_serve_settings.c), and its routes. */
@@ -160,6 +228,7 @@ typedef struct serve_config {
     char *upstream_ca;
     int http_engine; /* tc_client_engine */
     uint64_t upstream_connections;
+    uint64_t max_body; /* the listener's and the client's: the largest route's */
     uint64_t max_connections;
     uint64_t workers; /* 0 until the flags are read: then the online CPUs */
     uint64_t drain_timeout_ms;
@@ -172,8 +241,15 @@ typedef struct serve_config {
     char *access_log_path; /* --access-log as given: "-", "off" or a file */
     FILE *access_log;
     int access_log_format; /* TC_ACCESS_LOG_TEXT or _JSON */
-    serve_route *routes;   /* one today (serve_run.route) */
+    char *config_path;     /* --config FILE, or NULL */
+    int check;             /* --check: validate and exit */
+    serve_route *routes;   /* the first configuration's (start-up: replica sets, discovery) */
     size_t nroutes;
+    uv_mutex_t conf_lock;      /* guards conf and the workers' reload handles */
+    serve_conf *conf;          /* the configuration new requests take; one reference */
+    serve_worker **reloadable; /* the workers (and the admin listener) a reload reaches */
+    size_t nreloadable;
+    int with_route_label; /* --config: the metric families carry `route` */
     atomic_size_t conn_count;
     atomic_int ready; /* 1 until the first SIGTERM/SIGINT: every listener's /readyz */
     serve_metrics metrics;
@@ -192,16 +268,18 @@ typedef struct serve_forward {
     size_t strings_cap, need, used;
 } serve_forward;
 
-typedef struct serve_worker {
+struct serve_worker {
     serve_config *cfg;
-    serve_route *route; /* the route its requests take (the one route today) */
+    serve_conf *conf;      /* the configuration it serves new requests with; one reference */
+    serve_conf **retiring; /* earlier ones its calls still use; a reference each */
+    size_t nretiring;
+    uv_async_t reload; /* a new configuration is in force: take it */
+    int reload_open;
     tc_server *srv;
     tc_client *client;
     tc_metrics_shard *shard;
     uint64_t queue_waits_seen; /* client's queued count already added to the metric */
     uint64_t stale_retries_seen;
-    tc_batcher *batcher;           /* coalesces /api/metadata lookups */
-    uint64_t dedup_seen;           /* batcher's dedup hits already added to the metric */
     tc_server_stats rejected_seen; /* the server's rejections already added to the metric */
     serve_stats_shard *stats;
     uv_timer_t tick; /* publishes the pool's use (dashboard) and the rejections (metrics) */
@@ -210,11 +288,13 @@ typedef struct serve_worker {
     int mailbox_open;
     int admin; /* the --admin-listen listener's (it has no client and no batcher) */
     serve_forward fwd;
-} serve_worker;
+};
 
 /* One /api/... endpoint request in flight. */
 typedef struct serve_call {
     serve_worker *sw;
+    serve_conf *conf;         /* the configuration it started with: one reference */
+    const serve_route *route; /* in conf */
     tc_request *req;
     tc_future *work; /* the hedge, or for /api/metadata the batched lookup within the deadline */
     endpoint ep;
@@ -242,17 +322,18 @@ typedef struct serve_call {
 
 /* Answers an error before any attempt (and counts it). The attempt endpoints say so in
  * X-Tailcut-Attempts: 0, like every answer of theirs. */
-void serve_respond_error(serve_worker *sw, tc_request *req, endpoint ep, int status,
-                         const char *code, const char *message);
+void serve_respond_error(serve_worker *sw, const serve_route *route, tc_request *req, endpoint ep,
+                         int status, const char *code, const char *message);
 
-/* Reads the request's `timeout` parameter into *timeout_ms: the value asked for, else
- * --max-timeout (or, when required, a 400). Returns 0, or -1 once it has answered 400. */
-int serve_call_timeout(serve_worker *sw, tc_request *req, endpoint ep, int required,
-                       uint64_t *timeout_ms);
+/* Reads the request's `timeout` parameter into *timeout_ms: the value asked for, else the
+ * route's timeout_ms (or, when required, a 400). Returns 0, or -1 once it has answered 400. */
+int serve_call_timeout(serve_worker *sw, const serve_route *route, tc_request *req, endpoint ep,
+                       int required, uint64_t *timeout_ms);
 
 /* A new call for the request, its work not started yet. Returns NULL once it has answered 503
  * overloaded. */
-serve_call *serve_call_new(serve_worker *sw, tc_request *req, endpoint ep, uint64_t timeout_ms);
+serve_call *serve_call_new(serve_worker *sw, const serve_route *route, tc_request *req, endpoint ep,
+                           uint64_t timeout_ms);
 
 /* The call's work has started: count it in flight, cancel it if the client leaves, and run done
  * when it ends (done finishes the request and frees the call with serve_call_free). */
@@ -261,9 +342,12 @@ void serve_call_watch(serve_call *call, tc_future_cb done);
  * serve_call_watch does first, for a caller that watches its work itself (the proxy). */
 void serve_call_count_in_flight(serve_call *call);
 void serve_call_free(serve_call *call);
+/* Frees a call whose work never started (nothing counted it in flight). */
+void serve_call_abandon(serve_call *call);
 
 /* /api/smart, /api/first, /api/all and /api/within-timeout. */
-void serve_handle_attempts(serve_worker *sw, tc_request *req, endpoint ep);
+void serve_handle_attempts(serve_worker *sw, const serve_route *route, tc_request *req,
+                           endpoint ep);
 
 /* ---- cmd_serve_forward.c ---- */
 
@@ -278,7 +362,7 @@ void serve_headers_free(void *field);
 /* After the last setting: a name both forwarded and set by --upstream-header is only set. */
 void serve_forward_finish(serve_route *route);
 
-void serve_forward_init(serve_forward *fw, const serve_route *route);
+void serve_forward_init(serve_forward *fw);
 void serve_forward_free(serve_forward *fw);
 /* Fills creq->url, ->headers and ->nheaders for every attempt of req: the route's first
  * upstream URL with the client's query (tc__forward_url; serve_attempt_prepare gives a replica
@@ -304,12 +388,20 @@ int serve_replica_label(const char *url, const char *connect_to, char *out, size
 int serve_replica_new(serve_replica **out, unsigned url_index, const char *url,
                       const char *connect_to);
 
-/* The route's sets: its upstreams', and its metadata upstreams' when it has any, with one
- * replica per URL (with discovery, per URL whose host is an address: names get theirs from
- * cmd_serve_discovery.c). Returns 0 or a TC_E* code. */
-int serve_replicas_start(serve_route *route);
-/* Once nothing uses the sets (the workers and discovery have ended). */
-void serve_replicas_free(serve_route *route);
+/* The route's state: its own copies of the URL lists and its sets over them, its upstreams'
+ * and its metadata upstreams' when it has any, with one replica per URL (with discovery, per URL
+ * whose host is an address: names get theirs from cmd_serve_discovery.c); route->state, its
+ * replicas and metadata_replicas are set. Returns 0 or a TC_E* code. */
+int serve_route_state_new(serve_route *route);
+/* 1 if st can serve route after a reload: the same name, URL lists, discovery and ejection. */
+int serve_route_state_fits(const serve_route_state *st, const serve_route *route);
+/* route takes st (one more reference) and its sets. */
+void serve_route_state_adopt(serve_route *route, serve_route_state *st);
+void serve_route_state_ref(serve_route_state *st);
+/* Drops a reference; the last frees the sets (nothing uses them any more). NULL is fine. */
+void serve_route_state_unref(serve_route_state *st);
+/* The state's sets, for discovery (which watches them while the process runs). */
+serve_replicas *serve_route_state_set(serve_route_state *st, int metadata);
 
 /* The hedge's prepare hook (src/policy/hedge.c fire), data the serve_call: aims an attempt at
  * its replica (its URL, built once per request, and its address) and, when the access log names
@@ -322,9 +414,9 @@ const char *serve_call_replica(const serve_call *call, const tc_hedge_result *r)
 /* Gives back what the call holds: its replica references and built URLs. */
 void serve_call_release(serve_call *call);
 
-/* /metrics: the replica families of the route's sets (CONTRACT section 7), appended to b.
- * Returns 0 or the tc__buf error. */
-int serve_replicas_metrics(const serve_route *route, tc__buf *b);
+/* /metrics: the replica families of the routes' sets (CONTRACT section 7; with_route: each
+ * series names its route first), appended to b. Returns 0 or the tc__buf error. */
+int serve_replicas_metrics(const serve_route *routes, size_t nroutes, int with_route, tc__buf *b);
 /* Once a second (worker 0's tick, second sec of the dashboard's clock): samples every set's
  * counters, from which /dashboard/stats gives each replica's attempts/s and success ratio. */
 void serve_replicas_tick(const serve_route *route, uint64_t sec);
@@ -359,14 +451,63 @@ int serve_mailboxes_retire(serve_config *cfg, const char *url, const char *conne
 
 /* ---- cmd_serve_metadata.c ---- */
 
-/* The worker's batcher for /api/metadata lookups, sending to --metadata-upstream. */
-int serve_metadata_batcher_new(serve_worker *sw, uv_loop_t *loop);
-void serve_handle_metadata(serve_worker *sw, tc_request *req);
+/* {prefix}metadata/ID: through the worker's batcher for the route (made at its first lookup). */
+void serve_handle_metadata(serve_worker *sw, const serve_route *route, tc_request *req);
+/* Closes a worker's batchers of a configuration (on the worker's thread). */
+void serve_metadata_close(serve_conf_share *share, size_t nroutes);
 
 /* ---- cmd_serve.c ---- */
 
 /* Every request of a serve listener (main or admin) comes here and is routed. */
 void serve_handle(tc_request *req, void *data);
+
+/* Where a kind: proxy route's requests go (cmd_serve_proxy.h declares what the proxy exports). */
+void serve_route_proxy(serve_worker *sw, const serve_route *route, tc_request *req);
+
+/* ---- cmd_serve_config.c ---- */
+
+/* The route of path (as received, not percent-decoded: path[0..len)): the longest prefix that
+ * matches (a prefix ending in '/' matches every path that starts with it; another matches
+ * itself and what follows it after a '/'), or NULL. Any thread; conf is immutable. */
+const serve_route *serve_route_match(const serve_conf *conf, const char *path, size_t len);
+
+void serve_conf_ref(serve_conf *conf);
+/* Drops a reference; the last frees the configuration (its routes drop their states). */
+void serve_conf_unref(serve_conf *conf);
+
+/* The configuration of the flags: one route `/api/` (kind api) that takes over route's settings
+ * (route is zeroed). Returns 0 or TC_ENOMEM. */
+int serve_conf_from_flags(serve_config *cfg, serve_route *route, serve_conf **out);
+
+/* Reads cfg->config_path into a new configuration, and its global keys into globals (whose
+ * command-line values, argv, are applied again over the file's: the flags win). Binds and
+ * resolves nothing. Returns 0, or -1 with e's message (a one-line error, without "tailcut: "). */
+int serve_conf_load(serve_config *cfg, serve_config *globals, int argc, char **argv,
+                    serve_conf **out, settings_file_error *e);
+
+/* Makes each route's state (replica sets) and hedging, taking them over from old's routes where
+ * they fit (old may be NULL). Returns 0 or a TC_E* code. */
+int serve_conf_start(serve_conf *conf, const serve_conf *old);
+
+/* The worker's share of its configuration (its batchers, its calls in flight). */
+serve_conf_share *serve_conf_share_of(serve_worker *sw, serve_conf *conf);
+
+/* On the worker's thread: registers it for reloads (its uv_async on loop) / closes that. */
+int serve_reload_open(serve_worker *sw, uv_loop_t *loop);
+void serve_reload_close(serve_worker *sw);
+/* A request's hold on the configuration it starts with (at its head, on the worker's thread):
+ * take returns the worker's configuration in force with one reference and one call counted;
+ * give, when the request ends, drops both (a configuration no longer in force whose last call
+ * this was lets the worker's batchers of it go). The request's route stays valid in between. */
+serve_conf *serve_conf_take(serve_worker *sw);
+void serve_conf_give(serve_worker *sw, serve_conf *conf);
+/* A call of the worker on conf has ended: a configuration no longer in force whose last call
+ * this was lets its batchers go. */
+void serve_conf_call_done(serve_worker *sw, serve_conf *conf);
+/* On the main thread, at SIGHUP: reads the file again; a valid one becomes the configuration
+ * in force and every worker takes it; an invalid one changes nothing. Prints the stderr line
+ * and counts tailcut_config_reloads_total. argc/argv: the command line, which wins. */
+void serve_reload(serve_config *cfg, int argc, char **argv, uint64_t given);
 
 /* ---- cmd_serve_dashboard.c ---- */
 
@@ -388,13 +529,20 @@ void serve_admin_stop(serve_admin *a);
 
 /* Creates the dashboard's history (cfg->stats) for cfg->workers. Returns 0 or a TC_E* code. */
 int serve_stats_define(serve_config *cfg);
-/* Defines every metric family and series of the process. Returns 0 or a TC_E* code. */
-int serve_metrics_define(serve_metrics *m);
-/* Counts a finished request: by endpoint and status, and its latency (if ready_ns != 0). */
-void serve_count_request(serve_worker *sw, endpoint ep, int status, uint64_t ready_ns);
+/* Defines every metric family and series of the process (with_route: the route label first on
+ * the per-request, hedge, budget and replica families). Returns 0 or a TC_E* code. */
+int serve_metrics_define(serve_metrics *m, int with_route);
+/* Counts a finished request: by endpoint and status (and with --config its route: NULL for
+ * tailcut's own paths and unmatched requests), and its latency (if ready_ns != 0). */
+void serve_count_request(serve_worker *sw, const serve_route *route, endpoint ep, int status,
+                         uint64_t ready_ns);
+/* The series of a family for a route's request (with --config the route's name is its first
+ * label): fixed is the series without --config. */
+uint32_t serve_series(serve_worker *sw, uint32_t family, const serve_route *route,
+                      const char *value, uint32_t fixed);
 /* Adds the connections the worker's server rejected since the last call (on its tick). */
 void serve_count_rejections(serve_worker *sw);
-/* The hedge's observer (tc_hedge_policy.observe, data = the serve_worker). */
+/* The hedge's observer (tc_hedge_policy.observe, data = the serve_call). */
 void serve_count_attempts(const tc_hedge_result *r, void *data);
 /* Publishes the worker's upstream pool: its use to the dashboard, and what its client counted
  * since the last call (queue waits, stale-connection re-sends) to the metrics. */

@@ -13,55 +13,76 @@
 #include "base/fmt.h"
 #include "cmd_serve.h"
 
-void serve_respond_error(serve_worker *sw, tc_request *req, endpoint ep, int status,
-                         const char *code, const char *message)
+void serve_respond_error(serve_worker *sw, const serve_route *route, tc_request *req, endpoint ep,
+                         int status, const char *code, const char *message)
 {
     static const tc_server_header no_attempts = {"X-Tailcut-Attempts", "0"};
     int attempt_endpoint = ep == EP_SMART || ep == EP_FIRST || ep == EP_ALL || ep == EP_WITHIN;
-    serve_count_request(sw, ep, status, tc_request_ready_ns(req));
+    serve_count_request(sw, route, ep, status, tc_request_ready_ns(req));
+    if (sw->conf->from_file)
+        tc_request_set_route(req, route != NULL ? route->name : "");
     if (attempt_endpoint)
         tc_request_set_attempts(req, 0);
     tc_request_respond_error_with(req, status, code, message, &no_attempts,
                                   attempt_endpoint ? 1 : 0);
 }
 
-int serve_call_timeout(serve_worker *sw, tc_request *req, endpoint ep, int required,
-                       uint64_t *timeout_ms)
+int serve_call_timeout(serve_worker *sw, const serve_route *route, tc_request *req, endpoint ep,
+                       int required, uint64_t *timeout_ms)
 {
-    uint64_t max_ms = sw->route->max_timeout_ms;
+    uint64_t max_ms = route->max_timeout_ms;
     tc_str query = tc_request_query(req);
     int present = 0;
     const char *why = NULL;
     *timeout_ms = max_ms;
     if (tc_query_timeout(query.base, query.len, max_ms, timeout_ms, &present, &why) != 0) {
-        serve_respond_error(sw, req, ep, 400, "bad_request", why);
+        serve_respond_error(sw, route, req, ep, 400, "bad_request", why);
         return -1;
     }
     if (!present && required) {
-        serve_respond_error(sw, req, ep, 400, "bad_request",
+        serve_respond_error(sw, route, req, ep, 400, "bad_request",
                             "timeout is required on this endpoint");
         return -1;
     }
     if (!present)
-        *timeout_ms = max_ms;
+        *timeout_ms = route->timeout_ms != 0 ? route->timeout_ms : max_ms;
     return 0;
 }
 
-serve_call *serve_call_new(serve_worker *sw, tc_request *req, endpoint ep, uint64_t timeout_ms)
+serve_call *serve_call_new(serve_worker *sw, const serve_route *route, tc_request *req, endpoint ep,
+                           uint64_t timeout_ms)
 {
     serve_call *call = calloc(1, sizeof(*call));
     if (call == NULL) {
-        serve_respond_error(sw, req, ep, 503, "overloaded", "out of memory");
+        serve_respond_error(sw, route, req, ep, 503, "overloaded", "out of memory");
         return NULL;
     }
     call->sw = sw;
+    /* The configuration it started with, to its end, whatever a reload does meanwhile. */
+    call->conf = serve_conf_take(sw);
+    call->route = route;
     call->req = req;
     call->ep = ep;
     call->timeout_ms = timeout_ms;
     /* the replicas' own URLs with the client's query: each may grow by 3 bytes a query byte */
     tc__buf_init(&call->urls, NULL, 0,
-                 TC_HEDGE_MAX_ATTEMPTS * (sw->route->url_max + 3 * (size_t)TC_SERVER_MAX_URI + 16));
+                 TC_HEDGE_MAX_ATTEMPTS * (route->url_max + 3 * (size_t)TC_SERVER_MAX_URI + 16));
     return call;
+}
+
+/* Gives back what serve_call_new took (its configuration), without the in-flight counts. */
+static void call_end(serve_call *call)
+{
+    serve_worker *sw = call->sw;
+    serve_conf *conf = call->conf;
+    serve_call_release(call);
+    free(call);
+    serve_conf_give(sw, conf);
+}
+
+void serve_call_abandon(serve_call *call)
+{
+    call_end(call);
 }
 
 void serve_call_free(serve_call *call)
@@ -70,8 +91,7 @@ void serve_call_free(serve_call *call)
                          TC_METRICS_SERIES_DEFAULT, -1);
     serve_stats_in_flight(call->sw->stats, -1);
     tc_future_unref(call->work);
-    serve_call_release(call);
-    free(call);
+    call_end(call);
 }
 
 static void on_client_gone(tc_request *req, void *data)
@@ -100,7 +120,8 @@ void serve_call_watch(serve_call *call, tc_future_cb done)
     if (tc_future_on_done(call->work, done, call) != 0) {
         tc_future_cancel(call->work);
         tc_request_on_abort(call->req, NULL, NULL);
-        serve_respond_error(sw, call->req, call->ep, 503, "overloaded", "out of memory");
+        serve_respond_error(sw, call->route, call->req, call->ep, 503, "overloaded",
+                            "out of memory");
         serve_call_free(call);
     }
 }
@@ -165,7 +186,7 @@ static void on_hedge_done(tc_future *f, void *data)
 
     if (tc_future_state_of(f) != TC_FUTURE_FULFILLED) {
         /* Cancelled: the client went away. Nothing to send. */
-        serve_count_request(sw, call->ep, 499, ready_ns);
+        serve_count_request(sw, call->route, call->ep, 499, ready_ns);
         tc_request_drop(req, 0);
         serve_call_free(call);
         return;
@@ -186,29 +207,27 @@ static void on_hedge_done(tc_future *f, void *data)
     (void)write_body(&body, call, r, msg, attempts);
     body.p = malloc(body.len + 1);
     if (body.p == NULL) {
-        serve_respond_error(sw, req, call->ep, 503, "overloaded", "out of memory");
+        serve_respond_error(sw, call->route, req, call->ep, 503, "overloaded", "out of memory");
     } else {
         body.len = 0;
         int status = write_body(&body, call, r, msg, attempts);
-        serve_count_request(sw, call->ep, status, ready_ns);
+        serve_count_request(sw, call->route, call->ep, status, ready_ns);
         tc_request_respond(req, status, "application/json", &hdr, 1, body.p, body.len);
     }
     free(body.p);
     serve_call_free(call);
 }
 
-void serve_handle_attempts(serve_worker *sw, tc_request *req, endpoint ep)
+void serve_handle_attempts(serve_worker *sw, const serve_route *route, tc_request *req, endpoint ep)
 {
-    const serve_route *route = sw->route;
     uint64_t timeout_ms;
-    if (serve_call_timeout(sw, req, ep, ep == EP_WITHIN, &timeout_ms) != 0)
+    if (serve_call_timeout(sw, route, req, ep, ep == EP_WITHIN, &timeout_ms) != 0)
         return;
 
     tc_hedge_policy policy;
     tc_hedge_policy_init(&policy);
     policy.deadline_ms = tc_request_ready_ms(req) + timeout_ms;
     policy.observe = serve_count_attempts; /* called from src/policy/hedge.c observe */
-    policy.observe_data = sw;
     policy.replicas = route->replicas->set;
     policy.prepare = serve_attempt_prepare; /* called from src/policy/hedge.c replica_choose */
     switch (ep) {
@@ -234,10 +253,13 @@ void serve_handle_attempts(serve_worker *sw, tc_request *req, endpoint ep)
         policy.extra = 0;
         break;
     }
-    serve_call *call = serve_call_new(sw, req, ep, timeout_ms);
+    serve_call *call = serve_call_new(sw, route, req, ep, timeout_ms);
     if (call == NULL)
         return;
+    if (sw->conf->from_file)
+        tc_request_set_route(req, route->name);
     policy.prepare_data = call;
+    policy.observe_data = call;
     /* Built for the first URL; serve_attempt_prepare aims each attempt at its replica. */
     tc_client_request creq = {.url = route->upstreams.v[0], .max_body = route->max_body};
     /* The id the upstream sees as X-Request-Id (the one place that picks it). */
@@ -246,9 +268,8 @@ void serve_handle_attempts(serve_worker *sw, tc_request *req, endpoint ep)
     if (err == 0)
         err = tc_hedge_start(&call->work, sw->client, &creq, &policy);
     if (err != 0) {
-        serve_call_release(call);
-        free(call);
-        serve_respond_error(sw, req, ep, 503, "overloaded", tc_strerror(err));
+        serve_call_abandon(call);
+        serve_respond_error(sw, route, req, ep, 503, "overloaded", tc_strerror(err));
         return;
     }
     serve_call_watch(call, on_hedge_done);

@@ -29,7 +29,7 @@ void serve_handle_dashboard(serve_worker *sw, tc_request *req)
         {"Referrer-Policy", "no-referrer"},
         {"Cache-Control", "no-store"},
     };
-    serve_count_request(sw, EP_DASHBOARD, 200, tc_request_ready_ns(req));
+    serve_count_request(sw, NULL, EP_DASHBOARD, 200, tc_request_ready_ns(req));
     tc_request_respond(req, 200, "text/html; charset=utf-8", headers,
                        sizeof(headers) / sizeof(headers[0]), (const char *)serve_dashboard_page,
                        serve_dashboard_page_len);
@@ -46,7 +46,8 @@ void serve_handle_stats(serve_worker *sw, tc_request *req)
 {
     static const tc_server_header headers[] = {{"Cache-Control", "no-store"}};
     serve_config *cfg = sw->cfg;
-    const serve_route *route = sw->route;
+    /* the first route's hedging (without --config, the one route) */
+    const serve_route *route = &sw->conf->routes[0];
     serve_stats_now now;
     memset(&now, 0, sizeof(now));
     now.time_ms = wall_ms();
@@ -70,10 +71,10 @@ void serve_handle_stats(serve_worker *sw, tc_request *req)
         err = serve_stats_json(cfg->stats, serve_stats_now_sec(cfg->stats), &now, &json, &len);
     tc__buf_reset(&replicas);
     if (err != 0) {
-        serve_respond_error(sw, req, EP_STATS, 503, "overloaded", "out of memory");
+        serve_respond_error(sw, NULL, req, EP_STATS, 503, "overloaded", "out of memory");
         return;
     }
-    serve_count_request(sw, EP_STATS, 200, tc_request_ready_ns(req));
+    serve_count_request(sw, NULL, EP_STATS, 200, tc_request_ready_ns(req));
     tc_request_respond(req, 200, "application/json", headers, 1, json, len);
     free(json);
 }
@@ -89,7 +90,8 @@ static void on_tick(uv_timer_t *t)
     serve_count_rejections(sw);
     serve_count_pool(sw);
     if (sw->index == 0 && !sw->admin)
-        serve_replicas_tick(sw->route, serve_stats_now_sec(sw->cfg->stats));
+        for (size_t i = 0; i < sw->conf->nroutes; i++)
+            serve_replicas_tick(&sw->conf->routes[i], serve_stats_now_sec(sw->cfg->stats));
 }
 
 void serve_tick_start(serve_worker *sw, uv_loop_t *loop)
@@ -130,6 +132,7 @@ static void on_admin_stop(uv_async_t *h)
     if (a->sw.srv != NULL)
         tc_server_close(a->sw.srv, on_admin_closed, a);
     serve_tick_stop(&a->sw);
+    serve_reload_close(&a->sw);
     uv_close((uv_handle_t *)&a->stop, NULL);
 }
 
@@ -143,10 +146,11 @@ static void admin_main(void *arg)
     sc.port = cfg->admin.port;
     /* its own small cap: a full main listener must not lock the operator out */
     sc.max_connections = 64;
-    sc.max_body = a->sw.route->max_body;
+    sc.max_body = cfg->max_body;
     sc.access_log = cfg->access_log;
     sc.access_log_format = cfg->access_log_format;
     sc.access_log_replica = cfg->log_replica; /* one shape of line for the whole log */
+    sc.access_log_route = cfg->with_route_label;
     sc.ready_path = "/readyz"; /* the process's one readiness, as on the main listener */
     sc.ready = &cfg->ready;
     sc.header_timeout_ms = cfg->header_timeout_ms;
@@ -156,6 +160,8 @@ static void admin_main(void *arg)
     a->err = tc_metrics_shard_new(cfg->metrics.reg, &a->sw.shard);
     if (a->err == 0)
         a->err = tc_server_new(&a->sw.srv, &a->th.loop, &sc);
+    if (a->err == 0)
+        a->err = serve_reload_open(&a->sw, &a->th.loop);
     if (a->err == 0) {
         uv_async_init(&a->th.loop, &a->stop, on_admin_stop);
         a->stop.data = a;
@@ -172,7 +178,8 @@ int serve_admin_start(serve_config *cfg, serve_admin **out)
     if (a == NULL)
         return TC_ENOMEM;
     a->sw.cfg = cfg;
-    a->sw.route = &cfg->routes[0]; /* its /metrics and dashboard show the route's hedging */
+    a->sw.conf = cfg->conf; /* its /metrics and dashboard show the routes' hedging */
+    serve_conf_ref(a->sw.conf);
     a->sw.admin = 1;
     a->sw.stats = serve_stats_shard_at(cfg->stats, (unsigned)cfg->workers);
     int err = rt_thread_start(&a->th, admin_main, a);
@@ -183,6 +190,7 @@ int serve_admin_start(serve_config *cfg, serve_admin **out)
     if (err != 0) { /* word for word the runtime's line for --listen */
         (void)fprintf(stderr, "tailcut: cannot listen on %s:%d: %s\n", cfg->admin.host,
                       cfg->admin.port, tc_strerror(err));
+        serve_conf_unref(a->sw.conf);
         free(a);
         return err;
     }
@@ -199,5 +207,9 @@ void serve_admin_stop(serve_admin *a)
         return;
     uv_async_send(&a->stop);
     uv_thread_join(&a->th.thread);
+    for (size_t i = 0; i < a->sw.nretiring; i++)
+        serve_conf_unref(a->sw.retiring[i]);
+    free(a->sw.retiring);
+    serve_conf_unref(a->sw.conf);
     free(a);
 }

@@ -61,6 +61,8 @@ struct serve_discovery {
     uv_async_t stop;
     uv_timer_t first_wait;
     serve_config *cfg;
+    serve_route_state **states; /* the routes watched: a reference each, so their sets stay */
+    size_t nstates;
     watch *watches;
     size_t nwatches;
     size_t first_pending; /* watches whose first resolution has not ended */
@@ -271,7 +273,7 @@ static void on_first_wait(uv_timer_t *t)
 
 static const char *flag_of(const watch *w)
 {
-    return w->set == w->d->cfg->routes[0].metadata_replicas ? "--metadata-upstream" : "--upstream";
+    return strcmp(w->set->name, "metadata") == 0 ? "--metadata-upstream" : "--upstream";
 }
 
 /* The resolution's addresses, as text, once each, in the order given (IPv6 link-local ones,
@@ -450,6 +452,9 @@ static int watch_set(serve_discovery *d, serve_replicas *r, const serve_route *r
 
 static void discovery_free(serve_discovery *d)
 {
+    for (size_t i = 0; i < d->nstates; i++)
+        serve_route_state_unref(d->states[i]);
+    free(d->states);
     for (size_t i = 0; i < d->nwatches; i++)
         free(d->watches[i].addrs);
     free(d->watches);
@@ -458,16 +463,30 @@ static void discovery_free(serve_discovery *d)
 
 int serve_discovery_start(serve_config *cfg)
 {
-    serve_route *route = &cfg->routes[0];
-    if (route->discovery != SERVE_DISCOVERY_DNS)
+    size_t ndns = 0;
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        ndns += cfg->routes[i].discovery == SERVE_DISCOVERY_DNS;
+    if (ndns == 0)
         return 0;
     serve_discovery *d = calloc(1, sizeof(*d));
-    if (d == NULL)
+    if (d == NULL || (d->states = calloc(ndns, sizeof(serve_route_state *))) == NULL) {
+        free(d);
         return TC_ENOMEM;
+    }
     d->cfg = cfg;
-    int err = watch_set(d, route->replicas, route);
-    if (err == 0)
-        err = watch_set(d, route->metadata_replicas, route);
+    int err = 0;
+    /* Every route with discovery at start (a reload cannot add one): each state it watches is
+     * held until discovery stops, whatever reloads do to the routes. */
+    for (size_t i = 0; i < cfg->nroutes && err == 0; i++) {
+        serve_route *route = &cfg->routes[i];
+        if (route->discovery != SERVE_DISCOVERY_DNS)
+            continue;
+        serve_route_state_ref(route->state);
+        d->states[d->nstates++] = route->state;
+        err = watch_set(d, route->replicas, route);
+        if (err == 0)
+            err = watch_set(d, route->metadata_replicas, route);
+    }
     if (err == 0 && d->nwatches > 0)
         err = serve_mailboxes_new(cfg);
     if (err == 0 && d->nwatches > 0)

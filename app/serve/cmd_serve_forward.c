@@ -222,11 +222,10 @@ void serve_headers_free(void *field)
 
 /* ---- per request ---------------------------------------------------------------------------- */
 
-void serve_forward_init(serve_forward *fw, const serve_route *route)
+void serve_forward_init(serve_forward *fw)
 {
     memset(fw, 0, sizeof(*fw));
-    /* Every byte of the client's query may become %HH. */
-    tc__buf_init(&fw->url, NULL, 0, route->url_max + 3 * (size_t)TC_SERVER_MAX_URI + 16);
+    tc__buf_init(&fw->url, NULL, 0, 0); /* its limit is each request's route's */
 }
 
 void serve_forward_free(serve_forward *fw)
@@ -320,6 +319,8 @@ int serve_forward_build(serve_forward *fw, const serve_route *route, const tc_re
     creq->url = upstream;
     if (query.len > 0) {
         fw->url.len = 0;
+        /* Every byte of the client's query may become %HH. */
+        fw->url.max = route->url_max + 3 * (size_t)TC_SERVER_MAX_URI + 16;
         long added = tc__forward_url(&fw->url, upstream, query.base, query.len);
         if (added < 0)
             return (int)added;

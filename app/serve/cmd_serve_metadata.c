@@ -21,6 +21,7 @@
  * writes the batch's URL for the replica of each send, once per URL. */
 typedef struct meta_call {
     serve_worker *sw;
+    const serve_route *route;
     tc_batch *batch;
     unsigned sends;
     long url_index; /* the URL url holds: its replicas' url_index, -1 for none yet */
@@ -130,8 +131,9 @@ static void on_meta_response(tc_future *f, void *data)
 /* The batcher's dispatch: one upstream GET with every distinct ID of the batch. */
 static void metadata_dispatch(tc_batch *batch, void *data)
 {
-    serve_worker *sw = data;
-    const serve_route *route = sw->route;
+    serve_meta_slot *slot = data;
+    serve_worker *sw = slot->sw;
+    const serve_route *route = slot->route;
     serve_metrics *m = &sw->cfg->metrics;
     size_t n = tc_batch_size(batch);
     tc_metrics_counter_add(sw->shard, m->batches, TC_METRICS_SERIES_DEFAULT, 1);
@@ -146,6 +148,7 @@ static void metadata_dispatch(tc_batch *batch, void *data)
         return;
     }
     mc->sw = sw;
+    mc->route = route;
     mc->batch = batch;
     mc->url_index = -1;
     /* A batched call is not an attempt (nothing counts or numbers it): a reused connection that
@@ -189,15 +192,15 @@ static void on_meta_done(tc_future *f, void *data)
 
     if (tc_future_state_of(f) == TC_FUTURE_FULFILLED) {
         const tc_batch_bytes *v = tc_future_value(f);
-        serve_count_request(sw, EP_METADATA, 200, tc_request_ready_ns(req));
+        serve_count_request(sw, call->route, EP_METADATA, 200, tc_request_ready_ns(req));
         tc_request_respond(req, 200, "application/json", NULL, 0, v->data, v->len);
     } else if (tc_future_state_of(f) == TC_FUTURE_CANCELLED) {
         if (tc_request_aborted(req)) {
-            serve_count_request(sw, EP_METADATA, 499, tc_request_ready_ns(req));
+            serve_count_request(sw, call->route, EP_METADATA, 499, tc_request_ready_ns(req));
             tc_request_drop(req, 0);
         } else {
             /* the batcher was closed under the lookup: the worker is stopping */
-            serve_respond_error(sw, req, EP_METADATA, 503, "shutting_down",
+            serve_respond_error(sw, call->route, req, EP_METADATA, 503, "shutting_down",
                                 "the server is stopping");
         }
     } else {
@@ -205,13 +208,13 @@ static void on_meta_done(tc_future *f, void *data)
         if (err == TC_ETIMEDOUT) {
             (void)snprintf(msg, sizeof(msg), "no answer for ID %s within %llu ms", call->id,
                            (unsigned long long)call->timeout_ms);
-            serve_respond_error(sw, req, EP_METADATA, 504, "timeout", msg);
+            serve_respond_error(sw, call->route, req, EP_METADATA, 504, "timeout", msg);
         } else if (err == TC_EMISSING) {
             (void)snprintf(msg, sizeof(msg), "no metadata for ID %s", call->id);
-            serve_respond_error(sw, req, EP_METADATA, 404, "not_found", msg);
+            serve_respond_error(sw, call->route, req, EP_METADATA, 404, "not_found", msg);
         } else if (err == TC_ECLOSED || err == TC_ECANCELED) {
             /* the batcher or the upstream client was closed under the lookup: stopping */
-            serve_respond_error(sw, req, EP_METADATA, 503, "shutting_down",
+            serve_respond_error(sw, call->route, req, EP_METADATA, 503, "shutting_down",
                                 "the server is stopping");
         } else {
             /* the batch's upstream call failed; like the other endpoints' 502, with "attempts" */
@@ -221,7 +224,7 @@ static void on_meta_done(tc_future *f, void *data)
                          "{\"success\":false,\"error\":\"upstream_failed\",\"message\":\"%s\","
                          "\"attempts\":1}",
                          tc_future_message(f));
-            serve_count_request(sw, EP_METADATA, 502, tc_request_ready_ns(req));
+            serve_count_request(sw, call->route, EP_METADATA, 502, tc_request_ready_ns(req));
             tc_request_respond(req, 502, "application/json", NULL, 0, body,
                                blen > 0 && (size_t)blen < sizeof(body) ? (size_t)blen : 0);
         }
@@ -229,25 +232,56 @@ static void on_meta_done(tc_future *f, void *data)
     serve_call_free(call);
 }
 
-void serve_handle_metadata(serve_worker *sw, tc_request *req)
+/* The worker's batcher for the route's lookups, made at its first one. */
+static tc_batcher *route_batcher(serve_worker *sw, const serve_route *route, uv_loop_t *loop)
 {
-    if (sw->route->metadata_replicas == NULL) {
+    serve_meta_slot *slot = &serve_conf_share_of(sw, sw->conf)->meta[route->index];
+    if (slot->batcher != NULL)
+        return slot->batcher;
+    tc_batcher_config bc;
+    tc_batcher_config_init(&bc);
+    bc.max_batch = (size_t)route->batch_max;
+    bc.max_wait_ms = route->batch_wait_ms;
+    bc.max_key_len = TC_ID_MAX;
+    bc.dispatch = metadata_dispatch; /* called from src/policy/batch.c batch_send */
+    bc.data = slot;
+    slot->sw = sw;
+    slot->route = route;
+    if (tc_batcher_new(&slot->batcher, loop, &bc) != 0)
+        slot->batcher = NULL;
+    return slot->batcher;
+}
+
+void serve_metadata_close(serve_conf_share *share, size_t nroutes)
+{
+    for (size_t i = 0; i < nroutes; i++) {
+        if (share->meta[i].batcher != NULL)
+            tc_batcher_close(share->meta[i].batcher, NULL, NULL);
+        share->meta[i].batcher = NULL;
+    }
+}
+
+void serve_handle_metadata(serve_worker *sw, const serve_route *route, tc_request *req)
+{
+    if (route->metadata_replicas == NULL) {
         serve_respond_error(
-            sw, req, EP_METADATA, 404, "not_found",
-            "metadata lookups are off: start tailcut serve with --metadata-upstream URL");
+            sw, route, req, EP_METADATA, 404, "not_found",
+            sw->conf->from_file
+                ? "metadata lookups are off: this route has no metadata_upstreams"
+                : "metadata lookups are off: start tailcut serve with --metadata-upstream URL");
         return;
     }
     tc_str path = tc_request_path(req);
     uint64_t timeout_ms;
-    if (serve_call_timeout(sw, req, EP_METADATA, 0, &timeout_ms) != 0)
+    if (serve_call_timeout(sw, route, req, EP_METADATA, 0, &timeout_ms) != 0)
         return;
 
     char id[TC_ID_MAX + 1];
-    size_t prefix = sizeof(SERVE_METADATA_PREFIX) - 1;
+    size_t prefix = route->prefix_len + sizeof(SERVE_METADATA_PATH) - 1;
     long id_len = tc_url_decode(path.base + prefix, path.len - prefix, id, sizeof(id), 0);
     if (id_len < 0 || !tc_id_valid(id, (size_t)id_len)) {
         serve_respond_error(
-            sw, req, EP_METADATA, 400, "bad_request",
+            sw, route, req, EP_METADATA, 400, "bad_request",
             "IDs are 1 to 128 characters of [A-Za-z0-9_.-] (after percent-decoding)");
         return;
     }
@@ -260,54 +294,50 @@ void serve_handle_metadata(serve_worker *sw, tc_request *req)
         char msg[256];
         (void)snprintf(msg, sizeof(msg), "no answer for ID %s within %llu ms", id,
                        (unsigned long long)timeout_ms);
-        serve_respond_error(sw, req, EP_METADATA, 504, "timeout", msg);
+        serve_respond_error(sw, route, req, EP_METADATA, 504, "timeout", msg);
         return;
     }
-    serve_call *call = serve_call_new(sw, req, EP_METADATA, timeout_ms);
+    tc_batcher *batcher = route_batcher(sw, route, loop);
+    if (batcher == NULL) {
+        serve_respond_error(sw, route, req, EP_METADATA, 503, "overloaded", "out of memory");
+        return;
+    }
+    serve_call *call = serve_call_new(sw, route, req, EP_METADATA, timeout_ms);
     if (call == NULL)
         return;
     memcpy(call->id, id, (size_t)id_len + 1);
+    if (sw->conf->from_file)
+        tc_request_set_route(req, route->name);
 
     tc_future *inner = NULL;
-    int err = tc_batcher_submit(&inner, sw->batcher, id, (size_t)id_len);
+    int err = tc_batcher_submit(&inner, batcher, id, (size_t)id_len);
     if (err != 0) {
-        free(call);
+        serve_call_abandon(call);
         if (err == TC_ECLOSED)
-            serve_respond_error(sw, req, EP_METADATA, 503, "shutting_down",
+            serve_respond_error(sw, route, req, EP_METADATA, 503, "shutting_down",
                                 "the server is stopping");
         else
-            serve_respond_error(sw, req, EP_METADATA, 503, "overloaded",
+            serve_respond_error(sw, route, req, EP_METADATA, 503, "overloaded",
                                 err == TC_EBUSY ? "too many metadata batches waiting"
                                                 : tc_strerror(err));
         return;
     }
+    serve_meta_slot *slot = &serve_conf_share_of(sw, sw->conf)->meta[route->index];
     tc_batcher_stats bs;
-    tc_batcher_get_stats(sw->batcher, &bs);
-    if (bs.dedup_hits > sw->dedup_seen) {
+    tc_batcher_get_stats(batcher, &bs);
+    if (bs.dedup_hits > slot->dedup_seen) {
         tc_metrics_counter_add(sw->shard, sw->cfg->metrics.batch_dedup, TC_METRICS_SERIES_DEFAULT,
-                               bs.dedup_hits - sw->dedup_seen);
-        sw->dedup_seen = bs.dedup_hits;
+                               bs.dedup_hits - slot->dedup_seen);
+        slot->dedup_seen = bs.dedup_hits;
     }
     err = tc_with_timeout(&call->work, loop, inner, deadline - now);
     if (err != 0) {
         tc_future_cancel(inner);
         tc_future_unref(inner);
-        free(call);
-        serve_respond_error(sw, req, EP_METADATA, 503, "overloaded", tc_strerror(err));
+        serve_call_abandon(call);
+        serve_respond_error(sw, route, req, EP_METADATA, 503, "overloaded", tc_strerror(err));
         return;
     }
     tc_future_unref(inner); /* the timeout wrapper holds it */
     serve_call_watch(call, on_meta_done);
-}
-
-int serve_metadata_batcher_new(serve_worker *sw, uv_loop_t *loop)
-{
-    tc_batcher_config bc;
-    tc_batcher_config_init(&bc);
-    bc.max_batch = (size_t)sw->route->batch_max;
-    bc.max_wait_ms = sw->route->batch_wait_ms;
-    bc.max_key_len = TC_ID_MAX;
-    bc.dispatch = metadata_dispatch; /* called from src/policy/batch.c batch_send */
-    bc.data = sw;
-    return tc_batcher_new(&sw->batcher, loop, &bc);
 }

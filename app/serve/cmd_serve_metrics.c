@@ -24,20 +24,39 @@ int serve_stats_define(serve_config *cfg)
     return serve_stats_new(&cfg->stats, (unsigned)cfg->workers + 1, endpoint_names, EP_COUNT);
 }
 
+uint32_t serve_series(serve_worker *sw, uint32_t family, const serve_route *route,
+                      const char *value, uint32_t fixed)
+{
+    if (!sw->cfg->with_route_label)
+        return fixed;
+    const char *values[2] = {route != NULL ? route->name : "", value};
+    uint32_t series;
+    (void)tc_metrics_series_lookup(sw->shard, family, values, &series);
+    return series;
+}
+
 /* Counts a finished request: by endpoint and status, and its latency. */
-void serve_count_request(serve_worker *sw, endpoint ep, int status, uint64_t ready_ns)
+void serve_count_request(serve_worker *sw, const serve_route *route, endpoint ep, int status,
+                         uint64_t ready_ns)
 {
     serve_metrics *m = &sw->cfg->metrics;
     char code[8];
     (void)snprintf(code, sizeof(code), "%d", status);
-    const char *values[2] = {endpoint_names[ep], code};
+    const char *values[3] = {endpoint_names[ep], code, NULL};
+    if (sw->cfg->with_route_label) {
+        values[0] = route != NULL ? route->name : "";
+        values[1] = endpoint_names[ep];
+        values[2] = code;
+    }
     uint32_t series;
     tc_metrics_series_lookup(sw->shard, m->requests, values, &series);
     tc_metrics_counter_add(sw->shard, m->requests, series, 1);
     uint64_t now_ns = uv_hrtime();
     if (ready_ns != 0)
-        tc_metrics_histogram_observe(sw->shard, m->duration, m->duration_series[ep],
-                                     (double)(now_ns - ready_ns) / 1e9);
+        tc_metrics_histogram_observe(
+            sw->shard, m->duration,
+            serve_series(sw, m->duration, route, endpoint_names[ep], m->duration_series[ep]),
+            (double)(now_ns - ready_ns) / 1e9);
     /* The dashboard's history leaves out the dashboard's own polling; its latency chart shows
      * the /api/... requests. */
     if (ep == EP_DASHBOARD || ep == EP_STATS)
@@ -53,22 +72,34 @@ void serve_count_request(serve_worker *sw, endpoint ep, int status, uint64_t rea
  * it was cancelled because the client left. */
 void serve_count_attempts(const tc_hedge_result *r, void *data)
 {
-    serve_worker *sw = data;
+    serve_call *call = data;
+    serve_worker *sw = call->sw;
+    const serve_route *route = call->route;
     serve_metrics *m = &sw->cfg->metrics;
     for (unsigned i = 0; i < r->nattempts; i++) {
         const tc_hedge_attempt *a = &r->attempts[i];
-        tc_metrics_counter_add(sw->shard, m->attempts, m->outcome_series[a->outcome], 1);
+        const char *outcome = tc_attempt_outcome_name(a->outcome);
+        tc_metrics_counter_add(
+            sw->shard, m->attempts,
+            serve_series(sw, m->attempts, route, outcome, m->outcome_series[a->outcome]), 1);
         if (a->ended_ns >= a->started_ns)
             tc_metrics_histogram_observe(sw->shard, m->attempt_duration,
-                                         m->attempt_duration_series[a->outcome],
+                                         serve_series(sw, m->attempt_duration, route, outcome,
+                                                      m->attempt_duration_series[a->outcome]),
                                          (double)(a->ended_ns - a->started_ns) / 1e9);
     }
     if (r->denied > 0)
-        tc_metrics_counter_add(sw->shard, m->hedges_denied, TC_METRICS_SERIES_DEFAULT, r->denied);
+        tc_metrics_counter_add(
+            sw->shard, m->hedges_denied,
+            serve_series(sw, m->hedges_denied, route, NULL, TC_METRICS_SERIES_DEFAULT), r->denied);
     if (r->hedge_fired)
-        tc_metrics_counter_add(sw->shard, m->hedges, TC_METRICS_SERIES_DEFAULT, 1);
+        tc_metrics_counter_add(sw->shard, m->hedges,
+                               serve_series(sw, m->hedges, route, NULL, TC_METRICS_SERIES_DEFAULT),
+                               1);
     if (r->winner >= 0 && r->attempts[r->winner].hedged)
-        tc_metrics_counter_add(sw->shard, m->hedge_wins, TC_METRICS_SERIES_DEFAULT, 1);
+        tc_metrics_counter_add(
+            sw->shard, m->hedge_wins,
+            serve_series(sw, m->hedge_wins, route, NULL, TC_METRICS_SERIES_DEFAULT), 1);
     serve_stats_hedge(sw->stats, serve_stats_now_sec(sw->cfg->stats), r);
     serve_count_pool(sw);
 }
@@ -110,57 +141,78 @@ void serve_count_rejections(serve_worker *sw)
 }
 
 /* The hedge delay in force, in seconds: the percentile estimate (or its fallback) for pNN, else
- * the fixed --hedge-delay. A gauge the registry cannot hold (its gauges are whole numbers summed
- * over workers, and this one is a fraction shared by all), so it is rendered here. */
-#define HEDGE_DELAY_GAUGE_MAX 256
-
-static size_t render_hedge_delay(const serve_route *route, char *buf, size_t cap)
+ * the fixed --hedge-delay; with --config one series per route. A gauge the registry cannot hold
+ * (its gauges are whole numbers summed over workers, and this one is a fraction shared by all),
+ * so it is rendered here, as are the reloads (counted on the main thread, which has no shard). */
+static int render_own(const serve_config *cfg, const serve_conf *conf, tc__buf *b)
 {
-    uint64_t ms = route->adaptive != NULL
-                      ? tc_hedge_adaptive_delay_ms(route->adaptive, tc__now_ms())
-                      : route->hedge_delay.ms;
-    int n = snprintf(buf, cap,
-                     "# HELP tailcut_hedge_delay_seconds The /api/smart hedge delay in force\n"
-                     "# TYPE tailcut_hedge_delay_seconds gauge\n"
-                     "tailcut_hedge_delay_seconds %.3f\n",
-                     (double)ms / 1000.0);
-    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+    char line[512];
+    int err = 0;
+#define ADD(...)                                                                                   \
+    do {                                                                                           \
+        int n_ = snprintf(line, sizeof(line), __VA_ARGS__);                                        \
+        if (err == 0 && n_ > 0)                                                                    \
+            err = tc__buf_append(b, line, (size_t)n_ < sizeof(line) ? (size_t)n_ : 0);             \
+    } while (0)
+    ADD("# HELP tailcut_hedge_delay_seconds The /api/smart hedge delay in force\n"
+        "# TYPE tailcut_hedge_delay_seconds gauge\n");
+    for (size_t i = 0; i < conf->nroutes; i++) {
+        const serve_route *route = &conf->routes[i];
+        uint64_t ms = route->adaptive != NULL
+                          ? tc_hedge_adaptive_delay_ms(route->adaptive, tc__now_ms())
+                          : route->hedge_delay.ms;
+        if (cfg->with_route_label)
+            ADD("tailcut_hedge_delay_seconds{route=\"%s\"} %.3f\n", route->name,
+                (double)ms / 1000.0);
+        else
+            ADD("tailcut_hedge_delay_seconds %.3f\n", (double)ms / 1000.0);
+    }
+    if (cfg->with_route_label)
+        ADD("# HELP tailcut_config_reloads_total Configuration reloads (SIGHUP), by result\n"
+            "# TYPE tailcut_config_reloads_total counter\n"
+            "tailcut_config_reloads_total{result=\"ok\"} %llu\n"
+            "tailcut_config_reloads_total{result=\"error\"} %llu\n",
+            (unsigned long long)atomic_load(&cfg->metrics.reloads_ok),
+            (unsigned long long)atomic_load(&cfg->metrics.reloads_error));
+#undef ADD
+    return err;
 }
 
 void serve_handle_metrics(serve_worker *sw, tc_request *req)
 {
     char *text = NULL;
     size_t len = 0;
-    serve_count_request(sw, EP_METRICS, 200, tc_request_ready_ns(req));
+    serve_count_request(sw, NULL, EP_METRICS, 200, tc_request_ready_ns(req));
     if (tc_metrics_render(sw->cfg->metrics.reg, (size_t)SERVE_MAX_METRICS_TEXT, &text, &len) != 0) {
-        serve_respond_error(sw, req, EP_METRICS, 503, "overloaded", "metrics unavailable");
+        serve_respond_error(sw, NULL, req, EP_METRICS, 503, "overloaded", "metrics unavailable");
         return;
     }
-    size_t cap = len + HEDGE_DELAY_GAUGE_MAX;
-    char *all = realloc(text, cap);
-    if (all == NULL) {
-        free(text);
-        serve_respond_error(sw, req, EP_METRICS, 503, "overloaded", "out of memory");
-        return;
-    }
-    len += render_hedge_delay(sw->route, all + len, HEDGE_DELAY_GAUGE_MAX);
-    /* The replica sets are the process's, read once here (not per worker shard). */
+    /* The hedge delays, the reloads and the replica sets are the process's, read once here (not
+     * per worker shard). */
     tc__buf b;
-    tc__buf_init(&b, all, cap, (size_t)SERVE_MAX_METRICS_TEXT);
+    tc__buf_init(&b, text, len + 1, (size_t)SERVE_MAX_METRICS_TEXT);
     b.len = len;
-    if (serve_replicas_metrics(sw->route, &b) == 0)
+    const serve_conf *conf = sw->conf;
+    if (render_own(sw->cfg, conf, &b) == 0 &&
+        serve_replicas_metrics(conf->routes, conf->nroutes, sw->cfg->with_route_label, &b) == 0)
         tc_request_respond(req, 200, "text/plain; version=0.0.4", NULL, 0, b.data, b.len);
     else
-        serve_respond_error(sw, req, EP_METRICS, 503, "overloaded", "out of memory");
+        serve_respond_error(sw, NULL, req, EP_METRICS, 503, "overloaded", "out of memory");
     tc__buf_reset(&b);
-    free(all);
+    free(text);
 }
 
-int serve_metrics_define(serve_metrics *m)
+int serve_metrics_define(serve_metrics *m, int with_route)
 {
     static const char *const ep_label[] = {"endpoint"};
     static const char *const ep_status_labels[] = {"endpoint", "status"};
     static const char *const outcome_label[] = {"outcome"};
+    /* With --config: the route first (its values are the routes' names, which a reload may
+     * change: dynamic series only). */
+    static const char *const route_label[] = {"route"};
+    static const char *const route_ep_label[] = {"route", "endpoint"};
+    static const char *const route_ep_status_labels[] = {"route", "endpoint", "status"};
+    static const char *const route_outcome_label[] = {"route", "outcome"};
     static const char *const reason_label[] = {"reason"};
     static const char *const route_reason_labels[] = {"route", "reason"};
     static const double latency_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4,
@@ -218,12 +270,33 @@ int serve_metrics_define(serve_metrics *m)
          "that hedges, without a usable Idempotency-Key; body_too_large: over the replay limit)",
          route_reason_labels, 2, NULL, 0, 512},
     };
-    uint32_t *ids[] = {&m->requests,       &m->duration,      &m->attempts,
-                       &m->hedges,         &m->hedge_wins,    &m->in_flight,
-                       &m->queue_waits,    &m->batches,       &m->batch_size,
-                       &m->batch_keys,     &m->batch_dedup,   &m->batch_wait,
-                       &m->stale_retries,  &m->hedges_denied, &m->attempt_duration,
-                       &m->conns_rejected, &m->proxy_unhedged};
+    uint32_t *ids[] = {
+        &m->requests,      &m->duration,      &m->attempts,         &m->hedges,
+        &m->hedge_wins,    &m->in_flight,     &m->queue_waits,      &m->batches,
+        &m->batch_size,    &m->batch_keys,    &m->batch_dedup,      &m->batch_wait,
+        &m->stale_retries, &m->hedges_denied, &m->attempt_duration, &m->conns_rejected,
+        &m->proxy_unhedged};
+    if (with_route) {
+        /* requests, duration, attempts, hedges, wins, denied and attempt duration by route */
+        static const struct {
+            size_t def;
+            const char *const *labels;
+            size_t n;
+        } routed[] = {{0, route_ep_status_labels, 3},
+                      {1, route_ep_label, 2},
+                      {2, route_outcome_label, 2},
+                      {3, route_label, 1},
+                      {4, route_label, 1},
+                      {13, route_label, 1},
+                      {14, route_outcome_label, 2}};
+        for (size_t i = 0; i < sizeof(routed) / sizeof(routed[0]); i++) {
+            defs[routed[i].def].label_names = routed[i].labels;
+            defs[routed[i].def].n_labels = routed[i].n;
+            defs[routed[i].def].max_dynamic = TC_METRICS_MAX_DYNAMIC;
+        }
+    }
+    atomic_init(&m->reloads_ok, 0);
+    atomic_init(&m->reloads_error, 0);
     if (tc_metrics_registry_new(&m->reg) != 0)
         return TC_ENOMEM;
     for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++) {
@@ -231,13 +304,13 @@ int serve_metrics_define(serve_metrics *m)
         if (err != 0)
             return err;
     }
-    for (int e = 0; e < EP_COUNT; e++) {
+    for (int e = 0; e < EP_COUNT && !with_route; e++) {
         const char *v[1] = {endpoint_names[e]};
         int err = tc_metrics_series_define(m->reg, m->duration, v, &m->duration_series[e]);
         if (err != 0)
             return err;
     }
-    for (int o = 0; o < TC_OUTCOME_COUNT; o++) {
+    for (int o = 0; o < TC_OUTCOME_COUNT && !with_route; o++) {
         const char *v[1] = {tc_attempt_outcome_name((tc_attempt_outcome)o)};
         int err = tc_metrics_series_define(m->reg, m->attempts, v, &m->outcome_series[o]);
         if (err == 0)

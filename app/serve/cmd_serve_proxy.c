@@ -28,35 +28,15 @@
 /* Headers an attempt or a response carries at most, and their bytes. */
 #define PX_MAX_FIELDS 256
 
-void serve_proxy_conf_init(serve_proxy_conf *pc)
-{
-    static const int failing[] = {429, 500, 502, 503, 504};
-    memset(pc, 0, sizeof(*pc));
-    pc->body_replay_limit_bytes = 65536;
-    pc->max_request_body_bytes = 16777216;
-    pc->body_idle_timeout_ms = 30000;
-    memcpy(pc->failure_statuses, failing, sizeof(failing));
-    pc->nfailure_statuses = sizeof(failing) / sizeof(failing[0]);
-    serve_proxy_conf_finish(pc);
-}
-
 void serve_proxy_conf_finish(serve_proxy_conf *pc)
 {
-    pc->failing.v = pc->failure_statuses;
-    pc->failing.n = pc->nfailure_statuses;
+    size_t n = pc->failure_statuses.n < SETTINGS_LIST_MAX ? pc->failure_statuses.n
+                                                          : SETTINGS_LIST_MAX;
+    for (size_t i = 0; i < n; i++)
+        pc->failing_v[i] = (int)pc->failure_statuses.v[i];
+    pc->failing.v = pc->failing_v;
+    pc->failing.n = n;
 }
-
-void serve_proxy_conf_free(serve_proxy_conf *pc)
-{
-    for (size_t i = 0; i < pc->hedge_methods.n; i++)
-        free(pc->hedge_methods.v[i]);
-    free(pc->hedge_methods.v);
-    pc->hedge_methods.v = NULL;
-    pc->hedge_methods.n = 0;
-}
-
-/* The methods that hedge: the route's list, or the default one. */
-static const char *const default_methods[] = {"GET", "HEAD", "OPTIONS"};
 
 typedef struct proxy_req {
     serve_worker *sw;
@@ -97,7 +77,7 @@ static void px_closing(proxy_req *px, int status)
 {
     px->closing = 1;
     tc_request_on_abort(px->req, NULL, NULL);
-    serve_count_request(px->sw, EP_PROXY, status, px->ready_ns);
+    serve_count_request(px->sw, px->route, EP_PROXY, status, px->ready_ns);
 }
 
 /* After px_closing() and the request's end: ends everything still running, then frees px. */
@@ -368,7 +348,7 @@ static int px_start(proxy_req *px)
     policy.judge_data = (void *)&pc->failing;
     policy.deadline_ms = px->deadline_ms;
     policy.observe = serve_count_attempts;
-    policy.observe_data = px->sw;
+    policy.observe_data = px->call;
     policy.replicas = route->replicas->set;
     policy.prepare = px_prepare;
     policy.prepare_data = px;
@@ -600,7 +580,7 @@ static int px_check_head(serve_worker *sw, const serve_route *route, tc_request 
     }
     if (status == 0)
         return 0;
-    serve_respond_error(sw, req, EP_PROXY, status, code, why);
+    serve_respond_error(sw, route, req, EP_PROXY, status, code, why);
     return -1;
 }
 
@@ -608,14 +588,17 @@ void serve_handle_proxy(serve_worker *sw, const serve_route *route, tc_request *
 {
     const serve_proxy_conf *pc = &route->proxy;
     uint64_t timeout_ms;
+    tc_request_set_route(req, route->name);
     if (px_check_head(sw, route, req, &timeout_ms) != 0)
         return;
     tc_str method = tc_request_method(req), key;
     proxy_req *px = calloc(1, sizeof(*px));
-    serve_call *call = px != NULL ? serve_call_new(sw, req, EP_PROXY, timeout_ms) : NULL;
-    if (call == NULL) {
-        if (px == NULL)
-            serve_respond_error(sw, req, EP_PROXY, 503, "overloaded", "out of memory");
+    if (px == NULL) {
+        serve_respond_error(sw, route, req, EP_PROXY, 503, "overloaded", "out of memory");
+        return;
+    }
+    serve_call *call = serve_call_new(sw, route, req, EP_PROXY, timeout_ms);
+    if (call == NULL) { /* answered 503 */
         free(px);
         return;
     }
@@ -636,11 +619,8 @@ void serve_handle_proxy(serve_worker *sw, const serve_route *route, tc_request *
     tc_request_on_abort(req, px_on_client_gone, px);
     int streaming = tc_request_is_streaming(req);
     int64_t length = streaming ? tc_request_body_length(req) : (int64_t)tc_request_body(req).len;
-    const char *const *methods =
-        pc->hedge_methods.n > 0 ? (const char *const *)pc->hedge_methods.v : default_methods;
-    size_t nmethods = pc->hedge_methods.n > 0 ? pc->hedge_methods.n : 3;
     px->hedged = tc__proxy_hedge_rule(
-        method.base, method.len, methods, nmethods, tc_request_header(req, "Idempotency-Key", &key),
+        method.base, method.len, (const char *const *)pc->hedge_methods.v, pc->hedge_methods.n, tc_request_header(req, "Idempotency-Key", &key),
         pc->hedge_idempotency_key, length, pc->body_replay_limit_bytes);
     if (px->hedged != TC__PROXY_HEDGED)
         px_count_unhedged(px);

@@ -19,8 +19,6 @@
 #include "tailcut/hedge.h"
 #include "tailcut/server.h"
 
-/* The most failure statuses a route lists. */
-#define SERVE_PROXY_MAX_STATUSES 32
 /* A failed response passed on when every attempt failed: its body at most this. */
 #define SERVE_PROXY_FAILED_BODY_MAX ((size_t)64 * 1024)
 /* The client stops being fed (the upstream is not read) while this much waits to be written. */
@@ -28,25 +26,23 @@
 /* ... and is fed again once it is down to this. */
 #define SERVE_PROXY_WRITE_LOW ((size_t)16 * 1024)
 
-/* A kind: proxy route's own keys (the proxy block of cmd_serve_settings.c). */
+/* A kind: proxy route's own keys (the proxy block of cmd_serve_settings.c, where their defaults
+ * are), then what serve_proxy_conf_finish derives from them. */
 typedef struct serve_proxy_conf {
-    int strip_prefix;                               /* [0] */
-    int preserve_host;                              /* [0] */
-    int hedge_idempotency_key;                      /* [0] */
-    settings_list hedge_methods;                    /* [GET, HEAD, OPTIONS] */
-    uint64_t body_replay_limit_bytes;               /* [65536] */
-    uint64_t max_request_body_bytes;                /* [16777216] */
-    uint64_t body_idle_timeout_ms;                  /* [30000] */
-    int failure_statuses[SERVE_PROXY_MAX_STATUSES]; /* [429, 500, 502, 503, 504] */
-    size_t nfailure_statuses;
-    tc_hedge_statuses failing; /* the hedge judge's view of the list */
+    int strip_prefix;
+    int preserve_host;
+    int hedge_idempotency_key;
+    settings_list hedge_methods;
+    uint64_t body_replay_limit_bytes;
+    uint64_t max_request_body_bytes;
+    uint64_t body_idle_timeout_ms;
+    settings_uints failure_statuses;
+    int failing_v[SETTINGS_LIST_MAX]; /* failure_statuses as the hedge's judge reads them */
+    tc_hedge_statuses failing;
 } serve_proxy_conf;
 
-/* Fills the defaults of a route's proxy keys (before the file's values apply). */
-void serve_proxy_conf_init(serve_proxy_conf *pc);
 /* After the route's keys were read: the views that depend on them. */
 void serve_proxy_conf_finish(serve_proxy_conf *pc);
-void serve_proxy_conf_free(serve_proxy_conf *pc);
 
 struct serve_worker;
 struct serve_route;

@@ -174,26 +174,121 @@ static void replicas_free(serve_replicas *r)
     free(r);
 }
 
-int serve_replicas_start(serve_route *route)
+struct serve_route_state {
+    atomic_uint refs;
+    char *name;
+    settings_list upstreams, metadata_upstreams; /* own copies: the sets' URLs */
+    int discovery;
+    unsigned eject_failures, max_ejected_pct;
+    double eject_latency_factor;
+    serve_replicas *replicas, *metadata_replicas;
+};
+
+static int lists_equal(const settings_list *a, const settings_list *b)
 {
-    const settings_list *lists[2] = {&route->upstreams, &route->metadata_upstreams};
+    if (a->n != b->n)
+        return 0;
+    for (size_t i = 0; i < a->n; i++)
+        if (strcmp(a->v[i], b->v[i]) != 0)
+            return 0;
+    return 1;
+}
+
+static int list_copy(settings_list *to, const settings_list *from)
+{
+    if (from->n == 0)
+        return 0;
+    if ((to->v = calloc(from->n, sizeof(*to->v))) == NULL)
+        return TC_ENOMEM;
+    for (; to->n < from->n; to->n++)
+        if ((to->v[to->n] = strdup(from->v[to->n])) == NULL)
+            return TC_ENOMEM;
+    return 0;
+}
+
+static void list_free(settings_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+}
+
+static void state_free(serve_route_state *st)
+{
+    replicas_free(st->replicas);
+    replicas_free(st->metadata_replicas);
+    list_free(&st->upstreams);
+    list_free(&st->metadata_upstreams);
+    free(st->name);
+    free(st);
+}
+
+void serve_route_state_unref(serve_route_state *st)
+{
+    if (st != NULL && atomic_fetch_sub(&st->refs, 1) == 1)
+        state_free(st);
+}
+
+void serve_route_state_adopt(serve_route *route, serve_route_state *st)
+{
+    atomic_fetch_add(&st->refs, 1);
+    route->state = st;
+    route->replicas = st->replicas;
+    route->metadata_replicas = st->metadata_replicas;
+    /* the longest URL of both lists: the scratch room of a request's URLs */
+    const settings_list *lists[2] = {&st->upstreams, &st->metadata_upstreams};
     route->url_max = 0;
     for (int k = 0; k < 2; k++)
         for (size_t i = 0; i < lists[k]->n; i++)
             if (strlen(lists[k]->v[i]) > route->url_max)
                 route->url_max = strlen(lists[k]->v[i]);
-    int err = replicas_new(&route->replicas, "upstream", &route->upstreams, route);
-    if (err == 0 && route->metadata_upstreams.n > 0)
-        err =
-            replicas_new(&route->metadata_replicas, "metadata", &route->metadata_upstreams, route);
-    return err;
 }
 
-void serve_replicas_free(serve_route *route)
+int serve_route_state_fits(const serve_route_state *st, const serve_route *route)
 {
-    replicas_free(route->replicas);
-    replicas_free(route->metadata_replicas);
-    route->replicas = route->metadata_replicas = NULL;
+    return st != NULL && strcmp(st->name, route->name) == 0 &&
+           lists_equal(&st->upstreams, &route->upstreams) &&
+           lists_equal(&st->metadata_upstreams, &route->metadata_upstreams) &&
+           st->discovery == route->discovery && st->eject_failures == route->eject_failures &&
+           st->max_ejected_pct == route->max_ejected_pct &&
+           st->eject_latency_factor == route->eject_latency_factor;
+}
+
+serve_replicas *serve_route_state_set(serve_route_state *st, int metadata)
+{
+    return metadata ? st->metadata_replicas : st->replicas;
+}
+
+void serve_route_state_ref(serve_route_state *st)
+{
+    atomic_fetch_add(&st->refs, 1);
+}
+
+int serve_route_state_new(serve_route *route)
+{
+    serve_route_state *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return TC_ENOMEM;
+    atomic_init(&st->refs, 0);
+    st->discovery = route->discovery;
+    st->eject_failures = route->eject_failures;
+    st->max_ejected_pct = route->max_ejected_pct;
+    st->eject_latency_factor = route->eject_latency_factor;
+    int err = (st->name = strdup(route->name)) == NULL ? TC_ENOMEM : 0;
+    if (err == 0)
+        err = list_copy(&st->upstreams, &route->upstreams);
+    if (err == 0)
+        err = list_copy(&st->metadata_upstreams, &route->metadata_upstreams);
+    if (err == 0)
+        err = replicas_new(&st->replicas, "upstream", &st->upstreams, route);
+    if (err == 0 && st->metadata_upstreams.n > 0)
+        err = replicas_new(&st->metadata_replicas, "metadata", &st->metadata_upstreams, route);
+    if (err != 0) {
+        state_free(st);
+        return err;
+    }
+    serve_route_state_adopt(route, st);
+    return 0;
 }
 
 /* ---- aiming an attempt ---------------------------------------------------------------------- */
@@ -357,42 +452,38 @@ static const serve_replicas *route_set(const serve_route *route, int k)
     return k == 0 ? route->replicas : route->metadata_replicas;
 }
 
-/* The per-replica families: each one's series for replica x of set (lv: its label, escaped). */
-static void series_attempts(text *t, const char *set, const char *lv, const tc_replica_info *x)
+/* The per-replica families: each one's series for replica x (pre: its set's labels, such as
+ * set="upstream" or route="api",set="upstream"; lv: its label, escaped). */
+static void series_attempts(text *t, const char *pre, const char *lv, const tc_replica_info *x)
 {
     for (int o = 0; o < TC_REPLICA_RESULT_COUNT; o++)
-        add(t,
-            "tailcut_upstream_replica_attempts_total{set=\"%s\",replica=\"%s\",outcome=\"%s\"} "
-            "%llu\n",
-            set, lv, tc_replica_result_name((tc_replica_result)o),
+        add(t, "tailcut_upstream_replica_attempts_total{%s,replica=\"%s\",outcome=\"%s\"} %llu\n",
+            pre, lv, tc_replica_result_name((tc_replica_result)o),
             (unsigned long long)x->attempts[o]);
 }
 
-static void series_ejections(text *t, const char *set, const char *lv, const tc_replica_info *x)
+static void series_ejections(text *t, const char *pre, const char *lv, const tc_replica_info *x)
 {
     for (int e = 0; e < TC_REPLICA_REASON_COUNT; e++)
-        add(t,
-            "tailcut_upstream_replica_ejections_total{set=\"%s\",replica=\"%s\",reason=\"%s\"} "
-            "%llu\n",
-            set, lv, tc_replica_reason_name((tc_replica_reason)e),
+        add(t, "tailcut_upstream_replica_ejections_total{%s,replica=\"%s\",reason=\"%s\"} %llu\n",
+            pre, lv, tc_replica_reason_name((tc_replica_reason)e),
             (unsigned long long)x->ejections[e]);
 }
 
-static void series_latency(text *t, const char *set, const char *lv, const tc_replica_info *x)
+static void series_latency(text *t, const char *pre, const char *lv, const tc_replica_info *x)
 {
-    add(t, "tailcut_upstream_replica_latency_seconds{set=\"%s\",replica=\"%s\"} %.6f\n", set, lv,
+    add(t, "tailcut_upstream_replica_latency_seconds{%s,replica=\"%s\"} %.6f\n", pre, lv,
         x->average_ms / 1000.0);
 }
 
-static void series_in_flight(text *t, const char *set, const char *lv, const tc_replica_info *x)
+static void series_in_flight(text *t, const char *pre, const char *lv, const tc_replica_info *x)
 {
-    add(t, "tailcut_upstream_replica_in_flight{set=\"%s\",replica=\"%s\"} %u\n", set, lv,
-        x->in_flight);
+    add(t, "tailcut_upstream_replica_in_flight{%s,replica=\"%s\"} %u\n", pre, lv, x->in_flight);
 }
 
 static const struct replica_family {
     const char *head;
-    void (*series)(text *t, const char *set, const char *lv, const tc_replica_info *x);
+    void (*series)(text *t, const char *pre, const char *lv, const tc_replica_info *x);
 } replica_families[] = {
     {"# HELP tailcut_upstream_replica_attempts_total Attempts each replica got, by how they ended "
      "(cancelled: another won; not_sent: never left)\n"
@@ -410,66 +501,77 @@ static const struct replica_family {
      series_in_flight},
 };
 
-/* A counter with one series per set (those read: info[k] != NULL); help is "name text". */
-static void set_counter(text *t, const serve_route *route, tc_replica_info *const *info,
-                        const char *help, const uint64_t *values)
+/* One set read for /metrics: its labels and its replicas. */
+typedef struct set_read {
+    char pre[2 * TC_METRICS_VALUE_MAX + 64]; /* route="...",set="..." */
+    tc_replica_info *info;
+    size_t n;
+    tc_replica_totals totals;
+    uint64_t dns_failures;
+} set_read;
+
+/* A counter with one series per set read; help is "name text". */
+static void set_counter(text *t, const set_read *sets, size_t nsets, const char *help, int panics)
 {
     int name_len = (int)strcspn(help, " ");
     add(t, "# HELP %s\n# TYPE %.*s counter\n", help, name_len, help);
-    for (int k = 0; k < 2; k++)
-        if (info[k] != NULL)
-            add(t, "%.*s{set=\"%s\"} %llu\n", name_len, help, route_set(route, k)->name,
-                (unsigned long long)values[k]);
+    for (size_t k = 0; k < nsets; k++)
+        add(t, "%.*s{%s} %llu\n", name_len, help, sets[k].pre,
+            (unsigned long long)(panics ? sets[k].totals.panics : sets[k].dns_failures));
 }
 
-int serve_replicas_metrics(const serve_route *route, tc__buf *b)
+int serve_replicas_metrics(const serve_route *routes, size_t nroutes, int with_route, tc__buf *b)
 {
     text t = {b, 0};
-    tc_replica_info *info[2] = {NULL, NULL};
-    tc_replica_totals totals[2];
-    memset(totals, 0, sizeof(totals));
-    size_t n[2] = {0, 0};
-    for (int k = 0; k < 2; k++) {
-        if (route_set(route, k) == NULL)
-            continue;
-        if ((info[k] = snapshot(route_set(route, k), &n[k], &totals[k])) == NULL)
-            t.err = TC_ENOMEM;
-        else
-            merge_labels(info[k], &n[k]);
+    set_read *sets = calloc(2 * nroutes + 1, sizeof(*sets));
+    size_t nsets = 0;
+    if (sets == NULL)
+        return TC_ENOMEM;
+    for (size_t r = 0; r < nroutes; r++) {
+        for (int k = 0; k < 2; k++) {
+            const serve_replicas *set = route_set(&routes[r], k);
+            if (set == NULL)
+                continue;
+            set_read *x = &sets[nsets++];
+            char rv[2 * TC_METRICS_VALUE_MAX + 1];
+            if (with_route)
+                (void)snprintf(x->pre, sizeof(x->pre), "route=\"%s\",set=\"%s\"",
+                               label_value(routes[r].name, rv, sizeof(rv)), set->name);
+            else
+                (void)snprintf(x->pre, sizeof(x->pre), "set=\"%s\"", set->name);
+            if ((x->info = snapshot(set, &x->n, &x->totals)) == NULL)
+                t.err = TC_ENOMEM;
+            else
+                merge_labels(x->info, &x->n);
+            x->dns_failures = atomic_load(&set->dns_failures);
+        }
     }
     add(&t, "# HELP tailcut_upstream_replicas Replicas by state, per set\n"
             "# TYPE tailcut_upstream_replicas gauge\n");
-    for (int k = 0; k < 2; k++)
-        for (int s = 0; info[k] != NULL && s < TC_REPLICA_STATE_COUNT; s++)
-            add(&t, "tailcut_upstream_replicas{set=\"%s\",state=\"%s\"} %zu\n",
-                route_set(route, k)->name, tc_replica_state_name((tc_replica_state)s),
-                totals[k].states[s]);
+    for (size_t k = 0; k < nsets; k++)
+        for (int s = 0; sets[k].info != NULL && s < TC_REPLICA_STATE_COUNT; s++)
+            add(&t, "tailcut_upstream_replicas{%s,state=\"%s\"} %zu\n", sets[k].pre,
+                tc_replica_state_name((tc_replica_state)s), sets[k].totals.states[s]);
     char lv[2 * TC_REPLICA_LABEL_MAX + 1];
     for (size_t f = 0; f < sizeof(replica_families) / sizeof(replica_families[0]); f++) {
         add(&t, "%s", replica_families[f].head);
-        for (int k = 0; k < 2; k++)
-            for (size_t i = 0; i < n[k]; i++)
-                replica_families[f].series(&t, route_set(route, k)->name,
-                                           label_value(info[k][i].label, lv, sizeof(lv)),
-                                           &info[k][i]);
+        for (size_t k = 0; k < nsets; k++)
+            for (size_t i = 0; sets[k].info != NULL && i < sets[k].n; i++)
+                replica_families[f].series(&t, sets[k].pre,
+                                           label_value(sets[k].info[i].label, lv, sizeof(lv)),
+                                           &sets[k].info[i]);
     }
-    uint64_t panics[2] = {0, 0}, dns[2] = {0, 0};
-    for (int k = 0; k < 2; k++) {
-        if (info[k] == NULL)
-            continue;
-        panics[k] = totals[k].panics;
-        dns[k] = atomic_load(&route_set(route, k)->dns_failures);
-    }
-    set_counter(&t, route, info,
+    set_counter(&t, sets, nsets,
                 "tailcut_upstream_panic_total Attempts sent while no replica was eligible (to an "
                 "ejected one)",
-                panics);
-    set_counter(&t, route, info,
+                1);
+    set_counter(&t, sets, nsets,
                 "tailcut_dns_failures_total Resolutions of an upstream name that failed or came "
                 "back empty (the last good replicas were kept)",
-                dns);
-    free(info[0]);
-    free(info[1]);
+                0);
+    for (size_t k = 0; k < nsets; k++)
+        free(sets[k].info);
+    free(sets);
     return t.err;
 }
 

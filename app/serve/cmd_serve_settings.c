@@ -25,6 +25,64 @@ static int check_ca_file(const setting *s, const char *value, void *field, setti
     return 0;
 }
 
+const settings_word serve_kind_words[] = {
+    {"api", SERVE_KIND_API}, {"proxy", SERVE_KIND_PROXY}, {NULL, 0}};
+
+/* A proxy hedges by default, within a budget (CONTRACT section 8): the defaults a kind: proxy
+ * route starts from where they differ from the rows'. */
+const serve_kind_default serve_kind_defaults[] = {
+    {SERVE_KIND_PROXY, "hedge.extra", "1"},
+    {SERVE_KIND_PROXY, "hedge.budget_percent", "10"},
+    {0, NULL, NULL},
+};
+
+/* A route's prefix: a path (starts with '/'), visible ASCII with no query or fragment, since it
+ * is matched against the path as received. */
+static int check_prefix(const setting *s, const char *value, void *field, settings_error *e)
+{
+    (void)s;
+    (void)field;
+    if (value[0] != '/')
+        return settings_invalid(e, value, "must start with /");
+    for (const char *p = value; *p != '\0'; p++)
+        if (*p <= 0x20 || *p >= 0x7f || *p == '?' || *p == '#')
+            return settings_invalid(e, value, "must be visible ASCII, without '?', '#' or blanks");
+    if (strlen(value) > 255)
+        return settings_invalid(e, value, "must be at most 255 bytes");
+    return 0;
+}
+
+/* A route's name: the `route` label of its metrics, so it fits a label value. */
+static int check_route_name(const setting *s, const char *value, void *field, settings_error *e)
+{
+    (void)s;
+    (void)field;
+    size_t n = strlen(value);
+    if (n == 0 || n >= TC_METRICS_VALUE_MAX)
+        return settings_invalid(e, value, "must be 1 to %d bytes", TC_METRICS_VALUE_MAX - 1);
+    for (const char *p = value; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return settings_invalid(e, value, "must not hold control characters");
+    return 0;
+}
+
+#define API_ONLY .kinds = SERVE_KIND_BIT(SERVE_KIND_API)
+#define PROXY_ONLY .kinds = SERVE_KIND_BIT(SERVE_KIND_PROXY)
+
+/* A method of hedge_methods: an HTTP token (RFC 9110), as a request line carries it. */
+static int check_method(const setting *s, const char *value, void *field, settings_error *e)
+{
+    (void)s;
+    (void)field;
+    size_t n = strlen(value);
+    if (n == 0 || n > 31)
+        return settings_invalid(e, value, "must be 1 to 31 bytes");
+    for (const char *p = value; *p != '\0'; p++)
+        if (*p <= 0x20 || *p >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", *p) != NULL)
+            return settings_invalid(e, value, "must be a method name (a token)");
+    return 0;
+}
+
 const settings_word serve_discovery_words[] = {
     {"off", SERVE_DISCOVERY_OFF}, {"dns", SERVE_DISCOVERY_DNS}, {NULL, 0}};
 
@@ -98,7 +156,7 @@ static const setting rows[] = {
      .key = "upstreams",
      .type = SETTINGS_URL,
      .def = "embedded simulator's /api/work",
-     .flags = SETTINGS_REPEATABLE | SETTINGS_DEFAULT_TEXT,
+     .flags = SETTINGS_REPEATABLE | SETTINGS_DEFAULT_TEXT | SETTINGS_REQUIRED,
      .placeholder = "URL",
      .help = "the URL each attempt GETs; each one given is one replica\n"
              "of the service (an extra attempt goes to another one)\n",
@@ -109,6 +167,7 @@ static const setting rows[] = {
             ".BR REPLICAS .",
      ROUTE(upstreams)},
     {.name = "metadata-upstream",
+     API_ONLY,
      .key = "metadata_upstreams",
      .type = SETTINGS_URL,
      .def = "embedded simulator's /api/metadata\n"
@@ -225,6 +284,7 @@ static const setting rows[] = {
             "which libcurl sends as Basic authentication.",
      GLOBAL(http_engine)},
     {.name = "forward-header",
+     API_ONLY,
      .key = "forward_headers",
      .type = SETTINGS_CUSTOM,
      .check = serve_forward_header_add,
@@ -326,14 +386,14 @@ static const setting rows[] = {
      .key = "hedge.budget_percent",
      .type = SETTINGS_PERCENT,
      .def = "off",
-     .flags = SETTINGS_DEFAULT_TEXT,
-     .placeholder = "PCT",
+     .placeholder = "PCT|off",
      .help = "extra attempts fired in any 1 s stay within\n"
-             "floor(PCT x /api/smart requests in it / 100) + 1",
+             "floor(PCT x /api/smart requests in it / 100) + 1; off: no budget",
      .man = "Extra attempts fired in any 1 s stay within floor(PCT x R / 100) + 1, R being the "
             "/api/smart\n"
-            "requests admitted in that second; one budget for the whole process, shared by all "
-            "workers.\n"
+            "requests admitted in that second; one budget per route (without\n"
+            ".B --config\n"
+            "one for the whole process), shared by all workers.\n"
             "A denied extra attempt is dropped.\n"
             ".I PCT\n"
             "is digits[.digits], 0 < PCT <= 100.",
@@ -371,6 +431,7 @@ static const setting rows[] = {
      .man = "Upstream connections, per worker and per replica (of both upstreams).",
      GLOBAL(upstream_connections)},
     {.name = "batch-max",
+     API_ONLY,
      .key = "batch_max",
      .type = SETTINGS_UINT,
      .min = 1,
@@ -381,6 +442,7 @@ static const setting rows[] = {
      .man = "Distinct IDs per batched metadata call.",
      ROUTE(batch_max)},
     {.name = "batch-wait",
+     API_ONLY,
      .key = "batch_wait_ms",
      .type = SETTINGS_UINT,
      .min = 0,
@@ -415,6 +477,7 @@ static const setting rows[] = {
             ".BR overloaded .",
      GLOBAL(max_connections)},
     {.name = "max-body",
+     API_ONLY,
      .key = "max_body_bytes",
      .type = SETTINGS_UINT,
      .min = 1,
@@ -473,6 +536,139 @@ static const setting rows[] = {
      .help = "close idle keep-alive connections after this long",
      .man = "Close idle keep-alive connections after this long.",
      GLOBAL(idle_timeout_ms)},
+    {.name = "config",
+     .type = SETTINGS_TEXT,
+     .placeholder = "FILE",
+     .help = "read the routes and settings from this YAML file; SIGHUP\n"
+             "reads it again (the flags above marked as route keys are keys\n"
+             "of its routes, and other flags win over the file)",
+     .man = "Read the routes and the settings from the YAML file\n"
+            ".I FILE\n"
+            "(see\n"
+            ".BR CONFIGURATION );\n"
+            "SIGHUP reads it again without losing a request.\n"
+            "A global flag given on the command line wins over the file's key; the route flags\n"
+            "(--upstream, --metadata-upstream, --hedge-*, --batch-*, --max-timeout, --max-body,\n"
+            "--forward-header, --upstream-header, --upstream-discovery, --dns-refresh, --eject-*,\n"
+            "--max-ejected) are keys of each route in the file and cannot be combined with it "
+            "(exit status 2).",
+     GLOBAL(config_path)},
+    {.name = "check",
+     .type = SETTINGS_SWITCH,
+     .min = 1,
+     .help = "with --config: validate the file and every flag, print\n"
+             "'configuration ok: N routes' and exit 0 (else the error, exit 2)",
+     .man = "With\n"
+            ".BR --config :\n"
+            "validate the file and every flag, print\n"
+            ".B tailcut: configuration ok: N routes\n"
+            "on stderr and exit 0, or print the error and exit 2; nothing is bound or resolved.",
+     GLOBAL(check)},
+    /* The file's own keys: the list of routes, and what each route is. */
+    {.key = "routes",
+     .type = SETTINGS_SECTION,
+     .flags = SETTINGS_REQUIRED,
+     .help = "the routes: a list of mappings of route keys",
+     .scope = SETTINGS_GLOBAL},
+    {.key = "prefix",
+     .placeholder = "PATH",
+     .type = SETTINGS_TEXT,
+     .check = check_prefix,
+     .flags = SETTINGS_REQUIRED,
+     .help = "the paths the route takes: those that start with it",
+     ROUTE(prefix)},
+    {.key = "kind",
+     .placeholder = "api|proxy",
+     .type = SETTINGS_WORD,
+     .words = serve_kind_words,
+     .flags = SETTINGS_REQUIRED,
+     .help = "api: the /api endpoints under the prefix; proxy: the transparent proxy",
+     ROUTE(kind)},
+    {.key = "name",
+     .placeholder = "NAME",
+     .type = SETTINGS_TEXT,
+     .check = check_route_name,
+     .def = "the prefix",
+     .flags = SETTINGS_DEFAULT_TEXT,
+     .help = "the route label of its metrics, logs and dashboard",
+     ROUTE(name)},
+    {.key = "timeout_ms",
+     .placeholder = "MS",
+     .type = SETTINGS_UINT,
+     .min = 1,
+     .max = SETTINGS_MAX_MS,
+     .def = "max_timeout_ms",
+     .flags = SETTINGS_DEFAULT_TEXT,
+     .help = "the deadline of a request that asks for none",
+     ROUTE(timeout_ms)},
+    /* kind: proxy's own keys (CONTRACT section 8): file-only, into serve_route.proxy. */
+    {.key = "strip_prefix",
+     PROXY_ONLY,
+     .type = SETTINGS_BOOL,
+     .def = "false",
+     .placeholder = "true|false",
+     .help = "remove the prefix (less its trailing /) from the path sent upstream",
+     ROUTE(proxy.strip_prefix)},
+    {.key = "preserve_host",
+     PROXY_ONLY,
+     .type = SETTINGS_BOOL,
+     .def = "false",
+     .placeholder = "true|false",
+     .help = "send the client's Host upstream, not the replica's",
+     ROUTE(proxy.preserve_host)},
+    {.key = "hedge_methods",
+     PROXY_ONLY,
+     .type = SETTINGS_TEXT,
+     .check = check_method,
+     .flags = SETTINGS_REPEATABLE,
+     .def = "GET, HEAD, OPTIONS",
+     .placeholder = "METHOD",
+     .help = "the methods whose requests may be hedged",
+     ROUTE(proxy.hedge_methods)},
+    {.key = "hedge_idempotency_key",
+     PROXY_ONLY,
+     .type = SETTINGS_BOOL,
+     .def = "false",
+     .placeholder = "true|false",
+     .help = "also hedge a request of any method that has an Idempotency-Key",
+     ROUTE(proxy.hedge_idempotency_key)},
+    {.key = "body_replay_limit_bytes",
+     PROXY_ONLY,
+     .type = SETTINGS_UINT,
+     .min = 0,
+     .max = 1u << 30,
+     .def = "65536",
+     .placeholder = "BYTES",
+     .help = "a hedged request's body is held up to this; a larger one is sent once",
+     ROUTE(proxy.body_replay_limit_bytes)},
+    {.key = "max_request_body_bytes",
+     PROXY_ONLY,
+     .type = SETTINGS_UINT,
+     .min = 0,
+     .max = UINT64_C(1) << 40,
+     .def = "16777216",
+     .placeholder = "BYTES",
+     .help = "the largest request body forwarded (more: 413)",
+     ROUTE(proxy.max_request_body_bytes)},
+    {.key = "failure_statuses",
+     PROXY_ONLY,
+     .type = SETTINGS_UINT,
+     .min = 100,
+     .max = 599,
+     .flags = SETTINGS_REPEATABLE,
+     .def = "429, 500, 502, 503, 504",
+     .placeholder = "STATUS",
+     .help = "response statuses that fail an attempt (any other is the answer)",
+     ROUTE(proxy.failure_statuses)},
+    {.key = "body_idle_timeout_ms",
+     PROXY_ONLY,
+     .type = SETTINGS_UINT,
+     .min = 1,
+     .max = SETTINGS_MAX_MS,
+     .def = "30000",
+     .placeholder = "MS",
+     .help = "a response body that stalls this long is cut (the connection closes)",
+     ROUTE(proxy.body_idle_timeout_ms)},
     {SETTINGS_ROW_HELP, .help = "this text", .man = "Print the options and exit 0."},
 };
 

@@ -104,6 +104,9 @@ typedef struct tc_server_config {
     /* 1: json lines end with "replica" (tc_request_set_replica: the upstream replica that
      * answered, null when none); text lines never change [0] */
     int access_log_replica;
+    /* 1: json lines carry "route" (tc_request_set_route: the route that took the request, ""
+     * when none); text lines never change [0] */
+    int access_log_route;
     /* Readiness probe answered by the server itself (GET/HEAD, query ignored): 200
      * {"status":"ready"}, or 503 {"status":"draining"} once tc_server_set_ready(srv, 0) was
      * called or the server is draining, also on connections that would otherwise get 503
@@ -166,6 +169,17 @@ typedef struct tc_server_stats {
 /* Fills *out. On the server's loop thread only (the counters are plain). */
 void tc_server_get_stats(const tc_server *srv, tc_server_stats *out);
 
+/* What may change while the server runs (a configuration reload), on its loop thread only.
+ * max_connections: from the next connection accepted (open ones stay). max_body: from the next
+ * request body read. The access log: from the next request handed to the handler (requests handed
+ * earlier are logged where and how they were when handed, so the caller keeps the old FILE open
+ * until those are finished; requests answered without the handler, such as 400s, use the new
+ * one); the old FILE is flushed here. A connection accepted while the log was off has no client
+ * address in its lines. */
+void tc_server_set_max_connections(tc_server *srv, size_t max_connections);
+void tc_server_set_max_body(tc_server *srv, size_t max_body);
+void tc_server_set_access_log(tc_server *srv, FILE *log, int format);
+
 /* ---- requests ------------------------------------------------------------------------------- */
 
 tc_str tc_request_method(const tc_request *req);
@@ -218,6 +232,10 @@ void tc_request_set_attempts(tc_request *req, unsigned attempts);
  * request is finished (respond, drop, or a streamed response's end or abort: its log line is
  * written then). */
 void tc_request_set_replica(tc_request *req, const char *label);
+
+/* The route that took the request (the json access log's "route" with access_log_route; ""
+ * when never set or NULL). Borrowed, as for tc_request_set_replica. */
+void tc_request_set_route(tc_request *req, const char *name);
 
 /* cb runs once if the client goes away (closed, reset, server closed) before the request is
  * finished. Set it again to replace it; NULL removes it. A body being read

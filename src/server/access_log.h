@@ -23,9 +23,12 @@
 #define TC__LOG_TARGET_MAX 8192
 /* Bytes of the replica a line shows (a replica label is shorter: TC_REPLICA_LABEL_MAX). */
 #define TC__LOG_REPLICA_MAX 512
-/* Room for any line: every target, id and replica byte escaped to six bytes (json's \u00XX),
- * plus the other fields. */
-#define TC__LOG_LINE_MAX (6 * (TC__LOG_TARGET_MAX + 128 + TC__LOG_REPLICA_MAX) + 1024)
+/* Bytes of the route a line shows (a route's name is shorter: a metric label value). */
+#define TC__LOG_ROUTE_MAX 256
+/* Room for any line: every target, id, route and replica byte escaped to six bytes (json's
+ * \u00XX), plus the other fields. */
+#define TC__LOG_LINE_MAX                                                                           \
+    (6 * (TC__LOG_TARGET_MAX + 128 + TC__LOG_ROUTE_MAX + TC__LOG_REPLICA_MAX) + 1024)
 /* "2026-11-21T16:57:44.123Z" */
 #define TC__LOG_TIME_LEN 24
 
@@ -43,6 +46,8 @@ typedef struct tc__log_entry {
     int64_t attempts;    /* < 0: does not apply */
     const char *request_id;
     size_t request_id_len; /* 0: does not apply */
+    int with_route;        /* json: "route" (text: never) */
+    const char *route;     /* NUL-terminated; NULL: "" */
     int with_replica;      /* json: end with "replica" (text: never) */
     const char *replica;   /* NUL-terminated; NULL: null */
 } tc__log_entry;

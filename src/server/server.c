@@ -252,6 +252,24 @@ void tc_server_set_ready(tc_server *srv, int ready)
     atomic_store_explicit(srv->ready, ready ? 1 : 0, memory_order_relaxed);
 }
 
+void tc_server_set_max_connections(tc_server *srv, size_t max_connections)
+{
+    srv->cfg.max_connections = max_connections;
+}
+
+void tc_server_set_max_body(tc_server *srv, size_t max_body)
+{
+    srv->cfg.max_body = max_body;
+}
+
+void tc_server_set_access_log(tc_server *srv, FILE *log, int format)
+{
+    if (srv->cfg.access_log != NULL && srv->cfg.access_log != log)
+        (void)fflush(srv->cfg.access_log); /* its lines so far, before the caller may close it */
+    srv->cfg.access_log = log;
+    srv->cfg.access_log_format = format;
+}
+
 size_t tc_server_connections(const tc_server *srv)
 {
     return srv->nconns;

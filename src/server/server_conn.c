@@ -422,6 +422,8 @@ static inline void conn_dispatch(tc__srv_conn *c, const tc__link *after)
             continue;
         }
         r->dispatched = 1;
+        r->log = srv->cfg.access_log; /* tc_server_set_access_log: a request keeps its log */
+        r->log_format = srv->cfg.access_log_format;
         srv->inflight++;
         /* lands in app/serve/cmd_serve.c serve_handle (src/upstream/upstream.c on_request) */
         srv->cfg.handler(r, srv->cfg.handler_data);

@@ -102,6 +102,9 @@ struct tc_request {
     unsigned char id_len, client_len;
     unsigned attempts;
     const char *replica; /* tc_request_set_replica's, or NULL */
+    const char *route;   /* tc_request_set_route's, or NULL */
+    FILE *log;           /* once dispatched: the access log in force when it was handed over */
+    int log_format;
     int status;
     char *resp;      /* the whole response, written when this request reaches the queue head */
     size_t resp_len; /* its length; for a streamed response, the bytes written so far */

@@ -91,6 +91,11 @@ void tc_request_set_replica(tc_request *r, const char *label)
     r->replica = label;
 }
 
+void tc_request_set_route(tc_request *r, const char *name)
+{
+    r->route = name;
+}
+
 /* ---- client address ------------------------------------------------------------------------- */
 
 void tc__srv_conn_client(tc__srv_conn *c)
@@ -141,7 +146,7 @@ static const char *log_time(tc_server *srv)
 void tc__srv_access_log(tc_request *r)
 {
     tc_server *srv = r->srv;
-    FILE *log = srv->cfg.access_log;
+    FILE *log = r->dispatched ? r->log : srv->cfg.access_log;
     if (log == NULL)
         return;
     tc__log_entry e;
@@ -165,11 +170,13 @@ void tc__srv_access_log(tc_request *r)
     e.attempts = r->attempts_set ? (int64_t)r->attempts : -1;
     e.request_id = r->id;
     e.request_id_len = r->id_len;
+    e.with_route = srv->cfg.access_log_route;
+    e.route = r->route;
     e.with_replica = srv->cfg.access_log_replica;
     e.replica = r->replica;
     tc__buf b;
     tc__buf_init(&b, srv->log_line, sizeof(srv->log_line), sizeof(srv->log_line) - 1);
-    if (tc__log_format(&b, srv->cfg.access_log_format, &e) == 0)
+    if (tc__log_format(&b, r->dispatched ? r->log_format : srv->cfg.access_log_format, &e) == 0)
         /* the access log is best effort: a full disk must not fail requests */
         (void)fwrite(b.data, 1, b.len, log);
 }

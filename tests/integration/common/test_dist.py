@@ -101,7 +101,15 @@ class SystemdUnitTest(unittest.TestCase):
                            ("LogsDirectory", "tailcut")):
             self.assertEqual(self.svc.get(key), [value], key)
         self.assertIn("AF_UNIX", self.svc["RestrictAddressFamilies"][0])  # $NOTIFY_SOCKET
-        self.assertIn("-USR1", self.svc["ExecReload"][0])
+        # reload: the configuration file again
+        self.assertEqual(self.svc["ExecReload"], ["/bin/kill -HUP $MAINPID"])
+
+    def test_example_configuration_checks(self):
+        flags = serve_flags(self.argv[1:])
+        self.assertEqual(flags["--config"], "/etc/tailcut/tailcut.yaml")
+        p = subprocess.run([Proc.bin(), "serve", "--config", os.path.join(DIST, "tailcut.yaml"),
+                            "--check"], capture_output=True, timeout=30 * SLOW)
+        self.assertEqual((p.returncode, p.stderr), (0, b"tailcut: configuration ok: 2 routes\n"))
 
     def test_stop_timeout_allows_for_the_drain(self):
         flags = serve_flags(self.argv[1:])
@@ -117,7 +125,7 @@ class KubernetesTest(unittest.TestCase):
         self.addCleanup(Watchdog(60 * SLOW).cancel)
         with open(os.path.join(DIST, "kubernetes.yaml"), encoding="utf-8") as f:
             self.docs = {d["kind"]: d for d in yaml.safe_load_all(f)}
-        self.assertEqual(sorted(self.docs), ["Deployment", "Service"])
+        self.assertEqual(sorted(self.docs), ["ConfigMap", "Deployment", "Service"])
         self.pod = self.docs["Deployment"]["spec"]["template"]
         self.container = self.pod["spec"]["containers"][0]
         self.flags = serve_flags(self.container["args"])
@@ -149,6 +157,20 @@ class KubernetesTest(unittest.TestCase):
 
     def test_flags_are_documented(self):
         self.assertEqual(set(self.flags) - man_flags("tailcut-serve"), set())
+
+    def test_config_map_is_the_configuration(self):
+        # mounted where --config reads it, and valid
+        mount = self.container["volumeMounts"][0]
+        volume = self.pod["spec"]["volumes"][0]
+        self.assertEqual(volume["configMap"]["name"], self.docs["ConfigMap"]["metadata"]["name"])
+        self.assertEqual(self.flags["--config"], mount["mountPath"] + "/tailcut.yaml")
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "tailcut.yaml")
+            with open(path, "w") as f:
+                f.write(self.docs["ConfigMap"]["data"]["tailcut.yaml"])
+            p = subprocess.run([Proc.bin(), "serve", "--config", path, "--check"],
+                               capture_output=True, timeout=30 * SLOW)
+        self.assertEqual((p.returncode, p.stderr), (0, b"tailcut: configuration ok: 1 route\n"))
 
 
 if __name__ == "__main__":

@@ -82,6 +82,7 @@ class InstallTest(unittest.TestCase):
                   lib + "/cmake/tailcut/tailcutConfigVersion.cmake",
                   lib + "/cmake/tailcut/tailcutTargets.cmake",
                   "share/doc/tailcut/examples/tailcut.service",
+                  "share/doc/tailcut/examples/tailcut.yaml",
                   "share/doc/tailcut/examples/kubernetes.yaml"):
             self.assertIn(f, self.files)
         for page in ("tailcut", "tailcut-serve", "tailcut-upstream", "tailcut-fetch"):

@@ -342,6 +342,115 @@ static void test_access_log(void **state)
     fclose(log);
 }
 
+/* ---- what may change while the server runs (a reload) ------------------------------------- */
+
+typedef struct switch_state {
+    FILE *json_log;
+    tc_request *held;
+} switch_state;
+
+/* /hold waits for the client's event; everything else is answered at once. */
+static void handler_switch(tc_request *req, void *data)
+{
+    fixture *fx = data;
+    switch_state *st = fx->t;
+    int i = sfx_record(fx, req);
+    if (sfx_str_eq(tc_request_path(req), "/hold")) {
+        st->held = req;
+        atomic_store(&fx->stage, 1);
+        return;
+    }
+    fx->respond_ret[i] = tc_request_respond(req, 200, "text/plain", NULL, 0, "ok", 2);
+}
+
+/* The reload: the json log, one connection at most and a 4-byte body limit from now on; then
+ * the request handed over before it is answered (it keeps its text log). */
+static void on_event_switch(fixture *fx, int ev)
+{
+    switch_state *st = fx->t;
+    tc_server_set_access_log(fx->srv, st->json_log, TC_ACCESS_LOG_JSON);
+    tc_server_set_max_connections(fx->srv, 1);
+    tc_server_set_max_body(fx->srv, 4);
+    fx->respond_ret[0] = tc_request_respond(st->held, 200, "text/plain", NULL, 0, "held", 4);
+    atomic_store(&fx->stage, 2);
+}
+
+static void client_switch(fixture *fx)
+{
+    cli a, b;
+    resp r;
+    CHECK_INT(sfx_cli_connect(fx, &a), 0);
+    CHECK_INT(sfx_cli_sends(&a, "GET /hold HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK(sfx_stage_wait(fx, 1));
+    sfx_client_event(fx);
+    CHECK(sfx_stage_wait(fx, 2));
+    CHECK_INT(sfx_cli_read_response(&a, &r, 0), 1);
+    CHECK_STR(r.body, "held");
+    /* a is open: a second connection is one too many now */
+    CHECK_INT(sfx_cli_connect(fx, &b), 0);
+    CHECK_INT(sfx_cli_read_response(&b, &r, 0), 1);
+    CHECK_INT(r.status, 503);
+    CHECK(sfx_error_body_ok(&r, "overloaded", NULL, 0));
+    sfx_cli_close(&b);
+    CHECK_INT(sfx_cli_sends(&a, "GET /after HTTP/1.1\r\nHost: h\r\n\r\n"), 0);
+    CHECK_INT(sfx_cli_read_response(&a, &r, 0), 1);
+    CHECK_INT(r.status, 200);
+    CHECK_INT(sfx_cli_sends(&a, "POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n12345"),
+              0);
+    CHECK_ERROR_AND_CLOSE(&a, 413, "too_large");
+    sfx_cli_close(&a);
+}
+
+/* The lines of a log file, each NUL-terminated in lines[]; returns how many. */
+static int read_lines(FILE *log, char lines[][1024], int max)
+{
+    int n = 0;
+    rewind(log);
+    while (n < max && fgets(lines[n], 1024, log) != NULL)
+        n++;
+    return n;
+}
+
+static void test_limits_and_log_change_while_running(void **state)
+{
+    (void)state;
+    fixture fx;
+    switch_state st = {tmpfile(), NULL};
+    FILE *text_log = tmpfile();
+    char lines[8][1024];
+    assert_non_null(st.json_log);
+    assert_non_null(text_log);
+    sfx_init(&fx, handler_switch);
+    fx.t = &st;
+    fx.on_event = on_event_switch;
+    fx.cfg.access_log = text_log;
+    sfx_run(&fx, client_switch, 0);
+    assert_int_equal(fx.respond_ret[0], 0);
+    /* the held request was handed over before the change: its text line is in the old log */
+    assert_int_equal(read_lines(text_log, lines, 8), 1);
+    assert_non_null(strstr(lines[0], "\"GET /hold HTTP/1.1\" 200 "));
+    /* everything after it is json in the new one: the 503, /after and the 413 */
+    int n = read_lines(st.json_log, lines, 8);
+    assert_int_equal(n, 3);
+    int after = 0, too_large = 0, over = 0;
+    for (int i = 0; i < n; i++) {
+        json_error_t err;
+        json_t *j = json_loads(lines[i], 0, &err);
+        assert_non_null(j);
+        json_int_t status = json_integer_value(json_object_get(j, "status"));
+        const char *path = json_string_value(json_object_get(j, "target"));
+        after += status == 200 && path != NULL && strcmp(path, "/after") == 0;
+        too_large += status == 413;
+        over += status == 503;
+        json_decref(j);
+    }
+    assert_int_equal(after, 1);
+    assert_int_equal(too_large, 1);
+    assert_int_equal(over, 1);
+    fclose(text_log);
+    fclose(st.json_log);
+}
+
 /* ---- regression tests for bugs found by this file ------------------------------------------- */
 
 /* Found as a bug by this file: a request finished after tc_server_close() used to touch the
@@ -523,6 +632,7 @@ int main(void)
         cmocka_unit_test(test_idle_timeout_closes),
         cmocka_unit_test(test_respond_error_escapes_message),
         cmocka_unit_test(test_access_log),
+        cmocka_unit_test(test_limits_and_log_change_while_running),
         cmocka_unit_test(test_finish_after_server_close_waits),
         cmocka_unit_test(test_close_inside_handler_after_answer),
         cmocka_unit_test(test_close_inside_handler_frees_pipelined),

@@ -347,15 +347,11 @@ static void test_every_message(void **state)
         {"delay", "x", "invalid value 'x' for --delay: expected a whole number", NULL},
         {"budget", "0",
          "invalid value '0' for --budget: expected a percentage above 0 and up to 100, "
-         "digits[.digits] (at most 6 decimals)",
-         NULL},
-        {"budget", "off",
-         "invalid value 'off' for --budget: expected a percentage above 0 and up to 100, "
-         "digits[.digits] (at most 6 decimals)",
+         "digits[.digits] (at most 6 decimals), or off",
          NULL},
         {"budget", "101",
          "invalid value '101' for --budget: expected a percentage above 0 and up to 100, "
-         "digits[.digits] (at most 6 decimals)",
+         "digits[.digits] (at most 6 decimals), or off",
          NULL},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -605,11 +601,12 @@ static void *room_for(const settings_table *t, settings_scope scope)
 /* The size a row's type stores, or 0 when its row says (UINT: 4 or 8, CUSTOM: its own). */
 static size_t type_size(const setting *s)
 {
-    if (s->type == SETTINGS_URL && (s->flags & SETTINGS_REPEATABLE))
+    if ((s->type == SETTINGS_URL || s->type == SETTINGS_TEXT) && (s->flags & SETTINGS_REPEATABLE))
         return sizeof(settings_list);
     switch (s->type) {
     case SETTINGS_WORD:
     case SETTINGS_SWITCH:
+    case SETTINGS_BOOL:
         return sizeof(int);
     case SETTINGS_TEXT:
     case SETTINGS_URL:
@@ -648,7 +645,9 @@ static void test_every_table_row(void **state)
             assert_true(s->name != NULL || s->letter != 0 || s->key != NULL);
             assert_non_null(s->help);
             helps += s->type == SETTINGS_HELP;
-            if (s->type == SETTINGS_UINT) {
+            if (s->type == SETTINGS_UINT && (s->flags & SETTINGS_REPEATABLE)) {
+                assert_int_equal(s->size, sizeof(settings_uints));
+            } else if (s->type == SETTINGS_UINT) {
                 assert_true(s->size == sizeof(uint64_t) || s->size == sizeof(unsigned));
                 assert_true(s->min <= s->max);
                 if (s->size == sizeof(unsigned))
@@ -660,7 +659,8 @@ static void test_every_table_row(void **state)
             }
             if (s->type == SETTINGS_WORD)
                 assert_non_null(s->words);
-            if (s->type != SETTINGS_SWITCH && s->type != SETTINGS_HELP)
+            if (s->type != SETTINGS_SWITCH && s->type != SETTINGS_HELP &&
+                s->type != SETTINGS_SECTION)
                 assert_non_null(s->placeholder);
             if (s->def != NULL) {
                 char written[512];

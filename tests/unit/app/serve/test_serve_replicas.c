@@ -67,7 +67,8 @@ static int setup(void **state)
     f->route.eject_failures = 5;
     f->route.eject_latency_factor = 5;
     f->route.max_ejected_pct = 50;
-    assert_int_equal(serve_replicas_start(&f->route), 0);
+    f->route.name = (char *)"/api/";
+    assert_int_equal(serve_route_state_new(&f->route), 0);
     assert_null(f->route.metadata_replicas); /* no metadata URL: no set */
     assert_int_equal(f->route.url_max, strlen(upstream_urls[1]));
     *state = f;
@@ -77,7 +78,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    serve_replicas_free(&f->route);
+    serve_route_state_unref(f->route.state);
     free(f);
     return 0;
 }
@@ -96,6 +97,17 @@ static void attempt(fixture *f, unsigned want, tc_replica_result result, uint64_
     assert_string_equal(((serve_replica *)c.data)->url, upstream_urls[want]);
     assert_int_equal(tc_replica_done(f->route.replicas->set, c.id, result, ms * 1000, tc__now_ms()),
                      0);
+}
+
+/* The replica families of the one route, without and with the route label. */
+static int metrics_of(const serve_route *route, tc__buf *b)
+{
+    return serve_replicas_metrics(route, 1, 0, b);
+}
+
+static int routed_metrics_of(const serve_route *route, tc__buf *b)
+{
+    return serve_replicas_metrics(route, 1, 1, b);
 }
 
 static char *render(fixture *f, int (*fn)(const serve_route *, tc__buf *))
@@ -128,7 +140,7 @@ static void test_metrics(void **state)
     fixture *f = *state;
     attempt(f, 0, TC_REPLICA_SUCCESS, 10);
     attempt(f, 1, TC_REPLICA_FAILURE, 2);
-    char *text = render(f, serve_replicas_metrics);
+    char *text = render(f, metrics_of);
     for (int s = 0; s < TC_REPLICA_STATE_COUNT; s++) {
         char head[128];
         (void)snprintf(
@@ -248,12 +260,54 @@ static void test_stats(void **state)
     json_decref(o);
 }
 
+/* With --config every replica series names its route first; without, never (the test above). */
+static void test_metrics_with_route(void **state)
+{
+    fixture *f = *state;
+    attempt(f, 0, TC_REPLICA_SUCCESS, 10);
+    char *text = render(f, routed_metrics_of);
+    assert_non_null(line_of(
+        text,
+        "tailcut_upstream_replicas{route=\"/api/\",set=\"upstream\",state=\"available\"} 3\n"));
+    assert_non_null(line_of(text,
+                            "tailcut_upstream_replica_in_flight{route=\"/api/\",set=\"upstream\","
+                            "replica=\"http://127.0.0.1:8001\"} 0\n"));
+    assert_non_null(
+        line_of(text, "tailcut_upstream_panic_total{route=\"/api/\",set=\"upstream\"} 0\n"));
+    assert_null(strstr(text, "{set="));
+    free(text);
+}
+
+/* A reload keeps a route's state when its name and upstreams are the same, and only then. */
+static void test_state_carried_over(void **state)
+{
+    fixture *f = *state;
+    serve_route same = f->route, renamed = f->route, other = f->route;
+    same.state = renamed.state = other.state = NULL;
+    assert_true(serve_route_state_fits(f->route.state, &same));
+    renamed.name = (char *)"api";
+    assert_false(serve_route_state_fits(f->route.state, &renamed));
+    other.upstreams.n = 2;
+    assert_false(serve_route_state_fits(f->route.state, &other));
+    other = f->route;
+    other.eject_failures = 6;
+    assert_false(serve_route_state_fits(f->route.state, &other));
+    /* the adopting route takes the very same sets */
+    serve_route_state_adopt(&same, f->route.state);
+    assert_ptr_equal(same.replicas, f->route.replicas);
+    assert_int_equal(same.url_max, f->route.url_max);
+    serve_route_state_unref(same.state); /* the fixture's reference keeps it */
+    assert_non_null(f->route.replicas->set);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_labels),
         cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_metrics_with_route, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_carried_over, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
