@@ -421,13 +421,18 @@ static inline void conn_dispatch(tc__srv_conn *c, const tc__link *after)
             tc_request_respond_error(r, 503, "shutting_down", "the server is shutting down");
             continue;
         }
-        r->dispatched = 1;
-        r->log = srv->cfg.access_log; /* tc_server_set_access_log: a request keeps its log */
-        r->log_format = srv->cfg.access_log_format;
-        srv->inflight++;
-        /* lands in app/serve/cmd_serve.c serve_handle (src/upstream/upstream.c on_request) */
-        srv->cfg.handler(r, srv->cfg.handler_data);
+        tc__srv_hand_over(srv, r);
     }
+}
+
+void tc__srv_hand_over(tc_server *srv, tc_request *r)
+{
+    r->dispatched = 1;
+    r->log = srv->cfg.access_log; /* tc_server_set_access_log: a request keeps its log */
+    r->log_format = srv->cfg.access_log_format;
+    srv->inflight++;
+    /* lands in app/serve/cmd_serve.c serve_handle (src/upstream/upstream.c on_request) */
+    srv->cfg.handler(r, srv->cfg.handler_data);
 }
 
 void tc__srv_conn_dispatch(tc__srv_conn *c, const tc__link *after)

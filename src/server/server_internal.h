@@ -274,6 +274,10 @@ int tc__srv_conn_submit(tc__srv_conn *c, tc__srv_write *w);
 int tc__srv_conn_send(tc__srv_conn *c, const uv_buf_t *bufs, unsigned nbufs, size_t total);
 /* Hands every request queued after `after` to the handler (or answers 503 while draining). */
 void tc__srv_conn_dispatch(tc__srv_conn *c, const tc__link *after);
+/* Hands r to the handler (whole, or at its head when streaming): marks it dispatched, gives it
+ * the access log in force (it keeps that one to its end, whatever a reload sets) and counts it
+ * in flight. The one way a request reaches the handler. */
+void tc__srv_hand_over(tc_server *srv, tc_request *r);
 /* 1 if r is the server's readiness probe (cfg.ready_path); r's target must be split. */
 static inline int tc__srv_is_ready_path(const tc_server *srv, const tc_request *r)
 {
