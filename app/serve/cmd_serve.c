@@ -224,20 +224,13 @@ static int serve_worker_start(rt_worker *w, void *data)
     sw->conf = cfg->conf;
     serve_conf_ref(sw->conf);
     uv_mutex_unlock(&cfg->conf_lock);
+    sw->loop = w->loop;
     serve_forward_init(&sw->fwd);
     w->state = sw;
-    tc_client_config cc;
-    tc_client_config_init(&cc);
-    /* --upstream-connections is per replica: each replica (origin and address) is a pool of
-     * its own in the client; the total only has to let every pool fill. */
-    cc.max_per_host = (size_t)cfg->upstream_connections;
-    cc.max_connections = (size_t)cfg->upstream_connections * cfg->client_pools;
-    cc.max_body = (size_t)cfg->max_body; /* the largest route's: each request sets its own */
-    cc.ca_file = cfg->upstream_ca;
-    cc.engine = (tc_client_engine)cfg->http_engine;
+    serve_conf *conf = sw->conf; /* the settings a reload may change are the configuration's */
     int err = tc_metrics_shard_new(cfg->metrics.reg, &sw->shard);
     if (err == 0)
-        err = tc_client_new(&sw->client, w->loop, &cc);
+        err = serve_conf_client(sw, conf);
     if (err != 0)
         return err;
     sw->stats = serve_stats_shard_at(cfg->stats, w->index);
@@ -250,13 +243,11 @@ static int serve_worker_start(rt_worker *w, void *data)
     sc.host = cfg->listen.host;
     sc.port = w->index == 0 ? cfg->listen.port : run->rc.listen_port;
     sc.reuseport = 1;
-    sc.max_connections = cfg->max_connections;
+    sc.max_connections = conf->max_connections;
     sc.conn_count = &cfg->conn_count;
-    /* the largest route's (each route then checks its own): fixed for the process, since
-     * a server's limit is set when it starts */
-    sc.max_body = cfg->max_body;
-    sc.access_log = cfg->access_log;
-    sc.access_log_format = cfg->access_log_format;
+    sc.max_body = conf->max_body; /* the largest route's (each route then checks its own) */
+    sc.access_log = conf->log->file;
+    sc.access_log_format = conf->log_format;
     sc.access_log_replica = cfg->log_replica;
     sc.access_log_route = cfg->with_route_label;
     sc.ready_path = "/readyz";
@@ -290,10 +281,7 @@ static void close_client(serve_worker *sw)
         serve_metadata_close(serve_conf_share_of(sw, sw->conf), sw->conf->nroutes);
     for (size_t i = 0; i < sw->nretiring; i++)
         serve_metadata_close(serve_conf_share_of(sw, sw->retiring[i]), sw->retiring[i]->nroutes);
-    if (sw->client != NULL) {
-        tc_client_close(sw->client, NULL, NULL);
-        sw->client = NULL;
-    }
+    serve_conf_clients_close(sw);
 }
 
 /* Drained: nothing is in flight, so the upstream pool can go too and the loop can end. */
@@ -428,22 +416,6 @@ static int check_route_flags(serve_run *run)
     return 0;
 }
 
-/* The largest body any route takes: the listener's limit (each route checks its own). A proxy
- * route's requests are streamed with their own limit, but one handled whole (a reload between
- * its head and its turn) is still bounded by the listener's. */
-static uint64_t largest_body(const serve_conf *conf)
-{
-    uint64_t max = 0;
-    for (size_t i = 0; i < conf->nroutes; i++) {
-        const serve_route *r = &conf->routes[i];
-        uint64_t body =
-            r->kind == SERVE_KIND_PROXY ? r->proxy.max_request_body_bytes : r->max_body;
-        if (body > max)
-            max = body;
-    }
-    return max;
-}
-
 /* The defaults, then the flags (and with --config the file) into the process's settings and its
  * routes. Returns -1 to go on, else the exit status (0 after --help or --check, 2 after a bad
  * flag, value or file). */
@@ -479,13 +451,17 @@ static int read_settings(serve_run *run, int argc, char **argv)
     }
     cfg->routes = cfg->conf->routes;
     cfg->nroutes = cfg->conf->nroutes;
-    cfg->max_body = largest_body(cfg->conf);
     if (cfg->workers == 0)
         cfg->workers = rt_cpus(); /* the default, "online CPUs" */
     if (settings_open_access_log(cfg->access_log_path, &cfg->access_log, &e) != 0) {
         settings_cli_error(&serve_settings, "access-log", &e);
         return CLI_EXIT_USAGE;
     }
+    if (serve_conf_globals_first(cfg->conf, cfg) != 0) { /* the conf owns the log from here */
+        cli_error(serve_settings.cmd, "%s", tc_strerror(TC_ENOMEM));
+        return CLI_EXIT_FAILURE;
+    }
+    cfg->max_body = cfg->conf->max_body;
     return -1;
 }
 
@@ -555,7 +531,16 @@ static int start_routes(serve_config *cfg)
     return 0;
 }
 
-/* SIGHUP, on the runtime's main thread. */
+/* SIGUSR1 reopens the access log in force (a file, not stdout). */
+static void runtime_log(serve_run *run)
+{
+    const serve_log *log = run->cfg.conf->log;
+    run->rc.access_log = log->file;
+    run->rc.access_log_path = log->file != NULL && log->file != stdout ? log->path : NULL;
+}
+
+/* SIGHUP, on the runtime's main thread (as SIGUSR1 is: the log it reopens is the one now in
+ * force, held by cfg->conf). */
 static void on_reload(void *data)
 {
     serve_run *run = data;
@@ -563,6 +548,7 @@ static void on_reload(void *data)
         serve_reload(&run->cfg, run->argc, run->argv, run->given);
     run->rc.drain_timeout_ms = run->cfg.drain_timeout_ms;
     run->rc.shutdown_delay_ms = run->cfg.shutdown_delay_ms;
+    runtime_log(run);
 }
 
 /* The runtime runs the workers with the process's settings. */
@@ -572,8 +558,7 @@ static void configure_runtime(serve_run *run)
     run->rc.nworkers = (unsigned)cfg->workers;
     run->rc.drain_timeout_ms = cfg->drain_timeout_ms;
     run->rc.shutdown_delay_ms = cfg->shutdown_delay_ms;
-    run->rc.access_log = cfg->access_log;
-    run->rc.access_log_path = cfg->access_log != stdout ? cfg->access_log_path : NULL;
+    runtime_log(run);
     run->rc.start = serve_worker_start;
     run->rc.unready = serve_worker_unready;
     run->rc.drain = serve_worker_drain;
@@ -614,11 +599,9 @@ static void serve_run_free(serve_run *run)
     serve_admin_stop(run->admin); /* open until here: the very end of the process's work */
     serve_discovery_stop(cfg);    /* the workers have ended: nothing else changes the sets */
     serve_mailboxes_free(cfg);
-    serve_conf_unref(cfg->conf); /* the last reference: its routes let their states go */
+    serve_conf_unref(cfg->conf); /* the last reference: its routes and its log go */
     if (run->emb_running)
         embedded_stop(&run->emb);
-    if (cfg->access_log != NULL && cfg->access_log != stdout)
-        (void)fclose(cfg->access_log); /* at exit: nowhere left to report a failed flush */
     tc_metrics_registry_free(cfg->metrics.reg);
     serve_stats_free(cfg->stats);
     free(cfg->reloadable);

@@ -199,10 +199,25 @@ typedef struct serve_meta_slot {
     uint64_t dedup_seen; /* the batcher's dedup hits already added to the metric */
 } serve_meta_slot;
 
+/* A worker's upstream client, shared by its shares of the configurations that have the same
+ * client settings (http_engine, upstream_connections): a reload that changes them gives the
+ * worker a new client for the requests that start after it, and the old one is closed once the
+ * last of its configurations has no call left on that worker (cmd_serve_config.c). */
+typedef struct serve_client serve_client;
+
 typedef struct serve_conf_share {
     size_t calls;
     serve_meta_slot *meta; /* one per route */
+    serve_client *client;  /* the client its calls use; NULL once given back */
 } serve_conf_share;
+
+/* The access log of a configuration: shared by the configurations that name the same log (a
+ * reload that keeps access_log keeps its FILE), the last reference closes it (stdout never). */
+typedef struct serve_log {
+    atomic_uint refs;
+    FILE *file; /* NULL: off */
+    char *path; /* the value: "-", "off" or the file */
+} serve_log;
 
 /* The routes in force: immutable once built, reference counted (the process holds one reference
  * on the current configuration, each worker one on the one it serves with, each request in
@@ -218,6 +233,15 @@ typedef struct serve_conf {
     /* With --config: the text of each global key in the file (NULL: not there), by row, so that
      * a reload can tell what changed. */
     char *global_text[SETTINGS_MAX_ROWS];
+    /* The global settings a reload may change, as this configuration has them (the command
+     * line's win over the file's): each worker applies them when it takes the configuration,
+     * for the connections it accepts and the requests that start from then on. */
+    uint64_t max_connections;
+    uint64_t max_body; /* the listener's: the largest route's (each route checks its own) */
+    uint64_t upstream_connections;
+    int http_engine;
+    serve_log *log;
+    int log_format;
 } serve_conf;
 
 /* The process: its listeners, workers, limits, logs and metrics (the SETTINGS_GLOBAL rows of
@@ -228,7 +252,7 @@ typedef struct serve_config {
     char *upstream_ca;
     int http_engine; /* tc_client_engine */
     uint64_t upstream_connections;
-    uint64_t max_body; /* the listener's and the client's: the largest route's */
+    uint64_t max_body; /* at start: the largest route's (the admin listener's limit) */
     uint64_t max_connections;
     uint64_t workers; /* 0 until the flags are read: then the online CPUs */
     uint64_t drain_timeout_ms;
@@ -239,7 +263,7 @@ typedef struct serve_config {
         client_pools; /* pools a worker's client may hold: its total is this x the per-pool cap */
     uint64_t shutdown_delay_ms;
     char *access_log_path; /* --access-log as given: "-", "off" or a file */
-    FILE *access_log;
+    FILE *access_log;      /* opened at start, then the first configuration's (serve_log) */
     int access_log_format; /* TC_ACCESS_LOG_TEXT or _JSON */
     char *config_path;     /* --config FILE, or NULL */
     int check;             /* --check: validate and exit */
@@ -275,8 +299,9 @@ struct serve_worker {
     size_t nretiring;
     uv_async_t reload; /* a new configuration is in force: take it */
     int reload_open;
+    uv_loop_t *loop;
     tc_server *srv;
-    tc_client *client;
+    tc_client *client; /* the client of conf (its share's): what new requests use */
     tc_metrics_shard *shard;
     uint64_t queue_waits_seen; /* client's queued count already added to the metric */
     uint64_t stale_retries_seen;
@@ -491,6 +516,23 @@ int serve_conf_start(serve_conf *conf, const serve_conf *old);
 
 /* The worker's share of its configuration (its batchers, its calls in flight). */
 serve_conf_share *serve_conf_share_of(serve_worker *sw, serve_conf *conf);
+
+/* The settings a reload may change, for conf: the listener's from globals (max_connections,
+ * access_log_format, the largest route's body), the client's (http_engine,
+ * upstream_connections), and the access log: current's when it names the same one, else
+ * globals->access_log_path opened (on the main thread). Returns 0, or -1 with e's message. */
+int serve_conf_globals(serve_conf *conf, const serve_config *globals, const serve_conf *current,
+                       settings_error *e);
+/* The start's: the log the process opened (cfg->access_log) becomes conf's. */
+int serve_conf_globals_first(serve_conf *conf, serve_config *cfg);
+void serve_log_unref(serve_log *log);
+
+/* On the worker's thread: gives its share of conf a client, the one of the configuration it
+ * serves with when the client settings are the same, else a new one (sw->client then). Returns
+ * 0 or a TC_E* code (a worker that has one keeps using it). */
+int serve_conf_client(serve_worker *sw, serve_conf *conf);
+/* At the worker's end: every configuration it holds gives its client back (closing them). */
+void serve_conf_clients_close(serve_worker *sw);
 
 /* On the worker's thread: registers it for reloads (its uv_async on loop) / closes that. */
 int serve_reload_open(serve_worker *sw, uv_loop_t *loop);

@@ -87,8 +87,10 @@ void serve_call_abandon(serve_call *call)
 
 void serve_call_free(serve_call *call)
 {
-    tc_metrics_gauge_add(call->sw->shard, call->sw->cfg->metrics.in_flight,
-                         TC_METRICS_SERIES_DEFAULT, -1);
+    serve_metrics *m = &call->sw->cfg->metrics;
+    tc_metrics_gauge_add(
+        call->sw->shard, m->in_flight,
+        serve_series(call->sw, m->in_flight, call->route, NULL, TC_METRICS_SERIES_DEFAULT), -1);
     serve_stats_in_flight(call->sw->stats, -1);
     tc_future_unref(call->work);
     call_end(call);
@@ -105,7 +107,10 @@ static void on_client_gone(tc_request *req, void *data)
 void serve_call_count_in_flight(serve_call *call)
 {
     serve_worker *sw = call->sw;
-    tc_metrics_gauge_add(sw->shard, sw->cfg->metrics.in_flight, TC_METRICS_SERIES_DEFAULT, 1);
+    serve_metrics *m = &sw->cfg->metrics;
+    tc_metrics_gauge_add(
+        sw->shard, m->in_flight,
+        serve_series(sw, m->in_flight, call->route, NULL, TC_METRICS_SERIES_DEFAULT), 1);
     serve_stats_in_flight(sw->stats, 1);
 }
 

@@ -120,6 +120,7 @@ static void routes_free(serve_route *routes, size_t n)
 static void conf_free(serve_conf *conf)
 {
     routes_free(conf->routes, conf->nroutes);
+    serve_log_unref(conf->log);
     for (size_t i = 0; i < conf->nshares; i++)
         free(conf->shares[i].meta);
     free(conf->shares);
@@ -227,6 +228,173 @@ int serve_conf_start(serve_conf *conf, const serve_conf *old)
             return err;
     }
     return 0;
+}
+
+/* ---- the settings a reload may change ----------------------------------------------------- */
+
+void serve_log_unref(serve_log *log)
+{
+    if (log == NULL || atomic_fetch_sub(&log->refs, 1) != 1)
+        return;
+    if (log->file != NULL && log->file != stdout)
+        (void)fclose(log->file); /* the last line written: nowhere left to report a failed flush */
+    free(log->path);
+    free(log);
+}
+
+/* Takes file (closed if there is no memory for the rest). */
+static serve_log *log_new(FILE *file, const char *path)
+{
+    serve_log *log = calloc(1, sizeof(*log));
+    if (log != NULL && (log->path = strdup(path)) == NULL) {
+        free(log);
+        log = NULL;
+    }
+    if (log == NULL) {
+        if (file != NULL && file != stdout)
+            (void)fclose(file);
+        return NULL;
+    }
+    atomic_init(&log->refs, 1);
+    log->file = file;
+    return log;
+}
+
+/* The listener's body limit: the largest route's (each route checks its own). A proxy route's
+ * requests are streamed with their own limit, max_request_body_bytes; one handled whole (a
+ * reload between its head and its turn) is still bounded by the listener's. */
+static uint64_t largest_body(const serve_conf *conf)
+{
+    uint64_t max = 0;
+    for (size_t i = 0; i < conf->nroutes; i++) {
+        const serve_route *r = &conf->routes[i];
+        uint64_t body = r->kind == SERVE_KIND_PROXY ? r->proxy.max_request_body_bytes : r->max_body;
+        if (body > max)
+            max = body;
+    }
+    return max;
+}
+
+static void globals_copy(serve_conf *conf, const serve_config *g)
+{
+    conf->max_connections = g->max_connections;
+    conf->max_body = largest_body(conf);
+    conf->upstream_connections = g->upstream_connections;
+    conf->http_engine = g->http_engine;
+    conf->log_format = g->access_log_format;
+}
+
+int serve_conf_globals(serve_conf *conf, const serve_config *globals, const serve_conf *current,
+                       settings_error *e)
+{
+    globals_copy(conf, globals);
+    const char *path = globals->access_log_path;
+    if (current != NULL && current->log != NULL && strcmp(current->log->path, path) == 0) {
+        /* the same log: its FILE goes on (a reload never reopens it; SIGUSR1 does) */
+        atomic_fetch_add(&current->log->refs, 1);
+        conf->log = current->log;
+        return 0;
+    }
+    FILE *file = NULL;
+    if (settings_open_access_log(path, &file, e) != 0)
+        return -1;
+    if ((conf->log = log_new(file, path)) == NULL)
+        return settings_invalid(e, path, "out of memory");
+    return 0;
+}
+
+int serve_conf_globals_first(serve_conf *conf, serve_config *cfg)
+{
+    globals_copy(conf, cfg);
+    conf->log = log_new(cfg->access_log, cfg->access_log_path);
+    if (conf->log == NULL)
+        cfg->access_log = NULL; /* closed */
+    return conf->log != NULL ? 0 : TC_ENOMEM;
+}
+
+/* ---- a worker's upstream client ---------------------------------------------------------------
+ */
+
+struct serve_client {
+    tc_client *client;
+    size_t users; /* the worker's shares that use it (only the worker touches it) */
+    int engine;   /* its settings */
+    uint64_t connections;
+};
+
+static void client_give(serve_conf_share *share)
+{
+    serve_client *c = share->client;
+    share->client = NULL;
+    if (c == NULL || --c->users > 0)
+        return;
+    /* the configurations that used it have no call left on this worker: nothing is in flight
+     * on it but what their batchers sent, which the close cancels (the batchers are closed) */
+    tc_client_close(c->client, NULL, NULL);
+    free(c);
+}
+
+/* A new client with conf's settings. --upstream-connections is per replica: each replica
+ * (origin and address) is a pool of its own in the client; the total only has to let every
+ * pool fill. */
+static serve_client *client_new(serve_worker *sw, const serve_conf *conf, int *err)
+{
+    serve_config *cfg = sw->cfg;
+    serve_client *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        *err = TC_ENOMEM;
+        return NULL;
+    }
+    tc_client_config cc;
+    tc_client_config_init(&cc);
+    cc.max_per_host = (size_t)conf->upstream_connections;
+    cc.max_connections = (size_t)conf->upstream_connections * cfg->client_pools;
+    cc.max_body = (size_t)conf->max_body; /* each request sets its route's */
+    cc.ca_file = cfg->upstream_ca;
+    cc.engine = (tc_client_engine)conf->http_engine;
+    if ((*err = tc_client_new(&c->client, sw->loop, &cc)) != 0) {
+        free(c);
+        return NULL;
+    }
+    c->engine = conf->http_engine;
+    c->connections = conf->upstream_connections;
+    return c;
+}
+
+int serve_conf_client(serve_worker *sw, serve_conf *conf)
+{
+    serve_conf_share *share = serve_conf_share_of(sw, conf);
+    serve_client *now =
+        sw->conf != NULL && sw->conf != conf ? serve_conf_share_of(sw, sw->conf)->client : NULL;
+    int err = 0;
+    serve_client *c = now;
+    if (now == NULL || now->engine != conf->http_engine ||
+        now->connections != conf->upstream_connections) {
+        c = client_new(sw, conf, &err);
+        if (c == NULL && now == NULL)
+            return err;
+        if (c == NULL) /* the old settings go on rather than no client at all */
+            c = now;
+    }
+    if (c != now && now != NULL) {
+        /* what the old client counted so far goes into the metrics; the new one counts from 0 */
+        serve_count_pool(sw);
+        sw->queue_waits_seen = 0;
+        sw->stale_retries_seen = 0;
+    }
+    c->users++;
+    share->client = c;
+    sw->client = c->client;
+    return err;
+}
+
+void serve_conf_clients_close(serve_worker *sw)
+{
+    if (sw->conf != NULL)
+        client_give(serve_conf_share_of(sw, sw->conf));
+    for (size_t i = 0; i < sw->nretiring; i++)
+        client_give(serve_conf_share_of(sw, sw->retiring[i]));
+    sw->client = NULL;
 }
 
 /* ---- reading the file ----------------------------------------------------------------------- */
@@ -404,15 +572,29 @@ static void on_reload(uv_async_t *a)
     serve_conf_ref(next);
     uv_mutex_unlock(&cfg->conf_lock);
     serve_conf *old = sw->conf;
-    sw->conf = next;
     if (old == next) {
         serve_conf_unref(old);
         return;
     }
+    /* The listener's settings for what it accepts and hands over from now on (a request handed
+     * over before keeps its log: old holds it until that request ends). */
+    if (sw->srv != NULL && !sw->admin) {
+        tc_server_set_max_connections(sw->srv, (size_t)next->max_connections);
+        tc_server_set_max_body(sw->srv, (size_t)next->max_body);
+    }
+    if (sw->srv != NULL)
+        tc_server_set_access_log(sw->srv, next->log->file, next->log_format);
+    if (!sw->admin && serve_conf_client(sw, next) != 0)
+        (void)fprintf(stderr,
+                      "tailcut: worker %u: no new upstream client for the reloaded "
+                      "configuration: it keeps the one it has\n",
+                      sw->index);
+    sw->conf = next;
     serve_conf **grown = realloc(sw->retiring, (sw->nretiring + 1) * sizeof(serve_conf *));
     if (grown == NULL) {
         /* no room to wait for its calls: its batchers close now (their lookups answer 503) */
         serve_metadata_close(serve_conf_share_of(sw, old), old->nroutes);
+        client_give(serve_conf_share_of(sw, old));
         serve_conf_unref(old);
         return;
     }
@@ -443,6 +625,7 @@ void serve_conf_call_done(serve_worker *sw, serve_conf *conf)
         if (sw->retiring[i] != conf)
             continue;
         serve_metadata_close(serve_conf_share_of(sw, conf), conf->nroutes);
+        client_give(serve_conf_share_of(sw, conf));
         sw->retiring[i] = sw->retiring[--sw->nretiring];
         serve_conf_unref(conf);
         return;
@@ -481,14 +664,14 @@ void serve_reload_close(serve_worker *sw)
 }
 
 /* What a reload cannot change: the listeners and the workers (unless the command line sets
- * them: then the file's value is ignored), and what the running process fixed at its start.
- * Returns 0, or -1 with e's message naming the key. */
+ * them: then the file's value is ignored), and a route with discovery: dns that was not there
+ * at start (the resolver thread watches the sets it was started with). Every other global key
+ * applies to what starts after the reload (serve_conf_globals, on_reload). Returns 0, or -1 with
+ * e's message naming the key. */
 static int check_fixed(const serve_config *cfg, const serve_conf *old, const serve_conf *next,
-                       const serve_config *globals, uint64_t given, settings_file_error *e)
+                       uint64_t given, settings_file_error *e)
 {
-    static const char *const fixed[] = {"listen",          "admin_listen",         "workers",
-                                        "max_connections", "upstream_connections", "http_engine",
-                                        "access_log",      "access_log_format"};
+    static const char *const fixed[] = {"listen", "admin_listen", "workers"};
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
         const setting *s = settings_find_key(&serve_settings, fixed[i]);
         size_t k = settings_index(&serve_settings, s);
@@ -502,16 +685,8 @@ static int check_fixed(const serve_config *cfg, const serve_conf *old, const ser
             return -1;
         }
     }
-    (void)globals;
     for (size_t i = 0; i < next->nroutes; i++) {
         const serve_route *r = &next->routes[i];
-        if (r->max_body > cfg->max_body) {
-            (void)snprintf(e->message, sizeof(e->message),
-                           "%s: routes[%zu].max_body_bytes: cannot grow past %llu on reload (the "
-                           "largest at start; restart tailcut to raise it)",
-                           cfg->config_path, i, (unsigned long long)cfg->max_body);
-            return -1;
-        }
         if (r->discovery == SERVE_DISCOVERY_DNS) {
             int kept = 0;
             for (size_t k = 0; k < old->nroutes && !kept; k++)
@@ -549,7 +724,12 @@ void serve_reload(serve_config *cfg, int argc, char **argv, uint64_t given)
     if (rc == 0)
         rc = serve_conf_load(cfg, &globals, argc, argv, &next, &e);
     if (rc == 0)
-        rc = check_fixed(cfg, cfg->conf, next, &globals, given, &e);
+        rc = check_fixed(cfg, cfg->conf, next, given, &e);
+    if (rc == 0 && serve_conf_globals(next, &globals, cfg->conf, &se) != 0) {
+        (void)snprintf(e.message, sizeof(e.message), "%s: access_log: %s", cfg->config_path,
+                       se.why);
+        rc = -1;
+    }
     if (rc == 0 && serve_conf_start(next, cfg->conf) != 0) {
         (void)snprintf(e.message, sizeof(e.message), "out of memory");
         rc = -1;

@@ -147,8 +147,8 @@ static void admin_main(void *arg)
     /* its own small cap: a full main listener must not lock the operator out */
     sc.max_connections = 64;
     sc.max_body = cfg->max_body;
-    sc.access_log = cfg->access_log;
-    sc.access_log_format = cfg->access_log_format;
+    sc.access_log = a->sw.conf->log->file; /* a reload changes it (on_reload) */
+    sc.access_log_format = a->sw.conf->log_format;
     sc.access_log_replica = cfg->log_replica; /* one shape of line for the whole log */
     sc.access_log_route = cfg->with_route_label;
     sc.ready_path = "/readyz"; /* the process's one readiness, as on the main listener */

@@ -136,11 +136,14 @@ static void metadata_dispatch(tc_batch *batch, void *data)
     const serve_route *route = slot->route;
     serve_metrics *m = &sw->cfg->metrics;
     size_t n = tc_batch_size(batch);
-    tc_metrics_counter_add(sw->shard, m->batches, TC_METRICS_SERIES_DEFAULT, 1);
-    tc_metrics_counter_add(sw->shard, m->batch_keys, TC_METRICS_SERIES_DEFAULT, n);
-    tc_metrics_histogram_observe(sw->shard, m->batch_size, TC_METRICS_SERIES_DEFAULT, (double)n);
-    tc_metrics_histogram_observe(sw->shard, m->batch_wait, TC_METRICS_SERIES_DEFAULT,
+    /* with --config each series names the route */
+#define ROUTE_SERIES(family) serve_series(sw, (family), route, NULL, TC_METRICS_SERIES_DEFAULT)
+    tc_metrics_counter_add(sw->shard, m->batches, ROUTE_SERIES(m->batches), 1);
+    tc_metrics_counter_add(sw->shard, m->batch_keys, ROUTE_SERIES(m->batch_keys), n);
+    tc_metrics_histogram_observe(sw->shard, m->batch_size, ROUTE_SERIES(m->batch_size), (double)n);
+    tc_metrics_histogram_observe(sw->shard, m->batch_wait, ROUTE_SERIES(m->batch_wait),
                                  tc_batch_wait_ms(batch) / 1e3);
+#undef ROUTE_SERIES
 
     meta_call *mc = calloc(1, sizeof(*mc));
     if (mc == NULL) {
@@ -326,7 +329,9 @@ void serve_handle_metadata(serve_worker *sw, const serve_route *route, tc_reques
     tc_batcher_stats bs;
     tc_batcher_get_stats(batcher, &bs);
     if (bs.dedup_hits > slot->dedup_seen) {
-        tc_metrics_counter_add(sw->shard, sw->cfg->metrics.batch_dedup, TC_METRICS_SERIES_DEFAULT,
+        uint32_t family = sw->cfg->metrics.batch_dedup;
+        tc_metrics_counter_add(sw->shard, family,
+                               serve_series(sw, family, route, NULL, TC_METRICS_SERIES_DEFAULT),
                                bs.dedup_hits - slot->dedup_seen);
         slot->dedup_seen = bs.dedup_hits;
     }

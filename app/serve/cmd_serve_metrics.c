@@ -270,14 +270,15 @@ int serve_metrics_define(serve_metrics *m, int with_route)
          "that hedges, without a usable Idempotency-Key; body_too_large: over the replay limit)",
          route_reason_labels, 2, NULL, 0, 512},
     };
-    uint32_t *ids[] = {
-        &m->requests,      &m->duration,      &m->attempts,         &m->hedges,
-        &m->hedge_wins,    &m->in_flight,     &m->queue_waits,      &m->batches,
-        &m->batch_size,    &m->batch_keys,    &m->batch_dedup,      &m->batch_wait,
-        &m->stale_retries, &m->hedges_denied, &m->attempt_duration, &m->conns_rejected,
-        &m->proxy_unhedged};
+    uint32_t *ids[] = {&m->requests,       &m->duration,      &m->attempts,
+                       &m->hedges,         &m->hedge_wins,    &m->in_flight,
+                       &m->queue_waits,    &m->batches,       &m->batch_size,
+                       &m->batch_keys,     &m->batch_dedup,   &m->batch_wait,
+                       &m->stale_retries,  &m->hedges_denied, &m->attempt_duration,
+                       &m->conns_rejected, &m->proxy_unhedged};
     if (with_route) {
-        /* requests, duration, attempts, hedges, wins, denied and attempt duration by route */
+        /* requests, duration, attempts, hedges, wins, in flight, the metadata batches, denied
+         * and attempt duration by route */
         static const struct {
             size_t def;
             const char *const *labels;
@@ -287,6 +288,12 @@ int serve_metrics_define(serve_metrics *m, int with_route)
                       {2, route_outcome_label, 2},
                       {3, route_label, 1},
                       {4, route_label, 1},
+                      {5, route_label, 1},
+                      {7, route_label, 1},
+                      {8, route_label, 1},
+                      {9, route_label, 1},
+                      {10, route_label, 1},
+                      {11, route_label, 1},
                       {13, route_label, 1},
                       {14, route_outcome_label, 2}};
         for (size_t i = 0; i < sizeof(routed) / sizeof(routed[0]); i++) {

@@ -30,8 +30,8 @@
 
 void serve_proxy_conf_finish(serve_proxy_conf *pc)
 {
-    size_t n = pc->failure_statuses.n < SETTINGS_LIST_MAX ? pc->failure_statuses.n
-                                                          : SETTINGS_LIST_MAX;
+    size_t n =
+        pc->failure_statuses.n < SETTINGS_LIST_MAX ? pc->failure_statuses.n : SETTINGS_LIST_MAX;
     for (size_t i = 0; i < n; i++)
         pc->failing_v[i] = (int)pc->failure_statuses.v[i];
     pc->failing.v = pc->failing_v;
@@ -42,7 +42,9 @@ typedef struct proxy_req {
     serve_worker *sw;
     const serve_route *route;
     tc_request *req;
-    serve_call *call; /* the replicas' URLs and references, in flight; call->work: the hedge */
+    serve_call *call;  /* the replicas' URLs and references, in flight; call->work: the hedge */
+    tc_client *client; /* the worker's at the head: its configuration's (a hedged request starts
+                        * once its body is read, maybe after a reload gave the worker another) */
     uint64_t timeout_ms, deadline_ms;
     tc__proxy_hedge hedged;
     uint64_t ready_ns;      /* the request's, for its metrics once it is finished */
@@ -372,7 +374,7 @@ static int px_start(proxy_req *px)
         creq.body = px->body.data;
         creq.body_len = px->body.len;
     }
-    int err = tc_hedge_start(&px->call->work, px->sw->client, &creq, &policy);
+    int err = tc_hedge_start(&px->call->work, px->client, &creq, &policy);
     if (err == 0)
         err = tc_future_on_done(px->call->work, px_on_hedge_done, px);
     return err;
@@ -422,8 +424,8 @@ static void px_on_source_writable(tc_client_body *body, int status, void *arg)
  * and px_started(). Returns 0 or a TC_E* code. */
 static int px_start_streamed(proxy_req *px, int64_t length)
 {
-    int err = tc_client_body_new(&px->source, px->sw->client,
-                                 length > 0 ? length : TC_CLIENT_LENGTH_UNKNOWN);
+    int err =
+        tc_client_body_new(&px->source, px->client, length > 0 ? length : TC_CLIENT_LENGTH_UNKNOWN);
     if (err == 0 && px->body.len > 0)
         err = tc_client_body_write(px->source, px->body.data, px->body.len);
     if (err != 0)
@@ -607,6 +609,7 @@ void serve_handle_proxy(serve_worker *sw, const serve_route *route, tc_request *
     px->req = req;
     px->ready_ns = tc_request_ready_ns(req);
     px->call = call;
+    px->client = sw->client;
     call->proxy = 1;
     call->strip = route->prefix;
     call->strip_len = 0;
@@ -619,9 +622,10 @@ void serve_handle_proxy(serve_worker *sw, const serve_route *route, tc_request *
     tc_request_on_abort(req, px_on_client_gone, px);
     int streaming = tc_request_is_streaming(req);
     int64_t length = streaming ? tc_request_body_length(req) : (int64_t)tc_request_body(req).len;
-    px->hedged = tc__proxy_hedge_rule(
-        method.base, method.len, (const char *const *)pc->hedge_methods.v, pc->hedge_methods.n, tc_request_header(req, "Idempotency-Key", &key),
-        pc->hedge_idempotency_key, length, pc->body_replay_limit_bytes);
+    px->hedged =
+        tc__proxy_hedge_rule(method.base, method.len, (const char *const *)pc->hedge_methods.v,
+                             pc->hedge_methods.n, tc_request_header(req, "Idempotency-Key", &key),
+                             pc->hedge_idempotency_key, length, pc->body_replay_limit_bytes);
     if (px->hedged != TC__PROXY_HEDGED)
         px_count_unhedged(px);
     tc__buf_init(&px->body, NULL, 0,

@@ -203,7 +203,7 @@ int tc__srv_stream_take(tc__srv_conn *c, http_parser *hp, tc_request *r)
     r->ready_ns = uv_hrtime();
     tc__srv_queue_push(c, r);
     c->phase = r->body_pending ? TC__SRV_BODY : TC__SRV_BUSY;
-    uv_timer_stop(&c->timer); /* the body timer runs only while the body is read */
+    uv_timer_stop(&c->timer);  /* the body timer runs only while the body is read */
     tc__srv_hand_over(srv, r); /* like a whole request */
     /* The parser stops here to take the body's callbacks, and goes on at once if the handler
      * started reading (conn_execute). */
