@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -707,6 +708,44 @@ routes:
         st, _, body = request(self.port, "POST", "/p/c", body=b"z",
                               headers=[("X-Script", "continue")])
         self.assertEqual((st, body), (201, b"ok"))
+
+    # ---- the proxy's keys ------------------------------------------------------------------------
+
+    def test_keys_checked(self):
+        route = "routes:\n  - prefix: /p/\n    kind: proxy\n    upstreams: [http://x]\n"
+        cases = [
+            ("    failure_statuses: [503, 99]\n",
+             "F:5:29: routes[0].failure_statuses[1]: must be from 100 to 599"),
+            ("    hedge_methods: [GET, \"P T\"]\n",
+             "F:5:26: routes[0].hedge_methods[1]: must be a method name (a token)"),
+            ("    strip_prefix: yes\n", "F:5:19: routes[0].strip_prefix: expected true or false"),
+            ("    body_idle_timeout_ms: 0\n",
+             "F:5:27: routes[0].body_idle_timeout_ms: must be from 1 to 3600000"),
+        ]
+        path = os.path.join(self.tmp.name, "bad.yaml")
+        for text, want in cases:
+            with self.subTest(want=want):
+                with open(path, "w") as f:
+                    f.write(route + text)
+                p = subprocess.run([th.Proc.bin(), "serve", "--config", path, "--check"],
+                                   capture_output=True, timeout=30 * S)
+                err = p.stderr.decode().replace(path, "F")
+                self.assertEqual(p.returncode, 2, err)
+                self.assertTrue(err.startswith("tailcut: " + want), err)
+        with open(path, "w") as f:
+            f.write("routes:\n  - {prefix: /a/, kind: api, upstreams: [http://x/w], "
+                    "strip_prefix: true}\n")
+        p = subprocess.run([th.Proc.bin(), "serve", "--config", path, "--check"],
+                           capture_output=True, timeout=30 * S)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("strip_prefix: unknown key for this kind of route", p.stderr.decode())
+        with open(path, "w") as f:
+            f.write(route + "    hedge_methods: [GET, PUT]\n    failure_statuses: [500]\n"
+                    "    strip_prefix: true\n    max_request_body_bytes: 0\n")
+        p = subprocess.run([th.Proc.bin(), "serve", "--config", path, "--check"],
+                           capture_output=True, timeout=30 * S)
+        self.assertEqual((p.returncode, p.stderr.decode()),
+                         (0, "tailcut: configuration ok: 1 route\n"))
 
 
 if __name__ == "__main__":
