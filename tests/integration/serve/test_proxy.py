@@ -90,6 +90,18 @@ def header(rec, name):
     return None
 
 
+# Scripts that answer with fixed bytes and keep the connection.
+FIXED = {
+    "head": b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nX-H: 1\r\n\r\n",
+    "204": b"HTTP/1.1 204 No Content\r\nX-H: 1\r\n\r\n",
+    "304": b"HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\n\r\n",
+    "continue": b"HTTP/1.1 100 Continue\r\n\r\n"
+                b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+    "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+}
+
+
 def respond(c, status, body=b"", headers=(), reason="R"):
     head = "HTTP/1.1 %d %s\r\nContent-Length: %d\r\n" % (status, reason, len(body))
     head += "".join("%s: %s\r\n" % kv for kv in headers)
@@ -135,7 +147,9 @@ class Upstream:
                 with self.lock:
                     self.records.append(rec)
                 script = header(rec, "X-Script") or "echo"
-                if not getattr(self.scripts, "s_" + script)(c, rec):
+                if script in FIXED:
+                    c.send(FIXED[script])
+                elif not getattr(self.scripts, "s_" + script)(c, rec):
                     return
         except (EOFError, OSError, ValueError):
             return
@@ -279,12 +293,6 @@ class ProxyTest(unittest.TestCase):
         return True
 
     @staticmethod
-    def s_chunked(c, rec):
-        c.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-               b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
-        return True
-
-    @staticmethod
     def s_cut_chunked(c, rec):
         c.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
         c.closed_within(5 * S)
@@ -295,26 +303,6 @@ class ProxyTest(unittest.TestCase):
         c.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello")
         c.closed_within(5 * S)
         return False
-
-    @staticmethod
-    def s_head(c, rec):
-        c.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nX-H: 1\r\n\r\n")
-        return True
-
-    @staticmethod
-    def s_204(c, rec):
-        c.send(b"HTTP/1.1 204 No Content\r\nX-H: 1\r\n\r\n")
-        return True
-
-    @staticmethod
-    def s_304(c, rec):
-        c.send(b"HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\n\r\n")
-        return True
-
-    @staticmethod
-    def s_continue(c, rec):
-        c.send(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
-        return True
 
     # ---- the process ---------------------------------------------------------------------------
 
@@ -711,6 +699,15 @@ routes:
 
     # ---- the proxy's keys ------------------------------------------------------------------------
 
+    def check(self, text):
+        """serve --config (a file of text) --check: (exit status, stderr with the file as F)."""
+        path = os.path.join(self.tmp.name, "check.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        p = subprocess.run([th.Proc.bin(), "serve", "--config", path, "--check"],
+                           capture_output=True, timeout=30 * S)
+        return p.returncode, p.stderr.decode().replace(path, "F")
+
     def test_keys_checked(self):
         route = "routes:\n  - prefix: /p/\n    kind: proxy\n    upstreams: [http://x]\n"
         cases = [
@@ -722,31 +719,18 @@ routes:
             ("    body_idle_timeout_ms: 0\n",
              "F:5:27: routes[0].body_idle_timeout_ms: must be from 1 to 3600000"),
         ]
-        path = os.path.join(self.tmp.name, "bad.yaml")
         for text, want in cases:
             with self.subTest(want=want):
-                with open(path, "w") as f:
-                    f.write(route + text)
-                p = subprocess.run([th.Proc.bin(), "serve", "--config", path, "--check"],
-                                   capture_output=True, timeout=30 * S)
-                err = p.stderr.decode().replace(path, "F")
-                self.assertEqual(p.returncode, 2, err)
+                rc, err = self.check(route + text)
+                self.assertEqual(rc, 2, err)
                 self.assertTrue(err.startswith("tailcut: " + want), err)
-        with open(path, "w") as f:
-            f.write("routes:\n  - {prefix: /a/, kind: api, upstreams: [http://x/w], "
-                    "strip_prefix: true}\n")
-        p = subprocess.run([th.Proc.bin(), "serve", "--config", path, "--check"],
-                           capture_output=True, timeout=30 * S)
-        self.assertEqual(p.returncode, 2)
-        self.assertIn("strip_prefix: unknown key for this kind of route", p.stderr.decode())
-        with open(path, "w") as f:
-            f.write(route + "    hedge_methods: [GET, PUT]\n    failure_statuses: [500]\n"
-                    "    strip_prefix: true\n    max_request_body_bytes: 0\n")
-        p = subprocess.run([th.Proc.bin(), "serve", "--config", path, "--check"],
-                           capture_output=True, timeout=30 * S)
-        self.assertEqual((p.returncode, p.stderr.decode()),
-                         (0, "tailcut: configuration ok: 1 route\n"))
-
+        rc, err = self.check("routes:\n  - {prefix: /a/, kind: api, upstreams: [http://x/w], "
+                             "strip_prefix: true}\n")
+        self.assertEqual(rc, 2)
+        self.assertIn("strip_prefix: unknown key for this kind of route", err)
+        rc, err = self.check(route + "    hedge_methods: [GET, PUT]\n    failure_statuses: [500]\n"
+                             "    strip_prefix: true\n    max_request_body_bytes: 0\n")
+        self.assertEqual((rc, err), (0, "tailcut: configuration ok: 1 route\n"))
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
