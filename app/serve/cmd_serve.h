@@ -140,6 +140,25 @@ typedef struct serve_replicas {
     serve_rates *rates;            /* the dashboard's attempts/s (cmd_serve_replicas.c) */
 } serve_replicas;
 
+/* A route's hedging figures for the dashboard's route table (with --config only): every
+ * worker adds to the totals (relaxed atomics), worker 0's tick samples them once a second, and
+ * /dashboard/stats shows the last complete second and the totals. Kept with the route's state
+ * across a reload (cmd_serve_dashboard.c). */
+enum {
+    SERVE_FIG_REQUESTS = 0, /* the requests its budget counts ({prefix}smart) */
+    SERVE_FIG_FIRED,        /* requests whose hedges were fired */
+    SERVE_FIG_WON,          /* requests won by a hedged attempt */
+    SERVE_FIG_DENIED,       /* extra attempts the budget denied */
+    SERVE_FIG_EXTRA,        /* extra attempts sent */
+    SERVE_FIG_COUNT
+};
+typedef struct serve_figures {
+    _Atomic uint64_t total[SERVE_FIG_COUNT];
+    uv_mutex_t lock;      /* guards the samples */
+    uint64_t sampled_sec; /* the second of cur, + 1; 0: none yet */
+    uint64_t prev[SERVE_FIG_COUNT], cur[SERVE_FIG_COUNT];
+} serve_figures;
+
 /* What a route keeps across a reload when its name and upstreams (and discovery and ejection)
  * are unchanged: its replica sets, over its own copies of the URL lists; reference counted by
  * the routes that use it (cmd_serve_config.c). */
@@ -184,7 +203,8 @@ typedef struct serve_route {
     uint64_t batch_wait_ms;
     serve_names forward_headers;
     serve_headers upstream_headers;
-    serve_route_state *state; /* owns replicas and metadata_replicas */
+    serve_figures *figures;   /* the state's */
+    serve_route_state *state; /* owns replicas, metadata_replicas and figures */
     serve_hedging *hedging;   /* owns adaptive and budget */
     serve_proxy_conf proxy;   /* kind: proxy's own keys (cmd_serve_proxy.h) */
 } serve_route;
@@ -555,6 +575,11 @@ void serve_reload(serve_config *cfg, int argc, char **argv, uint64_t given);
 
 void serve_handle_dashboard(serve_worker *sw, tc_request *req);
 void serve_handle_stats(serve_worker *sw, tc_request *req);
+/* A route's figures: made with its state (0 or TC_ENOMEM), freed with it. */
+int serve_figures_init(serve_figures *f);
+void serve_figures_destroy(serve_figures *f);
+/* Adds n to a figure of route (with --config; a route's own requests only). */
+void serve_figures_add(serve_worker *sw, const serve_route *route, int fig, uint64_t n);
 /* Starts the worker's tick that publishes its upstream pool (serve_count_pool) and its
  * server's rejected connections; stop closes it. */
 void serve_tick_start(serve_worker *sw, uv_loop_t *loop);

@@ -42,29 +42,129 @@ static uint64_t wall_ms(void)
     return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
 }
 
+/* ---- each route's figures (with --config) ---------------------------------------------------- */
+
+int serve_figures_init(serve_figures *f)
+{
+    memset(f, 0, sizeof(*f));
+    for (int i = 0; i < SERVE_FIG_COUNT; i++)
+        atomic_init(&f->total[i], 0);
+    return uv_mutex_init(&f->lock) == 0 ? 0 : TC_ENOMEM;
+}
+
+void serve_figures_destroy(serve_figures *f)
+{
+    uv_mutex_destroy(&f->lock);
+}
+
+void serve_figures_add(serve_worker *sw, const serve_route *route, int fig, uint64_t n)
+{
+    /* only the route table reads them: without --config no worker pays for a shared counter */
+    if (route != NULL && route->figures != NULL && n > 0 && sw->cfg->with_route_label)
+        atomic_fetch_add_explicit(&route->figures->total[fig], n, memory_order_relaxed);
+}
+
+/* Once a second (worker 0's tick): the totals of second sec, so that every snapshot of a second
+ * shows the same last-second figures, as the dashboard's others do. */
+static void figures_tick(serve_figures *f, uint64_t sec)
+{
+    uv_mutex_lock(&f->lock);
+    if (f->sampled_sec != sec + 1) {
+        int after_last = f->sampled_sec == sec; /* cur holds the sample of sec - 1 */
+        for (int i = 0; i < SERVE_FIG_COUNT; i++) {
+            uint64_t v = atomic_load_explicit(&f->total[i], memory_order_relaxed);
+            /* after a gap (no sample for a second or more) there is no last second to show */
+            f->prev[i] = after_last ? f->cur[i] : v;
+            f->cur[i] = v;
+        }
+        f->sampled_sec = sec + 1;
+    }
+    uv_mutex_unlock(&f->lock);
+}
+
+static serve_stats_hedging hedging_of(const uint64_t *v)
+{
+    serve_stats_hedging h = {v[SERVE_FIG_REQUESTS], v[SERVE_FIG_FIRED], v[SERVE_FIG_WON],
+                             v[SERVE_FIG_DENIED], v[SERVE_FIG_EXTRA]};
+    return h;
+}
+
+/* The delay a route's hedges use now: its estimate (pNN), else its fixed delay. */
+static uint64_t delay_now(const serve_route *route)
+{
+    return route->adaptive != NULL ? tc_hedge_adaptive_delay_ms(route->adaptive, tc__now_ms())
+                                   : route->hedge_delay.ms;
+}
+
+/* Each replica (origin and address) is a pool of upstream_connections per worker. */
+static uint64_t pool_max(const serve_worker *sw, const serve_route *route)
+{
+    return sw->conf->upstream_connections * serve_replicas_pools(route) * sw->cfg->workers;
+}
+
+/* ,"routes":[...]: every route's hedging and replicas, appended to b. */
+static int routes_stats(serve_worker *sw, tc__buf *b)
+{
+    static const char *const kinds[] = {"api", "proxy"};
+    const serve_conf *conf = sw->conf;
+    int err = tc__buf_append(b, ",\"routes\":[", 11);
+    tc__buf replicas;
+    tc__buf_init(&replicas, NULL, 0, SERVE_STATS_MAX_REPLICAS_JSON);
+    for (size_t i = 0; i < conf->nroutes && err == 0; i++) {
+        const serve_route *route = &conf->routes[i];
+        serve_figures *f = route->figures;
+        uint64_t last[SERVE_FIG_COUNT], total[SERVE_FIG_COUNT];
+        uv_mutex_lock(&f->lock);
+        for (int k = 0; k < SERVE_FIG_COUNT; k++) {
+            last[k] = f->cur[k] - f->prev[k];
+            total[k] = atomic_load_explicit(&f->total[k], memory_order_relaxed);
+        }
+        uv_mutex_unlock(&f->lock);
+        replicas.len = 0;
+        err = serve_replicas_stats(route, &replicas);
+        serve_stats_route r = {route->name,
+                               route->prefix,
+                               kinds[route->kind],
+                               delay_now(route),
+                               route->hedge_delay.percentile_tenths,
+                               route->budget != NULL ? route->hedge_budget_e6 : 0,
+                               hedging_of(last),
+                               hedging_of(total),
+                               pool_max(sw, route),
+                               replicas.data,
+                               replicas.len};
+        if (err == 0 && i > 0)
+            err = tc__buf_append(b, ",", 1);
+        if (err == 0)
+            err = serve_stats_route_json(b, &r);
+    }
+    tc__buf_reset(&replicas);
+    return err == 0 ? tc__buf_append(b, "]", 1) : err;
+}
+
 void serve_handle_stats(serve_worker *sw, tc_request *req)
 {
     static const tc_server_header headers[] = {{"Cache-Control", "no-store"}};
     serve_config *cfg = sw->cfg;
-    /* the first route's hedging (without --config, the one route) */
+    /* the first route's hedging (without --config, the one route; with it, every route's is in
+     * "routes") */
     const serve_route *route = &sw->conf->routes[0];
     serve_stats_now now;
     memset(&now, 0, sizeof(now));
     now.time_ms = wall_ms();
-    now.hedge_delay_ms = route->adaptive != NULL
-                             ? tc_hedge_adaptive_delay_ms(route->adaptive, tc__now_ms())
-                             : route->hedge_delay.ms;
+    now.hedge_delay_ms = delay_now(route);
     now.hedge_percentile_tenths = route->hedge_delay.percentile_tenths;
     now.hedge_budget_e6 = route->budget != NULL ? route->hedge_budget_e6 : 0;
     now.connections = atomic_load(&cfg->conn_count);
-    /* each replica (origin and address) is a pool of --upstream-connections per worker */
-    now.pool_max = cfg->upstream_connections * serve_replicas_pools(route) * cfg->workers;
+    now.pool_max = pool_max(sw, route);
     now.workers = (unsigned)cfg->workers;
     char *json = NULL;
     size_t len = 0;
     tc__buf replicas;
-    tc__buf_init(&replicas, NULL, 0, SERVE_STATS_MAX_REPLICAS_JSON);
+    tc__buf_init(&replicas, NULL, 0, SERVE_STATS_MAX_JSON); /* the whole snapshot's limit */
     int err = serve_replicas_stats(route, &replicas);
+    if (err == 0 && sw->conf->from_file)
+        err = routes_stats(sw, &replicas);
     now.extra = replicas.data;
     now.extra_len = replicas.len;
     if (err == 0)
@@ -90,8 +190,10 @@ static void on_tick(uv_timer_t *t)
     serve_count_rejections(sw);
     serve_count_pool(sw);
     if (sw->index == 0 && !sw->admin)
-        for (size_t i = 0; i < sw->conf->nroutes; i++)
+        for (size_t i = 0; i < sw->conf->nroutes; i++) {
             serve_replicas_tick(&sw->conf->routes[i], serve_stats_now_sec(sw->cfg->stats));
+            figures_tick(sw->conf->routes[i].figures, serve_stats_now_sec(sw->cfg->stats));
+        }
 }
 
 void serve_tick_start(serve_worker *sw, uv_loop_t *loop)

@@ -57,6 +57,8 @@ void serve_count_request(serve_worker *sw, const serve_route *route, endpoint ep
             sw->shard, m->duration,
             serve_series(sw, m->duration, route, endpoint_names[ep], m->duration_series[ep]),
             (double)(now_ns - ready_ns) / 1e9);
+    if (ep == EP_SMART)
+        serve_figures_add(sw, route, SERVE_FIG_REQUESTS, 1);
     /* The dashboard's history leaves out the dashboard's own polling; its latency chart shows
      * the /api/... requests. */
     if (ep == EP_DASHBOARD || ep == EP_STATS)
@@ -88,6 +90,13 @@ void serve_count_attempts(const tc_hedge_result *r, void *data)
                                                       m->attempt_duration_series[a->outcome]),
                                          (double)(a->ended_ns - a->started_ns) / 1e9);
     }
+    unsigned extra = 0;
+    for (unsigned i = 0; i < r->nattempts; i++)
+        extra += r->attempts[i].hedged ? 1 : 0;
+    serve_figures_add(sw, route, SERVE_FIG_EXTRA, extra);
+    serve_figures_add(sw, route, SERVE_FIG_DENIED, r->denied);
+    serve_figures_add(sw, route, SERVE_FIG_FIRED, r->hedge_fired ? 1 : 0);
+    serve_figures_add(sw, route, SERVE_FIG_WON, r->winner >= 0 && r->attempts[r->winner].hedged);
     if (r->denied > 0)
         tc_metrics_counter_add(
             sw->shard, m->hedges_denied,

@@ -182,6 +182,8 @@ struct serve_route_state {
     unsigned eject_failures, max_ejected_pct;
     double eject_latency_factor;
     serve_replicas *replicas, *metadata_replicas;
+    serve_figures figures;
+    int figures_ready;
 };
 
 static int lists_equal(const settings_list *a, const settings_list *b)
@@ -215,6 +217,8 @@ static void list_free(settings_list *l)
 
 static void state_free(serve_route_state *st)
 {
+    if (st->figures_ready)
+        serve_figures_destroy(&st->figures);
     replicas_free(st->replicas);
     replicas_free(st->metadata_replicas);
     list_free(&st->upstreams);
@@ -235,6 +239,7 @@ void serve_route_state_adopt(serve_route *route, serve_route_state *st)
     route->state = st;
     route->replicas = st->replicas;
     route->metadata_replicas = st->metadata_replicas;
+    route->figures = &st->figures;
     /* the longest URL of both lists: the scratch room of a request's URLs */
     const settings_list *lists[2] = {&st->upstreams, &st->metadata_upstreams};
     route->url_max = 0;
@@ -275,6 +280,8 @@ int serve_route_state_new(serve_route *route)
     st->max_ejected_pct = route->max_ejected_pct;
     st->eject_latency_factor = route->eject_latency_factor;
     int err = (st->name = strdup(route->name)) == NULL ? TC_ENOMEM : 0;
+    if (err == 0 && (err = serve_figures_init(&st->figures)) == 0)
+        st->figures_ready = 1;
     if (err == 0)
         err = list_copy(&st->upstreams, &route->upstreams);
     if (err == 0)

@@ -8,6 +8,7 @@
 
 #include "base/buf.h"
 #include "base/fmt.h"
+#include "base/json_write.h"
 #include "base/loglin.h"
 #include "cmd_serve_stats.h"
 
@@ -554,6 +555,45 @@ static void put_history(out *o, const serve_stats *st, const serve_stats_second 
     put(o, "}}");
 }
 
+/* "fixed", or "pNN" / "pNN.N" for a percentile delay. */
+static void put_delay_mode(out *o, unsigned tenths)
+{
+    if (tenths == 0) {
+        put(o, "\"fixed\"");
+        return;
+    }
+    char frac[2] = {(char)('0' + tenths % 10), '\0'};
+    put(o, "\"p");
+    put_u64(o, tenths / 10);
+    if (frac[0] != '0') {
+        put(o, ".");
+        put(o, frac);
+    }
+    put(o, "\"");
+}
+
+/* The budget of the last complete second: extras fired against floor(PCT x R / 100) + 1, where R
+ * counts the requests it applies to; null when there is none. */
+static void put_budget(out *o, uint64_t budget_e6, uint64_t requests, uint64_t extra,
+                       uint64_t denied)
+{
+    if (budget_e6 == 0) {
+        put(o, "null");
+        return;
+    }
+    put(o, "{\"percent\":");
+    put_e6(o, budget_e6);
+    put(o, ",\"smart_requests\":");
+    put_u64(o, requests);
+    put(o, ",\"extra_attempts\":");
+    put_u64(o, extra);
+    put(o, ",\"allowed\":");
+    put_u64(o, budget_e6 * requests / (100 * TC_HEDGE_BUDGET_SCALE) + 1);
+    put(o, ",\"denied\":");
+    put_u64(o, denied);
+    put(o, "}");
+}
+
 static void put_now(out *o, const serve_stats *st, const serve_stats_now *now,
                     const serve_stats_second *last)
 {
@@ -571,39 +611,13 @@ static void put_now(out *o, const serve_stats *st, const serve_stats_now *now,
     put(o, ",\"hedge_delay_ms\":");
     put_u64(o, now->hedge_delay_ms);
     put(o, ",\"hedge_delay_mode\":");
-    if (now->hedge_percentile_tenths == 0) {
-        put(o, "\"fixed\"");
-    } else {
-        char frac[2] = {(char)('0' + now->hedge_percentile_tenths % 10), '\0'};
-        put(o, "\"p");
-        put_u64(o, now->hedge_percentile_tenths / 10);
-        if (frac[0] != '0') {
-            put(o, ".");
-            put(o, frac);
-        }
-        put(o, "\"");
-    }
+    put_delay_mode(o, now->hedge_percentile_tenths);
     put(o, ",\"budget\":");
-    if (now->hedge_budget_e6 == 0) {
-        put(o, "null");
-    } else {
-        /* the last complete second: extras fired against floor(PCT x R / 100) + 1, where R counts
-         * endpoint 0 (/api/smart, the one the budget applies to) */
-        uint64_t smart = 0;
-        for (unsigned k = 0; k < SERVE_STATS_N_STATUS; k++)
-            smart += last->requests[0][k];
-        put(o, "{\"percent\":");
-        put_e6(o, now->hedge_budget_e6);
-        put(o, ",\"smart_requests\":");
-        put_u64(o, smart);
-        put(o, ",\"extra_attempts\":");
-        put_u64(o, last->extra_attempts);
-        put(o, ",\"allowed\":");
-        put_u64(o, now->hedge_budget_e6 * smart / (100 * TC_HEDGE_BUDGET_SCALE) + 1);
-        put(o, ",\"denied\":");
-        put_u64(o, last->hedges_denied);
-        put(o, "}");
-    }
+    /* R: endpoint 0 (/api/smart, the one the budget applies to) */
+    uint64_t smart = 0;
+    for (unsigned k = 0; k < SERVE_STATS_N_STATUS; k++)
+        smart += last->requests[0][k];
+    put_budget(o, now->hedge_budget_e6, smart, last->extra_attempts, last->hedges_denied);
     put(o, ",\"pool\":{\"open\":");
     put_u64(o, open);
     put(o, ",\"busy\":");
@@ -613,7 +627,52 @@ static void put_now(out *o, const serve_stats *st, const serve_stats_now *now,
     put(o, "}}");
 }
 
-#define SERVE_STATS_MAX_JSON ((size_t)4 * 1024 * 1024)
+static void put_hedging(out *o, const serve_stats_hedging *h)
+{
+    put(o, "{\"fired\":");
+    put_u64(o, h->fired);
+    put(o, ",\"won\":");
+    put_u64(o, h->won);
+    put(o, ",\"denied\":");
+    put_u64(o, h->denied);
+    put(o, ",\"extra_attempts\":");
+    put_u64(o, h->extra);
+    put(o, "}");
+}
+
+static void put_json_str(out *o, const char *s)
+{
+    if (o->err == 0)
+        o->err = tc__json_write_str(&o->buf, s, strlen(s));
+}
+
+int serve_stats_route_json(tc__buf *b, const serve_stats_route *r)
+{
+    out o = {.buf = *b, .err = 0};
+    put(&o, "{\"name\":");
+    put_json_str(&o, r->name);
+    put(&o, ",\"prefix\":");
+    put_json_str(&o, r->prefix);
+    put(&o, ",\"kind\":");
+    put_json_str(&o, r->kind);
+    put(&o, ",\"hedge_delay_ms\":");
+    put_u64(&o, r->hedge_delay_ms);
+    put(&o, ",\"hedge_delay_mode\":");
+    put_delay_mode(&o, r->hedge_percentile_tenths);
+    put(&o, ",\"hedges\":");
+    put_hedging(&o, &r->last);
+    put(&o, ",\"hedges_total\":");
+    put_hedging(&o, &r->total);
+    put(&o, ",\"budget\":");
+    put_budget(&o, r->hedge_budget_e6, r->last.requests, r->last.extra, r->last.denied);
+    put(&o, ",\"pool_max\":");
+    put_u64(&o, r->pool_max);
+    if (r->extra != NULL && o.err == 0)
+        o.err = tc__buf_append(&o.buf, r->extra, r->extra_len);
+    put(&o, "}");
+    *b = o.buf;
+    return o.err;
+}
 
 int serve_stats_json(serve_stats *st, uint64_t end, const serve_stats_now *now, char **out_text,
                      size_t *out_len)

@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/buf.h"
 #include "tailcut/hedge.h"
 
 #define SERVE_STATS_WINDOW 300 /* complete seconds a snapshot shows */
@@ -102,8 +103,33 @@ typedef struct serve_stats_now {
     size_t extra_len;
 } serve_stats_now;
 
+/* The largest snapshot: more (a great many routes and replicas) is answered 503. */
+#define SERVE_STATS_MAX_JSON ((size_t)4 * 1024 * 1024)
+
 /* The most the replicas' members may take: 2 sets of TC_REPLICA_MAX replicas. */
 #define SERVE_STATS_MAX_REPLICAS_JSON ((size_t)2 * 256 * 1024)
+
+/* A route's hedging counts (the dashboard's route table): the requests its budget counts, the
+ * requests whose hedges fired, won by a hedge, the extra attempts denied and sent. */
+typedef struct serve_stats_hedging {
+    uint64_t requests, fired, won, denied, extra;
+} serve_stats_hedging;
+
+/* One route of the snapshot's "routes" (with --config). */
+typedef struct serve_stats_route {
+    const char *name, *prefix, *kind;
+    uint64_t hedge_delay_ms;
+    unsigned hedge_percentile_tenths; /* 0: a fixed delay */
+    uint64_t hedge_budget_e6;         /* 0: no budget */
+    serve_stats_hedging last;         /* the last complete second */
+    serve_stats_hedging total;        /* since the route began (its state: kept by reloads) */
+    uint64_t pool_max;
+    const char *extra; /* its replicas' JSON members (",\"replicas\":..."), or NULL */
+    size_t extra_len;
+} serve_stats_route;
+
+/* Appends the route's JSON object (see docs/dashboard.md) to b. Returns 0 or the tc__buf error. */
+int serve_stats_route_json(tc__buf *b, const serve_stats_route *r);
 
 /* Renders the snapshot JSON (see docs/dashboard.md) for the window ending before second end,
  * with the next sequence number. On 0, *out is a NUL-terminated buffer to free() and *out_len

@@ -88,12 +88,12 @@
 
   // Every replica of both sets: its state, attempts/s and success ratio over the last second,
   // its average latency (the one its choice reads) and its attempts in flight; and above the
-  // table, each set's count of replicas by state, its panics and failed DNS resolutions.
-  function fillReplicas(s) {
-    var body = document.getElementById("replicas-body");
+  // table, each set's count of replicas by state, its panics and failed DNS resolutions. s is the
+  // snapshot (or one of its routes), at is its path ("" or "routes.N.").
+  function fillReplicas(s, body, sets, at) {
     body.textContent = "";
     s.replicas.forEach(function (r, i) {
-      var p = "replicas." + i + ".";
+      var p = at + "replicas." + i + ".";
       var label = cell(p + "replica", r.replica), state = cell(p + "state", r.state);
       label.className = "l";
       state.className = r.state === "available" ? "l" : "l bad";
@@ -105,7 +105,6 @@
     });
     if (!s.replicas.length)
       body.appendChild(row([el("td", {colspan: "7"}, "no replicas")]));
-    var sets = document.getElementById("replica-sets");
     sets.textContent = "";
     var counts = ["available", "ejected", "probing", "panics", "dns_failures"];
     Object.keys(s.replica_sets).forEach(function (name) {
@@ -113,12 +112,63 @@
       if (!c) return; // no such upstream (metadata lookups off)
       sets.appendChild(document.createTextNode(name + ": "));
       counts.forEach(function (k, j) {
-        var sp = el("span", {"data-stat": "replica_sets." + name + "." + k, "data-dyn": "1"});
+        var sp = el("span", {"data-stat": at + "replica_sets." + name + "." + k, "data-dyn": "1"});
         show(sp, c[k]);
         sets.appendChild(sp);
         sets.appendChild(document.createTextNode(" " + k.replace(/_/g, " ") +
                                                  (j + 1 < counts.length ? ", " : ". ")));
       });
+    });
+  }
+
+  // With --config: a row per route (its hedge delay, hedges fired, won and denied and its budget
+  // over the last second) and a replicas table per route; the one replicas table then goes.
+  function fillRoutes(s) {
+    var section = document.getElementById("routes");
+    document.getElementById("replicas").hidden = !!s.routes;
+    section.hidden = !s.routes;
+    if (!s.routes) return;
+    var body = document.getElementById("routes-body");
+    var panels = document.getElementById("route-replicas");
+    body.textContent = "";
+    panels.textContent = "";
+    s.routes.forEach(function (r, i) {
+      var p = "routes." + i + ".";
+      var name = cell(p + "name", r.name), prefix = cell(p + "prefix", r.prefix);
+      var kind = cell(p + "kind", r.kind), mode = cell(p + "hedge_delay_mode", r.hedge_delay_mode);
+      [name, prefix, kind, mode].forEach(function (c) { c.className = "l"; });
+      var budget = el("td", {});
+      if (r.budget) {
+        var used = el("span", {"data-stat": p + "budget.extra_attempts", "data-dyn": "1"});
+        var allowed = el("span", {"data-stat": p + "budget.allowed", "data-dyn": "1"});
+        show(used, r.budget.extra_attempts);
+        show(allowed, r.budget.allowed);
+        budget.appendChild(used);
+        budget.appendChild(document.createTextNode(" / "));
+        budget.appendChild(allowed);
+      } else {
+        budget.textContent = "off";
+      }
+      body.appendChild(row([name, prefix, kind, cell(p + "hedge_delay_ms", r.hedge_delay_ms), mode,
+                            cell(p + "hedges.fired", r.hedges.fired),
+                            cell(p + "hedges.won", r.hedges.won),
+                            cell(p + "hedges.denied", r.hedges.denied), budget]));
+      var panel = el("div", {"class": "tbl"});
+      panel.appendChild(el("h2", {}, "replicas of " + r.name));
+      var sets = el("p", {"class": "sub"});
+      var table = el("table", {});
+      var head = row(["set", "replica", "state", "attempts/s", "success", "average ms",
+                      "in flight"].map(function (h, j) {
+        return el("th", j === 1 || j === 2 ? {"class": "l"} : {}, h);
+      }));
+      var thead = el("thead", {}), tbody = el("tbody", {});
+      thead.appendChild(head);
+      table.appendChild(thead);
+      table.appendChild(tbody);
+      panel.appendChild(sets);
+      panel.appendChild(table);
+      panels.appendChild(panel);
+      fillReplicas(r, tbody, sets, p);
     });
   }
 
@@ -261,7 +311,9 @@
     var view = {now: s.now, window: s.window, last: {requests_total: total}};
     fillBudget(s);
     fillTables(s);
-    fillReplicas(s);
+    fillReplicas(s, document.getElementById("replicas-body"),
+                 document.getElementById("replica-sets"), "");
+    fillRoutes(s);
     var figures = document.querySelectorAll("[data-stat]");
     for (var i = 0; i < figures.length; i++) {
       if (!figures[i].hasAttribute("data-dyn")) // the tables' and budget's own are set above

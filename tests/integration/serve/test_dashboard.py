@@ -17,6 +17,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -90,6 +91,7 @@ class Dashboard(unittest.TestCase):
         self.assertEqual(th.http_request(port, "GET", "/no/such/path")[0], 404)
         wait_next_second(time.monotonic())
         st, hdrs, s = th.get_json(port, "/dashboard/stats")
+        self.assertNotIn("routes", s)  # without --config: the snapshot as it always was
         self.assertEqual(st, 200)
         self.assertEqual(hdrs["content-type"], "application/json")
         self.assertGreater(s["seq"], before["seq"])
@@ -175,6 +177,78 @@ class Dashboard(unittest.TestCase):
         self.assertTrue(done.is_set())
         self.assertTrue(th.wait_for(
             lambda: th.get_json(port, "/dashboard/stats")[2]["now"]["in_flight"] == 0, 2))
+
+
+class DashboardRoutes(unittest.TestCase):
+    """With --config, /dashboard/stats has "routes": each route's name, prefix, kind, hedge delay,
+    hedges fired/won/denied (last second and since it began), budget, pool and replicas; without
+    it, none (Dashboard above: the snapshot as before)."""
+
+    def test_two_routes(self):
+        self.addCleanup(th.Watchdog(120 * th.SLOW).cancel)
+        tmp = tempfile.TemporaryDirectory(prefix="tailcut-dash-")
+        self.addCleanup(tmp.cleanup)
+        a = th.Proc("upstream", "--access-log", "off", "--profile", "fixed:%d" % UPSTREAM_MS)
+        self.addCleanup(a.stop)
+        b = th.Proc("upstream", "--access-log", "off", "--profile", "fixed:%d" % UPSTREAM_MS)
+        self.addCleanup(b.stop)
+        work = "http://127.0.0.1:%d/api/work"
+        path = os.path.join(tmp.name, "two.yaml")
+        with open(path, "w") as f:
+            f.write("access_log: off\n"
+                    "routes:\n"
+                    "  - {prefix: /api/, kind: api, upstreams: ['%s'],\n"
+                    "     hedge: {delay: 5000, budget_percent: 50}}\n"
+                    "  - {prefix: /b/, kind: api, name: bee, upstreams: ['%s', '%s'],\n"
+                    "     hedge: {delay: 5, extra: 1, budget_percent: off}}\n"
+                    % (work % a.port, work % a.port, work % b.port))
+        srv = th.Proc("serve", "--config", path, "--workers", "2")
+        self.addCleanup(srv.stop)
+        for _ in range(4):
+            self.assertEqual(th.http_request(srv.port, "GET", "/api/smart")[0], 200)
+        for _ in range(6):  # the upstream takes 20 ms: each hedges at 5 ms
+            self.assertEqual(th.http_request(srv.port, "GET", "/b/smart")[0], 200)
+        s = th.get_json(srv.port, "/dashboard/stats")[2]
+        self.assertIn("now", s)  # the snapshot as before, and the routes after it
+        routes = s["routes"]
+        self.assertEqual([(r["name"], r["prefix"], r["kind"], r["hedge_delay_ms"],
+                           r["hedge_delay_mode"]) for r in routes],
+                         [("/api/", "/api/", "api", 5000, "fixed"), ("bee", "/b/", "api", 5,
+                                                                       "fixed")])
+        api, bee = routes
+        self.assertEqual(api["hedges_total"], {"fired": 0, "won": 0, "denied": 0,
+                                               "extra_attempts": 0})
+        self.assertEqual(bee["hedges_total"]["fired"], 6)
+        self.assertEqual(bee["hedges_total"]["extra_attempts"], 6)
+        self.assertEqual(bee["hedges_total"]["denied"], 0)
+        self.assertLessEqual(bee["hedges_total"]["won"], 6)
+        for r in routes:
+            self.assertEqual(set(r["hedges"]), {"fired", "won", "denied", "extra_attempts"})
+        self.assertEqual(api["budget"]["percent"], 50)
+        self.assertEqual(set(api["budget"]), {"percent", "smart_requests", "extra_attempts",
+                                              "allowed", "denied"})
+        self.assertIsNone(bee["budget"])
+        label = "http://127.0.0.1:%d"
+        self.assertEqual([(x["set"], x["replica"]) for x in api["replicas"]],
+                         [("upstream", label % a.port)])
+        self.assertEqual(sorted(x["replica"] for x in bee["replicas"]),
+                         sorted([label % a.port, label % b.port]))
+        self.assertEqual(bee["replica_sets"]["upstream"]["available"], 2)
+        self.assertIsNone(bee["replica_sets"]["metadata"])
+        self.assertEqual(api["pool_max"], 1024 * 1 * 2)  # per replica, per worker
+        self.assertEqual(bee["pool_max"], 1024 * 2 * 2)
+        # the last second's figures come from a sample a second: within a few seconds the
+        # second that held bee's hedges shows them, and the next one shows none
+        seen = []
+
+        def last_fired():
+            seen.append(th.get_json(srv.port, "/dashboard/stats")[2]["routes"][1]["hedges"])
+            return seen[-1]["fired"] == 0 and any(x["fired"] > 0 for x in seen)
+        self.assertTrue(th.wait_for(last_fired, 5 * th.SLOW, 0.2), seen)
+        self.assertLessEqual(max(x["fired"] for x in seen), 6)
+        # the page has the route table
+        page = th.http_request(srv.port, "GET", "/dashboard")[2].decode()
+        self.assertIn('id="routes-body"', page)
 
 
 SERVE = ["serve", "--workers", "2", "--upstream", "http://127.0.0.1:1/api/work",

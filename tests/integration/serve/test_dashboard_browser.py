@@ -265,6 +265,74 @@ class DashboardInBrowser(unittest.TestCase):
             self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
 
 
+def routes_view(s):
+    """The figures the route table and the per-route replicas panels show (with --config)."""
+    v = {}
+    for i, r in enumerate(s["routes"]):
+        p = "routes.%d." % i
+        for k in ("name", "prefix", "kind", "hedge_delay_ms", "hedge_delay_mode"):
+            v[p + k] = r[k]
+        for k in ("fired", "won", "denied"):
+            v[p + "hedges." + k] = r["hedges"][k]
+        if r["budget"] is not None:
+            for k in ("extra_attempts", "allowed"):
+                v[p + "budget." + k] = r["budget"][k]
+        for j, x in enumerate(r["replicas"]):
+            for k in REPLICA_FIELDS:
+                v[p + "replicas.%d.%s" % (j, k)] = x[k]
+        for name, counts in r["replica_sets"].items():
+            if counts is not None:
+                for k, x in counts.items():
+                    v[p + "replica_sets.%s.%s" % (name, k)] = x
+    return v
+
+
+class RoutesInBrowser(unittest.TestCase):
+    """With --config the page has a row per route (its hedge delay, hedges fired, won and denied
+    over the last second, its budget) and a replicas panel per route, each figure equal to the
+    snapshot's."""
+
+    def test_route_table(self):
+        self.addCleanup(th.Watchdog(120 * th.SLOW).cancel)
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        up = th.Proc("upstream", "--profile", "fixed:20", "--access-log", "off")
+        self.addCleanup(up.stop)
+        work = "http://127.0.0.1:%d/api/work" % up.port
+        path = os.path.join(tmp.name, "routes.yaml")
+        with open(path, "w") as f:
+            f.write("access_log: off\nroutes:\n"
+                    "  - {prefix: /api/, kind: api, upstreams: ['%s'],\n"
+                    "     hedge: {delay: 5000, budget_percent: 20}}\n"
+                    "  - {prefix: /b/, kind: api, name: bee, upstreams: ['%s', '%s'],\n"
+                    "     hedge: {delay: 5, budget_percent: off}}\n"
+                    % (work, work, work.replace("127.0.0.1", "localhost")))
+        srv = th.Proc("serve", "--config", path, "--workers", "1")
+        self.addCleanup(srv.stop)
+        for p in ("/api/smart", "/b/smart", "/b/smart"):
+            self.assertEqual(th.http_request(srv.port, "GET", p)[0], 200)
+        time.sleep(2.1)  # the figures of the last second no longer move
+        before = th.get_json(srv.port, "/dashboard/stats")[2]
+        page = DomReader()
+        page.feed(browse(self, tmp.name, srv.port, "--dump-dom"))
+        after = th.get_json(srv.port, "/dashboard/stats")[2]
+        self.assertEqual(page.dash.get("data-loaded"), "1")
+        # a replica's average moves with its attempts' ages: compared as a number only
+        moving = {p for p in routes_view(after) if p.endswith(".average_ms")}
+        self.assertEqual({p: v for p, v in routes_view(before).items() if p not in moving},
+                         {p: v for p, v in routes_view(after).items() if p not in moving})
+        want = routes_view(after)
+        shown = {p: v for p, v, _ in page.figures if p.startswith("routes.")}
+        self.assertEqual(set(shown), set(want))
+        for p, v in shown.items():
+            if p in moving:
+                self.assertGreater(float(v), 0, p)
+            else:
+                self.assertTrue(same(v, want[p]), "%s: page %r, stats %r" % (p, v, want[p]))
+        self.assertEqual((shown["routes.0.name"], shown["routes.1.name"]), ("/api/", "bee"))
+        self.assertEqual(after["routes"][1]["hedges_total"]["fired"], 2)
+
+
 class LatencyPrecision(unittest.TestCase):
     """Every latency figure on the page has the same three decimals, also when its value has
     trailing zeros. An upstream that always takes 800 ms puts every request in the histogram

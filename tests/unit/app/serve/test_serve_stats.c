@@ -490,6 +490,62 @@ static void test_json(void **state)
     serve_stats_free(st);
 }
 
+/* A route of "routes" (with --config): its strings escaped, its counts, its budget of the last
+ * second (floor(PCT x R / 100) + 1 allowed), and its replicas' members as given. */
+static void test_route_json(void **state)
+{
+    (void)state;
+    static const char replicas[] = ",\"replicas\":[],\"replica_sets\":{}";
+    serve_stats_route r = {"b\"ee",
+                           "/b/",
+                           "api",
+                           250,
+                           995,
+                           (uint64_t)25 * TC_HEDGE_BUDGET_SCALE,
+                           {10, 3, 1, 2, 4},
+                           {100, 30, 10, 20, 40},
+                           4096,
+                           replicas,
+                           sizeof(replicas) - 1};
+    tc__buf b;
+    tc__buf_init(&b, NULL, 0, 4096);
+    assert_int_equal(serve_stats_route_json(&b, &r), 0);
+    json_error_t err;
+    json_t *j = json_loadb(b.data, b.len, 0, &err);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "name")), "b\"ee");
+    assert_string_equal(json_string_value(json_object_get(j, "prefix")), "/b/");
+    assert_string_equal(json_string_value(json_object_get(j, "kind")), "api");
+    assert_int_equal(json_integer_value(json_object_get(j, "hedge_delay_ms")), 250);
+    assert_string_equal(json_string_value(json_object_get(j, "hedge_delay_mode")), "p99.5");
+    json_t *h = json_object_get(j, "hedges"), *t = json_object_get(j, "hedges_total");
+    assert_int_equal(json_integer_value(json_object_get(h, "fired")), 3);
+    assert_int_equal(json_integer_value(json_object_get(h, "won")), 1);
+    assert_int_equal(json_integer_value(json_object_get(h, "denied")), 2);
+    assert_int_equal(json_integer_value(json_object_get(h, "extra_attempts")), 4);
+    assert_int_equal(json_integer_value(json_object_get(t, "fired")), 30);
+    assert_int_equal(json_integer_value(json_object_get(t, "extra_attempts")), 40);
+    json_t *bu = json_object_get(j, "budget");
+    assert_int_equal(json_integer_value(json_object_get(bu, "percent")), 25);
+    assert_int_equal(json_integer_value(json_object_get(bu, "smart_requests")), 10);
+    assert_int_equal(json_integer_value(json_object_get(bu, "allowed")), 25 * 10 / 100 + 1);
+    assert_int_equal(json_integer_value(json_object_get(bu, "denied")), 2);
+    assert_int_equal(json_integer_value(json_object_get(j, "pool_max")), 4096);
+    assert_true(json_is_array(json_object_get(j, "replicas")));
+    json_decref(j);
+    /* no budget: null */
+    r.hedge_budget_e6 = 0;
+    r.hedge_percentile_tenths = 0;
+    b.len = 0;
+    assert_int_equal(serve_stats_route_json(&b, &r), 0);
+    j = json_loadb(b.data, b.len, 0, &err);
+    assert_non_null(j);
+    assert_true(json_is_null(json_object_get(j, "budget")));
+    assert_string_equal(json_string_value(json_object_get(j, "hedge_delay_mode")), "fixed");
+    json_decref(j);
+    tc__buf_reset(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -504,6 +560,7 @@ int main(void)
         cmocka_unit_test(test_hedges),
         cmocka_unit_test(test_sum_over_shards_racing),
         cmocka_unit_test(test_json),
+        cmocka_unit_test(test_route_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
