@@ -470,6 +470,7 @@ def scenario_download():
     log("== download: %d clients x %d downloads of %d MiB, %d rounds alternating"
         % (clients, per, mib, rounds))
     www = tempfile.mkdtemp(prefix="tailcut-bench-www-")
+    atexit.register(shutil.rmtree, www, True)  # also when a server fails to start
     os.chmod(www, 0o755)  # run as root, nginx's worker is nobody
     with open(os.path.join(www, "big"), "wb") as f:
         block = bytes(range(256)) * 4096
@@ -795,6 +796,7 @@ def scenario_post():
     log("== post: %d POSTs of %d MiB, %d at a time (the first %d, %d at a time)"
         % (n, mib, conc, first, first))
     d = tempfile.mkdtemp(prefix="tailcut-bench-post-")
+    atexit.register(shutil.rmtree, d, True)
     body = os.path.join(d, "body")
     with open(body, "wb") as f:
         f.write(os.urandom(mib << 20))
