@@ -283,7 +283,7 @@ typedef struct serve_config {
         client_pools; /* pools a worker's client may hold: its total is this x the per-pool cap */
     uint64_t shutdown_delay_ms;
     char *access_log_path; /* --access-log as given: "-", "off" or a file */
-    FILE *access_log;      /* opened at start, then the first configuration's (serve_log) */
+    FILE *access_log;      /* opened at start, then handed to the first configuration's log */
     int access_log_format; /* TC_ACCESS_LOG_TEXT or _JSON */
     char *config_path;     /* --config FILE, or NULL */
     int check;             /* --check: validate and exit */

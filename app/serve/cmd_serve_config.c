@@ -307,8 +307,7 @@ int serve_conf_globals_first(serve_conf *conf, serve_config *cfg)
 {
     globals_copy(conf, cfg);
     conf->log = log_new(cfg->access_log, cfg->access_log_path);
-    if (conf->log == NULL)
-        cfg->access_log = NULL; /* closed */
+    cfg->access_log = NULL; /* the configuration's now (or closed): a reload may close it */
     return conf->log != NULL ? 0 : TC_ENOMEM;
 }
 

@@ -428,8 +428,7 @@ static inline void conn_dispatch(tc__srv_conn *c, const tc__link *after)
 void tc__srv_hand_over(tc_server *srv, tc_request *r)
 {
     r->dispatched = 1;
-    r->log = srv->cfg.access_log; /* tc_server_set_access_log: a request keeps its log */
-    r->log_format = srv->cfg.access_log_format;
+    tc__srv_take_log(r); /* tc_server_set_access_log: a request keeps its log */
     srv->inflight++;
     /* lands in app/serve/cmd_serve.c serve_handle (src/upstream/upstream.c on_request) */
     srv->cfg.handler(r, srv->cfg.handler_data);

@@ -78,6 +78,7 @@ struct tc_request {
     unsigned reset : 1;
     unsigned line_done : 1;    /* the request line was read whole: method, target, version */
     unsigned attempts_set : 1; /* tc_request_set_attempts() was called */
+    unsigned log_taken : 1;    /* log and log_format hold the log it was handed over with */
 
     /* Streaming (server_stream.c). A request taken at its head is queued and dispatched then;
      * while its body is parsed it is also c->cur. */
@@ -103,7 +104,7 @@ struct tc_request {
     unsigned attempts;
     const char *replica; /* tc_request_set_replica's, or NULL */
     const char *route;   /* tc_request_set_route's, or NULL */
-    FILE *log;           /* once dispatched: the access log in force when it was handed over */
+    FILE *log;           /* with log_taken: the access log in force when it was handed over */
     int log_format;
     int status;
     char *resp;      /* the whole response, written when this request reaches the queue head */
@@ -301,6 +302,9 @@ void tc__srv_queue_error(tc__srv_conn *c, tc_request *r, int status, const char 
 
 /* One access-log line for a finished request (when the server has a log). */
 void tc__srv_access_log(tc_request *r);
+/* r keeps the access log in force now (and its format) for its line, whatever
+ * tc_server_set_access_log does later: called when it is handed to the handler. */
+void tc__srv_take_log(tc_request *r);
 /* Sets r's id from its X-Request-Id field, or draws one. */
 void tc__srv_request_id_init(tc_request *r);
 /* Draws a fresh id for r (32 lowercase hex digits). */

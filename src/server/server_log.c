@@ -143,10 +143,17 @@ static const char *log_time(tc_server *srv)
     return srv->log_time;
 }
 
+void tc__srv_take_log(tc_request *r)
+{
+    r->log = r->srv->cfg.access_log;
+    r->log_format = r->srv->cfg.access_log_format;
+    r->log_taken = 1;
+}
+
 void tc__srv_access_log(tc_request *r)
 {
     tc_server *srv = r->srv;
-    FILE *log = r->dispatched ? r->log : srv->cfg.access_log;
+    FILE *log = r->log_taken ? r->log : srv->cfg.access_log;
     if (log == NULL)
         return;
     tc__log_entry e;
@@ -176,7 +183,7 @@ void tc__srv_access_log(tc_request *r)
     e.replica = r->replica;
     tc__buf b;
     tc__buf_init(&b, srv->log_line, sizeof(srv->log_line), sizeof(srv->log_line) - 1);
-    if (tc__log_format(&b, r->dispatched ? r->log_format : srv->cfg.access_log_format, &e) == 0)
+    if (tc__log_format(&b, r->log_taken ? r->log_format : srv->cfg.access_log_format, &e) == 0)
         /* the access log is best effort: a full disk must not fail requests */
         (void)fwrite(b.data, 1, b.len, log);
 }

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -217,19 +216,19 @@ class ReloadGlobalsTest(unittest.TestCase):
                 # of the load the server has not seen close yet may still count: retried)
                 deadline = time.monotonic() + 10 * th.SLOW
                 while len(held) < cap and time.monotonic() < deadline:
-                    c = socket.create_connection(("127.0.0.1", s.port), timeout=10 * th.SLOW)
+                    c = th.connect(s.port, timeout=10 * th.SLOW)
                     c.sendall(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
-                    if b" 200 " in self.read_head(c):
+                    if th.read_response(c)[0] == 200:
                         held.append(c)
                     else:
                         c.close()
                         time.sleep(0.05)
                 self.assertEqual(len(held), cap)
-                c = socket.create_connection(("127.0.0.1", s.port), timeout=10 * th.SLOW)
+                c = th.connect(s.port, timeout=10 * th.SLOW)
                 held.append(c)
-                head = self.read_head(c)
-                self.assertIn(b" 503 ", head)
-                self.assertIn(b"overloaded", head)
+                st, _, body = th.read_response(c)
+                self.assertEqual(st, 503)
+                self.assertIn(b"overloaded", body)
                 # one goes: the next connection is served
                 for c in held:
                     c.close()
@@ -244,16 +243,6 @@ class ReloadGlobalsTest(unittest.TestCase):
             for c in held:
                 c.close()
             up.stop()
-
-    @staticmethod
-    def read_head(c):
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = c.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-        return buf
 
     def test_http_engine_switched_on_reload(self):
         up = RecordingUpstream()
