@@ -1,12 +1,14 @@
 /*
  * libFuzzer target: the native engine's HTTP/1.1 response reader (src/http/h1_parse.c).
  *
- * Input layout: byte 0 picks max_body (a small or a large limit) and HEAD or not; bytes 1-2 seed
- * the split points; the rest is what a server sent. The one idea: the reader's result must not
- * depend on how the bytes were split across reads, so the input is read twice, whole and in
- * pieces of pseudo-random sizes, and both outcomes (the error, or the status, header block, body
- * and bytes left over) must be identical. Every outcome must also keep the reader's promises:
- * the body within max_body, a NUL between head and body, the header block within its limit.
+ * Input layout: byte 0 picks max_body (a small or a large limit), HEAD or not, and whether the
+ * split read is in stream mode; bytes 1-2 seed the split points; the rest is what a server sent.
+ * The one idea: the reader's result must not depend on how the bytes were split across reads,
+ * nor on whether the body was kept or handed back feed by feed (stream mode), so the input is
+ * read twice, whole and in pieces of pseudo-random sizes, and both outcomes (the error, or the
+ * status, header block, body and bytes left over) must be identical. Every outcome must also keep
+ * the reader's promises: the body within max_body, a NUL between head and body, the header block
+ * within its limit.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -23,13 +25,30 @@ typedef struct result {
     tc__buf out;
 } result;
 
+/* Stream mode: the body bytes of the last feed, appended after the head (which the reader no
+ * longer writes to once it is complete), so that out reads as in the whole mode. */
+static void take_body(tc__h1 *h, tc__buf *spill, tc__buf *out)
+{
+    const char *p = NULL;
+    size_t n = 0;
+    tc__h1_body(h, &p, &n);
+    FZ_CHECK(n == 0 || h->head_done, "body bytes before the head");
+    if (n > 0 && tc__buf_append(out, p, n) != 0)
+        abort();
+    spill->len = 0;
+}
+
 static void read_response(const uint8_t *data, size_t n, size_t max_body, int head_only,
-                          uint32_t seed, result *res)
+                          uint32_t seed, int stream, result *res)
 {
     tc__h1 h;
+    tc__buf spill;
     memset(res, 0, sizeof(*res));
     tc__buf_init(&res->out, NULL, 0, SIZE_MAX / 2);
+    tc__buf_init(&spill, NULL, 0, SIZE_MAX / 2);
     tc__h1_init(&h, &res->out, max_body, head_only);
+    if (stream)
+        tc__h1_stream(&h, &spill);
     size_t at = 0;
     int rc = TC__H1_MORE;
     while (rc == TC__H1_MORE && at < n) {
@@ -45,9 +64,15 @@ static void read_response(const uint8_t *data, size_t n, size_t max_body, int he
         at += piece;
         if (rc == TC__H1_DONE)
             res->extra = extra + (n - at);
+        if (stream)
+            take_body(&h, &spill, &res->out);
     }
-    if (rc == TC__H1_MORE)
+    if (rc == TC__H1_MORE) {
         rc = tc__h1_eof(&h);
+        if (stream)
+            take_body(&h, &spill, &res->out);
+    }
+    tc__buf_reset(&spill);
     res->rc = rc;
     if (rc == TC__H1_DONE) {
         res->status = h.status;
@@ -75,8 +100,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int head_only = (data[0] & 2) != 0;
     uint32_t seed = ((uint32_t)data[1] << 8 | data[2]) | 1u;
     result whole, split;
-    read_response(data + 3, size - 3, max_body, head_only, 0, &whole);
-    read_response(data + 3, size - 3, max_body, head_only, seed, &split);
+    int stream = (data[0] & 4) != 0;
+    read_response(data + 3, size - 3, max_body, head_only, 0, 0, &whole);
+    read_response(data + 3, size - 3, max_body, head_only, seed, stream, &split);
     FZ_CHECK(whole.rc == split.rc, "the outcome depends on how the bytes were split");
     if (whole.rc == TC__H1_DONE) {
         FZ_CHECK(whole.status == split.status && whole.version == split.version &&

@@ -22,6 +22,15 @@
  * from a 0-2 ms timer, /drop and /rst drop the request (FIN or RST), /err?s=NNN&m=MSG answers
  * tc_request_respond_error, /big answers 70000 bytes, /empty answers 204, 205 or 304 (by seed)
  * with a body that must not be sent; other paths pick one of these by seed.
+ *
+ * Paths under /s are taken at their head (cfg.head_filter) and streamed: /secho answers at once
+ * with a head of unknown length (chunked, or up to the close for HTTP/1.0) and writes each piece
+ * of the body back as it arrives, /slen reads the body whole and answers with a known length in
+ * two writes, /spause does the same pausing at every piece (resumed from a 0-2 ms timer), /sfirst
+ * answers before reading anything, /scut writes a piece and cuts the response (tc_request_abort);
+ * other /s paths pick one of these by seed. A body error (over MAX_BODY, malformed, stalled) is
+ * answered 413, 400 or 408 when no head was written, else the response is cut; a cut must never
+ * look complete.
  */
 #include <jansson.h>
 #include <stdint.h>
@@ -39,6 +48,7 @@
 #define MAX_HEADERS 2048
 #define HEADER_TIMEOUT_MS 20
 #define IDLE_TIMEOUT_MS 20
+#define BODY_TIMEOUT_MS 20
 #define BIG_LEN 70000
 #define MAX_BIG_PER_INPUT 4
 /* An input whose exchange is not over by then is a hang (a bug): the handler never waits longer
@@ -68,6 +78,8 @@ typedef struct record {
     int head;     /* a HEAD request: no body on the wire */
     int is_error; /* answered with tc_request_respond_error: a JSON error body */
     int aborted;  /* the server reported the client gone before the answer */
+    int streamed; /* answered with tc_request_respond_head: any framing */
+    int cut;      /* ... and cut (tc_request_abort, or ended short): never complete-looking */
     char *body;   /* expected body (owned), unless is_error */
     size_t body_len;
     char *err_code; /* is_error: code and message given */
@@ -239,6 +251,202 @@ static void check_request(tc_request *req)
         FZ_CHECK(why != NULL, "timeout rejected without a reason");
 }
 
+/* ---- streamed requests (paths under /s) --------------------------------------------------- */
+
+typedef enum saction { S_ECHO, S_LEN, S_PAUSE, S_FIRST, S_CUT, S_COUNT } saction;
+
+/* A streamed request being read: freed once the request is finished and its timer closed. */
+typedef struct stream {
+    uv_timer_t timer; /* S_PAUSE: resumes the paused body; open until the request is finished */
+    tc_request *req;  /* NULL once finished */
+    size_t idx;
+    saction a;
+    int refs;   /* the request's, and the timer's while it runs */
+    char *body; /* what was read (S_LEN, S_PAUSE) */
+    size_t len;
+} stream;
+
+static int head_filter(tc_request *req, void *data)
+{
+    (void)data;
+    tc_str path = tc_request_path(req);
+    return path.len >= 2 && memcmp(path.base, "/s", 2) == 0;
+}
+
+static void stream_unref(stream *st)
+{
+    if (--st->refs == 0) {
+        free(st->body);
+        free(st);
+    }
+}
+
+static void on_stream_timer_closed(uv_handle_t *h)
+{
+    stream *st = h->data;
+    g.timers--;
+    fz_progress++;
+    stream_unref(st);
+}
+
+static void on_stream_resume(uv_timer_t *t)
+{
+    stream *st = t->data;
+    fz_progress++;
+    tc_request_body_resume(st->req);
+}
+
+static void append(char **buf, size_t *len, const char *p, size_t n)
+{
+    char *b = realloc(*buf, *len + n + 1);
+    FZ_CHECK(b != NULL, "out of memory");
+    memcpy(b + *len, p, n);
+    *buf = b;
+    *len += n;
+}
+
+/* A body error before any head: the contract's answers. */
+static void answer_body_error(tc_request *req, size_t i, int status)
+{
+    if (status == TC_ETOOLARGE)
+        answer_error(req, i, 413, "too_large", "body over the limit");
+    else if (status == TC_ETIMEDOUT)
+        answer_error(req, i, 408, "timeout", "body stalled");
+    else
+        answer_error(req, i, 400, "bad_request", "malformed body");
+}
+
+/* Streams body[0..len) back with a known length, in two writes. */
+static void answer_streamed(tc_request *req, size_t i, const char *body, size_t len)
+{
+    record *r = rec(i);
+    r->status = 200;
+    r->streamed = 1;
+    r->body = dup_bytes(body, len);
+    r->body_len = len;
+    FZ_CHECK(tc_request_respond_head(req, 200, "application/octet-stream", NULL, 0, (int64_t)len) ==
+                 0,
+             "tc_request_respond_head failed");
+    body = r->body; /* never NULL */
+    FZ_CHECK(tc_request_write(req, body, len / 2) == 0 &&
+                 tc_request_write(req, body + len / 2, len - len / 2) == 0 &&
+                 tc_request_end(req) == 0,
+             "a streamed answer failed");
+}
+
+static void on_stream_body(tc_request *req, int status, const char *data, size_t len, void *arg)
+{
+    stream *st = arg;
+    record *r = rec(st->idx);
+    fz_progress++;
+    if (len > 0) {
+        FZ_CHECK(status == 0, "bytes with a status");
+        if (st->a == S_ECHO) {
+            if (!r->head)
+                append(&r->body, &r->body_len, data, len);
+            FZ_CHECK(tc_request_write(req, data, len) == 0, "tc_request_write failed");
+            return;
+        }
+        append(&st->body, &st->len, data, len);
+        FZ_CHECK(st->len <= MAX_BODY, "more body than the limit");
+        if (st->a == S_PAUSE) {
+            tc_request_body_pause(req);
+            uv_timer_start(&st->timer, on_stream_resume, (g.seed + st->len) % 3, 0);
+        }
+        return;
+    }
+    st->req = NULL; /* every branch finishes the request */
+    if (st->a == S_PAUSE)
+        uv_close((uv_handle_t *)&st->timer, on_stream_timer_closed);
+    if (status == TC_ECANCELED) {
+        FZ_CHECK(tc_request_aborted(req), "TC_ECANCELED but the client is there");
+        r->aborted = 1;
+        tc_request_abort(req);
+    } else if (st->a == S_ECHO) {
+        r->cut = status != 0;
+        if (status != 0)
+            tc_request_abort(req);
+        else
+            FZ_CHECK(tc_request_end(req) == 0, "tc_request_end failed");
+    } else if (status != 0) {
+        answer_body_error(req, st->idx, status);
+    } else if (st->a == S_LEN) {
+        answer_streamed(req, st->idx, st->body, st->len);
+    } else {
+        answer(req, st->idx, 200, "application/octet-stream", st->body, st->len);
+    }
+    stream_unref(st);
+}
+
+static void on_stream_request(tc_request *req, size_t i)
+{
+    record *r = rec(i);
+    tc_str path = tc_request_path(req);
+    saction a;
+    if (path_is(path, "/secho"))
+        a = S_ECHO;
+    else if (path_is(path, "/slen"))
+        a = S_LEN;
+    else if (path_is(path, "/spause"))
+        a = S_PAUSE;
+    else if (path_is(path, "/sfirst"))
+        a = S_FIRST;
+    else if (path_is(path, "/scut"))
+        a = S_CUT;
+    else
+        a = (saction)((g.seed + i) % S_COUNT);
+    if (a == S_FIRST) {
+        answer(req, i, 200, "text/plain", "first", 5);
+        return;
+    }
+    if (a == S_CUT) {
+        /* a known length that is never reached, or none: either way cut */
+        int64_t len = (g.seed & 1) && !r->head ? 100 : TC_SERVER_LENGTH_UNKNOWN;
+        r->status = 200;
+        r->streamed = 1;
+        r->cut = 1;
+        FZ_CHECK(tc_request_respond_head(req, 200, "text/plain", NULL, 0, len) == 0,
+                 "tc_request_respond_head failed");
+        FZ_CHECK(tc_request_write(req, "cut", 3) == 0, "tc_request_write failed");
+        if (!r->head)
+            append(&r->body, &r->body_len, "cut", 3);
+        tc_request_abort(req);
+        return;
+    }
+    stream *st = calloc(1, sizeof(*st));
+    FZ_CHECK(st != NULL, "out of memory");
+    st->req = req;
+    st->idx = i;
+    st->a = a;
+    st->refs = 1;
+    if (a == S_PAUSE) {
+        uv_timer_init(fz_loop(), &st->timer);
+        st->timer.data = st;
+        st->refs++;
+        g.timers++;
+    }
+    if (a == S_ECHO) {
+        r->status = 200;
+        r->streamed = 1;
+        FZ_CHECK(tc_request_respond_head(req, 200, "application/octet-stream", NULL, 0,
+                                         TC_SERVER_LENGTH_UNKNOWN) == 0,
+                 "tc_request_respond_head failed");
+    }
+    int rc = tc_request_read_body(req, MAX_BODY, on_stream_body, st);
+    if (rc == 0)
+        return;
+    FZ_CHECK(rc == TC_ETOOLARGE, "tc_request_read_body: %d", rc);
+    if (a == S_PAUSE)
+        uv_close((uv_handle_t *)&st->timer, on_stream_timer_closed);
+    if (a == S_ECHO) {
+        r->cut = 1;
+        tc_request_abort(req);
+    } else {
+        answer_body_error(req, i, rc);
+    }
+    stream_unref(st);
+}
+
 static void on_request(tc_request *req, void *data)
 {
     (void)data;
@@ -256,6 +464,10 @@ static void on_request(tc_request *req, void *data)
     rec(i)->head = tc_request_is_head(req);
     tc_request_set_data(req, (void *)(uintptr_t)(i + 1));
     FZ_CHECK(req_index(req) == i, "request data slot");
+    if (tc_request_is_streaming(req)) {
+        on_stream_request(req, i);
+        return;
+    }
 
     tc_str path = tc_request_path(req);
     action a;
@@ -329,6 +541,14 @@ static void on_request(tc_request *req, void *data)
 
 /* ---- checking the bytes that came back ------------------------------------------------------- */
 
+/* How fz_parse_response reads the answer to record i (past the records: the server's own). */
+static int parse_flags(size_t i)
+{
+    if (i >= g.nrecs)
+        return FZ_BODY;
+    return (rec(i)->head ? 0 : FZ_BODY) | (rec(i)->streamed ? FZ_STREAMED : 0);
+}
+
 static int is_server_error(int status)
 {
     return status == 400 || status == 408 || status == 413 || status == 414 || status == 431 ||
@@ -367,11 +587,11 @@ static int settled(const fz_conn *c)
     size_t pos = 0, i = 0;
     fz_response r;
     while (i < g.nrecs && rec(i)->status > 0 && !rec(i)->aborted) {
-        if (!fz_parse_response(c->rx, c->rx_len, &pos, !rec(i)->head, &r) || r.truncated)
+        if (!fz_parse_response(c->rx, c->rx_len, &pos, parse_flags(i), &r) || r.truncated)
             return 0;
         if (r.is_interim)
             continue;
-        if (r.close)
+        if (r.close || r.until_close)
             return c->eof;
         i++;
     }
@@ -395,15 +615,35 @@ static void check_exchange(const fz_conn *c, const uint8_t *data, size_t len, ch
     fz_response r;
     while (1) {
         int expect_body = i < g.nrecs ? !rec(i)->head : 1;
-        if (!fz_parse_response(c->rx, c->rx_len, &pos, expect_body, &r))
+        size_t start = pos;
+        if (!fz_parse_response(c->rx, c->rx_len, &pos, parse_flags(i), &r))
             break;
+        if (i >= g.nrecs && r.truncated && c->eof) {
+            /* The server's own answer (431, 413...) to a request the handler never saw may answer
+             * a HEAD: its Content-Length is then announced and no body follows. */
+            size_t again = start;
+            fz_response head;
+            if (fz_parse_response(c->rx, c->rx_len, &again, 0, &head) && !head.truncated &&
+                again == c->rx_len) {
+                r = head;
+                pos = again;
+                expect_body = 0;
+            }
+        }
         FZ_CHECK(!closed, "bytes after a \"Connection: close\" response");
         if (r.is_interim)
             continue;
         finals++;
-        FZ_CHECK(!r.truncated || may_truncate || c->rx_dropped > 0,
+        int cut = i < g.nrecs && rec(i)->cut;
+        /* A cut never looks complete: no last chunk, or a short length. (A body up to the close
+         * is cut with a reset, which libuv's client may report as EOF when it comes after data,
+         * on POLLHUP: test_server_stream checks that one with a plain socket.) */
+        if (cut && expect_body && !r.no_content && !r.until_close)
+            FZ_CHECK(r.truncated, "response %zu was cut but looks complete", i);
+        FZ_CHECK(!r.truncated || may_truncate || cut || c->rx_dropped > 0,
                  "truncated response (status %d) on a connection closed in an orderly way",
                  r.status);
+        FZ_CHECK(!r.until_close || c->eof, "a body up to the close, and the connection is open");
         if (i < g.nrecs) {
             const record *rc = rec(i);
             FZ_CHECK(rc->status == r.status,
@@ -411,12 +651,12 @@ static void check_exchange(const fz_conn *c, const uint8_t *data, size_t len, ch
                      r.status, rc->status);
             /* 204, 304 and 205 carry none of the handler's body (RFC 9110) */
             size_t body_len = r.no_content || r.status == 205 ? 0 : rc->body_len;
-            if (!r.truncated && expect_body) {
+            if (!r.truncated && expect_body && !(cut && r.until_close)) {
                 if (rc->is_error) {
                     check_error_body(&r, rc);
                 } else {
                     FZ_CHECK(r.content_length == body_len &&
-                                 memcmp(r.body, rc->body, body_len) == 0,
+                                 (body_len == 0 || memcmp(r.body, rc->body, body_len) == 0),
                              "response %zu: body differs from the handler's (%zu vs %zu bytes)", i,
                              r.content_length, body_len);
                 }
@@ -430,13 +670,15 @@ static void check_exchange(const fz_conn *c, const uint8_t *data, size_t len, ch
             FZ_CHECK(is_server_error(r.status), "the server's own response has status %d",
                      r.status);
             FZ_CHECK(r.close, "the server's own %d response does not close", r.status);
-            if (!r.truncated)
+            if (!r.truncated && expect_body)
                 check_error_body(&r, NULL);
         }
         if (r.truncated)
             break;
         closed = r.close;
         i++;
+        if (r.until_close)
+            break; /* the rest of the bytes was its body */
     }
     FZ_CHECK(finals <= lines + 1, "%zu responses to an input with %zu line ends", finals, lines);
     if (getenv("FUZZ_VERBOSE") != NULL)
@@ -444,10 +686,10 @@ static void check_exchange(const fz_conn *c, const uint8_t *data, size_t len, ch
                 mode, g.nrecs, finals, c->rx_len, c->eof ? ", server closed" : "",
                 c->reset ? " (reset)" : "");
     if (mode == 'K' || mode == 'T') {
-        /* The connection stayed open from our side, so every answer given before the first drop
-         * or close must be on the wire. */
-        int ok = i >= g.nrecs || closed || rec(i)->status == -1 || rec(i)->aborted ||
-                 (i > 0 && rec(i - 1)->status == -1);
+        /* The connection stayed open from our side, so every answer given before the first drop,
+         * cut or close must be on the wire. */
+        int ok = i >= g.nrecs || closed || rec(i)->status == -1 || rec(i)->aborted || rec(i)->cut ||
+                 (i > 0 && (rec(i - 1)->status == -1 || rec(i - 1)->cut));
         FZ_CHECK(ok, "response %zu of %zu (status %d) is missing", i, g.nrecs, rec(i)->status);
         if (closed)
             FZ_CHECK(c->eof, "\"Connection: close\" sent but the connection stays open");
@@ -472,7 +714,9 @@ static void setup(void)
     cfg.max_headers = MAX_HEADERS;
     cfg.header_timeout_ms = HEADER_TIMEOUT_MS;
     cfg.idle_timeout_ms = IDLE_TIMEOUT_MS;
+    cfg.body_timeout_ms = BODY_TIMEOUT_MS;
     cfg.handler = on_request;
+    cfg.head_filter = head_filter;
     FZ_CHECK(tc_server_new(&g.srv, fz_loop(), &cfg) == 0, "tc_server_new");
     g.port = tc_server_port(g.srv);
     static int registered;

@@ -220,9 +220,64 @@ static int count_header(const char *h, size_t len, const char *name)
     return n;
 }
 
-int fz_parse_response(const char *buf, size_t len, size_t *pos, int expect_body, fz_response *r)
+/* Decodes the chunked body at p[0..left) into a scratch buffer (the body of r); returns the bytes
+ * it took, or 0 with r->truncated when they end inside it. Aborts on framing our server never
+ * writes. */
+static size_t parse_chunked(const char *p, size_t left, fz_response *r)
+{
+    static char *scratch;
+    static size_t scratch_cap;
+    size_t at = 0, n = 0;
+    for (;;) {
+        const char *eol = find(p + at, left - at, "\r\n");
+        if (eol == NULL) {
+            r->truncated = 1;
+            return 0;
+        }
+        size_t digits = (size_t)(eol - (p + at)), size = 0;
+        FZ_CHECK(digits > 0 && digits <= 16, "a chunk size of %zu digits", digits);
+        FZ_CHECK(digits == 1 || p[at] != '0', "a chunk size with a leading zero");
+        for (size_t i = 0; i < digits; i++) {
+            char ch = p[at + i];
+            FZ_CHECK((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'),
+                     "a chunk size that is not lowercase hex: %.*s", (int)digits, p + at);
+            size = size * 16 + (size_t)(ch <= '9' ? ch - '0' : ch - 'a' + 10);
+        }
+        at += digits + 2;
+        if (size == 0) { /* the last chunk: no trailers, the empty line */
+            if (left - at < 2) {
+                r->truncated = 1;
+                return 0;
+            }
+            FZ_CHECK(memcmp(p + at, "\r\n", 2) == 0, "trailers or junk after the last chunk");
+            r->body = scratch;
+            r->content_length = n;
+            return at + 2;
+        }
+        if (left - at < size + 2) {
+            r->truncated = 1;
+            return 0;
+        }
+        FZ_CHECK(memcmp(p + at + size, "\r\n", 2) == 0, "a chunk not followed by CRLF");
+        if (n + size > scratch_cap) {
+            size_t cap = scratch_cap ? scratch_cap : 4096;
+            while (cap < n + size)
+                cap *= 2;
+            char *s = realloc(scratch, cap);
+            FZ_CHECK(s != NULL, "out of memory");
+            scratch = s;
+            scratch_cap = cap;
+        }
+        memcpy(scratch + n, p + at, size);
+        n += size;
+        at += size + 2;
+    }
+}
+
+int fz_parse_response(const char *buf, size_t len, size_t *pos, int flags, fz_response *r)
 {
     static const char interim[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    int expect_body = (flags & FZ_BODY) != 0;
     memset(r, 0, sizeof(*r));
     if (*pos >= len)
         return 0;
@@ -264,8 +319,13 @@ int fz_parse_response(const char *buf, size_t len, size_t *pos, int expect_body,
     r->headers_len = (size_t)(hend + 2 - r->headers); /* keeps the last header's CRLF */
     /* RFC 9110 §6.4.1, §8.6: these never have content, so no Content-Length either */
     r->no_content = r->status < 200 || r->status == 204 || r->status == 304;
-    FZ_CHECK(count_header(r->headers, r->headers_len, "Content-Length") == (r->no_content ? 0 : 1),
-             "%s Content-Length on a %d", r->no_content ? "a" : "not exactly one", r->status);
+    int lengths = count_header(r->headers, r->headers_len, "Content-Length");
+    int te = count_header(r->headers, r->headers_len, "Transfer-Encoding");
+    int streamed = (flags & FZ_STREAMED) && !r->no_content && lengths == 0;
+    FZ_CHECK(te == 0 || (streamed && expect_body && te == 1),
+             "a Transfer-Encoding where no chunked body can be");
+    FZ_CHECK(streamed || lengths == (r->no_content ? 0 : 1), "%s Content-Length on a %d",
+             r->no_content ? "a" : "not exactly one", r->status);
     FZ_CHECK(!r->no_content || count_header(r->headers, r->headers_len, "Content-Type") == 0,
              "a Content-Type on a %d", r->status);
     FZ_CHECK(count_header(r->headers, r->headers_len, "Connection") == 1,
@@ -273,8 +333,8 @@ int fz_parse_response(const char *buf, size_t len, size_t *pos, int expect_body,
     FZ_CHECK(count_header(r->headers, r->headers_len, "Date") == 1, "not exactly one Date header");
 
     const char *v;
-    long vl = r->no_content ? 1 : fz_response_header(r, "Content-Length", &v);
-    if (r->no_content)
+    long vl = r->no_content || streamed ? 1 : fz_response_header(r, "Content-Length", &v);
+    if (r->no_content || streamed)
         v = "0";
     FZ_CHECK(vl > 0 && vl < 12, "bad Content-Length length");
     size_t cl = 0;
@@ -294,6 +354,22 @@ int fz_parse_response(const char *buf, size_t len, size_t *pos, int expect_body,
     size_t head_len = (size_t)(hend + 4 - p);
     size_t body_len = expect_body ? cl : 0;
     r->body = hend + 4;
+    if (streamed && expect_body && te == 1) {
+        FZ_CHECK(fz_response_header(r, "Transfer-Encoding", &v) == 7 &&
+                     memcmp(v, "chunked", 7) == 0,
+                 "a Transfer-Encoding other than chunked");
+        r->chunked = 1;
+        size_t used = parse_chunked(hend + 4, left - head_len, r);
+        *pos = r->truncated ? len : *pos + head_len + used;
+        return 1;
+    }
+    if (streamed && expect_body) {
+        FZ_CHECK(r->close, "a body with no length on a connection that stays open");
+        r->until_close = 1;
+        r->content_length = left - head_len;
+        *pos = len;
+        return 1;
+    }
     if (left < head_len + body_len) {
         r->truncated = 1;
         *pos = len;

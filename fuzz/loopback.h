@@ -76,24 +76,34 @@ uint64_t fz_now_ms(void);
 /* One response found in the received bytes. */
 typedef struct fz_response {
     int status;
-    int is_interim; /* "HTTP/1.1 100 Continue\r\n\r\n" */
-    int no_content; /* 1xx (but that interim one), 204 or 304: a head alone */
-    int close;      /* "Connection: close" */
-    size_t content_length;
-    const char *body;    /* content_length bytes, unless no_body */
-    const char *headers; /* the header block (status line excluded), headers_len bytes */
+    int is_interim;        /* "HTTP/1.1 100 Continue\r\n\r\n" */
+    int no_content;        /* 1xx (but that interim one), 204 or 304: a head alone */
+    int close;             /* "Connection: close" */
+    int chunked;           /* FZ_STREAMED: Transfer-Encoding: chunked (body: the decoded bytes) */
+    int until_close;       /* FZ_STREAMED: no length: the body is every byte up to the close */
+    size_t content_length; /* the body's length (decoded, for a chunked one) */
+    const char *body;      /* content_length bytes, unless no_body */
+    const char *headers;   /* the header block (status line excluded), headers_len bytes */
     size_t headers_len;
     int truncated; /* the bytes ended inside this response */
 } fz_response;
 
-/* Parses the response starting at buf[*pos..len). expect_body: 0 for a response to HEAD (the
- * Content-Length is announced but no body follows). Checks the invariants every response of our
- * server must meet (status line "HTTP/1.1 NNN reason", exactly one Content-Length that is a
- * number, 0 for a 205, but none and no Content-Type for a 1xx, 204 or 304, which have no content;
- * exactly one Connection header, a Date header, CRLF line ends) and aborts otherwise.
+/* Parses the response starting at buf[*pos..len). flags: FZ_BODY unless it answers HEAD (the
+ * Content-Length is announced but no body follows); FZ_STREAMED to accept the framings of a
+ * streamed response too. Checks the invariants every response of our server must meet (status
+ * line "HTTP/1.1 NNN reason", exactly one Content-Length that is a number, 0 for a 205, but none
+ * and no Content-Type for a 1xx, 204 or 304, which have no content; exactly one Connection header,
+ * a Date header, CRLF line ends) and aborts otherwise. With FZ_STREAMED, a body with content may
+ * instead be chunked (Transfer-Encoding: chunked and no Content-Length; sizes in lowercase hex
+ * without leading zeros, no extensions, no trailers: r->body then holds the decoded bytes, valid
+ * until the next call) or have no length at all with Connection: close (r->until_close: the body
+ * is every byte that follows, whole only if the server then closed); an answer to HEAD may then
+ * announce no length.
  * Returns 1 and advances *pos past the response, or 1 with r->truncated set when the bytes end
  * inside it, or 0 when *pos == len. */
-int fz_parse_response(const char *buf, size_t len, size_t *pos, int expect_body, fz_response *r);
+#define FZ_BODY 1
+#define FZ_STREAMED 2
+int fz_parse_response(const char *buf, size_t len, size_t *pos, int flags, fz_response *r);
 
 /* Finds a header of a parsed response (exact-case name); returns its value length or -1. */
 long fz_response_header(const fz_response *r, const char *name, const char **value);

@@ -84,13 +84,36 @@ static endpoint api_endpoint(const serve_route *route, tc_str path)
     return EP_OTHER;
 }
 
-/* The proxy's entry: until the proxy lands (app/serve/cmd_serve_proxy.h, issue 23's part D),
- * this is where a kind: proxy route's requests go, and they are answered 501. The proxy's branch
- * replaces this body with a call of serve_handle_proxy(sw, route, req). */
+/* The proxy's entry (cmd_serve_proxy.c). */
 void serve_route_proxy(serve_worker *sw, const serve_route *route, tc_request *req)
 {
-    serve_respond_error(sw, route, req, EP_OTHER, 501, "not_implemented",
-                        "kind: proxy routes are not served by this build");
+    serve_handle_proxy(sw, route, req);
+}
+
+/* 1 if ep (one of tailcut's own paths, or EP_OTHER) is answered by tailcut itself here: /healthz
+ * always; the others unless they moved to --admin-listen. */
+static int own_here(const serve_worker *sw, endpoint ep)
+{
+    return ep != EP_OTHER && (sw->admin || ep == EP_HEALTHZ || !sw->cfg->admin.set);
+}
+
+/* The route that takes path on this listener, or NULL: none (tailcut's own paths, the admin
+ * listener, an own path moved to --admin-listen without --config, or no prefix matches). */
+static const serve_route *route_of(const serve_worker *sw, tc_str path, endpoint ep)
+{
+    if (own_here(sw, ep) || sw->admin || (ep != EP_OTHER && !sw->conf->from_file))
+        return NULL;
+    return serve_route_match(sw->conf, path.base, path.len);
+}
+
+/* The server's head filter: a kind: proxy route's request is taken at its head, so that its
+ * body streams to its attempt and its answer can start before the body has ended. */
+static int serve_head_filter(tc_request *req, void *data)
+{
+    const serve_worker *sw = data;
+    tc_str path = tc_request_path(req);
+    const serve_route *route = route_of(sw, path, own_endpoint(path));
+    return route != NULL && route->kind == SERVE_KIND_PROXY;
 }
 
 static void handle_own(serve_worker *sw, tc_request *req, endpoint ep)
@@ -127,14 +150,14 @@ void serve_handle(tc_request *req, void *data)
     }
     /* tailcut's own paths: /healthz always; the others unless they moved to --admin-listen,
      * where the main listener answers them 404 (with --config: routes them like any path). */
-    int own = ep != EP_OTHER && (sw->admin || ep == EP_HEALTHZ || !sw->cfg->admin.set);
+    int own = own_here(sw, ep);
     if (!own && ep != EP_OTHER && !conf->from_file) {
         serve_respond_error(sw, NULL, req, EP_OTHER, 404, "not_found",
                             "no such endpoint here: it is on the --admin-listen address");
         return;
     }
     if (!own) {
-        route = serve_route_match(conf, path.base, path.len);
+        route = route_of(sw, path, ep);
         ep = route == NULL                     ? EP_OTHER
              : route->kind == SERVE_KIND_PROXY ? EP_OTHER
                                                : api_endpoint(route, path);
@@ -233,6 +256,7 @@ static int serve_worker_start(rt_worker *w, void *data)
     sc.idle_timeout_ms = cfg->idle_timeout_ms;
     sc.handler = serve_handle; /* called from src/server/server_conn.c conn_dispatch */
     sc.handler_data = sw;
+    sc.head_filter = serve_head_filter;
     err = tc_server_new(&sw->srv, w->loop, &sc);
     if (err != 0)
         return err;

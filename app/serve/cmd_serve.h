@@ -32,6 +32,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "cmd_serve_proxy.h"
 #include "cmd_serve_stats.h"
 #include "common/settings.h"
 #include "common/settings_file.h"
@@ -55,6 +56,7 @@ typedef enum endpoint {
     EP_METRICS,
     EP_DASHBOARD,
     EP_STATS, /* /dashboard/stats */
+    EP_PROXY, /* a kind: proxy route's request */
     EP_OTHER,
     EP_COUNT
 } endpoint;
@@ -87,6 +89,7 @@ typedef struct serve_metrics {
     uint32_t hedges_denied, attempt_duration;                          /* adaptive hedging */
     uint32_t batches, batch_size, batch_keys, batch_dedup, batch_wait; /* /api/metadata */
     uint32_t conns_rejected, rejected_no_memory, rejected_over_limit;  /* and its two series */
+    uint32_t proxy_unhedged;                                           /* {route, reason} */
     uint32_t duration_series[EP_COUNT];
     uint32_t outcome_series[TC_OUTCOME_COUNT];
     uint32_t attempt_duration_series[TC_OUTCOME_COUNT];
@@ -203,6 +206,7 @@ typedef struct serve_route {
     serve_figures *figures;   /* the state's */
     serve_route_state *state; /* owns replicas, metadata_replicas and figures */
     serve_hedging *hedging;   /* owns adaptive and budget */
+    serve_proxy_conf proxy;   /* kind: proxy's own keys (cmd_serve_proxy.h) */
 } serve_route;
 
 /* A worker's share of a configuration: its batcher for each route's lookups (made at the first
@@ -352,6 +356,11 @@ typedef struct serve_call {
     } built[TC_HEDGE_MAX_ATTEMPTS];
     unsigned nbuilt;
     tc__buf urls;
+    /* A kind: proxy request: each replica's URL is tc__proxy_url's (its path, then the request's
+     * target less the first strip_len bytes of its path), built for every URL. */
+    int proxy;
+    const char *strip;
+    size_t strip_len;
 } serve_call;
 
 /* ---- cmd_serve_api.c ---- */
@@ -374,6 +383,9 @@ serve_call *serve_call_new(serve_worker *sw, const serve_route *route, tc_reques
 /* The call's work has started: count it in flight, cancel it if the client leaves, and run done
  * when it ends (done finishes the request and frees the call with serve_call_free). */
 void serve_call_watch(serve_call *call, tc_future_cb done);
+/* Counts the call in flight (the gauge and the dashboard) until serve_call_free; what
+ * serve_call_watch does first, for a caller that watches its work itself (the proxy). */
+void serve_call_count_in_flight(serve_call *call);
 void serve_call_free(serve_call *call);
 /* Frees a call whose work never started (nothing counted it in flight). */
 void serve_call_abandon(serve_call *call);

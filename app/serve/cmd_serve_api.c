@@ -104,7 +104,7 @@ static void on_client_gone(tc_request *req, void *data)
     tc_future_cancel(call->work);
 }
 
-void serve_call_watch(serve_call *call, tc_future_cb done)
+void serve_call_count_in_flight(serve_call *call)
 {
     serve_worker *sw = call->sw;
     serve_metrics *m = &sw->cfg->metrics;
@@ -112,6 +112,12 @@ void serve_call_watch(serve_call *call, tc_future_cb done)
         sw->shard, m->in_flight,
         serve_series(sw, m->in_flight, call->route, NULL, TC_METRICS_SERIES_DEFAULT), 1);
     serve_stats_in_flight(sw->stats, 1);
+}
+
+void serve_call_watch(serve_call *call, tc_future_cb done)
+{
+    serve_worker *sw = call->sw;
+    serve_call_count_in_flight(call);
     /* fires from src/server/server_conn.c tc__srv_conn_close when the client leaves */
     tc_request_on_abort(call->req, on_client_gone, call);
     /* done: on_hedge_done or cmd_serve_metadata.c on_meta_done; fires from src/policy/hedge.c

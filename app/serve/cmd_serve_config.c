@@ -183,6 +183,7 @@ static int route_finish(serve_route *r)
     if (r->name == NULL && (r->name = strdup(r->prefix)) == NULL)
         return TC_ENOMEM;
     serve_forward_finish(r);
+    serve_proxy_conf_finish(&r->proxy);
     return 0;
 }
 
@@ -259,13 +260,18 @@ static serve_log *log_new(FILE *file, const char *path)
     return log;
 }
 
-/* The listener's body limit: the largest route's (each route checks its own). */
+/* The listener's body limit: the largest route's (each route checks its own). A proxy route's
+ * requests are streamed with their own limit, max_request_body_bytes; one handled whole (a
+ * reload between its head and its turn) is still bounded by the listener's. */
 static uint64_t largest_body(const serve_conf *conf)
 {
     uint64_t max = 0;
-    for (size_t i = 0; i < conf->nroutes; i++)
-        if (conf->routes[i].max_body > max)
-            max = conf->routes[i].max_body;
+    for (size_t i = 0; i < conf->nroutes; i++) {
+        const serve_route *r = &conf->routes[i];
+        uint64_t body = r->kind == SERVE_KIND_PROXY ? r->proxy.max_request_body_bytes : r->max_body;
+        if (body > max)
+            max = body;
+    }
     return max;
 }
 

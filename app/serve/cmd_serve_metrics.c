@@ -14,8 +14,8 @@
 #define SERVE_MAX_METRICS_TEXT (4 * 1024 * 1024)
 
 static const char *const endpoint_names[EP_COUNT] = {
-    "smart",   "first",   "all",       "within_timeout",  "metadata",
-    "healthz", "metrics", "dashboard", "dashboard_stats", "other",
+    "smart",     "first",           "all",   "within_timeout", "metadata", "healthz", "metrics",
+    "dashboard", "dashboard_stats", "proxy", "other",
 };
 
 int serve_stats_define(serve_config *cfg)
@@ -223,6 +223,7 @@ int serve_metrics_define(serve_metrics *m, int with_route)
     static const char *const route_ep_status_labels[] = {"route", "endpoint", "status"};
     static const char *const route_outcome_label[] = {"route", "outcome"};
     static const char *const reason_label[] = {"reason"};
+    static const char *const route_reason_labels[] = {"route", "reason"};
     static const double latency_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4,
                                              0.5,   0.75, 1,     2.5,  5,   10,  30,  60};
     static const double attempt_buckets[] = {
@@ -273,12 +274,17 @@ int serve_metrics_define(serve_metrics *m, int with_route)
          "Client connections closed as soon as accepted, by reason: out_of_memory (no memory for "
          "it: closed with no answer), max_connections (answered 503 overloaded)",
          reason_label, 1, NULL, 0, 0},
+        {TC_METRIC_COUNTER, "tailcut_proxy_unhedged_total",
+         "kind: proxy requests sent once, unhedged, by route and reason (method: not a method "
+         "that hedges, without a usable Idempotency-Key; body_too_large: over the replay limit)",
+         route_reason_labels, 2, NULL, 0, 512},
     };
-    uint32_t *ids[] = {
-        &m->requests,      &m->duration,      &m->attempts,         &m->hedges,
-        &m->hedge_wins,    &m->in_flight,     &m->queue_waits,      &m->batches,
-        &m->batch_size,    &m->batch_keys,    &m->batch_dedup,      &m->batch_wait,
-        &m->stale_retries, &m->hedges_denied, &m->attempt_duration, &m->conns_rejected};
+    uint32_t *ids[] = {&m->requests,       &m->duration,      &m->attempts,
+                       &m->hedges,         &m->hedge_wins,    &m->in_flight,
+                       &m->queue_waits,    &m->batches,       &m->batch_size,
+                       &m->batch_keys,     &m->batch_dedup,   &m->batch_wait,
+                       &m->stale_retries,  &m->hedges_denied, &m->attempt_duration,
+                       &m->conns_rejected, &m->proxy_unhedged};
     if (with_route) {
         /* requests, duration, attempts, hedges, wins, in flight, the metadata batches, denied
          * and attempt duration by route */

@@ -26,6 +26,7 @@
 #include "base/hash.h"
 #include "base/json_write.h"
 #include "cmd_serve.h"
+#include "http/proxy_internal.h"
 
 /* ---- one replica ---------------------------------------------------------------------------- */
 
@@ -300,7 +301,8 @@ int serve_route_state_new(serve_route *route)
 /* ---- aiming an attempt ---------------------------------------------------------------------- */
 
 /* The URL of rep for call's request: its own URL with the client's query merged (the forwarding
- * rules of cmd_serve_forward.c), built once per URL per request. NULL on TC_ENOMEM or
+ * rules of cmd_serve_forward.c), or for a proxy request tc__proxy_url's (the replica's path,
+ * the request's path and query), built once per URL per request. NULL on TC_ENOMEM or
  * TC_ETOOLARGE (in *err). */
 static const char *call_url(serve_call *call, const serve_replica *rep, int *err)
 {
@@ -313,7 +315,15 @@ static const char *call_url(serve_call *call, const serve_replica *rep, int *err
     }
     tc_str query = tc_request_query(call->req);
     size_t at = call->urls.len, where = SIZE_MAX; /* SIZE_MAX: the replica's URL as it is */
-    long added = query.len > 0 ? tc__forward_url(&call->urls, rep->url, query.base, query.len) : 0;
+    long added = 0;
+    if (!call->proxy && query.len > 0) {
+        added = tc__forward_url(&call->urls, rep->url, query.base, query.len);
+    } else if (call->proxy) {
+        tc_str target = tc_request_target(call->req);
+        added = tc__proxy_url(&call->urls, rep->url, target.base, target.len, call->strip,
+                              call->strip_len);
+        added = added == 0 ? 1 : added; /* always built: the path is the request's */
+    }
     if (added == 0)
         call->urls.len = at; /* nothing forwarded: the URL as configured will do */
     else if (added > 0)
@@ -340,7 +350,7 @@ int serve_attempt_prepare(void *data, unsigned id, void *replica_data, tc_client
         call->sent[call->nsent++] = rep;
     }
     req->connect_to = rep->connect_to;
-    if (rep->url_index == 0)
+    if (rep->url_index == 0 && !call->proxy)
         return 0; /* the request was built for the first URL: req->url is its URL already */
     int err = 0;
     const char *url = call_url(call, rep, &err);

@@ -67,6 +67,21 @@ static int check_route_name(const setting *s, const char *value, void *field, se
 }
 
 #define API_ONLY .kinds = SERVE_KIND_BIT(SERVE_KIND_API)
+#define PROXY_ONLY .kinds = SERVE_KIND_BIT(SERVE_KIND_PROXY)
+
+/* A method of hedge_methods: an HTTP token (RFC 9110), as a request line carries it. */
+static int check_method(const setting *s, const char *value, void *field, settings_error *e)
+{
+    (void)s;
+    (void)field;
+    size_t n = strlen(value);
+    if (n == 0 || n > 31)
+        return settings_invalid(e, value, "must be 1 to 31 bytes");
+    for (const char *p = value; *p != '\0'; p++)
+        if (*p <= 0x20 || *p >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", *p) != NULL)
+            return settings_invalid(e, value, "must be a method name (a token)");
+    return 0;
+}
 
 const settings_word serve_discovery_words[] = {
     {"off", SERVE_DISCOVERY_OFF}, {"dns", SERVE_DISCOVERY_DNS}, {NULL, 0}};
@@ -591,6 +606,74 @@ static const setting rows[] = {
      .flags = SETTINGS_DEFAULT_TEXT,
      .help = "the deadline of a request that asks for none",
      ROUTE(timeout_ms)},
+    /* kind: proxy's own keys (CONTRACT section 8): file-only, into serve_route.proxy. */
+    {.key = "strip_prefix",
+     PROXY_ONLY,
+     .type = SETTINGS_BOOL,
+     .def = "false",
+     .placeholder = "true|false",
+     .help = "remove the prefix (less its trailing /) from the path sent upstream",
+     ROUTE(proxy.strip_prefix)},
+    {.key = "preserve_host",
+     PROXY_ONLY,
+     .type = SETTINGS_BOOL,
+     .def = "false",
+     .placeholder = "true|false",
+     .help = "send the client's Host upstream, not the replica's",
+     ROUTE(proxy.preserve_host)},
+    {.key = "hedge_methods",
+     PROXY_ONLY,
+     .type = SETTINGS_TEXT,
+     .check = check_method,
+     .flags = SETTINGS_REPEATABLE,
+     .def = "GET, HEAD, OPTIONS",
+     .placeholder = "METHOD",
+     .help = "the methods whose requests may be hedged",
+     ROUTE(proxy.hedge_methods)},
+    {.key = "hedge_idempotency_key",
+     PROXY_ONLY,
+     .type = SETTINGS_BOOL,
+     .def = "false",
+     .placeholder = "true|false",
+     .help = "also hedge a request of any method that has an Idempotency-Key",
+     ROUTE(proxy.hedge_idempotency_key)},
+    {.key = "body_replay_limit_bytes",
+     PROXY_ONLY,
+     .type = SETTINGS_UINT,
+     .min = 0,
+     .max = 1u << 30,
+     .def = "65536",
+     .placeholder = "BYTES",
+     .help = "a hedged request's body is held up to this; a larger one is sent once",
+     ROUTE(proxy.body_replay_limit_bytes)},
+    {.key = "max_request_body_bytes",
+     PROXY_ONLY,
+     .type = SETTINGS_UINT,
+     .min = 0,
+     .max = UINT64_C(1) << 40,
+     .def = "16777216",
+     .placeholder = "BYTES",
+     .help = "the largest request body forwarded (more: 413)",
+     ROUTE(proxy.max_request_body_bytes)},
+    {.key = "failure_statuses",
+     PROXY_ONLY,
+     .type = SETTINGS_UINT,
+     .min = 100,
+     .max = 599,
+     .flags = SETTINGS_REPEATABLE,
+     .def = "429, 500, 502, 503, 504",
+     .placeholder = "STATUS",
+     .help = "response statuses that fail an attempt (any other is the answer)",
+     ROUTE(proxy.failure_statuses)},
+    {.key = "body_idle_timeout_ms",
+     PROXY_ONLY,
+     .type = SETTINGS_UINT,
+     .min = 1,
+     .max = SETTINGS_MAX_MS,
+     .def = "30000",
+     .placeholder = "MS",
+     .help = "a response body that stalls this long is cut (the connection closes)",
+     ROUTE(proxy.body_idle_timeout_ms)},
     {SETTINGS_ROW_HELP, .help = "this text", .man = "Print the options and exit 0."},
 };
 

@@ -46,6 +46,19 @@
  * budget, each extra is checked as it would fire; a denied one is dropped, never fired later, and
  * a hedge with nothing in flight whose next extra is denied ends at once (TC_EALLFAILED).
  *
+ * Head mode (policy.at_head, the transparent proxy's): every attempt streams its response
+ * (stream_response) and *answers at its final response head*: the judge sees the head (status
+ * and headers; the body is empty and still to come), the first head the judge accepts wins at
+ * once (the others are cancelled), and a refused head is a failed attempt, which the policy
+ * reacts to as to any failure, and which the replica set counts as a FAILURE whatever its status
+ * (the judge holds the caller's failure statuses: tc_hedge_judge_head). The winner's body is the
+ * caller's to read (tc_response_read_body on the winner's response), for as long as it holds the
+ * hedge's future; its latency (for the adaptive delay and the replica's average) is its time to
+ * head. The last attempt that failed with a head is kept unread (result.last_failed) so the
+ * caller can pass it on when every attempt fails; every other answered attempt's transfer is
+ * aborted (tc_response_abort) as soon as it is not needed: a failed head when a later one
+ * replaces it, and every response but the winner's when the hedge ends with one.
+ *
  * Replicas (tailcut/replica.h). A policy with a replica set sends each attempt to a replica the
  * set chooses: the first attempt by power of two choices, every later one (the other initial
  * attempts included) to the best replica the hedge has not tried yet. The policy's `prepare`
@@ -101,6 +114,15 @@ typedef tc_attempt_outcome (*tc_hedge_judge_fn)(const tc_response *resp, void *d
 /* The default judge: status 200 and a body that is one valid JSON text (RFC 8259). The body
  * limit is the request's max_body, enforced by the client. */
 tc_attempt_outcome tc_hedge_judge_json(const tc_response *resp, void *data);
+
+/* Head mode's judge: data is a tc_hedge_statuses; a status in it is TC_OUTCOME_HTTP_STATUS
+ * (failed), any other status TC_OUTCOME_SUCCESS (it is the upstream's answer). data NULL: no
+ * status fails. */
+typedef struct tc_hedge_statuses {
+    const int *v;
+    size_t n;
+} tc_hedge_statuses;
+tc_attempt_outcome tc_hedge_judge_head(const tc_response *resp, void *data);
 
 /* ---- the latency estimator ------------------------------------------------------------------- */
 
@@ -302,6 +324,8 @@ typedef struct tc_hedge_policy {
                                     * the loop just before the attempt starts, with a copy of
                                     * the request it may change [NULL: the request as given] */
     void *prepare_data;
+    /* Head mode (above): attempts answer at their response head [0]. */
+    int at_head;
 } tc_hedge_policy;
 
 /* Fills p with the smart defaults above: FIRST, 1 + 2 after 300 ms, hedge on failure. */
@@ -329,6 +353,9 @@ typedef struct tc_hedge_result {
     unsigned nsuccesses; /* successes, in completion order: */
     unsigned successes[TC_HEDGE_MAX_ATTEMPTS];
     tc_hedge_attempt attempts[TC_HEDGE_MAX_ATTEMPTS];
+    /* Head mode: the last attempt that failed with a response head, its body unread and its
+     * transfer kept for the caller (tc_response_read_body), else -1; -1 once a winner is known. */
+    int last_failed;
 } tc_hedge_result;
 
 /* The response of attempt i (NULL unless it was answered). */

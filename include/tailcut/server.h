@@ -12,13 +12,20 @@
  * handler still finishes the request afterwards, and finishing it then only frees it.
  *
  * Pipelined requests are answered in order: a response to a later request is held until the
- * earlier ones are answered. Limits: request line over max_uri -> 414, header block
- * over max_headers -> 431, body over max_body -> 413, malformed HTTP -> 400; each of these closes
- * the connection. Headers not complete within header_timeout_ms -> 408 and close; a keep-alive
- * connection idle for idle_timeout_ms is closed. Over max_connections a new connection gets 503
- * `overloaded` with Retry-After and is closed; one there is no memory for is closed at once
- * (both counted, tc_server_get_stats). While draining, requests that arrive on kept-alive
- * connections get 503 `shutting_down` and the connection is closed.
+ * earlier ones are answered.
+ *
+ * Streaming (see "streaming" below and docs/server.md): with cfg.head_filter, a request can be
+ * handed to the handler at the end of its head instead of once whole; its body is then read in
+ * pieces as it arrives (tc_request_read_body), and any request may answer with a response whose
+ * body is written in pieces (tc_request_respond_head, tc_request_write, tc_request_end). Both
+ * directions have back-pressure, so a request holds bounded memory whatever its body sizes. Limits:
+ * request line over max_uri -> 414, header block over max_headers -> 431, body over max_body ->
+ * 413, malformed HTTP -> 400; each of these closes the connection. Headers not complete within
+ * header_timeout_ms -> 408 and close; a keep-alive connection idle for idle_timeout_ms is closed.
+ * Over max_connections a new connection gets 503 `overloaded` with Retry-After and is closed; one
+ * there is no memory for is closed at once (both counted, tc_server_get_stats). While draining,
+ * requests that arrive on kept-alive connections get 503 `shutting_down` and the connection is
+ * closed.
  */
 #ifndef TAILCUT_SERVER_H
 #define TAILCUT_SERVER_H
@@ -44,6 +51,11 @@ extern "C" {
 #define TC_SERVER_MAX_ERROR_MESSAGE 480
 /* Pipelined requests parsed ahead of the one being answered; reading pauses beyond this. */
 #define TC_SERVER_MAX_PIPELINE 32
+/* A streamed request body: the longest wait for its next bytes while the handler reads it. */
+#define TC_SERVER_BODY_TIMEOUT_MS 60000
+/* tc_request_respond_head()'s content_length when the length is not known, and
+ * tc_request_body_length() for a chunked request body. */
+#define TC_SERVER_LENGTH_UNKNOWN (-1)
 
 /* A byte range: not NUL-terminated. */
 typedef struct tc_str {
@@ -55,6 +67,14 @@ typedef struct tc_server tc_server;
 typedef struct tc_request tc_request;
 
 typedef void (*tc_handler_fn)(tc_request *req, void *data);
+
+/* Called at the end of every request's head (its method, target and headers are readable; its
+ * body is not), with the handler's data. Returns 1 to hand the request to the handler at once, in
+ * streaming mode; 0 for the whole-body path (the handler gets the request once its body is read
+ * whole, bounded by max_body). It may tc_request_set_data() (the handler then finds the value,
+ * whichever path is taken), and must not finish the request or call any other tc_request_*
+ * function that acts on it. Not called for the ready_path or while draining. */
+typedef int (*tc_head_filter_fn)(tc_request *req, void *data);
 
 /* Access-log line formats (docs/server.md). */
 enum { TC_ACCESS_LOG_TEXT = 0, TC_ACCESS_LOG_JSON = 1 };
@@ -98,6 +118,12 @@ typedef struct tc_server_config {
     atomic_int *ready;
     tc_handler_fn handler;
     void *handler_data;
+    /* Which requests are handed over at their head, in streaming mode. NULL = none [NULL]: every
+     * request is handled whole, exactly as without it. */
+    tc_head_filter_fn head_filter;
+    /* A streamed request body whose next bytes take longer than this while the handler reads it
+     * (not while it has paused) ends with TC_ETIMEDOUT [TC_SERVER_BODY_TIMEOUT_MS]; 0 = never. */
+    uint64_t body_timeout_ms;
 } tc_server_config;
 
 void tc_server_config_init(tc_server_config *cfg);
@@ -160,6 +186,8 @@ tc_str tc_request_method(const tc_request *req);
 tc_str tc_request_target(const tc_request *req); /* as sent: path plus "?query" */
 tc_str tc_request_path(const tc_request *req);   /* target up to '?' or '#', not decoded */
 tc_str tc_request_query(const tc_request *req);  /* after '?', up to '#'; empty if none */
+/* The body of a request handled whole; empty for a streaming request (its body is read with
+ * tc_request_read_body). */
 tc_str tc_request_body(const tc_request *req);
 /* Finds a header by case-insensitive name; returns 1 and sets *value, or 0. */
 int tc_request_header(const tc_request *req, const char *name, tc_str *value);
@@ -167,14 +195,27 @@ int tc_request_header(const tc_request *req, const char *name, tc_str *value);
  * returns 0; each call that returns 1 sets *value to the next occurrence's value (case-insensitive
  * name) and advances *pos. */
 int tc_request_header_next(const tc_request *req, const char *name, size_t *pos, tc_str *value);
+/* The header fields of the request, in the order received: tc_request_header_count() of them;
+ * tc_request_header_at() sets field i's name (as sent, any case) and value (without surrounding
+ * blanks) and returns 1, or returns 0 when i is past the last. For a proxy, which passes on what
+ * it does not know. */
+size_t tc_request_header_count(const tc_request *req);
+int tc_request_header_at(const tc_request *req, size_t i, tc_str *name, tc_str *value);
 int tc_request_is_head(const tc_request *req);
 uv_loop_t *tc_request_loop(const tc_request *req);
 tc_server *tc_request_server(const tc_request *req);
-/* When the request was fully read: uv_now() of its loop, in ms, and uv_hrtime() in ns. */
+/* When the request was fully read (a streaming request: when its head was): uv_now() of its
+ * loop, in ms, and uv_hrtime() in ns. Deadlines count from here. */
 uint64_t tc_request_ready_ms(const tc_request *req);
 uint64_t tc_request_ready_ns(const tc_request *req);
 /* 1 once the client has gone away. */
 int tc_request_aborted(const tc_request *req);
+
+/* The client's IP address as text (an IPv4 or IPv6 literal, no port: what X-Forwarded-For
+ * carries), valid until the request is finished; empty when it is not known (the connection was
+ * gone before it was first asked for, or the system would not say). The server looks it up when
+ * first asked (or at accept, with an access log). */
+tc_str tc_request_client_addr(tc_request *req);
 
 /* The request's id: its X-Request-Id (one such field whose value, without surrounding blanks,
  * is 1 to TC_REQUEST_ID_MAX bytes of 0x21-0x7E) or else 32 lowercase hex digits the server drew
@@ -188,7 +229,8 @@ void tc_request_set_attempts(tc_request *req, unsigned attempts);
 
 /* The replica that answered the request (the json access log's "replica" with
  * access_log_replica; null when never set or NULL). Borrowed: label must stay valid until the
- * request is answered or dropped (its log line is written by then). */
+ * request is finished (respond, drop, or a streamed response's end or abort: its log line is
+ * written then). */
 void tc_request_set_replica(tc_request *req, const char *label);
 
 /* The route that took the request (the json access log's "route" with access_log_route; ""
@@ -196,7 +238,8 @@ void tc_request_set_replica(tc_request *req, const char *label);
 void tc_request_set_route(tc_request *req, const char *name);
 
 /* cb runs once if the client goes away (closed, reset, server closed) before the request is
- * finished. Set it again to replace it; NULL removes it. */
+ * finished. Set it again to replace it; NULL removes it. A body being read
+ * (tc_request_read_body) and a writable callback get TC_ECANCELED first. */
 typedef void (*tc_request_abort_cb)(tc_request *req, void *data);
 void tc_request_on_abort(tc_request *req, tc_request_abort_cb cb, void *data);
 
@@ -236,6 +279,112 @@ int tc_request_respond_error_with(tc_request *req, int status, const char *code,
 /* Finishes the request with no response: the connection is closed, with a TCP RST when reset is
  * 1 (SO_LINGER 0), else with FIN. Earlier pipelined responses still go out first. */
 void tc_request_drop(tc_request *req, int reset);
+
+/* ---- streaming ------------------------------------------------------------------------------
+ *
+ * Finishing a request (respond, end, abort, drop) is still the one rule: every function below
+ * that finishes it says so. A request taken at its head whose body was not read to its end when
+ * it is finished closes the connection after its response (the rest of the body is never read):
+ * a whole response (tc_request_respond) then says Connection: close; a streamed head written
+ * while the body still comes says what the connection would otherwise do, since the body may
+ * yet be read to its end.
+ */
+
+/* 1 if the request was handed over at its head (cfg.head_filter returned 1). */
+int tc_request_is_streaming(const tc_request *req);
+
+/* The length of a streaming request's body as its head gives it: its Content-Length, 0 when it
+ * has none, TC_SERVER_LENGTH_UNKNOWN when it is chunked. For a request handled whole, the length
+ * of tc_request_body(). */
+int64_t tc_request_body_length(const tc_request *req);
+
+/* A piece of a streamed request body, or its end. status 0 with len > 0: data[0..len) are the
+ * next bytes, valid only during the call. Then exactly one last call, with len 0 and status:
+ * 0 (the whole body was read; trailers are dropped), TC_ETOOLARGE (the body grew past the limit),
+ * TC_EPROTO (malformed chunked framing), TC_ETIMEDOUT (no bytes for cfg.body_timeout_ms) or
+ * TC_ECANCELED (the client went away, the server closed, or the handler finished the request
+ * first: then from inside that finishing call). After an error the rest of the body is never
+ * read and the connection closes after the response. The handler answers (413 for
+ * TC_ETOOLARGE, 400 for TC_EPROTO, ...) or finishes the request as it likes; the callback may
+ * call any tc_request_* function, finishing the request included. */
+typedef void (*tc_request_body_cb)(tc_request *req, int status, const char *data, size_t len,
+                                   void *arg);
+
+/* Starts reading a streaming request's body, at most limit bytes (UINT64_MAX: no limit; the
+ * server's max_body does not apply). Sends "100 Continue" first when the request asked for it
+ * (Expect: 100-continue, HTTP/1.1) and no response head has been written: so a handler that
+ * answers without reading never sends it. cb never runs inside this call; a body already
+ * complete (or none) ends with a call of status 0 from the loop. Returns 0 (cb will run as
+ * above), TC_ETOOLARGE (its Content-Length is over limit: nothing is read and no 100 sent; the
+ * handler answers 413), TC_EINVAL (not a streaming request, read already started, request
+ * finished, cb NULL), TC_ECANCELED (the client is gone), TC_ENOMEM (the 100 Continue could not be
+ * queued). On an error cb is never called. Called from the handler at the head, the body's
+ * pieces start as soon as the handler returns. */
+int tc_request_read_body(tc_request *req, uint64_t limit, tc_request_body_cb cb, void *arg);
+
+/* Back-pressure on the body being read: after pause, cb is not called until resume (not even
+ * for its end), the server holds at most TC_SERVER_BODY_HELD_MAX bytes of it and stops reading
+ * the socket beyond that, and the body timeout does not run. Either may be called at any time,
+ * also from cb; each does nothing when no body is being read. cb never runs inside resume. */
+void tc_request_body_pause(tc_request *req);
+void tc_request_body_resume(tc_request *req);
+/* The most bytes of a paused body the server holds for one connection: its held bytes stop at
+ * 64 KiB, plus one socket read (64 KiB). */
+#define TC_SERVER_BODY_HELD_MAX (128 * 1024)
+
+/* Starts a streamed response: writes (queues, behind earlier pipelined responses) its head.
+ * The server adds what tc_request_respond() adds, and frames the body by content_length: a
+ * known length (>= 0) is sent as Content-Length and exactly that many bytes must follow;
+ * TC_SERVER_LENGTH_UNKNOWN is sent chunked to an HTTP/1.1 client, and to an HTTP/1.0 client as a
+ * body that ends when the connection closes (Connection: close). Answers with no body are
+ * enforced as in tc_request_respond(): to HEAD, a known length is announced and no body follows
+ * (an unknown one is not announced); a 1xx, 204 or 304 has no Content-Length and no body; a 205
+ * has Content-Length: 0. Their writes are then accepted and dropped. content_type and headers
+ * are copied into the head at once. Returns 0; TC_EINVAL (finished, a head already written,
+ * content_length < -1); TC_ECANCELED (the client is gone or the connection failed: nothing is
+ * written; finish the request with tc_request_end or _abort as usual); TC_ENOMEM (nothing is
+ * written and the request is finished: the connection is closed). */
+int tc_request_respond_head(tc_request *req, int status, const char *content_type,
+                            const tc_server_header *headers, size_t nheaders,
+                            int64_t content_length);
+
+/* Writes the next len bytes of the body. They are copied (data is the caller's again when this
+ * returns): straight into the socket when it takes them, else into memory that waits for it, so
+ * the caller bounds that memory with tc_request_write_pending() / tc_request_on_writable().
+ * Returns 0 (len 0 writes nothing: a chunked body ends only with tc_request_end); TC_EINVAL (no
+ * head written, finished, or more bytes than the known length left); TC_ECANCELED (the client
+ * is gone or the connection failed: nothing is written; the abort callback runs, from the loop
+ * if it has not yet); TC_ENOMEM (the response is broken: the request is finished as by
+ * tc_request_abort). */
+int tc_request_write(tc_request *req, const char *data, size_t len);
+
+/* Bytes waiting to be taken by the socket before this response's last written byte: its own
+ * and those of earlier responses on the connection. 0 once the client is gone. */
+size_t tc_request_write_pending(const tc_request *req);
+
+/* cb(req, status, data) runs exactly once: status 0 as soon as tc_request_write_pending(req) is
+ * at most threshold (from the loop, never inside this call, also when it already is), or
+ * TC_ECANCELED when the client goes away or the handler finishes the request first (then from
+ * inside that finishing call). The way to stop reading an upstream while ~64 KiB wait and go on
+ * when they drop. Returns 0; TC_EINVAL (finished, a callback already armed, cb NULL);
+ * TC_ECANCELED (the client is gone; cb never runs). */
+typedef void (*tc_request_writable_cb)(tc_request *req, int status, void *arg);
+int tc_request_on_writable(tc_request *req, size_t threshold, tc_request_writable_cb cb, void *arg);
+
+/* Finishes a streamed response: a chunked body gets its last chunk, and the access log gets its
+ * line (status, bytes, duration: now). Returns 0; TC_EINVAL (no head written, or finished: nothing
+ * happens; but once the client is gone it finishes whatever was written); TC_EPROTO (fewer bytes
+ * than the known length were written: the response cannot be complete, so it is cut as by
+ * tc_request_abort; the request is finished); TC_ENOMEM (the last chunk could not be queued: cut as
+ * by tc_request_abort; finished). After the client went away it only finishes (and frees) the
+ * request, which the log shows as 499. */
+int tc_request_end(tc_request *req);
+
+/* Finishes the request by cutting its response, so that the client cannot take it for complete:
+ * what was written goes out, then the connection closes (a chunked body gets no last chunk, a
+ * known length is left short, and a body that ends at the close is cut with a reset instead).
+ * With no head written yet it is tc_request_drop(req, 0). Does nothing when finished. */
+void tc_request_abort(tc_request *req);
 
 /* Reason phrase for a status code ("Unknown" for codes it does not know). */
 const char *tc_http_reason(int status);

@@ -87,6 +87,21 @@ static int deadline_set(tc_client *cl, tc__creq *r, uint64_t from_ms)
     return err;
 }
 
+int tc__creq_rekey(tc__creq *r, uint64_t at_ms)
+{
+    tc_client *cl = r->client;
+    int had = r->timeout.idx != TC__HEAP_NONE;
+    tc__heap_remove(&cl->deadlines, &r->timeout);
+    if (at_ms == 0)
+        return 0;
+    r->timeout.key = at_ms;
+    /* A node just removed leaves room for itself: only a request with no deadline can fail. */
+    int err = tc__heap_push(&cl->deadlines, &r->timeout);
+    if (err == 0 && (!had || tc__heap_min(&cl->deadlines) == &r->timeout))
+        deadline_rearm(cl);
+    return err;
+}
+
 /* ---- origins -------------------------------------------------------------------------------- */
 
 void tc__origin_ref(tc_client *cl, tc__origin *o)
@@ -119,13 +134,24 @@ static int can_admit(const tc_client *cl, const tc__origin *o)
 
 static void creq_free(tc__creq *r)
 {
+    if (r->st != NULL)
+        tc__stream_free(r);
     tc__buf_reset(&r->out);
     tc__free(r);
 }
 
-static void response_free(void *value)
+void tc__creq_free(tc__creq *r)
 {
-    creq_free(tc__container_of(value, tc__creq, resp));
+    creq_free(r);
+}
+
+/* The future's last reference went: a response still streaming is aborted first. */
+void tc__creq_response_free(void *value)
+{
+    tc__creq *r = tc__container_of(value, tc__creq, resp);
+    if (r->st != NULL && !tc__stream_value_released(r))
+        return; /* a callback on it is running: freed when it returns */
+    creq_free(r);
 }
 
 /* Takes r out of the queue or out of its engine (which drops its connection), gives back its
@@ -162,6 +188,8 @@ static void retire(tc__creq *r)
     tc_client *cl = r->client;
     if (r->engine == TC__ENGINE_CURL)
         tc__curl_release(r);
+    if (r->st != NULL)
+        tc__stream_unbind(r);
     tc__origin_unref(cl, r->origin);
     r->origin = NULL;
     if (cl->stats.in_flight > 0)
@@ -182,12 +210,35 @@ static tc_future *creq_finish(tc__creq *r)
     return f;
 }
 
+int tc__creq_wind_up(tc__creq *r)
+{
+    tc_client *cl = r->client;
+    tc__stream *st = r->st;
+    st->wire_done = 1;
+    detach(r);
+    retire(r);
+    /* The queue's callbacks may release this response: freed once they are done. */
+    st->in_cb++;
+    pump_queue(cl);
+    st->in_cb--;
+    if (st->free_pending && st->in_cb == 0) {
+        creq_free(r);
+        return 1;
+    }
+    return 0;
+}
+
 void tc__creq_fail(tc__creq *r, int err, const char *msg)
 {
     /* Callers take r from the running list, the queue or the deadline heap, and detach() unlinks
      * r from all three before it is freed, so r is never one freed on an earlier turn. */
     // NOLINTNEXTLINE(clang-analyzer-unix.Malloc)
     tc_client *cl = r->client;
+    if (r->st != NULL && r->st->head) { /* the future is done: the body ends with err */
+        if (!tc__creq_wind_up(r))
+            tc__stream_end(r, err, msg);
+        return;
+    }
     tc_future *f = creq_finish(r);
     /* fires hedge.c on_hedge_attempt_done, or cmd_serve_metadata.c on_meta_response */
     if (tc_future_reject(f, err, msg) == TC_ECANCELED)
@@ -201,6 +252,11 @@ void tc__creq_fail(tc__creq *r, int err, const char *msg)
 void tc__creq_succeed(tc__creq *r, int status, int http_version, size_t body_off)
 {
     tc_client *cl = r->client;
+    if (r->st != NULL && r->st->head) { /* the body of a streamed response is complete */
+        if (!tc__creq_wind_up(r))
+            tc__stream_end(r, 0, NULL);
+        return;
+    }
     char *buf = tc__buf_cstr(&r->out);
     r->resp.status = status;
     r->resp.http_version = http_version;
@@ -214,7 +270,7 @@ void tc__creq_succeed(tc__creq *r, int status, int http_version, size_t body_off
         r->origin->multiplex = 1;
     tc_future *f = creq_finish(r);
     /* fires hedge.c on_hedge_attempt_done, or cmd_serve_metadata.c on_meta_response */
-    if (tc_future_fulfill(f, &r->resp, response_free) == TC_ECANCELED)
+    if (tc_future_fulfill(f, &r->resp, tc__creq_response_free) == TC_ECANCELED)
         cl->stats.cancelled++; /* cancelled by a callback run from pump_queue; r is freed */
     else
         cl->stats.completed++;
@@ -308,6 +364,15 @@ static void on_client_deadline(uv_timer_t *t)
      * live request. */
     while (!cl->closing && (node = tc__heap_min(&cl->deadlines)) != NULL && node->key <= now) {
         tc__creq *r = tc__container_of(node, tc__creq, timeout);
+        if (r->st != NULL && r->st->head) { /* a streamed body: its idle timeout */
+            if (!tc__stream_deadline(r, now)) {
+                char msg[160];
+                (void)snprintf(msg, sizeof(msg), "%s: no body byte within %llu ms",
+                               tc_strerror(TC_ETIMEDOUT), (unsigned long long)r->st->idle_ms);
+                tc__creq_fail(r, TC_ETIMEDOUT, msg);
+            }
+            continue;
+        }
         char msg[160];
         (void)snprintf(msg, sizeof(msg), "%s: no response within %llu ms%s",
                        tc_strerror(TC_ETIMEDOUT), (unsigned long long)r->timeout_ms,
@@ -328,6 +393,20 @@ void tc__client_handle_closed(tc_client *cl)
 static void on_client_handle_closed(uv_handle_t *h)
 {
     tc__client_handle_closed(h->data);
+}
+
+static void on_client_kick(uv_idle_t *h)
+{
+    tc_client *cl = h->data;
+    tc__stream_on_kick(cl);
+    if (tc__list_empty(&cl->kicked) && tc__list_empty(&cl->kicked_bodies))
+        uv_idle_stop(&cl->kick);
+}
+
+void tc__client_kick_start(tc_client *cl)
+{
+    if (!cl->closing)
+        (void)uv_idle_start(&cl->kick, on_client_kick); /* cannot fail: the handle is ours */
 }
 
 int tc_client_new(tc_client **out, uv_loop_t *loop, const tc_client_config *cfg)
@@ -355,6 +434,10 @@ int tc_client_new(tc_client **out, uv_loop_t *loop, const tc_client_config *cfg)
     cl->loop = loop;
     tc__list_init(&cl->queue);
     tc__list_init(&cl->running);
+    tc__list_init(&cl->streams);
+    tc__list_init(&cl->bodies);
+    tc__list_init(&cl->kicked);
+    tc__list_init(&cl->kicked_bodies);
     tc__heap_init(&cl->deadlines);
     tc__table_init(&cl->origins);
     if (cl->cfg.ca_file != NULL) {
@@ -371,6 +454,9 @@ int tc_client_new(tc_client **out, uv_loop_t *loop, const tc_client_config *cfg)
         return TC_EIO;
     }
     cl->deadline_timer.data = cl;
+    cl->open_handles++;
+    (void)uv_idle_init(loop, &cl->kick); /* cannot fail */
+    cl->kick.data = cl;
     cl->open_handles++;
     *out = cl;
     return 0;
@@ -536,7 +622,7 @@ int tc_client_request_start(tc_future **out, tc_client *cl, const tc_client_requ
         return TC_ECLOSED;
     const char *method = req->method ? req->method : "GET";
     if (!method_ok(method) || (req->nheaders > 0 && req->headers == NULL) ||
-        (req->body == NULL && req->body_len > 0))
+        (req->body == NULL && req->body_len > 0) || (req->body_source != NULL && req->body != NULL))
         return TC_EINVAL;
     for (size_t i = 0; i < req->nheaders; i++)
         if (!header_ok(req->headers[i].name, 1) || !header_ok(req->headers[i].value, 0))
@@ -603,9 +689,11 @@ int tc_client_request_start(tc_future **out, tc_client *cl, const tc_client_requ
     r->client = cl;
     r->engine = native ? TC__ENGINE_NATIVE : TC__ENGINE_CURL;
     r->https = uc->https;
-    r->resend_stale =
-        req->resend_stale != 0 && (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0);
+    /* A body the caller streams is gone once sent: such a request cannot be sent again. */
+    r->resend_stale = req->resend_stale != 0 && req->body_source == NULL &&
+                      (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0);
     r->queue_free = req->timeout_from_admit != 0;
+    r->no_default_headers = req->no_default_headers != 0;
     r->req_headers = req->headers;
     r->req_nheaders = req->nheaders;
     tc__heap_node_init(&r->timeout);
@@ -614,11 +702,13 @@ int tc_client_request_start(tc_future **out, tc_client *cl, const tc_client_requ
     r->timeout_ms = req->timeout_ms ? req->timeout_ms : cl->cfg.timeout_ms;
     r->start_ns = uv_hrtime();
     tc__list_init(&r->link);
-    if (native) {
+    if (req->stream_response || req->body_source != NULL)
+        err = tc__stream_prepare(r, req);
+    if (err == 0 && native) {
         r->head = p;
         tc__native_head_build(req, method, uc, p);
         r->head_len = head_size;
-    } else {
+    } else if (err == 0) {
         err = tc__curl_prepare(r);
     }
     r->req_headers = NULL; /* the caller's array is not ours to keep */
@@ -641,6 +731,8 @@ int tc_client_request_start(tc_future **out, tc_client *cl, const tc_client_requ
     if (err != 0) {
         if (r->engine == TC__ENGINE_CURL)
             tc__curl_release(r);
+        if (r->st != NULL)
+            tc__stream_unprepare(r);
         tc__origin_unref(cl, r->origin);
         creq_free(r);
         tc_future_unref(f);
@@ -764,6 +856,9 @@ void tc_client_close(tc_client *cl, tc_client_close_cb close_cb, void *data)
     cl->close_data = data;
     /* Cancel everything while the engines are alive; pump_queue admits nothing once closing. */
     cl->closing = 1;
+    /* Streamed bodies first: their futures are done, their readers are told TC_ECANCELED. */
+    while (!tc__list_empty(&cl->streams))
+        tc__stream_close(tc__container_of(cl->streams.next, tc__stream, slink)->r);
     tc__link *lists[2] = {&cl->queue, &cl->running};
     for (int i = 0; i < 2; i++) {
         while (!tc__list_empty(lists[i])) {
@@ -787,7 +882,10 @@ void tc_client_close(tc_client *cl, tc_client_close_cb close_cb, void *data)
         tc__native_close(cl);
     if (cl->curl != NULL)
         tc__curl_close(cl);
+    tc__stream_close_bodies(cl);
     uv_timer_stop(&cl->deadline_timer);
     uv_close((uv_handle_t *)&cl->deadline_timer, on_client_handle_closed);
+    uv_idle_stop(&cl->kick);
+    uv_close((uv_handle_t *)&cl->kick, on_client_handle_closed);
     tc__client_handle_closed(cl);
 }

@@ -73,6 +73,8 @@ struct tc__curl {
     CURLM *multi;
     uv_timer_t curl_timer; /* what curl's TIMERFUNCTION asks for */
     tc__link running;      /* requests in curl */
+    tc__link notify;       /* streamed requests with news from curl's callbacks (a head, body
+                              bytes, body bytes read), told once curl has returned */
 
     tc__sock **socks; /* indexed by fd */
     size_t nsocks;
@@ -105,6 +107,30 @@ static int start_body(tc__creq *r)
         return -1;
     r->h1.body_off = r->out.len;
     return 0;
+}
+
+/* r has news for its caller, told once curl has returned (after_socket_action). */
+static void notify(tc__curl *eng, tc__creq *r)
+{
+    if (!r->st->curl_notified) {
+        r->st->curl_notified = 1;
+        tc__list_push_back(&eng->notify, &r->st->curl_link);
+    }
+}
+
+/* The status of a status line "HTTP/x[.y] NNN ...", or 0. */
+static int status_of(const char *line, size_t n)
+{
+    const char *sp = memchr(line, ' ', n);
+    if (sp == NULL || (size_t)(sp - line) + 4 > n)
+        return 0;
+    int st = 0;
+    for (int i = 1; i <= 3; i++) {
+        if (sp[i] < '0' || sp[i] > '9')
+            return 0;
+        st = st * 10 + (sp[i] - '0');
+    }
+    return st;
 }
 
 /* ---- curl data callbacks (no futures completed here) --------------------------------------- */
@@ -141,6 +167,8 @@ static size_t on_header(char *data, size_t size, size_t nitems, void *userp)
         /* A status line: a 1xx or a followed redirect came before; keep only the last block. */
         r->out.len = 0;
         r->h1.body_off = 0;
+        if (r->st != NULL)
+            r->st->curl_status = status_of(data, n);
     } else if (r->h1.body_off != 0) {
         return n; /* trailers after a chunked body: not part of the header block */
     }
@@ -148,13 +176,96 @@ static size_t on_header(char *data, size_t size, size_t nitems, void *userp)
         r->curl_fail = FAIL_HEADERS_TOO_LARGE;
         return 0;
     }
-    return out_append(r, data, n) == 0 ? n : 0;
+    if (out_append(r, data, n) != 0)
+        return 0;
+    tc__stream *st = r->st;
+    if (st != NULL && st->stream_resp && (n == 2 || n == 1) &&
+        (data[0] == '\r' || data[0] == '\n')) {
+        /* The blank line that ends a head. A final one (not 1xx, nor a 3xx that libcurl may
+         * follow: that one is told at its body or its end) is the response's head. */
+        int status = st->curl_status;
+        int followed = r->client->cfg.follow_redirects && status >= 300 && status < 400;
+        if (status >= 200 && !followed) {
+            if (start_body(r) != 0)
+                return 0;
+            st->curl_head = 1;
+            notify(r->client->curl, r);
+        }
+    }
+    return n;
+}
+
+/* A streamed response's body bytes: into the hold, which the reader empties from the loop; a
+ * full hold pauses the transfer (libcurl keeps the bytes and reads no more). */
+static size_t stream_body(tc__creq *r, const char *data, size_t n)
+{
+    tc__stream *st = r->st;
+    if (!st->curl_head) { /* a 3xx libcurl did not follow after all: it is the answer */
+        if (r->h1.body_off == 0 && start_body(r) != 0)
+            return 0;
+        st->curl_head = 1;
+    }
+    if (st->hold.len + n > TC__CLIENT_STREAM_HOLD) {
+        st->recv_paused = 1;
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    if (n > r->max_body - st->body_len) {
+        r->curl_fail = FAIL_BODY_TOO_LARGE;
+        return 0;
+    }
+    if (tc__buf_append(&st->hold, data, n) != 0) {
+        r->curl_fail = FAIL_NOMEM;
+        return 0;
+    }
+    st->body_len += n;
+    st->last_io_ms = uv_now(r->client->loop);
+    notify(r->client->curl, r);
+    return n;
+}
+
+/* A streamed request body: what the caller queued, or a pause until it queues more. */
+static size_t on_curl_read(char *buf, size_t size, size_t nitems, void *userp)
+{
+    tc__creq *r = userp;
+    tc_client_body *b = r->st != NULL ? r->st->body : NULL;
+    if (b == NULL || b->aborted)
+        return CURL_READFUNC_ABORT;
+    size_t room = size * nitems, avail = b->queued.len - b->queued_off;
+    if (avail == 0) {
+        if (b->ended)
+            return 0; /* the end: libcurl sends the last chunk */
+        r->st->send_paused = 1;
+        return CURL_READFUNC_PAUSE;
+    }
+    size_t k = avail < room ? avail : room;
+    memcpy(buf, b->queued.data + b->queued_off, k);
+    b->queued_off += k;
+    if (b->queued_off == b->queued.len)
+        b->queued.len = b->queued_off = 0;
+    if (b->cb != NULL)
+        tc__body_kick(b); /* the writable callback, from the loop */
+    return k;
+}
+
+/* libcurl wants to send a streamed body again from its start: the bytes are gone. Only its
+ * re-send after a reused connection died asks for it (and a followed redirect that keeps the
+ * body, when follow_redirects is on): that send fails as stale, as on_prereq fails the others. */
+static int on_curl_seek(void *userp, curl_off_t offset, int origin)
+{
+    tc__creq *r = userp;
+    (void)offset;
+    (void)origin;
+    if (!r->client->cfg.follow_redirects)
+        r->curl_fail = FAIL_RESENT;
+    return CURL_SEEKFUNC_CANTSEEK;
 }
 
 static size_t on_curl_body(char *data, size_t size, size_t nitems, void *userp)
 {
     tc__creq *r = userp;
     size_t n = size * nitems;
+    if (r->st != NULL && r->st->stream_resp)
+        return stream_body(r, data, n);
     if (r->h1.body_off == 0 && start_body(r) != 0)
         return 0;
     if (r->out.len - r->h1.body_off + n > r->max_body) {
@@ -412,7 +523,6 @@ static tc__easy *easy_new(tc__curl *eng)
     SETOPT(curl, CURLOPT_BUFFERSIZE, (long)TC__CURL_RECV_BUFFER);
     SETOPT(curl, CURLOPT_PROXY, "");   /* no proxy from the environment: upstreams are explicit */
     SETOPT(curl, CURLOPT_NOPROXY, ""); /* and no per-request getenv("no_proxy") either */
-    SETOPT(curl, CURLOPT_USERAGENT, "tailcut/" TC_VERSION_STRING);
     SETOPT(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)eng->client->cfg.connect_timeout_ms);
     return easy;
 fail:
@@ -442,6 +552,9 @@ static void easy_release(tc__curl *eng, tc__easy *easy)
     curl_easy_setopt(easy->curl, CURLOPT_CONNECT_TO, NULL);
     curl_easy_setopt(easy->curl, CURLOPT_PRIVATE, NULL);
     curl_easy_setopt(easy->curl, CURLOPT_OPENSOCKETDATA, NULL);
+    curl_easy_setopt(easy->curl, CURLOPT_READDATA, NULL);
+    curl_easy_setopt(easy->curl, CURLOPT_SEEKDATA, NULL);
+    curl_easy_setopt(easy->curl, CURLOPT_SEEKFUNCTION, NULL);
     if (!eng->closing && eng->neasy_pool < TC__CURL_EASY_POOL_MAX) {
         tc__list_push_back(&eng->easy_pool, &easy->link);
         eng->neasy_pool++;
@@ -472,13 +585,24 @@ static int easy_prepare(tc__easy *easy, tc__creq *r)
         SETOPT(curl, CURLOPT_POSTFIELDS, r->body);
         if (strcmp(r->method, "POST") != 0)
             SETOPT(curl, CURLOPT_CUSTOMREQUEST, r->method);
+    } else if (r->st != NULL && r->st->body != NULL) {
+        /* An upload of unknown size goes chunked over HTTP/1.1 (libcurl's own rule). */
+        SETOPT(curl, CURLOPT_UPLOAD, 1L);
+        SETOPT(curl, CURLOPT_READFUNCTION, on_curl_read);
+        SETOPT(curl, CURLOPT_READDATA, r);
+        SETOPT(curl, CURLOPT_SEEKFUNCTION, on_curl_seek);
+        SETOPT(curl, CURLOPT_SEEKDATA, r);
+        SETOPT(curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->st->body->length);
+        SETOPT(curl, CURLOPT_CUSTOMREQUEST, r->method);
     } else if (strcmp(r->method, "HEAD") == 0) {
         SETOPT(curl, CURLOPT_NOBODY, 1L);
     } else if (strcmp(r->method, "GET") != 0) {
         SETOPT(curl, CURLOPT_CUSTOMREQUEST, r->method);
     }
     SETOPT(curl, CURLOPT_HTTPHEADER, r->curl_headers);
-    SETOPT(curl, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)r->max_body);
+    SETOPT(curl, CURLOPT_USERAGENT, r->no_default_headers ? NULL : "tailcut/" TC_VERSION_STRING);
+    SETOPT(curl, CURLOPT_MAXFILESIZE_LARGE,
+           (curl_off_t)(r->max_body < (size_t)INT64_MAX ? r->max_body : (size_t)INT64_MAX));
     SETOPT(curl, CURLOPT_PIPEWAIT, (r->https && r->client->cfg.http2) ? 1L : 0L);
     return 0;
 fail:
@@ -498,6 +622,10 @@ static void transfer_end(tc__creq *r, int reset)
     if (easy == NULL)
         return;
     tc__list_remove(&r->curl_link);
+    if (r->st != NULL) { /* news not told by now never will be */
+        tc__list_remove(&r->st->curl_link);
+        r->st->curl_notified = 0;
+    }
     /* CURLINFO_ACTIVESOCKET knows a transfer's socket only once it is done; the socket
      * callback told us which one this transfer was using. */
     /* Not for a multiplexed (HTTP/2) connection: the other streams keep it. */
@@ -562,38 +690,133 @@ static int map_curl_error(CURLcode code, long os_errno)
     }
 }
 
+/* The value of header name in r's head as a number, or -1. */
+static int64_t head_number(const tc__creq *r, const char *name)
+{
+    tc_response head = {.headers = r->out.data, .headers_len = r->h1.body_off - 1};
+    char v[32];
+    if (tc_response_header(&head, name, v, sizeof(v)) <= 0)
+        return -1;
+    char *end = NULL;
+    long long n = strtoll(v, &end, 10);
+    return end != v && *end == '\0' && n >= 0 ? (int64_t)n : -1;
+}
+
+/* How r's streamed body is delimited, from its head (libcurl does not say). */
+static int stream_framing(const tc__creq *r, int status, int version, int64_t *length)
+{
+    *length = -1;
+    if (strcmp(r->method, "HEAD") == 0 || status == 204 || status == 304)
+        return TC_BODY_NONE;
+    tc_response head = {.headers = r->out.data, .headers_len = r->h1.body_off - 1};
+    char te[64];
+    if (version != 20 && tc_response_header(&head, "transfer-encoding", te, sizeof(te)) > 0)
+        return TC_BODY_CHUNKED;
+    *length = head_number(r, "content-length");
+    if (*length >= 0)
+        return TC_BODY_LENGTH;
+    return version == 20 ? TC_BODY_CHUNKED : TC_BODY_CLOSE;
+}
+
+/* The final head of r's streamed response went by: its future fulfils. Returns 1 if r is no
+ * longer in curl (the callbacks aborted it or let it go). */
+static int stream_report_head(tc__creq *r)
+{
+    CURL *curl = ((tc__easy *)r->easy)->curl;
+    long version = 0;
+    curl_easy_getinfo(curl, CURLINFO_HTTP_VERSION, &version);
+    int ver = version == CURL_HTTP_VERSION_2_0 ? 20 : version == CURL_HTTP_VERSION_1_0 ? 10 : 11;
+    int status = r->st->curl_status;
+    int64_t length = -1;
+    int framing = stream_framing(r, status, ver, &length);
+    if (tc__stream_head(r, status, ver, r->h1.body_off, framing, length))
+        return 1;
+    return r->easy == NULL;
+}
+
+/* News of r's stream from curl's callbacks, told now that curl has returned: its head, then
+ * the body bytes held for its reader; and its request body's writable callback. Returns 1 if r
+ * is no longer in curl. */
+static int stream_tell(tc__creq *r)
+{
+    tc__stream *st = r->st;
+    if (!st->stream_resp)
+        return 0;
+    if (!st->head) {
+        if (!st->curl_head)
+            return 0;
+        if (stream_report_head(r))
+            return 1;
+    }
+    int s = tc__stream_data(r, st->hold.data, st->hold.len, 0);
+    if (s == TC__STREAM_GONE || r->easy == NULL)
+        return 1;
+    if (st->recv_paused && s == TC__STREAM_READ)
+        tc__stream_kick(r); /* the reader took it all: unpause from the loop */
+    return 0;
+}
+
+static void notify_all(tc__curl *eng)
+{
+    while (!eng->closing && !tc__list_empty(&eng->notify)) {
+        tc__stream *st = tc__container_of(eng->notify.next, tc__stream, curl_link);
+        tc__list_remove(&st->curl_link);
+        st->curl_notified = 0;
+        (void)stream_tell(st->r);
+    }
+}
+
+/* r's transfer failed with code: it leaves curl and fails with the mapped error. */
+static void fail_transfer(tc__creq *r, CURLcode code)
+{
+    tc__easy *easy = r->easy;
+    char msg[CURL_ERROR_SIZE + 128];
+    int err;
+    long os_errno = 0;
+    curl_easy_getinfo(easy->curl, CURLINFO_OS_ERRNO, &os_errno);
+    if (r->curl_fail == FAIL_BODY_TOO_LARGE || code == CURLE_FILESIZE_EXCEEDED) {
+        err = TC_ETOOLARGE;
+        (void)snprintf(msg, sizeof(msg), "%s: body larger than %zu bytes", tc_strerror(err),
+                       r->max_body);
+    } else if (r->curl_fail == FAIL_HEADERS_TOO_LARGE) {
+        err = TC_EPROTO;
+        (void)snprintf(msg, sizeof(msg), "%s: response headers larger than %zu bytes",
+                       tc_strerror(err), TC__CLIENT_MAX_HEADER_BYTES);
+    } else if (r->curl_fail == FAIL_NOMEM) {
+        err = TC_ENOMEM;
+        (void)snprintf(msg, sizeof(msg), "%s", tc_strerror(err));
+    } else if (r->curl_fail == FAIL_RESENT) {
+        err = TC_ESTALE; /* libcurl wanted to send it again: a reused connection died */
+        (void)snprintf(msg, sizeof(msg), "%s", tc_strerror(err));
+    } else {
+        err = map_curl_error(code, os_errno);
+        const char *detail = easy->errbuf[0] ? easy->errbuf : curl_easy_strerror(code);
+        (void)snprintf(msg, sizeof(msg), "%s: %s", tc_strerror(err), detail);
+    }
+    transfer_end(r, 1);
+    tc__creq_fail(r, err, msg);
+}
+
 /* A DONE message from curl for r: report the response or a mapped error. */
 static void finish_transfer(tc__creq *r, CURLcode code)
 {
     CURL *curl = ((tc__easy *)r->easy)->curl;
-    char msg[CURL_ERROR_SIZE + 128];
+    tc__stream *st = r->st;
+    if (st != NULL && st->stream_resp && !st->head) {
+        /* A head not told yet: one with no body (HEAD, 204, 304, a 3xx not followed) ends here,
+         * and a body may have come with it. */
+        if (code == CURLE_OK && !st->curl_head) {
+            if (r->h1.body_off == 0 && start_body(r) != 0)
+                code = CURLE_OUT_OF_MEMORY;
+            else
+                st->curl_head = 1;
+        }
+        if (st->curl_head && stream_tell(r))
+            return;
+    }
 
     if (code != CURLE_OK) {
-        int err;
-        long os_errno = 0;
-        curl_easy_getinfo(curl, CURLINFO_OS_ERRNO, &os_errno);
-        if (r->curl_fail == FAIL_BODY_TOO_LARGE || code == CURLE_FILESIZE_EXCEEDED) {
-            err = TC_ETOOLARGE;
-            (void)snprintf(msg, sizeof(msg), "%s: body larger than %zu bytes", tc_strerror(err),
-                           r->max_body);
-        } else if (r->curl_fail == FAIL_HEADERS_TOO_LARGE) {
-            err = TC_EPROTO;
-            (void)snprintf(msg, sizeof(msg), "%s: response headers larger than %zu bytes",
-                           tc_strerror(err), TC__CLIENT_MAX_HEADER_BYTES);
-        } else if (r->curl_fail == FAIL_NOMEM) {
-            err = TC_ENOMEM;
-            (void)snprintf(msg, sizeof(msg), "%s", tc_strerror(err));
-        } else if (r->curl_fail == FAIL_RESENT) {
-            err = TC_ESTALE; /* libcurl wanted to send it again: a reused connection died */
-            (void)snprintf(msg, sizeof(msg), "%s", tc_strerror(err));
-        } else {
-            err = map_curl_error(code, os_errno);
-            tc__easy *easy = r->easy;
-            const char *detail = easy->errbuf[0] ? easy->errbuf : curl_easy_strerror(code);
-            (void)snprintf(msg, sizeof(msg), "%s: %s", tc_strerror(err), detail);
-        }
-        transfer_end(r, 1);
-        tc__creq_fail(r, err, msg);
+        fail_transfer(r, code);
         return;
     }
 
@@ -643,6 +866,7 @@ static void after_socket_action(tc__curl *eng, CURLMcode mc)
             tc__creq_fail(r, err, msg);
         }
     }
+    notify_all(eng);
     check_multi_info(eng);
 }
 
@@ -668,6 +892,7 @@ static tc__curl *curl_get(tc_client *cl, int *err)
     eng->client = cl;
     eng->loop = cl->loop;
     tc__list_init(&eng->running);
+    tc__list_init(&eng->notify);
     tc__list_init(&eng->easy_pool);
     /* libcurl allocates through the library's hook (base/alloc.h), so failing allocations reach
      * it too. A failure here is TC_EIO: libcurl says only CURLE_FAILED_INIT, whatever the cause. */
@@ -708,11 +933,28 @@ fail:
 
 /* Builds the header list for r: the caller's headers, plus "Content-Type:" (no default type)
  * and "Expect:" (for a large body) when there is a body. */
+/* Appends one line to r's header list. Returns 0 or TC_ENOMEM. */
+static int header_add(tc__creq *r, const char *line)
+{
+    struct curl_slist *sl = curl_slist_append(r->curl_headers, line);
+    if (sl == NULL)
+        return TC_ENOMEM;
+    r->curl_headers = sl;
+    return 0;
+}
+
 int tc__curl_prepare(tc__creq *r)
 {
     char small[512];
+    int has_type = 0, has_accept = 0;
     for (size_t i = 0; i < r->req_nheaders; i++) {
         const tc_header *hd = &r->req_headers[i];
+        /* The framing headers are the client's own, as on the native engine. */
+        if (strcasecmp(hd->name, "content-length") == 0 ||
+            strcasecmp(hd->name, "transfer-encoding") == 0)
+            continue;
+        has_type |= strcasecmp(hd->name, "content-type") == 0;
+        has_accept |= strcasecmp(hd->name, "accept") == 0;
         size_t n = strlen(hd->name) + strlen(hd->value) + 3;
         char *line = n <= sizeof(small) ? small : tc__malloc(n);
         if (line == NULL)
@@ -731,21 +973,16 @@ int tc__curl_prepare(tc__creq *r)
     }
     /* libcurl labels a body application/x-www-form-urlencoded by itself; the native engine
      * sends only what the caller set, and so does this one ("Content-Type:" removes it). */
-    int has_type = 0;
-    for (size_t i = 0; i < r->req_nheaders; i++)
-        has_type |= strcasecmp(r->req_headers[i].name, "content-type") == 0;
-    if (r->body != NULL && !has_type) {
-        struct curl_slist *sl = curl_slist_append(r->curl_headers, "Content-Type:");
-        if (sl == NULL)
-            return TC_ENOMEM;
-        r->curl_headers = sl;
-    }
-    if (r->body != NULL && r->body_len > TC__CURL_EXPECT_THRESHOLD) {
-        struct curl_slist *sl = curl_slist_append(r->curl_headers, "Expect:");
-        if (sl == NULL)
-            return TC_ENOMEM;
-        r->curl_headers = sl;
-    }
+    if (r->body != NULL && !has_type && header_add(r, "Content-Type:") != 0)
+        return TC_ENOMEM;
+    /* No 100-continue round trip: a large body, or one the caller streams (a proxy answers its
+     * own client's Expect itself). */
+    int streamed = r->st != NULL && r->st->body != NULL;
+    if (((r->body != NULL && r->body_len > TC__CURL_EXPECT_THRESHOLD) || streamed) &&
+        header_add(r, "Expect:") != 0)
+        return TC_ENOMEM;
+    if (r->no_default_headers && !has_accept && header_add(r, "Accept:") != 0)
+        return TC_ENOMEM;
     if (r->connect_to != NULL) {
         /* "HOST:PORT:ADDRESS:PORT" with HOST and both ports empty: whatever the URL names,
          * connect to ADDRESS on the URL's port. An IPv6 address goes in brackets. */
@@ -799,6 +1036,28 @@ int tc__curl_start(tc__creq *r)
 void tc__curl_abort(tc__creq *r)
 {
     transfer_end(r, 1);
+}
+
+void tc__curl_stream_resume(tc__creq *r)
+{
+    tc__easy *easy = r->easy;
+    tc__stream *st = r->st;
+    if (easy == NULL || (!st->recv_paused && !st->send_paused))
+        return;
+    /* Receiving goes on once the reader has taken what was held; sending once the caller has
+     * queued bytes or ended the body. */
+    if (st->recv_paused && st->reading && !st->paused && st->hold.len == 0)
+        st->recv_paused = 0;
+    const tc_client_body *b = st->body;
+    if (st->send_paused && b != NULL && (b->queued.len > b->queued_off || b->ended || b->aborted))
+        st->send_paused = 0;
+    int mask = (st->recv_paused ? CURLPAUSE_RECV : 0) | (st->send_paused ? CURLPAUSE_SEND : 0);
+    /* May call the write and read callbacks at once; they only fill the hold and the notify
+     * list, which the next socket action (libcurl asks for one at once) tells. A callback that
+     * failed (the body over max_body) fails the transfer here. */
+    CURLcode rc = curl_easy_pause(easy->curl, mask);
+    if (rc != CURLE_OK)
+        fail_transfer(r, rc);
 }
 
 void tc__curl_retire(tc_client *cl, tc__origin *o)

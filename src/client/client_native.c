@@ -68,10 +68,12 @@ struct tc__conn {
     unsigned uses; /* responses read on it */
     unsigned gen;  /* its origin's generation when it opened (tc_client_retire_origin) */
     int state;
-    int handles;   /* uv handles not yet closed */
-    int reconnect; /* the closing tcp handle reopens for the next address */
-    int writing;   /* a uv_write of its request's bytes is pending */
-    int err;       /* the last connect error, for the message */
+    int handles;      /* uv handles not yet closed */
+    int reconnect;    /* the closing tcp handle reopens for the next address */
+    int writing;      /* a uv_write of its request's bytes is pending */
+    int err;          /* the last connect error, for the message */
+    int read_stopped; /* a streamed response's reader cannot take more: not reading */
+    int head_out;     /* a streamed request body: the head went out on this connection */
 };
 
 typedef struct tc__gai {
@@ -84,6 +86,8 @@ typedef struct tc__gai {
 static int conn_connect(tc__conn *c);
 static void conn_connect_or_fail(tc__conn *c);
 static int conn_open(tc__native *nat, tc__creq *r);
+static void on_native_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
+static void on_native_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b);
 
 /* ---- request head --------------------------------------------------------------------------- */
 
@@ -132,9 +136,9 @@ static size_t head_emit(const tc_client_request *req, const char *method, const 
         EMIT(uc->host);
         EMIT("\r\n");
     }
-    if (!user_has(req, "user-agent"))
+    if (!req->no_default_headers && !user_has(req, "user-agent"))
         EMIT("User-Agent: tailcut/" TC_VERSION_STRING "\r\n");
-    if (!user_has(req, "accept"))
+    if (!req->no_default_headers && !user_has(req, "accept"))
         EMIT("Accept: */*\r\n");
     for (size_t i = 0; i < req->nheaders; i++) {
         if (framing_header(req->headers[i].name))
@@ -144,8 +148,15 @@ static size_t head_emit(const tc_client_request *req, const char *method, const 
         EMIT(req->headers[i].value);
         EMIT("\r\n");
     }
-    if (req->body != NULL || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
-        strcmp(method, "PATCH") == 0) {
+    if (req->body_source != NULL && req->body_source->length < 0) {
+        EMIT("Transfer-Encoding: chunked\r\n");
+    } else if (req->body_source != NULL) {
+        char cl[48];
+        (void)snprintf(cl, sizeof(cl), "Content-Length: %lld\r\n",
+                       (long long)req->body_source->length);
+        EMIT(cl);
+    } else if (req->body != NULL || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+               strcmp(method, "PATCH") == 0) {
         char cl[48];
         (void)snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n",
                        req->body != NULL ? req->body_len : 0);
@@ -361,6 +372,13 @@ static void conn_release(tc__conn *c, int reusable)
         conn_close(c, 0); /* a retired origin's connection closes after its last request */
         return;
     }
+    if (c->read_stopped) { /* a streamed response's reader had paused it: idle ones read */
+        c->read_stopped = 0;
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_native_alloc, on_native_read) != 0) {
+            conn_close(c, 0);
+            return;
+        }
+    }
     c->state = C_IDLE;
     tc__list_push_back(&c->origin->idle, &c->link);
     tc__list_push_back(&nat->lru, &c->lru);
@@ -389,6 +407,18 @@ static uint64_t keepalive_of(const tc__creq *r, size_t head_len)
     return ms > 2 * TC__NATIVE_KEEPALIVE_MARGIN_MS ? ms - TC__NATIVE_KEEPALIVE_MARGIN_MS : ms / 2;
 }
 
+/* Everything of r's request went out: a connection that still owes part of a streamed body
+ * cannot carry another request. */
+static int body_all_out(const tc__creq *r)
+{
+    const tc_client_body *b = r->st != NULL ? r->st->body : NULL;
+    if (b == NULL)
+        return 1;
+    if (b->queued.len > 0 || b->flying.len > 0)
+        return 0;
+    return b->length >= 0 ? b->written == (uint64_t)b->length : b->end_out;
+}
+
 static void on_response_done(tc__conn *c, size_t extra)
 {
     tc__creq *r = conn_take(c);
@@ -399,7 +429,7 @@ static void on_response_done(tc__conn *c, size_t extra)
      * framing cannot be trusted any more. An answer that came before the whole request was
      * written (an early 413, say): the rest of the request would follow, so the connection
      * closes, and closing at once cancels the write before r's memory can go. */
-    conn_release(c, r->h1.keep_alive && extra == 0 && !c->writing);
+    conn_release(c, r->h1.keep_alive && extra == 0 && !c->writing && body_all_out(r));
     tc__creq_succeed(r, r->h1.status, r->h1.version, body_off);
 }
 
@@ -436,6 +466,77 @@ static void response_failed(tc__conn *c, tc__creq *r, tc__h1_status rc)
     }
 }
 
+/* Stops reading c: a streamed response's reader cannot take more now. */
+static void conn_read_stop(tc__conn *c)
+{
+    if (!c->read_stopped) {
+        c->read_stopped = 1;
+        (void)uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+}
+
+/* The final head of r's streamed response is in: its future fulfils. Returns 1 if r is no
+ * longer on c (the callbacks aborted it or let it go). */
+static int stream_report_head(tc__conn *c, tc__creq *r)
+{
+    const tc__h1 *h1 = &r->h1;
+    int framing = TC_BODY_CLOSE;
+    switch (h1->framing) {
+    case TC__H1_FRAMING_NONE:
+        framing = TC_BODY_NONE;
+        break;
+    case TC__H1_FRAMING_LENGTH:
+        framing = TC_BODY_LENGTH;
+        break;
+    case TC__H1_FRAMING_CHUNKED:
+        framing = TC_BODY_CHUNKED;
+        break;
+    default:
+        break;
+    }
+    int64_t length = framing == TC_BODY_LENGTH ? (int64_t)h1->content_length : -1;
+    if (tc__stream_head(r, h1->status, h1->version, h1->body_off, framing, length))
+        return 1;
+    return c->r != r;
+}
+
+/* A read on a streamed response once its head is in, or the read that brings the head: the head
+ * is reported, then the body bytes the read decoded go to the reader (or are held, and reading
+ * stops), then the end. */
+static void stream_read(tc__conn *c, tc__creq *r, ssize_t nread, const uv_buf_t *b)
+{
+    size_t extra = 0;
+    tc__h1_status rc;
+    if (nread > 0)
+        rc = tc__h1_feed(&r->h1, b->base, (size_t)nread, &extra);
+    else /* the head was reported: the end of a close-delimited body, or a cut one */
+        rc = nread == UV_EOF ? tc__h1_eof(&r->h1) : TC__H1_CLOSED_INCOMPLETE;
+    if (!r->st->head) {
+        if (!r->h1.head_done) { /* still no final head: as any request */
+            if (rc != TC__H1_MORE)
+                response_failed(c, r, rc);
+            return;
+        }
+        if (stream_report_head(c, r))
+            return;
+    }
+    const char *p = NULL;
+    size_t n = 0;
+    if (nread > 0 || nread == UV_EOF) /* a read error decoded nothing */
+        tc__h1_body(&r->h1, &p, &n);
+    int s = tc__stream_data(r, p, n, 1);
+    if (s == TC__STREAM_GONE || c->r != r)
+        return;
+    if (s == TC_ENOMEM)
+        conn_fail(c, TC_ENOMEM, "%s: %s", "body bytes could not be held");
+    else if (rc == TC__H1_DONE)
+        on_response_done(c, extra);
+    else if (rc != TC__H1_MORE)
+        response_failed(c, r, nread < 0 && nread != UV_EOF ? TC__H1_CLOSED_INCOMPLETE : rc);
+    else if (s == TC__STREAM_STOP)
+        conn_read_stop(c);
+}
+
 static void on_native_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
 {
     tc__conn *c = stream->data;
@@ -446,6 +547,10 @@ static void on_native_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b
         return;
     }
     tc__creq *r = c->r;
+    if (r->st != NULL && r->st->stream_resp && (nread > 0 || r->st->head)) {
+        stream_read(c, r, nread, b);
+        return;
+    }
     if (nread < 0) {
         /* A read error is told in the system's words, the end of the stream in h1_parse's. */
         tc__h1_status rc = nread == UV_EOF ? tc__h1_eof(&r->h1) : TC__H1_CLOSED_INCOMPLETE;
@@ -470,12 +575,111 @@ static void on_native_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b
         response_failed(c, r, rc);
 }
 
+static void on_written(uv_write_t *w, int status);
+
+/* What uv_try_write did not take of bufs (all but the first done bytes) goes through uv_write,
+ * from where it lies (at most 4 buffers: uv_write then needs no allocation). Returns 0 or
+ * uv_write's error. */
+static int conn_write_rest(tc__conn *c, uv_buf_t *bufs, unsigned n, size_t done)
+{
+    unsigned first = 0;
+    while (first < n && done >= bufs[first].len) {
+        done -= bufs[first].len;
+        first++;
+    }
+    bufs[first].base += done;
+    bufs[first].len -= done;
+    c->req.write.data = c;
+    int err = uv_write(&c->req.write, (uv_stream_t *)&c->tcp, bufs + first, n - first, on_written);
+    c->writing = err == 0;
+    return err;
+}
+
+/* Writes what c's request has of its streamed body: the head first (once per connection), then
+ * the bytes the caller queued (one chunk when chunked), then the last chunk once the body has
+ * ended. One uv_try_write; what the socket does not take goes through uv_write from where it
+ * lies (the head in the request, the bytes moved to body->flying, the chunk line in
+ * body->chunk_line), so nothing is copied and nothing can fail for want of memory. Returns 0, or
+ * a uv error: one with which the socket refused the first bytes of the head (nothing sent), or
+ * uv_write's. */
+static int body_flush(tc__conn *c)
+{
+    tc__creq *r = c->r;
+    tc_client_body *b = r->st->body;
+    if (c->writing || b == NULL)
+        return 0;
+    int chunked = b->length < 0;
+    int last = chunked && b->ended && !b->end_out;
+    size_t payload = b->queued.len;
+    uv_buf_t bufs[4]; /* at most 4: uv_write then needs no allocation */
+    unsigned n = 0;
+    if (!c->head_out)
+        bufs[n++] = uv_buf_init(r->head, (unsigned)r->head_len);
+    if (payload > 0) {
+        if (chunked) {
+            int k = snprintf(b->chunk_line, sizeof(b->chunk_line), "%zx\r\n", payload);
+            bufs[n++] = uv_buf_init(b->chunk_line, (unsigned)k);
+        }
+        bufs[n++] = uv_buf_init(b->queued.data, (unsigned)payload);
+        if (chunked)
+            bufs[n++] = last ? uv_buf_init((char *)(uintptr_t) "\r\n0\r\n\r\n", 7)
+                             : uv_buf_init((char *)(uintptr_t) "\r\n", 2);
+    } else if (last) {
+        bufs[n++] = uv_buf_init((char *)(uintptr_t) "0\r\n\r\n", 5);
+    }
+    if (n == 0)
+        return 0;
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    int w = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+    if (w < 0 && w != UV_EAGAIN && !c->head_out)
+        return w;
+    if (w < 0)
+        w = 0; /* a broken connection: uv_write meets the error and reports it from the loop */
+    c->head_out = 1;
+    if (last)
+        b->end_out = 1;
+    /* The queued bytes become the write's: the next ones queue in the other buffer. */
+    tc__buf spare = b->flying;
+    b->flying = b->queued;
+    b->queued = spare;
+    b->queued.len = 0;
+    size_t done = (size_t)w;
+    if (done == total) {
+        b->flying.len = 0;
+        if (b->cb != NULL)
+            tc__body_kick(b); /* drained: its writable callback, from the loop */
+        return 0;
+    }
+    return conn_write_rest(c, bufs, n, done);
+}
+
+/* A streamed body's write went out: the next bytes follow, and the caller hears that the queue
+ * drained. */
+static void body_written(tc__conn *c)
+{
+    tc_client_body *b = c->r->st->body;
+    b->flying.len = 0;
+    int err = body_flush(c);
+    if (err != 0) {
+        conn_fail(c, TC_ECONNRESET, "%s: %s", uv_strerror(err));
+        return;
+    }
+    tc__body_check_writable(b);
+}
+
 static void on_written(uv_write_t *w, int status)
 {
     tc__conn *c = w->data;
     c->writing = 0;
-    if (status == 0 || status == UV_ECANCELED || c->state == C_CLOSING || c->r == NULL)
+    if (status == UV_ECANCELED || c->state == C_CLOSING || c->r == NULL)
         return;
+    if (status == 0) {
+        if (c->r->st != NULL && c->r->st->body != NULL)
+            body_written(c);
+        return;
+    }
     if (c->r->h1.received == 0)
         conn_died_unanswered(c, uv_strerror(status));
     else
@@ -490,6 +694,14 @@ static int conn_send(tc__conn *c)
     tc__creq *r = c->r;
     c->state = C_BUSY;
     tc__h1_init(&r->h1, &r->out, r->max_body, strcmp(r->method, "HEAD") == 0);
+    if (r->st != NULL) {
+        if (r->st->stream_resp)
+            tc__h1_stream(&r->h1, &r->st->hold);
+        if (r->st->body != NULL) {
+            c->head_out = 0;
+            return body_flush(c);
+        }
+    }
     uv_buf_t bufs[2] = {uv_buf_init(r->head, (unsigned)r->head_len),
                         uv_buf_init((char *)(uintptr_t)r->body, (unsigned)r->body_len)};
     unsigned nbufs = r->body_len > 0 ? 2 : 1;
@@ -499,19 +711,7 @@ static int conn_send(tc__conn *c)
         return 0;
     if (n < 0 && n != UV_EAGAIN)
         return n;
-    size_t done = n > 0 ? (size_t)n : 0;
-    unsigned first = 0;
-    while (first < nbufs && done >= bufs[first].len) {
-        done -= bufs[first].len;
-        first++;
-    }
-    bufs[first].base += done;
-    bufs[first].len -= done;
-    c->req.write.data = c;
-    int err =
-        uv_write(&c->req.write, (uv_stream_t *)&c->tcp, bufs + first, nbufs - first, on_written);
-    c->writing = err == 0;
-    return err;
+    return conn_write_rest(c, bufs, nbufs, n > 0 ? (size_t)n : 0);
 }
 
 static void on_connect_timeout(uv_timer_t *t)
@@ -817,6 +1017,34 @@ void tc__native_abort(tc__creq *r)
         return;
     conn_take(c);
     conn_abort(c);
+}
+
+void tc__native_stream_pause(tc__creq *r)
+{
+    if (r->conn != NULL && r->conn->state == C_BUSY)
+        conn_read_stop(r->conn);
+}
+
+void tc__native_stream_resume(tc__creq *r)
+{
+    tc__conn *c = r->conn;
+    if (c == NULL || !c->read_stopped)
+        return;
+    c->read_stopped = 0;
+    int err = uv_read_start((uv_stream_t *)&c->tcp, on_native_alloc, on_native_read);
+    if (err != 0)
+        conn_fail(c, TC_ECONNRESET, "%s: %s", uv_strerror(err));
+}
+
+void tc__native_body_flush(tc__creq *r)
+{
+    tc__conn *c = r->conn;
+    /* Not yet connected: conn_send writes the head and what is queued by then. */
+    if (c == NULL || c->state != C_BUSY || !c->head_out || c->writing)
+        return;
+    int err = body_flush(c);
+    if (err != 0)
+        conn_fail(c, TC_ECONNRESET, "%s: %s", uv_strerror(err));
 }
 
 void tc__native_retire(tc_client *cl, tc__origin *o)

@@ -11,6 +11,7 @@
 #define TAILCUT_FORWARD_INTERNAL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "base/buf.h"
@@ -30,6 +31,11 @@
  * Returns the number of pairs forwarded (0: out holds the upstream URL unchanged), or
  * TC_ETOOLARGE (past out's max) or TC_ENOMEM; out then holds a partial URL. */
 long tc__forward_url(tc__buf *out, const char *upstream, const char *query, size_t query_len);
+
+/* A whole number of milliseconds s[0..len): ASCII digits only (percent-decoded first when decode
+ * is set: a query parameter's value), 1 to max_ms. Returns 0 and sets *ms; TC_EINVAL (empty, or
+ * not digits); TC_ETOOLARGE (0 or over max_ms). Never overflows, whatever the length. */
+int tc__ms_value(const char *s, size_t len, int decode, uint64_t max_ms, uint64_t *ms);
 
 /* A cap for tc__url_redact() that never cuts the URL. */
 #define TC__URL_REDACT_CAP(url) (strlen(url) + 8)

@@ -117,18 +117,57 @@ static int on_response_headers_complete(http_parser *hp)
         return stop(h1, TC__H1_SWITCHING_PROTOCOLS);
     if (hp->status_code >= 100 && hp->status_code < 200)
         return 0; /* interim: no body; dropped when complete */
-    if (h1->head_only || hp->status_code == 204 || hp->status_code == 304)
+    int no_body = h1->head_only || hp->status_code == 204 || hp->status_code == 304;
+    if (!no_body && (hp->flags & F_CONTENTLENGTH) && hp->content_length > h1->max_body)
+        return stop(h1, TC__H1_BODY_TOO_LARGE); /* refused at its head, which is not taken */
+    h1->head_done = 1;
+    h1->status = (int)hp->status_code;
+    h1->version = hp->http_major == 1 && hp->http_minor == 0 ? 10 : 11;
+    if (no_body) {
+        h1->framing = TC__H1_FRAMING_NONE;
         return 1; /* no body whatever the headers say (RFC 9112 section 6.3) */
-    if ((hp->flags & F_CONTENTLENGTH) && hp->content_length > h1->max_body)
-        return stop(h1, TC__H1_BODY_TOO_LARGE);
+    }
+    if (hp->flags & F_CHUNKED) {
+        h1->framing = TC__H1_FRAMING_CHUNKED;
+    } else if (hp->flags & F_CONTENTLENGTH) {
+        h1->framing = TC__H1_FRAMING_LENGTH;
+        h1->content_length = (long long)hp->content_length;
+    } else {
+        h1->framing = TC__H1_FRAMING_CLOSE; /* a response with neither: until the close */
+    }
     return 0;
+}
+
+/* Stream mode: a piece of body. The first piece of a feed is only pointed at; a second one
+ * gathers both in the spill buffer. */
+static int body_piece(tc__h1 *h1, const char *at, size_t len)
+{
+    if (h1->span_len == 0 && h1->spill->len == 0) {
+        h1->span = at;
+        h1->span_len = len;
+        return 0;
+    }
+    int rc = 0;
+    if (h1->span_len > 0) {
+        rc = tc__buf_append(h1->spill, h1->span, h1->span_len);
+        h1->span_len = 0;
+    }
+    if (rc == 0)
+        rc = tc__buf_append(h1->spill, at, len);
+    if (rc == TC_ENOMEM)
+        return stop(h1, TC__H1_NOMEM);
+    /* The caller's spill holds one read's bytes (its limit is a read's size): more cannot be. */
+    return rc == 0 ? 0 : stop(h1, TC__H1_BODY_TOO_LARGE);
 }
 
 static int on_response_body(http_parser *hp, const char *at, size_t len)
 {
     tc__h1 *h1 = of(hp);
-    if (len > h1->max_body - (h1->out->len - h1->body_off))
+    if (len > h1->max_body - h1->body_len)
         return stop(h1, TC__H1_BODY_TOO_LARGE);
+    h1->body_len += len;
+    if (h1->spill != NULL)
+        return body_piece(h1, at, len);
     return response_put(h1, at, len);
 }
 
@@ -149,8 +188,6 @@ static int on_response_message_complete(http_parser *hp)
         return 0;
     }
     h1->done = 1;
-    h1->status = (int)hp->status_code;
-    h1->version = hp->http_major == 1 && hp->http_minor == 0 ? 10 : 11;
     h1->keep_alive = http_should_keep_alive(hp) != 0;
     http_parser_pause(hp, 1);
     return 0;
@@ -175,6 +212,25 @@ void tc__h1_init(tc__h1 *h1, tc__buf *out, size_t max_body, int head_only)
     h1->head_only = head_only;
 }
 
+void tc__h1_stream(tc__h1 *h1, tc__buf *spill)
+{
+    h1->spill = spill;
+}
+
+void tc__h1_body(const tc__h1 *h1, const char **p, size_t *n)
+{
+    if (h1->span_len > 0) {
+        *p = h1->span;
+        *n = h1->span_len;
+    } else if (h1->spill != NULL && h1->spill->len > 0) {
+        *p = h1->spill->data;
+        *n = h1->spill->len;
+    } else {
+        *p = NULL;
+        *n = 0;
+    }
+}
+
 static tc__h1_status result(const tc__h1 *h1)
 {
     if (h1->err != 0)
@@ -189,6 +245,7 @@ static tc__h1_status result(const tc__h1 *h1)
 tc__h1_status tc__h1_feed(tc__h1 *h1, const char *data, size_t n, size_t *extra)
 {
     *extra = 0;
+    h1->span_len = 0; /* the last feed's bytes are the caller's again */
     if (h1->done)
         return TC__H1_DONE; /* never parse past a final response */
     if (h1->err != 0 || (HTTP_PARSER_ERRNO(&h1->parser) != HPE_OK))
@@ -203,6 +260,7 @@ tc__h1_status tc__h1_feed(tc__h1 *h1, const char *data, size_t n, size_t *extra)
 
 tc__h1_status tc__h1_eof(tc__h1 *h1)
 {
+    h1->span_len = 0;
     if (h1->done)
         return TC__H1_DONE;
     if (h1->err == 0 && HTTP_PARSER_ERRNO(&h1->parser) == HPE_OK && h1->body_off != 0) {

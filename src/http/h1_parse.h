@@ -6,6 +6,11 @@
  * buffer: the header block (rebuilt as "HTTP/x.y NNN reason\r\nName: value\r\n...\r\n"), a NUL,
  * then the body (de-chunked). Interim 1xx responses are read and dropped. Trailers are read and
  * dropped. Every limit is a named constant or the caller's max_body; crossing one stops at once.
+ *
+ * In stream mode (tc__h1_stream) the body is not kept: each feed hands back the body bytes it
+ * decoded (tc__h1_body), where they lie in the fed bytes when they are one piece, so a streamed
+ * body costs no copy; only a feed that decodes several pieces (chunks) gathers them in the
+ * caller's spill buffer.
  */
 #ifndef TAILCUT_H1_PARSE_H
 #define TAILCUT_H1_PARSE_H
@@ -37,10 +42,19 @@ typedef enum tc__h1_status {
     TC__H1_CLOSED_INCOMPLETE = -8,   /* the connection ended in the middle of a response */
 } tc__h1_status;
 
+/* How the final response's body is delimited, known at the end of its head. */
+typedef enum tc__h1_framing {
+    TC__H1_FRAMING_NONE = 1, /* no body: an answer to HEAD, a 204 or a 304 */
+    TC__H1_FRAMING_LENGTH,   /* Content-Length */
+    TC__H1_FRAMING_CHUNKED,  /* chunked */
+    TC__H1_FRAMING_CLOSE,    /* until the connection closes */
+} tc__h1_framing;
+
 typedef struct tc__h1 {
     http_parser parser;
-    tc__buf *out;       /* the response goes here: head, NUL, body */
+    tc__buf *out;       /* the response goes here: head, NUL, body (in stream mode: the head) */
     size_t max_body;    /* body bytes allowed */
+    size_t body_len;    /* body bytes decoded so far */
     size_t body_off;    /* where the body starts in out; 0 while reading the head */
     size_t line_len;    /* bytes of the current header line */
     size_t received;    /* bytes fed so far, for "nothing at all arrived" */
@@ -48,14 +62,31 @@ typedef struct tc__h1 {
     int last;           /* last header callback: 0 none, 1 field, 2 value */
     int status_written; /* the status line's "HTTP/x.y NNN " is in out */
     int done;
-    int keep_alive;    /* valid once done: the connection may carry another request */
-    int status;        /* valid once done */
-    int version;       /* 10 or 11, valid once done */
-    tc__h1_status err; /* the reason a callback stopped us, or 0 */
+    int keep_alive; /* valid once done: the connection may carry another request */
+    int status;     /* valid once the final head is in (head_done) */
+    int version;    /* 10 or 11, valid once the final head is in */
+    int head_done;  /* the final (not 1xx) head is complete: out holds it, body_off is set */
+    int framing;    /* tc__h1_framing, valid once head_done */
+    long long content_length; /* valid when framing is TC__H1_FRAMING_LENGTH */
+    tc__h1_status err;        /* the reason a callback stopped us, or 0 */
+    /* stream mode */
+    tc__buf *spill;   /* NULL: the body goes into out; else the pieces of one feed gather here */
+    const char *span; /* the body bytes of the last feed when they are one piece of its input */
+    size_t span_len;
 } tc__h1;
 
 /* Prepares h to read one response into out (which the caller owns and has emptied). */
 void tc__h1_init(tc__h1 *h1, tc__buf *out, size_t max_body, int head_only);
+
+/* Stream mode, for a response read while it arrives: the body is not stored in out; after each
+ * tc__h1_feed (and tc__h1_eof), tc__h1_body gives the body bytes that feed decoded. spill (empty,
+ * owned by the caller) gathers them when they were several pieces; the caller empties it once it
+ * has used them. Call right after tc__h1_init. */
+void tc__h1_stream(tc__h1 *h1, tc__buf *spill);
+
+/* Stream mode: the body bytes decoded by the last feed (n 0 when none): a range of the bytes
+ * fed, valid while they are, or the spill buffer's contents. */
+void tc__h1_body(const tc__h1 *h1, const char **p, size_t *n);
 
 /* Feeds n bytes. Returns TC__H1_MORE, TC__H1_DONE, or why reading stopped (a negative
  * tc__h1_status but the two TC__H1_CLOSED_*); once stopped, every later call says the same. After

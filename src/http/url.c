@@ -166,6 +166,36 @@ long tc_query_get(const char *query, size_t len, const char *name, char *value, 
     return count;
 }
 
+int tc__ms_value(const char *s, size_t len, int decode, uint64_t max_ms, uint64_t *ms)
+{
+    /* Decode and check in one pass. `value` saturates at max_ms + 1 (or stays put when max_ms
+     * is UINT64_MAX and the next digit would overflow) so no input can overflow it. */
+    uint64_t value = 0;
+    int too_large = 0;
+    size_t i = 0;
+    if (len == 0)
+        return TC_EINVAL;
+    while (i < len) {
+        int ch = decode ? decode_one(s, len, &i, 1) : (unsigned char)s[i++];
+        if (ch < '0' || ch > '9')
+            return TC_EINVAL;
+        if (too_large)
+            continue;
+        uint64_t digit = (uint64_t)(ch - '0');
+        if (value > (UINT64_MAX - digit) / 10) {
+            too_large = 1;
+            continue;
+        }
+        value = value * 10 + digit;
+        if (value > max_ms)
+            too_large = 1;
+    }
+    if (too_large || value < 1)
+        return TC_ETOOLARGE;
+    *ms = value;
+    return 0;
+}
+
 int tc_query_timeout(const char *query, size_t len, uint64_t max_ms, uint64_t *timeout_ms,
                      int *present, const char **why)
 {
@@ -186,41 +216,12 @@ int tc_query_timeout(const char *query, size_t len, uint64_t max_ms, uint64_t *t
             *why = repeated;
         return TC_EINVAL;
     }
-
-    /* Decode and check in one pass. `value` saturates at max_ms + 1 (or stays put when max_ms
-     * is UINT64_MAX and the next digit would overflow) so no input can overflow it. */
-    uint64_t value = 0;
-    int too_large = 0;
-    size_t i = 0;
-    if (first_len == 0) {
+    int err = tc__ms_value(first, first_len, 1, max_ms, timeout_ms);
+    if (err != 0) {
         if (why)
-            *why = not_number;
+            *why = err == TC_ETOOLARGE ? out_of_range : not_number;
         return TC_EINVAL;
     }
-    while (i < first_len) {
-        int ch = decode_one(first, first_len, &i, 1);
-        if (ch < '0' || ch > '9') {
-            if (why)
-                *why = not_number;
-            return TC_EINVAL;
-        }
-        if (too_large)
-            continue;
-        uint64_t digit = (uint64_t)(ch - '0');
-        if (value > (UINT64_MAX - digit) / 10) {
-            too_large = 1;
-            continue;
-        }
-        value = value * 10 + digit;
-        if (value > max_ms)
-            too_large = 1;
-    }
-    if (too_large || value < 1) {
-        if (why)
-            *why = out_of_range;
-        return TC_EINVAL;
-    }
-    *timeout_ms = value;
     return 0;
 }
 

@@ -98,6 +98,15 @@ tc_attempt_outcome tc_hedge_judge_json(const tc_response *resp, void *data)
     return tc_json_valid(resp->body, resp->body_len) ? TC_OUTCOME_SUCCESS : TC_OUTCOME_INVALID_JSON;
 }
 
+tc_attempt_outcome tc_hedge_judge_head(const tc_response *resp, void *data)
+{
+    const tc_hedge_statuses *failing = data;
+    for (size_t i = 0; failing != NULL && i < failing->n; i++)
+        if (resp->status == failing->v[i])
+            return TC_OUTCOME_HTTP_STATUS;
+    return TC_OUTCOME_SUCCESS;
+}
+
 void tc_hedge_policy_init(tc_hedge_policy *pol)
 {
     memset(pol, 0, sizeof(*pol));
@@ -160,7 +169,7 @@ static tc_attempt_outcome outcome_of_error(int err)
 
 /* How an attempt ended, as the replica set counts it (replica.h: CONTRACT section 7's list). A
  * status the judge refused is a failure only when it is 5xx or 429. */
-static tc_replica_result replica_result(tc_attempt_outcome outcome, tc_future *f)
+static tc_replica_result replica_result(tc_attempt_outcome outcome, tc_future *f, int at_head)
 {
     switch (outcome) {
     case TC_OUTCOME_SUCCESS:
@@ -168,12 +177,23 @@ static tc_replica_result replica_result(tc_attempt_outcome outcome, tc_future *f
     case TC_OUTCOME_CANCELLED:
         return TC_REPLICA_CANCELLED;
     case TC_OUTCOME_HTTP_STATUS:
-        if (f != NULL && tc_future_state_of(f) == TC_FUTURE_FULFILLED)
+        /* head mode: the judge held the route's failure statuses, and they are failures */
+        if (!at_head && f != NULL && tc_future_state_of(f) == TC_FUTURE_FULFILLED)
             return tc_replica_classify_status(((const tc_response *)tc_future_value(f))->status);
         return TC_REPLICA_FAILURE;
     default:
         return TC_REPLICA_FAILURE;
     }
+}
+
+/* Head mode: ends the transfer of attempt i's streamed response (answered, body unread). */
+static void response_abort(tc_hedge_result *res, int i)
+{
+    if (i < 0)
+        return;
+    tc_future *f = res->attempts[i].response;
+    if (f != NULL && tc_future_state_of(f) == TC_FUTURE_FULFILLED)
+        tc_response_abort(tc_future_value(f));
 }
 
 /* Tells the set how slot's attempt ended; once per attempt that a choice counted. */
@@ -238,15 +258,22 @@ static void on_hedge_timer_closed(uv_handle_t *handle)
 }
 
 /* Cancels every attempt still running and closes the timers. Each cancellation runs that
- * attempt's done callback at once, which records it as cancelled. */
-static void hedge_wind_down(hedge *hg)
+ * attempt's done callback at once, which records it as cancelled. In head mode, every answered
+ * attempt but keep (the winner, or the last failed one for the caller to pass on) has its
+ * transfer ended too. */
+static void hedge_wind_down(hedge *hg, int keep)
 {
+    tc_hedge_result *res = hg->result;
     hg->finished = 1;
-    for (unsigned i = 0; i < hg->result->nattempts; i++) {
-        tc_future *f = hg->result->attempts[i].response;
+    for (unsigned i = 0; i < res->nattempts; i++) {
+        tc_future *f = res->attempts[i].response;
         if (f != NULL && !tc_future_done(f))
             tc_future_cancel(f);
+        else if (hg->policy.at_head && (int)i != keep)
+            response_abort(res, (int)i);
     }
+    if (res->last_failed != keep)
+        res->last_failed = -1;
     uv_close((uv_handle_t *)&hg->hedge_timer, on_hedge_timer_closed);
     uv_close((uv_handle_t *)&hg->deadline_timer, on_hedge_timer_closed);
 }
@@ -281,10 +308,10 @@ static void record_latencies(hedge *hg, const tc_hedge_result *res)
 
 static void hedge_finish(hedge *hg, int error)
 {
-    if (hg->finished)
-        return;
-    hedge_wind_down(hg);
     tc_hedge_result *res = hg->result;
+    if (hg->finished || res == NULL)
+        return;
+    hedge_wind_down(hg, res->winner >= 0 ? res->winner : res->last_failed);
     hg->result = NULL;
     res->error = error;
     record_latencies(hg, res);
@@ -297,7 +324,7 @@ static void on_hedge_cancel(tc_future *f, void *data)
 {
     hedge *hg = data;
     if (!hg->finished) {
-        hedge_wind_down(hg);
+        hedge_wind_down(hg, -1);
         hg->result->error = TC_ECANCELED;
         observe(hg, hg->result);
     }
@@ -337,9 +364,17 @@ static void on_hedge_attempt_done(tc_future *f, void *data)
         a->outcome = TC_OUTCOME_CANCELLED;
         break;
     }
-    replica_report(hg, slot, replica_result(a->outcome, f), a);
-    if (hg->finished)
+    replica_report(hg, slot, replica_result(a->outcome, f, hg->policy.at_head), a);
+    if (hg->finished) {
+        if (hg->policy.at_head)
+            response_abort(res, (int)slot->index); /* a head after the end: nobody reads it */
         return;
+    }
+    if (hg->policy.at_head && a->outcome == TC_OUTCOME_HTTP_STATUS) {
+        /* the newest failed head is the one passed on if all fail: the older one can go */
+        response_abort(res, res->last_failed);
+        res->last_failed = (int)slot->index;
+    }
     if (a->outcome == TC_OUTCOME_SUCCESS) {
         res->successes[res->nsuccesses++] = slot->index;
         if (hg->policy.mode == TC_HEDGE_FIRST) {
@@ -500,6 +535,8 @@ int tc_hedge_start(tc_future **out, tc_client *client, const tc_client_request *
         return TC_ENOMEM;
     }
     hg->result->winner = -1;
+    hg->result->last_failed = -1;
+    hg->req.stream_response = policy->at_head;
     hg->client = client;
     hg->policy = *policy;
     hg->loop = tc_client_loop(client);

@@ -19,8 +19,10 @@
  *
  * Files, like nginx's ngx_http_request.c family: this one holds the listener and the server
  * object; server_conn.c the connections (reading, the timer, writing, closing); server_request.c
- * a request's storage, parsing and response; server_log.c the request id, the client's address
- * and the access-log line (formatted by access_log.c). server_internal.h is what they share.
+ * a request's storage, parsing and response; server_stream.c requests taken at their head,
+ * streamed bodies both ways and their back-pressure; server_log.c the request id, the client's
+ * address and the access-log line (formatted by access_log.c). server_internal.h is what they
+ * share.
  */
 #include <errno.h>
 #include <http_parser.h>
@@ -47,6 +49,7 @@ void tc_server_config_init(tc_server_config *cfg)
     cfg->max_headers = (size_t)TC_SERVER_MAX_HEADERS;
     cfg->header_timeout_ms = TC_SERVER_HEADER_TIMEOUT_MS;
     cfg->idle_timeout_ms = TC_SERVER_IDLE_TIMEOUT_MS;
+    cfg->body_timeout_ms = TC_SERVER_BODY_TIMEOUT_MS;
 }
 
 const char *tc_http_reason(int status)
@@ -206,6 +209,7 @@ int tc_server_new(tc_server **out, uv_loop_t *loop, const tc_server_config *cfg)
     srv->cfg = *cfg;
     tc__list_init(&srv->conns);
     tc__list_init(&srv->free_reqs);
+    tc__list_init(&srv->posted);
     /* fits: the length was checked above */
     (void)snprintf(srv->host, sizeof(srv->host), "%s", cfg->host ? cfg->host : "127.0.0.1");
     srv->cfg.host = srv->host;
@@ -218,14 +222,17 @@ int tc_server_new(tc_server **out, uv_loop_t *loop, const tc_server_config *cfg)
     tc__rng_seed(&srv->rng, tc__srv_id_seed(srv));
     uv_tcp_init(loop, &srv->listener);
     uv_timer_init(loop, &srv->tick);
+    uv_idle_init(loop, &srv->post);
     srv->listener.data = srv;
     srv->tick.data = srv;
-    srv->handles = 2;
+    srv->post.data = srv;
+    srv->handles = 3;
     int err = server_bind(srv);
     if (err != 0) {
         srv->closing = 1;
         uv_close((uv_handle_t *)&srv->listener, on_server_handle_closed);
         uv_close((uv_handle_t *)&srv->tick, on_server_handle_closed);
+        uv_close((uv_handle_t *)&srv->post, on_server_handle_closed);
         return err;
     }
     srv->listening = 1;
@@ -333,4 +340,5 @@ void tc_server_close(tc_server *srv, tc_server_cb close_cb, void *data)
     if (srv->cfg.access_log != NULL)
         (void)fflush(srv->cfg.access_log); /* best effort, as each line */
     uv_close((uv_handle_t *)&srv->tick, on_server_handle_closed);
+    uv_close((uv_handle_t *)&srv->post, on_server_handle_closed);
 }

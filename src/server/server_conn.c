@@ -1,7 +1,9 @@
 /*
  * The server's connections (see server.c for the design): accepting, reading into the server's
- * one buffer and feeding the parser, the per-connection timer (header, idle, linger), writing
- * finished responses from the head of the queue, and closing (lingering close, RST on demand).
+ * one buffer and feeding the parser (or holding the bytes while it is paused), the
+ * per-connection timer (header, body, idle, linger), writing finished responses from the head of
+ * the queue (and the streamed one there as it is written), and closing (lingering close, RST on
+ * demand).
  */
 #include <errno.h>
 #include <http_parser.h>
@@ -51,13 +53,89 @@ static void on_write(uv_write_t *write_req, int status)
 {
     tc__srv_write *w = tc__container_of(write_req, tc__srv_write, req);
     tc__srv_conn *c = w->conn;
+    c->write_bytes -= w->len;
     tc__free(w);
     c->writes--;
     if (status < 0 && !c->closing) {
         tc__srv_conn_close(c);
         return;
     }
+    if (c->armed > 0 && !c->closing)
+        tc__srv_conn_notify_writable(c); /* fewer bytes wait now */
     tc__srv_conn_maybe_finish_close(c);
+}
+
+int tc__srv_conn_submit(tc__srv_conn *c, tc__srv_write *w)
+{
+    uv_buf_t buf = uv_buf_init(w->data, (unsigned)w->len);
+    w->conn = c;
+    int err = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
+    if (err != 0) {
+        tc__free(w);
+        return err;
+    }
+    c->writes++;
+    c->write_bytes += w->len;
+    return 0;
+}
+
+/* The socket failed under a handler's write: the connection closes from the loop, so that the
+ * abort callbacks never run inside the write. */
+static void conn_fail_later(tc__srv_conn *c)
+{
+    c->close_deferred = 1;
+    tc__srv_conn_post(c);
+}
+
+int tc__srv_conn_send(tc__srv_conn *c, const uv_buf_t *bufs, unsigned nbufs, size_t total)
+{
+    size_t done = 0;
+    if (c->writes == 0) { /* nothing queued before: the socket may take it all at once */
+        int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
+        if (n >= 0 && (size_t)n == total)
+            return 0;
+        if (n < 0 && n != UV_EAGAIN) {
+            conn_fail_later(c);
+            return TC_ECANCELED;
+        }
+        if (n > 0)
+            done = (size_t)n;
+    }
+    tc__srv_write *w = tc__malloc(sizeof(*w) + total - done);
+    if (w == NULL)
+        return TC_ENOMEM;
+    w->len = total - done;
+    w->next = NULL;
+    char *p = w->data;
+    for (unsigned i = 0; i < nbufs; i++) { /* the bytes after the first `done` */
+        size_t skip = done < bufs[i].len ? done : bufs[i].len;
+        done -= skip;
+        memcpy(p, bufs[i].base + skip, bufs[i].len - skip);
+        p += bufs[i].len - skip;
+    }
+    if (tc__srv_conn_submit(c, w) != 0) {
+        conn_fail_later(c);
+        return TC_ECANCELED;
+    }
+    return 0;
+}
+
+/* Hands what r wrote while it waited behind earlier responses to the socket, in order. Returns
+ * 0, or -1 when the connection was closed. */
+static int conn_submit_out(tc__srv_conn *c, tc_request *r)
+{
+    tc__srv_stream *st = &r->st;
+    while (st->out != NULL) {
+        tc__srv_write *w = st->out;
+        st->out = w->next;
+        st->out_bytes -= w->len;
+        if (tc__srv_conn_submit(c, w) != 0) {
+            tc__srv_conn_close(c);
+            return -1;
+        }
+    }
+    st->out_last = NULL;
+    return 0;
 }
 
 static void on_linger_timeout(uv_timer_t *t)
@@ -96,13 +174,26 @@ void tc__srv_conn_maybe_finish_close(tc__srv_conn *c)
         tc__srv_conn_close(c);
 }
 
-/* Writes every finished response at the head of the queue, in order. */
+/* Writes every finished response at the head of the queue, in order. An unfinished request
+ * reaching the head goes live: what it streamed meanwhile goes out, and its writes go straight to
+ * the socket from then on; the requests behind it wait. */
 void tc__srv_flush_responses(tc__srv_conn *c)
 {
     tc_request *r;
-    while ((r = tc__srv_queue_first(c)) != NULL && r->finished && !c->closing && !c->want_close) {
+    while ((r = tc__srv_queue_first(c)) != NULL && !c->closing && !c->want_close &&
+           !c->close_deferred) {
+        if (!r->finished) {
+            if (r->streamed && conn_submit_out(c, r) != 0)
+                return;
+            r->live = 1;
+            break;
+        }
         tc__list_remove(&r->link);
         c->queued--;
+        if (r->streamed && conn_submit_out(c, r) != 0) {
+            tc__srv_request_free(r);
+            return;
+        }
         if (r->drop) {
             c->want_close = 1;
             c->want_reset = r->reset;
@@ -128,6 +219,7 @@ void tc__srv_flush_responses(tc__srv_conn *c)
                     buf.base += n;
                     buf.len -= (unsigned)n;
                 }
+                w->len = buf.len;
                 if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write) != 0) {
                     tc__free(w);
                     tc__srv_request_free(r);
@@ -135,9 +227,13 @@ void tc__srv_flush_responses(tc__srv_conn *c)
                     return;
                 }
                 c->writes++;
+                c->write_bytes += buf.len;
             }
             if (r->close_after)
                 c->want_close = 1;
+        } else if (r->close_after || r->cut) { /* a streamed response */
+            c->want_close = 1;
+            c->want_reset = r->cut && r->until_close; /* the close is the end: a reset is not */
         }
         tc__srv_request_free(r);
     }
@@ -149,17 +245,12 @@ void tc__srv_flush_responses(tc__srv_conn *c)
         tc__srv_conn_maybe_finish_close(c);
         return;
     }
-    /* Room in the pipeline again: parse what was held back, then read on. */
-    if (c->read_paused && c->queued < TC_SERVER_MAX_PIPELINE && !c->in_dispatch) {
-        char *data = c->pending;
-        size_t len = c->pending_len;
-        c->pending = NULL;
-        c->pending_len = 0;
-        c->read_paused = 0;
-        http_parser_pause(&c->parser, 0);
-        conn_parse(c, data, len);
-        tc__free(data);
-        return;
+    /* Room in the pipeline again, or a streamed body read again: parse what was held back. */
+    if (c->read_paused && !c->in_dispatch && tc__srv_conn_can_parse(c)) {
+        int held = c->pending_len > c->pending_off;
+        tc__srv_conn_unpause(c);
+        if (held)
+            return; /* the parse flushed */
     }
     if (tc__list_empty(&c->queue) && c->cur == NULL && c->phase == TC__SRV_BUSY) {
         c->phase = TC__SRV_WAIT_REQUEST;
@@ -178,6 +269,7 @@ void tc__srv_flush_responses(tc__srv_conn *c)
 static void conn_free(tc__srv_conn *c)
 {
     tc_server *srv = c->srv;
+    tc__list_remove(&c->post_link);
     tc__list_remove(&c->link);
     srv->nconns--;
     if (c->counted)
@@ -211,7 +303,8 @@ void tc__srv_conn_close(tc__srv_conn *c)
     c->closing = 1;
     c->queued = 0;
     if (c->cur != NULL) {
-        tc__srv_request_free(c->cur);
+        if (!c->cur->streaming) /* a streaming one is in the queue too */
+            tc__srv_request_free(c->cur);
         c->cur = NULL;
     }
     /* Each request leaves the queue before its abort callback runs: whatever the callback does,
@@ -224,12 +317,7 @@ void tc__srv_conn_close(tc__srv_conn *c)
             tc__srv_request_free(r); /* answered, or never handed to the handler */
         } else {
             r->aborted = 1;
-            if (r->abort_cb != NULL) {
-                tc_request_abort_cb cb = r->abort_cb;
-                r->abort_cb = NULL;
-                /* lands in app/serve/cmd_serve_api.c on_client_gone (upstream.c on_work_abort) */
-                cb(r, r->abort_data);
-            }
+            tc__srv_stream_gone(r); /* its abort callback, and a streamed body's reader */
         }
     }
     uv_timer_stop(&c->timer);
@@ -267,6 +355,11 @@ void tc__srv_queue_error(tc__srv_conn *c, tc_request *r, int status, const char 
 static void conn_parse_failed(tc__srv_conn *c)
 {
     int status = c->err_status ? c->err_status : 400;
+    if (c->cur != NULL && c->cur->streaming) {
+        /* Its head was handed over already: the handler hears of it and answers. */
+        tc__srv_stream_body_fail(c, status == 431 ? TC_ETOOLARGE : TC_EPROTO);
+        return;
+    }
     tc_request *r = c->cur; /* what was read of it shows in the access log */
     c->cur = NULL;
     char msg[96];
@@ -300,9 +393,7 @@ static void conn_parse_failed(tc__srv_conn *c)
 /* The readiness probe (cfg.ready_path), answered by the server itself: 1 if r was it. */
 static int conn_answer_ready(tc_server *srv, tc_request *r)
 {
-    const char *path = srv->cfg.ready_path;
-    size_t n = path != NULL ? strlen(path) : 0;
-    if (n == 0 || r->path_len != n || memcmp(r->buf + r->target_off, path, n) != 0)
+    if (!tc__srv_is_ready_path(srv, r))
         return 0;
     if (r->method != HTTP_GET && r->method != HTTP_HEAD)
         tc_request_respond_error(r, 405, "method_not_allowed", "only GET and HEAD are allowed");
@@ -315,7 +406,7 @@ static int conn_answer_ready(tc_server *srv, tc_request *r)
 
 /* Hands every request queued after `after` to the handler (or answers 503 while draining). The
  * queue only grows meanwhile: responses and closes wait while c is in_dispatch. */
-static void conn_dispatch(tc__srv_conn *c, const tc__link *after)
+static inline void conn_dispatch(tc__srv_conn *c, const tc__link *after)
 {
     tc_server *srv = c->srv;
     for (tc__link *l = after->next; l != &c->queue && !c->closing && !c->close_deferred;
@@ -330,18 +421,33 @@ static void conn_dispatch(tc__srv_conn *c, const tc__link *after)
             tc_request_respond_error(r, 503, "shutting_down", "the server is shutting down");
             continue;
         }
-        r->dispatched = 1;
-        tc__srv_take_log(r); /* tc_server_set_access_log: a request keeps its log */
-        srv->inflight++;
-        /* lands in app/serve/cmd_serve.c serve_handle (src/upstream/upstream.c on_request) */
-        srv->cfg.handler(r, srv->cfg.handler_data);
+        tc__srv_hand_over(srv, r);
     }
 }
 
-/* Holds bytes that arrive while the pipeline is full, stopping reads past TC__SRV_MAX_HELD.
+void tc__srv_hand_over(tc_server *srv, tc_request *r)
+{
+    r->dispatched = 1;
+    tc__srv_take_log(r); /* tc_server_set_access_log: a request keeps its log */
+    srv->inflight++;
+    /* lands in app/serve/cmd_serve.c serve_handle (src/upstream/upstream.c on_request) */
+    srv->cfg.handler(r, srv->cfg.handler_data);
+}
+
+void tc__srv_conn_dispatch(tc__srv_conn *c, const tc__link *after)
+{
+    conn_dispatch(c, after);
+}
+
+/* Holds bytes that arrive while the parser is paused, stopping reads past TC__SRV_MAX_HELD.
  * Returns 0, or -1 when out of memory. */
 static int conn_hold(tc__srv_conn *c, const char *data, size_t len)
 {
+    if (c->pending_off > 0) { /* what was parsed of them goes first */
+        c->pending_len -= c->pending_off;
+        memmove(c->pending, c->pending + c->pending_off, c->pending_len);
+        c->pending_off = 0;
+    }
     char *p = tc__realloc(c->pending, c->pending_len + len);
     if (p == NULL)
         return -1;
@@ -353,37 +459,114 @@ static int conn_hold(tc__srv_conn *c, const char *data, size_t len)
     return 0;
 }
 
-/* Parses bytes and dispatches the requests they complete. */
-static void conn_parse(tc__srv_conn *c, const char *data, size_t len)
+int tc__srv_conn_can_parse(const tc__srv_conn *c)
 {
-    const tc__link *before = c->queue.prev; /* the last request queued so far, or the head */
-    c->in_dispatch = 1;
-    /* calls back into server_request.c on_request_begin ... on_request_complete */
-    size_t n = http_parser_execute(&c->parser, &tc__srv_parser_settings, data, len);
-    enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
-    if (err == HPE_PAUSED) {
-        /* Pipeline full: hold the rest for later, and keep reading (bounded) so that a client
-         * that leaves is still noticed. */
-        c->read_paused = 1;
-        if (n < len && conn_hold(c, data + n, len - n) != 0) {
-            c->in_dispatch = 0;
-            tc__srv_conn_close(c);
-            return;
-        }
-    } else if (err != HPE_OK) {
-        conn_parse_failed(c);
-    } else if (c->parser.upgrade) {
-        c->parse_error = 1; /* the rest of the stream is not HTTP */
-        tc__srv_conn_read_off(c);
-    } else {
-        conn_read_on(c); /* it was off if held bytes had filled TC__SRV_MAX_HELD */
-    }
-    conn_dispatch(c, before);
-    c->in_dispatch = 0;
+    const tc_request *r = c->cur;
+    if (r != NULL && r->streaming) /* its head is parsed: a body waits for its reader */
+        return !r->body_pending || (r->body_reading && !r->body_paused);
+    return c->queued < TC_SERVER_MAX_PIPELINE;
+}
+
+static inline void conn_settle(tc__srv_conn *c)
+{
     if (c->close_deferred)
         tc__srv_conn_close(c);
     else if (!c->closing)
         tc__srv_flush_responses(c);
+}
+
+void tc__srv_conn_settle(tc__srv_conn *c)
+{
+    conn_settle(c);
+}
+
+/* Runs the parser over bytes and dispatches the requests they complete; returns how many it
+ * took (fewer than len when it paused: the pipeline is full, or a streamed body is not being
+ * read). The caller settles the connection afterwards. */
+static inline size_t conn_execute(tc__srv_conn *c, const char *data, size_t len)
+{
+    const tc__link *before = c->queue.prev; /* the last request queued so far, or the head */
+    size_t n = 0;
+    c->in_dispatch = 1;
+    c->in_parser = 1;
+    for (;;) {
+        /* A streamed message has callbacks of its own (server_stream.c): the parser pauses at
+         * its head and at its end to change them, and goes on if it may. */
+        const http_parser_settings *set = c->cur != NULL && c->cur->streaming
+                                              ? &tc__srv_stream_parser_settings
+                                              : &tc__srv_parser_settings;
+        /* calls back into server_request.c on_request_begin ... on_request_complete, or
+         * server_stream.c's own for a streamed message */
+        n += http_parser_execute(&c->parser, set, data + n, len - n);
+        int change = c->change_settings;
+        c->change_settings = 0;
+        if (!change || HTTP_PARSER_ERRNO(&c->parser) != HPE_PAUSED || c->closing ||
+            c->close_deferred || c->parse_error || !tc__srv_conn_can_parse(c) ||
+            (c->parser.upgrade && c->cur == NULL))
+            break;
+        http_parser_pause(&c->parser, 0);
+        if (n == len)
+            break;
+    }
+    c->in_parser = 0;
+    enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+    if (err != HPE_OK && err != HPE_PAUSED) {
+        conn_parse_failed(c);
+    } else {
+        if (err == HPE_PAUSED)
+            c->read_paused = 1;
+        if (c->parser.upgrade && c->cur == NULL) { /* (set from its head on: wait for its end) */
+            c->parse_error = 1;                    /* the rest of the stream is not HTTP */
+            tc__srv_conn_read_off(c);
+        }
+    }
+    conn_dispatch(c, before);
+    c->in_dispatch = 0;
+    return n;
+}
+
+/* Parses bytes just read. What the parser leaves when it pauses is held for later, and reading
+ * goes on (bounded) so that a client that leaves is still noticed. */
+static void conn_parse(tc__srv_conn *c, const char *data, size_t len)
+{
+    size_t n = conn_execute(c, data, len);
+    if (c->read_paused) {
+        if (!c->parse_error && n < len && conn_hold(c, data + n, len - n) != 0) {
+            tc__srv_conn_close(c);
+            return;
+        }
+    } else if (!c->parse_error) {
+        conn_read_on(c); /* it was off if held bytes had filled TC__SRV_MAX_HELD */
+    }
+    conn_settle(c);
+}
+
+/* Parses the held bytes in place; what the parser leaves when it pauses again stays held. */
+static void conn_parse_held(tc__srv_conn *c)
+{
+    size_t n = conn_execute(c, c->pending + c->pending_off, c->pending_len - c->pending_off);
+    c->pending_off += n;
+    if (c->pending_off == c->pending_len || c->parse_error) {
+        tc__free(c->pending);
+        c->pending = NULL;
+        c->pending_len = c->pending_off = 0;
+    }
+    if (!c->read_paused && !c->parse_error)
+        conn_read_on(c);
+    tc__srv_conn_settle(c);
+}
+
+void tc__srv_conn_unpause(tc__srv_conn *c)
+{
+    if (!c->read_paused || c->in_dispatch || c->closing || c->close_deferred || c->parse_error ||
+        !tc__srv_conn_can_parse(c))
+        return;
+    c->read_paused = 0;
+    http_parser_pause(&c->parser, 0);
+    if (c->pending_len > c->pending_off)
+        conn_parse_held(c);
+    else
+        conn_read_on(c);
 }
 
 static void on_conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -424,6 +607,8 @@ static void on_conn_timer(uv_timer_t *t)
                        (unsigned long long)c->srv->cfg.header_timeout_ms);
         tc__srv_queue_error(c, r, 408, "timeout", msg);
         tc__srv_flush_responses(c);
+    } else if (c->phase == TC__SRV_BODY && c->cur != NULL) {
+        tc__srv_stream_body_fail(c, TC_ETIMEDOUT);
     } else if (c->phase == TC__SRV_WAIT_REQUEST) {
         tc__srv_conn_close(c); /* idle keep-alive connection */
     }
@@ -478,6 +663,7 @@ void tc__srv_on_connection(uv_stream_t *listener, int status)
     c->timer.data = c;
     c->handles = 2;
     tc__list_init(&c->queue);
+    tc__list_init(&c->post_link);
     tc__list_push_back(srv->conns.next, &c->link); /* first: the newest is closed first */
     srv->nconns++;
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {

@@ -112,6 +112,18 @@ void tc__srv_conn_client(tc__srv_conn *c)
     c->client_len = rc == 0 ? (unsigned char)strlen(c->client) : 0;
 }
 
+tc_str tc_request_client_addr(tc_request *r)
+{
+    tc__srv_conn *c = r->conn;
+    if (r->client_len == 0 && c != NULL && !c->closing) {
+        if (c->client_len == 0) /* no access log: not looked up at accept */
+            tc__srv_conn_client(c);
+        r->client_len = c->client_len;
+        memcpy(r->client, c->client, c->client_len);
+    }
+    return (tc_str){r->client, r->client_len};
+}
+
 /* ---- the access log ------------------------------------------------------------------------- */
 
 /* The line's time: now, to the millisecond; the date part is redone once a second. */

@@ -50,6 +50,8 @@ tc_request *tc__srv_request_new(tc__srv_conn *c)
 void tc__srv_request_free(tc_request *r)
 {
     tc_server *srv = r->srv;
+    if (r->streamed)
+        tc__srv_stream_free(r);
     if (r->buf != r->inline_buf)
         tc__free(r->buf);
     if (r->hdrs != r->inline_hdrs)
@@ -194,6 +196,8 @@ static int on_request_headers_complete(http_parser *hp)
     tc_request *r = c->cur;
     request_line_done(hp, r);
     tc__srv_request_id_init(r);
+    if (c->srv->cfg.head_filter != NULL && tc__srv_stream_take(c, hp, r))
+        return 0;
     if ((hp->flags & F_CONTENTLENGTH) && hp->content_length > c->srv->cfg.max_body)
         return fail(c, 413);
     r->keep_alive = http_should_keep_alive(hp) ? 1 : 0;
@@ -219,7 +223,7 @@ static int on_request_body(http_parser *hp, const char *at, size_t len)
     return request_store(c, r, at, len);
 }
 
-static void request_split_target(tc_request *r)
+static inline void request_split_target(tc_request *r)
 {
     const char *target = r->buf + r->target_off;
     uint32_t i = 0, n = r->target_len;
@@ -258,7 +262,12 @@ static int on_request_complete(http_parser *hp)
     return 0;
 }
 
-http_parser_settings tc__srv_parser_settings;
+void tc__srv_request_split_target(tc_request *r)
+{
+    request_split_target(r);
+}
+
+http_parser_settings tc__srv_parser_settings, tc__srv_stream_parser_settings;
 static uv_once_t parser_settings_once = UV_ONCE_INIT;
 
 static void parser_settings_init(void)
@@ -271,6 +280,7 @@ static void parser_settings_init(void)
     tc__srv_parser_settings.on_headers_complete = on_request_headers_complete;
     tc__srv_parser_settings.on_body = on_request_body;
     tc__srv_parser_settings.on_message_complete = on_request_complete;
+    tc__srv_stream_settings(&tc__srv_stream_parser_settings);
 }
 
 void tc__srv_parser_init(void)
@@ -321,6 +331,8 @@ static inline size_t head_size(tc__srv_head *head)
     if (head->has_length)
         n += sizeof("Content-Length: ") - 1 + tc__fmt_u64_len(head->content_length) +
              sizeof("\r\n") - 1;
+    else if (head->chunked)
+        n += sizeof("Transfer-Encoding: chunked\r\n") - 1;
     n += head->close ? sizeof("Connection: close\r\n") - 1
                      : sizeof("Connection: keep-alive\r\n") - 1;
     n += sizeof("X-Request-Id: ") - 1 + head->id_len + sizeof("\r\n") - 1;
@@ -353,6 +365,8 @@ static inline size_t head_write(char *dst, const tc__srv_head *head)
         p += append_str(p, TC__LIT("Content-Length: "));
         p += tc__fmt_u64(p, head->content_length);
         p += append_str(p, TC__LIT("\r\n"));
+    } else if (head->chunked) {
+        p += append_str(p, TC__LIT("Transfer-Encoding: chunked\r\n"));
     }
     p += head->close ? append_str(p, TC__LIT("Connection: close\r\n"))
                      : append_str(p, TC__LIT("Connection: keep-alive\r\n"));
@@ -381,36 +395,48 @@ size_t tc__srv_head_write(char *dst, const tc__srv_head *head)
     return head_write(dst, head);
 }
 
+/* What every head shares: the status line, Date, Connection, the id and the handler's headers;
+ * the caller sets the framing (content type, length or chunks). Field by field: an initializer
+ * would zero the kept lengths too, on every response. Returns whether the connection closes
+ * after this answer (also when the caller says it must: close). */
+static inline int request_head_init(tc_request *r, tc__srv_head *head, int status,
+                                    const tc_server_header *headers, size_t nheaders, int close)
+{
+    tc_server *srv = r->srv;
+    if (r->id_len == 0)
+        tc__srv_request_id_generate(r);
+    tc__srv_update_time(srv);
+    /* A 1xx is no final answer: the client would wait on for one, so the connection closes. */
+    close = close || !r->keep_alive || r->close_after || srv->draining || srv->closing ||
+            !tc__srv_ready(srv) || status < 200;
+    head->status = status;
+    head->reason = tc_http_reason(status);
+    head->chunked = 0;
+    head->close = close;
+    head->date = srv->date;
+    head->date_len = srv->date_len;
+    head->id = r->id;
+    head->id_len = r->id_len;
+    head->headers = headers;
+    head->nheaders = nheaders;
+    return close;
+}
+
 /* Builds the whole response into one buffer laid out as a tc__srv_write, so that flushing needs no
  * further allocation. */
 static int request_build_response(tc_request *r, int status, const char *content_type,
                                   const tc_server_header *headers, size_t nheaders,
                                   const char *body, size_t body_len)
 {
-    tc_server *srv = r->srv;
     response_body kind = request_response_body(r, status);
     if (kind == BODY_EMPTY)
         body_len = 0;
-    if (r->id_len == 0)
-        tc__srv_request_id_generate(r);
-    tc__srv_update_time(srv);
-    /* A 1xx is no final answer: the client would wait on for one, so the connection closes. */
-    int close = !r->keep_alive || r->close_after || srv->draining || srv->closing ||
-                !tc__srv_ready(srv) || status < 200;
-    /* Field by field: an initializer would zero the kept lengths too, on every response. */
     tc__srv_head head;
-    head.status = status;
-    head.reason = tc_http_reason(status);
+    /* A streamed request body not read to its end leaves the connection unusable. */
+    int close = request_head_init(r, &head, status, headers, nheaders, r->body_pending);
     head.content_type = kind == BODY_NONE ? NULL : content_type;
     head.has_length = kind != BODY_NONE;
     head.content_length = body_len;
-    head.close = close;
-    head.date = srv->date;
-    head.date_len = srv->date_len;
-    head.id = r->id;
-    head.id_len = r->id_len;
-    head.headers = headers;
-    head.nheaders = nheaders;
     size_t body_sent = kind == BODY_SENT ? body_len : 0;
     size_t head_len = head_size(&head);
     tc__srv_write *w = tc__malloc(sizeof(tc__srv_write) + head_len + body_sent);
@@ -426,6 +452,41 @@ static int request_build_response(tc_request *r, int status, const char *content
     return 0;
 }
 
+tc__srv_write *tc__srv_head_build(tc_request *r, int status, const char *content_type,
+                                  const tc_server_header *headers, size_t nheaders,
+                                  int64_t content_length)
+{
+    response_body kind = request_response_body(r, status);
+    int known = content_length >= 0;
+    /* An unknown length is framed by chunks for an HTTP/1.1 client; an HTTP/1.0 one cannot read
+     * chunks, so its body ends when the connection closes. */
+    int http11 = r->http_major > 1 || (r->http_major == 1 && r->http_minor >= 1);
+    int until_close = kind == BODY_SENT && !known && !http11;
+    tc__srv_head head;
+    /* A body still coming may yet be read to its end: if not, the connection closes after the
+     * response all the same (tc__srv_stream_finish). */
+    int close = request_head_init(r, &head, status, headers, nheaders, until_close);
+    head.content_type = kind == BODY_NONE ? NULL : content_type;
+    head.has_length =
+        kind == BODY_EMPTY || ((kind == BODY_SENT || kind == BODY_HEAD_ONLY) && known);
+    head.content_length = kind == BODY_EMPTY ? 0 : (uint64_t)(known ? content_length : 0);
+    head.chunked = kind == BODY_SENT && !known && http11;
+    size_t head_len = head_size(&head);
+    tc__srv_write *w = tc__malloc(sizeof(tc__srv_write) + head_len);
+    if (w == NULL)
+        return NULL;
+    w->len = head_write(w->data, &head);
+    w->next = NULL;
+    r->close_after = close ? 1 : 0;
+    r->chunked = head.chunked ? 1 : 0;
+    r->until_close = until_close ? 1 : 0;
+    r->has_length = kind == BODY_SENT && known;
+    r->no_body = kind != BODY_SENT;
+    r->st.resp_left = r->has_length ? (uint64_t)content_length : 0;
+    r->status = status;
+    return w;
+}
+
 /* Common end of every request: bookkeeping, access log, then the queue decides what to send. */
 static inline void request_finish(tc_request *r)
 {
@@ -434,11 +495,14 @@ static inline void request_finish(tc_request *r)
     r->finished = 1;
     if (r->dispatched)
         srv->inflight--;
+    if (r->streamed)
+        tc__srv_stream_finish(r); /* its callbacks get TC_ECANCELED */
     tc__srv_access_log(r);
     if (c == NULL) {
-        tc__srv_request_free(r);
+        if (!r->notifying) /* else the closing connection frees it once its callbacks return */
+            tc__srv_request_free(r);
     } else if (!c->in_dispatch) {
-        tc__srv_flush_responses(c);
+        tc__srv_conn_settle(c);
     }
     if (srv->closing)
         tc__srv_maybe_free(srv);
@@ -446,11 +510,16 @@ static inline void request_finish(tc_request *r)
         tc__srv_check_drained(srv);
 }
 
+void tc__srv_request_finish(tc_request *r)
+{
+    request_finish(r);
+}
+
 int tc_request_respond(tc_request *r, int status, const char *content_type,
                        const tc_server_header *headers, size_t nheaders, const char *body,
                        size_t body_len)
 {
-    if (r == NULL || r->finished)
+    if (r == NULL || r->finished || r->head_sent)
         return TC_EINVAL;
     if (r->conn == NULL) {
         r->status = status;
@@ -578,6 +647,23 @@ int tc_request_header_next(const tc_request *r, const char *name, size_t *pos, t
     }
     *pos = r->nhdrs;
     return 0;
+}
+
+size_t tc_request_header_count(const tc_request *r)
+{
+    return r->nhdrs;
+}
+
+int tc_request_header_at(const tc_request *r, size_t i, tc_str *name, tc_str *value)
+{
+    if (i >= r->nhdrs)
+        return 0;
+    const tc__srv_hdr *hd = &r->hdrs[i];
+    name->base = r->buf + hd->name_off;
+    name->len = hd->name_len;
+    value->base = r->buf + hd->value_off;
+    value->len = hd->value_len;
+    return 1;
 }
 
 int tc_request_header(const tc_request *r, const char *name, tc_str *value)

@@ -7,15 +7,19 @@
  * rejects with it. Leaks are LSan's to find (the sanitizer tree of `make test`).
  *
  * Scenarios: futures and every combinator; jansson parsing and writing a text; the batcher with
- * a dispatcher that settles keys; two requests on the client's native engine, and the same on its
+ * a dispatcher that settles keys; two requests and two streams (a response read as it arrives, a
+ * request body written as it goes) on the client's native engine, and the same on its
  * libcurl engine (libcurl allocates through the hook too, so N walks libcurl's allocations; see
  * test_client_curl for a libcurl bug and how the walk survives it); a hedge (two attempts); the
  * replica set (add, choose, report, remove, snapshot); a hedge across two replicas and one call
  * through a set (every choice reported, whatever failed); the
  * server answering two connections in turn, where a failure must be answered 503 "overloaded" (or,
  * when not even that can be built, the connection closed at once), never crash, leak or hang,
- * and never keep the next connection from being served; the simulator (tailcut upstream) doing
- * the same in a stall of its pause profile, where the first request is parked until it ends.
+ * and never keep the next connection from being served; the same with a streamed request (a
+ * chunked body with 100-continue, read in pieces) answered by a streamed chunked response, where
+ * a failure may also cut the response short (it must never look complete); the simulator
+ * (tailcut upstream) doing the same in a stall of its pause profile, where the first request is
+ * parked until it ends.
  *
  * The countdown is per thread, so the loopback server that the client and hedge scenarios talk
  * to runs on a thread of its own and never fails.
@@ -397,7 +401,11 @@ typedef struct upstream {
 
 static void upstream_handler(tc_request *req, void *data)
 {
-    (void)tc_request_respond_json(req, 200, "{\"ok\":true}");
+    tc_str body = tc_request_body(req);
+    char json[64];
+    if (body.len > 0) /* a request body (the client's streamed one): how much came */
+        (void)snprintf(json, sizeof(json), "{\"n\":%zu}", body.len);
+    (void)tc_request_respond_json(req, 200, body.len > 0 ? json : "{\"ok\":true}");
 }
 
 static void upstream_on_stop(uv_async_t *a)
@@ -446,6 +454,82 @@ static int upstream_stop(void **state)
 
 /* ---- client (native engine) ----------------------------------------------------------------- */
 
+/* A streamed response's reader: the bytes and the end it was told. */
+typedef struct stream_reader {
+    char text[64];
+    size_t len;
+    int ends, status;
+} stream_reader;
+
+static void on_stream_body(tc_response *resp, int status, const char *data, size_t len, void *arg)
+{
+    stream_reader *sr = arg;
+    (void)resp;
+    if (len == 0) {
+        sr->ends++;
+        sr->status = status;
+    } else if (sr->len + len < sizeof(sr->text)) {
+        memcpy(sr->text + sr->len, data, len);
+        sr->len += len;
+    }
+}
+
+/* Waits for the streamed response of f and reads its body; records the future as step, the read
+ * as step + 1 and the body's end as step + 2; the body when it ends well must be want. */
+static void stream_read(outcome *o, int step, uv_loop_t *loop, tc_future *f, const char *want)
+{
+    run_until_done(loop, f);
+    int code = future_code(f);
+    record(o, step, code);
+    if (code != 0)
+        return;
+    tc_response *r = tc_future_value(f);
+    assert_int_equal(r->status, 200);
+    stream_reader sr = {.status = 1};
+    if (step_rc(o, step + 1, tc_response_read_body(r, on_stream_body, &sr)) != 0)
+        return;
+    while (sr.ends == 0)
+        if (uv_run(loop, UV_RUN_ONCE) == 0 && sr.ends == 0)
+            fail_msg("a streamed body never ended");
+    assert_int_equal(sr.ends, 1);
+    record(o, step + 2, sr.status);
+    if (sr.status == 0)
+        assert_true(sr.len == strlen(want) && memcmp(sr.text, want, sr.len) == 0);
+}
+
+/* Two streams: a GET whose response is read as it arrives (into a hold first: nobody reads it
+ * until the head is in), and a POST whose body is written before and after it starts, chunked,
+ * and whose response streams too. */
+static void client_streams(outcome *o, uv_loop_t *loop, tc_client *c, const char *url)
+{
+    tc_client_request get = {.url = url, .stream_response = 1};
+    tc_future *f = NULL;
+    if (step_rc(o, 5, tc_client_request_start(&f, c, &get)) == 0) {
+        stream_read(o, 6, loop, f, "{\"ok\":true}");
+        tc_future_unref(f);
+    }
+    tc_client_body *b = NULL;
+    if (step_rc(o, 9, tc_client_body_new(&b, c, TC_CLIENT_LENGTH_UNKNOWN)) != 0)
+        return;
+    (void)step_rc(o, 10, tc_client_body_write(b, "12345", 5));
+    tc_client_request post = {.url = url, .method = "POST", .body_source = b, .stream_response = 1};
+    if (step_rc(o, 11, tc_client_request_start(&f, c, &post)) == 0) {
+        /* A request that failed at once (for want of memory) refuses its body: TC_ECLOSED, for
+         * the reason its future gives. */
+        int rc = tc_client_body_write(b, "67890", 5);
+        record(o, 12, rc == TC_ECLOSED && tc_future_done(f) ? future_code(f) : rc);
+        rc = tc_client_body_end(b);
+        record(o, 13, rc == TC_ECLOSED && tc_future_done(f) ? future_code(f) : rc);
+        /* A failed write leaves fewer bytes: the answer says how many came. */
+        char want[32];
+        (void)snprintf(want, sizeof(want), "{\"n\":%d}",
+                       (o->code[10] == 0 ? 5 : 0) + (o->code[12] == 0 ? 5 : 0));
+        stream_read(o, 14, loop, f, want);
+        tc_future_unref(f);
+    }
+    tc_client_body_free(b);
+}
+
 static void scenario_client_on(outcome *o, tc_client_engine engine)
 {
     uv_loop_t loop;
@@ -474,6 +558,7 @@ static void scenario_client_on(outcome *o, tc_client_engine engine)
                 record(o, 2 + 2 * i, code);
                 tc_future_unref(f[i]);
             }
+        client_streams(o, &loop, c, url);
         tc_client_close(c, NULL, NULL);
     }
     close_all(&loop, &watchdog);
@@ -740,10 +825,11 @@ typedef struct probe_conn {
 typedef struct probe {
     pthread_t thread;
     int port;
+    const char *request; /* NULL: a GET with a header longer than a request's inline storage */
     probe_conn conn[PROBE_CONNECTIONS];
 } probe;
 
-static void probe_one(int port, probe_conn *pc)
+static void probe_one(int port, const char *request, probe_conn *pc)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
@@ -754,10 +840,12 @@ static void probe_one(int port, probe_conn *pc)
     if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
         /* a header longer than the request's inline storage: the storage grows */
         char rq[4096];
-        int len = snprintf(rq, sizeof(rq),
-                           "GET /a/b?c=d HTTP/1.1\r\nHost: x\r\nX-Long: %01500d\r\n"
-                           "Connection: close\r\n\r\n",
-                           7);
+        int len = request != NULL
+                      ? snprintf(rq, sizeof(rq), "%s", request)
+                      : snprintf(rq, sizeof(rq),
+                                 "GET /a/b?c=d HTTP/1.1\r\nHost: x\r\nX-Long: %01500d\r\n"
+                                 "Connection: close\r\n\r\n",
+                                 7);
         /* a write refused because the server has closed already is a close too */
         if (write(fd, rq, (size_t)len) != (ssize_t)len) {
             pc->err = errno;
@@ -778,7 +866,7 @@ static void *probe_main(void *arg)
 {
     probe *p = arg;
     for (int i = 0; i < PROBE_CONNECTIONS; i++)
-        probe_one(p->port, &p->conn[i]);
+        probe_one(p->port, p->request, &p->conn[i]);
     return NULL;
 }
 
@@ -891,6 +979,113 @@ static void test_server(void **state)
     assert_int_equal(refused_runs, PROBE_CONNECTIONS);
 }
 
+/* ---- server, streaming ----------------------------------------------------------------------- */
+
+static const char stream_request[] =
+    "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n"
+    "Connection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+/* The body of the answer, as the handler writes it: the request's body back, in two chunks. */
+static const char stream_answer[] = "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+
+static char stream_body[64];
+static size_t stream_len;
+
+static int stream_every_request(tc_request *req, void *data)
+{
+    return 1;
+}
+
+/* 1 to go on after a call of the streamed answer; else the request is finished (TC_ENOMEM
+ * finished it, and TC_ECANCELED leaves it to be). */
+static int stream_went(tc_request *req, int rc)
+{
+    if (rc == TC_ECANCELED)
+        tc_request_abort(req);
+    return rc == 0;
+}
+
+static void stream_on_body(tc_request *req, int status, const char *data, size_t len, void *arg)
+{
+    if (len > 0) {
+        if (stream_len + len <= sizeof(stream_body))
+            memcpy(stream_body + stream_len, data, len);
+        stream_len += len;
+        return;
+    }
+    if (status != 0) { /* the client is gone (a close for want of memory): finishing frees it */
+        tc_request_abort(req);
+        return;
+    }
+    size_t half = stream_len / 2;
+    if (stream_went(req, tc_request_respond_head(req, 200, "text/plain", NULL, 0,
+                                                 TC_SERVER_LENGTH_UNKNOWN)) &&
+        stream_went(req, tc_request_write(req, stream_body, half)) &&
+        stream_went(req, tc_request_write(req, stream_body + half, stream_len - half)))
+        (void)tc_request_end(req); /* TC_ENOMEM: cut, and finished all the same */
+}
+
+static void stream_handler(tc_request *req, void *data)
+{
+    stream_len = 0;
+    int rc = tc_request_read_body(req, sizeof(stream_body), stream_on_body, NULL);
+    if (rc != 0) /* the 100 Continue could not be queued */
+        (void)tc_request_respond_error(req, 503, "overloaded", "out of memory");
+}
+
+/* What connection i of the probe got for the streamed request: 200 with the whole answer; or
+ * TC_ENOMEM for a 503, a connection closed with no answer, or an answer cut short (never
+ * complete-looking). A 100 Continue may come first. */
+static int probe_stream_outcome(const probe_conn *pc, int i)
+{
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    const char *p = pc->resp;
+    if (strncmp(p, cont, sizeof(cont) - 1) == 0)
+        p += sizeof(cont) - 1;
+    if (strncmp(p, "HTTP/1.1 200 ", 13) == 0) {
+        const char *body = strstr(p, "\r\n\r\n");
+        assert_non_null(body);
+        assert_non_null(strstr(p, "Transfer-Encoding: chunked\r\n"));
+        body += 4;
+        if (strcmp(body, stream_answer) == 0)
+            return 200;
+        if (strncmp(body, stream_answer, strlen(body)) != 0)
+            fail_msg("connection %d: a streamed answer with a wrong body: %s", i + 1, body);
+        return TC_ENOMEM; /* cut short: the last chunk is missing */
+    }
+    if (*p == '\0' && p != pc->resp)
+        return TC_ENOMEM; /* a 100, then the close */
+    return probe_outcome(pc, i, 200, stream_answer);
+}
+
+/* Steps: 0 the server, 1 and 2 the probe's connections. */
+static void scenario_server_stream(outcome *o)
+{
+    uv_loop_t loop;
+    uv_timer_t watchdog;
+    uv_async_t done;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    watchdog_start(&loop, &watchdog);
+    tc_server_config cfg;
+    tc_server_config_init(&cfg);
+    cfg.handler = stream_handler;
+    cfg.head_filter = stream_every_request;
+    tc_server *srv = NULL;
+    if (step_rc(o, 0, tc_server_new(&srv, &loop, &cfg)) == 0) {
+        probe p = {.port = tc_server_port(srv), .request = stream_request};
+        probe_run(&p, &loop, &done, on_probe_done, srv);
+        for (int i = 0; i < PROBE_CONNECTIONS; i++)
+            record(o, 1 + i, probe_stream_outcome(&p.conn[i], i));
+        if (!tc__alloc_failed()) /* the clean run: both answered in full */
+            assert_true(o->code[1] == 200 && o->code[2] == 200);
+    }
+    close_all(&loop, &watchdog);
+}
+
+static void test_server_stream(void **state)
+{
+    run_failing("server, streaming", scenario_server_stream);
+}
+
 /* ---- the simulator in a stall ---------------------------------------------------------------- */
 
 /* The stall the simulator starts in: long enough for the probe's first request to arrive in it,
@@ -946,9 +1141,10 @@ int main(void)
         return cmocka_run_group_tests_name("libcurl walk", walk, upstream_start, upstream_stop);
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_future), cmocka_unit_test(test_jansson),
-        cmocka_unit_test(test_batch),  cmocka_unit_test(test_replica),
-        cmocka_unit_test(test_server), cmocka_unit_test(test_upstream),
+        cmocka_unit_test(test_future),   cmocka_unit_test(test_jansson),
+        cmocka_unit_test(test_batch),    cmocka_unit_test(test_replica),
+        cmocka_unit_test(test_server),   cmocka_unit_test(test_server_stream),
+        cmocka_unit_test(test_upstream),
     };
     const struct CMUnitTest net_tests[] = {
         cmocka_unit_test(test_client),

@@ -190,7 +190,10 @@ class ConfigTest(unittest.TestCase):
                 # the longest prefix wins; "/p" matches /p and /p/..., never /px
                 self.assertEqual(status("/b/nothing"), 404)
                 for path_ in ("/p", "/p/x", "/px", "/other", "/api"):
-                    self.assertEqual(status(path_), 501, path_)  # kind: proxy: not this build
+                    # proxied: the upstream's own 404 (tailcut upstream has no such path), with
+                    # the proxy's X-Tailcut-Attempts (tailcut's 404 has none)
+                    st, hdrs, _ = th.http_request(s.port, "GET", path_, timeout=10 * th.SLOW)
+                    self.assertEqual((st, hdrs.get("x-tailcut-attempts")), (404, "1"), path_)
                 st, _, body = th.http_request(s.port, "GET", "/api/smart?timeout=0")
                 self.assertEqual(st, 400)
                 # each api route called its own upstream
@@ -200,7 +203,9 @@ class ConfigTest(unittest.TestCase):
                 self.assertEqual(th.metric(m, "tailcut_requests_total", route="bee",
                                            endpoint="first", status="200"), 1)
                 self.assertEqual(th.metric(m, "tailcut_requests_total", route="pp",
-                                           endpoint="other", status="501"), 2)
+                                           endpoint="proxy", status="404"), 2)
+                self.assertEqual(th.metric(m, "tailcut_requests_total", route="/",
+                                           endpoint="proxy", status="404"), 3)
                 self.assertEqual(th.metric(m, "tailcut_requests_total", route="",
                                            endpoint="healthz", status="200"), 1)
                 self.assertGreater(th.metric(m, "tailcut_upstream_attempts_total", route="/api/",

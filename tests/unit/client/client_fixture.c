@@ -24,11 +24,36 @@ typedef struct sconn {
     int die_reset; /* /die-on-reuse: kill it with a reset, not a close */
     int rejected;  /* not HTTP: answered 400, ignoring the rest */
     size_t streamed;
+    size_t stream_total; /* /stream: the body's length */
+    int stream_chunked;  /* /stream: chunked, else Content-Length (or close-delimited) */
+    int stream_close;    /* /stream: close-delimited */
+    /* A request body read as it arrives (/sink, /echo-stream): its framing and progress. */
+    int body_mode;    /* 0 none, else BODY_SINK or BODY_ECHO */
+    int body_chunked; /* chunked, else body_left is the Content-Length left */
+    int chunk_state;  /* CH_* */
+    size_t body_left; /* Content-Length, or the current chunk's data, left */
+    size_t body_total;
+    uint32_t body_sum;
+    int line_len;   /* bytes of the current chunk-size or trailer line */
+    int early;      /* /sink-early: answered before the body was read */
+    int reset_seen; /* the client's reset was counted */
+    uv_timer_t *pause_timer;
     size_t len;
     char buf[SRV_INPUT_MAX];
 } sconn;
 
-enum after_write { AFTER_NONE, AFTER_DONE, AFTER_CLOSE, AFTER_RESET, AFTER_STREAM, AFTER_PARTIAL };
+enum { BODY_SINK = 1, BODY_ECHO = 2 };
+enum { CH_SIZE = 0, CH_EXT, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_TRAILER };
+
+enum after_write {
+    AFTER_NONE,
+    AFTER_DONE,
+    AFTER_CLOSE,
+    AFTER_RESET,
+    AFTER_STREAM,
+    AFTER_PARTIAL,
+    AFTER_PATTERN
+};
 
 typedef struct swrite {
     uv_write_t req;
@@ -38,6 +63,7 @@ typedef struct swrite {
 } swrite;
 
 static void sc_process(sconn *sc);
+static void sc_pause_closed(uv_handle_t *h);
 
 static void srv_handle_closed(uv_handle_t *h)
 {
@@ -76,6 +102,10 @@ static void sc_close(sconn *sc, int reset)
     if (sc->closing)
         return;
     sc->closing = 1;
+    if (sc->pause_timer != NULL) {
+        uv_close((uv_handle_t *)sc->pause_timer, sc_pause_closed);
+        sc->pause_timer = NULL;
+    }
     sc_request_done(sc);
     sc->s->conns_open--;
     uv_timer_stop(&sc->timer);
@@ -87,6 +117,7 @@ static void sc_close(sconn *sc, int reset)
 }
 
 static void sc_stream_more(sconn *sc);
+static void sc_pattern_more(sconn *sc);
 
 static void sc_written(uv_write_t *req, int status)
 {
@@ -94,6 +125,12 @@ static void sc_written(uv_write_t *req, int status)
     sconn *sc = w->sc;
     int after = w->after;
     free(w);
+    if (status == UV_ECONNRESET && !sc->reset_seen) {
+        /* The client reset the connection while this server wrote to it: the write hears it
+         * first, and the read after that sees only the end. */
+        sc->reset_seen = 1;
+        sc->s->peer_reset++;
+    }
     if (status < 0 || sc->closing)
         return;
     switch (after) {
@@ -112,6 +149,9 @@ static void sc_written(uv_write_t *req, int status)
         break;
     case AFTER_PARTIAL:
         sc->s->partial_sent++;
+        break;
+    case AFTER_PATTERN:
+        sc_pattern_more(sc);
         break;
     default:
         break;
@@ -213,11 +253,247 @@ static void sc_stream_more(sconn *sc)
     sc_write(sc, piece, (size_t)n + HUGE_PIECE + 2, AFTER_STREAM);
 }
 
+/* /stream: the next piece of the pattern body (cfx_pattern), written when the last one is out,
+ * so that the server goes exactly as fast as the client reads. */
+static void sc_pattern_more(sconn *sc)
+{
+    size_t left = sc->stream_total - sc->streamed;
+    if (left == 0) {
+        if (sc->stream_close)
+            sc_close(sc, 0);
+        else if (sc->stream_chunked)
+            sc_write(sc, "0\r\n\r\n", 5, AFTER_DONE);
+        else
+            sc_request_done(sc), sc_process(sc);
+        return;
+    }
+    static char piece[HUGE_PIECE + 32];
+    size_t n = left < HUGE_PIECE ? left : HUGE_PIECE;
+    int k = sc->stream_chunked ? snprintf(piece, sizeof(piece), "%zx\r\n", n) : 0;
+    cfx_pattern(piece + k, sc->streamed, n);
+    size_t len = (size_t)k + n;
+    if (sc->stream_chunked) {
+        memcpy(piece + len, "\r\n", 2);
+        len += 2;
+    }
+    sc->streamed += n;
+    sc->s->huge_streamed += n;
+    sc_write(sc, piece, len, AFTER_PATTERN);
+}
+
+static void sc_on_pattern_start(uv_timer_t *t)
+{
+    sc_pattern_more(t->data);
+}
+
+/* ---- request bodies read as they arrive ------------------------------------------------------ */
+
+static void sc_body_piece(sconn *sc, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        sc->body_sum = sc->body_sum * 31 + (unsigned char)p[i];
+    sc->body_total += n;
+    sc->s->body_bytes += n;
+    if (sc->body_mode == BODY_ECHO && n > 0) {
+        char line[24];
+        int k = snprintf(line, sizeof(line), "%zx\r\n", n);
+        sc_write(sc, line, (size_t)k, AFTER_NONE);
+        sc_write(sc, p, n, AFTER_NONE);
+        sc_write(sc, "\r\n", 2, AFTER_NONE);
+    }
+}
+
+static void sc_body_done(sconn *sc)
+{
+    srv *s = sc->s;
+    int mode = sc->body_mode;
+    sc->body_mode = 0;
+    s->bodies_done++;
+    if (mode == BODY_ECHO) {
+        sc_write(sc, "0\r\n\r\n", 5, AFTER_DONE);
+        return;
+    }
+    if (sc->early) { /* answered already */
+        sc_request_done(sc);
+        return;
+    }
+    char b[64];
+    int n = snprintf(b, sizeof(b), "n=%zu sum=%u", sc->body_total, sc->body_sum);
+    sc_respond(sc, 200, b, (size_t)n);
+}
+
+/* Consumes request body bytes from the buffer by its framing; what follows the body stays for
+ * the next request. Returns 1 when the body has ended. */
+static int sc_body_consume(sconn *sc)
+{
+    size_t at = 0;
+    int done = 0;
+    while (at < sc->len && !done) {
+        char ch = sc->buf[at];
+        if (!sc->body_chunked) {
+            size_t n = sc->len - at < sc->body_left ? sc->len - at : sc->body_left;
+            sc_body_piece(sc, sc->buf + at, n);
+            at += n;
+            sc->body_left -= n;
+            done = sc->body_left == 0;
+            continue;
+        }
+        switch (sc->chunk_state) {
+        case CH_SIZE:
+        case CH_EXT:
+            at++;
+            if (ch == '\n') {
+                sc->chunk_state = sc->body_left > 0 ? CH_DATA : CH_TRAILER;
+                sc->line_len = 0;
+            } else if (ch == ';' || ch == ' ' || ch == '\r') {
+                sc->chunk_state = CH_EXT;
+            } else if (sc->chunk_state == CH_SIZE) {
+                int v = (ch >= '0' && ch <= '9') ? ch - '0' : (ch | 0x20) - 'a' + 10;
+                assert_true(v >= 0 && v < 16);
+                sc->body_left = sc->body_left * 16 + (size_t)v;
+            }
+            break;
+        case CH_DATA: {
+            size_t n = sc->len - at < sc->body_left ? sc->len - at : sc->body_left;
+            sc_body_piece(sc, sc->buf + at, n);
+            at += n;
+            sc->body_left -= n;
+            if (sc->body_left == 0)
+                sc->chunk_state = CH_DATA_CR;
+            break;
+        }
+        case CH_DATA_CR:
+        case CH_DATA_LF:
+            at++;
+            if (ch == '\n')
+                sc->chunk_state = CH_SIZE;
+            break;
+        case CH_TRAILER: /* lines up to an empty one */
+            at++;
+            if (ch == '\n') {
+                done = sc->line_len == 0;
+                sc->line_len = 0;
+            } else if (ch != '\r') {
+                sc->line_len++;
+            }
+            break;
+        default:
+            break;
+        }
+    }
+    memmove(sc->buf, sc->buf + at, sc->len - at);
+    sc->len -= at;
+    return done;
+}
+
+static void sc_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
+static void sc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
+
+static void sc_body(sconn *sc)
+{
+    if (sc->pause_timer != NULL)
+        return; /* /sink?pause_ms: not reading yet */
+    if (sc_body_consume(sc)) {
+        sc_body_done(sc);
+        sc_process(sc);
+    }
+}
+
+static void sc_pause_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void sc_on_resume(uv_timer_t *t)
+{
+    sconn *sc = t->data;
+    uv_close((uv_handle_t *)t, sc_pause_closed);
+    sc->pause_timer = NULL;
+    if (sc->closing)
+        return;
+    assert_int_equal(uv_read_start((uv_stream_t *)&sc->tcp, sc_alloc, sc_read), 0);
+    sc_body(sc);
+}
+
+/* Starts reading a request body as it arrives: /sink answers its length and checksum at its end,
+ * /echo-stream sends each piece back as a chunk at once; /sink?pause_ms=N reads nothing of it
+ * for N ms first; /sink-early answers before reading it, then reads and drops it. */
+static void sc_body_start(sconn *sc, const char *path, const char *head, size_t hlen)
+{
+    const char *te = strstr(head, "\r\nTransfer-Encoding: chunked");
+    const char *cl = strcasestr(head, "\r\nContent-Length:");
+    sc->body_chunked = te != NULL && te < head + hlen;
+    sc->body_left = sc->body_chunked || cl == NULL ? 0 : (size_t)strtoul(cl + 18, NULL, 10);
+    sc->chunk_state = CH_SIZE;
+    sc->line_len = 0;
+    sc->body_total = 0;
+    sc->body_sum = 0;
+    sc->body_mode = strncmp(path, "/echo-stream", 12) == 0 ? BODY_ECHO : BODY_SINK;
+    if (sc->body_mode == BODY_ECHO)
+        sc_printf(sc, AFTER_NONE, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+    sc->early = strncmp(path, "/sink-early", 11) == 0;
+    if (sc->early) /* the body is read and dropped afterwards */
+        sc_printf(sc, AFTER_NONE, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly");
+    long pause_ms = query_num(path, "pause_ms", 0);
+    if (pause_ms > 0) {
+        uv_read_stop((uv_stream_t *)&sc->tcp);
+        sc->pause_timer = malloc(sizeof(uv_timer_t));
+        assert_non_null(sc->pause_timer);
+        assert_int_equal(uv_timer_init(sc->s->loop, sc->pause_timer), 0);
+        sc->pause_timer->data = sc;
+        assert_int_equal(uv_timer_start(sc->pause_timer, sc_on_resume, (uint64_t)pause_ms, 0), 0);
+    }
+    if (!sc->body_chunked && sc->body_left == 0) {
+        sc_body_done(sc);
+        return;
+    }
+    sc_body(sc);
+}
+
 /* Answers one request according to its path. */
 static void sc_route(sconn *sc, const char *method, const char *path, const char *body,
                      size_t body_len)
 {
-    if (strncmp(path, "/ok", 3) == 0) {
+    if (strncmp(path, "/stream", 7) == 0 && (path[7] == '\0' || path[7] == '?')) {
+        /* ?n=BYTES of the pattern body; &chunked=1, or &close=1 (until the close), else with
+         * Content-Length; &delay=MS between the head and the body */
+        sc->stream_total = (size_t)query_num(path, "n", 1000);
+        sc->stream_chunked = query_num(path, "chunked", 0) != 0;
+        sc->stream_close = query_num(path, "close", 0) != 0;
+        sc->streamed = 0;
+        if (sc->stream_chunked)
+            sc_printf(sc, AFTER_NONE,
+                      "HTTP/1.1 200 OK\r\nX-Conn: %d\r\nTransfer-Encoding: chunked\r\n\r\n",
+                      sc->id);
+        else if (sc->stream_close)
+            sc_printf(sc, AFTER_NONE, "HTTP/1.1 200 OK\r\nX-Conn: %d\r\nConnection: close\r\n\r\n",
+                      sc->id);
+        else
+            sc_printf(sc, AFTER_NONE,
+                      "HTTP/1.1 200 OK\r\nX-Conn: %d\r\nX-Two: a\r\nX-Two: b\r\n"
+                      "Content-Length: %zu\r\n\r\n",
+                      sc->id, sc->stream_total);
+        long delay = query_num(path, "delay", 0);
+        if (strcmp(method, "HEAD") == 0) /* the head alone */
+            sc_request_done(sc), sc_process(sc);
+        else if (delay > 0)
+            uv_timer_start(&sc->timer, sc_on_pattern_start, (uint64_t)delay, 0);
+        else
+            sc_pattern_more(sc);
+    } else if (strcmp(path, "/no-content") == 0) {
+        sc_printf(sc, AFTER_DONE, "HTTP/1.1 204 No Content\r\n\r\n");
+    } else if (strcmp(path, "/not-modified") == 0) {
+        sc_printf(sc, AFTER_DONE, "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n");
+    } else if (strcmp(path, "/stall") == 0) {
+        /* a head and the start of a body, then nothing */
+        sc_printf(sc, AFTER_NONE, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nstart");
+    } else if (strcmp(path, "/cut-chunked") == 0) {
+        sc_printf(sc, AFTER_CLOSE,
+                  "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n");
+    } else if (strcmp(path, "/bad-chunk") == 0) {
+        sc_printf(sc, AFTER_CLOSE,
+                  "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\nzz\r\n");
+    } else if (strncmp(path, "/ok", 3) == 0) {
         long n = query_num(path, "n", -1);
         if (n < 0) {
             sc_respond(sc, 200, "ok", 2);
@@ -250,7 +526,8 @@ static void sc_route(sconn *sc, const char *method, const char *path, const char
     } else if (strcmp(path, "/huge") == 0) {
         sc_printf(sc, AFTER_NONE, "HTTP/1.1 200 OK\r\nContent-Length: 104857600\r\n\r\n");
     } else if (strcmp(path, "/huge-chunked") == 0) {
-        sc_printf(sc, AFTER_STREAM, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        sc_printf(sc, AFTER_STREAM,
+                  "HTTP/1.1 200 OK\r\nX-Conn: %d\r\nTransfer-Encoding: chunked\r\n\r\n", sc->id);
     } else if (strcmp(path, "/bigheaders") == 0) {
         static char big[120 * 1024];
         size_t n = (size_t)snprintf(big, sizeof(big), "HTTP/1.1 200 OK\r\n");
@@ -336,17 +613,40 @@ static const char *find_header(const char *head, size_t hlen, const char *name)
 static void sc_process(sconn *sc)
 {
     srv *s = sc->s;
-    while (!sc->answering && !sc->closing) {
+    while (!sc->answering && !sc->closing && sc->body_mode == 0) {
         char *end = memmem(sc->buf, sc->len, "\r\n\r\n", 4);
         if (end == NULL)
             return;
         size_t hlen = (size_t)(end - sc->buf) + 4;
         const char *cl = find_header(sc->buf, hlen, "content-length");
         size_t body_len = cl ? (size_t)strtoul(cl, NULL, 10) : 0;
-        if (sc->len < hlen + body_len)
+        char first[1100];
+        (void)sscanf(sc->buf, "%*15s %1023s", first);
+        int streams = strncmp(first, "/sink", 5) == 0 || strncmp(first, "/echo-stream", 12) == 0;
+        if (!streams && sc->len < hlen + body_len)
             return;
         char method[16] = "", path[1024] = "", body[2048] = "";
         sscanf(sc->buf, "%15s %1023s", method, path);
+        size_t keep = hlen < sizeof(s->last_head) - 1 ? hlen : sizeof(s->last_head) - 1;
+        memcpy(s->last_head, sc->buf, keep);
+        s->last_head[keep] = '\0';
+        if (strncmp(path, "/sink", 5) == 0 || strncmp(path, "/echo-stream", 12) == 0) {
+            /* a body read as it arrives, whatever its size and framing */
+            snprintf(s->last_method, sizeof(s->last_method), "%s", method);
+            char head[4096];
+            size_t hk = hlen < sizeof(head) - 1 ? hlen : sizeof(head) - 1;
+            memcpy(head, sc->buf, hk);
+            head[hk] = '\0';
+            memmove(sc->buf, sc->buf + hlen, sc->len - hlen);
+            sc->len -= hlen;
+            sc->answering = 1;
+            sc->served++;
+            s->requests++;
+            if (++s->active > s->active_max)
+                s->active_max = s->active;
+            sc_body_start(sc, path, head, hk);
+            continue;
+        }
         const char *xt = find_header(sc->buf, hlen, "x-test");
         s->last_xtest[0] = '\0';
         if (xt)
@@ -386,7 +686,7 @@ static void sc_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
     if (nread < 0) {
         if (!sc->closing) {
             sc->s->peer_closed++;
-            if (nread == UV_ECONNRESET)
+            if (nread == UV_ECONNRESET && !sc->reset_seen)
                 sc->s->peer_reset++;
             sc_close(sc, 0);
         }
@@ -395,6 +695,10 @@ static void sc_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
     sc->len += (size_t)nread;
     if (sc->rejected)
         return;
+    if (sc->body_mode != 0) {
+        sc_body(sc);
+        return;
+    }
     if (sc->len > 0 && (unsigned char)sc->buf[0] == 0x16 && !sc->answering) {
         /* A TLS ClientHello on this plain port: answer like a real HTTP server would. */
         sc->rejected = 1;
@@ -411,11 +715,9 @@ static void sc_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         sc_printf(sc, AFTER_NONE, "HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n");
         return;
     }
-    if (sc->len == sizeof(sc->buf)) {
-        sc_close(sc, 1);
-        return;
-    }
     sc_process(sc);
+    if (sc->len == sizeof(sc->buf) && sc->body_mode == 0 && !sc->closing)
+        sc_close(sc, 1); /* a request that does not fit */
 }
 
 static void srv_on_connection(uv_stream_t *l, int status)
@@ -637,6 +939,20 @@ int cfx_loopback_socket(int backlog, struct sockaddr_in *addr)
     socklen_t alen = sizeof(*addr);
     assert_int_equal(getsockname(fd, (struct sockaddr *)addr, &alen), 0);
     return fd;
+}
+
+void cfx_pattern(char *dst, size_t offset, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = (char)('a' + (offset + i) % 26);
+}
+
+int cfx_pattern_check(const char *p, size_t offset, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != (char)('a' + (offset + i) % 26))
+            return 0;
+    return 1;
 }
 
 double cfx_elapsed_ms(uint64_t start_ns)

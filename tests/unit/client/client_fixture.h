@@ -3,7 +3,9 @@
  * HTTP/1.1 server that runs on the test's loop, on 127.0.0.1 port 0. The request path tells the
  * server how to misbehave on that connection: answer normally (Content-Length or chunked),
  * answer late, reset before or mid-body, send garbage, send a huge body, trickle bytes, hold
- * forever (the paths are listed in client_fixture.c, sc_route). The server counts connections
+ * forever, stream a body of any size and framing as fast as the client reads it, stall, read a
+ * request body of any size and framing as it arrives (and echo it back at once) (the paths are
+ * listed in client_fixture.c, sc_route and sc_body_start). The server counts connections
  * (open, peak, total), requests being answered (and their peak) and connections the client
  * closed, so pool caps, keep-alive reuse and cancellation are checked from the server's side.
  *
@@ -58,8 +60,11 @@ typedef struct srv {
     struct sconn *conns;
     char last_method[16];
     char last_xtest[64];
-    char last_host[256]; /* the Host header of the last request */
-    char name[64];       /* the address it listens on: /host answers "NAME|HOST|TARGET" */
+    char last_host[256];  /* the Host header of the last request */
+    char last_head[2048]; /* the last request's head, as received */
+    char name[64];        /* the address it listens on: /host answers "NAME|HOST|TARGET" */
+    size_t body_bytes;    /* request body bytes /sink and /echo-stream read */
+    int bodies_done;      /* request bodies they read to their end */
 } srv;
 
 /* Starts a server on 127.0.0.1 port 0 (s->port) on loop; cfx_finish closes t->s and t->s2. */
@@ -127,6 +132,11 @@ void cfx_expect_stats_settled(tctx *t);
 /* A TCP socket bound to 127.0.0.1 port 0 (the address in *addr), listening with backlog, or
  * only bound when backlog < 0 (a port where nothing listens once it is closed). */
 int cfx_loopback_socket(int backlog, struct sockaddr_in *addr);
+
+/* The bytes /stream sends (and a test writes): byte k of a body is 'a' + k % 26. Fills dst
+ * with n of them from offset; cfx_pattern_check says whether p holds them. */
+void cfx_pattern(char *dst, size_t offset, size_t n);
+int cfx_pattern_check(const char *p, size_t offset, size_t n);
 
 /* Milliseconds since start_ns (a uv_hrtime() value). */
 double cfx_elapsed_ms(uint64_t start_ns);

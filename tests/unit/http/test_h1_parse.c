@@ -1,7 +1,8 @@
 /*
  * Tests for the native engine's response reader (src/http/h1_parse.c): a table of responses, each
- * fed whole, split in two at every byte boundary, and one byte at a time; the outcome (status,
- * header block, body, keep-alive, bytes left over, or the error) must be the same every way.
+ * fed whole, split in two at every byte boundary, and one byte at a time, and each of those both
+ * read whole and in stream mode (the body handed back feed by feed); the outcome (status, header
+ * block, body, framing, keep-alive, bytes left over, or the error) must be the same every way.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "base/fmt.h"
 #include "http/h1_parse.h"
 #include "tailcut/error.h"
 
@@ -23,18 +25,42 @@ typedef struct outcome {
     int version;
     int keep_alive;
     size_t extra;
+    int framing; /* once the final head is in */
+    long long content_length;
     char head[512];
     char body[512];
 } outcome;
 
-/* Feeds data in the pieces given by cuts (ascending offsets, 0-terminated list of sizes). */
-static void run(const char *data, size_t len, const size_t *cuts, size_t ncuts, size_t max_body,
-                int head_only, outcome *o)
+/* Stream mode: appends the body bytes of the last feed to body, and checks where they were:
+ * one piece lies in the bytes fed (no copy), several were gathered in the spill buffer. */
+static void take_body(tc__h1 *h, tc__buf *spill, const char *fed, size_t fed_len, tc__buf *body)
 {
-    tc__buf out;
+    const char *p = NULL;
+    size_t n = 0;
+    tc__h1_body(h, &p, &n);
+    if (n == 0)
+        return;
+    if (spill->len > 0)
+        assert_true(p == spill->data && n == spill->len);
+    else
+        assert_true(p >= fed && p + n <= fed + fed_len);
+    assert_int_equal(tc__buf_append(body, p, n), 0);
+    spill->len = 0; /* the caller empties it once it has used the bytes */
+}
+
+/* Feeds data in the pieces given by cuts (ascending offsets, 0-terminated list of sizes); in
+ * stream mode the body is taken feed by feed. */
+static void run_mode(const char *data, size_t len, const size_t *cuts, size_t ncuts,
+                     size_t max_body, int head_only, int stream, outcome *o)
+{
+    tc__buf out, spill, body;
     tc__buf_init(&out, NULL, 0, SIZE_MAX / 2);
+    tc__buf_init(&spill, NULL, 0, SIZE_MAX / 2);
+    tc__buf_init(&body, NULL, 0, SIZE_MAX / 2);
     tc__h1 h;
     tc__h1_init(&h, &out, max_body, head_only);
+    if (stream)
+        tc__h1_stream(&h, &spill);
     memset(o, 0, sizeof(*o));
     size_t at = 0;
     int rc = TC__H1_MORE;
@@ -44,25 +70,55 @@ static void run(const char *data, size_t len, const size_t *cuts, size_t ncuts, 
         rc = tc__h1_feed(&h, data + at, end - at, &extra);
         if (rc == TC__H1_DONE)
             o->extra = extra + (len - end);
+        if (stream)
+            take_body(&h, &spill, data + at, end - at, &body);
         at = end;
     }
-    if (rc == TC__H1_MORE)
+    if (rc == TC__H1_MORE) {
         rc = tc__h1_eof(&h);
+        if (stream)
+            take_body(&h, &spill, NULL, 0, &body);
+    }
     o->rc = rc;
     if (rc < 0)
         o->why = tc__h1_why(&h, rc);
+    if (h.head_done) {
+        o->framing = h.framing;
+        o->content_length = h.framing == TC__H1_FRAMING_LENGTH ? h.content_length : -1;
+    }
     if (rc == TC__H1_DONE) {
         char *b = tc__buf_cstr(&out);
+        assert_true(h.head_done);
         o->status = h.status;
         o->version = h.version;
         o->keep_alive = h.keep_alive;
         assert_true(h.body_off >= 1 && h.body_off <= out.len);
         assert_int_equal(b[h.body_off - 1], '\0');
         snprintf(o->head, sizeof(o->head), "%s", b);
-        snprintf(o->body, sizeof(o->body), "%.*s", (int)(out.len - h.body_off), b + h.body_off);
-        assert_true(out.len - h.body_off <= max_body);
+        if (stream) {
+            assert_int_equal(out.len, h.body_off); /* nothing of the body is stored */
+            snprintf(o->body, sizeof(o->body), "%.*s", (int)body.len, tc__buf_cstr(&body));
+            assert_true(body.len <= max_body);
+        } else {
+            snprintf(o->body, sizeof(o->body), "%.*s", (int)(out.len - h.body_off), b + h.body_off);
+            assert_true(out.len - h.body_off <= max_body);
+        }
     }
     tc__buf_reset(&out);
+    tc__buf_reset(&spill);
+    tc__buf_reset(&body);
+}
+
+static void same(const outcome *a, const outcome *b);
+
+/* run_mode read whole, then in stream mode, which must give the same outcome. */
+static void run(const char *data, size_t len, const size_t *cuts, size_t ncuts, size_t max_body,
+                int head_only, outcome *o)
+{
+    run_mode(data, len, cuts, ncuts, max_body, head_only, 0, o);
+    outcome streamed;
+    run_mode(data, len, cuts, ncuts, max_body, head_only, 1, &streamed);
+    same(o, &streamed);
 }
 
 static void same(const outcome *a, const outcome *b)
@@ -74,6 +130,8 @@ static void same(const outcome *a, const outcome *b)
     assert_int_equal(a->version, b->version);
     assert_int_equal(a->keep_alive, b->keep_alive);
     assert_int_equal(a->extra, b->extra);
+    assert_int_equal(a->framing, b->framing);
+    assert_int_equal(a->content_length, b->content_length);
     assert_string_equal(a->head, b->head);
     assert_string_equal(a->body, b->body);
 }
@@ -113,6 +171,8 @@ static void test_content_length_and_keep_alive(void **state)
                         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n");
     assert_string_equal(o.body, "hello");
     assert_int_equal(o.extra, 0);
+    assert_int_equal(o.framing, TC__H1_FRAMING_LENGTH);
+    assert_int_equal(o.content_length, 5);
 }
 
 static void test_chunked_extensions_trailers(void **state)
@@ -126,6 +186,8 @@ static void test_chunked_extensions_trailers(void **state)
     assert_string_equal(o.body, "abcde");
     assert_null(strstr(o.head, "Trailer"));
     assert_int_equal(o.keep_alive, 1);
+    assert_int_equal(o.framing, TC__H1_FRAMING_CHUNKED);
+    assert_int_equal(o.content_length, -1);
 }
 
 static void test_interim_responses_dropped(void **state)
@@ -150,12 +212,15 @@ static void test_bodiless_answers(void **state)
     assert_int_equal(o.rc, TC__H1_DONE);
     assert_string_equal(o.body, "");
     assert_int_equal(o.keep_alive, 1);
+    assert_int_equal(o.framing, TC__H1_FRAMING_NONE);
     check_all_splits("HTTP/1.1 204 No Content\r\n\r\n", 10, 0, &o);
     assert_int_equal(o.rc, TC__H1_DONE);
     assert_int_equal(o.status, 204);
+    assert_int_equal(o.framing, TC__H1_FRAMING_NONE);
     check_all_splits("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", 10, 0, &o);
     assert_int_equal(o.rc, TC__H1_DONE);
     assert_string_equal(o.body, "");
+    assert_int_equal(o.framing, TC__H1_FRAMING_NONE);
 }
 
 static void test_connection_close_http10_and_eof_body(void **state)
@@ -178,6 +243,44 @@ static void test_connection_close_http10_and_eof_body(void **state)
     assert_int_equal(o.rc, TC__H1_DONE);
     assert_string_equal(o.body, "to the end");
     assert_int_equal(o.keep_alive, 0);
+    assert_int_equal(o.framing, TC__H1_FRAMING_CLOSE);
+}
+
+/* Stream mode hands a feed's body back without a copy when it is one piece, and gathers it
+ * when it is several; the head alone stays in out. */
+static void test_stream_pieces(void **state)
+{
+    (void)state;
+    tc__buf out, spill;
+    tc__buf_init(&out, NULL, 0, SIZE_MAX / 2);
+    tc__buf_init(&spill, NULL, 0, 64);
+    tc__h1 h;
+    tc__h1_init(&h, &out, 1000, 0);
+    tc__h1_stream(&h, &spill);
+    static const char head[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc";
+    size_t extra = 0;
+    assert_int_equal(tc__h1_feed(&h, head, strlen(head), &extra), TC__H1_MORE);
+    assert_true(h.head_done);
+    assert_int_equal(h.status, 200);
+    const char *p = NULL;
+    size_t n = 0;
+    tc__h1_body(&h, &p, &n);
+    assert_int_equal(n, 3);
+    assert_ptr_equal(p, head + strlen(head) - 3); /* in the bytes fed */
+    assert_int_equal(spill.len, 0);
+    static const char more[] = "\r\n2\r\nde\r\n1\r\nf\r\n";
+    assert_int_equal(tc__h1_feed(&h, more, strlen(more), &extra), TC__H1_MORE);
+    tc__h1_body(&h, &p, &n);
+    assert_int_equal(n, 3);
+    assert_ptr_equal(p, spill.data); /* two pieces: gathered */
+    assert_memory_equal(p, "def", 3);
+    spill.len = 0;
+    assert_int_equal(tc__h1_feed(&h, TC__LIT("0\r\n\r\n"), &extra), TC__H1_DONE);
+    tc__h1_body(&h, &p, &n);
+    assert_int_equal(n, 0);
+    assert_int_equal(out.len, h.body_off);
+    tc__buf_reset(&out);
+    tc__buf_reset(&spill);
 }
 
 static void test_limits(void **state)
@@ -263,6 +366,7 @@ int main(void)
         cmocka_unit_test(test_interim_responses_dropped),
         cmocka_unit_test(test_bodiless_answers),
         cmocka_unit_test(test_connection_close_http10_and_eof_body),
+        cmocka_unit_test(test_stream_pieces),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_bad_and_cut_short),
         cmocka_unit_test(test_bytes_after_the_response),

@@ -274,7 +274,7 @@ int sfx_resp_header_count(const resp *r, const char *name)
     return count;
 }
 
-int sfx_cli_read_response(cli *c, resp *r, int head_request)
+int sfx_cli_read_head(cli *c, resp *r)
 {
     memset(r, 0, sizeof(*r));
     char *end;
@@ -300,6 +300,16 @@ int sfx_cli_read_response(cli *c, resp *r, int head_request)
         errno = EPROTO;
         return -1;
     }
+    memmove(c->buf, c->buf + hl, c->len - hl);
+    c->len -= hl;
+    return 1;
+}
+
+int sfx_cli_read_response(cli *c, resp *r, int head_request)
+{
+    int rc = sfx_cli_read_head(c, r);
+    if (rc != 1)
+        return rc;
     char cl[32];
     size_t body_len = 0;
     if (!head_request && sfx_resp_header(r, "Content-Length", cl, sizeof(cl)))
@@ -308,19 +318,126 @@ int sfx_cli_read_response(cli *c, resp *r, int head_request)
         errno = EMSGSIZE;
         return -1;
     }
-    while (c->len < hl + body_len) {
+    while (c->len < body_len) {
         ssize_t n = sfx_cli_fill(c);
         if (n == 0)
             errno = EPIPE;
         if (n <= 0)
             return -1;
     }
-    memcpy(r->body, c->buf + hl, body_len);
+    memcpy(r->body, c->buf, body_len);
     r->body[body_len] = '\0'; /* body_len < sizeof(r->body), checked above */
     r->body_len = body_len;
-    memmove(c->buf, c->buf + hl + body_len, c->len - hl - body_len);
-    c->len -= hl + body_len;
+    memmove(c->buf, c->buf + body_len, c->len - body_len);
+    c->len -= body_len;
     return 1;
+}
+
+/* Reads until the buffer holds n bytes: 1, or 0 when the connection ended first (*err: 0 for a
+ * clean EOF, else the errno). */
+static int cli_need(cli *c, size_t n, int *err)
+{
+    while (c->len < n) {
+        ssize_t got = sfx_cli_fill(c);
+        if (got <= 0) {
+            *err = got == 0 ? 0 : errno;
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Until the buffer holds a CRLF-terminated line: its length (CRLF excluded), or -1 when the
+ * connection ended first. */
+static long cli_line(cli *c, int *err)
+{
+    char *eol;
+    while ((eol = memmem(c->buf, c->len, "\r\n", 2)) == NULL)
+        if (!cli_need(c, c->len + 1, err))
+            return -1;
+    return eol - c->buf;
+}
+
+static void cli_consume(cli *c, size_t n)
+{
+    memmove(c->buf, c->buf + n, c->len - n);
+    c->len -= n;
+}
+
+int sfx_cli_read_chunked(cli *c, resp *r, sfx_sink sink, void *arg, int *err)
+{
+    *err = 0;
+    r->body_len = 0;
+    for (;;) {
+        long ll = cli_line(c, err);
+        if (ll < 0)
+            return 0;
+        char *endp;
+        unsigned long size = strtoul(c->buf, &endp, 16);
+        if (endp == c->buf || (endp != c->buf + ll && *endp != ';')) {
+            errno = EPROTO;
+            return -1;
+        }
+        cli_consume(c, (size_t)ll + 2);
+        if (size == 0) { /* the trailers, then an empty line */
+            while ((ll = cli_line(c, err)) > 0)
+                cli_consume(c, (size_t)ll + 2);
+            if (ll < 0)
+                return 0;
+            cli_consume(c, 2);
+            return 1;
+        }
+        while (size > 0) {
+            if (!cli_need(c, 1, err))
+                return 0;
+            size_t take = c->len < size ? c->len : size;
+            if (sink != NULL)
+                sink(c->buf, take, arg);
+            else if (r->body_len + take < sizeof(r->body))
+                memcpy(r->body + r->body_len, c->buf, take);
+            r->body_len += take;
+            cli_consume(c, take);
+            size -= take;
+        }
+        if (!cli_need(c, 2, err))
+            return 0;
+        if (memcmp(c->buf, "\r\n", 2) != 0) {
+            errno = EPROTO;
+            return -1;
+        }
+        cli_consume(c, 2);
+    }
+}
+
+int sfx_cli_quiet(cli *c, int ms)
+{
+    if (c->len > 0)
+        return 0;
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    return poll(&p, 1, ms) == 0;
+}
+
+size_t sfx_cli_read_eof_into(cli *c, char *out, size_t cap, int *err)
+{
+    size_t total = 0;
+    for (;;) {
+        size_t keep = c->len < cap - total ? c->len : cap - total;
+        memcpy(out + total, c->buf, keep);
+        total += keep;
+        size_t had = c->len;
+        c->len = 0;
+        if (keep < had)
+            total = cap; /* out is full: the rest is not kept */
+        ssize_t n = sfx_cli_fill(c);
+        if (n == 0) {
+            *err = 0;
+            return total;
+        }
+        if (n < 0) {
+            *err = errno;
+            return total;
+        }
+    }
 }
 
 size_t sfx_cli_read_eof(cli *c, int *err)
@@ -423,6 +540,16 @@ int sfx_record(fixture *fx, tc_request *req)
     }
     s->multi[used] = '\0';
     assert_false(tc_request_header_next(req, "x-multi", &pos, &v)); /* stays at the end */
+    used = 0;
+    tc_str name;
+    for (size_t k = 0; k < tc_request_header_count(req); k++) {
+        assert_true(tc_request_header_at(req, k, &name, &v));
+        int n = snprintf(s->all + used, sizeof(s->all) - used, "%.*s=%.*s|", (int)name.len,
+                         name.base, (int)v.len, v.base);
+        assert_true(n > 0 && (size_t)n < sizeof(s->all) - used);
+        used += (size_t)n;
+    }
+    assert_false(tc_request_header_at(req, tc_request_header_count(req), &name, &v));
     assert_int_equal(tc_request_aborted(req), 0);
     assert_ptr_equal(tc_request_loop(req), &fx->loop);
     assert_ptr_equal(tc_request_server(req), fx->srv);

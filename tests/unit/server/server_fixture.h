@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -59,6 +60,7 @@ typedef struct seen {
     char hval[128]; /* X-Test-Header, looked up in mixed case */
     char body[256];
     char multi[64]; /* every X-Multi value, in order, each followed by '|' */
+    char all[256];  /* every header as "Name=value|", in order (tc_request_header_at) */
     size_t query_len, body_len;
     int has_h, has_missing, has_empty, empty_len, is_head;
 } seen;
@@ -204,9 +206,29 @@ int sfx_resp_header_count(const resp *r, const char *name);
  * Returns 1 for a response, 0 for a clean EOF before any byte, -1 otherwise (errno set). */
 int sfx_cli_read_response(cli *c, resp *r, int head_request);
 
+/* Reads a response head (status line and headers) into r, and leaves what follows it (body bytes,
+ * or the next response) in c's buffer. Returns 1, 0 for a clean EOF before any byte, -1 otherwise
+ * (errno set). */
+int sfx_cli_read_head(cli *c, resp *r);
+
+/* Where a streamed body's bytes go as they are read: sink(data, len, arg). */
+typedef void (*sfx_sink)(const char *data, size_t len, void *arg);
+
+/* Reads a chunked body that follows the head read by sfx_cli_read_head: each chunk's bytes go to
+ * sink (NULL: into r->body, whose size bounds them; r->body_len counts them either way). Returns
+ * 1 when the last chunk and the end of the trailers were read, 0 when the connection ended first
+ * (an incomplete body: *err as in sfx_cli_read_eof), -1 on bad framing or an error. */
+int sfx_cli_read_chunked(cli *c, resp *r, sfx_sink sink, void *arg, int *err);
+
+/* 1 if not a byte arrives on c within ms (and none is buffered). */
+int sfx_cli_quiet(cli *c, int ms);
+
 /* Reads until the server closes. Returns the bytes seen before (buffered ones included) and sets
  * *err to 0 for a clean EOF or to the errno of the failed read (ECONNRESET for a reset). */
 size_t sfx_cli_read_eof(cli *c, int *err);
+
+/* Like sfx_cli_read_eof, keeping up to cap bytes (buffered ones first) in out. */
+size_t sfx_cli_read_eof_into(cli *c, char *out, size_t cap, int *err);
 
 /* 1 if the body is the contract's error object with this code and a string message (copied into
  * message when not NULL). */

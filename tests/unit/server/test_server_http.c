@@ -60,6 +60,8 @@ static void test_parse_target_query_headers(void **state)
     assert_int_equal(s[0].body_len, 0);
     assert_int_equal(s[0].is_head, 0);
     assert_string_equal(s[0].multi, "one|two, 2b||");
+    assert_string_equal(s[0].all, "Host=example|X-Test-Header=Hello World|X-Multi=one|X-Empty=|"
+                                  "Accept=*/*|x-multi=two, 2b|X-MULTI=|");
 
     assert_string_equal(s[1].path, "/plain");
     assert_int_equal(s[1].query_len, 0);
