@@ -258,6 +258,33 @@ static int store_text(void *field, const char *value, settings_error *e)
     return 0;
 }
 
+/* Adds an own copy of value to the settings_list in field. */
+static int add_to_list(const setting *s, void *field, const char *value, settings_error *e)
+{
+    settings_list *list = field;
+    char flag[64];
+    if (list->n == SETTINGS_LIST_MAX)
+        return settings_failed(e, "too many values", "too many %s values (at most %d)",
+                               settings_flag(s, flag, sizeof(flag)), SETTINGS_LIST_MAX);
+    char **grown = realloc(list->v, (list->n + 1) * sizeof(*grown));
+    if (grown == NULL)
+        return settings_failed(e, "out of memory", "out of memory");
+    list->v = grown;
+    if ((grown[list->n] = strdup(value)) == NULL)
+        return settings_failed(e, "out of memory", "out of memory");
+    list->n++;
+    return 0;
+}
+
+static void free_list(settings_list *list)
+{
+    for (size_t i = 0; i < list->n; i++)
+        free(list->v[i]);
+    free(list->v);
+    list->v = NULL;
+    list->n = 0;
+}
+
 static int set_uint(const setting *s, const char *value, void *field, settings_error *e)
 {
     uint64_t v = 0;
@@ -317,7 +344,8 @@ int settings_set(const setting *s, const char *value, const settings_target *to,
     case SETTINGS_URL:
         if (settings_parse_url(value, e) != 0)
             return -1;
-        return store_text(field, value, e);
+        return s->flags & SETTINGS_REPEATABLE ? add_to_list(s, field, value, e)
+                                              : store_text(field, value, e);
     case SETTINGS_TEXT:
         if (s->check != NULL && s->check(s, value, NULL, e) != 0)
             return -1;
@@ -357,7 +385,9 @@ void settings_free(const settings_table *t, const settings_target *to)
         void *field = field_of(s, to);
         if (field == NULL)
             continue;
-        if (s->type == SETTINGS_TEXT || s->type == SETTINGS_URL) {
+        if (s->type == SETTINGS_URL && (s->flags & SETTINGS_REPEATABLE)) {
+            free_list(field);
+        } else if (s->type == SETTINGS_TEXT || s->type == SETTINGS_URL) {
             char **slot = field;
             free(*slot);
             *slot = NULL;

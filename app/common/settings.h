@@ -52,7 +52,8 @@ typedef enum settings_type {
     SETTINGS_UINT,    /* a whole number in [min, max]: uint64_t, size_t or unsigned field */
     SETTINGS_WORD,    /* one of words[]: int field (the word's value) */
     SETTINGS_TEXT,    /* text, checked by check (if any): char * field, an own copy */
-    SETTINGS_URL,     /* an http:// or https:// URL with a host: char * field, an own copy */
+    SETTINGS_URL,     /* an http:// or https:// URL with a host: char * field, an own copy;
+                       * SETTINGS_REPEATABLE: a settings_list field, each value added */
     SETTINGS_ADDR,    /* HOST:PORT, HOST an IP address or localhost: settings_addr field */
     SETTINGS_DELAY,   /* MS in [min, max], or pNN[.N] (p50..p99.9): settings_delay field */
     SETTINGS_PERCENT, /* digits[.digits], 0 < PCT <= 100: uint64_t field, millionths of % */
@@ -77,6 +78,15 @@ typedef struct settings_delay {
     uint64_t ms;                /* a fixed delay */
     unsigned percentile_tenths; /* pNN: 500..999; 0 = the fixed ms */
 } settings_delay;
+
+/* The values of a repeatable SETTINGS_URL row, in the order given: own copies. */
+typedef struct settings_list {
+    char **v;
+    size_t n;
+} settings_list;
+
+/* The most values a settings_list takes (a flag repeated more is a bad value). */
+#define SETTINGS_LIST_MAX 256
 
 typedef struct settings_word {
     const char *word;

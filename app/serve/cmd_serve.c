@@ -136,11 +136,15 @@ static int serve_worker_start(rt_worker *w, void *data)
         return TC_ENOMEM;
     sw->cfg = cfg;
     sw->route = &run->route;
+    sw->index = w->index;
     serve_forward_init(&sw->fwd, sw->route);
     w->state = sw;
     tc_client_config cc;
     tc_client_config_init(&cc);
-    cc.max_connections = (size_t)cfg->upstream_connections;
+    /* --upstream-connections is per replica: each replica (origin and address) is a pool of
+     * its own in the client; the total only has to let every pool fill. */
+    cc.max_per_host = (size_t)cfg->upstream_connections;
+    cc.max_connections = (size_t)cfg->upstream_connections * cfg->client_pools;
     cc.max_body = (size_t)sw->route->max_body;
     cc.ca_file = cfg->upstream_ca;
     cc.engine = (tc_client_engine)cfg->http_engine;
@@ -151,7 +155,8 @@ static int serve_worker_start(rt_worker *w, void *data)
         return err;
     sw->stats = serve_stats_shard_at(cfg->stats, w->index);
     serve_tick_start(sw, w->loop);
-    if (sw->route->metadata_upstream != NULL) { /* else lookups are off: no batcher */
+    serve_mailbox_open(sw, w->loop);
+    if (sw->route->metadata_replicas != NULL) { /* else lookups are off: no batcher */
         err = serve_metadata_batcher_new(sw, w->loop);
         if (err != 0)
             return err;
@@ -166,6 +171,7 @@ static int serve_worker_start(rt_worker *w, void *data)
     sc.max_body = sw->route->max_body; /* the one route's: its requests are all there is */
     sc.access_log = cfg->access_log;
     sc.access_log_format = cfg->access_log_format;
+    sc.access_log_replica = cfg->log_replica;
     sc.ready_path = "/readyz";
     sc.ready = &cfg->ready;
     sc.header_timeout_ms = cfg->header_timeout_ms;
@@ -233,6 +239,7 @@ static void serve_worker_stop(rt_worker *w, void *data)
         tc_server_close(sw->srv, on_server_closed, sw);
     close_client(sw);
     serve_tick_stop(sw);
+    serve_mailbox_close(sw);
 }
 
 static void serve_worker_cleanup(rt_worker *w, void *data)
@@ -327,14 +334,6 @@ static int read_settings(serve_run *run, int argc, char **argv)
     return -1;
 }
 
-static char *join_url(const char *base, int port, const char *path)
-{
-    char buf[128];
-    /* base and path are our own short literals: the URL always fits */
-    (void)snprintf(buf, sizeof(buf), "%s%d%s", base, port, path);
-    return strdup(buf);
-}
-
 /* The route's one delay source (for pNN) and one budget, handed to every worker's hedges. */
 static int start_hedging(serve_route *route)
 {
@@ -359,8 +358,8 @@ static int start_hedging(serve_route *route)
 static int choose_upstreams(serve_run *run)
 {
     serve_route *route = &run->route;
-    if (route->upstream != NULL) {
-        if (route->metadata_upstream == NULL)
+    if (route->upstreams.n > 0) {
+        if (route->metadata_upstreams.n == 0)
             (void)fprintf(stderr, "tailcut: metadata lookups are off: /api/metadata/ID answers "
                                   "404 until --metadata-upstream URL is given\n");
         return 0;
@@ -372,10 +371,38 @@ static int choose_upstreams(serve_run *run)
     }
     run->emb_running = 1;
     (void)fprintf(stderr, "tailcut: embedded upstream at http://127.0.0.1:%d\n", run->emb.port);
-    route->upstream = join_url("http://127.0.0.1:", run->emb.port, "/api/work");
-    if (route->metadata_upstream == NULL)
-        route->metadata_upstream = join_url("http://127.0.0.1:", run->emb.port, "/api/metadata");
-    return route->upstream == NULL || route->metadata_upstream == NULL ? CLI_EXIT_FAILURE : 0;
+    settings_target to = {NULL, route};
+    settings_error e;
+    char url[64];
+    (void)snprintf(url, sizeof(url), "http://127.0.0.1:%d/api/work", run->emb.port);
+    if (settings_set(settings_find(&serve_settings, "upstream"), url, &to, &e) != 0)
+        return CLI_EXIT_FAILURE;
+    (void)snprintf(url, sizeof(url), "http://127.0.0.1:%d/api/metadata", run->emb.port);
+    if (route->metadata_upstreams.n == 0 &&
+        settings_set(settings_find(&serve_settings, "metadata-upstream"), url, &to, &e) != 0)
+        return CLI_EXIT_FAILURE;
+    return 0;
+}
+
+/* The route's replica sets (and, with --upstream-discovery dns, their first resolution), and
+ * what follows from them: the client pools' total and the access log's replica field. */
+static int start_replicas(serve_config *cfg, serve_route *route)
+{
+    int err = serve_replicas_start(route);
+    if (err == 0)
+        err = serve_discovery_start(cfg);
+    if (err != 0) {
+        cli_error(serve_settings.cmd, "cannot set up the upstream replicas: %s", tc_strerror(err));
+        return CLI_EXIT_FAILURE;
+    }
+    /* Discovery adds and removes pools as it goes: room for every replica the sets may hold. */
+    cfg->client_pools = route->discovery == SERVE_DISCOVERY_DNS ? (size_t)2 * TC_REPLICA_MAX
+                                                                : serve_replicas_pools(route);
+    if (cfg->client_pools == 0)
+        cfg->client_pools = 1;
+    /* One URL: the log is what it was; replicas: json lines say which one answered. */
+    cfg->log_replica = route->upstreams.n > 1 || route->discovery == SERVE_DISCOVERY_DNS;
+    return 0;
 }
 
 /* The runtime runs the workers with the process's settings. */
@@ -407,6 +434,8 @@ static int serve_start(serve_run *run)
         return CLI_EXIT_FAILURE;
     }
     int status = choose_upstreams(run);
+    if (status == 0)
+        status = start_replicas(cfg, &run->route);
     if (status != 0)
         return status;
     if (cfg->admin.set && serve_admin_start(cfg, &run->admin) != 0)
@@ -419,6 +448,9 @@ static void serve_run_free(serve_run *run)
 {
     serve_config *cfg = &run->cfg;
     serve_admin_stop(run->admin); /* open until here: the very end of the process's work */
+    serve_discovery_stop(cfg);    /* the workers have ended: nothing else changes the sets */
+    serve_mailboxes_free(cfg);
+    serve_replicas_free(&run->route);
     if (run->emb_running)
         embedded_stop(&run->emb);
     if (cfg->access_log != NULL && cfg->access_log != stdout)

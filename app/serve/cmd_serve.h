@@ -8,13 +8,17 @@
  *   cmd_serve_metrics.c   the metric definitions, what each request adds to them, /metrics
  *   cmd_serve_dashboard.c /dashboard, /dashboard/stats and the --admin-listen listener
  *   cmd_serve_stats.c     the dashboard's per-second history ring and its JSON snapshot
+ *   cmd_serve_replicas.c  each upstream's replicas: the set, aiming each attempt at its replica,
+ *                         their metrics and dashboard figures
+ *   cmd_serve_discovery.c --upstream-discovery dns: the thread that resolves the names and keeps
+ *                         the sets in step, and the retiring of a gone replica's connections
  *
  *   cmd_serve_settings.c  the settings table: every flag, its range, default and help
  *
  * One serve_config for the process, one serve_route per route (one today, from the flags), one
  * serve_worker per worker thread (its own loop, server, upstream client, metrics shard and
  * batcher); nothing on the request path is shared between workers but the route's hedge delay
- * source and budget, which are thread-safe.
+ * source, budget and replica sets, which are thread-safe.
  */
 #ifndef TAILCUT_APP_CMD_SERVE_H
 #define TAILCUT_APP_CMD_SERVE_H
@@ -29,6 +33,7 @@
 #include "tailcut/client.h"
 #include "tailcut/hedge.h"
 #include "tailcut/metrics.h"
+#include "tailcut/replica.h"
 #include "tailcut/server.h"
 #include "tailcut/url.h"
 
@@ -75,12 +80,53 @@ typedef struct serve_headers {
     size_t n;
 } serve_headers;
 
+/* --upstream-discovery. */
+enum { SERVE_DISCOVERY_OFF = 0, SERVE_DISCOVERY_DNS = 1 };
+
+/* One replica (the data of its tc_replica_set entry): what an attempt to it needs. Shared by
+ * every worker and reference counted: the set holds one reference, and each request that sent
+ * an attempt to it holds one more until it ends, so its label can still be logged after the set
+ * let it go (tc_replica_config.release runs once its last attempt has reported). One
+ * allocation; the strings follow the struct. */
+typedef struct serve_replica {
+    atomic_uint refs;
+    unsigned url_index;     /* its URL's place in the route's list: replicas discovered from one
+                             * URL share it (and the URL a request builds for it) */
+    const char *url;        /* the URL its attempts GET (before the client's query) */
+    const char *connect_to; /* the resolved address, or NULL: the URL's host is connected to */
+    const char *label;      /* scheme://host:port, or scheme://ADDRESS:port when discovered */
+} serve_replica;
+
+void serve_replica_ref(serve_replica *rep);
+void serve_replica_unref(void *rep); /* a tc_replica_config.release */
+
+/* The replicas of one upstream of a route (its --upstream or its --metadata-upstream URLs): the
+ * set, shared by every worker of the process, and what is read from it for the operator. */
+typedef struct serve_rates serve_rates;
+typedef struct serve_discovery serve_discovery;
+typedef struct serve_replicas {
+    const char *name; /* "upstream" or "metadata": the metrics' `set` label */
+    tc_replica_set *set;
+    const settings_list *urls;     /* the route's, which outlives the set */
+    _Atomic uint64_t dns_failures; /* resolutions that failed or came back empty */
+    serve_rates *rates;            /* the dashboard's attempts/s (cmd_serve_replicas.c) */
+} serve_replicas;
+
 /* A route: where its requests go and how they are hedged, batched and bounded (the
  * SETTINGS_ROUTE rows of cmd_serve_settings.c). Without a configuration file there is exactly
  * one, made from the flags; each worker reaches it through serve_worker.route. */
 typedef struct serve_route {
-    char *upstream;          /* the URL each attempt GETs (the embedded simulator's if none) */
-    char *metadata_upstream; /* where batched lookups go; NULL: lookups are off */
+    /* Each URL is one replica (with discovery, one per address its name resolves to). */
+    settings_list upstreams;          /* the embedded simulator's /api/work when none is given */
+    settings_list metadata_upstreams; /* where batched lookups go; none: lookups are off */
+    int discovery;                    /* SERVE_DISCOVERY_OFF or _DNS */
+    uint64_t dns_refresh_ms;
+    unsigned eject_failures;     /* tc_replica_config's three */
+    double eject_latency_factor; /* 0: off */
+    unsigned max_ejected_pct;
+    serve_replicas *replicas;          /* the upstreams' set */
+    serve_replicas *metadata_replicas; /* NULL when lookups are off */
+    size_t url_max;                    /* the longest URL of both lists */
     /* --hedge-delay: a fixed MS, or pNN (percentile in tenths) with --hedge-delay-fallback
      * until it has data; --hedge-budget (0 = off). The delay source and the budget are one
      * object each for the route, shared by every worker. */
@@ -111,6 +157,9 @@ typedef struct serve_config {
     uint64_t drain_timeout_ms;
     uint64_t header_timeout_ms;
     uint64_t idle_timeout_ms;
+    int log_replica; /* json access-log lines carry "replica": the attempts go to replicas */
+    size_t
+        client_pools; /* pools a worker's client may hold: its total is this x the per-pool cap */
     uint64_t shutdown_delay_ms;
     char *access_log_path; /* --access-log as given: "-", "off" or a file */
     FILE *access_log;
@@ -121,6 +170,8 @@ typedef struct serve_config {
     atomic_int ready; /* 1 until the first SIGTERM/SIGINT: every listener's /readyz */
     serve_metrics metrics;
     serve_stats *stats; /* the dashboard's history: one shard per worker, then the admin's */
+    serve_discovery *discovery;        /* --upstream-discovery dns: the resolver thread, or NULL */
+    struct serve_mailboxes *mailboxes; /* how discovery reaches each worker's client */
 } serve_config;
 
 /* A worker's scratch storage for the upstream request of an attempt endpoint request: rebuilt
@@ -147,6 +198,8 @@ typedef struct serve_worker {
     serve_stats_shard *stats;
     uv_timer_t tick; /* publishes the pool's use (dashboard) and the rejections (metrics) */
     int tick_open;
+    unsigned index; /* the worker's, for its mailbox */
+    int mailbox_open;
     int admin; /* the --admin-listen listener's (it has no client and no batcher) */
     serve_forward fwd;
 } serve_worker;
@@ -159,6 +212,17 @@ typedef struct serve_call {
     endpoint ep;
     uint64_t timeout_ms;
     char id[TC_ID_MAX + 1]; /* /api/metadata only */
+    /* The attempt endpoints: the replica of each attempt that reached one, in firing order
+     * (referenced; only when the access log names replicas), and the URLs built for them, once
+     * per URL (cmd_serve_replicas.c). */
+    serve_replica *sent[TC_HEDGE_MAX_ATTEMPTS];
+    unsigned nsent;
+    struct {
+        unsigned url_index;
+        size_t at; /* in urls, or SIZE_MAX: the replica's own URL as it is */
+    } built[TC_HEDGE_MAX_ATTEMPTS];
+    unsigned nbuilt;
+    tc__buf urls;
 } serve_call;
 
 /* ---- cmd_serve_api.c ---- */
@@ -200,13 +264,82 @@ void serve_forward_finish(serve_route *route);
 
 void serve_forward_init(serve_forward *fw, const serve_route *route);
 void serve_forward_free(serve_forward *fw);
-/* Fills creq->url, ->headers and ->nheaders for every attempt of req: the upstream URL with the
- * client's query (tc__forward_url), then the --upstream-header headers, the forwarded request
- * headers and X-Request-Id: request_id (none when empty). They point into fw and route, valid
- * until the next call on fw; the hedge copies them and numbers each attempt
- * (X-Tailcut-Attempt). Returns 0, TC_ETOOLARGE or TC_ENOMEM. */
+/* Fills creq->url, ->headers and ->nheaders for every attempt of req: the route's first
+ * upstream URL with the client's query (tc__forward_url; serve_attempt_prepare gives a replica
+ * of another URL its own), then the --upstream-header headers, the forwarded request headers
+ * and X-Request-Id: request_id (none when empty). They point into fw and route, valid until the
+ * next call on fw; the hedge copies them and numbers each attempt (X-Tailcut-Attempt). Returns
+ * 0, TC_ETOOLARGE or TC_ENOMEM. */
 int serve_forward_build(serve_forward *fw, const serve_route *route, const tc_request *req,
                         tc_str request_id, tc_client_request *creq);
+
+/* ---- cmd_serve_replicas.c ---- */
+
+extern const settings_word serve_discovery_words[]; /* off, dns */
+/* --eject-latency-factor: a decimal from 1.5 to 100, or off (0), into a double field. */
+int serve_latency_factor_parse(const setting *s, const char *value, void *field, settings_error *e);
+
+/* The replica label of url: tc_url_origin()'s scheme://host:port, or with connect_to (a
+ * resolved address) in place of the host, "http://[::1]:8000" for IPv6; never userinfo, path
+ * or query. Returns 0 or TC_ETOOLARGE. */
+int serve_replica_label(const char *url, const char *connect_to, char *out, size_t cap);
+/* A replica for url (connect_to: its address, or NULL), one reference held by the caller.
+ * Returns 0, TC_ENOMEM or TC_ETOOLARGE. */
+int serve_replica_new(serve_replica **out, unsigned url_index, const char *url,
+                      const char *connect_to);
+
+/* The route's sets: its upstreams', and its metadata upstreams' when it has any, with one
+ * replica per URL (with discovery, per URL whose host is an address: names get theirs from
+ * cmd_serve_discovery.c). Returns 0 or a TC_E* code. */
+int serve_replicas_start(serve_route *route);
+/* Once nothing uses the sets (the workers and discovery have ended). */
+void serve_replicas_free(serve_route *route);
+
+/* The hedge's prepare hook (src/policy/hedge.c fire), data the serve_call: aims an attempt at
+ * its replica (its URL, built once per request, and its address) and, when the access log names
+ * replicas (cfg->log_replica), keeps a reference on it for the log line. */
+int serve_attempt_prepare(void *data, unsigned id, void *replica_data, tc_client_request *req);
+/* The label of the replica that answered r (the winner's; for all and within-timeout the first
+ * success's), or NULL (also when the log does not name replicas). Valid until
+ * serve_call_release. */
+const char *serve_call_replica(const serve_call *call, const tc_hedge_result *r);
+/* Gives back what the call holds: its replica references and built URLs. */
+void serve_call_release(serve_call *call);
+
+/* /metrics: the replica families of the route's sets (CONTRACT section 7), appended to b.
+ * Returns 0 or the tc__buf error. */
+int serve_replicas_metrics(const serve_route *route, tc__buf *b);
+/* Once a second (worker 0's tick, second sec of the dashboard's clock): samples every set's
+ * counters, from which /dashboard/stats gives each replica's attempts/s and success ratio. */
+void serve_replicas_tick(const serve_route *route, uint64_t sec);
+/* /dashboard/stats: the members ,"replicas":[...],"replica_sets":{...} appended to b. */
+int serve_replicas_stats(const serve_route *route, tc__buf *b);
+/* Upstream connection pools the route's replicas make now (one per label: one origin and
+ * address), each of --upstream-connections per worker. */
+size_t serve_replicas_pools(const serve_route *route);
+
+/* ---- cmd_serve_discovery.c ---- */
+
+/* 1 if url's host is a DNS name (not an IP address): --upstream-discovery dns resolves it. */
+int serve_url_needs_resolving(const char *url);
+/* With any route on --upstream-discovery dns: starts the resolver thread and returns once every
+ * name had its first resolution (a name that failed is said on stderr and retried every second
+ * meanwhile). Returns 0 or a TC_E* code. */
+int serve_discovery_start(serve_config *cfg);
+/* Stops the thread (cfg->discovery NULL is fine). */
+void serve_discovery_stop(serve_config *cfg);
+
+/* Each worker's mailbox: how a replica that left reaches every worker's client (its
+ * connections close: tc_client_retire_origin on the worker's loop). */
+int serve_mailboxes_new(serve_config *cfg);
+void serve_mailboxes_free(serve_config *cfg);
+/* On the worker's thread: opens its mailbox on loop (unreferenced: it never keeps a draining
+ * worker alive) / closes it (no-op when not open). */
+void serve_mailbox_open(serve_worker *sw, uv_loop_t *loop);
+void serve_mailbox_close(serve_worker *sw);
+/* From any thread: every open mailbox gets (url, connect_to) to retire. Returns 0 or TC_ENOMEM
+ * (some worker keeps that replica's idle connections until they close by themselves). */
+int serve_mailboxes_retire(serve_config *cfg, const char *url, const char *connect_to);
 
 /* ---- cmd_serve_metadata.c ---- */
 

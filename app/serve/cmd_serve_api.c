@@ -58,6 +58,9 @@ serve_call *serve_call_new(serve_worker *sw, tc_request *req, endpoint ep, uint6
     call->req = req;
     call->ep = ep;
     call->timeout_ms = timeout_ms;
+    /* the replicas' own URLs with the client's query: each may grow by 3 bytes a query byte */
+    tc__buf_init(&call->urls, NULL, 0,
+                 TC_HEDGE_MAX_ATTEMPTS * (sw->route->url_max + 3 * (size_t)TC_SERVER_MAX_URI + 16));
     return call;
 }
 
@@ -67,6 +70,7 @@ void serve_call_free(serve_call *call)
                          TC_METRICS_SERIES_DEFAULT, -1);
     serve_stats_in_flight(call->sw->stats, -1);
     tc_future_unref(call->work);
+    serve_call_release(call);
     free(call);
 }
 
@@ -162,6 +166,8 @@ static void on_hedge_done(tc_future *f, void *data)
     }
     const tc_hedge_result *r = tc_future_value(f);
     tc_request_set_attempts(req, r->nattempts);
+    if (sw->cfg->log_replica)
+        tc_request_set_replica(req, serve_call_replica(call, r)); /* valid until serve_call_free */
     char attempts[16];
     (void)snprintf(attempts, sizeof(attempts), "%u", r->nattempts);
     tc_server_header hdr = {"X-Tailcut-Attempts", attempts};
@@ -197,6 +203,8 @@ void serve_handle_attempts(serve_worker *sw, tc_request *req, endpoint ep)
     policy.deadline_ms = tc_request_ready_ms(req) + timeout_ms;
     policy.observe = serve_count_attempts; /* called from src/policy/hedge.c observe */
     policy.observe_data = sw;
+    policy.replicas = route->replicas->set;
+    policy.prepare = serve_attempt_prepare; /* called from src/policy/hedge.c replica_choose */
     switch (ep) {
     case EP_SMART:
         policy.extra = (unsigned)route->hedge_extra;
@@ -223,13 +231,16 @@ void serve_handle_attempts(serve_worker *sw, tc_request *req, endpoint ep)
     serve_call *call = serve_call_new(sw, req, ep, timeout_ms);
     if (call == NULL)
         return;
-    tc_client_request creq = {.url = route->upstream, .max_body = route->max_body};
+    policy.prepare_data = call;
+    /* Built for the first URL; serve_attempt_prepare aims each attempt at its replica. */
+    tc_client_request creq = {.url = route->upstreams.v[0], .max_body = route->max_body};
     /* The id the upstream sees as X-Request-Id (the one place that picks it). */
     tc_str request_id = tc_request_id(req);
     int err = serve_forward_build(&sw->fwd, route, req, request_id, &creq);
     if (err == 0)
         err = tc_hedge_start(&call->work, sw->client, &creq, &policy);
     if (err != 0) {
+        serve_call_release(call);
         free(call);
         serve_respond_error(sw, req, ep, 503, "overloaded", tc_strerror(err));
         return;

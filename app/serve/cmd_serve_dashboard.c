@@ -56,11 +56,20 @@ void serve_handle_stats(serve_worker *sw, tc_request *req)
     now.hedge_percentile_tenths = route->hedge_delay.percentile_tenths;
     now.hedge_budget_e6 = route->budget != NULL ? route->hedge_budget_e6 : 0;
     now.connections = atomic_load(&cfg->conn_count);
-    now.pool_max = cfg->upstream_connections * cfg->workers;
+    /* each replica (origin and address) is a pool of --upstream-connections per worker */
+    now.pool_max = cfg->upstream_connections * serve_replicas_pools(route) * cfg->workers;
     now.workers = (unsigned)cfg->workers;
     char *json = NULL;
     size_t len = 0;
-    if (serve_stats_json(cfg->stats, serve_stats_now_sec(cfg->stats), &now, &json, &len) != 0) {
+    tc__buf replicas;
+    tc__buf_init(&replicas, NULL, 0, SERVE_STATS_MAX_REPLICAS_JSON);
+    int err = serve_replicas_stats(route, &replicas);
+    now.extra = replicas.data;
+    now.extra_len = replicas.len;
+    if (err == 0)
+        err = serve_stats_json(cfg->stats, serve_stats_now_sec(cfg->stats), &now, &json, &len);
+    tc__buf_reset(&replicas);
+    if (err != 0) {
         serve_respond_error(sw, req, EP_STATS, 503, "overloaded", "out of memory");
         return;
     }
@@ -72,12 +81,15 @@ void serve_handle_stats(serve_worker *sw, tc_request *req)
 /* ---- the tick ------------------------------------------------------------------------------- */
 
 /* Also what brings the metadata calls' stale-connection re-sends into the metrics: nothing else
- * reads the client's counters after a batched call. */
+ * reads the client's counters after a batched call. Worker 0's samples the replica sets (one
+ * sample a second for the process). */
 static void on_tick(uv_timer_t *t)
 {
     serve_worker *sw = t->data;
     serve_count_rejections(sw);
     serve_count_pool(sw);
+    if (sw->index == 0 && !sw->admin)
+        serve_replicas_tick(sw->route, serve_stats_now_sec(sw->cfg->stats));
 }
 
 void serve_tick_start(serve_worker *sw, uv_loop_t *loop)
@@ -134,6 +146,7 @@ static void admin_main(void *arg)
     sc.max_body = a->sw.route->max_body;
     sc.access_log = cfg->access_log;
     sc.access_log_format = cfg->access_log_format;
+    sc.access_log_replica = cfg->log_replica; /* one shape of line for the whole log */
     sc.ready_path = "/readyz"; /* the process's one readiness, as on the main listener */
     sc.ready = &cfg->ready;
     sc.header_timeout_ms = cfg->header_timeout_ms;

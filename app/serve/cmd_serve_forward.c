@@ -226,7 +226,7 @@ void serve_forward_init(serve_forward *fw, const serve_route *route)
 {
     memset(fw, 0, sizeof(*fw));
     /* Every byte of the client's query may become %HH. */
-    tc__buf_init(&fw->url, NULL, 0, strlen(route->upstream) + 3 * (size_t)TC_SERVER_MAX_URI + 16);
+    tc__buf_init(&fw->url, NULL, 0, route->url_max + 3 * (size_t)TC_SERVER_MAX_URI + 16);
 }
 
 void serve_forward_free(serve_forward *fw)
@@ -316,10 +316,11 @@ int serve_forward_build(serve_forward *fw, const serve_route *route, const tc_re
 {
     /* The URL: the configured one, plus the client's query when it adds anything. */
     tc_str query = tc_request_query(req);
-    creq->url = route->upstream;
+    const char *upstream = route->upstreams.v[0];
+    creq->url = upstream;
     if (query.len > 0) {
         fw->url.len = 0;
-        long added = tc__forward_url(&fw->url, route->upstream, query.base, query.len);
+        long added = tc__forward_url(&fw->url, upstream, query.base, query.len);
         if (added < 0)
             return (int)added;
         if (added > 0)

@@ -4,9 +4,9 @@
  * Each worker has one tc_batcher. A lookup submits its ID and waits on the batcher's future
  * wrapped in tc_with_timeout() for what is left of its own deadline, so time spent collecting
  * or queued behind the in-flight cap counts. The dispatch makes one GET <metadata-upstream>?id=..
- * per batch with the worker's client, checks the answer once and resolves each ID with a copy of
- * its results[ID] bytes, shared by every waiter of that ID. A client that leaves only cancels
- * its own wait; the batch goes on for the others.
+ * per batch with the worker's client, to a replica the route's metadata set chooses, checks the
+ * answer once and resolves each ID with a copy of its results[ID] bytes, shared by every waiter
+ * of that ID. A client that leaves only cancels its own wait; the batch goes on for the others.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,12 +15,82 @@
 #include "cmd_serve.h"
 #include "tailcut/json.h"
 
+/* One batch's upstream call, through the route's metadata set (tc_replica_request_start): it
+ * goes to a replica chosen for it, and once more, to another replica when there is one, if a
+ * reused connection dies under it before any answer byte (CONTRACT section 1). The prepare hook
+ * writes the batch's URL for the replica of each send, once per URL. */
+typedef struct meta_call {
+    serve_worker *sw;
+    tc_batch *batch;
+    unsigned sends;
+    long url_index; /* the URL url holds: its replicas' url_index, -1 for none yet */
+    char *url;
+} meta_call;
+
+/* <base>?id=A&id=B... (or &id=... when base has a query), each distinct ID of the batch
+ * percent-encoded, in *out (malloc'd). Returns 0, TC_ENOMEM or TC_EURL. */
+static int batch_url(const tc_batch *batch, const char *base, char **out)
+{
+    /* "?id=" or "&id=" plus each ID percent-encoded (at most 3 bytes per byte). */
+    size_t n = tc_batch_size(batch), base_len = strlen(base);
+    size_t cap = base_len + n * (4 + 3 * TC_ID_MAX) + 1;
+    char *url = malloc(cap);
+    if (url == NULL)
+        return TC_ENOMEM;
+    memcpy(url, base, base_len);
+    size_t len = base_len;
+    char sep = strchr(base, '?') != NULL ? '&' : '?';
+    for (size_t i = 0; i < n; i++) {
+        size_t key_len;
+        const char *key = tc_batch_key(batch, i, &key_len);
+        url[len++] = sep;
+        sep = '&';
+        memcpy(url + len, "id=", 3);
+        len += 3;
+        long enc = tc_url_encode(key, key_len, url + len, cap - len);
+        if (enc < 0) {
+            free(url);
+            return TC_EURL;
+        }
+        len += (size_t)enc;
+    }
+    url[len] = '\0';
+    *out = url;
+    return 0;
+}
+
+/* The prepare hook of the batch's call: called from src/policy/replica.c for each send. */
+static int meta_prepare(void *data, unsigned id, void *replica_data, tc_client_request *req)
+{
+    meta_call *mc = data;
+    serve_replica *rep = replica_data;
+    (void)id;
+    if (mc->sends++ > 0) /* the first died on a reused connection before any answer byte */
+        tc_metrics_counter_add(mc->sw->shard, mc->sw->cfg->metrics.stale_retries,
+                               TC_METRICS_SERIES_DEFAULT, 1);
+    if (mc->url_index != (long)rep->url_index) {
+        char *url = NULL;
+        int err = batch_url(mc->batch, rep->url, &url);
+        if (err != 0)
+            return err;
+        free(mc->url);
+        mc->url = url;
+        mc->url_index = (long)rep->url_index;
+    }
+    req->url = mc->url;
+    req->connect_to = rep->connect_to;
+    return 0;
+}
+
 /* The upstream answered the batch's call (or failed): settle every ID of the batch. Messages are
  * fixed text (no quotes or backslashes): they end up in JSON bodies as they are. */
 static void on_meta_response(tc_future *f, void *data)
 {
-    tc_batch *batch = data;
+    meta_call *mc = data;
+    tc_batch *batch = mc->batch;
     char msg[128];
+    free(mc->url);
+    free(mc);
     if (tc_future_state_of(f) != TC_FUTURE_FULFILLED) {
         int err = tc_future_error(f);
         (void)snprintf(msg, sizeof(msg), "the metadata upstream call failed: %s", tc_strerror(err));
@@ -70,53 +140,40 @@ static void metadata_dispatch(tc_batch *batch, void *data)
     tc_metrics_histogram_observe(sw->shard, m->batch_wait, TC_METRICS_SERIES_DEFAULT,
                                  tc_batch_wait_ms(batch) / 1e3);
 
-    /* "?id=" or "&id=" plus each ID percent-encoded (at most 3 bytes per byte). */
-    size_t base_len = strlen(route->metadata_upstream);
-    size_t cap = base_len + n * (4 + 3 * TC_ID_MAX) + 1;
-    char *url = malloc(cap);
-    if (url == NULL) {
+    meta_call *mc = calloc(1, sizeof(*mc));
+    if (mc == NULL) {
         tc_batch_fail(batch, TC_ENOMEM, "out of memory");
         return;
     }
-    memcpy(url, route->metadata_upstream, base_len);
-    size_t len = base_len;
-    char sep = strchr(route->metadata_upstream, '?') != NULL ? '&' : '?';
-    for (size_t i = 0; i < n; i++) {
-        size_t key_len;
-        const char *key = tc_batch_key(batch, i, &key_len);
-        url[len++] = sep;
-        sep = '&';
-        memcpy(url + len, "id=", 3);
-        len += 3;
-        long enc = tc_url_encode(key, key_len, url + len, cap - len);
-        if (enc < 0) {
-            free(url);
-            tc_batch_fail(batch, TC_EURL, "cannot encode an ID");
-            return;
-        }
-        len += (size_t)enc;
-    }
-    url[len] = '\0';
+    mc->sw = sw;
+    mc->batch = batch;
+    mc->url_index = -1;
     /* A batched call is not an attempt (nothing counts or numbers it): a reused connection that
-     * dies before its answer costs the batch a re-send, not a 502 for every waiting client. */
-    tc_client_request creq = {.url = url,
+     * dies before its answer costs the batch a re-send, not a 502 for every waiting client. The
+     * URL is each send's replica's (meta_prepare). */
+    tc_client_request creq = {.url = route->metadata_upstreams.v[0],
                               .headers = route->upstream_headers.v,
                               .nheaders = route->upstream_headers.n,
                               .timeout_ms = route->max_timeout_ms,
                               .max_body = (size_t)route->max_body,
                               .resend_stale = 1};
+    tc_replica_call call = {
+        .set = route->metadata_replicas->set, .prepare = meta_prepare, .prepare_data = mc};
     tc_future *f = NULL;
-    int err = tc_client_request_start(&f, sw->client, &creq);
-    free(url); /* the client keeps its own copy */
+    int err = tc_replica_request_start(&f, sw->client, &creq, &call);
     if (err != 0) {
+        free(mc->url);
+        free(mc);
         char msg[128];
         (void)snprintf(msg, sizeof(msg), "the metadata upstream call failed: %s", tc_strerror(err));
         tc_batch_fail(batch, err, msg);
         return;
     }
-    /* fires from src/client/client.c tc__creq_succeed / tc__creq_fail */
-    if (tc_future_on_done(f, on_meta_response, batch) != 0) {
+    /* fires from src/policy/replica.c once the last send has ended */
+    if (tc_future_on_done(f, on_meta_response, mc) != 0) {
         tc_future_cancel(f);
+        free(mc->url);
+        free(mc);
         tc_batch_fail(batch, TC_ENOMEM, "out of memory");
     }
     tc_future_unref(f); /* the registration holds the future until the answer */
@@ -174,7 +231,7 @@ static void on_meta_done(tc_future *f, void *data)
 
 void serve_handle_metadata(serve_worker *sw, tc_request *req)
 {
-    if (sw->route->metadata_upstream == NULL) {
+    if (sw->route->metadata_replicas == NULL) {
         serve_respond_error(
             sw, req, EP_METADATA, 404, "not_found",
             "metadata lookups are off: start tailcut serve with --metadata-upstream URL");

@@ -136,14 +136,23 @@ void serve_handle_metrics(serve_worker *sw, tc_request *req)
         serve_respond_error(sw, req, EP_METRICS, 503, "overloaded", "metrics unavailable");
         return;
     }
-    char *all = realloc(text, len + HEDGE_DELAY_GAUGE_MAX);
+    size_t cap = len + HEDGE_DELAY_GAUGE_MAX;
+    char *all = realloc(text, cap);
     if (all == NULL) {
         free(text);
         serve_respond_error(sw, req, EP_METRICS, 503, "overloaded", "out of memory");
         return;
     }
     len += render_hedge_delay(sw->route, all + len, HEDGE_DELAY_GAUGE_MAX);
-    tc_request_respond(req, 200, "text/plain; version=0.0.4", NULL, 0, all, len);
+    /* The replica sets are the process's, read once here (not per worker shard). */
+    tc__buf b;
+    tc__buf_init(&b, all, cap, (size_t)SERVE_MAX_METRICS_TEXT);
+    b.len = len;
+    if (serve_replicas_metrics(sw->route, &b) == 0)
+        tc_request_respond(req, 200, "text/plain; version=0.0.4", NULL, 0, b.data, b.len);
+    else
+        serve_respond_error(sw, req, EP_METRICS, 503, "overloaded", "out of memory");
+    tc__buf_reset(&b);
     free(all);
 }
 

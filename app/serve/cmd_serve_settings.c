@@ -5,6 +5,7 @@
  * are CONTRACT section 8's names. The order of the rows is the order of --help and the man page.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "cmd_serve.h"
 #include "common/commands.h"
@@ -21,6 +22,43 @@ static int check_ca_file(const setting *s, const char *value, void *field, setti
                                settings_flag(s, flag, sizeof(flag)), value);
     }
     (void)fclose(f);
+    return 0;
+}
+
+const settings_word serve_discovery_words[] = {
+    {"off", SERVE_DISCOVERY_OFF}, {"dns", SERVE_DISCOVERY_DNS}, {NULL, 0}};
+
+/* --eject-latency-factor: a decimal (digits, optionally '.' and digits) from 1.5 to 100, or off
+ * (stored as 0). Strict like every value: no sign, exponent or blank. */
+int serve_latency_factor_parse(const setting *s, const char *value, void *field, settings_error *e)
+{
+    (void)s;
+    double *factor = field;
+    if (strcmp(value, "off") == 0) {
+        *factor = 0;
+        return 0;
+    }
+    const char *p = value;
+    double v = 0, scale = 1;
+    int digits = 0, frac = 0;
+    for (; *p != '\0'; p++) {
+        if (*p == '.' && !frac && digits > 0) {
+            frac = 1;
+            continue;
+        }
+        if (*p < '0' || *p > '9' || digits > 12)
+            break;
+        digits++;
+        if (frac) {
+            scale /= 10;
+            v += (*p - '0') * scale;
+        } else {
+            v = v * 10 + (*p - '0');
+        }
+    }
+    if (*p != '\0' || digits == 0 || p[-1] == '.' || v < 1.5 || v > 100)
+        return settings_invalid(e, value, "expected a decimal from 1.5 to 100, or off");
+    *factor = v;
     return 0;
 }
 
@@ -60,22 +98,115 @@ static const setting rows[] = {
      .key = "upstreams",
      .type = SETTINGS_URL,
      .def = "embedded simulator's /api/work",
-     .flags = SETTINGS_DEFAULT_TEXT,
+     .flags = SETTINGS_REPEATABLE | SETTINGS_DEFAULT_TEXT,
      .placeholder = "URL",
-     .help = "the URL each attempt GETs",
-     .man = "The http:// or https:// URL each attempt GETs.",
-     ROUTE(upstream)},
+     .help = "the URL each attempt GETs; each one given is one replica\n"
+             "of the service (an extra attempt goes to another one)\n",
+     .man = "The http:// or https:// URL each attempt GETs.\n"
+            "Each URL given is one replica of the same service (their paths and queries may "
+            "differ): each attempt goes to a\n"
+            "replica chosen for it, and an extra attempt to one its request has not tried; see\n"
+            ".BR REPLICAS .",
+     ROUTE(upstreams)},
     {.name = "metadata-upstream",
      .key = "metadata_upstreams",
      .type = SETTINGS_URL,
      .def = "embedded simulator's /api/metadata\n"
             "without --upstream; else none: /api/metadata answers 404",
-     .flags = SETTINGS_DEFAULT_TEXT,
+     .flags = SETTINGS_REPEATABLE | SETTINGS_DEFAULT_TEXT,
      .placeholder = "URL",
-     .help = "batch lookups go here",
+     .help = "batch lookups go here; each one given is one replica\n",
      .man = "Where batched ID lookups go, as\n"
-            ".IB URL ?id= A & id= B ...",
-     ROUTE(metadata_upstream)},
+            ".IB URL ?id= A & id= B ...\n"
+            "Each URL given is one replica, chosen as for\n"
+            ".BR --upstream ;\n"
+            "a call whose reused connection dies before any answer byte goes once more, to "
+            "another replica when there is one.",
+     ROUTE(metadata_upstreams)},
+    {.name = "upstream-discovery",
+     .key = "discovery",
+     .type = SETTINGS_WORD,
+     .words = serve_discovery_words,
+     .def = "off",
+     .placeholder = "off|dns",
+     .help = "dns: an upstream URL whose host is a name is one replica per\n"
+             "address it resolves to (A and AAAA), re-resolved every\n"
+             "--dns-refresh",
+     .man = "With\n"
+            ".BR dns ,\n"
+            "each upstream URL (of both upstreams) whose host is a DNS name is one replica per "
+            "address the name\n"
+            "resolves to (A and AAAA, through the system resolver, so /etc/hosts, a Kubernetes "
+            "headless Service\n"
+            "or Consul DNS work), re-resolved every\n"
+            ".BR --dns-refresh .\n"
+            "An address that appears becomes a replica; one that disappears gets no new attempts "
+            "and its connections\n"
+            "close once idle; a failed or empty resolution keeps the last good set.\n"
+            "The Host header (and TLS server name) stays the URL's host.",
+     ROUTE(discovery)},
+    {.name = "dns-refresh",
+     .key = "dns_refresh_ms",
+     .type = SETTINGS_UINT,
+     .min = 1000,
+     .max = SETTINGS_MAX_MS,
+     .def = "30000",
+     .placeholder = "MS",
+     .help = "how often --upstream-discovery dns resolves the names again",
+     .man = "How often\n"
+            ".B --upstream-discovery dns\n"
+            "resolves the upstream names again.\n"
+            "A name whose first resolution fails is tried again every second until it resolves.",
+     ROUTE(dns_refresh_ms)},
+    {.name = "eject-failures",
+     .key = "ejection.failures",
+     .type = SETTINGS_UINT,
+     .min = 1,
+     .max = 1000,
+     .def = "5",
+     .placeholder = "N",
+     .help = "a replica is ejected after N failed attempts in a row",
+     .man = "A replica is ejected (gets no new attempts) after\n"
+            ".I N\n"
+            "consecutive failed attempts (refused, reset, connect timeout, 5xx, 429, an invalid or "
+            "oversized body),\n"
+            "for 10 s times the times it has been ejected (at most 300 s); then it is probed with "
+            "one attempt at a time.",
+     ROUTE(eject_failures)},
+    {.name = "eject-latency-factor",
+     .key = "ejection.latency_factor",
+     .type = SETTINGS_CUSTOM,
+     .check = serve_latency_factor_parse,
+     .def = "5",
+     .placeholder = "F|off",
+     .help = "a replica whose average latency stays above F x the median\n"
+             "of the others for 2 s is ejected (3 replicas or more);\n"
+             "F from 1.5 to 100, or off",
+     .man = "A replica whose average attempt latency stays above\n"
+            ".I F\n"
+            "times the median average of the available replicas for 2 s is ejected (only with at "
+            "least 3 replicas).\n"
+            ".I F\n"
+            "is a decimal from 1.5 to 100;\n"
+            ".B off\n"
+            "never ejects on latency.",
+     ROUTE(eject_latency_factor)},
+    {.name = "max-ejected",
+     .key = "ejection.max_percent",
+     .type = SETTINGS_UINT,
+     .min = 0,
+     .max = 100,
+     .def = "50",
+     .placeholder = "PCT",
+     .help = "at most PCT% of the replicas (rounded down) are ejected at\n"
+             "once; 0 never ejects",
+     .man = "At most\n"
+            ".I PCT\n"
+            "percent of the replicas (rounded down) are ejected or probing at once; 0 never "
+            "ejects, and a single replica\n"
+            "is never ejected.\n"
+            "When no replica is eligible, attempts go to the ejected ones (panic).",
+     ROUTE(max_ejected_pct)},
     {.name = "upstream-ca",
      .type = SETTINGS_TEXT,
      .check = check_ca_file,
@@ -236,8 +367,8 @@ static const setting rows[] = {
      .max = 100000,
      .def = "1024",
      .placeholder = "N",
-     .help = "upstream connection pool per worker",
-     .man = "Upstream connection pool, per worker.",
+     .help = "upstream connections per worker and per replica",
+     .man = "Upstream connections, per worker and per replica (of both upstreams).",
      GLOBAL(upstream_connections)},
     {.name = "batch-max",
      .key = "batch_max",

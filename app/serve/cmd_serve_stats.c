@@ -640,6 +640,8 @@ int serve_stats_json(serve_stats *st, uint64_t end, const serve_stats_now *now, 
     put_window(&o, st, h);
     put(&o, ",");
     put_history(&o, st, h);
+    if (now->extra != NULL && o.err == 0)
+        o.err = tc__buf_append(&o.buf, now->extra, now->extra_len);
     put(&o, "}");
     free(h);
     if (o.err != 0) {

@@ -97,7 +97,13 @@ typedef struct serve_stats_now {
     uint64_t connections;
     uint64_t pool_max;
     unsigned workers;
+    /* JSON members (",\"name\":value...") the snapshot ends with, or NULL: the replicas */
+    const char *extra;
+    size_t extra_len;
 } serve_stats_now;
+
+/* The most the replicas' members may take: 2 sets of TC_REPLICA_MAX replicas. */
+#define SERVE_STATS_MAX_REPLICAS_JSON ((size_t)2 * 256 * 1024)
 
 /* Renders the snapshot JSON (see docs/dashboard.md) for the window ending before second end,
  * with the next sequence number. On 0, *out is a NUL-terminated buffer to free() and *out_len

@@ -81,6 +81,9 @@ typedef struct tc_server_config {
      * flushed once a second and at close. */
     FILE *access_log;
     int access_log_format; /* TC_ACCESS_LOG_TEXT or TC_ACCESS_LOG_JSON [TEXT] */
+    /* 1: json lines end with "replica" (tc_request_set_replica: the upstream replica that
+     * answered, null when none); text lines never change [0] */
+    int access_log_replica;
     /* Readiness probe answered by the server itself (GET/HEAD, query ignored): 200
      * {"status":"ready"}, or 503 {"status":"draining"} once tc_server_set_ready(srv, 0) was
      * called or the server is draining, also on connections that would otherwise get 503
@@ -168,6 +171,11 @@ tc_str tc_request_id(const tc_request *req);
 
 /* Attempts made for the request (the access log's ATTEMPTS field; "-" / null when never set). */
 void tc_request_set_attempts(tc_request *req, unsigned attempts);
+
+/* The replica that answered the request (the json access log's "replica" with
+ * access_log_replica; null when never set or NULL). Borrowed: label must stay valid until the
+ * request is answered or dropped (its log line is written by then). */
+void tc_request_set_replica(tc_request *req, const char *label);
 
 /* cb runs once if the client goes away (closed, reset, server closed) before the request is
  * finished. Set it again to replace it; NULL removes it. */

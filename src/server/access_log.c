@@ -182,6 +182,13 @@ static int format_json(tc__buf *b, const tc__log_entry *e)
         rc = tc__buf_append(b, TC__LIT(",\"request_id\":"));
     if (rc == 0)
         rc = json_str_or_null(b, e->request_id_len > 0 ? e->request_id : NULL, e->request_id_len);
+    if (rc == 0 && e->with_replica) {
+        size_t len = e->replica != NULL ? strlen(e->replica) : 0;
+        rc = tc__buf_append(b, TC__LIT(",\"replica\":"));
+        if (rc == 0)
+            rc = json_str_or_null(b, e->replica,
+                                  len > TC__LOG_REPLICA_MAX ? TC__LOG_REPLICA_MAX : len);
+    }
     if (rc == 0)
         rc = tc__buf_append(b, TC__LIT("}\n"));
     return rc;

@@ -4,7 +4,7 @@
  *
  *   text: TIME CLIENT "METHOD TARGET HTTP/x.y" STATUS BYTES DURATION_US ATTEMPTS REQUEST_ID
  *   json: {"time":...,"client":...,"method":...,"target":...,"protocol":...,"status":N,
- *          "bytes":N,"duration_us":N,"attempts":N,"request_id":...}
+ *          "bytes":N,"duration_us":N,"attempts":N,"request_id":...[,"replica":...]}
  *
  * A field that does not apply is `-` in text and null in json. In text, '"', '\\' and every byte
  * outside 0x21-0x7E of TARGET and REQUEST_ID are written as \xHH (two lowercase hex digits), so
@@ -21,9 +21,11 @@
 
 /* Bytes of the target a line shows; a longer one (only with a max_uri above 8 KiB) is cut. */
 #define TC__LOG_TARGET_MAX 8192
-/* Room for any line: every target and id byte escaped to six bytes (json's \u00XX), plus the
- * other fields. */
-#define TC__LOG_LINE_MAX (6 * (TC__LOG_TARGET_MAX + 128) + 1024)
+/* Bytes of the replica a line shows (a replica label is shorter: TC_REPLICA_LABEL_MAX). */
+#define TC__LOG_REPLICA_MAX 512
+/* Room for any line: every target, id and replica byte escaped to six bytes (json's \u00XX),
+ * plus the other fields. */
+#define TC__LOG_LINE_MAX (6 * (TC__LOG_TARGET_MAX + 128 + TC__LOG_REPLICA_MAX) + 1024)
 /* "2026-11-21T16:57:44.123Z" */
 #define TC__LOG_TIME_LEN 24
 
@@ -41,6 +43,8 @@ typedef struct tc__log_entry {
     int64_t attempts;    /* < 0: does not apply */
     const char *request_id;
     size_t request_id_len; /* 0: does not apply */
+    int with_replica;      /* json: end with "replica" (text: never) */
+    const char *replica;   /* NUL-terminated; NULL: null */
 } tc__log_entry;
 
 /* Writes the UTC time sec + ms/1000 as "YYYY-MM-DDTHH:MM:SS.mmmZ" (TC__LOG_TIME_LEN bytes, no

@@ -64,6 +64,7 @@ struct tc_request {
     unsigned char http_major, http_minor;
     unsigned char id_len, client_len;
     unsigned attempts;
+    const char *replica; /* tc_request_set_replica's, or NULL */
     int status;
     char *resp; /* the whole response, written when this request reaches the queue head */
     size_t resp_len;

@@ -86,6 +86,11 @@ void tc_request_set_attempts(tc_request *r, unsigned attempts)
     r->attempts_set = 1;
 }
 
+void tc_request_set_replica(tc_request *r, const char *label)
+{
+    r->replica = label;
+}
+
 /* ---- client address ------------------------------------------------------------------------- */
 
 void tc__srv_conn_client(tc__srv_conn *c)
@@ -148,6 +153,8 @@ void tc__srv_access_log(tc_request *r)
     e.attempts = r->attempts_set ? (int64_t)r->attempts : -1;
     e.request_id = r->id;
     e.request_id_len = r->id_len;
+    e.with_replica = srv->cfg.access_log_replica;
+    e.replica = r->replica;
     tc__buf b;
     tc__buf_init(&b, srv->log_line, sizeof(srv->log_line), sizeof(srv->log_line) - 1);
     if (tc__log_format(&b, srv->cfg.access_log_format, &e) == 0)

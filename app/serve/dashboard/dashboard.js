@@ -86,6 +86,42 @@
     });
   }
 
+  // Every replica of both sets: its state, attempts/s and success ratio over the last second,
+  // its average latency (the one its choice reads) and its attempts in flight; and above the
+  // table, each set's count of replicas by state, its panics and failed DNS resolutions.
+  function fillReplicas(s) {
+    var body = document.getElementById("replicas-body");
+    body.textContent = "";
+    s.replicas.forEach(function (r, i) {
+      var p = "replicas." + i + ".";
+      var label = cell(p + "replica", r.replica), state = cell(p + "state", r.state);
+      label.className = "l";
+      state.className = r.state === "available" ? "l" : "l bad";
+      body.appendChild(row([cell(p + "set", r.set), label, state,
+                            cell(p + "attempts_per_s", r.attempts_per_s),
+                            cell(p + "success_ratio", r.success_ratio),
+                            cell(p + "average_ms", r.average_ms),
+                            cell(p + "in_flight", r.in_flight)]));
+    });
+    if (!s.replicas.length)
+      body.appendChild(row([el("td", {colspan: "7"}, "no replicas")]));
+    var sets = document.getElementById("replica-sets");
+    sets.textContent = "";
+    var counts = ["available", "ejected", "probing", "panics", "dns_failures"];
+    Object.keys(s.replica_sets).forEach(function (name) {
+      var c = s.replica_sets[name];
+      if (!c) return; // no such upstream (metadata lookups off)
+      sets.appendChild(document.createTextNode(name + ": "));
+      counts.forEach(function (k, j) {
+        var sp = el("span", {"data-stat": "replica_sets." + name + "." + k, "data-dyn": "1"});
+        show(sp, c[k]);
+        sets.appendChild(sp);
+        sets.appendChild(document.createTextNode(" " + k.replace(/_/g, " ") +
+                                                 (j + 1 < counts.length ? ", " : ". ")));
+      });
+    });
+  }
+
   function fillBudget(s) {
     var b = s.now.budget, big = document.getElementById("budget");
     var sub = document.getElementById("budget-sub");
@@ -225,6 +261,7 @@
     var view = {now: s.now, window: s.window, last: {requests_total: total}};
     fillBudget(s);
     fillTables(s);
+    fillReplicas(s);
     var figures = document.querySelectorAll("[data-stat]");
     for (var i = 0; i < figures.length; i++) {
       if (!figures[i].hasAttribute("data-dyn")) // the tables' and budget's own are set above

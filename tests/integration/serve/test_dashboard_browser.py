@@ -31,6 +31,9 @@ BUDGET_MS = 2500  # virtual time the page runs: two or three polls
 # Gauges of the moment, which the page's own connections move (upper bounds, not equality):
 # client connections, and the upstream connections kept open.
 MOMENTARY = {"now.connections": 8, "now.pool.open": 64, "now.pool.busy": 0}
+# What the replicas panel shows of each replica of /dashboard/stats (its id is not shown).
+REPLICA_FIELDS = ("set", "replica", "state", "attempts_per_s", "success_ratio", "average_ms",
+                  "in_flight")
 
 
 def chromium():
@@ -108,6 +111,14 @@ def view_of(s):
     for k in ("attempts", "hedges"):
         for name, series in s["history"][k].items():
             v["last.%s.%s" % (k, name)] = series[-1]
+    # the replicas panel: every replica of both sets, and each set's counts
+    for i, r in enumerate(s["replicas"]):
+        for k in REPLICA_FIELDS:
+            v["replicas.%d.%s" % (i, k)] = r[k]
+    for name, counts in s["replica_sets"].items():
+        if counts is not None:
+            for k, x in counts.items():
+                v["replica_sets.%s.%s" % (name, k)] = x
     return v
 
 
@@ -122,7 +133,7 @@ def same(page_value, json_value):
 def browse(test, tmp, port, *args):
     """Runs headless Chromium on the dashboard at port with args; returns its stdout."""
     argv = [chromium(), "--headless", "--disable-gpu", "--disable-dev-shm-usage",
-            "--no-first-run", "--hide-scrollbars", "--window-size=1280,1040",
+            "--no-first-run", "--hide-scrollbars", "--window-size=1280,1240",
             "--user-data-dir=" + os.path.join(tmp, "profile"),
             "--virtual-time-budget=%d" % BUDGET_MS, *args,
             "http://127.0.0.1:%d/dashboard" % port]
@@ -221,6 +232,17 @@ class DashboardInBrowser(unittest.TestCase):
                                     if r["endpoint"] == "smart"), 180)
         self.assertGreater(w["hedges"]["fired"], 0)
         self.assertIsNotNone(w["latency_ms"]["p99"])
+        # the replicas panel: the one upstream and the one metadata replica, both available
+        # and idle now, each with the average latency its attempts gave it
+        label = "http://127.0.0.1:%d" % self.up.port
+        self.assertEqual([(r["set"], r["replica"], r["state"], r["in_flight"])
+                          for r in after["replicas"]],
+                         [("upstream", label, "available", 0), ("metadata", label, "available", 0)])
+        self.assertEqual(after["replicas"][0]["attempts_per_s"], 0)  # nothing since the batch
+        self.assertGreater(after["replicas"][0]["average_ms"], 0)
+        self.assertEqual(after["replica_sets"]["upstream"],
+                         {"available": 1, "ejected": 0, "probing": 0, "panics": 0,
+                          "dns_failures": 0})
 
         # the charts: the points they claim are drawn (polyline vertices and lone-point circles),
         # and as many as the history has values

@@ -131,7 +131,8 @@ static void test_text_line(void **state)
 }
 
 /* Parses a json line (one object, then exactly one '\n'). */
-static json_t *parse_line(const char *line)
+/* A json line parsed: its ten fields, and "replica" with access_log_replica. */
+static json_t *parse_line_of(const char *line, size_t fields)
 {
     size_t n = strlen(line);
     assert_true(n > 2);
@@ -142,8 +143,13 @@ static json_t *parse_line(const char *line)
     if (o == NULL)
         fail_msg("not JSON: %s (%s)", line, err.text);
     assert_true(json_is_object(o));
-    assert_int_equal(json_object_size(o), 10);
+    assert_int_equal(json_object_size(o), fields);
     return o;
+}
+
+static json_t *parse_line(const char *line)
+{
+    return parse_line_of(line, 10);
 }
 
 static const char *jstr(json_t *o, const char *key)
@@ -193,6 +199,29 @@ static void test_json_line(void **state)
     json_decref(o);
 }
 
+/* access_log_replica: json lines end with "replica" (null when none); text lines never change. */
+static void test_replica_field(void **state)
+{
+    (void)state;
+    tc__log_entry e;
+    fill_entry(&e, "/api/smart", 10);
+    char text[1024];
+    (void)snprintf(text, sizeof(text), "%s", format_line(TC_ACCESS_LOG_TEXT, &e));
+    assert_null(strstr(format_line(TC_ACCESS_LOG_JSON, &e), "replica"));
+    e.with_replica = 1;
+    e.replica = "http://[::1]:8000";
+    assert_string_equal(format_line(TC_ACCESS_LOG_TEXT, &e), text);
+    const char *line = format_line(TC_ACCESS_LOG_JSON, &e);
+    assert_non_null(strstr(line, ",\"request_id\":\"req-7\",\"replica\":\"http://[::1]:8000\"}\n"));
+    json_t *o = parse_line_of(line, 11);
+    assert_string_equal(jstr(o, "replica"), "http://[::1]:8000");
+    json_decref(o);
+    e.replica = NULL;
+    o = parse_line_of(format_line(TC_ACCESS_LOG_JSON, &e), 11);
+    assert_true(json_is_null(json_object_get(o, "replica")));
+    json_decref(o);
+}
+
 /* The longest target and id, every byte of them escaped, fit TC__LOG_LINE_MAX in both formats. */
 static void test_worst_case_fits(void **state)
 {
@@ -211,6 +240,10 @@ static void test_worst_case_fits(void **state)
     e.bytes = UINT64_MAX;
     e.duration_us = INT64_MAX;
     e.attempts = INT64_MAX;
+    static char replica[TC__LOG_REPLICA_MAX + 10];
+    memset(replica, 0x01, sizeof(replica) - 1);
+    e.with_replica = 1;
+    e.replica = replica;
     size_t n = strlen(format_line(TC_ACCESS_LOG_TEXT, &e));
     assert_true(n > 4 * sizeof(target));
     n = strlen(format_line(TC_ACCESS_LOG_JSON, &e));
@@ -220,11 +253,9 @@ static void test_worst_case_fits(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_time),
-        cmocka_unit_test(test_escape_text),
-        cmocka_unit_test(test_text_line),
-        cmocka_unit_test(test_json_line),
-        cmocka_unit_test(test_worst_case_fits),
+        cmocka_unit_test(test_time),          cmocka_unit_test(test_escape_text),
+        cmocka_unit_test(test_text_line),     cmocka_unit_test(test_json_line),
+        cmocka_unit_test(test_replica_field), cmocka_unit_test(test_worst_case_fits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -41,6 +41,7 @@ typedef struct test_route {
     settings_delay delay;
     uint64_t budget_e6;
     names tags;
+    settings_list mirrors;
 } test_route;
 
 static int check_not_x(const setting *s, const char *value, void *field, settings_error *e)
@@ -163,6 +164,13 @@ static const setting test_rows[] = {
      .placeholder = "NAME",
      .help = "a tag",
      R(tags)},
+    {.name = "mirror",
+     .key = "mirrors",
+     .type = SETTINGS_URL,
+     .flags = SETTINGS_REPEATABLE,
+     .placeholder = "URL",
+     .help = "one more copy",
+     R(mirrors)},
     {.key = "file_only",
      .type = SETTINGS_UINT,
      .min = 0,
@@ -431,6 +439,28 @@ static void test_repeatable_and_switch(void **state)
     assert_string_equal(f->r.tags.v[2], "c");
     assert_int_equal(f->g.on, 7);
     assert_int_equal(cli(f, NULL, "--on=1", NULL), SETTINGS_CLI_BAD); /* takes no value */
+
+    /* a repeatable URL keeps every value in a list, each one checked (a bad one is not added) */
+    assert_int_equal(cli(f, NULL, "--mirror", "http://a/1", "--mirror=https://b:8443/2?k=v", NULL),
+                     SETTINGS_CLI_OK);
+    assert_int_equal(cli(f, NULL, "--mirror", "ftp://c/", NULL), SETTINGS_CLI_BAD);
+    assert_int_equal(f->r.mirrors.n, 2);
+    assert_string_equal(f->r.mirrors.v[0], "http://a/1");
+    assert_string_equal(f->r.mirrors.v[1], "https://b:8443/2?k=v");
+    settings_error e;
+    assert_string_equal(message(&test_table, "mirror", "http:///x", &f->to, &e),
+                        "invalid value 'http:///x' for --mirror: expected an http:// or https:// "
+                        "URL");
+    /* at most SETTINGS_LIST_MAX values */
+    for (size_t i = f->r.mirrors.n; i < SETTINGS_LIST_MAX; i++)
+        assert_int_equal(
+            settings_set(settings_find(&test_table, "mirror"), "http://m/", &f->to, &e), 0);
+    assert_string_equal(message(&test_table, "mirror", "http://m/", &f->to, &e),
+                        "too many --mirror values (at most 256)");
+    assert_int_equal(f->r.mirrors.n, SETTINGS_LIST_MAX);
+    settings_free(&test_table, &f->to);
+    assert_int_equal(f->r.mirrors.n, 0);
+    assert_null(f->r.mirrors.v);
 }
 
 static int count_operands(void *data, const char *arg)
@@ -572,10 +602,12 @@ static void *room_for(const settings_table *t, settings_scope scope)
     return size > 0 ? calloc(1, size + 64) : NULL;
 }
 
-/* The size a type stores, or 0 when its row says (UINT: 4 or 8, CUSTOM: its own). */
-static size_t type_size(settings_type type)
+/* The size a row's type stores, or 0 when its row says (UINT: 4 or 8, CUSTOM: its own). */
+static size_t type_size(const setting *s)
 {
-    switch (type) {
+    if (s->type == SETTINGS_URL && (s->flags & SETTINGS_REPEATABLE))
+        return sizeof(settings_list);
+    switch (s->type) {
     case SETTINGS_WORD:
     case SETTINGS_SWITCH:
         return sizeof(int);
@@ -623,7 +655,7 @@ static void test_every_table_row(void **state)
                     assert_true(s->max <= UINT32_MAX);
             } else if (s->type == SETTINGS_CUSTOM) {
                 assert_non_null(s->check);
-            } else if (s->type != SETTINGS_HELP && s->size != type_size(s->type)) {
+            } else if (s->type != SETTINGS_HELP && s->size != type_size(s)) {
                 fail_msg("%s %s: a field of %zu bytes", t->cmd, flag, s->size);
             }
             if (s->type == SETTINGS_WORD)
@@ -682,6 +714,38 @@ static void test_program_messages(void **state)
                         "invalid value '' for --http-engine: expected native or curl");
     assert_string_equal(message(t, "access-log", "", &to, &e),
                         "invalid value '' for --access-log: expected -, a file or off");
+    /* the replica rows (CONTRACT section 7) */
+    static const char *const bad_factors[] = {"1.4", "100.1", "0",    "1e1", "-2", "+5", " 5",
+                                              "5.",  ".5",    "5..1", "abc", "",   "on", "OFF"};
+    for (size_t i = 0; i < sizeof(bad_factors) / sizeof(bad_factors[0]); i++) {
+        char want[256];
+        (void)snprintf(want, sizeof(want),
+                       "invalid value '%s' for --eject-latency-factor: expected a decimal from "
+                       "1.5 to 100, or off",
+                       bad_factors[i]);
+        assert_string_equal(message(t, "eject-latency-factor", bad_factors[i], &to, &e), want);
+    }
+    static const struct {
+        const char *text;
+        double value;
+    } factors[] = {{"1.5", 1.5}, {"100", 100}, {"2.25", 2.25}, {"5", 5}, {"off", 0}};
+    const setting *factor = settings_find(t, "eject-latency-factor");
+    for (size_t i = 0; i < sizeof(factors) / sizeof(factors[0]); i++) {
+        double v = -1;
+        assert_int_equal(factor->check(factor, factors[i].text, &v, &e), 0);
+        assert_true(v == factors[i].value);
+    }
+    assert_string_equal(message(t, "upstream-discovery", "srv", &to, &e),
+                        "invalid value 'srv' for --upstream-discovery: expected off or dns");
+    assert_string_equal(message(t, "dns-refresh", "999", &to, &e),
+                        "invalid value '999' for --dns-refresh: must be from 1000 to 3600000");
+    assert_string_equal(message(t, "eject-failures", "0", &to, &e),
+                        "invalid value '0' for --eject-failures: must be from 1 to 1000");
+    assert_string_equal(message(t, "max-ejected", "101", &to, &e),
+                        "invalid value '101' for --max-ejected: must be from 0 to 100");
+    assert_string_equal(message(t, "upstream", "ftp://x/", &to, &e),
+                        "invalid value 'ftp://x/' for --upstream: expected an http:// or https:// "
+                        "URL");
     /* the file form of upstream_headers has a key and no flag */
     const setting *file = settings_find_key(t, "upstream_headers_file");
     assert_non_null(file);
