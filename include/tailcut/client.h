@@ -129,6 +129,10 @@ typedef struct tc_client_request {
     /* 1 = stream the response: the future fulfils at the final response head, with an empty
      * body, and the body is read with tc_response_read_body ("streaming" below) [0]. */
     int stream_response;
+    /* 1 = the head is the caller's headers plus only what HTTP/1.1 needs: Host (unless given)
+     * and the framing headers, never User-Agent or Accept (a proxy passes a request on as its
+     * client sent it) [0]. */
+    int no_default_headers;
     /* A streamed response's body fails with TC_ETIMEDOUT when none of it arrives for this long
      * while it is being read (not while paused, nor before tc_response_read_body) [0: never].
      * timeout_ms bounds a streamed request up to its response head only. */
@@ -137,10 +141,6 @@ typedef struct tc_client_request {
      * body and body_len (which must then be NULL and 0). A source feeds one request, which holds
      * it while it runs. Such a request is never re-sent: resend_stale does not apply [NULL]. */
     tc_client_body *body_source;
-    /* 1 = the head is the caller's headers plus only what HTTP/1.1 needs: Host (unless given)
-     * and the framing headers, never User-Agent or Accept (a proxy passes a request on as its
-     * client sent it) [0]. */
-    int no_default_headers;
 } tc_client_request;
 
 /* How a streamed response's body is delimited, known at its head. */

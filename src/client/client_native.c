@@ -113,6 +113,13 @@ static int framing_header(const char *name)
     return header_name_is(name, "content-length") || header_name_is(name, "transfer-encoding");
 }
 
+/* A method whose requests carry a body, empty or not. */
+static int body_method(const char *method)
+{
+    return strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+           strcmp(method, "PATCH") == 0;
+}
+
 /* Writes the head into dst (or only counts it, dst NULL) and returns its length. The framing
  * headers are always ours; Host, User-Agent and Accept are ours unless the caller sets them. */
 static size_t head_emit(const tc_client_request *req, const char *method, const tc__url_cache *uc,
@@ -136,10 +143,12 @@ static size_t head_emit(const tc_client_request *req, const char *method, const 
         EMIT(uc->host);
         EMIT("\r\n");
     }
-    if (!req->no_default_headers && !user_has(req, "user-agent"))
-        EMIT("User-Agent: tailcut/" TC_VERSION_STRING "\r\n");
-    if (!req->no_default_headers && !user_has(req, "accept"))
-        EMIT("Accept: */*\r\n");
+    if (!req->no_default_headers) {
+        if (!user_has(req, "user-agent"))
+            EMIT("User-Agent: tailcut/" TC_VERSION_STRING "\r\n");
+        if (!user_has(req, "accept"))
+            EMIT("Accept: */*\r\n");
+    }
     for (size_t i = 0; i < req->nheaders; i++) {
         if (framing_header(req->headers[i].name))
             continue;
@@ -148,18 +157,16 @@ static size_t head_emit(const tc_client_request *req, const char *method, const 
         EMIT(req->headers[i].value);
         EMIT("\r\n");
     }
-    if (req->body_source != NULL && req->body_source->length < 0) {
+    /* A streamed body of unknown length goes chunked; any other body says its length, and so
+     * does a method that carries one when it has none (POST, PUT, PATCH: 0). Most requests are
+     * GETs: the first letter spares them the compares. */
+    const tc_client_body *src = req->body_source;
+    if (src != NULL && src->length < 0) {
         EMIT("Transfer-Encoding: chunked\r\n");
-    } else if (req->body_source != NULL) {
+    } else if (req->body != NULL || src != NULL || (method[0] == 'P' && body_method(method))) {
+        long long length = src != NULL ? (long long)src->length : (long long)req->body_len;
         char cl[48];
-        (void)snprintf(cl, sizeof(cl), "Content-Length: %lld\r\n",
-                       (long long)req->body_source->length);
-        EMIT(cl);
-    } else if (req->body != NULL || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
-               strcmp(method, "PATCH") == 0) {
-        char cl[48];
-        (void)snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n",
-                       req->body != NULL ? req->body_len : 0);
+        (void)snprintf(cl, sizeof(cl), "Content-Length: %lld\r\n", length);
         EMIT(cl);
     }
     EMIT("\r\n");
@@ -693,7 +700,8 @@ static int conn_send(tc__conn *c)
 {
     tc__creq *r = c->r;
     c->state = C_BUSY;
-    tc__h1_init(&r->h1, &r->out, r->max_body, strcmp(r->method, "HEAD") == 0);
+    tc__h1_init(&r->h1, &r->out, r->max_body,
+                r->method[0] == 'H' && strcmp(r->method, "HEAD") == 0);
     if (r->st != NULL) {
         if (r->st->stream_resp)
             tc__h1_stream(&r->h1, &r->st->hold);

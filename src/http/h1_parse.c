@@ -138,10 +138,23 @@ static int on_response_headers_complete(http_parser *hp)
     return 0;
 }
 
-/* Stream mode: a piece of body. The first piece of a feed is only pointed at; a second one
- * gathers both in the spill buffer. */
-static int body_piece(tc__h1 *h1, const char *at, size_t len)
+static int on_response_body(http_parser *hp, const char *at, size_t len)
 {
+    tc__h1 *h1 = of(hp);
+    if (len > h1->max_body - (h1->out->len - h1->body_off))
+        return stop(h1, TC__H1_BODY_TOO_LARGE);
+    return response_put(h1, at, len);
+}
+
+/* Stream mode's on_body (its own callback, so that the other mode's path stays as it was): a
+ * piece of body, counted against max_body (out holds only the head). The first piece of a feed
+ * is only pointed at; a second one gathers both in the spill buffer. */
+static int on_stream_body(http_parser *hp, const char *at, size_t len)
+{
+    tc__h1 *h1 = of(hp);
+    if (len > h1->max_body - h1->body_len)
+        return stop(h1, TC__H1_BODY_TOO_LARGE);
+    h1->body_len += len;
     if (h1->span_len == 0 && h1->spill->len == 0) {
         h1->span = at;
         h1->span_len = len;
@@ -158,17 +171,6 @@ static int body_piece(tc__h1 *h1, const char *at, size_t len)
         return stop(h1, TC__H1_NOMEM);
     /* The caller's spill holds one read's bytes (its limit is a read's size): more cannot be. */
     return rc == 0 ? 0 : stop(h1, TC__H1_BODY_TOO_LARGE);
-}
-
-static int on_response_body(http_parser *hp, const char *at, size_t len)
-{
-    tc__h1 *h1 = of(hp);
-    if (len > h1->max_body - h1->body_len)
-        return stop(h1, TC__H1_BODY_TOO_LARGE);
-    h1->body_len += len;
-    if (h1->spill != NULL)
-        return body_piece(h1, at, len);
-    return response_put(h1, at, len);
 }
 
 static void restart_head(tc__h1 *h1)
@@ -202,11 +204,21 @@ static const http_parser_settings settings = {
     .on_message_complete = on_response_message_complete,
 };
 
+static const http_parser_settings stream_settings = {
+    .on_status = on_response_status,
+    .on_header_field = on_response_header_field,
+    .on_header_value = on_response_header_value,
+    .on_headers_complete = on_response_headers_complete,
+    .on_body = on_stream_body,
+    .on_message_complete = on_response_message_complete,
+};
+
 void tc__h1_init(tc__h1 *h1, tc__buf *out, size_t max_body, int head_only)
 {
     memset(h1, 0, sizeof(*h1));
     http_parser_init(&h1->parser, HTTP_RESPONSE);
     h1->parser.data = h1;
+    h1->settings = &settings;
     h1->out = out;
     h1->max_body = max_body;
     h1->head_only = head_only;
@@ -215,6 +227,7 @@ void tc__h1_init(tc__h1 *h1, tc__buf *out, size_t max_body, int head_only)
 void tc__h1_stream(tc__h1 *h1, tc__buf *spill)
 {
     h1->spill = spill;
+    h1->settings = &stream_settings;
 }
 
 void tc__h1_body(const tc__h1 *h1, const char **p, size_t *n)
@@ -251,7 +264,7 @@ tc__h1_status tc__h1_feed(tc__h1 *h1, const char *data, size_t n, size_t *extra)
     if (h1->err != 0 || (HTTP_PARSER_ERRNO(&h1->parser) != HPE_OK))
         return result(h1);
     h1->received += n;
-    size_t used = http_parser_execute(&h1->parser, &settings, data, n);
+    size_t used = http_parser_execute(&h1->parser, h1->settings, data, n);
     tc__h1_status rc = result(h1);
     if (rc == TC__H1_DONE)
         *extra = n - used;
@@ -266,7 +279,7 @@ tc__h1_status tc__h1_eof(tc__h1 *h1)
     if (h1->err == 0 && HTTP_PARSER_ERRNO(&h1->parser) == HPE_OK && h1->body_off != 0) {
         /* The end of a close-delimited body completes it; in any other state it is an error,
          * which we report as the cut-short response it is. */
-        (void)http_parser_execute(&h1->parser, &settings, NULL, 0);
+        (void)http_parser_execute(&h1->parser, h1->settings, NULL, 0);
         if (h1->done)
             return TC__H1_DONE;
         if (h1->err != 0)

@@ -52,9 +52,9 @@ typedef enum tc__h1_framing {
 
 typedef struct tc__h1 {
     http_parser parser;
+    const http_parser_settings *settings; /* the callbacks of its mode */
     tc__buf *out;       /* the response goes here: head, NUL, body (in stream mode: the head) */
     size_t max_body;    /* body bytes allowed */
-    size_t body_len;    /* body bytes decoded so far */
     size_t body_off;    /* where the body starts in out; 0 while reading the head */
     size_t line_len;    /* bytes of the current header line */
     size_t received;    /* bytes fed so far, for "nothing at all arrived" */
@@ -73,6 +73,7 @@ typedef struct tc__h1 {
     tc__buf *spill;   /* NULL: the body goes into out; else the pieces of one feed gather here */
     const char *span; /* the body bytes of the last feed when they are one piece of its input */
     size_t span_len;
+    size_t body_len; /* body bytes decoded so far (out has them in the other mode) */
 } tc__h1;
 
 /* Prepares h to read one response into out (which the caller owns and has emptied). */
