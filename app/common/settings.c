@@ -87,7 +87,7 @@ int settings_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out
         v = v * 10 + digit;
     }
     if (v < min || v > max)
-        return settings_invalid(e, s, "must be from %llu to %llu", (unsigned long long)min,
+        return settings_invalid(e, s, "must be %llu to %llu", (unsigned long long)min,
                                 (unsigned long long)max);
     *out = v;
     return 0;

@@ -16,11 +16,11 @@
  * field then starts zero and the command fills it in (a NULL URL means the embedded simulator).
  *
  * Parsers never print. A bad value gives a settings_error: `why` is a reason that stands on its
- * own ("must be from 0 to 15") and `shown` the value as a message may quote it (a URL redacted, a
+ * own ("must be 0 to 15") and `shown` the value as a message may quote it (a URL redacted, a
  * header escaped), so each front end words the message its own way:
  *
- *   command line:  tailcut serve: invalid value '16' for --hedge-extra: must be from 0 to 15
- *   config file:   tailcut: FILE:12:5: routes[1].hedge.extra: must be from 0 to 15
+ *   command line:  tailcut serve: invalid value '16' for --hedge-extra: must be 0 to 15
+ *   config file:   tailcut: FILE:12:5: routes[1].hedge.extra: must be 0 to 15
  *
  * (settings_error.message holds the whole command-line message for the few rows whose message
  * has another shape, e.g. "cannot read --upstream-ca file 'F'"; a file front end uses `why`.)

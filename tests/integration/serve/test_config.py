@@ -90,7 +90,7 @@ class ConfigTest(unittest.TestCase):
         route = "routes:\n  - prefix: /a/\n    kind: api\n    upstreams: [http://x/w]\n"
         cases = [
             (route + "    hedge:\n      extra: 16\n",
-             "F:6:14: routes[0].hedge.extra: must be from 0 to 15"),
+             "F:6:14: routes[0].hedge.extra: must be 0 to 15"),
             (route + "    bogus: 1\n", "F:5:5: routes[0].bogus: unknown key"),
             (route + "    kind: api\n", "F:5:5: routes[0].kind: duplicate key (first at line 3)"),
             (route + "    hedge: 5\n", "F:5:12: routes[0].hedge: expected a mapping, not text"),
@@ -117,7 +117,7 @@ class ConfigTest(unittest.TestCase):
             (route + "upstreams: [http://x]\n",
              "F:5:1: upstreams: unknown key here (a route's key: it goes in a route)"),
             ("workers: {n: 1}\n" + route, "F:1:10: workers: expected a value, not a mapping"),
-            ("workers: 0\n" + route, "F:1:10: workers: must be from 1 to 256"),
+            ("workers: 0\n" + route, "F:1:10: workers: must be 1 to 256"),
             ("access_log_format: yaml\n" + route,
              "F:1:20: access_log_format: expected text or json"),
             (route + "    hedge: {budget_percent: 0}\n",
@@ -298,7 +298,7 @@ class ConfigTest(unittest.TestCase):
                 self.assertTrue(th.wait_for(lambda: "not reloaded" in s.stderr_text(),
                                             10 * th.SLOW))
                 self.assertIn("tailcut: configuration not reloaded: %s:5:20: routes[0].hedge."
-                              "extra: must be from 0 to 15\n" % path, s.stderr_text())
+                              "extra: must be 0 to 15\n" % path, s.stderr_text())
                 self.assertEqual(th.http_request(s.port, "GET", "/api/smart")[0], 200)
                 self.assertEqual(th.http_request(s.port, "GET", "/x/smart")[0], 404)
                 _, m = metrics(s.port)

@@ -712,12 +712,12 @@ routes:
         route = "routes:\n  - prefix: /p/\n    kind: proxy\n    upstreams: [http://x]\n"
         cases = [
             ("    failure_statuses: [503, 99]\n",
-             "F:5:29: routes[0].failure_statuses[1]: must be from 100 to 599"),
+             "F:5:29: routes[0].failure_statuses[1]: must be 100 to 599"),
             ("    hedge_methods: [GET, \"P T\"]\n",
              "F:5:26: routes[0].hedge_methods[1]: must be a method name (a token)"),
             ("    strip_prefix: yes\n", "F:5:19: routes[0].strip_prefix: expected true or false"),
             ("    body_idle_timeout_ms: 0\n",
-             "F:5:27: routes[0].body_idle_timeout_ms: must be from 1 to 3600000"),
+             "F:5:27: routes[0].body_idle_timeout_ms: must be 1 to 3600000"),
         ]
         for text, want in cases:
             with self.subTest(want=want):

@@ -290,8 +290,7 @@ static void test_a_bad_default_is_reported(void **state)
     settings_error e;
     assert_int_equal(settings_defaults(&t, &to, &bad, &e), -1);
     assert_ptr_equal(bad, &rows[0]);
-    assert_string_equal(settings_message(bad, &e),
-                        "invalid value '11' for --n: must be from 1 to 10");
+    assert_string_equal(settings_message(bad, &e), "invalid value '11' for --n: must be 1 to 10");
 }
 
 /* Each message word for word, and a reason that stands alone after "KEY: " in a file's error. */
@@ -309,11 +308,9 @@ static void test_every_message(void **state)
         {"count", " 1", "invalid value ' 1' for --count: expected a whole number", NULL},
         {"count", "99999999999999999999",
          "invalid value '99999999999999999999' for --count: too large", "too large"},
-        {"count", "0", "invalid value '0' for --count: must be from 1 to 500",
-         "must be from 1 to 500"},
-        {"count", "501", "invalid value '501' for --count: must be from 1 to 500", NULL},
-        {"small", "16", "invalid value '16' for --small: must be from 0 to 15",
-         "must be from 0 to 15"},
+        {"count", "0", "invalid value '0' for --count: must be 1 to 500", "must be 1 to 500"},
+        {"count", "501", "invalid value '501' for --count: must be 1 to 500", NULL},
+        {"small", "16", "invalid value '16' for --small: must be 0 to 15", "must be 0 to 15"},
         {"engine", "x", "invalid value 'x' for --engine: expected native, curl or other",
          "expected native, curl or other"},
         {"text", "x", "invalid value 'x' for --text: x is not allowed", "x is not allowed"},
@@ -327,15 +324,13 @@ static void test_every_message(void **state)
         {"url", "http://a b",
          "invalid value 'http://a b' for --url: expected an http:// or https:// URL", NULL},
         {"addr", "x", "invalid value 'x' for --addr: expected HOST:PORT", "expected HOST:PORT"},
-        {"addr", "1.2.3.4:99999", "invalid value '99999' for --addr: must be from 0 to 65535",
-         NULL},
+        {"addr", "1.2.3.4:99999", "invalid value '99999' for --addr: must be 0 to 65535", NULL},
         {"addr", "1.2.3.4:", "invalid value '' for --addr: expected a whole number", NULL},
         {"addr", "foo:80",
          "invalid value 'foo:80' for --addr: HOST must be an IP address (127.0.0.1, [::1]) or "
          "localhost",
          NULL},
-        {"delay", "3600001", "invalid value '3600001' for --delay: must be from 0 to 3600000",
-         NULL},
+        {"delay", "3600001", "invalid value '3600001' for --delay: must be 0 to 3600000", NULL},
         {"delay", "p49",
          "invalid value 'p49' for --delay: expected MS or pNN, NN from 50 to 99.9 with at most one "
          "decimal (p95, p99, p99.9)",
@@ -694,8 +689,8 @@ static void test_program_messages(void **state)
     settings_target to = {room_for(t, SETTINGS_GLOBAL), room_for(t, SETTINGS_ROUTE)};
     settings_error e;
     assert_string_equal(message(t, "hedge-extra", "16", &to, &e),
-                        "invalid value '16' for --hedge-extra: must be from 0 to 15");
-    assert_string_equal(e.why, "must be from 0 to 15"); /* routes[1].hedge.extra: ... */
+                        "invalid value '16' for --hedge-extra: must be 0 to 15");
+    assert_string_equal(e.why, "must be 0 to 15"); /* routes[1].hedge.extra: ... */
     assert_string_equal(message(t, "forward-header", "Host", &to, &e),
                         "invalid value 'Host' for --forward-header: Host is never forwarded");
     assert_string_equal(message(t, "upstream-header", "Host: x", &to, &e),
@@ -738,11 +733,11 @@ static void test_program_messages(void **state)
     assert_string_equal(message(t, "upstream-discovery", "srv", &to, &e),
                         "invalid value 'srv' for --upstream-discovery: expected off or dns");
     assert_string_equal(message(t, "dns-refresh", "999", &to, &e),
-                        "invalid value '999' for --dns-refresh: must be from 1000 to 3600000");
+                        "invalid value '999' for --dns-refresh: must be 1000 to 3600000");
     assert_string_equal(message(t, "eject-failures", "0", &to, &e),
-                        "invalid value '0' for --eject-failures: must be from 1 to 1000");
+                        "invalid value '0' for --eject-failures: must be 1 to 1000");
     assert_string_equal(message(t, "max-ejected", "101", &to, &e),
-                        "invalid value '101' for --max-ejected: must be from 0 to 100");
+                        "invalid value '101' for --max-ejected: must be 0 to 100");
     assert_string_equal(message(t, "upstream", "ftp://x/", &to, &e),
                         "invalid value 'ftp://x/' for --upstream: expected an http:// or https:// "
                         "URL");
@@ -776,7 +771,7 @@ static void test_program_messages(void **state)
     assert_string_equal(message(t, "order", "x", &to, &e),
                         "invalid value 'x' for --order: expected completion or input");
     assert_string_equal(message(t, "-c", "0", &to, &e),
-                        "invalid value '0' for --concurrency: must be from 1 to 100000");
+                        "invalid value '0' for --concurrency: must be 1 to 100000");
     assert_string_equal(message(t, "-H", "A: 1", &to, &e), "");
     assert_string_equal(message(t, "-H", "B: 2", &to, &e), ""); /* repeatable: both kept */
     settings_free(t, &to);

@@ -171,7 +171,7 @@ static void test_errors(void **state)
     static const struct {
         const char *text, *message;
     } cases[] = {
-        {"count: 501\nitems: []\n", "F:1:8: count: must be from 1 to 500"},
+        {"count: 501\nitems: []\n", "F:1:8: count: must be 1 to 500"},
         {"count: 1\ncount: 2\nitems: []\n", "F:2:1: count: duplicate key (first at line 1)"},
         {"cont: 1\nitems: []\n", "F:1:1: cont: unknown key"},
         {"name: x\nitems: []\n",
@@ -182,12 +182,12 @@ static void test_errors(void **state)
         {"count: [1]\nitems: []\n", "F:1:8: count: expected a value, not a list"},
         {"count: {a: 1}\nitems: []\n", "F:1:8: count: expected a value, not a mapping"},
         {"statuses: 500\nitems: []\n", "F:1:11: statuses: expected a list, not text"},
-        {"statuses: [500, 600]\nitems: []\n", "F:1:17: statuses[1]: must be from 100 to 599"},
+        {"statuses: [500, 600]\nitems: []\n", "F:1:17: statuses[1]: must be 100 to 599"},
         {"statuses: [[500]]\nitems: []\n", "F:1:12: statuses[0]: expected text, not a list"},
         {"count: 1\n", "F:1:1: missing key 'items'"},
         {"items:\n  - hedge: {extra: 1}\n", "F:2:5: items[0]: missing key 'name'"},
         {"items:\n  - name: x\n    hedge: {extra: 16}\n",
-         "F:3:20: items[0].hedge.extra: must be from 0 to 15"},
+         "F:3:20: items[0].hedge.extra: must be 0 to 15"},
         {"items:\n  - name: x\n    hedge: 1\n",
          "F:3:12: items[0].hedge: expected a mapping, not text"},
         {"items:\n  - name: x\n    hedge: {extr: 1}\n", "F:3:13: items[0].hedge.extr: unknown key"},
