@@ -370,8 +370,15 @@ typedef struct serve_call {
 void serve_respond_error(serve_worker *sw, const serve_route *route, tc_request *req, endpoint ep,
                          int status, const char *code, const char *message);
 
-/* Reads the request's `timeout` parameter into *timeout_ms: the value asked for, else the
- * route's timeout_ms (or, when required, a 400). Returns 0, or -1 once it has answered 400. */
+/* The client's X-Tailcut-Timeout-Ms (CONTRACT section 8): the rules of the `timeout` parameter,
+ * so given at most once. Returns 0 and sets *present (and *timeout_ms when present), or TC_EINVAL
+ * with the 400's message in *why. */
+int serve_timeout_header(tc_request *req, uint64_t max_ms, uint64_t *timeout_ms, int *present,
+                         const char **why);
+
+/* Reads the request's `timeout` parameter, else its X-Tailcut-Timeout-Ms header, into
+ * *timeout_ms: the value asked for, else the route's timeout_ms (or, when required, a 400).
+ * Returns 0, or -1 once it has answered 400. */
 int serve_call_timeout(serve_worker *sw, const serve_route *route, tc_request *req, endpoint ep,
                        int required, uint64_t *timeout_ms);
 

@@ -12,6 +12,7 @@
 
 #include "base/fmt.h"
 #include "cmd_serve.h"
+#include "http/proxy_internal.h"
 
 void serve_respond_error(serve_worker *sw, const serve_route *route, tc_request *req, endpoint ep,
                          int status, const char *code, const char *message)
@@ -27,6 +28,21 @@ void serve_respond_error(serve_worker *sw, const serve_route *route, tc_request 
                                   attempt_endpoint ? 1 : 0);
 }
 
+int serve_timeout_header(tc_request *req, uint64_t max_ms, uint64_t *timeout_ms, int *present,
+                         const char **why)
+{
+    size_t pos = 0;
+    tc_str v, again;
+    *present = tc_request_header_next(req, "X-Tailcut-Timeout-Ms", &pos, &v);
+    if (!*present)
+        return 0;
+    if (tc_request_header_next(req, "X-Tailcut-Timeout-Ms", &pos, &again)) {
+        *why = "X-Tailcut-Timeout-Ms is given more than once";
+        return TC_EINVAL;
+    }
+    return tc__proxy_timeout_header(v.base, v.len, max_ms, timeout_ms, why);
+}
+
 int serve_call_timeout(serve_worker *sw, const serve_route *route, tc_request *req, endpoint ep,
                        int required, uint64_t *timeout_ms)
 {
@@ -36,6 +52,11 @@ int serve_call_timeout(serve_worker *sw, const serve_route *route, tc_request *r
     const char *why = NULL;
     *timeout_ms = max_ms;
     if (tc_query_timeout(query.base, query.len, max_ms, timeout_ms, &present, &why) != 0) {
+        serve_respond_error(sw, route, req, ep, 400, "bad_request", why);
+        return -1;
+    }
+    /* the header asks only when the parameter does not: the parameter wins */
+    if (!present && serve_timeout_header(req, max_ms, timeout_ms, &present, &why) != 0) {
         serve_respond_error(sw, route, req, ep, 400, "bad_request", why);
         return -1;
     }

@@ -114,6 +114,23 @@ static void px_error(proxy_req *px, int status, const char *code, const char *me
     px_close(px);
 }
 
+/* Every attempt failed and no failed answer can be passed on: 502 upstream_failed, whose body
+ * adds "attempts":N (CONTRACT section 1), as on the api endpoints. */
+static void px_all_failed(proxy_req *px, unsigned attempts)
+{
+    char n[16], body[128];
+    (void)snprintf(n, sizeof(n), "%u", attempts);
+    int len = snprintf(body, sizeof(body),
+                       "{\"success\":false,\"error\":\"upstream_failed\",\"message\":\"every "
+                       "upstream attempt failed\",\"attempts\":%u}",
+                       attempts);
+    tc_server_header hdr = {"X-Tailcut-Attempts", n};
+    tc_request_set_attempts(px->req, attempts);
+    px_closing(px, 502);
+    tc_request_respond(px->req, 502, "application/json", &hdr, 1, body, (size_t)len);
+    px_close(px);
+}
+
 /* The client left: every attempt is cancelled and the request logged 499. */
 static void px_on_client_gone(tc_request *req, void *data)
 {
@@ -267,7 +284,7 @@ static void px_on_failed_body(tc_response *resp, int status, const char *data, s
     }
     px->resp = status == 0 ? NULL : px->resp;
     if (status != 0 || px_head(px, resp, r->nattempts) != 0) {
-        px_error(px, 502, "upstream_failed", "every upstream attempt failed", r->nattempts);
+        px_all_failed(px, r->nattempts);
         return;
     }
     px_closing(px, resp->status);
@@ -311,7 +328,7 @@ static void px_on_hedge_done(tc_future *f, void *data)
             return;
         px->resp = NULL;
     }
-    px_error(px, 502, "upstream_failed", "every upstream attempt failed", r->nattempts);
+    px_all_failed(px, r->nattempts);
 }
 
 /* ---- the attempts --------------------------------------------------------------------------- */
@@ -560,7 +577,7 @@ static int px_check_head(serve_worker *sw, const serve_route *route, tc_request 
 {
     tc_str v, path = tc_request_path(req);
     const char *why = NULL;
-    int status = 0;
+    int status = 0, present = 0;
     const char *code = "bad_request";
     *timeout_ms = route->timeout_ms > 0 ? route->timeout_ms : route->max_timeout_ms;
     if (tc_request_header(req, "Upgrade", &v)) {
@@ -570,9 +587,7 @@ static int px_check_head(serve_worker *sw, const serve_route *route, tc_request 
     } else if (!tc__proxy_path_ok(path.base, path.len)) {
         status = 400;
         why = "the path holds a dot segment";
-    } else if (tc_request_header(req, "X-Tailcut-Timeout-Ms", &v) &&
-               tc__proxy_timeout_header(v.base, v.len, route->max_timeout_ms, timeout_ms, &why) !=
-                   0) {
+    } else if (serve_timeout_header(req, route->max_timeout_ms, timeout_ms, &present, &why) != 0) {
         status = 400;
     } else if (tc_request_body_length(req) > 0 &&
                (uint64_t)tc_request_body_length(req) > route->proxy.max_request_body_bytes) {

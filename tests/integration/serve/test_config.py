@@ -231,6 +231,36 @@ class ConfigTest(unittest.TestCase):
         self.assertEqual(routes["/healthz"], "")
         self.assertEqual(routes["/p/x"], "pp")
 
+    def test_timeout_header_on_api_routes(self):
+        # kind: api reads X-Tailcut-Timeout-Ms too, by the rules of the `timeout` parameter, and
+        # the parameter wins over it; with --config and without (the flags make one api route)
+        with upstream("fixed:3000") as slow:
+            path = self.write("hdr.yaml", "routes:\n  - {prefix: /api/, kind: api, "
+                                          "upstreams: [%s]}\n" % work(slow))
+            for args in (("--config", path), ("--upstream", work(slow))):
+                with th.Proc("serve", *args) as s:
+                    def ask(target, *values):
+                        hdrs = [("X-Tailcut-Timeout-Ms", v) for v in values]
+                        t0 = time.monotonic()
+                        with th.connect(s.port, 30 * th.SLOW) as c:
+                            c.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n"
+                                       "\r\n" % (target, "".join("%s: %s\r\n" % kv
+                                                                  for kv in hdrs))).encode())
+                            st, _, body = th.read_response(c)
+                        return st, json.loads(body), time.monotonic() - t0
+                    st, body, took = ask("/api/smart", "200")
+                    self.assertEqual((st, body["error"]), (504, "timeout"), args)
+                    self.assertLess(took, 2.5 * th.SLOW)
+                    st, body, _ = ask("/api/within-timeout", "100")
+                    self.assertEqual((st, body), (200, []), args)
+                    st, body, _ = ask("/api/smart?timeout=100", "0")  # the parameter wins
+                    self.assertEqual((st, body["error"]), (504, "timeout"), args)
+                    for bad in (("0",), ("60001",), ("abc",), ("+10",), ("100", "100")):
+                        st, body, _ = ask("/api/first", *bad)
+                        self.assertEqual((st, body["error"]), (400, "bad_request"), bad)
+                    st, body, _ = ask("/api/within-timeout")
+                    self.assertEqual((st, body["error"]), (400, "bad_request"), args)
+
     def test_no_route_label_without_config(self):
         with upstream() as a, th.Proc("serve", "--upstream", work(a)) as s:
             self.assertEqual(th.http_request(s.port, "GET", "/api/smart")[0], 200)

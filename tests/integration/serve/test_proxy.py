@@ -549,6 +549,12 @@ routes:
         # its body over 64 KiB: 502
         st, hdrs, body = request(self.port, "GET", "/h/f", headers=[("X-Script", "fail_big")])
         self.assertEqual((st, json.loads(body)["error"]), (502, "upstream_failed"))
+        # the body adds "attempts":N, as every 502 upstream_failed does (CONTRACT section 1)
+        n = int(hdrs["x-tailcut-attempts"])
+        self.assertEqual(json.loads(body), {"success": False, "error": "upstream_failed",
+                                            "message": "every upstream attempt failed",
+                                            "attempts": n})
+        self.assertEqual(hdrs["content-type"], "application/json")
         # a 404 is the upstream's answer; on the strict route 418 is a failure
         st, hdrs, body = request(self.port, "GET", "/h/f", headers=[("X-Script", "notfound")])
         self.assertEqual((st, body, hdrs["x-tailcut-attempts"]), (404, b"no such item", "1"))
@@ -573,6 +579,12 @@ routes:
         for bad in ("0", "5001", "abc", "-1"):
             st, _, body = request(self.port, "GET", "/s/x", headers=[("X-Tailcut-Timeout-Ms", bad)])
             self.assertEqual((st, json.loads(body)["error"]), (400, "bad_request"))
+        # given twice, even with the same value: 400, as a repeated `timeout` parameter is
+        self.a.take()
+        st, _, body = request(self.port, "GET", "/s/x", headers=[("X-Tailcut-Timeout-Ms", "900"),
+                                                                 ("X-Tailcut-Timeout-Ms", "900")])
+        self.assertEqual((st, json.loads(body)["error"]), (400, "bad_request"))
+        self.assertEqual(self.records(0, wait=0), [])
 
     # ---- streaming -------------------------------------------------------------------------------
 
