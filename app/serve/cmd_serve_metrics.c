@@ -315,12 +315,17 @@ int serve_metrics_define(serve_metrics *m, int with_route)
     atomic_init(&m->reloads_error, 0);
     if (tc_metrics_registry_new(&m->reg) != 0)
         return TC_ENOMEM;
-    for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++) {
+    /* Without --config there is no kind: proxy route, and the metrics are exactly as before
+     * routes came (CONTRACT section 8): no proxy family (the last one), no proxy series. */
+    size_t ndefs = sizeof(defs) / sizeof(defs[0]) - (with_route ? 0 : 1);
+    for (size_t i = 0; i < ndefs; i++) {
         int err = tc_metrics_family_define(m->reg, &defs[i], ids[i]);
         if (err != 0)
             return err;
     }
     for (int e = 0; e < EP_COUNT && !with_route; e++) {
+        if (e == EP_PROXY)
+            continue;
         const char *v[1] = {endpoint_names[e]};
         int err = tc_metrics_series_define(m->reg, m->duration, v, &m->duration_series[e]);
         if (err != 0)

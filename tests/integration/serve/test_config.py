@@ -267,6 +267,8 @@ class ConfigTest(unittest.TestCase):
             text, _ = metrics(s.port)
             self.assertNotIn("route=", text)
             self.assertNotIn("tailcut_config_reloads_total", text)
+            # no kind: proxy route without --config: nothing of the proxy's in the metrics
+            self.assertNotIn("proxy", text)
             s.proc.send_signal(signal.SIGHUP)  # ignored without --config
             time.sleep(0.2)
             self.assertEqual(th.http_request(s.port, "GET", "/api/smart")[0], 200)
