@@ -1,6 +1,7 @@
 /*
  * The allocation hook of alloc.h: a per-thread countdown in front of the C allocator.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,9 +33,22 @@ void *tc__malloc(size_t n)
     return should_fail() ? NULL : malloc(n);
 }
 
+/* malloc and a memset rather than calloc: glibc's calloc (2.36) skips the per-thread cache
+ * and takes the arena's path on every call, several hundred instructions where malloc's cache
+ * hit costs a few dozen; the hot path allocates a few small zeroed blocks a request. */
 void *tc__calloc(size_t count, size_t size)
 {
-    return should_fail() ? NULL : calloc(count, size);
+    if (should_fail())
+        return NULL;
+    if (size != 0 && count > SIZE_MAX / size)
+        return NULL;
+    size_t n = count * size;
+    void *p = malloc(n);
+    /* an empty barrier, or the compiler folds malloc and memset back into calloc */
+    __asm__("" : "+r"(p));
+    if (p != NULL)
+        memset(p, 0, n);
+    return p;
 }
 
 void *tc__realloc(void *p, size_t n)
