@@ -6,7 +6,6 @@
  * what three attempts answer before the deadline. Each is one tc_hedge with its own policy; the
  * hedge's result becomes the answer. A client that leaves cancels the hedge.
  */
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -140,20 +139,26 @@ static void put(body_writer *w, const char *s, size_t n)
 }
 
 /* The answer's body for a hedge result (an upstream body goes in byte for byte); returns the
- * status. msg holds the timeout message, attempts the number of attempts. */
+ * status. attempts holds the number of attempts in decimal (attempts_len digits). */
 static int write_body(body_writer *w, const serve_call *call, const tc_hedge_result *r,
-                      const char *msg, const char *attempts)
+                      const char *attempts, size_t attempts_len)
 {
     if (r->error == TC_ETIMEDOUT) {
+        char ms[TC__FMT_U64_MAX];
         put(w, TC__LIT("{\"success\":false,\"error\":\"timeout\",\"message\":\""));
-        put(w, msg, strlen(msg));
-        put(w, TC__LIT("\"}"));
+        if (call->ep == EP_ALL)
+            put(w, TC__LIT("not every attempt finished"));
+        else
+            put(w, TC__LIT("no successful answer"));
+        put(w, TC__LIT(" within "));
+        put(w, ms, tc__fmt_u64(ms, call->timeout_ms));
+        put(w, TC__LIT(" ms\"}"));
         return 504;
     }
     if (r->error == TC_EALLFAILED) {
         put(w, TC__LIT("{\"success\":false,\"error\":\"upstream_failed\",\"message\":\"every "
                        "upstream attempt failed\",\"attempts\":"));
-        put(w, attempts, strlen(attempts));
+        put(w, attempts, attempts_len);
         put(w, TC__LIT("}"));
         return 502;
     }
@@ -194,22 +199,19 @@ static void on_hedge_done(tc_future *f, void *data)
     tc_request_set_attempts(req, r->nattempts);
     if (sw->cfg->log_replica)
         tc_request_set_replica(req, serve_call_replica(call, r)); /* valid until serve_call_free */
-    char attempts[16];
-    (void)snprintf(attempts, sizeof(attempts), "%u", r->nattempts);
+    char attempts[TC__FMT_U64_MAX + 1];
+    size_t attempts_len = tc__fmt_u64(attempts, r->nattempts);
+    attempts[attempts_len] = '\0';
     tc_server_header hdr = {"X-Tailcut-Attempts", attempts};
-    char msg[128];
-    (void)snprintf(msg, sizeof(msg), "%s within %llu ms",
-                   call->ep == EP_ALL ? "not every attempt finished" : "no successful answer",
-                   (unsigned long long)call->timeout_ms);
 
     body_writer body = {NULL, 0};
-    (void)write_body(&body, call, r, msg, attempts);
+    (void)write_body(&body, call, r, attempts, attempts_len);
     body.p = malloc(body.len + 1);
     if (body.p == NULL) {
         serve_respond_error(sw, call->route, req, call->ep, 503, "overloaded", "out of memory");
     } else {
         body.len = 0;
-        int status = write_body(&body, call, r, msg, attempts);
+        int status = write_body(&body, call, r, attempts, attempts_len);
         serve_count_request(sw, call->route, call->ep, status, ready_ns);
         tc_request_respond(req, status, "application/json", &hdr, 1, body.p, body.len);
     }
