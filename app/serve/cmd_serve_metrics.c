@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "base/clock.h"
+#include "base/fmt.h"
 #include "cmd_serve.h"
 
 /* Largest /metrics text we render. */
@@ -40,8 +41,8 @@ void serve_count_request(serve_worker *sw, const serve_route *route, endpoint ep
                          uint64_t ready_ns)
 {
     serve_metrics *m = &sw->cfg->metrics;
-    char code[8];
-    (void)snprintf(code, sizeof(code), "%d", status);
+    char code[TC__FMT_U64_MAX + 1];
+    code[tc__fmt_u64(code, status < 0 ? 0 : (uint64_t)status)] = '\0';
     const char *values[3] = {endpoint_names[ep], code, NULL};
     if (sw->cfg->with_route_label) {
         values[0] = route != NULL ? route->name : "";
