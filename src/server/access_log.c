@@ -41,24 +41,43 @@ void tc__log_time(char *dst, time_t sec, unsigned ms)
     dst[23] = 'Z';
 }
 
+/* 1 for a byte the text format writes as it is: printable ASCII but for '"' and '\\'. A
+ * table, since every line escapes its client, target and request id byte by byte. */
+static const unsigned char plain_byte[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x00 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x10 */
+    0, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x20 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x30 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x40 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, /* 0x50 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x60 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, /* 0x70 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x80 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x90 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0xA0 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0xB0 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0xC0 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0xD0 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0xE0 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0xF0 */
+};
+
 int tc__log_escape_text(tc__buf *b, const char *s, size_t len)
 {
-    size_t run = 0; /* bytes before i that need no escape, not yet appended */
+    size_t from = 0; /* the first byte not yet appended */
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)s[i];
-        if (ch >= 0x21 && ch <= 0x7E && ch != '"' && ch != '\\') {
-            run++;
+        if (plain_byte[ch])
             continue;
-        }
         char esc[4] = {'\\', 'x', hex_digits[ch >> 4], hex_digits[ch & 15]};
-        int rc = tc__buf_append(b, s + i - run, run);
+        int rc = tc__buf_append(b, s + from, i - from);
         if (rc == 0)
             rc = tc__buf_append(b, esc, sizeof(esc));
         if (rc != 0)
             return rc;
-        run = 0;
+        from = i + 1;
     }
-    return tc__buf_append(b, s + len - run, run);
+    return tc__buf_append(b, s + from, len - from);
 }
 
 static int append_u64(tc__buf *b, uint64_t v)
