@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/alloc.h"
 #include "base/fmt.h"
 #include "cmd_serve.h"
 
@@ -51,7 +52,8 @@ int serve_call_timeout(serve_worker *sw, const serve_route *route, tc_request *r
 serve_call *serve_call_new(serve_worker *sw, const serve_route *route, tc_request *req, endpoint ep,
                            uint64_t timeout_ms)
 {
-    serve_call *call = calloc(1, sizeof(*call));
+    /* tc__calloc: glibc's calloc skips the per-thread cache (src/base/alloc.c) */
+    serve_call *call = tc__calloc(1, sizeof(*call));
     if (call == NULL) {
         serve_respond_error(sw, route, req, ep, 503, "overloaded", "out of memory");
         return NULL;
@@ -75,7 +77,7 @@ static void call_end(serve_call *call)
     serve_worker *sw = call->sw;
     serve_conf *conf = call->conf;
     serve_call_release(call);
-    free(call);
+    tc__free(call);
     serve_conf_give(sw, conf);
 }
 
