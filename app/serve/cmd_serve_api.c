@@ -126,6 +126,9 @@ void serve_call_watch(serve_call *call, tc_future_cb done)
     }
 }
 
+/* Bodies up to this size are written on the stack. */
+#define SERVE_SMALL_BODY 2048
+
 /* A body written in two passes over the same code: the first (p == NULL) only counts its
  * length, the second writes into exactly that many bytes. No buffer grows. */
 typedef struct body_writer {
@@ -206,9 +209,11 @@ static void on_hedge_done(tc_future *f, void *data)
     attempts[attempts_len] = '\0';
     tc_server_header hdr = {"X-Tailcut-Attempts", attempts};
 
+    /* A small body is written on the stack (tc_request_respond copies it): most are. */
+    char small[SERVE_SMALL_BODY];
     body_writer body = {NULL, 0};
     (void)write_body(&body, call, r, attempts, attempts_len);
-    body.p = malloc(body.len + 1);
+    body.p = body.len < sizeof(small) ? small : malloc(body.len + 1);
     if (body.p == NULL) {
         serve_respond_error(sw, call->route, req, call->ep, 503, "overloaded", "out of memory");
     } else {
@@ -217,7 +222,8 @@ static void on_hedge_done(tc_future *f, void *data)
         serve_count_request(sw, call->route, call->ep, status, ready_ns);
         tc_request_respond(req, status, "application/json", &hdr, 1, body.p, body.len);
     }
-    free(body.p);
+    if (body.p != small)
+        free(body.p);
     serve_call_free(call);
 }
 
