@@ -381,7 +381,8 @@ static int header_ok(const char *s, int is_name)
 {
     if (s == NULL)
         return 0;
-    return is_name ? tc__header_name_ok(s, strlen(s)) : tc__header_value_ok(s, strlen(s));
+    /* a value is a C string, so no NUL inside: one pass finds its end or a CR or LF */
+    return is_name ? tc__header_name_ok(s, strlen(s)) : s[strcspn(s, "\r\n")] == '\0';
 }
 
 /* A method is a token too. */
