@@ -109,6 +109,14 @@ static int framing_header(const char *name)
     return header_name_is(name, "content-length") || header_name_is(name, "transfer-encoding");
 }
 
+/* POST, PUT and PATCH announce a length even without a body. The first byte is compared before
+ * any strcmp: the head is built twice for every attempt, nearly always for a GET. */
+static int length_expected(const char *method)
+{
+    return method[0] == 'P' && (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+                                strcmp(method, "PATCH") == 0);
+}
+
 /* Writes the head into dst (or only counts it, dst NULL) and returns its length. The framing
  * headers are always ours; Host, User-Agent and Accept are ours unless the caller sets them. */
 static size_t head_emit(const tc_client_request *req, const char *method, const tc__url_cache *uc,
@@ -144,8 +152,7 @@ static size_t head_emit(const tc_client_request *req, const char *method, const 
         EMIT(req->headers[i].value);
         EMIT("\r\n");
     }
-    if (req->body != NULL || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
-        strcmp(method, "PATCH") == 0) {
+    if (req->body != NULL || length_expected(method)) {
         char cl[48];
         (void)snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n",
                        req->body != NULL ? req->body_len : 0);
