@@ -379,13 +379,17 @@ static void conn_release(tc__conn *c, int reusable)
 }
 
 /* How long c may stay idle after this response: our cap, or less when the server announced a
- * shorter Keep-Alive timeout (closing first avoids sending into a connection it is closing). */
-static uint64_t keepalive_of(const tc__creq *r, size_t head_len)
+ * shorter Keep-Alive timeout (closing first avoids sending into a connection it is closing). The
+ * parser noted the header's value as it read the head. */
+static uint64_t keepalive_of(const tc__creq *r)
 {
-    tc_response head = {.headers = r->out.data, .headers_len = head_len};
-    char v[64];
-    if (tc_response_header(&head, "keep-alive", v, sizeof(v)) < 0)
+    const tc__h1 *h1 = &r->h1;
+    if (h1->keep_alive_off == 0)
         return TC__NATIVE_IDLE_MS;
+    char v[64];
+    size_t n = h1->keep_alive_len < sizeof(v) - 1 ? h1->keep_alive_len : sizeof(v) - 1;
+    memcpy(v, r->out.data + h1->keep_alive_off, n);
+    v[n] = '\0';
     const char *timeout = strcasestr(v, "timeout=");
     if (timeout == NULL)
         return TC__NATIVE_IDLE_MS;
@@ -401,7 +405,7 @@ static void on_response_done(tc__conn *c, size_t extra)
     tc__creq *r = conn_take(c);
     c->uses++;
     size_t body_off = r->h1.body_off;
-    c->keepalive_ms = keepalive_of(r, body_off > 0 ? body_off - 1 : 0);
+    c->keepalive_ms = keepalive_of(r);
     /* Bytes after the response: the server sent more than it was asked for, so the connection's
      * framing cannot be trusted any more. An answer that came before the whole request was
      * written (an early 413, say): the rest of the request would follow, so the connection
