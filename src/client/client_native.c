@@ -53,7 +53,10 @@ struct tc__native {
 
 struct tc__conn {
     uv_tcp_t tcp;
-    uv_timer_t timer; /* connect timeout while connecting, keep-alive expiry while idle */
+    /* The connect timeout while connecting; then the keep-alive expiry, left armed while the
+     * connection carries a request (restarting a timer twice a request costs more than a
+     * wake-up that finds it busy, once a keep-alive period). */
+    uv_timer_t timer;
     union {
         uv_connect_t connect;
         uv_write_t write;
@@ -64,6 +67,7 @@ struct tc__conn {
     tc__link link; /* origin->idle or origin->resolving */
     tc__link lru;  /* nat->lru while idle */
     uint64_t keepalive_ms;
+    uint64_t idle_until; /* uv_now() at which an idle spell ends it */
     size_t addr_idx;
     unsigned uses; /* responses read on it */
     unsigned gen;  /* its origin's generation when it opened (tc_client_retire_origin) */
@@ -357,7 +361,15 @@ static void conn_died_unanswered(tc__conn *c, const char *detail)
 
 static void on_idle_expired(uv_timer_t *t)
 {
-    conn_close(t->data, 0);
+    tc__conn *c = t->data;
+    if (c->state != C_IDLE)
+        return; /* busy since: its next idle spell arms the timer again */
+    uint64_t now = uv_now(t->loop);
+    if (now < c->idle_until) {
+        uv_timer_start(t, on_idle_expired, c->idle_until - now, 0); /* idle again since */
+        return;
+    }
+    conn_close(c, 0);
 }
 
 /* c's exchange ended well: it goes back to its origin's pool, or closes. */
@@ -371,7 +383,11 @@ static void conn_release(tc__conn *c, int reusable)
     c->state = C_IDLE;
     tc__list_push_back(&c->origin->idle, &c->link);
     tc__list_push_back(&nat->lru, &c->lru);
-    uv_timer_start(&c->timer, on_idle_expired, c->keepalive_ms, 0);
+    c->idle_until = uv_now(c->timer.loop) + c->keepalive_ms;
+    /* A timer still armed from an earlier idle spell (never the connect timeout: that stops at
+     * the connect) may stay so when it fires no later than this spell ends. */
+    if (!uv_is_active((uv_handle_t *)&c->timer) || uv_timer_get_due_in(&c->timer) > c->keepalive_ms)
+        uv_timer_start(&c->timer, on_idle_expired, c->keepalive_ms, 0);
     /* An idle pool does not keep the caller's loop running (libcurl's idle connections do not
      * either): uv_run returns once nothing but idle connections is left. */
     uv_unref((uv_handle_t *)&c->tcp);
@@ -807,7 +823,6 @@ int tc__native_start(tc__creq *r)
     tc__conn *c = tc__container_of(l, tc__conn, link);
     tc__list_remove(&c->link);
     tc__list_remove(&c->lru);
-    uv_timer_stop(&c->timer);
     uv_ref((uv_handle_t *)&c->tcp);
     uv_ref((uv_handle_t *)&c->timer);
     c->r = r;
