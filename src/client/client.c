@@ -573,7 +573,8 @@ int tc_client_request_start(tc_future **out, tc_client *cl, const tc_client_requ
     size_t addr_len = uc->addr[0] != '\0' ? strlen(uc->addr) + 1 : 0;
     int native = !uc->https && !uc->userinfo && cl->cfg.engine != TC_CLIENT_ENGINE_CURL &&
                  !cl->cfg.follow_redirects && body_len <= TC__CLIENT_NATIVE_MAX_REQUEST_BODY;
-    size_t head_size = native ? tc__native_head_size(req, method, uc) : 0;
+    char head[TC__NATIVE_HEAD_SCRATCH];
+    size_t head_size = native ? tc__native_head_try(req, method, uc, head, sizeof(head)) : 0;
 
     tc__creq *r =
         tc__malloc(sizeof(*r) + url_len + 1 + method_len + 1 + body_len + 1 + addr_len + head_size);
@@ -617,7 +618,10 @@ int tc_client_request_start(tc_future **out, tc_client *cl, const tc_client_requ
     tc__list_init(&r->link);
     if (native) {
         r->head = p;
-        tc__native_head_build(req, method, uc, p);
+        if (head_size <= sizeof(head))
+            memcpy(p, head, head_size);
+        else
+            tc__native_head_build(req, method, uc, p);
         r->head_len = head_size;
     } else {
         err = tc__curl_prepare(r);

@@ -121,17 +121,18 @@ static int length_expected(const char *method)
                                 strcmp(method, "PATCH") == 0);
 }
 
-/* Writes the head into dst (or only counts it, dst NULL) and returns its length. The framing
- * headers are always ours; Host, User-Agent and Accept are ours unless the caller sets them. */
+/* Writes the head into dst[0, cap) as far as it fits (cap 0: only counts it) and returns its
+ * whole length: dst holds it all when that is at most cap. The framing headers are always ours;
+ * Host, User-Agent and Accept are ours unless the caller sets them. */
 static size_t head_emit(const tc_client_request *req, const char *method, const tc__url_cache *uc,
-                        char *dst)
+                        char *dst, size_t cap)
 {
     size_t n = 0;
 #define EMIT(s)                                                                                    \
     do {                                                                                           \
         const char *s_ = (s);                                                                      \
         size_t l_ = strlen(s_);                                                                    \
-        if (dst != NULL)                                                                           \
+        if (l_ <= cap && n <= cap - l_)                                                            \
             memcpy(dst + n, s_, l_);                                                               \
         n += l_;                                                                                   \
     } while (0)
@@ -167,16 +168,16 @@ static size_t head_emit(const tc_client_request *req, const char *method, const 
     return n;
 }
 
-size_t tc__native_head_size(const tc_client_request *req, const char *method,
-                            const tc__url_cache *uc)
+size_t tc__native_head_try(const tc_client_request *req, const char *method,
+                           const tc__url_cache *uc, char *dst, size_t cap)
 {
-    return head_emit(req, method, uc, NULL);
+    return head_emit(req, method, uc, dst, cap);
 }
 
 void tc__native_head_build(const tc_client_request *req, const char *method,
                            const tc__url_cache *uc, char *dst)
 {
-    (void)head_emit(req, method, uc, dst);
+    (void)head_emit(req, method, uc, dst, SIZE_MAX);
 }
 
 /* ---- engine --------------------------------------------------------------------------------- */
