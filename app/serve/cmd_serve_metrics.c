@@ -41,16 +41,25 @@ void serve_count_request(serve_worker *sw, const serve_route *route, endpoint ep
                          uint64_t ready_ns)
 {
     serve_metrics *m = &sw->cfg->metrics;
-    char code[TC__FMT_U64_MAX + 1];
-    code[tc__fmt_u64(code, status < 0 ? 0 : (uint64_t)status)] = '\0';
-    const char *values[3] = {endpoint_names[ep], code, NULL};
-    if (sw->cfg->with_route_label) {
-        values[0] = route != NULL ? route->name : "";
-        values[1] = endpoint_names[ep];
-        values[2] = code;
-    }
     uint32_t series;
-    tc_metrics_series_lookup(sw->shard, m->requests, values, &series);
+    if (!sw->cfg->with_route_label && status > 0 && sw->requests_memo[ep].status == status) {
+        series = sw->requests_memo[ep].series;
+    } else {
+        char code[TC__FMT_U64_MAX + 1];
+        code[tc__fmt_u64(code, status < 0 ? 0 : (uint64_t)status)] = '\0';
+        const char *values[3] = {endpoint_names[ep], code, NULL};
+        if (sw->cfg->with_route_label) {
+            values[0] = route != NULL ? route->name : "";
+            values[1] = endpoint_names[ep];
+            values[2] = code;
+        }
+        /* a series, once there, keeps its id in this worker's shard for good */
+        if (tc_metrics_series_lookup(sw->shard, m->requests, values, &series) == 0 &&
+            !sw->cfg->with_route_label && status > 0) {
+            sw->requests_memo[ep].status = status;
+            sw->requests_memo[ep].series = series;
+        }
+    }
     tc_metrics_counter_add(sw->shard, m->requests, series, 1);
     uint64_t now_ns = uv_hrtime();
     if (ready_ns != 0)
