@@ -75,7 +75,7 @@ void serve_count_request(serve_worker *sw, const serve_route *route, endpoint ep
         return;
     int api =
         ep == EP_SMART || ep == EP_FIRST || ep == EP_ALL || ep == EP_WITHIN || ep == EP_METADATA;
-    serve_stats_request(sw->stats, serve_stats_now_sec(sw->cfg->stats), (unsigned)ep, status,
+    serve_stats_request(sw->stats, serve_stats_sec_at(sw->cfg->stats, now_ns), (unsigned)ep, status,
                         api && ready_ns != 0 && now_ns >= ready_ns ? (now_ns - ready_ns) / 1000
                                                                    : SERVE_STATS_NO_VALUE);
 }
