@@ -33,6 +33,13 @@ void *tc__malloc(size_t n)
     return should_fail() ? NULL : malloc(n);
 }
 
+/* Out of line on purpose: GCC folds a memset of zeroes right after a malloc of that size back
+ * into calloc, which tc__calloc avoids. */
+__attribute__((noinline)) static void *zeroed(void *p, size_t n)
+{
+    return p != NULL ? memset(p, 0, n) : NULL;
+}
+
 /* malloc and a memset rather than calloc: glibc's calloc (2.36) skips the per-thread cache
  * and takes the arena's path on every call, several hundred instructions where malloc's cache
  * hit costs a few dozen; the hot path allocates a few small zeroed blocks a request. */
@@ -43,12 +50,7 @@ void *tc__calloc(size_t count, size_t size)
     if (size != 0 && count > SIZE_MAX / size)
         return NULL;
     size_t n = count * size;
-    void *p = malloc(n);
-    /* an empty barrier, or the compiler folds malloc and memset back into calloc */
-    __asm__("" : "+r"(p));
-    if (p != NULL)
-        memset(p, 0, n);
-    return p;
+    return zeroed(malloc(n + (n == 0)), n); /* calloc(0, ...) gives a block too, as glibc's */
 }
 
 void *tc__realloc(void *p, size_t n)
