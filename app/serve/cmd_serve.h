@@ -333,6 +333,13 @@ struct serve_worker {
     int mailbox_open;
     int admin; /* the --admin-listen listener's (it has no client and no batcher) */
     serve_forward fwd;
+    /* Without the route label: each endpoint's last status and its series of the request
+     * counter, so that a run of one status (nearly every request) skips the lookup by label
+     * text. status 0: none yet. */
+    struct {
+        int status;
+        uint32_t series;
+    } requests_memo[EP_COUNT];
 };
 
 /* One /api/... endpoint request in flight. */

@@ -6,10 +6,10 @@
  * what three attempts answer before the deadline. Each is one tc_hedge with its own policy; the
  * hedge's result becomes the answer. A client that leaves cancels the hedge.
  */
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/alloc.h"
 #include "base/fmt.h"
 #include "cmd_serve.h"
 #include "http/proxy_internal.h"
@@ -73,7 +73,8 @@ int serve_call_timeout(serve_worker *sw, const serve_route *route, tc_request *r
 serve_call *serve_call_new(serve_worker *sw, const serve_route *route, tc_request *req, endpoint ep,
                            uint64_t timeout_ms)
 {
-    serve_call *call = calloc(1, sizeof(*call));
+    /* tc__calloc: glibc's calloc skips the per-thread cache (src/base/alloc.c) */
+    serve_call *call = tc__calloc(1, sizeof(*call));
     if (call == NULL) {
         serve_respond_error(sw, route, req, ep, 503, "overloaded", "out of memory");
         return NULL;
@@ -97,7 +98,7 @@ static void call_end(serve_call *call)
     serve_worker *sw = call->sw;
     serve_conf *conf = call->conf;
     serve_call_release(call);
-    free(call);
+    tc__free(call);
     serve_conf_give(sw, conf);
 }
 
@@ -152,6 +153,9 @@ void serve_call_watch(serve_call *call, tc_future_cb done)
     }
 }
 
+/* Bodies up to this size are written on the stack. */
+#define SERVE_SMALL_BODY 2048
+
 /* A body written in two passes over the same code: the first (p == NULL) only counts its
  * length, the second writes into exactly that many bytes. No buffer grows. */
 typedef struct body_writer {
@@ -167,20 +171,26 @@ static void put(body_writer *w, const char *s, size_t n)
 }
 
 /* The answer's body for a hedge result (an upstream body goes in byte for byte); returns the
- * status. msg holds the timeout message, attempts the number of attempts. */
+ * status. attempts holds the number of attempts in decimal (attempts_len digits). */
 static int write_body(body_writer *w, const serve_call *call, const tc_hedge_result *r,
-                      const char *msg, const char *attempts)
+                      const char *attempts, size_t attempts_len)
 {
     if (r->error == TC_ETIMEDOUT) {
+        char ms[TC__FMT_U64_MAX];
         put(w, TC__LIT("{\"success\":false,\"error\":\"timeout\",\"message\":\""));
-        put(w, msg, strlen(msg));
-        put(w, TC__LIT("\"}"));
+        if (call->ep == EP_ALL)
+            put(w, TC__LIT("not every attempt finished"));
+        else
+            put(w, TC__LIT("no successful answer"));
+        put(w, TC__LIT(" within "));
+        put(w, ms, tc__fmt_u64(ms, call->timeout_ms));
+        put(w, TC__LIT(" ms\"}"));
         return 504;
     }
     if (r->error == TC_EALLFAILED) {
         put(w, TC__LIT("{\"success\":false,\"error\":\"upstream_failed\",\"message\":\"every "
                        "upstream attempt failed\",\"attempts\":"));
-        put(w, attempts, strlen(attempts));
+        put(w, attempts, attempts_len);
         put(w, TC__LIT("}"));
         return 502;
     }
@@ -221,26 +231,26 @@ static void on_hedge_done(tc_future *f, void *data)
     tc_request_set_attempts(req, r->nattempts);
     if (sw->cfg->log_replica)
         tc_request_set_replica(req, serve_call_replica(call, r)); /* valid until serve_call_free */
-    char attempts[16];
-    (void)snprintf(attempts, sizeof(attempts), "%u", r->nattempts);
+    char attempts[TC__FMT_U64_MAX + 1];
+    size_t attempts_len = tc__fmt_u64(attempts, r->nattempts);
+    attempts[attempts_len] = '\0';
     tc_server_header hdr = {"X-Tailcut-Attempts", attempts};
-    char msg[128];
-    (void)snprintf(msg, sizeof(msg), "%s within %llu ms",
-                   call->ep == EP_ALL ? "not every attempt finished" : "no successful answer",
-                   (unsigned long long)call->timeout_ms);
 
+    /* A small body is written on the stack (tc_request_respond copies it): most are. */
+    char small[SERVE_SMALL_BODY];
     body_writer body = {NULL, 0};
-    (void)write_body(&body, call, r, msg, attempts);
-    body.p = malloc(body.len + 1);
+    (void)write_body(&body, call, r, attempts, attempts_len);
+    body.p = body.len < sizeof(small) ? small : malloc(body.len + 1);
     if (body.p == NULL) {
         serve_respond_error(sw, call->route, req, call->ep, 503, "overloaded", "out of memory");
     } else {
         body.len = 0;
-        int status = write_body(&body, call, r, msg, attempts);
+        int status = write_body(&body, call, r, attempts, attempts_len);
         serve_count_request(sw, call->route, call->ep, status, ready_ns);
         tc_request_respond(req, status, "application/json", &hdr, 1, body.p, body.len);
     }
-    free(body.p);
+    if (body.p != small)
+        free(body.p);
     serve_call_free(call);
 }
 

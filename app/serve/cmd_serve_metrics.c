@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "base/clock.h"
+#include "base/fmt.h"
 #include "cmd_serve.h"
 
 /* Largest /metrics text we render. */
@@ -40,16 +41,25 @@ void serve_count_request(serve_worker *sw, const serve_route *route, endpoint ep
                          uint64_t ready_ns)
 {
     serve_metrics *m = &sw->cfg->metrics;
-    char code[8];
-    (void)snprintf(code, sizeof(code), "%d", status);
-    const char *values[3] = {endpoint_names[ep], code, NULL};
-    if (sw->cfg->with_route_label) {
-        values[0] = route != NULL ? route->name : "";
-        values[1] = endpoint_names[ep];
-        values[2] = code;
-    }
     uint32_t series;
-    tc_metrics_series_lookup(sw->shard, m->requests, values, &series);
+    if (!sw->cfg->with_route_label && status > 0 && sw->requests_memo[ep].status == status) {
+        series = sw->requests_memo[ep].series;
+    } else {
+        char code[TC__FMT_U64_MAX + 1];
+        code[tc__fmt_u64(code, status < 0 ? 0 : (uint64_t)status)] = '\0';
+        const char *values[3] = {endpoint_names[ep], code, NULL};
+        if (sw->cfg->with_route_label) {
+            values[0] = route != NULL ? route->name : "";
+            values[1] = endpoint_names[ep];
+            values[2] = code;
+        }
+        /* a series, once there, keeps its id in this worker's shard for good */
+        if (tc_metrics_series_lookup(sw->shard, m->requests, values, &series) == 0 &&
+            !sw->cfg->with_route_label && status > 0) {
+            sw->requests_memo[ep].status = status;
+            sw->requests_memo[ep].series = series;
+        }
+    }
     tc_metrics_counter_add(sw->shard, m->requests, series, 1);
     uint64_t now_ns = uv_hrtime();
     if (ready_ns != 0)
@@ -65,7 +75,7 @@ void serve_count_request(serve_worker *sw, const serve_route *route, endpoint ep
         return;
     int api =
         ep == EP_SMART || ep == EP_FIRST || ep == EP_ALL || ep == EP_WITHIN || ep == EP_METADATA;
-    serve_stats_request(sw->stats, serve_stats_now_sec(sw->cfg->stats), (unsigned)ep, status,
+    serve_stats_request(sw->stats, serve_stats_sec_at(sw->cfg->stats, now_ns), (unsigned)ep, status,
                         api && ready_ns != 0 && now_ns >= ready_ns ? (now_ns - ready_ns) / 1000
                                                                    : SERVE_STATS_NO_VALUE);
 }

@@ -114,7 +114,12 @@ serve_stats_shard *serve_stats_shard_at(serve_stats *st, unsigned i)
 
 uint64_t serve_stats_now_sec(const serve_stats *st)
 {
-    return (uv_hrtime() - st->start_ns) / 1000000000u;
+    return serve_stats_sec_at(st, uv_hrtime());
+}
+
+uint64_t serve_stats_sec_at(const serve_stats *st, uint64_t now_ns)
+{
+    return (now_ns - st->start_ns) / 1000000000u;
 }
 
 /* ---- writers -------------------------------------------------------------------------------- */

@@ -63,6 +63,9 @@ serve_stats_shard *serve_stats_shard_at(serve_stats *st, unsigned i);
 /* The second now, on the process's monotonic clock (0 at serve_stats_new). */
 uint64_t serve_stats_now_sec(const serve_stats *st);
 
+/* The same second for a uv_hrtime() reading the caller already has. */
+uint64_t serve_stats_sec_at(const serve_stats *st, uint64_t now_ns);
+
 /* ---- writers: the shard's owner thread only ---- */
 
 /* A request answered in second sec with status; latency_us goes into the latency histogram

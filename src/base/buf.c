@@ -18,7 +18,7 @@ void tc__buf_init(tc__buf *b, char *storage, size_t cap, size_t max)
     b->first_cap = b->cap;
 }
 
-int tc__buf_append(tc__buf *b, const void *p, size_t n)
+int tc__buf_append_grow(tc__buf *b, const void *p, size_t n)
 {
     if (n > b->max - b->len)
         return TC_ETOOLARGE;

@@ -467,7 +467,8 @@ static int header_ok(const char *s, int is_name)
 {
     if (s == NULL)
         return 0;
-    return is_name ? tc__header_name_ok(s, strlen(s)) : tc__header_value_ok(s, strlen(s));
+    /* a value is a C string, so no NUL inside: one pass finds its end or a CR or LF */
+    return is_name ? tc__header_name_ok(s, strlen(s)) : s[strcspn(s, "\r\n")] == '\0';
 }
 
 /* A method is a token too. */
@@ -658,7 +659,8 @@ int tc_client_request_start(tc_future **out, tc_client *cl, const tc_client_requ
     size_t addr_len = uc->addr[0] != '\0' ? strlen(uc->addr) + 1 : 0;
     int native = !uc->https && !uc->userinfo && cl->cfg.engine != TC_CLIENT_ENGINE_CURL &&
                  !cl->cfg.follow_redirects && body_len <= TC__CLIENT_NATIVE_MAX_REQUEST_BODY;
-    size_t head_size = native ? tc__native_head_size(req, method, uc) : 0;
+    char head[TC__NATIVE_HEAD_SCRATCH];
+    size_t head_size = native ? tc__native_head_try(req, method, uc, head, sizeof(head)) : 0;
 
     tc__creq *r =
         tc__malloc(sizeof(*r) + url_len + 1 + method_len + 1 + body_len + 1 + addr_len + head_size);
@@ -706,7 +708,10 @@ int tc_client_request_start(tc_future **out, tc_client *cl, const tc_client_requ
         err = tc__stream_prepare(r, req);
     if (err == 0 && native) {
         r->head = p;
-        tc__native_head_build(req, method, uc, p);
+        if (head_size <= sizeof(head))
+            memcpy(p, head, head_size);
+        else
+            tc__native_head_build(req, method, uc, p);
         r->head_len = head_size;
     } else if (err == 0) {
         err = tc__curl_prepare(r);

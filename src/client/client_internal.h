@@ -322,10 +322,13 @@ void tc__native_abort(tc__creq *r);
 void tc__native_close(tc_client *cl);
 /* o was retired (its generation bumped): its idle connections close now. */
 void tc__native_retire(tc_client *cl, tc__origin *o);
-/* The request head of req (method already defaulted): its size, then the head itself into dst,
- * which has that many bytes (inside the request's own allocation). */
-size_t tc__native_head_size(const tc_client_request *req, const char *method,
-                            const tc__url_cache *uc);
+/* The request head of req (method already defaulted): written into dst[0, cap) when it fits
+ * (a scratch buffer: nearly every head is written once), else only counted; returns its size.
+ * tc__native_head_build then writes one that did not fit into dst, which has that many bytes
+ * (inside the request's own allocation). */
+#define TC__NATIVE_HEAD_SCRATCH 1024
+size_t tc__native_head_try(const tc_client_request *req, const char *method,
+                           const tc__url_cache *uc, char *dst, size_t cap);
 void tc__native_head_build(const tc_client_request *req, const char *method,
                            const tc__url_cache *uc, char *dst);
 

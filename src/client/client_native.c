@@ -53,7 +53,10 @@ struct tc__native {
 
 struct tc__conn {
     uv_tcp_t tcp;
-    uv_timer_t timer; /* connect timeout while connecting, keep-alive expiry while idle */
+    /* The connect timeout while connecting; then the keep-alive expiry, left armed while the
+     * connection carries a request (restarting a timer twice a request costs more than a
+     * wake-up that finds it busy, once a keep-alive period). */
+    uv_timer_t timer;
     union {
         uv_connect_t connect;
         uv_write_t write;
@@ -64,6 +67,7 @@ struct tc__conn {
     tc__link link; /* origin->idle or origin->resolving */
     tc__link lru;  /* nat->lru while idle */
     uint64_t keepalive_ms;
+    uint64_t idle_until; /* uv_now() at which an idle spell ends it */
     size_t addr_idx;
     unsigned uses; /* responses read on it */
     unsigned gen;  /* its origin's generation when it opened (tc_client_retire_origin) */
@@ -120,17 +124,18 @@ static int body_method(const char *method)
            strcmp(method, "PATCH") == 0;
 }
 
-/* Writes the head into dst (or only counts it, dst NULL) and returns its length. The framing
- * headers are always ours; Host, User-Agent and Accept are ours unless the caller sets them. */
+/* Writes the head into dst[0, cap) as far as it fits (cap 0: only counts it) and returns its
+ * whole length: dst holds it all when that is at most cap. The framing headers are always ours;
+ * Host, User-Agent and Accept are ours unless the caller sets them. */
 static size_t head_emit(const tc_client_request *req, const char *method, const tc__url_cache *uc,
-                        char *dst)
+                        char *dst, size_t cap)
 {
     size_t n = 0;
 #define EMIT(s)                                                                                    \
     do {                                                                                           \
         const char *s_ = (s);                                                                      \
         size_t l_ = strlen(s_);                                                                    \
-        if (dst != NULL)                                                                           \
+        if (l_ <= cap && n <= cap - l_)                                                            \
             memcpy(dst + n, s_, l_);                                                               \
         n += l_;                                                                                   \
     } while (0)
@@ -174,16 +179,16 @@ static size_t head_emit(const tc_client_request *req, const char *method, const 
     return n;
 }
 
-size_t tc__native_head_size(const tc_client_request *req, const char *method,
-                            const tc__url_cache *uc)
+size_t tc__native_head_try(const tc_client_request *req, const char *method,
+                           const tc__url_cache *uc, char *dst, size_t cap)
 {
-    return head_emit(req, method, uc, NULL);
+    return head_emit(req, method, uc, dst, cap);
 }
 
 void tc__native_head_build(const tc_client_request *req, const char *method,
                            const tc__url_cache *uc, char *dst)
 {
-    (void)head_emit(req, method, uc, dst);
+    (void)head_emit(req, method, uc, dst, SIZE_MAX);
 }
 
 /* ---- engine --------------------------------------------------------------------------------- */
@@ -368,7 +373,15 @@ static void conn_died_unanswered(tc__conn *c, const char *detail)
 
 static void on_idle_expired(uv_timer_t *t)
 {
-    conn_close(t->data, 0);
+    tc__conn *c = t->data;
+    if (c->state != C_IDLE)
+        return; /* busy since: its next idle spell arms the timer again */
+    uint64_t now = uv_now(t->loop);
+    if (now < c->idle_until) {
+        uv_timer_start(t, on_idle_expired, c->idle_until - now, 0); /* idle again since */
+        return;
+    }
+    conn_close(c, 0);
 }
 
 /* c's exchange ended well: it goes back to its origin's pool, or closes. */
@@ -389,7 +402,11 @@ static void conn_release(tc__conn *c, int reusable)
     c->state = C_IDLE;
     tc__list_push_back(&c->origin->idle, &c->link);
     tc__list_push_back(&nat->lru, &c->lru);
-    uv_timer_start(&c->timer, on_idle_expired, c->keepalive_ms, 0);
+    c->idle_until = uv_now(c->timer.loop) + c->keepalive_ms;
+    /* A timer still armed from an earlier idle spell (never the connect timeout: that stops at
+     * the connect) may stay so when it fires no later than this spell ends. */
+    if (!uv_is_active((uv_handle_t *)&c->timer) || uv_timer_get_due_in(&c->timer) > c->keepalive_ms)
+        uv_timer_start(&c->timer, on_idle_expired, c->keepalive_ms, 0);
     /* An idle pool does not keep the caller's loop running (libcurl's idle connections do not
      * either): uv_run returns once nothing but idle connections is left. */
     uv_unref((uv_handle_t *)&c->tcp);
@@ -397,13 +414,17 @@ static void conn_release(tc__conn *c, int reusable)
 }
 
 /* How long c may stay idle after this response: our cap, or less when the server announced a
- * shorter Keep-Alive timeout (closing first avoids sending into a connection it is closing). */
-static uint64_t keepalive_of(const tc__creq *r, size_t head_len)
+ * shorter Keep-Alive timeout (closing first avoids sending into a connection it is closing). The
+ * parser noted the header's value as it read the head. */
+static uint64_t keepalive_of(const tc__creq *r)
 {
-    tc_response head = {.headers = r->out.data, .headers_len = head_len};
-    char v[64];
-    if (tc_response_header(&head, "keep-alive", v, sizeof(v)) < 0)
+    const tc__h1 *h1 = &r->h1;
+    if (h1->keep_alive_off == 0)
         return TC__NATIVE_IDLE_MS;
+    char v[64];
+    size_t n = h1->keep_alive_len < sizeof(v) - 1 ? h1->keep_alive_len : sizeof(v) - 1;
+    memcpy(v, r->out.data + h1->keep_alive_off, n);
+    v[n] = '\0';
     const char *timeout = strcasestr(v, "timeout=");
     if (timeout == NULL)
         return TC__NATIVE_IDLE_MS;
@@ -431,7 +452,7 @@ static void on_response_done(tc__conn *c, size_t extra)
     tc__creq *r = conn_take(c);
     c->uses++;
     size_t body_off = r->h1.body_off;
-    c->keepalive_ms = keepalive_of(r, body_off > 0 ? body_off - 1 : 0);
+    c->keepalive_ms = keepalive_of(r);
     /* Bytes after the response: the server sent more than it was asked for, so the connection's
      * framing cannot be trusted any more. An answer that came before the whole request was
      * written (an early 413, say): the rest of the request would follow, so the connection
@@ -1004,7 +1025,6 @@ int tc__native_start(tc__creq *r)
     tc__conn *c = tc__container_of(l, tc__conn, link);
     tc__list_remove(&c->link);
     tc__list_remove(&c->lru);
-    uv_timer_stop(&c->timer);
     uv_ref((uv_handle_t *)&c->tcp);
     uv_ref((uv_handle_t *)&c->timer);
     c->r = r;

@@ -9,25 +9,16 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base/bytes.h"
 #include "forward_internal.h"
 #include "tailcut/error.h"
-
-/* RFC 9110 tchar. Letters, digits and '-' (nearly every byte of a real name) are decided
- * without a search: the client checks every header of every attempt with it. */
-static int tchar(unsigned char ch)
-{
-    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-        ch == '-')
-        return 1;
-    return ch != '\0' && strchr("!#$%&'*.^_`|~+", ch) != NULL;
-}
 
 int tc__header_name_ok(const char *name, size_t len)
 {
     if (len == 0)
         return 0;
     for (size_t i = 0; i < len; i++)
-        if (!tchar((unsigned char)name[i]))
+        if (!(tc__byte_class[(unsigned char)name[i]] & TC__BYTE_TCHAR))
             return 0;
     return 1;
 }

@@ -8,6 +8,7 @@
  * countable.
  */
 #include <string.h>
+#include <strings.h>
 
 #include "base/fmt.h"
 #include "h1_parse.h"
@@ -76,6 +77,15 @@ static int on_response_status(http_parser *hp, const char *at, size_t len)
     return response_put_head(h1, at, len);
 }
 
+/* The Keep-Alive value being read (if it is) ends where out ends now. */
+static void keep_alive_end(tc__h1 *h1)
+{
+    if (!h1->in_keep_alive)
+        return;
+    h1->keep_alive_len = h1->out->len - h1->keep_alive_off;
+    h1->in_keep_alive = 0;
+}
+
 static int on_response_header_field(http_parser *hp, const char *at, size_t len)
 {
     tc__h1 *h1 = of(hp);
@@ -84,10 +94,12 @@ static int on_response_header_field(http_parser *hp, const char *at, size_t len)
     if (status_line(h1) != 0)
         return -1;
     if (h1->last != 1) {
+        keep_alive_end(h1);
         h1->line_len = 0;
         if (response_put_head(h1, TC__LIT("\r\n")) != 0)
             return -1;
         h1->line_len = 0;
+        h1->name_off = h1->out->len;
     }
     h1->last = 1;
     return response_put_head(h1, at, len);
@@ -98,8 +110,18 @@ static int on_response_header_value(http_parser *hp, const char *at, size_t len)
     tc__h1 *h1 = of(hp);
     if (h1->body_off != 0)
         return 0;
-    if (h1->last != 2 && response_put_head(h1, TC__LIT(": ")) != 0)
-        return -1;
+    if (h1->last != 2) {
+        /* the name is whole now, however many pieces it came in */
+        const char *name = h1->out->data + h1->name_off;
+        int keep_alive = h1->keep_alive_off == 0 && h1->out->len - h1->name_off == 10 &&
+                         strncasecmp(name, "keep-alive", 10) == 0;
+        if (response_put_head(h1, TC__LIT(": ")) != 0)
+            return -1;
+        if (keep_alive) {
+            h1->keep_alive_off = h1->out->len;
+            h1->in_keep_alive = 1;
+        }
+    }
     h1->last = 2;
     return response_put_head(h1, at, len);
 }
@@ -109,6 +131,7 @@ static int on_response_headers_complete(http_parser *hp)
     tc__h1 *h1 = of(hp);
     if (status_line(h1) != 0)
         return -1;
+    keep_alive_end(h1);
     h1->line_len = 0;
     if (response_put_head(h1, TC__LIT("\r\n\r\n")) != 0 || response_put(h1, "", 1) != 0)
         return -1;
@@ -180,6 +203,9 @@ static void restart_head(tc__h1 *h1)
     h1->line_len = 0;
     h1->last = 0;
     h1->status_written = 0;
+    h1->keep_alive_off = 0;
+    h1->keep_alive_len = 0;
+    h1->in_keep_alive = 0;
 }
 
 static int on_response_message_complete(http_parser *hp)

@@ -53,13 +53,18 @@ typedef enum tc__h1_framing {
 typedef struct tc__h1 {
     http_parser parser;
     const http_parser_settings *settings; /* the callbacks of its mode */
-    tc__buf *out;       /* the response goes here: head, NUL, body (in stream mode: the head) */
-    size_t max_body;    /* body bytes allowed */
-    size_t body_off;    /* where the body starts in out; 0 while reading the head */
-    size_t line_len;    /* bytes of the current header line */
-    size_t received;    /* bytes fed so far, for "nothing at all arrived" */
-    int head_only;      /* answer to HEAD: no body whatever the headers say */
-    int last;           /* last header callback: 0 none, 1 field, 2 value */
+    tc__buf *out;    /* the response goes here: head, NUL, body (in stream mode: the head) */
+    size_t max_body; /* body bytes allowed */
+    size_t body_off; /* where the body starts in out; 0 while reading the head */
+    size_t line_len; /* bytes of the current header line */
+    size_t received; /* bytes fed so far, for "nothing at all arrived" */
+    int head_only;   /* answer to HEAD: no body whatever the headers say */
+    int last;        /* last header callback: 0 none, 1 field, 2 value */
+    size_t name_off; /* where the current header name starts in out */
+    /* The first Keep-Alive header's value, out->data[keep_alive_off, + keep_alive_len), noted
+     * while the head is read (keep_alive_off 0: none), so that no one scans the head for it. */
+    size_t keep_alive_off, keep_alive_len;
+    int in_keep_alive;  /* its value is the one being read */
     int status_written; /* the status line's "HTTP/x.y NNN " is in out */
     int done;
     int keep_alive; /* valid once done: the connection may carry another request */

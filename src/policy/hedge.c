@@ -33,6 +33,7 @@
 
 #include "base/alloc.h"
 #include "base/clock.h"
+#include "base/fmt.h"
 #include "client/request_copy.h"
 #include "tailcut/hedge.h"
 #include "tailcut/json.h"
@@ -392,7 +393,7 @@ static void fire(hedge *hg, unsigned n, int hedged)
     tc_hedge_result *res = hg->result;
     uint64_t now = uv_now(hg->loop);
     tc_client_request req = hg->req;
-    char number[16];
+    char number[TC__FMT_U64_MAX + 1];
     /* copy_request() left one header slot free at the end for the attempt's number. */
     hg->headers[req.nheaders].name = ATTEMPT_HEADER;
     hg->headers[req.nheaders].value = number;
@@ -406,7 +407,7 @@ static void fire(hedge *hg, unsigned n, int hedged)
         unsigned i = res->nattempts++;
         tc_hedge_attempt *a = &res->attempts[i];
         tc_client_request areq = req; /* what the prepare hook may change for this attempt */
-        (void)snprintf(number, sizeof(number), "%u", i + 1);
+        number[tc__fmt_u64(number, i + 1)] = '\0';
         a->hedged = hedged;
         a->replica = -1;
         a->started_ns = uv_hrtime();

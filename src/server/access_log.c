@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "access_log.h"
+#include "base/bytes.h"
 #include "base/fmt.h"
 #include "base/json_write.h"
 #include "tailcut/server.h"
@@ -43,22 +44,20 @@ void tc__log_time(char *dst, time_t sec, unsigned ms)
 
 int tc__log_escape_text(tc__buf *b, const char *s, size_t len)
 {
-    size_t run = 0; /* bytes before i that need no escape, not yet appended */
+    size_t from = 0; /* the first byte not yet appended */
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)s[i];
-        if (ch >= 0x21 && ch <= 0x7E && ch != '"' && ch != '\\') {
-            run++;
+        if (tc__byte_class[ch] & TC__BYTE_PLAIN)
             continue;
-        }
         char esc[4] = {'\\', 'x', hex_digits[ch >> 4], hex_digits[ch & 15]};
-        int rc = tc__buf_append(b, s + i - run, run);
+        int rc = tc__buf_append(b, s + from, i - from);
         if (rc == 0)
             rc = tc__buf_append(b, esc, sizeof(esc));
         if (rc != 0)
             return rc;
-        run = 0;
+        from = i + 1;
     }
-    return tc__buf_append(b, s + len - run, run);
+    return tc__buf_append(b, s + from, len - from);
 }
 
 static int append_u64(tc__buf *b, uint64_t v)

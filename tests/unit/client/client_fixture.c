@@ -565,6 +565,11 @@ static void sc_route(sconn *sc, const char *method, const char *path, const char
     } else if (strcmp(path, "/close") == 0) {
         sc_printf(sc, AFTER_CLOSE,
                   "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye");
+    } else if (strcmp(path, "/keep-alive-1s") == 0) {
+        /* announces a 1 s idle timeout: the client closes first, after 500 ms idle */
+        sc_printf(sc, AFTER_DONE,
+                  "HTTP/1.1 200 OK\r\nKeep-Alive: timeout=1, max=100\r\nContent-Length: 2\r\n"
+                  "\r\nka");
     } else if (strcmp(path, "/http10") == 0) {
         sc_printf(sc, AFTER_CLOSE, "HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nold!");
     } else if (strcmp(path, "/eof-body") == 0) {

@@ -80,6 +80,37 @@ static void test_idle_close_and_cancel_mid_head(void **state)
     cfx_finish(t);
 }
 
+/* A server's shorter Keep-Alive timeout (1 s) is kept: the client closes the idle connection
+ * first (after half of it), counted from the end of its last use, however often it was reused
+ * before. */
+static void test_announced_keep_alive_timeout(void **state)
+{
+    (void)state;
+    tctx *t = cfx_new(NULL);
+    for (int i = 0; i < 3; i++) {
+        tc_future *f = cfx_get(t, &t->s, "/keep-alive-1s", 0);
+        const tc_response *r = cfx_expect_response(t, f, 200);
+        assert_string_equal(r->body, "ka");
+        tc_future_unref(f);
+        if (i < 2)
+            cfx_run_for(t, 300); /* idle for less than 500 ms, then used again */
+    }
+    uint64_t idle_from = uv_now(&t->loop);
+    assert_int_equal(t->s.conns_total, 1);     /* one connection, reused */
+    if (cfx_engine == TC_CLIENT_ENGINE_CURL) { /* libcurl keeps its own idle rules */
+        cfx_expect_stats_settled(t);
+        cfx_finish(t);
+        return;
+    }
+    assert_int_equal(cfx_run_until_count(t, &t->s.peer_closed, 1, 5000), 1);
+    assert_true(uv_now(&t->loop) - idle_from >= 450); /* never before its idle spell ends */
+    tc_client_stats st;
+    tc_client_get_stats(t->client, &st);
+    assert_int_equal(st.open_connections, 0);
+    cfx_expect_stats_settled(t);
+    cfx_finish(t);
+}
+
 /* A request on t's server that asks for the stale-connection re-send (resend 1) or not. */
 static tc_future *request_resend(tctx *t, const char *method, const char *path, int resend)
 {
@@ -359,6 +390,7 @@ int main(void)
         cmocka_unit_test(test_stale_pooled_connection_fails_without_resend),
         cmocka_unit_test(test_stale_pooled_connection_resent_when_asked),
         cmocka_unit_test(test_idle_close_and_cancel_mid_head),
+        cmocka_unit_test(test_announced_keep_alive_timeout),
         cmocka_unit_test(test_abort_is_a_reset),
         cmocka_unit_test(test_timeout_from_admit),
         cmocka_unit_test(test_large_body_write_cut_short),

@@ -79,6 +79,19 @@ static void test_post_with_headers_and_status(void **state)
     assert_string_equal(r->body, "PUT|payload|hello-header");
     tc_future_unref(f);
 
+    /* A head over the client's scratch buffer (TC__NATIVE_HEAD_SCRATCH) is written in full. */
+    char big[3000];
+    memset(big, 'b', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    tc_header big_hdrs[] = {{"X-Big", big}, {"X-Test", "after-big"}};
+    req.method = "POST";
+    req.url = cfx_url(t, &t->s, "/echo");
+    req.headers = big_hdrs;
+    assert_int_equal(tc_client_request_start(&f, t->client, &req), 0);
+    r = cfx_expect_response(t, f, 200);
+    assert_string_equal(r->body, "POST|payload|after-big");
+    tc_future_unref(f);
+
     /* HEAD: headers only. */
     tc_client_request head = {.method = "HEAD", .url = cfx_url(t, &t->s, "/ok")};
     assert_int_equal(tc_client_request_start(&f, t->client, &head), 0);

@@ -29,6 +29,8 @@ typedef struct outcome {
     long long content_length;
     char head[512];
     char body[512];
+    int has_keep_alive_header; /* the parser noted a Keep-Alive header */
+    char keep_alive_value[64]; /* its value */
 } outcome;
 
 /* Stream mode: appends the body bytes of the last feed to body, and checks where they were:
@@ -103,6 +105,12 @@ static void run_mode(const char *data, size_t len, const size_t *cuts, size_t nc
             snprintf(o->body, sizeof(o->body), "%.*s", (int)(out.len - h.body_off), b + h.body_off);
             assert_true(out.len - h.body_off <= max_body);
         }
+        o->has_keep_alive_header = h.keep_alive_off != 0;
+        if (o->has_keep_alive_header) {
+            assert_true(h.keep_alive_off + h.keep_alive_len < h.body_off);
+            snprintf(o->keep_alive_value, sizeof(o->keep_alive_value), "%.*s",
+                     (int)h.keep_alive_len, b + h.keep_alive_off);
+        }
     }
     tc__buf_reset(&out);
     tc__buf_reset(&spill);
@@ -134,6 +142,8 @@ static void same(const outcome *a, const outcome *b)
     assert_int_equal(a->content_length, b->content_length);
     assert_string_equal(a->head, b->head);
     assert_string_equal(a->body, b->body);
+    assert_int_equal(a->has_keep_alive_header, b->has_keep_alive_header);
+    assert_string_equal(a->keep_alive_value, b->keep_alive_value);
 }
 
 /* Runs data whole, at every two-way split and byte by byte; returns the (common) outcome. */
@@ -173,6 +183,37 @@ static void test_content_length_and_keep_alive(void **state)
     assert_int_equal(o.extra, 0);
     assert_int_equal(o.framing, TC__H1_FRAMING_LENGTH);
     assert_int_equal(o.content_length, 5);
+}
+
+/* The first Keep-Alive header's value is noted while the head is read (the client's idle
+ * timeout comes from it), however the name is cased and wherever the reads split it; a header
+ * of an interim response, a trailer and a name that only contains the word are not it. */
+static void test_keep_alive_header_noted(void **state)
+{
+    (void)state;
+    outcome o;
+    check_all_splits("HTTP/1.1 200 OK\r\nX-Keep-Alive: 1\r\nKeep-Alive-X: 2\r\n"
+                     "kEEP-aLIVE: timeout=5, max=100\r\nKeep-Alive: timeout=9\r\n"
+                     "Content-Length: 2\r\n\r\nok",
+                     100, 0, &o);
+    assert_int_equal(o.rc, TC__H1_DONE);
+    assert_int_equal(o.has_keep_alive_header, 1);
+    assert_string_equal(o.keep_alive_value, "timeout=5, max=100");
+    assert_string_equal(o.body, "ok");
+
+    check_all_splits("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nKeep-Alive: timeout=1\r\n\r\n", 100,
+                     0, &o);
+    assert_int_equal(o.has_keep_alive_header, 1);
+    assert_string_equal(o.keep_alive_value, "timeout=1");
+
+    check_all_splits("HTTP/1.1 103 Early Hints\r\nKeep-Alive: timeout=1\r\n\r\n"
+                     "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     "2\r\nok\r\n0\r\nKeep-Alive: timeout=2\r\n\r\n",
+                     100, 0, &o);
+    assert_int_equal(o.rc, TC__H1_DONE);
+    assert_int_equal(o.status, 200);
+    assert_int_equal(o.has_keep_alive_header, 0);
+    assert_string_equal(o.keep_alive_value, "");
 }
 
 static void test_chunked_extensions_trailers(void **state)
@@ -364,6 +405,7 @@ int main(void)
         cmocka_unit_test(test_content_length_and_keep_alive),
         cmocka_unit_test(test_chunked_extensions_trailers),
         cmocka_unit_test(test_interim_responses_dropped),
+        cmocka_unit_test(test_keep_alive_header_noted),
         cmocka_unit_test(test_bodiless_answers),
         cmocka_unit_test(test_connection_close_http10_and_eof_body),
         cmocka_unit_test(test_stream_pieces),
