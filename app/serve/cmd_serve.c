@@ -235,6 +235,7 @@ static int serve_worker_start(rt_worker *w, void *data)
         return err;
     sw->stats = serve_stats_shard_at(cfg->stats, w->index);
     serve_tick_start(sw, w->loop);
+    sw->trace = serve_trace_open(w->loop, w->index);
     serve_mailbox_open(sw, w->loop);
     if ((err = serve_reload_open(sw, w->loop)) != 0)
         return err;
@@ -315,6 +316,7 @@ static void serve_worker_stop(rt_worker *w, void *data)
         tc_server_close(sw->srv, on_server_closed, sw);
     close_client(sw);
     serve_tick_stop(sw);
+    serve_trace_stop(sw->trace);
     serve_mailbox_close(sw);
     serve_reload_close(sw);
 }
@@ -326,6 +328,7 @@ static void serve_worker_cleanup(rt_worker *w, void *data)
         return;
     serve_worker_stop(w, data);
     uv_run(w->loop, UV_RUN_DEFAULT);
+    serve_trace_close(sw->trace);
     serve_forward_free(&sw->fwd);
     for (size_t i = 0; i < sw->nretiring; i++)
         serve_conf_unref(sw->retiring[i]);

@@ -212,6 +212,7 @@ typedef struct serve_route {
 /* A worker's share of a configuration: its batcher for each route's lookups (made at the first
  * one) and the calls it has in flight on the configuration. Only that worker touches it. */
 typedef struct serve_worker serve_worker;
+typedef struct serve_trace serve_trace;
 typedef struct serve_meta_slot {
     tc_batcher *batcher;
     serve_worker *sw;
@@ -340,6 +341,7 @@ struct serve_worker {
         int status;
         uint32_t series;
     } requests_memo[EP_COUNT];
+    serve_trace *trace; /* TAILCUT_TRACE's, or NULL (cmd_serve_trace.c) */
 };
 
 /* One /api/... endpoint request in flight. */
@@ -351,6 +353,7 @@ typedef struct serve_call {
     tc_future *work; /* the hedge, or for /api/metadata the batched lookup within the deadline */
     endpoint ep;
     uint64_t timeout_ms;
+    uint64_t trace;         /* its record in sw->trace, or 0 */
     char id[TC_ID_MAX + 1]; /* /api/metadata only */
     /* The attempt endpoints: the replica of each attempt that reached one, in firing order
      * (referenced; only when the access log names replicas), and the URLs built for them, once
@@ -629,5 +632,18 @@ void serve_count_attempts(const tc_hedge_result *r, void *data);
  * since the last call (queue waits, stale-connection re-sends) to the metrics. */
 void serve_count_pool(serve_worker *sw);
 void serve_handle_metrics(serve_worker *sw, tc_request *req);
+
+/* ---- cmd_serve_trace.c ---- */
+
+/* NULL unless TAILCUT_TRACE is set; then the trace of the worker's loop, dumped to
+ * TAILCUT_TRACE.<worker> by serve_trace_close. */
+serve_trace *serve_trace_open(uv_loop_t *loop, unsigned worker);
+/* A record for an attempt-endpoint request just read; its id (0 without a trace). */
+uint64_t serve_trace_read(serve_trace *t, const tc_request *req, uint64_t deadline_ms);
+void serve_trace_done(serve_trace *t, uint64_t id);
+void serve_trace_written(serve_trace *t, uint64_t id, int status);
+/* Closes the trace's loop handles (the loop then runs them out), then writes and frees it. */
+void serve_trace_stop(serve_trace *t);
+void serve_trace_close(serve_trace *t);
 
 #endif /* TAILCUT_APP_CMD_SERVE_H */

@@ -220,6 +220,7 @@ static void on_hedge_done(tc_future *f, void *data)
     tc_request *req = call->req;
     uint64_t ready_ns = tc_request_ready_ns(req);
 
+    serve_trace_done(sw->trace, call->trace);
     if (tc_future_state_of(f) != TC_FUTURE_FULFILLED) {
         /* Cancelled: the client went away. Nothing to send. */
         serve_count_request(sw, call->route, call->ep, 499, ready_ns);
@@ -248,6 +249,7 @@ static void on_hedge_done(tc_future *f, void *data)
         int status = write_body(&body, call, r, attempts, attempts_len);
         serve_count_request(sw, call->route, call->ep, status, ready_ns);
         tc_request_respond(req, status, "application/json", &hdr, 1, body.p, body.len);
+        serve_trace_written(sw->trace, call->trace, status);
     }
     if (body.p != small)
         free(body.p);
@@ -294,6 +296,7 @@ void serve_handle_attempts(serve_worker *sw, const serve_route *route, tc_reques
         return;
     if (sw->conf->from_file)
         tc_request_set_route(req, route->name);
+    call->trace = serve_trace_read(sw->trace, req, policy.deadline_ms);
     policy.prepare_data = call;
     policy.observe_data = call;
     /* Built for the first URL; serve_attempt_prepare aims each attempt at its replica. */

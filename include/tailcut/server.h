@@ -204,8 +204,9 @@ int tc_request_header_at(const tc_request *req, size_t i, tc_str *name, tc_str *
 int tc_request_is_head(const tc_request *req);
 uv_loop_t *tc_request_loop(const tc_request *req);
 tc_server *tc_request_server(const tc_request *req);
-/* When the request was fully read (a streaming request: when its head was): uv_now() of its
- * loop, in ms, and uv_hrtime() in ns. Deadlines count from here. */
+/* When the request was fully read (a streaming request: when its head was): uv_hrtime() in ns,
+ * and in ms of the loop's clock (uv_now()'s) rounded up, so that a deadline of ready_ms + timeout
+ * on a loop timer never fires before the timeout has passed since the read. */
 uint64_t tc_request_ready_ms(const tc_request *req);
 uint64_t tc_request_ready_ns(const tc_request *req);
 /* 1 once the client has gone away. */

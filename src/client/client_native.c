@@ -17,6 +17,14 @@
  * interleaved with reading the next requests instead of delaying them (measured: p99 545 ->
  * 530 ms with 1,000 clients on a stuck upstream, bench/smart).
  *
+ * Connecting, likewise: at most TC__NATIVE_CONNECT_BATCH new connections start their connect()
+ * per loop turn; the rest wait in order for a uv_idle "connector", which starts the next batch
+ * on each later turn, after that turn's timers. socket() and connect() on loopback are the
+ * costliest step of a first attempt (28% of serve's CPU with 1,000 clients on a stuck upstream),
+ * and 500 new requests read in one turn paid them all before the loop looked at its timers
+ * again, so deadlines that came due meanwhile were answered up to 16 ms late (TAILCUT_TRACE,
+ * bench/smart/deadline).
+ *
  * Lifetimes: a connection (tc__conn) lives until both of its uv handles have closed; it holds
  * a reference to its origin, where the DNS answer is cached. The engine lives until the last
  * connection and DNS lookup are gone after tc__native_close.
@@ -35,18 +43,22 @@
 #define TC__NATIVE_DNS_TTL_MS 30000      /* getaddrinfo gives no TTL: an answer is kept this long */
 #define TC__NATIVE_MAX_ADDRS 16          /* addresses of one name that are tried, in order */
 #define TC__NATIVE_REAP_BATCH 64         /* aborted connections reset per loop turn */
+#define TC__NATIVE_CONNECT_BATCH 32      /* connects started per loop turn */
 #define TC__NATIVE_CONNECT_MAX_MS 300000 /* connect_timeout_ms 0: libcurl's default, 300 s */
 
 enum { C_RESOLVING = 1, C_CONNECTING, C_BUSY, C_IDLE, C_CLOSING };
 
 struct tc__native {
     tc_client *client;
-    uv_idle_t reaper; /* resets aborted connections, a batch per loop turn */
-    tc__link doomed;  /* aborted connections waiting for the reaper */
-    tc__link lookups; /* DNS lookups in flight (cancelled by tc__native_close) */
-    tc__link lru;     /* idle connections of every origin, least recently used first */
-    size_t nconns;    /* open connections (not closing) */
-    size_t live;      /* the reaper, connections and DNS lookups not yet freed */
+    uv_idle_t reaper;     /* resets aborted connections, a batch per loop turn */
+    tc__link doomed;      /* aborted connections waiting for the reaper */
+    uv_idle_t connector;  /* starts waiting connects, a batch per loop turn */
+    tc__link waiting;     /* new connections waiting for the connector, oldest first */
+    size_t turn_connects; /* connects started since the connector last ran */
+    tc__link lookups;     /* DNS lookups in flight (cancelled by tc__native_close) */
+    tc__link lru;         /* idle connections of every origin, least recently used first */
+    size_t nconns;        /* open connections (not closing) */
+    size_t live;          /* the two idle handles, connections and DNS lookups not yet freed */
     int closing;
     char rbuf[TC__NATIVE_READ_BUFFER];
 };
@@ -64,7 +76,7 @@ struct tc__conn {
     tc__native *nat;
     tc__origin *origin;
     tc__creq *r;   /* the request it carries; NULL while idle or closing */
-    tc__link link; /* origin->idle or origin->resolving */
+    tc__link link; /* origin->idle, origin->resolving, nat->waiting or nat->doomed */
     tc__link lru;  /* nat->lru while idle */
     uint64_t keepalive_ms;
     uint64_t idle_until; /* uv_now() at which an idle spell ends it */
@@ -203,13 +215,15 @@ static tc__native *native_get(tc_client *cl)
     nat->client = cl;
     tc__list_init(&nat->lru);
     tc__list_init(&nat->doomed);
+    tc__list_init(&nat->waiting);
     tc__list_init(&nat->lookups);
-    if (uv_idle_init(cl->loop, &nat->reaper) != 0) {
+    if (uv_idle_init(cl->loop, &nat->reaper) != 0 || uv_idle_init(cl->loop, &nat->connector) != 0) {
         tc__free(nat);
         return NULL;
     }
     nat->reaper.data = nat;
-    nat->live++; /* the reaper, until tc__native_close closes it */
+    nat->connector.data = nat;
+    nat->live += 2; /* the reaper and the connector, until tc__native_close closes them */
     cl->native = nat;
     cl->open_handles++; /* given back when the engine is freed */
     return nat;
@@ -225,7 +239,7 @@ static void native_maybe_free(tc__native *nat)
     tc__client_handle_closed(cl);
 }
 
-static void on_reaper_closed(uv_handle_t *h)
+static void on_idle_handle_closed(uv_handle_t *h)
 {
     tc__native *nat = h->data;
     nat->live--;
@@ -825,6 +839,41 @@ static void conn_connect_or_fail(tc__conn *c)
         conn_fail(c, err, "%s: could not connect: %s", uv_strerror(c->err));
 }
 
+/* A new batch each turn: the connects of the turn before are counted off, and up to
+ * TC__NATIVE_CONNECT_BATCH waiting connections start theirs. The connector stops on a turn that
+ * finds nothing started and nothing waiting. */
+static void on_connector(uv_idle_t *h)
+{
+    tc__native *nat = h->data;
+    size_t started = nat->turn_connects;
+    nat->turn_connects = 0;
+    while (nat->turn_connects < TC__NATIVE_CONNECT_BATCH && !tc__list_empty(&nat->waiting)) {
+        tc__conn *c = tc__container_of(nat->waiting.next, tc__conn, link);
+        tc__list_remove(&c->link);
+        nat->turn_connects++;
+        conn_connect_or_fail(c);
+    }
+    if (started == 0 && nat->turn_connects == 0)
+        uv_idle_stop(&nat->connector);
+}
+
+/* Connects c now if this turn's batch has room and nobody waits, else queues it for the
+ * connector. Returns 0 or a TC_E* code (nothing reported). */
+static int conn_connect_soon(tc__conn *c)
+{
+    tc__native *nat = c->nat;
+    (void)uv_idle_start(&nat->connector, on_connector); /* cannot fail for a started loop */
+    if (nat->turn_connects < TC__NATIVE_CONNECT_BATCH && tc__list_empty(&nat->waiting)) {
+        int err = conn_connect(c);
+        if (err == 0) /* a refused socket() costs nothing worth spreading */
+            nat->turn_connects++;
+        return err;
+    }
+    c->state = C_CONNECTING; /* the connect timeout, already running, covers the wait */
+    tc__list_push_back(&nat->waiting, &c->link);
+    return 0;
+}
+
 /* ---- DNS ------------------------------------------------------------------------------------ */
 
 /* Fills o->host and o->port from its key "http://host:port" (IPv6 in brackets), followed by
@@ -1003,7 +1052,7 @@ static int conn_open(tc__native *nat, tc__creq *r)
         (void)origin_literal(o); /* an IP literal needs no lookup */
     int err;
     if (o->addrs != NULL && o->addrs_expire_ms > tc__now_ms())
-        err = conn_connect(c); /* later failures are reported from its callbacks */
+        err = conn_connect_soon(c); /* later failures are reported from its callbacks */
     else
         err = conn_resolve(c);
     if (err != 0) {
@@ -1093,7 +1142,12 @@ void tc__native_close(tc_client *cl)
         (void)uv_cancel((uv_req_t *)&tc__container_of(l, tc__gai, link)->req);
     reap(nat, SIZE_MAX);
     tc__link *l;
+    while ((l = tc__list_first(&nat->waiting)) != NULL) { /* as before the connector: at once */
+        tc__list_remove(l);
+        conn_connect_or_fail(tc__container_of(l, tc__conn, link));
+    }
     while ((l = tc__list_first(&nat->lru)) != NULL)
         conn_close(tc__container_of(l, tc__conn, lru), 0);
-    uv_close((uv_handle_t *)&nat->reaper, on_reaper_closed);
+    uv_close((uv_handle_t *)&nat->reaper, on_idle_handle_closed);
+    uv_close((uv_handle_t *)&nat->connector, on_idle_handle_closed);
 }

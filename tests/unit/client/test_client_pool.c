@@ -303,6 +303,44 @@ static void test_keepalive_reuse(void **state)
     cfx_finish(t);
 }
 
+/* A burst of new connections (the native engine starts 32 connects a loop turn and queues the
+ * rest): every one of 200 held requests started at once reaches the server; 200 more cancelled
+ * before the loop turns end without connecting at all on the native engine, and leave nothing
+ * behind; the pool still answers afterwards. */
+static void test_burst_of_new_connections(void **state)
+{
+    (void)state;
+    enum { N = 200 };
+    tctx *t = cfx_new_pool(2 * N + 1, 0);
+    tc_future *fs[N];
+    for (int i = 0; i < N; i++)
+        fs[i] = cfx_get(t, &t->s, "/hold", 0);
+    assert_int_equal(cfx_run_until_count(t, &t->s.requests, N, 20000), N);
+    assert_int_equal(t->s.conns_open, N);
+    tc_future *gone[N];
+    for (int i = 0; i < N; i++)
+        gone[i] = cfx_get(t, &t->s, "/ok", 0);
+    for (int i = 0; i < N; i++) {
+        tc_future_cancel(gone[i]);
+        assert_int_equal(tc_future_state_of(gone[i]), TC_FUTURE_CANCELLED);
+        tc_future_unref(gone[i]);
+    }
+    cfx_run_for(t, 100);
+    if (cfx_engine != TC_CLIENT_ENGINE_CURL)
+        assert_true(t->s.conns_total <= N + 32); /* the queued ones never connected */
+    assert_int_equal(t->s.requests, N);
+    for (int i = 0; i < N; i++) {
+        tc_future_cancel(fs[i]);
+        tc_future_unref(fs[i]);
+    }
+    tc_future *last = cfx_get(t, &t->s, "/ok", 0);
+    const tc_response *r = cfx_expect_response(t, last, 200);
+    assert_string_equal(r->body, "ok");
+    tc_future_unref(last);
+    cfx_expect_stats_settled(t);
+    cfx_finish(t);
+}
+
 static void test_ten_thousand_requests_over_100_connections(void **state)
 {
     (void)state;
@@ -339,6 +377,7 @@ int main(void)
         cmocka_unit_test(test_pool_per_host_cap),
         cmocka_unit_test(test_pool_total_cap_across_hosts),
         cmocka_unit_test(test_keepalive_reuse),
+        cmocka_unit_test(test_burst_of_new_connections),
         cmocka_unit_test(test_ten_thousand_requests_over_100_connections),
     };
     return cfx_run_on_both_engines(tests, sizeof(tests) / sizeof(tests[0]));
