@@ -247,15 +247,7 @@ static int on_request_complete(http_parser *hp)
     tc_request *r = c->cur;
     c->cur = NULL;
     request_split_target(r);
-    /* The deadline counts from now. A loop timer fires once the loop's clock (whole ms, rounded
-     * down, and possibly the coarse clock a tick behind) reaches its due time, so a deadline
-     * counted from the read moment rounded down could fire up to a millisecond or two before
-     * the timeout has passed since the read (measured: 450 of 11,000 answers under a burst,
-     * bench/smart/deadline). Rounded up to the next whole ms of the same monotonic clock, it
-     * never does. The loop's clock is refreshed too: timers started now count from it. */
-    uv_update_time(c->srv->loop);
-    r->ready_ns = uv_hrtime();
-    r->ready_ms = (r->ready_ns + 999999u) / 1000000u;
+    tc__srv_mark_ready(r, c->srv->loop); /* the deadline counts from now */
     if (hp->upgrade)
         r->keep_alive = 0; /* what follows is not HTTP/1.1: answer, then close */
     tc__srv_queue_push(c, r);

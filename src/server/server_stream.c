@@ -198,9 +198,7 @@ int tc__srv_stream_take(tc__srv_conn *c, http_parser *hp, tc_request *r)
     r->body_pending = !hp->upgrade && (chunked || (has_length && hp->content_length > 0));
     r->expect_continue = http11 && header_is(r, "Expect", "100-continue");
     /* A streaming request's deadline counts from its head. */
-    uv_update_time(srv->loop);
-    r->ready_ms = uv_now(srv->loop);
-    r->ready_ns = uv_hrtime();
+    tc__srv_mark_ready(r, srv->loop);
     tc__srv_queue_push(c, r);
     c->phase = r->body_pending ? TC__SRV_BODY : TC__SRV_BUSY;
     uv_timer_stop(&c->timer);  /* the body timer runs only while the body is read */
