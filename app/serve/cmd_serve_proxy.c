@@ -341,10 +341,14 @@ static int px_prepare(void *data, unsigned id, void *replica_data, tc_client_req
     int err = serve_attempt_prepare(px->call, id, replica_data, creq);
     if (err != 0)
         return err;
+    /* The deadline counts from the read moment rounded up (tc_request_ready_ms), which the
+     * loop's clock, rounded down, may not have reached yet: never say more than the timeout. */
     uint64_t now = uv_now(tc_request_loop(px->req));
+    uint64_t ready = tc_request_ready_ms(px->req);
+    if (now < ready)
+        now = ready;
     uint64_t left = px->deadline_ms > now ? px->deadline_ms - now : 1;
-    (void)snprintf(px->timeout_value, sizeof(px->timeout_value), "%llu",
-                   (unsigned long long)(left > 0 ? left : 1));
+    (void)snprintf(px->timeout_value, sizeof(px->timeout_value), "%llu", (unsigned long long)left);
     memcpy(px->attempt, creq->headers, creq->nheaders * sizeof(tc_header));
     px->attempt[creq->nheaders].name = "X-Tailcut-Timeout-Ms";
     px->attempt[creq->nheaders].value = px->timeout_value;
