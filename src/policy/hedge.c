@@ -68,7 +68,7 @@ struct hedge {
     int firing;              /* inside fire(): checks wait until it returns */
     unsigned extras_decided; /* extras fired or denied so far */
     int extras_stopped;      /* an extra was denied with nothing in flight: no more extras */
-    uint64_t start_ms;       /* uv_now() when the first attempt fired */
+    uint64_t start_ms;       /* when the first attempt fired: the clock rounded up */
     attempt_slot slots[TC_HEDGE_MAX_ATTEMPTS];
     char *strings; /* copies of url, method, header names and values, body */
 };
@@ -555,14 +555,18 @@ int tc_hedge_start(tc_future **out, tc_client *client, const tc_client_request *
         uv_timer_start(&hg->deadline_timer, on_hedge_deadline,
                        policy->deadline_ms > now ? policy->deadline_ms - now : 0, 0);
     }
-    hg->start_ms = uv_now(hg->loop);
+    /* The delay counts from now rounded up, so no extra attempt fires before it has passed. */
+    hg->start_ms = tc__now_ms_up();
     hg->result->delay_ms = policy->hedge_delay_ms;
     if (policy->adaptive != NULL)
         hg->result->delay_ms = tc_hedge_adaptive_delay_ms(policy->adaptive, tc__now_ms());
     if (policy->budget != NULL)
         tc_hedge_budget_admit(policy->budget, tc__now_ms());
-    if (policy->extra > 0)
-        uv_timer_start(&hg->hedge_timer, on_hedge_timer, hg->result->delay_ms, 0);
+    if (policy->extra > 0) {
+        uint64_t due = hg->start_ms + hg->result->delay_ms;
+        uint64_t now = uv_now(hg->loop);
+        uv_timer_start(&hg->hedge_timer, on_hedge_timer, due > now ? due - now : 0, 0);
+    }
     fire(hg, policy->initial, 0);
     hedge_check(hg);
     return 0;

@@ -188,6 +188,14 @@ static uint64_t start_gap_ms(const outcome *o, unsigned a, unsigned b)
     return (o->r.attempts[b].started_ns - o->r.attempts[a].started_ns) / 1000000;
 }
 
+/* Attempt b (0-based) started no earlier than ms after the first attempt: the delay counts from
+ * the clock rounded up, so an extra never fires early, whatever the loop's cached clock says
+ * (0.2 ms: what the first attempt takes to start after the hedge read the clock). */
+static void assert_not_early(const outcome *o, unsigned b, uint64_t ms)
+{
+    assert_true(o->r.attempts[b].started_ns + 200000 >= o->r.attempts[0].started_ns + ms * 1000000);
+}
+
 static void test_schedule_staggered_and_header(void **state)
 {
     /* every attempt takes 400 ms; the delay is 60 ms: extras at ~60 and ~120 ms, numbered */
@@ -207,6 +215,8 @@ static void test_schedule_staggered_and_header(void **state)
     uint64_t d2 = start_gap_ms(&o, 0, 2);
     assert_in_range(d1, 55, 300);
     assert_in_range(d2, 115, 390);
+    assert_not_early(&o, 1, 60);
+    assert_not_early(&o, 2, 120);
     /* Extra k is due k x delay after the first attempt, not after extra k-1: a late extra 1 (a
      * loaded machine) narrows the gap to extra 2 without breaking the schedule, so only the
      * order is checked between them. */
@@ -342,6 +352,7 @@ static void test_recording_and_warmup(void **state)
     assert_int_equal(o.r.winner, 1);
     uint64_t d1 = start_gap_ms(&o, 0, 1);
     assert_true(d1 >= 195); /* no hedge earlier than the fallback during warm-up */
+    assert_not_early(&o, 1, 200);
     assert_int_equal(tc_hedge_adaptive_recorded(a), 2);
     ctx_free(c);
 
