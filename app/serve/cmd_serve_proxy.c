@@ -27,6 +27,8 @@
 
 /* Headers an attempt or a response carries at most, and their bytes. */
 #define PX_MAX_FIELDS 256
+/* A request's headers that px_headers() sorts on its stack; more take an allocation. */
+#define PX_STACK_FIELDS 32
 
 void serve_proxy_conf_finish(serve_proxy_conf *pc)
 {
@@ -57,14 +59,14 @@ typedef struct proxy_req {
     tc_client_body *source; /* a once-only attempt's body, as it arrives */
     tc_response *resp;      /* the response being streamed or read */
     tc__buf failed;         /* the last failed response's body, to pass on */
-    /* the attempt's headers: one allocation each; attempt[] has two spare slots (the hedge's
-     * X-Tailcut-Attempt, then X-Tailcut-Timeout-Ms) */
+    /* the attempt's headers, with attempt[] and the strings in the same allocation; attempt[]
+     * has two spare slots (the hedge's X-Tailcut-Attempt, then X-Tailcut-Timeout-Ms) */
     tc_header *headers, *attempt;
     size_t nheaders;
     char *strings;
     char timeout_value[24];
     char method[32];
-    /* the response head for the client */
+    /* the response head for the client, out_strings in the same allocation */
     tc_server_header *out;
     size_t nout;
     char *out_strings;
@@ -93,11 +95,8 @@ static void px_close(proxy_req *px)
     serve_call_free(px->call); /* drops the hedge, and with it every transfer */
     tc__buf_reset(&px->body);
     tc__buf_reset(&px->failed);
-    free(px->headers);
-    free(px->attempt);
-    free(px->strings);
-    free(px->out);
-    free(px->out_strings);
+    free(px->headers); /* with attempt and strings */
+    free(px->out);     /* with out_strings */
     free(px);
 }
 
@@ -144,10 +143,10 @@ static int px_head(proxy_req *px, const tc_response *resp, unsigned attempts)
         fields[n++] = (tc__field){f.name, f.name_len, f.value, f.value_len};
         bytes += f.name_len + f.value_len + 2;
     }
-    px->out = calloc(n + 1, sizeof(*px->out));
-    px->out_strings = malloc(bytes);
-    if (px->out == NULL || px->out_strings == NULL)
+    px->out = malloc((n + 1) * sizeof(*px->out) + bytes);
+    if (px->out == NULL)
         return TC_ENOMEM;
+    px->out_strings = (char *)(px->out + n + 1);
     char *p = px->out_strings;
     for (size_t i = 0; i < n; i++) {
         if (tc__proxy_response_drops(fields, n, fields[i].name, fields[i].name_len))
@@ -497,8 +496,10 @@ static int px_headers(proxy_req *px)
     const serve_route *route = px->route;
     size_t nfields = tc_request_header_count(px->req);
     size_t nadded = route->upstream_headers.n, cap = nfields + nadded + 4;
-    tc__field *fields = calloc(nfields + nadded + 1, sizeof(*fields));
-    tc__field *out = calloc(cap, sizeof(*out));
+    tc__field fields_on_stack[PX_STACK_FIELDS], out_on_stack[PX_STACK_FIELDS];
+    int small = cap <= PX_STACK_FIELDS;
+    tc__field *fields = small ? fields_on_stack : calloc(nfields + nadded + 1, sizeof(*fields));
+    tc__field *out = small ? out_on_stack : calloc(cap, sizeof(*out));
     tc__buf xff;
     tc__buf_init(&xff, NULL, 0, (size_t)TC_SERVER_MAX_HEADERS);
     int err = fields != NULL && out != NULL ? 0 : TC_ENOMEM;
@@ -529,11 +530,13 @@ static int px_headers(proxy_req *px)
     for (size_t i = 0; i < n; i++)
         bytes += out[i].name_len + out[i].value_len + 2;
     if (err == 0) {
-        px->headers = calloc(n + 1, sizeof(tc_header));
-        px->attempt = calloc(n + 3, sizeof(tc_header));
-        px->strings = malloc(bytes + 1);
-        if (px->headers == NULL || px->attempt == NULL || px->strings == NULL)
+        px->headers = malloc((n + 1 + n + 3) * sizeof(tc_header) + bytes + 1);
+        if (px->headers == NULL) {
             err = TC_ENOMEM;
+        } else {
+            px->attempt = px->headers + n + 1;
+            px->strings = (char *)(px->attempt + n + 3);
+        }
     }
     char *p = px->strings;
     for (size_t i = 0; i < n && err == 0; i++) {
@@ -548,8 +551,10 @@ static int px_headers(proxy_req *px)
     }
     px->nheaders = err == 0 ? n : 0;
     tc__buf_reset(&xff);
-    free(fields);
-    free(out);
+    if (!small) {
+        free(fields);
+        free(out);
+    }
     return err;
 }
 
