@@ -22,6 +22,7 @@
 #include <strings.h>
 
 #include "base/buf.h"
+#include "base/fmt.h"
 #include "cmd_serve.h"
 #include "http/proxy_internal.h"
 
@@ -160,7 +161,7 @@ static int px_head(proxy_req *px, const tc_response *resp, unsigned attempts)
         p += fields[i].value_len;
         *p++ = '\0';
     }
-    (void)snprintf(p, 16, "%u", attempts);
+    p[tc__fmt_u64(p, attempts)] = '\0';
     px->out[px->nout].name = "X-Tailcut-Attempts";
     px->out[px->nout++].value = p;
     return 0;
@@ -325,8 +326,7 @@ static int px_prepare(void *data, unsigned id, void *replica_data, tc_client_req
         return err;
     uint64_t now = uv_now(tc_request_loop(px->req));
     uint64_t left = px->deadline_ms > now ? px->deadline_ms - now : 1;
-    (void)snprintf(px->timeout_value, sizeof(px->timeout_value), "%llu",
-                   (unsigned long long)(left > 0 ? left : 1));
+    px->timeout_value[tc__fmt_u64(px->timeout_value, left > 0 ? left : 1)] = '\0';
     memcpy(px->attempt, creq->headers, creq->nheaders * sizeof(tc_header));
     px->attempt[creq->nheaders].name = "X-Tailcut-Timeout-Ms";
     px->attempt[creq->nheaders].value = px->timeout_value;
@@ -622,7 +622,8 @@ void serve_handle_proxy(serve_worker *sw, const serve_route *route, tc_request *
         call->strip_len = route->prefix_len - (route->prefix[route->prefix_len - 1] == '/');
     px->timeout_ms = timeout_ms;
     px->deadline_ms = tc_request_ready_ms(req) + timeout_ms;
-    (void)snprintf(px->method, sizeof(px->method), "%.*s", (int)method.len, method.base);
+    if (method.len < sizeof(px->method))
+        memcpy(px->method, method.base, method.len); /* px is zeroed: NUL-terminated */
     serve_call_count_in_flight(call);
     tc_request_on_abort(req, px_on_client_gone, px);
     int streaming = tc_request_is_streaming(req);
