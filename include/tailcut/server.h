@@ -332,8 +332,9 @@ void tc_request_body_resume(tc_request *req);
  * 64 KiB, plus one socket read (64 KiB). */
 #define TC_SERVER_BODY_HELD_MAX (128 * 1024)
 
-/* Starts a streamed response: writes (queues, behind earlier pipelined responses) its head.
- * The server adds what tc_request_respond() adds, and frames the body by content_length: a
+/* Starts a streamed response: writes (queues, behind earlier pipelined responses) its head; a
+ * head with a body to follow waits for its first bytes (tc_request_write), its end or the loop's
+ * next turn, whichever comes first, and goes out with them in one write. The server adds what tc_request_respond() adds, and frames the body by content_length: a
  * known length (>= 0) is sent as Content-Length and exactly that many bytes must follow;
  * TC_SERVER_LENGTH_UNKNOWN is sent chunked to an HTTP/1.1 client, and to an HTTP/1.0 client as a
  * body that ends when the connection closes (Connection: close). Answers with no body are
