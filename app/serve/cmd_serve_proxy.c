@@ -22,11 +22,14 @@
 #include <strings.h>
 
 #include "base/buf.h"
+#include "base/fmt.h"
 #include "cmd_serve.h"
 #include "http/proxy_internal.h"
 
 /* Headers an attempt or a response carries at most, and their bytes. */
 #define PX_MAX_FIELDS 256
+/* A request's headers that px_headers() sorts on its stack; more take an allocation. */
+#define PX_STACK_FIELDS 32
 
 void serve_proxy_conf_finish(serve_proxy_conf *pc)
 {
@@ -57,14 +60,14 @@ typedef struct proxy_req {
     tc_client_body *source; /* a once-only attempt's body, as it arrives */
     tc_response *resp;      /* the response being streamed or read */
     tc__buf failed;         /* the last failed response's body, to pass on */
-    /* the attempt's headers: one allocation each; attempt[] has two spare slots (the hedge's
-     * X-Tailcut-Attempt, then X-Tailcut-Timeout-Ms) */
+    /* the attempt's headers, with attempt[] and the strings in the same allocation; attempt[]
+     * has two spare slots (the hedge's X-Tailcut-Attempt, then X-Tailcut-Timeout-Ms) */
     tc_header *headers, *attempt;
     size_t nheaders;
     char *strings;
     char timeout_value[24];
     char method[32];
-    /* the response head for the client */
+    /* the response head for the client, out_strings in the same allocation */
     tc_server_header *out;
     size_t nout;
     char *out_strings;
@@ -93,11 +96,8 @@ static void px_close(proxy_req *px)
     serve_call_free(px->call); /* drops the hedge, and with it every transfer */
     tc__buf_reset(&px->body);
     tc__buf_reset(&px->failed);
-    free(px->headers);
-    free(px->attempt);
-    free(px->strings);
-    free(px->out);
-    free(px->out_strings);
+    free(px->headers); /* with attempt and strings */
+    free(px->out);     /* with out_strings */
     free(px);
 }
 
@@ -161,10 +161,10 @@ static int px_head(proxy_req *px, const tc_response *resp, unsigned attempts)
         fields[n++] = (tc__field){f.name, f.name_len, f.value, f.value_len};
         bytes += f.name_len + f.value_len + 2;
     }
-    px->out = calloc(n + 1, sizeof(*px->out));
-    px->out_strings = malloc(bytes);
-    if (px->out == NULL || px->out_strings == NULL)
+    px->out = malloc((n + 1) * sizeof(*px->out) + bytes);
+    if (px->out == NULL)
         return TC_ENOMEM;
+    px->out_strings = (char *)(px->out + n + 1);
     char *p = px->out_strings;
     for (size_t i = 0; i < n; i++) {
         if (tc__proxy_response_drops(fields, n, fields[i].name, fields[i].name_len))
@@ -178,7 +178,7 @@ static int px_head(proxy_req *px, const tc_response *resp, unsigned attempts)
         p += fields[i].value_len;
         *p++ = '\0';
     }
-    (void)snprintf(p, 16, "%u", attempts);
+    p[tc__fmt_u64(p, attempts)] = '\0';
     px->out[px->nout].name = "X-Tailcut-Attempts";
     px->out[px->nout++].value = p;
     return 0;
@@ -348,7 +348,7 @@ static int px_prepare(void *data, unsigned id, void *replica_data, tc_client_req
     if (now < ready)
         now = ready;
     uint64_t left = px->deadline_ms > now ? px->deadline_ms - now : 1;
-    (void)snprintf(px->timeout_value, sizeof(px->timeout_value), "%llu", (unsigned long long)left);
+    px->timeout_value[tc__fmt_u64(px->timeout_value, left)] = '\0';
     memcpy(px->attempt, creq->headers, creq->nheaders * sizeof(tc_header));
     px->attempt[creq->nheaders].name = "X-Tailcut-Timeout-Ms";
     px->attempt[creq->nheaders].value = px->timeout_value;
@@ -518,8 +518,10 @@ static int px_headers(proxy_req *px)
     const serve_route *route = px->route;
     size_t nfields = tc_request_header_count(px->req);
     size_t nadded = route->upstream_headers.n, cap = nfields + nadded + 4;
-    tc__field *fields = calloc(nfields + nadded + 1, sizeof(*fields));
-    tc__field *out = calloc(cap, sizeof(*out));
+    tc__field fields_on_stack[PX_STACK_FIELDS], out_on_stack[PX_STACK_FIELDS];
+    int small = cap <= PX_STACK_FIELDS;
+    tc__field *fields = small ? fields_on_stack : calloc(nfields + nadded + 1, sizeof(*fields));
+    tc__field *out = small ? out_on_stack : calloc(cap, sizeof(*out));
     tc__buf xff;
     tc__buf_init(&xff, NULL, 0, (size_t)TC_SERVER_MAX_HEADERS);
     int err = fields != NULL && out != NULL ? 0 : TC_ENOMEM;
@@ -550,11 +552,13 @@ static int px_headers(proxy_req *px)
     for (size_t i = 0; i < n; i++)
         bytes += out[i].name_len + out[i].value_len + 2;
     if (err == 0) {
-        px->headers = calloc(n + 1, sizeof(tc_header));
-        px->attempt = calloc(n + 3, sizeof(tc_header));
-        px->strings = malloc(bytes + 1);
-        if (px->headers == NULL || px->attempt == NULL || px->strings == NULL)
+        px->headers = malloc((n + 1 + n + 3) * sizeof(tc_header) + bytes + 1);
+        if (px->headers == NULL) {
             err = TC_ENOMEM;
+        } else {
+            px->attempt = px->headers + n + 1;
+            px->strings = (char *)(px->attempt + n + 3);
+        }
     }
     char *p = px->strings;
     for (size_t i = 0; i < n && err == 0; i++) {
@@ -569,8 +573,10 @@ static int px_headers(proxy_req *px)
     }
     px->nheaders = err == 0 ? n : 0;
     tc__buf_reset(&xff);
-    free(fields);
-    free(out);
+    if (!small) {
+        free(fields);
+        free(out);
+    }
     return err;
 }
 
@@ -636,7 +642,8 @@ void serve_handle_proxy(serve_worker *sw, const serve_route *route, tc_request *
         call->strip_len = route->prefix_len - (route->prefix[route->prefix_len - 1] == '/');
     px->timeout_ms = timeout_ms;
     px->deadline_ms = tc_request_ready_ms(req) + timeout_ms;
-    (void)snprintf(px->method, sizeof(px->method), "%.*s", (int)method.len, method.base);
+    if (method.len < sizeof(px->method))
+        memcpy(px->method, method.base, method.len); /* px is zeroed: NUL-terminated */
     serve_call_count_in_flight(call);
     tc_request_on_abort(req, px_on_client_gone, px);
     int streaming = tc_request_is_streaming(req);

@@ -333,18 +333,20 @@ void tc_request_body_resume(tc_request *req);
  * 64 KiB, plus one socket read (64 KiB). */
 #define TC_SERVER_BODY_HELD_MAX (128 * 1024)
 
-/* Starts a streamed response: writes (queues, behind earlier pipelined responses) its head.
- * The server adds what tc_request_respond() adds, and frames the body by content_length: a
- * known length (>= 0) is sent as Content-Length and exactly that many bytes must follow;
- * TC_SERVER_LENGTH_UNKNOWN is sent chunked to an HTTP/1.1 client, and to an HTTP/1.0 client as a
- * body that ends when the connection closes (Connection: close). Answers with no body are
- * enforced as in tc_request_respond(): to HEAD, a known length is announced and no body follows
- * (an unknown one is not announced); a 1xx, 204 or 304 has no Content-Length and no body; a 205
- * has Content-Length: 0. Their writes are then accepted and dropped. content_type and headers
- * are copied into the head at once. Returns 0; TC_EINVAL (finished, a head already written,
- * content_length < -1); TC_ECANCELED (the client is gone or the connection failed: nothing is
- * written; finish the request with tc_request_end or _abort as usual); TC_ENOMEM (nothing is
- * written and the request is finished: the connection is closed). */
+/* Starts a streamed response: writes (queues, behind earlier pipelined responses) its head; a
+ * head with a body to follow waits for its first bytes (tc_request_write), its end or the loop's
+ * next turn, whichever comes first, and goes out with them in one write. The server adds what
+ * tc_request_respond() adds, and frames the body by content_length: a known length (>= 0) is sent
+ * as Content-Length and exactly that many bytes must follow; TC_SERVER_LENGTH_UNKNOWN is sent
+ * chunked to an HTTP/1.1 client, and to an HTTP/1.0 client as a body that ends when the connection
+ * closes (Connection: close). Answers with no body are enforced as in tc_request_respond(): to
+ * HEAD, a known length is announced and no body follows (an unknown one is not announced); a 1xx,
+ * 204 or 304 has no Content-Length and no body; a 205 has Content-Length: 0. Their writes are then
+ * accepted and dropped. content_type and headers are copied into the head at once. Returns 0;
+ * TC_EINVAL (finished, a head already written, content_length < -1); TC_ECANCELED (the client is
+ * gone or the connection failed: nothing is written; finish the request with tc_request_end or
+ * _abort as usual); TC_ENOMEM (nothing is written and the request is finished: the connection is
+ * closed). */
 int tc_request_respond_head(tc_request *req, int status, const char *content_type,
                             const tc_server_header *headers, size_t nheaders,
                             int64_t content_length);

@@ -399,6 +399,11 @@ static void on_client_kick(uv_idle_t *h)
 {
     tc_client *cl = h->data;
     tc__stream_on_kick(cl);
+    tc__client_kick_settle(cl);
+}
+
+void tc__client_kick_settle(tc_client *cl)
+{
     if (tc__list_empty(&cl->kicked) && tc__list_empty(&cl->kicked_bodies))
         uv_idle_stop(&cl->kick);
 }

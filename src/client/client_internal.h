@@ -254,6 +254,9 @@ int tc__creq_rekey(tc__creq *r, uint64_t at_ms);
 
 /* The client's loop turn for streams (client_stream.c): starts the kick handle. */
 void tc__client_kick_start(tc_client *cl);
+/* Stops the kick handle once nothing waits for it: an idle handle left running costs the loop a
+ * turn that polls for nothing. */
+void tc__client_kick_settle(tc_client *cl);
 
 /* ---- client_stream.c ---- */
 

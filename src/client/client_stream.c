@@ -57,7 +57,10 @@ static void mark_ended(tc__stream *st)
     st->ended = 1;
     tc__list_remove(&st->slink);
     tc__list_remove(&st->kick);
-    st->kicked = 0;
+    if (st->kicked) { /* a reader that took the whole body inline: its kick has nothing to do */
+        st->kicked = 0;
+        tc__client_kick_settle(st->r->client);
+    }
     st->hold.len = 0; /* its storage stays until the request goes: a reader may still point in */
 }
 

@@ -52,6 +52,9 @@ typedef struct tc__srv_stream {
     /* Bytes written while the request is not at the queue head, in order. */
     tc__srv_write *out, *out_last;
     size_t out_bytes;
+    /* The live response's head, held until its first body bytes, its end or the post handle,
+     * whichever comes first, so that a head and the body right behind it go in one write. */
+    tc__srv_write *head;
 } tc__srv_stream;
 
 struct tc_request {
@@ -166,8 +169,9 @@ struct tc__srv_conn {
     unsigned in_parser : 1;      /* inside http_parser_execute */
     /* The parser paused at a streamed message's head or end to change its callbacks. */
     unsigned change_settings : 1;
-    unsigned posted : 1; /* in srv->posted: tc__srv_conn_run_posted runs soon */
-    int err_status;      /* set by a parser callback that rejects the request */
+    unsigned posted : 1;    /* in srv->posted: tc__srv_conn_run_posted runs soon */
+    unsigned post_head : 1; /* ... only to send a held response head (server_stream.c) */
+    int err_status;         /* set by a parser callback that rejects the request */
     unsigned char client_len;
     char client[TC__SRV_CLIENT_MAX + 1]; /* the peer's address ("-" if unknown) */
 };

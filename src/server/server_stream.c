@@ -51,6 +51,8 @@ void tc__srv_stream_init(tc_request *r)
 
 void tc__srv_stream_free(tc_request *r)
 {
+    tc__free(r->st.head); /* held when the client went or the connection closed */
+    r->st.head = NULL;
     while (r->st.out != NULL) { /* written while not at the queue head, never sent */
         tc__srv_write *w = r->st.out;
         r->st.out = w->next;
@@ -88,7 +90,9 @@ static size_t request_pending(const tc_request *r)
 {
     if (r->conn == NULL)
         return 0;
-    return (r->streamed ? r->st.out_bytes : 0) + r->conn->write_bytes;
+    if (!r->streamed)
+        return r->conn->write_bytes;
+    return r->st.out_bytes + (r->st.head != NULL ? r->st.head->len : 0) + r->conn->write_bytes;
 }
 
 static int writable_armed(const tc_request *r)
@@ -128,6 +132,7 @@ void tc__srv_conn_notify_writable(tc__srv_conn *c)
 void tc__srv_conn_post(tc__srv_conn *c)
 {
     tc_server *srv = c->srv;
+    c->post_head = 0; /* posted for more than a held head: it runs whatever the head does */
     if (c->posted || c->closing)
         return;
     c->posted = 1;
@@ -136,10 +141,43 @@ void tc__srv_conn_post(tc__srv_conn *c)
     tc__list_push_back(&srv->posted, &c->post_link);
 }
 
+/* Posts c so that r's held head goes out at the latest one loop turn later. */
+static void head_post(tc__srv_conn *c)
+{
+    if (c->posted)
+        return;
+    tc__srv_conn_post(c);
+    c->post_head = c->posted;
+}
+
+/* The held head went out with the body behind it: a post made only for it is taken back, so
+ * that the loop does not turn once more for nothing. */
+static void head_unpost(tc__srv_conn *c)
+{
+    if (!c->posted || !c->post_head)
+        return;
+    c->posted = 0;
+    c->post_head = 0;
+    tc__list_remove(&c->post_link);
+    if (tc__list_empty(&c->srv->posted))
+        uv_idle_stop(&c->srv->post);
+}
+
+static int request_send(tc_request *r, const uv_buf_t *bufs, unsigned nbufs, size_t total);
+
+/* Sends r's held head, if any, alone. Returns 0 or what request_send does. */
+static int head_flush(tc_request *r)
+{
+    return r->streamed && r->st.head != NULL ? request_send(r, NULL, 0, 0) : 0;
+}
+
 static void conn_run_posted(tc__srv_conn *c)
 {
     if (c->closing)
         return;
+    c->post_head = 0;
+    for (tc__link *l = c->queue.next; l != &c->queue && !c->close_deferred; l = l->next)
+        (void)head_flush(tc__container_of(l, tc_request, link)); /* a failure closes c later */
     if (!c->close_deferred) {
         c->in_dispatch = 1;
         conn_run_due(c);
@@ -360,12 +398,24 @@ int64_t tc_request_body_length(const tc_request *r)
     return r->streaming ? r->st.body_length : (int64_t)r->body_len;
 }
 
-/* Queues bytes of r's response: straight out when r is live, else at the end of its out list
- * (copied). Returns 0, TC_ENOMEM or TC_ECANCELED. */
+/* Queues bytes of r's response, behind its held head if there is one: straight out when r is
+ * live, else at the end of its out list (copied). Returns 0, TC_ENOMEM or TC_ECANCELED. */
 static int request_send(tc_request *r, const uv_buf_t *bufs, unsigned nbufs, size_t total)
 {
     tc__srv_conn *c = r->conn;
     tc__srv_stream *st = &r->st;
+    if (r->streamed && st->head != NULL) {
+        uv_buf_t all[4]; /* the head, then at most a chunk's size, its bytes and its CRLF */
+        tc__srv_write *head = st->head;
+        all[0] = uv_buf_init(head->data, (unsigned)head->len);
+        for (unsigned i = 0; i < nbufs && i < 3; i++)
+            all[i + 1] = bufs[i];
+        st->head = NULL;
+        head_unpost(c);
+        int err = tc__srv_conn_send(c, all, nbufs + 1, head->len + total);
+        tc__free(head);
+        return err;
+    }
     if (r->live)
         return tc__srv_conn_send(c, bufs, nbufs, total);
     tc__srv_write *w = tc__malloc(sizeof(*w) + total);
@@ -456,6 +506,15 @@ int tc_request_respond_head(tc_request *r, int status, const char *content_type,
     tc__srv_write *w =
         tc__srv_head_build(r, status, content_type, headers, nheaders, content_length);
     int err = TC_ENOMEM;
+    if (w != NULL && r->live && !r->no_body && content_length != 0) {
+        /* a body follows, most often at once (a proxied response's first bytes came with its
+         * head): it takes the head along in one write; the post handle sends it otherwise */
+        r->st.head = w;
+        r->resp_len += w->len;
+        head_post(r->conn);
+        r->head_sent = 1;
+        return 0;
+    }
     if (w != NULL) {
         uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
         err = request_send(r, &b, 1, w->len);
@@ -544,6 +603,7 @@ int tc_request_end(tc_request *r)
     if (request_conn(r) == NULL) {
         /* the client is gone, or going: only finish (the log says 499 once it is gone) */
     } else if (r->has_length && r->st.resp_left > 0) {
+        (void)head_flush(r); /* the client sees the head, then the cut */
         err = TC_EPROTO;
         r->cut = 1;
     } else if (r->chunked) {
@@ -555,6 +615,8 @@ int tc_request_end(tc_request *r)
             r->cut = 1;
         if (err == TC_ECANCELED)
             err = 0; /* the socket failed just now: the request is over all the same */
+    } else if (head_flush(r) == TC_ENOMEM) {
+        r->cut = 1;
     }
     tc__srv_request_finish(r);
     return err;
@@ -568,6 +630,8 @@ void tc_request_abort(tc_request *r)
         tc_request_drop(r, 0);
         return;
     }
+    if (request_conn(r) != NULL)
+        (void)head_flush(r); /* the client sees the head, then the cut */
     r->cut = 1;
     tc__srv_request_finish(r);
 }

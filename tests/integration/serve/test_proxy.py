@@ -10,7 +10,8 @@ X-Tailcut-Attempt, X-Tailcut-Timeout-Ms, the winner and the cancelled loser, POS
 (counted), Idempotency-Key, failure statuses and the last failed response passed on, a 20 MB body
 streamed before the upstream ends it, a stalled body cut visibly, HEAD/204/304, an HTTP/1.0 client
 (close-delimited), 499 (the upstream sees its connection closed), 413, 501 Upgrade, 100-continue,
-504 and the deadline header.
+504 and the deadline header; and (BoundedMemoryTest, a process of its own) a 64 MiB response
+to a client that stops reading, which tailcut must hold back rather than buffer.
 
 Timing: bounds are generous (stretched under sanitizers by th.SLOW) and nothing asserts speed.
 """
@@ -743,6 +744,99 @@ routes:
         rc, err = self.check(route + "    hedge_methods: [GET, PUT]\n    failure_statuses: [500]\n"
                              "    strip_prefix: true\n    max_request_body_bytes: 0\n")
         self.assertEqual((rc, err), (0, "tailcut: configuration ok: 1 route\n"))
+
+HUGE = 64 * 1024 * 1024
+# What tailcut may add to its peak RSS while it passes HUGE bytes to a client that stops reading:
+# its bounded buffers (a read's worth held, SERVE_PROXY_WRITE_HIGH unwritten) are well under a
+# MiB; the rest is slack for the allocator. A proxy that buffered the body would add ~64 MiB.
+HUGE_GROWTH_BOUND_KB = 16 * 1024
+
+
+def proc_status_kb(pid, key):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k == key:
+                return int(v.split()[0])
+    raise KeyError(key)
+
+
+class BoundedMemoryTest(unittest.TestCase):
+    """A 64 MiB response streamed to a client that reads nothing for a while, then slowly: the
+    upstream can send far faster than the client takes, so only back-pressure keeps tailcut's
+    memory bounded. Its own process, so that its VmHWM is this transfer's alone."""
+
+    @staticmethod
+    def s_huge(c, rec):
+        c.send("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % HUGE)
+        piece = bytes(range(256)) * 4096  # 1 MiB
+        for _ in range(HUGE // len(piece)):
+            c.send(piece)  # blocks while tailcut does not read: that is the point
+        return True
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dog = th.Watchdog(300 * S)
+        cls.tmp = tempfile.TemporaryDirectory(prefix="tailcut-proxy-mem-")
+        cls.up = Upstream("U", cls)
+        path = os.path.join(cls.tmp.name, "proxy.yaml")
+        with open(path, "w") as f:
+            f.write("access_log: off\nworkers: 1\nroutes:\n  - prefix: /m/\n    kind: proxy\n"
+                    "    upstreams: [%s]\n" % cls.up.url())
+        cls.tc = th.Proc("serve", "--config", path)
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.tc.stop(timeout=30 * S)
+        finally:
+            cls.up.close()
+            cls.tmp.cleanup()
+            cls.dog.cancel()
+
+    def test_slow_client_bounded_memory(self):
+        pid = self.tc.proc.pid
+        st, _, body = request(self.tc.port, "GET", "/m/warm", headers=[("X-Script", "chunked")])
+        self.assertEqual(st, 200, body)
+        base = proc_status_kb(pid, "VmHWM")
+        with th.connect(self.tc.port, 60 * S) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            s.sendall(b"GET /m/huge HTTP/1.1\r\nHost: h\r\nX-Script: huge\r\n"
+                      b"Connection: close\r\n\r\n")
+            time.sleep(1.0)  # reads nothing: the upstream is far ahead by now without limits
+            paused_growth = proc_status_kb(pid, "VmHWM") - base
+            digest = hashlib.sha256()
+            head, got = b"", 0
+            buf = bytearray()
+            while b"\r\n\r\n" not in buf:
+                chunk = s.recv(65536)
+                self.assertTrue(chunk, "closed before the head")
+                buf += chunk
+            head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+            status, hdrs = th.parse_head(head)
+            self.assertEqual((status, hdrs["content-length"]), (200, str(HUGE)))
+            digest.update(rest)
+            got = len(rest)
+            reads = 0
+            while got < HUGE:
+                chunk = s.recv(256 * 1024)
+                if not chunk:
+                    break
+                got += len(chunk)
+                digest.update(chunk)
+                reads += 1
+                if reads % 64 == 0 and got < HUGE // 2:
+                    time.sleep(0.05)  # slowly for the first half
+        growth = proc_status_kb(pid, "VmHWM") - base
+        self.assertEqual(got, HUGE)
+        piece = bytes(range(256)) * 4096
+        self.assertEqual(digest.hexdigest(),
+                         hashlib.sha256(piece * (HUGE // len(piece))).hexdigest())
+        bound = HUGE_GROWTH_BOUND_KB * (4 if th.SANITIZED else 1)
+        self.assertLess(paused_growth, bound, "VmHWM grew %d kB while the client read nothing"
+                        % paused_growth)
+        self.assertLess(growth, bound, "VmHWM grew %d kB over the transfer" % growth)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
