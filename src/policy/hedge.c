@@ -2,9 +2,9 @@
  * Hedged requests on tc_client futures.
  *
  * The one idea: a hedge is a small state machine driven by three kinds of events (an attempt
- * finished, the hedge timer, the deadline timer), and every one of them goes through
+ * finished, the hedge delay, the deadline), and every one of them goes through
  * hedge_check(), which decides whether to fire extra attempts, to finish, or to wait.
- * hedge_finish() is the only exit: it cancels what still runs, stops the timers, records latencies
+ * hedge_finish() is the only exit: it cancels what still runs, closes the timer, records latencies
  * for an adaptive policy and hands the result to the hedge's future. Attempts are client
  * futures; cancelling one aborts its transfer.
  *
@@ -21,8 +21,12 @@
  * fire() when it could not start. The slot keeps the replica id, so the report never depends on
  * where the result lives by then.
  *
- * Lifetime: the hedge state holds two uv timers, so it is freed only after both close
- * callbacks, which hedge_finish() or the cancel hook start. The result is a separate allocation
+ * Timer: the hedge delay and the deadline share one uv timer, armed for whichever is due first
+ * (timer_arm()), so a request costs one timer init and close, not two. on_hedge_timer() handles
+ * what is due in the order two timers would fire: the earlier first, the deadline on a tie.
+ *
+ * Lifetime: the hedge state holds that uv timer, so it is freed only after its close callback,
+ * which hedge_finish() or the cancel hook start. The result is a separate allocation
  * that becomes the future's value (and holds a reference to every attempt's future, so responses
  * stay readable for as long as the caller holds the hedge's future).
  */
@@ -44,6 +48,9 @@
  * not the client's timeout, decides when a hedge has run out of time. */
 #define TC__HEDGE_ATTEMPT_SLACK_MS 1000
 
+/* hedge_due or deadline_due when there is nothing to wait for. */
+#define NO_DUE UINT64_MAX
+
 typedef struct hedge hedge;
 
 typedef struct attempt_slot {
@@ -60,9 +67,9 @@ struct hedge {
     tc_client_request req; /* url and method point into strings[] below */
     tc_header *headers;
     tc_hedge_result *result;
-    uv_timer_t hedge_timer;
-    uv_timer_t deadline_timer;
-    int open_handles;
+    uv_timer_t timer;        /* due at the earlier of hedge_due and deadline_due */
+    uint64_t hedge_due;      /* loop time the next extra is decided, or NO_DUE */
+    uint64_t deadline_due;   /* loop time of policy.deadline_ms, or NO_DUE */
     unsigned done;           /* attempts that have ended */
     int finished;            /* hedge_finish() or cancel ran */
     int firing;              /* inside fire(): checks wait until it returns */
@@ -253,12 +260,10 @@ static void hedge_free(hedge *hg)
 
 static void on_hedge_timer_closed(uv_handle_t *handle)
 {
-    hedge *hg = handle->data;
-    if (--hg->open_handles == 0)
-        hedge_free(hg);
+    hedge_free(handle->data);
 }
 
-/* Cancels every attempt still running and closes the timers. Each cancellation runs that
+/* Cancels every attempt still running and closes the timer. Each cancellation runs that
  * attempt's done callback at once, which records it as cancelled. In head mode, every answered
  * attempt but keep (the winner, or the last failed one for the caller to pass on) has its
  * transfer ended too. */
@@ -275,8 +280,7 @@ static void hedge_wind_down(hedge *hg, int keep)
     }
     if (res->last_failed != keep)
         res->last_failed = -1;
-    uv_close((uv_handle_t *)&hg->hedge_timer, on_hedge_timer_closed);
-    uv_close((uv_handle_t *)&hg->deadline_timer, on_hedge_timer_closed);
+    uv_close((uv_handle_t *)&hg->timer, on_hedge_timer_closed);
 }
 
 static void observe(hedge *hg, const tc_hedge_result *res)
@@ -335,6 +339,26 @@ static void on_hedge_cancel(tc_future *f, void *data)
 
 static void hedge_check(hedge *hg);
 static void on_hedge_timer(uv_timer_t *t);
+
+/* Sets the loop time the next extra is due: due, but never before now (as a timer started for 0
+ * ms), or NO_DUE. */
+static void set_hedge_due(hedge *hg, uint64_t due)
+{
+    uint64_t now = uv_now(hg->loop);
+    hg->hedge_due = due != NO_DUE && due < now ? now : due;
+}
+
+/* Arms the timer for the earlier of the hedge delay and the deadline, or stops it. */
+static void timer_arm(hedge *hg)
+{
+    uint64_t due = hg->hedge_due < hg->deadline_due ? hg->hedge_due : hg->deadline_due;
+    if (due == NO_DUE) {
+        uv_timer_stop(&hg->timer);
+        return;
+    }
+    uint64_t now = uv_now(hg->loop);
+    uv_timer_start(&hg->timer, on_hedge_timer, due > now ? due - now : 0, 0);
+}
 
 static void on_hedge_attempt_done(tc_future *f, void *data)
 {
@@ -459,13 +483,11 @@ static unsigned decide_extras(hedge *hg, unsigned n)
     }
     if (hg->finished)
         return fired;
-    if (hg->policy.staggered && extras_left(hg) > 0) {
-        uint64_t due = hg->start_ms + (uint64_t)(hg->extras_decided + 1) * hg->result->delay_ms;
-        uint64_t now = uv_now(hg->loop);
-        uv_timer_start(&hg->hedge_timer, on_hedge_timer, due > now ? due - now : 0, 0);
-    } else {
-        uv_timer_stop(&hg->hedge_timer);
-    }
+    if (hg->policy.staggered && extras_left(hg) > 0)
+        set_hedge_due(hg, hg->start_ms + (uint64_t)(hg->extras_decided + 1) * hg->result->delay_ms);
+    else
+        hg->hedge_due = NO_DUE;
+    timer_arm(hg);
     return fired;
 }
 
@@ -493,19 +515,22 @@ static void hedge_check(hedge *hg)
     }
 }
 
+/* The timer: the extras when the delay is due first, then the deadline when it is due too. */
 static void on_hedge_timer(uv_timer_t *t)
 {
     hedge *hg = t->data;
+    uint64_t now = uv_now(hg->loop);
     if (hg->finished)
         return;
-    decide_extras(hg, hg->policy.staggered ? 1 : extras_left(hg));
-    hedge_check(hg);
-}
-
-static void on_hedge_deadline(uv_timer_t *t)
-{
-    hedge *hg = t->data;
-    hedge_finish(hg, hg->policy.mode == TC_HEDGE_DEADLINE ? 0 : TC_ETIMEDOUT);
+    if (hg->hedge_due < hg->deadline_due && hg->hedge_due <= now) {
+        hg->hedge_due = NO_DUE;
+        decide_extras(hg, hg->policy.staggered ? 1 : extras_left(hg)); /* re-arms the timer */
+        hedge_check(hg);
+        if (hg->finished)
+            return;
+    }
+    if (hg->deadline_due <= now)
+        hedge_finish(hg, hg->policy.mode == TC_HEDGE_DEADLINE ? 0 : TC_ETIMEDOUT);
 }
 
 /* ---- start ---------------------------------------------------------------------------------- */
@@ -541,20 +566,16 @@ int tc_hedge_start(tc_future **out, tc_client *client, const tc_client_request *
     hg->client = client;
     hg->policy = *policy;
     hg->loop = tc_client_loop(client);
-    uv_timer_init(hg->loop, &hg->hedge_timer);
-    uv_timer_init(hg->loop, &hg->deadline_timer);
-    hg->hedge_timer.data = hg;
-    hg->deadline_timer.data = hg;
-    hg->open_handles = 2;
+    uv_timer_init(hg->loop, &hg->timer);
+    hg->timer.data = hg;
     tc_future_set_cancel_hook(hg->out, on_hedge_cancel, hg); /* run by tc_future_cancel */
 
-    /* The caller gets its own reference; the hedge keeps one until its timers have closed. */
+    /* The caller gets its own reference; the hedge keeps one until its timer has closed. */
     *out = tc_future_ref(hg->out);
-    if (policy->deadline_ms > 0) {
-        uint64_t now = uv_now(hg->loop);
-        uv_timer_start(&hg->deadline_timer, on_hedge_deadline,
-                       policy->deadline_ms > now ? policy->deadline_ms - now : 0, 0);
-    }
+    uint64_t now = uv_now(hg->loop);
+    hg->deadline_due = NO_DUE;
+    if (policy->deadline_ms > 0)
+        hg->deadline_due = policy->deadline_ms > now ? policy->deadline_ms : now;
     /* The delay counts from now rounded up, so no extra attempt fires before it has passed. */
     hg->start_ms = tc__now_ms_up();
     hg->result->delay_ms = policy->hedge_delay_ms;
@@ -562,11 +583,8 @@ int tc_hedge_start(tc_future **out, tc_client *client, const tc_client_request *
         hg->result->delay_ms = tc_hedge_adaptive_delay_ms(policy->adaptive, tc__now_ms());
     if (policy->budget != NULL)
         tc_hedge_budget_admit(policy->budget, tc__now_ms());
-    if (policy->extra > 0) {
-        uint64_t due = hg->start_ms + hg->result->delay_ms;
-        uint64_t now = uv_now(hg->loop);
-        uv_timer_start(&hg->hedge_timer, on_hedge_timer, due > now ? due - now : 0, 0);
-    }
+    set_hedge_due(hg, policy->extra > 0 ? hg->start_ms + hg->result->delay_ms : NO_DUE);
+    timer_arm(hg);
     fire(hg, policy->initial, 0);
     hedge_check(hg);
     return 0;
