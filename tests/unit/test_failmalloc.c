@@ -945,31 +945,44 @@ static void probe_record(outcome *o, const probe *p, int ok_status, const char *
     }
 }
 
-/* Steps: 0 the server, 1 and 2 the probe's connections. */
-static void scenario_server(outcome *o)
+/* The server scenarios' frame: a server of cfg on its own loop (step 0), the probe's
+ * connections sending request (NULL: the probe's own), then check reads what they got. */
+static void server_scenario(outcome *o, const tc_server_config *cfg, const char *request,
+                            void (*check)(outcome *o, probe *p))
 {
     uv_loop_t loop;
     uv_timer_t watchdog;
     uv_async_t done;
     assert_int_equal(uv_loop_init(&loop), 0);
     watchdog_start(&loop, &watchdog);
+    tc_server *srv = NULL;
+    if (step_rc(o, 0, tc_server_new(&srv, &loop, cfg)) == 0) {
+        probe p = {.port = tc_server_port(srv), .request = request};
+        probe_run(&p, &loop, &done, on_probe_done, srv);
+        check(o, &p);
+    }
+    close_all(&loop, &watchdog);
+}
+
+static void server_check(outcome *o, probe *p)
+{
+    probe_record(o, p, 200, "\r\n\r\nhello");
+    int unanswered = 0;
+    for (int i = 0; i < PROBE_CONNECTIONS; i++)
+        unanswered += p->conn[i].len == 0;
+    /* a refused connection is one closed with no answer, and it is counted */
+    assert_true(probe_stats.rejected_no_memory <= (uint64_t)unanswered);
+    assert_int_equal(probe_stats.rejected_over_limit, 0);
+    refused_runs += probe_stats.rejected_no_memory > 0;
+}
+
+/* Steps: 0 the server, 1 and 2 the probe's connections. */
+static void scenario_server(outcome *o)
+{
     tc_server_config cfg;
     tc_server_config_init(&cfg);
     cfg.handler = server_handler;
-    tc_server *srv = NULL;
-    if (step_rc(o, 0, tc_server_new(&srv, &loop, &cfg)) == 0) {
-        probe p = {.port = tc_server_port(srv)};
-        probe_run(&p, &loop, &done, on_probe_done, srv);
-        probe_record(o, &p, 200, "\r\n\r\nhello");
-        int unanswered = 0;
-        for (int i = 0; i < PROBE_CONNECTIONS; i++)
-            unanswered += p.conn[i].len == 0;
-        /* a refused connection is one closed with no answer, and it is counted */
-        assert_true(probe_stats.rejected_no_memory <= (uint64_t)unanswered);
-        assert_int_equal(probe_stats.rejected_over_limit, 0);
-        refused_runs += probe_stats.rejected_no_memory > 0;
-    }
-    close_all(&loop, &watchdog);
+    server_scenario(o, &cfg, NULL, server_check);
 }
 
 static void test_server(void **state)
@@ -1058,27 +1071,21 @@ static int probe_stream_outcome(const probe_conn *pc, int i)
 }
 
 /* Steps: 0 the server, 1 and 2 the probe's connections. */
+static void server_stream_check(outcome *o, probe *p)
+{
+    for (int i = 0; i < PROBE_CONNECTIONS; i++)
+        record(o, 1 + i, probe_stream_outcome(&p->conn[i], i));
+    if (!tc__alloc_failed()) /* the clean run: both answered in full */
+        assert_true(o->code[1] == 200 && o->code[2] == 200);
+}
+
 static void scenario_server_stream(outcome *o)
 {
-    uv_loop_t loop;
-    uv_timer_t watchdog;
-    uv_async_t done;
-    assert_int_equal(uv_loop_init(&loop), 0);
-    watchdog_start(&loop, &watchdog);
     tc_server_config cfg;
     tc_server_config_init(&cfg);
     cfg.handler = stream_handler;
     cfg.head_filter = stream_every_request;
-    tc_server *srv = NULL;
-    if (step_rc(o, 0, tc_server_new(&srv, &loop, &cfg)) == 0) {
-        probe p = {.port = tc_server_port(srv), .request = stream_request};
-        probe_run(&p, &loop, &done, on_probe_done, srv);
-        for (int i = 0; i < PROBE_CONNECTIONS; i++)
-            record(o, 1 + i, probe_stream_outcome(&p.conn[i], i));
-        if (!tc__alloc_failed()) /* the clean run: both answered in full */
-            assert_true(o->code[1] == 200 && o->code[2] == 200);
-    }
-    close_all(&loop, &watchdog);
+    server_scenario(o, &cfg, stream_request, server_stream_check);
 }
 
 static void test_server_stream(void **state)
